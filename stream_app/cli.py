@@ -1,0 +1,114 @@
+"""`stream-app`: the command line. Each command reads the settings once and passes them down."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .config import Settings
+from .errors import StreamAppError
+from .logs import FORMATS
+
+
+def _rate(text: str) -> float | None:
+    if text == "max":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--rate takes events per second or 'max', not {text!r}")
+    if value <= 0:
+        raise argparse.ArgumentTypeError("--rate must be above 0 (or 'max')")
+    return value
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from . import runtime
+
+    record = runtime.up()
+    print(f"KAFKA_BOOTSTRAP_SERVERS={record['KAFKA_BOOTSTRAP_SERVERS']}")
+    print(f"REDIS_URL={record['REDIS_URL']}")
+    print("embedded broker and Redis are running; `stream-app down` stops them", file=sys.stderr)
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from . import runtime
+
+    print("stopped the embedded broker and Redis" if runtime.down() else "nothing was running")
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from .runtime import free_port
+    from .topics import ensure_topics
+    from .worker import run_worker
+
+    settings = Settings.from_env()
+    partitions = ensure_topics(settings)
+    run_worker(settings, partitions, args.web_port or free_port(), args.loglevel)
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from .replay import replay
+
+    summary = replay(Settings.from_env(), args.file, args.format, args.rate)
+    print("\n".join(summary.lines()))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(args.file, args.format, args.timeout)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run_bench
+
+    return run_bench(args.events, args.users, args.items, args.timeout)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="stream-app", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="start the embedded broker and Redis; print their addresses").set_defaults(fn=cmd_up)
+    sub.add_parser("down", help="stop what `up` started").set_defaults(fn=cmd_down)
+    w = sub.add_parser("worker", help="run one stream worker (several share the partitions)")
+    w.add_argument("--web-port", type=int, default=0, help="Faust's web port (default: a free one)")
+    w.add_argument("--loglevel", default="warn", choices=["crit", "error", "warn", "info", "debug"])
+    w.set_defaults(fn=cmd_worker)
+    r = sub.add_parser("replay", help="produce a recorded log to the input topics in timestamp order")
+    r.add_argument("file")
+    r.add_argument("--format", required=True, choices=FORMATS)
+    r.add_argument("--rate", type=_rate, default=None, help="events per second, or 'max' (default)")
+    r.set_defaults(fn=cmd_replay)
+    d = sub.add_parser("demo", help="up + one worker + replay of the bundled OTTO sample + a summary")
+    d.add_argument("--file", default=None, help="replay this log instead of the bundled sample")
+    d.add_argument("--format", default="otto", choices=FORMATS)
+    d.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for all recommendations")
+    d.set_defaults(fn=cmd_demo)
+    b = sub.add_parser("bench", help="end-to-end Kafka path: events/s and event->recommendation latency")
+    b.add_argument("--events", type=int, default=50_000)
+    b.add_argument("--users", type=int, default=5_000)
+    b.add_argument("--items", type=int, default=20_000)
+    b.add_argument("--timeout", type=float, default=600.0)
+    b.set_defaults(fn=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except StreamAppError as exc:
+        print(f"stream-app {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

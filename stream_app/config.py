@@ -1,0 +1,218 @@
+"""Settings: read once from the environment (and the runtime file `stream-app up` writes), then passed down.
+
+Every setting has an environment variable named in upper case after the field with the
+`STREAM_APP_` prefix, e.g. `STREAM_APP_TOP_K=50`; the two service endpoints use the names
+operators already know: `KAFKA_BOOTSTRAP_SERVERS` and `REDIS_URL`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from .errors import ConfigError
+
+EVENT_TYPES = ("browse", "click", "purchase")
+REC_POLICIES = ("every", "purchase", "debounce")
+ENV_PREFIX = "STREAM_APP_"
+
+
+def state_dir(environ: Mapping[str, str] = os.environ) -> Path:
+    """Folder of the runtime file and the embedded services' logs."""
+    explicit = environ.get("STREAM_APP_STATE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "stream-app"
+
+
+def runtime_file(environ: Mapping[str, str] = os.environ) -> Path:
+    return state_dir(environ) / "runtime.json"
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Topic names. A prefix lets several deployments (or test runs) share one cluster."""
+
+    prefix: str = ""
+    app_id: str = "stream-app"
+
+    def _name(self, base: str) -> str:
+        return f"{self.prefix}{base}"
+
+    @property
+    def browse(self) -> str:
+        return self._name("events.browse")
+
+    @property
+    def click(self) -> str:
+        return self._name("events.click")
+
+    @property
+    def purchase(self) -> str:
+        return self._name("events.purchase")
+
+    @property
+    def inputs(self) -> tuple[str, str, str]:
+        return (self.browse, self.click, self.purchase)
+
+    def for_type(self, event_type: str) -> str:
+        return self._name(f"events.{event_type}")
+
+    @property
+    def recommendations(self) -> str:
+        return self._name("recommendations")
+
+    @property
+    def profiles(self) -> str:
+        return self._name("profiles")
+
+    @property
+    def dlq(self) -> str:
+        return self._name("events.dlq")
+
+    @property
+    def item_signals(self) -> str:
+        # Internal repartition topic: the app id is in the name so two apps never mix their data.
+        return self._name(f"{self.app_id}-item-signals")
+
+
+@dataclass(frozen=True)
+class EventWeights:
+    """How much one event of each kind counts in affinities, popularity and co-visitation."""
+
+    browse: float = 0.5
+    click: float = 1.0
+    cart: float = 3.0
+    order: float = 6.0
+
+    def of(self, event_type: str, stage: str | None) -> float:
+        if event_type == "purchase":
+            return self.cart if stage == "cart" else self.order
+        return self.browse if event_type == "browse" else self.click
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka_bootstrap_servers: str | None = None
+    redis_url: str | None = None
+    app_id: str = "stream-app"
+    topic_prefix: str = ""
+    partitions: int = 8
+    # Input handling
+    max_payload_bytes: int = 64 * 1024
+    batch_max: int = 500
+    batch_within_s: float = 0.05
+    # Recommendations
+    top_k: int = 20
+    rec_policy: str = "every"
+    rec_debounce_ms: int = 5_000
+    popularity_weight: float = 0.1
+    # Profile shape
+    recent_max: int = 50
+    affinity_max: int = 200
+    seen_ids_max: int = 2048
+    half_life_ms: int = 24 * 3600 * 1000
+    # Item side
+    covis_window_ms: int = 24 * 3600 * 1000
+    covis_prev_items: int = 5
+    covis_neighbors_max: int = 50
+    popular_per_partition: int = 100
+    weights: EventWeights = field(default_factory=EventWeights)
+
+    def __post_init__(self) -> None:
+        if self.rec_policy not in REC_POLICIES:
+            raise ConfigError(
+                f"rec_policy={self.rec_policy!r} is not one of {', '.join(REC_POLICIES)}: "
+                f"set {ENV_PREFIX}REC_POLICY to one of them"
+            )
+        for name in ("partitions", "max_payload_bytes", "batch_max", "top_k", "recent_max",
+                     "affinity_max", "seen_ids_max", "half_life_ms", "covis_prev_items",
+                     "covis_neighbors_max", "popular_per_partition"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1 (set {ENV_PREFIX}{name.upper()})")
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(prefix=self.topic_prefix, app_id=self.app_id)
+
+    def require_kafka(self) -> str:
+        if not self.kafka_bootstrap_servers:
+            raise ConfigError(
+                "No Kafka broker configured: run `stream-app up` to start the embedded one, "
+                "or set KAFKA_BOOTSTRAP_SERVERS=host:port"
+            )
+        return self.kafka_bootstrap_servers
+
+    def require_redis(self) -> str:
+        if not self.redis_url:
+            raise ConfigError(
+                "No Redis configured: run `stream-app up` to start the embedded one, "
+                "or set REDIS_URL=redis://host:port/0"
+            )
+        return self.redis_url
+
+    def replace(self, **changes) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+    def to_env(self) -> dict[str, str]:
+        """Environment that makes a child process (a worker) read these same settings."""
+        env: dict[str, str] = {}
+        if self.kafka_bootstrap_servers:
+            env["KAFKA_BOOTSTRAP_SERVERS"] = self.kafka_bootstrap_servers
+        if self.redis_url:
+            env["REDIS_URL"] = self.redis_url
+        for f in dataclasses.fields(self):
+            if f.name in ("kafka_bootstrap_servers", "redis_url", "weights"):
+                continue
+            env[ENV_PREFIX + f.name.upper()] = str(getattr(self, f.name))
+        for f in dataclasses.fields(self.weights):
+            env[f"{ENV_PREFIX}WEIGHT_{f.name.upper()}"] = str(getattr(self.weights, f.name))
+        return env
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
+        """Read every setting once. Endpoints: the environment first, else the runtime file of `up`."""
+        values: dict[str, object] = {}
+        for f in dataclasses.fields(cls):
+            if f.name in ("kafka_bootstrap_servers", "redis_url", "weights"):
+                continue
+            raw = environ.get(ENV_PREFIX + f.name.upper())
+            if raw is not None:
+                values[f.name] = _parse(f.name, raw, type(getattr(cls(), f.name)))
+        weights = {}
+        for f in dataclasses.fields(EventWeights):
+            raw = environ.get(f"{ENV_PREFIX}WEIGHT_{f.name.upper()}")
+            if raw is not None:
+                weights[f.name] = _parse(f"weight_{f.name}", raw, float)
+        kafka = environ.get("KAFKA_BOOTSTRAP_SERVERS")
+        redis_url = environ.get("REDIS_URL")
+        if not kafka or not redis_url:
+            embedded = read_runtime_file(environ)
+            kafka = kafka or embedded.get("KAFKA_BOOTSTRAP_SERVERS")
+            redis_url = redis_url or embedded.get("REDIS_URL")
+        return cls(kafka_bootstrap_servers=kafka, redis_url=redis_url,
+                   weights=EventWeights(**weights), **values)
+
+
+def read_runtime_file(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    path = runtime_file(environ)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read the runtime file {path}: {exc}; run `stream-app down` then `stream-app up`") from exc
+
+
+def _parse(name: str, raw: str, kind: type) -> object:
+    try:
+        if kind is bool:
+            return raw.strip().lower() in ("1", "true", "yes", "on")
+        return kind(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind.__name__}") from exc

@@ -1,0 +1,71 @@
+"""The pure core: (profile, event) -> (profile', recommendation). No Faust, Kafka or Redis.
+
+Workers call `process` for every valid event of a batch; `evaluate` calls the same function, so the
+numbers it reports are the numbers the workers produce.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from .config import Settings
+from .events import Event
+from .items import ItemIndex, SignalBuffer
+from .profile import Profile, apply_event, event_digest
+from .recommend import MODEL_VERSIONS, recommend
+
+_REC_NAMESPACE = uuid.UUID("6f1d3c1e-8f5b-4c52-9d0e-3b1f2a7c9e10")
+
+
+@dataclass(slots=True)
+class Outcome:
+    applied: bool  # False: a duplicate event_id (or older than the dedupe floor), nothing changed
+    recommendation: dict[str, Any] | None
+
+
+def new_profile(user_id: str, settings: Settings) -> Profile:
+    return Profile(user_id=user_id, half_life_ms=settings.half_life_ms)
+
+
+def should_emit(profile: Profile, event: Event, settings: Settings) -> bool:
+    if settings.rec_policy == "every":
+        return True
+    if settings.rec_policy == "purchase":
+        return event.type == "purchase"
+    # debounce: at most one recommendation per user per rec_debounce_ms of event time
+    return profile.last_rec_ts is None or event.ts - profile.last_rec_ts >= settings.rec_debounce_ms
+
+
+def rec_id_for(event_id: str) -> str:
+    """Deterministic, so a redelivered recommendation can be deduplicated downstream."""
+    return str(uuid.uuid5(_REC_NAMESPACE, event_id))
+
+
+def process(profile: Profile, event: Event, index: ItemIndex, popular: list[tuple[str, float]],
+            signals: SignalBuffer, settings: Settings, now_ms: int) -> Outcome:
+    """Apply one event to its user's profile (in place), add its item signals, maybe recommend."""
+    digest = event_digest(event.event_id)
+    if not profile.admits(digest, event.ts):
+        return Outcome(False, None)
+    previous = [item for item in profile.recent_items(settings.covis_prev_items,
+                                                      since_ts=event.ts - settings.covis_window_ms)
+                if item != event.item_id]
+    apply_event(profile, event, digest, settings)
+    signals.add_interaction(event.item_id, previous, settings.weights.of(event.type, event.stage), event.ts)
+    if not should_emit(profile, event, settings):
+        return Outcome(True, None)
+    profile.last_rec_ts = event.ts
+    items = recommend(profile, index, popular, settings)
+    return Outcome(True, {
+        "rec_id": rec_id_for(event.event_id),
+        "user_id": profile.user_id,
+        "items": [s.to_dict() for s in items],
+        "trigger_event_id": event.event_id,
+        "event_ts": event.ts,
+        "generated_at": now_ms,
+        "profile_version": profile.version,
+        "model": MODEL_VERSIONS,
+        "schema_version": 1,
+    })

@@ -1,0 +1,17 @@
+"""Errors a user can act on: each says what was wrong and what to do."""
+
+
+class StreamAppError(Exception):
+    """An error the CLI reports as one line, without a traceback."""
+
+
+class ConfigError(StreamAppError):
+    """The configuration (environment, runtime file, arguments) is missing or wrong."""
+
+
+class ServiceTimeout(StreamAppError):
+    """A broker or Redis did not answer in time."""
+
+
+class InputFileError(StreamAppError):
+    """A recorded log cannot be read in the format asked for."""

@@ -1,0 +1,39 @@
+"""The input event record (schemas/v1/input-event.schema.json)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+_OPTIONAL = ("session_id", "category", "price", "quantity", "dwell_ms", "stage", "context")
+
+
+@dataclass(slots=True)
+class Event:
+    event_id: str
+    user_id: str
+    item_id: str
+    type: str
+    ts: int
+    session_id: str | None = None
+    category: str | None = None
+    price: float | None = None
+    quantity: int | None = None
+    dwell_ms: int | None = None
+    stage: str | None = None
+    context: dict[str, Any] | None = field(default=None)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Event":
+        return cls(data["event_id"], data["user_id"], data["item_id"], data["type"], data["ts"],
+                   *(data.get(name) for name in _OPTIONAL))
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"event_id": self.event_id, "user_id": self.user_id,
+                               "item_id": self.item_id, "type": self.type, "ts": self.ts,
+                               "schema_version": 1}
+        for name in _OPTIONAL:
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        return out

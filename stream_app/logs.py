@@ -1,0 +1,171 @@
+"""Readers of recorded event logs, as users have them: our own jsonl, OTTO sessions, csv,
+RetailRocket `events.csv` and MovieLens `ratings.csv`. Every reader yields input events
+(schemas/v1/input-event) or rejections for the lines it cannot turn into one; event_ids are
+deterministic where the format has none, so replaying a file twice is idempotent."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import fastjsonschema
+import orjson
+
+from .contracts import Rejection, Source, validator
+from .errors import InputFileError
+
+FORMATS = ("jsonl", "otto", "csv", "retailrocket", "movielens")
+
+OTTO_TYPES = {"clicks": ("click", None), "carts": ("purchase", "cart"), "orders": ("purchase", "order")}
+RETAILROCKET_TYPES = {"view": ("browse", None), "addtocart": ("purchase", "cart"),
+                      "transaction": ("purchase", "order")}
+
+
+@dataclass(frozen=True, slots=True)
+class LineRejection:
+    line: int
+    rejection: Rejection
+
+
+Read = dict[str, Any] | LineRejection
+
+
+def _reject(path: Path, line: int, reason: str, detail: str, raw: bytes) -> LineRejection:
+    return LineRejection(line, Rejection(reason, f"line {line}: {detail}", Source(str(path)), None, raw))
+
+
+def _checked(path: Path, line: int, event: dict[str, Any], raw: bytes) -> Read:
+    try:
+        validator("input-event")(event)
+    except fastjsonschema.JsonSchemaValueException as exc:
+        return _reject(path, line, "schema_violation", exc.message, raw)
+    return event
+
+
+def _digest_id(prefix: str, line: int, raw: bytes) -> str:
+    return f"{prefix}-{line}-{hashlib.blake2b(raw, digest_size=6).hexdigest()}"
+
+
+def read_jsonl(path: Path) -> Iterator[Read]:
+    with open(path, "rb") as fh:
+        for line, raw in enumerate(fh, 1):
+            raw = raw.rstrip(b"\r\n")
+            if not raw.strip():
+                continue
+            try:
+                event = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                yield _reject(path, line, "invalid_json", str(exc), raw)
+                continue
+            yield _checked(path, line, event, raw)
+
+
+def read_otto(path: Path) -> Iterator[Read]:
+    with open(path, "rb") as fh:
+        for line, raw in enumerate(fh, 1):
+            raw = raw.rstrip(b"\r\n")
+            if not raw.strip():
+                continue
+            try:
+                session = orjson.loads(raw)
+                user = str(session["session"])
+                events = session["events"]
+            except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+                yield _reject(path, line, "invalid_json", f"not an OTTO session ({exc!r})", raw)
+                continue
+            for i, e in enumerate(events):
+                try:
+                    kind, stage = OTTO_TYPES[e["type"]]
+                    event = {"event_id": f"otto-{user}-{i}", "user_id": user, "item_id": str(e["aid"]),
+                             "type": kind, "ts": int(e["ts"]), "session_id": user, "schema_version": 1}
+                except (KeyError, TypeError, ValueError) as exc:
+                    yield _reject(path, line, "schema_violation", f"event {i} of session {user}: {exc!r}",
+                                  orjson.dumps(e))
+                    continue
+                if stage:
+                    event["stage"] = stage
+                yield _checked(path, line, event, raw)
+
+
+def _read_csv(path: Path, required: tuple[str, ...],
+              convert: Callable[[dict[str, str], int, bytes], dict[str, Any]]) -> Iterator[Read]:
+    with open(path, "r", encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in required if c not in (reader.fieldnames or [])]
+        if missing:
+            raise InputFileError(f"{path}: the header {reader.fieldnames} lacks {missing}; "
+                                 f"expected columns {', '.join(required)}")
+        for row in reader:
+            line = reader.line_num
+            raw = ",".join(row.get(c) or "" for c in reader.fieldnames).encode()
+            try:
+                event = convert(row, line, raw)
+            except (KeyError, TypeError, ValueError) as exc:
+                yield _reject(path, line, "schema_violation", f"cannot read the row ({exc!r})", raw)
+                continue
+            yield _checked(path, line, event, raw)
+
+
+def _csv_event(row: dict[str, str], line: int, raw: bytes) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "event_id": row.get("event_id") or _digest_id("csv", line, raw),
+        "user_id": row["user_id"], "item_id": row["item_id"], "type": row["type"],
+        "ts": int(row["ts"]), "schema_version": 1,
+    }
+    for name, kind in (("session_id", str), ("category", str), ("price", float), ("quantity", int),
+                       ("dwell_ms", int), ("stage", str)):
+        if row.get(name):
+            event[name] = kind(row[name])
+    return event
+
+
+def _retailrocket_event(row: dict[str, str], line: int, raw: bytes) -> dict[str, Any]:
+    kind, stage = RETAILROCKET_TYPES[row["event"]]
+    event: dict[str, Any] = {"event_id": _digest_id("rr", line, raw), "user_id": row["visitorid"],
+                             "item_id": row["itemid"], "type": kind, "ts": int(row["timestamp"]),
+                             "schema_version": 1}
+    if stage:
+        event["stage"] = stage
+    return event
+
+
+def _movielens_event(row: dict[str, str], line: int, raw: bytes) -> dict[str, Any]:
+    # A rating is an explicit interaction: a click, with the rating kept in the context.
+    return {"event_id": f"ml-{row['userId']}-{row['movieId']}-{row['timestamp']}", "user_id": row["userId"],
+            "item_id": row["movieId"], "type": "click", "ts": int(row["timestamp"]) * 1000,
+            "context": {"rating": float(row["rating"])}, "schema_version": 1}
+
+
+def read_log(path: str | Path, fmt: str) -> Iterator[Read]:
+    """Events and rejections of a recorded log, in file order."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"{path}: no such file")
+    if fmt == "jsonl":
+        return read_jsonl(path)
+    if fmt == "otto":
+        return read_otto(path)
+    if fmt == "csv":
+        return _read_csv(path, ("user_id", "item_id", "type", "ts"), _csv_event)
+    if fmt == "retailrocket":
+        return _read_csv(path, ("timestamp", "visitorid", "event", "itemid"), _retailrocket_event)
+    if fmt == "movielens":
+        return _read_csv(path, ("userId", "movieId", "rating", "timestamp"), _movielens_event)
+    raise InputFileError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
+
+
+def load_sorted(path: str | Path, fmt: str) -> tuple[list[dict[str, Any]], list[LineRejection]]:
+    """The whole log in timestamp order (stable: ties keep file order), and its rejected lines."""
+    events: list[dict[str, Any]] = []
+    rejected: list[LineRejection] = []
+    try:
+        for read in read_log(path, fmt):
+            (rejected if isinstance(read, LineRejection) else events).append(read)
+    except (UnicodeDecodeError, csv.Error, io.UnsupportedOperation) as exc:
+        raise InputFileError(f"{path}: cannot be read as {fmt} ({exc})") from exc
+    events.sort(key=lambda e: e["ts"])
+    return events, rejected

@@ -1,0 +1,137 @@
+"""The user profile and how one event changes it. Pure: no Faust, Kafka or Redis."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from . import decay
+from .config import Settings
+from .events import Event
+
+
+def event_digest(event_id: str) -> str:
+    """64-bit digest of an event_id: the idempotence key kept in the profile (16 chars, not 200)."""
+    return hashlib.blake2b(event_id.encode("utf-8"), digest_size=8).hexdigest()
+
+
+@dataclass(slots=True)
+class Profile:
+    user_id: str
+    version: int = 0
+    event_count: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    stages: dict[str, int] = field(default_factory=dict)
+    recent: list[list[Any]] = field(default_factory=list)  # [item_id, type, ts], most recent last
+    item_affinity: dict[str, float] = field(default_factory=dict)  # log2 forward-decayed
+    category_affinity: dict[str, float] = field(default_factory=dict)
+    first_seen: int | None = None
+    last_seen: int | None = None
+    # Idempotence: digests of applied event_ids (-> event ts), at most ~seen_ids_max, plus a floor:
+    # an event older than the floor is never applied, so no event is ever counted twice.
+    seen_event_ids: dict[str, int] = field(default_factory=dict)
+    dedupe_floor: int | None = None
+    last_rec_ts: int | None = None
+    half_life_ms: int = 24 * 3600 * 1000
+
+    def admits(self, digest: str, ts: int) -> bool:
+        """False for an event already applied, or too old to tell (older than the dedupe floor)."""
+        return digest not in self.seen_event_ids and (self.dedupe_floor is None or ts >= self.dedupe_floor)
+
+    def recent_items(self, limit: int, since_ts: int | None = None) -> list[str]:
+        """Distinct recent items, most recent first, optionally only those seen at or after since_ts."""
+        out: list[str] = []
+        for item_id, _type, ts in reversed(self.recent):
+            if since_ts is not None and ts < since_ts:
+                break
+            if item_id not in out:
+                out.append(item_id)
+                if len(out) == limit:
+                    break
+        return out
+
+    def to_dict(self, with_dedupe_state: bool = True) -> dict[str, Any]:
+        """The profile; `with_dedupe_state=False` leaves out the idempotence digests (public snapshots)."""
+        out = {
+            "user_id": self.user_id, "version": self.version, "event_count": self.event_count,
+            "counts": self.counts, "stages": self.stages, "recent": self.recent,
+            "item_affinity": self.item_affinity, "category_affinity": self.category_affinity,
+            "first_seen": self.first_seen, "last_seen": self.last_seen,
+            "last_rec_ts": self.last_rec_ts, "half_life_ms": self.half_life_ms, "schema_version": 1,
+        }
+        if with_dedupe_state:
+            out["seen_event_ids"] = self.seen_event_ids
+            out["dedupe_floor"] = self.dedupe_floor
+        return out
+
+    def to_json(self, with_dedupe_state: bool = True) -> bytes:
+        return orjson.dumps(self.to_dict(with_dedupe_state))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Profile":
+        return cls(
+            user_id=data["user_id"], version=data["version"], event_count=data["event_count"],
+            counts=data["counts"], stages=data["stages"], recent=data["recent"],
+            item_affinity=data["item_affinity"], category_affinity=data["category_affinity"],
+            first_seen=data["first_seen"], last_seen=data["last_seen"],
+            seen_event_ids=data.get("seen_event_ids", {}), dedupe_floor=data.get("dedupe_floor"),
+            last_rec_ts=data["last_rec_ts"],
+            half_life_ms=data["half_life_ms"],
+        )
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> "Profile":
+        return cls.from_dict(orjson.loads(raw))
+
+
+def apply_event(profile: Profile, event: Event, digest: str, settings: Settings) -> None:
+    """Fold one new (not yet seen) event into the profile, in place, keeping every part bounded."""
+    hl = profile.half_life_ms
+    weight = settings.weights.of(event.type, event.stage)
+    stored = decay.log_weight(weight, event.ts, hl)
+
+    profile.version += 1
+    profile.event_count += 1
+    profile.counts[event.type] = profile.counts.get(event.type, 0) + 1
+    if event.stage is not None:
+        profile.stages[event.stage] = profile.stages.get(event.stage, 0) + 1
+
+    recent = profile.recent
+    if not recent or event.ts >= recent[-1][2]:
+        recent.append([event.item_id, event.type, event.ts])
+    else:  # a late event: keep the sequence in time order
+        at = len(recent)
+        while at > 0 and recent[at - 1][2] > event.ts:
+            at -= 1
+        recent.insert(at, [event.item_id, event.type, event.ts])
+    if len(recent) > settings.recent_max:
+        del recent[: len(recent) - settings.recent_max]
+
+    decay.add(profile.item_affinity, event.item_id, stored)
+    profile.item_affinity = decay.prune(profile.item_affinity, settings.affinity_max)
+    if event.category is not None:
+        decay.add(profile.category_affinity, event.category, stored)
+        profile.category_affinity = decay.prune(profile.category_affinity, settings.affinity_max)
+
+    profile.first_seen = event.ts if profile.first_seen is None else min(profile.first_seen, event.ts)
+    profile.last_seen = event.ts if profile.last_seen is None else max(profile.last_seen, event.ts)
+
+    _remember(profile, digest, event.ts, settings)
+
+
+def _remember(profile: Profile, digest: str, ts: int, settings: Settings) -> None:
+    """Keep the digest. Over the cap, forget the oldest events (by event time, a quarter at once so
+    the sort is amortised) and raise the floor past them: what is forgotten can never be re-applied."""
+    seen = profile.seen_event_ids
+    seen[digest] = ts
+    cap = settings.seen_ids_max
+    if len(seen) <= cap + cap // 4:
+        return
+    ordered = sorted(seen.items(), key=lambda kv: kv[1])
+    forgotten, kept = ordered[: len(ordered) - cap], ordered[len(ordered) - cap:]
+    floor = forgotten[-1][1] + 1
+    profile.dedupe_floor = floor if profile.dedupe_floor is None else max(profile.dedupe_floor, floor)
+    profile.seen_event_ids = dict(kept)

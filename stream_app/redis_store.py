@@ -1,0 +1,78 @@
+"""Redis mirror of the profiles: what online services read (`profile:<user_id>` hashes).
+
+A narrow store: one pipelined, version-guarded write per batch and plain reads. A write carrying a
+profile_version not newer than the stored one is skipped inside Redis, so a replayed batch, or an
+old owner still flushing after a rebalance, never rolls a profile back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+import redis.asyncio as aioredis
+import redis
+
+from .profile import Profile
+
+KEY_PREFIX = "profile:"
+
+# KEYS[1] = hash; ARGV = profile_version, event_count, updated_at, profile JSON
+_WRITE_IF_NEWER = """
+local stored = redis.call('HGET', KEYS[1], 'profile_version')
+if stored and tonumber(stored) >= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'profile_version', ARGV[1], 'event_count', ARGV[2],
+           'updated_at', ARGV[3], 'profile', ARGV[4])
+return 1
+"""
+
+
+def profile_key(user_id: str) -> str:
+    return KEY_PREFIX + user_id
+
+
+@dataclass(frozen=True)
+class RedisStoreConfig:
+    url: str
+    socket_timeout_s: float = 5.0
+
+
+class ProfileStore:
+    """Async writer used by workers; the client is created on first use (after the event loop starts)."""
+
+    def __init__(self, config: RedisStoreConfig):
+        self.config = config
+        self._client: aioredis.Redis | None = None
+        self._script = None
+
+    @property
+    def client(self) -> aioredis.Redis:
+        if self._client is None:
+            self._client = aioredis.Redis.from_url(self.config.url, socket_timeout=self.config.socket_timeout_s)
+            self._script = self._client.register_script(_WRITE_IF_NEWER)
+        return self._client
+
+    async def write_profiles(self, profiles: Iterable[Profile], now_ms: int) -> int:
+        """One round trip for the whole batch. Returns how many hashes were written (not stale)."""
+        client = self.client
+        pipe = client.pipeline(transaction=False)
+        count = 0
+        for profile in profiles:
+            await self._script(keys=[profile_key(profile.user_id)],
+                               args=[profile.version, profile.event_count, now_ms, profile.to_json(with_dedupe_state=False)],
+                               client=pipe)
+            count += 1
+        if not count:
+            return 0
+        results = await pipe.execute()
+        return sum(int(r) for r in results)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
+def read_profile(client: redis.Redis, user_id: str) -> dict[bytes, bytes]:
+    """The stored hash (empty when the user is unknown), for tools and tests."""
+    return client.hgetall(profile_key(user_id))

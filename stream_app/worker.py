@@ -1,0 +1,217 @@
+"""The stream worker: a thin Faust shell around the pure core.
+
+Per batch (`stream.take_events`) it validates, runs `core.process` per event, then does the I/O once:
+profile table writes (changelog), profile snapshots, recommendations, item signals and dead letters
+are buffered sends, and the Redis mirror is one pipelined round trip. Offsets are committed only
+after Faust has flushed those sends, so a crash replays at most the uncommitted tail, which the
+profile's event_id digests make harmless (at-least-once delivery, idempotent effects).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import faust
+import orjson
+
+from . import core
+from .config import Settings
+from .contracts import Rejection, Source, check_input
+from .items import (SignalBuffer, apply_signals, item_key, merge_partition_popular,
+                    popular_key)
+from .profile import Profile
+from .redis_store import ProfileStore, RedisStoreConfig
+
+log = logging.getLogger("stream_app.worker")
+
+PROFILE_TABLE = "profiles"
+ITEM_TABLE = "items"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class Counters:
+    events: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    recommendations: int = 0
+    item_signals: int = 0
+
+
+class TableItemIndex:
+    """The item side as the recommender sees it, read from the global table, decoded once per batch."""
+
+    def __init__(self, data: Any, settings: Settings, partitions: int):
+        self.data = data
+        self.settings = settings
+        self.partitions = partitions
+        self._neighbors: dict[str, dict[str, float]] = {}
+        self._popular: list[tuple[str, float]] = []
+
+    def begin_batch(self) -> list[tuple[str, float]]:
+        self._neighbors.clear()
+        lists = []
+        for partition in range(self.partitions):
+            raw = self.data.get(popular_key(partition).encode())
+            if raw is not None:
+                lists.append(orjson.loads(raw))
+        self._popular = merge_partition_popular(lists, self.settings.popular_per_partition)
+        return self._popular
+
+    def neighbors(self, item_id: str) -> dict[str, float]:
+        cached = self._neighbors.get(item_id)
+        if cached is None:
+            raw = self.data.get(item_key(item_id).encode())
+            cached = orjson.loads(raw)["nb"] if raw is not None else {}
+            self._neighbors[item_id] = cached
+        return cached
+
+    def popular(self) -> list[tuple[str, float]]:
+        return self._popular
+
+
+def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faust.App:
+    """The Faust app with both agents. `partitions` is the input topics' partition count."""
+    brokers = [f"kafka://{host}" for host in settings.require_kafka().split(",")]
+    app = faust.App(
+        settings.app_id,
+        broker=brokers,
+        store="memory://",
+        topic_partitions=partitions,
+        processing_guarantee="at_least_once",  # exactly_once needs transactions Tansu lacks
+        consumer_auto_offset_reset="earliest",
+        broker_rebalance_timeout=6,
+        broker_session_timeout=6,
+        broker_heartbeat_interval=1,
+        broker_commit_interval=1.0,
+        table_standby_replicas=0,
+        web_enabled=False,
+        web_port=web_port,
+        producer_linger_ms=5,
+    )
+    topics = settings.topics
+    raw = {"key_serializer": "raw", "value_serializer": "raw"}
+    inputs = app.topic(*topics.inputs, **raw)
+    type_by_topic = {topics.for_type(t): t for t in ("browse", "click", "purchase")}
+    recommendations = app.topic(topics.recommendations, **raw)
+    profiles_topic = app.topic(topics.profiles, **raw)
+    dlq = app.topic(topics.dlq, **raw)
+    item_signals = app.topic(topics.item_signals, **raw)
+
+    profile_table = app.Table(PROFILE_TABLE, partitions=partitions, key_type=bytes, value_type=bytes)
+    # Every worker writes its items into the one changelog partition (Faust's advice for a global
+    # table shared by several workers) and, with synchronize_all_active_partitions, keeps reading it
+    # after recovery, so each worker sees the others' writes.
+    item_table = app.GlobalTable(ITEM_TABLE, partitions=1, recovery_buffer_size=1, key_type=bytes,
+                                 value_type=bytes, synchronize_all_active_partitions=True)
+    store = ProfileStore(RedisStoreConfig(settings.require_redis()))
+    index = TableItemIndex(item_table.data, settings, partitions)
+    counters = Counters()
+
+    def dead_letter(rejection: Rejection, now: int) -> None:
+        counters.rejected += 1
+        log.warning("rejected %s: %s (%s)", rejection.source, rejection.reason, rejection.detail[:200])
+        dlq.send_soon(key=rejection.key, value=orjson.dumps(rejection.to_record(now)))
+
+    def load_profile(user_id: str) -> Profile:
+        stored = profile_table.data.get(user_id.encode())
+        return Profile.from_json(stored) if stored is not None else core.new_profile(user_id, settings)
+
+    @app.agent(inputs, name=f"{settings.app_id}.profiles")
+    async def update_profiles(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
+            now = now_ms()
+            popular = index.begin_batch()
+            signals = SignalBuffer(settings.half_life_ms)
+            changed: dict[str, tuple[Profile, int]] = {}
+            loaded: dict[str, Profile] = {}
+            for event in events:
+                msg = event.message
+                source = Source(msg.topic, msg.partition, msg.offset)
+                counters.events += 1
+                checked = check_input(msg.value, msg.key, source, type_by_topic.get(msg.topic),
+                                      settings.max_payload_bytes)
+                if isinstance(checked, Rejection):
+                    dead_letter(checked, now)
+                    continue
+                profile = loaded.get(checked.user_id)
+                if profile is None:
+                    profile = loaded[checked.user_id] = load_profile(checked.user_id)
+                try:
+                    outcome = core.process(profile, checked, index, popular, signals, settings, now)
+                except Exception as exc:  # a bug must not stop the partition: park the event
+                    dead_letter(Rejection("processing_error", f"{exc!r}\n{traceback.format_exc(limit=3)}",
+                                          source, msg.key, msg.value), now)
+                    continue
+                if not outcome.applied:
+                    counters.duplicates += 1
+                    continue
+                counters.applied += 1
+                changed[checked.user_id] = (profile, msg.partition)
+                if outcome.recommendation is not None:
+                    counters.recommendations += 1
+                    recommendations.send_soon(key=msg.key, value=orjson.dumps(outcome.recommendation))
+            for user_id, (profile, partition) in changed.items():
+                key, snapshot = user_id.encode(), profile.to_json()
+                # Written explicitly: inside a batch, Faust's "current event" is not this user's.
+                profile_table.data[key] = snapshot
+                profile_table.send_changelog(partition, key, snapshot)
+                profiles_topic.send_soon(key=key, value=profile.to_json(with_dedupe_state=False))
+            for item_id, message in signals.messages():
+                item_signals.send_soon(key=item_id.encode(), value=orjson.dumps(message))
+            counters.item_signals += len(signals)
+            if changed:
+                await store.write_profiles((p for p, _ in changed.values()), now)
+
+    @app.agent(item_signals, name=f"{settings.app_id}.items")
+    async def update_items(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
+            by_partition: dict[int, list[dict[str, Any]]] = {}
+            for event in events:
+                msg = event.message
+                try:
+                    by_partition.setdefault(msg.partition, []).append(orjson.loads(msg.value))
+                except orjson.JSONDecodeError as exc:
+                    dead_letter(Rejection("invalid_json", str(exc), Source(msg.topic, msg.partition, msg.offset),
+                                          msg.key, msg.value), now_ms())
+            for partition, signals in by_partition.items():
+                write_item_partition(partition, signals)
+
+    def get_entry(item_id: str) -> dict[str, Any] | None:
+        raw = item_table.data.get(item_key(item_id).encode())
+        return orjson.loads(raw) if raw is not None else None
+
+    def write_item_partition(partition: int, signals: Iterable[dict[str, Any]]) -> None:
+        pkey = popular_key(partition).encode()
+        current = item_table.data.get(pkey)
+        changed, popular = apply_signals(get_entry, signals, orjson.loads(current) if current else [], settings)
+        writes = [(item_key(item_id).encode(), orjson.dumps(entry)) for item_id, entry in changed.items()]
+        writes.append((pkey, orjson.dumps(popular)))
+        for key, value in writes:
+            item_table.data[key] = value
+            item_table.send_changelog(0, key, value)
+
+    @app.timer(interval=10.0)
+    async def report() -> None:
+        log.info("worker counters: %s", counters)
+
+    app.counters = counters  # type: ignore[attr-defined]
+    return app
+
+
+def run_worker(settings: Settings, partitions: int, web_port: int, loglevel: str = "warn") -> None:
+    """Run one worker in the foreground until SIGTERM/SIGINT."""
+    app = build_app(settings, partitions, web_port)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    # A batch sends more than Faust's 100-message producer buffer; the throttle is intended,
+    # its per-batch warning is noise.
+    logging.getLogger("faust.transport.producer").setLevel(logging.ERROR)
+    worker.execute_from_commandline()
