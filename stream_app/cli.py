@@ -40,6 +40,32 @@ def cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    import redis
+
+    from .redis_store import worker_statuses
+
+    settings = Settings.from_env()
+    print(f"KAFKA_BOOTSTRAP_SERVERS={settings.kafka_bootstrap_servers or '(not set)'}")
+    print(f"REDIS_URL={settings.redis_url or '(not set)'}")
+    client = redis.Redis.from_url(settings.require_redis(), socket_connect_timeout=2)
+    try:
+        statuses = worker_statuses(client, settings.namespace)
+    except redis.RedisError as exc:
+        raise StreamAppError(f"Redis at {settings.redis_url} does not answer ({exc}); "
+                             "is `stream-app up` running?") from exc
+    finally:
+        client.close()
+    if not statuses:
+        print("no live workers (start one with `stream-app worker`)")
+    for s in statuses:
+        c = s["counters"]
+        print(f"worker {s['worker_id']}: {'ready' if s['ready'] else 'starting'}, partitions "
+              f"{s['input_partitions']}, events {c['events']} (applied {c['applied']}, duplicates "
+              f"{c['duplicates']}, rejected {c['rejected']}), recommendations {c['recommendations']}")
+    return 0
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from .runtime import free_port
     from .topics import ensure_topics
@@ -62,7 +88,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(args.file, args.format, args.timeout)
+    return run_demo(args.file, args.format, args.rate, args.timeout)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -76,6 +102,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("up", help="start the embedded broker and Redis; print their addresses").set_defaults(fn=cmd_up)
     sub.add_parser("down", help="stop what `up` started").set_defaults(fn=cmd_down)
+    sub.add_parser("status", help="the endpoints in use and the live workers").set_defaults(fn=cmd_status)
     w = sub.add_parser("worker", help="run one stream worker (several share the partitions)")
     w.add_argument("--web-port", type=int, default=0, help="Faust's web port (default: a free one)")
     w.add_argument("--loglevel", default="warn", choices=["crit", "error", "warn", "info", "debug"])
@@ -88,6 +115,8 @@ def parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="up + one worker + replay of the bundled OTTO sample + a summary")
     d.add_argument("--file", default=None, help="replay this log instead of the bundled sample")
     d.add_argument("--format", default="otto", choices=FORMATS)
+    d.add_argument("--rate", type=_rate, default=300.0,
+                   help="events per second (default 300: a live stream, so item state flows between events)")
     d.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for all recommendations")
     d.set_defaults(fn=cmd_demo)
     b = sub.add_parser("bench", help="end-to-end Kafka path: events/s and event->recommendation latency")

@@ -36,7 +36,7 @@ def runtime_file(environ: Mapping[str, str] = os.environ) -> Path:
 
 @dataclass(frozen=True)
 class Topics:
-    """Topic names. A prefix lets several deployments (or test runs) share one cluster."""
+    """Topic names, each behind the namespace (see Settings.namespace)."""
 
     prefix: str = ""
     app_id: str = "stream-app"
@@ -101,12 +101,17 @@ class Settings:
     kafka_bootstrap_servers: str | None = None
     redis_url: str | None = None
     app_id: str = "stream-app"
-    topic_prefix: str = ""
+    # Prefixes every topic name and Redis key, so several deployments (or test runs) can share
+    # one cluster and one Redis. Empty by default: the contract names as documented.
+    namespace: str = ""
     partitions: int = 8
     # Input handling
     max_payload_bytes: int = 64 * 1024
     batch_max: int = 500
-    batch_within_s: float = 0.05
+    batch_within_s: float = 0.02
+    # How long a fetch may wait for data. Tansu answers a fetch only when this is over, so keep it
+    # short there; on Apache Kafka (answers on arrival) 500 saves idle polls.
+    fetch_max_wait_ms: int = 25
     # Recommendations
     top_k: int = 20
     rec_policy: str = "every"
@@ -130,7 +135,7 @@ class Settings:
                 f"rec_policy={self.rec_policy!r} is not one of {', '.join(REC_POLICIES)}: "
                 f"set {ENV_PREFIX}REC_POLICY to one of them"
             )
-        for name in ("partitions", "max_payload_bytes", "batch_max", "top_k", "recent_max",
+        for name in ("partitions", "max_payload_bytes", "batch_max", "fetch_max_wait_ms", "top_k", "recent_max",
                      "affinity_max", "seen_ids_max", "half_life_ms", "covis_prev_items",
                      "covis_neighbors_max", "popular_per_partition"):
             if getattr(self, name) < 1:
@@ -138,7 +143,7 @@ class Settings:
 
     @property
     def topics(self) -> Topics:
-        return Topics(prefix=self.topic_prefix, app_id=self.app_id)
+        return Topics(prefix=self.namespace, app_id=self.app_id)
 
     def require_kafka(self) -> str:
         if not self.kafka_bootstrap_servers:

@@ -8,14 +8,14 @@ old owner still flushing after a rebalance, never rolls a profile back.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Iterable
 
-import redis.asyncio as aioredis
+import orjson
 import redis
+import redis.asyncio as aioredis
 
 from .profile import Profile
 
-KEY_PREFIX = "profile:"
 
 # KEYS[1] = hash; ARGV = profile_version, event_count, updated_at, profile JSON
 _WRITE_IF_NEWER = """
@@ -27,13 +27,14 @@ return 1
 """
 
 
-def profile_key(user_id: str) -> str:
-    return KEY_PREFIX + user_id
+def profile_key(user_id: str, namespace: str = "") -> str:
+    return f"{namespace}profile:{user_id}"
 
 
 @dataclass(frozen=True)
 class RedisStoreConfig:
     url: str
+    namespace: str = ""
     socket_timeout_s: float = 5.0
 
 
@@ -58,7 +59,7 @@ class ProfileStore:
         pipe = client.pipeline(transaction=False)
         count = 0
         for profile in profiles:
-            await self._script(keys=[profile_key(profile.user_id)],
+            await self._script(keys=[profile_key(profile.user_id, self.config.namespace)],
                                args=[profile.version, profile.event_count, now_ms, profile.to_json(with_dedupe_state=False)],
                                client=pipe)
             count += 1
@@ -67,12 +68,31 @@ class ProfileStore:
         results = await pipe.execute()
         return sum(int(r) for r in results)
 
+    async def publish_worker_status(self, worker_id: str, status: dict[str, Any], ttl_s: int) -> None:
+        """A short-lived key per worker: what operators (and the demo) read to see who is up."""
+        await self.client.set(worker_key(self.config.namespace, worker_id), orjson.dumps(status), ex=ttl_s)
+
     async def close(self) -> None:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
 
 
-def read_profile(client: redis.Redis, user_id: str) -> dict[bytes, bytes]:
-    """The stored hash (empty when the user is unknown), for tools and tests."""
-    return client.hgetall(profile_key(user_id))
+def worker_key(namespace: str, worker_id: str) -> str:
+    return f"{namespace}worker:{worker_id}"
+
+
+def worker_statuses(client: redis.Redis, namespace: str = "") -> list[dict[str, Any]]:
+    """Statuses of the live workers (their keys expire when a worker stops refreshing them)."""
+    keys = sorted(client.scan_iter(match=worker_key(namespace, "*"), count=100))
+    values = client.mget(keys) if keys else []
+    return [orjson.loads(v) for v in values if v is not None]
+
+
+def read_profile(client: redis.Redis, user_id: str, namespace: str = "") -> dict[str, Any]:
+    """The stored hash, decoded (empty when the user is unknown), for tools and tests."""
+    raw = client.hgetall(profile_key(user_id, namespace))
+    if not raw:
+        return {}
+    return {"event_count": int(raw[b"event_count"]), "profile_version": int(raw[b"profile_version"]),
+            "updated_at": int(raw[b"updated_at"]), "profile": orjson.loads(raw[b"profile"])}

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Sequence, TextIO
 
 import orjson
-from kafka import KafkaProducer
+from kafka import KafkaProducer, TopicPartition
 
 from .config import Settings
 from .logs import LineRejection, load_sorted
@@ -74,14 +74,29 @@ def make_producer(settings: Settings) -> KafkaProducer:
                          batch_size=256 * 1024, max_request_size=2 * 1024 * 1024)
 
 
+@dataclass
+class Produced:
+    """What a replay sent: counts per topic, and per partition the offset after its last message
+    (from the broker's acknowledgements: Tansu's ListOffsets under-reports the end of a partition)."""
+
+    sent: dict[str, int] = field(default_factory=dict)
+    marks: dict[TopicPartition, int] = field(default_factory=dict)
+
+    def _acked(self, metadata: Any) -> None:
+        tp = TopicPartition(metadata.topic, metadata.partition)
+        if metadata.offset + 1 > self.marks.get(tp, 0):
+            self.marks[tp] = metadata.offset + 1
+
+
 def produce_events(settings: Settings, events: Sequence[dict[str, Any]], rate: float | None = None,
                    progress: Progress | None = None, producer: KafkaProducer | None = None,
-                   on_send=None) -> dict[str, int]:
+                   on_send=None) -> Produced:
     """Send input events to their type's topic, keyed by user. `rate`: events/s, None = as fast as possible."""
     topics = settings.topics
     own = producer is None
     producer = producer or make_producer(settings)
-    sent: dict[str, int] = {}
+    produced = Produced()
+    sent = produced.sent
     started = time.monotonic()
     try:
         for i, event in enumerate(events, 1):
@@ -92,7 +107,8 @@ def produce_events(settings: Settings, events: Sequence[dict[str, Any]], rate: f
             topic = topics.for_type(event["type"])
             if on_send is not None:
                 on_send(event)
-            producer.send(topic, key=event["user_id"].encode(), value=orjson.dumps(event))
+            producer.send(topic, key=event["user_id"].encode(), value=orjson.dumps(event)).add_callback(
+                produced._acked)
             sent[topic] = sent.get(topic, 0) + 1
             if progress is not None:
                 progress.update(i)
@@ -102,7 +118,7 @@ def produce_events(settings: Settings, events: Sequence[dict[str, Any]], rate: f
     finally:
         if own:
             producer.close()
-    return sent
+    return produced
 
 
 def dead_letter_lines(settings: Settings, rejected: Sequence[LineRejection], producer: KafkaProducer) -> None:
@@ -121,7 +137,7 @@ def replay(settings: Settings, path: str | Path, fmt: str, rate: float | None = 
     producer = make_producer(settings)
     started = time.monotonic()
     try:
-        summary.sent = produce_events(settings, events, rate, Progress(len(events), progress_stream), producer)
+        summary.sent = produce_events(settings, events, rate, Progress(len(events), progress_stream), producer).sent
         dead_letter_lines(settings, rejected, producer)
     finally:
         producer.close()

@@ -10,15 +10,17 @@ profile's event_id digests make harmless (at-least-once delivery, idempotent eff
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Iterable
 
 import faust
 import orjson
 
-from . import core
+from . import core, transport
 from .config import Settings
 from .contracts import Rejection, Source, check_input
 from .items import (SignalBuffer, apply_signals, item_key, merge_partition_popular,
@@ -28,6 +30,7 @@ from .redis_store import ProfileStore, RedisStoreConfig
 
 log = logging.getLogger("stream_app.worker")
 
+STATUS_TTL_S = 15
 PROFILE_TABLE = "profiles"
 ITEM_TABLE = "items"
 
@@ -80,7 +83,8 @@ class TableItemIndex:
 
 def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faust.App:
     """The Faust app with both agents. `partitions` is the input topics' partition count."""
-    brokers = [f"kafka://{host}" for host in settings.require_kafka().split(",")]
+    scheme = transport.configure(settings.fetch_max_wait_ms)
+    brokers = [f"{scheme}://{host}" for host in settings.require_kafka().split(",")]
     app = faust.App(
         settings.app_id,
         broker=brokers,
@@ -112,7 +116,7 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
     # after recovery, so each worker sees the others' writes.
     item_table = app.GlobalTable(ITEM_TABLE, partitions=1, recovery_buffer_size=1, key_type=bytes,
                                  value_type=bytes, synchronize_all_active_partitions=True)
-    store = ProfileStore(RedisStoreConfig(settings.require_redis()))
+    store = ProfileStore(RedisStoreConfig(settings.require_redis(), settings.namespace))
     index = TableItemIndex(item_table.data, settings, partitions)
     counters = Counters()
 
@@ -199,11 +203,26 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
             item_table.data[key] = value
             item_table.send_changelog(0, key, value)
 
-    @app.timer(interval=10.0)
-    async def report() -> None:
+    worker_id = f"{settings.app_id}:{socket.gethostname()}:{os.getpid()}"
+    readiness = {"ready": False}
+
+    async def publish_status() -> None:
+        assigned = sorted(tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topics.click)
+        await store.publish_worker_status(worker_id, {
+            "worker_id": worker_id, "app_id": settings.app_id, "pid": os.getpid(),
+            "ready": readiness["ready"], "input_partitions": assigned, "counters": asdict(counters),
+            "updated_at": now_ms()}, ttl_s=STATUS_TTL_S)
+
+    @app.on_rebalance_complete.connect
+    async def on_ready(sender: Any, **kwargs: Any) -> None:
+        readiness["ready"] = True
+        await publish_status()
+
+    @app.timer(interval=STATUS_TTL_S / 3)
+    async def heartbeat() -> None:
+        await publish_status()
         log.info("worker counters: %s", counters)
 
-    app.counters = counters  # type: ignore[attr-defined]
     return app
 
 

@@ -1,0 +1,137 @@
+"""`stream-app demo`: embedded broker and Redis, one worker, the bundled OTTO sample, a summary."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis
+
+from .bench import latency_summary
+from .config import Settings, state_dir
+from .consume import TopicReader, wait_committed
+from .errors import ServiceTimeout
+from .logs import load_sorted
+from .processes import WorkerProcess, wait_ready_workers
+from .redis_store import read_profile
+from .replay import Progress, dead_letter_lines, make_producer, produce_events
+from .runtime import Embedded
+from .topics import ensure_topics
+
+SAMPLE = Path(__file__).parent / "data" / "otto-sample.jsonl"
+ATTRIBUTION = ("OTTO sample: 20 real sessions, CC BY 4.0 - Normann, Baumeister, Wilm, "
+               "\"OTTO Recommender Systems Dataset\", Kaggle 2023, doi:10.34740/KAGGLE/DSV/4991874")
+
+
+def _iso(ms: int | None) -> str:
+    return "-" if ms is None else datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M")
+
+
+def _say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def describe_user(profile: dict[str, Any], rec: dict[str, Any] | None, shown: int = 5) -> list[str]:
+    p = profile["profile"]
+    counts = ", ".join(f"{n} {t}" for t, n in sorted(p["counts"].items()))
+    stages = ", ".join(f"{n} {s}" for s, n in sorted(p["stages"].items()))
+    top_items = sorted(p["item_affinity"].items(), key=lambda kv: kv[1], reverse=True)[:3]
+    recent = [item for item, _t, _ts in p["recent"][-shown:]][::-1]
+    lines = [f"user {p['user_id']}: {profile['event_count']} events ({counts}{'; ' + stages if stages else ''}), "
+             f"profile v{profile['profile_version']}, seen {_iso(p['first_seen'])} .. {_iso(p['last_seen'])} UTC",
+             f"  strongest item affinities: {', '.join(i for i, _ in top_items)}",
+             f"  most recent items: {', '.join(recent)}"]
+    if rec is not None:
+        lines.append(f"  recommendations after its last event ({len(rec['items'])} items, best first):")
+        for rank, item in enumerate(rec["items"][:shown], 1):
+            lines.append(f"    {rank}. item {item['item_id']:>8}  score {item['score']:.3f}  "
+                         f"({'; '.join(item['reasons'])})")
+    return lines
+
+
+def run_demo(path: str | None, fmt: str, rate: float | None, timeout: float) -> int:
+    base = Settings.from_env(os.environ)
+    embedded: Embedded | None = None
+    log_dir = Path(tempfile.mkdtemp(prefix="demo-", dir=_ensure(state_dir())))
+    _say("stream-app demo")
+    if base.kafka_bootstrap_servers and base.redis_url:
+        # Someone else's services: a fresh namespace, so earlier runs' events are not duplicates.
+        run = f"demo{int(time.time())}"
+        settings = base.replace(namespace=f"{run}.", app_id=f"stream-app-{run}")
+        _say(f"  services  {settings.kafka_bootstrap_servers} and {settings.redis_url} (namespace {run}.)")
+    else:
+        _say("  starting  embedded Kafka-protocol broker (Tansu) and Redis on loopback ...")
+        embedded = Embedded.start(log_dir)
+        settings = base.replace(kafka_bootstrap_servers=embedded.kafka_bootstrap_servers,
+                                redis_url=embedded.redis_url)
+        _say(f"  services  KAFKA_BOOTSTRAP_SERVERS={settings.kafka_bootstrap_servers} "
+             f"REDIS_URL={settings.redis_url}")
+    worker: WorkerProcess | None = None
+    try:
+        ensure_topics(settings)
+        worker = WorkerProcess(settings, log_dir / "worker.log")
+        wait_ready_workers(settings, 1, timeout, [worker])
+        _say(f"  worker    ready (pid {worker.pid}), log {worker.log_path}")
+        source = Path(path) if path else SAMPLE
+        events, rejected = load_sorted(source, fmt)
+        _say(f"  replay    {len(events)} events from {source.name} at "
+             f"{'full speed' if rate is None else f'{rate:,.0f} events/s'}"
+             + (f" ({len(rejected)} unreadable lines)" if rejected else ""))
+        if not path:
+            _say(f"            {ATTRIBUTION}")
+        sent_ms: dict[str, float] = {}
+        producer = make_producer(settings)
+        started = time.monotonic()
+        produced = produce_events(settings, events, rate, Progress(len(events), sys.stderr), producer,
+                                  on_send=lambda e: sent_ms.__setitem__(e["event_id"], time.time() * 1000))
+        dead_letter_lines(settings, rejected, producer)
+        producer.close()
+        with TopicReader(settings.kafka_bootstrap_servers, settings.topics.recommendations) as recs:
+            try:
+                recs.read_until(len(events), timeout)
+            except ServiceTimeout as exc:
+                _say(f"  timeout   {exc}; worker log tail:\n{worker.log_tail()}")
+                return 1
+            elapsed = time.monotonic() - started
+            wait_committed(settings, produced.marks, timeout)
+            records = list(recs.records)
+        with TopicReader(settings.kafka_bootstrap_servers, settings.topics.dlq) as dlq:
+            dlq.poll()
+            dead = len(dlq.records)
+        latest: dict[str, dict[str, Any]] = {}
+        for record in records:
+            latest[record.key.decode()] = orjson.loads(record.value)
+        lat = latency_summary(sent_ms, records)
+        _say("")
+        _say(f"events in: {len(events)}   recommendations out: {len(records)}   dead letters: {dead}")
+        _say(f"throughput: {len(events) / elapsed:,.0f} events/s end to end (first event sent -> last "
+             f"recommendation read, {elapsed:.2f}s; `stream-app bench` measures the ceiling)")
+        _say(f"latency event -> recommendation: p50 {lat['p50_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms")
+        by_user: dict[str, int] = {}
+        for e in events:
+            by_user[e["user_id"]] = by_user.get(e["user_id"], 0) + 1
+        client = redis.Redis.from_url(settings.redis_url)
+        for user_id, _n in sorted(by_user.items(), key=lambda kv: (-kv[1], kv[0]))[:2]:
+            _say("")
+            for line in describe_user(read_profile(client, user_id, settings.namespace), latest.get(user_id)):
+                _say(line)
+        client.close()
+        _say("")
+        _say("done: stopping the worker" + (" and the embedded services" if embedded else ""))
+        return 0
+    finally:
+        if worker is not None:
+            worker.stop()
+        if embedded is not None:
+            embedded.stop()
+
+
+def _ensure(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

@@ -1,0 +1,77 @@
+"""Stream workers as child processes (demo, bench, tests): start, stop gracefully, or kill."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis
+
+from .config import Settings
+from .errors import ServiceTimeout
+from .redis_store import worker_statuses
+
+
+class WorkerProcess:
+    def __init__(self, settings: Settings, log_path: Path, loglevel: str = "info"):
+        self.log_path = log_path
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **settings.to_env()}
+        with open(log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "stream_app.cli", "worker", "--loglevel", loglevel],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no flush, no commit; what a crash looks like."""
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def wait_ready_workers(settings: Settings, count: int, timeout: float,
+                       workers: list[WorkerProcess] | None = None) -> list[dict]:
+    """Wait until `count` workers of this app report ready (partitions assigned, tables recovered)."""
+    client = redis.Redis.from_url(settings.require_redis())
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready = [s for s in worker_statuses(client, settings.namespace)
+                     if s["ready"] and s["app_id"] == settings.app_id]
+            if len(ready) >= count:
+                return ready
+            for worker in workers or ():
+                if not worker.alive():
+                    raise ServiceTimeout(f"worker {worker.pid} exited ({worker.proc.returncode}):\n"
+                                         f"{worker.log_tail()}")
+            time.sleep(0.2)
+    finally:
+        client.close()
+    raise ServiceTimeout(f"{count} ready worker(s) expected within {timeout:.0f}s")
