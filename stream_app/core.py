@@ -43,8 +43,8 @@ def rec_id_for(event_id: str) -> str:
     return str(uuid.uuid5(_REC_NAMESPACE, event_id))
 
 
-def process(profile: Profile, event: Event, index: ItemIndex, popular: list[tuple[str, float]],
-            signals: SignalBuffer, settings: Settings, now_ms: int) -> Outcome:
+def process(profile: Profile, event: Event, index: ItemIndex, signals: SignalBuffer, settings: Settings,
+            now_ms: int) -> Outcome:
     """Apply one event to its user's profile (in place), add its item signals, maybe recommend."""
     digest = event_digest(event.event_id)
     if not profile.admits(digest, event.ts):
@@ -57,7 +57,7 @@ def process(profile: Profile, event: Event, index: ItemIndex, popular: list[tupl
     if not should_emit(profile, event, settings):
         return Outcome(True, None)
     profile.last_rec_ts = event.ts
-    items = recommend(profile, index, popular, settings)
+    items = recommend(profile, index, settings)
     return Outcome(True, {
         "rec_id": rec_id_for(event.event_id),
         "user_id": profile.user_id,

@@ -76,7 +76,7 @@ def run_demo(path: str | None, fmt: str, rate: float | None, timeout: float) -> 
     try:
         ensure_topics(settings)
         worker = WorkerProcess(settings, log_dir / "worker.log")
-        wait_ready_workers(settings, 1, timeout, [worker])
+        wait_ready_workers(settings, [worker], timeout)
         _say(f"  worker    ready (pid {worker.pid}), log {worker.log_path}")
         source = Path(path) if path else SAMPLE
         events, rejected = load_sorted(source, fmt)

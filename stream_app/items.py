@@ -91,33 +91,66 @@ def merge_popular(current: list[list[Any]], changed: Mapping[str, Entry], size: 
     return [[item_id, score] for item_id, score in decay.top(scores, size)]
 
 
-class ItemIndex(Protocol):
-    """What the recommender reads of the item side."""
+def shares(ranked: list[tuple[str, float]]) -> list[tuple[str, float]]:
+    """Log2 scores (best first) as fractions of the best one: decay is uniform, so no clock is needed."""
+    if not ranked:
+        return []
+    best = ranked[0][1]
+    return [(item_id, 2.0 ** (score - best)) for item_id, score in ranked]
 
-    def neighbors(self, item_id: str) -> Mapping[str, float]: ...
+
+class ItemIndex(Protocol):
+    """What the recommender reads of the item side: ranked lists with shares of the best, in (0, 1]."""
+
+    def ranked_neighbors(self, item_id: str) -> list[tuple[str, float]]: ...
 
     def popular(self) -> list[tuple[str, float]]: ...
 
 
-class InMemoryItemIndex:
-    """The item state in one process (evaluation, tests): signals apply at once, one partition."""
+class CachedItemIndex:
+    """Ranks an item's neighbours once and serves them until `invalidate` (a batch boundary)."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.entries: dict[str, Entry] = {}
-        self._popular: list[list[Any]] = []
+        self._ranked: dict[str, list[tuple[str, float]]] = {}
+        self._popular: list[tuple[str, float]] = []
 
-    def apply(self, buffer: SignalBuffer) -> None:
-        changed, self._popular = apply_signals(
-            self.entries.get, (m for _, m in buffer.messages()), self._popular, self.settings)
-        self.entries.update(changed)
+    def raw_neighbors(self, item_id: str) -> dict[str, float] | None:
+        raise NotImplementedError
 
-    def neighbors(self, item_id: str) -> Mapping[str, float]:
-        entry = self.entries.get(item_id)
-        return entry["nb"] if entry else {}
+    def ranked_neighbors(self, item_id: str) -> list[tuple[str, float]]:
+        ranked = self._ranked.get(item_id)
+        if ranked is None:
+            raw = self.raw_neighbors(item_id)
+            ranked = shares(decay.top(raw, self.settings.covis_neighbors_max)) if raw else []
+            self._ranked[item_id] = ranked
+        return ranked
 
     def popular(self) -> list[tuple[str, float]]:
-        return [(item_id, score) for item_id, score in self._popular]
+        return self._popular
+
+    def invalidate(self, popular_ranked: list[tuple[str, float]]) -> None:
+        self._ranked.clear()
+        self._popular = shares(popular_ranked)
+
+
+class InMemoryItemIndex(CachedItemIndex):
+    """The item state in one process (evaluation, tests): one partition, signals apply on `apply`."""
+
+    def __init__(self, settings: Settings):
+        super().__init__(settings)
+        self.entries: dict[str, Entry] = {}
+        self._popular_list: list[list[Any]] = []
+
+    def apply(self, buffer: SignalBuffer) -> None:
+        changed, self._popular_list = apply_signals(
+            self.entries.get, (m for _, m in buffer.messages()), self._popular_list, self.settings)
+        self.entries.update(changed)
+        self.invalidate([(item_id, score) for item_id, score in self._popular_list])
+
+    def raw_neighbors(self, item_id: str) -> dict[str, float] | None:
+        entry = self.entries.get(item_id)
+        return entry["nb"] if entry else None
 
 
 def merge_partition_popular(lists: Iterable[list[list[Any]]], size: int) -> list[tuple[str, float]]:

@@ -56,22 +56,22 @@ class WorkerProcess:
         return "\n".join(text.splitlines()[-lines:])
 
 
-def wait_ready_workers(settings: Settings, count: int, timeout: float,
-                       workers: list[WorkerProcess] | None = None) -> list[dict]:
-    """Wait until `count` workers of this app report ready (partitions assigned, tables recovered)."""
+def wait_ready_workers(settings: Settings, workers: list[WorkerProcess], timeout: float) -> list[dict]:
+    """Wait until each of these workers reports ready (partitions assigned, tables recovered)."""
     client = redis.Redis.from_url(settings.require_redis())
     deadline = time.monotonic() + timeout
+    wanted = {w.pid for w in workers}
     try:
         while time.monotonic() < deadline:
             ready = [s for s in worker_statuses(client, settings.namespace)
-                     if s["ready"] and s["app_id"] == settings.app_id]
-            if len(ready) >= count:
+                     if s["ready"] and s["app_id"] == settings.app_id and s["pid"] in wanted]
+            if len(ready) == len(wanted):
                 return ready
-            for worker in workers or ():
+            for worker in workers:
                 if not worker.alive():
                     raise ServiceTimeout(f"worker {worker.pid} exited ({worker.proc.returncode}):\n"
                                          f"{worker.log_tail()}")
             time.sleep(0.2)
     finally:
         client.close()
-    raise ServiceTimeout(f"{count} ready worker(s) expected within {timeout:.0f}s")
+    raise ServiceTimeout(f"workers {sorted(wanted)} not ready within {timeout:.0f}s")

@@ -23,8 +23,8 @@ import orjson
 from . import core, transport
 from .config import Settings
 from .contracts import Rejection, Source, check_input
-from .items import (SignalBuffer, apply_signals, item_key, merge_partition_popular,
-                    popular_key)
+from .items import (CachedItemIndex, SignalBuffer, apply_signals, item_key,
+                    merge_partition_popular, popular_key)
 from .profile import Profile
 from .redis_store import ProfileStore, RedisStoreConfig
 
@@ -49,36 +49,25 @@ class Counters:
     item_signals: int = 0
 
 
-class TableItemIndex:
-    """The item side as the recommender sees it, read from the global table, decoded once per batch."""
+class TableItemIndex(CachedItemIndex):
+    """The item side as the recommender sees it, read from the global table, refreshed per batch."""
 
     def __init__(self, data: Any, settings: Settings, partitions: int):
+        super().__init__(settings)
         self.data = data
-        self.settings = settings
         self.partitions = partitions
-        self._neighbors: dict[str, dict[str, float]] = {}
-        self._popular: list[tuple[str, float]] = []
 
-    def begin_batch(self) -> list[tuple[str, float]]:
-        self._neighbors.clear()
+    def begin_batch(self) -> None:
         lists = []
         for partition in range(self.partitions):
             raw = self.data.get(popular_key(partition).encode())
             if raw is not None:
                 lists.append(orjson.loads(raw))
-        self._popular = merge_partition_popular(lists, self.settings.popular_per_partition)
-        return self._popular
+        self.invalidate(merge_partition_popular(lists, self.settings.popular_per_partition))
 
-    def neighbors(self, item_id: str) -> dict[str, float]:
-        cached = self._neighbors.get(item_id)
-        if cached is None:
-            raw = self.data.get(item_key(item_id).encode())
-            cached = orjson.loads(raw)["nb"] if raw is not None else {}
-            self._neighbors[item_id] = cached
-        return cached
-
-    def popular(self) -> list[tuple[str, float]]:
-        return self._popular
+    def raw_neighbors(self, item_id: str) -> dict[str, float] | None:
+        raw = self.data.get(item_key(item_id).encode())
+        return orjson.loads(raw)["nb"] if raw is not None else None
 
 
 def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faust.App:
@@ -133,7 +122,7 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
     async def update_profiles(stream: faust.StreamT) -> None:
         async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
             now = now_ms()
-            popular = index.begin_batch()
+            index.begin_batch()
             signals = SignalBuffer(settings.half_life_ms)
             changed: dict[str, tuple[Profile, int]] = {}
             loaded: dict[str, Profile] = {}
@@ -150,7 +139,7 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
                 if profile is None:
                     profile = loaded[checked.user_id] = load_profile(checked.user_id)
                 try:
-                    outcome = core.process(profile, checked, index, popular, signals, settings, now)
+                    outcome = core.process(profile, checked, index, signals, settings, now)
                 except Exception as exc:  # a bug must not stop the partition: park the event
                     dead_letter(Rejection("processing_error", f"{exc!r}\n{traceback.format_exc(limit=3)}",
                                           source, msg.key, msg.value), now)
@@ -213,8 +202,12 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
             "ready": readiness["ready"], "input_partitions": assigned, "counters": asdict(counters),
             "updated_at": now_ms()}, ttl_s=STATUS_TTL_S)
 
+    @app.on_partitions_revoked.connect
+    async def on_revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
+        readiness["ready"] = False
+
     @app.on_rebalance_complete.connect
-    async def on_ready(sender: Any, **kwargs: Any) -> None:
+    async def on_ready(sender: Any, *args: Any, **kwargs: Any) -> None:
         readiness["ready"] = True
         await publish_status()
 

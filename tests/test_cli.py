@@ -1,0 +1,50 @@
+"""The CLI as a user runs it: real processes, real services."""
+
+import os
+import subprocess
+import sys
+
+import redis
+
+from stream_app.runtime import wait_for_kafka
+
+
+def cli(*args, env=None, timeout=120):
+    return subprocess.run([sys.executable, "-m", "stream_app.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=timeout)
+
+
+def test_up_prints_both_addresses_and_down_stops_them(tmp_path):
+    env = {"STREAM_APP_STATE_DIR": str(tmp_path)}
+    for name in ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL"):
+        env[name] = ""  # nothing inherited: `up` must start its own
+    up = cli("up", env=env)
+    assert up.returncode == 0, up.stderr
+    lines = dict(line.split("=", 1) for line in up.stdout.splitlines() if "=" in line)
+    kafka, redis_url = lines["KAFKA_BOOTSTRAP_SERVERS"], lines["REDIS_URL"]
+    try:
+        wait_for_kafka(kafka, timeout=10)
+        assert redis.Redis.from_url(redis_url).ping()
+        again = cli("up", env=env)  # idempotent: finds the running services
+        assert f"KAFKA_BOOTSTRAP_SERVERS={kafka}" in again.stdout
+        status = cli("status", env=env)
+        assert status.returncode == 0 and "no live workers" in status.stdout
+    finally:
+        down = cli("down", env=env)
+    assert down.returncode == 0 and "stopped" in down.stdout
+    try:
+        redis.Redis.from_url(redis_url, socket_connect_timeout=1).ping()
+        raise AssertionError("Redis still answers after `down`")
+    except redis.ConnectionError:
+        pass
+
+
+def test_commands_without_services_explain_what_to_do(tmp_path):
+    env = {"STREAM_APP_STATE_DIR": str(tmp_path), "KAFKA_BOOTSTRAP_SERVERS": "", "REDIS_URL": ""}
+    result = cli("worker", env=env)
+    assert result.returncode == 2
+    assert "stream-app up" in result.stderr and "Traceback" not in result.stderr
+    missing = cli("replay", str(tmp_path / "nope.jsonl"), "--format", "jsonl", env=env)
+    assert missing.returncode == 2 and "no such file" in missing.stderr
+    bad_rate = cli("replay", "x", "--format", "otto", "--rate", "fast", env=env)
+    assert bad_rate.returncode == 2 and "--rate takes events per second or 'max'" in bad_rate.stderr

@@ -1,0 +1,34 @@
+import pytest
+
+from stream_app.config import Settings, runtime_file
+from stream_app.errors import ConfigError
+
+
+def test_settings_read_from_environment_round_trip_through_to_env():
+    env = {"KAFKA_BOOTSTRAP_SERVERS": "k:9092", "REDIS_URL": "redis://r:6379/0", "STREAM_APP_TOP_K": "7",
+           "STREAM_APP_REC_POLICY": "purchase", "STREAM_APP_WEIGHT_ORDER": "9.5", "STREAM_APP_NAMESPACE": "x."}
+    settings = Settings.from_env(env)
+    assert settings.top_k == 7 and settings.rec_policy == "purchase" and settings.weights.order == 9.5
+    assert settings.topics.click == "x.events.click"
+    assert Settings.from_env(settings.to_env()) == settings
+
+
+def test_endpoints_come_from_the_runtime_file_when_not_in_the_environment(tmp_path):
+    env = {"STREAM_APP_STATE_DIR": str(tmp_path)}
+    runtime_file(env).write_text('{"KAFKA_BOOTSTRAP_SERVERS": "h:1", "REDIS_URL": "redis://h:2/0"}')
+    settings = Settings.from_env(env)
+    assert settings.kafka_bootstrap_servers == "h:1" and settings.redis_url == "redis://h:2/0"
+    env["KAFKA_BOOTSTRAP_SERVERS"] = "override:9"
+    assert Settings.from_env(env).kafka_bootstrap_servers == "override:9"
+
+
+def test_missing_endpoints_and_bad_values_say_what_to_do(tmp_path):
+    settings = Settings.from_env({"STREAM_APP_STATE_DIR": str(tmp_path)})
+    with pytest.raises(ConfigError, match="stream-app up"):
+        settings.require_kafka()
+    with pytest.raises(ConfigError, match="REDIS_URL"):
+        settings.require_redis()
+    with pytest.raises(ConfigError, match="STREAM_APP_TOP_K"):
+        Settings.from_env({"STREAM_APP_TOP_K": "many", "STREAM_APP_STATE_DIR": str(tmp_path)})
+    with pytest.raises(ConfigError, match="REC_POLICY"):
+        Settings(rec_policy="sometimes")

@@ -1,0 +1,64 @@
+import base64
+
+import jsonschema
+import orjson
+import pytest
+
+from stream_app.contracts import Rejection, Source, check_input, load_schema
+from stream_app.events import Event
+
+SRC = Source("events.click", 3, 42)
+VALID = {"event_id": "e1", "user_id": "u1", "item_id": "i1", "type": "click", "ts": 1_700_000_000_000,
+         "schema_version": 1}
+
+
+def check(payload, key=b"u1", expected="click", max_bytes=64 * 1024):
+    return check_input(payload, key, SRC, expected, max_bytes)
+
+
+def test_valid_event_with_every_optional_field():
+    data = {**VALID, "type": "purchase", "stage": "order", "session_id": "s", "category": "c", "price": 9.5,
+            "quantity": 2, "dwell_ms": 1200, "context": {"device": "mobile"}}
+    event = check(orjson.dumps(data), expected="purchase")
+    assert isinstance(event, Event)
+    assert event.to_dict() == data
+
+
+@pytest.mark.parametrize("payload,key,expected,reason", [
+    (b"x" * 70_000, b"u1", "click", "payload_too_large"),
+    (b"\xff\xfe{\"a\": 1}", b"u1", "click", "not_utf8"),
+    (b"{not json", b"u1", "click", "invalid_json"),
+    (orjson.dumps({k: v for k, v in VALID.items() if k != "ts"}), b"u1", "click", "schema_violation"),
+    (orjson.dumps({**VALID, "type": "like"}), b"u1", "click", "schema_violation"),
+    (orjson.dumps({**VALID, "ts": "yesterday"}), b"u1", "click", "schema_violation"),
+    (orjson.dumps({**VALID, "stage": "cart"}), b"u1", "click", "schema_violation"),
+    (orjson.dumps({**VALID, "surprise": 1}), b"u1", "click", "schema_violation"),
+    (orjson.dumps(VALID), b"u1", "purchase", "type_topic_mismatch"),
+    (orjson.dumps(VALID), b"someone-else", "click", "key_mismatch"),
+    (orjson.dumps(VALID), None, "click", "key_mismatch"),
+    (b"", b"u1", "click", "invalid_json"),
+])
+def test_each_kind_of_bad_input_is_rejected_with_its_reason(payload, key, expected, reason):
+    result = check(payload, key, expected)
+    assert isinstance(result, Rejection)
+    assert result.reason == reason
+    assert result.source == SRC
+    record = result.to_record(now_ms=5)
+    jsonschema.validate(record, load_schema("dead-letter"))
+    assert record["source"] == {"topic": "events.click", "partition": 3, "offset": 42}
+    if "payload_text" in record:
+        kept = record["payload_text"].encode()
+    else:
+        kept = base64.b64decode(record["payload_base64"])
+    assert kept == payload  # nothing is lost
+
+
+def test_non_utf8_payload_is_kept_as_base64():
+    record = check(b"\xff\x00abc").to_record(now_ms=1)
+    assert "payload_text" not in record
+    assert base64.b64decode(record["payload_base64"]) == b"\xff\x00abc"
+
+
+def test_schemas_are_valid_draft7():
+    for name in ("input-event", "recommendation", "profile", "dead-letter", "item-signal"):
+        jsonschema.Draft7Validator.check_schema(load_schema(name))

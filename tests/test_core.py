@@ -1,0 +1,129 @@
+import jsonschema
+import pytest
+
+from stream_app import core
+from stream_app.config import Settings
+from stream_app.contracts import load_schema
+from stream_app.events import Event
+from stream_app.items import InMemoryItemIndex, SignalBuffer
+from stream_app.profile import Profile
+
+T0 = 1_700_000_000_000
+
+
+def ev(i, user="u1", item="a", kind="click", ts=None, **extra):
+    return Event(event_id=f"e{i}", user_id=user, item_id=item, type=kind, ts=T0 + i * 1000 if ts is None else ts,
+                 **extra)
+
+
+def run(events, settings=None, profile=None, index=None):
+    settings = settings or Settings()
+    index = index or InMemoryItemIndex(settings)
+    profile = profile or core.new_profile(events[0].user_id, settings)
+    outcomes = []
+    for event in events:
+        signals = SignalBuffer(settings.half_life_ms)
+        outcomes.append(core.process(profile, event, index, signals, settings, now_ms=T0))
+        index.apply(signals)
+    return profile, outcomes, index
+
+
+def test_event_updates_counts_sequence_affinities_and_times():
+    profile, outcomes, _ = run([ev(1, item="a", category="shoes"), ev(2, item="b", kind="browse"),
+                                ev(3, item="a", kind="purchase", stage="cart")])
+    assert profile.event_count == 3 and profile.version == 3
+    assert profile.counts == {"click": 1, "browse": 1, "purchase": 1}
+    assert profile.stages == {"cart": 1}
+    assert [r[0] for r in profile.recent] == ["a", "b", "a"]
+    assert profile.first_seen == T0 + 1000 and profile.last_seen == T0 + 3000
+    assert profile.item_affinity["a"] > profile.item_affinity["b"]
+    assert list(profile.category_affinity) == ["shoes"]
+    assert all(o.applied for o in outcomes)
+
+
+def test_same_event_id_twice_changes_nothing():
+    profile, _, _ = run([ev(1), ev(2, item="b")])
+    before = profile.to_dict()
+    _, outcomes, _ = run([ev(2, item="b"), ev(1)], profile=profile)
+    assert [o.applied for o in outcomes] == [False, False]
+    assert all(o.recommendation is None for o in outcomes)
+    assert profile.to_dict() == before
+
+
+def test_forgotten_event_ids_raise_a_floor_so_nothing_is_applied_twice():
+    settings = Settings(seen_ids_max=4)
+    events = [ev(i, item=f"i{i}") for i in range(1, 11)]
+    profile, _, _ = run(events, settings)
+    assert len(profile.seen_event_ids) <= 5
+    assert profile.dedupe_floor is not None
+    _, again, _ = run(events, settings, profile=profile)
+    assert not any(o.applied for o in again)
+    assert profile.event_count == 10
+
+
+def test_late_event_keeps_the_sequence_in_time_order_and_recent_is_bounded():
+    settings = Settings(recent_max=3)
+    profile, _, _ = run([ev(1, item="a"), ev(3, item="c"), ev(2, item="b"), ev(4, item="d")], settings)
+    assert [r[0] for r in profile.recent] == ["b", "c", "d"]
+
+
+def test_affinity_decays_with_time():
+    settings = Settings(half_life_ms=1000)
+    profile, _, _ = run([ev(1, item="old", ts=T0), ev(2, item="new", ts=T0 + 5000)], settings)
+    assert profile.item_affinity["new"] - profile.item_affinity["old"] == pytest.approx(5.0)
+
+
+def test_recommendation_follows_contract_and_rec_id_is_deterministic():
+    _, outcomes, _ = run([ev(1, item="a"), ev(2, item="b")])
+    rec = outcomes[-1].recommendation
+    jsonschema.validate(rec, load_schema("recommendation"))
+    assert rec["trigger_event_id"] == "e2" and rec["profile_version"] == 2
+    assert rec["rec_id"] == core.rec_id_for("e2")
+
+
+def test_co_visited_items_are_recommended_with_a_reason():
+    settings = Settings()
+    index = InMemoryItemIndex(settings)
+    for user in ("x", "y", "z"):  # other users went from a to b
+        run([ev(1, user=user, item="a"), ev(2, user=user, item="b")], settings, index=index)
+    _, outcomes, _ = run([ev(10, user="new", item="a")], settings, index=index)
+    items = outcomes[0].recommendation["items"]
+    assert items[0]["item_id"] == "b"
+    assert "co-visited with a" in items[0]["reasons"]
+
+
+def test_popular_items_fill_in_for_a_new_user():
+    settings = Settings(top_k=2)
+    index = InMemoryItemIndex(settings)
+    for i, item in enumerate(["p", "p", "p", "q", "q", "r"]):
+        run([ev(i, user=f"u{i}", item=item)], settings, index=index)
+    _, outcomes, _ = run([ev(50, user="fresh", item="zzz")], settings, index=index)
+    items = outcomes[0].recommendation["items"]
+    assert [i["item_id"] for i in items] == ["p", "q"]
+    assert items[0]["reasons"] == ["popular"]
+
+
+@pytest.mark.parametrize("policy,kinds,expected", [
+    ("every", ["click", "browse", "click"], [True, True, True]),
+    ("purchase", ["click", "purchase", "browse"], [False, True, False]),
+])
+def test_emission_policies(policy, kinds, expected):
+    events = [ev(i, kind=k, stage="order" if k == "purchase" else None) for i, k in enumerate(kinds)]
+    _, outcomes, _ = run(events, Settings(rec_policy=policy))
+    assert [o.recommendation is not None for o in outcomes] == expected
+    assert all(o.applied for o in outcomes)
+
+
+def test_debounce_emits_at_most_once_per_window():
+    events = [ev(i, ts=T0 + ms) for i, ms in enumerate([0, 1000, 4000, 5000, 12000])]
+    _, outcomes, _ = run(events, Settings(rec_policy="debounce", rec_debounce_ms=5000))
+    assert [o.recommendation is not None for o in outcomes] == [True, False, False, True, True]
+
+
+def test_profile_survives_json_round_trip_and_public_snapshot_has_no_dedupe_state():
+    profile, _, _ = run([ev(1, category="c"), ev(2, item="b", kind="purchase", stage="order")])
+    assert Profile.from_json(profile.to_json()).to_dict() == profile.to_dict()
+    public = profile.to_dict(with_dedupe_state=False)
+    assert "seen_event_ids" not in public
+    jsonschema.validate(public, load_schema("profile"))
+    jsonschema.validate(profile.to_dict(), load_schema("profile"))

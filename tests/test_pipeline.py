@@ -1,0 +1,178 @@
+"""End to end on the real broker and Redis with real worker processes."""
+
+from __future__ import annotations
+
+import collections
+import os
+import subprocess
+import sys
+import time
+
+import jsonschema
+import orjson
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from conftest import OTTO_SAMPLE, wait_until
+from stream_app.bench import synthetic_events
+from stream_app.consume import TopicReader, committed_offsets, wait_committed
+from stream_app.contracts import load_schema
+from stream_app.logs import load_sorted
+from stream_app.processes import wait_ready_workers
+from stream_app.redis_store import read_profile
+from stream_app.replay import produce_events
+
+
+def read_all(bootstrap: str, topic: str, expected: int, timeout: float = 60.0) -> list:
+    """A downstream consumer with no relation to the project: plain kafka-python, assign + seek."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        records: list = []
+        deadline = time.monotonic() + timeout
+        while len(records) < expected and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=300).values():
+                records.extend(batch)
+        # a little longer: anything beyond `expected` would be a duplicate
+        for batch in consumer.poll(timeout_ms=1000).values():
+            records.extend(batch)
+        return records
+    finally:
+        consumer.close()
+
+
+def redis_counts(client, settings, users) -> dict[str, int]:
+    return {u: read_profile(client, u, settings.namespace).get("event_count", 0) for u in users}
+
+
+def test_otto_sample_gives_one_recommendation_per_event_and_a_second_replay_changes_nothing(
+        make_settings, start_worker, redis_client):
+    settings = make_settings()
+    start_worker(settings)
+    env = {**os.environ, **settings.to_env()}
+    replay = [sys.executable, "-m", "stream_app.cli", "replay", str(OTTO_SAMPLE), "--format", "otto"]
+    first = subprocess.run(replay, capture_output=True, text=True, env=env, timeout=120)
+    assert first.returncode == 0, first.stderr
+    assert "replayed 862 events" in first.stdout
+
+    records = read_all(settings.kafka_bootstrap_servers, settings.topics.recommendations, 862)
+    events, _ = load_sorted(OTTO_SAMPLE, "otto")
+    assert len(records) == 862
+    recs = [orjson.loads(r.value) for r in records]
+    assert sorted(r["trigger_event_id"] for r in recs) == sorted(e["event_id"] for e in events)
+    validate = jsonschema.Draft7Validator(load_schema("recommendation")).validate
+    for record, rec in zip(records, recs):
+        validate(rec)
+        assert record.key.decode() == rec["user_id"]
+        assert len(rec["items"]) <= settings.top_k
+        assert [i["score"] for i in rec["items"]] == sorted((i["score"] for i in rec["items"]), reverse=True)
+
+    second = subprocess.run(replay, capture_output=True, text=True, env=env, timeout=120)
+    assert second.returncode == 0, second.stderr
+    inputs = [TopicPartition(t, p) for t in settings.topics.inputs for p in range(settings.partitions)]
+    wait_until(lambda: sum(committed_offsets(settings, inputs).values()) == 2 * 862, 60,
+               "the worker to commit both replays")
+    assert len(read_all(settings.kafka_bootstrap_servers, settings.topics.recommendations, 862)) == 862
+
+    per_user = collections.Counter(e["user_id"] for e in events)
+    assert redis_counts(redis_client, settings, per_user) == dict(per_user)
+    snapshots = {}
+    for r in read_all(settings.kafka_bootstrap_servers, settings.topics.profiles, len(per_user), timeout=10):
+        snapshots[r.key.decode()] = orjson.loads(r.value)
+    assert {u: s["event_count"] for u, s in snapshots.items()} == dict(per_user)
+    jsonschema.validate(next(iter(snapshots.values())), load_schema("profile"))
+
+
+def test_bad_inputs_land_in_the_dead_letter_topic_and_the_worker_lives(make_settings, start_worker,
+                                                                        redis_client):
+    settings = make_settings(max_payload_bytes=2048)
+    worker = start_worker(settings)
+    t = settings.topics
+    valid = {"event_id": "ok-1", "user_id": "u1", "item_id": "i1", "type": "click", "ts": 1_700_000_000_000,
+             "schema_version": 1}
+    bad = [
+        (t.click, b"u1", b"{not json", "invalid_json"),
+        (t.click, b"u1", b"\xff\xfe\x00", "not_utf8"),
+        (t.click, b"u1", orjson.dumps({**valid, "ts": None}), "schema_violation"),
+        (t.browse, b"u1", orjson.dumps({**valid, "type": "teleport"}), "schema_violation"),
+        (t.click, b"u1", orjson.dumps({**valid, "context": {"blob": "x" * 4000}}), "payload_too_large"),
+        (t.purchase, b"u1", orjson.dumps(valid), "type_topic_mismatch"),
+        (t.click, b"u2", orjson.dumps(valid), "key_mismatch"),
+    ]
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    for topic, key, value, _ in bad:
+        producer.send(topic, key=key, value=value)
+    producer.send(t.click, key=b"u1", value=orjson.dumps(valid))
+    producer.flush()
+    producer.close()
+
+    dead = read_all(settings.kafka_bootstrap_servers, t.dlq, len(bad))
+    records = [orjson.loads(r.value) for r in dead]
+    assert sorted(r["reason"] for r in records) == sorted(reason for *_, reason in bad)
+    validate = jsonschema.Draft7Validator(load_schema("dead-letter")).validate
+    for record in records:
+        validate(record)
+        assert record["source"]["topic"] in t.inputs
+        assert isinstance(record["source"]["partition"], int) and isinstance(record["source"]["offset"], int)
+    not_utf8 = next(r for r in records if r["reason"] == "not_utf8")
+    assert not_utf8["payload_base64"] == "//4A"
+
+    recs = read_all(settings.kafka_bootstrap_servers, t.recommendations, 1)
+    assert [orjson.loads(r.value)["trigger_event_id"] for r in recs] == ["ok-1"]
+    assert worker.alive()
+    assert read_profile(redis_client, "u1", settings.namespace)["event_count"] == 1
+
+
+def test_sigkill_mid_stream_restart_and_redelivered_duplicates_leave_exact_counts(
+        make_settings, start_worker, redis_client):
+    settings = make_settings()
+    events = synthetic_events(8000, users=100, items=400, prefix="kill")
+    expected = collections.Counter(e["user_id"] for e in events)
+    first = start_worker(settings)
+    with TopicReader(settings.kafka_bootstrap_servers, settings.topics.recommendations) as recs:
+        produced = produce_events(settings, events)
+        wait_until(lambda: len(recs.poll()) >= 0 and len(recs.records) >= 1500, 60, "1500 recommendations")
+        first.kill()
+        seen_at_kill = len(recs.records)
+    assert seen_at_kill < len(events), "the worker finished before the kill: nothing was tested"
+
+    second = start_worker(settings)
+    duplicates = produce_events(settings, events[-2000:] + events[1000:1500])
+    marks = {tp: max(produced.marks.get(tp, 0), duplicates.marks.get(tp, 0))
+             for tp in produced.marks.keys() | duplicates.marks.keys()}
+    wait_committed(settings, marks, timeout=90)
+    assert second.alive()
+    assert redis_counts(redis_client, settings, expected) == dict(expected)
+    profile = read_profile(redis_client, "u7", settings.namespace)["profile"]
+    assert sum(profile["counts"].values()) == expected["u7"]
+
+
+def test_two_workers_on_one_group_give_the_same_counts_as_one(make_settings, start_worker, redis_client):
+    events = synthetic_events(6000, users=120, items=400, prefix="pair")
+    expected = collections.Counter(e["user_id"] for e in events)
+
+    def profiles(settings):
+        return {u: (p["event_count"], p["profile"]["counts"], p["profile"]["stages"])
+                for u in expected for p in [read_profile(redis_client, u, settings.namespace)]}
+
+    alone = make_settings()
+    start_worker(alone)
+    wait_committed(alone, produce_events(alone, events).marks, timeout=90)
+
+    pair = make_settings()
+    first = start_worker(pair)
+    half = len(events) // 2
+    early = produce_events(pair, events[:half])
+    second = start_worker(pair, wait_ready=False)  # joins mid-stream: a rebalance under load
+    late = produce_events(pair, events[half:])
+    wait_ready_workers(pair, [first, second], timeout=60)
+    wait_committed(pair, {**early.marks, **{tp: m for tp, m in late.marks.items()
+                                            if m > early.marks.get(tp, 0)}}, timeout=90)
+
+    assert {u: c[0] for u, c in profiles(alone).items()} == dict(expected)
+    assert profiles(pair) == profiles(alone)
+    with TopicReader(pair.kafka_bootstrap_servers, pair.topics.recommendations) as recs:
+        recs.read_until(len(events), 30)
+        triggers = {orjson.loads(r.value)["trigger_event_id"] for r in recs.records}
+    assert triggers == {e["event_id"] for e in events}

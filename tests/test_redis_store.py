@@ -1,0 +1,25 @@
+import asyncio
+
+from stream_app.profile import Profile
+from stream_app.redis_store import ProfileStore, RedisStoreConfig, read_profile
+
+
+def test_pipelined_writes_skip_stale_versions(services, redis_client):
+    store = ProfileStore(RedisStoreConfig(services["REDIS_URL"], namespace="store-test."))
+    newer = Profile(user_id="u1", version=5, event_count=5)
+    older = Profile(user_id="u1", version=3, event_count=3)
+    other = Profile(user_id="u2", version=1, event_count=1)
+
+    async def scenario():
+        try:
+            first = await store.write_profiles([newer, other], now_ms=10)
+            second = await store.write_profiles([older], now_ms=20)
+            return first, second
+        finally:
+            await store.close()
+
+    assert asyncio.run(scenario()) == (2, 0)
+    stored = read_profile(redis_client, "u1", "store-test.")
+    assert stored["profile_version"] == 5 and stored["event_count"] == 5 and stored["updated_at"] == 10
+    assert "seen_event_ids" not in stored["profile"]
+    assert read_profile(redis_client, "nobody", "store-test.") == {}
