@@ -129,7 +129,8 @@ class Embedded:
 
     def stop(self) -> None:
         for proc in self.processes:
-            _terminate(proc.pid)
+            proc.terminate()
+        for proc in self.processes:
             try:
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
@@ -144,9 +145,7 @@ def _terminate(pid: int, grace: float = 5.0) -> None:
         return
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not _alive(pid):
             return
         time.sleep(0.05)
     try:

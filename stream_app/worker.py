@@ -1,14 +1,17 @@
 """The stream worker: a thin Faust shell around the pure core.
 
 Per batch (`stream.take_events`) it validates, runs `core.process` per event, then does the I/O once:
-profile table writes (changelog), profile snapshots, recommendations, item signals and dead letters
-are buffered sends, and the Redis mirror is one pipelined round trip. Offsets are committed only
-after Faust has flushed those sends, so a crash replays at most the uncommitted tail, which the
-profile's event_id digests make harmless (at-least-once delivery, idempotent effects).
+profile changelog records, profile snapshots, recommendations, item signals and dead letters go out
+as one record batch per partition (output.py) while the Redis mirror is one pipelined round trip,
+and both are awaited before the batch's events are acknowledged. Faust commits only acknowledged
+offsets, so a crash replays at most the uncommitted tail, which the profile's event_id digests make
+harmless (at-least-once delivery, idempotent effects). Faust still owns consumption, the consumer
+group, the tables (local state and recovery from their changelogs) and timers.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -23,6 +26,7 @@ import orjson
 from . import core, transport
 from .config import Settings
 from .contracts import Rejection, Source, check_input
+from .output import BatchProducer, Outbox
 from .items import (CachedItemIndex, SignalBuffer, apply_signals, item_key,
                     merge_partition_popular, popular_key)
 from .profile import Profile
@@ -94,9 +98,6 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
     raw = {"key_serializer": "raw", "value_serializer": "raw"}
     inputs = app.topic(*topics.inputs, **raw)
     type_by_topic = {topics.for_type(t): t for t in ("browse", "click", "purchase")}
-    recommendations = app.topic(topics.recommendations, **raw)
-    profiles_topic = app.topic(topics.profiles, **raw)
-    dlq = app.topic(topics.dlq, **raw)
     item_signals = app.topic(topics.item_signals, **raw)
 
     profile_table = app.Table(PROFILE_TABLE, partitions=partitions, key_type=bytes, value_type=bytes)
@@ -106,13 +107,16 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
     item_table = app.GlobalTable(ITEM_TABLE, partitions=1, recovery_buffer_size=1, key_type=bytes,
                                  value_type=bytes, synchronize_all_active_partitions=True)
     store = ProfileStore(RedisStoreConfig(settings.require_redis(), settings.namespace))
+    output = BatchProducer(settings.require_kafka())
+    profile_changelog = profile_table.changelog_topic_name
+    item_changelog = item_table.changelog_topic_name
     index = TableItemIndex(item_table.data, settings, partitions)
     counters = Counters()
 
-    def dead_letter(rejection: Rejection, now: int) -> None:
+    def dead_letter(outbox: Outbox, rejection: Rejection, now: int) -> None:
         counters.rejected += 1
         log.warning("rejected %s: %s (%s)", rejection.source, rejection.reason, rejection.detail[:200])
-        dlq.send_soon(key=rejection.key, value=orjson.dumps(rejection.to_record(now)))
+        outbox.add(topics.dlq, rejection.key, orjson.dumps(rejection.to_record(now)))
 
     def load_profile(user_id: str) -> Profile:
         stored = profile_table.data.get(user_id.encode())
@@ -124,6 +128,7 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
             now = now_ms()
             index.begin_batch()
             signals = SignalBuffer(settings.half_life_ms)
+            outbox = Outbox()
             changed: dict[str, tuple[Profile, int]] = {}
             loaded: dict[str, Profile] = {}
             for event in events:
@@ -133,7 +138,7 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
                 checked = check_input(msg.value, msg.key, source, type_by_topic.get(msg.topic),
                                       settings.max_payload_bytes)
                 if isinstance(checked, Rejection):
-                    dead_letter(checked, now)
+                    dead_letter(outbox, checked, now)
                     continue
                 profile = loaded.get(checked.user_id)
                 if profile is None:
@@ -141,8 +146,8 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
                 try:
                     outcome = core.process(profile, checked, index, signals, settings, now)
                 except Exception as exc:  # a bug must not stop the partition: park the event
-                    dead_letter(Rejection("processing_error", f"{exc!r}\n{traceback.format_exc(limit=3)}",
-                                          source, msg.key, msg.value), now)
+                    dead_letter(outbox, Rejection("processing_error", f"{exc!r}\n{traceback.format_exc(limit=3)}",
+                                                  source, msg.key, msg.value), now)
                     continue
                 if not outcome.applied:
                     counters.duplicates += 1
@@ -151,38 +156,41 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
                 changed[checked.user_id] = (profile, msg.partition)
                 if outcome.recommendation is not None:
                     counters.recommendations += 1
-                    recommendations.send_soon(key=msg.key, value=orjson.dumps(outcome.recommendation))
+                    outbox.add(topics.recommendations, msg.key, orjson.dumps(outcome.recommendation))
             for user_id, (profile, partition) in changed.items():
                 key, snapshot = user_id.encode(), profile.to_json()
-                # Written explicitly: inside a batch, Faust's "current event" is not this user's.
+                # The table's changelog record, written with the batch: same partition as the user's input.
                 profile_table.data[key] = snapshot
-                profile_table.send_changelog(partition, key, snapshot)
-                profiles_topic.send_soon(key=key, value=profile.to_json(with_dedupe_state=False))
+                outbox.add(profile_changelog, key, snapshot, partition)
+                outbox.add(topics.profiles, key, profile.to_json(with_dedupe_state=False))
             for item_id, message in signals.messages():
-                item_signals.send_soon(key=item_id.encode(), value=orjson.dumps(message))
+                outbox.add(topics.item_signals, item_id.encode(), orjson.dumps(message))
             counters.item_signals += len(signals)
-            if changed:
-                await store.write_profiles((p for p, _ in changed.values()), now)
+            await asyncio.gather(output.deliver(outbox),
+                                 store.write_profiles([p for p, _ in changed.values()], now))
 
     @app.agent(item_signals, name=f"{settings.app_id}.items")
     async def update_items(stream: faust.StreamT) -> None:
         async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
+            outbox = Outbox()
             by_partition: dict[int, list[dict[str, Any]]] = {}
             for event in events:
                 msg = event.message
                 try:
                     by_partition.setdefault(msg.partition, []).append(orjson.loads(msg.value))
                 except orjson.JSONDecodeError as exc:
-                    dead_letter(Rejection("invalid_json", str(exc), Source(msg.topic, msg.partition, msg.offset),
-                                          msg.key, msg.value), now_ms())
+                    dead_letter(outbox, Rejection("invalid_json", str(exc),
+                                                  Source(msg.topic, msg.partition, msg.offset), msg.key, msg.value),
+                                now_ms())
             for partition, signals in by_partition.items():
-                write_item_partition(partition, signals)
+                write_item_partition(outbox, partition, signals)
+            await output.deliver(outbox)
 
     def get_entry(item_id: str) -> dict[str, Any] | None:
         raw = item_table.data.get(item_key(item_id).encode())
         return orjson.loads(raw) if raw is not None else None
 
-    def write_item_partition(partition: int, signals: Iterable[dict[str, Any]]) -> None:
+    def write_item_partition(outbox: Outbox, partition: int, signals: Iterable[dict[str, Any]]) -> None:
         pkey = popular_key(partition).encode()
         current = item_table.data.get(pkey)
         changed, popular = apply_signals(get_entry, signals, orjson.loads(current) if current else [], settings)
@@ -190,7 +198,7 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
         writes.append((pkey, orjson.dumps(popular)))
         for key, value in writes:
             item_table.data[key] = value
-            item_table.send_changelog(0, key, value)
+            outbox.add(item_changelog, key, value, 0)
 
     worker_id = f"{settings.app_id}:{socket.gethostname()}:{os.getpid()}"
     readiness = {"ready": False}
@@ -210,6 +218,11 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
     async def on_ready(sender: Any, *args: Any, **kwargs: Any) -> None:
         readiness["ready"] = True
         await publish_status()
+
+    @app.on_before_shutdown.connect
+    async def close_clients(sender: Any, *args: Any, **kwargs: Any) -> None:
+        await output.stop()
+        await store.close()
 
     @app.timer(interval=STATUS_TTL_S / 3)
     async def heartbeat() -> None:

@@ -1,0 +1,10 @@
+# The stream worker image (also runs replay, bench, evaluate). No torch: training is an extra.
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY stream_app ./stream_app
+COPY schemas ./schemas
+RUN pip install --no-cache-dir .
+USER nobody
+ENV STREAM_APP_STATE_DIR=/tmp/stream-app
+CMD ["stream-app", "worker", "--web-port", "6066"]

@@ -1,0 +1,85 @@
+"""Batched output to Kafka: each worker batch's records go out as one record batch per partition.
+
+Faust's own send path costs about a tenth of a millisecond per message (a future, a buffer queue and
+an awaited hand-off each), which capped a worker near 1k events/s here. Building record batches
+directly and awaiting their acknowledgements once per batch also gives a stricter guarantee: a
+batch's input events are acknowledged only after every record it produced is stored by the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
+
+MAX_BATCH_BYTES = 1024 * 1024
+
+
+@dataclass
+class Outbox:
+    """Records one worker batch produces; partition None means "by key", like any Kafka producer."""
+
+    records: list[tuple[str, bytes | None, bytes, int | None]] = field(default_factory=list)
+
+    def add(self, topic: str, key: bytes | None, value: bytes, partition: int | None = None) -> None:
+        self.records.append((topic, key, value, partition))
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+class BatchProducer:
+    """An aiokafka producer started on first use, partitioning keys as the Java client does (murmur2)."""
+
+    def __init__(self, bootstrap_servers: str, linger_ms: int = 0):
+        self.bootstrap_servers = bootstrap_servers
+        self.linger_ms = linger_ms
+        self._producer: AIOKafkaProducer | None = None
+        self._partitions: dict[str, list[int]] = {}
+        self._partitioner = DefaultPartitioner()
+        self._starting = asyncio.Lock()
+
+    async def _started(self) -> AIOKafkaProducer:
+        async with self._starting:
+            if self._producer is None:
+                producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap_servers.split(","), acks="all",
+                                            linger_ms=self.linger_ms, max_batch_size=MAX_BATCH_BYTES,
+                                            max_request_size=4 * MAX_BATCH_BYTES)
+                await producer.start()
+                self._producer = producer
+        return self._producer
+
+    async def _partitions_of(self, producer: AIOKafkaProducer, topic: str) -> list[int]:
+        known = self._partitions.get(topic)
+        if known is None:
+            known = self._partitions[topic] = sorted(await producer.partitions_for(topic))
+        return known
+
+    async def deliver(self, outbox: Outbox) -> None:
+        """Send everything in the outbox and wait until the broker has stored all of it."""
+        if not outbox.records:
+            return
+        producer = await self._started()
+        grouped: dict[tuple[str, int], list[tuple[bytes | None, bytes]]] = {}
+        for topic, key, value, partition in outbox.records:
+            if partition is None:
+                partitions = await self._partitions_of(producer, topic)
+                partition = self._partitioner(key, partitions, partitions)
+            grouped.setdefault((topic, partition), []).append((key, value))
+        acks = []
+        for (topic, partition), records in grouped.items():
+            batch = producer.create_batch()
+            for key, value in records:
+                if batch.append(key=key, value=value, timestamp=None) is None:  # full: ship it, start anew
+                    acks.append(await producer.send_batch(batch, topic, partition=partition))
+                    batch = producer.create_batch()
+                    batch.append(key=key, value=value, timestamp=None)
+            acks.append(await producer.send_batch(batch, topic, partition=partition))
+        await asyncio.gather(*acks)
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
