@@ -125,7 +125,8 @@ class Settings:
     # Item side
     covis_window_ms: int = 24 * 3600 * 1000
     covis_prev_items: int = 5
-    covis_neighbors_max: int = 50
+    covis_neighbors_max: int = 50  # neighbours kept per item
+    covis_candidates_per_item: int = 20  # of those, how many each recent item contributes to a ranking
     popular_per_partition: int = 100
     weights: EventWeights = field(default_factory=EventWeights)
 
@@ -137,7 +138,7 @@ class Settings:
             )
         for name in ("partitions", "max_payload_bytes", "batch_max", "fetch_max_wait_ms", "top_k", "recent_max",
                      "affinity_max", "seen_ids_max", "half_life_ms", "covis_prev_items",
-                     "covis_neighbors_max", "popular_per_partition"):
+                     "covis_neighbors_max", "covis_candidates_per_item", "popular_per_partition"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1 (set {ENV_PREFIX}{name.upper()})")
 

@@ -6,7 +6,7 @@ numbers it reports are the numbers the workers produce.
 
 from __future__ import annotations
 
-import uuid
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,8 +15,6 @@ from .events import Event
 from .items import ItemIndex, SignalBuffer
 from .profile import Profile, apply_event, event_digest
 from .recommend import MODEL_VERSIONS, recommend
-
-_REC_NAMESPACE = uuid.UUID("6f1d3c1e-8f5b-4c52-9d0e-3b1f2a7c9e10")
 
 
 @dataclass(slots=True)
@@ -40,7 +38,7 @@ def should_emit(profile: Profile, event: Event, settings: Settings) -> bool:
 
 def rec_id_for(event_id: str) -> str:
     """Deterministic, so a redelivered recommendation can be deduplicated downstream."""
-    return str(uuid.uuid5(_REC_NAMESPACE, event_id))
+    return "rec-" + hashlib.blake2b(event_id.encode("utf-8"), digest_size=12).hexdigest()
 
 
 def process(profile: Profile, event: Event, index: ItemIndex, signals: SignalBuffer, settings: Settings,
@@ -61,7 +59,7 @@ def process(profile: Profile, event: Event, index: ItemIndex, signals: SignalBuf
     return Outcome(True, {
         "rec_id": rec_id_for(event.event_id),
         "user_id": profile.user_id,
-        "items": [s.to_dict() for s in items],
+        "items": items,
         "trigger_event_id": event.event_id,
         "event_ts": event.ts,
         "generated_at": now_ms,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass
+from typing import Any
 
 from .config import Settings
 from .items import ItemIndex
@@ -13,37 +13,30 @@ MODEL_VERSIONS = {"recommender": "covis-pop-v0"}
 MAX_COVIS_REASONS = 2
 
 
-@dataclass(slots=True)
-class Scored:
-    item_id: str
-    score: float
-    reasons: list[str]
-
-    def to_dict(self) -> dict:
-        return {"item_id": self.item_id, "score": round(self.score, 6), "reasons": self.reasons}
-
-
-def recommend(profile: Profile, index: ItemIndex, settings: Settings) -> list[Scored]:
-    """Top-K items: sum over the user's recent items (weighted 1/rank) of their co-visitation shares,
-    plus popularity_weight x popularity share. Ties break on item_id, so the order is deterministic."""
-    candidates: dict[str, Scored] = {}
+def recommend(profile: Profile, index: ItemIndex, settings: Settings) -> list[dict[str, Any]]:
+    """Top-K items as {item_id, score, reasons}: the sum over the user's recent items (weighted 1/rank)
+    of their co-visitation shares, plus popularity_weight x popularity share. Ties break on item_id."""
+    scores: dict[str, float] = {}
+    reasons: dict[str, list[str]] = {}
+    per_anchor = settings.covis_candidates_per_item
     for rank, anchor in enumerate(profile.recent_items(settings.covis_prev_items)):
         recency = 1.0 / (rank + 1)
         reason = f"co-visited with {anchor}"
-        for item_id, share in index.ranked_neighbors(anchor):
-            entry = candidates.get(item_id)
-            if entry is None:
-                candidates[item_id] = Scored(item_id, recency * share, [reason])
+        for item_id, share in index.ranked_neighbors(anchor)[:per_anchor]:
+            if item_id in scores:
+                scores[item_id] += recency * share
+                if len(reasons[item_id]) < MAX_COVIS_REASONS:
+                    reasons[item_id].append(reason)
             else:
-                entry.score += recency * share
-                if len(entry.reasons) < MAX_COVIS_REASONS:
-                    entry.reasons.append(reason)
+                scores[item_id] = recency * share
+                reasons[item_id] = [reason]
     weight = settings.popularity_weight
     for position, (item_id, share) in enumerate(index.popular()):
-        entry = candidates.get(item_id)
-        if entry is not None:
-            entry.score += weight * share
-            entry.reasons.append("popular")
+        if item_id in scores:
+            scores[item_id] += weight * share
+            reasons[item_id].append("popular")
         elif position < settings.top_k:  # beyond K, a popularity-only item cannot make the list
-            candidates[item_id] = Scored(item_id, weight * share, ["popular"])
-    return heapq.nsmallest(settings.top_k, candidates.values(), key=lambda s: (-s.score, s.item_id))
+            scores[item_id] = weight * share
+            reasons[item_id] = ["popular"]
+    best = heapq.nsmallest(settings.top_k, scores.items(), key=lambda kv: (-kv[1], kv[0]))
+    return [{"item_id": item_id, "score": round(score, 6), "reasons": reasons[item_id]} for item_id, score in best]
