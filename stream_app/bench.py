@@ -9,21 +9,15 @@ timestamp). At full speed the latency is mostly time spent queued behind the bac
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
-from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import numpy as np
 import orjson
 
-from .config import Settings, state_dir
 from .consume import TopicReader, wait_committed
-from .processes import WorkerProcess, wait_ready_workers
-from .replay import make_producer, produce_events
-from .runtime import Embedded
-from .topics import ensure_topics
+from .processes import one_off_run, wait_ready_workers
+from .replay import produce_events
 
 
 def synthetic_events(n: int, users: int, items: int, seed: int = 7, start_ms: int = 1_700_000_000_000,
@@ -63,20 +57,9 @@ def latency_summary(sent_ms: Mapping[str, float], records: Iterable[Any]) -> dic
 
 
 def run_bench(n: int, users: int, items: int, timeout: float) -> int:
-    base = Settings.from_env(os.environ)
-    log_dir = Path(tempfile.mkdtemp(prefix="bench-", dir=_ensure(state_dir())))
-    embedded = None
-    if base.kafka_bootstrap_servers and base.redis_url:
-        run = f"bench{int(time.time())}"
-        settings = base.replace(namespace=f"{run}.", app_id=f"stream-app-{run}")
-    else:
-        embedded = Embedded.start(log_dir)
-        settings = base.replace(kafka_bootstrap_servers=embedded.kafka_bootstrap_servers,
-                                redis_url=embedded.redis_url)
-    worker = None
-    try:
-        ensure_topics(settings)
-        worker = WorkerProcess(settings, log_dir / "worker.log", loglevel="warn")
+    with one_off_run("bench") as run:
+        settings = run.settings
+        worker = run.start_worker(loglevel="warn")
         warmup = synthetic_events(200, 50, 100, seed=1, prefix="warmup")
         events = synthetic_events(n, users, items)
         wait_ready_workers(settings, [worker], timeout)
@@ -102,13 +85,3 @@ def run_bench(n: int, users: int, items: int, timeout: float) -> int:
         print(f"  latency event -> recommendation: p50 {lat['p50_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms "
               f"(over {lat['count']} recommendations; events queue behind the backlog at max rate)")
         return 0
-    finally:
-        if worker is not None:
-            worker.stop()
-        if embedded is not None:
-            embedded.stop()
-
-
-def _ensure(folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder

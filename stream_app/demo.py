@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -14,15 +12,12 @@ import orjson
 import redis
 
 from .bench import latency_summary
-from .config import Settings, state_dir
 from .consume import TopicReader, wait_committed
 from .errors import ServiceTimeout
 from .logs import load_sorted
-from .processes import WorkerProcess, wait_ready_workers
+from .processes import one_off_run, wait_ready_workers
 from .redis_store import read_profile
 from .replay import Progress, dead_letter_lines, make_producer, produce_events
-from .runtime import Embedded
-from .topics import ensure_topics
 
 SAMPLE = Path(__file__).parent / "data" / "otto-sample.jsonl"
 ATTRIBUTION = ("OTTO sample: 20 real sessions, CC BY 4.0 - Normann, Baumeister, Wilm, "
@@ -56,26 +51,13 @@ def describe_user(profile: dict[str, Any], rec: dict[str, Any] | None, shown: in
 
 
 def run_demo(path: str | None, fmt: str, rate: float | None, timeout: float) -> int:
-    base = Settings.from_env(os.environ)
-    embedded: Embedded | None = None
-    log_dir = Path(tempfile.mkdtemp(prefix="demo-", dir=_ensure(state_dir())))
     _say("stream-app demo")
-    if base.kafka_bootstrap_servers and base.redis_url:
-        # Someone else's services: a fresh namespace, so earlier runs' events are not duplicates.
-        run = f"demo{int(time.time())}"
-        settings = base.replace(namespace=f"{run}.", app_id=f"stream-app-{run}")
-        _say(f"  services  {settings.kafka_bootstrap_servers} and {settings.redis_url} (namespace {run}.)")
-    else:
-        _say("  starting  embedded Kafka-protocol broker (Tansu) and Redis on loopback ...")
-        embedded = Embedded.start(log_dir)
-        settings = base.replace(kafka_bootstrap_servers=embedded.kafka_bootstrap_servers,
-                                redis_url=embedded.redis_url)
+    with one_off_run("demo") as run:
+        settings = run.settings
+        where = "embedded Tansu broker and Redis on loopback" if run.embedded else f"namespace {settings.namespace}"
         _say(f"  services  KAFKA_BOOTSTRAP_SERVERS={settings.kafka_bootstrap_servers} "
-             f"REDIS_URL={settings.redis_url}")
-    worker: WorkerProcess | None = None
-    try:
-        ensure_topics(settings)
-        worker = WorkerProcess(settings, log_dir / "worker.log")
+             f"REDIS_URL={settings.redis_url} ({where})")
+        worker = run.start_worker()
         wait_ready_workers(settings, [worker], timeout)
         _say(f"  worker    ready (pid {worker.pid}), log {worker.log_path}")
         source = Path(path) if path else SAMPLE
@@ -123,15 +105,5 @@ def run_demo(path: str | None, fmt: str, rate: float | None, timeout: float) -> 
                 _say(line)
         client.close()
         _say("")
-        _say("done: stopping the worker" + (" and the embedded services" if embedded else ""))
+        _say("done: stopping the worker" + (" and the embedded services" if run.embedded else ""))
         return 0
-    finally:
-        if worker is not None:
-            worker.stop()
-        if embedded is not None:
-            embedded.stop()
-
-
-def _ensure(folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder

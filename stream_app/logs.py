@@ -50,45 +50,46 @@ def _digest_id(prefix: str, line: int, raw: bytes) -> str:
     return f"{prefix}-{line}-{hashlib.blake2b(raw, digest_size=6).hexdigest()}"
 
 
-def read_jsonl(path: Path) -> Iterator[Read]:
+def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """Numbered non-blank lines, without their line ends."""
     with open(path, "rb") as fh:
         for line, raw in enumerate(fh, 1):
             raw = raw.rstrip(b"\r\n")
-            if not raw.strip():
-                continue
-            try:
-                event = orjson.loads(raw)
-            except orjson.JSONDecodeError as exc:
-                yield _reject(path, line, "invalid_json", str(exc), raw)
-                continue
-            yield _checked(path, line, event, raw)
+            if raw.strip():
+                yield line, raw
+
+
+def read_jsonl(path: Path) -> Iterator[Read]:
+    for line, raw in _lines(path):
+        try:
+            event = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            yield _reject(path, line, "invalid_json", str(exc), raw)
+            continue
+        yield _checked(path, line, event, raw)
 
 
 def read_otto(path: Path) -> Iterator[Read]:
-    with open(path, "rb") as fh:
-        for line, raw in enumerate(fh, 1):
-            raw = raw.rstrip(b"\r\n")
-            if not raw.strip():
-                continue
+    for line, raw in _lines(path):
+        try:
+            session = orjson.loads(raw)
+            user = str(session["session"])
+            events = session["events"]
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            yield _reject(path, line, "invalid_json", f"not an OTTO session ({exc!r})", raw)
+            continue
+        for i, e in enumerate(events):
             try:
-                session = orjson.loads(raw)
-                user = str(session["session"])
-                events = session["events"]
-            except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-                yield _reject(path, line, "invalid_json", f"not an OTTO session ({exc!r})", raw)
+                kind, stage = OTTO_TYPES[e["type"]]
+                event = {"event_id": f"otto-{user}-{i}", "user_id": user, "item_id": str(e["aid"]),
+                         "type": kind, "ts": int(e["ts"]), "session_id": user, "schema_version": 1}
+            except (KeyError, TypeError, ValueError) as exc:
+                yield _reject(path, line, "schema_violation", f"event {i} of session {user}: {exc!r}",
+                              orjson.dumps(e))
                 continue
-            for i, e in enumerate(events):
-                try:
-                    kind, stage = OTTO_TYPES[e["type"]]
-                    event = {"event_id": f"otto-{user}-{i}", "user_id": user, "item_id": str(e["aid"]),
-                             "type": kind, "ts": int(e["ts"]), "session_id": user, "schema_version": 1}
-                except (KeyError, TypeError, ValueError) as exc:
-                    yield _reject(path, line, "schema_violation", f"event {i} of session {user}: {exc!r}",
-                                  orjson.dumps(e))
-                    continue
-                if stage:
-                    event["stage"] = stage
-                yield _checked(path, line, event, raw)
+            if stage:
+                event["stage"] = stage
+            yield _checked(path, line, event, raw)
 
 
 def _read_csv(path: Path, required: tuple[str, ...],

@@ -1,4 +1,5 @@
-"""Stream workers as child processes (demo, bench, tests): start, stop gracefully, or kill."""
+"""Stream workers as child processes (demo, bench, tests): start, stop gracefully, or kill;
+and the services of a one-off run."""
 
 from __future__ import annotations
 
@@ -6,14 +7,20 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator, Mapping
 
 import redis
 
-from .config import Settings
+from .config import Settings, state_dir
 from .errors import ServiceTimeout
 from .redis_store import worker_statuses
+from .runtime import Embedded
+from .topics import ensure_topics
 
 
 class WorkerProcess:
@@ -75,3 +82,45 @@ def wait_ready_workers(settings: Settings, workers: list[WorkerProcess], timeout
     finally:
         client.close()
     raise ServiceTimeout(f"workers {sorted(wanted)} not ready within {timeout:.0f}s")
+
+
+@dataclass
+class Run:
+    """Services and workers of one demo or bench run."""
+
+    settings: Settings
+    log_dir: Path
+    embedded: Embedded | None
+    workers: list[WorkerProcess] = field(default_factory=list)
+
+    def start_worker(self, loglevel: str = "info") -> WorkerProcess:
+        worker = WorkerProcess(self.settings, self.log_dir / f"worker-{len(self.workers)}.log", loglevel)
+        self.workers.append(worker)
+        return worker
+
+
+@contextmanager
+def one_off_run(label: str, environ: Mapping[str, str] = os.environ) -> Iterator[Run]:
+    """The configured services under a fresh namespace (earlier runs' events would be duplicates),
+    else embedded ones started here; everything started here is stopped on the way out."""
+    base = Settings.from_env(environ)
+    folder = state_dir(environ)
+    folder.mkdir(parents=True, exist_ok=True)
+    log_dir = Path(tempfile.mkdtemp(prefix=f"{label}-", dir=folder))
+    embedded = None
+    if base.kafka_bootstrap_servers and base.redis_url:
+        name = f"{label}{int(time.time())}"
+        settings = base.replace(namespace=f"{name}.", app_id=f"stream-app-{name}")
+    else:
+        embedded = Embedded.start(log_dir)
+        settings = base.replace(kafka_bootstrap_servers=embedded.kafka_bootstrap_servers,
+                                redis_url=embedded.redis_url)
+    run = Run(settings, log_dir, embedded)
+    try:
+        ensure_topics(settings)
+        yield run
+    finally:
+        for worker in run.workers:
+            worker.stop()
+        if embedded is not None:
+            embedded.stop()

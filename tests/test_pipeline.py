@@ -19,7 +19,7 @@ from stream_app.contracts import load_schema
 from stream_app.logs import load_sorted
 from stream_app.processes import wait_ready_workers
 from stream_app.redis_store import read_profile
-from stream_app.replay import produce_events
+from stream_app.replay import produce_events, replay
 
 
 def read_all(bootstrap: str, topic: str, expected: int, timeout: float = 60.0) -> list:
@@ -176,3 +176,18 @@ def test_two_workers_on_one_group_give_the_same_counts_as_one(make_settings, sta
         recs.read_until(len(events), 30)
         triggers = {orjson.loads(r.value)["trigger_event_id"] for r in recs.records}
     assert triggers == {e["event_id"] for e in events}
+
+
+def test_replay_sends_unreadable_lines_to_the_dead_letter_topic_with_their_line(make_settings, tmp_path):
+    settings = make_settings()
+    log = tmp_path / "events.jsonl"
+    good = {"event_id": "g1", "user_id": "u1", "item_id": "i1", "type": "purchase", "stage": "order",
+            "ts": 1_700_000_000_000, "schema_version": 1}
+    log.write_bytes(orjson.dumps(good) + b"\n{broken\n")
+    summary = replay(settings, log, "jsonl", progress_stream=None)
+    assert summary.sent == {settings.topics.purchase: 1} and summary.rejected == 1
+    (dead,) = [orjson.loads(r.value) for r in read_all(settings.kafka_bootstrap_servers, settings.topics.dlq, 1)]
+    assert dead["reason"] == "invalid_json" and dead["source"]["line"] == 2
+    assert dead["payload_text"] == "{broken"
+    (sent,) = read_all(settings.kafka_bootstrap_servers, settings.topics.purchase, 1)
+    assert sent.key == b"u1" and orjson.loads(sent.value) == good
