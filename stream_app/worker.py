@@ -18,10 +18,12 @@ import socket
 import time
 import traceback
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable
+from typing import Any, Awaitable, Callable, Iterable
 
 import faust
 import orjson
+from aiokafka.errors import KafkaError
+from redis.exceptions import RedisError
 
 from . import core, transport
 from .config import Settings
@@ -72,6 +74,24 @@ class TableItemIndex(CachedItemIndex):
     def raw_neighbors(self, item_id: str) -> dict[str, float] | None:
         raw = self.data.get(item_key(item_id).encode())
         return orjson.loads(raw)["nb"] if raw is not None else None
+
+
+RETRYABLE = (KafkaError, RedisError, OSError, asyncio.TimeoutError)
+
+
+async def until_done(action: Callable[[], Awaitable[Any]], what: str, max_backoff_s: float = 10.0) -> Any:
+    """Retry an output step until it succeeds. The batch's events stay unacknowledged meanwhile, so
+    an outage of Redis or the broker stalls the worker (backpressure) instead of losing effects.
+    A retried Kafka delivery may repeat records: recommendation ids and profile versions make
+    repeats harmless downstream."""
+    backoff = 0.1
+    while True:
+        try:
+            return await action()
+        except RETRYABLE as exc:
+            log.error("cannot %s (%r); retrying in %.1fs", what, exc, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, max_backoff_s)
 
 
 def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faust.App:
@@ -166,8 +186,9 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
             for item_id, message in signals.messages():
                 outbox.add(topics.item_signals, item_id.encode(), orjson.dumps(message))
             counters.item_signals += len(signals)
-            await asyncio.gather(output.deliver(outbox),
-                                 store.write_profiles([p for p, _ in changed.values()], now))
+            profiles = [p for p, _ in changed.values()]
+            await asyncio.gather(until_done(lambda: output.deliver(outbox), "deliver to Kafka"),
+                                 until_done(lambda: store.write_profiles(profiles, now), "write to Redis"))
 
     @app.agent(item_signals, name=f"{settings.app_id}.items")
     async def update_items(stream: faust.StreamT) -> None:
@@ -184,7 +205,7 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
                                 now_ms())
             for partition, signals in by_partition.items():
                 write_item_partition(outbox, partition, signals)
-            await output.deliver(outbox)
+            await until_done(lambda: output.deliver(outbox), "deliver to Kafka")
 
     def get_entry(item_id: str) -> dict[str, Any] | None:
         raw = item_table.data.get(item_key(item_id).encode())
@@ -205,10 +226,13 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
 
     async def publish_status() -> None:
         assigned = sorted(tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topics.click)
-        await store.publish_worker_status(worker_id, {
-            "worker_id": worker_id, "app_id": settings.app_id, "pid": os.getpid(),
-            "ready": readiness["ready"], "input_partitions": assigned, "counters": asdict(counters),
-            "updated_at": now_ms()}, ttl_s=STATUS_TTL_S)
+        try:
+            await store.publish_worker_status(worker_id, {
+                "worker_id": worker_id, "app_id": settings.app_id, "pid": os.getpid(),
+                "ready": readiness["ready"], "input_partitions": assigned, "counters": asdict(counters),
+                "updated_at": now_ms()}, ttl_s=STATUS_TTL_S)
+        except RETRYABLE as exc:
+            log.warning("cannot publish the worker status to Redis: %r", exc)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, *args: Any, **kwargs: Any) -> None:

@@ -10,6 +10,7 @@ import time
 
 import jsonschema
 import orjson
+import redis
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from conftest import OTTO_SAMPLE, wait_until
@@ -20,6 +21,7 @@ from stream_app.logs import load_sorted
 from stream_app.processes import wait_ready_workers
 from stream_app.redis_store import read_profile
 from stream_app.replay import produce_events, replay
+from stream_app.runtime import free_port, start_redis, wait_for_redis
 
 
 def read_all(bootstrap: str, topic: str, expected: int, timeout: float = 60.0) -> list:
@@ -191,3 +193,32 @@ def test_replay_sends_unreadable_lines_to_the_dead_letter_topic_with_their_line(
     assert dead["payload_text"] == "{broken"
     (sent,) = read_all(settings.kafka_bootstrap_servers, settings.topics.purchase, 1)
     assert sent.key == b"u1" and orjson.loads(sent.value) == good
+
+
+def test_a_redis_outage_stalls_the_worker_without_losing_anything(make_settings, start_worker, tmp_path):
+    port = free_port()
+    own_redis = start_redis(port, tmp_path / "redis.log")
+    settings = make_settings(redis_url=f"redis://127.0.0.1:{port}/0")
+    try:
+        wait_for_redis(settings.redis_url)
+        worker = start_worker(settings)
+        events = synthetic_events(600, users=30, items=100, prefix="outage")
+        expected = collections.Counter(e["user_id"] for e in events)
+        marks = produce_events(settings, events[:300]).marks
+        wait_committed(settings, marks, timeout=60)
+        own_redis.kill()
+        own_redis.wait()
+        marks = produce_events(settings, events[300:]).marks
+        time.sleep(3)  # the worker retries meanwhile; it must neither die nor commit past the outage
+        assert worker.alive()
+        committed = committed_offsets(settings, marks)
+        assert any(committed[tp] < mark for tp, mark in marks.items())
+        own_redis = start_redis(port, tmp_path / "redis.log")
+        wait_for_redis(settings.redis_url)
+        wait_committed(settings, marks, timeout=60)
+        client = redis.Redis.from_url(settings.redis_url)
+        assert redis_counts(client, settings, expected) == dict(expected)
+        client.close()
+    finally:
+        own_redis.kill()
+        own_redis.wait()
