@@ -112,6 +112,7 @@ class Settings:
     # How long a fetch may wait for data. Tansu answers a fetch only when this is over, so keep it
     # short there; on Apache Kafka (answers on arrival) 500 saves idle polls.
     fetch_max_wait_ms: int = 25
+    commit_interval_s: float = 1.0  # how often consumed offsets are committed
     # Recommendations
     top_k: int = 20
     rec_policy: str = "every"

@@ -9,6 +9,10 @@
    its changelog up to that "highwater", so a worker taking over a partition lost the last batch of
    profile updates (seen as missing events after a rebalance). `_highwaters` reads the last batch
    to find the true end; on Apache Kafka that read confirms the answer.
+3. A seek for partitions with no committed offset. aiokafka's seek_to_committed leaves them where
+   they are, and records fetched for them during table recovery were consumed and dropped, so a
+   worker restarted before its group's first commit (a SIGKILL in the first second) resumed past
+   them and lost them. They are now sent back to their beginning (the app reads from earliest).
 
 The worker uses this transport (URL scheme below).
 """
@@ -33,6 +37,17 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         consumer = super()._create_worker_consumer(transport)
         consumer._fetch_max_wait_ms = self.fetch_max_wait_ms  # read when the consumer starts its fetcher
         return consumer
+
+    async def seek_to_committed(self) -> Mapping[Any, int]:
+        return await self.call_thread(self._seek_to_committed_or_beginning)
+
+    async def _seek_to_committed_or_beginning(self) -> Mapping[Any, int]:
+        consumer = self._ensure_consumer()
+        committed = await consumer.seek_to_committed()
+        never_committed = [tp for tp, offset in committed.items() if not offset]
+        if never_committed:
+            await consumer.seek_to_beginning(*never_committed)
+        return committed
 
     async def _highwaters(self, partitions: Any) -> Mapping[Any, int]:
         reported = await super()._highwaters(partitions)

@@ -10,6 +10,7 @@ import time
 
 import jsonschema
 import orjson
+import pytest
 import redis
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
@@ -126,19 +127,27 @@ def test_bad_inputs_land_in_the_dead_letter_topic_and_the_worker_lives(make_sett
     assert read_profile(redis_client, "u1", settings.namespace)["event_count"] == 1
 
 
+@pytest.mark.parametrize("kill_when", ["before_the_first_commit", "after_commits"])
 def test_sigkill_mid_stream_restart_and_redelivered_duplicates_leave_exact_counts(
-        make_settings, start_worker, redis_client):
-    settings = make_settings()
+        kill_when, make_settings, start_worker, redis_client):
+    early = kill_when == "before_the_first_commit"
+    settings = make_settings(commit_interval_s=60.0 if early else 0.5)
     events = synthetic_events(8000, users=100, items=400, prefix="kill")
     expected = collections.Counter(e["user_id"] for e in events)
+    inputs = [TopicPartition(t, p) for t in settings.topics.inputs for p in range(settings.partitions)]
     first = start_worker(settings)
     with TopicReader(settings.kafka_bootstrap_servers, settings.topics.recommendations) as recs:
         produced = produce_events(settings, events)
         wait_until(lambda: len(recs.poll()) >= 0 and len(recs.records) >= 1500, 60, "1500 recommendations")
+        if not early:
+            wait_until(lambda: sum(committed_offsets(settings, inputs).values()) > 0, 30, "a commit")
         first.kill()
         seen_at_kill = len(recs.records)
     assert seen_at_kill < len(events), "the worker finished before the kill: nothing was tested"
+    committed_at_kill = sum(committed_offsets(settings, inputs).values())
+    assert (committed_at_kill == 0) if early else (0 < committed_at_kill < len(events))
 
+    settings = settings.replace(commit_interval_s=0.5)
     second = start_worker(settings)
     duplicates = produce_events(settings, events[-2000:] + events[1000:1500])
     marks = {tp: max(produced.marks.get(tp, 0), duplicates.marks.get(tp, 0))
