@@ -1,7 +1,7 @@
 """`stream-app bench`: the Kafka path end to end with one worker.
 
-N synthetic events (Zipf-popular items, random users) are produced as fast as possible after a
-warm-up; once the worker has committed them all, the bench reads the recommendations like a
+N synthetic events (Zipf-popular items, random users) are produced as fast as possible (or at
+--rate) after a warm-up; once the worker has committed them all, the bench reads the recommendations like a
 downstream service and reports events/s (first event sent -> last recommendation published) and
 the event -> recommendation latency (event handed to the producer -> recommendation's publication
 timestamp). At full speed the latency is mostly time spent queued behind the backlog.
@@ -56,7 +56,7 @@ def latency_summary(sent_ms: Mapping[str, float], records: Iterable[Any]) -> dic
             "count": len(lat)}
 
 
-def run_bench(n: int, users: int, items: int, timeout: float) -> int:
+def run_bench(n: int, users: int, items: int, timeout: float, rate: float | None = None) -> int:
     with one_off_run("bench") as run:
         settings = run.settings
         worker = run.start_worker(loglevel="warn")
@@ -66,7 +66,7 @@ def run_bench(n: int, users: int, items: int, timeout: float) -> int:
         wait_committed(settings, produce_events(settings, warmup).marks, timeout)
         sent_ms: dict[str, float] = {}
         started = time.time()
-        marks = produce_events(settings, events,
+        marks = produce_events(settings, events, rate,
                                on_send=lambda e: sent_ms.__setitem__(e["event_id"], time.time() * 1000)).marks
         produced = time.time()
         # Nothing reads the output while the worker runs (a reader would take CPU from it); the
@@ -78,10 +78,13 @@ def run_bench(n: int, users: int, items: int, timeout: float) -> int:
         last_publish = max(r.timestamp for r in measured) / 1000
         lat = latency_summary(sent_ms, measured)
         seconds = last_publish - started
-        print(f"bench: {n} events, {users} users, {items} items, 1 worker, batches of {settings.batch_max}")
+        offered = "as fast as possible" if rate is None else f"at {rate:,.0f} events/s"
+        print(f"bench: {n} events {offered}, {users} users, {items} items, 1 worker, "
+              f"batches of up to {settings.batch_max}")
         print(f"  produced in {produced - started:.2f}s ({n / (produced - started):,.0f} ev/s offered)")
         print(f"  throughput: {n / seconds:,.0f} events/s (first event sent -> last recommendation published, "
               f"{seconds:.2f}s)")
         print(f"  latency event -> recommendation: p50 {lat['p50_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms "
-              f"(over {lat['count']} recommendations; events queue behind the backlog at max rate)")
+              f"(over {lat['count']} recommendations"
+              + ("; at full speed events queue behind the backlog)" if rate is None else ")"))
         return 0

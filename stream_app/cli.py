@@ -94,7 +94,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import run_bench
 
-    return run_bench(args.events, args.users, args.items, args.timeout)
+    return run_bench(args.events, args.users, args.items, args.timeout, args.rate)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -123,6 +123,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--events", type=int, default=50_000)
     b.add_argument("--users", type=int, default=5_000)
     b.add_argument("--items", type=int, default=20_000)
+    b.add_argument("--rate", type=_rate, default=None,
+                   help="events per second to offer (default: as fast as possible, for throughput)")
     b.add_argument("--timeout", type=float, default=600.0)
     b.set_defaults(fn=cmd_bench)
     return p
