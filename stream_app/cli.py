@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+from pathlib import Path
 
 from .config import Settings
 from .errors import StreamAppError
@@ -97,6 +97,37 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run_bench(args.events, args.users, args.items, args.timeout, args.rate)
 
 
+def cmd_synth(args: argparse.Namespace) -> int:
+    from .synth import SynthConfig, write
+
+    summary = write(SynthConfig(events=args.events, seed=args.seed, days=args.days), args.out, sys.stderr)
+    print(f"wrote {summary['events']:,} events ({', '.join(f'{n:,} {t}' for t, n in sorted(summary['by_type'].items()))}) "
+          f"of {summary['users']:,} users over {summary['items']:,} items to {summary['log']}")
+    print(f"ground truth: {summary['truth']}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import orjson
+
+    from .evaluate import evaluate_log, table
+    from .synth import truth_path
+
+    truth = args.truth
+    if truth is None and truth_path(args.log).is_file():
+        truth = truth_path(args.log)
+    settings = Settings.from_env()
+    if args.batch:
+        settings = settings.replace(batch_max=args.batch)
+    result = evaluate_log(args.log, args.format, settings, args.k, truth)
+    print(table(result))
+    out = Path(args.json) if args.json else Path("reports") / f"evaluation-{Path(args.log).stem}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    print(f"\nfull results: {out}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stream-app", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -119,6 +150,20 @@ def parser() -> argparse.ArgumentParser:
                    help="events per second (default 300: a live stream, so item state flows between events)")
     d.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for all recommendations")
     d.set_defaults(fn=cmd_demo)
+    sy = sub.add_parser("synth", help="write a synthetic event log with ground truth")
+    sy.add_argument("out", help="the log to write (jsonl); the ground truth goes beside it")
+    sy.add_argument("--events", type=int, default=100_000)
+    sy.add_argument("--seed", type=int, default=7)
+    sy.add_argument("--days", type=int, default=28)
+    sy.set_defaults(fn=cmd_synth)
+    ev = sub.add_parser("evaluate", help="prequential evaluation of a recorded log, with baselines")
+    ev.add_argument("log")
+    ev.add_argument("--format", default="jsonl", choices=FORMATS)
+    ev.add_argument("--k", type=int, default=20)
+    ev.add_argument("--batch", type=int, default=0, help="events per batch (default: the workers' batch size)")
+    ev.add_argument("--truth", default=None, help="ground truth (default: <log>.truth.json when present)")
+    ev.add_argument("--json", default=None, help="where to write the full results (default: reports/)")
+    ev.set_defaults(fn=cmd_evaluate)
     b = sub.add_parser("bench", help="end-to-end Kafka path: events/s and event->recommendation latency")
     b.add_argument("--events", type=int, default=50_000)
     b.add_argument("--users", type=int, default=5_000)

@@ -1,0 +1,298 @@
+"""`stream-app evaluate`: prequential (test-then-train) evaluation of a recorded log, in process.
+
+The events are replayed in timestamp order through the same core the workers run, in batches of
+the workers' size (item-side signals become visible after each batch, as they do in a worker).
+Every model publishes, after each event of a user, the list it would show that user next; the
+user's following event judges that list. Baselines run in the same pass on the same stream, and
+their lists are taken at the same moment, so no model sees fresher state than another.
+
+Metrics: Recall@K (the next item is in the list), MRR@K, NDCG@K (one relevant item:
+1/log2(rank+1)), overall and per event type of the judged event; catalog coverage (distinct
+items recommended / distinct items in the log); popularity bias (mean popularity percentile of
+the recommended items, 1.0 = the most popular); events/s of the pass. With a ground-truth file
+(`stream-app synth` writes one), profile accuracy: NDCG of the user's true interests over top
+categories against the profile's category affinities.
+"""
+
+from __future__ import annotations
+
+import bisect
+import collections
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Protocol
+
+import orjson
+
+from . import core, decay
+from .config import Settings
+from .events import Event
+from .items import InMemoryItemIndex, SignalBuffer
+from .logs import load_sorted
+from .profile import Profile
+from .recommend import recommend
+
+
+# ---------------------------------------------------------------------------------------- metrics
+
+def rank_metrics(items: list[str], target: str, k: int) -> tuple[float, float, float]:
+    """(hit, reciprocal rank, NDCG) of one target in a ranked list cut at k."""
+    try:
+        rank = items.index(target, 0, k) + 1
+    except ValueError:
+        return 0.0, 0.0, 0.0
+    return 1.0, 1.0 / rank, 1.0 / math.log2(rank + 1)
+
+
+def ndcg_graded(truth: dict[str, float], ranked: list[str], k: int) -> float:
+    """NDCG@k of a ranking against graded relevance."""
+    dcg = sum(truth.get(name, 0.0) / math.log2(i + 2) for i, name in enumerate(ranked[:k]))
+    ideal = sorted(truth.values(), reverse=True)[:k]
+    idcg = sum(rel / math.log2(i + 2) for i, rel in enumerate(ideal))
+    return dcg / idcg if idcg > 0 else 0.0
+
+
+@dataclass
+class Tally:
+    n: int = 0
+    hits: float = 0.0
+    rr: float = 0.0
+    ndcg: float = 0.0
+
+    def add(self, hit: float, rr: float, ndcg: float) -> None:
+        self.n += 1
+        self.hits += hit
+        self.rr += rr
+        self.ndcg += ndcg
+
+    def summary(self, k: int) -> dict[str, float]:
+        d = max(self.n, 1)
+        return {"judged": self.n, f"recall@{k}": self.hits / d, f"mrr@{k}": self.rr / d,
+                f"ndcg@{k}": self.ndcg / d}
+
+
+@dataclass
+class Scoreboard:
+    """One model's running metrics."""
+
+    k: int
+    overall: Tally = field(default_factory=Tally)
+    by_type: dict[str, Tally] = field(default_factory=lambda: collections.defaultdict(Tally))
+    recommended: set[str] = field(default_factory=set)
+    pop_percentile_sum: float = 0.0
+    pop_percentile_n: int = 0
+
+    def judge(self, items: list[str], event: dict[str, Any], popularity: "PopularityPercentiles") -> None:
+        hit, rr, ndcg = rank_metrics(items, event["item_id"], self.k)
+        self.overall.add(hit, rr, ndcg)
+        self.by_type[event["type"]].add(hit, rr, ndcg)
+        self.recommended.update(items[: self.k])
+        for item in items[: self.k]:
+            self.pop_percentile_sum += popularity.percentile(item)
+            self.pop_percentile_n += 1
+
+    def summary(self, catalog: int) -> dict[str, Any]:
+        out = self.overall.summary(self.k)
+        out["by_type"] = {t: tally.summary(self.k) for t, tally in sorted(self.by_type.items())}
+        out["coverage"] = len(self.recommended) / max(catalog, 1)
+        out["popularity_percentile"] = self.pop_percentile_sum / max(self.pop_percentile_n, 1)
+        return out
+
+
+class PopularityPercentiles:
+    """Interaction counts so far, with percentiles refreshed at batch boundaries."""
+
+    def __init__(self) -> None:
+        self.counts: collections.Counter[str] = collections.Counter()
+        self._sorted: list[int] = []
+
+    def learn(self, item_id: str) -> None:
+        self.counts[item_id] += 1
+
+    def refresh(self) -> None:
+        self._sorted = sorted(self.counts.values())
+
+    def percentile(self, item_id: str) -> float:
+        if not self._sorted:
+            return 0.0
+        return bisect.bisect_right(self._sorted, self.counts.get(item_id, 0)) / len(self._sorted)
+
+
+# ----------------------------------------------------------------------------------------- models
+
+class Model(Protocol):
+    name: str
+
+    def learn(self, event: Event) -> list[str]:
+        """Learn from one event; return the list to show its user next."""
+
+    def end_batch(self) -> None: ...
+
+
+class StreamAppModel:
+    """The workers' own core: profiles, item signals, the recommender, exactly as in a worker."""
+
+    def __init__(self, settings: Settings, name: str = "stream-app"):
+        self.name = name
+        self.settings = settings
+        self.index = InMemoryItemIndex(settings)
+        self.profiles: dict[str, Profile] = {}
+        self.signals = SignalBuffer(settings.half_life_ms)
+
+    def learn(self, event: Event) -> list[str]:
+        profile = self.profiles.get(event.user_id)
+        if profile is None:
+            profile = self.profiles[event.user_id] = core.new_profile(event.user_id, self.settings)
+        outcome = core.process(profile, event, self.index, self.signals, self.settings, now_ms=0)
+        if outcome.recommendation is None:
+            return []
+        return [item["item_id"] for item in outcome.recommendation["items"]]
+
+    def end_batch(self) -> None:
+        self.index.apply(self.signals)
+        self.signals = SignalBuffer(self.settings.half_life_ms)
+
+
+class CovisOnly:
+    """Baseline: the same co-visitation state, ranked without popularity."""
+
+    def __init__(self, base: StreamAppModel):
+        self.name = "co-visitation only"
+        self.base = base
+        self.settings = base.settings.replace(popularity_weight=0.0)
+
+    def learn(self, event: Event) -> list[str]:  # runs after the base model learned the event
+        profile = self.base.profiles[event.user_id]
+        return [r["item_id"] for r in recommend(profile, self.base.index, self.settings)
+                if r["reasons"] != ["popular"]]
+
+    def end_batch(self) -> None:
+        pass
+
+
+class MostPopular:
+    """Baseline: the most interacted-with items so far (refreshed per batch, like the workers)."""
+
+    def __init__(self, k: int, window_events: int | None = None):
+        self.name = "popular" if window_events is None else f"popular, last {window_events:,} events"
+        self.k = k
+        self.window = collections.deque() if window_events else None
+        self.window_events = window_events
+        self.counts: collections.Counter[str] = collections.Counter()
+        self.top: list[str] = []
+
+    def learn(self, event: Event) -> list[str]:
+        self.counts[event.item_id] += 1
+        if self.window is not None:
+            self.window.append(event.item_id)
+            if len(self.window) > self.window_events:
+                old = self.window.popleft()
+                self.counts[old] -= 1
+                if not self.counts[old]:
+                    del self.counts[old]
+        return self.top
+
+    def end_batch(self) -> None:
+        self.top = [item for item, _ in self.counts.most_common(self.k)]
+
+
+# --------------------------------------------------------------------------------------- the pass
+
+def profile_accuracy(profiles: dict[str, Profile], truth: dict[str, Any], k: int = 3) -> dict[str, Any]:
+    """NDCG@k of each user's true top-category interests against the profile's category affinities
+    (leaf categories `c<top>.<leaf>` summed into their top category)."""
+    scores = {"all": [], "drifted": [], "stable": []}
+    for user_id, t in truth["users"].items():
+        profile = profiles.get(user_id)
+        if profile is None or not profile.category_affinity or profile.last_seen is None:
+            continue
+        per_top: dict[str, float] = collections.defaultdict(float)
+        for leaf, stored in profile.category_affinity.items():
+            per_top[leaf.split(".")[0]] += decay.value_at(stored, profile.last_seen, profile.half_life_ms)
+        ranked = sorted(per_top, key=per_top.get, reverse=True)
+        value = ndcg_graded(t["interests"], ranked, k)
+        scores["all"].append(value)
+        scores["drifted" if t["drift_at"] is not None else "stable"].append(value)
+    return {f"ndcg@{k}_{group}": (sum(v) / len(v) if v else None) for group, v in scores.items()} | {
+        "users_drifted": len(scores["drifted"]), "users_stable": len(scores["stable"])}
+
+
+def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int = 20,
+                    truth: dict[str, Any] | None = None) -> dict[str, Any]:
+    settings = settings.replace(rec_policy="every", top_k=k)  # every event is judged by the next one
+    hybrid = StreamAppModel(settings)
+    models: list[Model] = [hybrid, CovisOnly(hybrid), MostPopular(k), MostPopular(k, window_events=10_000)]
+    boards = {m.name: Scoreboard(k) for m in models}
+    shown: dict[str, dict[str, list[str]]] = {m.name: {} for m in models}
+    popularity = PopularityPercentiles()
+    catalog: set[str] = set()
+    n = 0
+    started = time.perf_counter()
+    batch: list[dict[str, Any]] = []
+
+    def run(batch_events: list[dict[str, Any]]) -> None:
+        for raw in batch_events:
+            event = Event.from_dict(raw)
+            for model in models:
+                previous = shown[model.name].get(event.user_id)
+                if previous is not None:
+                    boards[model.name].judge(previous, raw, popularity)
+            for model in models:
+                shown[model.name][event.user_id] = model.learn(event)
+            popularity.learn(event.item_id)
+            catalog.add(event.item_id)
+        for model in models:
+            model.end_batch()
+        popularity.refresh()
+
+    for raw in events:
+        batch.append(raw)
+        n += 1
+        if len(batch) == settings.batch_max:
+            run(batch)
+            batch = []
+    if batch:
+        run(batch)
+    seconds = time.perf_counter() - started
+    result: dict[str, Any] = {
+        "events": n, "users": len(hybrid.profiles), "items": len(catalog), "k": k,
+        "batch": settings.batch_max, "seconds": seconds, "events_per_s": n / seconds if seconds else None,
+        "models": {name: board.summary(len(catalog)) for name, board in boards.items()},
+    }
+    if truth is not None:
+        result["profile_accuracy"] = profile_accuracy(hybrid.profiles, truth)
+    return result
+
+
+def evaluate_log(path: str | Path, fmt: str, settings: Settings, k: int = 20,
+                 truth_path: str | Path | None = None) -> dict[str, Any]:
+    events, rejected = load_sorted(path, fmt)
+    truth = orjson.loads(Path(truth_path).read_bytes()) if truth_path else None
+    result = evaluate_events(events, settings, k, truth)
+    result["log"] = str(path)
+    result["rejected_lines"] = len(rejected)
+    return result
+
+
+def table(result: dict[str, Any]) -> str:
+    k = result["k"]
+    types = sorted({t for m in result["models"].values() for t in m["by_type"]})
+    head = f"{'model':<32} {'Recall@' + str(k):>9} {'MRR@' + str(k):>8} {'NDCG@' + str(k):>8} " + \
+        " ".join(f"{'R@' + str(k) + ' ' + t:>12}" for t in types) + f" {'coverage':>9} {'pop.pct':>8}"
+    lines = [f"{result['events']:,} events, {result['users']:,} users, {result['items']:,} items; "
+             f"batches of {result['batch']}; {result['events_per_s']:,.0f} events/s for all models together",
+             head, "-" * len(head)]
+    for name, m in result["models"].items():
+        per_type = " ".join(f"{m['by_type'].get(t, {}).get(f'recall@{k}', 0.0):>12.4f}" for t in types)
+        lines.append(f"{name:<32} {m[f'recall@{k}']:>9.4f} {m[f'mrr@{k}']:>8.4f} {m[f'ndcg@{k}']:>8.4f} "
+                     f"{per_type} {m['coverage']:>9.3f} {m['popularity_percentile']:>8.3f}")
+    accuracy = result.get("profile_accuracy")
+    if accuracy:
+        lines.append("")
+        lines.append("profile accuracy (NDCG@3 of true top-category interests): " + ", ".join(
+            f"{key.split('_', 1)[1]} {value:.3f}" for key, value in accuracy.items()
+            if key.startswith("ndcg") and value is not None)
+            + f" ({accuracy['users_drifted']} drifted, {accuracy['users_stable']} stable users)")
+    return "\n".join(lines)

@@ -1,0 +1,82 @@
+import math
+
+import jsonschema
+import pytest
+
+from conftest import OTTO_SAMPLE
+from stream_app.config import Settings
+from stream_app.contracts import load_schema
+from stream_app.evaluate import evaluate_events, evaluate_log, ndcg_graded, rank_metrics, table
+from stream_app.synth import SynthConfig, generate, truth_path, write
+
+
+def test_rank_metrics_by_hand():
+    assert rank_metrics(["a", "b", "c"], "a", 20) == (1.0, 1.0, 1.0)
+    hit, rr, ndcg = rank_metrics(["a", "b", "c"], "c", 20)
+    assert (hit, rr) == (1.0, pytest.approx(1 / 3)) and ndcg == pytest.approx(1 / math.log2(4))
+    assert rank_metrics(["a", "b", "c"], "c", 2) == (0.0, 0.0, 0.0)  # beyond K
+    assert rank_metrics([], "a", 20) == (0.0, 0.0, 0.0)
+
+
+def test_graded_ndcg_by_hand():
+    truth = {"x": 0.6, "y": 0.3, "z": 0.1}
+    assert ndcg_graded(truth, ["x", "y", "z"], 3) == pytest.approx(1.0)
+    dcg = 0.3 / math.log2(2) + 0.6 / math.log2(3) + 0.1 / math.log2(4)
+    idcg = 0.6 / math.log2(2) + 0.3 / math.log2(3) + 0.1 / math.log2(4)
+    assert ndcg_graded(truth, ["y", "x", "z"], 3) == pytest.approx(dcg / idcg)
+
+
+def ev(i, user, item, ts):
+    return {"event_id": f"e{i}", "user_id": user, "item_id": item, "type": "click", "ts": ts, "schema_version": 1}
+
+
+def test_next_event_judges_the_list_shown_after_the_previous_one():
+    # u1 and u2 went a -> b; then u3 clicks a, and next clicks b: co-visitation must have shown b.
+    events = [ev(1, "u1", "a", 1), ev(2, "u1", "b", 2), ev(3, "u2", "a", 3), ev(4, "u2", "b", 4),
+              ev(5, "u3", "a", 5), ev(6, "u3", "b", 6)]
+    result = evaluate_events(events, Settings(batch_max=1), k=20)
+    covis = result["models"]["co-visitation only"]
+    assert covis["judged"] == 3  # every event but each user's first
+    # u1's b: nothing co-visited yet (miss); u2's b and u3's b were co-visited with a (hits)
+    assert covis["recall@20"] == pytest.approx(2 / 3)
+    assert result["models"]["popular"]["judged"] == 3
+
+
+def test_otto_sample_evaluates_every_model():
+    result = evaluate_log(OTTO_SAMPLE, "otto", Settings())
+    assert result["events"] == 862 and result["users"] == 20
+    for name, m in result["models"].items():
+        assert m["judged"] == 862 - 20, name
+        for key in ("recall@20", "mrr@20", "ndcg@20", "coverage", "popularity_percentile"):
+            assert 0.0 <= m[key] <= 1.0, (name, key)
+        assert m["mrr@20"] <= m["recall@20"]
+    assert "stream-app" in table(result)
+
+
+def test_synthetic_log_is_deterministic_ordered_valid_and_has_ground_truth(tmp_path):
+    config = SynthConfig(events=3000, seed=11)
+    first = [e for e, _ in zip(generate(config)[0], range(300))]
+    again = [e for e, _ in zip(generate(config)[0], range(300))]
+    assert first == again
+    summary = write(config, tmp_path / "log.jsonl")
+    assert summary["events"] == 3000
+    import orjson
+    events = [orjson.loads(line) for line in (tmp_path / "log.jsonl").read_bytes().splitlines()]
+    assert [e["ts"] for e in events] == sorted(e["ts"] for e in events)
+    assert len({e["event_id"] for e in events}) == len(events)
+    validate = jsonschema.Draft7Validator(load_schema("input-event")).validate
+    for event in events[:500]:
+        validate(event)
+    truth = orjson.loads(truth_path(tmp_path / "log.jsonl").read_bytes())
+    assert set(truth["users"]) == {e["user_id"] for e in events}
+    for user in truth["users"].values():
+        assert sum(user["interests"].values()) == pytest.approx(1.0)
+    assert any(u["drift_at"] is not None for u in truth["users"].values())
+
+
+def test_profile_accuracy_is_reported_with_ground_truth(tmp_path):
+    write(SynthConfig(events=5000, seed=3), tmp_path / "log.jsonl")
+    result = evaluate_log(tmp_path / "log.jsonl", "jsonl", Settings(), truth_path=truth_path(tmp_path / "log.jsonl"))
+    accuracy = result["profile_accuracy"]
+    assert 0.0 < accuracy["ndcg@3_all"] <= 1.0
+    assert accuracy["users_drifted"] + accuracy["users_stable"] == result["users"]
