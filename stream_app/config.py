@@ -118,6 +118,8 @@ class Settings:
     rec_policy: str = "every"
     rec_debounce_ms: int = 5_000
     popularity_weight: float = 0.1
+    repeat_weight: float = 2.0  # the user's own items, by decayed affinity
+    repeat_candidates: int = 10
     # Profile shape
     recent_max: int = 50
     affinity_max: int = 200
@@ -138,8 +140,8 @@ class Settings:
                 f"set {ENV_PREFIX}REC_POLICY to one of them"
             )
         for name in ("partitions", "max_payload_bytes", "batch_max", "fetch_max_wait_ms", "top_k", "recent_max",
-                     "affinity_max", "seen_ids_max", "half_life_ms", "covis_prev_items",
-                     "covis_neighbors_max", "covis_candidates_per_item", "popular_per_partition"):
+                     "affinity_max", "seen_ids_max", "half_life_ms",
+                     "covis_neighbors_max", "covis_candidates_per_item", "repeat_candidates", "popular_per_partition"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1 (set {ENV_PREFIX}{name.upper()})")
 

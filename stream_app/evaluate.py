@@ -155,13 +155,15 @@ class StreamAppModel:
         self.signals = SignalBuffer(self.settings.half_life_ms)
 
 
-class CovisOnly:
-    """Baseline: the same co-visitation state, ranked without popularity."""
+class SingleSource:
+    """Baseline: one candidate source of the stream-app model alone, on the same state."""
 
-    def __init__(self, base: StreamAppModel):
-        self.name = "co-visitation only"
+    def __init__(self, base: StreamAppModel, name: str, covis: bool, repeat: bool):
+        self.name = name
         self.base = base
-        self.settings = base.settings.replace(popularity_weight=0.0)
+        self.settings = base.settings.replace(
+            popularity_weight=0.0, repeat_weight=base.settings.repeat_weight if repeat else 0.0,
+            covis_prev_items=base.settings.covis_prev_items if covis else 0)
 
     def learn(self, event: Event) -> list[str]:  # runs after the base model learned the event
         profile = self.base.profiles[event.user_id]
@@ -223,7 +225,9 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
                     truth: dict[str, Any] | None = None) -> dict[str, Any]:
     settings = settings.replace(rec_policy="every", top_k=k)  # every event is judged by the next one
     hybrid = StreamAppModel(settings)
-    models: list[Model] = [hybrid, CovisOnly(hybrid), MostPopular(k), MostPopular(k, window_events=10_000)]
+    models: list[Model] = [hybrid, SingleSource(hybrid, "co-visitation only", covis=True, repeat=False),
+                           SingleSource(hybrid, "viewed before only", covis=False, repeat=True),
+                           MostPopular(k), MostPopular(k, window_events=10_000)]
     boards = {m.name: Scoreboard(k) for m in models}
     shown: dict[str, dict[str, list[str]]] = {m.name: {} for m in models}
     popularity = PopularityPercentiles()

@@ -5,17 +5,20 @@ from __future__ import annotations
 import heapq
 from typing import Any
 
+from . import decay
 from .config import Settings
-from .items import ItemIndex
+from .items import ItemIndex, shares
 from .profile import Profile
 
-MODEL_VERSIONS = {"recommender": "covis-pop-v0"}
+MODEL_VERSIONS = {"recommender": "covis-repeat-pop-v1"}
 MAX_COVIS_REASONS = 2
 
 
 def recommend(profile: Profile, index: ItemIndex, settings: Settings) -> list[dict[str, Any]]:
     """Top-K items as {item_id, score, reasons}: the sum over the user's recent items (weighted 1/rank)
-    of their co-visitation shares, plus popularity_weight x popularity share. Ties break on item_id."""
+    of their co-visitation shares, plus repeat_weight x the item's share of the user's strongest
+    decayed affinity (items the user already engaged with), plus popularity_weight x popularity
+    share. Ties break on item_id."""
     scores: dict[str, float] = {}
     reasons: dict[str, list[str]] = {}
     per_anchor = settings.covis_candidates_per_item
@@ -30,6 +33,15 @@ def recommend(profile: Profile, index: ItemIndex, settings: Settings) -> list[di
             else:
                 scores[item_id] = recency * share
                 reasons[item_id] = [reason]
+    if settings.repeat_weight > 0 and profile.item_affinity:
+        for item_id, share in shares(decay.top(profile.item_affinity, settings.repeat_candidates)):
+            bonus = settings.repeat_weight * share
+            if item_id in scores:
+                scores[item_id] += bonus
+                reasons[item_id].append("viewed before")
+            else:
+                scores[item_id] = bonus
+                reasons[item_id] = ["viewed before"]
     weight = settings.popularity_weight
     for position, (item_id, share) in enumerate(index.popular()):
         if item_id in scores:

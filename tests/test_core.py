@@ -82,7 +82,7 @@ def test_recommendation_follows_contract_and_rec_id_is_deterministic():
 
 
 def test_co_visited_items_are_recommended_with_a_reason():
-    settings = Settings()
+    settings = Settings(repeat_weight=0.0)
     index = InMemoryItemIndex(settings)
     for user in ("x", "y", "z"):  # other users went from a to b
         run([ev(1, user=user, item="a"), ev(2, user=user, item="b")], settings, index=index)
@@ -92,8 +92,17 @@ def test_co_visited_items_are_recommended_with_a_reason():
     assert "co-visited with a" in items[0]["reasons"]
 
 
+def test_the_users_own_items_rank_by_decayed_affinity():
+    settings = Settings(popularity_weight=0.0, covis_prev_items=1, half_life_ms=1000)
+    _, outcomes, _ = run([ev(1, item="old", ts=T0), ev(2, item="new", ts=T0 + 3000)], settings)
+    items = outcomes[-1].recommendation["items"]
+    assert [i["item_id"] for i in items[:2]] == ["new", "old"]
+    assert items[0]["reasons"] == ["viewed before"]
+    assert items[1]["score"] == pytest.approx(settings.repeat_weight * 2 ** -3)
+
+
 def test_popular_items_fill_in_for_a_new_user():
-    settings = Settings(top_k=2)
+    settings = Settings(top_k=2, repeat_weight=0.0)
     index = InMemoryItemIndex(settings)
     for i, item in enumerate(["p", "p", "p", "q", "q", "r"]):
         run([ev(i, user=f"u{i}", item=item)], settings, index=index)
