@@ -108,10 +108,14 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    import orjson
-
-    from .evaluate import evaluate_log, table
+    from .evaluate import evaluate_log, evaluate_via_kafka, table, via_kafka_table
     from .synth import truth_path
+
+    if args.via_kafka:
+        result = evaluate_via_kafka(args.log, args.format, args.k, args.rate)
+        print(via_kafka_table(result))
+        _write_json(result, args.json, f"evaluation-via-kafka-{Path(args.log).stem}.json")
+        return 0
 
     truth = args.truth
     if truth is None and truth_path(args.log).is_file():
@@ -121,11 +125,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         settings = settings.replace(batch_max=args.batch)
     result = evaluate_log(args.log, args.format, settings, args.k, truth)
     print(table(result))
-    out = Path(args.json) if args.json else Path("reports") / f"evaluation-{Path(args.log).stem}.json"
+    _write_json(result, args.json, f"evaluation-{Path(args.log).stem}.json")
+    return 0
+
+
+def _write_json(result: dict, path: str | None, default_name: str) -> None:
+    import orjson
+
+    out = Path(path) if path else Path("reports") / default_name
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     print(f"\nfull results: {out}")
-    return 0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -163,6 +173,9 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--batch", type=int, default=0, help="events per batch (default: the workers' batch size)")
     ev.add_argument("--truth", default=None, help="ground truth (default: <log>.truth.json when present)")
     ev.add_argument("--json", default=None, help="where to write the full results (default: reports/)")
+    ev.add_argument("--via-kafka", action="store_true",
+                    help="replay through a real worker and score the recommendations topic, beside in-process")
+    ev.add_argument("--rate", type=float, default=300.0, help="with --via-kafka: replay rate, events/s")
     ev.set_defaults(fn=cmd_evaluate)
     b = sub.add_parser("bench", help="end-to-end Kafka path: events/s and event->recommendation latency")
     b.add_argument("--events", type=int, default=50_000)

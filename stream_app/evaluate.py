@@ -300,3 +300,92 @@ def table(result: dict[str, Any]) -> str:
             if key.startswith("ndcg") and value is not None)
             + f" ({accuracy['users_drifted']} drifted, {accuracy['users_stable']} stable users)")
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- through the workers
+
+def score_published(events: list[dict[str, Any]], published: dict[str, list[str]], k: int,
+                    batch: int) -> dict[str, Any]:
+    """Metrics of published recommendations (trigger_event_id -> items), judged like the in-process
+    pass: each event by the list published after its user's previous event."""
+    board = Scoreboard(k)
+    popularity = PopularityPercentiles()
+    previous: dict[str, str] = {}
+    catalog: set[str] = set()
+    missing = 0
+    for i, event in enumerate(events, 1):
+        before = previous.get(event["user_id"])
+        if before is not None:
+            items = published.get(before)
+            if items is None:
+                missing += 1
+                items = []
+            board.judge(items, event, popularity)
+        previous[event["user_id"]] = event["event_id"]
+        popularity.learn(event["item_id"])
+        catalog.add(event["item_id"])
+        if i % batch == 0:
+            popularity.refresh()
+    result = board.summary(len(catalog))
+    result["missing_recommendations"] = missing
+    return result
+
+
+#: In a worker an event's item signals are visible to other users about this long after it: one
+#: batch window, the item-signals topic, the owner's batch, the global table's changelog.
+ITEM_VISIBILITY_S = 0.1
+
+
+def evaluate_via_kafka(path: str | Path, fmt: str, k: int = 20, rate: float = 300.0,
+                       timeout: float = 600.0) -> dict[str, Any]:
+    """Replay the log at `rate` through a real worker, read the recommendations topic as a downstream
+    service would, score them, and set them beside the in-process numbers for the same log.
+
+    The replay is paced because each event type has its own topic: at full speed a worker sees a
+    user's events across topics in an order unrelated to event time (the in-process pass uses
+    event time). The in-process pass uses batches of rate x ITEM_VISIBILITY_S events, so item state
+    becomes visible after as many events as it does in the worker."""
+    from .consume import TopicReader, wait_committed
+    from .processes import one_off_run, wait_ready_workers
+    from .replay import produce_events
+
+    events, _ = load_sorted(path, fmt)
+    with one_off_run("evaluate") as run:
+        settings = run.settings.replace(rec_policy="every", top_k=k)
+        run.settings = settings
+        worker = run.start_worker(loglevel="warn")
+        wait_ready_workers(settings, [worker], timeout)
+        started = time.perf_counter()
+        marks = produce_events(settings, events, rate).marks
+        wait_committed(settings, marks, timeout)
+        seconds = time.perf_counter() - started
+        with TopicReader(settings.require_kafka(), settings.topics.recommendations) as reader:
+            reader.read_until(len(events), timeout)
+            published = {}
+            for record in reader.records:
+                rec = orjson.loads(record.value)
+                published[rec["trigger_event_id"]] = [item["item_id"] for item in rec["items"]]
+    via_kafka = score_published(events, published, k, settings.batch_max)
+    via_kafka["events_per_s"] = len(events) / seconds
+    batch = max(1, round(rate * ITEM_VISIBILITY_S))
+    in_process = evaluate_events(events, settings.replace(batch_max=batch), k)["models"]["stream-app"]
+    keys = [f"recall@{k}", f"mrr@{k}", f"ndcg@{k}"]
+    return {"log": str(path), "events": len(events), "k": k, "rate": rate, "in_process_batch": batch,
+            "via_kafka": via_kafka, "in_process": in_process,
+            "abs_difference": {key: abs(via_kafka[key] - in_process[key]) for key in keys}}
+
+
+def via_kafka_table(result: dict[str, Any]) -> str:
+    k = result["k"]
+    keys = [f"recall@{k}", f"mrr@{k}", f"ndcg@{k}"]
+    lines = [f"{result['events']:,} events of {result['log']} replayed at {result['rate']:,.0f} events/s through a "
+             f"worker and read back from the recommendations topic; in process: batches of "
+             f"{result['in_process_batch']}",
+             f"{'':<12}" + "".join(f"{key:>11}" for key in keys)]
+    for name in ("via_kafka", "in_process"):
+        lines.append(f"{name.replace('_', '-'):<12}" + "".join(f"{result[name][key]:>11.4f}" for key in keys))
+    lines.append(f"{'|difference|':<12}" + "".join(f"{result['abs_difference'][key]:>11.4f}" for key in keys))
+    missing = result["via_kafka"]["missing_recommendations"]
+    if missing:
+        lines.append(f"{missing} judged events had no published recommendation before them")
+    return "\n".join(lines)

@@ -28,6 +28,7 @@ from redis.exceptions import RedisError
 from . import core, transport
 from .config import Settings
 from .contracts import Rejection, Source, check_input
+from .events import Event
 from .output import BatchProducer, Outbox
 from .items import (CachedItemIndex, SignalBuffer, apply_signals, item_key,
                     merge_partition_popular, popular_key)
@@ -151,15 +152,20 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
             outbox = Outbox()
             changed: dict[str, tuple[Profile, int]] = {}
             loaded: dict[str, Profile] = {}
+            valid: list[tuple[Event, Any]] = []
             for event in events:
                 msg = event.message
-                source = Source(msg.topic, msg.partition, msg.offset)
                 counters.events += 1
-                checked = check_input(msg.value, msg.key, source, type_by_topic.get(msg.topic),
-                                      settings.max_payload_bytes)
+                checked = check_input(msg.value, msg.key, Source(msg.topic, msg.partition, msg.offset),
+                                      type_by_topic.get(msg.topic), settings.max_payload_bytes)
                 if isinstance(checked, Rejection):
                     dead_letter(outbox, checked, now)
-                    continue
+                else:
+                    valid.append((checked, msg))
+            # Each event type has its own topic, so a user's events reach a batch out of order;
+            # within the batch they are applied in event time (stable for equal times).
+            valid.sort(key=lambda pair: pair[0].ts)
+            for checked, msg in valid:
                 profile = loaded.get(checked.user_id)
                 if profile is None:
                     profile = loaded[checked.user_id] = load_profile(checked.user_id)
@@ -167,7 +173,8 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
                     outcome = core.process(profile, checked, index, signals, settings, now)
                 except Exception as exc:  # a bug must not stop the partition: park the event
                     dead_letter(outbox, Rejection("processing_error", f"{exc!r}\n{traceback.format_exc(limit=3)}",
-                                                  source, msg.key, msg.value), now)
+                                                  Source(msg.topic, msg.partition, msg.offset), msg.key, msg.value),
+                                now)
                     continue
                 if not outcome.applied:
                     counters.duplicates += 1
