@@ -109,6 +109,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_log, evaluate_via_kafka, table, via_kafka_table
+    from .report import render
     from .synth import truth_path
 
     if args.via_kafka:
@@ -126,6 +127,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     result = evaluate_log(args.log, args.format, settings, args.k, truth)
     print(table(result))
     _write_json(result, args.json, f"evaluation-{Path(args.log).stem}.json")
+    page = Path(args.html) if args.html else Path("reports") / f"evaluation-{Path(args.log).stem}.html"
+    page.parent.mkdir(parents=True, exist_ok=True)
+    page.write_text(render(result))
+    print(f"report: {page}")
     return 0
 
 
@@ -173,6 +178,7 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--batch", type=int, default=0, help="events per batch (default: the workers' batch size)")
     ev.add_argument("--truth", default=None, help="ground truth (default: <log>.truth.json when present)")
     ev.add_argument("--json", default=None, help="where to write the full results (default: reports/)")
+    ev.add_argument("--html", default=None, help="where to write the HTML report (default: reports/)")
     ev.add_argument("--via-kafka", action="store_true",
                     help="replay through a real worker and score the recommendations topic, beside in-process")
     ev.add_argument("--rate", type=float, default=300.0, help="with --via-kafka: replay rate, events/s")

@@ -78,16 +78,25 @@ class Scoreboard:
     """One model's running metrics."""
 
     k: int
+    window: int = 1000  # judged events per point of the timeline
     overall: Tally = field(default_factory=Tally)
     by_type: dict[str, Tally] = field(default_factory=lambda: collections.defaultdict(Tally))
     recommended: set[str] = field(default_factory=set)
     pop_percentile_sum: float = 0.0
     pop_percentile_n: int = 0
+    timeline: list[float] = field(default_factory=list)  # Recall@K per window of judged events
+    _window_hits: float = 0.0
+    _window_n: int = 0
 
     def judge(self, items: list[str], event: dict[str, Any], popularity: "PopularityPercentiles") -> None:
         hit, rr, ndcg = rank_metrics(items, event["item_id"], self.k)
         self.overall.add(hit, rr, ndcg)
         self.by_type[event["type"]].add(hit, rr, ndcg)
+        self._window_hits += hit
+        self._window_n += 1
+        if self._window_n == self.window:
+            self.timeline.append(self._window_hits / self.window)
+            self._window_hits, self._window_n = 0.0, 0
         self.recommended.update(items[: self.k])
         for item in items[: self.k]:
             self.pop_percentile_sum += popularity.percentile(item)
@@ -98,6 +107,8 @@ class Scoreboard:
         out["by_type"] = {t: tally.summary(self.k) for t, tally in sorted(self.by_type.items())}
         out["coverage"] = len(self.recommended) / max(catalog, 1)
         out["popularity_percentile"] = self.pop_percentile_sum / max(self.pop_percentile_n, 1)
+        out["timeline"] = self.timeline
+        out["timeline_window"] = self.window
         return out
 
 
@@ -222,13 +233,15 @@ def profile_accuracy(profiles: dict[str, Profile], truth: dict[str, Any], k: int
 
 
 def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int = 20,
-                    truth: dict[str, Any] | None = None) -> dict[str, Any]:
+                    truth: dict[str, Any] | None = None, window: int | None = None) -> dict[str, Any]:
     settings = settings.replace(rec_policy="every", top_k=k)  # every event is judged by the next one
     hybrid = StreamAppModel(settings)
     models: list[Model] = [hybrid, SingleSource(hybrid, "co-visitation only", covis=True, repeat=False),
                            SingleSource(hybrid, "viewed before only", covis=False, repeat=True),
                            MostPopular(k), MostPopular(k, window_events=10_000)]
-    boards = {m.name: Scoreboard(k) for m in models}
+    if window is None:
+        window = max(20, len(events) // 60) if isinstance(events, list) else 1000
+    boards = {m.name: Scoreboard(k, window) for m in models}
     shown: dict[str, dict[str, list[str]]] = {m.name: {} for m in models}
     popularity = PopularityPercentiles()
     catalog: set[str] = set()

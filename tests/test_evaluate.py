@@ -80,3 +80,16 @@ def test_profile_accuracy_is_reported_with_ground_truth(tmp_path):
     accuracy = result["profile_accuracy"]
     assert 0.0 < accuracy["ndcg@3_all"] <= 1.0
     assert accuracy["users_drifted"] + accuracy["users_stable"] == result["users"]
+
+
+def test_html_report_is_self_contained_with_both_charts(tmp_path):
+    from stream_app.report import render
+
+    write(SynthConfig(events=4000, seed=5), tmp_path / "log.jsonl")
+    result = evaluate_log(tmp_path / "log.jsonl", "jsonl", Settings(), truth_path=truth_path(tmp_path / "log.jsonl"))
+    page = render(result)
+    assert page.count("<svg") == 2 and page.count("<polyline") == len(result["models"])
+    assert "<script" not in page and "http" not in page.replace("http://www.w3.org", "")
+    for name in result["models"]:
+        assert name in page
+    assert "Profile accuracy" in page

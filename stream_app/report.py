@@ -1,0 +1,94 @@
+"""A self-contained HTML report of an evaluation: the table, Recall@K over time, Recall@K per event
+type. Plain SVG, no scripts, no external files: it opens anywhere and can be attached to a ticket."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+PALETTE = ["#1b6ca8", "#d1495b", "#66a182", "#edae49", "#8d6a9f", "#4f5d75", "#2e4057"]
+
+
+def _line_chart(series: dict[str, list[float]], width: int = 760, height: int = 300) -> str:
+    pad_l, pad_b, pad_t, pad_r = 48, 28, 12, 12
+    longest = max((len(v) for v in series.values()), default=0)
+    top = max((max(v) for v in series.values() if v), default=1.0) or 1.0
+    top = min(1.0, top * 1.1)
+    plot_w, plot_h = width - pad_l - pad_r, height - pad_t - pad_b
+    parts = [f'<svg viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img">']
+    for i in range(5):
+        value = top * i / 4
+        y = pad_t + plot_h - plot_h * value / top
+        parts.append(f'<line x1="{pad_l}" x2="{width - pad_r}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>')
+        parts.append(f'<text x="{pad_l - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end">{value:.2f}</text>')
+    for n, (name, values) in enumerate(series.items()):
+        if len(values) < 2:
+            continue
+        step = plot_w / max(longest - 1, 1)
+        points = " ".join(f"{pad_l + i * step:.1f},{pad_t + plot_h - plot_h * v / top:.1f}"
+                          for i, v in enumerate(values))
+        parts.append(f'<polyline fill="none" stroke="{PALETTE[n % len(PALETTE)]}" stroke-width="2" '
+                     f'points="{points}"><title>{html.escape(name)}</title></polyline>')
+    parts.append(f'<text x="{pad_l + plot_w / 2}" y="{height - 6}" font-size="11" text-anchor="middle">'
+                 f'judged events, in windows, in stream order</text></svg>')
+    return "".join(parts)
+
+
+def _bar_chart(groups: list[str], series: dict[str, dict[str, float]], width: int = 760,
+               height: int = 280) -> str:
+    pad_l, pad_b, pad_t = 48, 36, 12
+    plot_w, plot_h = width - pad_l - 12, height - pad_t - pad_b
+    top = max((v for per in series.values() for v in per.values()), default=1.0) or 1.0
+    group_w = plot_w / max(len(groups), 1)
+    bar_w = group_w * 0.8 / max(len(series), 1)
+    parts = [f'<svg viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img">']
+    for g, group in enumerate(groups):
+        x0 = pad_l + g * group_w + group_w * 0.1
+        for n, (name, per) in enumerate(series.items()):
+            value = per.get(group, 0.0)
+            h = plot_h * value / top
+            parts.append(f'<rect x="{x0 + n * bar_w:.1f}" y="{pad_t + plot_h - h:.1f}" width="{bar_w - 2:.1f}" '
+                         f'height="{h:.1f}" fill="{PALETTE[n % len(PALETTE)]}"><title>{html.escape(name)}: '
+                         f'{value:.4f}</title></rect>')
+        parts.append(f'<text x="{x0 + group_w * 0.4:.1f}" y="{height - 14}" font-size="12" '
+                     f'text-anchor="middle">{html.escape(group)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def render(result: dict[str, Any]) -> str:
+    k = result["k"]
+    models = result["models"]
+    legend = "".join(f'<span style="color:{PALETTE[n % len(PALETTE)]}">&#9632;</span> {html.escape(name)} &nbsp; '
+                     for n, name in enumerate(models))
+    rows = "".join(
+        f"<tr><td>{html.escape(name)}</td><td>{m[f'recall@{k}']:.4f}</td><td>{m[f'mrr@{k}']:.4f}</td>"
+        f"<td>{m[f'ndcg@{k}']:.4f}</td><td>{m['coverage']:.3f}</td><td>{m['popularity_percentile']:.3f}</td>"
+        f"<td>{m['judged']:,}</td></tr>" for name, m in models.items())
+    types = sorted({t for m in models.values() for t in m["by_type"]})
+    per_type = {name: {t: m["by_type"].get(t, {}).get(f"recall@{k}", 0.0) for t in types}
+                for name, m in models.items()}
+    accuracy = result.get("profile_accuracy")
+    accuracy_html = ""
+    if accuracy:
+        accuracy_html = "<h2>Profile accuracy</h2><p>NDCG@3 of each user's true top-category interests against " \
+            "the profile's category affinities: " + ", ".join(
+                f"{html.escape(key.split('_', 1)[1])} <b>{value:.3f}</b>" for key, value in accuracy.items()
+                if key.startswith("ndcg") and value is not None) + \
+            f" ({accuracy['users_drifted']} drifted, {accuracy['users_stable']} stable users).</p>"
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>stream-app evaluation: {html.escape(result.get('log', ''))}</title>
+<style>body{{font:14px system-ui,sans-serif;max-width:820px;margin:2em auto;color:#222}}
+table{{border-collapse:collapse}}td,th{{padding:4px 10px;border-bottom:1px solid #ddd;text-align:right}}
+td:first-child,th:first-child{{text-align:left}}</style></head><body>
+<h1>Prequential evaluation</h1>
+<p>{html.escape(result.get('log', ''))}: {result['events']:,} events, {result['users']:,} users,
+{result['items']:,} items; K = {k}; batches of {result['batch']}; {result['events_per_s']:,.0f} events/s
+for all models together. Each event is judged by the list its user was shown after the previous event.</p>
+<table><tr><th>model</th><th>Recall@{k}</th><th>MRR@{k}</th><th>NDCG@{k}</th><th>coverage</th>
+<th>popularity pct.</th><th>judged</th></tr>{rows}</table>
+<h2>Recall@{k} over the stream</h2><p>{legend}</p>{_line_chart({n: m.get('timeline', []) for n, m in models.items()})}
+<h2>Recall@{k} by type of the judged event</h2><p>{legend}</p>{_bar_chart(types, per_type)}
+{accuracy_html}
+</body></html>
+"""
