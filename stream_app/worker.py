@@ -29,9 +29,9 @@ from . import core, transport
 from .config import Settings
 from .contracts import Rejection, Source, check_input
 from .events import Event
-from .output import BatchProducer, Outbox
 from .items import (CachedItemIndex, SignalBuffer, apply_signals, item_key,
                     merge_partition_popular, popular_key)
+from .output import BatchProducer, Outbox
 from .profile import Profile
 from .redis_store import ProfileStore, RedisStoreConfig
 
@@ -80,7 +80,8 @@ class TableItemIndex(CachedItemIndex):
 RETRYABLE = (KafkaError, RedisError, OSError, asyncio.TimeoutError)
 
 
-async def until_done(action: Callable[[], Awaitable[Any]], what: str, max_backoff_s: float = 10.0) -> Any:
+async def until_done(what: str, action: Callable[..., Awaitable[Any]], *args: Any,
+                     max_backoff_s: float = 10.0) -> Any:
     """Retry an output step until it succeeds. The batch's events stay unacknowledged meanwhile, so
     an outage of Redis or the broker stalls the worker (backpressure) instead of losing effects.
     A retried Kafka delivery may repeat records: recommendation ids and profile versions make
@@ -88,7 +89,7 @@ async def until_done(action: Callable[[], Awaitable[Any]], what: str, max_backof
     backoff = 0.1
     while True:
         try:
-            return await action()
+            return await action(*args)
         except RETRYABLE as exc:
             log.error("cannot %s (%r); retrying in %.1fs", what, exc, backoff)
             await asyncio.sleep(backoff)
@@ -194,8 +195,8 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
                 outbox.add(topics.item_signals, item_id.encode(), orjson.dumps(message))
             counters.item_signals += len(signals)
             profiles = [p for p, _ in changed.values()]
-            await asyncio.gather(until_done(lambda: output.deliver(outbox), "deliver to Kafka"),
-                                 until_done(lambda: store.write_profiles(profiles, now), "write to Redis"))
+            await asyncio.gather(until_done("deliver to Kafka", output.deliver, outbox),
+                                 until_done("write to Redis", store.write_profiles, profiles, now))
 
     @app.agent(item_signals, name=f"{settings.app_id}.items")
     async def update_items(stream: faust.StreamT) -> None:
@@ -212,7 +213,7 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
                                 now_ms())
             for partition, signals in by_partition.items():
                 write_item_partition(outbox, partition, signals)
-            await until_done(lambda: output.deliver(outbox), "deliver to Kafka")
+            await until_done("deliver to Kafka", output.deliver, outbox)
 
     def get_entry(item_id: str) -> dict[str, Any] | None:
         raw = item_table.data.get(item_key(item_id).encode())
