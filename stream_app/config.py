@@ -131,6 +131,11 @@ class Settings:
     covis_neighbors_max: int = 50  # neighbours kept per item
     covis_candidates_per_item: int = 20  # of those, how many each recent item contributes to a ranking
     popular_per_partition: int = 100
+    # Per-user interest drift (learners/interest_drift.py): on a detected change, divide old
+    # affinities by drift_downweight. Off by default: it has not yet improved profile accuracy on
+    # the synthetic log (see README, Evaluation); `evaluate` reports it on and off.
+    drift_handling: bool = False
+    drift_downweight: float = 8.0
     weights: EventWeights = field(default_factory=EventWeights)
 
     def __post_init__(self) -> None:

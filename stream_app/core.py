@@ -13,6 +13,7 @@ from typing import Any
 from .config import Settings
 from .events import Event
 from .items import ItemIndex, SignalBuffer
+from .learners import InterestDrift
 from .profile import Profile, apply_event, event_digest
 from .recommend import MODEL_VERSIONS, recommend
 
@@ -47,6 +48,9 @@ def process(profile: Profile, event: Event, index: ItemIndex, signals: SignalBuf
     digest = event_digest(event.event_id)
     if not profile.admits(digest, event.ts):
         return Outcome(False, None)
+    if settings.drift_handling:
+        drift = profile.learner(InterestDrift.name, lambda: InterestDrift(downweight=settings.drift_downweight))
+        drift.learn_one(profile, event)
     previous = [item for item in profile.recent_items(settings.covis_prev_items,
                                                       since_ts=event.ts - settings.covis_window_ms)
                 if item != event.item_id]

@@ -236,7 +236,10 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
                     truth: dict[str, Any] | None = None, window: int | None = None) -> dict[str, Any]:
     settings = settings.replace(rec_policy="every", top_k=k)  # every event is judged by the next one
     hybrid = StreamAppModel(settings)
-    models: list[Model] = [hybrid, SingleSource(hybrid, "co-visitation only", covis=True, repeat=False),
+    without_drift = StreamAppModel(settings.replace(drift_handling=not settings.drift_handling),
+                                   name="stream-app, drift handling " + ("off" if settings.drift_handling else "on"))
+    models: list[Model] = [hybrid, without_drift,
+                           SingleSource(hybrid, "co-visitation only", covis=True, repeat=False),
                            SingleSource(hybrid, "viewed before only", covis=False, repeat=True),
                            MostPopular(k), MostPopular(k, window_events=10_000)]
     if window is None:
@@ -279,7 +282,8 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
         "models": {name: board.summary(len(catalog)) for name, board in boards.items()},
     }
     if truth is not None:
-        result["profile_accuracy"] = profile_accuracy(hybrid.profiles, truth)
+        result["profile_accuracy"] = {
+            model.name: profile_accuracy(model.profiles, truth) for model in (hybrid, without_drift)}
     return result
 
 
@@ -305,13 +309,15 @@ def table(result: dict[str, Any]) -> str:
         per_type = " ".join(f"{m['by_type'].get(t, {}).get(f'recall@{k}', 0.0):>12.4f}" for t in types)
         lines.append(f"{name:<32} {m[f'recall@{k}']:>9.4f} {m[f'mrr@{k}']:>8.4f} {m[f'ndcg@{k}']:>8.4f} "
                      f"{per_type} {m['coverage']:>9.3f} {m['popularity_percentile']:>8.3f}")
-    accuracy = result.get("profile_accuracy")
-    if accuracy:
+    accuracies = result.get("profile_accuracy")
+    if accuracies:
         lines.append("")
-        lines.append("profile accuracy (NDCG@3 of true top-category interests): " + ", ".join(
-            f"{key.split('_', 1)[1]} {value:.3f}" for key, value in accuracy.items()
-            if key.startswith("ndcg") and value is not None)
-            + f" ({accuracy['users_drifted']} drifted, {accuracy['users_stable']} stable users)")
+        lines.append("profile accuracy (NDCG@3 of true top-category interests):")
+        for name, accuracy in accuracies.items():
+            lines.append(f"  {name:<34}" + ", ".join(
+                f"{key.split('_', 1)[1]} {value:.3f}" for key, value in accuracy.items()
+                if key.startswith("ndcg") and value is not None)
+                + f" ({accuracy['users_drifted']} drifted, {accuracy['users_stable']} stable users)")
     return "\n".join(lines)
 
 

@@ -36,6 +36,24 @@ class Profile:
     dedupe_floor: int | None = None
     last_rec_ts: int | None = None
     half_life_ms: int = 24 * 3600 * 1000
+    # Per-user learners (stream_app/learners): pickled state as stored, and the live objects of
+    # this batch (unpickled on first use, pickled back by to_dict).
+    learner_state: dict[str, str] = field(default_factory=dict)
+    live: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def learner(self, name: str, make: Any) -> Any:
+        """The user's learner called `name`, restored from its state, or made new by `make()`."""
+        found = self.live.get(name)
+        if found is None:
+            stored = self.learner_state.get(name)
+            if stored is not None:
+                from .learners.base import ProfileLearner
+
+                found = ProfileLearner.loads(stored)
+            else:
+                found = make()
+            self.live[name] = found
+        return found
 
     def admits(self, digest: str, ts: int) -> bool:
         """False for an event already applied, or too old to tell (older than the dedupe floor)."""
@@ -53,8 +71,9 @@ class Profile:
                     break
         return out
 
-    def to_dict(self, with_dedupe_state: bool = True) -> dict[str, Any]:
-        """The profile; `with_dedupe_state=False` leaves out the idempotence digests (public snapshots)."""
+    def to_dict(self, internal: bool = True) -> dict[str, Any]:
+        """The profile; `internal=False` leaves out the worker's own state (idempotence digests,
+        learner state): the public snapshot of the profiles topic and Redis."""
         out = {
             "user_id": self.user_id, "version": self.version, "event_count": self.event_count,
             "counts": self.counts, "stages": self.stages, "recent": self.recent,
@@ -62,13 +81,16 @@ class Profile:
             "first_seen": self.first_seen, "last_seen": self.last_seen,
             "last_rec_ts": self.last_rec_ts, "half_life_ms": self.half_life_ms, "schema_version": 1,
         }
-        if with_dedupe_state:
+        if internal:
             out["seen_event_ids"] = self.seen_event_ids
             out["dedupe_floor"] = self.dedupe_floor
+            for name, live in self.live.items():
+                self.learner_state[name] = live.dumps()
+            out["learner_state"] = self.learner_state
         return out
 
-    def to_json(self, with_dedupe_state: bool = True) -> bytes:
-        return orjson.dumps(self.to_dict(with_dedupe_state))
+    def to_json(self, internal: bool = True) -> bytes:
+        return orjson.dumps(self.to_dict(internal))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Profile":
@@ -78,7 +100,7 @@ class Profile:
             item_affinity=data["item_affinity"], category_affinity=data["category_affinity"],
             first_seen=data["first_seen"], last_seen=data["last_seen"],
             seen_event_ids=data.get("seen_event_ids", {}), dedupe_floor=data.get("dedupe_floor"),
-            last_rec_ts=data["last_rec_ts"],
+            last_rec_ts=data["last_rec_ts"], learner_state=data.get("learner_state", {}),
             half_life_ms=data["half_life_ms"],
         )
 

@@ -60,7 +60,7 @@ class ProfileStore:
         count = 0
         for profile in profiles:
             await self._script(keys=[profile_key(profile.user_id, self.config.namespace)],
-                               args=[profile.version, profile.event_count, now_ms, profile.to_json(with_dedupe_state=False)],
+                               args=[profile.version, profile.event_count, now_ms, profile.to_json(internal=False)],
                                client=pipe)
             count += 1
         if not count:

@@ -68,13 +68,14 @@ def render(result: dict[str, Any]) -> str:
     types = sorted({t for m in models.values() for t in m["by_type"]})
     per_type = {name: {t: m["by_type"].get(t, {}).get(f"recall@{k}", 0.0) for t in types}
                 for name, m in models.items()}
-    accuracy = result.get("profile_accuracy")
     accuracy_html = ""
-    if accuracy:
-        accuracy_html = "<h2>Profile accuracy</h2><p>NDCG@3 of each user's true top-category interests against " \
-            "the profile's category affinities: " + ", ".join(
-                f"{html.escape(key.split('_', 1)[1])} <b>{value:.3f}</b>" for key, value in accuracy.items()
-                if key.startswith("ndcg") and value is not None) + \
+    for name, accuracy in (result.get("profile_accuracy") or {}).items():
+        if not accuracy_html:
+            accuracy_html = "<h2>Profile accuracy</h2><p>NDCG@3 of each user's true top-category interests " \
+                "against the profile's category affinities.</p>"
+        accuracy_html += f"<p>{html.escape(name)}: " + ", ".join(
+            f"{html.escape(key.split('_', 1)[1])} <b>{value:.3f}</b>" for key, value in accuracy.items()
+            if key.startswith("ndcg") and value is not None) + \
             f" ({accuracy['users_drifted']} drifted, {accuracy['users_stable']} stable users).</p>"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>stream-app evaluation: {html.escape(result.get('log', ''))}</title>

@@ -190,7 +190,7 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
                 # The table's changelog record, written with the batch: same partition as the user's input.
                 profile_table.data[key] = snapshot
                 outbox.add(profile_changelog, key, snapshot, partition)
-                outbox.add(topics.profiles, key, profile.to_json(with_dedupe_state=False))
+                outbox.add(topics.profiles, key, profile.to_json(internal=False))
             for item_id, message in signals.messages():
                 outbox.add(topics.item_signals, item_id.encode(), orjson.dumps(message))
             counters.item_signals += len(signals)

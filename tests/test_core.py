@@ -132,7 +132,7 @@ def test_debounce_emits_at_most_once_per_window():
 def test_profile_survives_json_round_trip_and_public_snapshot_has_no_dedupe_state():
     profile, _, _ = run([ev(1, category="c"), ev(2, item="b", kind="purchase", stage="order")])
     assert Profile.from_json(profile.to_json()).to_dict() == profile.to_dict()
-    public = profile.to_dict(with_dedupe_state=False)
+    public = profile.to_dict(internal=False)
     assert "seen_event_ids" not in public
     jsonschema.validate(public, load_schema("profile"))
     jsonschema.validate(profile.to_dict(), load_schema("profile"))

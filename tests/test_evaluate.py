@@ -77,9 +77,9 @@ def test_synthetic_log_is_deterministic_ordered_valid_and_has_ground_truth(tmp_p
 def test_profile_accuracy_is_reported_with_ground_truth(tmp_path):
     write(SynthConfig(events=5000, seed=3), tmp_path / "log.jsonl")
     result = evaluate_log(tmp_path / "log.jsonl", "jsonl", Settings(), truth_path=truth_path(tmp_path / "log.jsonl"))
-    accuracy = result["profile_accuracy"]
-    assert 0.0 < accuracy["ndcg@3_all"] <= 1.0
-    assert accuracy["users_drifted"] + accuracy["users_stable"] == result["users"]
+    for accuracy in result["profile_accuracy"].values():
+        assert 0.0 < accuracy["ndcg@3_all"] <= 1.0
+        assert accuracy["users_drifted"] + accuracy["users_stable"] == result["users"]
 
 
 def test_html_report_is_self_contained_with_both_charts(tmp_path):
