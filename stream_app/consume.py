@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 from typing import Any, Iterable, Mapping
 
-import orjson
 from kafka import KafkaConsumer, TopicPartition
 
 from .config import Settings
@@ -47,9 +46,6 @@ class TopicReader:
                                      f"in {timeout:.0f}s")
             self.poll()
         return self.records
-
-    def values(self) -> list[dict[str, Any]]:
-        return [orjson.loads(r.value) for r in self.records]
 
     def close(self) -> None:
         self.consumer.close()

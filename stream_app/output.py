@@ -26,9 +26,6 @@ class Outbox:
     def add(self, topic: str, key: bytes | None, value: bytes, partition: int | None = None) -> None:
         self.records.append((topic, key, value, partition))
 
-    def __len__(self) -> int:
-        return len(self.records)
-
 
 class BatchProducer:
     """An aiokafka producer started on first use, partitioning keys as the Java client does (murmur2)."""

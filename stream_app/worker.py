@@ -26,7 +26,7 @@ from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
 from . import core, transport
-from .config import Settings
+from .config import EVENT_TYPES, Settings
 from .contracts import Rejection, Source, check_input
 from .events import Event
 from .items import (CachedItemIndex, SignalBuffer, apply_signals, item_key,
@@ -114,12 +114,11 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
         table_standby_replicas=0,
         web_enabled=False,
         web_port=web_port,
-        producer_linger_ms=5,
     )
     topics = settings.topics
     raw = {"key_serializer": "raw", "value_serializer": "raw"}
     inputs = app.topic(*topics.inputs, **raw)
-    type_by_topic = {topics.for_type(t): t for t in ("browse", "click", "purchase")}
+    type_by_topic = {topics.for_type(t): t for t in EVENT_TYPES}
     item_signals = app.topic(topics.item_signals, **raw)
 
     profile_table = app.Table(PROFILE_TABLE, partitions=partitions, key_type=bytes, value_type=bytes)
