@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Protocol
 
+import numpy as np
 import orjson
 
 from . import core, decay
@@ -211,6 +212,51 @@ class MostPopular:
         self.top = [item for item, _ in self.counts.most_common(self.k)]
 
 
+class RiverMF:
+    """Baseline: River matrix factorisation (FunkMF or BiasedMF) on implicit feedback. Each event is a
+    positive (user, item, 1); `negatives` items drawn from the popular candidates are negatives (0).
+    The list: the `candidates` most popular items, ranked by the user's factors (refreshed per batch)."""
+
+    def __init__(self, kind: str, k: int, candidates: int = 200, negatives: int = 2, n_factors: int = 16,
+                 seed: int = 7):
+        from river import optim, reco
+
+        self.name = f"River {kind} only"
+        self.k = k
+        self.candidates = candidates
+        self.negatives = negatives
+        self.biased = kind == "BiasedMF"
+        if self.biased:
+            self.model = reco.BiasedMF(n_factors=n_factors, bias_optimizer=optim.SGD(0.05),
+                                       latent_optimizer=optim.SGD(0.05), seed=seed)
+        else:
+            self.model = reco.FunkMF(n_factors=n_factors, optimizer=optim.SGD(0.05), seed=seed)
+        self.rng = np.random.default_rng(seed)
+        self.counts: collections.Counter[str] = collections.Counter()
+        self.pool: list[str] = []
+        self.matrix = np.zeros((0, n_factors))
+        self.bias = np.zeros(0)
+
+    def learn(self, event: Event) -> list[str]:
+        self.counts[event.item_id] += 1
+        self.model.learn_one(event.user_id, event.item_id, 1.0)
+        if self.pool:
+            for j in self.rng.integers(0, len(self.pool), size=self.negatives):
+                if self.pool[j] != event.item_id:
+                    self.model.learn_one(event.user_id, self.pool[j], 0.0)
+        if not self.pool:
+            return []
+        scores = self.matrix @ self.model.u_latents[event.user_id] + self.bias
+        best = np.argsort(-scores, kind="stable")[: self.k]
+        return [self.pool[i] for i in best]
+
+    def end_batch(self) -> None:
+        self.pool = [item for item, _ in self.counts.most_common(self.candidates)]
+        self.matrix = np.array([self.model.i_latents[item] for item in self.pool])
+        self.bias = (np.array([self.model.i_biases[item] for item in self.pool]) if self.biased
+                     else np.zeros(len(self.pool)))
+
+
 # --------------------------------------------------------------------------------------- the pass
 
 def profile_accuracy(profiles: dict[str, Profile], truth: dict[str, Any], k: int = 3) -> dict[str, Any]:
@@ -241,7 +287,8 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
     models: list[Model] = [hybrid, without_drift,
                            SingleSource(hybrid, "co-visitation only", covis=True, repeat=False),
                            SingleSource(hybrid, "viewed before only", covis=False, repeat=True),
-                           MostPopular(k), MostPopular(k, window_events=10_000)]
+                           MostPopular(k), MostPopular(k, window_events=10_000),
+                           RiverMF("FunkMF", k), RiverMF("BiasedMF", k)]
     if window is None:
         window = max(20, len(events) // 60) if isinstance(events, list) else 1000
     boards = {m.name: Scoreboard(k, window) for m in models}
