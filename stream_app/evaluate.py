@@ -279,16 +279,19 @@ def profile_accuracy(profiles: dict[str, Profile], truth: dict[str, Any], k: int
 
 
 def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int = 20,
-                    truth: dict[str, Any] | None = None, window: int | None = None) -> dict[str, Any]:
+                    truth: dict[str, Any] | None = None, window: int | None = None,
+                    baselines: bool = True) -> dict[str, Any]:
     settings = settings.replace(rec_policy="every", top_k=k)  # every event is judged by the next one
     hybrid = StreamAppModel(settings)
     without_drift = StreamAppModel(settings.replace(drift_handling=not settings.drift_handling),
                                    name="stream-app, drift handling " + ("off" if settings.drift_handling else "on"))
-    models: list[Model] = [hybrid, without_drift,
-                           SingleSource(hybrid, "co-visitation only", covis=True, repeat=False),
-                           SingleSource(hybrid, "viewed before only", covis=False, repeat=True),
-                           MostPopular(k), MostPopular(k, window_events=10_000),
-                           RiverMF("FunkMF", k), RiverMF("BiasedMF", k)]
+    models: list[Model] = [hybrid]
+    if baselines:
+        models += [without_drift,
+                   SingleSource(hybrid, "co-visitation only", covis=True, repeat=False),
+                   SingleSource(hybrid, "viewed before only", covis=False, repeat=True),
+                   MostPopular(k), MostPopular(k, window_events=10_000),
+                   RiverMF("FunkMF", k), RiverMF("BiasedMF", k)]
     if window is None:
         window = max(20, len(events) // 60) if isinstance(events, list) else 1000
     boards = {m.name: Scoreboard(k, window) for m in models}
@@ -329,8 +332,8 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
         "models": {name: board.summary(len(catalog)) for name, board in boards.items()},
     }
     if truth is not None:
-        result["profile_accuracy"] = {
-            model.name: profile_accuracy(model.profiles, truth) for model in (hybrid, without_drift)}
+        result["profile_accuracy"] = {model.name: profile_accuracy(model.profiles, truth)
+                                      for model in models if isinstance(model, StreamAppModel)}
     return result
 
 
@@ -434,7 +437,7 @@ def evaluate_via_kafka(path: str | Path, fmt: str, k: int = 20, rate: float = 30
     via_kafka = score_published(events, published, k, settings.batch_max)
     via_kafka["events_per_s"] = len(events) / seconds
     batch = max(1, round(rate * ITEM_VISIBILITY_S))
-    in_process = evaluate_events(events, settings.replace(batch_max=batch), k)["models"]["stream-app"]
+    in_process = evaluate_events(events, settings.replace(batch_max=batch), k, baselines=False)["models"]["stream-app"]
     keys = [f"recall@{k}", f"mrr@{k}", f"ndcg@{k}"]
     return {"log": str(path), "events": len(events), "k": k, "rate": rate, "in_process_batch": batch,
             "via_kafka": via_kafka, "in_process": in_process,
