@@ -13,6 +13,9 @@ from .config import Settings
 from .events import Event
 
 
+_INTERNAL_FIELDS = frozenset({"seen_event_ids", "dedupe_floor", "learner_state"})
+
+
 def event_digest(event_id: str) -> str:
     """64-bit digest of an event_id: the idempotence key kept in the profile (16 chars, not 200)."""
     return hashlib.blake2b(event_id.encode("utf-8"), digest_size=8).hexdigest()
@@ -91,6 +94,13 @@ class Profile:
 
     def to_json(self, internal: bool = True) -> bytes:
         return orjson.dumps(self.to_dict(internal))
+
+    def snapshots(self) -> tuple[bytes, bytes]:
+        """(internal, public) JSON from one pass over the profile: the table's changelog record and
+        the snapshot for the profiles topic and Redis."""
+        internal = self.to_dict(internal=True)
+        public = {k: v for k, v in internal.items() if k not in _INTERNAL_FIELDS}
+        return orjson.dumps(internal), orjson.dumps(public)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Profile":

@@ -53,15 +53,15 @@ class ProfileStore:
             self._script = self._client.register_script(_WRITE_IF_NEWER)
         return self._client
 
-    async def write_profiles(self, profiles: Iterable[Profile], now_ms: int) -> int:
-        """One round trip for the whole batch. Returns how many hashes were written (not stale)."""
+    async def write_profiles(self, snapshots: Iterable[tuple[Profile, bytes]], now_ms: int) -> int:
+        """One round trip for the whole batch: each profile with its public JSON snapshot.
+        Returns how many hashes were written (not stale)."""
         client = self.client
         pipe = client.pipeline(transaction=False)
         count = 0
-        for profile in profiles:
+        for profile, public in snapshots:
             await self._script(keys=[profile_key(profile.user_id, self.config.namespace)],
-                               args=[profile.version, profile.event_count, now_ms, profile.to_json(internal=False)],
-                               client=pipe)
+                               args=[profile.version, profile.event_count, now_ms, public], client=pipe)
             count += 1
         if not count:
             return 0

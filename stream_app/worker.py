@@ -184,18 +184,20 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
                 if outcome.recommendation is not None:
                     counters.recommendations += 1
                     outbox.add(topics.recommendations, msg.key, orjson.dumps(outcome.recommendation))
+            to_redis: list[tuple[Profile, bytes]] = []
             for user_id, (profile, partition) in changed.items():
-                key, snapshot = user_id.encode(), profile.to_json()
+                key = user_id.encode()
+                snapshot, public = profile.snapshots()
+                to_redis.append((profile, public))
                 # The table's changelog record, written with the batch: same partition as the user's input.
                 profile_table.data[key] = snapshot
                 outbox.add(profile_changelog, key, snapshot, partition)
-                outbox.add(topics.profiles, key, profile.to_json(internal=False))
+                outbox.add(topics.profiles, key, public)
             for item_id, message in signals.messages():
                 outbox.add(topics.item_signals, item_id.encode(), orjson.dumps(message))
             counters.item_signals += len(signals)
-            profiles = [p for p, _ in changed.values()]
             await asyncio.gather(until_done("deliver to Kafka", output.deliver, outbox),
-                                 until_done("write to Redis", store.write_profiles, profiles, now))
+                                 until_done("write to Redis", store.write_profiles, to_redis, now))
 
     @app.agent(item_signals, name=f"{settings.app_id}.items")
     async def update_items(stream: faust.StreamT) -> None:

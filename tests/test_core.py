@@ -1,4 +1,5 @@
 import jsonschema
+import orjson
 import pytest
 
 from stream_app import core
@@ -134,5 +135,7 @@ def test_profile_survives_json_round_trip_and_public_snapshot_has_no_dedupe_stat
     assert Profile.from_json(profile.to_json()).to_dict() == profile.to_dict()
     public = profile.to_dict(internal=False)
     assert "seen_event_ids" not in public
+    internal_json, public_json = profile.snapshots()
+    assert orjson.loads(internal_json) == profile.to_dict() and orjson.loads(public_json) == public
     jsonschema.validate(public, load_schema("profile"))
     jsonschema.validate(profile.to_dict(), load_schema("profile"))

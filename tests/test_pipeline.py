@@ -139,7 +139,11 @@ def test_sigkill_mid_stream_restart_and_redelivered_duplicates_leave_exact_count
     first = start_worker(settings)
     with TopicReader(settings.kafka_bootstrap_servers, settings.topics.recommendations) as recs:
         produced = produce_events(settings, events)
-        wait_until(lambda: len(recs.poll()) >= 0 and len(recs.records) >= 1500, 60, "1500 recommendations")
+        def read_1500() -> bool:
+            recs.poll()
+            return len(recs.records) >= 1500
+
+        wait_until(read_1500, 60, "1500 recommendations")
         if not early:
             wait_until(lambda: sum(committed_offsets(settings, inputs).values()) > 0, 30, "a commit")
         first.kill()

@@ -12,8 +12,8 @@ def test_pipelined_writes_skip_stale_versions(services, redis_client):
 
     async def scenario():
         try:
-            first = await store.write_profiles([newer, other], now_ms=10)
-            second = await store.write_profiles([older], now_ms=20)
+            first = await store.write_profiles([(p, p.to_json(internal=False)) for p in (newer, other)], now_ms=10)
+            second = await store.write_profiles([(older, older.to_json(internal=False))], now_ms=20)
             return first, second
         finally:
             await store.close()
