@@ -131,6 +131,22 @@ class Settings:
     covis_neighbors_max: int = 50  # neighbours kept per item
     covis_candidates_per_item: int = 20  # of those, how many each recent item contributes to a ranking
     popular_per_partition: int = 100
+    trending_half_life_ms: int = 3 * 3600 * 1000  # "trending": popularity over roughly the last hours
+    category_items: int = 30  # most popular items kept per category (per item-signal partition)
+    # Candidate sources and their weights in the prior score (the ranking until the ranker is warm)
+    covis_weight: float = 1.0
+    trending_weight: float = 0.1
+    category_weight: float = 1.0
+    category_top: int = 2  # the user's strongest categories, besides the current event's, as a source
+    category_candidates: int = 10  # items each of those categories contributes
+    # Online ranker (learners/ranker.py): one River logistic regression per input partition,
+    # learning from the feedback of the shown lists; ranks by the prior until it has seen
+    # ranker_warm_up labels.
+    ranker: bool = True
+    ranker_learning_rate: float = 0.05
+    ranker_negatives: int = 4  # shown-but-not-hit items learned per judged list
+    ranker_warm_up: int = 1000
+    ranker_seed: int = 7
     # Per-user interest drift (learners/interest_drift.py): on a detected change, divide old
     # affinities by drift_downweight. Off by default: it has not yet improved profile accuracy on
     # the synthetic log (see README, Evaluation); `evaluate` reports it on and off.
@@ -146,7 +162,8 @@ class Settings:
             )
         for name in ("partitions", "max_payload_bytes", "batch_max", "fetch_max_wait_ms", "top_k", "recent_max",
                      "affinity_max", "seen_ids_max", "half_life_ms",
-                     "covis_neighbors_max", "covis_candidates_per_item", "repeat_candidates", "popular_per_partition"):
+                     "covis_neighbors_max", "covis_candidates_per_item", "repeat_candidates", "popular_per_partition",
+                     "trending_half_life_ms", "category_items"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1 (set {ENV_PREFIX}{name.upper()})")
 

@@ -13,9 +13,9 @@ from typing import Any
 from .config import Settings
 from .events import Event
 from .items import ItemIndex, SignalBuffer
-from .learners import InterestDrift
+from .learners import BehaviourStats, InterestDrift, OnlineRanker
 from .profile import Profile, apply_event, event_digest
-from .recommend import MODEL_VERSIONS, recommend
+from .recommend import FEATURES, MODEL_VERSIONS, decode_features, recommend
 
 
 @dataclass(slots=True)
@@ -26,6 +26,22 @@ class Outcome:
 
 def new_profile(user_id: str, settings: Settings) -> Profile:
     return Profile(user_id=user_id, half_life_ms=settings.half_life_ms)
+
+
+def new_ranker(settings: Settings) -> OnlineRanker:
+    return OnlineRanker(FEATURES, learning_rate=settings.ranker_learning_rate, negatives=settings.ranker_negatives,
+                        warm_up=settings.ranker_warm_up, seed=settings.ranker_seed)
+
+
+def learn_feedback(profile: Profile, event: Event, ranker: OnlineRanker) -> int:
+    """The user's previous list, judged by this event, teaches the ranker; then it is forgotten."""
+    learned = 0
+    if profile.shown:
+        matrix = decode_features(profile.shown_features, len(profile.shown))
+        if matrix is not None:
+            learned = ranker.learn_feedback(profile.shown, matrix, event.item_id, event.event_id)
+    profile.shown, profile.shown_features = [], None
+    return learned
 
 
 def should_emit(profile: Profile, event: Event, settings: Settings) -> bool:
@@ -43,11 +59,16 @@ def rec_id_for(event_id: str) -> str:
 
 
 def process(profile: Profile, event: Event, index: ItemIndex, signals: SignalBuffer, settings: Settings,
-            now_ms: int) -> Outcome:
-    """Apply one event to its user's profile (in place), add its item signals, maybe recommend."""
+            now_ms: int, ranker: OnlineRanker | None = None) -> Outcome:
+    """Apply one event to its user's profile (in place), add its item signals, maybe recommend.
+    `ranker` is the online ranker of the event's partition (None: rank by the prior, learn nothing)."""
     digest = event_digest(event.event_id)
     if not profile.admits(digest, event.ts):
         return Outcome(False, None)
+    if ranker is not None:
+        learn_feedback(profile, event, ranker)
+    behaviour = profile.learner(BehaviourStats.name, BehaviourStats)
+    behaviour.learn_one(profile, event)
     if settings.drift_handling:
         drift = profile.learner(InterestDrift.name, lambda: InterestDrift(downweight=settings.drift_downweight))
         drift.learn_one(profile, event)
@@ -55,15 +76,19 @@ def process(profile: Profile, event: Event, index: ItemIndex, signals: SignalBuf
                                                       since_ts=event.ts - settings.covis_window_ms)
                 if item != event.item_id]
     apply_event(profile, event, digest, settings)
-    signals.add_interaction(event.item_id, previous, settings.weights.of(event.type, event.stage), event.ts)
+    signals.add_interaction(event.item_id, previous, settings.weights.of(event.type, event.stage), event.ts,
+                            event.category)
     if not should_emit(profile, event, settings):
         return Outcome(True, None)
     profile.last_rec_ts = event.ts
-    items = recommend(profile, index, settings)
+    ranked = recommend(profile, event, index, settings, ranker, behaviour.repeat_propensity)
+    if ranker is not None:
+        profile.shown = [item["item_id"] for item in ranked.items]
+        profile.shown_features = ranked.encoded_features()
     return Outcome(True, {
         "rec_id": rec_id_for(event.event_id),
         "user_id": profile.user_id,
-        "items": items,
+        "items": ranked.items,
         "trigger_event_id": event.event_id,
         "event_ts": event.ts,
         "generated_at": now_ms,

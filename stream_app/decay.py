@@ -8,7 +8,9 @@ score at time t is 2 ** (stored - t / half_life).
 
 from __future__ import annotations
 
+import heapq
 import math
+from operator import itemgetter
 from typing import MutableMapping
 
 
@@ -40,4 +42,6 @@ def prune(scores: dict[str, float], max_size: int) -> dict[str, float]:
 
 
 def top(scores: dict[str, float], n: int) -> list[tuple[str, float]]:
-    return sorted(scores.items(), key=lambda kv: kv[1], reverse=True)[:n]
+    if n * 4 < len(scores):
+        return heapq.nlargest(n, scores.items(), key=itemgetter(1))
+    return sorted(scores.items(), key=itemgetter(1), reverse=True)[:n]

@@ -31,7 +31,9 @@ from . import core, decay
 from .config import Settings
 from .events import Event
 from .items import InMemoryItemIndex, SignalBuffer
+from .learners import OnlineRanker
 from .logs import load_sorted
+from .partitioning import partition_of
 from .profile import Profile
 from .recommend import recommend
 
@@ -144,43 +146,61 @@ class Model(Protocol):
 
 
 class StreamAppModel:
-    """The workers' own core: profiles, item signals, the recommender, exactly as in a worker."""
+    """The workers' own core: profiles, item signals, the recommender and one online ranker per
+    input partition (users routed as Kafka's default partitioner routes them), as in a worker."""
 
     def __init__(self, settings: Settings, name: str = "stream-app"):
         self.name = name
         self.settings = settings
         self.index = InMemoryItemIndex(settings)
         self.profiles: dict[str, Profile] = {}
-        self.signals = SignalBuffer(settings.half_life_ms)
+        self.signals = SignalBuffer.for_settings(settings)
+        self.rankers: dict[int, OnlineRanker] = {}
+
+    def ranker_for(self, user_id: str) -> OnlineRanker | None:
+        if not self.settings.ranker:
+            return None
+        partition = partition_of(user_id, self.settings.partitions)
+        ranker = self.rankers.get(partition)
+        if ranker is None:
+            ranker = self.rankers[partition] = core.new_ranker(self.settings)
+        return ranker
 
     def learn(self, event: Event) -> list[str]:
         profile = self.profiles.get(event.user_id)
         if profile is None:
             profile = self.profiles[event.user_id] = core.new_profile(event.user_id, self.settings)
-        outcome = core.process(profile, event, self.index, self.signals, self.settings, now_ms=0)
+        outcome = core.process(profile, event, self.index, self.signals, self.settings, now_ms=0,
+                               ranker=self.ranker_for(event.user_id))
         if outcome.recommendation is None:
             return []
         return [item["item_id"] for item in outcome.recommendation["items"]]
 
     def end_batch(self) -> None:
         self.index.apply(self.signals)
-        self.signals = SignalBuffer(self.settings.half_life_ms)
+        self.signals = SignalBuffer.for_settings(self.settings)
+
+
+#: The prior's weight settings; a single-source baseline keeps one of them and zeroes the others.
+SOURCE_WEIGHTS = {"co-visitation": "covis_weight", "viewed before": "repeat_weight",
+                  "category": "category_weight", "trending": "trending_weight"}
 
 
 class SingleSource:
-    """Baseline: one candidate source of the stream-app model alone, on the same state."""
+    """Baseline: one candidate source of the stream-app model alone, ranked by its own score, on the
+    same profiles and item state (no ranker)."""
 
-    def __init__(self, base: StreamAppModel, name: str, covis: bool, repeat: bool):
-        self.name = name
+    def __init__(self, base: StreamAppModel, source: str):
+        self.name = f"{source} only"
         self.base = base
         self.settings = base.settings.replace(
-            popularity_weight=0.0, repeat_weight=base.settings.repeat_weight if repeat else 0.0,
-            covis_prev_items=base.settings.covis_prev_items if covis else 0)
+            popularity_weight=0.0, **{weight: (getattr(base.settings, weight) if name == source else 0.0)
+                                      for name, weight in SOURCE_WEIGHTS.items()})
 
     def learn(self, event: Event) -> list[str]:  # runs after the base model learned the event
         profile = self.base.profiles[event.user_id]
-        return [r["item_id"] for r in recommend(profile, self.base.index, self.settings)
-                if r["reasons"] != ["popular"]]
+        return [r["item_id"] for r in recommend(profile, event, self.base.index, self.settings).items
+                if r["score"] > 0]
 
     def end_batch(self) -> None:
         pass
@@ -288,8 +308,9 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
     models: list[Model] = [hybrid]
     if baselines:
         models += [without_drift,
-                   SingleSource(hybrid, "co-visitation only", covis=True, repeat=False),
-                   SingleSource(hybrid, "viewed before only", covis=False, repeat=True),
+                   StreamAppModel(settings.replace(ranker=not settings.ranker),
+                                  name="stream-app, ranker " + ("off (prior)" if settings.ranker else "on")),
+                   *(SingleSource(hybrid, source) for source in SOURCE_WEIGHTS),
                    MostPopular(k), MostPopular(k, window_events=10_000),
                    RiverMF("FunkMF", k), RiverMF("BiasedMF", k)]
     if window is None:

@@ -1,4 +1,5 @@
-"""Item-side state: popularity and co-visitation, shared by every user. Pure: no Faust, Kafka or Redis.
+"""Item-side state: popularity, trending, co-visitation and per-category tops, shared by every user.
+Pure: no Faust, Kafka or Redis.
 
 How it stays consistent across workers: a user-side batch turns its new events into *signals*
 keyed by item (`SignalBuffer`); the signals travel on an item-keyed internal topic, so exactly one
@@ -6,7 +7,13 @@ worker owns each item and applies them (`apply_signals`); the owner writes the n
 global table whose changelog every worker reads, so every worker ranks from the same item state,
 a changelog round trip behind the owner. `InMemoryItemIndex` applies the same function in process.
 
-Keys in the store: ``i:<item_id>`` -> entry, ``p:<partition>`` -> that partition's popular list.
+Keys in the store (one item-signal partition owns each list key; readers merge the partitions):
+``i:<item_id>`` -> entry; ``p:<partition>`` -> popular list; ``t:<partition>`` -> trending list;
+``c:<partition>:<category>`` -> that category's most popular items.
+
+Popular is decayed with the profile half-life (a day by default); trending is the same count with
+a short half-life (`trending_half_life_ms`): a sliding window in the forward-decay sense, O(1) per
+event, no expiry pass.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from typing import Any, Callable, Iterable, Mapping, Protocol
 from . import decay
 from .config import Settings
 
-Entry = dict[str, Any]  # {"pop": log2 score | None, "nb": {item_id: log2 score}, "ts": ms}
+Entry = dict[str, Any]  # {"pop", "tr": log2 scores | None, "nb": {item_id: log2 score}, "ts": ms, "cat": str | None}
 
 
 def item_key(item_id: str) -> str:
@@ -28,67 +35,101 @@ def popular_key(partition: int) -> str:
     return f"p:{partition}"
 
 
+def trending_key(partition: int) -> str:
+    return f"t:{partition}"
+
+
+def category_key(partition: int, category: str) -> str:
+    return f"c:{partition}:{category}"
+
+
+def _new_entry(ts: int) -> Entry:
+    return {"pop": None, "tr": None, "nb": {}, "ts": ts, "cat": None}
+
+
 @dataclass(slots=True)
 class SignalBuffer:
     """Item signals of one batch, aggregated so each item is sent once per batch."""
 
     half_life_ms: int
+    trending_half_life_ms: int
     by_item: dict[str, Entry] = field(default_factory=dict)
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> "SignalBuffer":
+        return cls(settings.half_life_ms, settings.trending_half_life_ms)
 
     def _entry(self, item_id: str, ts: int) -> Entry:
         entry = self.by_item.get(item_id)
         if entry is None:
-            entry = self.by_item[item_id] = {"pop": None, "nb": {}, "ts": ts}
+            entry = self.by_item[item_id] = _new_entry(ts)
         elif ts > entry["ts"]:
             entry["ts"] = ts
         return entry
 
-    def add_interaction(self, item_id: str, previous: Iterable[str], weight: float, ts: int) -> None:
+    def add_interaction(self, item_id: str, previous: Iterable[str], weight: float, ts: int,
+                        category: str | None = None) -> None:
         """One event on item_id by a user whose recent items (in the co-visitation window) were `previous`."""
         stored = decay.log_weight(weight, ts, self.half_life_ms)
         entry = self._entry(item_id, ts)
         entry["pop"] = decay.log_add(entry["pop"], stored)
+        entry["tr"] = decay.log_add(entry["tr"], decay.log_weight(weight, ts, self.trending_half_life_ms))
+        if category is not None:
+            entry["cat"] = category
         for other in previous:
             decay.add(entry["nb"], other, stored)
             decay.add(self._entry(other, ts)["nb"], item_id, stored)
 
     def messages(self) -> list[tuple[str, dict[str, Any]]]:
-        return [(item_id, {"item_id": item_id, "pop": e["pop"], "neighbors": e["nb"], "ts": e["ts"]})
+        return [(item_id, {"item_id": item_id, "pop": e["pop"], "trend": e["tr"], "neighbors": e["nb"],
+                           "ts": e["ts"], "category": e["cat"]})
                 for item_id, e in self.by_item.items()]
 
     def __len__(self) -> int:
         return len(self.by_item)
 
 
-def apply_signals(
-    get: Callable[[str], Entry | None],
-    signals: Iterable[Mapping[str, Any]],
-    popular: list[list[Any]],
-    settings: Settings,
-) -> tuple[dict[str, Entry], list[list[Any]]]:
-    """Merge signals into item entries; return the changed entries and the partition's new popular list."""
+def apply_signals(get: Callable[[str], Any], signals: Iterable[Mapping[str, Any]], partition: int,
+                  settings: Settings) -> dict[str, Any]:
+    """Merge signals (all of one item-signal partition) into item entries. Returns every key to write:
+    the changed entries and the partition's popular, trending and per-category lists."""
     changed: dict[str, Entry] = {}
     for signal in signals:
         item_id = signal["item_id"]
-        entry = changed.get(item_id) or get(item_id) or {"pop": None, "nb": {}, "ts": 0}
+        entry = changed.get(item_id) or get(item_key(item_id)) or _new_entry(0)
         if signal["pop"] is not None:
-            entry["pop"] = decay.log_add(entry["pop"], signal["pop"])
+            entry["pop"] = decay.log_add(entry.get("pop"), signal["pop"])
+        if signal.get("trend") is not None:
+            entry["tr"] = decay.log_add(entry.get("tr"), signal["trend"])
+        if signal.get("category") is not None:
+            entry["cat"] = signal["category"]
         nb = entry["nb"]
         for other, stored in signal["neighbors"].items():
             decay.add(nb, other, stored)
         entry["nb"] = decay.prune(nb, settings.covis_neighbors_max)
         entry["ts"] = max(entry["ts"], signal["ts"])
         changed[item_id] = entry
-    return changed, merge_popular(popular, changed, settings.popular_per_partition)
-
-
-def merge_popular(current: list[list[Any]], changed: Mapping[str, Entry], size: int) -> list[list[Any]]:
-    """Top `size` items by popularity. Exact for the partition, since decay is uniform in log space."""
-    scores = {item_id: score for item_id, score in current}
+    writes: dict[str, Any] = {item_key(item_id): entry for item_id, entry in changed.items()}
+    size = settings.popular_per_partition
+    writes[popular_key(partition)] = merge_top(get(popular_key(partition)) or [], changed, "pop", size)
+    writes[trending_key(partition)] = merge_top(get(trending_key(partition)) or [], changed, "tr", size)
+    by_category: dict[str, dict[str, Entry]] = {}
     for item_id, entry in changed.items():
-        if entry["pop"] is not None:
-            scores[item_id] = entry["pop"]
-    return [[item_id, score] for item_id, score in decay.top(scores, size)]
+        if entry.get("cat") is not None and entry.get("pop") is not None:
+            by_category.setdefault(entry["cat"], {})[item_id] = entry
+    for category, members in by_category.items():
+        key = category_key(partition, category)
+        writes[key] = merge_top(get(key) or [], members, "pop", settings.category_items)
+    return writes
+
+
+def merge_top(current: list[list[Any]], changed: Mapping[str, Entry], score: str, size: int) -> list[list[Any]]:
+    """Top `size` items by one score. Exact for the partition, since decay is uniform in log space."""
+    scores = {item_id: value for item_id, value in current}
+    for item_id, entry in changed.items():
+        if entry.get(score) is not None:
+            scores[item_id] = entry[score]
+    return [[item_id, value] for item_id, value in decay.top(scores, size)]
 
 
 def shares(ranked: list[tuple[str, float]]) -> list[tuple[str, float]]:
@@ -106,54 +147,140 @@ class ItemIndex(Protocol):
 
     def popular(self) -> list[tuple[str, float]]: ...
 
+    def trending(self) -> list[tuple[str, float]]: ...
+
+    def popular_shares(self) -> dict[str, float]: ...
+
+    def trending_shares(self) -> dict[str, float]: ...
+
+    def popular_top(self, n: int) -> list[str]: ...
+
+    def trending_top(self, n: int) -> list[str]: ...
+
+    def neighbor_shares(self, item_id: str) -> dict[str, float]:
+        """The neighbours a ranking uses (the first covis_candidates_per_item), as a dict."""
+
+    def category_items(self, category: str) -> list[tuple[str, float]]: ...
+
+    def neighbor_shares(self, item_id: str) -> dict[str, float]:
+        found = self._neighbor_shares.get(item_id)
+        if found is None:
+            found = self._neighbor_shares[item_id] = dict(
+                self.ranked_neighbors(item_id)[: self.settings.covis_candidates_per_item])
+        return found
+
+    def category_of(self, item_id: str) -> str | None: ...
+
 
 class CachedItemIndex:
-    """Ranks an item's neighbours once and serves them until `invalidate` (a batch boundary)."""
+    """Reads the store through `load(key)` (parsed value or None), merges the partitions' lists and
+    caches everything it derived until `begin_batch` (a batch boundary)."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, partitions: int):
         self.settings = settings
+        self.partitions = partitions
+        self._entries: dict[str, Entry | None] = {}
         self._ranked: dict[str, list[tuple[str, float]]] = {}
+        self._categories: dict[str, list[tuple[str, float]]] = {}
+        self._neighbor_shares: dict[str, dict[str, float]] = {}
+        self._item_category: dict[str, str | None] = {}
         self._popular: list[tuple[str, float]] = []
+        self._trending: list[tuple[str, float]] = []
+        self._popular_shares: dict[str, float] = {}
+        self._trending_shares: dict[str, float] = {}
 
-    def raw_neighbors(self, item_id: str) -> dict[str, float] | None:
+    def load(self, key: str) -> Any:
         raise NotImplementedError
+
+    def _merged(self, key_of: Callable[[int], str], size: int) -> list[tuple[str, float]]:
+        merged: dict[str, float] = {}
+        for partition in range(self.partitions):
+            for item_id, score in self.load(key_of(partition)) or ():
+                merged[item_id] = score
+        return shares(decay.top(merged, size))
+
+    def begin_batch(self) -> None:
+        self._entries.clear()
+        self._ranked.clear()
+        self._categories.clear()
+        self._neighbor_shares.clear()
+        self._item_category.clear()
+        size = self.settings.popular_per_partition
+        self._popular = self._merged(popular_key, size)
+        self._trending = self._merged(trending_key, size)
+        self._popular_shares = dict(self._popular)
+        self._trending_shares = dict(self._trending)
+
+    def entry(self, item_id: str) -> Entry | None:
+        try:
+            return self._entries[item_id]
+        except KeyError:
+            found = self._entries[item_id] = self.load(item_key(item_id))
+            return found
 
     def ranked_neighbors(self, item_id: str) -> list[tuple[str, float]]:
         ranked = self._ranked.get(item_id)
         if ranked is None:
-            raw = self.raw_neighbors(item_id)
+            entry = self.entry(item_id)
+            raw = entry["nb"] if entry else None
             ranked = shares(decay.top(raw, self.settings.covis_neighbors_max)) if raw else []
             self._ranked[item_id] = ranked
+        return ranked
+
+    def neighbor_shares(self, item_id: str) -> dict[str, float]:
+        found = self._neighbor_shares.get(item_id)
+        if found is None:
+            found = self._neighbor_shares[item_id] = dict(
+                self.ranked_neighbors(item_id)[: self.settings.covis_candidates_per_item])
+        return found
+
+    def categories_of(self, item_ids: list[str]) -> list[str | None]:
+        known, out = self._item_category, []
+        for item_id in item_ids:
+            try:
+                out.append(known[item_id])
+            except KeyError:
+                entry = self.entry(item_id)
+                category = known[item_id] = entry.get("cat") if entry else None
+                out.append(category)
+        return out
+
+    def category_items(self, category: str) -> list[tuple[str, float]]:
+        ranked = self._categories.get(category)
+        if ranked is None:
+            ranked = self._categories[category] = self._merged(
+                lambda partition: category_key(partition, category), self.settings.category_items)
         return ranked
 
     def popular(self) -> list[tuple[str, float]]:
         return self._popular
 
-    def invalidate(self, popular_ranked: list[tuple[str, float]]) -> None:
-        self._ranked.clear()
-        self._popular = shares(popular_ranked)
+    def trending(self) -> list[tuple[str, float]]:
+        return self._trending
+
+    def popular_shares(self) -> dict[str, float]:
+        return self._popular_shares
+
+    def trending_shares(self) -> dict[str, float]:
+        return self._trending_shares
+
+    def popular_top(self, n: int) -> list[str]:
+        return list(self._popular_shares)[:n]
+
+    def trending_top(self, n: int) -> list[str]:
+        return list(self._trending_shares)[:n]
 
 
 class InMemoryItemIndex(CachedItemIndex):
     """The item state in one process (evaluation, tests): one partition, signals apply on `apply`."""
 
     def __init__(self, settings: Settings):
-        super().__init__(settings)
-        self.entries: dict[str, Entry] = {}
-        self._popular_list: list[list[Any]] = []
+        super().__init__(settings, partitions=1)
+        self.store: dict[str, Any] = {}
+
+    def load(self, key: str) -> Any:
+        return self.store.get(key)
 
     def apply(self, buffer: SignalBuffer) -> None:
-        changed, self._popular_list = apply_signals(
-            self.entries.get, (m for _, m in buffer.messages()), self._popular_list, self.settings)
-        self.entries.update(changed)
-        self.invalidate([(item_id, score) for item_id, score in self._popular_list])
-
-    def raw_neighbors(self, item_id: str) -> dict[str, float] | None:
-        entry = self.entries.get(item_id)
-        return entry["nb"] if entry else None
-
-
-def merge_partition_popular(lists: Iterable[list[list[Any]]], size: int) -> list[tuple[str, float]]:
-    """The global popular list from the per-partition ones (each item lives in one partition)."""
-    merged = {item_id: score for popular in lists for item_id, score in popular}
-    return decay.top(merged, size)
+        self.store.update(apply_signals(self.store.get, (m for _, m in buffer.messages()), 0, self.settings))
+        self.begin_batch()

@@ -13,7 +13,7 @@ from .config import Settings
 from .events import Event
 
 
-_INTERNAL_FIELDS = frozenset({"seen_event_ids", "dedupe_floor", "learner_state"})
+_INTERNAL_FIELDS = frozenset({"seen_event_ids", "dedupe_floor", "learner_state", "shown", "shown_features"})
 
 
 def event_digest(event_id: str) -> str:
@@ -38,6 +38,12 @@ class Profile:
     seen_event_ids: dict[str, int] = field(default_factory=dict)
     dedupe_floor: int | None = None
     last_rec_ts: int | None = None
+    # Behaviour statistics (learners/behaviour.py), as the public profile shows them.
+    stats: dict[str, Any] = field(default_factory=dict)
+    # The last list shown and its candidate features (float16, base64): the user's next event
+    # judges it, and the ranker learns from that (learners/ranker.py).
+    shown: list[str] = field(default_factory=list)
+    shown_features: str | None = None
     half_life_ms: int = 24 * 3600 * 1000
     # Per-user learners (stream_app/learners): pickled state as stored, and the live objects of
     # this batch (unpickled on first use, pickled back by to_dict).
@@ -82,14 +88,19 @@ class Profile:
             "counts": self.counts, "stages": self.stages, "recent": self.recent,
             "item_affinity": self.item_affinity, "category_affinity": self.category_affinity,
             "first_seen": self.first_seen, "last_seen": self.last_seen,
-            "last_rec_ts": self.last_rec_ts, "half_life_ms": self.half_life_ms, "schema_version": 1,
+            "last_rec_ts": self.last_rec_ts, "stats": self.stats, "half_life_ms": self.half_life_ms,
+            "schema_version": 1,
         }
         if internal:
             out["seen_event_ids"] = self.seen_event_ids
             out["dedupe_floor"] = self.dedupe_floor
-            for name, live in self.live.items():
-                self.learner_state[name] = live.dumps()
+            out["shown"] = self.shown
+            out["shown_features"] = self.shown_features
             out["learner_state"] = self.learner_state
+        for name, live in self.live.items():
+            if internal:
+                self.learner_state[name] = live.dumps()
+            self.stats.update(live.public())
         return out
 
     def to_json(self, internal: bool = True) -> bytes:
@@ -111,6 +122,7 @@ class Profile:
             first_seen=data["first_seen"], last_seen=data["last_seen"],
             seen_event_ids=data.get("seen_event_ids", {}), dedupe_floor=data.get("dedupe_floor"),
             last_rec_ts=data["last_rec_ts"], learner_state=data.get("learner_state", {}),
+            stats=data.get("stats", {}), shown=data.get("shown", []), shown_features=data.get("shown_features"),
             half_life_ms=data["half_life_ms"],
         )
 

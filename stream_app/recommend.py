@@ -1,54 +1,152 @@
-"""Recommendations v0: co-visitation of the user's recent items, blended with popularity. Pure."""
+"""Recommendations: candidates from several sources, each with features, ranked. Pure.
+
+Sources (each named in the item's `reasons`): co-visitation of the user's recent items, the
+user's own items by decayed affinity ("viewed before"), the most popular items of the current
+event's category and of the user's strongest categories, popular, and trending. Every candidate
+gets the feature row `FEATURES`; the list is ranked by the partition's online ranker once it is
+warm (learners/ranker.py), else by the prior: a fixed weighted sum of the source scores.
+"""
 
 from __future__ import annotations
 
-import heapq
+import base64
+from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from . import decay
 from .config import Settings
+from .events import Event
 from .items import ItemIndex, shares
 from .profile import Profile
 
-MODEL_VERSIONS = {"recommender": "covis-repeat-pop-v1"}
+MODEL_VERSIONS = {"recommender": "hybrid-v2"}
 MAX_COVIS_REASONS = 2
 
+FEATURES = (
+    "prior",  # the fixed blend below: the ranker starts from it and corrects it
+    "covis",  # sum over recent items (weighted 1/rank) of the co-visitation share
+    "covis_last",  # co-visitation share with the item just seen
+    "repeat",  # the item's share of the user's strongest item affinity
+    "repeat_x_propensity",  # ... times the user's learned repeat propensity
+    "last_after_browse", "last_after_click", "last_after_cart", "last_after_order",  # it is the item just seen
+    "same_category",  # in the category of the event just seen
+    "category_affinity",  # the user's affinity to its category, as a share of the strongest
+    "category_rank",  # its popularity share within its category
+    "popular",
+    "trending",
+)
+N_FEATURES = len(FEATURES)
+_F = {name: i for i, name in enumerate(FEATURES)}
+_LAST_AFTER = {"browse": _F["last_after_browse"], "click": _F["last_after_click"],
+               "cart": _F["last_after_cart"], "order": _F["last_after_order"]}
 
-def recommend(profile: Profile, index: ItemIndex, settings: Settings) -> list[dict[str, Any]]:
-    """Top-K items as {item_id, score, reasons}: the sum over the user's recent items (weighted 1/rank)
-    of their co-visitation shares, plus repeat_weight x the item's share of the user's strongest
-    decayed affinity (items the user already engaged with), plus popularity_weight x popularity
-    share. Ties break on item_id."""
-    scores: dict[str, float] = {}
-    reasons: dict[str, list[str]] = {}
+
+@dataclass(slots=True)
+class Ranked:
+    items: list[dict[str, Any]]  # {item_id, score, reasons}, best first
+    features: np.ndarray  # one row per item, FEATURES order
+
+    def encoded_features(self) -> str:
+        return base64.b64encode(self.features.astype(np.float16).tobytes()).decode("ascii")
+
+
+def decode_features(text: str | None, rows: int) -> np.ndarray | None:
+    """The stored rows of a shown list, or None if absent or of another feature layout."""
+    if not text:
+        return None
+    flat = np.frombuffer(base64.b64decode(text), dtype=np.float16)
+    if flat.size != rows * N_FEATURES:
+        return None
+    return flat.reshape(rows, N_FEATURES).astype(np.float64)
+
+
+def event_kind(event: Event) -> str:
+    if event.type == "purchase":
+        return "cart" if event.stage == "cart" else "order"
+    return event.type
+
+
+def recommend(profile: Profile, event: Event, index: ItemIndex, settings: Settings, ranker: Any = None,
+              repeat_propensity: float = 0.0) -> Ranked:
+    """Top-K for `profile` right after `event` (already applied). Ties break on item_id.
+
+    Each source fills a dict; the candidates are their union, the feature matrix is built a column
+    at a time, and reasons are worked out only for the K items shown."""
+    anchors = profile.recent_items(settings.covis_prev_items)
     per_anchor = settings.covis_candidates_per_item
-    for rank, anchor in enumerate(profile.recent_items(settings.covis_prev_items)):
+    covis: dict[str, float] = {}
+    covis_last: dict[str, float] = {}
+    for rank, anchor in enumerate(anchors):
         recency = 1.0 / (rank + 1)
-        reason = f"co-visited with {anchor}"
         for item_id, share in index.ranked_neighbors(anchor)[:per_anchor]:
-            if item_id in scores:
-                scores[item_id] += recency * share
-                if len(reasons[item_id]) < MAX_COVIS_REASONS:
-                    reasons[item_id].append(reason)
-            else:
-                scores[item_id] = recency * share
-                reasons[item_id] = [reason]
-    if settings.repeat_weight > 0 and profile.item_affinity:
-        for item_id, share in shares(decay.top(profile.item_affinity, settings.repeat_candidates)):
-            bonus = settings.repeat_weight * share
-            if item_id in scores:
-                scores[item_id] += bonus
-                reasons[item_id].append("viewed before")
-            else:
-                scores[item_id] = bonus
-                reasons[item_id] = ["viewed before"]
-    weight = settings.popularity_weight
-    for position, (item_id, share) in enumerate(index.popular()):
-        if item_id in scores:
-            scores[item_id] += weight * share
-            reasons[item_id].append("popular")
-        elif position < settings.top_k:  # beyond K, a popularity-only item cannot make the list
-            scores[item_id] = weight * share
-            reasons[item_id] = ["popular"]
-    best = heapq.nsmallest(settings.top_k, scores.items(), key=lambda kv: (-kv[1], kv[0]))
-    return [{"item_id": item_id, "score": round(score, 6), "reasons": reasons[item_id]} for item_id, score in best]
+            covis[item_id] = covis.get(item_id, 0.0) + recency * share
+            if rank == 0:
+                covis_last[item_id] = share
+    repeat = dict(shares(decay.top(profile.item_affinity, settings.repeat_candidates))) if profile.item_affinity else {}
+    repeat.setdefault(event.item_id, 0.0)
+
+    category_share: dict[str, float] = {}
+    if profile.category_affinity:
+        category_share = dict(shares(decay.top(profile.category_affinity, len(profile.category_affinity))))
+    wanted = list(category_share)[: settings.category_top]
+    if event.category is not None and event.category not in wanted:
+        wanted.insert(0, event.category)
+    in_category: dict[str, float] = {}
+    for category in wanted:
+        for item_id, share in index.category_items(category)[: settings.category_candidates]:
+            in_category[item_id] = share
+
+    popular, trending = index.popular_shares(), index.trending_shares()
+    ids = sorted({*covis, *repeat, *in_category, *index.popular_top(settings.top_k),
+                  *index.trending_top(settings.top_k)})
+    categories = index.categories_of(ids)
+    if event.category is not None:
+        categories[ids.index(event.item_id)] = event.category
+    n = len(ids)
+    matrix = np.zeros((n, N_FEATURES))
+    matrix[:, _F["covis"]] = [covis.get(i, 0.0) for i in ids]
+    matrix[:, _F["covis_last"]] = [covis_last.get(i, 0.0) for i in ids]
+    matrix[:, _F["repeat"]] = [repeat.get(i, 0.0) for i in ids]
+    matrix[:, _F["repeat_x_propensity"]] = matrix[:, _F["repeat"]] * repeat_propensity
+    matrix[ids.index(event.item_id), _LAST_AFTER[event_kind(event)]] = 1.0
+    matrix[:, _F["same_category"]] = [1.0 if c is not None and c == event.category else 0.0 for c in categories]
+    matrix[:, _F["category_affinity"]] = [category_share.get(c, 0.0) if c is not None else 0.0 for c in categories]
+    matrix[:, _F["category_rank"]] = [in_category.get(i, 0.0) for i in ids]
+    matrix[:, _F["popular"]] = [popular.get(i, 0.0) for i in ids]
+    matrix[:, _F["trending"]] = [trending.get(i, 0.0) for i in ids]
+    matrix[:, 0] = (settings.covis_weight * matrix[:, _F["covis"]] + settings.repeat_weight * matrix[:, _F["repeat"]]
+                    + settings.category_weight * matrix[:, _F["category_affinity"]] * matrix[:, _F["category_rank"]]
+                    + settings.popularity_weight * matrix[:, _F["popular"]]
+                    + settings.trending_weight * matrix[:, _F["trending"]])
+    scores = ranker.score_many(matrix) if ranker is not None and ranker.ready else matrix[:, 0]
+    order = np.argsort(-scores, kind="stable")[: settings.top_k]  # ids are sorted: ties keep item_id order
+    anchor_neighbors = [index.neighbor_shares(anchor) for anchor in anchors]
+    items = []
+    for i in order:
+        item_id = ids[i]
+        items.append({"item_id": item_id, "score": round(float(scores[i]), 6),
+                      "reasons": _reasons(item_id, categories[i], anchors, anchor_neighbors, repeat, in_category, popular,
+                                          trending)})
+    return Ranked(items, matrix[order])
+
+
+def _reasons(item_id: str, category: str | None, anchors: list[str], anchor_neighbors: list[dict[str, float]],
+             repeat: dict[str, float], in_category: dict[str, float], popular: dict[str, float],
+             trending: dict[str, float]) -> list[str]:
+    out = []
+    for anchor, neighbors in zip(anchors, anchor_neighbors):
+        if item_id in neighbors:
+            out.append(f"co-visited with {anchor}")
+            if len(out) == MAX_COVIS_REASONS:
+                break
+    if item_id in repeat:
+        out.append("viewed before")
+    if item_id in in_category:
+        out.append(f"top in {category}")
+    if item_id in popular:
+        out.append("popular")
+    if item_id in trending:
+        out.append("trending")
+    return out

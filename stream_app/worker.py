@@ -29,8 +29,8 @@ from . import core, transport
 from .config import EVENT_TYPES, Settings
 from .contracts import Rejection, Source, check_input
 from .events import Event
-from .items import (CachedItemIndex, SignalBuffer, apply_signals, item_key,
-                    merge_partition_popular, popular_key)
+from .items import CachedItemIndex, SignalBuffer, apply_signals
+from .learners import OnlineRanker, Persistent
 from .output import BatchProducer, Outbox
 from .profile import Profile
 from .redis_store import ProfileStore, RedisStoreConfig
@@ -39,6 +39,7 @@ log = logging.getLogger("stream_app.worker")
 
 STATUS_TTL_S = 15
 PROFILE_TABLE = "profiles"
+RANKER_TABLE = "rankers"
 ITEM_TABLE = "items"
 
 
@@ -60,21 +61,36 @@ class TableItemIndex(CachedItemIndex):
     """The item side as the recommender sees it, read from the global table, refreshed per batch."""
 
     def __init__(self, data: Any, settings: Settings, partitions: int):
-        super().__init__(settings)
+        super().__init__(settings, partitions)
         self.data = data
-        self.partitions = partitions
 
-    def begin_batch(self) -> None:
-        lists = []
-        for partition in range(self.partitions):
-            raw = self.data.get(popular_key(partition).encode())
-            if raw is not None:
-                lists.append(orjson.loads(raw))
-        self.invalidate(merge_partition_popular(lists, self.settings.popular_per_partition))
+    def load(self, key: str) -> Any:
+        raw = self.data.get(key.encode())
+        return orjson.loads(raw) if raw is not None else None
 
-    def raw_neighbors(self, item_id: str) -> dict[str, float] | None:
-        raw = self.data.get(item_key(item_id).encode())
-        return orjson.loads(raw)["nb"] if raw is not None else None
+
+class PartitionRankers:
+    """The online ranker of each input partition: live objects, restored from the rankers table on
+    first use after an assignment, written back (table + changelog) for the partitions a batch used."""
+
+    def __init__(self, data: Any, settings: Settings):
+        self.data = data
+        self.settings = settings
+        self.live: dict[int, OnlineRanker] = {}
+
+    def get(self, partition: int) -> OnlineRanker | None:
+        if not self.settings.ranker:
+            return None
+        ranker = self.live.get(partition)
+        if ranker is None:
+            stored = self.data.get(str(partition).encode())
+            ranker = Persistent.loads(stored.decode()) if stored is not None else core.new_ranker(self.settings)
+            self.live[partition] = ranker
+        return ranker
+
+    def forget(self) -> None:
+        """After a rebalance: the table holds the truth (recovered from the changelog)."""
+        self.live.clear()
 
 
 RETRYABLE = (KafkaError, RedisError, OSError, asyncio.TimeoutError)
@@ -129,6 +145,10 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
                                  value_type=bytes, synchronize_all_active_partitions=True)
     store = ProfileStore(RedisStoreConfig(settings.require_redis(), settings.namespace))
     output = BatchProducer(settings.require_kafka())
+    # One online ranker per input partition, its state in a table of the same partitioning.
+    ranker_table = app.Table(RANKER_TABLE, partitions=partitions, key_type=bytes, value_type=bytes)
+    rankers = PartitionRankers(ranker_table.data, settings)
+    ranker_changelog = ranker_table.changelog_topic_name
     profile_changelog = profile_table.changelog_topic_name
     item_changelog = item_table.changelog_topic_name
     index = TableItemIndex(item_table.data, settings, partitions)
@@ -148,8 +168,9 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
         async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
             now = now_ms()
             index.begin_batch()
-            signals = SignalBuffer(settings.half_life_ms)
+            signals = SignalBuffer.for_settings(settings)
             outbox = Outbox()
+            used_rankers: set[int] = set()
             changed: dict[str, tuple[Profile, int]] = {}
             loaded: dict[str, Profile] = {}
             valid: list[tuple[Event, Any]] = []
@@ -170,7 +191,8 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
                 if profile is None:
                     profile = loaded[checked.user_id] = load_profile(checked.user_id)
                 try:
-                    outcome = core.process(profile, checked, index, signals, settings, now)
+                    ranker = rankers.get(msg.partition)
+                    outcome = core.process(profile, checked, index, signals, settings, now, ranker)
                 except Exception as exc:  # a bug must not stop the partition: park the event
                     dead_letter(outbox, Rejection("processing_error", f"{exc!r}\n{traceback.format_exc(limit=3)}",
                                                   Source(msg.topic, msg.partition, msg.offset), msg.key, msg.value),
@@ -181,6 +203,8 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
                     continue
                 counters.applied += 1
                 changed[checked.user_id] = (profile, msg.partition)
+                if ranker is not None:
+                    used_rankers.add(msg.partition)
                 if outcome.recommendation is not None:
                     counters.recommendations += 1
                     outbox.add(topics.recommendations, msg.key, orjson.dumps(outcome.recommendation))
@@ -193,6 +217,10 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
                 profile_table.data[key] = snapshot
                 outbox.add(profile_changelog, key, snapshot, partition)
                 outbox.add(topics.profiles, key, public)
+            for partition in used_rankers:
+                state = rankers.live[partition].dumps().encode()
+                ranker_table.data[str(partition).encode()] = state
+                outbox.add(ranker_changelog, str(partition).encode(), state, partition)
             for item_id, message in signals.messages():
                 outbox.add(topics.item_signals, item_id.encode(), orjson.dumps(message))
             counters.item_signals += len(signals)
@@ -216,19 +244,15 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
                 write_item_partition(outbox, partition, signals)
             await until_done("deliver to Kafka", output.deliver, outbox)
 
-    def get_entry(item_id: str) -> dict[str, Any] | None:
-        raw = item_table.data.get(item_key(item_id).encode())
+    def load_item(key: str) -> Any:
+        raw = item_table.data.get(key.encode())
         return orjson.loads(raw) if raw is not None else None
 
     def write_item_partition(outbox: Outbox, partition: int, signals: Iterable[dict[str, Any]]) -> None:
-        pkey = popular_key(partition).encode()
-        current = item_table.data.get(pkey)
-        changed, popular = apply_signals(get_entry, signals, orjson.loads(current) if current else [], settings)
-        writes = [(item_key(item_id).encode(), orjson.dumps(entry)) for item_id, entry in changed.items()]
-        writes.append((pkey, orjson.dumps(popular)))
-        for key, value in writes:
-            item_table.data[key] = value
-            outbox.add(item_changelog, key, value, 0)
+        for key, value in apply_signals(load_item, signals, partition, settings).items():
+            raw = orjson.dumps(value)
+            item_table.data[key.encode()] = raw
+            outbox.add(item_changelog, key.encode(), raw, 0)
 
     worker_id = f"{settings.app_id}:{socket.gethostname()}:{os.getpid()}"
     readiness = {"ready": False}
@@ -249,6 +273,7 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
 
     @app.on_rebalance_complete.connect
     async def on_ready(sender: Any, *args: Any, **kwargs: Any) -> None:
+        rankers.forget()
         readiness["ready"] = True
         await publish_status()
 

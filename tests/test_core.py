@@ -23,7 +23,7 @@ def run(events, settings=None, profile=None, index=None):
     profile = profile or core.new_profile(events[0].user_id, settings)
     outcomes = []
     for event in events:
-        signals = SignalBuffer(settings.half_life_ms)
+        signals = SignalBuffer.for_settings(settings)
         outcomes.append(core.process(profile, event, index, signals, settings, now_ms=T0))
         index.apply(signals)
     return profile, outcomes, index
@@ -94,7 +94,7 @@ def test_co_visited_items_are_recommended_with_a_reason():
 
 
 def test_the_users_own_items_rank_by_decayed_affinity():
-    settings = Settings(popularity_weight=0.0, covis_prev_items=1, half_life_ms=1000)
+    settings = Settings(popularity_weight=0.0, trending_weight=0.0, covis_prev_items=1, half_life_ms=1000)
     _, outcomes, _ = run([ev(1, item="old", ts=T0), ev(2, item="new", ts=T0 + 3000)], settings)
     items = outcomes[-1].recommendation["items"]
     assert [i["item_id"] for i in items[:2]] == ["new", "old"]
@@ -110,7 +110,7 @@ def test_popular_items_fill_in_for_a_new_user():
     _, outcomes, _ = run([ev(50, user="fresh", item="zzz")], settings, index=index)
     items = outcomes[0].recommendation["items"]
     assert [i["item_id"] for i in items] == ["p", "q"]
-    assert items[0]["reasons"] == ["popular"]
+    assert items[0]["reasons"] == ["popular", "trending"]
 
 
 @pytest.mark.parametrize("policy,kinds,expected", [

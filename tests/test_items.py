@@ -5,8 +5,8 @@ import pytest
 
 from stream_app import decay
 from stream_app.config import Settings
-from stream_app.items import (InMemoryItemIndex, SignalBuffer, apply_signals, merge_partition_popular,
-                              merge_popular)
+from stream_app.items import (CachedItemIndex, InMemoryItemIndex, SignalBuffer, apply_signals, category_key,
+                              item_key, merge_top, popular_key, trending_key)
 
 
 def test_log_space_sum_equals_the_decayed_sum():
@@ -19,7 +19,7 @@ def test_log_space_sum_equals_the_decayed_sum():
 
 
 def test_interaction_signals_are_symmetric_and_aggregated_per_batch():
-    buf = SignalBuffer(half_life_ms=1000)
+    buf = SignalBuffer(half_life_ms=1000, trending_half_life_ms=100)
     buf.add_interaction("b", ["a"], 1.0, 0)
     buf.add_interaction("b", ["a"], 1.0, 0)
     assert set(buf.by_item) == {"a", "b"}
@@ -31,29 +31,72 @@ def test_interaction_signals_are_symmetric_and_aggregated_per_batch():
 
 def test_neighbour_lists_are_bounded():
     settings = Settings(covis_neighbors_max=4)
-    buf = SignalBuffer(settings.half_life_ms)
+    buf = SignalBuffer.for_settings(settings)
     for i in range(20):
         buf.add_interaction("hub", [f"n{i}"], 1.0 + i, 0)
-    changed, _ = apply_signals(lambda _: None, (m for _, m in buf.messages()), [], settings)
-    assert len(changed["hub"]["nb"]) <= 5
-    assert "n19" in changed["hub"]["nb"]
+    writes = apply_signals(lambda _: None, (m for _, m in buf.messages()), 0, settings)
+    assert len(writes[item_key("hub")]["nb"]) <= 5
+    assert "n19" in writes[item_key("hub")]["nb"]
 
 
-def test_per_partition_popular_lists_merge_to_the_exact_global_top():
+class DictIndex(CachedItemIndex):
+    def __init__(self, store, settings, partitions):
+        super().__init__(settings, partitions)
+        self.store = store
+
+    def load(self, key):
+        return self.store.get(key)
+
+
+def test_per_partition_lists_merge_to_the_exact_global_top():
     rng = random.Random(3)
+    settings = Settings(popular_per_partition=20)
     scores = {f"i{k}": rng.uniform(0, 50) for k in range(300)}
     partitions = {p: {} for p in range(4)}
     for item, score in scores.items():
-        partitions[hash(item) % 4][item] = {"pop": score, "nb": {}, "ts": 0}
-    lists = [merge_popular([], entries, 20) for entries in partitions.values()]
-    expected = sorted(scores.items(), key=lambda kv: kv[1], reverse=True)[:20]
-    assert merge_partition_popular(lists, 20) == expected
+        partitions[hash(item) % 4][item] = {"pop": score, "tr": -score, "nb": {}, "ts": 0}
+    store = {}
+    for p, entries in partitions.items():
+        store[popular_key(p)] = merge_top([], entries, "pop", 20)
+        store[trending_key(p)] = merge_top([], entries, "tr", 20)
+    index = DictIndex(store, settings, partitions=4)
+    index.begin_batch()
+    best = sorted(scores, key=scores.get, reverse=True)[:20]
+    assert [item for item, _ in index.popular()] == best
+    assert [item for item, _ in index.trending()] == sorted(scores, key=scores.get)[:20]
+    assert index.popular()[0][1] == 1.0 and index.popular()[1][1] == pytest.approx(2 ** (scores[best[1]] - scores[best[0]]))
+
+
+def test_category_tops_hold_each_categorys_most_popular_items():
+    settings = Settings(category_items=2)
+    index = InMemoryItemIndex(settings)
+    buf = SignalBuffer.for_settings(settings)
+    for item, weight, category in [("s1", 1.0, "shoes"), ("s2", 3.0, "shoes"), ("s3", 2.0, "shoes"),
+                                   ("g1", 5.0, "garden")]:
+        buf.add_interaction(item, [], weight, 0, category)
+    index.apply(buf)
+    assert [item for item, _ in index.category_items("shoes")] == ["s2", "s3"]
+    assert [item for item, _ in index.category_items("garden")] == ["g1"]
+    assert index.category_items("unknown") == []
+    assert index.categories_of(["s1", "g1", "nope"]) == ["shoes", "garden", None]
+    assert category_key(0, "shoes") in index.store
+
+
+def test_trending_forgets_faster_than_popular():
+    settings = Settings(half_life_ms=1000 * 3600, trending_half_life_ms=1000)
+    index = InMemoryItemIndex(settings)
+    buf = SignalBuffer.for_settings(settings)
+    buf.add_interaction("old-hit", [], 10.0, 0)
+    buf.add_interaction("new", [], 1.0, 60_000)  # a minute later: many trending half-lives, few popular ones
+    index.apply(buf)
+    assert index.popular()[0][0] == "old-hit"
+    assert index.trending()[0][0] == "new"
 
 
 def test_in_memory_index_ranks_neighbours_by_share_of_the_best():
     settings = Settings()
     index = InMemoryItemIndex(settings)
-    buf = SignalBuffer(settings.half_life_ms)
+    buf = SignalBuffer.for_settings(settings)
     buf.add_interaction("x", ["a"], 4.0, 0)
     buf.add_interaction("y", ["a"], 1.0, 0)
     index.apply(buf)

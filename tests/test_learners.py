@@ -1,65 +1,168 @@
-"""Every per-user learner survives pickle and clone: its state is persisted in the profile table."""
+"""Every learner survives pickle and clone (its state is persisted in a table), and the feedback loop
+from a shown list back into the ranker labels what it should."""
 
 import doctest
 import pickle
 
+import numpy as np
 import pytest
 
 from stream_app import core
 from stream_app.config import Settings
 from stream_app.events import Event
 from stream_app.items import InMemoryItemIndex, SignalBuffer
-from stream_app.learners import LEARNERS, interest_drift
+from stream_app.learners import LEARNERS, OnlineRanker, ProfileLearner, behaviour, feedback_labels, interest_drift, ranker
+from stream_app.partitioning import murmur2, partition_of
 from stream_app.profile import Profile, apply_event, event_digest
+from stream_app.recommend import FEATURES, decode_features
 
 SETTINGS = Settings()
 
 
 def shifting_events(n=120):
-    return [Event(f"e{i}", "u", f"i{i % 7}", "click", 1_000_000 + i * 1000,
-                  category="shoes" if i < n // 2 else "garden") for i in range(n)]
+    return [Event(f"e{i}", "u", f"i{i % 7}", "click", 1_000_000 + i * 1000, session_id=f"s{i // 10}",
+                  category="shoes" if i < n // 2 else "garden", dwell_ms=100 * i) for i in range(n)]
 
 
-def feed(learner, profile, events):
-    for event in events:
-        learner.learn_one(profile, event)
-        apply_event(profile, event, event_digest(event.event_id), SETTINGS)
+class Feeder:
+    """Drives any learner with a deterministic stream of its own kind of input."""
+
+    def __init__(self, cls):
+        self.cls = cls
+        self.profile = core.new_profile("u", SETTINGS)
+
+    def make(self):
+        return self.cls() if issubclass(self.cls, ProfileLearner) else OnlineRanker(FEATURES, warm_up=10)
+
+    def feed(self, learner, events):
+        if isinstance(learner, ProfileLearner):
+            for event in events:
+                learner.learn_one(self.profile, event)
+                apply_event(self.profile, event, event_digest(event.event_id), SETTINGS)
+        else:
+            for event in events:
+                x = [(hash(event.item_id) % 7) / 7.0] * len(FEATURES)
+                learner.learn_one(x, event.item_id.endswith(("1", "3")))
 
 
 @pytest.mark.parametrize("cls", LEARNERS)
 def test_pickled_learner_continues_exactly_like_the_original(cls):
     events = shifting_events()
-    original, profile = cls(), core.new_profile("u", SETTINGS)
-    feed(original, profile, events[:50])
+    feeder = Feeder(cls)
+    original = feeder.make()
+    feeder.feed(original, events[:50])
     restored = pickle.loads(pickle.dumps(original))
-    copy_profile = Profile.from_json(profile.to_json())
-    feed(original, profile, events[50:])
-    feed(restored, copy_profile, events[50:])
+    copy = Feeder(cls)
+    copy.profile = Profile.from_json(feeder.profile.to_json())
+    feeder.feed(original, events[50:])
+    copy.feed(restored, events[50:])
     assert pickle.dumps(restored.__dict__) == pickle.dumps(original.__dict__)
-    assert copy_profile.to_dict(internal=False) == profile.to_dict(internal=False)
+    assert copy.profile.to_dict(internal=False) == feeder.profile.to_dict(internal=False)
 
 
 @pytest.mark.parametrize("cls", LEARNERS)
 def test_clone_has_the_settings_and_none_of_the_state(cls):
-    learner = cls()
-    feed(learner, core.new_profile("u", SETTINGS), shifting_events())
+    feeder = Feeder(cls)
+    learner = feeder.make()
+    feeder.feed(learner, shifting_events())
     fresh = learner.clone()
     assert type(fresh) is cls
-    assert pickle.dumps(fresh.__dict__) == pickle.dumps(cls().__dict__)
+    assert pickle.dumps(fresh.__dict__) == pickle.dumps(feeder.make().__dict__)
+    assert pickle.dumps(fresh.__dict__) != pickle.dumps(learner.__dict__)
 
 
 def test_learner_state_travels_in_the_profile_json_and_not_in_public_snapshots():
     settings = Settings(drift_handling=True)
     profile, index = core.new_profile("u", settings), InMemoryItemIndex(settings)
     for event in shifting_events():
-        core.process(profile, event, index, SignalBuffer(settings.half_life_ms), settings, now_ms=0)
+        core.process(profile, event, index, SignalBuffer.for_settings(settings), settings, now_ms=0)
     drift = profile.live[interest_drift.InterestDrift.name]
     assert drift.drifts >= 1
     restored = Profile.from_json(profile.to_json())
     again = restored.learner(interest_drift.InterestDrift.name, lambda: None)
     assert again.drifts == drift.drifts and again.last_drift_ts == drift.last_drift_ts
-    assert "learner_state" not in profile.to_dict(internal=False)
+    public = profile.to_dict(internal=False)
+    assert "learner_state" not in public and "shown_features" not in public
+    assert public["stats"]["sessions"] == 12 and public["stats"]["interest_drifts"] == drift.drifts
+    assert public["stats"]["events_per_session"] == 10.0
 
 
-def test_docstring_examples_run():
-    assert doctest.testmod(interest_drift).failed == 0
+def test_behaviour_stats_learn_repeat_propensity_and_type_mix():
+    learner, profile = behaviour.BehaviourStats(alpha=0.5), core.new_profile("u", SETTINGS)
+    for i, (item, kind) in enumerate([("a", "browse"), ("a", "click"), ("a", "browse"), ("a", "click")]):
+        event = Event(f"e{i}", "u", item, kind, i * 1000)
+        learner.learn_one(profile, event)
+        apply_event(profile, event, event_digest(event.event_id), SETTINGS)
+    # repeat: 0, 1, 1, 1 with alpha 0.5 -> 0.875 (River's EWMean starts at the first value)
+    assert learner.repeat_propensity == pytest.approx(0.875)
+    assert learner.public()["type_mix"]["click"] == pytest.approx(0.625)
+
+
+# --------------------------------------------------------------------------------- feedback labels
+
+def test_hit_is_the_positive_and_negatives_come_from_the_rest_of_the_shown_list():
+    shown = ["a", "b", "c", "d", "e", "f", "g"]
+    labels = feedback_labels(shown, "c", "ev-1", negatives=3, seed=7)
+    assert labels[0] == (2, True)
+    negatives = [row for row, label in labels if not label]
+    assert len(negatives) == 3 and 2 not in negatives and len(set(negatives)) == 3
+    assert feedback_labels(shown, "c", "ev-1", 3, 7) == labels  # the same event always learns the same
+    assert feedback_labels(shown, "c", "ev-2", 3, 7) != labels or feedback_labels(shown, "c", "ev-3", 3, 7) != labels
+
+
+def test_a_miss_teaches_only_negatives_and_a_short_list_all_of_them():
+    assert feedback_labels(["a", "b"], "z", "ev", negatives=4, seed=1) == [(0, False), (1, False)]
+    assert feedback_labels(["a", "b"], "b", "ev", negatives=4, seed=1) == [(1, True), (0, False)]
+    assert feedback_labels([], "b", "ev", negatives=4, seed=1) == []
+
+
+def test_the_next_event_judges_the_shown_list_through_the_core():
+    settings = Settings(ranker_negatives=2, ranker_warm_up=10**6)
+    index = InMemoryItemIndex(settings)
+    ranker_ = core.new_ranker(settings)
+    profile = core.new_profile("u", settings)
+    first = Event("e1", "u", "a", "click", 1000)
+    core.process(profile, first, index, SignalBuffer.for_settings(settings), settings, 0, ranker_)
+    assert profile.shown == ["a"]  # only its own item to show so far
+    rows = decode_features(profile.shown_features, 1)
+    assert rows[0][FEATURES.index("last_after_click")] == 1.0
+    copy = Profile.from_json(profile.to_json())
+    assert copy.shown == profile.shown and copy.shown_features == profile.shown_features
+    core.process(profile, Event("e2", "u", "a", "purchase", 2000, stage="cart"), index,
+                 SignalBuffer.for_settings(settings), settings, 0, ranker_)
+    assert (ranker_.labels, ranker_.positives) == (1, 1)
+    core.process(profile, Event("e3", "u", "zz", "browse", 3000), index,
+                 SignalBuffer.for_settings(settings), settings, 0, ranker_)
+    assert (ranker_.labels, ranker_.positives) == (2, 1)  # a miss: "a" was shown, a negative
+    # a duplicate event teaches nothing
+    core.process(profile, Event("e3", "u", "zz", "browse", 3000), index,
+                 SignalBuffer.for_settings(settings), settings, 0, ranker_)
+    assert ranker_.labels == 2
+
+
+def test_a_warm_ranker_reorders_by_what_it_learned():
+    settings = Settings(ranker_warm_up=5, top_k=3)
+    warm = core.new_ranker(settings)
+    x = np.zeros(len(FEATURES))
+    popular_row, repeat_row = x.copy(), x.copy()
+    popular_row[FEATURES.index("popular")] = 1.0
+    repeat_row[FEATURES.index("repeat")] = 1.0
+    for _ in range(50):
+        warm.learn_one(popular_row, True)
+        warm.learn_one(repeat_row, False)
+    assert warm.ready
+    scores = warm.score_many(np.array([popular_row, repeat_row]))
+    assert scores[0] > scores[1]
+
+
+def test_partitioning_matches_the_kafka_client():
+    from kafka.partitioner.default import murmur2 as client_murmur2
+
+    for key in ["", "u", "user-1", "s1234", "ü-ñ", "x" * 33]:
+        assert murmur2(key.encode()) == client_murmur2(key.encode())
+    assert {partition_of(f"u{i}", 8) for i in range(200)} == set(range(8))
+
+
+@pytest.mark.parametrize("module", [interest_drift, behaviour, ranker])
+def test_docstring_examples_run(module):
+    assert doctest.testmod(module).failed == 0

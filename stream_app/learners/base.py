@@ -1,4 +1,4 @@
-"""The contract of a per-user learner."""
+"""The contracts of the learners whose state the workers persist."""
 
 from __future__ import annotations
 
@@ -10,7 +10,26 @@ from typing import Any
 from ..events import Event
 
 
-class ProfileLearner(abc.ABC):
+class Persistent(abc.ABC):
+    """State that travels in a table's changelog: pickled, base64 text. `clone` gives a fresh
+    learner with the same settings and no state."""
+
+    def clone(self) -> "Persistent":
+        return self._fresh()
+
+    @abc.abstractmethod
+    def _fresh(self) -> "Persistent": ...
+
+    def dumps(self) -> str:
+        return base64.b64encode(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)).decode("ascii")
+
+    @staticmethod
+    def loads(text: str) -> Any:
+        # Only ever the worker's own state, read back from its own changelog topic.
+        return pickle.loads(base64.b64decode(text))
+
+
+class ProfileLearner(Persistent):
     """Learns from a user's events, one at a time, and may adjust the user's profile.
 
     Settings are constructor arguments; randomness, if any, comes only from a `seed` argument.
@@ -24,17 +43,6 @@ class ProfileLearner(abc.ABC):
     @abc.abstractmethod
     def learn_one(self, profile: Any, event: Event) -> None: ...
 
-    def clone(self) -> "ProfileLearner":
-        """A fresh learner with the same settings and no state."""
-        return self._fresh()
-
-    @abc.abstractmethod
-    def _fresh(self) -> "ProfileLearner": ...
-
-    def dumps(self) -> str:
-        return base64.b64encode(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)).decode("ascii")
-
-    @staticmethod
-    def loads(text: str) -> "ProfileLearner":
-        # Only ever the worker's own state, read back from its own changelog topic.
-        return pickle.loads(base64.b64decode(text))
+    def public(self) -> dict[str, Any]:
+        """What the public profile shows of this learner (its `stats`)."""
+        return {}

@@ -51,6 +51,9 @@ class InterestDrift(ProfileLearner):
     def _fresh(self) -> "InterestDrift":
         return InterestDrift(self.top, self.downweight, self.warm_start, self.drift_threshold)
 
+    def public(self) -> dict[str, Any]:
+        return {"interest_drifts": self.drifts, "last_drift_ts": self.last_drift_ts}
+
     def learn_one(self, profile: Any, event: Event) -> None:
         if event.category is None or not profile.category_affinity:
             return
