@@ -125,6 +125,7 @@ class Settings:
     affinity_max: int = 200
     seen_ids_max: int = 2048
     half_life_ms: int = 24 * 3600 * 1000
+    interest_half_life_ms: int = 14 * 24 * 3600 * 1000  # long-term interests (profile.interests)
     # Item side
     covis_window_ms: int = 24 * 3600 * 1000
     covis_prev_items: int = 5
@@ -147,9 +148,10 @@ class Settings:
     ranker_negatives: int = 4  # shown-but-not-hit items learned per judged list
     ranker_warm_up: int = 1000
     ranker_seed: int = 7
-    # Per-user interest drift (learners/interest_drift.py): on a detected change, divide old
-    # affinities by drift_downweight. Off by default: it has not yet improved profile accuracy on
-    # the synthetic log (see README, Evaluation); `evaluate` reports it on and off.
+    # Per-user interest drift (learners/interest_drift.py): a Page-Hinkley test on how surprising
+    # each session is to the long-term interests; on a change, divide them by drift_downweight.
+    # Off by default: on the synthetic log it lifts drifting users' profile accuracy and costs
+    # stable users a little (README, Evaluation); `evaluate` reports it on and off.
     drift_handling: bool = False
     drift_downweight: float = 8.0
     weights: EventWeights = field(default_factory=EventWeights)
@@ -161,7 +163,7 @@ class Settings:
                 f"set {ENV_PREFIX}REC_POLICY to one of them"
             )
         for name in ("partitions", "max_payload_bytes", "batch_max", "fetch_max_wait_ms", "top_k", "recent_max",
-                     "affinity_max", "seen_ids_max", "half_life_ms",
+                     "affinity_max", "seen_ids_max", "half_life_ms", "interest_half_life_ms",
                      "covis_neighbors_max", "covis_candidates_per_item", "repeat_candidates", "popular_per_partition",
                      "trending_half_life_ms", "category_items"):
             if getattr(self, name) < 1:

@@ -25,7 +25,8 @@ class Outcome:
 
 
 def new_profile(user_id: str, settings: Settings) -> Profile:
-    return Profile(user_id=user_id, half_life_ms=settings.half_life_ms)
+    return Profile(user_id=user_id, half_life_ms=settings.half_life_ms,
+                   interest_half_life_ms=settings.interest_half_life_ms)
 
 
 def new_ranker(settings: Settings) -> OnlineRanker:

@@ -280,16 +280,16 @@ class RiverMF:
 # --------------------------------------------------------------------------------------- the pass
 
 def profile_accuracy(profiles: dict[str, Profile], truth: dict[str, Any], k: int = 3) -> dict[str, Any]:
-    """NDCG@k of each user's true top-category interests against the profile's category affinities
+    """NDCG@k of each user's true top-category interests against the profile's long-term interests
     (leaf categories `c<top>.<leaf>` summed into their top category)."""
     scores = {"all": [], "drifted": [], "stable": []}
     for user_id, t in truth["users"].items():
         profile = profiles.get(user_id)
-        if profile is None or not profile.category_affinity or profile.last_seen is None:
+        if profile is None or not profile.interests or profile.last_seen is None:
             continue
         per_top: dict[str, float] = collections.defaultdict(float)
-        for leaf, stored in profile.category_affinity.items():
-            per_top[leaf.split(".")[0]] += decay.value_at(stored, profile.last_seen, profile.half_life_ms)
+        for leaf, stored in profile.interests.items():
+            per_top[leaf.split(".")[0]] += decay.value_at(stored, profile.last_seen, profile.interest_half_life_ms)
         ranked = sorted(per_top, key=per_top.get, reverse=True)
         value = ndcg_graded(t["interests"], ranked, k)
         scores["all"].append(value)

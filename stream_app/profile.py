@@ -31,6 +31,9 @@ class Profile:
     recent: list[list[Any]] = field(default_factory=list)  # [item_id, type, ts], most recent last
     item_affinity: dict[str, float] = field(default_factory=dict)  # log2 forward-decayed
     category_affinity: dict[str, float] = field(default_factory=dict)
+    # Long-term interests: category affinity with interest_half_life_ms (weeks, not a day); what
+    # the user is into, as opposed to what the session is about. Drift handling resets it.
+    interests: dict[str, float] = field(default_factory=dict)
     first_seen: int | None = None
     last_seen: int | None = None
     # Idempotence: digests of applied event_ids (-> event ts), at most ~seen_ids_max, plus a floor:
@@ -45,6 +48,7 @@ class Profile:
     shown: list[str] = field(default_factory=list)
     shown_features: str | None = None
     half_life_ms: int = 24 * 3600 * 1000
+    interest_half_life_ms: int = 14 * 24 * 3600 * 1000
     # Per-user learners (stream_app/learners): pickled state as stored, and the live objects of
     # this batch (unpickled on first use, pickled back by to_dict).
     learner_state: dict[str, str] = field(default_factory=dict)
@@ -87,6 +91,7 @@ class Profile:
             "user_id": self.user_id, "version": self.version, "event_count": self.event_count,
             "counts": self.counts, "stages": self.stages, "recent": self.recent,
             "item_affinity": self.item_affinity, "category_affinity": self.category_affinity,
+            "interests": self.interests, "interest_half_life_ms": self.interest_half_life_ms,
             "first_seen": self.first_seen, "last_seen": self.last_seen,
             "last_rec_ts": self.last_rec_ts, "stats": self.stats, "half_life_ms": self.half_life_ms,
             "schema_version": 1,
@@ -119,6 +124,8 @@ class Profile:
             user_id=data["user_id"], version=data["version"], event_count=data["event_count"],
             counts=data["counts"], stages=data["stages"], recent=data["recent"],
             item_affinity=data["item_affinity"], category_affinity=data["category_affinity"],
+            interests=data.get("interests", {}),
+            interest_half_life_ms=data.get("interest_half_life_ms", Profile.interest_half_life_ms),
             first_seen=data["first_seen"], last_seen=data["last_seen"],
             seen_event_ids=data.get("seen_event_ids", {}), dedupe_floor=data.get("dedupe_floor"),
             last_rec_ts=data["last_rec_ts"], learner_state=data.get("learner_state", {}),
@@ -159,6 +166,8 @@ def apply_event(profile: Profile, event: Event, digest: str, settings: Settings)
     if event.category is not None:
         decay.add(profile.category_affinity, event.category, stored)
         profile.category_affinity = decay.prune(profile.category_affinity, settings.affinity_max)
+        decay.add(profile.interests, event.category, decay.log_weight(weight, event.ts, profile.interest_half_life_ms))
+        profile.interests = decay.prune(profile.interests, settings.affinity_max)
 
     profile.first_seen = event.ts if profile.first_seen is None else min(profile.first_seen, event.ts)
     profile.last_seen = event.ts if profile.last_seen is None else max(profile.last_seen, event.ts)

@@ -20,7 +20,7 @@ SETTINGS = Settings()
 
 
 def shifting_events(n=120):
-    return [Event(f"e{i}", "u", f"i{i % 7}", "click", 1_000_000 + i * 1000, session_id=f"s{i // 10}",
+    return [Event(f"e{i}", "u", f"i{i % 7}", "click", 1_000_000 + i * 1000, session_id=f"s{i // 5}",
                   category="shoes" if i < n // 2 else "garden", dwell_ms=100 * i) for i in range(n)]
 
 
@@ -83,8 +83,8 @@ def test_learner_state_travels_in_the_profile_json_and_not_in_public_snapshots()
     assert again.drifts == drift.drifts and again.last_drift_ts == drift.last_drift_ts
     public = profile.to_dict(internal=False)
     assert "learner_state" not in public and "shown_features" not in public
-    assert public["stats"]["sessions"] == 12 and public["stats"]["interest_drifts"] == drift.drifts
-    assert public["stats"]["events_per_session"] == 10.0
+    assert public["stats"]["sessions"] == 24 and public["stats"]["interest_drifts"] == drift.drifts
+    assert public["stats"]["events_per_session"] == 5.0
 
 
 def test_behaviour_stats_learn_repeat_propensity_and_type_mix():

@@ -1,22 +1,27 @@
-"""Interest drift: notice when a user's categories change, and let old interests fade at once."""
+"""Interest drift: notice when a user's interests change, and let the old ones fade at once."""
 
 from __future__ import annotations
 
 import math
 from typing import Any
 
-from river.drift.binary import DDM
+from river import drift
 
-from .. import decay
 from ..events import Event
 from .base import ProfileLearner
 
+MAX_SURPRISE_BITS = 8.0
+
 
 class InterestDrift(ProfileLearner):
-    """A River DDM detector on the user's "surprise" stream: 1 when an event's category is not
-    among the profile's `top` strongest categories, else 0. When DDM reports a drift, every item
-    and category affinity the profile holds is divided by `downweight`, so the interests that
-    follow the change dominate the profile from then on instead of after several half-lives.
+    """A River Page-Hinkley test on how surprising each new session is to the profile's long-term
+    interests: at a session's first event, the surprise is -log2 of its category's share of the
+    interests (capped at 8 bits). Sessions, not events, are the observations: the events of a
+    session share its topic, so counting each would make one off-topic session look like a change.
+    When the test fires, the interests are divided by `downweight` (aged log2(downweight) long
+    half-lives at once), so the interests after the change dominate, and the test restarts.
+
+    A session starts at a new `session_id`, or after `session_gap_ms` of silence.
 
     >>> from stream_app.config import Settings
     >>> from stream_app.core import new_profile
@@ -24,44 +29,60 @@ class InterestDrift(ProfileLearner):
     >>> from stream_app.profile import apply_event, event_digest
     >>> settings = Settings()
     >>> profile = new_profile("u", settings)
-    >>> learner = InterestDrift(warm_start=10)
-    >>> for i in range(80):
-    ...     category = "shoes" if i < 40 else "garden"
-    ...     event = Event(f"e{i}", "u", f"i{i}", "click", 1_000_000 + i * 1000, category=category)
+    >>> learner = InterestDrift()
+    >>> for i in range(60):  # 12 sessions of 5 events: shoes, then garden from the 7th on
+    ...     category = "shoes" if i < 30 else "garden"
+    ...     event = Event(f"e{i}", "u", f"i{i}", "click", i * 3_600_000, session_id=f"s{i // 5}",
+    ...                   category=category)
     ...     learner.learn_one(profile, event)
     ...     apply_event(profile, event, event_digest(event.event_id), settings)
     >>> learner.drifts
     1
-    >>> max(profile.category_affinity, key=profile.category_affinity.get)
+    >>> max(profile.interests, key=profile.interests.get)
     'garden'
     """
 
     name = "interest_drift"
 
-    def __init__(self, top: int = 3, downweight: float = 8.0, warm_start: int = 30,
-                 drift_threshold: float = 3.0):
-        self.top = top
+    def __init__(self, downweight: float = 8.0, threshold: float = 8.0, delta: float = 1.0, min_sessions: int = 3,
+                 session_gap_ms: int = 30 * 60 * 1000):
         self.downweight = downweight
-        self.warm_start = warm_start
-        self.drift_threshold = drift_threshold
-        self.detector = DDM(warm_start=warm_start, drift_threshold=drift_threshold)
+        self.threshold = threshold
+        self.delta = delta
+        self.min_sessions = min_sessions
+        self.session_gap_ms = session_gap_ms
+        self.detector = self._detector()
         self.drifts = 0
         self.last_drift_ts: int | None = None
+        self.session: str | None = None
+        self.last_ts: int | None = None
+
+    def _detector(self) -> drift.PageHinkley:
+        return drift.PageHinkley(min_instances=self.min_sessions, delta=self.delta, threshold=self.threshold,
+                                 mode="up")
 
     def _fresh(self) -> "InterestDrift":
-        return InterestDrift(self.top, self.downweight, self.warm_start, self.drift_threshold)
+        return InterestDrift(self.downweight, self.threshold, self.delta, self.min_sessions, self.session_gap_ms)
 
     def public(self) -> dict[str, Any]:
         return {"interest_drifts": self.drifts, "last_drift_ts": self.last_drift_ts}
 
     def learn_one(self, profile: Any, event: Event) -> None:
-        if event.category is None or not profile.category_affinity:
+        new_session = (self.last_ts is None
+                       or (event.session_id is not None and event.session_id != self.session)
+                       or event.ts - self.last_ts > self.session_gap_ms)
+        self.session = event.session_id
+        self.last_ts = event.ts if self.last_ts is None else max(self.last_ts, event.ts)
+        if not new_session or event.category is None or not profile.interests:
             return
-        strongest = {c for c, _ in decay.top(profile.category_affinity, self.top)}
-        self.detector.update(0 if event.category in strongest else 1)
+        best = max(profile.interests.values())
+        total = sum(2.0 ** (v - best) for v in profile.interests.values())
+        mine = profile.interests.get(event.category)
+        share = 2.0 ** (mine - best) / total if mine is not None else 0.0
+        self.detector.update(min(MAX_SURPRISE_BITS, -math.log2(share)) if share > 0 else MAX_SURPRISE_BITS)
         if self.detector.drift_detected:
             self.drifts += 1
             self.last_drift_ts = event.ts
             shift = math.log2(self.downweight)
-            profile.category_affinity = {k: v - shift for k, v in profile.category_affinity.items()}
-            profile.item_affinity = {k: v - shift for k, v in profile.item_affinity.items()}
+            profile.interests = {k: v - shift for k, v in profile.interests.items()}
+            self.detector = self._detector()
