@@ -148,6 +148,10 @@ class Settings:
     ranker_negatives: int = 4  # shown-but-not-hit items learned per judged list
     ranker_warm_up: int = 1000
     ranker_seed: int = 7
+    # Exploration (learners/strategy_bandit.py): per partition and user segment, an epsilon-greedy
+    # River bandit picks the ranker or the prior for each list, rewarded by hits. Off by default.
+    bandit: bool = False
+    bandit_epsilon: float = 0.1
     # Per-user interest drift (learners/interest_drift.py): a Page-Hinkley test on how surprising
     # each session is to the long-term interests; on a change, divide them by drift_downweight.
     # Off by default: on the synthetic log it lifts drifting users' profile accuracy and costs

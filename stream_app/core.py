@@ -13,7 +13,7 @@ from typing import Any
 from .config import Settings
 from .events import Event
 from .items import ItemIndex, SignalBuffer
-from .learners import BehaviourStats, InterestDrift, OnlineRanker
+from .learners import BehaviourStats, InterestDrift, OnlineRanker, PartitionLearners, StrategyBandit, segment_of
 from .profile import Profile, apply_event, event_digest
 from .recommend import FEATURES, MODEL_VERSIONS, decode_features, recommend
 
@@ -34,14 +34,23 @@ def new_ranker(settings: Settings) -> OnlineRanker:
                         warm_up=settings.ranker_warm_up, seed=settings.ranker_seed)
 
 
-def learn_feedback(profile: Profile, event: Event, ranker: OnlineRanker) -> int:
-    """The user's previous list, judged by this event, teaches the ranker; then it is forgotten."""
+def new_partition_learners(settings: Settings) -> PartitionLearners:
+    bandit = StrategyBandit(settings.bandit_epsilon, settings.ranker_seed) if settings.bandit else None
+    return PartitionLearners(new_ranker(settings), bandit)
+
+
+def learn_feedback(profile: Profile, event: Event, learners: PartitionLearners) -> int:
+    """The user's previous list, judged by this event, teaches the ranker (and rewards the strategy
+    that chose it); then it is forgotten. Returns the number of ranker labels learned."""
     learned = 0
     if profile.shown:
         matrix = decode_features(profile.shown_features, len(profile.shown))
         if matrix is not None:
-            learned = ranker.learn_feedback(profile.shown, matrix, event.item_id, event.event_id)
-    profile.shown, profile.shown_features = [], None
+            learned = learners.ranker.learn_feedback(profile.shown, matrix, event.item_id, event.event_id)
+        if learners.bandit is not None and profile.shown_strategy:
+            segment, strategy = profile.shown_strategy.split(":", 1)
+            learners.bandit.update(segment, strategy, 1.0 if event.item_id in profile.shown else 0.0)
+    profile.shown, profile.shown_features, profile.shown_strategy = [], None, None
     return learned
 
 
@@ -60,14 +69,14 @@ def rec_id_for(event_id: str) -> str:
 
 
 def process(profile: Profile, event: Event, index: ItemIndex, signals: SignalBuffer, settings: Settings,
-            now_ms: int, ranker: OnlineRanker | None = None) -> Outcome:
+            now_ms: int, learners: PartitionLearners | None = None) -> Outcome:
     """Apply one event to its user's profile (in place), add its item signals, maybe recommend.
-    `ranker` is the online ranker of the event's partition (None: rank by the prior, learn nothing)."""
+    `learners`: the ranker (and bandit) of the event's partition; None: rank by the prior, learn nothing."""
     digest = event_digest(event.event_id)
     if not profile.admits(digest, event.ts):
         return Outcome(False, None)
-    if ranker is not None:
-        learn_feedback(profile, event, ranker)
+    if learners is not None:
+        learn_feedback(profile, event, learners)
     behaviour = profile.learner(BehaviourStats.name, BehaviourStats)
     behaviour.learn_one(profile, event)
     if settings.drift_handling:
@@ -82,8 +91,19 @@ def process(profile: Profile, event: Event, index: ItemIndex, signals: SignalBuf
     if not should_emit(profile, event, settings):
         return Outcome(True, None)
     profile.last_rec_ts = event.ts
+    ranker, strategy = None, "prior"
+    if learners is not None:
+        strategy = "ranker"
+        if learners.bandit is not None:
+            segment = segment_of(profile.event_count)
+            strategy = learners.bandit.pull(segment)
+            profile.shown_strategy = f"{segment}:{strategy}"
+        if strategy == "ranker" and learners.ranker.ready:
+            ranker = learners.ranker
+        else:
+            strategy = "prior"
     ranked = recommend(profile, event, index, settings, ranker, behaviour.repeat_propensity)
-    if ranker is not None:
+    if learners is not None:
         profile.shown = [item["item_id"] for item in ranked.items]
         profile.shown_features = ranked.encoded_features()
     return Outcome(True, {
@@ -94,6 +114,6 @@ def process(profile: Profile, event: Event, index: ItemIndex, signals: SignalBuf
         "event_ts": event.ts,
         "generated_at": now_ms,
         "profile_version": profile.version,
-        "model": MODEL_VERSIONS,
+        "model": {**MODEL_VERSIONS, "ranking": strategy},
         "schema_version": 1,
     })

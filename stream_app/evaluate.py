@@ -31,7 +31,7 @@ from . import core, decay
 from .config import Settings
 from .events import Event
 from .items import InMemoryItemIndex, SignalBuffer
-from .learners import OnlineRanker
+from .learners import PartitionLearners
 from .logs import load_sorted
 from .partitioning import partition_of
 from .profile import Profile
@@ -155,23 +155,23 @@ class StreamAppModel:
         self.index = InMemoryItemIndex(settings)
         self.profiles: dict[str, Profile] = {}
         self.signals = SignalBuffer.for_settings(settings)
-        self.rankers: dict[int, OnlineRanker] = {}
+        self.partition_learners: dict[int, PartitionLearners] = {}
 
-    def ranker_for(self, user_id: str) -> OnlineRanker | None:
+    def learners_for(self, user_id: str) -> PartitionLearners | None:
         if not self.settings.ranker:
             return None
         partition = partition_of(user_id, self.settings.partitions)
-        ranker = self.rankers.get(partition)
-        if ranker is None:
-            ranker = self.rankers[partition] = core.new_ranker(self.settings)
-        return ranker
+        learners = self.partition_learners.get(partition)
+        if learners is None:
+            learners = self.partition_learners[partition] = core.new_partition_learners(self.settings)
+        return learners
 
     def learn(self, event: Event) -> list[str]:
         profile = self.profiles.get(event.user_id)
         if profile is None:
             profile = self.profiles[event.user_id] = core.new_profile(event.user_id, self.settings)
         outcome = core.process(profile, event, self.index, self.signals, self.settings, now_ms=0,
-                               ranker=self.ranker_for(event.user_id))
+                               learners=self.learners_for(event.user_id))
         if outcome.recommendation is None:
             return []
         return [item["item_id"] for item in outcome.recommendation["items"]]
@@ -310,6 +310,8 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
         models += [without_drift,
                    StreamAppModel(settings.replace(ranker=not settings.ranker),
                                   name="stream-app, ranker " + ("off (prior)" if settings.ranker else "on")),
+                   StreamAppModel(settings.replace(bandit=not settings.bandit),
+                                  name="stream-app, exploration " + ("off" if settings.bandit else "on (bandit)")),
                    *(SingleSource(hybrid, source) for source in SOURCE_WEIGHTS),
                    MostPopular(k), MostPopular(k, window_events=10_000),
                    RiverMF("FunkMF", k), RiverMF("BiasedMF", k)]

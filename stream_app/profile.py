@@ -13,7 +13,8 @@ from .config import Settings
 from .events import Event
 
 
-_INTERNAL_FIELDS = frozenset({"seen_event_ids", "dedupe_floor", "learner_state", "shown", "shown_features"})
+_INTERNAL_FIELDS = frozenset({"seen_event_ids", "dedupe_floor", "learner_state", "shown", "shown_features",
+                              "shown_strategy"})
 
 
 def event_digest(event_id: str) -> str:
@@ -47,6 +48,7 @@ class Profile:
     # judges it, and the ranker learns from that (learners/ranker.py).
     shown: list[str] = field(default_factory=list)
     shown_features: str | None = None
+    shown_strategy: str | None = None  # "<segment>:<strategy>" the bandit chose, when exploration is on
     half_life_ms: int = 24 * 3600 * 1000
     interest_half_life_ms: int = 14 * 24 * 3600 * 1000
     # Per-user learners (stream_app/learners): pickled state as stored, and the live objects of
@@ -101,6 +103,7 @@ class Profile:
             out["dedupe_floor"] = self.dedupe_floor
             out["shown"] = self.shown
             out["shown_features"] = self.shown_features
+            out["shown_strategy"] = self.shown_strategy
             out["learner_state"] = self.learner_state
         for name, live in self.live.items():
             if internal:
@@ -130,6 +133,7 @@ class Profile:
             seen_event_ids=data.get("seen_event_ids", {}), dedupe_floor=data.get("dedupe_floor"),
             last_rec_ts=data["last_rec_ts"], learner_state=data.get("learner_state", {}),
             stats=data.get("stats", {}), shown=data.get("shown", []), shown_features=data.get("shown_features"),
+            shown_strategy=data.get("shown_strategy"),
             half_life_ms=data["half_life_ms"],
         )
 

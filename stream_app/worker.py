@@ -30,7 +30,7 @@ from .config import EVENT_TYPES, Settings
 from .contracts import Rejection, Source, check_input
 from .events import Event
 from .items import CachedItemIndex, SignalBuffer, apply_signals
-from .learners import OnlineRanker, Persistent
+from .learners import PartitionLearners, Persistent
 from .output import BatchProducer, Outbox
 from .profile import Profile
 from .redis_store import ProfileStore, RedisStoreConfig
@@ -39,7 +39,7 @@ log = logging.getLogger("stream_app.worker")
 
 STATUS_TTL_S = 15
 PROFILE_TABLE = "profiles"
-RANKER_TABLE = "rankers"
+LEARNER_TABLE = "partition-learners"
 ITEM_TABLE = "items"
 
 
@@ -69,24 +69,25 @@ class TableItemIndex(CachedItemIndex):
         return orjson.loads(raw) if raw is not None else None
 
 
-class PartitionRankers:
-    """The online ranker of each input partition: live objects, restored from the rankers table on
-    first use after an assignment, written back (table + changelog) for the partitions a batch used."""
+class PartitionState:
+    """The learners of each input partition (ranker, bandit): live objects, restored from their table
+    on first use after an assignment, written back (table + changelog) for the partitions a batch used."""
 
     def __init__(self, data: Any, settings: Settings):
         self.data = data
         self.settings = settings
-        self.live: dict[int, OnlineRanker] = {}
+        self.live: dict[int, PartitionLearners] = {}
 
-    def get(self, partition: int) -> OnlineRanker | None:
+    def get(self, partition: int) -> PartitionLearners | None:
         if not self.settings.ranker:
             return None
-        ranker = self.live.get(partition)
-        if ranker is None:
+        learners = self.live.get(partition)
+        if learners is None:
             stored = self.data.get(str(partition).encode())
-            ranker = Persistent.loads(stored.decode()) if stored is not None else core.new_ranker(self.settings)
-            self.live[partition] = ranker
-        return ranker
+            learners = (Persistent.loads(stored.decode()) if stored is not None
+                        else core.new_partition_learners(self.settings))
+            self.live[partition] = learners
+        return learners
 
     def forget(self) -> None:
         """After a rebalance: the table holds the truth (recovered from the changelog)."""
@@ -145,10 +146,10 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
                                  value_type=bytes, synchronize_all_active_partitions=True)
     store = ProfileStore(RedisStoreConfig(settings.require_redis(), settings.namespace))
     output = BatchProducer(settings.require_kafka())
-    # One online ranker per input partition, its state in a table of the same partitioning.
-    ranker_table = app.Table(RANKER_TABLE, partitions=partitions, key_type=bytes, value_type=bytes)
-    rankers = PartitionRankers(ranker_table.data, settings)
-    ranker_changelog = ranker_table.changelog_topic_name
+    # The learners of each input partition (ranker, bandit), in a table of the same partitioning.
+    learner_table = app.Table(LEARNER_TABLE, partitions=partitions, key_type=bytes, value_type=bytes)
+    partition_state = PartitionState(learner_table.data, settings)
+    learner_changelog = learner_table.changelog_topic_name
     profile_changelog = profile_table.changelog_topic_name
     item_changelog = item_table.changelog_topic_name
     index = TableItemIndex(item_table.data, settings, partitions)
@@ -170,7 +171,7 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
             index.begin_batch()
             signals = SignalBuffer.for_settings(settings)
             outbox = Outbox()
-            used_rankers: set[int] = set()
+            used_learners: set[int] = set()
             changed: dict[str, tuple[Profile, int]] = {}
             loaded: dict[str, Profile] = {}
             valid: list[tuple[Event, Any]] = []
@@ -191,8 +192,8 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
                 if profile is None:
                     profile = loaded[checked.user_id] = load_profile(checked.user_id)
                 try:
-                    ranker = rankers.get(msg.partition)
-                    outcome = core.process(profile, checked, index, signals, settings, now, ranker)
+                    learners = partition_state.get(msg.partition)
+                    outcome = core.process(profile, checked, index, signals, settings, now, learners)
                 except Exception as exc:  # a bug must not stop the partition: park the event
                     dead_letter(outbox, Rejection("processing_error", f"{exc!r}\n{traceback.format_exc(limit=3)}",
                                                   Source(msg.topic, msg.partition, msg.offset), msg.key, msg.value),
@@ -203,8 +204,8 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
                     continue
                 counters.applied += 1
                 changed[checked.user_id] = (profile, msg.partition)
-                if ranker is not None:
-                    used_rankers.add(msg.partition)
+                if learners is not None:
+                    used_learners.add(msg.partition)
                 if outcome.recommendation is not None:
                     counters.recommendations += 1
                     outbox.add(topics.recommendations, msg.key, orjson.dumps(outcome.recommendation))
@@ -217,10 +218,10 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
                 profile_table.data[key] = snapshot
                 outbox.add(profile_changelog, key, snapshot, partition)
                 outbox.add(topics.profiles, key, public)
-            for partition in used_rankers:
-                state = rankers.live[partition].dumps().encode()
-                ranker_table.data[str(partition).encode()] = state
-                outbox.add(ranker_changelog, str(partition).encode(), state, partition)
+            for partition in used_learners:
+                state = partition_state.live[partition].dumps().encode()
+                learner_table.data[str(partition).encode()] = state
+                outbox.add(learner_changelog, str(partition).encode(), state, partition)
             for item_id, message in signals.messages():
                 outbox.add(topics.item_signals, item_id.encode(), orjson.dumps(message))
             counters.item_signals += len(signals)
@@ -273,7 +274,7 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
 
     @app.on_rebalance_complete.connect
     async def on_ready(sender: Any, *args: Any, **kwargs: Any) -> None:
-        rankers.forget()
+        partition_state.forget()
         readiness["ready"] = True
         await publish_status()
 

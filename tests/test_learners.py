@@ -11,7 +11,8 @@ from stream_app import core
 from stream_app.config import Settings
 from stream_app.events import Event
 from stream_app.items import InMemoryItemIndex, SignalBuffer
-from stream_app.learners import LEARNERS, OnlineRanker, ProfileLearner, behaviour, feedback_labels, interest_drift, ranker
+from stream_app.learners import (LEARNERS, OnlineRanker, ProfileLearner, StrategyBandit, behaviour, feedback_labels,
+                                 interest_drift, ranker, strategy_bandit)
 from stream_app.partitioning import murmur2, partition_of
 from stream_app.profile import Profile, apply_event, event_digest
 from stream_app.recommend import FEATURES, decode_features
@@ -32,17 +33,23 @@ class Feeder:
         self.profile = core.new_profile("u", SETTINGS)
 
     def make(self):
-        return self.cls() if issubclass(self.cls, ProfileLearner) else OnlineRanker(FEATURES, warm_up=10)
+        if self.cls is OnlineRanker:
+            return OnlineRanker(FEATURES, warm_up=10)
+        return self.cls()
 
     def feed(self, learner, events):
         if isinstance(learner, ProfileLearner):
             for event in events:
                 learner.learn_one(self.profile, event)
                 apply_event(self.profile, event, event_digest(event.event_id), SETTINGS)
+        elif isinstance(learner, OnlineRanker):
+            for event in events:
+                x = [int(event.item_id[1:]) / 7.0] * len(FEATURES)
+                learner.learn_one(x, event.item_id.endswith(("1", "3")))
         else:
             for event in events:
-                x = [(hash(event.item_id) % 7) / 7.0] * len(FEATURES)
-                learner.learn_one(x, event.item_id.endswith(("1", "3")))
+                segment = "new" if int(event.event_id[1:]) % 3 else "returning"
+                learner.update(segment, learner.pull(segment), 1.0 if event.item_id.endswith("1") else 0.0)
 
 
 @pytest.mark.parametrize("cls", LEARNERS)
@@ -117,26 +124,31 @@ def test_a_miss_teaches_only_negatives_and_a_short_list_all_of_them():
 
 
 def test_the_next_event_judges_the_shown_list_through_the_core():
-    settings = Settings(ranker_negatives=2, ranker_warm_up=10**6)
+    settings = Settings(ranker_negatives=2, ranker_warm_up=10**6, bandit=True)
     index = InMemoryItemIndex(settings)
-    ranker_ = core.new_ranker(settings)
+    learners = core.new_partition_learners(settings)
+    ranker_, bandit = learners.ranker, learners.bandit
     profile = core.new_profile("u", settings)
     first = Event("e1", "u", "a", "click", 1000)
-    core.process(profile, first, index, SignalBuffer.for_settings(settings), settings, 0, ranker_)
+    outcome = core.process(profile, first, index, SignalBuffer.for_settings(settings), settings, 0, learners)
+    assert outcome.recommendation["model"]["ranking"] == "prior"  # the ranker is not warm yet
     assert profile.shown == ["a"]  # only its own item to show so far
+    assert profile.shown_strategy.startswith("new:")
     rows = decode_features(profile.shown_features, 1)
     assert rows[0][FEATURES.index("last_after_click")] == 1.0
     copy = Profile.from_json(profile.to_json())
     assert copy.shown == profile.shown and copy.shown_features == profile.shown_features
+    first_arm = profile.shown_strategy.split(":")[1]
     core.process(profile, Event("e2", "u", "a", "purchase", 2000, stage="cart"), index,
-                 SignalBuffer.for_settings(settings), settings, 0, ranker_)
+                 SignalBuffer.for_settings(settings), settings, 0, learners)
     assert (ranker_.labels, ranker_.positives) == (1, 1)
+    assert bandit.policies["new"]._rewards[first_arm].get() == 1.0  # the hit rewarded the strategy shown
     core.process(profile, Event("e3", "u", "zz", "browse", 3000), index,
-                 SignalBuffer.for_settings(settings), settings, 0, ranker_)
+                 SignalBuffer.for_settings(settings), settings, 0, learners)
     assert (ranker_.labels, ranker_.positives) == (2, 1)  # a miss: "a" was shown, a negative
     # a duplicate event teaches nothing
     core.process(profile, Event("e3", "u", "zz", "browse", 3000), index,
-                 SignalBuffer.for_settings(settings), settings, 0, ranker_)
+                 SignalBuffer.for_settings(settings), settings, 0, learners)
     assert ranker_.labels == 2
 
 
@@ -155,6 +167,18 @@ def test_a_warm_ranker_reorders_by_what_it_learned():
     assert scores[0] > scores[1]
 
 
+def test_partition_learners_round_trip_through_their_table_record():
+    from stream_app.learners import Persistent
+
+    settings = Settings(bandit=True, ranker_warm_up=2)
+    learners = core.new_partition_learners(settings)
+    learners.ranker.learn_one([1.0] * len(FEATURES), True)
+    learners.bandit.update("new", "prior", 1.0)
+    again = Persistent.loads(learners.dumps())
+    assert again.ranker.labels == 1 and again.bandit.policies["new"]._rewards["prior"].get() == 1.0
+    assert again.clone().ranker.labels == 0
+
+
 def test_partitioning_matches_the_kafka_client():
     from kafka.partitioner.default import murmur2 as client_murmur2
 
@@ -163,6 +187,6 @@ def test_partitioning_matches_the_kafka_client():
     assert {partition_of(f"u{i}", 8) for i in range(200)} == set(range(8))
 
 
-@pytest.mark.parametrize("module", [interest_drift, behaviour, ranker])
+@pytest.mark.parametrize("module", [interest_drift, behaviour, ranker, strategy_bandit])
 def test_docstring_examples_run(module):
     assert doctest.testmod(module).failed == 0

@@ -242,10 +242,10 @@ def test_evaluate_via_kafka_scores_what_a_real_worker_published(services, tmp_pa
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", services["KAFKA_BOOTSTRAP_SERVERS"])
     monkeypatch.setenv("REDIS_URL", services["REDIS_URL"])
     monkeypatch.setenv("STREAM_APP_STATE_DIR", str(tmp_path))
-    result = evaluate_via_kafka(OTTO_SAMPLE, "otto", rate=300)
+    result = evaluate_via_kafka(OTTO_SAMPLE, "otto", rate=100)
     assert result["via_kafka"]["judged"] == result["in_process"]["judged"] == 862 - 20
     assert result["via_kafka"]["missing_recommendations"] == 0
     # Item state becomes visible in a worker after a wall-clock lag; the in-process pass models it
-    # by batch size. Agreement measured so far: 0.005-0.013 on Recall@20 (issue 3 asks for 0.01).
-    assert result["abs_difference"]["recall@20"] < 0.03
-    assert result["abs_difference"]["mrr@20"] < 0.03
+    # by batch size (rate x ITEM_VISIBILITY_S events). The issue's bound: 0.01 absolute.
+    for metric in ("recall@20", "mrr@20", "ndcg@20"):
+        assert result["abs_difference"][metric] < 0.01, (metric, result["abs_difference"])
