@@ -144,7 +144,7 @@ class Settings:
     # learning from the feedback of the shown lists; ranks by the prior until it has seen
     # ranker_warm_up labels.
     ranker: bool = True
-    ranker_learning_rate: float = 0.05
+    ranker_learning_rate: float = 0.01
     ranker_negatives: int = 4  # shown-but-not-hit items learned per judged list
     ranker_warm_up: int = 1000
     ranker_seed: int = 7
