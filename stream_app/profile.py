@@ -77,6 +77,8 @@ class Profile:
     def recent_items(self, limit: int, since_ts: int | None = None) -> list[str]:
         """Distinct recent items, most recent first, optionally only those seen at or after since_ts."""
         out: list[str] = []
+        if limit <= 0:
+            return out
         for item_id, _type, ts in reversed(self.recent):
             if since_ts is not None and ts < since_ts:
                 break

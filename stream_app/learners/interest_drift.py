@@ -16,7 +16,7 @@ MAX_SURPRISE_BITS = 8.0
 class InterestDrift(ProfileLearner):
     """A River Page-Hinkley test on how surprising each new session is to the profile's long-term
     interests: at a session's first event, the surprise is -log2 of its category's share of the
-    interests (capped at 8 bits). Sessions, not events, are the observations: the events of a
+    interests (capped at 8 bits; the user's first session is 0). Sessions, not events, are the observations: the events of a
     session share its topic, so counting each would make one off-topic session look like a change.
     When the test fires, the interests are divided by `downweight` (aged log2(downweight) long
     half-lives at once), so the interests after the change dominate, and the test restarts.
@@ -73,7 +73,10 @@ class InterestDrift(ProfileLearner):
                        or event.ts - self.last_ts > self.session_gap_ms)
         self.session = event.session_id
         self.last_ts = event.ts if self.last_ts is None else max(self.last_ts, event.ts)
-        if not new_session or event.category is None or not profile.interests:
+        if not new_session or event.category is None:
+            return
+        if not profile.interests:  # the first session defines the interests: no surprise
+            self.detector.update(0.0)
             return
         best = max(profile.interests.values())
         total = sum(2.0 ** (v - best) for v in profile.interests.values())
