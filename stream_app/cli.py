@@ -63,6 +63,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"worker {s['worker_id']}: {'ready' if s['ready'] else 'starting'}, partitions "
               f"{s['input_partitions']}, events {c['events']} (applied {c['applied']}, duplicates "
               f"{c['duplicates']}, rejected {c['rejected']}), recommendations {c['recommendations']}")
+        models = s.get("models") or {}
+        line = f"  encoder live {models.get('live') or 'none'}"
+        if c.get("live_judged"):
+            line += f" (next event in the list {c['live_hits'] / c['live_judged']:.1%} of {c['live_judged']})"
+        if models.get("shadow"):
+            rate = f"{c['shadow_hits'] / c['shadow_judged']:.1%}" if c.get("shadow_judged") else "n/a"
+            line += f", shadow {models['shadow']} (would have hit {rate}, not published)"
+        for role, error in (models.get("errors") or {}).items():
+            line += f"; {role} error: {error}"
+        print(line)
     return 0
 
 
@@ -107,6 +117,74 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_encoder(settings: Settings, version: str | None):
+    from .encoder import Encoder
+    from .registry import latest
+
+    if version is None:
+        return None
+    if version == "latest":
+        version = latest(settings.registry_dir)
+        if version is None:
+            raise StreamAppError(f"the registry {settings.registry_dir} holds no model; train one with "
+                                 f"`stream-app train LOG --registry {settings.registry_dir}`")
+    return Encoder.load(settings.registry_dir, version)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    try:
+        from stream_app_train.train import TrainConfig, train
+    except ImportError as exc:
+        raise StreamAppError(f"training needs PyTorch ({exc}): install the train extra, "
+                             "`.venv/bin/pip install -e '.[train]'`") from None
+    from . import model_control
+
+    settings = Settings.from_env()
+    registry_dir = args.registry or settings.registry_dir
+    config = TrainConfig(dim=args.dim, hidden=args.hidden, max_len=args.max_len, epochs=args.epochs,
+                         train_fraction=args.train_fraction, seed=args.seed)
+    try:
+        manifest = train(args.log, args.format, registry_dir, config, progress=lambda line: print(line, file=sys.stderr))
+    except ValueError as exc:
+        raise StreamAppError(str(exc)) from None
+    print(f"trained {manifest['version']} in {manifest['training']['seconds']:.1f}s: validation "
+          f"Recall@20 {manifest['validation']['recall@20']:.4f}, MRR@20 {manifest['validation']['mrr@20']:.4f} "
+          f"({manifest['validation']['examples']:,} examples); registry {registry_dir}")
+    if args.publish:
+        role = "shadow" if args.shadow else "live"
+        model_control.publish(settings.replace(registry_dir=registry_dir), role, manifest["version"])
+        print(f"published {manifest['version']} as {role} on {settings.topics.model_control}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from . import model_control, registry
+
+    settings = Settings.from_env()
+    if args.registry:
+        settings = settings.replace(registry_dir=args.registry)
+    if args.action == "list":
+        found = registry.versions(settings.registry_dir)
+        if not found:
+            print(f"no models in {settings.registry_dir} (train one with `stream-app train LOG`)")
+        for m in found:
+            print(f"{m['version']}  {m['created_at']}  dim {m['dims']['embedding']}, {m['dims']['items']:,} items, "
+                  f"validation Recall@20 {m['validation']['recall@20']:.4f} MRR@20 {m['validation']['mrr@20']:.4f}, "
+                  f"trained on {m['training']['events']:,} events of {m['training']['log']}")
+        return 0
+    role = "shadow" if args.shadow else "live"
+    version = None
+    if args.action == "publish":
+        if not args.version:
+            raise StreamAppError("`models publish` needs a VERSION (or `latest`); `stream-app models list` shows them")
+        version = registry.latest(settings.registry_dir) if args.version == "latest" else args.version
+        if version is None:
+            raise StreamAppError(f"the registry {settings.registry_dir} holds no model to publish")
+    model_control.publish(settings, role, version)
+    print(f"{role}: {version or 'none'} (announced on {settings.topics.model_control})")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_log, evaluate_via_kafka, table, via_kafka_table
     from .report import render
@@ -124,7 +202,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     if args.batch:
         settings = settings.replace(batch_max=args.batch)
-    result = evaluate_log(args.log, args.format, settings, args.k, truth)
+    if args.registry:
+        settings = settings.replace(registry_dir=args.registry)
+    result = evaluate_log(args.log, args.format, settings, args.k, truth, encoder=_load_encoder(settings, args.encoder),
+                          shadow=_load_encoder(settings, args.shadow))
     print(table(result))
     _write_json(result, args.json, f"evaluation-{Path(args.log).stem}.json")
     page = Path(args.html) if args.html else Path("reports") / f"evaluation-{Path(args.log).stem}.html"
@@ -182,7 +263,29 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--via-kafka", action="store_true",
                     help="replay through a real worker and score the recommendations topic, beside in-process")
     ev.add_argument("--rate", type=float, default=300.0, help="with --via-kafka: replay rate, events/s")
+    ev.add_argument("--encoder", default=None, help="a registry version (or `latest`) to run as the live encoder")
+    ev.add_argument("--shadow", default=None, help="a second registry version, scored beside the live one")
+    ev.add_argument("--registry", default=None, help="the registry folder (default: STREAM_APP_REGISTRY_DIR)")
     ev.set_defaults(fn=cmd_evaluate)
+    t = sub.add_parser("train", help="train the sequence encoder on a log, export to ONNX, register it")
+    t.add_argument("log")
+    t.add_argument("--format", default="jsonl", choices=FORMATS)
+    t.add_argument("--registry", default=None, help="the registry folder (default: STREAM_APP_REGISTRY_DIR)")
+    t.add_argument("--epochs", type=int, default=4)
+    t.add_argument("--dim", type=int, default=32, help="embedding size")
+    t.add_argument("--hidden", type=int, default=64, help="GRU state size")
+    t.add_argument("--max-len", type=int, default=20, help="recent events the encoder reads")
+    t.add_argument("--train-fraction", type=float, default=0.8, help="of the log's time span, for training")
+    t.add_argument("--seed", type=int, default=7)
+    t.add_argument("--publish", action="store_true", help="announce the new version to the workers")
+    t.add_argument("--shadow", action="store_true", help="with --publish: as the shadow, not the live model")
+    t.set_defaults(fn=cmd_train)
+    m = sub.add_parser("models", help="the model registry: list versions, publish one to the workers")
+    m.add_argument("action", choices=["list", "publish", "withdraw"])
+    m.add_argument("version", nargs="?", help="with publish: a version, or `latest`")
+    m.add_argument("--shadow", action="store_true", help="publish/withdraw the shadow instead of the live model")
+    m.add_argument("--registry", default=None, help="the registry folder (default: STREAM_APP_REGISTRY_DIR)")
+    m.set_defaults(fn=cmd_models)
     b = sub.add_parser("bench", help="end-to-end Kafka path: events/s and event->recommendation latency")
     b.add_argument("--events", type=int, default=50_000)
     b.add_argument("--users", type=int, default=5_000)

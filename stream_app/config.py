@@ -76,6 +76,11 @@ class Topics:
         return self._name("events.dlq")
 
     @property
+    def model_control(self) -> str:
+        """Encoder versions announced to every worker (compacted, key: role live|shadow)."""
+        return self._name("models.control")
+
+    @property
     def item_signals(self) -> str:
         # Internal repartition topic: the app id is in the name so two apps never mix their data.
         return self._name(f"{self.app_id}-item-signals")
@@ -148,6 +153,12 @@ class Settings:
     ranker_negatives: int = 4  # shown-but-not-hit items learned per judged list
     ranker_warm_up: int = 1000
     ranker_seed: int = 7
+    # Deep sequence encoder (encoder.py): the registry folder every worker can read; which version
+    # serves is announced on the control topic (`stream-app models publish`).
+    registry_dir: str = "models/registry"
+    encoder_candidates: int = 20  # nearest items by embedding, as a candidate source
+    encoder_weight: float = 1.0  # in the prior
+    encoder_new_items: int = 2000  # items newer than the model with online vectors, per item partition
     # Exploration (learners/strategy_bandit.py): per partition and user segment, an epsilon-greedy
     # River bandit picks the ranker or the prior for each list, rewarded by hits. Off by default.
     bandit: bool = False

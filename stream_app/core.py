@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .config import Settings
+from .encoder import UserEncoding
 from .events import Event
 from .items import ItemIndex, SignalBuffer
 from .learners import BehaviourStats, InterestDrift, OnlineRanker, PartitionLearners, StrategyBandit, segment_of
@@ -54,6 +55,26 @@ def learn_feedback(profile: Profile, event: Event, learners: PartitionLearners) 
     return learned
 
 
+def shown_hits(profile: Profile, event: Event) -> tuple[bool | None, bool | None]:
+    """Did this event hit the list shown after the user's previous event, and the list a shadow
+    encoder would have shown? None where there was no such list. Call before `process`."""
+    live = event.item_id in profile.shown if profile.shown else None
+    shadow = event.item_id in profile.shadow_shown if profile.shadow_shown else None
+    return live, shadow
+
+
+def shadow_recommendation(profile: Profile, event: Event, index: ItemIndex, settings: Settings,
+                          learners: PartitionLearners | None, encoding: UserEncoding) -> list[str]:
+    """The list a shadow encoder would show after `event` (already processed with the live one): same
+    profile, item state and ranker, the shadow's embedding. Kept in the profile to be judged by the
+    next event; never published."""
+    ranker = learners.ranker if learners is not None and learners.ranker.ready else None
+    behaviour = profile.learner(BehaviourStats.name, BehaviourStats)
+    ranked = recommend(profile, event, index, settings, ranker, behaviour.repeat_propensity, encoding)
+    profile.shadow_shown = [item["item_id"] for item in ranked.items]
+    return profile.shadow_shown
+
+
 def should_emit(profile: Profile, event: Event, settings: Settings) -> bool:
     if settings.rec_policy == "every":
         return True
@@ -69,9 +90,11 @@ def rec_id_for(event_id: str) -> str:
 
 
 def process(profile: Profile, event: Event, index: ItemIndex, signals: SignalBuffer, settings: Settings,
-            now_ms: int, learners: PartitionLearners | None = None) -> Outcome:
+            now_ms: int, learners: PartitionLearners | None = None, encoding: UserEncoding | None = None) -> Outcome:
     """Apply one event to its user's profile (in place), add its item signals, maybe recommend.
-    `learners`: the ranker (and bandit) of the event's partition; None: rank by the prior, learn nothing."""
+    `learners`: the ranker (and bandit) of the event's partition; None: rank by the prior, learn nothing.
+    `encoding`: the user's sequence-encoder embedding including this event (encoded with the rest of
+    the batch in one onnxruntime call), or None when no encoder is live."""
     digest = event_digest(event.event_id)
     if not profile.admits(digest, event.ts):
         return Outcome(False, None)
@@ -88,6 +111,13 @@ def process(profile: Profile, event: Event, index: ItemIndex, signals: SignalBuf
     apply_event(profile, event, digest, settings)
     signals.add_interaction(event.item_id, previous, settings.weights.of(event.type, event.stage), event.ts,
                             event.category)
+    if encoding is not None:
+        if profile.embedding is not None and profile.encoder_version == encoding.version \
+                and not encoding.view.knows(event.item_id):
+            # An item newer than the model: it learns a vector from the users who come to it.
+            signals.add_vector(event.item_id, profile.embedding, encoding.version)
+        profile.embedding = [round(float(x), 5) for x in encoding.vector]
+        profile.encoder_version = encoding.version
     if not should_emit(profile, event, settings):
         return Outcome(True, None)
     profile.last_rec_ts = event.ts
@@ -102,7 +132,7 @@ def process(profile: Profile, event: Event, index: ItemIndex, signals: SignalBuf
             ranker = learners.ranker
         else:
             strategy = "prior"
-    ranked = recommend(profile, event, index, settings, ranker, behaviour.repeat_propensity)
+    ranked = recommend(profile, event, index, settings, ranker, behaviour.repeat_propensity, encoding)
     if learners is not None:
         profile.shown = [item["item_id"] for item in ranked.items]
         profile.shown_features = ranked.encoded_features()
@@ -114,6 +144,7 @@ def process(profile: Profile, event: Event, index: ItemIndex, signals: SignalBuf
         "event_ts": event.ts,
         "generated_at": now_ms,
         "profile_version": profile.version,
-        "model": {**MODEL_VERSIONS, "ranking": strategy},
+        "model": {**MODEL_VERSIONS, "ranking": strategy,
+                  **({"encoder": encoding.version} if encoding is not None else {})},
         "schema_version": 1,
     })

@@ -29,6 +29,7 @@ import orjson
 
 from . import core, decay
 from .config import Settings
+from .encoder import Encoder, EncoderView, UserEncoding, batch_sequences
 from .events import Event
 from .items import InMemoryItemIndex, SignalBuffer
 from .learners import PartitionLearners
@@ -105,10 +106,11 @@ class Scoreboard:
             self.pop_percentile_sum += popularity.percentile(item)
             self.pop_percentile_n += 1
 
-    def summary(self, catalog: int) -> dict[str, Any]:
+    def summary(self, catalog: set[str]) -> dict[str, Any]:
         out = self.overall.summary(self.k)
         out["by_type"] = {t: tally.summary(self.k) for t, tally in sorted(self.by_type.items())}
-        out["coverage"] = len(self.recommended) / max(catalog, 1)
+        # items a model knows from elsewhere (an encoder's training data) but this log never shows do not count
+        out["coverage"] = len(self.recommended & catalog) / max(len(catalog), 1)
         out["popularity_percentile"] = self.pop_percentile_sum / max(self.pop_percentile_n, 1)
         out["timeline"] = self.timeline
         out["timeline_window"] = self.window
@@ -139,23 +141,48 @@ class PopularityPercentiles:
 class Model(Protocol):
     name: str
 
+    def begin_batch(self, events: list[Event]) -> None: ...
+
     def learn(self, event: Event) -> list[str]:
         """Learn from one event; return the list to show its user next."""
 
     def end_batch(self) -> None: ...
 
 
-class StreamAppModel:
-    """The workers' own core: profiles, item signals, the recommender and one online ranker per
-    input partition (users routed as Kafka's default partitioner routes them), as in a worker."""
+class BatchAgnostic:
+    def begin_batch(self, events: list[Event]) -> None:
+        pass
 
-    def __init__(self, settings: Settings, name: str = "stream-app"):
+    def end_batch(self) -> None:
+        pass
+
+
+class StreamAppModel:
+    """The workers' own core: profiles, item signals, the recommender, one online ranker per input
+    partition (users routed as Kafka's default partitioner routes them) and, if given, the sequence
+    encoder, run over each batch in one call before its events are processed, as in a worker."""
+
+    def __init__(self, settings: Settings, name: str = "stream-app", encoder: Encoder | None = None):
         self.name = name
         self.settings = settings
+        self.encoder = encoder
         self.index = InMemoryItemIndex(settings)
         self.profiles: dict[str, Profile] = {}
         self.signals = SignalBuffer.for_settings(settings)
         self.partition_learners: dict[int, PartitionLearners] = {}
+        self.encodings: list[UserEncoding] = []
+        self.last_encoding: UserEncoding | None = None
+
+    def begin_batch(self, events: list[Event]) -> None:
+        if self.encoder is None:
+            return
+        empty: list = []
+        sequences = batch_sequences(
+            lambda user_id: self.profiles[user_id].recent if user_id in self.profiles else empty, events,
+            self.encoder.featurizer.max_len)
+        view = EncoderView(self.encoder, self.index.new_item_vectors(self.encoder.version))
+        self.encodings = [view.user(vector) for vector in self.encoder.encode(sequences)]
+        self.encodings.reverse()  # popped in event order
 
     def learners_for(self, user_id: str) -> PartitionLearners | None:
         if not self.settings.ranker:
@@ -170,8 +197,9 @@ class StreamAppModel:
         profile = self.profiles.get(event.user_id)
         if profile is None:
             profile = self.profiles[event.user_id] = core.new_profile(event.user_id, self.settings)
+        self.last_encoding = self.encodings.pop() if self.encoder is not None else None
         outcome = core.process(profile, event, self.index, self.signals, self.settings, now_ms=0,
-                               learners=self.learners_for(event.user_id))
+                               learners=self.learners_for(event.user_id), encoding=self.last_encoding)
         if outcome.recommendation is None:
             return []
         return [item["item_id"] for item in outcome.recommendation["items"]]
@@ -183,10 +211,10 @@ class StreamAppModel:
 
 #: The prior's weight settings; a single-source baseline keeps one of them and zeroes the others.
 SOURCE_WEIGHTS = {"co-visitation": "covis_weight", "viewed before": "repeat_weight",
-                  "category": "category_weight", "trending": "trending_weight"}
+                  "category": "category_weight", "trending": "trending_weight", "encoder": "encoder_weight"}
 
 
-class SingleSource:
+class SingleSource(BatchAgnostic):
     """Baseline: one candidate source of the stream-app model alone, ranked by its own score, on the
     same profiles and item state (no ranker)."""
 
@@ -199,14 +227,11 @@ class SingleSource:
 
     def learn(self, event: Event) -> list[str]:  # runs after the base model learned the event
         profile = self.base.profiles[event.user_id]
-        return [r["item_id"] for r in recommend(profile, event, self.base.index, self.settings).items
-                if r["score"] > 0]
-
-    def end_batch(self) -> None:
-        pass
+        return [r["item_id"] for r in recommend(profile, event, self.base.index, self.settings,
+                                                encoding=self.base.last_encoding).items if r["score"] > 0]
 
 
-class MostPopular:
+class MostPopular(BatchAgnostic):
     """Baseline: the most interacted-with items so far (refreshed per batch, like the workers)."""
 
     def __init__(self, k: int, window_events: int | None = None):
@@ -232,7 +257,7 @@ class MostPopular:
         self.top = [item for item, _ in self.counts.most_common(self.k)]
 
 
-class RiverMF:
+class RiverMF(BatchAgnostic):
     """Baseline: River matrix factorisation (FunkMF or BiasedMF) on implicit feedback. Each event is a
     positive (user, item, 1); `negatives` items drawn from the popular candidates are negatives (0).
     The list: the `candidates` most popular items, ranked by the user's factors (refreshed per batch)."""
@@ -300,19 +325,28 @@ def profile_accuracy(profiles: dict[str, Profile], truth: dict[str, Any], k: int
 
 def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int = 20,
                     truth: dict[str, Any] | None = None, window: int | None = None,
-                    baselines: bool = True) -> dict[str, Any]:
+                    baselines: bool = True, encoder: Encoder | None = None, shadow: Encoder | None = None,
+                    judge_from_ts: int | None = None) -> dict[str, Any]:
+    """With `encoder`, the stream-app rows run it (as workers with that version live) and a "River
+    only" row runs without; `shadow` adds a row for a second version. Only events at or after
+    `judge_from_ts` are judged (all are learned): set it to the encoder's training cutoff when the
+    log overlaps its training data."""
     settings = settings.replace(rec_policy="every", top_k=k)  # every event is judged by the next one
-    hybrid = StreamAppModel(settings)
-    without_drift = StreamAppModel(settings.replace(drift_handling=not settings.drift_handling),
-                                   name="stream-app, drift handling " + ("off" if settings.drift_handling else "on"))
+    hybrid = StreamAppModel(settings, encoder=encoder)
     models: list[Model] = [hybrid]
+    if encoder is not None:
+        models.append(StreamAppModel(settings, name="stream-app, River only (no encoder)"))
+    if shadow is not None:
+        models.append(StreamAppModel(settings, name=f"stream-app, shadow encoder {shadow.version}", encoder=shadow))
     if baselines:
-        models += [without_drift,
-                   StreamAppModel(settings.replace(ranker=not settings.ranker),
+        models += [StreamAppModel(settings.replace(drift_handling=not settings.drift_handling), encoder=encoder,
+                                  name="stream-app, drift handling " + ("off" if settings.drift_handling else "on")),
+                   StreamAppModel(settings.replace(ranker=not settings.ranker), encoder=encoder,
                                   name="stream-app, ranker " + ("off (prior)" if settings.ranker else "on")),
-                   StreamAppModel(settings.replace(bandit=not settings.bandit),
+                   StreamAppModel(settings.replace(bandit=not settings.bandit), encoder=encoder,
                                   name="stream-app, exploration " + ("off" if settings.bandit else "on (bandit)")),
-                   *(SingleSource(hybrid, source) for source in SOURCE_WEIGHTS),
+                   *(SingleSource(hybrid, source) for source in SOURCE_WEIGHTS
+                     if source != "encoder" or encoder is not None),
                    MostPopular(k), MostPopular(k, window_events=10_000),
                    RiverMF("FunkMF", k), RiverMF("BiasedMF", k)]
     if window is None:
@@ -326,12 +360,15 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
     batch: list[dict[str, Any]] = []
 
     def run(batch_events: list[dict[str, Any]]) -> None:
-        for raw in batch_events:
-            event = Event.from_dict(raw)
-            for model in models:
-                previous = shown[model.name].get(event.user_id)
-                if previous is not None:
-                    boards[model.name].judge(previous, raw, popularity)
+        parsed = [Event.from_dict(raw) for raw in batch_events]
+        for model in models:
+            model.begin_batch(parsed)
+        for raw, event in zip(batch_events, parsed):
+            if judge_from_ts is None or event.ts >= judge_from_ts:
+                for model in models:
+                    previous = shown[model.name].get(event.user_id)
+                    if previous is not None:
+                        boards[model.name].judge(previous, raw, popularity)
             for model in models:
                 shown[model.name][event.user_id] = model.learn(event)
             popularity.learn(event.item_id)
@@ -352,7 +389,9 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
     result: dict[str, Any] = {
         "events": n, "users": len(hybrid.profiles), "items": len(catalog), "k": k,
         "batch": settings.batch_max, "seconds": seconds, "events_per_s": n / seconds if seconds else None,
-        "models": {name: board.summary(len(catalog)) for name, board in boards.items()},
+        "judged_from_ts": judge_from_ts, "encoder": encoder.manifest if encoder is not None else None,
+        "shadow_encoder": shadow.manifest if shadow is not None else None,
+        "models": {name: board.summary(catalog) for name, board in boards.items()},
     }
     if truth is not None:
         result["profile_accuracy"] = {model.name: profile_accuracy(model.profiles, truth)
@@ -361,10 +400,17 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
 
 
 def evaluate_log(path: str | Path, fmt: str, settings: Settings, k: int = 20,
-                 truth_path: str | Path | None = None) -> dict[str, Any]:
+                 truth_path: str | Path | None = None, encoder: Encoder | None = None,
+                 shadow: Encoder | None = None) -> dict[str, Any]:
     events, rejected = load_sorted(path, fmt)
     truth = orjson.loads(Path(truth_path).read_bytes()) if truth_path else None
-    result = evaluate_events(events, settings, k, truth)
+    judge_from = None
+    for model in (encoder, shadow):
+        if model is not None and events:
+            cutoff = model.manifest["training"]["train_until_ts"]
+            if model.manifest["training"]["first_ts"] <= events[-1]["ts"] and cutoff > events[0]["ts"]:
+                judge_from = max(judge_from or cutoff, cutoff)  # never judge on what a model trained on
+    result = evaluate_events(events, settings, k, truth, encoder=encoder, shadow=shadow, judge_from_ts=judge_from)
     result["log"] = str(path)
     result["rejected_lines"] = len(rejected)
     return result
@@ -373,14 +419,24 @@ def evaluate_log(path: str | Path, fmt: str, settings: Settings, k: int = 20,
 def table(result: dict[str, Any]) -> str:
     k = result["k"]
     types = sorted({t for m in result["models"].values() for t in m["by_type"]})
-    head = f"{'model':<32} {'Recall@' + str(k):>9} {'MRR@' + str(k):>8} {'NDCG@' + str(k):>8} " + \
+    width = max(32, *(len(name) for name in result["models"]))
+    head = f"{'model':<{width}} {'Recall@' + str(k):>9} {'MRR@' + str(k):>8} {'NDCG@' + str(k):>8} " + \
         " ".join(f"{'R@' + str(k) + ' ' + t:>12}" for t in types) + f" {'coverage':>9} {'pop.pct':>8}"
     lines = [f"{result['events']:,} events, {result['users']:,} users, {result['items']:,} items; "
-             f"batches of {result['batch']}; {result['events_per_s']:,.0f} events/s for all models together",
-             head, "-" * len(head)]
+             f"batches of {result['batch']}; {result['events_per_s']:,.0f} events/s for all models together"]
+    for role in ("encoder", "shadow_encoder"):
+        manifest = result.get(role)
+        if manifest:
+            lines.append(f"{role.replace('_', ' ')}: {manifest['version']} (validation Recall@20 "
+                         f"{manifest['validation']['recall@20']:.4f}, trained on events before ts "
+                         f"{manifest['training']['train_until_ts']})")
+    if result.get("judged_from_ts") is not None:
+        lines.append(f"judged: events from ts {result['judged_from_ts']} on (the encoder trained on the earlier "
+                     f"part of this log; every model still learns from all of it)")
+    lines += [head, "-" * len(head)]
     for name, m in result["models"].items():
         per_type = " ".join(f"{m['by_type'].get(t, {}).get(f'recall@{k}', 0.0):>12.4f}" for t in types)
-        lines.append(f"{name:<32} {m[f'recall@{k}']:>9.4f} {m[f'mrr@{k}']:>8.4f} {m[f'ndcg@{k}']:>8.4f} "
+        lines.append(f"{name:<{width}} {m[f'recall@{k}']:>9.4f} {m[f'mrr@{k}']:>8.4f} {m[f'ndcg@{k}']:>8.4f} "
                      f"{per_type} {m['coverage']:>9.3f} {m['popularity_percentile']:>8.3f}")
     accuracies = result.get("profile_accuracy")
     if accuracies:
@@ -418,7 +474,7 @@ def score_published(events: list[dict[str, Any]], published: dict[str, list[str]
         catalog.add(event["item_id"])
         if i % batch == 0:
             popularity.refresh()
-    result = board.summary(len(catalog))
+    result = board.summary(catalog)
     result["missing_recommendations"] = missing
     return result
 

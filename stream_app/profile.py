@@ -14,7 +14,10 @@ from .events import Event
 
 
 _INTERNAL_FIELDS = frozenset({"seen_event_ids", "dedupe_floor", "learner_state", "shown", "shown_features",
-                              "shown_strategy"})
+                              "shown_strategy", "shadow_shown"})
+
+
+DEFAULT_INTEREST_HALF_LIFE_MS = 14 * 24 * 3600 * 1000
 
 
 def event_digest(event_id: str) -> str:
@@ -42,6 +45,9 @@ class Profile:
     seen_event_ids: dict[str, int] = field(default_factory=dict)
     dedupe_floor: int | None = None
     last_rec_ts: int | None = None
+    # The sequence encoder's embedding of the user's recent events, and the model version that made it.
+    embedding: list[float] | None = None
+    encoder_version: str | None = None
     # Behaviour statistics (learners/behaviour.py), as the public profile shows them.
     stats: dict[str, Any] = field(default_factory=dict)
     # The last list shown and its candidate features (float16, base64): the user's next event
@@ -49,8 +55,9 @@ class Profile:
     shown: list[str] = field(default_factory=list)
     shown_features: str | None = None
     shown_strategy: str | None = None  # "<segment>:<strategy>" the bandit chose, when exploration is on
+    shadow_shown: list[str] = field(default_factory=list)  # what a shadow encoder would have shown (not published)
     half_life_ms: int = 24 * 3600 * 1000
-    interest_half_life_ms: int = 14 * 24 * 3600 * 1000
+    interest_half_life_ms: int = DEFAULT_INTEREST_HALF_LIFE_MS
     # Per-user learners (stream_app/learners): pickled state as stored, and the live objects of
     # this batch (unpickled on first use, pickled back by to_dict).
     learner_state: dict[str, str] = field(default_factory=dict)
@@ -97,7 +104,8 @@ class Profile:
             "item_affinity": self.item_affinity, "category_affinity": self.category_affinity,
             "interests": self.interests, "interest_half_life_ms": self.interest_half_life_ms,
             "first_seen": self.first_seen, "last_seen": self.last_seen,
-            "last_rec_ts": self.last_rec_ts, "stats": self.stats, "half_life_ms": self.half_life_ms,
+            "last_rec_ts": self.last_rec_ts, "stats": self.stats, "embedding": self.embedding,
+            "encoder_version": self.encoder_version, "half_life_ms": self.half_life_ms,
             "schema_version": 1,
         }
         if internal:
@@ -106,6 +114,7 @@ class Profile:
             out["shown"] = self.shown
             out["shown_features"] = self.shown_features
             out["shown_strategy"] = self.shown_strategy
+            out["shadow_shown"] = self.shadow_shown
             out["learner_state"] = self.learner_state
         for name, live in self.live.items():
             if internal:
@@ -130,12 +139,13 @@ class Profile:
             counts=data["counts"], stages=data["stages"], recent=data["recent"],
             item_affinity=data["item_affinity"], category_affinity=data["category_affinity"],
             interests=data.get("interests", {}),
-            interest_half_life_ms=data.get("interest_half_life_ms", Profile.interest_half_life_ms),
+            interest_half_life_ms=data.get("interest_half_life_ms", DEFAULT_INTEREST_HALF_LIFE_MS),
             first_seen=data["first_seen"], last_seen=data["last_seen"],
             seen_event_ids=data.get("seen_event_ids", {}), dedupe_floor=data.get("dedupe_floor"),
             last_rec_ts=data["last_rec_ts"], learner_state=data.get("learner_state", {}),
-            stats=data.get("stats", {}), shown=data.get("shown", []), shown_features=data.get("shown_features"),
-            shown_strategy=data.get("shown_strategy"),
+            stats=data.get("stats", {}), embedding=data.get("embedding"), encoder_version=data.get("encoder_version"),
+            shown=data.get("shown", []), shown_features=data.get("shown_features"),
+            shown_strategy=data.get("shown_strategy"), shadow_shown=data.get("shadow_shown", []),
             half_life_ms=data["half_life_ms"],
         )
 

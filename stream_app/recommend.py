@@ -2,7 +2,8 @@
 
 Sources (each named in the item's `reasons`): co-visitation of the user's recent items, the
 user's own items by decayed affinity ("viewed before"), the most popular items of the current
-event's category and of the user's strongest categories, popular, and trending. Every candidate
+event's category and of the user's strongest categories, popular, trending, and, with a sequence
+encoder live, the nearest items to the user's embedding ("similar to your recent items"). Every candidate
 gets the feature row `FEATURES`; the list is ranked by the partition's online ranker once it is
 warm (learners/ranker.py), else by the prior: a fixed weighted sum of the source scores.
 """
@@ -21,7 +22,7 @@ from .events import Event
 from .items import ItemIndex, shares
 from .profile import Profile
 
-MODEL_VERSIONS = {"recommender": "hybrid-v2"}
+MODEL_VERSIONS = {"recommender": "hybrid-v3"}
 MAX_COVIS_REASONS = 2
 
 FEATURES = (
@@ -36,6 +37,7 @@ FEATURES = (
     "category_rank",  # its popularity share within its category
     "popular",
     "trending",
+    "encoder",  # the item's score under the user's sequence-encoder embedding, as a share of the best
 )
 N_FEATURES = len(FEATURES)
 _F = {name: i for i, name in enumerate(FEATURES)}
@@ -69,7 +71,7 @@ def event_kind(event: Event) -> str:
 
 
 def recommend(profile: Profile, event: Event, index: ItemIndex, settings: Settings, ranker: Any = None,
-              repeat_propensity: float = 0.0) -> Ranked:
+              repeat_propensity: float = 0.0, encoding: Any = None) -> Ranked:
     """Top-K for `profile` right after `event` (already applied). Ties break on item_id.
 
     Each source fills a dict; the candidates are their union, the feature matrix is built a column
@@ -98,9 +100,11 @@ def recommend(profile: Profile, event: Event, index: ItemIndex, settings: Settin
         for item_id, share in index.category_items(category)[: settings.category_candidates]:
             in_category[item_id] = share
 
+    nearest: dict[str, float] = dict(encoding.nearest(settings.encoder_candidates)) if encoding is not None else {}
+
     popular, trending = index.popular_shares(), index.trending_shares()
     ids = sorted({*covis, *repeat, *in_category, *index.popular_top(settings.top_k),
-                  *index.trending_top(settings.top_k)})
+                  *index.trending_top(settings.top_k), *nearest})
     categories = index.categories_of(ids)
     if event.category is not None:
         categories[ids.index(event.item_id)] = event.category
@@ -116,10 +120,13 @@ def recommend(profile: Profile, event: Event, index: ItemIndex, settings: Settin
     matrix[:, _F["category_rank"]] = [in_category.get(i, 0.0) for i in ids]
     matrix[:, _F["popular"]] = [popular.get(i, 0.0) for i in ids]
     matrix[:, _F["trending"]] = [trending.get(i, 0.0) for i in ids]
+    if encoding is not None:
+        matrix[:, _F["encoder"]] = encoding.shares_for(ids)
     matrix[:, 0] = (settings.covis_weight * matrix[:, _F["covis"]] + settings.repeat_weight * matrix[:, _F["repeat"]]
                     + settings.category_weight * matrix[:, _F["category_affinity"]] * matrix[:, _F["category_rank"]]
                     + settings.popularity_weight * matrix[:, _F["popular"]]
-                    + settings.trending_weight * matrix[:, _F["trending"]])
+                    + settings.trending_weight * matrix[:, _F["trending"]]
+                    + settings.encoder_weight * matrix[:, _F["encoder"]])
     scores = ranker.score_many(matrix) if ranker is not None and ranker.ready else matrix[:, 0]
     order = np.argsort(-scores, kind="stable")[: settings.top_k]  # ids are sorted: ties keep item_id order
     anchor_neighbors = [index.neighbor_shares(anchor) for anchor in anchors]
@@ -128,13 +135,13 @@ def recommend(profile: Profile, event: Event, index: ItemIndex, settings: Settin
         item_id = ids[i]
         items.append({"item_id": item_id, "score": round(float(scores[i]), 6),
                       "reasons": _reasons(item_id, categories[i], anchors, anchor_neighbors, repeat, in_category, popular,
-                                          trending)})
+                                          trending, nearest)})
     return Ranked(items, matrix[order])
 
 
 def _reasons(item_id: str, category: str | None, anchors: list[str], anchor_neighbors: list[dict[str, float]],
              repeat: dict[str, float], in_category: dict[str, float], popular: dict[str, float],
-             trending: dict[str, float]) -> list[str]:
+             trending: dict[str, float], nearest: dict[str, float]) -> list[str]:
     out = []
     for anchor, neighbors in zip(anchors, anchor_neighbors):
         if item_id in neighbors:
@@ -149,4 +156,6 @@ def _reasons(item_id: str, category: str | None, anchors: list[str], anchor_neig
         out.append("popular")
     if item_id in trending:
         out.append("trending")
+    if item_id in nearest:
+        out.append("similar to your recent items")
     return out

@@ -17,7 +17,12 @@ def topic_specs(settings: Settings) -> dict[str, dict[str, str]]:
     specs[t.dlq] = {}
     specs[t.profiles] = {"cleanup.policy": "compact"}
     specs[t.item_signals] = {}
+    specs[t.model_control] = {"cleanup.policy": "compact"}
     return specs
+
+
+#: Topics with one partition whatever the input partitioning: every worker reads all of it.
+SINGLE_PARTITION = ("model_control",)
 
 
 def ensure_topics(settings: Settings) -> int:
@@ -28,7 +33,8 @@ def ensure_topics(settings: Settings) -> int:
     try:
         existing = set(admin.list_topics())
         specs = topic_specs(settings)
-        missing = [NewTopic(name, settings.partitions, 1, topic_configs=configs or {})
+        single = {getattr(settings.topics, attr) for attr in SINGLE_PARTITION}
+        missing = [NewTopic(name, 1 if name in single else settings.partitions, 1, topic_configs=configs or {})
                    for name, configs in specs.items() if name not in existing]
         for new in missing:
             try:

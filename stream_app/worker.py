@@ -28,9 +28,11 @@ from redis.exceptions import RedisError
 from . import core, transport
 from .config import EVENT_TYPES, Settings
 from .contracts import Rejection, Source, check_input
+from .encoder import Encoder, EncoderView, UserEncoding, batch_sequences
 from .events import Event
 from .items import CachedItemIndex, SignalBuffer, apply_signals
 from .learners import PartitionLearners, Persistent
+from .model_control import ModelWatcher
 from .output import BatchProducer, Outbox
 from .profile import Profile
 from .redis_store import ProfileStore, RedisStoreConfig
@@ -55,6 +57,11 @@ class Counters:
     rejected: int = 0
     recommendations: int = 0
     item_signals: int = 0
+    # Hits of the next event on the list shown (live) and on the list a shadow encoder would have shown
+    live_judged: int = 0
+    live_hits: int = 0
+    shadow_judged: int = 0
+    shadow_hits: int = 0
 
 
 class TableItemIndex(CachedItemIndex):
@@ -145,6 +152,8 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
     item_table = app.GlobalTable(ITEM_TABLE, partitions=1, recovery_buffer_size=1, key_type=bytes,
                                  value_type=bytes, synchronize_all_active_partitions=True)
     store = ProfileStore(RedisStoreConfig(settings.require_redis(), settings.namespace))
+    watcher = ModelWatcher(settings)
+    models_ready = asyncio.Event()
     output = BatchProducer(settings.require_kafka())
     # The learners of each input partition (ranker, bandit), in a table of the same partitioning.
     learner_table = app.Table(LEARNER_TABLE, partitions=partitions, key_type=bytes, value_type=bytes)
@@ -160,12 +169,45 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
         log.warning("rejected %s: %s (%s)", rejection.source, rejection.reason, rejection.detail[:200])
         outbox.add(topics.dlq, rejection.key, orjson.dumps(rejection.to_record(now)))
 
+    def encode_batch(encoder: Encoder | None, loaded: dict[str, Profile],
+                     valid: list[tuple[Event, Any]]) -> list[UserEncoding | None]:
+        """Every event's user embedding (recent steps through that event), one onnxruntime call."""
+        if encoder is None or not valid:
+            return [None] * len(valid)
+        events = [checked for checked, _ in valid]
+        sequences = batch_sequences(lambda user_id: loaded[user_id].recent, events, encoder.featurizer.max_len)
+        view = EncoderView(encoder, index.new_item_vectors(encoder.version))
+        return [view.user(vector) for vector in encoder.encode(sequences)]
+
+    def count_hits(live_hit: bool | None, shadow_hit: bool | None) -> None:
+        if live_hit is not None:
+            counters.live_judged += 1
+            counters.live_hits += live_hit
+        if shadow_hit is not None:
+            counters.shadow_judged += 1
+            counters.shadow_hits += shadow_hit
+
     def load_profile(user_id: str) -> Profile:
         stored = profile_table.data.get(user_id.encode())
         return Profile.from_json(stored) if stored is not None else core.new_profile(user_id, settings)
 
+    @app.task
+    async def follow_models() -> None:
+        while True:  # the control topic is how models change: keep following it through broker hiccups
+            try:
+                await watcher.run(models_ready)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.error("cannot follow the model control topic (%r); retrying in 2s", exc)
+                await asyncio.sleep(2)
+
     @app.agent(inputs, name=f"{settings.app_id}.profiles")
     async def update_profiles(stream: faust.StreamT) -> None:
+        try:  # serve the announced model from the first event on
+            await asyncio.wait_for(models_ready.wait(), timeout=30)
+        except asyncio.TimeoutError:
+            log.error("the model control topic was not read within 30s; starting without an encoder")
         async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
             now = now_ms()
             index.begin_batch()
@@ -187,13 +229,24 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
             # Each event type has its own topic, so a user's events reach a batch out of order;
             # within the batch they are applied in event time (stable for equal times).
             valid.sort(key=lambda pair: pair[0].ts)
-            for checked, msg in valid:
-                profile = loaded.get(checked.user_id)
-                if profile is None:
-                    profile = loaded[checked.user_id] = load_profile(checked.user_id)
+            for checked, _ in valid:
+                if checked.user_id not in loaded:
+                    loaded[checked.user_id] = load_profile(checked.user_id)
+            live, shadow = watcher.live, watcher.shadow  # one model per role for the whole batch
+            encodings = encode_batch(live, loaded, valid)
+            shadow_encodings = encode_batch(shadow, loaded, valid)
+            for position, (checked, msg) in enumerate(valid):
+                profile = loaded[checked.user_id]
                 try:
                     learners = partition_state.get(msg.partition)
-                    outcome = core.process(profile, checked, index, signals, settings, now, learners)
+                    live_hit, shadow_hit = core.shown_hits(profile, checked)
+                    outcome = core.process(profile, checked, index, signals, settings, now, learners,
+                                           encodings[position])
+                    if outcome.applied:
+                        count_hits(live_hit, shadow_hit)
+                        if shadow_encodings[position] is not None:
+                            core.shadow_recommendation(profile, checked, index, settings, learners,
+                                                       shadow_encodings[position])
                 except Exception as exc:  # a bug must not stop the partition: park the event
                     dead_letter(outbox, Rejection("processing_error", f"{exc!r}\n{traceback.format_exc(limit=3)}",
                                                   Source(msg.topic, msg.partition, msg.offset), msg.key, msg.value),
@@ -264,6 +317,7 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
             await store.publish_worker_status(worker_id, {
                 "worker_id": worker_id, "app_id": settings.app_id, "pid": os.getpid(),
                 "ready": readiness["ready"], "input_partitions": assigned, "counters": asdict(counters),
+                "models": watcher.status(),
                 "updated_at": now_ms()}, ttl_s=STATUS_TTL_S)
         except RETRYABLE as exc:
             log.warning("cannot publish the worker status to Redis: %r", exc)

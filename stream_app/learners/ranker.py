@@ -12,7 +12,7 @@ from .base import Persistent
 
 
 class OnlineRanker(Persistent):
-    """A River logistic regression over candidate features, one per input partition (its state moves
+    """A River logistic regression (Adam) over candidate features, one per input partition (its state moves
     with the partition). Each shown list is judged by the user's next event: the hit item, if any,
     is a positive, and up to `negatives` shown items that were not hit are negatives, picked by a
     hash of (seed, event, item) so a replay learns the same examples. Until it has learned
@@ -36,7 +36,7 @@ class OnlineRanker(Persistent):
         self.negatives = negatives
         self.warm_up = warm_up
         self.seed = seed
-        self.model = linear_model.LogisticRegression(optimizer=optim.SGD(learning_rate))
+        self.model = linear_model.LogisticRegression(optimizer=optim.Adam(learning_rate))
         self.labels = 0
         self.positives = 0
 

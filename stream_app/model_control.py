@@ -1,0 +1,122 @@
+"""Which encoder version serves: announced on the control topic, heard by every worker.
+
+The control topic (`models.control`, one partition, compacted) holds one record per role, "live" or
+"shadow": {"role", "version" (null: none), "published_at"}. `publish` writes one. Each worker runs a
+`ModelWatcher`: a consumer outside the consumer group (every worker must read every record), assigned
+to the one partition from its beginning, that loads each newly announced version from the registry
+folder off the event loop and then swaps it in. The batch loop only reads `watcher.live` /
+`watcher.shadow` at the start of a batch, so a swap never splits a batch and never stops the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import orjson
+
+from .config import Settings
+from .encoder import Encoder
+from .errors import StreamAppError
+from .registry import open_version
+
+log = logging.getLogger("stream_app.models")
+
+ROLES = ("live", "shadow")
+
+
+def publish(settings: Settings, role: str, version: str | None, verify: bool = True) -> dict[str, Any]:
+    """Announce `version` (None: withdraw) for `role`. The version must be in the registry folder the
+    workers read (`settings.registry_dir`)."""
+    from kafka import KafkaProducer
+
+    from .topics import ensure_topics
+
+    if role not in ROLES:
+        raise StreamAppError(f"role {role!r} is not one of {', '.join(ROLES)}")
+    if version is not None and verify:
+        open_version(settings.registry_dir, version)
+    ensure_topics(settings)
+    record = {"role": role, "version": version, "published_at": int(time.time() * 1000)}
+    producer = KafkaProducer(bootstrap_servers=settings.require_kafka(), acks="all")
+    try:
+        producer.send(settings.topics.model_control, key=role.encode(), value=orjson.dumps(record)).get(timeout=30)
+    finally:
+        producer.close()
+    return record
+
+
+class ModelWatcher:
+    """Follows the control topic; holds the loaded live and shadow encoders (None when none)."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.live: Encoder | None = None
+        self.shadow: Encoder | None = None
+        self.wanted: dict[str, str | None] = {role: None for role in ROLES}
+        self.errors: dict[str, str] = {}
+        self.swaps = 0
+
+    def status(self) -> dict[str, Any]:
+        return {"live": self.live.version if self.live else None,
+                "shadow": self.shadow.version if self.shadow else None,
+                "wanted": dict(self.wanted), "errors": dict(self.errors), "swaps": self.swaps}
+
+    async def apply(self, record: dict[str, Any]) -> None:
+        role, version = record.get("role"), record.get("version")
+        if role not in ROLES:
+            log.error("ignoring a control record with role %r: %s", role, record)
+            return
+        self.wanted[role] = version
+        current = getattr(self, role)
+        if (current.version if current else None) == version:
+            return
+        if version is None:
+            setattr(self, role, None)
+            self.errors.pop(role, None)
+            log.warning("encoder %s withdrawn", role)
+            return
+        try:
+            loaded = await asyncio.get_running_loop().run_in_executor(
+                None, Encoder.load, self.settings.registry_dir, version)
+        except Exception as exc:  # a bad announcement must not stop the worker: keep what serves
+            self.errors[role] = f"cannot load {version}: {exc}"
+            log.error("cannot load encoder %s for %s from %s: %s; keeping %s", version, role,
+                      self.settings.registry_dir, exc, current.version if current else "none")
+            return
+        setattr(self, role, loaded)
+        self.errors.pop(role, None)
+        self.swaps += 1
+        log.warning("encoder %s is now %s", role, version)
+
+    async def run(self, ready: asyncio.Event | None = None) -> None:
+        """Read the control topic from its beginning, then follow it. `ready` is set once the records
+        that existed at start have been applied (a starting worker serves the current model at once)."""
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        topic = self.settings.topics.model_control
+        tp = TopicPartition(topic, 0)
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.require_kafka(), enable_auto_commit=False,
+                                    group_id=None, fetch_max_wait_ms=self.settings.fetch_max_wait_ms)
+        await consumer.start()
+        try:
+            consumer.assign([tp])
+            await consumer.seek_to_beginning(tp)
+            caught_up = False
+            while True:
+                batches = await consumer.getmany(tp, timeout_ms=500)
+                for message in batches.get(tp, []):
+                    try:
+                        record = orjson.loads(message.value)
+                    except orjson.JSONDecodeError:
+                        log.error("ignoring an unreadable control record at offset %d", message.offset)
+                        continue
+                    await self.apply(record)
+                if not caught_up and not batches:
+                    caught_up = True
+                    if ready is not None:
+                        ready.set()
+        finally:
+            await consumer.stop()
