@@ -4,6 +4,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY stream_app ./stream_app
 COPY schemas ./schemas
+COPY models/stream_app_train ./models/stream_app_train
 RUN pip install --no-cache-dir .
 USER nobody
 ENV STREAM_APP_STATE_DIR=/tmp/stream-app

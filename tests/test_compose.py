@@ -9,7 +9,7 @@ import yaml
 from stream_app.cli import parser
 from stream_app.config import ENV_PREFIX, Settings
 from stream_app.logs import FORMATS
-from stream_app.topics import topic_specs
+from stream_app.topics import SINGLE_PARTITION, topic_specs
 
 COMPOSE = Path(__file__).resolve().parent.parent / "docker-compose.yml"
 
@@ -43,15 +43,19 @@ def test_topics_job_creates_exactly_the_topics_the_code_uses_with_their_configs(
     env = services["worker-1"]["environment"]
     settings = Settings.from_env(env)
     script = services["topics"]["command"][0]
-    created = {}
+    created, single = {}, set()
     for line in script.splitlines():
         words = shlex.split(line)
-        if words[:1] == ["create"]:
+        if words[:1] in (["create"], ["create_single"]):
             configs = dict(w.split("=", 1) for w in words[2:] if "=" in w)
             created[words[1]] = configs
+            if words[0] == "create_single":
+                single.add(words[1])
     assert created == topic_specs(settings)
-    partitions = re.search(r"--partitions (\d+)", script).group(1)
+    assert single == {getattr(settings.topics, attr) for attr in SINGLE_PARTITION}
+    partitions = re.search(r"create\(\) .*--partitions (\d+)", script).group(1)
     assert int(partitions) == settings.partitions
+    assert re.search(r"create_single\(\) .*--partitions 1 ", script)
 
 
 def test_replay_job_runs_a_valid_replay_command():

@@ -149,7 +149,7 @@ def train(log: str | Path, fmt: str, registry_root: str | Path, config: TrainCon
     version = f"enc-{now.strftime('%Y%m%d-%H%M%S')}-{registry.content_hash(staged)[:8]}"
     manifest = {
         "version": version,
-        "created_at": now.isoformat(timespec="seconds"),
+        "created_at": now.isoformat(timespec="milliseconds"),
         "architecture": "gru4rec-hashed-v1",
         "dims": {"embedding": config.dim, "hidden": config.hidden, "buckets": config.buckets,
                  "max_len": config.max_len, "items": len(item_ids)},

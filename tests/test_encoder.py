@@ -1,0 +1,210 @@
+"""The deep sequence encoder: training and export (torch), parity with onnxruntime, the registry,
+cold start, and a hot swap in a live worker."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+from kafka import TopicPartition
+
+from conftest import OTTO_SAMPLE, wait_until
+from stream_app import core, registry
+from stream_app.config import Settings
+from stream_app.consume import committed_offsets
+from stream_app.encoder import Encoder, EncoderView, batch_sequences
+from stream_app.errors import ConfigError
+from stream_app.events import Event
+from stream_app.items import InMemoryItemIndex, SignalBuffer
+from stream_app.logs import load_sorted
+from stream_app.model_control import publish
+from stream_app.redis_store import read_profile, worker_statuses
+from stream_app.replay import produce_events
+
+import torch  # the test command installs the train extra
+from stream_app_train.export import export_onnx, torch_encode
+from stream_app_train.model import SequenceEncoder
+from stream_app_train.train import TrainConfig, train
+
+SMALL = TrainConfig(dim=16, hidden=32, epochs=1, buckets=1 << 12)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory) -> tuple[Path, str, str]:
+    """Two versions trained on the OTTO sample (different seeds), in one registry."""
+    root = tmp_path_factory.mktemp("registry")
+    first = train(OTTO_SAMPLE, "otto", root, SMALL)
+    second = train(OTTO_SAMPLE, "otto", root, TrainConfig(**{**SMALL.__dict__, "seed": 8}))
+    return root, first["version"], second["version"]
+
+
+def otto_sequences(max_len: int = 20) -> list[list[tuple[str, str, int]]]:
+    events, _ = load_sorted(OTTO_SAMPLE, "otto")
+    history: dict[str, list] = {}
+    out = []
+    for e in events:
+        steps = history.setdefault(e["user_id"], [])
+        steps.append((e["item_id"], e["type"], e["ts"]))
+        out.append(list(steps[-max_len:]))
+    return out[::7]
+
+
+def test_onnxruntime_matches_torch_on_random_and_real_sequences(tmp_path):
+    import onnxruntime as ort
+
+    from stream_app.sequences import Featurizer
+
+    torch.manual_seed(3)
+    encoder = SequenceEncoder(buckets=1 << 12, dim=16, hidden=32)
+    export_onnx(encoder, tmp_path / "encoder.onnx")
+    session = ort.InferenceSession(str(tmp_path / "encoder.onnx"), providers=["CPUExecutionProvider"])
+    featurizer = Featurizer(1 << 12, 20)
+    rng = np.random.default_rng(0)
+    random_sequences = [[(f"i{rng.integers(10_000)}", ["browse", "click", "purchase"][rng.integers(3)],
+                          int(t)) for t in np.cumsum(rng.integers(0, 10**7, size=rng.integers(1, 25)))]
+                        for _ in range(64)]
+    for sequences in (random_sequences, otto_sequences(), [[("only", "click", 0)]]):
+        arrays = featurizer.arrays(sequences)
+        expected = torch_encode(encoder, arrays).numpy()
+        got = session.run(["user"], arrays)[0]
+        assert got.shape == (len(sequences), 16)
+        assert np.abs(got - expected).max() <= 1e-4
+
+
+def test_registry_round_trip(trained):
+    root, v1, v2 = trained
+    listed = registry.versions(root)
+    assert [m["version"] for m in listed] == [v1, v2] and registry.latest(root) == v2
+    folder, manifest = registry.open_version(root, v1)
+    for key in ("version", "content_hash", "dims", "training", "validation", "created_at"):
+        assert key in manifest
+    assert manifest["training"]["fingerprint"] and len(manifest["training"]["fingerprint"]) == 64
+    assert set(manifest["validation"]) >= {"recall@20", "mrr@20"}
+    encoder = Encoder.load(root, v1)
+    assert encoder.items.shape == (len(encoder.item_ids), manifest["dims"]["embedding"])
+    vectors = encoder.encode(otto_sequences()[:5])
+    assert vectors.shape == (5, manifest["dims"]["embedding"]) and np.isfinite(vectors).all()
+    # the manifest's validation figures are what the ONNX model scores (not only torch's)
+    assert 0.0 <= manifest["validation"]["recall@20"] <= 1.0
+
+    tampered = Path(root) / "tampered"
+    subprocess.run(["cp", "-r", str(folder), str(tampered)], check=True)
+    (tampered / "items.json").write_text(json.dumps(list(reversed(encoder.item_ids))))
+    manifest_text = (tampered / "manifest.json").read_text().replace(v1, "tampered")
+    (tampered / "manifest.json").write_text(manifest_text)
+    with pytest.raises(ConfigError, match="content hash"):
+        registry.open_version(root, "tampered")
+    with pytest.raises(ConfigError, match="not in the registry"):
+        registry.open_version(root, "no-such-version")
+    subprocess.run(["rm", "-r", str(tampered)], check=True)
+
+
+def run_events(events, settings, encoder, profiles=None, index=None):
+    """The core as a worker runs it: one encoder call per batch, then every event."""
+    profiles = {} if profiles is None else profiles
+    index = index or InMemoryItemIndex(settings)
+    for user_id in {e.user_id for e in events}:
+        profiles.setdefault(user_id, core.new_profile(user_id, settings))
+    view = EncoderView(encoder, index.new_item_vectors(encoder.version))
+    vectors = encoder.encode(batch_sequences(lambda u: profiles[u].recent, events, encoder.featurizer.max_len))
+    signals = SignalBuffer.for_settings(settings)
+    outcomes = [core.process(profiles[e.user_id], e, index, signals, settings, 0, encoding=view.user(v))
+                for e, v in zip(events, vectors)]
+    index.apply(signals)
+    return profiles, index, outcomes
+
+
+def test_a_brand_new_user_gets_encoder_recommendations_from_the_first_event(trained):
+    root, v1, _ = trained
+    encoder = Encoder.load(root, v1)
+    settings = Settings()
+    profiles, _, outcomes = run_events([Event("e1", "newcomer", encoder.item_ids[0], "click", 1000)], settings,
+                                       encoder)
+    rec = outcomes[0].recommendation
+    assert rec["model"]["encoder"] == v1
+    assert any("similar to your recent items" in item["reasons"] for item in rec["items"])
+    assert profiles["newcomer"].encoder_version == v1 and len(profiles["newcomer"].embedding) == 16
+
+
+def test_a_brand_new_item_is_recommended_once_it_has_interactions(trained):
+    root, v1, _ = trained
+    encoder = Encoder.load(root, v1)
+    # only the encoder source, and a list long enough to hold the whole catalog
+    settings = Settings(top_k=len(encoder.item_ids) + 10, covis_weight=0, repeat_weight=0, category_weight=0,
+                        popularity_weight=0, trending_weight=0, encoder_candidates=len(encoder.item_ids) + 10)
+    history = [Event(f"h{i}", "fan", item, "click", 1000 + i) for i, item in enumerate(encoder.item_ids[:3])]
+
+    def encoder_items(outcome):
+        return [i["item_id"] for i in outcome.recommendation["items"]
+                if "similar to your recent items" in i["reasons"]]
+
+    profiles, index, outcomes = run_events(history, settings, encoder)
+    assert "brand-new" not in encoder_items(outcomes[-1])
+    profiles, index, _ = run_events([Event("n1", "fan", "brand-new", "click", 2000)], settings, encoder,
+                                    profiles, index)
+    assert "brand-new" in index.new_item_vectors(v1)
+    _, _, outcomes = run_events([Event("later", "other", encoder.item_ids[0], "click", 3000)], settings, encoder,
+                                profiles, index)
+    assert "brand-new" in encoder_items(outcomes[0])
+
+
+def test_workers_never_import_torch():
+    code = ("import sys, stream_app.worker, stream_app.evaluate, stream_app.encoder, stream_app.cli; "
+            "sys.exit(1 if 'torch' in sys.modules else 0)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_hot_swap_during_a_live_replay_loses_nothing(trained, make_settings, start_worker, redis_client):
+    root, v1, v2 = trained
+    settings = make_settings(registry_dir=str(root))
+    publish(settings, "live", v1)
+    worker = start_worker(settings)
+    events, _ = load_sorted(OTTO_SAMPLE, "otto")
+    half = len(events) // 2
+    produce_events(settings, events[:half], rate=400)
+
+    def swap_soon():
+        time.sleep(1.0)
+        publish(settings, "live", v2)
+        publish(settings, "shadow", v1)
+
+    swapper = threading.Thread(target=swap_soon)
+    swapper.start()
+    produce_events(settings, events[half:], rate=100)  # ~4 s: the swap lands mid-stream
+    swapper.join()
+    inputs = [TopicPartition(t, p) for t in settings.topics.inputs for p in range(settings.partitions)]
+    wait_until(lambda: sum(committed_offsets(settings, inputs).values()) == len(events), 60,
+               "the worker to commit every event")
+
+    from test_pipeline import read_all
+
+    recs = [orjson.loads(r.value) for r in read_all(settings.kafka_bootstrap_servers,
+                                                    settings.topics.recommendations, len(events))]
+    assert sorted(r["trigger_event_id"] for r in recs) == sorted(e["event_id"] for e in events)
+    by_trigger = {r["trigger_event_id"]: r["model"].get("encoder") for r in recs}
+    versions = [by_trigger[e["event_id"]] for e in events]
+    assert set(versions) == {v1, v2}  # the shadow (v1 after the swap) is never what was published
+    assert versions[:half] == [v1] * half
+    assert versions[-1] == v2
+    swapped_at = versions.index(v2)
+    assert all(v == v2 for v in versions[swapped_at:])  # once live, a version stays live
+    late_users = {e["user_id"] for e in events[swapped_at:]}
+    for user_id in late_users:
+        assert read_profile(redis_client, user_id, settings.namespace)["profile"]["encoder_version"] == v2
+
+    def status():
+        found = [s for s in worker_statuses(redis_client, settings.namespace) if s["pid"] == worker.pid]
+        return found[0] if found else None
+
+    wait_until(lambda: (status() or {}).get("counters", {}).get("shadow_judged", 0) > 0, 30,
+               "the worker to report shadow hits")
+    s = status()
+    assert s["models"]["live"] == v2 and s["models"]["shadow"] == v1 and s["models"]["swaps"] >= 3
+    assert worker.alive()
