@@ -56,12 +56,33 @@ def latency_summary(sent_ms: Mapping[str, float], records: Iterable[Any]) -> dic
             "count": len(lat)}
 
 
-def run_bench(n: int, users: int, items: int, timeout: float, rate: float | None = None) -> int:
+def train_bench_encoder(run: Any, events: list[dict[str, Any]]) -> str:
+    """A production-sized encoder (dim 32, GRU 64, 20 steps; one epoch) trained on the bench's own
+    events, published as live before the worker starts. Needs the `train` extra."""
+    from .errors import StreamAppError
+    from .model_control import publish
+
+    try:
+        from stream_app_train.train import TrainConfig, train
+    except ImportError as exc:
+        raise StreamAppError(f"`bench --encoder` trains a model first and needs PyTorch ({exc}): "
+                             "`pip install -e '.[train]'`") from None
+    log = run.log_dir / "bench-events.jsonl"
+    log.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
+    manifest = train(log, "jsonl", run.settings.registry_dir, TrainConfig(epochs=1))
+    publish(run.settings, "live", manifest["version"])
+    return manifest["version"]
+
+
+def run_bench(n: int, users: int, items: int, timeout: float, rate: float | None = None,
+              encoder: bool = False) -> int:
     with one_off_run("bench") as run:
+        run.settings = run.settings.replace(registry_dir=str(run.log_dir / "registry"))
         settings = run.settings
-        worker = run.start_worker(loglevel="warn")
         warmup = synthetic_events(200, 50, 100, seed=1, prefix="warmup")
         events = synthetic_events(n, users, items)
+        version = train_bench_encoder(run, events) if encoder else None
+        worker = run.start_worker(loglevel="warn")
         wait_ready_workers(settings, [worker], timeout)
         wait_committed(settings, produce_events(settings, warmup).marks, timeout)
         sent_ms: dict[str, float] = {}
@@ -80,7 +101,8 @@ def run_bench(n: int, users: int, items: int, timeout: float, rate: float | None
         seconds = last_publish - started
         offered = "as fast as possible" if rate is None else f"at {rate:,.0f} events/s"
         print(f"bench: {n} events {offered}, {users} users, {items} items, 1 worker, "
-              f"batches of up to {settings.batch_max}")
+              f"batches of up to {settings.batch_max}, "
+              + (f"sequence encoder {version} live (one onnxruntime call per batch)" if version else "no encoder"))
         print(f"  produced in {produced - started:.2f}s ({n / (produced - started):,.0f} ev/s offered)")
         print(f"  throughput: {n / seconds:,.0f} events/s (first event sent -> last recommendation published, "
               f"{seconds:.2f}s)")

@@ -104,7 +104,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import run_bench
 
-    return run_bench(args.events, args.users, args.items, args.timeout, args.rate)
+    return run_bench(args.events, args.users, args.items, args.timeout, args.rate, args.encoder)
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -293,6 +293,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--rate", type=_rate, default=None,
                    help="events per second to offer (default: as fast as possible, for throughput)")
     b.add_argument("--timeout", type=float, default=600.0)
+    b.add_argument("--encoder", action="store_true",
+                   help="train a sequence encoder on the bench events first and run with it live (train extra)")
     b.set_defaults(fn=cmd_bench)
     return p
 

@@ -15,6 +15,7 @@ from .bench import latency_summary
 from .consume import TopicReader, wait_committed
 from .errors import ServiceTimeout
 from .logs import load_sorted
+from .model_control import publish
 from .processes import one_off_run, wait_ready_workers
 from .redis_store import read_profile
 from .replay import Progress, dead_letter_lines, make_producer, produce_events
@@ -42,25 +43,54 @@ def describe_user(profile: dict[str, Any], rec: dict[str, Any] | None, shown: in
              f"profile v{profile['profile_version']}, seen {_iso(p['first_seen'])} .. {_iso(p['last_seen'])} UTC",
              f"  strongest item affinities: {', '.join(i for i, _ in top_items)}",
              f"  most recent items: {', '.join(recent)}"]
+    stats = p.get("stats") or {}
+    if stats:
+        lines.append(f"  behaviour: repeat propensity {stats.get('repeat_propensity', 0):.2f}, "
+                     f"{stats.get('sessions', 0)} sessions, {stats.get('events_per_session') or '-'} events/session")
+    if p.get("embedding"):
+        lines.append(f"  embedding: {len(p['embedding'])} numbers from encoder {p['encoder_version']}")
     if rec is not None:
-        lines.append(f"  recommendations after its last event ({len(rec['items'])} items, best first):")
+        ranking = rec["model"].get("ranking", "-")
+        lines.append(f"  recommendations after its last event ({len(rec['items'])} items, best first, ranked by "
+                     f"{'the online ranker' if ranking == 'ranker' else 'the prior (ranker still warming up)'}):")
         for rank, item in enumerate(rec["items"][:shown], 1):
             lines.append(f"    {rank}. item {item['item_id']:>8}  score {item['score']:.3f}  "
                          f"({'; '.join(item['reasons'])})")
     return lines
 
 
+def train_demo_encoder(source: Path, fmt: str, registry_dir: Path) -> dict[str, Any] | None:
+    """A small sequence encoder trained on the log the demo replays (seconds on a CPU), or None
+    without PyTorch (the `train` extra)."""
+    try:
+        from stream_app_train.train import TrainConfig, train
+    except ImportError:
+        _say("  encoder   none: PyTorch is not installed (`pip install -e '.[train]'` adds the deep encoder)")
+        return None
+    started = time.monotonic()
+    manifest = train(source, fmt, registry_dir, TrainConfig(dim=32, hidden=64, epochs=5))
+    _say(f"  encoder   trained {manifest['version']} on {source.name} in {time.monotonic() - started:.1f}s "
+         f"(GRU over hashed item ids, event types and time gaps; ONNX for the worker; validation "
+         f"Recall@20 {manifest['validation']['recall@20']:.2f} on the last 20% of the log's time)")
+    return manifest
+
+
 def run_demo(path: str | None, fmt: str, rate: float | None, timeout: float) -> int:
     _say("stream-app demo")
     with one_off_run("demo") as run:
+        source = Path(path) if path else SAMPLE
+        run.settings = run.settings.replace(registry_dir=str(run.log_dir / "registry"))
         settings = run.settings
         where = "embedded Tansu broker and Redis on loopback" if run.embedded else f"namespace {settings.namespace}"
         _say(f"  services  KAFKA_BOOTSTRAP_SERVERS={settings.kafka_bootstrap_servers} "
              f"REDIS_URL={settings.redis_url} ({where})")
+        manifest = train_demo_encoder(source, fmt, Path(settings.registry_dir))
+        if manifest is not None:
+            publish(settings, "live", manifest["version"])
+            _say(f"            published as the live model on {settings.topics.model_control}")
         worker = run.start_worker()
         wait_ready_workers(settings, [worker], timeout)
         _say(f"  worker    ready (pid {worker.pid}), log {worker.log_path}")
-        source = Path(path) if path else SAMPLE
         events, rejected = load_sorted(source, fmt)
         _say(f"  replay    {len(events)} events from {source.name} at "
              f"{'full speed' if rate is None else f'{rate:,.0f} events/s'}"
