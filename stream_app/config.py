@@ -156,7 +156,7 @@ class Settings:
     # Deep sequence encoder (encoder.py): the registry folder every worker can read; which version
     # serves is announced on the control topic (`stream-app models publish`).
     registry_dir: str = "models/registry"
-    encoder_candidates: int = 20  # nearest items by embedding, as a candidate source
+    encoder_candidates: int = 10  # nearest items by embedding, as a candidate source
     encoder_weight: float = 1.0  # in the prior
     encoder_new_items: int = 2000  # items newer than the model with online vectors, per item partition
     # Exploration (learners/strategy_bandit.py): per partition and user segment, an epsilon-greedy

@@ -10,6 +10,8 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from .config import Settings
 from .encoder import UserEncoding
 from .events import Event
@@ -116,7 +118,7 @@ def process(profile: Profile, event: Event, index: ItemIndex, signals: SignalBuf
                 and not encoding.view.knows(event.item_id):
             # An item newer than the model: it learns a vector from the users who come to it.
             signals.add_vector(event.item_id, profile.embedding, encoding.version)
-        profile.embedding = [round(float(x), 5) for x in encoding.vector]
+        profile.embedding = np.round(encoding.vector.astype(np.float64), 5).tolist()
         profile.encoder_version = encoding.version
     if not should_emit(profile, event, settings):
         return Outcome(True, None)

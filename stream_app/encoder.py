@@ -62,65 +62,78 @@ class EncoderView:
     """One encoder version as a batch sees it: the model's item table, plus the vectors of items newer
     than the model (learned online from the users who interacted with them, `items.py`)."""
 
+    #: Users scored per matrix product: bounds the score matrix to CHUNK x items floats.
+    CHUNK = 128
+
     def __init__(self, encoder: Encoder, new_items: dict[str, list[float]] | None = None):
         self.encoder = encoder
         self.version = encoder.version
         new_items = {item_id: vec for item_id, vec in (new_items or {}).items() if item_id not in encoder.row_of}
-        self.new_ids = list(new_items)
-        self.new_row_of = {item_id: row for row, item_id in enumerate(self.new_ids)}
-        self.new_vectors = (np.array([new_items[i] for i in self.new_ids], dtype=np.float32)
-                            if new_items else np.zeros((0, encoder.dim), dtype=np.float32))
+        self.n_model = len(encoder.item_ids)
+        if new_items:
+            self.ids = encoder.item_ids + list(new_items)
+            self.row_of = {**encoder.row_of, **{item_id: self.n_model + row for row, item_id in enumerate(new_items)}}
+            self.matrix = np.vstack([encoder.items, np.array(list(new_items.values()), dtype=np.float32)])
+        else:
+            self.ids, self.row_of, self.matrix = encoder.item_ids, encoder.row_of, encoder.items
 
     def knows(self, item_id: str) -> bool:
         return item_id in self.encoder.row_of
 
-    def user(self, vector: np.ndarray) -> "UserEncoding":
-        return UserEncoding(self, vector)
+    def users(self, vectors: np.ndarray, nearest: int = 20) -> list["UserEncoding"]:
+        """A batch's users against every item: exact dot products, one matrix product and one partial
+        sort per chunk of users (fine up to ~10^5 items per worker; beyond, an ANN index would pay)."""
+        out: list[UserEncoding] = []
+        n = max(0, min(nearest, len(self.ids)))
+        for start in range(0, len(vectors), self.CHUNK):
+            chunk = vectors[start:start + self.CHUNK]
+            scores = chunk @ self.matrix.T
+            if n:
+                top = np.argpartition(-scores, n - 1, axis=1)[:, :n]
+                top = np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, 1), 1, kind="stable"), 1)
+            else:
+                top = np.zeros((len(chunk), 0), dtype=np.int64)
+            best = scores.max(axis=1) if scores.shape[1] else np.zeros(len(chunk))
+            mean = scores[:, : self.n_model].mean(axis=1) if self.n_model else np.zeros(len(chunk))
+            for row in range(len(chunk)):
+                out.append(UserEncoding(self, chunk[row], scores[row], top[row], float(best[row]), float(mean[row])))
+        return out
+
+    def user(self, vector: np.ndarray, nearest: int = 20) -> "UserEncoding":
+        return self.users(vector[None, :], nearest)[0]
 
 
 class UserEncoding:
-    """A user's embedding against every item the view knows: exact dot products (fine for catalogs of
-    up to ~10^5 items per worker; beyond that an ANN index would pay off)."""
+    """A user's embedding and its scores against every item the view knows.
 
-    def __init__(self, view: EncoderView, vector: np.ndarray):
+    Shares are (score - mean) / (best - mean) over the model's catalog, clipped to [0, 1]: 1 for the
+    best item, 0 for an average one, linear between. The logits are peaked (the best item is often
+    many standard deviations ahead), so exp(score - best) would leave the ranker only zeros."""
+
+    def __init__(self, view: EncoderView, vector: np.ndarray, scores: np.ndarray, top: np.ndarray, best: float,
+                 mean: float):
         self.view = view
         self.version = view.version
         self.vector = vector
-        self.model_scores = view.encoder.items @ vector
-        self.new_scores = view.new_vectors @ vector
-        best = self.model_scores.max(initial=-np.inf)
-        self.best = float(max(best, self.new_scores.max(initial=-np.inf)))
-        # Shares are (score - mean) / (best - mean) over the catalog, clipped to [0, 1]: 1 for the best
-        # item, 0 for an average one, linear between. The logits are peaked (the best item is often
-        # many standard deviations ahead), so exp(score - best) would leave the ranker only zeros.
-        self.mean = float(self.model_scores.mean()) if self.model_scores.size else 0.0
-        self.span = self.best - self.mean if self.best - self.mean > 1e-9 else 1.0
+        self.scores = scores
+        self.top = top  # best first
+        self.best = best
+        self.mean = mean
+        self.span = best - mean if best - mean > 1e-9 else 1.0
 
     def nearest(self, n: int) -> list[tuple[str, float]]:
-        """The n best items as (item_id, share of the best, in (0, 1])."""
-        scores = np.concatenate([self.model_scores, self.new_scores])
-        if scores.size == 0 or n <= 0:
-            return []
-        n = min(n, scores.size)
-        top = np.argpartition(-scores, n - 1)[:n]
-        top = top[np.argsort(-scores[top], kind="stable")]
-        model_ids, new_ids, m = self.view.encoder.item_ids, self.view.new_ids, len(self.model_scores)
-        return [(model_ids[i] if i < m else new_ids[i - m], self._share(scores[i])) for i in top]
+        """The n best items (at most as many as the view was asked for) as (item_id, share)."""
+        top = self.top[:n]
+        shares = np.clip((self.scores[top] - self.mean) / self.span, 0.0, 1.0)
+        ids = self.view.ids
+        return [(ids[i], float(s)) for i, s in zip(top, shares)]
 
-    def _share(self, score: float) -> float:
-        return min(1.0, max(0.0, (float(score) - self.mean) / self.span))
-
-    def shares_for(self, item_ids: Sequence[str]) -> list[float]:
-        row_of, new_row_of = self.view.encoder.row_of, self.view.new_row_of
-        out = []
-        for item_id in item_ids:
-            row = row_of.get(item_id)
-            if row is not None:
-                out.append(self._share(self.model_scores[row]))
-                continue
-            row = new_row_of.get(item_id)
-            out.append(self._share(self.new_scores[row]) if row is not None else 0.0)
-        return out
+    def shares_for(self, item_ids: Sequence[str]) -> np.ndarray:
+        row_of = self.view.row_of
+        rows = np.fromiter((row_of.get(item_id, -1) for item_id in item_ids), dtype=np.int64, count=len(item_ids))
+        shares = np.clip((self.scores[rows] - self.mean) / self.span, 0.0, 1.0)
+        shares[rows < 0] = 0.0
+        return shares
 
 
 def batch_sequences(recent_of: Any, events: Sequence[Any], max_len: int) -> list[list[Step]]:

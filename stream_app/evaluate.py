@@ -181,7 +181,7 @@ class StreamAppModel:
             lambda user_id: self.profiles[user_id].recent if user_id in self.profiles else empty, events,
             self.encoder.featurizer.max_len)
         view = EncoderView(self.encoder, self.index.new_item_vectors(self.encoder.version))
-        self.encodings = [view.user(vector) for vector in self.encoder.encode(sequences)]
+        self.encodings = view.users(self.encoder.encode(sequences), self.settings.encoder_candidates)
         self.encodings.reverse()  # popped in event order
 
     def learners_for(self, user_id: str) -> PartitionLearners | None:

@@ -177,7 +177,7 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
         events = [checked for checked, _ in valid]
         sequences = batch_sequences(lambda user_id: loaded[user_id].recent, events, encoder.featurizer.max_len)
         view = EncoderView(encoder, index.new_item_vectors(encoder.version))
-        return [view.user(vector) for vector in encoder.encode(sequences)]
+        return view.users(encoder.encode(sequences), settings.encoder_candidates)
 
     def count_hits(live_hit: bool | None, shadow_hit: bool | None) -> None:
         if live_hit is not None:

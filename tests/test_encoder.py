@@ -115,8 +115,8 @@ def run_events(events, settings, encoder, profiles=None, index=None):
     view = EncoderView(encoder, index.new_item_vectors(encoder.version))
     vectors = encoder.encode(batch_sequences(lambda u: profiles[u].recent, events, encoder.featurizer.max_len))
     signals = SignalBuffer.for_settings(settings)
-    outcomes = [core.process(profiles[e.user_id], e, index, signals, settings, 0, encoding=view.user(v))
-                for e, v in zip(events, vectors)]
+    outcomes = [core.process(profiles[e.user_id], e, index, signals, settings, 0, encoding=encoding)
+                for e, encoding in zip(events, view.users(vectors, settings.encoder_candidates))]
     index.apply(signals)
     return profiles, index, outcomes
 
