@@ -88,15 +88,23 @@ class EncoderView:
         for start in range(0, len(vectors), self.CHUNK):
             chunk = vectors[start:start + self.CHUNK]
             scores = chunk @ self.matrix.T
+            rows = len(chunk)
             if n:
-                top = np.argpartition(-scores, n - 1, axis=1)[:, :n]
-                top = np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, 1), 1, kind="stable"), 1)
+                top = np.argpartition(scores, -n, axis=1)[:, -n:]
+                top_scores = np.take_along_axis(scores, top, 1)
+                order = np.argsort(-top_scores, axis=1, kind="stable")
+                top, top_scores = np.take_along_axis(top, order, 1), np.take_along_axis(top_scores, order, 1)
+                best = top_scores[:, 0]
             else:
-                top = np.zeros((len(chunk), 0), dtype=np.int64)
-            best = scores.max(axis=1) if scores.shape[1] else np.zeros(len(chunk))
-            mean = scores[:, : self.n_model].mean(axis=1) if self.n_model else np.zeros(len(chunk))
-            for row in range(len(chunk)):
-                out.append(UserEncoding(self, chunk[row], scores[row], top[row], float(best[row]), float(mean[row])))
+                top, top_scores = np.zeros((rows, 0), dtype=np.int64), np.zeros((rows, 0), dtype=np.float32)
+                best = np.zeros(rows, dtype=np.float32)
+            mean = scores[:, : self.n_model].mean(axis=1) if self.n_model else np.zeros(rows, dtype=np.float32)
+            span = np.where(best - mean > 1e-9, best - mean, 1.0)
+            top_shares = np.clip((top_scores - mean[:, None]) / span[:, None], 0.0, 1.0)
+            ids = self.ids
+            for row in range(rows):
+                nearest = list(zip([ids[i] for i in top[row]], top_shares[row].tolist()))
+                out.append(UserEncoding(self, chunk[row], scores[row], nearest, float(mean[row]), float(span[row])))
         return out
 
     def user(self, vector: np.ndarray, nearest: int = 20) -> "UserEncoding":
@@ -110,23 +118,19 @@ class UserEncoding:
     best item, 0 for an average one, linear between. The logits are peaked (the best item is often
     many standard deviations ahead), so exp(score - best) would leave the ranker only zeros."""
 
-    def __init__(self, view: EncoderView, vector: np.ndarray, scores: np.ndarray, top: np.ndarray, best: float,
-                 mean: float):
+    def __init__(self, view: EncoderView, vector: np.ndarray, scores: np.ndarray,
+                 nearest: list[tuple[str, float]], mean: float, span: float):
         self.view = view
         self.version = view.version
         self.vector = vector
         self.scores = scores
-        self.top = top  # best first
-        self.best = best
+        self._nearest = nearest  # best first
         self.mean = mean
-        self.span = best - mean if best - mean > 1e-9 else 1.0
+        self.span = span
 
     def nearest(self, n: int) -> list[tuple[str, float]]:
         """The n best items (at most as many as the view was asked for) as (item_id, share)."""
-        top = self.top[:n]
-        shares = np.clip((self.scores[top] - self.mean) / self.span, 0.0, 1.0)
-        ids = self.view.ids
-        return [(ids[i], float(s)) for i, s in zip(top, shares)]
+        return self._nearest[:n]
 
     def shares_for(self, item_ids: Sequence[str]) -> np.ndarray:
         row_of = self.view.row_of
