@@ -9,19 +9,38 @@ newer than the model, learned online from the users who interact with them: `ite
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from .errors import ConfigError
 from .registry import open_version
 from .sequences import Featurizer, Step
+
+
+OUTPUTS = ("user", "top_items", "top_scores", "mean_score")
+
+
+@dataclass(slots=True)
+class EncodedBatch:
+    """What one onnxruntime call returns for a batch: embeddings [B, dim], the indices and scores of
+    each user's `retrieve` best rows of the item table [B, retrieve], the mean score over the table [B]."""
+
+    user: np.ndarray
+    top_items: np.ndarray
+    top_scores: np.ndarray
+    mean: np.ndarray
 
 
 class Encoder:
     def __init__(self, folder: Path, manifest: dict[str, Any], threads: int = 1):
         import onnxruntime as ort
 
+        if tuple(manifest.get("outputs", ())) != OUTPUTS:
+            raise ConfigError(f"model {manifest['version']} has outputs {manifest.get('outputs')}, this worker needs "
+                              f"{list(OUTPUTS)}: retrain it with this version (`stream-app train`)")
         self.folder = folder
         self.manifest = manifest
         self.version: str = manifest["version"]
@@ -41,14 +60,15 @@ class Encoder:
         folder, manifest = open_version(registry, version)
         return cls(folder, manifest, threads)
 
-    def encode(self, sequences: Sequence[Sequence[Step]]) -> np.ndarray:
-        """User embeddings [len(sequences), dim] from one onnxruntime call. Empty sequences give zeros."""
+    def encode(self, sequences: Sequence[Sequence[Step]]) -> "EncodedBatch":
+        """User embeddings and each user's best items of the table, from one onnxruntime call."""
         if not sequences:
-            return np.zeros((0, self.dim), dtype=np.float32)
+            k = self.manifest["retrieve"]
+            return EncodedBatch(np.zeros((0, self.dim), np.float32), np.zeros((0, k), np.int64),
+                                np.zeros((0, k), np.float32), np.zeros(0, np.float32))
         inputs = self.featurizer.arrays(sequences)
-        out = self.session.run(["user"], inputs)[0]
-        out[inputs["length"] == 0] = 0.0
-        return out
+        user, top_items, top_scores, mean = self.session.run(list(OUTPUTS), inputs)
+        return EncodedBatch(user, top_items, top_scores, mean)
 
     def item_vector(self, item_id: str) -> np.ndarray | None:
         row = self.row_of.get(item_id)
@@ -62,68 +82,57 @@ class EncoderView:
     """One encoder version as a batch sees it: the model's item table, plus the vectors of items newer
     than the model (learned online from the users who interacted with them, `items.py`)."""
 
-    #: Users scored per matrix product: bounds the score matrix to CHUNK x items floats.
-    CHUNK = 128
-
     def __init__(self, encoder: Encoder, new_items: dict[str, list[float]] | None = None):
         self.encoder = encoder
         self.version = encoder.version
         new_items = {item_id: vec for item_id, vec in (new_items or {}).items() if item_id not in encoder.row_of}
         self.n_model = len(encoder.item_ids)
+        self.new_ids = list(new_items)
+        self.new_vectors = (np.array(list(new_items.values()), dtype=np.float32) if new_items
+                            else np.zeros((0, encoder.dim), dtype=np.float32))
         if new_items:
-            self.ids = encoder.item_ids + list(new_items)
-            self.row_of = {**encoder.row_of, **{item_id: self.n_model + row for row, item_id in enumerate(new_items)}}
-            self.matrix = np.vstack([encoder.items, np.array(list(new_items.values()), dtype=np.float32)])
+            self.ids = encoder.item_ids + self.new_ids
+            self.row_of = {**encoder.row_of, **{item_id: self.n_model + row for row, item_id in enumerate(self.new_ids)}}
+            self.matrix = np.vstack([encoder.items, self.new_vectors])
         else:
             self.ids, self.row_of, self.matrix = encoder.item_ids, encoder.row_of, encoder.items
 
     def knows(self, item_id: str) -> bool:
         return item_id in self.encoder.row_of
 
-    def users(self, vectors: np.ndarray, nearest: int = 20) -> list["UserEncoding"]:
-        """A batch's users against every item: exact dot products, one matrix product and one partial
-        sort per chunk of users (fine up to ~10^5 items per worker; beyond, an ANN index would pay)."""
-        out: list[UserEncoding] = []
-        n = max(0, min(nearest, len(self.ids)))
-        for start in range(0, len(vectors), self.CHUNK):
-            chunk = vectors[start:start + self.CHUNK]
-            scores = chunk @ self.matrix.T
-            rows = len(chunk)
-            if n:
-                top = np.argpartition(scores, -n, axis=1)[:, -n:]
-                top_scores = np.take_along_axis(scores, top, 1)
-                order = np.argsort(-top_scores, axis=1, kind="stable")
-                top, top_scores = np.take_along_axis(top, order, 1), np.take_along_axis(top_scores, order, 1)
-                best = top_scores[:, 0]
-            else:
-                top, top_scores = np.zeros((rows, 0), dtype=np.int64), np.zeros((rows, 0), dtype=np.float32)
-                best = np.zeros(rows, dtype=np.float32)
-            mean = scores[:, : self.n_model].mean(axis=1) if self.n_model else np.zeros(rows, dtype=np.float32)
-            span = np.where(best - mean > 1e-9, best - mean, 1.0)
-            top_shares = np.clip((top_scores - mean[:, None]) / span[:, None], 0.0, 1.0)
-            ids = self.ids
-            for row in range(rows):
-                nearest = list(zip([ids[i] for i in top[row]], top_shares[row].tolist()))
-                out.append(UserEncoding(self, chunk[row], scores[row], nearest, float(mean[row]), float(span[row])))
+    def users(self, batch: EncodedBatch, nearest: int = 20) -> list["UserEncoding"]:
+        """Every user of a batch with their `nearest` best items: the model's table was scanned inside
+        the onnxruntime call (exact top-k); items newer than the model are scored here (few)."""
+        n = min(nearest, batch.top_items.shape[1] + len(self.new_ids))
+        new_scores = batch.user @ self.new_vectors.T if self.new_ids else None
+        ids, new_ids = self.encoder.item_ids, self.new_ids
+        out = []
+        for row in range(len(batch.user)):
+            candidates = list(zip([ids[i] for i in batch.top_items[row, :n]], batch.top_scores[row, :n].tolist()))
+            if new_scores is not None:
+                candidates += zip(new_ids, new_scores[row].tolist())
+                candidates.sort(key=lambda pair: -pair[1])
+                candidates = candidates[:n]
+            best = candidates[0][1] if candidates else 0.0
+            mean = float(batch.mean[row])
+            span = best - mean if best - mean > 1e-9 else 1.0
+            nearest_items = [(item_id, min(1.0, max(0.0, (score - mean) / span))) for item_id, score in candidates]
+            out.append(UserEncoding(self, batch.user[row], nearest_items, mean, span))
         return out
-
-    def user(self, vector: np.ndarray, nearest: int = 20) -> "UserEncoding":
-        return self.users(vector[None, :], nearest)[0]
 
 
 class UserEncoding:
-    """A user's embedding and its scores against every item the view knows.
+    """A user's embedding, its best items, and scores for any other items on demand.
 
     Shares are (score - mean) / (best - mean) over the model's catalog, clipped to [0, 1]: 1 for the
     best item, 0 for an average one, linear between. The logits are peaked (the best item is often
     many standard deviations ahead), so exp(score - best) would leave the ranker only zeros."""
 
-    def __init__(self, view: EncoderView, vector: np.ndarray, scores: np.ndarray,
-                 nearest: list[tuple[str, float]], mean: float, span: float):
+    def __init__(self, view: EncoderView, vector: np.ndarray, nearest: list[tuple[str, float]], mean: float,
+                 span: float):
         self.view = view
         self.version = view.version
         self.vector = vector
-        self.scores = scores
         self._nearest = nearest  # best first
         self.mean = mean
         self.span = span
@@ -135,8 +144,11 @@ class UserEncoding:
     def shares_for(self, item_ids: Sequence[str]) -> np.ndarray:
         row_of = self.view.row_of
         rows = np.fromiter((row_of.get(item_id, -1) for item_id in item_ids), dtype=np.int64, count=len(item_ids))
-        shares = np.clip((self.scores[rows] - self.mean) / self.span, 0.0, 1.0)
-        shares[rows < 0] = 0.0
+        known = rows >= 0
+        shares = np.zeros(len(item_ids))
+        if known.any():
+            scores = self.view.matrix[rows[known]] @ self.vector
+            shares[known] = np.clip((scores - self.mean) / self.span, 0.0, 1.0)
         return shares
 
 

@@ -18,7 +18,7 @@ from stream_app import registry
 from stream_app.logs import load_sorted
 from stream_app.sequences import Featurizer
 
-from .export import INPUTS, export_onnx
+from .export import INPUTS, OUTPUTS, export_onnx
 from .model import NextItemModel
 
 
@@ -35,6 +35,7 @@ class TrainConfig:
     train_fraction: float = 0.8  # of the log's time span: earlier events train, later ones validate
     seed: int = 7
     k: int = 20
+    retrieve: int = 100  # best items the exported graph returns per user (the worker uses the first few)
 
 
 @dataclass
@@ -142,7 +143,7 @@ def train(log: str | Path, fmt: str, registry_root: str | Path, config: TrainCon
              f"MRR@{config.k} {validation[f'mrr@{config.k}']:.4f} ({validation['examples']:,} examples)")
 
     staged = registry.staging_dir(registry_root)
-    export_onnx(model.encoder, staged / "encoder.onnx")
+    export_onnx(model.encoder, staged / "encoder.onnx", model.items.weight, k=config.retrieve)
     np.save(staged / "items.npy", model.items.weight.detach().numpy().astype(np.float32))
     (staged / "items.json").write_text(json.dumps(item_ids))
     now = datetime.now(timezone.utc)
@@ -158,7 +159,7 @@ def train(log: str | Path, fmt: str, registry_root: str | Path, config: TrainCon
                      "config": asdict(config), "seconds": round(time.perf_counter() - started, 2)},
         "validation": {f"recall@{config.k}": validation[f"recall@{config.k}"],
                        f"mrr@{config.k}": validation[f"mrr@{config.k}"], "examples": validation["examples"]},
-        "inputs": list(INPUTS), "output": "user",
+        "inputs": list(INPUTS), "outputs": list(OUTPUTS), "retrieve": min(config.retrieve, len(item_ids)),
     }
     folder = registry.write_version(registry_root, staged, manifest)
     progress(f"train: wrote {folder}")
