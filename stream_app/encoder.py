@@ -101,55 +101,53 @@ class EncoderView:
         return item_id in self.encoder.row_of
 
     def users(self, batch: EncodedBatch, nearest: int = 20) -> list["UserEncoding"]:
-        """Every user of a batch with their `nearest` best items: the model's table was scanned inside
-        the onnxruntime call (exact top-k); items newer than the model are scored here (few)."""
-        n = min(nearest, batch.top_items.shape[1] + len(self.new_ids))
+        """Every user of a batch: the model's table was scanned inside the onnxruntime call (exact
+        top-k); items newer than the model are scored here (few)."""
         new_scores = batch.user @ self.new_vectors.T if self.new_ids else None
-        ids, new_ids = self.encoder.item_ids, self.new_ids
-        out = []
-        for row in range(len(batch.user)):
-            candidates = list(zip([ids[i] for i in batch.top_items[row, :n]], batch.top_scores[row, :n].tolist()))
-            if new_scores is not None:
-                candidates += zip(new_ids, new_scores[row].tolist())
-                candidates.sort(key=lambda pair: -pair[1])
-                candidates = candidates[:n]
-            best = candidates[0][1] if candidates else 0.0
-            mean = float(batch.mean[row])
-            span = best - mean if best - mean > 1e-9 else 1.0
-            nearest_items = [(item_id, min(1.0, max(0.0, (score - mean) / span))) for item_id, score in candidates]
-            out.append(UserEncoding(self, batch.user[row], nearest_items, mean, span))
-        return out
+        return [UserEncoding(self, batch.user[row], batch.top_items[row], batch.top_scores[row], float(batch.mean[row]),
+                             None if new_scores is None else new_scores[row], nearest)
+                for row in range(len(batch.user))]
 
 
 class UserEncoding:
-    """A user's embedding, its best items, and scores for any other items on demand.
+    """A user's embedding and the shares of its best items.
 
-    Shares are (score - mean) / (best - mean) over the model's catalog, clipped to [0, 1]: 1 for the
-    best item, 0 for an average one, linear between. The logits are peaked (the best item is often
-    many standard deviations ahead), so exp(score - best) would leave the ranker only zeros."""
+    A share is (score - mean) / (best - mean), the mean over the model's catalog, clipped to [0, 1]:
+    1 for the best item, 0 for an average one, linear between (the logits are peaked: the best item
+    is often many standard deviations ahead, so exp(score - best) would leave the ranker only
+    zeros). Shares are known for the `retrieve` best items of the table (from the graph) and for the
+    items newer than the model; any other item counts as 0."""
 
-    def __init__(self, view: EncoderView, vector: np.ndarray, nearest: list[tuple[str, float]], mean: float,
-                 span: float):
+    def __init__(self, view: EncoderView, vector: np.ndarray, top_items: np.ndarray, top_scores: np.ndarray,
+                 mean: float, new_scores: np.ndarray | None, nearest: int):
         self.view = view
         self.version = view.version
         self.vector = vector
-        self._nearest = nearest  # best first
-        self.mean = mean
-        self.span = span
+        ids = view.encoder.item_ids
+        scored_ids = [ids[i] for i in top_items.tolist()]
+        scores = top_scores
+        if new_scores is not None:  # merge the items newer than the model by score
+            scored_ids += view.new_ids
+            scores = np.concatenate([top_scores, new_scores])
+            order = np.argsort(-scores, kind="stable")
+            scored_ids, scores = [scored_ids[i] for i in order.tolist()], scores[order]
+        best = float(scores[0]) if len(scores) else 0.0
+        span = best - mean if best - mean > 1e-9 else 1.0
+        self._ids = scored_ids
+        self._shares = np.clip((scores - mean) / span, 0.0, 1.0).tolist()
+        self._nearest_n = nearest
+        self._by_item: dict[str, float] | None = None
 
     def nearest(self, n: int) -> list[tuple[str, float]]:
         """The n best items (at most as many as the view was asked for) as (item_id, share)."""
-        return self._nearest[:n]
+        n = min(n, self._nearest_n)
+        return list(zip(self._ids[:n], self._shares[:n]))
 
-    def shares_for(self, item_ids: Sequence[str]) -> np.ndarray:
-        row_of = self.view.row_of
-        rows = np.fromiter((row_of.get(item_id, -1) for item_id in item_ids), dtype=np.int64, count=len(item_ids))
-        known = rows >= 0
-        shares = np.zeros(len(item_ids))
-        if known.any():
-            scores = self.view.matrix[rows[known]] @ self.vector
-            shares[known] = np.clip((scores - self.mean) / self.span, 0.0, 1.0)
-        return shares
+    def shares_for(self, item_ids: Sequence[str]) -> list[float]:
+        if self._by_item is None:
+            self._by_item = dict(zip(self._ids, self._shares))
+        shares = self._by_item
+        return [shares.get(item_id, 0.0) for item_id in item_ids]
 
 
 def batch_sequences(recent_of: Any, events: Sequence[Any], max_len: int) -> list[list[Step]]:
