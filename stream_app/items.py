@@ -146,7 +146,8 @@ def apply_signals(get: Callable[[str], Any], signals: Iterable[Mapping[str, Any]
         key = vectors_key(partition)
         vectors = dict(get(key) or {})
         for item_id, entry in with_vectors.items():
-            vectors[item_id] = {"ts": entry["ts"], "version": entry["vec"]["version"], "v": entry["vec"]["v"]}
+            vectors[item_id] = {"ts": entry["ts"], "version": entry["vec"]["version"],
+                                "v": [round(x, 4) for x in entry["vec"]["v"]]}
         if len(vectors) > settings.encoder_new_items:
             newest = sorted(vectors.items(), key=lambda kv: kv[1]["ts"], reverse=True)[: settings.encoder_new_items]
             vectors = dict(newest)

@@ -70,10 +70,19 @@ class TableItemIndex(CachedItemIndex):
     def __init__(self, data: Any, settings: Settings, partitions: int):
         super().__init__(settings, partitions)
         self.data = data
+        self._parsed: dict[str, tuple[bytes, Any]] = {}
 
     def load(self, key: str) -> Any:
         raw = self.data.get(key.encode())
-        return orjson.loads(raw) if raw is not None else None
+        if raw is None:
+            return None
+        cached = self._parsed.get(key)
+        if cached is not None and cached[0] is raw:  # unchanged since it was parsed: same bytes object
+            return cached[1]
+        value = orjson.loads(raw)
+        if key[0] != "i":  # lists are read every batch; entries are many and read once each
+            self._parsed[key] = (raw, value)
+        return value
 
 
 class PartitionState:
