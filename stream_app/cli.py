@@ -144,7 +144,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = TrainConfig(dim=args.dim, hidden=args.hidden, max_len=args.max_len, epochs=args.epochs,
                          train_fraction=args.train_fraction, seed=args.seed)
     try:
-        manifest = train(args.log, args.format, registry_dir, config, progress=lambda line: print(line, file=sys.stderr))
+        manifest = train(args.log, args.format, registry_dir, config,
+                         progress=lambda line: print(line, file=sys.stderr))
     except ValueError as exc:
         raise StreamAppError(str(exc)) from None
     print(f"trained {manifest['version']} in {manifest['training']['seconds']:.1f}s: validation "

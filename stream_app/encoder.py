@@ -92,7 +92,8 @@ class EncoderView:
                             else np.zeros((0, encoder.dim), dtype=np.float32))
         if new_items:
             self.ids = encoder.item_ids + self.new_ids
-            self.row_of = {**encoder.row_of, **{item_id: self.n_model + row for row, item_id in enumerate(self.new_ids)}}
+            self.row_of = {**encoder.row_of,
+                           **{item_id: self.n_model + row for row, item_id in enumerate(self.new_ids)}}
             self.matrix = np.vstack([encoder.items, self.new_vectors])
         else:
             self.ids, self.row_of, self.matrix = encoder.item_ids, encoder.row_of, encoder.items

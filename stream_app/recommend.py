@@ -134,8 +134,8 @@ def recommend(profile: Profile, event: Event, index: ItemIndex, settings: Settin
     for i in order:
         item_id = ids[i]
         items.append({"item_id": item_id, "score": round(float(scores[i]), 6),
-                      "reasons": _reasons(item_id, categories[i], anchors, anchor_neighbors, repeat, in_category, popular,
-                                          trending, nearest)})
+                      "reasons": _reasons(item_id, categories[i], anchors, anchor_neighbors, repeat, in_category,
+                                          popular, trending, nearest)})
     return Ranked(items, matrix[order])
 
 

@@ -2,8 +2,8 @@
 
 Each learner is one class in its own file. Per-user learners (`ProfileLearner`) keep their state
 in the profile (`Profile.learner_state`), so it is persisted in the table's changelog and recovered
-with it; public snapshots leave it out. The ranker and the strategy bandit are one per input partition (`PartitionLearners`), in their
-own table.
+with it; public snapshots leave it out. The ranker and the strategy bandit are one per input
+partition (`PartitionLearners`), in their own table.
 """
 
 from .base import Persistent, ProfileLearner

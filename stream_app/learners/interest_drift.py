@@ -16,10 +16,11 @@ MAX_SURPRISE_BITS = 8.0
 class InterestDrift(ProfileLearner):
     """A River Page-Hinkley test on how surprising each new session is to the profile's long-term
     interests: at a session's first event, the surprise is -log2 of its category's share of the
-    interests (capped at 8 bits; the user's first session is 0). Sessions, not events, are the observations: the events of a
-    session share its topic, so counting each would make one off-topic session look like a change.
-    When the test fires, the interests are divided by `downweight` (aged log2(downweight) long
-    half-lives at once), so the interests after the change dominate, and the test restarts.
+    interests (capped at 8 bits; the user's first session is 0). Sessions, not events, are the
+    observations: the events of a session share its topic, so counting each would make one
+    off-topic session look like a change. When the test fires, the interests are divided by
+    `downweight` (aged log2(downweight) long half-lives at once), so the interests after the change
+    dominate, and the test restarts.
 
     A session starts at a new `session_id`, or after `session_gap_ms` of silence.
 
