@@ -134,6 +134,7 @@ class Settings:
     # Item side
     covis_window_ms: int = 24 * 3600 * 1000
     covis_prev_items: int = 5
+    covis_gap_half_life_ms: int = 30 * 60 * 1000  # a co-visit counts half as much per this gap between the two events
     covis_neighbors_max: int = 50  # neighbours kept per item
     covis_candidates_per_item: int = 20  # of those, how many each recent item contributes to a ranking
     popular_per_partition: int = 100
@@ -182,7 +183,7 @@ class Settings:
         for name in ("partitions", "max_payload_bytes", "batch_max", "fetch_max_wait_ms", "top_k", "recent_max",
                      "affinity_max", "seen_ids_max", "half_life_ms", "interest_half_life_ms",
                      "covis_neighbors_max", "covis_candidates_per_item", "repeat_candidates", "popular_per_partition",
-                     "trending_half_life_ms", "category_items"):
+                     "trending_half_life_ms", "category_items", "covis_gap_half_life_ms"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1 (set {ENV_PREFIX}{name.upper()})")
 

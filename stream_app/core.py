@@ -107,9 +107,8 @@ def process(profile: Profile, event: Event, index: ItemIndex, signals: SignalBuf
     if settings.drift_handling:
         drift = profile.learner(InterestDrift.name, lambda: InterestDrift(downweight=settings.drift_downweight))
         drift.learn_one(profile, event)
-    previous = [item for item in profile.recent_items(settings.covis_prev_items,
-                                                      since_ts=event.ts - settings.covis_window_ms)
-                if item != event.item_id]
+    previous = [(item, event.ts - seen) for item, seen in profile.recent_items_seen(
+        settings.covis_prev_items, since_ts=event.ts - settings.covis_window_ms).items() if item != event.item_id]
     apply_event(profile, event, digest, settings)
     signals.add_interaction(event.item_id, previous, settings.weights.of(event.type, event.stage), event.ts,
                             event.category)

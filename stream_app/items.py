@@ -62,11 +62,12 @@ class SignalBuffer:
 
     half_life_ms: int
     trending_half_life_ms: int
+    covis_gap_half_life_ms: int = 30 * 60 * 1000
     by_item: dict[str, Entry] = field(default_factory=dict)
 
     @classmethod
     def for_settings(cls, settings: Settings) -> "SignalBuffer":
-        return cls(settings.half_life_ms, settings.trending_half_life_ms)
+        return cls(settings.half_life_ms, settings.trending_half_life_ms, settings.covis_gap_half_life_ms)
 
     def _entry(self, item_id: str, ts: int) -> Entry:
         entry = self.by_item.get(item_id)
@@ -76,18 +77,21 @@ class SignalBuffer:
             entry["ts"] = ts
         return entry
 
-    def add_interaction(self, item_id: str, previous: Iterable[str], weight: float, ts: int,
+    def add_interaction(self, item_id: str, previous: Iterable[tuple[str, int]], weight: float, ts: int,
                         category: str | None = None) -> None:
-        """One event on item_id by a user whose recent items (in the co-visitation window) were `previous`."""
+        """One event on item_id (its type's `weight`) by a user whose recent items in the co-visitation
+        window were `previous`: (item, ms since the user last saw it). A pair counts the event's weight,
+        halved every covis_gap_half_life_ms between the two events: items seen together count most."""
         stored = decay.log_weight(weight, ts, self.half_life_ms)
         entry = self._entry(item_id, ts)
         entry["pop"] = decay.log_add(entry["pop"], stored)
         entry["tr"] = decay.log_add(entry["tr"], decay.log_weight(weight, ts, self.trending_half_life_ms))
         if category is not None:
             entry["cat"] = category
-        for other in previous:
-            decay.add(entry["nb"], other, stored)
-            decay.add(self._entry(other, ts)["nb"], item_id, stored)
+        for other, gap_ms in previous:
+            pair = stored - max(gap_ms, 0) / self.covis_gap_half_life_ms  # log2 space: x 2^(-gap / half-life)
+            decay.add(entry["nb"], other, pair)
+            decay.add(self._entry(other, ts)["nb"], item_id, pair)
 
     def add_vector(self, item_id: str, user_vector: list[float], version: str) -> None:
         """A user with this embedding (under encoder `version`) came to an item the encoder does not know."""

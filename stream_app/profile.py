@@ -83,14 +83,18 @@ class Profile:
 
     def recent_items(self, limit: int, since_ts: int | None = None) -> list[str]:
         """Distinct recent items, most recent first, optionally only those seen at or after since_ts."""
-        out: list[str] = []
+        return list(self.recent_items_seen(limit, since_ts))
+
+    def recent_items_seen(self, limit: int, since_ts: int | None = None) -> dict[str, int]:
+        """Distinct recent items -> when last seen (ms), most recent first, at most `limit`."""
+        out: dict[str, int] = {}
         if limit <= 0:
             return out
         for item_id, _type, ts in reversed(self.recent):
             if since_ts is not None and ts < since_ts:
                 break
             if item_id not in out:
-                out.append(item_id)
+                out[item_id] = ts
                 if len(out) == limit:
                     break
         return out

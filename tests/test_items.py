@@ -20,8 +20,8 @@ def test_log_space_sum_equals_the_decayed_sum():
 
 def test_interaction_signals_are_symmetric_and_aggregated_per_batch():
     buf = SignalBuffer(half_life_ms=1000, trending_half_life_ms=100)
-    buf.add_interaction("b", ["a"], 1.0, 0)
-    buf.add_interaction("b", ["a"], 1.0, 0)
+    buf.add_interaction("b", [("a", 0)], 1.0, 0)
+    buf.add_interaction("b", [("a", 0)], 1.0, 0)
     assert set(buf.by_item) == {"a", "b"}
     assert buf.by_item["a"]["pop"] is None  # only the item acted on gains popularity
     assert decay.value_at(buf.by_item["b"]["pop"], 0, 1000) == pytest.approx(2.0)
@@ -33,7 +33,7 @@ def test_neighbour_lists_are_bounded():
     settings = Settings(covis_neighbors_max=4)
     buf = SignalBuffer.for_settings(settings)
     for i in range(20):
-        buf.add_interaction("hub", [f"n{i}"], 1.0 + i, 0)
+        buf.add_interaction("hub", [(f"n{i}", 0)], 1.0 + i, 0)
     writes = apply_signals(lambda _: None, (m for _, m in buf.messages()), 0, settings)
     assert len(writes[item_key("hub")]["nb"]) <= 5
     assert "n19" in writes[item_key("hub")]["nb"]
@@ -97,11 +97,19 @@ def test_in_memory_index_ranks_neighbours_by_share_of_the_best():
     settings = Settings()
     index = InMemoryItemIndex(settings)
     buf = SignalBuffer.for_settings(settings)
-    buf.add_interaction("x", ["a"], 4.0, 0)
-    buf.add_interaction("y", ["a"], 1.0, 0)
+    buf.add_interaction("x", [("a", 0)], 4.0, 0)
+    buf.add_interaction("y", [("a", 0)], 1.0, 0)
     index.apply(buf)
     ranked = index.ranked_neighbors("a")
     assert [i for i, _ in ranked] == ["x", "y"]
     assert ranked[0][1] == 1.0 and ranked[1][1] == pytest.approx(0.25)
     assert index.ranked_neighbors("unknown") == []
     assert math.isclose(index.popular()[0][1], 1.0)
+
+
+def test_a_co_visit_counts_less_the_longer_apart_the_two_events():
+    buf = SignalBuffer(half_life_ms=10**9, trending_half_life_ms=10**9, covis_gap_half_life_ms=1000)
+    buf.add_interaction("b", [("near", 0), ("far", 2000)], 1.0, 0)
+    nb = buf.by_item["b"]["nb"]
+    assert decay.value_at(nb["near"], 0, 10**9) == pytest.approx(1.0)
+    assert decay.value_at(nb["far"], 0, 10**9) == pytest.approx(0.25)  # two gap half-lives
