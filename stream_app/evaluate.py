@@ -443,7 +443,7 @@ def table(result: dict[str, Any]) -> str:
         lines.append("")
         lines.append("profile accuracy (NDCG@3 of true top-category interests):")
         for name, accuracy in accuracies.items():
-            lines.append(f"  {name:<34}" + ", ".join(
+            lines.append(f"  {name:<{width + 2}}" + ", ".join(
                 f"{key.split('_', 1)[1]} {value:.3f}" for key, value in accuracy.items()
                 if key.startswith("ndcg") and value is not None)
                 + f" ({accuracy['users_drifted']} drifted, {accuracy['users_stable']} stable users)")
