@@ -212,22 +212,9 @@ class ItemIndex(Protocol):
     def category_items(self, category: str) -> list[tuple[str, float]]: ...
 
     def new_item_vectors(self, version: str) -> dict[str, list[float]]:
-        found = self._vectors.get(version)
-        if found is None:
-            found = self._vectors[version] = {
-                item_id: record["v"] for partition in range(self.partitions)
-                for item_id, record in (self.load(vectors_key(partition)) or {}).items()
-                if record["version"] == version}
-        return found
+        """Online vectors (under encoder `version`) of items newer than that encoder."""
 
-    def neighbor_shares(self, item_id: str) -> dict[str, float]:
-        found = self._neighbor_shares.get(item_id)
-        if found is None:
-            found = self._neighbor_shares[item_id] = dict(
-                self.ranked_neighbors(item_id)[: self.settings.covis_candidates_per_item])
-        return found
-
-    def category_of(self, item_id: str) -> str | None: ...
+    def categories_of(self, item_ids: list[str]) -> list[str | None]: ...
 
 
 class CachedItemIndex:
