@@ -16,8 +16,10 @@ import time
 from typing import Any
 
 import orjson
+from fastjsonschema import JsonSchemaException
 
 from .config import Settings
+from .contracts import validator
 from .encoder import Encoder
 from .errors import StreamAppError
 from .registry import open_version
@@ -40,6 +42,7 @@ def publish(settings: Settings, role: str, version: str | None, verify: bool = T
         open_version(settings.registry_dir, version)
     ensure_topics(settings)
     record = {"role": role, "version": version, "published_at": int(time.time() * 1000)}
+    validator("model-control")(record)
     producer = KafkaProducer(bootstrap_servers=settings.require_kafka(), acks="all")
     try:
         producer.send(settings.topics.model_control, key=role.encode(), value=orjson.dumps(record)).get(timeout=30)
@@ -64,11 +67,14 @@ class ModelWatcher:
                 "shadow": self.shadow.version if self.shadow else None,
                 "wanted": dict(self.wanted), "errors": dict(self.errors), "swaps": self.swaps}
 
-    async def apply(self, record: dict[str, Any]) -> None:
-        role, version = record.get("role"), record.get("version")
-        if role not in ROLES:
-            log.error("ignoring a control record with role %r: %s", role, record)
+    async def apply(self, record: Any) -> None:
+        try:
+            validator("model-control")(record)
+        except JsonSchemaException as exc:  # an operator's mistake must not stop the worker
+            log.error("ignoring a control record that breaks schemas/v1/model-control (%s): %r", exc.message, record)
+            self.errors["control"] = f"ignored an invalid control record: {exc.message}"
             return
+        role, version = record["role"], record["version"]
         self.wanted[role] = version
         current = getattr(self, role)
         if (current.version if current else None) == version:

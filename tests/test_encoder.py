@@ -13,12 +13,15 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
+import torch  # the test command installs the train extra
+from fastjsonschema import JsonSchemaException
 from kafka import TopicPartition
 
 from conftest import OTTO_SAMPLE, wait_until
 from stream_app import core, registry
 from stream_app.config import Settings
 from stream_app.consume import committed_offsets
+from stream_app.contracts import validator
 from stream_app.encoder import Encoder, EncoderView, batch_sequences
 from stream_app.errors import ConfigError
 from stream_app.events import Event
@@ -27,8 +30,6 @@ from stream_app.logs import load_sorted
 from stream_app.model_control import publish
 from stream_app.redis_store import read_profile, worker_statuses
 from stream_app.replay import produce_events
-
-import torch  # the test command installs the train extra
 from stream_app_train.export import export_onnx, torch_encode
 from stream_app_train.model import SequenceEncoder
 from stream_app_train.train import TrainConfig, train
@@ -161,6 +162,27 @@ def test_a_brand_new_item_is_recommended_once_it_has_interactions(trained):
     _, _, outcomes = run_events([Event("later", "other", encoder.item_ids[0], "click", 3000)], settings, encoder,
                                 profiles, index)
     assert "brand-new" in encoder_items(outcomes[0])
+
+
+def test_a_bad_announcement_never_stops_or_changes_what_serves(trained, tmp_path):
+    import asyncio
+
+    from stream_app.model_control import ModelWatcher
+
+    root, v1, _ = trained
+    watcher = ModelWatcher(Settings(registry_dir=str(root)))
+
+    async def scenario():
+        await watcher.apply({"role": "live", "version": v1, "published_at": 1})
+        await watcher.apply({"role": "canary", "version": v1, "published_at": 2})  # not a role
+        await watcher.apply({"role": "live", "version": "no-such-version", "published_at": 3})
+        await watcher.apply(["not", "an", "object"])
+
+    asyncio.run(scenario())
+    assert watcher.live.version == v1 and watcher.swaps == 1
+    assert "no-such-version" in watcher.errors["live"] and "control" in watcher.errors
+    with pytest.raises(JsonSchemaException):
+        validator("model-control")({"role": "live", "version": "", "published_at": 1})
 
 
 def test_workers_never_import_torch():
