@@ -6,7 +6,9 @@ from __future__ import annotations
 import html
 from typing import Any
 
-PALETTE = ["#1b6ca8", "#d1495b", "#66a182", "#edae49", "#8d6a9f", "#4f5d75", "#2e4057"]
+# Distinct enough for the up to 15 rows an evaluation with an encoder and a shadow has.
+PALETTE = ["#1b6ca8", "#d1495b", "#66a182", "#edae49", "#8d6a9f", "#4f5d75", "#2e4057", "#00a6a6", "#bc4b51",
+           "#8cb369", "#f4a259", "#5b8e7d", "#7d4e57", "#3d348b", "#c9a227"]
 
 
 def _line_chart(series: dict[str, list[float]], width: int = 760, height: int = 300) -> str:
@@ -72,11 +74,22 @@ def render(result: dict[str, Any]) -> str:
     for name, accuracy in (result.get("profile_accuracy") or {}).items():
         if not accuracy_html:
             accuracy_html = "<h2>Profile accuracy</h2><p>NDCG@3 of each user's true top-category interests " \
-                "against the profile's category affinities.</p>"
+                "against the profile's long-term interests.</p>"
         accuracy_html += f"<p>{html.escape(name)}: " + ", ".join(
             f"{html.escape(key.split('_', 1)[1])} <b>{value:.3f}</b>" for key, value in accuracy.items()
             if key.startswith("ndcg") and value is not None) + \
             f" ({accuracy['users_drifted']} drifted, {accuracy['users_stable']} stable users).</p>"
+    encoder_html = ""
+    for role in ("encoder", "shadow_encoder"):
+        manifest = result.get(role)
+        if manifest:
+            encoder_html += (f"<p>{role.replace('_', ' ').capitalize()}: {html.escape(manifest['version'])} "
+                             f"(validation Recall@20 {manifest['validation']['recall@20']:.4f}, trained on "
+                             f"{manifest['training']['events']:,} events before ts "
+                             f"{manifest['training']['train_until_ts']}).</p>")
+    if result.get("judged_from_ts") is not None:
+        encoder_html += (f"<p>Judged: events from ts {result['judged_from_ts']} on, after the encoder's training "
+                         "data; every model still learns from the whole log.</p>")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>stream-app evaluation: {html.escape(result.get('log', ''))}</title>
 <style>body{{font:14px system-ui,sans-serif;max-width:820px;margin:2em auto;color:#222}}
@@ -86,7 +99,7 @@ td:first-child,th:first-child{{text-align:left}}</style></head><body>
 <p>{html.escape(result.get('log', ''))}: {result['events']:,} events, {result['users']:,} users,
 {result['items']:,} items; K = {k}; batches of {result['batch']}; {result['events_per_s']:,.0f} events/s
 for all models together. Each event is judged by the list its user was shown after the previous event.</p>
-<table><tr><th>model</th><th>Recall@{k}</th><th>MRR@{k}</th><th>NDCG@{k}</th><th>coverage</th>
+{encoder_html}<table><tr><th>model</th><th>Recall@{k}</th><th>MRR@{k}</th><th>NDCG@{k}</th><th>coverage</th>
 <th>popularity pct.</th><th>judged</th></tr>{rows}</table>
 <h2>Recall@{k} over the stream</h2><p>{legend}</p>{_line_chart({n: m.get('timeline', []) for n, m in models.items()})}
 <h2>Recall@{k} by type of the judged event</h2><p>{legend}</p>{_bar_chart(types, per_type)}
