@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Mapping
 
 from .errors import ConfigError
+from .events import event_kind
 
 EVENT_TYPES = ("browse", "click", "purchase")
 REC_POLICIES = ("every", "purchase", "debounce")
@@ -96,9 +97,7 @@ class EventWeights:
     order: float = 6.0
 
     def of(self, event_type: str, stage: str | None) -> float:
-        if event_type == "purchase":
-            return self.cart if stage == "cart" else self.order
-        return self.browse if event_type == "browse" else self.click
+        return getattr(self, event_kind(event_type, stage))
 
 
 @dataclass(frozen=True)

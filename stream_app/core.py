@@ -66,7 +66,7 @@ def shown_hits(profile: Profile, event: Event) -> tuple[bool | None, bool | None
 
 
 def shadow_recommendation(profile: Profile, event: Event, index: ItemIndex, settings: Settings,
-                          learners: PartitionLearners | None, encoding: UserEncoding) -> list[str]:
+                          learners: PartitionLearners | None, encoding: UserEncoding) -> None:
     """The list a shadow encoder would show after `event` (already processed with the live one): same
     profile, item state and ranker, the shadow's embedding. Kept in the profile to be judged by the
     next event; never published."""
@@ -74,7 +74,6 @@ def shadow_recommendation(profile: Profile, event: Event, index: ItemIndex, sett
     behaviour = profile.learner(BehaviourStats.name, BehaviourStats)
     ranked = recommend(profile, event, index, settings, ranker, behaviour.repeat_propensity, encoding)
     profile.shadow_shown = [item["item_id"] for item in ranked.items]
-    return profile.shadow_shown
 
 
 def should_emit(profile: Profile, event: Event, settings: Settings) -> bool:
@@ -102,6 +101,7 @@ def process(profile: Profile, event: Event, index: ItemIndex, signals: SignalBuf
         return Outcome(False, None)
     if learners is not None:
         learn_feedback(profile, event, learners)
+    profile.shadow_shown = []  # judged (shown_hits) before this call; a live shadow shows a new one after it
     behaviour = profile.learner(BehaviourStats.name, BehaviourStats)
     behaviour.learn_one(profile, event)
     if settings.drift_handling:
@@ -124,15 +124,12 @@ def process(profile: Profile, event: Event, index: ItemIndex, signals: SignalBuf
     profile.last_rec_ts = event.ts
     ranker, strategy = None, "prior"
     if learners is not None:
-        strategy = "ranker"
-        if learners.bandit is not None:
-            segment = segment_of(profile.event_count)
-            strategy = learners.bandit.pull(segment)
+        segment = segment_of(profile.event_count)
+        wanted = learners.bandit.pull(segment) if learners.bandit is not None else "ranker"
+        if wanted == "ranker" and learners.ranker.ready:
+            ranker, strategy = learners.ranker, "ranker"
+        if learners.bandit is not None:  # the reward goes to what was shown, a cold ranker's list is the prior's
             profile.shown_strategy = f"{segment}:{strategy}"
-        if strategy == "ranker" and learners.ranker.ready:
-            ranker = learners.ranker
-        else:
-            strategy = "prior"
     ranked = recommend(profile, event, index, settings, ranker, behaviour.repeat_propensity, encoding)
     if learners is not None:
         profile.shown = [item["item_id"] for item in ranked.items]

@@ -1,9 +1,9 @@
 """The deep sequence encoder at serving time: onnxruntime, one call per micro-batch. No torch.
 
-`Encoder` loads one registry version: the ONNX graph (recent steps -> user embedding) and the item
-embedding table it was trained with. `encode` featurises many users' recent sequences and runs them
-in one onnxruntime call; `nearest` is an exact dot product over the table (plus the vectors of items
-newer than the model, learned online from the users who interact with them: `items.py`).
+`Encoder` loads one registry version: the ONNX graph (recent steps -> user embedding, plus the exact
+top-k of the item table it was trained with) and that table's ids. `encode` featurises many users'
+recent sequences and runs them in one onnxruntime call; items newer than the model, whose vectors
+are learned online from the users who come to them (`items.py`), are scored here in numpy.
 """
 
 from __future__ import annotations
@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from .errors import ConfigError
+from .events import Event
+from .profile import add_step
 from .registry import open_version
 from .sequences import Featurizer, Step
 
@@ -51,7 +53,6 @@ class Encoder:
         options.intra_op_num_threads = threads  # workers are one process per core
         options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(str(folder / "encoder.onnx"), options, providers=["CPUExecutionProvider"])
-        self.items = np.load(folder / "items.npy").astype(np.float32)
         self.item_ids: list[str] = json.loads((folder / "items.json").read_text())
         self.row_of = {item_id: row for row, item_id in enumerate(self.item_ids)}
 
@@ -70,13 +71,6 @@ class Encoder:
         user, top_items, top_scores, mean = self.session.run(list(OUTPUTS), inputs)
         return EncodedBatch(user, top_items, top_scores, mean)
 
-    def item_vector(self, item_id: str) -> np.ndarray | None:
-        row = self.row_of.get(item_id)
-        return self.items[row] if row is not None else None
-
-    def scores(self, user: np.ndarray) -> np.ndarray:
-        return self.items @ user
-
 
 class EncoderView:
     """One encoder version as a batch sees it: the model's item table, plus the vectors of items newer
@@ -86,17 +80,9 @@ class EncoderView:
         self.encoder = encoder
         self.version = encoder.version
         new_items = {item_id: vec for item_id, vec in (new_items or {}).items() if item_id not in encoder.row_of}
-        self.n_model = len(encoder.item_ids)
         self.new_ids = list(new_items)
         self.new_vectors = (np.array(list(new_items.values()), dtype=np.float32) if new_items
                             else np.zeros((0, encoder.dim), dtype=np.float32))
-        if new_items:
-            self.ids = encoder.item_ids + self.new_ids
-            self.row_of = {**encoder.row_of,
-                           **{item_id: self.n_model + row for row, item_id in enumerate(self.new_ids)}}
-            self.matrix = np.vstack([encoder.items, self.new_vectors])
-        else:
-            self.ids, self.row_of, self.matrix = encoder.item_ids, encoder.row_of, encoder.items
 
     def knows(self, item_id: str) -> bool:
         return item_id in self.encoder.row_of
@@ -151,25 +137,24 @@ class UserEncoding:
         return [shares.get(item_id, 0.0) for item_id in item_ids]
 
 
-def batch_sequences(recent_of: Any, events: Sequence[Any], max_len: int) -> list[list[Step]]:
+def batch_sequences(recent_of: Callable[[str], list[Any]], events: Sequence[Event], max_len: int) -> list[list[Step]]:
     """For each event of a batch (in processing order) the user's recent steps up to and including it:
     the profile's `recent` before the batch (`recent_of(user_id)`), then the batch's earlier events
     of that user, then this one, in time order (as the profile keeps them)."""
-    grown: dict[str, list[Step]] = {}
+    grown: dict[str, list[Any]] = {}
     out = []
     for event in events:
         steps = grown.get(event.user_id)
         if steps is None:
-            steps = grown[event.user_id] = [tuple(step) for step in recent_of(event.user_id)[-max_len:]]
-        step = (event.item_id, event.type, event.ts)
-        if not steps or event.ts >= steps[-1][2]:
-            steps.append(step)
-        else:
-            at = len(steps)
-            while at > 0 and steps[at - 1][2] > event.ts:
-                at -= 1
-            steps.insert(at, step)
-        if len(steps) > max_len:
-            del steps[: len(steps) - max_len]
+            steps = grown[event.user_id] = list(recent_of(event.user_id)[-max_len:])
+        add_step(steps, (event.item_id, event.type, event.ts), max_len)
         out.append(list(steps))
     return out
+
+
+def encode_batch(encoder: Encoder, events: Sequence[Event], recent_of: Callable[[str], list[Any]],
+                 new_items: dict[str, list[float]], nearest: int) -> list[UserEncoding]:
+    """Every event's user encoding (recent steps through that event), from one onnxruntime call: what
+    a worker and the in-process evaluation run at the start of each batch."""
+    sequences = batch_sequences(recent_of, events, encoder.featurizer.max_len)
+    return EncoderView(encoder, new_items).users(encoder.encode(sequences), nearest)

@@ -29,7 +29,7 @@ import orjson
 
 from . import core, decay
 from .config import Settings
-from .encoder import Encoder, EncoderView, UserEncoding, batch_sequences
+from .encoder import Encoder, UserEncoding, encode_batch
 from .events import Event
 from .items import InMemoryItemIndex, SignalBuffer
 from .learners import PartitionLearners
@@ -176,12 +176,10 @@ class StreamAppModel:
     def begin_batch(self, events: list[Event]) -> None:
         if self.encoder is None:
             return
-        empty: list = []
-        sequences = batch_sequences(
-            lambda user_id: self.profiles[user_id].recent if user_id in self.profiles else empty, events,
-            self.encoder.featurizer.max_len)
-        view = EncoderView(self.encoder, self.index.new_item_vectors(self.encoder.version))
-        self.encodings = view.users(self.encoder.encode(sequences), self.settings.encoder_candidates)
+        profiles = self.profiles
+        self.encodings = encode_batch(
+            self.encoder, events, lambda user_id: profiles[user_id].recent if user_id in profiles else [],
+            self.index.new_item_vectors(self.encoder.version), self.settings.encoder_candidates)
         self.encodings.reverse()  # popped in event order
 
     def learners_for(self, user_id: str) -> PartitionLearners | None:

@@ -7,6 +7,15 @@ from typing import Any
 
 _OPTIONAL = ("session_id", "category", "price", "quantity", "dwell_ms", "stage", "context")
 
+KINDS = ("browse", "click", "cart", "order")
+
+
+def event_kind(event_type: str, stage: str | None) -> str:
+    """The funnel step of an event: browse, click, or a purchase's stage (cart, else order)."""
+    if event_type == "purchase":
+        return "cart" if stage == "cart" else "order"
+    return event_type
+
 
 @dataclass(slots=True)
 class Event:

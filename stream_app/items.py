@@ -190,31 +190,21 @@ def shares(ranked: list[tuple[str, float]]) -> list[tuple[str, float]]:
 
 
 class ItemIndex(Protocol):
-    """What the recommender reads of the item side: ranked lists with shares of the best, in (0, 1]."""
+    """What the recommender reads of the item side: item -> share of the best, in (0, 1], best first."""
 
-    def ranked_neighbors(self, item_id: str) -> list[tuple[str, float]]: ...
+    def neighbors(self, item_id: str) -> dict[str, float]:
+        """The co-visited items a ranking uses (the first covis_candidates_per_item)."""
 
-    def popular(self) -> list[tuple[str, float]]: ...
+    def popular(self) -> dict[str, float]: ...
 
-    def trending(self) -> list[tuple[str, float]]: ...
-
-    def popular_shares(self) -> dict[str, float]: ...
-
-    def trending_shares(self) -> dict[str, float]: ...
-
-    def popular_top(self, n: int) -> list[str]: ...
-
-    def trending_top(self, n: int) -> list[str]: ...
-
-    def neighbor_shares(self, item_id: str) -> dict[str, float]:
-        """The neighbours a ranking uses (the first covis_candidates_per_item), as a dict."""
+    def trending(self) -> dict[str, float]: ...
 
     def category_items(self, category: str) -> list[tuple[str, float]]: ...
 
+    def categories_of(self, item_ids: list[str]) -> list[str | None]: ...
+
     def new_item_vectors(self, version: str) -> dict[str, list[float]]:
         """Online vectors (under encoder `version`) of items newer than that encoder."""
-
-    def categories_of(self, item_ids: list[str]) -> list[str | None]: ...
 
 
 class CachedItemIndex:
@@ -225,15 +215,12 @@ class CachedItemIndex:
         self.settings = settings
         self.partitions = partitions
         self._entries: dict[str, Entry | None] = {}
-        self._ranked: dict[str, list[tuple[str, float]]] = {}
+        self._neighbors: dict[str, dict[str, float]] = {}
         self._categories: dict[str, list[tuple[str, float]]] = {}
-        self._neighbor_shares: dict[str, dict[str, float]] = {}
         self._item_category: dict[str, str | None] = {}
         self._vectors: dict[str, dict[str, list[float]]] = {}
-        self._popular: list[tuple[str, float]] = []
-        self._trending: list[tuple[str, float]] = []
-        self._popular_shares: dict[str, float] = {}
-        self._trending_shares: dict[str, float] = {}
+        self._popular: dict[str, float] = {}
+        self._trending: dict[str, float] = {}
 
     def load(self, key: str) -> Any:
         raise NotImplementedError
@@ -247,16 +234,13 @@ class CachedItemIndex:
 
     def begin_batch(self) -> None:
         self._entries.clear()
-        self._ranked.clear()
+        self._neighbors.clear()
         self._categories.clear()
-        self._neighbor_shares.clear()
         self._item_category.clear()
         self._vectors.clear()
         size = self.settings.popular_per_partition
-        self._popular = self._merged(popular_key, size)
-        self._trending = self._merged(trending_key, size)
-        self._popular_shares = dict(self._popular)
-        self._trending_shares = dict(self._trending)
+        self._popular = dict(self._merged(popular_key, size))
+        self._trending = dict(self._merged(trending_key, size))
 
     def entry(self, item_id: str) -> Entry | None:
         try:
@@ -265,14 +249,14 @@ class CachedItemIndex:
             found = self._entries[item_id] = self.load(item_key(item_id))
             return found
 
-    def ranked_neighbors(self, item_id: str) -> list[tuple[str, float]]:
-        ranked = self._ranked.get(item_id)
-        if ranked is None:
+    def neighbors(self, item_id: str) -> dict[str, float]:
+        found = self._neighbors.get(item_id)
+        if found is None:
             entry = self.entry(item_id)
             raw = entry["nb"] if entry else None
-            ranked = shares(decay.top(raw, self.settings.covis_neighbors_max)) if raw else []
-            self._ranked[item_id] = ranked
-        return ranked
+            found = dict(shares(decay.top(raw, self.settings.covis_candidates_per_item))) if raw else {}
+            self._neighbors[item_id] = found
+        return found
 
     def new_item_vectors(self, version: str) -> dict[str, list[float]]:
         found = self._vectors.get(version)
@@ -281,13 +265,6 @@ class CachedItemIndex:
                 item_id: record["v"] for partition in range(self.partitions)
                 for item_id, record in (self.load(vectors_key(partition)) or {}).items()
                 if record["version"] == version}
-        return found
-
-    def neighbor_shares(self, item_id: str) -> dict[str, float]:
-        found = self._neighbor_shares.get(item_id)
-        if found is None:
-            found = self._neighbor_shares[item_id] = dict(
-                self.ranked_neighbors(item_id)[: self.settings.covis_candidates_per_item])
         return found
 
     def categories_of(self, item_ids: list[str]) -> list[str | None]:
@@ -308,23 +285,11 @@ class CachedItemIndex:
                 lambda partition: category_key(partition, category), self.settings.category_items)
         return ranked
 
-    def popular(self) -> list[tuple[str, float]]:
+    def popular(self) -> dict[str, float]:
         return self._popular
 
-    def trending(self) -> list[tuple[str, float]]:
+    def trending(self) -> dict[str, float]:
         return self._trending
-
-    def popular_shares(self) -> dict[str, float]:
-        return self._popular_shares
-
-    def trending_shares(self) -> dict[str, float]:
-        return self._trending_shares
-
-    def popular_top(self, n: int) -> list[str]:
-        return list(self._popular_shares)[:n]
-
-    def trending_top(self, n: int) -> list[str]:
-        return list(self._trending_shares)[:n]
 
 
 class InMemoryItemIndex(CachedItemIndex):

@@ -158,6 +158,21 @@ class Profile:
         return cls.from_dict(orjson.loads(raw))
 
 
+def add_step(recent: list[Any], step: Any, limit: int) -> None:
+    """Append an [item_id, type, ts] step keeping the sequence in time order (a late event is
+    inserted where it belongs), then keep the last `limit`. Also builds the encoder's batch sequences."""
+    ts = step[2]
+    if not recent or ts >= recent[-1][2]:
+        recent.append(step)
+    else:
+        at = len(recent)
+        while at > 0 and recent[at - 1][2] > ts:
+            at -= 1
+        recent.insert(at, step)
+    if len(recent) > limit:
+        del recent[: len(recent) - limit]
+
+
 def apply_event(profile: Profile, event: Event, digest: str, settings: Settings) -> None:
     """Fold one new (not yet seen) event into the profile, in place, keeping every part bounded."""
     hl = profile.half_life_ms
@@ -170,16 +185,7 @@ def apply_event(profile: Profile, event: Event, digest: str, settings: Settings)
     if event.stage is not None:
         profile.stages[event.stage] = profile.stages.get(event.stage, 0) + 1
 
-    recent = profile.recent
-    if not recent or event.ts >= recent[-1][2]:
-        recent.append([event.item_id, event.type, event.ts])
-    else:  # a late event: keep the sequence in time order
-        at = len(recent)
-        while at > 0 and recent[at - 1][2] > event.ts:
-            at -= 1
-        recent.insert(at, [event.item_id, event.type, event.ts])
-    if len(recent) > settings.recent_max:
-        del recent[: len(recent) - settings.recent_max]
+    add_step(profile.recent, [event.item_id, event.type, event.ts], settings.recent_max)
 
     decay.add(profile.item_affinity, event.item_id, stored)
     profile.item_affinity = decay.prune(profile.item_affinity, settings.affinity_max)

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 import numpy as np
 
 from . import decay
 from .config import Settings
-from .events import Event
+from .events import Event, event_kind
 from .items import ItemIndex, shares
 from .profile import Profile
 
@@ -64,12 +65,6 @@ def decode_features(text: str | None, rows: int) -> np.ndarray | None:
     return flat.reshape(rows, N_FEATURES).astype(np.float64)
 
 
-def event_kind(event: Event) -> str:
-    if event.type == "purchase":
-        return "cart" if event.stage == "cart" else "order"
-    return event.type
-
-
 def recommend(profile: Profile, event: Event, index: ItemIndex, settings: Settings, ranker: Any = None,
               repeat_propensity: float = 0.0, encoding: Any = None) -> Ranked:
     """Top-K for `profile` right after `event` (already applied). Ties break on item_id.
@@ -77,15 +72,13 @@ def recommend(profile: Profile, event: Event, index: ItemIndex, settings: Settin
     Each source fills a dict; the candidates are their union, the feature matrix is built a column
     at a time, and reasons are worked out only for the K items shown."""
     anchors = profile.recent_items(settings.covis_prev_items)
-    per_anchor = settings.covis_candidates_per_item
+    anchor_neighbors = [index.neighbors(anchor) for anchor in anchors]
     covis: dict[str, float] = {}
-    covis_last: dict[str, float] = {}
-    for rank, anchor in enumerate(anchors):
+    for rank, neighbors in enumerate(anchor_neighbors):
         recency = 1.0 / (rank + 1)
-        for item_id, share in index.ranked_neighbors(anchor)[:per_anchor]:
+        for item_id, share in neighbors.items():
             covis[item_id] = covis.get(item_id, 0.0) + recency * share
-            if rank == 0:
-                covis_last[item_id] = share
+    covis_last = anchor_neighbors[0] if anchor_neighbors else {}
     repeat = dict(shares(decay.top(profile.item_affinity, settings.repeat_candidates))) if profile.item_affinity else {}
     repeat.setdefault(event.item_id, 0.0)
 
@@ -102,19 +95,20 @@ def recommend(profile: Profile, event: Event, index: ItemIndex, settings: Settin
 
     nearest: dict[str, float] = dict(encoding.nearest(settings.encoder_candidates)) if encoding is not None else {}
 
-    popular, trending = index.popular_shares(), index.trending_shares()
-    ids = sorted({*covis, *repeat, *in_category, *index.popular_top(settings.top_k),
-                  *index.trending_top(settings.top_k), *nearest})
+    popular, trending = index.popular(), index.trending()
+    ids = sorted({*covis, *repeat, *in_category, *islice(popular, settings.top_k),
+                  *islice(trending, settings.top_k), *nearest})
     categories = index.categories_of(ids)
+    this_row = ids.index(event.item_id)
     if event.category is not None:
-        categories[ids.index(event.item_id)] = event.category
+        categories[this_row] = event.category
     n = len(ids)
     matrix = np.zeros((n, N_FEATURES))
     matrix[:, _F["covis"]] = [covis.get(i, 0.0) for i in ids]
     matrix[:, _F["covis_last"]] = [covis_last.get(i, 0.0) for i in ids]
     matrix[:, _F["repeat"]] = [repeat.get(i, 0.0) for i in ids]
     matrix[:, _F["repeat_x_propensity"]] = matrix[:, _F["repeat"]] * repeat_propensity
-    matrix[ids.index(event.item_id), _LAST_AFTER[event_kind(event)]] = 1.0
+    matrix[this_row, _LAST_AFTER[event_kind(event.type, event.stage)]] = 1.0
     matrix[:, _F["same_category"]] = [1.0 if c is not None and c == event.category else 0.0 for c in categories]
     matrix[:, _F["category_affinity"]] = [category_share.get(c, 0.0) if c is not None else 0.0 for c in categories]
     matrix[:, _F["category_rank"]] = [in_category.get(i, 0.0) for i in ids]
@@ -129,7 +123,6 @@ def recommend(profile: Profile, event: Event, index: ItemIndex, settings: Settin
                     + settings.encoder_weight * matrix[:, _F["encoder"]])
     scores = ranker.score_many(matrix) if ranker is not None and ranker.ready else matrix[:, 0]
     order = np.argsort(-scores, kind="stable")[: settings.top_k]  # ids are sorted: ties keep item_id order
-    anchor_neighbors = [index.neighbor_shares(anchor) for anchor in anchors]
     items = []
     for i in order:
         item_id = ids[i]

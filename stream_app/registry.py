@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -48,7 +47,7 @@ def write_version(root: str | Path, staged: Path, manifest: dict[str, Any]) -> P
     target = root / manifest["version"]
     if target.exists():
         raise ValueError(f"registry {root} already holds version {manifest['version']}")
-    os.replace(staged, target) if staged.parent.resolve() == root.resolve() else shutil.move(str(staged), target)
+    shutil.move(str(staged), target)  # a rename when staged inside the registry (staging_dir)
     return target
 
 

@@ -28,7 +28,7 @@ from redis.exceptions import RedisError
 from . import core, transport
 from .config import EVENT_TYPES, Settings
 from .contracts import Rejection, Source, check_input
-from .encoder import Encoder, EncoderView, UserEncoding, batch_sequences
+from .encoder import Encoder, UserEncoding, encode_batch
 from .events import Event
 from .items import CachedItemIndex, SignalBuffer, apply_signals
 from .learners import PartitionLearners, Persistent
@@ -178,15 +178,12 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
         log.warning("rejected %s: %s (%s)", rejection.source, rejection.reason, rejection.detail[:200])
         outbox.add(topics.dlq, rejection.key, orjson.dumps(rejection.to_record(now)))
 
-    def encode_batch(encoder: Encoder | None, loaded: dict[str, Profile],
-                     valid: list[tuple[Event, Any]]) -> list[UserEncoding | None]:
-        """Every event's user embedding (recent steps through that event), one onnxruntime call."""
+    def encode_events(encoder: Encoder | None, loaded: dict[str, Profile],
+                      valid: list[tuple[Event, Any]]) -> list[UserEncoding | None]:
         if encoder is None or not valid:
             return [None] * len(valid)
-        events = [checked for checked, _ in valid]
-        sequences = batch_sequences(lambda user_id: loaded[user_id].recent, events, encoder.featurizer.max_len)
-        view = EncoderView(encoder, index.new_item_vectors(encoder.version))
-        return view.users(encoder.encode(sequences), settings.encoder_candidates)
+        return encode_batch(encoder, [checked for checked, _ in valid], lambda user_id: loaded[user_id].recent,
+                            index.new_item_vectors(encoder.version), settings.encoder_candidates)
 
     def count_hits(live_hit: bool | None, shadow_hit: bool | None) -> None:
         if live_hit is not None:
@@ -242,8 +239,8 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
                 if checked.user_id not in loaded:
                     loaded[checked.user_id] = load_profile(checked.user_id)
             live, shadow = watcher.live, watcher.shadow  # one model per role for the whole batch
-            encodings = encode_batch(live, loaded, valid)
-            shadow_encodings = encode_batch(shadow, loaded, valid)
+            encodings = encode_events(live, loaded, valid)
+            shadow_encodings = encode_events(shadow, loaded, valid)
             for position, (checked, msg) in enumerate(valid):
                 profile = loaded[checked.user_id]
                 try:

@@ -62,9 +62,10 @@ def test_per_partition_lists_merge_to_the_exact_global_top():
     index = DictIndex(store, settings, partitions=4)
     index.begin_batch()
     best = sorted(scores, key=scores.get, reverse=True)[:20]
-    assert [item for item, _ in index.popular()] == best
-    assert [item for item, _ in index.trending()] == sorted(scores, key=scores.get)[:20]
-    assert index.popular()[0][1] == 1.0 and index.popular()[1][1] == pytest.approx(2 ** (scores[best[1]] - scores[best[0]]))
+    popular = list(index.popular().items())
+    assert [item for item, _ in popular] == best
+    assert list(index.trending()) == sorted(scores, key=scores.get)[:20]
+    assert popular[0][1] == 1.0 and popular[1][1] == pytest.approx(2 ** (scores[best[1]] - scores[best[0]]))
 
 
 def test_category_tops_hold_each_categorys_most_popular_items():
@@ -89,8 +90,8 @@ def test_trending_forgets_faster_than_popular():
     buf.add_interaction("old-hit", [], 10.0, 0)
     buf.add_interaction("new", [], 1.0, 60_000)  # a minute later: many trending half-lives, few popular ones
     index.apply(buf)
-    assert index.popular()[0][0] == "old-hit"
-    assert index.trending()[0][0] == "new"
+    assert next(iter(index.popular())) == "old-hit"
+    assert next(iter(index.trending())) == "new"
 
 
 def test_in_memory_index_ranks_neighbours_by_share_of_the_best():
@@ -100,11 +101,11 @@ def test_in_memory_index_ranks_neighbours_by_share_of_the_best():
     buf.add_interaction("x", [("a", 0)], 4.0, 0)
     buf.add_interaction("y", [("a", 0)], 1.0, 0)
     index.apply(buf)
-    ranked = index.ranked_neighbors("a")
+    ranked = list(index.neighbors("a").items())
     assert [i for i, _ in ranked] == ["x", "y"]
     assert ranked[0][1] == 1.0 and ranked[1][1] == pytest.approx(0.25)
-    assert index.ranked_neighbors("unknown") == []
-    assert math.isclose(index.popular()[0][1], 1.0)
+    assert index.neighbors("unknown") == {}
+    assert math.isclose(next(iter(index.popular().values())), 1.0)
 
 
 def test_a_co_visit_counts_less_the_longer_apart_the_two_events():

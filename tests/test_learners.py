@@ -11,7 +11,7 @@ from stream_app import core
 from stream_app.config import Settings
 from stream_app.events import Event
 from stream_app.items import InMemoryItemIndex, SignalBuffer
-from stream_app.learners import (LEARNERS, OnlineRanker, ProfileLearner, StrategyBandit, behaviour, feedback_labels,
+from stream_app.learners import (LEARNERS, OnlineRanker, ProfileLearner, behaviour, feedback_labels,
                                  interest_drift, ranker, strategy_bandit)
 from stream_app.partitioning import murmur2, partition_of
 from stream_app.profile import Profile, apply_event, event_digest

@@ -6,16 +6,8 @@ from typing import Any
 
 from river import stats
 
-from ..events import Event
+from ..events import KINDS, Event, event_kind
 from .base import ProfileLearner
-
-KINDS = ("browse", "click", "cart", "order")
-
-
-def kind_of(event: Event) -> str:
-    if event.type == "purchase":
-        return "cart" if event.stage == "cart" else "order"
-    return event.type
 
 
 class BehaviourStats(ProfileLearner):
@@ -56,7 +48,7 @@ class BehaviourStats(ProfileLearner):
 
     def learn_one(self, profile: Any, event: Event) -> None:
         self.repeat.update(1.0 if event.item_id in profile.item_affinity else 0.0)
-        kind = kind_of(event)
+        kind = event_kind(event.type, event.stage)
         for name, mean in self.kinds.items():
             mean.update(1.0 if name == kind else 0.0)
         if event.dwell_ms is not None:
