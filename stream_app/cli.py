@@ -110,7 +110,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_synth(args: argparse.Namespace) -> int:
     from .synth import SynthConfig, write
 
-    summary = write(SynthConfig(events=args.events, seed=args.seed, days=args.days), args.out, sys.stderr)
+    summary = write(SynthConfig(events=args.events, seed=args.seed, days=args.days, no_repeat=args.no_repeat),
+                    args.out, sys.stderr)
     print(f"wrote {summary['events']:,} events ({', '.join(f'{n:,} {t}' for t, n in sorted(summary['by_type'].items()))}) "
           f"of {summary['users']:,} users over {summary['items']:,} items to {summary['log']}")
     print(f"ground truth: {summary['truth']}")
@@ -192,7 +193,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .synth import truth_path
 
     if args.via_kafka:
-        result = evaluate_via_kafka(args.log, args.format, args.k, args.rate)
+        result = evaluate_via_kafka(args.log, args.format, args.k, args.rate, workers=args.workers,
+                                    max_idle_ms=args.max_idle_ms, busy=args.busy)
         print(via_kafka_table(result))
         _write_json(result, args.json, f"evaluation-via-kafka-{Path(args.log).stem}.json")
         return 0
@@ -252,6 +254,7 @@ def parser() -> argparse.ArgumentParser:
     sy.add_argument("--events", type=int, default=100_000)
     sy.add_argument("--seed", type=int, default=7)
     sy.add_argument("--days", type=int, default=28)
+    sy.add_argument("--no-repeat", action="store_true", help="a user never interacts twice with one item")
     sy.set_defaults(fn=cmd_synth)
     ev = sub.add_parser("evaluate", help="prequential evaluation of a recorded log, with baselines")
     ev.add_argument("log")
@@ -263,7 +266,12 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--html", default=None, help="where to write the HTML report (default: reports/)")
     ev.add_argument("--via-kafka", action="store_true",
                     help="replay through a real worker and score the recommendations topic, beside in-process")
-    ev.add_argument("--rate", type=float, default=300.0, help="with --via-kafka: replay rate, events/s")
+    ev.add_argument("--rate", type=_rate, default=None,
+                    help="with --via-kafka: replay rate, events/s, or 'max' (default)")
+    ev.add_argument("--workers", type=int, default=1, help="with --via-kafka: how many workers (default 1)")
+    ev.add_argument("--max-idle-ms", type=int, default=2000,
+                    help="with --via-kafka: the workers' STREAM_APP_MAX_IDLE_MS (default 2000)")
+    ev.add_argument("--busy", action="store_true", help="with --via-kafka: a CPU-bound process runs beside the workers")
     ev.add_argument("--encoder", default=None, help="a registry version (or `latest`) to run as the live encoder")
     ev.add_argument("--shadow", default=None, help="a second registry version, scored beside the live one")
     ev.add_argument("--registry", default=None, help="the registry folder (default: STREAM_APP_REGISTRY_DIR)")

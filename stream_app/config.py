@@ -81,11 +81,6 @@ class Topics:
         """Encoder versions announced to every worker (compacted, key: role live|shadow)."""
         return self._name("models.control")
 
-    @property
-    def item_signals(self) -> str:
-        # Internal repartition topic: the app id is in the name so two apps never mix their data.
-        return self._name(f"{self.app_id}-item-signals")
-
 
 @dataclass(frozen=True)
 class EventWeights:
@@ -117,6 +112,16 @@ class Settings:
     # short there; on Apache Kafka (answers on arrival) 500 saves idle polls.
     fetch_max_wait_ms: int = 25
     commit_interval_s: float = 1.0  # how often consumed offsets are committed
+    # Event-time order (ordering.py). A user's events are applied in timestamp order across the three
+    # input topics: while one topic of a partition has nothing buffered, the others wait for it at
+    # most this long (Kafka Streams' max.task.idle.ms). Longer: replays into a running worker stay
+    # deterministic through longer producer stalls; shorter: less added latency on live traffic.
+    max_idle_ms: int = 100
+    # Item state (popularity, trending, co-visitation, category tops) is defined by event time: a
+    # recommendation for an event of epoch k (event time // item_epoch_ms) sees the signals of every
+    # event of epochs before k, from every partition, and none after. The same in every worker and in
+    # `evaluate`, at any replay speed.
+    item_epoch_ms: int = 60_000
     # Recommendations
     top_k: int = 20
     rec_policy: str = "every"
@@ -182,7 +187,7 @@ class Settings:
         for name in ("partitions", "max_payload_bytes", "batch_max", "fetch_max_wait_ms", "top_k", "recent_max",
                      "affinity_max", "seen_ids_max", "half_life_ms", "interest_half_life_ms",
                      "covis_neighbors_max", "covis_candidates_per_item", "repeat_candidates", "popular_per_partition",
-                     "trending_half_life_ms", "category_items", "covis_gap_half_life_ms"):
+                     "trending_half_life_ms", "category_items", "covis_gap_half_life_ms", "item_epoch_ms"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1 (set {ENV_PREFIX}{name.upper()})")
 

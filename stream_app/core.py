@@ -15,7 +15,7 @@ import numpy as np
 from .config import Settings
 from .encoder import UserEncoding
 from .events import Event
-from .items import ItemIndex, SignalBuffer
+from .items import ItemIndex
 from .learners import BehaviourStats, InterestDrift, OnlineRanker, PartitionLearners, StrategyBandit, segment_of
 from .profile import Profile, apply_event, event_digest
 from .recommend import FEATURES, MODEL_VERSIONS, decode_features, recommend
@@ -90,9 +90,10 @@ def rec_id_for(event_id: str) -> str:
     return "rec-" + hashlib.blake2b(event_id.encode("utf-8"), digest_size=12).hexdigest()
 
 
-def process(profile: Profile, event: Event, index: ItemIndex, signals: SignalBuffer, settings: Settings,
-            now_ms: int, learners: PartitionLearners | None = None, encoding: UserEncoding | None = None) -> Outcome:
-    """Apply one event to its user's profile (in place), add its item signals, maybe recommend.
+def process(profile: Profile, event: Event, index: ItemIndex, settings: Settings, now_ms: int,
+            learners: PartitionLearners | None = None, encoding: UserEncoding | None = None) -> Outcome:
+    """Apply one event to its user's profile (in place), maybe recommend. Its item signals are the
+    item feed's (ordering.ItemFeed), which every worker runs over the whole input.
     `learners`: the ranker (and bandit) of the event's partition; None: rank by the prior, learn nothing.
     `encoding`: the user's sequence-encoder embedding including this event (encoded with the rest of
     the batch in one onnxruntime call), or None when no encoder is live."""
@@ -107,16 +108,8 @@ def process(profile: Profile, event: Event, index: ItemIndex, signals: SignalBuf
     if settings.drift_handling:
         drift = profile.learner(InterestDrift.name, lambda: InterestDrift(downweight=settings.drift_downweight))
         drift.learn_one(profile, event)
-    previous = [(item, event.ts - seen) for item, seen in profile.recent_items_seen(
-        settings.covis_prev_items, since_ts=event.ts - settings.covis_window_ms).items() if item != event.item_id]
     apply_event(profile, event, digest, settings)
-    signals.add_interaction(event.item_id, previous, settings.weights.of(event.type, event.stage), event.ts,
-                            event.category)
     if encoding is not None:
-        if profile.embedding is not None and profile.encoder_version == encoding.version \
-                and not encoding.view.knows(event.item_id):
-            # An item newer than the model: it learns a vector from the users who come to it.
-            signals.add_vector(event.item_id, profile.embedding, encoding.version)
         profile.embedding = np.round(encoding.vector.astype(np.float64), 5).tolist()
         profile.encoder_version = encoding.version
     if not should_emit(profile, event, settings):

@@ -31,9 +31,10 @@ from . import core, decay
 from .config import Settings
 from .encoder import Encoder, UserEncoding, encode_batch
 from .events import Event
-from .items import InMemoryItemIndex, SignalBuffer
+from .items import InMemoryItemIndex
 from .learners import PartitionLearners
 from .logs import load_sorted
+from .ordering import ItemFeed, rounds
 from .partitioning import partition_of
 from .profile import Profile
 from .recommend import recommend
@@ -141,7 +142,8 @@ class PopularityPercentiles:
 class Model(Protocol):
     name: str
 
-    def begin_batch(self, events: list[Event]) -> None: ...
+    def begin_batch(self, events: list[Event], epoch: int) -> None:
+        """A round: events of one item epoch (ordering.py), in the order a worker applies them."""
 
     def learn(self, event: Event) -> list[str]:
         """Learn from one event; return the list to show its user next."""
@@ -150,7 +152,7 @@ class Model(Protocol):
 
 
 class BatchAgnostic:
-    def begin_batch(self, events: list[Event]) -> None:
+    def begin_batch(self, events: list[Event], epoch: int) -> None:
         pass
 
     def end_batch(self) -> None:
@@ -158,22 +160,28 @@ class BatchAgnostic:
 
 
 class StreamAppModel:
-    """The workers' own core: profiles, item signals, the recommender, one online ranker per input
+    """The workers' own core: profiles, the item feed, the recommender, one online ranker per input
     partition (users routed as Kafka's default partitioner routes them) and, if given, the sequence
-    encoder, run over each batch in one call before its events are processed, as in a worker."""
+    encoder, run over each round in one call before its events are processed, as in a worker.
+    `record` keeps every recommendation (trigger event id -> (profile version, item ids))."""
 
-    def __init__(self, settings: Settings, name: str = "stream-app", encoder: Encoder | None = None):
+    def __init__(self, settings: Settings, name: str = "stream-app", encoder: Encoder | None = None,
+                 record: bool = False):
         self.name = name
         self.settings = settings
         self.encoder = encoder
         self.index = InMemoryItemIndex(settings)
+        self.feed = ItemFeed(settings, self.index)
         self.profiles: dict[str, Profile] = {}
-        self.signals = SignalBuffer.for_settings(settings)
         self.partition_learners: dict[int, PartitionLearners] = {}
         self.encodings: list[UserEncoding] = []
         self.last_encoding: UserEncoding | None = None
+        self.epoch = 0
+        self.recorded: dict[str, tuple[int, list[str]]] | None = {} if record else None
 
-    def begin_batch(self, events: list[Event]) -> None:
+    def begin_batch(self, events: list[Event], epoch: int) -> None:
+        self.epoch = epoch
+        self.feed.advance(epoch - 1)
         if self.encoder is None:
             return
         profiles = self.profiles
@@ -182,10 +190,9 @@ class StreamAppModel:
             self.index.new_item_vectors(self.encoder.version), self.settings.encoder_candidates)
         self.encodings.reverse()  # popped in event order
 
-    def learners_for(self, user_id: str) -> PartitionLearners | None:
+    def learners_for(self, partition: int) -> PartitionLearners | None:
         if not self.settings.ranker:
             return None
-        partition = partition_of(user_id, self.settings.partitions)
         learners = self.partition_learners.get(partition)
         if learners is None:
             learners = self.partition_learners[partition] = core.new_partition_learners(self.settings)
@@ -196,15 +203,19 @@ class StreamAppModel:
         if profile is None:
             profile = self.profiles[event.user_id] = core.new_profile(event.user_id, self.settings)
         self.last_encoding = self.encodings.pop() if self.encoder is not None else None
-        outcome = core.process(profile, event, self.index, self.signals, self.settings, now_ms=0,
-                               learners=self.learners_for(event.user_id), encoding=self.last_encoding)
+        partition = partition_of(event.user_id, self.settings.partitions)
+        outcome = core.process(profile, event, self.index, self.settings, now_ms=0,
+                               learners=self.learners_for(partition), encoding=self.last_encoding)
+        self.feed.add(event, partition, self.epoch)  # the feed sees every valid event, as in a worker
         if outcome.recommendation is None:
             return []
-        return [item["item_id"] for item in outcome.recommendation["items"]]
+        items = [item["item_id"] for item in outcome.recommendation["items"]]
+        if self.recorded is not None:
+            self.recorded[event.event_id] = (outcome.recommendation["profile_version"], items)
+        return items
 
     def end_batch(self) -> None:
-        self.index.apply(self.signals)
-        self.signals = SignalBuffer.for_settings(self.settings)
+        pass
 
 
 #: The prior's weight settings; a single-source baseline keeps one of them and zeroes the others.
@@ -324,13 +335,13 @@ def profile_accuracy(profiles: dict[str, Profile], truth: dict[str, Any], k: int
 def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int = 20,
                     truth: dict[str, Any] | None = None, window: int | None = None,
                     baselines: bool = True, encoder: Encoder | None = None, shadow: Encoder | None = None,
-                    judge_from_ts: int | None = None) -> dict[str, Any]:
+                    judge_from_ts: int | None = None, record: bool = False) -> dict[str, Any]:
     """With `encoder`, the stream-app rows run it (as workers with that version live) and a "River
     only" row runs without; `shadow` adds a row for a second version. Only events at or after
     `judge_from_ts` are judged (all are learned): set it to the encoder's training cutoff when the
     log overlaps its training data."""
     settings = settings.replace(rec_policy="every", top_k=k)  # every event is judged by the next one
-    hybrid = StreamAppModel(settings, encoder=encoder)
+    hybrid = StreamAppModel(settings, encoder=encoder, record=record)
     models: list[Model] = [hybrid]
     if encoder is not None:
         models.append(StreamAppModel(settings, name="stream-app, River only (no encoder)"))
@@ -347,20 +358,21 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
                      if source != "encoder" or encoder is not None),
                    MostPopular(k), MostPopular(k, window_events=10_000),
                    RiverMF("FunkMF", k), RiverMF("BiasedMF", k)]
+    if not isinstance(events, list):
+        events = list(events)
     if window is None:
-        window = max(20, len(events) // 60) if isinstance(events, list) else 1000
+        window = max(20, len(events) // 60)
     boards = {m.name: Scoreboard(k, window) for m in models}
     shown: dict[str, dict[str, list[str]]] = {m.name: {} for m in models}
     popularity = PopularityPercentiles()
     catalog: set[str] = set()
     n = 0
     started = time.perf_counter()
-    batch: list[dict[str, Any]] = []
-
-    def run(batch_events: list[dict[str, Any]]) -> None:
+    for epoch, released in rounds(events, settings, partition_of):
+        batch_events = [r.item for r in released]
         parsed = [Event.from_dict(raw) for raw in batch_events]
         for model in models:
-            model.begin_batch(parsed)
+            model.begin_batch(parsed, epoch)
         for raw, event in zip(batch_events, parsed):
             if judge_from_ts is None or event.ts >= judge_from_ts:
                 for model in models:
@@ -371,18 +383,11 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
                 shown[model.name][event.user_id] = model.learn(event)
             popularity.learn(event.item_id)
             catalog.add(event.item_id)
+            n += 1
+            if n % settings.batch_max == 0:
+                popularity.refresh()
         for model in models:
             model.end_batch()
-        popularity.refresh()
-
-    for raw in events:
-        batch.append(raw)
-        n += 1
-        if len(batch) == settings.batch_max:
-            run(batch)
-            batch = []
-    if batch:
-        run(batch)
     seconds = time.perf_counter() - started
     result: dict[str, Any] = {
         "events": n, "users": len(hybrid.profiles), "items": len(catalog), "k": k,
@@ -391,6 +396,9 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
         "shadow_encoder": shadow.manifest if shadow is not None else None,
         "models": {name: board.summary(catalog) for name, board in boards.items()},
     }
+    if record:
+        result["recorded"] = hybrid.recorded
+        result["profiles"] = hybrid.profiles
     if truth is not None:
         result["profile_accuracy"] = {model.name: profile_accuracy(model.profiles, truth)
                                       for model in models if isinstance(model, StreamAppModel)}
@@ -477,60 +485,104 @@ def score_published(events: list[dict[str, Any]], published: dict[str, list[str]
     return result
 
 
-#: In a worker an event's item signals are visible to other users about this long after it: one
-#: batch window, the item-signals topic, the owner's batch, the global table's changelog.
-ITEM_VISIBILITY_S = 0.1
-
-
-def evaluate_via_kafka(path: str | Path, fmt: str, k: int = 20, rate: float = 300.0,
-                       timeout: float = 600.0) -> dict[str, Any]:
-    """Replay the log at `rate` through a real worker, read the recommendations topic as a downstream
-    service would, score them, and set them beside the in-process numbers for the same log.
-
-    The replay is paced because each event type has its own topic: at full speed a worker sees a
-    user's events across topics in an order unrelated to event time (the in-process pass uses
-    event time). The in-process pass uses batches of rate x ITEM_VISIBILITY_S events, so item state
-    becomes visible after as many events as it does in the worker."""
+def evaluate_via_kafka(path: str | Path, fmt: str, k: int = 20, rate: float | None = None, workers: int = 1,
+                       timeout: float = 900.0, max_idle_ms: int = 2000, busy: bool = False) -> dict[str, Any]:
+    """Replay the log at `rate` events/s (None: as fast as possible) through `workers` real workers,
+    read the recommendations topic as a downstream service would, score it, and set it beside the
+    in-process pass over the same log with the same settings. The workers order the input by event
+    time and define item state by event time (ordering.py), so the two agree event for event: the
+    result counts the recommendations whose profile version or list differ (the goal is none).
+    `max_idle_ms`: how long a worker waits for an input topic that has nothing new; it covers the
+    replay producer's stalls between topics. `busy`: run a CPU-bound process beside the workers."""
     from .consume import TopicReader, wait_committed
-    from .processes import one_off_run, wait_ready_workers
+    from .processes import busy_process, one_off_run, wait_ready_workers
     from .replay import produce_events
 
     events, _ = load_sorted(path, fmt)
     with one_off_run("evaluate") as run:
-        settings = run.settings.replace(rec_policy="every", top_k=k)
+        settings = run.settings.replace(rec_policy="every", top_k=k, max_idle_ms=max_idle_ms)
         run.settings = settings
-        worker = run.start_worker(loglevel="warn")
-        wait_ready_workers(settings, [worker], timeout)
-        started = time.perf_counter()
-        marks = produce_events(settings, events, rate).marks
-        wait_committed(settings, marks, timeout)
-        seconds = time.perf_counter() - started
+        started_workers = [run.start_worker(loglevel="warn") for _ in range(workers)]
+        wait_ready_workers(settings, started_workers, timeout)
+        with busy_process(busy):
+            started = time.perf_counter()
+            marks = produce_events(settings, events, rate).marks
+            wait_committed(settings, marks, timeout)
+            seconds = time.perf_counter() - started
         with TopicReader(settings.require_kafka(), settings.topics.recommendations) as reader:
             reader.read_until(len(events), timeout)
-            published = {}
+            published: dict[str, list[str]] = {}
+            versions: dict[str, int] = {}
+            repeated = 0
             for record in reader.records:
                 rec = orjson.loads(record.value)
+                repeated += rec["trigger_event_id"] in published
                 published[rec["trigger_event_id"]] = [item["item_id"] for item in rec["items"]]
+                versions[rec["trigger_event_id"]] = rec["profile_version"]
+        ordering = worker_ordering_counters(settings, len(started_workers), int(time.time() * 1000))
     via_kafka = score_published(events, published, k, settings.batch_max)
     via_kafka["events_per_s"] = len(events) / seconds
-    batch = max(1, round(rate * ITEM_VISIBILITY_S))
-    in_process = evaluate_events(events, settings.replace(batch_max=batch), k, baselines=False)["models"]["stream-app"]
+    in_process_run = evaluate_events(events, settings, k, baselines=False, record=True)
+    in_process = in_process_run["models"]["stream-app"]
+    recorded = in_process_run["recorded"]
+    differ_lists = sum(1 for event_id, (_, items) in recorded.items() if published.get(event_id) != items)
+    differ_versions = sum(1 for event_id, (version, _) in recorded.items() if versions.get(event_id) != version)
     keys = [f"recall@{k}", f"mrr@{k}", f"ndcg@{k}"]
-    return {"log": str(path), "events": len(events), "k": k, "rate": rate, "in_process_batch": batch,
-            "via_kafka": via_kafka, "in_process": in_process,
+    return {"log": str(path), "events": len(events), "k": k, "rate": rate, "workers": workers, "busy": busy,
+            "max_idle_ms": max_idle_ms, "via_kafka": via_kafka, "in_process": in_process,
+            "recommendations_in_process": len(recorded), "recommendations_published": len(published),
+            "repeated_recommendations": repeated, "lists_differ": differ_lists, "versions_differ": differ_versions,
+            "ordering": ordering, "published": published,
             "abs_difference": {key: abs(via_kafka[key] - in_process[key]) for key in keys}}
+
+
+def worker_ordering_counters(settings: Settings, workers: int, after_ms: int, timeout_s: float = 20.0
+                             ) -> dict[str, int]:
+    """Late events, summed over the run's workers: their first statuses published after `after_ms`."""
+    import redis
+
+    from .redis_store import worker_statuses
+
+    client = redis.Redis.from_url(settings.require_redis())
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            statuses = [s for s in worker_statuses(client, settings.namespace)
+                        if s["app_id"] == settings.app_id and s["updated_at"] >= after_ms]
+            if len(statuses) >= workers or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    finally:
+        client.close()
+    out = {"late_for_user": 0, "late_in_partition": 0, "late_for_item_state": 0, "unscheduled": 0}
+    for status in statuses:
+        out["late_for_user"] += status["counters"].get("late", 0)
+        for key in ("late_in_partition", "late_for_item_state", "unscheduled"):
+            out[key] += status.get("ordering", {}).get(key, 0)
+    return out
 
 
 def via_kafka_table(result: dict[str, Any]) -> str:
     k = result["k"]
     keys = [f"recall@{k}", f"mrr@{k}", f"ndcg@{k}"]
-    lines = [f"{result['events']:,} events of {result['log']} replayed at {result['rate']:,.0f} events/s through a "
-             f"worker and read back from the recommendations topic; in process: batches of "
-             f"{result['in_process_batch']}",
+    rate = "full speed" if not result["rate"] else f"{result['rate']:,.0f} events/s"
+    lines = [f"{result['events']:,} events of {result['log']} replayed at {rate} "
+             f"({result['via_kafka']['events_per_s']:,.0f} events/s end to end) through {result['workers']} "
+             f"worker(s){' beside a CPU-bound process' if result['busy'] else ''}, read back from the "
+             f"recommendations topic; in process: the same core and settings",
              f"{'':<12}" + "".join(f"{key:>11}" for key in keys)]
     for name in ("via_kafka", "in_process"):
         lines.append(f"{name.replace('_', '-'):<12}" + "".join(f"{result[name][key]:>11.4f}" for key in keys))
     lines.append(f"{'|difference|':<12}" + "".join(f"{result['abs_difference'][key]:>11.4f}" for key in keys))
+    lines.append(f"recommendations: {result['recommendations_published']:,} published, "
+                 f"{result['recommendations_in_process']:,} in process; lists that differ: {result['lists_differ']:,}; "
+                 f"profile versions that differ: {result['versions_differ']:,}; "
+                 f"published twice: {result['repeated_recommendations']:,}")
+    ordering = result["ordering"]
+    lines.append(f"late events (workers): {ordering['late_for_user']:,} older than their user's last event, "
+                 f"{ordering['late_in_partition']:,} older than their partition's clock, "
+                 f"{ordering['late_for_item_state']:,} after their item epoch was applied, "
+                 f"{ordering['unscheduled']:,} outside the schedule")
     missing = result["via_kafka"]["missing_recommendations"]
     if missing:
         lines.append(f"{missing} judged events had no published recommendation before them")

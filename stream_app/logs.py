@@ -1,16 +1,22 @@
 """Readers of recorded event logs, as users have them: our own jsonl, OTTO sessions, csv,
-RetailRocket `events.csv` and MovieLens `ratings.csv`. Every reader yields input events
-(schemas/v1/input-event) or rejections for the lines it cannot turn into one; event_ids are
-deterministic where the format has none, so replaying a file twice is idempotent."""
+RetailRocket `events.csv`, MovieLens `ratings.csv` and the UCI Online Retail csv. Every reader
+yields input events (schemas/v1/input-event) or rejections for the lines it cannot turn into one;
+event_ids are deterministic where the format has none, so replaying a file twice is idempotent.
+Gzipped files (`.gz`, recognised by their magic bytes) are read transparently."""
 
 from __future__ import annotations
 
 import csv
+import datetime as dt
+import gzip
 import hashlib
 import io
-from dataclasses import dataclass
+import math
+import re
+import zlib
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import IO, Any, Callable, Iterator
 
 import fastjsonschema
 import orjson
@@ -18,7 +24,7 @@ import orjson
 from .contracts import Rejection, Source, validator
 from .errors import InputFileError
 
-FORMATS = ("jsonl", "otto", "csv", "retailrocket", "movielens")
+FORMATS = ("jsonl", "otto", "csv", "retailrocket", "movielens", "online-retail")
 
 OTTO_TYPES = {"clicks": ("click", None), "carts": ("purchase", "cart"), "orders": ("purchase", "order")}
 RETAILROCKET_TYPES = {"view": ("browse", None), "addtocart": ("purchase", "cart"),
@@ -50,9 +56,25 @@ def _digest_id(prefix: str, line: int, raw: bytes) -> str:
     return f"{prefix}-{line}-{hashlib.blake2b(raw, digest_size=6).hexdigest()}"
 
 
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(2) == b"\x1f\x8b"
+
+
+def _open_binary(path: Path) -> IO[bytes]:
+    return gzip.open(path, "rb") if _is_gzip(path) else open(path, "rb")
+
+
+def _open_text(path: Path) -> IO[str]:
+    """The file as text for the csv module, decompressed if it is gzipped."""
+    if _is_gzip(path):
+        return gzip.open(path, "rt", encoding="utf-8", newline="")
+    return open(path, "r", encoding="utf-8", newline="")
+
+
 def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
     """Numbered non-blank lines, without their line ends."""
-    with open(path, "rb") as fh:
+    with _open_binary(path) as fh:
         for line, raw in enumerate(fh, 1):
             raw = raw.rstrip(b"\r\n")
             if raw.strip():
@@ -94,7 +116,7 @@ def read_otto(path: Path) -> Iterator[Read]:
 
 def _read_csv(path: Path, required: tuple[str, ...],
               convert: Callable[[dict[str, str], int, bytes], dict[str, Any]]) -> Iterator[Read]:
-    with open(path, "r", encoding="utf-8", newline="") as fh:
+    with _open_text(path) as fh:
         reader = csv.DictReader(fh)
         missing = [c for c in required if c not in (reader.fieldnames or [])]
         if missing:
@@ -141,6 +163,105 @@ def _movielens_event(row: dict[str, str], line: int, raw: bytes) -> dict[str, An
             "context": {"rating": float(row["rating"])}, "schema_version": 1}
 
 
+ONLINE_RETAIL_COLUMNS = ("InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice",
+                         "CustomerID", "Country")
+_RETAIL_DATE = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}(?::\d{2})?")
+_EPOCH = dt.datetime(1970, 1, 1)
+_MS = dt.timedelta(milliseconds=1)
+
+
+@dataclass
+class OnlineRetailStats:
+    """What `read_online_retail` did with the data lines of a file (complete once its iterator is
+    exhausted). Every line counts once, under the first rule that applies, in this order: guest,
+    cancelled, not_product, then rejected (malformed) or an event; so
+    lines == events + guest + cancelled + not_product + rejected."""
+
+    lines: int = 0
+    events: int = 0
+    guest: int = 0  # empty CustomerID: no user to key by
+    cancelled: int = 0  # InvoiceNo starting with "C", or Quantity <= 0
+    not_product: int = 0  # StockCode without a digit: POST, D, M, BANK CHARGES, DOT, ...
+    rejected: int = 0  # malformed (unparseable quantity, date or price, wrong column count): a LineRejection
+
+    @property
+    def skipped(self) -> int:
+        return self.guest + self.cancelled + self.not_product
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)} | {"skipped": self.skipped}
+
+
+def _retail_ms(text: str) -> int:
+    """`YYYY-MM-DD HH:MM[:SS]`, taken as UTC, in ms since the epoch."""
+    if not _RETAIL_DATE.fullmatch(text):
+        raise ValueError(f"InvoiceDate {text!r} is not YYYY-MM-DD HH:MM[:SS]")
+    return (dt.datetime.fromisoformat(text) - _EPOCH) // _MS
+
+
+def read_online_retail(path: str | Path, stats: OnlineRetailStats | None = None) -> Iterator[Read]:
+    """The UCI Online Retail csv as published (optionally gzipped): one purchase (stage order) per
+    kept line, keyed by the customer, with the invoice as the session. Guest lines (no CustomerID),
+    cancellations and non-product codes are skipped and counted in `stats`; malformed lines are
+    rejections. The lines of one invoice share its timestamp and keep their file order."""
+    path = Path(path)
+    stats = stats if stats is not None else OnlineRetailStats()
+    with _open_text(path) as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in ONLINE_RETAIL_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise InputFileError(f"{path}: the header {reader.fieldnames} lacks {missing}; "
+                                 f"expected columns {', '.join(ONLINE_RETAIL_COLUMNS)}")
+        last_date, last_ms = "", 0  # the lines of an invoice repeat its date
+        for row in reader:
+            line = reader.line_num
+            stats.lines += 1
+            if None in row or None in row.values():
+                stats.rejected += 1
+                raw = ",".join(str(v) for v in row.values() if v is not None).encode()
+                yield _reject(path, line, "schema_violation",
+                              f"expected the {len(ONLINE_RETAIL_COLUMNS)} columns of the header", raw)
+                continue
+            customer = row["CustomerID"].strip()
+            if not customer:
+                stats.guest += 1
+                continue
+            invoice = row["InvoiceNo"].strip()
+            if invoice.startswith("C"):
+                stats.cancelled += 1
+                continue
+            code = row["StockCode"].strip()
+            if not any(ch.isdigit() for ch in code):
+                stats.not_product += 1
+                continue
+            raw = ",".join(row[c] for c in reader.fieldnames).encode()
+            try:
+                quantity = int(row["Quantity"])
+                if quantity <= 0:
+                    stats.cancelled += 1
+                    continue
+                date = row["InvoiceDate"].strip()
+                if date != last_date:
+                    last_ms, last_date = _retail_ms(date), date
+                price = float(row["UnitPrice"])
+                if not math.isfinite(price):
+                    raise ValueError(f"UnitPrice {row['UnitPrice']!r}")
+            except ValueError as exc:
+                stats.rejected += 1
+                yield _reject(path, line, "schema_violation", f"cannot read the row ({exc})", raw)
+                continue
+            event = {"event_id": f"or-{invoice}-{line}",
+                     "user_id": customer[:-2] if customer.endswith(".0") else customer,
+                     "item_id": code, "type": "purchase", "stage": "order", "ts": last_ms,
+                     "quantity": quantity, "price": price, "session_id": invoice, "schema_version": 1}
+            checked = _checked(path, line, event, raw)
+            if isinstance(checked, LineRejection):
+                stats.rejected += 1
+            else:
+                stats.events += 1
+            yield checked
+
+
 def read_log(path: str | Path, fmt: str) -> Iterator[Read]:
     """Events and rejections of a recorded log, in file order."""
     path = Path(path)
@@ -156,6 +277,8 @@ def read_log(path: str | Path, fmt: str) -> Iterator[Read]:
         return _read_csv(path, ("timestamp", "visitorid", "event", "itemid"), _retailrocket_event)
     if fmt == "movielens":
         return _read_csv(path, ("userId", "movieId", "rating", "timestamp"), _movielens_event)
+    if fmt == "online-retail":
+        return read_online_retail(path)
     raise InputFileError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
 
 
@@ -166,7 +289,8 @@ def load_sorted(path: str | Path, fmt: str) -> tuple[list[dict[str, Any]], list[
     try:
         for read in read_log(path, fmt):
             (rejected if isinstance(read, LineRejection) else events).append(read)
-    except (UnicodeDecodeError, csv.Error, io.UnsupportedOperation) as exc:
+    except (UnicodeDecodeError, csv.Error, io.UnsupportedOperation,
+            EOFError, gzip.BadGzipFile, zlib.error) as exc:  # the last three: a truncated or corrupt .gz
         raise InputFileError(f"{path}: cannot be read as {fmt} ({exc})") from exc
     events.sort(key=lambda e: e["ts"])
     return events, rejected

@@ -100,6 +100,20 @@ class Run:
 
 
 @contextmanager
+def busy_process(enabled: bool = True) -> Iterator[None]:
+    """A CPU-bound process beside the workers for the duration (a loaded machine), if enabled."""
+    if not enabled:
+        yield
+        return
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        yield
+    finally:
+        spinner.kill()
+        spinner.wait()
+
+
+@contextmanager
 def one_off_run(label: str, environ: Mapping[str, str] = os.environ) -> Iterator[Run]:
     """The configured services under a fresh namespace (earlier runs' events would be duplicates),
     else embedded ones started here; everything started here is stopped on the way out."""

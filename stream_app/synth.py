@@ -38,6 +38,10 @@ class SynthConfig:
     zipf: float = 1.1  # popularity skew of items within a leaf
     complement_prob: float = 0.25  # a session step wanders to the complementary leaf
     interest_concentration: float = 0.3  # Dirichlet alpha over top categories: small = focused users
+    # A user never interacts twice with one item: a step that would pick an item the user already had
+    # picks among the leaf's other items (same popularity weights; skipped if none is left), and an
+    # item's funnel is one event, of the deepest stage it reached (browse, click, cart or order).
+    no_repeat: bool = False
 
     @property
     def users(self) -> int:
@@ -58,6 +62,7 @@ class _User:
     after: np.ndarray | None = None
     sessions: int = 0
     last_ts: int = 0
+    seen: set[int] = field(default_factory=set)  # items interacted with (kept only with no_repeat)
 
 
 @dataclass
@@ -89,11 +94,15 @@ class World:
         per = self.config.leaves_per_top
         return f"c{leaf // per}.{leaf % per}"
 
-    def pick_item(self, leaf: int, ts: int) -> int | None:
+    def pick_item(self, leaf: int, ts: int, exclude: set[int] | None = None) -> int | None:
+        """An item of the leaf born by `ts`, by popularity; none of `exclude` if given."""
         members = self.leaf_items[leaf]
         if len(members) == 0:
             return None
         weights = np.where(self.item_born[members] <= ts, self.leaf_weights[leaf], 0.0)
+        if exclude:
+            taken = np.fromiter((int(m) in exclude for m in members), dtype=bool, count=len(members))
+            weights = np.where(taken, 0.0, weights)
         total = weights.sum()
         if total <= 0:
             return None
@@ -181,8 +190,19 @@ def _session(world: World, user: _User, start: int, rng: np.random.Generator) ->
     user.last_ts = max(user.last_ts, start)
     for _ in range(1 + int(rng.poisson(4))):
         step_leaf = int(world.complement[leaf]) if rng.random() < c.complement_prob else leaf
-        item = world.pick_item(step_leaf, ts)
+        item = world.pick_item(step_leaf, ts, user.seen if c.no_repeat else None)
         if item is None:
+            continue
+        if c.no_repeat:  # the same funnel draws, one event of the deepest stage reached
+            user.seen.add(item)
+            kind, stage = "browse", None
+            if rng.random() < 0.45:
+                kind = "click"
+                if rng.random() < 0.2:
+                    kind, stage = "purchase", "cart"
+                    if rng.random() < 0.4:
+                        stage = "order"
+            emit(item, kind, stage)
             continue
         emit(item, "browse")
         if rng.random() < 0.45:
@@ -214,8 +234,11 @@ def write(config: SynthConfig, out: str | Path, progress: TextIO | None = None) 
             if progress is not None and n % 100_000 == 0:
                 progress.write(f"synth: {n} events\n")
     top_names = [f"c{t}" for t in range(config.top_categories)]
+    settings = dict(config.__dict__)
+    if not config.no_repeat:
+        del settings["no_repeat"]  # the default ground truth stays as it was before the option existed
     truth = {
-        "config": config.__dict__,
+        "config": settings,
         "users": {
             u.user_id: {
                 "arrives": u.arrives,

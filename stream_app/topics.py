@@ -16,7 +16,6 @@ def topic_specs(settings: Settings) -> dict[str, dict[str, str]]:
     specs[t.recommendations] = {}
     specs[t.dlq] = {}
     specs[t.profiles] = {"cleanup.policy": "compact"}
-    specs[t.item_signals] = {}
     specs[t.model_control] = {"cleanup.policy": "compact"}
     return specs
 

@@ -1,4 +1,4 @@
-"""Faust's aiokafka transport with two corrections the worker needs.
+"""Faust's aiokafka transport with the corrections the worker needs.
 
 1. A configurable fetch wait. Faust fixes the consumer's fetch_max_wait_ms at 1500. Apache Kafka
    answers a waiting fetch as soon as data arrives, so there the wait only bounds idle polling;
@@ -13,6 +13,7 @@
    they are, and records fetched for them during table recovery were consumed and dropped, so a
    worker restarted before its group's first commit (a SIGKILL in the first second) resumed past
    them and lost them. They are now sent back to their beginning (the app reads from earliest).
+   The offsets every seek resumes at are kept in START_OFFSETS.
 
 The worker uses this transport (URL scheme below).
 """
@@ -27,6 +28,9 @@ from faust.transport.drivers import TRANSPORTS
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 SCHEME = "stream-app-kafka"
+#: (topic, partition) -> the offset the group's consumer resumes at after the last seek (committed, or 0).
+#: The worker's ordered input path skips what an earlier owner of a partition already applied.
+START_OFFSETS: dict[tuple[str, int], int] = {}
 
 
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -47,6 +51,7 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         never_committed = [tp for tp, offset in committed.items() if not offset]
         if never_committed:
             await consumer.seek_to_beginning(*never_committed)
+        START_OFFSETS.update({(tp.topic, tp.partition): offset or 0 for tp, offset in committed.items()})
         return committed
 
     async def _highwaters(self, partitions: Any) -> Mapping[Any, int]:

@@ -1,12 +1,14 @@
 """The stream worker: a thin Faust shell around the pure core.
 
-Per batch (`stream.take_events`) it validates, runs `core.process` per event, then does the I/O once:
-profile changelog records, profile snapshots, recommendations, item signals and dead letters go out
-as one record batch per partition (output.py) while the Redis mirror is one pipelined round trip,
-and both are awaited before the batch's events are acknowledged. Faust commits only acknowledged
-offsets, so a crash replays at most the uncommitted tail, which the profile's event_id digests make
-harmless (at-least-once delivery, idempotent effects). Faust still owns consumption, the consumer
-group, the tables (local state and recovery from their changelogs) and timers.
+Input is processed in event time (ordered_input.py): every worker reads the whole input for the item
+state and processes its own partitions in rounds of one item epoch. Per output batch (up to
+`batch_max` events, one or more rounds) it runs `core.process` per event, then does the I/O once:
+profile changelog records, profile snapshots, recommendations and dead letters go out as one record
+batch per partition (output.py) while the Redis mirror is one pipelined round trip, and both are
+awaited before the batch's events are acknowledged. Faust commits only acknowledged offsets, so a
+crash replays at most the uncommitted tail, which the profile's event_id digests make harmless
+(at-least-once delivery, idempotent effects). Faust owns the consumer group, the tables (local state
+and recovery from their changelogs) and timers.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import socket
 import time
 import traceback
 from dataclasses import asdict, dataclass
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any, Awaitable, Callable
 
 import faust
 import orjson
@@ -26,13 +28,14 @@ from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
 from . import core, transport
-from .config import EVENT_TYPES, Settings
-from .contracts import Rejection, Source, check_input
+from .config import Settings
+from .contracts import Rejection, Source
 from .encoder import Encoder, UserEncoding, encode_batch
 from .events import Event
-from .items import CachedItemIndex, SignalBuffer, apply_signals
+from .items import InMemoryItemIndex
 from .learners import PartitionLearners, Persistent
 from .model_control import ModelWatcher
+from .ordered_input import OrderedInput, Ready
 from .output import BatchProducer, Outbox
 from .profile import Profile
 from .redis_store import ProfileStore, RedisStoreConfig
@@ -42,7 +45,6 @@ log = logging.getLogger("stream_app.worker")
 STATUS_TTL_S = 15
 PROFILE_TABLE = "profiles"
 LEARNER_TABLE = "partition-learners"
-ITEM_TABLE = "items"
 
 
 def now_ms() -> int:
@@ -56,33 +58,12 @@ class Counters:
     duplicates: int = 0
     rejected: int = 0
     recommendations: int = 0
-    item_signals: int = 0
+    late: int = 0  # applied after a later event of the same user (its recent items are reordered)
     # Hits of the next event on the list shown (live) and on the list a shadow encoder would have shown
     live_judged: int = 0
     live_hits: int = 0
     shadow_judged: int = 0
     shadow_hits: int = 0
-
-
-class TableItemIndex(CachedItemIndex):
-    """The item side as the recommender sees it, read from the global table, refreshed per batch."""
-
-    def __init__(self, data: Any, settings: Settings, partitions: int):
-        super().__init__(settings, partitions)
-        self.data = data
-        self._parsed: dict[str, tuple[bytes, Any]] = {}
-
-    def load(self, key: str) -> Any:
-        raw = self.data.get(key.encode())
-        if raw is None:
-            return None
-        cached = self._parsed.get(key)
-        if cached is not None and cached[0] is raw:  # unchanged since it was parsed: same bytes object
-            return cached[1]
-        value = orjson.loads(raw)
-        if key[0] != "i":  # lists are read every batch; entries are many and read once each
-            self._parsed[key] = (raw, value)
-        return value
 
 
 class PartitionState:
@@ -129,8 +110,117 @@ async def until_done(what: str, action: Callable[..., Awaitable[Any]], *args: An
             backoff = min(backoff * 2, max_backoff_s)
 
 
+class BatchHandler:
+    """One output batch of the worker's own events: rounds of one item epoch each (ordered_input),
+    processed by the core, then every effect delivered at once (`flush`). No broker needed to drive it:
+    `process_round` takes the round's events and returns nothing but state in the handler."""
+
+    def __init__(self, settings: Settings, profiles: Any, learners: PartitionState, index: InMemoryItemIndex,
+                 counters: Counters, now: int):
+        self.settings = settings
+        self.profiles = profiles  # the profile table's data: user_id bytes -> snapshot bytes
+        self.learners = learners
+        self.index = index
+        self.counters = counters
+        self.now = now
+        self.outbox = Outbox()
+        self.loaded: dict[str, Profile] = {}
+        self.changed: dict[str, tuple[Profile, int]] = {}
+        self.used_learners: set[int] = set()
+        self.events: list[Any] = []  # Faust events to acknowledge after the flush
+
+    def dead_letter(self, rejection: Rejection) -> None:
+        self.counters.rejected += 1
+        log.warning("rejected %s: %s (%s)", rejection.source, rejection.reason, rejection.detail[:200])
+        self.outbox.add(self.settings.topics.dlq, rejection.key, orjson.dumps(rejection.to_record(self.now)))
+
+    def profile(self, user_id: str) -> Profile:
+        found = self.loaded.get(user_id)
+        if found is None:
+            stored = self.profiles.get(user_id.encode())
+            found = self.loaded[user_id] = (Profile.from_json(stored) if stored is not None
+                                            else core.new_profile(user_id, self.settings))
+        return found
+
+    def encode(self, encoder: Encoder | None, valid: list[tuple[Ready, Event]]) -> list[UserEncoding | None]:
+        if encoder is None or not valid:
+            return [None] * len(valid)
+        return encode_batch(encoder, [event for _, event in valid], lambda user_id: self.profile(user_id).recent,
+                            self.index.new_item_vectors(encoder.version), self.settings.encoder_candidates)
+
+    def process_round(self, ready: list[Ready], live: Encoder | None, shadow: Encoder | None) -> None:
+        counters = self.counters
+        valid: list[tuple[Ready, Event]] = []
+        for item in ready:
+            counters.events += 1
+            self.events.append(item.event)
+            if isinstance(item.checked, Rejection):
+                self.dead_letter(item.checked)
+            else:
+                valid.append((item, item.checked))
+        encodings = self.encode(live, valid)
+        shadow_encodings = self.encode(shadow, valid)
+        for position, (item, event) in enumerate(valid):
+            msg = item.event.message
+            profile = self.profile(event.user_id)
+            late = profile.last_seen is not None and event.ts < profile.last_seen
+            try:
+                learners = self.learners.get(msg.partition)
+                live_hit, shadow_hit = core.shown_hits(profile, event)
+                outcome = core.process(profile, event, self.index, self.settings, self.now, learners,
+                                       encodings[position])
+                if outcome.applied:
+                    self.count_hits(live_hit, shadow_hit)
+                    if shadow_encodings[position] is not None:
+                        core.shadow_recommendation(profile, event, self.index, self.settings, learners,
+                                                   shadow_encodings[position])
+            except Exception as exc:  # a bug must not stop the partition: park the event
+                self.dead_letter(Rejection("processing_error", f"{exc!r}\n{traceback.format_exc(limit=3)}",
+                                           Source(msg.topic, msg.partition, msg.offset), msg.key, msg.value))
+                continue
+            if not outcome.applied:
+                counters.duplicates += 1
+                continue
+            counters.applied += 1
+            counters.late += late
+            self.changed[event.user_id] = (profile, msg.partition)
+            if learners is not None:
+                self.used_learners.add(msg.partition)
+            if outcome.recommendation is not None:
+                counters.recommendations += 1
+                self.outbox.add(self.settings.topics.recommendations, msg.key, orjson.dumps(outcome.recommendation))
+
+    def count_hits(self, live_hit: bool | None, shadow_hit: bool | None) -> None:
+        counters = self.counters
+        if live_hit is not None:
+            counters.live_judged += 1
+            counters.live_hits += live_hit
+        if shadow_hit is not None:
+            counters.shadow_judged += 1
+            counters.shadow_hits += shadow_hit
+
+    def snapshots(self, profile_changelog: str, learner_table: Any, learner_changelog: str
+                  ) -> list[tuple[Profile, bytes]]:
+        """Write changed profiles and learners to their tables and the outbox; return Redis's share."""
+        to_redis: list[tuple[Profile, bytes]] = []
+        for user_id, (profile, partition) in self.changed.items():
+            key = user_id.encode()
+            snapshot, public = profile.snapshots()
+            to_redis.append((profile, public))
+            # The table's changelog record, written with the batch: same partition as the user's input.
+            self.profiles[key] = snapshot
+            self.outbox.add(profile_changelog, key, snapshot, partition)
+            self.outbox.add(self.settings.topics.profiles, key, public)
+        for partition in self.used_learners:
+            state = self.learners.live[partition].dumps().encode()
+            learner_table[str(partition).encode()] = state
+            self.outbox.add(learner_changelog, str(partition).encode(), state, partition)
+        return to_redis
+
+
 def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faust.App:
-    """The Faust app with both agents. `partitions` is the input topics' partition count."""
+    """The Faust app: the consumer group over the input topics, the ordered input path and the
+    output. `partitions` is the input topics' partition count."""
     scheme = transport.configure(settings.fetch_max_wait_ms)
     brokers = [f"{scheme}://{host}" for host in settings.require_kafka().split(",")]
     app = faust.App(
@@ -151,15 +241,7 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
     topics = settings.topics
     raw = {"key_serializer": "raw", "value_serializer": "raw"}
     inputs = app.topic(*topics.inputs, **raw)
-    type_by_topic = {topics.for_type(t): t for t in EVENT_TYPES}
-    item_signals = app.topic(topics.item_signals, **raw)
-
     profile_table = app.Table(PROFILE_TABLE, partitions=partitions, key_type=bytes, value_type=bytes)
-    # Every worker writes its items into the one changelog partition (Faust's advice for a global
-    # table shared by several workers) and, with synchronize_all_active_partitions, keeps reading it
-    # after recovery, so each worker sees the others' writes.
-    item_table = app.GlobalTable(ITEM_TABLE, partitions=1, recovery_buffer_size=1, key_type=bytes,
-                                 value_type=bytes, synchronize_all_active_partitions=True)
     store = ProfileStore(RedisStoreConfig(settings.require_redis(), settings.namespace))
     watcher = ModelWatcher(settings)
     models_ready = asyncio.Event()
@@ -167,35 +249,11 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
     # The learners of each input partition (ranker, bandit), in a table of the same partitioning.
     learner_table = app.Table(LEARNER_TABLE, partitions=partitions, key_type=bytes, value_type=bytes)
     partition_state = PartitionState(learner_table.data, settings)
-    learner_changelog = learner_table.changelog_topic_name
-    profile_changelog = profile_table.changelog_topic_name
-    item_changelog = item_table.changelog_topic_name
-    index = TableItemIndex(item_table.data, settings, partitions)
+    index = InMemoryItemIndex(settings)
+    ordered = OrderedInput(settings, partitions, index)
     counters = Counters()
-
-    def dead_letter(outbox: Outbox, rejection: Rejection, now: int) -> None:
-        counters.rejected += 1
-        log.warning("rejected %s: %s (%s)", rejection.source, rejection.reason, rejection.detail[:200])
-        outbox.add(topics.dlq, rejection.key, orjson.dumps(rejection.to_record(now)))
-
-    def encode_events(encoder: Encoder | None, loaded: dict[str, Profile],
-                      valid: list[tuple[Event, Any]]) -> list[UserEncoding | None]:
-        if encoder is None or not valid:
-            return [None] * len(valid)
-        return encode_batch(encoder, [checked for checked, _ in valid], lambda user_id: loaded[user_id].recent,
-                            index.new_item_vectors(encoder.version), settings.encoder_candidates)
-
-    def count_hits(live_hit: bool | None, shadow_hit: bool | None) -> None:
-        if live_hit is not None:
-            counters.live_judged += 1
-            counters.live_hits += live_hit
-        if shadow_hit is not None:
-            counters.shadow_judged += 1
-            counters.shadow_hits += shadow_hit
-
-    def load_profile(user_id: str) -> Profile:
-        stored = profile_table.data.get(user_id.encode())
-        return Profile.from_json(stored) if stored is not None else core.new_profile(user_id, settings)
+    lock = asyncio.Lock()  # a batch and a rebalance never interleave
+    agent_stream: dict[str, Any] = {}
 
     @app.task
     async def follow_models() -> None:
@@ -208,121 +266,70 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
                 log.error("cannot follow the model control topic (%r); retrying in 2s", exc)
                 await asyncio.sleep(2)
 
+    @app.task
+    async def read_all_inputs() -> None:
+        while True:
+            try:
+                await ordered.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.error("cannot read the input topics (%r); retrying in 2s", exc)
+                await asyncio.sleep(2)
+
     @app.agent(inputs, name=f"{settings.app_id}.profiles")
-    async def update_profiles(stream: faust.StreamT) -> None:
+    async def take_inputs(stream: faust.StreamT) -> None:
+        agent_stream["stream"] = stream
+        async for events in stream.noack_take(settings.batch_max, within=settings.batch_within_s):
+            for event in events:
+                ordered.deliver(event)
+            ordered.changed.set()
+
+    @app.task
+    async def process_inputs() -> None:
         try:  # serve the announced model from the first event on
             await asyncio.wait_for(models_ready.wait(), timeout=30)
         except asyncio.TimeoutError:
             log.error("the model control topic was not read within 30s; starting without an encoder")
-        async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
-            now = now_ms()
-            index.begin_batch()
-            signals = SignalBuffer.for_settings(settings)
-            outbox = Outbox()
-            used_learners: set[int] = set()
-            changed: dict[str, tuple[Profile, int]] = {}
-            loaded: dict[str, Profile] = {}
-            valid: list[tuple[Event, Any]] = []
-            for event in events:
-                msg = event.message
-                counters.events += 1
-                checked = check_input(msg.value, msg.key, Source(msg.topic, msg.partition, msg.offset),
-                                      type_by_topic.get(msg.topic), settings.max_payload_bytes)
-                if isinstance(checked, Rejection):
-                    dead_letter(outbox, checked, now)
-                else:
-                    valid.append((checked, msg))
-            # Each event type has its own topic, so a user's events reach a batch out of order;
-            # within the batch they are applied in event time (stable for equal times).
-            valid.sort(key=lambda pair: pair[0].ts)
-            for checked, _ in valid:
-                if checked.user_id not in loaded:
-                    loaded[checked.user_id] = load_profile(checked.user_id)
+        while True:
+            await ordered.changed.wait()
+            ordered.changed.clear()
+            while await handle_batch():
+                pass
+
+    async def handle_batch() -> bool:
+        """Process and flush one output batch; False when nothing was ready."""
+        async with lock:
+            handler = BatchHandler(settings, profile_table.data, partition_state, index, counters, now_ms())
             live, shadow = watcher.live, watcher.shadow  # one model per role for the whole batch
-            encodings = encode_events(live, loaded, valid)
-            shadow_encodings = encode_events(shadow, loaded, valid)
-            for position, (checked, msg) in enumerate(valid):
-                profile = loaded[checked.user_id]
-                try:
-                    learners = partition_state.get(msg.partition)
-                    live_hit, shadow_hit = core.shown_hits(profile, checked)
-                    outcome = core.process(profile, checked, index, signals, settings, now, learners,
-                                           encodings[position])
-                    if outcome.applied:
-                        count_hits(live_hit, shadow_hit)
-                        if shadow_encodings[position] is not None:
-                            core.shadow_recommendation(profile, checked, index, settings, learners,
-                                                       shadow_encodings[position])
-                except Exception as exc:  # a bug must not stop the partition: park the event
-                    dead_letter(outbox, Rejection("processing_error", f"{exc!r}\n{traceback.format_exc(limit=3)}",
-                                                  Source(msg.topic, msg.partition, msg.offset), msg.key, msg.value),
-                                now)
-                    continue
-                if not outcome.applied:
-                    counters.duplicates += 1
-                    continue
-                counters.applied += 1
-                changed[checked.user_id] = (profile, msg.partition)
-                if learners is not None:
-                    used_learners.add(msg.partition)
-                if outcome.recommendation is not None:
-                    counters.recommendations += 1
-                    outbox.add(topics.recommendations, msg.key, orjson.dumps(outcome.recommendation))
-            to_redis: list[tuple[Profile, bytes]] = []
-            for user_id, (profile, partition) in changed.items():
-                key = user_id.encode()
-                snapshot, public = profile.snapshots()
-                to_redis.append((profile, public))
-                # The table's changelog record, written with the batch: same partition as the user's input.
-                profile_table.data[key] = snapshot
-                outbox.add(profile_changelog, key, snapshot, partition)
-                outbox.add(topics.profiles, key, public)
-            for partition in used_learners:
-                state = partition_state.live[partition].dumps().encode()
-                learner_table.data[str(partition).encode()] = state
-                outbox.add(learner_changelog, str(partition).encode(), state, partition)
-            for item_id, message in signals.messages():
-                outbox.add(topics.item_signals, item_id.encode(), orjson.dumps(message))
-            counters.item_signals += len(signals)
-            await asyncio.gather(until_done("deliver to Kafka", output.deliver, outbox),
-                                 until_done("write to Redis", store.write_profiles, to_redis, now))
-
-    @app.agent(item_signals, name=f"{settings.app_id}.items")
-    async def update_items(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
-            outbox = Outbox()
-            by_partition: dict[int, list[dict[str, Any]]] = {}
-            for event in events:
-                msg = event.message
-                try:
-                    by_partition.setdefault(msg.partition, []).append(orjson.loads(msg.value))
-                except orjson.JSONDecodeError as exc:
-                    dead_letter(outbox, Rejection("invalid_json", str(exc),
-                                                  Source(msg.topic, msg.partition, msg.offset), msg.key, msg.value),
-                                now_ms())
-            for partition, signals in by_partition.items():
-                write_item_partition(outbox, partition, signals)
-            await until_done("deliver to Kafka", output.deliver, outbox)
-
-    def load_item(key: str) -> Any:
-        raw = item_table.data.get(key.encode())
-        return orjson.loads(raw) if raw is not None else None
-
-    def write_item_partition(outbox: Outbox, partition: int, signals: Iterable[dict[str, Any]]) -> None:
-        for key, value in apply_signals(load_item, signals, partition, settings).items():
-            raw = orjson.dumps(value)
-            item_table.data[key.encode()] = raw
-            outbox.add(item_changelog, key.encode(), raw, 0)
+            while len(handler.events) < settings.batch_max:
+                epoch, ready = ordered.next_round(settings.batch_max - len(handler.events))
+                if not ready:
+                    break
+                handler.process_round(ready, live, shadow)
+            if not handler.events:
+                return False
+            to_redis = handler.snapshots(profile_table.changelog_topic_name, learner_table.data,
+                                         learner_table.changelog_topic_name)
+            await asyncio.gather(until_done("deliver to Kafka", output.deliver, handler.outbox),
+                                 until_done("write to Redis", store.write_profiles, to_redis, handler.now))
+            stream = agent_stream["stream"]
+            for event in handler.events:
+                await stream.ack(event)
+            return True
 
     worker_id = f"{settings.app_id}:{socket.gethostname()}:{os.getpid()}"
     readiness = {"ready": False}
 
+    def assigned_inputs() -> set[int]:
+        return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic in topics.inputs}
+
     async def publish_status() -> None:
-        assigned = sorted(tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topics.click)
         try:
             await store.publish_worker_status(worker_id, {
                 "worker_id": worker_id, "app_id": settings.app_id, "pid": os.getpid(),
-                "ready": readiness["ready"], "input_partitions": assigned, "counters": asdict(counters),
+                "ready": readiness["ready"], "input_partitions": sorted(assigned_inputs()),
+                "counters": asdict(counters), "ordering": ordered.status(),
                 "models": watcher.status(),
                 "updated_at": now_ms()}, ttl_s=STATUS_TTL_S)
         except RETRYABLE as exc:
@@ -331,11 +338,16 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
         readiness["ready"] = False
+        async with lock:
+            ordered.revoke()
 
     @app.on_rebalance_complete.connect
     async def on_ready(sender: Any, *args: Any, **kwargs: Any) -> None:
-        partition_state.forget()
+        async with lock:
+            partition_state.forget()
+            ordered.assign(assigned_inputs(), transport.START_OFFSETS)
         readiness["ready"] = True
+        ordered.changed.set()
         await publish_status()
 
     @app.on_before_shutdown.connect
@@ -346,7 +358,7 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
     @app.timer(interval=STATUS_TTL_S / 3)
     async def heartbeat() -> None:
         await publish_status()
-        log.info("worker counters: %s", counters)
+        log.info("worker counters: %s; ordering: %s", counters, ordered.status())
 
     return app
 

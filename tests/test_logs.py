@@ -1,9 +1,11 @@
+import gzip
+
 import orjson
 import pytest
 
 from conftest import OTTO_SAMPLE
 from stream_app.errors import InputFileError
-from stream_app.logs import LineRejection, load_sorted, read_log
+from stream_app.logs import LineRejection, OnlineRetailStats, load_sorted, read_log, read_online_retail
 
 
 def events_of(path, fmt):
@@ -79,3 +81,60 @@ def test_unusable_files_say_what_is_wrong(tmp_path):
         load_sorted(wrong, "csv")
     with pytest.raises(InputFileError, match="unknown format"):
         load_sorted(wrong, "parquet")
+
+
+ONLINE_RETAIL = (
+    "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"
+    '536366,22633,"HAND WARMER UNION JACK, RED",6,2010-12-01 08:28,1.85,17850.0,United Kingdom\n'
+    "536365,85123A,WHITE HANGING HEART T-LIGHT HOLDER,6,2010-12-01 08:26:00,2.55,17850,United Kingdom\n"
+    "536365,71053,WHITE METAL LANTERN,6,2010-12-01 08:26:00,3.39,17850,United Kingdom\n"
+    "536367,84879,ASSORTED COLOUR BIRD ORNAMENT,32,2010-12-01 08:34:00,1.69,,United Kingdom\n"
+    "C536379,22556,PLASTERS IN TIN CIRCUS PARADE,-12,2010-12-01 09:41:00,1.65,14527,United Kingdom\n"
+    "536370,POST,POSTAGE,3,2010-12-01 08:45:00,18,12583,France\n"
+    "536371,22086,PAPER CHAIN KIT,-2,2010-12-01 09:00:00,2.95,12583,France\n"
+    "536372,22632,HAND WARMER RED POLKA DOT,6,01/12/2010 09:01,1.85,17850,United Kingdom\n"
+    "536373,22632,HAND WARMER RED POLKA DOT,six,2010-12-01 09:02:00,1.85,17850,United Kingdom\n"
+)
+
+
+def _order(event_id, user, item, ts, quantity, price, invoice):
+    return {"event_id": event_id, "user_id": user, "item_id": item, "type": "purchase", "stage": "order",
+            "ts": ts, "quantity": quantity, "price": price, "session_id": invoice, "schema_version": 1}
+
+
+# 2010-12-01 08:26 and 08:28 UTC in ms
+ONLINE_RETAIL_EVENTS = [
+    _order("or-536365-3", "17850", "85123A", 1291191960000, 6, 2.55, "536365"),
+    _order("or-536365-4", "17850", "71053", 1291191960000, 6, 3.39, "536365"),
+    _order("or-536366-2", "17850", "22633", 1291192080000, 6, 1.85, "536366"),
+]
+
+
+def test_online_retail_keeps_customer_purchases_and_counts_what_it_skips(tmp_path):
+    path = tmp_path / "online_retail.csv"
+    path.write_text(ONLINE_RETAIL)
+    stats = OnlineRetailStats()
+    reads = list(read_online_retail(path, stats))
+    in_file_order = [ONLINE_RETAIL_EVENTS[2], *ONLINE_RETAIL_EVENTS[:2]]
+    assert [r for r in reads if not isinstance(r, LineRejection)] == in_file_order
+    assert [(r.line, r.rejection.reason) for r in reads if isinstance(r, LineRejection)] == [
+        (9, "schema_violation"), (10, "schema_violation")]
+    assert stats.as_dict() == {"lines": 9, "events": 3, "guest": 1, "cancelled": 2, "not_product": 1,
+                               "rejected": 2, "skipped": 4}
+    events, rejected = load_sorted(path, "online-retail")  # the invoice's two lines keep their file order
+    assert events == ONLINE_RETAIL_EVENTS and [r.line for r in rejected] == [9, 10]
+
+
+def test_online_retail_reads_gzip_and_rejects_a_wrong_header(tmp_path):
+    path = tmp_path / "online_retail.csv.gz"
+    path.write_bytes(gzip.compress(ONLINE_RETAIL.encode()))
+    events, rejected = load_sorted(path, "online-retail")
+    assert events == ONLINE_RETAIL_EVENTS and len(rejected) == 2
+    wrong = tmp_path / "w.csv"
+    wrong.write_text("InvoiceNo,StockCode,Quantity\n536365,85123A,6\n")
+    with pytest.raises(InputFileError, match="expected columns InvoiceNo, StockCode, Description"):
+        load_sorted(wrong, "online-retail")
+    broken = tmp_path / "broken.csv.gz"
+    broken.write_bytes(gzip.compress(ONLINE_RETAIL.encode())[:-12])  # truncated
+    with pytest.raises(InputFileError, match="cannot be read as online-retail"):
+        load_sorted(broken, "online-retail")

@@ -1,0 +1,121 @@
+"""The session-based baselines on tiny hand-made logs; every expected list is worked out by hand in
+the comments. A `None` in a batch list is a batch boundary (end_batch, then begin_batch)."""
+
+import math
+
+from stream_app.baselines import SKNN, VSKNN, CoVisitationUnseen, RecentThenCoVisitation, SequentialRules
+from stream_app.events import Event
+
+MIN = 60_000
+
+
+def ev(user, item, ts, session=None):
+    return Event(f"{user}-{ts}-{item}", user, item, "click", ts, session_id=session)
+
+
+def run(model, batches):
+    """Every list the model returns, batch by batch."""
+    lists = []
+    for batch in batches:
+        model.begin_batch(batch)
+        lists.append([model.learn(e) for e in batch])
+        model.end_batch()
+    return lists
+
+
+# Batch 1: sessions a1 = x y z (user A), b1 = x w (user B), c1 = x (user C).
+BATCH_1 = [ev("A", "x", 1, "a1"), ev("A", "y", 2, "a1"), ev("A", "z", 3, "a1"),
+           ev("B", "x", 4, "b1"), ev("B", "w", 5, "b1"), ev("C", "x", 6, "c1")]
+# Batch 2: C goes on with y in c1; D starts d1 with w, then x.
+BATCH_2 = [ev("C", "y", 7, "c1"), ev("D", "w", 8, "d1"), ev("D", "x", 9, "d1")]
+
+
+def test_covisitation_unseen_excludes_what_the_user_had_and_waits_for_the_batch():
+    lists = run(CoVisitationUnseen(k=10, recent=2), [BATCH_1, BATCH_2])
+    # batch 1: other users' sessions are not visible before end_batch
+    assert lists[0] == [[]] * 6
+    # session counts after batch 1: x~y 1, x~z 1, x~w 1, y~z 1
+    # C y: recent [y, x]: x 1, z 1+1, y 1, w 1; x and y seen -> z (2), w (1)
+    # D w: recent [w]: x (1)
+    # D x: recent [x, w]: y 1, z 1, w 1 (from x), x 1 (from w); w and x seen (w from this batch) -> y, z
+    assert lists[1] == [["z", "w"], ["x"], ["y", "z"]]
+
+
+def test_recent_then_covisitation():
+    lists = run(RecentThenCoVisitation(k=4, recent=2), [BATCH_1, BATCH_2])
+    assert lists[0] == [["x"], ["y", "x"], ["z", "y"], ["x"], ["w", "x"], ["x"]]
+    # C y: [y, x], then z (2), w (1); D w: [w], then x; D x: [x, w], then y, z (1 each, by id)
+    assert lists[1] == [["y", "x", "z", "w"], ["w", "x"], ["x", "w", "y", "z"]]
+    assert run(RecentThenCoVisitation(k=3, recent=2), [BATCH_1, BATCH_2])[1][0] == ["y", "x", "z"]
+
+
+def test_sknn_uses_past_sessions_after_the_batch_and_not_its_own():
+    # Batch 2, C y: the session {x, y}; neighbours a1 (cos 2/sqrt(6) = 0.816) and b1 (1/sqrt(4) = 0.5);
+    # c1 is C's own session (in the pool as {x}, cos 0.707): excluded, else it would push b1 out.
+    # Scores: x 1.316, y 0.816, z 0.816, w 0.5.
+    # D w: {w}: only b1 -> x, w (0.707 each); D x: {w, x}: a1 1/sqrt(6), b1 2/sqrt(4), c1 1/sqrt(2):
+    # b1 (1.0) and c1 (0.707) -> x 1.707, w 1.0
+    lists = run(SKNN(k=10, neighbours=2, sample_size=10), [BATCH_1, BATCH_2])
+    assert lists[0] == [[]] * 6
+    assert lists[1] == [["x", "y", "z", "w"], ["w", "x"], ["x", "w"]]
+
+
+def test_sknn_samples_the_most_recent_sessions_sharing_an_item():
+    # after batch 1, E x: sessions with x, most recent first: c1 {x}, b1 {x, w}, a1 {x, y, z}
+    def lists(sample_size):
+        return run(SKNN(k=10, neighbours=3, sample_size=sample_size), [BATCH_1, [ev("E", "x", 10)]])[1][0]
+
+    assert lists(3) == ["x", "w", "y", "z"]  # x 1+0.707+0.577, w 0.707, y and z 0.577
+    assert lists(2) == ["x", "w"]  # a1 is not in the sample
+    assert lists(1) == ["x"]
+
+
+# Batch 1: p1 = a d, q1 = c e, and three sessions with e only; batch 2: R's session a, c.
+VS_BATCHES = [[ev("P", "a", 1, "p1"), ev("P", "d", 2, "p1"), ev("Q", "c", 3, "q1"), ev("Q", "e", 4, "q1"),
+               ev("T", "e", 5, "t1"), ev("U", "e", 6, "t2"), ev("V", "e", 7, "t3")],
+              [ev("R", "a", 10, "r1"), ev("R", "c", 11, "r1")]]
+
+
+def test_vsknn_weights_later_events_and_rare_items():
+    # R's session [a, c]: weights a 1/2, c 2/2. Dot products: p1 {a, d} 0.5, q1 {c, e} 1.0.
+    # Without IDF: c 1.0, e 1.0, a 0.5, d 0.5.
+    assert run(VSKNN(k=10, idf_weight=0.0), VS_BATCHES)[1][1] == ["c", "e", "a", "d"]
+    # With IDF (5 sessions in the pool; e in 4, the others in 1): c 1 * (1 + ln 5) = 2.61,
+    # a and d 0.5 * (1 + ln 5) = 1.30, e 1 * (1 + ln 1.25) = 1.22
+    assert math.isclose(0.5 * (1 + math.log(5)), 1.3047, abs_tol=1e-4)
+    assert run(VSKNN(k=10, idf_weight=1.0), VS_BATCHES)[1][1] == ["c", "a", "d", "e"]
+    # SKNN (binary cosine) sees no order: p1 and q1 both 1/sqrt(2*2) = 0.5, all four items tie
+    assert run(SKNN(k=10), VS_BATCHES)[1][1] == ["a", "c", "d", "e"]
+    # R's first event (batch 2, session [a]): only p1 shares a
+    assert run(VSKNN(k=10), VS_BATCHES)[1][0] == ["a", "d"]
+    # a again: [a, c, a] weighs a 3/3 (its last position), c 2/3: p1 1.0, q1 0.667
+    again = [VS_BATCHES[0], [*VS_BATCHES[1], ev("R", "a", 12, "r1")]]
+    assert run(VSKNN(k=10, idf_weight=0.0), again)[1][2] == ["a", "d", "c", "e"]
+
+
+def test_sequential_rules_weight_by_gap_within_steps():
+    batches = [[ev("A", "x", 1, "a1"), ev("A", "y", 2, "a1"), ev("A", "z", 3, "a1"), ev("A", "x", 4, "a1"),
+                ev("B", "x", 5, "b1"), ev("B", "w", 6, "b1")],
+               [ev("C", "x", 7, "c1"), ev("C", "y", 8, "c1")]]
+    # steps 2: a1 gives x->y 1, y->z 1, x->z 1/2, z->x 1, y->x 1/2; b1 gives x->w 1
+    lists = run(SequentialRules(k=10, steps=2), batches)
+    assert lists[0] == [[], [], [], [], [], []]  # rules become visible at the batch boundary
+    assert lists[1] == [["w", "y", "z"], ["z", "x"]]
+    # steps 1: no x->z and no y->x
+    assert run(SequentialRules(k=10, steps=1), batches)[1] == [["w", "y"], ["z"]]
+    assert run(SequentialRules(k=2, steps=2), batches)[1][0] == ["w", "y"]
+
+
+def test_sessions_without_ids_split_on_the_gap():
+    # A: x, y 10 minutes later, z 30 minutes after y: a new session with the default gap
+    batch_1 = [ev("A", "x", 0), ev("A", "y", 10 * MIN), ev("A", "z", 40 * MIN)]
+    batch_2 = [ev("B", "y", 50 * MIN), ev("B", "x", 51 * MIN)]
+    assert run(SequentialRules(k=10), [batch_1, batch_2])[1] == [[], ["y"]]
+    assert run(SequentialRules(k=10, session_gap_ms=60 * MIN), [batch_1, batch_2])[1] == [["z"], ["y", "z"]]
+    # one user's sessions are separate sessions in the pool: A's {x, y} and {z}
+    assert run(SKNN(k=10), [batch_1, [ev("B", "x", 50 * MIN)]])[1][0] == ["x", "y"]
+
+
+def test_names_are_distinct():
+    models = [CoVisitationUnseen(), RecentThenCoVisitation(), SKNN(), VSKNN(), SequentialRules()]
+    assert len({m.name for m in models}) == 5
