@@ -163,9 +163,6 @@ class Settings:
     registry_dir: str = "models/registry"
     encoder_candidates: int = 10  # nearest items by embedding, as a candidate source
     encoder_weight: float = 1.0  # in the prior
-    # Items newer than the model keep online vectors, the most recent this many per item partition
-    # (a bridge until the next model version knows them; the list is rewritten per batch).
-    encoder_new_items: int = 200
     # Exploration (learners/strategy_bandit.py): per partition and user segment, an epsilon-greedy
     # River bandit picks the ranker or the prior for each list, rewarded by hits. Off by default.
     bandit: bool = False

@@ -2,8 +2,8 @@
 
 `Encoder` loads one registry version: the ONNX graph (recent steps -> user embedding, plus the exact
 top-k of the item table it was trained with) and that table's ids. `encode` featurises many users'
-recent sequences and runs them in one onnxruntime call; items newer than the model, whose vectors
-are learned online from the users who come to them (`items.py`), are scored here in numpy.
+recent sequences and runs them in one onnxruntime call. Items newer than the model reach users
+through the other candidate sources (co-visitation, popular, trending) until a new version knows them.
 """
 
 from __future__ import annotations
@@ -73,26 +73,16 @@ class Encoder:
 
 
 class EncoderView:
-    """One encoder version as a batch sees it: the model's item table, plus the vectors of items newer
-    than the model (learned online from the users who interacted with them, `items.py`)."""
+    """One encoder version as a batch sees it: the model and its item table's ids."""
 
-    def __init__(self, encoder: Encoder, new_items: dict[str, list[float]] | None = None):
+    def __init__(self, encoder: Encoder):
         self.encoder = encoder
         self.version = encoder.version
-        new_items = {item_id: vec for item_id, vec in (new_items or {}).items() if item_id not in encoder.row_of}
-        self.new_ids = list(new_items)
-        self.new_vectors = (np.array(list(new_items.values()), dtype=np.float32) if new_items
-                            else np.zeros((0, encoder.dim), dtype=np.float32))
-
-    def knows(self, item_id: str) -> bool:
-        return item_id in self.encoder.row_of
 
     def users(self, batch: EncodedBatch, nearest: int = 20) -> list["UserEncoding"]:
-        """Every user of a batch: the model's table was scanned inside the onnxruntime call (exact
-        top-k); items newer than the model are scored here (few)."""
-        new_scores = batch.user @ self.new_vectors.T if self.new_ids else None
+        """Every user of a batch: the model's table was scanned inside the onnxruntime call (exact top-k)."""
         return [UserEncoding(self, batch.user[row], batch.top_items[row], batch.top_scores[row], float(batch.mean[row]),
-                             None if new_scores is None else new_scores[row], nearest)
+                             nearest)
                 for row in range(len(batch.user))]
 
 
@@ -102,22 +92,17 @@ class UserEncoding:
     A share is (score - mean) / (best - mean), the mean over the model's catalog, clipped to [0, 1]:
     1 for the best item, 0 for an average one, linear between (the logits are peaked: the best item
     is often many standard deviations ahead, so exp(score - best) would leave the ranker only
-    zeros). Shares are known for the `retrieve` best items of the table (from the graph) and for the
-    items newer than the model; any other item counts as 0."""
+    zeros). Shares are known for the `retrieve` best items of the table (from the graph); any other
+    item counts as 0."""
 
     def __init__(self, view: EncoderView, vector: np.ndarray, top_items: np.ndarray, top_scores: np.ndarray,
-                 mean: float, new_scores: np.ndarray | None, nearest: int):
+                 mean: float, nearest: int):
         self.view = view
         self.version = view.version
         self.vector = vector
         ids = view.encoder.item_ids
         scored_ids = [ids[i] for i in top_items.tolist()]
         scores = top_scores
-        if new_scores is not None:  # merge the items newer than the model by score
-            scored_ids += view.new_ids
-            scores = np.concatenate([top_scores, new_scores])
-            order = np.argsort(-scores, kind="stable")
-            scored_ids, scores = [scored_ids[i] for i in order.tolist()], scores[order]
         best = float(scores[0]) if len(scores) else 0.0
         span = best - mean if best - mean > 1e-9 else 1.0
         self._ids = scored_ids
@@ -153,8 +138,8 @@ def batch_sequences(recent_of: Callable[[str], list[Any]], events: Sequence[Even
 
 
 def encode_batch(encoder: Encoder, events: Sequence[Event], recent_of: Callable[[str], list[Any]],
-                 new_items: dict[str, list[float]], nearest: int) -> list[UserEncoding]:
+                 nearest: int) -> list[UserEncoding]:
     """Every event's user encoding (recent steps through that event), from one onnxruntime call: what
     a worker and the in-process evaluation run at the start of each batch."""
     sequences = batch_sequences(recent_of, events, encoder.featurizer.max_len)
-    return EncoderView(encoder, new_items).users(encoder.encode(sequences), nearest)
+    return EncoderView(encoder).users(encoder.encode(sequences), nearest)

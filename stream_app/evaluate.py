@@ -187,7 +187,7 @@ class StreamAppModel:
         profiles = self.profiles
         self.encodings = encode_batch(
             self.encoder, events, lambda user_id: profiles[user_id].recent if user_id in profiles else [],
-            self.index.new_item_vectors(self.encoder.version), self.settings.encoder_candidates)
+            self.settings.encoder_candidates)
         self.encodings.reverse()  # popped in event order
 
     def learners_for(self, partition: int) -> PartitionLearners | None:

@@ -1,16 +1,15 @@
 """Item-side state: popularity, trending, co-visitation and per-category tops, shared by every user.
 Pure: no Faust, Kafka or Redis.
 
-How it stays consistent across workers: a user-side batch turns its new events into *signals*
-keyed by item (`SignalBuffer`); the signals travel on an item-keyed internal topic, so exactly one
-worker owns each item and applies them (`apply_signals`); the owner writes the new entries to a
-global table whose changelog every worker reads, so every worker ranks from the same item state,
-a changelog round trip behind the owner. `InMemoryItemIndex` applies the same function in process.
+How it stays consistent across workers: every worker computes it from the whole input, by event
+time (`ordering.ItemFeed`): the events of an item epoch become *signals* keyed by item
+(`SignalBuffer`, aggregated per epoch and partition group) and are merged into item entries
+(`apply_signals`) in the same order in every process, so every worker (and `evaluate`) ranks from
+the same item state at the same event time. `InMemoryItemIndex` holds it.
 
-Keys in the store (one item-signal partition owns each list key; readers merge the partitions):
-``i:<item_id>`` -> entry; ``p:<partition>`` -> popular list; ``t:<partition>`` -> trending list;
-``c:<partition>:<category>`` -> that category's most popular items; ``v:<partition>`` -> the
-online vectors of items newer than the live sequence encoder (item -> {ts, version, v}).
+Keys in the store: ``i:<item_id>`` -> entry; ``p:<partition>`` -> popular list; ``t:<partition>`` ->
+trending list; ``c:<partition>:<category>`` -> that category's most popular items (one partition,
+0, in the in-memory index; readers merge partitions).
 
 Popular is decayed with the profile half-life (a day by default); trending is the same count with
 a short half-life (`trending_half_life_ms`): a sliding window in the forward-decay sense, O(1) per
@@ -42,14 +41,6 @@ def trending_key(partition: int) -> str:
 
 def category_key(partition: int, category: str) -> str:
     return f"c:{partition}:{category}"
-
-
-def vectors_key(partition: int) -> str:
-    return f"v:{partition}"
-
-
-#: How many past users an item's online vector averages over at most (older ones fade out).
-VECTOR_MEMORY = 50
 
 
 def _new_entry(ts: int) -> Entry:
@@ -93,19 +84,9 @@ class SignalBuffer:
             decay.add(entry["nb"], other, pair)
             decay.add(self._entry(other, ts)["nb"], item_id, pair)
 
-    def add_vector(self, item_id: str, user_vector: list[float], version: str) -> None:
-        """A user with this embedding (under encoder `version`) came to an item the encoder does not know."""
-        entry = self.by_item[item_id]  # add_interaction made it
-        found = entry.get("vec")
-        if found is None or found["version"] != version:
-            entry["vec"] = {"sum": list(user_vector), "n": 1, "version": version}
-        else:
-            found["sum"] = [a + b for a, b in zip(found["sum"], user_vector)]
-            found["n"] += 1
-
     def messages(self) -> list[tuple[str, dict[str, Any]]]:
         return [(item_id, {"item_id": item_id, "pop": e["pop"], "trend": e["tr"], "neighbors": e["nb"],
-                           "ts": e["ts"], "category": e["cat"], "vector": e.get("vec")})
+                           "ts": e["ts"], "category": e["cat"]})
                 for item_id, e in self.by_item.items()]
 
     def __len__(self) -> int:
@@ -126,8 +107,6 @@ def apply_signals(get: Callable[[str], Any], signals: Iterable[Mapping[str, Any]
             entry["tr"] = decay.log_add(entry.get("tr"), signal["trend"])
         if signal.get("category") is not None:
             entry["cat"] = signal["category"]
-        if signal.get("vector") is not None:
-            _merge_vector(entry, signal["vector"])
         nb = entry["nb"]
         for other, stored in signal["neighbors"].items():
             decay.add(nb, other, stored)
@@ -145,31 +124,7 @@ def apply_signals(get: Callable[[str], Any], signals: Iterable[Mapping[str, Any]
     for category, members in by_category.items():
         key = category_key(partition, category)
         writes[key] = merge_top(get(key) or [], members, "pop", settings.category_items)
-    with_vectors = {item_id: entry for item_id, entry in changed.items() if entry.get("vec") is not None}
-    if with_vectors:
-        key = vectors_key(partition)
-        vectors = dict(get(key) or {})
-        for item_id, entry in with_vectors.items():
-            vectors[item_id] = {"ts": entry["ts"], "version": entry["vec"]["version"],
-                                "v": [round(x, 4) for x in entry["vec"]["v"]]}
-        if len(vectors) > settings.encoder_new_items:
-            newest = sorted(vectors.items(), key=lambda kv: kv[1]["ts"], reverse=True)[: settings.encoder_new_items]
-            vectors = dict(newest)
-        writes[key] = vectors
     return writes
-
-
-def _merge_vector(entry: Entry, signal: Mapping[str, Any]) -> None:
-    """Running mean of the user vectors that came to the item, over at most VECTOR_MEMORY users;
-    a vector of another encoder version starts over (embedding spaces differ between versions)."""
-    current = entry.get("vec")
-    m = signal["n"]
-    if current is None or current["version"] != signal["version"]:
-        entry["vec"] = {"v": [x / m for x in signal["sum"]], "n": m, "version": signal["version"]}
-        return
-    n = min(current["n"], VECTOR_MEMORY)
-    current["v"] = [(a * n + b) / (n + m) for a, b in zip(current["v"], signal["sum"])]
-    current["n"] = n + m
 
 
 def merge_top(current: list[list[Any]], changed: Mapping[str, Entry], score: str, size: int) -> list[list[Any]]:
@@ -203,9 +158,6 @@ class ItemIndex(Protocol):
 
     def categories_of(self, item_ids: list[str]) -> list[str | None]: ...
 
-    def new_item_vectors(self, version: str) -> dict[str, list[float]]:
-        """Online vectors (under encoder `version`) of items newer than that encoder."""
-
 
 class CachedItemIndex:
     """Reads the store through `load(key)` (parsed value or None), merges the partitions' lists and
@@ -218,7 +170,6 @@ class CachedItemIndex:
         self._neighbors: dict[str, dict[str, float]] = {}
         self._categories: dict[str, list[tuple[str, float]]] = {}
         self._item_category: dict[str, str | None] = {}
-        self._vectors: dict[str, dict[str, list[float]]] = {}
         self._popular: dict[str, float] = {}
         self._trending: dict[str, float] = {}
 
@@ -237,7 +188,6 @@ class CachedItemIndex:
         self._neighbors.clear()
         self._categories.clear()
         self._item_category.clear()
-        self._vectors.clear()
         size = self.settings.popular_per_partition
         self._popular = dict(self._merged(popular_key, size))
         self._trending = dict(self._merged(trending_key, size))
@@ -256,15 +206,6 @@ class CachedItemIndex:
             raw = entry["nb"] if entry else None
             found = dict(shares(decay.top(raw, self.settings.covis_candidates_per_item))) if raw else {}
             self._neighbors[item_id] = found
-        return found
-
-    def new_item_vectors(self, version: str) -> dict[str, list[float]]:
-        found = self._vectors.get(version)
-        if found is None:
-            found = self._vectors[version] = {
-                item_id: record["v"] for partition in range(self.partitions)
-                for item_id, record in (self.load(vectors_key(partition)) or {}).items()
-                if record["version"] == version}
         return found
 
     def categories_of(self, item_ids: list[str]) -> list[str | None]:

@@ -146,7 +146,7 @@ class BatchHandler:
         if encoder is None or not valid:
             return [None] * len(valid)
         return encode_batch(encoder, [event for _, event in valid], lambda user_id: self.profile(user_id).recent,
-                            self.index.new_item_vectors(encoder.version), self.settings.encoder_candidates)
+                            self.settings.encoder_candidates)
 
     def process_round(self, ready: list[Ready], live: Encoder | None, shadow: Encoder | None) -> None:
         counters = self.counters

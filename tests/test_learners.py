@@ -10,7 +10,7 @@ import pytest
 from stream_app import core
 from stream_app.config import Settings
 from stream_app.events import Event
-from stream_app.items import InMemoryItemIndex, SignalBuffer
+from stream_app.items import InMemoryItemIndex
 from stream_app.learners import (LEARNERS, OnlineRanker, ProfileLearner, behaviour, feedback_labels,
                                  interest_drift, ranker, strategy_bandit)
 from stream_app.partitioning import murmur2, partition_of
@@ -82,7 +82,7 @@ def test_learner_state_travels_in_the_profile_json_and_not_in_public_snapshots()
     settings = Settings(drift_handling=True)
     profile, index = core.new_profile("u", settings), InMemoryItemIndex(settings)
     for event in shifting_events():
-        core.process(profile, event, index, SignalBuffer.for_settings(settings), settings, now_ms=0)
+        core.process(profile, event, index, settings, now_ms=0)
     drift = profile.live[interest_drift.InterestDrift.name]
     assert drift.drifts >= 1
     restored = Profile.from_json(profile.to_json())
@@ -130,7 +130,7 @@ def test_the_next_event_judges_the_shown_list_through_the_core():
     ranker_, bandit = learners.ranker, learners.bandit
     profile = core.new_profile("u", settings)
     first = Event("e1", "u", "a", "click", 1000)
-    outcome = core.process(profile, first, index, SignalBuffer.for_settings(settings), settings, 0, learners)
+    outcome = core.process(profile, first, index, settings, 0, learners)
     assert outcome.recommendation["model"]["ranking"] == "prior"  # the ranker is not warm yet
     assert profile.shown == ["a"]  # only its own item to show so far
     assert profile.shown_strategy.startswith("new:")
@@ -140,15 +140,15 @@ def test_the_next_event_judges_the_shown_list_through_the_core():
     assert copy.shown == profile.shown and copy.shown_features == profile.shown_features
     first_arm = profile.shown_strategy.split(":")[1]
     core.process(profile, Event("e2", "u", "a", "purchase", 2000, stage="cart"), index,
-                 SignalBuffer.for_settings(settings), settings, 0, learners)
+                 settings, 0, learners)
     assert (ranker_.labels, ranker_.positives) == (1, 1)
     assert bandit.policies["new"]._rewards[first_arm].get() == 1.0  # the hit rewarded the strategy shown
     core.process(profile, Event("e3", "u", "zz", "browse", 3000), index,
-                 SignalBuffer.for_settings(settings), settings, 0, learners)
+                 settings, 0, learners)
     assert (ranker_.labels, ranker_.positives) == (2, 1)  # a miss: "a" was shown, a negative
     # a duplicate event teaches nothing
     core.process(profile, Event("e3", "u", "zz", "browse", 3000), index,
-                 SignalBuffer.for_settings(settings), settings, 0, learners)
+                 settings, 0, learners)
     assert ranker_.labels == 2
 
 

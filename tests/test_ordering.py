@@ -1,0 +1,155 @@
+"""Event-time order across the input topics and item state by event time (pure parts)."""
+
+import random
+
+from stream_app.config import Settings
+from stream_app.evaluate import evaluate_events
+from stream_app.events import Event
+from stream_app.items import InMemoryItemIndex
+from stream_app.ordering import AFTER_ALL, EMPTY, WAIT, ItemFeed, Sequencer, always, rounds
+from stream_app.partitioning import partition_of
+
+T0 = 1_700_000_040_000  # on a minute boundary
+MINUTE = 60_000
+BROWSE, CLICK, PURCHASE = 0, 1, 2
+
+
+def never(_group, _lane):
+    return False
+
+
+def test_a_group_releases_the_smallest_head_and_waits_for_an_empty_lane():
+    seq = Sequencer(MINUTE, never)
+    seq.push(0, CLICK, T0 + 5, "c5")
+    seq.push(0, BROWSE, T0 + 7, "b7")
+    assert seq.groups[0].next_lane(never) == WAIT  # purchase may still bring something earlier
+    seq.push(0, PURCHASE, T0 + 6, "p6")
+    epoch, out = seq.take(10)
+    assert epoch == T0 // MINUTE
+    # c5 goes, then the click lane is empty again: the group waits for it
+    assert [r.item for r in out] == ["c5"]
+    seq.push(0, CLICK, T0 + 9, "c9")
+    _, out = seq.take(10)
+    assert [r.item for r in out] == ["p6"]  # and the purchase lane is empty: wait again
+    seq.push(0, PURCHASE, T0 + 8, "p8")
+    _, out = seq.take(10)
+    assert [r.item for r in out] == ["b7"]  # browse is empty now: p8 and c9 wait for it
+
+
+def test_equal_timestamps_go_browse_click_purchase_and_lane_order_is_kept():
+    seq = Sequencer(MINUTE, always)
+    seq.push(0, PURCHASE, T0, "p")
+    seq.push(0, CLICK, T0, "c1")
+    seq.push(0, CLICK, T0, "c2")
+    seq.push(0, BROWSE, T0, "b")
+    _, out = seq.take(10)
+    assert [r.item for r in out] == ["b", "c1", "c2", "p"]
+
+
+def test_a_late_event_joins_the_current_epoch_and_is_counted():
+    seq = Sequencer(MINUTE, always)
+    seq.push(0, CLICK, T0 + 2 * MINUTE, "new")
+    seq.push(0, CLICK, T0, "old")  # behind a later one in its own lane: late
+    first = seq.take(10)
+    assert first[0] == T0 // MINUTE + 2 and [(r.item, r.late) for r in first[1]] == [("new", False), ("old", True)]
+    assert [r.epoch for r in first[1]] == [T0 // MINUTE + 2] * 2
+    assert seq.late == 1
+
+
+def test_rounds_hold_one_epoch_and_wait_for_every_group():
+    seq = Sequencer(MINUTE, never)
+    for lane in range(3):
+        seq.push(0, lane, T0 + MINUTE + lane, f"g0-{lane}")
+    for lane in range(3):
+        seq.push(1, lane, T0 + lane, f"g1-{lane}")
+    epoch, out = seq.take(100)
+    # group 1 is in the earlier epoch: only its events until its lanes are empty (then it waits)
+    assert epoch == T0 // MINUTE and [r.item for r in out] == ["g1-0"]
+    assert seq.groups[1].bound(never) == T0 // MINUTE
+    assert seq.groups[0].bound(never) == T0 // MINUTE + 1
+    seq.drop([1])
+    epoch, out = seq.take(100)
+    assert epoch == T0 // MINUTE + 1 and [r.item for r in out] == ["g0-0"]
+
+
+def test_an_input_without_a_timestamp_goes_first_and_moves_no_clock():
+    seq = Sequencer(MINUTE, always)
+    seq.push(0, CLICK, T0 + 5, "ok")
+    seq.push(0, BROWSE, None, "broken")
+    _, out = seq.take(10)
+    assert [r.item for r in out] == ["broken"]
+    assert seq.groups[0].clock is None
+    _, out = seq.take(10)
+    assert [r.item for r in out] == ["ok"] and seq.groups[0].clock == T0 + 5
+    assert seq.groups[0].next_lane(always) == EMPTY and seq.bound() == AFTER_ALL
+
+
+def synthetic_log(n=600, users=12, items=30, seed=3):
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        kind = rng.choice(["browse", "browse", "click", "purchase"])
+        out.append({"event_id": f"e{i}", "user_id": f"u{rng.randrange(users)}", "item_id": f"i{rng.randrange(items)}",
+                    "type": kind, "ts": T0 + rng.randrange(0, 30 * MINUTE, 7_000), "schema_version": 1})
+    out.sort(key=lambda e: e["ts"])
+    return out
+
+
+def test_the_release_order_depends_on_the_lanes_not_on_how_the_log_was_interleaved():
+    """Skew: the same lanes pushed topic by topic (one topic long before the others) or interleaved
+    give the same rounds, as long as every lane's data is there."""
+    settings = Settings(partitions=4, batch_max=50)
+    log = synthetic_log()
+    by_topic = sorted(log, key=lambda e: ["browse", "click", "purchase"].index(e["type"]))  # stable
+
+    def order(events):
+        return [(epoch, [(r.group, r.item["event_id"]) for r in out]) for epoch, out in rounds(events, settings, partition_of)]
+
+    assert order(by_topic) == order(log)
+
+
+def test_item_state_is_the_same_however_the_epochs_are_applied():
+    settings = Settings()
+    log = [Event.from_dict(e) for e in synthetic_log()]
+    one, stepwise = ItemFeed(settings, InMemoryItemIndex(settings)), ItemFeed(settings, InMemoryItemIndex(settings))
+    for feed in (one, stepwise):
+        for event in log:
+            feed.add(event, partition_of(event.user_id, 8), event.ts // MINUTE)
+    last = log[-1].ts // MINUTE
+    one.advance(last)
+    for epoch in range(log[0].ts // MINUTE, last + 1, 3):
+        stepwise.advance(epoch)
+    stepwise.advance(last)
+    assert one.index.store == stepwise.index.store
+    assert one.late == stepwise.late == 0
+
+
+def test_an_epoch_applied_before_an_event_arrives_takes_it_into_the_next_one():
+    settings = Settings()
+    feed = ItemFeed(settings, InMemoryItemIndex(settings))
+    feed.advance(T0 // MINUTE + 5)
+    feed.add(Event("late", "u", "i", "click", T0), 0, T0 // MINUTE)
+    assert feed.late == 1 and list(feed.pending) == [T0 // MINUTE + 6]
+
+
+def test_a_redelivered_input_counts_once_in_the_item_state():
+    settings = Settings()
+    once, twice = ItemFeed(settings, InMemoryItemIndex(settings)), ItemFeed(settings, InMemoryItemIndex(settings))
+    events = [Event("a", "u", "x", "click", T0), Event("b", "u", "y", "click", T0 + 1000)]
+    for event in events:
+        once.add(event, 0, 1)
+        twice.add(event, 0, 1)
+        twice.add(event, 0, 1)
+    once.advance(1)
+    twice.advance(1)
+    assert once.index.store == twice.index.store and twice.duplicates == 2
+
+
+def test_evaluate_gives_the_same_numbers_for_a_log_produced_topic_by_topic():
+    log = synthetic_log(n=400)
+    by_topic = sorted(log, key=lambda e: ["browse", "click", "purchase"].index(e["type"]))
+    settings = Settings(partitions=4)
+    a = evaluate_events(log, settings, baselines=False, record=True)
+    b = evaluate_events(by_topic, settings, baselines=False, record=True)
+    assert a["recorded"] == b["recorded"]
+    assert a["models"]["stream-app"]["recall@20"] == b["models"]["stream-app"]["recall@20"]
