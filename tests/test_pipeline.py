@@ -18,13 +18,11 @@ from conftest import OTTO_SAMPLE, wait_until
 from stream_app.bench import synthetic_events
 from stream_app.consume import TopicReader, committed_offsets, wait_committed
 from stream_app.contracts import load_schema
-from stream_app.evaluate import evaluate_via_kafka
 from stream_app.logs import load_sorted
 from stream_app.processes import wait_ready_workers
 from stream_app.redis_store import read_profile
 from stream_app.replay import produce_events, replay
 from stream_app.runtime import free_port, start_redis, wait_for_redis
-from stream_app.synth import SynthConfig, write
 
 
 def read_all(bootstrap: str, topic: str, expected: int, timeout: float = 60.0) -> list:
@@ -237,22 +235,3 @@ def test_a_redis_outage_stalls_the_worker_without_losing_anything(make_settings,
     finally:
         own_redis.kill()
         own_redis.wait()
-
-
-def test_evaluate_via_kafka_scores_what_a_real_worker_published(services, tmp_path, monkeypatch):
-    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", services["KAFKA_BOOTSTRAP_SERVERS"])
-    monkeypatch.setenv("REDIS_URL", services["REDIS_URL"])
-    monkeypatch.setenv("STREAM_APP_STATE_DIR", str(tmp_path))
-    # 3,000 synthetic events: on the 862-event OTTO sample one flipped hit is 0.0012 Recall@20, and
-    # runs measured 0.0036-0.0107 apart there, too close to the bound to say anything.
-    log = tmp_path / "events.jsonl"
-    write(SynthConfig(events=3000), log)
-    events, _ = load_sorted(log, "jsonl")
-    result = evaluate_via_kafka(log, "jsonl", rate=300)
-    judged = len(events) - len({e["user_id"] for e in events})
-    assert result["via_kafka"]["judged"] == result["in_process"]["judged"] == judged
-    assert result["via_kafka"]["missing_recommendations"] == 0
-    # Item state becomes visible in a worker after a wall-clock lag; the in-process pass models it
-    # by batch size (rate x ITEM_VISIBILITY_S events). The bound: 0.01 absolute.
-    for metric in ("recall@20", "mrr@20", "ndcg@20"):
-        assert result["abs_difference"][metric] < 0.01, (metric, result["abs_difference"])
