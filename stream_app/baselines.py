@@ -80,7 +80,7 @@ class _SessionBaseline:
         self._pending: list[tuple[int, str]] = []  # (session number, item) of this batch, in event order
         self._sids: Iterator[int] = itertools.count()
 
-    def begin_batch(self, events: list[Event]) -> None:
+    def begin_batch(self, events: list[Event], epoch: int | None = None) -> None:
         pass
 
     def _session(self, event: Event) -> _Session:

@@ -28,6 +28,7 @@ import numpy as np
 import orjson
 
 from . import core, decay
+from .baselines import SKNN, VSKNN, CoVisitationUnseen, RecentThenCoVisitation, SequentialRules
 from .config import Settings
 from .encoder import Encoder, UserEncoding, encode_batch
 from .events import Event
@@ -357,7 +358,8 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
                    *(SingleSource(hybrid, source) for source in SOURCE_WEIGHTS
                      if source != "encoder" or encoder is not None),
                    MostPopular(k), MostPopular(k, window_events=10_000),
-                   RiverMF("FunkMF", k), RiverMF("BiasedMF", k)]
+                   RiverMF("FunkMF", k), RiverMF("BiasedMF", k),
+                   CoVisitationUnseen(k), RecentThenCoVisitation(k), SKNN(k), VSKNN(k), SequentialRules(k)]
     if not isinstance(events, list):
         events = list(events)
     if window is None:

@@ -203,10 +203,13 @@ class OrderedInput:
                       for lane, topic in enumerate(self.topics) for p in partitions}
         self.delivered.clear()
 
-    def revoke(self) -> None:
-        """Unacknowledged events of this worker are redelivered to whoever owns their partition next."""
+    def revoke(self) -> list[Any]:
+        """Let go of every delivered, unprocessed event (unacknowledged, they are read again by
+        whoever owns their partition next, from the committed offset); return their messages."""
+        held = [event.message for queue in self.delivered.values() for event in queue]
         self.owned = set()
         self.delivered.clear()
+        return held
 
     def deliver(self, event: Any) -> None:
         """An event of one of the worker's own partitions, from Faust's consumer (in offset order)."""

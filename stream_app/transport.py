@@ -14,6 +14,10 @@
    worker restarted before its group's first commit (a SIGKILL in the first second) resumed past
    them and lost them. They are now sent back to their beginning (the app reads from earliest).
    The offsets every seek resumes at are kept in START_OFFSETS.
+4. A rebalance that does not wait for held messages. The worker holds delivered events until their
+   turn in event time; Faust's revocation waits for every delivered message to be acknowledged,
+   which would wait forever for events whose turn needs data that the paused consumer no longer
+   fetches. `wait_empty` lets them go unacknowledged (they are read again from the commit).
 
 The worker uses this transport (URL scheme below).
 """
@@ -21,7 +25,7 @@ The worker uses this transport (URL scheme below).
 from __future__ import annotations
 
 import time
-from typing import Any, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Iterable, Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.transport.drivers import TRANSPORTS
@@ -89,8 +93,27 @@ async def true_end_offsets(servers: list[str], reported: Mapping[Any, int | None
 
 
 class Consumer(faust_aiokafka.Consumer):
+    #: Set by the worker: returns the messages it holds unprocessed (waiting for their turn in event
+    #: time), which a rebalance must not wait for.
+    release_held: ClassVar[Callable[[], Iterable[Any]] | None] = None
+
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def wait_empty(self) -> None:
+        """At a rebalance Faust waits until every delivered message is acknowledged. Messages the
+        worker holds for later are let go unacknowledged instead: the commit stays before them, and
+        whoever owns their partition next reads them again from there."""
+        while not self.should_stop and self._unacked_messages:
+            if self.release_held is not None:  # again each round: the agent may deliver a few more
+                for message in self.release_held():
+                    self._unacked_messages.discard(message)
+            if not self._unacked_messages:
+                break
+            await self.commit()
+            await self._wait_for_ack(timeout=1)
+            self._clean_unacked_messages()
+        await self.commit_and_end_transactions()
 
 
 class Transport(faust_aiokafka.Transport):

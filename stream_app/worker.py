@@ -335,6 +335,9 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
         except RETRYABLE as exc:
             log.warning("cannot publish the worker status to Redis: %r", exc)
 
+    # Before Faust waits for delivered messages at a rebalance: nothing held is processed any more.
+    transport.Consumer.release_held = ordered.revoke
+
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
         readiness["ready"] = False

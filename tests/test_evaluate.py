@@ -34,12 +34,15 @@ def test_next_event_judges_the_list_shown_after_the_previous_one():
     # u1 and u2 went a -> b; then u3 clicks a, and next clicks b: co-visitation must have shown b.
     events = [ev(1, "u1", "a", 1), ev(2, "u1", "b", 2), ev(3, "u2", "a", 3), ev(4, "u2", "b", 4),
               ev(5, "u3", "a", 5), ev(6, "u3", "b", 6)]
-    result = evaluate_events(events, Settings(batch_max=1), k=20)
+    result = evaluate_events(events, Settings(item_epoch_ms=1), k=20)  # every millisecond an item epoch
     covis = result["models"]["co-visitation only"]
     assert covis["judged"] == 3  # every event but each user's first
     # u1's b: nothing co-visited yet (miss); u2's b and u3's b were co-visited with a (hits)
     assert covis["recall@20"] == pytest.approx(2 / 3)
     assert result["models"]["popular"]["judged"] == 3
+    # the same events within one item epoch: no user sees another's pairs before the epoch is over
+    same_epoch = evaluate_events(events, Settings(item_epoch_ms=60_000), k=20)
+    assert same_epoch["models"]["co-visitation only"]["recall@20"] == 0.0
 
 
 def test_otto_sample_evaluates_every_model():

@@ -20,7 +20,7 @@ from stream_app.consume import TopicReader, committed_offsets, wait_committed
 from stream_app.contracts import load_schema
 from stream_app.logs import load_sorted
 from stream_app.processes import wait_ready_workers
-from stream_app.redis_store import read_profile
+from stream_app.redis_store import read_profile, worker_statuses
 from stream_app.replay import produce_events, replay
 from stream_app.runtime import free_port, start_redis, wait_for_redis
 
@@ -187,6 +187,11 @@ def test_two_workers_on_one_group_give_the_same_counts_as_one(make_settings, sta
 
     assert {u: c[0] for u, c in profiles(alone).items()} == dict(expected)
     assert profiles(pair) == profiles(alone)
+    # the second worker really joined: it owns partitions and processed events of its own
+    def second_status():
+        return [s for s in worker_statuses(redis_client, pair.namespace) if s["pid"] == second.pid]
+    wait_until(lambda: second_status() and second_status()[0]["input_partitions"]
+               and second_status()[0]["counters"]["applied"] > 0, 30, "the second worker's status")
     with TopicReader(pair.kafka_bootstrap_servers, pair.topics.recommendations) as recs:
         recs.read_until(len(events), 30)
         triggers = {orjson.loads(r.value)["trigger_event_id"] for r in recs.records}
