@@ -73,6 +73,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         for role, error in (models.get("errors") or {}).items():
             line += f"; {role} error: {error}"
         print(line)
+        o = s.get("ordering")
+        if o:
+            print(f"  event time: read {o['read']} inputs (all partitions), {o['buffered']} waiting for their turn, "
+                  f"{o['owned_pending']} of its own scheduled; item state through epoch {o['item_epoch_applied']}; "
+                  f"late: {c.get('late', 0)} older than their user's last event, {o['late_in_partition']} older "
+                  f"than their partition's clock, {o['late_for_item_state']} after their item epoch was applied")
     return 0
 
 

@@ -143,7 +143,7 @@ class Settings:
     covis_candidates_per_item: int = 20  # of those, how many each recent item contributes to a ranking
     popular_per_partition: int = 100
     trending_half_life_ms: int = 3 * 3600 * 1000  # "trending": popularity over roughly the last hours
-    category_items: int = 30  # most popular items kept per category (per item-signal partition)
+    category_items: int = 30  # most popular items kept per category
     # Candidate sources and their weights in the prior score (the ranking until the ranker is warm)
     covis_weight: float = 1.0
     trending_weight: float = 0.1

@@ -95,7 +95,7 @@ class SignalBuffer:
 
 def apply_signals(get: Callable[[str], Any], signals: Iterable[Mapping[str, Any]], partition: int,
                   settings: Settings) -> dict[str, Any]:
-    """Merge signals (all of one item-signal partition) into item entries. Returns every key to write:
+    """Merge signals (all of one store partition) into item entries. Returns every key to write:
     the changed entries and the partition's popular, trending and per-category lists."""
     changed: dict[str, Entry] = {}
     for signal in signals:

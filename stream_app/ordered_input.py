@@ -261,7 +261,4 @@ class OrderedInput:
     def status(self) -> dict[str, Any]:
         return {"read": self.read, "buffered": self.sequencer.buffered(), "late_in_partition": self.sequencer.late,
                 "late_for_item_state": self.items.late, "unscheduled": self.unscheduled,
-                "item_epoch_applied": self.items.applied_through, "owned_pending": self.owned_ahead(),
-                "heads": {str(g): (self.schedules[g][0].lane, self.schedules[g][0].item[0], self.schedules[g][0].epoch)
-                          for g in self.owned if self.schedules[g]},
-                "delivered": {f"{k[0]}:{k[1]}": (len(v), v[0].message.offset if v else None) for k, v in self.delivered.items() if v}}
+                "item_epoch_applied": self.items.applied_through, "owned_pending": self.owned_ahead()}

@@ -60,5 +60,5 @@ def test_non_utf8_payload_is_kept_as_base64():
 
 
 def test_schemas_are_valid_draft7():
-    for name in ("input-event", "recommendation", "profile", "dead-letter", "item-signal"):
+    for name in ("input-event", "recommendation", "profile", "dead-letter"):
         jsonschema.Draft7Validator.check_schema(load_schema(name))
