@@ -155,7 +155,10 @@ class Settings:
     # ranker_warm_up labels.
     ranker: bool = True
     ranker_learning_rate: float = 0.01
-    ranker_negatives: int = 4  # shown-but-not-hit items learned per judged list
+    ranker_negatives: int = 4  # candidates not hit learned per judged list
+    # Candidates kept per list for the ranker's feedback (the first top_k were shown): the item the
+    # user goes to next is a positive even where the ranking left it out of the shown list.
+    ranker_pool: int = 50
     ranker_warm_up: int = 1000
     ranker_seed: int = 7
     # Deep sequence encoder (encoder.py): the registry folder every worker can read; which version

@@ -42,9 +42,10 @@ def new_partition_learners(settings: Settings) -> PartitionLearners:
     return PartitionLearners(new_ranker(settings), bandit)
 
 
-def learn_feedback(profile: Profile, event: Event, learners: PartitionLearners) -> int:
-    """The user's previous list, judged by this event, teaches the ranker (and rewards the strategy
-    that chose it); then it is forgotten. Returns the number of ranker labels learned."""
+def learn_feedback(profile: Profile, event: Event, learners: PartitionLearners, top_k: int) -> int:
+    """The user's previous candidates, judged by this event, teach the ranker (and the shown list, the
+    first top_k, rewards the strategy that chose it); then they are forgotten. Returns the number of
+    ranker labels learned."""
     learned = 0
     if profile.shown:
         matrix = decode_features(profile.shown_features, len(profile.shown))
@@ -52,15 +53,15 @@ def learn_feedback(profile: Profile, event: Event, learners: PartitionLearners) 
             learned = learners.ranker.learn_feedback(profile.shown, matrix, event.item_id, event.event_id)
         if learners.bandit is not None and profile.shown_strategy:
             segment, strategy = profile.shown_strategy.split(":", 1)
-            learners.bandit.update(segment, strategy, 1.0 if event.item_id in profile.shown else 0.0)
+            learners.bandit.update(segment, strategy, 1.0 if event.item_id in profile.shown[:top_k] else 0.0)
     profile.shown, profile.shown_features, profile.shown_strategy = [], None, None
     return learned
 
 
-def shown_hits(profile: Profile, event: Event) -> tuple[bool | None, bool | None]:
+def shown_hits(profile: Profile, event: Event, top_k: int) -> tuple[bool | None, bool | None]:
     """Did this event hit the list shown after the user's previous event, and the list a shadow
     encoder would have shown? None where there was no such list. Call before `process`."""
-    live = event.item_id in profile.shown if profile.shown else None
+    live = event.item_id in profile.shown[:top_k] if profile.shown else None
     shadow = event.item_id in profile.shadow_shown if profile.shadow_shown else None
     return live, shadow
 
@@ -101,7 +102,7 @@ def process(profile: Profile, event: Event, index: ItemIndex, settings: Settings
     if not profile.admits(digest, event.ts):
         return Outcome(False, None)
     if learners is not None:
-        learn_feedback(profile, event, learners)
+        learn_feedback(profile, event, learners, settings.top_k)
     profile.shadow_shown = []  # judged (shown_hits) before this call; a live shadow shows a new one after it
     behaviour = profile.learner(BehaviourStats.name, BehaviourStats)
     behaviour.learn_one(profile, event)
@@ -125,7 +126,7 @@ def process(profile: Profile, event: Event, index: ItemIndex, settings: Settings
             profile.shown_strategy = f"{segment}:{strategy}"
     ranked = recommend(profile, event, index, settings, ranker, behaviour.repeat_propensity, encoding)
     if learners is not None:
-        profile.shown = [item["item_id"] for item in ranked.items]
+        profile.shown = ranked.pool
         profile.shown_features = ranked.encoded_features()
     return Outcome(True, {
         "rec_id": rec_id_for(event.event_id),

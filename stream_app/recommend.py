@@ -49,7 +49,8 @@ _LAST_AFTER = {"browse": _F["last_after_browse"], "click": _F["last_after_click"
 @dataclass(slots=True)
 class Ranked:
     items: list[dict[str, Any]]  # {item_id, score, reasons}, best first
-    features: np.ndarray  # one row per item, FEATURES order
+    pool: list[str]  # the best candidates, best first: the shown items, then the next ones
+    features: np.ndarray  # one row per pool item, FEATURES order
 
     def encoded_features(self) -> str:
         return base64.b64encode(self.features.astype(np.float16).tobytes()).decode("ascii")
@@ -122,14 +123,14 @@ def recommend(profile: Profile, event: Event, index: ItemIndex, settings: Settin
                     + settings.trending_weight * matrix[:, _F["trending"]]
                     + settings.encoder_weight * matrix[:, _F["encoder"]])
     scores = ranker.score_many(matrix) if ranker is not None and ranker.ready else matrix[:, 0]
-    order = np.argsort(-scores, kind="stable")[: settings.top_k]  # ids are sorted: ties keep item_id order
+    pool = np.argsort(-scores, kind="stable")[: max(settings.top_k, settings.ranker_pool)]  # ties: item_id order
     items = []
-    for i in order:
+    for i in pool[: settings.top_k]:
         item_id = ids[i]
         items.append({"item_id": item_id, "score": round(float(scores[i]), 6),
                       "reasons": _reasons(item_id, categories[i], anchors, anchor_neighbors, repeat, in_category,
                                           popular, trending, nearest)})
-    return Ranked(items, matrix[order])
+    return Ranked(items, [ids[i] for i in pool.tolist()], matrix[pool])
 
 
 def _reasons(item_id: str, category: str | None, anchors: list[str], anchor_neighbors: list[dict[str, float]],

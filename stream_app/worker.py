@@ -166,7 +166,7 @@ class BatchHandler:
             late = profile.last_seen is not None and event.ts < profile.last_seen
             try:
                 learners = self.learners.get(msg.partition)
-                live_hit, shadow_hit = core.shown_hits(profile, event)
+                live_hit, shadow_hit = core.shown_hits(profile, event, self.settings.top_k)
                 outcome = core.process(profile, event, self.index, self.settings, self.now, learners,
                                        encodings[position])
                 if outcome.applied:

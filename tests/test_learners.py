@@ -152,6 +152,28 @@ def test_the_next_event_judges_the_shown_list_through_the_core():
     assert ranker_.labels == 2
 
 
+def test_a_candidate_left_out_of_the_shown_list_is_still_a_positive_when_hit():
+    """The ranker learns from its candidates, not only from what it showed: otherwise it could never
+    learn to lift an item it ranks too low."""
+    settings = Settings(top_k=1, ranker_pool=3, ranker_negatives=1, ranker_warm_up=10**6,
+                        repeat_candidates=3)
+    index = InMemoryItemIndex(settings)
+    learners = core.new_partition_learners(settings)
+    profile = core.new_profile("u", settings)
+    for i, item in enumerate(["a", "b", "c"]):
+        outcome = core.process(profile, Event(f"e{i}", "u", item, "click", 1000 * (i + 1)), index, settings, 0,
+                               learners)
+    shown = [item["item_id"] for item in outcome.recommendation["items"]]
+    assert len(shown) == 1 and len(profile.shown) == 3 and profile.shown[0] == shown[0]
+    left_out = profile.shown[2]
+    before = (learners.ranker.labels, learners.ranker.positives)
+    live_hit, _ = core.shown_hits(profile, Event("e9", "u", left_out, "click", 9000), settings.top_k)
+    assert live_hit is False  # it was not shown ...
+    core.process(profile, Event("e9", "u", left_out, "click", 9000), index, settings, 0, learners)
+    # ... yet it teaches one positive (and one negative)
+    assert (learners.ranker.labels - before[0], learners.ranker.positives - before[1]) == (2, 1)
+
+
 def test_a_warm_ranker_reorders_by_what_it_learned():
     settings = Settings(ranker_warm_up=5, top_k=3)
     warm = core.new_ranker(settings)

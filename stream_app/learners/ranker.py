@@ -13,9 +13,10 @@ from .base import Persistent
 
 class OnlineRanker(Persistent):
     """A River logistic regression (Adam) over candidate features, one per input partition (its state moves
-    with the partition). Each shown list is judged by the user's next event: the hit item, if any,
-    is a positive, and up to `negatives` shown items that were not hit are negatives, picked by a
-    hash of (seed, event, item) so a replay learns the same examples. Until it has learned
+    with the partition). Each list's candidates (the shown items and the next best ones) are judged
+    by the user's next event: the hit item, if among them, is a positive, even where the ranking
+    left it out of the shown part, and up to `negatives` candidates that were not hit are negatives,
+    picked by a hash of (seed, event, item) so a replay learns the same examples. Until it has learned
     `warm_up` labels, `ready` is False and the caller ranks by its prior score.
 
     >>> ranker = OnlineRanker(("covis", "popular"), warm_up=10)
