@@ -50,7 +50,7 @@ def learn_feedback(profile: Profile, event: Event, learners: PartitionLearners, 
     if profile.shown:
         matrix = decode_features(profile.shown_features, len(profile.shown))
         if matrix is not None:
-            learned = learners.ranker.learn_feedback(profile.shown, matrix, event.item_id, event.event_id)
+            learned = learners.ranker.learn_feedback(profile.shown, matrix, event.item_id, event.event_id, top_k)
         if learners.bandit is not None and profile.shown_strategy:
             segment, strategy = profile.shown_strategy.split(":", 1)
             learners.bandit.update(segment, strategy, 1.0 if event.item_id in profile.shown[:top_k] else 0.0)

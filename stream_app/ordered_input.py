@@ -48,8 +48,10 @@ class Ready:
 
 
 class OrderedInput:
-    #: Unprocessed schedule entries of the worker's own partitions before the reader pauses.
-    AHEAD_MAX = 50_000
+    #: Unprocessed schedule entries of one of the worker's own partitions before the reader pauses it.
+    AHEAD_MAX = 20_000
+    #: Events buffered in one input lane before the reader pauses it.
+    LANE_BUFFER_MAX = 10_000
     #: Schedule entries kept of partitions another worker owns (a rebalance may hand them over).
     KEEP_OTHERS = 20_000
 
@@ -75,17 +77,54 @@ class OrderedInput:
         self.ends: dict[tuple[int, int], int] = {}  # (lane, group) -> end offset, last known
         self.ends_checked = 0.0
         self.busy_since: float | None = None  # since when events have been waiting (None: nothing waits)
+        self.paused: set[int] = set()  # groups of the worker's own that are far ahead of its processing
+        self.resumed_at: dict[int, float] = {}
+        self.full_lanes: set[TopicPartition] = set()
 
     # ------------------------------------------------------------------------------ the reader
 
+    def pause_or_resume(self) -> None:
+        """Stop reading a group of the worker's own while its schedule holds AHEAD_MAX unprocessed
+        events (memory stays bounded while the worker catches up); read it again below half."""
+        if self.consumer is None:
+            return
+        for group in list(self.paused):
+            if group not in self.owned or len(self.schedules[group]) < self.AHEAD_MAX // 2:
+                self.consumer.resume(*(tp for tp in self._partitions_of(group) if tp not in self.full_lanes))
+                self.paused.discard(group)
+                self.resumed_at[group] = time.monotonic()
+        for group in self.owned - self.paused:
+            if len(self.schedules[group]) >= self.AHEAD_MAX:
+                self.consumer.pause(*self._partitions_of(group))
+                self.paused.add(group)
+        # A lane far ahead of the others of its group waits in the broker, not in memory (it has
+        # data, so pausing it never lets the idle rule skip it).
+        for merge in self.sequencer.groups.values():
+            for lane, queue in enumerate(merge.lanes):
+                tp = TopicPartition(self.topics[lane], merge.group)
+                if len(queue) >= self.LANE_BUFFER_MAX and tp not in self.full_lanes:
+                    self.consumer.pause(tp)
+                    self.full_lanes.add(tp)
+                elif len(queue) < self.LANE_BUFFER_MAX // 2 and tp in self.full_lanes:
+                    self.full_lanes.discard(tp)
+                    if merge.group not in self.paused:
+                        self.consumer.resume(tp)
+
+    def _partitions_of(self, group: int) -> list[TopicPartition]:
+        return [TopicPartition(topic, group) for topic in self.topics]
+
     def _may_skip(self, group: GroupMerge, lane: int) -> bool:
         """A lane may be skipped once it has received nothing for max_idle_ms while events waited
-        (since the reader last had nothing to wait for) and the reader has read it to its end."""
+        and the reader was reading it, and the reader has read it to its end."""
+        if group.group in self.paused:
+            return False
         now = time.monotonic()
         if self.busy_since is None:
             self.busy_since = now
-        arrived = group.arrived[lane]
-        idle_s = now - (self.busy_since if arrived is None or arrived < self.busy_since else arrived)
+        # Quiet since the latest of: events began to wait, the lane last received, the reader last
+        # resumed reading its group (while paused for the worker to catch up, it cannot receive).
+        since = max(self.busy_since, self.resumed_at.get(group.group, 0.0), group.arrived[lane] or 0.0)
+        idle_s = now - since
         if idle_s >= UNKNOWN_END_WAIT_S:
             return True
         if idle_s * 1000 < self.settings.max_idle_ms:
@@ -105,10 +144,7 @@ class OrderedInput:
             await consumer.seek_to_beginning()
             poll_ms = max(5, min(50, settings.max_idle_ms // 2))
             while True:
-                if self.owned_ahead() > self.AHEAD_MAX:  # the worker's own partitions are far behind: wait
-                    await asyncio.sleep(poll_ms / 1000)
-                    self.release()
-                    continue
+                self.pause_or_resume()
                 batches = await consumer.getmany(timeout_ms=poll_ms, max_records=5000)
                 for tp, records in batches.items():
                     self.push(tp.topic, tp.partition, records)

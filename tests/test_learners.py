@@ -184,9 +184,22 @@ def test_a_warm_ranker_reorders_by_what_it_learned():
     for _ in range(50):
         warm.learn_one(popular_row, True)
         warm.learn_one(repeat_row, False)
-    assert warm.ready
+    assert not warm.ready  # warm, but it has not yet shown that it beats the prior
+    # judged lists: the prior (column 0) puts the repeat row first, the ranker the popular row,
+    # and the user goes to the popular item: top_k 1, only the ranker would have shown it
+    prior_likes_repeat = np.array([repeat_row, popular_row])
+    prior_likes_repeat[0, 0] = 1.0
+    for _ in range(3):
+        warm.judge(prior_likes_repeat, 1, top_k=1)
+    assert warm.ranker_hits > 0 and warm.prior_hits == 0 and warm.ready
     scores = warm.score_many(np.array([popular_row, repeat_row]))
     assert scores[0] > scores[1]
+    # the ranker's order, used by the core for the shown list once ready
+    assert list(np.argsort(-warm.score_many(prior_likes_repeat), kind="stable")) == [1, 0]
+    # where the prior is the one that would have shown the hit, it takes over again
+    for _ in range(500):
+        warm.judge(prior_likes_repeat, 0, top_k=1)
+    assert warm.prior_hits > warm.ranker_hits and not warm.ready
 
 
 def test_partition_learners_round_trip_through_their_table_record():

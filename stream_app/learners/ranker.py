@@ -16,37 +16,64 @@ class OnlineRanker(Persistent):
     with the partition). Each list's candidates (the shown items and the next best ones) are judged
     by the user's next event: the hit item, if among them, is a positive, even where the ranking
     left it out of the shown part, and up to `negatives` candidates that were not hit are negatives,
-    picked by a hash of (seed, event, item) so a replay learns the same examples. Until it has learned
-    `warm_up` labels, `ready` is False and the caller ranks by its prior score.
+    picked by a hash of (seed, event, item) so a replay learns the same examples.
+
+    It also keeps score: on every judged list it ranks the candidates both its own way and the prior's
+    way (column 0 of the features, the fixed blend) and credits each with the reciprocal rank of the
+    hit item if it would have shown it (in the top `top_k`), else 0, as exponentially weighted means
+    (`hit_rate_alpha`). It is `ready` to rank only once it has learned `warm_up` labels and its score
+    is above the prior's: on a log where what it learns does not beat the blend, the caller keeps
+    ranking by the prior (full-information model selection, decided by the stream).
 
     >>> ranker = OnlineRanker(("covis", "popular"), warm_up=10)
     >>> for _ in range(20):
     ...     ranker.learn_one([1.0, 0.0], True)
     ...     ranker.learn_one([0.0, 1.0], False)
-    >>> ranker.ready
+    >>> ranker.labels >= ranker.warm_up
     True
     >>> a, b = ranker.score_many(np.array([[1.0, 0.0], [0.0, 1.0]]))
     >>> bool(a > b)
     True
     """
 
+    ranker_hits = 0.0  # exponentially weighted reciprocal rank of the hit item in its ranking (0: not shown)
+    prior_hits = 0.0  # ... in the prior's
+
     def __init__(self, features: Sequence[str], learning_rate: float = 0.05, negatives: int = 4,
-                 warm_up: int = 1000, seed: int = 7):
+                 warm_up: int = 1000, seed: int = 7, hit_rate_alpha: float = 0.01):
         self.features = tuple(features)
         self.learning_rate = learning_rate
         self.negatives = negatives
         self.warm_up = warm_up
         self.seed = seed
+        self.hit_rate_alpha = hit_rate_alpha
         self.model = linear_model.LogisticRegression(optimizer=optim.Adam(learning_rate))
         self.labels = 0
         self.positives = 0
 
     def _fresh(self) -> "OnlineRanker":
-        return OnlineRanker(self.features, self.learning_rate, self.negatives, self.warm_up, self.seed)
+        return OnlineRanker(self.features, self.learning_rate, self.negatives, self.warm_up, self.seed,
+                            self.hit_rate_alpha)
 
     @property
     def ready(self) -> bool:
-        return self.labels >= self.warm_up
+        return self.labels >= self.warm_up and self.ranker_hits > self.prior_hits
+
+    def judge(self, matrix: np.ndarray, hit_row: int | None, top_k: int) -> None:
+        """Score this ranker and the prior on one judged list: the reciprocal rank of the hit item
+        (row `hit_row` of the list's candidates; None: not among them) if within top_k, else 0."""
+        ranker_hit = prior_hit = 0.0
+        if hit_row is not None:
+            for column, scores in ((0, matrix[:, 0]), (1, self.score_many(matrix))):
+                rank = int(np.sum(scores > scores[hit_row]) + np.sum(scores[:hit_row] == scores[hit_row]))
+                if rank < top_k:
+                    if column:
+                        ranker_hit = 1.0 / (rank + 1)
+                    else:
+                        prior_hit = 1.0 / (rank + 1)
+        a = self.hit_rate_alpha
+        self.ranker_hits += a * (ranker_hit - self.ranker_hits)
+        self.prior_hits += a * (prior_hit - self.prior_hits)
 
     def learn_one(self, x: Sequence[float], hit: bool) -> None:
         self.model.learn_one(dict(zip(self.features, map(float, x))), hit)
@@ -59,8 +86,12 @@ class OnlineRanker(Persistent):
         w = np.array([weights.get(name, 0.0) for name in self.features])
         return matrix @ w + self.model.intercept
 
-    def learn_feedback(self, shown: Sequence[str], matrix: np.ndarray, hit_item: str, event_id: str) -> int:
-        """Learn from one judged list; returns how many labels it learned."""
+    def learn_feedback(self, shown: Sequence[str], matrix: np.ndarray, hit_item: str, event_id: str,
+                       top_k: int | None = None) -> int:
+        """Learn from one judged list (first keeping score, when `top_k` is given); returns how many
+        labels it learned."""
+        if top_k is not None:
+            self.judge(matrix, shown.index(hit_item) if hit_item in shown else None, top_k)
         learned = 0
         for row, label in feedback_labels(shown, hit_item, event_id, self.negatives, self.seed):
             self.learn_one(matrix[row], label)
