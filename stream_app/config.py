@@ -190,6 +190,8 @@ class Settings:
                      "trending_half_life_ms", "category_items", "covis_gap_half_life_ms", "item_epoch_ms"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1 (set {ENV_PREFIX}{name.upper()})")
+        if self.max_idle_ms < 0:
+            raise ConfigError(f"max_idle_ms must be 0 or more (set {ENV_PREFIX}MAX_IDLE_MS)")
 
     @property
     def topics(self) -> Topics:
@@ -264,10 +266,20 @@ def read_runtime_file(environ: Mapping[str, str] = os.environ) -> dict[str, str]
         raise ConfigError(f"cannot read the runtime file {path}: {exc}; run `stream-app down` then `stream-app up`") from exc
 
 
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+
+
 def _parse(name: str, raw: str, kind: type) -> object:
     try:
         if kind is bool:
-            return raw.strip().lower() in ("1", "true", "yes", "on")
+            word = raw.strip().lower()
+            if word in TRUE_WORDS:
+                return True
+            if word in FALSE_WORDS:
+                return False
+            raise ValueError(raw)
         return kind(raw)
     except ValueError as exc:
-        raise ConfigError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind.__name__}") from exc
+        accepted = f" (use one of {', '.join(TRUE_WORDS + FALSE_WORDS)})" if kind is bool else ""
+        raise ConfigError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind.__name__}{accepted}") from exc

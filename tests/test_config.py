@@ -32,3 +32,9 @@ def test_missing_endpoints_and_bad_values_say_what_to_do(tmp_path):
         Settings.from_env({"STREAM_APP_TOP_K": "many", "STREAM_APP_STATE_DIR": str(tmp_path)})
     with pytest.raises(ConfigError, match="REC_POLICY"):
         Settings(rec_policy="sometimes")
+    # a misspelt switch is an error naming the variable and the accepted words, not silently off
+    with pytest.raises(ConfigError, match=r"STREAM_APP_RANKER='ture' .*true"):
+        Settings.from_env({"STREAM_APP_RANKER": "ture", "STREAM_APP_STATE_DIR": str(tmp_path)})
+    assert Settings.from_env({"STREAM_APP_RANKER": "Off", "STREAM_APP_STATE_DIR": str(tmp_path)}).ranker is False
+    with pytest.raises(ConfigError, match="MAX_IDLE_MS"):
+        Settings(max_idle_ms=-1)
