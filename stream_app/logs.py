@@ -114,14 +114,20 @@ def read_otto(path: Path) -> Iterator[Read]:
             yield _checked(path, line, event, raw)
 
 
+def _csv_with_columns(fh: Any, path: Path, required: tuple[str, ...]) -> csv.DictReader:
+    """A csv reader over `fh`, once its header is known to name every `required` column."""
+    reader = csv.DictReader(fh)
+    missing = [c for c in required if c not in (reader.fieldnames or [])]
+    if missing:
+        raise InputFileError(f"{path}: the header {reader.fieldnames} lacks {missing}; "
+                             f"expected columns {', '.join(required)}")
+    return reader
+
+
 def _read_csv(path: Path, required: tuple[str, ...],
               convert: Callable[[dict[str, str], int, bytes], dict[str, Any]]) -> Iterator[Read]:
     with _open_text(path) as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in required if c not in (reader.fieldnames or [])]
-        if missing:
-            raise InputFileError(f"{path}: the header {reader.fieldnames} lacks {missing}; "
-                                 f"expected columns {', '.join(required)}")
+        reader = _csv_with_columns(fh, path, required)
         for row in reader:
             line = reader.line_num
             raw = ",".join(row.get(c) or "" for c in reader.fieldnames).encode()
@@ -207,11 +213,7 @@ def read_online_retail(path: str | Path, stats: OnlineRetailStats | None = None)
     path = Path(path)
     stats = stats if stats is not None else OnlineRetailStats()
     with _open_text(path) as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in ONLINE_RETAIL_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise InputFileError(f"{path}: the header {reader.fieldnames} lacks {missing}; "
-                                 f"expected columns {', '.join(ONLINE_RETAIL_COLUMNS)}")
+        reader = _csv_with_columns(fh, path, ONLINE_RETAIL_COLUMNS)
         last_date, last_ms = "", 0  # the lines of an invoice repeat its date
         for row in reader:
             line = reader.line_num
