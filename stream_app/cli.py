@@ -214,7 +214,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.registry:
         settings = settings.replace(registry_dir=args.registry)
     result = evaluate_log(args.log, args.format, settings, args.k, truth, encoder=_load_encoder(settings, args.encoder),
-                          shadow=_load_encoder(settings, args.shadow))
+                          shadow=_load_encoder(settings, args.shadow), limit=args.limit)
     print(table(result))
     _write_json(result, args.json, f"evaluation-{Path(args.log).stem}.json")
     page = Path(args.html) if args.html else Path("reports") / f"evaluation-{Path(args.log).stem}.html"
@@ -266,6 +266,7 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("log")
     ev.add_argument("--format", default="jsonl", choices=FORMATS)
     ev.add_argument("--k", type=int, default=20)
+    ev.add_argument("--limit", type=int, default=None, help="only the log's first N events in time")
     ev.add_argument("--batch", type=int, default=0, help="events per batch (default: the workers' batch size)")
     ev.add_argument("--truth", default=None, help="ground truth (default: <log>.truth.json when present)")
     ev.add_argument("--json", default=None, help="where to write the full results (default: reports/)")

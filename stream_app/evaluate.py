@@ -409,8 +409,10 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
 
 def evaluate_log(path: str | Path, fmt: str, settings: Settings, k: int = 20,
                  truth_path: str | Path | None = None, encoder: Encoder | None = None,
-                 shadow: Encoder | None = None) -> dict[str, Any]:
+                 shadow: Encoder | None = None, limit: int | None = None) -> dict[str, Any]:
     events, rejected = load_sorted(path, fmt)
+    if limit is not None:
+        events = events[:limit]  # the log's first events in time
     truth = orjson.loads(Path(truth_path).read_bytes()) if truth_path else None
     judge_from = None
     for model in (encoder, shadow):
