@@ -558,10 +558,11 @@ def worker_ordering_counters(settings: Settings, workers: int, after_ms: int, ti
             time.sleep(0.5)
     finally:
         client.close()
-    out = {"late_for_user": 0, "late_in_partition": 0, "late_for_item_state": 0, "unscheduled": 0}
+    out = {"late_for_user": 0, "late_in_partition": 0, "late_for_item_state": 0, "unscheduled": 0,
+           "stale_item_state": 0}
     for status in statuses:
         out["late_for_user"] += status["counters"].get("late", 0)
-        for key in ("late_in_partition", "late_for_item_state", "unscheduled"):
+        for key in ("late_in_partition", "late_for_item_state", "unscheduled", "stale_item_state"):
             out[key] += status.get("ordering", {}).get(key, 0)
     return out
 
@@ -586,7 +587,8 @@ def via_kafka_table(result: dict[str, Any]) -> str:
     lines.append(f"late events (workers): {ordering['late_for_user']:,} older than their user's last event, "
                  f"{ordering['late_in_partition']:,} older than their partition's clock, "
                  f"{ordering['late_for_item_state']:,} after their item epoch was applied, "
-                 f"{ordering['unscheduled']:,} outside the schedule")
+                 f"{ordering['unscheduled']:,} outside the schedule, {ordering['stale_item_state']:,} with an item "
+                 f"state past their epoch (a partition taken over from a worker that was behind)")
     missing = result["via_kafka"]["missing_recommendations"]
     if missing:
         lines.append(f"{missing} judged events had no published recommendation before them")

@@ -73,6 +73,7 @@ class OrderedInput:
         self.changed = asyncio.Event()
         self.consumer: AIOKafkaConsumer | None = None
         self.unscheduled = 0
+        self.stale = 0  # events processed with an item state past their epoch
         self.read = 0
         self.ends: dict[tuple[int, int], int] = {}  # (lane, group) -> end offset, last known
         self.ends_checked = 0.0
@@ -286,6 +287,9 @@ class OrderedInput:
                 delivered.popleft()
                 schedule.popleft()
                 out.append(Ready(entry, event, checked if checked is not None else self._check(event)))
+        if out and epoch > BEFORE_ALL and self.items.applied_through > epoch - 1:
+            # a partition taken over from a worker that was behind this one's item state
+            self.stale += sum(1 for ready in out if isinstance(ready.checked, Event))
         return (epoch if out else None), out
 
     def _check(self, event: Any) -> Event | Rejection:
@@ -297,4 +301,5 @@ class OrderedInput:
     def status(self) -> dict[str, Any]:
         return {"read": self.read, "buffered": self.sequencer.buffered(), "late_in_partition": self.sequencer.late,
                 "late_for_item_state": self.items.late, "unscheduled": self.unscheduled,
+                "stale_item_state": self.stale,
                 "item_epoch_applied": self.items.applied_through, "owned_pending": self.owned_ahead()}
