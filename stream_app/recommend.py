@@ -23,7 +23,7 @@ from .events import Event, event_kind
 from .items import ItemIndex, shares
 from .profile import Profile
 
-MODEL_VERSIONS = {"recommender": "hybrid-v3"}
+MODEL_VERSIONS = {"recommender": "hybrid-v4"}
 MAX_COVIS_REASONS = 2
 
 FEATURES = (
