@@ -200,7 +200,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     if args.via_kafka:
         result = evaluate_via_kafka(args.log, args.format, args.k, args.rate, workers=args.workers,
-                                    max_idle_ms=args.max_idle_ms, busy=args.busy)
+                                    max_idle_ms=args.max_idle_ms, busy=args.busy, limit=args.limit)
         print(via_kafka_table(result))
         _write_json(result, args.json, f"evaluation-via-kafka-{Path(args.log).stem}.json")
         return 0

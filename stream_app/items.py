@@ -234,7 +234,8 @@ class CachedItemIndex:
 
 
 class InMemoryItemIndex(CachedItemIndex):
-    """The item state in one process (evaluation, tests): one partition, signals apply on `apply`."""
+    """The item state of one process (a worker's or evaluate's item feed): one partition; signals merge
+    in on `apply`, and the derived lists are refreshed once per call."""
 
     def __init__(self, settings: Settings):
         super().__init__(settings, partitions=1)
@@ -243,6 +244,5 @@ class InMemoryItemIndex(CachedItemIndex):
     def load(self, key: str) -> Any:
         return self.store.get(key)
 
-    def apply(self, buffer: SignalBuffer) -> None:
-        self.store.update(apply_signals(self.store.get, (m for _, m in buffer.messages()), 0, self.settings))
-        self.begin_batch()
+    def apply(self, signals: Iterable[Mapping[str, Any]]) -> None:
+        self.store.update(apply_signals(self.store.get, signals, 0, self.settings))

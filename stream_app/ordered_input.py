@@ -226,9 +226,10 @@ class OrderedInput:
     def owned_ahead(self) -> int:
         return sum(len(self.schedules[g]) for g in self.owned)
 
-    def advance_items(self) -> None:
-        """Apply every epoch that is complete in every group and that no own event still waits for."""
-        through = min(self.complete_through, self.owned_min_epoch() - 1)
+    def advance_items(self, owned_min: int | None = None) -> None:
+        """Apply every epoch that is complete in every group and that no own event still waits for
+        (`owned_min`: the earliest epoch an own event waits in, when the caller knows it)."""
+        through = min(self.complete_through, (self.owned_min_epoch() if owned_min is None else owned_min) - 1)
         if through > BEFORE_ALL and (self.items.applied_through is None or through > self.items.applied_through):
             self.items.advance(through)
 
@@ -260,7 +261,7 @@ class OrderedInput:
         if epoch == AFTER_ALL:
             return None, []
         if epoch > BEFORE_ALL:  # BEFORE_ALL: inputs without a timestamp, dead-lettered at once
-            self.advance_items()
+            self.advance_items(epoch)
             if self.items.applied_through is None or self.items.applied_through < epoch - 1:
                 return None, []  # another group may still bring events of an earlier epoch
         out: list[Ready] = []

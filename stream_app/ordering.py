@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable
 
 from .config import EVENT_TYPES, Settings
 from .events import Event
-from .items import InMemoryItemIndex, SignalBuffer, apply_signals
+from .items import InMemoryItemIndex, SignalBuffer
 
 LANES = len(EVENT_TYPES)
 LANE_OF = {event_type: lane for lane, event_type in enumerate(EVENT_TYPES)}
@@ -254,9 +254,10 @@ class ItemFeed:
         """Make every epoch up to `through` visible."""
         if self.applied_through is not None and through <= self.applied_through:
             return
-        for epoch in sorted(e for e in self.pending if e <= through):
+        due = sorted(e for e in self.pending if e <= through)
+        for epoch in due:
             buffers = self.pending.pop(epoch)
-            messages = (message for group in sorted(buffers) for _, message in buffers[group].messages())
-            self.index.store.update(apply_signals(self.index.store.get, messages, 0, self.settings))
-        self.index.begin_batch()
+            self.index.apply(message for group in sorted(buffers) for _, message in buffers[group].messages())
+        if due:  # the derived lists and caches change only with the store
+            self.index.begin_batch()
         self.applied_through = through

@@ -111,9 +111,9 @@ async def until_done(what: str, action: Callable[..., Awaitable[Any]], *args: An
 
 
 class BatchHandler:
-    """One output batch of the worker's own events: rounds of one item epoch each (ordered_input),
-    processed by the core, then every effect delivered at once (`flush`). No broker needed to drive it:
-    `process_round` takes the round's events and returns nothing but state in the handler."""
+    """One output batch of the worker's own events: `process_round` runs the core over a round of one
+    item epoch (ordered_input) and collects the effects (outbox, changed profiles and learners);
+    `snapshots` writes the tables and returns Redis's share; the app delivers both at once."""
 
     def __init__(self, settings: Settings, profiles: Any, learners: PartitionState, index: InMemoryItemIndex,
                  counters: Counters, now: int):

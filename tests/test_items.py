@@ -75,7 +75,8 @@ def test_category_tops_hold_each_categorys_most_popular_items():
     for item, weight, category in [("s1", 1.0, "shoes"), ("s2", 3.0, "shoes"), ("s3", 2.0, "shoes"),
                                    ("g1", 5.0, "garden")]:
         buf.add_interaction(item, [], weight, 0, category)
-    index.apply(buf)
+    index.apply(m for _, m in buf.messages())
+    index.begin_batch()
     assert [item for item, _ in index.category_items("shoes")] == ["s2", "s3"]
     assert [item for item, _ in index.category_items("garden")] == ["g1"]
     assert index.category_items("unknown") == []
@@ -89,7 +90,8 @@ def test_trending_forgets_faster_than_popular():
     buf = SignalBuffer.for_settings(settings)
     buf.add_interaction("old-hit", [], 10.0, 0)
     buf.add_interaction("new", [], 1.0, 60_000)  # a minute later: many trending half-lives, few popular ones
-    index.apply(buf)
+    index.apply(m for _, m in buf.messages())
+    index.begin_batch()
     assert next(iter(index.popular())) == "old-hit"
     assert next(iter(index.trending())) == "new"
 
@@ -100,7 +102,8 @@ def test_in_memory_index_ranks_neighbours_by_share_of_the_best():
     buf = SignalBuffer.for_settings(settings)
     buf.add_interaction("x", [("a", 0)], 4.0, 0)
     buf.add_interaction("y", [("a", 0)], 1.0, 0)
-    index.apply(buf)
+    index.apply(m for _, m in buf.messages())
+    index.begin_batch()
     ranked = list(index.neighbors("a").items())
     assert [i for i, _ in ranked] == ["x", "y"]
     assert ranked[0][1] == 1.0 and ranked[1][1] == pytest.approx(0.25)

@@ -191,7 +191,7 @@ def test_a_warm_ranker_reorders_by_what_it_learned():
     prior_likes_repeat[0, 0] = 1.0
     for _ in range(3):
         warm.judge(prior_likes_repeat, 1, top_k=1)
-    assert warm.ranker_hits > 0 and warm.prior_hits == 0 and warm.ready
+    assert warm.ranker_rr > 0 and warm.prior_rr == 0 and warm.ready
     scores = warm.score_many(np.array([popular_row, repeat_row]))
     assert scores[0] > scores[1]
     # the ranker's order, used by the core for the shown list once ready
@@ -199,7 +199,7 @@ def test_a_warm_ranker_reorders_by_what_it_learned():
     # where the prior is the one that would have shown the hit, it takes over again
     for _ in range(500):
         warm.judge(prior_likes_repeat, 0, top_k=1)
-    assert warm.prior_hits > warm.ranker_hits and not warm.ready
+    assert warm.prior_rr > warm.ranker_rr and not warm.ready
 
 
 def test_partition_learners_round_trip_through_their_table_record():

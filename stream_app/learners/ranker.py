@@ -36,8 +36,8 @@ class OnlineRanker(Persistent):
     True
     """
 
-    ranker_hits = 0.0  # exponentially weighted reciprocal rank of the hit item in its ranking (0: not shown)
-    prior_hits = 0.0  # ... in the prior's
+    ranker_rr = 0.0  # exponentially weighted reciprocal rank of the hit item in its ranking (0: not shown)
+    prior_rr = 0.0  # ... in the prior's
 
     def __init__(self, features: Sequence[str], learning_rate: float = 0.05, negatives: int = 4,
                  warm_up: int = 1000, seed: int = 7, hit_rate_alpha: float = 0.01):
@@ -57,23 +57,18 @@ class OnlineRanker(Persistent):
 
     @property
     def ready(self) -> bool:
-        return self.labels >= self.warm_up and self.ranker_hits > self.prior_hits
+        return self.labels >= self.warm_up and self.ranker_rr > self.prior_rr
 
     def judge(self, matrix: np.ndarray, hit_row: int | None, top_k: int) -> None:
         """Score this ranker and the prior on one judged list: the reciprocal rank of the hit item
         (row `hit_row` of the list's candidates; None: not among them) if within top_k, else 0."""
-        ranker_hit = prior_hit = 0.0
-        if hit_row is not None:
-            for column, scores in ((0, matrix[:, 0]), (1, self.score_many(matrix))):
-                rank = int(np.sum(scores > scores[hit_row]) + np.sum(scores[:hit_row] == scores[hit_row]))
-                if rank < top_k:
-                    if column:
-                        ranker_hit = 1.0 / (rank + 1)
-                    else:
-                        prior_hit = 1.0 / (rank + 1)
+        prior = ranker = 0.0
+        if hit_row is not None:  # a miss for both: no scoring needed
+            prior = reciprocal_rank(matrix[:, 0], hit_row, top_k)
+            ranker = reciprocal_rank(self.score_many(matrix), hit_row, top_k)
         a = self.hit_rate_alpha
-        self.ranker_hits += a * (ranker_hit - self.ranker_hits)
-        self.prior_hits += a * (prior_hit - self.prior_hits)
+        self.prior_rr += a * (prior - self.prior_rr)
+        self.ranker_rr += a * (ranker - self.ranker_rr)
 
     def learn_one(self, x: Sequence[float], hit: bool) -> None:
         self.model.learn_one(dict(zip(self.features, map(float, x))), hit)
@@ -87,16 +82,20 @@ class OnlineRanker(Persistent):
         return matrix @ w + self.model.intercept
 
     def learn_feedback(self, shown: Sequence[str], matrix: np.ndarray, hit_item: str, event_id: str,
-                       top_k: int | None = None) -> int:
-        """Learn from one judged list (first keeping score, when `top_k` is given); returns how many
-        labels it learned."""
-        if top_k is not None:
-            self.judge(matrix, shown.index(hit_item) if hit_item in shown else None, top_k)
+                       top_k: int) -> int:
+        """Keep score on one judged list (`judge`), then learn from it; returns how many labels it learned."""
+        self.judge(matrix, shown.index(hit_item) if hit_item in shown else None, top_k)
         learned = 0
         for row, label in feedback_labels(shown, hit_item, event_id, self.negatives, self.seed):
             self.learn_one(matrix[row], label)
             learned += 1
         return learned
+
+
+def reciprocal_rank(scores: np.ndarray, row: int, top_k: int) -> float:
+    """1/rank of `row` when the scores (ties: row order) put it in the top_k, else 0."""
+    rank = int(np.sum(scores > scores[row]) + np.sum(scores[:row] == scores[row]))
+    return 1.0 / (rank + 1) if rank < top_k else 0.0
 
 
 def feedback_labels(shown: Sequence[str], hit_item: str, event_id: str, negatives: int,
