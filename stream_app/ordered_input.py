@@ -157,16 +157,15 @@ class OrderedInput:
 
     async def refresh_ends(self, every_s: float) -> None:
         """End offsets of the lanes someone waits for (the fetcher reports them only with data)."""
-        waiting = [(lane, g.group) for g in self.sequencer.groups.values() for lane in range(len(self.topics))
-                   if g.waiting_since[lane] is not None
-                   and self.next_offset.get((lane, g.group), 0) >= self.ends.get((lane, g.group), 1 << 62)]
-        unknown = [(lane, g.group) for g in self.sequencer.groups.values() for lane in range(len(self.topics))
-                   if g.waiting_since[lane] is not None and (lane, g.group) not in self.ends]
+        # waited for, and its end unknown or reached (it may have grown since)
+        wanted = [(lane, g.group) for g in self.sequencer.groups.values() for lane in range(len(self.topics))
+                  if g.waited_for[lane] and ((lane, g.group) not in self.ends
+                                             or self.next_offset.get((lane, g.group), 0) >= self.ends[(lane, g.group)])]
         now = time.monotonic()
-        if not (waiting or unknown) or now - self.ends_checked < every_s or self.consumer is None:
+        if not wanted or now - self.ends_checked < every_s or self.consumer is None:
             return
         self.ends_checked = now
-        tps = {TopicPartition(self.topics[lane], group): (lane, group) for lane, group in waiting + unknown}
+        tps = {TopicPartition(self.topics[lane], group): (lane, group) for lane, group in wanted}
         for tp, end in (await self.consumer.end_offsets(list(tps))).items():
             self.ends[tps[tp]] = end
 

@@ -56,9 +56,9 @@ class GroupMerge:
     epoch_ms: int
     lanes: tuple[collections.deque, ...] = field(default_factory=lambda: tuple(collections.deque() for _ in range(LANES)))
     clock: int | None = None
-    # Since when events have been waiting for each empty lane (None: nothing waited for it since the
-    # last reset), and when each lane last received anything (the caller's idle rule reads both).
-    waiting_since: list[float | None] = field(default_factory=lambda: [None] * LANES)
+    # Which empty lanes events waited for since the last reset (the caller asks their ends), and when
+    # each lane last received anything (the caller's idle rule).
+    waited_for: list[bool] = field(default_factory=lambda: [False] * LANES)
     arrived: list[float | None] = field(default_factory=lambda: [None] * LANES)
 
     def push(self, lane: int, ts: int | None, item: Any) -> None:
@@ -74,8 +74,7 @@ class GroupMerge:
                 if best == EMPTY or ts < best_ts:
                     best, best_ts = lane, ts
             else:
-                if self.waiting_since[lane] is None:
-                    self.waiting_since[lane] = time.monotonic()
+                self.waited_for[lane] = True
                 if not may_skip(self, lane):
                     return WAIT
         return best
@@ -175,7 +174,7 @@ class Sequencer:
     def reset_waits(self) -> None:
         """Nothing waits for the empty lanes any more: their idle clocks start again when something does."""
         for merge in self.groups.values():
-            merge.waiting_since = [None] * LANES
+            merge.waited_for = [False] * LANES
 
 
 def rounds(events: Iterable[dict[str, Any]], settings: Settings, partition_of: Callable[[str, int], int]
