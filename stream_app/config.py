@@ -139,13 +139,19 @@ class Settings:
     covis_window_ms: int = 24 * 3600 * 1000
     covis_prev_items: int = 5
     covis_gap_half_life_ms: int = 30 * 60 * 1000  # a co-visit counts half as much per this gap between the two events
-    covis_neighbors_max: int = 50  # neighbours kept per item
-    covis_candidates_per_item: int = 20  # of those, how many each recent item contributes to a ranking
+    # Co-visitation and sequential-rule pairs decay with this half-life (popularity: half_life_ms)
+    pair_half_life_ms: int = 30 * 24 * 3600 * 1000
+    rules_steps: int = 10  # sequential rules: "a is followed by b" for b up to this many events after a in a session
+    session_gap_ms: int = 30 * 60 * 1000  # a new session after this much silence (or a new session_id)
+    covis_neighbors_max: int = 100  # neighbours (and followers) kept per item
+    covis_candidates_per_item: int = 40  # of those, how many each recent item contributes to a ranking
     popular_per_partition: int = 100
     trending_half_life_ms: int = 3 * 3600 * 1000  # "trending": popularity over roughly the last hours
     category_items: int = 30  # most popular items kept per category
     # Candidate sources and their weights in the prior score (the ranking until the ranker is warm)
     covis_weight: float = 1.0
+    rules_weight: float = 2.0  # sequential rules (items that came next after the session's recent items)
+    rules_anchors: int = 3  # the session's most recent distinct items whose rules are candidates
     trending_weight: float = 0.1
     category_weight: float = 1.0
     category_top: int = 2  # the user's strongest categories, besides the current event's, as a source
@@ -187,7 +193,8 @@ class Settings:
         for name in ("partitions", "max_payload_bytes", "batch_max", "fetch_max_wait_ms", "top_k", "recent_max",
                      "affinity_max", "seen_ids_max", "half_life_ms", "interest_half_life_ms",
                      "covis_neighbors_max", "covis_candidates_per_item", "repeat_candidates", "popular_per_partition",
-                     "trending_half_life_ms", "category_items", "covis_gap_half_life_ms", "item_epoch_ms"):
+                     "trending_half_life_ms", "category_items", "covis_gap_half_life_ms", "item_epoch_ms",
+                     "pair_half_life_ms", "rules_steps", "session_gap_ms"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1 (set {ENV_PREFIX}{name.upper()})")
         if self.max_idle_ms < 0:

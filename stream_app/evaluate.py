@@ -220,7 +220,8 @@ class StreamAppModel:
 
 
 #: The prior's weight settings; a single-source baseline keeps one of them and zeroes the others.
-SOURCE_WEIGHTS = {"co-visitation": "covis_weight", "viewed before": "repeat_weight",
+SOURCE_WEIGHTS = {"co-visitation": "covis_weight", "sequential rules": "rules_weight",
+                  "viewed before": "repeat_weight",
                   "category": "category_weight", "trending": "trending_weight", "encoder": "encoder_weight"}
 
 

@@ -24,7 +24,9 @@ from typing import Any, Callable, Iterable, Mapping, Protocol
 from . import decay
 from .config import Settings
 
-Entry = dict[str, Any]  # {"pop", "tr": log2 scores | None, "nb": {item_id: log2 score}, "ts": ms, "cat": str | None}
+# {"pop", "tr": log2 scores | None, "nb": co-visited {item_id: log2 score}, "fw": followed by {item_id: log2 score},
+#  "ts": ms, "cat": str | None}
+Entry = dict[str, Any]
 
 
 def item_key(item_id: str) -> str:
@@ -44,7 +46,7 @@ def category_key(partition: int, category: str) -> str:
 
 
 def _new_entry(ts: int) -> Entry:
-    return {"pop": None, "tr": None, "nb": {}, "ts": ts, "cat": None}
+    return {"pop": None, "tr": None, "nb": {}, "fw": {}, "ts": ts, "cat": None}
 
 
 @dataclass(slots=True)
@@ -54,11 +56,13 @@ class SignalBuffer:
     half_life_ms: int
     trending_half_life_ms: int
     covis_gap_half_life_ms: int = 30 * 60 * 1000
+    pair_half_life_ms: int = 30 * 24 * 3600 * 1000
     by_item: dict[str, Entry] = field(default_factory=dict)
 
     @classmethod
     def for_settings(cls, settings: Settings) -> "SignalBuffer":
-        return cls(settings.half_life_ms, settings.trending_half_life_ms, settings.covis_gap_half_life_ms)
+        return cls(settings.half_life_ms, settings.trending_half_life_ms, settings.covis_gap_half_life_ms,
+                   settings.pair_half_life_ms)
 
     def _entry(self, item_id: str, ts: int) -> Entry:
         entry = self.by_item.get(item_id)
@@ -73,19 +77,27 @@ class SignalBuffer:
         """One event on item_id (its type's `weight`) by a user whose recent items in the co-visitation
         window were `previous`: (item, ms since the user last saw it). A pair counts the event's weight,
         halved every covis_gap_half_life_ms between the two events: items seen together count most."""
-        stored = decay.log_weight(weight, ts, self.half_life_ms)
         entry = self._entry(item_id, ts)
-        entry["pop"] = decay.log_add(entry["pop"], stored)
+        entry["pop"] = decay.log_add(entry["pop"], decay.log_weight(weight, ts, self.half_life_ms))
         entry["tr"] = decay.log_add(entry["tr"], decay.log_weight(weight, ts, self.trending_half_life_ms))
         if category is not None:
             entry["cat"] = category
+        stored = decay.log_weight(weight, ts, self.pair_half_life_ms)
         for other, gap_ms in previous:
             pair = stored - max(gap_ms, 0) / self.covis_gap_half_life_ms  # log2 space: x 2^(-gap / half-life)
             decay.add(entry["nb"], other, pair)
             decay.add(self._entry(other, ts)["nb"], item_id, pair)
 
+    def add_sequence(self, item_id: str, before: Iterable[str], ts: int) -> None:
+        """Sequential rules: `before` are the items the user had just before item_id in the same
+        session, the latest first; the rule "b is followed by item_id" gains 1 / its distance in steps
+        (Ludewig & Jannach's SR weighting), stored decayed like the co-visitation pairs."""
+        for steps, other in enumerate(before, 1):
+            decay.add(self._entry(other, ts)["fw"], item_id, decay.log_weight(1.0 / steps, ts, self.pair_half_life_ms))
+
     def messages(self) -> list[tuple[str, dict[str, Any]]]:
         return [(item_id, {"item_id": item_id, "pop": e["pop"], "trend": e["tr"], "neighbors": e["nb"],
+                           "followed_by": e["fw"],
                            "ts": e["ts"], "category": e["cat"]})
                 for item_id, e in self.by_item.items()]
 
@@ -101,7 +113,7 @@ def apply_signals(get: Callable[[str], Any], signals: Iterable[Mapping[str, Any]
     for signal in signals:
         item_id = signal["item_id"]
         entry = changed.get(item_id) or get(item_key(item_id)) or _new_entry(0)
-        if signal["pop"] is not None:
+        if signal.get("pop") is not None:
             entry["pop"] = decay.log_add(entry.get("pop"), signal["pop"])
         if signal.get("trend") is not None:
             entry["tr"] = decay.log_add(entry.get("tr"), signal["trend"])
@@ -111,6 +123,10 @@ def apply_signals(get: Callable[[str], Any], signals: Iterable[Mapping[str, Any]
         for other, stored in signal["neighbors"].items():
             decay.add(nb, other, stored)
         entry["nb"] = decay.prune(nb, settings.covis_neighbors_max)
+        fw = entry.setdefault("fw", {})
+        for other, stored in signal.get("followed_by", {}).items():
+            decay.add(fw, other, stored)
+        entry["fw"] = decay.prune(fw, settings.covis_neighbors_max)
         entry["ts"] = max(entry["ts"], signal["ts"])
         changed[item_id] = entry
     writes: dict[str, Any] = {item_key(item_id): entry for item_id, entry in changed.items()}
@@ -150,6 +166,9 @@ class ItemIndex(Protocol):
     def neighbors(self, item_id: str) -> dict[str, float]:
         """The co-visited items a ranking uses (the first covis_candidates_per_item)."""
 
+    def followers(self, item_id: str) -> dict[str, float]:
+        """The items that most often came next after item_id in a session (sequential rules)."""
+
     def popular(self) -> dict[str, float]: ...
 
     def trending(self) -> dict[str, float]: ...
@@ -168,6 +187,7 @@ class CachedItemIndex:
         self.partitions = partitions
         self._entries: dict[str, Entry | None] = {}
         self._neighbors: dict[str, dict[str, float]] = {}
+        self._followers: dict[str, dict[str, float]] = {}
         self._categories: dict[str, list[tuple[str, float]]] = {}
         self._item_category: dict[str, str | None] = {}
         self._popular: dict[str, float] = {}
@@ -186,6 +206,7 @@ class CachedItemIndex:
     def begin_batch(self) -> None:
         self._entries.clear()
         self._neighbors.clear()
+        self._followers.clear()
         self._categories.clear()
         self._item_category.clear()
         size = self.settings.popular_per_partition
@@ -199,14 +220,20 @@ class CachedItemIndex:
             found = self._entries[item_id] = self.load(item_key(item_id))
             return found
 
-    def neighbors(self, item_id: str) -> dict[str, float]:
-        found = self._neighbors.get(item_id)
+    def _related(self, cache: dict[str, dict[str, float]], field_name: str, item_id: str) -> dict[str, float]:
+        found = cache.get(item_id)
         if found is None:
             entry = self.entry(item_id)
-            raw = entry["nb"] if entry else None
+            raw = entry.get(field_name) if entry else None
             found = dict(shares(decay.top(raw, self.settings.covis_candidates_per_item))) if raw else {}
-            self._neighbors[item_id] = found
+            cache[item_id] = found
         return found
+
+    def neighbors(self, item_id: str) -> dict[str, float]:
+        return self._related(self._neighbors, "nb", item_id)
+
+    def followers(self, item_id: str) -> dict[str, float]:
+        return self._related(self._followers, "fw", item_id)
 
     def categories_of(self, item_ids: list[str]) -> list[str | None]:
         known, out = self._item_category, []

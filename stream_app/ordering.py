@@ -191,13 +191,35 @@ def rounds(events: Iterable[dict[str, Any]], settings: Settings, partition_of: C
         yield epoch, batch
 
 
+class _UserTrail:
+    """What the item feed keeps of one user: recent distinct items (-> last seen ms) for co-visitation,
+    the current session's last items in order for sequential rules, and recent event ids."""
+
+    __slots__ = ("seen", "tail", "digests", "last_ts", "session_id")
+
+    def __init__(self, steps: int, digests: int):
+        self.seen: dict[str, int] = {}
+        self.tail: collections.deque[str] = collections.deque(maxlen=steps)
+        self.digests: collections.deque[str] = collections.deque(maxlen=digests)
+        self.last_ts: int | None = None
+        self.session_id: str | None = None
+
+    def new_session(self, event: Event, gap_ms: int) -> bool:
+        """Does `event` start a new session (a new session_id, or `gap_ms` of silence)? Records it."""
+        new = (self.last_ts is None or event.session_id != self.session_id
+               or (event.session_id is None and event.ts - self.last_ts >= gap_ms))
+        self.last_ts = event.ts if self.last_ts is None else max(self.last_ts, event.ts)
+        self.session_id = event.session_id
+        return new
+
+
 class ItemFeed:
     """The item state every worker computes from the whole input, by event time.
 
     `add` takes each valid event with its group and epoch, in its group's order (the epoch never goes
-    back within a group), and buffers its item signals per (epoch, group); the co-visitation pairs come
-    from the user's recent items, which the feed keeps for every user (the same items a profile
-    would name; the feed does not need the profile). `advance(k)` applies every buffered epoch up to
+    back within a group), and buffers its item signals per (epoch, group); the co-visitation pairs and
+    sequential rules come from the user's recent items and current session, which the feed keeps for
+    every user (the same items a profile would name; the feed does not need the profile). `advance(k)` applies every buffered epoch up to
     k to the index, epoch by epoch and within an epoch in group order, so the floating-point sums
     are the same in every process. An event whose epoch is already applied (only when a worker went
     on without an idle lane) joins the next epoch and is counted in `late`."""
@@ -210,7 +232,7 @@ class ItemFeed:
         self.index = index
         self.pending: dict[int, dict[int, SignalBuffer]] = {}
         self.applied_through: int | None = None
-        self.users: dict[str, tuple[dict[str, int], collections.deque]] = {}
+        self.users: dict[str, _UserTrail] = {}
         self.late = 0
         self.duplicates = 0
         self.events = 0
@@ -220,15 +242,15 @@ class ItemFeed:
         if self.applied_through is not None and epoch <= self.applied_through:
             epoch = self.applied_through + 1
             self.late += 1
-        state = self.users.get(event.user_id)
-        if state is None:
-            state = self.users[event.user_id] = ({}, collections.deque(maxlen=self.DIGESTS_PER_USER))
-        seen, digests = state
-        if event.event_id in digests:
+        user = self.users.get(event.user_id)
+        if user is None:
+            user = self.users[event.user_id] = _UserTrail(settings.rules_steps, self.DIGESTS_PER_USER)
+        if event.event_id in user.digests:
             self.duplicates += 1
             return
-        digests.append(event.event_id)
+        user.digests.append(event.event_id)
         self.events += 1
+        seen = user.seen
         since = event.ts - settings.covis_window_ms
         previous = []
         for item_id, ts in sorted(seen.items(), key=lambda kv: kv[1], reverse=True):
@@ -242,6 +264,10 @@ class ItemFeed:
             buffer = buffers[group] = SignalBuffer.for_settings(settings)
         buffer.add_interaction(event.item_id, previous, settings.weights.of(event.type, event.stage), event.ts,
                                event.category)
+        if user.new_session(event, settings.session_gap_ms):
+            user.tail.clear()
+        buffer.add_sequence(event.item_id, reversed(user.tail), event.ts)
+        user.tail.append(event.item_id)
         if seen.get(event.item_id, event.ts) <= event.ts:
             seen.pop(event.item_id, None)
             seen[event.item_id] = event.ts

@@ -1,7 +1,7 @@
 """Recommendations: candidates from several sources, each with features, ranked. Pure.
 
-Sources (each named in the item's `reasons`): co-visitation of the user's recent items, the
-user's own items by decayed affinity ("viewed before"), the most popular items of the current
+Sources (each named in the item's `reasons`): co-visitation of the user's recent items, the items
+that most often came next after the session's recent items (sequential rules), the user's own items by decayed affinity ("viewed before"), the most popular items of the current
 event's category and of the user's strongest categories, popular, trending, and, with a sequence
 encoder live, the nearest items to the user's embedding ("similar to your recent items"). Every candidate
 gets the feature row `FEATURES`; the list is ranked by the partition's online ranker once it is
@@ -23,19 +23,25 @@ from .events import Event, event_kind
 from .items import ItemIndex, shares
 from .profile import Profile
 
-MODEL_VERSIONS = {"recommender": "hybrid-v4"}
+MODEL_VERSIONS = {"recommender": "hybrid-v5"}
 MAX_COVIS_REASONS = 2
 
 FEATURES = (
     "prior",  # the fixed blend below: the ranker starts from it and corrects it
     "covis",  # sum over recent items (weighted 1/rank) of the co-visitation share
     "covis_last",  # co-visitation share with the item just seen
+    "rules",  # sum over the session's recent items (weighted 1/rank) of the share of "followed by" it
+    "rules_last",  # the share of "followed by the item just seen" (sequential rules)
+    "in_session",  # the user had it in the current session
+    "seen",  # the user had it before (among the items the profile keeps affinity for)
     "repeat",  # the item's share of the user's strongest item affinity
+    "recent_rank",  # 1 / (1 + its rank) among the user's most recent distinct items (0: not among them)
     "repeat_x_propensity",  # ... times the user's learned repeat propensity
     "last_after_browse", "last_after_click", "last_after_cart", "last_after_order",  # it is the item just seen
     "same_category",  # in the category of the event just seen
     "category_affinity",  # the user's affinity to its category, as a share of the strongest
     "category_rank",  # its popularity share within its category
+    "category_rank_here",  # ... if in the category of the event just seen, else 0
     "popular",
     "trending",
     "encoder",  # the item's score under the user's sequence-encoder embedding, as a share of the best
@@ -80,6 +86,14 @@ def recommend(profile: Profile, event: Event, index: ItemIndex, settings: Settin
         for item_id, share in neighbors.items():
             covis[item_id] = covis.get(item_id, 0.0) + recency * share
     covis_last = anchor_neighbors[0] if anchor_neighbors else {}
+    session = session_items(profile, settings.session_gap_ms)
+    session_followers = [index.followers(item_id) for item_id in islice(session, settings.rules_anchors)]
+    rules: dict[str, float] = {}
+    for rank, followers in enumerate(session_followers):
+        recency = 1.0 / (rank + 1)
+        for item_id, share in followers.items():
+            rules[item_id] = rules.get(item_id, 0.0) + recency * share
+    rules_last = session_followers[0] if session_followers else {}
     repeat = dict(shares(decay.top(profile.item_affinity, settings.repeat_candidates))) if profile.item_affinity else {}
     repeat.setdefault(event.item_id, 0.0)
 
@@ -97,7 +111,7 @@ def recommend(profile: Profile, event: Event, index: ItemIndex, settings: Settin
     nearest: dict[str, float] = dict(encoding.nearest(settings.encoder_candidates)) if encoding is not None else {}
 
     popular, trending = index.popular(), index.trending()
-    ids = sorted({*covis, *repeat, *in_category, *islice(popular, settings.top_k),
+    ids = sorted({*covis, *rules, *repeat, *in_category, *islice(popular, settings.top_k),
                   *islice(trending, settings.top_k), *nearest})
     categories = index.categories_of(ids)
     this_row = ids.index(event.item_id)
@@ -107,17 +121,27 @@ def recommend(profile: Profile, event: Event, index: ItemIndex, settings: Settin
     matrix = np.zeros((n, N_FEATURES))
     matrix[:, _F["covis"]] = [covis.get(i, 0.0) for i in ids]
     matrix[:, _F["covis_last"]] = [covis_last.get(i, 0.0) for i in ids]
+    matrix[:, _F["rules"]] = [rules.get(i, 0.0) for i in ids]
+    matrix[:, _F["rules_last"]] = [rules_last.get(i, 0.0) for i in ids]
+    matrix[:, _F["in_session"]] = [1.0 if i in session else 0.0 for i in ids]
+    affinity = profile.item_affinity
+    matrix[:, _F["seen"]] = [1.0 if i in affinity else 0.0 for i in ids]
     matrix[:, _F["repeat"]] = [repeat.get(i, 0.0) for i in ids]
+    recent_rank = {item_id: 1.0 / (rank + 1) for rank, item_id in enumerate(anchors)}
+    matrix[:, _F["recent_rank"]] = [recent_rank.get(i, 0.0) for i in ids]
     matrix[:, _F["repeat_x_propensity"]] = matrix[:, _F["repeat"]] * repeat_propensity
     matrix[this_row, _LAST_AFTER[event_kind(event.type, event.stage)]] = 1.0
     matrix[:, _F["same_category"]] = [1.0 if c is not None and c == event.category else 0.0 for c in categories]
     matrix[:, _F["category_affinity"]] = [category_share.get(c, 0.0) if c is not None else 0.0 for c in categories]
     matrix[:, _F["category_rank"]] = [in_category.get(i, 0.0) for i in ids]
+    matrix[:, _F["category_rank_here"]] = matrix[:, _F["category_rank"]] * matrix[:, _F["same_category"]]
     matrix[:, _F["popular"]] = [popular.get(i, 0.0) for i in ids]
     matrix[:, _F["trending"]] = [trending.get(i, 0.0) for i in ids]
     if encoding is not None:
         matrix[:, _F["encoder"]] = encoding.shares_for(ids)
-    matrix[:, 0] = (settings.covis_weight * matrix[:, _F["covis"]] + settings.repeat_weight * matrix[:, _F["repeat"]]
+    matrix[:, 0] = (settings.covis_weight * matrix[:, _F["covis"]]
+                    + settings.repeat_weight * (matrix[:, _F["repeat"]] + matrix[:, _F["recent_rank"]]) / 2
+                    + settings.rules_weight * matrix[:, _F["rules"]]
                     + settings.category_weight * matrix[:, _F["category_affinity"]] * matrix[:, _F["category_rank"]]
                     + settings.popularity_weight * matrix[:, _F["popular"]]
                     + settings.trending_weight * matrix[:, _F["trending"]]
@@ -128,13 +152,26 @@ def recommend(profile: Profile, event: Event, index: ItemIndex, settings: Settin
     for i in pool[: settings.top_k]:
         item_id = ids[i]
         items.append({"item_id": item_id, "score": round(float(scores[i]), 6),
-                      "reasons": _reasons(item_id, categories[i], anchors, anchor_neighbors, repeat, in_category,
+                      "reasons": _reasons(item_id, categories[i], anchors, anchor_neighbors, session, session_followers,
+                                          repeat, in_category,
                                           popular, trending, nearest)})
     return Ranked(items, [ids[i] for i in pool.tolist()], matrix[pool])
 
 
+def session_items(profile: Profile, gap_ms: int) -> dict[str, None]:
+    """The distinct items of the user's current session (no gap of gap_ms or more), most recent first."""
+    out: dict[str, None] = {}
+    later = None
+    for item_id, _type, ts in reversed(profile.recent):
+        if later is not None and later - ts >= gap_ms:
+            break
+        out.setdefault(item_id, None)
+        later = ts
+    return out
+
+
 def _reasons(item_id: str, category: str | None, anchors: list[str], anchor_neighbors: list[dict[str, float]],
-             repeat: dict[str, float], in_category: dict[str, float], popular: dict[str, float],
+             session: dict[str, None], session_followers: list[dict[str, float]], repeat: dict[str, float], in_category: dict[str, float], popular: dict[str, float],
              trending: dict[str, float], nearest: dict[str, float]) -> list[str]:
     out = []
     for anchor, neighbors in zip(anchors, anchor_neighbors):
@@ -142,6 +179,10 @@ def _reasons(item_id: str, category: str | None, anchors: list[str], anchor_neig
             out.append(f"co-visited with {anchor}")
             if len(out) == MAX_COVIS_REASONS:
                 break
+    for anchor, followers in zip(session, session_followers):
+        if item_id in followers:
+            out.append(f"often next after {anchor}")
+            break
     if item_id in repeat:
         out.append("viewed before")
     if item_id in in_category:

@@ -96,13 +96,16 @@ def test_co_visited_items_are_recommended_with_a_reason():
     assert "co-visited with a" in items[0]["reasons"]
 
 
-def test_the_users_own_items_rank_by_decayed_affinity():
+def test_the_users_own_items_rank_by_decayed_affinity_and_recency():
     settings = Settings(popularity_weight=0.0, trending_weight=0.0, covis_prev_items=1, half_life_ms=1000)
     _, outcomes, _ = run([ev(1, item="old", ts=T0), ev(2, item="new", ts=T0 + 3000)], settings)
     items = outcomes[-1].recommendation["items"]
     assert [i["item_id"] for i in items[:2]] == ["new", "old"]
     assert items[0]["reasons"] == ["viewed before"]
-    assert items[1]["score"] == pytest.approx(settings.repeat_weight * 2 ** -3)
+    # the prior: half affinity (a share of the best, decayed 3 half-lives), half recency rank (old is
+    # not among the covis_prev_items=1 most recent)
+    assert items[0]["score"] == pytest.approx(settings.repeat_weight * (1.0 + 1.0) / 2)
+    assert items[1]["score"] == pytest.approx(settings.repeat_weight * (2 ** -3 + 0.0) / 2)
 
 
 def test_popular_items_fill_in_for_a_new_user():
@@ -166,3 +169,33 @@ def test_a_brand_new_item_is_recommended_by_co_visitation_once_its_epoch_is_appl
     listed = core.process(other, next_epoch, index, settings, now_ms=T0).recommendation["items"]
     assert listed[0]["item_id"] == "brand-new"
     assert any("co-visited" in reason for reason in listed[0]["reasons"])
+
+
+def test_items_that_came_next_in_other_sessions_are_recommended_with_the_reason():
+    settings = Settings(popularity_weight=0.0, trending_weight=0.0, covis_weight=0.0, repeat_weight=0.0)
+    index = InMemoryItemIndex(settings)
+    run([ev(1, user="u0", item="a"), ev(2, user="u0", item="b"), ev(3, user="u0", item="c")], settings, index=index)
+    _, outcomes, _ = run([ev(10, user="u1", item="a")], settings, index=index)
+    items = outcomes[-1].recommendation["items"]
+    # a -> b one step later, a -> c two: 2 * (1, 1/2) by the prior's rules weight
+    assert [(i["item_id"], i["score"]) for i in items[:2]] == [("b", settings.rules_weight * 1.0),
+                                                               ("c", pytest.approx(settings.rules_weight * 0.5,
+                                                                                   rel=1e-5))]
+    assert "often next after a" in items[0]["reasons"]
+
+
+def test_the_ranker_sees_which_candidates_the_user_had_in_this_session_and_before():
+    from stream_app.recommend import FEATURES, decode_features, session_items
+    settings = Settings(session_gap_ms=60_000)
+    _, _, index = run([ev(0, user="u0", item="p"), ev(1, user="u0", item="q")], settings)  # popular, unseen by u1
+    events = [ev(1, item="old", ts=T0), ev(2, item="x", ts=T0 + 120_000), ev(3, item="y", ts=T0 + 121_000)]
+    profile, _, index = run(events, settings, index=index)
+    assert list(session_items(profile, settings.session_gap_ms)) == ["y", "x"]  # "old" was another session
+    learners = core.new_partition_learners(settings)
+    core.process(profile, ev(4, item="y", ts=T0 + 122_000), index, settings, now_ms=T0, learners=learners)
+    rows = decode_features(profile.shown_features, len(profile.shown))
+    by_item = dict(zip(profile.shown, rows))
+    assert by_item["old"][FEATURES.index("seen")] == 1.0 and by_item["old"][FEATURES.index("in_session")] == 0.0
+    assert by_item["x"][FEATURES.index("seen")] == 1.0 and by_item["x"][FEATURES.index("in_session")] == 1.0
+    unseen = [item for item in profile.shown if item not in ("old", "x", "y")]
+    assert sorted(unseen) == ["p", "q"] and all(by_item[item][FEATURES.index("seen")] == 0.0 for item in unseen)

@@ -2,6 +2,8 @@
 
 import random
 
+import pytest
+
 from stream_app.config import Settings
 from stream_app.events import Event
 from stream_app.items import InMemoryItemIndex
@@ -163,3 +165,20 @@ def test_a_redelivered_input_counts_once_in_the_item_state():
     once.advance(1)
     twice.advance(1)
     assert once.index.store == twice.index.store and twice.duplicates == 2
+
+
+def test_sequential_rules_weigh_each_follower_by_its_distance_within_a_session():
+    settings = Settings(rules_steps=2, session_gap_ms=30 * MINUTE)
+    feed = ItemFeed(settings, InMemoryItemIndex(settings))
+    session = ["a", "b", "c", "a"]
+    for i, item in enumerate(session):
+        feed.add(Event(f"s{i}", "u", item, "click", T0 + i * 1000), 0, 1)
+    # a new session (a gap of the session gap) follows nothing of the last one
+    feed.add(Event("n", "u", "z", "click", T0 + 3000 + 30 * MINUTE), 0, 1)
+    feed.advance(1)
+    # shares of the best: 1/1 and 1/2 (and a 30-day decay over the seconds between them: rel 1e-5)
+    assert feed.index.followers("a") == pytest.approx({"b": 1.0, "c": 0.5}, rel=1e-5)
+    assert feed.index.followers("b") == pytest.approx({"c": 1.0, "a": 0.5}, rel=1e-5)
+    assert feed.index.followers("c") == {"a": 1.0}
+    assert feed.index.followers("z") == {}
+    assert "z" not in feed.index.followers("a") and "z" not in feed.index.followers("c")
