@@ -140,7 +140,7 @@ class Settings:
     covis_prev_items: int = 5
     covis_gap_half_life_ms: int = 30 * 60 * 1000  # a co-visit counts half as much per this gap between the two events
     # Co-visitation and sequential-rule pairs decay with this half-life (popularity: half_life_ms)
-    pair_half_life_ms: int = 30 * 24 * 3600 * 1000
+    pair_half_life_ms: int = 365 * 24 * 3600 * 1000
     rules_steps: int = 10  # sequential rules: "a is followed by b" for b up to this many events after a in a session
     session_gap_ms: int = 30 * 60 * 1000  # a new session after this much silence (or a new session_id)
     covis_neighbors_max: int = 100  # neighbours (and followers) kept per item

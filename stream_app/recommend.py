@@ -25,6 +25,9 @@ from .profile import Profile
 
 MODEL_VERSIONS = {"recommender": "hybrid-v5"}
 MAX_COVIS_REASONS = 2
+#: In the prior, the user's own items score by recency rank this much and by decayed affinity the rest:
+#: in sessions the next item is more often one of the last few than the most frequent.
+RECENCY_SHARE = 0.75
 
 FEATURES = (
     "prior",  # the fixed blend below: the ranker starts from it and corrects it
@@ -140,7 +143,8 @@ def recommend(profile: Profile, event: Event, index: ItemIndex, settings: Settin
     if encoding is not None:
         matrix[:, _F["encoder"]] = encoding.shares_for(ids)
     matrix[:, 0] = (settings.covis_weight * matrix[:, _F["covis"]]
-                    + settings.repeat_weight * (matrix[:, _F["repeat"]] + matrix[:, _F["recent_rank"]]) / 2
+                    + settings.repeat_weight * ((1 - RECENCY_SHARE) * matrix[:, _F["repeat"]]
+                                               + RECENCY_SHARE * matrix[:, _F["recent_rank"]])
                     + settings.rules_weight * matrix[:, _F["rules"]]
                     + settings.category_weight * matrix[:, _F["category_affinity"]] * matrix[:, _F["category_rank"]]
                     + settings.popularity_weight * matrix[:, _F["popular"]]

@@ -102,10 +102,10 @@ def test_the_users_own_items_rank_by_decayed_affinity_and_recency():
     items = outcomes[-1].recommendation["items"]
     assert [i["item_id"] for i in items[:2]] == ["new", "old"]
     assert items[0]["reasons"] == ["viewed before"]
-    # the prior: half affinity (a share of the best, decayed 3 half-lives), half recency rank (old is
-    # not among the covis_prev_items=1 most recent)
-    assert items[0]["score"] == pytest.approx(settings.repeat_weight * (1.0 + 1.0) / 2)
-    assert items[1]["score"] == pytest.approx(settings.repeat_weight * (2 ** -3 + 0.0) / 2)
+    # the prior: a quarter affinity (a share of the best, decayed 3 half-lives), three quarters recency
+    # rank (old is not among the covis_prev_items=1 most recent)
+    assert items[0]["score"] == pytest.approx(settings.repeat_weight * 1.0)
+    assert items[1]["score"] == pytest.approx(settings.repeat_weight * 0.25 * 2 ** -3)
 
 
 def test_popular_items_fill_in_for_a_new_user():

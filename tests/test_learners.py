@@ -141,14 +141,16 @@ def test_the_next_event_judges_the_shown_list_through_the_core():
     first_arm = profile.shown_strategy.split(":")[1]
     core.process(profile, Event("e2", "u", "a", "purchase", 2000, stage="cart"), index,
                  settings, 0, learners)
-    assert (ranker_.labels, ranker_.positives) == (1, 1)
+    assert (ranker_.labels, ranker_.positives) == (0, 0)  # a hit, but with nothing to pair it with
     assert bandit.policies["new"]._rewards[first_arm].get() == 1.0  # the hit rewarded the strategy shown
     core.process(profile, Event("e3", "u", "zz", "browse", 3000), index,
                  settings, 0, learners)
-    assert (ranker_.labels, ranker_.positives) == (2, 1)  # a miss: "a" was shown, a negative
+    assert (ranker_.labels, ranker_.positives) == (0, 0)  # a miss: no pair
+    assert sorted(profile.shown) == ["a", "zz"]
+    core.process(profile, Event("e4", "u", "a", "click", 4000), index, settings, 0, learners)
+    assert (ranker_.labels, ranker_.positives) == (2, 1)  # the pair (a, zz), both ways
     # a duplicate event teaches nothing
-    core.process(profile, Event("e3", "u", "zz", "browse", 3000), index,
-                 settings, 0, learners)
+    core.process(profile, Event("e4", "u", "a", "click", 4000), index, settings, 0, learners)
     assert ranker_.labels == 2
 
 
@@ -225,3 +227,15 @@ def test_partitioning_matches_the_kafka_client():
 @pytest.mark.parametrize("module", [interest_drift, behaviour, ranker, strategy_bandit])
 def test_docstring_examples_run(module):
     assert doctest.testmod(module).failed == 0
+
+
+def test_the_ranker_learns_pairwise_which_candidate_is_hit_and_skips_lists_that_missed():
+    ranker_ = OnlineRanker(("covis", "repeat"), negatives=2, warm_up=1)
+    rows = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.0]])  # the hit is always the "repeat" row
+    for i in range(200):
+        assert ranker_.learn_feedback(["x", "y", "z"], rows, "y", f"e{i}", top_k=1) == 4  # 2 pairs, both ways
+        assert ranker_.learn_feedback(["x", "y", "z"], rows, "elsewhere", f"m{i}", top_k=1) == 0
+    assert (ranker_.labels, ranker_.positives) == (800, 400)
+    # y first; covis only ever marked a loser, so the less of it the better
+    assert list(np.argsort(-ranker_.score_many(rows), kind="stable")) == [1, 2, 0]
+    assert ranker_.ranker_rr > ranker_.prior_rr and ranker_.ready  # the prior (column 0) shows x first

@@ -13,10 +13,14 @@ from .base import Persistent
 
 class OnlineRanker(Persistent):
     """A River logistic regression (Adam) over candidate features, one per input partition (its state moves
-    with the partition). Each list's candidates (the shown items and the next best ones) are judged
-    by the user's next event: the hit item, if among them, is a positive, even where the ranking
-    left it out of the shown part, and up to `negatives` candidates that were not hit are negatives,
-    picked by a hash of (seed, event, item) so a replay learns the same examples.
+    with the partition), learned pairwise (RankNet's idea with a linear scorer): each list's candidates
+    (the shown items and the next best ones) are judged by the user's next event; when the hit item is
+    among them, even where the ranking left it out of the shown part, it is paired with up to
+    `negatives` candidates that were not hit, picked by a hash of (seed, event, item) so a replay
+    learns the same pairs, and the model learns that the difference of their feature rows (hit minus
+    other) is positive and its opposite negative. Scores are then decision values whose order is the
+    ranking. Lists whose next item is not among the candidates teach nothing about order and are
+    skipped: pointwise, most of its labels were "not this" from such lists.
 
     It also keeps score: on every judged list it ranks the candidates both its own way and the prior's
     way (column 0 of the features, the fixed blend) and credits each with the reciprocal rank of the
@@ -85,11 +89,14 @@ class OnlineRanker(Persistent):
                        top_k: int) -> int:
         """Keep score on one judged list (`judge`), then learn from it; returns how many labels it learned."""
         self.judge(matrix, shown.index(hit_item) if hit_item in shown else None, top_k)
-        learned = 0
-        for row, label in feedback_labels(shown, hit_item, event_id, self.negatives, self.seed):
-            self.learn_one(matrix[row], label)
-            learned += 1
-        return learned
+        labels = feedback_labels(shown, hit_item, event_id, self.negatives, self.seed)
+        if not labels or not labels[0][1]:
+            return 0  # the hit item is not among the candidates: no pair to learn from
+        hit = matrix[labels[0][0]]
+        for row, _ in labels[1:]:
+            self.learn_one(hit - matrix[row], True)
+            self.learn_one(matrix[row] - hit, False)
+        return 2 * (len(labels) - 1)
 
 
 def reciprocal_rank(scores: np.ndarray, row: int, top_k: int) -> float:
