@@ -201,6 +201,12 @@ class Settings:
             raise ConfigError(f"max_idle_ms must be 0 or more (set {ENV_PREFIX}MAX_IDLE_MS)")
 
     @property
+    def group_id(self) -> str:
+        """The workers' consumer group and Faust app id (the prefix of its changelog topics): behind
+        the namespace like every topic, so two deployments that differ only by namespace share nothing."""
+        return f"{self.namespace}{self.app_id}"
+
+    @property
     def topics(self) -> Topics:
         return Topics(prefix=self.namespace, app_id=self.app_id)
 

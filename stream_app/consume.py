@@ -60,7 +60,7 @@ class TopicReader:
 def committed_offsets(settings: Settings, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
     """The workers' group's committed offsets (0 where none yet)."""
     # A consumer that never subscribes only fetches the group's offsets; it does not join the group.
-    consumer = KafkaConsumer(bootstrap_servers=settings.require_kafka().split(","), group_id=settings.app_id,
+    consumer = KafkaConsumer(bootstrap_servers=settings.require_kafka().split(","), group_id=settings.group_id,
                              enable_auto_commit=False)
     try:
         return {tp: consumer.committed(tp) or 0 for tp in partitions}

@@ -224,7 +224,7 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
     scheme = transport.configure(settings.fetch_max_wait_ms)
     brokers = [f"{scheme}://{host}" for host in settings.require_kafka().split(",")]
     app = faust.App(
-        settings.app_id,
+        settings.group_id,
         broker=brokers,
         store="memory://",
         topic_partitions=partitions,

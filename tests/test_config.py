@@ -38,3 +38,19 @@ def test_missing_endpoints_and_bad_values_say_what_to_do(tmp_path):
     assert Settings.from_env({"STREAM_APP_RANKER": "Off", "STREAM_APP_STATE_DIR": str(tmp_path)}).ranker is False
     with pytest.raises(ConfigError, match="MAX_IDLE_MS"):
         Settings(max_idle_ms=-1)
+
+
+def test_the_namespace_prefixes_the_consumer_group_and_every_changelog():
+    """Two deployments that differ only by namespace must share no Kafka state."""
+    from stream_app.worker import build_app
+
+    names = {}
+    for namespace in ("blue.", "green."):
+        settings = Settings(kafka_bootstrap_servers="localhost:1", redis_url="redis://localhost:1", namespace=namespace)
+        app = build_app(settings, 8)  # builds only: no connection
+        changelogs = sorted(table.changelog_topic.get_topic_name() for table in app.tables.values())
+        assert app.conf.id == settings.group_id == f"{namespace}stream-app"
+        assert changelogs == [f"{namespace}stream-app-partition-learners-changelog",
+                              f"{namespace}stream-app-profiles-changelog"]
+        names[namespace] = {app.conf.id, *changelogs}
+    assert not names["blue."] & names["green."]
