@@ -58,11 +58,15 @@ def test_forgotten_event_ids_raise_a_floor_so_nothing_is_applied_twice():
     settings = Settings(seen_ids_max=4)
     events = [ev(i, item=f"i{i}") for i in range(1, 11)]
     profile, _, _ = run(events, settings)
-    assert len(profile.seen_event_ids) <= 5
-    assert profile.dedupe_floor is not None
+    # over 4 + 4 // 4 digests the oldest are forgotten, down to 4: at e6, e8 and e10
+    assert set(profile.seen_event_ids) == {core.event_digest(f"e{i}") for i in range(7, 11)}
+    assert profile.dedupe_floor == T0 + 6 * 1000 + 1  # just past e6, the last forgotten
     _, again, _ = run(events, settings, profile=profile)
     assert not any(o.applied for o in again)
     assert profile.event_count == 10
+    # a new event id older than the floor cannot be told from a forgotten one: dropped; at the floor: applied
+    _, late, _ = run([ev(98, item="z", ts=T0 + 6000), ev(99, item="z", ts=T0 + 6001)], settings, profile=profile)
+    assert [o.applied for o in late] == [False, True] and profile.event_count == 11
 
 
 def test_late_event_keeps_the_sequence_in_time_order_and_recent_is_bounded():
@@ -82,7 +86,8 @@ def test_recommendation_follows_contract_and_rec_id_is_deterministic():
     rec = outcomes[-1].recommendation
     jsonschema.validate(rec, load_schema("recommendation"))
     assert rec["trigger_event_id"] == "e2" and rec["profile_version"] == 2
-    assert rec["rec_id"] == core.rec_id_for("e2")
+    assert rec["rec_id"] == "rec-dcffb678e7baaca7c9aeaa49"  # blake2b-96 of the trigger's event_id, pinned
+    assert outcomes[0].recommendation["rec_id"] != rec["rec_id"]
 
 
 def test_co_visited_items_are_recommended_with_a_reason():

@@ -54,6 +54,15 @@ def test_otto_sample_evaluates_every_model():
             assert 0.0 <= m[key] <= 1.0, (name, key)
         assert m["mrr@20"] <= m["recall@20"]
     assert "stream-app" in table(result)
+    # pinned: the seeded, deterministic figures of this commit (README, Evaluation); a change that
+    # moves them must say so there
+    hybrid = result["models"]["stream-app"]
+    assert round(hybrid["recall@20"] * hybrid["judged"]) == 306
+    assert hybrid["mrr@20"] == pytest.approx(0.1879, abs=5e-5)
+    singles = [name for name in result["models"] if name.endswith(" only")]
+    assert len(singles) >= 5
+    for name in singles:  # the hybrid beats each of its sources alone
+        assert hybrid["recall@20"] > result["models"][name]["recall@20"], name
 
 
 def test_synthetic_log_is_deterministic_ordered_valid_and_has_ground_truth(tmp_path):
