@@ -205,3 +205,9 @@ def test_hot_swap_during_a_live_replay_loses_nothing(trained, make_settings, sta
     s = status()
     assert s["models"]["live"] == v2 and s["models"]["shadow"] == v1 and s["models"]["swaps"] >= 3
     assert worker.alive()
+    # the control topic as the workers read it: every record valid under its schema, in publish order
+    control = [orjson.loads(r.value) for r in read_all(settings.kafka_bootstrap_servers,
+                                                        settings.topics.model_control, 3)]
+    for record in control:
+        validator("model-control")(record)
+    assert [(r["role"], r["version"]) for r in control] == [("live", v1), ("live", v2), ("shadow", v1)]

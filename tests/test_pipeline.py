@@ -207,6 +207,7 @@ def test_replay_sends_unreadable_lines_to_the_dead_letter_topic_with_their_line(
     summary = replay(settings, log, "jsonl", progress_stream=None)
     assert summary.sent == {settings.topics.purchase: 1} and summary.rejected == 1
     (dead,) = [orjson.loads(r.value) for r in read_all(settings.kafka_bootstrap_servers, settings.topics.dlq, 1)]
+    jsonschema.validate(dead, load_schema("dead-letter"))
     assert dead["reason"] == "invalid_json" and dead["source"]["line"] == 2
     assert dead["payload_text"] == "{broken"
     (sent,) = read_all(settings.kafka_bootstrap_servers, settings.topics.purchase, 1)
