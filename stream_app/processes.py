@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,7 +124,7 @@ def one_off_run(label: str, environ: Mapping[str, str] = os.environ) -> Iterator
     log_dir = Path(tempfile.mkdtemp(prefix=f"{label}-", dir=folder))
     embedded = None
     if base.kafka_bootstrap_servers and base.redis_url:
-        name = f"{label}{int(time.time())}"
+        name = f"{label}{uuid.uuid4().hex[:12]}"  # unique: a second run never meets the first one's state
         settings = base.replace(namespace=f"{name}.", app_id=f"stream-app-{name}")
     else:
         embedded = Embedded.start(log_dir)

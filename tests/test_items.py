@@ -54,7 +54,7 @@ def test_per_partition_lists_merge_to_the_exact_global_top():
     scores = {f"i{k}": rng.uniform(0, 50) for k in range(300)}
     partitions = {p: {} for p in range(4)}
     for item, score in scores.items():
-        partitions[hash(item) % 4][item] = {"pop": score, "tr": -score, "nb": {}, "ts": 0}
+        partitions[int(item[1:]) % 4][item] = {"pop": score, "tr": -score, "nb": {}, "ts": 0}
     store = {}
     for p, entries in partitions.items():
         store[popular_key(p)] = merge_top([], entries, "pop", 20)
