@@ -242,6 +242,16 @@ class SingleSource(BatchAgnostic):
                                                 encoding=self.base.last_encoding).items if r["score"] > 0]
 
 
+class ItemJustSeen(BatchAgnostic):
+    """Baseline: the one item the user just had. What a log where the next event is mostly on the
+    same item (a funnel: browse, click, cart, order) makes easy; the synthetic generator is one."""
+
+    name = "item just seen"
+
+    def learn(self, event: Event) -> list[str]:
+        return [event.item_id]
+
+
 class MostPopular(BatchAgnostic):
     """Baseline: the most interacted-with items so far (refreshed per batch, like the workers)."""
 
@@ -358,7 +368,7 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
                                   name="stream-app, exploration " + ("off" if settings.bandit else "on (bandit)")),
                    *(SingleSource(hybrid, source) for source in SOURCE_WEIGHTS
                      if source != "encoder" or encoder is not None),
-                   MostPopular(k), MostPopular(k, window_events=10_000),
+                   ItemJustSeen(), MostPopular(k), MostPopular(k, window_events=10_000),
                    RiverMF("FunkMF", k), RiverMF("BiasedMF", k),
                    CoVisitationUnseen(k), RecentThenCoVisitation(k), SKNN(k), VSKNN(k), SequentialRules(k)]
     if not isinstance(events, list):

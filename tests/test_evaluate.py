@@ -105,3 +105,11 @@ def test_html_report_is_self_contained_with_both_charts(tmp_path):
     for name in result["models"]:
         assert name in page
     assert "Profile accuracy" in page
+
+
+def test_the_item_just_seen_baseline_hits_exactly_the_repeated_events():
+    events = [ev(1, "u1", "a", 1), ev(2, "u1", "a", 2), ev(3, "u1", "b", 3), ev(4, "u2", "c", 4),
+              ev(5, "u2", "c", 5)]
+    just_seen = evaluate_events(events, Settings(), k=20)["models"]["item just seen"]
+    assert just_seen["judged"] == 3 and just_seen["recall@20"] == pytest.approx(2 / 3)
+    assert just_seen["mrr@20"] == pytest.approx(2 / 3)  # a hit is always at rank 1
