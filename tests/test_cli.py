@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import redis
 
 from stream_app.runtime import wait_for_kafka
@@ -14,6 +15,7 @@ def cli(*args, env=None, timeout=120):
                           env={**os.environ, **(env or {})}, timeout=timeout)
 
 
+@pytest.mark.integration  # starts the embedded broker and Redis through the CLI
 def test_up_prints_both_addresses_and_down_stops_them(tmp_path):
     env = {"STREAM_APP_STATE_DIR": str(tmp_path)}
     for name in ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL"):

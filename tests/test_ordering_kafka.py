@@ -5,7 +5,6 @@ replay speed or machine load."""
 from __future__ import annotations
 
 import orjson
-import pytest
 from kafka import TopicPartition
 
 from conftest import wait_until
@@ -18,7 +17,6 @@ from stream_app.replay import produce_events
 from stream_app.synth import SynthConfig, write
 from test_pipeline import read_all
 
-pytestmark = pytest.mark.integration
 
 
 def skewed_log_with_ties_and_late_events(path) -> list[dict]:
