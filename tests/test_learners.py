@@ -240,3 +240,32 @@ def test_the_ranker_learns_pairwise_which_candidate_is_hit_and_skips_lists_that_
     # y first; covis only ever marked a loser, so the less of it the better
     assert list(np.argsort(-ranker_.score_many(rows), kind="stable")) == [1, 2, 0]
     assert ranker_.ranker_rr > ranker_.prior_rr and ranker_.ready  # the prior (column 0) shows x first
+
+
+def test_a_ready_ranker_serves_the_list_in_its_own_order_and_says_so():
+    settings = Settings(ranker_warm_up=5, top_k=3, repeat_weight=5.0)
+    index = InMemoryItemIndex(settings)
+    from stream_app.ordering import ItemFeed
+    feed = ItemFeed(settings, index)
+    for i, item in enumerate(["p1", "p1", "p2", "p1", "p2", "p3"]):  # popular: p1 > p2 > p3
+        feed.add(Event(f"o{i}", f"other{i}", item, "click", 1000 + i), 0, 1)
+    feed.advance(1)
+    learners = core.new_partition_learners(settings)
+    popular_row, seen_row = np.zeros(len(FEATURES)), np.zeros(len(FEATURES))
+    popular_row[FEATURES.index("popular")] = 1.0
+    seen_row[FEATURES.index("seen")] = 1.0
+    for _ in range(100):  # it learned: popular items are hit, the user's own are not
+        learners.ranker.learn_one(popular_row - seen_row, True)
+        learners.ranker.learn_one(seen_row - popular_row, False)
+    learners.ranker.judge(np.array([[1.0, *seen_row[1:]], popular_row]), 1, top_k=1)
+    assert learners.ranker.ready
+    profile = core.new_profile("u", settings)
+    outcome = core.process(profile, Event("e1", "u", "mine", "click", 120_000), index, settings, 0, learners)
+    rec = outcome.recommendation
+    assert rec["model"]["ranking"] == "ranker"
+    # the prior would put the user's own item first (repeat weight 5); the ranker puts it last
+    assert [item["item_id"] for item in rec["items"]] == ["p1", "p2", "p3"]
+    rows = decode_features(profile.shown_features, len(profile.shown))  # stored as float16
+    scores = learners.ranker.score_many(rows)
+    assert [item["score"] for item in rec["items"]] == pytest.approx(list(scores[:3]), rel=1e-3)
+    assert list(scores) == sorted(scores, reverse=True) and profile.shown[-1] == "mine"
