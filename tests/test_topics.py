@@ -1,0 +1,33 @@
+"""Topic creation against the real broker."""
+
+import pytest
+from kafka.admin import KafkaAdminClient, NewTopic
+
+from stream_app.errors import ConfigError
+from stream_app.topics import ensure_topics
+
+
+def test_input_topics_with_different_partition_counts_are_refused_with_what_to_do(make_settings):
+    settings = make_settings(partitions=4)
+    browse, click, purchase = settings.topics.inputs
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    try:
+        admin.create_topics([NewTopic(browse, 4, 1), NewTopic(click, 2, 1)])
+    finally:
+        admin.close()
+    with pytest.raises(ConfigError) as refused:
+        ensure_topics(settings)
+    assert "different partition counts" in str(refused.value) and "recreate them" in str(refused.value)
+    assert f"'{click}': 2" in str(refused.value)
+
+
+def test_missing_topics_are_created_with_the_partitioning_the_app_needs(make_settings):
+    settings = make_settings(partitions=4)
+    assert ensure_topics(settings) == 4
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    try:
+        described = {d["name"]: len(d["partitions"])
+                     for d in admin.describe_topics([*settings.topics.inputs, settings.topics.model_control])}
+    finally:
+        admin.close()
+    assert described == {**{t: 4 for t in settings.topics.inputs}, settings.topics.model_control: 1}
