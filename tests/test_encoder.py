@@ -211,3 +211,24 @@ def test_hot_swap_during_a_live_replay_loses_nothing(trained, make_settings, sta
     for record in control:
         validator("model-control")(record)
     assert [(r["role"], r["version"]) for r in control] == [("live", v1), ("live", v2), ("shadow", v1)]
+
+
+def test_a_withdrawal_stops_the_role_and_clears_its_error(trained):
+    import asyncio
+
+    from stream_app.model_control import ModelWatcher
+
+    root, v1, v2 = trained
+    watcher = ModelWatcher(Settings(registry_dir=str(root)))
+
+    async def scenario():
+        await watcher.apply({"role": "live", "version": v1, "published_at": 1})
+        await watcher.apply({"role": "shadow", "version": v2, "published_at": 2})
+        await watcher.apply({"role": "live", "version": "no-such-version", "published_at": 3})
+        await watcher.apply({"role": "live", "version": None, "published_at": 4})  # withdraw
+
+    asyncio.run(scenario())
+    assert watcher.live is None and "live" not in watcher.errors and watcher.wanted["live"] is None
+    assert watcher.shadow.version == v2  # the other role is untouched
+    assert watcher.status() == {"live": None, "shadow": v2, "wanted": {"live": None, "shadow": v2},
+                                "errors": {}, "swaps": 2}
