@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import orjson
 import pytest
 import redis
 
@@ -50,3 +51,19 @@ def test_commands_without_services_explain_what_to_do(tmp_path):
     assert missing.returncode == 2 and "no such file" in missing.stderr
     bad_rate = cli("replay", "x", "--format", "otto", "--rate", "fast", env=env)
     assert bad_rate.returncode == 2 and "--rate takes events per second or 'max'" in bad_rate.stderr
+
+
+def test_evaluate_picks_up_the_logs_ground_truth_and_writes_json_and_html(tmp_path):
+    log = tmp_path / "log.jsonl"
+    made = cli("synth", str(log), "--events", "2000", "--seed", "5")
+    assert made.returncode == 0, made.stderr
+    assert (tmp_path / "log.jsonl.truth.json").is_file()
+    out_json, out_html = tmp_path / "r.json", tmp_path / "r.html"
+    done = cli("evaluate", str(log), "--json", str(out_json), "--html", str(out_html))
+    assert done.returncode == 0, done.stderr
+    result = orjson.loads(out_json.read_bytes())
+    assert set(result["profile_accuracy"]) >= {"stream-app"}  # the truth file beside the log was used
+    assert result["events"] == sum(1 for _ in log.open())
+    assert f"full results: {out_json}" in done.stdout and f"report: {out_html}" in done.stdout
+    page = out_html.read_text()
+    assert "Profile accuracy" in page and all(name in page for name in result["models"])
