@@ -110,19 +110,29 @@ class Embedded:
     processes: list[subprocess.Popen] = field(default_factory=list)
 
     @classmethod
-    def start(cls, log_dir: Path, timeout: float = 30.0) -> "Embedded":
+    def start(cls, log_dir: Path, timeout: float = 30.0, attempts: int = 3) -> "Embedded":
+        """Start both on free ports. A free port is found by binding and releasing it, so another
+        process can take it before the service binds: a service that exits at start is retried on
+        new ports, up to `attempts` times."""
         log_dir.mkdir(parents=True, exist_ok=True)
-        kafka_port, redis_port = free_port(), free_port()
-        broker = start_broker(kafka_port, log_dir / "broker.log")
-        redis_proc = start_redis(redis_port, log_dir / "redis.log")
-        running = cls(f"{HOST}:{kafka_port}", f"redis://{HOST}:{redis_port}/0", [broker, redis_proc])
-        try:
-            wait_for_redis(running.redis_url, timeout)
-            wait_for_kafka(running.kafka_bootstrap_servers, timeout)
-        except BaseException:
-            running.stop()
-            raise
-        return running
+        for attempt in range(1, attempts + 1):
+            kafka_port, redis_port = free_port(), free_port()
+            broker = start_broker(kafka_port, log_dir / "broker.log")
+            redis_proc = start_redis(redis_port, log_dir / "redis.log")
+            running = cls(f"{HOST}:{kafka_port}", f"redis://{HOST}:{redis_port}/0", [broker, redis_proc])
+            try:
+                wait_for_redis(running.redis_url, timeout)
+                wait_for_kafka(running.kafka_bootstrap_servers, timeout)
+                return running
+            except ServiceTimeout:
+                exited = any(proc.poll() is not None for proc in running.processes)
+                running.stop()
+                if not exited or attempt == attempts:  # not a lost port race: a real failure
+                    raise
+            except BaseException:
+                running.stop()
+                raise
+        raise AssertionError("unreachable")
 
     def env(self) -> dict[str, str]:
         return {"KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap_servers, "REDIS_URL": self.redis_url}

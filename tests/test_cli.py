@@ -67,3 +67,28 @@ def test_evaluate_picks_up_the_logs_ground_truth_and_writes_json_and_html(tmp_pa
     assert f"full results: {out_json}" in done.stdout and f"report: {out_html}" in done.stdout
     page = out_html.read_text()
     assert "Profile accuracy" in page and all(name in page for name in result["models"])
+
+
+@pytest.mark.integration
+def test_embedded_services_retry_on_new_ports_when_a_port_was_taken_meanwhile(tmp_path, monkeypatch):
+    import socket
+
+    from stream_app import runtime
+
+    taken = socket.socket()
+    taken.bind((runtime.HOST, 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    real_free_port = runtime.free_port
+    ports = iter([port, port])  # the first attempt's two ports: both taken by someone else meanwhile
+    monkeypatch.setattr(runtime, "free_port", lambda: next(ports, None) or real_free_port())
+    try:
+        running = runtime.Embedded.start(tmp_path, timeout=3)
+    finally:
+        taken.close()
+    try:
+        assert str(port) not in running.kafka_bootstrap_servers and str(port) not in running.redis_url
+        redis.Redis.from_url(running.redis_url).ping()
+        wait_for_kafka(running.kafka_bootstrap_servers, timeout=10)
+    finally:
+        running.stop()
