@@ -183,9 +183,11 @@ def up(environ: Mapping[str, str] = os.environ, timeout: float = 30.0) -> dict[s
     """Start the embedded services (or find the ones already running) and record them in the runtime file."""
     current = read_runtime_file(environ)
     if current and all(_alive(pid) for pid in current.get("pids", [])):
+        # Ours and alive: give them the whole timeout (a loaded machine answers slowly); restarting
+        # them would move them to new ports under every worker connected to them.
         try:
-            wait_for_redis(current["REDIS_URL"], 2)
-            wait_for_kafka(current["KAFKA_BOOTSTRAP_SERVERS"], 5)
+            wait_for_redis(current["REDIS_URL"], timeout)
+            wait_for_kafka(current["KAFKA_BOOTSTRAP_SERVERS"], timeout)
             return current
         except ServiceTimeout:
             pass
