@@ -1,11 +1,13 @@
 import asyncio
+import uuid
 
 from stream_app.profile import Profile
 from stream_app.redis_store import ProfileStore, RedisStoreConfig, read_profile
 
 
 def test_pipelined_writes_skip_stale_versions(services, redis_client):
-    store = ProfileStore(RedisStoreConfig(services["REDIS_URL"], namespace="store-test."))
+    namespace = f"store-test-{uuid.uuid4().hex[:12]}."  # unique: a second run on the same Redis starts empty
+    store = ProfileStore(RedisStoreConfig(services["REDIS_URL"], namespace=namespace))
     newer = Profile(user_id="u1", version=5, event_count=5)
     older = Profile(user_id="u1", version=3, event_count=3)
     other = Profile(user_id="u2", version=1, event_count=1)
@@ -19,7 +21,7 @@ def test_pipelined_writes_skip_stale_versions(services, redis_client):
             await store.close()
 
     assert asyncio.run(scenario()) == (2, 0)
-    stored = read_profile(redis_client, "u1", "store-test.")
+    stored = read_profile(redis_client, "u1", namespace)
     assert stored["profile_version"] == 5 and stored["event_count"] == 5 and stored["updated_at"] == 10
     assert "seen_event_ids" not in stored["profile"]
-    assert read_profile(redis_client, "nobody", "store-test.") == {}
+    assert read_profile(redis_client, "nobody", namespace) == {}

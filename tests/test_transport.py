@@ -1,5 +1,6 @@
 import asyncio
 import os
+import uuid
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from kafka import KafkaConsumer
@@ -11,7 +12,7 @@ from stream_app.transport import true_end_offsets
 def test_true_end_offsets_read_past_a_short_reported_end(services):
     """Tables recover up to the end offset; Tansu reports the last batch's base offset + 1."""
     bootstrap = services["KAFKA_BOOTSTRAP_SERVERS"]
-    topic = "transport-end-offsets"
+    topic = f"transport-end-offsets-{uuid.uuid4().hex[:12]}"  # unique: a second run on the same broker
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     admin.create_topics([NewTopic(topic, 3, 1)])
     admin.close()
