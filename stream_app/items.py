@@ -56,7 +56,7 @@ class SignalBuffer:
     half_life_ms: int
     trending_half_life_ms: int
     covis_gap_half_life_ms: int = 30 * 60 * 1000
-    pair_half_life_ms: int = 30 * 24 * 3600 * 1000
+    pair_half_life_ms: int = 365 * 24 * 3600 * 1000
     by_item: dict[str, Entry] = field(default_factory=dict)
 
     @classmethod

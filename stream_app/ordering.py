@@ -219,10 +219,11 @@ class ItemFeed:
     `add` takes each valid event with its group and epoch, in its group's order (the epoch never goes
     back within a group), and buffers its item signals per (epoch, group); the co-visitation pairs and
     sequential rules come from the user's recent items and current session, which the feed keeps for
-    every user (the same items a profile would name; the feed does not need the profile). `advance(k)` applies every buffered epoch up to
-    k to the index, epoch by epoch and within an epoch in group order, so the floating-point sums
-    are the same in every process. An event whose epoch is already applied (only when a worker went
-    on without an idle lane) joins the next epoch and is counted in `late`."""
+    every user (the same items a profile would name; the feed does not need the profile).
+    `advance(k)` applies every buffered epoch up to k to the index, epoch by epoch and within an
+    epoch in group order, so the floating-point sums are the same in every process. An event whose
+    epoch is already applied (only when a worker went on without an idle lane) joins the next epoch
+    and is counted in `late`."""
 
     #: Event ids remembered per user to drop redelivered input (a producer retry).
     DIGESTS_PER_USER = 16

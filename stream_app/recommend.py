@@ -1,11 +1,12 @@
 """Recommendations: candidates from several sources, each with features, ranked. Pure.
 
 Sources (each named in the item's `reasons`): co-visitation of the user's recent items, the items
-that most often came next after the session's recent items (sequential rules), the user's own items by decayed affinity ("viewed before"), the most popular items of the current
+that most often came next after the session's recent items (sequential rules), the user's own
+items by recency and decayed affinity ("viewed before"), the most popular items of the current
 event's category and of the user's strongest categories, popular, trending, and, with a sequence
-encoder live, the nearest items to the user's embedding ("similar to your recent items"). Every candidate
-gets the feature row `FEATURES`; the list is ranked by the partition's online ranker once it is
-warm (learners/ranker.py), else by the prior: a fixed weighted sum of the source scores.
+encoder live, the nearest items to the user's embedding ("similar to your recent items"). Every
+candidate gets the feature row `FEATURES`; the list is ranked by the partition's online ranker once
+it is warm (learners/ranker.py), else by the prior: a fixed weighted sum of the source scores.
 """
 
 from __future__ import annotations
