@@ -176,8 +176,9 @@ def session_items(profile: Profile, gap_ms: int) -> dict[str, None]:
 
 
 def _reasons(item_id: str, category: str | None, anchors: list[str], anchor_neighbors: list[dict[str, float]],
-             session: dict[str, None], session_followers: list[dict[str, float]], repeat: dict[str, float], in_category: dict[str, float], popular: dict[str, float],
-             trending: dict[str, float], nearest: dict[str, float]) -> list[str]:
+             session: dict[str, None], session_followers: list[dict[str, float]], repeat: dict[str, float],
+             in_category: dict[str, float], popular: dict[str, float], trending: dict[str, float],
+             nearest: dict[str, float]) -> list[str]:
     out = []
     for anchor, neighbors in zip(anchors, anchor_neighbors):
         if item_id in neighbors:
