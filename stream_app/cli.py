@@ -200,7 +200,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     if args.via_kafka:
         result = evaluate_via_kafka(args.log, args.format, args.k, args.rate, workers=args.workers,
-                                    max_idle_ms=args.max_idle_ms, busy=args.busy, limit=args.limit)
+                                    max_idle_ms=args.max_idle_ms, busy=args.busy, limit=args.limit,
+                                    timeout=args.timeout)
         print(via_kafka_table(result))
         _write_json(result, args.json, f"evaluation-via-kafka-{Path(args.log).stem}.json")
         return 0
@@ -279,6 +280,8 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-idle-ms", type=int, default=2000,
                     help="with --via-kafka: the workers' STREAM_APP_MAX_IDLE_MS (default 2000)")
     ev.add_argument("--busy", action="store_true", help="with --via-kafka: a CPU-bound process runs beside the workers")
+    ev.add_argument("--timeout", type=float, default=900.0,
+                    help="with --via-kafka: seconds to wait for the workers to take the whole log (default 900)")
     ev.add_argument("--encoder", default=None, help="a registry version (or `latest`) to run as the live encoder")
     ev.add_argument("--shadow", default=None, help="a second registry version, scored beside the live one")
     ev.add_argument("--registry", default=None, help="the registry folder (default: STREAM_APP_REGISTRY_DIR)")

@@ -31,6 +31,7 @@ from . import core, decay
 from .baselines import SKNN, VSKNN, CoVisitationUnseen, RecentThenCoVisitation, SequentialRules
 from .config import Settings
 from .encoder import Encoder, UserEncoding, encode_batch
+from .errors import ServiceTimeout
 from .events import Event
 from .items import InMemoryItemIndex
 from .learners import PartitionLearners
@@ -525,7 +526,11 @@ def evaluate_via_kafka(path: str | Path, fmt: str, k: int = 20, rate: float | No
         with busy_process(busy):
             started = time.perf_counter()
             marks = produce_events(settings, events, rate).marks
-            wait_committed(settings, marks, timeout)
+            try:
+                wait_committed(settings, marks, timeout)
+            except ServiceTimeout as exc:
+                raise ServiceTimeout(f"{exc}: a long log or a slow machine needs more time, "
+                                     f"raise --timeout (now {timeout:.0f} s)") from exc
             seconds = time.perf_counter() - started
         with TopicReader(settings.require_kafka(), settings.topics.recommendations) as reader:
             reader.read_until(len(events), timeout)
