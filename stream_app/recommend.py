@@ -84,19 +84,11 @@ def recommend(profile: Profile, event: Event, index: ItemIndex, settings: Settin
     at a time, and reasons are worked out only for the K items shown."""
     anchors = profile.recent_items(settings.covis_prev_items)
     anchor_neighbors = [index.neighbors(anchor) for anchor in anchors]
-    covis: dict[str, float] = {}
-    for rank, neighbors in enumerate(anchor_neighbors):
-        recency = 1.0 / (rank + 1)
-        for item_id, share in neighbors.items():
-            covis[item_id] = covis.get(item_id, 0.0) + recency * share
+    covis = _by_recency(anchor_neighbors)
     covis_last = anchor_neighbors[0] if anchor_neighbors else {}
     session = session_items(profile, settings.session_gap_ms)
     session_followers = [index.followers(item_id) for item_id in islice(session, settings.rules_anchors)]
-    rules: dict[str, float] = {}
-    for rank, followers in enumerate(session_followers):
-        recency = 1.0 / (rank + 1)
-        for item_id, share in followers.items():
-            rules[item_id] = rules.get(item_id, 0.0) + recency * share
+    rules = _by_recency(session_followers)
     rules_last = session_followers[0] if session_followers else {}
     repeat = dict(shares(decay.top(profile.item_affinity, settings.repeat_candidates))) if profile.item_affinity else {}
     repeat.setdefault(event.item_id, 0.0)
@@ -161,6 +153,17 @@ def recommend(profile: Profile, event: Event, index: ItemIndex, settings: Settin
                                           repeat, in_category,
                                           popular, trending, nearest)})
     return Ranked(items, [ids[i] for i in pool.tolist()], matrix[pool])
+
+
+def _by_recency(related: list[dict[str, float]]) -> dict[str, float]:
+    """Item -> sum of its shares in the related lists of the user's items, most recent first, each
+    weighted 1 / (1 + its rank)."""
+    out: dict[str, float] = {}
+    for rank, shares_of in enumerate(related):
+        recency = 1.0 / (rank + 1)
+        for item_id, share in shares_of.items():
+            out[item_id] = out.get(item_id, 0.0) + recency * share
+    return out
 
 
 def session_items(profile: Profile, gap_ms: int) -> dict[str, None]:
