@@ -115,7 +115,8 @@ class Embedded:
         process can take it before the service binds: a service that exits at start is retried on
         new ports, up to `attempts` times."""
         log_dir.mkdir(parents=True, exist_ok=True)
-        for attempt in range(1, attempts + 1):
+        attempt = 1
+        while True:
             kafka_port, redis_port = free_port(), free_port()
             broker = start_broker(kafka_port, log_dir / "broker.log")
             redis_proc = start_redis(redis_port, log_dir / "redis.log")
@@ -124,15 +125,13 @@ class Embedded:
                 wait_for_redis(running.redis_url, timeout)
                 wait_for_kafka(running.kafka_bootstrap_servers, timeout)
                 return running
-            except ServiceTimeout:
+            except BaseException as exc:
                 exited = any(proc.poll() is not None for proc in running.processes)
                 running.stop()
-                if not exited or attempt == attempts:  # not a lost port race: a real failure
+                # only a service that exited (its port taken meanwhile) is retried, on new ports
+                if not (isinstance(exc, ServiceTimeout) and exited) or attempt == attempts:
                     raise
-            except BaseException:
-                running.stop()
-                raise
-        raise AssertionError("unreachable")
+            attempt += 1
 
     def env(self) -> dict[str, str]:
         return {"KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap_servers, "REDIS_URL": self.redis_url}
