@@ -10,6 +10,12 @@ of one epoch at a time, each round only once the item state holds every earlier 
 one. So a worker's recommendations depend on the log, not on fetch timing, replay speed, the number
 of workers or the machine's load.
 
+Faust's consumer can skip records around a rebalance (a fetch begun before the seek to the commit
+moves its read position past what the seek asked to read again). An own event the schedule expects
+that Faust delivers past is therefore fetched again (`refetch`: the worker seeks Faust's consumer
+back to it) instead of being taken for applied; copies of what was already handed out are dropped
+unacknowledged (`forget`).
+
 What may differ is the idle rule: when one lane of a group has had nothing new for `max_idle_ms`
 (and the consumer has read it to its end), the group goes on without it; an event that comes later
 is applied late (counted). Replays whose producer never stalls longer than that are deterministic.
@@ -22,7 +28,7 @@ import collections
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -36,6 +42,11 @@ log = logging.getLogger("stream_app.ordered_input")
 
 #: A lane that has not been read to its end is skipped only after this long (never wedge).
 UNKNOWN_END_WAIT_S = 30.0
+#: A re-fetch asked of Faust's consumer is asked again if it brought nothing for this long.
+REFETCH_AGAIN_S = 5.0
+#: An own event in the schedule that Faust has not delivered for this long is fetched again (a skipped
+#: record at the end of what was produced has no later delivery to reveal the skip).
+UNDELIVERED_WAIT_S = 10.0
 
 
 @dataclass(slots=True)
@@ -81,6 +92,14 @@ class OrderedInput:
         self.paused: set[int] = set()  # groups of the worker's own that are far ahead of its processing
         self.resumed_at: dict[int, float] = {}
         self.full_lanes: set[TopicPartition] = set()
+        self.handed: dict[tuple[int, int], int] = {}  # (lane, group) -> highest offset handed out since assign
+        self.refetch_wanted: dict[tuple[int, int], tuple[int, float]] = {}  # -> (offset, asked at)
+        self.undelivered_since: dict[tuple[int, int], tuple[int, float]] = {}  # -> (offset, since)
+        self.refetches = 0
+        self.duplicates = 0
+        #: Set by the worker: drops a delivered message that will never be acknowledged (a copy, or one
+        #: fetched again) from what Faust waits for at a rebalance.
+        self.forget: Callable[[Any], None] = lambda message: None
 
     # ------------------------------------------------------------------------------ the reader
 
@@ -239,6 +258,9 @@ class OrderedInput:
         self.start = {(lane, p): start_offsets.get((topic, p), 0)
                       for lane, topic in enumerate(self.topics) for p in partitions}
         self.delivered.clear()
+        self.handed.clear()
+        self.refetch_wanted.clear()
+        self.undelivered_since.clear()
 
     def revoke(self) -> list[Any]:
         """Let go of every delivered, unprocessed event (unacknowledged, they are read again by
@@ -246,12 +268,56 @@ class OrderedInput:
         held = [event.message for queue in self.delivered.values() for event in queue]
         self.owned = set()
         self.delivered.clear()
+        self.handed.clear()
+        self.refetch_wanted.clear()
+        self.undelivered_since.clear()
         return held
 
     def deliver(self, event: Any) -> None:
         """An event of one of the worker's own partitions, from Faust's consumer (in offset order)."""
         message = event.message
-        self.delivered[(self.lane_of_topic[message.topic], message.partition)].append(event)
+        key = (self.lane_of_topic[message.topic], message.partition)
+        queue = self.delivered[key]
+        last = queue[-1].message.offset if queue else self.handed.get(key, -1)
+        if message.offset <= last:  # a copy (fetched again): the first one is acknowledged when applied
+            self.duplicates += 1
+            self.forget(message)
+            return
+        wanted = self.refetch_wanted.get(key)
+        if wanted is not None and message.offset <= wanted[0]:
+            del self.refetch_wanted[key]
+        queue.append(event)
+
+    def take_refetches(self) -> list[tuple[str, int, int]]:
+        """(topic, partition, offset) for each lane whose consumer must seek back (once per ask)."""
+        now = time.monotonic()
+        due = []
+        for (lane, group), (offset, asked) in self.refetch_wanted.items():
+            if asked == 0.0 or now - asked >= REFETCH_AGAIN_S:
+                self.refetch_wanted[(lane, group)] = (offset, now)
+                due.append((self.topics[lane], group, offset))
+        return due
+
+    def _undelivered(self, lane: int, group: int, offset: int) -> None:
+        key = (lane, group)
+        now = time.monotonic()
+        waiting = self.undelivered_since.get(key)
+        if waiting is None or waiting[0] != offset:
+            self.undelivered_since[key] = (offset, now)
+        elif now - waiting[1] >= UNDELIVERED_WAIT_S:
+            del self.undelivered_since[key]
+            self._refetch(lane, group, offset)
+
+    def _refetch(self, lane: int, group: int, offset: int) -> None:
+        """Faust delivered past `offset`, which this worker owns and has not applied: let go of what it
+        delivered of the lane and ask for the lane again from `offset`."""
+        key = (lane, group)
+        for event in self.delivered[key]:
+            self.forget(event.message)
+        self.delivered[key].clear()
+        if key not in self.refetch_wanted:
+            self.refetches += 1
+            self.refetch_wanted[key] = (offset, 0.0)
 
     def next_round(self, limit: int) -> tuple[int | None, list[Ready]]:
         """The next round of the worker's own partitions: events of one epoch, in schedule order,
@@ -274,18 +340,24 @@ class OrderedInput:
                     # Not in the schedule (trimmed before this worker owned the partition): apply now.
                     stale = delivered.popleft()
                     self.unscheduled += 1
+                    self.handed[(entry.lane, group)] = stale.message.offset
                     out.append(Ready(Released(group, entry.lane, epoch, True, None), stale, self._check(stale)))
                 if not delivered:
                     if offset < self.start.get((entry.lane, group), 0):
                         schedule.popleft()
                         continue
-                    break  # Faust has not delivered it yet
+                    self._undelivered(entry.lane, group, offset)  # Faust has not delivered it yet
+                    break
                 event = delivered[0]
-                if event.message.offset > offset:  # applied before this worker's consumer started
-                    schedule.popleft()
-                    continue
+                if event.message.offset > offset:
+                    if offset < self.start.get((entry.lane, group), 0):  # applied before this worker owned it
+                        schedule.popleft()
+                        continue
+                    self._refetch(entry.lane, group, offset)  # Faust skipped it
+                    break
                 delivered.popleft()
                 schedule.popleft()
+                self.handed[(entry.lane, group)] = offset
                 out.append(Ready(entry, event, checked if checked is not None else self._check(event)))
         if out and epoch > BEFORE_ALL and self.items.applied_through > epoch - 1:
             # a partition taken over from a worker that was behind this one's item state
@@ -301,5 +373,5 @@ class OrderedInput:
     def status(self) -> dict[str, Any]:
         return {"read": self.read, "buffered": self.sequencer.buffered(), "late_in_partition": self.sequencer.late,
                 "late_for_item_state": self.items.late, "unscheduled": self.unscheduled,
-                "stale_item_state": self.stale,
+                "stale_item_state": self.stale, "refetches": self.refetches, "duplicates": self.duplicates,
                 "item_epoch_applied": self.items.applied_through, "owned_pending": self.owned_ahead()}

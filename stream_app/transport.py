@@ -18,6 +18,8 @@
    turn in event time; Faust's revocation waits for every delivered message to be acknowledged,
    which would wait forever for events whose turn needs data that the paused consumer no longer
    fetches. `wait_empty` lets them go unacknowledged (they are read again from the commit).
+5. Messages the worker drops (`forget`): a copy of one it already has, or one it lets go to read
+   its lane again from an earlier record Faust skipped (see ordered_input); never acknowledged.
 
 The worker uses this transport (URL scheme below).
 """
@@ -99,6 +101,11 @@ class Consumer(faust_aiokafka.Consumer):
 
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    def forget(self, message: Any) -> None:
+        """A delivered message that will never be acknowledged (the worker got it twice, or lets it go to
+        read it again): not waited for at a rebalance."""
+        self._unacked_messages.discard(message)
 
     async def wait_empty(self) -> None:
         """At a rebalance Faust waits until every delivered message is acknowledged. Messages the

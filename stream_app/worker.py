@@ -23,12 +23,13 @@ from dataclasses import asdict, dataclass
 from typing import Any, Awaitable, Callable
 
 import faust
+from faust.types import TP
 import orjson
 from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
 from . import core, transport
-from .config import Settings
+from .config import Settings, state_dir
 from .contracts import Rejection, Source
 from .encoder import Encoder, UserEncoding, encode_batch
 from .events import Event
@@ -223,10 +224,13 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
     output. `partitions` is the input topics' partition count."""
     scheme = transport.configure(settings.fetch_max_wait_ms)
     brokers = [f"{scheme}://{host}" for host in settings.require_kafka().split(",")]
+    datadir = state_dir() / "faust" / settings.group_id  # Faust's folder: not the current one
+    datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.group_id,
         broker=brokers,
         store="memory://",
+        datadir=str(datadir),
         topic_partitions=partitions,
         processing_guarantee="at_least_once",  # exactly_once needs transactions Tansu lacks
         consumer_auto_offset_reset="earliest",
@@ -307,6 +311,10 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
                 if not ready:
                     break
                 handler.process_round(ready, live, shadow)
+            for topic, partition, offset in ordered.take_refetches():
+                log.warning("Faust's consumer skipped %s[%d] at offset %d (unapplied): fetching it again",
+                            topic, partition, offset)
+                await app.consumer.seek(TP(topic, partition), offset)
             if not handler.events:
                 return False
             to_redis = handler.snapshots(profile_table.changelog_topic_name, learner_table.data,
@@ -337,6 +345,8 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
 
     # Before Faust waits for delivered messages at a rebalance: nothing held is processed any more.
     transport.Consumer.release_held = ordered.revoke
+    # Copies and re-fetched messages are never acknowledged: Faust must not wait for them.
+    ordered.forget = lambda message: app.consumer.forget(message)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, *args: Any, **kwargs: Any) -> None:

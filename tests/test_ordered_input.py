@@ -1,0 +1,97 @@
+"""The worker's own partitions as Faust delivers them, against the schedule the reader built: a record
+Faust skips is fetched again, never taken for applied; a copy is never applied twice."""
+
+from types import SimpleNamespace
+
+import orjson
+
+from stream_app.config import Settings
+from stream_app.items import InMemoryItemIndex
+from stream_app.ordered_input import OrderedInput
+
+START = 1_700_000_000_000
+
+
+def purchase(n: int) -> dict:
+    return {"event_id": f"e{n}", "user_id": f"u{n % 3}", "item_id": f"i{n % 5}", "type": "purchase",
+            "stage": "order", "ts": START + n, "schema_version": 1}
+
+
+def record(offset: int) -> SimpleNamespace:
+    return SimpleNamespace(offset=offset, key=f"u{offset % 3}".encode(), value=orjson.dumps(purchase(offset)))
+
+
+class Delivered:
+    """What Faust's consumer hands the agent: an event with its message."""
+
+    def __init__(self, topic: str, offset: int):
+        rec = record(offset)
+        self.message = SimpleNamespace(topic=topic, partition=0, offset=offset, key=rec.key, value=rec.value)
+
+
+def own_partition(count: int) -> tuple[OrderedInput, str, list]:
+    settings = Settings(partitions=1)
+    ordered = OrderedInput(settings, 1, InMemoryItemIndex(settings))
+    forgotten: list = []
+    ordered.forget = forgotten.append
+    topic = settings.topics.purchase
+    ordered.sequencer.may_skip = lambda group, lane: True  # the other (empty) lanes are not waited for
+    ordered.assign({0}, {(topic, 0): 0})
+    ordered.push(topic, 0, [record(n) for n in range(count)])
+    return ordered, topic, forgotten
+
+
+def drain(ordered: OrderedInput) -> list[int]:
+    offsets = []
+    while True:
+        ordered.release()
+        _, ready = ordered.next_round(100)
+        if not ready:
+            return offsets
+        offsets += [r.event.message.offset for r in ready]
+
+
+def test_a_record_faust_skipped_is_fetched_again_not_taken_for_applied(monkeypatch):
+    ordered, topic, forgotten = own_partition(6)
+    for offset in (0, 1, 4, 5):  # Faust's read position jumped past 2 and 3
+        ordered.deliver(Delivered(topic, offset))
+    assert drain(ordered) == [0, 1]
+    assert ordered.take_refetches() == [(topic, 0, 2)]
+    assert ordered.take_refetches() == []  # asked once; again only if nothing comes
+    assert [m.offset for m in forgotten] == [4, 5]  # let go unacknowledged
+    assert ordered.status()["owned_pending"] == 4  # 2..5 still to apply
+    for offset in (1, 2, 3, 4, 5):  # the seek brings 2.. again (and maybe a copy of 1)
+        ordered.deliver(Delivered(topic, offset))
+    assert drain(ordered) == [2, 3, 4, 5]
+    assert ordered.status()["duplicates"] == 1 and ordered.status()["refetches"] == 1
+    assert ordered.status()["owned_pending"] == 0 and ordered.unscheduled == 0
+
+
+def test_a_record_never_delivered_is_fetched_again_after_a_bounded_wait(monkeypatch):
+    import stream_app.ordered_input as ordered_input
+
+    clock = [1000.0]
+    monkeypatch.setattr(ordered_input.time, "monotonic", lambda: clock[0])
+    ordered, topic, forgotten = own_partition(3)
+    ordered.deliver(Delivered(topic, 0))
+    assert drain(ordered) == [0]
+    assert ordered.take_refetches() == []  # waiting for 1 is normal at first
+    clock[0] += ordered_input.UNDELIVERED_WAIT_S / 2
+    assert drain(ordered) == [] and ordered.take_refetches() == []
+    clock[0] += ordered_input.UNDELIVERED_WAIT_S / 2
+    assert drain(ordered) == []
+    assert ordered.take_refetches() == [(topic, 0, 1)]
+    clock[0] += ordered_input.REFETCH_AGAIN_S
+    assert ordered.take_refetches() == [(topic, 0, 1)]  # nothing came: asked again
+    for offset in (1, 2):
+        ordered.deliver(Delivered(topic, offset))
+    assert drain(ordered) == [1, 2] and ordered.take_refetches() == []
+
+
+def test_an_own_record_before_the_commit_is_skipped_as_applied_by_the_previous_owner():
+    ordered, topic, forgotten = own_partition(4)
+    ordered.assign({0}, {(topic, 0): 2})  # the previous owner committed through 1
+    for offset in (2, 3):
+        ordered.deliver(Delivered(topic, offset))
+    assert drain(ordered) == [2, 3]
+    assert ordered.take_refetches() == [] and not forgotten
