@@ -172,6 +172,12 @@ class Settings:
     registry_dir: str = "models/registry"
     encoder_candidates: int = 10  # nearest items by embedding, as a candidate source
     encoder_weight: float = 1.0  # in the prior
+    # Content (content.py): item text embedded by a pre-trained sentence encoder. Each profile keeps
+    # a decayed interest vector in that space; items nearest to it and to the item just seen are
+    # candidates, with their cosine as features.
+    content_half_life_ms: int = 7 * 24 * 3600 * 1000
+    content_candidates: int = 20  # nearest items to the interest vector, and to the item just seen
+    content_weight: float = 1.0  # in the prior (cosine with the item just seen, above the floor)
     # Exploration (learners/strategy_bandit.py): per partition and user segment, an epsilon-greedy
     # River bandit picks the ranker or the prior for each list, rewarded by hits. Off by default.
     bandit: bool = False
@@ -194,7 +200,7 @@ class Settings:
                      "affinity_max", "seen_ids_max", "half_life_ms", "interest_half_life_ms",
                      "covis_neighbors_max", "covis_candidates_per_item", "repeat_candidates", "popular_per_partition",
                      "trending_half_life_ms", "category_items", "covis_gap_half_life_ms", "item_epoch_ms",
-                     "pair_half_life_ms", "rules_steps", "session_gap_ms"):
+                     "pair_half_life_ms", "rules_steps", "session_gap_ms", "content_half_life_ms"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1 (set {ENV_PREFIX}{name.upper()})")
         if self.max_idle_ms < 0:

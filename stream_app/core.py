@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from .config import Settings
+from .content import ContentIndex, interest_vector, update_interest
 from .encoder import UserEncoding
 from .events import Event
 from .items import ItemIndex
@@ -67,13 +68,14 @@ def shown_hits(profile: Profile, event: Event, top_k: int) -> tuple[bool | None,
 
 
 def shadow_recommendation(profile: Profile, event: Event, index: ItemIndex, settings: Settings,
-                          learners: PartitionLearners | None, encoding: UserEncoding) -> None:
+                          learners: PartitionLearners | None, encoding: UserEncoding,
+                          content: ContentIndex | None = None) -> None:
     """The list a shadow encoder would show after `event` (already processed with the live one): same
     profile, item state and ranker, the shadow's embedding. Kept in the profile to be judged by the
     next event; never published."""
     ranker = learners.ranker if learners is not None and learners.ranker.ready else None
     behaviour = profile.learner(BehaviourStats.name, BehaviourStats)
-    ranked = recommend(profile, event, index, settings, ranker, behaviour.repeat_propensity, encoding)
+    ranked = recommend(profile, event, index, settings, ranker, behaviour.repeat_propensity, encoding, content)
     profile.shadow_shown = [item["item_id"] for item in ranked.items]
 
 
@@ -91,13 +93,27 @@ def rec_id_for(event_id: str) -> str:
     return "rec-" + hashlib.blake2b(event_id.encode("utf-8"), digest_size=12).hexdigest()
 
 
+def learn_content(profile: Profile, event: Event, content: ContentIndex, settings: Settings) -> None:
+    """Fold the event's item text into the user's interest vector and name what it is near."""
+    vector = content.vector(event.item_id)
+    if vector is None:
+        return
+    profile.content_interest = update_interest(profile.content_interest, vector,
+                                               settings.weights.of(event.type, event.stage), event.ts,
+                                               settings.content_half_life_ms, content.version)
+    interest = interest_vector(profile.content_interest, content.version)
+    profile.likes = content.words(interest) if interest is not None else []
+
+
 def process(profile: Profile, event: Event, index: ItemIndex, settings: Settings, now_ms: int,
-            learners: PartitionLearners | None = None, encoding: UserEncoding | None = None) -> Outcome:
+            learners: PartitionLearners | None = None, encoding: UserEncoding | None = None,
+            content: ContentIndex | None = None) -> Outcome:
     """Apply one event to its user's profile (in place), maybe recommend. Its item signals are the
     item feed's (ordering.ItemFeed), which every worker runs over the whole input.
     `learners`: the ranker (and bandit) of the event's partition; None: rank by the prior, learn nothing.
     `encoding`: the user's sequence-encoder embedding including this event (encoded with the rest of
-    the batch in one onnxruntime call), or None when no encoder is live."""
+    the batch in one onnxruntime call), or None when no encoder is live.
+    `content`: the catalogue's text vectors under the live content model, or None."""
     digest = event_digest(event.event_id)
     if not profile.admits(digest, event.ts):
         return Outcome(False, None)
@@ -110,6 +126,8 @@ def process(profile: Profile, event: Event, index: ItemIndex, settings: Settings
         drift = profile.learner(InterestDrift.name, lambda: InterestDrift(downweight=settings.drift_downweight))
         drift.learn_one(profile, event)
     apply_event(profile, event, digest, settings)
+    if content is not None:
+        learn_content(profile, event, content, settings)
     if encoding is not None:
         profile.embedding = np.round(encoding.vector.astype(np.float64), 5).tolist()
         profile.encoder_version = encoding.version
@@ -124,7 +142,7 @@ def process(profile: Profile, event: Event, index: ItemIndex, settings: Settings
             ranker, strategy = learners.ranker, "ranker"
         if learners.bandit is not None:  # the reward goes to what was shown, a cold ranker's list is the prior's
             profile.shown_strategy = f"{segment}:{strategy}"
-    ranked = recommend(profile, event, index, settings, ranker, behaviour.repeat_propensity, encoding)
+    ranked = recommend(profile, event, index, settings, ranker, behaviour.repeat_propensity, encoding, content)
     if learners is not None:
         profile.shown = ranked.pool
         profile.shown_features = ranked.encoded_features()
@@ -137,6 +155,7 @@ def process(profile: Profile, event: Event, index: ItemIndex, settings: Settings
         "generated_at": now_ms,
         "profile_version": profile.version,
         "model": {**MODEL_VERSIONS, "ranking": strategy,
-                  **({"encoder": encoding.version} if encoding is not None else {})},
+                  **({"encoder": encoding.version} if encoding is not None else {}),
+                  **({"content": content.version} if content is not None else {})},
         "schema_version": 1,
     })

@@ -30,6 +30,7 @@ import orjson
 from . import core, decay
 from .baselines import SKNN, VSKNN, CoVisitationUnseen, RecentThenCoVisitation, SequentialRules
 from .config import Settings
+from .content import ContentIndex
 from .encoder import Encoder, UserEncoding, encode_batch
 from .errors import ServiceTimeout
 from .events import Event
@@ -43,6 +44,10 @@ from .recommend import recommend
 
 
 # ---------------------------------------------------------------------------------------- metrics
+
+#: A target item with fewer interactions than this before the event is a cold-start target.
+COLD_START = 5
+
 
 def rank_metrics(items: list[str], target: str, k: int) -> tuple[float, float, float]:
     """(hit, reciprocal rank, NDCG) of one target in a ranked list cut at k."""
@@ -87,6 +92,7 @@ class Scoreboard:
     k: int
     window: int = 1000  # judged events per point of the timeline
     overall: Tally = field(default_factory=Tally)
+    cold: Tally = field(default_factory=Tally)  # targets with fewer than COLD_START interactions before
     by_type: dict[str, Tally] = field(default_factory=lambda: collections.defaultdict(Tally))
     recommended: set[str] = field(default_factory=set)
     pop_percentile_sum: float = 0.0
@@ -95,9 +101,12 @@ class Scoreboard:
     _window_hits: float = 0.0
     _window_n: int = 0
 
-    def judge(self, items: list[str], event: dict[str, Any], popularity: "PopularityPercentiles") -> None:
+    def judge(self, items: list[str], event: dict[str, Any], popularity: "PopularityPercentiles",
+              cold: bool = False) -> None:
         hit, rr, ndcg = rank_metrics(items, event["item_id"], self.k)
         self.overall.add(hit, rr, ndcg)
+        if cold:
+            self.cold.add(hit, rr, ndcg)
         self.by_type[event["type"]].add(hit, rr, ndcg)
         self._window_hits += hit
         self._window_n += 1
@@ -112,6 +121,7 @@ class Scoreboard:
     def summary(self, catalog: set[str]) -> dict[str, Any]:
         out = self.overall.summary(self.k)
         out["by_type"] = {t: tally.summary(self.k) for t, tally in sorted(self.by_type.items())}
+        out["cold_start"] = self.cold.summary(self.k)
         # items a model knows from elsewhere (an encoder's training data) but this log never shows do not count
         out["coverage"] = len(self.recommended & catalog) / max(len(catalog), 1)
         out["popularity_percentile"] = self.pop_percentile_sum / max(self.pop_percentile_n, 1)
@@ -168,10 +178,11 @@ class StreamAppModel:
     `record` keeps every recommendation (trigger event id -> (profile version, item ids))."""
 
     def __init__(self, settings: Settings, name: str = "stream-app", encoder: Encoder | None = None,
-                 record: bool = False):
+                 record: bool = False, content: ContentIndex | None = None):
         self.name = name
         self.settings = settings
         self.encoder = encoder
+        self.content = content
         self.index = InMemoryItemIndex(settings)
         self.feed = ItemFeed(settings, self.index)
         self.profiles: dict[str, Profile] = {}
@@ -207,7 +218,8 @@ class StreamAppModel:
         self.last_encoding = self.encodings.pop() if self.encoder is not None else None
         partition = partition_of(event.user_id, self.settings.partitions)
         outcome = core.process(profile, event, self.index, self.settings, now_ms=0,
-                               learners=self.learners_for(partition), encoding=self.last_encoding)
+                               learners=self.learners_for(partition), encoding=self.last_encoding,
+                               content=self.content)
         self.feed.add(event, partition, self.epoch)  # the feed sees every valid event, as in a worker
         if outcome.recommendation is None:
             return []
@@ -223,7 +235,8 @@ class StreamAppModel:
 #: The prior's weight settings; a single-source baseline keeps one of them and zeroes the others.
 SOURCE_WEIGHTS = {"co-visitation": "covis_weight", "sequential rules": "rules_weight",
                   "viewed before": "repeat_weight",
-                  "category": "category_weight", "trending": "trending_weight", "encoder": "encoder_weight"}
+                  "category": "category_weight", "trending": "trending_weight", "encoder": "encoder_weight",
+                  "content": "content_weight"}
 
 
 class SingleSource(BatchAgnostic):
@@ -240,7 +253,8 @@ class SingleSource(BatchAgnostic):
     def learn(self, event: Event) -> list[str]:  # runs after the base model learned the event
         profile = self.base.profiles[event.user_id]
         return [r["item_id"] for r in recommend(profile, event, self.base.index, self.settings,
-                                                encoding=self.base.last_encoding).items if r["score"] > 0]
+                                                encoding=self.base.last_encoding,
+                                                content=self.base.content).items if r["score"] > 0]
 
 
 class ItemJustSeen(BatchAgnostic):
@@ -348,27 +362,37 @@ def profile_accuracy(profiles: dict[str, Profile], truth: dict[str, Any], k: int
 def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int = 20,
                     truth: dict[str, Any] | None = None, window: int | None = None,
                     baselines: bool = True, encoder: Encoder | None = None, shadow: Encoder | None = None,
-                    judge_from_ts: int | None = None, record: bool = False) -> dict[str, Any]:
+                    judge_from_ts: int | None = None, record: bool = False,
+                    content: ContentIndex | None = None, light: bool = False) -> dict[str, Any]:
     """With `encoder`, the stream-app rows run it (as workers with that version live) and a "River
-    only" row runs without; `shadow` adds a row for a second version. Only events at or after
-    `judge_from_ts` are judged (all are learned): set it to the encoder's training cutoff when the
-    log overlaps its training data."""
+    only" row runs without; `shadow` adds a row for a second version. With `content` (the item
+    catalogue's text vectors) the stream-app rows use it and a "no content" row runs without. Only
+    events at or after `judge_from_ts` are judged (all are learned): set it to the encoder's training
+    cutoff when the log overlaps its training data. `light`: only the stream-app rows, the content and
+    sequential-rules sources alone and the sequential-rules baseline (for long logs)."""
     settings = settings.replace(rec_policy="every", top_k=k)  # every event is judged by the next one
-    hybrid = StreamAppModel(settings, encoder=encoder, record=record)
+    hybrid = StreamAppModel(settings, encoder=encoder, record=record, content=content)
     models: list[Model] = [hybrid]
     if encoder is not None:
-        models.append(StreamAppModel(settings, name="stream-app, River only (no encoder)"))
+        models.append(StreamAppModel(settings, name="stream-app, River only (no encoder)", content=content))
+    if content is not None:
+        models.append(StreamAppModel(settings, name="stream-app, no content", encoder=encoder))
     if shadow is not None:
         models.append(StreamAppModel(settings, name=f"stream-app, shadow encoder {shadow.version}", encoder=shadow))
-    if baselines:
+    single_sources = [SingleSource(hybrid, source) for source in SOURCE_WEIGHTS
+                      if (source != "encoder" or encoder is not None) and (source != "content" or content is not None)]
+    if baselines and light:
+        models += [*(s for s in single_sources if s.name in ("content only", "sequential rules only")),
+                   SequentialRules(k)]
+    elif baselines:
         models += [StreamAppModel(settings.replace(drift_handling=not settings.drift_handling), encoder=encoder,
+                                  content=content,
                                   name="stream-app, drift handling " + ("off" if settings.drift_handling else "on")),
-                   StreamAppModel(settings.replace(ranker=not settings.ranker), encoder=encoder,
+                   StreamAppModel(settings.replace(ranker=not settings.ranker), encoder=encoder, content=content,
                                   name="stream-app, ranker " + ("off (prior)" if settings.ranker else "on")),
-                   StreamAppModel(settings.replace(bandit=not settings.bandit), encoder=encoder,
+                   StreamAppModel(settings.replace(bandit=not settings.bandit), encoder=encoder, content=content,
                                   name="stream-app, exploration " + ("off" if settings.bandit else "on (bandit)")),
-                   *(SingleSource(hybrid, source) for source in SOURCE_WEIGHTS
-                     if source != "encoder" or encoder is not None),
+                   *single_sources,
                    ItemJustSeen(), MostPopular(k), MostPopular(k, window_events=10_000),
                    RiverMF("FunkMF", k), RiverMF("BiasedMF", k),
                    CoVisitationUnseen(k), RecentThenCoVisitation(k), SKNN(k), VSKNN(k), SequentialRules(k)]
@@ -380,6 +404,7 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
     shown: dict[str, dict[str, list[str]]] = {m.name: {} for m in models}
     popularity = PopularityPercentiles()
     catalog: set[str] = set()
+    interactions: collections.Counter[str] = collections.Counter()
     n = 0
     started = time.perf_counter()
     for epoch, released in rounds(events, settings, partition_of):
@@ -389,10 +414,12 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
             model.begin_batch(parsed, epoch)
         for raw, event in zip(batch_events, parsed):
             if judge_from_ts is None or event.ts >= judge_from_ts:
+                cold = interactions[event.item_id] < COLD_START
                 for model in models:
                     previous = shown[model.name].get(event.user_id)
                     if previous is not None:
-                        boards[model.name].judge(previous, raw, popularity)
+                        boards[model.name].judge(previous, raw, popularity, cold)
+            interactions[event.item_id] += 1
             for model in models:
                 shown[model.name][event.user_id] = model.learn(event)
             popularity.learn(event.item_id)
@@ -408,6 +435,8 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
         "batch": settings.batch_max, "seconds": seconds, "events_per_s": n / seconds if seconds else None,
         "judged_from_ts": judge_from_ts, "encoder": encoder.manifest if encoder is not None else None,
         "shadow_encoder": shadow.manifest if shadow is not None else None,
+        "content": {"version": content.version, "items": len(content), "terms": len(content.terms)}
+        if content is not None else None,
         "models": {name: board.summary(catalog) for name, board in boards.items()},
     }
     if record:
@@ -421,7 +450,8 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
 
 def evaluate_log(path: str | Path, fmt: str, settings: Settings, k: int = 20,
                  truth_path: str | Path | None = None, encoder: Encoder | None = None,
-                 shadow: Encoder | None = None, limit: int | None = None) -> dict[str, Any]:
+                 shadow: Encoder | None = None, limit: int | None = None, content: ContentIndex | None = None,
+                 light: bool = False) -> dict[str, Any]:
     events, rejected = load_sorted(path, fmt)
     if limit is not None:
         events = events[:limit]  # the log's first events in time
@@ -432,7 +462,8 @@ def evaluate_log(path: str | Path, fmt: str, settings: Settings, k: int = 20,
             cutoff = model.manifest["training"]["train_until_ts"]
             if model.manifest["training"]["first_ts"] <= events[-1]["ts"] and cutoff > events[0]["ts"]:
                 judge_from = max(judge_from or cutoff, cutoff)  # never judge on what a model trained on
-    result = evaluate_events(events, settings, k, truth, encoder=encoder, shadow=shadow, judge_from_ts=judge_from)
+    result = evaluate_events(events, settings, k, truth, encoder=encoder, shadow=shadow, judge_from_ts=judge_from,
+                             content=content, light=light)
     result["log"] = str(path)
     result["rejected_lines"] = len(rejected)
     return result
@@ -443,7 +474,8 @@ def table(result: dict[str, Any]) -> str:
     types = sorted({t for m in result["models"].values() for t in m["by_type"]})
     width = max(32, *(len(name) for name in result["models"]))
     head = f"{'model':<{width}} {'Recall@' + str(k):>9} {'MRR@' + str(k):>8} {'NDCG@' + str(k):>8} " + \
-        " ".join(f"{'R@' + str(k) + ' ' + t:>12}" for t in types) + f" {'coverage':>9} {'pop.pct':>8}"
+        " ".join(f"{'R@' + str(k) + ' ' + t:>12}" for t in types) + f" {'R@' + str(k) + ' cold':>11}" + \
+        f" {'coverage':>9} {'pop.pct':>8}"
     lines = [f"{result['events']:,} events, {result['users']:,} users, {result['items']:,} items; "
              f"batches of {result['batch']}; {result['events_per_s']:,.0f} events/s for all models together"]
     for role in ("encoder", "shadow_encoder"):
@@ -452,6 +484,12 @@ def table(result: dict[str, Any]) -> str:
             lines.append(f"{role.replace('_', ' ')}: {manifest['version']} (validation Recall@20 "
                          f"{manifest['validation']['recall@20']:.4f}, trained on events before ts "
                          f"{manifest['training']['train_until_ts']})")
+    if result.get("content"):
+        content = result["content"]
+        lines.append(f"content model: {content['version']} over {content['items']:,} catalogue items "
+                     f"({content['terms']:,} terms for interests in words)")
+    cold_judged = next(iter(result["models"].values()))["cold_start"]["judged"] if result["models"] else 0
+    lines.append(f"cold: {cold_judged:,} judged events whose item had fewer than {COLD_START} interactions before")
     if result.get("judged_from_ts") is not None:
         lines.append(f"judged: events from ts {result['judged_from_ts']} on (the encoder trained on the earlier "
                      f"part of this log; every model still learns from all of it)")
@@ -459,7 +497,8 @@ def table(result: dict[str, Any]) -> str:
     for name, m in result["models"].items():
         per_type = " ".join(f"{m['by_type'].get(t, {}).get(f'recall@{k}', 0.0):>12.4f}" for t in types)
         lines.append(f"{name:<{width}} {m[f'recall@{k}']:>9.4f} {m[f'mrr@{k}']:>8.4f} {m[f'ndcg@{k}']:>8.4f} "
-                     f"{per_type} {m['coverage']:>9.3f} {m['popularity_percentile']:>8.3f}")
+                     f"{per_type} {m['cold_start'][f'recall@{k}']:>11.4f} "
+                     f"{m['coverage']:>9.3f} {m['popularity_percentile']:>8.3f}")
     accuracies = result.get("profile_accuracy")
     if accuracies:
         lines.append("")

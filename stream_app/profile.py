@@ -48,6 +48,10 @@ class Profile:
     # The sequence encoder's embedding of the user's recent events, and the model version that made it.
     embedding: list[float] | None = None
     encoder_version: str | None = None
+    # What the user likes by the items' text (content.py): the interest vector's state, and the
+    # catalogue terms nearest it, in words.
+    content_interest: dict[str, Any] | None = None
+    likes: list[str] = field(default_factory=list)
     # Behaviour statistics (learners/behaviour.py), as the public profile shows them.
     stats: dict[str, Any] = field(default_factory=dict)
     # The last list shown and its candidate features (float16, base64): the user's next event
@@ -109,7 +113,8 @@ class Profile:
             "interests": self.interests, "interest_half_life_ms": self.interest_half_life_ms,
             "first_seen": self.first_seen, "last_seen": self.last_seen,
             "last_rec_ts": self.last_rec_ts, "stats": self.stats, "embedding": self.embedding,
-            "encoder_version": self.encoder_version, "half_life_ms": self.half_life_ms,
+            "encoder_version": self.encoder_version, "content_interest": self.content_interest,
+            "likes": self.likes, "half_life_ms": self.half_life_ms,
             "schema_version": 1,
         }
         if internal:

@@ -4,7 +4,9 @@ Sources (each named in the item's `reasons`): co-visitation of the user's recent
 that most often came next after the session's recent items (sequential rules), the user's own
 items by recency and decayed affinity ("viewed before"), the most popular items of the current
 event's category and of the user's strongest categories, popular, trending, and, with a sequence
-encoder live, the nearest items to the user's embedding ("similar to your recent items"). Every
+encoder live, the nearest items to the user's embedding ("similar to your recent items"), and with
+a content model live, the items whose text is nearest the item just seen ("similar to <its title>")
+and the user's interest vector ("like what you look at"), new items included. Every
 candidate gets the feature row `FEATURES`; the list is ranked by the partition's online ranker once
 it is warm (learners/ranker.py), else by the prior: a fixed weighted sum of the source scores.
 """
@@ -20,6 +22,7 @@ import numpy as np
 
 from . import decay
 from .config import Settings
+from .content import interest_vector, share_of
 from .events import Event, event_kind
 from .items import ItemIndex, shares
 from .profile import Profile
@@ -49,6 +52,8 @@ FEATURES = (
     "popular",
     "trending",
     "encoder",  # the item's score under the user's sequence-encoder embedding, as a share of the best
+    "content",  # the cosine of its text with the user's interest vector, above the floor (content.share_of)
+    "content_last",  # ... with the text of the item just seen
 )
 N_FEATURES = len(FEATURES)
 _F = {name: i for i, name in enumerate(FEATURES)}
@@ -77,7 +82,7 @@ def decode_features(text: str | None, rows: int) -> np.ndarray | None:
 
 
 def recommend(profile: Profile, event: Event, index: ItemIndex, settings: Settings, ranker: Any = None,
-              repeat_propensity: float = 0.0, encoding: Any = None) -> Ranked:
+              repeat_propensity: float = 0.0, encoding: Any = None, content: Any = None) -> Ranked:
     """Top-K for `profile` right after `event` (already applied). Ties break on item_id.
 
     Each source fills a dict; the candidates are their union, the feature matrix is built a column
@@ -106,9 +111,14 @@ def recommend(profile: Profile, event: Event, index: ItemIndex, settings: Settin
 
     nearest: dict[str, float] = dict(encoding.nearest(settings.encoder_candidates)) if encoding is not None else {}
 
+    interest = interest_vector(profile.content_interest, content.version) if content is not None else None
+    last_vector = content.vector(event.item_id) if content is not None else None
+    like_last = content.similar(event.item_id, settings.content_candidates) if last_vector is not None else {}
+    like_interest = content.nearest(interest, settings.content_candidates) if interest is not None else {}
+
     popular, trending = index.popular(), index.trending()
     ids = sorted({*covis, *rules, *repeat, *in_category, *islice(popular, settings.top_k),
-                  *islice(trending, settings.top_k), *nearest})
+                  *islice(trending, settings.top_k), *nearest, *like_last, *like_interest})
     categories = index.categories_of(ids)
     this_row = ids.index(event.item_id)
     if event.category is not None:
@@ -135,6 +145,11 @@ def recommend(profile: Profile, event: Event, index: ItemIndex, settings: Settin
     matrix[:, _F["trending"]] = [trending.get(i, 0.0) for i in ids]
     if encoding is not None:
         matrix[:, _F["encoder"]] = encoding.shares_for(ids)
+    if interest is not None:
+        matrix[:, _F["content"]] = share_of(content.cosines(ids, interest))
+    if last_vector is not None:
+        matrix[:, _F["content_last"]] = share_of(content.cosines(ids, last_vector))
+        matrix[this_row, _F["content_last"]] = 0.0  # the item itself is not "similar to itself"
     matrix[:, 0] = (settings.covis_weight * matrix[:, _F["covis"]]
                     + settings.repeat_weight * ((1 - RECENCY_SHARE) * matrix[:, _F["repeat"]]
                                                + RECENCY_SHARE * matrix[:, _F["recent_rank"]])
@@ -142,7 +157,8 @@ def recommend(profile: Profile, event: Event, index: ItemIndex, settings: Settin
                     + settings.category_weight * matrix[:, _F["category_affinity"]] * matrix[:, _F["category_rank"]]
                     + settings.popularity_weight * matrix[:, _F["popular"]]
                     + settings.trending_weight * matrix[:, _F["trending"]]
-                    + settings.encoder_weight * matrix[:, _F["encoder"]])
+                    + settings.encoder_weight * matrix[:, _F["encoder"]]
+                    + settings.content_weight * matrix[:, _F["content_last"]])
     scores = ranker.score_many(matrix) if ranker is not None and ranker.ready else matrix[:, 0]
     pool = np.argsort(-scores, kind="stable")[: max(settings.top_k, settings.ranker_pool)]  # ties: item_id order
     items = []
@@ -150,8 +166,9 @@ def recommend(profile: Profile, event: Event, index: ItemIndex, settings: Settin
         item_id = ids[i]
         items.append({"item_id": item_id, "score": round(float(scores[i]), 6),
                       "reasons": _reasons(item_id, categories[i], anchors, anchor_neighbors, session, session_followers,
-                                          repeat, in_category,
-                                          popular, trending, nearest)})
+                                          repeat, in_category, popular, trending, nearest,
+                                          _content_reasons(item_id, event.item_id, like_last, like_interest,
+                                                           content))})
     return Ranked(items, [ids[i] for i in pool.tolist()], matrix[pool])
 
 
@@ -181,7 +198,7 @@ def session_items(profile: Profile, gap_ms: int) -> dict[str, None]:
 def _reasons(item_id: str, category: str | None, anchors: list[str], anchor_neighbors: list[dict[str, float]],
              session: dict[str, None], session_followers: list[dict[str, float]], repeat: dict[str, float],
              in_category: dict[str, float], popular: dict[str, float], trending: dict[str, float],
-             nearest: dict[str, float]) -> list[str]:
+             nearest: dict[str, float], by_content: list[str]) -> list[str]:
     out = []
     for anchor, neighbors in zip(anchors, anchor_neighbors):
         if item_id in neighbors:
@@ -202,4 +219,14 @@ def _reasons(item_id: str, category: str | None, anchors: list[str], anchor_neig
         out.append("trending")
     if item_id in nearest:
         out.append("similar to your recent items")
+    return out + by_content
+
+
+def _content_reasons(item_id: str, last_item: str, like_last: dict[str, float], like_interest: dict[str, float],
+                     content: Any) -> list[str]:
+    out = []
+    if item_id in like_last:
+        out.append(f"similar to {content.titles.get(last_item, last_item)}")
+    if item_id in like_interest:
+        out.append("like what you look at")
     return out
