@@ -1,0 +1,80 @@
+"""Item text (product titles) to embeddings at serving time: onnxruntime and the `tokenizers` package.
+No torch, no transformers.
+
+`TextEncoder` loads one registry version of kind "content": a pre-trained sentence encoder (by default
+all-MiniLM-L6-v2) exported by `stream-app content export` with mean pooling and L2 normalisation
+inside the ONNX graph, and its tokenizer. `embed` tokenizes titles in batches of similar length (less
+padding, so less work) and returns one unit-norm row per title, in input order. `text_hash` keys a
+stored embedding by the text and the model version, so a title is embedded again only when either
+changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import unicodedata
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .registry import open_version
+
+KIND = "content"
+OUTPUT = "embedding"
+
+
+def normalise_text(text: str) -> str:
+    """The text as the hash sees it: Unicode NFC, runs of whitespace as one space, no ends. The
+    tokenizers split on whitespace, so texts differing only there embed alike."""
+    return " ".join(unicodedata.normalize("NFC", text).split())
+
+
+def text_hash(text: str, version: str) -> str:
+    """A stable key for a text's embedding by one model version (hex, 32 characters)."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(version.encode())
+    digest.update(b"\x1f")
+    digest.update(normalise_text(text).encode())
+    return digest.hexdigest()
+
+
+class TextEncoder:
+    def __init__(self, folder: Path, manifest: dict[str, Any], threads: int = 1):
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        self.folder = folder
+        self.manifest = manifest
+        self.version: str = manifest["version"]
+        self.dim: int = manifest["dim"]
+        self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self.tokenizer.enable_truncation(manifest["max_length"])
+        self.tokenizer.enable_padding(pad_id=manifest["pad_id"], pad_token=manifest["pad_token"])  # to the longest
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads  # workers are one process per core
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(folder / "text_encoder.onnx"), options,
+                                            providers=["CPUExecutionProvider"])
+        self.inputs = [i.name for i in self.session.get_inputs()]
+
+    @classmethod
+    def load(cls, registry: str | Path, version: str, threads: int = 1) -> "TextEncoder":
+        """A content version of the registry (ConfigError, naming its kind, for any other model)."""
+        folder, manifest = open_version(registry, version, kind=KIND)
+        return cls(folder, manifest, threads)
+
+    def embed(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """float32 [len(texts), dim], each row of unit norm, in the order of `texts`."""
+        out = np.zeros((len(texts), self.dim), np.float32)
+        by_length = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        for start in range(0, len(texts), batch_size):
+            rows = by_length[start:start + batch_size]
+            out[rows] = self._run([texts[i] for i in rows])
+        return out
+
+    def _run(self, texts: list[str]) -> np.ndarray:
+        encodings = self.tokenizer.encode_batch_fast(texts)
+        arrays = {"input_ids": [e.ids for e in encodings], "attention_mask": [e.attention_mask for e in encodings],
+                  "token_type_ids": [e.type_ids for e in encodings]}
+        return self.session.run([OUTPUT], {name: np.array(arrays[name], np.int64) for name in self.inputs})[0]
