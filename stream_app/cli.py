@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
+from .catalogue import FORMATS as CATALOGUE_FORMATS
 from .config import Settings
 from .errors import StreamAppError
 from .logs import FORMATS
@@ -180,16 +182,50 @@ def cmd_models(args: argparse.Namespace) -> int:
                   f"validation Recall@20 {m['validation']['recall@20']:.4f} MRR@20 {m['validation']['mrr@20']:.4f}, "
                   f"trained on {m['training']['events']:,} events of {m['training']['log']}")
         return 0
-    role = "shadow" if args.shadow else "live"
+    role = "content" if args.content else "shadow" if args.shadow else "live"
     version = None
     if args.action == "publish":
         if not args.version:
             raise StreamAppError("`models publish` needs a VERSION (or `latest`); `stream-app models list` shows them")
-        version = registry.latest(settings.registry_dir) if args.version == "latest" else args.version
+        kind = "content" if role == "content" else "sequence"
+        version = registry.latest(settings.registry_dir, kind) if args.version == "latest" else args.version
         if version is None:
             raise StreamAppError(f"the registry {settings.registry_dir} holds no model to publish")
     model_control.publish(settings, role, version)
     print(f"{role}: {version or 'none'} (announced on {settings.topics.model_control})")
+    return 0
+
+
+def _load_content(settings: Settings, items: str | None, fmt: str, version: str):
+    """The catalogue file's text vectors under a content model of the registry (None without --items)."""
+    if items is None:
+        return None
+    from .catalogue import item_text, load_catalogue
+    from .content import build_index
+    from .registry import latest
+    from .text_encoder import TextEncoder
+
+    if version == "latest":
+        version = latest(settings.registry_dir, "content")
+        if version is None:
+            raise StreamAppError(f"the registry {settings.registry_dir} holds no content model; export one with "
+                                 f"`stream-app content export --registry {settings.registry_dir}`")
+    catalogue, rejected = load_catalogue(items, fmt)
+    if rejected:
+        print(f"{items}: {len(rejected)} catalogue records rejected, e.g. {rejected[0].rejection.detail}")
+    model = TextEncoder.load(settings.registry_dir, version)
+    started = time.monotonic()
+    index = build_index(version, {item_id: item_text(record) for item_id, record in catalogue.items()}, model.embed)
+    print(f"content: {len(index):,} items and {len(index.terms):,} terms embedded by {version} "
+          f"in {time.monotonic() - started:.1f}s")
+    return index
+
+
+def cmd_items(args: argparse.Namespace) -> int:
+    from .catalogue import load_items
+
+    summary = load_items(Settings.from_env(), args.file, args.format)
+    print("\n".join(summary.lines()))
     return 0
 
 
@@ -215,7 +251,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.registry:
         settings = settings.replace(registry_dir=args.registry)
     result = evaluate_log(args.log, args.format, settings, args.k, truth, encoder=_load_encoder(settings, args.encoder),
-                          shadow=_load_encoder(settings, args.shadow), limit=args.limit)
+                          shadow=_load_encoder(settings, args.shadow), limit=args.limit,
+                          content=_load_content(settings, args.items, args.items_format, args.content),
+                          light=args.light)
     print(table(result))
     _write_json(result, args.json, f"evaluation-{Path(args.log).stem}.json")
     page = Path(args.html) if args.html else Path("reports") / f"evaluation-{Path(args.log).stem}.html"
@@ -285,7 +323,19 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--encoder", default=None, help="a registry version (or `latest`) to run as the live encoder")
     ev.add_argument("--shadow", default=None, help="a second registry version, scored beside the live one")
     ev.add_argument("--registry", default=None, help="the registry folder (default: STREAM_APP_REGISTRY_DIR)")
+    ev.add_argument("--items", default=None,
+                    help="an item catalogue: the stream-app rows use its text (content model), beside a no-content row")
+    ev.add_argument("--items-format", default="jsonl", choices=CATALOGUE_FORMATS)
+    ev.add_argument("--content", default="latest", help="with --items: the content model version (default: latest)")
+    ev.add_argument("--light", action="store_true",
+                    help="only the stream-app rows, content and sequential rules alone, and the sequential-rules "
+                         "baseline (for long logs)")
     ev.set_defaults(fn=cmd_evaluate)
+    it = sub.add_parser("items", help="the item catalogue: load a file to the items topic")
+    it.add_argument("action", choices=["load"])
+    it.add_argument("file")
+    it.add_argument("--format", default="jsonl", choices=CATALOGUE_FORMATS)
+    it.set_defaults(fn=cmd_items)
     t = sub.add_parser("train", help="train the sequence encoder on a log, export to ONNX, register it")
     t.add_argument("log")
     t.add_argument("--format", default="jsonl", choices=FORMATS)
@@ -303,6 +353,8 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("action", choices=["list", "publish", "withdraw"])
     m.add_argument("version", nargs="?", help="with publish: a version, or `latest`")
     m.add_argument("--shadow", action="store_true", help="publish/withdraw the shadow instead of the live model")
+    m.add_argument("--content", action="store_true",
+                   help="publish/withdraw the content model (item text encoder) instead of the live model")
     m.add_argument("--registry", default=None, help="the registry folder (default: STREAM_APP_REGISTRY_DIR)")
     m.set_defaults(fn=cmd_models)
     b = sub.add_parser("bench", help="end-to-end Kafka path: events/s and event->recommendation latency")

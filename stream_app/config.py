@@ -77,6 +77,11 @@ class Topics:
         return self._name("events.dlq")
 
     @property
+    def items(self) -> str:
+        """The item catalogue (compacted, key item_id, one partition): read whole by every worker."""
+        return self._name("items")
+
+    @property
     def model_control(self) -> str:
         """Encoder versions announced to every worker (compacted, key: role live|shadow)."""
         return self._name("models.control")

@@ -23,8 +23,7 @@ import numpy as np
 #: Cosine below which two items count as unrelated (MiniLM puts unrelated product titles near 0.1-0.3).
 SIMILARITY_FLOOR = 0.3
 _WORD = re.compile(r"[a-z]{3,}")
-_STOP = frozenset("the and for with set of in on to by from pack assorted design size large small mini "
-                  "red blue green pink white black ivory cream gold silver".split())
+_STOP = frozenset("the and for with set of in on to by from pack assorted design size large small mini".split())
 
 
 def share_of(cosine: np.ndarray | float) -> np.ndarray | float:
@@ -115,8 +114,10 @@ def catalogue_terms(titles: Iterable[str], min_items: int = 5, limit: int = 2000
     most common first (colours and filler words left out)."""
     counts: collections.Counter[str] = collections.Counter()
     for title in titles:
-        words = [w for w in _WORD.findall(title.lower()) if w not in _STOP]
-        found = set(words) | {f"{a} {b}" for a, b in zip(words, words[1:])}
+        # a phrase is two adjacent words; a number or a filler word between them breaks it
+        words = [token if _WORD.fullmatch(token) and token not in _STOP else None
+                 for token in re.split(r"[^a-z0-9]+", title.lower()) if token]
+        found = {w for w in words if w} | {f"{a} {b}" for a, b in zip(words, words[1:]) if a and b}
         counts.update(found)
     return [term for term, count in counts.most_common() if count >= min_items][:limit]
 
@@ -128,7 +129,8 @@ def build_index(version: str, items: dict[str, str], embed: Callable[[Sequence[s
     texts = [items[i] for i in ids]
     vectors = embed(texts) if ids else np.zeros((0, 0), np.float32)
     vectors = quantised(vectors)
-    terms = catalogue_terms(texts) if terms is None else list(terms)
+    # a term names a group of items: in 5 titles of a large catalogue, in 2 of a small one
+    terms = catalogue_terms(texts, min_items=max(2, min(5, len(texts) // 500))) if terms is None else list(terms)
     term_vectors = quantised(embed(terms)) if terms else None
     return ContentIndex(version, ids, texts, vectors, terms, term_vectors)
 

@@ -1,7 +1,8 @@
-"""Which encoder version serves: announced on the control topic, heard by every worker.
+"""Which model versions serve: announced on the control topic, heard by every worker.
 
 The control topic (`models.control`, one partition, compacted) holds one record per role, "live" or
-"shadow": {"role", "version" (null: none), "published_at"}. `publish` writes one. Each worker runs a
+"shadow" (the sequence encoder) or "content" (the text encoder of the item catalogue):
+{"role", "version" (null: none), "published_at"}. `publish` writes one. Each worker runs a
 `ModelWatcher`: a consumer outside the consumer group (every worker must read every record), assigned
 to the one partition from its beginning, that loads each newly announced version from the registry
 folder off the event loop and then swaps it in. The batch loop only reads `watcher.live` /
@@ -23,10 +24,11 @@ from .contracts import validator
 from .encoder import Encoder
 from .errors import StreamAppError
 from .registry import open_version
+from .text_encoder import TextEncoder
 
 log = logging.getLogger("stream_app.models")
 
-ROLES = ("live", "shadow")
+ROLES = ("live", "shadow", "content")
 
 
 def publish(settings: Settings, role: str, version: str | None, verify: bool = True) -> dict[str, Any]:
@@ -39,7 +41,7 @@ def publish(settings: Settings, role: str, version: str | None, verify: bool = T
     if role not in ROLES:
         raise StreamAppError(f"role {role!r} is not one of {', '.join(ROLES)}")
     if version is not None and verify:
-        open_version(settings.registry_dir, version)
+        open_version(settings.registry_dir, version, kind="content" if role == "content" else "sequence")
     ensure_topics(settings)
     record = {"role": role, "version": version, "published_at": int(time.time() * 1000)}
     validator("model-control")(record)
@@ -52,12 +54,14 @@ def publish(settings: Settings, role: str, version: str | None, verify: bool = T
 
 
 class ModelWatcher:
-    """Follows the control topic; holds the loaded live and shadow encoders (None when none)."""
+    """Follows the control topic; holds the loaded live and shadow encoders and the content model
+    (None when none)."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
         self.live: Encoder | None = None
         self.shadow: Encoder | None = None
+        self.content: TextEncoder | None = None
         self.wanted: dict[str, str | None] = {role: None for role in ROLES}
         self.errors: dict[str, str] = {}
         self.swaps = 0
@@ -65,6 +69,7 @@ class ModelWatcher:
     def status(self) -> dict[str, Any]:
         return {"live": self.live.version if self.live else None,
                 "shadow": self.shadow.version if self.shadow else None,
+                "content": self.content.version if self.content else None,
                 "wanted": dict(self.wanted), "errors": dict(self.errors), "swaps": self.swaps}
 
     async def apply(self, record: Any) -> None:
@@ -82,20 +87,21 @@ class ModelWatcher:
         if version is None:
             setattr(self, role, None)
             self.errors.pop(role, None)
-            log.warning("encoder %s withdrawn", role)
+            log.warning("model %s withdrawn", role)
             return
         try:
+            kind = TextEncoder if role == "content" else Encoder
             loaded = await asyncio.get_running_loop().run_in_executor(
-                None, Encoder.load, self.settings.registry_dir, version)
+                None, kind.load, self.settings.registry_dir, version)
         except Exception as exc:  # a bad announcement must not stop the worker: keep what serves
             self.errors[role] = f"cannot load {version}: {exc}"
-            log.error("cannot load encoder %s for %s from %s: %s; keeping %s", version, role,
+            log.error("cannot load model %s for %s from %s: %s; keeping %s", version, role,
                       self.settings.registry_dir, exc, current.version if current else "none")
             return
         setattr(self, role, loaded)
         self.errors.pop(role, None)
         self.swaps += 1
-        log.warning("encoder %s is now %s", role, version)
+        log.warning("model %s is now %s", role, version)
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         """Read the control topic from its beginning, then follow it. `ready` is set once the records

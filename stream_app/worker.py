@@ -29,7 +29,9 @@ from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
 from . import core, transport
+from .catalogue_feed import CatalogueFeed
 from .config import Settings, state_dir
+from .content import ContentIndex
 from .contracts import Rejection, Source
 from .encoder import Encoder, UserEncoding, encode_batch
 from .events import Event
@@ -46,6 +48,8 @@ log = logging.getLogger("stream_app.worker")
 STATUS_TTL_S = 15
 PROFILE_TABLE = "profiles"
 LEARNER_TABLE = "partition-learners"
+#: How long a starting worker waits for the item catalogue to be embedded before it takes events.
+CATALOGUE_WAIT_S = 600
 
 
 def now_ms() -> int:
@@ -149,7 +153,8 @@ class BatchHandler:
         return encode_batch(encoder, [event for _, event in valid], lambda user_id: self.profile(user_id).recent,
                             self.settings.encoder_candidates)
 
-    def process_round(self, ready: list[Ready], live: Encoder | None, shadow: Encoder | None) -> None:
+    def process_round(self, ready: list[Ready], live: Encoder | None, shadow: Encoder | None,
+                      content: ContentIndex | None = None) -> None:
         counters = self.counters
         valid: list[tuple[Ready, Event]] = []
         for item in ready:
@@ -169,12 +174,12 @@ class BatchHandler:
                 learners = self.learners.get(msg.partition)
                 live_hit, shadow_hit = core.shown_hits(profile, event, self.settings.top_k)
                 outcome = core.process(profile, event, self.index, self.settings, self.now, learners,
-                                       encodings[position])
+                                       encodings[position], content)
                 if outcome.applied:
                     self.count_hits(live_hit, shadow_hit)
                     if shadow_encodings[position] is not None:
                         core.shadow_recommendation(profile, event, self.index, self.settings, learners,
-                                                   shadow_encodings[position])
+                                                   shadow_encodings[position], content)
             except Exception as exc:  # a bug must not stop the partition: park the event
                 self.dead_letter(Rejection("processing_error", f"{exc!r}\n{traceback.format_exc(limit=3)}",
                                            Source(msg.topic, msg.partition, msg.offset), msg.key, msg.value))
@@ -249,6 +254,8 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
     store = ProfileStore(RedisStoreConfig(settings.require_redis(), settings.namespace))
     watcher = ModelWatcher(settings)
     models_ready = asyncio.Event()
+    catalogue = CatalogueFeed(settings)
+    catalogue_ready = asyncio.Event()
     output = BatchProducer(settings.require_kafka())
     # The learners of each input partition (ranker, bandit), in a table of the same partitioning.
     learner_table = app.Table(LEARNER_TABLE, partitions=partitions, key_type=bytes, value_type=bytes)
@@ -268,6 +275,21 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
                 raise
             except Exception as exc:
                 log.error("cannot follow the model control topic (%r); retrying in 2s", exc)
+                await asyncio.sleep(2)
+
+    @app.task
+    async def follow_catalogue() -> None:
+        try:  # the content model first: the catalogue is embedded once, by it
+            await asyncio.wait_for(models_ready.wait(), timeout=30)
+        except asyncio.TimeoutError:
+            pass
+        while True:
+            try:
+                await catalogue.run(lambda: watcher.content, catalogue_ready)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.error("cannot follow the item catalogue (%r); retrying in 2s", exc)
                 await asyncio.sleep(2)
 
     @app.task
@@ -295,6 +317,10 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
             await asyncio.wait_for(models_ready.wait(), timeout=30)
         except asyncio.TimeoutError:
             log.error("the model control topic was not read within 30s; starting without an encoder")
+        try:  # and the catalogue as it stands, embedded (a worker's lists do not depend on when it started)
+            await asyncio.wait_for(catalogue_ready.wait(), timeout=CATALOGUE_WAIT_S)
+        except asyncio.TimeoutError:
+            log.error("the item catalogue was not indexed within %ds; starting with what is indexed", CATALOGUE_WAIT_S)
         while True:
             await ordered.changed.wait()
             ordered.changed.clear()
@@ -306,11 +332,12 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
         async with lock:
             handler = BatchHandler(settings, profile_table.data, partition_state, index, counters, now_ms())
             live, shadow = watcher.live, watcher.shadow  # one model per role for the whole batch
+            content = catalogue.index
             while len(handler.events) < settings.batch_max:
                 epoch, ready = ordered.next_round(settings.batch_max - len(handler.events))
                 if not ready:
                     break
-                handler.process_round(ready, live, shadow)
+                handler.process_round(ready, live, shadow, content)
             for topic, partition, offset in ordered.take_refetches():
                 log.warning("Faust's consumer skipped %s[%d] at offset %d (unapplied): fetching it again",
                             topic, partition, offset)
@@ -338,7 +365,7 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
                 "worker_id": worker_id, "app_id": settings.app_id, "pid": os.getpid(),
                 "ready": readiness["ready"], "input_partitions": sorted(assigned_inputs()),
                 "counters": asdict(counters), "ordering": ordered.status(),
-                "models": watcher.status(),
+                "models": watcher.status(), "catalogue": catalogue.status(),
                 "updated_at": now_ms()}, ttl_s=STATUS_TTL_S)
         except RETRYABLE as exc:
             log.warning("cannot publish the worker status to Redis: %r", exc)

@@ -230,5 +230,5 @@ def test_a_withdrawal_stops_the_role_and_clears_its_error(trained):
     asyncio.run(scenario())
     assert watcher.live is None and "live" not in watcher.errors and watcher.wanted["live"] is None
     assert watcher.shadow.version == v2  # the other role is untouched
-    assert watcher.status() == {"live": None, "shadow": v2, "wanted": {"live": None, "shadow": v2},
-                                "errors": {}, "swaps": 2}
+    assert watcher.status() == {"live": None, "shadow": v2, "content": None,
+                                "wanted": {"live": None, "shadow": v2, "content": None}, "errors": {}, "swaps": 2}

@@ -27,7 +27,7 @@ def test_missing_topics_are_created_with_the_partitioning_the_app_needs(make_set
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
     try:
         described = {d["name"]: len(d["partitions"])
-                     for d in admin.describe_topics([*settings.topics.inputs, settings.topics.model_control])}
+                     for d in admin.describe_topics([*settings.topics.inputs, settings.topics.model_control, settings.topics.items])}
     finally:
         admin.close()
-    assert described == {**{t: 4 for t in settings.topics.inputs}, settings.topics.model_control: 1}
+    assert described == {**{t: 4 for t in settings.topics.inputs}, settings.topics.model_control: 1, settings.topics.items: 1}

@@ -1,0 +1,201 @@
+"""Content: the catalogue's text vectors, the profile's interest vector and likes, content candidates,
+and the evaluation rows. A bag-of-words embedder stands in for the sentence encoder here (the real
+model's export and parity are tested in test_text_encoder.py; the worker path in test_content_pipeline.py)."""
+
+import hashlib
+import gzip
+
+import numpy as np
+import orjson
+import pytest
+
+from stream_app import core
+from stream_app.catalogue import item_text, load_catalogue
+from stream_app.catalogue_feed import CachedEmbedder, CatalogueFeed
+from stream_app.config import Settings
+from stream_app.content import ContentIndex, build_index, interest_vector, update_interest
+from stream_app.evaluate import evaluate_events
+from stream_app.events import Event
+from stream_app.items import InMemoryItemIndex
+
+T0 = 1_700_000_000_000
+DAY = 24 * 3600 * 1000
+
+
+def word_vector(word: str, dim: int = 64) -> np.ndarray:
+    seed = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=4).digest(), "little")
+    v = np.random.default_rng(seed).normal(size=dim)
+    return v / np.linalg.norm(v)
+
+
+class BagOfWords:
+    """Text -> normalised sum of fixed random word vectors: texts sharing words are near."""
+
+    def __init__(self, version: str = "bow-1", dim: int = 64):
+        self.version, self.dim, self.calls = version, dim, []
+
+    def embed(self, texts):
+        self.calls.append(list(texts))
+        out = np.zeros((len(texts), self.dim), np.float32)
+        for row, text in enumerate(texts):
+            v = sum(word_vector(w, self.dim) for w in text.lower().split())
+            out[row] = v / np.linalg.norm(v)
+        return out
+
+
+CATALOGUE = {
+    "lantern-1": "WHITE METAL LANTERN", "lantern-2": "SILVER METAL LANTERN", "lantern-3": "ZINC METAL LANTERN",
+    "lantern-new": "BLACK METAL LANTERN",
+    "mug-1": "RED SPOTTY MUG", "mug-2": "BLUE SPOTTY MUG", "mug-3": "PINK SPOTTY MUG",
+    "bag-1": "JUMBO SHOPPER BAG", "bag-2": "JUMBO STORAGE BAG",
+}
+
+
+def content_index(version="bow-1") -> ContentIndex:
+    return build_index(version, CATALOGUE, BagOfWords(version).embed,
+                       terms=["metal lantern", "spotty mug", "jumbo bag", "lantern", "mug", "bag"])
+
+
+def test_similar_items_are_the_nearest_texts_without_the_item_itself():
+    index = content_index()
+    similar = index.similar("lantern-1", 3)
+    assert set(similar) == {"lantern-2", "lantern-3", "lantern-new"}
+    assert "lantern-1" not in index.similar("lantern-1", 8)
+    assert index.similar("no-such-item", 3) == {}
+    assert list(index.nearest(index.vector("mug-1"), 1)) == ["mug-1"]
+    assert index.cosines(["mug-1", "unknown"], index.vector("mug-1")).tolist() == pytest.approx([1.0, 0.0], abs=1e-3)
+
+
+def test_equal_scores_list_in_item_id_order():
+    index = ContentIndex("v", ["b", "a", "c"], ["x", "x", "y"], np.array([[1, 0], [1, 0], [0, 1]], np.float32))
+    assert list(index.nearest(np.array([1.0, 0.0]), 2)) == ["a", "b"]
+
+
+def test_the_interest_vector_follows_recent_items_and_weighs_a_late_event_by_its_age():
+    index = content_index()
+    lantern, mug = index.vector("lantern-1"), index.vector("mug-1")
+    state = update_interest(None, lantern, 1.0, T0, 7 * DAY, "bow-1")
+    state = update_interest(state, mug, 1.0, T0 + 70 * DAY, 7 * DAY, "bow-1")  # ten half-lives later
+    now = interest_vector(state, "bow-1")
+    assert float(now @ mug) > 0.99
+    late = update_interest(state, lantern, 1.0, T0 + 1 * DAY, 7 * DAY, "bow-1")  # 69 days old: barely counts
+    assert float(interest_vector(late, "bow-1") @ mug) > 0.99 and late["ts"] == state["ts"]
+    fresh = update_interest(state, lantern, 1.0, T0 + 70 * DAY, 7 * DAY, "bow-1")  # as recent: half and half
+    both = interest_vector(fresh, "bow-1")
+    assert float(both @ mug) == pytest.approx(float(both @ lantern), abs=0.01)
+    assert interest_vector(state, "bow-2") is None  # another model's space
+    assert update_interest(state, lantern, 2.0, T0, 7 * DAY, "bow-2")["mass"] == 2.0  # starts over
+
+
+def event(i, user, item, kind="purchase", ts=None):
+    return Event(event_id=f"e{i}", user_id=user, item_id=item, type=kind, ts=T0 + i * 1000 if ts is None else ts,
+                 stage="order" if kind == "purchase" else None)
+
+
+def test_an_item_nobody_touched_is_recommended_by_its_text_with_the_reason_in_words():
+    settings = Settings(ranker=False)
+    items = InMemoryItemIndex(settings)
+    index = content_index()
+    profile = core.new_profile("u1", settings)
+    outcome = None
+    for i, item in enumerate(["lantern-1", "lantern-2"]):
+        outcome = core.process(profile, event(i, "u1", item), items, settings, now_ms=0, content=index)
+    shown = {r["item_id"]: r["reasons"] for r in outcome.recommendation["items"]}
+    assert "lantern-new" in shown  # never bought by anyone: only its text brings it
+    assert "similar to SILVER METAL LANTERN" in shown["lantern-new"]
+    assert outcome.recommendation["model"]["content"] == "bow-1"
+    assert profile.likes[0] in ("metal lantern", "lantern")
+    assert "mug" not in " ".join(profile.likes[:2])
+    without = core.process(core.new_profile("u2", settings), event(9, "u2", "lantern-1"), items, settings, now_ms=0)
+    assert "lantern-new" not in {r["item_id"] for r in without.recommendation["items"]}
+
+
+def test_an_item_is_embedded_again_only_when_its_text_or_the_model_changes():
+    import asyncio
+
+    settings = Settings()
+    feed = CatalogueFeed(settings)
+    for offset, (item_id, title) in enumerate(CATALOGUE.items()):
+        feed.apply(item_id.encode(), orjson.dumps({"item_id": item_id, "title": title, "schema_version": 1}), offset)
+    feed.apply(b"bad", b'{"item_id": "bad"}', 99)  # no title: counted, skipped
+    assert feed.invalid == 1
+    model = BagOfWords("bow-1")
+    asyncio.run(feed.rebuild(model))
+    terms = feed.index.terms
+    assert "metal lantern" in terms and "spotty mug" in terms  # in two titles or more of a small catalogue
+    assert len(feed.index) == len(CATALOGUE) and feed.embedder.embedded == len(CATALOGUE) + len(terms)
+    asyncio.run(feed.rebuild(model))  # nothing changed: no rebuild, nothing embedded
+    first = feed.embedder.embedded
+    assert len(model.calls) == 2  # the items, the terms
+    feed.apply(b"mug-1", orjson.dumps({"item_id": "mug-1", "title": "RED SPOTTY JUG", "schema_version": 1}), 100)
+    feed.apply(b"mug-2", orjson.dumps({"item_id": "mug-2", "title": "BLUE SPOTTY MUG", "schema_version": 1}), 101)
+    asyncio.run(feed.rebuild(model))
+    assert model.calls[-1] == ["RED SPOTTY JUG"] and feed.embedder.embedded == first + 1  # the changed text only
+    assert feed.index.titles["mug-1"] == "RED SPOTTY JUG"
+    other = BagOfWords("bow-2")
+    asyncio.run(feed.rebuild(other))
+    assert feed.index.version == "bow-2" and len(other.calls[0]) == len(CATALOGUE)  # a new model: all again
+    feed.apply(b"bag-1", None, 102)  # a tombstone: the item left the catalogue
+    asyncio.run(feed.rebuild(other))
+    assert "bag-1" not in feed.index.row_of
+
+
+def test_cached_embedder_returns_rows_in_the_order_asked():
+    model, cache = BagOfWords(), CachedEmbedder()
+    texts = ["JUMBO SHOPPER BAG", "RED SPOTTY MUG", "JUMBO SHOPPER BAG"]
+    rows = cache.embed(model, texts)
+    assert np.allclose(rows, model.embed(texts)) and cache.embedded == 2
+
+
+def test_catalogue_files_are_read_as_published_and_bad_records_rejected_with_their_line(tmp_path):
+    jsonl = tmp_path / "items.jsonl"
+    jsonl.write_text('{"item_id": "a", "title": "WHITE METAL LANTERN", "price": 3.75, "schema_version": 1}\n'
+                     '{"item_id": "b", "schema_version": 1}\n'
+                     '{not json\n'
+                     '{"item_id": "c", "title": "TEA CUP", "description": "Bone china.", "schema_version": 1}\n')
+    items, rejected = load_catalogue(jsonl, "jsonl")
+    assert sorted(items) == ["a", "c"] and item_text(items["c"]) == "TEA CUP. Bone china."
+    assert [(r.line, r.rejection.reason) for r in rejected] == [(2, "schema_violation"), (3, "invalid_json")]
+    csv_file = tmp_path / "items.csv"
+    csv_file.write_text("item_id,title,price,category_path\nx,ZINC LANTERN,2.5,home > lighting\ny,,1,\n")
+    items, rejected = load_catalogue(csv_file, "csv")
+    assert items["x"]["category_path"] == ["home", "lighting"] and items["x"]["price"] == 2.5
+    assert [r.line for r in rejected] == [3]  # an empty title
+    retail = tmp_path / "retail.csv.gz"
+    rows = ["InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country",
+            "1,71053,WHITE METAL LANTERN,6,2010-12-01 08:26,3.39,17850,UK",
+            "2,71053,WHITE METAL LANTERN,6,2010-12-01 08:28,3.39,17850,UK",
+            "3,71053,damaged,-6,2010-12-01 08:29,0,,UK",
+            "4,71053,METAL LANTERN WHITE,1,2010-12-02 08:26,3.75,13047,UK",
+            "5,POST,POSTAGE,1,2010-12-02 08:26,18,13047,UK"]
+    retail.write_bytes(gzip.compress("\n".join(rows).encode()))
+    items, rejected = load_catalogue(retail, "online-retail")
+    assert items == {"71053": {"item_id": "71053", "title": "WHITE METAL LANTERN", "price": 3.39, "schema_version": 1}}
+
+
+def family_log():
+    """Thirty families of eight items whose titles share the family's word; each user buys three items
+    of one family. Early in the log a family's items are new (cold): only their text links them."""
+    rng = np.random.default_rng(3)
+    catalogue = {f"f{f}-{n}": f"FAMILY{f} MODEL{f}{n}" for f in range(30) for n in range(8)}
+    events = []
+    for user in range(150):
+        family = user % 30
+        for n in rng.choice(8, size=3, replace=False):
+            events.append({"event_id": f"e{len(events)}", "user_id": f"u{user}", "item_id": f"f{family}-{n}",
+                           "type": "purchase", "stage": "order", "ts": T0 + len(events) * 60_000,
+                           "schema_version": 1})
+    return events, catalogue
+
+
+def test_evaluation_rows_with_and_without_content_and_cold_start_recall():
+    events, catalogue = family_log()
+    index = build_index("bow-1", catalogue, BagOfWords("bow-1").embed)
+    result = evaluate_events(events, Settings(), k=5, content=index, light=True)
+    models = result["models"]
+    assert {"stream-app", "stream-app, no content", "content only"} <= set(models)
+    cold = {name: m["cold_start"] for name, m in models.items()}
+    assert len({c["judged"] for c in cold.values()}) == 1 and cold["stream-app"]["judged"] > 0
+    assert cold["stream-app"]["recall@5"] > 2 * cold["stream-app, no content"]["recall@5"]
+    assert models["stream-app"]["recall@5"] > models["stream-app, no content"]["recall@5"]
+    assert result["content"] == {"version": "bow-1", "items": len(catalogue), "terms": len(index.terms)}

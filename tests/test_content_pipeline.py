@@ -1,0 +1,83 @@
+"""The content model in a real worker: the catalogue on the items topic, embedded by the exported
+all-MiniLM-L6-v2 (onnxruntime), announced on the control topic; recommendations bring an item nobody
+touched, with the reason in words; the profile says what the user likes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from conftest import wait_until
+from stream_app.catalogue import load_items
+from stream_app.consume import committed_offsets
+from stream_app.contracts import validator
+from stream_app.model_control import publish
+from stream_app.redis_store import read_profile, worker_statuses
+from stream_app.replay import produce_events
+
+T0 = 1_700_000_000_000
+
+
+@pytest.fixture(scope="session")
+def content_model(tmp_path_factory) -> tuple[Path, str]:
+    from stream_app_train.content_export import export_content
+
+    root = tmp_path_factory.mktemp("content-registry")
+    return root, export_content(None, root)["version"]
+
+
+# Product names from the UCI Online Retail dataset (Daqing Chen, 2015; CC BY 4.0).
+CATALOGUE = [
+    ("71053", "WHITE METAL LANTERN"), ("22464", "HANGING METAL HEART LANTERN"),
+    ("22465", "HANGING METAL STAR LANTERN"), ("21733", "RED HANGING HEART T-LIGHT HOLDER"),
+    ("22423", "REGENCY CAKESTAND 3 TIER"), ("85099B", "JUMBO BAG RED RETROSPOT"),
+    ("20725", "LUNCH BAG RED RETROSPOT"), ("22720", "SET OF 3 CAKE TINS PANTRY DESIGN"),
+    ("84879", "ASSORTED COLOUR BIRD ORNAMENT"), ("22086", "PAPER CHAIN KIT 50'S CHRISTMAS"),
+]
+
+
+def test_a_worker_recommends_an_item_nobody_touched_by_its_text(content_model, make_settings, start_worker,
+                                                                 redis_client, tmp_path):
+    from test_pipeline import read_all
+
+    root, version = content_model
+    settings = make_settings(registry_dir=str(root))
+    catalogue = tmp_path / "items.jsonl"
+    lines = [orjson.dumps({"item_id": i, "title": t, "schema_version": 1}).decode() for i, t in CATALOGUE]
+    lines.insert(3, '{"item_id": "no-title", "schema_version": 1}')
+    catalogue.write_text("\n".join(lines) + "\n")
+    summary = load_items(settings, catalogue, "jsonl")
+    assert (summary.sent, summary.rejected) == (len(CATALOGUE), 1)
+    (dead,) = [orjson.loads(r.value) for r in read_all(settings.kafka_bootstrap_servers, settings.topics.dlq, 1)]
+    validator("dead-letter")(dead)
+    assert dead["reason"] == "schema_violation" and dead["source"]["line"] == 4
+
+    publish(settings, "content", version)
+    worker = start_worker(settings)
+    events = [{"event_id": f"c{n}", "user_id": "lamp-fan", "item_id": item, "type": "purchase", "stage": "order",
+               "ts": T0 + n * 60_000, "schema_version": 1} for n, item in enumerate(["71053", "22464"])]
+    marks = produce_events(settings, events).marks
+    inputs = list(marks)
+    wait_until(lambda: all(committed_offsets(settings, inputs).get(tp, 0) >= m for tp, m in marks.items()), 90,
+               "the worker to commit both events")
+
+    recs = {orjson.loads(r.value)["trigger_event_id"]: orjson.loads(r.value)
+            for r in read_all(settings.kafka_bootstrap_servers, settings.topics.recommendations, 2)}
+    last = recs["c1"]
+    assert last["model"]["content"] == version
+    reasons = {item["item_id"]: item["reasons"] for item in last["items"]}
+    # the star lantern: in the catalogue only, never bought by anyone, brought by its text
+    assert "similar to HANGING METAL HEART LANTERN" in reasons["22465"]
+    stored = read_profile(redis_client, "lamp-fan", settings.namespace)["profile"]
+    assert any("lantern" in term for term in stored["likes"][:2]), stored["likes"]
+    assert stored["content_interest"]["model"] == version
+
+    def status():
+        return [s for s in worker_statuses(redis_client, settings.namespace) if s["pid"] == worker.pid][0]
+
+    wait_until(lambda: status()["catalogue"]["items"] > 0, 30, "the worker's status after indexing")
+    assert status()["catalogue"] == {"items": len(CATALOGUE), "indexed": len(CATALOGUE), "model": version,
+                                     "embedded": status()["catalogue"]["embedded"], "invalid": 0}
+    assert status()["catalogue"]["embedded"] >= len(CATALOGUE) and status()["models"]["content"] == version
