@@ -18,6 +18,7 @@ from torch.nn import functional as F
 
 from conftest import REPO
 from stream_app import cli, registry
+from stream_app.encoder import Encoder
 from stream_app.errors import ConfigError
 from stream_app.text_encoder import TextEncoder, text_hash
 from stream_app_train.content_export import export_content, model_folder
@@ -172,7 +173,7 @@ def test_registry_kinds_and_their_content_hashes(mixed_registry):
     with pytest.raises(ConfigError, match="is a sequence model, not a content model"):
         TextEncoder.load(root, sequence)
     with pytest.raises(ConfigError, match="is a content model, not a sequence model"):
-        registry.open_version(root, content, kind="sequence")
+        Encoder.load(root, content)
 
     tokenizer = root / content / "tokenizer.json"
     tokenizer.write_text(tokenizer.read_text().replace('"[UNK]"', '"[UNKNOWN]"'))
