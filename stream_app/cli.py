@@ -134,7 +134,7 @@ def _load_encoder(settings: Settings, version: str | None):
     if version == "latest":
         version = latest(settings.registry_dir, kind="sequence")
         if version is None:
-            raise StreamAppError(f"the registry {settings.registry_dir} holds no model; train one with "
+            raise StreamAppError(f"the registry {settings.registry_dir} holds no sequence model; train one with "
                                  f"`stream-app train LOG --registry {settings.registry_dir}`")
     return Encoder.load(settings.registry_dir, version)
 
@@ -256,7 +256,7 @@ def cmd_content_export(args: argparse.Namespace) -> int:
     print(manifest["version"])
     print(f"{manifest['base_model']}: dim {manifest['dim']}, up to {manifest['max_length']} tokens; parity with torch "
           f"{manifest['parity']['max_abs_diff']:.1e} (max abs difference on {manifest['parity']['titles']} titles); "
-          f"{speed:,.0f} titles/s (1 thread, batch 64); registry {registry_dir}")
+          f"{speed:,.0f} titles/s on them (1 thread, batch 64); registry {registry_dir}")
     return 0
 
 
