@@ -133,9 +133,9 @@ def _load_encoder(settings: Settings, version: str | None):
     if version is None:
         return None
     if version == "latest":
-        version = latest(settings.registry_dir)
+        version = latest(settings.registry_dir, kind="sequence")
         if version is None:
-            raise StreamAppError(f"the registry {settings.registry_dir} holds no model; train one with "
+            raise StreamAppError(f"the registry {settings.registry_dir} holds no sequence model; train one with "
                                  f"`stream-app train LOG --registry {settings.registry_dir}`")
     return Encoder.load(settings.registry_dir, version)
 
@@ -178,6 +178,10 @@ def cmd_models(args: argparse.Namespace) -> int:
         if not found:
             print(f"no models in {settings.registry_dir} (train one with `stream-app train LOG`)")
         for m in found:
+            if registry.kind_of(m) == "content":
+                print(f"{m['version']}  {m['created_at']}  content: {m['base_model']}, dim {m['dim']}, up to "
+                      f"{m['max_length']} tokens, parity with torch {m['parity']['max_abs_diff']:.1e}")
+                continue
             print(f"{m['version']}  {m['created_at']}  dim {m['dims']['embedding']}, {m['dims']['items']:,} items, "
                   f"validation Recall@20 {m['validation']['recall@20']:.4f} MRR@20 {m['validation']['mrr@20']:.4f}, "
                   f"trained on {m['training']['events']:,} events of {m['training']['log']}")
@@ -202,21 +206,15 @@ def _load_content(settings: Settings, items: str | None, fmt: str, version: str)
         return None
     from .catalogue import item_text, load_catalogue
     from .content import build_index
-    from .registry import latest
-    from .text_encoder import TextEncoder
 
-    if version == "latest":
-        version = latest(settings.registry_dir, "content")
-        if version is None:
-            raise StreamAppError(f"the registry {settings.registry_dir} holds no content model; export one with "
-                                 f"`stream-app content export --registry {settings.registry_dir}`")
     catalogue, rejected = load_catalogue(items, fmt)
     if rejected:
         print(f"{items}: {len(rejected)} catalogue records rejected, e.g. {rejected[0].rejection.detail}")
-    model = TextEncoder.load(settings.registry_dir, version)
+    model = _load_text_encoder(settings.registry_dir, None if version == "latest" else version)
     started = time.monotonic()
-    index = build_index(version, {item_id: item_text(record) for item_id, record in catalogue.items()}, model.embed)
-    print(f"content: {len(index):,} items and {len(index.terms):,} terms embedded by {version} "
+    index = build_index(model.version, {item_id: item_text(record) for item_id, record in catalogue.items()},
+                        model.embed)
+    print(f"content: {len(index):,} items and {len(index.terms):,} terms embedded by {model.version} "
           f"in {time.monotonic() - started:.1f}s")
     return index
 
@@ -226,6 +224,92 @@ def cmd_items(args: argparse.Namespace) -> int:
 
     summary = load_items(Settings.from_env(), args.file, args.format)
     print("\n".join(summary.lines()))
+    return 0
+
+
+def _load_text_encoder(registry_dir: str, version: str | None):
+    from .registry import latest
+    from .text_encoder import TextEncoder
+
+    version = version or latest(registry_dir, kind="content")
+    if version is None:
+        raise StreamAppError(f"the registry {registry_dir} holds no content model; export one with "
+                             f"`stream-app content export --registry {registry_dir}`")
+    return TextEncoder.load(registry_dir, version)
+
+
+def _titles_per_second(encoder, titles: list[str], batch_size: int) -> float:
+    encoder.embed(titles[:batch_size], batch_size)  # warm-up: onnxruntime plans its first shapes
+    start = time.perf_counter()
+    encoder.embed(titles, batch_size)
+    return len(titles) / (time.perf_counter() - start)
+
+
+def _read_titles(path: str, column: str, limit: int) -> list[str]:
+    """The first `limit` distinct non-empty texts of a file: one a line (.txt), or a CSV column."""
+    import csv
+    import gzip
+
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8", newline="") as f:
+        if ".csv" in Path(path).name:
+            reader = csv.DictReader(f)
+            if column not in (reader.fieldnames or ()):
+                raise StreamAppError(f"{path} has no column {column!r} (it has {reader.fieldnames}); name one with --column")
+            texts = (row[column] for row in reader)
+        else:
+            texts = (line.rstrip("\n") for line in f)
+        distinct: dict[str, None] = {}
+        for text in texts:
+            if text.strip():
+                distinct.setdefault(text.strip())
+                if len(distinct) == limit:
+                    break
+    return list(distinct)
+
+
+def cmd_content_export(args: argparse.Namespace) -> int:
+    try:
+        from stream_app_train.content_export import PARITY_TITLES, export_content
+    except ImportError as exc:
+        raise StreamAppError(f"the export needs PyTorch and transformers ({exc}): install the train extra, "
+                             "`.venv/bin/pip install -e '.[train]'`") from None
+    from .text_encoder import TextEncoder
+
+    registry_dir = args.registry or Settings.from_env().registry_dir
+    try:
+        manifest = export_content(args.model_dir, registry_dir, args.max_length)
+    except ValueError as exc:
+        raise StreamAppError(str(exc)) from None
+    speed = _titles_per_second(TextEncoder.load(registry_dir, manifest["version"]), list(PARITY_TITLES) * 32, 64)
+    print(manifest["version"])
+    print(f"{manifest['base_model']}: dim {manifest['dim']}, up to {manifest['max_length']} tokens; parity with torch "
+          f"{manifest['parity']['max_abs_diff']:.1e} (max abs difference on {manifest['parity']['titles']} titles); "
+          f"{speed:,.0f} titles/s on them (1 thread, batch 64); registry {registry_dir}")
+    return 0
+
+
+def cmd_content_embed(args: argparse.Namespace) -> int:
+    registry_dir = args.registry or Settings.from_env().registry_dir
+    encoder = _load_text_encoder(registry_dir, args.version)
+    vectors = encoder.embed(args.texts)
+    cosine = vectors @ vectors.T
+    print(f"{encoder.version}: dim {encoder.dim}")
+    for row, text in enumerate(args.texts):
+        others = [col for col in (-cosine[row]).argsort() if col != row][:5]
+        nearest = ", ".join(f"{args.texts[col]!r} {cosine[row, col]:.3f}" for col in others)
+        print(f"{text!r} (norm {float((vectors[row] ** 2).sum()) ** 0.5:.4f}): {nearest or 'no other text'}")
+    return 0
+
+
+def cmd_content_bench(args: argparse.Namespace) -> int:
+    registry_dir = args.registry or Settings.from_env().registry_dir
+    encoder = _load_text_encoder(registry_dir, args.version)
+    titles = _read_titles(args.file, args.column, args.limit)
+    for batch_size in args.batch_size:
+        speed = _titles_per_second(encoder, titles, batch_size)
+        print(f"{encoder.version}: {speed:,.0f} titles/s over {len(titles):,} distinct texts of {args.file} "
+              f"(1 thread, batch {batch_size})")
     return 0
 
 
@@ -357,6 +441,28 @@ def parser() -> argparse.ArgumentParser:
                    help="publish/withdraw the content model (item text encoder) instead of the live model")
     m.add_argument("--registry", default=None, help="the registry folder (default: STREAM_APP_REGISTRY_DIR)")
     m.set_defaults(fn=cmd_models)
+    c = sub.add_parser("content", help="the item-text encoder: export a pre-trained one, embed texts, measure it")
+    content = c.add_subparsers(dest="action", required=True)
+    ce = content.add_parser("export", help="export a sentence encoder to ONNX as a registry version (train extra)")
+    ce.add_argument("--model-dir", default=None,
+                    help="a sentence-transformers model folder or zip (default: all-MiniLM-L6-v2 from its package)")
+    ce.add_argument("--registry", default=None, help="the registry folder (default: STREAM_APP_REGISTRY_DIR)")
+    ce.add_argument("--max-length", type=int, default=None,
+                    help="tokens read per text (default: the model's max_seq_length, else 256)")
+    ce.set_defaults(fn=cmd_content_export)
+    cm = content.add_parser("embed", help="embed texts; print each one's nearest others by cosine")
+    cm.add_argument("texts", nargs="+", metavar="TEXT")
+    cm.add_argument("--version", default=None, help="a content version (default: the latest)")
+    cm.add_argument("--registry", default=None, help="the registry folder (default: STREAM_APP_REGISTRY_DIR)")
+    cm.set_defaults(fn=cmd_content_embed)
+    cb = content.add_parser("bench", help="titles/s of the content encoder on a file of texts")
+    cb.add_argument("file", help="texts one a line, or a CSV (.csv, .csv.gz) with a column of them")
+    cb.add_argument("--column", default="Description", help="the CSV's text column (default: Description)")
+    cb.add_argument("--limit", type=int, default=2000, help="distinct texts to embed (default 2000)")
+    cb.add_argument("--batch-size", type=int, nargs="+", default=[64, 256])
+    cb.add_argument("--version", default=None, help="a content version (default: the latest)")
+    cb.add_argument("--registry", default=None, help="the registry folder (default: STREAM_APP_REGISTRY_DIR)")
+    cb.set_defaults(fn=cmd_content_bench)
     b = sub.add_parser("bench", help="end-to-end Kafka path: events/s and event->recommendation latency")
     b.add_argument("--events", type=int, default=50_000)
     b.add_argument("--users", type=int, default=5_000)

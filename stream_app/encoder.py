@@ -58,7 +58,7 @@ class Encoder:
 
     @classmethod
     def load(cls, registry: str | Path, version: str, threads: int = 1) -> "Encoder":
-        folder, manifest = open_version(registry, version)
+        folder, manifest = open_version(registry, version, kind="sequence")
         return cls(folder, manifest, threads)
 
     def encode(self, sequences: Sequence[Sequence[Step]]) -> "EncodedBatch":

