@@ -55,6 +55,14 @@ class CachedEmbedder:
         self.vectors = {key: vector for key, vector in self.vectors.items() if key in wanted}
 
 
+def index_catalogue(model: TextEncoder, texts: dict[str, str], embedder: CachedEmbedder | None = None
+                    ) -> ContentIndex:
+    """item_id -> text as a ContentIndex under `model`: how a worker builds it, and `evaluate` too (the
+    same texts embedded in the same batches give the same vectors)."""
+    embedder = embedder if embedder is not None else CachedEmbedder()
+    return build_index(model.version, texts, lambda batch: embedder.embed(model, list(batch)))
+
+
 class CatalogueFeed:
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -99,7 +107,7 @@ class CatalogueFeed:
         texts = dict(self.texts)
         started = time.monotonic()
         index = await asyncio.get_running_loop().run_in_executor(
-            None, lambda: build_index(model.version, texts, lambda batch: self.embedder.embed(model, list(batch))))
+            None, index_catalogue, model, texts, self.embedder)
         self.index, self.built_for = index, wanted
         self.embedder.keep_only(model.version, [*texts.values(), *index.terms])
         log.warning("content index: %d items, %d terms under %s (%.1fs; %d texts embedded so far)",

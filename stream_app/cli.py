@@ -205,15 +205,14 @@ def _load_content(settings: Settings, items: str | None, fmt: str, version: str)
     if items is None:
         return None
     from .catalogue import item_text, load_catalogue
-    from .content import build_index
+    from .catalogue_feed import index_catalogue
 
     catalogue, rejected = load_catalogue(items, fmt)
     if rejected:
         print(f"{items}: {len(rejected)} catalogue records rejected, e.g. {rejected[0].rejection.detail}")
     model = _load_text_encoder(settings.registry_dir, None if version == "latest" else version)
     started = time.monotonic()
-    index = build_index(model.version, {item_id: item_text(record) for item_id, record in catalogue.items()},
-                        model.embed)
+    index = index_catalogue(model, {item_id: item_text(record) for item_id, record in catalogue.items()})
     print(f"content: {len(index):,} items and {len(index.terms):,} terms embedded by {model.version} "
           f"in {time.monotonic() - started:.1f}s")
     return index
@@ -319,9 +318,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .synth import truth_path
 
     if args.via_kafka:
+        settings = Settings.from_env()
+        if args.registry:
+            settings = settings.replace(registry_dir=args.registry)
+        content = _load_content(settings, args.items, args.items_format, args.content)
         result = evaluate_via_kafka(args.log, args.format, args.k, args.rate, workers=args.workers,
                                     max_idle_ms=args.max_idle_ms, busy=args.busy, limit=args.limit,
-                                    timeout=args.timeout)
+                                    timeout=args.timeout, items=(args.items, args.items_format) if content else None,
+                                    content=content, registry_dir=settings.registry_dir)
         print(via_kafka_table(result))
         _write_json(result, args.json, f"evaluation-via-kafka-{Path(args.log).stem}.json")
         return 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import collections
+import math
 import re
 from typing import Any, Callable, Iterable, Sequence
 
@@ -22,6 +23,10 @@ import numpy as np
 
 #: Cosine below which two items count as unrelated (MiniLM puts unrelated product titles near 0.1-0.3).
 SIMILARITY_FLOOR = 0.3
+#: Cosines are computed in float64 and rounded to this many decimals: BLAS sums in an order that
+#: depends on its threads, and a last-bit difference must not reorder a list between a worker and
+#: `evaluate` (equal cosines then rank by item_id).
+DECIMALS = 9
 _WORD = re.compile(r"[a-z]{3,}")
 _STOP = frozenset("the and for with set of in on to by from pack assorted design size large small mini".split())
 
@@ -32,7 +37,7 @@ def share_of(cosine: np.ndarray | float) -> np.ndarray | float:
 
 
 class ContentIndex:
-    """One content model's vectors of a catalogue (rows unit-norm, float32)."""
+    """One content model's vectors of a catalogue (rows unit-norm, float32 values held as float64)."""
 
     def __init__(self, version: str, item_ids: Sequence[str], titles: Sequence[str], vectors: np.ndarray,
                  terms: Sequence[str] = (), term_vectors: np.ndarray | None = None):
@@ -40,10 +45,11 @@ class ContentIndex:
         self.item_ids = list(item_ids)
         self.titles = dict(zip(self.item_ids, titles))
         self.row_of = {item_id: row for row, item_id in enumerate(self.item_ids)}
-        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        self.vectors = np.ascontiguousarray(vectors, dtype=np.float64)
         self.dim = self.vectors.shape[1] if self.vectors.ndim == 2 else 0
         self.terms = list(terms)
-        self.term_vectors = term_vectors if term_vectors is not None else np.zeros((0, self.dim), np.float32)
+        self.term_vectors = (np.asarray(term_vectors, np.float64) if term_vectors is not None
+                             else np.zeros((0, self.dim)))
         self._similar: dict[tuple[str, int], dict[str, float]] = {}
 
     def __len__(self) -> int:
@@ -59,7 +65,7 @@ class ContentIndex:
         found = self._similar.get(key)
         if found is None:
             row = self.row_of.get(item_id)
-            found = {} if row is None else self._top(self.vectors @ self.vectors[row], k, exclude=row)
+            found = {} if row is None else self._top(self._dot(self.vectors, self.vectors[row]), k, exclude=row)
             if len(self._similar) > 200_000:
                 self._similar.clear()
             self._similar[key] = found
@@ -67,7 +73,7 @@ class ContentIndex:
 
     def nearest(self, vector: np.ndarray, k: int) -> dict[str, float]:
         """The k items nearest a unit vector -> cosine."""
-        return self._top(self.vectors @ vector.astype(np.float32), k)
+        return self._top(self._dot(self.vectors, vector), k)
 
     def cosines(self, item_ids: Sequence[str], vector: np.ndarray) -> np.ndarray:
         """Each item's cosine with a unit vector (0 for items without a vector)."""
@@ -76,14 +82,18 @@ class ContentIndex:
         out = np.zeros(len(rows))
         if known.any():
             picked = np.array([r for r in rows if r >= 0])
-            out[known] = self.vectors[picked] @ vector.astype(np.float32)
+            out[known] = self._dot(self.vectors[picked], vector)
         return out
+
+    @staticmethod
+    def _dot(matrix: np.ndarray, vector: np.ndarray) -> np.ndarray:
+        return np.round(matrix @ np.asarray(vector, np.float64), DECIMALS)
 
     def words(self, vector: np.ndarray, n: int = 5) -> list[str]:
         """The catalogue terms nearest a unit vector, each adding a word the earlier ones lack."""
         if not len(self.terms) or n <= 0:
             return []
-        order = np.argsort(-(self.term_vectors @ vector.astype(np.float32)), kind="stable")
+        order = np.argsort(-self._dot(self.term_vectors, vector), kind="stable")
         chosen: list[str] = []
         used: set[str] = set()
         for row in order[: 20 * n].tolist():
@@ -136,10 +146,9 @@ def build_index(version: str, items: dict[str, str], embed: Callable[[Sequence[s
 
 
 def quantised(vectors: np.ndarray) -> np.ndarray:
-    """Rounded through float16 and renormalised: differences of batch composition in the model's
-    arithmetic (last bits) do not reach rankings."""
+    """Rounded through float16 (the precision a profile keeps its interest vector in) and renormalised."""
     rounded = np.asarray(vectors, np.float32).astype(np.float16).astype(np.float32)
-    norms = np.linalg.norm(rounded, axis=1, keepdims=True)
+    norms = np.sqrt(np.sum(rounded * rounded, axis=1, keepdims=True))
     return rounded / np.where(norms > 0, norms, 1.0)
 
 
@@ -164,8 +173,8 @@ def update_interest(state: dict[str, Any] | None, item_vector: np.ndarray, weigh
         old, new, at = mass * 2.0 ** (-(ts - at) / half_life_ms), weight, ts
     else:  # a late event counts by its age
         old, new = mass, weight * 2.0 ** (-(at - ts) / half_life_ms)
-    summed = old * unit + new * item_vector
-    norm = float(np.linalg.norm(summed))
+    summed = old * unit.astype(np.float64) + new * np.asarray(item_vector, np.float64)
+    norm = _norm(summed)
     if norm == 0.0:
         return {"v": encode_vector(item_vector), "mass": weight, "ts": ts, "model": version}
     return {"v": encode_vector(summed / norm), "mass": round(norm, 6), "ts": at, "model": version}
@@ -174,6 +183,10 @@ def update_interest(state: dict[str, Any] | None, item_vector: np.ndarray, weigh
 def interest_vector(state: dict[str, Any] | None, version: str) -> np.ndarray | None:
     if not state or state.get("model") != version:
         return None
-    unit = decode_vector(state["v"])
-    norm = float(np.linalg.norm(unit))
+    unit = decode_vector(state["v"]).astype(np.float64)
+    norm = _norm(unit)
     return unit / norm if norm > 0 else None
+
+
+def _norm(vector: np.ndarray) -> float:
+    return math.sqrt(float(np.sum(vector * vector)))  # pairwise summation: the same sum on every machine

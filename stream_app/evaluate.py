@@ -375,7 +375,7 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
     models: list[Model] = [hybrid]
     if encoder is not None:
         models.append(StreamAppModel(settings, name="stream-app, River only (no encoder)", content=content))
-    if content is not None:
+    if content is not None and baselines:
         models.append(StreamAppModel(settings, name="stream-app, no content", encoder=encoder))
     if shadow is not None:
         models.append(StreamAppModel(settings, name=f"stream-app, shadow encoder {shadow.version}", encoder=shadow))
@@ -542,14 +542,18 @@ def score_published(events: list[dict[str, Any]], published: dict[str, list[str]
 
 def evaluate_via_kafka(path: str | Path, fmt: str, k: int = 20, rate: float | None = None, workers: int = 1,
                        timeout: float = 900.0, max_idle_ms: int = 2000, busy: bool = False,
-                       limit: int | None = None) -> dict[str, Any]:
+                       limit: int | None = None, items: tuple[str | Path, str] | None = None,
+                       content: ContentIndex | None = None, registry_dir: str | None = None) -> dict[str, Any]:
     """Replay the log at `rate` events/s (None: as fast as possible) through `workers` real workers,
     read the recommendations topic as a downstream service would, score it, and set it beside the
     in-process pass over the same log with the same settings. The workers order the input by event
     time and define item state by event time (ordering.py), so the two agree event for event: the
     result counts the recommendations whose profile version or list differ (the goal is none).
     `max_idle_ms`: how long a worker waits for an input topic that has nothing new; it covers the
-    replay producer's stalls between topics. `busy`: run a CPU-bound process beside the workers."""
+    replay producer's stalls between topics. `busy`: run a CPU-bound process beside the workers.
+    `items` (a catalogue file and its format) and `content` (its index under a content model of
+    `registry_dir`): the catalogue is loaded to the items topic and the model announced before the
+    workers start, and the in-process pass uses the same index."""
     from .consume import TopicReader, wait_committed
     from .processes import busy_process, one_off_run, wait_ready_workers
     from .replay import produce_events
@@ -558,8 +562,15 @@ def evaluate_via_kafka(path: str | Path, fmt: str, k: int = 20, rate: float | No
     if limit is not None:
         events = events[:limit]
     with one_off_run("evaluate") as run:
-        settings = run.settings.replace(rec_policy="every", top_k=k, max_idle_ms=max_idle_ms)
+        settings = run.settings.replace(rec_policy="every", top_k=k, max_idle_ms=max_idle_ms,
+                                        **({"registry_dir": str(Path(registry_dir).resolve())} if registry_dir else {}))
         run.settings = settings
+        if items is not None and content is not None:
+            from .catalogue import load_items
+            from .model_control import publish
+
+            load_items(settings, *items)
+            publish(settings, "content", content.version)
         started_workers = [run.start_worker(loglevel="warn") for _ in range(workers)]
         wait_ready_workers(settings, started_workers, timeout)
         with busy_process(busy):
@@ -584,13 +595,14 @@ def evaluate_via_kafka(path: str | Path, fmt: str, k: int = 20, rate: float | No
         ordering = worker_ordering_counters(settings, len(started_workers), int(time.time() * 1000))
     via_kafka = score_published(events, published, k, settings.batch_max)
     via_kafka["events_per_s"] = len(events) / seconds
-    in_process_run = evaluate_events(events, settings, k, baselines=False, record=True)
+    in_process_run = evaluate_events(events, settings, k, baselines=False, record=True, content=content)
     in_process = in_process_run["models"]["stream-app"]
     recorded = in_process_run["recorded"]
     differ_lists = sum(1 for event_id, (_, items) in recorded.items() if published.get(event_id) != items)
     differ_versions = sum(1 for event_id, (version, _) in recorded.items() if versions.get(event_id) != version)
     keys = [f"recall@{k}", f"mrr@{k}", f"ndcg@{k}"]
     return {"log": str(path), "events": len(events), "k": k, "rate": rate, "workers": workers, "busy": busy,
+            "content": content.version if content is not None else None,
             "max_idle_ms": max_idle_ms, "via_kafka": via_kafka, "in_process": in_process,
             "recommendations_in_process": len(recorded), "recommendations_published": len(published),
             "repeated_recommendations": repeated, "lists_differ": differ_lists, "versions_differ": differ_versions,

@@ -25,6 +25,7 @@ from .encoder import Encoder
 from .errors import StreamAppError
 from .registry import open_version
 from .text_encoder import TextEncoder
+from .transport import true_end_offsets
 
 log = logging.getLogger("stream_app.models")
 
@@ -116,7 +117,9 @@ class ModelWatcher:
         try:
             consumer.assign([tp])
             await consumer.seek_to_beginning(tp)
-            caught_up = False
+            # what existed at start, confirmed by reading (Tansu's ListOffsets answers short of the end)
+            end = (await true_end_offsets(self.settings.require_kafka().split(","),
+                                          await consumer.end_offsets([tp])))[tp] or 0
             while True:
                 batches = await consumer.getmany(tp, timeout_ms=500)
                 for message in batches.get(tp, []):
@@ -126,9 +129,7 @@ class ModelWatcher:
                         log.error("ignoring an unreadable control record at offset %d", message.offset)
                         continue
                     await self.apply(record)
-                if not caught_up and not batches:
-                    caught_up = True
-                    if ready is not None:
-                        ready.set()
+                if ready is not None and not ready.is_set() and await consumer.position(tp) >= end:
+                    ready.set()
         finally:
             await consumer.stop()

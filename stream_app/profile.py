@@ -155,6 +155,7 @@ class Profile:
             stats=data.get("stats", {}), embedding=data.get("embedding"), encoder_version=data.get("encoder_version"),
             shown=data.get("shown", []), shown_features=data.get("shown_features"),
             shown_strategy=data.get("shown_strategy"), shadow_shown=data.get("shadow_shown", []),
+            content_interest=data.get("content_interest"), likes=data.get("likes", []),
             half_life_ms=data["half_life_ms"],
         )
 

@@ -13,6 +13,7 @@ from stream_app import core
 from stream_app.catalogue import item_text, load_catalogue
 from stream_app.catalogue_feed import CachedEmbedder, CatalogueFeed
 from stream_app.config import Settings
+from stream_app.contracts import validator
 from stream_app.content import ContentIndex, build_index, interest_vector, update_interest
 from stream_app.evaluate import evaluate_events
 from stream_app.events import Event
@@ -199,3 +200,30 @@ def test_evaluation_rows_with_and_without_content_and_cold_start_recall():
     assert cold["stream-app"]["recall@5"] > 2 * cold["stream-app, no content"]["recall@5"]
     assert models["stream-app"]["recall@5"] > models["stream-app, no content"]["recall@5"]
     assert result["content"] == {"version": "bow-1", "items": len(catalogue), "terms": len(index.terms)}
+
+
+def test_every_profile_field_survives_the_changelog_round_trip():
+    """A worker reloads profiles from their changelog record between batches; `evaluate` keeps them
+    in memory: a field lost on the way makes the two disagree."""
+    import dataclasses
+
+    from stream_app.profile import Profile
+
+    settings = Settings()
+    index = content_index()
+    profile = core.new_profile("u1", settings)
+    learners = core.new_partition_learners(settings)
+    for i, item in enumerate(["lantern-1", "mug-1", "lantern-2"]):
+        core.process(profile, Event.from_dict({**event(i, "u1", item).to_dict(), "category": "home"}),
+                     InMemoryItemIndex(settings), settings, now_ms=0, learners=learners, content=index)
+    # what these three events leave unset
+    profile.shown_strategy, profile.shadow_shown, profile.encoder_version = "new:ranker", ["mug-2"], "enc-1"
+    profile.embedding, profile.dedupe_floor = [0.5, -0.25], T0 - 1
+    internal, public = profile.snapshots()
+    again = Profile.from_json(internal)
+    for f in dataclasses.fields(Profile):
+        if f.name != "live":
+            assert getattr(again, f.name) == getattr(profile, f.name), f.name
+            assert getattr(profile, f.name) not in (None, [], {}, ""), f"{f.name} left empty: the test proves nothing"
+    validator("profile")(orjson.loads(public))
+    validator("profile")(orjson.loads(internal))
