@@ -106,7 +106,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(args.file, args.format, args.rate, args.timeout)
+    return run_demo(args.file, args.format, args.rate, args.timeout, args.items, args.items_format)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -375,9 +375,11 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--format", required=True, choices=FORMATS)
     r.add_argument("--rate", type=_rate, default=None, help="events per second, or 'max' (default)")
     r.set_defaults(fn=cmd_replay)
-    d = sub.add_parser("demo", help="up + one worker + replay of the bundled OTTO sample + a summary")
+    d = sub.add_parser("demo", help="up + one worker + replay of the bundled Online Retail sample + a summary")
     d.add_argument("--file", default=None, help="replay this log instead of the bundled sample")
-    d.add_argument("--format", default="otto", choices=FORMATS)
+    d.add_argument("--format", default=None, choices=FORMATS, help="of --file (default jsonl)")
+    d.add_argument("--items", default=None, help="with --file: its item catalogue (titles: item text in profiles)")
+    d.add_argument("--items-format", default="jsonl", choices=CATALOGUE_FORMATS)
     d.add_argument("--rate", type=_rate, default=300.0,
                    help="events per second (default 300: a live stream, so item state flows between events)")
     d.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for all recommendations")

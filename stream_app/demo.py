@@ -1,4 +1,5 @@
-"""`stream-app demo`: embedded broker and Redis, one worker, the bundled OTTO sample, a summary."""
+"""`stream-app demo`: embedded broker and Redis, one worker, a bundled real log (the Online Retail
+sample with its product names, by default), a summary."""
 
 from __future__ import annotations
 
@@ -20,9 +21,10 @@ from .processes import one_off_run, wait_ready_workers
 from .redis_store import read_profile
 from .replay import Progress, dead_letter_lines, make_producer, produce_events
 
-SAMPLE = Path(__file__).parent / "data" / "otto-sample.jsonl"
-ATTRIBUTION = ("OTTO sample: 20 real sessions, CC BY 4.0 - Normann, Baumeister, Wilm, "
-               "\"OTTO Recommender Systems Dataset\", Kaggle 2023, doi:10.34740/KAGGLE/DSV/4991874")
+SAMPLE = Path(__file__).parent / "data" / "online-retail-sample.csv"
+SAMPLE_FORMAT = "online-retail"
+ATTRIBUTION = ("Online Retail sample: a UK gift shop's first day in the UCI log, CC BY 4.0 - Chen, Sain, Guo, "
+               "J. Database Marketing & Customer Strategy Mgmt 19(3) 2012; UCI ML Repository, doi:10.24432/C5BW33")
 
 
 def _iso(ms: int | None) -> str:
@@ -33,7 +35,13 @@ def _say(text: str = "") -> None:
     print(text, flush=True)
 
 
-def describe_user(profile: dict[str, Any], rec: dict[str, Any] | None, shown: int = 5) -> list[str]:
+def describe_user(profile: dict[str, Any], rec: dict[str, Any] | None, shown: int = 5,
+                  titles: dict[str, str] | None = None) -> list[str]:
+    titles = titles or {}
+
+    def named(item_id: str) -> str:
+        return f"{item_id} {titles[item_id]}" if item_id in titles else item_id
+
     p = profile["profile"]
     counts = ", ".join(f"{n} {t}" for t, n in sorted(p["counts"].items()))
     stages = ", ".join(f"{n} {s}" for s, n in sorted(p["stages"].items()))
@@ -41,8 +49,10 @@ def describe_user(profile: dict[str, Any], rec: dict[str, Any] | None, shown: in
     recent = [item for item, _t, _ts in p["recent"][-shown:]][::-1]
     lines = [f"user {p['user_id']}: {profile['event_count']} events ({counts}{'; ' + stages if stages else ''}), "
              f"profile v{profile['profile_version']}, seen {_iso(p['first_seen'])} .. {_iso(p['last_seen'])} UTC",
-             f"  strongest item affinities: {', '.join(i for i, _ in top_items)}",
-             f"  most recent items: {', '.join(recent)}"]
+             f"  strongest item affinities: {', '.join(named(i) for i, _ in top_items)}",
+             f"  most recent items: {', '.join(named(i) for i in recent)}"]
+    if p.get("likes"):
+        lines.append(f"  likes (item text, content model): {', '.join(p['likes'])}")
     stats = p.get("stats") or {}
     if stats:
         lines.append(f"  behaviour: repeat propensity {stats.get('repeat_propensity', 0):.2f}, "
@@ -54,7 +64,7 @@ def describe_user(profile: dict[str, Any], rec: dict[str, Any] | None, shown: in
         lines.append(f"  recommendations after its last event ({len(rec['items'])} items, best first, ranked by "
                      f"{'the online ranker' if ranking == 'ranker' else 'the prior (ranker still warming up)'}):")
         for rank, item in enumerate(rec["items"][:shown], 1):
-            lines.append(f"    {rank}. item {item['item_id']:>8}  score {item['score']:.3f}  "
+            lines.append(f"    {rank}. {named(item['item_id'])}  score {item['score']:.3f}  "
                          f"({'; '.join(item['reasons'])})")
     return lines
 
@@ -75,10 +85,43 @@ def train_demo_encoder(source: Path, fmt: str, registry_dir: Path) -> dict[str, 
     return manifest
 
 
-def run_demo(path: str | None, fmt: str, rate: float | None, timeout: float) -> int:
+def content_model(registry_dir: Path) -> str | None:
+    """The content model's version in `registry_dir`: exported once (all-MiniLM-L6-v2 to ONNX, about
+    20 s) into a cache beside the runtime file, then copied; None without the train extra."""
+    import shutil
+
+    from . import registry
+    from .config import state_dir
+
+    cache = state_dir() / "demo-content-models"
+    version = registry.latest(cache, "content")
+    if version is None:
+        try:
+            from stream_app_train.content_export import export_content
+        except ImportError:
+            _say("  content   none: PyTorch/transformers are not installed (`pip install -e '.[train]'` adds item text)")
+            return None
+        started = time.monotonic()
+        version = export_content(None, cache)["version"]
+        _say(f"  content   exported {version} in {time.monotonic() - started:.1f}s (all-MiniLM-L6-v2, a pre-trained "
+             f"sentence encoder, to ONNX; cached in {cache})")
+    else:
+        _say(f"  content   {version} (all-MiniLM-L6-v2 as ONNX, exported before; cache {cache})")
+    registry_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(cache / version, registry_dir / version)
+    return version
+
+
+def run_demo(path: str | None, fmt: str | None, rate: float | None, timeout: float,
+             items: str | None = None, items_format: str = "jsonl") -> int:
+    from .catalogue import item_text, load_catalogue, load_items
+
     _say("stream-app demo")
     with one_off_run("demo") as run:
         source = Path(path) if path else SAMPLE
+        fmt = (fmt or "jsonl") if path else SAMPLE_FORMAT
+        if not path:
+            items, items_format = str(SAMPLE), SAMPLE_FORMAT
         run.settings = run.settings.replace(registry_dir=str(run.log_dir / "registry"))
         settings = run.settings
         where = "embedded Tansu broker and Redis on loopback" if run.embedded else f"namespace {settings.namespace}"
@@ -88,6 +131,17 @@ def run_demo(path: str | None, fmt: str, rate: float | None, timeout: float) -> 
         if manifest is not None:
             publish(settings, "live", manifest["version"])
             _say(f"            published as the live model on {settings.topics.model_control}")
+        titles: dict[str, str] = {}
+        if items is not None:
+            catalogue, _ = load_catalogue(items, items_format)
+            titles = {item_id: item_text(record) for item_id, record in catalogue.items()}
+            loaded = load_items(settings, items, items_format)
+            _say(f"  items     {loaded.sent:,} products with their names on {settings.topics.items}"
+                 + (f" ({loaded.rejected} invalid, to the dead-letter topic)" if loaded.rejected else ""))
+            version = content_model(Path(settings.registry_dir))
+            if version is not None:
+                publish(settings, "content", version)
+                _say("            published as the content model: workers embed every title once")
         worker = run.start_worker()
         wait_ready_workers(settings, [worker], timeout)
         _say(f"  worker    ready (pid {worker.pid}), log {worker.log_path}")
@@ -131,7 +185,8 @@ def run_demo(path: str | None, fmt: str, rate: float | None, timeout: float) -> 
         client = redis.Redis.from_url(settings.redis_url)
         for user_id, _n in sorted(by_user.items(), key=lambda kv: (-kv[1], kv[0]))[:2]:
             _say("")
-            for line in describe_user(read_profile(client, user_id, settings.namespace), latest.get(user_id)):
+            for line in describe_user(read_profile(client, user_id, settings.namespace), latest.get(user_id),
+                                      titles=titles):
                 _say(line)
         client.close()
         _say("")

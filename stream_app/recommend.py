@@ -27,7 +27,7 @@ from .events import Event, event_kind
 from .items import ItemIndex, shares
 from .profile import Profile
 
-MODEL_VERSIONS = {"recommender": "hybrid-v5"}
+MODEL_VERSIONS = {"recommender": "hybrid-v6"}
 MAX_COVIS_REASONS = 2
 #: In the prior, the user's own items score by recency rank this much and by decayed affinity the rest:
 #: in sessions the next item is more often one of the last few than the most frequent.

@@ -321,6 +321,8 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
             await asyncio.wait_for(catalogue_ready.wait(), timeout=CATALOGUE_WAIT_S)
         except asyncio.TimeoutError:
             log.error("the item catalogue was not indexed within %ds; starting with what is indexed", CATALOGUE_WAIT_S)
+            catalogue_ready.set()
+        await publish_status()
         while True:
             await ordered.changed.wait()
             ordered.changed.clear()
@@ -363,7 +365,8 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
         try:
             await store.publish_worker_status(worker_id, {
                 "worker_id": worker_id, "app_id": settings.app_id, "pid": os.getpid(),
-                "ready": readiness["ready"], "input_partitions": sorted(assigned_inputs()),
+                # ready: partitions assigned, tables recovered, and the catalogue as it stood at start embedded
+                "ready": readiness["ready"] and catalogue_ready.is_set(), "input_partitions": sorted(assigned_inputs()),
                 "counters": asdict(counters), "ordering": ordered.status(),
                 "models": watcher.status(), "catalogue": catalogue.status(),
                 "updated_at": now_ms()}, ttl_s=STATUS_TTL_S)
