@@ -1,0 +1,63 @@
+"""The layering the README describes, checked: the pure core imports no transport, store, deep
+learning framework or tool; nothing but the entry point imports the CLI."""
+
+import ast
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PACKAGE = REPO / "stream_app"
+CORE = ["core", "profile", "events", "items", "recommend", "decay", "content", "ordering", "sequences",
+        "learners", "learners.base", "learners.behaviour", "learners.interest_drift", "learners.ranker",
+        "learners.strategy_bandit", "learners.partition_state"]
+FORBIDDEN_IN_CORE = ["faust", "aiokafka", "kafka", "redis", "torch", "transformers", "tokenizers", "onnxruntime",
+                     "stream_app.cli", "stream_app.worker", "stream_app.redis_store", "stream_app.evaluate",
+                     "stream_app.replay", "stream_app.demo", "stream_app.bench"]
+
+
+def test_the_pure_core_imports_no_transport_store_framework_or_tool():
+    code = textwrap.dedent(f"""
+        import importlib, importlib.abc, sys
+
+        FORBIDDEN = {FORBIDDEN_IN_CORE!r}
+
+        class Blocked(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if any(name == f or name.startswith(f + ".") for f in FORBIDDEN):
+                    raise ImportError(f"the pure core imported {{name}}")
+
+        sys.meta_path.insert(0, Blocked())
+        for module in {CORE!r}:
+            importlib.import_module("stream_app." + module)
+        assert not [m for m in sys.modules if m.split(".")[0] in ("faust", "aiokafka", "kafka", "redis", "torch")]
+    """)
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def imported_modules(path: Path, source: str | None = None) -> set[str]:
+    tree = ast.parse(path.read_text() if source is None else source)
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: resolve against the file's package
+                package = path.parent.relative_to(REPO).parts
+                package = package[: len(package) - (node.level - 1)]
+                base = ".".join([*package, base]) if base else ".".join(package)
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return found
+
+
+def test_nothing_but_the_entry_point_imports_the_cli():
+    importers = [path.relative_to(REPO).as_posix() for path in PACKAGE.rglob("*.py")
+                 if path.name != "cli.py" and "stream_app.cli" in imported_modules(path)]
+    assert importers == []
+    # the check sees a relative import of the CLI (it would fail if one were added)
+    assert "stream_app.cli" in imported_modules(PACKAGE / "learners" / "probe.py", "from ..cli import main\n")
+    assert "stream_app.cli" in imported_modules(PACKAGE / "probe.py", "from . import cli\n")
