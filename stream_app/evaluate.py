@@ -1,7 +1,8 @@
 """`stream-app evaluate`: prequential (test-then-train) evaluation of a recorded log, in process.
 
-The events are replayed in timestamp order through the same core the workers run, in batches of
-the workers' size (item-side signals become visible after each batch, as they do in a worker).
+The events are replayed in the order a worker applies them (ordering.rounds: event time, one item
+epoch per round) through the same core the workers run; item-side signals of an epoch become
+visible to the next one, as they do in a worker.
 Every model publishes, after each event of a user, the list it would show that user next; the
 user's following event judges that list. Baselines run in the same pass on the same stream, and
 their lists are taken at the same moment, so no model sees fresher state than another.
@@ -9,9 +10,10 @@ their lists are taken at the same moment, so no model sees fresher state than an
 Metrics: Recall@K (the next item is in the list), MRR@K, NDCG@K (one relevant item:
 1/log2(rank+1)), overall and per event type of the judged event; catalog coverage (distinct
 items recommended / distinct items in the log); popularity bias (mean popularity percentile of
-the recommended items, 1.0 = the most popular); events/s of the pass. With a ground-truth file
-(`stream-app synth` writes one), profile accuracy: NDCG of the user's true interests over top
-categories against the profile's category affinities.
+the recommended items, 1.0 = the most popular); Recall on cold targets (the next item had fewer
+than COLD_START interactions before); events/s of the pass. With a ground-truth file (`stream-app
+synth` writes one), profile accuracy: NDCG of the user's true interests over top categories
+against the profile's long-term interests.
 """
 
 from __future__ import annotations
