@@ -81,3 +81,23 @@ def test_a_worker_recommends_an_item_nobody_touched_by_its_text(content_model, m
     assert status()["catalogue"] == {"items": len(CATALOGUE), "indexed": len(CATALOGUE), "model": version,
                                      "embedded": status()["catalogue"]["embedded"], "invalid": 0}
     assert status()["catalogue"]["embedded"] >= len(CATALOGUE) and status()["models"]["content"] == version
+
+
+def test_through_kafka_with_content_every_list_equals_the_in_process_pass(content_model, services):
+    """The worker reloads each profile's interest vector between batches and embeds the catalogue
+    itself; `evaluate` keeps profiles in memory and embeds in its own process: the lists must agree."""
+    from stream_app.catalogue import item_text, load_catalogue
+    from stream_app.catalogue_feed import index_catalogue
+    from stream_app.demo import SAMPLE, SAMPLE_FORMAT
+    from stream_app.evaluate import evaluate_via_kafka, via_kafka_table
+    from stream_app.text_encoder import TextEncoder
+
+    root, version = content_model
+    catalogue, _ = load_catalogue(SAMPLE, SAMPLE_FORMAT)
+    index = index_catalogue(TextEncoder.load(root, version), {i: item_text(r) for i, r in catalogue.items()})
+    result = evaluate_via_kafka(SAMPLE, SAMPLE_FORMAT, limit=1200, items=(SAMPLE, SAMPLE_FORMAT), content=index,
+                                registry_dir=str(root), timeout=300)
+    assert result["recommendations_published"] == result["recommendations_in_process"] == 1200
+    assert (result["lists_differ"], result["versions_differ"]) == (0, 0), via_kafka_table(result)
+    assert result["via_kafka"]["cold@20"] == result["in_process"]["cold@20"] > 0
+    assert result["content"] == version and "cold@20" in via_kafka_table(result)
