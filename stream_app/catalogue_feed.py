@@ -26,7 +26,7 @@ from .config import Settings
 from .content import ContentIndex, build_index
 from .contracts import validator
 from .text_encoder import TextEncoder, text_hash
-from .transport import true_end_offsets
+from .transport import from_the_beginning
 
 log = logging.getLogger("stream_app.catalogue")
 
@@ -117,18 +117,9 @@ class CatalogueFeed:
         """Read the items topic from its beginning, then follow it; keep the index current with
         `content_model()` (the model the control topic announced, or None). `ready` is set once the
         records that existed at start are indexed."""
-        from aiokafka import AIOKafkaConsumer, TopicPartition
-
-        tp = TopicPartition(self.settings.topics.items, 0)
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.require_kafka(), enable_auto_commit=False,
-                                    group_id=None, fetch_max_wait_ms=self.settings.fetch_max_wait_ms)
-        await consumer.start()
-        try:
-            consumer.assign([tp])
-            await consumer.seek_to_beginning(tp)
-            # what existed at start, confirmed by reading (Tansu's ListOffsets answers short of the end)
-            end = (await true_end_offsets(self.settings.require_kafka().split(","),
-                                          await consumer.end_offsets([tp])))[tp] or 0
+        settings = self.settings
+        async with from_the_beginning(settings.require_kafka(), settings.topics.items,
+                                      settings.fetch_max_wait_ms) as (consumer, tp, end):
             while True:
                 batches = await consumer.getmany(tp, timeout_ms=500, max_records=10_000)
                 for message in batches.get(tp, []):
@@ -138,5 +129,3 @@ class CatalogueFeed:
                     await self.rebuild(content_model())
                     if ready is not None and not ready.is_set():
                         ready.set()
-        finally:
-            await consumer.stop()

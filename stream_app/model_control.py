@@ -25,7 +25,7 @@ from .encoder import Encoder
 from .errors import StreamAppError
 from .registry import open_version
 from .text_encoder import TextEncoder
-from .transport import true_end_offsets
+from .transport import from_the_beginning
 
 log = logging.getLogger("stream_app.models")
 
@@ -107,19 +107,9 @@ class ModelWatcher:
     async def run(self, ready: asyncio.Event | None = None) -> None:
         """Read the control topic from its beginning, then follow it. `ready` is set once the records
         that existed at start have been applied (a starting worker serves the current model at once)."""
-        from aiokafka import AIOKafkaConsumer, TopicPartition
-
-        topic = self.settings.topics.model_control
-        tp = TopicPartition(topic, 0)
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.require_kafka(), enable_auto_commit=False,
-                                    group_id=None, fetch_max_wait_ms=self.settings.fetch_max_wait_ms)
-        await consumer.start()
-        try:
-            consumer.assign([tp])
-            await consumer.seek_to_beginning(tp)
-            # what existed at start, confirmed by reading (Tansu's ListOffsets answers short of the end)
-            end = (await true_end_offsets(self.settings.require_kafka().split(","),
-                                          await consumer.end_offsets([tp])))[tp] or 0
+        settings = self.settings
+        async with from_the_beginning(settings.require_kafka(), settings.topics.model_control,
+                                      settings.fetch_max_wait_ms) as (consumer, tp, end):
             while True:
                 batches = await consumer.getmany(tp, timeout_ms=500)
                 for message in batches.get(tp, []):
@@ -131,5 +121,3 @@ class ModelWatcher:
                     await self.apply(record)
                 if ready is not None and not ready.is_set() and await consumer.position(tp) >= end:
                     ready.set()
-        finally:
-            await consumer.stop()

@@ -27,7 +27,8 @@ The worker uses this transport (URL scheme below).
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, ClassVar, Iterable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Callable, ClassVar, Iterable, Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.transport.drivers import TRANSPORTS
@@ -92,6 +93,25 @@ async def true_end_offsets(servers: list[str], reported: Mapping[Any, int | None
     finally:
         await probe.stop()
     return result
+
+
+@asynccontextmanager
+async def from_the_beginning(servers: str, topic: str, fetch_max_wait_ms: int
+                             ) -> AsyncIterator[tuple[AIOKafkaConsumer, TopicPartition, int]]:
+    """A consumer outside any group on a one-partition topic every worker reads whole (the control
+    topic, the catalogue), at its beginning, and the end offset that existed at start (confirmed
+    by reading its last batch)."""
+    tp = TopicPartition(topic, 0)
+    consumer = AIOKafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False, group_id=None,
+                                fetch_max_wait_ms=fetch_max_wait_ms)
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        end = (await true_end_offsets(servers.split(","), await consumer.end_offsets([tp])))[tp] or 0
+        yield consumer, tp, end
+    finally:
+        await consumer.stop()
 
 
 class Consumer(faust_aiokafka.Consumer):
