@@ -17,6 +17,7 @@ import asyncio
 import logging
 import os
 import socket
+import tempfile
 import time
 import traceback
 from dataclasses import asdict, dataclass
@@ -30,7 +31,7 @@ from redis.exceptions import RedisError
 
 from . import core, transport
 from .catalogue_feed import CatalogueFeed
-from .config import Settings, state_dir
+from .config import Settings
 from .content import ContentIndex
 from .contracts import Rejection, Source
 from .encoder import Encoder, UserEncoding, encode_batch
@@ -229,13 +230,13 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
     output. `partitions` is the input topics' partition count."""
     scheme = transport.configure(settings.fetch_max_wait_ms)
     brokers = [f"{scheme}://{host}" for host in settings.require_kafka().split(",")]
-    datadir = state_dir() / "faust" / settings.group_id  # Faust's folder: not the current one
-    datadir.mkdir(parents=True, exist_ok=True)
+    # Faust's folder: tables live in memory and their changelogs, so a temporary one (not the current folder)
+    datadir = tempfile.mkdtemp(prefix=f"faust-{settings.group_id}-")
     app = faust.App(
         settings.group_id,
         broker=brokers,
         store="memory://",
-        datadir=str(datadir),
+        datadir=datadir,
         topic_partitions=partitions,
         processing_guarantee="at_least_once",  # exactly_once needs transactions Tansu lacks
         consumer_auto_offset_reset="earliest",

@@ -38,3 +38,28 @@ def test_true_end_offsets_read_past_a_short_reported_end(services):
     assert [true[tp] for tp in tps] == [12, 1, 0]
     if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):  # the embedded Tansu: the short answer corrected
         assert [reported[tp] for tp in tps] == [6, 1, 0]  # partition 0: the last batch's base offset + 1
+
+
+def test_the_workers_consumer_fetches_with_the_configured_wait_not_faust_s_fixed_one():
+    """Correction 1: Faust builds its consumer with fetch_max_wait_ms=1500; on Tansu every event then
+    waited up to 1.5 s. The worker's consumer carries the setting into the fetcher aiokafka starts."""
+    import inspect
+
+    from aiokafka import AIOKafkaConsumer
+
+    from stream_app.config import Settings
+    from stream_app.worker import build_app
+
+    async def consumer_wait(settings: Settings) -> int:
+        app = build_app(settings, 4)
+        consumer = app.consumer._new_consumer_thread()._create_worker_consumer(app.transport)
+        try:
+            return consumer._fetch_max_wait_ms
+        finally:
+            await consumer.stop()
+
+    settings = Settings(kafka_bootstrap_servers="127.0.0.1:1", redis_url="redis://127.0.0.1:1/0",
+                        fetch_max_wait_ms=37, namespace=f"t{uuid.uuid4().hex[:8]}.")
+    assert asyncio.run(consumer_wait(settings)) == 37
+    # the private attribute is what aiokafka's start() hands its fetcher (pinned versions: checked here)
+    assert "fetch_max_wait_ms=self._fetch_max_wait_ms" in inspect.getsource(AIOKafkaConsumer.start)
