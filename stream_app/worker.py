@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import socket
 import tempfile
 import time
@@ -398,6 +399,7 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
     async def close_clients(sender: Any, *args: Any, **kwargs: Any) -> None:
         await output.stop()
         await store.close()
+        shutil.rmtree(datadir, ignore_errors=True)
 
     @app.timer(interval=STATUS_TTL_S / 3)
     async def heartbeat() -> None:
