@@ -106,3 +106,21 @@ def test_the_demo_replays_the_bundled_shop_sample_and_shows_profiles_in_words(se
     assert len(likes) == 2 and all(line.split(":", 1)[1].strip() for line in likes)
     assert "similar to " in out.stdout  # a reason in words, from the item text
     assert "Online Retail sample" in out.stdout  # the data's attribution
+
+
+def test_bench_measures_every_event_it_sent(services, tmp_path):
+    """The figures bench prints come from all the events it produced: each has its recommendation and
+    a latency; p50 <= p99; the throughput is events over the measured span."""
+    import re
+
+    env = {**os.environ, **services, "STREAM_APP_STATE_DIR": str(tmp_path / "state")}
+    out = cli("bench", "--events", "1500", "--users", "100", "--items", "200", "--rate", "500", env=env, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "bench: 1500 events at 500 events/s, 100 users, 200 items, 1 worker" in out.stdout
+    span = re.search(r"throughput: ([\d,]+) events/s \(first event sent -> last recommendation published, "
+                     r"([\d.]+)s\)", out.stdout)
+    assert span is not None, out.stdout
+    assert abs(int(span.group(1).replace(",", "")) - 1500 / float(span.group(2))) <= 1500 / float(span.group(2)) * 0.01
+    assert float(span.group(2)) >= 1500 / 500 * 0.9  # offered at 500/s: the span covers the sending
+    lat = re.search(r"p50 (\d+) ms, p99 (\d+) ms \(over (\d+) recommendations\)", out.stdout)
+    assert lat is not None and int(lat.group(3)) == 1500 and int(lat.group(1)) <= int(lat.group(2))
