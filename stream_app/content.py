@@ -71,9 +71,18 @@ class ContentIndex:
             self._similar[key] = found
         return found
 
-    def nearest(self, vector: np.ndarray, k: int) -> dict[str, float]:
-        """The k items nearest a unit vector -> cosine."""
-        return self._top(self._dot(self.vectors, vector), k)
+    def scores(self, vector: np.ndarray) -> np.ndarray:
+        """Every catalogue item's cosine with a unit vector, in row order."""
+        return self._dot(self.vectors, vector)
+
+    def nearest(self, scores: np.ndarray, k: int) -> dict[str, float]:
+        """The k items of the highest `scores` (from `scores()`) -> cosine."""
+        return self._top(scores, k)
+
+    def pick(self, scores: np.ndarray, item_ids: Sequence[str]) -> np.ndarray:
+        """The `scores` of these items (0 for items without a vector)."""
+        rows = np.array([self.row_of.get(i, -1) for i in item_ids], dtype=np.int64)
+        return np.where(rows >= 0, scores[np.maximum(rows, 0)], 0.0) if len(scores) else np.zeros(len(rows))
 
     def cosines(self, item_ids: Sequence[str], vector: np.ndarray) -> np.ndarray:
         """Each item's cosine with a unit vector (0 for items without a vector)."""

@@ -63,13 +63,15 @@ def test_similar_items_are_the_nearest_texts_without_the_item_itself():
     assert set(similar) == {"lantern-2", "lantern-3", "lantern-new"}
     assert "lantern-1" not in index.similar("lantern-1", 8)
     assert index.similar("no-such-item", 3) == {}
-    assert list(index.nearest(index.vector("mug-1"), 1)) == ["mug-1"]
+    mug = index.scores(index.vector("mug-1"))
+    assert list(index.nearest(mug, 1)) == ["mug-1"]
+    assert index.pick(mug, ["mug-2", "unknown"]).tolist() == index.cosines(["mug-2", "unknown"], index.vector("mug-1")).tolist()
     assert index.cosines(["mug-1", "unknown"], index.vector("mug-1")).tolist() == pytest.approx([1.0, 0.0], abs=1e-3)
 
 
 def test_equal_scores_list_in_item_id_order():
     index = ContentIndex("v", ["b", "a", "c"], ["x", "x", "y"], np.array([[1, 0], [1, 0], [0, 1]], np.float32))
-    assert list(index.nearest(np.array([1.0, 0.0]), 2)) == ["a", "b"]
+    assert list(index.nearest(index.scores(np.array([1.0, 0.0])), 2)) == ["a", "b"]
 
 
 def test_the_interest_vector_follows_recent_items_and_weighs_a_late_event_by_its_age():
