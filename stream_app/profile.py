@@ -63,7 +63,7 @@ class Profile:
     half_life_ms: int = 24 * 3600 * 1000
     interest_half_life_ms: int = DEFAULT_INTEREST_HALF_LIFE_MS
     # Per-user learners (stream_app/learners): pickled state as stored, and the live objects of
-    # this batch (unpickled on first use, pickled back by to_dict).
+    # this batch (unpickled on first use; to_dict writes their current state).
     learner_state: dict[str, str] = field(default_factory=dict)
     live: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -104,15 +104,18 @@ class Profile:
         return out
 
     def to_dict(self, internal: bool = True) -> dict[str, Any]:
-        """The profile; `internal=False` leaves out the worker's own state (idempotence digests,
-        learner state): the public snapshot of the profiles topic and Redis."""
+        """The profile, read only; `internal=False` leaves out the worker's own state (idempotence
+        digests, learner state): the public snapshot of the profiles topic and Redis."""
+        stats = dict(self.stats)
+        for live in self.live.values():
+            stats.update(live.public())
         out = {
             "user_id": self.user_id, "version": self.version, "event_count": self.event_count,
             "counts": self.counts, "stages": self.stages, "recent": self.recent,
             "item_affinity": self.item_affinity, "category_affinity": self.category_affinity,
             "interests": self.interests, "interest_half_life_ms": self.interest_half_life_ms,
             "first_seen": self.first_seen, "last_seen": self.last_seen,
-            "last_rec_ts": self.last_rec_ts, "stats": self.stats, "embedding": self.embedding,
+            "last_rec_ts": self.last_rec_ts, "stats": stats, "embedding": self.embedding,
             "encoder_version": self.encoder_version, "content_interest": self.content_interest,
             "likes": self.likes, "half_life_ms": self.half_life_ms,
             "schema_version": 1,
@@ -124,11 +127,7 @@ class Profile:
             out["shown_features"] = self.shown_features
             out["shown_strategy"] = self.shown_strategy
             out["shadow_shown"] = self.shadow_shown
-            out["learner_state"] = self.learner_state
-        for name, live in self.live.items():
-            if internal:
-                self.learner_state[name] = live.dumps()
-            self.stats.update(live.public())
+            out["learner_state"] = {**self.learner_state, **{name: live.dumps() for name, live in self.live.items()}}
         return out
 
     def to_json(self, internal: bool = True) -> bytes:

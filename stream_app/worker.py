@@ -172,17 +172,21 @@ class BatchHandler:
             msg = item.event.message
             profile = self.profile(event.user_id)
             late = profile.last_seen is not None and event.ts < profile.last_seen
+            learners = self.learners.get(msg.partition)
+            # All or nothing: a failure part-way through must not leave the event half-applied (its
+            # digest kept, its feedback learned), or a re-drive from the dead-letter topic would be
+            # dropped as a duplicate. Exceptions are rare, so the undo copy is plain serialisation.
+            profile_before = profile.to_json()
+            learners_before = learners.dumps() if learners is not None else None
             try:
-                learners = self.learners.get(msg.partition)
                 live_hit, shadow_hit = core.shown_hits(profile, event, self.settings.top_k)
                 outcome = core.process(profile, event, self.index, self.settings, self.now, learners,
                                        encodings[position], content)
-                if outcome.applied:
-                    self.count_hits(live_hit, shadow_hit)
-                    if shadow_encodings[position] is not None:
-                        core.shadow_recommendation(profile, event, self.index, self.settings, learners,
-                                                   shadow_encodings[position], content)
-            except Exception as exc:  # a bug must not stop the partition: park the event
+                if outcome.applied and shadow_encodings[position] is not None:
+                    core.shadow_recommendation(profile, event, self.index, self.settings, learners,
+                                               shadow_encodings[position], content)
+            except Exception as exc:  # a bug must not stop the partition: undo, then park the event
+                self.restore(event.user_id, profile_before, msg.partition, learners_before)
                 self.dead_letter(Rejection("processing_error", f"{exc!r}\n{traceback.format_exc(limit=3)}",
                                            Source(msg.topic, msg.partition, msg.offset), msg.key, msg.value))
                 continue
@@ -191,12 +195,22 @@ class BatchHandler:
                 continue
             counters.applied += 1
             counters.late += late
+            self.count_hits(live_hit, shadow_hit)
             self.changed[event.user_id] = (profile, msg.partition)
             if learners is not None:
                 self.used_learners.add(msg.partition)
             if outcome.recommendation is not None:
                 counters.recommendations += 1
                 self.outbox.add(self.settings.topics.recommendations, msg.key, orjson.dumps(outcome.recommendation))
+
+    def restore(self, user_id: str, profile_json: bytes, partition: int, learners_dump: str | None) -> None:
+        """Put the user's profile and the partition's learners back as they were before an event."""
+        profile = Profile.from_json(profile_json)
+        self.loaded[user_id] = profile
+        if user_id in self.changed:
+            self.changed[user_id] = (profile, self.changed[user_id][1])
+        if learners_dump is not None:
+            self.learners.live[partition] = Persistent.loads(learners_dump)
 
     def count_hits(self, live_hit: bool | None, shadow_hit: bool | None) -> None:
         counters = self.counters

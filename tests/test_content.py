@@ -222,10 +222,11 @@ def test_every_profile_field_survives_the_changelog_round_trip():
     profile.shown_strategy, profile.shadow_shown, profile.encoder_version = "new:ranker", ["mug-2"], "enc-1"
     profile.embedding, profile.dedupe_floor = [0.5, -0.25], T0 - 1
     internal, public = profile.snapshots()
-    again = Profile.from_json(internal)
+    written = orjson.loads(internal)
+    assert orjson.loads(Profile.from_json(internal).to_json()) == written
     for f in dataclasses.fields(Profile):
-        if f.name != "live":
-            assert getattr(again, f.name) == getattr(profile, f.name), f.name
-            assert getattr(profile, f.name) not in (None, [], {}, ""), f"{f.name} left empty: the test proves nothing"
+        if f.name != "live":  # the learners' live objects are written as learner_state and stats
+            assert f.name in written, f"{f.name} is not written"
+            assert written[f.name] not in (None, [], {}, ""), f"{f.name} left empty: the test proves nothing"
     validator("profile")(orjson.loads(public))
     validator("profile")(orjson.loads(internal))

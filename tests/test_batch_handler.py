@@ -1,0 +1,90 @@
+"""The worker's batch handler without a broker: an event whose processing raises is applied not at all."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import orjson
+import pytest
+
+from stream_app import core
+from stream_app.config import Settings
+from stream_app.events import Event
+from stream_app.items import InMemoryItemIndex
+from stream_app.learners import Persistent
+from stream_app.ordered_input import Ready
+from stream_app.profile import Profile, event_digest
+from stream_app.worker import BatchHandler, Counters, PartitionState
+
+USER = "u1"
+RECOMMEND = core.recommend
+
+
+def make_events() -> list[Event]:
+    items = ["a", "b", "c", "a", "d", "b", "e", "c"]
+    return [Event.from_dict({"event_id": f"e{i}", "user_id": USER, "item_id": item, "type": "click",
+                             "ts": 1_700_000_000_000 + 60_000 * i, "schema_version": 1})
+            for i, item in enumerate(items)]
+
+
+def ready(event: Event, offset: int) -> Ready:
+    value = orjson.dumps({"event_id": event.event_id})
+    message = SimpleNamespace(topic="events.clicks", partition=0, offset=offset, key=USER.encode(), value=value)
+    return Ready(entry=None, event=SimpleNamespace(message=message), checked=event)
+
+
+def run(events: list[Event], settings: Settings, profiles: dict, learner_data: dict, fail_on: str | None,
+        monkeypatch) -> BatchHandler:
+    """One batch over `events`; `fail_on`: the event whose recommendation step raises (after the
+    event's feedback, digest and counts were applied in place)."""
+    def failing(profile, event, *args, **kwargs):
+        if event.event_id == fail_on:
+            raise RuntimeError("a bug in ranking")
+        return RECOMMEND(profile, event, *args, **kwargs)
+
+    monkeypatch.setattr(core, "recommend", failing)
+    learners = PartitionState(learner_data, settings)
+    handler = BatchHandler(settings, profiles, learners, InMemoryItemIndex(settings), Counters(), now=0)
+    handler.process_round([ready(e, i) for i, e in enumerate(events)], None, None)
+    learner_table: dict = {}
+    handler.snapshots("profiles.changelog", learner_table, "learners.changelog")
+    learner_data.update(learner_table)
+    return handler
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(ranker_warm_up=2)
+
+
+def test_an_event_that_raises_leaves_profile_and_learners_as_if_it_never_came(settings, monkeypatch):
+    events = make_events()
+    failed = events[5]
+    profiles: dict = {}
+    learners: dict = {}
+    handler = run(events, settings, profiles, learners, failed.event_id, monkeypatch)
+
+    parked = [orjson.loads(value) for topic, _, value, *_ in handler.outbox.records if topic == settings.topics.dlq]
+    assert [(r["reason"], r["source"]["offset"]) for r in parked] == [("processing_error", 5)]
+    assert "a bug in ranking" in parked[0]["detail"]
+    assert handler.counters.applied == len(events) - 1 and handler.counters.duplicates == 0
+
+    without: dict = {}
+    without_learners: dict = {}
+    run([e for e in events if e is not failed], settings, without, without_learners, None, monkeypatch)
+    assert profiles == without  # byte for byte: no digest, count, feedback or learner state of the failed event
+    assert learners == without_learners
+    assert Persistent.loads(learners[b"0"].decode()).ranker.labels > 0  # the ranker learned: its state mattered
+
+    profile = Profile.from_json(profiles[USER.encode()])
+    assert profile.admits(event_digest(failed.event_id), failed.ts)
+
+
+def test_the_parked_event_re_driven_is_applied_not_dropped_as_a_duplicate(settings, monkeypatch):
+    events = make_events()
+    profiles: dict = {}
+    learners: dict = {}
+    run(events, settings, profiles, learners, events[5].event_id, monkeypatch)
+    handler = run([events[5]], settings, profiles, learners, None, monkeypatch)
+    assert handler.counters.applied == 1 and handler.counters.duplicates == 0
+    assert Profile.from_json(profiles[USER.encode()]).event_count == len(events)
