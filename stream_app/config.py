@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Mapping
 
 from .errors import ConfigError
-from .events import event_kind
+from .core.events import event_kind
 
 EVENT_TYPES = ("browse", "click", "purchase")
 REC_POLICIES = ("every", "purchase", "debounce")
@@ -161,7 +161,7 @@ class Settings:
     category_weight: float = 1.0
     category_top: int = 2  # the user's strongest categories, besides the current event's, as a source
     category_candidates: int = 10  # items each of those categories contributes
-    # Online ranker (learners/ranker.py): one River logistic regression per input partition,
+    # Online ranker (core/learners/ranker.py): one River logistic regression per input partition,
     # learning from the feedback of the shown lists; ranks by the prior until it has seen
     # ranker_warm_up labels.
     ranker: bool = True

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import fastjsonschema
 import orjson
 
-from .events import Event
+from .core.events import Event
 
 SCHEMA_VERSION = 1
 

@@ -7,17 +7,17 @@ from types import SimpleNamespace
 import orjson
 import pytest
 
-from stream_app import core
+from stream_app.core import process
 from stream_app.config import Settings
-from stream_app.events import Event
-from stream_app.items import InMemoryItemIndex
-from stream_app.learners import Persistent
-from stream_app.ordered_input import Ready
-from stream_app.profile import Profile, event_digest
-from stream_app.worker import BatchHandler, Counters, PartitionState
+from stream_app.core.events import Event
+from stream_app.core.items import InMemoryItemIndex
+from stream_app.core.learners import Persistent
+from stream_app.stream.ordered_input import Ready
+from stream_app.core.profile import Profile, event_digest
+from stream_app.stream.worker import BatchHandler, Counters, PartitionState
 
 USER = "u1"
-RECOMMEND = core.recommend
+RECOMMEND = process.recommend
 
 
 def make_events() -> list[Event]:
@@ -42,7 +42,7 @@ def run(events: list[Event], settings: Settings, profiles: dict, learner_data: d
             raise RuntimeError("a bug in ranking")
         return RECOMMEND(profile, event, *args, **kwargs)
 
-    monkeypatch.setattr(core, "recommend", failing)
+    monkeypatch.setattr(process, "recommend", failing)
     learners = PartitionState(learner_data, settings)
     handler = BatchHandler(settings, profiles, learners, InMemoryItemIndex(settings), Counters(), now=0)
     handler.process_round([ready(e, i) for i, e in enumerate(events)], None, None)

@@ -8,7 +8,7 @@ import orjson
 import pytest
 import redis
 
-from stream_app.runtime import wait_for_kafka
+from stream_app.tools.embedded import wait_for_kafka
 
 
 def cli(*args, env=None, timeout=120):
@@ -73,17 +73,17 @@ def test_evaluate_picks_up_the_logs_ground_truth_and_writes_json_and_html(tmp_pa
 def test_embedded_services_retry_on_new_ports_when_a_port_was_taken_meanwhile(tmp_path, monkeypatch):
     import socket
 
-    from stream_app import runtime
+    from stream_app.tools import embedded
 
     taken = socket.socket()
-    taken.bind((runtime.HOST, 0))
+    taken.bind((embedded.HOST, 0))
     taken.listen()
     port = taken.getsockname()[1]
-    real_free_port = runtime.free_port
+    real_free_port = embedded.free_port
     ports = iter([port, port])  # the first attempt's two ports: both taken by someone else meanwhile
-    monkeypatch.setattr(runtime, "free_port", lambda: next(ports, None) or real_free_port())
+    monkeypatch.setattr(embedded, "free_port", lambda: next(ports, None) or real_free_port())
     try:
-        running = runtime.Embedded.start(tmp_path, timeout=3)
+        running = embedded.Embedded.start(tmp_path, timeout=3)
     finally:
         taken.close()
     try:

@@ -42,7 +42,7 @@ def test_missing_endpoints_and_bad_values_say_what_to_do(tmp_path):
 
 def test_the_namespace_prefixes_the_consumer_group_and_every_changelog():
     """Two deployments that differ only by namespace must share no Kafka state."""
-    from stream_app.worker import build_app
+    from stream_app.stream.worker import build_app
 
     names = {}
     for namespace in ("blue.", "green."):

@@ -9,15 +9,16 @@ import numpy as np
 import orjson
 import pytest
 
-from stream_app import core
-from stream_app.catalogue import item_text, load_catalogue
-from stream_app.catalogue_feed import CachedEmbedder, CatalogueFeed
+from stream_app.core.process import new_partition_learners, new_profile, process
+from stream_app.core.content import item_text
+from stream_app.tools.catalogue import load_catalogue
+from stream_app.stream.catalogue_feed import CachedEmbedder, CatalogueFeed
 from stream_app.config import Settings
 from stream_app.contracts import validator
-from stream_app.content import ContentIndex, build_index, interest_vector, update_interest
-from stream_app.evaluate import evaluate_events
-from stream_app.events import Event
-from stream_app.items import InMemoryItemIndex
+from stream_app.core.content import ContentIndex, build_index, interest_vector, update_interest
+from stream_app.evaluate.prequential import evaluate_events
+from stream_app.core.events import Event
+from stream_app.core.items import InMemoryItemIndex
 
 T0 = 1_700_000_000_000
 DAY = 24 * 3600 * 1000
@@ -99,17 +100,17 @@ def test_an_item_nobody_touched_is_recommended_by_its_text_with_the_reason_in_wo
     settings = Settings(ranker=False)
     items = InMemoryItemIndex(settings)
     index = content_index()
-    profile = core.new_profile("u1", settings)
+    profile = new_profile("u1", settings)
     outcome = None
     for i, item in enumerate(["lantern-1", "lantern-2"]):
-        outcome = core.process(profile, event(i, "u1", item), items, settings, now_ms=0, content=index)
+        outcome = process(profile, event(i, "u1", item), items, settings, now_ms=0, content=index)
     shown = {r["item_id"]: r["reasons"] for r in outcome.recommendation["items"]}
     assert "lantern-new" in shown  # never bought by anyone: only its text brings it
     assert "similar to SILVER METAL LANTERN" in shown["lantern-new"]
     assert outcome.recommendation["model"]["content"] == "bow-1"
     assert profile.likes[0] in ("metal lantern", "lantern")
     assert "mug" not in " ".join(profile.likes[:2])
-    without = core.process(core.new_profile("u2", settings), event(9, "u2", "lantern-1"), items, settings, now_ms=0)
+    without = process(new_profile("u2", settings), event(9, "u2", "lantern-1"), items, settings, now_ms=0)
     assert "lantern-new" not in {r["item_id"] for r in without.recommendation["items"]}
 
 
@@ -209,15 +210,15 @@ def test_every_profile_field_survives_the_changelog_round_trip():
     in memory: a field lost on the way makes the two disagree."""
     import dataclasses
 
-    from stream_app.profile import Profile
+    from stream_app.core.profile import Profile
 
     settings = Settings()
     index = content_index()
-    profile = core.new_profile("u1", settings)
-    learners = core.new_partition_learners(settings)
+    profile = new_profile("u1", settings)
+    learners = new_partition_learners(settings)
     for i, item in enumerate(["lantern-1", "mug-1", "lantern-2"]):
-        core.process(profile, Event.from_dict({**event(i, "u1", item).to_dict(), "category": "home"}),
-                     InMemoryItemIndex(settings), settings, now_ms=0, learners=learners, content=index)
+        process(profile, Event.from_dict({**event(i, "u1", item).to_dict(), "category": "home"}),
+                InMemoryItemIndex(settings), settings, now_ms=0, learners=learners, content=index)
     # what these three events leave unset
     profile.shown_strategy, profile.shadow_shown, profile.encoder_version = "new:ranker", ["mug-2"], "enc-1"
     profile.embedding, profile.dedupe_floor = [0.5, -0.25], T0 - 1

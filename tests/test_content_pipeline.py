@@ -10,12 +10,12 @@ import orjson
 import pytest
 
 from conftest import wait_until
-from stream_app.catalogue import load_items
-from stream_app.consume import committed_offsets
+from stream_app.tools.catalogue import load_items
+from stream_app.tools.consume import committed_offsets
 from stream_app.contracts import validator
-from stream_app.model_control import publish
-from stream_app.redis_store import read_profile, worker_statuses
-from stream_app.replay import produce_events
+from stream_app.stream.model_control import publish
+from stream_app.store.redis_store import read_profile, worker_statuses
+from stream_app.tools.replay import produce_events
 
 T0 = 1_700_000_000_000
 
@@ -86,11 +86,12 @@ def test_a_worker_recommends_an_item_nobody_touched_by_its_text(content_model, m
 def test_through_kafka_with_content_every_list_equals_the_in_process_pass(content_model, services):
     """The worker reloads each profile's interest vector between batches and embeds the catalogue
     itself; `evaluate` keeps profiles in memory and embeds in its own process: the lists must agree."""
-    from stream_app.catalogue import item_text, load_catalogue
-    from stream_app.catalogue_feed import index_catalogue
-    from stream_app.demo import SAMPLE, SAMPLE_FORMAT
-    from stream_app.evaluate import evaluate_via_kafka, via_kafka_table
-    from stream_app.text_encoder import TextEncoder
+    from stream_app.core.content import item_text
+    from stream_app.tools.catalogue import load_catalogue
+    from stream_app.stream.catalogue_feed import index_catalogue
+    from stream_app.tools.demo import SAMPLE, SAMPLE_FORMAT
+    from stream_app.evaluate.prequential import evaluate_via_kafka, via_kafka_table
+    from stream_app.serving.text_encoder import TextEncoder
 
     root, version = content_model
     catalogue, _ = load_catalogue(SAMPLE, SAMPLE_FORMAT)

@@ -5,7 +5,7 @@ import orjson
 import pytest
 
 from stream_app.contracts import Rejection, Source, check_input, load_schema
-from stream_app.events import Event
+from stream_app.core.events import Event
 
 SRC = Source("events.click", 3, 42)
 VALID = {"event_id": "e1", "user_id": "u1", "item_id": "i1", "type": "click", "ts": 1_700_000_000_000,

@@ -2,13 +2,13 @@ import jsonschema
 import orjson
 import pytest
 
-from stream_app import core
+from stream_app.core.process import event_digest, new_partition_learners, new_profile, process
 from stream_app.config import Settings
 from stream_app.contracts import load_schema
-from stream_app.events import Event
-from stream_app.items import InMemoryItemIndex
-from stream_app.ordering import ItemFeed
-from stream_app.profile import Profile
+from stream_app.core.events import Event
+from stream_app.core.items import InMemoryItemIndex
+from stream_app.core.ordering import ItemFeed
+from stream_app.core.profile import Profile
 
 T0 = 1_700_000_000_000
 
@@ -21,12 +21,12 @@ def ev(i, user="u1", item="a", kind="click", ts=None, **extra):
 def run(events, settings=None, profile=None, index=None):
     settings = settings or Settings()
     index = index or InMemoryItemIndex(settings)
-    profile = profile or core.new_profile(events[0].user_id, settings)
+    profile = profile or new_profile(events[0].user_id, settings)
     feed = ItemFeed(settings, index)
     outcomes = []
     for event in events:  # each event its own item epoch: visible to the next one
         epoch = (feed.applied_through or 0) + 1
-        outcomes.append(core.process(profile, event, index, settings, now_ms=T0))
+        outcomes.append(process(profile, event, index, settings, now_ms=T0))
         feed.add(event, 0, epoch)
         feed.advance(epoch)
     return profile, outcomes, index
@@ -59,7 +59,7 @@ def test_forgotten_event_ids_raise_a_floor_so_nothing_is_applied_twice():
     events = [ev(i, item=f"i{i}") for i in range(1, 11)]
     profile, _, _ = run(events, settings)
     # over 4 + 4 // 4 digests the oldest are forgotten, down to 4: at e6, e8 and e10
-    assert set(profile.seen_event_ids) == {core.event_digest(f"e{i}") for i in range(7, 11)}
+    assert set(profile.seen_event_ids) == {event_digest(f"e{i}") for i in range(7, 11)}
     assert profile.dedupe_floor == T0 + 6 * 1000 + 1  # just past e6, the last forgotten
     _, again, _ = run(events, settings, profile=profile)
     assert not any(o.applied for o in again)
@@ -159,19 +159,19 @@ def test_a_brand_new_item_is_recommended_by_co_visitation_once_its_epoch_is_appl
                         item_epoch_ms=60_000)
     index = InMemoryItemIndex(settings)
     feed = ItemFeed(settings, index)
-    fan, other = core.new_profile("fan", settings), core.new_profile("other", settings)
+    fan, other = new_profile("fan", settings), new_profile("other", settings)
     for i, item in enumerate(["known", "brand-new"]):
         event = ev(i, user="fan", item=item, ts=T0 + i * 1000)
-        core.process(fan, event, index, settings, now_ms=T0)
+        process(fan, event, index, settings, now_ms=T0)
         feed.add(event, 0, (T0 + i * 1000) // 60_000)
     same_epoch = ev(5, user="other", item="known", ts=T0 + 5000)
     feed.advance(same_epoch.ts // 60_000 - 1)
-    listed = core.process(other, same_epoch, index, settings, now_ms=T0).recommendation["items"]
+    listed = process(other, same_epoch, index, settings, now_ms=T0).recommendation["items"]
     assert "brand-new" not in [r["item_id"] for r in listed]
     next_epoch = ev(6, user="other", item="known", ts=T0 + 120_000)
     feed.add(same_epoch, 0, same_epoch.ts // 60_000)
     feed.advance(next_epoch.ts // 60_000 - 1)
-    listed = core.process(other, next_epoch, index, settings, now_ms=T0).recommendation["items"]
+    listed = process(other, next_epoch, index, settings, now_ms=T0).recommendation["items"]
     assert listed[0]["item_id"] == "brand-new"
     assert any("co-visited" in reason for reason in listed[0]["reasons"])
 
@@ -190,14 +190,14 @@ def test_items_that_came_next_in_other_sessions_are_recommended_with_the_reason(
 
 
 def test_the_ranker_sees_which_candidates_the_user_had_in_this_session_and_before():
-    from stream_app.recommend import FEATURES, decode_features, session_items
+    from stream_app.core.recommend import FEATURES, decode_features, session_items
     settings = Settings(session_gap_ms=60_000)
     _, _, index = run([ev(0, user="u0", item="p"), ev(1, user="u0", item="q")], settings)  # popular, unseen by u1
     events = [ev(1, item="old", ts=T0), ev(2, item="x", ts=T0 + 120_000), ev(3, item="y", ts=T0 + 121_000)]
     profile, _, index = run(events, settings, index=index)
     assert list(session_items(profile, settings.session_gap_ms)) == ["y", "x"]  # "old" was another session
-    learners = core.new_partition_learners(settings)
-    core.process(profile, ev(4, item="y", ts=T0 + 122_000), index, settings, now_ms=T0, learners=learners)
+    learners = new_partition_learners(settings)
+    process(profile, ev(4, item="y", ts=T0 + 122_000), index, settings, now_ms=T0, learners=learners)
     rows = decode_features(profile.shown_features, len(profile.shown))
     by_item = dict(zip(profile.shown, rows))
     assert by_item["old"][FEATURES.index("seen")] == 1.0 and by_item["old"][FEATURES.index("in_session")] == 0.0

@@ -16,18 +16,19 @@ from fastjsonschema import JsonSchemaException
 from kafka import TopicPartition
 
 from conftest import OTTO_SAMPLE, wait_until
-from stream_app import core, registry
+from stream_app.serving import registry
+from stream_app.core.process import new_profile, process
 from stream_app.config import Settings
-from stream_app.consume import committed_offsets
+from stream_app.tools.consume import committed_offsets
 from stream_app.contracts import validator
-from stream_app.encoder import Encoder, encode_batch
+from stream_app.serving.encoder import Encoder, encode_batch
 from stream_app.errors import ConfigError
-from stream_app.events import Event
-from stream_app.items import InMemoryItemIndex
-from stream_app.logs import load_sorted
-from stream_app.model_control import publish
-from stream_app.redis_store import read_profile, worker_statuses
-from stream_app.replay import produce_events
+from stream_app.core.events import Event
+from stream_app.core.items import InMemoryItemIndex
+from stream_app.tools.recorded import load_sorted
+from stream_app.stream.model_control import publish
+from stream_app.store.redis_store import read_profile, worker_statuses
+from stream_app.tools.replay import produce_events
 from stream_app_train.export import export_onnx, torch_encode
 from stream_app_train.model import SequenceEncoder
 from stream_app_train.train import TrainConfig, train
@@ -58,7 +59,7 @@ def otto_sequences(max_len: int = 20) -> list[list[tuple[str, str, int]]]:
 def test_onnxruntime_matches_torch_on_random_and_real_sequences(tmp_path):
     import onnxruntime as ort
 
-    from stream_app.sequences import Featurizer
+    from stream_app.core.sequences import Featurizer
 
     torch.manual_seed(3)
     encoder = SequenceEncoder(buckets=1 << 12, dim=16, hidden=32)
@@ -118,9 +119,9 @@ def run_events(events, settings, encoder, profiles=None, index=None):
     profiles = {} if profiles is None else profiles
     index = index or InMemoryItemIndex(settings)
     for user_id in {e.user_id for e in events}:
-        profiles.setdefault(user_id, core.new_profile(user_id, settings))
+        profiles.setdefault(user_id, new_profile(user_id, settings))
     encodings = encode_batch(encoder, events, lambda u: profiles[u].recent, settings.encoder_candidates)
-    outcomes = [core.process(profiles[e.user_id], e, index, settings, 0, encoding=encoding)
+    outcomes = [process(profiles[e.user_id], e, index, settings, 0, encoding=encoding)
                 for e, encoding in zip(events, encodings)]
     return profiles, index, outcomes
 
@@ -140,7 +141,7 @@ def test_a_brand_new_user_gets_encoder_recommendations_from_the_first_event(trai
 def test_a_bad_announcement_never_stops_or_changes_what_serves(trained, tmp_path):
     import asyncio
 
-    from stream_app.model_control import ModelWatcher
+    from stream_app.stream.model_control import ModelWatcher
 
     root, v1, _ = trained
     watcher = ModelWatcher(Settings(registry_dir=str(root)))
@@ -159,7 +160,7 @@ def test_a_bad_announcement_never_stops_or_changes_what_serves(trained, tmp_path
 
 
 def test_workers_never_import_torch():
-    code = ("import sys, stream_app.worker, stream_app.evaluate, stream_app.encoder, stream_app.cli; "
+    code = ("import sys, stream_app.stream.worker, stream_app.evaluate.prequential, stream_app.serving.encoder, stream_app.cli.main; "
             "sys.exit(1 if 'torch' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
@@ -216,7 +217,7 @@ def test_hot_swap_during_a_live_replay_loses_nothing(trained, make_settings, sta
 def test_a_withdrawal_stops_the_role_and_clears_its_error(trained):
     import asyncio
 
-    from stream_app.model_control import ModelWatcher
+    from stream_app.stream.model_control import ModelWatcher
 
     root, v1, v2 = trained
     watcher = ModelWatcher(Settings(registry_dir=str(root)))

@@ -6,8 +6,8 @@ import pytest
 from conftest import OTTO_SAMPLE
 from stream_app.config import Settings
 from stream_app.contracts import load_schema
-from stream_app.evaluate import evaluate_events, evaluate_log, ndcg_graded, rank_metrics, table
-from stream_app.synth import SynthConfig, generate, truth_path, write
+from stream_app.evaluate.prequential import evaluate_events, evaluate_log, ndcg_graded, rank_metrics, table
+from stream_app.tools.synth import SynthConfig, generate, truth_path, write
 
 
 def test_rank_metrics_by_hand():
@@ -95,7 +95,7 @@ def test_profile_accuracy_is_reported_with_ground_truth(tmp_path):
 
 
 def test_html_report_is_self_contained_with_both_charts(tmp_path):
-    from stream_app.report import render
+    from stream_app.evaluate.report import render
 
     write(SynthConfig(events=4000, seed=5), tmp_path / "log.jsonl")
     result = evaluate_log(tmp_path / "log.jsonl", "jsonl", Settings(), truth_path=truth_path(tmp_path / "log.jsonl"))

@@ -3,9 +3,9 @@ import random
 
 import pytest
 
-from stream_app import decay
+from stream_app.core import decay
 from stream_app.config import Settings
-from stream_app.items import (CachedItemIndex, InMemoryItemIndex, SignalBuffer, apply_signals, category_key,
+from stream_app.core.items import (CachedItemIndex, InMemoryItemIndex, SignalBuffer, apply_signals, category_key,
                               item_key, merge_top, popular_key, trending_key)
 
 

@@ -7,15 +7,15 @@ import pickle
 import numpy as np
 import pytest
 
-from stream_app import core
+from stream_app.core.process import new_partition_learners, new_profile, new_ranker, process, shown_hits
 from stream_app.config import Settings
-from stream_app.events import Event
-from stream_app.items import InMemoryItemIndex
-from stream_app.learners import (LEARNERS, OnlineRanker, ProfileLearner, behaviour, feedback_labels,
+from stream_app.core.events import Event
+from stream_app.core.items import InMemoryItemIndex
+from stream_app.core.learners import (LEARNERS, OnlineRanker, ProfileLearner, behaviour, feedback_labels,
                                  interest_drift, ranker, strategy_bandit)
-from stream_app.partitioning import murmur2, partition_of
-from stream_app.profile import Profile, apply_event, event_digest
-from stream_app.recommend import FEATURES, decode_features
+from stream_app.stream.partitioning import murmur2, partition_of
+from stream_app.core.profile import Profile, apply_event, event_digest
+from stream_app.core.recommend import FEATURES, decode_features
 
 SETTINGS = Settings()
 
@@ -30,7 +30,7 @@ class Feeder:
 
     def __init__(self, cls):
         self.cls = cls
-        self.profile = core.new_profile("u", SETTINGS)
+        self.profile = new_profile("u", SETTINGS)
 
     def make(self):
         if self.cls is OnlineRanker:
@@ -80,9 +80,9 @@ def test_clone_has_the_settings_and_none_of_the_state(cls):
 
 def test_learner_state_travels_in_the_profile_json_and_not_in_public_snapshots():
     settings = Settings(drift_handling=True)
-    profile, index = core.new_profile("u", settings), InMemoryItemIndex(settings)
+    profile, index = new_profile("u", settings), InMemoryItemIndex(settings)
     for event in shifting_events():
-        core.process(profile, event, index, settings, now_ms=0)
+        process(profile, event, index, settings, now_ms=0)
     drift = profile.live[interest_drift.InterestDrift.name]
     assert drift.drifts >= 1
     restored = Profile.from_json(profile.to_json())
@@ -95,7 +95,7 @@ def test_learner_state_travels_in_the_profile_json_and_not_in_public_snapshots()
 
 
 def test_behaviour_stats_learn_repeat_propensity_and_type_mix():
-    learner, profile = behaviour.BehaviourStats(alpha=0.5), core.new_profile("u", SETTINGS)
+    learner, profile = behaviour.BehaviourStats(alpha=0.5), new_profile("u", SETTINGS)
     for i, (item, kind) in enumerate([("a", "browse"), ("a", "click"), ("a", "browse"), ("a", "click")]):
         event = Event(f"e{i}", "u", item, kind, i * 1000)
         learner.learn_one(profile, event)
@@ -126,11 +126,11 @@ def test_a_miss_teaches_only_negatives_and_a_short_list_all_of_them():
 def test_the_next_event_judges_the_shown_list_through_the_core():
     settings = Settings(ranker_negatives=2, ranker_warm_up=10**6, bandit=True)
     index = InMemoryItemIndex(settings)
-    learners = core.new_partition_learners(settings)
+    learners = new_partition_learners(settings)
     ranker_, bandit = learners.ranker, learners.bandit
-    profile = core.new_profile("u", settings)
+    profile = new_profile("u", settings)
     first = Event("e1", "u", "a", "click", 1000)
-    outcome = core.process(profile, first, index, settings, 0, learners)
+    outcome = process(profile, first, index, settings, 0, learners)
     assert outcome.recommendation["model"]["ranking"] == "prior"  # the ranker is not warm yet
     assert profile.shown == ["a"]  # only its own item to show so far
     assert profile.shown_strategy.startswith("new:")
@@ -139,18 +139,18 @@ def test_the_next_event_judges_the_shown_list_through_the_core():
     copy = Profile.from_json(profile.to_json())
     assert copy.shown == profile.shown and copy.shown_features == profile.shown_features
     first_arm = profile.shown_strategy.split(":")[1]
-    core.process(profile, Event("e2", "u", "a", "purchase", 2000, stage="cart"), index,
-                 settings, 0, learners)
+    process(profile, Event("e2", "u", "a", "purchase", 2000, stage="cart"), index,
+            settings, 0, learners)
     assert (ranker_.labels, ranker_.positives) == (0, 0)  # a hit, but with nothing to pair it with
     assert bandit.policies["new"]._rewards[first_arm].get() == 1.0  # the hit rewarded the strategy shown
-    core.process(profile, Event("e3", "u", "zz", "browse", 3000), index,
-                 settings, 0, learners)
+    process(profile, Event("e3", "u", "zz", "browse", 3000), index,
+            settings, 0, learners)
     assert (ranker_.labels, ranker_.positives) == (0, 0)  # a miss: no pair
     assert sorted(profile.shown) == ["a", "zz"]
-    core.process(profile, Event("e4", "u", "a", "click", 4000), index, settings, 0, learners)
+    process(profile, Event("e4", "u", "a", "click", 4000), index, settings, 0, learners)
     assert (ranker_.labels, ranker_.positives) == (2, 1)  # the pair (a, zz), both ways
     # a duplicate event teaches nothing
-    core.process(profile, Event("e4", "u", "a", "click", 4000), index, settings, 0, learners)
+    process(profile, Event("e4", "u", "a", "click", 4000), index, settings, 0, learners)
     assert ranker_.labels == 2
 
 
@@ -160,25 +160,25 @@ def test_a_candidate_left_out_of_the_shown_list_is_still_a_positive_when_hit():
     settings = Settings(top_k=1, ranker_pool=3, ranker_negatives=1, ranker_warm_up=10**6,
                         repeat_candidates=3)
     index = InMemoryItemIndex(settings)
-    learners = core.new_partition_learners(settings)
-    profile = core.new_profile("u", settings)
+    learners = new_partition_learners(settings)
+    profile = new_profile("u", settings)
     for i, item in enumerate(["a", "b", "c"]):
-        outcome = core.process(profile, Event(f"e{i}", "u", item, "click", 1000 * (i + 1)), index, settings, 0,
-                               learners)
+        outcome = process(profile, Event(f"e{i}", "u", item, "click", 1000 * (i + 1)), index, settings, 0,
+                          learners)
     shown = [item["item_id"] for item in outcome.recommendation["items"]]
     assert len(shown) == 1 and len(profile.shown) == 3 and profile.shown[0] == shown[0]
     left_out = profile.shown[2]
     before = (learners.ranker.labels, learners.ranker.positives)
-    live_hit, _ = core.shown_hits(profile, Event("e9", "u", left_out, "click", 9000), settings.top_k)
+    live_hit, _ = shown_hits(profile, Event("e9", "u", left_out, "click", 9000), settings.top_k)
     assert live_hit is False  # it was not shown ...
-    core.process(profile, Event("e9", "u", left_out, "click", 9000), index, settings, 0, learners)
+    process(profile, Event("e9", "u", left_out, "click", 9000), index, settings, 0, learners)
     # ... yet it teaches one positive (and one negative)
     assert (learners.ranker.labels - before[0], learners.ranker.positives - before[1]) == (2, 1)
 
 
 def test_a_warm_ranker_reorders_by_what_it_learned():
     settings = Settings(ranker_warm_up=5, top_k=3)
-    warm = core.new_ranker(settings)
+    warm = new_ranker(settings)
     x = np.zeros(len(FEATURES))
     popular_row, repeat_row = x.copy(), x.copy()
     popular_row[FEATURES.index("popular")] = 1.0
@@ -205,10 +205,10 @@ def test_a_warm_ranker_reorders_by_what_it_learned():
 
 
 def test_partition_learners_round_trip_through_their_table_record():
-    from stream_app.learners import Persistent
+    from stream_app.core.learners import Persistent
 
     settings = Settings(bandit=True, ranker_warm_up=2)
-    learners = core.new_partition_learners(settings)
+    learners = new_partition_learners(settings)
     learners.ranker.learn_one([1.0] * len(FEATURES), True)
     learners.bandit.update("new", "prior", 1.0)
     again = Persistent.loads(learners.dumps())
@@ -245,12 +245,12 @@ def test_the_ranker_learns_pairwise_which_candidate_is_hit_and_skips_lists_that_
 def test_a_ready_ranker_serves_the_list_in_its_own_order_and_says_so():
     settings = Settings(ranker_warm_up=5, top_k=3, repeat_weight=5.0)
     index = InMemoryItemIndex(settings)
-    from stream_app.ordering import ItemFeed
+    from stream_app.core.ordering import ItemFeed
     feed = ItemFeed(settings, index)
     for i, item in enumerate(["p1", "p1", "p2", "p1", "p2", "p3"]):  # popular: p1 > p2 > p3
         feed.add(Event(f"o{i}", f"other{i}", item, "click", 1000 + i), 0, 1)
     feed.advance(1)
-    learners = core.new_partition_learners(settings)
+    learners = new_partition_learners(settings)
     popular_row, seen_row = np.zeros(len(FEATURES)), np.zeros(len(FEATURES))
     popular_row[FEATURES.index("popular")] = 1.0
     seen_row[FEATURES.index("seen")] = 1.0
@@ -259,8 +259,8 @@ def test_a_ready_ranker_serves_the_list_in_its_own_order_and_says_so():
         learners.ranker.learn_one(seen_row - popular_row, False)
     learners.ranker.judge(np.array([[1.0, *seen_row[1:]], popular_row]), 1, top_k=1)
     assert learners.ranker.ready
-    profile = core.new_profile("u", settings)
-    outcome = core.process(profile, Event("e1", "u", "mine", "click", 120_000), index, settings, 0, learners)
+    profile = new_profile("u", settings)
+    outcome = process(profile, Event("e1", "u", "mine", "click", 120_000), index, settings, 0, learners)
     rec = outcome.recommendation
     assert rec["model"]["ranking"] == "ranker"
     # the prior would put the user's own item first (repeat weight 5); the ranker puts it last

@@ -5,7 +5,7 @@ import pytest
 
 from conftest import OTTO_SAMPLE
 from stream_app.errors import InputFileError
-from stream_app.logs import LineRejection, OnlineRetailStats, load_sorted, read_log, read_online_retail
+from stream_app.tools.recorded import LineRejection, OnlineRetailStats, load_sorted, read_log, read_online_retail
 
 
 def events_of(path, fmt):

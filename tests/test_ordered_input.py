@@ -6,8 +6,8 @@ from types import SimpleNamespace
 import orjson
 
 from stream_app.config import Settings
-from stream_app.items import InMemoryItemIndex
-from stream_app.ordered_input import OrderedInput
+from stream_app.core.items import InMemoryItemIndex
+from stream_app.stream.ordered_input import OrderedInput
 
 START = 1_700_000_000_000
 
@@ -68,7 +68,7 @@ def test_a_record_faust_skipped_is_fetched_again_not_taken_for_applied(monkeypat
 
 
 def test_a_record_never_delivered_is_fetched_again_after_a_bounded_wait(monkeypatch):
-    import stream_app.ordered_input as ordered_input
+    import stream_app.stream.ordered_input as ordered_input
 
     clock = [1000.0]
     monkeypatch.setattr(ordered_input.time, "monotonic", lambda: clock[0])

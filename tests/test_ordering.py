@@ -5,10 +5,10 @@ import random
 import pytest
 
 from stream_app.config import Settings
-from stream_app.events import Event
-from stream_app.items import InMemoryItemIndex
-from stream_app.ordering import AFTER_ALL, EMPTY, LANE_OF, WAIT, ItemFeed, Sequencer, always, rounds
-from stream_app.partitioning import partition_of
+from stream_app.core.events import Event
+from stream_app.core.items import InMemoryItemIndex
+from stream_app.core.ordering import AFTER_ALL, EMPTY, LANE_OF, WAIT, ItemFeed, Sequencer, always, rounds
+from stream_app.stream.partitioning import partition_of
 
 T0 = 1_700_000_040_000  # on a minute boundary
 MINUTE = 60_000

@@ -8,13 +8,13 @@ import orjson
 from kafka import TopicPartition
 
 from conftest import wait_until
-from stream_app.consume import committed_offsets
-from stream_app.evaluate import evaluate_events, evaluate_via_kafka
-from stream_app.logs import load_sorted
-from stream_app.processes import wait_ready_workers
-from stream_app.redis_store import read_profile
-from stream_app.replay import produce_events
-from stream_app.synth import SynthConfig, write
+from stream_app.tools.consume import committed_offsets
+from stream_app.evaluate.prequential import evaluate_events, evaluate_via_kafka
+from stream_app.tools.recorded import load_sorted
+from stream_app.tools.processes import wait_ready_workers
+from stream_app.store.redis_store import read_profile
+from stream_app.tools.replay import produce_events
+from stream_app.tools.synth import SynthConfig, write
 from test_pipeline import read_all
 
 

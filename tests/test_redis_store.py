@@ -1,8 +1,8 @@
 import asyncio
 import uuid
 
-from stream_app.profile import Profile
-from stream_app.redis_store import ProfileStore, RedisStoreConfig, read_profile
+from stream_app.core.profile import Profile
+from stream_app.store.redis_store import ProfileStore, RedisStoreConfig, read_profile
 
 
 def test_pipelined_writes_skip_stale_versions(services, redis_client):

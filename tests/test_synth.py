@@ -4,7 +4,7 @@ import itertools
 
 import orjson
 
-from stream_app.synth import SynthConfig, generate, truth_path, write
+from stream_app.tools.synth import SynthConfig, generate, truth_path, write
 
 # sha256 of the first 300 lines of the default 3,000-event log, taken before `no_repeat` existed
 DEFAULT_FIRST_LINES_SHA256 = "1bcf8920d22ec49e1022e17b12ab8e1006989220cace63f2f27bb1371b00c012"

@@ -17,10 +17,11 @@ import torch  # the test command installs the train extra
 from torch.nn import functional as F
 
 from conftest import REPO
-from stream_app import cli, registry
-from stream_app.encoder import Encoder
+from stream_app.cli.main import main
+from stream_app.serving import registry
+from stream_app.serving.encoder import Encoder
 from stream_app.errors import ConfigError
-from stream_app.text_encoder import TextEncoder, text_hash
+from stream_app.serving.text_encoder import TextEncoder, text_hash
 from stream_app_train.content_export import export_content, model_folder
 
 # Real product titles: UCI Online Retail dataset (Daqing Chen, Sai Liang Sain, Kun Guo, 2012;
@@ -135,8 +136,8 @@ def test_a_worker_embeds_titles_without_torch_or_transformers(exported):
                     raise ImportError(f"{{name}} must not be imported by a worker")
 
         sys.meta_path.insert(0, Blocked())  # importing either raises from here on
-        import stream_app.core, stream_app.text_encoder, stream_app.worker
-        from stream_app.text_encoder import TextEncoder
+        import stream_app.core.process, stream_app.serving.text_encoder, stream_app.stream.worker
+        from stream_app.serving.text_encoder import TextEncoder
 
         vectors = TextEncoder.load({str(root)!r}, {manifest['version']!r}).embed(["JUMBO BAG RED RETROSPOT"])
         assert vectors.shape == (1, {manifest['dim']}), vectors.shape
@@ -199,10 +200,10 @@ def test_text_hash_changes_with_the_text_or_the_model():
 
 def test_cli_embeds_texts_and_lists_content_versions(mixed_registry, capsys):
     root, _, content = mixed_registry
-    assert cli.main(["content", "embed", "ALARM CLOCK BAKELIKE RED", "PARTY BUNTING", "ALARM CLOCK BAKELIKE GREEN",
+    assert main(["content", "embed", "ALARM CLOCK BAKELIKE RED", "PARTY BUNTING", "ALARM CLOCK BAKELIKE GREEN",
                      "--registry", str(root)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith(content)
     assert lines[1].startswith("'ALARM CLOCK BAKELIKE RED' (norm 1.0000): 'ALARM CLOCK BAKELIKE GREEN'")
-    assert cli.main(["models", "list", "--registry", str(root)]) == 0
+    assert main(["models", "list", "--registry", str(root)]) == 0
     assert f"{content}  " in capsys.readouterr().out

@@ -4,7 +4,7 @@ import pytest
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from stream_app.errors import ConfigError
-from stream_app.topics import ensure_topics
+from stream_app.stream.topics import ensure_topics
 
 
 def test_input_topics_with_different_partition_counts_are_refused_with_what_to_do(make_settings):

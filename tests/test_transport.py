@@ -6,7 +6,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from kafka import KafkaConsumer
 from kafka.admin import KafkaAdminClient, NewTopic
 
-from stream_app.transport import true_end_offsets
+from stream_app.stream.transport import true_end_offsets
 
 
 def test_true_end_offsets_read_past_a_short_reported_end(services):
@@ -48,7 +48,7 @@ def test_the_workers_consumer_fetches_with_the_configured_wait_not_faust_s_fixed
     from aiokafka import AIOKafkaConsumer
 
     from stream_app.config import Settings
-    from stream_app.worker import build_app
+    from stream_app.stream.worker import build_app
 
     async def consumer_wait(settings: Settings) -> int:
         app = build_app(settings, 4)

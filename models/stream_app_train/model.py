@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from stream_app.sequences import N_GAPS, N_KINDS
+from stream_app.core.sequences import N_GAPS, N_KINDS
 
 
 class SequenceEncoder(nn.Module):

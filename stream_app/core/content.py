@@ -1,0 +1,209 @@
+"""Items by what they are: vectors of their text from a pre-trained sentence encoder. Pure numpy.
+
+`ContentIndex` holds one content model's unit vectors for the catalogue: exact nearest neighbours
+by dot product (an item's similar items, the items nearest a user's interest vector), and a
+vocabulary of catalogue terms embedded the same way, which turns an interest vector into words
+("likes: candle holders, lanterns"). Built by the worker from the `items` topic and by `evaluate`
+from a catalogue file, both through `build_index`, so both hold the same vectors.
+
+A profile's interest vector (`update_interest`) is the decayed sum of the vectors of the items the
+user touched, weighted like affinities; kept as a unit vector and its mass, so only the direction is
+stored (float16, base64) and a late event is weighed by its age. `item_text` is the text of an item
+that the content model embeds (a catalogue record's title and description).
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import math
+import re
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+#: Cosine below which two items count as unrelated (MiniLM puts unrelated product titles near 0.1-0.3).
+SIMILARITY_FLOOR = 0.3
+#: Cosines are computed in float64 and rounded to this many decimals: BLAS sums in an order that
+#: depends on its threads, and a last-bit difference must not reorder a list between a worker and
+#: `evaluate` (equal cosines then rank by item_id).
+DECIMALS = 9
+_WORD = re.compile(r"[a-z]{3,}")
+_STOP = frozenset("the and for with set of in on to by from pack assorted design size large small mini".split())
+
+
+def item_text(item: dict[str, Any]) -> str:
+    """The text embedded for an item: its title, then its description when it has one."""
+    title = " ".join(item["title"].split())
+    description = " ".join(item.get("description", "").split())
+    return f"{title}. {description}" if description else title
+
+
+def share_of(cosine: np.ndarray | float) -> np.ndarray | float:
+    """A cosine as a feature in [0, 1]: 0 at or below the floor, 1 for the same text."""
+    return np.clip((np.asarray(cosine) - SIMILARITY_FLOOR) / (1.0 - SIMILARITY_FLOOR), 0.0, 1.0)
+
+
+class ContentIndex:
+    """One content model's vectors of a catalogue (rows unit-norm, float32 values held as float64)."""
+
+    def __init__(self, version: str, item_ids: Sequence[str], titles: Sequence[str], vectors: np.ndarray,
+                 terms: Sequence[str] = (), term_vectors: np.ndarray | None = None):
+        self.version = version
+        self.item_ids = list(item_ids)
+        self.titles = dict(zip(self.item_ids, titles))
+        self.row_of = {item_id: row for row, item_id in enumerate(self.item_ids)}
+        self.vectors = np.ascontiguousarray(vectors, dtype=np.float64)
+        self.dim = self.vectors.shape[1] if self.vectors.ndim == 2 else 0
+        self.terms = list(terms)
+        self.term_vectors = (np.asarray(term_vectors, np.float64) if term_vectors is not None
+                             else np.zeros((0, self.dim)))
+        self._similar: dict[tuple[str, int], dict[str, float]] = {}
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+    def vector(self, item_id: str) -> np.ndarray | None:
+        row = self.row_of.get(item_id)
+        return None if row is None else self.vectors[row]
+
+    def similar(self, item_id: str, k: int) -> dict[str, float]:
+        """The k items whose text is nearest this item's (not itself) -> cosine; {} for an unknown item."""
+        key = (item_id, k)
+        found = self._similar.get(key)
+        if found is None:
+            row = self.row_of.get(item_id)
+            found = {} if row is None else self._top(self._dot(self.vectors, self.vectors[row]), k, exclude=row)
+            if len(self._similar) > 200_000:
+                self._similar.clear()
+            self._similar[key] = found
+        return found
+
+    def scores(self, vector: np.ndarray) -> np.ndarray:
+        """Every catalogue item's cosine with a unit vector, in row order."""
+        return self._dot(self.vectors, vector)
+
+    def nearest(self, scores: np.ndarray, k: int) -> dict[str, float]:
+        """The k items of the highest `scores` (from `scores()`) -> cosine."""
+        return self._top(scores, k)
+
+    def pick(self, scores: np.ndarray, item_ids: Sequence[str]) -> np.ndarray:
+        """The `scores` of these items (0 for items without a vector)."""
+        rows = np.array([self.row_of.get(i, -1) for i in item_ids], dtype=np.int64)
+        return np.where(rows >= 0, scores[np.maximum(rows, 0)], 0.0) if len(scores) else np.zeros(len(rows))
+
+    def cosines(self, item_ids: Sequence[str], vector: np.ndarray) -> np.ndarray:
+        """Each item's cosine with a unit vector (0 for items without a vector)."""
+        rows = [self.row_of.get(i, -1) for i in item_ids]
+        known = np.array([r >= 0 for r in rows])
+        out = np.zeros(len(rows))
+        if known.any():
+            picked = np.array([r for r in rows if r >= 0])
+            out[known] = self._dot(self.vectors[picked], vector)
+        return out
+
+    @staticmethod
+    def _dot(matrix: np.ndarray, vector: np.ndarray) -> np.ndarray:
+        return np.round(matrix @ np.asarray(vector, np.float64), DECIMALS)
+
+    def words(self, vector: np.ndarray, n: int = 5) -> list[str]:
+        """The catalogue terms nearest a unit vector, each adding a word the earlier ones lack."""
+        if not len(self.terms) or n <= 0:
+            return []
+        order = np.argsort(-self._dot(self.term_vectors, vector), kind="stable")
+        chosen: list[str] = []
+        used: set[str] = set()
+        for row in order[: 20 * n].tolist():
+            words = set(self.terms[row].split())
+            if words <= used:
+                continue
+            chosen.append(self.terms[row])
+            used |= words
+            if len(chosen) == n:
+                break
+        return chosen
+
+    def _top(self, scores: np.ndarray, k: int, exclude: int = -1) -> dict[str, float]:
+        if exclude >= 0:
+            scores = scores.copy()
+            scores[exclude] = -np.inf
+        k = min(k, len(scores) - (1 if exclude >= 0 else 0))
+        if k <= 0:
+            return {}
+        top = np.argpartition(-scores, k - 1)[:k]
+        # ties break on item_id so every worker and `evaluate` list the same items
+        top = sorted(top.tolist(), key=lambda r: (-float(scores[r]), self.item_ids[r]))
+        return {self.item_ids[r]: float(scores[r]) for r in top}
+
+
+def catalogue_terms(titles: Iterable[str], min_items: int = 5, limit: int = 2000) -> list[str]:
+    """Words and two-word phrases that name things in a catalogue: in at least `min_items` titles,
+    most common first (colours and filler words left out)."""
+    counts: collections.Counter[str] = collections.Counter()
+    for title in titles:
+        # a phrase is two adjacent words; a number or a filler word between them breaks it
+        words = [token if _WORD.fullmatch(token) and token not in _STOP else None
+                 for token in re.split(r"[^a-z0-9]+", title.lower()) if token]
+        found = {w for w in words if w} | {f"{a} {b}" for a, b in zip(words, words[1:]) if a and b}
+        counts.update(found)
+    return [term for term, count in counts.most_common() if count >= min_items][:limit]
+
+
+def build_index(version: str, items: dict[str, str], embed: Callable[[Sequence[str]], np.ndarray],
+                terms: Sequence[str] | None = None) -> ContentIndex:
+    """item_id -> text, embedded in item_id order (the same rows in every worker and in `evaluate`)."""
+    ids = sorted(items)
+    texts = [items[i] for i in ids]
+    vectors = embed(texts) if ids else np.zeros((0, 0), np.float32)
+    vectors = quantised(vectors)
+    # a term names a group of items: in 5 titles of a large catalogue, in 2 of a small one
+    terms = catalogue_terms(texts, min_items=max(2, min(5, len(texts) // 500))) if terms is None else list(terms)
+    term_vectors = quantised(embed(terms)) if terms else None
+    return ContentIndex(version, ids, texts, vectors, terms, term_vectors)
+
+
+def quantised(vectors: np.ndarray) -> np.ndarray:
+    """Rounded through float16 (the precision a profile keeps its interest vector in) and renormalised."""
+    rounded = np.asarray(vectors, np.float32).astype(np.float16).astype(np.float32)
+    norms = np.sqrt(np.sum(rounded * rounded, axis=1, keepdims=True))
+    return rounded / np.where(norms > 0, norms, 1.0)
+
+
+# ------------------------------------------------------------------------ the profile's interests
+
+def encode_vector(vector: np.ndarray) -> str:
+    return base64.b64encode(vector.astype(np.float16).tobytes()).decode("ascii")
+
+
+def decode_vector(text: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text), dtype=np.float16).astype(np.float32)
+
+
+def update_interest(state: dict[str, Any] | None, item_vector: np.ndarray, weight: float, ts: int,
+                    half_life_ms: int, version: str) -> dict[str, Any]:
+    """The interest state after one event on an item with a vector: {"v": unit vector (float16,
+    base64), "mass", "ts" (of the mass), "model"}. Another model's state starts over (other space)."""
+    if not state or state.get("model") != version:
+        return {"v": encode_vector(item_vector), "mass": weight, "ts": ts, "model": version}
+    unit, mass, at = decode_vector(state["v"]), float(state["mass"]), int(state["ts"])
+    if ts >= at:
+        old, new, at = mass * 2.0 ** (-(ts - at) / half_life_ms), weight, ts
+    else:  # a late event counts by its age
+        old, new = mass, weight * 2.0 ** (-(at - ts) / half_life_ms)
+    summed = old * unit.astype(np.float64) + new * np.asarray(item_vector, np.float64)
+    norm = _norm(summed)
+    if norm == 0.0:
+        return {"v": encode_vector(item_vector), "mass": weight, "ts": ts, "model": version}
+    return {"v": encode_vector(summed / norm), "mass": round(norm, 6), "ts": at, "model": version}
+
+
+def interest_vector(state: dict[str, Any] | None, version: str) -> np.ndarray | None:
+    if not state or state.get("model") != version:
+        return None
+    unit = decode_vector(state["v"]).astype(np.float64)
+    norm = _norm(unit)
+    return unit / norm if norm > 0 else None
+
+
+def _norm(vector: np.ndarray) -> float:
+    return math.sqrt(float(np.sum(vector * vector)))  # pairwise summation: the same sum on every machine

@@ -1,0 +1,275 @@
+"""Item-side state: popularity, trending, co-visitation and per-category tops, shared by every user.
+Pure: no Faust, Kafka or Redis.
+
+How it stays consistent across workers: every worker computes it from the whole input, by event
+time (`ordering.ItemFeed`): the events of an item epoch become *signals* keyed by item
+(`SignalBuffer`, aggregated per epoch and partition group) and are merged into item entries
+(`apply_signals`) in the same order in every process, so every worker (and `evaluate`) ranks from
+the same item state at the same event time. `InMemoryItemIndex` holds it.
+
+Keys in the store: ``i:<item_id>`` -> entry; ``p:<partition>`` -> popular list; ``t:<partition>`` ->
+trending list; ``c:<partition>:<category>`` -> that category's most popular items (one partition,
+0, in the in-memory index; readers merge partitions).
+
+Popular is decayed with the profile half-life (a day by default); trending is the same count with
+a short half-life (`trending_half_life_ms`): a sliding window in the forward-decay sense, O(1) per
+event, no expiry pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Protocol
+
+from . import decay
+from ..config import Settings
+
+# {"pop", "tr": log2 scores | None, "nb": co-visited {item_id: log2 score}, "fw": followed by {item_id: log2 score},
+#  "ts": ms, "cat": str | None}
+Entry = dict[str, Any]
+
+
+def item_key(item_id: str) -> str:
+    return f"i:{item_id}"
+
+
+def popular_key(partition: int) -> str:
+    return f"p:{partition}"
+
+
+def trending_key(partition: int) -> str:
+    return f"t:{partition}"
+
+
+def category_key(partition: int, category: str) -> str:
+    return f"c:{partition}:{category}"
+
+
+def _new_entry(ts: int) -> Entry:
+    return {"pop": None, "tr": None, "nb": {}, "fw": {}, "ts": ts, "cat": None}
+
+
+@dataclass(slots=True)
+class SignalBuffer:
+    """Item signals of one batch, aggregated so each item is sent once per batch."""
+
+    half_life_ms: int
+    trending_half_life_ms: int
+    covis_gap_half_life_ms: int = 30 * 60 * 1000
+    pair_half_life_ms: int = 365 * 24 * 3600 * 1000
+    by_item: dict[str, Entry] = field(default_factory=dict)
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> "SignalBuffer":
+        return cls(settings.half_life_ms, settings.trending_half_life_ms, settings.covis_gap_half_life_ms,
+                   settings.pair_half_life_ms)
+
+    def _entry(self, item_id: str, ts: int) -> Entry:
+        entry = self.by_item.get(item_id)
+        if entry is None:
+            entry = self.by_item[item_id] = _new_entry(ts)
+        elif ts > entry["ts"]:
+            entry["ts"] = ts
+        return entry
+
+    def add_interaction(self, item_id: str, previous: Iterable[tuple[str, int]], weight: float, ts: int,
+                        category: str | None = None) -> None:
+        """One event on item_id (its type's `weight`) by a user whose recent items in the co-visitation
+        window were `previous`: (item, ms since the user last saw it). A pair counts the event's weight,
+        halved every covis_gap_half_life_ms between the two events: items seen together count most."""
+        entry = self._entry(item_id, ts)
+        entry["pop"] = decay.log_add(entry["pop"], decay.log_weight(weight, ts, self.half_life_ms))
+        entry["tr"] = decay.log_add(entry["tr"], decay.log_weight(weight, ts, self.trending_half_life_ms))
+        if category is not None:
+            entry["cat"] = category
+        stored = decay.log_weight(weight, ts, self.pair_half_life_ms)
+        for other, gap_ms in previous:
+            pair = stored - max(gap_ms, 0) / self.covis_gap_half_life_ms  # log2 space: x 2^(-gap / half-life)
+            decay.add(entry["nb"], other, pair)
+            decay.add(self._entry(other, ts)["nb"], item_id, pair)
+
+    def add_sequence(self, item_id: str, before: Iterable[str], ts: int) -> None:
+        """Sequential rules: `before` are the items the user had just before item_id in the same
+        session, the latest first; the rule "b is followed by item_id" gains 1 / its distance in steps
+        (Ludewig & Jannach's SR weighting), stored decayed like the co-visitation pairs."""
+        for steps, other in enumerate(before, 1):
+            decay.add(self._entry(other, ts)["fw"], item_id, decay.log_weight(1.0 / steps, ts, self.pair_half_life_ms))
+
+    def messages(self) -> list[tuple[str, dict[str, Any]]]:
+        return [(item_id, {"item_id": item_id, "pop": e["pop"], "trend": e["tr"], "neighbors": e["nb"],
+                           "followed_by": e["fw"],
+                           "ts": e["ts"], "category": e["cat"]})
+                for item_id, e in self.by_item.items()]
+
+    def __len__(self) -> int:
+        return len(self.by_item)
+
+
+def apply_signals(get: Callable[[str], Any], signals: Iterable[Mapping[str, Any]], partition: int,
+                  settings: Settings) -> dict[str, Any]:
+    """Merge signals (all of one store partition) into item entries. Returns every key to write:
+    the changed entries and the partition's popular, trending and per-category lists."""
+    changed: dict[str, Entry] = {}
+    for signal in signals:
+        item_id = signal["item_id"]
+        entry = changed.get(item_id) or get(item_key(item_id)) or _new_entry(0)
+        if signal.get("pop") is not None:
+            entry["pop"] = decay.log_add(entry.get("pop"), signal["pop"])
+        if signal.get("trend") is not None:
+            entry["tr"] = decay.log_add(entry.get("tr"), signal["trend"])
+        if signal.get("category") is not None:
+            entry["cat"] = signal["category"]
+        nb = entry["nb"]
+        for other, stored in signal["neighbors"].items():
+            decay.add(nb, other, stored)
+        entry["nb"] = decay.prune(nb, settings.covis_neighbors_max)
+        fw = entry.setdefault("fw", {})
+        for other, stored in signal.get("followed_by", {}).items():
+            decay.add(fw, other, stored)
+        entry["fw"] = decay.prune(fw, settings.covis_neighbors_max)
+        entry["ts"] = max(entry["ts"], signal["ts"])
+        changed[item_id] = entry
+    writes: dict[str, Any] = {item_key(item_id): entry for item_id, entry in changed.items()}
+    size = settings.popular_per_partition
+    writes[popular_key(partition)] = merge_top(get(popular_key(partition)) or [], changed, "pop", size)
+    writes[trending_key(partition)] = merge_top(get(trending_key(partition)) or [], changed, "tr", size)
+    by_category: dict[str, dict[str, Entry]] = {}
+    for item_id, entry in changed.items():
+        if entry.get("cat") is not None and entry.get("pop") is not None:
+            by_category.setdefault(entry["cat"], {})[item_id] = entry
+    for category, members in by_category.items():
+        key = category_key(partition, category)
+        writes[key] = merge_top(get(key) or [], members, "pop", settings.category_items)
+    return writes
+
+
+def merge_top(current: list[list[Any]], changed: Mapping[str, Entry], score: str, size: int) -> list[list[Any]]:
+    """Top `size` items by one score. Exact for the partition, since decay is uniform in log space."""
+    scores = {item_id: value for item_id, value in current}
+    for item_id, entry in changed.items():
+        if entry.get(score) is not None:
+            scores[item_id] = entry[score]
+    return [[item_id, value] for item_id, value in decay.top(scores, size)]
+
+
+def shares(ranked: list[tuple[str, float]]) -> list[tuple[str, float]]:
+    """Log2 scores (best first) as fractions of the best one: decay is uniform, so no clock is needed."""
+    if not ranked:
+        return []
+    best = ranked[0][1]
+    return [(item_id, 2.0 ** (score - best)) for item_id, score in ranked]
+
+
+class ItemIndex(Protocol):
+    """What the recommender reads of the item side: item -> share of the best, in (0, 1], best first."""
+
+    def neighbors(self, item_id: str) -> dict[str, float]:
+        """The co-visited items a ranking uses (the first covis_candidates_per_item)."""
+
+    def followers(self, item_id: str) -> dict[str, float]:
+        """The items that most often came next after item_id in a session (sequential rules)."""
+
+    def popular(self) -> dict[str, float]: ...
+
+    def trending(self) -> dict[str, float]: ...
+
+    def category_items(self, category: str) -> list[tuple[str, float]]: ...
+
+    def categories_of(self, item_ids: list[str]) -> list[str | None]: ...
+
+
+class CachedItemIndex:
+    """Reads the store through `load(key)` (parsed value or None), merges the partitions' lists and
+    caches everything it derived until `begin_batch` (a batch boundary)."""
+
+    def __init__(self, settings: Settings, partitions: int):
+        self.settings = settings
+        self.partitions = partitions
+        self._entries: dict[str, Entry | None] = {}
+        self._neighbors: dict[str, dict[str, float]] = {}
+        self._followers: dict[str, dict[str, float]] = {}
+        self._categories: dict[str, list[tuple[str, float]]] = {}
+        self._item_category: dict[str, str | None] = {}
+        self._popular: dict[str, float] = {}
+        self._trending: dict[str, float] = {}
+
+    def load(self, key: str) -> Any:
+        raise NotImplementedError
+
+    def _merged(self, key_of: Callable[[int], str], size: int) -> list[tuple[str, float]]:
+        merged: dict[str, float] = {}
+        for partition in range(self.partitions):
+            for item_id, score in self.load(key_of(partition)) or ():
+                merged[item_id] = score
+        return shares(decay.top(merged, size))
+
+    def begin_batch(self) -> None:
+        self._entries.clear()
+        self._neighbors.clear()
+        self._followers.clear()
+        self._categories.clear()
+        self._item_category.clear()
+        size = self.settings.popular_per_partition
+        self._popular = dict(self._merged(popular_key, size))
+        self._trending = dict(self._merged(trending_key, size))
+
+    def entry(self, item_id: str) -> Entry | None:
+        try:
+            return self._entries[item_id]
+        except KeyError:
+            found = self._entries[item_id] = self.load(item_key(item_id))
+            return found
+
+    def _related(self, cache: dict[str, dict[str, float]], field_name: str, item_id: str) -> dict[str, float]:
+        found = cache.get(item_id)
+        if found is None:
+            entry = self.entry(item_id)
+            raw = entry.get(field_name) if entry else None
+            found = dict(shares(decay.top(raw, self.settings.covis_candidates_per_item))) if raw else {}
+            cache[item_id] = found
+        return found
+
+    def neighbors(self, item_id: str) -> dict[str, float]:
+        return self._related(self._neighbors, "nb", item_id)
+
+    def followers(self, item_id: str) -> dict[str, float]:
+        return self._related(self._followers, "fw", item_id)
+
+    def categories_of(self, item_ids: list[str]) -> list[str | None]:
+        known, out = self._item_category, []
+        for item_id in item_ids:
+            try:
+                out.append(known[item_id])
+            except KeyError:
+                entry = self.entry(item_id)
+                category = known[item_id] = entry.get("cat") if entry else None
+                out.append(category)
+        return out
+
+    def category_items(self, category: str) -> list[tuple[str, float]]:
+        ranked = self._categories.get(category)
+        if ranked is None:
+            ranked = self._categories[category] = self._merged(
+                lambda partition: category_key(partition, category), self.settings.category_items)
+        return ranked
+
+    def popular(self) -> dict[str, float]:
+        return self._popular
+
+    def trending(self) -> dict[str, float]:
+        return self._trending
+
+
+class InMemoryItemIndex(CachedItemIndex):
+    """The item state of one process (a worker's or evaluate's item feed): one partition; signals merge
+    in on `apply`, and the derived lists are refreshed once per call."""
+
+    def __init__(self, settings: Settings):
+        super().__init__(settings, partitions=1)
+        self.store: dict[str, Any] = {}
+
+    def load(self, key: str) -> Any:
+        return self.store.get(key)
+
+    def apply(self, signals: Iterable[Mapping[str, Any]]) -> None:
+        self.store.update(apply_signals(self.store.get, signals, 0, self.settings))

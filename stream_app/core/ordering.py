@@ -1,0 +1,289 @@
+"""Event-time order across the input topics, and item state by event time. Pure: no Faust or Kafka.
+
+Each event type has its own topic, co-partitioned by user: partition p of `events.browse`,
+`events.click` and `events.purchase` forms the *group* p, with one *lane* per topic. A group is
+merged as Kafka Streams synchronises a task's inputs: the lane whose head has the smallest
+timestamp goes next (ties: browse, click, purchase; within a lane, offset order); while a lane has
+nothing buffered the group waits, unless the caller says the lane may be skipped (the worker: it has
+been empty for `max_idle_ms`; `evaluate`: the log has no more events for it). With every lane's
+data at hand the order is a function of the log alone, at any speed.
+
+Each released event gets an *epoch*: `max(group clock, event ts) // item_epoch_ms`, where the group
+clock is the largest timestamp the group released so far (so epochs never go back within a group,
+and an event older than its group's clock, a late one, joins the current epoch). Item state is
+defined by epochs: every event of epoch k is recommended from the item state after all events of
+epochs < k of every group and none of epoch k or later (`ItemFeed`). A consumer processes events
+in rounds of one epoch (`Sequencer.take`), so it never needs an item state it has gone past.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from ..config import EVENT_TYPES, Settings
+from .events import Event
+from .items import InMemoryItemIndex, SignalBuffer
+
+LANES = len(EVENT_TYPES)
+LANE_OF = {event_type: lane for lane, event_type in enumerate(EVENT_TYPES)}
+#: No epoch yet / nothing can come: bounds for a group's next epoch.
+BEFORE_ALL = -(2 ** 62)
+AFTER_ALL = 2 ** 62
+#: The ordering key of an input that has no valid timestamp (it is only dead-lettered): first.
+INVALID_TS = -1
+
+WAIT = -1  # the group may still receive an earlier event: hold back
+EMPTY = -2  # nothing buffered and every empty lane may be skipped
+
+
+@dataclass(slots=True)
+class Released:
+    group: int
+    lane: int
+    epoch: int
+    late: bool  # older than an event its group already released
+    item: Any  # what the caller pushed (a parsed event, a rejection, a message)
+
+
+@dataclass
+class GroupMerge:
+    """One group's lanes; `push` in lane (offset) order, `release` in event-time order."""
+
+    group: int
+    epoch_ms: int
+    lanes: tuple[collections.deque, ...] = field(default_factory=lambda: tuple(collections.deque() for _ in range(LANES)))
+    clock: int | None = None
+    # Which empty lanes events waited for since the last reset (the caller asks their ends), and when
+    # each lane last received anything (the caller's idle rule).
+    waited_for: list[bool] = field(default_factory=lambda: [False] * LANES)
+    arrived: list[float | None] = field(default_factory=lambda: [None] * LANES)
+
+    def push(self, lane: int, ts: int | None, item: Any) -> None:
+        self.lanes[lane].append((INVALID_TS if ts is None else ts, item))
+        self.arrived[lane] = time.monotonic()
+
+    def next_lane(self, may_skip: Callable[["GroupMerge", int], bool]) -> int:
+        """The lane whose head goes next, WAIT, or EMPTY."""
+        best, best_ts = EMPTY, 0
+        for lane, queue in enumerate(self.lanes):
+            if queue:
+                ts = queue[0][0]
+                if best == EMPTY or ts < best_ts:
+                    best, best_ts = lane, ts
+            else:
+                self.waited_for[lane] = True
+                if not may_skip(self, lane):
+                    return WAIT
+        return best
+
+    def epoch_of(self, ts: int) -> int:
+        clock = ts if self.clock is None or ts > self.clock else self.clock
+        return clock // self.epoch_ms
+
+    def bound(self, may_skip: Callable[["GroupMerge", int], bool]) -> int:
+        """The smallest epoch this group's next release can have."""
+        lane = self.next_lane(may_skip)
+        if lane == EMPTY:
+            return AFTER_ALL
+        if lane == WAIT:
+            return BEFORE_ALL if self.clock is None else self.clock // self.epoch_ms
+        ts = self.lanes[lane][0][0]
+        if ts == INVALID_TS:  # releases at once, touches no state
+            return BEFORE_ALL if self.clock is None else self.clock // self.epoch_ms
+        return self.epoch_of(ts)
+
+    def release(self, lane: int) -> Released:
+        ts, item = self.lanes[lane].popleft()
+        if ts == INVALID_TS:
+            epoch = BEFORE_ALL if self.clock is None else self.clock // self.epoch_ms
+            return Released(self.group, lane, epoch, False, item)
+        late = self.clock is not None and ts < self.clock
+        epoch = self.epoch_of(ts)
+        if not late:
+            self.clock = ts
+        return Released(self.group, lane, epoch, late, item)
+
+    def buffered(self) -> int:
+        return sum(len(queue) for queue in self.lanes)
+
+
+def always(_group: GroupMerge, _lane: int) -> bool:
+    return True
+
+
+class Sequencer:
+    """Several groups (a worker's assigned partitions, or all of them) released in rounds of one
+    epoch: a round holds events of epoch k only when no group can still release an event of an
+    earlier epoch. Events without a valid timestamp are released at once (epoch of their group)."""
+
+    def __init__(self, epoch_ms: int, may_skip: Callable[[GroupMerge, int], bool]):
+        self.epoch_ms = epoch_ms
+        self.may_skip = may_skip
+        self.groups: dict[int, GroupMerge] = {}
+        self.late = 0
+
+    def group(self, group: int) -> GroupMerge:
+        found = self.groups.get(group)
+        if found is None:
+            found = self.groups[group] = GroupMerge(group, self.epoch_ms)
+        return found
+
+    def push(self, group: int, lane: int, ts: int | None, item: Any) -> None:
+        self.group(group).push(lane, ts, item)
+
+    def drop(self, groups: Iterable[int]) -> None:
+        for group in groups:
+            self.groups.pop(group, None)
+
+    def bound(self) -> int:
+        """The smallest epoch any group can still release (AFTER_ALL: nothing can come)."""
+        return min((g.bound(self.may_skip) for g in self.groups.values()), default=AFTER_ALL)
+
+    def take(self, limit: int) -> tuple[int | None, list[Released]]:
+        """The next round: (epoch, up to `limit` events of that epoch in group order), or (None, [])
+        when nothing may be released yet."""
+        bounds = {group: merge.bound(self.may_skip) for group, merge in self.groups.items()}
+        if not bounds:
+            return None, []
+        epoch = min(bounds.values())
+        if epoch == AFTER_ALL:
+            return None, []
+        out: list[Released] = []
+        for group in sorted(bounds):
+            if bounds[group] != epoch:
+                continue
+            merge = self.groups[group]
+            while len(out) < limit:
+                lane = merge.next_lane(self.may_skip)
+                if lane < 0:
+                    break
+                ts = merge.lanes[lane][0][0]
+                if ts != INVALID_TS and merge.epoch_of(ts) != epoch:
+                    break
+                released = merge.release(lane)
+                self.late += released.late
+                out.append(released)
+        return (epoch if out else None), out
+
+    def buffered(self) -> int:
+        return sum(g.buffered() for g in self.groups.values())
+
+    def reset_waits(self) -> None:
+        """Nothing waits for the empty lanes any more: their idle clocks start again when something does."""
+        for merge in self.groups.values():
+            merge.waited_for = [False] * LANES
+
+
+def rounds(events: Iterable[dict[str, Any]], settings: Settings, partition_of: Callable[[str, int], int]
+           ) -> Iterable[tuple[int, list[Released]]]:
+    """A recorded log (in the order it is produced) as a worker with every partition releases it:
+    the in-process twin of the worker's input path. Items are the event dicts."""
+    sequencer = Sequencer(settings.item_epoch_ms, always)
+    for raw in events:
+        sequencer.push(partition_of(raw["user_id"], settings.partitions), LANE_OF[raw["type"]], raw["ts"], raw)
+    while True:
+        epoch, batch = sequencer.take(settings.batch_max)
+        if epoch is None:
+            return
+        yield epoch, batch
+
+
+class _UserTrail:
+    """What the item feed keeps of one user: recent distinct items (-> last seen ms) for co-visitation,
+    the current session's last items in order for sequential rules, and recent event ids."""
+
+    __slots__ = ("seen", "tail", "digests", "last_ts", "session_id")
+
+    def __init__(self, steps: int, digests: int):
+        self.seen: dict[str, int] = {}
+        self.tail: collections.deque[str] = collections.deque(maxlen=steps)
+        self.digests: collections.deque[str] = collections.deque(maxlen=digests)
+        self.last_ts: int | None = None
+        self.session_id: str | None = None
+
+    def new_session(self, event: Event, gap_ms: int) -> bool:
+        """Does `event` start a new session (a new session_id, or `gap_ms` of silence)? Records it."""
+        new = (self.last_ts is None or event.session_id != self.session_id
+               or (event.session_id is None and event.ts - self.last_ts >= gap_ms))
+        self.last_ts = event.ts if self.last_ts is None else max(self.last_ts, event.ts)
+        self.session_id = event.session_id
+        return new
+
+
+class ItemFeed:
+    """The item state every worker computes from the whole input, by event time.
+
+    `add` takes each valid event with its group and epoch, in its group's order (the epoch never goes
+    back within a group), and buffers its item signals per (epoch, group); the co-visitation pairs and
+    sequential rules come from the user's recent items and current session, which the feed keeps for
+    every user (the same items a profile would name; the feed does not need the profile).
+    `advance(k)` applies every buffered epoch up to k to the index, epoch by epoch and within an
+    epoch in group order, so the floating-point sums are the same in every process. An event whose
+    epoch is already applied (only when a worker went on without an idle lane) joins the next epoch
+    and is counted in `late`."""
+
+    #: Event ids remembered per user to drop redelivered input (a producer retry).
+    DIGESTS_PER_USER = 16
+
+    def __init__(self, settings: Settings, index: InMemoryItemIndex):
+        self.settings = settings
+        self.index = index
+        self.pending: dict[int, dict[int, SignalBuffer]] = {}
+        self.applied_through: int | None = None
+        self.users: dict[str, _UserTrail] = {}
+        self.late = 0
+        self.duplicates = 0
+        self.events = 0
+
+    def add(self, event: Event, group: int, epoch: int) -> None:
+        settings = self.settings
+        if self.applied_through is not None and epoch <= self.applied_through:
+            epoch = self.applied_through + 1
+            self.late += 1
+        user = self.users.get(event.user_id)
+        if user is None:
+            user = self.users[event.user_id] = _UserTrail(settings.rules_steps, self.DIGESTS_PER_USER)
+        if event.event_id in user.digests:
+            self.duplicates += 1
+            return
+        user.digests.append(event.event_id)
+        self.events += 1
+        seen = user.seen
+        since = event.ts - settings.covis_window_ms
+        previous = []
+        for item_id, ts in sorted(seen.items(), key=lambda kv: kv[1], reverse=True):
+            if len(previous) == settings.covis_prev_items or ts < since:
+                break
+            if item_id != event.item_id:
+                previous.append((item_id, event.ts - ts))
+        buffers = self.pending.setdefault(epoch, {})
+        buffer = buffers.get(group)
+        if buffer is None:
+            buffer = buffers[group] = SignalBuffer.for_settings(settings)
+        buffer.add_interaction(event.item_id, previous, settings.weights.of(event.type, event.stage), event.ts,
+                               event.category)
+        if user.new_session(event, settings.session_gap_ms):
+            user.tail.clear()
+        buffer.add_sequence(event.item_id, reversed(user.tail), event.ts)
+        user.tail.append(event.item_id)
+        if seen.get(event.item_id, event.ts) <= event.ts:
+            seen.pop(event.item_id, None)
+            seen[event.item_id] = event.ts
+        if len(seen) > settings.covis_prev_items + 1:
+            oldest = min(seen, key=seen.__getitem__)
+            del seen[oldest]
+
+    def advance(self, through: int) -> None:
+        """Make every epoch up to `through` visible."""
+        if self.applied_through is not None and through <= self.applied_through:
+            return
+        due = sorted(e for e in self.pending if e <= through)
+        for epoch in due:
+            buffers = self.pending.pop(epoch)
+            self.index.apply(message for group in sorted(buffers) for _, message in buffers[group].messages())
+        if due:  # the derived lists and caches change only with the store
+            self.index.begin_batch()
+        self.applied_through = through

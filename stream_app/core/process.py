@@ -1,0 +1,160 @@
+"""The pure core: (profile, event) -> (profile', recommendation). No Faust, Kafka or Redis.
+
+Workers call `process` for every valid event of a batch; `evaluate` calls the same function, so the
+numbers it reports are the numbers the workers produce.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..config import Settings
+from .content import ContentIndex, interest_vector, update_interest
+from .events import Event
+from .items import ItemIndex
+from .learners import BehaviourStats, InterestDrift, OnlineRanker, PartitionLearners, StrategyBandit, segment_of
+from .profile import Profile, apply_event, event_digest
+from .recommend import FEATURES, MODEL_VERSIONS, Encoding, decode_features, recommend
+
+
+@dataclass(slots=True)
+class Outcome:
+    applied: bool  # False: a duplicate event_id (or older than the dedupe floor), nothing changed
+    recommendation: dict[str, Any] | None
+
+
+def new_profile(user_id: str, settings: Settings) -> Profile:
+    return Profile(user_id=user_id, half_life_ms=settings.half_life_ms,
+                   interest_half_life_ms=settings.interest_half_life_ms)
+
+
+def new_ranker(settings: Settings) -> OnlineRanker:
+    return OnlineRanker(FEATURES, learning_rate=settings.ranker_learning_rate, negatives=settings.ranker_negatives,
+                        warm_up=settings.ranker_warm_up, seed=settings.ranker_seed)
+
+
+def new_partition_learners(settings: Settings) -> PartitionLearners:
+    bandit = StrategyBandit(settings.bandit_epsilon, settings.ranker_seed) if settings.bandit else None
+    return PartitionLearners(new_ranker(settings), bandit)
+
+
+def learn_feedback(profile: Profile, event: Event, learners: PartitionLearners, top_k: int) -> int:
+    """The user's previous candidates, judged by this event, teach the ranker (and the shown list, the
+    first top_k, rewards the strategy that chose it); then they are forgotten. Returns the number of
+    ranker labels learned."""
+    learned = 0
+    if profile.shown:
+        matrix = decode_features(profile.shown_features, len(profile.shown))
+        if matrix is not None:
+            learned = learners.ranker.learn_feedback(profile.shown, matrix, event.item_id, event.event_id, top_k)
+        if learners.bandit is not None and profile.shown_strategy:
+            segment, strategy = profile.shown_strategy.split(":", 1)
+            learners.bandit.update(segment, strategy, 1.0 if event.item_id in profile.shown[:top_k] else 0.0)
+    profile.shown, profile.shown_features, profile.shown_strategy = [], None, None
+    return learned
+
+
+def shown_hits(profile: Profile, event: Event, top_k: int) -> tuple[bool | None, bool | None]:
+    """Did this event hit the list shown after the user's previous event, and the list a shadow
+    encoder would have shown? None where there was no such list. Call before `process`."""
+    live = event.item_id in profile.shown[:top_k] if profile.shown else None
+    shadow = event.item_id in profile.shadow_shown if profile.shadow_shown else None
+    return live, shadow
+
+
+def shadow_recommendation(profile: Profile, event: Event, index: ItemIndex, settings: Settings,
+                          learners: PartitionLearners | None, encoding: Encoding,
+                          content: ContentIndex | None = None) -> None:
+    """The list a shadow encoder would show after `event` (already processed with the live one): same
+    profile, item state and ranker, the shadow's embedding. Kept in the profile to be judged by the
+    next event; never published."""
+    ranker = learners.ranker if learners is not None and learners.ranker.ready else None
+    behaviour = profile.learner(BehaviourStats.name, BehaviourStats)
+    ranked = recommend(profile, event, index, settings, ranker, behaviour.repeat_propensity, encoding, content)
+    profile.shadow_shown = [item["item_id"] for item in ranked.items]
+
+
+def should_emit(profile: Profile, event: Event, settings: Settings) -> bool:
+    if settings.rec_policy == "every":
+        return True
+    if settings.rec_policy == "purchase":
+        return event.type == "purchase"
+    # debounce: at most one recommendation per user per rec_debounce_ms of event time
+    return profile.last_rec_ts is None or event.ts - profile.last_rec_ts >= settings.rec_debounce_ms
+
+
+def rec_id_for(event_id: str) -> str:
+    """Deterministic, so a redelivered recommendation can be deduplicated downstream."""
+    return "rec-" + hashlib.blake2b(event_id.encode("utf-8"), digest_size=12).hexdigest()
+
+
+def learn_content(profile: Profile, event: Event, content: ContentIndex, settings: Settings) -> None:
+    """Fold the event's item text into the user's interest vector and name what it is near."""
+    vector = content.vector(event.item_id)
+    if vector is None:
+        return
+    profile.content_interest = update_interest(profile.content_interest, vector,
+                                               settings.weights.of(event.type, event.stage), event.ts,
+                                               settings.content_half_life_ms, content.version)
+    interest = interest_vector(profile.content_interest, content.version)
+    profile.likes = content.words(interest) if interest is not None else []
+
+
+def process(profile: Profile, event: Event, index: ItemIndex, settings: Settings, now_ms: int,
+            learners: PartitionLearners | None = None, encoding: Encoding | None = None,
+            content: ContentIndex | None = None) -> Outcome:
+    """Apply one event to its user's profile (in place), maybe recommend. Its item signals are the
+    item feed's (ordering.ItemFeed), which every worker runs over the whole input.
+    `learners`: the ranker (and bandit) of the event's partition; None: rank by the prior, learn nothing.
+    `encoding`: the user's sequence-encoder embedding including this event (encoded with the rest of
+    the batch in one onnxruntime call), or None when no encoder is live.
+    `content`: the catalogue's text vectors under the live content model, or None."""
+    digest = event_digest(event.event_id)
+    if not profile.admits(digest, event.ts):
+        return Outcome(False, None)
+    if learners is not None:
+        learn_feedback(profile, event, learners, settings.top_k)
+    profile.shadow_shown = []  # judged (shown_hits) before this call; a live shadow shows a new one after it
+    behaviour = profile.learner(BehaviourStats.name, BehaviourStats)
+    behaviour.learn_one(profile, event)
+    if settings.drift_handling:
+        drift = profile.learner(InterestDrift.name, lambda: InterestDrift(downweight=settings.drift_downweight))
+        drift.learn_one(profile, event)
+    apply_event(profile, event, digest, settings)
+    if content is not None:
+        learn_content(profile, event, content, settings)
+    if encoding is not None:
+        profile.embedding = np.round(encoding.vector.astype(np.float64), 5).tolist()
+        profile.encoder_version = encoding.version
+    if not should_emit(profile, event, settings):
+        return Outcome(True, None)
+    profile.last_rec_ts = event.ts
+    ranker, strategy = None, "prior"
+    if learners is not None:
+        segment = segment_of(profile.event_count)
+        wanted = learners.bandit.pull(segment) if learners.bandit is not None else "ranker"
+        if wanted == "ranker" and learners.ranker.ready:
+            ranker, strategy = learners.ranker, "ranker"
+        if learners.bandit is not None:  # the reward goes to what was shown, a cold ranker's list is the prior's
+            profile.shown_strategy = f"{segment}:{strategy}"
+    ranked = recommend(profile, event, index, settings, ranker, behaviour.repeat_propensity, encoding, content)
+    if learners is not None:
+        profile.shown = ranked.pool
+        profile.shown_features = ranked.encoded_features()
+    return Outcome(True, {
+        "rec_id": rec_id_for(event.event_id),
+        "user_id": profile.user_id,
+        "items": ranked.items,
+        "trigger_event_id": event.event_id,
+        "event_ts": event.ts,
+        "generated_at": now_ms,
+        "profile_version": profile.version,
+        "model": {**MODEL_VERSIONS, "ranking": strategy,
+                  **({"encoder": encoding.version} if encoding is not None else {}),
+                  **({"content": content.version} if content is not None else {})},
+        "schema_version": 1,
+    })

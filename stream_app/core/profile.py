@@ -1,0 +1,221 @@
+"""The user profile and how one event changes it. Pure: no Faust, Kafka or Redis."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from . import decay
+from ..config import Settings
+from .events import Event
+
+
+_INTERNAL_FIELDS = frozenset({"seen_event_ids", "dedupe_floor", "learner_state", "shown", "shown_features",
+                              "shown_strategy", "shadow_shown"})
+
+
+DEFAULT_INTEREST_HALF_LIFE_MS = 14 * 24 * 3600 * 1000
+
+
+def event_digest(event_id: str) -> str:
+    """64-bit digest of an event_id: the idempotence key kept in the profile (16 chars, not 200)."""
+    return hashlib.blake2b(event_id.encode("utf-8"), digest_size=8).hexdigest()
+
+
+@dataclass(slots=True)
+class Profile:
+    user_id: str
+    version: int = 0
+    event_count: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    stages: dict[str, int] = field(default_factory=dict)
+    recent: list[list[Any]] = field(default_factory=list)  # [item_id, type, ts], most recent last
+    item_affinity: dict[str, float] = field(default_factory=dict)  # log2 forward-decayed
+    category_affinity: dict[str, float] = field(default_factory=dict)
+    # Long-term interests: category affinity with interest_half_life_ms (weeks, not a day); what
+    # the user is into, as opposed to what the session is about. Drift handling resets it.
+    interests: dict[str, float] = field(default_factory=dict)
+    first_seen: int | None = None
+    last_seen: int | None = None
+    # Idempotence: digests of applied event_ids (-> event ts), at most ~seen_ids_max, plus a floor:
+    # an event older than the floor is never applied, so no event is ever counted twice.
+    seen_event_ids: dict[str, int] = field(default_factory=dict)
+    dedupe_floor: int | None = None
+    last_rec_ts: int | None = None
+    # The sequence encoder's embedding of the user's recent events, and the model version that made it.
+    embedding: list[float] | None = None
+    encoder_version: str | None = None
+    # What the user likes by the items' text (content.py): the interest vector's state, and the
+    # catalogue terms nearest it, in words.
+    content_interest: dict[str, Any] | None = None
+    likes: list[str] = field(default_factory=list)
+    # Behaviour statistics (learners/behaviour.py), as the public profile shows them.
+    stats: dict[str, Any] = field(default_factory=dict)
+    # The last list shown and its candidate features (float16, base64): the user's next event
+    # judges it, and the ranker learns from that (learners/ranker.py).
+    shown: list[str] = field(default_factory=list)
+    shown_features: str | None = None
+    shown_strategy: str | None = None  # "<segment>:<strategy>" the bandit chose, when exploration is on
+    shadow_shown: list[str] = field(default_factory=list)  # what a shadow encoder would have shown (not published)
+    half_life_ms: int = 24 * 3600 * 1000
+    interest_half_life_ms: int = DEFAULT_INTEREST_HALF_LIFE_MS
+    # Per-user learners (core/learners): pickled state as stored, and the live objects of
+    # this batch (unpickled on first use; to_dict writes their current state).
+    learner_state: dict[str, str] = field(default_factory=dict)
+    live: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def learner(self, name: str, make: Any) -> Any:
+        """The user's learner called `name`, restored from its state, or made new by `make()`."""
+        found = self.live.get(name)
+        if found is None:
+            stored = self.learner_state.get(name)
+            if stored is not None:
+                from .learners.base import ProfileLearner
+
+                found = ProfileLearner.loads(stored)
+            else:
+                found = make()
+            self.live[name] = found
+        return found
+
+    def admits(self, digest: str, ts: int) -> bool:
+        """False for an event already applied, or too old to tell (older than the dedupe floor)."""
+        return digest not in self.seen_event_ids and (self.dedupe_floor is None or ts >= self.dedupe_floor)
+
+    def recent_items(self, limit: int, since_ts: int | None = None) -> list[str]:
+        """Distinct recent items, most recent first, optionally only those seen at or after since_ts."""
+        return list(self.recent_items_seen(limit, since_ts))
+
+    def recent_items_seen(self, limit: int, since_ts: int | None = None) -> dict[str, int]:
+        """Distinct recent items -> when last seen (ms), most recent first, at most `limit`."""
+        out: dict[str, int] = {}
+        if limit <= 0:
+            return out
+        for item_id, _type, ts in reversed(self.recent):
+            if since_ts is not None and ts < since_ts:
+                break
+            if item_id not in out:
+                out[item_id] = ts
+                if len(out) == limit:
+                    break
+        return out
+
+    def to_dict(self, internal: bool = True) -> dict[str, Any]:
+        """The profile, read only; `internal=False` leaves out the worker's own state (idempotence
+        digests, learner state): the public snapshot of the profiles topic and Redis."""
+        stats = dict(self.stats)
+        for live in self.live.values():
+            stats.update(live.public())
+        out = {
+            "user_id": self.user_id, "version": self.version, "event_count": self.event_count,
+            "counts": self.counts, "stages": self.stages, "recent": self.recent,
+            "item_affinity": self.item_affinity, "category_affinity": self.category_affinity,
+            "interests": self.interests, "interest_half_life_ms": self.interest_half_life_ms,
+            "first_seen": self.first_seen, "last_seen": self.last_seen,
+            "last_rec_ts": self.last_rec_ts, "stats": stats, "embedding": self.embedding,
+            "encoder_version": self.encoder_version, "content_interest": self.content_interest,
+            "likes": self.likes, "half_life_ms": self.half_life_ms,
+            "schema_version": 1,
+        }
+        if internal:
+            out["seen_event_ids"] = self.seen_event_ids
+            out["dedupe_floor"] = self.dedupe_floor
+            out["shown"] = self.shown
+            out["shown_features"] = self.shown_features
+            out["shown_strategy"] = self.shown_strategy
+            out["shadow_shown"] = self.shadow_shown
+            out["learner_state"] = {**self.learner_state, **{name: live.dumps() for name, live in self.live.items()}}
+        return out
+
+    def to_json(self, internal: bool = True) -> bytes:
+        return orjson.dumps(self.to_dict(internal))
+
+    def snapshots(self) -> tuple[bytes, bytes]:
+        """(internal, public) JSON from one pass over the profile: the table's changelog record and
+        the snapshot for the profiles topic and Redis."""
+        internal = self.to_dict(internal=True)
+        public = {k: v for k, v in internal.items() if k not in _INTERNAL_FIELDS}
+        return orjson.dumps(internal), orjson.dumps(public)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Profile":
+        return cls(
+            user_id=data["user_id"], version=data["version"], event_count=data["event_count"],
+            counts=data["counts"], stages=data["stages"], recent=data["recent"],
+            item_affinity=data["item_affinity"], category_affinity=data["category_affinity"],
+            interests=data.get("interests", {}),
+            interest_half_life_ms=data.get("interest_half_life_ms", DEFAULT_INTEREST_HALF_LIFE_MS),
+            first_seen=data["first_seen"], last_seen=data["last_seen"],
+            seen_event_ids=data.get("seen_event_ids", {}), dedupe_floor=data.get("dedupe_floor"),
+            last_rec_ts=data["last_rec_ts"], learner_state=data.get("learner_state", {}),
+            stats=data.get("stats", {}), embedding=data.get("embedding"), encoder_version=data.get("encoder_version"),
+            shown=data.get("shown", []), shown_features=data.get("shown_features"),
+            shown_strategy=data.get("shown_strategy"), shadow_shown=data.get("shadow_shown", []),
+            content_interest=data.get("content_interest"), likes=data.get("likes", []),
+            half_life_ms=data["half_life_ms"],
+        )
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> "Profile":
+        return cls.from_dict(orjson.loads(raw))
+
+
+def add_step(recent: list[Any], step: Any, limit: int) -> None:
+    """Append an [item_id, type, ts] step keeping the sequence in time order (a late event is
+    inserted where it belongs), then keep the last `limit`. Also builds the encoder's batch sequences."""
+    ts = step[2]
+    if not recent or ts >= recent[-1][2]:
+        recent.append(step)
+    else:
+        at = len(recent)
+        while at > 0 and recent[at - 1][2] > ts:
+            at -= 1
+        recent.insert(at, step)
+    if len(recent) > limit:
+        del recent[: len(recent) - limit]
+
+
+def apply_event(profile: Profile, event: Event, digest: str, settings: Settings) -> None:
+    """Fold one new (not yet seen) event into the profile, in place, keeping every part bounded."""
+    hl = profile.half_life_ms
+    weight = settings.weights.of(event.type, event.stage)
+    stored = decay.log_weight(weight, event.ts, hl)
+
+    profile.version += 1
+    profile.event_count += 1
+    profile.counts[event.type] = profile.counts.get(event.type, 0) + 1
+    if event.stage is not None:
+        profile.stages[event.stage] = profile.stages.get(event.stage, 0) + 1
+
+    add_step(profile.recent, [event.item_id, event.type, event.ts], settings.recent_max)
+
+    decay.add(profile.item_affinity, event.item_id, stored)
+    profile.item_affinity = decay.prune(profile.item_affinity, settings.affinity_max)
+    if event.category is not None:
+        decay.add(profile.category_affinity, event.category, stored)
+        profile.category_affinity = decay.prune(profile.category_affinity, settings.affinity_max)
+        decay.add(profile.interests, event.category, decay.log_weight(weight, event.ts, profile.interest_half_life_ms))
+        profile.interests = decay.prune(profile.interests, settings.affinity_max)
+
+    profile.first_seen = event.ts if profile.first_seen is None else min(profile.first_seen, event.ts)
+    profile.last_seen = event.ts if profile.last_seen is None else max(profile.last_seen, event.ts)
+
+    _remember(profile, digest, event.ts, settings)
+
+
+def _remember(profile: Profile, digest: str, ts: int, settings: Settings) -> None:
+    """Keep the digest. Over the cap, forget the oldest events (by event time, a quarter at once so
+    the sort is amortised) and raise the floor past them: what is forgotten can never be re-applied."""
+    seen = profile.seen_event_ids
+    seen[digest] = ts
+    cap = settings.seen_ids_max
+    if len(seen) <= cap + cap // 4:
+        return
+    ordered = sorted(seen.items(), key=lambda kv: kv[1])
+    forgotten, kept = ordered[: len(ordered) - cap], ordered[len(ordered) - cap:]
+    floor = forgotten[-1][1] + 1
+    profile.dedupe_floor = floor if profile.dedupe_floor is None else max(profile.dedupe_floor, floor)
+    profile.seen_event_ids = dict(kept)

@@ -1,0 +1,245 @@
+"""Recommendations: candidates from several sources, each with features, ranked. Pure.
+
+Sources (each named in the item's `reasons`): co-visitation of the user's recent items, the items
+that most often came next after the session's recent items (sequential rules), the user's own
+items by recency and decayed affinity ("viewed before"), the most popular items of the current
+event's category and of the user's strongest categories, popular, trending, and, with a sequence
+encoder live, the nearest items to the user's embedding ("similar to your recent items"), and with
+a content model live, the items whose text is nearest the item just seen ("similar to <its title>")
+and the user's interest vector ("like what you look at"), new items included. Every
+candidate gets the feature row `FEATURES`; the list is ranked by the partition's online ranker once
+it is warm (learners/ranker.py), else by the prior: a fixed weighted sum of the source scores.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from itertools import islice
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+
+from . import decay
+from ..config import Settings
+from .content import interest_vector, share_of
+from .events import Event, event_kind
+from .items import ItemIndex, shares
+from .profile import Profile
+
+class Encoding(Protocol):
+    """What the core reads of a user's sequence-encoder output (served by `serving.encoder.UserEncoding`)."""
+
+    version: str
+    vector: np.ndarray
+
+    def nearest(self, n: int) -> list[tuple[str, float]]: ...
+
+    def shares_for(self, item_ids: Sequence[str]) -> list[float]: ...
+
+
+MODEL_VERSIONS = {"recommender": "hybrid-v6"}
+MAX_COVIS_REASONS = 2
+#: In the prior, the user's own items score by recency rank this much and by decayed affinity the rest:
+#: in sessions the next item is more often one of the last few than the most frequent.
+RECENCY_SHARE = 0.75
+
+FEATURES = (
+    "prior",  # the fixed blend below: the ranker starts from it and corrects it
+    "covis",  # sum over recent items (weighted 1/rank) of the co-visitation share
+    "covis_last",  # co-visitation share with the item just seen
+    "rules",  # sum over the session's recent items (weighted 1/rank) of the share of "followed by" it
+    "rules_last",  # the share of "followed by the item just seen" (sequential rules)
+    "in_session",  # the user had it in the current session
+    "seen",  # the user had it before (among the items the profile keeps affinity for)
+    "repeat",  # the item's share of the user's strongest item affinity
+    "recent_rank",  # 1 / (1 + its rank) among the user's most recent distinct items (0: not among them)
+    "repeat_x_propensity",  # ... times the user's learned repeat propensity
+    "last_after_browse", "last_after_click", "last_after_cart", "last_after_order",  # it is the item just seen
+    "same_category",  # in the category of the event just seen
+    "category_affinity",  # the user's affinity to its category, as a share of the strongest
+    "category_rank",  # its popularity share within its category
+    "category_rank_here",  # ... if in the category of the event just seen, else 0
+    "popular",
+    "trending",
+    "encoder",  # the item's score under the user's sequence-encoder embedding, as a share of the best
+    "content",  # the cosine of its text with the user's interest vector, above the floor (content.share_of)
+    "content_last",  # ... with the text of the item just seen
+)
+N_FEATURES = len(FEATURES)
+_F = {name: i for i, name in enumerate(FEATURES)}
+_LAST_AFTER = {"browse": _F["last_after_browse"], "click": _F["last_after_click"],
+               "cart": _F["last_after_cart"], "order": _F["last_after_order"]}
+
+
+@dataclass(slots=True)
+class Ranked:
+    items: list[dict[str, Any]]  # {item_id, score, reasons}, best first
+    pool: list[str]  # the best candidates, best first: the shown items, then the next ones
+    features: np.ndarray  # one row per pool item, FEATURES order
+
+    def encoded_features(self) -> str:
+        return base64.b64encode(self.features.astype(np.float16).tobytes()).decode("ascii")
+
+
+def decode_features(text: str | None, rows: int) -> np.ndarray | None:
+    """The stored rows of a shown list, or None if absent or of another feature layout."""
+    if not text:
+        return None
+    flat = np.frombuffer(base64.b64decode(text), dtype=np.float16)
+    if flat.size != rows * N_FEATURES:
+        return None
+    return flat.reshape(rows, N_FEATURES).astype(np.float64)
+
+
+def recommend(profile: Profile, event: Event, index: ItemIndex, settings: Settings, ranker: Any = None,
+              repeat_propensity: float = 0.0, encoding: Encoding | None = None, content: Any = None) -> Ranked:
+    """Top-K for `profile` right after `event` (already applied). Ties break on item_id.
+
+    Each source fills a dict; the candidates are their union, the feature matrix is built a column
+    at a time, and reasons are worked out only for the K items shown."""
+    anchors = profile.recent_items(settings.covis_prev_items)
+    anchor_neighbors = [index.neighbors(anchor) for anchor in anchors]
+    covis = _by_recency(anchor_neighbors)
+    covis_last = anchor_neighbors[0] if anchor_neighbors else {}
+    session = session_items(profile, settings.session_gap_ms)
+    session_followers = [index.followers(item_id) for item_id in islice(session, settings.rules_anchors)]
+    rules = _by_recency(session_followers)
+    rules_last = session_followers[0] if session_followers else {}
+    repeat = dict(shares(decay.top(profile.item_affinity, settings.repeat_candidates))) if profile.item_affinity else {}
+    repeat.setdefault(event.item_id, 0.0)
+
+    category_share: dict[str, float] = {}
+    if profile.category_affinity:
+        category_share = dict(shares(decay.top(profile.category_affinity, len(profile.category_affinity))))
+    wanted = list(category_share)[: settings.category_top]
+    if event.category is not None and event.category not in wanted:
+        wanted.insert(0, event.category)
+    in_category: dict[str, float] = {}
+    for category in wanted:
+        for item_id, share in index.category_items(category)[: settings.category_candidates]:
+            in_category[item_id] = share
+
+    nearest: dict[str, float] = dict(encoding.nearest(settings.encoder_candidates)) if encoding is not None else {}
+
+    interest = interest_vector(profile.content_interest, content.version) if content is not None else None
+    last_vector = content.vector(event.item_id) if content is not None else None
+    like_last = content.similar(event.item_id, settings.content_candidates) if last_vector is not None else {}
+    # the catalogue scored once against the interest vector: the source and the feature column
+    interest_scores = content.scores(interest) if interest is not None else None
+    like_interest = content.nearest(interest_scores, settings.content_candidates) if interest is not None else {}
+
+    popular, trending = index.popular(), index.trending()
+    ids = sorted({*covis, *rules, *repeat, *in_category, *islice(popular, settings.top_k),
+                  *islice(trending, settings.top_k), *nearest, *like_last, *like_interest})
+    categories = index.categories_of(ids)
+    this_row = ids.index(event.item_id)
+    if event.category is not None:
+        categories[this_row] = event.category
+    n = len(ids)
+    matrix = np.zeros((n, N_FEATURES))
+    matrix[:, _F["covis"]] = [covis.get(i, 0.0) for i in ids]
+    matrix[:, _F["covis_last"]] = [covis_last.get(i, 0.0) for i in ids]
+    matrix[:, _F["rules"]] = [rules.get(i, 0.0) for i in ids]
+    matrix[:, _F["rules_last"]] = [rules_last.get(i, 0.0) for i in ids]
+    matrix[:, _F["in_session"]] = [1.0 if i in session else 0.0 for i in ids]
+    affinity = profile.item_affinity
+    matrix[:, _F["seen"]] = [1.0 if i in affinity else 0.0 for i in ids]
+    matrix[:, _F["repeat"]] = [repeat.get(i, 0.0) for i in ids]
+    recent_rank = {item_id: 1.0 / (rank + 1) for rank, item_id in enumerate(anchors)}
+    matrix[:, _F["recent_rank"]] = [recent_rank.get(i, 0.0) for i in ids]
+    matrix[:, _F["repeat_x_propensity"]] = matrix[:, _F["repeat"]] * repeat_propensity
+    matrix[this_row, _LAST_AFTER[event_kind(event.type, event.stage)]] = 1.0
+    matrix[:, _F["same_category"]] = [1.0 if c is not None and c == event.category else 0.0 for c in categories]
+    matrix[:, _F["category_affinity"]] = [category_share.get(c, 0.0) if c is not None else 0.0 for c in categories]
+    matrix[:, _F["category_rank"]] = [in_category.get(i, 0.0) for i in ids]
+    matrix[:, _F["category_rank_here"]] = matrix[:, _F["category_rank"]] * matrix[:, _F["same_category"]]
+    matrix[:, _F["popular"]] = [popular.get(i, 0.0) for i in ids]
+    matrix[:, _F["trending"]] = [trending.get(i, 0.0) for i in ids]
+    if encoding is not None:
+        matrix[:, _F["encoder"]] = encoding.shares_for(ids)
+    if interest is not None:
+        matrix[:, _F["content"]] = share_of(content.pick(interest_scores, ids))
+    if last_vector is not None:
+        matrix[:, _F["content_last"]] = share_of(content.cosines(ids, last_vector))
+        matrix[this_row, _F["content_last"]] = 0.0  # the item itself is not "similar to itself"
+    matrix[:, 0] = (settings.covis_weight * matrix[:, _F["covis"]]
+                    + settings.repeat_weight * ((1 - RECENCY_SHARE) * matrix[:, _F["repeat"]]
+                                               + RECENCY_SHARE * matrix[:, _F["recent_rank"]])
+                    + settings.rules_weight * matrix[:, _F["rules"]]
+                    + settings.category_weight * matrix[:, _F["category_affinity"]] * matrix[:, _F["category_rank"]]
+                    + settings.popularity_weight * matrix[:, _F["popular"]]
+                    + settings.trending_weight * matrix[:, _F["trending"]]
+                    + settings.encoder_weight * matrix[:, _F["encoder"]]
+                    + settings.content_weight * matrix[:, _F["content_last"]])
+    scores = ranker.score_many(matrix) if ranker is not None and ranker.ready else matrix[:, 0]
+    pool = np.argsort(-scores, kind="stable")[: max(settings.top_k, settings.ranker_pool)]  # ties: item_id order
+    items = []
+    for i in pool[: settings.top_k]:
+        item_id = ids[i]
+        items.append({"item_id": item_id, "score": round(float(scores[i]), 6),
+                      "reasons": _reasons(item_id, categories[i], anchors, anchor_neighbors, session, session_followers,
+                                          repeat, in_category, popular, trending, nearest,
+                                          _content_reasons(item_id, event.item_id, like_last, like_interest,
+                                                           content))})
+    return Ranked(items, [ids[i] for i in pool.tolist()], matrix[pool])
+
+
+def _by_recency(related: list[dict[str, float]]) -> dict[str, float]:
+    """Item -> sum of its shares in the related lists of the user's items, most recent first, each
+    weighted 1 / (1 + its rank)."""
+    out: dict[str, float] = {}
+    for rank, shares_of in enumerate(related):
+        recency = 1.0 / (rank + 1)
+        for item_id, share in shares_of.items():
+            out[item_id] = out.get(item_id, 0.0) + recency * share
+    return out
+
+
+def session_items(profile: Profile, gap_ms: int) -> dict[str, None]:
+    """The distinct items of the user's current session (no gap of gap_ms or more), most recent first."""
+    out: dict[str, None] = {}
+    later = None
+    for item_id, _type, ts in reversed(profile.recent):
+        if later is not None and later - ts >= gap_ms:
+            break
+        out.setdefault(item_id, None)
+        later = ts
+    return out
+
+
+def _reasons(item_id: str, category: str | None, anchors: list[str], anchor_neighbors: list[dict[str, float]],
+             session: dict[str, None], session_followers: list[dict[str, float]], repeat: dict[str, float],
+             in_category: dict[str, float], popular: dict[str, float], trending: dict[str, float],
+             nearest: dict[str, float], by_content: list[str]) -> list[str]:
+    out = []
+    for anchor, neighbors in zip(anchors, anchor_neighbors):
+        if item_id in neighbors:
+            out.append(f"co-visited with {anchor}")
+            if len(out) == MAX_COVIS_REASONS:
+                break
+    for anchor, followers in zip(session, session_followers):
+        if item_id in followers:
+            out.append(f"often next after {anchor}")
+            break
+    if item_id in repeat:
+        out.append("viewed before")
+    if item_id in in_category:
+        out.append(f"top in {category}")
+    if item_id in popular:
+        out.append("popular")
+    if item_id in trending:
+        out.append("trending")
+    if item_id in nearest:
+        out.append("similar to your recent items")
+    return out + by_content
+
+
+def _content_reasons(item_id: str, last_item: str, like_last: dict[str, float], like_interest: dict[str, float],
+                     content: Any) -> list[str]:
+    out = []
+    if item_id in like_last:
+        out.append(f"similar to {content.titles.get(last_item, last_item)}")
+    if item_id in like_interest:
+        out.append("like what you look at")
+    return out

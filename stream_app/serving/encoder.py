@@ -1,0 +1,145 @@
+"""The deep sequence encoder at serving time: onnxruntime, one call per micro-batch. No torch.
+
+`Encoder` loads one registry version: the ONNX graph (recent steps -> user embedding, plus the exact
+top-k of the item table it was trained with) and that table's ids. `encode` featurises many users'
+recent sequences and runs them in one onnxruntime call. Items newer than the model reach users
+through the other candidate sources (co-visitation, popular, trending) until a new version knows them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..core.events import Event
+from ..core.profile import add_step
+from .registry import open_version
+from ..core.sequences import Featurizer, Step
+
+
+OUTPUTS = ("user", "top_items", "top_scores", "mean_score")
+
+
+@dataclass(slots=True)
+class EncodedBatch:
+    """What one onnxruntime call returns for a batch: embeddings [B, dim], the indices and scores of
+    each user's `retrieve` best rows of the item table [B, retrieve], the mean score over the table [B]."""
+
+    user: np.ndarray
+    top_items: np.ndarray
+    top_scores: np.ndarray
+    mean: np.ndarray
+
+
+class Encoder:
+    def __init__(self, folder: Path, manifest: dict[str, Any], threads: int = 1):
+        import onnxruntime as ort
+
+        if tuple(manifest.get("outputs", ())) != OUTPUTS:
+            raise ConfigError(f"model {manifest['version']} has outputs {manifest.get('outputs')}, this worker needs "
+                              f"{list(OUTPUTS)}: retrain it with this version (`stream-app train`)")
+        self.folder = folder
+        self.manifest = manifest
+        self.version: str = manifest["version"]
+        dims = manifest["dims"]
+        self.dim: int = dims["embedding"]
+        self.featurizer = Featurizer(dims["buckets"], dims["max_len"])
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads  # workers are one process per core
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(folder / "encoder.onnx"), options, providers=["CPUExecutionProvider"])
+        self.item_ids: list[str] = json.loads((folder / "items.json").read_text())
+        self.row_of = {item_id: row for row, item_id in enumerate(self.item_ids)}
+
+    @classmethod
+    def load(cls, registry: str | Path, version: str, threads: int = 1) -> "Encoder":
+        folder, manifest = open_version(registry, version, kind="sequence")
+        return cls(folder, manifest, threads)
+
+    def encode(self, sequences: Sequence[Sequence[Step]]) -> "EncodedBatch":
+        """User embeddings and each user's best items of the table, from one onnxruntime call."""
+        if not sequences:
+            k = self.manifest["retrieve"]
+            return EncodedBatch(np.zeros((0, self.dim), np.float32), np.zeros((0, k), np.int64),
+                                np.zeros((0, k), np.float32), np.zeros(0, np.float32))
+        inputs = self.featurizer.arrays(sequences)
+        user, top_items, top_scores, mean = self.session.run(list(OUTPUTS), inputs)
+        return EncodedBatch(user, top_items, top_scores, mean)
+
+
+class EncoderView:
+    """One encoder version as a batch sees it: the model and its item table's ids."""
+
+    def __init__(self, encoder: Encoder):
+        self.encoder = encoder
+        self.version = encoder.version
+
+    def users(self, batch: EncodedBatch, nearest: int = 20) -> list["UserEncoding"]:
+        """Every user of a batch: the model's table was scanned inside the onnxruntime call (exact top-k)."""
+        return [UserEncoding(self, batch.user[row], batch.top_items[row], batch.top_scores[row], float(batch.mean[row]),
+                             nearest)
+                for row in range(len(batch.user))]
+
+
+class UserEncoding:
+    """A user's embedding and the shares of its best items.
+
+    A share is (score - mean) / (best - mean), the mean over the model's catalog, clipped to [0, 1]:
+    1 for the best item, 0 for an average one, linear between (the logits are peaked: the best item
+    is often many standard deviations ahead, so exp(score - best) would leave the ranker only
+    zeros). Shares are known for the `retrieve` best items of the table (from the graph); any other
+    item counts as 0."""
+
+    def __init__(self, view: EncoderView, vector: np.ndarray, top_items: np.ndarray, top_scores: np.ndarray,
+                 mean: float, nearest: int):
+        self.view = view
+        self.version = view.version
+        self.vector = vector
+        ids = view.encoder.item_ids
+        scored_ids = [ids[i] for i in top_items.tolist()]
+        scores = top_scores
+        best = float(scores[0]) if len(scores) else 0.0
+        span = best - mean if best - mean > 1e-9 else 1.0
+        self._ids = scored_ids
+        self._shares = np.clip((scores - mean) / span, 0.0, 1.0).tolist()
+        self._nearest_n = nearest
+        self._by_item: dict[str, float] | None = None
+
+    def nearest(self, n: int) -> list[tuple[str, float]]:
+        """The n best items (at most as many as the view was asked for) as (item_id, share)."""
+        n = min(n, self._nearest_n)
+        return list(zip(self._ids[:n], self._shares[:n]))
+
+    def shares_for(self, item_ids: Sequence[str]) -> list[float]:
+        if self._by_item is None:
+            self._by_item = dict(zip(self._ids, self._shares))
+        shares = self._by_item
+        return [shares.get(item_id, 0.0) for item_id in item_ids]
+
+
+def batch_sequences(recent_of: Callable[[str], list[Any]], events: Sequence[Event], max_len: int) -> list[list[Step]]:
+    """For each event of a batch (in processing order) the user's recent steps up to and including it:
+    the profile's `recent` before the batch (`recent_of(user_id)`), then the batch's earlier events
+    of that user, then this one, in time order (as the profile keeps them)."""
+    grown: dict[str, list[Any]] = {}
+    out = []
+    for event in events:
+        steps = grown.get(event.user_id)
+        if steps is None:
+            steps = grown[event.user_id] = list(recent_of(event.user_id)[-max_len:])
+        add_step(steps, (event.item_id, event.type, event.ts), max_len)
+        out.append(list(steps))
+    return out
+
+
+def encode_batch(encoder: Encoder, events: Sequence[Event], recent_of: Callable[[str], list[Any]],
+                 nearest: int) -> list[UserEncoding]:
+    """Every event's user encoding (recent steps through that event), from one onnxruntime call: what
+    a worker and the in-process evaluation run at the start of each batch."""
+    sequences = batch_sequences(recent_of, events, encoder.featurizer.max_len)
+    return EncoderView(encoder).users(encoder.encode(sequences), nearest)

@@ -1,0 +1,122 @@
+"""The model registry: a folder of model versions, each immutable once written.
+
+A version's manifest names its `kind`, which decides the files it holds (a manifest without one is a
+sequence encoder, as every version was before content models):
+
+  kind "sequence", the sequence encoder:
+    <registry>/<version>/encoder.onnx       dynamic batch and sequence length
+    <registry>/<version>/items.npy          item embedding table, float32 [items, dim]
+    <registry>/<version>/items.json         the item ids of its rows
+    <registry>/<version>/manifest.json      version, content hash, dims, training data fingerprint,
+                                            validation Recall@20 / MRR@20, created_at
+  kind "content", a pre-trained sentence encoder for item text:
+    <registry>/<version>/text_encoder.onnx  token ids -> mean-pooled, L2-normalised embedding
+    <registry>/<version>/tokenizer.json     its tokenizer (the `tokenizers` package)
+    <registry>/<version>/manifest.json      version, content hash, base model, dim, max_length,
+                                            pooling, opset, parity with torch at export, created_at
+
+Which version serves is not a file here: it is announced on the control topic (`stream-app
+models publish`), so every worker hears it without a restart. Pure file I/O, no torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+
+FILES_OF_KIND = {
+    "sequence": ("encoder.onnx", "items.npy", "items.json"),
+    "content": ("text_encoder.onnx", "tokenizer.json"),
+}
+DEFAULT_KIND = "sequence"  # of manifests written before kinds existed
+HOW_TO_MAKE = {"sequence": "train one with `stream-app train LOG --registry {root}`",
+               "content": "export one with `stream-app content export --registry {root}`"}
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = 1
+
+
+def kind_of(manifest: dict[str, Any]) -> str:
+    return manifest.get("kind", DEFAULT_KIND)
+
+
+def files_of(kind: str) -> tuple[str, ...]:
+    if kind not in FILES_OF_KIND:
+        raise ConfigError(f"unknown model kind {kind!r}; the registry knows {', '.join(FILES_OF_KIND)}")
+    return FILES_OF_KIND[kind]
+
+
+def content_hash(version_dir: Path, kind: str = DEFAULT_KIND) -> str:
+    digest = hashlib.sha256()
+    for name in files_of(kind):
+        digest.update(name.encode())
+        digest.update((version_dir / name).read_bytes())
+    return digest.hexdigest()
+
+
+def write_version(root: str | Path, staged: Path, manifest: dict[str, Any]) -> Path:
+    """Move a staged folder holding the files of the manifest's kind into the registry as a new version
+    (atomic rename), with its manifest completed by the content hash. Returns the version's folder."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    kind = kind_of(manifest)
+    for name in files_of(kind):
+        if not (staged / name).is_file():
+            raise ValueError(f"staged model folder {staged} lacks {name}")
+    manifest = dict(manifest, format=MANIFEST_FORMAT, content_hash=content_hash(staged, kind))
+    (staged / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    target = root / manifest["version"]
+    if target.exists():
+        raise ValueError(f"registry {root} already holds version {manifest['version']}")
+    shutil.move(str(staged), target)  # a rename when staged inside the registry (staging_dir)
+    return target
+
+
+def staging_dir(root: str | Path) -> Path:
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
+
+
+def versions(root: str | Path, kind: str | None = None) -> list[dict[str, Any]]:
+    """Every version's manifest (of `kind` only, when given), oldest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = []
+    for child in root.iterdir():
+        if child.is_dir() and (child / MANIFEST).is_file() and not child.name.startswith("."):
+            manifest = json.loads((child / MANIFEST).read_text())
+            if kind is None or kind_of(manifest) == kind:
+                found.append(manifest)
+    return sorted(found, key=lambda m: (m["created_at"], m["version"]))
+
+
+def open_version(root: str | Path, version: str, verify: bool = True,
+                 kind: str | None = None) -> tuple[Path, dict[str, Any]]:
+    """The folder and manifest of a version; with `verify`, its files must match the manifest's hash;
+    with `kind`, it must be a model of that kind."""
+    folder = Path(root) / version
+    if not (folder / MANIFEST).is_file():
+        known = ", ".join(m["version"] for m in versions(root, kind)) or "none"
+        raise ConfigError(f"model version {version!r} is not in the registry {root} (versions: {known}); "
+                          + HOW_TO_MAKE[kind or DEFAULT_KIND].format(root=root))
+    manifest = json.loads((folder / MANIFEST).read_text())
+    if kind is not None and kind_of(manifest) != kind:
+        wanted = ", ".join(m["version"] for m in versions(root, kind)) or "none"
+        raise ConfigError(f"model version {version!r} in {root} is a {kind_of(manifest)} model, not a {kind} model "
+                          f"(its {kind} versions: {wanted}); " + HOW_TO_MAKE[kind].format(root=root))
+    if verify and content_hash(folder, kind_of(manifest)) != manifest["content_hash"]:
+        raise ConfigError(f"model version {version} in {root} does not match its manifest's content hash: "
+                          "the files were changed after it was written; train, export or copy it again")
+    return folder, manifest
+
+
+def latest(root: str | Path, kind: str | None = None) -> str | None:
+    found = versions(root, kind)
+    return found[-1]["version"] if found else None

@@ -1,0 +1,1 @@
+"""The profile store: the Redis mirror of profiles and worker statuses."""

@@ -1,0 +1,98 @@
+"""Redis mirror of the profiles: what online services read (`profile:<user_id>` hashes).
+
+A narrow store: one pipelined, version-guarded write per batch and plain reads. A write carrying a
+profile_version not newer than the stored one is skipped inside Redis, so a replayed batch, or an
+old owner still flushing after a rebalance, never rolls a profile back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import orjson
+import redis
+import redis.asyncio as aioredis
+
+from ..core.profile import Profile
+
+
+# KEYS[1] = hash; ARGV = profile_version, event_count, updated_at, profile JSON
+_WRITE_IF_NEWER = """
+local stored = redis.call('HGET', KEYS[1], 'profile_version')
+if stored and tonumber(stored) >= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'profile_version', ARGV[1], 'event_count', ARGV[2],
+           'updated_at', ARGV[3], 'profile', ARGV[4])
+return 1
+"""
+
+
+def profile_key(user_id: str, namespace: str = "") -> str:
+    return f"{namespace}profile:{user_id}"
+
+
+@dataclass(frozen=True)
+class RedisStoreConfig:
+    url: str
+    namespace: str = ""
+    socket_timeout_s: float = 5.0
+
+
+class ProfileStore:
+    """Async writer used by workers; the client is created on first use (after the event loop starts)."""
+
+    def __init__(self, config: RedisStoreConfig):
+        self.config = config
+        self._client: aioredis.Redis | None = None
+        self._script = None
+
+    @property
+    def client(self) -> aioredis.Redis:
+        if self._client is None:
+            self._client = aioredis.Redis.from_url(self.config.url, socket_timeout=self.config.socket_timeout_s)
+            self._script = self._client.register_script(_WRITE_IF_NEWER)
+        return self._client
+
+    async def write_profiles(self, snapshots: Iterable[tuple[Profile, bytes]], now_ms: int) -> int:
+        """One round trip for the whole batch: each profile with its public JSON snapshot.
+        Returns how many hashes were written (not stale)."""
+        client = self.client
+        pipe = client.pipeline(transaction=False)
+        count = 0
+        for profile, public in snapshots:
+            await self._script(keys=[profile_key(profile.user_id, self.config.namespace)],
+                               args=[profile.version, profile.event_count, now_ms, public], client=pipe)
+            count += 1
+        if not count:
+            return 0
+        results = await pipe.execute()
+        return sum(int(r) for r in results)
+
+    async def publish_worker_status(self, worker_id: str, status: dict[str, Any], ttl_s: int) -> None:
+        """A short-lived key per worker: what operators (and the demo) read to see who is up."""
+        await self.client.set(worker_key(self.config.namespace, worker_id), orjson.dumps(status), ex=ttl_s)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
+def worker_key(namespace: str, worker_id: str) -> str:
+    return f"{namespace}worker:{worker_id}"
+
+
+def worker_statuses(client: redis.Redis, namespace: str = "") -> list[dict[str, Any]]:
+    """Statuses of the live workers (their keys expire when a worker stops refreshing them)."""
+    keys = sorted(client.scan_iter(match=worker_key(namespace, "*"), count=100))
+    values = client.mget(keys) if keys else []
+    return [orjson.loads(v) for v in values if v is not None]
+
+
+def read_profile(client: redis.Redis, user_id: str, namespace: str = "") -> dict[str, Any]:
+    """The stored hash, decoded (empty when the user is unknown), for tools and tests."""
+    raw = client.hgetall(profile_key(user_id, namespace))
+    if not raw:
+        return {}
+    return {"event_count": int(raw[b"event_count"]), "profile_version": int(raw[b"profile_version"]),
+            "updated_at": int(raw[b"updated_at"]), "profile": orjson.loads(raw[b"profile"])}

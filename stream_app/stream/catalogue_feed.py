@@ -1,0 +1,130 @@
+"""The item catalogue in a worker: the `items` topic, embedded by the content model the control topic
+announces, as a `ContentIndex` the batch loop reads.
+
+Every worker reads the whole topic (one partition, compacted) from its beginning, outside the
+consumer group, and keeps each item's latest text. Whenever the text of some items or the content
+model changed, the index is rebuilt off the event loop: texts already embedded by the same model
+version come from a cache keyed by `text_hash`, so an item is embedded again only when its text or
+the model changes. The batch loop takes `feed.index` at the start of a batch; a rebuild swaps it
+whole, never inside a batch. Records that break schemas/v1/item are counted and skipped (the edge,
+`stream-app items load`, dead-letters them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import orjson
+from fastjsonschema import JsonSchemaException
+
+from ..config import Settings
+from ..core.content import ContentIndex, build_index, item_text
+from ..contracts import validator
+from ..serving.text_encoder import TextEncoder, text_hash
+from .transport import from_the_beginning
+
+log = logging.getLogger("stream_app.catalogue")
+
+
+class CachedEmbedder:
+    """A text encoder that embeds each text once per model version."""
+
+    def __init__(self) -> None:
+        self.vectors: dict[str, np.ndarray] = {}
+        self.embedded = 0  # texts the model ran on (cache misses)
+
+    def embed(self, model: TextEncoder, texts: list[str]) -> np.ndarray:
+        keys = [text_hash(text, model.version) for text in texts]
+        missing = sorted({key: text for key, text in zip(keys, texts) if key not in self.vectors}.items())
+        if missing:
+            vectors = model.embed([text for _, text in missing])
+            self.vectors.update(zip((key for key, _ in missing), vectors))
+            self.embedded += len(missing)
+        if not texts:
+            return np.zeros((0, model.dim), np.float32)
+        return np.stack([self.vectors[key] for key in keys])
+
+    def keep_only(self, version: str, texts: list[str]) -> None:
+        """Forget vectors of texts and models no longer in use (bounded memory)."""
+        wanted = {text_hash(text, version) for text in texts}
+        self.vectors = {key: vector for key, vector in self.vectors.items() if key in wanted}
+
+
+def index_catalogue(model: TextEncoder, texts: dict[str, str], embedder: CachedEmbedder | None = None
+                    ) -> ContentIndex:
+    """item_id -> text as a ContentIndex under `model`: how a worker builds it, and `evaluate` too (the
+    same texts embedded in the same batches give the same vectors)."""
+    embedder = embedder if embedder is not None else CachedEmbedder()
+    return build_index(model.version, texts, lambda batch: embedder.embed(model, list(batch)))
+
+
+class CatalogueFeed:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.texts: dict[str, str] = {}  # item_id -> the text embedded
+        self.index: ContentIndex | None = None
+        self.embedder = CachedEmbedder()
+        self.invalid = 0
+        self.changed = False
+        self.built_for: tuple[str | None, int] = (None, -1)  # (model version, change count) of the index
+        self.changes = 0
+
+    def status(self) -> dict[str, Any]:
+        return {"items": len(self.texts), "indexed": len(self.index) if self.index is not None else 0,
+                "model": self.index.version if self.index is not None else None,
+                "embedded": self.embedder.embedded, "invalid": self.invalid}
+
+    def apply(self, key: bytes | None, value: bytes | None, offset: int) -> None:
+        if value is None:  # a tombstone: the item left the catalogue
+            if key is not None and self.texts.pop(key.decode("utf-8", "replace"), None) is not None:
+                self.changes += 1
+            return
+        try:
+            record = orjson.loads(value)
+            validator("item")(record)
+        except (orjson.JSONDecodeError, JsonSchemaException) as exc:
+            self.invalid += 1
+            log.error("skipping catalogue record at %s[0]@%d: %s", self.settings.topics.items, offset, exc)
+            return
+        text = item_text(record)
+        if self.texts.get(record["item_id"]) != text:
+            self.texts[record["item_id"]] = text
+            self.changes += 1
+
+    async def rebuild(self, model: TextEncoder | None) -> None:
+        """Swap in an index of the current texts under `model` (None: no content) if either changed."""
+        if model is None:
+            self.index, self.built_for = None, (None, self.changes)
+            return
+        wanted = (model.version, self.changes)
+        if wanted == self.built_for:
+            return
+        texts = dict(self.texts)
+        started = time.monotonic()
+        index = await asyncio.get_running_loop().run_in_executor(
+            None, index_catalogue, model, texts, self.embedder)
+        self.index, self.built_for = index, wanted
+        self.embedder.keep_only(model.version, [*texts.values(), *index.terms])
+        log.warning("content index: %d items, %d terms under %s (%.1fs; %d texts embedded so far)",
+                    len(index), len(index.terms), model.version, time.monotonic() - started, self.embedder.embedded)
+
+    async def run(self, content_model: Any, ready: asyncio.Event | None = None) -> None:
+        """Read the items topic from its beginning, then follow it; keep the index current with
+        `content_model()` (the model the control topic announced, or None). `ready` is set once the
+        records that existed at start are indexed."""
+        settings = self.settings
+        async with from_the_beginning(settings.require_kafka(), settings.topics.items,
+                                      settings.fetch_max_wait_ms) as (consumer, tp, end):
+            while True:
+                batches = await consumer.getmany(tp, timeout_ms=500, max_records=10_000)
+                for message in batches.get(tp, []):
+                    self.apply(message.key, message.value, message.offset)
+                caught_up = await consumer.position(tp) >= end
+                if caught_up:
+                    await self.rebuild(content_model())
+                    if ready is not None and not ready.is_set():
+                        ready.set()

@@ -1,0 +1,123 @@
+"""Which model versions serve: announced on the control topic, heard by every worker.
+
+The control topic (`models.control`, one partition, compacted) holds one record per role, "live" or
+"shadow" (the sequence encoder) or "content" (the text encoder of the item catalogue):
+{"role", "version" (null: none), "published_at"}. `publish` writes one. Each worker runs a
+`ModelWatcher`: a consumer outside the consumer group (every worker must read every record), assigned
+to the one partition from its beginning, that loads each newly announced version from the registry
+folder off the event loop and then swaps it in. The batch loop only reads `watcher.live` /
+`watcher.shadow` at the start of a batch, so a swap never splits a batch and never stops the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import orjson
+from fastjsonschema import JsonSchemaException
+
+from ..config import Settings
+from ..contracts import validator
+from ..serving.encoder import Encoder
+from ..errors import StreamAppError
+from ..serving.registry import open_version
+from ..serving.text_encoder import TextEncoder
+from .transport import from_the_beginning
+
+log = logging.getLogger("stream_app.models")
+
+ROLES = ("live", "shadow", "content")
+
+
+def publish(settings: Settings, role: str, version: str | None, verify: bool = True) -> dict[str, Any]:
+    """Announce `version` (None: withdraw) for `role`. The version must be in the registry folder the
+    workers read (`settings.registry_dir`)."""
+    from kafka import KafkaProducer
+
+    from .topics import ensure_topics
+
+    if role not in ROLES:
+        raise StreamAppError(f"role {role!r} is not one of {', '.join(ROLES)}")
+    if version is not None and verify:
+        open_version(settings.registry_dir, version, kind="content" if role == "content" else "sequence")
+    ensure_topics(settings)
+    record = {"role": role, "version": version, "published_at": int(time.time() * 1000)}
+    validator("model-control")(record)
+    producer = KafkaProducer(bootstrap_servers=settings.require_kafka(), acks="all")
+    try:
+        producer.send(settings.topics.model_control, key=role.encode(), value=orjson.dumps(record)).get(timeout=30)
+    finally:
+        producer.close()
+    return record
+
+
+class ModelWatcher:
+    """Follows the control topic; holds the loaded live and shadow encoders and the content model
+    (None when none)."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.live: Encoder | None = None
+        self.shadow: Encoder | None = None
+        self.content: TextEncoder | None = None
+        self.wanted: dict[str, str | None] = {role: None for role in ROLES}
+        self.errors: dict[str, str] = {}
+        self.swaps = 0
+
+    def status(self) -> dict[str, Any]:
+        return {"live": self.live.version if self.live else None,
+                "shadow": self.shadow.version if self.shadow else None,
+                "content": self.content.version if self.content else None,
+                "wanted": dict(self.wanted), "errors": dict(self.errors), "swaps": self.swaps}
+
+    async def apply(self, record: Any) -> None:
+        try:
+            validator("model-control")(record)
+        except JsonSchemaException as exc:  # an operator's mistake must not stop the worker
+            log.error("ignoring a control record that breaks schemas/v1/model-control (%s): %r", exc.message, record)
+            self.errors["control"] = f"ignored an invalid control record: {exc.message}"
+            return
+        role, version = record["role"], record["version"]
+        self.wanted[role] = version
+        current = getattr(self, role)
+        if (current.version if current else None) == version:
+            return
+        if version is None:
+            setattr(self, role, None)
+            self.errors.pop(role, None)
+            log.warning("model %s withdrawn", role)
+            return
+        try:
+            kind = TextEncoder if role == "content" else Encoder
+            loaded = await asyncio.get_running_loop().run_in_executor(
+                None, kind.load, self.settings.registry_dir, version)
+        except Exception as exc:  # a bad announcement must not stop the worker: keep what serves
+            self.errors[role] = f"cannot load {version}: {exc}"
+            log.error("cannot load model %s for %s from %s: %s; keeping %s", version, role,
+                      self.settings.registry_dir, exc, current.version if current else "none")
+            return
+        setattr(self, role, loaded)
+        self.errors.pop(role, None)
+        self.swaps += 1
+        log.warning("model %s is now %s", role, version)
+
+    async def run(self, ready: asyncio.Event | None = None) -> None:
+        """Read the control topic from its beginning, then follow it. `ready` is set once the records
+        that existed at start have been applied (a starting worker serves the current model at once)."""
+        settings = self.settings
+        async with from_the_beginning(settings.require_kafka(), settings.topics.model_control,
+                                      settings.fetch_max_wait_ms) as (consumer, tp, end):
+            while True:
+                batches = await consumer.getmany(tp, timeout_ms=500)
+                for message in batches.get(tp, []):
+                    try:
+                        record = orjson.loads(message.value)
+                    except orjson.JSONDecodeError:
+                        log.error("ignoring an unreadable control record at offset %d", message.offset)
+                        continue
+                    await self.apply(record)
+                if ready is not None and not ready.is_set() and await consumer.position(tp) >= end:
+                    ready.set()

@@ -1,0 +1,377 @@
+"""The worker's input path in event time (ordering.py), on Kafka.
+
+Every worker reads every partition of the three input topics with its own consumer, outside the
+consumer group (`run`), and releases them in event-time order, partition group by partition group
+(`ordering.Sequencer`): from that one order it builds the item state (`ordering.ItemFeed`, the same
+in every worker) and keeps each group's *schedule*, the order and epoch of its events. The worker's
+own partitions arrive a second time through Faust's consumer group (`deliver`), which owns offsets,
+commits and table recovery; they are processed in their schedule's order (`next_round`), a round
+of one epoch at a time, each round only once the item state holds every earlier epoch and no later
+one. So a worker's recommendations depend on the log, not on fetch timing, replay speed, the number
+of workers or the machine's load.
+
+Faust's consumer can skip records around a rebalance (a fetch begun before the seek to the commit
+moves its read position past what the seek asked to read again). An own event the schedule expects
+that Faust delivers past is therefore fetched again (`refetch`: the worker seeks Faust's consumer
+back to it) instead of being taken for applied; copies of what was already handed out are dropped
+unacknowledged (`forget`).
+
+What may differ is the idle rule: when one lane of a group has had nothing new for `max_idle_ms`
+(and the consumer has read it to its end), the group goes on without it; an event that comes later
+is applied late (counted). Replays whose producer never stalls longer than that are deterministic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from ..config import EVENT_TYPES, Settings
+from ..contracts import Rejection, Source, check_input
+from ..core.events import Event
+from ..core.items import InMemoryItemIndex
+from ..core.ordering import AFTER_ALL, BEFORE_ALL, GroupMerge, ItemFeed, Released, Sequencer
+
+log = logging.getLogger("stream_app.ordered_input")
+
+#: A lane that has not been read to its end is skipped only after this long (never wedge).
+UNKNOWN_END_WAIT_S = 30.0
+#: A re-fetch asked of Faust's consumer is asked again if it brought nothing for this long.
+REFETCH_AGAIN_S = 5.0
+#: An own event in the schedule that Faust has not delivered for this long is fetched again (a skipped
+#: record at the end of what was produced has no later delivery to reveal the skip).
+UNDELIVERED_WAIT_S = 10.0
+
+
+@dataclass(slots=True)
+class Ready:
+    """One event of a round: its schedule entry, the Faust event to acknowledge, the parsed input."""
+
+    entry: Released
+    event: Any  # faust EventT
+    checked: Event | Rejection
+
+
+class OrderedInput:
+    #: Unprocessed schedule entries of one of the worker's own partitions before the reader pauses it.
+    AHEAD_MAX = 20_000
+    #: Events buffered in one input lane before the reader pauses it.
+    LANE_BUFFER_MAX = 10_000
+    #: Schedule entries kept of partitions another worker owns (a rebalance may hand them over).
+    KEEP_OTHERS = 20_000
+
+    def __init__(self, settings: Settings, partitions: int, index: InMemoryItemIndex):
+        self.settings = settings
+        self.partitions = partitions
+        self.topics = settings.topics.inputs
+        self.lane_of_topic = {topic: lane for lane, topic in enumerate(self.topics)}
+        self.sequencer = Sequencer(settings.item_epoch_ms, self._may_skip)
+        for group in range(partitions):
+            self.sequencer.group(group)
+        self.items = ItemFeed(settings, index)
+        self.schedules: dict[int, collections.deque[Released]] = {g: collections.deque() for g in range(partitions)}
+        self.delivered: dict[tuple[int, int], collections.deque[Any]] = collections.defaultdict(collections.deque)
+        self.next_offset: dict[tuple[int, int], int] = {}
+        self.start: dict[tuple[int, int], int] = {}
+        self.owned: set[int] = set()
+        self.complete_through = BEFORE_ALL
+        self.changed = asyncio.Event()
+        self.consumer: AIOKafkaConsumer | None = None
+        self.unscheduled = 0
+        self.stale = 0  # events processed with an item state past their epoch
+        self.read = 0
+        self.ends: dict[tuple[int, int], int] = {}  # (lane, group) -> end offset, last known
+        self.ends_checked = 0.0
+        self.busy_since: float | None = None  # since when events have been waiting (None: nothing waits)
+        self.paused: set[int] = set()  # groups of the worker's own that are far ahead of its processing
+        self.resumed_at: dict[int, float] = {}
+        self.full_lanes: set[TopicPartition] = set()
+        self.handed: dict[tuple[int, int], int] = {}  # (lane, group) -> highest offset handed out since assign
+        self.refetch_wanted: dict[tuple[int, int], tuple[int, float]] = {}  # -> (offset, asked at)
+        self.undelivered_since: dict[tuple[int, int], tuple[int, float]] = {}  # -> (offset, since)
+        self.refetches = 0
+        self.duplicates = 0
+        #: Set by the worker: drops a delivered message that will never be acknowledged (a copy, or one
+        #: fetched again) from what Faust waits for at a rebalance.
+        self.forget: Callable[[Any], None] = lambda message: None
+
+    # ------------------------------------------------------------------------------ the reader
+
+    def pause_or_resume(self) -> None:
+        """Stop reading a group of the worker's own while its schedule holds AHEAD_MAX unprocessed
+        events (memory stays bounded while the worker catches up); read it again below half."""
+        if self.consumer is None:
+            return
+        for group in list(self.paused):
+            if group not in self.owned or len(self.schedules[group]) < self.AHEAD_MAX // 2:
+                self.consumer.resume(*(tp for tp in self._partitions_of(group) if tp not in self.full_lanes))
+                self.paused.discard(group)
+                self.resumed_at[group] = time.monotonic()
+        for group in self.owned - self.paused:
+            if len(self.schedules[group]) >= self.AHEAD_MAX:
+                self.consumer.pause(*self._partitions_of(group))
+                self.paused.add(group)
+        # A lane far ahead of the others of its group waits in the broker, not in memory (it has
+        # data, so pausing it never lets the idle rule skip it).
+        for merge in self.sequencer.groups.values():
+            for lane, queue in enumerate(merge.lanes):
+                tp = TopicPartition(self.topics[lane], merge.group)
+                if len(queue) >= self.LANE_BUFFER_MAX and tp not in self.full_lanes:
+                    self.consumer.pause(tp)
+                    self.full_lanes.add(tp)
+                elif len(queue) < self.LANE_BUFFER_MAX // 2 and tp in self.full_lanes:
+                    self.full_lanes.discard(tp)
+                    if merge.group not in self.paused:
+                        self.consumer.resume(tp)
+
+    def _partitions_of(self, group: int) -> list[TopicPartition]:
+        return [TopicPartition(topic, group) for topic in self.topics]
+
+    def _may_skip(self, group: GroupMerge, lane: int) -> bool:
+        """A lane may be skipped once it has received nothing for max_idle_ms while events waited
+        and the reader was reading it, and the reader has read it to its end."""
+        if group.group in self.paused:
+            return False
+        now = time.monotonic()
+        if self.busy_since is None:
+            self.busy_since = now
+        # Quiet since the latest of: events began to wait, the lane last received, the reader last
+        # resumed reading its group (while paused for the worker to catch up, it cannot receive).
+        since = max(self.busy_since, self.resumed_at.get(group.group, 0.0), group.arrived[lane] or 0.0)
+        idle_s = now - since
+        if idle_s >= UNKNOWN_END_WAIT_S:
+            return True
+        if idle_s * 1000 < self.settings.max_idle_ms:
+            return False
+        end = self.ends.get((lane, group.group))
+        return end is not None and self.next_offset.get((lane, group.group), 0) >= end
+
+    async def run(self) -> None:
+        """Read every input partition from its beginning, for as long as the worker runs."""
+        settings = self.settings
+        self.consumer = consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.require_kafka().split(","), group_id=None, enable_auto_commit=False,
+            auto_offset_reset="earliest", fetch_max_wait_ms=settings.fetch_max_wait_ms)
+        await consumer.start()
+        try:
+            consumer.assign([TopicPartition(topic, p) for topic in self.topics for p in range(self.partitions)])
+            await consumer.seek_to_beginning()
+            poll_ms = max(5, min(50, settings.max_idle_ms // 2))
+            while True:
+                self.pause_or_resume()
+                batches = await consumer.getmany(timeout_ms=poll_ms, max_records=5000)
+                for tp, records in batches.items():
+                    self.push(tp.topic, tp.partition, records)
+                await self.refresh_ends(poll_ms / 1000)
+                self.release()
+                self.changed.set()
+        finally:
+            await consumer.stop()
+
+    async def refresh_ends(self, every_s: float) -> None:
+        """End offsets of the lanes someone waits for (the fetcher reports them only with data)."""
+        # waited for, and its end unknown or reached (it may have grown since)
+        wanted = [(lane, g.group) for g in self.sequencer.groups.values() for lane in range(len(self.topics))
+                  if g.waited_for[lane] and ((lane, g.group) not in self.ends
+                                             or self.next_offset.get((lane, g.group), 0) >= self.ends[(lane, g.group)])]
+        now = time.monotonic()
+        if not wanted or now - self.ends_checked < every_s or self.consumer is None:
+            return
+        self.ends_checked = now
+        tps = {TopicPartition(self.topics[lane], group): (lane, group) for lane, group in wanted}
+        for tp, end in (await self.consumer.end_offsets(list(tps))).items():
+            self.ends[tps[tp]] = end
+
+    def push(self, topic: str, partition: int, records: list[Any]) -> None:
+        lane = self.lane_of_topic[topic]
+        max_bytes = self.settings.max_payload_bytes
+        for record in records:
+            checked = check_input(record.value, record.key, Source(topic, partition, record.offset),
+                                  EVENT_TYPES[lane], max_bytes)
+            self.sequencer.push(partition, lane, checked.ts if isinstance(checked, Event) else None,
+                                (record.offset, checked))
+            self.next_offset[(lane, partition)] = record.offset + 1
+        self.read += len(records)
+
+    def release(self) -> None:
+        """Release what the order allows: item signals into the feed, entries into the schedules."""
+        while True:
+            epoch, released = self.sequencer.take(10_000)
+            if epoch is None:
+                break
+            for entry in released:
+                offset, checked = entry.item
+                if isinstance(checked, Event):
+                    self.items.add(checked, entry.group, entry.epoch)
+                schedule = self.schedules[entry.group]
+                if entry.group not in self.owned:
+                    entry.item = (offset, None)  # another worker's: keep the order, not the event
+                    if len(schedule) >= self.KEEP_OTHERS:
+                        schedule.popleft()
+                schedule.append(entry)
+        # Never past the newest epoch released: an idle input says nothing about epochs to come.
+        newest = max((g.clock // g.epoch_ms for g in self.sequencer.groups.values() if g.clock is not None),
+                     default=BEFORE_ALL)
+        self.complete_through = min(self.sequencer.bound() - 1, newest - 1)
+        self.advance_items()
+        if not self.sequencer.buffered() and not self.owned_ahead():
+            self.sequencer.reset_waits()  # an idle lane is waited for only while events wait for it
+            self.busy_since = None
+
+    # ------------------------------------------------------------------------- the item state
+
+    def _prune(self, group: int) -> None:
+        """Drop schedule entries of this group that an earlier owner already applied."""
+        schedule = self.schedules[group]
+        while schedule and schedule[0].item[0] < self.start.get((schedule[0].lane, group), 0):
+            schedule.popleft()
+
+    def owned_min_epoch(self) -> int:
+        found = AFTER_ALL
+        for group in self.owned:
+            self._prune(group)
+            schedule = self.schedules[group]
+            if schedule:
+                found = min(found, schedule[0].epoch)
+        return found
+
+    def owned_ahead(self) -> int:
+        return sum(len(self.schedules[g]) for g in self.owned)
+
+    def advance_items(self, owned_min: int | None = None) -> None:
+        """Apply every epoch that is complete in every group and that no own event still waits for
+        (`owned_min`: the earliest epoch an own event waits in, when the caller knows it)."""
+        through = min(self.complete_through, (self.owned_min_epoch() if owned_min is None else owned_min) - 1)
+        if through > BEFORE_ALL and (self.items.applied_through is None or through > self.items.applied_through):
+            self.items.advance(through)
+
+    # ------------------------------------------------------------------- the worker's partitions
+
+    def assign(self, partitions: set[int], start_offsets: dict[tuple[str, int], int]) -> None:
+        self.owned = set(partitions)
+        self.start = {(lane, p): start_offsets.get((topic, p), 0)
+                      for lane, topic in enumerate(self.topics) for p in partitions}
+        self.delivered.clear()
+        self.handed.clear()
+        self.refetch_wanted.clear()
+        self.undelivered_since.clear()
+
+    def revoke(self) -> list[Any]:
+        """Let go of every delivered, unprocessed event (unacknowledged, they are read again by
+        whoever owns their partition next, from the committed offset); return their messages."""
+        held = [event.message for queue in self.delivered.values() for event in queue]
+        self.owned = set()
+        self.delivered.clear()
+        self.handed.clear()
+        self.refetch_wanted.clear()
+        self.undelivered_since.clear()
+        return held
+
+    def deliver(self, event: Any) -> None:
+        """An event of one of the worker's own partitions, from Faust's consumer (in offset order)."""
+        message = event.message
+        key = (self.lane_of_topic[message.topic], message.partition)
+        queue = self.delivered[key]
+        last = queue[-1].message.offset if queue else self.handed.get(key, -1)
+        if message.offset <= last:  # a copy (fetched again): the first one is acknowledged when applied
+            self.duplicates += 1
+            self.forget(message)
+            return
+        wanted = self.refetch_wanted.get(key)
+        if wanted is not None and message.offset <= wanted[0]:
+            del self.refetch_wanted[key]
+        queue.append(event)
+
+    def take_refetches(self) -> list[tuple[str, int, int]]:
+        """(topic, partition, offset) for each lane whose consumer must seek back (once per ask)."""
+        now = time.monotonic()
+        due = []
+        for (lane, group), (offset, asked) in self.refetch_wanted.items():
+            if asked == 0.0 or now - asked >= REFETCH_AGAIN_S:
+                self.refetch_wanted[(lane, group)] = (offset, now)
+                due.append((self.topics[lane], group, offset))
+        return due
+
+    def _undelivered(self, lane: int, group: int, offset: int) -> None:
+        key = (lane, group)
+        now = time.monotonic()
+        waiting = self.undelivered_since.get(key)
+        if waiting is None or waiting[0] != offset:
+            self.undelivered_since[key] = (offset, now)
+        elif now - waiting[1] >= UNDELIVERED_WAIT_S:
+            del self.undelivered_since[key]
+            self._refetch(lane, group, offset)
+
+    def _refetch(self, lane: int, group: int, offset: int) -> None:
+        """Faust delivered past `offset`, which this worker owns and has not applied: let go of what it
+        delivered of the lane and ask for the lane again from `offset`."""
+        key = (lane, group)
+        for event in self.delivered[key]:
+            self.forget(event.message)
+        self.delivered[key].clear()
+        if key not in self.refetch_wanted:
+            self.refetches += 1
+            self.refetch_wanted[key] = (offset, 0.0)
+
+    def next_round(self, limit: int) -> tuple[int | None, list[Ready]]:
+        """The next round of the worker's own partitions: events of one epoch, in schedule order,
+        delivered by Faust and with the item state at that epoch; else (None, [])."""
+        epoch = self.owned_min_epoch()
+        if epoch == AFTER_ALL:
+            return None, []
+        if epoch > BEFORE_ALL:  # BEFORE_ALL: inputs without a timestamp, dead-lettered at once
+            self.advance_items(epoch)
+            if self.items.applied_through is None or self.items.applied_through < epoch - 1:
+                return None, []  # another group may still bring events of an earlier epoch
+        out: list[Ready] = []
+        for group in sorted(self.owned):
+            schedule = self.schedules[group]
+            while schedule and schedule[0].epoch == epoch and len(out) < limit:
+                entry = schedule[0]
+                offset, checked = entry.item
+                delivered = self.delivered[(entry.lane, group)]
+                while delivered and delivered[0].message.offset < offset:
+                    # Not in the schedule (trimmed before this worker owned the partition): apply now.
+                    stale = delivered.popleft()
+                    self.unscheduled += 1
+                    self.handed[(entry.lane, group)] = stale.message.offset
+                    out.append(Ready(Released(group, entry.lane, epoch, True, None), stale, self._check(stale)))
+                if not delivered:
+                    if offset < self.start.get((entry.lane, group), 0):
+                        schedule.popleft()
+                        continue
+                    self._undelivered(entry.lane, group, offset)  # Faust has not delivered it yet
+                    break
+                event = delivered[0]
+                if event.message.offset > offset:
+                    if offset < self.start.get((entry.lane, group), 0):  # applied before this worker owned it
+                        schedule.popleft()
+                        continue
+                    self._refetch(entry.lane, group, offset)  # Faust skipped it
+                    break
+                delivered.popleft()
+                schedule.popleft()
+                self.handed[(entry.lane, group)] = offset
+                out.append(Ready(entry, event, checked if checked is not None else self._check(event)))
+        if out and epoch > BEFORE_ALL and self.items.applied_through > epoch - 1:
+            # a partition taken over from a worker that was behind this one's item state
+            self.stale += sum(1 for ready in out if isinstance(ready.checked, Event))
+        return (epoch if out else None), out
+
+    def _check(self, event: Any) -> Event | Rejection:
+        message = event.message
+        lane = self.lane_of_topic[message.topic]
+        return check_input(message.value, message.key, Source(message.topic, message.partition, message.offset),
+                           EVENT_TYPES[lane], self.settings.max_payload_bytes)
+
+    def status(self) -> dict[str, Any]:
+        return {"read": self.read, "buffered": self.sequencer.buffered(), "late_in_partition": self.sequencer.late,
+                "late_for_item_state": self.items.late, "unscheduled": self.unscheduled,
+                "stale_item_state": self.stale, "refetches": self.refetches, "duplicates": self.duplicates,
+                "item_epoch_applied": self.items.applied_through, "owned_pending": self.owned_ahead()}

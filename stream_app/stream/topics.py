@@ -1,0 +1,51 @@
+"""Topic creation and checks, with the Kafka admin API (works on Apache Kafka and Tansu alike)."""
+
+from __future__ import annotations
+
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from ..config import Settings
+from ..errors import ConfigError
+
+
+def topic_specs(settings: Settings) -> dict[str, dict[str, str]]:
+    """Every topic the app reads or writes (but Faust's own changelogs) with its configs."""
+    t = settings.topics
+    specs: dict[str, dict[str, str]] = {name: {} for name in t.inputs}
+    specs[t.recommendations] = {}
+    specs[t.dlq] = {}
+    specs[t.profiles] = {"cleanup.policy": "compact"}
+    specs[t.model_control] = {"cleanup.policy": "compact"}
+    specs[t.items] = {"cleanup.policy": "compact"}
+    return specs
+
+
+#: Topics with one partition whatever the input partitioning: every worker reads all of it.
+SINGLE_PARTITION = ("model_control", "items")
+
+
+def ensure_topics(settings: Settings) -> int:
+    """Create missing topics; refuse input topics whose partition counts differ (profiles are
+    partitioned by user, so a user's events must land in the same partition number on all three).
+    Returns the input topics' partition count, which the tables must share."""
+    admin = KafkaAdminClient(bootstrap_servers=settings.require_kafka(), request_timeout_ms=10_000)
+    try:
+        existing = set(admin.list_topics())
+        specs = topic_specs(settings)
+        single = {getattr(settings.topics, attr) for attr in SINGLE_PARTITION}
+        missing = [NewTopic(name, 1 if name in single else settings.partitions, 1, topic_configs=configs or {})
+                   for name, configs in specs.items() if name not in existing]
+        for new in missing:
+            try:
+                admin.create_topics([new])
+            except TopicAlreadyExistsError:
+                pass  # another process created it meanwhile
+        counts = {d["name"]: len(d["partitions"]) for d in admin.describe_topics(list(settings.topics.inputs))}
+        if len(set(counts.values())) != 1:
+            raise ConfigError(f"input topics have different partition counts {counts}: "
+                              "recreate them with the same count (profiles are partitioned by user)")
+        return next(iter(counts.values()))
+    finally:
+        admin.close()
+

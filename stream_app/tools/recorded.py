@@ -1,0 +1,298 @@
+"""Readers of recorded event logs, as users have them: our own jsonl, OTTO sessions, csv,
+RetailRocket `events.csv`, MovieLens `ratings.csv` and the UCI Online Retail csv. Every reader
+yields input events (schemas/v1/input-event) or rejections for the lines it cannot turn into one;
+event_ids are deterministic where the format has none, so replaying a file twice is idempotent.
+Gzipped files (`.gz`, recognised by their magic bytes) are read transparently."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import gzip
+import hashlib
+import io
+import math
+import re
+import zlib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import IO, Any, Callable, Iterator
+
+import fastjsonschema
+import orjson
+
+from ..contracts import Rejection, Source, validator
+from ..errors import InputFileError
+
+FORMATS = ("jsonl", "otto", "csv", "retailrocket", "movielens", "online-retail")
+
+OTTO_TYPES = {"clicks": ("click", None), "carts": ("purchase", "cart"), "orders": ("purchase", "order")}
+RETAILROCKET_TYPES = {"view": ("browse", None), "addtocart": ("purchase", "cart"),
+                      "transaction": ("purchase", "order")}
+
+
+@dataclass(frozen=True, slots=True)
+class LineRejection:
+    line: int
+    rejection: Rejection
+
+
+Read = dict[str, Any] | LineRejection
+
+
+def _reject(path: Path, line: int, reason: str, detail: str, raw: bytes) -> LineRejection:
+    return LineRejection(line, Rejection(reason, f"line {line}: {detail}", Source(str(path)), None, raw))
+
+
+def _checked(path: Path, line: int, event: dict[str, Any], raw: bytes) -> Read:
+    try:
+        validator("input-event")(event)
+    except fastjsonschema.JsonSchemaValueException as exc:
+        return _reject(path, line, "schema_violation", exc.message, raw)
+    return event
+
+
+def _digest_id(prefix: str, line: int, raw: bytes) -> str:
+    return f"{prefix}-{line}-{hashlib.blake2b(raw, digest_size=6).hexdigest()}"
+
+
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(2) == b"\x1f\x8b"
+
+
+def _open_binary(path: Path) -> IO[bytes]:
+    return gzip.open(path, "rb") if _is_gzip(path) else open(path, "rb")
+
+
+def _open_text(path: Path) -> IO[str]:
+    """The file as text for the csv module, decompressed if it is gzipped."""
+    if _is_gzip(path):
+        return gzip.open(path, "rt", encoding="utf-8", newline="")
+    return open(path, "r", encoding="utf-8", newline="")
+
+
+def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """Numbered non-blank lines, without their line ends."""
+    with _open_binary(path) as fh:
+        for line, raw in enumerate(fh, 1):
+            raw = raw.rstrip(b"\r\n")
+            if raw.strip():
+                yield line, raw
+
+
+def read_jsonl(path: Path) -> Iterator[Read]:
+    for line, raw in _lines(path):
+        try:
+            event = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            yield _reject(path, line, "invalid_json", str(exc), raw)
+            continue
+        yield _checked(path, line, event, raw)
+
+
+def read_otto(path: Path) -> Iterator[Read]:
+    for line, raw in _lines(path):
+        try:
+            session = orjson.loads(raw)
+            user = str(session["session"])
+            events = session["events"]
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            yield _reject(path, line, "invalid_json", f"not an OTTO session ({exc!r})", raw)
+            continue
+        for i, e in enumerate(events):
+            try:
+                kind, stage = OTTO_TYPES[e["type"]]
+                event = {"event_id": f"otto-{user}-{i}", "user_id": user, "item_id": str(e["aid"]),
+                         "type": kind, "ts": int(e["ts"]), "session_id": user, "schema_version": 1}
+            except (KeyError, TypeError, ValueError) as exc:
+                yield _reject(path, line, "schema_violation", f"event {i} of session {user}: {exc!r}",
+                              orjson.dumps(e))
+                continue
+            if stage:
+                event["stage"] = stage
+            yield _checked(path, line, event, raw)
+
+
+def _csv_with_columns(fh: Any, path: Path, required: tuple[str, ...]) -> csv.DictReader:
+    """A csv reader over `fh`, once its header is known to name every `required` column."""
+    reader = csv.DictReader(fh)
+    missing = [c for c in required if c not in (reader.fieldnames or [])]
+    if missing:
+        raise InputFileError(f"{path}: the header {reader.fieldnames} lacks {missing}; "
+                             f"expected columns {', '.join(required)}")
+    return reader
+
+
+def _read_csv(path: Path, required: tuple[str, ...],
+              convert: Callable[[dict[str, str], int, bytes], dict[str, Any]]) -> Iterator[Read]:
+    with _open_text(path) as fh:
+        reader = _csv_with_columns(fh, path, required)
+        for row in reader:
+            line = reader.line_num
+            raw = ",".join(row.get(c) or "" for c in reader.fieldnames).encode()
+            try:
+                event = convert(row, line, raw)
+            except (KeyError, TypeError, ValueError) as exc:
+                yield _reject(path, line, "schema_violation", f"cannot read the row ({exc!r})", raw)
+                continue
+            yield _checked(path, line, event, raw)
+
+
+def _csv_event(row: dict[str, str], line: int, raw: bytes) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "event_id": row.get("event_id") or _digest_id("csv", line, raw),
+        "user_id": row["user_id"], "item_id": row["item_id"], "type": row["type"],
+        "ts": int(row["ts"]), "schema_version": 1,
+    }
+    for name, kind in (("session_id", str), ("category", str), ("price", float), ("quantity", int),
+                       ("dwell_ms", int), ("stage", str)):
+        if row.get(name):
+            event[name] = kind(row[name])
+    return event
+
+
+def _retailrocket_event(row: dict[str, str], line: int, raw: bytes) -> dict[str, Any]:
+    kind, stage = RETAILROCKET_TYPES[row["event"]]
+    event: dict[str, Any] = {"event_id": _digest_id("rr", line, raw), "user_id": row["visitorid"],
+                             "item_id": row["itemid"], "type": kind, "ts": int(row["timestamp"]),
+                             "schema_version": 1}
+    if stage:
+        event["stage"] = stage
+    return event
+
+
+def _movielens_event(row: dict[str, str], line: int, raw: bytes) -> dict[str, Any]:
+    # A rating is an explicit interaction: a click, with the rating kept in the context.
+    return {"event_id": f"ml-{row['userId']}-{row['movieId']}-{row['timestamp']}", "user_id": row["userId"],
+            "item_id": row["movieId"], "type": "click", "ts": int(row["timestamp"]) * 1000,
+            "context": {"rating": float(row["rating"])}, "schema_version": 1}
+
+
+ONLINE_RETAIL_COLUMNS = ("InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice",
+                         "CustomerID", "Country")
+_RETAIL_DATE = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}(?::\d{2})?")
+_EPOCH = dt.datetime(1970, 1, 1)
+_MS = dt.timedelta(milliseconds=1)
+
+
+@dataclass
+class OnlineRetailStats:
+    """What `read_online_retail` did with the data lines of a file (complete once its iterator is
+    exhausted). Every line counts once, under the first rule that applies, in this order: guest,
+    cancelled, not_product, then rejected (malformed) or an event; so
+    lines == events + guest + cancelled + not_product + rejected."""
+
+    lines: int = 0
+    events: int = 0
+    guest: int = 0  # empty CustomerID: no user to key by
+    cancelled: int = 0  # InvoiceNo starting with "C", or Quantity <= 0
+    not_product: int = 0  # StockCode without a digit: POST, D, M, BANK CHARGES, DOT, ...
+    rejected: int = 0  # malformed (unparseable quantity, date or price, wrong column count): a LineRejection
+
+    @property
+    def skipped(self) -> int:
+        return self.guest + self.cancelled + self.not_product
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)} | {"skipped": self.skipped}
+
+
+def _retail_ms(text: str) -> int:
+    """`YYYY-MM-DD HH:MM[:SS]`, taken as UTC, in ms since the epoch."""
+    if not _RETAIL_DATE.fullmatch(text):
+        raise ValueError(f"InvoiceDate {text!r} is not YYYY-MM-DD HH:MM[:SS]")
+    return (dt.datetime.fromisoformat(text) - _EPOCH) // _MS
+
+
+def read_online_retail(path: str | Path, stats: OnlineRetailStats | None = None) -> Iterator[Read]:
+    """The UCI Online Retail csv as published (optionally gzipped): one purchase (stage order) per
+    kept line, keyed by the customer, with the invoice as the session. Guest lines (no CustomerID),
+    cancellations and non-product codes are skipped and counted in `stats`; malformed lines are
+    rejections. The lines of one invoice share its timestamp and keep their file order."""
+    path = Path(path)
+    stats = stats if stats is not None else OnlineRetailStats()
+    with _open_text(path) as fh:
+        reader = _csv_with_columns(fh, path, ONLINE_RETAIL_COLUMNS)
+        last_date, last_ms = "", 0  # the lines of an invoice repeat its date
+        for row in reader:
+            line = reader.line_num
+            stats.lines += 1
+            if None in row or None in row.values():
+                stats.rejected += 1
+                raw = ",".join(str(v) for v in row.values() if v is not None).encode()
+                yield _reject(path, line, "schema_violation",
+                              f"expected the {len(ONLINE_RETAIL_COLUMNS)} columns of the header", raw)
+                continue
+            customer = row["CustomerID"].strip()
+            if not customer:
+                stats.guest += 1
+                continue
+            invoice = row["InvoiceNo"].strip()
+            if invoice.startswith("C"):
+                stats.cancelled += 1
+                continue
+            code = row["StockCode"].strip()
+            if not any(ch.isdigit() for ch in code):
+                stats.not_product += 1
+                continue
+            raw = ",".join(row[c] for c in reader.fieldnames).encode()
+            try:
+                quantity = int(row["Quantity"])
+                if quantity <= 0:
+                    stats.cancelled += 1
+                    continue
+                date = row["InvoiceDate"].strip()
+                if date != last_date:
+                    last_ms, last_date = _retail_ms(date), date
+                price = float(row["UnitPrice"])
+                if not math.isfinite(price):
+                    raise ValueError(f"UnitPrice {row['UnitPrice']!r}")
+            except ValueError as exc:
+                stats.rejected += 1
+                yield _reject(path, line, "schema_violation", f"cannot read the row ({exc})", raw)
+                continue
+            event = {"event_id": f"or-{invoice}-{line}",
+                     "user_id": customer[:-2] if customer.endswith(".0") else customer,
+                     "item_id": code, "type": "purchase", "stage": "order", "ts": last_ms,
+                     "quantity": quantity, "price": price, "session_id": invoice, "schema_version": 1}
+            checked = _checked(path, line, event, raw)
+            if isinstance(checked, LineRejection):
+                stats.rejected += 1
+            else:
+                stats.events += 1
+            yield checked
+
+
+def read_log(path: str | Path, fmt: str) -> Iterator[Read]:
+    """Events and rejections of a recorded log, in file order."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"{path}: no such file")
+    if fmt == "jsonl":
+        return read_jsonl(path)
+    if fmt == "otto":
+        return read_otto(path)
+    if fmt == "csv":
+        return _read_csv(path, ("user_id", "item_id", "type", "ts"), _csv_event)
+    if fmt == "retailrocket":
+        return _read_csv(path, ("timestamp", "visitorid", "event", "itemid"), _retailrocket_event)
+    if fmt == "movielens":
+        return _read_csv(path, ("userId", "movieId", "rating", "timestamp"), _movielens_event)
+    if fmt == "online-retail":
+        return read_online_retail(path)
+    raise InputFileError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
+
+
+def load_sorted(path: str | Path, fmt: str) -> tuple[list[dict[str, Any]], list[LineRejection]]:
+    """The whole log in timestamp order (stable: ties keep file order), and its rejected lines."""
+    events: list[dict[str, Any]] = []
+    rejected: list[LineRejection] = []
+    try:
+        for read in read_log(path, fmt):
+            (rejected if isinstance(read, LineRejection) else events).append(read)
+    except (UnicodeDecodeError, csv.Error, io.UnsupportedOperation,
+            EOFError, gzip.BadGzipFile, zlib.error) as exc:  # the last three: a truncated or corrupt .gz
+        raise InputFileError(f"{path}: cannot be read as {fmt} ({exc})") from exc
+    events.sort(key=lambda e: e["ts"])
+    return events, rejected
