@@ -3,7 +3,8 @@ the comments. A `None` in a batch list is a batch boundary (end_batch, then begi
 
 import math
 
-from stream_app.evaluate.baselines import SKNN, VSKNN, CoVisitationUnseen, RecentThenCoVisitation, SequentialRules
+from stream_app.evaluate.baselines import CoVisitationUnseen, RecentThenCoVisitation, SequentialRules
+from stream_app.evaluate.session_knn import SKNN, VSKNN
 from stream_app.core.events import Event
 
 MIN = 60_000

@@ -90,7 +90,8 @@ def test_through_kafka_with_content_every_list_equals_the_in_process_pass(conten
     from stream_app.tools.catalogue import load_catalogue
     from stream_app.stream.catalogue_feed import index_catalogue
     from stream_app.tools.demo import SAMPLE, SAMPLE_FORMAT
-    from stream_app.evaluate.prequential import evaluate_via_kafka, via_kafka_table
+    from stream_app.evaluate.tables import via_kafka_table
+    from stream_app.evaluate.via_kafka import evaluate_via_kafka
     from stream_app.serving.text_encoder import TextEncoder
 
     root, version = content_model

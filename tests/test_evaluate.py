@@ -6,7 +6,9 @@ import pytest
 from conftest import OTTO_SAMPLE
 from stream_app.config import Settings
 from stream_app.contracts import load_schema
-from stream_app.evaluate.prequential import evaluate_events, evaluate_log, ndcg_graded, rank_metrics, table
+from stream_app.evaluate.metrics import ndcg_graded, rank_metrics
+from stream_app.evaluate.prequential import evaluate_events, evaluate_log
+from stream_app.evaluate.tables import table
 from stream_app.tools.synth import SynthConfig, generate, truth_path, write
 
 

@@ -9,7 +9,8 @@ from kafka import TopicPartition
 
 from conftest import wait_until
 from stream_app.tools.consume import committed_offsets
-from stream_app.evaluate.prequential import evaluate_events, evaluate_via_kafka
+from stream_app.evaluate.prequential import evaluate_events
+from stream_app.evaluate.via_kafka import evaluate_via_kafka
 from stream_app.tools.recorded import load_sorted
 from stream_app.tools.processes import wait_ready_workers
 from stream_app.store.redis_store import read_profile

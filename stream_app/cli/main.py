@@ -315,7 +315,9 @@ def cmd_content_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from ..evaluate.prequential import evaluate_log, evaluate_via_kafka, table, via_kafka_table
+    from ..evaluate.prequential import evaluate_log
+    from ..evaluate.tables import table, via_kafka_table
+    from ..evaluate.via_kafka import evaluate_via_kafka
     from ..evaluate.report import render
     from ..tools.synth import truth_path
 

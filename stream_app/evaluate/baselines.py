@@ -1,6 +1,6 @@
 """Session-based baselines after Ludewig & Jannach, "Evaluation of session-based recommendation
 algorithms" (User Modeling and User-Adapted Interaction 28, 2018), for the in-process evaluation:
-each class follows `stream_app.evaluate.prequential.Model` (`name`, `begin_batch`, `learn`, `end_batch`).
+each class follows `stream_app.evaluate.models.Model` (`name`, `begin_batch`, `learn`, `end_batch`).
 
 Fairness, as for the stream-app model's item state: everything learned across users (co-visitation
 counts, the pool of past sessions, sequential rules) changes only in `end_batch()`, so a list never
@@ -15,17 +15,15 @@ with the items seen up to the last batch boundary; a user's own running session 
 neighbour.
 
 Lists hold at most `k` item ids, best first; equal scores are ranked by item id so that lists are
-deterministic. Module is pure: stdlib, numpy and `Event` only.
+deterministic. Module is pure: stdlib, numpy and `Event` only. The session-based kNN baselines
+(SKNN, V-SKNN) are in `session_knn`, on the `Session` and `SessionBaseline` defined here.
 """
 
 from __future__ import annotations
 
-import heapq
 import itertools
-import math
 from typing import Iterable, Iterator
 
-import numpy as np
 
 from ..core.events import Event
 
@@ -57,7 +55,7 @@ def _without(scores: dict[str, float], exclude: Iterable[str]) -> dict[str, floa
     return scores
 
 
-class _Session:
+class Session:
     __slots__ = ("sid", "key", "last_ts", "items")
 
     def __init__(self, sid: int, key: str | None, ts: int):
@@ -67,7 +65,7 @@ class _Session:
         self.items: list[str] = []  # item ids in event order, repeats included
 
 
-class _SessionBaseline:
+class SessionBaseline:
     """Sessions of each user (immediate) and the batch's (session, item) pairs, folded into the
     shared state by `_fold` at the batch boundary."""
 
@@ -76,18 +74,18 @@ class _SessionBaseline:
     def __init__(self, k: int = 20, session_gap_ms: int = SESSION_GAP_MS):
         self.k = k
         self.session_gap_ms = session_gap_ms
-        self._current: dict[str, _Session] = {}
+        self._current: dict[str, Session] = {}
         self._pending: list[tuple[int, str]] = []  # (session number, item) of this batch, in event order
         self._sids: Iterator[int] = itertools.count()
 
     def begin_batch(self, events: list[Event], epoch: int | None = None) -> None:
         pass
 
-    def _session(self, event: Event) -> _Session:
+    def _session(self, event: Event) -> Session:
         session = self._current.get(event.user_id)
         if (session is None or event.session_id != session.key
                 or (event.session_id is None and event.ts - session.last_ts >= self.session_gap_ms)):
-            session = self._current[event.user_id] = _Session(next(self._sids), event.session_id, event.ts)
+            session = self._current[event.user_id] = Session(next(self._sids), event.session_id, event.ts)
         session.last_ts = event.ts
         session.items.append(event.item_id)
         return session
@@ -102,7 +100,7 @@ class _SessionBaseline:
         if pending:
             self._fold(pending)
 
-    def _recommend(self, event: Event, session: _Session) -> list[str]:
+    def _recommend(self, event: Event, session: Session) -> list[str]:
         raise NotImplementedError
 
     def _fold(self, pending: list[tuple[int, str]]) -> None:
@@ -111,7 +109,7 @@ class _SessionBaseline:
 
 # ---------------------------------------------------------------------------------- co-visitation
 
-class _CoVisitation(_SessionBaseline):
+class _CoVisitation(SessionBaseline):
     """Shared: covis[a][b] = the number of past sessions in which both a and b occur (within
     `window` distinct items of each other if `window` is set). Own: the items each user has had,
     most recent last."""
@@ -195,7 +193,7 @@ class CoVisitationUnseen(_CoVisitation):
         super().__init__(k, recent, window, per_item, session_gap_ms)
         self.name = "co-visitation, unseen"
 
-    def _recommend(self, event: Event, session: _Session) -> list[str]:
+    def _recommend(self, event: Event, session: Session) -> list[str]:
         recent = self._own(event)
         scores = self._covisited(recent)
         seen = self._seen[event.user_id]
@@ -216,204 +214,14 @@ class RecentThenCoVisitation(_CoVisitation):
         super().__init__(k, recent, window, per_item, session_gap_ms)
         self.name = "recent, then co-visitation"
 
-    def _recommend(self, event: Event, session: _Session) -> list[str]:
+    def _recommend(self, event: Event, session: Session) -> list[str]:
         recent = self._own(event)[: self.k]
         return recent + _best(_without(self._covisited(recent), recent), self.k - len(recent))
 
 
-# ------------------------------------------------------------------------------ session-based kNN
-
-class _Shared:
-    """A user's running session against the pool of one batch: the last position of each of its
-    items, and per pool session sharing an item with it the sum of the shared items' weights."""
-
-    __slots__ = ("sid", "positions", "sums")
-
-    def __init__(self, sid: int):
-        self.sid = sid
-        self.positions: dict[str, int] = {}
-        self.sums: dict[int, int] = {}
-
-
-class _SessionPool(_SessionBaseline):
-    """Shared: the items of every past session, the order in which sessions were last updated (a
-    stamp per batch boundary, in event order) and, per item, the `sample_size` + 1 most recently
-    updated sessions containing it (enough to find the `sample_size` most recent sessions sharing
-    any item with a current session), and per item the number of sessions containing it.
-
-    The overlap of a running session with the pool is kept per user within a batch and updated by
-    each event (the pool does not change within a batch): `positional` False counts shared items,
-    True sums their last positions in the running session. Item scores are summed in numpy over
-    item numbers; each pool session also keeps its items as an array of those numbers."""
-
-    positional = False
-
-    def __init__(self, k: int = 20, neighbours: int = 100, sample_size: int = 500,
-                 session_gap_ms: int = SESSION_GAP_MS):
-        super().__init__(k, session_gap_ms)
-        self.neighbours = neighbours
-        self.sample_size = sample_size
-        self._pool: dict[int, set[str]] = {}
-        self._stamp: dict[int, int] = {}
-        self._index: dict[str, dict[int, None]] = {}  # item -> sessions, least recent first
-        self._sessions_with: dict[str, int] = {}
-        self._stamps: Iterator[int] = itertools.count()
-        self._shared: dict[str, _Shared] = {}  # user -> overlap of the running session, this batch
-        self._numbers: dict[str, int] = {}  # item -> its number
-        self._items: list[str] = []  # number -> item
-        self._arrays: dict[int, np.ndarray] = {}  # pool session -> its item numbers
-
-    def _fold(self, pending: list[tuple[int, str]]) -> None:
-        self._shared.clear()
-        touched: dict[int, None] = {}  # sessions in the order of their last event in the batch
-        for sid, item in pending:
-            items = self._pool.get(sid)
-            if items is None:
-                items = self._pool[sid] = set()
-            if item not in items:
-                items.add(item)
-                self._sessions_with[item] = self._sessions_with.get(item, 0) + 1
-                if item not in self._numbers:
-                    self._numbers[item] = len(self._items)
-                    self._items.append(item)
-            touched.pop(sid, None)
-            touched[sid] = None
-        cap, numbers = self.sample_size + 1, self._numbers  # + 1: a user's own session may be one of them
-        for sid in touched:
-            self._stamp[sid] = next(self._stamps)
-            self._arrays[sid] = np.fromiter(map(numbers.__getitem__, self._pool[sid]), dtype=np.int64)
-            for item in self._pool[sid]:
-                sessions = self._index.get(item)
-                if sessions is None:
-                    sessions = self._index[item] = {}
-                sessions.pop(sid, None)
-                sessions[sid] = None
-                if len(sessions) > cap:
-                    del sessions[next(iter(sessions))]
-
-    def _overlap(self, user_id: str, session: _Session) -> tuple[dict[str, int], dict[int, int]]:
-        """The running session's items with their last positions (1 = first), and per pool session
-        sharing an item with it (its own excluded) the count of shared items or, if `positional`,
-        the sum of their positions."""
-        index = self._index
-        shared = self._shared.get(user_id)
-        if shared is None or shared.sid != session.sid:
-            shared = self._shared[user_id] = _Shared(session.sid)
-            positions = shared.positions
-            for position, item in enumerate(session.items, 1):
-                positions[item] = position
-            sums = shared.sums
-            for item, position in positions.items():
-                weight = position if self.positional else 1
-                for sid in index.get(item, ()):
-                    sums[sid] = sums.get(sid, 0) + weight
-            sums.pop(session.sid, None)
-            return positions, sums
-        item, n = session.items[-1], len(session.items)
-        before = shared.positions.get(item)
-        shared.positions[item] = n
-        delta = (n - (before or 0)) if self.positional else (0 if before else 1)
-        if delta:
-            sums = shared.sums
-            for sid in index.get(item, ()):
-                if sid != session.sid:
-                    sums[sid] = sums.get(sid, 0) + delta
-        return shared.positions, shared.sums
-
-    def _sample(self, sums: dict[int, int]) -> Iterable[int]:
-        """The `sample_size` most recently updated of the sessions in `sums`."""
-        if len(sums) <= self.sample_size:
-            return sums
-        stamp = self._stamp
-        cut = sorted(map(stamp.__getitem__, sums))[-self.sample_size]
-        return [sid for sid in sums if stamp[sid] >= cut]
-
-    def _scores(self, similarities: list[tuple[float, int]]) -> np.ndarray | None:
-        """Per item number, the summed similarity of the `neighbours` most similar sessions
-        containing it (ties between sessions: the more recent first); None without neighbours."""
-        if not similarities:
-            return None
-        stamp = self._stamp
-        if len(similarities) > self.neighbours:
-            similarities = heapq.nlargest(self.neighbours, similarities,
-                                          key=lambda pair: (pair[0], stamp[pair[1]]))
-        arrays = [self._arrays[sid] for _, sid in similarities]
-        weights = np.repeat(np.array([sim for sim, _ in similarities]), [len(a) for a in arrays])
-        return np.bincount(np.concatenate(arrays), weights=weights, minlength=len(self._items))
-
-    def _top_items(self, scores: np.ndarray | None) -> list[str]:
-        """The k items of highest positive score, ties by item id."""
-        if scores is None:
-            return []
-        candidates = np.flatnonzero(scores > 0)
-        if len(candidates) > self.k:
-            values = scores[candidates]
-            at = len(values) - self.k
-            candidates = candidates[values >= np.partition(values, at)[at]]
-        items = self._items
-        ranked = sorted(zip((-scores[candidates]).tolist(), [items[i] for i in candidates]))
-        return [item for _, item in ranked[: self.k]]
-
-
-class SKNN(_SessionPool):
-    """Session-based kNN (SKNN in the paper): the current session as a binary item vector; among
-    the `sample_size` most recent past sessions sharing at least one item with it, the
-    `neighbours` most similar by cosine (|A & B| / sqrt(|A| |B|)); an item's score is the sum of
-    the similarities of the neighbour sessions containing it. Items of the current session are
-    not excluded. The paper tunes the number of neighbours and the sample size per data set; the
-    defaults here are 100 neighbours and a sample of 500 sessions."""
-
-    def __init__(self, k: int = 20, neighbours: int = 100, sample_size: int = 500,
-                 session_gap_ms: int = SESSION_GAP_MS):
-        super().__init__(k, neighbours, sample_size, session_gap_ms)
-        self.name = f"SKNN (k={neighbours}, sample {sample_size})"
-
-    def _recommend(self, event: Event, session: _Session) -> list[str]:
-        positions, shared = self._overlap(event.user_id, session)
-        pool, size = self._pool, len(positions)
-        similarities = [(shared[sid] / math.sqrt(size * len(pool[sid])), sid) for sid in self._sample(shared)]
-        return self._top_items(self._scores(similarities))
-
-
-class VSKNN(_SessionPool):
-    """Vector multiplication SKNN (V-SkNN in the paper): like SKNN, but the current session is a
-    real-valued vector that puts the weight on its later events: with n events in the session,
-    an item whose last occurrence is at position p (1 = first) weighs p / n (linear decay; the
-    last event's item weighs 1). The similarity to a past session is the dot product of that
-    vector with the past session's binary vector (the sum of the weights of the shared items).
-    The scores carry an IDF-like item weight, so items found in fewer sessions count more:
-    score(i) = (sum of the similarities of the neighbours containing i) * (1 + idf_weight *
-    ln(S / S_i)), S the sessions in the pool and S_i those containing i (idf_weight = 0: no IDF
-    term; the paper's exact IDF form is not reproduced, this one is ours). Neighbours and sample as
-    in SKNN (defaults 100 neighbours, a sample of 500; tuned per data set in the paper)."""
-
-    positional = True
-
-    def __init__(self, k: int = 20, neighbours: int = 100, sample_size: int = 500, idf_weight: float = 1.0,
-                 session_gap_ms: int = SESSION_GAP_MS):
-        super().__init__(k, neighbours, sample_size, session_gap_ms)
-        self.idf_weight = idf_weight
-        self.name = f"V-SKNN (k={neighbours}, sample {sample_size})"
-        self._idf = np.zeros(0)  # per item number
-
-    def _fold(self, pending: list[tuple[int, str]]) -> None:
-        super()._fold(pending)
-        if self.idf_weight:
-            containing = np.array([self._sessions_with[item] for item in self._items], dtype=np.float64)
-            self._idf = 1.0 + self.idf_weight * np.log(len(self._pool) / containing)
-
-    def _recommend(self, event: Event, session: _Session) -> list[str]:
-        _, shared = self._overlap(event.user_id, session)
-        n = len(session.items)
-        scores = self._scores([(shared[sid] / n, sid) for sid in self._sample(shared)])
-        if scores is not None and self.idf_weight:
-            scores *= self._idf
-        return self._top_items(scores)
-
-
 # ------------------------------------------------------------------------------- sequential rules
 
-class SequentialRules(_SessionBaseline):
+class SequentialRules(SessionBaseline):
     """Sequential rules (SR in the paper): a rule a -> b for every b that follows a within `steps`
     (default 10) positions in a session (events in order, repeats included, so a repeated item
     makes a rule a -> a), weighted 1 / gap, the paper's decreasing weight of the distance; a
@@ -444,7 +252,7 @@ class SequentialRules(_SessionBaseline):
             if len(tail) > steps:
                 del tail[0]
 
-    def _recommend(self, event: Event, session: _Session) -> list[str]:
+    def _recommend(self, event: Event, session: Session) -> list[str]:
         last = session.items[-1]
         top = self._top.get(last)
         if top is None:

@@ -1,0 +1,210 @@
+"""The models the prequential pass runs side by side, each publishing after every event the list its user
+would see next: the stream-app core as the workers run it, its candidate sources alone, and simple
+baselines (item just seen, popular, River matrix factorisation); the session-based ones are in `baselines`
+and `session_knn`."""
+
+from __future__ import annotations
+
+import collections
+from typing import Protocol
+
+import numpy as np
+
+from ..config import Settings
+from ..core.content import ContentIndex
+from ..core.events import Event
+from ..core.items import InMemoryItemIndex
+from ..core.learners import PartitionLearners
+from ..core.ordering import ItemFeed
+from ..core.process import new_partition_learners, new_profile, process
+from ..core.profile import Profile
+from ..core.recommend import recommend
+from ..serving.encoder import Encoder, UserEncoding, encode_batch
+from ..stream.partitioning import partition_of
+
+
+class Model(Protocol):
+    name: str
+
+    def begin_batch(self, events: list[Event], epoch: int) -> None:
+        """A round: events of one item epoch (ordering.py), in the order a worker applies them."""
+
+    def learn(self, event: Event) -> list[str]:
+        """Learn from one event; return the list to show its user next."""
+
+    def end_batch(self) -> None: ...
+
+
+class BatchAgnostic:
+    def begin_batch(self, events: list[Event], epoch: int) -> None:
+        pass
+
+    def end_batch(self) -> None:
+        pass
+
+
+class StreamAppModel:
+    """The workers' own core: profiles, the item feed, the recommender, one online ranker per input
+    partition (users routed as Kafka's default partitioner routes them) and, if given, the sequence
+    encoder, run over each round in one call before its events are processed, as in a worker.
+    `record` keeps every recommendation (trigger event id -> (profile version, item ids))."""
+
+    def __init__(self, settings: Settings, name: str = "stream-app", encoder: Encoder | None = None,
+                 record: bool = False, content: ContentIndex | None = None):
+        self.name = name
+        self.settings = settings
+        self.encoder = encoder
+        self.content = content
+        self.index = InMemoryItemIndex(settings)
+        self.feed = ItemFeed(settings, self.index)
+        self.profiles: dict[str, Profile] = {}
+        self.partition_learners: dict[int, PartitionLearners] = {}
+        self.encodings: list[UserEncoding] = []
+        self.last_encoding: UserEncoding | None = None
+        self.epoch = 0
+        self.recorded: dict[str, tuple[int, list[str]]] | None = {} if record else None
+
+    def begin_batch(self, events: list[Event], epoch: int) -> None:
+        self.epoch = epoch
+        self.feed.advance(epoch - 1)
+        if self.encoder is None:
+            return
+        profiles = self.profiles
+        self.encodings = encode_batch(
+            self.encoder, events, lambda user_id: profiles[user_id].recent if user_id in profiles else [],
+            self.settings.encoder_candidates)
+        self.encodings.reverse()  # popped in event order
+
+    def learners_for(self, partition: int) -> PartitionLearners | None:
+        if not self.settings.ranker:
+            return None
+        learners = self.partition_learners.get(partition)
+        if learners is None:
+            learners = self.partition_learners[partition] = new_partition_learners(self.settings)
+        return learners
+
+    def learn(self, event: Event) -> list[str]:
+        profile = self.profiles.get(event.user_id)
+        if profile is None:
+            profile = self.profiles[event.user_id] = new_profile(event.user_id, self.settings)
+        self.last_encoding = self.encodings.pop() if self.encoder is not None else None
+        partition = partition_of(event.user_id, self.settings.partitions)
+        outcome = process(profile, event, self.index, self.settings, now_ms=0,
+                          learners=self.learners_for(partition), encoding=self.last_encoding,
+                          content=self.content)
+        self.feed.add(event, partition, self.epoch)  # the feed sees every valid event, as in a worker
+        if outcome.recommendation is None:
+            return []
+        items = [item["item_id"] for item in outcome.recommendation["items"]]
+        if self.recorded is not None:
+            self.recorded[event.event_id] = (outcome.recommendation["profile_version"], items)
+        return items
+
+    def end_batch(self) -> None:
+        pass
+
+
+#: The prior's weight settings; a single-source baseline keeps one of them and zeroes the others.
+SOURCE_WEIGHTS = {"co-visitation": "covis_weight", "sequential rules": "rules_weight",
+                  "viewed before": "repeat_weight",
+                  "category": "category_weight", "trending": "trending_weight", "encoder": "encoder_weight",
+                  "content": "content_weight"}
+
+
+class SingleSource(BatchAgnostic):
+    """Baseline: one candidate source of the stream-app model alone, ranked by its own score, on the
+    same profiles and item state (no ranker)."""
+
+    def __init__(self, base: StreamAppModel, source: str):
+        self.name = f"{source} only"
+        self.base = base
+        self.settings = base.settings.replace(
+            popularity_weight=0.0, **{weight: (getattr(base.settings, weight) if name == source else 0.0)
+                                      for name, weight in SOURCE_WEIGHTS.items()})
+
+    def learn(self, event: Event) -> list[str]:  # runs after the base model learned the event
+        profile = self.base.profiles[event.user_id]
+        return [r["item_id"] for r in recommend(profile, event, self.base.index, self.settings,
+                                                encoding=self.base.last_encoding,
+                                                content=self.base.content).items if r["score"] > 0]
+
+
+class ItemJustSeen(BatchAgnostic):
+    """Baseline: the one item the user just had. What a log where the next event is mostly on the
+    same item (a funnel: browse, click, cart, order) makes easy; the synthetic generator is one."""
+
+    name = "item just seen"
+
+    def learn(self, event: Event) -> list[str]:
+        return [event.item_id]
+
+
+class MostPopular(BatchAgnostic):
+    """Baseline: the most interacted-with items so far (refreshed per batch, like the workers)."""
+
+    def __init__(self, k: int, window_events: int | None = None):
+        self.name = "popular" if window_events is None else f"popular, last {window_events:,} events"
+        self.k = k
+        self.window = collections.deque() if window_events else None
+        self.window_events = window_events
+        self.counts: collections.Counter[str] = collections.Counter()
+        self.top: list[str] = []
+
+    def learn(self, event: Event) -> list[str]:
+        self.counts[event.item_id] += 1
+        if self.window is not None:
+            self.window.append(event.item_id)
+            if len(self.window) > self.window_events:
+                old = self.window.popleft()
+                self.counts[old] -= 1
+                if not self.counts[old]:
+                    del self.counts[old]
+        return self.top
+
+    def end_batch(self) -> None:
+        self.top = [item for item, _ in self.counts.most_common(self.k)]
+
+
+class RiverMF(BatchAgnostic):
+    """Baseline: River matrix factorisation (FunkMF or BiasedMF) on implicit feedback. Each event is a
+    positive (user, item, 1); `negatives` items drawn from the popular candidates are negatives (0).
+    The list: the `candidates` most popular items, ranked by the user's factors (refreshed per batch)."""
+
+    def __init__(self, kind: str, k: int, candidates: int = 200, negatives: int = 2, n_factors: int = 16,
+                 seed: int = 7):
+        from river import optim, reco
+
+        self.name = f"River {kind} only"
+        self.k = k
+        self.candidates = candidates
+        self.negatives = negatives
+        self.biased = kind == "BiasedMF"
+        if self.biased:
+            self.model = reco.BiasedMF(n_factors=n_factors, bias_optimizer=optim.SGD(0.05),
+                                       latent_optimizer=optim.SGD(0.05), seed=seed)
+        else:
+            self.model = reco.FunkMF(n_factors=n_factors, optimizer=optim.SGD(0.05), seed=seed)
+        self.rng = np.random.default_rng(seed)
+        self.counts: collections.Counter[str] = collections.Counter()
+        self.pool: list[str] = []
+        self.matrix = np.zeros((0, n_factors))
+        self.bias = np.zeros(0)
+
+    def learn(self, event: Event) -> list[str]:
+        self.counts[event.item_id] += 1
+        self.model.learn_one(event.user_id, event.item_id, 1.0)
+        if self.pool:
+            for j in self.rng.integers(0, len(self.pool), size=self.negatives):
+                if self.pool[j] != event.item_id:
+                    self.model.learn_one(event.user_id, self.pool[j], 0.0)
+        if not self.pool:
+            return []
+        scores = self.matrix @ self.model.u_latents[event.user_id] + self.bias
+        best = np.argsort(-scores, kind="stable")[: self.k]
+        return [self.pool[i] for i in best]
+
+    def end_batch(self) -> None:
+        self.pool = [item for item, _ in self.counts.most_common(self.candidates)]
+        self.matrix = np.array([self.model.i_latents[item] for item in self.pool])
+        self.bias = (np.array([self.model.i_biases[item] for item in self.pool]) if self.biased
+                     else np.zeros(len(self.pool)))

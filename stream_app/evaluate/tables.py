@@ -1,0 +1,78 @@
+"""The text tables `stream-app evaluate` prints: the scoreboard of every model, and the via-Kafka run
+beside the in-process pass."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+from .metrics import COLD_START
+
+
+def table(result: dict[str, Any]) -> str:
+    k = result["k"]
+    types = sorted({t for m in result["models"].values() for t in m["by_type"]})
+    width = max(32, *(len(name) for name in result["models"]))
+    head = f"{'model':<{width}} {'Recall@' + str(k):>9} {'MRR@' + str(k):>8} {'NDCG@' + str(k):>8} " + \
+        " ".join(f"{'R@' + str(k) + ' ' + t:>12}" for t in types) + f" {'R@' + str(k) + ' cold':>11}" + \
+        f" {'coverage':>9} {'pop.pct':>8}"
+    lines = [f"{result['events']:,} events, {result['users']:,} users, {result['items']:,} items; "
+             f"batches of {result['batch']}; {result['events_per_s']:,.0f} events/s for all models together"]
+    for role in ("encoder", "shadow_encoder"):
+        manifest = result.get(role)
+        if manifest:
+            lines.append(f"{role.replace('_', ' ')}: {manifest['version']} (validation Recall@20 "
+                         f"{manifest['validation']['recall@20']:.4f}, trained on events before ts "
+                         f"{manifest['training']['train_until_ts']})")
+    if result.get("content"):
+        content = result["content"]
+        lines.append(f"content model: {content['version']} over {content['items']:,} catalogue items "
+                     f"({content['terms']:,} terms for interests in words)")
+    cold_judged = next(iter(result["models"].values()))["cold_start"]["judged"] if result["models"] else 0
+    lines.append(f"cold: {cold_judged:,} judged events whose item had fewer than {COLD_START} interactions before")
+    if result.get("judged_from_ts") is not None:
+        lines.append(f"judged: events from ts {result['judged_from_ts']} on (the encoder trained on the earlier "
+                     f"part of this log; every model still learns from all of it)")
+    lines += [head, "-" * len(head)]
+    for name, m in result["models"].items():
+        per_type = " ".join(f"{m['by_type'].get(t, {}).get(f'recall@{k}', 0.0):>12.4f}" for t in types)
+        lines.append(f"{name:<{width}} {m[f'recall@{k}']:>9.4f} {m[f'mrr@{k}']:>8.4f} {m[f'ndcg@{k}']:>8.4f} "
+                     f"{per_type} {m['cold_start'][f'recall@{k}']:>11.4f} "
+                     f"{m['coverage']:>9.3f} {m['popularity_percentile']:>8.3f}")
+    accuracies = result.get("profile_accuracy")
+    if accuracies:
+        lines.append("")
+        lines.append("profile accuracy (NDCG@3 of true top-category interests):")
+        for name, accuracy in accuracies.items():
+            lines.append(f"  {name:<{width + 2}}" + ", ".join(
+                f"{key.split('_', 1)[1]} {value:.3f}" for key, value in accuracy.items()
+                if key.startswith("ndcg") and value is not None)
+                + f" ({accuracy['users_drifted']} drifted, {accuracy['users_stable']} stable users)")
+    return "\n".join(lines)
+
+
+def via_kafka_table(result: dict[str, Any]) -> str:
+    keys = list(result["abs_difference"])
+    rate = "full speed" if not result["rate"] else f"{result['rate']:,.0f} events/s"
+    lines = [f"{result['events']:,} events of {result['log']} replayed at {rate} "
+             f"({result['via_kafka']['events_per_s']:,.0f} events/s end to end) through {result['workers']} "
+             f"worker(s){' beside a CPU-bound process' if result['busy'] else ''}, read back from the "
+             f"recommendations topic; in process: the same core and settings",
+             f"{'':<12}" + "".join(f"{key:>11}" for key in keys)]
+    for name in ("via_kafka", "in_process"):
+        lines.append(f"{name.replace('_', '-'):<12}" + "".join(f"{result[name][key]:>11.4f}" for key in keys))
+    lines.append(f"{'|difference|':<12}" + "".join(f"{result['abs_difference'][key]:>11.4f}" for key in keys))
+    lines.append(f"recommendations: {result['recommendations_published']:,} published, "
+                 f"{result['recommendations_in_process']:,} in process; lists that differ: {result['lists_differ']:,}; "
+                 f"profile versions that differ: {result['versions_differ']:,}; "
+                 f"published twice: {result['repeated_recommendations']:,}")
+    ordering = result["ordering"]
+    lines.append(f"late events (workers): {ordering['late_for_user']:,} older than their user's last event, "
+                 f"{ordering['late_in_partition']:,} older than their partition's clock, "
+                 f"{ordering['late_for_item_state']:,} after their item epoch was applied, "
+                 f"{ordering['unscheduled']:,} outside the schedule, {ordering['stale_item_state']:,} with an item "
+                 f"state past their epoch (a partition taken over from a worker that was behind)")
+    missing = result["via_kafka"]["missing_recommendations"]
+    if missing:
+        lines.append(f"{missing} judged events had no published recommendation before them")
+    return "\n".join(lines)

@@ -1,0 +1,148 @@
+"""`stream-app evaluate --via-kafka`: the log replayed through real workers, the recommendations topic
+read back and scored like the in-process pass, and set beside it."""
+
+from __future__ import annotations
+
+import collections
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ..config import Settings
+from ..core.content import ContentIndex
+from ..errors import ServiceTimeout
+from ..tools.recorded import load_sorted
+from .metrics import COLD_START, PopularityPercentiles, Scoreboard
+from .prequential import evaluate_events
+
+
+def score_published(events: list[dict[str, Any]], published: dict[str, list[str]], k: int,
+                    batch: int) -> dict[str, Any]:
+    """Metrics of published recommendations (trigger_event_id -> items), judged like the in-process
+    pass: each event by the list published after its user's previous event."""
+    board = Scoreboard(k)
+    popularity = PopularityPercentiles()
+    previous: dict[str, str] = {}
+    catalog: set[str] = set()
+    interactions: collections.Counter[str] = collections.Counter()
+    missing = 0
+    for i, event in enumerate(events, 1):
+        before = previous.get(event["user_id"])
+        if before is not None:
+            items = published.get(before)
+            if items is None:
+                missing += 1
+                items = []
+            board.judge(items, event, popularity, interactions[event["item_id"]] < COLD_START)
+        interactions[event["item_id"]] += 1
+        previous[event["user_id"]] = event["event_id"]
+        popularity.learn(event["item_id"])
+        catalog.add(event["item_id"])
+        if i % batch == 0:
+            popularity.refresh()
+    result = board.summary(catalog)
+    result["missing_recommendations"] = missing
+    return result
+
+
+def evaluate_via_kafka(path: str | Path, fmt: str, k: int = 20, rate: float | None = None, workers: int = 1,
+                       timeout: float = 900.0, max_idle_ms: int = 2000, busy: bool = False,
+                       limit: int | None = None, items: tuple[str | Path, str] | None = None,
+                       content: ContentIndex | None = None, registry_dir: str | None = None) -> dict[str, Any]:
+    """Replay the log at `rate` events/s (None: as fast as possible) through `workers` real workers,
+    read the recommendations topic as a downstream service would, score it, and set it beside the
+    in-process pass over the same log with the same settings. The workers order the input by event
+    time and define item state by event time (ordering.py), so the two agree event for event: the
+    result counts the recommendations whose profile version or list differ (the goal is none).
+    `max_idle_ms`: how long a worker waits for an input topic that has nothing new; it covers the
+    replay producer's stalls between topics. `busy`: run a CPU-bound process beside the workers.
+    `items` (a catalogue file and its format) and `content` (its index under a content model of
+    `registry_dir`): the catalogue is loaded to the items topic and the model announced before the
+    workers start, and the in-process pass uses the same index."""
+    from ..tools.consume import TopicReader, wait_committed
+    from ..tools.processes import busy_process, one_off_run, wait_ready_workers
+    from ..tools.replay import produce_events
+
+    events, _ = load_sorted(path, fmt)
+    if limit is not None:
+        events = events[:limit]
+    with one_off_run("evaluate") as run:
+        settings = run.settings.replace(rec_policy="every", top_k=k, max_idle_ms=max_idle_ms,
+                                        **({"registry_dir": str(Path(registry_dir).resolve())} if registry_dir else {}))
+        run.settings = settings
+        if items is not None and content is not None:
+            from ..tools.catalogue import load_items
+            from ..stream.model_control import publish
+
+            load_items(settings, *items)
+            publish(settings, "content", content.version)
+        started_workers = [run.start_worker(loglevel="warn") for _ in range(workers)]
+        wait_ready_workers(settings, started_workers, timeout)
+        with busy_process(busy):
+            started = time.perf_counter()
+            marks = produce_events(settings, events, rate).marks
+            try:
+                wait_committed(settings, marks, timeout)
+            except ServiceTimeout as exc:
+                raise ServiceTimeout(f"{exc}: a long log or a slow machine needs more time, "
+                                     f"raise --timeout (now {timeout:.0f} s)") from exc
+            seconds = time.perf_counter() - started
+        with TopicReader(settings.require_kafka(), settings.topics.recommendations) as reader:
+            reader.read_until(len(events), timeout)
+            published: dict[str, list[str]] = {}
+            versions: dict[str, int] = {}
+            repeated = 0
+            for record in reader.records:
+                rec = orjson.loads(record.value)
+                repeated += rec["trigger_event_id"] in published
+                published[rec["trigger_event_id"]] = [item["item_id"] for item in rec["items"]]
+                versions[rec["trigger_event_id"]] = rec["profile_version"]
+        ordering = worker_ordering_counters(settings, len(started_workers), int(time.time() * 1000))
+    via_kafka = score_published(events, published, k, settings.batch_max)
+    via_kafka["events_per_s"] = len(events) / seconds
+    in_process_run = evaluate_events(events, settings, k, baselines=False, record=True, content=content)
+    in_process = in_process_run["models"]["stream-app"]
+    recorded = in_process_run["recorded"]
+    differ_lists = sum(1 for event_id, (_, items) in recorded.items() if published.get(event_id) != items)
+    differ_versions = sum(1 for event_id, (version, _) in recorded.items() if versions.get(event_id) != version)
+    keys = [f"recall@{k}", f"mrr@{k}", f"ndcg@{k}"]
+    if content is not None:  # Recall@k on cold targets, the figure content is for
+        for scored in (via_kafka, in_process):
+            scored[f"cold@{k}"] = scored["cold_start"][f"recall@{k}"]
+        keys.append(f"cold@{k}")
+    return {"log": str(path), "events": len(events), "k": k, "rate": rate, "workers": workers, "busy": busy,
+            "content": content.version if content is not None else None,
+            "max_idle_ms": max_idle_ms, "via_kafka": via_kafka, "in_process": in_process,
+            "recommendations_in_process": len(recorded), "recommendations_published": len(published),
+            "repeated_recommendations": repeated, "lists_differ": differ_lists, "versions_differ": differ_versions,
+            "ordering": ordering,
+            "abs_difference": {key: abs(via_kafka[key] - in_process[key]) for key in keys}}
+
+
+def worker_ordering_counters(settings: Settings, workers: int, after_ms: int, timeout_s: float = 20.0
+                             ) -> dict[str, int]:
+    """Late events, summed over the run's workers: their first statuses published after `after_ms`."""
+    import redis
+
+    from ..store.redis_store import worker_statuses
+
+    client = redis.Redis.from_url(settings.require_redis())
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            statuses = [s for s in worker_statuses(client, settings.namespace)
+                        if s["app_id"] == settings.app_id and s["updated_at"] >= after_ms]
+            if len(statuses) >= workers or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    finally:
+        client.close()
+    out = {"late_for_user": 0, "late_in_partition": 0, "late_for_item_state": 0, "unscheduled": 0,
+           "stale_item_state": 0}
+    for status in statuses:
+        out["late_for_user"] += status["counters"].get("late", 0)
+        for key in ("late_in_partition", "late_for_item_state", "unscheduled", "stale_item_state"):
+            out[key] += status.get("ordering", {}).get(key, 0)
+    return out
