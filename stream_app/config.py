@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from .errors import ConfigError
 from .core.events import event_kind
+from .errors import ConfigError
 
 EVENT_TYPES = ("browse", "click", "purchase")
 REC_POLICIES = ("every", "purchase", "debounce")

@@ -14,9 +14,9 @@ import pytest
 import redis
 
 from stream_app.config import Settings
-from stream_app.tools.processes import WorkerProcess, wait_ready_workers
-from stream_app.tools.embedded import Embedded, wait_for_kafka, wait_for_redis
 from stream_app.stream.topics import ensure_topics
+from stream_app.tools.embedded import Embedded, wait_for_kafka, wait_for_redis
+from stream_app.tools.processes import WorkerProcess, wait_ready_workers
 
 REPO = Path(__file__).resolve().parent.parent
 OTTO_SAMPLE = REPO / "stream_app" / "data" / "otto-sample.jsonl"

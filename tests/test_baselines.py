@@ -3,9 +3,9 @@ the comments. A `None` in a batch list is a batch boundary (end_batch, then begi
 
 import math
 
+from stream_app.core.events import Event
 from stream_app.evaluate.baselines import CoVisitationUnseen, RecentThenCoVisitation, SequentialRules
 from stream_app.evaluate.session_knn import SKNN, VSKNN
-from stream_app.core.events import Event
 
 MIN = 60_000
 

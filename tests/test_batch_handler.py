@@ -7,13 +7,13 @@ from types import SimpleNamespace
 import orjson
 import pytest
 
-from stream_app.core import process
 from stream_app.config import Settings
+from stream_app.core import process
 from stream_app.core.events import Event
 from stream_app.core.items import InMemoryItemIndex
 from stream_app.core.learners import Persistent
-from stream_app.stream.ordered_input import Ready
 from stream_app.core.profile import Profile, event_digest
+from stream_app.stream.ordered_input import Ready
 from stream_app.stream.worker import BatchHandler, Counters, PartitionState
 
 USER = "u1"

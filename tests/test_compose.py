@@ -8,8 +8,8 @@ import yaml
 
 from stream_app.cli.main import parser
 from stream_app.config import ENV_PREFIX, Settings
-from stream_app.tools.recorded import FORMATS
 from stream_app.stream.topics import SINGLE_PARTITION, topic_specs
+from stream_app.tools.recorded import FORMATS
 
 COMPOSE = Path(__file__).resolve().parent.parent / "docker-compose.yml"
 

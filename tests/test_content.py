@@ -2,23 +2,22 @@
 and the evaluation rows. A bag-of-words embedder stands in for the sentence encoder here (the real
 model's export and parity are tested in test_text_encoder.py; the worker path in test_content_pipeline.py)."""
 
-import hashlib
 import gzip
+import hashlib
 
 import numpy as np
 import orjson
 import pytest
 
-from stream_app.core.process import new_partition_learners, new_profile, process
-from stream_app.core.content import item_text
-from stream_app.tools.catalogue import load_catalogue
-from stream_app.stream.catalogue_feed import CachedEmbedder, CatalogueFeed
 from stream_app.config import Settings
 from stream_app.contracts import validator
-from stream_app.core.content import ContentIndex, build_index, interest_vector, update_interest
-from stream_app.evaluate.prequential import evaluate_events
+from stream_app.core.content import ContentIndex, build_index, interest_vector, item_text, update_interest
 from stream_app.core.events import Event
 from stream_app.core.items import InMemoryItemIndex
+from stream_app.core.process import new_partition_learners, new_profile, process
+from stream_app.evaluate.prequential import evaluate_events
+from stream_app.stream.catalogue_feed import CachedEmbedder, CatalogueFeed
+from stream_app.tools.catalogue import load_catalogue
 
 T0 = 1_700_000_000_000
 DAY = 24 * 3600 * 1000

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import orjson
 import pytest
-
 from conftest import wait_until
+
+from stream_app.contracts import validator
+from stream_app.store.redis_store import read_profile, worker_statuses
+from stream_app.stream.model_control import publish
 from stream_app.tools.catalogue import load_items
 from stream_app.tools.consume import committed_offsets
-from stream_app.contracts import validator
-from stream_app.stream.model_control import publish
-from stream_app.store.redis_store import read_profile, worker_statuses
 from stream_app.tools.replay import produce_events
 
 T0 = 1_700_000_000_000
@@ -87,12 +87,12 @@ def test_through_kafka_with_content_every_list_equals_the_in_process_pass(conten
     """The worker reloads each profile's interest vector between batches and embeds the catalogue
     itself; `evaluate` keeps profiles in memory and embeds in its own process: the lists must agree."""
     from stream_app.core.content import item_text
-    from stream_app.tools.catalogue import load_catalogue
-    from stream_app.stream.catalogue_feed import index_catalogue
-    from stream_app.tools.demo import SAMPLE, SAMPLE_FORMAT
     from stream_app.evaluate.tables import via_kafka_table
     from stream_app.evaluate.via_kafka import evaluate_via_kafka
     from stream_app.serving.text_encoder import TextEncoder
+    from stream_app.stream.catalogue_feed import index_catalogue
+    from stream_app.tools.catalogue import load_catalogue
+    from stream_app.tools.demo import SAMPLE, SAMPLE_FORMAT
 
     root, version = content_model
     catalogue, _ = load_catalogue(SAMPLE, SAMPLE_FORMAT)

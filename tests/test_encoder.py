@@ -12,22 +12,22 @@ import numpy as np
 import orjson
 import pytest
 import torch  # the test command installs the train extra
+from conftest import OTTO_SAMPLE, wait_until
 from fastjsonschema import JsonSchemaException
 from kafka import TopicPartition
 
-from conftest import OTTO_SAMPLE, wait_until
-from stream_app.serving import registry
-from stream_app.core.process import new_profile, process
 from stream_app.config import Settings
-from stream_app.tools.consume import committed_offsets
 from stream_app.contracts import validator
-from stream_app.serving.encoder import Encoder, encode_batch
-from stream_app.errors import ConfigError
 from stream_app.core.events import Event
 from stream_app.core.items import InMemoryItemIndex
-from stream_app.tools.recorded import load_sorted
-from stream_app.stream.model_control import publish
+from stream_app.core.process import new_profile, process
+from stream_app.errors import ConfigError
+from stream_app.serving import registry
+from stream_app.serving.encoder import Encoder, encode_batch
 from stream_app.store.redis_store import read_profile, worker_statuses
+from stream_app.stream.model_control import publish
+from stream_app.tools.consume import committed_offsets
+from stream_app.tools.recorded import load_sorted
 from stream_app.tools.replay import produce_events
 from stream_app_train.export import export_onnx, torch_encode
 from stream_app_train.model import SequenceEncoder

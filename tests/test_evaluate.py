@@ -2,8 +2,8 @@ import math
 
 import jsonschema
 import pytest
-
 from conftest import OTTO_SAMPLE
+
 from stream_app.config import Settings
 from stream_app.contracts import load_schema
 from stream_app.evaluate.metrics import ndcg_graded, rank_metrics

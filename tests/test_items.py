@@ -3,10 +3,19 @@ import random
 
 import pytest
 
-from stream_app.core import decay
 from stream_app.config import Settings
-from stream_app.core.items import (CachedItemIndex, InMemoryItemIndex, SignalBuffer, apply_signals, category_key,
-                              item_key, merge_top, popular_key, trending_key)
+from stream_app.core import decay
+from stream_app.core.items import (
+    CachedItemIndex,
+    InMemoryItemIndex,
+    SignalBuffer,
+    apply_signals,
+    category_key,
+    item_key,
+    merge_top,
+    popular_key,
+    trending_key,
+)
 
 
 def test_log_space_sum_equals_the_decayed_sum():

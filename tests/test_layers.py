@@ -1,7 +1,9 @@
 """The layering the README describes, checked: the pure core imports no transport, store, deep
-learning framework or tool; nothing but the entry point imports the CLI."""
+learning framework or tool; nothing but the entry point imports the CLI; the import-linter contracts
+(pyproject.toml) and ruff hold."""
 
 import ast
+import os
 import subprocess
 import sys
 import textwrap
@@ -64,3 +66,20 @@ def test_nothing_but_the_entry_point_imports_the_cli():
 def imports_the_cli(path: Path, source: str | None = None) -> bool:
     return any(name == "stream_app.cli" or name.startswith("stream_app.cli.")
                for name in imported_modules(path, source))
+
+
+def run_tool(*command: str) -> subprocess.CompletedProcess:
+    """A linter installed beside this interpreter (the test extra), run on the checkout."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    return subprocess.run([str(Path(sys.executable).with_name(command[0])), *command[1:]], cwd=REPO, env=env,
+                          capture_output=True, text=True)
+
+
+def test_the_import_contracts_hold():
+    result = run_tool("lint-imports", "--no-cache")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ruff_finds_nothing():
+    result = run_tool("ruff", "check", "--no-cache", ".")
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -7,15 +7,23 @@ import pickle
 import numpy as np
 import pytest
 
-from stream_app.core.process import new_partition_learners, new_profile, new_ranker, process, shown_hits
 from stream_app.config import Settings
 from stream_app.core.events import Event
 from stream_app.core.items import InMemoryItemIndex
-from stream_app.core.learners import (LEARNERS, OnlineRanker, ProfileLearner, behaviour, feedback_labels,
-                                 interest_drift, ranker, strategy_bandit)
-from stream_app.stream.partitioning import murmur2, partition_of
+from stream_app.core.learners import (
+    LEARNERS,
+    OnlineRanker,
+    ProfileLearner,
+    behaviour,
+    feedback_labels,
+    interest_drift,
+    ranker,
+    strategy_bandit,
+)
+from stream_app.core.process import new_partition_learners, new_profile, new_ranker, process, shown_hits
 from stream_app.core.profile import Profile, apply_event, event_digest
 from stream_app.core.recommend import FEATURES, decode_features
+from stream_app.stream.partitioning import murmur2, partition_of
 
 SETTINGS = Settings()
 

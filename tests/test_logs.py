@@ -2,8 +2,8 @@ import gzip
 
 import orjson
 import pytest
-
 from conftest import OTTO_SAMPLE
+
 from stream_app.errors import InputFileError
 from stream_app.tools.recorded import LineRejection, OnlineRetailStats, load_sorted, read_log, read_online_retail
 

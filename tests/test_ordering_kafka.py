@@ -5,19 +5,18 @@ replay speed or machine load."""
 from __future__ import annotations
 
 import orjson
-from kafka import TopicPartition
-
 from conftest import wait_until
-from stream_app.tools.consume import committed_offsets
-from stream_app.evaluate.prequential import evaluate_events
-from stream_app.evaluate.via_kafka import evaluate_via_kafka
-from stream_app.tools.recorded import load_sorted
-from stream_app.tools.processes import wait_ready_workers
-from stream_app.store.redis_store import read_profile
-from stream_app.tools.replay import produce_events
-from stream_app.tools.synth import SynthConfig, write
+from kafka import TopicPartition
 from test_pipeline import read_all
 
+from stream_app.evaluate.prequential import evaluate_events
+from stream_app.evaluate.via_kafka import evaluate_via_kafka
+from stream_app.store.redis_store import read_profile
+from stream_app.tools.consume import committed_offsets
+from stream_app.tools.processes import wait_ready_workers
+from stream_app.tools.recorded import load_sorted
+from stream_app.tools.replay import produce_events
+from stream_app.tools.synth import SynthConfig, write
 
 
 def skewed_log_with_ties_and_late_events(path) -> list[dict]:

@@ -12,17 +12,17 @@ import jsonschema
 import orjson
 import pytest
 import redis
+from conftest import OTTO_SAMPLE, wait_until
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from conftest import OTTO_SAMPLE, wait_until
+from stream_app.contracts import load_schema
+from stream_app.store.redis_store import read_profile, worker_statuses
 from stream_app.tools.bench import synthetic_events
 from stream_app.tools.consume import TopicReader, committed_offsets, wait_committed
-from stream_app.contracts import load_schema
-from stream_app.tools.recorded import load_sorted
-from stream_app.tools.processes import wait_ready_workers
-from stream_app.store.redis_store import read_profile, worker_statuses
-from stream_app.tools.replay import produce_events, replay
 from stream_app.tools.embedded import free_port, start_redis, wait_for_redis
+from stream_app.tools.processes import wait_ready_workers
+from stream_app.tools.recorded import load_sorted
+from stream_app.tools.replay import produce_events, replay
 
 
 def read_all(bootstrap: str, topic: str, expected: int, timeout: float = 60.0) -> list:
@@ -252,8 +252,8 @@ def test_a_crash_and_restart_keep_the_learners_so_every_list_equals_the_in_proce
     """SIGKILL mid-stream, then a new worker: it recovers profiles and each partition's ranker from
     their changelogs, so every recommendation, before and after the crash, is the one the in-process
     pass (which never stops) gives. A ranker restarted from scratch would rank differently."""
-    from stream_app.tools.demo import SAMPLE, SAMPLE_FORMAT
     from stream_app.evaluate.prequential import evaluate_events
+    from stream_app.tools.demo import SAMPLE, SAMPLE_FORMAT
 
     settings = make_settings(ranker_warm_up=100, commit_interval_s=0.5, max_idle_ms=2000)
     events, _ = load_sorted(SAMPLE, SAMPLE_FORMAT)

@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch  # the test command installs the train extra
+from conftest import REPO
 from torch.nn import functional as F
 
-from conftest import REPO
 from stream_app.cli.main import main
+from stream_app.errors import ConfigError
 from stream_app.serving import registry
 from stream_app.serving.encoder import Encoder
-from stream_app.errors import ConfigError
 from stream_app.serving.text_encoder import TextEncoder, text_hash
 from stream_app_train.content_export import export_content, model_folder
 

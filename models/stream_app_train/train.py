@@ -14,9 +14,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from stream_app.core.sequences import Featurizer
 from stream_app.serving import registry
 from stream_app.tools.recorded import load_sorted
-from stream_app.core.sequences import Featurizer
 
 from .export import INPUTS, OUTPUTS, export_onnx
 from .model import NextItemModel

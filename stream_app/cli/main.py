@@ -7,9 +7,9 @@ import sys
 import time
 from pathlib import Path
 
-from ..tools.catalogue import FORMATS as CATALOGUE_FORMATS
 from ..config import Settings
 from ..errors import StreamAppError
+from ..tools.catalogue import FORMATS as CATALOGUE_FORMATS
 from ..tools.recorded import FORMATS
 
 
@@ -85,9 +85,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from ..tools.embedded import free_port
     from ..stream.topics import ensure_topics
     from ..stream.worker import run_worker
+    from ..tools.embedded import free_port
 
     settings = Settings.from_env()
     partitions = ensure_topics(settings)
@@ -168,8 +168,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from ..stream import model_control
     from ..serving import registry
+    from ..stream import model_control
 
     settings = Settings.from_env()
     if args.registry:
@@ -206,8 +206,8 @@ def _load_content(settings: Settings, items: str | None, fmt: str, version: str)
     if items is None:
         return None
     from ..core.content import item_text
-    from ..tools.catalogue import load_catalogue
     from ..stream.catalogue_feed import index_catalogue
+    from ..tools.catalogue import load_catalogue
 
     catalogue, rejected = load_catalogue(items, fmt)
     if rejected:
@@ -316,9 +316,9 @@ def cmd_content_bench(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..evaluate.prequential import evaluate_log
+    from ..evaluate.report import render
     from ..evaluate.tables import table, via_kafka_table
     from ..evaluate.via_kafka import evaluate_via_kafka
-    from ..evaluate.report import render
     from ..tools.synth import truth_path
 
     if args.via_kafka:

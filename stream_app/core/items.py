@@ -21,8 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Protocol
 
-from . import decay
 from ..config import Settings
+from . import decay
 
 # {"pop", "tr": log2 scores | None, "nb": co-visited {item_id: log2 score}, "fw": followed by {item_id: log2 score},
 #  "ts": ms, "cat": str | None}

@@ -8,10 +8,9 @@ from typing import Any
 
 import orjson
 
-from . import decay
 from ..config import Settings
+from . import decay
 from .events import Event
-
 
 _INTERNAL_FIELDS = frozenset({"seen_event_ids", "dedupe_floor", "learner_state", "shown", "shown_features",
                               "shown_strategy", "shadow_shown"})

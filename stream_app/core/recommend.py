@@ -20,12 +20,13 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
-from . import decay
 from ..config import Settings
+from . import decay
 from .content import interest_vector, share_of
 from .events import Event, event_kind
 from .items import ItemIndex, shares
 from .profile import Profile
+
 
 class Encoding(Protocol):
     """What the core reads of a user's sequence-encoder output (served by `serving.encoder.UserEncoding`)."""

@@ -24,7 +24,6 @@ from __future__ import annotations
 import itertools
 from typing import Iterable, Iterator
 
-
 from ..core.events import Event
 
 SESSION_GAP_MS = 30 * 60 * 1000

@@ -9,10 +9,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-
 from ..core import decay
 from ..core.profile import Profile
-
 
 #: A target item with fewer interactions than this before the event is a cold-start target.
 COLD_START = 5

@@ -33,9 +33,9 @@ from ..serving.encoder import Encoder
 from ..stream.partitioning import partition_of
 from ..tools.recorded import load_sorted
 from .baselines import CoVisitationUnseen, RecentThenCoVisitation, SequentialRules
-from .session_knn import SKNN, VSKNN
 from .metrics import COLD_START, PopularityPercentiles, Scoreboard, profile_accuracy
 from .models import SOURCE_WEIGHTS, ItemJustSeen, Model, MostPopular, RiverMF, SingleSource, StreamAppModel
+from .session_knn import SKNN, VSKNN
 
 
 def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int = 20,

@@ -73,8 +73,8 @@ def evaluate_via_kafka(path: str | Path, fmt: str, k: int = 20, rate: float | No
                                         **({"registry_dir": str(Path(registry_dir).resolve())} if registry_dir else {}))
         run.settings = settings
         if items is not None and content is not None:
-            from ..tools.catalogue import load_items
             from ..stream.model_control import publish
+            from ..tools.catalogue import load_items
 
             load_items(settings, *items)
             publish(settings, "content", content.version)

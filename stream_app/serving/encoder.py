@@ -15,12 +15,11 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..errors import ConfigError
 from ..core.events import Event
 from ..core.profile import add_step
-from .registry import open_version
 from ..core.sequences import Featurizer, Step
-
+from ..errors import ConfigError
+from .registry import open_version
 
 OUTPUTS = ("user", "top_items", "top_scores", "mean_score")
 

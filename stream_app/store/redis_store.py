@@ -16,7 +16,6 @@ import redis.asyncio as aioredis
 
 from ..core.profile import Profile
 
-
 # KEYS[1] = hash; ARGV = profile_version, event_count, updated_at, profile JSON
 _WRITE_IF_NEWER = """
 local stored = redis.call('HGET', KEYS[1], 'profile_version')

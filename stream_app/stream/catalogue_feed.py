@@ -22,8 +22,8 @@ import orjson
 from fastjsonschema import JsonSchemaException
 
 from ..config import Settings
-from ..core.content import ContentIndex, build_index, item_text
 from ..contracts import validator
+from ..core.content import ContentIndex, build_index, item_text
 from ..serving.text_encoder import TextEncoder, text_hash
 from .transport import from_the_beginning
 

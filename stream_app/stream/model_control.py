@@ -21,8 +21,8 @@ from fastjsonschema import JsonSchemaException
 
 from ..config import Settings
 from ..contracts import validator
-from ..serving.encoder import Encoder
 from ..errors import StreamAppError
+from ..serving.encoder import Encoder
 from ..serving.registry import open_version
 from ..serving.text_encoder import TextEncoder
 from .transport import from_the_beginning

@@ -25,26 +25,26 @@ from dataclasses import asdict, dataclass
 from typing import Any, Awaitable, Callable
 
 import faust
-from faust.types import TP
 import orjson
 from aiokafka.errors import KafkaError
+from faust.types import TP
 from redis.exceptions import RedisError
 
-from ..core.process import new_partition_learners, new_profile, process, shadow_recommendation, shown_hits
-from . import transport
-from .catalogue_feed import CatalogueFeed
 from ..config import Settings
-from ..core.content import ContentIndex
 from ..contracts import Rejection, Source
-from ..serving.encoder import Encoder, UserEncoding, encode_batch
+from ..core.content import ContentIndex
 from ..core.events import Event
 from ..core.items import InMemoryItemIndex
 from ..core.learners import PartitionLearners, Persistent
+from ..core.process import new_partition_learners, new_profile, process, shadow_recommendation, shown_hits
+from ..core.profile import Profile
+from ..serving.encoder import Encoder, UserEncoding, encode_batch
+from ..store.redis_store import ProfileStore, RedisStoreConfig
+from . import transport
+from .catalogue_feed import CatalogueFeed
 from .model_control import ModelWatcher
 from .ordered_input import OrderedInput, Ready
 from .output import BatchProducer, Outbox
-from ..core.profile import Profile
-from ..store.redis_store import ProfileStore, RedisStoreConfig
 
 log = logging.getLogger("stream_app.worker")
 

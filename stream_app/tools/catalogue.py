@@ -20,7 +20,7 @@ from fastjsonschema import JsonSchemaException
 from ..config import Settings
 from ..contracts import Rejection, Source, validator
 from ..errors import InputFileError
-from .recorded import LineRejection, ONLINE_RETAIL_COLUMNS, _csv_with_columns, _open_text
+from .recorded import ONLINE_RETAIL_COLUMNS, LineRejection, _csv_with_columns, _open_text
 
 FORMATS = ("jsonl", "csv", "online-retail")
 
@@ -146,8 +146,8 @@ class LoadSummary:
 
 def load_items(settings: Settings, path: str | Path, fmt: str) -> LoadSummary:
     """Produce a catalogue file to the items topic (key item_id); bad records to the dead-letter topic."""
-    from .replay import dead_letter_lines, make_producer
     from ..stream.topics import ensure_topics
+    from .replay import dead_letter_lines, make_producer
 
     started = time.monotonic()
     items, rejected = load_catalogue(path, fmt)

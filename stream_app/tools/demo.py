@@ -12,13 +12,13 @@ from typing import Any
 import orjson
 import redis
 
+from ..errors import ServiceTimeout
+from ..store.redis_store import read_profile
+from ..stream.model_control import publish
 from .bench import latency_summary
 from .consume import TopicReader, wait_committed
-from ..errors import ServiceTimeout
-from .recorded import load_sorted
-from ..stream.model_control import publish
 from .processes import one_off_run, wait_ready_workers
-from ..store.redis_store import read_profile
+from .recorded import load_sorted
 from .replay import Progress, dead_letter_lines, make_producer, produce_events
 
 SAMPLE = Path(__file__).parent.parent / "data" / "online-retail-sample.csv"
@@ -90,8 +90,8 @@ def content_model(registry_dir: Path) -> str | None:
     20 s) into a cache beside the runtime file, then copied; None without the train extra."""
     import shutil
 
-    from ..serving import registry
     from ..config import state_dir
+    from ..serving import registry
 
     cache = state_dir() / "demo-content-models"
     version = registry.latest(cache, "content")

@@ -20,8 +20,8 @@ import redis
 from ..config import Settings, state_dir
 from ..errors import ServiceTimeout
 from ..store.redis_store import worker_statuses
-from .embedded import Embedded
 from ..stream.topics import ensure_topics
+from .embedded import Embedded
 
 
 class WorkerProcess:

@@ -12,8 +12,8 @@ import orjson
 from kafka import KafkaProducer, TopicPartition
 
 from ..config import Settings
-from .recorded import LineRejection, load_sorted
 from ..stream.topics import ensure_topics
+from .recorded import LineRejection, load_sorted
 
 
 @dataclass
