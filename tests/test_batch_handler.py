@@ -13,8 +13,8 @@ from stream_app.core.events import Event
 from stream_app.core.items import InMemoryItemIndex
 from stream_app.core.learners import Persistent
 from stream_app.core.profile import Profile, event_digest
+from stream_app.stream.batch import BatchHandler, Counters, PartitionState
 from stream_app.stream.ordered_input import Ready
-from stream_app.stream.worker import BatchHandler, Counters, PartitionState
 
 USER = "u1"
 RECOMMEND = process.recommend

@@ -109,18 +109,7 @@ def recommend(profile: Profile, event: Event, index: ItemIndex, settings: Settin
     rules_last = session_followers[0] if session_followers else {}
     repeat = dict(shares(decay.top(profile.item_affinity, settings.repeat_candidates))) if profile.item_affinity else {}
     repeat.setdefault(event.item_id, 0.0)
-
-    category_share: dict[str, float] = {}
-    if profile.category_affinity:
-        category_share = dict(shares(decay.top(profile.category_affinity, len(profile.category_affinity))))
-    wanted = list(category_share)[: settings.category_top]
-    if event.category is not None and event.category not in wanted:
-        wanted.insert(0, event.category)
-    in_category: dict[str, float] = {}
-    for category in wanted:
-        for item_id, share in index.category_items(category)[: settings.category_candidates]:
-            in_category[item_id] = share
-
+    category_share, in_category = _category_candidates(profile, event, index, settings)
     nearest: dict[str, float] = dict(encoding.nearest(settings.encoder_candidates)) if encoding is not None else {}
 
     interest = interest_vector(profile.content_interest, content.version) if content is not None else None
@@ -164,15 +153,7 @@ def recommend(profile: Profile, event: Event, index: ItemIndex, settings: Settin
     if last_vector is not None:
         matrix[:, _F["content_last"]] = share_of(content.cosines(ids, last_vector))
         matrix[this_row, _F["content_last"]] = 0.0  # the item itself is not "similar to itself"
-    matrix[:, 0] = (settings.covis_weight * matrix[:, _F["covis"]]
-                    + settings.repeat_weight * ((1 - RECENCY_SHARE) * matrix[:, _F["repeat"]]
-                                               + RECENCY_SHARE * matrix[:, _F["recent_rank"]])
-                    + settings.rules_weight * matrix[:, _F["rules"]]
-                    + settings.category_weight * matrix[:, _F["category_affinity"]] * matrix[:, _F["category_rank"]]
-                    + settings.popularity_weight * matrix[:, _F["popular"]]
-                    + settings.trending_weight * matrix[:, _F["trending"]]
-                    + settings.encoder_weight * matrix[:, _F["encoder"]]
-                    + settings.content_weight * matrix[:, _F["content_last"]])
+    matrix[:, 0] = _prior(matrix, settings)
     scores = ranker.score_many(matrix) if ranker is not None and ranker.ready else matrix[:, 0]
     pool = np.argsort(-scores, kind="stable")[: max(settings.top_k, settings.ranker_pool)]  # ties: item_id order
     items = []
@@ -184,6 +165,36 @@ def recommend(profile: Profile, event: Event, index: ItemIndex, settings: Settin
                                           _content_reasons(item_id, event.item_id, like_last, like_interest,
                                                            content))})
     return Ranked(items, [ids[i] for i in pool.tolist()], matrix[pool])
+
+
+def _category_candidates(profile: Profile, event: Event, index: ItemIndex,
+                         settings: Settings) -> tuple[dict[str, float], dict[str, float]]:
+    """The user's share of each category, and the best items of the event's category and of the
+    user's strongest categories (item_id -> its rank share in its category)."""
+    category_share: dict[str, float] = {}
+    if profile.category_affinity:
+        category_share = dict(shares(decay.top(profile.category_affinity, len(profile.category_affinity))))
+    wanted = list(category_share)[: settings.category_top]
+    if event.category is not None and event.category not in wanted:
+        wanted.insert(0, event.category)
+    in_category: dict[str, float] = {}
+    for category in wanted:
+        for item_id, share in index.category_items(category)[: settings.category_candidates]:
+            in_category[item_id] = share
+    return category_share, in_category
+
+
+def _prior(matrix: np.ndarray, settings: Settings) -> np.ndarray:
+    """The prior score of each candidate: a fixed weighted sum of its source scores."""
+    return (settings.covis_weight * matrix[:, _F["covis"]]
+            + settings.repeat_weight * ((1 - RECENCY_SHARE) * matrix[:, _F["repeat"]]
+                                       + RECENCY_SHARE * matrix[:, _F["recent_rank"]])
+            + settings.rules_weight * matrix[:, _F["rules"]]
+            + settings.category_weight * matrix[:, _F["category_affinity"]] * matrix[:, _F["category_rank"]]
+            + settings.popularity_weight * matrix[:, _F["popular"]]
+            + settings.trending_weight * matrix[:, _F["trending"]]
+            + settings.encoder_weight * matrix[:, _F["encoder"]]
+            + settings.content_weight * matrix[:, _F["content_last"]])
 
 
 def _by_recency(related: list[dict[str, float]]) -> dict[str, float]:

@@ -38,18 +38,11 @@ from .models import SOURCE_WEIGHTS, ItemJustSeen, Model, MostPopular, RiverMF, S
 from .session_knn import SKNN, VSKNN
 
 
-def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int = 20,
-                    truth: dict[str, Any] | None = None, window: int | None = None,
-                    baselines: bool = True, encoder: Encoder | None = None, shadow: Encoder | None = None,
-                    judge_from_ts: int | None = None, record: bool = False,
-                    content: ContentIndex | None = None, light: bool = False) -> dict[str, Any]:
-    """With `encoder`, the stream-app rows run it (as workers with that version live) and a "River
-    only" row runs without; `shadow` adds a row for a second version. With `content` (the item
-    catalogue's text vectors) the stream-app rows use it and a "no content" row runs without. Only
-    events at or after `judge_from_ts` are judged (all are learned): set it to the encoder's training
-    cutoff when the log overlaps its training data. `light`: only the stream-app rows, the content and
-    sequential-rules sources alone and the sequential-rules baseline (for long logs)."""
-    settings = settings.replace(rec_policy="every", top_k=k)  # every event is judged by the next one
+def models_to_run(settings: Settings, k: int, baselines: bool, light: bool, encoder: Encoder | None,
+                  shadow: Encoder | None, content: ContentIndex | None,
+                  record: bool) -> tuple[StreamAppModel, list[Model]]:
+    """The stream-app model as configured, and every row of the evaluation, that one first (see
+    `evaluate_events`)."""
     hybrid = StreamAppModel(settings, encoder=encoder, record=record, content=content)
     models: list[Model] = [hybrid]
     if encoder is not None:
@@ -75,6 +68,22 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
                    ItemJustSeen(), MostPopular(k), MostPopular(k, window_events=10_000),
                    RiverMF("FunkMF", k), RiverMF("BiasedMF", k),
                    CoVisitationUnseen(k), RecentThenCoVisitation(k), SKNN(k), VSKNN(k), SequentialRules(k)]
+    return hybrid, models
+
+
+def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int = 20,
+                    truth: dict[str, Any] | None = None, window: int | None = None,
+                    baselines: bool = True, encoder: Encoder | None = None, shadow: Encoder | None = None,
+                    judge_from_ts: int | None = None, record: bool = False,
+                    content: ContentIndex | None = None, light: bool = False) -> dict[str, Any]:
+    """With `encoder`, the stream-app rows run it (as workers with that version live) and a "River
+    only" row runs without; `shadow` adds a row for a second version. With `content` (the item
+    catalogue's text vectors) the stream-app rows use it and a "no content" row runs without. Only
+    events at or after `judge_from_ts` are judged (all are learned): set it to the encoder's training
+    cutoff when the log overlaps its training data. `light`: only the stream-app rows, the content and
+    sequential-rules sources alone and the sequential-rules baseline (for long logs)."""
+    settings = settings.replace(rec_policy="every", top_k=k)  # every event is judged by the next one
+    hybrid, models = models_to_run(settings, k, baselines, light, encoder, shadow, content, record)
     if not isinstance(events, list):
         events = list(events)
     if window is None:

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 import redis
 
+from ..config import Settings
 from ..errors import ServiceTimeout
 from ..store.redis_store import read_profile
 from ..stream.model_control import publish
@@ -112,11 +113,26 @@ def content_model(registry_dir: Path) -> str | None:
     return version
 
 
-def run_demo(path: str | None, fmt: str | None, rate: float | None, timeout: float,
-             items: str | None = None, items_format: str = "jsonl") -> int:
+def load_demo_catalogue(settings: Settings, items: str, items_format: str) -> dict[str, str]:
+    """Load the catalogue to the items topic and publish a content model when the registry has one;
+    item_id -> its text, to show users' items by name."""
     from ..core.content import item_text
     from .catalogue import load_catalogue, load_items
 
+    catalogue, _ = load_catalogue(items, items_format)
+    titles = {item_id: item_text(record) for item_id, record in catalogue.items()}
+    loaded = load_items(settings, items, items_format)
+    _say(f"  items     {loaded.sent:,} products with their names on {settings.topics.items}"
+         + (f" ({loaded.rejected} invalid, to the dead-letter topic)" if loaded.rejected else ""))
+    version = content_model(Path(settings.registry_dir))
+    if version is not None:
+        publish(settings, "content", version)
+        _say("            published as the content model: workers embed every title once")
+    return titles
+
+
+def run_demo(path: str | None, fmt: str | None, rate: float | None, timeout: float,
+             items: str | None = None, items_format: str = "jsonl") -> int:
     _say("stream-app demo")
     with one_off_run("demo") as run:
         source = Path(path) if path else SAMPLE
@@ -132,17 +148,7 @@ def run_demo(path: str | None, fmt: str | None, rate: float | None, timeout: flo
         if manifest is not None:
             publish(settings, "live", manifest["version"])
             _say(f"            published as the live model on {settings.topics.model_control}")
-        titles: dict[str, str] = {}
-        if items is not None:
-            catalogue, _ = load_catalogue(items, items_format)
-            titles = {item_id: item_text(record) for item_id, record in catalogue.items()}
-            loaded = load_items(settings, items, items_format)
-            _say(f"  items     {loaded.sent:,} products with their names on {settings.topics.items}"
-                 + (f" ({loaded.rejected} invalid, to the dead-letter topic)" if loaded.rejected else ""))
-            version = content_model(Path(settings.registry_dir))
-            if version is not None:
-                publish(settings, "content", version)
-                _say("            published as the content model: workers embed every title once")
+        titles = load_demo_catalogue(settings, items, items_format) if items is not None else {}
         worker = run.start_worker()
         wait_ready_workers(settings, [worker], timeout)
         _say(f"  worker    ready (pid {worker.pid}), log {worker.log_path}")

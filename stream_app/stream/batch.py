@@ -1,0 +1,190 @@
+"""One output batch of a worker: the pure core run over rounds of the worker's own events, and its effects
+collected (recommendations, dead letters, changed profiles and partition learners) for the app to deliver
+at once: the worker (worker.py) sends the outbox to Kafka and the snapshots to Redis, awaiting both.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from ..config import Settings
+from ..contracts import Rejection, Source
+from ..core.content import ContentIndex
+from ..core.events import Event
+from ..core.items import InMemoryItemIndex
+from ..core.learners import PartitionLearners, Persistent
+from ..core.process import new_partition_learners, new_profile, process, shadow_recommendation, shown_hits
+from ..core.profile import Profile
+from ..serving.encoder import Encoder, UserEncoding, encode_batch
+from .ordered_input import Ready
+from .output import Outbox
+
+log = logging.getLogger("stream_app.worker")
+
+
+@dataclass
+class Counters:
+    events: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    recommendations: int = 0
+    late: int = 0  # applied after a later event of the same user (its recent items are reordered)
+    # Hits of the next event on the list shown (live) and on the list a shadow encoder would have shown
+    live_judged: int = 0
+    live_hits: int = 0
+    shadow_judged: int = 0
+    shadow_hits: int = 0
+
+
+class PartitionState:
+    """The learners of each input partition (ranker, bandit): live objects, restored from their table
+    on first use after an assignment, written back (table + changelog) for the partitions a batch used."""
+
+    def __init__(self, data: Any, settings: Settings):
+        self.data = data
+        self.settings = settings
+        self.live: dict[int, PartitionLearners] = {}
+
+    def get(self, partition: int) -> PartitionLearners | None:
+        if not self.settings.ranker:
+            return None
+        learners = self.live.get(partition)
+        if learners is None:
+            stored = self.data.get(str(partition).encode())
+            learners = (Persistent.loads(stored.decode()) if stored is not None
+                        else new_partition_learners(self.settings))
+            self.live[partition] = learners
+        return learners
+
+    def forget(self) -> None:
+        """After a rebalance: the table holds the truth (recovered from the changelog)."""
+        self.live.clear()
+
+
+class BatchHandler:
+    """One output batch of the worker's own events: `process_round` runs the core over a round of one
+    item epoch (ordered_input) and collects the effects (outbox, changed profiles and learners);
+    `snapshots` writes the tables and returns Redis's share; the app delivers both at once."""
+
+    def __init__(self, settings: Settings, profiles: Any, learners: PartitionState, index: InMemoryItemIndex,
+                 counters: Counters, now: int):
+        self.settings = settings
+        self.profiles = profiles  # the profile table's data: user_id bytes -> snapshot bytes
+        self.learners = learners
+        self.index = index
+        self.counters = counters
+        self.now = now
+        self.outbox = Outbox()
+        self.loaded: dict[str, Profile] = {}
+        self.changed: dict[str, tuple[Profile, int]] = {}
+        self.used_learners: set[int] = set()
+        self.events: list[Any] = []  # Faust events to acknowledge after the flush
+
+    def dead_letter(self, rejection: Rejection) -> None:
+        self.counters.rejected += 1
+        log.warning("rejected %s: %s (%s)", rejection.source, rejection.reason, rejection.detail[:200])
+        self.outbox.add(self.settings.topics.dlq, rejection.key, orjson.dumps(rejection.to_record(self.now)))
+
+    def profile(self, user_id: str) -> Profile:
+        found = self.loaded.get(user_id)
+        if found is None:
+            stored = self.profiles.get(user_id.encode())
+            found = self.loaded[user_id] = (Profile.from_json(stored) if stored is not None
+                                            else new_profile(user_id, self.settings))
+        return found
+
+    def encode(self, encoder: Encoder | None, valid: list[tuple[Ready, Event]]) -> list[UserEncoding | None]:
+        if encoder is None or not valid:
+            return [None] * len(valid)
+        return encode_batch(encoder, [event for _, event in valid], lambda user_id: self.profile(user_id).recent,
+                            self.settings.encoder_candidates)
+
+    def process_round(self, ready: list[Ready], live: Encoder | None, shadow: Encoder | None,
+                      content: ContentIndex | None = None) -> None:
+        counters = self.counters
+        valid: list[tuple[Ready, Event]] = []
+        for item in ready:
+            counters.events += 1
+            self.events.append(item.event)
+            if isinstance(item.checked, Rejection):
+                self.dead_letter(item.checked)
+            else:
+                valid.append((item, item.checked))
+        encodings = self.encode(live, valid)
+        shadow_encodings = self.encode(shadow, valid)
+        for position, (item, event) in enumerate(valid):
+            msg = item.event.message
+            profile = self.profile(event.user_id)
+            late = profile.last_seen is not None and event.ts < profile.last_seen
+            learners = self.learners.get(msg.partition)
+            # All or nothing: a failure part-way through must not leave the event half-applied (its
+            # digest kept, its feedback learned), or a re-drive from the dead-letter topic would be
+            # dropped as a duplicate. Exceptions are rare, so the undo copy is plain serialisation.
+            profile_before = profile.to_json()
+            learners_before = learners.dumps() if learners is not None else None
+            try:
+                live_hit, shadow_hit = shown_hits(profile, event, self.settings.top_k)
+                outcome = process(profile, event, self.index, self.settings, self.now, learners,
+                                  encodings[position], content)
+                if outcome.applied and shadow_encodings[position] is not None:
+                    shadow_recommendation(profile, event, self.index, self.settings, learners,
+                                          shadow_encodings[position], content)
+            except Exception as exc:  # a bug must not stop the partition: undo, then park the event
+                self.restore(event.user_id, profile_before, msg.partition, learners_before)
+                self.dead_letter(Rejection("processing_error", f"{exc!r}\n{traceback.format_exc(limit=3)}",
+                                           Source(msg.topic, msg.partition, msg.offset), msg.key, msg.value))
+                continue
+            if not outcome.applied:
+                counters.duplicates += 1
+                continue
+            counters.applied += 1
+            counters.late += late
+            self.count_hits(live_hit, shadow_hit)
+            self.changed[event.user_id] = (profile, msg.partition)
+            if learners is not None:
+                self.used_learners.add(msg.partition)
+            if outcome.recommendation is not None:
+                counters.recommendations += 1
+                self.outbox.add(self.settings.topics.recommendations, msg.key, orjson.dumps(outcome.recommendation))
+
+    def restore(self, user_id: str, profile_json: bytes, partition: int, learners_dump: str | None) -> None:
+        """Put the user's profile and the partition's learners back as they were before an event."""
+        profile = Profile.from_json(profile_json)
+        self.loaded[user_id] = profile
+        if user_id in self.changed:
+            self.changed[user_id] = (profile, self.changed[user_id][1])
+        if learners_dump is not None:
+            self.learners.live[partition] = Persistent.loads(learners_dump)
+
+    def count_hits(self, live_hit: bool | None, shadow_hit: bool | None) -> None:
+        counters = self.counters
+        if live_hit is not None:
+            counters.live_judged += 1
+            counters.live_hits += live_hit
+        if shadow_hit is not None:
+            counters.shadow_judged += 1
+            counters.shadow_hits += shadow_hit
+
+    def snapshots(self, profile_changelog: str, learner_table: Any, learner_changelog: str
+                  ) -> list[tuple[Profile, bytes]]:
+        """Write changed profiles and learners to their tables and the outbox; return Redis's share."""
+        to_redis: list[tuple[Profile, bytes]] = []
+        for user_id, (profile, partition) in self.changed.items():
+            key = user_id.encode()
+            snapshot, public = profile.snapshots()
+            to_redis.append((profile, public))
+            # The table's changelog record, written with the batch: same partition as the user's input.
+            self.profiles[key] = snapshot
+            self.outbox.add(profile_changelog, key, snapshot, partition)
+            self.outbox.add(self.settings.topics.profiles, key, public)
+        for partition in self.used_learners:
+            state = self.learners.live[partition].dumps().encode()
+            learner_table[str(partition).encode()] = state
+            self.outbox.add(learner_changelog, str(partition).encode(), state, partition)
+        return to_redis
