@@ -34,8 +34,8 @@ def test_interaction_signals_are_symmetric_and_aggregated_per_batch():
     assert set(buf.by_item) == {"a", "b"}
     assert buf.by_item["a"]["pop"] is None  # only the item acted on gains popularity
     assert decay.value_at(buf.by_item["b"]["pop"], 0, 1000) == pytest.approx(2.0)
-    assert decay.value_at(buf.by_item["a"]["nb"]["b"], 0, 1000) == pytest.approx(2.0)
-    assert decay.value_at(buf.by_item["b"]["nb"]["a"], 0, 1000) == pytest.approx(2.0)
+    assert decay.value_at(buf.by_item["a"]["neighbors"]["b"], 0, 1000) == pytest.approx(2.0)
+    assert decay.value_at(buf.by_item["b"]["neighbors"]["a"], 0, 1000) == pytest.approx(2.0)
 
 
 def test_neighbour_lists_are_bounded():
@@ -44,8 +44,8 @@ def test_neighbour_lists_are_bounded():
     for i in range(20):
         buf.add_interaction("hub", [(f"n{i}", 0)], 1.0 + i, 0)
     writes = apply_signals(lambda _: None, (m for _, m in buf.messages()), 0, settings)
-    assert len(writes[item_key("hub")]["nb"]) <= 5
-    assert "n19" in writes[item_key("hub")]["nb"]
+    assert len(writes[item_key("hub")]["neighbors"]) <= 5
+    assert "n19" in writes[item_key("hub")]["neighbors"]
 
 
 class DictIndex(CachedItemIndex):
@@ -63,11 +63,11 @@ def test_per_partition_lists_merge_to_the_exact_global_top():
     scores = {f"i{k}": rng.uniform(0, 50) for k in range(300)}
     partitions = {p: {} for p in range(4)}
     for item, score in scores.items():
-        partitions[int(item[1:]) % 4][item] = {"pop": score, "tr": -score, "nb": {}, "ts": 0}
+        partitions[int(item[1:]) % 4][item] = {"pop": score, "trend": -score, "neighbors": {}, "ts": 0}
     store = {}
     for p, entries in partitions.items():
         store[popular_key(p)] = merge_top([], entries, "pop", 20)
-        store[trending_key(p)] = merge_top([], entries, "tr", 20)
+        store[trending_key(p)] = merge_top([], entries, "trend", 20)
     index = DictIndex(store, settings, partitions=4)
     index.begin_batch()
     best = sorted(scores, key=scores.get, reverse=True)[:20]
@@ -123,6 +123,6 @@ def test_in_memory_index_ranks_neighbours_by_share_of_the_best():
 def test_a_co_visit_counts_less_the_longer_apart_the_two_events():
     buf = SignalBuffer(half_life_ms=10**9, trending_half_life_ms=10**9, covis_gap_half_life_ms=1000)
     buf.add_interaction("b", [("near", 0), ("far", 2000)], 1.0, 0)
-    nb = buf.by_item["b"]["nb"]
+    nb = buf.by_item["b"]["neighbors"]
     assert decay.value_at(nb["near"], 0, 10**9) == pytest.approx(1.0)
     assert decay.value_at(nb["far"], 0, 10**9) == pytest.approx(0.25)  # two gap half-lives

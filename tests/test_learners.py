@@ -91,7 +91,7 @@ def test_learner_state_travels_in_the_profile_json_and_not_in_public_snapshots()
     profile, index = new_profile("u", settings), InMemoryItemIndex(settings)
     for event in shifting_events():
         process(profile, event, index, settings, now_ms=0)
-    drift = profile.live[interest_drift.InterestDrift.name]
+    drift = profile.learners[interest_drift.InterestDrift.name]
     assert drift.drifts >= 1
     restored = Profile.from_json(profile.to_json())
     again = restored.learner(interest_drift.InterestDrift.name, lambda: None)

@@ -24,8 +24,9 @@ from typing import Any, Callable, Iterable, Mapping, Protocol
 from ..config import Settings
 from . import decay
 
-# {"pop", "tr": log2 scores | None, "nb": co-visited {item_id: log2 score}, "fw": followed by {item_id: log2 score},
-#  "ts": ms, "cat": str | None}
+# An item's entry, under the names its signals carry: {"pop", "trend": log2 scores | None,
+#  "neighbors": co-visited {item_id: log2 score}, "followed_by": {item_id: log2 score}, "ts": ms,
+#  "category": str | None}
 Entry = dict[str, Any]
 
 
@@ -46,7 +47,7 @@ def category_key(partition: int, category: str) -> str:
 
 
 def _new_entry(ts: int) -> Entry:
-    return {"pop": None, "tr": None, "nb": {}, "fw": {}, "ts": ts, "cat": None}
+    return {"pop": None, "trend": None, "neighbors": {}, "followed_by": {}, "ts": ts, "category": None}
 
 
 @dataclass(slots=True)
@@ -79,26 +80,27 @@ class SignalBuffer:
         halved every covis_gap_half_life_ms between the two events: items seen together count most."""
         entry = self._entry(item_id, ts)
         entry["pop"] = decay.log_add(entry["pop"], decay.log_weight(weight, ts, self.half_life_ms))
-        entry["tr"] = decay.log_add(entry["tr"], decay.log_weight(weight, ts, self.trending_half_life_ms))
+        entry["trend"] = decay.log_add(entry["trend"], decay.log_weight(weight, ts, self.trending_half_life_ms))
         if category is not None:
-            entry["cat"] = category
+            entry["category"] = category
         stored = decay.log_weight(weight, ts, self.pair_half_life_ms)
         for other, gap_ms in previous:
             pair = stored - max(gap_ms, 0) / self.covis_gap_half_life_ms  # log2 space: x 2^(-gap / half-life)
-            decay.add(entry["nb"], other, pair)
-            decay.add(self._entry(other, ts)["nb"], item_id, pair)
+            decay.add(entry["neighbors"], other, pair)
+            decay.add(self._entry(other, ts)["neighbors"], item_id, pair)
 
     def add_sequence(self, item_id: str, before: Iterable[str], ts: int) -> None:
         """Sequential rules: `before` are the items the user had just before item_id in the same
         session, the latest first; the rule "b is followed by item_id" gains 1 / its distance in steps
         (Ludewig & Jannach's SR weighting), stored decayed like the co-visitation pairs."""
         for steps, other in enumerate(before, 1):
-            decay.add(self._entry(other, ts)["fw"], item_id, decay.log_weight(1.0 / steps, ts, self.pair_half_life_ms))
+            decay.add(self._entry(other, ts)["followed_by"], item_id,
+                      decay.log_weight(1.0 / steps, ts, self.pair_half_life_ms))
 
     def messages(self) -> list[tuple[str, dict[str, Any]]]:
-        return [(item_id, {"item_id": item_id, "pop": e["pop"], "trend": e["tr"], "neighbors": e["nb"],
-                           "followed_by": e["fw"],
-                           "ts": e["ts"], "category": e["cat"]})
+        return [(item_id, {"item_id": item_id, "pop": e["pop"], "trend": e["trend"], "neighbors": e["neighbors"],
+                           "followed_by": e["followed_by"],
+                           "ts": e["ts"], "category": e["category"]})
                 for item_id, e in self.by_item.items()]
 
     def __len__(self) -> int:
@@ -116,27 +118,27 @@ def apply_signals(get: Callable[[str], Any], signals: Iterable[Mapping[str, Any]
         if signal.get("pop") is not None:
             entry["pop"] = decay.log_add(entry.get("pop"), signal["pop"])
         if signal.get("trend") is not None:
-            entry["tr"] = decay.log_add(entry.get("tr"), signal["trend"])
+            entry["trend"] = decay.log_add(entry.get("trend"), signal["trend"])
         if signal.get("category") is not None:
-            entry["cat"] = signal["category"]
-        nb = entry["nb"]
+            entry["category"] = signal["category"]
+        neighbors = entry["neighbors"]
         for other, stored in signal["neighbors"].items():
-            decay.add(nb, other, stored)
-        entry["nb"] = decay.prune(nb, settings.covis_neighbors_max)
-        fw = entry.setdefault("fw", {})
+            decay.add(neighbors, other, stored)
+        entry["neighbors"] = decay.prune(neighbors, settings.covis_neighbors_max)
+        followed_by = entry.setdefault("followed_by", {})
         for other, stored in signal.get("followed_by", {}).items():
-            decay.add(fw, other, stored)
-        entry["fw"] = decay.prune(fw, settings.covis_neighbors_max)
+            decay.add(followed_by, other, stored)
+        entry["followed_by"] = decay.prune(followed_by, settings.covis_neighbors_max)
         entry["ts"] = max(entry["ts"], signal["ts"])
         changed[item_id] = entry
     writes: dict[str, Any] = {item_key(item_id): entry for item_id, entry in changed.items()}
     size = settings.popular_per_partition
     writes[popular_key(partition)] = merge_top(get(popular_key(partition)) or [], changed, "pop", size)
-    writes[trending_key(partition)] = merge_top(get(trending_key(partition)) or [], changed, "tr", size)
+    writes[trending_key(partition)] = merge_top(get(trending_key(partition)) or [], changed, "trend", size)
     by_category: dict[str, dict[str, Entry]] = {}
     for item_id, entry in changed.items():
-        if entry.get("cat") is not None and entry.get("pop") is not None:
-            by_category.setdefault(entry["cat"], {})[item_id] = entry
+        if entry.get("category") is not None and entry.get("pop") is not None:
+            by_category.setdefault(entry["category"], {})[item_id] = entry
     for category, members in by_category.items():
         key = category_key(partition, category)
         writes[key] = merge_top(get(key) or [], members, "pop", settings.category_items)
@@ -230,10 +232,10 @@ class CachedItemIndex:
         return found
 
     def neighbors(self, item_id: str) -> dict[str, float]:
-        return self._related(self._neighbors, "nb", item_id)
+        return self._related(self._neighbors, "neighbors", item_id)
 
     def followers(self, item_id: str) -> dict[str, float]:
-        return self._related(self._followers, "fw", item_id)
+        return self._related(self._followers, "followed_by", item_id)
 
     def categories_of(self, item_ids: list[str]) -> list[str | None]:
         known, out = self._item_category, []
@@ -242,7 +244,7 @@ class CachedItemIndex:
                 out.append(known[item_id])
             except KeyError:
                 entry = self.entry(item_id)
-                category = known[item_id] = entry.get("cat") if entry else None
+                category = known[item_id] = entry.get("category") if entry else None
                 out.append(category)
         return out
 

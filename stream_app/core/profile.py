@@ -61,14 +61,14 @@ class Profile:
     shadow_shown: list[str] = field(default_factory=list)  # what a shadow encoder would have shown (not published)
     half_life_ms: int = 24 * 3600 * 1000
     interest_half_life_ms: int = DEFAULT_INTEREST_HALF_LIFE_MS
-    # Per-user learners (core/learners): pickled state as stored, and the live objects of
-    # this batch (unpickled on first use; to_dict writes their current state).
+    # Per-user learners (core/learners): pickled state as stored, and the learner objects in use this
+    # batch (unpickled on first use; to_dict writes their current state).
     learner_state: dict[str, str] = field(default_factory=dict)
-    live: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    learners: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def learner(self, name: str, make: Any) -> Any:
         """The user's learner called `name`, restored from its state, or made new by `make()`."""
-        found = self.live.get(name)
+        found = self.learners.get(name)
         if found is None:
             stored = self.learner_state.get(name)
             if stored is not None:
@@ -77,7 +77,7 @@ class Profile:
                 found = ProfileLearner.loads(stored)
             else:
                 found = make()
-            self.live[name] = found
+            self.learners[name] = found
         return found
 
     def admits(self, digest: str, ts: int) -> bool:
@@ -106,8 +106,8 @@ class Profile:
         """The profile, read only; `internal=False` leaves out the worker's own state (idempotence
         digests, learner state): the public snapshot of the profiles topic and Redis."""
         stats = dict(self.stats)
-        for live in self.live.values():
-            stats.update(live.public())
+        for learner in self.learners.values():
+            stats.update(learner.public())
         out = {
             "user_id": self.user_id, "version": self.version, "event_count": self.event_count,
             "counts": self.counts, "stages": self.stages, "recent": self.recent,
@@ -126,7 +126,8 @@ class Profile:
             out["shown_features"] = self.shown_features
             out["shown_strategy"] = self.shown_strategy
             out["shadow_shown"] = self.shadow_shown
-            out["learner_state"] = {**self.learner_state, **{name: live.dumps() for name, live in self.live.items()}}
+            out["learner_state"] = {**self.learner_state,
+                                    **{name: learner.dumps() for name, learner in self.learners.items()}}
         return out
 
     def to_json(self, internal: bool = True) -> bytes:

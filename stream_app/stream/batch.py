@@ -49,22 +49,22 @@ class PartitionState:
     def __init__(self, data: Any, settings: Settings):
         self.data = data
         self.settings = settings
-        self.live: dict[int, PartitionLearners] = {}
+        self.loaded: dict[int, PartitionLearners] = {}  # restored or new since the last assignment
 
     def get(self, partition: int) -> PartitionLearners | None:
         if not self.settings.ranker:
             return None
-        learners = self.live.get(partition)
+        learners = self.loaded.get(partition)
         if learners is None:
             stored = self.data.get(str(partition).encode())
             learners = (Persistent.loads(stored.decode()) if stored is not None
                         else new_partition_learners(self.settings))
-            self.live[partition] = learners
+            self.loaded[partition] = learners
         return learners
 
     def forget(self) -> None:
         """After a rebalance: the table holds the truth (recovered from the changelog)."""
-        self.live.clear()
+        self.loaded.clear()
 
 
 class BatchHandler:
@@ -160,7 +160,7 @@ class BatchHandler:
         if user_id in self.changed:
             self.changed[user_id] = (profile, self.changed[user_id][1])
         if learners_dump is not None:
-            self.learners.live[partition] = Persistent.loads(learners_dump)
+            self.learners.loaded[partition] = Persistent.loads(learners_dump)
 
     def count_hits(self, live_hit: bool | None, shadow_hit: bool | None) -> None:
         counters = self.counters
@@ -184,7 +184,7 @@ class BatchHandler:
             self.outbox.add(profile_changelog, key, snapshot, partition)
             self.outbox.add(self.settings.topics.profiles, key, public)
         for partition in self.used_learners:
-            state = self.learners.live[partition].dumps().encode()
+            state = self.learners.loaded[partition].dumps().encode()
             learner_table[str(partition).encode()] = state
             self.outbox.add(learner_changelog, str(partition).encode(), state, partition)
         return to_redis
