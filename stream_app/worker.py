@@ -139,7 +139,8 @@ class BatchHandler:
     def dead_letter(self, rejection: Rejection) -> None:
         self.counters.rejected += 1
         log.warning("rejected %s: %s (%s)", rejection.source, rejection.reason, rejection.detail[:200])
-        self.outbox.add(self.settings.topics.dlq, rejection.key, orjson.dumps(rejection.to_record(self.now)))
+        self.outbox.add(self.settings.topics.dlq, rejection.message_key(),
+                        orjson.dumps(rejection.to_record(self.now)))
 
     def profile(self, user_id: str) -> Profile:
         found = self.loaded.get(user_id)

@@ -62,3 +62,31 @@ def test_non_utf8_payload_is_kept_as_base64():
 def test_schemas_are_valid_draft7():
     for name in ("input-event", "recommendation", "profile", "dead-letter"):
         jsonschema.Draft7Validator.check_schema(load_schema(name))
+
+
+def test_a_dead_letter_stays_under_a_megabyte_whatever_came_in():
+    """A 2 MB input of control bytes escapes to ~12 MB of JSON: kept whole, the dead letter would be
+    refused by Apache Kafka (1 MB by default) and the partition would stop on it."""
+    import hashlib
+
+    payload = b"\x01" * 2_000_000
+    key = "ü".encode() * 50_000  # 100 KB
+    rejection = check(payload, key=key, max_bytes=64 * 1024)
+    assert rejection.reason == "payload_too_large"
+    record = rejection.to_record(now_ms=1)
+    written = orjson.dumps(record)
+    assert len(written) < 600 * 1024  # Apache Kafka refuses records over 1 MiB by default
+    jsonschema.validate(record, load_schema("dead-letter"))
+    assert record["payload_truncated"] is True
+    assert record["payload_bytes"] == len(payload)
+    assert record["payload_sha256"] == hashlib.sha256(payload).hexdigest()
+    assert base64.b64decode(record["payload_base64"]) == payload[:384 * 1024]  # shorter than escaped text
+    assert record["key_text"] == "ü" * 512
+    assert rejection.message_key() == hashlib.sha256(key).hexdigest().encode()
+
+
+def test_a_dead_letter_keeps_a_payload_and_key_within_the_bound_whole():
+    rejection = check(b"{not json", key=b"u1")
+    record = rejection.to_record(now_ms=1)
+    assert record["payload_text"] == "{not json" and "payload_truncated" not in record
+    assert rejection.message_key() == b"u1" and record["key_text"] == "u1"
