@@ -110,9 +110,23 @@ def _text_or_none(raw: bytes | None) -> str | None:
         return None
 
 
+def time_out_of_range(ts: int, reference_ms: int, max_future_ms: int, max_age_ms: int) -> str | None:
+    """Why an event time is outside the accepted window around `reference_ms`, or None. A bound of
+    0 is no bound. Scores decay forward in event time, so one event stamped a year ahead (a wrong
+    device clock) would otherwise outweigh a year of real ones."""
+    if max_future_ms and ts > reference_ms + max_future_ms:
+        return f"ts {ts} is {ts - reference_ms} ms after {reference_ms}; the limit is {max_future_ms} (MAX_FUTURE_MS)"
+    if max_age_ms and ts < reference_ms - max_age_ms:
+        return f"ts {ts} is {reference_ms - ts} ms before {reference_ms}; the limit is {max_age_ms} (MAX_AGE_MS)"
+    return None
+
+
 def check_input(payload: bytes | None, key: bytes | None, source: Source, expected_type: str | None,
-                max_bytes: int) -> Event | Rejection:
-    """Validate one input message. `expected_type` is the type the topic carries (None: any)."""
+                max_bytes: int, reference_ms: int | None = None, max_future_ms: int = 0,
+                max_age_ms: int = 0) -> Event | Rejection:
+    """Validate one input message. `expected_type` is the type the topic carries (None: any).
+    `reference_ms`: the record's own Kafka timestamp (the same in every worker and on every re-read,
+    unlike a clock), which the event time must lie within `max_future_ms` / `max_age_ms` of."""
     payload = payload if payload is not None else b""
 
     def reject(reason: str, detail: str) -> Rejection:
@@ -139,4 +153,8 @@ def check_input(payload: bytes | None, key: bytes | None, source: Source, expect
         return reject("key_mismatch", "the message key must be the user_id (profiles are partitioned by user)")
     if key is None:
         return reject("key_mismatch", "the message has no key: it must be the user_id (profiles are partitioned by user)")
+    if reference_ms is not None:
+        out_of_range = time_out_of_range(data["ts"], reference_ms, max_future_ms, max_age_ms)
+        if out_of_range is not None:
+            return reject("timestamp_out_of_range", out_of_range)
     return Event.from_dict(data)

@@ -38,7 +38,7 @@ from .errors import ServiceTimeout
 from .events import Event
 from .items import InMemoryItemIndex
 from .learners import PartitionLearners
-from .logs import load_sorted
+from .logs import in_time_window, load_sorted
 from .ordering import ItemFeed, rounds
 from .partitioning import partition_of
 from .profile import Profile
@@ -455,6 +455,7 @@ def evaluate_log(path: str | Path, fmt: str, settings: Settings, k: int = 20,
                  shadow: Encoder | None = None, limit: int | None = None, content: ContentIndex | None = None,
                  light: bool = False) -> dict[str, Any]:
     events, rejected = load_sorted(path, fmt)
+    events, out_of_range = in_time_window(events, settings)
     if limit is not None:
         events = events[:limit]  # the log's first events in time
     truth = orjson.loads(Path(truth_path).read_bytes()) if truth_path else None
@@ -468,6 +469,7 @@ def evaluate_log(path: str | Path, fmt: str, settings: Settings, k: int = 20,
                              content=content, light=light)
     result["log"] = str(path)
     result["rejected_lines"] = len(rejected)
+    result["timestamp_out_of_range"] = out_of_range
     return result
 
 
@@ -563,12 +565,13 @@ def evaluate_via_kafka(path: str | Path, fmt: str, k: int = 20, rate: float | No
     from .replay import produce_events
 
     events, _ = load_sorted(path, fmt)
-    if limit is not None:
-        events = events[:limit]
     with one_off_run("evaluate") as run:
         settings = run.settings.replace(rec_policy="every", top_k=k, max_idle_ms=max_idle_ms,
                                         **({"registry_dir": str(Path(registry_dir).resolve())} if registry_dir else {}))
         run.settings = settings
+        events, _ = in_time_window(events, settings)  # the workers dead-letter the others
+        if limit is not None:
+            events = events[:limit]
         if items is not None and content is not None:
             from .catalogue import load_items
             from .model_control import publish

@@ -90,3 +90,22 @@ def test_a_dead_letter_keeps_a_payload_and_key_within_the_bound_whole():
     record = rejection.to_record(now_ms=1)
     assert record["payload_text"] == "{not json" and "payload_truncated" not in record
     assert rejection.message_key() == b"u1" and record["key_text"] == "u1"
+
+
+def test_event_times_outside_the_window_around_the_record_timestamp_are_rejected():
+    record_ts = 1_700_000_000_000
+    day = 86_400_000
+
+    def at(ts, max_future_ms=day, max_age_ms=0, reference=record_ts):
+        return check_input(orjson.dumps({**VALID, "ts": ts}), b"u1", SRC, "click", 64 * 1024, reference,
+                           max_future_ms, max_age_ms)
+
+    assert isinstance(at(record_ts + day), Event)  # on the bound: accepted
+    late = at(record_ts + day + 1)
+    assert late.reason == "timestamp_out_of_range" and "MAX_FUTURE_MS" in late.detail
+    assert isinstance(at(record_ts - 10 * 365 * day), Event)  # no age bound by default: replays are old
+    old = at(record_ts - 8 * day, max_age_ms=7 * day)
+    assert old.reason == "timestamp_out_of_range" and "MAX_AGE_MS" in old.detail
+    assert isinstance(at(record_ts + 365 * day, max_future_ms=0), Event)  # 0: no bound
+    assert isinstance(at(record_ts + 365 * day, reference=None), Event)  # no record timestamp: not checked
+    jsonschema.validate(late.to_record(now_ms=1), load_schema("dead-letter"))

@@ -102,6 +102,9 @@ def test_bad_inputs_land_in_the_dead_letter_topic_and_the_worker_lives(make_sett
         (t.click, b"u1", orjson.dumps({**valid, "context": {"blob": "x" * 4000}}), "payload_too_large"),
         (t.purchase, b"u1", orjson.dumps(valid), "type_topic_mismatch"),
         (t.click, b"u2", orjson.dumps(valid), "key_mismatch"),
+        # a device clock a year ahead: the record's own timestamp (now) is the reference
+        (t.click, b"u1", orjson.dumps({**valid, "ts": int(time.time() * 1000) + 366 * 86_400_000}),
+         "timestamp_out_of_range"),
     ]
     producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
     for topic, key, value, _ in bad:
