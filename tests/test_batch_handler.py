@@ -88,3 +88,34 @@ def test_the_parked_event_re_driven_is_applied_not_dropped_as_a_duplicate(settin
     handler = run([events[5]], settings, profiles, learners, None, monkeypatch)
     assert handler.counters.applied == 1 and handler.counters.duplicates == 0
     assert Profile.from_json(profiles[USER.encode()]).event_count == len(events)
+
+
+def test_output_retries_an_outage_and_stops_on_a_refusal_no_retry_changes(monkeypatch):
+    import asyncio
+
+    from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
+
+    from stream_app import worker
+
+    class Stopped(Exception):
+        pass
+
+    def stop(status):
+        raise Stopped(status)
+
+    monkeypatch.setattr(worker, "stop_worker", stop)
+    calls = []
+
+    async def deliver(failures):
+        calls.append(1)
+        if len(calls) <= len(failures):
+            raise failures[len(calls) - 1]
+        return "delivered"
+
+    assert asyncio.run(worker.until_done("deliver", deliver, [KafkaConnectionError(), KafkaConnectionError()],
+                                         max_backoff_s=0.01)) == "delivered"
+    assert len(calls) == 3
+    calls.clear()
+    with pytest.raises(Stopped) as stopped:
+        asyncio.run(worker.until_done("deliver", deliver, [MessageSizeTooLargeError()] * 5))
+    assert stopped.value.args == (worker.EXIT_OUTPUT_REFUSED,) and len(calls) == 1
