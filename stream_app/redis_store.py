@@ -95,6 +95,17 @@ class ProfileStore:
             self._client = None
 
 
+def restore_profiles(client: redis.Redis, namespace: str, snapshots: list[tuple[str, int, int, bytes]],
+                     now_ms: int) -> int:
+    """Write public snapshots (user_id, version, event_count, JSON) through the workers' version guard,
+    in one round trip; returns how many were newer than what Redis held (`repair-redis`)."""
+    script = client.register_script(_WRITE_IF_NEWER)
+    pipe = client.pipeline(transaction=False)
+    for user_id, version, event_count, public in snapshots:
+        script(keys=[profile_key(user_id, namespace)], args=[version, event_count, now_ms, public], client=pipe)
+    return sum(int(r) for r in pipe.execute()) if snapshots else 0
+
+
 def worker_key(namespace: str, worker_id: str) -> str:
     return f"{namespace}worker:{worker_id}"
 

@@ -152,6 +152,7 @@ class BatchHandler:
         self.outbox = Outbox()
         self.loaded: dict[str, Profile] = {}
         self.changed: dict[str, tuple[Profile, int]] = {}
+        self.mirror: set[str] = set()  # unchanged profiles to write to Redis again
         self.used_learners: set[int] = set()
         self.events: list[Any] = []  # Faust events to acknowledge after the flush
 
@@ -212,6 +213,10 @@ class BatchHandler:
                 continue
             if not outcome.applied:
                 counters.duplicates += 1
+                # A redelivery follows a crash, which may have come between the Kafka delivery and the
+                # Redis write of the event's batch: write the profile to Redis again (the version
+                # guard drops it if Redis already has it), or Redis would lag until the user's next event.
+                self.mirror.add(event.user_id)
                 continue
             counters.applied += 1
             counters.late += late
@@ -253,6 +258,9 @@ class BatchHandler:
             self.profiles[key] = snapshot
             self.outbox.add(profile_changelog, key, snapshot, partition)
             self.outbox.add(self.settings.topics.profiles, key, public)
+        for user_id in self.mirror - self.changed.keys():
+            profile = self.loaded[user_id]
+            to_redis.append((profile, profile.to_json(internal=False)))
         for partition in self.used_learners:
             state = self.learners.live[partition].dumps().encode()
             learner_table[str(partition).encode()] = state

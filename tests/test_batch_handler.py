@@ -119,3 +119,20 @@ def test_output_retries_an_outage_and_stops_on_a_refusal_no_retry_changes(monkey
     with pytest.raises(Stopped) as stopped:
         asyncio.run(worker.until_done("deliver", deliver, [MessageSizeTooLargeError()] * 5))
     assert stopped.value.args == (worker.EXIT_OUTPUT_REFUSED,) and len(calls) == 1
+
+
+def test_a_redelivered_event_writes_its_profile_to_redis_again(settings, monkeypatch):
+    """A crash between the Kafka delivery and the Redis write leaves Redis behind the table; the
+    redelivery of that batch changes nothing in the table, but must bring Redis level again."""
+    events = make_events()[:3]
+    profiles: dict = {}
+    learners = PartitionState({}, settings)
+    first = BatchHandler(settings, profiles, learners, InMemoryItemIndex(settings), Counters(), now=0)
+    first.process_round([ready(e, i) for i, e in enumerate(events)], None, None)
+    assert [p.user_id for p, _ in first.snapshots("c", {}, "l")] == [USER]
+    again = BatchHandler(settings, profiles, learners, InMemoryItemIndex(settings), Counters(), now=0)
+    again.process_round([ready(e, i) for i, e in enumerate(events)], None, None)
+    assert again.counters.duplicates == 3 and again.outbox.records == []
+    to_redis = again.snapshots("c", {}, "l")
+    assert [(p.user_id, p.version, orjson.loads(public)["event_count"]) for p, public in to_redis] == [(USER, 3, 3)]
+    assert again.outbox.records == []  # the table and the profiles topic already have it
