@@ -90,8 +90,15 @@ class PartitionState:
         learners = self.live.get(partition)
         if learners is None:
             stored = self.data.get(str(partition).encode())
-            learners = (Persistent.loads(stored.decode()) if stored is not None
-                        else core.new_partition_learners(self.settings))
+            learners = None
+            if stored is not None:
+                try:
+                    learners = Persistent.loads(stored.decode())
+                except Exception as exc:  # forged or from an incompatible release: learn afresh, go on
+                    log.error("partition %d: the learners' state cannot be read (%r); they start afresh",
+                              partition, exc)
+            if learners is None:
+                learners = core.new_partition_learners(self.settings)
             self.live[partition] = learners
         return learners
 

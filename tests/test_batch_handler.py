@@ -136,3 +136,38 @@ def test_a_redelivered_event_writes_its_profile_to_redis_again(settings, monkeyp
     to_redis = again.snapshots("c", {}, "l")
     assert [(p.user_id, p.version, orjson.loads(public)["event_count"]) for p, public in to_redis] == [(USER, 3, 3)]
     assert again.outbox.records == []  # the table and the profiles topic already have it
+
+
+class Forged:
+    """What someone who can write to a changelog topic might put there."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.path}",)
+
+
+def forged_state(path) -> str:
+    import base64
+    import pickle
+
+    return base64.b64encode(pickle.dumps(Forged(path))).decode("ascii")
+
+
+def test_forged_learner_state_runs_no_code_and_the_learners_start_afresh(settings, monkeypatch, tmp_path, caplog):
+    from stream_app.learners import BehaviourStats
+
+    witness = tmp_path / "pwned"
+    profile = core.new_profile(USER, settings)
+    profile.learner_state[BehaviourStats.name] = forged_state(witness)
+    profiles = {USER.encode(): profile.to_json()}
+    learners = {b"0": forged_state(witness).encode()}
+    handler = run(make_events(), settings, profiles, learners, None, monkeypatch)
+    assert not witness.exists()
+    assert handler.counters.applied == len(make_events()) and handler.counters.rejected == 0
+    assert "cannot be read" in caplog.text and "posix.system" in caplog.text
+    restored = Persistent.loads(learners[b"0"].decode())  # written back: real state now
+    assert restored.ranker.labels > 0
