@@ -111,6 +111,11 @@ class Settings:
     partitions: int = 8
     # Input handling
     max_payload_bytes: int = 64 * 1024
+    # The accepted event times around the record's Kafka timestamp (0: no bound); outside, a dead
+    # letter `timestamp_out_of_range`. A day ahead covers clock skew; no age bound by default, since
+    # replays of recorded logs are old by design (set one for live traffic only).
+    max_future_ms: int = 24 * 3600 * 1000
+    max_age_ms: int = 0
     batch_max: int = 500
     batch_within_s: float = 0.02
     # How long a fetch may wait for data. Tansu answers a fetch only when this is over, so keep it
@@ -208,8 +213,9 @@ class Settings:
                      "pair_half_life_ms", "rules_steps", "session_gap_ms", "content_half_life_ms"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1 (set {ENV_PREFIX}{name.upper()})")
-        if self.max_idle_ms < 0:
-            raise ConfigError(f"max_idle_ms must be 0 or more (set {ENV_PREFIX}MAX_IDLE_MS)")
+        for name in ("max_idle_ms", "max_future_ms", "max_age_ms"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be 0 or more (set {ENV_PREFIX}{name.upper()})")
 
     @property
     def group_id(self) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,13 @@ import orjson
 from .core.events import Event
 
 SCHEMA_VERSION = 1
+# A dead-letter record stays well below Kafka's default 1 MB message limit whatever came in (a record
+# the broker refuses would stop the partition): a payload is kept whole up to 384 KiB (as text, or
+# as base64 when escaping would make the text longer), beyond as its first 384 KiB with its length
+# and SHA-256; a key beyond 1 KiB likewise. Any event the default max_payload_bytes admits is kept whole.
+DEAD_LETTER_PAYLOAD_BYTES = 384 * 1024
+DEAD_LETTER_KEY_BYTES = 1024
+DEAD_LETTER_DETAIL_CHARS = 4096
 
 
 def schema_dir() -> Path:
@@ -59,22 +67,38 @@ class Rejection:
     payload: bytes
 
     def to_record(self, now_ms: int | None = None) -> dict[str, Any]:
-        """The dead-letter message: the raw payload kept whole, as text when it is UTF-8."""
+        """The dead-letter message: the raw payload, whole up to DEAD_LETTER_PAYLOAD_BYTES (beyond: its
+        first bytes, its length and its SHA-256), as text when it is UTF-8 that JSON does not inflate."""
+        key = self.key
         record: dict[str, Any] = {
             "reason": self.reason,
-            "detail": self.detail,
+            "detail": self.detail[:DEAD_LETTER_DETAIL_CHARS],
             "source": {"topic": self.source.topic, "partition": self.source.partition,
                        "offset": self.source.offset},
-            "key_text": _text_or_none(self.key),
+            "key_text": _text_or_none(key if key is None or len(key) <= DEAD_LETTER_KEY_BYTES
+                                      else key[:DEAD_LETTER_KEY_BYTES]),
             "rejected_at": int(time.time() * 1000) if now_ms is None else now_ms,
             "schema_version": SCHEMA_VERSION,
         }
-        text = _text_or_none(self.payload)
-        if text is None:
-            record["payload_base64"] = base64.b64encode(self.payload).decode("ascii")
+        payload = self.payload
+        if len(payload) > DEAD_LETTER_PAYLOAD_BYTES:
+            record["payload_bytes"] = len(payload)
+            record["payload_sha256"] = hashlib.sha256(payload).hexdigest()
+            record["payload_truncated"] = True
+            payload = payload[:DEAD_LETTER_PAYLOAD_BYTES]
+        text = _text_or_none(payload)
+        # JSON escapes a control byte as six: such text travels shorter as base64 (4 bytes per 3)
+        if text is None or len(orjson.dumps(text)) > len(payload) * 4 // 3 + 2:
+            record["payload_base64"] = base64.b64encode(payload).decode("ascii")
         else:
             record["payload_text"] = text
         return record
+
+    def message_key(self) -> bytes | None:
+        """The dead-letter message's key: the input's, or the SHA-256 (hex) of one too long to keep."""
+        if self.key is None or len(self.key) <= DEAD_LETTER_KEY_BYTES:
+            return self.key
+        return hashlib.sha256(self.key).hexdigest().encode("ascii")
 
 
 def _text_or_none(raw: bytes | None) -> str | None:
@@ -86,9 +110,23 @@ def _text_or_none(raw: bytes | None) -> str | None:
         return None
 
 
+def time_out_of_range(ts: int, reference_ms: int, max_future_ms: int, max_age_ms: int) -> str | None:
+    """Why an event time is outside the accepted window around `reference_ms`, or None. A bound of
+    0 is no bound. Scores decay forward in event time, so one event stamped a year ahead (a wrong
+    device clock) would otherwise outweigh a year of real ones."""
+    if max_future_ms and ts > reference_ms + max_future_ms:
+        return f"ts {ts} is {ts - reference_ms} ms after {reference_ms}; the limit is {max_future_ms} (MAX_FUTURE_MS)"
+    if max_age_ms and ts < reference_ms - max_age_ms:
+        return f"ts {ts} is {reference_ms - ts} ms before {reference_ms}; the limit is {max_age_ms} (MAX_AGE_MS)"
+    return None
+
+
 def check_input(payload: bytes | None, key: bytes | None, source: Source, expected_type: str | None,
-                max_bytes: int) -> Event | Rejection:
-    """Validate one input message. `expected_type` is the type the topic carries (None: any)."""
+                max_bytes: int, reference_ms: int | None = None, max_future_ms: int = 0,
+                max_age_ms: int = 0) -> Event | Rejection:
+    """Validate one input message. `expected_type` is the type the topic carries (None: any).
+    `reference_ms`: the record's own Kafka timestamp (the same in every worker and on every re-read,
+    unlike a clock), which the event time must lie within `max_future_ms` / `max_age_ms` of."""
     payload = payload if payload is not None else b""
 
     def reject(reason: str, detail: str) -> Rejection:
@@ -115,4 +153,8 @@ def check_input(payload: bytes | None, key: bytes | None, source: Source, expect
         return reject("key_mismatch", "the message key must be the user_id (profiles are partitioned by user)")
     if key is None:
         return reject("key_mismatch", "the message has no key: it must be the user_id (profiles are partitioned by user)")
+    if reference_ms is not None:
+        out_of_range = time_out_of_range(data["ts"], reference_ms, max_future_ms, max_age_ms)
+        if out_of_range is not None:
+            return reject("timestamp_out_of_range", out_of_range)
     return Event.from_dict(data)

@@ -88,3 +88,86 @@ def test_the_parked_event_re_driven_is_applied_not_dropped_as_a_duplicate(settin
     handler = run([events[5]], settings, profiles, learners, None, monkeypatch)
     assert handler.counters.applied == 1 and handler.counters.duplicates == 0
     assert Profile.from_json(profiles[USER.encode()]).event_count == len(events)
+
+
+def test_output_retries_an_outage_and_stops_on_a_refusal_no_retry_changes(monkeypatch):
+    import asyncio
+
+    from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
+
+    from stream_app.stream import worker
+
+    class Stopped(Exception):
+        pass
+
+    def stop(status):
+        raise Stopped(status)
+
+    monkeypatch.setattr(worker, "stop_worker", stop)
+    calls = []
+
+    async def deliver(failures):
+        calls.append(1)
+        if len(calls) <= len(failures):
+            raise failures[len(calls) - 1]
+        return "delivered"
+
+    assert asyncio.run(worker.until_done("deliver", deliver, [KafkaConnectionError(), KafkaConnectionError()],
+                                         max_backoff_s=0.01)) == "delivered"
+    assert len(calls) == 3
+    calls.clear()
+    with pytest.raises(Stopped) as stopped:
+        asyncio.run(worker.until_done("deliver", deliver, [MessageSizeTooLargeError()] * 5))
+    assert stopped.value.args == (worker.EXIT_OUTPUT_REFUSED,) and len(calls) == 1
+
+
+def test_a_redelivered_event_writes_its_profile_to_redis_again(settings, monkeypatch):
+    """A crash between the Kafka delivery and the Redis write leaves Redis behind the table; the
+    redelivery of that batch changes nothing in the table, but must bring Redis level again."""
+    events = make_events()[:3]
+    profiles: dict = {}
+    learners = PartitionState({}, settings)
+    first = BatchHandler(settings, profiles, learners, InMemoryItemIndex(settings), Counters(), now=0)
+    first.process_round([ready(e, i) for i, e in enumerate(events)], None, None)
+    assert [p.user_id for p, _ in first.snapshots("c", {}, "l")] == [USER]
+    again = BatchHandler(settings, profiles, learners, InMemoryItemIndex(settings), Counters(), now=0)
+    again.process_round([ready(e, i) for i, e in enumerate(events)], None, None)
+    assert again.counters.duplicates == 3 and again.outbox.records == []
+    to_redis = again.snapshots("c", {}, "l")
+    assert [(p.user_id, p.version, orjson.loads(public)["event_count"]) for p, public in to_redis] == [(USER, 3, 3)]
+    assert again.outbox.records == []  # the table and the profiles topic already have it
+
+
+class Forged:
+    """What someone who can write to a changelog topic might put there."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.path}",)
+
+
+def forged_state(path) -> str:
+    import base64
+    import pickle
+
+    return base64.b64encode(pickle.dumps(Forged(path))).decode("ascii")
+
+
+def test_forged_learner_state_runs_no_code_and_the_learners_start_afresh(settings, monkeypatch, tmp_path, caplog):
+    from stream_app.core.learners import BehaviourStats
+
+    witness = tmp_path / "pwned"
+    profile = process.new_profile(USER, settings)
+    profile.learner_state[BehaviourStats.name] = forged_state(witness)
+    profiles = {USER.encode(): profile.to_json()}
+    learners = {b"0": forged_state(witness).encode()}
+    handler = run(make_events(), settings, profiles, learners, None, monkeypatch)
+    assert not witness.exists()
+    assert handler.counters.applied == len(make_events()) and handler.counters.rejected == 0
+    assert "cannot be read" in caplog.text and "posix.system" in caplog.text
+    restored = Persistent.loads(learners[b"0"].decode())  # written back: real state now
+    assert restored.ranker.labels > 0

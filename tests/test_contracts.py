@@ -62,3 +62,50 @@ def test_non_utf8_payload_is_kept_as_base64():
 def test_schemas_are_valid_draft7():
     for name in ("input-event", "recommendation", "profile", "dead-letter"):
         jsonschema.Draft7Validator.check_schema(load_schema(name))
+
+
+def test_a_dead_letter_stays_under_a_megabyte_whatever_came_in():
+    """A 2 MB input of control bytes escapes to ~12 MB of JSON: kept whole, the dead letter would be
+    refused by Apache Kafka (1 MB by default) and the partition would stop on it."""
+    import hashlib
+
+    payload = b"\x01" * 2_000_000
+    key = "ü".encode() * 50_000  # 100 KB
+    rejection = check(payload, key=key, max_bytes=64 * 1024)
+    assert rejection.reason == "payload_too_large"
+    record = rejection.to_record(now_ms=1)
+    written = orjson.dumps(record)
+    assert len(written) < 600 * 1024  # Apache Kafka refuses records over 1 MiB by default
+    jsonschema.validate(record, load_schema("dead-letter"))
+    assert record["payload_truncated"] is True
+    assert record["payload_bytes"] == len(payload)
+    assert record["payload_sha256"] == hashlib.sha256(payload).hexdigest()
+    assert base64.b64decode(record["payload_base64"]) == payload[:384 * 1024]  # shorter than escaped text
+    assert record["key_text"] == "ü" * 512
+    assert rejection.message_key() == hashlib.sha256(key).hexdigest().encode()
+
+
+def test_a_dead_letter_keeps_a_payload_and_key_within_the_bound_whole():
+    rejection = check(b"{not json", key=b"u1")
+    record = rejection.to_record(now_ms=1)
+    assert record["payload_text"] == "{not json" and "payload_truncated" not in record
+    assert rejection.message_key() == b"u1" and record["key_text"] == "u1"
+
+
+def test_event_times_outside_the_window_around_the_record_timestamp_are_rejected():
+    record_ts = 1_700_000_000_000
+    day = 86_400_000
+
+    def at(ts, max_future_ms=day, max_age_ms=0, reference=record_ts):
+        return check_input(orjson.dumps({**VALID, "ts": ts}), b"u1", SRC, "click", 64 * 1024, reference,
+                           max_future_ms, max_age_ms)
+
+    assert isinstance(at(record_ts + day), Event)  # on the bound: accepted
+    late = at(record_ts + day + 1)
+    assert late.reason == "timestamp_out_of_range" and "MAX_FUTURE_MS" in late.detail
+    assert isinstance(at(record_ts - 10 * 365 * day), Event)  # no age bound by default: replays are old
+    old = at(record_ts - 8 * day, max_age_ms=7 * day)
+    assert old.reason == "timestamp_out_of_range" and "MAX_AGE_MS" in old.detail
+    assert isinstance(at(record_ts + 365 * day, max_future_ms=0), Event)  # 0: no bound
+    assert isinstance(at(record_ts + 365 * day, reference=None), Event)  # no record timestamp: not checked
+    jsonschema.validate(late.to_record(now_ms=1), load_schema("dead-letter"))

@@ -138,3 +138,18 @@ def test_online_retail_reads_gzip_and_rejects_a_wrong_header(tmp_path):
     broken.write_bytes(gzip.compress(ONLINE_RETAIL.encode())[:-12])  # truncated
     with pytest.raises(InputFileError, match="cannot be read as online-retail"):
         load_sorted(broken, "online-retail")
+
+
+def test_evaluate_drops_what_a_worker_would_dead_letter_as_out_of_time():
+    import time
+
+    from stream_app.config import Settings
+    from stream_app.tools.recorded import in_time_window
+
+    now = int(time.time() * 1000)
+    events = [{"event_id": "old", "ts": 1_000_000_000_000}, {"event_id": "soon", "ts": now + 3_600_000},
+              {"event_id": "next-year", "ts": now + 366 * 86_400_000}]
+    kept, out = in_time_window(events, Settings())
+    assert [e["event_id"] for e in kept] == ["old", "soon"] and out == 1
+    kept, out = in_time_window(events, Settings(max_age_ms=86_400_000, max_future_ms=0))
+    assert [e["event_id"] for e in kept] == ["soon", "next-year"] and out == 1

@@ -18,7 +18,8 @@ def purchase(n: int) -> dict:
 
 
 def record(offset: int) -> SimpleNamespace:
-    return SimpleNamespace(offset=offset, key=f"u{offset % 3}".encode(), value=orjson.dumps(purchase(offset)))
+    return SimpleNamespace(offset=offset, key=f"u{offset % 3}".encode(), value=orjson.dumps(purchase(offset)),
+                           timestamp=START + offset)  # the producer's clock, in ms
 
 
 class Delivered:
@@ -26,7 +27,8 @@ class Delivered:
 
     def __init__(self, topic: str, offset: int):
         rec = record(offset)
-        self.message = SimpleNamespace(topic=topic, partition=0, offset=offset, key=rec.key, value=rec.value)
+        self.message = SimpleNamespace(topic=topic, partition=0, offset=offset, key=rec.key, value=rec.value,
+                                       timestamp=rec.timestamp / 1000.0)  # Faust's are in seconds
 
 
 def own_partition(count: int) -> tuple[OrderedInput, str, list]:

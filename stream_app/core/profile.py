@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +12,9 @@ import orjson
 from ..config import Settings
 from . import decay
 from .events import Event
+
+log = logging.getLogger("stream_app.profile")
+
 
 _INTERNAL_FIELDS = frozenset({"seen_event_ids", "dedupe_floor", "learner_state", "shown", "shown_features",
                               "shown_strategy", "shadow_shown"})
@@ -74,7 +78,12 @@ class Profile:
             if stored is not None:
                 from .learners.base import ProfileLearner
 
-                found = ProfileLearner.loads(stored)
+                try:
+                    found = ProfileLearner.loads(stored)
+                except Exception as exc:  # forged or from an incompatible release: learn afresh, go on
+                    log.error("user %r: the state of learner %s cannot be read (%r); it starts afresh",
+                              self.user_id, name, exc)
+                    found = make()
             else:
                 found = make()
             self.learners[name] = found

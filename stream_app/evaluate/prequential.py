@@ -31,7 +31,7 @@ from ..core.events import Event
 from ..core.ordering import rounds
 from ..serving.encoder import Encoder
 from ..stream.partitioning import partition_of
-from ..tools.recorded import load_sorted
+from ..tools.recorded import in_time_window, load_sorted
 from .baselines import CoVisitationUnseen, RecentThenCoVisitation, SequentialRules
 from .metrics import COLD_START, PopularityPercentiles, Scoreboard, profile_accuracy
 from .models import SOURCE_WEIGHTS, ItemJustSeen, Model, MostPopular, RiverMF, SingleSource, StreamAppModel
@@ -141,6 +141,7 @@ def evaluate_log(path: str | Path, fmt: str, settings: Settings, k: int = 20,
                  shadow: Encoder | None = None, limit: int | None = None, content: ContentIndex | None = None,
                  light: bool = False) -> dict[str, Any]:
     events, rejected = load_sorted(path, fmt)
+    events, out_of_range = in_time_window(events, settings)
     if limit is not None:
         events = events[:limit]  # the log's first events in time
     truth = orjson.loads(Path(truth_path).read_bytes()) if truth_path else None
@@ -154,4 +155,5 @@ def evaluate_log(path: str | Path, fmt: str, settings: Settings, k: int = 20,
                              content=content, light=light)
     result["log"] = str(path)
     result["rejected_lines"] = len(rejected)
+    result["timestamp_out_of_range"] = out_of_range
     return result

@@ -13,7 +13,7 @@ import orjson
 from ..config import Settings
 from ..core.content import ContentIndex
 from ..errors import ServiceTimeout
-from ..tools.recorded import load_sorted
+from ..tools.recorded import in_time_window, load_sorted
 from .metrics import COLD_START, PopularityPercentiles, Scoreboard
 from .prequential import evaluate_events
 
@@ -66,12 +66,13 @@ def evaluate_via_kafka(path: str | Path, fmt: str, k: int = 20, rate: float | No
     from ..tools.replay import produce_events
 
     events, _ = load_sorted(path, fmt)
-    if limit is not None:
-        events = events[:limit]
     with one_off_run("evaluate") as run:
         settings = run.settings.replace(rec_policy="every", top_k=k, max_idle_ms=max_idle_ms,
                                         **({"registry_dir": str(Path(registry_dir).resolve())} if registry_dir else {}))
         run.settings = settings
+        events, _ = in_time_window(events, settings)  # the workers dead-letter the others
+        if limit is not None:
+            events = events[:limit]
         if items is not None and content is not None:
             from ..stream.model_control import publish
             from ..tools.catalogue import load_items

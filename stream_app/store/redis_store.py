@@ -7,6 +7,7 @@ old owner still flushing after a rebalance, never rolls a profile back.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -15,6 +16,9 @@ import redis
 import redis.asyncio as aioredis
 
 from ..core.profile import Profile
+
+log = logging.getLogger("stream_app.redis_store")
+
 
 # KEYS[1] = hash; ARGV = profile_version, event_count, updated_at, profile JSON
 _WRITE_IF_NEWER = """
@@ -44,6 +48,7 @@ class ProfileStore:
         self.config = config
         self._client: aioredis.Redis | None = None
         self._script = None
+        self.refused = 0  # profile writes Redis refused for good (logged, skipped)
 
     @property
     def client(self) -> aioredis.Redis:
@@ -55,6 +60,7 @@ class ProfileStore:
     async def write_profiles(self, snapshots: Iterable[tuple[Profile, bytes]], now_ms: int) -> int:
         """One round trip for the whole batch: each profile with its public JSON snapshot.
         Returns how many hashes were written (not stale)."""
+        snapshots = list(snapshots)
         client = self.client
         pipe = client.pipeline(transaction=False)
         count = 0
@@ -64,8 +70,20 @@ class ProfileStore:
             count += 1
         if not count:
             return 0
-        results = await pipe.execute()
-        return sum(int(r) for r in results)
+        # A key Redis refuses for good (another type under the name, say) is skipped, not retried: the
+        # profile table holds the truth, and one bad key must not stall every user of the partition.
+        results = await pipe.execute(raise_on_error=False)
+        written = 0
+        for (profile, _), result in zip(snapshots, results):
+            if isinstance(result, redis.exceptions.ConnectionError):
+                raise result  # the outage kind: the caller retries the whole batch
+            if isinstance(result, Exception):
+                self.refused += 1
+                log.error("Redis refused the profile of %r (%s): delete the key %s; the user's next event "
+                          "writes it again", profile.user_id, result, profile_key(profile.user_id, self.config.namespace))
+            else:
+                written += int(result)
+        return written
 
     async def publish_worker_status(self, worker_id: str, status: dict[str, Any], ttl_s: int) -> None:
         """A short-lived key per worker: what operators (and the demo) read to see who is up."""
@@ -75,6 +93,17 @@ class ProfileStore:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+
+def restore_profiles(client: redis.Redis, namespace: str, snapshots: list[tuple[str, int, int, bytes]],
+                     now_ms: int) -> int:
+    """Write public snapshots (user_id, version, event_count, JSON) through the workers' version guard,
+    in one round trip; returns how many were newer than what Redis held (`repair-redis`)."""
+    script = client.register_script(_WRITE_IF_NEWER)
+    pipe = client.pipeline(transaction=False)
+    for user_id, version, event_count, public in snapshots:
+        script(keys=[profile_key(user_id, namespace)], args=[version, event_count, now_ms, public], client=pipe)
+    return sum(int(r) for r in pipe.execute()) if snapshots else 0
 
 
 def worker_key(namespace: str, worker_id: str) -> str:

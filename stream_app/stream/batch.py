@@ -57,8 +57,15 @@ class PartitionState:
         learners = self.loaded.get(partition)
         if learners is None:
             stored = self.data.get(str(partition).encode())
-            learners = (Persistent.loads(stored.decode()) if stored is not None
-                        else new_partition_learners(self.settings))
+            learners = None
+            if stored is not None:
+                try:
+                    learners = Persistent.loads(stored.decode())
+                except Exception as exc:  # forged or from an incompatible release: learn afresh, go on
+                    log.error("partition %d: the learners' state cannot be read (%r); they start afresh",
+                              partition, exc)
+            if learners is None:
+                learners = new_partition_learners(self.settings)
             self.loaded[partition] = learners
         return learners
 
@@ -83,13 +90,15 @@ class BatchHandler:
         self.outbox = Outbox()
         self.loaded: dict[str, Profile] = {}
         self.changed: dict[str, tuple[Profile, int]] = {}
+        self.mirror: set[str] = set()  # unchanged profiles to write to Redis again
         self.used_learners: set[int] = set()
         self.events: list[Any] = []  # Faust events to acknowledge after the flush
 
     def dead_letter(self, rejection: Rejection) -> None:
         self.counters.rejected += 1
         log.warning("rejected %s: %s (%s)", rejection.source, rejection.reason, rejection.detail[:200])
-        self.outbox.add(self.settings.topics.dlq, rejection.key, orjson.dumps(rejection.to_record(self.now)))
+        self.outbox.add(self.settings.topics.dlq, rejection.message_key(),
+                        orjson.dumps(rejection.to_record(self.now)))
 
     def profile(self, user_id: str) -> Profile:
         found = self.loaded.get(user_id)
@@ -142,6 +151,10 @@ class BatchHandler:
                 continue
             if not outcome.applied:
                 counters.duplicates += 1
+                # A redelivery follows a crash, which may have come between the Kafka delivery and the
+                # Redis write of the event's batch: write the profile to Redis again (the version
+                # guard drops it if Redis already has it), or Redis would lag until the user's next event.
+                self.mirror.add(event.user_id)
                 continue
             counters.applied += 1
             counters.late += late
@@ -183,6 +196,9 @@ class BatchHandler:
             self.profiles[key] = snapshot
             self.outbox.add(profile_changelog, key, snapshot, partition)
             self.outbox.add(self.settings.topics.profiles, key, public)
+        for user_id in self.mirror - self.changed.keys():
+            profile = self.loaded[user_id]
+            to_redis.append((profile, profile.to_json(internal=False)))
         for partition in self.used_learners:
             state = self.learners.loaded[partition].dumps().encode()
             learner_table[str(partition).encode()] = state

@@ -190,10 +190,11 @@ class OrderedInput:
 
     def push(self, topic: str, partition: int, records: list[Any]) -> None:
         lane = self.lane_of_topic[topic]
-        max_bytes = self.settings.max_payload_bytes
+        settings = self.settings
         for record in records:
             checked = check_input(record.value, record.key, Source(topic, partition, record.offset),
-                                  EVENT_TYPES[lane], max_bytes)
+                                  EVENT_TYPES[lane], settings.max_payload_bytes, record.timestamp,
+                                  settings.max_future_ms, settings.max_age_ms)
             self.sequencer.push(partition, lane, checked.ts if isinstance(checked, Event) else None,
                                 (record.offset, checked))
             self.next_offset[(lane, partition)] = record.offset + 1
@@ -367,8 +368,12 @@ class OrderedInput:
     def _check(self, event: Any) -> Event | Rejection:
         message = event.message
         lane = self.lane_of_topic[message.topic]
+        settings = self.settings
+        # Faust gives the record's timestamp in seconds; the schedule (push) read it in milliseconds
+        reference = round(message.timestamp * 1000) if message.timestamp is not None else None
         return check_input(message.value, message.key, Source(message.topic, message.partition, message.offset),
-                           EVENT_TYPES[lane], self.settings.max_payload_bytes)
+                           EVENT_TYPES[lane], settings.max_payload_bytes, reference,
+                           settings.max_future_ms, settings.max_age_ms)
 
     def status(self) -> dict[str, Any]:
         return {"read": self.read, "buffered": self.sequencer.buffered(), "late_in_partition": self.sequencer.late,

@@ -24,8 +24,16 @@ from dataclasses import asdict
 from typing import Any, Awaitable, Callable
 
 import faust
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    InvalidTopicError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    TopicAuthorizationFailedError,
+)
 from faust.types import TP
+from redis import exceptions as redis_errors
 from redis.exceptions import RedisError
 
 from ..config import Settings
@@ -52,6 +60,18 @@ def now_ms() -> int:
 
 
 RETRYABLE = (KafkaError, RedisError, OSError, asyncio.TimeoutError)
+# Refusals no retry can change: the record is too large, or the client may not write there.
+PERMANENT = (MessageSizeTooLargeError, RecordTooLargeError, TopicAuthorizationFailedError,
+             ClusterAuthorizationFailedError, InvalidTopicError, redis_errors.AuthenticationError,
+             redis_errors.AuthorizationError, redis_errors.NoPermissionError)
+#: The worker's exit status when the output refuses a batch for good (the orchestrator sees it).
+EXIT_OUTPUT_REFUSED = 70
+
+
+def stop_worker(status: int) -> None:
+    """Exit now, without acknowledging: the batch's input is read again by the next worker."""
+    logging.shutdown()
+    os._exit(status)
 
 
 async def until_done(what: str, action: Callable[..., Awaitable[Any]], *args: Any,
@@ -59,11 +79,16 @@ async def until_done(what: str, action: Callable[..., Awaitable[Any]], *args: An
     """Retry an output step until it succeeds. The batch's events stay unacknowledged meanwhile, so
     an outage of Redis or the broker stalls the worker (backpressure) instead of losing effects.
     A retried Kafka delivery may repeat records: recommendation ids and profile versions make
-    repeats harmless downstream."""
+    repeats harmless downstream. A permanent refusal stops the worker with a reason instead of
+    retrying for ever (nothing acknowledged, nothing lost)."""
     backoff = 0.1
     while True:
         try:
             return await action(*args)
+        except PERMANENT as exc:
+            log.critical("cannot %s: %r will not change by retrying (check the topic's max.message.bytes, "
+                         "the ACLs or the credentials); stopping without acknowledging the batch", what, exc)
+            stop_worker(EXIT_OUTPUT_REFUSED)
         except RETRYABLE as exc:
             log.error("cannot %s (%r); retrying in %.1fs", what, exc, backoff)
             await asyncio.sleep(backoff)

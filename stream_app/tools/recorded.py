@@ -13,6 +13,7 @@ import hashlib
 import io
 import math
 import re
+import time
 import zlib
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -21,7 +22,8 @@ from typing import IO, Any, Callable, Iterator
 import fastjsonschema
 import orjson
 
-from ..contracts import Rejection, Source, validator
+from ..config import Settings
+from ..contracts import Rejection, Source, time_out_of_range, validator
 from ..errors import InputFileError
 
 FORMATS = ("jsonl", "otto", "csv", "retailrocket", "movielens", "online-retail")
@@ -282,6 +284,16 @@ def read_log(path: str | Path, fmt: str) -> Iterator[Read]:
     if fmt == "online-retail":
         return read_online_retail(path)
     raise InputFileError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
+
+
+def in_time_window(events: list[dict[str, Any]], settings: Settings) -> tuple[list[dict[str, Any]], int]:
+    """The events a worker would accept if they were produced now (the window of `check_input`
+    around the record's timestamp, which a replay sets to the time it sends), and how many it would
+    dead-letter as `timestamp_out_of_range`."""
+    now = int(time.time() * 1000)
+    kept = [e for e in events
+            if time_out_of_range(e["ts"], now, settings.max_future_ms, settings.max_age_ms) is None]
+    return kept, len(events) - len(kept)
 
 
 def load_sorted(path: str | Path, fmt: str) -> tuple[list[dict[str, Any]], list[LineRejection]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import base64
+import io
 import pickle
 from typing import Any
 
@@ -25,8 +26,45 @@ class Persistent(abc.ABC):
 
     @staticmethod
     def loads(text: str) -> Any:
-        # Only ever the worker's own state, read back from its own changelog topic.
-        return pickle.loads(base64.b64decode(text))
+        """Learner state read back from a changelog topic. Whoever can write to that topic chooses
+        these bytes, so only the classes learner state is made of may be named (`StateUnpickler`):
+        a forged record raises `pickle.UnpicklingError` instead of running code."""
+        return StateUnpickler(io.BytesIO(base64.b64decode(text))).load()
+
+
+def _attribute(obj: Any, name: str) -> Any:
+    """`getattr` for pickled bound methods (River keeps some as attributes), without dunder names,
+    the way from an allowed object to a function's globals and the builtins."""
+    if name.startswith("__"):
+        raise pickle.UnpicklingError(f"learner state may not name the attribute {name!r}")
+    return getattr(obj, name)
+
+
+class StateUnpickler(pickle.Unpickler):
+    """Resolves only the globals learner state is made of: classes of River and of this package's
+    learners, plain containers and `random.Random`. Anything else (os, subprocess, eval, ...) is refused."""
+
+    ALLOWED_PREFIXES = ("river.", "stream_app.core.learners.")
+    #: Where earlier releases kept the learners (state they wrote still loads).
+    MOVED = {"stream_app.learners.": "stream_app.core.learners."}
+    ALLOWED = {("collections", "defaultdict"), ("collections", "Counter"), ("collections", "OrderedDict"),
+               ("collections", "deque"), ("random", "Random"), ("copyreg", "_reconstructor"),
+               *(("builtins", name) for name in ("object", "dict", "list", "tuple", "set", "frozenset", "int",
+                                                 "float", "complex", "bool", "str", "bytes", "bytearray"))}
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) == ("builtins", "getattr"):
+            return _attribute
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        for old, new in self.MOVED.items():
+            if module.startswith(old):
+                module = new + module[len(old):]
+        if module.startswith(self.ALLOWED_PREFIXES) and not name.startswith("__"):
+            found = super().find_class(module, name)
+            if isinstance(found, type):  # classes only: no function of those packages is called
+                return found
+        raise pickle.UnpicklingError(f"learner state may not name {module}.{name}")
 
 
 class ProfileLearner(Persistent):
