@@ -38,3 +38,31 @@ def test_a_flushed_redis_is_rebuilt_from_the_profiles_topic(make_settings, start
     assert summary.users == len(users) and summary.written == len(users) - 1 and summary.deleted == 0
     assert summary.snapshots_read >= len(users)
     assert counts() == {**expected, users[0]: 10_000}  # the newer write (a running worker's) stays
+
+
+def test_the_profile_and_repair_redis_commands(make_settings, start_worker, redis_client):
+    import os
+    import subprocess
+    import sys
+
+    settings = make_settings()
+    events = synthetic_events(300, users=5, items=50, prefix="cli")
+    expected = collections.Counter(e["user_id"] for e in events)
+    start_worker(settings)
+    wait_committed(settings, produce_events(settings, events).marks, timeout=90)
+    env = {**os.environ, **settings.to_env()}
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "stream_app.cli", *args], capture_output=True, text=True,
+                              env=env, timeout=120)
+
+    user = sorted(expected)[0]
+    redis_client.delete(profile_key(user, settings.namespace))
+    missing = cli("profile", user)
+    assert missing.returncode == 2 and "repair-redis" in missing.stderr
+    repaired = cli("repair-redis")
+    assert repaired.returncode == 0, repaired.stderr
+    assert f"of {len(expected)} users" in repaired.stdout and "wrote 1 to Redis" in repaired.stdout
+    shown = cli("profile", user)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith(f"user {user}: {expected[user]} events")

@@ -72,6 +72,45 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_profile(args: argparse.Namespace) -> int:
+    import orjson
+    import redis
+
+    from ..store.redis_store import read_profile
+    from ..tools.demo import describe_user
+
+    settings = Settings.from_env()
+    client = redis.Redis.from_url(settings.require_redis(), socket_connect_timeout=2)
+    try:
+        stored = read_profile(client, args.user_id, settings.namespace)
+    except redis.RedisError as exc:
+        raise StreamAppError(f"Redis does not answer ({exc}); check REDIS_URL or run `stream-app up`") from exc
+    finally:
+        client.close()
+    if not stored:
+        raise StreamAppError(f"no profile for user {args.user_id!r} in Redis (namespace {settings.namespace!r}): "
+                             "has a worker applied an event of that user? `stream-app repair-redis` rebuilds "
+                             "a flushed Redis")
+    if args.json:
+        print(orjson.dumps(stored, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    for line in describe_user(stored, None):
+        print(line)
+    freshness_s = (time.time() * 1000 - stored["updated_at"]) / 1000
+    print(f"  written to Redis {freshness_s:.0f}s ago")
+    return 0
+
+
+def cmd_repair_redis(args: argparse.Namespace) -> int:
+    from ..tools.repair import repair_redis
+
+    summary = repair_redis(Settings.from_env())
+    print(f"read {summary.snapshots_read} snapshots of {summary.users} users from the profiles topic; "
+          f"wrote {summary.written} to Redis (the others were there already, or newer), deleted {summary.deleted} "
+          f"(tombstones), in {summary.seconds:.1f}s")
+    return 0
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from ..stream.topics import ensure_topics
     from ..stream.worker import run_worker

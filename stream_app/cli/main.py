@@ -18,6 +18,8 @@ from .commands import (
     cmd_evaluate,
     cmd_items,
     cmd_models,
+    cmd_profile,
+    cmd_repair_redis,
     cmd_replay,
     cmd_status,
     cmd_synth,
@@ -47,6 +49,7 @@ def parser() -> argparse.ArgumentParser:
     add_model_commands(sub)
     add_content_commands(sub)
     add_bench_command(sub)
+    add_store_commands(sub)
     return p
 
 
@@ -184,6 +187,16 @@ def add_bench_command(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--encoder", action="store_true",
                    help="train a sequence encoder on the bench events first and run with it live (train extra)")
     b.set_defaults(fn=cmd_bench)
+
+
+def add_store_commands(sub: argparse._SubParsersAction) -> None:
+    """profile, repair-redis: the Redis mirror, for people and operators."""
+    pr = sub.add_parser("profile", help="one user's profile as Redis serves it, for a person to read")
+    pr.add_argument("user_id")
+    pr.add_argument("--json", action="store_true", help="the stored record as JSON instead")
+    pr.set_defaults(fn=cmd_profile)
+    sub.add_parser("repair-redis", help="rebuild the Redis mirror from the compacted profiles topic "
+                                        "(never rolls back a newer profile)").set_defaults(fn=cmd_repair_redis)
 
 
 def main(argv: list[str] | None = None) -> int:
