@@ -277,3 +277,19 @@ def test_a_ready_ranker_serves_the_list_in_its_own_order_and_says_so():
     scores = learners.ranker.score_many(rows)
     assert [item["score"] for item in rec["items"]] == pytest.approx(list(scores[:3]), rel=1e-3)
     assert list(scores) == sorted(scores, reverse=True) and profile.shown[-1] == "mine"
+
+
+def test_learner_state_written_before_the_package_layout_moved_still_loads():
+    """State in changelogs written by the release with the flat layout (`stream_app.learners.*`)
+    loads after the move to `stream_app.core.learners`, so an upgrade keeps what the workers learned."""
+    import json
+    from pathlib import Path
+
+    from stream_app.core.learners import BehaviourStats, PartitionLearners, Persistent
+
+    stored = json.loads((Path(__file__).parent / "data" / "learner-state-flat-layout.json").read_text())
+    learners = Persistent.loads(stored["partition_learners"])
+    assert isinstance(learners, PartitionLearners) and learners.bandit is not None
+    assert learners.ranker.labels == stored["ranker_labels"] and learners.ranker.ready
+    behaviour = Persistent.loads(stored["behaviour"])
+    assert isinstance(behaviour, BehaviourStats) and behaviour.public() == stored["behaviour_public"]
