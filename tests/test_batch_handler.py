@@ -171,3 +171,31 @@ def test_forged_learner_state_runs_no_code_and_the_learners_start_afresh(setting
     assert "cannot be read" in caplog.text and "posix.system" in caplog.text
     restored = Persistent.loads(learners[b"0"].decode())  # written back: real state now
     assert restored.ranker.labels > 0
+
+
+def test_an_unreadable_stored_profile_parks_its_users_events_and_the_batch_goes_on(settings, monkeypatch):
+    other = Event.from_dict({"event_id": "o1", "user_id": "u2", "item_id": "a", "type": "click",
+                             "ts": 1_700_000_000_000, "schema_version": 1})
+    profiles = {USER.encode(): b"{not a profile"}  # a corrupt changelog record, recovered into the table
+    handler = BatchHandler(settings, profiles, PartitionState({}, settings), InMemoryItemIndex(settings),
+                           Counters(), now=0)
+    handler.process_round([ready(e, i) for i, e in enumerate([*make_events()[:2], other])], None, None)
+    parked = [orjson.loads(value) for topic, _, value, _ in handler.outbox.records if topic == settings.topics.dlq]
+    assert [(r["reason"], r["source"]["offset"]) for r in parked] == [("processing_error", 0), ("processing_error", 1)]
+    assert "stored profile of 'u1' cannot be read" in parked[0]["detail"]
+    assert handler.counters.applied == 1 and set(handler.changed) == {"u2"}
+
+
+def test_an_encoder_that_fails_at_run_time_leaves_the_round_ranked_without_it(settings, monkeypatch):
+    class Broken:
+        version = "enc-broken"
+
+        def __getattr__(self, name):
+            raise RuntimeError("onnxruntime: invalid input")
+
+    handler = BatchHandler(settings, {}, PartitionState({}, settings), InMemoryItemIndex(settings), Counters(), now=0)
+    handler.process_round([ready(e, i) for i, e in enumerate(make_events())], Broken(), None)
+    assert handler.counters.encoder_failures == 1 and handler.counters.applied == len(make_events())
+    recs = [orjson.loads(value) for topic, _, value, _ in handler.outbox.records
+            if topic == settings.topics.recommendations]
+    assert len(recs) == len(make_events()) and all("encoder" not in r["model"] for r in recs)

@@ -40,6 +40,7 @@ class Counters:
     live_hits: int = 0
     shadow_judged: int = 0
     shadow_hits: int = 0
+    encoder_failures: int = 0  # rounds ranked without an encoder because it raised
 
 
 class PartitionState:
@@ -111,8 +112,14 @@ class BatchHandler:
     def encode(self, encoder: Encoder | None, valid: list[tuple[Ready, Event]]) -> list[UserEncoding | None]:
         if encoder is None or not valid:
             return [None] * len(valid)
-        return encode_batch(encoder, [event for _, event in valid], lambda user_id: self.profile(user_id).recent,
-                            self.settings.encoder_candidates)
+        try:
+            return encode_batch(encoder, [event for _, event in valid], lambda user_id: self.profile(user_id).recent,
+                                self.settings.encoder_candidates)
+        except Exception as exc:  # a model that fails at run time: rank this round without it, go on
+            self.counters.encoder_failures += 1
+            log.error("encoder %s failed on a round of %d events (%r): ranked without it",
+                      getattr(encoder, "version", "?"), len(valid), exc)
+            return [None] * len(valid)
 
     def process_round(self, ready: list[Ready], live: Encoder | None, shadow: Encoder | None,
                       content: ContentIndex | None = None) -> None:
@@ -129,7 +136,13 @@ class BatchHandler:
         shadow_encodings = self.encode(shadow, valid)
         for position, (item, event) in enumerate(valid):
             msg = item.event.message
-            profile = self.profile(event.user_id)
+            try:
+                profile = self.profile(event.user_id)
+            except Exception as exc:  # the user's stored profile cannot be read: park the event, go on
+                self.dead_letter(Rejection("processing_error", f"the stored profile of {event.user_id!r} cannot "
+                                           f"be read: {exc!r}", Source(msg.topic, msg.partition, msg.offset),
+                                           msg.key, msg.value))
+                continue
             late = profile.last_seen is not None and event.ts < profile.last_seen
             learners = self.learners.get(msg.partition)
             # All or nothing: a failure part-way through must not leave the event half-applied (its

@@ -66,6 +66,8 @@ PERMANENT = (MessageSizeTooLargeError, RecordTooLargeError, TopicAuthorizationFa
              redis_errors.AuthorizationError, redis_errors.NoPermissionError)
 #: The worker's exit status when the output refuses a batch for good (the orchestrator sees it).
 EXIT_OUTPUT_REFUSED = 70
+#: The worker's exit status when a batch fails outside the per-event guard (a bug: nothing is acknowledged).
+EXIT_BATCH_FAILED = 71
 
 
 def stop_worker(status: int) -> None:
@@ -158,8 +160,13 @@ class StreamWorker:
         while True:
             await self.ordered.changed.wait()
             self.ordered.changed.clear()
-            while await self.handle_batch():
-                pass
+            try:
+                while await self.handle_batch():
+                    pass
+            except Exception:  # outside any one event (those are dead-lettered): never acknowledge it
+                log.critical("a batch failed outside its events; stopping without acknowledging it, so its "
+                             "events are read again by the next worker", exc_info=True)
+                stop_worker(EXIT_BATCH_FAILED)
 
     async def handle_batch(self) -> bool:
         """Process and flush one output batch; False when nothing was ready."""
