@@ -199,3 +199,34 @@ def test_an_encoder_that_fails_at_run_time_leaves_the_round_ranked_without_it(se
     recs = [orjson.loads(value) for topic, _, value, _ in handler.outbox.records
             if topic == settings.topics.recommendations]
     assert len(recs) == len(make_events()) and all("encoder" not in r["model"] for r in recs)
+
+
+def test_a_rebalance_step_waits_for_a_batch_in_flight_but_not_past_the_rebalance_timeout():
+    import asyncio
+    import time
+
+    from stream_app.stream.worker import batch_finished_or_late
+
+    async def scenario():
+        lock = asyncio.Lock()
+        async with batch_finished_or_late(lock, "free") as held:
+            assert held and lock.locked()
+        assert not lock.locked()
+
+        async def batch(seconds):  # a batch whose output takes this long
+            async with lock:
+                await asyncio.sleep(seconds)
+
+        quick = asyncio.create_task(batch(0.2))
+        await asyncio.sleep(0.05)
+        async with batch_finished_or_late(lock, "after a quick batch", wait_s=2.0) as held:
+            assert held and quick.done()  # it waited for the batch to finish
+        stuck = asyncio.create_task(batch(30))  # retrying an outage
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        async with batch_finished_or_late(lock, "during an outage", wait_s=0.3) as held:
+            assert not held
+        assert time.monotonic() - started < 1.0 and lock.locked() and not stuck.done()
+        stuck.cancel()
+
+    asyncio.run(scenario())

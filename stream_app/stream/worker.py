@@ -14,6 +14,7 @@ and recovery from their changelogs) and timers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -21,7 +22,7 @@ import socket
 import tempfile
 import time
 from dataclasses import asdict
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import faust
 from aiokafka.errors import (
@@ -66,6 +67,8 @@ PERMANENT = (MessageSizeTooLargeError, RecordTooLargeError, TopicAuthorizationFa
              redis_errors.AuthorizationError, redis_errors.NoPermissionError)
 #: The worker's exit status when the output refuses a batch for good (the orchestrator sees it).
 EXIT_OUTPUT_REFUSED = 70
+#: How long a rebalance step waits for a batch in flight (the group's rebalance timeout is 6 s).
+REBALANCE_WAIT_S = 3.0
 #: The worker's exit status when a batch fails outside the per-event guard (a bug: nothing is acknowledged).
 EXIT_BATCH_FAILED = 71
 
@@ -74,6 +77,26 @@ def stop_worker(status: int) -> None:
     """Exit now, without acknowledging: the batch's input is read again by the next worker."""
     logging.shutdown()
     os._exit(status)
+
+
+@contextlib.asynccontextmanager
+async def batch_finished_or_late(lock: asyncio.Lock, what: str,
+                                 wait_s: float = REBALANCE_WAIT_S) -> AsyncIterator[bool]:
+    """Hold the batch lock for a rebalance step, or go on without it after `wait_s`: a batch only
+    holds it that long while its output retries an outage, and a rebalance that waited for that
+    would outlast the group's rebalance timeout and start a storm. The late batch touches no input
+    state any more; its output, if delivered after the partitions moved, repeats records that
+    recommendation ids and profile versions make harmless. Yields whether the lock is held."""
+    try:
+        await asyncio.wait_for(lock.acquire(), timeout=wait_s)
+    except asyncio.TimeoutError:
+        log.warning("%s: a batch has been delivering for over %.0fs (an outage?); going on without it", what, wait_s)
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()
 
 
 async def until_done(what: str, action: Callable[..., Awaitable[Any]], *args: Any,
@@ -213,11 +236,11 @@ class StreamWorker:
 
     async def partitions_revoked(self) -> None:
         self.partitions_ready = False
-        async with self.lock:
+        async with batch_finished_or_late(self.lock, "revoking partitions"):
             self.ordered.revoke()
 
     async def rebalance_complete(self) -> None:
-        async with self.lock:
+        async with batch_finished_or_late(self.lock, "taking up partitions"):
             self.partition_state.forget()
             self.ordered.assign(self.assigned_inputs(), transport.START_OFFSETS)
         self.partitions_ready = True
