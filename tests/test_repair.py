@@ -15,12 +15,17 @@ from stream_app.tools.replay import produce_events
 pytestmark = pytest.mark.integration
 
 
-def test_a_flushed_redis_is_rebuilt_from_the_profiles_topic(make_settings, start_worker, redis_client):
-    settings = make_settings()
-    events = synthetic_events(1500, users=40, items=200, prefix="repair")
-    expected = collections.Counter(e["user_id"] for e in events)
+def run_through_a_worker(settings, start_worker, count: int, users: int, prefix: str) -> collections.Counter:
+    """Synthetic events through one worker until committed; the events per user."""
+    events = synthetic_events(count, users=users, items=200, prefix=prefix)
     start_worker(settings)
     wait_committed(settings, produce_events(settings, events).marks, timeout=90)
+    return collections.Counter(e["user_id"] for e in events)
+
+
+def test_a_flushed_redis_is_rebuilt_from_the_profiles_topic(make_settings, start_worker, redis_client):
+    settings = make_settings()
+    expected = run_through_a_worker(settings, start_worker, 1500, 40, "repair")
 
     def counts() -> dict[str, int]:
         return {u: read_profile(redis_client, u, settings.namespace).get("event_count", 0) for u in expected}
@@ -46,10 +51,7 @@ def test_the_profile_and_repair_redis_commands(make_settings, start_worker, redi
     import sys
 
     settings = make_settings()
-    events = synthetic_events(300, users=5, items=50, prefix="cli")
-    expected = collections.Counter(e["user_id"] for e in events)
-    start_worker(settings)
-    wait_committed(settings, produce_events(settings, events).marks, timeout=90)
+    expected = run_through_a_worker(settings, start_worker, 300, 5, "cli")
     env = {**os.environ, **settings.to_env()}
 
     def cli(*args):
