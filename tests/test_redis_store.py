@@ -1,6 +1,8 @@
 import asyncio
 import uuid
 
+import pytest
+
 from stream_app.core.profile import Profile
 from stream_app.store.redis_store import ProfileStore, RedisStoreConfig, read_profile
 
@@ -47,3 +49,31 @@ def test_a_key_redis_refuses_is_skipped_and_logged_and_the_rest_of_the_batch_is_
     assert [read_profile(redis_client, u, namespace)["event_count"] for u in ("u1", "u2")] == [1, 1]
     assert redis_client.get(profile_key("squatter", namespace)) == b"not a hash"
     assert "WRONGTYPE" in caplog.text and profile_key("squatter", namespace) in caplog.text
+
+
+def test_a_refusal_that_is_not_the_keys_fault_is_raised_not_skipped(services, redis_client):
+    """A user the ACL forbids to write: every key would be 'refused'; skipping them all would leave
+    Redis silently stale, so the batch's write fails and the worker's retry loop reports it."""
+    from urllib.parse import urlsplit
+
+    import redis
+
+    user = f"reader-{uuid.uuid4().hex[:8]}"
+    redis_client.execute_command("ACL", "SETUSER", user, "on", ">pw", "~*", "+@read", "+eval", "+evalsha", "+script")
+    try:
+        address = urlsplit(services["REDIS_URL"])
+        store = ProfileStore(RedisStoreConfig(f"redis://{user}:pw@{address.hostname}:{address.port}/0",
+                                              namespace=f"store-test-{uuid.uuid4().hex[:12]}."))
+        profile = Profile(user_id="u1", version=1, event_count=1)
+
+        async def scenario():
+            try:
+                return await store.write_profiles([(profile, profile.to_json(internal=False))], now_ms=10)
+            finally:
+                await store.close()
+
+        with pytest.raises(redis.exceptions.ResponseError, match="can't run this command"):
+            asyncio.run(scenario())
+        assert store.refused == 0
+    finally:
+        redis_client.execute_command("ACL", "DELUSER", user)

@@ -70,13 +70,13 @@ class ProfileStore:
             count += 1
         if not count:
             return 0
-        # A key Redis refuses for good (another type under the name, say) is skipped, not retried: the
-        # profile table holds the truth, and one bad key must not stall every user of the partition.
+        # A key holding another type is skipped, not retried: the profile table holds the truth, and one
+        # bad key must not stall every user of the partition. Any other refusal is not the key's.
         results = await pipe.execute(raise_on_error=False)
         written = 0
         for (profile, _), result in zip(snapshots, results):
-            if isinstance(result, redis.exceptions.ConnectionError):
-                raise result  # the outage kind: the caller retries the whole batch
+            if isinstance(result, Exception) and "WRONGTYPE" not in str(result):
+                raise result  # not this key's fault (an outage, an ACL): the caller retries or stops
             if isinstance(result, Exception):
                 self.refused += 1
                 log.error("Redis refused the profile of %r (%s): delete the key %s; the user's next event "
