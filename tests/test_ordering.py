@@ -182,3 +182,68 @@ def test_sequential_rules_weigh_each_follower_by_its_distance_within_a_session()
     assert feed.index.followers("c") == {"a": 1.0}
     assert feed.index.followers("z") == {}
     assert "z" not in feed.index.followers("a") and "z" not in feed.index.followers("c")
+
+
+HOUR = 60 * MINUTE
+DAY = 24 * HOUR
+
+
+def days_log(days=5, per_day=120, seed=5):
+    """Events over several days: items of day d are i{d}-*, plus a few bought every day; users of day d
+    are d{d}-*, plus five who come every day."""
+    rng = random.Random(seed)
+    out = []
+    for day in range(days):
+        for n in range(per_day):
+            item = f"every-{rng.randrange(3)}" if n % 4 == 0 else f"i{day}-{rng.randrange(10)}"
+            user = f"u{rng.randrange(5)}" if n % 2 else f"d{day}-{rng.randrange(8)}"
+            out.append(Event(f"e{day}-{n}", user, item, rng.choice(["browse", "purchase"]),
+                             T0 + day * DAY + rng.randrange(0, 6 * HOUR)))
+    # an item back after two quiet days: evicted meanwhile, it starts afresh
+    out += [Event("back-1", "u0", "back", "purchase", T0 + HOUR), Event("back-2", "u1", "back", "purchase", T0 + 2 * DAY)]
+    return sorted(out, key=lambda e: e.ts)
+
+
+def fed(settings, log, step=1):
+    """The item feed as `evaluate` drives it: each epoch's events added once the epochs before it are
+    applied (here only every `step` epochs, as a worker may group them)."""
+    feed = ItemFeed(settings, InMemoryItemIndex(settings))
+    for event in log:
+        epoch = event.ts // MINUTE
+        if epoch % step == 0:
+            feed.advance(epoch - 1)
+        feed.add(event, partition_of(event.user_id, 8), epoch)
+    feed.advance(log[-1].ts // MINUTE)
+    return feed
+
+
+def test_items_idle_longer_than_item_idle_ms_leave_the_item_state_and_its_lists():
+    log = days_log()
+    kept = fed(Settings(), log)
+    bounded = fed(Settings(item_idle_ms=DAY), log)
+    assert kept.index.item_count() == 3 + 5 * 10 + 1
+    # what is left: the items of the last day and the ones bought every day, nothing older than a day
+    assert bounded.index.item_count() <= 3 + 2 * 10 and bounded.evicted_items >= 3 * 10
+    assert all(key[2:].startswith(("i3-", "i4-", "every-")) for key in bounded.index.store if key.startswith("i:"))
+    for key, ranked in bounded.index.store.items():
+        if key[:2] in ("p:", "t:", "c:"):
+            assert all(item.startswith(("i3-", "i4-", "every-")) for item, _ in ranked), key
+    assert set(bounded.index.popular()) <= {key[2:] for key in bounded.index.store if key.startswith("i:")}
+    assert bounded.summary()["evicted_items"] == bounded.evicted_items
+
+
+def test_eviction_passes_give_the_same_item_state_however_the_epochs_are_applied():
+    log = days_log()
+    settings = Settings(item_idle_ms=DAY)
+    at_once, stepwise = fed(settings, log), fed(settings, log, step=3 * 24 * 60)  # three days at once
+    assert at_once.index.store == stepwise.index.store and at_once.evicted_items == stepwise.evicted_items > 0
+
+
+def test_quiet_users_trails_are_dropped_without_changing_any_signal(monkeypatch):
+    log = days_log()
+    settings = Settings()
+    dropped = fed(settings, log, step=11)
+    monkeypatch.setattr(ItemFeed, "EVICT_EVERY_MS", 10**15)  # no pass
+    kept = fed(settings, log, step=11)
+    assert kept.index.store == dropped.index.store
+    assert len(dropped.users) < len(kept.users) == 5 + 5 * 8 and dropped.evicted_trails > 0

@@ -5,11 +5,13 @@ onnxruntime, torch) is imported when it runs, so a command loads only its own de
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-from ..config import Settings
+from ..config import Settings, state_dir
 from ..errors import StreamAppError
 
 
@@ -140,6 +142,27 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from ..tools.bench import run_bench
 
     return run_bench(args.events, args.users, args.items, args.timeout, args.rate, args.encoder)
+
+
+def cmd_chaos(args: argparse.Namespace) -> int:
+    from ..tools.chaos import ChaosPlan, run_chaos
+    from ..tools.chaos_checks import print_report
+
+    low, high = args.kill_every
+    if not 0 < low <= high or args.events <= 0 or args.rate <= 0 or args.poison_every <= 0:
+        raise StreamAppError("--events, --rate and --poison-every must be above 0, and --kill-every MIN MAX "
+                             "with 0 < MIN <= MAX (seconds)")
+    plan = ChaosPlan(events=args.events, users=args.users, items=args.items, rate=args.rate,
+                     kill_every_s=(low, high), poison_every=args.poison_every, seed=args.seed)
+    folder = state_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    log_dir = Path(tempfile.mkdtemp(prefix="chaos-", dir=folder))
+    report = run_chaos(plan, Settings.from_env(), log_dir, say=lambda line: print(line, file=sys.stderr))
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_report(report)
+    return 0 if report["passed"] else 1
 
 
 def cmd_synth(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ from ..tools.catalogue import FORMATS as CATALOGUE_FORMATS
 from ..tools.recorded import FORMATS
 from .commands import (
     cmd_bench,
+    cmd_chaos,
     cmd_content_bench,
     cmd_content_embed,
     cmd_content_export,
@@ -49,6 +50,7 @@ def parser() -> argparse.ArgumentParser:
     add_model_commands(sub)
     add_content_commands(sub)
     add_bench_command(sub)
+    add_chaos_command(sub)
     add_store_commands(sub)
     return p
 
@@ -187,6 +189,22 @@ def add_bench_command(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--encoder", action="store_true",
                    help="train a sequence encoder on the bench events first and run with it live (train extra)")
     b.set_defaults(fn=cmd_bench)
+
+
+def add_chaos_command(sub: argparse._SubParsersAction) -> None:
+    """chaos: the fault guarantees, measured."""
+    c = sub.add_parser("chaos", help="replay events while workers crash, join and leave, Redis restarts and the "
+                                     "broker pauses, with poison input; check nothing was lost or counted twice")
+    c.add_argument("--events", type=int, default=100_000)
+    c.add_argument("--users", type=int, default=2_000)
+    c.add_argument("--items", type=int, default=4_000)
+    c.add_argument("--rate", type=float, default=500.0, help="events per second to offer (default 500)")
+    c.add_argument("--kill-every", type=float, nargs=2, default=(10.0, 30.0), metavar=("MIN_S", "MAX_S"),
+                   help="seconds between SIGKILLs of a random worker, drawn uniformly (default 10 30)")
+    c.add_argument("--poison-every", type=int, default=500, help="one bad input per this many events")
+    c.add_argument("--seed", type=int, default=7)
+    c.add_argument("--json", action="store_true", help="print the report as JSON")
+    c.set_defaults(fn=cmd_chaos)
 
 
 def add_store_commands(sub: argparse._SubParsersAction) -> None:

@@ -262,6 +262,21 @@ class CachedItemIndex:
         return self._trending
 
 
+def evict_idle_items(store: dict[str, Any], before_ts: int) -> int:
+    """Drop every item whose last event is older than `before_ts` from a one-partition store: its entry
+    and its places in the popular, trending and category lists. Returns how many left. (Pairs naming
+    it in other items' entries stay until pruned: a candidate without an entry is only ranked lower.)"""
+    idle = {key[2:] for key, entry in store.items() if key.startswith("i:") and entry["ts"] < before_ts}
+    if not idle:
+        return 0
+    for item_id in idle:
+        del store[item_key(item_id)]
+    for key, value in store.items():
+        if key[:2] in ("p:", "t:", "c:"):
+            store[key] = [pair for pair in value if pair[0] not in idle]
+    return len(idle)
+
+
 class InMemoryItemIndex(CachedItemIndex):
     """The item state of one process (a worker's or evaluate's item feed): one partition; signals merge
     in on `apply`, and the derived lists are refreshed once per call."""
@@ -275,3 +290,9 @@ class InMemoryItemIndex(CachedItemIndex):
 
     def apply(self, signals: Iterable[Mapping[str, Any]]) -> None:
         self.store.update(apply_signals(self.store.get, signals, 0, self.settings))
+
+    def evict_idle(self, before_ts: int) -> int:
+        return evict_idle_items(self.store, before_ts)
+
+    def item_count(self) -> int:
+        return sum(1 for key in self.store if key.startswith("i:"))

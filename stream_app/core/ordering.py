@@ -227,6 +227,8 @@ class ItemFeed:
 
     #: Event ids remembered per user to drop redelivered input (a producer retry).
     DIGESTS_PER_USER = 16
+    #: How often (event time) idle users' trails and, with `item_idle_ms`, idle items are dropped.
+    EVICT_EVERY_MS = 3_600_000
 
     def __init__(self, settings: Settings, index: InMemoryItemIndex):
         self.settings = settings
@@ -237,6 +239,9 @@ class ItemFeed:
         self.late = 0
         self.duplicates = 0
         self.events = 0
+        self.evicted_items = 0
+        self.evicted_trails = 0
+        self._evicted_through_ms: int | None = None
 
     def add(self, event: Event, group: int, epoch: int) -> None:
         settings = self.settings
@@ -276,14 +281,56 @@ class ItemFeed:
             oldest = min(seen, key=seen.__getitem__)
             del seen[oldest]
 
+    def summary(self, top: int = 20) -> dict[str, Any]:
+        """What the item state holds, for operators and checks: the events in it, the input duplicates
+        dropped, the last epoch applied, and the most popular items with their shares (as ranked)."""
+        popular = sorted(self.index.popular().items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+        return {"events": self.events, "duplicates": self.duplicates, "late": self.late,
+                "applied_through": self.applied_through, "items": self.index.item_count(),
+                "users_followed": len(self.users), "evicted_items": self.evicted_items,
+                "evicted_trails": self.evicted_trails,
+                "popular": [[item, share] for item, share in popular]}
+
     def advance(self, through: int) -> None:
         """Make every epoch up to `through` visible."""
         if self.applied_through is not None and through <= self.applied_through:
             return
+        epoch_ms = self.settings.item_epoch_ms
         due = sorted(e for e in self.pending if e <= through)
+        evicted = False
         for epoch in due:
+            evicted |= self._evict_until(epoch * epoch_ms)
             buffers = self.pending.pop(epoch)
             self.index.apply(message for group in sorted(buffers) for _, message in buffers[group].messages())
-        if due:  # the derived lists and caches change only with the store
+        evicted |= self._evict_until((through + 1) * epoch_ms)  # every applied epoch is before this time
+        if due or evicted:  # the derived lists and caches change only with the store
             self.index.begin_batch()
         self.applied_through = through
+
+    def _evict_until(self, limit_ms: int) -> bool:
+        """One eviction pass at the last boundary (a multiple of EVICT_EVERY_MS) at or before `limit_ms`,
+        if not done yet. Passes run between epochs at those fixed event times, so every process evicts
+        from the same state, however its calls to `advance` group the epochs."""
+        boundary = limit_ms // self.EVICT_EVERY_MS * self.EVICT_EVERY_MS
+        if self._evicted_through_ms is not None and boundary <= self._evicted_through_ms:
+            return False
+        self._evicted_through_ms = boundary
+        return self._evict(boundary)
+
+    def _evict(self, now_ms: int) -> bool:
+        """Drop what can no longer matter, by event time. A user's trail, once the co-visitation window
+        and the session gap have passed since the user's last event (and the log names no session):
+        the next event would find it empty anyway, so this changes no signal. With `item_idle_ms`, items
+        idle that long."""
+        settings = self.settings
+        quiet = now_ms - max(settings.covis_window_ms, settings.session_gap_ms)
+        gone = [user_id for user_id, trail in self.users.items()
+                if trail.session_id is None and trail.last_ts is not None and trail.last_ts < quiet]
+        for user_id in gone:
+            del self.users[user_id]
+        self.evicted_trails += len(gone)
+        if not settings.item_idle_ms:
+            return False
+        items = self.index.evict_idle(now_ms - settings.item_idle_ms)
+        self.evicted_items += items
+        return items > 0

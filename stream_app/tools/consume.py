@@ -3,6 +3,7 @@ and the input lag of the workers' consumer group. Used by demo, bench and tests.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any, Iterable, Mapping
 
@@ -10,6 +11,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from ..config import Settings
 from ..errors import ServiceTimeout
+from ..stream.transport import true_end_offsets
 
 
 class TopicReader:
@@ -55,6 +57,32 @@ class TopicReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def read_to_end(settings: Settings, topic: str, timeout_s: float = 120.0) -> list[Any]:
+    """Every record of `topic` up to the end offsets at the start, in partition order."""
+    consumer = KafkaConsumer(bootstrap_servers=settings.require_kafka().split(","), enable_auto_commit=False,
+                             group_id=None, consumer_timeout_ms=200)
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or set())]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        # Tansu reports the base offset of a partition's last batch as its end: confirm by reading it
+        reported = asyncio.run(true_end_offsets(settings.require_kafka().split(","), consumer.end_offsets(tps)))
+        ends = {tp: end or 0 for tp, end in reported.items()}
+        records: list[Any] = []
+        deadline = time.monotonic() + timeout_s
+        while any(consumer.position(tp) < ends[tp] for tp in tps):
+            if time.monotonic() > deadline:
+                raise ServiceTimeout(f"read {len(records)} records of {topic} in {timeout_s:.0f}s without reaching "
+                                     "its end: is the broker up? (KAFKA_BOOTSTRAP_SERVERS)")
+            for tp, batch in consumer.poll(timeout_ms=500, max_records=5000).items():
+                records.extend(record for record in batch if record.offset < ends[tp])
+        return records
+    finally:
+        consumer.close()
 
 
 def committed_offsets(settings: Settings, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:

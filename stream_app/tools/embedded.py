@@ -60,11 +60,14 @@ def start_broker(port: int, log: Path) -> subprocess.Popen:
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
 
 
-def start_redis(port: int, log: Path) -> subprocess.Popen:
+def start_redis(port: int, log: Path, persist_dir: Path | None = None) -> subprocess.Popen:
+    """Redis on loopback; with `persist_dir`, every write is in its append-only file before it is
+    acknowledged, so a restart (even SIGKILL) loses nothing: what a production Redis is set up to do."""
+    persistence = (["--dir", str(persist_dir), "--appendonly", "yes", "--appendfsync", "always"]
+                   if persist_dir is not None else ["--save", "", "--appendonly", "no"])
     with open(log, "ab") as out:
         return subprocess.Popen(
-            [redis_binary(), "--bind", HOST, "--port", str(port), "--save", "", "--appendonly", "no",
-             "--protected-mode", "no"],
+            [redis_binary(), "--bind", HOST, "--port", str(port), *persistence, "--protected-mode", "no"],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
 
 

@@ -10,19 +10,16 @@ the user's key.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import redis
-from kafka import KafkaConsumer, TopicPartition
 
 from ..config import Settings
-from ..errors import ServiceTimeout
 from ..store.redis_store import profile_key, restore_profiles
-from ..stream.transport import true_end_offsets
+from .consume import read_to_end
 
 #: Snapshots written per Redis round trip.
 CHUNK = 1000
@@ -37,36 +34,12 @@ class RepairSummary:
     seconds: float = 0.0
 
 
-def latest_snapshots(settings: Settings, timeout_s: float = 120.0) -> tuple[dict[str, bytes | None], int]:
-    """Each user's last record on the profiles topic, read to the end offsets of the start."""
-    topic = settings.topics.profiles
-    consumer = KafkaConsumer(bootstrap_servers=settings.require_kafka().split(","), enable_auto_commit=False,
-                             group_id=None, consumer_timeout_ms=200)
-    try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        latest: dict[str, bytes | None] = {}
-        if not tps:
-            return latest, 0
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        # Tansu reports the base offset of a partition's last batch as its end: confirm by reading it
-        reported = asyncio.run(true_end_offsets(settings.require_kafka().split(","), consumer.end_offsets(tps)))
-        ends = {tp: end or 0 for tp, end in reported.items()}
-        read = 0
-        deadline = time.monotonic() + timeout_s
-        while any(consumer.position(tp) < ends[tp] for tp in tps):
-            if time.monotonic() > deadline:
-                raise ServiceTimeout(f"read {read} records of {topic} in {timeout_s:.0f}s without reaching its end: "
-                                     "is the broker up? (KAFKA_BOOTSTRAP_SERVERS)")
-            for tp, records in consumer.poll(timeout_ms=500, max_records=5000).items():
-                for record in records:
-                    if record.offset < ends[tp]:
-                        latest[record.key.decode("utf-8")] = record.value
-                        read += 1
-        return latest, read
-    finally:
-        consumer.close()
+def latest_snapshots(settings: Settings, timeout_s: float = 120.0, topic: str | None = None
+                     ) -> tuple[dict[str, bytes | None], int]:
+    """Each user's last record on the profiles topic (or on `topic`, keyed by user: the profile
+    table's changelog), read to the end offsets of the start."""
+    records = read_to_end(settings, topic or settings.topics.profiles, timeout_s)
+    return {record.key.decode("utf-8"): record.value for record in records}, len(records)
 
 
 def repair_redis(settings: Settings) -> RepairSummary:

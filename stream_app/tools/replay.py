@@ -82,7 +82,7 @@ class Produced:
     sent: dict[str, int] = field(default_factory=dict)
     marks: dict[TopicPartition, int] = field(default_factory=dict)
 
-    def _acked(self, metadata: Any) -> None:
+    def acked(self, metadata: Any) -> None:
         tp = TopicPartition(metadata.topic, metadata.partition)
         if metadata.offset + 1 > self.marks.get(tp, 0):
             self.marks[tp] = metadata.offset + 1
@@ -108,7 +108,7 @@ def produce_events(settings: Settings, events: Sequence[dict[str, Any]], rate: f
             if on_send is not None:
                 on_send(event)
             producer.send(topic, key=event["user_id"].encode(), value=orjson.dumps(event)).add_callback(
-                produced._acked)
+                produced.acked)
             sent[topic] = sent.get(topic, 0) + 1
             if progress is not None:
                 progress.update(i)
