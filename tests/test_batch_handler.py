@@ -29,7 +29,8 @@ def make_events() -> list[Event]:
 
 def ready(event: Event, offset: int) -> Ready:
     value = orjson.dumps({"event_id": event.event_id})
-    message = SimpleNamespace(topic="events.clicks", partition=0, offset=offset, key=USER.encode(), value=value)
+    message = SimpleNamespace(topic="events.clicks", partition=0, offset=offset, key=USER.encode(), value=value,
+                              timestamp=event.ts / 1000)
     return Ready(entry=None, event=SimpleNamespace(message=message), checked=event)
 
 

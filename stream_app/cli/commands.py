@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..config import Settings
+from ..config import Settings, redact_url
 from ..errors import StreamAppError
 
 
@@ -36,13 +36,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     from ..store.redis_store import worker_statuses
 
     settings = Settings.from_env()
-    print(f"KAFKA_BOOTSTRAP_SERVERS={settings.kafka_bootstrap_servers or '(not set)'}")
-    print(f"REDIS_URL={settings.redis_url or '(not set)'}")
+    print(f"KAFKA_BOOTSTRAP_SERVERS={redact_url(settings.kafka_bootstrap_servers)}")
+    print(f"REDIS_URL={redact_url(settings.redis_url)}")
     client = redis.Redis.from_url(settings.require_redis(), socket_connect_timeout=2)
     try:
         statuses = worker_statuses(client, settings.namespace)
     except redis.RedisError as exc:
-        raise StreamAppError(f"Redis at {settings.redis_url} does not answer ({exc}); "
+        raise StreamAppError(f"Redis at {redact_url(settings.redis_url)} does not answer ({exc}); "
                              "is `stream-app up` running?") from exc
     finally:
         client.close()
@@ -50,7 +50,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("no live workers (start one with `stream-app worker`)")
     for s in statuses:
         c = s["counters"]
-        print(f"worker {s['worker_id']}: {'ready' if s['ready'] else 'starting'}, partitions "
+        print(f"worker {s['worker_id']}: {'ready' if s['ready'] else 'starting'}, HTTP port {s.get('web_port', '-')}, "
+              f"partitions "
               f"{s['input_partitions']}, events {c['events']} (applied {c['applied']}, duplicates "
               f"{c['duplicates']}, rejected {c['rejected']}), recommendations {c['recommendations']}")
         models = s.get("models") or {}
@@ -118,7 +119,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     partitions = ensure_topics(settings)
-    run_worker(settings, partitions, args.web_port or free_port(), args.loglevel)
+    port = args.web_port or free_port()
+    print(f"stream-app worker: /metrics, /healthz and /readyz on port {port}", file=sys.stderr, flush=True)
+    run_worker(settings, partitions, port, args.loglevel)
     return 0
 
 

@@ -30,8 +30,11 @@ from . import decay
 Entry = dict[str, Any]
 
 
+ITEM_PREFIX = "i:"
+
+
 def item_key(item_id: str) -> str:
-    return f"i:{item_id}"
+    return f"{ITEM_PREFIX}{item_id}"
 
 
 def popular_key(partition: int) -> str:
@@ -275,3 +278,7 @@ class InMemoryItemIndex(CachedItemIndex):
 
     def apply(self, signals: Iterable[Mapping[str, Any]]) -> None:
         self.store.update(apply_signals(self.store.get, signals, 0, self.settings))
+
+    def item_count(self) -> int:
+        """Items in the state (beside the derived popular, trending and category lists)."""
+        return sum(key.startswith(ITEM_PREFIX) for key in self.store)

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import redis
 
-from ..config import Settings
+from ..config import Settings, redact_url
 from ..errors import ServiceTimeout
 from ..store.redis_store import read_profile
 from ..stream.model_control import publish
@@ -143,7 +143,7 @@ def run_demo(path: str | None, fmt: str | None, rate: float | None, timeout: flo
         settings = run.settings
         where = "embedded Tansu broker and Redis on loopback" if run.embedded else f"namespace {settings.namespace}"
         _say(f"  services  KAFKA_BOOTSTRAP_SERVERS={settings.kafka_bootstrap_servers} "
-             f"REDIS_URL={settings.redis_url} ({where})")
+             f"REDIS_URL={redact_url(settings.redis_url)} ({where})")
         manifest = train_demo_encoder(source, fmt, Path(settings.registry_dir))
         if manifest is not None:
             publish(settings, "live", manifest["version"])
