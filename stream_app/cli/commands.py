@@ -102,6 +102,25 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+    import socket
+
+    from ..logs import setup_logging
+    from ..store.read_api import run_read_api
+
+    settings = Settings.from_env()
+    setup_logging(settings.log_format, "info", f"serve:{socket.gethostname()}:{os.getpid()}")
+    redis_url = settings.require_redis()
+    print(f"stream-app serve: GET /profiles/USER[?min_version=N] and /healthz on {args.host}:{args.port}, "
+          f"from Redis {redact_url(redis_url)}", file=sys.stderr, flush=True)
+    try:
+        run_read_api(redis_url, settings.namespace, settings.read_wait_ms, args.host, args.port)
+    except OSError as exc:
+        raise StreamAppError(f"cannot listen on {args.host}:{args.port} ({exc}); pick another with --port") from None
+    return 0
+
+
 def cmd_repair_redis(args: argparse.Namespace) -> int:
     from ..tools.repair import repair_redis
 
@@ -120,7 +139,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     partitions = ensure_topics(settings)
     port = args.web_port or free_port()
-    print(f"stream-app worker: /metrics, /healthz and /readyz on port {port}", file=sys.stderr, flush=True)
+    if settings.log_format == "text":  # json: every line of the output is a log object (the worker logs it too)
+        print(f"stream-app worker: /metrics, /healthz and /readyz on port {port}", file=sys.stderr, flush=True)
     run_worker(settings, partitions, port, args.loglevel)
     return 0
 

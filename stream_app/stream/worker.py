@@ -407,6 +407,7 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
 def run_worker(settings: Settings, partitions: int, web_port: int, loglevel: str = "warn") -> None:
     """Run one worker in the foreground until SIGTERM/SIGINT."""
     app = build_app(settings, partitions, web_port)
+    logging.captureWarnings(True)  # library warnings become log lines too (one JSON object a line)
     worker = _Worker(app, loglevel=loglevel, quiet=True,
                      logging_config=logging_config(settings.log_format, loglevel, app.stream_worker.worker_id))
     # A batch sends more than Faust's 100-message producer buffer; the throttle is intended,
