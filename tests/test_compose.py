@@ -7,9 +7,9 @@ from pathlib import Path
 import yaml
 
 from stream_app.cli.main import parser
+from stream_app.config import ENV_PREFIX, Settings
 from stream_app.store.read_api import read_api
 from stream_app.stream.health import health_app
-from stream_app.config import ENV_PREFIX, Settings
 from stream_app.stream.topics import SINGLE_PARTITION, topic_specs
 from stream_app.tools.recorded import FORMATS
 
