@@ -15,13 +15,14 @@ import urllib.request
 import orjson
 from conftest import wait_until
 from kafka import KafkaProducer
-from prometheus_client.parser import text_string_to_metric_families
 
 from stream_app.tools.bench import synthetic_events
 from stream_app.tools.consume import TopicReader
 from stream_app.tools.embedded import free_port
 from stream_app.tools.processes import wait_ready_workers
 from stream_app.tools.replay import produce_events
+from stream_app.tools.scrape import Samples
+from stream_app.tools.scrape import scrape as scrape_url
 
 
 def get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
@@ -32,12 +33,8 @@ def get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
-def scrape(url: str) -> dict[tuple[str, tuple], float]:
-    """Every sample of one scrape: (name, sorted labels) -> value."""
-    status, body = get(f"{url}/metrics")
-    assert status == 200
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(body.decode()) for s in family.samples}
+def scrape(url: str) -> Samples:
+    return scrape_url(f"{url}/metrics")
 
 
 def by_label(samples: dict, name: str, label: str) -> dict[str, float]:

@@ -15,6 +15,7 @@ from stream_app.errors import ConfigError
 from stream_app.logs import logging_config
 from stream_app.stream.batch import Counters
 from stream_app.stream.metrics import Snapshot, WorkerMetrics
+from stream_app.tools.scrape import quantile
 
 SECRET = "s3cr3t-pw"
 
@@ -109,3 +110,13 @@ def test_metrics_are_the_counters_and_every_worker_has_its_own_registry():
     assert samples[("stream_app_user_freshness_seconds_count", ())] == 1
     assert samples[("stream_app_ready", ())] == 1
     assert b"stream_app_batch_size_count 0.0" in second.exposition()  # nothing observed in the first leaks
+
+
+def test_quantile_interpolates_within_a_bucket_as_prometheus_does():
+    samples = {("h_bucket", (("le", "0.1"),)): 50.0, ("h_bucket", (("le", "0.5"),)): 90.0,
+               ("h_bucket", (("le", "1.0"),)): 100.0, ("h_bucket", (("le", "+Inf"),)): 100.0}
+    assert quantile(samples, "h", 0.5) == 0.1
+    assert abs(quantile(samples, "h", 0.7) - 0.3) < 1e-9
+    assert abs(quantile(samples, "h", 0.99) - 0.95) < 1e-9
+    assert quantile({k: 0.0 for k in samples}, "h", 0.99) is None
+    assert quantile({**samples, ("h_bucket", (("le", "+Inf"),)): 200.0}, "h", 0.99) == 1.0
