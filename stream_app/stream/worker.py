@@ -408,7 +408,7 @@ def run_worker(settings: Settings, partitions: int, web_port: int, loglevel: str
     """Run one worker in the foreground until SIGTERM/SIGINT."""
     app = build_app(settings, partitions, web_port)
     logging.captureWarnings(True)  # library warnings become log lines too (one JSON object a line)
-    worker = _Worker(app, loglevel=loglevel, quiet=True,
+    worker = Worker(app, loglevel=loglevel, quiet=True,
                      logging_config=logging_config(settings.log_format, loglevel, app.stream_worker.worker_id))
     # A batch sends more than Faust's 100-message producer buffer; the throttle is intended,
     # its per-batch warning is noise.
@@ -416,7 +416,9 @@ def run_worker(settings: Settings, partitions: int, web_port: int, loglevel: str
     worker.execute_from_commandline()
 
 
-class _Worker(faust.Worker):
+class Worker(faust.Worker):
+    """Faust's worker, with the HTTP port opened first."""
+
     async def on_execute(self) -> None:
         # The HTTP port first: /healthz and /readyz answer while partitions are assigned and tables recovered.
         await self.app.stream_worker.start_http()
