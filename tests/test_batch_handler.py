@@ -69,6 +69,10 @@ def test_an_event_that_raises_leaves_profile_and_learners_as_if_it_never_came(se
     assert [(r["reason"], r["source"]["offset"]) for r in parked] == [("processing_error", 5)]
     assert "a bug in ranking" in parked[0]["detail"]
     assert handler.counters.applied == len(events) - 1 and handler.counters.duplicates == 0
+    # the breakdowns the metrics read: every input by topic and type, the dead letter by its reason
+    assert handler.counters.inputs == {"events.clicks": {"click": len(events)}}
+    assert handler.counters.dead_letters == {"processing_error": 1}
+    assert len(handler.recommended) == len(events) - 1
 
     without: dict = {}
     without_learners: dict = {}
@@ -113,9 +117,10 @@ def test_output_retries_an_outage_and_stops_on_a_refusal_no_retry_changes(monkey
             raise failures[len(calls) - 1]
         return "delivered"
 
+    retries = []  # what the worker counts as stream_app_output_retries_total
     assert asyncio.run(worker.until_done("deliver", deliver, [KafkaConnectionError(), KafkaConnectionError()],
-                                         max_backoff_s=0.01)) == "delivered"
-    assert len(calls) == 3
+                                         max_backoff_s=0.01, on_retry=lambda: retries.append(1))) == "delivered"
+    assert len(calls) == 3 and len(retries) == 2
     calls.clear()
     with pytest.raises(Stopped) as stopped:
         asyncio.run(worker.until_done("deliver", deliver, [MessageSizeTooLargeError()] * 5))
