@@ -102,6 +102,8 @@ def test_metrics_count_what_a_replay_sent_readyz_turns_ready_and_logs_are_json(m
     wait_until(lambda: sum(by_label(scrape(worker.url), "stream_app_consumer_lag", "partition").values()) == 0, 30,
                "the consumer lag to reach 0 once the worker commits")
     m = scrape(worker.url)
+    lag = {(dict(labels)["topic"], dict(labels)["partition"]) for (name, labels) in m if name == "stream_app_consumer_lag"}
+    assert lag == {(topic, str(p)) for topic in settings.topics.inputs for p in range(settings.partitions)}
     events_in = {(dict(labels)["topic"], dict(labels)["type"]): v
                  for (name, labels), v in m.items() if name == "stream_app_events_total"}
     assert events_in == dict(sent)
