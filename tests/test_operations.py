@@ -128,6 +128,17 @@ def test_metrics_count_what_a_replay_sent_readyz_turns_ready_and_logs_are_json(m
     assert {r["worker"] for r in records} == {f"{settings.app_id}:{socket.gethostname()}:{worker.pid}"}
 
 
+def test_a_worker_whose_port_is_taken_says_which_option_to_change(make_settings):
+    settings = make_settings()
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = cli(settings, "worker", "--web-port", str(port))
+    assert result.returncode == 2, result.stderr
+    assert f"cannot listen on port {port}" in result.stderr and "--web-port" in result.stderr
+
+
 def cli(settings, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "stream_app.cli", *args], capture_output=True, text=True,
                           env={**os.environ, **settings.to_env()}, timeout=60)

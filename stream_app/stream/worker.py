@@ -73,6 +73,8 @@ EXIT_OUTPUT_REFUSED = 70
 REBALANCE_WAIT_S = 3.0
 #: The worker's exit status when a batch fails outside the per-event guard (a bug: nothing is acknowledged).
 EXIT_BATCH_FAILED = 71
+#: The worker's exit status when its HTTP port is taken (the command line's usage-error status).
+EXIT_PORT_TAKEN = 2
 
 
 def stop_worker(status: int) -> None:
@@ -155,7 +157,12 @@ class StreamWorker:
         self.http: Any = None  # the HTTP port's runner (stream/health.py), from start_http
 
     async def start_http(self) -> None:
-        self.http = await health.serve(health.health_app(self.metrics.exposition, self.missing), self.web_port)
+        try:
+            self.http = await health.serve(health.health_app(self.metrics.exposition, self.missing), self.web_port)
+        except OSError as exc:
+            log.critical("cannot listen on port %d (%s): pick a free one with --web-port, or leave the option out "
+                         "for any free port", self.web_port, exc)
+            stop_worker(EXIT_PORT_TAKEN)
         log.info("metrics on http://%s:%d/metrics, /healthz, /readyz", socket.gethostname(), self.web_port)
 
     def missing(self) -> dict[str, str]:
@@ -404,18 +411,6 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
     return app
 
 
-def run_worker(settings: Settings, partitions: int, web_port: int, loglevel: str = "warn") -> None:
-    """Run one worker in the foreground until SIGTERM/SIGINT."""
-    app = build_app(settings, partitions, web_port)
-    logging.captureWarnings(True)  # library warnings become log lines too (one JSON object a line)
-    worker = Worker(app, loglevel=loglevel, quiet=True,
-                     logging_config=logging_config(settings.log_format, loglevel, app.stream_worker.worker_id))
-    # A batch sends more than Faust's 100-message producer buffer; the throttle is intended,
-    # its per-batch warning is noise.
-    logging.getLogger("faust.transport.producer").setLevel(logging.ERROR)
-    worker.execute_from_commandline()
-
-
 class Worker(faust.Worker):
     """Faust's worker, with the HTTP port opened first."""
 
@@ -423,3 +418,15 @@ class Worker(faust.Worker):
         # The HTTP port first: /healthz and /readyz answer while partitions are assigned and tables recovered.
         await self.app.stream_worker.start_http()
         await super().on_execute()
+
+
+def run_worker(settings: Settings, partitions: int, web_port: int, loglevel: str = "warn") -> None:
+    """Run one worker in the foreground until SIGTERM/SIGINT."""
+    app = build_app(settings, partitions, web_port)
+    logging.captureWarnings(True)  # library warnings become log lines too (one JSON object a line)
+    worker = Worker(app, loglevel=loglevel, quiet=True,
+                    logging_config=logging_config(settings.log_format, loglevel, app.stream_worker.worker_id))
+    # A batch sends more than Faust's 100-message producer buffer; the throttle is intended,
+    # its per-batch warning is noise.
+    logging.getLogger("faust.transport.producer").setLevel(logging.ERROR)
+    worker.execute_from_commandline()
