@@ -103,6 +103,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import logging
     import os
     import socket
 
@@ -112,8 +113,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     setup_logging(settings.log_format, "info", f"serve:{socket.gethostname()}:{os.getpid()}")
     redis_url = settings.require_redis()
-    print(f"stream-app serve: GET /profiles/USER[?min_version=N] and /healthz on {args.host}:{args.port}, "
-          f"from Redis {redact_url(redis_url)}", file=sys.stderr, flush=True)
+    logging.getLogger("stream_app.read_api").info("GET /profiles/USER[?min_version=N] and /healthz on %s:%d, from "
+                                                  "Redis %s", args.host, args.port, redact_url(redis_url))
     try:
         run_read_api(redis_url, settings.namespace, settings.read_wait_ms, args.host, args.port)
     except OSError as exc:
