@@ -299,8 +299,8 @@ _URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][\w+.-]*://)(?P<user>[^:/@\s]
 
 
 def redact_url(text: str | None) -> str:
-    """`text` with the password of every URL in it replaced by `***` (redis://:pw@host, user:pw@kafka),
-    for anything printed or logged: endpoints may carry credentials."""
+    """`text` with the password of every URL in it replaced by `***` (redis://:pw@host,
+    sasl_ssl://user:pw@broker), for anything printed or logged: endpoints may carry credentials."""
     if text is None:
         return "(not set)"
     return _URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)

@@ -58,7 +58,7 @@ def settings() -> Settings:
     return Settings(ranker_warm_up=2)
 
 
-def test_an_event_that_raises_leaves_profile_and_learners_as_if_it_never_came(settings, monkeypatch):
+def test_an_event_that_raises_leaves_profile_and_learners_as_if_it_never_came(settings, monkeypatch, caplog):
     events = make_events()
     failed = events[5]
     profiles: dict = {}
@@ -72,6 +72,8 @@ def test_an_event_that_raises_leaves_profile_and_learners_as_if_it_never_came(se
     # the breakdowns the metrics read: every input by topic and type, the dead letter by its reason
     assert handler.counters.inputs == {"events.clicks": {"click": len(events)}}
     assert handler.counters.dead_letters == {"processing_error": 1}
+    (logged,) = [r for r in caplog.records if r.getMessage().startswith("rejected ")]
+    assert (logged.event_id, logged.partition, logged.offset) == (failed.event_id, 0, 5)  # JSON log fields
     assert len(handler.recommended) == len(events) - 1
 
     without: dict = {}

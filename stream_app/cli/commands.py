@@ -51,8 +51,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     for s in statuses:
         c = s["counters"]
         print(f"worker {s['worker_id']}: {'ready' if s['ready'] else 'starting'}, HTTP port {s.get('web_port', '-')}, "
-              f"partitions "
-              f"{s['input_partitions']}, events {c['events']} (applied {c['applied']}, duplicates "
+              f"partitions {s['input_partitions']}, events {c['events']} (applied {c['applied']}, duplicates "
               f"{c['duplicates']}, rejected {c['rejected']}), recommendations {c['recommendations']}")
         models = s.get("models") or {}
         line = f"  encoder live {models.get('live') or 'none'}"

@@ -109,13 +109,14 @@ class BatchHandler:
         # (event time ms, input record's Kafka timestamp s) of each recommendation: its latency once delivered
         self.recommended: list[tuple[int, float]] = []
 
-    def dead_letter(self, rejection: Rejection) -> None:
+    def dead_letter(self, rejection: Rejection, event_id: str | None = None) -> None:
         counters = self.counters
         counters.rejected += 1
         counters.dead_letters[rejection.reason] = counters.dead_letters.get(rejection.reason, 0) + 1
+        where = {"topic": rejection.source.topic, "partition": rejection.source.partition,
+                 "offset": rejection.source.offset}
         log.warning("rejected %s: %s (%s)", rejection.source, rejection.reason, rejection.detail[:200],
-                    extra={"topic": rejection.source.topic, "partition": rejection.source.partition,
-                           "offset": rejection.source.offset})
+                    extra=where if event_id is None else {**where, "event_id": event_id})
         self.outbox.add(self.settings.topics.dlq, rejection.message_key(),
                         orjson.dumps(rejection.to_record(self.now)))
 
@@ -160,7 +161,7 @@ class BatchHandler:
             except Exception as exc:  # the user's stored profile cannot be read: park the event, go on
                 self.dead_letter(Rejection("processing_error", f"the stored profile of {event.user_id!r} cannot "
                                            f"be read: {exc!r}", Source(msg.topic, msg.partition, msg.offset),
-                                           msg.key, msg.value))
+                                           msg.key, msg.value), event.event_id)
                 continue
             late = profile.last_seen is not None and event.ts < profile.last_seen
             learners = self.learners.get(msg.partition)
@@ -179,7 +180,8 @@ class BatchHandler:
             except Exception as exc:  # a bug must not stop the partition: undo, then park the event
                 self.restore(event.user_id, profile_before, msg.partition, learners_before)
                 self.dead_letter(Rejection("processing_error", f"{exc!r}\n{traceback.format_exc(limit=3)}",
-                                           Source(msg.topic, msg.partition, msg.offset), msg.key, msg.value))
+                                           Source(msg.topic, msg.partition, msg.offset), msg.key, msg.value),
+                                 event.event_id)
                 continue
             if not outcome.applied:
                 counters.duplicates += 1

@@ -25,9 +25,9 @@ from .embedded import Embedded, free_port
 
 
 class WorkerProcess:
-    def __init__(self, settings: Settings, log_path: Path, loglevel: str = "info", web_port: int | None = None):
+    def __init__(self, settings: Settings, log_path: Path, loglevel: str = "info"):
         self.log_path = log_path
-        self.web_port = web_port or free_port()
+        self.web_port = free_port()
         log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **settings.to_env()}
         with open(log_path, "ab") as log:
