@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
@@ -54,8 +55,12 @@ class Freshness:
         for partition in set(self.last_applied) - partitions:
             del self.last_applied[partition]
 
-    def ages_s(self, now_ms: int) -> list[float]:
-        return [max(0, now_ms - ts) / 1000 for users in self.last_applied.values() for ts in users.values()]
+    def ages_s(self, now_ms: int) -> np.ndarray:
+        """Every tracked user's freshness, in seconds (numpy: a scrape must not stall the event loop for
+        long on a million users)."""
+        count = sum(len(users) for users in self.last_applied.values())
+        last = np.fromiter((ts for users in self.last_applied.values() for ts in users.values()), np.int64, count)
+        return np.maximum(0, now_ms - last) / 1000
 
 
 class WorkerMetrics:
@@ -96,12 +101,13 @@ def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, doc, value=value)
 
 
-def freshness_histogram(ages: list[float]) -> HistogramMetricFamily:
-    buckets = [(str(bound), sum(age <= bound for age in ages)) for bound in FRESHNESS_BUCKETS]
+def freshness_histogram(ages: np.ndarray) -> HistogramMetricFamily:
+    at_most = np.searchsorted(np.sort(ages), FRESHNESS_BUCKETS, side="right")  # cumulative, as `le` buckets are
+    buckets = [(str(bound), int(n)) for bound, n in zip(FRESHNESS_BUCKETS, at_most)]
     return HistogramMetricFamily("stream_app_user_freshness_seconds",
                                  "Now minus each user's last applied event time, over the users this worker "
                                  "applied events of since it took their partition (computed at the scrape)",
-                                 buckets=[*buckets, ("+Inf", len(ages))], sum_value=sum(ages))
+                                 buckets=[*buckets, ("+Inf", len(ages))], sum_value=float(ages.sum()))
 
 
 class _WorkerCollector:
@@ -118,7 +124,7 @@ class _WorkerCollector:
         ages = self.freshness.ages_s(int(time.time() * 1000))
         yield freshness_histogram(ages)
         yield _gauge("stream_app_user_freshness_oldest_seconds", "The largest user freshness (0: no user yet)",
-                     max(ages, default=0.0))
+                     float(ages.max()) if len(ages) else 0.0)
 
 
 def counter_families(c: Counters) -> Iterator[Metric]:
