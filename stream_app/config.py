@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -19,6 +20,7 @@ from .errors import ConfigError
 
 EVENT_TYPES = ("browse", "click", "purchase")
 REC_POLICIES = ("every", "purchase", "debounce")
+LOG_FORMATS = ("text", "json")
 ENV_PREFIX = "STREAM_APP_"
 
 
@@ -201,9 +203,16 @@ class Settings:
     # stable users a little (README, Evaluation); `evaluate` reports it on and off.
     drift_handling: bool = False
     drift_downweight: float = 8.0
+    # Operations: `text` log lines for people, `json` (one object a line) for a log pipeline; how long
+    # the read API waits for `?min_version=N` (read-your-writes) before answering 409.
+    log_format: str = "text"
+    read_wait_ms: int = 2000
     weights: EventWeights = field(default_factory=EventWeights)
 
     def __post_init__(self) -> None:
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(f"log_format={self.log_format!r} is not one of {', '.join(LOG_FORMATS)}: "
+                              f"set {ENV_PREFIX}LOG_FORMAT to one of them")
         if self.rec_policy not in REC_POLICIES:
             raise ConfigError(
                 f"rec_policy={self.rec_policy!r} is not one of {', '.join(REC_POLICIES)}: "
@@ -216,7 +225,7 @@ class Settings:
                      "pair_half_life_ms", "rules_steps", "session_gap_ms", "content_half_life_ms"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1 (set {ENV_PREFIX}{name.upper()})")
-        for name in ("max_idle_ms", "max_future_ms", "max_age_ms", "item_idle_ms"):
+        for name in ("max_idle_ms", "max_future_ms", "max_age_ms", "item_idle_ms", "read_wait_ms"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be 0 or more (set {ENV_PREFIX}{name.upper()})")
 
@@ -287,6 +296,17 @@ class Settings:
             redis_url = redis_url or embedded.get("REDIS_URL")
         return cls(kafka_bootstrap_servers=kafka, redis_url=redis_url,
                    weights=EventWeights(**weights), **values)
+
+
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][\w+.-]*://)(?P<user>[^:/@\s]*):(?P<secret>[^@/\s]+)@")
+
+
+def redact_url(text: str | None) -> str:
+    """`text` with the password of every URL in it replaced by `***` (redis://:pw@host,
+    sasl_ssl://user:pw@broker), for anything printed or logged: endpoints may carry credentials."""
+    if text is None:
+        return "(not set)"
+    return _URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
 
 
 def read_runtime_file(environ: Mapping[str, str] = os.environ) -> dict[str, str]:

@@ -29,7 +29,8 @@ def make_events() -> list[Event]:
 
 def ready(event: Event, offset: int) -> Ready:
     value = orjson.dumps({"event_id": event.event_id})
-    message = SimpleNamespace(topic="events.clicks", partition=0, offset=offset, key=USER.encode(), value=value)
+    message = SimpleNamespace(topic="events.clicks", partition=0, offset=offset, key=USER.encode(), value=value,
+                              timestamp=event.ts / 1000)
     return Ready(entry=None, event=SimpleNamespace(message=message), checked=event)
 
 
@@ -57,7 +58,7 @@ def settings() -> Settings:
     return Settings(ranker_warm_up=2)
 
 
-def test_an_event_that_raises_leaves_profile_and_learners_as_if_it_never_came(settings, monkeypatch):
+def test_an_event_that_raises_leaves_profile_and_learners_as_if_it_never_came(settings, monkeypatch, caplog):
     events = make_events()
     failed = events[5]
     profiles: dict = {}
@@ -68,6 +69,12 @@ def test_an_event_that_raises_leaves_profile_and_learners_as_if_it_never_came(se
     assert [(r["reason"], r["source"]["offset"]) for r in parked] == [("processing_error", 5)]
     assert "a bug in ranking" in parked[0]["detail"]
     assert handler.counters.applied == len(events) - 1 and handler.counters.duplicates == 0
+    # the breakdowns the metrics read: every input by topic and type, the dead letter by its reason
+    assert handler.counters.inputs == {"events.clicks": {"click": len(events)}}
+    assert handler.counters.dead_letters == {"processing_error": 1}
+    (logged,) = [r for r in caplog.records if r.getMessage().startswith("rejected ")]
+    assert (logged.event_id, logged.partition, logged.offset) == (failed.event_id, 0, 5)  # JSON log fields
+    assert len(handler.recommended) == len(events) - 1
 
     without: dict = {}
     without_learners: dict = {}
@@ -112,9 +119,10 @@ def test_output_retries_an_outage_and_stops_on_a_refusal_no_retry_changes(monkey
             raise failures[len(calls) - 1]
         return "delivered"
 
+    retries = []  # what the worker counts as stream_app_output_retries_total
     assert asyncio.run(worker.until_done("deliver", deliver, [KafkaConnectionError(), KafkaConnectionError()],
-                                         max_backoff_s=0.01)) == "delivered"
-    assert len(calls) == 3
+                                         max_backoff_s=0.01, on_retry=lambda: retries.append(1))) == "delivered"
+    assert len(calls) == 3 and len(retries) == 2
     calls.clear()
     with pytest.raises(Stopped) as stopped:
         asyncio.run(worker.until_done("deliver", deliver, [MessageSizeTooLargeError()] * 5))

@@ -106,6 +106,10 @@ def test_the_demo_replays_the_bundled_shop_sample_and_shows_profiles_in_words(se
     assert len(likes) == 2 and all(line.split(":", 1)[1].strip() for line in likes)
     assert "similar to " in out.stdout  # a reason in words, from the item text
     assert "Online Retail sample" in out.stdout  # the data's attribution
+    assert "/metrics (Prometheus text format" in out.stdout
+    scraped = next(line for line in out.stdout.splitlines() if line.startswith("one scrape of http://"))
+    assert "1,888 events in" in scraped and "1,888 recommendations, 0 dead letters" in scraped
+    assert "consumer lag 0;" in scraped and "p99 latency -" not in scraped
 
 
 def test_bench_measures_every_event_it_sent(services, tmp_path):

@@ -8,10 +8,13 @@ import yaml
 
 from stream_app.cli.main import parser
 from stream_app.config import ENV_PREFIX, Settings
+from stream_app.store.read_api import read_api
+from stream_app.stream.health import health_app
 from stream_app.stream.topics import SINGLE_PARTITION, topic_specs
 from stream_app.tools.recorded import FORMATS
 
-COMPOSE = Path(__file__).resolve().parent.parent / "docker-compose.yml"
+REPO = Path(__file__).resolve().parent.parent
+COMPOSE = REPO / "docker-compose.yml"
 
 
 def load():
@@ -65,3 +68,50 @@ def test_replay_job_runs_a_valid_replay_command():
     args = parser().parse_args(shlex.split(command)[1:])
     assert args.command == "replay" and args.format in FORMATS
     assert "otto-sample.jsonl" in env["REPLAY_FILE"]
+
+
+def workers(services: dict) -> dict[str, int]:
+    """Each worker service and its HTTP port, as its command gives it to the CLI."""
+    found = {}
+    for name, service in services.items():
+        command = service.get("command") or []
+        if command[:2] == ["stream-app", "worker"]:
+            found[name] = parser().parse_args(command[1:]).web_port
+    return found
+
+
+def routes(app=None) -> set[str]:
+    """The paths an HTTP app answers (default: a worker's port)."""
+    app = app or health_app(bytes, dict)  # stand-in callables: only the routes are read
+    return {route.resource.canonical for route in app.router.routes()}
+
+
+def test_prometheus_scrapes_every_worker_on_its_port_at_the_path_the_worker_serves():
+    services = load()["services"]
+    ports = workers(services)
+    assert set(ports) == {"worker-1", "worker-2"} and all(ports.values())
+    prometheus = services["prometheus"]
+    mounted = dict(v.split(":")[:2] for v in prometheus["volumes"])
+    assert mounted["./deploy/prometheus.yml"] == "/etc/prometheus/prometheus.yml"
+    config = yaml.safe_load((REPO / "deploy" / "prometheus.yml").read_text())
+    jobs = config["scrape_configs"]
+    targets = {t for job in jobs for group in job["static_configs"] for t in group["targets"]}
+    assert targets == {f"{name}:{port}" for name, port in ports.items()}
+    assert {job.get("metrics_path", "/metrics") for job in jobs} == {"/metrics"} and "/metrics" in routes()
+    for name, port in ports.items():
+        assert str(port) in services[name]["expose"]
+
+
+def test_workers_and_the_read_api_have_healthchecks_on_their_own_ports():
+    services = load()["services"]
+    for name, port in workers(services).items():
+        check = " ".join(services[name]["healthcheck"]["test"])
+        assert f"http://localhost:{port}/readyz" in check and "/readyz" in routes()
+    serve = services["serve"]
+    args = parser().parse_args(serve["command"][1:])
+    assert args.command == "serve" and args.port == parser().parse_args(["serve"]).port
+    assert f"{args.port}:{args.port}" in serve["ports"]
+    assert f"http://localhost:{args.port}/healthz" in " ".join(serve["healthcheck"]["test"])
+    assert {"/healthz", "/profiles/{user_id}"} <= routes(read_api("redis://redis:6379/0", "", 0))
+    assert services["replay"]["depends_on"]["worker-1"]["condition"] == "service_healthy"
+    assert Settings.from_env(serve["environment"]).log_format == "json"

@@ -14,6 +14,7 @@ PACKAGE = REPO / "stream_app"
 CORE = sorted(".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
               for path in (PACKAGE / "core").rglob("*.py"))
 FORBIDDEN_IN_CORE = ["faust", "aiokafka", "kafka", "redis", "torch", "transformers", "tokenizers", "onnxruntime",
+                     "prometheus_client", "aiohttp",
                      *(f"stream_app.{part}" for part in ("cli", "stream", "store", "serving", "tools", "evaluate"))]
 
 

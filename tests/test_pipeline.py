@@ -23,6 +23,7 @@ from stream_app.tools.embedded import free_port, start_redis, wait_for_redis
 from stream_app.tools.processes import wait_ready_workers
 from stream_app.tools.recorded import load_sorted
 from stream_app.tools.replay import produce_events, replay
+from stream_app.tools.scrape import scrape, total
 
 
 def read_all(bootstrap: str, topic: str, expected: int, timeout: float = 60.0) -> list:
@@ -236,6 +237,9 @@ def test_a_redis_outage_stalls_the_worker_without_losing_anything(make_settings,
                    "the worker to meet the outage")  # it retries; it must neither die nor commit past it
         time.sleep(1.0)  # a commit interval: a commit past the outage would land by now
         assert worker.alive()
+        metrics = scrape(f"{worker.url}/metrics")  # the outage as an operator's dashboard sees it
+        assert total(metrics, "stream_app_output_retries_total", output="redis") >= 1
+        assert total(metrics, "stream_app_output_retries_total", output="kafka") == 0
         committed = committed_offsets(settings, marks)
         grown = [tp for tp, mark in marks.items() if mark > before.get(tp, 0)]
         assert grown and all(committed[tp] < marks[tp] for tp in grown), committed

@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..config import Settings, state_dir
+from ..config import Settings, redact_url, state_dir
 from ..errors import StreamAppError
 
 
@@ -38,13 +38,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     from ..store.redis_store import worker_statuses
 
     settings = Settings.from_env()
-    print(f"KAFKA_BOOTSTRAP_SERVERS={settings.kafka_bootstrap_servers or '(not set)'}")
-    print(f"REDIS_URL={settings.redis_url or '(not set)'}")
+    print(f"KAFKA_BOOTSTRAP_SERVERS={redact_url(settings.kafka_bootstrap_servers)}")
+    print(f"REDIS_URL={redact_url(settings.redis_url)}")
     client = redis.Redis.from_url(settings.require_redis(), socket_connect_timeout=2)
     try:
         statuses = worker_statuses(client, settings.namespace)
     except redis.RedisError as exc:
-        raise StreamAppError(f"Redis at {settings.redis_url} does not answer ({exc}); "
+        raise StreamAppError(f"Redis at {redact_url(settings.redis_url)} does not answer ({exc}); "
                              "is `stream-app up` running?") from exc
     finally:
         client.close()
@@ -52,8 +52,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("no live workers (start one with `stream-app worker`)")
     for s in statuses:
         c = s["counters"]
-        print(f"worker {s['worker_id']}: {'ready' if s['ready'] else 'starting'}, partitions "
-              f"{s['input_partitions']}, events {c['events']} (applied {c['applied']}, duplicates "
+        print(f"worker {s['worker_id']}: {'ready' if s['ready'] else 'starting'}, HTTP port {s.get('web_port', '-')}, "
+              f"partitions {s['input_partitions']}, events {c['events']} (applied {c['applied']}, duplicates "
               f"{c['duplicates']}, rejected {c['rejected']}), recommendations {c['recommendations']}")
         models = s.get("models") or {}
         line = f"  encoder live {models.get('live') or 'none'}"
@@ -103,6 +103,26 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+    import os
+    import socket
+
+    from ..logs import setup_logging
+    from ..store.read_api import run_read_api
+
+    settings = Settings.from_env()
+    setup_logging(settings.log_format, "info", f"serve:{socket.gethostname()}:{os.getpid()}")
+    redis_url = settings.require_redis()
+    logging.getLogger("stream_app.read_api").info("GET /profiles/USER[?min_version=N] and /healthz on %s:%d, from "
+                                                  "Redis %s", args.host, args.port, redact_url(redis_url))
+    try:
+        run_read_api(redis_url, settings.namespace, settings.read_wait_ms, args.host, args.port)
+    except OSError as exc:
+        raise StreamAppError(f"cannot listen on {args.host}:{args.port} ({exc}); pick another with --port") from None
+    return 0
+
+
 def cmd_repair_redis(args: argparse.Namespace) -> int:
     from ..tools.repair import repair_redis
 
@@ -120,7 +140,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     partitions = ensure_topics(settings)
-    run_worker(settings, partitions, args.web_port or free_port(), args.loglevel)
+    port = args.web_port or free_port()
+    if settings.log_format == "text":  # json: every line of the output is a log object (the worker logs it too)
+        print(f"stream-app worker: /metrics, /healthz and /readyz on port {port}", file=sys.stderr, flush=True)
+    run_worker(settings, partitions, port, args.loglevel)
     return 0
 
 

@@ -22,6 +22,7 @@ from .commands import (
     cmd_profile,
     cmd_repair_redis,
     cmd_replay,
+    cmd_serve,
     cmd_status,
     cmd_synth,
     cmd_train,
@@ -61,7 +62,8 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
     sub.add_parser("down", help="stop what `up` started").set_defaults(fn=cmd_down)
     sub.add_parser("status", help="the endpoints in use and the live workers").set_defaults(fn=cmd_status)
     w = sub.add_parser("worker", help="run one stream worker (several share the partitions)")
-    w.add_argument("--web-port", type=int, default=0, help="Faust's web port (default: a free one)")
+    w.add_argument("--web-port", type=int, default=0,
+                   help="the HTTP port of /metrics, /healthz and /readyz (default: a free one, printed at start)")
     w.add_argument("--loglevel", default="warn", choices=["crit", "error", "warn", "info", "debug"])
     w.set_defaults(fn=cmd_worker)
     r = sub.add_parser("replay", help="produce a recorded log to the input topics in timestamp order")
@@ -213,6 +215,10 @@ def add_store_commands(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("user_id")
     pr.add_argument("--json", action="store_true", help="the stored record as JSON instead")
     pr.set_defaults(fn=cmd_profile)
+    se = sub.add_parser("serve", help="the profiles over HTTP from Redis: GET /profiles/USER[?min_version=N]")
+    se.add_argument("--port", type=int, default=8080)
+    se.add_argument("--host", default="0.0.0.0")
+    se.set_defaults(fn=cmd_serve)
     sub.add_parser("repair-redis", help="rebuild the Redis mirror from the compacted profiles topic "
                                         "(never rolls back a newer profile)").set_defaults(fn=cmd_repair_redis)
 

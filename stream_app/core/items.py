@@ -30,8 +30,11 @@ from . import decay
 Entry = dict[str, Any]
 
 
+ITEM_PREFIX = "i:"
+
+
 def item_key(item_id: str) -> str:
-    return f"i:{item_id}"
+    return f"{ITEM_PREFIX}{item_id}"
 
 
 def popular_key(partition: int) -> str:
@@ -266,7 +269,7 @@ def evict_idle_items(store: dict[str, Any], before_ts: int) -> int:
     """Drop every item whose last event is older than `before_ts` from a one-partition store: its entry
     and its places in the popular, trending and category lists. Returns how many left. (Pairs naming
     it in other items' entries stay until pruned: a candidate without an entry is only ranked lower.)"""
-    idle = {key[2:] for key, entry in store.items() if key.startswith("i:") and entry["ts"] < before_ts}
+    idle = {key[2:] for key, entry in store.items() if key.startswith(ITEM_PREFIX) and entry["ts"] < before_ts}
     if not idle:
         return 0
     for item_id in idle:
@@ -295,4 +298,5 @@ class InMemoryItemIndex(CachedItemIndex):
         return evict_idle_items(self.store, before_ts)
 
     def item_count(self) -> int:
-        return sum(1 for key in self.store if key.startswith("i:"))
+        """Items in the state (beside the derived popular, trending and category lists)."""
+        return sum(key.startswith(ITEM_PREFIX) for key in self.store)

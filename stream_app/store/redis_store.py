@@ -119,7 +119,16 @@ def worker_statuses(client: redis.Redis, namespace: str = "") -> list[dict[str, 
 
 def read_profile(client: redis.Redis, user_id: str, namespace: str = "") -> dict[str, Any]:
     """The stored hash, decoded (empty when the user is unknown), for tools and tests."""
-    raw = client.hgetall(profile_key(user_id, namespace))
+    return decode_profile(client.hgetall(profile_key(user_id, namespace)))
+
+
+async def read_profile_async(client: aioredis.Redis, user_id: str, namespace: str = "") -> dict[str, Any]:
+    """`read_profile` for the read API (`stream-app serve`)."""
+    return decode_profile(await client.hgetall(profile_key(user_id, namespace)))
+
+
+def decode_profile(raw: dict[bytes, bytes]) -> dict[str, Any]:
+    """What `stream-app profile --json` prints and the read API answers: the hash's fields, decoded."""
     if not raw:
         return {}
     return {"event_count": int(raw[b"event_count"]), "profile_version": int(raw[b"profile_version"]),

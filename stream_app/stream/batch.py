@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -41,6 +41,18 @@ class Counters:
     shadow_judged: int = 0
     shadow_hits: int = 0
     encoder_failures: int = 0  # rounds ranked without an encoder because it raised
+    # The same counts broken down, for the metrics (stream/metrics.py): input topic -> event type ->
+    # events ("invalid": rejected before its type was known), and dead letters by reason
+    inputs: dict[str, dict[str, int]] = field(default_factory=dict)
+    dead_letters: dict[str, int] = field(default_factory=dict)
+    # Failed attempts to deliver a batch's output, each retried (an outage stalls the worker)
+    kafka_retries: int = 0
+    redis_retries: int = 0
+
+    def count_input(self, topic: str, event_type: str) -> None:
+        self.events += 1
+        by_type = self.inputs.setdefault(topic, {})
+        by_type[event_type] = by_type.get(event_type, 0) + 1
 
 
 class PartitionState:
@@ -94,10 +106,17 @@ class BatchHandler:
         self.mirror: set[str] = set()  # unchanged profiles to write to Redis again
         self.used_learners: set[int] = set()
         self.events: list[Any] = []  # Faust events to acknowledge after the flush
+        # (event time ms, input record's Kafka timestamp s) of each recommendation: its latency once delivered
+        self.recommended: list[tuple[int, float]] = []
 
-    def dead_letter(self, rejection: Rejection) -> None:
-        self.counters.rejected += 1
-        log.warning("rejected %s: %s (%s)", rejection.source, rejection.reason, rejection.detail[:200])
+    def dead_letter(self, rejection: Rejection, event_id: str | None = None) -> None:
+        counters = self.counters
+        counters.rejected += 1
+        counters.dead_letters[rejection.reason] = counters.dead_letters.get(rejection.reason, 0) + 1
+        where = {"topic": rejection.source.topic, "partition": rejection.source.partition,
+                 "offset": rejection.source.offset}
+        log.warning("rejected %s: %s (%s)", rejection.source, rejection.reason, rejection.detail[:200],
+                    extra=where if event_id is None else {**where, "event_id": event_id})
         self.outbox.add(self.settings.topics.dlq, rejection.message_key(),
                         orjson.dumps(rejection.to_record(self.now)))
 
@@ -126,9 +145,10 @@ class BatchHandler:
         counters = self.counters
         valid: list[tuple[Ready, Event]] = []
         for item in ready:
-            counters.events += 1
+            rejected = isinstance(item.checked, Rejection)
+            counters.count_input(item.event.message.topic, "invalid" if rejected else item.checked.type)
             self.events.append(item.event)
-            if isinstance(item.checked, Rejection):
+            if rejected:
                 self.dead_letter(item.checked)
             else:
                 valid.append((item, item.checked))
@@ -141,7 +161,7 @@ class BatchHandler:
             except Exception as exc:  # the user's stored profile cannot be read: park the event, go on
                 self.dead_letter(Rejection("processing_error", f"the stored profile of {event.user_id!r} cannot "
                                            f"be read: {exc!r}", Source(msg.topic, msg.partition, msg.offset),
-                                           msg.key, msg.value))
+                                           msg.key, msg.value), event.event_id)
                 continue
             late = profile.last_seen is not None and event.ts < profile.last_seen
             learners = self.learners.get(msg.partition)
@@ -160,7 +180,8 @@ class BatchHandler:
             except Exception as exc:  # a bug must not stop the partition: undo, then park the event
                 self.restore(event.user_id, profile_before, msg.partition, learners_before)
                 self.dead_letter(Rejection("processing_error", f"{exc!r}\n{traceback.format_exc(limit=3)}",
-                                           Source(msg.topic, msg.partition, msg.offset), msg.key, msg.value))
+                                           Source(msg.topic, msg.partition, msg.offset), msg.key, msg.value),
+                                 event.event_id)
                 continue
             if not outcome.applied:
                 counters.duplicates += 1
@@ -177,6 +198,7 @@ class BatchHandler:
                 self.used_learners.add(msg.partition)
             if outcome.recommendation is not None:
                 counters.recommendations += 1
+                self.recommended.append((event.ts, msg.timestamp))
                 self.outbox.add(self.settings.topics.recommendations, msg.key, orjson.dumps(outcome.recommendation))
 
     def restore(self, user_id: str, profile_json: bytes, partition: int, learners_dump: str | None) -> None:

@@ -39,10 +39,12 @@ from redis.exceptions import RedisError
 
 from ..config import Settings
 from ..core.items import InMemoryItemIndex
+from ..logs import logging_config
 from ..store.redis_store import ProfileStore, RedisStoreConfig
-from . import transport
+from . import health, transport
 from .batch import BatchHandler, Counters, PartitionState
 from .catalogue_feed import CatalogueFeed
+from .metrics import Snapshot, WorkerMetrics
 from .model_control import ModelWatcher
 from .ordered_input import OrderedInput
 from .output import BatchProducer
@@ -71,6 +73,8 @@ EXIT_OUTPUT_REFUSED = 70
 REBALANCE_WAIT_S = 3.0
 #: The worker's exit status when a batch fails outside the per-event guard (a bug: nothing is acknowledged).
 EXIT_BATCH_FAILED = 71
+#: The worker's exit status when its HTTP port is taken (the command line's usage-error status).
+EXIT_PORT_TAKEN = 2
 
 
 def stop_worker(status: int) -> None:
@@ -100,7 +104,7 @@ async def batch_finished_or_late(lock: asyncio.Lock, what: str,
 
 
 async def until_done(what: str, action: Callable[..., Awaitable[Any]], *args: Any,
-                     max_backoff_s: float = 10.0) -> Any:
+                     max_backoff_s: float = 10.0, on_retry: Callable[[], None] = lambda: None) -> Any:
     """Retry an output step until it succeeds. The batch's events stay unacknowledged meanwhile, so
     an outage of Redis or the broker stalls the worker (backpressure) instead of losing effects.
     A retried Kafka delivery may repeat records: recommendation ids and profile versions make
@@ -115,6 +119,7 @@ async def until_done(what: str, action: Callable[..., Awaitable[Any]], *args: An
                          "the ACLs or the credentials); stopping without acknowledging the batch", what, exc)
             stop_worker(EXIT_OUTPUT_REFUSED)
         except RETRYABLE as exc:
+            on_retry()
             log.error("cannot %s (%r); retrying in %.1fs", what, exc, backoff)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, max_backoff_s)
@@ -125,7 +130,7 @@ class StreamWorker:
     follows) and what it does; `build_app` hands these methods to Faust as tasks, the input agent, a
     timer and rebalance and shutdown handlers."""
 
-    def __init__(self, app: faust.App, settings: Settings, partitions: int, datadir: str):
+    def __init__(self, app: faust.App, settings: Settings, partitions: int, datadir: str, web_port: int = 0):
         self.app = app
         self.settings = settings
         self.datadir = datadir  # Faust's folder, removed at shutdown
@@ -146,6 +151,55 @@ class StreamWorker:
         self.stream: faust.StreamT | None = None  # the input agent's stream, which acknowledges events
         self.worker_id = f"{settings.app_id}:{socket.gethostname()}:{os.getpid()}"
         self.partitions_ready = False  # partitions assigned and tables recovered
+        self.processing = False  # past the start-up waits for the models and the catalogue
+        self.metrics = WorkerMetrics(self.snapshot)
+        self.web_port = web_port
+        self.http: Any = None  # the HTTP port's runner (stream/health.py), from start_http
+
+    async def start_http(self) -> None:
+        try:
+            self.http = await health.serve(health.health_app(self.metrics.exposition, self.missing), self.web_port)
+        except OSError as exc:
+            log.critical("cannot listen on port %d (%s): pick a free one with --web-port, or leave the option out "
+                         "for any free port", self.web_port, exc)
+            stop_worker(EXIT_PORT_TAKEN)
+        log.info("metrics on http://%s:%d/metrics, /healthz, /readyz", socket.gethostname(), self.web_port)
+
+    def missing(self) -> dict[str, str]:
+        """What the worker waits for before it takes events (empty: ready), for /readyz and the status."""
+        waiting = {}
+        if not self.partitions_ready:
+            waiting["partitions"] = "input partitions not assigned, or their tables not recovered yet"
+        if not self.processing:
+            if not self.models_ready.is_set():
+                waiting["models"] = "the model control topic not read yet"
+            if not self.catalogue_ready.is_set():
+                waiting["catalogue"] = "the item catalogue not embedded by the content model yet"
+            waiting.setdefault("processing", "the input loop has not started")
+        return waiting
+
+    def snapshot(self) -> Snapshot:
+        owned = self.assigned_inputs()
+        return Snapshot(self.counters, self.ordered.status(), self.watcher.status(), self.catalogue.status(),
+                        self.missing(), lag=self.lag(), users=len(self.profile_table.data),
+                        items=self.index.item_count(),
+                        ranker_labels={p: learners.ranker.labels for p, learners in self.partition_state.loaded.items()
+                                       if p in owned})
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Per owned input partition: the consumer's high watermark minus the group's committed offset."""
+        consumer, lag = self.app.consumer, {}
+        for tp in self.app.assignor.assigned_actives():
+            if tp.topic not in self.settings.topics.inputs:
+                continue
+            try:
+                highwater = consumer.highwater(tp)
+            except Exception:  # not fetched yet: no figure rather than a wrong one
+                continue
+            if highwater is not None:
+                # Faust keeps the last commit only in this private map (`.get`: it is a defaultdict)
+                lag[(tp.topic, tp.partition)] = max(0, highwater - (consumer._committed_offset.get(tp) or 0))
+        return lag
 
     async def follow_models(self) -> None:
         # the control topic is how models change: keep following it through broker hiccups
@@ -179,6 +233,7 @@ class StreamWorker:
         except asyncio.TimeoutError:
             log.error("the item catalogue was not indexed within %ds; starting with what is indexed", CATALOGUE_WAIT_S)
             self.catalogue_ready.set()
+        self.processing = True
         await self.publish_status()
         while True:
             await self.ordered.changed.wait()
@@ -195,6 +250,7 @@ class StreamWorker:
         """Process and flush one output batch; False when nothing was ready."""
         settings, ordered = self.settings, self.ordered
         async with self.lock:
+            started = time.perf_counter()
             handler = BatchHandler(settings, self.profile_table.data, self.partition_state, self.index, self.counters,
                                    now_ms())
             live, shadow = self.watcher.live, self.watcher.shadow  # one model per role for the whole batch
@@ -212,11 +268,22 @@ class StreamWorker:
                 return False
             to_redis = handler.snapshots(self.profile_table.changelog_topic_name, self.learner_table.data,
                                          self.learner_table.changelog_topic_name)
-            await asyncio.gather(until_done("deliver to Kafka", self.output.deliver, handler.outbox),
-                                 until_done("write to Redis", self.store.write_profiles, to_redis, handler.now))
+            await asyncio.gather(until_done("deliver to Kafka", self.output.deliver, handler.outbox,
+                                            on_retry=self.counted("kafka_retries")),
+                                 until_done("write to Redis", self.store.write_profiles, to_redis, handler.now,
+                                            on_retry=self.counted("redis_retries")))
             for event in handler.events:
                 await self.stream.ack(event)
+            self.metrics.observe_batch(len(handler.events), time.perf_counter() - started, handler.recommended,
+                                       time.time())
+            for user_id, (profile, partition) in handler.changed.items():
+                self.metrics.freshness.applied(user_id, partition, profile.last_seen)
             return True
+
+    def counted(self, counter: str) -> Callable[[], None]:
+        def count() -> None:
+            setattr(self.counters, counter, getattr(self.counters, counter) + 1)
+        return count
 
     def assigned_inputs(self) -> set[int]:
         return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic in self.settings.topics.inputs}
@@ -225,8 +292,9 @@ class StreamWorker:
         try:
             await self.store.publish_worker_status(self.worker_id, {
                 "worker_id": self.worker_id, "app_id": self.settings.app_id, "pid": os.getpid(),
-                # ready: partitions assigned, tables recovered, and the catalogue as it stood at start embedded
-                "ready": self.partitions_ready and self.catalogue_ready.is_set(),
+                # ready: partitions assigned, tables recovered, the models and the catalogue as it stood at start
+                # loaded (what /readyz answers)
+                "ready": not self.missing(), "web_port": self.web_port,
                 "input_partitions": sorted(self.assigned_inputs()),
                 "counters": asdict(self.counters), "ordering": self.ordered.status(),
                 "models": self.watcher.status(), "catalogue": self.catalogue.status(),
@@ -244,10 +312,13 @@ class StreamWorker:
             self.partition_state.forget()
             self.ordered.assign(self.assigned_inputs(), transport.START_OFFSETS)
         self.partitions_ready = True
+        self.metrics.freshness.keep(self.assigned_inputs())
         self.ordered.changed.set()
         await self.publish_status()
 
     async def close(self) -> None:
+        if self.http is not None:
+            await self.http.cleanup()
         await self.output.stop()
         await self.store.close()
         shutil.rmtree(self.datadir, ignore_errors=True)
@@ -294,7 +365,8 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
         web_port=web_port,
     )
     inputs = app.topic(*settings.topics.inputs, key_serializer="raw", value_serializer="raw")
-    worker = StreamWorker(app, settings, partitions, datadir)
+    worker = StreamWorker(app, settings, partitions, datadir, web_port)
+    app.stream_worker = worker  # for run_worker: the HTTP port and the worker's name in log lines
     # Before Faust waits for delivered messages at a rebalance: nothing held is processed any more.
     transport.Consumer.release_held = worker.ordered.revoke
     # Copies and re-fetched messages are never acknowledged: Faust must not wait for them.
@@ -339,10 +411,21 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
     return app
 
 
+class Worker(faust.Worker):
+    """Faust's worker, with the HTTP port opened first."""
+
+    async def on_execute(self) -> None:
+        # The HTTP port first: /healthz and /readyz answer while partitions are assigned and tables recovered.
+        await self.app.stream_worker.start_http()
+        await super().on_execute()
+
+
 def run_worker(settings: Settings, partitions: int, web_port: int, loglevel: str = "warn") -> None:
     """Run one worker in the foreground until SIGTERM/SIGINT."""
     app = build_app(settings, partitions, web_port)
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    logging.captureWarnings(True)  # library warnings become log lines too (one JSON object a line)
+    worker = Worker(app, loglevel=loglevel, quiet=True,
+                    logging_config=logging_config(settings.log_format, loglevel, app.stream_worker.worker_id))
     # A batch sends more than Faust's 100-message producer buffer; the throttle is intended,
     # its per-batch warning is noise.
     logging.getLogger("faust.transport.producer").setLevel(logging.ERROR)

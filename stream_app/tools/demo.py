@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import redis
 
-from ..config import Settings
+from ..config import Settings, redact_url
 from ..errors import ServiceTimeout
 from ..store.redis_store import read_profile
 from ..stream.model_control import publish
@@ -21,6 +21,7 @@ from .consume import TopicReader, wait_committed
 from .processes import one_off_run, wait_ready_workers
 from .recorded import load_sorted
 from .replay import Progress, dead_letter_lines, make_producer, produce_events
+from .scrape import Headline, scrape
 
 SAMPLE = Path(__file__).parent.parent / "data" / "online-retail-sample.csv"
 SAMPLE_FORMAT = "online-retail"
@@ -131,6 +132,16 @@ def load_demo_catalogue(settings: Settings, items: str, items_format: str) -> di
     return titles
 
 
+def say_scrape(url: str, elapsed_s: float) -> None:
+    """The worker's own figures, from one scrape of its /metrics, as a dashboard would show them."""
+    m = Headline.of(scrape(url))
+    p99 = "-" if m.p99_arrival_s is None else f"{m.p99_arrival_s * 1000:,.0f} ms"
+    _say(f"one scrape of {url}: {m.events:,.0f} events in ({m.events / elapsed_s:,.0f} events/s over the replay), "
+         f"{m.recommendations:,.0f} recommendations, {m.dead_letters:,.0f} dead letters; p99 latency {p99} "
+         f"(from the histogram's buckets); consumer lag {m.lag:,.0f}; oldest profile's last event "
+         f"{m.oldest_freshness_s / 86400:,.0f} days before now (a recorded log)")
+
+
 def run_demo(path: str | None, fmt: str | None, rate: float | None, timeout: float,
              items: str | None = None, items_format: str = "jsonl") -> int:
     _say("stream-app demo")
@@ -143,7 +154,7 @@ def run_demo(path: str | None, fmt: str | None, rate: float | None, timeout: flo
         settings = run.settings
         where = "embedded Tansu broker and Redis on loopback" if run.embedded else f"namespace {settings.namespace}"
         _say(f"  services  KAFKA_BOOTSTRAP_SERVERS={settings.kafka_bootstrap_servers} "
-             f"REDIS_URL={settings.redis_url} ({where})")
+             f"REDIS_URL={redact_url(settings.redis_url)} ({where})")
         manifest = train_demo_encoder(source, fmt, Path(settings.registry_dir))
         if manifest is not None:
             publish(settings, "live", manifest["version"])
@@ -152,6 +163,7 @@ def run_demo(path: str | None, fmt: str | None, rate: float | None, timeout: flo
         worker = run.start_worker()
         wait_ready_workers(settings, [worker], timeout)
         _say(f"  worker    ready (pid {worker.pid}), log {worker.log_path}")
+        _say(f"  metrics   {worker.url}/metrics (Prometheus text format; /healthz, /readyz beside it)")
         events, rejected = load_sorted(source, fmt)
         _say(f"  replay    {len(events)} events from {source.name} at "
              f"{'full speed' if rate is None else f'{rate:,.0f} events/s'}"
@@ -186,6 +198,7 @@ def run_demo(path: str | None, fmt: str | None, rate: float | None, timeout: flo
         _say(f"throughput: {len(events) / elapsed:,.0f} events/s end to end (first event sent -> last "
              f"recommendation read, {elapsed:.2f}s; `stream-app bench` measures the ceiling)")
         _say(f"latency event -> recommendation: p50 {lat['p50_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms")
+        say_scrape(f"{worker.url}/metrics", elapsed)
         by_user: dict[str, int] = {}
         for e in events:
             by_user[e["user_id"]] = by_user.get(e["user_id"], 0) + 1

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from ..config import read_runtime_file, runtime_file, state_dir
+from ..config import read_runtime_file, redact_url, runtime_file, state_dir
 from ..errors import ConfigError, ServiceTimeout
 
 HOST = "127.0.0.1"
@@ -108,7 +108,7 @@ def wait_for_redis(url: str, timeout: float = 15.0) -> None:
             time.sleep(0.1)
         finally:
             client.close()
-    raise ServiceTimeout(f"Redis at {url} did not answer within {timeout:.0f}s ({last}); "
+    raise ServiceTimeout(f"Redis at {redact_url(url)} did not answer within {timeout:.0f}s ({last}); "
                          "check REDIS_URL, or `stream-app down && stream-app up`")
 
 

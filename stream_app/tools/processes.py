@@ -21,18 +21,25 @@ from ..config import Settings, state_dir
 from ..errors import ServiceTimeout
 from ..store.redis_store import worker_statuses
 from ..stream.topics import ensure_topics
-from .embedded import Embedded
+from .embedded import Embedded, free_port
 
 
 class WorkerProcess:
     def __init__(self, settings: Settings, log_path: Path, loglevel: str = "info"):
         self.log_path = log_path
+        self.web_port = free_port()
         log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **settings.to_env()}
         with open(log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "stream_app.cli", "worker", "--loglevel", loglevel],
+                [sys.executable, "-m", "stream_app.cli", "worker", "--loglevel", loglevel,
+                 "--web-port", str(self.web_port)],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+
+    @property
+    def url(self) -> str:
+        """The worker's HTTP port: /metrics, /healthz, /readyz."""
+        return f"http://127.0.0.1:{self.web_port}"
 
     @property
     def pid(self) -> int:

@@ -1,0 +1,83 @@
+"""`stream-app serve`: the profiles over HTTP for the services that look them up, read from the Redis
+mirror the workers write.
+
+`GET /profiles/{user_id}` answers what `stream-app profile USER --json` prints (200), 404 for a user
+Redis does not know. `?min_version=N` is read-your-writes: a caller that saw a recommendation of
+profile_version N (or wrote the N-th event) waits until Redis holds at least that version, up to
+`STREAM_APP_READ_WAIT_MS`, else 409 with the version Redis holds. `GET /healthz`: 200 while Redis answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import orjson
+import redis.asyncio as aioredis
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from ..config import redact_url
+from .redis_store import read_profile_async
+
+log = logging.getLogger("stream_app.read_api")
+
+#: How often a `min_version` read looks at Redis again while it waits.
+POLL_S = 0.05
+CLIENT = web.AppKey("redis", aioredis.Redis)
+
+
+def _json(body: dict, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+
+def read_api(redis_url: str, namespace: str, wait_ms: int) -> web.Application:
+    async def profile(request: web.Request) -> web.Response:
+        user_id = request.match_info["user_id"]
+        wanted = request.query.get("min_version")
+        if wanted is not None and not (wanted.isdigit() and int(wanted) >= 1):
+            return _json({"error": f"min_version must be a whole number from 1, not {wanted!r}"}, 400)
+        min_version = int(wanted) if wanted else 0
+        deadline = time.monotonic() + wait_ms / 1000
+        client = request.app[CLIENT]
+        try:
+            stored = await read_profile_async(client, user_id, namespace)
+            while stored.get("profile_version", 0) < min_version and time.monotonic() < deadline:
+                await asyncio.sleep(POLL_S)
+                stored = await read_profile_async(client, user_id, namespace)
+        except RedisError as exc:
+            log.error("Redis does not answer a profile read (%r)", exc)
+            return _json({"error": "Redis does not answer; retry later"}, 503)
+        if not stored:
+            return _json({"error": f"no profile for user {user_id!r}", "user_id": user_id}, 404)
+        if stored["profile_version"] < min_version:
+            return _json({"error": f"profile_version {min_version} not reached within {wait_ms} ms",
+                          "user_id": user_id, "profile_version": stored["profile_version"],
+                          "min_version": min_version}, 409)
+        return _json(stored)
+
+    async def healthz(request: web.Request) -> web.Response:
+        try:
+            await request.app[CLIENT].ping()
+        except RedisError as exc:
+            return _json({"status": "Redis does not answer", "error": redact_url(repr(exc))}, 503)
+        return _json({"status": "ok"})
+
+    async def connect(app: web.Application) -> None:
+        app[CLIENT] = aioredis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=2)
+
+    async def disconnect(app: web.Application) -> None:
+        await app[CLIENT].aclose()
+
+    app = web.Application()
+    app.on_startup.append(connect)
+    app.on_cleanup.append(disconnect)
+    app.router.add_get("/profiles/{user_id}", profile)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
+def run_read_api(redis_url: str, namespace: str, wait_ms: int, host: str, port: int) -> None:
+    """Serve in the foreground until SIGTERM/SIGINT."""
+    web.run_app(read_api(redis_url, namespace, wait_ms), host=host, port=port, print=None, access_log=None)

@@ -1,0 +1,42 @@
+"""The worker's HTTP port (`stream-app worker --web-port N`): `/metrics` (Prometheus text format),
+`/healthz` (the event loop answers) and `/readyz` (200 once the worker takes events, else 503 saying
+what it waits for). A small aiohttp server of its own, started before anything else, so /readyz
+answers while the worker starts; Faust's own web server stays off (its pages would expose tables)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+log = logging.getLogger("stream_app.worker")
+
+
+def health_app(exposition: Callable[[], bytes], missing: Callable[[], list[str]]) -> web.Application:
+    """`exposition`: the metrics as text; `missing`: what readiness still waits for (empty: ready)."""
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(body=exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(request: web.Request) -> web.Response:
+        waiting = missing()
+        return web.json_response({"ready": not waiting, "missing": waiting}, status=503 if waiting else 200)
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
+
+
+async def serve(app: web.Application, port: int, host: str = "0.0.0.0") -> web.AppRunner:
+    """Listen on `port`; the caller keeps the runner and calls `cleanup()` at shutdown."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner

@@ -1,0 +1,122 @@
+"""Log lines (stream_app/logs.py) and the metrics' exposition (stream/metrics.py) without services."""
+
+from __future__ import annotations
+
+import io
+import logging
+import logging.config
+
+import orjson
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from stream_app.config import Settings, redact_url
+from stream_app.errors import ConfigError
+from stream_app.logs import logging_config
+from stream_app.stream.batch import Counters
+from stream_app.stream.metrics import Snapshot, WorkerMetrics
+from stream_app.tools.scrape import quantile
+
+SECRET = "s3cr3t-pw"
+
+
+def emit(log_format: str, *calls) -> list[str]:
+    """Run `calls` (each: logger -> None) under the config the worker uses; the lines written."""
+    stream = io.StringIO()
+    config = logging_config(log_format, "info", "app:host:42")
+    config["handlers"]["default"]["stream"] = stream
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    logging.config.dictConfig(config)
+    try:
+        log = logging.getLogger("stream_app.test")
+        for call in calls:
+            call(log)
+    finally:  # pytest's own capture goes on as before
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    return stream.getvalue().splitlines()
+
+
+def test_json_lines_parse_one_by_one_with_the_fields_and_no_password():
+    def fail(log):
+        try:
+            raise ConnectionError(f"cannot reach redis://:{SECRET}@redis:6379/0")
+        except ConnectionError:
+            log.error("write failed", exc_info=True, extra={"partition": 3, "event_id": "e-1"})
+
+    lines = emit("json",
+                 lambda log: log.info("connecting to %s", f"redis://default:{SECRET}@redis:6379/0"),
+                 lambda log: log.warning("rejected %s", "events.click[2]@7", extra={"partition": 2}),
+                 fail)
+    records = [orjson.loads(line) for line in lines]
+    assert len(records) == 3
+    assert all(set(r) >= {"timestamp", "level", "logger", "worker", "message"} for r in records)
+    assert records[0]["message"] == "connecting to redis://default:***@redis:6379/0"
+    assert records[1] == {**records[1], "level": "WARNING", "logger": "stream_app.test", "worker": "app:host:42",
+                          "partition": 2}
+    assert "event_id" not in records[1]
+    assert records[2]["partition"] == 3 and records[2]["event_id"] == "e-1"
+    assert "ConnectionError" in records[2]["message"] and "Traceback" in records[2]["message"]
+    assert SECRET not in "\n".join(lines)
+
+
+def test_text_lines_name_the_worker_and_hide_passwords_too():
+    lines = emit("text", lambda log: log.warning("Redis at %s does not answer", f"rediss://u:{SECRET}@h:6380"))
+    assert len(lines) == 1 and "[app:host:42] [WARNING] stream_app.test:" in lines[0]
+    assert SECRET not in lines[0] and "rediss://u:***@h:6380" in lines[0]
+
+
+def test_redact_url_keeps_what_locates_the_service():
+    assert redact_url("redis://:pw@redis:6379/0") == "redis://:***@redis:6379/0"
+    assert redact_url("redis://redis:6379/0") == "redis://redis:6379/0"
+    assert redact_url("sasl_ssl://alice:pw@k1:9093,k2:9093") == "sasl_ssl://alice:***@k1:9093,k2:9093"
+    assert redact_url(None) == "(not set)"
+
+
+def test_log_format_and_read_wait_are_settings():
+    assert Settings.from_env({"STREAM_APP_LOG_FORMAT": "json"}).log_format == "json"
+    assert Settings.from_env({"STREAM_APP_READ_WAIT_MS": "500"}).read_wait_ms == 500
+    with pytest.raises(ConfigError, match="STREAM_APP_LOG_FORMAT"):
+        Settings.from_env({"STREAM_APP_LOG_FORMAT": "xml"})
+
+
+def test_metrics_are_the_counters_and_every_worker_has_its_own_registry():
+    counters = Counters(applied=7, recommendations=6, late=2, live_judged=4, live_hits=1)
+    for _ in range(5):
+        counters.count_input("events.click", "click")
+    counters.count_input("events.browse", "invalid")
+    counters.dead_letters["invalid_json"] = 1
+    snapshot = Snapshot(counters, {"late_in_partition": 3}, {"live": "seq-1", "shadow": None}, {"items": 9},
+                        {}, lag={("events.click", 0): 4}, users=2, items=11, ranker_labels={0: 40})
+    first, second = WorkerMetrics(lambda: snapshot), WorkerMetrics(lambda: snapshot)
+    first.freshness.applied("u1", 0, 0)
+    first.observe_batch(6, 0.02, [(1_000, 1.5)] * 6, delivered_s=2.0)
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in text_string_to_metric_families(first.exposition().decode()) for s in f.samples}
+    assert samples[("stream_app_events_total", (("topic", "events.click"), ("type", "click")))] == 5
+    assert samples[("stream_app_events_total", (("topic", "events.browse"), ("type", "invalid")))] == 1
+    assert samples[("stream_app_recommendations_total", ())] == 6
+    assert samples[("stream_app_dead_letters_total", (("reason", "invalid_json"),))] == 1
+    assert samples[("stream_app_out_of_order_events_total", ())] == 2
+    assert samples[("stream_app_late_events_total", (("clock", "partition"),))] == 3
+    assert samples[("stream_app_consumer_lag", (("partition", "0"), ("topic", "events.click")))] == 4
+    assert samples[("stream_app_model_info", (("role", "live"), ("version", "seq-1")))] == 1
+    assert samples[("stream_app_model_hit_rate", (("role", "live"),))] == 0.25
+    assert samples[("stream_app_ranker_labels", (("partition", "0"),))] == 40
+    assert samples[("stream_app_table_entries", (("table", "items"),))] == 11
+    assert samples[("stream_app_event_to_recommendation_seconds_sum", (("since", "event_time"),))] == 6.0
+    assert samples[("stream_app_event_to_recommendation_seconds_sum", (("since", "arrival"),))] == 3.0
+    assert samples[("stream_app_user_freshness_seconds_count", ())] == 1
+    assert samples[("stream_app_ready", ())] == 1
+    assert b"stream_app_batch_size_count 0.0" in second.exposition()  # nothing observed in the first leaks
+
+
+def test_quantile_interpolates_within_a_bucket_as_prometheus_does():
+    samples = {("h_bucket", (("le", "0.1"),)): 50.0, ("h_bucket", (("le", "0.5"),)): 90.0,
+               ("h_bucket", (("le", "1.0"),)): 100.0, ("h_bucket", (("le", "+Inf"),)): 100.0}
+    assert quantile(samples, "h", 0.5) == 0.1
+    assert abs(quantile(samples, "h", 0.7) - 0.3) < 1e-9
+    assert abs(quantile(samples, "h", 0.99) - 0.95) < 1e-9
+    assert quantile({k: 0.0 for k in samples}, "h", 0.99) is None
+    assert quantile({**samples, ("h_bucket", (("le", "+Inf"),)): 200.0}, "h", 0.99) == 1.0
