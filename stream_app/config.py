@@ -163,6 +163,9 @@ class Settings:
     # Memory: an item with no event for this long (event time) leaves the item state, its entry and
     # its places in the popular, trending and category lists (0: never). Checked once an hour of event time.
     item_idle_ms: int = 0
+    # Memory: a user with no event for this long (event time) leaves the profile table (a tombstone in
+    # its changelog and on the profiles topic) and Redis; a later event starts a new profile (0: never).
+    user_idle_ms: int = 0
     # Candidate sources and their weights in the prior score (the ranking until the ranker is warm)
     covis_weight: float = 1.0
     rules_weight: float = 2.0  # sequential rules (items that came next after the session's recent items)
@@ -225,7 +228,8 @@ class Settings:
                      "pair_half_life_ms", "rules_steps", "session_gap_ms", "content_half_life_ms"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1 (set {ENV_PREFIX}{name.upper()})")
-        for name in ("max_idle_ms", "max_future_ms", "max_age_ms", "item_idle_ms", "read_wait_ms"):
+        for name in ("max_idle_ms", "max_future_ms", "max_age_ms", "item_idle_ms", "user_idle_ms",
+                     "read_wait_ms"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be 0 or more (set {ENV_PREFIX}{name.upper()})")
 

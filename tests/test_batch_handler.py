@@ -238,3 +238,28 @@ def test_a_rebalance_step_waits_for_a_batch_in_flight_but_not_past_the_rebalance
         stuck.cancel()
 
     asyncio.run(scenario())
+
+
+def test_an_idle_user_leaves_only_if_idle_now_and_only_from_its_own_partitions(settings):
+    from stream_app.stream.batch import IdleUsers
+    from stream_app.stream.partitioning import partition_of
+
+    settings = settings.replace(user_idle_ms=3_600_000, partitions=8)
+    events = make_events()  # u1, one a minute from T
+    stored = {}
+    for user_id, last_seen in (("old-a", events[0].ts - 7_200_000), ("old-b", events[0].ts - 7_200_000)):
+        profile = Profile(user_id, version=3, event_count=3, first_seen=last_seen, last_seen=last_seen)
+        stored[user_id.encode()] = profile.to_json()
+    stored[USER.encode()] = Profile(USER, version=1, event_count=1, first_seen=events[0].ts - 7_200_000,
+                                    last_seen=events[0].ts - 7_200_000).to_json()
+    idle = IdleUsers(stored)
+    handler = BatchHandler(settings, stored, PartitionState({}, settings), InMemoryItemIndex(settings), Counters(),
+                           now=0, idle=idle)
+    handler.process_round([ready(events[0], 0)], None, None)  # u1 comes back before the pass
+    owned = {partition_of("old-a", 8), partition_of(USER, 8)} - {partition_of("old-b", 8)}
+    handler.evict_idle(events[0].ts + 60_000, owned, 8)
+    assert [user for user, _ in handler.evicted] == ["old-a"]  # u1 is active, old-b another worker's
+    assert b"old-a" not in stored and b"old-b" in stored and handler.counters.evicted_users == 1
+    handler.snapshots("profiles.changelog", {}, "learners.changelog")
+    tombstones = [(topic, key) for topic, key, value, _ in handler.outbox.records if value is None]
+    assert tombstones == [("profiles.changelog", b"old-a"), (settings.topics.profiles, b"old-a")]

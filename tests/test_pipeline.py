@@ -296,3 +296,52 @@ def test_a_crash_and_restart_keep_the_learners_so_every_list_equals_the_in_proce
     rankings = collections.Counter(ranking for _, ranking in published.values())
     # the rankers were serving, so their state mattered (with the bandit, fewer: it explores the prior too)
     assert rankings["ranker"] > len(events) // (8 if bandit else 4), rankings
+
+
+def returning_users_log(users=40, seed=9):
+    """Users in one or two bursts of events, the second 3 to 6 hours after the first (or none)."""
+    import random
+
+    rng = random.Random(seed)
+    start, hour, events = 1_700_000_000_000, 3_600_000, []
+    for u in range(users):
+        bursts = [rng.randrange(0, 3 * hour)]
+        if u % 3:
+            bursts.append(bursts[0] + rng.randrange(3 * hour, 6 * hour))
+        for b, at in enumerate(bursts):
+            for n in range(rng.randrange(4, 9)):
+                events.append({"event_id": f"r{u}-{b}-{n}", "user_id": f"u{u}", "item_id": f"i{min(rng.paretovariate(1.2), 60):.0f}",
+                               "type": rng.choice(["browse", "click", "purchase"]), "ts": start + at + n * 60_000 + u,
+                               "schema_version": 1})
+    return sorted(events, key=lambda e: e["ts"])
+
+
+def test_idle_profiles_leave_table_topic_and_redis_at_the_event_times_evaluate_uses(
+        make_settings, start_worker, redis_client):
+    from stream_app.evaluate.prequential import evaluate_events
+    from stream_app.tools.repair import latest_snapshots
+
+    settings = make_settings(user_idle_ms=2 * 3_600_000, max_idle_ms=2000)
+    events = returning_users_log()
+    start_worker(settings)
+    wait_committed(settings, produce_events(settings, events).marks, timeout=90)
+    result = evaluate_events(events, settings, settings.top_k, baselines=False, record=True)
+    in_process, kept = result["recorded"], result["profiles"]
+    with TopicReader(settings.kafka_bootstrap_servers, settings.topics.recommendations) as recs:
+        recs.read_until(len(events), 60)
+        published = {}
+        for record in recs.records:
+            rec = orjson.loads(record.value)
+            published[rec["trigger_event_id"]] = (rec["profile_version"], [item["item_id"] for item in rec["items"]])
+    assert published == in_process  # every list and profile version, evictions included
+    restarted = sum(1 for version, _ in in_process.values() if version == 1)
+    assert restarted > 40  # returning users started new profiles
+    users = {e["user_id"] for e in events}
+    assert 0 < len(kept) < len(users)
+    for user in users:  # Redis holds exactly the profiles the in-process pass kept, with their counts
+        stored = read_profile(redis_client, user, settings.namespace)
+        assert stored.get("event_count") == (kept[user].event_count if user in kept else None), user
+    snapshots, _ = latest_snapshots(settings)
+    assert {u for u, value in snapshots.items() if value is not None} == set(kept)
+    changelog, _ = latest_snapshots(settings, topic=f"{settings.group_id}-profiles-changelog")
+    assert {u for u, value in changelog.items() if value is not None} == set(kept)

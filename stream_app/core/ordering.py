@@ -213,6 +213,24 @@ class _UserTrail:
         return new
 
 
+class EvictionClock:
+    """Fixed event times (multiples of `every_ms`) at which a periodic eviction pass runs, each once:
+    `due(t)` gives the last such time at or before `t` if no pass ran there yet. A pass that runs at
+    those times between epochs sees the same state in every process, however the process groups its
+    epochs (a pass skipped over a span with no change in between drops the same)."""
+
+    def __init__(self, every_ms: int = 3_600_000):
+        self.every_ms = every_ms
+        self.done: int | None = None
+
+    def due(self, limit_ms: int) -> int | None:
+        boundary = limit_ms // self.every_ms * self.every_ms
+        if self.done is not None and boundary <= self.done:
+            return None
+        self.done = boundary
+        return boundary
+
+
 class ItemFeed:
     """The item state every worker computes from the whole input, by event time.
 
@@ -241,7 +259,7 @@ class ItemFeed:
         self.events = 0
         self.evicted_items = 0
         self.evicted_trails = 0
-        self._evicted_through_ms: int | None = None
+        self.eviction = EvictionClock(self.EVICT_EVERY_MS)
 
     def add(self, event: Event, group: int, epoch: int) -> None:
         settings = self.settings
@@ -308,14 +326,9 @@ class ItemFeed:
         self.applied_through = through
 
     def _evict_until(self, limit_ms: int) -> bool:
-        """One eviction pass at the last boundary (a multiple of EVICT_EVERY_MS) at or before `limit_ms`,
-        if not done yet. Passes run between epochs at those fixed event times, so every process evicts
-        from the same state, however its calls to `advance` group the epochs."""
-        boundary = limit_ms // self.EVICT_EVERY_MS * self.EVICT_EVERY_MS
-        if self._evicted_through_ms is not None and boundary <= self._evicted_through_ms:
-            return False
-        self._evicted_through_ms = boundary
-        return self._evict(boundary)
+        """The eviction pass due at or before `limit_ms`, if any (EvictionClock)."""
+        boundary = self.eviction.due(limit_ms)
+        return boundary is not None and self._evict(boundary)
 
     def _evict(self, now_ms: int) -> bool:
         """Drop what can no longer matter, by event time. A user's trail, once the co-visitation window

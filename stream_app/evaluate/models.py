@@ -15,7 +15,7 @@ from ..core.content import ContentIndex
 from ..core.events import Event
 from ..core.items import InMemoryItemIndex
 from ..core.learners import PartitionLearners
-from ..core.ordering import ItemFeed
+from ..core.ordering import EvictionClock, ItemFeed
 from ..core.process import new_partition_learners, new_profile, process
 from ..core.profile import Profile
 from ..core.recommend import recommend
@@ -62,11 +62,15 @@ class StreamAppModel:
         self.encodings: list[UserEncoding] = []
         self.last_encoding: UserEncoding | None = None
         self.epoch = 0
+        self.user_eviction = EvictionClock()
+        self.evicted_users = 0
         self.recorded: dict[str, tuple[int, list[str]]] | None = {} if record else None
 
     def begin_batch(self, events: list[Event], epoch: int) -> None:
         self.epoch = epoch
         self.feed.advance(epoch - 1)
+        if self.settings.user_idle_ms:
+            self.evict_idle_users(epoch * self.settings.item_epoch_ms)
         if self.encoder is None:
             return
         profiles = self.profiles
@@ -74,6 +78,16 @@ class StreamAppModel:
             self.encoder, events, lambda user_id: profiles[user_id].recent if user_id in profiles else [],
             self.settings.encoder_candidates)
         self.encodings.reverse()  # popped in event order
+
+    def evict_idle_users(self, round_start_ms: int) -> None:
+        """As a worker does before a round (STREAM_APP_USER_IDLE_MS): idle profiles leave at fixed event times."""
+        boundary = self.user_eviction.due(round_start_ms)
+        if boundary is None:
+            return
+        cutoff = boundary - self.settings.user_idle_ms
+        for user_id in [u for u, p in self.profiles.items() if p.last_seen is not None and p.last_seen < cutoff]:
+            del self.profiles[user_id]
+            self.evicted_users += 1
 
     def learners_for(self, partition: int) -> PartitionLearners | None:
         if not self.settings.ranker:

@@ -85,6 +85,12 @@ class ProfileStore:
                 written += int(result)
         return written
 
+    async def delete_profiles(self, user_ids: list[str]) -> int:
+        """Delete the users' hashes (idle users the profile table dropped), in one round trip."""
+        if not user_ids:
+            return 0
+        return await self.client.delete(*(profile_key(u, self.config.namespace) for u in user_ids))
+
     async def publish_worker_status(self, worker_id: str, status: dict[str, Any], ttl_s: int) -> None:
         """A short-lived key per worker: what operators (and the demo) read to see who is up."""
         await self.client.set(worker_key(self.config.namespace, worker_id), orjson.dumps(status), ex=ttl_s)

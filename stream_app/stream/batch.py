@@ -23,6 +23,7 @@ from ..core.profile import Profile
 from ..serving.encoder import Encoder, UserEncoding, encode_batch
 from .ordered_input import Ready
 from .output import Outbox
+from .partitioning import partition_of
 
 log = logging.getLogger("stream_app.worker")
 
@@ -41,6 +42,7 @@ class Counters:
     shadow_judged: int = 0
     shadow_hits: int = 0
     encoder_failures: int = 0  # rounds ranked without an encoder because it raised
+    evicted_users: int = 0  # idle profiles dropped (STREAM_APP_USER_IDLE_MS)
     # The same counts broken down, for the metrics (stream/metrics.py): input topic -> event type ->
     # events ("invalid": rejected before its type was known), and dead letters by reason
     inputs: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -87,14 +89,53 @@ class PartitionState:
         self.loaded.clear()
 
 
+class IdleUsers:
+    """The last event time of each user in the worker's profile table, to find idle users without
+    reading every profile: what the batches applied, and for the other users their stored profiles,
+    read once after an assignment."""
+
+    def __init__(self, data: Any):
+        self.data = data
+        self.last_seen: dict[str, int] = {}
+        self.complete = False  # the stored profiles were read
+
+    def forget(self) -> None:
+        """After a rebalance: the table changed under us."""
+        self.last_seen = {}
+        self.complete = False
+
+    def before(self, cutoff_ms: int) -> list[str]:
+        if not self.complete:
+            for key, value in self.data.items():
+                user_id = key.decode()
+                if user_id in self.last_seen:  # applied since: newer than the stored profile
+                    continue
+                try:
+                    seen = orjson.loads(value).get("last_seen")
+                except orjson.JSONDecodeError:  # unreadable: its user's events are dead-lettered, never evicted
+                    continue
+                if seen is not None:
+                    self.last_seen[user_id] = seen
+            self.complete = True
+        return [user_id for user_id, seen in self.last_seen.items() if seen < cutoff_ms]
+
+    def touched(self, user_id: str, last_seen: int | None) -> None:
+        if last_seen is not None:
+            self.last_seen[user_id] = last_seen
+
+    def drop(self, user_id: str) -> None:
+        self.last_seen.pop(user_id, None)
+
+
 class BatchHandler:
     """One output batch of the worker's own events: `process_round` runs the core over a round of one
     item epoch (ordered_input) and collects the effects (outbox, changed profiles and learners);
     `snapshots` writes the tables and returns Redis's share; the app delivers both at once."""
 
     def __init__(self, settings: Settings, profiles: Any, learners: PartitionState, index: InMemoryItemIndex,
-                 counters: Counters, now: int):
+                 counters: Counters, now: int, idle: IdleUsers | None = None):
         self.settings = settings
+        self.idle = idle
         self.profiles = profiles  # the profile table's data: user_id bytes -> snapshot bytes
         self.learners = learners
         self.index = index
@@ -105,9 +146,28 @@ class BatchHandler:
         self.changed: dict[str, tuple[Profile, int]] = {}
         self.mirror: set[str] = set()  # unchanged profiles to write to Redis again
         self.used_learners: set[int] = set()
+        self.evicted: list[tuple[str, int]] = []  # idle users dropped: (user_id, partition)
         self.events: list[Any] = []  # Faust events to acknowledge after the flush
         # (event time ms, input record's Kafka timestamp s) of each recommendation: its latency once delivered
         self.recommended: list[tuple[int, float]] = []
+
+    def evict_idle(self, boundary_ms: int, owned: set[int], partitions: int) -> None:
+        """Drop the profiles of the worker's users with no event since `boundary_ms - user_idle_ms`
+        (before a round at or after that boundary, as `evaluate` does): from the table, with a tombstone
+        in its changelog and on the profiles topic (`snapshots`); Redis is told by `evicted`."""
+        if self.idle is None:
+            return
+        for user_id in self.idle.before(boundary_ms - self.settings.user_idle_ms):
+            partition = partition_of(user_id, partitions)
+            if partition not in owned:  # another worker's user: it evicts it
+                continue
+            self.profiles.pop(user_id.encode(), None)
+            self.loaded.pop(user_id, None)
+            self.changed.pop(user_id, None)
+            self.mirror.discard(user_id)
+            self.idle.drop(user_id)
+            self.evicted.append((user_id, partition))
+            self.counters.evicted_users += 1
 
     def dead_letter(self, rejection: Rejection, event_id: str | None = None) -> None:
         counters = self.counters
@@ -192,6 +252,8 @@ class BatchHandler:
                 continue
             counters.applied += 1
             counters.late += late
+            if self.idle is not None:  # now: a later round of this batch may run an eviction pass
+                self.idle.touched(event.user_id, profile.last_seen)
             self.count_hits(live_hit, shadow_hit)
             self.changed[event.user_id] = (profile, msg.partition)
             if learners is not None:
@@ -205,6 +267,8 @@ class BatchHandler:
         """Put the user's profile and the partition's learners back as they were before an event."""
         profile = Profile.from_json(profile_json)
         self.loaded[user_id] = profile
+        if self.idle is not None:
+            self.idle.touched(user_id, profile.last_seen)
         if user_id in self.changed:
             self.changed[user_id] = (profile, self.changed[user_id][1])
         if learners_dump is not None:
@@ -223,6 +287,9 @@ class BatchHandler:
                   ) -> list[tuple[Profile, bytes]]:
         """Write changed profiles and learners to their tables and the outbox; return Redis's share."""
         to_redis: list[tuple[Profile, bytes]] = []
+        for user_id, partition in self.evicted:
+            self.outbox.add(profile_changelog, user_id.encode(), None, partition)
+            self.outbox.add(self.settings.topics.profiles, user_id.encode(), None)
         for user_id, (profile, partition) in self.changed.items():
             key = user_id.encode()
             snapshot, public = profile.snapshots()

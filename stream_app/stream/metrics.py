@@ -182,6 +182,8 @@ def model_families(c: Counters, models: dict[str, Any], ranker_labels: dict[int,
     yield from (judged, hits, rate)
     yield _counter("stream_app_encoder_failures", "Rounds ranked without the encoder because it raised",
                    c.encoder_failures)
+    yield _counter("stream_app_users_evicted", "Idle profiles dropped from the table and Redis (STREAM_APP_USER_IDLE_MS)",
+                   c.evicted_users)
     labels = GaugeMetricFamily("stream_app_ranker_labels", "Labels each owned partition's online ranker has "
                                "learned (it ranks once warm)", labels=["partition"])
     for partition, n in sorted(ranker_labels.items()):
@@ -202,3 +204,6 @@ def state_families(s: Snapshot) -> Iterator[Metric]:
     sizes.add_metric(["items"], s.items)
     sizes.add_metric(["catalogue"], s.catalogue.get("items", 0))
     yield sizes
+    item_state = s.ordering.get("item_state", {})
+    yield _counter("stream_app_items_evicted", "Idle items dropped from the item state (STREAM_APP_ITEM_IDLE_MS)",
+                   item_state.get("evicted_items", 0))

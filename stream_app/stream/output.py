@@ -21,9 +21,10 @@ MAX_BATCH_BYTES = 1024 * 1024
 class Outbox:
     """Records one worker batch produces; partition None means "by key", like any Kafka producer."""
 
-    records: list[tuple[str, bytes | None, bytes, int | None]] = field(default_factory=list)
+    records: list[tuple[str, bytes | None, bytes | None, int | None]] = field(default_factory=list)
 
-    def add(self, topic: str, key: bytes | None, value: bytes, partition: int | None = None) -> None:
+    def add(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None) -> None:
+        """`value` None: a tombstone (the key's record is deleted by compaction)."""
         self.records.append((topic, key, value, partition))
 
 
@@ -59,7 +60,7 @@ class BatchProducer:
         if not outbox.records:
             return
         producer = await self._started()
-        grouped: dict[tuple[str, int], list[tuple[bytes | None, bytes]]] = {}
+        grouped: dict[tuple[str, int], list[tuple[bytes | None, bytes | None]]] = {}
         for topic, key, value, partition in outbox.records:
             if partition is None:
                 partitions = await self._partitions_of(producer, topic)

@@ -39,10 +39,11 @@ from redis.exceptions import RedisError
 
 from ..config import Settings
 from ..core.items import InMemoryItemIndex
+from ..core.ordering import EvictionClock
 from ..logs import logging_config
 from ..store.redis_store import ProfileStore, RedisStoreConfig
 from . import health, transport
-from .batch import BatchHandler, Counters, PartitionState
+from .batch import BatchHandler, Counters, IdleUsers, PartitionState
 from .catalogue_feed import CatalogueFeed
 from .metrics import Snapshot, WorkerMetrics
 from .model_control import ModelWatcher
@@ -144,6 +145,10 @@ class StreamWorker:
         # The learners of each input partition (ranker, bandit), in a table of the same partitioning.
         self.learner_table = app.Table(LEARNER_TABLE, partitions=partitions, key_type=bytes, value_type=bytes)
         self.partition_state = PartitionState(self.learner_table.data, settings)
+        self.partitions = partitions
+        # Idle profiles leave at fixed event times (STREAM_APP_USER_IDLE_MS), as in `evaluate`.
+        self.idle_users = IdleUsers(self.profile_table.data) if settings.user_idle_ms else None
+        self.user_eviction = EvictionClock()
         self.index = InMemoryItemIndex(settings)
         self.ordered = OrderedInput(settings, partitions, self.index)
         self.counters = Counters()
@@ -252,13 +257,16 @@ class StreamWorker:
         async with self.lock:
             started = time.perf_counter()
             handler = BatchHandler(settings, self.profile_table.data, self.partition_state, self.index, self.counters,
-                                   now_ms())
+                                   now_ms(), self.idle_users)
             live, shadow = self.watcher.live, self.watcher.shadow  # one model per role for the whole batch
             content = self.catalogue.index
             while len(handler.events) < settings.batch_max:
                 epoch, ready = ordered.next_round(settings.batch_max - len(handler.events))
                 if not ready:
                     break
+                boundary = self.user_eviction.due(epoch * settings.item_epoch_ms) if settings.user_idle_ms else None
+                if boundary is not None:
+                    handler.evict_idle(boundary, self.assigned_inputs(), self.partitions)
                 handler.process_round(ready, live, shadow, content)
             for topic, partition, offset in ordered.take_refetches():
                 log.warning("Faust's consumer skipped %s[%d] at offset %d (unapplied): fetching it again",
@@ -268,6 +276,9 @@ class StreamWorker:
                 return False
             to_redis = handler.snapshots(self.profile_table.changelog_topic_name, self.learner_table.data,
                                          self.learner_table.changelog_topic_name)
+            if handler.evicted:  # Redis first: a crash before the tombstones are stored evicts again on the re-run
+                await until_done("delete idle profiles from Redis", self.store.delete_profiles,
+                                 [user_id for user_id, _ in handler.evicted], on_retry=self.counted("redis_retries"))
             await asyncio.gather(until_done("deliver to Kafka", self.output.deliver, handler.outbox,
                                             on_retry=self.counted("kafka_retries")),
                                  until_done("write to Redis", self.store.write_profiles, to_redis, handler.now,
@@ -310,6 +321,9 @@ class StreamWorker:
     async def rebalance_complete(self) -> None:
         async with batch_finished_or_late(self.lock, "taking up partitions"):
             self.partition_state.forget()
+            if self.idle_users is not None:
+                self.idle_users.forget()
+            self.user_eviction = EvictionClock()  # the new partitions' first round runs its own pass
             self.ordered.assign(self.assigned_inputs(), transport.START_OFFSETS)
         self.partitions_ready = True
         self.metrics.freshness.keep(self.assigned_inputs())
