@@ -263,6 +263,11 @@ class OrderedInput:
         self.refetch_wanted.clear()
         self.undelivered_since.clear()
 
+    def applied_marks(self) -> dict[tuple[str, int], int]:
+        """(topic, partition) -> the offset after the last event handed out in that own lane: within a lane
+        events go out in offset order, so once their batch is flushed everything before it is applied."""
+        return {(self.topics[lane], group): offset + 1 for (lane, group), offset in self.handed.items()}
+
     def revoke(self) -> list[Any]:
         """Let go of every delivered, unprocessed event (unacknowledged, they are read again by
         whoever owns their partition next, from the committed offset); return their messages."""
@@ -380,4 +385,9 @@ class OrderedInput:
                 "late_for_item_state": self.items.late, "unscheduled": self.unscheduled,
                 "stale_item_state": self.stale, "refetches": self.refetches, "duplicates": self.duplicates,
                 "item_epoch_applied": self.items.applied_through, "owned_pending": self.owned_ahead(),
-                "item_state": self.items.summary()}
+                "item_state": self.items.summary(), "held": self.held()}
+
+    def held(self) -> list[list[Any]]:
+        """Delivered events of own lanes waiting for their turn: [topic, partition, first offset, count]."""
+        return [[self.topics[lane], group, queue[0].message.offset, len(queue)]
+                for (lane, group), queue in sorted(self.delivered.items()) if queue][:16]

@@ -45,6 +45,7 @@ from ..store.redis_store import ProfileStore, RedisStoreConfig
 from . import health, transport
 from .batch import BatchHandler, Counters, IdleUsers, PartitionState
 from .catalogue_feed import CatalogueFeed
+from .commits import AppliedOffsets, consumer_lag
 from .metrics import Snapshot, WorkerMetrics
 from .model_control import ModelWatcher
 from .ordered_input import OrderedInput
@@ -153,6 +154,7 @@ class StreamWorker:
         self.ordered = OrderedInput(settings, partitions, self.index)
         self.counters = Counters()
         self.lock = asyncio.Lock()  # a batch and a rebalance never interleave
+        self.offsets = AppliedOffsets(settings.commit_interval_s)
         self.stream: faust.StreamT | None = None  # the input agent's stream, which acknowledges events
         self.worker_id = f"{settings.app_id}:{socket.gethostname()}:{os.getpid()}"
         self.partitions_ready = False  # partitions assigned and tables recovered
@@ -186,25 +188,10 @@ class StreamWorker:
     def snapshot(self) -> Snapshot:
         owned = self.assigned_inputs()
         return Snapshot(self.counters, self.ordered.status(), self.watcher.status(), self.catalogue.status(),
-                        self.missing(), lag=self.lag(), users=len(self.profile_table.data),
+                        self.missing(), lag=consumer_lag(self.app, self.settings.topics.inputs), users=len(self.profile_table.data),
                         items=self.index.item_count(),
                         ranker_labels={p: learners.ranker.labels for p, learners in self.partition_state.loaded.items()
                                        if p in owned})
-
-    def lag(self) -> dict[tuple[str, int], int]:
-        """Per owned input partition: the consumer's high watermark minus the group's committed offset."""
-        consumer, lag = self.app.consumer, {}
-        for tp in self.app.assignor.assigned_actives():
-            if tp.topic not in self.settings.topics.inputs:
-                continue
-            try:
-                highwater = consumer.highwater(tp)
-            except Exception:  # not fetched yet: no figure rather than a wrong one
-                continue
-            if highwater is not None:
-                # Faust keeps the last commit only in this private map (`.get`: it is a defaultdict)
-                lag[(tp.topic, tp.partition)] = max(0, highwater - (consumer._committed_offset.get(tp) or 0))
-        return lag
 
     async def follow_models(self) -> None:
         # the control topic is how models change: keep following it through broker hiccups
@@ -285,6 +272,8 @@ class StreamWorker:
                                             on_retry=self.counted("redis_retries")))
             for event in handler.events:
                 await self.stream.ack(event)
+            self.offsets.flushed(ordered.applied_marks())
+            await self.offsets.commit(self.app.consumer)
             self.metrics.observe_batch(len(handler.events), time.perf_counter() - started, handler.recommended,
                                        time.time())
             for user_id, (profile, partition) in handler.changed.items():
@@ -317,6 +306,7 @@ class StreamWorker:
         self.partitions_ready = False
         async with batch_finished_or_late(self.lock, "revoking partitions"):
             self.ordered.revoke()
+            self.offsets.revoked()
 
     async def rebalance_complete(self) -> None:
         async with batch_finished_or_late(self.lock, "taking up partitions"):
@@ -338,6 +328,8 @@ class StreamWorker:
         shutil.rmtree(self.datadir, ignore_errors=True)
 
     async def heartbeat(self) -> None:
+        if not self.lock.locked():  # a batch in progress commits after its flush
+            await self.offsets.commit(self.app.consumer)  # the last batch before a pause
         await self.publish_status()
         log.info("worker counters: %s; ordering: %s", self.counters, self.ordered.status())
 

@@ -33,13 +33,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 import orjson
+import redis
 
 from ..config import Settings
 from ..errors import ServiceTimeout
+from ..store.redis_store import worker_statuses
 from ..stream.topics import ensure_topics
 from .bench import synthetic_events
 from .chaos_checks import verify
-from .consume import wait_committed
+from .consume import committed_offsets, wait_committed
 from .embedded import HOST, free_port, start_broker, start_redis, wait_for_kafka, wait_for_redis
 from .processes import WorkerProcess
 from .replay import Produced, make_producer
@@ -331,6 +333,20 @@ def drain(settings: Settings, crew: Crew, produced: Produced, timeout_s: float) 
         try:
             wait_committed(settings, produced.marks, timeout=min(30.0, max(1.0, deadline - time.monotonic())))
             return
-        except ServiceTimeout:
+        except ServiceTimeout as exc:
             if time.monotonic() > deadline:
-                raise
+                raise ServiceTimeout(f"{exc}; {stuck_report(settings, produced)}") from None
+
+
+def stuck_report(settings: Settings, produced: Produced) -> str:
+    """Where the workers' commits stopped short of what was sent, and what each worker holds."""
+    committed = committed_offsets(settings, produced.marks)
+    behind = {f"{tp.topic}[{tp.partition}]": (committed[tp], mark) for tp, mark in produced.marks.items()
+              if committed[tp] < mark}
+    client = redis.Redis.from_url(settings.require_redis())
+    try:
+        held = {s["pid"]: (s["input_partitions"], s["ordering"].get("held"), s["ordering"].get("owned_pending"))
+                for s in worker_statuses(client, settings.namespace)}
+    finally:
+        client.close()
+    return f"committed/sent where behind: {behind}; workers (partitions, held, pending): {held}"

@@ -1,0 +1,49 @@
+"""Input offsets committed by the watermark of what the worker applied (stream/commits.py)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from faust.types import TP
+
+from stream_app.stream.commits import AppliedOffsets
+
+
+class FakeConsumer:
+    def __init__(self, assigned):
+        self.assigned = set(assigned)
+        self.commits = []
+
+    def assignment(self):
+        return self.assigned
+
+    async def _commit_offsets(self, offsets):
+        self.commits.append(dict(offsets))
+        return True
+
+
+def test_applied_offsets_are_committed_once_only_for_assigned_partitions_and_never_backwards():
+    a = TP("events.click", 0)
+    consumer = FakeConsumer([a])
+    offsets = AppliedOffsets(interval_s=0.0)
+    offsets.flushed({("events.click", 0): 10, ("events.click", 1): 7})
+    asyncio.run(offsets.commit(consumer))
+    assert consumer.commits == [{a: 10}]  # b is another worker's now
+    offsets.flushed({("events.click", 0): 4})  # an older mark (a batch of a lane handed again) changes nothing
+    asyncio.run(offsets.commit(consumer))
+    assert consumer.commits == [{a: 10}]
+    offsets.flushed({("events.click", 0): 12})
+    asyncio.run(offsets.commit(consumer))
+    assert consumer.commits == [{a: 10}, {a: 12}]
+    offsets.revoked()
+    asyncio.run(offsets.commit(consumer))
+    assert consumer.commits == [{a: 10}, {a: 12}]
+
+
+def test_commits_wait_for_the_interval():
+    a = TP("events.click", 0)
+    consumer = FakeConsumer([a])
+    offsets = AppliedOffsets(interval_s=3600.0)
+    offsets.flushed({("events.click", 0): 10})
+    asyncio.run(offsets.commit(consumer))
+    assert consumer.commits == []
