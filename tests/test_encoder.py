@@ -233,3 +233,43 @@ def test_a_withdrawal_stops_the_role_and_clears_its_error(trained):
     assert watcher.shadow.version == v2  # the other role is untouched
     assert watcher.status() == {"live": None, "shadow": v2, "content": None,
                                 "wanted": {"live": None, "shadow": v2, "content": None}, "errors": {}, "swaps": 2}
+
+
+def test_a_model_that_loads_but_fails_its_trial_run_never_serves(trained, monkeypatch):
+    import asyncio
+
+    from stream_app.serving.encoder import Encoder
+    from stream_app.stream.model_control import ModelWatcher
+
+    root, v1, v2 = trained
+    Encoder.load(root, v1).trial()  # a sound model passes
+    real_trial = Encoder.trial
+
+    def trial(self):
+        if self.version == v2:
+            raise RuntimeError("onnxruntime: a node failed at run time")
+        real_trial(self)
+
+    monkeypatch.setattr(Encoder, "trial", trial)
+    watcher = ModelWatcher(Settings(registry_dir=str(root)))
+
+    async def scenario():
+        await watcher.apply({"role": "live", "version": v1, "published_at": 1})
+        await watcher.apply({"role": "live", "version": v2, "published_at": 2})
+
+    asyncio.run(scenario())
+    assert watcher.live.version == v1 and watcher.swaps == 1
+    assert "failed at run time" in watcher.errors["live"]
+
+
+@pytest.mark.parametrize("version", ["../outside", "/etc", "a/b", "..", ".hidden", ""])
+def test_a_version_name_cannot_reach_outside_the_registry(trained, tmp_path, version):
+    from stream_app.errors import ConfigError
+    from stream_app.serving.registry import open_version
+
+    root, v1, _ = trained
+    outside = Path(root).parent / "outside"  # a model folder beside the registry, with a manifest
+    outside.mkdir(exist_ok=True)
+    (outside / "manifest.json").write_text((Path(root) / v1 / "manifest.json").read_text())
+    with pytest.raises(ConfigError, match="not a model version name"):
+        open_version(root, version)

@@ -207,3 +207,7 @@ def test_cli_embeds_texts_and_lists_content_versions(mixed_registry, capsys):
     assert lines[1].startswith("'ALARM CLOCK BAKELIKE RED' (norm 1.0000): 'ALARM CLOCK BAKELIKE GREEN'")
     assert main(["models", "list", "--registry", str(root)]) == 0
     assert f"{content}  " in capsys.readouterr().out
+
+
+def test_the_served_content_model_passes_its_trial_run(encoder):
+    encoder.trial()  # the model watcher runs it before a swap

@@ -60,6 +60,12 @@ class Encoder:
         folder, manifest = open_version(registry, version, kind="sequence")
         return cls(folder, manifest, threads)
 
+    def trial(self) -> None:
+        """Run the model once on a one-step sequence (raises if it cannot serve)."""
+        batch = self.encode([[["trial-item", "click", 0]]])
+        if not np.all(np.isfinite(batch.user)):
+            raise ValueError(f"encoder {self.version} gave non-finite embeddings on a trial sequence")
+
     def encode(self, sequences: Sequence[Sequence[Step]]) -> "EncodedBatch":
         """User embeddings and each user's best items of the table, from one onnxruntime call."""
         if not sequences:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -38,6 +39,17 @@ DEFAULT_KIND = "sequence"  # of manifests written before kinds existed
 HOW_TO_MAKE = {"sequence": "train one with `stream-app train LOG --registry {root}`",
                "content": "export one with `stream-app content export --registry {root}`"}
 MANIFEST = "manifest.json"
+#: A version is a folder name inside the registry: no path separators, no "..", nothing absolute.
+VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def checked_version(version: str) -> str:
+    """`version` if it names a folder inside the registry, else ConfigError (a control record or a
+    command line must not reach files outside it, e.g. with `../` or an absolute path)."""
+    if not isinstance(version, str) or not VERSION_NAME.fullmatch(version) or ".." in version:
+        raise ConfigError(f"{version!r} is not a model version name (letters, digits, '.', '_', '-'; "
+                          "no path): see `stream-app models list`")
+    return version
 MANIFEST_FORMAT = 1
 
 
@@ -70,7 +82,7 @@ def write_version(root: str | Path, staged: Path, manifest: dict[str, Any]) -> P
             raise ValueError(f"staged model folder {staged} lacks {name}")
     manifest = dict(manifest, format=MANIFEST_FORMAT, content_hash=content_hash(staged, kind))
     (staged / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
-    target = root / manifest["version"]
+    target = root / checked_version(manifest["version"])
     if target.exists():
         raise ValueError(f"registry {root} already holds version {manifest['version']}")
     shutil.move(str(staged), target)  # a rename when staged inside the registry (staging_dir)
@@ -101,7 +113,7 @@ def open_version(root: str | Path, version: str, verify: bool = True,
                  kind: str | None = None) -> tuple[Path, dict[str, Any]]:
     """The folder and manifest of a version; with `verify`, its files must match the manifest's hash;
     with `kind`, it must be a model of that kind."""
-    folder = Path(root) / version
+    folder = Path(root) / checked_version(version)
     if not (folder / MANIFEST).is_file():
         known = ", ".join(m["version"] for m in versions(root, kind)) or "none"
         raise ConfigError(f"model version {version!r} is not in the registry {root} (versions: {known}); "

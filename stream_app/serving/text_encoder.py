@@ -64,6 +64,13 @@ class TextEncoder:
         folder, manifest = open_version(registry, version, kind=KIND)
         return cls(folder, manifest, threads)
 
+    def trial(self) -> None:
+        """Embed one text once (raises if the model cannot serve)."""
+        vector = self.embed(["a trial title"])
+        if vector.shape != (1, self.dim) or not np.all(np.isfinite(vector)):
+            raise ValueError(f"content model {self.manifest['version']} gave non-finite or misshaped output "
+                             f"{vector.shape} on a trial text")
+
     def embed(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """float32 [len(texts), dim], each row of unit norm, in the order of `texts`."""
         out = np.zeros((len(texts), self.dim), np.float32)

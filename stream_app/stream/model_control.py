@@ -94,6 +94,8 @@ class ModelWatcher:
             kind = TextEncoder if role == "content" else Encoder
             loaded = await asyncio.get_running_loop().run_in_executor(
                 None, kind.load, self.settings.registry_dir, version)
+            # A trial run before the swap: a model that loads but fails when run keeps the old one serving
+            await asyncio.get_running_loop().run_in_executor(None, loaded.trial)
         except Exception as exc:  # a bad announcement must not stop the worker: keep what serves
             self.errors[role] = f"cannot load {version}: {exc}"
             log.error("cannot load model %s for %s from %s: %s; keeping %s", version, role,
