@@ -3,6 +3,8 @@ its checks shown to catch a loss, a missing dead letter and a diverging item sta
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from conftest import wait_until
 
@@ -48,8 +50,8 @@ def test_the_chaos_checks_catch_a_lost_event_a_missing_dead_letter_and_another_i
     producer = make_producer(settings)
     sent = Produced()
     for n, kind in enumerate(POISON_KINDS):
-        topic, key, value = poison_record(kind, n, settings, 1_800_000_000_000)
-        producer.send(topic, key=key, value=value).add_callback(sent.acked)
+        topic, key, value, partition = poison_record(kind, n, settings, int(time.time() * 1000))
+        producer.send(topic, key=key, value=value, partition=partition).add_callback(sent.acked)
         poison[key.decode()] = kind
     producer.flush()
     producer.close()

@@ -97,3 +97,19 @@ def test_an_own_record_before_the_commit_is_skipped_as_applied_by_the_previous_o
         ordered.deliver(Delivered(topic, offset))
     assert drain(ordered) == [2, 3]
     assert ordered.take_refetches() == [] and not forgotten
+
+
+def test_an_event_on_another_partition_than_its_users_is_dead_lettered_as_wrong_partition():
+    from stream_app.contracts import Rejection, Source
+    from stream_app.core.events import Event
+    from stream_app.stream.partitioning import partition_of
+
+    settings = Settings(partitions=8)
+    ordered = OrderedInput(settings, 8, InMemoryItemIndex(settings))
+    event = purchase(4)
+    right = partition_of(event["user_id"], 8)
+    lane = ordered.lane_of_topic[settings.topics.purchase]
+    value, key = orjson.dumps(event), event["user_id"].encode()
+    assert isinstance(ordered.checked(value, key, Source(settings.topics.purchase, right, 0), lane, START), Event)
+    wrong = ordered.checked(value, key, Source(settings.topics.purchase, (right + 1) % 8, 0), lane, START)
+    assert isinstance(wrong, Rejection) and wrong.reason == "wrong_partition" and f"partition {right}" in wrong.detail

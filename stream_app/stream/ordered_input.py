@@ -37,6 +37,7 @@ from ..contracts import Rejection, Source, check_input
 from ..core.events import Event
 from ..core.items import InMemoryItemIndex
 from ..core.ordering import AFTER_ALL, BEFORE_ALL, GroupMerge, ItemFeed, Released, Sequencer
+from .partitioning import partition_of
 
 log = logging.getLogger("stream_app.ordered_input")
 
@@ -190,11 +191,9 @@ class OrderedInput:
 
     def push(self, topic: str, partition: int, records: list[Any]) -> None:
         lane = self.lane_of_topic[topic]
-        settings = self.settings
         for record in records:
-            checked = check_input(record.value, record.key, Source(topic, partition, record.offset),
-                                  EVENT_TYPES[lane], settings.max_payload_bytes, record.timestamp,
-                                  settings.max_future_ms, settings.max_age_ms)
+            checked = self.checked(record.value, record.key, Source(topic, partition, record.offset), lane,
+                                   record.timestamp)
             self.sequencer.push(partition, lane, checked.ts if isinstance(checked, Event) else None,
                                 (record.offset, checked))
             self.next_offset[(lane, partition)] = record.offset + 1
@@ -373,12 +372,24 @@ class OrderedInput:
     def _check(self, event: Any) -> Event | Rejection:
         message = event.message
         lane = self.lane_of_topic[message.topic]
-        settings = self.settings
         # Faust gives the record's timestamp in seconds; the schedule (push) read it in milliseconds
         reference = round(message.timestamp * 1000) if message.timestamp is not None else None
-        return check_input(message.value, message.key, Source(message.topic, message.partition, message.offset),
-                           EVENT_TYPES[lane], settings.max_payload_bytes, reference,
-                           settings.max_future_ms, settings.max_age_ms)
+        return self.checked(message.value, message.key, Source(message.topic, message.partition, message.offset),
+                            lane, reference)
+
+    def checked(self, value: bytes | None, key: bytes | None, source: Source, lane: int,
+                reference_ms: int | None) -> Event | Rejection:
+        """The input gate (contracts.check_input), and the user's partition: a producer with another
+        partitioner would split a user's events between two workers (two diverging profiles)."""
+        settings = self.settings
+        checked = check_input(value, key, source, EVENT_TYPES[lane], settings.max_payload_bytes, reference_ms,
+                              settings.max_future_ms, settings.max_age_ms)
+        if isinstance(checked, Event) and partition_of(checked.user_id, self.partitions) != source.partition:
+            return Rejection("wrong_partition", f"user {checked.user_id!r} belongs to partition "
+                             f"{partition_of(checked.user_id, self.partitions)} of {self.partitions} (murmur2 of the "
+                             "key, as Kafka's default partitioner): produce with the default partitioner",
+                             source, key, value or b"")
+        return checked
 
     def status(self) -> dict[str, Any]:
         return {"read": self.read, "buffered": self.sequencer.buffered(), "late_in_partition": self.sequencer.late,

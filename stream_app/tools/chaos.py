@@ -38,6 +38,7 @@ import redis
 from ..config import Settings
 from ..errors import ServiceTimeout
 from ..store.redis_store import worker_statuses
+from ..stream.partitioning import partition_of
 from ..stream.topics import ensure_topics
 from .bench import synthetic_events
 from .chaos_checks import verify
@@ -48,7 +49,7 @@ from .replay import Produced, make_producer
 
 #: The kinds of bad input mixed in, each named by the dead-letter reason it must get.
 POISON_KINDS = ("invalid_json", "not_utf8", "schema_violation", "type_topic_mismatch", "key_mismatch",
-                "timestamp_out_of_range")
+                "wrong_partition", "timestamp_out_of_range")
 DAY_MS = 86_400_000
 #: The worker's log lines of a retried output step or an unpublished status (stream/worker.py).
 RETRY_LINES = ("cannot write to Redis", "cannot deliver to Kafka", "cannot publish the worker status")
@@ -69,27 +70,30 @@ class ChaosPlan:
     drain_timeout_s: float = 900.0
 
 
-def poison_record(kind: str, n: int, settings: Settings, now_ms: int) -> tuple[str, bytes, bytes]:
-    """One bad input as (topic, key, value); its key names it, so its dead letter can be found."""
+def poison_record(kind: str, n: int, settings: Settings, now_ms: int) -> tuple[str, bytes, bytes, int | None]:
+    """One bad input as (topic, key, value, partition: None for the key's); its key names it, so its dead
+    letter can be found."""
     key = f"poison-{n}"
     event: dict[str, Any] = {"event_id": key, "user_id": key, "item_id": "i0", "type": "click", "ts": now_ms,
                              "schema_version": 1}
     topic = settings.topics.click
     if kind == "invalid_json":
-        return topic, key.encode(), b'{"event_id": "' + key.encode() + b'", '
+        return topic, key.encode(), b'{"event_id": "' + key.encode() + b'", ', None
     if kind == "not_utf8":
-        return topic, key.encode(), b"\xff\xfe" + key.encode()
+        return topic, key.encode(), b"\xff\xfe" + key.encode(), None
     if kind == "schema_violation":
         del event["item_id"]
     elif kind == "type_topic_mismatch":
         topic = settings.topics.browse
     elif kind == "key_mismatch":
         event["user_id"] = "someone-else"
+    elif kind == "wrong_partition":  # a producer with another partitioner
+        return topic, key.encode(), orjson.dumps(event), (partition_of(key, settings.partitions) + 1) % settings.partitions
     elif kind == "timestamp_out_of_range":
         event["ts"] = now_ms + settings.max_future_ms + DAY_MS
     else:
         raise ValueError(f"unknown poison kind {kind!r}")
-    return topic, key.encode(), orjson.dumps(event)
+    return topic, key.encode(), orjson.dumps(event), None
 
 
 def fault_schedule(plan: ChaosPlan, duration_s: float, rng: random.Random) -> list[tuple[float, str]]:
@@ -247,10 +251,11 @@ class Feeder(threading.Thread):
                     time.sleep(ahead)
                 if i % plan.poison_every == plan.poison_every // 2:
                     kind = POISON_KINDS[len(self.poison) % len(POISON_KINDS)]
-                    topic, key, value = poison_record(kind, len(self.poison), settings, int(time.time() * 1000))
+                    topic, key, value, partition = poison_record(kind, len(self.poison), settings,
+                                                                 int(time.time() * 1000))
                     self.poison[key.decode()] = kind
-                    producer.send(topic, key=key, value=value).add_callback(self.produced.acked).add_errback(
-                        self._failed)
+                    producer.send(topic, key=key, value=value, partition=partition).add_callback(
+                        self.produced.acked).add_errback(self._failed)
                 producer.send(settings.topics.for_type(event["type"]), key=event["user_id"].encode(),
                               value=orjson.dumps(event)).add_callback(self.produced.acked).add_errback(self._failed)
             producer.flush()
