@@ -77,3 +77,42 @@ def test_a_refusal_that_is_not_the_keys_fault_is_raised_not_skipped(services, re
         assert store.refused == 0
     finally:
         redis_client.execute_command("ACL", "DELUSER", user)
+
+
+def test_a_profile_created_anew_passes_the_guard_though_its_version_restarts(services, redis_client):
+    """Its user evicted as idle, or the table's changelog lost: the new profile is a later generation."""
+    from stream_app.store.redis_store import restore_profiles
+
+    namespace = f"store-test-{uuid.uuid4().hex[:12]}."
+    store = ProfileStore(RedisStoreConfig(services["REDIS_URL"], namespace=namespace))
+    old = Profile(user_id="u1", version=40, event_count=40, generation=1_000)
+    stale = Profile(user_id="u1", version=39, event_count=39, generation=1_000)
+    anew = Profile(user_id="u1", version=1, event_count=1, generation=9_000)
+
+    async def write(profile):
+        return await store.write_profiles([(profile, profile.to_json(internal=False))], now_ms=10)
+
+    async def scenario():
+        try:
+            return [await write(p) for p in (old, stale, anew, old)]
+        finally:
+            await store.close()
+
+    assert asyncio.run(scenario()) == [1, 0, 1, 0]  # a stale owner's write and the old generation are refused
+    assert read_profile(redis_client, "u1", namespace)["profile_version"] == 1
+    # repair-redis goes through the same guard
+    assert restore_profiles(redis_client, namespace, [("u1", 40, 40, old.to_json(internal=False), 1_000)], 20) == 0
+    assert restore_profiles(redis_client, namespace, [("u1", 2, 2, anew.to_json(internal=False), 9_000)], 20) == 1
+
+
+def test_a_new_profile_takes_its_first_events_time_as_its_generation_and_keeps_it():
+    from stream_app.config import Settings
+    from stream_app.core.events import Event
+    from stream_app.core.profile import apply_event, event_digest
+
+    settings = Settings()
+    profile = Profile(user_id="u1")
+    for event_id, ts in (("a", 5_000), ("b", 7_000), ("late", 1_000)):
+        apply_event(profile, Event(event_id, "u1", "i1", "click", ts), event_digest(event_id), settings)
+    assert profile.generation == 5_000 and profile.first_seen == 1_000
+    assert Profile.from_json(profile.to_json()).generation == 5_000

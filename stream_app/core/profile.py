@@ -42,6 +42,10 @@ class Profile:
     # the user is into, as opposed to what the session is about. Drift handling resets it.
     interests: dict[str, float] = field(default_factory=dict)
     first_seen: int | None = None
+    # When this profile began (event time of its first event; never changes): a profile created anew
+    # (its user evicted, or the table's changelog lost) is a later generation, which Redis's version
+    # guard lets through although its version restarts at 1.
+    generation: int | None = None
     last_seen: int | None = None
     # Idempotence: digests of applied event_ids (-> event ts), at most ~seen_ids_max, plus a floor:
     # an event older than the floor is never applied, so no event is ever counted twice.
@@ -122,7 +126,7 @@ class Profile:
             "counts": self.counts, "stages": self.stages, "recent": self.recent,
             "item_affinity": self.item_affinity, "category_affinity": self.category_affinity,
             "interests": self.interests, "interest_half_life_ms": self.interest_half_life_ms,
-            "first_seen": self.first_seen, "last_seen": self.last_seen,
+            "first_seen": self.first_seen, "last_seen": self.last_seen, "generation": self.generation,
             "last_rec_ts": self.last_rec_ts, "stats": stats, "embedding": self.embedding,
             "encoder_version": self.encoder_version, "content_interest": self.content_interest,
             "likes": self.likes, "half_life_ms": self.half_life_ms,
@@ -157,7 +161,7 @@ class Profile:
             item_affinity=data["item_affinity"], category_affinity=data["category_affinity"],
             interests=data.get("interests", {}),
             interest_half_life_ms=data.get("interest_half_life_ms", DEFAULT_INTEREST_HALF_LIFE_MS),
-            first_seen=data["first_seen"], last_seen=data["last_seen"],
+            first_seen=data["first_seen"], last_seen=data["last_seen"], generation=data.get("generation"),
             seen_event_ids=data.get("seen_event_ids", {}), dedupe_floor=data.get("dedupe_floor"),
             last_rec_ts=data["last_rec_ts"], learner_state=data.get("learner_state", {}),
             stats=data.get("stats", {}), embedding=data.get("embedding"), encoder_version=data.get("encoder_version"),
@@ -209,6 +213,8 @@ def apply_event(profile: Profile, event: Event, digest: str, settings: Settings)
         decay.add(profile.interests, event.category, decay.log_weight(weight, event.ts, profile.interest_half_life_ms))
         profile.interests = decay.prune(profile.interests, settings.affinity_max)
 
+    if profile.generation is None and profile.first_seen is None:  # a new profile's first event
+        profile.generation = event.ts
     profile.first_seen = event.ts if profile.first_seen is None else min(profile.first_seen, event.ts)
     profile.last_seen = event.ts if profile.last_seen is None else max(profile.last_seen, event.ts)
 

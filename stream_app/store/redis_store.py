@@ -20,12 +20,16 @@ from ..core.profile import Profile
 log = logging.getLogger("stream_app.redis_store")
 
 
-# KEYS[1] = hash; ARGV = profile_version, event_count, updated_at, profile JSON
+# KEYS[1] = hash; ARGV = profile_version, event_count, updated_at, profile JSON, generation (0: none).
+# Newer = a later generation, or the same generation and a higher version.
 _WRITE_IF_NEWER = """
-local stored = redis.call('HGET', KEYS[1], 'profile_version')
-if stored and tonumber(stored) >= tonumber(ARGV[1]) then return 0 end
+local stored = redis.call('HMGET', KEYS[1], 'profile_version', 'generation')
+if stored[1] then
+  local gen, stored_gen = tonumber(ARGV[5]), tonumber(stored[2] or '0')
+  if gen < stored_gen or (gen == stored_gen and tonumber(stored[1]) >= tonumber(ARGV[1])) then return 0 end
+end
 redis.call('HSET', KEYS[1], 'profile_version', ARGV[1], 'event_count', ARGV[2],
-           'updated_at', ARGV[3], 'profile', ARGV[4])
+           'updated_at', ARGV[3], 'profile', ARGV[4], 'generation', ARGV[5])
 return 1
 """
 
@@ -66,7 +70,8 @@ class ProfileStore:
         count = 0
         for profile, public in snapshots:
             await self._script(keys=[profile_key(profile.user_id, self.config.namespace)],
-                               args=[profile.version, profile.event_count, now_ms, public], client=pipe)
+                               args=[profile.version, profile.event_count, now_ms, public, profile.generation or 0],
+                               client=pipe)
             count += 1
         if not count:
             return 0
@@ -101,14 +106,15 @@ class ProfileStore:
             self._client = None
 
 
-def restore_profiles(client: redis.Redis, namespace: str, snapshots: list[tuple[str, int, int, bytes]],
+def restore_profiles(client: redis.Redis, namespace: str, snapshots: list[tuple[str, int, int, bytes, int]],
                      now_ms: int) -> int:
-    """Write public snapshots (user_id, version, event_count, JSON) through the workers' version guard,
-    in one round trip; returns how many were newer than what Redis held (`repair-redis`)."""
+    """Write public snapshots (user_id, version, event_count, JSON, generation) through the workers' version
+    guard, in one round trip; returns how many were newer than what Redis held (`repair-redis`)."""
     script = client.register_script(_WRITE_IF_NEWER)
     pipe = client.pipeline(transaction=False)
-    for user_id, version, event_count, public in snapshots:
-        script(keys=[profile_key(user_id, namespace)], args=[version, event_count, now_ms, public], client=pipe)
+    for user_id, version, event_count, public, generation in snapshots:
+        script(keys=[profile_key(user_id, namespace)], args=[version, event_count, now_ms, public, generation],
+               client=pipe)
     return sum(int(r) for r in pipe.execute()) if snapshots else 0
 
 

@@ -49,14 +49,14 @@ def repair_redis(settings: Settings) -> RepairSummary:
     summary.users = len(latest)
     client = redis.Redis.from_url(settings.require_redis())
     try:
-        live: list[tuple[str, int, int, bytes]] = []
+        live: list[tuple[str, int, int, bytes, int]] = []
         gone: list[str] = []
         for user_id, value in latest.items():
             if value is None:
                 gone.append(profile_key(user_id, settings.namespace))
                 continue
             snapshot: dict[str, Any] = orjson.loads(value)
-            live.append((user_id, snapshot["version"], snapshot["event_count"], value))
+            live.append((user_id, snapshot["version"], snapshot["event_count"], value, snapshot.get("generation") or 0))
         now_ms = int(time.time() * 1000)
         for start in range(0, len(live), CHUNK):
             summary.written += restore_profiles(client, settings.namespace, live[start:start + CHUNK], now_ms)
