@@ -26,6 +26,7 @@ import collections
 import os
 import random
 import signal
+import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -145,7 +146,7 @@ class ChaosServices:
             proc.terminate()
             try:
                 proc.wait(timeout=5)
-            except Exception:  # noqa: BLE001 - a service that will not stop is killed
+            except subprocess.TimeoutExpired:  # a service that will not stop is killed
                 proc.kill()
                 proc.wait()
 
@@ -186,7 +187,11 @@ class Crew:
                 self.start()
 
     def kill_one(self) -> None:
-        victim = self.rng.choice(self.live())
+        live = self.live()
+        if not live:  # every worker exited by itself just now: `watch` reports and replaces them
+            self.watch()
+            return
+        victim = self.rng.choice(live)
         self.ended.add(victim.pid)
         victim.kill()
         self.killed += 1
