@@ -120,3 +120,14 @@ def test_quantile_interpolates_within_a_bucket_as_prometheus_does():
     assert abs(quantile(samples, "h", 0.99) - 0.95) < 1e-9
     assert quantile({k: 0.0 for k in samples}, "h", 0.99) is None
     assert quantile({**samples, ("h_bucket", (("le", "+Inf"),)): 200.0}, "h", 0.99) == 1.0
+
+
+def test_an_evicted_user_leaves_the_freshness_figures():
+    from stream_app.stream.metrics import Freshness
+
+    freshness = Freshness()
+    freshness.applied("u1", 3, 1_000)
+    freshness.applied("u2", 3, 5_000)
+    freshness.forget("u1", 3)
+    freshness.forget("nobody", 7)  # an unknown user or partition changes nothing
+    assert freshness.ages_s(11_000).tolist() == [6.0]

@@ -266,9 +266,11 @@ class ItemFeed:
         if self.applied_through is not None and epoch <= self.applied_through:
             epoch = self.applied_through + 1
             self.late += 1
-        user = self.users.get(event.user_id)
+        # The most recently active user last: an eviction pass reads quiet trails from the front only
+        user = self.users.pop(event.user_id, None)
         if user is None:
-            user = self.users[event.user_id] = _UserTrail(settings.rules_steps, self.DIGESTS_PER_USER)
+            user = _UserTrail(settings.rules_steps, self.DIGESTS_PER_USER)
+        self.users[event.user_id] = user
         if event.event_id in user.digests:
             self.duplicates += 1
             return
@@ -337,8 +339,13 @@ class ItemFeed:
         idle that long."""
         settings = self.settings
         quiet = now_ms - max(settings.covis_window_ms, settings.session_gap_ms)
-        gone = [user_id for user_id, trail in self.users.items()
-                if trail.session_id is None and trail.last_ts is not None and trail.last_ts < quiet]
+        gone = []
+        for user_id, trail in self.users.items():  # least recently active first
+            if trail.session_id is not None:  # a logged session may go on after any silence: kept
+                continue
+            if trail.last_ts is None or trail.last_ts >= quiet:
+                break  # the rest were active later (a late event's trail left behind goes next pass)
+            gone.append(user_id)
         for user_id in gone:
             del self.users[user_id]
         self.evicted_trails += len(gone)

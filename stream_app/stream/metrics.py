@@ -50,6 +50,10 @@ class Freshness:
     def applied(self, user_id: str, partition: int, event_ms: int) -> None:
         self.last_applied.setdefault(partition, {})[user_id] = event_ms
 
+    def forget(self, user_id: str, partition: int) -> None:
+        """An evicted user (STREAM_APP_USER_IDLE_MS) has no profile to be fresh or stale."""
+        self.last_applied.get(partition, {}).pop(user_id, None)
+
     def keep(self, partitions: set[int]) -> None:
         """After a rebalance: the users of partitions that moved away are another worker's now."""
         for partition in set(self.last_applied) - partitions:

@@ -188,8 +188,8 @@ class StreamWorker:
     def snapshot(self) -> Snapshot:
         owned = self.assigned_inputs()
         return Snapshot(self.counters, self.ordered.status(), self.watcher.status(), self.catalogue.status(),
-                        self.missing(), lag=consumer_lag(self.app, self.settings.topics.inputs), users=len(self.profile_table.data),
-                        items=self.index.item_count(),
+                        self.missing(), lag=consumer_lag(self.app, self.settings.topics.inputs),
+                        users=len(self.profile_table.data), items=self.index.item_count(),
                         ranker_labels={p: learners.ranker.labels for p, learners in self.partition_state.loaded.items()
                                        if p in owned})
 
@@ -278,6 +278,8 @@ class StreamWorker:
                                        time.time())
             for user_id, (profile, partition) in handler.changed.items():
                 self.metrics.freshness.applied(user_id, partition, profile.last_seen)
+            for user_id, partition in handler.evicted:
+                self.metrics.freshness.forget(user_id, partition)
             return True
 
     def counted(self, counter: str) -> Callable[[], None]:
