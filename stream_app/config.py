@@ -88,6 +88,11 @@ class Topics:
         """Encoder versions announced to every worker (compacted, key: role live|shadow)."""
         return self._name("models.control")
 
+    @property
+    def model_status(self) -> str:
+        """What each worker did with each announcement: serving, refused (why), withdrawn."""
+        return self._name("models.status")
+
 
 @dataclass(frozen=True)
 class EventWeights:

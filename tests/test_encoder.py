@@ -36,6 +36,12 @@ from stream_app_train.train import TrainConfig, train
 SMALL = TrainConfig(dim=16, hidden=32, epochs=1, buckets=1 << 12)
 
 
+def announce(root: Path, role: str, version: str | None, at: int) -> dict:
+    """A control record as `stream-app models publish` writes it (with the version's content hash)."""
+    digest = registry.open_version(root, version)[1]["content_hash"] if version else None
+    return {"role": role, "version": version, "content_hash": digest, "published_at": at}
+
+
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory) -> tuple[Path, str, str]:
     """Two versions trained on the OTTO sample (different seeds), in one registry."""
@@ -147,9 +153,9 @@ def test_a_bad_announcement_never_stops_or_changes_what_serves(trained, tmp_path
     watcher = ModelWatcher(Settings(registry_dir=str(root)))
 
     async def scenario():
-        await watcher.apply({"role": "live", "version": v1, "published_at": 1})
-        await watcher.apply({"role": "canary", "version": v1, "published_at": 2})  # not a role
-        await watcher.apply({"role": "live", "version": "no-such-version", "published_at": 3})
+        await watcher.apply(announce(root, "live", v1, 1))
+        await watcher.apply(announce(root, "canary", v1, 2))  # not a role
+        await watcher.apply({"role": "live", "version": "no-such-version", "content_hash": "0" * 64, "published_at": 3})
         await watcher.apply(["not", "an", "object"])
 
     asyncio.run(scenario())
@@ -165,7 +171,7 @@ def test_workers_never_import_torch():
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
-def test_hot_swap_during_a_live_replay_loses_nothing(trained, make_settings, start_worker, redis_client):
+def test_hot_swap_during_a_live_replay_loses_nothing(trained, make_settings, start_worker, redis_client, capsys):
     root, v1, v2 = trained
     settings = make_settings(registry_dir=str(root))
     publish(settings, "live", v1)
@@ -212,6 +218,20 @@ def test_hot_swap_during_a_live_replay_loses_nothing(trained, make_settings, sta
     for record in control:
         validator("model-control")(record)
     assert [(r["role"], r["version"]) for r in control] == [("live", v1), ("live", v2), ("shadow", v1)]
+    # and what the worker reported doing with each announcement
+    reported = [orjson.loads(r.value) for r in read_all(settings.kafka_bootstrap_servers,
+                                                         settings.topics.model_status, 3)]
+    for record in reported:
+        validator("model-status")(record)
+    assert [(r["role"], r["version"], r["outcome"]) for r in reported] == [
+        ("live", v1, "serving"), ("live", v2, "serving"), ("shadow", v1, "serving")]
+    assert {r["worker_id"] for r in reported} == {s["worker_id"]}
+    from stream_app.cli.commands import _print_model_status
+
+    capsys.readouterr()
+    assert _print_model_status(settings) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and f"live    serving   {v2}" in lines[0] and f"shadow  serving   {v1}" in lines[1]
 
 
 def test_a_withdrawal_stops_the_role_and_clears_its_error(trained):
@@ -223,10 +243,10 @@ def test_a_withdrawal_stops_the_role_and_clears_its_error(trained):
     watcher = ModelWatcher(Settings(registry_dir=str(root)))
 
     async def scenario():
-        await watcher.apply({"role": "live", "version": v1, "published_at": 1})
-        await watcher.apply({"role": "shadow", "version": v2, "published_at": 2})
-        await watcher.apply({"role": "live", "version": "no-such-version", "published_at": 3})
-        await watcher.apply({"role": "live", "version": None, "published_at": 4})  # withdraw
+        await watcher.apply(announce(root, "live", v1, 1))
+        await watcher.apply(announce(root, "shadow", v2, 2))
+        await watcher.apply({"role": "live", "version": "no-such-version", "content_hash": "0" * 64, "published_at": 3})
+        await watcher.apply(announce(root, "live", None, 4))  # withdraw
 
     asyncio.run(scenario())
     assert watcher.live is None and "live" not in watcher.errors and watcher.wanted["live"] is None
@@ -254,12 +274,56 @@ def test_a_model_that_loads_but_fails_its_trial_run_never_serves(trained, monkey
     watcher = ModelWatcher(Settings(registry_dir=str(root)))
 
     async def scenario():
-        await watcher.apply({"role": "live", "version": v1, "published_at": 1})
-        await watcher.apply({"role": "live", "version": v2, "published_at": 2})
+        await watcher.apply(announce(root, "live", v1, 1))
+        await watcher.apply(announce(root, "live", v2, 2))
 
     asyncio.run(scenario())
     assert watcher.live.version == v1 and watcher.swaps == 1
     assert "failed at run time" in watcher.errors["live"]
+
+
+def test_an_announcement_with_a_path_a_wrong_hash_or_no_hash_is_refused_while_the_old_model_serves(trained, tmp_path):
+    import asyncio
+    import shutil
+
+    from stream_app.stream.model_control import ModelWatcher
+
+    source, v1, v2 = trained
+    root = tmp_path / "registry"
+    for version in (v1, v2):
+        shutil.copytree(Path(source) / version, root / version)
+    published_v2 = announce(root, "live", v2, 2)
+    # Someone who can write to the registry changes v2's files after it was published and rewrites its
+    # manifest to match: the registry's own check passes, the announced hash does not.
+    (root / v2 / "items.json").write_text(json.dumps(["planted"] * len(json.loads((root / v2 / "items.json").read_text()))))
+    manifest = json.loads((root / v2 / "manifest.json").read_text())
+    manifest["content_hash"] = registry.content_hash(root / v2)
+    (root / v2 / "manifest.json").write_text(json.dumps(manifest))
+    registry.open_version(root, v2)  # verifies against its (rewritten) manifest
+    reports: list[dict] = []
+
+    async def report(record):
+        reports.append(record)
+
+    watcher = ModelWatcher(Settings(registry_dir=str(root)), report, "worker-a")
+
+    async def scenario():
+        await watcher.apply(announce(root, "live", v1, 1))
+        await watcher.apply(published_v2)
+        await watcher.apply({**published_v2, "version": f"../{root.name}/{v2}"})
+        await watcher.apply({**published_v2, "content_hash": None})
+
+    asyncio.run(scenario())
+    assert watcher.live.version == v1 and watcher.swaps == 1
+    for record in reports:
+        validator("model-status")(record)
+    assert [(r["outcome"], r["version"]) for r in reports] == [
+        ("serving", v1), ("refused", v2), ("refused", f"../{root.name}/{v2}"), ("refused", v2)]
+    changed, escaping, unhashed = (r["reason"] for r in reports[1:])
+    assert "does not match the content hash it was announced with" in changed
+    assert "not a model version name" in escaping
+    assert "no content hash" in unhashed
+    assert all(reason.endswith(f"still serving {v1}") for reason in (changed, escaping, unhashed))
 
 
 @pytest.mark.parametrize("version", ["../outside", "/etc", "a/b", "..", ".hidden", ""])

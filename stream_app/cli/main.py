@@ -143,8 +143,10 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--publish", action="store_true", help="announce the new version to the workers")
     t.add_argument("--shadow", action="store_true", help="with --publish: as the shadow, not the live model")
     t.set_defaults(fn=cmd_train)
-    m = sub.add_parser("models", help="the model registry: list versions, publish one to the workers")
-    m.add_argument("action", choices=["list", "publish", "withdraw"])
+    m = sub.add_parser("models", help="the model registry: list versions, publish one to the workers, "
+                                      "what each worker serves")
+    m.add_argument("action", choices=["list", "publish", "withdraw", "status"],
+                   help="status: each worker's last outcome per role, from the models.status topic")
     m.add_argument("version", nargs="?", help="with publish: a version, or `latest`")
     m.add_argument("--shadow", action="store_true", help="publish/withdraw the shadow instead of the live model")
     m.add_argument("--content", action="store_true",

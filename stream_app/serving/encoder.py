@@ -56,8 +56,8 @@ class Encoder:
         self.row_of = {item_id: row for row, item_id in enumerate(self.item_ids)}
 
     @classmethod
-    def load(cls, registry: str | Path, version: str, threads: int = 1) -> "Encoder":
-        folder, manifest = open_version(registry, version, kind="sequence")
+    def load(cls, registry: str | Path, version: str, threads: int = 1, expected_hash: str | None = None) -> "Encoder":
+        folder, manifest = open_version(registry, version, kind="sequence", expected_hash=expected_hash)
         return cls(folder, manifest, threads)
 
     def trial(self) -> None:

@@ -109,10 +109,12 @@ def versions(root: str | Path, kind: str | None = None) -> list[dict[str, Any]]:
     return sorted(found, key=lambda m: (m["created_at"], m["version"]))
 
 
-def open_version(root: str | Path, version: str, verify: bool = True,
-                 kind: str | None = None) -> tuple[Path, dict[str, Any]]:
+def open_version(root: str | Path, version: str, verify: bool = True, kind: str | None = None,
+                 expected_hash: str | None = None) -> tuple[Path, dict[str, Any]]:
     """The folder and manifest of a version; with `verify`, its files must match the manifest's hash;
-    with `kind`, it must be a model of that kind."""
+    with `kind`, it must be a model of that kind; with `expected_hash` (what a control record
+    announced), its files must hash to that: the manifest sits beside the files, so whoever can change
+    them can change it too, while the announcement comes from whoever may publish."""
     folder = Path(root) / checked_version(version)
     if not (folder / MANIFEST).is_file():
         known = ", ".join(m["version"] for m in versions(root, kind)) or "none"
@@ -123,9 +125,15 @@ def open_version(root: str | Path, version: str, verify: bool = True,
         wanted = ", ".join(m["version"] for m in versions(root, kind)) or "none"
         raise ConfigError(f"model version {version!r} in {root} is a {kind_of(manifest)} model, not a {kind} model "
                           f"(its {kind} versions: {wanted}); " + HOW_TO_MAKE[kind].format(root=root))
-    if verify and content_hash(folder, kind_of(manifest)) != manifest["content_hash"]:
-        raise ConfigError(f"model version {version} in {root} does not match its manifest's content hash: "
-                          "the files were changed after it was written; train, export or copy it again")
+    if verify or expected_hash is not None:
+        found = content_hash(folder, kind_of(manifest))
+        if verify and found != manifest["content_hash"]:
+            raise ConfigError(f"model version {version} in {root} does not match its manifest's content hash: "
+                              "the files were changed after it was written; train, export or copy it again")
+        if expected_hash is not None and found != expected_hash:
+            raise ConfigError(f"model version {version} in {root} does not match the content hash it was announced "
+                              f"with ({expected_hash[:12]}..., its files: {found[:12]}...): its files changed after "
+                              "it was published; publish it again if the change is meant")
     return folder, manifest
 
 

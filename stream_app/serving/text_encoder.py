@@ -59,9 +59,9 @@ class TextEncoder:
         self.inputs = [i.name for i in self.session.get_inputs()]
 
     @classmethod
-    def load(cls, registry: str | Path, version: str, threads: int = 1) -> "TextEncoder":
+    def load(cls, registry: str | Path, version: str, threads: int = 1, expected_hash: str | None = None) -> "TextEncoder":
         """A content version of the registry (ConfigError, naming its kind, for any other model)."""
-        folder, manifest = open_version(registry, version, kind=KIND)
+        folder, manifest = open_version(registry, version, kind=KIND, expected_hash=expected_hash)
         return cls(folder, manifest, threads)
 
     def trial(self) -> None:

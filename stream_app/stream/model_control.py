@@ -2,7 +2,11 @@
 
 The control topic (`models.control`, one partition, compacted) holds one record per role, "live" or
 "shadow" (the sequence encoder) or "content" (the text encoder of the item catalogue):
-{"role", "version" (null: none), "published_at"}. `publish` writes one. Each worker runs a
+{"role", "version" (null: none), "content_hash", "published_at"}. `publish` writes one, with the
+hash of the version's files as they are then; a worker loads only files that still hash to it (a
+folder changed after the announcement is refused) and runs the model once on a trial input before it
+swaps it in. Each worker reports what it did with each announcement (serving, refused with the
+reason, withdrawn) on the `models.status` topic, and keeps what served before whenever it refuses. Each worker runs a
 `ModelWatcher`: a consumer outside the consumer group (every worker must read every record), assigned
 to the one partition from its beginning, that loads each newly announced version from the registry
 folder off the event loop and then swaps it in. The batch loop only reads `watcher.live` /
@@ -14,14 +18,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from functools import partial
+from typing import Any, Awaitable, Callable
 
 import orjson
 from fastjsonschema import JsonSchemaException
 
 from ..config import Settings
 from ..contracts import validator
-from ..errors import StreamAppError
+from ..errors import ConfigError, StreamAppError
 from ..serving.encoder import Encoder
 from ..serving.registry import open_version
 from ..serving.text_encoder import TextEncoder
@@ -32,7 +37,7 @@ log = logging.getLogger("stream_app.models")
 ROLES = ("live", "shadow", "content")
 
 
-def publish(settings: Settings, role: str, version: str | None, verify: bool = True) -> dict[str, Any]:
+def publish(settings: Settings, role: str, version: str | None) -> dict[str, Any]:
     """Announce `version` (None: withdraw) for `role`. The version must be in the registry folder the
     workers read (`settings.registry_dir`)."""
     from kafka import KafkaProducer
@@ -41,10 +46,13 @@ def publish(settings: Settings, role: str, version: str | None, verify: bool = T
 
     if role not in ROLES:
         raise StreamAppError(f"role {role!r} is not one of {', '.join(ROLES)}")
-    if version is not None and verify:
-        open_version(settings.registry_dir, version, kind="content" if role == "content" else "sequence")
+    digest = None
+    if version is not None:
+        _, manifest = open_version(settings.registry_dir, version, verify=True,
+                                   kind="content" if role == "content" else "sequence")
+        digest = manifest["content_hash"]
     ensure_topics(settings)
-    record = {"role": role, "version": version, "published_at": int(time.time() * 1000)}
+    record = {"role": role, "version": version, "content_hash": digest, "published_at": int(time.time() * 1000)}
     validator("model-control")(record)
     producer = KafkaProducer(bootstrap_servers=settings.require_kafka(), acks="all")
     try:
@@ -54,12 +62,18 @@ def publish(settings: Settings, role: str, version: str | None, verify: bool = T
     return record
 
 
+Report = Callable[[dict[str, Any]], Awaitable[None]]
+
+
 class ModelWatcher:
     """Follows the control topic; holds the loaded live and shadow encoders and the content model
-    (None when none)."""
+    (None when none). `report`, when given, receives a `models.status` record for every announcement
+    the watcher acts on."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, report: Report | None = None, worker_id: str = ""):
         self.settings = settings
+        self.report = report
+        self.worker_id = worker_id
         self.live: Encoder | None = None
         self.shadow: Encoder | None = None
         self.content: TextEncoder | None = None
@@ -80,31 +94,50 @@ class ModelWatcher:
             log.error("ignoring a control record that breaks schemas/v1/model-control (%s): %r", exc.message, record)
             self.errors["control"] = f"ignored an invalid control record: {exc.message}"
             return
-        role, version = record["role"], record["version"]
+        role, version, digest = record["role"], record["version"], record.get("content_hash")
         self.wanted[role] = version
         current = getattr(self, role)
-        if (current.version if current else None) == version:
+        serving = current.version if current else None
+        if serving == version and (current is None or digest == current.manifest["content_hash"]):
             return
         if version is None:
             setattr(self, role, None)
             self.errors.pop(role, None)
             log.warning("model %s withdrawn", role)
+            await self._report(role, None, None, "withdrawn", None)
             return
         try:
+            if digest is None:
+                raise ConfigError("the announcement carries no content hash (published by an earlier release): "
+                                  "publish it again with `stream-app models publish`")
             kind = TextEncoder if role == "content" else Encoder
-            loaded = await asyncio.get_running_loop().run_in_executor(
-                None, kind.load, self.settings.registry_dir, version)
+            loop = asyncio.get_running_loop()
+            loaded = await loop.run_in_executor(None, partial(kind.load, self.settings.registry_dir, version,
+                                                              expected_hash=digest))
             # A trial run before the swap: a model that loads but fails when run keeps the old one serving
-            await asyncio.get_running_loop().run_in_executor(None, loaded.trial)
+            await loop.run_in_executor(None, loaded.trial)
         except Exception as exc:  # a bad announcement must not stop the worker: keep what serves
             self.errors[role] = f"cannot load {version}: {exc}"
             log.error("cannot load model %s for %s from %s: %s; keeping %s", version, role,
-                      self.settings.registry_dir, exc, current.version if current else "none")
+                      self.settings.registry_dir, exc, serving or "none")
+            await self._report(role, version, digest, "refused", f"{exc}; still serving {serving or 'none'}")
             return
         setattr(self, role, loaded)
         self.errors.pop(role, None)
         self.swaps += 1
         log.warning("model %s is now %s", role, version)
+        await self._report(role, version, digest, "serving", None)
+
+    async def _report(self, role: str, version: str | None, digest: str | None, outcome: str,
+                      reason: str | None) -> None:
+        if self.report is None:
+            return
+        record = {"worker_id": self.worker_id, "role": role, "version": version, "content_hash": digest,
+                  "outcome": outcome, "reason": reason, "at": int(time.time() * 1000)}
+        try:
+            await self.report(record)
+        except Exception as exc:  # the status topic is for operators; serving goes on without it
+            log.error("cannot report model status %s: %s", record, exc)
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         """Read the control topic from its beginning, then follow it. `ready` is set once the records

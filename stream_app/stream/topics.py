@@ -18,11 +18,12 @@ def topic_specs(settings: Settings) -> dict[str, dict[str, str]]:
     specs[t.profiles] = {"cleanup.policy": "compact"}
     specs[t.model_control] = {"cleanup.policy": "compact"}
     specs[t.items] = {"cleanup.policy": "compact"}
+    specs[t.model_status] = {}
     return specs
 
 
 #: Topics with one partition whatever the input partitioning: every worker reads all of it.
-SINGLE_PARTITION = ("model_control", "items")
+SINGLE_PARTITION = ("model_control", "model_status", "items")
 
 
 def ensure_topics(settings: Settings) -> int:

@@ -25,6 +25,7 @@ from dataclasses import asdict
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 import faust
+import orjson
 from aiokafka.errors import (
     ClusterAuthorizationFailedError,
     InvalidTopicError,
@@ -49,7 +50,7 @@ from .commits import AppliedOffsets, consumer_lag
 from .metrics import Snapshot, WorkerMetrics
 from .model_control import ModelWatcher
 from .ordered_input import OrderedInput
-from .output import BatchProducer
+from .output import BatchProducer, Outbox
 
 log = logging.getLogger("stream_app.worker")
 
@@ -138,7 +139,6 @@ class StreamWorker:
         self.datadir = datadir  # Faust's folder, removed at shutdown
         self.profile_table = app.Table(PROFILE_TABLE, partitions=partitions, key_type=bytes, value_type=bytes)
         self.store = ProfileStore(RedisStoreConfig(settings.require_redis(), settings.namespace))
-        self.watcher = ModelWatcher(settings)
         self.models_ready = asyncio.Event()
         self.catalogue = CatalogueFeed(settings)
         self.catalogue_ready = asyncio.Event()
@@ -157,11 +157,18 @@ class StreamWorker:
         self.offsets = AppliedOffsets(settings.commit_interval_s)
         self.stream: faust.StreamT | None = None  # the input agent's stream, which acknowledges events
         self.worker_id = f"{settings.app_id}:{socket.gethostname()}:{os.getpid()}"
+        self.watcher = ModelWatcher(settings, self.report_model_status, self.worker_id)
         self.partitions_ready = False  # partitions assigned and tables recovered
         self.processing = False  # past the start-up waits for the models and the catalogue
         self.metrics = WorkerMetrics(self.snapshot)
         self.web_port = web_port
         self.http: Any = None  # the HTTP port's runner (stream/health.py), from start_http
+
+    async def report_model_status(self, record: dict[str, Any]) -> None:
+        outbox = Outbox()
+        outbox.add(self.settings.topics.model_status, f"{self.worker_id}/{record['role']}".encode(),
+                   orjson.dumps(record))
+        await self.output.deliver(outbox)
 
     async def start_http(self) -> None:
         try:
