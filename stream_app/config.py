@@ -171,6 +171,12 @@ class Settings:
     # Memory: a user with no event for this long (event time) leaves the profile table (a tombstone in
     # its changelog and on the profiles topic) and Redis; a later event starts a new profile (0: never).
     user_idle_ms: int = 0
+    # Abuse: a user's events beyond these counts in one event-time hour (all items; one item) still
+    # update the user's profile but add nothing to the shared item state (popularity, trending,
+    # co-visitation, sequential rules), so one bot cannot push an item up. 0: no cap. The real shop
+    # log's busiest customer-hour has 543 lines, its busiest customer-item-hour 21.
+    user_signals_per_hour: int = 1000
+    user_item_signals_per_hour: int = 50
     # Candidate sources and their weights in the prior score (the ranking until the ranker is warm)
     covis_weight: float = 1.0
     rules_weight: float = 2.0  # sequential rules (items that came next after the session's recent items)
@@ -234,7 +240,7 @@ class Settings:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1 (set {ENV_PREFIX}{name.upper()})")
         for name in ("max_idle_ms", "max_future_ms", "max_age_ms", "item_idle_ms", "user_idle_ms",
-                     "read_wait_ms"):
+                     "read_wait_ms", "user_signals_per_hour", "user_item_signals_per_hour"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be 0 or more (set {ENV_PREFIX}{name.upper()})")
 

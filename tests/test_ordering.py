@@ -247,3 +247,36 @@ def test_quiet_users_trails_are_dropped_without_changing_any_signal(monkeypatch)
     kept = fed(settings, log, step=11)
     assert kept.index.store == dropped.index.store
     assert len(dropped.users) < len(kept.users) == 5 + 5 * 8 and dropped.evicted_trails > 0
+
+
+def bot_log(events=10_000, items=1, seed=9):
+    """Honest users over an hour, and one bot buying `items` item(s) 10,000 times in the same hour."""
+    rng = random.Random(seed)
+    start = (T0 // HOUR + 1) * HOUR  # the caps count per event-time hour
+    honest = [Event(f"h{n}", f"u{rng.randrange(40)}", f"i{rng.randrange(30)}", "purchase", start + rng.randrange(HOUR))
+              for n in range(400)]
+    bot = [Event(f"b{n}", "bot", f"pushed-{n % items}", "purchase", start + n * HOUR // events) for n in range(events)]
+    return honest, bot
+
+
+def popularity(settings, log):
+    feed = fed(settings, sorted(log, key=lambda e: e.ts))
+    return feed, {item: feed.index.entry(item)["pop"] for item in feed.index.popular()}
+
+
+def test_a_bot_moves_popularity_no_more_than_the_per_user_caps():
+    honest, bot = bot_log()
+    capped = Settings(user_item_signals_per_hour=50)
+    feed, pops = popularity(capped, honest + bot)
+    _, within_cap = popularity(capped, honest + bot[:50])  # what the bot may add: its first 50 events
+    assert pops["pushed-0"] == within_cap["pushed-0"] and feed.summary()["capped"] == len(bot) - 50
+    assert {k: v for k, v in pops.items() if k != "pushed-0"} == {k: v for k, v in within_cap.items() if k != "pushed-0"}
+    _, uncapped = popularity(Settings(user_item_signals_per_hour=0, user_signals_per_hour=0), honest + bot)
+    assert uncapped["pushed-0"] > within_cap["pushed-0"] + 6  # log2 scores: 10,000 events are 200x the 50
+    # spread over many items, the bot's events count up to the cap on all items in the hour
+    honest, bot = bot_log(items=5_000)
+    feed, pops = popularity(Settings(user_signals_per_hour=1000), honest + bot)
+    assert sum(item.startswith("pushed-") for item in feed.index.popular()) <= 1000
+    assert feed.summary()["capped"] == len(bot) - 1000
+    # the real shop's busiest customer-hour (543 lines) is far under the default caps
+    assert Settings().user_signals_per_hour >= 543 * 1.5 and Settings().user_item_signals_per_hour >= 21 * 2

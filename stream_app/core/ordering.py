@@ -195,7 +195,7 @@ class _UserTrail:
     """What the item feed keeps of one user: recent distinct items (-> last seen ms) for co-visitation,
     the current session's last items in order for sequential rules, and recent event ids."""
 
-    __slots__ = ("seen", "tail", "digests", "last_ts", "session_id")
+    __slots__ = ("seen", "tail", "digests", "last_ts", "session_id", "hour", "hour_signals", "hour_items")
 
     def __init__(self, steps: int, digests: int):
         self.seen: dict[str, int] = {}
@@ -203,6 +203,24 @@ class _UserTrail:
         self.digests: collections.deque[str] = collections.deque(maxlen=digests)
         self.last_ts: int | None = None
         self.session_id: str | None = None
+        # Item signals this user gave in the event-time hour `hour`, in all and per item (the caps)
+        self.hour = -1
+        self.hour_signals = 0
+        self.hour_items: dict[str, int] = {}
+
+    def within_caps(self, event: Event, per_hour: int, per_item_hour: int) -> bool:
+        """Whether `event` may add item signals under the per-user caps (0: no cap); counts it if so.
+        A late event of an earlier hour counts in the current one."""
+        hour = event.ts // 3_600_000
+        if hour > self.hour:
+            self.hour, self.hour_signals = hour, 0
+            self.hour_items.clear()
+        on_item = self.hour_items.get(event.item_id, 0)
+        if (per_hour and self.hour_signals >= per_hour) or (per_item_hour and on_item >= per_item_hour):
+            return False
+        self.hour_signals += 1
+        self.hour_items[event.item_id] = on_item + 1
+        return True
 
     def new_session(self, event: Event, gap_ms: int) -> bool:
         """Does `event` start a new session (a new session_id, or `gap_ms` of silence)? Records it."""
@@ -259,6 +277,7 @@ class ItemFeed:
         self.events = 0
         self.evicted_items = 0
         self.evicted_trails = 0
+        self.capped = 0
         self.eviction = EvictionClock(self.EVICT_EVERY_MS)
 
     def add(self, event: Event, group: int, epoch: int) -> None:
@@ -276,6 +295,8 @@ class ItemFeed:
             return
         user.digests.append(event.event_id)
         self.events += 1
+        capped = not user.within_caps(event, settings.user_signals_per_hour, settings.user_item_signals_per_hour)
+        self.capped += capped
         seen = user.seen
         since = event.ts - settings.covis_window_ms
         previous = []
@@ -284,15 +305,17 @@ class ItemFeed:
                 break
             if item_id != event.item_id:
                 previous.append((item_id, event.ts - ts))
-        buffers = self.pending.setdefault(epoch, {})
-        buffer = buffers.get(group)
-        if buffer is None:
-            buffer = buffers[group] = SignalBuffer.for_settings(settings)
-        buffer.add_interaction(event.item_id, previous, settings.weights.of(event.type, event.stage), event.ts,
-                               event.category)
+        if not capped:
+            buffers = self.pending.setdefault(epoch, {})
+            buffer = buffers.get(group)
+            if buffer is None:
+                buffer = buffers[group] = SignalBuffer.for_settings(settings)
+            buffer.add_interaction(event.item_id, previous, settings.weights.of(event.type, event.stage), event.ts,
+                                   event.category)
         if user.new_session(event, settings.session_gap_ms):
             user.tail.clear()
-        buffer.add_sequence(event.item_id, reversed(user.tail), event.ts)
+        if not capped:
+            buffer.add_sequence(event.item_id, reversed(user.tail), event.ts)
         user.tail.append(event.item_id)
         if seen.get(event.item_id, event.ts) <= event.ts:
             seen.pop(event.item_id, None)
@@ -308,7 +331,7 @@ class ItemFeed:
         return {"events": self.events, "duplicates": self.duplicates, "late": self.late,
                 "applied_through": self.applied_through, "items": self.index.item_count(),
                 "users_followed": len(self.users), "evicted_items": self.evicted_items,
-                "evicted_trails": self.evicted_trails,
+                "evicted_trails": self.evicted_trails, "capped": self.capped,
                 "popular": [[item, share] for item, share in popular]}
 
     def advance(self, through: int) -> None:
