@@ -2,7 +2,8 @@
 
 Every setting has an environment variable named in upper case after the field with the
 `STREAM_APP_` prefix, e.g. `STREAM_APP_TOP_K=50`; the two service endpoints use the names
-operators already know: `KAFKA_BOOTSTRAP_SERVERS` and `REDIS_URL`.
+operators already know: `KAFKA_BOOTSTRAP_SERVERS` and `REDIS_URL`; the Kafka TLS/SASL settings are read
+under the Kafka ecosystem's names (`KAFKA_SECURITY_PROTOCOL`, ...; kafka_security.py).
 """
 
 from __future__ import annotations
@@ -17,11 +18,14 @@ from typing import Mapping
 
 from .core.events import event_kind
 from .errors import ConfigError
+from .kafka_security import KafkaSecurity
 
 EVENT_TYPES = ("browse", "click", "purchase")
 REC_POLICIES = ("every", "purchase", "debounce")
 LOG_FORMATS = ("text", "json")
 ENV_PREFIX = "STREAM_APP_"
+#: Settings read under their own names (the endpoints, the Kafka security settings) or in parts (weights)
+FIELDS_READ_APART = ("kafka_bootstrap_servers", "redis_url", "kafka_security", "weights")
 
 
 def state_dir(environ: Mapping[str, str] = os.environ) -> Path:
@@ -110,7 +114,9 @@ class EventWeights:
 @dataclass(frozen=True)
 class Settings:
     kafka_bootstrap_servers: str | None = None
-    redis_url: str | None = None
+    # Kept out of repr: a URL may carry a password (redis://:pw@host); print it through redact_url.
+    redis_url: str | None = field(default=None, repr=False)
+    kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
     app_id: str = "stream-app"
     # Prefixes every topic name and Redis key, so several deployments (or test runs) can share
     # one cluster and one Redis. Empty by default: the contract names as documented.
@@ -280,8 +286,9 @@ class Settings:
             env["KAFKA_BOOTSTRAP_SERVERS"] = self.kafka_bootstrap_servers
         if self.redis_url:
             env["REDIS_URL"] = self.redis_url
+        env.update(self.kafka_security.to_env())
         for f in dataclasses.fields(self):
-            if f.name in ("kafka_bootstrap_servers", "redis_url", "weights"):
+            if f.name in FIELDS_READ_APART:
                 continue
             env[ENV_PREFIX + f.name.upper()] = str(getattr(self, f.name))
         for f in dataclasses.fields(self.weights):
@@ -293,7 +300,7 @@ class Settings:
         """Read every setting once. Endpoints: the environment first, else the runtime file of `up`."""
         values: dict[str, object] = {}
         for f in dataclasses.fields(cls):
-            if f.name in ("kafka_bootstrap_servers", "redis_url", "weights"):
+            if f.name in FIELDS_READ_APART:
                 continue
             raw = environ.get(ENV_PREFIX + f.name.upper())
             if raw is not None:
@@ -310,7 +317,7 @@ class Settings:
             kafka = kafka or embedded.get("KAFKA_BOOTSTRAP_SERVERS")
             redis_url = redis_url or embedded.get("REDIS_URL")
         return cls(kafka_bootstrap_servers=kafka, redis_url=redis_url,
-                   weights=EventWeights(**weights), **values)
+                   kafka_security=KafkaSecurity.from_env(environ), weights=EventWeights(**weights), **values)
 
 
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][\w+.-]*://)(?P<user>[^:/@\s]*):(?P<secret>[^@/\s]+)@")

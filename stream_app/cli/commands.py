@@ -40,6 +40,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     print(f"KAFKA_BOOTSTRAP_SERVERS={redact_url(settings.kafka_bootstrap_servers)}")
     print(f"REDIS_URL={redact_url(settings.redis_url)}")
+    print(f"Kafka security: {settings.kafka_security.describe()}")
     client = redis.Redis.from_url(settings.require_redis(), socket_connect_timeout=2)
     try:
         statuses = worker_statuses(client, settings.namespace)

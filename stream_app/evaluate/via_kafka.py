@@ -90,7 +90,7 @@ def evaluate_via_kafka(path: str | Path, fmt: str, k: int = 20, rate: float | No
                 raise ServiceTimeout(f"{exc}: a long log or a slow machine needs more time, "
                                      f"raise --timeout (now {timeout:.0f} s)") from exc
             seconds = time.perf_counter() - started
-        with TopicReader(settings.require_kafka(), settings.topics.recommendations) as reader:
+        with TopicReader(settings.require_kafka(), settings.topics.recommendations, settings.kafka_security) as reader:
             reader.read_until(len(events), timeout)
             published: dict[str, list[str]] = {}
             versions: dict[str, int] = {}

@@ -117,8 +117,7 @@ class CatalogueFeed:
         `content_model()` (the model the control topic announced, or None). `ready` is set once the
         records that existed at start are indexed."""
         settings = self.settings
-        async with from_the_beginning(settings.require_kafka(), settings.topics.items,
-                                      settings.fetch_max_wait_ms) as (consumer, tp, end):
+        async with from_the_beginning(settings, settings.topics.items) as (consumer, tp, end):
             while True:
                 batches = await consumer.getmany(tp, timeout_ms=500, max_records=10_000)
                 for message in batches.get(tp, []):

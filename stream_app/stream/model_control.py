@@ -27,6 +27,7 @@ from fastjsonschema import JsonSchemaException
 from ..config import Settings
 from ..contracts import validator
 from ..errors import ConfigError, StreamAppError
+from ..kafka_security import kafka_python_kwargs
 from ..serving.encoder import Encoder
 from ..serving.registry import open_version
 from ..serving.text_encoder import TextEncoder
@@ -54,7 +55,8 @@ def publish(settings: Settings, role: str, version: str | None) -> dict[str, Any
     ensure_topics(settings)
     record = {"role": role, "version": version, "content_hash": digest, "published_at": int(time.time() * 1000)}
     validator("model-control")(record)
-    producer = KafkaProducer(bootstrap_servers=settings.require_kafka(), acks="all")
+    producer = KafkaProducer(bootstrap_servers=settings.require_kafka(), acks="all",
+                             **kafka_python_kwargs(settings.kafka_security))
     try:
         producer.send(settings.topics.model_control, key=role.encode(), value=orjson.dumps(record)).get(timeout=30)
     finally:
@@ -143,8 +145,7 @@ class ModelWatcher:
         """Read the control topic from its beginning, then follow it. `ready` is set once the records
         that existed at start have been applied (a starting worker serves the current model at once)."""
         settings = self.settings
-        async with from_the_beginning(settings.require_kafka(), settings.topics.model_control,
-                                      settings.fetch_max_wait_ms) as (consumer, tp, end):
+        async with from_the_beginning(settings, settings.topics.model_control) as (consumer, tp, end):
             while True:
                 batches = await consumer.getmany(tp, timeout_ms=500)
                 for message in batches.get(tp, []):

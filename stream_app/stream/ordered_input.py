@@ -37,6 +37,7 @@ from ..contracts import Rejection, Source, check_input
 from ..core.events import Event
 from ..core.items import InMemoryItemIndex
 from ..core.ordering import AFTER_ALL, BEFORE_ALL, GroupMerge, ItemFeed, Released, Sequencer
+from ..kafka_security import aiokafka_kwargs
 from .partitioning import partition_of
 
 log = logging.getLogger("stream_app.ordered_input")
@@ -158,7 +159,8 @@ class OrderedInput:
         settings = self.settings
         self.consumer = consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.require_kafka().split(","), group_id=None, enable_auto_commit=False,
-            auto_offset_reset="earliest", fetch_max_wait_ms=settings.fetch_max_wait_ms)
+            auto_offset_reset="earliest", fetch_max_wait_ms=settings.fetch_max_wait_ms,
+            **aiokafka_kwargs(settings.kafka_security))
         await consumer.start()
         try:
             consumer.assign([TopicPartition(topic, p) for topic in self.topics for p in range(self.partitions)])

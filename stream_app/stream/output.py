@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
+from ..kafka_security import KafkaSecurity, aiokafka_kwargs
+
 MAX_BATCH_BYTES = 1024 * 1024
 
 
@@ -31,8 +33,9 @@ class Outbox:
 class BatchProducer:
     """An aiokafka producer started on first use, partitioning keys as the Java client does (murmur2)."""
 
-    def __init__(self, bootstrap_servers: str, linger_ms: int = 0):
+    def __init__(self, bootstrap_servers: str, security: KafkaSecurity, linger_ms: int = 0):
         self.bootstrap_servers = bootstrap_servers
+        self.security = security
         self.linger_ms = linger_ms
         self._producer: AIOKafkaProducer | None = None
         self._partitions: dict[str, list[int]] = {}
@@ -44,7 +47,8 @@ class BatchProducer:
             if self._producer is None:
                 producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap_servers.split(","), acks="all",
                                             linger_ms=self.linger_ms, max_batch_size=MAX_BATCH_BYTES,
-                                            max_request_size=4 * MAX_BATCH_BYTES)
+                                            max_request_size=4 * MAX_BATCH_BYTES,
+                                            **aiokafka_kwargs(self.security))
                 await producer.start()
                 self._producer = producer
         return self._producer

@@ -7,6 +7,7 @@ from kafka.errors import TopicAlreadyExistsError
 
 from ..config import Settings
 from ..errors import ConfigError
+from ..kafka_security import kafka_python_kwargs
 
 
 def topic_specs(settings: Settings) -> dict[str, dict[str, str]]:
@@ -30,7 +31,8 @@ def ensure_topics(settings: Settings) -> int:
     """Create missing topics; refuse input topics whose partition counts differ (profiles are
     partitioned by user, so a user's events must land in the same partition number on all three).
     Returns the input topics' partition count, which the tables must share."""
-    admin = KafkaAdminClient(bootstrap_servers=settings.require_kafka(), request_timeout_ms=10_000)
+    admin = KafkaAdminClient(bootstrap_servers=settings.require_kafka(), request_timeout_ms=10_000,
+                             **kafka_python_kwargs(settings.kafka_security))
     try:
         existing = set(admin.list_topics())
         specs = topic_specs(settings)

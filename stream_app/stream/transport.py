@@ -21,7 +21,8 @@
 5. Messages the worker drops (`forget`): a copy of one it already has, or one it lets go to read
    its lane again from an earlier record Faust skipped (see ordered_input); never acknowledged.
 
-The worker uses this transport (URL scheme below).
+The worker uses this transport (URL scheme below). Every consumer built here connects with the Kafka
+security settings (kafka_security.py), as Faust's own clients do through `broker_credentials`.
 """
 
 from __future__ import annotations
@@ -30,9 +31,13 @@ import time
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Callable, ClassVar, Iterable, Mapping
 
+import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.transport.drivers import TRANSPORTS
 from faust.transport.drivers import aiokafka as faust_aiokafka
+
+from ..config import Settings
+from ..kafka_security import PLAINTEXT, KafkaSecurity, aiokafka_kwargs
 
 SCHEME = "stream-app-kafka"
 #: (topic, partition) -> the offset the group's consumer resumes at after the last seek (committed, or 0).
@@ -43,6 +48,7 @@ START_OFFSETS: dict[tuple[str, int], int] = {}
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     #: Set by `configure` before the app starts (one app per worker process).
     fetch_max_wait_ms: ClassVar[int] = 1500
+    security: ClassVar[KafkaSecurity] = PLAINTEXT
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
@@ -65,18 +71,18 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         reported = await super()._highwaters(partitions)
         transport = self.consumer.transport
         servers = faust_aiokafka.server_list(transport.url, transport.default_port)
-        return await true_end_offsets(servers, reported)
+        return await true_end_offsets(servers, reported, self.security)
 
 
 async def true_end_offsets(servers: list[str], reported: Mapping[Any, int | None],
-                           timeout_s: float = 10.0) -> dict[Any, int | None]:
+                           security: KafkaSecurity = PLAINTEXT, timeout_s: float = 10.0) -> dict[Any, int | None]:
     """End offsets confirmed by reading each non-empty partition's last record batch."""
     result = dict(reported)
     pending = {TopicPartition(tp.topic, tp.partition): tp for tp, end in reported.items() if end}
     if not pending:
         return result
     probe = AIOKafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False, group_id=None,
-                             fetch_max_wait_ms=50)
+                             fetch_max_wait_ms=50, **aiokafka_kwargs(security))
     await probe.start()
     try:
         probe.assign(list(pending))
@@ -96,22 +102,34 @@ async def true_end_offsets(servers: list[str], reported: Mapping[Any, int | None
 
 
 @asynccontextmanager
-async def from_the_beginning(servers: str, topic: str, fetch_max_wait_ms: int
+async def from_the_beginning(settings: Settings, topic: str
                              ) -> AsyncIterator[tuple[AIOKafkaConsumer, TopicPartition, int]]:
     """A consumer outside any group on a one-partition topic every worker reads whole (the control
     topic, the catalogue), at its beginning, and the end offset that existed at start (confirmed
     by reading its last batch)."""
     tp = TopicPartition(topic, 0)
+    servers = settings.require_kafka().split(",")
     consumer = AIOKafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False, group_id=None,
-                                fetch_max_wait_ms=fetch_max_wait_ms)
+                                fetch_max_wait_ms=settings.fetch_max_wait_ms,
+                                **aiokafka_kwargs(settings.kafka_security))
     await consumer.start()
     try:
         consumer.assign([tp])
         await consumer.seek_to_beginning(tp)
-        end = (await true_end_offsets(servers.split(","), await consumer.end_offsets([tp])))[tp] or 0
+        end = (await true_end_offsets(servers, await consumer.end_offsets([tp]), settings.kafka_security))[tp] or 0
         yield consumer, tp, end
     finally:
         await consumer.stop()
+
+
+def faust_credentials(security: KafkaSecurity) -> Any:
+    """The Faust app's `broker_credentials` (None for PLAINTEXT: Faust's default)."""
+    if security.sasl:
+        return faust.SASLCredentials(username=security.sasl_username, password=security.sasl_password,
+                                     mechanism=security.sasl_mechanism, ssl_context=security.ssl_context())
+    if security.tls:
+        return faust.SSLCredentials(security.ssl_context())
+    return None
 
 
 class Consumer(faust_aiokafka.Consumer):
@@ -147,8 +165,9 @@ class Transport(faust_aiokafka.Transport):
     Consumer = Consumer
 
 
-def configure(fetch_max_wait_ms: int) -> str:
+def configure(fetch_max_wait_ms: int, security: KafkaSecurity) -> str:
     """Register the transport; return the URL scheme to use in the broker URLs."""
     ConsumerThread.fetch_max_wait_ms = fetch_max_wait_ms
+    ConsumerThread.security = security
     TRANSPORTS.aliases[SCHEME] = f"{__name__}:Transport"
     return SCHEME

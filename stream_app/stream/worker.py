@@ -142,7 +142,7 @@ class StreamWorker:
         self.models_ready = asyncio.Event()
         self.catalogue = CatalogueFeed(settings)
         self.catalogue_ready = asyncio.Event()
-        self.output = BatchProducer(settings.require_kafka())
+        self.output = BatchProducer(settings.require_kafka(), settings.kafka_security)
         # The learners of each input partition (ranker, bandit), in a table of the same partitioning.
         self.learner_table = app.Table(LEARNER_TABLE, partitions=partitions, key_type=bytes, value_type=bytes)
         self.partition_state = PartitionState(self.learner_table.data, settings)
@@ -359,13 +359,14 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
     """The Faust app: the consumer group over the input topics, the ordered input path and the
     output. `partitions` is the input topics' partition count. The agent, tasks, timer and signal
     handlers are thin adapters over a `StreamWorker`'s methods."""
-    scheme = transport.configure(settings.fetch_max_wait_ms)
+    scheme = transport.configure(settings.fetch_max_wait_ms, settings.kafka_security)
     brokers = [f"{scheme}://{host}" for host in settings.require_kafka().split(",")]
     # Faust's folder: tables live in memory and their changelogs, so a temporary one (not the current folder)
     datadir = tempfile.mkdtemp(prefix=f"faust-{settings.group_id}-")
     app = faust.App(
         settings.group_id,
         broker=brokers,
+        broker_credentials=transport.faust_credentials(settings.kafka_security),  # None (Faust's default) for PLAINTEXT
         store="memory://",
         datadir=datadir,
         topic_partitions=partitions,

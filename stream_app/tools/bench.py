@@ -93,7 +93,8 @@ def run_bench(n: int, users: int, items: int, timeout: float, rate: float | None
         # Nothing reads the output while the worker runs (a reader would take CPU from it); the
         # recommendations carry their publication time, so they are read once it is done.
         wait_committed(settings, marks, timeout)
-        with TopicReader(settings.kafka_bootstrap_servers, settings.topics.recommendations) as recs:
+        with TopicReader(settings.kafka_bootstrap_servers, settings.topics.recommendations,
+                         settings.kafka_security) as recs:
             recs.read_until(len(warmup) + n, timeout)
             measured = [r for r in recs.records if orjson.loads(r.value)["trigger_event_id"] in sent_ms]
         last_publish = max(r.timestamp for r in measured) / 1000

@@ -44,7 +44,16 @@ from ..stream.topics import ensure_topics
 from .bench import synthetic_events
 from .chaos_checks import verify
 from .consume import committed_offsets, wait_committed
-from .embedded import HOST, free_port, start_broker, start_redis, wait_for_kafka, wait_for_redis
+from .embedded import (
+    HOST,
+    free_port,
+    redis_password,
+    start_broker,
+    start_redis,
+    wait_for_kafka,
+    wait_for_redis,
+    with_embedded,
+)
 from .processes import WorkerProcess
 from .replay import Produced, make_producer
 
@@ -115,11 +124,11 @@ class ChaosServices:
         self.log_dir = log_dir
         self.redis_dir = log_dir / "redis-data"
         self.redis_dir.mkdir(parents=True, exist_ok=True)
-        kafka_port, self.redis_port = free_port(), free_port()
+        kafka_port, self.redis_port, self.redis_password = free_port(), free_port(), redis_password()
         self.kafka_bootstrap_servers = f"{HOST}:{kafka_port}"
-        self.redis_url = f"redis://{HOST}:{self.redis_port}/0"
+        self.redis_url = f"redis://:{self.redis_password}@{HOST}:{self.redis_port}/0"
         self.broker = start_broker(kafka_port, log_dir / "broker.log")
-        self.redis = start_redis(self.redis_port, log_dir / "redis.log", self.redis_dir)
+        self.redis = start_redis(self.redis_port, log_dir / "redis.log", self.redis_dir, self.redis_password)
         try:
             wait_for_redis(self.redis_url)
             wait_for_kafka(self.kafka_bootstrap_servers)
@@ -131,7 +140,7 @@ class ChaosServices:
         self.redis.kill()
         self.redis.wait()
         time.sleep(down_s)
-        self.redis = start_redis(self.redis_port, self.log_dir / "redis.log", self.redis_dir)
+        self.redis = start_redis(self.redis_port, self.log_dir / "redis.log", self.redis_dir, self.redis_password)
         wait_for_redis(self.redis_url)
 
     def pause_broker(self, seconds: float) -> None:
@@ -276,9 +285,9 @@ def run_chaos(plan: ChaosPlan, base: Settings, log_dir: Path,
     services = ChaosServices(log_dir)
     name = f"chaos{os.getpid()}"
     # The idle wait of a replay (evaluate --via-kafka): no input waits on another's stall for less.
-    settings = base.replace(kafka_bootstrap_servers=services.kafka_bootstrap_servers, redis_url=services.redis_url,
-                            namespace=f"{name}.", app_id=f"stream-app-{name}", partitions=plan.partitions,
-                            max_idle_ms=max(base.max_idle_ms, 2000))
+    settings = with_embedded(base, services.kafka_bootstrap_servers, services.redis_url).replace(
+        namespace=f"{name}.", app_id=f"stream-app-{name}", partitions=plan.partitions,
+        max_idle_ms=max(base.max_idle_ms, 2000))
     crew = Crew(settings, log_dir, rng)
     faults: collections.Counter[str] = collections.Counter()
     try:

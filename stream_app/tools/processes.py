@@ -21,7 +21,7 @@ from ..config import Settings, state_dir
 from ..errors import ServiceTimeout
 from ..store.redis_store import worker_statuses
 from ..stream.topics import ensure_topics
-from .embedded import Embedded, free_port
+from .embedded import Embedded, free_port, with_embedded
 
 
 class WorkerProcess:
@@ -135,8 +135,7 @@ def one_off_run(label: str, environ: Mapping[str, str] = os.environ) -> Iterator
         settings = base.replace(namespace=f"{name}.", app_id=f"stream-app-{name}")
     else:
         embedded = Embedded.start(log_dir)
-        settings = base.replace(kafka_bootstrap_servers=embedded.kafka_bootstrap_servers,
-                                redis_url=embedded.redis_url)
+        settings = with_embedded(base, embedded.kafka_bootstrap_servers, embedded.redis_url)
     run = Run(settings, log_dir, embedded)
     try:
         ensure_topics(settings)

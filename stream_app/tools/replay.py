@@ -12,6 +12,7 @@ import orjson
 from kafka import KafkaProducer, TopicPartition
 
 from ..config import Settings
+from ..kafka_security import kafka_python_kwargs
 from ..stream.topics import ensure_topics
 from .recorded import LineRejection, load_sorted
 
@@ -71,7 +72,8 @@ class Progress:
 
 def make_producer(settings: Settings) -> KafkaProducer:
     return KafkaProducer(bootstrap_servers=settings.require_kafka().split(","), acks=1, linger_ms=10,
-                         batch_size=256 * 1024, max_request_size=2 * 1024 * 1024)
+                         batch_size=256 * 1024, max_request_size=2 * 1024 * 1024,
+                         **kafka_python_kwargs(settings.kafka_security))
 
 
 @dataclass
