@@ -1,5 +1,6 @@
-"""Kafka TLS/SASL settings (stream_app/kafka_security.py): read and checked once, never printed, and
-given to every Kafka client the project builds. The embedded broker (Tansu) has no TLS or SASL, so
+"""Security settings. Kafka TLS/SASL (stream_app/kafka_security.py): read and checked once, never printed,
+and given to every Kafka client the project builds. Redis: TLS and a password in the URL; the embedded
+Redis wants a generated password; `status` shows no secret. The embedded broker (Tansu) has no TLS or SASL, so
 these tests check each client as it is constructed, with a SASL_SSL + SCRAM-SHA-512 + CA file
 configuration: the client objects aiokafka and Faust build are inspected, kafka-python's constructors
 are captured (they connect as soon as they are built). A source scan finds every construction site,
@@ -364,3 +365,62 @@ def test_the_documented_redis_tls_url_gives_a_verified_tls_connection_with_the_p
         pool = client.connection_pool
         assert "SSL" in pool.connection_class.__name__
         assert pool.connection_kwargs["password"] == "redis-pw" and pool.connection_kwargs["ssl_ca_certs"] == str(CA)
+
+
+# --- the embedded Redis: loopback, protected mode, a generated password; the runtime file owner-only ------
+
+@pytest.mark.integration  # starts a redis-server
+def test_the_embedded_redis_refuses_clients_without_its_password(tmp_path):
+    import redis
+
+    from stream_app.tools.embedded import HOST, free_port, redis_password, start_redis, wait_for_redis
+
+    port, password = free_port(), redis_password()
+    proc = start_redis(port, tmp_path / "redis.log", password=password)
+    try:
+        wait_for_redis(f"redis://:{password}@{HOST}:{port}/0")
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(host=HOST, port=port).ping()
+        client = redis.Redis(host=HOST, port=port, password=password)
+        assert client.config_get("protected-mode") == {"protected-mode": "yes"}
+        assert client.config_get("bind") == {"bind": HOST}
+        client.close()
+        assert password not in Path(f"/proc/{proc.pid}/cmdline").read_text()  # given on stdin, not in `ps`
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+@pytest.mark.integration  # starts the embedded broker and Redis through the CLI
+def test_up_keeps_the_password_in_an_owner_only_file_and_status_shows_no_secret(tmp_path):
+    import json
+    import os
+    import stat
+    import subprocess
+    import sys
+
+    import redis
+
+    def cli(*args, **env):
+        return subprocess.run([sys.executable, "-m", "stream_app.cli", *args], capture_output=True, text=True,
+                              timeout=120, env={**os.environ, "STREAM_APP_STATE_DIR": str(tmp_path),
+                                                "KAFKA_BOOTSTRAP_SERVERS": "", "REDIS_URL": "", **env})
+
+    up = cli("up")
+    assert up.returncode == 0, up.stderr
+    try:
+        runtime = tmp_path / "runtime.json"
+        assert stat.S_IMODE(runtime.stat().st_mode) == 0o600
+        url = json.loads(runtime.read_text())["REDIS_URL"]
+        password = redis.connection.parse_url(url)["password"]
+        assert len(password) == 32 and f"REDIS_URL={url}" in up.stdout  # `up` prints what to export
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis.from_url(url.replace(f":{password}@", "")).ping()
+        status = cli("status", **SECURE_ENV)
+        assert status.returncode == 0, status.stderr
+        assert "REDIS_URL=redis://:***@127.0.0.1:" in status.stdout
+        assert f"Kafka security: SASL_SSL, SCRAM-SHA-512 as alice, password set, CA {CA}" in status.stdout
+        for secret in (password, SASL_PASSWORD):
+            assert secret not in status.stdout + status.stderr
+    finally:
+        assert cli("down").returncode == 0
