@@ -110,8 +110,45 @@ def test_workers_and_the_read_api_have_healthchecks_on_their_own_ports():
     serve = services["serve"]
     args = parser().parse_args(serve["command"][1:])
     assert args.command == "serve" and args.port == parser().parse_args(["serve"]).port
-    assert f"{args.port}:{args.port}" in serve["ports"]
+    assert f"127.0.0.1:{args.port}:{args.port}" in serve["ports"]
     assert f"http://localhost:{args.port}/healthz" in " ".join(serve["healthcheck"]["test"])
     assert {"/healthz", "/profiles/{user_id}"} <= routes(read_api("redis://redis:6379/0", "", 0))
     assert services["replay"]["depends_on"]["worker-1"]["condition"] == "service_healthy"
     assert Settings.from_env(serve["environment"]).log_format == "json"
+
+
+def test_every_published_port_is_bound_to_loopback():
+    """Kafka and Redis run without authentication in this file, the read API and Prometheus have none:
+    nothing is published beyond the host itself."""
+    published = {name: service["ports"] for name, service in load()["services"].items() if "ports" in service}
+    assert {"kafka", "redis", "serve", "prometheus"} <= set(published)
+    for name, ports in published.items():
+        assert all(str(port).startswith("127.0.0.1:") for port in ports), (name, ports)
+
+
+def commented_settings(anchor: str) -> dict[str, str]:
+    """The `# NAME: value` lines of the block that starts at `anchor` (up to its first blank line): the
+    settings the file shows for turning authentication on."""
+    lines = COMPOSE.read_text().split(anchor, 1)[1].split("\n\n", 1)[0].splitlines()
+    shown = [m.group(1) for m in (re.match(r"\s+# ([A-Z][A-Z0-9_]+: .*)$", line) for line in lines) if m]
+    return yaml.safe_load("\n".join(shown))
+
+
+def test_the_commented_authentication_settings_are_ones_the_code_reads_and_match_the_broker():
+    services = load()["services"]
+    env = services["worker-1"]["environment"]
+    clients = commented_settings("x-app-env: &app-env")
+    assert {"KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_MECHANISM", "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD",
+            "REDIS_URL"} <= set(clients) <= set(Settings().to_env()) | {"REDIS_URL"}
+    settings = Settings.from_env({**env, **clients})  # checked as the workers would check it
+    security = settings.kafka_security
+    assert security.protocol == "SASL_PLAINTEXT" and "${KAFKA_SASL_PASSWORD" in security.sasl_password
+    assert settings.redis_url.startswith("redis://:${REDIS_PASSWORD") and settings.redis_url.endswith("@redis:6379/0")
+    broker = commented_settings("    image: apache/kafka:3.9.1\n    environment:")
+    assert broker["KAFKA_ADVERTISED_LISTENERS"] == f"CLIENTS://{settings.kafka_bootstrap_servers}"
+    assert "CLIENTS:SASL_PLAINTEXT" in broker["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"]
+    assert broker["KAFKA_SASL_ENABLED_MECHANISMS"] == security.sasl_mechanism
+    jaas = broker[f"KAFKA_LISTENER_NAME_CLIENTS_{security.sasl_mechanism}_SASL_JAAS_CONFIG"]
+    assert f'user_{security.sasl_username}="${{KAFKA_SASL_PASSWORD}}"' in jaas
+    redis_command = [line for line in COMPOSE.read_text().splitlines() if "--requirepass" in line]
+    assert len(redis_command) == 1 and redis_command[0].lstrip().startswith("# command:")
