@@ -8,7 +8,8 @@ writes the profile changelog record of the user with the most events, the partit
 the partition with the most ranker labels, and the answers of learners restored from those records to a
 fixed probe (`probe`). A later release loads the same records and asks the same probe: its answers must
 be equal, float for float. `learner-state-pickle.json` was written at 8c798f3, the last release that
-pickled learner state; `learner-state-v1.json` by the release that made it versioned data.
+pickled learner state, by this script as of the commit that added that file (it wrote `dumps()`, the
+pickle); `learner-state-v1.json` by the release that made it versioned data (state v1).
 """
 
 from __future__ import annotations
@@ -22,9 +23,8 @@ import orjson
 
 from stream_app.config import Settings
 from stream_app.core.events import Event
-from stream_app.core.learners import BehaviourStats, InterestDrift, PartitionLearners
+from stream_app.core.learners import BehaviourStats, InterestDrift, PartitionLearners, read_partition_learners
 from stream_app.core.ordering import rounds
-from stream_app.core.process import new_profile
 from stream_app.core.profile import Profile, apply_event, event_digest
 from stream_app.core.recommend import FEATURES
 from stream_app.evaluate.models import StreamAppModel
@@ -92,8 +92,7 @@ def probe(profile: Profile, learners: PartitionLearners) -> dict[str, Any]:
 
 def write(path: str, learners_record: bytes, profile_record: bytes, note: str) -> None:
     profile = Profile.from_json(profile_record)
-    learners = PartitionLearners.from_record(learners_record) if hasattr(PartitionLearners, "from_record") \
-        else PartitionLearners.loads(learners_record.decode())
+    learners = read_partition_learners(learners_record, "fixture")
     fixture = {"written_by": note, "profile": orjson.loads(profile_record),
                "partition_learners": learners_record.decode(), "probe": probe(profile, learners)}
     Path(path).write_bytes(orjson.dumps(fixture, option=orjson.OPT_INDENT_2) + b"\n")
@@ -104,7 +103,7 @@ def main(path: str, note: str) -> None:
     user = max(model.profiles.values(), key=lambda p: (p.event_count, p.user_id))
     partition = max(model.partition_learners, key=lambda p: model.partition_learners[p].ranker.labels)
     learners = model.partition_learners[partition]
-    record = learners.to_record() if hasattr(learners, "to_record") else learners.dumps().encode()
+    record = orjson.dumps(learners.to_state())
     assert user.learner_state or user.learners and learners.bandit is not None
     write(path, record, user.to_json(), note)
 
