@@ -11,6 +11,7 @@ import random
 import re
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 import orjson
 import pytest
@@ -18,6 +19,7 @@ from river import stats
 from state_fixtures import probe
 
 from stream_app.config import Settings
+from stream_app.contracts import load_schema
 from stream_app.core.events import Event
 from stream_app.core.learners import (
     LEARNERS,
@@ -211,10 +213,12 @@ def test_state_written_by_an_earlier_release_loads_and_goes_on_as_it_would_have(
     stored = json.loads((DATA / fixture).read_text())
     profile = Profile.from_dict(stored["profile"])
     learners = read_partition_learners(stored["partition_learners"].encode(), "partition 0's learners")
+    jsonschema.validate(stored["profile"], load_schema("profile"))
     assert orjson.loads(orjson.dumps(probe(profile, learners))) == stored["probe"]
     assert profile.rejected_state == []
     # migrated state is written back as today's data
     assert {state["kind"] for state in profile.to_dict()["learner_state"].values()} == {"behaviour", "interest_drift"}
+    jsonschema.validate(profile.to_dict(), load_schema("profile"))
 
 
 def test_migrated_state_equals_the_state_the_same_run_writes_today():
