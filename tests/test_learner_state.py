@@ -176,6 +176,16 @@ def test_a_record_of_another_kind_version_or_shape_is_refused_with_the_reason():
         read_profile_learner(good, InterestDrift.name, "user 'u': learner interest_drift")
 
 
+def test_a_learner_state_that_is_not_an_object_is_refused_whole_and_the_profile_still_serialises():
+    profile = new_profile("u", SETTINGS)
+    profile.learner(BehaviourStats.name, BehaviourStats).learn_one(profile, Event("e", "u", "i", "click", 1))
+    data = profile.to_dict()
+    restored = Profile.from_dict({**data, "learner_state": ["forged"]})
+    assert restored.rejected_state == [("learner_state", ["forged"], "learner_state must be an object")]
+    assert restored.learner(BehaviourStats.name, BehaviourStats).sessions == 0
+    assert restored.to_dict()["learner_state"][BehaviourStats.name]["sessions"] == 0
+
+
 class Forged:
     """What someone who can write to a changelog topic might put there: a pickle that runs a command."""
 

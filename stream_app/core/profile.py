@@ -152,6 +152,9 @@ class Profile:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Profile":
+        learner_state, rejected = data.get("learner_state", {}), []
+        if not isinstance(learner_state, dict):  # forged: every learner starts afresh
+            learner_state, rejected = {}, [("learner_state", learner_state, "learner_state must be an object")]
         return cls(
             user_id=data["user_id"], version=data["version"], event_count=data["event_count"],
             counts=data["counts"], stages=data["stages"], recent=data["recent"],
@@ -160,7 +163,7 @@ class Profile:
             interest_half_life_ms=data.get("interest_half_life_ms", DEFAULT_INTEREST_HALF_LIFE_MS),
             first_seen=data["first_seen"], last_seen=data["last_seen"], generation=data.get("generation"),
             seen_event_ids=data.get("seen_event_ids", {}), dedupe_floor=data.get("dedupe_floor"),
-            last_rec_ts=data["last_rec_ts"], learner_state=data.get("learner_state", {}),
+            last_rec_ts=data["last_rec_ts"], learner_state=learner_state, rejected_state=rejected,
             stats=data.get("stats", {}), embedding=data.get("embedding"), encoder_version=data.get("encoder_version"),
             shown=data.get("shown", []), shown_features=data.get("shown_features"),
             shown_strategy=data.get("shown_strategy"), shadow_shown=data.get("shadow_shown", []),
