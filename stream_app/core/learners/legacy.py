@@ -135,7 +135,8 @@ def _vector(obj: Any) -> dict[str, float] | None:
 def _behaviour(obj: Pickled) -> dict[str, Any]:
     attrs = _attrs(obj, "learners.behaviour.BehaviourStats")
     kinds = attrs["kinds"]
-    return {"kind": "behaviour", "v": 1, "alpha": attrs["alpha"], "session_gap_ms": attrs.get("session_gap_ms", 1_800_000),
+    return {"kind": "behaviour", "v": 1, "alpha": attrs["alpha"],
+            "session_gap_ms": attrs.get("session_gap_ms", 1_800_000),
             "repeat": _ewmean(attrs["repeat"]), "kinds": {kind: _ewmean(kinds[kind]) for kind in KINDS},
             "dwell_ms": _ewmean(attrs["dwell_ms"]), "session_length": _mean(attrs["session_length"]),
             "sessions": attrs["sessions"], "current_session": attrs["current_session"],
