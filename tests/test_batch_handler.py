@@ -11,7 +11,7 @@ from stream_app.config import Settings
 from stream_app.core import process
 from stream_app.core.events import Event
 from stream_app.core.items import InMemoryItemIndex
-from stream_app.core.learners import Persistent
+from stream_app.core.learners import read_partition_learners
 from stream_app.core.profile import Profile, event_digest
 from stream_app.stream.batch import BatchHandler, Counters, PartitionState
 from stream_app.stream.ordered_input import Ready
@@ -81,7 +81,7 @@ def test_an_event_that_raises_leaves_profile_and_learners_as_if_it_never_came(se
     run([e for e in events if e is not failed], settings, without, without_learners, None, monkeypatch)
     assert profiles == without  # byte for byte: no digest, count, feedback or learner state of the failed event
     assert learners == without_learners
-    assert Persistent.loads(learners[b"0"].decode()).ranker.labels > 0  # the ranker learned: its state mattered
+    assert read_partition_learners(learners[b"0"], "p0").ranker.labels > 0  # the ranker learned: its state mattered
 
     profile = Profile.from_json(profiles[USER.encode()])
     assert profile.admits(event_digest(failed.event_id), failed.ts)
@@ -165,7 +165,8 @@ def forged_state(path) -> str:
     return base64.b64encode(pickle.dumps(Forged(path))).decode("ascii")
 
 
-def test_forged_learner_state_runs_no_code_and_the_learners_start_afresh(settings, monkeypatch, tmp_path, caplog):
+def test_forged_learner_state_runs_no_code_is_dead_lettered_and_the_learners_start_afresh(settings, monkeypatch,
+                                                                                         tmp_path):
     from stream_app.core.learners import BehaviourStats
 
     witness = tmp_path / "pwned"
@@ -175,10 +176,18 @@ def test_forged_learner_state_runs_no_code_and_the_learners_start_afresh(setting
     learners = {b"0": forged_state(witness).encode()}
     handler = run(make_events(), settings, profiles, learners, None, monkeypatch)
     assert not witness.exists()
-    assert handler.counters.applied == len(make_events()) and handler.counters.rejected == 0
-    assert "cannot be read" in caplog.text and "posix.system" in caplog.text
-    restored = Persistent.loads(learners[b"0"].decode())  # written back: real state now
+    assert handler.counters.applied == len(make_events())
+    parked = [orjson.loads(value) for topic, _, value, *_ in handler.outbox.records if topic == settings.topics.dlq]
+    assert [(r["reason"], r["source"]["topic"], r["source"]["partition"], r["key_text"]) for r in parked] == [
+        ("bad_state", "stream-app-partition-learners-changelog", 0, "0"),
+        ("bad_state", "stream-app-profiles-changelog", 0, USER)]
+    assert all("may not name posix.system" in r["detail"] and r["payload_text"] == forged_state(witness)
+               for r in parked)
+    assert handler.counters.dead_letters == {"bad_state": 2}
+    restored = read_partition_learners(learners[b"0"], "p0")  # written back: real state now
     assert restored.ranker.labels > 0
+    stored = Profile.from_json(profiles[USER.encode()]).learner_state[BehaviourStats.name]
+    assert stored["kind"] == BehaviourStats.kind and stored["sessions"] == 1
 
 
 def test_an_unreadable_stored_profile_parks_its_users_events_and_the_batch_goes_on(settings, monkeypatch):

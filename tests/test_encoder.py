@@ -226,10 +226,10 @@ def test_hot_swap_during_a_live_replay_loses_nothing(trained, make_settings, sta
     assert [(r["role"], r["version"], r["outcome"]) for r in reported] == [
         ("live", v1, "serving"), ("live", v2, "serving"), ("shadow", v1, "serving")]
     assert {r["worker_id"] for r in reported} == {s["worker_id"]}
-    from stream_app.cli.commands import _print_model_status
+    from stream_app.cli.model_commands import print_model_status
 
     capsys.readouterr()
-    assert _print_model_status(settings) == 0
+    assert print_model_status(settings) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 and f"live    serving   {v2}" in lines[0] and f"shadow  serving   {v1}" in lines[1]
 

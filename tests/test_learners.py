@@ -1,10 +1,10 @@
-"""Every learner survives pickle and clone (its state is persisted in a table), and the feedback loop
-from a shown list back into the ranker labels what it should."""
+"""Every learner clones with its settings and none of its state, and the feedback loop from a shown list
+back into the ranker labels what it should (state as data: test_learner_state.py)."""
 
 import doctest
-import pickle
 
 import numpy as np
+import orjson
 import pytest
 
 from stream_app.config import Settings
@@ -61,29 +61,14 @@ class Feeder:
 
 
 @pytest.mark.parametrize("cls", LEARNERS)
-def test_pickled_learner_continues_exactly_like_the_original(cls):
-    events = shifting_events()
-    feeder = Feeder(cls)
-    original = feeder.make()
-    feeder.feed(original, events[:50])
-    restored = pickle.loads(pickle.dumps(original))
-    copy = Feeder(cls)
-    copy.profile = Profile.from_json(feeder.profile.to_json())
-    feeder.feed(original, events[50:])
-    copy.feed(restored, events[50:])
-    assert pickle.dumps(restored.__dict__) == pickle.dumps(original.__dict__)
-    assert copy.profile.to_dict(internal=False) == feeder.profile.to_dict(internal=False)
-
-
-@pytest.mark.parametrize("cls", LEARNERS)
 def test_clone_has_the_settings_and_none_of_the_state(cls):
     feeder = Feeder(cls)
     learner = feeder.make()
     feeder.feed(learner, shifting_events())
     fresh = learner.clone()
     assert type(fresh) is cls
-    assert pickle.dumps(fresh.__dict__) == pickle.dumps(feeder.make().__dict__)
-    assert pickle.dumps(fresh.__dict__) != pickle.dumps(learner.__dict__)
+    assert fresh.to_state() == feeder.make().to_state()
+    assert fresh.to_state() != learner.to_state()
 
 
 def test_learner_state_travels_in_the_profile_json_and_not_in_public_snapshots():
@@ -213,13 +198,13 @@ def test_a_warm_ranker_reorders_by_what_it_learned():
 
 
 def test_partition_learners_round_trip_through_their_table_record():
-    from stream_app.core.learners import Persistent
+    from stream_app.core.learners import read_partition_learners
 
     settings = Settings(bandit=True, ranker_warm_up=2)
     learners = new_partition_learners(settings)
     learners.ranker.learn_one([1.0] * len(FEATURES), True)
     learners.bandit.update("new", "prior", 1.0)
-    again = Persistent.loads(learners.dumps())
+    again = read_partition_learners(orjson.dumps(learners.to_state()), "partition 0")
     assert again.ranker.labels == 1 and again.bandit.policies["new"]._rewards["prior"].get() == 1.0
     assert again.clone().ranker.labels == 0
 
@@ -280,16 +265,21 @@ def test_a_ready_ranker_serves_the_list_in_its_own_order_and_says_so():
 
 
 def test_learner_state_written_before_the_package_layout_moved_still_loads():
-    """State in changelogs written by the release with the flat layout (`stream_app.learners.*`)
-    loads after the move to `stream_app.core.learners`, so an upgrade keeps what the workers learned."""
+    """State in changelogs written by the release with the flat layout (`stream_app.learners.*`, pickled)
+    is migrated, so an upgrade keeps what the workers learned."""
     import json
     from pathlib import Path
 
-    from stream_app.core.learners import BehaviourStats, PartitionLearners, Persistent
+    from stream_app.core.learners import (
+        BehaviourStats,
+        PartitionLearners,
+        read_partition_learners,
+        read_profile_learner,
+    )
 
     stored = json.loads((Path(__file__).parent / "data" / "learner-state-flat-layout.json").read_text())
-    learners = Persistent.loads(stored["partition_learners"])
+    learners = read_partition_learners(stored["partition_learners"].encode(), "partition 0")
     assert isinstance(learners, PartitionLearners) and learners.bandit is not None
     assert learners.ranker.labels == stored["ranker_labels"] and learners.ranker.ready
-    behaviour = Persistent.loads(stored["behaviour"])
+    behaviour = read_profile_learner(stored["behaviour"], BehaviourStats.name, "user u")
     assert isinstance(behaviour, BehaviourStats) and behaviour.public() == stored["behaviour_public"]

@@ -18,7 +18,6 @@ from .commands import (
     cmd_down,
     cmd_evaluate,
     cmd_items,
-    cmd_models,
     cmd_profile,
     cmd_repair_redis,
     cmd_replay,
@@ -29,6 +28,7 @@ from .commands import (
     cmd_up,
     cmd_worker,
 )
+from .model_commands import cmd_models
 
 
 def _rate(text: str) -> float | None:

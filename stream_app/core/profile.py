@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,9 +11,6 @@ import orjson
 from ..config import Settings
 from . import decay
 from .events import Event
-
-log = logging.getLogger("stream_app.profile")
-
 
 _INTERNAL_FIELDS = frozenset({"seen_event_ids", "dedupe_floor", "learner_state", "shown", "shown_features",
                               "shown_strategy", "shadow_shown"})
@@ -69,10 +65,13 @@ class Profile:
     shadow_shown: list[str] = field(default_factory=list)  # what a shadow encoder would have shown (not published)
     half_life_ms: int = 24 * 3600 * 1000
     interest_half_life_ms: int = DEFAULT_INTEREST_HALF_LIFE_MS
-    # Per-user learners (core/learners): pickled state as stored, and the learner objects in use this
-    # batch (unpickled on first use; to_dict writes their current state).
-    learner_state: dict[str, str] = field(default_factory=dict)
+    # Per-user learners (core/learners): their state as stored (versioned data, or a legacy pickle that
+    # is migrated), and the learner objects in use this batch (read on first use; to_dict writes their
+    # current state). A stored state that cannot be read is left out, its learner starts afresh, and
+    # (learner name, stored state, why) goes to `rejected_state` for the caller to report.
+    learner_state: dict[str, Any] = field(default_factory=dict)
     learners: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    rejected_state: list[tuple[str, Any, str]] = field(default_factory=list, compare=False, repr=False)
 
     def learner(self, name: str, make: Any) -> Any:
         """The user's learner called `name`, restored from its state, or made new by `make()`."""
@@ -80,15 +79,13 @@ class Profile:
         if found is None:
             stored = self.learner_state.get(name)
             if stored is not None:
-                from .learners.base import ProfileLearner
+                from .learners import StateError, read_profile_learner
 
                 try:
-                    found = ProfileLearner.loads(stored)
-                except Exception as exc:  # forged or from an incompatible release: learn afresh, go on
-                    log.error("user %r: the state of learner %s cannot be read (%r); it starts afresh",
-                              self.user_id, name, exc)
-                    found = make()
-            else:
+                    found = read_profile_learner(stored, name, f"user {self.user_id!r}: learner {name}")
+                except StateError as exc:  # forged, or of a release that did not write it: learn afresh, go on
+                    self.rejected_state.append((name, stored, str(exc)))
+            if found is None:
                 found = make()
             self.learners[name] = found
         return found
@@ -140,7 +137,7 @@ class Profile:
             out["shown_strategy"] = self.shown_strategy
             out["shadow_shown"] = self.shadow_shown
             out["learner_state"] = {**self.learner_state,
-                                    **{name: learner.dumps() for name, learner in self.learners.items()}}
+                                    **{name: learner.to_state() for name, learner in self.learners.items()}}
         return out
 
     def to_json(self, internal: bool = True) -> bytes:
@@ -155,6 +152,9 @@ class Profile:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Profile":
+        learner_state, rejected = data.get("learner_state", {}), []
+        if not isinstance(learner_state, dict):  # forged: every learner starts afresh
+            learner_state, rejected = {}, [("learner_state", learner_state, "learner_state must be an object")]
         return cls(
             user_id=data["user_id"], version=data["version"], event_count=data["event_count"],
             counts=data["counts"], stages=data["stages"], recent=data["recent"],
@@ -163,7 +163,7 @@ class Profile:
             interest_half_life_ms=data.get("interest_half_life_ms", DEFAULT_INTEREST_HALF_LIFE_MS),
             first_seen=data["first_seen"], last_seen=data["last_seen"], generation=data.get("generation"),
             seen_event_ids=data.get("seen_event_ids", {}), dedupe_floor=data.get("dedupe_floor"),
-            last_rec_ts=data["last_rec_ts"], learner_state=data.get("learner_state", {}),
+            last_rec_ts=data["last_rec_ts"], learner_state=learner_state, rejected_state=rejected,
             stats=data.get("stats", {}), embedding=data.get("embedding"), encoder_version=data.get("encoder_version"),
             shown=data.get("shown", []), shown_features=data.get("shown_features"),
             shown_strategy=data.get("shown_strategy"), shadow_shown=data.get("shadow_shown", []),

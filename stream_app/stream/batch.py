@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import traceback
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 
@@ -17,7 +17,7 @@ from ..contracts import Rejection, Source
 from ..core.content import ContentIndex
 from ..core.events import Event
 from ..core.items import InMemoryItemIndex
-from ..core.learners import PartitionLearners, Persistent
+from ..core.learners import PartitionLearners, StateError, load_state, read_partition_learners
 from ..core.process import new_partition_learners, new_profile, process, shadow_recommendation, shown_hits
 from ..core.profile import Profile
 from ..serving.encoder import Encoder, UserEncoding, encode_batch
@@ -61,28 +61,33 @@ class PartitionState:
     """The learners of each input partition (ranker, bandit): live objects, restored from their table
     on first use after an assignment, written back (table + changelog) for the partitions a batch used."""
 
-    def __init__(self, data: Any, settings: Settings):
+    def __init__(self, data: Any, settings: Settings, changelog: str | None = None):
         self.data = data
         self.settings = settings
+        self.changelog = changelog or f"{settings.group_id}-partition-learners-changelog"
         self.loaded: dict[int, PartitionLearners] = {}  # restored or new since the last assignment
 
-    def get(self, partition: int) -> PartitionLearners | None:
+    def get(self, partition: int, rejected: Callable[[Rejection], None]) -> PartitionLearners | None:
+        """The partition's learners; a stored state that cannot be read goes to `rejected` and they start afresh."""
         if not self.settings.ranker:
             return None
         learners = self.loaded.get(partition)
         if learners is None:
             stored = self.data.get(str(partition).encode())
-            learners = None
             if stored is not None:
                 try:
-                    learners = Persistent.loads(stored.decode())
-                except Exception as exc:  # forged or from an incompatible release: learn afresh, go on
-                    log.error("partition %d: the learners' state cannot be read (%r); they start afresh",
-                              partition, exc)
+                    learners = read_partition_learners(stored, f"partition {partition}'s learners")
+                except StateError as exc:  # forged, or of a release that did not write it: learn afresh, go on
+                    rejected(Rejection("bad_state", f"{exc}; they start afresh", Source(self.changelog, partition),
+                                       str(partition).encode(), stored))
             if learners is None:
                 learners = new_partition_learners(self.settings)
             self.loaded[partition] = learners
         return learners
+
+    def record(self, partition: int) -> bytes:
+        """The partition's table record: its learners' state as JSON."""
+        return orjson.dumps(self.loaded[partition].to_state())
 
     def forget(self) -> None:
         """After a rebalance: the table holds the truth (recovered from the changelog)."""
@@ -133,8 +138,9 @@ class BatchHandler:
     `snapshots` writes the tables and returns Redis's share; the app delivers both at once."""
 
     def __init__(self, settings: Settings, profiles: Any, learners: PartitionState, index: InMemoryItemIndex,
-                 counters: Counters, now: int, idle: IdleUsers | None = None):
+                 counters: Counters, now: int, idle: IdleUsers | None = None, profile_changelog: str | None = None):
         self.settings = settings
+        self.profile_changelog = profile_changelog or f"{settings.group_id}-profiles-changelog"
         self.idle = idle
         self.profiles = profiles  # the profile table's data: user_id bytes -> snapshot bytes
         self.learners = learners
@@ -224,12 +230,12 @@ class BatchHandler:
                                            msg.key, msg.value), event.event_id)
                 continue
             late = profile.last_seen is not None and event.ts < profile.last_seen
-            learners = self.learners.get(msg.partition)
+            learners = self.learners.get(msg.partition, self.dead_letter)
             # All or nothing: a failure part-way through must not leave the event half-applied (its
             # digest kept, its feedback learned), or a re-drive from the dead-letter topic would be
             # dropped as a duplicate. Exceptions are rare, so the undo copy is plain serialisation.
             profile_before = profile.to_json()
-            learners_before = learners.dumps() if learners is not None else None
+            learners_before = learners.to_state() if learners is not None else None
             try:
                 live_hit, shadow_hit = shown_hits(profile, event, self.settings.top_k)
                 outcome = process(profile, event, self.index, self.settings, self.now, learners,
@@ -238,11 +244,13 @@ class BatchHandler:
                     shadow_recommendation(profile, event, self.index, self.settings, learners,
                                           shadow_encodings[position], content)
             except Exception as exc:  # a bug must not stop the partition: undo, then park the event
+                self.reject_state(profile, msg.partition)
                 self.restore(event.user_id, profile_before, msg.partition, learners_before)
                 self.dead_letter(Rejection("processing_error", f"{exc!r}\n{traceback.format_exc(limit=3)}",
                                            Source(msg.topic, msg.partition, msg.offset), msg.key, msg.value),
                                  event.event_id)
                 continue
+            self.reject_state(profile, msg.partition)
             if not outcome.applied:
                 counters.duplicates += 1
                 # A redelivery follows a crash, which may have come between the Kafka delivery and the
@@ -263,7 +271,16 @@ class BatchHandler:
                 self.recommended.append((event.ts, msg.timestamp))
                 self.outbox.add(self.settings.topics.recommendations, msg.key, orjson.dumps(outcome.recommendation))
 
-    def restore(self, user_id: str, profile_json: bytes, partition: int, learners_dump: str | None) -> None:
+    def reject_state(self, profile: Profile, partition: int) -> None:
+        """Dead letters for the user's learner states that could not be read (their learners started afresh)."""
+        for name, stored, reason in profile.rejected_state:
+            payload = stored.encode() if isinstance(stored, str) else orjson.dumps(stored)
+            self.dead_letter(Rejection("bad_state", f"{reason}; it starts afresh",
+                                       Source(self.profile_changelog, partition), profile.user_id.encode(), payload))
+        profile.rejected_state.clear()
+
+    def restore(self, user_id: str, profile_json: bytes, partition: int, learners_state: dict[str, Any] | None
+                ) -> None:
         """Put the user's profile and the partition's learners back as they were before an event."""
         profile = Profile.from_json(profile_json)
         self.loaded[user_id] = profile
@@ -271,8 +288,8 @@ class BatchHandler:
             self.idle.touched(user_id, profile.last_seen)
         if user_id in self.changed:
             self.changed[user_id] = (profile, self.changed[user_id][1])
-        if learners_dump is not None:
-            self.learners.loaded[partition] = Persistent.loads(learners_dump)
+        if learners_state is not None:
+            self.learners.loaded[partition] = load_state(learners_state, PartitionLearners)
 
     def count_hits(self, live_hit: bool | None, shadow_hit: bool | None) -> None:
         counters = self.counters
@@ -302,7 +319,7 @@ class BatchHandler:
             profile = self.loaded[user_id]
             to_redis.append((profile, profile.to_json(internal=False)))
         for partition in self.used_learners:
-            state = self.learners.loaded[partition].dumps().encode()
+            state = self.learners.record(partition)
             learner_table[str(partition).encode()] = state
             self.outbox.add(learner_changelog, str(partition).encode(), state, partition)
         return to_redis

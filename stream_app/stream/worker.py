@@ -145,7 +145,8 @@ class StreamWorker:
         self.output = BatchProducer(settings.require_kafka(), settings.kafka_security)
         # The learners of each input partition (ranker, bandit), in a table of the same partitioning.
         self.learner_table = app.Table(LEARNER_TABLE, partitions=partitions, key_type=bytes, value_type=bytes)
-        self.partition_state = PartitionState(self.learner_table.data, settings)
+        self.partition_state = PartitionState(self.learner_table.data, settings,
+                                              self.learner_table.changelog_topic_name)
         self.partitions = partitions
         # Idle profiles leave at fixed event times (STREAM_APP_USER_IDLE_MS), as in `evaluate`.
         self.idle_users = IdleUsers(self.profile_table.data) if settings.user_idle_ms else None
@@ -251,7 +252,7 @@ class StreamWorker:
         async with self.lock:
             started = time.perf_counter()
             handler = BatchHandler(settings, self.profile_table.data, self.partition_state, self.index, self.counters,
-                                   now_ms(), self.idle_users)
+                                   now_ms(), self.idle_users, self.profile_table.changelog_topic_name)
             live, shadow = self.watcher.live, self.watcher.shadow  # one model per role for the whole batch
             content = self.catalogue.index
             while len(handler.events) < settings.batch_max:

@@ -3,17 +3,32 @@
 from __future__ import annotations
 
 import abc
-import base64
-import io
-import pickle
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 from ..events import Event
+from . import legacy
+from .state import Fields, StateError
+
+P = TypeVar("P", bound="Persistent")
+
+#: Every persisted learner class by its state's "kind".
+KINDS: dict[str, type["Persistent"]] = {}
 
 
 class Persistent(abc.ABC):
-    """State that travels in a table's changelog: pickled, base64 text. `clone` gives a fresh
-    learner with the same settings and no state."""
+    """State that travels in a table's changelog as plain versioned data: `to_state()` is a JSON-able
+    object `{"kind", "v", ...}` and `load_state` the one way back (no pickle: a record can choose data,
+    never code). `clone` gives a fresh learner with the same settings and no state."""
+
+    #: The state's "kind" (unique) and schema version; a class reads the versions in `reads`.
+    kind: ClassVar[str] = ""
+    version: ClassVar[int] = 1
+    reads: ClassVar[frozenset[int]] = frozenset({1})
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("kind"):
+            KINDS[cls.kind] = cls
 
     def clone(self) -> "Persistent":
         return self._fresh()
@@ -21,50 +36,39 @@ class Persistent(abc.ABC):
     @abc.abstractmethod
     def _fresh(self) -> "Persistent": ...
 
-    def dumps(self) -> str:
-        return base64.b64encode(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)).decode("ascii")
+    def to_state(self) -> dict[str, Any]:
+        return {"kind": self.kind, "v": self.version, **self._state()}
 
-    @staticmethod
-    def loads(text: str) -> Any:
-        """Learner state read back from a changelog topic. Whoever can write to that topic chooses
-        these bytes, so only the classes learner state is made of may be named (`StateUnpickler`):
-        a forged record raises `pickle.UnpicklingError` instead of running code."""
-        return StateUnpickler(io.BytesIO(base64.b64decode(text))).load()
+    @abc.abstractmethod
+    def _state(self) -> dict[str, Any]:
+        """The learner's settings and state: numbers, strings, lists and objects of them."""
 
-
-def _attribute(obj: Any, name: str) -> Any:
-    """`getattr` for pickled bound methods (River keeps some as attributes), without dunder names,
-    the way from an allowed object to a function's globals and the builtins."""
-    if name.startswith("__"):
-        raise pickle.UnpicklingError(f"learner state may not name the attribute {name!r}")
-    return getattr(obj, name)
+    @classmethod
+    @abc.abstractmethod
+    def _from_state(cls: type[P], fields: Fields, version: int) -> P:
+        """The learner `_state` wrote (version `version`, one of `reads`); reads every field."""
 
 
-class StateUnpickler(pickle.Unpickler):
-    """Resolves only the globals learner state is made of: classes of River and of this package's
-    learners, plain containers and `random.Random`. Anything else (os, subprocess, eval, ...) is refused."""
-
-    ALLOWED_PREFIXES = ("river.", "stream_app.core.learners.")
-    #: Where earlier releases kept the learners (state they wrote still loads).
-    MOVED = {"stream_app.learners.": "stream_app.core.learners."}
-    ALLOWED = {("collections", "defaultdict"), ("collections", "Counter"), ("collections", "OrderedDict"),
-               ("collections", "deque"), ("random", "Random"), ("copyreg", "_reconstructor"),
-               *(("builtins", name) for name in ("object", "dict", "list", "tuple", "set", "frozenset", "int",
-                                                 "float", "complex", "bool", "str", "bytes", "bytearray"))}
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) == ("builtins", "getattr"):
-            return _attribute
-        if (module, name) in self.ALLOWED:
-            return super().find_class(module, name)
-        for old, new in self.MOVED.items():
-            if module.startswith(old):
-                module = new + module[len(old):]
-        if module.startswith(self.ALLOWED_PREFIXES) and not name.startswith("__"):
-            found = super().find_class(module, name)
-            if isinstance(found, type):  # classes only: no function of those packages is called
-                return found
-        raise pickle.UnpicklingError(f"learner state may not name {module}.{name}")
+def load_state(data: Any, expected: type[P], where: str = "learner state") -> P:
+    """The learner a state record describes, which must be an `expected`; a record of an unknown kind or
+    version, or of the wrong shape, raises `StateError` (nothing it names is run or imported)."""
+    fields = Fields(data, where)
+    kind = fields.text("kind")
+    cls = KINDS.get(kind)
+    if cls is None or not issubclass(cls, expected):
+        raise StateError(f"{where}: unknown kind {kind!r} (expected a {expected.__name__})")
+    version = fields.integer("v")
+    if version not in cls.reads:
+        raise StateError(f"{where}: {kind} version {version} is not one this release reads {sorted(cls.reads)}")
+    fields.where = f"{where} ({kind} v{version})"
+    try:
+        learner = cls._from_state(fields, version)
+    except StateError:
+        raise
+    except (TypeError, ValueError, KeyError, OverflowError) as exc:  # settings a constructor refuses
+        raise StateError(f"{fields.where}: {exc!r}") from exc
+    fields.done()
+    return learner
 
 
 class ProfileLearner(Persistent):
@@ -84,3 +88,16 @@ class ProfileLearner(Persistent):
     def public(self) -> dict[str, Any]:
         """What the public profile shows of this learner (its `stats`)."""
         return {}
+
+
+def read_profile_learner(stored: Any, name: str, where: str) -> ProfileLearner:
+    """The learner `name` of a profile's `learner_state`: state data, or a legacy pickle (text) that is
+    migrated; `StateError` for anything else, or another learner's state."""
+    data = legacy.migrate(stored, where) if isinstance(stored, str) else stored
+    learner = load_state(data, ProfileLearner, where)
+    if learner.name != name:
+        raise StateError(f"{where}: holds the state of {learner.name!r}")
+    return learner
+
+
+__all__ = ["KINDS", "Persistent", "ProfileLearner", "StateError", "load_state", "read_profile_learner"]

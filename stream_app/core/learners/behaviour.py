@@ -1,4 +1,4 @@
-"""Behaviour statistics of a user: repeat propensity, event-type mix, dwell and sessions (River stats)."""
+"""Behaviour statistics of a user: repeat propensity, event-type mix, dwell and sessions."""
 
 from __future__ import annotations
 
@@ -8,10 +8,30 @@ from river import stats
 
 from ..events import KINDS, Event, event_kind
 from .base import ProfileLearner
+from .state import Fields, StateError, mean_from, mean_state
+
+
+class EWMean:
+    """An exponentially weighted mean, weight `alpha` on the newest value, starting at the first value:
+    River's `stats.EWMean` to the bit (tested), whose state lives in Rust where only pickle reaches it.
+    Its state is its mean, None before the first value."""
+
+    __slots__ = ("alpha", "rest", "mean")
+
+    def __init__(self, alpha: float, mean: float | None = None):
+        self.alpha = alpha
+        self.rest = 1.0 - alpha
+        self.mean = mean
+
+    def update(self, x: float) -> None:
+        self.mean = x if self.mean is None else self.alpha * x + self.rest * self.mean
+
+    def get(self) -> float:
+        return 0.0 if self.mean is None else self.mean
 
 
 class BehaviourStats(ProfileLearner):
-    """Exponentially weighted means (River `stats.EWMean`, weight `alpha` on the newest event) of:
+    """Exponentially weighted means (`EWMean`, weight `alpha` on the newest event) of:
     whether the event's item is one the profile already holds (repeat propensity, which the ranker
     uses to trust the "viewed before" source), the event-type mix, and browse dwell time; plus the
     session count and mean events per session (River `stats.Mean`), a session ending at a new
@@ -29,14 +49,14 @@ class BehaviourStats(ProfileLearner):
     (0.181, 1)
     """
 
-    name = "behaviour"
+    name = kind = "behaviour"
 
     def __init__(self, alpha: float = 0.1, session_gap_ms: int = 30 * 60 * 1000):
         self.alpha = alpha
         self.session_gap_ms = session_gap_ms
-        self.repeat = stats.EWMean(alpha)
-        self.kinds = {kind: stats.EWMean(alpha) for kind in KINDS}
-        self.dwell_ms = stats.EWMean(alpha)
+        self.repeat = EWMean(alpha)
+        self.kinds = {kind: EWMean(alpha) for kind in KINDS}
+        self.dwell_ms = EWMean(alpha)
         self.session_length = stats.Mean()
         self.sessions = 0
         self.current_session: str | None = None
@@ -45,6 +65,30 @@ class BehaviourStats(ProfileLearner):
 
     def _fresh(self) -> "BehaviourStats":
         return BehaviourStats(self.alpha, self.session_gap_ms)
+
+    def _state(self) -> dict[str, Any]:
+        return {"alpha": float(self.alpha), "session_gap_ms": self.session_gap_ms, "repeat": self.repeat.mean,
+                "kinds": {kind: mean.mean for kind, mean in self.kinds.items()}, "dwell_ms": self.dwell_ms.mean,
+                "session_length": mean_state(self.session_length), "sessions": self.sessions,
+                "current_session": self.current_session, "current_length": self.current_length,
+                "last_ts": self.last_ts}
+
+    @classmethod
+    def _from_state(cls, fields: Fields, version: int) -> "BehaviourStats":
+        learner = cls(fields.number("alpha"), fields.integer("session_gap_ms"))
+        alpha = learner.alpha
+        learner.repeat = EWMean(alpha, fields.optional_number("repeat"))
+        kinds = fields.mapping("kinds", Fields.optional_number)
+        if list(kinds) != list(KINDS):
+            raise StateError(f"{fields.where}: 'kinds' must have the event kinds {list(KINDS)}, not {list(kinds)}")
+        learner.kinds = {kind: EWMean(alpha, mean) for kind, mean in kinds.items()}
+        learner.dwell_ms = EWMean(alpha, fields.optional_number("dwell_ms"))
+        learner.session_length = mean_from(fields.nested("session_length"))
+        learner.sessions = fields.integer("sessions")
+        learner.current_session = fields.optional_text("current_session")
+        learner.current_length = fields.integer("current_length")
+        learner.last_ts = fields.optional_integer("last_ts")
+        return learner
 
     def learn_one(self, profile: Any, event: Event) -> None:
         self.repeat.update(1.0 if event.item_id in profile.item_affinity else 0.0)

@@ -9,6 +9,7 @@ from river import drift
 
 from ..events import Event
 from .base import ProfileLearner
+from .state import Fields, mean_from, mean_state
 
 MAX_SURPRISE_BITS = 8.0
 
@@ -43,7 +44,7 @@ class InterestDrift(ProfileLearner):
     'garden'
     """
 
-    name = "interest_drift"
+    name = kind = "interest_drift"
 
     def __init__(self, downweight: float = 8.0, threshold: float = 8.0, delta: float = 1.0, min_sessions: int = 3,
                  session_gap_ms: int = 30 * 60 * 1000):
@@ -64,6 +65,23 @@ class InterestDrift(ProfileLearner):
 
     def _fresh(self) -> "InterestDrift":
         return InterestDrift(self.downweight, self.threshold, self.delta, self.min_sessions, self.session_gap_ms)
+
+    def _state(self) -> dict[str, Any]:
+        return {"downweight": float(self.downweight), "threshold": float(self.threshold), "delta": float(self.delta),
+                "min_sessions": self.min_sessions, "session_gap_ms": self.session_gap_ms,
+                "detector": detector_state(self.detector), "drifts": self.drifts,
+                "last_drift_ts": self.last_drift_ts, "session": self.session, "last_ts": self.last_ts}
+
+    @classmethod
+    def _from_state(cls, fields: Fields, version: int) -> "InterestDrift":
+        learner = cls(fields.number("downweight"), fields.number("threshold"), fields.number("delta"),
+                      fields.integer("min_sessions"), fields.integer("session_gap_ms"))
+        set_detector_state(learner.detector, fields.nested("detector"))
+        learner.drifts = fields.integer("drifts")
+        learner.last_drift_ts = fields.optional_integer("last_drift_ts")
+        learner.session = fields.optional_text("session")
+        learner.last_ts = fields.optional_integer("last_ts")
+        return learner
 
     def public(self) -> dict[str, Any]:
         return {"interest_drifts": self.drifts, "last_drift_ts": self.last_drift_ts}
@@ -90,3 +108,22 @@ class InterestDrift(ProfileLearner):
             shift = math.log2(self.downweight)
             profile.interests = {k: v - shift for k, v in profile.interests.items()}
             self.detector = self._detector()
+
+
+def detector_state(detector: drift.PageHinkley) -> dict[str, Any]:
+    """The numbers of a River Page-Hinkley test (its settings are the learner's); no minimum yet (inf): None."""
+    low = detector._min_increase
+    return {"x_mean": mean_state(detector._x_mean), "sum_increase": float(detector._sum_increase),
+            "sum_decrease": float(detector._sum_decrease), "min_increase": None if math.isinf(low) else float(low),
+            "max_decrease": float(detector._max_decrease), "drift_detected": bool(detector._drift_detected)}
+
+
+def set_detector_state(detector: drift.PageHinkley, fields: Fields) -> None:
+    detector._x_mean = mean_from(fields.nested("x_mean"))
+    detector._sum_increase = fields.number("sum_increase")
+    detector._sum_decrease = fields.number("sum_decrease")
+    low = fields.optional_number("min_increase")
+    detector._min_increase = math.inf if low is None else low
+    detector._max_decrease = fields.number("max_decrease")
+    detector._drift_detected = fields.flag("drift_detected")
+    fields.done()

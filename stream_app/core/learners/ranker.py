@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
-from river import linear_model, optim
+from river import linear_model, optim, utils
 
 from .base import Persistent
+from .state import Fields, StateError
 
 
 class OnlineRanker(Persistent):
@@ -40,6 +41,7 @@ class OnlineRanker(Persistent):
     True
     """
 
+    kind = "ranker"
     ranker_rr = 0.0  # exponentially weighted reciprocal rank of the hit item in its ranking (0: not shown)
     prior_rr = 0.0  # ... in the prior's
 
@@ -58,6 +60,23 @@ class OnlineRanker(Persistent):
     def _fresh(self) -> "OnlineRanker":
         return OnlineRanker(self.features, self.learning_rate, self.negatives, self.warm_up, self.seed,
                             self.hit_rate_alpha)
+
+    def _state(self) -> dict[str, Any]:
+        return {"features": list(self.features), "learning_rate": float(self.learning_rate),
+                "negatives": self.negatives, "warm_up": self.warm_up, "seed": self.seed,
+                "hit_rate_alpha": float(self.hit_rate_alpha), "labels": self.labels, "positives": self.positives,
+                "ranker_rr": float(self.ranker_rr), "prior_rr": float(self.prior_rr), "model": model_state(self.model)}
+
+    @classmethod
+    def _from_state(cls, fields: Fields, version: int) -> "OnlineRanker":
+        ranker = cls(fields.texts("features"), fields.number("learning_rate"), fields.integer("negatives"),
+                     fields.integer("warm_up"), fields.integer("seed"), fields.number("hit_rate_alpha"))
+        ranker.labels = fields.integer("labels")
+        ranker.positives = fields.integer("positives")
+        ranker.ranker_rr = fields.number("ranker_rr")
+        ranker.prior_rr = fields.number("prior_rr")
+        set_model_state(ranker.model, fields.nested("model"))
+        return ranker
 
     @property
     def ready(self) -> bool:
@@ -97,6 +116,27 @@ class OnlineRanker(Persistent):
             self.learn_one(hit - matrix[row], True)
             self.learn_one(matrix[row] - hit, False)
         return 2 * (len(labels) - 1)
+
+
+def model_state(model: linear_model.LogisticRegression) -> dict[str, Any]:
+    """The numbers of the River logistic regression and its Adam optimizer: weights (in their order, which
+    is the order of a dot product's sum), intercept, steps taken and the moment estimates (None before
+    the first step). The rest is the ranker's settings."""
+    adam = model.optimizer
+    return {"weights": model._weights.to_dict(), "intercept": float(model.intercept), "steps": adam.n_iterations,
+            "m": None if adam.m is None else adam.m.to_dict(), "v": None if adam.v is None else adam.v.to_dict()}
+
+
+def set_model_state(model: linear_model.LogisticRegression, fields: Fields) -> None:
+    adam = model.optimizer
+    model._weights = utils.VectorDict(fields.mapping("weights", Fields.number))
+    model.intercept = fields.number("intercept")
+    adam.n_iterations = fields.integer("steps")
+    moments = [fields.optional_mapping(name, Fields.number) for name in ("m", "v")]
+    if (moments[0] is None) != (moments[1] is None) or (moments[0] is None) != (adam.n_iterations == 0):
+        raise StateError(f"{fields.where}: the optimizer's moments 'm' and 'v' are set once it took a step")
+    adam.m, adam.v = (None if moment is None else utils.VectorDict(moment) for moment in moments)
+    fields.done()
 
 
 def reciprocal_rank(scores: np.ndarray, row: int, top_k: int) -> float:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+import collections
+from typing import Any, Sequence
 
 from river import bandit
 
 from .base import Persistent
+from .state import Fields, mean_from, mean_state, random_state, set_random_state
 
 STRATEGIES = ("ranker", "prior")
 
@@ -29,6 +31,8 @@ class StrategyBandit(Persistent):
     'ranker'
     """
 
+    kind = "strategy_bandit"
+
     def __init__(self, epsilon: float = 0.1, seed: int = 7, strategies: Sequence[str] = STRATEGIES):
         self.epsilon = epsilon
         self.seed = seed
@@ -38,6 +42,21 @@ class StrategyBandit(Persistent):
 
     def _fresh(self) -> "StrategyBandit":
         return StrategyBandit(self.epsilon, self.seed, self.strategies)
+
+    def _state(self) -> dict[str, Any]:
+        return {"epsilon": float(self.epsilon), "seed": self.seed, "strategies": list(self.strategies),
+                "policies": {segment: policy_state(policy) for segment, policy in self.policies.items()},
+                "pulls": {segment: dict(counts) for segment, counts in self.pulls.items()}}
+
+    @classmethod
+    def _from_state(cls, fields: Fields, version: int) -> "StrategyBandit":
+        chooser = cls(fields.number("epsilon"), fields.integer("seed"), fields.texts("strategies"))
+        policies = fields.nested("policies")
+        for segment in policies.data:
+            set_policy_state(chooser._policy(segment), policies.nested(segment))
+        policies.done()
+        chooser.pulls = fields.mapping("pulls", lambda pulls, segment: pulls.mapping(segment, Fields.integer))
+        return chooser
 
     def _policy(self, segment: str) -> bandit.EpsilonGreedy:
         policy = self.policies.get(segment)
@@ -54,3 +73,21 @@ class StrategyBandit(Persistent):
 
     def update(self, segment: str, strategy: str, reward: float) -> None:
         self._policy(segment).update(strategy, reward)
+
+
+def policy_state(policy: bandit.EpsilonGreedy) -> dict[str, Any]:
+    """The numbers of a River epsilon-greedy bandit (its settings are the chooser's): its random generator,
+    each arm's mean reward, pulls rewarded per arm and in all."""
+    return {"rng": random_state(policy._rng), "rewards": {arm: mean_state(m) for arm, m in policy._rewards.items()},
+            "counts": dict(policy._counts), "n": policy._n}
+
+
+def set_policy_state(policy: bandit.EpsilonGreedy, fields: Fields) -> None:
+    set_random_state(policy._rng, fields.nested("rng"))
+    rewards = fields.nested("rewards")
+    for arm in rewards.data:
+        policy._rewards[arm] = mean_from(rewards.nested(arm))
+    rewards.done()
+    policy._counts = collections.Counter(fields.mapping("counts", Fields.integer))
+    policy._n = fields.integer("n")
+    fields.done()
