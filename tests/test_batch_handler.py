@@ -258,7 +258,7 @@ def test_an_idle_user_leaves_only_if_idle_now_and_only_from_its_own_partitions(s
     handler.process_round([ready(events[0], 0)], None, None)  # u1 comes back before the pass
     owned = {partition_of("old-a", 8), partition_of(USER, 8)} - {partition_of("old-b", 8)}
     handler.evict_idle(events[0].ts + 60_000, owned, 8)
-    assert [user for user, _ in handler.evicted] == ["old-a"]  # u1 is active, old-b another worker's
+    assert [user for user, _ in handler.removed] == ["old-a"]  # u1 is active, old-b another worker's
     assert b"old-a" not in stored and b"old-b" in stored and handler.counters.evicted_users == 1
     handler.snapshots("profiles.changelog", {}, "learners.changelog")
     tombstones = [(topic, key) for topic, key, value, _ in handler.outbox.records if value is None]

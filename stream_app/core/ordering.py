@@ -301,6 +301,11 @@ class ItemFeed:
             oldest = min(seen, key=seen.__getitem__)
             del seen[oldest]
 
+    def forget_user(self, user_id: str) -> bool:
+        """Drop the user's trail (an erasure): its recent items, session and event ids. The item signals
+        its events gave are aggregates and stay. Returns whether there was one."""
+        return self.users.pop(user_id, None) is not None
+
     def summary(self, top: int = 20) -> dict[str, Any]:
         """What the item state holds, for operators and checks: the events in it, the input duplicates
         dropped, the last epoch applied, and the most popular items with their shares (as ranked)."""

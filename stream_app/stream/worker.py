@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import shutil
@@ -46,6 +47,7 @@ from . import health, transport
 from .batch import BatchHandler, Counters, IdleUsers, PartitionState
 from .catalogue_feed import CatalogueFeed
 from .commits import AppliedOffsets, consumer_lag
+from .erasures import ErasedUsers, ErasureFeed
 from .metrics import Snapshot, WorkerMetrics
 from .model_control import ModelWatcher
 from .ordered_input import OrderedInput
@@ -152,11 +154,15 @@ class StreamWorker:
         self.user_eviction = EvictionClock()
         self.index = InMemoryItemIndex(settings)
         self.ordered = OrderedInput(settings, partitions, self.index)
+        # Erasures (erasures.py): the record of erased users, in a table partitioned like the profiles
+        self.erased = ErasedUsers.table(app, settings, partitions, self.profile_table.changelog_topic_name)
         self.counters = Counters()
         self.lock = asyncio.Lock()  # a batch and a rebalance never interleave
         self.offsets = AppliedOffsets(settings.commit_interval_s)
         self.stream: faust.StreamT | None = None  # the input agent's stream, which acknowledges events
         self.worker_id = f"{settings.app_id}:{socket.gethostname()}:{os.getpid()}"
+        self.erasures = ErasureFeed(settings, partitions, self.ordered.items.forget_user, self.ordered.changed.set,
+                                    self.worker_id, functools.partial(until_done, on_retry=self.counted("kafka_retries")))
         self.partitions_ready = False  # partitions assigned and tables recovered
         self.processing = False  # past the start-up waits for the models and the catalogue
         self.metrics = WorkerMetrics(self.snapshot)
@@ -206,7 +212,8 @@ class StreamWorker:
                            lambda: self.catalogue.run(lambda: self.watcher.content, self.catalogue_ready))
 
     async def read_all_inputs(self) -> None:
-        await keep_running("read the input topics", self.ordered.run)
+        await asyncio.gather(keep_running("read the input topics", self.ordered.run),
+                             keep_running("follow the erasures topic", self.erasures.run))
 
     async def take_inputs(self, stream: faust.StreamT) -> None:
         self.stream = stream
@@ -244,7 +251,9 @@ class StreamWorker:
         async with self.lock:
             started = time.perf_counter()
             handler = BatchHandler(settings, self.profile_table.data, self.partition_state, self.index, self.counters,
-                                   now_ms(), self.idle_users)
+                                   now_ms(), self.idle_users, self.erased)
+            if self.partitions_ready:  # its tables recovered: what was erased and applied is known
+                await self.erasures.apply(handler, self.assigned_inputs())
             live, shadow = self.watcher.live, self.watcher.shadow  # one model per role for the whole batch
             content = self.catalogue.index
             while len(handler.events) < settings.batch_max:
@@ -259,13 +268,14 @@ class StreamWorker:
                 log.warning("Faust's consumer skipped %s[%d] at offset %d (unapplied): fetching it again",
                             topic, partition, offset)
                 await self.app.consumer.seek(TP(topic, partition), offset)
-            if not handler.events:
+            if not handler.events and not handler.outbox.records:
                 return False
             to_redis = handler.snapshots(self.profile_table.changelog_topic_name, self.learner_table.data,
                                          self.learner_table.changelog_topic_name)
-            if handler.evicted:  # Redis first: a crash before the tombstones are stored evicts again on the re-run
-                await until_done("delete idle profiles from Redis", self.store.delete_profiles,
-                                 [user_id for user_id, _ in handler.evicted], on_retry=self.counted("redis_retries"))
+            if handler.removed:  # Redis first: a crash before the tombstones are stored removes them again on the re-run
+                handler.send_receipts(await until_done("delete profiles from Redis", self.store.delete_profiles,
+                                                       [user_id for user_id, _ in handler.removed],
+                                                       on_retry=self.counted("redis_retries")))
             await asyncio.gather(until_done("deliver to Kafka", self.output.deliver, handler.outbox,
                                             on_retry=self.counted("kafka_retries")),
                                  until_done("write to Redis", self.store.write_profiles, to_redis, handler.now,
@@ -278,7 +288,7 @@ class StreamWorker:
                                        time.time())
             for user_id, (profile, partition) in handler.changed.items():
                 self.metrics.freshness.applied(user_id, partition, profile.last_seen)
-            for user_id, partition in handler.evicted:
+            for user_id, partition in handler.removed:
                 self.metrics.freshness.forget(user_id, partition)
             return True
 
