@@ -97,6 +97,16 @@ class Topics:
         """What each worker did with each announcement: serving, refused (why), withdrawn."""
         return self._name("models.status")
 
+    @property
+    def erasures(self) -> str:
+        """Requests to erase a user (`stream-app erase`; key user_id, partitioned like the input)."""
+        return self._name("erasures")
+
+    @property
+    def erasure_receipts(self) -> str:
+        """What each erasure deleted where, written by the worker that applied it (key user_id)."""
+        return self._name("erasures.receipts")
+
 
 @dataclass(frozen=True)
 class EventWeights:
@@ -183,6 +193,15 @@ class Settings:
     # log's busiest customer-hour has 543 lines, its busiest customer-item-hour 21.
     user_signals_per_hour: int = 1000
     user_item_signals_per_hour: int = 50
+    # Erasure (`stream-app erase`): the workers keep a record of erased users, a keyed hash (HMAC-SHA256
+    # with this key; the group id when empty, which anyone can recompute: set a secret) and the
+    # erasure's time, and drop their events dated at or before it, so a replay of an old log does not
+    # bring an erased profile back, unless replay_erased is on (a replay meant to restore them).
+    erasure_key: str = ""
+    replay_erased: bool = False
+    # The dead-letter topic's retention.ms when it is created: a dead letter of an erased user leaves
+    # the topic only then (Kafka cannot delete one record), and an erasure's receipt says so. 7 days.
+    dlq_retention_ms: int = 7 * 24 * 3600 * 1000
     # Candidate sources and their weights in the prior score (the ranking until the ranker is warm)
     covis_weight: float = 1.0
     rules_weight: float = 2.0  # sequential rules (items that came next after the session's recent items)
@@ -242,7 +261,7 @@ class Settings:
                      "affinity_max", "seen_ids_max", "half_life_ms", "interest_half_life_ms",
                      "covis_neighbors_max", "covis_candidates_per_item", "repeat_candidates", "popular_per_partition",
                      "trending_half_life_ms", "category_items", "covis_gap_half_life_ms", "item_epoch_ms",
-                     "pair_half_life_ms", "rules_steps", "session_gap_ms", "content_half_life_ms"):
+                     "pair_half_life_ms", "rules_steps", "session_gap_ms", "content_half_life_ms", "dlq_retention_ms"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1 (set {ENV_PREFIX}{name.upper()})")
         for name in ("max_idle_ms", "max_future_ms", "max_age_ms", "item_idle_ms", "user_idle_ms",

@@ -158,3 +158,55 @@ def check_input(payload: bytes | None, key: bytes | None, source: Source, expect
         if out_of_range is not None:
             return reject("timestamp_out_of_range", out_of_range)
     return Event.from_dict(data)
+
+
+@dataclass(frozen=True, slots=True)
+class ErasureRequest:
+    """A request to erase one user (topic erasures), and where it was read."""
+
+    request_id: str
+    user_id: str
+    requested_at: int
+    source: Source
+
+
+def check_erasure(payload: bytes | None, key: bytes | None, source: Source, max_bytes: int
+                  ) -> ErasureRequest | Rejection:
+    """Validate one erasure request, as `check_input` does an event (the same reasons)."""
+    payload = payload if payload is not None else b""
+
+    def reject(reason: str, detail: str) -> Rejection:
+        return Rejection(reason, detail, source, key, payload)
+
+    if len(payload) > max_bytes:
+        return reject("payload_too_large", f"{len(payload)} bytes, the limit is {max_bytes}")
+    try:
+        data = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        return reject("invalid_json", str(exc))
+    try:
+        validator("erasure-request")(data)
+    except fastjsonschema.JsonSchemaValueException as exc:
+        return reject("schema_violation", exc.message)
+    if key != data["user_id"].encode("utf-8"):
+        return reject("key_mismatch", "the message key must be the user_id (requests go to the user's partition)")
+    return ErasureRequest(data["request_id"], data["user_id"], data["requested_at"], source)
+
+
+def dead_letter_users(key: bytes | None, value: bytes | None) -> set[str]:
+    """The users a dead-letter record names: its key, and the user_id of its payload when that is JSON."""
+    users = set()
+    if key:
+        text = _text_or_none(key)
+        if text is not None:
+            users.add(text)
+    try:
+        record = orjson.loads(value or b"")
+        payload = (record["payload_text"].encode() if "payload_text" in record
+                   else base64.b64decode(record.get("payload_base64", "")))
+        user_id = orjson.loads(payload).get("user_id")
+    except (orjson.JSONDecodeError, ValueError, TypeError, AttributeError, KeyError):
+        return users
+    if isinstance(user_id, str):
+        users.add(user_id)
+    return users

@@ -102,7 +102,7 @@ def test_output_retries_an_outage_and_stops_on_a_refusal_no_retry_changes(monkey
 
     from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
 
-    from stream_app.stream import worker
+    from stream_app.stream import retries as retrying
 
     class Stopped(Exception):
         pass
@@ -110,7 +110,7 @@ def test_output_retries_an_outage_and_stops_on_a_refusal_no_retry_changes(monkey
     def stop(status):
         raise Stopped(status)
 
-    monkeypatch.setattr(worker, "stop_worker", stop)
+    monkeypatch.setattr(retrying, "stop_worker", stop)
     calls = []
 
     async def deliver(failures):
@@ -120,13 +120,13 @@ def test_output_retries_an_outage_and_stops_on_a_refusal_no_retry_changes(monkey
         return "delivered"
 
     retries = []  # what the worker counts as stream_app_output_retries_total
-    assert asyncio.run(worker.until_done("deliver", deliver, [KafkaConnectionError(), KafkaConnectionError()],
+    assert asyncio.run(retrying.until_done("deliver", deliver, [KafkaConnectionError(), KafkaConnectionError()],
                                          max_backoff_s=0.01, on_retry=lambda: retries.append(1))) == "delivered"
     assert len(calls) == 3 and len(retries) == 2
     calls.clear()
     with pytest.raises(Stopped) as stopped:
-        asyncio.run(worker.until_done("deliver", deliver, [MessageSizeTooLargeError()] * 5))
-    assert stopped.value.args == (worker.EXIT_OUTPUT_REFUSED,) and len(calls) == 1
+        asyncio.run(retrying.until_done("deliver", deliver, [MessageSizeTooLargeError()] * 5))
+    assert stopped.value.args == (retrying.EXIT_OUTPUT_REFUSED,) and len(calls) == 1
 
 
 def test_a_redelivered_event_writes_its_profile_to_redis_again(settings, monkeypatch):
@@ -222,7 +222,7 @@ def test_a_rebalance_step_waits_for_a_batch_in_flight_but_not_past_the_rebalance
     import asyncio
     import time
 
-    from stream_app.stream.worker import batch_finished_or_late
+    from stream_app.stream.retries import batch_finished_or_late
 
     async def scenario():
         lock = asyncio.Lock()
@@ -267,8 +267,107 @@ def test_an_idle_user_leaves_only_if_idle_now_and_only_from_its_own_partitions(s
     handler.process_round([ready(events[0], 0)], None, None)  # u1 comes back before the pass
     owned = {partition_of("old-a", 8), partition_of(USER, 8)} - {partition_of("old-b", 8)}
     handler.evict_idle(events[0].ts + 60_000, owned, 8)
-    assert [user for user, _ in handler.evicted] == ["old-a"]  # u1 is active, old-b another worker's
+    assert [user for user, _ in handler.removed] == ["old-a"]  # u1 is active, old-b another worker's
     assert b"old-a" not in stored and b"old-b" in stored and handler.counters.evicted_users == 1
     handler.snapshots("profiles.changelog", {}, "learners.changelog")
     tombstones = [(topic, key) for topic, key, value, _ in handler.outbox.records if value is None]
     assert tombstones == [("profiles.changelog", b"old-a"), (settings.topics.profiles, b"old-a")]
+
+
+def erase_request(user_id: str, at: int, request_id: str = "r1", offset: int = 0):
+    from stream_app.contracts import ErasureRequest, Source
+
+    return ErasureRequest(request_id, user_id, at, Source("erasures", 0, offset))
+
+
+def test_an_erasure_deletes_the_profile_everywhere_and_says_so_in_its_receipt(settings, monkeypatch):
+    import jsonschema
+
+    from stream_app.contracts import load_schema
+    from stream_app.stream.batch import IdleUsers
+    from stream_app.stream.erasures import ErasedUsers
+
+    events = make_events()
+    profiles: dict = {}
+    run(events, settings, profiles, {}, None, monkeypatch)
+    assert Profile.from_json(profiles[USER.encode()]).version == len(events)
+    idle = IdleUsers(profiles)
+    erased = ErasedUsers({}, settings, "erased.changelog", "profiles.changelog")
+    handler = BatchHandler(settings, profiles, PartitionState({}, settings), InMemoryItemIndex(settings), Counters(),
+                           now=5, idle=idle, erased=erased)
+    idle.touched(USER, events[-1].ts)
+    handler.erase(erase_request(USER, events[-1].ts), 0, "worker-1")
+    handler.snapshots("profiles.changelog", {}, "learners.changelog")
+    handler.send_receipts({USER: True})
+
+    assert USER.encode() not in profiles and USER not in idle.last_seen
+    records = [(topic, key, value) for topic, key, value, _ in handler.outbox.records]
+    assert ("profiles.changelog", USER.encode(), None) in records
+    assert (settings.topics.profiles, USER.encode(), None) in records
+    (hashed,) = [(key, orjson.loads(value)) for topic, key, value in records if topic == "erased.changelog"]
+    assert USER.encode() not in hashed[0] and hashed[1] == {"erased_at": events[-1].ts, "request_id": "r1"}
+    other_key = ErasedUsers({}, settings.replace(erasure_key="another secret"), "e", "p").user_hash(USER)
+    assert hashed[0].decode() != other_key  # keyed: without the key, a user id cannot be tested against it
+    (sent,) = [orjson.loads(value) for topic, _, value in records if topic == settings.topics.erasure_receipts]
+    jsonschema.validate(sent, load_schema("erasure-receipt"))
+    deleted = sent["deleted"]
+    assert deleted["profile_table"] == {"found": True, "version": len(events), "event_count": len(events)}
+    assert deleted["digests"] == len(events) and deleted["learner_state"]  # per-user learners lived in the profile
+    assert deleted["pending_lists"]["shown"] > 0 and deleted["pending_lists"]["shown_features"] == 1
+    assert deleted["redis"] == {"key": f"profile:{USER}", "existed": True}
+    assert "idle users" in deleted["worker_state"] and handler.counters.erased_users == 1
+    assert (sent["request_id"], sent["user_id"], sent["worker_id"], sent["applied_at"]) == ("r1", USER, "worker-1", 5)
+
+
+def test_after_an_erasure_older_events_are_dropped_and_later_ones_start_a_new_profile(settings, monkeypatch):
+    from stream_app.stream.erasures import ErasedUsers
+
+    events = make_events()
+    erased_at = events[4].ts
+    erased = ErasedUsers({}, settings, "erased.changelog", "profiles.changelog")
+    erased.record(erase_request(USER, erased_at))
+    profiles: dict = {}
+    handler = BatchHandler(settings, profiles, PartitionState({}, settings), InMemoryItemIndex(settings), Counters(),
+                           now=0, erased=erased)
+    handler.process_round([ready(e, i) for i, e in enumerate(events)], None, None)  # an old log replayed, and more
+    handler.snapshots("profiles.changelog", {}, "learners.changelog")
+    assert handler.counters.erased_events_dropped == 5 and handler.counters.rejected == 0
+    profile = Profile.from_json(profiles[USER.encode()])
+    assert (profile.version, profile.event_count, profile.first_seen) == (3, 3, events[5].ts)
+    recs = [orjson.loads(value) for topic, _, value, _ in handler.outbox.records
+            if topic == settings.topics.recommendations]
+    assert [r["profile_version"] for r in recs] == [1, 2, 3]
+
+    asked = settings.replace(replay_erased=True)  # a replay meant to restore the user: applied
+    profiles = {}
+    handler = BatchHandler(asked, profiles, PartitionState({}, asked), InMemoryItemIndex(asked), Counters(),
+                           now=0, erased=erased)
+    handler.process_round([ready(e, i) for i, e in enumerate(events)], None, None)
+    assert handler.counters.erased_events_dropped == 0 and handler.counters.applied == len(events)
+
+
+def test_erasure_requests_wait_for_their_partition_owner_and_are_applied_once():
+    from stream_app.contracts import Rejection, Source
+    from stream_app.stream.erasures import ErasedUsers, ErasureFeed
+    from stream_app.stream.partitioning import partition_of
+
+    settings = Settings(partitions=4)
+    feed = ErasureFeed(settings, 4, lambda: None, "w", None)
+    mine = partition_of(USER, 4)
+
+    def request(user, offset, partition):
+        value = orjson.dumps({"request_id": f"r{offset}", "user_id": user, "requested_at": 1, "schema_version": 1})
+        feed.push(user.encode(), value, Source("erasures", partition, offset))
+
+    request(USER, 0, mine)
+    request(USER, 1, mine)
+    request(USER, 2, (mine + 1) % 4)  # produced with another partitioner
+    feed.push(USER.encode(), b"{not json", Source("erasures", mine, 3))
+    erased = ErasedUsers({}, settings, "erased.changelog", "profiles.changelog")
+    erased.applied_through(mine, 0)  # an earlier owner applied offset 0
+    assert feed.due({(mine + 2) % 4}, erased) == []  # not this worker's
+    due = feed.due({mine, (mine + 1) % 4}, erased)
+    assert [(p, o) for p, o, _ in due] == sorted([(mine, 1), (mine, 3), ((mine + 1) % 4, 2)])
+    reasons = {o: c.reason for _, o, c in due if isinstance(c, Rejection)}
+    assert reasons == {2: "wrong_partition", 3: "invalid_json"}
+    assert feed.due({mine}, erased) == []  # handed out once

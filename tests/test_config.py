@@ -50,7 +50,8 @@ def test_the_namespace_prefixes_the_consumer_group_and_every_changelog():
         app = build_app(settings, 8)  # builds only: no connection
         changelogs = sorted(table.changelog_topic.get_topic_name() for table in app.tables.values())
         assert app.conf.id == settings.group_id == f"{namespace}stream-app"
-        assert changelogs == [f"{namespace}stream-app-partition-learners-changelog",
+        assert changelogs == [f"{namespace}stream-app-erased-users-changelog",
+                              f"{namespace}stream-app-partition-learners-changelog",
                               f"{namespace}stream-app-profiles-changelog"]
         names[namespace] = {app.conf.id, *changelogs}
     assert not names["blue."] & names["green."]

@@ -4,7 +4,15 @@ import jsonschema
 import orjson
 import pytest
 
-from stream_app.contracts import Rejection, Source, check_input, load_schema
+from stream_app.contracts import (
+    ErasureRequest,
+    Rejection,
+    Source,
+    check_erasure,
+    check_input,
+    dead_letter_users,
+    load_schema,
+)
 from stream_app.core.events import Event
 
 SRC = Source("events.click", 3, 42)
@@ -60,7 +68,7 @@ def test_non_utf8_payload_is_kept_as_base64():
 
 
 def test_schemas_are_valid_draft7():
-    for name in ("input-event", "recommendation", "profile", "dead-letter"):
+    for name in ("input-event", "recommendation", "profile", "dead-letter", "erasure-request", "erasure-receipt"):
         jsonschema.Draft7Validator.check_schema(load_schema(name))
 
 
@@ -109,3 +117,28 @@ def test_event_times_outside_the_window_around_the_record_timestamp_are_rejected
     assert isinstance(at(record_ts + 365 * day, max_future_ms=0), Event)  # 0: no bound
     assert isinstance(at(record_ts + 365 * day, reference=None), Event)  # no record timestamp: not checked
     jsonschema.validate(late.to_record(now_ms=1), load_schema("dead-letter"))
+
+
+def test_an_erasure_request_is_checked_like_an_event():
+    request = {"request_id": "r1", "user_id": "u1", "requested_at": 5, "schema_version": 1}
+    source = Source("erasures", 2, 7)
+    checked = check_erasure(orjson.dumps(request), b"u1", source, 1024)
+    assert checked == ErasureRequest("r1", "u1", 5, source)
+    for payload, key, reason in [(orjson.dumps(request), b"u2", "key_mismatch"), (b"{", b"u1", "invalid_json"),
+                                 (orjson.dumps({**request, "requested_at": "now"}), b"u1", "schema_violation"),
+                                 (b"x" * 2000, b"u1", "payload_too_large")]:
+        rejection = check_erasure(payload, key, source, 1024)
+        assert rejection.reason == reason
+        jsonschema.validate(rejection.to_record(now_ms=1), load_schema("dead-letter"))
+
+
+def test_the_users_a_dead_letter_names_are_its_key_and_its_payloads_user():
+    def dead_letter(payload, key):
+        rejection = check(payload, key)
+        return orjson.dumps(rejection.to_record(now_ms=1)), rejection.message_key()
+
+    value, key = dead_letter(orjson.dumps({**VALID, "user_id": "u7", "ts": "x"}), b"u1")
+    assert dead_letter_users(key, value) == {"u1", "u7"}
+    value, key = dead_letter(b"\xff" + orjson.dumps(VALID), None)  # base64 payload, no key: not JSON
+    assert dead_letter_users(key, value) == set()
+    assert dead_letter_users(b"u3", b"not a dead letter") == {"u3"}

@@ -26,8 +26,11 @@ def test_missing_topics_are_created_with_the_partitioning_the_app_needs(make_set
     assert ensure_topics(settings) == 4
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
     try:
+        t = settings.topics
         described = {d["name"]: len(d["partitions"])
-                     for d in admin.describe_topics([*settings.topics.inputs, settings.topics.model_control, settings.topics.items])}
+                     for d in admin.describe_topics([*t.inputs, t.model_control, t.items, t.erasures, t.erasure_receipts])}
     finally:
         admin.close()
-    assert described == {**{t: 4 for t in settings.topics.inputs}, settings.topics.model_control: 1, settings.topics.items: 1}
+    # erasure requests go to their user's partition, as events do
+    assert described == {**{name: 4 for name in t.inputs}, t.model_control: 1, t.items: 1, t.erasures: 4,
+                         t.erasure_receipts: 4}

@@ -134,6 +134,12 @@ def cmd_repair_redis(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_erase(args: argparse.Namespace) -> int:
+    from ..tools.erase import erase_users
+
+    return erase_users(Settings.from_env(), args.users, None if args.no_wait else args.timeout, args.json)
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from ..stream.topics import ensure_topics
     from ..stream.worker import run_worker

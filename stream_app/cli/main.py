@@ -16,6 +16,7 @@ from .commands import (
     cmd_content_export,
     cmd_demo,
     cmd_down,
+    cmd_erase,
     cmd_evaluate,
     cmd_items,
     cmd_profile,
@@ -212,7 +213,7 @@ def add_chaos_command(sub: argparse._SubParsersAction) -> None:
 
 
 def add_store_commands(sub: argparse._SubParsersAction) -> None:
-    """profile, repair-redis: the Redis mirror, for people and operators."""
+    """profile, serve, erase, repair-redis: the profiles, for people and operators."""
     pr = sub.add_parser("profile", help="one user's profile as Redis serves it, for a person to read")
     pr.add_argument("user_id")
     pr.add_argument("--json", action="store_true", help="the stored record as JSON instead")
@@ -221,6 +222,12 @@ def add_store_commands(sub: argparse._SubParsersAction) -> None:
     se.add_argument("--port", type=int, default=8080)
     se.add_argument("--host", default="0.0.0.0")
     se.set_defaults(fn=cmd_serve)
+    er = sub.add_parser("erase", help="erase users everywhere the workers keep them; print the workers' receipts")
+    er.add_argument("users", nargs="+", metavar="USER")
+    er.add_argument("--no-wait", action="store_true", help="publish the requests only (receipts: erasures.receipts)")
+    er.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the receipts (default 60)")
+    er.add_argument("--json", action="store_true", help="print each receipt as one JSON line")
+    er.set_defaults(fn=cmd_erase)
     sub.add_parser("repair-redis", help="rebuild the Redis mirror from the compacted profiles topic "
                                         "(never rolls back a newer profile)").set_defaults(fn=cmd_repair_redis)
 

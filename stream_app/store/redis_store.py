@@ -90,11 +90,15 @@ class ProfileStore:
                 written += int(result)
         return written
 
-    async def delete_profiles(self, user_ids: list[str]) -> int:
-        """Delete the users' hashes (idle users the profile table dropped), in one round trip."""
+    async def delete_profiles(self, user_ids: list[str]) -> dict[str, bool]:
+        """Delete the users' hashes (idle or erased users the profile table dropped), in one round trip;
+        returns whether each existed."""
         if not user_ids:
-            return 0
-        return await self.client.delete(*(profile_key(u, self.config.namespace) for u in user_ids))
+            return {}
+        pipe = self.client.pipeline(transaction=False)
+        for user_id in user_ids:
+            pipe.delete(profile_key(user_id, self.config.namespace))
+        return {user_id: bool(deleted) for user_id, deleted in zip(user_ids, await pipe.execute())}
 
     async def publish_worker_status(self, worker_id: str, status: dict[str, Any], ttl_s: int) -> None:
         """A short-lived key per worker: what operators (and the demo) read to see who is up."""

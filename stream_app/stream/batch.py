@@ -13,7 +13,7 @@ from typing import Any, Callable
 import orjson
 
 from ..config import Settings
-from ..contracts import Rejection, Source
+from ..contracts import ErasureRequest, Rejection, Source
 from ..core.content import ContentIndex
 from ..core.events import Event
 from ..core.items import InMemoryItemIndex
@@ -21,6 +21,7 @@ from ..core.learners import PartitionLearners, StateError, load_state, read_part
 from ..core.process import new_partition_learners, new_profile, process, shadow_recommendation, shown_hits
 from ..core.profile import Profile
 from ..serving.encoder import Encoder, UserEncoding, encode_batch
+from .erasures import ErasedUsers, receipt
 from .ordered_input import Ready
 from .output import Outbox
 from .partitioning import partition_of
@@ -43,6 +44,8 @@ class Counters:
     shadow_hits: int = 0
     encoder_failures: int = 0  # rounds ranked without an encoder because it raised
     evicted_users: int = 0  # idle profiles dropped (STREAM_APP_USER_IDLE_MS)
+    erased_users: int = 0  # erasure requests applied (`stream-app erase`)
+    erased_events_dropped: int = 0  # events of erased users dated at or before their erasure, not applied
     # The same counts broken down, for the metrics (stream/metrics.py): input topic -> event type ->
     # events ("invalid": rejected before its type was known), and dead letters by reason
     inputs: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -128,8 +131,8 @@ class IdleUsers:
         if last_seen is not None:
             self.last_seen[user_id] = last_seen
 
-    def drop(self, user_id: str) -> None:
-        self.last_seen.pop(user_id, None)
+    def drop(self, user_id: str) -> bool:
+        return self.last_seen.pop(user_id, None) is not None
 
 
 class BatchHandler:
@@ -138,10 +141,12 @@ class BatchHandler:
     `snapshots` writes the tables and returns Redis's share; the app delivers both at once."""
 
     def __init__(self, settings: Settings, profiles: Any, learners: PartitionState, index: InMemoryItemIndex,
-                 counters: Counters, now: int, idle: IdleUsers | None = None, profile_changelog: str | None = None):
+                 counters: Counters, now: int, idle: IdleUsers | None = None, profile_changelog: str | None = None,
+                 erased: ErasedUsers | None = None):
         self.settings = settings
         self.profile_changelog = profile_changelog or f"{settings.group_id}-profiles-changelog"
         self.idle = idle
+        self.erased = erased
         self.profiles = profiles  # the profile table's data: user_id bytes -> snapshot bytes
         self.learners = learners
         self.index = index
@@ -152,7 +157,8 @@ class BatchHandler:
         self.changed: dict[str, tuple[Profile, int]] = {}
         self.mirror: set[str] = set()  # unchanged profiles to write to Redis again
         self.used_learners: set[int] = set()
-        self.evicted: list[tuple[str, int]] = []  # idle users dropped: (user_id, partition)
+        self.removed: list[tuple[str, int]] = []  # users whose profile leaves, idle or erased: (user_id, partition)
+        self.receipts: list[dict[str, Any]] = []  # of this batch's erasures, sent once Redis has answered
         self.events: list[Any] = []  # Faust events to acknowledge after the flush
         # (event time ms, input record's Kafka timestamp s) of each recommendation: its latency once delivered
         self.recommended: list[tuple[int, float]] = []
@@ -160,20 +166,54 @@ class BatchHandler:
     def evict_idle(self, boundary_ms: int, owned: set[int], partitions: int) -> None:
         """Drop the profiles of the worker's users with no event since `boundary_ms - user_idle_ms`
         (before a round at or after that boundary, as `evaluate` does): from the table, with a tombstone
-        in its changelog and on the profiles topic (`snapshots`); Redis is told by `evicted`."""
+        in its changelog and on the profiles topic (`snapshots`); Redis is told by `removed`."""
         if self.idle is None:
             return
         for user_id in self.idle.before(boundary_ms - self.settings.user_idle_ms):
             partition = partition_of(user_id, partitions)
             if partition not in owned:  # another worker's user: it evicts it
                 continue
-            self.profiles.pop(user_id.encode(), None)
-            self.loaded.pop(user_id, None)
-            self.changed.pop(user_id, None)
-            self.mirror.discard(user_id)
-            self.idle.drop(user_id)
-            self.evicted.append((user_id, partition))
+            self.remove(user_id, partition)
             self.counters.evicted_users += 1
+
+    def remove(self, user_id: str, partition: int) -> bool:
+        """Drop the user's profile from the table and this batch (tombstones: `snapshots`; Redis: the worker)
+        and from the idle users; returns whether the idle users had it."""
+        self.profiles.pop(user_id.encode(), None)
+        self.loaded.pop(user_id, None)
+        self.changed.pop(user_id, None)
+        self.mirror.discard(user_id)
+        self.removed.append((user_id, partition))
+        return self.idle is not None and self.idle.drop(user_id)
+
+    def erase(self, request: ErasureRequest, partition: int, worker_id: str) -> None:
+        """Erase the user between two rounds (the worker holds the batch lock: no other batch touches it):
+        the profile with its learner state, digests and pending lists, the idle-users entry; remember the
+        erasure (its changelog record goes with the batch) and prepare the receipt."""
+        user_id = request.user_id
+        profile = self.loaded.get(user_id)
+        stored = self.profiles.get(user_id.encode()) if profile is None else None
+        if stored is not None:
+            try:
+                profile = Profile.from_json(stored)
+            except Exception as exc:  # unreadable: erased all the same, the receipt says what was found
+                log.error("the stored profile of an erased user cannot be read (%r); deleted unread", exc)
+        found = profile is not None or stored is not None
+        worker_state = ["idle users"] if self.remove(user_id, partition) else []
+        worker_state += ["freshness metrics", "item feed trail (every worker, on reading the request)"]
+        key, value = self.erased.record(request)
+        self.outbox.add(self.erased.changelog, key, value, partition)
+        self.counters.erased_users += 1
+        self.receipts.append(receipt(request, partition, profile, found, self.erased, self.settings, worker_state,
+                                     worker_id, self.now))
+        log.info("erased a user of partition %d (request %s)", partition, request.request_id,
+                 extra={"partition": partition})
+
+    def send_receipts(self, redis_existed: dict[str, bool]) -> None:
+        """The receipts into the outbox, with what Redis answered (`delete_profiles`)."""
+        for sent in self.receipts:
+            sent["deleted"]["redis"]["existed"] = redis_existed.get(sent["user_id"], False)
+            self.outbox.add(self.settings.topics.erasure_receipts, sent["user_id"].encode(), orjson.dumps(sent))
 
     def dead_letter(self, rejection: Rejection, event_id: str | None = None) -> None:
         counters = self.counters
@@ -193,6 +233,14 @@ class BatchHandler:
             found = self.loaded[user_id] = (Profile.from_json(stored) if stored is not None
                                             else new_profile(user_id, self.settings))
         return found
+
+    def erased_before(self, event: Event) -> bool:
+        """Is the event dated at or before its user's erasure (a replay of an old log): not applied, unless
+        STREAM_APP_REPLAY_ERASED asks for it. Dropped, not dead-lettered: that would store it again."""
+        if self.erased is None or self.settings.replay_erased:
+            return False
+        erased_at = self.erased.erased_at(event.user_id)
+        return erased_at is not None and event.ts <= erased_at
 
     def encode(self, encoder: Encoder | None, valid: list[tuple[Ready, Event]]) -> list[UserEncoding | None]:
         if encoder is None or not valid:
@@ -216,6 +264,8 @@ class BatchHandler:
             self.events.append(item.event)
             if rejected:
                 self.dead_letter(item.checked)
+            elif self.erased_before(item.checked):
+                counters.erased_events_dropped += 1
             else:
                 valid.append((item, item.checked))
         encodings = self.encode(live, valid)
@@ -304,7 +354,7 @@ class BatchHandler:
                   ) -> list[tuple[Profile, bytes]]:
         """Write changed profiles and learners to their tables and the outbox; return Redis's share."""
         to_redis: list[tuple[Profile, bytes]] = []
-        for user_id, partition in self.evicted:
+        for user_id, partition in self.removed:
             self.outbox.add(profile_changelog, user_id.encode(), None, partition)
             self.outbox.add(self.settings.topics.profiles, user_id.encode(), None)
         for user_id, (profile, partition) in self.changed.items():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
 from ..config import Settings
@@ -15,12 +15,20 @@ def topic_specs(settings: Settings) -> dict[str, dict[str, str]]:
     t = settings.topics
     specs: dict[str, dict[str, str]] = {name: {} for name in t.inputs}
     specs[t.recommendations] = {}
-    specs[t.dlq] = {}
+    specs[t.dlq] = {"retention.ms": str(settings.dlq_retention_ms)}
     specs[t.profiles] = {"cleanup.policy": "compact"}
     specs[t.model_control] = {"cleanup.policy": "compact"}
     specs[t.items] = {"cleanup.policy": "compact"}
     specs[t.model_status] = {}
+    # Requests and receipts name the user: they leave after ERASURE_RETENTION_MS, like any record
+    specs[t.erasures] = {"retention.ms": str(ERASURE_RETENTION_MS)}
+    specs[t.erasure_receipts] = {"retention.ms": str(ERASURE_RETENTION_MS)}
     return specs
+
+
+#: How long erasure requests and receipts stay on their topics (30 days): a request not applied by
+#: then (no worker ran) is lost, and a receipt should be archived by whoever asked for it.
+ERASURE_RETENTION_MS = 30 * 24 * 3600 * 1000
 
 
 #: Topics with one partition whatever the input partitioning: every worker reads all of it.
@@ -52,3 +60,16 @@ def ensure_topics(settings: Settings) -> int:
     finally:
         admin.close()
 
+
+
+def topic_retention_ms(settings: Settings, topic: str) -> int | None:
+    """The topic's retention.ms as the broker reports it, None when it does not (Tansu reports no configs)."""
+    admin = KafkaAdminClient(bootstrap_servers=settings.require_kafka(), request_timeout_ms=10_000,
+                             **kafka_python_kwargs(settings.kafka_security))
+    try:
+        described = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+    finally:
+        admin.close()
+    configs = described.get("topic", {}).get(topic) or {}  # {resource type: {name: {key: {"value": ...}}}}
+    value = (configs.get("retention.ms") or {}).get("value")
+    return int(value) if value is not None else None

@@ -14,7 +14,7 @@ and recovery from their changelogs) and timers.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import logging
 import os
 import shutil
@@ -22,21 +22,11 @@ import socket
 import tempfile
 import time
 from dataclasses import asdict
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 import faust
 import orjson
-from aiokafka.errors import (
-    ClusterAuthorizationFailedError,
-    InvalidTopicError,
-    KafkaError,
-    MessageSizeTooLargeError,
-    RecordTooLargeError,
-    TopicAuthorizationFailedError,
-)
 from faust.types import TP
-from redis import exceptions as redis_errors
-from redis.exceptions import RedisError
 
 from ..config import Settings
 from ..core.items import InMemoryItemIndex
@@ -47,10 +37,12 @@ from . import health, transport
 from .batch import BatchHandler, Counters, IdleUsers, PartitionState
 from .catalogue_feed import CatalogueFeed
 from .commits import AppliedOffsets, consumer_lag
+from .erasures import ErasedUsers, ErasureFeed
 from .metrics import Snapshot, WorkerMetrics
 from .model_control import ModelWatcher
 from .ordered_input import OrderedInput
 from .output import BatchProducer, Outbox
+from .retries import EXIT_BATCH_FAILED, EXIT_PORT_TAKEN, RETRYABLE, batch_finished_or_late, stop_worker, until_done
 
 log = logging.getLogger("stream_app.worker")
 
@@ -63,69 +55,6 @@ CATALOGUE_WAIT_S = 600
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-RETRYABLE = (KafkaError, RedisError, OSError, asyncio.TimeoutError)
-# Refusals no retry can change: the record is too large, or the client may not write there.
-PERMANENT = (MessageSizeTooLargeError, RecordTooLargeError, TopicAuthorizationFailedError,
-             ClusterAuthorizationFailedError, InvalidTopicError, redis_errors.AuthenticationError,
-             redis_errors.AuthorizationError, redis_errors.NoPermissionError)
-#: The worker's exit status when the output refuses a batch for good (the orchestrator sees it).
-EXIT_OUTPUT_REFUSED = 70
-#: How long a rebalance step waits for a batch in flight (the group's rebalance timeout is 6 s).
-REBALANCE_WAIT_S = 3.0
-#: The worker's exit status when a batch fails outside the per-event guard (a bug: nothing is acknowledged).
-EXIT_BATCH_FAILED = 71
-#: The worker's exit status when its HTTP port is taken (the command line's usage-error status).
-EXIT_PORT_TAKEN = 2
-
-
-def stop_worker(status: int) -> None:
-    """Exit now, without acknowledging: the batch's input is read again by the next worker."""
-    logging.shutdown()
-    os._exit(status)
-
-
-@contextlib.asynccontextmanager
-async def batch_finished_or_late(lock: asyncio.Lock, what: str,
-                                 wait_s: float = REBALANCE_WAIT_S) -> AsyncIterator[bool]:
-    """Hold the batch lock for a rebalance step, or go on without it after `wait_s`: a batch only
-    holds it that long while its output retries an outage, and a rebalance that waited for that
-    would outlast the group's rebalance timeout and start a storm. The late batch touches no input
-    state any more; its output, if delivered after the partitions moved, repeats records that
-    recommendation ids and profile versions make harmless. Yields whether the lock is held."""
-    try:
-        await asyncio.wait_for(lock.acquire(), timeout=wait_s)
-    except asyncio.TimeoutError:
-        log.warning("%s: a batch has been delivering for over %.0fs (an outage?); going on without it", what, wait_s)
-        yield False
-        return
-    try:
-        yield True
-    finally:
-        lock.release()
-
-
-async def until_done(what: str, action: Callable[..., Awaitable[Any]], *args: Any,
-                     max_backoff_s: float = 10.0, on_retry: Callable[[], None] = lambda: None) -> Any:
-    """Retry an output step until it succeeds. The batch's events stay unacknowledged meanwhile, so
-    an outage of Redis or the broker stalls the worker (backpressure) instead of losing effects.
-    A retried Kafka delivery may repeat records: recommendation ids and profile versions make
-    repeats harmless downstream. A permanent refusal stops the worker with a reason instead of
-    retrying for ever (nothing acknowledged, nothing lost)."""
-    backoff = 0.1
-    while True:
-        try:
-            return await action(*args)
-        except PERMANENT as exc:
-            log.critical("cannot %s: %r will not change by retrying (check the topic's max.message.bytes, "
-                         "the ACLs or the credentials); stopping without acknowledging the batch", what, exc)
-            stop_worker(EXIT_OUTPUT_REFUSED)
-        except RETRYABLE as exc:
-            on_retry()
-            log.error("cannot %s (%r); retrying in %.1fs", what, exc, backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, max_backoff_s)
 
 
 class StreamWorker:
@@ -153,12 +82,16 @@ class StreamWorker:
         self.user_eviction = EvictionClock()
         self.index = InMemoryItemIndex(settings)
         self.ordered = OrderedInput(settings, partitions, self.index)
+        # Erasures (erasures.py): the record of erased users, in a table partitioned like the profiles
+        self.erased = ErasedUsers.table(app, settings, partitions, self.profile_table.changelog_topic_name)
         self.counters = Counters()
         self.lock = asyncio.Lock()  # a batch and a rebalance never interleave
         self.offsets = AppliedOffsets(settings.commit_interval_s)
         self.stream: faust.StreamT | None = None  # the input agent's stream, which acknowledges events
         self.worker_id = f"{settings.app_id}:{socket.gethostname()}:{os.getpid()}"
         self.watcher = ModelWatcher(settings, self.report_model_status, self.worker_id)
+        self.erasures = ErasureFeed(settings, partitions, self.ordered.changed.set,
+                                    self.worker_id, functools.partial(until_done, on_retry=self.counted("kafka_retries")))
         self.partitions_ready = False  # partitions assigned and tables recovered
         self.processing = False  # past the start-up waits for the models and the catalogue
         self.metrics = WorkerMetrics(self.snapshot)
@@ -214,7 +147,8 @@ class StreamWorker:
                            lambda: self.catalogue.run(lambda: self.watcher.content, self.catalogue_ready))
 
     async def read_all_inputs(self) -> None:
-        await keep_running("read the input topics", self.ordered.run)
+        await asyncio.gather(keep_running("read the input topics", self.ordered.run),
+                             keep_running("follow the erasures topic", self.erasures.run))
 
     async def take_inputs(self, stream: faust.StreamT) -> None:
         self.stream = stream
@@ -252,7 +186,9 @@ class StreamWorker:
         async with self.lock:
             started = time.perf_counter()
             handler = BatchHandler(settings, self.profile_table.data, self.partition_state, self.index, self.counters,
-                                   now_ms(), self.idle_users, self.profile_table.changelog_topic_name)
+                                   now_ms(), self.idle_users, self.profile_table.changelog_topic_name, self.erased)
+            if self.partitions_ready:  # its tables recovered: what was erased and applied is known
+                await self.erasures.apply(handler, self.assigned_inputs())
             live, shadow = self.watcher.live, self.watcher.shadow  # one model per role for the whole batch
             content = self.catalogue.index
             while len(handler.events) < settings.batch_max:
@@ -267,13 +203,14 @@ class StreamWorker:
                 log.warning("Faust's consumer skipped %s[%d] at offset %d (unapplied): fetching it again",
                             topic, partition, offset)
                 await self.app.consumer.seek(TP(topic, partition), offset)
-            if not handler.events:
+            if not handler.events and not handler.outbox.records:
                 return False
             to_redis = handler.snapshots(self.profile_table.changelog_topic_name, self.learner_table.data,
                                          self.learner_table.changelog_topic_name)
-            if handler.evicted:  # Redis first: a crash before the tombstones are stored evicts again on the re-run
-                await until_done("delete idle profiles from Redis", self.store.delete_profiles,
-                                 [user_id for user_id, _ in handler.evicted], on_retry=self.counted("redis_retries"))
+            if handler.removed:  # Redis first: a crash before the tombstones are stored removes them again on the re-run
+                handler.send_receipts(await until_done("delete profiles from Redis", self.store.delete_profiles,
+                                                       [user_id for user_id, _ in handler.removed],
+                                                       on_retry=self.counted("redis_retries")))
             await asyncio.gather(until_done("deliver to Kafka", self.output.deliver, handler.outbox,
                                             on_retry=self.counted("kafka_retries")),
                                  until_done("write to Redis", self.store.write_profiles, to_redis, handler.now,
@@ -286,7 +223,7 @@ class StreamWorker:
                                        time.time())
             for user_id, (profile, partition) in handler.changed.items():
                 self.metrics.freshness.applied(user_id, partition, profile.last_seen)
-            for user_id, partition in handler.evicted:
+            for user_id, partition in handler.removed:
                 self.metrics.freshness.forget(user_id, partition)
             return True
 

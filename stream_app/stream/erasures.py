@@ -1,0 +1,253 @@
+"""Erasing one user (`stream-app erase`): the requests on the erasures topic, the record of erased users,
+and the receipt.
+
+Every worker reads every partition of the erasures topic from its beginning (`ErasureFeed.run`); a
+request waits until the worker that owns the user's partition applies it between two rounds of a batch, under the batch lock, so it never races
+with a batch touching the same user (`BatchHandler.erase`). That worker deletes the profile (table,
+changelog and profiles-topic tombstones, Redis: the path of idle-user eviction) and writes a record of
+the erasure to the `erased-users` table: a keyed hash of the user id and the erasure's time. From then
+on the user's events dated at or before that time are dropped (counted, not dead-lettered: a dead
+letter would store their payload again), so a replay of an old log does not bring the profile back;
+later events start a new profile. The table also keeps, per partition, the offset of the erasures
+topic applied through, so a request is applied once and a restarted worker skips what was applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+import hmac
+import logging
+import time
+from typing import Any, Callable
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from ..config import Settings
+from ..contracts import ErasureRequest, Rejection, Source, check_erasure, dead_letter_users
+from ..core.profile import Profile
+from ..kafka_security import aiokafka_kwargs
+from ..store.redis_store import profile_key
+from .partitioning import partition_of
+from .topics import topic_retention_ms
+from .transport import true_end_offsets
+
+log = logging.getLogger("stream_app.erasures")
+
+ERASED_TABLE = "erased-users"
+#: What an erasure leaves, said in every receipt.
+NOT_ERASED = [
+    "item state (popularity, trending, co-visitation, sequential rules, category tops): aggregates of every "
+    "user's events, the user's share included",
+    "the partition's learners (ranker, bandit): trained on every user's feedback of that partition",
+    "the input topics' records of the user's events, until the topics' retention.ms (Kafka cannot delete "
+    "one record); a worker that starts reads them to rebuild the item state",
+]
+DEAD_LETTER_NOTE = ("Kafka cannot delete single records: these dead letters leave the topic when retention_ms has "
+                    "passed since they were written (set STREAM_APP_DLQ_RETENTION_MS before the topic is created, "
+                    "or the topic's retention.ms on the broker)")
+
+
+class ErasedUsers:
+    """The record of erased users in its changelog-backed table: key HMAC-SHA256(user id) in hex ->
+    {"erased_at", "request_id"}; and per partition, the erasures topic's next offset to apply."""
+
+    def __init__(self, data: Any, settings: Settings, changelog: str, profile_changelog: str):
+        self.data = data  # the table's data: bytes -> JSON bytes
+        self.key = (settings.erasure_key or settings.group_id).encode()
+        self.changelog = changelog
+        self.profile_changelog = profile_changelog  # named in receipts
+
+    @classmethod
+    def table(cls, app: Any, settings: Settings, partitions: int, profile_changelog: str) -> "ErasedUsers":
+        """On a Faust table of its own (memory store, changelog), partitioned like the profile table."""
+        table = app.Table(ERASED_TABLE, partitions=partitions, key_type=bytes, value_type=bytes)
+        return cls(table.data, settings, table.changelog_topic_name, profile_changelog)
+
+    def user_hash(self, user_id: str) -> str:
+        return hmac.new(self.key, user_id.encode(), hashlib.sha256).hexdigest()
+
+    def erased_at(self, user_id: str) -> int | None:
+        """The time of the user's last erasure, None if never erased (a dict lookup when nobody was)."""
+        if not self.data:
+            return None
+        stored = self.data.get(self.user_hash(user_id).encode())
+        return orjson.loads(stored)["erased_at"] if stored is not None else None
+
+    def record(self, request: ErasureRequest) -> tuple[bytes, bytes]:
+        """Remember the erasure in the table; return its changelog record (key, value)."""
+        key = self.user_hash(request.user_id).encode()
+        value = orjson.dumps({"erased_at": request.requested_at, "request_id": request.request_id})
+        self.data[key] = value
+        return key, value
+
+    def next_offset(self, partition: int) -> int:
+        stored = self.data.get(b"offset:%d" % partition)
+        return orjson.loads(stored)["next_offset"] if stored is not None else 0
+
+    def applied_through(self, partition: int, offset: int) -> tuple[bytes, bytes]:
+        """The erasures topic's partition is applied up to `offset`; return the changelog record."""
+        key, value = b"offset:%d" % partition, orjson.dumps({"next_offset": offset + 1})
+        self.data[key] = value
+        return key, value
+
+
+def receipt(request: ErasureRequest, partition: int, profile: Profile | None, found: bool, erased: ErasedUsers,
+            settings: Settings, worker_state: list[str], worker_id: str, now_ms: int) -> dict[str, Any]:
+    """The receipt of one erasure, but for Redis's answer and the dead letters (filled in by the worker)."""
+    topics = settings.topics
+    return {
+        "request_id": request.request_id, "user_id": request.user_id, "requested_at": request.requested_at,
+        "applied_at": now_ms, "worker_id": worker_id, "partition": partition,
+        "deleted": {
+            "profile_table": {"found": found, "version": profile.version if profile else None,
+                              "event_count": profile.event_count if profile else None},
+            "changelog": {"topic": erased.profile_changelog, "partition": partition,
+                          "tombstone": True},
+            "profiles_topic": {"topic": topics.profiles, "tombstone": True},
+            "redis": {"key": profile_key(request.user_id, settings.namespace), "existed": False},
+            "learner_state": sorted(set(profile.learner_state) | set(profile.learners)) if profile else [],
+            "digests": len(profile.seen_event_ids) if profile else 0,
+            "pending_lists": {"shown": len(profile.shown), "shown_features": int(profile.shown_features is not None),
+                              "shadow_shown": len(profile.shadow_shown)} if profile else {},
+            "worker_state": worker_state,
+            "erased_record": {"table": erased.changelog, "user_hash": erased.user_hash(request.user_id)},
+        },
+        "dead_letters": {"topic": topics.dlq, "records": [], "retention_ms": settings.dlq_retention_ms,
+                         "retention_source": "setting", "note": DEAD_LETTER_NOTE},
+        "not_erased": NOT_ERASED,
+        "schema_version": 1,
+    }
+
+
+class ErasureFeed:
+    """Every erasure request of every partition, from the topic's beginning; those of the worker's own
+    partitions wait in `pending` until a batch applies them (`due`)."""
+
+    def __init__(self, settings: Settings, partitions: int, wake: Callable[[], None], worker_id: str,
+                 retry: Callable[..., Any]):
+        self.settings = settings
+        self.partitions = partitions
+        self.wake = wake
+        self.worker_id = worker_id  # named in receipts
+        self.retry = retry  # retry(what, action, *args): an I/O step retried through an outage
+        self.pending: dict[int, dict[int, ErasureRequest | Rejection]] = collections.defaultdict(dict)
+        self.read = 0
+        self.retention: tuple[int, str] | None = None  # the dead-letter topic's, once asked
+
+    async def run(self) -> None:
+        settings = self.settings
+        topic = settings.topics.erasures
+        consumer = AIOKafkaConsumer(bootstrap_servers=settings.require_kafka().split(","), group_id=None,
+                                    enable_auto_commit=False, auto_offset_reset="earliest",
+                                    fetch_max_wait_ms=max(settings.fetch_max_wait_ms, 100),
+                                    **aiokafka_kwargs(settings.kafka_security))
+        await consumer.start()
+        try:
+            await consumer.topics()  # the topic's metadata
+            tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+            if not tps:
+                raise RuntimeError(f"the topic {topic} does not exist: run any stream-app command that creates "
+                                   "the topics (`stream-app worker` does)")
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            while True:
+                batches = await consumer.getmany(timeout_ms=500, max_records=1000)
+                for tp, records in batches.items():
+                    for record in records:
+                        self.push(record.key, record.value, Source(topic, tp.partition, record.offset))
+                if batches:
+                    self.wake()
+        finally:
+            await consumer.stop()
+
+    def push(self, key: bytes | None, value: bytes | None, source: Source) -> None:
+        checked = check_erasure(value, key, source, self.settings.max_payload_bytes)
+        if isinstance(checked, ErasureRequest):
+            owner = partition_of(checked.user_id, self.partitions)
+            if owner != source.partition:
+                checked = Rejection("wrong_partition", f"user {checked.user_id!r} belongs to partition {owner} of "
+                                    f"{self.partitions}: produce with the default partitioner (murmur2 of the key)",
+                                    source, key, value or b"")
+        self.pending[source.partition][source.offset] = checked
+        self.read += 1
+
+    def due(self, owned: set[int], erased: ErasedUsers) -> list[tuple[int, int, ErasureRequest | Rejection]]:
+        """The requests of the worker's own partitions not applied yet, in offset order: (partition, offset,
+        request or rejection). Those an earlier owner applied are dropped."""
+        out = []
+        for partition in sorted(owned & self.pending.keys()):
+            start = erased.next_offset(partition)
+            waiting = self.pending.pop(partition)
+            out.extend((partition, offset, waiting[offset]) for offset in sorted(waiting) if offset >= start)
+        return out
+
+    async def dead_letters(self, users: set[str]) -> dict[str, list[dict[str, int]]]:
+        """The dead letters naming each user (key or payload): the whole dead-letter topic, read to its end."""
+        settings = self.settings
+        topic, servers = settings.topics.dlq, settings.require_kafka().split(",")
+        found: dict[str, list[dict[str, int]]] = {user: [] for user in users}
+        consumer = AIOKafkaConsumer(bootstrap_servers=servers, group_id=None, enable_auto_commit=False,
+                                    fetch_max_wait_ms=settings.fetch_max_wait_ms, **aiokafka_kwargs(settings.kafka_security))
+        await consumer.start()
+        try:
+            await consumer.topics()
+            tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+            if not tps:
+                return found
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            ends = await true_end_offsets(servers, await consumer.end_offsets(tps), settings.kafka_security)
+            deadline = time.monotonic() + 120
+            while [tp for tp in tps if await consumer.position(tp) < (ends[tp] or 0)]:
+                if time.monotonic() > deadline:
+                    raise asyncio.TimeoutError(f"{topic} not read to its end in 120 s")
+                for tp, records in (await consumer.getmany(timeout_ms=200, max_records=5000)).items():
+                    for record in records:
+                        if record.offset < (ends[tp] or 0):
+                            for user in dead_letter_users(record.key, record.value) & users:
+                                found[user].append({"partition": tp.partition, "offset": record.offset})
+        finally:
+            await consumer.stop()
+        return found
+
+    async def dead_letter_retention(self) -> tuple[int, str]:
+        """(retention.ms, "broker") as the broker reports it, else (the setting, "setting"); asked once."""
+        if self.retention is None:
+            try:
+                reported = await asyncio.to_thread(topic_retention_ms, self.settings, self.settings.topics.dlq)
+            except Exception as exc:  # an older broker without DescribeConfigs: the setting is what we know
+                log.warning("cannot read the retention.ms of %s (%r); receipts state STREAM_APP_DLQ_RETENTION_MS",
+                            self.settings.topics.dlq, exc)
+                reported = None
+            self.retention = ((reported, "broker") if reported is not None
+                              else (self.settings.dlq_retention_ms, "setting"))
+        return self.retention
+
+    async def apply(self, handler: Any, owned: set[int]) -> None:
+        """Apply the due requests of the worker's own partitions to this batch (before its rounds): each
+        erases its user (`BatchHandler.erase`) or, invalid, is dead-lettered; the partition's applied
+        offset goes with the batch."""
+        erased = handler.erased
+        due = self.due(owned, erased)
+        if not due:
+            return
+        users = {checked.user_id for _, _, checked in due if isinstance(checked, ErasureRequest)}
+        note = DEAD_LETTER_NOTE
+        try:
+            dead = await self.retry("list the dead letters of erased users", self.dead_letters, users) if users else {}
+        except Exception as exc:  # a bug must not stop the partition: erase all the same, say what is missing
+            log.error("cannot list the dead letters of erased users (%r); their receipts say so", exc)
+            dead, note = {}, f"{DEAD_LETTER_NOTE}. NOT LISTED: the topic could not be read ({exc!r})"
+        retention_ms, source = await self.dead_letter_retention()
+        for partition, offset, checked in due:
+            if isinstance(checked, Rejection):
+                handler.dead_letter(checked)
+            else:
+                handler.erase(checked, partition, self.worker_id)
+                handler.receipts[-1]["dead_letters"].update(records=dead.get(checked.user_id, []), note=note,
+                                                            retention_ms=retention_ms, retention_source=source)
+            key, value = erased.applied_through(partition, offset)
+            handler.outbox.add(erased.changelog, key, value, partition)

@@ -1,0 +1,85 @@
+"""How a worker meets failures of its outputs: retry what an outage explains, stop with a reason on what
+no retry changes, and never hold a rebalance hostage to a batch that is retrying."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    InvalidTopicError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    TopicAuthorizationFailedError,
+)
+from redis import exceptions as redis_errors
+from redis.exceptions import RedisError
+
+log = logging.getLogger("stream_app.worker")
+
+RETRYABLE = (KafkaError, RedisError, OSError, asyncio.TimeoutError)
+# Refusals no retry can change: the record is too large, or the client may not write there.
+PERMANENT = (MessageSizeTooLargeError, RecordTooLargeError, TopicAuthorizationFailedError,
+             ClusterAuthorizationFailedError, InvalidTopicError, redis_errors.AuthenticationError,
+             redis_errors.AuthorizationError, redis_errors.NoPermissionError)
+#: The worker's exit status when the output refuses a batch for good (the orchestrator sees it).
+EXIT_OUTPUT_REFUSED = 70
+#: How long a rebalance step waits for a batch in flight (the group's rebalance timeout is 6 s).
+REBALANCE_WAIT_S = 3.0
+#: The worker's exit status when a batch fails outside the per-event guard (a bug: nothing is acknowledged).
+EXIT_BATCH_FAILED = 71
+#: The worker's exit status when its HTTP port is taken (the command line's usage-error status).
+EXIT_PORT_TAKEN = 2
+
+
+def stop_worker(status: int) -> None:
+    """Exit now, without acknowledging: the batch's input is read again by the next worker."""
+    logging.shutdown()
+    os._exit(status)
+
+
+@contextlib.asynccontextmanager
+async def batch_finished_or_late(lock: asyncio.Lock, what: str,
+                                 wait_s: float = REBALANCE_WAIT_S) -> AsyncIterator[bool]:
+    """Hold the batch lock for a rebalance step, or go on without it after `wait_s`: a batch only
+    holds it that long while its output retries an outage, and a rebalance that waited for that
+    would outlast the group's rebalance timeout and start a storm. The late batch touches no input
+    state any more; its output, if delivered after the partitions moved, repeats records that
+    recommendation ids and profile versions make harmless. Yields whether the lock is held."""
+    try:
+        await asyncio.wait_for(lock.acquire(), timeout=wait_s)
+    except asyncio.TimeoutError:
+        log.warning("%s: a batch has been delivering for over %.0fs (an outage?); going on without it", what, wait_s)
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()
+
+
+async def until_done(what: str, action: Callable[..., Awaitable[Any]], *args: Any,
+                     max_backoff_s: float = 10.0, on_retry: Callable[[], None] = lambda: None) -> Any:
+    """Retry an output step until it succeeds. The batch's events stay unacknowledged meanwhile, so
+    an outage of Redis or the broker stalls the worker (backpressure) instead of losing effects.
+    A retried Kafka delivery may repeat records: recommendation ids and profile versions make
+    repeats harmless downstream. A permanent refusal stops the worker with a reason instead of
+    retrying for ever (nothing acknowledged, nothing lost)."""
+    backoff = 0.1
+    while True:
+        try:
+            return await action(*args)
+        except PERMANENT as exc:
+            log.critical("cannot %s: %r will not change by retrying (check the topic's max.message.bytes, "
+                         "the ACLs or the credentials); stopping without acknowledging the batch", what, exc)
+            stop_worker(EXIT_OUTPUT_REFUSED)
+        except RETRYABLE as exc:
+            on_retry()
+            log.error("cannot %s (%r); retrying in %.1fs", what, exc, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, max_backoff_s)

@@ -1,0 +1,132 @@
+"""`stream-app erase` end to end on the real broker and Redis with real worker processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import jsonschema
+import orjson
+from conftest import wait_until
+from kafka import KafkaProducer, TopicPartition
+
+from stream_app.contracts import load_schema
+from stream_app.store.redis_store import read_profile, worker_statuses
+from stream_app.tools.consume import committed_offsets, read_to_end
+from stream_app.tools.erase import erase_users, publish_erasures
+from stream_app.tools.replay import produce_events
+
+MINUTE = 60_000
+
+
+def events_of(user: str, start_ms: int, count: int, tag: str = "") -> list[dict]:
+    return [{"event_id": f"{user}-{tag}{i}", "user_id": user, "item_id": f"item-{i % 3}", "type": "click",
+             "ts": start_ms + i * MINUTE, "schema_version": 1} for i in range(count)]
+
+
+def cli(settings, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "stream_app.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, **settings.to_env()}, timeout=timeout)
+
+
+def wait_all_committed(settings, count: int, timeout: float = 90) -> None:
+    inputs = [TopicPartition(t, p) for t in settings.topics.inputs for p in range(settings.partitions)]
+    wait_until(lambda: sum(committed_offsets(settings, inputs).values()) == count, timeout,
+               f"the worker to commit {count} inputs")
+
+
+def last_by_key(records) -> dict[bytes, bytes | None]:
+    return {record.key: record.value for record in records}
+
+
+def test_erase_deletes_everywhere_gives_a_receipt_and_neither_a_restart_nor_an_old_log_brings_it_back(
+        make_settings, start_worker, redis_client):
+    settings = make_settings()
+    worker = start_worker(settings)
+    now = int(time.time() * 1000)
+    log = events_of("alice", now - 3_600_000, 6) + events_of("bob", now - 3_600_000, 4)
+    produce_events(settings, log)
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    producer.send(settings.topics.click, key=b"alice", value=b"{not json")  # a dead letter keyed by alice
+    producer.flush()
+    producer.close()
+    wait_until(lambda: read_profile(redis_client, "alice", settings.namespace).get("event_count") == 6
+               and read_profile(redis_client, "bob", settings.namespace).get("event_count") == 4, 60,
+               "both users' profiles in Redis")
+    wait_until(lambda: len(read_to_end(settings, settings.topics.dlq)) == 1, 30, "the dead letter")
+
+    done = cli(settings, "erase", "alice", "--json")
+    assert done.returncode == 0, done.stderr
+    receipt = orjson.loads(done.stdout.strip().splitlines()[-1])
+    jsonschema.validate(receipt, load_schema("erasure-receipt"))
+    deleted = receipt["deleted"]
+    assert receipt["user_id"] == "alice" and receipt["worker_id"].startswith(settings.app_id)
+    assert deleted["profile_table"] == {"found": True, "version": 6, "event_count": 6}
+    assert deleted["redis"]["existed"] is True and deleted["digests"] == 6 and deleted["learner_state"]
+    (dead,) = read_to_end(settings, settings.topics.dlq)
+    assert receipt["dead_letters"]["records"] == [{"partition": dead.partition, "offset": dead.offset}]
+    assert receipt["dead_letters"]["retention_ms"] == settings.dlq_retention_ms  # Tansu reports no configs
+    (published,) = read_to_end(settings, settings.topics.erasure_receipts)
+    assert published.key == b"alice" and orjson.loads(published.value) == receipt
+
+    assert read_profile(redis_client, "alice", settings.namespace) == {}
+    assert read_profile(redis_client, "bob", settings.namespace)["event_count"] == 4
+    changelog = f"{settings.group_id}-profiles-changelog"
+    for topic in (settings.topics.profiles, changelog):
+        latest = last_by_key(read_to_end(settings, topic))
+        assert latest[b"alice"] is None and latest[b"bob"] is not None, topic  # tombstone, compacted away later
+
+    wait_all_committed(settings, len(log) + 1)
+    worker.kill()  # no shutdown: the next worker recovers the tables from their changelogs
+    start_worker(settings)
+    produce_events(settings, log)  # the old log, replayed
+    wait_all_committed(settings, 2 * len(log) + 1)
+    # at least the replayed 6 (a restarted worker may read its partitions again from their beginning)
+    wait_until(lambda: any(s["counters"].get("erased_events_dropped", 0) >= 6
+                           for s in worker_statuses(redis_client, settings.namespace)), 30,
+               "the restarted worker to drop alice's old events")
+    assert read_profile(redis_client, "alice", settings.namespace) == {}
+    assert read_profile(redis_client, "bob", settings.namespace)["event_count"] == 4  # duplicates, not re-applied
+    assert last_by_key(read_to_end(settings, changelog))[b"alice"] is None
+    assert last_by_key(read_to_end(settings, settings.topics.profiles))[b"alice"] is None
+
+
+def test_an_erasure_during_a_replay_drops_the_older_events_and_later_ones_start_a_new_profile(
+        make_settings, start_worker, redis_client, capsys):
+    settings = make_settings()
+    start_worker(settings)
+    now = int(time.time() * 1000)
+    before = events_of("carol", now - 2 * 3_600_000, 5)
+    after = events_of("carol", now + 3_600_000, 3, tag="later-")
+    control = events_of("dave", now - 2 * 3_600_000, 4)
+    produce_events(settings, before + control)
+    # while the worker takes them: applied before the erasure or after it, they end up erased either way
+    assert erase_users(settings, ["carol"], 60) == 0
+    assert "erased 'carol'" in capsys.readouterr().out
+    produce_events(settings, before + after)  # the old log again, and events after the erasure
+    wait_all_committed(settings, 2 * len(before) + len(control) + len(after))
+
+    stored = read_profile(redis_client, "carol", settings.namespace)
+    assert (stored["event_count"], stored["profile_version"]) == (3, 3)
+    assert stored["profile"]["first_seen"] == after[0]["ts"]
+    recs = [orjson.loads(r.value) for r in read_to_end(settings, settings.topics.recommendations)]
+    later = {r["trigger_event_id"]: r["profile_version"] for r in recs if r["trigger_event_id"].startswith("carol-later")}
+    assert later == {"carol-later-0": 1, "carol-later-1": 2, "carol-later-2": 3}
+    assert read_profile(redis_client, "dave", settings.namespace)["event_count"] == 4
+
+
+def test_erase_without_a_running_worker_times_out_with_what_to_do(make_settings):
+    settings = make_settings()
+    waited = cli(settings, "erase", "nobody", "--timeout", "3")
+    assert waited.returncode == 2
+    assert "no receipt for 1 of 1 erasure requests" in waited.stderr and "stream-app worker" in waited.stderr
+    assert cli(settings, "erase", "nobody", "--no-wait").returncode == 0
+    (first, second) = [orjson.loads(r.value) for r in read_to_end(settings, settings.topics.erasures)]
+    for request in (first, second):
+        jsonschema.validate(request, load_schema("erasure-request"))
+    assert first["user_id"] == second["user_id"] == "nobody" and first["request_id"] != second["request_id"]
+    # keyed by the user: the user's partition, as its events
+    assert {r.key for r in read_to_end(settings, settings.topics.erasures)} == {b"nobody"}
+    assert [r["user_id"] for r in publish_erasures(settings, ["x", "x"])] == ["x"]  # one request per user named
