@@ -38,7 +38,8 @@ def own_partition(count: int) -> tuple[OrderedInput, str, list]:
     ordered.forget = forgotten.append
     topic = settings.topics.purchase
     ordered.sequencer.may_skip = lambda group, lane: True  # the other (empty) lanes are not waited for
-    ordered.assign({0}, {(topic, 0): 0})
+    ordered.assign({0})
+    ordered.resume_at({(topic, 0): 0})
     ordered.push(topic, 0, [record(n) for n in range(count)])
     return ordered, topic, forgotten
 
@@ -92,11 +93,31 @@ def test_a_record_never_delivered_is_fetched_again_after_a_bounded_wait(monkeypa
 
 def test_an_own_record_before_the_commit_is_skipped_as_applied_by_the_previous_owner():
     ordered, topic, forgotten = own_partition(4)
-    ordered.assign({0}, {(topic, 0): 2})  # the previous owner committed through 1
+    ordered.assign({0})
+    ordered.resume_at({(topic, 0): 2})  # the previous owner committed through 1
     for offset in (2, 3):
         ordered.deliver(Delivered(topic, offset))
     assert drain(ordered) == [2, 3]
     assert ordered.take_refetches() == [] and not forgotten
+
+
+def test_own_lanes_start_where_faust_seeks_to_the_commit_which_comes_after_the_assignment(monkeypatch):
+    import stream_app.stream.ordered_input as ordered_input
+
+    clock = [1000.0]
+    monkeypatch.setattr(ordered_input.time, "monotonic", lambda: clock[0])
+    ordered, topic, forgotten = own_partition(5)
+    ordered.assign({0})  # a restart: the rebalance is complete, Faust has not sought yet, nothing delivered
+    assert drain(ordered) == []
+    clock[0] += ordered_input.UNDELIVERED_WAIT_S  # a slow seek: offset 0 looks skipped meanwhile
+    assert drain(ordered) == []
+    ordered.resume_at({(topic, 0): 3, ("another.topic", 0): 9})  # the earlier owner committed through 2
+    assert ordered.take_refetches() == []  # the seek made the re-fetch moot
+    for offset in (3, 4):
+        ordered.deliver(Delivered(topic, offset))
+    assert drain(ordered) == [3, 4]
+    assert ordered.take_refetches() == [] and not forgotten
+    assert ordered.status()["duplicates"] == 0 and ordered.unscheduled == 0
 
 
 def test_an_event_on_another_partition_than_its_users_is_dead_lettered_as_wrong_partition():

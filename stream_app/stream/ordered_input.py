@@ -28,7 +28,7 @@ import collections
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -255,14 +255,28 @@ class OrderedInput:
 
     # ------------------------------------------------------------------- the worker's partitions
 
-    def assign(self, partitions: set[int], start_offsets: dict[tuple[str, int], int]) -> None:
+    def assign(self, partitions: set[int]) -> None:
+        """The worker's own partitions after a rebalance; where each of their lanes starts comes next,
+        with Faust's seek (`resume_at`)."""
         self.owned = set(partitions)
-        self.start = {(lane, p): start_offsets.get((topic, p), 0)
-                      for lane, topic in enumerate(self.topics) for p in partitions}
+        self.start = {}
         self.delivered.clear()
         self.handed.clear()
         self.refetch_wanted.clear()
         self.undelivered_since.clear()
+
+    def resume_at(self, offsets: Mapping[tuple[str, int], int]) -> None:
+        """(topic, partition) -> where Faust's consumer resumes after its seek to the group's commit, which
+        Faust does after announcing the rebalance complete (after `assign`): what an own lane holds before
+        it, an earlier owner applied. A re-fetch asked of the lane before the seek is moot."""
+        for (topic, partition), offset in offsets.items():
+            lane = self.lane_of_topic.get(topic)
+            if lane is None or partition not in self.owned:
+                continue
+            self.start[(lane, partition)] = offset
+            self.refetch_wanted.pop((lane, partition), None)
+            self.undelivered_since.pop((lane, partition), None)
+        self.changed.set()
 
     def applied_marks(self) -> dict[tuple[str, int], int]:
         """(topic, partition) -> the offset after the last event handed out in that own lane: within a lane

@@ -13,7 +13,8 @@
    they are, and records fetched for them during table recovery were consumed and dropped, so a
    worker restarted before its group's first commit (a SIGKILL in the first second) resumed past
    them and lost them. They are now sent back to their beginning (the app reads from earliest).
-   The offsets every seek resumes at are kept in START_OFFSETS.
+   Each seek reports the offsets it resumes at (`Consumer.resumed_at`): Faust seeks only after
+   `on_rebalance_complete`, so the worker cannot know them when it takes up its partitions.
 4. A rebalance that does not wait for held messages. The worker holds delivered events until their
    turn in event time; Faust's revocation waits for every delivered message to be acknowledged,
    which would wait forever for events whose turn needs data that the paused consumer no longer
@@ -40,9 +41,6 @@ from ..config import Settings
 from ..kafka_security import PLAINTEXT, KafkaSecurity, aiokafka_kwargs
 
 SCHEME = "stream-app-kafka"
-#: (topic, partition) -> the offset the group's consumer resumes at after the last seek (committed, or 0).
-#: The worker's ordered input path skips what an earlier owner of a partition already applied.
-START_OFFSETS: dict[tuple[str, int], int] = {}
 
 
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -64,7 +62,6 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         never_committed = [tp for tp, offset in committed.items() if not offset]
         if never_committed:
             await consumer.seek_to_beginning(*never_committed)
-        START_OFFSETS.update({(tp.topic, tp.partition): offset or 0 for tp, offset in committed.items()})
         return committed
 
     async def _highwaters(self, partitions: Any) -> Mapping[Any, int]:
@@ -136,9 +133,18 @@ class Consumer(faust_aiokafka.Consumer):
     #: Set by the worker: returns the messages it holds unprocessed (waiting for their turn in event
     #: time), which a rebalance must not wait for.
     release_held: ClassVar[Callable[[], Iterable[Any]] | None] = None
+    #: Set by the worker: told (topic, partition) -> the offset the consumer resumes at (committed, or 0)
+    #: after each seek to the group's commit, so its ordered input skips what an earlier owner applied.
+    resumed_at: ClassVar[Callable[[dict[tuple[str, int], int]], None] | None] = None
 
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def seek_to_committed(self) -> Mapping[Any, int]:
+        committed = await super().seek_to_committed()
+        if self.resumed_at is not None:  # back on the app's loop: the worker's state is safe to touch
+            self.resumed_at({(tp.topic, tp.partition): offset or 0 for tp, offset in committed.items()})
+        return committed
 
     def forget(self, message: Any) -> None:
         """A delivered message that will never be acknowledged (the worker got it twice, or lets it go to

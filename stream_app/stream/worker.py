@@ -261,7 +261,7 @@ class StreamWorker:
             if self.idle_users is not None:
                 self.idle_users.forget()
             self.user_eviction = EvictionClock()  # the new partitions' first round runs its own pass
-            self.ordered.assign(self.assigned_inputs(), transport.START_OFFSETS)
+            self.ordered.assign(self.assigned_inputs())  # where each lane starts comes with Faust's seek, next
         self.partitions_ready = True
         self.metrics.freshness.keep(self.assigned_inputs())
         self.ordered.changed.set()
@@ -323,6 +323,8 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
     app.stream_worker = worker  # for run_worker: the HTTP port and the worker's name in log lines
     # Before Faust waits for delivered messages at a rebalance: nothing held is processed any more.
     transport.Consumer.release_held = worker.ordered.revoke
+    # Faust seeks to the group's commit after on_rebalance_complete: the own lanes start there.
+    transport.Consumer.resumed_at = worker.ordered.resume_at
     # Copies and re-fetched messages are never acknowledged: Faust must not wait for them.
     worker.ordered.forget = lambda message: app.consumer.forget(message)
 
