@@ -214,7 +214,7 @@ class Settings:
     # learning from the feedback of the shown lists; ranks by the prior until it has seen
     # ranker_warm_up labels.
     ranker: bool = True
-    ranker_learning_rate: float = 0.01
+    ranker_learning_rate: float = 0.005
     ranker_negatives: int = 4  # candidates not hit learned per judged list
     # Candidates kept per list for the ranker's feedback (the first top_k were shown): the item the
     # user goes to next is a positive even where the ranking left it out of the shown list.

@@ -26,7 +26,6 @@ from stream_app.core.events import Event
 from stream_app.core.learners import BehaviourStats, InterestDrift, PartitionLearners, read_partition_learners
 from stream_app.core.ordering import rounds
 from stream_app.core.profile import Profile, apply_event, event_digest
-from stream_app.core.recommend import FEATURES
 from stream_app.evaluate.models import StreamAppModel
 from stream_app.stream.partitioning import partition_of
 from stream_app.tools.synth import SynthConfig, generate
@@ -71,7 +70,8 @@ def probe(profile: Profile, learners: PartitionLearners) -> dict[str, Any]:
     out["drift_after"] = drift.public()
     out["interests"] = profile.interests
     ranker, bandit = learners.ranker, learners.bandit
-    rows = np.array([[((i * 7 + j * 3) % 11) / 10.0 for j in range(len(FEATURES))] for i in range(6)])
+    # the features the ranker was written with (a later release's process() adopts its own)
+    rows = np.array([[((i * 7 + j * 3) % 11) / 10.0 for j in range(len(ranker.features))] for i in range(6)])
     out["ranker_before"] = [ranker.labels, ranker.positives, ranker.ranker_rr, ranker.prior_rr, ranker.ready]
     out["scores_before"] = ranker.score_many(rows).tolist()
     shown = [f"c{i}" for i in range(6)]

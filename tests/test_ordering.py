@@ -280,3 +280,53 @@ def test_a_bot_moves_popularity_no_more_than_the_per_user_caps():
     assert feed.summary()["capped"] == len(bot) - 1000
     # the real shop's busiest customer-hour (543 lines) is far under the default caps
     assert Settings().user_signals_per_hour >= 543 * 1.5 and Settings().user_item_signals_per_hour >= 21 * 2
+
+
+def test_category_steps_count_moves_between_items_within_a_session_only():
+    """Which category comes next after which (category-level sequential rules): counted when a session
+    moves on to another item, not for a funnel on one item, and never across sessions."""
+    settings = Settings(session_gap_ms=30 * MINUTE)
+    feed = ItemFeed(settings, InMemoryItemIndex(settings))
+    steps = [("a1", "A"), ("a1", "A"), ("b1", "B"), ("a2", "A"), ("b2", "B"), ("c1", "C")]
+    for i, (item, category) in enumerate(steps):
+        feed.add(Event(f"s{i}", "u", item, "click", T0 + i * 1000, category=category), 0, 1)
+    # a new session: its first item follows nothing of the last one
+    feed.add(Event("n", "u", "z1", "click", T0 + 6000 + 30 * MINUTE, category="Z"), 0, 1)
+    feed.add(Event("other", "v", "a3", "click", T0, category="A"), 0, 1)  # another user's session of one item
+    feed.advance(1)
+    index = feed.index
+    index.begin_batch()
+    # A -> B twice; B -> A once and B -> C once (equal shares); nothing leads to Z or from Z
+    assert index.next_categories("A") == pytest.approx({"B": 1.0}, rel=1e-5)
+    assert index.next_categories("B") == pytest.approx({"A": 1.0, "C": 1.0}, rel=1e-5)
+    assert index.next_categories("C") == {} and index.next_categories("Z") == {}
+    assert "Z" not in index.next_categories("B")
+
+
+def test_the_category_model_ranks_the_likely_next_category_s_popular_items_first():
+    """After a session on A, whose sessions go on to B, B's most popular item scores highest on the
+    category-model features, then the popular items of A; their values are log-scaled shares."""
+    from stream_app.core.process import new_profile, process
+    from stream_app.core.recommend import FEATURES, recommend
+
+    settings = Settings(ranker=False)
+    feed = ItemFeed(settings, InMemoryItemIndex(settings))
+    rng = random.Random(4)
+    log = []
+    for session in range(60):  # A then B, mostly B's first items
+        start = T0 + session * HOUR
+        log.append(Event(f"x{session}a", f"w{session}", f"a{rng.choice([0, 0, 1])}", "click", start, category="A"))
+        log.append(Event(f"x{session}b", f"w{session}", f"b{rng.choice([0, 0, 0, 1, 2])}", "click", start + 1000,
+                         category="B"))
+    for event in log:
+        feed.add(event, 0, event.ts // MINUTE)
+    feed.advance(log[-1].ts // MINUTE)
+    feed.index.begin_batch()
+    profile = new_profile("me", settings)
+    event = Event("mine", "me", "a1", "click", log[-1].ts + HOUR, category="A")
+    process(profile, event, feed.index, settings, 0)
+    result = recommend(profile, event, feed.index, settings)
+    column = {item: row[FEATURES.index("category_model")] for item, row in zip(result.pool, result.features)}
+    assert max(column, key=column.get) == "b0" and column["b0"] == 1.0
+    assert column["b0"] > column["b1"] > column["b2"] > 0 and all(0.0 <= v <= 1.0 for v in column.values())
+    assert "b0" in [item["item_id"] for item in result.items]

@@ -49,6 +49,11 @@ def category_key(partition: int, category: str) -> str:
     return f"c:{partition}:{category}"
 
 
+def category_steps_key(category: str) -> str:
+    """The categories that came next after `category` in sessions: {category: log2 score}."""
+    return f"k:{category}"
+
+
 def _new_entry(ts: int) -> Entry:
     return {"pop": None, "trend": None, "neighbors": {}, "followed_by": {}, "ts": ts, "category": None}
 
@@ -62,6 +67,8 @@ class SignalBuffer:
     covis_gap_half_life_ms: int = 30 * 60 * 1000
     pair_half_life_ms: int = 365 * 24 * 3600 * 1000
     by_item: dict[str, Entry] = field(default_factory=dict)
+    #: category -> {the category of the next item in the same session: log2 score}
+    category_steps: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @classmethod
     def for_settings(cls, settings: Settings) -> "SignalBuffer":
@@ -100,11 +107,17 @@ class SignalBuffer:
             decay.add(self._entry(other, ts)["followed_by"], item_id,
                       decay.log_weight(1.0 / steps, ts, self.pair_half_life_ms))
 
+    def add_category_step(self, before: str, after: str, ts: int) -> None:
+        """A session went from an item of category `before` to another item, of category `after`
+        (the same or another): category-level sequential rules, far denser than the item-level ones."""
+        decay.add(self.category_steps.setdefault(before, {}), after, decay.log_weight(1.0, ts, self.pair_half_life_ms))
+
     def messages(self) -> list[tuple[str, dict[str, Any]]]:
         return [(item_id, {"item_id": item_id, "pop": e["pop"], "trend": e["trend"], "neighbors": e["neighbors"],
                            "followed_by": e["followed_by"],
                            "ts": e["ts"], "category": e["category"]})
-                for item_id, e in self.by_item.items()]
+                for item_id, e in self.by_item.items()] + \
+            [(category, {"category_steps_of": category, "next": steps}) for category, steps in self.category_steps.items()]
 
     def __len__(self) -> int:
         return len(self.by_item)
@@ -115,7 +128,15 @@ def apply_signals(get: Callable[[str], Any], signals: Iterable[Mapping[str, Any]
     """Merge signals (all of one store partition) into item entries. Returns every key to write:
     the changed entries and the partition's popular, trending and per-category lists."""
     changed: dict[str, Entry] = {}
+    writes: dict[str, Any] = {}
     for signal in signals:
+        if "category_steps_of" in signal:
+            key = category_steps_key(signal["category_steps_of"])
+            steps = dict(writes.get(key) or get(key) or {})
+            for other, stored in signal["next"].items():
+                decay.add(steps, other, stored)
+            writes[key] = steps
+            continue
         item_id = signal["item_id"]
         entry = changed.get(item_id) or get(item_key(item_id)) or _new_entry(0)
         if signal.get("pop") is not None:
@@ -134,7 +155,7 @@ def apply_signals(get: Callable[[str], Any], signals: Iterable[Mapping[str, Any]
         entry["followed_by"] = decay.prune(followed_by, settings.covis_neighbors_max)
         entry["ts"] = max(entry["ts"], signal["ts"])
         changed[item_id] = entry
-    writes: dict[str, Any] = {item_key(item_id): entry for item_id, entry in changed.items()}
+    writes.update((item_key(item_id), entry) for item_id, entry in changed.items())
     size = settings.popular_per_partition
     writes[popular_key(partition)] = merge_top(get(popular_key(partition)) or [], changed, "pop", size)
     writes[trending_key(partition)] = merge_top(get(trending_key(partition)) or [], changed, "trend", size)
@@ -180,6 +201,9 @@ class ItemIndex(Protocol):
 
     def category_items(self, category: str) -> list[tuple[str, float]]: ...
 
+    def next_categories(self, category: str) -> dict[str, float]:
+        """The categories of the next item after one of `category` in sessions, best first."""
+
     def categories_of(self, item_ids: list[str]) -> list[str | None]: ...
 
 
@@ -194,6 +218,7 @@ class CachedItemIndex:
         self._neighbors: dict[str, dict[str, float]] = {}
         self._followers: dict[str, dict[str, float]] = {}
         self._categories: dict[str, list[tuple[str, float]]] = {}
+        self._next_categories: dict[str, dict[str, float]] = {}
         self._item_category: dict[str, str | None] = {}
         self._popular: dict[str, float] = {}
         self._trending: dict[str, float] = {}
@@ -213,6 +238,7 @@ class CachedItemIndex:
         self._neighbors.clear()
         self._followers.clear()
         self._categories.clear()
+        self._next_categories.clear()
         self._item_category.clear()
         size = self.settings.popular_per_partition
         self._popular = dict(self._merged(popular_key, size))
@@ -257,6 +283,13 @@ class CachedItemIndex:
             ranked = self._categories[category] = self._merged(
                 lambda partition: category_key(partition, category), self.settings.category_items)
         return ranked
+
+    def next_categories(self, category: str) -> dict[str, float]:
+        found = self._next_categories.get(category)
+        if found is None:
+            raw = self.load(category_steps_key(category))
+            found = self._next_categories[category] = dict(shares(decay.top(raw, len(raw)))) if raw else {}
+        return found
 
     def popular(self) -> dict[str, float]:
         return self._popular

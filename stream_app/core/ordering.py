@@ -195,7 +195,8 @@ class _UserTrail:
     """What the item feed keeps of one user: recent distinct items (-> last seen ms) for co-visitation,
     the current session's last items in order for sequential rules, and recent event ids."""
 
-    __slots__ = ("seen", "tail", "digests", "last_ts", "session_id", "hour", "hour_signals", "hour_items")
+    __slots__ = ("seen", "tail", "digests", "last_ts", "session_id", "last_category", "hour", "hour_signals",
+                 "hour_items")
 
     def __init__(self, steps: int, digests: int):
         self.seen: dict[str, int] = {}
@@ -203,6 +204,7 @@ class _UserTrail:
         self.digests: collections.deque[str] = collections.deque(maxlen=digests)
         self.last_ts: int | None = None
         self.session_id: str | None = None
+        self.last_category: str | None = None  # of the session's last item with one
         # Item signals this user gave in the event-time hour `hour`, in all and per item (the caps)
         self.hour = -1
         self.hour_signals = 0
@@ -314,8 +316,14 @@ class ItemFeed:
                                    event.category)
         if user.new_session(event, settings.session_gap_ms):
             user.tail.clear()
+            user.last_category = None
         if not capped:
             buffer.add_sequence(event.item_id, reversed(user.tail), event.ts)
+            moved_on = not user.tail or user.tail[-1] != event.item_id
+            if event.category is not None and user.last_category is not None and moved_on:
+                buffer.add_category_step(user.last_category, event.category, event.ts)
+        if event.category is not None:
+            user.last_category = event.category
         user.tail.append(event.item_id)
         if seen.get(event.item_id, event.ts) <= event.ts:
             seen.pop(event.item_id, None)

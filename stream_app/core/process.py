@@ -117,6 +117,8 @@ def process(profile: Profile, event: Event, index: ItemIndex, settings: Settings
     if not profile.admits(digest, event.ts):
         return Outcome(False, None)
     if learners is not None:
+        if learners.ranker.features != FEATURES:  # restored from state an earlier release wrote
+            learners.ranker.adopt(FEATURES)
         learn_feedback(profile, event, learners, settings.top_k)
     profile.shadow_shown = []  # judged (shown_hits) before this call; a live shadow shows a new one after it
     behaviour = profile.learner(BehaviourStats.name, BehaviourStats)

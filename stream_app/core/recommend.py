@@ -3,7 +3,9 @@
 Sources (each named in the item's `reasons`): co-visitation of the user's recent items, the items
 that most often came next after the session's recent items (sequential rules), the user's own
 items by recency and decayed affinity ("viewed before"), the most popular items of the current
-event's category and of the user's strongest categories, popular, trending, and, with a sequence
+event's category, of the categories that most often come next after it in sessions (category-level
+sequential rules, far denser than the item-level ones), of the session's most common categories and
+of the user's strongest categories, popular, trending, and, with a sequence
 encoder live, the nearest items to the user's embedding ("similar to your recent items"), and with
 a content model live, the items whose text is nearest the item just seen ("similar to <its title>")
 and the user's interest vector ("like what you look at"), new items included. Every
@@ -39,11 +41,13 @@ class Encoding(Protocol):
     def shares_for(self, item_ids: Sequence[str]) -> list[float]: ...
 
 
-MODEL_VERSIONS = {"recommender": "hybrid-v6"}
+MODEL_VERSIONS = {"recommender": "hybrid-v7"}
 MAX_COVIS_REASONS = 2
 #: In the prior, the user's own items score by recency rank this much and by decayed affinity the rest:
 #: in sessions the next item is more often one of the last few than the most frequent.
 RECENCY_SHARE = 0.75
+#: The category model's features span this many halvings of probability below the best candidate's.
+LOG_SPAN = 12.0
 
 FEATURES = (
     "prior",  # the fixed blend below: the ranker starts from it and corrects it
@@ -61,6 +65,12 @@ FEATURES = (
     "category_affinity",  # the user's affinity to its category, as a share of the strongest
     "category_rank",  # its popularity share within its category
     "category_rank_here",  # ... if in the category of the event just seen, else 0
+    "category_in_session",  # the share of the current session's items in its category
+    "category_rank_in_session",  # category_rank x category_in_session
+    "category_next",  # how often its category came next after the event's category in sessions (share of the best)
+    "category_rank_next",  # category_rank x category_next
+    "category_model",  # P(its category comes next) x P(it, within its category), both from the item state
+    "category_model_session",  # ... with the categories that come next after the session's most common one
     "popular",
     "trending",
     "encoder",  # the item's score under the user's sequence-encoder embedding, as a share of the best
@@ -109,7 +119,10 @@ def recommend(profile: Profile, event: Event, index: ItemIndex, settings: Settin
     rules_last = session_followers[0] if session_followers else {}
     repeat = dict(shares(decay.top(profile.item_affinity, settings.repeat_candidates))) if profile.item_affinity else {}
     repeat.setdefault(event.item_id, 0.0)
-    category_share, in_category = _category_candidates(profile, event, index, settings)
+    session_categories = _session_categories(session, index)
+    next_categories = index.next_categories(event.category) if event.category is not None else {}
+    category_share, in_category = _category_candidates(profile, event, index, settings, session_categories,
+                                                       next_categories)
     nearest: dict[str, float] = dict(encoding.nearest(settings.encoder_candidates)) if encoding is not None else {}
 
     interest = interest_vector(profile.content_interest, content.version) if content is not None else None
@@ -140,12 +153,8 @@ def recommend(profile: Profile, event: Event, index: ItemIndex, settings: Settin
     matrix[:, _F["recent_rank"]] = [recent_rank.get(i, 0.0) for i in ids]
     matrix[:, _F["repeat_x_propensity"]] = matrix[:, _F["repeat"]] * repeat_propensity
     matrix[this_row, _LAST_AFTER[event_kind(event.type, event.stage)]] = 1.0
-    matrix[:, _F["same_category"]] = [1.0 if c is not None and c == event.category else 0.0 for c in categories]
-    matrix[:, _F["category_affinity"]] = [category_share.get(c, 0.0) if c is not None else 0.0 for c in categories]
-    matrix[:, _F["category_rank"]] = [in_category.get(i, 0.0) for i in ids]
-    matrix[:, _F["category_rank_here"]] = matrix[:, _F["category_rank"]] * matrix[:, _F["same_category"]]
-    matrix[:, _F["popular"]] = [popular.get(i, 0.0) for i in ids]
-    matrix[:, _F["trending"]] = [trending.get(i, 0.0) for i in ids]
+    _category_columns(matrix, index, event, ids, categories, category_share, in_category, session_categories,
+                      next_categories)
     if encoding is not None:
         matrix[:, _F["encoder"]] = encoding.shares_for(ids)
     if interest is not None:
@@ -167,14 +176,80 @@ def recommend(profile: Profile, event: Event, index: ItemIndex, settings: Settin
     return Ranked(items, [ids[i] for i in pool.tolist()], matrix[pool])
 
 
-def _category_candidates(profile: Profile, event: Event, index: ItemIndex,
-                         settings: Settings) -> tuple[dict[str, float], dict[str, float]]:
-    """The user's share of each category, and the best items of the event's category and of the
-    user's strongest categories (item_id -> its rank share in its category)."""
+def _category_columns(matrix: np.ndarray, index: ItemIndex, event: Event, ids: list[str],
+                      categories: list[str | None], category_share: dict[str, float], in_category: dict[str, float],
+                      session_categories: dict[str, float], next_categories: dict[str, float]) -> None:
+    """The category features of every candidate (FEATURES from same_category on)."""
+    def by_category(values: dict[str, float]) -> list[float]:
+        return [values.get(c, 0.0) if c is not None else 0.0 for c in categories]
+
+    matrix[:, _F["same_category"]] = [1.0 if c is not None and c == event.category else 0.0 for c in categories]
+    matrix[:, _F["category_affinity"]] = by_category(category_share)
+    matrix[:, _F["category_rank"]] = [in_category.get(i, 0.0) for i in ids]
+    matrix[:, _F["category_rank_here"]] = matrix[:, _F["category_rank"]] * matrix[:, _F["same_category"]]
+    matrix[:, _F["category_in_session"]] = by_category(session_categories)
+    matrix[:, _F["category_rank_in_session"]] = matrix[:, _F["category_rank"]] * matrix[:, _F["category_in_session"]]
+    matrix[:, _F["category_next"]] = by_category(next_categories)
+    matrix[:, _F["category_rank_next"]] = matrix[:, _F["category_rank"]] * matrix[:, _F["category_next"]]
+    session_main = next(iter(session_categories), None)
+    next_after_main = index.next_categories(session_main) if session_main is not None else {}
+    for column, following in (("category_model", next_categories), ("category_model_session", next_after_main)):
+        if following:
+            matrix[:, _F[column]] = _category_model(index, following, ids, categories)
+
+
+def _category_model(index: ItemIndex, following: dict[str, float], ids: list[str],
+                    categories: list[str | None]) -> np.ndarray:
+    """P(the next item's category) x P(the item within its category), as a share of the best candidate's."""
+    total = sum(following.values())
+    within = _within_category(index, list(following))
+    column = np.array([following.get(c, 0.0) / total * within.get(i, 0.0) if c is not None else 0.0
+                       for i, c in zip(ids, categories)])
+    best = column.max()
+    return log_share(column / best) if best > 0 else column
+
+
+def log_share(shares: np.ndarray) -> np.ndarray:
+    """Shares of the best (0..1) on a log scale over LOG_SPAN halvings (0: none): a probability's ratio to
+    the next one's, not its size, decides an order, and most of a list's boundary lies far below the best."""
+    with np.errstate(divide="ignore"):
+        return np.clip(1.0 + np.log2(shares) / LOG_SPAN, 0.0, 1.0)
+
+
+def _within_category(index: ItemIndex, categories: list[str]) -> dict[str, float]:
+    """Item -> its share of its category's popularity (among the category's kept best items)."""
+    out: dict[str, float] = {}
+    for category in categories:
+        ranked = index.category_items(category)
+        total = sum(share for _, share in ranked)
+        for item_id, share in ranked:
+            out[item_id] = share / total
+    return out
+
+
+def _session_categories(session: dict[str, None], index: ItemIndex) -> dict[str, float]:
+    """Category -> the share of the current session's distinct items in it, most common first."""
+    counts: dict[str, int] = {}
+    for category in index.categories_of(list(session)):
+        if category is not None:
+            counts[category] = counts.get(category, 0) + 1
+    total = sum(counts.values())
+    return {c: n / total for c, n in sorted(counts.items(), key=lambda kv: -kv[1])}
+
+
+def _category_candidates(profile: Profile, event: Event, index: ItemIndex, settings: Settings,
+                         session_categories: dict[str, float],
+                         next_categories: dict[str, float]) -> tuple[dict[str, float], dict[str, float]]:
+    """The user's share of each category, and the best items of the event's category, of the categories
+    that most often come next after it, of the session's most common categories and of the user's
+    strongest categories (item_id -> its rank share in its category)."""
     category_share: dict[str, float] = {}
     if profile.category_affinity:
         category_share = dict(shares(decay.top(profile.category_affinity, len(profile.category_affinity))))
     wanted = list(category_share)[: settings.category_top]
+    for category in [*islice(session_categories, settings.category_top), *islice(next_categories, settings.category_top)]:
+        if category not in wanted:
+            wanted.insert(0, category)
     if event.category is not None and event.category not in wanted:
         wanted.insert(0, event.category)
     in_category: dict[str, float] = {}

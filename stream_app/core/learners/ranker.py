@@ -78,6 +78,12 @@ class OnlineRanker(Persistent):
         set_model_state(ranker.model, fields.nested("model"))
         return ranker
 
+    def adopt(self, features: Sequence[str]) -> None:
+        """Rank and learn over `features` from now on (a release that adds or drops features, restoring
+        a ranker an earlier one wrote): the weights are by name, so the features it knew keep theirs
+        and new ones start at 0."""
+        self.features = tuple(features)
+
     @property
     def ready(self) -> bool:
         return self.labels >= self.warm_up and self.ranker_rr > self.prior_rr
