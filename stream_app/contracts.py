@@ -121,17 +121,9 @@ def time_out_of_range(ts: int, reference_ms: int, max_future_ms: int, max_age_ms
     return None
 
 
-def check_input(payload: bytes | None, key: bytes | None, source: Source, expected_type: str | None,
-                max_bytes: int, reference_ms: int | None = None, max_future_ms: int = 0,
-                max_age_ms: int = 0) -> Event | Rejection:
-    """Validate one input message. `expected_type` is the type the topic carries (None: any).
-    `reference_ms`: the record's own Kafka timestamp (the same in every worker and on every re-read,
-    unlike a clock), which the event time must lie within `max_future_ms` / `max_age_ms` of."""
-    payload = payload if payload is not None else b""
-
-    def reject(reason: str, detail: str) -> Rejection:
-        return Rejection(reason, detail, source, key, payload)
-
+def _parsed(payload: bytes, max_bytes: int, schema: str, reject: Callable[[str, str], "Rejection"]) -> Any:
+    """The payload's JSON if it is within the size bound, UTF-8, JSON and valid under `schema`, else
+    the first of those it breaks as a Rejection (`reject(reason, detail)`)."""
     if len(payload) > max_bytes:
         return reject("payload_too_large", f"{len(payload)} bytes, the limit is {max_bytes}")
     try:
@@ -143,9 +135,26 @@ def check_input(payload: bytes | None, key: bytes | None, source: Source, expect
     except orjson.JSONDecodeError as exc:
         return reject("invalid_json", str(exc))
     try:
-        validator("input-event")(data)
+        validator(schema)(data)
     except fastjsonschema.JsonSchemaValueException as exc:
         return reject("schema_violation", exc.message)
+    return data
+
+
+def check_input(payload: bytes | None, key: bytes | None, source: Source, expected_type: str | None,
+                max_bytes: int, reference_ms: int | None = None, max_future_ms: int = 0,
+                max_age_ms: int = 0) -> Event | Rejection:
+    """Validate one input message. `expected_type` is the type the topic carries (None: any).
+    `reference_ms`: the record's own Kafka timestamp (the same in every worker and on every re-read,
+    unlike a clock), which the event time must lie within `max_future_ms` / `max_age_ms` of."""
+    payload = payload if payload is not None else b""
+
+    def reject(reason: str, detail: str) -> Rejection:
+        return Rejection(reason, detail, source, key, payload)
+
+    data = _parsed(payload, max_bytes, "input-event", reject)
+    if isinstance(data, Rejection):
+        return data
     if expected_type is not None and data["type"] != expected_type:
         return reject("type_topic_mismatch",
                       f"a {data['type']!r} event on the topic for {expected_type!r} events")
@@ -178,16 +187,9 @@ def check_erasure(payload: bytes | None, key: bytes | None, source: Source, max_
     def reject(reason: str, detail: str) -> Rejection:
         return Rejection(reason, detail, source, key, payload)
 
-    if len(payload) > max_bytes:
-        return reject("payload_too_large", f"{len(payload)} bytes, the limit is {max_bytes}")
-    try:
-        data = orjson.loads(payload)
-    except orjson.JSONDecodeError as exc:
-        return reject("invalid_json", str(exc))
-    try:
-        validator("erasure-request")(data)
-    except fastjsonschema.JsonSchemaValueException as exc:
-        return reject("schema_violation", exc.message)
+    data = _parsed(payload, max_bytes, "erasure-request", reject)
+    if isinstance(data, Rejection):
+        return data
     if key != data["user_id"].encode("utf-8"):
         return reject("key_mismatch", "the message key must be the user_id (requests go to the user's partition)")
     return ErasureRequest(data["request_id"], data["user_id"], data["requested_at"], source)
