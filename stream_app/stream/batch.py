@@ -200,7 +200,7 @@ class BatchHandler:
                 log.error("the stored profile of an erased user cannot be read (%r); deleted unread", exc)
         found = profile is not None or stored is not None
         worker_state = ["idle users"] if self.remove(user_id, partition) else []
-        worker_state += ["freshness metrics", "item feed trail (every worker, on reading the request)"]
+        worker_state += ["freshness metrics"]
         key, value = self.erased.record(request)
         self.outbox.add(self.erased.changelog, key, value, partition)
         self.counters.erased_users += 1

@@ -44,6 +44,9 @@ NOT_ERASED = [
     "the partition's learners (ranker, bandit): trained on every user's feedback of that partition",
     "the input topics' records of the user's events, until the topics' retention.ms (Kafka cannot delete "
     "one record); a worker that starts reads them to rebuild the item state",
+    "each worker's item-feed trail of the user, in memory only (the last few item and event ids the item "
+    "state is derived from, kept the same in every worker): it leaves once the co-visitation window and the "
+    "session gap have passed with no event of the user",
 ]
 DEAD_LETTER_NOTE = ("Kafka cannot delete single records: these dead letters leave the topic when retention_ms has "
                     "passed since they were written (set STREAM_APP_DLQ_RETENTION_MS before the topic is created, "
