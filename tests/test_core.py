@@ -204,3 +204,31 @@ def test_the_ranker_sees_which_candidates_the_user_had_in_this_session_and_befor
     assert by_item["x"][FEATURES.index("seen")] == 1.0 and by_item["x"][FEATURES.index("in_session")] == 1.0
     unseen = [item for item in profile.shown if item not in ("old", "x", "y")]
     assert sorted(unseen) == ["p", "q"] and all(by_item[item][FEATURES.index("seen")] == 0.0 for item in unseen)
+
+
+def test_every_feature_column_is_filled_on_a_synthetic_log():
+    """Each feature the ranker learns from takes a non-zero value for some candidate (the ones a model
+    feeds excepted when no such model is live): a column that is never filled teaches nothing, and a
+    refactoring that drops one (as once happened to popular and trending) fails here."""
+    import numpy as np
+
+    from stream_app.core.ordering import rounds
+    from stream_app.core.recommend import FEATURES, recommend
+    from stream_app.evaluate.models import StreamAppModel
+    from stream_app.stream.partitioning import partition_of
+    from stream_app.tools.synth import SynthConfig, generate
+
+    log, _ = generate(SynthConfig(events=3000, seed=5))
+    model = StreamAppModel(Settings(rec_policy="every"))
+    rows = []
+    for epoch, released in rounds(list(log), model.settings, partition_of):
+        batch = [Event.from_dict(r.item) for r in released]
+        model.begin_batch(batch, epoch)
+        for event in batch:
+            model.learn(event)
+            ranker = model.learners_for(partition_of(event.user_id, model.settings.partitions)).ranker
+            rows.append(recommend(model.profiles[event.user_id], event, model.index, model.settings, ranker,
+                                  0.5).features)
+    filled = np.abs(np.vstack(rows)).max(axis=0) > 0
+    unfilled = {name for name, ok in zip(FEATURES, filled) if not ok}
+    assert unfilled == {"encoder", "content", "content_last"}

@@ -155,6 +155,8 @@ def recommend(profile: Profile, event: Event, index: ItemIndex, settings: Settin
     matrix[this_row, _LAST_AFTER[event_kind(event.type, event.stage)]] = 1.0
     _category_columns(matrix, index, event, ids, categories, category_share, in_category, session_categories,
                       next_categories)
+    matrix[:, _F["popular"]] = [popular.get(i, 0.0) for i in ids]
+    matrix[:, _F["trending"]] = [trending.get(i, 0.0) for i in ids]
     if encoding is not None:
         matrix[:, _F["encoder"]] = encoding.shares_for(ids)
     if interest is not None:
