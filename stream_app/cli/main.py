@@ -223,7 +223,8 @@ def add_store_commands(sub: argparse._SubParsersAction) -> None:
     se.add_argument("--host", default="0.0.0.0")
     se.set_defaults(fn=cmd_serve)
     er = sub.add_parser("erase", help="erase users everywhere the workers keep them; print the workers' receipts")
-    er.add_argument("users", nargs="+", metavar="USER")
+    er.add_argument("users", nargs="+", metavar="USER",
+                    help="user ids to erase: profile (table, changelog, profiles topic), Redis, learner state")
     er.add_argument("--no-wait", action="store_true", help="publish the requests only (receipts: erasures.receipts)")
     er.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the receipts (default 60)")
     er.add_argument("--json", action="store_true", help="print each receipt as one JSON line")
