@@ -204,7 +204,7 @@ def _category_model(index: ItemIndex, following: dict[str, float], ids: list[str
                     categories: list[str | None]) -> np.ndarray:
     """P(the next item's category) x P(the item within its category), as a share of the best candidate's."""
     total = sum(following.values())
-    within = _within_category(index, list(following))
+    within = _within_category(index, {c for c in categories if c in following})  # the candidates' only
     column = np.array([following.get(c, 0.0) / total * within.get(i, 0.0) if c is not None else 0.0
                        for i, c in zip(ids, categories)])
     best = column.max()
@@ -218,10 +218,10 @@ def log_share(shares: np.ndarray) -> np.ndarray:
         return np.clip(1.0 + np.log2(shares) / LOG_SPAN, 0.0, 1.0)
 
 
-def _within_category(index: ItemIndex, categories: list[str]) -> dict[str, float]:
+def _within_category(index: ItemIndex, categories: set[str]) -> dict[str, float]:
     """Item -> its share of its category's popularity (among the category's kept best items)."""
     out: dict[str, float] = {}
-    for category in categories:
+    for category in sorted(categories):
         ranked = index.category_items(category)
         total = sum(share for _, share in ranked)
         for item_id, share in ranked:
