@@ -251,23 +251,25 @@ def test_no_pickle_in_the_service_but_the_legacy_reader():
 
 
 def test_a_ranker_restored_with_another_releases_features_ranks_and_learns_with_todays():
-    """A release that adds features restores rankers written with the old ones: process() has them adopt
-    today's features, by name, keeping the weights they learned (no shape error on every event)."""
+    """A release that adds features restores rankers written with the old ones from the learners' table:
+    they adopt today's features, by name, keeping the weights they learned (no shape error on every event)."""
     from stream_app.core.items import InMemoryItemIndex
     from stream_app.core.process import new_partition_learners, process
+    from stream_app.stream.batch import PartitionState
 
     settings = Settings(ranker_warm_up=1)
-    learners = new_partition_learners(settings)
-    earlier = OnlineRanker(FEATURES[:-3], warm_up=1)  # as an earlier release wrote it
-    rows = np.eye(len(earlier.features))[:6]
+    written = new_partition_learners(settings)
+    written.ranker = OnlineRanker(FEATURES[:-3], warm_up=1)  # as an earlier release wrote it
+    rows = np.eye(len(written.ranker.features))[:6]
     for i in range(30):
-        earlier.learn_feedback([f"c{j}" for j in range(6)], rows, f"c{i % 2}", f"e{i}", top_k=3)
-    learners.ranker = load_state(orjson.loads(orjson.dumps(earlier.to_state())), OnlineRanker)
-    learned = dict(learners.ranker.model.weights)
+        written.ranker.learn_feedback([f"c{j}" for j in range(6)], rows, f"c{i % 2}", f"e{i}", top_k=3)
+    learned = dict(written.ranker.model.weights)
+    rejected = []
+    learners = PartitionState({b"0": orjson.dumps(written.to_state())}, settings).get(0, rejected.append)
+    assert rejected == [] and learners.ranker.features == FEATURES
     profile, index = new_profile("u", settings), InMemoryItemIndex(settings)
     for i in range(3):
         outcome = process(profile, Event(f"x{i}", "u", f"i{i}", "click", 1_700_000_000_000 + i), index, settings,
                           0, learners)
         assert outcome.recommendation is not None
-    assert learners.ranker.features == FEATURES
     assert all(learners.ranker.model.weights[name] == weight for name, weight in learned.items())

@@ -37,6 +37,14 @@ def new_ranker(settings: Settings) -> OnlineRanker:
                         warm_up=settings.ranker_warm_up, seed=settings.ranker_seed)
 
 
+def with_current_features(learners: PartitionLearners) -> PartitionLearners:
+    """Restored learners whose ranker an earlier release wrote with other features rank and learn with
+    today's (by name: the weights it learned are kept), instead of failing every event on a shape error."""
+    if learners.ranker.features != FEATURES:
+        learners.ranker.adopt(FEATURES)
+    return learners
+
+
 def new_partition_learners(settings: Settings) -> PartitionLearners:
     bandit = StrategyBandit(settings.bandit_epsilon, settings.ranker_seed) if settings.bandit else None
     return PartitionLearners(new_ranker(settings), bandit)
@@ -117,8 +125,6 @@ def process(profile: Profile, event: Event, index: ItemIndex, settings: Settings
     if not profile.admits(digest, event.ts):
         return Outcome(False, None)
     if learners is not None:
-        if learners.ranker.features != FEATURES:  # restored from state an earlier release wrote
-            learners.ranker.adopt(FEATURES)
         learn_feedback(profile, event, learners, settings.top_k)
     profile.shadow_shown = []  # judged (shown_hits) before this call; a live shadow shows a new one after it
     behaviour = profile.learner(BehaviourStats.name, BehaviourStats)

@@ -18,7 +18,14 @@ from ..core.content import ContentIndex
 from ..core.events import Event
 from ..core.items import InMemoryItemIndex
 from ..core.learners import PartitionLearners, StateError, load_state, read_partition_learners
-from ..core.process import new_partition_learners, new_profile, process, shadow_recommendation, shown_hits
+from ..core.process import (
+    new_partition_learners,
+    new_profile,
+    process,
+    shadow_recommendation,
+    shown_hits,
+    with_current_features,
+)
 from ..core.profile import Profile
 from ..serving.encoder import Encoder, UserEncoding, encode_batch
 from .erasures import ErasedUsers, receipt
@@ -79,7 +86,7 @@ class PartitionState:
             stored = self.data.get(str(partition).encode())
             if stored is not None:
                 try:
-                    learners = read_partition_learners(stored, f"partition {partition}'s learners")
+                    learners = with_current_features(read_partition_learners(stored, f"partition {partition}'s learners"))
                 except StateError as exc:  # forged, or of a release that did not write it: learn afresh, go on
                     rejected(Rejection("bad_state", f"{exc}; they start afresh", Source(self.changelog, partition),
                                        str(partition).encode(), stored))
