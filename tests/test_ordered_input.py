@@ -120,6 +120,26 @@ def test_own_lanes_start_where_faust_seeks_to_the_commit_which_comes_after_the_a
     assert ordered.status()["duplicates"] == 0 and ordered.unscheduled == 0
 
 
+def test_events_handed_out_then_delivered_again_after_a_rebalance_back_are_applied_not_held_forever():
+    # The chaos run's wedge: the worker applied 0..3, lost the partition before its next commit and got
+    # it back at the old commit; Faust delivers 2 and 3 again, which its schedule had already passed.
+    ordered, topic, forgotten = own_partition(4)
+    for offset in range(4):
+        ordered.deliver(Delivered(topic, offset))
+    assert drain(ordered) == [0, 1, 2, 3]
+    ordered.revoke()
+    ordered.assign({0})
+    ordered.resume_at({(topic, 0): 2})  # the commit stayed at 2
+    for offset in (2, 3):
+        ordered.deliver(Delivered(topic, offset))
+    assert drain(ordered) == [2, 3]  # applied again (the profiles' digests drop them as duplicates)
+    assert ordered.status()["held"] == [] and ordered.unscheduled == 2
+    assert ordered.applied_marks() == {(topic, 0): 4}
+    ordered.push(topic, 0, [record(4)])
+    ordered.deliver(Delivered(topic, 4))
+    assert drain(ordered) == [4] and ordered.unscheduled == 2
+
+
 def test_an_event_on_another_partition_than_its_users_is_dead_lettered_as_wrong_partition():
     from stream_app.contracts import Rejection, Source
     from stream_app.core.events import Event

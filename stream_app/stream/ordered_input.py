@@ -97,6 +97,9 @@ class OrderedInput:
         self.handed: dict[tuple[int, int], int] = {}  # (lane, group) -> highest offset handed out since assign
         self.refetch_wanted: dict[tuple[int, int], tuple[int, float]] = {}  # -> (offset, asked at)
         self.undelivered_since: dict[tuple[int, int], tuple[int, float]] = {}  # -> (offset, since)
+        #: (lane, group) -> the highest offset its schedule has passed (handed out, or applied by an earlier
+        #: owner); kept across rebalances, as the schedules are
+        self.passed: dict[tuple[int, int], int] = {}
         self.refetches = 0
         self.duplicates = 0
         #: Set by the worker: drops a delivered message that will never be acknowledged (a copy, or one
@@ -215,7 +218,7 @@ class OrderedInput:
                 if entry.group not in self.owned:
                     entry.item = (offset, None)  # another worker's: keep the order, not the event
                     if len(schedule) >= self.KEEP_OTHERS:
-                        schedule.popleft()
+                        self._pass(schedule.popleft())
                 schedule.append(entry)
         # Never past the newest epoch released: an idle input says nothing about epochs to come.
         newest = max((g.clock // g.epoch_ms for g in self.sequencer.groups.values() if g.clock is not None),
@@ -232,7 +235,11 @@ class OrderedInput:
         """Drop schedule entries of this group that an earlier owner already applied."""
         schedule = self.schedules[group]
         while schedule and schedule[0].item[0] < self.start.get((schedule[0].lane, group), 0):
-            schedule.popleft()
+            self._pass(schedule.popleft())
+
+    def _pass(self, entry: Released) -> None:
+        key = (entry.lane, entry.group)
+        self.passed[key] = max(self.passed.get(key, -1), entry.item[0])
 
     def owned_min_epoch(self) -> int:
         found = AFTER_ALL
@@ -343,6 +350,9 @@ class OrderedInput:
     def next_round(self, limit: int) -> tuple[int | None, list[Ready]]:
         """The next round of the worker's own partitions: events of one epoch, in schedule order,
         delivered by Faust and with the item state at that epoch; else (None, [])."""
+        passed = self._passed_again(limit)
+        if passed:
+            return BEFORE_ALL, passed
         epoch = self.owned_min_epoch()
         if epoch == AFTER_ALL:
             return None, []
@@ -365,25 +375,39 @@ class OrderedInput:
                     out.append(Ready(Released(group, entry.lane, epoch, True, None), stale, self._check(stale)))
                 if not delivered:
                     if offset < self.start.get((entry.lane, group), 0):
-                        schedule.popleft()
+                        self._pass(schedule.popleft())
                         continue
                     self._undelivered(entry.lane, group, offset)  # Faust has not delivered it yet
                     break
                 event = delivered[0]
                 if event.message.offset > offset:
                     if offset < self.start.get((entry.lane, group), 0):  # applied before this worker owned it
-                        schedule.popleft()
+                        self._pass(schedule.popleft())
                         continue
                     self._refetch(entry.lane, group, offset)  # Faust skipped it
                     break
                 delivered.popleft()
-                schedule.popleft()
+                self._pass(schedule.popleft())
                 self.handed[(entry.lane, group)] = offset
                 out.append(Ready(entry, event, checked if checked is not None else self._check(event)))
         if out and epoch > BEFORE_ALL and self.items.applied_through > epoch - 1:
             # a partition taken over from a worker that was behind this one's item state
             self.stale += sum(1 for ready in out if isinstance(ready.checked, Event))
         return (epoch if out else None), out
+
+    def _passed_again(self, limit: int) -> list[Ready]:
+        """Delivered events the schedule has already passed: the worker handed them out, lost the partition
+        before its next commit and got it back at that commit. They are applied, so applying them again
+        changes nothing (the profiles' digests drop them), while holding them would wedge the lane."""
+        out: list[Ready] = []
+        for (lane, group), delivered in self.delivered.items():
+            passed = self.passed.get((lane, group), -1)
+            while delivered and delivered[0].message.offset <= passed and len(out) < limit:
+                event = delivered.popleft()
+                self.unscheduled += 1
+                self.handed[(lane, group)] = event.message.offset
+                out.append(Ready(Released(group, lane, BEFORE_ALL, True, None), event, self._check(event)))
+        return out
 
     def _check(self, event: Any) -> Event | Rejection:
         message = event.message
