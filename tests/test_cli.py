@@ -112,19 +112,27 @@ def test_the_demo_replays_the_bundled_shop_sample_and_shows_profiles_in_words(se
     assert "consumer lag 0;" in scraped and "p99 latency -" not in scraped
 
 
-def test_bench_measures_every_event_it_sent(services, tmp_path):
-    """The figures bench prints come from all the events it produced: each has its recommendation and
-    a latency; p50 <= p99; the throughput is events over the measured span."""
+def test_bench_measures_every_event_it_sent_by_the_worker_and_by_the_plain_faust_app(services, tmp_path):
+    """The figures bench prints come from all the events it produced: each has its recommendation (or the
+    plain app's record) and a latency; p50 <= p99; the throughput is events over the measured span; the
+    ratio is the two rates'."""
     import re
 
     env = {**os.environ, **services, "STREAM_APP_STATE_DIR": str(tmp_path / "state")}
-    out = cli("bench", "--events", "1500", "--users", "100", "--items", "200", "--rate", "500", env=env, timeout=600)
+    out = cli("bench", "--events", "1500", "--users", "100", "--items", "200", "--rate", "500", "--baseline",
+              env=env, timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "bench: 1500 events at 500 events/s, 100 users, 200 items, 1 worker" in out.stdout
-    span = re.search(r"throughput: ([\d,]+) events/s \(first event sent -> last recommendation published, "
-                     r"([\d.]+)s\)", out.stdout)
-    assert span is not None, out.stdout
-    assert abs(int(span.group(1).replace(",", "")) - 1500 / float(span.group(2))) <= 1500 / float(span.group(2)) * 0.01
-    assert float(span.group(2)) >= 1500 / 500 * 0.9  # offered at 500/s: the span covers the sending
-    lat = re.search(r"p50 (\d+) ms, p99 (\d+) ms \(over (\d+) recommendations\)", out.stdout)
-    assert lat is not None and int(lat.group(3)) == 1500 and int(lat.group(1)) <= int(lat.group(2))
+    spans = re.findall(r"throughput: ([\d,]+) events/s( = ([\d.]+)x the plain app's)? \(first event sent -> last "
+                       r"recommendation published, ([\d.]+)s\)", out.stdout)
+    assert len(spans) == 2, out.stdout  # the plain app, then the worker
+    rates = []
+    for rate, _, _, seconds in spans:
+        rates.append(int(rate.replace(",", "")))
+        assert abs(rates[-1] - 1500 / float(seconds)) <= 1500 / float(seconds) * 0.01
+        assert float(seconds) >= 1500 / 500 * 0.9  # offered at 500/s: the span covers the sending
+    assert abs(float(spans[1][2]) - rates[1] / rates[0]) <= 0.01
+    lats = re.findall(r"p50 (\d+) ms, p99 (\d+) ms \(over (\d+) recommendations\)", out.stdout)
+    assert len(lats) == 2 and all(int(n) == 1500 and int(p50) <= int(p99) for p50, p99, n in lats)
+    assert re.search(r"a user profile [\d,]+ bytes in the table's changelog \(the latest record per user, 100 "
+                     r"profiles\), [\d,]+ bytes in Redis", out.stdout), out.stdout

@@ -171,7 +171,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from ..tools.bench import run_bench
 
-    return run_bench(args.events, args.users, args.items, args.timeout, args.rate, args.encoder)
+    return run_bench(args.events, args.users, args.items, args.timeout, args.rate, args.encoder, args.baseline,
+                     args.workers)
 
 
 def cmd_chaos(args: argparse.Namespace) -> int:

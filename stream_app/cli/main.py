@@ -193,7 +193,22 @@ def add_bench_command(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--timeout", type=float, default=600.0)
     b.add_argument("--encoder", action="store_true",
                    help="train a sequence encoder on the bench events first and run with it live (train extra)")
+    b.add_argument("--baseline", action="store_true",
+                   help="first run a plain Faust app (parse, one table update, one send per event) on the same "
+                        "events and print both rates and their ratio")
+    b.add_argument("--workers", type=_worker_counts, default=(1,), metavar="N[,N...]",
+                   help="worker group sizes to run one after the other, e.g. 1,2,4 for a scale-out curve (default 1)")
     b.set_defaults(fn=cmd_bench)
+
+
+def _worker_counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        counts = ()
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give worker counts of 1 or more, comma-separated (e.g. 1,2,4)")
+    return counts
 
 
 def add_chaos_command(sub: argparse._SubParsersAction) -> None:

@@ -35,15 +35,15 @@ ERASURE_RETENTION_MS = 30 * 24 * 3600 * 1000
 SINGLE_PARTITION = ("model_control", "model_status", "items")
 
 
-def ensure_topics(settings: Settings) -> int:
-    """Create missing topics; refuse input topics whose partition counts differ (profiles are
+def ensure_topics(settings: Settings, extra: tuple[str, ...] = ()) -> int:
+    """Create missing topics (and `extra` ones, partitioned as the inputs); refuse input topics whose partition counts differ (profiles are
     partitioned by user, so a user's events must land in the same partition number on all three).
     Returns the input topics' partition count, which the tables must share."""
     admin = KafkaAdminClient(bootstrap_servers=settings.require_kafka(), request_timeout_ms=10_000,
                              **kafka_python_kwargs(settings.kafka_security))
     try:
         existing = set(admin.list_topics())
-        specs = topic_specs(settings)
+        specs = topic_specs(settings) | {name: {} for name in extra}
         single = {getattr(settings.topics, attr) for attr in SINGLE_PARTITION}
         missing = [NewTopic(name, 1 if name in single else settings.partitions, 1, topic_configs=configs or {})
                    for name, configs in specs.items() if name not in existing]

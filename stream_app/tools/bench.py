@@ -1,22 +1,34 @@
-"""`stream-app bench`: the Kafka path end to end with one worker.
+"""`stream-app bench`: the Kafka path end to end.
 
 N synthetic events (Zipf-popular items, random users) are produced as fast as possible (or at
---rate) after a warm-up; once the worker has committed them all, the bench reads the recommendations like a
-downstream service and reports events/s (first event sent -> last recommendation published) and
+--rate) after a warm-up; once the workers have committed them all, the bench reads the recommendations like
+a downstream service and reports events/s (first event sent -> last recommendation published) and
 the event -> recommendation latency (event handed to the producer -> recommendation's publication
 timestamp). At full speed the latency is mostly time spent queued behind the backlog.
+
+`--baseline` first runs a plain Faust app (tools/plain_app.py) through the same steps on the same
+events, and prints both rates and their ratio; `--workers 1,2,4` runs the worker group at each size
+(a scale-out curve). Each run has its own namespace: the same events, no shared state.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import numpy as np
 import orjson
+import redis
 
-from .consume import TopicReader, wait_committed
-from .processes import one_off_run, wait_ready_workers
+from ..config import Settings
+from ..errors import ServiceTimeout
+from ..store.redis_store import worker_statuses
+from ..stream.topics import ensure_topics
+from .consume import TopicReader, read_to_end, wait_committed
+from .plain_app import output_topic, plain_settings
+from .processes import Run, WorkerProcess, one_off_run, wait_ready_workers
 from .replay import produce_events
 
 
@@ -74,40 +86,170 @@ def train_bench_encoder(run: Any, events: list[dict[str, Any]]) -> str:
     return manifest["version"]
 
 
+@dataclass
+class Measured:
+    events: int
+    seconds: float  # first event sent -> last output published
+    produced_s: float
+    latency: dict[str, float]
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds
+
+
+def measure(settings: Settings, output: str, events: list[dict[str, Any]], rate: float | None,
+            timeout: float, processes: list[WorkerProcess]) -> Measured:
+    """The warm-up, then the events; the output read once every input is committed (a reader running
+    meanwhile would take CPU from the workers; each output record carries its publication time)."""
+    warmup = synthetic_events(200, 50, 100, seed=1, prefix="warmup", start_ms=events[0]["ts"] - 3_600_000)
+    committed(settings, produce_events(settings, warmup).marks, timeout, processes)
+    sent_ms: dict[str, float] = {}
+    started = time.time()
+    marks = produce_events(settings, events, rate,
+                           on_send=lambda e: sent_ms.__setitem__(e["event_id"], time.time() * 1000)).marks
+    produced = time.time()
+    committed(settings, marks, timeout, processes)
+    with TopicReader(settings.kafka_bootstrap_servers, output, settings.kafka_security) as reader:
+        reader.read_until(len(warmup) + len(events), timeout)
+        measured = [r for r in reader.records if orjson.loads(r.value)["trigger_event_id"] in sent_ms]
+    last_publish = max(r.timestamp for r in measured) / 1000
+    return Measured(len(events), last_publish - started, produced - started, latency_summary(sent_ms, measured))
+
+
+def committed(settings: Settings, marks: Mapping[Any, int], timeout: float, processes: list[WorkerProcess]) -> None:
+    """wait_committed, failing as soon as one of the processes exits (its log tail says why)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return wait_committed(settings, marks, min(5.0, max(0.5, deadline - time.monotonic())))
+        except ServiceTimeout:
+            dead = [p for p in processes if not p.alive()]
+            if dead:
+                raise ServiceTimeout(f"{dead[0].log_path.name} exited ({dead[0].proc.returncode}):\n"
+                                     f"{dead[0].log_tail()}") from None
+            if time.monotonic() > deadline:
+                raise
+
+
+def start_workers(run: Run, settings: Settings, count: int, timeout: float) -> list[WorkerProcess]:
+    """`count` workers of one group, once each is ready and they share the input partitions out."""
+    workers = [WorkerProcess(settings, run.log_dir / f"{settings.namespace}worker-{i}.log", "warn")
+               for i in range(count)]
+    run.workers.extend(workers)
+    wait_ready_workers(settings, workers, timeout)
+    client = redis.Redis.from_url(settings.require_redis())
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            owned = [s["input_partitions"] for s in worker_statuses(client, settings.namespace)
+                     if s["app_id"] == settings.app_id and s["pid"] in {w.pid for w in workers}]
+            if len(owned) == count and all(owned) and sorted(p for ps in owned for p in ps) == list(
+                    range(settings.partitions)):
+                return workers
+            time.sleep(0.2)
+    finally:
+        client.close()
+    raise ServiceTimeout(f"{count} workers did not share the {settings.partitions} input partitions out "
+                         f"within {timeout:.0f}s")
+
+
 def run_bench(n: int, users: int, items: int, timeout: float, rate: float | None = None,
-              encoder: bool = False) -> int:
+              encoder: bool = False, baseline: bool = False, worker_counts: tuple[int, ...] = (1,)) -> int:
     with one_off_run("bench") as run:
         run.settings = run.settings.replace(registry_dir=str(run.log_dir / "registry"))
-        settings = run.settings
-        warmup = synthetic_events(200, 50, 100, seed=1, prefix="warmup")
         events = synthetic_events(n, users, items)
         version = train_bench_encoder(run, events) if encoder else None
-        worker = run.start_worker(loglevel="warn")
-        wait_ready_workers(settings, [worker], timeout)
-        wait_committed(settings, produce_events(settings, warmup).marks, timeout)
-        sent_ms: dict[str, float] = {}
-        started = time.time()
-        marks = produce_events(settings, events, rate,
-                               on_send=lambda e: sent_ms.__setitem__(e["event_id"], time.time() * 1000)).marks
-        produced = time.time()
-        # Nothing reads the output while the worker runs (a reader would take CPU from it); the
-        # recommendations carry their publication time, so they are read once it is done.
-        wait_committed(settings, marks, timeout)
-        with TopicReader(settings.kafka_bootstrap_servers, settings.topics.recommendations,
-                         settings.kafka_security) as recs:
-            recs.read_until(len(warmup) + n, timeout)
-            measured = [r for r in recs.records if orjson.loads(r.value)["trigger_event_id"] in sent_ms]
-        last_publish = max(r.timestamp for r in measured) / 1000
-        lat = latency_summary(sent_ms, measured)
-        seconds = last_publish - started
         offered = "as fast as possible" if rate is None else f"at {rate:,.0f} events/s"
-        print(f"bench: {n} events {offered}, {users} users, {items} items, 1 worker, "
-              f"batches of up to {settings.batch_max}, "
+        print(f"bench: {n} events {offered}, {users} users, {items} items, "
+              + ", ".join(f"{k} worker{'s' if k > 1 else ''}" for k in worker_counts)
+              + f", batches of up to {run.settings.batch_max}, "
               + (f"sequence encoder {version} live (one onnxruntime call per batch)" if version else "no encoder"))
-        print(f"  produced in {produced - started:.2f}s ({n / (produced - started):,.0f} ev/s offered)")
-        print(f"  throughput: {n / seconds:,.0f} events/s (first event sent -> last recommendation published, "
-              f"{seconds:.2f}s)")
-        print(f"  latency event -> recommendation: p50 {lat['p50_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms "
-              f"(over {lat['count']} recommendations"
-              + ("; at full speed events queue behind the backlog)" if rate is None else ")"))
+        plain = run_plain(run, events, rate, timeout) if baseline else None
+        for count in worker_counts:
+            settings = run.settings if len(worker_counts) == 1 and not baseline else run.settings.replace(
+                namespace=f"{run.settings.namespace}w{count}.")
+            ensure_topics(settings)
+            workers = start_workers(run, settings, count, timeout)
+            rss_ready = rss_bytes(workers[0].pid)
+            result = measure(settings, settings.topics.recommendations, events, rate, timeout, workers)
+            rss_done = rss_bytes(workers[0].pid)
+            print_measured(f"stream-app, {count} worker{'s' if count > 1 else ''}", result, rate, plain)
+            if count == 1:
+                print_memory(settings, events, rss_ready, rss_done)
+            for worker in workers:
+                worker.stop()
         return 0
+
+
+def run_plain(run: Run, events: list[dict[str, Any]], rate: float | None, timeout: float) -> Measured:
+    """The plain Faust app through the same steps, in its own namespace and group."""
+    settings = plain_settings(run.settings.replace(namespace=f"{run.settings.namespace}plain."))
+    ensure_topics(settings, extra=(output_topic(settings),))
+    app = WorkerProcess(settings, run.log_dir / "plain-app.log", "warn", module="stream_app.tools.plain_app")
+    run.workers.append(app)
+    result = measure(settings, output_topic(settings), events, rate, timeout, [app])
+    print_measured("plain Faust app (parse, one table update, one send per event)", result, rate, None)
+    app.stop()
+    return result
+
+
+def print_measured(label: str, result: Measured, rate: float | None, plain: Measured | None) -> None:
+    lat = result.latency
+    versus = f" = {result.rate / plain.rate:.2f}x the plain app's" if plain is not None else ""
+    print(f"  {label}:")
+    print(f"    produced in {result.produced_s:.2f}s ({result.events / result.produced_s:,.0f} ev/s offered)")
+    print(f"    throughput: {result.rate:,.0f} events/s{versus} (first event sent -> last recommendation "
+          f"published, {result.seconds:.2f}s)")
+    print(f"    latency event -> recommendation: p50 {lat['p50_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms "
+          f"(over {lat['count']} recommendations"
+          + ("; at full speed events queue behind the backlog)" if rate is None else ")"))
+
+
+def rss_bytes(pid: int) -> int | None:
+    """A process's resident set size (Linux /proc; None elsewhere)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def print_memory(settings: Settings, events: list[dict[str, Any]], rss_ready: int | None,
+                 rss_done: int | None) -> None:
+    """Bytes per user profile (its changelog record, its Redis hash) and the worker's RSS growth."""
+    users = {e["user_id"] for e in events}
+    items = {e["item_id"] for e in events}
+    sizes = profile_sizes(settings, sorted(users)[:500])
+    print(f"  memory: a user profile {sizes['changelog']:,.0f} bytes in the table's changelog (the latest record "
+          f"per user, {sizes['profiles']} profiles), {sizes['redis']:,.0f} bytes in Redis (MEMORY USAGE, "
+          f"{sizes['sampled']} sampled)")
+    if rss_ready is not None and rss_done is not None:
+        grown = rss_done - rss_ready
+        print(f"  worker RSS {rss_ready / 2**20:,.0f} MiB ready -> {rss_done / 2**20:,.0f} MiB after "
+              f"{len(users):,} users and {len(items):,} items: {grown / 2**20:,.0f} MiB more, "
+              f"{grown / len(users) * 100_000 / 2**20:,.0f} MiB per 100k users with their events "
+              f"(items held with them; `--users` and `--items` apart separate the two)")
+
+
+def profile_sizes(settings: Settings, sample: list[str]) -> dict[str, float]:
+    """The mean latest changelog record of a profile, and the mean Redis MEMORY USAGE of sampled ones."""
+    from ..store.redis_store import profile_key
+    from ..stream.worker import PROFILE_TABLE
+
+    latest: dict[bytes, int] = {}
+    for record in read_to_end(settings, f"{settings.group_id}-{PROFILE_TABLE}-changelog"):
+        if record.value is None:
+            latest.pop(record.key, None)
+        else:
+            latest[record.key] = len(record.key) + len(record.value)
+    client = redis.Redis.from_url(settings.require_redis())
+    try:
+        usage = [client.memory_usage(profile_key(user, settings.namespace)) for user in sample]
+    finally:
+        client.close()
+    usage = [u for u in usage if u]
+    return {"changelog": sum(latest.values()) / max(1, len(latest)), "profiles": len(latest),
+            "redis": sum(usage) / max(1, len(usage)), "sampled": len(usage)}
