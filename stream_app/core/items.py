@@ -201,6 +201,9 @@ class ItemIndex(Protocol):
 
     def category_items(self, category: str) -> list[tuple[str, float]]: ...
 
+    def within_category(self, category: str) -> dict[str, float]:
+        """Item -> its share of its category's popularity (among the category's kept best items)."""
+
     def next_categories(self, category: str) -> dict[str, float]:
         """The categories of the next item after one of `category` in sessions, best first."""
 
@@ -218,6 +221,7 @@ class CachedItemIndex:
         self._neighbors: dict[str, dict[str, float]] = {}
         self._followers: dict[str, dict[str, float]] = {}
         self._categories: dict[str, list[tuple[str, float]]] = {}
+        self._within_category: dict[str, dict[str, float]] = {}
         self._next_categories: dict[str, dict[str, float]] = {}
         self._item_category: dict[str, str | None] = {}
         self._popular: dict[str, float] = {}
@@ -238,6 +242,7 @@ class CachedItemIndex:
         self._neighbors.clear()
         self._followers.clear()
         self._categories.clear()
+        self._within_category.clear()
         self._next_categories.clear()
         self._item_category.clear()
         size = self.settings.popular_per_partition
@@ -283,6 +288,14 @@ class CachedItemIndex:
             ranked = self._categories[category] = self._merged(
                 lambda partition: category_key(partition, category), self.settings.category_items)
         return ranked
+
+    def within_category(self, category: str) -> dict[str, float]:
+        found = self._within_category.get(category)
+        if found is None:
+            ranked = self.category_items(category)
+            total = sum(share for _, share in ranked)
+            found = self._within_category[category] = {item_id: share / total for item_id, share in ranked}
+        return found
 
     def next_categories(self, category: str) -> dict[str, float]:
         found = self._next_categories.get(category)

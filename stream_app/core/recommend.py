@@ -204,9 +204,11 @@ def _category_model(index: ItemIndex, following: dict[str, float], ids: list[str
                     categories: list[str | None]) -> np.ndarray:
     """P(the next item's category) x P(the item within its category), as a share of the best candidate's."""
     total = sum(following.values())
-    within = _within_category(index, {c for c in categories if c in following})  # the candidates' only
-    column = np.array([following.get(c, 0.0) / total * within.get(i, 0.0) if c is not None else 0.0
-                       for i, c in zip(ids, categories)])
+    column = np.zeros(len(ids))
+    for row, (item_id, category) in enumerate(zip(ids, categories)):
+        step = following.get(category) if category is not None else None
+        if step:
+            column[row] = step / total * index.within_category(category).get(item_id, 0.0)
     best = column.max()
     return log_share(column / best) if best > 0 else column
 
@@ -216,17 +218,6 @@ def log_share(shares: np.ndarray) -> np.ndarray:
     the next one's, not its size, decides an order, and most of a list's boundary lies far below the best."""
     with np.errstate(divide="ignore"):
         return np.clip(1.0 + np.log2(shares) / LOG_SPAN, 0.0, 1.0)
-
-
-def _within_category(index: ItemIndex, categories: set[str]) -> dict[str, float]:
-    """Item -> its share of its category's popularity (among the category's kept best items)."""
-    out: dict[str, float] = {}
-    for category in sorted(categories):
-        ranked = index.category_items(category)
-        total = sum(share for _, share in ranked)
-        for item_id, share in ranked:
-            out[item_id] = share / total
-    return out
 
 
 def _session_categories(session: dict[str, None], index: ItemIndex) -> dict[str, float]:
