@@ -283,3 +283,29 @@ def test_learner_state_written_before_the_package_layout_moved_still_loads():
     assert learners.ranker.labels == stored["ranker_labels"] and learners.ranker.ready
     behaviour = read_profile_learner(stored["behaviour"], BehaviourStats.name, "user u")
     assert isinstance(behaviour, BehaviourStats) and behaviour.public() == stored["behaviour_public"]
+
+
+def test_the_rankers_logistic_regression_steps_exactly_as_rivers_with_adam():
+    """AdamLogistic is River's LogisticRegression(optimizer=Adam) on arrays: the same weights, intercept
+    and decisions after every one of 2,000 examples of both labels (large ones too, past the loss's
+    bounds), within float rounding."""
+    import numpy as np
+    from river import linear_model, optim
+
+    from stream_app.core.learners.logistic import AdamLogistic
+
+    names = [f"f{i}" for i in range(7)]
+    rng = np.random.default_rng(5)
+    ours, rivers = AdamLogistic(names, 0.05), linear_model.LogisticRegression(optimizer=optim.Adam(0.05))
+    for step in range(2000):
+        x = rng.normal(size=7) * (40.0 if step % 97 == 0 else 1.0)
+        hit = bool(x[0] + 0.5 * x[3] + rng.normal() > 0)
+        ours.learn_one(x, hit)
+        rivers.learn_one(dict(zip(names, x.tolist())), hit)
+        if step % 50 == 0 or step == 1999:
+            assert ours.intercept == pytest.approx(rivers.intercept, rel=1e-9, abs=1e-12)
+            assert [ours.weights[n] for n in names] == pytest.approx([rivers.weights[n] for n in names], rel=1e-9)
+            probe = rng.normal(size=(3, 7))
+            river_scores = [rivers._raw_dot_one(dict(zip(names, row.tolist()))) for row in probe]
+            assert ours.decision(probe).tolist() == pytest.approx(river_scores, rel=1e-9)
+    assert ours.steps == rivers.optimizer.n_iterations == 2000

@@ -6,14 +6,14 @@ import hashlib
 from typing import Any, Sequence
 
 import numpy as np
-from river import linear_model, optim, utils
 
 from .base import Persistent
+from .logistic import AdamLogistic
 from .state import Fields, StateError
 
 
 class OnlineRanker(Persistent):
-    """A River logistic regression (Adam) over candidate features, one per input partition (its state moves
+    """A logistic regression (Adam; River's, on arrays: `AdamLogistic`) over candidate features, one per input partition (its state moves
     with the partition), learned pairwise (RankNet's idea with a linear scorer): each list's candidates
     (the shown items and the next best ones) are judged by the user's next event; when the hit item is
     among them, even where the ranking left it out of the shown part, it is paired with up to
@@ -53,7 +53,7 @@ class OnlineRanker(Persistent):
         self.warm_up = warm_up
         self.seed = seed
         self.hit_rate_alpha = hit_rate_alpha
-        self.model = linear_model.LogisticRegression(optimizer=optim.Adam(learning_rate))
+        self.model = AdamLogistic(self.features, learning_rate)
         self.labels = 0
         self.positives = 0
 
@@ -65,7 +65,7 @@ class OnlineRanker(Persistent):
         return {"features": list(self.features), "learning_rate": float(self.learning_rate),
                 "negatives": self.negatives, "warm_up": self.warm_up, "seed": self.seed,
                 "hit_rate_alpha": float(self.hit_rate_alpha), "labels": self.labels, "positives": self.positives,
-                "ranker_rr": float(self.ranker_rr), "prior_rr": float(self.prior_rr), "model": model_state(self.model)}
+                "ranker_rr": float(self.ranker_rr), "prior_rr": float(self.prior_rr), "model": self.model.state()}
 
     @classmethod
     def _from_state(cls, fields: Fields, version: int) -> "OnlineRanker":
@@ -83,6 +83,7 @@ class OnlineRanker(Persistent):
         a ranker an earlier one wrote): the weights are by name, so the features it knew keep theirs
         and new ones start at 0."""
         self.features = tuple(features)
+        self.model.adopt(self.features)
 
     @property
     def ready(self) -> bool:
@@ -99,16 +100,14 @@ class OnlineRanker(Persistent):
         self.prior_rr += a * (prior - self.prior_rr)
         self.ranker_rr += a * (ranker - self.ranker_rr)
 
-    def learn_one(self, x: Sequence[float], hit: bool) -> None:
-        self.model.learn_one(dict(zip(self.features, map(float, x))), hit)
+    def learn_one(self, x: Sequence[float] | np.ndarray, hit: bool) -> None:
+        self.model.learn_one(np.asarray(x, dtype=float), hit)
         self.labels += 1
         self.positives += hit
 
     def score_many(self, matrix: np.ndarray) -> np.ndarray:
         """Decision values (log-odds) of candidate rows: rank order only, one dot product."""
-        weights = self.model.weights
-        w = np.array([weights.get(name, 0.0) for name in self.features])
-        return matrix @ w + self.model.intercept
+        return self.model.decision(matrix)
 
     def learn_feedback(self, shown: Sequence[str], matrix: np.ndarray, hit_item: str, event_id: str,
                        top_k: int) -> int:
@@ -124,24 +123,13 @@ class OnlineRanker(Persistent):
         return 2 * (len(labels) - 1)
 
 
-def model_state(model: linear_model.LogisticRegression) -> dict[str, Any]:
-    """The numbers of the River logistic regression and its Adam optimizer: weights (in their order, which
-    is the order of a dot product's sum), intercept, steps taken and the moment estimates (None before
-    the first step). The rest is the ranker's settings."""
-    adam = model.optimizer
-    return {"weights": model._weights.to_dict(), "intercept": float(model.intercept), "steps": adam.n_iterations,
-            "m": None if adam.m is None else adam.m.to_dict(), "v": None if adam.v is None else adam.v.to_dict()}
-
-
-def set_model_state(model: linear_model.LogisticRegression, fields: Fields) -> None:
-    adam = model.optimizer
-    model._weights = utils.VectorDict(fields.mapping("weights", Fields.number))
-    model.intercept = fields.number("intercept")
-    adam.n_iterations = fields.integer("steps")
+def set_model_state(model: AdamLogistic, fields: Fields) -> None:
+    weights = fields.mapping("weights", Fields.number)
+    intercept, steps = fields.number("intercept"), fields.integer("steps")
     moments = [fields.optional_mapping(name, Fields.number) for name in ("m", "v")]
-    if (moments[0] is None) != (moments[1] is None) or (moments[0] is None) != (adam.n_iterations == 0):
+    if (moments[0] is None) != (moments[1] is None) or (moments[0] is None) != (steps == 0):
         raise StateError(f"{fields.where}: the optimizer's moments 'm' and 'v' are set once it took a step")
-    adam.m, adam.v = (None if moment is None else utils.VectorDict(moment) for moment in moments)
+    model.restore(weights, intercept, steps, *moments)
     fields.done()
 
 
