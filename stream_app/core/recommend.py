@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
+from functools import partial
 from itertools import islice
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -141,22 +142,22 @@ def recommend(profile: Profile, event: Event, index: ItemIndex, settings: Settin
         categories[this_row] = event.category
     n = len(ids)
     matrix = np.zeros((n, N_FEATURES))
-    matrix[:, _F["covis"]] = [covis.get(i, 0.0) for i in ids]
-    matrix[:, _F["covis_last"]] = [covis_last.get(i, 0.0) for i in ids]
-    matrix[:, _F["rules"]] = [rules.get(i, 0.0) for i in ids]
-    matrix[:, _F["rules_last"]] = [rules_last.get(i, 0.0) for i in ids]
-    matrix[:, _F["in_session"]] = [1.0 if i in session else 0.0 for i in ids]
-    affinity = profile.item_affinity
-    matrix[:, _F["seen"]] = [1.0 if i in affinity else 0.0 for i in ids]
-    matrix[:, _F["repeat"]] = [repeat.get(i, 0.0) for i in ids]
-    recent_rank = {item_id: 1.0 / (rank + 1) for rank, item_id in enumerate(anchors)}
-    matrix[:, _F["recent_rank"]] = [recent_rank.get(i, 0.0) for i in ids]
+    row_of = {item_id: row for row, item_id in enumerate(ids)}
+    fill = partial(_fill, matrix, ids, row_of)
+    fill("covis", covis)
+    fill("covis_last", covis_last)
+    fill("rules", rules)
+    fill("rules_last", rules_last)
+    fill("in_session", session, 1.0)
+    fill("seen", profile.item_affinity, 1.0)
+    fill("repeat", repeat)
+    fill("recent_rank", {item_id: 1.0 / (rank + 1) for rank, item_id in enumerate(anchors)})
     matrix[:, _F["repeat_x_propensity"]] = matrix[:, _F["repeat"]] * repeat_propensity
     matrix[this_row, _LAST_AFTER[event_kind(event.type, event.stage)]] = 1.0
     _category_columns(matrix, index, event, ids, categories, category_share, in_category, session_categories,
-                      next_categories)
-    matrix[:, _F["popular"]] = [popular.get(i, 0.0) for i in ids]
-    matrix[:, _F["trending"]] = [trending.get(i, 0.0) for i in ids]
+                      next_categories, fill)
+    fill("popular", popular)
+    fill("trending", trending)
     if encoding is not None:
         matrix[:, _F["encoder"]] = encoding.shares_for(ids)
     if interest is not None:
@@ -178,16 +179,37 @@ def recommend(profile: Profile, event: Event, index: ItemIndex, settings: Settin
     return Ranked(items, [ids[i] for i in pool.tolist()], matrix[pool])
 
 
+def _fill(matrix: np.ndarray, ids: list[str], row_of: dict[str, int], column: str, values: Mapping[str, Any],
+          constant: float | None = None) -> None:
+    """Column `column` of the candidates (`ids`, `row_of` their rows): each one's value in `values`, or
+    `constant` for each one in it; 0 elsewhere. Walks the smaller of the two (a source holds a few of
+    the candidates; the user's items may be many more)."""
+    col = _F[column]
+    if len(values) < len(ids):
+        rows, found = [], []
+        for item_id, value in values.items():
+            row = row_of.get(item_id)
+            if row is not None:
+                rows.append(row)
+                found.append(value)
+        matrix[rows, col] = found if constant is None else constant
+    elif constant is None:
+        matrix[:, col] = [values.get(item_id, 0.0) for item_id in ids]
+    else:
+        matrix[:, col] = [constant if item_id in values else 0.0 for item_id in ids]
+
+
 def _category_columns(matrix: np.ndarray, index: ItemIndex, event: Event, ids: list[str],
                       categories: list[str | None], category_share: dict[str, float], in_category: dict[str, float],
-                      session_categories: dict[str, float], next_categories: dict[str, float]) -> None:
+                      session_categories: dict[str, float], next_categories: dict[str, float],
+                      fill: Callable[..., None]) -> None:
     """The category features of every candidate (FEATURES from same_category on)."""
     def by_category(values: dict[str, float]) -> list[float]:
         return [values.get(c, 0.0) if c is not None else 0.0 for c in categories]
 
     matrix[:, _F["same_category"]] = [1.0 if c is not None and c == event.category else 0.0 for c in categories]
     matrix[:, _F["category_affinity"]] = by_category(category_share)
-    matrix[:, _F["category_rank"]] = [in_category.get(i, 0.0) for i in ids]
+    fill("category_rank", in_category)
     matrix[:, _F["category_rank_here"]] = matrix[:, _F["category_rank"]] * matrix[:, _F["same_category"]]
     matrix[:, _F["category_in_session"]] = by_category(session_categories)
     matrix[:, _F["category_rank_in_session"]] = matrix[:, _F["category_rank"]] * matrix[:, _F["category_in_session"]]
