@@ -94,12 +94,16 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
     catalog: set[str] = set()
     interactions: collections.Counter[str] = collections.Counter()
     n = 0
-    started = time.perf_counter()
+    spent = dict.fromkeys(boards, 0.0)  # each model's own seconds (its events/s alone)
+    clock = time.perf_counter
+    started = clock()
     for epoch, released in rounds(events, settings, partition_of):
         batch_events = [r.item for r in released]
         parsed = [Event.from_dict(raw) for raw in batch_events]
         for model in models:
+            t = clock()
             model.begin_batch(parsed, epoch)
+            spent[model.name] += clock() - t
         for raw, event in zip(batch_events, parsed):
             if judge_from_ts is None or event.ts >= judge_from_ts:
                 cold = interactions[event.item_id] < COLD_START
@@ -109,15 +113,19 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
                         boards[model.name].judge(previous, raw, popularity, cold)
             interactions[event.item_id] += 1
             for model in models:
+                t = clock()
                 shown[model.name][event.user_id] = model.learn(event)
+                spent[model.name] += clock() - t
             popularity.learn(event.item_id)
             catalog.add(event.item_id)
             n += 1
             if n % settings.batch_max == 0:
                 popularity.refresh()
         for model in models:
+            t = clock()
             model.end_batch()
-    seconds = time.perf_counter() - started
+            spent[model.name] += clock() - t
+    seconds = clock() - started
     result: dict[str, Any] = {
         "events": n, "users": len(hybrid.profiles), "items": len(catalog), "k": k,
         "batch": settings.batch_max, "seconds": seconds, "events_per_s": n / seconds if seconds else None,
@@ -125,7 +133,8 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
         "shadow_encoder": shadow.manifest if shadow is not None else None,
         "content": {"version": content.version, "items": len(content), "terms": len(content.terms)}
         if content is not None else None,
-        "models": {name: board.summary(catalog) for name, board in boards.items()},
+        "models": {name: {**board.summary(catalog), "events_per_s": n / spent[name] if spent[name] else None}
+                   for name, board in boards.items()},
     }
     if record:
         result["recorded"] = hybrid.recorded

@@ -58,6 +58,10 @@ def _bar_chart(groups: list[str], series: dict[str, dict[str, float]], width: in
     return "".join(parts)
 
 
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
 def render(result: dict[str, Any]) -> str:
     k = result["k"]
     models = result["models"]
@@ -66,7 +70,7 @@ def render(result: dict[str, Any]) -> str:
     rows = "".join(
         f"<tr><td>{html.escape(name)}</td><td>{m[f'recall@{k}']:.4f}</td><td>{m[f'mrr@{k}']:.4f}</td>"
         f"<td>{m[f'ndcg@{k}']:.4f}</td><td>{m['coverage']:.3f}</td><td>{m['popularity_percentile']:.3f}</td>"
-        f"<td>{m['judged']:,}</td></tr>" for name, m in models.items())
+        f"<td>{m['judged']:,}</td><td>{_rate(m.get('events_per_s'))}</td></tr>" for name, m in models.items())
     types = sorted({t for m in models.values() for t in m["by_type"]})
     per_type = {name: {t: m["by_type"].get(t, {}).get(f"recall@{k}", 0.0) for t in types}
                 for name, m in models.items()}
@@ -100,7 +104,7 @@ td:first-child,th:first-child{{text-align:left}}</style></head><body>
 {result['items']:,} items; K = {k}; batches of {result['batch']}; {result['events_per_s']:,.0f} events/s
 for all models together. Each event is judged by the list its user was shown after the previous event.</p>
 {encoder_html}<table><tr><th>model</th><th>Recall@{k}</th><th>MRR@{k}</th><th>NDCG@{k}</th><th>coverage</th>
-<th>popularity pct.</th><th>judged</th></tr>{rows}</table>
+<th>popularity pct.</th><th>judged</th><th>events/s alone</th></tr>{rows}</table>
 <h2>Recall@{k} over the stream</h2><p>{legend}</p>{_line_chart({n: m.get('timeline', []) for n, m in models.items()})}
 <h2>Recall@{k} by type of the judged event</h2><p>{legend}</p>{_bar_chart(types, per_type)}
 {accuracy_html}

@@ -14,9 +14,10 @@ def table(result: dict[str, Any]) -> str:
     width = max(32, *(len(name) for name in result["models"]))
     head = f"{'model':<{width}} {'Recall@' + str(k):>9} {'MRR@' + str(k):>8} {'NDCG@' + str(k):>8} " + \
         " ".join(f"{'R@' + str(k) + ' ' + t:>12}" for t in types) + f" {'R@' + str(k) + ' cold':>11}" + \
-        f" {'coverage':>9} {'pop.pct':>8}"
+        f" {'coverage':>9} {'pop.pct':>8} {'events/s':>9}"
     lines = [f"{result['events']:,} events, {result['users']:,} users, {result['items']:,} items; "
-             f"batches of {result['batch']}; {result['events_per_s']:,.0f} events/s for all models together"]
+             f"batches of {result['batch']}; {result['events_per_s']:,.0f} events/s for all models together (events/s: "
+             "each model's alone, its own time in the pass)"]
     for role in ("encoder", "shadow_encoder"):
         manifest = result.get(role)
         if manifest:
@@ -37,7 +38,7 @@ def table(result: dict[str, Any]) -> str:
         per_type = " ".join(f"{m['by_type'].get(t, {}).get(f'recall@{k}', 0.0):>12.4f}" for t in types)
         lines.append(f"{name:<{width}} {m[f'recall@{k}']:>9.4f} {m[f'mrr@{k}']:>8.4f} {m[f'ndcg@{k}']:>8.4f} "
                      f"{per_type} {m['cold_start'][f'recall@{k}']:>11.4f} "
-                     f"{m['coverage']:>9.3f} {m['popularity_percentile']:>8.3f}")
+                     f"{m['coverage']:>9.3f} {m['popularity_percentile']:>8.3f} {_rate(m.get('events_per_s')):>9}")
     accuracies = result.get("profile_accuracy")
     if accuracies:
         lines.append("")
@@ -48,6 +49,10 @@ def table(result: dict[str, Any]) -> str:
                 if key.startswith("ndcg") and value is not None)
                 + f" ({accuracy['users_drifted']} drifted, {accuracy['users_stable']} stable users)")
     return "\n".join(lines)
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
 
 
 def via_kafka_table(result: dict[str, Any]) -> str:

@@ -176,7 +176,7 @@ def run_bench(n: int, users: int, items: int, timeout: float, rate: float | None
             rss_done = rss_bytes(workers[0].pid)
             print_measured(f"stream-app, {count} worker{'s' if count > 1 else ''}", result, rate, plain)
             if count == 1:
-                print_memory(settings, events, rss_ready, rss_done)
+                print_memory(settings, events, rss_ready, rss_done, backlog=rate is None)
             for worker in workers:
                 worker.stop()
         return 0
@@ -218,7 +218,7 @@ def rss_bytes(pid: int) -> int | None:
 
 
 def print_memory(settings: Settings, events: list[dict[str, Any]], rss_ready: int | None,
-                 rss_done: int | None) -> None:
+                 rss_done: int | None, backlog: bool) -> None:
     """Bytes per user profile (its changelog record, its Redis hash) and the worker's RSS growth."""
     users = {e["user_id"] for e in events}
     items = {e["item_id"] for e in events}
@@ -230,8 +230,9 @@ def print_memory(settings: Settings, events: list[dict[str, Any]], rss_ready: in
         grown = rss_done - rss_ready
         print(f"  worker RSS {rss_ready / 2**20:,.0f} MiB ready -> {rss_done / 2**20:,.0f} MiB after "
               f"{len(users):,} users and {len(items):,} items: {grown / 2**20:,.0f} MiB more, "
-              f"{grown / len(users) * 100_000 / 2**20:,.0f} MiB per 100k users with their events "
-              f"(items held with them; `--users` and `--items` apart separate the two)")
+              f"{grown / len(users) * 100_000 / 2**20:,.0f} MiB per 100k users with their items and events"
+              + (" (at full speed the backlog the worker buffered counts in it: offer a --rate it keeps up "
+                 "with for the state alone)" if backlog else ""))
 
 
 def profile_sizes(settings: Settings, sample: list[str]) -> dict[str, float]:
