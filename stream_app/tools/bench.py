@@ -25,6 +25,7 @@ import redis
 from ..config import Settings
 from ..errors import ServiceTimeout
 from ..store.redis_store import worker_statuses
+from ..stream.model_control import publish
 from ..stream.topics import ensure_topics
 from .consume import TopicReader, read_to_end, wait_committed
 from .plain_app import output_topic, plain_settings
@@ -70,9 +71,9 @@ def latency_summary(sent_ms: Mapping[str, float], records: Iterable[Any]) -> dic
 
 def train_bench_encoder(run: Any, events: list[dict[str, Any]]) -> str:
     """A production-sized encoder (dim 32, GRU 64, 20 steps; one epoch) trained on the bench's own
-    events, published as live before the worker starts. Needs the `train` extra."""
+    events into the run's registry (each run announces it live before its workers start). Needs the
+    `train` extra."""
     from ..errors import StreamAppError
-    from ..stream.model_control import publish
 
     try:
         from stream_app_train.train import TrainConfig, train
@@ -82,7 +83,6 @@ def train_bench_encoder(run: Any, events: list[dict[str, Any]]) -> str:
     log = run.log_dir / "bench-events.jsonl"
     log.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
     manifest = train(log, "jsonl", run.settings.registry_dir, TrainConfig(epochs=1))
-    publish(run.settings, "live", manifest["version"])
     return manifest["version"]
 
 
@@ -170,6 +170,8 @@ def run_bench(n: int, users: int, items: int, timeout: float, rate: float | None
             settings = run.settings if len(worker_counts) == 1 and not baseline else run.settings.replace(
                 namespace=f"{run.settings.namespace}w{count}.")
             ensure_topics(settings)
+            if version is not None:
+                publish(settings, "live", version)
             workers = start_workers(run, settings, count, timeout)
             rss_ready = rss_bytes(workers[0].pid)
             result = measure(settings, settings.topics.recommendations, events, rate, timeout, workers)
