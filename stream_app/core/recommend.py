@@ -203,11 +203,16 @@ def _category_columns(matrix: np.ndarray, index: ItemIndex, event: Event, ids: l
                       categories: list[str | None], category_share: dict[str, float], in_category: dict[str, float],
                       session_categories: dict[str, float], next_categories: dict[str, float],
                       fill: Callable[..., None]) -> None:
-    """The category features of every candidate (FEATURES from same_category on)."""
-    def by_category(values: dict[str, float]) -> list[float]:
-        return [values.get(c, 0.0) if c is not None else 0.0 for c in categories]
+    """The category features of every candidate (FEATURES from same_category on). A list holds a few
+    categories many times over: each lookup is done once per category and spread by index."""
+    distinct = list(dict.fromkeys(categories))
+    code = {category: k for k, category in enumerate(distinct)}
+    codes = np.fromiter((code[c] for c in categories), dtype=np.intp, count=len(categories))
 
-    matrix[:, _F["same_category"]] = [1.0 if c is not None and c == event.category else 0.0 for c in categories]
+    def by_category(values: Mapping[str | None, float]) -> np.ndarray:
+        return np.array([values.get(c, 0.0) if c is not None else 0.0 for c in distinct])[codes]
+
+    matrix[:, _F["same_category"]] = by_category({event.category: 1.0}) if event.category is not None else 0.0
     matrix[:, _F["category_affinity"]] = by_category(category_share)
     fill("category_rank", in_category)
     matrix[:, _F["category_rank_here"]] = matrix[:, _F["category_rank"]] * matrix[:, _F["same_category"]]
@@ -219,18 +224,17 @@ def _category_columns(matrix: np.ndarray, index: ItemIndex, event: Event, ids: l
     next_after_main = index.next_categories(session_main) if session_main is not None else {}
     for column, following in (("category_model", next_categories), ("category_model_session", next_after_main)):
         if following:
-            matrix[:, _F[column]] = _category_model(index, following, ids, categories)
+            total = sum(following.values())
+            matrix[:, _F[column]] = _category_model(index, by_category({c: p / total for c, p in following.items()}),
+                                                    ids, categories)
 
 
-def _category_model(index: ItemIndex, following: dict[str, float], ids: list[str],
-                    categories: list[str | None]) -> np.ndarray:
-    """P(the next item's category) x P(the item within its category), as a share of the best candidate's."""
-    total = sum(following.values())
+def _category_model(index: ItemIndex, step: np.ndarray, ids: list[str], categories: list[str | None]) -> np.ndarray:
+    """P(the next item's category) (`step`, per candidate) x P(the item within its category), as a share
+    of the best candidate's."""
     column = np.zeros(len(ids))
-    for row, (item_id, category) in enumerate(zip(ids, categories)):
-        step = following.get(category) if category is not None else None
-        if step:
-            column[row] = step / total * index.within_category(category).get(item_id, 0.0)
+    for row in np.flatnonzero(step).tolist():
+        column[row] = step[row] * index.within_category(categories[row]).get(ids[row], 0.0)
     best = column.max()
     return log_share(column / best) if best > 0 else column
 
