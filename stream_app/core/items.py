@@ -328,20 +328,50 @@ def evict_idle_items(store: dict[str, Any], before_ts: int) -> int:
 
 class InMemoryItemIndex(CachedItemIndex):
     """The item state of one process (a worker's or evaluate's item feed): one partition; signals merge
-    in on `apply`, and the derived lists are refreshed once per call."""
+    in on `apply`, and `begin_batch` then drops what was derived from the keys that changed (the rest
+    stays valid: decay is uniform, so a list's shares change only when its key does)."""
 
     def __init__(self, settings: Settings):
         super().__init__(settings, partitions=1)
         self.store: dict[str, Any] = {}
+        self._changed: set[str] | None = None  # keys written since begin_batch; None: start afresh
 
     def load(self, key: str) -> Any:
         return self.store.get(key)
 
     def apply(self, signals: Iterable[Mapping[str, Any]]) -> None:
-        self.store.update(apply_signals(self.store.get, signals, 0, self.settings))
+        writes = apply_signals(self.store.get, signals, 0, self.settings)
+        self.store.update(writes)
+        if self._changed is not None:
+            self._changed.update(writes)
 
     def evict_idle(self, before_ts: int) -> int:
-        return evict_idle_items(self.store, before_ts)
+        evicted = evict_idle_items(self.store, before_ts)
+        if evicted:
+            self._changed = None  # many lists and entries changed at once
+        return evicted
+
+    def begin_batch(self) -> None:
+        changed, self._changed = self._changed, set()
+        if changed is None:
+            super().begin_batch()
+            return
+        for key in changed:
+            kind, _, rest = key.partition(":")
+            if kind == "i":
+                for cache in (self._entries, self._neighbors, self._followers, self._item_category):
+                    cache.pop(rest, None)
+            elif kind == "c":
+                category = rest.partition(":")[2]
+                self._categories.pop(category, None)
+                self._within_category.pop(category, None)
+            elif kind == "k":
+                self._next_categories.pop(rest, None)
+        size = self.settings.popular_per_partition
+        if popular_key(0) in changed:
+            self._popular = dict(self._merged(popular_key, size))
+        if trending_key(0) in changed:
+            self._trending = dict(self._merged(trending_key, size))
 
     def item_count(self) -> int:
         """Items in the state (beside the derived popular, trending and category lists)."""
