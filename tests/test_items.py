@@ -126,3 +126,37 @@ def test_a_co_visit_counts_less_the_longer_apart_the_two_events():
     nb = buf.by_item["b"]["neighbors"]
     assert decay.value_at(nb["near"], 0, 10**9) == pytest.approx(1.0)
     assert decay.value_at(nb["far"], 0, 10**9) == pytest.approx(0.25)  # two gap half-lives
+
+
+def test_after_each_batch_the_in_memory_index_reads_exactly_as_one_derived_afresh_from_its_store():
+    """begin_batch drops only what was derived from the keys the batch wrote: every read after it
+    (entries' neighbours and followers, categories, category tops and shares, category steps, popular,
+    trending) equals a fresh index's over the same store, through 40 batches and an eviction."""
+    settings = Settings(category_items=5, popular_per_partition=8)
+    rng = random.Random(11)
+    items = [f"i{n}" for n in range(60)]
+    categories = [f"c{n}" for n in range(6)]
+    index = InMemoryItemIndex(settings)
+
+    def reads(ix: InMemoryItemIndex) -> list:
+        return ([ix.neighbors(i) for i in items] + [ix.followers(i) for i in items] + [ix.categories_of(items)]
+                + [ix.category_items(c) for c in categories] + [ix.within_category(c) for c in categories]
+                + [ix.next_categories(c) for c in categories] + [ix.popular(), ix.trending()])
+
+    for batch in range(40):
+        buf = SignalBuffer.for_settings(settings)
+        ts = batch * 60_000
+        for _ in range(rng.randint(1, 6)):  # a few items change per batch: most caches stay
+            item = rng.choice(items[: 10 + batch])
+            buf.add_interaction(item, [(rng.choice(items), rng.randint(0, 9_000))], rng.choice([1.0, 3.0]), ts,
+                                category=categories[items.index(item) % len(categories)])
+            buf.add_sequence(item, [rng.choice(items)], ts)
+            buf.add_category_step(rng.choice(categories), rng.choice(categories), ts)
+        index.apply(m for _, m in buf.messages())
+        if batch == 30:
+            assert index.evict_idle(10 * 60_000) > 0
+        index.begin_batch()
+        fresh = InMemoryItemIndex(settings)
+        fresh.store = index.store
+        fresh.begin_batch()
+        assert reads(index) == reads(fresh), batch
