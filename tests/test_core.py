@@ -232,3 +232,22 @@ def test_every_feature_column_is_filled_on_a_synthetic_log():
     filled = np.abs(np.vstack(rows)).max(axis=0) > 0
     unfilled = {name for name, ok in zip(FEATURES, filled) if not ok}
     assert unfilled == {"encoder", "content", "content_last"}
+
+
+def test_shown_rows_are_stored_deflated_and_rows_an_earlier_release_stored_plain_still_read():
+    import base64
+
+    import numpy as np
+
+    from stream_app.core.recommend import N_FEATURES, Ranked, decode_features
+
+    rows = np.zeros((50, N_FEATURES))
+    rows[:, :5] = np.linspace(0.0, 1.0, 250).reshape(50, 5)  # a third non-zero, like real lists
+    text = Ranked([], [], rows).encoded_features()
+    plain = base64.b64encode(rows.astype(np.float16).tobytes()).decode("ascii")  # as written before
+    assert text.startswith("z:") and len(text) < len(plain) / 2
+    for stored in (text, plain):
+        assert np.array_equal(decode_features(stored, 50), rows.astype(np.float16).astype(np.float64))
+    assert decode_features(text, 49) is None  # another layout: not learned from
+    for broken in ("z:not-deflated", "z:!!", "%%%"):  # a corrupt record: nothing learned, nothing raised
+        assert decode_features(broken, 50) is None
