@@ -199,12 +199,12 @@ def _fill(matrix: np.ndarray, ids: list[str], row_of: dict[str, int], column: st
     the candidates; the user's items may be many more)."""
     col = _F[column]
     if len(values) < len(ids):
-        rows, found = [], []
-        for item_id, value in values.items():
-            row = row_of.get(item_id)
-            if row is not None:
-                rows.append(row)
-                found.append(value)
+        rows = list(map(row_of.get, values))
+        found = list(values.values()) if constant is None else None
+        if None in rows:  # some are not candidates
+            kept = [k for k, row in enumerate(rows) if row is not None]
+            rows = [rows[k] for k in kept]
+            found = None if found is None else [found[k] for k in kept]
         matrix[rows, col] = found if constant is None else constant
     elif constant is None:
         matrix[:, col] = [values.get(item_id, 0.0) for item_id in ids]
