@@ -234,7 +234,7 @@ def test_every_feature_column_is_filled_on_a_synthetic_log():
     assert unfilled == {"encoder", "content", "content_last"}
 
 
-def test_shown_rows_are_stored_deflated_and_rows_an_earlier_release_stored_plain_still_read():
+def test_shown_rows_are_stored_sparse_and_rows_an_earlier_release_stored_dense_still_read():
     import base64
 
     import numpy as np
@@ -242,12 +242,15 @@ def test_shown_rows_are_stored_deflated_and_rows_an_earlier_release_stored_plain
     from stream_app.core.recommend import N_FEATURES, Ranked, decode_features
 
     rows = np.zeros((50, N_FEATURES))
-    rows[:, :5] = np.linspace(0.0, 1.0, 250).reshape(50, 5)  # a third non-zero, like real lists
+    rows[:, :5] = np.linspace(0.0, 1.0, 250).reshape(50, 5)  # a sixth non-zero; real lists hold a third
+    rows[3, 7] = -0.25
     text = Ranked([], [], rows).encoded_features()
-    plain = base64.b64encode(rows.astype(np.float16).tobytes()).decode("ascii")  # as written before
-    assert text.startswith("z:") and len(text) < len(plain) / 2
-    for stored in (text, plain):
+    dense = base64.b64encode(rows.astype(np.float16).tobytes()).decode("ascii")  # as written before
+    assert text.startswith("s:") and len(text) < len(dense) / 3
+    for stored in (text, dense):
         assert np.array_equal(decode_features(stored, 50), rows.astype(np.float16).astype(np.float64))
-    assert decode_features(text, 49) is None  # another layout: not learned from
-    for broken in ("z:not-deflated", "z:!!", "%%%"):  # a corrupt record: nothing learned, nothing raised
-        assert decode_features(broken, 50) is None
+    assert decode_features(text, 49) is None and decode_features(dense, 49) is None  # another layout
+    empty = Ranked([], [], np.zeros((0, N_FEATURES))).encoded_features()
+    assert decode_features(empty, 0).shape == (0, N_FEATURES)
+    for broken in ("s:AAAA", "s:!!", "%%%", "s:" + text[2:-8], dense[:-4] + "AA=="):  # nothing learned, nothing raised
+        assert decode_features(broken, 50) is None, broken
