@@ -13,13 +13,14 @@ from .state import Fields, StateError
 
 
 class OnlineRanker(Persistent):
-    """A logistic regression (Adam; River's, on arrays: `AdamLogistic`) over candidate features, one per input partition (its state moves
-    with the partition), learned pairwise (RankNet's idea with a linear scorer): each list's candidates
-    (the shown items and the next best ones) are judged by the user's next event; when the hit item is
-    among them, even where the ranking left it out of the shown part, it is paired with up to
-    `negatives` candidates that were not hit, picked by a hash of (seed, event, item) so a replay
-    learns the same pairs, and the model learns that the difference of their feature rows (hit minus
-    other) is positive and its opposite negative. Scores are then decision values whose order is the
+    """A logistic regression with Adam (River's, stepped on arrays: `AdamLogistic`) over candidate
+    features, one per input partition (its state moves with the partition), learned pairwise
+    (RankNet's idea with a linear scorer): each list's candidates (the shown items and the next best
+    ones) are judged by the user's next event; when the hit item is among them, even where the
+    ranking left it out of the shown part, it is paired with up to `negatives` candidates that were
+    not hit, picked by a hash of (seed, event, item) so a replay learns the same pairs, and the model
+    learns that the difference of their feature rows (hit minus other) is positive and its opposite
+    negative. Scores are then decision values whose order is the
     ranking. Lists whose next item is not among the candidates teach nothing about order and are
     skipped: pointwise, most of its labels were "not this" from such lists.
 
