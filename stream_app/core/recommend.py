@@ -92,8 +92,9 @@ class Ranked:
 
     def encoded_features(self) -> str:
         """The rows as float16, sparse (two thirds of the values are 0): a header (rows, features), a bit
-        per value (is it non-zero), the non-zero values; in base64 after SPARSE. A third of the bytes of
-        the dense rows, which were more than half of a profile's, for a few microseconds."""
+        per value (is it non-zero), the non-zero values; in base64 after SPARSE. Two fifths of the bytes
+        of the dense rows (1,557 of 3,845 on the synthetic log), which were more than half of a
+        profile's, for a few microseconds."""
         flat = self.features.astype(np.float16).ravel()
         present = flat != 0
         payload = (np.array(self.features.shape, dtype="<u2").tobytes() + np.packbits(present).tobytes()

@@ -26,14 +26,14 @@ from .embedded import Embedded, free_port, with_embedded
 
 class WorkerProcess:
     def __init__(self, settings: Settings, log_path: Path, loglevel: str = "info", module: str | None = None):
-        """A worker; or `module`, run as `python -m module worker` (bench's plain Faust app)."""
+        """A worker; or `module`, run as `python -m module` (bench's plain Faust app)."""
         self.log_path = log_path
         self.web_port = free_port()
         log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **settings.to_env()}
         with open(log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", module, "worker"] if module else
+                [sys.executable, "-m", module] if module else
                 [sys.executable, "-m", "stream_app.cli", "worker", "--loglevel", loglevel,
                  "--web-port", str(self.web_port)],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
