@@ -371,3 +371,31 @@ def test_erasure_requests_wait_for_their_partition_owner_and_are_applied_once():
     reasons = {o: c.reason for _, o, c in due if isinstance(c, Rejection)}
     assert reasons == {2: "wrong_partition", 3: "invalid_json"}
     assert feed.due({mine}, erased) == []  # handed out once
+
+
+def test_the_table_keeps_each_profile_in_bytes_of_its_own_size_not_in_the_serializers_larger_buffer(settings):
+    """orjson's output keeps the buffer it grew while writing (4 KiB at least); the profile table holds
+    every active user's snapshot, so a worker's memory per user was about 3x the profile's size."""
+    import gc
+    import tracemalloc
+
+    profiles: dict = {}
+    events = [Event.from_dict({"event_id": f"e{u}-{i}", "user_id": f"u{u}", "item_id": f"i{(u + i) % 7}",
+                               "type": "click", "ts": 1_700_000_000_000 + 60_000 * i, "schema_version": 1})
+              for u in range(200) for i in range(3)]
+    tracemalloc.start()
+    try:
+        handler = BatchHandler(settings, profiles, PartitionState({}, settings), InMemoryItemIndex(settings),
+                               Counters(), now=0)
+        handler.process_round([ready(e, i) for i, e in enumerate(events)], None, None)
+        handler.snapshots("profiles.changelog", {}, "learners.changelog")
+        del handler  # its outbox holds the records to send
+        gc.collect()
+        text = sum(len(value) for value in profiles.values())
+        held = tracemalloc.get_traced_memory()[0]
+        profiles.clear()
+        freed = held - tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert len(events) == 600 and text > 200 * 1000
+    assert freed < 1.2 * text, (freed, text)
