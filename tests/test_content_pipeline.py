@@ -98,8 +98,17 @@ def test_through_kafka_with_content_every_list_equals_the_in_process_pass(conten
     catalogue, _ = load_catalogue(SAMPLE, SAMPLE_FORMAT)
     index = index_catalogue(TextEncoder.load(root, version), {i: item_text(r) for i, r in catalogue.items()})
     result = evaluate_via_kafka(SAMPLE, SAMPLE_FORMAT, limit=1200, items=(SAMPLE, SAMPLE_FORMAT), content=index,
-                                registry_dir=str(root), timeout=300)
+                                registry_dir=str(root), timeout=300, baselines=True, light=True)
     assert result["recommendations_published"] == result["recommendations_in_process"] == 1200
+    # the light baselines ran in the same in-process pass, and the published lists are set against the best
+    assert set(result["other_rows"]) == {"stream-app, no content", "content only", "sequential rules only",
+                                         "sequential rules (steps 10)"}
+    best = max(((name, row) for name, row in result["other_rows"].items() if not name.startswith("stream-app")),
+               key=lambda named: named[1]["recall@20"])
+    assert result["against_best"]["row"] == best[0]
+    assert result["against_best"]["relative_recall"] == pytest.approx(
+        result["via_kafka"]["recall@20"] / best[1]["recall@20"] - 1)
+    assert f"against the best baseline row, {best[0]}" in via_kafka_table(result)
     assert (result["lists_differ"], result["versions_differ"]) == (0, 0), via_kafka_table(result)
     assert result["via_kafka"]["cold@20"] == result["in_process"]["cold@20"] > 0
     assert result["content"] == version and "cold@20" in via_kafka_table(result)

@@ -117,3 +117,18 @@ def test_the_item_just_seen_baseline_hits_exactly_the_repeated_events():
     just_seen = evaluate_events(events, Settings(), k=20)["models"]["item just seen"]
     assert just_seen["judged"] == 3 and just_seen["recall@20"] == pytest.approx(2 / 3)
     assert just_seen["mrr@20"] == pytest.approx(2 / 3)  # a hit is always at rank 1
+
+
+def test_the_published_lists_are_set_against_the_best_baseline_not_against_the_hybrids_own_variants():
+    from stream_app.evaluate.via_kafka import compare_to_best
+
+    rows = {"stream-app, ranker off (prior)": {"recall@20": 0.50, "mrr@20": 0.30},
+            "V-SKNN (k=100, sample 500)": {"recall@20": 0.40, "mrr@20": 0.10},
+            "sequential rules only": {"recall@20": 0.40, "mrr@20": 0.20},
+            "popular": {"recall@20": 0.10, "mrr@20": 0.05}}
+    best = compare_to_best({"recall@20": 0.44, "mrr@20": 0.19}, rows, 20)
+    assert best["row"] == "sequential rules only"  # a tie in Recall@20 goes to the higher MRR
+    assert best["relative_recall"] == pytest.approx(0.10)
+    assert best["mrr_not_worse"] is False
+    assert compare_to_best({"recall@20": 0.44, "mrr@20": 0.2}, rows, 20)["mrr_not_worse"] is True
+    assert compare_to_best({"recall@20": 0.44, "mrr@20": 0.2}, {"stream-app": rows["popular"]}, 20) is None

@@ -376,7 +376,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         result = evaluate_via_kafka(args.log, args.format, args.k, args.rate, workers=args.workers,
                                     max_idle_ms=args.max_idle_ms, busy=args.busy, limit=args.limit,
                                     timeout=args.timeout, items=(args.items, args.items_format) if content else None,
-                                    content=content, registry_dir=settings.registry_dir)
+                                    content=content, registry_dir=settings.registry_dir,
+                                    baselines=not args.no_baselines, light=args.light)
         print(via_kafka_table(result))
         _write_json(result, args.json, f"evaluation-via-kafka-{Path(args.log).stem}.json")
         return 0

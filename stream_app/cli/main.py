@@ -121,6 +121,9 @@ def add_evaluate_command(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--light", action="store_true",
                     help="only the stream-app rows, content and sequential rules alone, and the sequential-rules "
                          "baseline (for long logs)")
+    ev.add_argument("--no-baselines", action="store_true",
+                    help="with --via-kafka: the in-process pass runs the stream-app row only (the baselines "
+                         "cost most of a long log's time)")
     ev.set_defaults(fn=cmd_evaluate)
 
 

@@ -50,7 +50,8 @@ def score_published(events: list[dict[str, Any]], published: dict[str, list[str]
 def evaluate_via_kafka(path: str | Path, fmt: str, k: int = 20, rate: float | None = None, workers: int = 1,
                        timeout: float = 900.0, max_idle_ms: int = 2000, busy: bool = False,
                        limit: int | None = None, items: tuple[str | Path, str] | None = None,
-                       content: ContentIndex | None = None, registry_dir: str | None = None) -> dict[str, Any]:
+                       content: ContentIndex | None = None, registry_dir: str | None = None,
+                       baselines: bool = False, light: bool = False) -> dict[str, Any]:
     """Replay the log at `rate` events/s (None: as fast as possible) through `workers` real workers,
     read the recommendations topic as a downstream service would, score it, and set it beside the
     in-process pass over the same log with the same settings. The workers order the input by event
@@ -60,7 +61,9 @@ def evaluate_via_kafka(path: str | Path, fmt: str, k: int = 20, rate: float | No
     replay producer's stalls between topics. `busy`: run a CPU-bound process beside the workers.
     `items` (a catalogue file and its format) and `content` (its index under a content model of
     `registry_dir`): the catalogue is loaded to the items topic and the model announced before the
-    workers start, and the in-process pass uses the same index."""
+    workers start, and the in-process pass uses the same index. `baselines` (`light`: the light set):
+    the in-process pass also runs the baselines, so the published recommendations are set against the
+    best of them from the same pass (`compare_to_best`)."""
     from ..tools.consume import TopicReader, wait_committed
     from ..tools.processes import busy_process, one_off_run, wait_ready_workers
     from ..tools.replay import produce_events
@@ -103,7 +106,8 @@ def evaluate_via_kafka(path: str | Path, fmt: str, k: int = 20, rate: float | No
         ordering = worker_ordering_counters(settings, len(started_workers), int(time.time() * 1000))
     via_kafka = score_published(events, published, k, settings.batch_max)
     via_kafka["events_per_s"] = len(events) / seconds
-    in_process_run = evaluate_events(events, settings, k, baselines=False, record=True, content=content)
+    in_process_run = evaluate_events(events, settings, k, baselines=baselines, light=light, record=True,
+                                     content=content)
     in_process = in_process_run["models"]["stream-app"]
     recorded = in_process_run["recorded"]
     differ_lists = sum(1 for event_id, (_, items) in recorded.items() if published.get(event_id) != items)
@@ -119,7 +123,24 @@ def evaluate_via_kafka(path: str | Path, fmt: str, k: int = 20, rate: float | No
             "recommendations_in_process": len(recorded), "recommendations_published": len(published),
             "repeated_recommendations": repeated, "lists_differ": differ_lists, "versions_differ": differ_versions,
             "ordering": ordering,
-            "abs_difference": {key: abs(via_kafka[key] - in_process[key]) for key in keys}}
+            "abs_difference": {key: abs(via_kafka[key] - in_process[key]) for key in keys},
+            "other_rows": {name: row for name, row in in_process_run["models"].items() if name != "stream-app"},
+            "against_best": compare_to_best(via_kafka, in_process_run["models"], k)}
+
+
+def compare_to_best(scored: dict[str, Any], rows: dict[str, dict[str, Any]], k: int) -> dict[str, Any] | None:
+    """The published recommendations' scores against the best baseline row of the same pass by
+    Recall@k (rows named "stream-app..." are the hybrid's own variants, not baselines): its name,
+    the relative difference in Recall@k, and whether MRR@k is not worse. None without baselines."""
+    recall, mrr = f"recall@{k}", f"mrr@{k}"
+    others = {name: row for name, row in rows.items() if not name.startswith("stream-app")}
+    if not others:
+        return None
+    best = max(others, key=lambda name: (others[name][recall], others[name][mrr]))
+    row = others[best]
+    return {"row": best, recall: row[recall], mrr: row[mrr],
+            "relative_recall": scored[recall] / row[recall] - 1 if row[recall] else None,
+            "mrr_not_worse": scored[mrr] >= row[mrr]}
 
 
 def worker_ordering_counters(settings: Settings, workers: int, after_ms: int, timeout_s: float = 20.0
