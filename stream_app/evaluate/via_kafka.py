@@ -12,36 +12,42 @@ import orjson
 
 from ..config import Settings
 from ..core.content import ContentIndex
+from ..core.ordering import rounds
 from ..errors import ServiceTimeout
+from ..stream.partitioning import partition_of
 from ..tools.recorded import in_time_window, load_sorted
 from .metrics import COLD_START, PopularityPercentiles, Scoreboard
 from .prequential import evaluate_events
 
 
 def score_published(events: list[dict[str, Any]], published: dict[str, list[str]], k: int,
-                    batch: int) -> dict[str, Any]:
+                    settings: Settings) -> dict[str, Any]:
     """Metrics of published recommendations (trigger_event_id -> items), judged like the in-process
-    pass: each event by the list published after its user's previous event."""
+    pass and in its order (`ordering.rounds`, the order a worker applies the log): each event by the
+    list published after its user's previous event; an item's interactions before an event, which
+    make its target cold or not, are counted in that order too."""
     board = Scoreboard(k)
     popularity = PopularityPercentiles()
     previous: dict[str, str] = {}
     catalog: set[str] = set()
     interactions: collections.Counter[str] = collections.Counter()
-    missing = 0
-    for i, event in enumerate(events, 1):
-        before = previous.get(event["user_id"])
-        if before is not None:
-            items = published.get(before)
-            if items is None:
-                missing += 1
-                items = []
-            board.judge(items, event, popularity, interactions[event["item_id"]] < COLD_START)
-        interactions[event["item_id"]] += 1
-        previous[event["user_id"]] = event["event_id"]
-        popularity.learn(event["item_id"])
-        catalog.add(event["item_id"])
-        if i % batch == 0:
-            popularity.refresh()
+    missing = n = 0
+    for _, released in rounds(events, settings, partition_of):
+        for event in (r.item for r in released):
+            before = previous.get(event["user_id"])
+            if before is not None:
+                items = published.get(before)
+                if items is None:
+                    missing += 1
+                    items = []
+                board.judge(items, event, popularity, interactions[event["item_id"]] < COLD_START)
+            interactions[event["item_id"]] += 1
+            previous[event["user_id"]] = event["event_id"]
+            popularity.learn(event["item_id"])
+            catalog.add(event["item_id"])
+            n += 1
+            if n % settings.batch_max == 0:
+                popularity.refresh()
     result = board.summary(catalog)
     result["missing_recommendations"] = missing
     return result
@@ -104,7 +110,7 @@ def evaluate_via_kafka(path: str | Path, fmt: str, k: int = 20, rate: float | No
                 published[rec["trigger_event_id"]] = [item["item_id"] for item in rec["items"]]
                 versions[rec["trigger_event_id"]] = rec["profile_version"]
         ordering = worker_ordering_counters(settings, len(started_workers), int(time.time() * 1000))
-    via_kafka = score_published(events, published, k, settings.batch_max)
+    via_kafka = score_published(events, published, k, settings)
     via_kafka["events_per_s"] = len(events) / seconds
     in_process_run = evaluate_events(events, settings, k, baselines=baselines, light=light, record=True,
                                      content=content)
