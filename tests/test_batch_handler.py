@@ -399,3 +399,54 @@ def test_the_table_keeps_each_profile_in_bytes_of_its_own_size_not_in_the_serial
         tracemalloc.stop()
     assert len(events) == 600 and text > 200 * 1000
     assert freed < 1.2 * text, (freed, text)
+
+
+def test_an_erasure_waits_for_its_dead_letters_to_be_listed_beside_the_batches_not_inside_one(settings):
+    """Listing the dead letters reads the whole dead-letter topic (minutes on a big one): it runs beside the
+    batches, and the request is applied by the first batch after it is done, with the records it found."""
+    import asyncio
+
+    from stream_app.contracts import Source
+    from stream_app.stream.erasures import ErasedUsers, ErasureFeed
+    from stream_app.stream.partitioning import partition_of
+
+    async def scenario():
+        woken, asked, release = [], [], asyncio.Event()
+
+        async def retry(what, action, *args):
+            return await action(*args)
+
+        async def slow_listing(users):
+            asked.append(set(users))
+            await release.wait()
+            return {USER: [{"partition": 0, "offset": 7}]}
+
+        feed = ErasureFeed(settings, settings.partitions, lambda: woken.append(1), "w", retry)
+        feed.dead_letters, feed.retention = slow_listing, (1000, "setting")
+        mine = partition_of(USER, settings.partitions)
+        for offset, user in enumerate([USER, USER]):  # asked twice: both wait, both are applied
+            value = orjson.dumps({"request_id": f"r{offset}", "user_id": user, "requested_at": 1,
+                                  "schema_version": 1})
+            feed.push(user.encode(), value, Source("erasures", mine, offset))
+        erased = ErasedUsers({}, settings, "erased.changelog", "profiles.changelog")
+
+        def batch() -> BatchHandler:
+            return BatchHandler(settings, {}, PartitionState({}, settings), InMemoryItemIndex(settings), Counters(),
+                                now=0, erased=erased)
+
+        for _ in range(3):  # batches while the listing runs: nothing applied, one listing
+            handler = batch()
+            await asyncio.wait_for(feed.apply(handler, {mine}), 1)
+            assert handler.counters.erased_users == 0 and handler.outbox.records == []
+            await asyncio.sleep(0)
+        assert asked == [{USER}] and erased.next_offset(mine) == 0 and not woken
+        release.set()
+        await feed.listing
+        assert woken
+        handler = batch()
+        await feed.apply(handler, {mine})
+        assert handler.counters.erased_users == 2 and erased.next_offset(mine) == 2
+        assert [r["dead_letters"]["records"] for r in handler.receipts] == [[{"partition": 0, "offset": 7}]] * 2
+        assert feed.listed == {} and asked == [{USER}]
+
+    asyncio.run(scenario())

@@ -2,8 +2,9 @@
 and the receipt.
 
 Every worker reads every partition of the erasures topic from its beginning (`ErasureFeed.run`); a
-request waits until the worker that owns the user's partition applies it between two rounds of a batch, under the batch lock, so it never races
-with a batch touching the same user (`BatchHandler.erase`). That worker deletes the profile (table,
+request waits until the worker that owns the user's partition has listed the dead letters naming the
+user (a task reading that topic beside the batches) and applies it between two rounds of a batch, under
+the batch lock, so it never races with a batch touching the same user (`BatchHandler.erase`). That worker deletes the profile (table,
 changelog and profiles-topic tombstones, Redis: the path of idle-user eviction) and writes a record of
 the erasure to the `erased-users` table: a keyed hash of the user id and the erasure's time. From then
 on the user's events dated at or before that time are dropped (counted, not dead-lettered: a dead
@@ -139,6 +140,10 @@ class ErasureFeed:
         self.pending: dict[int, dict[int, ErasureRequest | Rejection]] = collections.defaultdict(dict)
         self.read = 0
         self.retention: tuple[int, str] | None = None  # the dead-letter topic's, once asked
+        # The dead letters naming each user with a request due, listed outside the batch lock (reading the
+        # whole topic can take minutes): user -> (records, a note when they could not be listed)
+        self.listed: dict[str, tuple[list[dict[str, int]], str | None]] = {}
+        self.listing: asyncio.Task | None = None
 
     async def run(self) -> None:
         settings = self.settings
@@ -232,25 +237,54 @@ class ErasureFeed:
     async def apply(self, handler: Any, owned: set[int]) -> None:
         """Apply the due requests of the worker's own partitions to this batch (before its rounds): each
         erases its user (`BatchHandler.erase`) or, invalid, is dead-lettered; the partition's applied
-        offset goes with the batch."""
+        offset goes with the batch. A request waits (and those after it in its partition) until the
+        dead letters naming its user are listed, by a task that reads the topic beside the batches
+        and wakes the worker when done: the batches go on meanwhile."""
         erased = handler.erased
         due = self.due(owned, erased)
         if not due:
             return
-        users = {checked.user_id for _, _, checked in due if isinstance(checked, ErasureRequest)}
-        note = DEAD_LETTER_NOTE
-        try:
-            dead = await self.retry("list the dead letters of erased users", self.dead_letters, users) if users else {}
-        except Exception as exc:  # a bug must not stop the partition: erase all the same, say what is missing
-            log.error("cannot list the dead letters of erased users (%r); their receipts say so", exc)
-            dead, note = {}, f"{DEAD_LETTER_NOTE}. NOT LISTED: the topic could not be read ({exc!r})"
-        retention_ms, source = await self.dead_letter_retention()
-        for partition, offset, checked in due:
+        ready = self._listed_prefix(due)
+        self.listed = {user: found for user, found in self.listed.items()
+                       if any(getattr(checked, "user_id", None) == user for _, _, checked in due)}
+        retention_ms, source = await self.dead_letter_retention() if ready else (0, "")
+        for partition, offset, checked in ready:
             if isinstance(checked, Rejection):
                 handler.dead_letter(checked)
             else:
+                records, failure = self.listed[checked.user_id]
                 handler.erase(checked, partition, self.worker_id)
-                handler.receipts[-1]["dead_letters"].update(records=dead.get(checked.user_id, []), note=note,
-                                                            retention_ms=retention_ms, retention_source=source)
+                handler.receipts[-1]["dead_letters"].update(
+                    records=records, retention_ms=retention_ms, retention_source=source,
+                    note=DEAD_LETTER_NOTE if failure is None else f"{DEAD_LETTER_NOTE}. NOT LISTED: {failure}")
             key, value = erased.applied_through(partition, offset)
             handler.outbox.add(erased.changelog, key, value, partition)
+        for _, _, checked in ready:
+            self.listed.pop(getattr(checked, "user_id", None), None)
+
+    def _listed_prefix(self, due: list[tuple[int, int, ErasureRequest | Rejection]]
+                       ) -> list[tuple[int, int, ErasureRequest | Rejection]]:
+        """Of each partition's due requests (offset order), those up to the first whose user's dead letters
+        are not listed yet; the rest go back to `pending` and a listing starts for their users."""
+        ready, unlisted, held = [], set(), set()
+        for partition, offset, checked in due:
+            user = checked.user_id if isinstance(checked, ErasureRequest) else None
+            if partition in held or (user is not None and user not in self.listed):
+                held.add(partition)
+                self.pending[partition][offset] = checked
+                if user is not None and user not in self.listed:
+                    unlisted.add(user)
+            else:
+                ready.append((partition, offset, checked))
+        if unlisted and (self.listing is None or self.listing.done()):
+            self.listing = asyncio.create_task(self._list(unlisted))
+        return ready
+
+    async def _list(self, users: set[str]) -> None:
+        try:
+            found, failure = await self.retry("list the dead letters of erased users", self.dead_letters, users), None
+        except Exception as exc:  # a bug must not stop the partition: erase all the same, say what is missing
+            log.error("cannot list the dead letters of erased users (%r); their receipts say so", exc)
+            found, failure = {}, f"the topic could not be read ({exc!r})"
+        self.listed.update({user: (found.get(user, []), failure) for user in users})
+        self.wake()
