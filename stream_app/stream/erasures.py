@@ -3,13 +3,13 @@ and the receipt.
 
 Every worker reads every partition of the erasures topic from its beginning (`ErasureFeed.run`); a
 request waits until the worker that owns the user's partition has listed the dead letters naming the
-user (a task reading that topic beside the batches) and applies it between two rounds of a batch, under
-the batch lock, so it never races with a batch touching the same user (`BatchHandler.erase`). That worker deletes the profile (table,
-changelog and profiles-topic tombstones, Redis: the path of idle-user eviction) and writes a record of
-the erasure to the `erased-users` table: a keyed hash of the user id and the erasure's time. From then
-on the user's events dated at or before that time are dropped (counted, not dead-lettered: a dead
-letter would store their payload again), so a replay of an old log does not bring the profile back;
-later events start a new profile. The table also keeps, per partition, the offset of the erasures
+user (a task reading that topic beside the batches) and applies it between two rounds of a batch,
+under the batch lock, so it never races with a batch touching the same user (`BatchHandler.erase`).
+That worker deletes the profile (table, changelog and profiles-topic tombstones, Redis: the path of
+idle-user eviction) and writes a record of the erasure to the `erased-users` table: a keyed hash of
+the user id and the erasure's time. From then on the user's events dated at or before that time are
+dropped (counted, not dead-lettered: a dead letter would store their payload again), so a replay of
+an old log does not bring the profile back; later events start a new profile. The table also keeps, per partition, the offset of the erasures
 topic applied through, so a request is applied once and a restarted worker skips what was applied.
 """
 
