@@ -29,6 +29,8 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -354,11 +356,24 @@ def drain(settings: Settings, crew: Crew, produced: Produced, timeout_s: float) 
             return
         except ServiceTimeout as exc:
             if time.monotonic() > deadline:
-                raise ServiceTimeout(f"{exc}; {stuck_report(settings, produced)}") from None
+                raise ServiceTimeout(f"{exc}; {stuck_report(settings, produced, crew.live())}") from None
 
 
-def stuck_report(settings: Settings, produced: Produced) -> str:
-    """Where the workers' commits stopped short of what was sent, and what each worker holds."""
+def readiness(worker: WorkerProcess) -> str:
+    """What the worker's /readyz answers (what it waits for), or why it does not answer: a worker whose
+    status is missing from Redis may still answer here, or its event loop may be stuck."""
+    try:
+        with urllib.request.urlopen(f"{worker.url}/readyz", timeout=2) as answer:
+            return answer.read().decode(errors="replace")[:300]
+    except urllib.error.HTTPError as refused:  # 503: not ready, and why
+        return refused.read().decode(errors="replace")[:300]
+    except OSError as exc:
+        return f"no answer ({exc!r:.100})"
+
+
+def stuck_report(settings: Settings, produced: Produced, live: list[WorkerProcess] = ()) -> str:
+    """Where the workers' commits stopped short of what was sent, what each worker holds (its status in
+    Redis) and what each live worker's /readyz says."""
     committed = committed_offsets(settings, produced.marks)
     behind = {f"{tp.topic}[{tp.partition}]": (committed[tp], mark) for tp, mark in produced.marks.items()
               if committed[tp] < mark}
@@ -368,4 +383,6 @@ def stuck_report(settings: Settings, produced: Produced) -> str:
                 for s in worker_statuses(client, settings.namespace)}
     finally:
         client.close()
-    return f"committed/sent where behind: {behind}; workers (partitions, held, pending): {held}"
+    ready = {worker.pid: readiness(worker) for worker in live}
+    return (f"committed/sent where behind: {behind}; workers (partitions, held, pending): {held}; "
+            f"live workers' /readyz: {ready}")
