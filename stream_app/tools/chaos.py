@@ -162,6 +162,10 @@ class ChaosServices:
                 proc.wait()
 
 
+#: How long a "leave" waits for every live worker to be ready before it stops one anyway.
+LEAVE_WAIT_S = 30.0
+
+
 @dataclass
 class Crew:
     """The worker processes; every fault on them is counted."""
@@ -177,7 +181,8 @@ class Crew:
     ended: set[int] = field(default_factory=set)  # pids this run stopped or killed
 
     def start(self) -> WorkerProcess:
-        worker = WorkerProcess(self.settings, self.log_dir / f"worker-{len(self.workers)}.log", "warn")
+        # info: Faust logs its group joins, assignments and table recovery, which a stuck drain is read by
+        worker = WorkerProcess(self.settings, self.log_dir / f"worker-{len(self.workers)}.log", "info")
         self.workers.append(worker)
         return worker
 
@@ -213,6 +218,14 @@ class Crew:
         self.joined += 1
 
     def leave(self) -> None:
+        """Stop one worker (SIGTERM: it leaves the group), once every live worker is ready, as a rolling
+        deploy steps. Tansu's group coordinator wedges when the group's leader leaves between the join
+        and the sync of a rebalance: every later join gets the same generation and no leader, for good
+        (Apache Kafka starts a new generation), so a leave in the middle of a rebalance would test the
+        embedded broker, not the workers."""
+        deadline = time.monotonic() + LEAVE_WAIT_S
+        while time.monotonic() < deadline and not all(ready(w) for w in self.live()):
+            time.sleep(0.5)
         live = self.live()
         if len(live) > 1:
             leaving = self.rng.choice(live)
@@ -357,6 +370,15 @@ def drain(settings: Settings, crew: Crew, produced: Produced, timeout_s: float) 
         except ServiceTimeout as exc:
             if time.monotonic() > deadline:
                 raise ServiceTimeout(f"{exc}; {stuck_report(settings, produced, crew.live())}") from None
+
+
+def ready(worker: WorkerProcess) -> bool:
+    """Does the worker take events (its /readyz answers 200)?"""
+    try:
+        with urllib.request.urlopen(f"{worker.url}/readyz", timeout=2) as answer:
+            return answer.status == 200
+    except OSError:  # 503 (HTTPError is an OSError), or no answer yet
+        return False
 
 
 def readiness(worker: WorkerProcess) -> str:
