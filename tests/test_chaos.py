@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+import orjson
 import pytest
 from conftest import wait_until
 
@@ -21,7 +22,7 @@ def test_a_short_chaos_run_loses_nothing_counts_nothing_twice_and_dead_letters_e
     plan = ChaosPlan(events=4000, users=200, items=800, rate=60.0, kill_every_s=(8.0, 14.0), poison_every=100,
                      broker_pause_s=3.0, redis_down_s=4.0, drain_timeout_s=240.0, seed=11)
     report = run_chaos(plan, Settings.from_env({}), tmp_path / "chaos", say=print)  # the timeline, on failure
-    assert report["passed"], report
+    assert report["passed"], orjson.dumps(report, option=orjson.OPT_INDENT_2, default=str).decode()
     # the faults really happened
     assert report["kills"] >= 3 and report["joins"] == 2 and report["leaves"] == 1
     assert report["faults"]["restart_redis"] == 1 and report["faults"]["pause_broker"] == 1
