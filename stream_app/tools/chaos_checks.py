@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import itertools
 import math
 import time
 from typing import Any, Protocol
@@ -41,10 +42,9 @@ def verify(settings: Settings, events: list[dict[str, Any]], poison: dict[str, s
     changelog, _ = latest_snapshots(settings, topic=f"{settings.group_id}-profiles-changelog")
     in_table = {u: Profile.from_json(raw).event_count if raw else 0 for u, raw in changelog.items()}
     report["table_count_mismatches"] = sum(in_table.get(u, 0) != n for u, n in expected.items())
+    differing = ((u, n) for u, n in sorted(expected.items()) if in_redis[u] != n or in_table.get(u, 0) != n)
     report["count_differences"] = {u: {"sent": n, "redis": in_redis[u], "table": in_table.get(u, 0)}
-                                   for u, n in sorted(expected.items())
-                                   if in_redis[u] != n or in_table.get(u, 0) != n}  # the first ones, to trace
-    report["count_differences"] = dict(list(report["count_differences"].items())[:20])
+                                   for u, n in itertools.islice(differing, 20)}  # the first ones, to trace
     report["recommendations"] = recommendation_check(settings, events)
     report["dead_letters"] = dead_letter_check(settings, poison)
     report["passed"] = (report["redis_count_mismatches"] == 0 and report["table_count_mismatches"] == 0
