@@ -22,7 +22,6 @@ from .kafka_security import KafkaSecurity
 
 EVENT_TYPES = ("browse", "click", "purchase")
 REC_POLICIES = ("every", "purchase", "debounce")
-EVENT_LOOPS = ("uvloop", "asyncio")
 LOG_FORMATS = ("text", "json")
 ENV_PREFIX = "STREAM_APP_"
 #: Settings read under their own names (the endpoints, the Kafka security settings) or in parts (weights)
@@ -246,8 +245,6 @@ class Settings:
     # Operations: `text` log lines for people, `json` (one object a line) for a log pipeline; how long
     # the read API waits for `?min_version=N` (read-your-writes) before answering 409.
     log_format: str = "text"
-    # The workers' event loop: uvloop (libuv) spends less of the one busy thread on sockets and callbacks
-    event_loop: str = "uvloop"
     read_wait_ms: int = 2000
     weights: EventWeights = field(default_factory=EventWeights)
 
@@ -255,9 +252,6 @@ class Settings:
         if self.log_format not in LOG_FORMATS:
             raise ConfigError(f"log_format={self.log_format!r} is not one of {', '.join(LOG_FORMATS)}: "
                               f"set {ENV_PREFIX}LOG_FORMAT to one of them")
-        if self.event_loop not in EVENT_LOOPS:
-            raise ConfigError(f"event_loop={self.event_loop!r} is not one of {', '.join(EVENT_LOOPS)}: "
-                              f"set {ENV_PREFIX}EVENT_LOOP to one of them")
         if self.rec_policy not in REC_POLICIES:
             raise ConfigError(
                 f"rec_policy={self.rec_policy!r} is not one of {', '.join(REC_POLICIES)}: "

@@ -378,7 +378,6 @@ class Worker(faust.Worker):
 
 def run_worker(settings: Settings, partitions: int, web_port: int, loglevel: str = "warn") -> None:
     """Run one worker in the foreground until SIGTERM/SIGINT."""
-    use_event_loop(settings)
     app = build_app(settings, partitions, web_port)
     logging.captureWarnings(True)  # library warnings become log lines too (one JSON object a line)
     worker = Worker(app, loglevel=loglevel, quiet=True,
@@ -387,12 +386,3 @@ def run_worker(settings: Settings, partitions: int, web_port: int, loglevel: str
     # its per-batch warning is noise.
     logging.getLogger("faust.transport.producer").setLevel(logging.ERROR)
     worker.execute_from_commandline()
-
-
-def use_event_loop(settings: Settings) -> None:
-    """The event loop every thread of this process creates from now on (the worker's and its consumer
-    thread's): call before the app exists."""
-    if settings.event_loop == "uvloop":
-        import uvloop
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())

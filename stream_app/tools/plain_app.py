@@ -62,10 +62,7 @@ def build_plain_app(settings: Settings, partitions: int) -> faust.App:
 def main() -> None:
     import logging
 
-    from ..stream.worker import use_event_loop
-
     settings = Settings.from_env()
-    use_event_loop(settings)  # the worker's, so that the two rates compare
     app = build_plain_app(settings, settings.partitions)
     logging.getLogger("faust.transport.producer").setLevel(logging.ERROR)
     faust.Worker(app, loglevel="warn", quiet=True).execute_from_commandline()
