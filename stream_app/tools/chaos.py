@@ -33,7 +33,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import orjson
 import redis
@@ -224,7 +224,7 @@ class Crew:
         (Apache Kafka starts a new generation), so a leave in the middle of a rebalance would test the
         embedded broker, not the workers."""
         deadline = time.monotonic() + LEAVE_WAIT_S
-        while time.monotonic() < deadline and not all(ready(w) for w in self.live()):
+        while time.monotonic() < deadline and not all(readyz(w)[0] for w in self.live()):
             time.sleep(0.5)
         live = self.live()
         if len(live) > 1:
@@ -372,28 +372,20 @@ def drain(settings: Settings, crew: Crew, produced: Produced, timeout_s: float) 
                 raise ServiceTimeout(f"{exc}; {stuck_report(settings, produced, crew.live())}") from None
 
 
-def ready(worker: WorkerProcess) -> bool:
-    """Does the worker take events (its /readyz answers 200)?"""
+def readyz(worker: WorkerProcess) -> tuple[bool, str]:
+    """Whether the worker takes events (its /readyz answers 200), and its answer (what it waits for) or
+    why there is none: a worker whose status is missing from Redis may still answer here, or its event
+    loop may be stuck."""
     try:
         with urllib.request.urlopen(f"{worker.url}/readyz", timeout=2) as answer:
-            return answer.status == 200
-    except OSError:  # 503 (HTTPError is an OSError), or no answer yet
-        return False
-
-
-def readiness(worker: WorkerProcess) -> str:
-    """What the worker's /readyz answers (what it waits for), or why it does not answer: a worker whose
-    status is missing from Redis may still answer here, or its event loop may be stuck."""
-    try:
-        with urllib.request.urlopen(f"{worker.url}/readyz", timeout=2) as answer:
-            return answer.read().decode(errors="replace")[:300]
+            return answer.status == 200, answer.read().decode(errors="replace")[:300]
     except urllib.error.HTTPError as refused:  # 503: not ready, and why
-        return refused.read().decode(errors="replace")[:300]
+        return False, refused.read().decode(errors="replace")[:300]
     except OSError as exc:
-        return f"no answer ({exc!r:.100})"
+        return False, f"no answer ({exc!r:.100})"
 
 
-def stuck_report(settings: Settings, produced: Produced, live: list[WorkerProcess] = ()) -> str:
+def stuck_report(settings: Settings, produced: Produced, live: Sequence[WorkerProcess] = ()) -> str:
     """Where the workers' commits stopped short of what was sent, what each worker holds (its status in
     Redis) and what each live worker's /readyz says."""
     committed = committed_offsets(settings, produced.marks)
@@ -405,6 +397,6 @@ def stuck_report(settings: Settings, produced: Produced, live: list[WorkerProces
                 for s in worker_statuses(client, settings.namespace)}
     finally:
         client.close()
-    ready = {worker.pid: readiness(worker) for worker in live}
+    answers = {worker.pid: readyz(worker)[1] for worker in live}
     return (f"committed/sent where behind: {behind}; workers (partitions, held, pending): {held}; "
-            f"live workers' /readyz: {ready}")
+            f"live workers' /readyz: {answers}")
