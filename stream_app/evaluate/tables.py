@@ -76,9 +76,8 @@ def via_kafka_table(result: dict[str, Any]) -> str:
                  f"{ordering['late_for_item_state']:,} after their item epoch was applied, "
                  f"{ordering['unscheduled']:,} outside the schedule, {ordering['stale_item_state']:,} with an item "
                  f"state past their epoch (a partition taken over from a worker that was behind)")
-    others, best = result.get("other_rows") or {}, result.get("against_best")
+    others, best, k = result.get("other_rows") or {}, result.get("against_best"), result["k"]
     if others:
-        k = result["k"]
         width = max(32, *(len(name) for name in others))
         lines.append(f"the other rows of the in-process pass:\n{'model':<{width}} {'Recall@' + str(k):>9} "
                      f"{'MRR@' + str(k):>8} {'NDCG@' + str(k):>8} {'R@' + str(k) + ' cold':>11}")
@@ -86,7 +85,6 @@ def via_kafka_table(result: dict[str, Any]) -> str:
             lines.append(f"{name:<{width}} {m[f'recall@{k}']:>9.4f} {m[f'mrr@{k}']:>8.4f} {m[f'ndcg@{k}']:>8.4f} "
                          f"{m['cold_start'][f'recall@{k}']:>11.4f}")
     if best is not None:
-        k = result["k"]
         relative = "-" if best["relative_recall"] is None else f"{best['relative_recall']:+.1%}"
         lines.append(f"through Kafka against the best baseline row, {best['row']} ({best[f'recall@{k}']:.4f}, "
                      f"MRR {best[f'mrr@{k}']:.4f}): Recall@{k} {relative}, MRR@{k} "

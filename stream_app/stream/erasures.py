@@ -245,8 +245,8 @@ class ErasureFeed:
         if not due:
             return
         ready = self._listed_prefix(due)
-        self.listed = {user: found for user, found in self.listed.items()
-                       if any(getattr(checked, "user_id", None) == user for _, _, checked in due)}
+        due_users = {checked.user_id for _, _, checked in due if isinstance(checked, ErasureRequest)}
+        self.listed = {user: found for user, found in self.listed.items() if user in due_users}
         retention_ms, source = await self.dead_letter_retention() if ready else (0, "")
         for partition, offset, checked in ready:
             if isinstance(checked, Rejection):
@@ -260,7 +260,8 @@ class ErasureFeed:
             key, value = erased.applied_through(partition, offset)
             handler.outbox.add(erased.changelog, key, value, partition)
         for _, _, checked in ready:
-            self.listed.pop(getattr(checked, "user_id", None), None)
+            if isinstance(checked, ErasureRequest):
+                self.listed.pop(checked.user_id, None)
 
     def _listed_prefix(self, due: list[tuple[int, int, ErasureRequest | Rejection]]
                        ) -> list[tuple[int, int, ErasureRequest | Rejection]]:
