@@ -176,6 +176,26 @@ class Profile:
         return cls.from_dict(orjson.loads(raw))
 
 
+def snapshot_order(raw: bytes) -> tuple[int, int] | None:
+    """(generation, version) of a stored profile, None if it cannot be read: of two snapshots of one
+    user, the later generation, or within one the higher version, is the newer (Redis's guard too)."""
+    try:
+        data = orjson.loads(raw)
+        return int(data.get("generation") or 0), int(data["version"])
+    except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
+        return None
+
+
+def supersedes(new: bytes, held: bytes | None) -> bool:
+    """Does the snapshot `new` of a user take the place of `held` (None: none held)? Yes unless `held`
+    is the newer: a later record that is older is a late write of an earlier owner. Unreadable ones
+    take the place, so that reading them reports them as before."""
+    if held is None:
+        return True
+    new_order, held_order = snapshot_order(new), snapshot_order(held)
+    return new_order is None or held_order is None or new_order >= held_order
+
+
 def add_step(recent: list[Any], step: Any, limit: int) -> None:
     """Append an [item_id, type, ts] step keeping the sequence in time order (a late event is
     inserted where it belongs), then keep the last `limit`. Also builds the encoder's batch sequences."""

@@ -42,6 +42,7 @@ from .metrics import Snapshot, WorkerMetrics
 from .model_control import ModelWatcher
 from .ordered_input import OrderedInput
 from .output import BatchProducer, Outbox
+from .profile_store import ProfileTable
 from .retries import EXIT_BATCH_FAILED, EXIT_PORT_TAKEN, RETRYABLE, batch_finished_or_late, stop_worker, until_done
 
 log = logging.getLogger("stream_app.worker")
@@ -66,7 +67,9 @@ class StreamWorker:
         self.app = app
         self.settings = settings
         self.datadir = datadir  # Faust's folder, removed at shutdown
-        self.profile_table = app.Table(PROFILE_TABLE, partitions=partitions, key_type=bytes, value_type=bytes)
+        # Newest-wins on restore: a late changelog record of an earlier owner does not roll a profile back
+        self.profile_table = app.tables.add(ProfileTable(app, name=PROFILE_TABLE, beacon=app.tables.beacon,
+                                                         partitions=partitions, key_type=bytes, value_type=bytes))
         self.store = ProfileStore(RedisStoreConfig(settings.require_redis(), settings.namespace))
         self.models_ready = asyncio.Event()
         self.catalogue = CatalogueFeed(settings)

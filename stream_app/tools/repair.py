@@ -18,6 +18,7 @@ import orjson
 import redis
 
 from ..config import Settings
+from ..core.profile import supersedes
 from ..store.redis_store import profile_key, restore_profiles
 from .consume import read_to_end
 
@@ -36,10 +37,17 @@ class RepairSummary:
 
 def latest_snapshots(settings: Settings, timeout_s: float = 120.0, topic: str | None = None
                      ) -> tuple[dict[str, bytes | None], int]:
-    """Each user's last record on the profiles topic (or on `topic`, keyed by user: the profile
-    table's changelog), read to the end offsets of the start."""
+    """Each user's newest snapshot on the profiles topic (or on `topic`, keyed by user: the profile
+    table's changelog), read to the end offsets of the start: as the table restores it
+    (`profile.supersedes`: a later record older than the one before it is a late write of an earlier
+    owner); None for a user whose last record is a tombstone."""
     records = read_to_end(settings, topic or settings.topics.profiles, timeout_s)
-    return {record.key.decode("utf-8"): record.value for record in records}, len(records)
+    latest: dict[str, bytes | None] = {}
+    for record in records:
+        user_id = record.key.decode("utf-8")
+        if record.value is None or supersedes(record.value, latest.get(user_id)):
+            latest[user_id] = record.value
+    return latest, len(records)
 
 
 def repair_redis(settings: Settings) -> RepairSummary:
