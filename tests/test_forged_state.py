@@ -57,9 +57,13 @@ def test_a_forged_changelog_record_runs_nothing_is_dead_lettered_and_the_worker_
     profile = orjson.loads(stored.value)
     profile["learner_state"][BehaviourStats.name] = payload
     producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
-    producer.send(profiles_changelog, key=user.encode(), value=orjson.dumps(profile), partition=partition)
-    producer.send(learners_changelog, key=str(partition).encode(), value=payload.encode(), partition=partition)
+    profile_sent = producer.send(profiles_changelog, key=user.encode(), value=orjson.dumps(profile),
+                                 partition=partition)
+    learners_sent = producer.send(learners_changelog, key=str(partition).encode(), value=payload.encode(),
+                                  partition=partition)
     producer.flush()
+    offsets = {profiles_changelog: profile_sent.get(timeout=30).offset,
+               learners_changelog: learners_sent.get(timeout=30).offset}
     producer.close()
     worker.kill()
 
@@ -75,6 +79,8 @@ def test_a_forged_changelog_record_runs_nothing_is_dead_lettered_and_the_worker_
         ("bad_state", learners_changelog, partition, str(partition)),
         ("bad_state", profiles_changelog, partition, user)]
     assert all("may not name posix.system" in r["detail"] and r["payload_text"] == payload for r in dead)
+    # each names the changelog record it was restored from
+    assert {r["source"]["topic"]: r["source"]["offset"] for r in dead} == offsets
     # nothing lost: every event of every user applied, the forged user's included
     for user_id in {e["user_id"] for e in events}:
         applied = read_profile(redis_client, user_id, settings.namespace)

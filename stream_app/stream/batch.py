@@ -67,6 +67,13 @@ class Counters:
         by_type[event_type] = by_type.get(event_type, 0) + 1
 
 
+def restored_offset(table_data: Any, key: bytes) -> int | None:
+    """The changelog offset of the key's value if a table restored it (table_stores.RestoredStore) and
+    the worker has not written it since; else None."""
+    offset_of = getattr(table_data, "restored_offset", None)
+    return offset_of(key) if offset_of is not None else None
+
+
 class PartitionState:
     """The learners of each input partition (ranker, bandit): live objects, restored from their table
     on first use after an assignment, written back (table + changelog) for the partitions a batch used."""
@@ -88,8 +95,9 @@ class PartitionState:
                 try:
                     learners = with_current_features(read_partition_learners(stored, f"partition {partition}'s learners"))
                 except StateError as exc:  # forged, or of a release that did not write it: learn afresh, go on
-                    rejected(Rejection("bad_state", f"{exc}; they start afresh", Source(self.changelog, partition),
-                                       str(partition).encode(), stored))
+                    key = str(partition).encode()
+                    rejected(Rejection("bad_state", f"{exc}; they start afresh",
+                                       Source(self.changelog, partition, restored_offset(self.data, key)), key, stored))
             if learners is None:
                 learners = new_partition_learners(self.settings)
             self.loaded[partition] = learners
@@ -331,9 +339,11 @@ class BatchHandler:
     def reject_state(self, profile: Profile, partition: int) -> None:
         """Dead letters for the user's learner states that could not be read (their learners started afresh)."""
         for name, stored, reason in profile.rejected_state:
+            key = profile.user_id.encode()
             payload = stored.encode() if isinstance(stored, str) else orjson.dumps(stored)
             self.dead_letter(Rejection("bad_state", f"{reason}; it starts afresh",
-                                       Source(self.profile_changelog, partition), profile.user_id.encode(), payload))
+                                       Source(self.profile_changelog, partition, restored_offset(self.profiles, key)),
+                                       key, payload))
         profile.rejected_state.clear()
 
     def restore(self, user_id: str, profile_json: bytes, partition: int, learners_state: dict[str, Any] | None

@@ -51,7 +51,7 @@ async def batch_finished_or_late(lock: asyncio.Lock, what: str,
     would outlast the group's rebalance timeout and start a storm. The late batch touches no input
     state any more; its output, if delivered after the partitions moved, repeats records that
     recommendation ids and profile versions make harmless (Redis's guard; the profile table restores
-    each user's newest snapshot, profile_store). Yields whether the lock is held."""
+    each user's newest snapshot, table_stores). Yields whether the lock is held."""
     try:
         await asyncio.wait_for(lock.acquire(), timeout=wait_s)
     except asyncio.TimeoutError:

@@ -42,8 +42,8 @@ from .metrics import Snapshot, WorkerMetrics
 from .model_control import ModelWatcher
 from .ordered_input import OrderedInput
 from .output import BatchProducer, Outbox
-from .profile_store import ProfileTable
 from .retries import EXIT_BATCH_FAILED, EXIT_PORT_TAKEN, RETRYABLE, batch_finished_or_late, stop_worker, until_done
+from .table_stores import ProfileTable, RestoredTable, add_table
 
 log = logging.getLogger("stream_app.worker")
 
@@ -68,15 +68,14 @@ class StreamWorker:
         self.settings = settings
         self.datadir = datadir  # Faust's folder, removed at shutdown
         # Newest-wins on restore: a late changelog record of an earlier owner does not roll a profile back
-        self.profile_table = app.tables.add(ProfileTable(app, name=PROFILE_TABLE, beacon=app.tables.beacon,
-                                                         partitions=partitions, key_type=bytes, value_type=bytes))
+        self.profile_table = add_table(app, ProfileTable, PROFILE_TABLE, partitions)
         self.store = ProfileStore(RedisStoreConfig(settings.require_redis(), settings.namespace))
         self.models_ready = asyncio.Event()
         self.catalogue = CatalogueFeed(settings)
         self.catalogue_ready = asyncio.Event()
         self.output = BatchProducer(settings.require_kafka(), settings.kafka_security)
         # The learners of each input partition (ranker, bandit), in a table of the same partitioning.
-        self.learner_table = app.Table(LEARNER_TABLE, partitions=partitions, key_type=bytes, value_type=bytes)
+        self.learner_table = add_table(app, RestoredTable, LEARNER_TABLE, partitions)
         self.partition_state = PartitionState(self.learner_table.data, settings,
                                               self.learner_table.changelog_topic_name)
         self.partitions = partitions

@@ -1,0 +1,105 @@
+"""The stores of the worker's tables: Faust's memory store, remembering where each restored value came
+from, and for the profile table restoring each user's newest snapshot rather than the last record."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Iterable, Set
+
+import faust
+from faust.stores.memory import Store
+from faust.types import TP
+
+from ..core.profile import supersedes
+
+log = logging.getLogger(__name__)
+
+
+class RestoredStore(Store):
+    """Faust's memory store that keeps the changelog offset of each value it restored, until the worker
+    writes that key: a state found unreadable is then dead-lettered with its record's offset."""
+
+    stale_skipped = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.restored_offsets: dict[Any, int] = {}
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.restored_offsets.pop(key, None)
+        self.data[key] = value
+
+    def __delitem__(self, key: Any) -> None:
+        self.restored_offsets.pop(key, None)
+        del self.data[key]
+
+    def restored_offset(self, key: Any) -> int | None:
+        return self.restored_offsets.get(key)
+
+    def takes(self, new: Any, held: Any) -> bool:
+        """Does a restored value take the place of the one held (None: none)?"""
+        return True
+
+    def apply_changelog_batch(self, batch: Iterable[Any], to_key: Callable[[Any], Any],
+                              to_value: Callable[[Any], Any]) -> None:
+        data, partitions, offsets, skipped = self.data, self._key_partition, self.restored_offsets, 0
+        for event in batch:
+            key = to_key(event.key)
+            if event.message.value is None:  # a tombstone
+                data.pop(key, None)
+                partitions.pop(key, None)
+                offsets.pop(key, None)
+                continue
+            value = to_value(event.value)
+            if not self.takes(value, data.get(key)):
+                skipped += 1
+                continue
+            data[key] = value
+            partitions[key] = event.message.partition
+            offsets[key] = event.message.offset
+        if skipped:
+            self.stale_skipped += skipped
+            log.warning("%s: skipped %d changelog records older than the value before them (late writes of an "
+                        "earlier owner)", self.table_name, skipped)
+
+    async def on_recovery_completed(self, active_tps: Set[TP], standby_tps: Set[TP]) -> None:
+        await super().on_recovery_completed(active_tps, standby_tps)
+        for key in [key for key in self.restored_offsets if key not in self.data]:  # of partitions gone
+            del self.restored_offsets[key]
+
+
+class NewestProfileStore(RestoredStore):
+    """Restores each user's newest snapshot (by generation and version) instead of the last record.
+
+    A batch that outlived the revoke of its partitions (retries.batch_finished_or_late) can land its
+    changelog records after the new owner's. Restored last-wins, such a record would put back a profile
+    that lacks the new owner's events, and the events after it would be counted on top of it (in the
+    table and in Redis). A tombstone always applies."""
+
+    def takes(self, new: Any, held: Any) -> bool:
+        return supersedes(new, held)
+
+
+class _StoreTable(faust.Table):
+    store_class: type[Store] = RestoredStore
+
+    def _new_store_by_url(self, url: Any) -> Store:
+        return self.store_class(url, self.app, self, table_name=self.name, key_type=self.key_type,
+                                key_serializer=self.key_serializer, value_serializer=self.value_serializer,
+                                value_type=self.value_type, loop=self.loop, options=self.options)
+
+
+class RestoredTable(_StoreTable):
+    """A Faust table whose store is a `RestoredStore`."""
+
+
+class ProfileTable(_StoreTable):
+    """A Faust table whose store is a `NewestProfileStore`."""
+
+    store_class = NewestProfileStore
+
+
+def add_table(app: faust.App, table_class: type[_StoreTable], name: str, partitions: int) -> faust.Table:
+    """A bytes -> bytes table of `table_class` in the app, as `app.Table` makes one."""
+    return app.tables.add(table_class(app, name=name, beacon=app.tables.beacon, partitions=partitions,
+                                      key_type=bytes, value_type=bytes))
