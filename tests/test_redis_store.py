@@ -4,7 +4,7 @@ import uuid
 import pytest
 
 from stream_app.core.profile import Profile
-from stream_app.store.redis_store import ProfileStore, RedisStoreConfig, read_profile
+from stream_app.store.redis_store import ERASED_MARKER_S, ProfileStore, RedisStoreConfig, profile_key, read_profile
 
 
 def test_pipelined_writes_skip_stale_versions(services, redis_client):
@@ -116,3 +116,39 @@ def test_a_new_profile_takes_its_first_events_time_as_its_generation_and_keeps_i
         apply_event(profile, Event(event_id, "u1", "i1", "click", ts), event_digest(event_id), settings)
     assert profile.generation == 5_000 and profile.first_seen == 1_000
     assert Profile.from_json(profile.to_json()).generation == 5_000
+
+
+def test_an_erased_users_key_refuses_late_writes_of_the_erased_profile_and_gives_way_to_a_new_one(
+        services, redis_client):
+    """A batch that outlived the revoke of its partitions can deliver the erased profile after the erasure:
+    the marker left in its place refuses it (the profile began before the erasure) for ERASED_MARKER_S, and
+    reads as no profile; a profile begun after the erasure replaces it."""
+    namespace = f"store-test-{uuid.uuid4().hex[:12]}."
+    store = ProfileStore(RedisStoreConfig(services["REDIS_URL"], namespace=namespace))
+    erased = Profile(user_id="u1", version=7, event_count=7, generation=1_000)
+    late = Profile(user_id="u1", version=8, event_count=8, generation=1_000)
+    anew = Profile(user_id="u1", version=1, event_count=1, generation=6_000)
+
+    async def write(profile):
+        return await store.write_profiles([(profile, profile.to_json(internal=False))], now_ms=10)
+
+    async def scenario():
+        try:
+            written = [await write(erased)]
+            existed = await store.delete_profiles(["u1", "u2", "u3"], {"u1": 5_000, "u3": 5_000})
+            written.append(await write(late))
+            after_late = read_profile(redis_client, "u1", namespace)
+            written.append(await write(anew))
+            return written, existed, after_late
+        finally:
+            await store.close()
+
+    written, existed, after_late = asyncio.run(scenario())
+    assert written == [1, 0, 1]
+    assert existed == {"u1": True, "u2": False, "u3": False}
+    assert after_late == {} and read_profile(redis_client, "u3", namespace) == {}
+    key = profile_key("u3", namespace)
+    assert redis_client.hgetall(key).keys() == {b"erased_at"}  # the erasure time only
+    assert 0 < redis_client.ttl(key) <= ERASED_MARKER_S
+    assert read_profile(redis_client, "u1", namespace)["profile_version"] == 1
+    assert redis_client.ttl(profile_key("u1", namespace)) == -1  # the new profile does not expire

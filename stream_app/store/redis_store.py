@@ -21,17 +21,36 @@ log = logging.getLogger("stream_app.redis_store")
 
 
 # KEYS[1] = hash; ARGV = profile_version, event_count, updated_at, profile JSON, generation (0: none).
-# Newer = a later generation, or the same generation and a higher version.
+# Newer = a later generation, or the same generation and a higher version. An erased user's hash is a
+# marker holding only `erased_at` (ERASED_MARKER_S): it refuses the profiles begun at or before then (a
+# late write of a batch that outlived its partitions' revoke) and gives way to a profile begun after.
 _WRITE_IF_NEWER = """
-local stored = redis.call('HMGET', KEYS[1], 'profile_version', 'generation')
-if stored[1] then
-  local gen, stored_gen = tonumber(ARGV[5]), tonumber(stored[2] or '0')
+local stored = redis.call('HMGET', KEYS[1], 'profile_version', 'generation', 'erased_at')
+local gen = tonumber(ARGV[5])
+if stored[3] then
+  if gen <= tonumber(stored[3]) then return 0 end
+  redis.call('DEL', KEYS[1])
+elseif stored[1] then
+  local stored_gen = tonumber(stored[2] or '0')
   if gen < stored_gen or (gen == stored_gen and tonumber(stored[1]) >= tonumber(ARGV[1])) then return 0 end
 end
 redis.call('HSET', KEYS[1], 'profile_version', ARGV[1], 'event_count', ARGV[2],
            'updated_at', ARGV[3], 'profile', ARGV[4], 'generation', ARGV[5])
 return 1
 """
+
+# KEYS[1] = hash; ARGV = erased_at (ms), marker lifetime (ms). Returns whether a profile was there.
+_ERASE = """
+local existed = redis.call('HEXISTS', KEYS[1], 'profile')
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'erased_at', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return existed
+"""
+
+#: How long an erased user's marker refuses late writes of the erased profile: a batch delivering after
+#: the revoke of its partitions retries for as long as an outage lasts. It holds the erasure time only.
+ERASED_MARKER_S = 24 * 3600
 
 
 def profile_key(user_id: str, namespace: str = "") -> str:
@@ -52,6 +71,7 @@ class ProfileStore:
         self.config = config
         self._client: aioredis.Redis | None = None
         self._script = None
+        self._erase = None
         self.refused = 0  # profile writes Redis refused for good (logged, skipped)
 
     @property
@@ -59,6 +79,7 @@ class ProfileStore:
         if self._client is None:
             self._client = aioredis.Redis.from_url(self.config.url, socket_timeout=self.config.socket_timeout_s)
             self._script = self._client.register_script(_WRITE_IF_NEWER)
+            self._erase = self._client.register_script(_ERASE)
         return self._client
 
     async def write_profiles(self, snapshots: Iterable[tuple[Profile, bytes]], now_ms: int) -> int:
@@ -90,14 +111,21 @@ class ProfileStore:
                 written += int(result)
         return written
 
-    async def delete_profiles(self, user_ids: list[str]) -> dict[str, bool]:
+    async def delete_profiles(self, user_ids: list[str], erased_at: dict[str, int] | None = None) -> dict[str, bool]:
         """Delete the users' hashes (idle or erased users the profile table dropped), in one round trip;
-        returns whether each existed."""
+        returns whether each held a profile. An erased user's (`erased_at`: user -> the erasure's time)
+        becomes a marker that refuses late writes of the erased profile (`_ERASE`)."""
         if not user_ids:
             return {}
-        pipe = self.client.pipeline(transaction=False)
+        erased_at = erased_at or {}
+        client = self.client
+        pipe = client.pipeline(transaction=False)
         for user_id in user_ids:
-            pipe.delete(profile_key(user_id, self.config.namespace))
+            key = profile_key(user_id, self.config.namespace)
+            if user_id in erased_at:
+                await self._erase(keys=[key], args=[erased_at[user_id], ERASED_MARKER_S * 1000], client=pipe)
+            else:
+                pipe.delete(key)
         return {user_id: bool(deleted) for user_id, deleted in zip(user_ids, await pipe.execute())}
 
     async def publish_worker_status(self, worker_id: str, status: dict[str, Any], ttl_s: int) -> None:
@@ -145,7 +173,7 @@ async def read_profile_async(client: aioredis.Redis, user_id: str, namespace: st
 
 def decode_profile(raw: dict[bytes, bytes]) -> dict[str, Any]:
     """What `stream-app profile --json` prints and the read API answers: the hash's fields, decoded."""
-    if not raw:
+    if b"profile" not in raw:  # unknown, or an erased user's marker
         return {}
     return {"event_count": int(raw[b"event_count"]), "profile_version": int(raw[b"profile_version"]),
             "updated_at": int(raw[b"updated_at"]), "profile": orjson.loads(raw[b"profile"])}

@@ -210,8 +210,11 @@ class StreamWorker:
             to_redis = handler.snapshots(self.profile_table.changelog_topic_name, self.learner_table.data,
                                          self.learner_table.changelog_topic_name)
             if handler.removed:  # Redis first: a crash before the tombstones are stored removes them again on the re-run
+                # an erased user's key keeps a marker refusing late writes of the erased profile, unless
+                # events dated before the erasure are to be applied again (STREAM_APP_REPLAY_ERASED)
+                erased_at = {} if settings.replay_erased else {r["user_id"]: r["requested_at"] for r in handler.receipts}
                 handler.send_receipts(await until_done("delete profiles from Redis", self.store.delete_profiles,
-                                                       [user_id for user_id, _ in handler.removed],
+                                                       [user_id for user_id, _ in handler.removed], erased_at,
                                                        on_retry=self.counted("redis_retries")))
             await asyncio.gather(until_done("deliver to Kafka", self.output.deliver, handler.outbox,
                                             on_retry=self.counted("kafka_retries")),

@@ -93,6 +93,11 @@ def erase_users(settings: Settings, users: list[str], wait_s: float | None, as_j
     return 0
 
 
+def redis_marker(seconds: int) -> str:
+    return (f"; for {seconds // 3600} h it holds the erasure time only, refusing late writes of the erased profile"
+            if seconds else "")
+
+
 def describe(receipt: dict[str, Any]) -> str:
     """A receipt for a person to read."""
     deleted = receipt["deleted"]
@@ -104,7 +109,8 @@ def describe(receipt: dict[str, Any]) -> str:
         f"erased {receipt['user_id']!r} (request {receipt['request_id']}) at {when} by {receipt['worker_id']}",
         f"  deleted: {profile} from the profile table, tombstones on {deleted['changelog']['topic']}"
         f"[{deleted['changelog']['partition']}] and {deleted['profiles_topic']['topic']}, Redis key "
-        f"{deleted['redis']['key']} ({'deleted' if deleted['redis']['existed'] else 'was not there'})",
+        f"{deleted['redis']['key']} ({'deleted' if deleted['redis']['existed'] else 'was not there'}"
+        f"{redis_marker(deleted['redis'].get('marker_s', 0))})",
         f"  with it: learner state {deleted['learner_state'] or 'none'}, {deleted['digests']} event digests, "
         f"pending lists {deleted['pending_lists'] or 'none'}; worker state: {', '.join(deleted['worker_state'])}",
         f"  events of the user dated at or before {receipt['requested_at']} are dropped from now on "
