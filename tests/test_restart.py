@@ -17,7 +17,7 @@ from stream_app.core.process import new_profile, process
 from stream_app.core.profile import Profile, supersedes
 from stream_app.store.redis_store import read_profile, worker_statuses
 from stream_app.stream.partitioning import partition_of
-from stream_app.stream.table_stores import ProfileTable, RestoredTable
+from stream_app.stream.table_stores import LearnersTable, ProfileTable
 from stream_app.tools.consume import committed_offsets
 from stream_app.tools.repair import latest_snapshots
 from stream_app.tools.replay import make_producer, produce_events
@@ -136,12 +136,17 @@ def test_the_profile_store_restores_each_users_newest_snapshot_and_applies_tombs
     assert store.data[b"b"] == snapshot("b", 1, 30)  # after its tombstone, any snapshot
 
 
-def test_a_restored_value_keeps_its_changelog_offset_until_the_worker_writes_the_key():
+def test_the_learners_store_restores_the_most_written_learners_and_keeps_their_offset_until_rewritten():
     app = faust.App("offsets-test", store="memory://", broker="kafka://localhost:1")
-    store = RestoredTable(app, name="learners", beacon=app.tables.beacon, key_type=bytes, value_type=bytes).data
-    records = [SimpleNamespace(key=b"3", value=b"old", message=SimpleNamespace(value=b"old", partition=3, offset=7)),
-               SimpleNamespace(key=b"3", value=b"new", message=SimpleNamespace(value=b"new", partition=3, offset=9))]
-    store.apply_changelog_batch(records, lambda k: k, lambda v: v)
-    assert (store[b"3"], store.restored_offset(b"3")) == (b"new", 9)  # last wins here: no versions
-    store[b"3"] = b"written by the worker"
+    store = LearnersTable(app, name="learners", beacon=app.tables.beacon, key_type=bytes, value_type=bytes).data
+
+    def record(value: bytes, offset: int) -> SimpleNamespace:
+        return SimpleNamespace(key=b"3", value=value, message=SimpleNamespace(value=value, partition=3, offset=offset))
+
+    fifth, late_third = orjson.dumps({"writes": 5}), orjson.dumps({"writes": 3})
+    store.apply_changelog_batch([record(fifth, 7), record(late_third, 9)], lambda k: k, lambda v: v)
+    assert (store[b"3"], store.restored_offset(b"3"), store.stale_skipped) == (fifth, 7, 1)
+    store.apply_changelog_batch([record(b"not JSON state", 11)], lambda k: k, lambda v: v)
+    assert store.restored_offset(b"3") == 11  # taken, so that reading it reports it
+    store[b"3"] = orjson.dumps({"writes": 6})
     assert store.restored_offset(b"3") is None

@@ -104,8 +104,10 @@ class PartitionState:
         return learners
 
     def record(self, partition: int) -> bytes:
-        """The partition's table record: its learners' state as JSON."""
-        return orjson.dumps(self.loaded[partition].to_state())
+        """The partition's table record: its learners' state as JSON, one more write of them."""
+        learners = self.loaded[partition]
+        learners.writes += 1
+        return orjson.dumps(learners.to_state())
 
     def forget(self) -> None:
         """After a rebalance: the table holds the truth (recovered from the changelog)."""

@@ -1,5 +1,6 @@
 """The stores of the worker's tables: Faust's memory store, remembering where each restored value came
-from, and for the profile table restoring each user's newest snapshot rather than the last record."""
+from and restoring each key's newest value (a user's profile, a partition's learners) rather than the
+last record."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import faust
 from faust.stores.memory import Store
 from faust.types import TP
 
+from ..core.learners import learners_writes
 from ..core.profile import supersedes
 
 log = logging.getLogger(__name__)
@@ -80,6 +82,17 @@ class NewestProfileStore(RestoredStore):
         return supersedes(new, held)
 
 
+class NewestLearnersStore(RestoredStore):
+    """Restores each partition's most written learners (`PartitionLearners.writes`) instead of the last
+    record, for the reason `NewestProfileStore` gives; records that are not JSON state take the place."""
+
+    def takes(self, new: Any, held: Any) -> bool:
+        if held is None:
+            return True
+        new_writes, held_writes = learners_writes(new), learners_writes(held)
+        return new_writes is None or held_writes is None or new_writes >= held_writes
+
+
 class _StoreTable(faust.Table):
     store_class: type[Store] = RestoredStore
 
@@ -89,8 +102,10 @@ class _StoreTable(faust.Table):
                                 value_type=self.value_type, loop=self.loop, options=self.options)
 
 
-class RestoredTable(_StoreTable):
-    """A Faust table whose store is a `RestoredStore`."""
+class LearnersTable(_StoreTable):
+    """A Faust table whose store is a `NewestLearnersStore`."""
+
+    store_class = NewestLearnersStore
 
 
 class ProfileTable(_StoreTable):

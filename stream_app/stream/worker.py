@@ -43,7 +43,7 @@ from .model_control import ModelWatcher
 from .ordered_input import OrderedInput
 from .output import BatchProducer, Outbox
 from .retries import EXIT_BATCH_FAILED, EXIT_PORT_TAKEN, RETRYABLE, batch_finished_or_late, stop_worker, until_done
-from .table_stores import ProfileTable, RestoredTable, add_table
+from .table_stores import LearnersTable, ProfileTable, add_table
 
 log = logging.getLogger("stream_app.worker")
 
@@ -75,7 +75,7 @@ class StreamWorker:
         self.catalogue_ready = asyncio.Event()
         self.output = BatchProducer(settings.require_kafka(), settings.kafka_security)
         # The learners of each input partition (ranker, bandit), in a table of the same partitioning.
-        self.learner_table = add_table(app, RestoredTable, LEARNER_TABLE, partitions)
+        self.learner_table = add_table(app, LearnersTable, LEARNER_TABLE, partitions)
         self.partition_state = PartitionState(self.learner_table.data, settings,
                                               self.learner_table.changelog_topic_name)
         self.partitions = partitions

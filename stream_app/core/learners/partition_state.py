@@ -15,26 +15,32 @@ from .strategy_bandit import StrategyBandit
 
 class PartitionLearners(Persistent):
     """The partition's online ranker and, if exploration is on, its strategy bandit. One object so
-    one changelog record per partition and batch carries both."""
+    one changelog record per partition and batch carries both. `writes` counts the records written of
+    them (v2): the table restores the most written one, not a late record of an earlier owner."""
 
     kind = "partition_learners"
+    version = 2
+    reads = frozenset({1, 2})
 
-    def __init__(self, ranker: OnlineRanker, bandit: StrategyBandit | None = None):
+    def __init__(self, ranker: OnlineRanker, bandit: StrategyBandit | None = None, writes: int = 0):
         self.ranker = ranker
         self.bandit = bandit
+        self.writes = writes
 
     def _fresh(self) -> "PartitionLearners":
         return PartitionLearners(self.ranker.clone(), self.bandit.clone() if self.bandit is not None else None)
 
     def _state(self) -> dict[str, Any]:
-        return {"ranker": self.ranker.to_state(), "bandit": self.bandit.to_state() if self.bandit is not None else None}
+        return {"writes": self.writes, "ranker": self.ranker.to_state(),
+                "bandit": self.bandit.to_state() if self.bandit is not None else None}
 
     @classmethod
     def _from_state(cls, fields: Fields, version: int) -> "PartitionLearners":
         where = fields.where
+        writes = fields.integer("writes") if version >= 2 else 0
         ranker = load_state(fields.nested("ranker").data, OnlineRanker, f"{where}.ranker")
         bandit = fields.raw("bandit")
-        return cls(ranker, None if bandit is None else load_state(bandit, StrategyBandit, f"{where}.bandit"))
+        return cls(ranker, None if bandit is None else load_state(bandit, StrategyBandit, f"{where}.bandit"), writes)
 
 
 def read_partition_learners(record: bytes, where: str) -> PartitionLearners:
@@ -51,3 +57,12 @@ def read_partition_learners(record: bytes, where: str) -> PartitionLearners:
         except UnicodeDecodeError as exc:
             raise StateError(f"{where}: neither JSON nor a legacy record ({exc})") from exc
     return load_state(data, PartitionLearners, where)
+
+
+def learners_writes(record: bytes) -> int | None:
+    """The `writes` of a partition-learners table record (0 before v2), None if it is not JSON state."""
+    try:
+        data = orjson.loads(record)
+        return int(data.get("writes", 0))
+    except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+        return None
