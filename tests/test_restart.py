@@ -14,7 +14,7 @@ from kafka import TopicPartition
 from stream_app.core.events import Event
 from stream_app.core.items import InMemoryItemIndex
 from stream_app.core.process import new_profile, process
-from stream_app.core.profile import Profile, supersedes
+from stream_app.core.profile import _SNAPSHOT_HEAD, Profile, snapshot_order, supersedes
 from stream_app.store.redis_store import read_profile, worker_statuses
 from stream_app.stream.partitioning import partition_of
 from stream_app.stream.table_stores import LearnersTable, ProfileTable
@@ -117,6 +117,14 @@ def test_of_two_snapshots_of_a_user_the_later_generation_then_the_higher_version
     assert not supersedes(snapshot("u", 9, 10), snapshot("u", 1, 20))
     assert supersedes(b"not json", snapshot("u", 3, 10))  # read as before: the reader reports it
     assert supersedes(snapshot("u", 1, 10), b"{}")
+
+
+def test_a_snapshots_order_is_read_from_its_head_and_from_the_whole_json_of_other_layouts():
+    written = Profile(user_id='say "hi"', version=7, generation=123).to_json()
+    assert _SNAPSHOT_HEAD.match(written) and snapshot_order(written) == (123, 7)
+    assert snapshot_order(Profile(user_id="u", version=2).to_json()) == (0, 2)  # no generation yet
+    earlier_layout = orjson.dumps({"user_id": "u", "version": 5, "event_count": 5, "generation": 9})
+    assert not _SNAPSHOT_HEAD.match(earlier_layout) and snapshot_order(earlier_layout) == (9, 5)
 
 
 def test_the_profile_store_restores_each_users_newest_snapshot_and_applies_tombstones():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,12 +119,13 @@ class Profile:
         stats = dict(self.stats)
         for learner in self.learners.values():
             stats.update(learner.public())
-        out = {
-            "user_id": self.user_id, "version": self.version, "event_count": self.event_count,
+        out = {  # user_id, version and generation first: `snapshot_order` reads them without parsing the rest
+            "user_id": self.user_id, "version": self.version, "generation": self.generation,
+            "event_count": self.event_count,
             "counts": self.counts, "stages": self.stages, "recent": self.recent,
             "item_affinity": self.item_affinity, "category_affinity": self.category_affinity,
             "interests": self.interests, "interest_half_life_ms": self.interest_half_life_ms,
-            "first_seen": self.first_seen, "last_seen": self.last_seen, "generation": self.generation,
+            "first_seen": self.first_seen, "last_seen": self.last_seen,
             "last_rec_ts": self.last_rec_ts, "stats": stats, "embedding": self.embedding,
             "encoder_version": self.encoder_version, "content_interest": self.content_interest,
             "likes": self.likes, "half_life_ms": self.half_life_ms,
@@ -178,12 +180,21 @@ class Profile:
 
 def snapshot_order(raw: bytes) -> tuple[int, int] | None:
     """(generation, version) of a stored profile, None if it cannot be read: of two snapshots of one
-    user, the later generation, or within one the higher version, is the newer (Redis's guard too)."""
+    user, the later generation, or within one the higher version, is the newer (Redis's guard too).
+    Read from the snapshot's head as `to_dict` lays it out (a restore reads every changelog record),
+    else from the whole JSON."""
+    head = _SNAPSHOT_HEAD.match(raw)
+    if head is not None:
+        generation, version = head.group(2), head.group(1)
+        return int(generation) if generation != b"null" else 0, int(version)
     try:
         data = orjson.loads(raw)
         return int(data.get("generation") or 0), int(data["version"])
     except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
         return None
+
+
+_SNAPSHOT_HEAD = re.compile(rb'\{"user_id":"(?:[^"\\]|\\.)*","version":(\d+),"generation":(\d+|null)[,}]')
 
 
 def supersedes(new: bytes, held: bytes | None) -> bool:
