@@ -50,8 +50,8 @@ async def batch_finished_or_late(lock: asyncio.Lock, what: str,
     holds it that long while its output retries an outage, and a rebalance that waited for that
     would outlast the group's rebalance timeout and start a storm. The late batch touches no input
     state any more; its output, if delivered after the partitions moved, repeats records that
-    recommendation ids and profile versions make harmless (Redis's guard; the profile table restores
-    each user's newest snapshot, table_stores). Yields whether the lock is held."""
+    recommendation ids and profile versions make harmless (Redis's guard and erasure markers; the
+    tables restore each key's newest value, table_stores). Yields whether the lock is held."""
     try:
         await asyncio.wait_for(lock.acquire(), timeout=wait_s)
     except asyncio.TimeoutError:
