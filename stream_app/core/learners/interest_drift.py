@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
-from typing import Any
-
-from river import drift
+from typing import TYPE_CHECKING, Any
 
 from ..events import Event
 from .base import ProfileLearner
 from .state import Fields, mean_from, mean_state
+
+if TYPE_CHECKING:
+    from river import drift
 
 MAX_SURPRISE_BITS = 8.0
 
@@ -60,6 +61,10 @@ class InterestDrift(ProfileLearner):
         self.last_ts: int | None = None
 
     def _detector(self) -> drift.PageHinkley:
+        # imported on first use: river.drift imports River's data sets (and scikit-learn where installed),
+        # most of a second at every start, and drift handling is off by default
+        from river import drift
+
         return drift.PageHinkley(min_instances=self.min_sessions, delta=self.delta, threshold=self.threshold,
                                  mode="up")
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import collections
-from typing import Any, Sequence
-
-from river import bandit
+from typing import TYPE_CHECKING, Any, Sequence
 
 from .base import Persistent
 from .state import Fields, mean_from, mean_state, random_state, set_random_state
+
+if TYPE_CHECKING:
+    from river import bandit
 
 STRATEGIES = ("ranker", "prior")
 
@@ -61,6 +62,10 @@ class StrategyBandit(Persistent):
     def _policy(self, segment: str) -> bandit.EpsilonGreedy:
         policy = self.policies.get(segment)
         if policy is None:
+            # imported on first use: river.bandit imports River's metrics (and SciPy's statistics), about
+            # a second at every start, and exploration is off by default
+            from river import bandit
+
             seed = self.seed * 1_000_003 + sum(map(ord, segment))
             policy = self.policies[segment] = bandit.EpsilonGreedy(epsilon=self.epsilon, seed=seed)
         return policy
