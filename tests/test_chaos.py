@@ -10,6 +10,7 @@ import pytest
 from conftest import wait_until
 
 from stream_app.config import Settings
+from stream_app.store.redis_store import profile_key
 from stream_app.tools.bench import synthetic_events
 from stream_app.tools.chaos import POISON_KINDS, ChaosPlan, poison_record, run_chaos
 from stream_app.tools.chaos_checks import verify
@@ -41,8 +42,8 @@ class OneWorker:
         return {self.worker.pid}
 
 
-def test_the_chaos_checks_catch_a_lost_event_a_missing_dead_letter_and_another_item_state(
-        make_settings, start_worker):
+def test_the_chaos_checks_catch_a_lost_event_a_missing_dead_letter_another_item_state_and_a_missed_write(
+        make_settings, start_worker, redis_client):
     settings = make_settings()
     worker = start_worker(settings)
     events = synthetic_events(400, users=30, items=80, prefix="checks")
@@ -68,6 +69,12 @@ def test_the_chaos_checks_catch_a_lost_event_a_missing_dead_letter_and_another_i
                   item_wait_s=6)
     assert not lost["passed"]
     assert lost["redis_count_mismatches"] == 1 and lost["table_count_mismatches"] == 1
+    assert lost["version_mismatches"] == 0  # the unsent user is in neither
+    behind = events[0]["user_id"]  # Redis a version behind the table, as if it had missed a write
+    key = profile_key(behind, settings.namespace)
+    redis_client.hincrby(key, "profile_version", -1)
+    assert verify(settings, events, poison, OneWorker(worker), item_wait_s=6)["version_mismatches"] == 1
+    redis_client.hincrby(key, "profile_version", 1)
     assert lost["recommendations"]["missing"] == 1
     assert lost["dead_letters"]["missing"] == 1
     assert not lost["item_state"]["equal"]  # the worker's item state lacks the unsent event

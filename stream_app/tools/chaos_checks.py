@@ -34,21 +34,26 @@ def verify(settings: Settings, events: list[dict[str, Any]], poison: dict[str, s
     report: dict[str, Any] = {"users": len(expected)}
     client = redis.Redis.from_url(settings.require_redis())
     try:
-        in_redis = {u: read_profile(client, u, settings.namespace).get("event_count", 0) for u in expected}
+        stored = {u: read_profile(client, u, settings.namespace) for u in expected}
         report["item_state"] = item_state_check(settings, events, client, crew, item_wait_s)
     finally:
         client.close()
+    in_redis = {u: found.get("event_count", 0) for u, found in stored.items()}
     report["redis_count_mismatches"] = sum(in_redis[u] != n for u, n in expected.items())
     changelog, _ = latest_snapshots(settings, topic=f"{settings.group_id}-profiles-changelog")
-    in_table = {u: Profile.from_json(raw).event_count if raw else 0 for u, raw in changelog.items()}
+    table = {u: Profile.from_json(raw) for u, raw in changelog.items() if raw}
+    in_table = {u: profile.event_count for u, profile in table.items()}
     report["table_count_mismatches"] = sum(in_table.get(u, 0) != n for u, n in expected.items())
+    # the same profile in both, not only the same count: a version apart is a write one of them missed
+    report["version_mismatches"] = sum(stored[u].get("profile_version") != (table[u].version if u in table else None)
+                                       for u in expected)
     differing = ((u, n) for u, n in sorted(expected.items()) if in_redis[u] != n or in_table.get(u, 0) != n)
     report["count_differences"] = {u: {"sent": n, "redis": in_redis[u], "table": in_table.get(u, 0)}
                                    for u, n in itertools.islice(differing, 20)}  # the first ones, to trace
     report["recommendations"] = recommendation_check(settings, events)
     report["dead_letters"] = dead_letter_check(settings, poison)
     report["passed"] = (report["redis_count_mismatches"] == 0 and report["table_count_mismatches"] == 0
-                        and report["item_state"]["equal"] and report["recommendations"]["exact"]
+                        and report["version_mismatches"] == 0 and report["item_state"]["equal"] and report["recommendations"]["exact"]
                         and report["dead_letters"]["missing"] == 0)
     return report
 
@@ -122,7 +127,8 @@ def print_report(report: dict[str, Any]) -> None:
           f"Redis restarted {faults.get('restart_redis', 0)}x, broker paused {faults.get('pause_broker', 0)}x; "
           f"retries the workers logged: {report['retries_logged']}")
     print(f"  event_count differing from the events sent: Redis {report['redis_count_mismatches']} users, "
-          f"profile table {report['table_count_mismatches']} users")
+          f"profile table {report['table_count_mismatches']} users; profile versions differing between Redis and "
+          f"the table: {report['version_mismatches']} users")
     print(f"  recommendations: {recs['published']:,} published, {recs['missing']} inputs without one, "
           f"{recs['several_ids']} with more than one id, {recs['repeats']} repeats of an id")
     print(f"  item state equal to the in-process feed: {items['equal']} ({items.get('workers')} workers, "
