@@ -2,6 +2,7 @@ import asyncio
 import os
 import uuid
 
+import faust
 from aiokafka import AIOKafkaProducer, TopicPartition
 from kafka import KafkaConsumer
 from kafka.admin import KafkaAdminClient, NewTopic
@@ -63,3 +64,29 @@ def test_the_workers_consumer_fetches_with_the_configured_wait_not_faust_s_fixed
     assert asyncio.run(consumer_wait(settings)) == 37
     # the private attribute is what aiokafka's start() hands its fetcher (pinned versions: checked here)
     assert "fetch_max_wait_ms=self._fetch_max_wait_ms" in inspect.getsource(AIOKafkaConsumer.start)
+
+
+def test_fausts_own_commits_never_move_the_groups_offset_past_what_the_worker_applied():
+    """Faust would commit acknowledged offsets together with the gaps its consumer skipped (offsets 3 and 4
+    here, never applied) as one run; the worker's consumer leaves commits to `AppliedOffsets`."""
+    from faust.transport.drivers import aiokafka as faust_aiokafka
+    from faust.types import TP
+
+    from stream_app.config import KafkaSecurity
+    from stream_app.stream.transport import configure
+
+    scheme = configure(25, KafkaSecurity())
+    app = faust.App(f"commit-test-{uuid.uuid4().hex[:8]}", broker=f"{scheme}://localhost:1")
+    consumer, tp = app.consumer, TP("events.click", 5)
+
+    def skipped_then_acknowledged():
+        consumer._committed_offset[tp] = None  # a partition just taken up
+        consumer._acked[tp] = [5, 6, 7]
+        consumer._acked_index[tp] = {5, 6, 7}
+        consumer._gap[tp].addi(3, 5)
+
+    skipped_then_acknowledged()
+    assert faust_aiokafka.Consumer._new_offset(consumer, tp) == 8  # Faust alone: past 3 and 4
+    skipped_then_acknowledged()
+    assert consumer._new_offset(tp) is None
+    assert not consumer._acked.get(tp) and not consumer._gap.get(tp)  # nothing kept to grow
