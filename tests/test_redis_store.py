@@ -7,6 +7,21 @@ from stream_app.core.profile import Profile
 from stream_app.store.redis_store import ERASED_MARKER_S, ProfileStore, RedisStoreConfig, profile_key, read_profile
 
 
+def fresh_store(services) -> tuple[ProfileStore, str]:
+    """A store in a namespace of its own: a second run on the same Redis starts empty."""
+    namespace = f"store-test-{uuid.uuid4().hex[:12]}."
+    return ProfileStore(RedisStoreConfig(services["REDIS_URL"], namespace=namespace)), namespace
+
+
+def user_profile(version: int, generation: int) -> Profile:
+    """User u1's profile after `version` events, begun at `generation`."""
+    return Profile(user_id="u1", version=version, event_count=version, generation=generation)
+
+
+async def write_one(store: ProfileStore, profile: Profile) -> int:
+    return await store.write_profiles([(profile, profile.to_json(internal=False))], now_ms=10)
+
+
 def test_pipelined_writes_skip_stale_versions(services, redis_client):
     namespace = f"store-test-{uuid.uuid4().hex[:12]}."  # unique: a second run on the same Redis starts empty
     store = ProfileStore(RedisStoreConfig(services["REDIS_URL"], namespace=namespace))
@@ -83,18 +98,12 @@ def test_a_profile_created_anew_passes_the_guard_though_its_version_restarts(ser
     """Its user evicted as idle, or the table's changelog lost: the new profile is a later generation."""
     from stream_app.store.redis_store import restore_profiles
 
-    namespace = f"store-test-{uuid.uuid4().hex[:12]}."
-    store = ProfileStore(RedisStoreConfig(services["REDIS_URL"], namespace=namespace))
-    old = Profile(user_id="u1", version=40, event_count=40, generation=1_000)
-    stale = Profile(user_id="u1", version=39, event_count=39, generation=1_000)
-    anew = Profile(user_id="u1", version=1, event_count=1, generation=9_000)
-
-    async def write(profile):
-        return await store.write_profiles([(profile, profile.to_json(internal=False))], now_ms=10)
+    store, namespace = fresh_store(services)
+    old, stale, anew = user_profile(40, 1_000), user_profile(39, 1_000), user_profile(1, 9_000)
 
     async def scenario():
         try:
-            return [await write(p) for p in (old, stale, anew, old)]
+            return [await write_one(store, p) for p in (old, stale, anew, old)]
         finally:
             await store.close()
 
@@ -123,22 +132,16 @@ def test_an_erased_users_key_refuses_late_writes_of_the_erased_profile_and_gives
     """A batch that outlived the revoke of its partitions can deliver the erased profile after the erasure:
     the marker left in its place refuses it (the profile began before the erasure) for ERASED_MARKER_S, and
     reads as no profile; a profile begun after the erasure replaces it."""
-    namespace = f"store-test-{uuid.uuid4().hex[:12]}."
-    store = ProfileStore(RedisStoreConfig(services["REDIS_URL"], namespace=namespace))
-    erased = Profile(user_id="u1", version=7, event_count=7, generation=1_000)
-    late = Profile(user_id="u1", version=8, event_count=8, generation=1_000)
-    anew = Profile(user_id="u1", version=1, event_count=1, generation=6_000)
-
-    async def write(profile):
-        return await store.write_profiles([(profile, profile.to_json(internal=False))], now_ms=10)
+    store, namespace = fresh_store(services)
+    erased, late, anew = user_profile(7, 1_000), user_profile(8, 1_000), user_profile(1, 6_000)
 
     async def scenario():
         try:
-            written = [await write(erased)]
+            written = [await write_one(store, erased)]
             existed = await store.delete_profiles(["u1", "u2", "u3"], {"u1": 5_000, "u3": 5_000})
-            written.append(await write(late))
+            written.append(await write_one(store, late))
             after_late = read_profile(redis_client, "u1", namespace)
-            written.append(await write(anew))
+            written.append(await write_one(store, anew))
             return written, existed, after_late
         finally:
             await store.close()
