@@ -61,8 +61,9 @@ class RestoredStore(Store):
             offsets[key] = event.message.offset
         if skipped:
             self.stale_skipped += skipped
-            log.warning("%s: skipped %d changelog records older than the value before them (late writes of an "
-                        "earlier owner)", self.table_name, skipped)
+            # mostly the worker's own earlier writes, read again when it keeps a partition through a
+            # rebalance (Faust reads on from where its last restore ended); rarely an earlier owner's late ones
+            log.info("%s: kept %d values newer than changelog records read after them", self.table_name, skipped)
 
     async def on_recovery_completed(self, active_tps: Set[TP], standby_tps: Set[TP]) -> None:
         await super().on_recovery_completed(active_tps, standby_tps)
