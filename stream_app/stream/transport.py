@@ -136,6 +136,9 @@ class Consumer(faust_aiokafka.Consumer):
     #: Set by the worker: told (topic, partition) -> the offset the consumer resumes at (committed, or 0)
     #: after each seek to the group's commit, so its ordered input skips what an earlier owner applied.
     resumed_at: ClassVar[Callable[[dict[tuple[str, int], int]], None] | None] = None
+    #: Set False by the worker, which commits what it applied itself (commits.AppliedOffsets); the plain
+    #: bench app keeps Faust's commits.
+    faust_commits: ClassVar[bool] = True
 
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -147,12 +150,15 @@ class Consumer(faust_aiokafka.Consumer):
         return committed
 
     def _new_offset(self, tp: Any) -> int | None:
-        """Faust's own commit position for `tp`: none, ever. Faust would commit the run of offsets it saw
+        """Faust's own commit position for `tp`: for the worker (`faust_commits` False), none, ever. Faust
+        would commit the run of offsets it saw
         acknowledged together with the gaps it saw in what it fetched, as if those were applied; such a
         gap is what its consumer skipped around a rebalance, which the worker fetches again and has not
         applied yet (a chaos run lost 12 events of one partition so, committed past by a worker shutting
         down). `AppliedOffsets` (commits.py) commits what the worker applied. The acknowledgements and
         gaps are dropped here, at each of Faust's commit ticks: nothing else reads them."""
+        if self.faust_commits:
+            return super()._new_offset(tp)
         self._acked.pop(tp, None)
         self._acked_index.pop(tp, None)
         self._gap.pop(tp, None)

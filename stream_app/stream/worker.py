@@ -330,6 +330,7 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
     transport.Consumer.release_held = worker.ordered.revoke
     # Faust seeks to the group's commit after on_rebalance_complete: the own lanes start there.
     transport.Consumer.resumed_at = worker.ordered.resume_at
+    transport.Consumer.faust_commits = False  # the worker commits what it applied (commits.AppliedOffsets)
     # Copies and re-fetched messages are never acknowledged: Faust must not wait for them.
     worker.ordered.forget = lambda message: app.consumer.forget(message)
 
