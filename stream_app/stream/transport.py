@@ -150,13 +150,12 @@ class Consumer(faust_aiokafka.Consumer):
         return committed
 
     def _new_offset(self, tp: Any) -> int | None:
-        """Faust's own commit position for `tp`: for the worker (`faust_commits` False), none, ever. Faust
-        would commit the run of offsets it saw
-        acknowledged together with the gaps it saw in what it fetched, as if those were applied; such a
-        gap is what its consumer skipped around a rebalance, which the worker fetches again and has not
-        applied yet (a chaos run lost 12 events of one partition so, committed past by a worker shutting
-        down). `AppliedOffsets` (commits.py) commits what the worker applied. The acknowledgements and
-        gaps are dropped here, at each of Faust's commit ticks: nothing else reads them."""
+        """Faust's own commit position for `tp`: for the worker (`faust_commits` False), none, ever.
+        Faust would commit the run of offsets it saw acknowledged together with the gaps it saw in what it
+        fetched, as if those were applied; such a gap is what its consumer skipped around a rebalance,
+        which the worker fetches again and has not applied yet (the cause that fits a chaos run's 12 lost
+        events of one partition). `AppliedOffsets` (commits.py) commits what the worker applied. The
+        acknowledgements and gaps are dropped here, at each of Faust's commit ticks: nothing reads them."""
         if self.faust_commits:
             return super()._new_offset(tp)
         self._acked.pop(tp, None)
