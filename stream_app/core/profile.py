@@ -178,6 +178,10 @@ class Profile:
         return cls.from_dict(orjson.loads(raw))
 
 
+#: The head `Profile.to_dict` writes: user_id, version, generation.
+_SNAPSHOT_HEAD = re.compile(rb'\{"user_id":"(?:[^"\\]|\\.)*","version":(\d+),"generation":(\d+|null)[,}]')
+
+
 def snapshot_order(raw: bytes) -> tuple[int, int] | None:
     """(generation, version) of a stored profile, None if it cannot be read: of two snapshots of one
     user, the later generation, or within one the higher version, is the newer (Redis's guard too).
@@ -192,9 +196,6 @@ def snapshot_order(raw: bytes) -> tuple[int, int] | None:
         return int(data.get("generation") or 0), int(data["version"])
     except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
         return None
-
-
-_SNAPSHOT_HEAD = re.compile(rb'\{"user_id":"(?:[^"\\]|\\.)*","version":(\d+),"generation":(\d+|null)[,}]')
 
 
 def supersedes(new: bytes, held: bytes | None) -> bool:

@@ -53,8 +53,8 @@ def verify(settings: Settings, events: list[dict[str, Any]], poison: dict[str, s
     report["recommendations"] = recommendation_check(settings, events)
     report["dead_letters"] = dead_letter_check(settings, poison)
     report["passed"] = (report["redis_count_mismatches"] == 0 and report["table_count_mismatches"] == 0
-                        and report["version_mismatches"] == 0 and report["item_state"]["equal"] and report["recommendations"]["exact"]
-                        and report["dead_letters"]["missing"] == 0)
+                        and report["version_mismatches"] == 0 and report["item_state"]["equal"]
+                        and report["recommendations"]["exact"] and report["dead_letters"]["missing"] == 0)
     return report
 
 
