@@ -28,7 +28,7 @@ def test_log_space_sum_equals_the_decayed_sum():
 
 
 def test_interaction_signals_are_symmetric_and_aggregated_per_batch():
-    buf = SignalBuffer(half_life_ms=1000, trending_half_life_ms=100)
+    buf = SignalBuffer(popularity_half_life_ms=1000, trending_half_life_ms=100)
     buf.add_interaction("b", [("a", 0)], 1.0, 0)
     buf.add_interaction("b", [("a", 0)], 1.0, 0)
     assert set(buf.by_item) == {"a", "b"}
@@ -36,6 +36,17 @@ def test_interaction_signals_are_symmetric_and_aggregated_per_batch():
     assert decay.value_at(buf.by_item["b"]["pop"], 0, 1000) == pytest.approx(2.0)
     assert decay.value_at(buf.by_item["a"]["neighbors"]["b"], 0, 1000) == pytest.approx(2.0)
     assert decay.value_at(buf.by_item["b"]["neighbors"]["a"], 0, 1000) == pytest.approx(2.0)
+
+
+def test_popularity_counts_each_event_once_whatever_its_type_and_pairs_count_its_weight():
+    # popularity predicts the next event, whatever its type; a pair measures how strongly the two go together
+    buf = SignalBuffer(popularity_half_life_ms=1000, trending_half_life_ms=100)
+    buf.add_interaction("b", [("a", 0)], 6.0, 0)  # an order
+    buf.add_interaction("c", [], 0.5, 0)  # a browse
+    assert decay.value_at(buf.by_item["b"]["pop"], 0, 1000) == pytest.approx(1.0)
+    assert decay.value_at(buf.by_item["c"]["pop"], 0, 1000) == pytest.approx(1.0)
+    assert decay.value_at(buf.by_item["b"]["trend"], 0, 100) == pytest.approx(1.0)
+    assert decay.value_at(buf.by_item["b"]["neighbors"]["a"], 0, 1000) == pytest.approx(6.0)
 
 
 def test_neighbour_lists_are_bounded():
@@ -81,9 +92,9 @@ def test_category_tops_hold_each_categorys_most_popular_items():
     settings = Settings(category_items=2)
     index = InMemoryItemIndex(settings)
     buf = SignalBuffer.for_settings(settings)
-    for item, weight, category in [("s1", 1.0, "shoes"), ("s2", 3.0, "shoes"), ("s3", 2.0, "shoes"),
-                                   ("g1", 5.0, "garden")]:
-        buf.add_interaction(item, [], weight, 0, category)
+    for item, events, category in [("s1", 1, "shoes"), ("s2", 3, "shoes"), ("s3", 2, "shoes"), ("g1", 5, "garden")]:
+        for _ in range(events):
+            buf.add_interaction(item, [], 1.0, 0, category)
     index.apply(m for _, m in buf.messages())
     index.begin_batch()
     assert [item for item, _ in index.category_items("shoes")] == ["s2", "s3"]
@@ -94,10 +105,11 @@ def test_category_tops_hold_each_categorys_most_popular_items():
 
 
 def test_trending_forgets_faster_than_popular():
-    settings = Settings(half_life_ms=1000 * 3600, trending_half_life_ms=1000)
+    settings = Settings(popularity_half_life_ms=1000 * 3600, trending_half_life_ms=1000)
     index = InMemoryItemIndex(settings)
     buf = SignalBuffer.for_settings(settings)
-    buf.add_interaction("old-hit", [], 10.0, 0)
+    for _ in range(10):
+        buf.add_interaction("old-hit", [], 1.0, 0)
     buf.add_interaction("new", [], 1.0, 60_000)  # a minute later: many trending half-lives, few popular ones
     index.apply(m for _, m in buf.messages())
     index.begin_batch()
@@ -121,7 +133,7 @@ def test_in_memory_index_ranks_neighbours_by_share_of_the_best():
 
 
 def test_a_co_visit_counts_less_the_longer_apart_the_two_events():
-    buf = SignalBuffer(half_life_ms=10**9, trending_half_life_ms=10**9, covis_gap_half_life_ms=1000)
+    buf = SignalBuffer(popularity_half_life_ms=10**9, trending_half_life_ms=10**9, covis_gap_half_life_ms=1000)
     buf.add_interaction("b", [("near", 0), ("far", 2000)], 1.0, 0)
     nb = buf.by_item["b"]["neighbors"]
     assert decay.value_at(nb["near"], 0, 10**9) == pytest.approx(1.0)

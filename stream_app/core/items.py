@@ -11,8 +11,8 @@ Keys in the store: ``i:<item_id>`` -> entry; ``p:<partition>`` -> popular list; 
 trending list; ``c:<partition>:<category>`` -> that category's most popular items (one partition,
 0, in the in-memory index; readers merge partitions).
 
-Popular is decayed with the profile half-life (a day by default); trending is the same count with
-a short half-life (`trending_half_life_ms`): a sliding window in the forward-decay sense, O(1) per
+Popular counts events (each one, whatever its type) decayed with `popularity_half_life_ms` (a week
+by default); trending is the same count with a short half-life (`trending_half_life_ms`): a sliding window in the forward-decay sense, O(1) per
 event, no expiry pass.
 """
 
@@ -62,7 +62,7 @@ def _new_entry(ts: int) -> Entry:
 class SignalBuffer:
     """Item signals of one batch, aggregated so each item is sent once per batch."""
 
-    half_life_ms: int
+    popularity_half_life_ms: int
     trending_half_life_ms: int
     covis_gap_half_life_ms: int = 30 * 60 * 1000
     pair_half_life_ms: int = 365 * 24 * 3600 * 1000
@@ -72,7 +72,7 @@ class SignalBuffer:
 
     @classmethod
     def for_settings(cls, settings: Settings) -> "SignalBuffer":
-        return cls(settings.half_life_ms, settings.trending_half_life_ms, settings.covis_gap_half_life_ms,
+        return cls(settings.popularity_half_life_ms, settings.trending_half_life_ms, settings.covis_gap_half_life_ms,
                    settings.pair_half_life_ms)
 
     def _entry(self, item_id: str, ts: int) -> Entry:
@@ -86,11 +86,12 @@ class SignalBuffer:
     def add_interaction(self, item_id: str, previous: Iterable[tuple[str, int]], weight: float, ts: int,
                         category: str | None = None) -> None:
         """One event on item_id (its type's `weight`) by a user whose recent items in the co-visitation
-        window were `previous`: (item, ms since the user last saw it). A pair counts the event's weight,
+        window were `previous`: (item, ms since the user last saw it). Popularity and trending count the
+        event as one (they predict the next event, whatever its type); a pair counts the event's weight,
         halved every covis_gap_half_life_ms between the two events: items seen together count most."""
         entry = self._entry(item_id, ts)
-        entry["pop"] = decay.log_add(entry["pop"], decay.log_weight(weight, ts, self.half_life_ms))
-        entry["trend"] = decay.log_add(entry["trend"], decay.log_weight(weight, ts, self.trending_half_life_ms))
+        entry["pop"] = decay.log_add(entry["pop"], decay.log_weight(1.0, ts, self.popularity_half_life_ms))
+        entry["trend"] = decay.log_add(entry["trend"], decay.log_weight(1.0, ts, self.trending_half_life_ms))
         if category is not None:
             entry["category"] = category
         stored = decay.log_weight(weight, ts, self.pair_half_life_ms)
