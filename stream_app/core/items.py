@@ -12,8 +12,8 @@ trending list; ``c:<partition>:<category>`` -> that category's most popular item
 0, in the in-memory index; readers merge partitions).
 
 Popular counts events (each one, whatever its type) decayed with `popularity_half_life_ms` (a week
-by default); trending is the same count with a short half-life (`trending_half_life_ms`): a sliding window in the forward-decay sense, O(1) per
-event, no expiry pass.
+by default); trending is the same count with a short half-life (`trending_half_life_ms`): a sliding
+window in the forward-decay sense, O(1) per event, no expiry pass.
 """
 
 from __future__ import annotations
