@@ -167,6 +167,20 @@ def test_a_redelivered_input_counts_once_in_the_item_state():
     assert once.index.store == twice.index.store and twice.duplicates == 2
 
 
+def test_the_feed_remembers_each_users_last_event_ids_and_only_those():
+    settings = Settings()
+    feed = ItemFeed(settings, InMemoryItemIndex(settings))
+    remembered = ItemFeed.DIGESTS_PER_USER
+    for n in range(remembered + 1):
+        feed.add(Event(f"e{n}", "u", f"i{n}", "click", T0 + n), 0, 1)
+    feed.add(Event("e1", "u", "i1", "click", T0 + 1), 0, 1)  # among the last `remembered`: dropped
+    feed.add(Event("e0", "v", "i0", "click", T0), 0, 1)  # another user's: kept
+    assert feed.duplicates == 1
+    feed.add(Event("e0", "u", "i0", "click", T0), 0, 1)  # pushed out by the later ones: counted again
+    assert feed.duplicates == 1 and feed.events == remembered + 3
+    assert len(feed.users["u"].digests) == remembered * 8 and len(feed.users["u"].tail) == settings.rules_steps
+
+
 def test_sequential_rules_weigh_each_follower_by_its_distance_within_a_session():
     settings = Settings(rules_steps=2, session_gap_ms=30 * MINUTE)
     feed = ItemFeed(settings, InMemoryItemIndex(settings))
