@@ -19,7 +19,6 @@ in rounds of one epoch (`Sequencer.take`), so it never needs an item state it ha
 from __future__ import annotations
 
 import collections
-import hashlib
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
@@ -27,6 +26,7 @@ from typing import Any, Callable, Iterable
 from ..config import EVENT_TYPES, Settings
 from .events import Event
 from .items import InMemoryItemIndex, SignalBuffer
+from .profile import event_digest
 
 LANES = len(EVENT_TYPES)
 LANE_OF = {event_type: lane for lane, event_type in enumerate(EVENT_TYPES)}
@@ -192,7 +192,7 @@ def rounds(events: Iterable[dict[str, Any]], settings: Settings, partition_of: C
         yield epoch, batch
 
 
-#: Bytes of an event id's digest in the item feed's duplicate check (a collision in 2^64).
+#: Bytes of an event id's digest (`profile.event_digest`, 64 bits) in the item feed's duplicate check.
 DIGEST_BYTES = 8
 
 
@@ -201,15 +201,14 @@ class _UserTrail:
     the current session's last items in order for sequential rules, and digests of recent event ids.
     Compact, since every worker keeps one for every user of the whole input: a list, not a deque (a
     deque's first block alone is 512 bytes), and 8-byte digests packed in one bytes object instead of
-    the event id strings (about 2 KB of a trail's 4.7 before)."""
+    the event id strings."""
 
-    __slots__ = ("seen", "tail", "steps", "digests", "last_ts", "session_id", "last_category", "hour",
-                 "hour_signals", "hour_items")
+    __slots__ = ("seen", "tail", "digests", "last_ts", "session_id", "last_category", "hour", "hour_signals",
+                 "hour_items")
 
-    def __init__(self, steps: int):
+    def __init__(self) -> None:
         self.seen: dict[str, int] = {}
-        self.tail: list[str] = []  # at most `steps`, oldest first
-        self.steps = steps
+        self.tail: list[str] = []  # the session's last items (settings.rules_steps), oldest first
         self.digests = b""  # 8-byte digests of the last DIGESTS_PER_USER event ids, oldest first
         self.last_ts: int | None = None
         self.session_id: str | None = None
@@ -221,7 +220,7 @@ class _UserTrail:
 
     def is_repeat(self, event_id: str, remembered: int) -> bool:
         """Was `event_id` among the user's last `remembered` ones? Remembers it if not."""
-        digest = hashlib.blake2b(event_id.encode("utf-8"), digest_size=DIGEST_BYTES).digest()
+        digest = bytes.fromhex(event_digest(event_id))
         at = self.digests.find(digest)
         while at >= 0:
             if at % DIGEST_BYTES == 0:
@@ -230,10 +229,10 @@ class _UserTrail:
         self.digests = self.digests[-(remembered - 1) * DIGEST_BYTES:] + digest if remembered > 1 else digest
         return False
 
-    def step(self, item_id: str) -> None:
-        """The session's next item."""
+    def step(self, item_id: str, steps: int) -> None:
+        """The session's next item; the tail keeps the last `steps`."""
         self.tail.append(item_id)
-        if len(self.tail) > self.steps:
+        if len(self.tail) > steps:
             del self.tail[0]
 
     def within_caps(self, event: Event, per_hour: int, per_item_hour: int) -> bool:
@@ -316,7 +315,7 @@ class ItemFeed:
         # The most recently active user last: an eviction pass reads quiet trails from the front only
         user = self.users.pop(event.user_id, None)
         if user is None:
-            user = _UserTrail(settings.rules_steps)
+            user = _UserTrail()
         self.users[event.user_id] = user
         if user.is_repeat(event.event_id, self.DIGESTS_PER_USER):
             self.duplicates += 1
@@ -349,7 +348,7 @@ class ItemFeed:
                 buffer.add_category_step(user.last_category, event.category, event.ts)
         if event.category is not None:
             user.last_category = event.category
-        user.step(event.item_id)
+        user.step(event.item_id, settings.rules_steps)
         if seen.get(event.item_id, event.ts) <= event.ts:
             seen.pop(event.item_id, None)
             seen[event.item_id] = event.ts
