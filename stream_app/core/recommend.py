@@ -252,19 +252,24 @@ def _category_columns(matrix: np.ndarray, index: ItemIndex, event: Event, ids: l
     matrix[:, _F["category_rank_next"]] = matrix[:, _F["category_rank"]] * matrix[:, _F["category_next"]]
     session_main = next(iter(session_categories), None)
     next_after_main = index.next_categories(session_main) if session_main is not None else {}
+    within: np.ndarray | None = None  # each candidate's share within its category, for both columns
     for column, following in (("category_model", next_categories), ("category_model_session", next_after_main)):
         if following:
+            if within is None:
+                within = by_code([index.within_category(c) if c is not None else {} for c in distinct], ids, codes)
             total = sum(following.values())
-            matrix[:, _F[column]] = _category_model(index, by_category({c: p / total for c, p in following.items()}),
-                                                    ids, categories)
+            matrix[:, _F[column]] = _category_model(by_category({c: p / total for c, p in following.items()}), within)
 
 
-def _category_model(index: ItemIndex, step: np.ndarray, ids: list[str], categories: list[str | None]) -> np.ndarray:
-    """P(the next item's category) (`step`, per candidate) x P(the item within its category), as a share
-    of the best candidate's."""
-    column = np.zeros(len(ids))
-    for row in np.flatnonzero(step).tolist():
-        column[row] = step[row] * index.within_category(categories[row]).get(ids[row], 0.0)
+def by_code(tables: list[Mapping[str, float]], ids: list[str], codes: np.ndarray) -> np.ndarray:
+    """Each candidate's value in the table of its category (`codes`: its category's index in `tables`)."""
+    return np.array([tables[code].get(item_id, 0.0) for item_id, code in zip(ids, codes.tolist())])
+
+
+def _category_model(step: np.ndarray, within: np.ndarray) -> np.ndarray:
+    """P(the next item's category) (`step`, per candidate) x P(the item within its category) (`within`),
+    as a share of the best candidate's."""
+    column = step * within
     best = column.max()
     return log_share(column / best) if best > 0 else column
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import heapq
 from typing import Any, Sequence
 
 import numpy as np
@@ -147,7 +148,11 @@ def feedback_labels(shown: Sequence[str], hit_item: str, event_id: str, negative
     labels = [(row, True) for row, item in enumerate(shown) if item == hit_item][:1]
     others = [row for row, item in enumerate(shown) if item != hit_item]
     if len(others) > negatives:
-        salt = f"{seed}:{event_id}:".encode()
-        others = sorted(others, key=lambda row: hashlib.blake2b(salt + shown[row].encode(), digest_size=8).digest())
-        others = others[:negatives]
+        salted = hashlib.blake2b(f"{seed}:{event_id}:".encode(), digest_size=8)
+        keyed = []
+        for row in others:  # the digest of salt + item; a copy of the salted state costs half a new hash
+            digest = salted.copy()
+            digest.update(shown[row].encode())
+            keyed.append((digest.digest(), row))
+        others = [row for _, row in heapq.nsmallest(negatives, keyed)]
     return labels + [(row, False) for row in others]
