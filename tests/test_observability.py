@@ -15,6 +15,8 @@ from stream_app.errors import ConfigError
 from stream_app.logs import logging_config
 from stream_app.stream.batch import Counters
 from stream_app.stream.metrics import Snapshot, WorkerMetrics
+from stream_app.stream.stage_latency import STAGES
+from stream_app.tools.bench import stage_quantiles
 from stream_app.tools.scrape import quantile
 
 SECRET = "s3cr3t-pw"
@@ -131,3 +133,33 @@ def test_an_evicted_user_leaves_the_freshness_figures():
     freshness.forget("u1", 3)
     freshness.forget("nobody", 7)  # an unknown user or partition changes nothing
     assert freshness.ages_s(11_000).tolist() == [6.0]
+
+
+def exposed(metrics: WorkerMetrics) -> dict:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(metrics.exposition().decode()) for s in f.samples}
+
+
+def test_input_stages_count_each_record_by_its_kafka_timestamp_and_bench_reads_them_between_two_scrapes():
+    metrics = WorkerMetrics(lambda: Snapshot(Counters(), {}, {}, {}, []))
+    # records stamped 12 ms, 12 ms and 90 ms before they were read; one without a timestamp is not counted
+    metrics.stages.observe("read", 100.0, [99_988.0, 99_988.0, 99_910.0, None])
+    before = exposed(metrics)
+    assert before[("stream_app_input_stage_seconds_count", (("stage", "read"),))] == 3
+    assert before[("stream_app_input_stage_seconds_bucket", (("le", "0.01"), ("stage", "read")))] == 0
+    assert before[("stream_app_input_stage_seconds_bucket", (("le", "0.015"), ("stage", "read")))] == 2
+    assert before[("stream_app_input_stage_seconds_bucket", (("le", "0.075"), ("stage", "read")))] == 2
+    assert before[("stream_app_input_stage_seconds_bucket", (("le", "0.1"), ("stage", "read")))] == 3
+    assert before[("stream_app_input_stage_seconds_sum", (("stage", "read"),))] == pytest.approx(0.114)
+    assert {dict(labels)["stage"] for (name, labels) in before if name == "stream_app_input_stage_seconds_count"} \
+        == set(STAGES)
+    # a record stamped after it was read (clock skew) counts as 0 s, not as a negative time
+    metrics.stages.observe("taken", 100.0, [100_050.0])
+    assert exposed(metrics)[("stream_app_input_stage_seconds_bucket", (("le", "0.005"), ("stage", "taken")))] == 1
+    # bench: only what was counted between the scrapes, so the warm-up before the first one is left out
+    for _ in range(99):
+        metrics.stages.observe("read", 100.0, [99_945.0])  # 55 ms
+    after = exposed(metrics)
+    (stage, p50, p99), = [q for q in stage_quantiles([before], [after]) if q[0] == "read"]
+    assert 0.05 < p50 <= 0.06 and 0.05 < p99 <= 0.06
+    assert quantile(after, "stream_app_input_stage_seconds", 0.01, stage="read") < 0.015  # the warm-up is in it

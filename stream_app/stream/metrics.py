@@ -17,9 +17,8 @@ from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, ge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from .batch import Counters
+from .stage_latency import LATENCY_BUCKETS, StageLatency
 
-LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
-                   3600.0)
 BATCH_SIZE_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000)
 BATCH_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 FRESHNESS_BUCKETS = (1.0, 10.0, 60.0, 300.0, 900.0, 3600.0, 6 * 3600.0, 86400.0, 7 * 86400.0, 30 * 86400.0)
@@ -71,6 +70,7 @@ class WorkerMetrics:
     def __init__(self, snapshot: Callable[[], Snapshot]):
         self.registry = CollectorRegistry()
         self.freshness = Freshness()
+        self.stages = StageLatency()
         self.batch_size = Histogram("stream_app_batch_size", "Input events per output batch",
                                     buckets=BATCH_SIZE_BUCKETS, registry=self.registry)
         self.batch_seconds = Histogram("stream_app_batch_seconds",
@@ -80,7 +80,7 @@ class WorkerMetrics:
                                  "From an event to its recommendation's delivery; since=event_time: the event's ts, "
                                  "since=arrival: the input record's Kafka timestamp",
                                  ["since"], buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.registry.register(_WorkerCollector(snapshot, self.freshness))
+        self.registry.register(_WorkerCollector(snapshot, self.freshness, self.stages))
         ProcessCollector(registry=self.registry)  # process_*: CPU seconds, resident memory, open files
 
     def observe_batch(self, size: int, seconds: float, recommended: Iterable[tuple[int, float]],
@@ -115,9 +115,10 @@ def freshness_histogram(ages: np.ndarray) -> HistogramMetricFamily:
 
 
 class _WorkerCollector:
-    def __init__(self, snapshot: Callable[[], Snapshot], freshness: Freshness):
+    def __init__(self, snapshot: Callable[[], Snapshot], freshness: Freshness, stages: StageLatency):
         self.snapshot = snapshot
         self.freshness = freshness
+        self.stages = stages
 
     def collect(self) -> Iterator[Metric]:
         s = self.snapshot()
@@ -127,6 +128,7 @@ class _WorkerCollector:
         yield from state_families(s)
         ages = self.freshness.ages_s(int(time.time() * 1000))
         yield freshness_histogram(ages)
+        yield self.stages.family()
         yield _gauge("stream_app_user_freshness_oldest_seconds", "The largest user freshness (0: no user yet)",
                      float(ages.max()) if len(ages) else 0.0)
 

@@ -39,6 +39,7 @@ from ..core.items import InMemoryItemIndex
 from ..core.ordering import AFTER_ALL, BEFORE_ALL, GroupMerge, ItemFeed, Released, Sequencer
 from ..kafka_security import aiokafka_kwargs
 from .partitioning import partition_of
+from .stage_latency import StageLatency
 
 log = logging.getLogger("stream_app.ordered_input")
 
@@ -102,6 +103,7 @@ class OrderedInput:
         self.passed: dict[tuple[int, int], int] = {}
         self.refetches = 0
         self.duplicates = 0
+        self.stages = StageLatency()  # where own records' time goes (the worker's metrics expose it)
         #: Set by the worker: drops a delivered message that will never be acknowledged (a copy, or one
         #: fetched again) from what Faust waits for at a rebalance.
         self.forget: Callable[[Any], None] = lambda message: None
@@ -200,9 +202,11 @@ class OrderedInput:
             checked = self.checked(record.value, record.key, Source(topic, partition, record.offset), lane,
                                    record.timestamp)
             self.sequencer.push(partition, lane, checked.ts if isinstance(checked, Event) else None,
-                                (record.offset, checked))
+                                (record.offset, checked, record.timestamp))
             self.next_offset[(lane, partition)] = record.offset + 1
         self.read += len(records)
+        if partition in self.owned:
+            self.stages.observe("read", time.time(), (record.timestamp for record in records))
 
     def release(self) -> None:
         """Release what the order allows: item signals into the feed, entries into the schedules."""
@@ -211,15 +215,17 @@ class OrderedInput:
             if epoch is None:
                 break
             for entry in released:
-                offset, checked = entry.item
+                offset, checked, _ = entry.item
                 if isinstance(checked, Event):
                     self.items.add(checked, entry.group, entry.epoch)
                 schedule = self.schedules[entry.group]
                 if entry.group not in self.owned:
-                    entry.item = (offset, None)  # another worker's: keep the order, not the event
+                    entry.item = (offset, None, None)  # another worker's: keep the order, not the event
                     if len(schedule) >= self.KEEP_OTHERS:
                         self._pass(schedule.popleft())
                 schedule.append(entry)
+            # own records only: another worker's have no timestamp left
+            self.stages.observe("ordered", time.time(), (entry.item[2] for entry in released))
         # Never past the newest epoch released: an idle input says nothing about epochs to come.
         newest = max((g.clock // g.epoch_ms for g in self.sequencer.groups.values() if g.clock is not None),
                      default=BEFORE_ALL)
@@ -365,7 +371,7 @@ class OrderedInput:
             schedule = self.schedules[group]
             while schedule and schedule[0].epoch == epoch and len(out) < limit:
                 entry = schedule[0]
-                offset, checked = entry.item
+                offset, checked, _ = entry.item
                 delivered = self.delivered[(entry.lane, group)]
                 while delivered and delivered[0].message.offset < offset:
                     # Not in the schedule (trimmed before this worker owned the partition): apply now.

@@ -54,6 +54,11 @@ LEARNER_TABLE = "partition-learners"
 CATALOGUE_WAIT_S = 600
 
 
+def kafka_ms(message: Any) -> float | None:
+    """A Faust message's Kafka timestamp in ms (Faust gives seconds)."""
+    return message.timestamp * 1000 if message.timestamp is not None else None
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -97,6 +102,7 @@ class StreamWorker:
         self.partitions_ready = False  # partitions assigned and tables recovered
         self.processing = False  # past the start-up waits for the models and the catalogue
         self.metrics = WorkerMetrics(self.snapshot)
+        self.ordered.stages = self.metrics.stages
         self.web_port = web_port
         self.http: Any = None  # the HTTP port's runner (stream/health.py), from start_http
 
@@ -157,6 +163,7 @@ class StreamWorker:
         async for events in stream.noack_take(self.settings.batch_max, within=self.settings.batch_within_s):
             for event in events:
                 self.ordered.deliver(event)
+            self.metrics.stages.observe("delivered", time.time(), (kafka_ms(event.message) for event in events))
             self.ordered.changed.set()
 
     async def process_inputs(self) -> None:
@@ -200,6 +207,7 @@ class StreamWorker:
                 boundary = self.user_eviction.due(epoch * settings.item_epoch_ms) if settings.user_idle_ms else None
                 if boundary is not None:
                     handler.evict_idle(boundary, self.assigned_inputs(), self.partitions)
+                self.metrics.stages.observe("taken", time.time(), (kafka_ms(r.event.message) for r in ready))
                 handler.process_round(ready, live, shadow, content)
             for topic, partition, offset in ordered.take_refetches():
                 log.warning("Faust's consumer skipped %s[%d] at offset %d (unapplied): fetching it again",

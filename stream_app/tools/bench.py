@@ -26,11 +26,13 @@ from ..config import Settings
 from ..errors import ServiceTimeout
 from ..store.redis_store import worker_statuses
 from ..stream.model_control import publish
+from ..stream.stage_latency import STAGES
 from ..stream.topics import ensure_topics
 from .consume import TopicReader, read_to_end, wait_committed
 from .plain_app import output_topic, plain_settings
 from .processes import Run, WorkerProcess, one_off_run, wait_ready_workers
 from .replay import produce_events
+from .scrape import Samples, quantile, scrape
 
 
 def synthetic_events(n: int, users: int, items: int, seed: int = 7, start_ms: int = 1_700_000_000_000,
@@ -92,6 +94,7 @@ class Measured:
     seconds: float  # first event sent -> last output published
     produced_s: float
     latency: dict[str, float]
+    stages: list[tuple[str, float, float]] | None = None  # (stage, p50 s, p99 s) from the workers' histograms
 
     @property
     def rate(self) -> float:
@@ -99,11 +102,13 @@ class Measured:
 
 
 def measure(settings: Settings, output: str, events: list[dict[str, Any]], rate: float | None,
-            timeout: float, processes: list[WorkerProcess]) -> Measured:
+            timeout: float, processes: list[WorkerProcess], stages: bool = True) -> Measured:
     """The warm-up, then the events; the output read once every input is committed (a reader running
-    meanwhile would take CPU from the workers; each output record carries its publication time)."""
+    meanwhile would take CPU from the workers; each output record carries its publication time).
+    `stages`: also read the workers' input-stage histograms over the events (not the warm-up)."""
     warmup = synthetic_events(200, 50, 100, seed=1, prefix="warmup", start_ms=events[0]["ts"] - 3_600_000)
     committed(settings, produce_events(settings, warmup).marks, timeout, processes)
+    before = [scrape(f"{p.url}/metrics") for p in processes] if stages else []
     sent_ms: dict[str, float] = {}
     started = time.time()
     marks = produce_events(settings, events, rate,
@@ -114,7 +119,25 @@ def measure(settings: Settings, output: str, events: list[dict[str, Any]], rate:
         reader.read_until(len(warmup) + len(events), timeout)
         measured = [r for r in reader.records if orjson.loads(r.value)["trigger_event_id"] in sent_ms]
     last_publish = max(r.timestamp for r in measured) / 1000
-    return Measured(len(events), last_publish - started, produced - started, latency_summary(sent_ms, measured))
+    after = [scrape(f"{p.url}/metrics") for p in processes] if stages else []
+    return Measured(len(events), last_publish - started, produced - started, latency_summary(sent_ms, measured),
+                    stage_quantiles(before, after) if stages else None)
+
+
+def stage_quantiles(before: list[Samples], after: list[Samples]) -> list[tuple[str, float, float]]:
+    """(stage, p50, p99) in seconds of each input stage and of the delivery, over what the workers counted
+    between the two scrapes (histograms: linear within a bucket)."""
+    counted: Samples = {}
+    for was, now in zip(before, after):
+        for key, value in now.items():
+            counted[key] = counted.get(key, 0.0) + value - was.get(key, 0.0)
+    out = []
+    for stage, histogram, labels in [*((stage, "stream_app_input_stage_seconds", {"stage": stage}) for stage in STAGES),
+                                     ("published", "stream_app_event_to_recommendation_seconds", {"since": "arrival"})]:
+        p50, p99 = (quantile(counted, histogram, q, **labels) for q in (0.5, 0.99))
+        if p50 is not None and p99 is not None:
+            out.append((stage, p50, p99))
+    return out
 
 
 def committed(settings: Settings, marks: Mapping[Any, int], timeout: float, processes: list[WorkerProcess]) -> None:
@@ -190,7 +213,7 @@ def run_plain(run: Run, events: list[dict[str, Any]], rate: float | None, timeou
     ensure_topics(settings, extra=(output_topic(settings),))
     app = WorkerProcess(settings, run.log_dir / "plain-app.log", "warn", module="stream_app.tools.plain_app")
     run.workers.append(app)
-    result = measure(settings, output_topic(settings), events, rate, timeout, [app])
+    result = measure(settings, output_topic(settings), events, rate, timeout, [app], stages=False)
     print_measured("plain Faust app (parse, one table update, one send per event)", result, rate, None)
     app.stop()
     return result
@@ -206,6 +229,15 @@ def print_measured(label: str, result: Measured, rate: float | None, plain: Meas
     print(f"    latency event -> recommendation: p50 {lat['p50_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms "
           f"(over {lat['count']} recommendations"
           + ("; at full speed events queue behind the backlog)" if rate is None else ")"))
+    if result.stages:
+        print("    where it goes (the workers' histograms, from the input record's Kafka timestamp, p50 / p99): "
+              + ", ".join(f"{STAGE_NAMES[stage]} {p50 * 1000:.0f} / {p99 * 1000:.0f} ms"
+                          for stage, p50, p99 in result.stages))
+
+
+STAGE_NAMES = {"read": "read by its reader", "delivered": "delivered by Faust's consumer",
+               "ordered": "released in event-time order", "taken": "taken into a batch",
+               "published": "recommendation delivered"}
 
 
 def rss_bytes(pid: int) -> int | None:
