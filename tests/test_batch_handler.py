@@ -15,7 +15,7 @@ from stream_app.core.learners import read_partition_learners
 from stream_app.core.profile import Profile, event_digest
 from stream_app.store.redis_store import ERASED_MARKER_S
 from stream_app.stream.batch import BatchHandler, Counters, PartitionState
-from stream_app.stream.ordered_input import Ready
+from stream_app.stream.ready import Ready
 
 USER = "u1"
 RECOMMEND = process.recommend

@@ -143,7 +143,7 @@ def exposed(metrics: WorkerMetrics) -> dict:
 def test_input_stages_count_each_record_by_its_kafka_timestamp_and_bench_reads_them_between_two_scrapes():
     metrics = WorkerMetrics(lambda: Snapshot(Counters(), {}, {}, {}, []))
     # records stamped 12 ms, 12 ms and 90 ms before they were read; one without a timestamp is not counted
-    metrics.stages.observe("read", 100.0, [99_988.0, 99_988.0, 99_910.0, None])
+    metrics.stages.observe("read", 100.0, [99.988, 99.988, 99.91, None])
     before = exposed(metrics)
     assert before[("stream_app_input_stage_seconds_count", (("stage", "read"),))] == 3
     assert before[("stream_app_input_stage_seconds_bucket", (("le", "0.01"), ("stage", "read")))] == 0
@@ -154,11 +154,11 @@ def test_input_stages_count_each_record_by_its_kafka_timestamp_and_bench_reads_t
     assert {dict(labels)["stage"] for (name, labels) in before if name == "stream_app_input_stage_seconds_count"} \
         == set(STAGES)
     # a record stamped after it was read (clock skew) counts as 0 s, not as a negative time
-    metrics.stages.observe("taken", 100.0, [100_050.0])
+    metrics.stages.observe("taken", 100.0, [100.05])
     assert exposed(metrics)[("stream_app_input_stage_seconds_bucket", (("le", "0.005"), ("stage", "taken")))] == 1
     # bench: only what was counted between the scrapes, so the warm-up before the first one is left out
     for _ in range(99):
-        metrics.stages.observe("read", 100.0, [99_945.0])  # 55 ms
+        metrics.stages.observe("read", 100.0, [99.945])  # 55 ms
     after = exposed(metrics)
     (stage, p50, p99), = [q for q in stage_quantiles([before], [after]) if q[0] == "read"]
     assert 0.05 < p50 <= 0.06 and 0.05 < p99 <= 0.06

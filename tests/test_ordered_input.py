@@ -1,5 +1,6 @@
-"""The worker's own partitions as Faust delivers them, against the schedule the reader built: a record
-Faust skips is fetched again, never taken for applied; a copy is never applied twice."""
+"""The worker's own partitions against the schedule the reader built: a record read while its partition
+was owned is applied from the reader's copy; one released before waits for Faust's delivery, and a
+record Faust skips is fetched again, never taken for applied; a copy is never applied twice."""
 
 from types import SimpleNamespace
 
@@ -8,6 +9,7 @@ import orjson
 from stream_app.config import Settings
 from stream_app.core.items import InMemoryItemIndex
 from stream_app.stream.ordered_input import OrderedInput
+from stream_app.stream.ready import ReadRecord
 
 START = 1_700_000_000_000
 
@@ -31,16 +33,22 @@ class Delivered:
                                        timestamp=rec.timestamp / 1000.0)  # Faust's are in seconds
 
 
-def own_partition(count: int) -> tuple[OrderedInput, str, list]:
+def own_partition(count: int, read_while_owned: bool = True) -> tuple[OrderedInput, str, list]:
+    """`read_while_owned` False: the records were read and released before the partition was the
+    worker's (another worker's then), so only their place in the schedule is kept."""
     settings = Settings(partitions=1)
     ordered = OrderedInput(settings, 1, InMemoryItemIndex(settings))
     forgotten: list = []
     ordered.forget = forgotten.append
     topic = settings.topics.purchase
     ordered.sequencer.may_skip = lambda group, lane: True  # the other (empty) lanes are not waited for
+    if not read_while_owned:
+        ordered.push(topic, 0, [record(n) for n in range(count)])
+        ordered.release()
     ordered.assign({0})
     ordered.resume_at({(topic, 0): 0})
-    ordered.push(topic, 0, [record(n) for n in range(count)])
+    if read_while_owned:
+        ordered.push(topic, 0, [record(n) for n in range(count)])
     return ordered, topic, forgotten
 
 
@@ -54,8 +62,33 @@ def drain(ordered: OrderedInput) -> list[int]:
         offsets += [r.event.message.offset for r in ready]
 
 
+def test_an_own_record_is_applied_from_the_readers_copy_and_faust_s_copy_is_let_go_when_it_comes():
+    ordered, topic, forgotten = own_partition(4)
+    ordered.deliver(Delivered(topic, 0))  # Faust's copy came first: it is the one applied (and acknowledged)
+    ordered.release()
+    _, ready = ordered.next_round(100)
+    assert [r.event.message.offset for r in ready] == [0, 1, 2, 3]
+    assert isinstance(ready[0].event, Delivered) and all(isinstance(r.event, ReadRecord) for r in ready[1:])
+    assert ready[3].event.message.timestamp == (START + 3) / 1000  # in seconds, as Faust's
+    assert ready[3].event.message.value == record(3).value and ready[3].checked.event_id == "e3"
+    assert ordered.applied_marks() == {(topic, 0): 4}
+    for offset in (1, 2, 3):  # Faust's copies of what the reader's applied: let go, not duplicates
+        ordered.deliver(Delivered(topic, offset))
+    assert [m.offset for m in forgotten] == [1, 2, 3] and ordered.status()["held"] == []
+    ordered.deliver(Delivered(topic, 2))  # delivered twice by Faust: that one is a duplicate
+    assert ordered.status()["duplicates"] == 1 and drain(ordered) == []
+
+
+def test_the_readers_copy_waits_until_faust_has_sought_the_lane_to_the_commit():
+    ordered, topic, forgotten = own_partition(4)
+    ordered.assign({0})  # a rebalance kept the partition: where the group's commit is, Faust's seek tells
+    assert drain(ordered) == []
+    ordered.resume_at({(topic, 0): 2})  # the earlier owner applied 0 and 1
+    assert drain(ordered) == [2, 3] and ordered.applied_marks() == {(topic, 0): 4}
+
+
 def test_a_record_faust_skipped_is_fetched_again_not_taken_for_applied(monkeypatch):
-    ordered, topic, forgotten = own_partition(6)
+    ordered, topic, forgotten = own_partition(6, read_while_owned=False)
     for offset in (0, 1, 4, 5):  # Faust's read position jumped past 2 and 3
         ordered.deliver(Delivered(topic, offset))
     assert drain(ordered) == [0, 1]
@@ -75,7 +108,7 @@ def test_a_record_never_delivered_is_fetched_again_after_a_bounded_wait(monkeypa
 
     clock = [1000.0]
     monkeypatch.setattr(ordered_input.time, "monotonic", lambda: clock[0])
-    ordered, topic, forgotten = own_partition(3)
+    ordered, topic, forgotten = own_partition(3, read_while_owned=False)
     ordered.deliver(Delivered(topic, 0))
     assert drain(ordered) == [0]
     assert ordered.take_refetches() == []  # waiting for 1 is normal at first

@@ -29,9 +29,9 @@ from ..core.process import (
 from ..core.profile import Profile
 from ..serving.encoder import Encoder, UserEncoding, encode_batch
 from .erasures import ErasedUsers, receipt
-from .ordered_input import Ready
 from .output import Outbox
 from .partitioning import partition_of
+from .ready import Ready
 
 log = logging.getLogger("stream_app.worker")
 

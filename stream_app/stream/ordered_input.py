@@ -4,17 +4,20 @@ Every worker reads every partition of the three input topics with its own consum
 consumer group (`run`), and releases them in event-time order, partition group by partition group
 (`ordering.Sequencer`): from that one order it builds the item state (`ordering.ItemFeed`, the same
 in every worker) and keeps each group's *schedule*, the order and epoch of its events. The worker's
-own partitions arrive a second time through Faust's consumer group (`deliver`), which owns offsets,
-commits and table recovery; they are processed in their schedule's order (`next_round`), a round
-of one epoch at a time, each round only once the item state holds every earlier epoch and no later
-one. So a worker's recommendations depend on the log, not on fetch timing, replay speed, the number
-of workers or the machine's load.
+own partitions are processed in their schedule's order (`next_round`), a round of one epoch at a
+time, each round only once the item state holds every earlier epoch and no later one. So a worker's
+recommendations depend on the log, not on fetch timing, replay speed, the number of workers or the
+machine's load.
 
-Faust's consumer can skip records around a rebalance (a fetch begun before the seek to the commit
-moves its read position past what the seek asked to read again). An own event the schedule expects
-that Faust delivers past is therefore fetched again (`refetch`: the worker seeks Faust's consumer
-back to it) instead of being taken for applied; copies of what was already handed out are dropped
-unacknowledged (`forget`).
+Faust's consumer group owns the assignment, the seek to the group's commit and table recovery; it
+delivers the own partitions a second time (`deliver`). An own record the reader read while its
+partition was owned is applied from the reader's copy (`ReadRecord`) as soon as its lane's start
+is known, without waiting for Faust's; Faust's copy, when it comes, is let go unacknowledged
+(`forget`: the worker commits what it applied). A record released before its partition was owned
+has only its place in the schedule, and waits for Faust's delivery. Faust's consumer can skip
+records around a rebalance (a fetch begun before the seek to the commit moves its read position
+past what the seek asked to read again): such a record is fetched again (`refetch`: the worker
+seeks Faust's consumer back to it) instead of being taken for applied.
 
 What may differ is the idle rule: when one lane of a group has had nothing new for `max_idle_ms`
 (and the consumer has read it to its end), the group goes on without it; an event that comes later
@@ -27,18 +30,17 @@ import asyncio
 import collections
 import logging
 import time
-from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from ..config import EVENT_TYPES, Settings
-from ..contracts import Rejection, Source, check_input
+from ..contracts import Rejection, Source
 from ..core.events import Event
 from ..core.items import InMemoryItemIndex
 from ..core.ordering import AFTER_ALL, BEFORE_ALL, GroupMerge, ItemFeed, Released, Sequencer
 from ..kafka_security import aiokafka_kwargs
-from .partitioning import partition_of
+from .ready import ReadRecord, Ready, gate
 from .stage_latency import StageLatency
 
 log = logging.getLogger("stream_app.ordered_input")
@@ -50,15 +52,6 @@ REFETCH_AGAIN_S = 5.0
 #: An own event in the schedule that Faust has not delivered for this long is fetched again (a skipped
 #: record at the end of what was produced has no later delivery to reveal the skip).
 UNDELIVERED_WAIT_S = 10.0
-
-
-@dataclass(slots=True)
-class Ready:
-    """One event of a round: its schedule entry, the Faust event to acknowledge, the parsed input."""
-
-    entry: Released
-    event: Any  # faust EventT
-    checked: Event | Rejection
 
 
 class OrderedInput:
@@ -102,7 +95,8 @@ class OrderedInput:
         #: owner); kept across rebalances, as the schedules are
         self.passed: dict[tuple[int, int], int] = {}
         self.refetches = 0
-        self.duplicates = 0
+        self.duplicates = 0  # records Faust's consumer delivered twice
+        self.faust_delivered: dict[tuple[int, int], int] = {}  # (lane, group) -> the last offset Faust delivered
         self.stages = StageLatency()  # where own records' time goes (the worker's metrics expose it)
         #: Set by the worker: drops a delivered message that will never be acknowledged (a copy, or one
         #: fetched again) from what Faust waits for at a rebalance.
@@ -198,15 +192,19 @@ class OrderedInput:
 
     def push(self, topic: str, partition: int, records: list[Any]) -> None:
         lane = self.lane_of_topic[topic]
+        owned = partition in self.owned
         for record in records:
             checked = self.checked(record.value, record.key, Source(topic, partition, record.offset), lane,
                                    record.timestamp)
+            # an own record keeps what the batch needs of it, to be applied without Faust's copy
+            read = ReadRecord.of(topic, partition, record) if owned else None
             self.sequencer.push(partition, lane, checked.ts if isinstance(checked, Event) else None,
-                                (record.offset, checked, record.timestamp))
+                                (record.offset, checked, read))
             self.next_offset[(lane, partition)] = record.offset + 1
         self.read += len(records)
-        if partition in self.owned:
-            self.stages.observe("read", time.time(), (record.timestamp for record in records))
+        if owned:
+            self.stages.observe("read", time.time(), (record.timestamp / 1000 for record in records
+                                                      if record.timestamp is not None))
 
     def release(self) -> None:
         """Release what the order allows: item signals into the feed, entries into the schedules."""
@@ -224,8 +222,8 @@ class OrderedInput:
                     if len(schedule) >= self.KEEP_OTHERS:
                         self._pass(schedule.popleft())
                 schedule.append(entry)
-            # own records only: another worker's have no timestamp left
-            self.stages.observe("ordered", time.time(), (entry.item[2] for entry in released))
+            self.stages.observe("ordered", time.time(), (entry.item[2].timestamp for entry in released
+                                                         if entry.item[2] is not None))  # own records only
         # Never past the newest epoch released: an idle input says nothing about epochs to come.
         newest = max((g.clock // g.epoch_ms for g in self.sequencer.groups.values() if g.clock is not None),
                      default=BEFORE_ALL)
@@ -274,6 +272,7 @@ class OrderedInput:
         self.owned = set(partitions)
         self.start = {}
         self.delivered.clear()
+        self.faust_delivered.clear()
         self.handed.clear()
         self.refetch_wanted.clear()
         self.undelivered_since.clear()
@@ -302,6 +301,7 @@ class OrderedInput:
         held = [event.message for queue in self.delivered.values() for event in queue]
         self.owned = set()
         self.delivered.clear()
+        self.faust_delivered.clear()
         self.handed.clear()
         self.refetch_wanted.clear()
         self.undelivered_since.clear()
@@ -313,8 +313,10 @@ class OrderedInput:
         key = (self.lane_of_topic[message.topic], message.partition)
         queue = self.delivered[key]
         last = queue[-1].message.offset if queue else self.handed.get(key, -1)
-        if message.offset <= last:  # a copy (fetched again): the first one is acknowledged when applied
-            self.duplicates += 1
+        seen = self.faust_delivered.get(key, -1)
+        self.faust_delivered[key] = max(seen, message.offset)
+        if message.offset <= last:  # applied from the reader's copy, or a copy Faust fetched again
+            self.duplicates += message.offset <= seen
             self.forget(message)
             return
         wanted = self.refetch_wanted.get(key)
@@ -371,30 +373,30 @@ class OrderedInput:
             schedule = self.schedules[group]
             while schedule and schedule[0].epoch == epoch and len(out) < limit:
                 entry = schedule[0]
-                offset, checked, _ = entry.item
-                delivered = self.delivered[(entry.lane, group)]
+                offset, checked, read = entry.item
+                key = (entry.lane, group)
+                delivered = self.delivered[key]
                 while delivered and delivered[0].message.offset < offset:
                     # Not in the schedule (trimmed before this worker owned the partition): apply now.
                     stale = delivered.popleft()
                     self.unscheduled += 1
-                    self.handed[(entry.lane, group)] = stale.message.offset
+                    self.handed[key] = stale.message.offset
                     out.append(Ready(Released(group, entry.lane, epoch, True, None), stale, self._check(stale)))
-                if not delivered:
-                    if offset < self.start.get((entry.lane, group), 0):
-                        self._pass(schedule.popleft())
-                        continue
+                if offset < self.start.get(key, 0):  # applied before this worker owned it
+                    self._pass(schedule.popleft())
+                    continue
+                if delivered and delivered[0].message.offset == offset:
+                    event = delivered.popleft()  # Faust's copy came first: acknowledged once applied
+                elif read is not None and key in self.start:
+                    event = read  # the reader's copy, once the lane's start is known; Faust's is let go
+                elif not delivered:
                     self._undelivered(entry.lane, group, offset)  # Faust has not delivered it yet
                     break
-                event = delivered[0]
-                if event.message.offset > offset:
-                    if offset < self.start.get((entry.lane, group), 0):  # applied before this worker owned it
-                        self._pass(schedule.popleft())
-                        continue
+                else:
                     self._refetch(entry.lane, group, offset)  # Faust skipped it
                     break
-                delivered.popleft()
                 self._pass(schedule.popleft())
-                self.handed[(entry.lane, group)] = offset
+                self.handed[key] = offset
                 out.append(Ready(entry, event, checked if checked is not None else self._check(event)))
         if out and epoch > BEFORE_ALL and self.items.applied_through > epoch - 1:
             # a partition taken over from a worker that was behind this one's item state
@@ -425,17 +427,7 @@ class OrderedInput:
 
     def checked(self, value: bytes | None, key: bytes | None, source: Source, lane: int,
                 reference_ms: int | None) -> Event | Rejection:
-        """The input gate (contracts.check_input), and the user's partition: a producer with another
-        partitioner would split a user's events between two workers (two diverging profiles)."""
-        settings = self.settings
-        checked = check_input(value, key, source, EVENT_TYPES[lane], settings.max_payload_bytes, reference_ms,
-                              settings.max_future_ms, settings.max_age_ms)
-        if isinstance(checked, Event) and partition_of(checked.user_id, self.partitions) != source.partition:
-            return Rejection("wrong_partition", f"user {checked.user_id!r} belongs to partition "
-                             f"{partition_of(checked.user_id, self.partitions)} of {self.partitions} (murmur2 of the "
-                             "key, as Kafka's default partitioner): produce with the default partitioner",
-                             source, key, value or b"")
-        return checked
+        return gate(value, key, source, EVENT_TYPES[lane], reference_ms, self.settings, self.partitions)
 
     def status(self) -> dict[str, Any]:
         return {"read": self.read, "buffered": self.sequencer.buffered(), "late_in_partition": self.sequencer.late,

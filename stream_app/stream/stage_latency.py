@@ -27,12 +27,12 @@ class StageLatency:
         self.counts = {stage: np.zeros(len(LATENCY_BUCKETS) + 1, dtype=np.int64) for stage in STAGES}
         self.sums = dict.fromkeys(STAGES, 0.0)
 
-    def observe(self, stage: str, now_s: float, record_ms: Iterable[float | None]) -> None:
-        """Records whose Kafka timestamps (ms; None: the record has none) reached `stage` at `now_s`."""
-        stamps = np.fromiter((ms for ms in record_ms if ms is not None), dtype=np.float64)
+    def observe(self, stage: str, now_s: float, record_s: Iterable[float | None]) -> None:
+        """Records whose Kafka timestamps (seconds; None: the record has none) reached `stage` at `now_s`."""
+        stamps = np.fromiter((ts for ts in record_s if ts is not None), dtype=np.float64)
         if not stamps.size:
             return
-        seconds = np.maximum(0.0, now_s - stamps / 1000)
+        seconds = np.maximum(0.0, now_s - stamps)
         self.counts[stage] += np.bincount(np.searchsorted(LATENCY_BUCKETS, seconds, side="left"),
                                           minlength=len(LATENCY_BUCKETS) + 1)
         self.sums[stage] += float(seconds.sum())

@@ -42,6 +42,7 @@ from .metrics import Snapshot, WorkerMetrics
 from .model_control import ModelWatcher
 from .ordered_input import OrderedInput
 from .output import BatchProducer, Outbox
+from .ready import ReadRecord
 from .retries import EXIT_BATCH_FAILED, EXIT_PORT_TAKEN, RETRYABLE, batch_finished_or_late, stop_worker, until_done
 from .table_stores import LearnersTable, ProfileTable, add_table
 
@@ -52,11 +53,6 @@ PROFILE_TABLE = "profiles"
 LEARNER_TABLE = "partition-learners"
 #: How long a starting worker waits for the item catalogue to be embedded before it takes events.
 CATALOGUE_WAIT_S = 600
-
-
-def kafka_ms(message: Any) -> float | None:
-    """A Faust message's Kafka timestamp in ms (Faust gives seconds)."""
-    return message.timestamp * 1000 if message.timestamp is not None else None
 
 
 def now_ms() -> int:
@@ -163,7 +159,7 @@ class StreamWorker:
         async for events in stream.noack_take(self.settings.batch_max, within=self.settings.batch_within_s):
             for event in events:
                 self.ordered.deliver(event)
-            self.metrics.stages.observe("delivered", time.time(), (kafka_ms(event.message) for event in events))
+            self.metrics.stages.observe("delivered", time.time(), (event.message.timestamp for event in events))
             self.ordered.changed.set()
 
     async def process_inputs(self) -> None:
@@ -207,7 +203,7 @@ class StreamWorker:
                 boundary = self.user_eviction.due(epoch * settings.item_epoch_ms) if settings.user_idle_ms else None
                 if boundary is not None:
                     handler.evict_idle(boundary, self.assigned_inputs(), self.partitions)
-                self.metrics.stages.observe("taken", time.time(), (kafka_ms(r.event.message) for r in ready))
+                self.metrics.stages.observe("taken", time.time(), (r.event.message.timestamp for r in ready))
                 handler.process_round(ready, live, shadow, content)
             for topic, partition, offset in ordered.take_refetches():
                 log.warning("Faust's consumer skipped %s[%d] at offset %d (unapplied): fetching it again",
@@ -229,7 +225,8 @@ class StreamWorker:
                                  until_done("write to Redis", self.store.write_profiles, to_redis, handler.now,
                                             on_retry=self.counted("redis_retries")))
             for event in handler.events:
-                await self.stream.ack(event)
+                if not isinstance(event, ReadRecord):  # the reader's copy: nothing of Faust's to acknowledge
+                    await self.stream.ack(event)
             self.offsets.flushed(ordered.applied_marks())
             await self.offsets.commit(self.app.consumer)
             self.metrics.observe_batch(len(handler.events), time.perf_counter() - started, handler.recommended,

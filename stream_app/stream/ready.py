@@ -1,0 +1,61 @@
+"""An own input record on its way to the batch: the gate that parses and checks it, and what a round
+of the ordered input hands the batch handler (ordered_input.next_round)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import Settings
+from ..contracts import Rejection, Source, check_input
+from ..core.events import Event
+from ..core.ordering import Released
+from .partitioning import partition_of
+
+
+def gate(value: bytes | None, key: bytes | None, source: Source, event_type: str, reference_ms: int | None,
+         settings: Settings, partitions: int) -> Event | Rejection:
+    """The input gate (contracts.check_input), and the user's partition: a producer with another
+    partitioner would split a user's events between two workers (two diverging profiles)."""
+    checked = check_input(value, key, source, event_type, settings.max_payload_bytes, reference_ms,
+                          settings.max_future_ms, settings.max_age_ms)
+    if isinstance(checked, Event) and partition_of(checked.user_id, partitions) != source.partition:
+        return Rejection("wrong_partition", f"user {checked.user_id!r} belongs to partition "
+                         f"{partition_of(checked.user_id, partitions)} of {partitions} (murmur2 of the "
+                         "key, as Kafka's default partitioner): produce with the default partitioner",
+                         source, key, value or b"")
+    return checked
+
+
+@dataclass(slots=True)
+class Ready:
+    """One event of a round: its schedule entry, the event (Faust's, to acknowledge once applied, or the
+    reader's `ReadRecord`), the parsed input."""
+
+    entry: Released
+    event: Any  # faust EventT or ReadRecord: both give .message with topic, partition, offset, key, value, timestamp
+    checked: Event | Rejection
+
+
+@dataclass(slots=True)
+class ReadRecord:
+    """An own record as the worker's reader read it, in the shape of a Faust event and its message, so
+    that it is applied without waiting for Faust's consumer to deliver it a second time. Nothing to
+    acknowledge: the worker commits what it applied (commits.py), and Faust's later copy is let go."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp: float | None  # seconds, as Faust gives it
+
+    @classmethod
+    def of(cls, topic: str, partition: int, record: Any) -> ReadRecord:
+        """From an aiokafka record (its timestamp in milliseconds)."""
+        return cls(topic, partition, record.offset, record.key, record.value,
+                   record.timestamp / 1000 if record.timestamp is not None else None)
+
+    @property
+    def message(self) -> ReadRecord:
+        return self
