@@ -176,7 +176,7 @@ class BatchHandler:
         self.used_learners: set[int] = set()
         self.removed: list[tuple[str, int]] = []  # users whose profile leaves, idle or erased: (user_id, partition)
         self.receipts: list[dict[str, Any]] = []  # of this batch's erasures, sent once Redis has answered
-        self.events: list[Any] = []  # Faust events to acknowledge after the flush
+        self.events: list[Any] = []  # the input events: Faust's, acknowledged after the flush, or the reader's copies
         # (event time ms, input record's Kafka timestamp s) of each recommendation: its latency once delivered
         self.recommended: list[tuple[int, float]] = []
 
