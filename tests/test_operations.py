@@ -114,8 +114,11 @@ def test_metrics_count_what_a_replay_sent_readyz_turns_ready_and_logs_are_json(m
     assert m[("stream_app_batch_size_sum", ())] == total_in
     assert m[("stream_app_event_to_recommendation_seconds_count", (("since", "event_time"),))] == len(events)
     assert m[("stream_app_event_to_recommendation_seconds_count", (("since", "arrival"),))] == len(events)
-    # every own input record, the bad ones too, passed each stage of the input path once
-    assert by_label(m, "stream_app_input_stage_seconds_count", "stage") == dict.fromkeys(STAGES, total_in)
+    # every own input record, the bad ones too, passed each stage of the input path once; Faust's consumer
+    # delivers only what the reader has no copy of (here: what it fetched before the worker paused it)
+    stages = by_label(m, "stream_app_input_stage_seconds_count", "stage")
+    assert set(stages) == set(STAGES) and stages.pop("delivered") <= total_in
+    assert stages == {"read": total_in, "ordered": total_in, "taken": total_in}
     users = len({e["user_id"] for e in events})
     assert by_label(m, "stream_app_table_entries", "table")["users"] == users
     assert m[("stream_app_user_freshness_seconds_count", ())] == users

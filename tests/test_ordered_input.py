@@ -46,7 +46,7 @@ def own_partition(count: int, read_while_owned: bool = True) -> tuple[OrderedInp
         ordered.push(topic, 0, [record(n) for n in range(count)])
         ordered.release()
     ordered.assign({0})
-    ordered.resume_at({(topic, 0): 0})
+    ordered.resume_at({(t, 0): 0 for t in settings.topics.inputs})  # Faust's seek, every lane
     if read_while_owned:
         ordered.push(topic, 0, [record(n) for n in range(count)])
     return ordered, topic, forgotten
@@ -187,3 +187,21 @@ def test_an_event_on_another_partition_than_its_users_is_dead_lettered_as_wrong_
     assert isinstance(ordered.checked(value, key, Source(settings.topics.purchase, right, 0), lane, START), Event)
     wrong = ordered.checked(value, key, Source(settings.topics.purchase, (right + 1) % 8, 0), lane, START)
     assert isinstance(wrong, Rejection) and wrong.reason == "wrong_partition" and f"partition {right}" in wrong.detail
+
+
+def test_faust_fetches_only_the_lanes_whose_records_the_reader_has_no_copy_of():
+    ordered, topic, forgotten = own_partition(3)
+    assert ordered.faust_lanes() == set()  # every record has the reader's copy: Faust's consumer is paused
+    ordered.assign({0})
+    assert (topic, 0) in ordered.faust_lanes()  # no start yet: Faust's seek to the commit is to come
+    ordered.resume_at({(t, 0): 0 for t in ordered.topics})
+    assert ordered.faust_lanes() == set()
+
+    ordered, topic, forgotten = own_partition(3, read_while_owned=False)
+    assert ordered.faust_lanes() == {(topic, 0)}  # released while another worker's: only Faust has them
+    ordered.deliver(Delivered(topic, 0))
+    ordered.deliver(Delivered(topic, 1))
+    assert drain(ordered) == [0, 1] and ordered.faust_lanes() == {(topic, 0)}
+    ordered.push(topic, 0, [record(3)])  # read while owned: applied from the reader's copy once 2 is
+    ordered.deliver(Delivered(topic, 2))
+    assert drain(ordered) == [2, 3] and ordered.faust_lanes() == set()

@@ -9,15 +9,13 @@ time, each round only once the item state holds every earlier epoch and no later
 recommendations depend on the log, not on fetch timing, replay speed, the number of workers or the
 machine's load.
 
-Faust's consumer group owns the assignment, the seek to the group's commit and table recovery; it
-delivers the own partitions a second time (`deliver`). An own record the reader read while its
-partition was owned is applied from the reader's copy (`ReadRecord`) as soon as its lane's start
-is known, without waiting for Faust's; Faust's copy, when it comes, is let go unacknowledged
-(`forget`: the worker commits what it applied). A record released before its partition was owned
-has only its place in the schedule, and waits for Faust's delivery. Faust's consumer can skip
+Faust's consumer group owns the assignment, the seek to the group's commit and table recovery. An
+own record is applied from the reader's copy (`ReadRecord`) once its lane's start is known; one
+released before its partition was owned has only its place in the schedule and waits for Faust's
+delivery (`deliver`), and Faust fetches only such lanes (`faust_lanes`). A copy of what was applied
+is let go unacknowledged (`forget`: the worker commits what it applied). Faust's consumer can skip
 records around a rebalance (a fetch begun before the seek to the commit moves its read position
-past what the seek asked to read again): such a record is fetched again (`refetch`: the worker
-seeks Faust's consumer back to it) instead of being taken for applied.
+past what the seek asked to read again): such a record is fetched again (`refetch`: a seek back).
 
 What may differ is the idle rule: when one lane of a group has had nothing new for `max_idle_ms`
 (and the consumer has read it to its end), the group goes on without it; an event that comes later
@@ -97,6 +95,7 @@ class OrderedInput:
         self.refetches = 0
         self.duplicates = 0  # records Faust's consumer delivered twice
         self.faust_delivered: dict[tuple[int, int], int] = {}  # (lane, group) -> the last offset Faust delivered
+        self.without_copy: collections.Counter[tuple[int, int]] = collections.Counter()  # own, no reader's copy
         self.stages = StageLatency()  # where own records' time goes (the worker's metrics expose it)
         #: Set by the worker: drops a delivered message that will never be acknowledged (a copy, or one
         #: fetched again) from what Faust waits for at a rebalance.
@@ -192,17 +191,14 @@ class OrderedInput:
 
     def push(self, topic: str, partition: int, records: list[Any]) -> None:
         lane = self.lane_of_topic[topic]
-        owned = partition in self.owned
         for record in records:
             checked = self.checked(record.value, record.key, Source(topic, partition, record.offset), lane,
                                    record.timestamp)
-            # an own record keeps what the batch needs of it, to be applied without Faust's copy
-            read = ReadRecord.of(topic, partition, record) if owned else None
             self.sequencer.push(partition, lane, checked.ts if isinstance(checked, Event) else None,
-                                (record.offset, checked, read))
+                                (record.offset, checked, ReadRecord.of(topic, partition, record)))
             self.next_offset[(lane, partition)] = record.offset + 1
         self.read += len(records)
-        if owned:
+        if partition in self.owned:
             self.stages.observe("read", time.time(), (record.timestamp / 1000 for record in records
                                                       if record.timestamp is not None))
 
@@ -244,6 +240,8 @@ class OrderedInput:
     def _pass(self, entry: Released) -> None:
         key = (entry.lane, entry.group)
         self.passed[key] = max(self.passed.get(key, -1), entry.item[0])
+        if entry.item[2] is None and self.without_copy[key] > 0:
+            self.without_copy[key] -= 1
 
     def owned_min_epoch(self) -> int:
         found = AFTER_ALL
@@ -273,6 +271,8 @@ class OrderedInput:
         self.start = {}
         self.delivered.clear()
         self.faust_delivered.clear()
+        self.without_copy = collections.Counter((entry.lane, group) for group in self.owned
+                                                for entry in self.schedules[group] if entry.item[2] is None)
         self.handed.clear()
         self.refetch_wanted.clear()
         self.undelivered_since.clear()
@@ -302,6 +302,7 @@ class OrderedInput:
         self.owned = set()
         self.delivered.clear()
         self.faust_delivered.clear()
+        self.without_copy.clear()
         self.handed.clear()
         self.refetch_wanted.clear()
         self.undelivered_since.clear()
@@ -323,6 +324,13 @@ class OrderedInput:
         if wanted is not None and message.offset <= wanted[0]:
             del self.refetch_wanted[key]
         queue.append(event)
+
+    def faust_lanes(self) -> set[tuple[str, int]]:
+        """(topic, partition) of the own lanes whose records Faust's consumer must deliver: those with
+        entries the reader has no copy of, one to fetch again, or no known start yet."""
+        unstarted = {(lane, group) for group in self.owned for lane in range(len(self.topics))} - set(self.start)
+        keys = {key for key, n in self.without_copy.items() if n} | set(self.refetch_wanted) | unstarted
+        return {(self.topics[lane], group) for lane, group in keys}
 
     def take_refetches(self) -> list[tuple[str, int, int]]:
         """(topic, partition, offset) for each lane whose consumer must seek back (once per ask)."""

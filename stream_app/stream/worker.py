@@ -190,6 +190,7 @@ class StreamWorker:
         settings, ordered = self.settings, self.ordered
         async with self.lock:
             started = time.perf_counter()
+            self.steer_faust()
             handler = BatchHandler(settings, self.profile_table.data, self.partition_state, self.index, self.counters,
                                    now_ms(), self.idle_users, self.profile_table.changelog_topic_name, self.erased)
             if self.partitions_ready:  # its tables recovered: what was erased and applied is known
@@ -241,6 +242,17 @@ class StreamWorker:
         def count() -> None:
             setattr(self.counters, counter, getattr(self.counters, counter) + 1)
         return count
+
+    def steer_faust(self) -> None:
+        """Faust's consumer fetches only the own input lanes whose records the reader has no copy of
+        (ordered_input.faust_lanes); the rest it would fetch, deliver and see let go. Faust resumes
+        every lane at each rebalance: this runs before each batch."""
+        if not self.partitions_ready:
+            return
+        wanted = self.ordered.faust_lanes()
+        lanes = {(topic, partition) for topic in self.settings.topics.inputs for partition in self.assigned_inputs()}
+        self.app.consumer.resume_partitions({TP(topic, partition) for topic, partition in lanes & wanted})
+        self.app.consumer.pause_partitions({TP(topic, partition) for topic, partition in lanes - wanted})
 
     def assigned_inputs(self) -> set[int]:
         return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic in self.settings.topics.inputs}
