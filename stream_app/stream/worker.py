@@ -96,6 +96,7 @@ class StreamWorker:
         self.erasures = ErasureFeed(settings, partitions, self.ordered.changed.set,
                                     self.worker_id, functools.partial(until_done, on_retry=self.counted("kafka_retries")))
         self.partitions_ready = False  # partitions assigned and tables recovered
+        self.faust_paused: set[TP] = set()  # own input lanes Faust's consumer does not fetch (steer_faust)
         self.processing = False  # past the start-up waits for the models and the catalogue
         self.metrics = WorkerMetrics(self.snapshot)
         self.ordered.stages = self.metrics.stages
@@ -246,13 +247,16 @@ class StreamWorker:
     def steer_faust(self) -> None:
         """Faust's consumer fetches only the own input lanes whose records the reader has no copy of
         (ordered_input.faust_lanes); the rest it would fetch, deliver and see let go. Faust resumes
-        every lane at each rebalance: this runs before each batch."""
+        every lane at each rebalance: this runs before each batch. Only lanes paused here are resumed
+        here (Faust pauses lanes of its own, whose stream buffer is full)."""
         if not self.partitions_ready:
             return
         wanted = self.ordered.faust_lanes()
-        lanes = {(topic, partition) for topic in self.settings.topics.inputs for partition in self.assigned_inputs()}
-        self.app.consumer.resume_partitions({TP(topic, partition) for topic, partition in lanes & wanted})
-        self.app.consumer.pause_partitions({TP(topic, partition) for topic, partition in lanes - wanted})
+        lanes = {TP(topic, partition) for topic in self.settings.topics.inputs for partition in self.assigned_inputs()}
+        self.app.consumer.resume_partitions({tp for tp in self.faust_paused & lanes
+                                             if (tp.topic, tp.partition) in wanted})
+        self.faust_paused = {tp for tp in lanes if (tp.topic, tp.partition) not in wanted}
+        self.app.consumer.pause_partitions(self.faust_paused)
 
     def assigned_inputs(self) -> set[int]:
         return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic in self.settings.topics.inputs}
