@@ -195,7 +195,7 @@ class OrderedInput:
             checked = self.checked(record.value, record.key, Source(topic, partition, record.offset), lane,
                                    record.timestamp)
             self.sequencer.push(partition, lane, checked.ts if isinstance(checked, Event) else None,
-                                (record.offset, checked, ReadRecord.of(topic, partition, record)))
+                                (record.offset, checked, record))  # the record: the reader's copy, if owned
             self.next_offset[(lane, partition)] = record.offset + 1
         self.read += len(records)
         if partition in self.owned:
@@ -218,8 +218,8 @@ class OrderedInput:
                     if len(schedule) >= self.KEEP_OTHERS:
                         self._pass(schedule.popleft())
                 schedule.append(entry)
-            self.stages.observe("ordered", time.time(), (entry.item[2].timestamp for entry in released
-                                                         if entry.item[2] is not None))  # own records only
+            own = (entry.item[2] for entry in released if entry.item[2] is not None)  # another worker's are gone
+            self.stages.observe("ordered", time.time(), (r.timestamp / 1000 for r in own if r.timestamp is not None))
         # Never past the newest epoch released: an idle input says nothing about epochs to come.
         newest = max((g.clock // g.epoch_ms for g in self.sequencer.groups.values() if g.clock is not None),
                      default=BEFORE_ALL)
@@ -395,8 +395,8 @@ class OrderedInput:
                     continue
                 if delivered and delivered[0].message.offset == offset:
                     event = delivered.popleft()  # Faust's copy came first: acknowledged once applied
-                elif read is not None and key in self.start:
-                    event = read  # the reader's copy, once the lane's start is known; Faust's is let go
+                elif read is not None and key in self.start:  # the reader's copy; Faust's is let go
+                    event = ReadRecord.of(self.topics[entry.lane], group, read)
                 elif not delivered:
                     self._undelivered(entry.lane, group, offset)  # Faust has not delivered it yet
                     break
