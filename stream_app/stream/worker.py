@@ -19,7 +19,6 @@ import logging
 import os
 import shutil
 import socket
-import tempfile
 import time
 from dataclasses import asdict
 from typing import Any, Awaitable, Callable
@@ -37,6 +36,7 @@ from . import health, transport
 from .batch import BatchHandler, Counters, IdleUsers, PartitionState
 from .catalogue_feed import CatalogueFeed
 from .commits import AppliedOffsets, consumer_lag
+from .datadir import faust_datadir
 from .erasures import ErasedUsers, ErasureFeed
 from .metrics import Snapshot, WorkerMetrics
 from .model_control import ModelWatcher
@@ -325,8 +325,7 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
     handlers are thin adapters over a `StreamWorker`'s methods."""
     scheme = transport.configure(settings.fetch_max_wait_ms, settings.kafka_security)
     brokers = [f"{scheme}://{host}" for host in settings.require_kafka().split(",")]
-    # Faust's folder: tables live in memory and their changelogs, so a temporary one (not the current folder)
-    datadir = tempfile.mkdtemp(prefix=f"faust-{settings.group_id}-")
+    datadir = faust_datadir(settings.group_id)  # a temporary one: the tables live in memory and their changelogs
     app = faust.App(
         settings.group_id,
         broker=brokers,

@@ -8,7 +8,6 @@ as `python -m stream_app.tools.plain_app` with the settings in the environment.
 
 from __future__ import annotations
 
-import tempfile
 from typing import Any
 
 import faust
@@ -16,6 +15,7 @@ import orjson
 
 from ..config import Settings
 from ..stream import transport
+from ..stream.datadir import faust_datadir
 
 #: Appended to the app id: the plain app's group, changelog and output share nothing with the workers'.
 SUFFIX = "-plain"
@@ -36,7 +36,7 @@ def build_plain_app(settings: Settings, partitions: int) -> faust.App:
         broker=[f"{scheme}://{host}" for host in settings.require_kafka().split(",")],
         broker_credentials=transport.faust_credentials(settings.kafka_security),
         store="memory://",
-        datadir=tempfile.mkdtemp(prefix=f"faust-{settings.group_id}-"),
+        datadir=faust_datadir(settings.group_id),
         topic_partitions=partitions,
         processing_guarantee="at_least_once",
         consumer_auto_offset_reset="earliest",
