@@ -51,6 +51,15 @@ def test_commands_without_services_explain_what_to_do(tmp_path):
     assert missing.returncode == 2 and "no such file" in missing.stderr
     bad_rate = cli("replay", "x", "--format", "otto", "--rate", "fast", env=env)
     assert bad_rate.returncode == 2 and "--rate takes events per second or 'max'" in bad_rate.stderr
+    for args, said in ((("bench", "--events", "0"), "argument --events: must be 1 or more, not 0"),
+                       (("evaluate", "x", "--limit", "-5"), "argument --limit: must be 1 or more, not -5"),
+                       (("evaluate", "x", "--k", "twenty"), "argument --k: expected a whole number, not 'twenty'")):
+        refused = cli(*args, env=env)
+        assert refused.returncode == 2 and said in refused.stderr and "Traceback" not in refused.stderr
+    not_a_log = tmp_path / "notes.md"
+    not_a_log.write_text("# notes\nnothing here is an event\n")
+    wrong = cli("evaluate", str(not_a_log), "--format", "otto", env=env)
+    assert wrong.returncode == 2 and "no events read as otto: all 2 lines rejected" in wrong.stderr
 
 
 def test_evaluate_picks_up_the_logs_ground_truth_and_writes_json_and_html(tmp_path):

@@ -150,3 +150,18 @@ def test_published_lists_equal_to_the_in_process_ones_score_exactly_as_the_in_pr
     assert scored["cold_start"]["judged"] > 0 and scored["missing_recommendations"] == 0
     for key in ("recall@20", "mrr@20", "ndcg@20", "cold_start", "coverage", "popularity_percentile", "by_type"):
         assert scored[key] == in_process[key], key
+
+
+def test_evaluate_says_how_many_lines_of_the_log_it_could_not_read(tmp_path):
+    import time
+
+    import orjson
+
+    now = int(time.time() * 1000)
+    log = tmp_path / "log.jsonl"
+    log.write_bytes(b"".join(orjson.dumps({"event_id": f"e{i}", "user_id": "u", "item_id": f"i{i % 2}",
+                                            "type": "click", "ts": now - 1000 + i, "schema_version": 1}) + b"\n"
+                             for i in range(4)) + b"{not json\n" + b'{"event_id": "x"}\n')
+    result = evaluate_log(log, "jsonl", Settings())
+    assert (result["events"], result["rejected_lines"]) == (4, 2)
+    assert "rejected: 2 lines of the log that cannot be read as events" in table(result)

@@ -83,6 +83,25 @@ def test_unusable_files_say_what_is_wrong(tmp_path):
         load_sorted(wrong, "parquet")
 
 
+def test_a_log_read_in_another_format_says_which_formats_there_are_and_shows_its_first_line_short(tmp_path):
+    sessions = tmp_path / "sessions.jsonl"
+    sessions.write_text("".join(orjson.dumps({"session": s, "events": [{"aid": a, "ts": 1659304800025 + a,
+                                                                          "type": "clicks"} for a in range(40)]}
+                                             ).decode() + "\n" for s in range(3)))
+    with pytest.raises(InputFileError) as as_csv:
+        load_sorted(sessions, "retailrocket")
+    message = str(as_csv.value)
+    assert '\'{"session":0,"events":[{"aid":0,' in message and len(message) < 360 + len(str(sessions))  # as written, cut short
+    assert "--format jsonl, or otto" in message
+    with pytest.raises(InputFileError, match=r"all 3 lines rejected, the first as schema_violation .*is --format right"):
+        load_sorted(sessions, "jsonl")  # JSON, but no session is an event
+    assert len(load_sorted(sessions, "otto")[0]) == 120
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(InputFileError, match="no events in it as jsonl"):
+        load_sorted(empty, "jsonl")
+
+
 ONLINE_RETAIL = (
     "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"
     '536366,22633,"HAND WARMER UNION JACK, RED",6,2010-12-01 08:28,1.85,17850.0,United Kingdom\n'

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any, Callable
 
 from ..errors import StreamAppError
 from ..tools.catalogue import FORMATS as CATALOGUE_FORMATS
@@ -44,6 +45,24 @@ def _rate(text: str) -> float | None:
     return value
 
 
+def _at_least(minimum: int, kind: Callable[[str], Any] = int) -> Callable[[str], Any]:
+    """An argparse type: a number (`kind`) of `minimum` or more, else a message saying so."""
+    def convert(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {'whole ' if kind is int else ''}number, not {text!r}") \
+                from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {minimum} or more, not {text}")
+        return value
+    return convert
+
+
+_count = _at_least(1)  # events, users, items, epochs, sizes: one or more
+_seconds = _at_least(0, float)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stream-app", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -79,13 +98,13 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--items-format", default="jsonl", choices=CATALOGUE_FORMATS)
     d.add_argument("--rate", type=_rate, default=300.0,
                    help="events per second (default 300: a live stream, so item state flows between events)")
-    d.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for all recommendations")
+    d.add_argument("--timeout", type=_seconds, default=120.0, help="seconds to wait for all recommendations")
     d.set_defaults(fn=cmd_demo)
     sy = sub.add_parser("synth", help="write a synthetic event log with ground truth")
     sy.add_argument("out", help="the log to write (jsonl); the ground truth goes beside it")
-    sy.add_argument("--events", type=int, default=100_000)
+    sy.add_argument("--events", type=_count, default=100_000)
     sy.add_argument("--seed", type=int, default=7)
-    sy.add_argument("--days", type=int, default=28)
+    sy.add_argument("--days", type=_count, default=28)
     sy.add_argument("--no-repeat", action="store_true", help="a user never interacts twice with one item")
     sy.set_defaults(fn=cmd_synth)
 
@@ -95,9 +114,9 @@ def add_evaluate_command(sub: argparse._SubParsersAction) -> None:
     ev = sub.add_parser("evaluate", help="prequential evaluation of a recorded log, with baselines")
     ev.add_argument("log")
     ev.add_argument("--format", default="jsonl", choices=FORMATS)
-    ev.add_argument("--k", type=int, default=20)
-    ev.add_argument("--limit", type=int, default=None, help="only the log's first N events in time")
-    ev.add_argument("--batch", type=int, default=0, help="events per batch (default: the workers' batch size)")
+    ev.add_argument("--k", type=_count, default=20)
+    ev.add_argument("--limit", type=_count, default=None, help="only the log's first N events in time")
+    ev.add_argument("--batch", type=_at_least(0), default=0, help="events per batch (default: the workers' batch size)")
     ev.add_argument("--truth", default=None, help="ground truth (default: <log>.truth.json when present)")
     ev.add_argument("--json", default=None, help="where to write the full results (default: reports/)")
     ev.add_argument("--html", default=None, help="where to write the HTML report (default: reports/)")
@@ -105,11 +124,11 @@ def add_evaluate_command(sub: argparse._SubParsersAction) -> None:
                     help="replay through a real worker and score the recommendations topic, beside in-process")
     ev.add_argument("--rate", type=_rate, default=None,
                     help="with --via-kafka: replay rate, events/s, or 'max' (default)")
-    ev.add_argument("--workers", type=int, default=1, help="with --via-kafka: how many workers (default 1)")
-    ev.add_argument("--max-idle-ms", type=int, default=2000,
+    ev.add_argument("--workers", type=_count, default=1, help="with --via-kafka: how many workers (default 1)")
+    ev.add_argument("--max-idle-ms", type=_at_least(0), default=2000,
                     help="with --via-kafka: the workers' STREAM_APP_MAX_IDLE_MS (default 2000)")
     ev.add_argument("--busy", action="store_true", help="with --via-kafka: a CPU-bound process runs beside the workers")
-    ev.add_argument("--timeout", type=float, default=900.0,
+    ev.add_argument("--timeout", type=_seconds, default=900.0,
                     help="with --via-kafka: seconds to wait for the workers to take the whole log (default 900)")
     ev.add_argument("--encoder", default=None, help="a registry version (or `latest`) to run as the live encoder")
     ev.add_argument("--shadow", default=None, help="a second registry version, scored beside the live one")
@@ -138,10 +157,10 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     t.add_argument("log")
     t.add_argument("--format", default="jsonl", choices=FORMATS)
     t.add_argument("--registry", default=None, help="the registry folder (default: STREAM_APP_REGISTRY_DIR)")
-    t.add_argument("--epochs", type=int, default=4)
-    t.add_argument("--dim", type=int, default=32, help="embedding size")
-    t.add_argument("--hidden", type=int, default=64, help="GRU state size")
-    t.add_argument("--max-len", type=int, default=20, help="recent events the encoder reads")
+    t.add_argument("--epochs", type=_count, default=4)
+    t.add_argument("--dim", type=_count, default=32, help="embedding size")
+    t.add_argument("--hidden", type=_count, default=64, help="GRU state size")
+    t.add_argument("--max-len", type=_count, default=20, help="recent events the encoder reads")
     t.add_argument("--train-fraction", type=float, default=0.8, help="of the log's time span, for training")
     t.add_argument("--seed", type=int, default=7)
     t.add_argument("--publish", action="store_true", help="announce the new version to the workers")
@@ -167,7 +186,7 @@ def add_content_commands(sub: argparse._SubParsersAction) -> None:
     ce.add_argument("--model-dir", default=None,
                     help="a sentence-transformers model folder or zip (default: all-MiniLM-L6-v2 from its package)")
     ce.add_argument("--registry", default=None, help="the registry folder (default: STREAM_APP_REGISTRY_DIR)")
-    ce.add_argument("--max-length", type=int, default=None,
+    ce.add_argument("--max-length", type=_count, default=None,
                     help="tokens read per text (default: the model's max_seq_length, else 256)")
     ce.set_defaults(fn=cmd_content_export)
     cm = content.add_parser("embed", help="embed texts; print each one's nearest others by cosine")
@@ -178,8 +197,8 @@ def add_content_commands(sub: argparse._SubParsersAction) -> None:
     cb = content.add_parser("bench", help="titles/s of the content encoder on a file of texts")
     cb.add_argument("file", help="texts one a line, or a CSV (.csv, .csv.gz) with a column of them")
     cb.add_argument("--column", default="Description", help="the CSV's text column (default: Description)")
-    cb.add_argument("--limit", type=int, default=2000, help="distinct texts to embed (default 2000)")
-    cb.add_argument("--batch-size", type=int, nargs="+", default=[64, 256])
+    cb.add_argument("--limit", type=_count, default=2000, help="distinct texts to embed (default 2000)")
+    cb.add_argument("--batch-size", type=_count, nargs="+", default=[64, 256])
     cb.add_argument("--version", default=None, help="a content version (default: the latest)")
     cb.add_argument("--registry", default=None, help="the registry folder (default: STREAM_APP_REGISTRY_DIR)")
     cb.set_defaults(fn=cmd_content_bench)
@@ -188,12 +207,12 @@ def add_content_commands(sub: argparse._SubParsersAction) -> None:
 def add_bench_command(sub: argparse._SubParsersAction) -> None:
     """bench: the end-to-end Kafka path."""
     b = sub.add_parser("bench", help="end-to-end Kafka path: events/s and event->recommendation latency")
-    b.add_argument("--events", type=int, default=50_000)
-    b.add_argument("--users", type=int, default=5_000)
-    b.add_argument("--items", type=int, default=20_000)
+    b.add_argument("--events", type=_count, default=50_000)
+    b.add_argument("--users", type=_count, default=5_000)
+    b.add_argument("--items", type=_count, default=20_000)
     b.add_argument("--rate", type=_rate, default=None,
                    help="events per second to offer (default: as fast as possible, for throughput)")
-    b.add_argument("--timeout", type=float, default=600.0)
+    b.add_argument("--timeout", type=_seconds, default=600.0)
     b.add_argument("--encoder", action="store_true",
                    help="train a sequence encoder on the bench events first and run with it live (train extra)")
     b.add_argument("--baseline", action="store_true",
@@ -218,13 +237,13 @@ def add_chaos_command(sub: argparse._SubParsersAction) -> None:
     """chaos: the fault guarantees, measured."""
     c = sub.add_parser("chaos", help="replay events while workers crash, join and leave, Redis restarts and the "
                                      "broker pauses, with poison input; check nothing was lost or counted twice")
-    c.add_argument("--events", type=int, default=100_000)
-    c.add_argument("--users", type=int, default=2_000)
-    c.add_argument("--items", type=int, default=4_000)
+    c.add_argument("--events", type=_count, default=100_000)
+    c.add_argument("--users", type=_count, default=2_000)
+    c.add_argument("--items", type=_count, default=4_000)
     c.add_argument("--rate", type=float, default=500.0, help="events per second to offer (default 500)")
     c.add_argument("--kill-every", type=float, nargs=2, default=(10.0, 30.0), metavar=("MIN_S", "MAX_S"),
                    help="seconds between SIGKILLs of a random worker, drawn uniformly (default 10 30)")
-    c.add_argument("--poison-every", type=int, default=500, help="one bad input per this many events")
+    c.add_argument("--poison-every", type=_count, default=500, help="one bad input per this many events")
     c.add_argument("--seed", type=int, default=7)
     c.add_argument("--json", action="store_true", help="print the report as JSON")
     c.set_defaults(fn=cmd_chaos)
@@ -244,7 +263,7 @@ def add_store_commands(sub: argparse._SubParsersAction) -> None:
     er.add_argument("users", nargs="+", metavar="USER",
                     help="user ids to erase: profile (table, changelog, profiles topic), Redis, learner state")
     er.add_argument("--no-wait", action="store_true", help="publish the requests only (receipts: erasures.receipts)")
-    er.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the receipts (default 60)")
+    er.add_argument("--timeout", type=_seconds, default=60.0, help="seconds to wait for the receipts (default 60)")
     er.add_argument("--json", action="store_true", help="print each receipt as one JSON line")
     er.set_defaults(fn=cmd_erase)
     sub.add_parser("repair-redis", help="rebuild the Redis mirror from the compacted profiles topic "

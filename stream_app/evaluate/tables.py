@@ -28,6 +28,9 @@ def table(result: dict[str, Any]) -> str:
         content = result["content"]
         lines.append(f"content model: {content['version']} over {content['items']:,} catalogue items "
                      f"({content['terms']:,} terms for interests in words)")
+    if result.get("rejected_lines"):
+        lines.append(f"rejected: {result['rejected_lines']:,} lines of the log that cannot be read as events "
+                     "(not evaluated; `stream-app replay` dead-letters them with their reasons)")
     cold_judged = next(iter(result["models"].values()))["cold_start"]["judged"] if result["models"] else 0
     lines.append(f"cold: {cold_judged:,} judged events whose item had fewer than {COLD_START} interactions before")
     if result.get("judged_from_ts") is not None:

@@ -119,10 +119,15 @@ def read_otto(path: Path) -> Iterator[Read]:
 def _csv_with_columns(fh: Any, path: Path, required: tuple[str, ...]) -> csv.DictReader:
     """A csv reader over `fh`, once its header is known to name every `required` column."""
     reader = csv.DictReader(fh)
-    missing = [c for c in required if c not in (reader.fieldnames or [])]
+    header = reader.fieldnames or []
+    missing = [c for c in required if c not in header]
     if missing:
-        raise InputFileError(f"{path}: the header {reader.fieldnames} lacks {missing}; "
-                             f"expected columns {', '.join(required)}")
+        with _open_text(path) as again:  # the line as written (the csv module has stripped its quotes)
+            first = again.readline().rstrip("\r\n")
+        shown = first if len(first) <= 120 else first[:120] + "..."
+        hint = " (it looks like JSON lines: --format jsonl, or otto for OTTO sessions)" if first.startswith("{") else ""
+        raise InputFileError(f"{path}: the first line is not a header naming {', '.join(missing)}: {shown!r}; "
+                             f"expected columns {', '.join(required)}{hint}")
     return reader
 
 
@@ -306,5 +311,17 @@ def load_sorted(path: str | Path, fmt: str) -> tuple[list[dict[str, Any]], list[
     except (UnicodeDecodeError, csv.Error, io.UnsupportedOperation,
             EOFError, gzip.BadGzipFile, zlib.error) as exc:  # the last three: a truncated or corrupt .gz
         raise InputFileError(f"{path}: cannot be read as {fmt} ({exc})") from exc
+    if not events:
+        raise InputFileError(_no_events(Path(path), fmt, rejected))
     events.sort(key=lambda e: e["ts"])
     return events, rejected
+
+
+def _no_events(path: Path, fmt: str, rejected: list[LineRejection]) -> str:
+    """Why a log gave no event at all: most often a --format that is not the file's."""
+    if not rejected:
+        return f"{path}: no events in it as {fmt} (is --format right? one of {', '.join(FORMATS)})"
+    first = rejected[0].rejection
+    detail = first.detail if len(first.detail) <= 160 else first.detail[:160] + "..."
+    return (f"{path}: no events read as {fmt}: all {len(rejected):,} lines rejected, the first as {first.reason} "
+            f"({detail}); is --format right? one of {', '.join(FORMATS)}")
