@@ -184,8 +184,9 @@ def recommend(profile: Profile, event: Event, index: ItemIndex, settings: Settin
     fill("recent_rank", {item_id: 1.0 / (rank + 1) for rank, item_id in enumerate(anchors)})
     matrix[:, _F["repeat_x_propensity"]] = matrix[:, _F["repeat"]] * repeat_propensity
     matrix[this_row, _LAST_AFTER[event_kind(event.type, event.stage)]] = 1.0
-    _category_columns(matrix, index, event, ids, categories, category_share, in_category, session_categories,
-                      next_categories, fill)
+    if in_category or any(category is not None for category in categories):  # else every one of them is 0
+        _category_columns(matrix, index, event, ids, categories, category_share, in_category, session_categories,
+                          next_categories, fill)
     fill("popular", popular)
     fill("trending", trending)
     if encoding is not None:
