@@ -347,6 +347,39 @@ def test_after_an_erasure_older_events_are_dropped_and_later_ones_start_a_new_pr
     assert handler.counters.erased_events_dropped == 0 and handler.counters.applied == len(events)
 
 
+def test_a_restored_profile_of_a_user_erased_after_it_began_is_erased_again_once_per_assignment(settings):
+    """An earlier owner's late changelog record after the erasure's tombstone, taken up by a restore."""
+    from stream_app.stream.erasures import ErasedUsers
+    from stream_app.stream.partitioning import partition_of
+
+    erased_at = 1_000_000
+    erased = ErasedUsers({}, settings, "erased.changelog", "profiles.changelog")
+    for user in ("late", "back", "elsewhere"):
+        erased.record(erase_request(user, erased_at))
+    profiles = {b"late": Profile(user_id="late", version=4, generation=erased_at - 5000).to_json(),
+                b"back": Profile(user_id="back", version=1, generation=erased_at + 1).to_json(),  # begun after
+                b"never": Profile(user_id="never", version=2, generation=1).to_json(),  # never erased
+                b"elsewhere": Profile(user_id="elsewhere", version=2, generation=1).to_json()}
+    owned = {partition_of(user, settings.partitions) for user in ("late", "back", "never")}
+    assert partition_of("elsewhere", settings.partitions) not in owned  # another worker's: it looks itself
+
+    handler = BatchHandler(settings, profiles, PartitionState({}, settings), InMemoryItemIndex(settings), Counters(),
+                           now=0, erased=erased)
+    assert handler.erase_restored(owned, settings.partitions) == {"late": erased_at}
+    handler.snapshots("profiles.changelog", {}, "learners.changelog")
+    assert set(profiles) == {b"back", b"never", b"elsewhere"}
+    records = [(topic, key, value) for topic, key, value, _ in handler.outbox.records]
+    assert ("profiles.changelog", b"late", None) in records and (settings.topics.profiles, b"late", None) in records
+    assert handler.removed == [("late", partition_of("late", settings.partitions))]
+    assert handler.counters.erased_profiles_restored == 1 and handler.receipts == []
+
+    profiles[b"late"] = Profile(user_id="late", version=4, generation=erased_at - 5000).to_json()
+    asked = settings.replace(replay_erased=True)  # old events are being applied again on purpose: kept
+    handler = BatchHandler(asked, profiles, PartitionState({}, asked), InMemoryItemIndex(asked), Counters(), now=0,
+                           erased=erased)
+    assert handler.erase_restored(owned, asked.partitions) == {} and b"late" in profiles
+
+
 def test_erasure_requests_wait_for_their_partition_owner_and_are_applied_once():
     from stream_app.contracts import Rejection, Source
     from stream_app.stream.erasures import ErasedUsers, ErasureFeed

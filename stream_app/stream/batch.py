@@ -26,7 +26,7 @@ from ..core.process import (
     shown_hits,
     with_current_features,
 )
-from ..core.profile import Profile
+from ..core.profile import Profile, snapshot_order
 from ..serving.encoder import Encoder, UserEncoding, encode_batch
 from .erasures import ErasedUsers, receipt
 from .output import Outbox
@@ -53,6 +53,7 @@ class Counters:
     evicted_users: int = 0  # idle profiles dropped (STREAM_APP_USER_IDLE_MS)
     erased_users: int = 0  # erasure requests applied (`stream-app erase`)
     erased_events_dropped: int = 0  # events of erased users dated at or before their erasure, not applied
+    erased_profiles_restored: int = 0  # erased users' profiles a restore took up again, erased again
     # The same counts broken down, for the metrics (stream/metrics.py): input topic -> event type ->
     # events ("invalid": rejected before its type was known), and dead letters by reason
     inputs: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -202,6 +203,31 @@ class BatchHandler:
         self.mirror.discard(user_id)
         self.removed.append((user_id, partition))
         return self.idle is not None and self.idle.drop(user_id)
+
+    def erase_restored(self, owned: set[int], partitions: int) -> dict[str, int]:
+        """Remove again the profiles the table restored of users erased after those profiles began: a batch
+        of an earlier owner that outlived its partitions' revoke landed its changelog record after the
+        erasure's tombstone, and a restore takes such a record up (nothing before it is left to compare
+        it with, once compacted). Tombstones and Redis as for an erasure, without a receipt (one was
+        sent). Returns user -> erasure time, for Redis's markers. Once per assignment, before its rounds."""
+        erased = self.erased
+        if erased is None or not erased.data or self.settings.replay_erased:
+            return {}
+        found: dict[str, int] = {}
+        for key, stored in list(self.profiles.items()):
+            user_id = key.decode()
+            erased_at = erased.erased_at(user_id)
+            order = snapshot_order(stored) if erased_at is not None else None
+            partition = partition_of(user_id, partitions)
+            if order is None or order[0] > erased_at or partition not in owned:  # begun after: a new profile
+                continue
+            self.remove(user_id, partition)
+            found[user_id] = erased_at
+        if found:
+            self.counters.erased_profiles_restored += len(found)
+            log.warning("the profile table restored %d profiles of users erased after they began (a late write "
+                        "of an earlier owner); erased them again", len(found))
+        return found
 
     def erase(self, request: ErasureRequest, partition: int, worker_id: str) -> None:
         """Erase the user between two rounds (the worker holds the batch lock: no other batch touches it):

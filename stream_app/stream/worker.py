@@ -96,6 +96,7 @@ class StreamWorker:
         self.erasures = ErasureFeed(settings, partitions, self.ordered.changed.set,
                                     self.worker_id, functools.partial(until_done, on_retry=self.counted("kafka_retries")))
         self.partitions_ready = False  # partitions assigned and tables recovered
+        self.restored_unchecked = False  # tables restored since the last look for erased users' profiles
         self.faust_paused: set[TP] = set()  # own input lanes Faust's consumer does not fetch (steer_faust)
         self.processing = False  # past the start-up waits for the models and the catalogue
         self.metrics = WorkerMetrics(self.snapshot)
@@ -194,7 +195,11 @@ class StreamWorker:
             self.steer_faust()
             handler = BatchHandler(settings, self.profile_table.data, self.partition_state, self.index, self.counters,
                                    now_ms(), self.idle_users, self.profile_table.changelog_topic_name, self.erased)
+            erased_again: dict[str, int] = {}
             if self.partitions_ready:  # its tables recovered: what was erased and applied is known
+                if self.restored_unchecked:
+                    erased_again = handler.erase_restored(self.assigned_inputs(), self.partitions)
+                    self.restored_unchecked = False
                 await self.erasures.apply(handler, self.assigned_inputs())
             live, shadow = self.watcher.live, self.watcher.shadow  # one model per role for the whole batch
             content = self.catalogue.index
@@ -211,14 +216,15 @@ class StreamWorker:
                 log.warning("Faust's consumer skipped %s[%d] at offset %d (unapplied): fetching it again",
                             topic, partition, offset)
                 await self.app.consumer.seek(TP(topic, partition), offset)
-            if not handler.events and not handler.outbox.records:
+            if not handler.events and not handler.outbox.records and not handler.removed:
                 return False
             to_redis = handler.snapshots(self.profile_table.changelog_topic_name, self.learner_table.data,
                                          self.learner_table.changelog_topic_name)
             if handler.removed:  # Redis first: a crash before the tombstones are stored removes them again on the re-run
                 # an erased user's key keeps a marker refusing late writes of the erased profile, unless
                 # events dated before the erasure are to be applied again (STREAM_APP_REPLAY_ERASED)
-                erased_at = {} if settings.replay_erased else {r["user_id"]: r["requested_at"] for r in handler.receipts}
+                erased_at = {} if settings.replay_erased else \
+                    erased_again | {r["user_id"]: r["requested_at"] for r in handler.receipts}
                 handler.send_receipts(await until_done("delete profiles from Redis", self.store.delete_profiles,
                                                        [user_id for user_id, _ in handler.removed], erased_at,
                                                        on_retry=self.counted("redis_retries")))
@@ -288,6 +294,7 @@ class StreamWorker:
                 self.idle_users.forget()
             self.user_eviction = EvictionClock()  # the new partitions' first round runs its own pass
             self.ordered.assign(self.assigned_inputs())  # where each lane starts comes with Faust's seek, next
+            self.restored_unchecked = True  # for profiles of erased users (BatchHandler.erase_restored)
         self.partitions_ready = True
         self.metrics.freshness.keep(self.assigned_inputs())
         self.ordered.changed.set()
