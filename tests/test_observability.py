@@ -16,7 +16,7 @@ from stream_app.logs import logging_config
 from stream_app.stream.batch import Counters
 from stream_app.stream.metrics import Snapshot, WorkerMetrics
 from stream_app.stream.stage_latency import STAGES
-from stream_app.tools.bench import stage_quantiles
+from stream_app.tools.bench import late_events, stage_quantiles
 from stream_app.tools.scrape import quantile
 
 SECRET = "s3cr3t-pw"
@@ -138,6 +138,15 @@ def test_an_evicted_user_leaves_the_freshness_figures():
 def exposed(metrics: WorkerMetrics) -> dict:
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for f in text_string_to_metric_families(metrics.exposition().decode()) for s in f.samples}
+
+
+def test_bench_counts_the_late_events_between_its_two_scrapes_the_most_any_worker_counted():
+    def scraped(late: int, item_state: int = 0) -> dict:
+        ordering = {"late_in_partition": late, "late_for_item_state": item_state}
+        return exposed(WorkerMetrics(lambda: Snapshot(Counters(), ordering, {}, {}, [])))
+
+    assert late_events([scraped(3, 50)], [scraped(10, 90)]) == 7  # the partition clock's, not the item state's
+    assert late_events([scraped(3), scraped(0)], [scraped(10), scraped(9)]) == 9  # each worker orders every partition
 
 
 def test_input_stages_count_each_record_by_its_kafka_timestamp_and_bench_reads_them_between_two_scrapes():

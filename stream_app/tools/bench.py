@@ -95,6 +95,7 @@ class Measured:
     produced_s: float
     latency: dict[str, float]
     stages: list[tuple[str, float, float]] | None = None  # (stage, p50 s, p99 s) from the workers' histograms
+    late: int | None = None  # events the workers released after a later one of their partition
 
     @property
     def rate(self) -> float:
@@ -121,7 +122,14 @@ def measure(settings: Settings, output: str, events: list[dict[str, Any]], rate:
     last_publish = max(r.timestamp for r in measured) / 1000
     after = [scrape(f"{p.url}/metrics") for p in processes] if stages else []
     return Measured(len(events), last_publish - started, produced - started, latency_summary(sent_ms, measured),
-                    stage_quantiles(before, after) if stages else None)
+                    stage_quantiles(before, after) if stages else None, late_events(before, after) if stages else None)
+
+
+def late_events(before: list[Samples], after: list[Samples]) -> int:
+    """Events released after a later one of their partition, between the two scrapes: every worker orders
+    every partition, so each counts them all; the most any counted."""
+    key = ("stream_app_late_events_total", (("clock", "partition"),))
+    return int(max((now.get(key, 0.0) - was.get(key, 0.0) for was, now in zip(before, after)), default=0.0))
 
 
 def stage_quantiles(before: list[Samples], after: list[Samples]) -> list[tuple[str, float, float]]:
@@ -233,6 +241,9 @@ def print_measured(label: str, result: Measured, rate: float | None, plain: Meas
         print("    where it goes (the workers' histograms, from the input record's Kafka timestamp, p50 / p99): "
               + ", ".join(f"{STAGE_NAMES[stage]} {p50 * 1000:.0f} / {p99 * 1000:.0f} ms"
                           for stage, p50, p99 in result.stages))
+    if result.late is not None:
+        print(f"    late: {result.late:,} events released after a later one of their partition (applied late; "
+              "STREAM_APP_MAX_IDLE_MS is how long a partition waits for an input topic that has nothing new)")
 
 
 STAGE_NAMES = {"read": "read by its reader", "delivered": "delivered by Faust's consumer",
