@@ -67,8 +67,9 @@ class GroupMerge:
         self.arrived[lane] = time.monotonic()
 
     def next_lane(self, may_skip: Callable[["GroupMerge", int], bool]) -> int:
-        """The lane whose head goes next, WAIT, or EMPTY."""
-        best, best_ts = EMPTY, 0
+        """The lane whose head goes next, WAIT, or EMPTY. Every empty lane is marked waited for, not only
+        the first that holds the group back (the caller asks all their ends at once)."""
+        best, best_ts, wait = EMPTY, 0, False
         for lane, queue in enumerate(self.lanes):
             if queue:
                 ts = queue[0][0]
@@ -76,9 +77,8 @@ class GroupMerge:
                     best, best_ts = lane, ts
             else:
                 self.waited_for[lane] = True
-                if not may_skip(self, lane):
-                    return WAIT
-        return best
+                wait = wait or not may_skip(self, lane)
+        return WAIT if wait else best
 
     def epoch_of(self, ts: int) -> int:
         clock = ts if self.clock is None or ts > self.clock else self.clock

@@ -18,8 +18,9 @@ records around a rebalance (a fetch begun before the seek to the commit moves it
 past what the seek asked to read again): such a record is fetched again (`refetch`: a seek back).
 
 What may differ is the idle rule: when one lane of a group has had nothing new for `max_idle_ms`
-(and the consumer has read it to its end), the group goes on without it; an event that comes later
-is applied late (counted). Replays whose producer never stalls longer than that are deterministic.
+and is read to its end, as asked after the group's latest record was read (lane_ends.py), the group
+goes on without it; an event that comes later is applied late (counted). Replays whose producer never
+writes one topic more than that behind another are deterministic.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from ..core.events import Event
 from ..core.items import InMemoryItemIndex
 from ..core.ordering import AFTER_ALL, BEFORE_ALL, GroupMerge, ItemFeed, Released, Sequencer
 from ..kafka_security import aiokafka_kwargs
+from .lane_ends import ASK_EVERY_MS, LaneEnds
 from .ready import ReadRecord, Ready, gate
 from .stage_latency import StageLatency
 
@@ -80,8 +82,7 @@ class OrderedInput:
         self.unscheduled = 0
         self.stale = 0  # events processed with an item state past their epoch
         self.read = 0
-        self.ends: dict[tuple[int, int], int] = {}  # (lane, group) -> end offset, last known
-        self.ends_checked = 0.0
+        self.lane_ends = LaneEnds(self.topics)
         self.busy_since: float | None = None  # since when events have been waiting (None: nothing waits)
         self.paused: set[int] = set()  # groups of the worker's own that are far ahead of its processing
         self.resumed_at: dict[int, float] = {}
@@ -149,8 +150,7 @@ class OrderedInput:
             return True
         if idle_s * 1000 < self.settings.max_idle_ms:
             return False
-        end = self.ends.get((lane, group.group))
-        return end is not None and self.next_offset.get((lane, group.group), 0) >= end
+        return self.lane_ends.reached(lane, group, self.next_offset.get((lane, group.group), 0))
 
     async def run(self) -> None:
         """Read every input partition from its beginning, for as long as the worker runs."""
@@ -160,6 +160,7 @@ class OrderedInput:
             auto_offset_reset="earliest", fetch_max_wait_ms=settings.fetch_max_wait_ms,
             **aiokafka_kwargs(settings.kafka_security))
         await consumer.start()
+        await self.lane_ends.start(settings)
         try:
             consumer.assign([TopicPartition(topic, p) for topic in self.topics for p in range(self.partitions)])
             await consumer.seek_to_beginning()
@@ -169,25 +170,13 @@ class OrderedInput:
                 batches = await consumer.getmany(timeout_ms=poll_ms, max_records=5000)
                 for tp, records in batches.items():
                     self.push(tp.topic, tp.partition, records)
-                await self.refresh_ends(poll_ms / 1000)
+                await self.lane_ends.refresh(self.sequencer.groups.values(), self.next_offset,
+                                             min(poll_ms, ASK_EVERY_MS) / 1000)
                 self.release()
                 self.changed.set()
         finally:
             await consumer.stop()
-
-    async def refresh_ends(self, every_s: float) -> None:
-        """End offsets of the lanes someone waits for (the fetcher reports them only with data)."""
-        # waited for, and its end unknown or reached (it may have grown since)
-        wanted = [(lane, g.group) for g in self.sequencer.groups.values() for lane in range(len(self.topics))
-                  if g.waited_for[lane] and ((lane, g.group) not in self.ends
-                                             or self.next_offset.get((lane, g.group), 0) >= self.ends[(lane, g.group)])]
-        now = time.monotonic()
-        if not wanted or now - self.ends_checked < every_s or self.consumer is None:
-            return
-        self.ends_checked = now
-        tps = {TopicPartition(self.topics[lane], group): (lane, group) for lane, group in wanted}
-        for tp, end in (await self.consumer.end_offsets(list(tps))).items():
-            self.ends[tps[tp]] = end
+            await self.lane_ends.stop()
 
     def push(self, topic: str, partition: int, records: list[Any]) -> None:
         lane = self.lane_of_topic[topic]
