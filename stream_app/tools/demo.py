@@ -57,8 +57,10 @@ def describe_user(profile: dict[str, Any], rec: dict[str, Any] | None, shown: in
         lines.append(f"  likes (item text, content model): {', '.join(p['likes'])}")
     stats = p.get("stats") or {}
     if stats:
+        sessions, per_session = stats.get("sessions", 0), stats.get("events_per_session")
         lines.append(f"  behaviour: repeat propensity {stats.get('repeat_propensity', 0):.2f}, "
-                     f"{stats.get('sessions', 0)} sessions, {stats.get('events_per_session') or '-'} events/session")
+                     f"{sessions} session{'' if sessions == 1 else 's'}, "
+                     + (f"{per_session} events per ended session" if per_session else "none ended yet"))
     if p.get("embedding"):
         lines.append(f"  embedding: {len(p['embedding'])} numbers from encoder {p['encoder_version']}")
     if rec is not None:
