@@ -217,8 +217,9 @@ class BatchHandler:
         for key, stored in list(self.profiles.items()):
             user_id = key.decode()
             erased_at = erased.erased_at(user_id)
-            order = snapshot_order(stored) if erased_at is not None else None
-            partition = partition_of(user_id, partitions)
+            if erased_at is None:
+                continue
+            order, partition = snapshot_order(stored), partition_of(user_id, partitions)
             if order is None or order[0] > erased_at or partition not in owned:  # begun after: a new profile
                 continue
             self.remove(user_id, partition)

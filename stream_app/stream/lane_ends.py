@@ -50,17 +50,21 @@ class LaneEnds:
         if self.probe is not None:
             await self.probe.stop()
 
+    def _fresh(self, lane: int, group: GroupMerge) -> int | None:
+        """The lane's end if it was asked after the group's latest record was read, else None."""
+        key = (lane, group.group)
+        end = self.ends.get(key)
+        return end if end is not None and self.asked[key] > newest(group.arrived) else None
+
     def reached(self, lane: int, group: GroupMerge, next_offset: int) -> bool:
         """Read to its end, as asked after the group's latest record was read."""
-        end = self.ends.get((lane, group.group))
-        return end is not None and self.asked[(lane, group.group)] > newest(group.arrived) and next_offset >= end
+        end = self._fresh(lane, group)
+        return end is not None and next_offset >= end
 
     def _wanted(self, group: GroupMerge, lane: int, next_offset: int) -> bool:
-        """Waited for, and its end unknown, reached (it may have grown since) or asked before the group's
-        latest record."""
-        key = (lane, group.group)
-        return group.waited_for[lane] and (key not in self.ends or next_offset >= self.ends[key]
-                                           or self.asked[key] <= newest(group.arrived))
+        """Waited for, and no fresh end known, or one reached (it may have grown since)."""
+        end = self._fresh(lane, group) if group.waited_for[lane] else None
+        return group.waited_for[lane] and (end is None or next_offset >= end)
 
     async def refresh(self, groups: Iterable[GroupMerge], next_offset: dict[tuple[int, int], int],
                       every_s: float) -> None:
