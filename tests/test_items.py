@@ -143,7 +143,9 @@ def test_a_co_visit_counts_less_the_longer_apart_the_two_events():
 def test_after_each_batch_the_in_memory_index_reads_exactly_as_one_derived_afresh_from_its_store():
     """begin_batch drops only what was derived from the keys the batch wrote: every read after it
     (entries' neighbours and followers, categories, category tops and shares, category steps, popular,
-    trending) equals a fresh index's over the same store, through 40 batches and an eviction."""
+    trending, and the per-item columns a ranking gathers: popular and trending shares, category and
+    share within it, as items move between categories) equals a fresh index's over the same store,
+    through 40 batches and an eviction."""
     settings = Settings(category_items=5, popular_per_partition=8)
     rng = random.Random(11)
     items = [f"i{n}" for n in range(60)]
@@ -153,7 +155,13 @@ def test_after_each_batch_the_in_memory_index_reads_exactly_as_one_derived_afres
     def reads(ix: InMemoryItemIndex) -> list:
         return ([ix.neighbors(i) for i in items] + [ix.followers(i) for i in items] + [ix.categories_of(items)]
                 + [ix.category_items(c) for c in categories] + [ix.within_category(c) for c in categories]
-                + [ix.next_categories(c) for c in categories] + [ix.popular(), ix.trending()])
+                + [ix.next_categories(c) for c in categories] + [ix.popular(), ix.trending()] + columns(ix))
+
+    def columns(ix: InMemoryItemIndex) -> list:
+        slots = ix.slots(items)
+        return list(zip(ix.columns.popular[slots].tolist(), ix.columns.trending[slots].tolist(),
+                        [ix.columns.name(code) for code in ix.columns.category[slots].tolist()],
+                        ix.columns.within[slots].tolist()))
 
     for batch in range(40):
         buf = SignalBuffer.for_settings(settings)
@@ -161,7 +169,7 @@ def test_after_each_batch_the_in_memory_index_reads_exactly_as_one_derived_afres
         for _ in range(rng.randint(1, 6)):  # a few items change per batch: most caches stay
             item = rng.choice(items[: 10 + batch])
             buf.add_interaction(item, [(rng.choice(items), rng.randint(0, 9_000))], rng.choice([1.0, 3.0]), ts,
-                                category=categories[items.index(item) % len(categories)])
+                                category=categories[(items.index(item) + batch // 8) % len(categories)])
             buf.add_sequence(item, [rng.choice(items)], ts)
             buf.add_category_step(rng.choice(categories), rng.choice(categories), ts)
         index.apply(m for _, m in buf.messages())

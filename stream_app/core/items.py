@@ -21,8 +21,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Protocol
 
+import numpy as np
+
 from ..config import Settings
 from . import decay
+from .item_columns import ItemColumns
 
 # An item's entry, under the names its signals carry: {"pop", "trend": log2 scores | None,
 #  "neighbors": co-visited {item_id: log2 score}, "followed_by": {item_id: log2 score}, "ts": ms,
@@ -210,6 +213,11 @@ class ItemIndex(Protocol):
 
     def categories_of(self, item_ids: list[str]) -> list[str | None]: ...
 
+    columns: ItemColumns  # each item's popular and trending shares and category code, by slot
+
+    def slots(self, item_ids: list[str]) -> np.ndarray:
+        """The items' slots in `columns`."""
+
 
 class CachedItemIndex:
     """Reads the store through `load(key)` (parsed value or None), merges the partitions' lists and
@@ -227,6 +235,7 @@ class CachedItemIndex:
         self._item_category: dict[str, str | None] = {}
         self._popular: dict[str, float] = {}
         self._trending: dict[str, float] = {}
+        self.columns = ItemColumns()
 
     def load(self, key: str) -> Any:
         raise NotImplementedError
@@ -246,9 +255,12 @@ class CachedItemIndex:
         self._within_category.clear()
         self._next_categories.clear()
         self._item_category.clear()
+        self.columns.clear()
         size = self.settings.popular_per_partition
         self._popular = dict(self._merged(popular_key, size))
         self._trending = dict(self._merged(trending_key, size))
+        self.columns.set_shares("popular", self._popular)
+        self.columns.set_shares("trending", self._trending)
 
     def entry(self, item_id: str) -> Entry | None:
         try:
@@ -271,6 +283,15 @@ class CachedItemIndex:
 
     def followers(self, item_id: str) -> dict[str, float]:
         return self._related(self._followers, "followed_by", item_id)
+
+    def describe(self, item_id: str) -> tuple[str | None, float]:
+        """The item's category and its share of that category's popularity (ItemColumns)."""
+        entry = self.entry(item_id)
+        category = entry.get("category") if entry else None
+        return category, self.within_category(category).get(item_id, 0.0) if category is not None else 0.0
+
+    def slots(self, item_ids: list[str]) -> np.ndarray:
+        return self.columns.slots(item_ids, self.describe)
 
     def categories_of(self, item_ids: list[str]) -> list[str | None]:
         known, out = self._item_category, []
@@ -357,22 +378,31 @@ class InMemoryItemIndex(CachedItemIndex):
         if changed is None:
             super().begin_batch()
             return
+        items, categories = [], []
         for key in changed:
             kind, _, rest = key.partition(":")
             if kind == "i":
                 for cache in (self._entries, self._neighbors, self._followers, self._item_category):
                     cache.pop(rest, None)
+                items.append(rest)
             elif kind == "c":
                 category = rest.partition(":")[2]
                 self._categories.pop(category, None)
                 self._within_category.pop(category, None)
+                categories.append(category)
             elif kind == "k":
                 self._next_categories.pop(rest, None)
+        for category in categories:  # once every cache the columns read from is fresh
+            self.columns.set_within(category, self.within_category(category))
+        for item_id in items:
+            self.columns.redescribe(item_id, self.describe)
         size = self.settings.popular_per_partition
         if popular_key(0) in changed:
             self._popular = dict(self._merged(popular_key, size))
+            self.columns.set_shares("popular", self._popular)
         if trending_key(0) in changed:
             self._trending = dict(self._merged(trending_key, size))
+            self.columns.set_shares("trending", self._trending)
 
     def item_count(self) -> int:
         """Items in the state (beside the derived popular, trending and category lists)."""

@@ -27,6 +27,7 @@ from ..config import Settings
 from . import decay
 from .content import interest_vector, share_of
 from .events import Event, event_kind
+from .item_columns import NO_CATEGORY
 from .items import ItemIndex, shares
 from .profile import Profile
 
@@ -166,10 +167,12 @@ def recommend(profile: Profile, event: Event, index: ItemIndex, settings: Settin
     popular, trending = index.popular(), index.trending()
     ids = sorted({*covis, *rules, *repeat, *in_category, *islice(popular, settings.top_k),
                   *islice(trending, settings.top_k), *nearest, *like_last, *like_interest})
-    categories = index.categories_of(ids)
+    slots = index.slots(ids)
+    columns = index.columns
     this_row = ids.index(event.item_id)
+    codes = columns.category[slots]
     if event.category is not None:
-        categories[this_row] = event.category
+        codes[this_row] = columns.code(event.category)
     n = len(ids)
     matrix = np.zeros((n, N_FEATURES))
     row_of = {item_id: row for row, item_id in enumerate(ids)}
@@ -184,11 +187,11 @@ def recommend(profile: Profile, event: Event, index: ItemIndex, settings: Settin
     fill("recent_rank", {item_id: 1.0 / (rank + 1) for rank, item_id in enumerate(anchors)})
     matrix[:, _F["repeat_x_propensity"]] = matrix[:, _F["repeat"]] * repeat_propensity
     matrix[this_row, _LAST_AFTER[event_kind(event.type, event.stage)]] = 1.0
-    if in_category or any(category is not None for category in categories):  # else every one of them is 0
-        _category_columns(matrix, index, event, ids, categories, category_share, in_category, session_categories,
+    if in_category or (codes != NO_CATEGORY).any():  # else every one of them is 0
+        _category_columns(matrix, index, event, slots, codes, category_share, in_category, session_categories,
                           next_categories, fill)
-    fill("popular", popular)
-    fill("trending", trending)
+    matrix[:, _F["popular"]] = columns.popular[slots]
+    matrix[:, _F["trending"]] = columns.trending[slots]
     if encoding is not None:
         matrix[:, _F["encoder"]] = encoding.shares_for(ids)
     if interest is not None:
@@ -203,7 +206,7 @@ def recommend(profile: Profile, event: Event, index: ItemIndex, settings: Settin
     for i in pool[: settings.top_k]:
         item_id = ids[i]
         items.append({"item_id": item_id, "score": round(float(scores[i]), 6),
-                      "reasons": _reasons(item_id, categories[i], anchors, anchor_neighbors, session, session_followers,
+                      "reasons": _reasons(item_id, columns.name(codes[i]), anchors, anchor_neighbors, session, session_followers,
                                           repeat, in_category, popular, trending, nearest,
                                           _content_reasons(item_id, event.item_id, like_last, like_interest,
                                                            content))})
@@ -230,18 +233,23 @@ def _fill(matrix: np.ndarray, ids: list[str], row_of: dict[str, int], column: st
         matrix[:, col] = [constant if item_id in values else 0.0 for item_id in ids]
 
 
-def _category_columns(matrix: np.ndarray, index: ItemIndex, event: Event, ids: list[str],
-                      categories: list[str | None], category_share: dict[str, float], in_category: dict[str, float],
+def _category_columns(matrix: np.ndarray, index: ItemIndex, event: Event, slots: np.ndarray,
+                      category_codes: np.ndarray, category_share: dict[str, float], in_category: dict[str, float],
                       session_categories: dict[str, float], next_categories: dict[str, float],
                       fill: Callable[..., None]) -> None:
-    """The category features of every candidate (FEATURES from same_category on). A list holds a few
-    categories many times over: each lookup is done once per category and spread by index."""
-    distinct = list(dict.fromkeys(categories))
-    code = {category: k for k, category in enumerate(distinct)}
-    codes = np.fromiter((code[c] for c in categories), dtype=np.intp, count=len(categories))
+    """The category features of every candidate (FEATURES from same_category on; `slots`: the
+    candidates' in `index.columns`, `category_codes`: their categories there). A list holds a few
+    categories many times over: each value is set once per category and spread by code."""
+    columns = index.columns
+    codes = np.where(category_codes == NO_CATEGORY, columns.categories, category_codes)  # the last: none
 
-    def by_category(values: Mapping[str | None, float]) -> np.ndarray:
-        return np.array([values.get(c, 0.0) if c is not None else 0.0 for c in distinct])[codes]
+    def by_category(values: Mapping[str, float]) -> np.ndarray:
+        table = np.zeros(columns.categories + 1)
+        for category, value in values.items():
+            code = columns.known(category)
+            if code is not None:  # else no candidate is in it
+                table[code] = value
+        return table[codes]
 
     matrix[:, _F["same_category"]] = by_category({event.category: 1.0}) if event.category is not None else 0.0
     matrix[:, _F["category_affinity"]] = by_category(category_share)
@@ -253,18 +261,16 @@ def _category_columns(matrix: np.ndarray, index: ItemIndex, event: Event, ids: l
     matrix[:, _F["category_rank_next"]] = matrix[:, _F["category_rank"]] * matrix[:, _F["category_next"]]
     session_main = next(iter(session_categories), None)
     next_after_main = index.next_categories(session_main) if session_main is not None else {}
-    within: np.ndarray | None = None  # each candidate's share within its category, for both columns
+    if next_categories or next_after_main:
+        within = columns.within[slots]  # each candidate's share within its category, for both columns
+        moved = np.flatnonzero(category_codes != columns.category[slots])  # the event names another category
+        for row in moved.tolist():
+            category = columns.name(int(category_codes[row]))
+            within[row] = index.within_category(category).get(event.item_id, 0.0) if category is not None else 0.0
     for column, following in (("category_model", next_categories), ("category_model_session", next_after_main)):
         if following:
-            if within is None:
-                within = by_code([index.within_category(c) if c is not None else {} for c in distinct], ids, codes)
             total = sum(following.values())
             matrix[:, _F[column]] = _category_model(by_category({c: p / total for c, p in following.items()}), within)
-
-
-def by_code(tables: list[Mapping[str, float]], ids: list[str], codes: np.ndarray) -> np.ndarray:
-    """Each candidate's value in the table of its category (`codes`: its category's index in `tables`)."""
-    return np.array([tables[code].get(item_id, 0.0) for item_id, code in zip(ids, codes.tolist())])
 
 
 def _category_model(step: np.ndarray, within: np.ndarray) -> np.ndarray:

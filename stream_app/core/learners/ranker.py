@@ -114,10 +114,11 @@ class OnlineRanker(Persistent):
     def learn_feedback(self, shown: Sequence[str], matrix: np.ndarray, hit_item: str, event_id: str,
                        top_k: int) -> int:
         """Keep score on one judged list (`judge`), then learn from it; returns how many labels it learned."""
-        self.judge(matrix, shown.index(hit_item) if hit_item in shown else None, top_k)
+        hit_row = shown.index(hit_item) if hit_item in shown else None
+        self.judge(matrix, hit_row, top_k)
+        if hit_row is None:
+            return 0  # the hit item is not among the candidates: no pair to learn from (and no hashing)
         labels = feedback_labels(shown, hit_item, event_id, self.negatives, self.seed)
-        if not labels or not labels[0][1]:
-            return 0  # the hit item is not among the candidates: no pair to learn from
         hit = matrix[labels[0][0]]
         for row, _ in labels[1:]:
             self.learn_one(hit - matrix[row], True)
