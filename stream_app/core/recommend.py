@@ -202,15 +202,16 @@ def recommend(profile: Profile, event: Event, index: ItemIndex, settings: Settin
     matrix[:, 0] = _prior(matrix, settings)
     scores = ranker.score_many(matrix) if ranker is not None and ranker.ready else matrix[:, 0]
     pool = np.argsort(-scores, kind="stable")[: max(settings.top_k, settings.ranker_pool)]  # ties: item_id order
-    items = []
-    for i in pool[: settings.top_k]:
-        item_id = ids[i]
-        items.append({"item_id": item_id, "score": round(float(scores[i]), 6),
-                      "reasons": _reasons(item_id, columns.name(codes[i]), anchors, anchor_neighbors, session, session_followers,
-                                          repeat, in_category, popular, trending, nearest,
-                                          _content_reasons(item_id, event.item_id, like_last, like_interest,
-                                                           content))})
-    return Ranked(items, [ids[i] for i in pool.tolist()], matrix[pool])
+    pool_ids = [ids[i] for i in pool.tolist()]
+    shown = pool[: settings.top_k]
+    reasons = _reasons(pool_ids[: settings.top_k], [columns.name(code) for code in codes[shown].tolist()], anchors,
+                       anchor_neighbors, session, session_followers, repeat, in_category, popular, trending, nearest)
+    if content is not None:
+        for item_id, found in zip(pool_ids, reasons):
+            found += _content_reasons(item_id, event.item_id, like_last, like_interest, content)
+    items = [{"item_id": item_id, "score": round(score, 6), "reasons": found}
+             for item_id, score, found in zip(pool_ids, scores[shown].tolist(), reasons)]
+    return Ranked(items, pool_ids, matrix[pool])
 
 
 def _fill(matrix: np.ndarray, ids: list[str], row_of: dict[str, int], column: str, values: Mapping[str, Any],
@@ -356,31 +357,41 @@ def session_items(profile: Profile, gap_ms: int) -> dict[str, None]:
     return out
 
 
-def _reasons(item_id: str, category: str | None, anchors: list[str], anchor_neighbors: list[dict[str, float]],
-             session: dict[str, None], session_followers: list[dict[str, float]], repeat: dict[str, float],
-             in_category: dict[str, float], popular: dict[str, float], trending: dict[str, float],
-             nearest: dict[str, float], by_content: list[str]) -> list[str]:
-    out = []
+def _reasons(shown: list[str], categories: list[str | None], anchors: list[str],
+             anchor_neighbors: list[dict[str, float]], session: dict[str, None],
+             session_followers: list[dict[str, float]], repeat: dict[str, float], in_category: dict[str, float],
+             popular: dict[str, float], trending: dict[str, float], nearest: dict[str, float]) -> list[list[str]]:
+    """Why each shown item (`categories`: theirs) is in the list: the sources that proposed it, the
+    anchors named (the recent items it was co-visited with, at most MAX_COVIS_REASONS, and the first
+    session item it often came next after). Each anchor's list is met once, by a set intersection."""
+    wanted = set(shown)
+    covis: dict[str, list[str]] = {}
     for anchor, neighbors in zip(anchors, anchor_neighbors):
-        if item_id in neighbors:
-            out.append(f"co-visited with {anchor}")
-            if len(out) == MAX_COVIS_REASONS:
-                break
+        for item_id in wanted.intersection(neighbors):
+            named = covis.setdefault(item_id, [])
+            if len(named) < MAX_COVIS_REASONS:
+                named.append(f"co-visited with {anchor}")
+    rules: dict[str, str] = {}
     for anchor, followers in zip(session, session_followers):
-        if item_id in followers:
-            out.append(f"often next after {anchor}")
-            break
-    if item_id in repeat:
-        out.append("viewed before")
-    if item_id in in_category:
-        out.append(f"top in {category}")
-    if item_id in popular:
-        out.append("popular")
-    if item_id in trending:
-        out.append("trending")
-    if item_id in nearest:
-        out.append("similar to your recent items")
-    return out + by_content
+        for item_id in wanted.intersection(followers):
+            rules.setdefault(item_id, f"often next after {anchor}")
+    out = []
+    for item_id, category in zip(shown, categories):
+        found = list(covis.get(item_id, ()))
+        if item_id in rules:
+            found.append(rules[item_id])
+        if item_id in repeat:
+            found.append("viewed before")
+        if item_id in in_category:
+            found.append(f"top in {category}")
+        if item_id in popular:
+            found.append("popular")
+        if item_id in trending:
+            found.append("trending")
+        if item_id in nearest:
+            found.append("similar to your recent items")
+        out.append(found)
+    return out
 
 
 def _content_reasons(item_id: str, last_item: str, like_last: dict[str, float], like_interest: dict[str, float],
