@@ -16,7 +16,7 @@ from stream_app.logs import logging_config
 from stream_app.stream.batch import Counters
 from stream_app.stream.metrics import Snapshot, WorkerMetrics
 from stream_app.stream.stage_latency import STAGES
-from stream_app.tools.bench import late_events, stage_quantiles
+from stream_app.tools.bench import gc_pauses, late_events, stage_quantiles
 from stream_app.tools.scrape import quantile
 
 SECRET = "s3cr3t-pw"
@@ -172,3 +172,30 @@ def test_input_stages_count_each_record_by_its_kafka_timestamp_and_bench_reads_t
     (stage, p50, p99), = [q for q in stage_quantiles([before], [after]) if q[0] == "read"]
     assert 0.05 < p50 <= 0.06 and 0.05 < p99 <= 0.06
     assert quantile(after, "stream_app_input_stage_seconds", 0.01, stage="read") < 0.015  # the warm-up is in it
+
+
+def test_every_collection_of_the_garbage_collector_is_timed_by_generation_and_bench_reads_the_oldest():
+    import gc
+
+    from stream_app.stream.gc_pauses import GcPauses
+
+    pauses = GcPauses()
+    pauses.install()
+    pauses.install()  # once only
+    try:
+        assert gc.callbacks.count(pauses._observe) == 1
+        gc.collect(2)
+        gc.collect(0)
+    finally:
+        gc.callbacks.remove(pauses._observe)
+    assert pauses.counts[2].sum() == 1 and pauses.counts[0].sum() >= 1 and pauses.sums[2] > 0
+    # the worker's metrics carry the process's record; bench counts what fell between its two scrapes
+    metrics = WorkerMetrics(lambda: Snapshot(Counters(), {}, {}, {}, []))
+    before = exposed(metrics)
+    gc.collect(2)
+    gc.collect(2)
+    after = exposed(metrics)
+    counted = gc_pauses([before], [after])
+    assert counted.count >= 2 and counted.seconds > 0
+    assert counted.longest_at_most_s >= counted.seconds / counted.count  # a bucket bound at or above the mean
+    assert after[("stream_app_gc_pause_seconds_count", (("generation", "2"),))] >= 2

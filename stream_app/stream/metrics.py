@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, ge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from .batch import Counters
+from .gc_pauses import PAUSES
 from .stage_latency import LATENCY_BUCKETS, StageLatency
 
 BATCH_SIZE_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000)
@@ -81,6 +82,7 @@ class WorkerMetrics:
                                  "since=arrival: the input record's Kafka timestamp",
                                  ["since"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.registry.register(_WorkerCollector(snapshot, self.freshness, self.stages))
+        PAUSES.install()
         ProcessCollector(registry=self.registry)  # process_*: CPU seconds, resident memory, open files
 
     def observe_batch(self, size: int, seconds: float, recommended: Iterable[tuple[int, float]],
@@ -129,6 +131,7 @@ class _WorkerCollector:
         ages = self.freshness.ages_s(int(time.time() * 1000))
         yield freshness_histogram(ages)
         yield self.stages.family()
+        yield PAUSES.family()
         yield _gauge("stream_app_user_freshness_oldest_seconds", "The largest user freshness (0: no user yet)",
                      float(ages.max()) if len(ages) else 0.0)
 

@@ -38,6 +38,7 @@ from .catalogue_feed import CatalogueFeed
 from .commits import AppliedOffsets, consumer_lag
 from .datadir import faust_datadir
 from .erasures import ErasedUsers, ErasureFeed
+from .gc_pauses import freeze_long_lived
 from .metrics import Snapshot, WorkerMetrics
 from .model_control import ModelWatcher
 from .ordered_input import OrderedInput
@@ -174,6 +175,7 @@ class StreamWorker:
         except asyncio.TimeoutError:
             log.error("the item catalogue was not indexed within %ds; starting with what is indexed", CATALOGUE_WAIT_S)
             self.catalogue_ready.set()
+        freeze_long_lived()  # the libraries, the app, its models and catalogue: out of every later collection
         self.processing = True
         await self.publish_status()
         while True:

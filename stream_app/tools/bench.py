@@ -13,6 +13,7 @@ events, and prints both rates and their ratio; `--workers 1,2,4` runs the worker
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ import redis
 from ..config import Settings
 from ..errors import ServiceTimeout
 from ..store.redis_store import worker_statuses
+from ..stream.gc_pauses import PAUSE_BUCKETS
 from ..stream.model_control import publish
 from ..stream.stage_latency import STAGES
 from ..stream.topics import ensure_topics
@@ -96,6 +98,7 @@ class Measured:
     latency: dict[str, float]
     stages: list[tuple[str, float, float]] | None = None  # (stage, p50 s, p99 s) from the workers' histograms
     late: int | None = None  # events the workers released after a later one of their partition
+    gc: GcPauses | None = None  # the workers' collections of the oldest generation
 
     @property
     def rate(self) -> float:
@@ -122,7 +125,31 @@ def measure(settings: Settings, output: str, events: list[dict[str, Any]], rate:
     last_publish = max(r.timestamp for r in measured) / 1000
     after = [scrape(f"{p.url}/metrics") for p in processes] if stages else []
     return Measured(len(events), last_publish - started, produced - started, latency_summary(sent_ms, measured),
-                    stage_quantiles(before, after) if stages else None, late_events(before, after) if stages else None)
+                    stage_quantiles(before, after) if stages else None, late_events(before, after) if stages else None,
+                    gc_pauses(before, after) if stages else None)
+
+
+@dataclass
+class GcPauses:
+    count: int
+    seconds: float
+    longest_at_most_s: float  # the upper bound of the highest histogram bucket any counted pause fell in
+
+
+def gc_pauses(before: list[Samples], after: list[Samples]) -> GcPauses:
+    """Python's collections of the oldest generation in the workers between the two scrapes (summed over
+    workers): how many, their total time, and the bound of the histogram bucket the longest fell in."""
+    count, seconds, longest = 0, 0.0, 0.0
+    for was, now in zip(before, after):
+        counted = {key: value - was.get(key, 0.0) for key, value in now.items()
+                   if key[0].startswith("stream_app_gc_pause_seconds") and ("generation", "2") in key[1]}
+        count += int(counted.get(("stream_app_gc_pause_seconds_count", (("generation", "2"),)), 0.0))
+        seconds += counted.get(("stream_app_gc_pause_seconds_sum", (("generation", "2"),)), 0.0)
+        buckets = sorted((float(dict(have)["le"]), n) for (name, have), n in counted.items()
+                         if name == "stream_app_gc_pause_seconds_bucket")
+        if buckets and buckets[-1][1]:
+            longest = max(longest, next(bound for bound, n in buckets if n >= buckets[-1][1]))
+    return GcPauses(count, seconds, longest)
 
 
 def late_events(before: list[Samples], after: list[Samples]) -> int:
@@ -244,6 +271,12 @@ def print_measured(label: str, result: Measured, rate: float | None, plain: Meas
     if result.late is not None:
         print(f"    late: {result.late:,} events released after a later one of their partition (applied late; "
               "STREAM_APP_MAX_IDLE_MS is how long a partition waits for an input topic that has nothing new)")
+    if result.gc is not None:
+        longest = "" if not result.gc.count else (f", each at most {result.gc.longest_at_most_s * 1000:g} ms"
+                                                  if math.isfinite(result.gc.longest_at_most_s)
+                                                  else f", one over {PAUSE_BUCKETS[-1] * 1000:g} ms")
+        print(f"    garbage collector: {result.gc.count} collections of the oldest generation, "
+              f"{result.gc.seconds * 1000:,.0f} ms in all{longest}")
 
 
 STAGE_NAMES = {"read": "read by its reader", "delivered": "delivered by Faust's consumer",
