@@ -199,3 +199,12 @@ def test_every_collection_of_the_garbage_collector_is_timed_by_generation_and_be
     assert counted.count >= 2 and counted.seconds > 0
     assert counted.longest_at_most_s >= counted.seconds / counted.count  # a bucket bound at or above the mean
     assert after[("stream_app_gc_pause_seconds_count", (("generation", "2"),))] >= 2
+
+
+def test_bench_event_times_are_as_far_apart_as_asked():
+    from stream_app.tools.bench import synthetic_events
+
+    for gap_ms in (1.0, 200.0):
+        ts = [event["ts"] for event in synthetic_events(20_000, 100, 100, gap_ms=gap_ms)]
+        assert ts == sorted(ts)
+        assert (ts[-1] - ts[0]) / (len(ts) - 1) == pytest.approx(gap_ms, rel=0.03)

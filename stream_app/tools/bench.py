@@ -36,16 +36,25 @@ from .processes import Run, WorkerProcess, one_off_run, wait_ready_workers
 from .replay import produce_events
 from .scrape import Samples, quantile, scrape
 
+#: Event times this far apart on average when bench offers events as fast as possible (a recorded log
+#: replayed: its event time runs far ahead of the clock). At an offered rate they are 1 / rate apart,
+#: as in a live stream, whose event time keeps pace with the clock. A log's event time run 200 times
+#: faster than the clock turns the one-minute item epochs over every 0.3 s at 1,000 events/s; every
+#: turn holds all partitions' events until the last partition has passed it, then releases them at
+#: once (the longest batches of such a run: 88 to 149 events, 62 to 83 ms each). A live stream turns
+#: an epoch once a minute.
+LOG_GAP_MS = 200.0
+
 
 def synthetic_events(n: int, users: int, items: int, seed: int = 7, start_ms: int = 1_700_000_000_000,
-                     prefix: str = "bench") -> list[dict[str, Any]]:
-    """A simple, reproducible stream for load: Zipf item popularity, a funnel of event types."""
+                     prefix: str = "bench", gap_ms: float = 200.0) -> list[dict[str, Any]]:
+    """A simple, reproducible stream for load: Zipf item popularity, a funnel of event types, event times
+    `gap_ms` apart on average."""
     rng = np.random.default_rng(seed)
     user_ids = rng.integers(0, users, size=n)
     item_ids = np.minimum(rng.zipf(1.3, size=n) - 1, items - 1)
     kinds = rng.choice(3, size=n, p=[0.5, 0.45, 0.05])
-    gaps = rng.exponential(200.0, size=n).astype(np.int64)
-    ts = start_ms + np.cumsum(gaps)
+    ts = start_ms + np.cumsum(rng.exponential(gap_ms, size=n)).astype(np.int64)  # whole ms, the mean gap kept
     names = ("browse", "click", "purchase")
     out = []
     for i in range(n):
@@ -216,10 +225,11 @@ def run_bench(n: int, users: int, items: int, timeout: float, rate: float | None
               encoder: bool = False, baseline: bool = False, worker_counts: tuple[int, ...] = (1,)) -> int:
     with one_off_run("bench") as run:
         run.settings = run.settings.replace(registry_dir=str(run.log_dir / "registry"))
-        events = synthetic_events(n, users, items)
+        gap_ms = LOG_GAP_MS if rate is None else 1000.0 / rate
+        events = synthetic_events(n, users, items, gap_ms=gap_ms)
         version = train_bench_encoder(run, events) if encoder else None
         offered = "as fast as possible" if rate is None else f"at {rate:,.0f} events/s"
-        print(f"bench: {n} events {offered}, {users} users, {items} items, "
+        print(f"bench: {n} events {offered}, event times {gap_ms:g} ms apart on average, {users} users, {items} items, "
               + ", ".join(f"{k} worker{'s' if k > 1 else ''}" for k in worker_counts)
               + f", batches of up to {run.settings.batch_max}, "
               + (f"sequence encoder {version} live (one onnxruntime call per batch)" if version else "no encoder"))
