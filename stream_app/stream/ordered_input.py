@@ -19,8 +19,9 @@ past what the seek asked to read again): such a record is fetched again (`refetc
 
 What may differ is the idle rule: when one lane of a group has had nothing new for `max_idle_ms`
 and is read to its end, as asked after the group's latest record was read (lane_ends.py), the group
-goes on without it; an event that comes later is applied late (counted). Replays whose producer never
-writes one topic more than that behind another are deterministic.
+goes on without it; an event that comes later is applied late (counted). Lateness can only begin with a
+record that comes more than max_idle_ms after its lane's previous one: replays that keep every lane
+receiving within that wait are deterministic.
 """
 
 from __future__ import annotations
