@@ -208,3 +208,14 @@ def test_bench_event_times_are_as_far_apart_as_asked():
         ts = [event["ts"] for event in synthetic_events(20_000, 100, 100, gap_ms=gap_ms)]
         assert ts == sorted(ts)
         assert (ts[-1] - ts[0]) / (len(ts) - 1) == pytest.approx(gap_ms, rel=0.03)
+
+
+def test_a_worker_about_to_process_freezes_what_it_holds_and_lets_a_batch_die_young():
+    import subprocess
+    import sys
+
+    code = ("import gc; from stream_app.stream.gc_pauses import GC_THRESHOLDS, freeze_long_lived; "
+            "held = [[n] for n in range(1000)]; assert gc.get_freeze_count() == 0; freeze_long_lived(); "
+            "assert gc.get_freeze_count() > 1000 and gc.get_threshold() == GC_THRESHOLDS; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "ok", out.stderr

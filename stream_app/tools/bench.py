@@ -143,13 +143,16 @@ class GcPauses:
     count: int
     seconds: float
     longest_at_most_s: float  # the upper bound of the highest histogram bucket any counted pause fell in
+    all_seconds: float  # in every generation's collections
 
 
 def gc_pauses(before: list[Samples], after: list[Samples]) -> GcPauses:
     """Python's collections of the oldest generation in the workers between the two scrapes (summed over
     workers): how many, their total time, and the bound of the histogram bucket the longest fell in."""
-    count, seconds, longest = 0, 0.0, 0.0
+    count, seconds, longest, every = 0, 0.0, 0.0, 0.0
     for was, now in zip(before, after):
+        every += sum(value - was.get((name, have), 0.0) for (name, have), value in now.items()
+                     if name == "stream_app_gc_pause_seconds_sum")
         counted = {key: value - was.get(key, 0.0) for key, value in now.items()
                    if key[0].startswith("stream_app_gc_pause_seconds") and ("generation", "2") in key[1]}
         count += int(counted.get(("stream_app_gc_pause_seconds_count", (("generation", "2"),)), 0.0))
@@ -158,7 +161,7 @@ def gc_pauses(before: list[Samples], after: list[Samples]) -> GcPauses:
                          if name == "stream_app_gc_pause_seconds_bucket")
         if buckets and buckets[-1][1]:
             longest = max(longest, next(bound for bound, n in buckets if n >= buckets[-1][1]))
-    return GcPauses(count, seconds, longest)
+    return GcPauses(count, seconds, longest, every)
 
 
 def late_events(before: list[Samples], after: list[Samples]) -> int:
@@ -286,7 +289,8 @@ def print_measured(label: str, result: Measured, rate: float | None, plain: Meas
                                                   if math.isfinite(result.gc.longest_at_most_s)
                                                   else f", one over {PAUSE_BUCKETS[-1] * 1000:g} ms")
         print(f"    garbage collector: {result.gc.count} collections of the oldest generation, "
-              f"{result.gc.seconds * 1000:,.0f} ms in all{longest}")
+              f"{result.gc.seconds * 1000:,.0f} ms in all{longest}; {result.gc.all_seconds * 1000:,.0f} ms in "
+              "every generation's")
 
 
 STAGE_NAMES = {"read": "read by its reader", "delivered": "delivered by Faust's consumer",
