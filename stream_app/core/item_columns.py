@@ -45,8 +45,9 @@ class ItemColumns:
         self.category = np.full(capacity, NO_CATEGORY, dtype=np.intp)
         self._codes: dict[str, int] = {}
         self._names: list[str] = []
+        #: "popular", "trending" -> that list; a category -> its kept best (the items the column last set)
         self._shares: dict[str, Mapping[str, float]] = {"popular": {}, "trending": {}}
-        self._listed: dict[str, np.ndarray] = {}  # "popular", "trending", or a category -> the slots it set
+        self._within: dict[str, Mapping[str, float]] = {}
 
     def code(self, category: str | None) -> int:
         if category is None:
@@ -95,24 +96,22 @@ class ItemColumns:
     def set_shares(self, column: str, shares: Mapping[str, float]) -> None:
         """The list behind `column` ("popular" or "trending") is now `shares`: the items it dropped go to 0."""
         values = getattr(self, column)
-        values[self._listed.get(column, SCRATCH)] = 0.0
-        listed = self._slots_of(shares)
-        values[listed] = np.fromiter(shares.values(), dtype=np.float64, count=len(shares))
+        values[self._slots_of(self._shares[column])] = 0.0  # the slots its items have now, given since too
+        values[self._slots_of(shares)] = np.fromiter(shares.values(), dtype=np.float64, count=len(shares))
         values[SCRATCH] = 0.0
-        self._shares[column], self._listed[column] = shares, listed
+        self._shares[column] = shares
 
     def set_within(self, category: str, shares: Mapping[str, float]) -> None:
         """`category`'s kept best items and their shares are now `shares`: its items that dropped out go
         to 0 (an item listed under a category it has since left keeps its own category's share)."""
         code = self.code(category)
-        before = self._listed.get(category)
-        if before is not None:
-            self.within[before[self.category[before] == code]] = 0.0
+        before = self._slots_of(self._within.get(category, {}))  # the slots its items have now
+        self.within[before[self.category[before] == code]] = 0.0
         listed = self._slots_of(shares)
         mine = self.category[listed] == code
         self.within[listed[mine]] = np.fromiter(shares.values(), dtype=np.float64, count=len(shares))[mine]
         self.within[SCRATCH] = 0.0
-        self._listed[category] = listed
+        self._within[category] = shares
 
     def redescribe(self, item_id: str, describe: Describe) -> None:
         """The item's entry changed: its category (and so its within share) may have."""
@@ -124,4 +123,3 @@ class ItemColumns:
     def clear(self) -> None:
         """Forget every slot (the shares and category codes stay known)."""
         self.slot.clear()
-        self._listed.clear()
