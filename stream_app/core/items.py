@@ -213,7 +213,7 @@ class ItemIndex(Protocol):
 
     def categories_of(self, item_ids: list[str]) -> list[str | None]: ...
 
-    columns: ItemColumns  # each item's popular and trending shares and category code, by slot
+    columns: ItemColumns  # each item's popular and trending shares, category and share within it, by slot
 
     def slots(self, item_ids: list[str]) -> np.ndarray:
         """The items' slots in `columns`."""

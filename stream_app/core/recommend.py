@@ -188,7 +188,7 @@ def recommend(profile: Profile, event: Event, index: ItemIndex, settings: Settin
     matrix[:, _F["repeat_x_propensity"]] = matrix[:, _F["repeat"]] * repeat_propensity
     matrix[this_row, _LAST_AFTER[event_kind(event.type, event.stage)]] = 1.0
     if in_category or (codes != NO_CATEGORY).any():  # else every one of them is 0
-        _category_columns(matrix, index, event, slots, codes, category_share, in_category, session_categories,
+        _category_columns(matrix, index, event, slots, this_row, codes, category_share, in_category, session_categories,
                           next_categories, fill)
     matrix[:, _F["popular"]] = columns.popular[slots]
     matrix[:, _F["trending"]] = columns.trending[slots]
@@ -234,12 +234,13 @@ def _fill(matrix: np.ndarray, ids: list[str], row_of: dict[str, int], column: st
         matrix[:, col] = [constant if item_id in values else 0.0 for item_id in ids]
 
 
-def _category_columns(matrix: np.ndarray, index: ItemIndex, event: Event, slots: np.ndarray,
+def _category_columns(matrix: np.ndarray, index: ItemIndex, event: Event, slots: np.ndarray, this_row: int,
                       category_codes: np.ndarray, category_share: dict[str, float], in_category: dict[str, float],
                       session_categories: dict[str, float], next_categories: dict[str, float],
                       fill: Callable[..., None]) -> None:
     """The category features of every candidate (FEATURES from same_category on; `slots`: the
-    candidates' in `index.columns`, `category_codes`: their categories there). A list holds a few
+    candidates' in `index.columns`, `category_codes`: their categories there, the event's for the item
+    just seen, row `this_row`). A list holds a few
     categories many times over: each value is set once per category and spread by code."""
     columns = index.columns
     codes = np.where(category_codes == NO_CATEGORY, columns.categories, category_codes)  # the last: none
@@ -264,10 +265,8 @@ def _category_columns(matrix: np.ndarray, index: ItemIndex, event: Event, slots:
     next_after_main = index.next_categories(session_main) if session_main is not None else {}
     if next_categories or next_after_main:
         within = columns.within[slots]  # each candidate's share within its category, for both columns
-        moved = np.flatnonzero(category_codes != columns.category[slots])  # the event names another category
-        for row in moved.tolist():
-            category = columns.name(int(category_codes[row]))
-            within[row] = index.within_category(category).get(event.item_id, 0.0) if category is not None else 0.0
+        if event.category is not None and category_codes[this_row] != columns.category[slots[this_row]]:
+            within[this_row] = index.within_category(event.category).get(event.item_id, 0.0)  # the event's category
     for column, following in (("category_model", next_categories), ("category_model_session", next_after_main)):
         if following:
             total = sum(following.values())

@@ -1,12 +1,12 @@
 """Python's cyclic garbage collector: timed, and kept off what the worker holds for its whole life.
 
 A collection of the oldest generation walks every container object of the process, most of them the
-libraries' and the app's, made at start-up and alive until exit. Measured in a worker under
-`stream-app bench --events 20000 --rate 1000`: a pause of 53 to 79 ms about every 2 seconds (740 ms
-over the run), each one holding up every event in flight. `freeze_long_lived` moves what exists when
-the worker starts processing out of the collector's sight (`gc.freeze`); the same run then had 9
-pauses of at most 10 ms (65 ms in all). Reference counting still frees a frozen object once nothing
-refers to it; only a reference cycle among objects made before the freeze would stay, a bounded set.
+libraries' and the app's, made at start-up and alive until exit: `stream-app bench --events 20000
+--rate 1000` printed 9 of them, 627 ms in all, each at most 100 ms, every one holding up every event
+in flight. `freeze_long_lived` moves what exists when the worker starts processing out of the
+collector's sight (`gc.freeze`); the same command then printed 9, 62 ms in all, each at most 25 ms.
+Reference counting still frees a frozen object once nothing refers to it; only a reference cycle
+among objects made before the freeze would stay, a bounded set.
 
 At full speed the worker holds a backlog of read events, new objects: the oldest generation still ran
 17 times over `stream-app bench --events 30000` (678 ms; 1,084 ms in all generations). The youngest

@@ -47,7 +47,7 @@ LOG_GAP_MS = 200.0
 
 
 def synthetic_events(n: int, users: int, items: int, seed: int = 7, start_ms: int = 1_700_000_000_000,
-                     prefix: str = "bench", gap_ms: float = 200.0) -> list[dict[str, Any]]:
+                     prefix: str = "bench", gap_ms: float = LOG_GAP_MS) -> list[dict[str, Any]]:
     """A simple, reproducible stream for load: Zipf item popularity, a funnel of event types, event times
     `gap_ms` apart on average."""
     rng = np.random.default_rng(seed)
@@ -107,7 +107,7 @@ class Measured:
     latency: dict[str, float]
     stages: list[tuple[str, float, float]] | None = None  # (stage, p50 s, p99 s) from the workers' histograms
     late: int | None = None  # events the workers released after a later one of their partition
-    gc: GcPauses | None = None  # the workers' collections of the oldest generation
+    gc: GcSummary | None = None  # the workers' garbage collections
 
     @property
     def rate(self) -> float:
@@ -139,14 +139,14 @@ def measure(settings: Settings, output: str, events: list[dict[str, Any]], rate:
 
 
 @dataclass
-class GcPauses:
-    count: int
-    seconds: float
+class GcSummary:
+    count: int  # of the oldest generation
+    seconds: float  # in those
     longest_at_most_s: float  # the upper bound of the highest histogram bucket any counted pause fell in
     all_seconds: float  # in every generation's collections
 
 
-def gc_pauses(before: list[Samples], after: list[Samples]) -> GcPauses:
+def gc_pauses(before: list[Samples], after: list[Samples]) -> GcSummary:
     """Python's collections of the oldest generation in the workers between the two scrapes (summed over
     workers): how many, their total time, and the bound of the histogram bucket the longest fell in."""
     count, seconds, longest, every = 0, 0.0, 0.0, 0.0
@@ -161,7 +161,7 @@ def gc_pauses(before: list[Samples], after: list[Samples]) -> GcPauses:
                          if name == "stream_app_gc_pause_seconds_bucket")
         if buckets and buckets[-1][1]:
             longest = max(longest, next(bound for bound, n in buckets if n >= buckets[-1][1]))
-    return GcPauses(count, seconds, longest, every)
+    return GcSummary(count, seconds, longest, every)
 
 
 def late_events(before: list[Samples], after: list[Samples]) -> int:
