@@ -53,13 +53,23 @@ class AdamLogistic:
         loss_gradient = min(max(loss_gradient, -CLIP_GRADIENT), CLIP_GRADIENT)
         self.intercept -= self.intercept_lr * loss_gradient
         gradient = x * loss_gradient
-        if self.m is None or self.v is None:
-            self.m, self.v = np.zeros_like(self.w), np.zeros_like(self.w)
+        m, v = self.m, self.v
+        if m is None or v is None:
+            m, v = self.m, self.v = np.zeros_like(self.w), np.zeros_like(self.w)
         lr = self.learning_rate * (1 - self.beta_2 ** (self.steps + 1)) ** 0.5
         lr /= 1 - self.beta_1 ** (self.steps + 1)
-        self.m = self.beta_1 * self.m + (1 - self.beta_1) * gradient
-        self.v = self.beta_2 * self.v + (1 - self.beta_2) * gradient ** 2
-        self.w -= lr * self.m / (self.v ** 0.5 + self.eps)
+        # In place, in the same order of operations as the textbook step (the same floats, fewer arrays).
+        m *= self.beta_1
+        m += (1 - self.beta_1) * gradient
+        gradient *= gradient
+        gradient *= 1 - self.beta_2
+        v *= self.beta_2
+        v += gradient
+        denominator = np.sqrt(v)
+        denominator += self.eps
+        step = lr * m
+        step /= denominator
+        self.w -= step
         self.steps += 1
 
     def decision(self, matrix: np.ndarray) -> np.ndarray:
