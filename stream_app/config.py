@@ -25,6 +25,8 @@ REC_POLICIES = ("every", "purchase", "debounce")
 LOG_FORMATS = ("text", "json")
 ENV_PREFIX = "STREAM_APP_"
 #: Settings read under their own names (the endpoints, the Kafka security settings) or in parts (weights)
+#: The URL schemes redis-py reads (REDIS_URL)
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 FIELDS_READ_APART = ("kafka_bootstrap_servers", "redis_url", "kafka_security", "weights")
 
 
@@ -299,6 +301,9 @@ class Settings:
                 "No Redis configured: run `stream-app up` to start the embedded one, "
                 "or set REDIS_URL=redis://host:port/0"
             )
+        if not self.redis_url.startswith(REDIS_SCHEMES):
+            raise ConfigError(f"REDIS_URL={redact_url(self.redis_url)} is not a Redis URL: use redis://host:port/0 "
+                              "(rediss:// with TLS, unix:///path/to/redis.sock for a socket)")
         return self.redis_url
 
     def replace(self, **changes) -> "Settings":

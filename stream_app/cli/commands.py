@@ -202,7 +202,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     summary = write(SynthConfig(events=args.events, seed=args.seed, days=args.days, no_repeat=args.no_repeat),
                     args.out, sys.stderr)
     print(f"wrote {summary['events']:,} events ({', '.join(f'{n:,} {t}' for t, n in sorted(summary['by_type'].items()))}) "
-          f"of {summary['users']:,} users over {summary['items']:,} items to {summary['log']}")
+          f"of {summary['users']:,} users, from a catalogue of {summary['items']:,} items, to {summary['log']}")
     print(f"ground truth: {summary['truth']}")
     return 0
 
@@ -359,54 +359,3 @@ def cmd_content_bench(args: argparse.Namespace) -> int:
         print(f"{encoder.version}: {speed:,.0f} titles/s over {len(titles):,} distinct texts of {args.file} "
               f"(1 thread, batch {batch_size})")
     return 0
-
-
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from ..evaluate.prequential import evaluate_log
-    from ..evaluate.report import render
-    from ..evaluate.tables import table, via_kafka_table
-    from ..evaluate.via_kafka import evaluate_via_kafka
-    from ..tools.synth import truth_path
-
-    if args.via_kafka:
-        settings = Settings.from_env()
-        if args.registry:
-            settings = settings.replace(registry_dir=args.registry)
-        content = _load_content(settings, args.items, args.items_format, args.content)
-        result = evaluate_via_kafka(args.log, args.format, args.k, args.rate, workers=args.workers,
-                                    max_idle_ms=args.max_idle_ms, busy=args.busy, limit=args.limit,
-                                    timeout=args.timeout, items=(args.items, args.items_format) if content else None,
-                                    content=content, registry_dir=settings.registry_dir,
-                                    baselines=not args.no_baselines, light=args.light)
-        print(via_kafka_table(result))
-        _write_json(result, args.json, f"evaluation-via-kafka-{Path(args.log).stem}.json")
-        return 0
-
-    truth = args.truth
-    if truth is None and truth_path(args.log).is_file():
-        truth = truth_path(args.log)
-    settings = Settings.from_env()
-    if args.batch:
-        settings = settings.replace(batch_max=args.batch)
-    if args.registry:
-        settings = settings.replace(registry_dir=args.registry)
-    result = evaluate_log(args.log, args.format, settings, args.k, truth, encoder=_load_encoder(settings, args.encoder),
-                          shadow=_load_encoder(settings, args.shadow), limit=args.limit,
-                          content=_load_content(settings, args.items, args.items_format, args.content),
-                          light=args.light)
-    print(table(result))
-    _write_json(result, args.json, f"evaluation-{Path(args.log).stem}.json")
-    page = Path(args.html) if args.html else Path("reports") / f"evaluation-{Path(args.log).stem}.html"
-    page.parent.mkdir(parents=True, exist_ok=True)
-    page.write_text(render(result))
-    print(f"report: {page}")
-    return 0
-
-
-def _write_json(result: dict, path: str | None, default_name: str) -> None:
-    import orjson
-
-    out = Path(path) if path else Path("reports") / default_name
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
-    print(f"\nfull results: {out}")

@@ -18,7 +18,6 @@ from .commands import (
     cmd_demo,
     cmd_down,
     cmd_erase,
-    cmd_evaluate,
     cmd_items,
     cmd_profile,
     cmd_repair_redis,
@@ -30,6 +29,7 @@ from .commands import (
     cmd_up,
     cmd_worker,
 )
+from .evaluate_command import cmd_evaluate
 from .model_commands import cmd_models
 
 
@@ -63,6 +63,13 @@ _count = _at_least(1)  # events, users, items, epochs, sizes: one or more
 _seconds = _at_least(0, float)
 
 
+def _port(text: str) -> int:
+    value = _at_least(0)(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, not {text}")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stream-app", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -82,7 +89,7 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
     sub.add_parser("down", help="stop what `up` started").set_defaults(fn=cmd_down)
     sub.add_parser("status", help="the endpoints in use and the live workers").set_defaults(fn=cmd_status)
     w = sub.add_parser("worker", help="run one stream worker (several share the partitions)")
-    w.add_argument("--web-port", type=int, default=0,
+    w.add_argument("--web-port", type=_port, default=0,
                    help="the HTTP port of /metrics, /healthz and /readyz (default: a free one, printed at start)")
     w.add_argument("--loglevel", default="warn", choices=["crit", "error", "warn", "info", "debug"])
     w.set_defaults(fn=cmd_worker)
@@ -256,7 +263,7 @@ def add_store_commands(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("--json", action="store_true", help="the stored record as JSON instead")
     pr.set_defaults(fn=cmd_profile)
     se = sub.add_parser("serve", help="the profiles over HTTP from Redis: GET /profiles/USER[?min_version=N]")
-    se.add_argument("--port", type=int, default=8080)
+    se.add_argument("--port", type=_port, default=8080)
     se.add_argument("--host", default="0.0.0.0")
     se.set_defaults(fn=cmd_serve)
     er = sub.add_parser("erase", help="erase users everywhere the workers keep them; print the workers' receipts")
@@ -270,6 +277,22 @@ def add_store_commands(sub: argparse._SubParsersAction) -> None:
                                         "(never rolls back a newer profile)").set_defaults(fn=cmd_repair_redis)
 
 
+def kafka_unreachable(exc: BaseException) -> str | None:
+    """What to tell the user when `exc` (or what caused it) is a Kafka client failing to reach any
+    broker; None for any other error (those keep their traceback: they are bugs)."""
+    from aiokafka.errors import KafkaConnectionError as AioConnectionError
+    from kafka.errors import KafkaConnectionError, KafkaTimeoutError
+
+    kinds = (KafkaTimeoutError, KafkaConnectionError, AioConnectionError)
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, kinds) and "bootstrap" in str(seen).lower():
+            return (f"cannot reach a Kafka broker ({str(seen).strip() or type(seen).__name__}): start it, or point "
+                    "KAFKA_BOOTSTRAP_SERVERS at a running one (`stream-app up` starts the embedded broker)")
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
@@ -279,4 +302,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        message = kafka_unreachable(exc)
+        if message is None:
+            raise
+        print(f"stream-app {args.command}: error: {message}", file=sys.stderr)
+        return 2
 

@@ -29,6 +29,7 @@ from ..config import Settings
 from ..core.content import ContentIndex
 from ..core.events import Event
 from ..core.ordering import rounds
+from ..errors import InputFileError
 from ..serving.encoder import Encoder
 from ..stream.partitioning import partition_of
 from ..tools.recorded import in_time_window, load_sorted
@@ -145,15 +146,34 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
     return result
 
 
+def read_truth(path: str | Path) -> dict[str, Any]:
+    """A ground truth `stream-app synth` wrote (users -> their true interests and drift), checked."""
+    try:
+        truth = orjson.loads(Path(path).read_bytes())
+    except OSError as exc:
+        raise InputFileError(f"cannot read the ground truth {path} ({exc.strerror or exc}): give the "
+                             "<log>.truth.json `stream-app synth` wrote beside the log, or leave --truth out") from None
+    except orjson.JSONDecodeError as exc:
+        raise InputFileError(f"the ground truth {path} is not JSON ({exc}): give the <log>.truth.json "
+                             "`stream-app synth` wrote beside the log") from None
+    users = truth.get("users") if isinstance(truth, dict) else None
+    if not isinstance(users, dict) or not all(
+            isinstance(user, dict) and isinstance(user.get("interests"), dict) and "drift_at" in user
+            for user in users.values()):
+        raise InputFileError(f"{path} is not a ground truth of `stream-app synth` (it holds users -> their "
+                             "interests and drift_at): give the <log>.truth.json written beside the log")
+    return truth
+
+
 def evaluate_log(path: str | Path, fmt: str, settings: Settings, k: int = 20,
                  truth_path: str | Path | None = None, encoder: Encoder | None = None,
                  shadow: Encoder | None = None, limit: int | None = None, content: ContentIndex | None = None,
                  light: bool = False) -> dict[str, Any]:
+    truth = read_truth(truth_path) if truth_path else None
     events, rejected = load_sorted(path, fmt)
     events, out_of_range = in_time_window(events, settings)
     if limit is not None:
         events = events[:limit]  # the log's first events in time
-    truth = orjson.loads(Path(truth_path).read_bytes()) if truth_path else None
     judge_from = None
     for model in (encoder, shadow):
         if model is not None and events:

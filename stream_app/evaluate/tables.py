@@ -12,12 +12,18 @@ def table(result: dict[str, Any]) -> str:
     k = result["k"]
     types = sorted({t for m in result["models"].values() for t in m["by_type"]})
     width = max(32, *(len(name) for name in result["models"]))
+    type_heads = {t: f"R@{k} {t}" for t in types}
+    type_width = {t: max(12, len(head)) for t, head in type_heads.items()}
     head = f"{'model':<{width}} {'Recall@' + str(k):>9} {'MRR@' + str(k):>8} {'NDCG@' + str(k):>8} " + \
-        " ".join(f"{'R@' + str(k) + ' ' + t:>12}" for t in types) + f" {'R@' + str(k) + ' cold':>11}" + \
+        " ".join(f"{type_heads[t]:>{type_width[t]}}" for t in types) + f" {'R@' + str(k) + ' cold':>11}" + \
         f" {'coverage':>9} {'pop.pct':>8} {'events/s':>9}"
+    judged = next(iter(result["models"].values()))["judged"] if result["models"] else 0
     lines = [f"{result['events']:,} events, {result['users']:,} users, {result['items']:,} items; "
              f"batches of {result['batch']}; {result['events_per_s']:,.0f} events/s for all models together (events/s: "
-             "each model's alone, its own time in the pass)"]
+             "each model's alone, its own time in the pass)",
+             f"judged: {judged:,} events, each by the list its user was shown after the user's previous event"]
+    if not judged:
+        lines.append("nothing to judge: no user has a second event in this log, so every figure below is 0")
     for role in ("encoder", "shadow_encoder"):
         manifest = result.get(role)
         if manifest:
@@ -38,10 +44,12 @@ def table(result: dict[str, Any]) -> str:
                      f"part of this log; every model still learns from all of it)")
     lines += [head, "-" * len(head)]
     for name, m in result["models"].items():
-        per_type = " ".join(f"{m['by_type'].get(t, {}).get(f'recall@{k}', 0.0):>12.4f}" for t in types)
+        per_type = " ".join(f"{m['by_type'].get(t, {}).get(f'recall@{k}', 0.0):>{type_width[t]}.4f}" for t in types)
         lines.append(f"{name:<{width}} {m[f'recall@{k}']:>9.4f} {m[f'mrr@{k}']:>8.4f} {m[f'ndcg@{k}']:>8.4f} "
                      f"{per_type} {m['cold_start'][f'recall@{k}']:>11.4f} "
                      f"{m['coverage']:>9.3f} {m['popularity_percentile']:>8.3f} {_rate(m.get('events_per_s')):>9}")
+    lines.append(f"coverage: the share of the log's items that were in some shown top {k}; pop.pct: the mean "
+                 "popularity percentile of the shown items (1: the most popular)")
     accuracies = result.get("profile_accuracy")
     if accuracies:
         lines.append("")

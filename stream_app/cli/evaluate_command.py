@@ -1,0 +1,121 @@
+"""`stream-app evaluate`: its options checked, the pass run, the table printed and the reports written."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..config import Settings
+from ..errors import StreamAppError
+from .commands import _load_content, _load_encoder
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ..evaluate.prequential import evaluate_log
+    from ..evaluate.report import render
+    from ..evaluate.tables import table, via_kafka_table
+    from ..evaluate.via_kafka import evaluate_via_kafka
+    from ..tools.synth import truth_path
+
+    _refuse_ignored_options(args)
+    name = f"{_log_name(args.log)}{'-light' if args.light else ''}"
+    if args.via_kafka:
+        json_path = _writable(args.json, f"evaluation-via-kafka-{name}.json")
+        settings = Settings.from_env()
+        if args.registry:
+            settings = settings.replace(registry_dir=args.registry)
+        content = _load_content(settings, args.items, args.items_format, args.content)
+        result = evaluate_via_kafka(args.log, args.format, args.k, args.rate, workers=args.workers,
+                                    max_idle_ms=args.max_idle_ms, busy=args.busy, limit=args.limit,
+                                    timeout=args.timeout, items=(args.items, args.items_format) if content else None,
+                                    content=content, registry_dir=settings.registry_dir,
+                                    baselines=not args.no_baselines, light=args.light)
+        print(via_kafka_table(result))
+        _write_json(result, json_path)
+        return 0
+
+    json_path = _writable(args.json, f"evaluation-{name}.json")
+    page = _writable(args.html, f"evaluation-{name}.html")
+    truth = args.truth
+    if truth is None and truth_path(args.log).is_file():
+        truth = truth_path(args.log)
+    settings = Settings.from_env()
+    if args.batch:
+        settings = settings.replace(batch_max=args.batch)
+    if args.registry:
+        settings = settings.replace(registry_dir=args.registry)
+    result = evaluate_log(args.log, args.format, settings, args.k, truth, encoder=_load_encoder(settings, args.encoder),
+                          shadow=_load_encoder(settings, args.shadow), limit=args.limit,
+                          content=_load_content(settings, args.items, args.items_format, args.content),
+                          light=args.light)
+    print(table(result))
+    _write_json(result, json_path)
+    _write(page, render(result).encode())
+    print(f"report: {page}")
+    return 0
+
+
+#: evaluate's options that act only beside another one: (option, its default, the one it needs)
+_NEEDS = (("no_baselines", False, "via_kafka"), ("rate", None, "via_kafka"), ("workers", 1, "via_kafka"),
+          ("max_idle_ms", 2000, "via_kafka"), ("busy", False, "via_kafka"), ("timeout", 900.0, "via_kafka"),
+          ("items_format", "jsonl", "items"), ("content", "latest", "items"))
+#: ... and those the run through Kafka does not take
+_NOT_VIA_KAFKA = (("batch", 0), ("truth", None), ("encoder", None), ("shadow", None), ("html", None))
+
+
+def _refuse_ignored_options(args: argparse.Namespace) -> None:
+    """An option that would be ignored is an error: the user meant something by it."""
+    def flag(name: str) -> str:
+        return "--" + name.replace("_", "-")
+
+    for name, default, needed in _NEEDS:
+        if getattr(args, name) != default and not getattr(args, needed):
+            raise StreamAppError(f"{flag(name)} acts only with {flag(needed)}: add {flag(needed)}, or leave "
+                                 f"{flag(name)} out")
+    if args.via_kafka:
+        for name, default in _NOT_VIA_KAFKA:
+            if getattr(args, name) != default:
+                raise StreamAppError(f"{flag(name)} acts only in process: leave out --via-kafka, or {flag(name)}")
+
+
+def _log_name(log: str) -> str:
+    """The log's file name without its format and compression suffixes (online_retail.csv.gz: online_retail)."""
+    name = Path(log).name
+    for suffix in (".gz", ".jsonl", ".json", ".csv"):
+        name = name.removesuffix(suffix)
+    return name or "log"
+
+
+def _writable(path: str | None, default_name: str) -> Path:
+    """Where a report goes (default: reports/default_name), checked before the run (a long evaluation
+    must not end in a path it cannot write)."""
+    out = Path(path) if path else Path("reports") / default_name
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StreamAppError(f"cannot make the folder of {out} ({exc}): pick another path") from None
+    if out.is_dir():
+        raise StreamAppError(f"cannot write {out} (a folder): pick another path")
+    existed = out.exists()
+    try:
+        with open(out, "ab"):  # as the write will: permissions alone do not tell (root, /proc)
+            pass
+    except OSError as exc:
+        raise StreamAppError(f"cannot write {out} ({exc}): pick another path") from None
+    if not existed:
+        out.unlink()
+    return out
+
+
+def _write(out: Path, data: bytes) -> None:
+    try:
+        out.write_bytes(data)
+    except OSError as exc:
+        raise StreamAppError(f"cannot write {out} ({exc}): pick another path") from None
+
+
+def _write_json(result: dict, out: Path) -> None:
+    import orjson
+
+    _write(out, orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    print(f"\nfull results: {out}")

@@ -1,0 +1,137 @@
+"""The CLI's answers to wrong input and unreachable services: one line that says what to do, before any
+long work starts, never a traceback."""
+
+import argparse
+from pathlib import Path
+
+import orjson
+import pytest
+from aiokafka.errors import KafkaConnectionError
+from kafka.errors import KafkaTimeoutError
+
+from stream_app.cli import evaluate_command as commands
+from stream_app.cli import main
+from stream_app.config import Settings
+from stream_app.errors import ConfigError, InputFileError
+from stream_app.evaluate.prequential import read_truth
+from stream_app.evaluate.tables import table
+
+OTTO = str(Path(__file__).parents[1] / "stream_app" / "data" / "otto-sample.jsonl")
+
+
+def test_a_kafka_client_that_reaches_no_broker_is_told_apart_from_other_errors():
+    said = main.kafka_unreachable(KafkaTimeoutError("Unable to bootstrap from 127.0.0.1:1"))
+    assert "cannot reach a Kafka broker" in said and "KAFKA_BOOTSTRAP_SERVERS" in said and "127.0.0.1:1" in said
+    try:  # as a library raises it: wrapped by the code that called it
+        try:
+            raise KafkaConnectionError("Unable to bootstrap from [('notahost', 9092)]")
+        except KafkaConnectionError as inner:
+            raise RuntimeError("start failed") from inner
+    except RuntimeError as outer:
+        assert "notahost" in main.kafka_unreachable(outer)
+    assert main.kafka_unreachable(KafkaTimeoutError("Failed to update metadata after 60.0 secs")) is None
+    assert main.kafka_unreachable(ValueError("Unable to bootstrap")) is None
+
+
+def test_main_reports_an_unreachable_broker_in_one_line_and_keeps_other_tracebacks(monkeypatch, capsys):
+    def unreachable(_args):
+        raise KafkaTimeoutError("Unable to bootstrap from 127.0.0.1:1")
+
+    monkeypatch.setattr(main, "cmd_down", unreachable)
+    assert main.main(["down"]) == 2
+    assert capsys.readouterr().err.startswith("stream-app down: error: cannot reach a Kafka broker")
+
+    def bug(_args):
+        raise KeyError("a bug keeps its traceback")
+
+    monkeypatch.setattr(main, "cmd_down", bug)
+    with pytest.raises(KeyError):
+        main.main(["down"])
+
+
+def test_a_redis_url_without_a_redis_scheme_is_refused_by_name():
+    with pytest.raises(ConfigError, match="REDIS_URL=garbage is not a Redis URL: use redis://host:port/0"):
+        Settings(redis_url="garbage").require_redis()
+    for url in ("redis://localhost:6379/0", "rediss://h:6380/1", "unix:///tmp/r.sock"):
+        assert Settings(redis_url=url).require_redis() == url
+
+
+@pytest.mark.parametrize("argv", [["serve", "--port", "99999"], ["worker", "--web-port", "65536"],
+                                  ["worker", "--web-port", "-1"]])
+def test_ports_out_of_range_are_refused_before_anything_starts(argv, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main.parser().parse_args(argv)
+    assert exited.value.code == 2 and "port" in capsys.readouterr().err
+
+
+def test_evaluate_refuses_options_it_would_ignore(capsys):
+    for argv, said in ((["--no-baselines"], "--no-baselines acts only with --via-kafka"),
+                       (["--workers", "2"], "--workers acts only with --via-kafka"),
+                       (["--content", "v1"], "--content acts only with --items"),
+                       (["--via-kafka", "--truth", "t.json"], "--truth acts only in process"),
+                       (["--via-kafka", "--html", "r.html"], "--html acts only in process")):
+        assert main.main(["evaluate", OTTO, "--format", "otto", *argv]) == 2
+        assert said in capsys.readouterr().err
+
+
+def test_the_ignored_option_rules_know_the_parsers_defaults():
+    args = main.parser().parse_args(["evaluate", "log.jsonl"])
+    for name, default, _needed in commands._NEEDS:
+        assert getattr(args, name) == default, name
+    for name, default in commands._NOT_VIA_KAFKA:
+        assert getattr(args, name) == default, name
+
+
+def test_evaluate_checks_where_its_reports_go_before_the_run(tmp_path, monkeypatch, capsys):
+    def run(*_args, **_kwargs):
+        raise AssertionError("the evaluation ran before its report paths were checked")
+
+    monkeypatch.setattr("stream_app.evaluate.prequential.evaluate_log", run)
+    monkeypatch.chdir(tmp_path)  # the default report folder, reports/, is made here
+    unwritable = tmp_path / "no-such-folder-file"
+    unwritable.write_text("a file where a folder is asked for")
+    for option, path in (("--html", str(unwritable / "r.html")), ("--json", str(tmp_path))):
+        assert main.main(["evaluate", OTTO, "--format", "otto", option, path]) == 2
+        said = capsys.readouterr().err
+        assert f"cannot write {path}" in said or f"cannot make the folder of {path}" in said
+    assert commands._writable(str(tmp_path / "new" / "r.json"), "x").parent.is_dir()
+    assert not (tmp_path / "new" / "r.json").exists()  # checked, not left behind
+
+
+def test_default_report_names_drop_the_logs_suffixes_and_mark_light_runs():
+    assert commands._log_name("data/online_retail.csv.gz") == "online_retail"
+    assert commands._log_name("/tmp/synth/events.jsonl") == "events"
+    args = argparse.Namespace(log="x.csv.gz", light=True)
+    assert f"{commands._log_name(args.log)}{'-light' if args.light else ''}" == "x-light"
+
+
+def test_a_ground_truth_that_is_missing_or_not_synths_is_refused(tmp_path):
+    with pytest.raises(InputFileError, match="cannot read the ground truth"):
+        read_truth(tmp_path / "none.json")
+    for text, said in (("{bad", "is not JSON"), ("[1, 2]", "is not a ground truth"),
+                       ('{"users": {"u1": {"interests": [1]}}}', "is not a ground truth")):
+        path = tmp_path / "t.json"
+        path.write_text(text)
+        with pytest.raises(InputFileError, match=said):
+            read_truth(path)
+    good = {"users": {"u1": {"interests": {"c1": 1.0}, "drift_at": None}}}
+    (tmp_path / "ok.json").write_bytes(orjson.dumps(good))
+    assert read_truth(tmp_path / "ok.json") == good
+
+
+def _result(judged: int) -> dict:
+    tally = {"judged": judged, "recall@20": 0.5, "mrr@20": 0.25, "ndcg@20": 0.3}
+    model = {**tally, "by_type": {"purchase": tally}, "cold_start": tally, "coverage": 0.1,
+             "popularity_percentile": 0.5, "events_per_s": 100.0}
+    return {"k": 20, "events": 10, "users": 2, "items": 5, "batch": 500, "events_per_s": 100.0,
+            "models": {"stream-app": model}}
+
+
+def test_the_table_says_how_many_events_were_judged_and_when_none_were():
+    text = table(_result(7))
+    assert "judged: 7 events" in text and "nothing to judge" not in text
+    head = next(line for line in text.splitlines() if line.startswith("model"))
+    row = next(line for line in text.splitlines() if line.startswith("stream-app"))
+    assert len(head) == len(row)  # every column as wide as its heading ("R@20 purchase" is 13)
+    assert "coverage: the share of the log's items" in text
+    assert "nothing to judge" in table(_result(0))
