@@ -328,6 +328,7 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
         """Read every setting once. Endpoints: the environment first, else the runtime file of `up`."""
+        _refuse_unknown(environ)
         values: dict[str, object] = {}
         for f in dataclasses.fields(cls):
             if f.name in FIELDS_READ_APART:
@@ -348,6 +349,26 @@ class Settings:
             redis_url = redis_url or embedded.get("REDIS_URL")
         return cls(kafka_bootstrap_servers=kafka, redis_url=redis_url,
                    kafka_security=KafkaSecurity.from_env(environ), weights=EventWeights(**weights), **values)
+
+
+def known_variables() -> set[str]:
+    """Every STREAM_APP_ variable a setting is read from."""
+    names = {ENV_PREFIX + f.name.upper() for f in dataclasses.fields(Settings) if f.name not in FIELDS_READ_APART}
+    return names | {f"{ENV_PREFIX}WEIGHT_{f.name.upper()}" for f in dataclasses.fields(EventWeights)} | {
+        f"{ENV_PREFIX}STATE_DIR"}
+
+
+def _refuse_unknown(environ: Mapping[str, str]) -> None:
+    """A mistyped setting (STREAM_APP_TOPK) would be ignored without a word: refuse it, naming the nearest."""
+    import difflib
+
+    known = known_variables()
+    unknown = sorted(name for name in environ if name.startswith(ENV_PREFIX) and name not in known)
+    if unknown:
+        near = difflib.get_close_matches(unknown[0], known, n=1)
+        raise ConfigError(f"{unknown[0]} is not a setting{f' (did you mean {near[0]}?)' if near else ''}: "
+                          "unset it, or see the settings table in README.md"
+                          + (f"; also unknown: {', '.join(unknown[1:])}" if unknown[1:] else ""))
 
 
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][\w+.-]*://)(?P<user>[^:/@\s]*):(?P<secret>[^@/\s]+)@")

@@ -55,3 +55,13 @@ def test_the_namespace_prefixes_the_consumer_group_and_every_changelog():
                               f"{namespace}stream-app-profiles-changelog"]
         names[namespace] = {app.conf.id, *changelogs}
     assert not names["blue."] & names["green."]
+
+
+def test_a_mistyped_setting_is_refused_with_the_nearest_name():
+    with pytest.raises(ConfigError, match=r"STREAM_APP_TOPK is not a setting \(did you mean STREAM_APP_TOP_K\?\)"):
+        Settings.from_env({"STREAM_APP_TOPK": "5"})
+    with pytest.raises(ConfigError, match="also unknown: STREAM_APP_ZZZ"):
+        Settings.from_env({"STREAM_APP_TOPK": "5", "STREAM_APP_ZZZ": "1"})
+    read = Settings.from_env({"STREAM_APP_TOP_K": "5", "STREAM_APP_WEIGHT_ORDER": "9", "STREAM_APP_STATE_DIR": "/x",
+                              "KAFKA_BOOTSTRAP_SERVERS": "k:9092", "REDIS_URL": "redis://r:6379/0"})
+    assert (read.top_k, read.weights.order) == (5, 9.0)

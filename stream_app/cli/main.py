@@ -264,7 +264,9 @@ def add_store_commands(sub: argparse._SubParsersAction) -> None:
     pr.set_defaults(fn=cmd_profile)
     se = sub.add_parser("serve", help="the profiles over HTTP from Redis: GET /profiles/USER[?min_version=N]")
     se.add_argument("--port", type=_port, default=8080)
-    se.add_argument("--host", default="0.0.0.0")
+    se.add_argument("--host", default="127.0.0.1",
+                    help="the address to listen on (default 127.0.0.1: profiles are personal data and the API has "
+                         "no authentication; 0.0.0.0 in a container or behind a gateway)")
     se.set_defaults(fn=cmd_serve)
     er = sub.add_parser("erase", help="erase users everywhere the workers keep them; print the workers' receipts")
     er.add_argument("users", nargs="+", metavar="USER",
