@@ -172,3 +172,12 @@ def test_evaluate_drops_what_a_worker_would_dead_letter_as_out_of_time():
     assert [e["event_id"] for e in kept] == ["old", "soon"] and out == 1
     kept, out = in_time_window(events, Settings(max_age_ms=86_400_000, max_future_ms=0))
     assert [e["event_id"] for e in kept] == ["soon", "next-year"] and out == 1
+
+
+def test_the_worker_draws_no_terminal_spinner_into_its_log():
+    import faust
+
+    from stream_app.stream.worker import Worker
+
+    worker = Worker(faust.App("spinner-check", broker="kafka://127.0.0.1:1"), quiet=True, loglevel="warn")
+    assert worker.spinner is None  # Faust's would write cursor escapes (ESC[?25l) into the log file

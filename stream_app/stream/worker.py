@@ -403,7 +403,12 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
 
 
 class Worker(faust.Worker):
-    """Faust's worker, with the HTTP port opened first."""
+    """Faust's worker, with the HTTP port opened first and no terminal spinner (its cursor escapes end up
+    in the worker's log lines)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.spinner = None
 
     async def on_execute(self) -> None:
         # The HTTP port first: /healthz and /readyz answer while partitions are assigned and tables recovered.
