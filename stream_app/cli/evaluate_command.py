@@ -60,7 +60,7 @@ _NEEDS = (("no_baselines", False, "via_kafka"), ("rate", None, "via_kafka"), ("w
           ("max_idle_ms", 2000, "via_kafka"), ("busy", False, "via_kafka"), ("timeout", 900.0, "via_kafka"),
           ("items_format", "jsonl", "items"), ("content", "latest", "items"))
 #: ... and those the run through Kafka does not take
-_NOT_VIA_KAFKA = (("batch", 0), ("truth", None), ("encoder", None), ("shadow", None), ("html", None))
+_NOT_VIA_KAFKA = (("batch", None), ("truth", None), ("encoder", None), ("shadow", None), ("html", None))
 
 
 def _refuse_ignored_options(args: argparse.Namespace) -> None:
