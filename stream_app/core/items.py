@@ -241,6 +241,8 @@ class CachedItemIndex:
         raise NotImplementedError
 
     def _merged(self, key_of: Callable[[int], str], size: int) -> list[tuple[str, float]]:
+        if self.partitions == 1:  # one list, already best first (merge_top wrote it): no merge, no sort
+            return shares((self.load(key_of(0)) or [])[:size])
         merged: dict[str, float] = {}
         for partition in range(self.partitions):
             for item_id, score in self.load(key_of(partition)) or ():
