@@ -49,6 +49,8 @@ def test_commands_without_services_explain_what_to_do(tmp_path):
     assert "stream-app up" in result.stderr and "Traceback" not in result.stderr
     missing = cli("replay", str(tmp_path / "nope.jsonl"), "--format", "jsonl", env=env)
     assert missing.returncode == 2 and "no such file" in missing.stderr
+    folder = cli("evaluate", str(tmp_path), env=env)
+    assert folder.returncode == 2 and f"{tmp_path}: is a directory, not a file" in folder.stderr
     bad_rate = cli("replay", "x", "--format", "otto", "--rate", "fast", env=env)
     assert bad_rate.returncode == 2 and "--rate takes events per second or 'max'" in bad_rate.stderr
     for args, said in ((("bench", "--events", "0"), "argument --events: must be 1 or more, not 0"),

@@ -20,7 +20,7 @@ from fastjsonschema import JsonSchemaException
 from ..config import Settings
 from ..contracts import Rejection, Source, validator
 from ..errors import InputFileError
-from .recorded import ONLINE_RETAIL_COLUMNS, LineRejection, _csv_with_columns, _open_text
+from .recorded import ONLINE_RETAIL_COLUMNS, LineRejection, _csv_with_columns, _open_text, check_file
 
 FORMATS = ("jsonl", "csv", "online-retail")
 
@@ -38,8 +38,7 @@ def check_item(record: Any, source: Source, raw: bytes) -> dict[str, Any] | Reje
 def read_catalogue(path: str | Path, fmt: str) -> Iterator[Read]:
     """Item records and rejections of a catalogue file, in file order (the last record of an item wins)."""
     path = Path(path)
-    if not path.is_file():
-        raise InputFileError(f"{path}: no such file")
+    check_file(path)
     if fmt == "jsonl":
         return _read_jsonl(path)
     if fmt == "csv":

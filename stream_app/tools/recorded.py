@@ -271,11 +271,22 @@ def read_online_retail(path: str | Path, stats: OnlineRetailStats | None = None)
             yield checked
 
 
+def check_file(path: Path) -> None:
+    """Every reader's first check: `path` is a file with something in it, else an error saying what it is."""
+    if path.is_dir():
+        raise InputFileError(f"{path}: is a directory, not a file; give the file itself")
+    if not path.exists():
+        raise InputFileError(f"{path}: no such file")
+    if not path.is_file():
+        raise InputFileError(f"{path}: not a regular file; give a file")
+    if path.stat().st_size == 0:
+        raise InputFileError(f"{path}: the file is empty")
+
+
 def read_log(path: str | Path, fmt: str) -> Iterator[Read]:
     """Events and rejections of a recorded log, in file order."""
     path = Path(path)
-    if not path.is_file():
-        raise InputFileError(f"{path}: no such file")
+    check_file(path)
     if fmt == "jsonl":
         return read_jsonl(path)
     if fmt == "otto":
@@ -317,8 +328,14 @@ def load_sorted(path: str | Path, fmt: str) -> tuple[list[dict[str, Any]], list[
     return events, rejected
 
 
+def holds_only_blank_lines(path: Path) -> bool:
+    return next(_lines(path), None) is None
+
+
 def _no_events(path: Path, fmt: str, rejected: list[LineRejection]) -> str:
     """Why a log gave no event at all: most often a --format that is not the file's."""
+    if not rejected and holds_only_blank_lines(path):
+        return f"{path}: the file is empty (only blank lines)"
     if not rejected:
         return f"{path}: no events in it as {fmt} (is --format right? one of {', '.join(FORMATS)})"
     first = rejected[0].rejection
