@@ -20,7 +20,7 @@ from fastjsonschema import JsonSchemaException
 from ..config import Settings
 from ..contracts import Rejection, Source, validator
 from ..errors import InputFileError
-from .recorded import ONLINE_RETAIL_COLUMNS, LineRejection, _csv_with_columns, _open_text, check_file
+from .recorded import ONLINE_RETAIL_COLUMNS, LineRejection, _csv_with_columns, _open_text, check_file, reading_as
 
 FORMATS = ("jsonl", "csv", "online-retail")
 
@@ -52,11 +52,12 @@ def load_catalogue(path: str | Path, fmt: str) -> tuple[dict[str, dict[str, Any]
     """item_id -> its latest record, and the rejected lines."""
     items: dict[str, dict[str, Any]] = {}
     rejected: list[LineRejection] = []
-    for read in read_catalogue(path, fmt):
-        if isinstance(read, LineRejection):
-            rejected.append(read)
-        else:
-            items[read["item_id"]] = read
+    with reading_as(path, fmt):
+        for read in read_catalogue(path, fmt):
+            if isinstance(read, LineRejection):
+                rejected.append(read)
+            else:
+                items[read["item_id"]] = read
     return items, rejected
 
 

@@ -15,6 +15,7 @@ import math
 import re
 import time
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
@@ -316,16 +317,24 @@ def load_sorted(path: str | Path, fmt: str) -> tuple[list[dict[str, Any]], list[
     """The whole log in timestamp order (stable: ties keep file order), and its rejected lines."""
     events: list[dict[str, Any]] = []
     rejected: list[LineRejection] = []
-    try:
+    with reading_as(path, fmt):
         for read in read_log(path, fmt):
             (rejected if isinstance(read, LineRejection) else events).append(read)
-    except (UnicodeDecodeError, csv.Error, io.UnsupportedOperation,
-            EOFError, gzip.BadGzipFile, zlib.error) as exc:  # the last three: a truncated or corrupt .gz
-        raise InputFileError(f"{path}: cannot be read as {fmt} ({exc})") from exc
     if not events:
         raise InputFileError(_no_events(Path(path), fmt, rejected))
     events.sort(key=lambda e: e["ts"])
     return events, rejected
+
+
+@contextmanager
+def reading_as(path: str | Path, fmt: str) -> Iterator[None]:
+    """A file the reader cannot decode (not UTF-8, not csv, a truncated or corrupt .gz) as an error
+    naming the file and the format, instead of the decoder's exception."""
+    try:
+        yield
+    except (UnicodeDecodeError, csv.Error, io.UnsupportedOperation,
+            EOFError, gzip.BadGzipFile, zlib.error) as exc:  # the last three: a truncated or corrupt .gz
+        raise InputFileError(f"{path}: cannot be read as {fmt} ({exc})") from exc
 
 
 def holds_only_blank_lines(path: Path) -> bool:
