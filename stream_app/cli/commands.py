@@ -254,11 +254,11 @@ def _load_content(settings: Settings, items: str | None, fmt: str, version: str)
         return None
     from ..core.content import item_text
     from ..stream.catalogue_feed import index_catalogue
-    from ..tools.catalogue import load_catalogue
+    from ..tools.catalogue import load_catalogue, rejected_note
 
     catalogue, rejected = load_catalogue(items, fmt)
     if rejected:
-        print(f"{items}: {len(rejected)} catalogue records rejected, e.g. {rejected[0].rejection.detail}")
+        print(f"{items}: {rejected_note(rejected)}")
     model = _load_text_encoder(settings.registry_dir, None if version == "latest" else version)
     started = time.monotonic()
     index = index_catalogue(model, {item_id: item_text(record) for item_id, record in catalogue.items()})

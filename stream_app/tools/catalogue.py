@@ -20,7 +20,16 @@ from fastjsonschema import JsonSchemaException
 from ..config import Settings
 from ..contracts import Rejection, Source, validator
 from ..errors import InputFileError
-from .recorded import ONLINE_RETAIL_COLUMNS, LineRejection, _csv_with_columns, _open_text, check_file, reading_as
+from .recorded import (
+    ONLINE_RETAIL_COLUMNS,
+    LineRejection,
+    _csv_with_columns,
+    _open_text,
+    check_file,
+    first_rejection,
+    nothing_read,
+    reading_as,
+)
 
 FORMATS = ("jsonl", "csv", "online-retail")
 
@@ -49,7 +58,7 @@ def read_catalogue(path: str | Path, fmt: str) -> Iterator[Read]:
 
 
 def load_catalogue(path: str | Path, fmt: str) -> tuple[dict[str, dict[str, Any]], list[LineRejection]]:
-    """item_id -> its latest record, and the rejected lines."""
+    """item_id -> its latest record, and the rejected lines; an error when no record is an item."""
     items: dict[str, dict[str, Any]] = {}
     rejected: list[LineRejection] = []
     with reading_as(path, fmt):
@@ -58,7 +67,14 @@ def load_catalogue(path: str | Path, fmt: str) -> tuple[dict[str, dict[str, Any]
                 rejected.append(read)
             else:
                 items[read["item_id"]] = read
+    if not items:
+        raise InputFileError(nothing_read(Path(path), fmt, rejected, "items", FORMATS,
+                                          "; every record needs an item_id and a title, schemas/v1/item.schema.json"))
     return items, rejected
+
+
+def rejected_note(rejected: list[LineRejection]) -> str:
+    return f"{len(rejected):,} catalogue records rejected, the first as {first_rejection(rejected)}"
 
 
 def _checked(path: Path, line: int, record: Any, raw: bytes) -> Read:
@@ -80,6 +96,8 @@ def _read_jsonl(path: Path) -> Iterator[Read]:
             except orjson.JSONDecodeError as exc:
                 yield LineRejection(line, Rejection("invalid_json", f"line {line}: {exc}", Source(str(path)), None, raw))
                 continue
+            if isinstance(record, dict):  # as the csv readers: version 1 unless the record names another
+                record.setdefault("schema_version", 1)
             yield _checked(path, line, record, raw)
 
 
@@ -136,11 +154,12 @@ class LoadSummary:
     sent: int = 0
     rejected: int = 0
     seconds: float = 0.0
+    rejected_note: str = ""
 
     def lines(self) -> list[str]:
         out = [f"loaded {self.sent:,} items from {self.path} in {self.seconds:.2f}s"]
         if self.rejected:
-            out.append(f"  rejected {self.rejected:,} records -> dead-letter topic (each with its line and reason)")
+            out.append(f"  {self.rejected_note} -> dead-letter topic (each with its line and reason)")
         return out
 
 
@@ -160,4 +179,5 @@ def load_items(settings: Settings, path: str | Path, fmt: str) -> LoadSummary:
         dead_letter_lines(settings, rejected, producer)
     finally:
         producer.close()
-    return LoadSummary(str(path), len(items), len(rejected), time.monotonic() - started)
+    return LoadSummary(str(path), len(items), len(rejected), time.monotonic() - started,
+                       rejected_note(rejected) if rejected else "")

@@ -321,7 +321,7 @@ def load_sorted(path: str | Path, fmt: str) -> tuple[list[dict[str, Any]], list[
         for read in read_log(path, fmt):
             (rejected if isinstance(read, LineRejection) else events).append(read)
     if not events:
-        raise InputFileError(_no_events(Path(path), fmt, rejected))
+        raise InputFileError(nothing_read(Path(path), fmt, rejected))
     events.sort(key=lambda e: e["ts"])
     return events, rejected
 
@@ -341,13 +341,19 @@ def holds_only_blank_lines(path: Path) -> bool:
     return next(_lines(path), None) is None
 
 
-def _no_events(path: Path, fmt: str, rejected: list[LineRejection]) -> str:
-    """Why a log gave no event at all: most often a --format that is not the file's."""
+def first_rejection(rejected: list[LineRejection]) -> str:
+    """The first rejected line's reason and detail (cut short), for a one-line message."""
+    first = rejected[0].rejection
+    detail = first.detail if len(first.detail) <= 160 else first.detail[:160] + "..."
+    return f"{first.reason} ({detail})"
+
+
+def nothing_read(path: Path, fmt: str, rejected: list[LineRejection], what: str = "events",
+                 formats: tuple[str, ...] = FORMATS, check: str = "") -> str:
+    """Why a file gave no event (or item) at all: most often a --format that is not the file's."""
     if not rejected and holds_only_blank_lines(path):
         return f"{path}: the file is empty (only blank lines)"
     if not rejected:
-        return f"{path}: no events in it as {fmt} (is --format right? one of {', '.join(FORMATS)})"
-    first = rejected[0].rejection
-    detail = first.detail if len(first.detail) <= 160 else first.detail[:160] + "..."
-    return (f"{path}: no events read as {fmt}: all {len(rejected):,} lines rejected, the first as {first.reason} "
-            f"({detail}); is --format right? one of {', '.join(FORMATS)}")
+        return f"{path}: no {what} in it as {fmt} (is --format right? one of {', '.join(formats)}{check})"
+    return (f"{path}: no {what} read as {fmt}: all {len(rejected):,} lines rejected, the first as "
+            f"{first_rejection(rejected)}; is --format right? one of {', '.join(formats)}{check}")
