@@ -150,3 +150,22 @@ def test_bench_measures_every_event_it_sent_by_the_worker_and_by_the_plain_faust
     assert len(lats) == 2 and all(int(n) == 1500 and int(p50) <= int(p99) for p50, p99, n in lats)
     assert re.search(r"a user profile [\d,]+ bytes in the table's changelog \(the latest record per user, 100 "
                      r"profiles\), [\d,]+ bytes in Redis", out.stdout), out.stdout
+
+
+def test_demo_checks_its_files_before_starting_any_service(tmp_path, monkeypatch, capsys):
+    from conftest import OTTO_SAMPLE
+
+    from stream_app.cli.main import main
+    from stream_app.tools import demo
+
+    def no_services(label):
+        raise AssertionError("the demo started services before reading its files")
+
+    monkeypatch.setattr(demo, "one_off_run", no_services)
+    missing = tmp_path / "nope.jsonl"
+    for args, said in ((("--file", str(missing), "--format", "otto"), f"{missing}: no such file"),
+                       (("--file", str(OTTO_SAMPLE)), "no events read as jsonl: all 20 lines rejected"),
+                       (("--file", str(OTTO_SAMPLE), "--format", "otto", "--items", str(missing)),
+                        f"{missing}: no such file")):
+        assert main(["demo", *args]) == 2
+        assert said in capsys.readouterr().err

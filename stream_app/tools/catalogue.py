@@ -165,11 +165,20 @@ class LoadSummary:
 
 def load_items(settings: Settings, path: str | Path, fmt: str) -> LoadSummary:
     """Produce a catalogue file to the items topic (key item_id); bad records to the dead-letter topic."""
+    started = time.monotonic()
+    items, rejected = load_catalogue(path, fmt)
+    summary = send_catalogue(settings, str(path), items, rejected)
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def send_catalogue(settings: Settings, path: str, items: dict[str, dict[str, Any]],
+                   rejected: list[LineRejection]) -> LoadSummary:
+    """Produce a catalogue read by `load_catalogue` to the items topic; its rejected lines to the dead-letter topic."""
     from ..stream.topics import ensure_topics
     from .replay import dead_letter_lines, make_producer
 
     started = time.monotonic()
-    items, rejected = load_catalogue(path, fmt)
     ensure_topics(settings)
     producer = make_producer(settings)
     try:
@@ -179,5 +188,5 @@ def load_items(settings: Settings, path: str | Path, fmt: str) -> LoadSummary:
         dead_letter_lines(settings, rejected, producer)
     finally:
         producer.close()
-    return LoadSummary(str(path), len(items), len(rejected), time.monotonic() - started,
+    return LoadSummary(path, len(items), len(rejected), time.monotonic() - started,
                        rejected_note(rejected) if rejected else "")
