@@ -169,3 +169,18 @@ def test_demo_checks_its_files_before_starting_any_service(tmp_path, monkeypatch
                         f"{missing}: no such file")):
         assert main(["demo", *args]) == 2
         assert said in capsys.readouterr().err
+
+
+def test_models_list_says_when_the_registry_is_not_a_folder(tmp_path, monkeypatch, capsys):
+    from stream_app.cli.main import main
+
+    monkeypatch.setenv("STREAM_APP_STATE_DIR", str(tmp_path / "state"))
+    missing, a_file, empty = tmp_path / "nonexistent", tmp_path / "registry.txt", tmp_path / "registry"
+    a_file.write_text("not a registry\n")
+    empty.mkdir()
+    assert main(["models", "list", "--registry", str(missing)]) == 2
+    assert f"the registry folder {missing} does not exist" in capsys.readouterr().err
+    assert main(["models", "list", "--registry", str(a_file)]) == 2
+    assert f"the registry {a_file} is a file, not a folder" in capsys.readouterr().err
+    assert main(["models", "list", "--registry", str(empty)]) == 0
+    assert f"no models in {empty} (train one" in capsys.readouterr().out
