@@ -184,3 +184,24 @@ def test_models_list_says_when_the_registry_is_not_a_folder(tmp_path, monkeypatc
     assert f"the registry {a_file} is a file, not a folder" in capsys.readouterr().err
     assert main(["models", "list", "--registry", str(empty)]) == 0
     assert f"no models in {empty} (train one" in capsys.readouterr().out
+
+
+def test_status_accounts_for_every_event_and_gives_the_item_epoch_as_a_time():
+    from stream_app.cli.commands import describe_worker
+
+    counters = {"events": 863, "applied": 860, "duplicates": 1, "rejected": 0, "recommendations": 860, "late": 0,
+                "erased_events_dropped": 2, "evicted_users": 5, "encoder_failures": 3}
+    ordering = {"read": 863, "buffered": 0, "owned_pending": 0, "item_epoch_applied": 28_000_000,
+                "late_in_partition": 0, "late_for_item_state": 0}
+    status = {"worker_id": "w1", "ready": True, "web_port": 8000, "input_partitions": [0, 1], "counters": counters,
+              "ordering": ordering}
+    first, _, timing = describe_worker(status, item_epoch_ms=60_000)
+    assert ("events 863 (applied 860, duplicates 1, rejected 0, erased users' events dropped 2), recommendations "
+            "860, idle users evicted 5, rounds ranked without the encoder (it raised) 3") in first
+    # epoch 28,000,000 of a minute holds the events of 2023-03-28 10:40 UTC; the next one starts at 10:41
+    assert "item state through epoch 28000000 (events before 2023-03-28 10:41:00 UTC)" in timing
+    ordering["item_epoch_ms"] = 30_000  # the worker's own epoch length, when its status gives it
+    assert "(events before 1996-08-14 05:20:30 UTC)" in describe_worker(status, item_epoch_ms=60_000)[2]
+    quiet = {**counters, "erased_events_dropped": 0, "evicted_users": 0, "encoder_failures": 0}
+    line = describe_worker({**status, "counters": quiet, "ordering": {**ordering, "item_epoch_applied": None}}, 60_000)
+    assert line[0].endswith("rejected 0), recommendations 860") and "no item epoch applied yet" in line[2]
