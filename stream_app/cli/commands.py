@@ -186,14 +186,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from ..tools.demo import run_demo
 
-    return run_demo(args.file, args.format, args.rate, args.timeout, args.items, args.items_format)
+    return run_demo(args.file, args.format, args.rate, args.timeout, args.items, args.items_format, args.keep)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from ..tools.bench import run_bench
 
     return run_bench(args.events, args.users, args.items, args.timeout, args.rate, args.encoder, args.baseline,
-                     args.workers)
+                     args.workers, args.keep)
 
 
 def cmd_chaos(args: argparse.Namespace) -> int:
@@ -398,7 +398,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                     max_idle_ms=args.max_idle_ms, busy=args.busy, limit=args.limit,
                                     timeout=args.timeout, items=(args.items, args.items_format) if content else None,
                                     content=content, registry_dir=settings.registry_dir,
-                                    baselines=not args.no_baselines, light=args.light)
+                                    baselines=not args.no_baselines, light=args.light, keep=args.keep)
         print(via_kafka_table(result))
         _write_json(result, args.json, f"evaluation-via-kafka-{Path(args.log).stem}.json")
         return 0

@@ -146,7 +146,7 @@ def say_scrape(url: str, elapsed_s: float) -> None:
 
 
 def run_demo(path: str | None, fmt: str | None, rate: float | None, timeout: float,
-             items: str | None = None, items_format: str = "jsonl") -> int:
+             items: str | None = None, items_format: str = "jsonl", keep: bool = False) -> int:
     _say("stream-app demo")
     source = Path(path) if path else SAMPLE
     fmt = (fmt or "jsonl") if path else SAMPLE_FORMAT
@@ -155,7 +155,7 @@ def run_demo(path: str | None, fmt: str | None, rate: float | None, timeout: flo
     # read before any service starts: a wrong path or format fails at once, not after a worker's start-up
     events, rejected = load_sorted(source, fmt)
     catalogue = load_catalogue(items, items_format) if items is not None else None
-    with one_off_run("demo") as run:
+    with one_off_run("demo", keep=keep) as run:
         run.settings = run.settings.replace(registry_dir=str(run.log_dir / "registry"))
         settings = run.settings
         where = "embedded Tansu broker and Redis on loopback" if run.embedded else f"namespace {settings.namespace}"
@@ -188,6 +188,7 @@ def run_demo(path: str | None, fmt: str | None, rate: float | None, timeout: flo
                 recs.read_until(len(events), timeout)
             except ServiceTimeout as exc:
                 _say(f"  timeout   {exc}; worker log tail:\n{worker.log_tail()}")
+                run.failed = True
                 return 1
             elapsed = time.monotonic() - started
             wait_committed(settings, produced.marks, timeout)
@@ -216,5 +217,6 @@ def run_demo(path: str | None, fmt: str | None, rate: float | None, timeout: flo
                 _say(line)
         client.close()
         _say("")
-        _say("done: stopping the worker" + (" and the embedded services" if run.embedded else ""))
+        _say("done: stopping the worker" + (" and the embedded services" if run.embedded else "")
+             + ("" if keep else f", removing {run.log_dir} (`--keep` keeps it)"))
         return 0
