@@ -49,6 +49,8 @@ def test_commands_without_services_explain_what_to_do(tmp_path):
     assert "stream-app up" in result.stderr and "Traceback" not in result.stderr
     missing = cli("replay", str(tmp_path / "nope.jsonl"), "--format", "jsonl", env=env)
     assert missing.returncode == 2 and "no such file" in missing.stderr
+    folder = cli("evaluate", str(tmp_path), env=env)
+    assert folder.returncode == 2 and f"{tmp_path}: is a directory, not a file" in folder.stderr
     bad_rate = cli("replay", "x", "--format", "otto", "--rate", "fast", env=env)
     assert bad_rate.returncode == 2 and "--rate takes events per second or 'max'" in bad_rate.stderr
     for args, said in ((("bench", "--events", "0"), "argument --events: must be 1 or more, not 0"),
@@ -148,3 +150,58 @@ def test_bench_measures_every_event_it_sent_by_the_worker_and_by_the_plain_faust
     assert len(lats) == 2 and all(int(n) == 1500 and int(p50) <= int(p99) for p50, p99, n in lats)
     assert re.search(r"a user profile [\d,]+ bytes in the table's changelog \(the latest record per user, 100 "
                      r"profiles\), [\d,]+ bytes in Redis", out.stdout), out.stdout
+
+
+def test_demo_checks_its_files_before_starting_any_service(tmp_path, monkeypatch, capsys):
+    from conftest import OTTO_SAMPLE
+
+    from stream_app.cli.main import main
+    from stream_app.tools import demo
+
+    def no_services(label):
+        raise AssertionError("the demo started services before reading its files")
+
+    monkeypatch.setattr(demo, "one_off_run", no_services)
+    missing = tmp_path / "nope.jsonl"
+    for args, said in ((("--file", str(missing), "--format", "otto"), f"{missing}: no such file"),
+                       (("--file", str(OTTO_SAMPLE)), "no events read as jsonl: all 20 lines rejected"),
+                       (("--file", str(OTTO_SAMPLE), "--format", "otto", "--items", str(missing)),
+                        f"{missing}: no such file")):
+        assert main(["demo", *args]) == 2
+        assert said in capsys.readouterr().err
+
+
+def test_models_list_says_when_the_registry_is_not_a_folder(tmp_path, monkeypatch, capsys):
+    from stream_app.cli.main import main
+
+    monkeypatch.setenv("STREAM_APP_STATE_DIR", str(tmp_path / "state"))
+    missing, a_file, empty = tmp_path / "nonexistent", tmp_path / "registry.txt", tmp_path / "registry"
+    a_file.write_text("not a registry\n")
+    empty.mkdir()
+    assert main(["models", "list", "--registry", str(missing)]) == 2
+    assert f"the registry folder {missing} does not exist" in capsys.readouterr().err
+    assert main(["models", "list", "--registry", str(a_file)]) == 2
+    assert f"the registry {a_file} is a file, not a folder" in capsys.readouterr().err
+    assert main(["models", "list", "--registry", str(empty)]) == 0
+    assert f"no models in {empty} (train one" in capsys.readouterr().out
+
+
+def test_status_accounts_for_every_event_and_gives_the_item_epoch_as_a_time():
+    from stream_app.cli.commands import describe_worker
+
+    counters = {"events": 863, "applied": 860, "duplicates": 1, "rejected": 0, "recommendations": 860, "late": 0,
+                "erased_events_dropped": 2, "evicted_users": 5, "encoder_failures": 3}
+    ordering = {"read": 863, "buffered": 0, "owned_pending": 0, "item_epoch_applied": 28_000_000,
+                "late_in_partition": 0, "late_for_item_state": 0}
+    status = {"worker_id": "w1", "ready": True, "web_port": 8000, "input_partitions": [0, 1], "counters": counters,
+              "ordering": ordering}
+    first, _, timing = describe_worker(status, item_epoch_ms=60_000)
+    assert ("events 863 (applied 860, duplicates 1, rejected 0, erased users' events dropped 2), recommendations "
+            "860, idle users evicted 5, rounds ranked without the encoder (it raised) 3") in first
+    # epoch 28,000,000 of a minute holds the events of 2023-03-28 10:40 UTC; the next one starts at 10:41
+    assert "item state through epoch 28000000 (events before 2023-03-28 10:41:00 UTC)" in timing
+    ordering["item_epoch_ms"] = 30_000  # the worker's own epoch length, when its status gives it
+    assert "(events before 1996-08-14 05:20:30 UTC)" in describe_worker(status, item_epoch_ms=60_000)[2]
+    quiet = {**counters, "erased_events_dropped": 0, "evicted_users": 0, "encoder_failures": 0}
+    line = describe_worker({**status, "counters": quiet, "ordering": {**ordering, "item_epoch_applied": None}}, 60_000)
+    assert line[0].endswith("rejected 0), recommendations 860") and "no item epoch applied yet" in line[2]

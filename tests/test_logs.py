@@ -96,10 +96,25 @@ def test_a_log_read_in_another_format_says_which_formats_there_are_and_shows_its
     with pytest.raises(InputFileError, match=r"all 3 lines rejected, the first as schema_violation .*is --format right"):
         load_sorted(sessions, "jsonl")  # JSON, but no session is an event
     assert len(load_sorted(sessions, "otto")[0]) == 120
-    empty = tmp_path / "empty.jsonl"
-    empty.write_text("\n")
-    with pytest.raises(InputFileError, match="no events in it as jsonl"):
-        load_sorted(empty, "jsonl")
+    header_only = tmp_path / "header.csv"
+    header_only.write_text("user_id,item_id,type,ts\n")
+    with pytest.raises(InputFileError, match="no events in it as csv"):
+        load_sorted(header_only, "csv")
+
+
+def test_a_directory_or_an_empty_file_is_named_as_such_by_every_reader(tmp_path):
+    from stream_app.tools.catalogue import load_catalogue
+
+    empty, blank = tmp_path / "empty.jsonl", tmp_path / "blank.jsonl"
+    empty.write_bytes(b"")
+    blank.write_text("\n \n")
+    for load in (load_sorted, load_catalogue):
+        with pytest.raises(InputFileError, match=f"{tmp_path}: is a directory, not a file"):
+            load(tmp_path, "jsonl")
+        with pytest.raises(InputFileError, match="empty.jsonl: the file is empty$"):
+            load(empty, "jsonl")
+    with pytest.raises(InputFileError, match="blank.jsonl: the file is empty"):
+        load_sorted(blank, "jsonl")
 
 
 ONLINE_RETAIL = (

@@ -52,27 +52,48 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not statuses:
         print("no live workers (start one with `stream-app worker`)")
     for s in statuses:
-        c = s["counters"]
-        print(f"worker {s['worker_id']}: {'ready' if s['ready'] else 'starting'}, HTTP port {s.get('web_port', '-')}, "
-              f"partitions {s['input_partitions']}, events {c['events']} (applied {c['applied']}, duplicates "
-              f"{c['duplicates']}, rejected {c['rejected']}), recommendations {c['recommendations']}")
-        models = s.get("models") or {}
-        line = f"  encoder live {models.get('live') or 'none'}"
-        if c.get("live_judged"):
-            line += f" (next event in the list {c['live_hits'] / c['live_judged']:.1%} of {c['live_judged']})"
-        if models.get("shadow"):
-            rate = f"{c['shadow_hits'] / c['shadow_judged']:.1%}" if c.get("shadow_judged") else "n/a"
-            line += f", shadow {models['shadow']} (would have hit {rate}, not published)"
-        for role, error in (models.get("errors") or {}).items():
-            line += f"; {role} error: {error}"
-        print(line)
-        o = s.get("ordering")
-        if o:
-            print(f"  event time: read {o['read']} inputs (all partitions), {o['buffered']} waiting for their turn, "
-                  f"{o['owned_pending']} of its own scheduled; item state through epoch {o['item_epoch_applied']}; "
-                  f"late: {c.get('late', 0)} older than their user's last event, {o['late_in_partition']} older "
-                  f"than their partition's clock, {o['late_for_item_state']} after their item epoch was applied")
+        print("\n".join(describe_worker(s, settings.item_epoch_ms)))
     return 0
+
+
+def describe_worker(s: dict, item_epoch_ms: int) -> list[str]:
+    """A worker's status from Redis, for a person: its counters, models and event-time progress.
+    `item_epoch_ms`: the epoch length to read epochs with when the worker's status does not give its own."""
+    c = s["counters"]
+    # dropped events of erased users are in `events` as applied, duplicate and rejected ones are
+    erased = f", erased users' events dropped {c['erased_events_dropped']}" if c.get("erased_events_dropped") else ""
+    line = (f"worker {s['worker_id']}: {'ready' if s['ready'] else 'starting'}, HTTP port {s.get('web_port', '-')}, "
+            f"partitions {s['input_partitions']}, events {c['events']} (applied {c['applied']}, duplicates "
+            f"{c['duplicates']}, rejected {c['rejected']}{erased}), recommendations {c['recommendations']}")
+    if c.get("evicted_users"):
+        line += f", idle users evicted {c['evicted_users']}"
+    if c.get("encoder_failures"):
+        line += f", rounds ranked without the encoder (it raised) {c['encoder_failures']}"
+    lines = [line]
+    models = s.get("models") or {}
+    line = f"  encoder live {models.get('live') or 'none'}"
+    if c.get("live_judged"):
+        line += f" (next event in the list {c['live_hits'] / c['live_judged']:.1%} of {c['live_judged']})"
+    if models.get("shadow"):
+        rate = f"{c['shadow_hits'] / c['shadow_judged']:.1%}" if c.get("shadow_judged") else "n/a"
+        line += f", shadow {models['shadow']} (would have hit {rate}, not published)"
+    for role, error in (models.get("errors") or {}).items():
+        line += f"; {role} error: {error}"
+    lines.append(line)
+    o = s.get("ordering")
+    if o:
+        epoch = o["item_epoch_applied"]
+        if epoch is None:
+            item_state = "no item epoch applied yet"
+        else:
+            through = (epoch + 1) * o.get("item_epoch_ms", item_epoch_ms)  # epoch N: event times [N, N+1) epochs
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(through / 1000))
+            item_state = f"item state through epoch {epoch} (events before {when} UTC)"
+        lines.append(f"  event time: read {o['read']} inputs (all partitions), {o['buffered']} waiting for their turn, "
+                     f"{o['owned_pending']} of its own scheduled; {item_state}; late: {c.get('late', 0)} older than "
+                     f"their user's last event, {o['late_in_partition']} older than their partition's clock, "
+                     f"{o['late_for_item_state']} after their item epoch was applied")
+    return lines
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
@@ -165,14 +186,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from ..tools.demo import run_demo
 
-    return run_demo(args.file, args.format, args.rate, args.timeout, args.items, args.items_format)
+    return run_demo(args.file, args.format, args.rate, args.timeout, args.items, args.items_format, args.keep)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from ..tools.bench import run_bench
 
     return run_bench(args.events, args.users, args.items, args.timeout, args.rate, args.encoder, args.baseline,
-                     args.workers)
+                     args.workers, args.keep)
 
 
 def cmd_chaos(args: argparse.Namespace) -> int:
@@ -254,11 +275,11 @@ def _load_content(settings: Settings, items: str | None, fmt: str, version: str)
         return None
     from ..core.content import item_text
     from ..stream.catalogue_feed import index_catalogue
-    from ..tools.catalogue import load_catalogue
+    from ..tools.catalogue import load_catalogue, rejected_note
 
     catalogue, rejected = load_catalogue(items, fmt)
     if rejected:
-        print(f"{items}: {len(rejected)} catalogue records rejected, e.g. {rejected[0].rejection.detail}")
+        print(f"{items}: {rejected_note(rejected)}")
     model = _load_text_encoder(settings.registry_dir, None if version == "latest" else version)
     started = time.monotonic()
     index = index_catalogue(model, {item_id: item_text(record) for item_id, record in catalogue.items()})

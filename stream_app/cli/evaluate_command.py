@@ -29,7 +29,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                     max_idle_ms=args.max_idle_ms, busy=args.busy, limit=args.limit,
                                     timeout=args.timeout, items=(args.items, args.items_format) if content else None,
                                     content=content, registry_dir=settings.registry_dir,
-                                    baselines=not args.no_baselines, light=args.light)
+                                    baselines=not args.no_baselines, light=args.light, keep=args.keep)
         print(via_kafka_table(result))
         _write_json(result, json_path)
         return 0
@@ -56,7 +56,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 #: evaluate's options that act only beside another one: (option, its default, the one it needs)
-_NEEDS = (("no_baselines", False, "via_kafka"), ("rate", None, "via_kafka"), ("workers", 1, "via_kafka"),
+_NEEDS = (("no_baselines", False, "via_kafka"), ("keep", False, "via_kafka"), ("rate", None, "via_kafka"), ("workers", 1, "via_kafka"),
           ("max_idle_ms", 2000, "via_kafka"), ("busy", False, "via_kafka"), ("timeout", 900.0, "via_kafka"),
           ("items_format", "jsonl", "items"), ("content", "latest", "items"))
 #: ... and those the run through Kafka does not take

@@ -59,6 +59,8 @@ def _at_least(minimum: int, kind: Callable[[str], Any] = int) -> Callable[[str],
     return convert
 
 
+KEEP_HELP = ("keep the run's folder under the state directory (worker and service logs, the registry copy); "
+             "removed by default when the run ends well, kept when it fails")
 _count = _at_least(1)  # events, users, items, epochs, sizes: one or more
 _seconds = _at_least(0, float)
 
@@ -106,6 +108,7 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--rate", type=_rate, default=300.0,
                    help="events per second (default 300: a live stream, so item state flows between events)")
     d.add_argument("--timeout", type=_seconds, default=120.0, help="seconds to wait for all recommendations")
+    d.add_argument("--keep", action="store_true", help=KEEP_HELP)
     d.set_defaults(fn=cmd_demo)
     sy = sub.add_parser("synth", help="write a synthetic event log with ground truth")
     sy.add_argument("out", help="the log to write (jsonl); the ground truth goes beside it")
@@ -150,6 +153,7 @@ def add_evaluate_command(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--no-baselines", action="store_true",
                     help="with --via-kafka: the in-process pass runs the stream-app row only (the baselines "
                          "cost most of a long log's time)")
+    ev.add_argument("--keep", action="store_true", help="with --via-kafka: " + KEEP_HELP)
     ev.set_defaults(fn=cmd_evaluate)
 
 
@@ -227,6 +231,7 @@ def add_bench_command(sub: argparse._SubParsersAction) -> None:
                         "events and print both rates and their ratio")
     b.add_argument("--workers", type=_worker_counts, default=(1,), metavar="N[,N...]",
                    help="worker group sizes to run one after the other, e.g. 1,2,4 for a scale-out curve (default 1)")
+    b.add_argument("--keep", action="store_true", help=KEEP_HELP)
     b.set_defaults(fn=cmd_bench)
 
 

@@ -18,6 +18,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.registry:
         settings = settings.replace(registry_dir=args.registry)
     if args.action == "list":
+        registry.require_folder(settings.registry_dir)
         found = registry.versions(settings.registry_dir)
         if not found:
             print(f"no models in {settings.registry_dir} (train one with `stream-app train LOG`)")

@@ -57,7 +57,7 @@ def evaluate_via_kafka(path: str | Path, fmt: str, k: int = 20, rate: float | No
                        timeout: float = 900.0, max_idle_ms: int = 2000, busy: bool = False,
                        limit: int | None = None, items: tuple[str | Path, str] | None = None,
                        content: ContentIndex | None = None, registry_dir: str | None = None,
-                       baselines: bool = False, light: bool = False) -> dict[str, Any]:
+                       baselines: bool = False, light: bool = False, keep: bool = False) -> dict[str, Any]:
     """Replay the log at `rate` events/s (None: as fast as possible) through `workers` real workers,
     read the recommendations topic as a downstream service would, score it, and set it beside the
     in-process pass over the same log with the same settings. The workers order the input by event
@@ -69,13 +69,13 @@ def evaluate_via_kafka(path: str | Path, fmt: str, k: int = 20, rate: float | No
     `registry_dir`): the catalogue is loaded to the items topic and the model announced before the
     workers start, and the in-process pass uses the same index. `baselines` (`light`: the light set):
     the in-process pass also runs the baselines, so the published recommendations are set against the
-    best of them from the same pass (`compare_to_best`)."""
+    best of them from the same pass (`compare_to_best`). `keep`: keep the run's folder of logs when it ends well."""
     from ..tools.consume import TopicReader, wait_committed
     from ..tools.processes import busy_process, one_off_run, wait_ready_workers
     from ..tools.replay import produce_events
 
     events, _ = load_sorted(path, fmt)
-    with one_off_run("evaluate") as run:
+    with one_off_run("evaluate", keep=keep) as run:
         settings = run.settings.replace(rec_policy="every", top_k=k, max_idle_ms=max_idle_ms,
                                         **({"registry_dir": str(Path(registry_dir).resolve())} if registry_dir else {}))
         run.settings = settings

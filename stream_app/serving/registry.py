@@ -95,6 +95,18 @@ def staging_dir(root: str | Path) -> Path:
     return Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
 
 
+def require_folder(root: str | Path) -> None:
+    """A ConfigError unless `root` is a folder (the registry a user named, to be listed)."""
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"the registry {root} is a file, not a folder: name the folder of model versions with "
+                          "--registry or STREAM_APP_REGISTRY_DIR")
+    if not root.exists():
+        raise ConfigError(f"the registry folder {root} does not exist: name the folder of model versions with "
+                          "--registry or STREAM_APP_REGISTRY_DIR, or train a model into it (`stream-app train LOG "
+                          f"--registry {root}`)")
+
+
 def versions(root: str | Path, kind: str | None = None) -> list[dict[str, Any]]:
     """Every version's manifest (of `kind` only, when given), oldest first."""
     root = Path(root)

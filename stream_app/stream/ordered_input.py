@@ -431,7 +431,8 @@ class OrderedInput:
         return {"read": self.read, "buffered": self.sequencer.buffered(), "late_in_partition": self.sequencer.late,
                 "late_for_item_state": self.items.late, "unscheduled": self.unscheduled,
                 "stale_item_state": self.stale, "refetches": self.refetches, "duplicates": self.duplicates,
-                "item_epoch_applied": self.items.applied_through, "owned_pending": self.owned_ahead(),
+                "item_epoch_applied": self.items.applied_through, "item_epoch_ms": self.settings.item_epoch_ms,
+                "owned_pending": self.owned_ahead(),
                 "item_state": self.items.summary(), "held": self.held()}
 
     def held(self) -> list[list[Any]]:

@@ -225,8 +225,9 @@ def start_workers(run: Run, settings: Settings, count: int, timeout: float) -> l
 
 
 def run_bench(n: int, users: int, items: int, timeout: float, rate: float | None = None,
-              encoder: bool = False, baseline: bool = False, worker_counts: tuple[int, ...] = (1,)) -> int:
-    with one_off_run("bench") as run:
+              encoder: bool = False, baseline: bool = False, worker_counts: tuple[int, ...] = (1,),
+              keep: bool = False) -> int:
+    with one_off_run("bench", keep=keep) as run:
         run.settings = run.settings.replace(registry_dir=str(run.log_dir / "registry"))
         gap_ms = LOG_GAP_MS if rate is None else 1000.0 / rate
         events = synthetic_events(n, users, items, gap_ms=gap_ms)

@@ -20,7 +20,16 @@ from fastjsonschema import JsonSchemaException
 from ..config import Settings
 from ..contracts import Rejection, Source, validator
 from ..errors import InputFileError
-from .recorded import ONLINE_RETAIL_COLUMNS, LineRejection, _csv_with_columns, _open_text
+from .recorded import (
+    ONLINE_RETAIL_COLUMNS,
+    LineRejection,
+    _csv_with_columns,
+    _open_text,
+    check_file,
+    first_rejection,
+    nothing_read,
+    reading_as,
+)
 
 FORMATS = ("jsonl", "csv", "online-retail")
 
@@ -38,8 +47,7 @@ def check_item(record: Any, source: Source, raw: bytes) -> dict[str, Any] | Reje
 def read_catalogue(path: str | Path, fmt: str) -> Iterator[Read]:
     """Item records and rejections of a catalogue file, in file order (the last record of an item wins)."""
     path = Path(path)
-    if not path.is_file():
-        raise InputFileError(f"{path}: no such file")
+    check_file(path)
     if fmt == "jsonl":
         return _read_jsonl(path)
     if fmt == "csv":
@@ -50,15 +58,23 @@ def read_catalogue(path: str | Path, fmt: str) -> Iterator[Read]:
 
 
 def load_catalogue(path: str | Path, fmt: str) -> tuple[dict[str, dict[str, Any]], list[LineRejection]]:
-    """item_id -> its latest record, and the rejected lines."""
+    """item_id -> its latest record, and the rejected lines; an error when no record is an item."""
     items: dict[str, dict[str, Any]] = {}
     rejected: list[LineRejection] = []
-    for read in read_catalogue(path, fmt):
-        if isinstance(read, LineRejection):
-            rejected.append(read)
-        else:
-            items[read["item_id"]] = read
+    with reading_as(path, fmt):
+        for read in read_catalogue(path, fmt):
+            if isinstance(read, LineRejection):
+                rejected.append(read)
+            else:
+                items[read["item_id"]] = read
+    if not items:
+        raise InputFileError(nothing_read(Path(path), fmt, rejected, "items", FORMATS,
+                                          "; every record needs an item_id and a title, schemas/v1/item.schema.json"))
     return items, rejected
+
+
+def rejected_note(rejected: list[LineRejection]) -> str:
+    return f"{len(rejected):,} catalogue records rejected, the first as {first_rejection(rejected)}"
 
 
 def _checked(path: Path, line: int, record: Any, raw: bytes) -> Read:
@@ -80,6 +96,8 @@ def _read_jsonl(path: Path) -> Iterator[Read]:
             except orjson.JSONDecodeError as exc:
                 yield LineRejection(line, Rejection("invalid_json", f"line {line}: {exc}", Source(str(path)), None, raw))
                 continue
+            if isinstance(record, dict):  # as the csv readers: version 1 unless the record names another
+                record.setdefault("schema_version", 1)
             yield _checked(path, line, record, raw)
 
 
@@ -136,21 +154,31 @@ class LoadSummary:
     sent: int = 0
     rejected: int = 0
     seconds: float = 0.0
+    rejected_note: str = ""
 
     def lines(self) -> list[str]:
         out = [f"loaded {self.sent:,} items from {self.path} in {self.seconds:.2f}s"]
         if self.rejected:
-            out.append(f"  rejected {self.rejected:,} records -> dead-letter topic (each with its line and reason)")
+            out.append(f"  {self.rejected_note} -> dead-letter topic (each with its line and reason)")
         return out
 
 
 def load_items(settings: Settings, path: str | Path, fmt: str) -> LoadSummary:
     """Produce a catalogue file to the items topic (key item_id); bad records to the dead-letter topic."""
+    started = time.monotonic()
+    items, rejected = load_catalogue(path, fmt)
+    summary = send_catalogue(settings, str(path), items, rejected)
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def send_catalogue(settings: Settings, path: str, items: dict[str, dict[str, Any]],
+                   rejected: list[LineRejection]) -> LoadSummary:
+    """Produce a catalogue read by `load_catalogue` to the items topic; its rejected lines to the dead-letter topic."""
     from ..stream.topics import ensure_topics
     from .replay import dead_letter_lines, make_producer
 
     started = time.monotonic()
-    items, rejected = load_catalogue(path, fmt)
     ensure_topics(settings)
     producer = make_producer(settings)
     try:
@@ -160,4 +188,5 @@ def load_items(settings: Settings, path: str | Path, fmt: str) -> LoadSummary:
         dead_letter_lines(settings, rejected, producer)
     finally:
         producer.close()
-    return LoadSummary(str(path), len(items), len(rejected), time.monotonic() - started)
+    return LoadSummary(path, len(items), len(rejected), time.monotonic() - started,
+                       rejected_note(rejected) if rejected else "")

@@ -17,14 +17,16 @@ from ..errors import ServiceTimeout
 from ..store.redis_store import read_profile
 from ..stream.model_control import publish
 from .bench import latency_summary
+from .catalogue import load_catalogue
 from .consume import TopicReader, wait_committed
 from .processes import one_off_run, wait_ready_workers
-from .recorded import load_sorted
+from .recorded import LineRejection, load_sorted
 from .replay import Progress, dead_letter_lines, make_producer, produce_events
 from .scrape import Headline, scrape
 
 SAMPLE = Path(__file__).parent.parent / "data" / "online-retail-sample.csv"
 SAMPLE_FORMAT = "online-retail"
+Catalogue = tuple[dict[str, dict[str, Any]], list[LineRejection]]  # what load_catalogue returns
 ATTRIBUTION = ("Online Retail sample: a UK gift shop's first day in the UCI log, CC BY 4.0 - Chen, Sain, Guo, "
                "J. Database Marketing & Customer Strategy Mgmt 19(3) 2012; UCI ML Repository, doi:10.24432/C5BW33")
 
@@ -116,15 +118,14 @@ def content_model(registry_dir: Path) -> str | None:
     return version
 
 
-def load_demo_catalogue(settings: Settings, items: str, items_format: str) -> dict[str, str]:
-    """Load the catalogue to the items topic and publish a content model when the registry has one;
-    item_id -> its text, to show users' items by name."""
+def load_demo_catalogue(settings: Settings, items: str, catalogue: Catalogue) -> dict[str, str]:
+    """Send the catalogue (as `load_catalogue` read it) to the items topic and publish a content model
+    when the registry has one; item_id -> its text, to show users' items by name."""
     from ..core.content import item_text
-    from .catalogue import load_catalogue, load_items
+    from .catalogue import send_catalogue
 
-    catalogue, _ = load_catalogue(items, items_format)
-    titles = {item_id: item_text(record) for item_id, record in catalogue.items()}
-    loaded = load_items(settings, items, items_format)
+    titles = {item_id: item_text(record) for item_id, record in catalogue[0].items()}
+    loaded = send_catalogue(settings, items, *catalogue)
     _say(f"  items     {loaded.sent:,} products with their names on {settings.topics.items}"
          + (f" ({loaded.rejected} invalid, to the dead-letter topic)" if loaded.rejected else ""))
     version = content_model(Path(settings.registry_dir))
@@ -145,13 +146,16 @@ def say_scrape(url: str, elapsed_s: float) -> None:
 
 
 def run_demo(path: str | None, fmt: str | None, rate: float | None, timeout: float,
-             items: str | None = None, items_format: str = "jsonl") -> int:
+             items: str | None = None, items_format: str = "jsonl", keep: bool = False) -> int:
     _say("stream-app demo")
-    with one_off_run("demo") as run:
-        source = Path(path) if path else SAMPLE
-        fmt = (fmt or "jsonl") if path else SAMPLE_FORMAT
-        if not path:
-            items, items_format = str(SAMPLE), SAMPLE_FORMAT
+    source = Path(path) if path else SAMPLE
+    fmt = (fmt or "jsonl") if path else SAMPLE_FORMAT
+    if not path:
+        items, items_format = str(SAMPLE), SAMPLE_FORMAT
+    # read before any service starts: a wrong path or format fails at once, not after a worker's start-up
+    events, rejected = load_sorted(source, fmt)
+    catalogue = load_catalogue(items, items_format) if items is not None else None
+    with one_off_run("demo", keep=keep) as run:
         run.settings = run.settings.replace(registry_dir=str(run.log_dir / "registry"))
         settings = run.settings
         where = "embedded Tansu broker and Redis on loopback" if run.embedded else f"namespace {settings.namespace}"
@@ -161,12 +165,11 @@ def run_demo(path: str | None, fmt: str | None, rate: float | None, timeout: flo
         if manifest is not None:
             publish(settings, "live", manifest["version"])
             _say(f"            published as the live model on {settings.topics.model_control}")
-        titles = load_demo_catalogue(settings, items, items_format) if items is not None else {}
+        titles = load_demo_catalogue(settings, str(items), catalogue) if catalogue is not None else {}
         worker = run.start_worker()
         wait_ready_workers(settings, [worker], timeout)
         _say(f"  worker    ready (pid {worker.pid}), log {worker.log_path}")
         _say(f"  metrics   {worker.url}/metrics (Prometheus text format; /healthz, /readyz beside it)")
-        events, rejected = load_sorted(source, fmt)
         _say(f"  replay    {len(events)} events from {source.name} at "
              f"{'full speed' if rate is None else f'{rate:,.0f} events/s'}"
              + (f" ({len(rejected)} unreadable lines)" if rejected else ""))
@@ -185,6 +188,7 @@ def run_demo(path: str | None, fmt: str | None, rate: float | None, timeout: flo
                 recs.read_until(len(events), timeout)
             except ServiceTimeout as exc:
                 _say(f"  timeout   {exc}; worker log tail:\n{worker.log_tail()}")
+                run.failed = True
                 return 1
             elapsed = time.monotonic() - started
             wait_committed(settings, produced.marks, timeout)
@@ -213,5 +217,6 @@ def run_demo(path: str | None, fmt: str | None, rate: float | None, timeout: flo
                 _say(line)
         client.close()
         _say("")
-        _say("done: stopping the worker" + (" and the embedded services" if run.embedded else ""))
+        _say("done: stopping the worker" + (" and the embedded services" if run.embedded else "")
+             + ("" if keep else f", removing {run.log_dir} (`--keep` keeps it)"))
         return 0

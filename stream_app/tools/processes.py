@@ -4,6 +4,7 @@ and the services of a one-off run."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -102,6 +103,7 @@ class Run:
     log_dir: Path
     embedded: Embedded | None
     workers: list[WorkerProcess] = field(default_factory=list)
+    failed: bool = False  # set by a run that ends badly without raising, so its logs are kept
 
     def start_worker(self, loglevel: str = "info") -> WorkerProcess:
         worker = WorkerProcess(self.settings, self.log_dir / f"worker-{len(self.workers)}.log", loglevel)
@@ -124,26 +126,36 @@ def busy_process(enabled: bool = True) -> Iterator[None]:
 
 
 @contextmanager
-def one_off_run(label: str, environ: Mapping[str, str] = os.environ) -> Iterator[Run]:
+def one_off_run(label: str, environ: Mapping[str, str] = os.environ, keep: bool = False) -> Iterator[Run]:
     """The configured services under a fresh namespace (earlier runs' events would be duplicates),
-    else embedded ones started here; everything started here is stopped on the way out."""
+    else embedded ones started here; everything started here is stopped on the way out. The run's
+    folder under the state directory (worker and service logs, a registry copy: ~100 MB with the
+    content model) is removed when the run ends well, unless `keep`; a run that raised or `failed`
+    keeps it, for the logs its error points to, and says where it is."""
     base = Settings.from_env(environ)
     folder = state_dir(environ)
     folder.mkdir(parents=True, exist_ok=True)
     log_dir = Path(tempfile.mkdtemp(prefix=f"{label}-", dir=folder))
-    embedded = None
-    if base.kafka_bootstrap_servers and base.redis_url:
-        name = f"{label}{uuid.uuid4().hex[:12]}"  # unique: a second run never meets the first one's state
-        settings = base.replace(namespace=f"{name}.", app_id=f"stream-app-{name}")
-    else:
-        embedded = Embedded.start(log_dir)
-        settings = with_embedded(base, embedded.kafka_bootstrap_servers, embedded.redis_url)
-    run = Run(settings, log_dir, embedded)
+    run = Run(base, log_dir, None)
+    ended_well = False
     try:
-        ensure_topics(settings)
+        if base.kafka_bootstrap_servers and base.redis_url:
+            name = f"{label}{uuid.uuid4().hex[:12]}"  # unique: a second run never meets the first one's state
+            run.settings = base.replace(namespace=f"{name}.", app_id=f"stream-app-{name}")
+        else:
+            run.embedded = Embedded.start(log_dir)
+            run.settings = with_embedded(base, run.embedded.kafka_bootstrap_servers, run.embedded.redis_url)
+        ensure_topics(run.settings)
         yield run
+        ended_well = not run.failed
     finally:
         for worker in run.workers:
             worker.stop()
-        if embedded is not None:
-            embedded.stop()
+        if run.embedded is not None:
+            run.embedded.stop()
+        if ended_well and not keep:
+            shutil.rmtree(log_dir, ignore_errors=True)
+        elif ended_well:
+            print(f"stream-app {label}: this run's folder is kept (--keep): {log_dir}", file=sys.stderr)
+        else:
+            print(f"stream-app {label}: the run did not end well; its logs are kept in {log_dir}", file=sys.stderr)

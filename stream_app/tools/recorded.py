@@ -15,6 +15,7 @@ import math
 import re
 import time
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
@@ -271,11 +272,22 @@ def read_online_retail(path: str | Path, stats: OnlineRetailStats | None = None)
             yield checked
 
 
+def check_file(path: Path) -> None:
+    """Every reader's first check: `path` is a file with something in it, else an error saying what it is."""
+    if path.is_dir():
+        raise InputFileError(f"{path}: is a directory, not a file; give the file itself")
+    if not path.exists():
+        raise InputFileError(f"{path}: no such file")
+    if not path.is_file():
+        raise InputFileError(f"{path}: not a regular file; give a file")
+    if path.stat().st_size == 0:
+        raise InputFileError(f"{path}: the file is empty")
+
+
 def read_log(path: str | Path, fmt: str) -> Iterator[Read]:
     """Events and rejections of a recorded log, in file order."""
     path = Path(path)
-    if not path.is_file():
-        raise InputFileError(f"{path}: no such file")
+    check_file(path)
     if fmt == "jsonl":
         return read_jsonl(path)
     if fmt == "otto":
@@ -305,23 +317,43 @@ def load_sorted(path: str | Path, fmt: str) -> tuple[list[dict[str, Any]], list[
     """The whole log in timestamp order (stable: ties keep file order), and its rejected lines."""
     events: list[dict[str, Any]] = []
     rejected: list[LineRejection] = []
-    try:
+    with reading_as(path, fmt):
         for read in read_log(path, fmt):
             (rejected if isinstance(read, LineRejection) else events).append(read)
-    except (UnicodeDecodeError, csv.Error, io.UnsupportedOperation,
-            EOFError, gzip.BadGzipFile, zlib.error) as exc:  # the last three: a truncated or corrupt .gz
-        raise InputFileError(f"{path}: cannot be read as {fmt} ({exc})") from exc
     if not events:
-        raise InputFileError(_no_events(Path(path), fmt, rejected))
+        raise InputFileError(nothing_read(Path(path), fmt, rejected))
     events.sort(key=lambda e: e["ts"])
     return events, rejected
 
 
-def _no_events(path: Path, fmt: str, rejected: list[LineRejection]) -> str:
-    """Why a log gave no event at all: most often a --format that is not the file's."""
-    if not rejected:
-        return f"{path}: no events in it as {fmt} (is --format right? one of {', '.join(FORMATS)})"
+@contextmanager
+def reading_as(path: str | Path, fmt: str) -> Iterator[None]:
+    """A file the reader cannot decode (not UTF-8, not csv, a truncated or corrupt .gz) as an error
+    naming the file and the format, instead of the decoder's exception."""
+    try:
+        yield
+    except (UnicodeDecodeError, csv.Error, io.UnsupportedOperation,
+            EOFError, gzip.BadGzipFile, zlib.error) as exc:  # the last three: a truncated or corrupt .gz
+        raise InputFileError(f"{path}: cannot be read as {fmt} ({exc})") from exc
+
+
+def holds_only_blank_lines(path: Path) -> bool:
+    return next(_lines(path), None) is None
+
+
+def first_rejection(rejected: list[LineRejection]) -> str:
+    """The first rejected line's reason and detail (cut short), for a one-line message."""
     first = rejected[0].rejection
     detail = first.detail if len(first.detail) <= 160 else first.detail[:160] + "..."
-    return (f"{path}: no events read as {fmt}: all {len(rejected):,} lines rejected, the first as {first.reason} "
-            f"({detail}); is --format right? one of {', '.join(FORMATS)}")
+    return f"{first.reason} ({detail})"
+
+
+def nothing_read(path: Path, fmt: str, rejected: list[LineRejection], what: str = "events",
+                 formats: tuple[str, ...] = FORMATS, check: str = "") -> str:
+    """Why a file gave no event (or item) at all: most often a --format that is not the file's."""
+    if not rejected and holds_only_blank_lines(path):
+        return f"{path}: the file is empty (only blank lines)"
+    if not rejected:
+        return f"{path}: no {what} in it as {fmt} (is --format right? one of {', '.join(formats)}{check})"
+    return (f"{path}: no {what} read as {fmt}: all {len(rejected):,} lines rejected, the first as "
+            f"{first_rejection(rejected)}; is --format right? one of {', '.join(formats)}{check}")

@@ -1,0 +1,89 @@
+"""`stream-app items load` as a user runs it on files that are wrong: each says what to do, before any
+service is needed, and without a traceback."""
+
+import gzip
+
+import pytest
+
+from stream_app.cli.main import main
+
+RETAIL_ROWS = ["InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country",
+               *(f"{n},7105{n % 10},WHITE METAL LANTERN {n % 10},6,2010-12-01 08:26,3.39,17850,UK" for n in range(400))]
+
+
+@pytest.fixture
+def no_services(tmp_path, monkeypatch):
+    """No broker, no Redis, no runtime file: a command that needs them fails saying so."""
+    monkeypatch.setenv("STREAM_APP_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "")
+    monkeypatch.setenv("REDIS_URL", "")
+
+
+def test_a_truncated_gzip_catalogue_is_named_as_unreadable(tmp_path, no_services, capsys):
+    broken = tmp_path / "retail.csv.gz"
+    broken.write_bytes(gzip.compress("\n".join(RETAIL_ROWS).encode())[:-12])
+    assert main(["items", "load", str(broken), "--format", "online-retail"]) == 2
+    err = capsys.readouterr().err
+    assert f"stream-app items: error: {broken}: cannot be read as online-retail (Compressed file ended" in err
+
+
+class SentRecords:
+    """A producer that keeps what it is given: `items load` without a broker."""
+
+    def __init__(self):
+        self.sent: list[tuple[str, bytes | None, bytes]] = []
+
+    def send(self, topic, key=None, value=None):
+        self.sent.append((topic, key, value))
+
+    def flush(self):
+        pass
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def producer(monkeypatch):
+    from stream_app.stream import topics
+    from stream_app.tools import replay
+
+    kept = SentRecords()
+    monkeypatch.setattr(replay, "make_producer", lambda settings: kept)
+    monkeypatch.setattr(topics, "ensure_topics", lambda settings: None)
+    return kept
+
+
+def test_jsonl_items_as_the_readme_writes_them_load_and_the_first_rejection_is_shown(tmp_path, no_services,
+                                                                                    producer, capsys):
+    import orjson
+
+    catalogue = tmp_path / "items.jsonl"
+    catalogue.write_text('{"item_id": "a", "title": "A"}\n'
+                         '{"item_id": "b", "title": "B", "price": 2.5}\n'
+                         '{"item_id": "c", "title": "C", "schema_version": 2}\n')
+    assert main(["items", "load", str(catalogue)]) == 0
+    out = capsys.readouterr().out
+    assert f"loaded 2 items from {catalogue}" in out
+    assert "1 catalogue records rejected, the first as schema_violation (line 3: data.schema_version must be" in out
+    items = {key: orjson.loads(value) for topic, key, value in producer.sent if topic == "items"}
+    assert items == {b"a": {"item_id": "a", "title": "A", "schema_version": 1},
+                     b"b": {"item_id": "b", "title": "B", "price": 2.5, "schema_version": 1}}
+    assert [orjson.loads(value)["reason"] for topic, _, value in producer.sent if topic == "events.dlq"] == [
+        "schema_violation"]
+
+
+def test_a_catalogue_without_one_item_fails_saying_what_to_check_and_sends_nothing(tmp_path, no_services,
+                                                                                  producer, capsys):
+    untitled = tmp_path / "items.jsonl"
+    untitled.write_text('{"item_id": "a"}\n{"item_id": "b"}\n')
+    assert main(["items", "load", str(untitled)]) == 2
+    err = capsys.readouterr().err
+    assert (f"stream-app items: error: {untitled}: no items read as jsonl: all 2 lines rejected, the first as "
+            "schema_violation (line 1: data must contain ['title'] properties); is --format right? one of jsonl, csv, "
+            "online-retail; every record needs an item_id and a title, schemas/v1/item.schema.json") in err
+    header_only = tmp_path / "items.csv"
+    header_only.write_text("item_id,title\n")
+    assert main(["items", "load", str(header_only), "--format", "csv"]) == 2
+    assert f"{header_only}: no items in it as csv (is --format right?" in capsys.readouterr().err
+    assert producer.sent == []
