@@ -166,7 +166,9 @@ def test_demo_checks_its_files_before_starting_any_service(tmp_path, monkeypatch
     for args, said in ((("--file", str(missing), "--format", "otto"), f"{missing}: no such file"),
                        (("--file", str(OTTO_SAMPLE)), "no events read as jsonl: all 20 lines rejected"),
                        (("--file", str(OTTO_SAMPLE), "--format", "otto", "--items", str(missing)),
-                        f"{missing}: no such file")):
+                        f"{missing}: no such file"),
+                       (("--items", str(OTTO_SAMPLE)), "--items and --format describe --file"),
+                       (("--format", "otto"), "--items and --format describe --file")):
         assert main(["demo", *args]) == 2
         assert said in capsys.readouterr().err
 

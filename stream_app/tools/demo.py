@@ -13,7 +13,7 @@ import orjson
 import redis
 
 from ..config import Settings, redact_url
-from ..errors import ServiceTimeout
+from ..errors import ServiceTimeout, StreamAppError
 from ..store.redis_store import read_profile
 from ..stream.model_control import publish
 from .bench import latency_summary
@@ -147,6 +147,9 @@ def say_scrape(url: str, elapsed_s: float) -> None:
 
 def run_demo(path: str | None, fmt: str | None, rate: float | None, timeout: float,
              items: str | None = None, items_format: str = "jsonl", keep: bool = False) -> int:
+    if not path and (items is not None or fmt is not None):
+        raise StreamAppError("--items and --format describe --file: add --file LOG (the bundled sample has its own "
+                             "catalogue), or leave them out")
     _say("stream-app demo")
     source = Path(path) if path else SAMPLE
     fmt = (fmt or "jsonl") if path else SAMPLE_FORMAT
