@@ -88,6 +88,26 @@ def test_an_event_that_raises_leaves_profile_and_learners_as_if_it_never_came(se
     assert profile.admits(event_digest(failed.event_id), failed.ts)
 
 
+def test_a_users_first_event_of_a_batch_that_raises_leaves_the_stored_profile(settings, monkeypatch):
+    """The undo copy of a user's first event in a batch is the profile as stored (not serialised again);
+    a later event of the user in that batch is undone to after the earlier ones."""
+    events = make_events()
+
+    def two_batches(first: list, then: list, fail_on: str | None) -> tuple[dict, dict]:
+        profiles: dict = {}
+        learners: dict = {}
+        run(first, settings, profiles, learners, None, monkeypatch)
+        run(then, settings, profiles, learners, fail_on, monkeypatch)
+        return profiles, learners
+
+    failed_first = two_batches(events[:4], events[4:], events[4].event_id)
+    assert failed_first == two_batches(events[:4], events[5:], None)
+    assert two_batches(events[:4], events[4:], events[5].event_id) == two_batches(
+        events[:4], [events[4], *events[6:]], None)
+    alone = two_batches(events[:4], [events[4]], events[4].event_id)  # nothing else in its batch: nothing changes
+    assert alone == two_batches(events[:4], [], None) != failed_first
+
+
 def test_the_parked_event_re_driven_is_applied_not_dropped_as_a_duplicate(settings, monkeypatch):
     events = make_events()
     profiles: dict = {}

@@ -172,6 +172,8 @@ class BatchHandler:
         self.now = now
         self.outbox = Outbox()
         self.loaded: dict[str, Profile] = {}
+        # the stored bytes of a loaded profile until its first event here: that event's undo copy, unserialised
+        self.as_stored: dict[str, bytes] = {}
         self.changed: dict[str, tuple[Profile, int]] = {}
         self.mirror: set[str] = set()  # unchanged profiles to write to Redis again
         self.used_learners: set[int] = set()
@@ -199,6 +201,7 @@ class BatchHandler:
         and from the idle users; returns whether the idle users had it."""
         self.profiles.pop(user_id.encode(), None)
         self.loaded.pop(user_id, None)
+        self.as_stored.pop(user_id, None)
         self.changed.pop(user_id, None)
         self.mirror.discard(user_id)
         self.removed.append((user_id, partition))
@@ -276,6 +279,8 @@ class BatchHandler:
             stored = self.profiles.get(user_id.encode())
             found = self.loaded[user_id] = (Profile.from_json(stored) if stored is not None
                                             else new_profile(user_id, self.settings))
+            if stored is not None:
+                self.as_stored[user_id] = stored
         return found
 
     def erased_before(self, event: Event) -> bool:
@@ -328,7 +333,8 @@ class BatchHandler:
             # All or nothing: a failure part-way through must not leave the event half-applied (its
             # digest kept, its feedback learned), or a re-drive from the dead-letter topic would be
             # dropped as a duplicate. Exceptions are rare, so the undo copy is plain serialisation.
-            profile_before = profile.to_json()
+            stored = self.as_stored.pop(event.user_id, None)
+            profile_before = stored if stored is not None else profile.to_json()
             learners_before = learners.to_state() if learners is not None else None
             try:
                 live_hit, shadow_hit = shown_hits(profile, event, self.settings.top_k)
