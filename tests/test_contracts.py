@@ -142,3 +142,26 @@ def test_the_users_a_dead_letter_names_are_its_key_and_its_payloads_user():
     value, key = dead_letter(b"\xff" + orjson.dumps(VALID), None)  # base64 payload, no key: not JSON
     assert dead_letter_users(key, value) == set()
     assert dead_letter_users(b"u3", b"not a dead letter") == {"u3"}
+
+
+def test_the_gate_never_takes_a_record_timestamp_later_than_its_clock_as_the_reference():
+    """A producer may stamp the record as far ahead as its event: that event must not pass."""
+    import time
+
+    from stream_app.config import Settings
+    from stream_app.stream.partitioning import partition_of
+    from stream_app.stream.ready import gate
+
+    settings = Settings()
+    now = int(time.time() * 1000)
+    years = 5 * 365 * 86_400_000
+    source = Source("events.click", partition_of("u1", settings.partitions), 7)
+
+    def checked(ts, record_ts):
+        return gate(orjson.dumps({**VALID, "ts": ts}), b"u1", source, "click", record_ts, settings, settings.partitions)
+
+    for record_ts in (now + years, None):
+        ahead = checked(now + years, record_ts)
+        assert isinstance(ahead, Rejection) and ahead.reason == "timestamp_out_of_range", record_ts
+    assert isinstance(checked(now - years, now - years), Event)  # a replayed old log, stamped when produced
+    assert isinstance(checked(now + 3_600_000, now + 3_600_000), Event)  # an hour's clock skew: within the day

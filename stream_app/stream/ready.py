@@ -3,6 +3,7 @@ of the ordered input hands the batch handler (ordered_input.next_round)."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,8 +17,16 @@ from .partitioning import partition_of
 def gate(value: bytes | None, key: bytes | None, source: Source, event_type: str, reference_ms: int | None,
          settings: Settings, partitions: int) -> Event | Rejection:
     """The input gate (contracts.check_input), and the user's partition: a producer with another
-    partitioner would split a user's events between two workers (two diverging profiles)."""
-    checked = check_input(value, key, source, event_type, settings.max_payload_bytes, reference_ms,
+    partitioner would split a user's events between two workers (two diverging profiles).
+
+    The event time is checked against the record's Kafka timestamp (the same on every re-read), but never
+    against one later than this worker's clock: a producer can stamp a record years ahead as well as its
+    event, and one such event would move its partition's event time, the item state's epoch and the idle
+    users' eviction with it. A record's timestamp is in the past once it is read, so for any record but
+    those the clock is never the bound."""
+    now_ms = int(time.time() * 1000)
+    reference = now_ms if reference_ms is None else min(reference_ms, now_ms)
+    checked = check_input(value, key, source, event_type, settings.max_payload_bytes, reference,
                           settings.max_future_ms, settings.max_age_ms)
     if isinstance(checked, Event) and partition_of(checked.user_id, partitions) != source.partition:
         return Rejection("wrong_partition", f"user {checked.user_id!r} belongs to partition "
