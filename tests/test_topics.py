@@ -34,3 +34,21 @@ def test_missing_topics_are_created_with_the_partitioning_the_app_needs(make_set
     # erasure requests go to their user's partition, as events do
     assert described == {**{name: 4 for name in t.inputs}, t.model_control: 1, t.items: 1, t.erasures: 4,
                          t.erasure_receipts: 4}
+
+
+def test_topics_made_beside_existing_inputs_take_their_partition_count_and_erasures_must_match(make_settings):
+    settings = make_settings(partitions=8)  # the default, while the deployment's inputs have 4
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    try:
+        admin.create_topics([NewTopic(name, 4, 1) for name in settings.topics.inputs])
+        assert ensure_topics(settings) == 4
+        erasures = admin.describe_topics([settings.topics.erasures])[0]
+        assert len(erasures["partitions"]) == 4  # made as the inputs are: every user's requests reach its owner
+
+        other = make_settings(partitions=4)
+        admin.create_topics([NewTopic(other.topics.erasures, 8, 1)])
+        with pytest.raises(ConfigError) as refused:
+            ensure_topics(other)
+        assert f"'{other.topics.erasures}': 8" in str(refused.value) and "recreate them" in str(refused.value)
+    finally:
+        admin.close()

@@ -45,18 +45,25 @@ def ensure_topics(settings: Settings, extra: tuple[str, ...] = ()) -> int:
         existing = set(admin.list_topics())
         specs = topic_specs(settings) | {name: {} for name in extra}
         single = {getattr(settings.topics, attr) for attr in SINGLE_PARTITION}
-        missing = [NewTopic(name, 1 if name in single else settings.partitions, 1, topic_configs=configs or {})
+        # partitioned topics are made as the inputs are where they exist (a deployment's own count)
+        present_inputs = [name for name in settings.topics.inputs if name in existing]
+        partitions = (len(admin.describe_topics(present_inputs[:1])[0]["partitions"]) if present_inputs
+                      else settings.partitions)
+        missing = [NewTopic(name, 1 if name in single else partitions, 1, topic_configs=configs or {})
                    for name, configs in specs.items() if name not in existing]
         for new in missing:
             try:
                 admin.create_topics([new])
             except TopicAlreadyExistsError:
                 pass  # another process created it meanwhile
-        counts = {d["name"]: len(d["partitions"]) for d in admin.describe_topics(list(settings.topics.inputs))}
+        # erasure requests are keyed and routed by user like the events: the worker that owns the user's
+        # input partition applies them, so their partition numbers must be the inputs'
+        by_user = [*settings.topics.inputs, settings.topics.erasures]
+        counts = {d["name"]: len(d["partitions"]) for d in admin.describe_topics(by_user)}
         if len(set(counts.values())) != 1:
-            raise ConfigError(f"input topics have different partition counts {counts}: "
-                              "recreate them with the same count (profiles are partitioned by user)")
-        return next(iter(counts.values()))
+            raise ConfigError(f"the input and erasure topics have different partition counts {counts}: recreate them "
+                              "with the same count (profiles and erasures are partitioned by user)")
+        return counts[settings.topics.inputs[0]]
     finally:
         admin.close()
 
