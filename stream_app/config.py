@@ -388,8 +388,11 @@ def read_runtime_file(environ: Mapping[str, str] = os.environ) -> dict[str, str]
         return json.loads(path.read_text())
     except FileNotFoundError:
         return {}
-    except (OSError, ValueError) as exc:
+    except ValueError as exc:  # garbled: `down` removes it
         raise ConfigError(f"cannot read the runtime file {path}: {exc}; run `stream-app down` then `stream-app up`") from exc
+    except OSError as exc:  # the folder itself cannot be used: `down` would fail the same way
+        raise ConfigError(f"cannot read the runtime file {path} ({exc.strerror or exc}): set STREAM_APP_STATE_DIR "
+                          "to a folder this user can write") from exc
 
 
 TRUE_WORDS = ("1", "true", "yes", "on")

@@ -1,6 +1,7 @@
 """The CLI as a user runs it: real processes, real services."""
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -32,6 +33,14 @@ def test_up_prints_both_addresses_and_down_stops_them(tmp_path):
         assert f"KAFKA_BOOTSTRAP_SERVERS={kafka}" in again.stdout
         status = cli("status", env=env)
         assert status.returncode == 0 and "no live workers" in status.stdout
+        # Redis dies alone: `up` brings it back where it was and leaves the broker (its topics) alone
+        broker_pid, redis_pid = orjson.loads((tmp_path / "runtime.json").read_bytes())["pids"]
+        os.kill(redis_pid, signal.SIGKILL)
+        revived = cli("up", env=env)
+        assert revived.returncode == 0 and f"REDIS_URL={redis_url}" in revived.stdout, revived.stderr
+        assert f"KAFKA_BOOTSTRAP_SERVERS={kafka}" in revived.stdout and "repair-redis" in revived.stderr
+        assert redis.Redis.from_url(redis_url).ping()
+        assert orjson.loads((tmp_path / "runtime.json").read_bytes())["pids"][0] == broker_pid
     finally:
         down = cli("down", env=env)
     assert down.returncode == 0 and "stopped" in down.stdout

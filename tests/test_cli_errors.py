@@ -135,3 +135,15 @@ def test_the_table_says_how_many_events_were_judged_and_when_none_were():
     assert len(head) == len(row)  # every column as wide as its heading ("R@20 purchase" is 13)
     assert "coverage: the share of the log's items" in text
     assert "nothing to judge" in table(_result(0))
+
+
+def test_a_state_folder_that_cannot_be_used_is_named_with_the_setting_to_change(tmp_path, monkeypatch, capsys):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("a file where the state folder's parent should be")
+    monkeypatch.setenv("STREAM_APP_STATE_DIR", str(blocked / "state"))
+    for name in ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL"):
+        monkeypatch.setenv(name, "")
+    for command in ("up", "down"):
+        assert main.main([command]) == 2
+        said = capsys.readouterr().err
+        assert "set STREAM_APP_STATE_DIR to a folder this user can write" in said and "Traceback" not in said

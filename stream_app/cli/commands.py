@@ -18,7 +18,10 @@ from ..errors import StreamAppError
 def cmd_up(args: argparse.Namespace) -> int:
     from ..tools import embedded
 
-    record = embedded.up()
+    try:
+        record = embedded.up()
+    except OSError as exc:
+        raise StreamAppError(_state_dir_error(exc)) from None
     print(f"KAFKA_BOOTSTRAP_SERVERS={record['KAFKA_BOOTSTRAP_SERVERS']}")
     print(f"REDIS_URL={record['REDIS_URL']}")
     print("embedded broker and Redis are running; `stream-app down` stops them", file=sys.stderr)
@@ -28,8 +31,17 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_down(args: argparse.Namespace) -> int:
     from ..tools import embedded
 
-    print("stopped the embedded broker and Redis" if embedded.down() else "nothing was running")
+    try:
+        stopped = embedded.down()
+    except OSError as exc:
+        raise StreamAppError(_state_dir_error(exc)) from None
+    print("stopped the embedded broker and Redis" if stopped else "nothing was running")
     return 0
+
+
+def _state_dir_error(exc: OSError) -> str:
+    return (f"cannot use the state folder {state_dir()} ({exc.strerror or exc}: {exc.filename or ''}): set "
+            "STREAM_APP_STATE_DIR to a folder this user can write")
 
 
 def cmd_status(args: argparse.Namespace) -> int:

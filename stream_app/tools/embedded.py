@@ -11,10 +11,12 @@ import secrets
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 from ..config import Settings, read_runtime_file, redact_url, runtime_file, state_dir
 from ..errors import ConfigError, ServiceTimeout
@@ -215,7 +217,17 @@ def _alive(pid: int) -> bool:
 def up(environ: Mapping[str, str] = os.environ, timeout: float = 30.0) -> dict[str, str]:
     """Start the embedded services (or find the ones already running) and record them in the runtime file."""
     current = read_runtime_file(environ)
-    if current and all(_alive(pid) for pid in current.get("pids", [])):
+    pids = current.get("pids", [])
+    if len(pids) == 2 and _alive(pids[0]) and not _alive(pids[1]):
+        # Only Redis is gone: the broker holds every topic in memory, so it stays, and Redis comes back on
+        # its port with its password (workers reconnect by themselves); it comes back empty.
+        url = urlsplit(current["REDIS_URL"])
+        redis_proc = start_redis(url.port, state_dir(environ) / "redis.log", password=url.password)
+        wait_for_redis(current["REDIS_URL"], timeout)
+        print(f"the embedded Redis (pid {pids[1]}) was gone: started again on port {url.port}, empty; "
+              "`stream-app repair-redis` rewrites the profiles from the profiles topic", file=sys.stderr)
+        return _record(environ, {**current, "pids": [pids[0], redis_proc.pid]})
+    if current and all(_alive(pid) for pid in pids):
         # Ours and alive: give them the whole timeout (a loaded machine answers slowly); restarting
         # them would move them to new ports under every worker connected to them.
         try:
@@ -227,7 +239,12 @@ def up(environ: Mapping[str, str] = os.environ, timeout: float = 30.0) -> dict[s
     down(environ)
     folder = state_dir(environ)
     running = Embedded.start(folder, timeout)
-    record = {**running.env(), "pids": [p.pid for p in running.processes], "started_at": int(time.time())}
+    return _record(environ, {**running.env(), "pids": [p.pid for p in running.processes],
+                             "started_at": int(time.time())})
+
+
+def _record(environ: Mapping[str, str], record: dict[str, Any]) -> dict[str, Any]:
+    """Write the runtime file (owner only: it holds the Redis password) and return the record."""
     path = runtime_file(environ)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
