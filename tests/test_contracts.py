@@ -165,3 +165,14 @@ def test_the_gate_never_takes_a_record_timestamp_later_than_its_clock_as_the_ref
         assert isinstance(ahead, Rejection) and ahead.reason == "timestamp_out_of_range", record_ts
     assert isinstance(checked(now - years, now - years), Event)  # a replayed old log, stamped when produced
     assert isinstance(checked(now + 3_600_000, now + 3_600_000), Event)  # an hour's clock skew: within the day
+
+
+def test_integral_floats_pass_as_integers_and_leave_as_integers():
+    """JSON Schema counts 1.0 as an integer; what the event passes on must be written as one."""
+    record = {**VALID, "ts": 1_700_000_000_000.0, "quantity": 2.0, "dwell_ms": 1500.0}
+    event = check_input(orjson.dumps(record), b"u1", SRC, "click", 64 * 1024)
+    assert isinstance(event, Event)
+    assert [type(v) for v in (event.ts, event.quantity, event.dwell_ms)] == [int, int, int]
+    assert orjson.dumps(event.to_dict()).count(b".0") == 0
+    huge = check_input(orjson.dumps({**VALID, "quantity": 1e29}), b"u1", SRC, "click", 64 * 1024)
+    assert isinstance(huge, Rejection) and huge.reason == "schema_violation"  # beyond what JSON numbers hold exactly

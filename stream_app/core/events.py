@@ -34,8 +34,15 @@ class Event:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Event":
-        return cls(data["event_id"], data["user_id"], data["item_id"], data["type"], data["ts"],
-                   *(data.get(name) for name in _OPTIONAL))
+        """From a valid record. JSON Schema counts 1.0 as an integer: the integer fields become ints, so
+        what the event passes on (event_ts, profile versions) is written as an integer."""
+        event = cls(data["event_id"], data["user_id"], data["item_id"], data["type"], int(data["ts"]),
+                    *(data.get(name) for name in _OPTIONAL))
+        if event.quantity is not None:
+            event.quantity = int(event.quantity)
+        if event.dwell_ms is not None:
+            event.dwell_ms = int(event.dwell_ms)
+        return event
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"event_id": self.event_id, "user_id": self.user_id,
