@@ -137,8 +137,16 @@ def _parsed(payload: bytes, max_bytes: int, schema: str, reject: Callable[[str, 
     try:
         validator(schema)(data)
     except fastjsonschema.JsonSchemaValueException as exc:
-        return reject("schema_violation", exc.message)
+        return reject("schema_violation", _plain(schema, data, exc.message))
     return data
+
+
+def _plain(schema: str, data: Any, message: str) -> str:
+    """The validator's message, said plainly where it names no field (a conditional rule of the schema)."""
+    if (schema == "input-event" and isinstance(data, dict) and "stage" in data and data.get("type") != "purchase"
+            and "disallowed" in message):
+        return f"'stage' is only on purchase events, not on a {data.get('type')!r} event"
+    return message
 
 
 def check_input(payload: bytes | None, key: bytes | None, source: Source, expected_type: str | None,

@@ -176,3 +176,9 @@ def test_integral_floats_pass_as_integers_and_leave_as_integers():
     assert orjson.dumps(event.to_dict()).count(b".0") == 0
     huge = check_input(orjson.dumps({**VALID, "quantity": 1e29}), b"u1", SRC, "click", 64 * 1024)
     assert isinstance(huge, Rejection) and huge.reason == "schema_violation"  # beyond what JSON numbers hold exactly
+
+
+def test_a_stage_on_an_event_that_is_not_a_purchase_is_named_in_the_reason():
+    rejected = check_input(orjson.dumps({**VALID, "stage": "cart"}), b"u1", SRC, "click", 64 * 1024)
+    assert rejected.reason == "schema_violation"
+    assert rejected.detail == "'stage' is only on purchase events, not on a 'click' event"
