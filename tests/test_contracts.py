@@ -144,27 +144,33 @@ def test_the_users_a_dead_letter_names_are_its_key_and_its_payloads_user():
     assert dead_letter_users(b"u3", b"not a dead letter") == {"u3"}
 
 
-def test_the_gate_never_takes_a_record_timestamp_later_than_its_clock_as_the_reference():
-    """A producer may stamp the record as far ahead as its event: that event must not pass."""
+def test_the_gate_refuses_a_record_stamped_ahead_of_its_clock_and_reads_the_clock_for_nothing_else(monkeypatch):
+    """A producer may stamp the record as far ahead as its event: that event must not pass. Every other
+    verdict depends on the record alone, whenever it is read."""
     import time
 
     from stream_app.config import Settings
     from stream_app.stream.partitioning import partition_of
     from stream_app.stream.ready import gate
 
-    settings = Settings()
-    now = int(time.time() * 1000)
-    years = 5 * 365 * 86_400_000
+    settings = Settings(max_age_ms=7 * 86_400_000)
+    now = 1_800_000_000_000
+    day, years = 86_400_000, 5 * 365 * 86_400_000
     source = Source("events.click", partition_of("u1", settings.partitions), 7)
 
-    def checked(ts, record_ts):
-        return gate(orjson.dumps({**VALID, "ts": ts}), b"u1", source, "click", record_ts, settings, settings.partitions)
+    def verdict(ts, record_ts, read_at):
+        monkeypatch.setattr(time, "time", lambda: read_at / 1000)
+        out = gate(orjson.dumps({**VALID, "ts": ts}), b"u1", source, "click", record_ts, settings, settings.partitions)
+        return out.reason if isinstance(out, Rejection) else "accepted"
 
-    for record_ts in (now + years, None):
-        ahead = checked(now + years, record_ts)
-        assert isinstance(ahead, Rejection) and ahead.reason == "timestamp_out_of_range", record_ts
-    assert isinstance(checked(now - years, now - years), Event)  # a replayed old log, stamped when produced
-    assert isinstance(checked(now + 3_600_000, now + 3_600_000), Event)  # an hour's clock skew: within the day
+    ahead = verdict(now + years, now + years, now)
+    assert ahead == "timestamp_out_of_range"
+    for ts, record_ts in ((now - day, now), (now + 2 * day, now), (now - 8 * day, now), (now, None),
+                          (now + 3_600_000, now + 3_600_000)):  # an hour's clock skew: within the day
+        at_first = verdict(ts, record_ts, now + 3_600_000)
+        assert at_first == verdict(ts, record_ts, now + 30 * day), (ts, record_ts)  # read again a month later
+    assert [verdict(now - day, now, now), verdict(now + 2 * day, now, now), verdict(now - 8 * day, now, now)] == [
+        "accepted", "timestamp_out_of_range", "timestamp_out_of_range"]
 
 
 def test_integral_floats_pass_as_integers_and_leave_as_integers():

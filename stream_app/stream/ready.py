@@ -19,14 +19,19 @@ def gate(value: bytes | None, key: bytes | None, source: Source, event_type: str
     """The input gate (contracts.check_input), and the user's partition: a producer with another
     partitioner would split a user's events between two workers (two diverging profiles).
 
-    The event time is checked against the record's Kafka timestamp (the same on every re-read), but never
-    against one later than this worker's clock: a producer can stamp a record years ahead as well as its
-    event, and one such event would move its partition's event time, the item state's epoch and the idle
-    users' eviction with it. A record's timestamp is in the past once it is read, so for any record but
-    those the clock is never the bound."""
-    now_ms = int(time.time() * 1000)
-    reference = now_ms if reference_ms is None else min(reference_ms, now_ms)
-    checked = check_input(value, key, source, event_type, settings.max_payload_bytes, reference,
+    The event time is checked against the record's Kafka timestamp, the same on every re-read. That
+    timestamp is the producer's (CreateTime) unless the topic has the broker stamp it (LogAppendTime),
+    so a producer can stamp a record years ahead with its event; one such event would move its
+    partition's event time, the item epoch and the idle users' eviction with it. So a record stamped
+    more than max_future_ms ahead of this worker's clock is refused. It is the gate's only reading of
+    the clock: such a record read again once its stamp has passed would be accepted, so a log that holds
+    one does not replay the same; with LogAppendTime no record is ever refused by it."""
+    if reference_ms is not None and settings.max_future_ms and reference_ms > time.time() * 1000 + settings.max_future_ms:
+        return Rejection("timestamp_out_of_range", f"the record's timestamp {reference_ms} is more than "
+                         f"{settings.max_future_ms} ms (MAX_FUTURE_MS) ahead of this worker's clock: its producer's "
+                         "clock is wrong, or the topic should have the broker stamp records (LogAppendTime)",
+                         source, key, value or b"")
+    checked = check_input(value, key, source, event_type, settings.max_payload_bytes, reference_ms,
                           settings.max_future_ms, settings.max_age_ms)
     if isinstance(checked, Event) and partition_of(checked.user_id, partitions) != source.partition:
         return Rejection("wrong_partition", f"user {checked.user_id!r} belongs to partition "
