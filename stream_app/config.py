@@ -358,12 +358,22 @@ def known_variables() -> set[str]:
         f"{ENV_PREFIX}STATE_DIR"}
 
 
+#: Settings of earlier releases, now without effect: ignored with a warning, not refused (a deployment
+#: that still sets one keeps starting)
+RETIRED_VARIABLES = {f"{ENV_PREFIX}EVENT_LOOP": "the worker always runs on asyncio's own loop"}
+
+
 def _refuse_unknown(environ: Mapping[str, str]) -> None:
     """A mistyped setting (STREAM_APP_TOPK) would be ignored without a word: refuse it, naming the nearest."""
     import difflib
+    import logging
 
     known = known_variables()
-    unknown = sorted(name for name in environ if name.startswith(ENV_PREFIX) and name not in known)
+    for name in sorted(RETIRED_VARIABLES.keys() & environ.keys()):
+        logging.getLogger("stream_app.config").warning("%s has no effect any more (%s): unset it", name,
+                                                       RETIRED_VARIABLES[name])
+    unknown = sorted(name for name in environ
+                     if name.startswith(ENV_PREFIX) and name not in known and name not in RETIRED_VARIABLES)
     if unknown:
         near = difflib.get_close_matches(unknown[0], known, n=1)
         raise ConfigError(f"{unknown[0]} is not a setting{f' (did you mean {near[0]}?)' if near else ''}: "

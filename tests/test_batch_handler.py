@@ -211,6 +211,16 @@ def test_forged_learner_state_runs_no_code_is_dead_lettered_and_the_learners_sta
     assert stored["kind"] == BehaviourStats.kind and stored["sessions"] == 1
 
 
+def test_a_failed_first_event_of_a_profile_with_unreadable_state_dead_letters_that_state_once(settings, monkeypatch):
+    stored = orjson.loads(process.new_profile(USER, settings).to_json())
+    profiles = {USER.encode(): orjson.dumps({**stored, "learner_state": ["forged"]})}  # refused as it is read
+    events = make_events()
+    handler = run(events, settings, profiles, {}, events[0].event_id, monkeypatch)  # undone, then the rest
+    reasons = [orjson.loads(value)["reason"] for topic, _, value, *_ in handler.outbox.records
+               if topic == settings.topics.dlq]
+    assert sorted(reasons) == ["bad_state", "processing_error"]  # the state once, not again after the undo
+
+
 def test_an_unreadable_stored_profile_parks_its_users_events_and_the_batch_goes_on(settings, monkeypatch):
     other = Event.from_dict({"event_id": "o1", "user_id": "u2", "item_id": "a", "type": "click",
                              "ts": 1_700_000_000_000, "schema_version": 1})

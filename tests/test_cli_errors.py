@@ -29,6 +29,13 @@ def test_a_kafka_client_that_reaches_no_broker_is_told_apart_from_other_errors()
             raise RuntimeError("start failed") from inner
     except RuntimeError as outer:
         assert "notahost" in main.kafka_unreachable(outer)
+    try:  # a bug raised while handling a timeout is a bug: it keeps its traceback
+        try:
+            raise KafkaTimeoutError("Unable to bootstrap from 127.0.0.1:1")
+        except KafkaTimeoutError:
+            raise KeyError("a bug in the handler")
+    except KeyError as bug:
+        assert main.kafka_unreachable(bug) is None
     assert main.kafka_unreachable(KafkaTimeoutError("Failed to update metadata after 60.0 secs")) is None
     assert main.kafka_unreachable(ValueError("Unable to bootstrap")) is None
 

@@ -65,3 +65,10 @@ def test_a_mistyped_setting_is_refused_with_the_nearest_name():
     read = Settings.from_env({"STREAM_APP_TOP_K": "5", "STREAM_APP_WEIGHT_ORDER": "9", "STREAM_APP_STATE_DIR": "/x",
                               "KAFKA_BOOTSTRAP_SERVERS": "k:9092", "REDIS_URL": "redis://r:6379/0"})
     assert (read.top_k, read.weights.order) == (5, 9.0)
+
+
+def test_a_retired_setting_is_ignored_with_a_warning_not_refused(caplog):
+    read = Settings.from_env({"STREAM_APP_EVENT_LOOP": "uvloop", "KAFKA_BOOTSTRAP_SERVERS": "k:9092",
+                              "REDIS_URL": "redis://r:6379/0"})
+    assert read.top_k == Settings().top_k
+    assert "STREAM_APP_EVENT_LOOP has no effect any more" in caplog.text

@@ -296,7 +296,7 @@ def kafka_unreachable(exc: BaseException) -> str | None:
         if isinstance(seen, kinds) and "bootstrap" in str(seen).lower():
             return (f"cannot reach a Kafka broker ({str(seen).strip() or type(seen).__name__}): start it, or point "
                     "KAFKA_BOOTSTRAP_SERVERS at a running one (`stream-app up` starts the embedded broker)")
-        seen = seen.__cause__ or seen.__context__
+        seen = seen.__cause__  # not __context__: a bug raised while handling a timeout keeps its traceback
     return None
 
 

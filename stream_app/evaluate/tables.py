@@ -23,7 +23,9 @@ def table(result: dict[str, Any]) -> str:
              "each model's alone, its own time in the pass)",
              f"judged: {judged:,} events, each by the list its user was shown after the user's previous event"]
     if not judged:
-        lines.append("nothing to judge: no user has a second event in this log, so every figure below is 0")
+        lines.append("nothing to judge, so every figure below is 0: an event is judged by the list shown after its "
+                     "user's previous event (is --limit too small? with --encoder, only events after its training "
+                     "cutoff are judged)")
     for role in ("encoder", "shadow_encoder"):
         manifest = result.get(role)
         if manifest:

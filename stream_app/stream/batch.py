@@ -334,7 +334,8 @@ class BatchHandler:
             # digest kept, its feedback learned), or a re-drive from the dead-letter topic would be
             # dropped as a duplicate. Exceptions are rare, so the undo copy is plain serialisation.
             stored = self.as_stored.pop(event.user_id, None)
-            profile_before = stored if stored is not None else profile.to_json()
+            # (a stored profile with unreadable learner state would dead-letter it again on its undo)
+            profile_before = stored if stored is not None and not profile.rejected_state else profile.to_json()
             learners_before = learners.to_state() if learners is not None else None
             try:
                 live_hit, shadow_hit = shown_hits(profile, event, self.settings.top_k)

@@ -218,7 +218,7 @@ def up(environ: Mapping[str, str] = os.environ, timeout: float = 30.0) -> dict[s
     """Start the embedded services (or find the ones already running) and record them in the runtime file."""
     current = read_runtime_file(environ)
     pids = current.get("pids", [])
-    if len(pids) == 2 and _alive(pids[0]) and not _alive(pids[1]):
+    if len(pids) == 2 and _alive(pids[0]) and not _alive(pids[1]) and _answers(current["KAFKA_BOOTSTRAP_SERVERS"]):
         # Only Redis is gone: the broker holds every topic in memory, so it stays, and Redis comes back on
         # its port with its password (workers reconnect by themselves); it comes back empty.
         url = urlsplit(current["REDIS_URL"])
@@ -241,6 +241,15 @@ def up(environ: Mapping[str, str] = os.environ, timeout: float = 30.0) -> dict[s
     running = Embedded.start(folder, timeout)
     return _record(environ, {**running.env(), "pids": [p.pid for p in running.processes],
                              "started_at": int(time.time())})
+
+
+def _answers(kafka: str) -> bool:
+    """Is the recorded broker the one answering there (not a process that took its pid after a reboot)?"""
+    try:
+        wait_for_kafka(kafka, timeout=5)
+        return True
+    except ServiceTimeout:
+        return False
 
 
 def _record(environ: Mapping[str, str], record: dict[str, Any]) -> dict[str, Any]:
