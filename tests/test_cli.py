@@ -177,7 +177,9 @@ def test_demo_checks_its_files_before_starting_any_service(tmp_path, monkeypatch
                        (("--file", str(OTTO_SAMPLE), "--format", "otto", "--items", str(missing)),
                         f"{missing}: no such file"),
                        (("--items", str(OTTO_SAMPLE)), "--items and --format describe --file"),
-                       (("--format", "otto"), "--items and --format describe --file")):
+                       (("--format", "otto"), "--items and --format describe --file"),
+                       (("--file", str(OTTO_SAMPLE), "--format", "otto", "--items-format", "csv"),
+                        "--items-format describes --items")):
         assert main(["demo", *args]) == 2
         assert said in capsys.readouterr().err
 

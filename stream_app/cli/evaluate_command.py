@@ -55,27 +55,34 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-#: evaluate's options that act only beside another one: (option, its default, the one it needs)
-_NEEDS = (("no_baselines", False, "via_kafka"), ("keep", False, "via_kafka"), ("rate", None, "via_kafka"), ("workers", 1, "via_kafka"),
-          ("max_idle_ms", 2000, "via_kafka"), ("busy", False, "via_kafka"), ("timeout", 900.0, "via_kafka"),
-          ("items_format", "jsonl", "items"), ("content", "latest", "items"))
-#: ... and those the run through Kafka does not take
-_NOT_VIA_KAFKA = (("batch", None), ("truth", None), ("encoder", None), ("shadow", None), ("html", None))
+#: evaluate's options that act only beside another one (the parser leaves them out unless given, so an
+#: explicit default is told apart from none): option -> (the one it needs, its default)
+_NEEDS = {"no_baselines": ("via_kafka", False), "keep": ("via_kafka", False), "rate": ("via_kafka", None),
+          "workers": ("via_kafka", 1), "max_idle_ms": ("via_kafka", 2000), "busy": ("via_kafka", False),
+          "timeout": ("via_kafka", 900.0), "items_format": ("items", "jsonl"), "content": ("items", "latest")}
+#: ... and those the run through Kafka does not take (None unless given)
+_NOT_VIA_KAFKA = ("batch", "truth", "encoder", "shadow", "html")
 
 
 def _refuse_ignored_options(args: argparse.Namespace) -> None:
-    """An option that would be ignored is an error: the user meant something by it."""
+    """An option that would be ignored is an error: the user meant something by it. Then the options
+    not given take their defaults."""
     def flag(name: str) -> str:
         return "--" + name.replace("_", "-")
 
-    for name, default, needed in _NEEDS:
-        if getattr(args, name) != default and not getattr(args, needed):
+    for name, (needed, _default) in _NEEDS.items():
+        if hasattr(args, name) and not getattr(args, needed):
             raise StreamAppError(f"{flag(name)} acts only with {flag(needed)}: add {flag(needed)}, or leave "
                                  f"{flag(name)} out")
     if args.via_kafka:
-        for name, default in _NOT_VIA_KAFKA:
-            if getattr(args, name) != default:
+        for name in _NOT_VIA_KAFKA:
+            if getattr(args, name) is not None:
                 raise StreamAppError(f"{flag(name)} acts only in process: leave out --via-kafka, or {flag(name)}")
+        if args.light and getattr(args, "no_baselines", False):
+            raise StreamAppError("--light chooses the baselines --no-baselines leaves out: give one of them")
+    for name, (_needed, default) in _NEEDS.items():
+        if not hasattr(args, name):
+            setattr(args, name, default)
 
 
 def _log_name(log: str) -> str:

@@ -104,7 +104,7 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--file", default=None, help="replay this log instead of the bundled sample")
     d.add_argument("--format", default=None, choices=FORMATS, help="of --file (default jsonl)")
     d.add_argument("--items", default=None, help="with --file: its item catalogue (titles: item text in profiles)")
-    d.add_argument("--items-format", default="jsonl", choices=CATALOGUE_FORMATS)
+    d.add_argument("--items-format", default=None, choices=CATALOGUE_FORMATS, help="of --items (default jsonl)")
     d.add_argument("--rate", type=_rate, default=300.0,
                    help="events per second (default 300: a live stream, so item state flows between events)")
     d.add_argument("--timeout", type=_seconds, default=120.0, help="seconds to wait for all recommendations")
@@ -132,28 +132,31 @@ def add_evaluate_command(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--html", default=None, help="where to write the HTML report (default: reports/)")
     ev.add_argument("--via-kafka", action="store_true",
                     help="replay through a real worker and score the recommendations topic, beside in-process")
-    ev.add_argument("--rate", type=_rate, default=None,
+    ev.add_argument("--rate", type=_rate, default=argparse.SUPPRESS,
                     help="with --via-kafka: replay rate, events/s, or 'max' (default)")
-    ev.add_argument("--workers", type=_count, default=1, help="with --via-kafka: how many workers (default 1)")
-    ev.add_argument("--max-idle-ms", type=_at_least(0), default=2000,
+    ev.add_argument("--workers", type=_count, default=argparse.SUPPRESS,
+                    help="with --via-kafka: how many workers (default 1)")
+    ev.add_argument("--max-idle-ms", type=_at_least(0), default=argparse.SUPPRESS,
                     help="with --via-kafka: the workers' STREAM_APP_MAX_IDLE_MS (default 2000)")
-    ev.add_argument("--busy", action="store_true", help="with --via-kafka: a CPU-bound process runs beside the workers")
-    ev.add_argument("--timeout", type=_seconds, default=900.0,
+    ev.add_argument("--busy", action="store_true", default=argparse.SUPPRESS,
+                    help="with --via-kafka: a CPU-bound process runs beside the workers")
+    ev.add_argument("--timeout", type=_seconds, default=argparse.SUPPRESS,
                     help="with --via-kafka: seconds to wait for the workers to take the whole log (default 900)")
     ev.add_argument("--encoder", default=None, help="a registry version (or `latest`) to run as the live encoder")
     ev.add_argument("--shadow", default=None, help="a second registry version, scored beside the live one")
     ev.add_argument("--registry", default=None, help="the registry folder (default: STREAM_APP_REGISTRY_DIR)")
     ev.add_argument("--items", default=None,
                     help="an item catalogue: the stream-app rows use its text (content model), beside a no-content row")
-    ev.add_argument("--items-format", default="jsonl", choices=CATALOGUE_FORMATS)
-    ev.add_argument("--content", default="latest", help="with --items: the content model version (default: latest)")
+    ev.add_argument("--items-format", default=argparse.SUPPRESS, choices=CATALOGUE_FORMATS)
+    ev.add_argument("--content", default=argparse.SUPPRESS,
+                    help="with --items: the content model version (default: latest)")
     ev.add_argument("--light", action="store_true",
                     help="only the stream-app rows, content and sequential rules alone, and the sequential-rules "
                          "baseline (for long logs)")
-    ev.add_argument("--no-baselines", action="store_true",
+    ev.add_argument("--no-baselines", action="store_true", default=argparse.SUPPRESS,
                     help="with --via-kafka: the in-process pass runs the stream-app row only (the baselines "
                          "cost most of a long log's time)")
-    ev.add_argument("--keep", action="store_true", help="with --via-kafka: " + KEEP_HELP)
+    ev.add_argument("--keep", action="store_true", default=argparse.SUPPRESS, help="with --via-kafka: " + KEEP_HELP)
     ev.set_defaults(fn=cmd_evaluate)
 
 

@@ -146,10 +146,13 @@ def say_scrape(url: str, elapsed_s: float) -> None:
 
 
 def run_demo(path: str | None, fmt: str | None, rate: float | None, timeout: float,
-             items: str | None = None, items_format: str = "jsonl", keep: bool = False) -> int:
+             items: str | None = None, items_format: str | None = None, keep: bool = False) -> int:
     if not path and (items is not None or fmt is not None):
         raise StreamAppError("--items and --format describe --file: add --file LOG (the bundled sample has its own "
                              "catalogue), or leave them out")
+    if items_format is not None and items is None:
+        raise StreamAppError("--items-format describes --items: add --items FILE, or leave it out")
+    items_format = items_format or "jsonl"
     _say("stream-app demo")
     source = Path(path) if path else SAMPLE
     fmt = (fmt or "jsonl") if path else SAMPLE_FORMAT
