@@ -60,10 +60,19 @@ def ensure_topics(settings: Settings, extra: tuple[str, ...] = ()) -> int:
         # input partition applies them, so their partition numbers must be the inputs'
         by_user = [*settings.topics.inputs, settings.topics.erasures]
         counts = {d["name"]: len(d["partitions"]) for d in admin.describe_topics(by_user)}
-        if len(set(counts.values())) != 1:
-            raise ConfigError(f"the input and erasure topics have different partition counts {counts}: recreate them "
-                              "with the same count (profiles and erasures are partitioned by user)")
-        return counts[settings.topics.inputs[0]]
+        inputs = {name: counts.pop(name) for name in settings.topics.inputs}
+        if len(set(inputs.values())) != 1:
+            raise ConfigError(f"input topics have different partition counts {inputs}: "
+                              "recreate them with the same count (profiles are partitioned by user)")
+        partitions = next(iter(inputs.values()))
+        if counts[settings.topics.erasures] != partitions:
+            raise ConfigError(
+                f"the erasures topic {settings.topics.erasures} has {counts[settings.topics.erasures]} partitions, the "
+                f"input topics {partitions}: a request reaches its user's worker by the input partition number, so some "
+                f"would never be applied. Delete it while no request was sent to it (a worker makes it again with "
+                f"{partitions}); one already used cannot be recreated under this namespace without losing requests "
+                "(the workers remember how far they applied each of its partitions, by offset)")
+        return partitions
     finally:
         admin.close()
 
