@@ -145,13 +145,18 @@ def say_scrape(url: str, elapsed_s: float) -> None:
          f"{m.oldest_freshness_s / 86400:,.0f} days before now (a recorded log)")
 
 
-def run_demo(path: str | None, fmt: str | None, rate: float | None, timeout: float,
-             items: str | None = None, items_format: str | None = None, keep: bool = False) -> int:
+def _refuse_ignored(path: str | None, fmt: str | None, items: str | None, items_format: str | None) -> None:
+    """Options that describe another one given without it would be ignored: refused."""
     if not path and (items is not None or fmt is not None):
         raise StreamAppError("--items and --format describe --file: add --file LOG (the bundled sample has its own "
                              "catalogue), or leave them out")
     if items_format is not None and items is None:
         raise StreamAppError("--items-format describes --items: add --items FILE, or leave it out")
+
+
+def run_demo(path: str | None, fmt: str | None, rate: float | None, timeout: float,
+             items: str | None = None, items_format: str | None = None, keep: bool = False) -> int:
+    _refuse_ignored(path, fmt, items, items_format)
     items_format = items_format or "jsonl"
     _say("stream-app demo")
     source = Path(path) if path else SAMPLE
