@@ -145,7 +145,11 @@ def test_the_table_says_how_many_events_were_judged_and_when_none_were():
     row = next(line for line in text.splitlines() if line.startswith("stream-app"))
     assert len(head) == len(row)  # every column as wide as its heading ("R@20 purchase" is 13)
     assert "coverage: the share of the log's items" in text
-    assert "nothing to judge" in table(_result(0))
+    assert "nothing to judge" in table(_result(0)) and "proposed no item" not in text
+    silent = _result(7)
+    silent["models"]["category only"] = {**silent["models"]["stream-app"], "coverage": 0.0}
+    assert "proposed no item on this log (its source has nothing to work from here" in table(silent)
+    assert table(silent).rstrip().endswith("(1: the most popular)") and ": category only" in table(silent)
 
 
 def test_a_state_folder_that_cannot_be_used_is_named_with_the_setting_to_change(tmp_path, monkeypatch, capsys):

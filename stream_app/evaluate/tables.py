@@ -50,6 +50,10 @@ def table(result: dict[str, Any]) -> str:
         lines.append(f"{name:<{width}} {m[f'recall@{k}']:>9.4f} {m[f'mrr@{k}']:>8.4f} {m[f'ndcg@{k}']:>8.4f} "
                      f"{per_type} {m['cold_start'][f'recall@{k}']:>11.4f} "
                      f"{m['coverage']:>9.3f} {m['popularity_percentile']:>8.3f} {_rate(m.get('events_per_s')):>9}")
+    empty = [name for name, m in result["models"].items() if m["judged"] and not m["coverage"]]
+    if empty:
+        lines.append(f"proposed no item on this log (its source has nothing to work from here, e.g. no categories in "
+                     f"the log): {', '.join(empty)}")
     lines.append(f"coverage: the share of the log's items that were in some shown top {k}; pop.pct: the mean "
                  "popularity percentile of the shown items (1: the most popular)")
     accuracies = result.get("profile_accuracy")
