@@ -37,11 +37,10 @@ class AppliedOffsets:
         self.applied.clear()
         self.committed.clear()
 
-    async def commit(self, consumer: Any, now_too: bool = False) -> None:
-        """Commit what is applied and not yet committed, at most once per interval (`now_too`: at once,
-        as a worker that stops does: the next owner starts after what it applied, not an interval back)."""
+    async def commit(self, consumer: Any) -> None:
+        """Commit what is applied and not yet committed, at most once per interval."""
         now = time.monotonic()
-        if now - self.last_commit < self.interval_s and not now_too:
+        if now - self.last_commit < self.interval_s:
             return
         self.last_commit = now
         assignment = consumer.assignment()

@@ -303,10 +303,6 @@ class StreamWorker:
         await self.publish_status()
 
     async def close(self) -> None:
-        try:  # Faust's consumer has stopped fetching, not yet left the group: its commits still count
-            await asyncio.wait_for(self.offsets.commit(self.app.consumer, now_too=True), timeout=5)
-        except Exception as exc:  # the broker gone: the next owner re-reads a little, idempotently
-            log.warning("could not commit the applied offsets on the way out (%r)", exc)
         if self.http is not None:
             await self.http.cleanup()
         await self.output.stop()
