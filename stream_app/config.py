@@ -401,8 +401,13 @@ def read_runtime_file(environ: Mapping[str, str] = os.environ) -> dict[str, str]
     except ValueError as exc:  # garbled: `down` removes it
         raise ConfigError(f"cannot read the runtime file {path}: {exc}; run `stream-app down` then `stream-app up`") from exc
     except OSError as exc:  # the folder itself cannot be used: `down` would fail the same way
-        raise ConfigError(f"cannot read the runtime file {path} ({exc.strerror or exc}): set STREAM_APP_STATE_DIR "
-                          "to a folder this user can write") from exc
+        raise ConfigError(unusable_state_dir(exc, environ)) from exc
+
+
+def unusable_state_dir(exc: OSError, environ: Mapping[str, str] = os.environ) -> str:
+    """What to tell the user when the state folder cannot be read or written."""
+    return (f"cannot use the state folder {state_dir(environ)} ({exc.strerror or exc}: {exc.filename or ''}): set "
+            "STREAM_APP_STATE_DIR to a folder this user can write")
 
 
 TRUE_WORDS = ("1", "true", "yes", "on")

@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..config import Settings, redact_url, state_dir
+from ..config import Settings, redact_url, state_dir, unusable_state_dir
 from ..errors import StreamAppError
 
 
@@ -21,7 +21,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     try:
         record = embedded.up()
     except OSError as exc:
-        raise StreamAppError(_state_dir_error(exc)) from None
+        raise StreamAppError(unusable_state_dir(exc)) from None
     print(f"KAFKA_BOOTSTRAP_SERVERS={record['KAFKA_BOOTSTRAP_SERVERS']}")
     print(f"REDIS_URL={record['REDIS_URL']}")
     print("embedded broker and Redis are running; `stream-app down` stops them", file=sys.stderr)
@@ -34,14 +34,10 @@ def cmd_down(args: argparse.Namespace) -> int:
     try:
         stopped = embedded.down()
     except OSError as exc:
-        raise StreamAppError(_state_dir_error(exc)) from None
+        raise StreamAppError(unusable_state_dir(exc)) from None
     print("stopped the embedded broker and Redis" if stopped else "nothing was running")
     return 0
 
-
-def _state_dir_error(exc: OSError) -> str:
-    return (f"cannot use the state folder {state_dir()} ({exc.strerror or exc}: {exc.filename or ''}): set "
-            "STREAM_APP_STATE_DIR to a folder this user can write")
 
 
 def cmd_status(args: argparse.Namespace) -> int:

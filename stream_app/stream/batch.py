@@ -332,9 +332,9 @@ class BatchHandler:
             learners = self.learners.get(msg.partition, self.dead_letter)
             # All or nothing: a failure part-way through must not leave the event half-applied (its
             # digest kept, its feedback learned), or a re-drive from the dead-letter topic would be
-            # dropped as a duplicate. Exceptions are rare, so the undo copy is plain serialisation.
+            # dropped as a duplicate. The undo copy of a user's first event here is the profile as stored
+            # (unless part of it was refused as it was read: restored, it would be dead-lettered again).
             stored = self.as_stored.pop(event.user_id, None)
-            # (a stored profile with unreadable learner state would dead-letter it again on its undo)
             profile_before = stored if stored is not None and not profile.rejected_state else profile.to_json()
             learners_before = learners.to_state() if learners is not None else None
             try:

@@ -26,7 +26,8 @@ def gate(value: bytes | None, key: bytes | None, source: Source, event_type: str
     more than max_future_ms ahead of this worker's clock is refused. It is the gate's only reading of
     the clock: such a record read again once its stamp has passed would be accepted, so a log that holds
     one does not replay the same; with LogAppendTime no record is ever refused by it."""
-    if reference_ms is not None and settings.max_future_ms and reference_ms > time.time() * 1000 + settings.max_future_ms:
+    future_ms = settings.max_future_ms
+    if reference_ms is not None and future_ms and reference_ms > time.time() * 1000 + future_ms:
         return Rejection("timestamp_out_of_range", f"the record's timestamp {reference_ms} is more than "
                          f"{settings.max_future_ms} ms (MAX_FUTURE_MS) ahead of this worker's clock: its producer's "
                          "clock is wrong, or the topic should have the broker stamp records (LogAppendTime)",
