@@ -162,15 +162,41 @@ def test_events_handed_out_then_delivered_again_after_a_rebalance_back_are_appli
     assert drain(ordered) == [0, 1, 2, 3]
     ordered.revoke()
     ordered.assign({0})
-    ordered.resume_at({(topic, 0): 2})  # the commit stayed at 2
+    ordered.resume_at({(t, 0): 2 if t == topic else 0 for t in ordered.topics})  # the commit stayed at 2
+    # Only Faust's consumer can bring 2 and 3 again: it must fetch the lane (paused, the commit stayed
+    # at 2 for good, nothing newer coming to move it)
+    assert ordered.faust_lanes() == {(topic, 0)}
     for offset in (2, 3):
         ordered.deliver(Delivered(topic, offset))
     assert drain(ordered) == [2, 3]  # applied again (the profiles' digests drop them as duplicates)
     assert ordered.status()["held"] == [] and ordered.unscheduled == 2
-    assert ordered.applied_marks() == {(topic, 0): 4}
+    assert ordered.applied_marks() == {(topic, 0): 4} and ordered.faust_lanes() == set()
     ordered.push(topic, 0, [record(4)])
     ordered.deliver(Delivered(topic, 4))
     assert drain(ordered) == [4] and ordered.unscheduled == 2
+
+
+def test_passed_records_after_the_commit_that_faust_skips_or_never_brings_are_fetched_again(monkeypatch):
+    import stream_app.stream.ordered_input as ordered_input
+
+    clock = [1000.0]
+    monkeypatch.setattr(ordered_input.time, "monotonic", lambda: clock[0])
+    ordered, topic, forgotten = own_partition(4)
+    assert drain(ordered) == [0, 1, 2, 3]
+    ordered.revoke()
+    ordered.assign({0})
+    ordered.resume_at({(t, 0): 1 if t == topic else 0 for t in ordered.topics})  # the commit stayed at 1
+    assert drain(ordered) == [] and ordered.take_refetches() == []
+    clock[0] += ordered_input.UNDELIVERED_WAIT_S
+    assert drain(ordered) == [] and ordered.take_refetches() == [(topic, 0, 1)]  # never brought: asked again
+    ordered.deliver(Delivered(topic, 3))  # Faust skipped 1 and 2: let go, and asked again from 1
+    assert drain(ordered) == [] and [m.offset for m in forgotten] == [3]
+    clock[0] += ordered_input.REFETCH_AGAIN_S
+    assert ordered.take_refetches() == [(topic, 0, 1)]
+    for offset in (1, 2, 3):
+        ordered.deliver(Delivered(topic, offset))
+    assert drain(ordered) == [1, 2, 3] and ordered.applied_marks() == {(topic, 0): 4}
+    assert ordered.take_refetches() == [] and ordered.faust_lanes() == set()
 
 
 def test_an_event_on_another_partition_than_its_users_is_dead_lettered_as_wrong_partition():

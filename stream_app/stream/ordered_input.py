@@ -320,7 +320,19 @@ class OrderedInput:
         entries the reader has no copy of, one to fetch again, or no known start yet."""
         unstarted = {(lane, group) for group in self.owned for lane in range(len(self.topics))} - set(self.start)
         keys = {key for key, n in self.without_copy.items() if n} | set(self.refetch_wanted) | unstarted
-        return {(self.topics[lane], group) for lane, group in keys}
+        return {(self.topics[lane], group) for lane, group in keys | set(self._passed_behind())}
+
+    def _passed_behind(self) -> dict[tuple[int, int], int]:
+        """Own lanes whose schedule has passed records after the lane's start that were not handed out
+        since: the worker applied them before the rebalance and the group's commit stayed before them.
+        Only Faust's consumer can bring them again; until it has, the lane's commit cannot move past them
+        (a lane with nothing newer stayed behind for good). -> the next offset wanted."""
+        behind = {}
+        for key, start in self.start.items():
+            wanted = max(start, self.handed.get(key, -1) + 1)
+            if wanted <= self.passed.get(key, -1):
+                behind[key] = wanted
+        return behind
 
     def take_refetches(self) -> list[tuple[str, int, int]]:
         """(topic, partition, offset) for each lane whose consumer must seek back (once per ask)."""
@@ -356,7 +368,8 @@ class OrderedInput:
     def next_round(self, limit: int) -> tuple[int | None, list[Ready]]:
         """The next round of the worker's own partitions: events of one epoch, in schedule order,
         delivered by Faust and with the item state at that epoch; else (None, [])."""
-        passed = self._passed_again(limit)
+        behind = self._passed_behind()
+        passed = self._passed_again(limit, behind)
         if passed:
             return BEFORE_ALL, passed
         epoch = self.owned_min_epoch()
@@ -388,7 +401,8 @@ class OrderedInput:
                 elif read is not None and key in self.start:  # the reader's copy; Faust's is let go
                     event = ReadRecord.of(self.topics[entry.lane], group, read)
                 elif not delivered:
-                    self._undelivered(entry.lane, group, offset)  # Faust has not delivered it yet
+                    if key not in behind:  # else its earlier records are waited for first (_passed_again)
+                        self._undelivered(entry.lane, group, offset)  # Faust has not delivered it yet
                     break
                 else:
                     self._refetch(entry.lane, group, offset)  # Faust skipped it
@@ -401,10 +415,16 @@ class OrderedInput:
             self.stale += sum(1 for ready in out if isinstance(ready.checked, Event))
         return (epoch if out else None), out
 
-    def _passed_again(self, limit: int) -> list[Ready]:
+    def _passed_again(self, limit: int, behind: Mapping[tuple[int, int], int]) -> list[Ready]:
         """Delivered events the schedule has already passed: the worker handed them out, lost the partition
         before its next commit and got it back at that commit. They are applied, so applying them again
         changes nothing (the profiles' digests drop them), while holding them would wedge the lane."""
+        for (lane, group), wanted in behind.items():
+            delivered = self.delivered[(lane, group)]
+            if not delivered:
+                self._undelivered(lane, group, wanted)
+            elif delivered[0].message.offset > wanted:
+                self._refetch(lane, group, wanted)  # Faust skipped it
         out: list[Ready] = []
         for (lane, group), delivered in self.delivered.items():
             passed = self.passed.get((lane, group), -1)
