@@ -24,11 +24,17 @@ def record(offset: int) -> SimpleNamespace:
                            timestamp=START + offset)  # the producer's clock, in ms
 
 
+def browse_record(offset: int, ts: int) -> SimpleNamespace:
+    event = {**purchase(offset), "type": "browse", "event_id": f"b{offset}", "ts": ts}
+    del event["stage"]
+    return SimpleNamespace(offset=offset, key=event["user_id"].encode(), value=orjson.dumps(event), timestamp=ts)
+
+
 class Delivered:
     """What Faust's consumer hands the agent: an event with its message."""
 
-    def __init__(self, topic: str, offset: int):
-        rec = record(offset)
+    def __init__(self, topic: str, offset: int, rec: SimpleNamespace | None = None):
+        rec = rec or record(offset)
         self.message = SimpleNamespace(topic=topic, partition=0, offset=offset, key=rec.key, value=rec.value,
                                        timestamp=rec.timestamp / 1000.0)  # Faust's are in seconds
 
@@ -52,14 +58,18 @@ def own_partition(count: int, read_while_owned: bool = True) -> tuple[OrderedInp
     return ordered, topic, forgotten
 
 
-def drain(ordered: OrderedInput) -> list[int]:
-    offsets = []
+def drain_ready(ordered: OrderedInput) -> list:
+    out = []
     while True:
         ordered.release()
         _, ready = ordered.next_round(100)
         if not ready:
-            return offsets
-        offsets += [r.event.message.offset for r in ready]
+            return out
+        out += ready
+
+
+def drain(ordered: OrderedInput) -> list[int]:
+    return [r.event.message.offset for r in drain_ready(ordered)]
 
 
 def test_an_own_record_is_applied_from_the_readers_copy_and_faust_s_copy_is_let_go_when_it_comes():
@@ -176,7 +186,7 @@ def test_events_handed_out_then_delivered_again_after_a_rebalance_back_are_appli
     assert drain(ordered) == [4] and ordered.unscheduled == 2
 
 
-def test_passed_records_after_the_commit_that_faust_skips_or_never_brings_are_fetched_again(monkeypatch):
+def test_passed_records_after_the_commit_that_faust_never_brings_are_fetched_again(monkeypatch):
     import stream_app.stream.ordered_input as ordered_input
 
     clock = [1000.0]
@@ -184,19 +194,66 @@ def test_passed_records_after_the_commit_that_faust_skips_or_never_brings_are_fe
     ordered, topic, forgotten = own_partition(4)
     assert drain(ordered) == [0, 1, 2, 3]
     ordered.revoke()
+    assert ordered.faust_lanes() == set()  # until the next assignment's seek, no lane is wanted or waited for
+    clock[0] += ordered_input.UNDELIVERED_WAIT_S
+    assert drain(ordered) == [] and ordered.take_refetches() == []
     ordered.assign({0})
     ordered.resume_at({(t, 0): 1 if t == topic else 0 for t in ordered.topics})  # the commit stayed at 1
     assert drain(ordered) == [] and ordered.take_refetches() == []
     clock[0] += ordered_input.UNDELIVERED_WAIT_S
     assert drain(ordered) == [] and ordered.take_refetches() == [(topic, 0, 1)]  # never brought: asked again
-    ordered.deliver(Delivered(topic, 3))  # Faust skipped 1 and 2: let go, and asked again from 1
-    assert drain(ordered) == [] and [m.offset for m in forgotten] == [3]
-    clock[0] += ordered_input.REFETCH_AGAIN_S
-    assert ordered.take_refetches() == [(topic, 0, 1)]
     for offset in (1, 2, 3):
         ordered.deliver(Delivered(topic, offset))
     assert drain(ordered) == [1, 2, 3] and ordered.applied_marks() == {(topic, 0): 4}
     assert ordered.take_refetches() == [] and ordered.faust_lanes() == set()
+
+
+def test_a_lane_behind_takes_what_faust_brings_across_offsets_that_do_not_exist(monkeypatch):
+    # Offsets are not consecutive: a transaction marker (here 2), or a log start past the commit
+    # (retention): what Faust brings from the commit is taken, not asked for again and again.
+    import stream_app.stream.ordered_input as ordered_input
+
+    clock = [1000.0]
+    monkeypatch.setattr(ordered_input.time, "monotonic", lambda: clock[0])
+    ordered, topic, forgotten = own_partition(0)
+    offsets = [0, 1, 3, 4]
+    ordered.push(topic, 0, [record(n) for n in offsets])
+    assert drain(ordered) == offsets
+    ordered.revoke()
+    ordered.assign({0})
+    ordered.resume_at({(t, 0): 0 for t in ordered.topics})  # never committed; the log now starts at 3
+    for offset in (3, 4):
+        ordered.deliver(Delivered(topic, offset))
+    assert drain(ordered) == [3, 4] and ordered.faust_lanes() == set()
+    clock[0] += ordered_input.UNDELIVERED_WAIT_S + ordered_input.REFETCH_AGAIN_S
+    assert drain(ordered) == [] and ordered.take_refetches() == []
+
+
+def test_the_readers_copy_does_not_overtake_passed_records_an_earlier_owner_has_not_applied():
+    # Kept of another worker's partition, the schedule trimmed its purchases 0..2 (KEEP_OTHERS) and kept
+    # three browses; their owner committed nothing. The reader's copy of purchase 3 must wait for
+    # Faust's 0..2, or the lane's commit would go past records nobody applied.
+    settings = Settings(partitions=1)
+    ordered = OrderedInput(settings, 1, InMemoryItemIndex(settings))
+    ordered.KEEP_OTHERS = 3
+    ordered.forget = lambda message: None
+    ordered.sequencer.may_skip = lambda group, lane: True
+    purchases, browses = settings.topics.purchase, settings.topics.browse
+    ordered.push(purchases, 0, [record(n) for n in range(3)])
+    ordered.push(browses, 0, [browse_record(n, START + 10 + n) for n in range(3)])
+    ordered.release()  # another worker's partition
+    ordered.assign({0})
+    ordered.resume_at({(t, 0): 0 for t in settings.topics.inputs})
+    late = {**purchase(3), "ts": START + 20}
+    ordered.push(purchases, 0, [SimpleNamespace(offset=3, key=b"u0", value=orjson.dumps(late), timestamp=START + 20)])
+    for n in range(3):  # Faust brings the browses first
+        ordered.deliver(Delivered(browses, n, browse_record(n, START + 10 + n)))
+    applied = [(r.event.message.topic, r.event.message.offset) for r in drain_ready(ordered)]
+    for n in range(3):  # ... then the purchases from the commit
+        ordered.deliver(Delivered(purchases, n))
+    applied += [(r.event.message.topic, r.event.message.offset) for r in drain_ready(ordered)]
+    assert sorted(offset for topic, offset in applied if topic == purchases) == [0, 1, 2, 3]
+    assert ordered.applied_marks()[(purchases, 0)] == 4
 
 
 def test_an_event_on_another_partition_than_its_users_is_dead_lettered_as_wrong_partition():

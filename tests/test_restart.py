@@ -74,6 +74,22 @@ def profile_after(events: list[dict], settings) -> Profile:
     return profile
 
 
+def test_a_worker_stopped_gracefully_commits_what_it_applied_on_the_way_out(make_settings, start_worker,
+                                                                           redis_client):
+    settings = make_settings(commit_interval_s=600.0)  # no commit by the interval within this test
+    inputs = [TopicPartition(t, p) for t in settings.topics.inputs for p in range(settings.partitions)]
+    worker = start_worker(settings)
+    events = clicks("alice", int(time.time() * 1000) - 3_600_000, 5, "a")
+    produce_events(settings, events)
+
+    wait_until(lambda: read_profile(redis_client, "alice", settings.namespace).get("event_count") == len(events),
+               60, "the worker to apply every event")
+    time.sleep(0.5)  # the batch's offsets are marked applied once its flush is done
+    assert sum(committed_offsets(settings, inputs).values()) == 0  # nothing committed yet
+    assert worker.stop() == 0
+    assert sum(committed_offsets(settings, inputs).values()) == len(events)
+
+
 def test_a_late_changelog_record_of_an_earlier_owner_does_not_roll_the_restored_profile_back(
         make_settings, start_worker, redis_client):
     """A batch that outlives the revoke of its partitions can land its changelog record after the new

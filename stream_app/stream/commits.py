@@ -22,7 +22,6 @@ class AppliedOffsets:
     def __init__(self, interval_s: float):
         self.interval_s = interval_s
         self.applied: dict[TP, int] = {}  # next offset to read, everything before it applied and flushed
-        self.committed: dict[TP, int] = {}
         self.last_commit = time.monotonic()  # the first commit an interval after the start, as Faust's
 
     def flushed(self, marks: Mapping[tuple[str, int], int]) -> None:
@@ -35,19 +34,20 @@ class AppliedOffsets:
     def revoked(self) -> None:
         """A rebalance: the next owner of each partition starts from the group's commit."""
         self.applied.clear()
-        self.committed.clear()
 
-    async def commit(self, consumer: Any) -> None:
-        """Commit what is applied and not yet committed, at most once per interval."""
-        now = time.monotonic()
-        if now - self.last_commit < self.interval_s:
+    async def commit(self, consumer: Any, now: bool = False) -> None:
+        """Commit the applied offsets of the assigned partitions, at most once per interval (`now`: at once,
+        as at a rebalance or a graceful stop, so the next owner starts after them). Unchanged ones are
+        sent again, as Kafka's auto-commit does: a group commit that went back (a late commit of an earlier
+        owner) is mended within an interval instead of staying back until the lane gets a new event."""
+        started = time.monotonic()
+        if started - self.last_commit < self.interval_s and not now:
             return
-        self.last_commit = now
+        self.last_commit = started
         assignment = consumer.assignment()
-        due = {tp: offset for tp, offset in self.applied.items()
-               if offset > self.committed.get(tp, -1) and tp in assignment}
-        if due and await consumer._commit_offsets(due):  # Faust's own step: it records them as committed
-            self.committed.update(due)
+        due = {tp: offset for tp, offset in self.applied.items() if tp in assignment}
+        if due:
+            await consumer._commit_offsets(due)  # Faust's own step: it records them as committed
 
 
 def consumer_lag(app: Any, inputs: Iterable[str]) -> dict[tuple[str, int], int]:

@@ -91,8 +91,7 @@ class OrderedInput:
         self.handed: dict[tuple[int, int], int] = {}  # (lane, group) -> highest offset handed out since assign
         self.refetch_wanted: dict[tuple[int, int], tuple[int, float]] = {}  # -> (offset, asked at)
         self.undelivered_since: dict[tuple[int, int], tuple[int, float]] = {}  # -> (offset, since)
-        #: (lane, group) -> the highest offset its schedule has passed (handed out, or applied by an earlier
-        #: owner); kept across rebalances, as the schedules are
+        #: (lane, group) -> the highest offset its schedule passed (handed out, trimmed, or before the start)
         self.passed: dict[tuple[int, int], int] = {}
         self.refetches = 0
         self.duplicates = 0  # records Faust's consumer delivered twice
@@ -258,11 +257,15 @@ class OrderedInput:
         """The worker's own partitions after a rebalance; where each of their lanes starts comes next,
         with Faust's seek (`resume_at`)."""
         self.owned = set(partitions)
+        self._forget_lanes()
+        self.without_copy = collections.Counter((entry.lane, group) for group in self.owned
+                                                for entry in self.schedules[group] if entry.item[2] is None)
+
+    def _forget_lanes(self) -> None:
+        """What is known of the own lanes since the last seek: none is fetched or waited for until the next."""
         self.start = {}
         self.delivered.clear()
         self.faust_delivered.clear()
-        self.without_copy = collections.Counter((entry.lane, group) for group in self.owned
-                                                for entry in self.schedules[group] if entry.item[2] is None)
         self.handed.clear()
         self.refetch_wanted.clear()
         self.undelivered_since.clear()
@@ -290,12 +293,8 @@ class OrderedInput:
         whoever owns their partition next, from the committed offset); return their messages."""
         held = [event.message for queue in self.delivered.values() for event in queue]
         self.owned = set()
-        self.delivered.clear()
-        self.faust_delivered.clear()
+        self._forget_lanes()
         self.without_copy.clear()
-        self.handed.clear()
-        self.refetch_wanted.clear()
-        self.undelivered_since.clear()
         return held
 
     def deliver(self, event: Any) -> None:
@@ -323,16 +322,12 @@ class OrderedInput:
         return {(self.topics[lane], group) for lane, group in keys | set(self._passed_behind())}
 
     def _passed_behind(self) -> dict[tuple[int, int], int]:
-        """Own lanes whose schedule has passed records after the lane's start that were not handed out
-        since: the worker applied them before the rebalance and the group's commit stayed before them.
-        Only Faust's consumer can bring them again; until it has, the lane's commit cannot move past them
-        (a lane with nothing newer stayed behind for good). -> the next offset wanted."""
-        behind = {}
-        for key, start in self.start.items():
-            wanted = max(start, self.handed.get(key, -1) + 1)
-            if wanted <= self.passed.get(key, -1):
-                behind[key] = wanted
-        return behind
+        """Own lane -> the next offset wanted, where the schedule passed records after the lane's start
+        that were not handed out since (applied before a rebalance, or trimmed from a schedule kept of
+        another's partition) and only Faust's consumer can bring again; until then the lane's commit cannot
+        pass them. Offsets need not be consecutive (log start, markers): whatever Faust brings is taken."""
+        wanted = {key: max(start, self.handed.get(key, -1) + 1) for key, start in self.start.items()}
+        return {key: offset for key, offset in wanted.items() if offset <= self.passed.get(key, -1)}
 
     def take_refetches(self) -> list[tuple[str, int, int]]:
         """(topic, partition, offset) for each lane whose consumer must seek back (once per ask)."""
@@ -398,7 +393,8 @@ class OrderedInput:
                     continue
                 if delivered and delivered[0].message.offset == offset:
                     event = delivered.popleft()  # Faust's copy came first: acknowledged once applied
-                elif read is not None and key in self.start:  # the reader's copy; Faust's is let go
+                elif read is not None and key in self.start and key not in behind:  # the reader's copy
+                    # (Faust's is let go); behind, the passed records come first, else it would commit past them
                     event = ReadRecord.of(self.topics[entry.lane], group, read)
                 elif not delivered:
                     if key not in behind:  # else its earlier records are waited for first (_passed_again)
@@ -410,9 +406,8 @@ class OrderedInput:
                 self._pass(schedule.popleft())
                 self.handed[key] = offset
                 out.append(Ready(entry, event, checked if checked is not None else self._check(event)))
-        if out and epoch > BEFORE_ALL and self.items.applied_through > epoch - 1:
-            # a partition taken over from a worker that was behind this one's item state
-            self.stale += sum(1 for ready in out if isinstance(ready.checked, Event))
+        if out and epoch > BEFORE_ALL and self.items.applied_through > epoch - 1:  # taken over from a worker
+            self.stale += sum(1 for ready in out if isinstance(ready.checked, Event))  # behind this one's items
         return (epoch if out else None), out
 
     def _passed_again(self, limit: int, behind: Mapping[tuple[int, int], int]) -> list[Ready]:
@@ -420,11 +415,8 @@ class OrderedInput:
         before its next commit and got it back at that commit. They are applied, so applying them again
         changes nothing (the profiles' digests drop them), while holding them would wedge the lane."""
         for (lane, group), wanted in behind.items():
-            delivered = self.delivered[(lane, group)]
-            if not delivered:
+            if not self.delivered[(lane, group)]:  # a bounded wait, then asked again (a skip at the end)
                 self._undelivered(lane, group, wanted)
-            elif delivered[0].message.offset > wanted:
-                self._refetch(lane, group, wanted)  # Faust skipped it
         out: list[Ready] = []
         for (lane, group), delivered in self.delivered.items():
             passed = self.passed.get((lane, group), -1)
@@ -436,12 +428,10 @@ class OrderedInput:
         return out
 
     def _check(self, event: Any) -> Event | Rejection:
-        message = event.message
-        lane = self.lane_of_topic[message.topic]
-        # Faust gives the record's timestamp in seconds; the schedule (push) read it in milliseconds
+        message = event.message  # Faust gives the record's timestamp in seconds; the schedule (push) in ms
         reference = round(message.timestamp * 1000) if message.timestamp is not None else None
         return self.checked(message.value, message.key, Source(message.topic, message.partition, message.offset),
-                            lane, reference)
+                            self.lane_of_topic[message.topic], reference)
 
     def checked(self, value: bytes | None, key: bytes | None, source: Source, lane: int,
                 reference_ms: int | None) -> Event | Rejection:
@@ -452,8 +442,7 @@ class OrderedInput:
                 "late_for_item_state": self.items.late, "unscheduled": self.unscheduled,
                 "stale_item_state": self.stale, "refetches": self.refetches, "duplicates": self.duplicates,
                 "item_epoch_applied": self.items.applied_through, "item_epoch_ms": self.settings.item_epoch_ms,
-                "owned_pending": self.owned_ahead(),
-                "item_state": self.items.summary(), "held": self.held()}
+                "owned_pending": self.owned_ahead(), "item_state": self.items.summary(), "held": self.held()}
 
     def held(self) -> list[list[Any]]:
         """Delivered events of own lanes waiting for their turn: [topic, partition, first offset, count]."""

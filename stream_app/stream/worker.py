@@ -5,8 +5,8 @@ state and processes its own partitions in rounds of one item epoch. Per output b
 `batch_max` events, one or more rounds) it runs the core's `process` per event, then does the I/O once:
 profile changelog records, profile snapshots, recommendations and dead letters go out as one record
 batch per partition (output.py) while the Redis mirror is one pipelined round trip, and both are
-awaited before the batch's events are acknowledged. Faust commits only acknowledged offsets, so a
-crash replays at most the uncommitted tail, which the profile's event_id digests make harmless
+awaited before the batch's offsets count as applied. The worker commits what it applied (commits.py),
+so a crash replays at most the uncommitted tail, which the profile's event_id digests make harmless
 (at-least-once delivery, idempotent effects). Faust owns the consumer group, the tables (local state
 and recovery from their changelogs) and timers.
 """
@@ -54,6 +54,8 @@ PROFILE_TABLE = "profiles"
 LEARNER_TABLE = "partition-learners"
 #: How long a starting worker waits for the item catalogue to be embedded before it takes events.
 CATALOGUE_WAIT_S = 600
+#: How long a rebalance or a stop waits for the commit of the applied offsets (the rebalance timeout is 6 s).
+COMMIT_NOW_WAIT_S = 3.0
 
 
 def now_ms() -> int:
@@ -220,6 +222,9 @@ class StreamWorker:
                 await self.app.consumer.seek(TP(topic, partition), offset)
             if not handler.events and not handler.outbox.records and not handler.removed:
                 return False
+            # taken now: a rebalance's revoke may clear the lanes while the batch is delivered, and its
+            # commit (partitions_revoked, after the batch) is to include this batch
+            applied = ordered.applied_marks()
             to_redis = handler.snapshots(self.profile_table.changelog_topic_name, self.learner_table.data,
                                          self.learner_table.changelog_topic_name)
             if handler.removed:  # Redis first: a crash before the tombstones are stored removes them again on the re-run
@@ -237,7 +242,7 @@ class StreamWorker:
             for event in handler.events:
                 if not isinstance(event, ReadRecord):  # the reader's copy: nothing of Faust's to acknowledge
                     await self.stream.ack(event)
-            self.offsets.flushed(ordered.applied_marks())
+            self.offsets.flushed(applied)
             await self.offsets.commit(self.app.consumer)
             self.metrics.observe_batch(len(handler.events), time.perf_counter() - started, handler.recommended,
                                        time.time())
@@ -286,6 +291,7 @@ class StreamWorker:
     async def partitions_revoked(self) -> None:
         self.partitions_ready = False
         async with batch_finished_or_late(self.lock, "revoking partitions"):
+            await self.commit_applied_now("at the rebalance")
             self.ordered.revoke()
             self.offsets.revoked()
 
@@ -302,7 +308,16 @@ class StreamWorker:
         self.ordered.changed.set()
         await self.publish_status()
 
+    async def commit_applied_now(self, when: str) -> None:
+        """Commit the applied offsets at once (the member's generation still holds its partitions): their
+        next owner starts after them, not up to a commit interval back. Bounded: a rebalance has seconds."""
+        try:
+            await asyncio.wait_for(self.offsets.commit(self.app.consumer, now=True), timeout=COMMIT_NOW_WAIT_S)
+        except Exception as exc:  # the broker away: the next owner reads a little again, idempotently
+            log.warning("could not commit the applied offsets %s (%r)", when, exc)
+
     async def close(self) -> None:
+        await self.commit_applied_now("on the way out")  # Faust's consumer has stopped, not yet left the group
         if self.http is not None:
             await self.http.cleanup()
         await self.output.stop()
