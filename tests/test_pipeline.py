@@ -14,6 +14,7 @@ import pytest
 import redis
 from conftest import OTTO_SAMPLE, wait_until
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from test_operations import get
 
 from stream_app.contracts import load_schema
 from stream_app.store.redis_store import read_profile, worker_statuses
@@ -238,6 +239,11 @@ def test_replay_sends_unreadable_lines_to_the_dead_letter_topic_with_their_line(
     assert sent.key == b"u1" and orjson.loads(sent.value) == good
 
 
+def readyz(worker) -> tuple[int, dict]:
+    status, body = get(f"{worker.url}/readyz")
+    return status, orjson.loads(body)
+
+
 def test_a_redis_outage_stalls_the_worker_without_losing_anything(make_settings, start_worker, tmp_path):
     port = free_port()
     own_redis = start_redis(port, tmp_path / "redis.log")
@@ -263,9 +269,12 @@ def test_a_redis_outage_stalls_the_worker_without_losing_anything(make_settings,
         committed = committed_offsets(settings, marks)
         grown = [tp for tp, mark in marks.items() if mark > before.get(tp, 0)]
         assert grown and all(committed[tp] < marks[tp] for tp in grown), committed
+        wait_until(lambda: "Redis" in readyz(worker)[1].get("missing", {}), 30, "/readyz to name the outage")
+        assert readyz(worker)[0] == 503
         own_redis = start_redis(port, tmp_path / "redis.log")
         wait_for_redis(settings.redis_url)
         wait_committed(settings, marks, timeout=60)
+        wait_until(lambda: readyz(worker)[0] == 200, 30, "/readyz ready again")
         client = redis.Redis.from_url(settings.redis_url)
         assert redis_counts(client, settings, expected) == dict(expected)
         client.close()

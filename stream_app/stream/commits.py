@@ -12,10 +12,17 @@ them through Faust's consumer, which also records them as committed, so its own 
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from typing import Any, Iterable, Mapping
 
 from faust.types import TP
+
+log = logging.getLogger("stream_app.commits")
+
+#: How long a rebalance or a stop waits for the commit of the applied offsets (the rebalance timeout is 6 s).
+COMMIT_NOW_WAIT_S = 3.0
 
 
 class AppliedOffsets:
@@ -48,6 +55,14 @@ class AppliedOffsets:
         due = {tp: offset for tp, offset in self.applied.items() if tp in assignment}
         if due:
             await consumer._commit_offsets(due)  # Faust's own step: it records them as committed
+
+    async def commit_now(self, consumer: Any, when: str) -> None:
+        """Commit at once, the member's generation still holding the partitions (a rebalance's revoke, a
+        graceful stop): their next owner starts after what was applied. Bounded: a rebalance has seconds."""
+        try:
+            await asyncio.wait_for(self.commit(consumer, now=True), timeout=COMMIT_NOW_WAIT_S)
+        except Exception as exc:  # the broker away: the next owner reads a little again, idempotently
+            log.warning("could not commit the applied offsets %s (%r)", when, exc)
 
 
 def consumer_lag(app: Any, inputs: Iterable[str]) -> dict[tuple[str, int], int]:

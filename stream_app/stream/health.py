@@ -1,7 +1,8 @@
 """The worker's HTTP port (`stream-app worker --web-port N`): `/metrics` (Prometheus text format),
 `/healthz` (the event loop answers) and `/readyz` (200 once the worker takes events, else 503 saying
-what it waits for). A small aiohttp server of its own, started before anything else, so /readyz
-answers while the worker starts; Faust's own web server stays off (its pages would expose tables)."""
+what it waits for, an output failing for seconds included). A small aiohttp server of its own, started
+before anything else, so /readyz answers while the worker starts; Faust's own web server stays off (its
+pages would expose tables)."""
 
 from __future__ import annotations
 

@@ -54,8 +54,8 @@ PROFILE_TABLE = "profiles"
 LEARNER_TABLE = "partition-learners"
 #: How long a starting worker waits for the item catalogue to be embedded before it takes events.
 CATALOGUE_WAIT_S = 600
-#: How long a rebalance or a stop waits for the commit of the applied offsets (the rebalance timeout is 6 s).
-COMMIT_NOW_WAIT_S = 3.0
+#: An output failing this long makes /readyz answer 503, naming it (shorter blips only count retries).
+OUTAGE_NOT_READY_S = 5.0
 
 
 def now_ms() -> int:
@@ -92,12 +92,13 @@ class StreamWorker:
         self.erased = ErasedUsers.table(app, settings, partitions, self.profile_table.changelog_topic_name)
         self.counters = Counters()
         self.lock = asyncio.Lock()  # a batch and a rebalance never interleave
+        self.outages: dict[str, float] = {}  # an output whose writes fail -> since when (monotonic)
         self.offsets = AppliedOffsets(settings.commit_interval_s)
         self.stream: faust.StreamT | None = None  # the input agent's stream, which acknowledges events
         self.worker_id = f"{settings.app_id}:{socket.gethostname()}:{os.getpid()}"
         self.watcher = ModelWatcher(settings, self.report_model_status, self.worker_id)
         self.erasures = ErasureFeed(settings, partitions, self.ordered.changed.set,
-                                    self.worker_id, functools.partial(until_done, on_retry=self.counted("kafka_retries")))
+                                    self.worker_id, functools.partial(until_done, on_retry=self.retrying("kafka_retries")))
         self.partitions_ready = False  # partitions assigned and tables recovered
         self.restored_unchecked = False  # tables restored since the last look for erased users' profiles
         self.faust_paused: set[TP] = set()  # own input lanes Faust's consumer does not fetch (steer_faust)
@@ -123,7 +124,8 @@ class StreamWorker:
         log.info("metrics on http://%s:%d/metrics, /healthz, /readyz", socket.gethostname(), self.web_port)
 
     def missing(self) -> dict[str, str]:
-        """What the worker waits for before it takes events (empty: ready), for /readyz and the status."""
+        """What the worker waits for before it takes events, or to store them (an output failing for
+        OUTAGE_NOT_READY_S); empty: ready. For /readyz and the status."""
         waiting = {}
         if not self.partitions_ready:
             waiting["partitions"] = "input partitions not assigned, or their tables not recovered yet"
@@ -133,6 +135,11 @@ class StreamWorker:
             if not self.catalogue_ready.is_set():
                 waiting["catalogue"] = "the item catalogue not embedded by the content model yet"
             waiting.setdefault("processing", "the input loop has not started")
+        now = time.monotonic()
+        for output, since in self.outages.items():
+            if now - since >= OUTAGE_NOT_READY_S:
+                waiting[output] = (f"cannot write to {output} for {now - since:.0f}s; retrying (the events wait "
+                                   "unacknowledged, nothing is lost)")
         return waiting
 
     def snapshot(self) -> Snapshot:
@@ -234,11 +241,12 @@ class StreamWorker:
                     erased_again | {r["user_id"]: r["requested_at"] for r in handler.receipts}
                 handler.send_receipts(await until_done("delete profiles from Redis", self.store.delete_profiles,
                                                        [user_id for user_id, _ in handler.removed], erased_at,
-                                                       on_retry=self.counted("redis_retries")))
+                                                       on_retry=self.retrying("redis_retries", "Redis")))
             await asyncio.gather(until_done("deliver to Kafka", self.output.deliver, handler.outbox,
-                                            on_retry=self.counted("kafka_retries")),
+                                            on_retry=self.retrying("kafka_retries", "Kafka")),
                                  until_done("write to Redis", self.store.write_profiles, to_redis, handler.now,
-                                            on_retry=self.counted("redis_retries")))
+                                            on_retry=self.retrying("redis_retries", "Redis")))
+            self.outages.clear()  # both outputs took this batch
             for event in handler.events:
                 if not isinstance(event, ReadRecord):  # the reader's copy: nothing of Faust's to acknowledge
                     await self.stream.ack(event)
@@ -252,10 +260,13 @@ class StreamWorker:
                 self.metrics.freshness.forget(user_id, partition)
             return True
 
-    def counted(self, counter: str) -> Callable[[], None]:
-        def count() -> None:
+    def retrying(self, counter: str, output: str | None = None) -> Callable[[], None]:
+        """A retry's callback: counted, and for a batch's output (cleared when a batch gets through) an outage."""
+        def retry() -> None:
             setattr(self.counters, counter, getattr(self.counters, counter) + 1)
-        return count
+            if output is not None:
+                self.outages.setdefault(output, time.monotonic())
+        return retry
 
     def steer_faust(self) -> None:
         """Faust's consumer fetches only the own input lanes whose records the reader has no copy of
@@ -291,7 +302,7 @@ class StreamWorker:
     async def partitions_revoked(self) -> None:
         self.partitions_ready = False
         async with batch_finished_or_late(self.lock, "revoking partitions"):
-            await self.commit_applied_now("at the rebalance")
+            await self.offsets.commit_now(self.app.consumer, "at the rebalance")
             self.ordered.revoke()
             self.offsets.revoked()
 
@@ -308,16 +319,9 @@ class StreamWorker:
         self.ordered.changed.set()
         await self.publish_status()
 
-    async def commit_applied_now(self, when: str) -> None:
-        """Commit the applied offsets at once (the member's generation still holds its partitions): their
-        next owner starts after them, not up to a commit interval back. Bounded: a rebalance has seconds."""
-        try:
-            await asyncio.wait_for(self.offsets.commit(self.app.consumer, now=True), timeout=COMMIT_NOW_WAIT_S)
-        except Exception as exc:  # the broker away: the next owner reads a little again, idempotently
-            log.warning("could not commit the applied offsets %s (%r)", when, exc)
-
     async def close(self) -> None:
-        await self.commit_applied_now("on the way out")  # Faust's consumer has stopped, not yet left the group
+        # Faust's consumer has stopped fetching, and not yet left the group
+        await self.offsets.commit_now(self.app.consumer, "on the way out")
         if self.http is not None:
             await self.http.cleanup()
         await self.output.stop()
