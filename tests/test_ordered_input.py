@@ -208,6 +208,29 @@ def test_passed_records_after_the_commit_that_faust_never_brings_are_fetched_aga
     assert ordered.take_refetches() == [] and ordered.faust_lanes() == set()
 
 
+def test_a_lane_behind_with_newer_records_waits_for_the_passed_ones_then_asks_for_them_again(monkeypatch):
+    import stream_app.stream.ordered_input as ordered_input
+
+    clock = [1000.0]
+    monkeypatch.setattr(ordered_input.time, "monotonic", lambda: clock[0])
+    ordered, topic, forgotten = own_partition(4)
+    assert drain(ordered) == [0, 1, 2, 3]
+    ordered.revoke()
+    ordered.assign({0})
+    ordered.resume_at({(t, 0): 1 if t == topic else 0 for t in ordered.topics})  # the commit stayed at 1
+    ordered.push(topic, 0, [record(4), record(5)])  # newer records, the reader's copies: they wait
+    assert drain(ordered) == []
+    clock[0] += ordered_input.UNDELIVERED_WAIT_S / 2
+    assert drain(ordered) == [] and ordered.take_refetches() == []
+    clock[0] += ordered_input.UNDELIVERED_WAIT_S / 2
+    assert drain(ordered) == [] and ordered.take_refetches() == [(topic, 0, 1)]  # one wait, not two resetting
+    for offset in (1, 2, 3):
+        ordered.deliver(Delivered(topic, offset))
+    assert drain(ordered) == [1, 2, 3, 4, 5] and ordered.applied_marks() == {(topic, 0): 6}
+    clock[0] += ordered_input.REFETCH_AGAIN_S
+    assert ordered.take_refetches() == []
+
+
 def test_a_lane_behind_takes_what_faust_brings_across_offsets_that_do_not_exist(monkeypatch):
     # Offsets are not consecutive: a transaction marker (here 2), or a log start past the commit
     # (retention): what Faust brings from the commit is taken, not asked for again and again.
@@ -222,11 +245,15 @@ def test_a_lane_behind_takes_what_faust_brings_across_offsets_that_do_not_exist(
     ordered.revoke()
     ordered.assign({0})
     ordered.resume_at({(t, 0): 0 for t in ordered.topics})  # never committed; the log now starts at 3
+    assert drain(ordered) == []
+    clock[0] += ordered_input.UNDELIVERED_WAIT_S  # Faust slow to come: asked again from 0
+    assert drain(ordered) == [] and ordered.take_refetches() == [(topic, 0, 0)]
     for offset in (3, 4):
         ordered.deliver(Delivered(topic, offset))
-    assert drain(ordered) == [3, 4] and ordered.faust_lanes() == set()
+    assert drain(ordered) == [3, 4]
     clock[0] += ordered_input.UNDELIVERED_WAIT_S + ordered_input.REFETCH_AGAIN_S
-    assert drain(ordered) == [] and ordered.take_refetches() == []
+    assert drain(ordered) == [] and ordered.take_refetches() == []  # moot once the lane went past it
+    assert ordered.faust_lanes() == set()
 
 
 def test_the_readers_copy_does_not_overtake_passed_records_an_earlier_owner_has_not_applied():

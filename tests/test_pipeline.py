@@ -269,7 +269,7 @@ def test_a_redis_outage_stalls_the_worker_without_losing_anything(make_settings,
         committed = committed_offsets(settings, marks)
         grown = [tp for tp, mark in marks.items() if mark > before.get(tp, 0)]
         assert grown and all(committed[tp] < marks[tp] for tp in grown), committed
-        wait_until(lambda: "Redis" in readyz(worker)[1].get("missing", {}), 30, "/readyz to name the outage")
+        wait_until(lambda: "redis" in readyz(worker)[1].get("missing", {}), 30, "/readyz to name the outage")
         assert readyz(worker)[0] == 503
         own_redis = start_redis(port, tmp_path / "redis.log")
         wait_for_redis(settings.redis_url)

@@ -21,18 +21,24 @@ from faust.types import TP
 
 log = logging.getLogger("stream_app.commits")
 
-#: How long a rebalance or a stop waits for the commit of the applied offsets (the rebalance timeout is 6 s).
-COMMIT_NOW_WAIT_S = 3.0
+#: How long a rebalance or a stop waits for the commit of the applied offsets (a rebalance waits up to
+#: retries.REBALANCE_WAIT_S for a batch first; the group's rebalance timeout is 6 s).
+COMMIT_NOW_WAIT_S = 2.0
 
 
 class AppliedOffsets:
     def __init__(self, interval_s: float):
         self.interval_s = interval_s
         self.applied: dict[TP, int] = {}  # next offset to read, everything before it applied and flushed
+        self.generation = 0  # revokes so far: a batch's marks count only in the assignment they were taken in
         self.last_commit = time.monotonic()  # the first commit an interval after the start, as Faust's
 
-    def flushed(self, marks: Mapping[tuple[str, int], int]) -> None:
-        """After a batch's effects are stored: the lanes' next offsets (ordered_input.applied_marks)."""
+    def flushed(self, marks: Mapping[tuple[str, int], int], generation: int) -> None:
+        """After a batch's effects are stored: the lanes' next offsets (ordered_input.applied_marks), as
+        taken with `generation` before the batch's I/O. A batch that outlived a revoke counts for nothing:
+        its partitions may have moved and come back, with a commit past its marks."""
+        if generation != self.generation:
+            return
         for (topic, partition), offset in marks.items():
             tp = TP(topic, partition)
             if offset > self.applied.get(tp, 0):
@@ -41,28 +47,32 @@ class AppliedOffsets:
     def revoked(self) -> None:
         """A rebalance: the next owner of each partition starts from the group's commit."""
         self.applied.clear()
+        self.generation += 1
 
-    async def commit(self, consumer: Any, now: bool = False) -> None:
+    async def commit(self, consumer: Any, now: bool = False) -> bool:
         """Commit the applied offsets of the assigned partitions, at most once per interval (`now`: at once,
         as at a rebalance or a graceful stop, so the next owner starts after them). Unchanged ones are
-        sent again, as Kafka's auto-commit does: a group commit that went back (a late commit of an earlier
-        owner) is mended within an interval instead of staying back until the lane gets a new event."""
+        sent again, as Kafka's auto-commit does: a group commit moved back by a late commit of an earlier
+        owner is mended at this owner's next commit of that lane. False: Faust's consumer declined (the
+        group has moved on)."""
         started = time.monotonic()
         if started - self.last_commit < self.interval_s and not now:
-            return
+            return True
         self.last_commit = started
         assignment = consumer.assignment()
         due = {tp: offset for tp, offset in self.applied.items() if tp in assignment}
-        if due:
-            await consumer._commit_offsets(due)  # Faust's own step: it records them as committed
+        # Faust's own step, which records them as committed; it crashes the app on a fatal error
+        return await consumer._commit_offsets(due) if due else True
 
     async def commit_now(self, consumer: Any, when: str) -> None:
         """Commit at once, the member's generation still holding the partitions (a rebalance's revoke, a
-        graceful stop): their next owner starts after what was applied. Bounded: a rebalance has seconds."""
+        graceful stop): their next owner starts after what was applied. Bounded: a rebalance has seconds.
+        Not committed, the next owner reads a little again, idempotently."""
         try:
-            await asyncio.wait_for(self.commit(consumer, now=True), timeout=COMMIT_NOW_WAIT_S)
-        except Exception as exc:  # the broker away: the next owner reads a little again, idempotently
-            log.warning("could not commit the applied offsets %s (%r)", when, exc)
+            if not await asyncio.wait_for(self.commit(consumer, now=True), timeout=COMMIT_NOW_WAIT_S):
+                log.warning("the applied offsets were not committed %s: the group has moved on", when)
+        except asyncio.TimeoutError:  # aiokafka retries an unreachable broker itself: only time runs out
+            log.warning("could not commit the applied offsets %s within %.0fs", when, COMMIT_NOW_WAIT_S)
 
 
 def consumer_lag(app: Any, inputs: Iterable[str]) -> dict[tuple[str, int], int]:

@@ -12,7 +12,8 @@ machine's load.
 Faust's consumer group owns the assignment, the seek to the group's commit and table recovery. An
 own record is applied from the reader's copy (`ReadRecord`) once its lane's start is known; one
 released before its partition was owned has only its place in the schedule and waits for Faust's
-delivery (`deliver`), and Faust fetches only such lanes (`faust_lanes`). A copy of what was applied
+delivery (`deliver`), and Faust fetches only such lanes (`faust_lanes`), and the lanes whose commit is
+before records the schedule passed (applied before a rebalance, or trimmed), which only it can bring again. A copy of what was applied
 is let go unacknowledged (`forget`: the worker commits what it applied). Faust's consumer can skip
 records around a rebalance (a fetch begun before the seek to the commit moves its read position
 past what the seek asked to read again): such a record is fetched again (`refetch`: a seek back).
@@ -233,13 +234,9 @@ class OrderedInput:
             self.without_copy[key] -= 1
 
     def owned_min_epoch(self) -> int:
-        found = AFTER_ALL
         for group in self.owned:
             self._prune(group)
-            schedule = self.schedules[group]
-            if schedule:
-                found = min(found, schedule[0].epoch)
-        return found
+        return min((self.schedules[g][0].epoch for g in self.owned if self.schedules[g]), default=AFTER_ALL)
 
     def owned_ahead(self) -> int:
         return sum(len(self.schedules[g]) for g in self.owned)
@@ -333,8 +330,10 @@ class OrderedInput:
         """(topic, partition, offset) for each lane whose consumer must seek back (once per ask)."""
         now = time.monotonic()
         due = []
-        for (lane, group), (offset, asked) in self.refetch_wanted.items():
-            if asked == 0.0 or now - asked >= REFETCH_AGAIN_S:
+        for (lane, group), (offset, asked) in list(self.refetch_wanted.items()):
+            if self.handed.get((lane, group), -1) >= offset:  # moot: the lane went on past it
+                del self.refetch_wanted[(lane, group)]
+            elif asked == 0.0 or now - asked >= REFETCH_AGAIN_S:
                 self.refetch_wanted[(lane, group)] = (offset, now)
                 due.append((self.topics[lane], group, offset))
         return due
@@ -364,7 +363,10 @@ class OrderedInput:
         """The next round of the worker's own partitions: events of one epoch, in schedule order,
         delivered by Faust and with the item state at that epoch; else (None, [])."""
         behind = self._passed_behind()
-        passed = self._passed_again(limit, behind)
+        for (lane, group), wanted in behind.items():  # none delivered: a bounded wait, then asked again
+            if not self.delivered[(lane, group)]:
+                self._undelivered(lane, group, wanted)
+        passed = self._passed_again(limit)
         if passed:
             return BEFORE_ALL, passed
         epoch = self.owned_min_epoch()
@@ -410,13 +412,10 @@ class OrderedInput:
             self.stale += sum(1 for ready in out if isinstance(ready.checked, Event))  # behind this one's items
         return (epoch if out else None), out
 
-    def _passed_again(self, limit: int, behind: Mapping[tuple[int, int], int]) -> list[Ready]:
+    def _passed_again(self, limit: int) -> list[Ready]:
         """Delivered events the schedule has already passed: the worker handed them out, lost the partition
         before its next commit and got it back at that commit. They are applied, so applying them again
         changes nothing (the profiles' digests drop them), while holding them would wedge the lane."""
-        for (lane, group), wanted in behind.items():
-            if not self.delivered[(lane, group)]:  # a bounded wait, then asked again (a skip at the end)
-                self._undelivered(lane, group, wanted)
         out: list[Ready] = []
         for (lane, group), delivered in self.delivered.items():
             passed = self.passed.get((lane, group), -1)

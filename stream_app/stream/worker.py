@@ -97,8 +97,8 @@ class StreamWorker:
         self.stream: faust.StreamT | None = None  # the input agent's stream, which acknowledges events
         self.worker_id = f"{settings.app_id}:{socket.gethostname()}:{os.getpid()}"
         self.watcher = ModelWatcher(settings, self.report_model_status, self.worker_id)
-        self.erasures = ErasureFeed(settings, partitions, self.ordered.changed.set,
-                                    self.worker_id, functools.partial(until_done, on_retry=self.retrying("kafka_retries")))
+        self.erasures = ErasureFeed(settings, partitions, self.ordered.changed.set, self.worker_id,
+                                    functools.partial(until_done, on_retry=self.retrying("kafka_retries")))
         self.partitions_ready = False  # partitions assigned and tables recovered
         self.restored_unchecked = False  # tables restored since the last look for erased users' profiles
         self.faust_paused: set[TP] = set()  # own input lanes Faust's consumer does not fetch (steer_faust)
@@ -138,7 +138,7 @@ class StreamWorker:
         now = time.monotonic()
         for output, since in self.outages.items():
             if now - since >= OUTAGE_NOT_READY_S:
-                waiting[output] = (f"cannot write to {output} for {now - since:.0f}s; retrying (the events wait "
+                waiting[output.lower()] = (f"cannot write to {output} for {now - since:.0f}s; retrying (the events wait "
                                    "unacknowledged, nothing is lost)")
         return waiting
 
@@ -223,15 +223,15 @@ class StreamWorker:
                     handler.evict_idle(boundary, self.assigned_inputs(), self.partitions)
                 self.metrics.stages.observe("taken", time.time(), (r.event.message.timestamp for r in ready))
                 handler.process_round(ready, live, shadow, content)
+            # taken now: a rebalance's revoke may clear the lanes from here on, and its commit (after the batch)
+            # is to include this batch; a batch that outlives the revoke counts for nothing (commits.py)
+            applied, generation = ordered.applied_marks(), self.offsets.generation
             for topic, partition, offset in ordered.take_refetches():
                 log.warning("Faust's consumer skipped %s[%d] at offset %d (unapplied): fetching it again",
                             topic, partition, offset)
                 await self.app.consumer.seek(TP(topic, partition), offset)
             if not handler.events and not handler.outbox.records and not handler.removed:
                 return False
-            # taken now: a rebalance's revoke may clear the lanes while the batch is delivered, and its
-            # commit (partitions_revoked, after the batch) is to include this batch
-            applied = ordered.applied_marks()
             to_redis = handler.snapshots(self.profile_table.changelog_topic_name, self.learner_table.data,
                                          self.learner_table.changelog_topic_name)
             if handler.removed:  # Redis first: a crash before the tombstones are stored removes them again on the re-run
@@ -250,7 +250,7 @@ class StreamWorker:
             for event in handler.events:
                 if not isinstance(event, ReadRecord):  # the reader's copy: nothing of Faust's to acknowledge
                     await self.stream.ack(event)
-            self.offsets.flushed(applied)
+            self.offsets.flushed(applied, generation)
             await self.offsets.commit(self.app.consumer)
             self.metrics.observe_batch(len(handler.events), time.perf_counter() - started, handler.recommended,
                                        time.time())
@@ -269,8 +269,9 @@ class StreamWorker:
         return retry
 
     def steer_faust(self) -> None:
-        """Faust's consumer fetches only the own input lanes whose records the reader has no copy of
-        (ordered_input.faust_lanes); the rest it would fetch, deliver and see let go. Faust resumes
+        """Faust's consumer fetches only the own input lanes whose records the reader has no copy of, or
+        whose commit is before records the schedule passed (ordered_input.faust_lanes); the rest it would
+        fetch, deliver and see let go. Faust resumes
         every lane at each rebalance: this runs before each batch. Only lanes paused here are resumed
         here (Faust pauses lanes of its own, whose stream buffer is full)."""
         if not self.partitions_ready:
@@ -290,7 +291,7 @@ class StreamWorker:
             await self.store.publish_worker_status(self.worker_id, {
                 "worker_id": self.worker_id, "app_id": self.settings.app_id, "pid": os.getpid(),
                 # ready: partitions assigned, tables recovered, the models and the catalogue as it stood at start
-                # loaded (what /readyz answers)
+                # loaded, no output failing for seconds (what /readyz answers)
                 "ready": not self.missing(), "web_port": self.web_port,
                 "input_partitions": sorted(self.assigned_inputs()),
                 "counters": asdict(self.counters), "ordering": self.ordered.status(),
@@ -301,8 +302,9 @@ class StreamWorker:
 
     async def partitions_revoked(self) -> None:
         self.partitions_ready = False
-        async with batch_finished_or_late(self.lock, "revoking partitions"):
-            await self.offsets.commit_now(self.app.consumer, "at the rebalance")
+        async with batch_finished_or_late(self.lock, "revoking partitions") as batch_done:
+            if batch_done:  # else an outage holds the batch: no time left to commit in the rebalance
+                await self.offsets.commit_now(self.app.consumer, "at the rebalance")
             self.ordered.revoke()
             self.offsets.revoked()
 
@@ -320,8 +322,9 @@ class StreamWorker:
         await self.publish_status()
 
     async def close(self) -> None:
-        # Faust's consumer has stopped fetching, and not yet left the group
-        await self.offsets.commit_now(self.app.consumer, "on the way out")
+        async with batch_finished_or_late(self.lock, "stopping") as batch_done:
+            if batch_done:  # Faust's consumer has stopped fetching, and not yet left the group
+                await self.offsets.commit_now(self.app.consumer, "on the way out")
         if self.http is not None:
             await self.http.cleanup()
         await self.output.stop()

@@ -75,7 +75,8 @@ class WorkerProcess:
 
 
 def wait_ready_workers(settings: Settings, workers: list[WorkerProcess], timeout: float) -> list[dict]:
-    """Wait until each of these workers reports ready (partitions assigned, tables recovered)."""
+    """Wait until each of these workers reports ready (partitions assigned, tables recovered, no output
+    failing)."""
     client = redis.Redis.from_url(settings.require_redis())
     deadline = time.monotonic() + timeout
     wanted = {w.pid for w in workers}
