@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import orjson
 
+import stream_app.stream.ordered_input as ordered_input
 from stream_app.config import Settings
 from stream_app.core.items import InMemoryItemIndex
 from stream_app.stream.ordered_input import OrderedInput
@@ -70,6 +71,20 @@ def drain_ready(ordered: OrderedInput) -> list:
 
 def drain(ordered: OrderedInput) -> list[int]:
     return [r.event.message.offset for r in drain_ready(ordered)]
+
+
+def frozen_clock(monkeypatch) -> list[float]:
+    """The reader's monotonic clock, moved by hand."""
+    clock = [1000.0]
+    monkeypatch.setattr(ordered_input.time, "monotonic", lambda: clock[0])
+    return clock
+
+
+def regained_at(ordered: OrderedInput, topic: str, commit: int) -> None:
+    """The partition lost and got back at the group's commit `commit` on `topic`'s lane (0 on the others)."""
+    ordered.revoke()
+    ordered.assign({0})
+    ordered.resume_at({(t, 0): commit if t == topic else 0 for t in ordered.topics})
 
 
 def test_an_own_record_is_applied_from_the_readers_copy_and_faust_s_copy_is_let_go_when_it_comes():
@@ -187,18 +202,14 @@ def test_events_handed_out_then_delivered_again_after_a_rebalance_back_are_appli
 
 
 def test_passed_records_after_the_commit_that_faust_never_brings_are_fetched_again(monkeypatch):
-    import stream_app.stream.ordered_input as ordered_input
-
-    clock = [1000.0]
-    monkeypatch.setattr(ordered_input.time, "monotonic", lambda: clock[0])
+    clock = frozen_clock(monkeypatch)
     ordered, topic, forgotten = own_partition(4)
     assert drain(ordered) == [0, 1, 2, 3]
     ordered.revoke()
     assert ordered.faust_lanes() == set()  # until the next assignment's seek, no lane is wanted or waited for
     clock[0] += ordered_input.UNDELIVERED_WAIT_S
     assert drain(ordered) == [] and ordered.take_refetches() == []
-    ordered.assign({0})
-    ordered.resume_at({(t, 0): 1 if t == topic else 0 for t in ordered.topics})  # the commit stayed at 1
+    regained_at(ordered, topic, 1)  # the commit stayed at 1
     assert drain(ordered) == [] and ordered.take_refetches() == []
     clock[0] += ordered_input.UNDELIVERED_WAIT_S
     assert drain(ordered) == [] and ordered.take_refetches() == [(topic, 0, 1)]  # never brought: asked again
@@ -209,15 +220,10 @@ def test_passed_records_after_the_commit_that_faust_never_brings_are_fetched_aga
 
 
 def test_a_lane_behind_with_newer_records_waits_for_the_passed_ones_then_asks_for_them_again(monkeypatch):
-    import stream_app.stream.ordered_input as ordered_input
-
-    clock = [1000.0]
-    monkeypatch.setattr(ordered_input.time, "monotonic", lambda: clock[0])
+    clock = frozen_clock(monkeypatch)
     ordered, topic, forgotten = own_partition(4)
     assert drain(ordered) == [0, 1, 2, 3]
-    ordered.revoke()
-    ordered.assign({0})
-    ordered.resume_at({(t, 0): 1 if t == topic else 0 for t in ordered.topics})  # the commit stayed at 1
+    regained_at(ordered, topic, 1)  # the commit stayed at 1
     ordered.push(topic, 0, [record(4), record(5)])  # newer records, the reader's copies: they wait
     assert drain(ordered) == []
     clock[0] += ordered_input.UNDELIVERED_WAIT_S / 2
@@ -234,17 +240,12 @@ def test_a_lane_behind_with_newer_records_waits_for_the_passed_ones_then_asks_fo
 def test_a_lane_behind_takes_what_faust_brings_across_offsets_that_do_not_exist(monkeypatch):
     # Offsets are not consecutive: a transaction marker (here 2), or a log start past the commit
     # (retention): what Faust brings from the commit is taken, not asked for again and again.
-    import stream_app.stream.ordered_input as ordered_input
-
-    clock = [1000.0]
-    monkeypatch.setattr(ordered_input.time, "monotonic", lambda: clock[0])
+    clock = frozen_clock(monkeypatch)
     ordered, topic, forgotten = own_partition(0)
     offsets = [0, 1, 3, 4]
     ordered.push(topic, 0, [record(n) for n in offsets])
     assert drain(ordered) == offsets
-    ordered.revoke()
-    ordered.assign({0})
-    ordered.resume_at({(t, 0): 0 for t in ordered.topics})  # never committed; the log now starts at 3
+    regained_at(ordered, topic, 0)  # never committed; the log now starts at 3
     assert drain(ordered) == []
     clock[0] += ordered_input.UNDELIVERED_WAIT_S  # Faust slow to come: asked again from 0
     assert drain(ordered) == [] and ordered.take_refetches() == [(topic, 0, 0)]
