@@ -39,7 +39,6 @@ def cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
-
 def cmd_status(args: argparse.Namespace) -> int:
     import redis
 

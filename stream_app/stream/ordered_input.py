@@ -12,11 +12,11 @@ machine's load.
 Faust's consumer group owns the assignment, the seek to the group's commit and table recovery. An
 own record is applied from the reader's copy (`ReadRecord`) once its lane's start is known; one
 released before its partition was owned has only its place in the schedule and waits for Faust's
-delivery (`deliver`), and Faust fetches only such lanes (`faust_lanes`), and the lanes whose commit is
-before records the schedule passed (applied before a rebalance, or trimmed), which only it can bring again. A copy of what was applied
-is let go unacknowledged (`forget`: the worker commits what it applied). Faust's consumer can skip
-records around a rebalance (a fetch begun before the seek to the commit moves its read position
-past what the seek asked to read again): such a record is fetched again (`refetch`: a seek back).
+delivery (`deliver`); Faust fetches only such lanes (`faust_lanes`) and those whose commit is before
+records the schedule passed (applied before a rebalance, or trimmed), which only it can bring again. A
+copy of what was applied is let go unacknowledged (`forget`: the worker commits what it applied).
+Faust's consumer can skip records around a rebalance (a fetch begun before the seek to the commit moves
+its read position past what the seek asked to read again): such a record is fetched again (`refetch`).
 
 What may differ is the idle rule: when one lane of a group has had nothing new for `max_idle_ms`
 and is read to its end, as asked after the group's latest record was read (lane_ends.py), the group
@@ -408,8 +408,9 @@ class OrderedInput:
                 self._pass(schedule.popleft())
                 self.handed[key] = offset
                 out.append(Ready(entry, event, checked if checked is not None else self._check(event)))
-        if out and epoch > BEFORE_ALL and self.items.applied_through > epoch - 1:  # taken over from a worker
-            self.stale += sum(1 for ready in out if isinstance(ready.checked, Event))  # behind this one's items
+        if out and epoch > BEFORE_ALL and self.items.applied_through > epoch - 1:
+            # a partition taken over from a worker that was behind this one's item state
+            self.stale += sum(1 for ready in out if isinstance(ready.checked, Event))
         return (epoch if out else None), out
 
     def _passed_again(self, limit: int) -> list[Ready]:

@@ -138,8 +138,8 @@ class StreamWorker:
         now = time.monotonic()
         for output, since in self.outages.items():
             if now - since >= OUTAGE_NOT_READY_S:
-                waiting[output.lower()] = (f"cannot write to {output} for {now - since:.0f}s; retrying (the events wait "
-                                   "unacknowledged, nothing is lost)")
+                waiting[output.lower()] = (f"cannot write to {output} for {now - since:.0f}s; retrying "
+                                           "(the events wait unacknowledged, nothing is lost)")
         return waiting
 
     def snapshot(self) -> Snapshot:
@@ -271,9 +271,9 @@ class StreamWorker:
     def steer_faust(self) -> None:
         """Faust's consumer fetches only the own input lanes whose records the reader has no copy of, or
         whose commit is before records the schedule passed (ordered_input.faust_lanes); the rest it would
-        fetch, deliver and see let go. Faust resumes
-        every lane at each rebalance: this runs before each batch. Only lanes paused here are resumed
-        here (Faust pauses lanes of its own, whose stream buffer is full)."""
+        fetch, deliver and see let go. Faust resumes every lane at each rebalance: this runs before each
+        batch. Only lanes paused here are resumed here (Faust pauses lanes of its own, whose stream buffer
+        is full)."""
         if not self.partitions_ready:
             return
         wanted = self.ordered.faust_lanes()
