@@ -120,6 +120,18 @@ def test_the_item_just_seen_baseline_hits_exactly_the_repeated_events():
     assert just_seen["mrr@20"] == pytest.approx(2 / 3)  # a hit is always at rank 1
 
 
+def test_the_ceiling_counts_judged_events_on_items_the_log_or_the_user_had_before():
+    """u1's b and u2's d are new to the log: no model that recommends only items it has seen hits them;
+    u2's a is known (u1 had it), u1's second a is also the user's own."""
+    events = [ev(1, "u1", "a", 1), ev(2, "u2", "c", 2), ev(3, "u1", "b", 3), ev(4, "u2", "a", 4),
+              ev(5, "u1", "a", 5), ev(6, "u2", "d", 6)]
+    result = evaluate_events(events, Settings(item_epoch_ms=1), k=20)
+    assert result["reachable"] == {"judged": 4, "known_item": 2, "own_item": 1}
+    assert all(m["judged"] == 4 for m in result["models"].values())
+    assert all(m["recall@20"] <= 0.5 for m in result["models"].values())
+    assert "reachable: 2 judged events (0.5000) on an item the log had before" in table(result)
+
+
 def test_the_published_lists_are_set_against_the_best_baseline_not_against_the_hybrids_own_variants():
     from stream_app.evaluate.via_kafka import compare_to_best
 

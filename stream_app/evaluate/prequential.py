@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -72,6 +73,21 @@ def models_to_run(settings: Settings, k: int, baselines: bool, light: bool, enco
     return hybrid, models
 
 
+@dataclass
+class Reachable:
+    """Of the judged events, those on an item the log had before (no model that recommends only the
+    items it has seen can hit the others: the ceiling of its Recall) and those on an item the user had."""
+
+    judged: int = 0
+    known_item: int = 0
+    own_item: int = 0
+
+    def judge(self, known: bool, own: bool) -> None:
+        self.judged += 1
+        self.known_item += known
+        self.own_item += own
+
+
 def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int = 20,
                     truth: dict[str, Any] | None = None, window: int | None = None,
                     baselines: bool = True, encoder: Encoder | None = None, shadow: Encoder | None = None,
@@ -94,6 +110,8 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
     popularity = PopularityPercentiles()
     catalog: set[str] = set()
     interactions: collections.Counter[str] = collections.Counter()
+    had: dict[str, set[str]] = collections.defaultdict(set)  # user -> the items the user had
+    reachable = Reachable()
     n = 0
     spent = dict.fromkeys(boards, 0.0)  # each model's own seconds (its events/s alone)
     clock = time.perf_counter
@@ -108,11 +126,14 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
         for raw, event in zip(batch_events, parsed):
             if judge_from_ts is None or event.ts >= judge_from_ts:
                 cold = interactions[event.item_id] < COLD_START
+                if event.user_id in shown[hybrid.name]:
+                    reachable.judge(event.item_id in interactions, event.item_id in had[event.user_id])
                 for model in models:
                     previous = shown[model.name].get(event.user_id)
                     if previous is not None:
                         boards[model.name].judge(previous, raw, popularity, cold)
             interactions[event.item_id] += 1
+            had[event.user_id].add(event.item_id)
             for model in models:
                 t = clock()
                 shown[model.name][event.user_id] = model.learn(event)
@@ -134,6 +155,7 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
         "shadow_encoder": shadow.manifest if shadow is not None else None,
         "content": {"version": content.version, "items": len(content), "terms": len(content.terms)}
         if content is not None else None,
+        "reachable": vars(reachable),
         "models": {name: {**board.summary(catalog), "events_per_s": n / spent[name] if spent[name] else None}
                    for name, board in boards.items()},
     }
