@@ -43,10 +43,10 @@ def table(result: dict[str, Any]) -> str:
     lines.append(f"cold: {cold_judged:,} judged events whose item had fewer than {COLD_START} interactions before")
     reachable = result.get("reachable")
     if reachable and reachable["judged"]:
-        share = reachable["known_item"] / reachable["judged"]
-        lines.append(f"reachable: {reachable['known_item']:,} judged events ({share:.4f}) on an item the log had before: "
-                     "the highest Recall a model that recommends only items it has seen can reach; "
-                     f"{reachable['own_item']:,} ({reachable['own_item'] / reachable['judged']:.4f}) on one the user had")
+        known, own, of = reachable["known_item"], reachable["own_item"], reachable["judged"]
+        lines.append(f"reachable: {known:,} judged events ({known / of:.4f}) on an item the log had before: the "
+                     f"highest Recall a model that recommends only items it has seen can reach; {own:,} "
+                     f"({own / of:.4f}) on one the user had")
     if result.get("judged_from_ts") is not None:
         lines.append(f"judged: events from ts {result['judged_from_ts']} on (the encoder trained on the earlier "
                      f"part of this log; every model still learns from all of it)")
