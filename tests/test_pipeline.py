@@ -286,6 +286,37 @@ def test_a_redis_outage_stalls_the_worker_without_losing_anything(make_settings,
         own_redis.wait()
 
 
+def test_a_redis_that_comes_back_empty_gets_the_profiles_back_without_new_events(make_settings, start_worker,
+                                                                                   tmp_path):
+    """Redis restarted without persistence: the users who send nothing new would be 404 in the read API
+    until their next event; the worker notices the mirror's marker is gone and writes its profiles back."""
+    port = free_port()
+    own_redis = start_redis(port, tmp_path / "redis.log")
+    settings = make_settings(redis_url=f"redis://127.0.0.1:{port}/0")
+    try:
+        wait_for_redis(settings.redis_url)
+        worker = start_worker(settings)
+        events = synthetic_events(300, users=30, items=100, prefix="refill")
+        expected = collections.Counter(e["user_id"] for e in events)
+        wait_committed(settings, produce_events(settings, events).marks, timeout=60)
+        client = redis.Redis.from_url(settings.redis_url)
+        wait_until(lambda: redis_counts(client, settings, expected) == dict(expected), 30, "the profiles in Redis")
+        client.close()
+        own_redis.kill()
+        own_redis.wait()
+        own_redis = start_redis(port, tmp_path / "redis.log")  # empty: no persistence
+        wait_for_redis(settings.redis_url)
+        client = redis.Redis.from_url(settings.redis_url)  # the worker looks every few seconds
+        wait_until(lambda: redis_counts(client, settings, expected) == dict(expected), 30,
+                   "the worker to write its profiles back")
+        client.close()
+        assert total(scrape(f"{worker.url}/metrics"), "stream_app_redis_refills_total") >= 1
+        assert "Redis lost the profile mirror" in worker.log_path.read_text(errors="replace")
+    finally:
+        own_redis.kill()
+        own_redis.wait()
+
+
 @pytest.mark.parametrize("bandit", [False, True], ids=["ranker", "ranker-and-bandit"])
 def test_a_crash_and_restart_keep_the_learners_so_every_list_equals_the_in_process_pass(
         bandit, make_settings, start_worker):

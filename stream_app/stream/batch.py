@@ -61,6 +61,8 @@ class Counters:
     # Failed attempts to deliver a batch's output, each retried (an outage stalls the worker)
     kafka_retries: int = 0
     redis_retries: int = 0
+    redis_refills: int = 0  # times Redis lost the profile mirror and this worker wrote its profiles back
+    profiles_refilled: int = 0  # ... profiles written then
 
     def count_input(self, topic: str, event_type: str) -> None:
         self.events += 1

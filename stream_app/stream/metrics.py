@@ -193,6 +193,10 @@ def model_families(c: Counters, models: dict[str, Any], ranker_labels: dict[int,
                    c.encoder_failures)
     yield _counter("stream_app_users_evicted", "Idle profiles dropped from the table and Redis (STREAM_APP_USER_IDLE_MS)",
                    c.evicted_users)
+    yield _counter("stream_app_redis_refills", "Times Redis lost the profile mirror and this worker wrote back the "
+                   "profiles of its partitions", c.redis_refills)
+    yield _counter("stream_app_profiles_refilled", "Profiles written back to Redis then (newer than what it held)",
+                   c.profiles_refilled)
     labels = GaugeMetricFamily("stream_app_ranker_labels", "Labels each owned partition's online ranker has "
                                "learned (it ranks once warm)", labels=["partition"])
     for partition, n in sorted(ranker_labels.items()):

@@ -84,3 +84,15 @@ async def until_done(what: str, action: Callable[..., Awaitable[Any]], *args: An
             log.error("cannot %s (%r); retrying in %.1fs", what, exc, backoff)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, max_backoff_s)
+
+
+async def keep_running(what: str, run: Callable[[], Awaitable[None]]) -> None:
+    """Run a follower forever: after a failure, log it and start it again 2s later."""
+    while True:
+        try:
+            await run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.error("cannot %s (%r); retrying in 2s", what, exc)
+            await asyncio.sleep(2)

@@ -21,7 +21,7 @@ import shutil
 import socket
 import time
 from dataclasses import asdict
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 
 import faust
 import orjson
@@ -32,7 +32,7 @@ from ..core.items import InMemoryItemIndex
 from ..core.ordering import EvictionClock
 from ..logs import logging_config
 from ..store.redis_store import ProfileStore, RedisStoreConfig
-from . import health, transport
+from . import health, retries, transport
 from .batch import BatchHandler, Counters, IdleUsers, PartitionState
 from .catalogue_feed import CatalogueFeed
 from .commits import AppliedOffsets, consumer_lag
@@ -44,6 +44,7 @@ from .model_control import ModelWatcher
 from .ordered_input import OrderedInput
 from .output import BatchProducer, Outbox
 from .ready import ReadRecord
+from .redis_refill import MirrorKeeper
 from .retries import EXIT_BATCH_FAILED, EXIT_PORT_TAKEN, RETRYABLE, batch_finished_or_late, stop_worker, until_done
 from .table_stores import LearnersTable, ProfileTable, add_table
 
@@ -91,6 +92,9 @@ class StreamWorker:
         # Erasures (erasures.py): the record of erased users, in a table partitioned like the profiles
         self.erased = ErasedUsers.table(app, settings, partitions, self.profile_table.changelog_topic_name)
         self.counters = Counters()
+        # Redis losing the profile mirror is noticed at the heartbeat, and the owned profiles written back
+        self.mirror = MirrorKeeper(self.store, self.profile_table.data, partitions, settings.namespace,
+                                   lambda: self.assigned_inputs() if self.partitions_ready else None, self.counters)
         self.lock = asyncio.Lock()  # a batch and a rebalance never interleave
         self.outages: dict[str, float] = {}  # an output whose writes fail -> since when (monotonic)
         self.offsets = AppliedOffsets(settings.commit_interval_s)
@@ -152,19 +156,19 @@ class StreamWorker:
 
     async def follow_models(self) -> None:
         # the control topic is how models change: keep following it through broker hiccups
-        await keep_running("follow the model control topic", lambda: self.watcher.run(self.models_ready))
+        await retries.keep_running("follow the model control topic", lambda: self.watcher.run(self.models_ready))
 
     async def follow_catalogue(self) -> None:
         try:  # the content model first: the catalogue is embedded once, by it
             await asyncio.wait_for(self.models_ready.wait(), timeout=30)
         except asyncio.TimeoutError:
             pass
-        await keep_running("follow the item catalogue",
-                           lambda: self.catalogue.run(lambda: self.watcher.content, self.catalogue_ready))
+        await retries.keep_running("follow the item catalogue",
+                                   lambda: self.catalogue.run(lambda: self.watcher.content, self.catalogue_ready))
 
     async def read_all_inputs(self) -> None:
-        await asyncio.gather(keep_running("read the input topics", self.ordered.run),
-                             keep_running("follow the erasures topic", self.erasures.run))
+        await asyncio.gather(retries.keep_running("read the input topics", self.ordered.run),
+                             retries.keep_running("follow the erasures topic", self.erasures.run))
 
     async def take_inputs(self, stream: faust.StreamT) -> None:
         self.stream = stream
@@ -327,6 +331,7 @@ class StreamWorker:
                 await self.offsets.commit_now(self.app.consumer, "on the way out")
         if self.http is not None:
             await self.http.cleanup()
+        self.mirror.stop()
         await self.output.stop()
         await self.store.close()
         shutil.rmtree(self.datadir, ignore_errors=True)
@@ -335,19 +340,8 @@ class StreamWorker:
         if not self.lock.locked():  # a batch in progress commits after its flush
             await self.offsets.commit(self.app.consumer)  # the last batch before a pause
         await self.publish_status()
+        await self.mirror.check(now_ms())
         log.info("worker counters: %s; ordering: %s", self.counters, self.ordered.status())
-
-
-async def keep_running(what: str, run: Callable[[], Awaitable[None]]) -> None:
-    """Run a follower forever: after a failure, log it and start it again 2s later."""
-    while True:
-        try:
-            await run()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.error("cannot %s (%r); retrying in 2s", what, exc)
-            await asyncio.sleep(2)
 
 
 def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faust.App:
