@@ -36,6 +36,24 @@ def test_otto_bad_lines_are_rejected_not_fatal(tmp_path):
     assert [(r.line, r.rejection.reason) for r in rejected] == [(2, "invalid_json"), (3, "schema_violation")]
 
 
+def test_otto_sessions_that_are_not_sessions_are_rejected_with_a_reason_and_seconds_are_read_as_seconds(tmp_path):
+    path = tmp_path / "s.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"session": 1, "events": [{"aid": 5, "ts": 1659304800025, "type": "clicks"}]}\n'
+                     b'{"session": 2, "events": null}\n'
+                     b'{"session": 3, "events": 5}\n'
+                     b'{"session": 4, "events": [{"aid": null, "ts": 1659304800, "type": "carts"},'
+                     b' {"aid": 7, "ts": true, "type": "orders"}, {"aid": 8, "ts": 1659304801, "type": "views"},'
+                     b' {"aid": 9, "ts": 1659304802, "type": "orders"}]}\n')
+    events, rejected = load_sorted(path, "otto")  # a byte-order mark before the first session is not JSON's
+    assert [(e["user_id"], e["item_id"], e["ts"]) for e in events] == [("1", "5", 1659304800025),
+                                                                       ("4", "9", 1659304802000)]
+    reasons = [(r.line, r.rejection.reason, r.rejection.detail) for r in rejected]
+    assert [line for line, _, _ in reasons] == [2, 3, 4, 4, 4]
+    assert "'events' is NoneType, not a list" in reasons[0][2] and "'events' is int" in reasons[1][2]
+    assert "aid None is not an item id" in reasons[2][2] and "ts True is not a number" in reasons[3][2]
+    assert "event type 'views' is not one of clicks, carts, orders" in reasons[4][2]
+
+
 def test_jsonl_reads_input_events_and_rejects_invalid_lines(tmp_path):
     good = {"event_id": "a", "user_id": "u", "item_id": "i", "type": "browse", "ts": 5, "schema_version": 1}
     path = tmp_path / "e.jsonl"
@@ -126,7 +144,7 @@ ONLINE_RETAIL = (
     "C536379,22556,PLASTERS IN TIN CIRCUS PARADE,-12,2010-12-01 09:41:00,1.65,14527,United Kingdom\n"
     "536370,POST,POSTAGE,3,2010-12-01 08:45:00,18,12583,France\n"
     "536371,22086,PAPER CHAIN KIT,-2,2010-12-01 09:00:00,2.95,12583,France\n"
-    "536372,22632,HAND WARMER RED POLKA DOT,6,01/12/2010 09:01,1.85,17850,United Kingdom\n"
+    "536372,22632,HAND WARMER RED POLKA DOT,6,2010-12-32 09:01,1.85,17850,United Kingdom\n"
     "536373,22632,HAND WARMER RED POLKA DOT,six,2010-12-01 09:02:00,1.85,17850,United Kingdom\n"
 )
 
@@ -172,6 +190,22 @@ def test_online_retail_reads_gzip_and_rejects_a_wrong_header(tmp_path):
     broken.write_bytes(gzip.compress(ONLINE_RETAIL.encode())[:-12])  # truncated
     with pytest.raises(InputFileError, match="cannot be read as online-retail"):
         load_sorted(broken, "online-retail")
+
+
+def test_online_retail_as_its_shared_csv_copies_have_it(tmp_path):
+    """Slashed dates, month first as the widely shared csv has them (12/1/2010 8:26) or day first as a
+    British export writes them (01/12/2010 08:26): the first date with a field over 12 tells; Latin-1
+    text (that csv is ISO-8859-1) and a UTF-8 byte-order mark (Excel's "CSV UTF-8") are read."""
+    head = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\r\n"
+    month_first = tmp_path / "data.csv"
+    month_first.write_bytes((head + "536365,85123A,CAF\xc9 HEART,6,12/1/2010 8:26,2.55,17850,United Kingdom\r\n"
+                             "537000,71053,LANTERN,6,12/13/2010 9:05,3.39,17850,United Kingdom\r\n").encode("latin-1"))
+    day_first = tmp_path / "export.csv"
+    day_first.write_bytes(b"\xef\xbb\xbf" + (head + "536365,85123A,CAF\u00c9 HEART,6,01/12/2010 08:26,2.55,17850,UK\r\n"
+                                               "537000,71053,LANTERN,6,13/12/2010 09:05,3.39,17850,UK\r\n").encode())
+    for path in (month_first, day_first):
+        events, rejected = load_sorted(path, "online-retail")
+        assert rejected == [] and [e["ts"] for e in events] == [1291191960000, 1292231100000], path
 
 
 def test_evaluate_drops_what_a_worker_would_dead_letter_as_out_of_time():

@@ -311,7 +311,7 @@ def test_a_redis_that_comes_back_empty_gets_the_profiles_back_without_new_events
                    "the worker to write its profiles back")
         client.close()
         assert total(scrape(f"{worker.url}/metrics"), "stream_app_redis_refills_total") >= 1
-        assert "Redis lost the profile mirror" in worker.log_path.read_text(errors="replace")
+        assert "Redis had lost the profile mirror" in worker.log_path.read_text(errors="replace")
     finally:
         own_redis.kill()
         own_redis.wait()

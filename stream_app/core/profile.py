@@ -178,14 +178,6 @@ class Profile:
         return cls.from_dict(orjson.loads(raw))
 
 
-def public_row(internal: bytes) -> tuple[str, int, int, bytes, int]:
-    """(user_id, version, event_count, public JSON, generation) of a stored (internal) snapshot: what
-    Redis's mirror holds of it, without building the profile."""
-    data = orjson.loads(internal)
-    public = {k: v for k, v in data.items() if k not in _INTERNAL_FIELDS}
-    return data["user_id"], data["version"], data["event_count"], orjson.dumps(public), data.get("generation") or 0
-
-
 #: The head `Profile.to_dict` writes: user_id, version, generation.
 _SNAPSHOT_HEAD = re.compile(rb'\{"user_id":"(?:[^"\\]|\\.)*","version":(\d+),"generation":(\d+|null)[,}]')
 

@@ -85,29 +85,28 @@ class ProfileStore:
     async def write_profiles(self, snapshots: Iterable[tuple[Profile, bytes]], now_ms: int) -> int:
         """One round trip for the whole batch: each profile with its public JSON snapshot.
         Returns how many hashes were written (not stale)."""
-        return await self.write_rows([(profile.user_id, profile.version, profile.event_count, public,
-                                       profile.generation or 0) for profile, public in snapshots], now_ms)
-
-    async def write_rows(self, rows: list[tuple[str, int, int, bytes, int]], now_ms: int) -> int:
-        """Public snapshots (user_id, version, event_count, JSON, generation) through the version guard,
-        in one round trip; returns how many were newer than what Redis held."""
-        if not rows:
+        snapshots = list(snapshots)
+        client = self.client
+        pipe = client.pipeline(transaction=False)
+        count = 0
+        for profile, public in snapshots:
+            await self._script(keys=[profile_key(profile.user_id, self.config.namespace)],
+                               args=[profile.version, profile.event_count, now_ms, public, profile.generation or 0],
+                               client=pipe)
+            count += 1
+        if not count:
             return 0
-        pipe = self.client.pipeline(transaction=False)
-        for user_id, version, event_count, public, generation in rows:
-            await self._script(keys=[profile_key(user_id, self.config.namespace)],
-                               args=[version, event_count, now_ms, public, generation], client=pipe)
         # A key holding another type is skipped, not retried: the profile table holds the truth, and one
         # bad key must not stall every user of the partition. Any other refusal is not the key's.
         results = await pipe.execute(raise_on_error=False)
         written = 0
-        for (user_id, *_), result in zip(rows, results):
+        for (profile, _), result in zip(snapshots, results):
             if isinstance(result, Exception) and "WRONGTYPE" not in str(result):
                 raise result  # not this key's fault (an outage, an ACL): the caller retries or stops
             if isinstance(result, Exception):
                 self.refused += 1
                 log.error("Redis refused the profile of %r (%s): delete the key %s; the user's next event "
-                          "writes it again", user_id, result, profile_key(user_id, self.config.namespace))
+                          "writes it again", profile.user_id, result, profile_key(profile.user_id, self.config.namespace))
             else:
                 written += int(result)
         return written

@@ -2,128 +2,143 @@
 
 Redis is a copy of the profile table (redis_store.py). A Redis restarted without persistence, failed
 over to an empty replica or flushed comes back without the profiles of users who send nothing new,
-and the read API answers 404 for them until their next event. The workers keep a marker key there,
-a random token the first worker to find none sets; a worker that finds it gone, or changed since it
-last looked (another worker found it gone first), writes every profile of the input partitions it
-owns back from its table, through the same version guard as its batches: a newer profile a batch
-wrote meanwhile is never rolled back. `stream-app repair-redis` does the same from the profiles topic
-when no worker runs.
+and the read API answers 404 for them until their next event. So the workers keep a marker there: a
+hash holding a random token (set by the first worker to find none) and, per input partition, the token
+under which that partition's profiles were written back. At every heartbeat a worker writes back each
+partition it owns whose entry is not the current token, from its table, through the same version guard
+as its batches (a newer profile a batch wrote meanwhile is never rolled back), then records the token
+for it. An emptied Redis has lost the marker with the rest, so every partition is written back by
+whichever worker owns it, including one that changes hands meanwhile (its new owner finds it not done)
+or a worker that starts meanwhile.
 
-A worker that finds no marker at its start writes its profiles too (a new deployment's tables are
-empty; a Redis emptied while no worker ran is brought level). The one case left to `repair-redis`:
-a Redis emptied while a worker was starting, after another worker had set a new marker.
+Each chunk is read from the table and written under the batch lock: a batch that evicts or erases a
+user cannot run between the two and have an older copy written back after its delete. A Redis restored
+from an older backup, or a replica that is behind, keeps a marker that says nothing is missing:
+`stream-app repair-redis` brings that level from the profiles topic.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
-import orjson
-import redis.asyncio as aioredis
-
-from ..core.profile import public_row
+from ..core.profile import Profile
 from ..store.redis_store import ProfileStore
 from .partitioning import partition_of
 from .retries import RETRYABLE
 
 log = logging.getLogger("stream_app.redis_refill")
 
-#: The marker's key (after the namespace).
+#: The marker's key (after the namespace): a hash of "token" and "partition:<n>" -> a token.
 MARKER = "mirror-marker"
-#: Profiles written per round trip; the worker's loop runs its batches between two.
-CHUNK = 500
+#: Profiles read and written per round trip, under the batch lock; batches run between two.
+CHUNK = 200
 
 
 class MirrorMarker:
-    """The marker key: `lost` says whether the mirror was lost since this worker last looked."""
+    """The marker hash: which input partitions' profiles are in Redis under its current token."""
 
     def __init__(self, namespace: str):
         self.key = f"{namespace}{MARKER}"
-        self.seen: bytes | None = None  # the token this worker last found
 
-    async def lost(self, client: aioredis.Redis) -> bool:
+    async def missing(self, client: Any, owned: set[int]) -> tuple[str, set[int]]:
+        """(the current token, the `owned` partitions not written back under it); sets a token if none."""
         pipe = client.pipeline(transaction=False)
-        pipe.set(self.key, secrets.token_hex(8), nx=True)
-        pipe.get(self.key)
-        created, token = await pipe.execute()
-        lost = bool(created) or (self.seen is not None and token != self.seen)
-        self.seen = token
-        return lost
+        pipe.hsetnx(self.key, "token", secrets.token_hex(8))
+        pipe.hgetall(self.key)
+        _, marker = await pipe.execute()
+        token = marker[b"token"]
+        return token.decode(), {p for p in owned if marker.get(f"partition:{p}".encode()) != token}
 
-    def unfinished(self) -> None:
-        """A refill did not finish: the next look says lost again."""
-        self.seen = b""
+    async def done(self, client: Any, token: str, partitions: set[int]) -> None:
+        if partitions:
+            await client.hset(self.key, mapping={f"partition:{p}": token for p in sorted(partitions)})
 
 
 class MirrorKeeper:
-    """Looks at the marker (`check`, from the worker's heartbeat) and, when Redis lost the mirror,
-    refills it in a task of its own beside the batches; counted in `counters` (redis_refills,
-    profiles_refilled)."""
+    """Looks at the marker (`check`, from the worker's heartbeat) and writes back the owned partitions it
+    finds missing, in a task of its own beside the batches; counted in `counters` (redis_refills,
+    profiles_refilled). `owned`: the worker's input partitions once its tables are restored and checked
+    for erased users' profiles, else None."""
 
     def __init__(self, store: ProfileStore, table: Any, partitions: int, namespace: str,
-                 owned: Callable[[], set[int] | None], counters: Any):
-        self.store, self.table, self.partitions, self.owned, self.counters = store, table, partitions, owned, counters
+                 owned: Callable[[], set[int] | None], lock: asyncio.Lock, counters: Any, now_ms: Callable[[], int]):
+        self.store, self.table, self.partitions, self.owned = store, table, partitions, owned
+        self.lock, self.counters, self.now_ms = lock, counters, now_ms
         self.marker = MirrorMarker(namespace)
         self.task: asyncio.Future[None] | None = None
 
-    async def check(self, now_ms: int) -> None:
+    async def check(self) -> None:
         owned = self.owned()
         if owned is None or (self.task is not None and not self.task.done()):
-            return  # partitions not taken up yet (the tables restore), or a refill under way
+            return  # partitions not taken up yet, or a refill under way
         try:
-            lost = await self.marker.lost(self.store.client)
+            token, missing = await self.marker.missing(self.store.client, owned)
         except RETRYABLE as exc:
             log.warning("cannot look at Redis's marker of the profile mirror: %r", exc)
             return
-        if lost:
-            log.warning("Redis lost the profile mirror (its marker %s was gone or replaced): writing back the "
-                        "profiles of input partitions %s", self.marker.key, sorted(owned))
-            self.task = asyncio.ensure_future(self._refill(owned, now_ms))
+        if missing:
+            self.task = asyncio.ensure_future(self._refill(token, missing))
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
         if self.task is not None:
             self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
 
-    async def _refill(self, owned: set[int], now_ms: int) -> None:
-        def still_owned(partition: int) -> bool:
-            return partition in (self.owned() or ())
-
+    async def _refill(self, token: str, partitions: set[int]) -> None:
         try:
-            profiles, written = await refill(self.store, self.table, owned, self.partitions, now_ms, still_owned)
-        except RETRYABLE as exc:
-            self.marker.unfinished()
+            profiles, written, incomplete = await refill(self.store, self.table, partitions, self.partitions,
+                                                         self.owned, self.lock, self.now_ms)
+            await self.marker.done(self.store.client, token, partitions - incomplete)
+        except RETRYABLE as exc:  # the partitions stay missing: written at a later look
             log.warning("writing the profile mirror back to Redis failed (%r): tried again at the next look", exc)
             return
-        self.counters.redis_refills += 1
-        self.counters.profiles_refilled += written
-        log.warning("the profile mirror is back in Redis: %d profiles of partitions %s, %d of them newer than "
-                    "what Redis held", profiles, sorted(owned), written)
+        except Exception:  # not the input's fault: said loudly, tried again at the next look
+            log.exception("writing the profile mirror back to Redis failed")
+            return
+        if profiles:  # a new deployment's first look finds no marker and nothing to write: no alarm
+            self.counters.redis_refills += 1
+            self.counters.profiles_refilled += written
+            log.warning("Redis had lost the profile mirror (marker %s): wrote back %d profiles of input partitions "
+                        "%s, %d of them newer than what Redis held", self.marker.key, profiles,
+                        sorted(partitions - incomplete), written)
 
 
-async def refill(store: ProfileStore, table: Any, owned: Iterable[int], partitions: int, now_ms: int,
-                 still_owned: Callable[[int], bool]) -> tuple[int, int]:
-    """Write every profile of the `owned` input partitions in `table` (user id bytes -> the internal
-    snapshot) to Redis, CHUNK per round trip; a profile whose partition is no longer owned when its
-    chunk is written (a rebalance meanwhile) is left to its new owner. Returns (profiles, written:
-    those newer than what Redis held)."""
-    owned = set(owned)
-    keys = [key for key in list(table.keys()) if partition_of(key.decode("utf-8"), partitions) in owned]
+async def refill(store: ProfileStore, table: Any, partitions: set[int], count: int,
+                 owned: Callable[[], set[int] | None], lock: asyncio.Lock,
+                 now_ms: Callable[[], int]) -> tuple[int, int, set[int]]:
+    """Write the profiles of input `partitions` (of `count`) in `table` (user id bytes -> the stored
+    profile) to Redis, CHUNK at a time, each chunk read and written under `lock`; a profile whose
+    partition is no longer `owned` when its chunk comes is left to the new owner. Returns (profiles,
+    written: those newer than what Redis held, the partitions left incomplete that way)."""
+    keys = list(table.keys())
     profiles = written = 0
+    incomplete: set[int] = set()
     for start in range(0, len(keys), CHUNK):
-        rows = []
-        for key in keys[start:start + CHUNK]:
-            raw = table.get(key)
-            if raw is None or not still_owned(partition_of(key.decode("utf-8"), partitions)):
-                continue  # evicted, erased or moved since the list was taken
-            try:
-                rows.append(public_row(raw))
-            except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-                log.error("cannot write the stored profile of %r to Redis again (%r): its next event writes it",
-                          key, exc)
-        profiles += len(rows)
-        written += await store.write_rows(rows, now_ms)
-        await asyncio.sleep(0)  # let a batch in
-    return profiles, written
+        async with lock:
+            now = owned() or set()
+            snapshots = []
+            for key in keys[start:start + CHUNK]:
+                partition = partition_of(key.decode("utf-8"), count)
+                if partition not in partitions:
+                    continue
+                if partition not in now:
+                    incomplete.add(partition)
+                    continue
+                raw = table.get(key)
+                if raw is None:
+                    continue  # evicted or erased since the keys were listed
+                try:
+                    profile = Profile.from_json(raw)
+                except Exception as exc:  # its events are dead-lettered for the same reason (batch.py)
+                    log.error("cannot read the stored profile of %r to write it back to Redis: %r", key, exc)
+                    continue
+                snapshots.append((profile, profile.to_json(internal=False)))  # as a batch writes an unchanged one
+            profiles += len(snapshots)
+            written += await store.write_profiles(snapshots, now_ms())
+        await asyncio.sleep(0)
+    return profiles, written, incomplete

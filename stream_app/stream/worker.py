@@ -92,10 +92,10 @@ class StreamWorker:
         # Erasures (erasures.py): the record of erased users, in a table partitioned like the profiles
         self.erased = ErasedUsers.table(app, settings, partitions, self.profile_table.changelog_topic_name)
         self.counters = Counters()
-        # Redis losing the profile mirror is noticed at the heartbeat, and the owned profiles written back
-        self.mirror = MirrorKeeper(self.store, self.profile_table.data, partitions, settings.namespace,
-                                   lambda: self.assigned_inputs() if self.partitions_ready else None, self.counters)
         self.lock = asyncio.Lock()  # a batch and a rebalance never interleave
+        # Redis losing the profile mirror is noticed at the heartbeat, and the owned profiles written back
+        self.mirror = MirrorKeeper(self.store, self.profile_table.data, partitions, settings.namespace, self.mirrored,
+                                   self.lock, self.counters, now_ms)
         self.outages: dict[str, float] = {}  # an output whose writes fail -> since when (monotonic)
         self.offsets = AppliedOffsets(settings.commit_interval_s)
         self.stream: faust.StreamT | None = None  # the input agent's stream, which acknowledges events
@@ -287,6 +287,10 @@ class StreamWorker:
         self.faust_paused = {tp for tp in lanes if (tp.topic, tp.partition) not in wanted}
         self.app.consumer.pause_partitions(self.faust_paused)
 
+    def mirrored(self) -> set[int] | None:
+        """The partitions whose profiles Redis mirrors: once restored and looked through for erased users."""
+        return self.assigned_inputs() if self.partitions_ready and not self.restored_unchecked else None
+
     def assigned_inputs(self) -> set[int]:
         return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic in self.settings.topics.inputs}
 
@@ -331,7 +335,7 @@ class StreamWorker:
                 await self.offsets.commit_now(self.app.consumer, "on the way out")
         if self.http is not None:
             await self.http.cleanup()
-        self.mirror.stop()
+        await self.mirror.stop()
         await self.output.stop()
         await self.store.close()
         shutil.rmtree(self.datadir, ignore_errors=True)
@@ -340,7 +344,7 @@ class StreamWorker:
         if not self.lock.locked():  # a batch in progress commits after its flush
             await self.offsets.commit(self.app.consumer)  # the last batch before a pause
         await self.publish_status()
-        await self.mirror.check(now_ms())
+        await self.mirror.check()
         log.info("worker counters: %s; ordering: %s", self.counters, self.ordered.status())
 
 

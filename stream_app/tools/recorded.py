@@ -6,6 +6,7 @@ Gzipped files (`.gz`, recognised by their magic bytes) are read transparently.""
 
 from __future__ import annotations
 
+import codecs
 import csv
 import datetime as dt
 import gzip
@@ -68,18 +69,35 @@ def _open_binary(path: Path) -> IO[bytes]:
     return gzip.open(path, "rb") if _is_gzip(path) else open(path, "rb")
 
 
+def _text_encoding(path: Path) -> str:
+    """UTF-8 (a byte-order mark, as Excel's "CSV UTF-8" writes, is dropped), or Latin-1 for a file that is
+    not UTF-8: the widely shared csv of the Online Retail log is ISO-8859-1. One pass over the bytes."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    with _open_binary(path) as fh:
+        try:
+            while chunk := fh.read(1 << 20):
+                decoder.decode(chunk)
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            return "latin-1"
+    return "utf-8-sig"
+
+
 def _open_text(path: Path) -> IO[str]:
     """The file as text for the csv module, decompressed if it is gzipped."""
+    encoding = _text_encoding(path)
     if _is_gzip(path):
-        return gzip.open(path, "rt", encoding="utf-8", newline="")
-    return open(path, "r", encoding="utf-8", newline="")
+        return gzip.open(path, "rt", encoding=encoding, newline="")
+    return open(path, "r", encoding=encoding, newline="")
 
 
 def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    """Numbered non-blank lines, without their line ends."""
+    """Numbered non-blank lines, without their line ends (nor a byte-order mark before the first)."""
     with _open_binary(path) as fh:
         for line, raw in enumerate(fh, 1):
             raw = raw.rstrip(b"\r\n")
+            if line == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8):]
             if raw.strip():
                 yield line, raw
 
@@ -100,14 +118,16 @@ def read_otto(path: Path) -> Iterator[Read]:
             session = orjson.loads(raw)
             user = str(session["session"])
             events = session["events"]
+            if not isinstance(events, list):
+                raise TypeError(f"'events' is {type(events).__name__}, not a list")
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
             yield _reject(path, line, "invalid_json", f"not an OTTO session ({exc!r})", raw)
             continue
         for i, e in enumerate(events):
             try:
-                kind, stage = OTTO_TYPES[e["type"]]
-                event = {"event_id": f"otto-{user}-{i}", "user_id": user, "item_id": str(e["aid"]),
-                         "type": kind, "ts": int(e["ts"]), "session_id": user, "schema_version": 1}
+                kind, stage = _kind(OTTO_TYPES, e["type"])
+                event = {"event_id": f"otto-{user}-{i}", "user_id": user, "item_id": _otto_aid(e["aid"]),
+                         "type": kind, "ts": _otto_ms(e["ts"]), "session_id": user, "schema_version": 1}
             except (KeyError, TypeError, ValueError) as exc:
                 yield _reject(path, line, "schema_violation", f"event {i} of session {user}: {exc!r}",
                               orjson.dumps(e))
@@ -115,6 +135,30 @@ def read_otto(path: Path) -> Iterator[Read]:
             if stage:
                 event["stage"] = stage
             yield _checked(path, line, event, raw)
+
+
+def _kind(types: dict[str, tuple[str, str | None]], name: Any) -> tuple[str, str | None]:
+    """(type, stage) of a format's event type name, or a ValueError naming the ones it has."""
+    if not isinstance(name, str) or name not in types:
+        raise ValueError(f"event type {name!r} is not one of {', '.join(types)}")
+    return types[name]
+
+
+#: Below this a timestamp in ms would be before 1973: OTTO's sessions as published are in ms, a
+#: republished copy in seconds (its timestamps are below this) is read as seconds.
+_SECONDS_BELOW = 10**11
+
+
+def _otto_ms(ts: Any) -> int:
+    if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not math.isfinite(ts):
+        raise ValueError(f"ts {ts!r} is not a number")
+    return int(ts * 1000) if ts < _SECONDS_BELOW else int(ts)
+
+
+def _otto_aid(aid: Any) -> str:
+    if isinstance(aid, bool) or not isinstance(aid, (int, str)) or aid == "":
+        raise ValueError(f"aid {aid!r} is not an item id")
+    return str(aid)
 
 
 def _csv_with_columns(fh: Any, path: Path, required: tuple[str, ...]) -> csv.DictReader:
@@ -161,7 +205,7 @@ def _csv_event(row: dict[str, str], line: int, raw: bytes) -> dict[str, Any]:
 
 
 def _retailrocket_event(row: dict[str, str], line: int, raw: bytes) -> dict[str, Any]:
-    kind, stage = RETAILROCKET_TYPES[row["event"]]
+    kind, stage = _kind(RETAILROCKET_TYPES, row["event"])
     event: dict[str, Any] = {"event_id": _digest_id("rr", line, raw), "user_id": row["visitorid"],
                              "item_id": row["itemid"], "type": kind, "ts": int(row["timestamp"]),
                              "schema_version": 1}
@@ -180,6 +224,7 @@ def _movielens_event(row: dict[str, str], line: int, raw: bytes) -> dict[str, An
 ONLINE_RETAIL_COLUMNS = ("InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice",
                          "CustomerID", "Country")
 _RETAIL_DATE = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}(?::\d{2})?")
+_SLASH_DATE = re.compile(r"(\d{1,2})/(\d{1,2})/(\d{4}) (\d{1,2}):(\d{2})(?::(\d{2}))?")
 _EPOCH = dt.datetime(1970, 1, 1)
 _MS = dt.timedelta(milliseconds=1)
 
@@ -206,11 +251,30 @@ class OnlineRetailStats:
         return {f.name: getattr(self, f.name) for f in fields(self)} | {"skipped": self.skipped}
 
 
-def _retail_ms(text: str) -> int:
-    """`YYYY-MM-DD HH:MM[:SS]`, taken as UTC, in ms since the epoch."""
-    if not _RETAIL_DATE.fullmatch(text):
-        raise ValueError(f"InvoiceDate {text!r} is not YYYY-MM-DD HH:MM[:SS]")
-    return (dt.datetime.fromisoformat(text) - _EPOCH) // _MS
+def _retail_ms(text: str, day_first: bool) -> int:
+    """`YYYY-MM-DD HH:MM[:SS]`, or `M/D/YYYY H:MM[:SS]` (`D/M/YYYY ...` if `day_first`) as the log's csv
+    copies have it, taken as UTC (the log's times are the shop's, UK local time), in ms since the epoch."""
+    if _RETAIL_DATE.fullmatch(text):
+        return (dt.datetime.fromisoformat(text) - _EPOCH) // _MS
+    slashed = _SLASH_DATE.fullmatch(text)
+    if slashed is None:
+        raise ValueError(f"InvoiceDate {text!r} is not YYYY-MM-DD HH:MM[:SS] nor M/D/YYYY H:MM[:SS]")
+    first, second, year, hour, minute, second_of_minute = (int(g or 0) for g in slashed.groups())
+    month, day = (second, first) if day_first else (first, second)
+    return (dt.datetime(year, month, day, hour, minute, second_of_minute) - _EPOCH) // _MS
+
+
+def _day_first(path: Path) -> bool:
+    """Whether the file's slashed dates put the day first: the first date with a field over 12 tells
+    (a copy exported with British settings: D/M/YYYY); none such: month first, as the shared csv has it."""
+    with _open_text(path) as fh:
+        for row in csv.DictReader(fh):
+            slashed = _SLASH_DATE.fullmatch((row.get("InvoiceDate") or "").strip())
+            if slashed is not None and int(slashed.group(1)) > 12:
+                return True
+            if slashed is not None and int(slashed.group(2)) > 12:
+                return False
+    return False
 
 
 def read_online_retail(path: str | Path, stats: OnlineRetailStats | None = None) -> Iterator[Read]:
@@ -220,6 +284,7 @@ def read_online_retail(path: str | Path, stats: OnlineRetailStats | None = None)
     rejections. The lines of one invoice share its timestamp and keep their file order."""
     path = Path(path)
     stats = stats if stats is not None else OnlineRetailStats()
+    day_first = _day_first(path)
     with _open_text(path) as fh:
         reader = _csv_with_columns(fh, path, ONLINE_RETAIL_COLUMNS)
         last_date, last_ms = "", 0  # the lines of an invoice repeat its date
@@ -252,7 +317,7 @@ def read_online_retail(path: str | Path, stats: OnlineRetailStats | None = None)
                     continue
                 date = row["InvoiceDate"].strip()
                 if date != last_date:
-                    last_ms, last_date = _retail_ms(date), date
+                    last_ms, last_date = _retail_ms(date, day_first), date
                 price = float(row["UnitPrice"])
                 if not math.isfinite(price):
                     raise ValueError(f"UnitPrice {row['UnitPrice']!r}")
