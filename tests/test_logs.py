@@ -84,6 +84,11 @@ def test_retailrocket_and_movielens_as_published(tmp_path):
                   "1433221999827,111016,transaction,385333,4000\n")
     kinds = [(e["type"], e.get("stage")) for e in load_sorted(rr, "retailrocket")[0]]
     assert kinds == [("browse", None), ("purchase", "order"), ("purchase", "cart")]
+    ids = {e["ts"]: e["event_id"] for e in load_sorted(rr, "retailrocket")[0]}
+    lines = rr.read_text().splitlines()
+    rr.write_text("\n".join([lines[0], lines[3], lines[1], lines[2], lines[1]]) + "\n")  # re-sorted, a row twice
+    again = load_sorted(rr, "retailrocket")[0]
+    assert len(again) == 4 and {e["ts"]: e["event_id"] for e in again} == ids  # the twice-logged row: one id
     ml = tmp_path / "ratings.csv"
     ml.write_text("userId,movieId,rating,timestamp\n1,31,2.5,1260759144\n")
     (event,) = load_sorted(ml, "movielens")[0]
