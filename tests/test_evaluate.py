@@ -109,7 +109,7 @@ def test_html_report_is_self_contained_with_both_charts(tmp_path):
     assert "<script" not in page and "http" not in page.replace("http://www.w3.org", "")
     for name in result["models"]:
         assert name in page
-    assert "Profile accuracy" in page
+    assert "Profile accuracy" in page and f"Reachable: {result['reachable']['known_item']:,} judged events" in page
 
 
 def test_the_item_just_seen_baseline_hits_exactly_the_repeated_events():
