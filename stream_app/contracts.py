@@ -220,3 +220,22 @@ def dead_letter_users(key: bytes | None, value: bytes | None) -> set[str]:
     if isinstance(user_id, str):
         users.add(user_id)
     return users
+
+
+def rejected_event_user(key: bytes | None, payload: bytes) -> tuple[set[str], int | None]:
+    """The users a rejected input event names (its key, the payload's user_id when that is JSON) and its
+    time when the payload has a whole-number `ts`."""
+    users = set()
+    text = _text_or_none(key) if key else None
+    if text is not None:
+        users.add(text)
+    try:
+        record = orjson.loads(payload)
+    except (orjson.JSONDecodeError, TypeError):
+        return users, None
+    if not isinstance(record, dict):
+        return users, None
+    if isinstance(record.get("user_id"), str):
+        users.add(record["user_id"])
+    ts = record.get("ts")
+    return users, ts if isinstance(ts, int) and not isinstance(ts, bool) else None

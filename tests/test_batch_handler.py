@@ -377,6 +377,37 @@ def test_after_an_erasure_older_events_are_dropped_and_later_ones_start_a_new_pr
     assert handler.counters.erased_events_dropped == 0 and handler.counters.applied == len(events)
 
 
+def test_an_invalid_event_of_an_erased_user_is_dropped_not_dead_lettered(settings):
+    """Dead-lettering it would store the erased user's payload again; an invalid event dated after the
+    erasure (a new profile's) or of another user is dead-lettered as usual."""
+    from stream_app.contracts import Rejection, Source
+    from stream_app.stream.erasures import ErasedUsers
+
+    erased_at = 1_700_000_000_000
+    erased = ErasedUsers({}, settings, "erased.changelog", "profiles.changelog")
+    erased.record(erase_request(USER, erased_at))
+    erased.record(erase_request(USER, erased_at - 5_000, "r2"))  # a later request stamped earlier: kept the later time
+    assert erased.erased_at(USER) == erased_at
+
+    def invalid(key: bytes | None, payload: dict | bytes, offset: int) -> Ready:
+        raw = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+        message = SimpleNamespace(topic="events.clicks", partition=0, offset=offset, key=key, value=raw, timestamp=0)
+        rejection = Rejection("schema_violation", "bad", Source("events.clicks", 0, offset), key, raw)
+        return Ready(entry=None, event=SimpleNamespace(message=message), checked=rejection)
+
+    handler = BatchHandler(settings, {}, PartitionState({}, settings), InMemoryItemIndex(settings), Counters(),
+                           now=0, erased=erased)
+    handler.process_round([invalid(USER.encode(), {"user_id": USER, "ts": erased_at - 1}, 0),  # dropped
+                           invalid(None, {"user_id": USER, "type": "teleport"}, 1),  # undated: dropped
+                           invalid(USER.encode(), b"{not json", 2),  # the key names the user: dropped
+                           invalid(USER.encode(), {"user_id": USER, "ts": erased_at + 1}, 3),  # after: a dead letter
+                           invalid(b"u2", {"user_id": "u2", "ts": erased_at - 1}, 4)], None, None)  # another user
+    assert handler.counters.erased_events_dropped == 3
+    dead = [orjson.loads(value)["source"]["offset"] for topic, _, value, _ in handler.outbox.records
+            if topic == settings.topics.dlq]
+    assert dead == [3, 4]
+
+
 def test_a_restored_profile_of_a_user_erased_after_it_began_is_erased_again_once_per_assignment(settings):
     """An earlier owner's late changelog record after the erasure's tombstone, taken up by a restore."""
     from stream_app.stream.erasures import ErasedUsers
@@ -483,7 +514,7 @@ def test_an_erasure_waits_for_its_dead_letters_to_be_listed_beside_the_batches_n
         async def slow_listing(users):
             asked.append(set(users))
             await release.wait()
-            return {USER: [{"partition": 0, "offset": 7}]}
+            return {USER: [{"partition": 0, "offset": 7}]}, None
 
         feed = ErasureFeed(settings, settings.partitions, lambda: woken.append(1), "w", retry)
         feed.dead_letters, feed.retention = slow_listing, (1000, "setting")

@@ -162,3 +162,12 @@ def test_a_state_folder_that_cannot_be_used_is_named_with_the_setting_to_change(
         assert main.main([command]) == 2
         said = capsys.readouterr().err
         assert "set STREAM_APP_STATE_DIR to a folder this user can write" in said and "Traceback" not in said
+
+
+def test_an_erasure_of_an_invalid_user_id_is_refused_before_anything_is_sent(monkeypatch, capsys):
+    """A worker would dead-letter such a request, the user id in it, and no receipt would come."""
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")  # nothing listens: no connection is made first
+    for user in ("", "x" * 201):
+        assert main.main(["erase", "u1", user, "--no-wait"]) == 2
+        said = capsys.readouterr().err
+        assert "cannot request the erasure of" in said and "1 to 200 characters" in said and "Nothing was sent" in said

@@ -13,7 +13,7 @@ from typing import Any, Callable
 import orjson
 
 from ..config import Settings
-from ..contracts import ErasureRequest, Rejection, Source
+from ..contracts import ErasureRequest, Rejection, Source, rejected_event_user
 from ..core.content import ContentIndex
 from ..core.events import Event
 from ..core.items import InMemoryItemIndex
@@ -293,6 +293,15 @@ class BatchHandler:
         erased_at = self.erased.erased_at(event.user_id)
         return erased_at is not None and event.ts <= erased_at
 
+    def erased_rejection(self, rejection: Rejection) -> bool:
+        """Does an invalid event name an erased user, dated at or before the erasure or undated: dropped too,
+        as `erased_before` drops valid ones (a dead letter would store the payload again)."""
+        if self.erased is None or self.settings.replay_erased or not self.erased.data:
+            return False
+        users, ts = rejected_event_user(rejection.key, rejection.payload)
+        return any((erased_at := self.erased.erased_at(user)) is not None and (ts is None or ts <= erased_at)
+                   for user in users)
+
     def encode(self, encoder: Encoder | None, valid: list[tuple[Ready, Event]]) -> list[UserEncoding | None]:
         if encoder is None or not valid:
             return [None] * len(valid)
@@ -313,7 +322,9 @@ class BatchHandler:
             rejected = isinstance(item.checked, Rejection)
             counters.count_input(item.event.message.topic, "invalid" if rejected else item.checked.type)
             self.events.append(item.event)
-            if rejected:
+            if rejected and self.erased_rejection(item.checked):
+                counters.erased_events_dropped += 1
+            elif rejected:
                 self.dead_letter(item.checked)
             elif self.erased_before(item.checked):
                 counters.erased_events_dropped += 1

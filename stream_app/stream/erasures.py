@@ -38,6 +38,9 @@ from .transport import true_end_offsets
 log = logging.getLogger("stream_app.erasures")
 
 ERASED_TABLE = "erased-users"
+#: How long the dead-letter topic is searched for a user's letters before the erasure goes on without
+#: the rest (its receipt says where the search stopped).
+LISTING_S = 120.0
 #: What an erasure leaves, said in every receipt.
 NOT_ERASED = [
     "item state (popularity, trending, co-visitation, sequential rules, category tops): aggregates of every "
@@ -83,7 +86,9 @@ class ErasedUsers:
     def record(self, request: ErasureRequest) -> tuple[bytes, bytes]:
         """Remember the erasure in the table; return its changelog record (key, value)."""
         key = self.user_hash(request.user_id).encode()
-        value = orjson.dumps({"erased_at": request.requested_at, "request_id": request.request_id})
+        stored = self.data.get(key)  # a later request with an earlier time (another clock) must not shrink it
+        erased_at = max(request.requested_at, orjson.loads(stored)["erased_at"] if stored is not None else 0)
+        value = orjson.dumps({"erased_at": erased_at, "request_id": request.request_id})
         self.data[key] = memoryview(value).tobytes()  # orjson's bytes hold a 4 KiB buffer; the table keeps 60 B
         return key, value
 
@@ -193,8 +198,9 @@ class ErasureFeed:
             out.extend((partition, offset, waiting[offset]) for offset in sorted(waiting) if offset >= start)
         return out
 
-    async def dead_letters(self, users: set[str]) -> dict[str, list[dict[str, int]]]:
-        """The dead letters naming each user (key or payload): the whole dead-letter topic, read to its end."""
+    async def dead_letters(self, users: set[str]) -> tuple[dict[str, list[dict[str, int]]], str | None]:
+        """The dead letters naming each user (key or payload): the whole dead-letter topic, read to its end,
+        or as far as LISTING_S let it (then a note of where it stopped: the erasures wait for no listing)."""
         settings = self.settings
         topic, servers = settings.topics.dlq, settings.require_kafka().split(",")
         found: dict[str, list[dict[str, int]]] = {user: [] for user in users}
@@ -205,14 +211,16 @@ class ErasureFeed:
             await consumer.topics()
             tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
             if not tps:
-                return found
+                return found, None
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
             ends = await true_end_offsets(servers, await consumer.end_offsets(tps), settings.kafka_security)
-            deadline = time.monotonic() + 120
-            while [tp for tp in tps if await consumer.position(tp) < (ends[tp] or 0)]:
+            deadline = time.monotonic() + LISTING_S
+            while behind := [tp for tp in tps if await consumer.position(tp) < (ends[tp] or 0)]:
                 if time.monotonic() > deadline:
-                    raise asyncio.TimeoutError(f"{topic} not read to its end in 120 s")
+                    where = ", ".join(f"partition {tp.partition} from offset {await consumer.position(tp)}"
+                                      for tp in behind)
+                    return found, f"{topic} was not read to its end in {LISTING_S:.0f} s; not searched: {where}"
                 for tp, records in (await consumer.getmany(timeout_ms=200, max_records=5000)).items():
                     for record in records:
                         if record.offset < (ends[tp] or 0):
@@ -220,7 +228,7 @@ class ErasureFeed:
                                 found[user].append({"partition": tp.partition, "offset": record.offset})
         finally:
             await consumer.stop()
-        return found
+        return found, None
 
     async def dead_letter_retention(self) -> tuple[int, str]:
         """(retention.ms, "broker") as the broker reports it, else (the setting, "setting"); asked once."""
@@ -284,7 +292,7 @@ class ErasureFeed:
 
     async def _list(self, users: set[str]) -> None:
         try:
-            found, failure = await self.retry("list the dead letters of erased users", self.dead_letters, users), None
+            found, failure = await self.retry("list the dead letters of erased users", self.dead_letters, users)
         except Exception as exc:  # a bug must not stop the partition: erase all the same, say what is missing
             log.error("cannot list the dead letters of erased users (%r); their receipts say so", exc)
             found, failure = {}, f"the topic could not be read ({exc!r})"

@@ -7,11 +7,13 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
+import fastjsonschema
 import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from ..config import Settings
-from ..errors import ServiceTimeout
+from ..contracts import validator
+from ..errors import ConfigError, ServiceTimeout
 from ..kafka_security import kafka_python_kwargs
 from ..stream.topics import ensure_topics
 
@@ -20,10 +22,28 @@ def request_for(user_id: str, requested_at: int) -> dict[str, Any]:
     return {"request_id": uuid.uuid4().hex, "user_id": user_id, "requested_at": requested_at, "schema_version": 1}
 
 
+def checked_requests(users: list[str], requested_at: int) -> list[dict[str, Any]]:
+    """One request per distinct user, each valid by the topic's schema, or an error naming what is wrong
+    before anything is sent (a worker would dead-letter an invalid request, with the user id in it)."""
+    check = validator("erasure-request")
+    requests = []
+    for user in dict.fromkeys(users):
+        request = request_for(user, requested_at)
+        try:
+            user.encode("utf-8")
+            check(request)
+        except (UnicodeEncodeError, fastjsonschema.JsonSchemaValueException) as exc:
+            reason = exc.message if isinstance(exc, fastjsonschema.JsonSchemaValueException) else "not UTF-8 text"
+            raise ConfigError(f"cannot request the erasure of {user[:60]!r}: {reason}; a user id is 1 to 200 "
+                              "characters of text, as in the events. Nothing was sent") from None
+        requests.append(request)
+    return requests
+
+
 def publish_erasures(settings: Settings, users: list[str], requested_at: int | None = None) -> list[dict[str, Any]]:
     """One request per user, keyed by the user (the user's partition, as the input's), on the erasures topic."""
     at = int(time.time() * 1000) if requested_at is None else requested_at
-    requests = [request_for(user, at) for user in dict.fromkeys(users)]
+    requests = checked_requests(users, at)
     producer = KafkaProducer(bootstrap_servers=settings.require_kafka().split(","), acks="all",
                              **kafka_python_kwargs(settings.kafka_security))
     try:
@@ -66,6 +86,7 @@ class ReceiptReader:
 
 def erase_users(settings: Settings, users: list[str], wait_s: float | None, as_json: bool = False) -> int:
     """Publish the requests; unless `wait_s` is None, wait for every receipt and print them."""
+    checked_requests(users, 0)  # before any connection: an invalid id is said at once
     ensure_topics(settings)
     reader = ReceiptReader(settings) if wait_s is not None else None
     try:
