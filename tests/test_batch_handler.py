@@ -336,7 +336,8 @@ def test_an_erasure_deletes_the_profile_everywhere_and_says_so_in_its_receipt(se
     assert ("profiles.changelog", USER.encode(), None) in records
     assert (settings.topics.profiles, USER.encode(), None) in records
     (hashed,) = [(key, orjson.loads(value)) for topic, key, value in records if topic == "erased.changelog"]
-    assert USER.encode() not in hashed[0] and hashed[1] == {"erased_at": events[-1].ts, "request_id": "r1"}
+    assert USER.encode() not in hashed[0] and hashed[1] == {"erased_at": events[-1].ts, "request_id": "r1",
+                                                            "key_id": erased.key_id}
     other_key = ErasedUsers({}, settings.replace(erasure_key="another secret"), "e", "p").user_hash(USER)
     assert hashed[0].decode() != other_key  # keyed: without the key, a user id cannot be tested against it
     (sent,) = [orjson.loads(value) for topic, _, value in records if topic == settings.topics.erasure_receipts]
@@ -406,6 +407,26 @@ def test_an_invalid_event_of_an_erased_user_is_dropped_not_dead_lettered(setting
     dead = [orjson.loads(value)["source"]["offset"] for topic, _, value, _ in handler.outbox.records
             if topic == settings.topics.dlq]
     assert dead == [3, 4]
+
+
+def test_a_worker_whose_erasure_key_is_not_the_one_past_erasures_were_recorded_with_stops(settings, monkeypatch):
+    """Their hashes were made with the other key: this worker would not find them and would apply the
+    erased users' old events again."""
+    from stream_app.stream import erasures
+
+    stops = []
+    monkeypatch.setattr(erasures, "stop_worker", stops.append)
+    before = erasures.ErasedUsers({}, settings.replace(erasure_key="first"), "erased.changelog", "profiles.changelog")
+    before.record(erase_request(USER, 5))
+    before.data[b"offset:0"] = orjson.dumps({"next_offset": 1})
+    before.data[b"legacy"] = orjson.dumps({"erased_at": 1, "request_id": "r0"})  # before key ids: not told apart
+    same = erasures.ErasedUsers(before.data, settings.replace(erasure_key="first"), "e", "p")
+    same.check_key()
+    assert stops == [] and same.erased_at(USER) == 5
+    rotated = erasures.ErasedUsers(before.data, settings.replace(erasure_key="second"), "e", "p")
+    assert rotated.erased_at(USER) is None and rotated.other_keys() == {before.key_id}
+    rotated.check_key()
+    assert stops == [erasures.EXIT_ERASURE_KEY]
 
 
 def test_a_restored_profile_of_a_user_erased_after_it_began_is_erased_again_once_per_assignment(settings):

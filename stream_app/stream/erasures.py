@@ -32,6 +32,7 @@ from ..core.profile import Profile
 from ..kafka_security import aiokafka_kwargs
 from ..store.redis_store import ERASED_MARKER_S, profile_key
 from .partitioning import partition_of
+from .retries import EXIT_ERASURE_KEY, stop_worker
 from .topics import topic_retention_ms
 from .transport import true_end_offsets
 
@@ -64,6 +65,8 @@ class ErasedUsers:
     def __init__(self, data: Any, settings: Settings, changelog: str, profile_changelog: str):
         self.data = data  # the table's data: bytes -> JSON bytes
         self.key = (settings.erasure_key or settings.group_id).encode()
+        # in every record: a record made with another key cannot be found by this one (its hash differs)
+        self.key_id = hmac.new(self.key, b"stream-app erasure key id", hashlib.sha256).hexdigest()[:16]
         self.changelog = changelog
         self.profile_changelog = profile_changelog  # named in receipts
 
@@ -88,9 +91,25 @@ class ErasedUsers:
         key = self.user_hash(request.user_id).encode()
         stored = self.data.get(key)  # a later request with an earlier time (another clock) must not shrink it
         erased_at = max(request.requested_at, orjson.loads(stored)["erased_at"] if stored is not None else 0)
-        value = orjson.dumps({"erased_at": erased_at, "request_id": request.request_id})
+        value = orjson.dumps({"erased_at": erased_at, "request_id": request.request_id, "key_id": self.key_id})
         self.data[key] = memoryview(value).tobytes()  # orjson's bytes hold a 4 KiB buffer; the table keeps 60 B
         return key, value
+
+    def other_keys(self) -> set[str]:
+        """The ids of other keys the restored records were made with (records of releases before key ids: not
+        told apart). Non-empty: this worker cannot see those erasures, and would let their users' old events in."""
+        return {key_id for key, value in list(self.data.items()) if not key.startswith(b"offset:")
+                and (key_id := orjson.loads(value).get("key_id", self.key_id)) != self.key_id}
+
+    def check_key(self) -> None:
+        """Stop the worker (EXIT_ERASURE_KEY) if past erasures were recorded with another key."""
+        others = self.other_keys()
+        if others:
+            log.critical("the erased-users table holds erasures recorded with another erasure key (key id %s; this "
+                         "worker's is %s): this worker would not see them and would let those users' old events "
+                         "in. Set STREAM_APP_ERASURE_KEY (and the group id, if it changed) back to what they were",
+                         ", ".join(sorted(others)), self.key_id)
+            stop_worker(EXIT_ERASURE_KEY)
 
     def next_offset(self, partition: int) -> int:
         stored = self.data.get(b"offset:%d" % partition)

@@ -35,6 +35,8 @@ REBALANCE_WAIT_S = 3.0
 EXIT_BATCH_FAILED = 71
 #: The worker's exit status when its HTTP port is taken (the command line's usage-error status).
 EXIT_PORT_TAKEN = 2
+#: The worker's exit status when its erasure key is not the one past erasures were recorded with.
+EXIT_ERASURE_KEY = 78
 
 
 def stop_worker(status: int) -> None:

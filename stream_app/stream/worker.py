@@ -324,6 +324,7 @@ class StreamWorker:
             self.user_eviction = EvictionClock()  # the new partitions' first round runs its own pass
             self.ordered.assign(self.assigned_inputs())  # where each lane starts comes with Faust's seek, next
             self.restored_unchecked = True  # for profiles of erased users (BatchHandler.erase_restored)
+            self.erased.check_key()  # restored: erasures recorded with another key would go unseen
         self.partitions_ready = True
         self.metrics.freshness.keep(self.assigned_inputs())
         self.ordered.changed.set()
