@@ -35,12 +35,27 @@ class SentRecords:
 
     def send(self, topic, key=None, value=None):
         self.sent.append((topic, key, value))
+        return Acknowledged(topic, len(self.sent))
 
     def flush(self):
         pass
 
     def close(self):
         pass
+
+
+class Acknowledged:
+    """A send's future, already acknowledged."""
+
+    def __init__(self, topic, offset):
+        self.metadata = type("Metadata", (), {"topic": topic, "partition": 0, "offset": offset})()
+
+    def add_callback(self, callback):
+        callback(self.metadata)
+        return self
+
+    def add_errback(self, errback):
+        return self
 
 
 @pytest.fixture

@@ -231,13 +231,17 @@ def test_replay_sends_unreadable_lines_to_the_dead_letter_topic_with_their_line(
     log = tmp_path / "events.jsonl"
     good = {"event_id": "g1", "user_id": "u1", "item_id": "i1", "type": "purchase", "stage": "order",
             "ts": 1_700_000_000_000, "schema_version": 1}
-    log.write_bytes(orjson.dumps(good) + b"\n{broken\n")
+    huge = {**good, "event_id": "g2", "item_id": "x" * 80, "context": {"note": "y" * settings.max_payload_bytes}}
+    log.write_bytes(orjson.dumps(good) + b"\n{broken\n" + orjson.dumps(huge) + b"\n")
     summary = replay(settings, log, "jsonl", progress_stream=None)
-    assert summary.sent == {settings.topics.purchase: 1} and summary.rejected == 1
-    (dead,) = [orjson.loads(r.value) for r in read_all(settings.kafka_bootstrap_servers, settings.topics.dlq, 1)]
+    assert summary.sent == {settings.topics.purchase: 1} and summary.rejected == 2
+    dead, large = sorted((orjson.loads(r.value) for r in read_all(settings.kafka_bootstrap_servers,
+                                                                   settings.topics.dlq, 2)), key=lambda d: d["reason"])
     jsonschema.validate(dead, load_schema("dead-letter"))
+    jsonschema.validate(large, load_schema("dead-letter"))
     assert dead["reason"] == "invalid_json" and dead["source"]["line"] == 2
     assert dead["payload_text"] == "{broken"
+    assert large["reason"] == "payload_too_large" and "'g2'" in large["detail"]  # the gate would refuse it too
     (sent,) = read_all(settings.kafka_bootstrap_servers, settings.topics.purchase, 1)
     assert sent.key == b"u1" and orjson.loads(sent.value) == good
 

@@ -176,15 +176,18 @@ def send_catalogue(settings: Settings, path: str, items: dict[str, dict[str, Any
                    rejected: list[LineRejection]) -> LoadSummary:
     """Produce a catalogue read by `load_catalogue` to the items topic; its rejected lines to the dead-letter topic."""
     from ..stream.topics import ensure_topics
-    from .replay import dead_letter_lines, make_producer
+    from .replay import Produced, dead_letter_lines, make_producer
 
     started = time.monotonic()
     ensure_topics(settings)
     producer = make_producer(settings)
     try:
+        sent = Produced()
         for item_id, record in items.items():
-            producer.send(settings.topics.items, key=item_id.encode(), value=orjson.dumps(record))
+            producer.send(settings.topics.items, key=item_id.encode(), value=orjson.dumps(record)).add_callback(
+                sent.acked).add_errback(sent.failed)
         producer.flush()
+        sent.check(len(items), "items", "loading them again is safe: an item's record replaces the one before")
         dead_letter_lines(settings, rejected, producer)
     finally:
         producer.close()

@@ -12,9 +12,11 @@ import orjson
 from kafka import KafkaProducer, TopicPartition
 
 from ..config import Settings
+from ..contracts import Rejection, Source
+from ..errors import StreamAppError
 from ..kafka_security import kafka_python_kwargs
 from ..stream.topics import ensure_topics
-from .recorded import LineRejection, load_sorted
+from .recorded import LineRejection, check_file, load_sorted
 
 
 @dataclass
@@ -71,9 +73,20 @@ class Progress:
 
 
 def make_producer(settings: Settings) -> KafkaProducer:
-    return KafkaProducer(bootstrap_servers=settings.require_kafka().split(","), acks=1, linger_ms=10,
+    # acks=all with idempotence (kafka-python's defaults): a retried batch cannot land behind a later one
+    # of its partition (a replay writes each partition in timestamp order), nor be lost to a failover
+    return KafkaProducer(bootstrap_servers=settings.require_kafka().split(","), linger_ms=10,
                          batch_size=256 * 1024, max_request_size=2 * 1024 * 1024,
                          **kafka_python_kwargs(settings.kafka_security))
+
+
+#: What a replay that did not get every event to the broker says about running it again.
+RERUN_IS_SAFE = ("running the same command again is safe: event ids come from the log, and the workers skip the "
+                 "events they already applied")
+
+
+class ReplayIncomplete(StreamAppError):
+    """The broker did not acknowledge every event."""
 
 
 @dataclass
@@ -83,11 +96,23 @@ class Produced:
 
     sent: dict[str, int] = field(default_factory=dict)
     marks: dict[TopicPartition, int] = field(default_factory=dict)
+    acknowledged: int = 0
+    failures: list[BaseException] = field(default_factory=list)
 
     def acked(self, metadata: Any) -> None:
+        self.acknowledged += 1
         tp = TopicPartition(metadata.topic, metadata.partition)
         if metadata.offset + 1 > self.marks.get(tp, 0):
             self.marks[tp] = metadata.offset + 1
+
+    def failed(self, exc: BaseException) -> None:
+        self.failures.append(exc)
+
+    def check(self, total: int, what: str = "events", rerun: str = RERUN_IS_SAFE) -> None:
+        """Raise ReplayIncomplete unless the broker acknowledged all `total` records sent."""
+        if self.failures or self.acknowledged < total:
+            first = f" (the first error: {self.failures[0]!r})" if self.failures else ""
+            raise ReplayIncomplete(f"the broker acknowledged {self.acknowledged} of {total} {what}{first}; {rerun}")
 
 
 def produce_events(settings: Settings, events: Sequence[dict[str, Any]], rate: float | None = None,
@@ -106,11 +131,13 @@ def produce_events(settings: Settings, events: Sequence[dict[str, Any]], rate: f
                 ahead = (i - 1) / rate - (time.monotonic() - started)
                 if ahead > 0:
                     time.sleep(ahead)
+                elif ahead < -1.0:  # stalled (a full buffer, a paused process): go on at the rate, no catch-up burst
+                    started = time.monotonic() - (i - 1) / rate
             topic = topics.for_type(event["type"])
             if on_send is not None:
                 on_send(event)
             producer.send(topic, key=event["user_id"].encode(), value=orjson.dumps(event)).add_callback(
-                produced.acked)
+                produced.acked).add_errback(produced.failed)
             sent[topic] = sent.get(topic, 0) + 1
             if progress is not None:
                 progress.update(i)
@@ -120,27 +147,55 @@ def produce_events(settings: Settings, events: Sequence[dict[str, Any]], rate: f
     finally:
         if own:
             producer.close()
+    produced.check(sum(sent.values()))
     return produced
 
 
-def dead_letter_lines(settings: Settings, rejected: Sequence[LineRejection], producer: KafkaProducer) -> None:
+def dead_letter_lines(settings: Settings, rejected: Sequence[LineRejection | Rejection],
+                      producer: KafkaProducer) -> None:
+    done = Produced()
     for item in rejected:
-        record = item.rejection.to_record()
-        record["source"]["line"] = item.line
-        producer.send(settings.topics.dlq, value=orjson.dumps(record))
+        record = item.rejection.to_record() if isinstance(item, LineRejection) else item.to_record()
+        if isinstance(item, LineRejection):
+            record["source"]["line"] = item.line
+        producer.send(settings.topics.dlq, value=orjson.dumps(record)).add_callback(done.acked).add_errback(done.failed)
     producer.flush()
+    done.check(len(rejected), "dead letters", "running the same command again is safe")
+
+
+def too_large(settings: Settings, events: list[dict[str, Any]], path: str | Path
+              ) -> tuple[list[dict[str, Any]], list[Rejection]]:
+    """The events a worker's gate would refuse for their size (the broker might refuse the whole batch
+    they are in), apart: dead letters with their size."""
+    limit, kept, refused = settings.max_payload_bytes, [], []
+    for event in events:
+        value = orjson.dumps(event)
+        if len(value) <= limit:
+            kept.append(event)
+        else:
+            detail = (f"event {event.get('event_id')!r}: {len(value):,} bytes, over {limit:,} "
+                      "(STREAM_APP_MAX_PAYLOAD_BYTES)")
+            refused.append(Rejection("payload_too_large", detail, Source(str(path)),
+                                     str(event.get("user_id", "")).encode(), value))
+    return kept, refused
 
 
 def replay(settings: Settings, path: str | Path, fmt: str, rate: float | None = None,
            progress_stream: TextIO | None = sys.stderr) -> ReplaySummary:
+    check_file(Path(path))
+    ensure_topics(settings)  # an unreachable broker is said before a large log is read
     events, rejected = load_sorted(path, fmt)
-    ensure_topics(settings)
-    summary = ReplaySummary(str(path), rejected=len(rejected))
+    events, refused = too_large(settings, events, path)
+    summary = ReplaySummary(str(path), rejected=len(rejected) + len(refused))
     producer = make_producer(settings)
     started = time.monotonic()
     try:
+        dead_letter_lines(settings, [*rejected, *refused], producer)  # first: an interrupted replay loses none
         summary.sent = produce_events(settings, events, rate, Progress(len(events), progress_stream), producer).sent
-        dead_letter_lines(settings, rejected, producer)
+    except KeyboardInterrupt:
+        producer.close(timeout=5)
+        print(f"\ninterrupted: {RERUN_IS_SAFE}", file=sys.stderr)
+        raise
     finally:
         producer.close()
     summary.seconds = time.monotonic() - started
