@@ -206,6 +206,8 @@ class Settings:
     # erasure's time, and drop their events dated at or before it, so a replay of an old log does not
     # bring an erased profile back, unless replay_erased is on (a replay meant to restore them).
     erasure_key: str = field(default="", repr=False)  # a secret: out of every printed Settings
+    # Keys erasures were recorded with before, comma-separated: still looked up (a key rotation)
+    erasure_previous_keys: str = field(default="", repr=False)
     replay_erased: bool = False
     # The dead-letter topic's retention.ms when it is created: a dead letter of an erased user leaves
     # the topic only then (Kafka cannot delete one record), and an erasure's receipt says so. 7 days.

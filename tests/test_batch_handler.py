@@ -427,6 +427,13 @@ def test_a_worker_whose_erasure_key_is_not_the_one_past_erasures_were_recorded_w
     assert rotated.erased_at(USER) is None and rotated.other_keys() == {before.key_id}
     rotated.check_key()
     assert stops == [erasures.EXIT_ERASURE_KEY]
+    # a rotation: the new key, the old one listed as previous: the old erasures are seen, new ones use the new key
+    both = erasures.ErasedUsers(before.data, settings.replace(erasure_key="second", erasure_previous_keys="first"),
+                                "e", "p")
+    both.check_key()
+    assert stops == [erasures.EXIT_ERASURE_KEY] and both.erased_at(USER) == 5
+    both.record(erase_request(USER, 9, "r9"))
+    assert both.erased_at(USER) == 9 and same.erased_at(USER) == 5 and both.other_keys() == set()
 
 
 def test_a_restored_profile_of_a_user_erased_after_it_began_is_erased_again_once_per_assignment(settings):

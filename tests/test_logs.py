@@ -5,6 +5,7 @@ import pytest
 from conftest import OTTO_SAMPLE
 
 from stream_app.errors import InputFileError
+from stream_app.tools import recorded as recorded_module
 from stream_app.tools.recorded import LineRejection, OnlineRetailStats, load_sorted, read_log, read_online_retail
 
 
@@ -235,3 +236,44 @@ def test_the_worker_draws_no_terminal_spinner_into_its_log():
 
     worker = Worker(faust.App("spinner-check", broker="kafka://127.0.0.1:1"), quiet=True, loglevel="warn")
     assert worker.spinner is None  # Faust's would write cursor escapes (ESC[?25l) into the log file
+
+
+OR_HEAD = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"
+
+
+def test_day_first_detection_stops_at_an_iso_date_instead_of_parsing_the_whole_file(tmp_path, monkeypatch):
+    rows = 5000
+    path = tmp_path / "iso.csv"
+    path.write_text(OR_HEAD + "".join(f"{536365 + i},85123A,HEART,6,2010-12-01 08:26:00,2.55,17850,UK\n"
+                                   for i in range(rows)))
+    looked = []
+    real = recorded_module._SLASH_DATE
+
+    class Counting:
+        def fullmatch(self, text):
+            looked.append(text)
+            return real.fullmatch(text)
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+    monkeypatch.setattr(recorded_module, "_SLASH_DATE", Counting())
+    assert recorded_module._day_first(path) is False
+    # every row of an ISO-dated file was parsed once more (541,909 for the full Online Retail log)
+    assert len(looked) < 100, f"_day_first looked at {len(looked)} rows"
+
+
+def test_one_stray_byte_does_not_turn_every_utf8_id_of_the_file_into_mojibake(tmp_path):
+    path = tmp_path / "e.csv"
+    path.write_bytes("user_id,item_id,type,ts\nJos\u00e9,caf\u00e9,click,1700000000000\n".encode()
+                     + b"bob,x\xff,click,1700000000001\n")  # line 3: one byte that is not UTF-8
+    events, _ = recorded_module.load_sorted(path, "csv")
+    # the whole file was read as Latin-1 -> 'JosÃ©' / 'cafÃ©' (other ids, other digest event_ids)
+    assert events[0]["user_id"] == "Jos\u00e9" and events[0]["item_id"] == "caf\u00e9"
+
+
+def test_a_bom_is_dropped_also_when_the_file_falls_back_to_latin1(tmp_path):
+    path = tmp_path / "r.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + OR_HEAD.encode() + b"536365,85123A,CAF\xc9,6,2010-12-01 08:26,2.55,17850,UK\n")
+    events, rejected = recorded_module.load_sorted(path, "online-retail")  # a header it did not know
+    assert len(events) == 1

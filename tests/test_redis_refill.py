@@ -154,3 +154,24 @@ def test_a_batch_cannot_evict_a_user_between_the_refills_read_and_its_write(serv
 
     asyncio.run(scenario())
     assert [user for user in users if read_profile(redis_client, user, namespace)] == []
+
+
+def test_a_deployment_upgraded_onto_a_full_redis_is_not_reported_as_redis_having_lost_the_mirror(services):
+    """The first look finds no marker (a release before it, or a new deployment) and writes back every
+    profile, but Redis holds them all already: nothing newer written, no alarm, no count."""
+    store, namespace = store_for(services)
+    table = table_of([f"u{i}" for i in range(50)])
+    keeper = MirrorKeeper(store, table, PARTITIONS, namespace, lambda: set(range(PARTITIONS)), asyncio.Lock(),
+                          Counters(), lambda: 10)
+
+    async def scenario() -> None:
+        try:
+            profiles = [Profile.from_json(raw) for raw in table.values()]
+            await store.write_profiles([(p, p.to_json(internal=False)) for p in profiles], now_ms=1)
+            await keeper.check()
+            await keeper.task
+        finally:
+            await store.close()
+
+    asyncio.run(scenario())
+    assert keeper.task is not None and keeper.counters.redis_refills == 0

@@ -1,8 +1,10 @@
 """The replay tool's own checks, without a broker: a producer that fails, and what it says."""
 
 import pytest
+from kafka.errors import KafkaTimeoutError
 
 from stream_app.config import Settings
+from stream_app.tools import replay
 from stream_app.tools.replay import ReplayIncomplete, produce_events
 
 
@@ -43,3 +45,66 @@ def test_a_replay_whose_events_the_broker_did_not_acknowledge_says_so_and_that_r
     said = str(failed.value)
     assert "acknowledged 5 of 10 events" in said and "delivery timed out" in said
     assert "running the same command again is safe" in said
+
+
+class StuckProducer:
+    """A producer whose records never get acknowledged (the broker is away), as kafka-python 3.0.12 is:
+    close(timeout) first flush(timeout)es, which raises KafkaTimeoutError when records are pending."""
+
+    def __init__(self, interrupt_at=None, send_error=None):
+        self.n, self.closes = 0, []
+        self.interrupt_at, self.send_error = interrupt_at, send_error
+
+    def send(self, topic, key=None, value=None):
+        self.n += 1
+        if self.send_error is not None and self.n >= 2:
+            raise self.send_error
+        if self.interrupt_at is not None and self.n >= self.interrupt_at:
+            raise KeyboardInterrupt
+        return Pending()
+
+    def flush(self, timeout=None):
+        pass
+
+    def close(self, timeout=None):
+        self.closes.append(timeout)
+        if timeout is None:
+            # the real one waits for the delivery timeout (120 s) here; fail loudly instead of hanging
+            raise AssertionError("close() without a timeout after Ctrl-C: hangs until delivery_timeout_ms")
+        raise KafkaTimeoutError("Timeout waiting for future")
+
+
+class Pending:
+    def add_callback(self, cb):
+        return self
+
+    def add_errback(self, eb):
+        return self
+
+
+def _log(tmp_path):
+    path = tmp_path / "e.jsonl"
+    path.write_text("".join(
+        f'{{"event_id":"e{i}","user_id":"u{i}","item_id":"i","type":"click","ts":{1700000000000 + i},'
+        f'"schema_version":1}}\n' for i in range(5)))
+    return path
+
+
+def test_ctrl_c_with_the_broker_away_says_rerun_is_safe_and_stays_a_keyboard_interrupt(tmp_path, monkeypatch, capsys):
+    producer = StuckProducer(interrupt_at=3)
+    monkeypatch.setattr(replay, "ensure_topics", lambda settings: None)
+    monkeypatch.setattr(replay, "make_producer", lambda settings: producer)
+    with pytest.raises(KeyboardInterrupt):  # close(timeout=5) raised a KafkaTimeoutError over it
+        replay.replay(Settings(), _log(tmp_path), "jsonl", progress_stream=None)
+    assert "interrupted: running the same command again is safe" in capsys.readouterr().err
+    assert None not in producer.closes
+
+
+def test_a_send_that_times_out_mid_replay_is_a_replay_incomplete_not_a_traceback():
+    # kafka-python's send() raises KafkaTimeoutError("Failed to update metadata after 60.0 secs.") for the first
+    # record of a topic while the broker is away: the CLI's kafka_unreachable() wants "bootstrap" in it -> traceback
+    events = [{"event_id": f"e{i}", "user_id": "u", "item_id": "i", "type": "click", "ts": i, "schema_version": 1}
+              for i in range(4)]
+    producer = StuckProducer(send_error=KafkaTimeoutError("Failed to update metadata after 60.0 secs."))
+    with pytest.raises(replay.ReplayIncomplete):
+        replay.produce_events(Settings(), events, producer=producer)

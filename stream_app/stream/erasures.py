@@ -65,8 +65,11 @@ class ErasedUsers:
     def __init__(self, data: Any, settings: Settings, changelog: str, profile_changelog: str):
         self.data = data  # the table's data: bytes -> JSON bytes
         self.key = (settings.erasure_key or settings.group_id).encode()
+        # keys erasures were recorded with before (a rotation): still looked up, never written with
+        self.previous = [key.strip().encode() for key in settings.erasure_previous_keys.split(",") if key.strip()]
         # in every record: a record made with another key cannot be found by this one (its hash differs)
-        self.key_id = hmac.new(self.key, b"stream-app erasure key id", hashlib.sha256).hexdigest()[:16]
+        self.key_id = key_id(self.key)
+        self.known_ids = {self.key_id, *map(key_id, self.previous)}
         self.changelog = changelog
         self.profile_changelog = profile_changelog  # named in receipts
 
@@ -83,8 +86,9 @@ class ErasedUsers:
         """The time of the user's last erasure, None if never erased (a dict lookup when nobody was)."""
         if not self.data:
             return None
-        stored = self.data.get(self.user_hash(user_id).encode())
-        return orjson.loads(stored)["erased_at"] if stored is not None else None
+        found = [orjson.loads(stored)["erased_at"] for key in (self.key, *self.previous)
+                 if (stored := self.data.get(hmac.new(key, user_id.encode(), hashlib.sha256).hexdigest().encode()))]
+        return max(found, default=None)
 
     def record(self, request: ErasureRequest) -> tuple[bytes, bytes]:
         """Remember the erasure in the table; return its changelog record (key, value)."""
@@ -98,17 +102,18 @@ class ErasedUsers:
     def other_keys(self) -> set[str]:
         """The ids of other keys the restored records were made with (records of releases before key ids: not
         told apart). Non-empty: this worker cannot see those erasures, and would let their users' old events in."""
-        return {key_id for key, value in list(self.data.items()) if not key.startswith(b"offset:")
-                and (key_id := orjson.loads(value).get("key_id", self.key_id)) != self.key_id}
+        return {found for key, value in list(self.data.items()) if not key.startswith(b"offset:")
+                and (found := orjson.loads(value).get("key_id", self.key_id)) not in self.known_ids}
 
     def check_key(self) -> None:
-        """Stop the worker (EXIT_ERASURE_KEY) if past erasures were recorded with another key."""
+        """Stop the worker (EXIT_ERASURE_KEY) if past erasures were recorded with a key it does not have."""
         others = self.other_keys()
         if others:
-            log.critical("the erased-users table holds erasures recorded with another erasure key (key id %s; this "
-                         "worker's is %s): this worker would not see them and would let those users' old events "
-                         "in. Set STREAM_APP_ERASURE_KEY (and the group id, if it changed) back to what they were",
-                         ", ".join(sorted(others)), self.key_id)
+            log.critical("the erased-users table holds erasures recorded with an erasure key this worker does not "
+                         "have (key id %s; this worker's is %s): it would not see them and would let those users' "
+                         "old events in. Give every worker the same STREAM_APP_ERASURE_KEY (and group id), and list "
+                         "the keys used before in STREAM_APP_ERASURE_PREVIOUS_KEYS", ", ".join(sorted(others)),
+                         self.key_id)
             stop_worker(EXIT_ERASURE_KEY)
 
     def next_offset(self, partition: int) -> int:
@@ -120,6 +125,11 @@ class ErasedUsers:
         key, value = b"offset:%d" % partition, orjson.dumps({"next_offset": offset + 1})
         self.data[key] = value
         return key, value
+
+
+def key_id(key: bytes) -> str:
+    """A name of an erasure key that says nothing about it."""
+    return hmac.new(key, b"stream-app erasure key id", hashlib.sha256).hexdigest()[:16]
 
 
 def receipt(request: ErasureRequest, partition: int, profile: Profile | None, found: bool, erased: ErasedUsers,

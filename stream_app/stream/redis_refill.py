@@ -46,11 +46,13 @@ class MirrorMarker:
 
     async def missing(self, client: Any, owned: set[int]) -> tuple[str, set[int]]:
         """(the current token, the `owned` partitions not written back under it); sets a token if none."""
-        pipe = client.pipeline(transaction=False)
+        pipe = client.pipeline(transaction=True)  # MULTI: a flush cannot land between the two
         pipe.hsetnx(self.key, "token", secrets.token_hex(8))
         pipe.hgetall(self.key)
         _, marker = await pipe.execute()
-        token = marker[b"token"]
+        token = marker.get(b"token")
+        if token is None:  # emptied in between all the same: look again at the next heartbeat
+            return "", set()
         return token.decode(), {p for p in owned if marker.get(f"partition:{p}".encode()) != token}
 
     async def done(self, client: Any, token: str, partitions: set[int]) -> None:
@@ -100,7 +102,7 @@ class MirrorKeeper:
         except Exception:  # not the input's fault: said loudly, tried again at the next look
             log.exception("writing the profile mirror back to Redis failed")
             return
-        if profiles:  # a new deployment's first look finds no marker and nothing to write: no alarm
+        if written:  # nothing newer than Redis held (a new or upgraded deployment's first look): no alarm
             self.counters.redis_refills += 1
             self.counters.profiles_refilled += written
             log.warning("Redis had lost the profile mirror (marker %s): wrote back %d profiles of input partitions "

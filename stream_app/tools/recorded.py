@@ -69,26 +69,21 @@ def _open_binary(path: Path) -> IO[bytes]:
     return gzip.open(path, "rb") if _is_gzip(path) else open(path, "rb")
 
 
-def _text_encoding(path: Path) -> str:
-    """UTF-8 (a byte-order mark, as Excel's "CSV UTF-8" writes, is dropped), or Latin-1 for a file that is
-    not UTF-8: the widely shared csv of the Online Retail log is ISO-8859-1. One pass over the bytes."""
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    with _open_binary(path) as fh:
-        try:
-            while chunk := fh.read(1 << 20):
-                decoder.decode(chunk)
-            decoder.decode(b"", final=True)
-        except UnicodeDecodeError:
-            return "latin-1"
-    return "utf-8-sig"
+def _latin1_fallback(error: UnicodeDecodeError) -> tuple[str, int]:
+    """The bytes that are not UTF-8, read as Latin-1 (the shared Online Retail csv is ISO-8859-1); the rest of
+    the file stays UTF-8, so one stray byte does not change every other non-ASCII id."""
+    return error.object[error.start:error.end].decode("latin-1"), error.end
+
+
+codecs.register_error("stream-app-latin-1", _latin1_fallback)
 
 
 def _open_text(path: Path) -> IO[str]:
-    """The file as text for the csv module, decompressed if it is gzipped."""
-    encoding = _text_encoding(path)
+    """The file as text for the csv module, decompressed if it is gzipped: UTF-8 (a byte-order mark, as
+    Excel's "CSV UTF-8" writes, dropped), any byte that is not UTF-8 read as Latin-1. No pass before."""
     if _is_gzip(path):
-        return gzip.open(path, "rt", encoding=encoding, newline="")
-    return open(path, "r", encoding=encoding, newline="")
+        return gzip.open(path, "rt", encoding="utf-8-sig", errors="stream-app-latin-1", newline="")
+    return open(path, "r", encoding="utf-8-sig", errors="stream-app-latin-1", newline="")
 
 
 def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
@@ -277,6 +272,8 @@ def _day_first(path: Path) -> bool:
                 return True
             if slashed is not None and int(slashed.group(2)) > 12:
                 return False
+            if _RETAIL_DATE.fullmatch((row.get("InvoiceDate") or "").strip()):
+                return False  # an ISO-dated file: nothing to tell, and no reason to parse all of it again
     return False
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from dataclasses import dataclass, field
@@ -10,6 +11,7 @@ from typing import Any, Sequence, TextIO
 
 import orjson
 from kafka import KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
 
 from ..config import Settings
 from ..contracts import Rejection, Source
@@ -36,7 +38,8 @@ class ReplaySummary:
         out = [f"replayed {self.total} events from {self.path} in {self.seconds:.2f}s ({rate:,.0f} ev/s)",
                f"  by topic: {by_topic}"]
         if self.rejected:
-            out.append(f"  rejected {self.rejected} unreadable lines -> dead-letter topic (see their reasons there)")
+            out.append(f"  rejected {self.rejected} unreadable lines or events over the size limit -> dead-letter "
+                       "topic (see their reasons there)")
         return out
 
 
@@ -136,8 +139,12 @@ def produce_events(settings: Settings, events: Sequence[dict[str, Any]], rate: f
             topic = topics.for_type(event["type"])
             if on_send is not None:
                 on_send(event)
-            producer.send(topic, key=event["user_id"].encode(), value=orjson.dumps(event)).add_callback(
-                produced.acked).add_errback(produced.failed)
+            try:
+                producer.send(topic, key=event["user_id"].encode(), value=orjson.dumps(event)).add_callback(
+                    produced.acked).add_errback(produced.failed)
+            except KafkaError as exc:  # no metadata in max_block_ms (the broker away), a record too large
+                produced.failed(exc)
+                break
             sent[topic] = sent.get(topic, 0) + 1
             if progress is not None:
                 progress.update(i)
@@ -189,14 +196,19 @@ def replay(settings: Settings, path: str | Path, fmt: str, rate: float | None = 
     summary = ReplaySummary(str(path), rejected=len(rejected) + len(refused))
     producer = make_producer(settings)
     started = time.monotonic()
+    interrupted = False
     try:
         dead_letter_lines(settings, [*rejected, *refused], producer)  # first: an interrupted replay loses none
         summary.sent = produce_events(settings, events, rate, Progress(len(events), progress_stream), producer).sent
     except KeyboardInterrupt:
-        producer.close(timeout=5)
+        interrupted = True
         print(f"\ninterrupted: {RERUN_IS_SAFE}", file=sys.stderr)
         raise
     finally:
-        producer.close()
+        if interrupted:  # close(5) flushes first and raises KafkaTimeoutError while records are pending
+            with contextlib.suppress(KafkaError):
+                producer.close(timeout=5)
+        else:
+            producer.close()
     summary.seconds = time.monotonic() - started
     return summary
