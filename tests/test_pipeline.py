@@ -251,19 +251,33 @@ def readyz(worker) -> tuple[int, dict]:
     return status, orjson.loads(body)
 
 
+class OwnRedis:
+    """A Redis of the test's own on a free port, without persistence: to stop, and start again empty."""
+
+    def __init__(self, tmp_path):
+        self.port, self.log, self.process = free_port(), tmp_path / "redis.log", None
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> "OwnRedis":
+        self.process = start_redis(self.port, self.log)
+        wait_for_redis(self.url)
+        return self
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
 def test_a_redis_outage_stalls_the_worker_without_losing_anything(make_settings, start_worker, tmp_path):
-    port = free_port()
-    own_redis = start_redis(port, tmp_path / "redis.log")
-    settings = make_settings(redis_url=f"redis://127.0.0.1:{port}/0")
+    own_redis = OwnRedis(tmp_path).start()
+    settings = make_settings(redis_url=own_redis.url)
     try:
-        wait_for_redis(settings.redis_url)
         worker = start_worker(settings)
         events = synthetic_events(600, users=30, items=100, prefix="outage")
         expected = collections.Counter(e["user_id"] for e in events)
         marks = produce_events(settings, events[:300]).marks
         wait_committed(settings, marks, timeout=60)
-        own_redis.kill()
-        own_redis.wait()
+        own_redis.stop()
         before = marks
         marks = produce_events(settings, events[300:]).marks
         wait_until(lambda: "retrying" in worker.log_path.read_text(errors="replace"), 60,
@@ -278,27 +292,23 @@ def test_a_redis_outage_stalls_the_worker_without_losing_anything(make_settings,
         assert grown and all(committed[tp] < marks[tp] for tp in grown), committed
         wait_until(lambda: "redis" in readyz(worker)[1].get("missing", {}), 30, "/readyz to name the outage")
         assert readyz(worker)[0] == 503
-        own_redis = start_redis(port, tmp_path / "redis.log")
-        wait_for_redis(settings.redis_url)
+        own_redis.start()
         wait_committed(settings, marks, timeout=60)
         wait_until(lambda: readyz(worker)[0] == 200, 30, "/readyz ready again")
         client = redis.Redis.from_url(settings.redis_url)
         assert redis_counts(client, settings, expected) == dict(expected)
         client.close()
     finally:
-        own_redis.kill()
-        own_redis.wait()
+        own_redis.stop()
 
 
 def test_a_redis_that_comes_back_empty_gets_the_profiles_back_without_new_events(make_settings, start_worker,
                                                                                    tmp_path):
     """Redis restarted without persistence: the users who send nothing new would be 404 in the read API
     until their next event; the worker notices the mirror's marker is gone and writes its profiles back."""
-    port = free_port()
-    own_redis = start_redis(port, tmp_path / "redis.log")
-    settings = make_settings(redis_url=f"redis://127.0.0.1:{port}/0")
+    own_redis = OwnRedis(tmp_path).start()
+    settings = make_settings(redis_url=own_redis.url)
     try:
-        wait_for_redis(settings.redis_url)
         worker = start_worker(settings)
         events = synthetic_events(300, users=30, items=100, prefix="refill")
         expected = collections.Counter(e["user_id"] for e in events)
@@ -306,10 +316,8 @@ def test_a_redis_that_comes_back_empty_gets_the_profiles_back_without_new_events
         client = redis.Redis.from_url(settings.redis_url)
         wait_until(lambda: redis_counts(client, settings, expected) == dict(expected), 30, "the profiles in Redis")
         client.close()
-        own_redis.kill()
-        own_redis.wait()
-        own_redis = start_redis(port, tmp_path / "redis.log")  # empty: no persistence
-        wait_for_redis(settings.redis_url)
+        own_redis.stop()
+        own_redis.start()  # empty: no persistence
         client = redis.Redis.from_url(settings.redis_url)  # the worker looks every few seconds
         wait_until(lambda: redis_counts(client, settings, expected) == dict(expected), 30,
                    "the worker to write its profiles back")
@@ -317,8 +325,7 @@ def test_a_redis_that_comes_back_empty_gets_the_profiles_back_without_new_events
         assert total(scrape(f"{worker.url}/metrics"), "stream_app_redis_refills_total") >= 1
         assert "Redis had lost the profile mirror" in worker.log_path.read_text(errors="replace")
     finally:
-        own_redis.kill()
-        own_redis.wait()
+        own_redis.stop()
 
 
 @pytest.mark.parametrize("bandit", [False, True], ids=["ranker", "ranker-and-bandit"])
