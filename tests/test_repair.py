@@ -45,6 +45,48 @@ def test_a_flushed_redis_is_rebuilt_from_the_profiles_topic(make_settings, start
     assert counts() == {**expected, users[0]: 10_000}  # the newer write (a running worker's) stays
 
 
+def test_a_redis_restored_from_an_older_backup_keeps_no_erased_or_stale_profile(make_settings, start_worker,
+                                                                                 redis_client):
+    """A backup from before an erasure holds the erased user's profile, and a profile of a user the topic no
+    longer has; a late write of an earlier owner put the erased profile on the profiles topic after the
+    tombstone. The repair writes neither back and deletes both, keeps a profile written since it began and
+    the erased user's marker."""
+    import time
+
+    from kafka import KafkaProducer
+
+    from stream_app.tools.erase import erase_users
+
+    settings = make_settings()
+    expected = run_through_a_worker(settings, start_worker, 300, 6, "backup")
+    erased = sorted(expected)[0]
+    key = profile_key(erased, settings.namespace)
+    backup = redis_client.hgetall(key)  # the erased user's profile, as the backup holds it
+    assert erase_users(settings, [erased], 60) == 0
+    marker = redis_client.hgetall(key)
+    assert b"erased_at" in marker and b"profile" not in marker
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    producer.send(settings.topics.profiles, key=erased.encode(), value=backup[b"profile"])  # the late write
+    producer.flush()
+    producer.close()
+    old = int(time.time() * 1000) - 3_600_000
+    redis_client.delete(key)
+    redis_client.hset(key, mapping={**backup, b"updated_at": old})  # restored from the backup
+    ghost, fresh = profile_key("ghost", settings.namespace), profile_key("fresh", settings.namespace)
+    redis_client.hset(ghost, mapping={**backup, b"updated_at": old})  # a user the topic no longer has
+    redis_client.hset(fresh, mapping={**backup, b"updated_at": int(time.time() * 1000)})  # a worker's, just now
+    erased_marker = profile_key("marked", settings.namespace)
+    redis_client.hset(erased_marker, mapping={"erased_at": old})
+
+    summary = repair_redis(settings)
+
+    assert summary.erased == 1 and summary.deleted == 2
+    assert read_profile(redis_client, erased, settings.namespace) == {} and not redis_client.exists(ghost)
+    assert redis_client.exists(fresh) and redis_client.hgetall(erased_marker) == {b"erased_at": str(old).encode()}
+    others = {u: read_profile(redis_client, u, settings.namespace).get("event_count") for u in expected if u != erased}
+    assert others == {u: n for u, n in expected.items() if u != erased}
+
+
 def test_the_profile_and_repair_redis_commands(make_settings, start_worker, redis_client):
     import os
     import subprocess

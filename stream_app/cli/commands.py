@@ -158,7 +158,8 @@ def cmd_repair_redis(args: argparse.Namespace) -> int:
     summary = repair_redis(Settings.from_env())
     print(f"read {summary.snapshots_read} snapshots of {summary.users} users from the profiles topic; "
           f"wrote {summary.written} to Redis (the others were there already, or newer), deleted {summary.deleted} "
-          f"(tombstones), in {summary.seconds:.1f}s")
+          f"(users with a tombstone last, erased, or not on the topic), left out {summary.erased} snapshots of "
+          f"erased users, in {summary.seconds:.1f}s")
     return 0
 
 

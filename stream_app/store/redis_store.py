@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import orjson
 import redis
@@ -148,6 +148,34 @@ def restore_profiles(client: redis.Redis, namespace: str, snapshots: list[tuple[
         script(keys=[profile_key(user_id, namespace)], args=[version, event_count, now_ms, public, generation],
                client=pipe)
     return sum(int(r) for r in pipe.execute()) if snapshots else 0
+
+
+# KEYS[1] = hash; ARGV[1] = ms: delete a profile (not an erased user's marker) written before then.
+_DELETE_IF_PROFILE_BEFORE = """
+local at = redis.call('HGET', KEYS[1], 'updated_at')
+if redis.call('HEXISTS', KEYS[1], 'profile') == 1 and at and tonumber(at) < tonumber(ARGV[1]) then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+def delete_profiles_before(client: redis.Redis, namespace: str, user_ids: list[str], before_ms: int) -> int:
+    """Delete the users' profiles that were written before `before_ms`, in one round trip, keeping an erased
+    user's marker (which refuses late writes of the erased profile) and a profile written since (a running
+    worker's); returns how many were deleted (`repair-redis`)."""
+    script = client.register_script(_DELETE_IF_PROFILE_BEFORE)
+    pipe = client.pipeline(transaction=False)
+    for user_id in user_ids:
+        script(keys=[profile_key(user_id, namespace)], args=[before_ms], client=pipe)
+    return sum(int(r) for r in pipe.execute()) if user_ids else 0
+
+
+def profile_users(client: redis.Redis, namespace: str) -> Iterator[str]:
+    """The user ids of every profile key in Redis (SCAN: no long block of the server)."""
+    prefix = profile_key("", namespace)
+    for key in client.scan_iter(match=f"{prefix}*", count=1000):
+        yield key.decode("utf-8")[len(prefix):]
 
 
 def worker_key(namespace: str, worker_id: str) -> str:

@@ -18,12 +18,16 @@ import orjson
 import redis
 
 from ..config import Settings
-from ..core.profile import supersedes
-from ..store.redis_store import profile_key, restore_profiles
+from ..core.profile import snapshot_order, supersedes
+from ..store.redis_store import delete_profiles_before, profile_users, restore_profiles
+from ..stream.erasures import ERASED_TABLE, ErasedUsers
 from .consume import read_to_end
 
 #: Snapshots written per Redis round trip.
 CHUNK = 1000
+#: A profile Redis holds and the topic does not is deleted only if written this long before the repair
+#: began: a running worker's batch writes Redis and the topic at once, and the topic was read to its end then.
+STALE_MARGIN_MS = 60_000
 
 
 @dataclass
@@ -31,7 +35,8 @@ class RepairSummary:
     snapshots_read: int = 0
     users: int = 0
     written: int = 0  # the guard let them through: Redis lacked them or held an older version
-    deleted: int = 0  # tombstones on the topic
+    deleted: int = 0  # profiles in Redis of users the topic has none for (tombstones, erased, gone)
+    erased: int = 0  # snapshots of users erased after their profile began: not written
     seconds: float = 0.0
 
 
@@ -50,26 +55,46 @@ def latest_snapshots(settings: Settings, timeout_s: float = 120.0, topic: str | 
     return latest, len(records)
 
 
+def erased_users(settings: Settings, timeout_s: float = 120.0) -> ErasedUsers:
+    """The workers' record of erased users, read from its table's changelog: who is erased, by their rule."""
+    data: dict[bytes, bytes] = {}
+    for record in read_to_end(settings, f"{settings.group_id}-{ERASED_TABLE}-changelog", timeout_s):
+        if record.value is None:
+            data.pop(record.key, None)
+        else:
+            data[record.key] = record.value
+    return ErasedUsers(data, settings, "", "")
+
+
 def repair_redis(settings: Settings) -> RepairSummary:
+    """Write each user's newest snapshot; delete the profiles of users whose last record is a tombstone, of
+    users erased after their snapshot's profile began (a late write of an earlier owner can follow the
+    erasure's tombstone on the topic), and the profiles Redis holds that the topic does not (a Redis
+    restored from an older backup): those written before the repair began, less a minute, so a profile a
+    running worker wrote meanwhile stays; an erased user's marker stays too."""
     started = time.monotonic()
+    began_ms = int(time.time() * 1000) - STALE_MARGIN_MS
     summary = RepairSummary()
     latest, summary.snapshots_read = latest_snapshots(settings)
+    erased = erased_users(settings)
     summary.users = len(latest)
     client = redis.Redis.from_url(settings.require_redis())
     try:
         live: list[tuple[str, int, int, bytes, int]] = []
-        gone: list[str] = []
         for user_id, value in latest.items():
-            if value is None:
-                gone.append(profile_key(user_id, settings.namespace))
+            erased_at = erased.erased_at(user_id) if value is not None else None
+            if value is None or (erased_at is not None and (snapshot_order(value) or (0, 0))[0] <= erased_at):
+                summary.erased += value is not None
                 continue
             snapshot: dict[str, Any] = orjson.loads(value)
             live.append((user_id, snapshot["version"], snapshot["event_count"], value, snapshot.get("generation") or 0))
         now_ms = int(time.time() * 1000)
         for start in range(0, len(live), CHUNK):
             summary.written += restore_profiles(client, settings.namespace, live[start:start + CHUNK], now_ms)
-        for start in range(0, len(gone), CHUNK):
-            summary.deleted += client.delete(*gone[start:start + CHUNK])
+        kept = {user_id for user_id, *_ in live}
+        stale = [user_id for user_id in profile_users(client, settings.namespace) if user_id not in kept]
+        for start in range(0, len(stale), CHUNK):
+            summary.deleted += delete_profiles_before(client, settings.namespace, stale[start:start + CHUNK], began_ms)
     finally:
         client.close()
     summary.seconds = time.monotonic() - started
