@@ -49,6 +49,10 @@ NOT_ERASED = [
     "the partition's learners (ranker, bandit): trained on every user's feedback of that partition",
     "the input topics' records of the user's events, until the topics' retention.ms (Kafka cannot delete "
     "one record); a worker that starts reads them to rebuild the item state",
+    "the recommendations topic's records of the user (the user id and the lists shown), until its retention.ms",
+    "the earlier records of the user on the compacted profile changelog and profiles topics, until the broker "
+    "compacts them behind the tombstones (min.compaction.lag.ms, segment rolls)",
+    "this request and its receipt on the erasures topics (they name the user), for their 30 days",
     "each worker's item-feed trail of the user, in memory only (the last few item and event ids the item "
     "state is derived from, kept the same in every worker): it leaves once the co-visitation window and the "
     "session gap have passed with no event of the user",
