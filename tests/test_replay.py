@@ -108,3 +108,14 @@ def test_a_send_that_times_out_mid_replay_is_a_replay_incomplete_not_a_traceback
     producer = StuckProducer(send_error=KafkaTimeoutError("Failed to update metadata after 60.0 secs."))
     with pytest.raises(replay.ReplayIncomplete):
         replay.produce_events(Settings(), events, producer=producer)
+
+
+def test_the_summary_says_what_the_online_retail_reader_left_out_on_purpose():
+    from stream_app.tools.recorded import OnlineRetailStats, load_sorted
+
+    stats = OnlineRetailStats()
+    events, _ = load_sorted("stream_app/data/online-retail-sample.csv", "online-retail", stats)
+    summary = replay.ReplaySummary("sample.csv", {"events.purchase": len(events)}, skipped=stats)
+    line = next(line for line in summary.lines() if "skipped" in line)
+    assert stats.skipped > 0 and f"skipped {stats.skipped:,} lines" in line
+    assert f"{stats.guest:,} without a customer" in line and f"{stats.cancelled:,} cancellations" in line

@@ -349,8 +349,8 @@ def check_file(path: Path) -> None:
         raise InputFileError(f"{path}: the file is empty")
 
 
-def read_log(path: str | Path, fmt: str) -> Iterator[Read]:
-    """Events and rejections of a recorded log, in file order."""
+def read_log(path: str | Path, fmt: str, stats: OnlineRetailStats | None = None) -> Iterator[Read]:
+    """Events and rejections of a recorded log, in file order (`stats`: what the Online Retail reader skipped)."""
     path = Path(path)
     check_file(path)
     if fmt == "jsonl":
@@ -364,7 +364,7 @@ def read_log(path: str | Path, fmt: str) -> Iterator[Read]:
     if fmt == "movielens":
         return _read_csv(path, ("userId", "movieId", "rating", "timestamp"), _movielens_event)
     if fmt == "online-retail":
-        return read_online_retail(path)
+        return read_online_retail(path, stats)
     raise InputFileError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
 
 
@@ -378,12 +378,13 @@ def in_time_window(events: list[dict[str, Any]], settings: Settings) -> tuple[li
     return kept, len(events) - len(kept)
 
 
-def load_sorted(path: str | Path, fmt: str) -> tuple[list[dict[str, Any]], list[LineRejection]]:
+def load_sorted(path: str | Path, fmt: str, stats: OnlineRetailStats | None = None
+                ) -> tuple[list[dict[str, Any]], list[LineRejection]]:
     """The whole log in timestamp order (stable: ties keep file order), and its rejected lines."""
     events: list[dict[str, Any]] = []
     rejected: list[LineRejection] = []
     with reading_as(path, fmt):
-        for read in read_log(path, fmt):
+        for read in read_log(path, fmt, stats):
             (rejected if isinstance(read, LineRejection) else events).append(read)
     if not events:
         raise InputFileError(nothing_read(Path(path), fmt, rejected))

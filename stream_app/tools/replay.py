@@ -18,7 +18,7 @@ from ..contracts import Rejection, Source
 from ..errors import StreamAppError
 from ..kafka_security import kafka_python_kwargs
 from ..stream.topics import ensure_topics
-from .recorded import LineRejection, check_file, load_sorted
+from .recorded import LineRejection, OnlineRetailStats, check_file, load_sorted
 
 
 @dataclass
@@ -27,6 +27,7 @@ class ReplaySummary:
     sent: dict[str, int] = field(default_factory=dict)
     rejected: int = 0
     seconds: float = 0.0
+    skipped: OnlineRetailStats | None = None  # what the Online Retail reader left out on purpose
 
     @property
     def total(self) -> int:
@@ -37,6 +38,10 @@ class ReplaySummary:
         by_topic = ", ".join(f"{t}={n}" for t, n in sorted(self.sent.items())) or "none"
         out = [f"replayed {self.total} events from {self.path} in {self.seconds:.2f}s ({rate:,.0f} ev/s)",
                f"  by topic: {by_topic}"]
+        if self.skipped is not None and self.skipped.skipped:
+            s = self.skipped
+            out.append(f"  skipped {s.skipped:,} lines as the log's README asks: {s.guest:,} without a customer, "
+                       f"{s.cancelled:,} cancellations or returns, {s.not_product:,} codes that are not products")
         if self.rejected:
             out.append(f"  rejected {self.rejected} unreadable lines or events over the size limit -> dead-letter "
                        "topic (see their reasons there)")
@@ -191,9 +196,10 @@ def replay(settings: Settings, path: str | Path, fmt: str, rate: float | None = 
            progress_stream: TextIO | None = sys.stderr) -> ReplaySummary:
     check_file(Path(path))
     ensure_topics(settings)  # an unreachable broker is said before a large log is read
-    events, rejected = load_sorted(path, fmt)
+    skipped = OnlineRetailStats() if fmt == "online-retail" else None
+    events, rejected = load_sorted(path, fmt, skipped)
     events, refused = too_large(settings, events, path)
-    summary = ReplaySummary(str(path), rejected=len(rejected) + len(refused))
+    summary = ReplaySummary(str(path), rejected=len(rejected) + len(refused), skipped=skipped)
     producer = make_producer(settings)
     started = time.monotonic()
     interrupted = False
