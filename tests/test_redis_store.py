@@ -155,3 +155,20 @@ def test_an_erased_users_key_refuses_late_writes_of_the_erased_profile_and_gives
     assert 0 < redis_client.ttl(key) <= ERASED_MARKER_S
     assert read_profile(redis_client, "u1", namespace)["profile_version"] == 1
     assert redis_client.ttl(profile_key("u1", namespace)) == -1  # the new profile does not expire
+
+
+def test_a_user_deleted_twice_in_one_round_trip_is_said_to_have_held_a_profile(services, redis_client):
+    """An eviction and an erasure of one user in one batch: the erasure's receipt must not say Redis held
+    nothing because the second delete found the key gone."""
+    store, namespace = fresh_store(services)
+    profile = user_profile(3, 1)
+
+    async def scenario() -> dict:
+        try:
+            await write_one(store, profile)
+            return await store.delete_profiles(["u1", "u1", "u2"], {"u1": 10})
+        finally:
+            await store.close()
+
+    assert asyncio.run(scenario()) == {"u1": True, "u2": False}
+    assert b"erased_at" in redis_client.hgetall(profile_key("u1", namespace))

@@ -126,7 +126,10 @@ class ProfileStore:
                 await self._erase(keys=[key], args=[erased_at[user_id], ERASED_MARKER_S * 1000], client=pipe)
             else:
                 pipe.delete(key)
-        return {user_id: bool(deleted) for user_id, deleted in zip(user_ids, await pipe.execute())}
+        held: dict[str, bool] = {}
+        for user_id, deleted in zip(user_ids, await pipe.execute()):  # a user twice (an eviction, then an
+            held[user_id] = held.get(user_id, False) or bool(deleted)  # erasure): did either find a profile
+        return held
 
     async def publish_worker_status(self, worker_id: str, status: dict[str, Any], ttl_s: int) -> None:
         """A short-lived key per worker: what operators (and the demo) read to see who is up."""
