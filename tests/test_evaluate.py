@@ -178,3 +178,29 @@ def test_evaluate_says_how_many_lines_of_the_log_it_could_not_read(tmp_path):
     result = evaluate_log(log, "jsonl", Settings())
     assert (result["events"], result["rejected_lines"]) == (4, 2)
     assert "rejected: 2 lines of the log that cannot be read as events" in table(result)
+
+
+def test_a_session_id_held_across_a_gap_is_two_sessions_for_the_session_baselines():
+    """OTTO's "session" is a shopper's four weeks: the session-based baselines split it at the 30-minute
+    gap the hybrid uses, as they split a log without session ids."""
+    from stream_app.core.events import Event
+    from stream_app.evaluate.baselines import SESSION_GAP_MS, SessionBaseline
+
+    baseline = SessionBaseline()
+    first = baseline._session(Event("e1", "u1", "a", "click", 0, session_id="otto-7"))
+    same = baseline._session(Event("e2", "u1", "b", "click", SESSION_GAP_MS - 1, session_id="otto-7"))
+    later = baseline._session(Event("e3", "u1", "c", "click", 2 * SESSION_GAP_MS, session_id="otto-7"))
+    other = baseline._session(Event("e4", "u1", "d", "click", 2 * SESSION_GAP_MS + 1, session_id="otto-8"))
+    assert first.sid == same.sid != later.sid != other.sid and later.items == ["c"]
+
+
+def test_a_duplicate_event_leaves_the_hybrids_list_as_it_was():
+    """A worker publishes nothing for an event id its profile had already, so the user's next event is
+    judged by the list shown before (as the via-Kafka scoring does), not by an empty one."""
+    from stream_app.core.events import Event
+    from stream_app.evaluate.models import StreamAppModel
+
+    model = StreamAppModel(Settings().replace(rec_policy="every"))
+    model.begin_batch([], 0)
+    shown = model.learn(Event.from_dict(ev(1, "u1", "a", 1)))
+    assert shown is not None and model.learn(Event.from_dict(ev(1, "u1", "a", 1))) is None

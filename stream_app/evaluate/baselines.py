@@ -82,8 +82,9 @@ class SessionBaseline:
 
     def _session(self, event: Event) -> Session:
         session = self._current.get(event.user_id)
+        # a new session_id or a gap: OTTO's "session" is a shopper's four weeks, with many gaps inside
         if (session is None or event.session_id != session.key
-                or (event.session_id is None and event.ts - session.last_ts >= self.session_gap_ms)):
+                or event.ts - session.last_ts >= self.session_gap_ms):
             session = self._current[event.user_id] = Session(next(self._sids), event.session_id, event.ts)
         session.last_ts = event.ts
         session.items.append(event.item_id)

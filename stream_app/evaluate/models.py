@@ -29,8 +29,8 @@ class Model(Protocol):
     def begin_batch(self, events: list[Event], epoch: int) -> None:
         """A round: events of one item epoch (ordering.py), in the order a worker applies them."""
 
-    def learn(self, event: Event) -> list[str]:
-        """Learn from one event; return the list to show its user next."""
+    def learn(self, event: Event) -> list[str] | None:
+        """Learn from one event; return the list to show its user next (None: the one shown before stays)."""
 
     def end_batch(self) -> None: ...
 
@@ -97,7 +97,9 @@ class StreamAppModel:
             learners = self.partition_learners[partition] = new_partition_learners(self.settings)
         return learners
 
-    def learn(self, event: Event) -> list[str]:
+    def learn(self, event: Event) -> list[str] | None:
+        """The list shown after `event`; None for an event the profile had already (a duplicate id): a worker
+        publishes nothing for it, so the user's list stays the one shown before."""
         profile = self.profiles.get(event.user_id)
         if profile is None:
             profile = self.profiles[event.user_id] = new_profile(event.user_id, self.settings)
@@ -107,6 +109,8 @@ class StreamAppModel:
                           learners=self.learners_for(partition), encoding=self.last_encoding,
                           content=self.content)
         self.feed.add(event, partition, self.epoch)  # the feed sees every valid event, as in a worker
+        if not outcome.applied:
+            return None
         if outcome.recommendation is None:
             return []
         items = [item["item_id"] for item in outcome.recommendation["items"]]

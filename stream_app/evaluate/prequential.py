@@ -136,7 +136,9 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
             had[event.user_id].add(event.item_id)
             for model in models:
                 t = clock()
-                shown[model.name][event.user_id] = model.learn(event)
+                listed = model.learn(event)
+                if listed is not None:  # None: a duplicate the model skipped, its list stays
+                    shown[model.name][event.user_id] = listed
                 spent[model.name] += clock() - t
             popularity.learn(event.item_id)
             catalog.add(event.item_id)
