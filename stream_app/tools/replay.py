@@ -167,8 +167,9 @@ def dead_letter_lines(settings: Settings, rejected: Sequence[LineRejection | Rej
                       producer: KafkaProducer) -> None:
     done = Produced()
     for item in rejected:
-        record = item.rejection.to_record() if isinstance(item, LineRejection) else item.to_record()
-        if isinstance(item, LineRejection):
+        numbered = isinstance(item, LineRejection)
+        record = (item.rejection if numbered else item).to_record()
+        if numbered:
             record["source"]["line"] = item.line
         producer.send(settings.topics.dlq, value=orjson.dumps(record)).add_callback(done.acked).add_errback(done.failed)
     producer.flush()
