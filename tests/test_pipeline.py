@@ -268,64 +268,63 @@ class OwnRedis:
         self.process.wait()
 
 
-def test_a_redis_outage_stalls_the_worker_without_losing_anything(make_settings, start_worker, tmp_path):
-    own_redis = OwnRedis(tmp_path).start()
+@pytest.fixture
+def own_redis(tmp_path):
+    server = OwnRedis(tmp_path).start()
+    yield server
+    server.stop()
+
+
+def test_a_redis_outage_stalls_the_worker_without_losing_anything(make_settings, start_worker, own_redis):
     settings = make_settings(redis_url=own_redis.url)
-    try:
-        worker = start_worker(settings)
-        events = synthetic_events(600, users=30, items=100, prefix="outage")
-        expected = collections.Counter(e["user_id"] for e in events)
-        marks = produce_events(settings, events[:300]).marks
-        wait_committed(settings, marks, timeout=60)
-        own_redis.stop()
-        before = marks
-        marks = produce_events(settings, events[300:]).marks
-        wait_until(lambda: "retrying" in worker.log_path.read_text(errors="replace"), 60,
-                   "the worker to meet the outage")  # it retries; it must neither die nor commit past it
-        time.sleep(1.0)  # a commit interval: a commit past the outage would land by now
-        assert worker.alive()
-        metrics = scrape(f"{worker.url}/metrics")  # the outage as an operator's dashboard sees it
-        assert total(metrics, "stream_app_output_retries_total", output="redis") >= 1
-        assert total(metrics, "stream_app_output_retries_total", output="kafka") == 0
-        committed = committed_offsets(settings, marks)
-        grown = [tp for tp, mark in marks.items() if mark > before.get(tp, 0)]
-        assert grown and all(committed[tp] < marks[tp] for tp in grown), committed
-        wait_until(lambda: "redis" in readyz(worker)[1].get("missing", {}), 30, "/readyz to name the outage")
-        assert readyz(worker)[0] == 503
-        own_redis.start()
-        wait_committed(settings, marks, timeout=60)
-        wait_until(lambda: readyz(worker)[0] == 200, 30, "/readyz ready again")
-        client = redis.Redis.from_url(settings.redis_url)
-        assert redis_counts(client, settings, expected) == dict(expected)
-        client.close()
-    finally:
-        own_redis.stop()
+    worker = start_worker(settings)
+    events = synthetic_events(600, users=30, items=100, prefix="outage")
+    expected = collections.Counter(e["user_id"] for e in events)
+    marks = produce_events(settings, events[:300]).marks
+    wait_committed(settings, marks, timeout=60)
+    own_redis.stop()
+    before = marks
+    marks = produce_events(settings, events[300:]).marks
+    wait_until(lambda: "retrying" in worker.log_path.read_text(errors="replace"), 60,
+               "the worker to meet the outage")  # it retries; it must neither die nor commit past it
+    time.sleep(1.0)  # a commit interval: a commit past the outage would land by now
+    assert worker.alive()
+    metrics = scrape(f"{worker.url}/metrics")  # the outage as an operator's dashboard sees it
+    assert total(metrics, "stream_app_output_retries_total", output="redis") >= 1
+    assert total(metrics, "stream_app_output_retries_total", output="kafka") == 0
+    committed = committed_offsets(settings, marks)
+    grown = [tp for tp, mark in marks.items() if mark > before.get(tp, 0)]
+    assert grown and all(committed[tp] < marks[tp] for tp in grown), committed
+    wait_until(lambda: "redis" in readyz(worker)[1].get("missing", {}), 30, "/readyz to name the outage")
+    assert readyz(worker)[0] == 503
+    own_redis.start()
+    wait_committed(settings, marks, timeout=60)
+    wait_until(lambda: readyz(worker)[0] == 200, 30, "/readyz ready again")
+    client = redis.Redis.from_url(settings.redis_url)
+    assert redis_counts(client, settings, expected) == dict(expected)
+    client.close()
 
 
 def test_a_redis_that_comes_back_empty_gets_the_profiles_back_without_new_events(make_settings, start_worker,
-                                                                                   tmp_path):
+                                                                                   own_redis):
     """Redis restarted without persistence: the users who send nothing new would be 404 in the read API
     until their next event; the worker notices the mirror's marker is gone and writes its profiles back."""
-    own_redis = OwnRedis(tmp_path).start()
     settings = make_settings(redis_url=own_redis.url)
-    try:
-        worker = start_worker(settings)
-        events = synthetic_events(300, users=30, items=100, prefix="refill")
-        expected = collections.Counter(e["user_id"] for e in events)
-        wait_committed(settings, produce_events(settings, events).marks, timeout=60)
-        client = redis.Redis.from_url(settings.redis_url)
-        wait_until(lambda: redis_counts(client, settings, expected) == dict(expected), 30, "the profiles in Redis")
-        client.close()
-        own_redis.stop()
-        own_redis.start()  # empty: no persistence
-        client = redis.Redis.from_url(settings.redis_url)  # the worker looks every few seconds
-        wait_until(lambda: redis_counts(client, settings, expected) == dict(expected), 30,
-                   "the worker to write its profiles back")
-        client.close()
-        assert total(scrape(f"{worker.url}/metrics"), "stream_app_redis_refills_total") >= 1
-        assert "Redis had lost the profile mirror" in worker.log_path.read_text(errors="replace")
-    finally:
-        own_redis.stop()
+    worker = start_worker(settings)
+    events = synthetic_events(300, users=30, items=100, prefix="refill")
+    expected = collections.Counter(e["user_id"] for e in events)
+    wait_committed(settings, produce_events(settings, events).marks, timeout=60)
+    client = redis.Redis.from_url(settings.redis_url)
+    wait_until(lambda: redis_counts(client, settings, expected) == dict(expected), 30, "the profiles in Redis")
+    client.close()
+    own_redis.stop()
+    own_redis.start()  # empty: no persistence
+    client = redis.Redis.from_url(settings.redis_url)  # the worker looks every few seconds
+    wait_until(lambda: redis_counts(client, settings, expected) == dict(expected), 30,
+               "the worker to write its profiles back")
+    client.close()
+    assert total(scrape(f"{worker.url}/metrics"), "stream_app_redis_refills_total") >= 1
+    assert "Redis had lost the profile mirror" in worker.log_path.read_text(errors="replace")
 
 
 @pytest.mark.parametrize("bandit", [False, True], ids=["ranker", "ranker-and-bandit"])

@@ -83,15 +83,16 @@ class ErasedUsers:
         table = app.Table(ERASED_TABLE, partitions=partitions, key_type=bytes, value_type=bytes)
         return cls(table.data, settings, table.changelog_topic_name, profile_changelog)
 
-    def user_hash(self, user_id: str) -> str:
-        return hmac.new(self.key, user_id.encode(), hashlib.sha256).hexdigest()
+    def user_hash(self, user_id: str, key: bytes | None = None) -> str:
+        """The record's key of a user: HMAC-SHA256 with this worker's key, or with `key`."""
+        return hmac.new(self.key if key is None else key, user_id.encode(), hashlib.sha256).hexdigest()
 
     def erased_at(self, user_id: str) -> int | None:
         """The time of the user's last erasure, None if never erased (a dict lookup when nobody was)."""
         if not self.data:
             return None
         found = [orjson.loads(stored)["erased_at"] for key in (self.key, *self.previous)
-                 if (stored := self.data.get(hmac.new(key, user_id.encode(), hashlib.sha256).hexdigest().encode()))]
+                 if (stored := self.data.get(self.user_hash(user_id, key).encode())) is not None]
         return max(found, default=None)
 
     def record(self, request: ErasureRequest) -> tuple[bytes, bytes]:
