@@ -126,7 +126,7 @@ def run_events(events, settings, encoder, profiles=None, index=None):
     index = index or InMemoryItemIndex(settings)
     for user_id in {e.user_id for e in events}:
         profiles.setdefault(user_id, new_profile(user_id, settings))
-    encodings = encode_batch(encoder, events, lambda u: profiles[u].recent, settings.encoder_candidates)
+    encodings = encode_batch(encoder, events, profiles.get, settings.encoder_candidates)
     outcomes = [process(profiles[e.user_id], e, index, settings, 0, encoding=encoding)
                 for e, encoding in zip(events, encodings)]
     return profiles, index, outcomes
@@ -297,7 +297,7 @@ def test_an_announcement_with_a_path_a_wrong_hash_or_no_hash_is_refused_while_th
     # manifest to match: the registry's own check passes, the announced hash does not.
     (root / v2 / "items.json").write_text(json.dumps(["planted"] * len(json.loads((root / v2 / "items.json").read_text()))))
     manifest = json.loads((root / v2 / "manifest.json").read_text())
-    manifest["content_hash"] = registry.content_hash(root / v2)
+    manifest["content_hash"] = registry.content_hash(root / v2, manifest=manifest)
     (root / v2 / "manifest.json").write_text(json.dumps(manifest))
     registry.open_version(root, v2)  # verifies against its (rewritten) manifest
     reports: list[dict] = []

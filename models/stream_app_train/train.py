@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -143,24 +144,28 @@ def train(log: str | Path, fmt: str, registry_root: str | Path, config: TrainCon
              f"MRR@{config.k} {validation[f'mrr@{config.k}']:.4f} ({validation['examples']:,} examples)")
 
     staged = registry.staging_dir(registry_root)
-    export_onnx(model.encoder, staged / "encoder.onnx", model.items.weight, k=config.retrieve)
-    np.save(staged / "items.npy", model.items.weight.detach().numpy().astype(np.float32))
-    (staged / "items.json").write_text(json.dumps(item_ids))
-    now = datetime.now(timezone.utc)
-    version = f"enc-{now.strftime('%Y%m%d-%H%M%S')}-{registry.content_hash(staged)[:8]}"
-    manifest = {
-        "version": version,
-        "created_at": now.isoformat(timespec="milliseconds"),
-        "architecture": "gru4rec-hashed-v1",
-        "dims": {"embedding": config.dim, "hidden": config.hidden, "buckets": config.buckets,
-                 "max_len": config.max_len, "items": len(item_ids)},
-        "training": {"log": str(log), "format": fmt, "events": len(training_events),
-                     "fingerprint": fingerprint(training_events), "first_ts": first, "train_until_ts": cutoff,
-                     "config": asdict(config), "seconds": round(time.perf_counter() - started, 2)},
-        "validation": {f"recall@{config.k}": validation[f"recall@{config.k}"],
-                       f"mrr@{config.k}": validation[f"mrr@{config.k}"], "examples": validation["examples"]},
-        "inputs": list(INPUTS), "outputs": list(OUTPUTS), "retrieve": min(config.retrieve, len(item_ids)),
-    }
-    folder = registry.write_version(registry_root, staged, manifest)
+    try:  # an interrupted export leaves no half-written model in the registry folder
+        export_onnx(model.encoder, staged / "encoder.onnx", model.items.weight, k=config.retrieve)
+        np.save(staged / "items.npy", model.items.weight.detach().numpy().astype(np.float32))
+        (staged / "items.json").write_text(json.dumps(item_ids))
+        now = datetime.now(timezone.utc)
+        version = f"enc-{now.strftime('%Y%m%d-%H%M%S')}-{registry.content_hash(staged)[:8]}"
+        manifest = {
+            "version": version,
+            "created_at": now.isoformat(timespec="milliseconds"),
+            "architecture": "gru4rec-hashed-v1",
+            "dims": {"embedding": config.dim, "hidden": config.hidden, "buckets": config.buckets,
+                     "max_len": config.max_len, "items": len(item_ids)},
+            "training": {"log": str(log), "format": fmt, "events": len(training_events),
+                         "fingerprint": fingerprint(training_events), "first_ts": first, "train_until_ts": cutoff,
+                         "config": asdict(config), "seconds": round(time.perf_counter() - started, 2)},
+            "validation": {f"recall@{config.k}": validation[f"recall@{config.k}"],
+                           f"mrr@{config.k}": validation[f"mrr@{config.k}"], "examples": validation["examples"]},
+            "inputs": list(INPUTS), "outputs": list(OUTPUTS), "retrieve": min(config.retrieve, len(item_ids)),
+        }
+        folder = registry.write_version(registry_root, staged, manifest)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
     progress(f"train: wrote {folder}")
     return json.loads((folder / registry.MANIFEST).read_text())

@@ -19,7 +19,10 @@ def cmd_models(args: argparse.Namespace) -> int:
         settings = settings.replace(registry_dir=args.registry)
     if args.action == "list":
         registry.require_folder(settings.registry_dir)
-        found = registry.versions(settings.registry_dir)
+        unreadable: list[str] = []
+        found = registry.versions(settings.registry_dir, unreadable=unreadable)
+        for problem in unreadable:
+            print(f"skipped: {problem}")
         if not found:
             print(f"no models in {settings.registry_dir} (train one with `stream-app train LOG`)")
         for m in found:

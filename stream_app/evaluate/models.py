@@ -75,8 +75,7 @@ class StreamAppModel:
             return
         profiles = self.profiles
         self.encodings = encode_batch(
-            self.encoder, events, lambda user_id: profiles[user_id].recent if user_id in profiles else [],
-            self.settings.encoder_candidates)
+            self.encoder, events, profiles.get, self.settings.encoder_candidates)
         self.encodings.reverse()  # popped in event order
 
     def evict_idle_users(self, round_start_ms: int) -> None:

@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..core.events import Event
-from ..core.profile import add_step
+from ..core.profile import Profile, add_step, event_digest
 from ..core.sequences import Featurizer, Step
 from ..errors import ConfigError
 from .registry import open_version
@@ -127,24 +127,32 @@ class UserEncoding:
         return [shares.get(item_id, 0.0) for item_id in item_ids]
 
 
-def batch_sequences(recent_of: Callable[[str], list[Any]], events: Sequence[Event], max_len: int) -> list[list[Step]]:
+def batch_sequences(profile_of: Callable[[str], Profile | None], events: Sequence[Event],
+                    max_len: int) -> list[list[Step]]:
     """For each event of a batch (in processing order) the user's recent steps up to and including it:
-    the profile's `recent` before the batch (`recent_of(user_id)`), then the batch's earlier events
-    of that user, then this one, in time order (as the profile keeps them)."""
+    the profile's `recent` before the batch (`profile_of(user_id)`, None: a new user), then the batch's
+    earlier events of that user, then this one, in time order (as the profile keeps them). An event the
+    profile will skip as a duplicate (its id applied before, or earlier in the batch) adds no step, so a
+    sequence does not depend on how the events fell into batches."""
     grown: dict[str, list[Any]] = {}
+    taken: set[tuple[str, str]] = set()  # (user, event digest) of the batch's events so far
     out = []
     for event in events:
+        profile = profile_of(event.user_id)
         steps = grown.get(event.user_id)
         if steps is None:
-            steps = grown[event.user_id] = list(recent_of(event.user_id)[-max_len:])
-        add_step(steps, (event.item_id, event.type, event.ts), max_len)
+            steps = grown[event.user_id] = list(profile.recent[-max_len:]) if profile is not None else []
+        digest = event_digest(event.event_id)
+        if (event.user_id, digest) not in taken and (profile is None or profile.admits(digest, event.ts)):
+            taken.add((event.user_id, digest))
+            add_step(steps, (event.item_id, event.type, event.ts), max_len)
         out.append(list(steps))
     return out
 
 
-def encode_batch(encoder: Encoder, events: Sequence[Event], recent_of: Callable[[str], list[Any]],
+def encode_batch(encoder: Encoder, events: Sequence[Event], profile_of: Callable[[str], Profile | None],
                  nearest: int) -> list[UserEncoding]:
     """Every event's user encoding (recent steps through that event), from one onnxruntime call: what
     a worker and the in-process evaluation run at the start of each batch."""
-    sequences = batch_sequences(recent_of, events, encoder.featurizer.max_len)
+    sequences = batch_sequences(profile_of, events, encoder.featurizer.max_len)
     return EncoderView(encoder).users(encoder.encode(sequences), nearest)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -51,6 +52,9 @@ def checked_version(version: str) -> str:
                           "no path): see `stream-app models list`")
     return version
 MANIFEST_FORMAT = 1
+#: 2: the content hash covers the manifest too (it says how inputs are prepared: lengths, buckets, padding);
+#: 1 (manifests written before): the model files only.
+HASH_SCHEME = 2
 
 
 def kind_of(manifest: dict[str, Any]) -> str:
@@ -63,11 +67,22 @@ def files_of(kind: str) -> tuple[str, ...]:
     return FILES_OF_KIND[kind]
 
 
-def content_hash(version_dir: Path, kind: str = DEFAULT_KIND) -> str:
+def content_hash(version_dir: Path, kind: str = DEFAULT_KIND, manifest: dict[str, Any] | None = None) -> str:
+    """SHA-256 of the version's files, and of its manifest (less the hash itself) when the manifest's
+    `hash_scheme` is 2 or more. An edited manifest that drops its scheme hashes to the files alone: not
+    what it was announced with."""
     digest = hashlib.sha256()
     for name in files_of(kind):
         digest.update(name.encode())
-        digest.update((version_dir / name).read_bytes())
+        try:
+            digest.update((version_dir / name).read_bytes())
+        except OSError as exc:
+            raise ConfigError(f"model version {version_dir.name} in {version_dir.parent} cannot read its {name} "
+                              f"({exc.strerror or exc}): train, export or copy the version again") from None
+    if manifest is not None and manifest.get("hash_scheme", 1) >= 2:
+        described = {key: value for key, value in manifest.items() if key != "content_hash"}
+        digest.update(MANIFEST.encode())
+        digest.update(json.dumps(described, sort_keys=True, separators=(",", ":")).encode())
     return digest.hexdigest()
 
 
@@ -80,8 +95,13 @@ def write_version(root: str | Path, staged: Path, manifest: dict[str, Any]) -> P
     for name in files_of(kind):
         if not (staged / name).is_file():
             raise ValueError(f"staged model folder {staged} lacks {name}")
-    manifest = dict(manifest, format=MANIFEST_FORMAT, content_hash=content_hash(staged, kind))
+    manifest = dict(manifest, format=MANIFEST_FORMAT, hash_scheme=HASH_SCHEME)
+    manifest["content_hash"] = content_hash(staged, kind, manifest)
     (staged / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    # mkdtemp made the folder for its owner alone: workers running as another user (compose's) must read it
+    umask = os.umask(0)
+    os.umask(umask)
+    staged.chmod(0o777 & ~umask)
     target = root / checked_version(manifest["version"])
     if target.exists():
         raise ValueError(f"registry {root} already holds version {manifest['version']}")
@@ -107,15 +127,35 @@ def require_folder(root: str | Path) -> None:
                           f"--registry {root}`)")
 
 
-def versions(root: str | Path, kind: str | None = None) -> list[dict[str, Any]]:
-    """Every version's manifest (of `kind` only, when given), oldest first."""
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """A version's manifest, or ConfigError saying what is wrong with it (half-written, edited by hand)."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"the manifest of model version {folder.name} in {folder.parent} cannot be read ({exc}): "
+                          "delete the folder, or train, export or copy the version again") from None
+    if not (isinstance(manifest, dict) and isinstance(manifest.get("version"), str)
+            and isinstance(manifest.get("created_at"), str) and isinstance(manifest.get("content_hash"), str)):
+        raise ConfigError(f"the manifest of model version {folder.name} in {folder.parent} lacks its version, "
+                          "created_at or content_hash: delete the folder, or train, export or copy the version again")
+    return manifest
+
+
+def versions(root: str | Path, kind: str | None = None, unreadable: list[str] | None = None) -> list[dict[str, Any]]:
+    """Every version's manifest (of `kind` only, when given), oldest first. A folder whose manifest cannot
+    be read is left out (and its error appended to `unreadable`, when given)."""
     root = Path(root)
     if not root.is_dir():
         return []
     found = []
     for child in root.iterdir():
         if child.is_dir() and (child / MANIFEST).is_file() and not child.name.startswith("."):
-            manifest = json.loads((child / MANIFEST).read_text())
+            try:
+                manifest = read_manifest(child)
+            except ConfigError as exc:
+                if unreadable is not None:
+                    unreadable.append(str(exc))
+                continue
             if kind is None or kind_of(manifest) == kind:
                 found.append(manifest)
     return sorted(found, key=lambda m: (m["created_at"], m["version"]))
@@ -132,13 +172,13 @@ def open_version(root: str | Path, version: str, verify: bool = True, kind: str 
         known = ", ".join(m["version"] for m in versions(root, kind)) or "none"
         raise ConfigError(f"model version {version!r} is not in the registry {root} (versions: {known}); "
                           + HOW_TO_MAKE[kind or DEFAULT_KIND].format(root=root))
-    manifest = json.loads((folder / MANIFEST).read_text())
+    manifest = read_manifest(folder)
     if kind is not None and kind_of(manifest) != kind:
         wanted = ", ".join(m["version"] for m in versions(root, kind)) or "none"
         raise ConfigError(f"model version {version!r} in {root} is a {kind_of(manifest)} model, not a {kind} model "
                           f"(its {kind} versions: {wanted}); " + HOW_TO_MAKE[kind].format(root=root))
     if verify or expected_hash is not None:
-        found = content_hash(folder, kind_of(manifest))
+        found = content_hash(folder, kind_of(manifest), manifest)
         if verify and found != manifest["content_hash"]:
             raise ConfigError(f"model version {version} in {root} does not match its manifest's content hash: "
                               "the files were changed after it was written; train, export or copy it again")

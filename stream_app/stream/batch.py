@@ -50,6 +50,7 @@ class Counters:
     shadow_judged: int = 0
     shadow_hits: int = 0
     encoder_failures: int = 0  # rounds ranked without an encoder because it raised
+    shadow_encoder_failures: int = 0  # rounds the shadow encoder raised on (the live lists untouched)
     evicted_users: int = 0  # idle profiles dropped (STREAM_APP_USER_IDLE_MS)
     erased_users: int = 0  # erasure requests applied (`stream-app erase`)
     erased_events_dropped: int = 0  # events of erased users dated at or before their erasure, not applied
@@ -302,16 +303,20 @@ class BatchHandler:
         return any((erased_at := self.erased.erased_at(user)) is not None and (ts is None or ts <= erased_at)
                    for user in users)
 
-    def encode(self, encoder: Encoder | None, valid: list[tuple[Ready, Event]]) -> list[UserEncoding | None]:
+    def encode(self, encoder: Encoder | None, valid: list[tuple[Ready, Event]],
+               shadow: bool = False) -> list[UserEncoding | None]:
         if encoder is None or not valid:
             return [None] * len(valid)
         try:
-            return encode_batch(encoder, [event for _, event in valid], lambda user_id: self.profile(user_id).recent,
-                                self.settings.encoder_candidates)
+            return encode_batch(encoder, [event for _, event in valid], self.profile, self.settings.encoder_candidates)
         except Exception as exc:  # a model that fails at run time: rank this round without it, go on
-            self.counters.encoder_failures += 1
-            log.error("encoder %s failed on a round of %d events (%r): ranked without it",
-                      getattr(encoder, "version", "?"), len(valid), exc)
+            if shadow:
+                self.counters.shadow_encoder_failures += 1
+            else:
+                self.counters.encoder_failures += 1
+            log.error("%s encoder %s failed on a round of %d events (%r): %s", "shadow" if shadow else "live",
+                      getattr(encoder, "version", "?"), len(valid), exc,
+                      "no shadow lists this round" if shadow else "ranked without it")
             return [None] * len(valid)
 
     def process_round(self, ready: list[Ready], live: Encoder | None, shadow: Encoder | None,
@@ -331,7 +336,7 @@ class BatchHandler:
             else:
                 valid.append((item, item.checked))
         encodings = self.encode(live, valid)
-        shadow_encodings = self.encode(shadow, valid)
+        shadow_encodings = self.encode(shadow, valid, shadow=True)
         for position, (item, event) in enumerate(valid):
             msg = item.event.message
             try:

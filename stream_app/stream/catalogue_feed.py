@@ -36,17 +36,32 @@ class CachedEmbedder:
     def __init__(self) -> None:
         self.vectors: dict[str, np.ndarray] = {}
         self.embedded = 0  # texts the model ran on (cache misses)
+        self.failed = 0  # texts the model raised on alone: a zero vector (no text signal), not embedded again
 
     def embed(self, model: TextEncoder, texts: list[str]) -> np.ndarray:
         keys = [text_hash(text, model.version) for text in texts]
         missing = sorted({key: text for key, text in zip(keys, texts) if key not in self.vectors}.items())
         if missing:
-            vectors = model.embed([text for _, text in missing])
+            vectors = self._embed_or_split(model, [text for _, text in missing])
             self.vectors.update(zip((key for key, _ in missing), vectors))
             self.embedded += len(missing)
         if not texts:
             return np.zeros((0, model.dim), np.float32)
         return np.stack([self.vectors[key] for key in keys])
+
+    def _embed_or_split(self, model: TextEncoder, texts: list[str]) -> list[np.ndarray]:
+        """The texts' vectors; where the model raises, halves embedded apart until the texts it fails on are
+        found (one text must not keep the whole catalogue from its index, nor be embedded again each time)."""
+        try:
+            return list(model.embed(texts))
+        except Exception as exc:
+            if len(texts) == 1:
+                self.failed += 1
+                log.error("the content model %s cannot embed the text %r (%r): the item has no text signal",
+                          model.version, texts[0][:80], exc)
+                return [np.zeros(model.dim, np.float32)]
+            half = len(texts) // 2
+            return self._embed_or_split(model, texts[:half]) + self._embed_or_split(model, texts[half:])
 
     def keep_only(self, version: str, texts: list[str]) -> None:
         """Forget vectors of texts and models no longer in use (bounded memory)."""
@@ -76,7 +91,7 @@ class CatalogueFeed:
     def status(self) -> dict[str, Any]:
         return {"items": len(self.texts), "indexed": len(self.index) if self.index is not None else 0,
                 "model": self.index.version if self.index is not None else None,
-                "embedded": self.embedder.embedded, "invalid": self.invalid}
+                "embedded": self.embedder.embedded, "failed": self.embedder.failed, "invalid": self.invalid}
 
     def apply(self, key: bytes | None, value: bytes | None, offset: int) -> None:
         if value is None:  # a tombstone: the item left the catalogue

@@ -191,6 +191,8 @@ def model_families(c: Counters, models: dict[str, Any], ranker_labels: dict[int,
     yield from (judged, hits, rate)
     yield _counter("stream_app_encoder_failures", "Rounds ranked without the encoder because it raised",
                    c.encoder_failures)
+    yield _counter("stream_app_shadow_encoder_failures", "Rounds the shadow encoder raised on (live lists unaffected)",
+                   c.shadow_encoder_failures)
     yield _counter("stream_app_users_evicted", "Idle profiles dropped from the table and Redis (STREAM_APP_USER_IDLE_MS)",
                    c.evicted_users)
     yield _counter("stream_app_redis_refills", "Times Redis lost the profile mirror and this worker wrote back the "

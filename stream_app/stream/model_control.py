@@ -6,7 +6,8 @@ The control topic (`models.control`, one partition, compacted) holds one record 
 hash of the version's files as they are then; a worker loads only files that still hash to it (a
 folder changed after the announcement is refused) and runs the model once on a trial input before it
 swaps it in. Each worker reports what it did with each announcement (serving, refused with the
-reason, withdrawn) on the `models.status` topic, and keeps what served before whenever it refuses. Each worker runs a
+reason, withdrawn) on the `models.status` topic, and keeps what served before whenever it refuses (loading
+the refused version again every RETRY_S, so that workers converge once its files are in place). Each worker runs a
 `ModelWatcher`: a consumer outside the consumer group (every worker must read every record), assigned
 to the one partition from its beginning, that loads each newly announced version from the registry
 folder off the event loop and then swaps it in. The batch loop only reads `watcher.live` /
@@ -36,6 +37,9 @@ from .transport import from_the_beginning
 log = logging.getLogger("stream_app.models")
 
 ROLES = ("live", "shadow", "content")
+#: How often a refused announcement is loaded again: a registry copy still on its way to this host (or
+#: a folder being repaired) must not leave this worker serving another version than the rest for good.
+RETRY_S = 30.0
 
 
 def publish(settings: Settings, role: str, version: str | None) -> dict[str, Any]:
@@ -81,6 +85,7 @@ class ModelWatcher:
         self.content: TextEncoder | None = None
         self.wanted: dict[str, str | None] = {role: None for role in ROLES}
         self.errors: dict[str, str] = {}
+        self.refused: dict[str, tuple[dict[str, Any], float]] = {}  # role -> (its record, when to load it again)
         self.swaps = 0
 
     def status(self) -> dict[str, Any]:
@@ -89,7 +94,8 @@ class ModelWatcher:
                 "content": self.content.version if self.content else None,
                 "wanted": dict(self.wanted), "errors": dict(self.errors), "swaps": self.swaps}
 
-    async def apply(self, record: Any) -> None:
+    async def apply(self, record: Any, retry: bool = False) -> None:
+        """Act on a control record (`retry`: a refused one, loaded again; reported only if it now serves)."""
         try:
             validator("model-control")(record)
         except JsonSchemaException as exc:  # an operator's mistake must not stop the worker
@@ -101,7 +107,11 @@ class ModelWatcher:
         current = getattr(self, role)
         serving = current.version if current else None
         if serving == version and (current is None or digest == current.manifest["content_hash"]):
+            self.refused.pop(role, None)
+            if self.errors.pop(role, None) is not None:  # back to what serves (a rollback): no refusal stands
+                await self._report(role, version, digest, "serving", None)
             return
+        self.refused.pop(role, None)
         if version is None:
             setattr(self, role, None)
             self.errors.pop(role, None)
@@ -119,9 +129,13 @@ class ModelWatcher:
             # A trial run before the swap: a model that loads but fails when run keeps the old one serving
             await loop.run_in_executor(None, loaded.trial)
         except Exception as exc:  # a bad announcement must not stop the worker: keep what serves
-            self.errors[role] = f"cannot load {version}: {exc}"
-            log.error("cannot load model %s for %s from %s: %s; keeping %s", version, role,
-                      self.settings.registry_dir, exc, serving or "none")
+            error = f"cannot load {version}: {exc}"
+            self.refused[role] = (record, time.monotonic() + RETRY_S)
+            if retry and self.errors.get(role) == error:  # as before: said once
+                return
+            self.errors[role] = error
+            log.error("cannot load model %s for %s from %s: %s; keeping %s (trying again every %.0f s)", version, role,
+                      self.settings.registry_dir, exc, serving or "none", RETRY_S)
             await self._report(role, version, digest, "refused", f"{exc}; still serving {serving or 'none'}")
             return
         setattr(self, role, loaded)
@@ -155,5 +169,8 @@ class ModelWatcher:
                         log.error("ignoring an unreadable control record at offset %d", message.offset)
                         continue
                     await self.apply(record)
+                for role, (record, due) in list(self.refused.items()):
+                    if time.monotonic() >= due:
+                        await self.apply(record, retry=True)
                 if ready is not None and not ready.is_set() and await consumer.position(tp) >= end:
                     ready.set()

@@ -1,0 +1,208 @@
+"""The registry and the model channel as operators meet them: folders other users can read, a broken
+version beside good ones, a manifest changed after publishing, a promotion whose files arrive late, a
+rollback, a duplicate event in the encoder's input, a text the content model fails on, a failing shadow."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import stat
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+from conftest import OTTO_SAMPLE
+from test_batch_handler import make_events, ready
+from test_encoder import SMALL, announce
+
+from stream_app.cli.main import main
+from stream_app.config import Settings
+from stream_app.core.events import Event
+from stream_app.core.items import InMemoryItemIndex
+from stream_app.errors import ConfigError
+from stream_app.serving import registry
+from stream_app.serving.encoder import Encoder
+from stream_app.stream.batch import BatchHandler, Counters, PartitionState
+from stream_app.stream.catalogue_feed import CatalogueFeed
+from stream_app.stream.model_control import ModelWatcher
+from stream_app_train.train import TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, str, str]:
+    """Two small versions trained on the OTTO sample (different seeds), in one registry."""
+    root = tmp_path_factory.mktemp("registry")
+    first = train(OTTO_SAMPLE, "otto", root, SMALL)
+    second = train(OTTO_SAMPLE, "otto", root, TrainConfig(**{**SMALL.__dict__, "seed": 8}))
+    return root, first["version"], second["version"]
+
+
+def copied(source: Path, target: Path, *versions: str) -> Path:
+    for version in versions:
+        shutil.copytree(source / version, target / version)
+    return target
+
+
+def handler(settings: Settings) -> BatchHandler:
+    return BatchHandler(settings, {}, PartitionState({}, settings), InMemoryItemIndex(settings), Counters(), now=0)
+
+
+def test_a_version_folder_can_be_read_by_workers_running_as_another_user(trained):
+    root, v1, _ = trained
+    assert stat.S_IMODE((root / v1).stat().st_mode) & 0o005 == 0o005  # compose's workers run as nobody
+
+
+def test_one_unreadable_manifest_leaves_the_other_versions_usable(trained, tmp_path, capsys):
+    root, v1, _ = trained
+    registry_dir = copied(root, tmp_path, v1)
+    (registry_dir / "half").mkdir()
+    (registry_dir / "half" / "manifest.json").write_text('{"version": "half", "crea')
+    assert main(["models", "list", "--registry", str(registry_dir)]) == 0
+    printed = capsys.readouterr().out
+    assert "skipped: the manifest of model version half" in printed and v1 in printed
+    assert registry.latest(registry_dir) == v1
+    with pytest.raises(ConfigError, match="not in the registry"):
+        registry.open_version(registry_dir, "no-such-version")
+    with pytest.raises(ConfigError, match="cannot be read"):
+        registry.open_version(registry_dir, "half")
+
+
+def test_a_version_missing_a_file_is_a_config_error_that_says_what_to_do(trained, tmp_path):
+    root, v1, _ = trained
+    registry_dir = copied(root, tmp_path, v1)
+    (registry_dir / v1 / "items.json").unlink()
+    with pytest.raises(ConfigError, match="cannot read its items.json.*again"):
+        registry.open_version(registry_dir, v1)
+
+
+def test_a_manifest_changed_after_publishing_is_refused(trained, tmp_path):
+    """The manifest says how inputs are prepared (sequence length, hash buckets): it is in the hash."""
+    root, v1, _ = trained
+    registry_dir = copied(root, tmp_path, v1)
+    published = announce(registry_dir, "live", v1, 1)
+    manifest = json.loads((registry_dir / v1 / "manifest.json").read_text())
+    manifest["dims"].update(max_len=1, buckets=7)
+    (registry_dir / v1 / "manifest.json").write_text(json.dumps(manifest))
+    watcher = ModelWatcher(Settings(registry_dir=str(registry_dir)))
+    asyncio.run(watcher.apply(published))
+    assert watcher.live is None and "content hash" in watcher.errors["live"]
+    del manifest["hash_scheme"]  # posing as a version from before the manifest was hashed: still not it
+    (registry_dir / v1 / "manifest.json").write_text(json.dumps(manifest))
+    asyncio.run(watcher.apply(published))
+    assert watcher.live is None
+
+
+def test_a_promotion_whose_files_arrive_late_serves_once_they_are_there(trained, tmp_path, monkeypatch):
+    """Two workers must not serve different versions for good because one host got the files later."""
+    root, v1, v2 = trained
+    registry_dir = copied(root, tmp_path, v1)
+    reports: list[dict] = []
+
+    async def report(record: dict) -> None:
+        reports.append(record)
+
+    watcher = ModelWatcher(Settings(registry_dir=str(registry_dir)), report, "w")
+    monkeypatch.setattr("stream_app.stream.model_control.RETRY_S", 0.0)
+
+    async def scenario() -> None:
+        await watcher.apply(announce(registry_dir, "live", v1, 1))
+        await watcher.apply(announce(root, "live", v2, 2))  # v2 not on this host yet
+        assert watcher.live.version == v1 and "live" in watcher.refused
+        record, _ = watcher.refused["live"]
+        await watcher.apply(record, retry=True)  # still missing: said once
+        copied(root, registry_dir, v2)
+        await watcher.apply(record, retry=True)
+
+    asyncio.run(scenario())
+    assert watcher.live.version == v2 and "live" not in watcher.errors and not watcher.refused
+    assert [r["outcome"] for r in reports] == ["serving", "refused", "serving"]
+
+
+def test_publishing_the_serving_version_again_clears_a_refusal(trained):
+    root, v1, v2 = trained
+    reports: list[dict] = []
+
+    async def report(record: dict) -> None:
+        reports.append(record)
+
+    watcher = ModelWatcher(Settings(registry_dir=str(root)), report, "w")
+
+    async def scenario() -> None:
+        await watcher.apply(announce(root, "live", v1, 1))
+        await watcher.apply({**announce(root, "live", v2, 2), "content_hash": "0" * 64})  # refused
+        await watcher.apply(announce(root, "live", v1, 3))  # the rollback
+
+    asyncio.run(scenario())
+    assert watcher.live.version == v1 and "live" not in watcher.errors and not watcher.refused
+    assert [r["outcome"] for r in reports] == ["serving", "refused", "serving"]
+
+
+def test_a_duplicate_event_adds_no_step_to_the_encoders_input_whatever_the_rounds(trained):
+    """The profile skips a duplicate; the sequence the encoder sees must skip it too, or the embedding
+    depends on whether the duplicate fell into the same round as the next event."""
+    root, v1, _ = trained
+    settings, encoder = Settings(ranker_warm_up=2), Encoder.load(root, v1)
+
+    def event(i: int, item: str, ts: int) -> Event:
+        return Event.from_dict({"event_id": f"e{i}", "user_id": "u1", "item_id": encoder.item_ids[int(item)],
+                                "type": "click", "ts": ts, "schema_version": 1})
+
+    first, second = event(0, "0", 1_700_000_000_000), event(1, "1", 1_700_000_010_000)
+
+    def embedding(rounds: list[list[Event]]) -> np.ndarray:
+        batch, offset = handler(settings), 0
+        for events in rounds:
+            batch.process_round([ready(e, offset + i) for i, e in enumerate(events)], encoder, None)
+            offset += len(events)
+        assert batch.counters.duplicates == 1
+        return np.array(batch.profile("u1").embedding)
+
+    together = embedding([[first, first, second]])
+    assert np.allclose(together, embedding([[first, first], [second]]), atol=1e-5)
+    assert np.allclose(together, embedding([[first], [first, second]]), atol=1e-5)
+
+
+class TextModel:
+    """A content model that fails on texts holding `fails_on`."""
+
+    dim = 4
+
+    def __init__(self, version: str, fails_on: str | None = None):
+        self.version, self.fails_on, self.calls = version, fails_on, 0
+
+    def embed(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        self.calls += 1
+        if self.fails_on and any(self.fails_on in text for text in texts):
+            raise RuntimeError("onnxruntime failed")
+        return np.full((len(texts), 4), 0.5, np.float32)
+
+
+def test_a_text_the_content_model_fails_on_leaves_the_rest_of_the_catalogue_indexed():
+    feed = CatalogueFeed(Settings())
+    for offset, (item_id, title) in enumerate([("i0", "RED LANTERN"), ("i1", "BLUE MUG"), ("i2", "GREEN CANDLE"),
+                                                ("i9", "NEW ITEM")]):
+        feed.apply(item_id.encode(), orjson.dumps({"item_id": item_id, "title": title, "schema_version": 1}), offset)
+    model = TextModel("content-b", fails_on="CANDLE")
+    asyncio.run(feed.rebuild(model))
+    assert {"i0", "i1", "i9"} <= set(feed.index.row_of) and feed.embedder.failed == 1
+    assert not feed.index.vector("i2").any() and feed.index.vector("i9").any()
+    calls = model.calls
+    feed.apply(b"i3", orjson.dumps({"item_id": "i3", "title": "YELLOW CUP", "schema_version": 1}), 4)
+    asyncio.run(feed.rebuild(model))  # the failing text is not embedded again
+    assert "i3" in feed.index.row_of and model.calls == calls + 1 and feed.status()["failed"] == 1
+
+
+def test_a_failing_shadow_encoder_is_not_counted_as_a_live_failure(trained):
+    root, v1, _ = trained
+
+    class Broken:
+        version = "enc-broken"
+
+        def __getattr__(self, name: str):
+            raise RuntimeError("onnxruntime: invalid input")
+
+    batch = handler(Settings(ranker_warm_up=2))
+    batch.process_round([ready(e, i) for i, e in enumerate(make_events())], Encoder.load(root, v1), Broken())
+    assert batch.counters.encoder_failures == 0 and batch.counters.shadow_encoder_failures == 1
