@@ -13,7 +13,7 @@ from stream_app.core.events import Event
 from stream_app.core.items import InMemoryItemIndex
 from stream_app.core.learners import read_partition_learners
 from stream_app.core.profile import Profile, event_digest
-from stream_app.store.redis_store import ERASED_MARKER_S
+from stream_app.store.redis_store import MARKER_S
 from stream_app.stream.batch import BatchHandler, Counters, PartitionState
 from stream_app.stream.ready import Ready
 
@@ -346,7 +346,7 @@ def test_an_erasure_deletes_the_profile_everywhere_and_says_so_in_its_receipt(se
     assert deleted["profile_table"] == {"found": True, "version": len(events), "event_count": len(events)}
     assert deleted["digests"] == len(events) and deleted["learner_state"]  # per-user learners lived in the profile
     assert deleted["pending_lists"]["shown"] > 0 and deleted["pending_lists"]["shown_features"] == 1
-    assert deleted["redis"] == {"key": f"profile:{USER}", "existed": True, "marker_s": ERASED_MARKER_S}
+    assert deleted["redis"] == {"key": f"profile:{USER}", "existed": True, "marker_s": MARKER_S}
     assert "idle users" in deleted["worker_state"] and handler.counters.erased_users == 1
     assert (sent["request_id"], sent["user_id"], sent["worker_id"], sent["applied_at"]) == ("r1", USER, "worker-1", 5)
 

@@ -4,7 +4,15 @@ import uuid
 import pytest
 
 from stream_app.core.profile import Profile
-from stream_app.store.redis_store import ERASED_MARKER_S, ProfileStore, RedisStoreConfig, profile_key, read_profile
+from stream_app.store.redis_store import (
+    MARKER_S,
+    ProfileStore,
+    RedisStoreConfig,
+    delete_profiles_before,
+    profile_key,
+    read_profile,
+    restore_profiles,
+)
 
 
 def fresh_store(services) -> tuple[ProfileStore, str]:
@@ -96,7 +104,6 @@ def test_a_refusal_that_is_not_the_keys_fault_is_raised_not_skipped(services, re
 
 def test_a_profile_created_anew_passes_the_guard_though_its_version_restarts(services, redis_client):
     """Its user evicted as idle, or the table's changelog lost: the new profile is a later generation."""
-    from stream_app.store.redis_store import restore_profiles
 
     store, namespace = fresh_store(services)
     old, stale, anew = user_profile(40, 1_000), user_profile(39, 1_000), user_profile(1, 9_000)
@@ -130,7 +137,7 @@ def test_a_new_profile_takes_its_first_events_time_as_its_generation_and_keeps_i
 def test_an_erased_users_key_refuses_late_writes_of_the_erased_profile_and_gives_way_to_a_new_one(
         services, redis_client):
     """A batch that outlived the revoke of its partitions can deliver the erased profile after the erasure:
-    the marker left in its place refuses it (the profile began before the erasure) for ERASED_MARKER_S, and
+    the marker left in its place refuses it (the profile began before the erasure) for MARKER_S, and
     reads as no profile; a profile begun after the erasure replaces it."""
     store, namespace = fresh_store(services)
     erased, late, anew = user_profile(7, 1_000), user_profile(8, 1_000), user_profile(1, 6_000)
@@ -152,7 +159,7 @@ def test_an_erased_users_key_refuses_late_writes_of_the_erased_profile_and_gives
     assert after_late == {} and read_profile(redis_client, "u3", namespace) == {}
     key = profile_key("u3", namespace)
     assert redis_client.hgetall(key).keys() == {b"erased_at"}  # the erasure time only
-    assert 0 < redis_client.ttl(key) <= ERASED_MARKER_S
+    assert 0 < redis_client.ttl(key) <= MARKER_S
     assert read_profile(redis_client, "u1", namespace)["profile_version"] == 1
     assert redis_client.ttl(profile_key("u1", namespace)) == -1  # the new profile does not expire
 
@@ -172,3 +179,78 @@ def test_a_user_deleted_twice_in_one_round_trip_is_said_to_have_held_a_profile(s
 
     assert asyncio.run(scenario()) == {"u1": True, "u2": False}
     assert b"erased_at" in redis_client.hgetall(profile_key("u1", namespace))
+
+
+def test_an_evicted_users_key_refuses_a_late_write_of_the_evicted_profile_and_gives_way_to_later_ones(
+        services, redis_client):
+    """An idle eviction leaves a marker: a batch that outlived its partitions' revoke (timed before the
+    eviction) or a repair that read the profile before its tombstone cannot bring the profile back for
+    good; the same profile made again later (a replay) and a new generation pass."""
+    store, namespace = fresh_store(services)
+    evicted, anew = user_profile(10, 1_000), user_profile(1, 9_000)
+
+    async def scenario() -> list:
+        try:
+            done = [await store.write_profiles([(evicted, evicted.to_json(internal=False))], now_ms=100)]
+            done.append(await store.delete_profiles(["u1"], evicted={"u1": 1_000}, now_ms=500))
+            done.append(await store.write_profiles([(evicted, evicted.to_json(internal=False))], now_ms=400))  # late
+            done.append(read_profile(redis_client, "u1", namespace))
+            done.append(restore_profiles(redis_client, namespace, [("u1", 10, 10, evicted.to_json(internal=False),
+                                                                     1_000)], 450))  # read before the eviction
+            done.append(await store.write_profiles([(evicted, evicted.to_json(internal=False))], now_ms=600))
+            await store.delete_profiles(["u1"], evicted={"u1": 1_000}, now_ms=700)
+            done.append(await store.write_profiles([(anew, anew.to_json(internal=False))], now_ms=650))
+            return done
+        finally:
+            await store.close()
+
+    written, existed, late, after_late, restored, replayed, new_generation = asyncio.run(scenario())
+    assert (written, existed, late, after_late, restored) == (1, {"u1": True}, 0, {}, 0)
+    assert (replayed, new_generation) == (1, 1)
+    assert read_profile(redis_client, "u1", namespace)["profile_version"] == 1
+    assert redis_client.ttl(profile_key("u1", namespace)) == -1
+
+
+def test_a_key_of_another_type_is_erased_and_evicted_and_repair_skips_it(services, redis_client):
+    """A string under a profile key (not this project's) must not make an erasure retry for ever (the batch
+    lock held, the partition stuck) nor stop repair-redis."""
+    store, namespace = fresh_store(services)
+    for user_id in ("squatter", "idle"):
+        redis_client.set(profile_key(user_id, namespace), b"not a hash")
+
+    async def scenario() -> dict:
+        try:
+            return await store.delete_profiles(["squatter", "idle", "u2"], {"squatter": 123, "u2": 123},
+                                               evicted={"idle": 50}, now_ms=60)
+        finally:
+            await store.close()
+
+    assert asyncio.run(scenario()) == {"squatter": False, "idle": False, "u2": False}
+    assert redis_client.hgetall(profile_key("squatter", namespace)) == {b"erased_at": b"123"}
+    assert redis_client.hgetall(profile_key("idle", namespace)) == {b"evicted_generation": b"50", b"evicted_at": b"60"}
+    redis_client.set(profile_key("stray", namespace), b"not a hash")
+    assert delete_profiles_before(redis_client, namespace, ["stray"], 10**15) == 0
+
+
+@pytest.mark.parametrize("wanted, status", [("abc", 400), ("-1", 400), ("0", 400), ("%C2%B2", 400), ("%D9%A3", 400),
+                                            ("9" * 5000, 400), ("18446744073709551616", 400), ("3", 200), ("4", 409)])
+def test_the_read_api_answers_min_version_with_400_unless_a_whole_number_from_1(services, wanted, status):
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from stream_app.store.read_api import read_api
+
+    store, namespace = fresh_store(services)
+
+    async def scenario() -> int:
+        try:
+            await write_one(store, user_profile(3, 5))
+        finally:
+            await store.close()
+        client = TestClient(TestServer(read_api(services["REDIS_URL"], namespace, 100)))
+        await client.start_server()
+        try:
+            return (await client.get(f"/profiles/u1?min_version={wanted}")).status
+        finally:
+            await client.close()
+
+    assert asyncio.run(scenario()) == status

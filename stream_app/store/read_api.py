@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 
 import orjson
@@ -19,33 +20,44 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from ..config import redact_url
-from .redis_store import read_profile_async
+from .redis_store import profile_key, read_profile_async
 
 log = logging.getLogger("stream_app.read_api")
 
 #: How often a `min_version` read looks at Redis again while it waits.
 POLL_S = 0.05
 CLIENT = web.AppKey("redis", aioredis.Redis)
+#: A profile_version: ASCII digits from 1, below 2**63 (`str.isdigit` takes "²" and "٣", and `int` a 5,000-digit
+#: number no version reaches).
+VERSION = re.compile(r"[1-9][0-9]{0,17}")
 
 
 def _json(body: dict, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
 
+def _connected(request: web.Request) -> bool:
+    """Is the caller still there (a wait for a caller that left polls Redis for nothing)."""
+    transport = request.transport
+    return transport is not None and not transport.is_closing()
+
+
 def read_api(redis_url: str, namespace: str, wait_ms: int) -> web.Application:
     async def profile(request: web.Request) -> web.Response:
         user_id = request.match_info["user_id"]
         wanted = request.query.get("min_version")
-        if wanted is not None and not (wanted.isdigit() and int(wanted) >= 1):
-            return _json({"error": f"min_version must be a whole number from 1, not {wanted!r}"}, 400)
+        if wanted is not None and not VERSION.fullmatch(wanted):
+            return _json({"error": f"min_version must be a whole number from 1, not {wanted[:40]!r}"}, 400)
         min_version = int(wanted) if wanted else 0
         deadline = time.monotonic() + wait_ms / 1000
         client = request.app[CLIENT]
         try:
+            if min_version:  # wait on the version field alone, then read the whole profile once
+                key = profile_key(user_id, namespace)
+                while (int(await client.hget(key, "profile_version") or 0) < min_version
+                       and time.monotonic() < deadline and _connected(request)):
+                    await asyncio.sleep(POLL_S)
             stored = await read_profile_async(client, user_id, namespace)
-            while stored.get("profile_version", 0) < min_version and time.monotonic() < deadline:
-                await asyncio.sleep(POLL_S)
-                stored = await read_profile_async(client, user_id, namespace)
         except RedisError as exc:
             log.error("Redis does not answer a profile read (%r)", exc)
             return _json({"error": "Redis does not answer; retry later"}, 503)

@@ -20,15 +20,22 @@ from ..core.profile import Profile
 log = logging.getLogger("stream_app.redis_store")
 
 
-# KEYS[1] = hash; ARGV = profile_version, event_count, updated_at, profile JSON, generation (0: none).
-# Newer = a later generation, or the same generation and a higher version. An erased user's hash is a
-# marker holding only `erased_at` (ERASED_MARKER_S): it refuses the profiles begun at or before then (a
-# late write of a batch that outlived its partitions' revoke) and gives way to a profile begun after.
+# KEYS[1] = hash; ARGV = profile_version, event_count, updated_at (the writer's batch time), profile JSON,
+# generation (0: none). Newer = a later generation, or the same generation and a higher version. A removed
+# user's hash is a marker (MARKER_S) that refuses a late write of the profile removed (a batch that outlived
+# its partitions' revoke, a `repair-redis` that read the profile before its tombstone) and gives way to a
+# profile begun after: an erased user's holds `erased_at` (the erasure's time: profiles begun at or before it
+# are refused); an idle user's `evicted_generation` and `evicted_at` (that generation's writes timed at or
+# before the eviction are refused, and older generations; a replay that makes the same profile again later
+# passes).
 _WRITE_IF_NEWER = """
-local stored = redis.call('HMGET', KEYS[1], 'profile_version', 'generation', 'erased_at')
+local stored = redis.call('HMGET', KEYS[1], 'profile_version', 'generation', 'erased_at', 'evicted_generation',
+                          'evicted_at')
 local gen = tonumber(ARGV[5])
-if stored[3] then
-  if gen <= tonumber(stored[3]) then return 0 end
+if stored[3] or stored[4] then
+  if stored[3] and gen <= tonumber(stored[3]) then return 0 end
+  local evicted = tonumber(stored[4] or '0')
+  if gen < evicted or (gen == evicted and tonumber(ARGV[3]) <= tonumber(stored[5] or '0')) then return 0 end
   redis.call('DEL', KEYS[1])
 elseif stored[1] then
   local stored_gen = tonumber(stored[2] or '0')
@@ -39,18 +46,26 @@ redis.call('HSET', KEYS[1], 'profile_version', ARGV[1], 'event_count', ARGV[2],
 return 1
 """
 
-# KEYS[1] = hash; ARGV = erased_at (ms), marker lifetime (ms). Returns whether a profile was there.
-_ERASE = """
-local existed = redis.call('HEXISTS', KEYS[1], 'profile')
+# KEYS[1] = hash; ARGV = erased_at (ms, 0: not erased), the evicted profile's generation (0: not evicted), the
+# eviction's time (ms), marker lifetime (ms). Leaves the marker (an earlier one's erasure time kept). A key of
+# another type (not this project's hash) is deleted too. Returns whether a profile was there.
+_REMOVE = """
+local existed, erased_at = 0, tonumber(ARGV[1])
+if redis.call('TYPE', KEYS[1]).ok == 'hash' then
+  local stored = redis.call('HMGET', KEYS[1], 'profile', 'erased_at')
+  if stored[1] then existed = 1 end
+  erased_at = math.max(erased_at, tonumber(stored[2] or '0'))
+end
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'erased_at', ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if erased_at > 0 then redis.call('HSET', KEYS[1], 'erased_at', erased_at) end
+if ARGV[2] ~= '0' then redis.call('HSET', KEYS[1], 'evicted_generation', ARGV[2], 'evicted_at', ARGV[3]) end
+if erased_at > 0 or ARGV[2] ~= '0' then redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
 return existed
 """
 
-#: How long an erased user's marker refuses late writes of the erased profile: a batch delivering after
-#: the revoke of its partitions retries for as long as an outage lasts. It holds the erasure time only.
-ERASED_MARKER_S = 24 * 3600
+#: How long a removed user's marker refuses late writes of the profile removed: a batch delivering after the
+#: revoke of its partitions retries for as long as an outage lasts. It holds times and a generation only.
+MARKER_S = 24 * 3600
 
 
 def profile_key(user_id: str, namespace: str = "") -> str:
@@ -71,7 +86,7 @@ class ProfileStore:
         self.config = config
         self._client: aioredis.Redis | None = None
         self._script = None
-        self._erase = None
+        self._remove = None
         self.refused = 0  # profile writes Redis refused for good (logged, skipped)
 
     @property
@@ -79,7 +94,7 @@ class ProfileStore:
         if self._client is None:
             self._client = aioredis.Redis.from_url(self.config.url, socket_timeout=self.config.socket_timeout_s)
             self._script = self._client.register_script(_WRITE_IF_NEWER)
-            self._erase = self._client.register_script(_ERASE)
+            self._remove = self._client.register_script(_REMOVE)
         return self._client
 
     async def write_profiles(self, snapshots: Iterable[tuple[Profile, bytes]], now_ms: int) -> int:
@@ -111,21 +126,21 @@ class ProfileStore:
                 written += int(result)
         return written
 
-    async def delete_profiles(self, user_ids: list[str], erased_at: dict[str, int] | None = None) -> dict[str, bool]:
+    async def delete_profiles(self, user_ids: list[str], erased_at: dict[str, int] | None = None,
+                              evicted: dict[str, int] | None = None, now_ms: int = 0) -> dict[str, bool]:
         """Delete the users' hashes (idle or erased users the profile table dropped), in one round trip;
-        returns whether each held a profile. An erased user's (`erased_at`: user -> the erasure's time)
-        becomes a marker that refuses late writes of the erased profile (`_ERASE`)."""
+        returns whether each held a profile. An erased user's (`erased_at`: user -> the erasure's time) and an
+        evicted one's (`evicted`: user -> its profile's generation; `now_ms`: the eviction's time) become a
+        marker that refuses late writes of the profile removed (`_REMOVE`)."""
         if not user_ids:
             return {}
-        erased_at = erased_at or {}
+        erased_at, evicted = erased_at or {}, evicted or {}
         client = self.client
         pipe = client.pipeline(transaction=False)
         for user_id in user_ids:
-            key = profile_key(user_id, self.config.namespace)
-            if user_id in erased_at:
-                await self._erase(keys=[key], args=[erased_at[user_id], ERASED_MARKER_S * 1000], client=pipe)
-            else:
-                pipe.delete(key)
+            await self._remove(keys=[profile_key(user_id, self.config.namespace)],
+                               args=[erased_at.get(user_id, 0), evicted.get(user_id, 0), now_ms, MARKER_S * 1000],
+                               client=pipe)
         held: dict[str, bool] = {}
         for user_id, deleted in zip(user_ids, await pipe.execute()):  # a user twice (an eviction, then an
             held[user_id] = held.get(user_id, False) or bool(deleted)  # erasure): did either find a profile
@@ -142,19 +157,22 @@ class ProfileStore:
 
 
 def restore_profiles(client: redis.Redis, namespace: str, snapshots: list[tuple[str, int, int, bytes, int]],
-                     now_ms: int) -> int:
+                     as_of_ms: int) -> int:
     """Write public snapshots (user_id, version, event_count, JSON, generation) through the workers' version
-    guard, in one round trip; returns how many were newer than what Redis held (`repair-redis`)."""
+    guard, in one round trip; returns how many were newer than what Redis held (`repair-redis`). `as_of_ms`:
+    when the snapshots were read (their `updated_at`; an eviction after it refuses them)."""
     script = client.register_script(_WRITE_IF_NEWER)
     pipe = client.pipeline(transaction=False)
     for user_id, version, event_count, public, generation in snapshots:
-        script(keys=[profile_key(user_id, namespace)], args=[version, event_count, now_ms, public, generation],
+        script(keys=[profile_key(user_id, namespace)], args=[version, event_count, as_of_ms, public, generation],
                client=pipe)
     return sum(int(r) for r in pipe.execute()) if snapshots else 0
 
 
-# KEYS[1] = hash; ARGV[1] = ms: delete a profile (not an erased user's marker) written before then.
+# KEYS[1] = hash; ARGV[1] = ms: delete a profile (not a removed user's marker, not a key of another type)
+# written before then.
 _DELETE_IF_PROFILE_BEFORE = """
+if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then return 0 end
 local at = redis.call('HGET', KEYS[1], 'updated_at')
 if redis.call('HEXISTS', KEYS[1], 'profile') == 1 and at and tonumber(at) < tonumber(ARGV[1]) then
   return redis.call('DEL', KEYS[1])

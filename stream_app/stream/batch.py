@@ -181,6 +181,7 @@ class BatchHandler:
         self.mirror: set[str] = set()  # unchanged profiles to write to Redis again
         self.used_learners: set[int] = set()
         self.removed: list[tuple[str, int]] = []  # users whose profile leaves, idle or erased: (user_id, partition)
+        self.evicted: dict[str, int] = {}  # idle users evicted -> their profile's generation (Redis's marker)
         self.receipts: list[dict[str, Any]] = []  # of this batch's erasures, sent once Redis has answered
         self.events: list[Any] = []  # the input events: Faust's, acknowledged after the flush, or the reader's copies
         # (event time ms, input record's Kafka timestamp s) of each recommendation: its latency once delivered
@@ -196,6 +197,9 @@ class BatchHandler:
             partition = partition_of(user_id, partitions)
             if partition not in owned:  # another worker's user: it evicts it
                 continue
+            loaded, stored = self.loaded.get(user_id), self.profiles.get(user_id.encode())
+            self.evicted[user_id] = (loaded.generation or 0) if loaded is not None else \
+                (snapshot_order(stored) or (0, 0))[0] if stored is not None else 0
             self.remove(user_id, partition)
             self.counters.evicted_users += 1
 
@@ -310,10 +314,8 @@ class BatchHandler:
         try:
             return encode_batch(encoder, [event for _, event in valid], self.profile, self.settings.encoder_candidates)
         except Exception as exc:  # a model that fails at run time: rank this round without it, go on
-            if shadow:
-                self.counters.shadow_encoder_failures += 1
-            else:
-                self.counters.encoder_failures += 1
+            failures = "shadow_encoder_failures" if shadow else "encoder_failures"
+            setattr(self.counters, failures, getattr(self.counters, failures) + 1)
             log.error("%s encoder %s failed on a round of %d events (%r): %s", "shadow" if shadow else "live",
                       getattr(encoder, "version", "?"), len(valid), exc,
                       "no shadow lists this round" if shadow else "ranked without it")

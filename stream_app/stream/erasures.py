@@ -30,7 +30,7 @@ from ..config import Settings
 from ..contracts import ErasureRequest, Rejection, Source, check_erasure, dead_letter_users
 from ..core.profile import Profile
 from ..kafka_security import aiokafka_kwargs
-from ..store.redis_store import ERASED_MARKER_S, profile_key
+from ..store.redis_store import MARKER_S, profile_key
 from .partitioning import partition_of
 from .retries import EXIT_ERASURE_KEY, stop_worker
 from .topics import topic_retention_ms
@@ -151,7 +151,7 @@ def receipt(request: ErasureRequest, partition: int, profile: Profile | None, fo
                           "tombstone": True},
             "profiles_topic": {"topic": topics.profiles, "tombstone": True},
             "redis": {"key": profile_key(request.user_id, settings.namespace), "existed": False,
-                      "marker_s": 0 if settings.replay_erased else ERASED_MARKER_S},
+                      "marker_s": 0 if settings.replay_erased else MARKER_S},
             "learner_state": sorted(set(profile.learner_state) | set(profile.learners)) if profile else [],
             "digests": len(profile.seen_event_ids) if profile else 0,
             "pending_lists": {"shown": len(profile.shown), "shown_features": int(profile.shown_features is not None),

@@ -14,7 +14,6 @@ and recovery from their changelogs) and timers.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
 import shutil
@@ -102,7 +101,7 @@ class StreamWorker:
         self.worker_id = f"{settings.app_id}:{socket.gethostname()}:{os.getpid()}"
         self.watcher = ModelWatcher(settings, self.report_model_status, self.worker_id)
         self.erasures = ErasureFeed(settings, partitions, self.ordered.changed.set, self.worker_id,
-                                    functools.partial(until_done, on_retry=self.retrying("kafka_retries")))
+                                    until_done)  # a read: not an output's retry
         self.partitions_ready = False  # partitions assigned and tables recovered
         self.restored_unchecked = False  # tables restored since the last look for erased users' profiles
         self.faust_paused: set[TP] = set()  # own input lanes Faust's consumer does not fetch (steer_faust)
@@ -245,6 +244,7 @@ class StreamWorker:
                     erased_again | {r["user_id"]: r["requested_at"] for r in handler.receipts}
                 handler.send_receipts(await until_done("delete profiles from Redis", self.store.delete_profiles,
                                                        [user_id for user_id, _ in handler.removed], erased_at,
+                                                       handler.evicted, handler.now,
                                                        on_retry=self.retrying("redis_retries", "Redis")))
             await asyncio.gather(until_done("deliver to Kafka", self.output.deliver, handler.outbox,
                                             on_retry=self.retrying("kafka_retries", "Kafka")),

@@ -73,7 +73,8 @@ def repair_redis(settings: Settings) -> RepairSummary:
     restored from an older backup): those written before the repair began, less a minute, so a profile a
     running worker wrote meanwhile stays; an erased user's marker stays too."""
     started = time.monotonic()
-    began_ms = int(time.time() * 1000) - STALE_MARGIN_MS
+    read_from_ms = int(time.time() * 1000)  # the snapshots are as of then: Redis's guard compares it with evictions
+    began_ms = read_from_ms - STALE_MARGIN_MS
     summary = RepairSummary()
     latest, summary.snapshots_read = latest_snapshots(settings)
     erased = erased_users(settings)
@@ -88,9 +89,8 @@ def repair_redis(settings: Settings) -> RepairSummary:
                 continue
             snapshot: dict[str, Any] = orjson.loads(value)
             live.append((user_id, snapshot["version"], snapshot["event_count"], value, snapshot.get("generation") or 0))
-        now_ms = int(time.time() * 1000)
         for start in range(0, len(live), CHUNK):
-            summary.written += restore_profiles(client, settings.namespace, live[start:start + CHUNK], now_ms)
+            summary.written += restore_profiles(client, settings.namespace, live[start:start + CHUNK], read_from_ms)
         kept = {user_id for user_id, *_ in live}
         stale = [user_id for user_id in profile_users(client, settings.namespace) if user_id not in kept]
         for start in range(0, len(stale), CHUNK):
