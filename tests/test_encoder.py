@@ -232,6 +232,18 @@ def test_hot_swap_during_a_live_replay_loses_nothing(trained, make_settings, sta
     assert print_model_status(settings) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 and f"live    serving   {v2}" in lines[0] and f"shadow  serving   {v1}" in lines[1]
+    # a worker that ran once and is gone (its status key expired): left out unless asked for
+    from kafka import KafkaProducer
+
+    gone = {**reported[0], "worker_id": "stream-app:gone-host:1"}
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    producer.send(settings.topics.model_status, key=b"stream-app:gone-host:1/live", value=orjson.dumps(gone)).get(30)
+    producer.close()
+    assert print_model_status(settings) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and "gone-host" not in "".join(lines[:2]) and "1 workers that are no longer" in lines[2]
+    assert print_model_status(settings, show_all=True) == 0
+    assert any("gone-host" in line for line in capsys.readouterr().out.splitlines())
 
 
 def test_a_withdrawal_stops_the_role_and_clears_its_error(trained):

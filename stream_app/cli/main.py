@@ -189,6 +189,9 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--content", action="store_true",
                    help="publish/withdraw the content model (item text encoder) instead of the live model")
     m.add_argument("--registry", default=None, help="the registry folder (default: STREAM_APP_REGISTRY_DIR)")
+    m.add_argument("--all", action="store_true",
+                   help="with status: also the workers no longer running (by default left out when Redis knows "
+                        "which run)")
     m.set_defaults(fn=cmd_models)
 
 

@@ -35,7 +35,7 @@ def cmd_models(args: argparse.Namespace) -> int:
                   f"trained on {m['training']['events']:,} events of {m['training']['log']}")
         return 0
     if args.action == "status":
-        return print_model_status(settings)
+        return print_model_status(settings, show_all=args.all)
     role = "content" if args.content else "shadow" if args.shadow else "live"
     version = None
     if args.action == "publish":
@@ -50,8 +50,9 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_model_status(settings: Settings) -> int:
-    """Each worker's last outcome per role, as the workers reported it on the models.status topic."""
+def print_model_status(settings: Settings, show_all: bool = False) -> int:
+    """Each worker's last outcome per role, as the workers reported it on the models.status topic; the rows of
+    workers no longer running (by the live workers' keys in Redis, when it answers) only with `show_all`."""
     from ..tools.consume import read_to_end
 
     latest: dict[bytes, dict] = {}
@@ -61,8 +62,31 @@ def print_model_status(settings: Settings) -> int:
         print(f"no worker has reported on {settings.topics.model_status} yet: start one (`stream-app worker`) "
               "and publish a model (`stream-app models publish`)")
         return 1
-    for status in sorted(latest.values(), key=lambda r: (r["worker_id"], r["role"])):
+    running = None if show_all else running_workers(settings)
+    shown = [s for s in latest.values() if running is None or s["worker_id"] in running]
+    for status in sorted(shown, key=lambda r: (r["worker_id"], r["role"])):
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(status["at"] / 1000))
         line = f"{status['worker_id']}  {status['role']:<7} {status['outcome']:<9} {status['version'] or 'none'}  {when}"
         print(line + (f"  ({status['reason']})" if status["reason"] else ""))
+    gone = {s["worker_id"] for s in latest.values()} - {s["worker_id"] for s in shown}
+    if gone:
+        print(f"({len(gone)} workers that are no longer running left out; --all shows them)")
     return 0
+
+
+def running_workers(settings: Settings) -> set[str] | None:
+    """The ids of the workers running now (their status keys in Redis), None if Redis cannot tell."""
+    import redis
+
+    from ..store.redis_store import worker_statuses
+
+    if not settings.redis_url:
+        return None
+    try:
+        client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
+        try:
+            return {status["worker_id"] for status in worker_statuses(client, settings.namespace)}
+        finally:
+            client.close()
+    except redis.RedisError:
+        return None
