@@ -66,6 +66,24 @@ def test_the_workers_consumer_fetches_with_the_configured_wait_not_faust_s_fixed
     assert "fetch_max_wait_ms=self._fetch_max_wait_ms" in inspect.getsource(AIOKafkaConsumer.start)
 
 
+def test_fausts_stall_check_is_off_for_the_lanes_its_consumer_is_paused_on(caplog):
+    """Correction 6: a healthy worker logged "Stream has not started processing" for every partition every
+    few seconds from its fifth minute on (Faust's consumer is paused where the worker's reader serves)."""
+    import time
+
+    from faust.types import TP
+
+    from stream_app.config import Settings
+    from stream_app.stream.worker import build_app
+
+    settings = Settings(kafka_bootstrap_servers="127.0.0.1:1", redis_url="redis://127.0.0.1:1/0",
+                        namespace=f"t{uuid.uuid4().hex[:8]}.")
+    thread = build_app(settings, 4).consumer._new_consumer_thread()
+    thread.time_started = time.time() - 3600  # an hour in: Faust's 5-minute timeout long past
+    assert thread.verify_event_path(time.time(), TP(settings.topics.inputs[0], 0)) is None
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
 def test_fausts_own_commits_never_move_the_groups_offset_past_what_the_worker_applied():
     """Faust would commit acknowledged offsets together with the gaps its consumer skipped (offsets 3 and 4
     here, never applied) as one run; the worker's consumer leaves commits to `AppliedOffsets`."""

@@ -21,6 +21,11 @@
    fetches. `wait_empty` lets them go unacknowledged (they are read again from the commit).
 5. Messages the worker drops (`forget`): a copy of one it already has, or one it lets go to read
    its lane again from an earlier record Faust skipped (see ordered_input); never acknowledged.
+6. No "Stream has not started processing" errors. Faust's consumer is paused on the lanes the worker's
+   own reader serves, so Faust's check of its event path (position behind the high watermark and no
+   event through its stream for `stream_processing_timeout`, 5 minutes) logged a 15-line error per
+   partition every few seconds from a healthy worker's fifth minute on. The worker watches its path
+   itself: consumer lag, input-stage latency and readiness (metrics.py, ready.py).
 
 The worker uses this transport (URL scheme below). Every consumer built here connects with the Kafka
 security settings (kafka_security.py), as Faust's own clients do through `broker_credentials`.
@@ -52,6 +57,10 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         consumer = super()._create_worker_consumer(transport)
         consumer._fetch_max_wait_ms = self.fetch_max_wait_ms  # read when the consumer starts its fetcher
         return consumer
+
+    def verify_event_path(self, now: float, tp: Any) -> None:
+        """Faust's stall check does not apply to lanes its consumer is paused on (6. above)."""
+        return None
 
     async def seek_to_committed(self) -> Mapping[Any, int]:
         return await self.call_thread(self._seek_to_committed_or_beginning)
