@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -122,6 +123,17 @@ class EventWeights:
     def of(self, event_type: str, stage: str | None) -> float:
         return getattr(self, event_kind(event_type, stage))
 
+
+
+#: The float settings' ranges: (name, low, high, whether above low rather than at least). Weights of the
+#: prior may be 0 (a source off), not negative (it would rank a source's best items last).
+FLOAT_BOUNDS = (
+    *((name, 0.0, math.inf, False) for name in ("popularity_weight", "repeat_weight", "covis_weight", "rules_weight",
+                                                "trending_weight", "category_weight", "encoder_weight",
+                                                "content_weight", "batch_within_s")),
+    ("commit_interval_s", 0.0, math.inf, True), ("ranker_learning_rate", 0.0, math.inf, True),
+    ("bandit_epsilon", 0.0, 1.0, False), ("drift_downweight", 1.0, math.inf, False),
+)
 
 @dataclass(frozen=True)
 class Settings:
@@ -278,6 +290,11 @@ class Settings:
                      "read_wait_ms", "user_signals_per_hour", "user_item_signals_per_hour"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be 0 or more (set {ENV_PREFIX}{name.upper()})")
+        for name, low, high, above in FLOAT_BOUNDS:
+            value = getattr(self, name)
+            if not (math.isfinite(value) and (value > low if above else value >= low) and value <= high):
+                wanted = f"{'above' if above else 'at least'} {low:g}" + (f" and at most {high:g}" if high < math.inf else "")
+                raise ConfigError(f"{name}={value!r} must be a number {wanted} (set {ENV_PREFIX}{name.upper()})")
 
     @property
     def group_id(self) -> str:

@@ -171,3 +171,37 @@ def test_an_erasure_of_an_invalid_user_id_is_refused_before_anything_is_sent(mon
         assert main.main(["erase", "u1", user, "--no-wait"]) == 2
         said = capsys.readouterr().err
         assert "cannot request the erasure of" in said and "1 to 200 characters" in said and "Nothing was sent" in said
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["synth", "/tmp", "--events", "10"], "cannot write /tmp (Is a directory): give a file path"),
+    (["content", "bench", "/no/such/titles.csv"], "/no/such/titles.csv: no such file"),
+    (["evaluate", OTTO, "--rate", "nan", "--via-kafka"], "--rate must be a number above 0"),
+    (["train", OTTO, "--train-fraction", "1.5"], "must be between 0 and 1"),
+    (["bench", "--timeout", "inf"], "must be 0 or more, not inf"),
+])
+def test_mistakes_in_paths_and_numbers_are_one_line_not_a_traceback(argv, said, capsys):
+    try:
+        code = main.main(argv)
+    except SystemExit as exc:  # argparse's refusal
+        code = exc.code
+    assert code == 2 and said in capsys.readouterr().err
+
+
+def test_a_reader_that_stops_reading_ends_the_command_quietly(monkeypatch, capsys):
+    """`stream-app status | head -1`: a traceback for a closed pipe."""
+    def closed_pipe(args: argparse.Namespace) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    parsed = main.parser().parse_args(["status"])
+    monkeypatch.setattr(main, "parser", lambda: argparse.Namespace(parse_args=lambda argv: argparse.Namespace(
+        **{**vars(parsed), "fn": closed_pipe})))
+    assert main.main(["status"]) == 0
+
+
+def test_float_settings_out_of_their_range_are_refused_by_name():
+    for name, value in [("covis_weight", -100.0), ("bandit_epsilon", 5.0), ("ranker_learning_rate", -1.0),
+                        ("batch_within_s", float("nan")), ("commit_interval_s", 0.0), ("drift_downweight", 0.5)]:
+        with pytest.raises(ConfigError, match=f"{name}=.*STREAM_APP_{name.upper()}"):
+            Settings(**{name: value})
+    Settings(covis_weight=0.0, bandit_epsilon=1.0)  # a source off, always exploring: allowed

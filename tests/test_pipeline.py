@@ -246,6 +246,32 @@ def test_replay_sends_unreadable_lines_to_the_dead_letter_topic_with_their_line(
     assert sent.key == b"u1" and orjson.loads(sent.value) == good
 
 
+def test_replay_dead_letters_what_the_gate_refuses_for_its_time_and_warns_of_a_log_older_than_the_topics(
+        make_settings, tmp_path):
+    """An event stamped days ahead was sent, and the replay said so, then every worker dead-lettered it; a
+    second log older than what the topics hold is applied late and mixes with the first: said before sending."""
+    import io
+
+    settings = make_settings()
+    good = {"event_id": "n1", "user_id": "u1", "item_id": "i1", "type": "click", "ts": 1_700_000_000_000,
+            "schema_version": 1}
+    ahead = {**good, "event_id": "n2", "ts": int(time.time() * 1000) + 3 * 86_400_000}
+    first, older, seconds = tmp_path / "first.jsonl", tmp_path / "older.jsonl", tmp_path / "seconds.jsonl"
+    first.write_bytes(orjson.dumps(good) + b"\n" + orjson.dumps(ahead) + b"\n")
+    said = io.StringIO()
+    summary = replay(settings, first, "jsonl", progress_stream=said)
+    assert summary.sent == {settings.topics.click: 1} and summary.rejected == 1 and "warning" not in said.getvalue()
+    (dead,) = read_all(settings.kafka_bootstrap_servers, settings.topics.dlq, 1)
+    dead = orjson.loads(dead.value)
+    assert dead["reason"] == "timestamp_out_of_range" and "'n2'" in dead["detail"] and "MAX_FUTURE_MS" in dead["detail"]
+    older.write_bytes(orjson.dumps({**good, "event_id": "o1", "ts": 1_600_000_000_000}) + b"\n")
+    replay(settings, older, "jsonl", progress_stream=said)
+    assert "already hold events up to 2023-11-14 22:13 UTC and this log starts at 2020-09-13" in said.getvalue()
+    seconds.write_bytes(orjson.dumps({**good, "event_id": "s1", "ts": 1_700_000_000}) + b"\n")
+    replay(settings, seconds, "jsonl", progress_stream=said)
+    assert "if they are seconds, multiply them by 1000" in said.getvalue()
+
+
 def readyz(worker) -> tuple[int, dict]:
     status, body = get(f"{worker.url}/readyz")
     return status, orjson.loads(body)

@@ -327,6 +327,9 @@ def _read_titles(path: str, column: str, limit: int) -> list[str]:
     import csv
     import gzip
 
+    from ..tools.recorded import check_file
+
+    check_file(Path(path))  # a missing file, a folder, an empty file: said, not a traceback
     opener = gzip.open if path.endswith(".gz") else open
     with opener(path, "rt", encoding="utf-8", newline="") as f:
         if ".csv" in Path(path).name:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
+import os
 import sys
 from typing import Any, Callable
 
@@ -40,8 +43,8 @@ def _rate(text: str) -> float | None:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"--rate takes events per second or 'max', not {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError("--rate must be above 0 (or 'max')")
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError("--rate must be a number above 0 (or 'max')")
     return value
 
 
@@ -53,10 +56,22 @@ def _at_least(minimum: int, kind: Callable[[str], Any] = int) -> Callable[[str],
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a {'whole ' if kind is int else ''}number, not {text!r}") \
                 from None
-        if value < minimum:
+        if not value >= minimum or not math.isfinite(value):  # nan and inf too
             raise argparse.ArgumentTypeError(f"must be {minimum} or more, not {text}")
         return value
     return convert
+
+
+def _fraction(text: str) -> float:
+    """An argparse type: a number strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, not {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (the share of the log's time span to train on), "
+                                         f"not {text}")
+    return value
 
 
 KEEP_HELP = ("keep the run's folder under the state directory (worker and service logs, the registry copy); "
@@ -175,7 +190,7 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--dim", type=_count, default=32, help="embedding size")
     t.add_argument("--hidden", type=_count, default=64, help="GRU state size")
     t.add_argument("--max-len", type=_count, default=20, help="recent events the encoder reads")
-    t.add_argument("--train-fraction", type=float, default=0.8, help="of the log's time span, for training")
+    t.add_argument("--train-fraction", type=_fraction, default=0.8, help="of the log's time span, for training")
     t.add_argument("--seed", type=int, default=7)
     t.add_argument("--publish", action="store_true", help="announce the new version to the workers")
     t.add_argument("--shadow", action="store_true", help="with --publish: as the shadow, not the live model")
@@ -315,6 +330,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `stream-app status | head`: the reader has what it wanted
+        with contextlib.suppress(OSError, ValueError):  # nothing more to flush at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:
         message = kafka_unreachable(exc)
         if message is None:

@@ -14,7 +14,7 @@ from kafka import KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
 from ..config import Settings
-from ..contracts import Rejection, Source
+from ..contracts import Rejection, Source, time_out_of_range
 from ..errors import StreamAppError
 from ..kafka_security import kafka_python_kwargs
 from ..stream.topics import ensure_topics
@@ -43,8 +43,8 @@ class ReplaySummary:
             out.append(f"  skipped {s.skipped:,} lines as the log's README asks: {s.guest:,} without a customer, "
                        f"{s.cancelled:,} cancellations or returns, {s.not_product:,} codes that are not products")
         if self.rejected:
-            out.append(f"  rejected {self.rejected} unreadable lines or events over the size limit -> dead-letter "
-                       "topic (see their reasons there)")
+            out.append(f"  rejected {self.rejected} unreadable lines, or events the workers would refuse (over the "
+                       "size limit, a time outside the accepted window) -> dead-letter topic (see their reasons there)")
         return out
 
 
@@ -176,21 +176,73 @@ def dead_letter_lines(settings: Settings, rejected: Sequence[LineRejection | Rej
     done.check(len(rejected), "dead letters", "running the same command again is safe")
 
 
-def too_large(settings: Settings, events: list[dict[str, Any]], path: str | Path
-              ) -> tuple[list[dict[str, Any]], list[Rejection]]:
-    """The events a worker's gate would refuse for their size (the broker might refuse the whole batch
-    they are in), apart: dead letters with their size."""
+def refused_by_gate(settings: Settings, events: list[dict[str, Any]], path: str | Path
+                    ) -> tuple[list[dict[str, Any]], list[Rejection]]:
+    """The events a worker's gate would refuse, apart: over the size limit (the broker might refuse the whole
+    batch they are in) or with a time outside the window around the send time (STREAM_APP_MAX_FUTURE_MS,
+    STREAM_APP_MAX_AGE_MS): dead letters with their reason, as a worker writes them, counted in the summary."""
     limit, kept, refused = settings.max_payload_bytes, [], []
+    now = int(time.time() * 1000)
     for event in events:
         value = orjson.dumps(event)
-        if len(value) <= limit:
-            kept.append(event)
+        if len(value) > limit:
+            reason, detail = "payload_too_large", f"{len(value):,} bytes, over {limit:,} (STREAM_APP_MAX_PAYLOAD_BYTES)"
+        elif (out_of_range := time_out_of_range(event["ts"], now, settings.max_future_ms, settings.max_age_ms)):
+            reason, detail = "timestamp_out_of_range", out_of_range
         else:
-            detail = (f"event {event.get('event_id')!r}: {len(value):,} bytes, over {limit:,} "
-                      "(STREAM_APP_MAX_PAYLOAD_BYTES)")
-            refused.append(Rejection("payload_too_large", detail, Source(str(path)),
-                                     str(event.get("user_id", "")).encode(), value))
+            kept.append(event)
+            continue
+        refused.append(Rejection(reason, f"event {event.get('event_id')!r}: {detail}", Source(str(path)),
+                                 str(event.get("user_id", "")).encode(), value))
     return kept, refused
+
+
+def latest_event_ts(settings: Settings) -> int | None:
+    """The latest event time the input topics hold (the last records of each partition), None if empty."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(bootstrap_servers=settings.require_kafka().split(","), enable_auto_commit=False,
+                             consumer_timeout_ms=2000, **kafka_python_kwargs(settings.kafka_security))
+    try:
+        tps = [TopicPartition(topic, p) for topic in settings.topics.inputs
+               for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        ends = {tp: end for tp, end in consumer.end_offsets(tps).items() if end}
+        if not ends:
+            return None
+        consumer.assign(list(ends))
+        for tp, end in ends.items():
+            consumer.seek(tp, end - 1)  # the last record (on Tansu: inside the last batch, read on to its end)
+        latest, deadline = None, time.monotonic() + 5
+        while ends and time.monotonic() < deadline:
+            for tp, records in consumer.poll(timeout_ms=500).items():
+                for record in records:
+                    with contextlib.suppress(ValueError, TypeError, AttributeError):
+                        ts = int(orjson.loads(record.value)["ts"])
+                        latest = ts if latest is None else max(latest, ts)
+                ends.pop(tp, None)
+        return latest
+    finally:
+        consumer.close()
+
+
+def warn_about_times(settings: Settings, events: list[dict[str, Any]], fmt: str, say: TextIO | None) -> None:
+    """Say when a log's times look like seconds, or start before what the input topics already hold: then its
+    events come after those in the topics but before them in event time, so the workers apply them late and
+    their recommendations mix both logs."""
+    if say is None or not events:
+        return
+    if fmt in ("jsonl", "csv") and events[-1]["ts"] < 100_000_000_000:
+        print("warning: every ts of this log is below 100,000,000,000 (before 1973 in milliseconds): if they "
+              "are seconds, multiply them by 1000 (ts is milliseconds since 1970)", file=say)
+    latest = latest_event_ts(settings)
+    if latest is not None and events[0]["ts"] < latest:
+        when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(latest / 1000))
+        first = time.strftime("%Y-%m-%d %H:%M", time.gmtime(events[0]["ts"] / 1000))
+        print(f"warning: the input topics already hold events up to {when} UTC and this log starts at {first}: "
+              "the workers apply its earlier events late (counted; the item state leaves them out) and the "
+              "recommendations mix both logs. Fine when this replays the same log again; for a log of its own, "
+              "start from empty topics (`stream-app down && stream-app up`, or another STREAM_APP_NAMESPACE)",
+              file=say)
 
 
 def replay(settings: Settings, path: str | Path, fmt: str, rate: float | None = None,
@@ -199,7 +251,8 @@ def replay(settings: Settings, path: str | Path, fmt: str, rate: float | None = 
     ensure_topics(settings)  # an unreachable broker is said before a large log is read
     skipped = OnlineRetailStats() if fmt == "online-retail" else None
     events, rejected = load_sorted(path, fmt, skipped)
-    events, refused = too_large(settings, events, path)
+    events, refused = refused_by_gate(settings, events, path)
+    warn_about_times(settings, events, fmt, progress_stream)
     summary = ReplaySummary(str(path), rejected=len(rejected) + len(refused), skipped=skipped)
     producer = make_producer(settings)
     started = time.monotonic()

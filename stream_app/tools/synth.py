@@ -21,6 +21,8 @@ from typing import Any, Iterator, TextIO
 import numpy as np
 import orjson
 
+from ..errors import StreamAppError
+
 DAY_MS = 24 * 3600 * 1000
 
 
@@ -222,7 +224,12 @@ def truth_path(log: str | Path) -> Path:
 def write(config: SynthConfig, out: str | Path, progress: TextIO | None = None) -> dict[str, Any]:
     """Write the log and its ground truth; return a summary."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        open(out, "ab").close()  # can it be written, before the work
+    except OSError as exc:
+        raise StreamAppError(f"cannot write {out} ({exc.strerror or exc}): give a file path in a folder you "
+                             "can write, e.g. /tmp/synth/events.jsonl") from None
     events, users = generate(config)
     counts: dict[str, int] = {}
     n = 0
