@@ -232,3 +232,12 @@ def test_every_profile_field_survives_the_changelog_round_trip():
             assert written[f.name] not in (None, [], {}, ""), f"{f.name} left empty: the test proves nothing"
     validator("profile")(orjson.loads(public))
     validator("profile")(orjson.loads(internal))
+
+
+def test_ties_at_the_kth_place_are_broken_by_item_id():
+    """argpartition picks any of the rows tied at the cut: the list must not depend on which."""
+    ids = [f"i{n:04d}" for n in range(300)]
+    vectors = np.array([[1.0, 0.0] if n % 3 else [0.0, 1.0] for n in range(300)], np.float32)
+    index = ContentIndex("v", ids, ["t"] * 300, vectors)
+    found = index.nearest(index.scores(np.array([1.0, 0.0])), 20)
+    assert list(found) == [i for n, i in enumerate(ids) if n % 3][:20]

@@ -254,3 +254,15 @@ def test_shown_rows_are_stored_sparse_and_rows_an_earlier_release_stored_dense_s
     assert decode_features(empty, 0).shape == (0, N_FEATURES)
     for broken in ("s:AAAA", "s:!!", "%%%", "s:" + text[2:-8], dense[:-4] + "AA=="):  # nothing learned, nothing raised
         assert decode_features(broken, 50) is None, broken
+
+
+def test_new_events_sharing_one_timestamp_with_thousands_are_not_dropped_by_the_dedupe_floor():
+    """A basket of more lines than seen_ids_max under one timestamp: forgetting must not cut that time in
+    two (a floor just past it refused the basket's later lines, silently)."""
+    settings = Settings(seen_ids_max=8)
+    profile, outcomes, _ = run([ev(i, item=f"i{i % 5}", ts=T0) for i in range(1, 30)], settings)
+    assert all(o.applied for o in outcomes) and profile.event_count == 29
+    _, again, _ = run([ev(i, item=f"i{i % 5}", ts=T0) for i in range(1, 30)], settings, profile=profile)
+    assert not any(o.applied for o in again)  # still told apart: every digest of the time is kept
+    profile, outcomes, _ = run([ev(i, item="x", ts=T0) for i in range(1, 60)], settings)  # past 4x the cap
+    assert profile.dedupe_floor == T0 + 1 and len(profile.seen_event_ids) <= 4 * settings.seen_ids_max + 2

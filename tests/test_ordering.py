@@ -344,3 +344,33 @@ def test_the_category_model_ranks_the_likely_next_category_s_popular_items_first
     assert max(column, key=column.get) == "b0" and column["b0"] == 1.0
     assert column["b0"] > column["b1"] > column["b2"] > 0 and all(0.0 <= v <= 1.0 for v in column.values())
     assert "b0" in [item["item_id"] for item in result.items]
+
+
+def test_a_late_event_meets_the_same_trail_whether_the_feed_advanced_before_or_after_it_was_added():
+    """A worker's reader adds what it releases before its rounds advance the feed (and run the hourly trail
+    eviction); `evaluate` advances first. A late event of a user quiet for a day must meet the same trail."""
+    hour = 3_600_000
+    t0 = 1_700_000_000_000 // hour * hour
+    found: dict[int, list[str]] = {}
+    for i in range(1000):
+        found.setdefault(partition_of(f"user{i}", 8), []).append(f"user{i}")
+    u, w = next(users for users in found.values() if len(users) >= 2)[:2]
+    log = [{"event_id": "u1", "user_id": u, "item_id": "A", "type": "browse", "ts": t0, "schema_version": 1},
+           {"event_id": "w1", "user_id": w, "item_id": "Z", "type": "browse", "ts": t0 + 26 * hour, "schema_version": 1},
+           {"event_id": "u2", "user_id": u, "item_id": "B", "type": "browse", "ts": t0 + 600_000, "schema_version": 1}]
+    settings = Settings()
+    released = [(epoch, r) for epoch, batch in rounds(log, settings, partition_of) for r in batch]
+
+    advanced_first = ItemFeed(settings, InMemoryItemIndex(settings))  # as evaluate
+    for epoch, r in released:
+        advanced_first.advance(epoch - 1)
+        advanced_first.add(Event.from_dict(r.item), r.group, epoch)
+    added_first = ItemFeed(settings, InMemoryItemIndex(settings))  # as a worker's reader at full speed
+    for epoch, r in released:
+        added_first.add(Event.from_dict(r.item), r.group, r.epoch)
+    for epoch, _ in released:
+        added_first.advance(epoch - 1)
+    for feed in (advanced_first, added_first):
+        feed.advance(10**12)
+    assert advanced_first.index.store["i:B"]["neighbors"] == added_first.index.store["i:B"]["neighbors"] == {}
+    assert advanced_first.evicted_trails == added_first.evicted_trails

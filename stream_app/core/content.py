@@ -130,9 +130,12 @@ class ContentIndex:
         k = min(k, len(scores) - (1 if exclude >= 0 else 0))
         if k <= 0:
             return {}
-        top = np.argpartition(-scores, k - 1)[:k]
-        # ties break on item_id so every worker and `evaluate` list the same items
-        top = sorted(top.tolist(), key=lambda r: (-float(scores[r]), self.item_ids[r]))
+        # ties break on item_id so every worker and `evaluate` list the same items, at the k-th place too
+        # (argpartition picks any of the rows tied there)
+        kth = -np.partition(-scores, k - 1)[k - 1]
+        above = np.flatnonzero(scores > kth).tolist()
+        tied = sorted(np.flatnonzero(scores == kth).tolist(), key=self.item_ids.__getitem__)[: k - len(above)]
+        top = sorted([*above, *tied], key=lambda r: (-float(scores[r]), self.item_ids[r]))
         return {self.item_ids[r]: float(scores[r]) for r in top}
 
 

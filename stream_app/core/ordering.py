@@ -314,7 +314,8 @@ class ItemFeed:
             self.late += 1
         # The most recently active user last: an eviction pass reads quiet trails from the front only
         user = self.users.pop(event.user_id, None)
-        if user is None:
+        if user is None or self._expired(user, epoch):
+            self.evicted_trails += user is not None
             user = _UserTrail()
         self.users[event.user_id] = user
         if user.is_repeat(event.event_id, self.DIGESTS_PER_USER):
@@ -355,6 +356,15 @@ class ItemFeed:
         if len(seen) > settings.covis_prev_items + 1:
             oldest = min(seen, key=seen.__getitem__)
             del seen[oldest]
+
+    def _expired(self, trail: _UserTrail, epoch: int) -> bool:
+        """Would the eviction pass due by the start of `epoch` drop the trail (`_evict`'s rule)? Decided by event
+        time alone, so it does not matter whether that pass has run: a worker's reader adds what it releases
+        before its rounds advance the feed, `evaluate` after, and a late event must meet the same trail."""
+        if trail.session_id is not None or trail.last_ts is None:
+            return False
+        boundary = epoch * self.settings.item_epoch_ms // self.EVICT_EVERY_MS * self.EVICT_EVERY_MS
+        return trail.last_ts < boundary - max(self.settings.covis_window_ms, self.settings.session_gap_ms)
 
     def summary(self, top: int = 20) -> dict[str, Any]:
         """What the item state holds, for operators and checks: the events in it, the input duplicates

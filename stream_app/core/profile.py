@@ -255,14 +255,23 @@ def apply_event(profile: Profile, event: Event, digest: str, settings: Settings)
 
 def _remember(profile: Profile, digest: str, ts: int, settings: Settings) -> None:
     """Keep the digest. Over the cap, forget the oldest events (by event time, a quarter at once so
-    the sort is amortised) and raise the floor past them: what is forgotten can never be re-applied."""
+    the sort is amortised) and raise the floor past them: what is forgotten can never be re-applied. No
+    time is cut in two: its digests are all kept, so a new event of that time is still admitted (a basket
+    of thousands of lines under one timestamp lost its later lines to a floor just past it); past four
+    times the cap at one time, the floor goes past it."""
     seen = profile.seen_event_ids
     seen[digest] = ts
     cap = settings.seen_ids_max
     if len(seen) <= cap + cap // 4:
         return
     ordered = sorted(seen.items(), key=lambda kv: kv[1])
-    forgotten, kept = ordered[: len(ordered) - cap], ordered[len(ordered) - cap:]
+    oldest_kept = ordered[len(ordered) - cap][1]
+    cut = next(i for i, (_, at) in enumerate(ordered) if at >= oldest_kept)  # no time both kept and forgotten
+    if not cut:
+        if len(ordered) <= 4 * cap:
+            return
+        cut = len(ordered) - cap
+    forgotten, kept = ordered[:cut], ordered[cut:]
     floor = forgotten[-1][1] + 1
     profile.dedupe_floor = floor if profile.dedupe_floor is None else max(profile.dedupe_floor, floor)
     profile.seen_event_ids = dict(kept)
