@@ -204,3 +204,44 @@ def test_a_duplicate_event_leaves_the_hybrids_list_as_it_was():
     model.begin_batch([], 0)
     shown = model.learn(Event.from_dict(ev(1, "u1", "a", 1)))
     assert shown is not None and model.learn(Event.from_dict(ev(1, "u1", "a", 1))) is None
+
+
+TINY = [("u1", "A"), ("u2", "A"), ("u1", "B"), ("u2", "B"), ("u3", "A"), ("u3", "B"), ("u1", "B"), ("u2", "C"),
+        ("u3", "C"), ("u1", "C")]
+
+
+def tiny_log(pairs, step_ms=60_000):
+    base = 1_700_000_000_000 - 1_700_000_000_000 % 60_000
+    return [ev(i, user, item, base + i * step_ms) for i, (user, item) in enumerate(pairs)]
+
+
+def test_a_redelivered_event_is_neither_judged_nor_learned_by_any_row():
+    events = tiny_log(TINY)
+    repeated = [*events[:3], dict(events[2]), *events[3:]]
+    once, twice = evaluate_events(events, Settings(), 20), evaluate_events(repeated, Settings(), 20)
+    for name, row in once["models"].items():
+        assert twice["models"][name]["judged"] == row["judged"] == 7, name
+        assert twice["models"][name]["recall@20"] == row["recall@20"], name
+        assert twice["models"][name]["mrr@20"] == row["mrr@20"], name
+
+
+def test_the_popularity_percentile_is_read_from_the_counts_before_each_list_not_every_500_events():
+    result = evaluate_events(tiny_log(TINY), Settings(), 20)
+    assert result["models"]["popular"]["popularity_percentile"] > 0.5  # was 0: no snapshot before 500 events
+
+
+def test_baselines_see_other_users_events_at_the_next_item_epoch_as_the_hybrid_does():
+    """An epoch larger than a round (batch_max) was folded into the baselines round by round."""
+    pairs = [("u1", "A"), ("u2", "A"), ("u3", "A"), ("u4", "B"), ("u4", "A"), ("u5", "C"), ("u5", "A")]
+    result = evaluate_events(tiny_log(pairs, step_ms=1000), Settings(batch_max=2), 20)
+    assert {name: row["recall@20"] for name, row in result["models"].items() if row["recall@20"]} == {}
+
+
+def test_the_table_says_how_many_events_were_left_out_for_their_time_and_the_report_has_a_colour_per_row():
+    from stream_app.evaluate.report import render
+
+    result = evaluate_events(tiny_log(TINY), Settings(), 20)
+    result.update(log="future.jsonl", rejected_lines=0, timestamp_out_of_range=4)
+    assert "left out: 4 events outside the accepted time window" in table(result)
+    legend = [part.split('"')[0] for part in render(result).split('<span style="color:')[1:]]
+    assert len(result["models"]) >= 19 and len(set(legend[:len(result["models"])])) == len(result["models"])

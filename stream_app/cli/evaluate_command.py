@@ -36,6 +36,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     json_path = _writable(args.json, f"evaluation-{name}.json")
     page = _writable(args.html, f"evaluation-{name}.html")
+    if Path(json_path).resolve() == Path(page).resolve():
+        raise StreamAppError(f"--json and --html name the same file ({page}): the report would overwrite the "
+                             "results; give two paths")
     truth = args.truth
     if truth is None and truth_path(args.log).is_file():
         truth = truth_path(args.log)

@@ -98,7 +98,7 @@ class Scoreboard:
 
 
 class PopularityPercentiles:
-    """Interaction counts so far, with percentiles refreshed at batch boundaries."""
+    """Interaction counts so far, with percentiles refreshed after each round (`refresh`)."""
 
     def __init__(self) -> None:
         self.counts: collections.Counter[str] = collections.Counter()

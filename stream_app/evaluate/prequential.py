@@ -22,7 +22,7 @@ import collections
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import orjson
 
@@ -88,6 +88,14 @@ class Reachable:
         self.own_item += own
 
 
+def end_epoch(models: list[Any], spent: dict[str, float], clock: Callable[[], float]) -> None:
+    """The models fold in what they learned from other users (popularity, factors, session indexes)."""
+    for model in models:
+        t = clock()
+        model.end_batch()
+        spent[model.name] += clock() - t
+
+
 def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int = 20,
                     truth: dict[str, Any] | None = None, window: int | None = None,
                     baselines: bool = True, encoder: Encoder | None = None, shadow: Encoder | None = None,
@@ -116,7 +124,12 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
     spent = dict.fromkeys(boards, 0.0)  # each model's own seconds (its events/s alone)
     clock = time.perf_counter
     started = clock()
+    applied: set[tuple[str, str]] = set()  # (user, event id): a redelivered event is not the user's action
+    last_epoch = None
     for epoch, released in rounds(events, settings, partition_of):
+        if epoch != last_epoch and last_epoch is not None:
+            end_epoch(models, spent, clock)  # what others did shows at the next epoch, as the item state does
+        last_epoch = epoch
         batch_events = [r.item for r in released]
         parsed = [Event.from_dict(raw) for raw in batch_events]
         for model in models:
@@ -124,7 +137,9 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
             model.begin_batch(parsed, epoch)
             spent[model.name] += clock() - t
         for raw, event in zip(batch_events, parsed):
-            if judge_from_ts is None or event.ts >= judge_from_ts:
+            repeat = (event.user_id, event.event_id) in applied
+            applied.add((event.user_id, event.event_id))
+            if not repeat and (judge_from_ts is None or event.ts >= judge_from_ts):
                 cold = interactions[event.item_id] < COLD_START
                 if event.user_id in shown[hybrid.name]:
                     reachable.judge(event.item_id in interactions, event.item_id in had[event.user_id])
@@ -132,23 +147,22 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
                     previous = shown[model.name].get(event.user_id)
                     if previous is not None:
                         boards[model.name].judge(previous, raw, popularity, cold)
-            interactions[event.item_id] += 1
-            had[event.user_id].add(event.item_id)
+            if not repeat:
+                interactions[event.item_id] += 1
+                had[event.user_id].add(event.item_id)
+                popularity.learn(event.item_id)
+                catalog.add(event.item_id)
             for model in models:
+                if repeat and not isinstance(model, StreamAppModel):  # the workers' core drops it itself
+                    continue
                 t = clock()
                 listed = model.learn(event)
                 if listed is not None:  # None: a duplicate the model skipped, its list stays
                     shown[model.name][event.user_id] = listed
                 spent[model.name] += clock() - t
-            popularity.learn(event.item_id)
-            catalog.add(event.item_id)
             n += 1
-            if n % settings.batch_max == 0:
-                popularity.refresh()
-        for model in models:
-            t = clock()
-            model.end_batch()
-            spent[model.name] += clock() - t
+        popularity.refresh()
+    end_epoch(models, spent, clock)
     seconds = clock() - started
     result: dict[str, Any] = {
         "events": n, "users": len(hybrid.profiles), "items": len(catalog), "k": k,

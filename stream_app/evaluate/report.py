@@ -6,9 +6,10 @@ from __future__ import annotations
 import html
 from typing import Any
 
-# Distinct enough for the up to 15 rows an evaluation with an encoder and a shadow has.
+# One colour per row: a full pass has 19 rows, 22 with an encoder, a shadow and item text.
 PALETTE = ["#1b6ca8", "#d1495b", "#66a182", "#edae49", "#8d6a9f", "#4f5d75", "#2e4057", "#00a6a6", "#bc4b51",
-           "#8cb369", "#f4a259", "#5b8e7d", "#7d4e57", "#3d348b", "#c9a227"]
+           "#8cb369", "#f4a259", "#5b8e7d", "#7d4e57", "#3d348b", "#c9a227", "#e76f51", "#264653", "#a8dadc",
+           "#6d597a", "#b5838d", "#588157", "#ff7f11", "#0b3954", "#bfa89e"]
 
 
 def _line_chart(series: dict[str, list[float]], width: int = 760, height: int = 300) -> str:

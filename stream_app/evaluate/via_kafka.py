@@ -31,9 +31,13 @@ def score_published(events: list[dict[str, Any]], published: dict[str, list[str]
     previous: dict[str, str] = {}
     catalog: set[str] = set()
     interactions: collections.Counter[str] = collections.Counter()
-    missing = n = 0
+    missing = 0
+    applied: set[tuple[str, str]] = set()  # a redelivered event is neither judged nor counted (as in process)
     for _, released in rounds(events, settings, partition_of):
         for event in (r.item for r in released):
+            if (event["user_id"], event["event_id"]) in applied:
+                continue
+            applied.add((event["user_id"], event["event_id"]))
             before = previous.get(event["user_id"])
             if before is not None:
                 items = published.get(before)
@@ -45,9 +49,7 @@ def score_published(events: list[dict[str, Any]], published: dict[str, list[str]
             previous[event["user_id"]] = event["event_id"]
             popularity.learn(event["item_id"])
             catalog.add(event["item_id"])
-            n += 1
-            if n % settings.batch_max == 0:
-                popularity.refresh()
+        popularity.refresh()
     result = board.summary(catalog)
     result["missing_recommendations"] = missing
     return result
@@ -100,7 +102,7 @@ def evaluate_via_kafka(path: str | Path, fmt: str, k: int = 20, rate: float | No
                                      f"raise --timeout (now {timeout:.0f} s)") from exc
             seconds = time.perf_counter() - started
         with TopicReader(settings.require_kafka(), settings.topics.recommendations, settings.kafka_security) as reader:
-            reader.read_until(len(events), timeout)
+            reader.read_until(len({(e["user_id"], e["event_id"]) for e in events}), timeout)  # none for a repeat
             published: dict[str, list[str]] = {}
             versions: dict[str, int] = {}
             repeated = 0
