@@ -112,8 +112,10 @@ def test_evaluate_checks_where_its_reports_go_before_the_run(tmp_path, monkeypat
 def test_default_report_names_drop_the_logs_suffixes_and_mark_light_runs():
     assert commands._log_name("data/online_retail.csv.gz") == "online_retail"
     assert commands._log_name("/tmp/synth/events.jsonl") == "events"
-    args = argparse.Namespace(log="x.csv.gz", light=True)
-    assert f"{commands._log_name(args.log)}{'-light' if args.light else ''}" == "x-light"
+    args = argparse.Namespace(log="x.csv.gz", light=True, limit=None, encoder=None)
+    assert commands.report_name(args) == "x-light"
+    assert commands.report_name(argparse.Namespace(log="x.csv", light=False, limit=1000, encoder="enc-1")) == \
+        "x-first1000-enc-1"
 
 
 def test_a_ground_truth_that_is_missing_or_not_synths_is_refused(tmp_path):

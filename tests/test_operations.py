@@ -193,6 +193,18 @@ def test_read_api_waits_for_min_version_and_answers_as_the_profile_command(make_
         assert orjson.loads(shown.stdout) == orjson.loads(body)
         unknown = cli(settings, "profile", "nobody")
         assert unknown.returncode == 2 and "no profile for user 'nobody'" in unknown.stderr
+        # what a person reads of the output topics: the user's last lists, the dead letters
+        shown = cli(settings, "recommendations", "reader", "--last", "2")
+        assert shown.returncode == 0, shown.stderr
+        assert "reader after rw-4" in shown.stdout and "reader after rw-5" in shown.stdout
+        assert shown.stdout.index("after rw-4") < shown.stdout.index("after rw-5") and " 1. i" in shown.stdout
+        last = cli(settings, "recommendations", "reader", "--json")
+        assert orjson.loads(last.stdout)["trigger_event_id"] == "rw-5"
+        assert cli(settings, "recommendations", "nobody").returncode == 2
+        assert cli(settings, "dead-letters").stdout.startswith("no dead letters")
+        with KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers) as producer:
+            producer.send(settings.topics.click, key=b"reader", value=b"{broken").get(30)
+        wait_until(lambda: "invalid_json" in cli(settings, "dead-letters").stdout, 30, "the dead letter")
     finally:
         serve.terminate()
         serve.wait(timeout=10)

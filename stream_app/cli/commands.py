@@ -186,7 +186,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     from ..tools.replay import replay
 
-    summary = replay(Settings.from_env(), args.file, args.format, args.rate)
+    summary = replay(Settings.from_env(), args.file, args.format, args.rate, limit=args.limit)
     print("\n".join(summary.lines()))
     return 0
 

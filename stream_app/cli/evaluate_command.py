@@ -18,7 +18,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..tools.synth import truth_path
 
     _refuse_ignored_options(args)
-    name = f"{_log_name(args.log)}{'-light' if args.light else ''}"
+    name = report_name(args)
     if args.via_kafka:
         json_path = _writable(args.json, f"evaluation-via-kafka-{name}.json")
         settings = Settings.from_env()
@@ -94,6 +94,13 @@ def _log_name(log: str) -> str:
     for suffix in (".gz", ".jsonl", ".json", ".csv"):
         name = name.removesuffix(suffix)
     return name or "log"
+
+
+def report_name(args: argparse.Namespace) -> str:
+    """The default reports' name: the log's, and what makes a run differ (a quick `--limit` run must not
+    overwrite the whole log's reports)."""
+    return (f"{_log_name(args.log)}{f'-first{args.limit}' if args.limit else ''}{'-light' if args.light else ''}"
+            f"{f'-{args.encoder}' if args.encoder else ''}")
 
 
 def _writable(path: str | None, default_name: str) -> Path:

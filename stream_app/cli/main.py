@@ -34,6 +34,7 @@ from .commands import (
 )
 from .evaluate_command import cmd_evaluate
 from .model_commands import cmd_models
+from .topic_commands import cmd_dead_letters, cmd_recommendations
 
 
 def _rate(text: str) -> float | None:
@@ -114,6 +115,7 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
     r.add_argument("file")
     r.add_argument("--format", required=True, choices=FORMATS)
     r.add_argument("--rate", type=_rate, default=None, help="events per second, or 'max' (default)")
+    r.add_argument("--limit", type=_count, default=None, help="only the log's first N events in time")
     r.set_defaults(fn=cmd_replay)
     d = sub.add_parser("demo", help="up + one worker + replay of the bundled Online Retail sample + a summary")
     d.add_argument("--file", default=None, help="replay this log instead of the bundled sample")
@@ -288,6 +290,15 @@ def add_store_commands(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("user_id")
     pr.add_argument("--json", action="store_true", help="the stored record as JSON instead")
     pr.set_defaults(fn=cmd_profile)
+    rc = sub.add_parser("recommendations", help="a user's last recommendations on the recommendations topic")
+    rc.add_argument("user_id")
+    rc.add_argument("--last", type=_count, default=1, help="how many of the user's latest lists (default 1)")
+    rc.add_argument("--json", action="store_true", help="the records as JSON, one a line")
+    rc.set_defaults(fn=cmd_recommendations)
+    dl = sub.add_parser("dead-letters", help="the last rejected inputs on the dead-letter topic, with their reasons")
+    dl.add_argument("--last", type=_count, default=20, help="how many (default 20)")
+    dl.add_argument("--json", action="store_true", help="the records as JSON, one a line")
+    dl.set_defaults(fn=cmd_dead_letters)
     se = sub.add_parser("serve", help="the profiles over HTTP from Redis: GET /profiles/USER[?min_version=N]")
     se.add_argument("--port", type=_port, default=8080)
     se.add_argument("--host", default="127.0.0.1",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from kafka import KafkaConsumer, TopicPartition
 
@@ -83,6 +83,41 @@ def read_to_end(settings: Settings, topic: str, timeout_s: float = 120.0) -> lis
             for tp, batch in consumer.poll(timeout_ms=500, max_records=5000).items():
                 records.extend(record for record in batch if record.offset < ends[tp])
         return records
+    finally:
+        consumer.close()
+
+
+def latest_records(settings: Settings, topic: str, want: int, partition: int | None = None,
+                   match: Callable[[Any], bool] = lambda record: True, chunk: int = 5000,
+                   timeout_s: float = 60.0) -> list[Any]:
+    """The last `want` records of `topic` (of one partition, when given) that `match` accepts, oldest first:
+    read back from each partition's end a chunk at a time, so a long topic is not read whole for them."""
+    servers = settings.require_kafka().split(",")
+    consumer = KafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False, group_id=None,
+                             consumer_timeout_ms=200, **kafka_python_kwargs(settings.kafka_security))
+    try:
+        partitions = sorted(consumer.partitions_for_topic(topic) or set())
+        tps = [TopicPartition(topic, p) for p in partitions if partition is None or p == partition]
+        if not tps:
+            return []
+        ends = asyncio.run(true_end_offsets(servers, consumer.end_offsets(tps), settings.kafka_security))
+        beginnings = consumer.beginning_offsets(tps)
+        found: list[Any] = []
+        deadline = time.monotonic() + timeout_s
+        for tp in tps:
+            upper, matched = ends[tp] or 0, []
+            while upper > beginnings[tp] and len(matched) < want and time.monotonic() < deadline:
+                lower = max(beginnings[tp], upper - chunk)
+                consumer.assign([tp])
+                consumer.seek(tp, lower)
+                window: list[Any] = []
+                while consumer.position(tp) < upper and time.monotonic() < deadline:
+                    for batch in consumer.poll(timeout_ms=500, max_records=chunk).values():
+                        window.extend(r for r in batch if r.offset < upper)
+                matched = [r for r in window if match(r)] + matched
+                upper = lower
+            found.extend(matched[-want:])
+        return sorted(found, key=lambda r: (r.timestamp, r.partition, r.offset))[-want:]
     finally:
         consumer.close()
 

@@ -246,11 +246,13 @@ def warn_about_times(settings: Settings, events: list[dict[str, Any]], fmt: str,
 
 
 def replay(settings: Settings, path: str | Path, fmt: str, rate: float | None = None,
-           progress_stream: TextIO | None = sys.stderr) -> ReplaySummary:
+           progress_stream: TextIO | None = sys.stderr, limit: int | None = None) -> ReplaySummary:
+    """`limit`: the log's first events in time only (as `evaluate --limit`)."""
     check_file(Path(path))
     ensure_topics(settings)  # an unreachable broker is said before a large log is read
     skipped = OnlineRetailStats() if fmt == "online-retail" else None
     events, rejected = load_sorted(path, fmt, skipped)
+    events = events[:limit] if limit is not None else events
     events, refused = refused_by_gate(settings, events, path)
     warn_about_times(settings, events, fmt, progress_stream)
     summary = ReplaySummary(str(path), rejected=len(rejected) + len(refused), skipped=skipped)

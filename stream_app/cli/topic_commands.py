@@ -1,0 +1,71 @@
+"""`stream-app recommendations` and `stream-app dead-letters`: the last records of the output topics, for a
+person to read (a downstream service reads the topics themselves)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import orjson
+
+from ..config import Settings
+from ..errors import StreamAppError
+
+
+def _when(ms: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms / 1000))
+
+
+def cmd_recommendations(args: argparse.Namespace) -> int:
+    from kafka import KafkaConsumer
+
+    from ..kafka_security import kafka_python_kwargs
+    from ..stream.partitioning import partition_of
+    from ..tools.consume import latest_records
+
+    settings = Settings.from_env()
+    topic, key = settings.topics.recommendations, args.user_id.encode()
+    consumer = KafkaConsumer(bootstrap_servers=settings.require_kafka().split(","),
+                             **kafka_python_kwargs(settings.kafka_security))
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+    finally:
+        consumer.close()
+    if not partitions:
+        raise StreamAppError(f"the topic {topic} does not exist: start a worker (`stream-app worker`) and replay "
+                             "events (`stream-app replay`)")
+    found = latest_records(settings, topic, args.last, partition_of(args.user_id, len(partitions)),
+                           lambda record: record.key == key)
+    if not found:
+        raise StreamAppError(f"no recommendation for user {args.user_id!r} on {topic} (namespace "
+                             f"{settings.namespace!r}): has a worker applied an event of that user?")
+    for record in found:
+        rec = orjson.loads(record.value)
+        if args.json:
+            print(orjson.dumps(rec).decode())
+            continue
+        print(f"{rec['user_id']} after {rec['trigger_event_id']} (event time {_when(rec['event_ts'])}, profile "
+              f"version {rec['profile_version']}, ranked by {rec['model'].get('ranking', '?')}):")
+        for rank, item in enumerate(rec["items"], 1):
+            print(f"  {rank:>2}. {item['item_id']}  {item['score']:.4f}  {', '.join(item['reasons'])}")
+    return 0
+
+
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    from ..tools.consume import latest_records
+
+    settings = Settings.from_env()
+    found = latest_records(settings, settings.topics.dlq, args.last)
+    if not found:
+        print(f"no dead letters on {settings.topics.dlq}")
+        return 0
+    for record in found:
+        letter = orjson.loads(record.value)
+        if args.json:
+            print(orjson.dumps(letter).decode())
+            continue
+        source = letter.get("source", {})
+        where = (f"line {source['line']} of {source.get('topic')}" if source.get("line") is not None
+                 else f"{source.get('topic')}[{source.get('partition')}]@{source.get('offset')}")
+        print(f"{_when(letter['rejected_at'])}  {letter['reason']:<24} {where}: {letter['detail'][:200]}")
+    return 0
