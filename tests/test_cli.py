@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+from urllib.parse import urlsplit
 
 import orjson
 import pytest
@@ -29,10 +30,12 @@ def test_up_prints_both_addresses_and_down_stops_them(tmp_path):
     try:
         wait_for_kafka(kafka, timeout=10)
         assert redis.Redis.from_url(redis_url).ping()
-        again = cli("up", env=env)  # idempotent: finds the running services
-        assert f"KAFKA_BOOTSTRAP_SERVERS={kafka}" in again.stdout
+        again = cli("up", env=env)  # idempotent: finds the running services, and says so
+        assert f"KAFKA_BOOTSTRAP_SERVERS={kafka}" in again.stdout and "running (already, since" in again.stderr
         status = cli("status", env=env)
         assert status.returncode == 0 and "no live workers" in status.stdout
+        wrong = cli("status", env={**env, "REDIS_URL": redis_url.replace(urlsplit(redis_url).password, "wrong")})
+        assert wrong.returncode == 2 and "refused the credentials" in wrong.stderr and "password" in wrong.stderr
         # Redis dies alone: `up` brings it back where it was and leaves the broker (its topics) alone
         broker_pid, redis_pid = orjson.loads((tmp_path / "runtime.json").read_bytes())["pids"]
         os.kill(redis_pid, signal.SIGKILL)
@@ -41,9 +44,12 @@ def test_up_prints_both_addresses_and_down_stops_them(tmp_path):
         assert f"KAFKA_BOOTSTRAP_SERVERS={kafka}" in revived.stdout and "repair-redis" in revived.stderr
         assert redis.Redis.from_url(redis_url).ping()
         assert orjson.loads((tmp_path / "runtime.json").read_bytes())["pids"][0] == broker_pid
+        # a worker's status key: `down` says it is still attached
+        redis.Redis.from_url(redis_url).set("worker:w-test", orjson.dumps({"pid": 4242}), ex=60)
     finally:
         down = cli("down", env=env)
-    assert down.returncode == 0 and "stopped" in down.stdout
+    assert down.returncode == 0 and "stopped" in down.stdout and "1 workers were still running" in down.stderr
+    assert "4242" in down.stderr
     try:
         redis.Redis.from_url(redis_url, socket_connect_timeout=1).ping()
         raise AssertionError("Redis still answers after `down`")
@@ -218,3 +224,9 @@ def test_status_accounts_for_every_event_and_gives_the_item_epoch_as_a_time():
     quiet = {**counters, "erased_events_dropped": 0, "evicted_users": 0, "encoder_failures": 0}
     line = describe_worker({**status, "counters": quiet, "ordering": {**ordering, "item_epoch_applied": None}}, 60_000)
     assert line[0].endswith("rejected 0), recommendations 860") and "no item epoch applied yet" in line[2]
+    # the shown lists' hit rate is not said to be an encoder's when none is live
+    judged = {**counters, "live_judged": 200, "live_hits": 50}
+    assert describe_worker({**status, "counters": judged}, 60_000)[1] == \
+        "  no sequence encoder live; next event in the shown list 25.0% of 200"
+    assert describe_worker({**status, "counters": judged, "models": {"live": "enc-1"}}, 60_000)[1] == \
+        "  encoder live enc-1 (next event in the shown list 25.0% of 200)"

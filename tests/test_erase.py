@@ -73,6 +73,8 @@ def test_erase_deletes_everywhere_gives_a_receipt_and_neither_a_restart_nor_an_o
 
     assert read_profile(redis_client, "alice", settings.namespace) == {}
     assert read_profile(redis_client, "bob", settings.namespace)["event_count"] == 4
+    shown = cli(settings, "profile", "alice")  # says why there is none, not how to rebuild a flushed Redis
+    assert shown.returncode == 2 and "user 'alice' was erased" in shown.stderr
     changelog = f"{settings.group_id}-profiles-changelog"
     for topic in (settings.topics.profiles, changelog):
         latest = last_by_key(read_to_end(settings, topic))

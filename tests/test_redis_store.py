@@ -254,3 +254,21 @@ def test_the_read_api_answers_min_version_with_400_unless_a_whole_number_from_1(
             await client.close()
 
     assert asyncio.run(scenario()) == status
+
+
+def test_a_store_closed_by_a_stopping_worker_takes_the_worker_off_the_live_list(services, redis_client):
+    """`stream-app status` listed a cleanly stopped worker as ready, with its partitions, until its key expired."""
+    from stream_app.store.redis_store import worker_statuses
+
+    store, namespace = fresh_store(services)
+
+    async def scenario() -> list[int]:
+        await store.publish_worker_status("w1", {"worker_id": "w1"}, ttl_s=15)
+        listed = [len(worker_statuses(redis_client, namespace))]
+        await store.close()
+        listed.append(len(worker_statuses(redis_client, namespace)))
+        await store.publish_worker_status("w1", {"worker_id": "w1"}, ttl_s=15)  # a last heartbeat after the close
+        listed.append(len(worker_statuses(redis_client, namespace)))
+        return listed
+
+    assert asyncio.run(scenario()) == [1, 0, 0]

@@ -24,19 +24,54 @@ def cmd_up(args: argparse.Namespace) -> int:
         raise StreamAppError(unusable_state_dir(exc)) from None
     print(f"KAFKA_BOOTSTRAP_SERVERS={record['KAFKA_BOOTSTRAP_SERVERS']}")
     print(f"REDIS_URL={record['REDIS_URL']}")
-    print("embedded broker and Redis are running; `stream-app down` stops them", file=sys.stderr)
+    since = (f" (already, since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(record['started_at']))})"
+             if record.get("already_running") and record.get("started_at") else
+             " (already)" if record.get("already_running") else "")
+    print(f"embedded broker and Redis are running{since}; `stream-app down` stops them", file=sys.stderr)
     return 0
 
 
 def cmd_down(args: argparse.Namespace) -> int:
     from ..tools import embedded
 
+    attached = attached_workers(Settings.from_env())
     try:
         stopped = embedded.down()
     except OSError as exc:
         raise StreamAppError(unusable_state_dir(exc)) from None
     print("stopped the embedded broker and Redis" if stopped else "nothing was running")
+    if stopped and attached:
+        print(f"{len(attached)} workers were still running against them (pids {', '.join(map(str, attached))}): they "
+              "retry the connection until stopped; stop them (Ctrl-C, or kill PID)", file=sys.stderr)
     return 0
+
+
+def attached_workers(settings: Settings) -> list[int]:
+    """The pids of the live workers (of any namespace) the embedded Redis knows, before it stops; [] if none or
+    it does not answer."""
+    import redis
+
+    if not settings.redis_url:
+        return []
+    try:
+        client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        try:
+            keys = list(client.scan_iter(match="*worker:*", count=100))
+            return sorted(json.loads(value)["pid"] for value in client.mget(keys) if value) if keys else []
+        finally:
+            client.close()
+    except (redis.RedisError, ValueError, KeyError, TypeError):
+        return []
+
+
+def redis_trouble(settings: Settings, exc: Exception) -> StreamAppError:
+    """What to do when Redis does not serve a command: wrong credentials are not a stopped Redis."""
+    import redis
+
+    where = redact_url(settings.redis_url)
+    if isinstance(exc, redis.AuthenticationError) or "WRONGPASS" in str(exc) or "NOAUTH" in str(exc):
+        return StreamAppError(f"Redis at {where} refused the credentials ({exc}): check the password in REDIS_URL")
+    return StreamAppError(f"Redis at {where} does not answer ({exc}); is `stream-app up` running, and REDIS_URL right?")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -52,8 +87,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         statuses = worker_statuses(client, settings.namespace)
     except redis.RedisError as exc:
-        raise StreamAppError(f"Redis at {redact_url(settings.redis_url)} does not answer ({exc}); "
-                             "is `stream-app up` running?") from exc
+        raise redis_trouble(settings, exc) from exc
     finally:
         client.close()
     if not statuses:
@@ -78,9 +112,10 @@ def describe_worker(s: dict, item_epoch_ms: int) -> list[str]:
         line += f", rounds ranked without the encoder (it raised) {c['encoder_failures']}"
     lines = [line]
     models = s.get("models") or {}
-    line = f"  encoder live {models.get('live') or 'none'}"
-    if c.get("live_judged"):
-        line += f" (next event in the list {c['live_hits'] / c['live_judged']:.1%} of {c['live_judged']})"
+    hits = f"next event in the shown list {c['live_hits'] / c['live_judged']:.1%} of {c['live_judged']}" \
+        if c.get("live_judged") else ""
+    line = (f"  encoder live {models['live']}" + (f" ({hits})" if hits else "") if models.get("live")
+            else "  no sequence encoder live" + (f"; {hits}" if hits else ""))
     if models.get("shadow"):
         rate = f"{c['shadow_hits'] / c['shadow_judged']:.1%}" if c.get("shadow_judged") else "n/a"
         line += f", shadow {models['shadow']} (would have hit {rate}, not published)"
@@ -107,17 +142,24 @@ def cmd_profile(args: argparse.Namespace) -> int:
     import orjson
     import redis
 
-    from ..store.redis_store import read_profile
+    from ..store.redis_store import decode_profile, profile_key
     from ..tools.demo import describe_user
 
     settings = Settings.from_env()
     client = redis.Redis.from_url(settings.require_redis(), socket_connect_timeout=2)
     try:
-        stored = read_profile(client, args.user_id, settings.namespace)
+        raw = client.hgetall(profile_key(args.user_id, settings.namespace))
     except redis.RedisError as exc:
-        raise StreamAppError(f"Redis does not answer ({exc}); check REDIS_URL or run `stream-app up`") from exc
+        raise redis_trouble(settings, exc) from exc
     finally:
         client.close()
+    stored = decode_profile(raw)
+    if b"erased_at" in raw and not stored:
+        raise StreamAppError(f"user {args.user_id!r} was erased (request time {int(raw[b'erased_at'])} ms): no "
+                             "profile until a new event of the user")
+    if b"evicted_at" in raw and not stored:
+        raise StreamAppError(f"user {args.user_id!r} was evicted as idle (STREAM_APP_USER_IDLE_MS): a new event of "
+                             "the user starts a new profile")
     if not stored:
         raise StreamAppError(f"no profile for user {args.user_id!r} in Redis (namespace {settings.namespace!r}): "
                              "has a worker applied an event of that user? `stream-app repair-redis` rebuilds "

@@ -7,6 +7,7 @@ old owner still flushing after a rebalance, never rolls a profile back.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
@@ -88,6 +89,7 @@ class ProfileStore:
         self._script = None
         self._remove = None
         self.refused = 0  # profile writes Redis refused for good (logged, skipped)
+        self._worker_key: str | bool | None = None  # the status key published (False: closed)
 
     @property
     def client(self) -> aioredis.Redis:
@@ -148,9 +150,17 @@ class ProfileStore:
 
     async def publish_worker_status(self, worker_id: str, status: dict[str, Any], ttl_s: int) -> None:
         """A short-lived key per worker: what operators (and the demo) read to see who is up."""
-        await self.client.set(worker_key(self.config.namespace, worker_id), orjson.dumps(status), ex=ttl_s)
+        if self._worker_key is False:  # closed: a last heartbeat must not list a stopped worker again
+            return
+        self._worker_key = worker_key(self.config.namespace, worker_id)
+        await self.client.set(self._worker_key, orjson.dumps(status), ex=ttl_s)
 
     async def close(self) -> None:
+        """A worker that stops cleanly leaves the list of live workers at once (not when its key expires)."""
+        if self._worker_key:
+            with contextlib.suppress(redis.RedisError):
+                await self.client.delete(self._worker_key)
+        self._worker_key = False
         if self._client is not None:
             await self._client.aclose()
             self._client = None

@@ -233,7 +233,7 @@ def up(environ: Mapping[str, str] = os.environ, timeout: float = 30.0) -> dict[s
         try:
             wait_for_redis(current["REDIS_URL"], timeout)
             wait_for_kafka(current["KAFKA_BOOTSTRAP_SERVERS"], timeout)
-            return current
+            return {**current, "already_running": True}
         except ServiceTimeout:
             pass
     down(environ)
