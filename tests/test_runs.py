@@ -72,3 +72,22 @@ def test_keep_reaches_the_run_from_the_command_line(monkeypatch):
     monkeypatch.setattr(demo, "one_off_run", one_off_run)
     assert main(["demo"]) == 2 and main(["demo", "--keep"]) == 2
     assert asked == [("demo", False), ("demo", True)]
+
+
+def test_a_run_on_services_the_user_runs_removes_its_topics_and_keys(services, tmp_path):
+    """The demo or bench beside `stream-app up` (or a real cluster) ran under a namespace of its own and
+    left its topics and Redis keys there."""
+    import redis
+    from kafka.admin import KafkaAdminClient
+
+    env = {"STREAM_APP_STATE_DIR": str(tmp_path), "KAFKA_BOOTSTRAP_SERVERS": services["KAFKA_BOOTSTRAP_SERVERS"],
+           "REDIS_URL": services["REDIS_URL"]}
+    client = redis.Redis.from_url(services["REDIS_URL"])
+    with processes.one_off_run("demo", env) as run:
+        namespace = run.settings.namespace
+        client.set(f"{namespace}worker:w1", b"{}")
+        admin = KafkaAdminClient(bootstrap_servers=services["KAFKA_BOOTSTRAP_SERVERS"])
+        assert any(t.startswith(namespace) for t in admin.list_topics())
+    assert not [t for t in admin.list_topics() if t.startswith(namespace)]
+    admin.close()
+    assert not list(client.scan_iter(match=f"{namespace}*"))

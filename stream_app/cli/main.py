@@ -89,7 +89,9 @@ def _port(text: str) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="stream-app", description=__doc__)
+    p = argparse.ArgumentParser(prog="stream-app", description=(
+        "A streaming, real-time user-profile updater for recommender systems: Kafka events in, profiles and "
+        "recommendations out. Start with `stream-app demo`; `stream-app up` starts an embedded broker and Redis."))
     sub = p.add_subparsers(dest="command", required=True)
     add_service_commands(sub)
     add_evaluate_command(sub)

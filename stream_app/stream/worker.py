@@ -26,7 +26,7 @@ import faust
 import orjson
 from faust.types import TP
 
-from ..config import Settings
+from ..config import Settings, redact_url
 from ..core.items import InMemoryItemIndex
 from ..core.ordering import EvictionClock
 from ..logs import logging_config
@@ -306,7 +306,8 @@ class StreamWorker:
                 "models": self.watcher.status(), "catalogue": self.catalogue.status(),
                 "updated_at": now_ms()}, ttl_s=STATUS_TTL_S)
         except RETRYABLE as exc:
-            log.warning("cannot publish the worker status to Redis: %r", exc)
+            log.warning("cannot publish the worker status to Redis at %s (%r): check REDIS_URL",
+                        redact_url(self.settings.redis_url), exc)
 
     async def partitions_revoked(self) -> None:
         self.partitions_ready = False

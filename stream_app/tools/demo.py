@@ -141,7 +141,7 @@ def say_scrape(url: str, elapsed_s: float) -> None:
     p99 = "-" if m.p99_arrival_s is None else f"{m.p99_arrival_s * 1000:,.0f} ms"
     _say(f"one scrape of {url}: {m.events:,.0f} events in ({m.events / elapsed_s:,.0f} events/s over the replay), "
          f"{m.recommendations:,.0f} recommendations, {m.dead_letters:,.0f} dead letters; p99 latency {p99} "
-         f"(from the histogram's buckets); consumer lag {m.lag:,.0f}; oldest profile's last event "
+         f"(the worker's own histogram, estimated within its buckets, which widen to seconds); consumer lag {m.lag:,.0f}; oldest profile's last event "
          f"{m.oldest_freshness_s / 86400:,.0f} days before now (a recorded log)")
 
 
@@ -215,7 +215,8 @@ def run_demo(path: str | None, fmt: str | None, rate: float | None, timeout: flo
         _say(f"events in: {len(events)}   recommendations out: {len(records)}   dead letters: {dead}")
         _say(f"throughput: {len(events) / elapsed:,.0f} events/s end to end (first event sent -> last "
              f"recommendation read, {elapsed:.2f}s; `stream-app bench` measures the ceiling)")
-        _say(f"latency event -> recommendation: p50 {lat['p50_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms")
+        _say(f"latency event sent -> recommendation read (measured here, each event): p50 {lat['p50_ms']:.0f} ms, "
+             f"p99 {lat['p99_ms']:.0f} ms")
         say_scrape(f"{worker.url}/metrics", elapsed)
         by_user: dict[str, int] = {}
         for e in events:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 import uuid
 from datetime import datetime, timezone
@@ -96,7 +97,13 @@ def erase_users(settings: Settings, users: list[str], wait_s: float | None, as_j
                 print(f"erasure of {request['user_id']!r} requested (request {request['request_id']}); its receipt "
                       f"will be on {settings.topics.erasure_receipts}")
             return 0
-        receipts = reader.wait({r["request_id"] for r in requests}, wait_s)
+        try:
+            receipts = reader.wait({r["request_id"] for r in requests}, wait_s)
+        except KeyboardInterrupt:
+            print(f"\ninterrupted while waiting: the {len(requests)} erasure requests were sent and are applied "
+                  f"when a worker reads them; their receipts will be on {settings.topics.erasure_receipts}",
+                  file=sys.stderr)
+            raise
     finally:
         if reader is not None:
             reader.close()

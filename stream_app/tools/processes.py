@@ -154,9 +154,37 @@ def one_off_run(label: str, environ: Mapping[str, str] = os.environ, keep: bool 
             worker.stop()
         if run.embedded is not None:
             run.embedded.stop()
+        elif ended_well and not keep and run.settings.namespace != base.namespace:
+            remove_namespace(run.settings)  # on services the user runs: leave nothing of the run behind
         if ended_well and not keep:
             shutil.rmtree(log_dir, ignore_errors=True)
         elif ended_well:
             print(f"stream-app {label}: this run's folder is kept (--keep): {log_dir}", file=sys.stderr)
         else:
             print(f"stream-app {label}: the run did not end well; its logs are kept in {log_dir}", file=sys.stderr)
+
+
+def remove_namespace(settings: Settings) -> None:
+    """Delete a one-off run's topics and Redis keys (everything under its own, unique namespace)."""
+    from kafka.admin import KafkaAdminClient
+
+    from ..kafka_security import kafka_python_kwargs
+
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=settings.require_kafka().split(","),
+                                 **kafka_python_kwargs(settings.kafka_security))
+        try:
+            topics = [t for t in admin.list_topics() if t.startswith(settings.namespace)]
+            if topics:
+                admin.delete_topics(topics)
+        finally:
+            admin.close()
+        client = redis.Redis.from_url(settings.require_redis())
+        try:
+            keys = list(client.scan_iter(match=f"{settings.namespace}*", count=1000))
+            for start in range(0, len(keys), 1000):
+                client.delete(*keys[start:start + 1000])
+        finally:
+            client.close()
+    except Exception as exc:  # the run's results stand; what is left is named
+        print(f"could not remove the run's topics and keys (namespace {settings.namespace}): {exc!r}", file=sys.stderr)

@@ -400,7 +400,9 @@ def reading_as(path: str | Path, fmt: str) -> Iterator[None]:
         yield
     except (UnicodeDecodeError, csv.Error, io.UnsupportedOperation,
             EOFError, gzip.BadGzipFile, zlib.error) as exc:  # the last three: a truncated or corrupt .gz
-        raise InputFileError(f"{path}: cannot be read as {fmt} ({exc})") from exc
+        damaged = " (the gzip file is truncated or damaged: download or copy it again)" \
+            if isinstance(exc, (EOFError, gzip.BadGzipFile, zlib.error)) else ""
+        raise InputFileError(f"{path}: cannot be read as {fmt} ({exc}){damaged}") from exc
 
 
 def holds_only_blank_lines(path: Path) -> bool:
