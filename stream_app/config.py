@@ -293,7 +293,8 @@ class Settings:
         for name, low, high, above in FLOAT_BOUNDS:
             value = getattr(self, name)
             if not (math.isfinite(value) and (value > low if above else value >= low) and value <= high):
-                wanted = f"{'above' if above else 'at least'} {low:g}" + (f" and at most {high:g}" if high < math.inf else "")
+                wanted = f"{'above' if above else 'at least'} {low:g}" + \
+                    (f" and at most {high:g}" if high < math.inf else "")
                 raise ConfigError(f"{name}={value!r} must be a number {wanted} (set {ENV_PREFIX}{name.upper()})")
 
     @property

@@ -355,9 +355,9 @@ def test_a_late_event_meets_the_same_trail_whether_the_feed_advanced_before_or_a
     for i in range(1000):
         found.setdefault(partition_of(f"user{i}", 8), []).append(f"user{i}")
     u, w = next(users for users in found.values() if len(users) >= 2)[:2]
-    log = [{"event_id": "u1", "user_id": u, "item_id": "A", "type": "browse", "ts": t0, "schema_version": 1},
-           {"event_id": "w1", "user_id": w, "item_id": "Z", "type": "browse", "ts": t0 + 26 * hour, "schema_version": 1},
-           {"event_id": "u2", "user_id": u, "item_id": "B", "type": "browse", "ts": t0 + 600_000, "schema_version": 1}]
+    log = [{"event_id": event_id, "user_id": user, "item_id": item, "type": "browse", "ts": ts, "schema_version": 1}
+           for event_id, user, item, ts in [("u1", u, "A", t0), ("w1", w, "Z", t0 + 26 * hour),
+                                            ("u2", u, "B", t0 + 600_000)]]
     settings = Settings()
     released = [(epoch, r) for epoch, batch in rounds(log, settings, partition_of) for r in batch]
 

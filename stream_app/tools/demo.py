@@ -141,8 +141,9 @@ def say_scrape(url: str, elapsed_s: float) -> None:
     p99 = "-" if m.p99_arrival_s is None else f"{m.p99_arrival_s * 1000:,.0f} ms"
     _say(f"one scrape of {url}: {m.events:,.0f} events in ({m.events / elapsed_s:,.0f} events/s over the replay), "
          f"{m.recommendations:,.0f} recommendations, {m.dead_letters:,.0f} dead letters; p99 latency {p99} "
-         f"(the worker's own histogram, estimated within its buckets, which widen to seconds); consumer lag {m.lag:,.0f}; oldest profile's last event "
-         f"{m.oldest_freshness_s / 86400:,.0f} days before now (a recorded log)")
+         f"(the worker's own histogram, estimated within its buckets, which widen to seconds); consumer lag "
+         f"{m.lag:,.0f}; oldest profile's last event {m.oldest_freshness_s / 86400:,.0f} days before now "
+         "(a recorded log)")
 
 
 def _refuse_ignored(path: str | None, fmt: str | None, items: str | None, items_format: str | None) -> None:
