@@ -78,6 +78,19 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
         worker.stop()
 
 
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
+    """Two small sequence-encoder versions trained on the OTTO sample (different seeds), in one registry
+    (torch, the train extra, is imported only by the tests that ask for them)."""
+    from stream_app_train.train import TrainConfig, train
+
+    small = TrainConfig(dim=16, hidden=32, epochs=1, buckets=1 << 12)
+    root = tmp_path_factory.mktemp("registry")
+    first = train(OTTO_SAMPLE, "otto", root, small)
+    second = train(OTTO_SAMPLE, "otto", root, TrainConfig(**{**small.__dict__, "seed": 8}))
+    return root, first["version"], second["version"]
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.2) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -31,24 +31,12 @@ from stream_app.tools.recorded import load_sorted
 from stream_app.tools.replay import produce_events
 from stream_app_train.export import export_onnx, torch_encode
 from stream_app_train.model import SequenceEncoder
-from stream_app_train.train import TrainConfig, train
-
-SMALL = TrainConfig(dim=16, hidden=32, epochs=1, buckets=1 << 12)
 
 
 def announce(root: Path, role: str, version: str | None, at: int) -> dict:
     """A control record as `stream-app models publish` writes it (with the version's content hash)."""
     digest = registry.open_version(root, version)[1]["content_hash"] if version else None
     return {"role": role, "version": version, "content_hash": digest, "published_at": at}
-
-
-@pytest.fixture(scope="session")
-def trained(tmp_path_factory) -> tuple[Path, str, str]:
-    """Two versions trained on the OTTO sample (different seeds), in one registry."""
-    root = tmp_path_factory.mktemp("registry")
-    first = train(OTTO_SAMPLE, "otto", root, SMALL)
-    second = train(OTTO_SAMPLE, "otto", root, TrainConfig(**{**SMALL.__dict__, "seed": 8}))
-    return root, first["version"], second["version"]
 
 
 def otto_sequences(max_len: int = 20) -> list[list[tuple[str, str, int]]]:

@@ -13,9 +13,8 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
-from conftest import OTTO_SAMPLE
 from test_batch_handler import make_events, ready
-from test_encoder import SMALL, announce
+from test_encoder import announce
 
 from stream_app.cli.main import main
 from stream_app.config import Settings
@@ -27,16 +26,6 @@ from stream_app.serving.encoder import Encoder
 from stream_app.stream.batch import BatchHandler, Counters, PartitionState
 from stream_app.stream.catalogue_feed import CatalogueFeed
 from stream_app.stream.model_control import ModelWatcher
-from stream_app_train.train import TrainConfig, train
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> tuple[Path, str, str]:
-    """Two small versions trained on the OTTO sample (different seeds), in one registry."""
-    root = tmp_path_factory.mktemp("registry")
-    first = train(OTTO_SAMPLE, "otto", root, SMALL)
-    second = train(OTTO_SAMPLE, "otto", root, TrainConfig(**{**SMALL.__dict__, "seed": 8}))
-    return root, first["version"], second["version"]
 
 
 def copied(source: Path, target: Path, *versions: str) -> Path:
