@@ -93,14 +93,15 @@ def test_a_promotion_whose_files_arrive_late_serves_once_they_are_there(trained,
         reports.append(record)
 
     watcher = ModelWatcher(Settings(registry_dir=str(registry_dir)), report, "w")
-    monkeypatch.setattr("stream_app.stream.model_control.RETRY_S", 0.0)
+    monkeypatch.setattr("stream_app.stream.model_control.RETRY_S", 1.0)
 
     async def scenario() -> None:
         await watcher.apply(announce(registry_dir, "live", v1, 1))
         await watcher.apply(announce(root, "live", v2, 2))  # v2 not on this host yet
         assert watcher.live.version == v1 and "live" in watcher.refused
-        record, _ = watcher.refused["live"]
-        await watcher.apply(record, retry=True)  # still missing: said once
+        record, _, first_wait = watcher.refused["live"]
+        await watcher.apply(record, retry=True)  # still missing: said once, and tried again later
+        assert watcher.refused["live"][2] == 2 * first_wait
         copied(root, registry_dir, v2)
         await watcher.apply(record, retry=True)
 

@@ -7,7 +7,8 @@ hash of the version's files as they are then; a worker loads only files that sti
 folder changed after the announcement is refused) and runs the model once on a trial input before it
 swaps it in. Each worker reports what it did with each announcement (serving, refused with the
 reason, withdrawn) on the `models.status` topic, and keeps what served before whenever it refuses (loading
-the refused version again every RETRY_S, so that workers converge once its files are in place). Each worker runs a
+the refused version again after RETRY_S, then twice as long each time up to RETRY_MAX_S, so that workers
+converge once its files are in place). Each worker runs a
 `ModelWatcher`: a consumer outside the consumer group (every worker must read every record), assigned
 to the one partition from its beginning, that loads each newly announced version from the registry
 folder off the event loop and then swaps it in. The batch loop only reads `watcher.live` /
@@ -40,6 +41,7 @@ ROLES = ("live", "shadow", "content")
 #: How often a refused announcement is loaded again: a registry copy still on its way to this host (or
 #: a folder being repaired) must not leave this worker serving another version than the rest for good.
 RETRY_S = 30.0
+RETRY_MAX_S = 600.0  # a refusal that lasts (files changed for good) costs a load every 10 minutes at most
 
 
 def publish(settings: Settings, role: str, version: str | None) -> dict[str, Any]:
@@ -85,7 +87,8 @@ class ModelWatcher:
         self.content: TextEncoder | None = None
         self.wanted: dict[str, str | None] = {role: None for role in ROLES}
         self.errors: dict[str, str] = {}
-        self.refused: dict[str, tuple[dict[str, Any], float]] = {}  # role -> (its record, when to load it again)
+        # role -> (its record, when to load it again, the wait after that)
+        self.refused: dict[str, tuple[dict[str, Any], float, float]] = {}
         self.swaps = 0
 
     def status(self) -> dict[str, Any]:
@@ -111,7 +114,7 @@ class ModelWatcher:
             if self.errors.pop(role, None) is not None:  # back to what serves (a rollback): no refusal stands
                 await self._report(role, version, digest, "serving", None)
             return
-        self.refused.pop(role, None)
+        waited = self.refused.pop(role, (None, 0.0, 0.0))[2] if retry else 0.0
         if version is None:
             setattr(self, role, None)
             self.errors.pop(role, None)
@@ -130,12 +133,13 @@ class ModelWatcher:
             await loop.run_in_executor(None, loaded.trial)
         except Exception as exc:  # a bad announcement must not stop the worker: keep what serves
             error = f"cannot load {version}: {exc}"
-            self.refused[role] = (record, time.monotonic() + RETRY_S)
+            wait = min(waited * 2, RETRY_MAX_S) if waited else RETRY_S
+            self.refused[role] = (record, time.monotonic() + wait, wait)
             if retry and self.errors.get(role) == error:  # as before: said once
                 return
             self.errors[role] = error
-            log.error("cannot load model %s for %s from %s: %s; keeping %s (trying again every %.0f s)", version, role,
-                      self.settings.registry_dir, exc, serving or "none", RETRY_S)
+            log.error("cannot load model %s for %s from %s: %s; keeping %s (trying again in %.0f s)", version, role,
+                      self.settings.registry_dir, exc, serving or "none", wait)
             await self._report(role, version, digest, "refused", f"{exc}; still serving {serving or 'none'}")
             return
         setattr(self, role, loaded)
@@ -169,7 +173,7 @@ class ModelWatcher:
                         log.error("ignoring an unreadable control record at offset %d", message.offset)
                         continue
                     await self.apply(record)
-                for role, (record, due) in list(self.refused.items()):
+                for role, (record, due, _) in list(self.refused.items()):
                     if time.monotonic() >= due:
                         await self.apply(record, retry=True)
                 if ready is not None and not ready.is_set() and await consumer.position(tp) >= end:
