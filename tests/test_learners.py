@@ -309,3 +309,48 @@ def test_the_rankers_logistic_regression_steps_exactly_as_rivers_with_adam():
             river_scores = [rivers._raw_dot_one(dict(zip(names, row.tolist()))) for row in probe]
             assert ours.decision(probe).tolist() == pytest.approx(river_scores, rel=1e-9)
     assert ours.steps == rivers.optimizer.n_iterations == 2000
+
+
+def test_a_stored_list_with_a_value_float16_cannot_hold_teaches_the_ranker_nothing():
+    """inf (a feature over 65,504, or a forged record) made the partition's weights NaN for good; NaN scores
+    then ranked first in the model selection, so the NaN ranker served every list of the partition."""
+    from stream_app.core.learners.ranker import reciprocal_rank
+    from stream_app.core.recommend import N_FEATURES, Ranked
+
+    settings = Settings(ranker_warm_up=2)
+    index, learners = InMemoryItemIndex(settings), new_partition_learners(settings)
+    rows = np.zeros((3, N_FEATURES))
+    rows[:, 0] = [1.0, 0.5, 0.2]
+    rows[1, 3] = np.inf
+    profile = new_profile("u", settings)
+    profile.shown, profile.shown_features = ["a", "b", "c"], Ranked([], ["a", "b", "c"], rows).encoded_features()
+    assert decode_features(profile.shown_features, 3) is None
+    process(profile, Event("e1", "u", "a", "click", 1_000), index, settings, 0, learners)
+    assert np.isfinite(learners.ranker.model.w).all()
+    assert reciprocal_rank(np.array([np.nan, np.nan, np.nan]), 2, 20) == 0.0
+
+
+def test_restored_partition_learners_follow_todays_settings_and_keep_what_they_learned():
+    from stream_app.stream.batch import PartitionState
+
+    data: dict[bytes, bytes] = {}
+    first = PartitionState(data, Settings(bandit=True, ranker_warm_up=1000))
+    learned = first.get(0, print)
+    learned.ranker.model.w[:] = 0.25
+    data[b"0"] = first.record(0)
+    again = PartitionState(data, Settings(bandit=False, ranker_warm_up=200, ranker_learning_rate=0.05)).get(0, print)
+    assert again.bandit is None and again.ranker.warm_up == 200
+    assert again.ranker.learning_rate == again.ranker.model.learning_rate == 0.05
+    assert (again.ranker.model.w == 0.25).all()
+    exploring = PartitionState(data, Settings(bandit=True, bandit_epsilon=0.3)).get(0, print)
+    assert exploring.bandit is not None and exploring.bandit.epsilon == 0.3
+
+
+def test_profile_learners_count_sessions_with_the_configured_gap():
+    settings = Settings(session_gap_ms=10 * 60_000, drift_handling=True)
+    profile, index = new_profile("u", settings), InMemoryItemIndex(settings)
+    for i in range(6):  # 15 minutes apart: six sessions at a 10-minute gap
+        process(profile, Event(f"e{i}", "u", f"i{i}", "click", i * 15 * 60_000, category="c"), index, settings, 0)
+    assert profile.learner(behaviour.BehaviourStats.name, behaviour.BehaviourStats).sessions == 6
+    drift = profile.learner(interest_drift.InterestDrift.name, interest_drift.InterestDrift)
+    assert drift.session_gap_ms == settings.session_gap_ms

@@ -37,11 +37,24 @@ def new_ranker(settings: Settings) -> OnlineRanker:
                         warm_up=settings.ranker_warm_up, seed=settings.ranker_seed)
 
 
-def with_current_features(learners: PartitionLearners) -> PartitionLearners:
-    """Restored learners whose ranker an earlier release wrote with other features rank and learn with
-    today's (by name: the weights it learned are kept), instead of failing every event on a shape error."""
-    if learners.ranker.features != FEATURES:
-        learners.ranker.adopt(FEATURES)
+def with_current_settings(learners: PartitionLearners, settings: Settings) -> PartitionLearners:
+    """Restored learners work with today's features and settings, keeping what they learned: a ranker an
+    earlier release wrote with other features adopts today's (by name), instead of failing every event on
+    a shape error; its warm-up, negatives and learning rate, and whether a bandit explores (and how often),
+    are the settings', not those the state was first written with."""
+    ranker = learners.ranker
+    if ranker.features != FEATURES:
+        ranker.adopt(FEATURES)
+    ranker.warm_up, ranker.negatives = settings.ranker_warm_up, settings.ranker_negatives
+    ranker.learning_rate = ranker.model.learning_rate = settings.ranker_learning_rate
+    if not settings.bandit:
+        learners.bandit = None
+    elif learners.bandit is None:
+        learners.bandit = StrategyBandit(settings.bandit_epsilon, settings.ranker_seed)
+    else:
+        learners.bandit.epsilon = settings.bandit_epsilon
+        for policy in learners.bandit.policies.values():
+            policy.epsilon = settings.bandit_epsilon
     return learners
 
 
@@ -81,7 +94,7 @@ def shadow_recommendation(profile: Profile, event: Event, index: ItemIndex, sett
     profile, item state and ranker, the shadow's embedding. Kept in the profile to be judged by the
     next event; never published."""
     ranker = learners.ranker if learners is not None and learners.ranker.ready else None
-    behaviour = profile.learner(BehaviourStats.name, BehaviourStats)
+    behaviour = profile.learner(BehaviourStats.name, lambda: BehaviourStats(session_gap_ms=settings.session_gap_ms))
     ranked = recommend(profile, event, index, settings, ranker, behaviour.repeat_propensity, encoding, content)
     profile.shadow_shown = [item["item_id"] for item in ranked.items]
 
@@ -127,10 +140,11 @@ def process(profile: Profile, event: Event, index: ItemIndex, settings: Settings
     if learners is not None:
         learn_feedback(profile, event, learners, settings.top_k)
     profile.shadow_shown = []  # judged (shown_hits) before this call; a live shadow shows a new one after it
-    behaviour = profile.learner(BehaviourStats.name, BehaviourStats)
+    behaviour = profile.learner(BehaviourStats.name, lambda: BehaviourStats(session_gap_ms=settings.session_gap_ms))
     behaviour.learn_one(profile, event)
     if settings.drift_handling:
-        drift = profile.learner(InterestDrift.name, lambda: InterestDrift(downweight=settings.drift_downweight))
+        drift = profile.learner(InterestDrift.name, lambda: InterestDrift(downweight=settings.drift_downweight,
+                                                                          session_gap_ms=settings.session_gap_ms))
         drift.learn_one(profile, event)
     apply_event(profile, event, digest, settings)
     if content is not None:

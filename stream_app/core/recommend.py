@@ -130,7 +130,7 @@ def decode_features(text: str | None, rows: int) -> np.ndarray | None:
             return None
         flat = np.zeros(size, dtype="<f2")
         flat[present] = values
-    if flat.size != rows * N_FEATURES:
+    if flat.size != rows * N_FEATURES or not np.isfinite(flat).all():  # inf: a value over float16's range
         return None
     return flat.reshape(rows, N_FEATURES).astype(np.float64)
 

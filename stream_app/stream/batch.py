@@ -24,7 +24,7 @@ from ..core.process import (
     process,
     shadow_recommendation,
     shown_hits,
-    with_current_features,
+    with_current_settings,
 )
 from ..core.profile import Profile, snapshot_order
 from ..serving.encoder import Encoder, UserEncoding, encode_batch
@@ -89,17 +89,18 @@ class PartitionState:
         self.loaded: dict[int, PartitionLearners] = {}  # restored or new since the last assignment
 
     def get(self, partition: int, rejected: Callable[[Rejection], None]) -> PartitionLearners | None:
-        """The partition's learners; a stored state that cannot be read goes to `rejected` and they start afresh."""
+        """The partition's learners (a state that cannot be read goes to `rejected`: they start afresh)."""
         if not self.settings.ranker:
             return None
         learners = self.loaded.get(partition)
         if learners is None:
-            stored = self.data.get(str(partition).encode())
+            key = str(partition).encode()
+            stored = self.data.get(key)
             if stored is not None:
                 try:
-                    learners = with_current_features(read_partition_learners(stored, f"partition {partition}'s learners"))
+                    restored = read_partition_learners(stored, f"partition {partition}'s learners")
+                    learners = with_current_settings(restored, self.settings)
                 except StateError as exc:  # forged, or of a release that did not write it: learn afresh, go on
-                    key = str(partition).encode()
                     rejected(Rejection("bad_state", f"{exc}; they start afresh",
                                        Source(self.changelog, partition, restored_offset(self.data, key)), key, stored))
             if learners is None:
@@ -184,8 +185,7 @@ class BatchHandler:
         self.evicted: dict[str, int] = {}  # idle users evicted -> their profile's generation (Redis's marker)
         self.receipts: list[dict[str, Any]] = []  # of this batch's erasures, sent once Redis has answered
         self.events: list[Any] = []  # the input events: Faust's, acknowledged after the flush, or the reader's copies
-        # (event time ms, input record's Kafka timestamp s) of each recommendation: its latency once delivered
-        self.recommended: list[tuple[int, float]] = []
+        self.recommended: list[tuple[int, float]] = []  # (event ms, input record's Kafka timestamp s): latencies
 
     def evict_idle(self, boundary_ms: int, owned: set[int], partitions: int) -> None:
         """Drop the profiles of the worker's users with no event since `boundary_ms - user_idle_ms`

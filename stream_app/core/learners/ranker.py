@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import math
 from typing import Any, Sequence
 
 import numpy as np
@@ -137,7 +138,10 @@ def set_model_state(model: AdamLogistic, fields: Fields) -> None:
 
 
 def reciprocal_rank(scores: np.ndarray, row: int, top_k: int) -> float:
-    """1/rank of `row` when the scores (ties: row order) put it in the top_k, else 0."""
+    """1/rank of `row` when the scores (ties: row order) put it in the top_k, else 0 (0 for a score that is
+    not a number: NaN compares false with everything, which would rank it first)."""
+    if not math.isfinite(scores[row]):
+        return 0.0
     rank = int(np.sum(scores > scores[row]) + np.sum(scores[:row] == scores[row]))
     return 1.0 / (rank + 1) if rank < top_k else 0.0
 
