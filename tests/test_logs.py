@@ -124,6 +124,8 @@ def test_a_log_read_in_another_format_says_which_formats_there_are_and_shows_its
     header_only.write_text("user_id,item_id,type,ts\n")
     with pytest.raises(InputFileError, match="no events in it as csv"):
         load_sorted(header_only, "csv")
+    with pytest.raises(InputFileError, match=r"its header is that of --format csv\)"):  # the format it has, named
+        load_sorted(header_only, "movielens")
 
 
 def test_a_directory_or_an_empty_file_is_named_as_such_by_every_reader(tmp_path):

@@ -165,7 +165,9 @@ def _csv_with_columns(fh: Any, path: Path, required: tuple[str, ...]) -> csv.Dic
         with _open_text(path) as again:  # the line as written (the csv module has stripped its quotes)
             first = again.readline().rstrip("\r\n")
         shown = first if len(first) <= 120 else first[:120] + "..."
-        hint = " (it looks like JSON lines: --format jsonl, or otto for OTTO sessions)" if first.startswith("{") else ""
+        matching = [fmt for fmt, columns in CSV_COLUMNS.items() if set(columns) <= set(header)]
+        hint = (" (it looks like JSON lines: --format jsonl, or otto for OTTO sessions)" if first.startswith("{")
+                else f" (its header is that of --format {matching[0]})" if matching else "")
         raise InputFileError(f"{path}: the first line is not a header naming {', '.join(missing)}: {shown!r}; "
                              f"expected columns {', '.join(required)}{hint}")
     return reader
@@ -221,6 +223,9 @@ def _movielens_event(row: dict[str, str], line: int, raw: bytes) -> dict[str, An
 
 ONLINE_RETAIL_COLUMNS = ("InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice",
                          "CustomerID", "Country")
+#: The columns each csv format needs (a header naming another format's is said to be that format's).
+CSV_COLUMNS = {"csv": ("user_id", "item_id", "type", "ts"), "retailrocket": ("timestamp", "visitorid", "event", "itemid"),
+               "movielens": ("userId", "movieId", "rating", "timestamp"), "online-retail": ONLINE_RETAIL_COLUMNS}
 _RETAIL_DATE = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}(?::\d{2})?")
 _SLASH_DATE = re.compile(r"(\d{1,2})/(\d{1,2})/(\d{4}) (\d{1,2}):(\d{2})(?::(\d{2}))?")
 _EPOCH = dt.datetime(1970, 1, 1)
@@ -358,11 +363,11 @@ def read_log(path: str | Path, fmt: str, stats: OnlineRetailStats | None = None)
     if fmt == "otto":
         return read_otto(path)
     if fmt == "csv":
-        return _read_csv(path, ("user_id", "item_id", "type", "ts"), _csv_event)
+        return _read_csv(path, CSV_COLUMNS["csv"], _csv_event)
     if fmt == "retailrocket":
-        return _read_csv(path, ("timestamp", "visitorid", "event", "itemid"), _retailrocket_event)
+        return _read_csv(path, CSV_COLUMNS["retailrocket"], _retailrocket_event)
     if fmt == "movielens":
-        return _read_csv(path, ("userId", "movieId", "rating", "timestamp"), _movielens_event)
+        return _read_csv(path, CSV_COLUMNS["movielens"], _movielens_event)
     if fmt == "online-retail":
         return read_online_retail(path, stats)
     raise InputFileError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
