@@ -219,3 +219,28 @@ def test_a_worker_about_to_process_freezes_what_it_holds_and_lets_a_batch_die_yo
             "assert gc.get_freeze_count() > 1000 and gc.get_threshold() == GC_THRESHOLDS; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_the_lag_is_the_brokers_end_offsets_minus_the_commit_not_fausts_paused_high_watermarks():
+    """Faust's consumer is paused on the lanes the worker's reader serves: its high watermarks stood still,
+    and the lag gauge read 0 through a backlog of thousands."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from faust.types import TP
+
+    from stream_app.stream.commits import InputEnds
+
+    class Reader:
+        async def end_offsets(self, tps):
+            return {tp: 500 + tp.partition for tp in tps}
+
+    app = SimpleNamespace(assignor=SimpleNamespace(assigned_actives=lambda: {TP("events.click", 0), TP("other", 1),
+                                                                              TP("events.click", 1)}),
+                          consumer=SimpleNamespace(_committed_offset={TP("events.click", 0): 120},
+                                                   highwater=lambda tp: 120))
+    ends = InputEnds()
+    asyncio.run(ends.refresh(app, Reader(), ["events.click"]))
+    assert ends.lag(app, ["events.click"]) == {("events.click", 0): 380, ("events.click", 1): 501}
+    asyncio.run(ends.refresh(app, None, ["events.click"]))  # the reader not started yet: Faust's high watermark
+    assert ends.lag(app, ["events.click"]) == {("events.click", 0): 0, ("events.click", 1): 120}

@@ -17,6 +17,7 @@ import logging
 import time
 from typing import Any, Iterable, Mapping
 
+from aiokafka import TopicPartition
 from faust.types import TP
 
 log = logging.getLogger("stream_app.commits")
@@ -75,17 +76,40 @@ class AppliedOffsets:
             log.warning("could not commit the applied offsets %s within %.0fs", when, COMMIT_NOW_WAIT_S)
 
 
-def consumer_lag(app: Any, inputs: Iterable[str]) -> dict[tuple[str, int], int]:
-    """Per owned input partition: the consumer's high watermark minus the group's committed offset."""
-    consumer, lag, inputs = app.consumer, {}, set(inputs)
-    for tp in app.assignor.assigned_actives():
-        if tp.topic not in inputs:
-            continue
+class InputEnds:
+    """The owned input partitions' end offsets, asked of the broker at each heartbeat: Faust's consumer is
+    paused on the lanes the worker's own reader serves, so its high watermarks stood still (the lag read 0
+    under a backlog of thousands). On Tansu an end is short by up to the rest of the last record batch."""
+
+    def __init__(self) -> None:
+        self.ends: dict[tuple[str, int], int] = {}
+
+    async def refresh(self, app: Any, reader: Any, inputs: Iterable[str]) -> None:
+        """Ask `reader` (an AIOKafkaConsumer of the worker's, None before it starts) for the ends."""
+        inputs = set(inputs)
+        tps = [TopicPartition(tp.topic, tp.partition) for tp in app.assignor.assigned_actives() if tp.topic in inputs]
+        if reader is None or not tps:
+            self.ends = {}
+            return
         try:
-            highwater = consumer.highwater(tp)
-        except Exception:  # not fetched yet: no figure rather than a wrong one
-            continue
-        if highwater is not None:
+            ends = await asyncio.wait_for(reader.end_offsets(tps), timeout=COMMIT_NOW_WAIT_S)
+        except Exception as exc:  # a figure missing for a while, not a stopped worker
+            log.info("cannot read the input partitions' end offsets for the lag (%r)", exc)
+            return
+        self.ends = {(tp.topic, tp.partition): end for tp, end in ends.items() if end is not None}
+
+    def lag(self, app: Any, inputs: Iterable[str]) -> dict[tuple[str, int], int]:
+        """Per owned input partition: its end (the later of the broker's last answer and Faust's high
+        watermark) minus the group's committed offset."""
+        consumer, inputs, lag = app.consumer, set(inputs), {}
+        for tp in app.assignor.assigned_actives():
+            if tp.topic not in inputs:
+                continue
+            try:
+                highwater = consumer.highwater(tp) or 0
+            except Exception:  # not fetched yet
+                highwater = 0
+            end = max(self.ends.get((tp.topic, tp.partition), 0), highwater)
             # Faust keeps the last commit only in this private map (`.get`: it is a defaultdict)
-            lag[(tp.topic, tp.partition)] = max(0, highwater - (consumer._committed_offset.get(tp) or 0))
-    return lag
+            lag[(tp.topic, tp.partition)] = max(0, end - (consumer._committed_offset.get(tp) or 0))
+        return lag

@@ -13,6 +13,7 @@ from faust.types import TP
 
 from ..core.learners import learners_writes
 from ..core.profile import supersedes
+from .partitioning import partition_of
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,13 @@ class RestoredStore(Store):
     def __setitem__(self, key: Any, value: Any) -> None:
         self.restored_offsets.pop(key, None)
         self.data[key] = value
+        partition = self.partition_of_key(key)
+        if partition is not None:  # Faust drops a revoked partition's keys by this map, the restored ones only
+            self._key_partition[key] = partition
+
+    def partition_of_key(self, key: Any) -> int | None:
+        """The table partition of a key the worker writes (None: not known from the key alone)."""
+        return None
 
     def __delitem__(self, key: Any) -> None:
         self.restored_offsets.pop(key, None)
@@ -82,6 +90,9 @@ class NewestProfileStore(RestoredStore):
     def takes(self, new: Any, held: Any) -> bool:
         return supersedes(new, held)
 
+    def partition_of_key(self, key: Any) -> int | None:
+        return partition_of(key.decode(), self.table.partitions)  # the user's input partition
+
 
 class NewestLearnersStore(RestoredStore):
     """Restores each partition's most written learners (`PartitionLearners.writes`) instead of the last
@@ -92,6 +103,9 @@ class NewestLearnersStore(RestoredStore):
             return True
         new_writes, held_writes = learners_writes(new), learners_writes(held)
         return new_writes is None or held_writes is None or new_writes >= held_writes
+
+    def partition_of_key(self, key: Any) -> int | None:
+        return int(key)  # the partition's own learners
 
 
 class _StoreTable(faust.Table):

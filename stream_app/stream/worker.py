@@ -34,7 +34,7 @@ from ..store.redis_store import ProfileStore, RedisStoreConfig
 from . import health, retries, transport
 from .batch import BatchHandler, Counters, IdleUsers, PartitionState
 from .catalogue_feed import CatalogueFeed
-from .commits import AppliedOffsets, consumer_lag
+from .commits import AppliedOffsets, InputEnds
 from .datadir import faust_datadir
 from .erasures import ErasedUsers, ErasureFeed
 from .gc_pauses import freeze_long_lived
@@ -96,7 +96,7 @@ class StreamWorker:
         self.mirror = MirrorKeeper(self.store, self.profile_table.data, partitions, settings.namespace, self.mirrored,
                                    self.lock, self.counters, now_ms)
         self.outages: dict[str, float] = {}  # an output whose writes fail -> since when (monotonic)
-        self.offsets = AppliedOffsets(settings.commit_interval_s)
+        self.offsets, self.input_ends = AppliedOffsets(settings.commit_interval_s), InputEnds()
         self.stream: faust.StreamT | None = None  # the input agent's stream, which acknowledges events
         self.worker_id = f"{settings.app_id}:{socket.gethostname()}:{os.getpid()}"
         self.watcher = ModelWatcher(settings, self.report_model_status, self.worker_id)
@@ -148,7 +148,7 @@ class StreamWorker:
     def snapshot(self) -> Snapshot:
         owned = self.assigned_inputs()
         return Snapshot(self.counters, self.ordered.status(), self.watcher.status(), self.catalogue.status(),
-                        self.missing(), lag=consumer_lag(self.app, self.settings.topics.inputs),
+                        self.missing(), lag=self.input_ends.lag(self.app, self.settings.topics.inputs),
                         users=len(self.profile_table.data), items=self.index.item_count(),
                         ranker_labels={p: learners.ranker.labels for p, learners in self.partition_state.loaded.items()
                                        if p in owned})
@@ -345,9 +345,9 @@ class StreamWorker:
     async def heartbeat(self) -> None:
         if not self.lock.locked():  # a batch in progress commits after its flush
             await self.offsets.commit(self.app.consumer)  # the last batch before a pause
+        await self.input_ends.refresh(self.app, self.ordered.consumer, self.settings.topics.inputs)
         await self.publish_status()
         await self.mirror.check()
-        log.info("worker counters: %s; ordering: %s", self.counters, self.ordered.status())
 
 
 def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faust.App:
