@@ -124,7 +124,7 @@ class StreamWorker:
             log.critical("cannot listen on port %d (%s): pick a free one with --web-port, or leave the option out "
                          "for any free port", self.web_port, exc)
             stop_worker(EXIT_PORT_TAKEN)
-        log.info("metrics on http://%s:%d/metrics, /healthz, /readyz", socket.gethostname(), self.web_port)
+        log.warning("metrics on http://%s:%d/metrics, /healthz, /readyz", socket.gethostname(), self.web_port)
 
     def missing(self) -> dict[str, str]:
         """What the worker waits for before it takes events, or to store them (an output failing for
@@ -230,7 +230,7 @@ class StreamWorker:
             # is to include this batch; a batch that outlives the revoke counts for nothing (commits.py)
             applied, generation = ordered.applied_marks(), self.offsets.generation
             for topic, partition, offset in ordered.take_refetches():
-                log.warning("Faust's consumer skipped %s[%d] at offset %d (unapplied): fetching it again",
+                log.info("Faust's consumer skipped %s[%d] at offset %d (unapplied): fetching it again",
                             topic, partition, offset)
                 await self.app.consumer.seek(TP(topic, partition), offset)
             if not handler.events and not handler.outbox.records and not handler.removed:
