@@ -426,8 +426,8 @@ def cmd_content_embed(args: argparse.Namespace) -> int:
 
 def cmd_content_bench(args: argparse.Namespace) -> int:
     registry_dir = args.registry or Settings.from_env().registry_dir
+    titles = _read_titles(args.file, args.column, args.limit)  # a wrong file is said before a model loads
     encoder = _load_text_encoder(registry_dir, args.version)
-    titles = _read_titles(args.file, args.column, args.limit)
     for batch_size in args.batch_size:
         speed = _titles_per_second(encoder, titles, batch_size)
         print(f"{encoder.version}: {speed:,.0f} titles/s over {len(titles):,} distinct texts of {args.file} "

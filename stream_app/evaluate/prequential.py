@@ -88,12 +88,19 @@ class Reachable:
         self.own_item += own
 
 
+def timed(spent: dict[str, float], clock: Callable[[], float], model: Any, call: Callable[..., Any], *args: Any) -> Any:
+    """`call(*args)`, its time added to the model's own (each model's events/s alone)."""
+    t = clock()
+    try:
+        return call(*args)
+    finally:
+        spent[model.name] += clock() - t
+
+
 def end_epoch(models: list[Any], spent: dict[str, float], clock: Callable[[], float]) -> None:
     """The models fold in what they learned from other users (popularity, factors, session indexes)."""
     for model in models:
-        t = clock()
-        model.end_batch()
-        spent[model.name] += clock() - t
+        timed(spent, clock, model, model.end_batch)
 
 
 def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int = 20,
@@ -109,10 +116,8 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
     sequential-rules sources alone and the sequential-rules baseline (for long logs)."""
     settings = settings.replace(rec_policy="every", top_k=k)  # every event is judged by the next one
     hybrid, models = models_to_run(settings, k, baselines, light, encoder, shadow, content, record)
-    if not isinstance(events, list):
-        events = list(events)
-    if window is None:
-        window = max(20, len(events) // 60)
+    events = events if isinstance(events, list) else list(events)
+    window = max(20, len(events) // 60) if window is None else window
     boards = {m.name: Scoreboard(k, window) for m in models}
     shown: dict[str, dict[str, list[str]]] = {m.name: {} for m in models}
     popularity = PopularityPercentiles()
@@ -133,9 +138,7 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
         batch_events = [r.item for r in released]
         parsed = [Event.from_dict(raw) for raw in batch_events]
         for model in models:
-            t = clock()
-            model.begin_batch(parsed, epoch)
-            spent[model.name] += clock() - t
+            timed(spent, clock, model, model.begin_batch, parsed, epoch)
         for raw, event in zip(batch_events, parsed):
             repeat = (event.user_id, event.event_id) in applied
             applied.add((event.user_id, event.event_id))
@@ -155,11 +158,9 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
             for model in models:
                 if repeat and not isinstance(model, StreamAppModel):  # the workers' core drops it itself
                     continue
-                t = clock()
-                listed = model.learn(event)
+                listed = timed(spent, clock, model, model.learn, event)
                 if listed is not None:  # None: a duplicate the model skipped, its list stays
                     shown[model.name][event.user_id] = listed
-                spent[model.name] += clock() - t
             n += 1
         popularity.refresh()
     end_epoch(models, spent, clock)
