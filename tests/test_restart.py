@@ -163,7 +163,7 @@ def test_the_profile_store_restores_each_users_newest_snapshot_and_applies_tombs
 
 def test_profiles_and_learners_the_worker_wrote_leave_with_their_partition_at_a_rebalance():
     """Faust drops a revoked partition's keys by the partitions it restored them from: what the worker wrote
-    itself stayed (+148 profiles in the table after a few rebalances, stale ones held in memory)."""
+    itself stayed, stale profiles held in memory after each rebalance."""
     from faust.types import TP
 
     from stream_app.stream.partitioning import partition_of

@@ -51,13 +51,14 @@ def attached_workers(settings: Settings) -> list[int]:
     it does not answer."""
     import redis
 
+    from ..store.redis_store import worker_statuses
+
     if not settings.redis_url:
         return []
     try:
         client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
         try:
-            keys = list(client.scan_iter(match="*worker:*", count=100))
-            return sorted(json.loads(value)["pid"] for value in client.mget(keys) if value) if keys else []
+            return sorted(status["pid"] for status in worker_statuses(client, namespace="*"))  # any namespace
         finally:
             client.close()
     except (redis.RedisError, ValueError, KeyError, TypeError):
