@@ -347,3 +347,19 @@ def test_an_empty_topic_is_gone_on_without_only_once_its_end_was_asked_after_the
     assert {tp.topic for tp in answered[0]} == {settings.topics.click, settings.topics.purchase}
     ordered.release()
     assert len(ordered.schedules[0]) == 1 and ordered.sequencer.buffered() == 0  # asked after it: gone on
+
+
+def test_the_history_an_earlier_owner_applied_is_neither_late_nor_slow_for_this_worker():
+    """A worker joining a group reads every lane from its beginning: records before its lanes' start were
+    applied by an earlier owner, so its late counter and stage histograms cover only the ones it applies."""
+    settings = Settings(partitions=1)
+    ordered = OrderedInput(settings, 1, InMemoryItemIndex(settings))
+    ordered.sequencer.may_skip = lambda group, lane: True
+    topic = settings.topics.browse
+    ordered.assign({0})
+    ordered.resume_at({(t, 0): 4 for t in settings.topics.inputs})  # an earlier owner applied offsets 0-3
+    stamps = [START, START + 10, START + 5, START + 20, START + 30, START + 25]  # 2 and 5 late in their partition
+    ordered.push(topic, 0, [browse_record(offset, ts) for offset, ts in enumerate(stamps)])
+    assert [r.event.message.offset for r in drain_ready(ordered)] == [4, 5]
+    assert ordered.sequencer.late == 2 and ordered.status()["late_in_partition"] == 1
+    assert {stage: int(ordered.stages.counts[stage].sum()) for stage in ("read", "ordered")} == {"read": 2, "ordered": 2}

@@ -6,8 +6,7 @@ consumer group (`run`), and releases them in event-time order, partition group b
 in every worker) and keeps each group's *schedule*, the order and epoch of its events. The worker's
 own partitions are processed in their schedule's order (`next_round`), a round of one epoch at a
 time, each round only once the item state holds every earlier epoch and no later one. So a worker's
-recommendations depend on the log, not on fetch timing, replay speed, the number of workers or the
-machine's load.
+recommendations depend on the log, not on fetch timing, replay speed, the number of workers or load.
 
 Faust's consumer group owns the assignment, the seek to the group's commit and table recovery. An
 own record is applied from the reader's copy (`ReadRecord`) once its lane's start is known; one
@@ -18,11 +17,9 @@ copy of what was applied is let go unacknowledged (`forget`: the worker commits 
 Faust's consumer can skip records around a rebalance (a fetch begun before the seek to the commit moves
 its read position past what the seek asked to read again): such a record is fetched again (`refetch`).
 
-What may differ is the idle rule: when one lane of a group has had nothing new for `max_idle_ms`
-and is read to its end, as asked after the group's latest record was read (lane_ends.py), the group
-goes on without it; an event that comes later is applied late (counted). Lateness can only begin with a
-record that comes more than max_idle_ms after its lane's previous one: replays that keep every lane
-receiving within that wait are deterministic.
+What may differ is the idle rule: a lane of a group with nothing new for `max_idle_ms`, read to its end
+as asked after the group's latest record was read (lane_ends.py), is gone on without; an event that comes
+later is applied late (counted). So replays that keep every lane receiving within that wait are deterministic.
 """
 
 from __future__ import annotations
@@ -84,6 +81,7 @@ class OrderedInput:
         self.unscheduled = 0
         self.stale = 0  # events processed with an item state past their epoch
         self.read = 0
+        self.late = 0  # own events applied late (the sequencer's count holds every partition's, history too)
         self.lane_ends = LaneEnds(self.topics)
         self.busy_since: float | None = None  # since when events have been waiting (None: nothing waits)
         self.paused: set[int] = set()  # groups of the worker's own that are far ahead of its processing
@@ -119,8 +117,7 @@ class OrderedInput:
             if len(self.schedules[group]) >= self.AHEAD_MAX:
                 self.consumer.pause(*self._partitions_of(group))
                 self.paused.add(group)
-        # A lane far ahead of the others of its group waits in the broker, not in memory (it has
-        # data, so pausing it never lets the idle rule skip it).
+        # A lane far ahead of its group's others waits in the broker (it has data: the idle rule never skips it)
         for merge in self.sequencer.groups.values():
             for lane, queue in enumerate(merge.lanes):
                 tp = TopicPartition(self.topics[lane], merge.group)
@@ -143,8 +140,7 @@ class OrderedInput:
         now = time.monotonic()
         if self.busy_since is None:
             self.busy_since = now
-        # Quiet since the latest of: events began to wait, the lane last received, the reader last
-        # resumed reading its group (while paused for the worker to catch up, it cannot receive).
+        # Quiet since events began to wait, the lane last received or its group was resumed (paused, none come)
         since = max(self.busy_since, self.resumed_at.get(group.group, 0.0), group.arrived[lane] or 0.0)
         idle_s = now - since
         if idle_s >= UNKNOWN_END_WAIT_S:
@@ -188,9 +184,9 @@ class OrderedInput:
                                 (record.offset, checked, record))  # the record: the reader's copy, if owned
             self.next_offset[(lane, partition)] = record.offset + 1
         self.read += len(records)
-        if partition in self.owned:
-            self.stages.observe("read", time.time(), (record.timestamp / 1000 for record in records
-                                                      if record.timestamp is not None))
+        self.stages.observe("read", time.time(), (record.timestamp / 1000 for record in records
+                                                  if record.timestamp is not None
+                                                  and self._applies_here(lane, partition, record.offset)))
 
     def release(self) -> None:
         """Release what the order allows: item signals into the feed, entries into the schedules."""
@@ -208,7 +204,8 @@ class OrderedInput:
                     if len(schedule) >= self.KEEP_OTHERS:
                         self._pass(schedule.popleft())
                 schedule.append(entry)
-            own = (entry.item[2] for entry in released if entry.item[2] is not None)  # another worker's are gone
+            own = (entry.item[2] for entry in released if entry.item[2] is not None  # another worker's are gone
+                   and self._applies_here(entry.lane, entry.group, entry.item[0]))
             self.stages.observe("ordered", time.time(), (r.timestamp / 1000 for r in own if r.timestamp is not None))
         # Never past the newest epoch released: an idle input says nothing about epochs to come.
         newest = max((g.clock // g.epoch_ms for g in self.sequencer.groups.values() if g.clock is not None),
@@ -226,6 +223,11 @@ class OrderedInput:
         schedule = self.schedules[group]
         while schedule and schedule[0].item[0] < self.start.get((schedule[0].lane, group), 0):
             self._pass(schedule.popleft())
+
+    def _applies_here(self, lane: int, group: int, offset: int) -> bool:
+        """An own record from the lane's start on (not the history an earlier owner applied: minutes "late")."""
+        start = self.start.get((lane, group))
+        return group in self.owned and start is not None and offset >= start
 
     def _pass(self, entry: Released) -> None:
         key = (entry.lane, entry.group)
@@ -268,9 +270,8 @@ class OrderedInput:
         self.undelivered_since.clear()
 
     def resume_at(self, offsets: Mapping[tuple[str, int], int]) -> None:
-        """(topic, partition) -> where Faust's consumer resumes after its seek to the group's commit, which
-        Faust does after announcing the rebalance complete (after `assign`): what an own lane holds before
-        it, an earlier owner applied. A re-fetch asked of the lane before the seek is moot."""
+        """(topic, partition) -> where Faust's consumer resumes after its seek to the group's commit (after
+        `assign`): what an own lane holds before it, an earlier owner applied; a re-fetch asked before is moot."""
         for (topic, partition), offset in offsets.items():
             lane = self.lane_of_topic.get(topic)
             if lane is None or partition not in self.owned:
@@ -319,10 +320,9 @@ class OrderedInput:
         return {(self.topics[lane], group) for lane, group in keys | set(self._passed_behind())}
 
     def _passed_behind(self) -> dict[tuple[int, int], int]:
-        """Own lane -> the next offset wanted, where the schedule passed records after the lane's start
-        that were not handed out since (applied before a rebalance, or trimmed from a schedule kept of
-        another's partition) and only Faust's consumer can bring again; until then the lane's commit cannot
-        pass them. Offsets need not be consecutive (log start, markers): whatever Faust brings is taken."""
+        """Own lane -> the next offset wanted, where the schedule passed records after the lane's start not
+        handed out since (applied before a rebalance, or trimmed from another's schedule): only Faust's consumer
+        brings them again, and the lane's commit cannot pass them. Whatever offsets Faust brings are taken."""
         wanted = {key: max(start, self.handed.get(key, -1) + 1) for key, start in self.start.items()}
         return {key: offset for key, offset in wanted.items() if offset <= self.passed.get(key, -1)}
 
@@ -407,6 +407,7 @@ class OrderedInput:
                     break
                 self._pass(schedule.popleft())
                 self.handed[key] = offset
+                self.late += entry.late
                 out.append(Ready(entry, event, checked if checked is not None else self._check(event)))
         if out and epoch > BEFORE_ALL and self.items.applied_through > epoch - 1:
             # a partition taken over from a worker that was behind this one's item state
@@ -414,9 +415,8 @@ class OrderedInput:
         return (epoch if out else None), out
 
     def _passed_again(self, limit: int) -> list[Ready]:
-        """Delivered events the schedule has already passed: the worker handed them out, lost the partition
-        before its next commit and got it back at that commit. They are applied, so applying them again
-        changes nothing (the profiles' digests drop them), while holding them would wedge the lane."""
+        """Delivered events the schedule passed: handed out, then the partition lost before its next commit and
+        got back at it. Applying them again changes nothing (digests drop them); holding them would wedge."""
         out: list[Ready] = []
         for (lane, group), delivered in self.delivered.items():
             passed = self.passed.get((lane, group), -1)
@@ -438,7 +438,7 @@ class OrderedInput:
         return gate(value, key, source, EVENT_TYPES[lane], reference_ms, self.settings, self.partitions)
 
     def status(self) -> dict[str, Any]:
-        return {"read": self.read, "buffered": self.sequencer.buffered(), "late_in_partition": self.sequencer.late,
+        return {"read": self.read, "buffered": self.sequencer.buffered(), "late_in_partition": self.late,
                 "late_for_item_state": self.items.late, "unscheduled": self.unscheduled,
                 "stale_item_state": self.stale, "refetches": self.refetches, "duplicates": self.duplicates,
                 "item_epoch_applied": self.items.applied_through, "item_epoch_ms": self.settings.item_epoch_ms,
