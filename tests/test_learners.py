@@ -354,3 +354,17 @@ def test_profile_learners_count_sessions_with_the_configured_gap():
     assert profile.learner(behaviour.BehaviourStats.name, behaviour.BehaviourStats).sessions == 6
     drift = profile.learner(interest_drift.InterestDrift.name, interest_drift.InterestDrift)
     assert drift.session_gap_ms == settings.session_gap_ms
+
+
+def test_restored_profile_learners_take_the_current_session_gap_and_downweight_and_a_gap_of_exactly_it_splits():
+    made = Settings(session_gap_ms=60 * 60_000, drift_handling=True, drift_downweight=2.0)
+    profile, index = new_profile("u", made), InMemoryItemIndex(made)
+    process(profile, Event("e0", "u", "i0", "click", 0, category="c"), index, made, 0)
+    restored = Profile.from_json(profile.to_json())
+    now = Settings(session_gap_ms=10 * 60_000, drift_handling=True, drift_downweight=4.0)
+    for i in range(1, 4):  # exactly 10 minutes apart: each starts a session under the current gap
+        process(restored, Event(f"e{i}", "u", f"i{i}", "click", i * 10 * 60_000, category="c"), index, now, 0)
+    stats = restored.learner(behaviour.BehaviourStats.name, behaviour.BehaviourStats)
+    assert stats.sessions == 4 and stats.session_gap_ms == now.session_gap_ms
+    drift = restored.learner(interest_drift.InterestDrift.name, interest_drift.InterestDrift)
+    assert (drift.session_gap_ms, drift.downweight) == (now.session_gap_ms, 4.0)

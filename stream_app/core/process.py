@@ -94,9 +94,16 @@ def shadow_recommendation(profile: Profile, event: Event, index: ItemIndex, sett
     profile, item state and ranker, the shadow's embedding. Kept in the profile to be judged by the
     next event; never published."""
     ranker = learners.ranker if learners is not None and learners.ranker.ready else None
-    behaviour = profile.learner(BehaviourStats.name, lambda: BehaviourStats(session_gap_ms=settings.session_gap_ms))
+    behaviour = behaviour_of(profile, settings)
     ranked = recommend(profile, event, index, settings, ranker, behaviour.repeat_propensity, encoding, content)
     profile.shadow_shown = [item["item_id"] for item in ranked.items]
+
+
+def behaviour_of(profile: Profile, settings: Settings) -> BehaviourStats:
+    """The user's behaviour learner, with the current session gap (a restored one keeps the one it was made with)."""
+    behaviour = profile.learner(BehaviourStats.name, BehaviourStats)
+    behaviour.session_gap_ms = settings.session_gap_ms
+    return behaviour
 
 
 def should_emit(profile: Profile, event: Event, settings: Settings) -> bool:
@@ -140,11 +147,11 @@ def process(profile: Profile, event: Event, index: ItemIndex, settings: Settings
     if learners is not None:
         learn_feedback(profile, event, learners, settings.top_k)
     profile.shadow_shown = []  # judged (shown_hits) before this call; a live shadow shows a new one after it
-    behaviour = profile.learner(BehaviourStats.name, lambda: BehaviourStats(session_gap_ms=settings.session_gap_ms))
+    behaviour = behaviour_of(profile, settings)
     behaviour.learn_one(profile, event)
     if settings.drift_handling:
-        drift = profile.learner(InterestDrift.name, lambda: InterestDrift(downweight=settings.drift_downweight,
-                                                                          session_gap_ms=settings.session_gap_ms))
+        drift = profile.learner(InterestDrift.name, lambda: InterestDrift(downweight=settings.drift_downweight))
+        drift.session_gap_ms, drift.downweight = settings.session_gap_ms, settings.drift_downweight
         drift.learn_one(profile, event)
     apply_event(profile, event, digest, settings)
     if content is not None:

@@ -99,7 +99,7 @@ class BehaviourStats(ProfileLearner):
             self.dwell_ms.update(float(event.dwell_ms))
         new_session = (self.last_ts is None
                        or (event.session_id is not None and event.session_id != self.current_session)
-                       or event.ts - self.last_ts > self.session_gap_ms)
+                       or event.ts - self.last_ts >= self.session_gap_ms)
         if new_session:
             if self.current_length:
                 self.session_length.update(self.current_length)

@@ -94,7 +94,7 @@ class InterestDrift(ProfileLearner):
     def learn_one(self, profile: Any, event: Event) -> None:
         new_session = (self.last_ts is None
                        or (event.session_id is not None and event.session_id != self.session)
-                       or event.ts - self.last_ts > self.session_gap_ms)
+                       or event.ts - self.last_ts >= self.session_gap_ms)
         self.session = event.session_id
         self.last_ts = event.ts if self.last_ts is None else max(self.last_ts, event.ts)
         if not new_session or event.category is None:
