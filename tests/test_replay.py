@@ -119,3 +119,30 @@ def test_the_summary_says_what_the_online_retail_reader_left_out_on_purpose():
     line = next(line for line in summary.lines() if "skipped" in line)
     assert stats.skipped > 0 and f"skipped {stats.skipped:,} lines" in line
     assert f"{stats.guest:,} without a customer" in line and f"{stats.cancelled:,} cancellations" in line
+
+
+def test_replays_dead_letters_are_keyed_by_their_user_as_a_workers_are():
+    from types import SimpleNamespace
+
+    from stream_app.contracts import Rejection, Source
+    from stream_app.tools.recorded import LineRejection
+
+    class Producer:
+        def __init__(self):
+            self.sent = []
+
+        def send(self, topic, key=None, value=None):
+            self.sent.append((topic, key))
+            outcome = SimpleNamespace(add_callback=lambda fn: (fn(SimpleNamespace(topic=topic, partition=0,
+                                                                                 offset=len(self.sent))), outcome)[1],
+                                      add_errback=lambda fn: outcome)
+            return outcome
+
+        def flush(self):
+            pass
+
+    settings, producer = Settings(), Producer()
+    refused = Rejection("timestamp_out_of_range", "days ahead", Source("log.jsonl"), b"u7", b"{}")
+    unreadable = LineRejection(3, Rejection("invalid_json", "line 3", Source("log.jsonl"), None, b"{"))
+    replay.dead_letter_lines(settings, [refused, unreadable], producer)
+    assert producer.sent == [(settings.topics.dlq, b"u7"), (settings.topics.dlq, None)]

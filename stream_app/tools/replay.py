@@ -168,10 +168,13 @@ def dead_letter_lines(settings: Settings, rejected: Sequence[LineRejection | Rej
     done = Produced()
     for item in rejected:
         numbered = isinstance(item, LineRejection)
-        record = (item.rejection if numbered else item).to_record()
+        rejection = item.rejection if numbered else item
+        record = rejection.to_record()
         if numbered:
             record["source"]["line"] = item.line
-        producer.send(settings.topics.dlq, value=orjson.dumps(record)).add_callback(done.acked).add_errback(done.failed)
+        # keyed by the user, as a worker's dead letters are: a consumer of the topic finds a user's there
+        producer.send(settings.topics.dlq, key=rejection.message_key() or None,
+                      value=orjson.dumps(record)).add_callback(done.acked).add_errback(done.failed)
     producer.flush()
     done.check(len(rejected), "dead letters", "running the same command again is safe")
 
