@@ -146,3 +146,17 @@ def test_replays_dead_letters_are_keyed_by_their_user_as_a_workers_are():
     unreadable = LineRejection(3, Rejection("invalid_json", "line 3", Source("log.jsonl"), None, b"{"))
     replay.dead_letter_lines(settings, [refused, unreadable], producer)
     assert producer.sent == [(settings.topics.dlq, b"u7"), (settings.topics.dlq, None)]
+
+
+def test_only_records_a_worker_accepts_for_their_time_tell_where_the_input_topics_end_in_event_time():
+    from types import SimpleNamespace
+
+    settings, now = Settings(), 1_796_000_000_000
+
+    def at(value: bytes | None) -> int | None:
+        return replay.accepted_time(SimpleNamespace(value=value, timestamp=now), settings)
+
+    assert at(b'{"ts": %d, "user_id": "u"}' % (now - 5)) == now - 5
+    for refused in (b'{"item_id": "i1", "title": "Lamp"}', None, b"[1]", b"not json", b'{"ts": "soon"}',
+                    b'{"ts": true}', b'{"ts": %d}' % (now + 30 * 86_400_000)):  # a catalogue record, days ahead
+        assert at(refused) is None, refused

@@ -219,13 +219,28 @@ def latest_event_ts(settings: Settings) -> int | None:
         while ends and time.monotonic() < deadline:
             for tp, records in consumer.poll(timeout_ms=500).items():
                 for record in records:
-                    with contextlib.suppress(ValueError, TypeError, AttributeError):
-                        ts = int(orjson.loads(record.value)["ts"])
+                    ts = accepted_time(record, settings)
+                    if ts is not None:
                         latest = ts if latest is None else max(latest, ts)
                 ends.pop(tp, None)
         return latest
     finally:
         consumer.close()
+
+
+def accepted_time(record: Any, settings: Settings) -> int | None:
+    """The event time of an input record a worker accepts for its time, None for one it dead-letters (not JSON, no
+    whole-number `ts`, stamped too far from the record's Kafka time): those hold no event the topics have."""
+    try:
+        ts = orjson.loads(record.value)["ts"]
+    except (orjson.JSONDecodeError, TypeError, KeyError):
+        return None
+    if not isinstance(ts, int) or isinstance(ts, bool):
+        return None
+    if record.timestamp is not None and time_out_of_range(ts, record.timestamp, settings.max_future_ms,
+                                                          settings.max_age_ms):
+        return None
+    return ts
 
 
 def warn_about_times(settings: Settings, events: list[dict[str, Any]], fmt: str, say: TextIO | None) -> None:
