@@ -279,3 +279,36 @@ def test_a_bom_is_dropped_also_when_the_file_falls_back_to_latin1(tmp_path):
     path.write_bytes(b"\xef\xbb\xbf" + OR_HEAD.encode() + b"536365,85123A,CAF\xc9,6,2010-12-01 08:26,2.55,17850,UK\n")
     events, rejected = recorded_module.load_sorted(path, "online-retail")  # a header it did not know
     assert len(events) == 1
+
+
+def test_a_stray_quote_costs_its_own_line_only_and_a_row_of_other_width_is_rejected_not_cut(tmp_path):
+    """With csv.DictReader one unclosed quote ran every later line into one field (a RetailRocket log's rows
+    became one rejection, or a "field larger than field limit" error for the whole file)."""
+    good = [f"14332213{n:05d},{n},view,{n % 7}," for n in range(300)]
+    lines = ["timestamp,visitorid,event,itemid,transactionid", good[0], '1433221332117,257597,view,"355908,',
+             *good[1:200], "1433221332999,5,view,6,,extra", *good[200:]]
+    path = tmp_path / "events.csv"
+    path.write_text("\n".join(lines) + "\n")
+    events, rejected = load_sorted(path, "retailrocket")
+    assert len(events) == 300 and {e["item_id"] for e in events} == {str(n % 7) for n in range(300)}
+    assert [r.line for r in rejected] == [3, 203]
+    assert 'quoted field opens on it' in rejected[0].rejection.detail and "355908" in rejected[0].rejection.payload.decode()
+    assert "6 fields where the header names 5" in rejected[1].rejection.detail
+
+    retail = tmp_path / "online_retail.csv"
+    head, *rows = ONLINE_RETAIL.splitlines()
+    broken = '536366,22633,"HAND WARMER UNION JACK RED,6,2010-12-01 08:28,1.85,17850.0,United Kingdom'  # no closing "
+    retail.write_text("\n".join([head, broken, *rows[1:]]) + "\n")
+    stats = OnlineRetailStats()
+    reads = list(read_online_retail(retail, stats))
+    assert stats.lines == len(rows) and stats.rejected == 3  # the broken line, besides the two rejected before
+    assert [r.line for r in reads if isinstance(r, LineRejection)][0] == 2
+
+
+def test_a_number_json_cannot_hold_is_rejected_with_its_line_not_sent_as_null(tmp_path):
+    path = tmp_path / "log.csv"
+    path.write_text("user_id,item_id,type,ts,price\nu,i1,click,1796029000000,nan\nu,i2,click,1796029000001,1e999\n"
+                    "u,i3,click,1796029000002,2.5\n")
+    events, rejected = load_sorted(path, "csv")
+    assert [e["item_id"] for e in events] == ["i3"]
+    assert [(r.line, "not a finite number" in r.rejection.detail) for r in rejected] == [(2, True), (3, True)]

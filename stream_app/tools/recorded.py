@@ -27,6 +27,7 @@ import orjson
 from ..config import Settings
 from ..contracts import Rejection, Source, time_out_of_range, validator
 from ..errors import InputFileError
+from .csv_rows import CsvRows
 
 FORMATS = ("jsonl", "otto", "csv", "retailrocket", "movielens", "online-retail")
 
@@ -53,6 +54,11 @@ def _checked(path: Path, line: int, event: dict[str, Any], raw: bytes) -> Read:
         validator("input-event")(event)
     except fastjsonschema.JsonSchemaValueException as exc:
         return _reject(path, line, "schema_violation", exc.message, raw)
+    # the schema's bounds let NaN through and JSON has no inf: either would reach the topic as null
+    infinite = next((name for name, value in event.items() if isinstance(value, float) and not math.isfinite(value)),
+                    None)
+    if infinite is not None:
+        return _reject(path, line, "schema_violation", f"{infinite} {event[infinite]!r} is not a finite number", raw)
     return event
 
 
@@ -159,7 +165,18 @@ def _otto_aid(aid: Any) -> str:
 def _csv_with_columns(fh: Any, path: Path, required: tuple[str, ...]) -> csv.DictReader:
     """A csv reader over `fh`, once its header is known to name every `required` column."""
     reader = csv.DictReader(fh)
-    header = reader.fieldnames or []
+    _require_columns(reader.fieldnames or [], path, required)
+    return reader
+
+
+def _log_rows(fh: Any, path: Path, required: tuple[str, ...]) -> CsvRows:
+    """The data rows of a log's csv (one line each: csv_rows.py), once its header names every `required` column."""
+    rows = CsvRows(fh)
+    _require_columns(rows.header, path, required)
+    return rows
+
+
+def _require_columns(header: list[str], path: Path, required: tuple[str, ...]) -> None:
     missing = [c for c in required if c not in header]
     if missing:
         with _open_text(path) as again:  # the line as written (the csv module has stripped its quotes)
@@ -170,16 +187,17 @@ def _csv_with_columns(fh: Any, path: Path, required: tuple[str, ...]) -> csv.Dic
                 else f" (its header is that of --format {matching[0]})" if matching else "")
         raise InputFileError(f"{path}: the first line is not a header naming {', '.join(missing)}: {shown!r}; "
                              f"expected columns {', '.join(required)}{hint}")
-    return reader
 
 
 def _read_csv(path: Path, required: tuple[str, ...],
               convert: Callable[[dict[str, str], int, bytes], dict[str, Any]]) -> Iterator[Read]:
     with _open_text(path) as fh:
-        reader = _csv_with_columns(fh, path, required)
-        for row in reader:
-            line = reader.line_num
-            raw = ",".join(row.get(c) or "" for c in reader.fieldnames).encode()
+        rows = _log_rows(fh, path, required)
+        for line, row, problem in rows:
+            if row is None:
+                yield _reject(path, line, "schema_violation", problem, rows.line_text(line).encode())
+                continue
+            raw = ",".join(row.values()).encode()
             try:
                 event = convert(row, line, raw)
             except (KeyError, TypeError, ValueError) as exc:
@@ -291,16 +309,13 @@ def read_online_retail(path: str | Path, stats: OnlineRetailStats | None = None)
     stats = stats if stats is not None else OnlineRetailStats()
     day_first = _day_first(path)
     with _open_text(path) as fh:
-        reader = _csv_with_columns(fh, path, ONLINE_RETAIL_COLUMNS)
+        rows = _log_rows(fh, path, ONLINE_RETAIL_COLUMNS)
         last_date, last_ms = "", 0  # the lines of an invoice repeat its date
-        for row in reader:
-            line = reader.line_num
+        for line, row, problem in rows:
             stats.lines += 1
-            if None in row or None in row.values():
+            if row is None:
                 stats.rejected += 1
-                raw = ",".join(str(v) for v in row.values() if v is not None).encode()
-                yield _reject(path, line, "schema_violation",
-                              f"expected the {len(ONLINE_RETAIL_COLUMNS)} columns of the header", raw)
+                yield _reject(path, line, "schema_violation", problem, rows.line_text(line).encode())
                 continue
             customer = row["CustomerID"].strip()
             if not customer:
@@ -314,7 +329,7 @@ def read_online_retail(path: str | Path, stats: OnlineRetailStats | None = None)
             if not any(ch.isdigit() for ch in code):
                 stats.not_product += 1
                 continue
-            raw = ",".join(row[c] for c in reader.fieldnames).encode()
+            raw = ",".join(row.values()).encode()
             try:
                 quantity = int(row["Quantity"])
                 if quantity <= 0:
