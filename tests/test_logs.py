@@ -216,21 +216,34 @@ def test_online_retail_as_its_shared_csv_copies_have_it(tmp_path):
         assert rejected == [] and [e["ts"] for e in events] == [1291191960000, 1292231100000], path
 
 
-def test_evaluate_drops_what_a_worker_would_dead_letter_as_out_of_time():
+def test_evaluate_and_replay_leave_out_what_a_worker_would_dead_letter_for_its_time_or_size():
     import time
 
     from stream_app.config import Settings
-    from stream_app.tools.recorded import in_time_window
+    from stream_app.tools.recorded import gate_refusals
+    from stream_app.tools.replay import refused_by_gate
 
     now = int(time.time() * 1000)
     events = [{"event_id": "old", "ts": 1_000_000_000_000}, {"event_id": "soon", "ts": now + 3_600_000},
-              {"event_id": "next-year", "ts": now + 366 * 86_400_000}]
-    kept, out = in_time_window(events, Settings())
-    assert [e["event_id"] for e in kept] == ["old", "soon"] and out == 1
-    kept, out = in_time_window(events, Settings(max_age_ms=86_400_000, max_future_ms=0))
-    assert [e["event_id"] for e in kept] == ["soon", "next-year"] and out == 1
+              {"event_id": "next-year", "ts": now + 366 * 86_400_000},
+              {"event_id": "large", "ts": now, "context": {"note": "x" * 70_000}}]
 
+    def split(settings):
+        kept, refused = gate_refusals(events, settings)
+        return [e["event_id"] for e in kept], [(e["event_id"], reason) for e, reason, _ in refused]
 
+    assert split(Settings()) == (["old", "soon"], [("next-year", "timestamp_out_of_range"),
+                                                   ("large", "payload_too_large")])
+    assert split(Settings(max_age_ms=86_400_000, max_future_ms=0, max_payload_bytes=100_000)) == (
+        ["soon", "next-year", "large"], [("old", "timestamp_out_of_range")])
+    # --limit: the first N events a worker accepts, in both; dead letters of the refused ones up to the last kept
+    later_large = {"event_id": "later-large", "ts": now + 7_200_000, "context": {"note": "x" * 70_000}}
+    in_time = sorted([*events, later_large], key=lambda e: e["ts"])
+    kept, letters = refused_by_gate(Settings(max_age_ms=86_400_000, max_future_ms=0), in_time, "log", 1)
+    assert [e["event_id"] for e in kept] == ["soon"]
+    assert [(r.reason, r.key) for r in letters] == [("timestamp_out_of_range", b""), ("payload_too_large", b"")]
+    kept, letters = refused_by_gate(Settings(max_age_ms=86_400_000, max_future_ms=0), in_time, "log")
+    assert [e["event_id"] for e in kept] == ["soon", "next-year"] and len(letters) == 3
 def test_the_worker_draws_no_terminal_spinner_into_its_log():
     import faust
 

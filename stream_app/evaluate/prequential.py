@@ -33,7 +33,7 @@ from ..core.ordering import rounds
 from ..errors import InputFileError
 from ..serving.encoder import Encoder
 from ..stream.partitioning import partition_of
-from ..tools.recorded import in_time_window, load_sorted
+from ..tools.recorded import gate_refusals, load_sorted
 from .baselines import CoVisitationUnseen, RecentThenCoVisitation, SequentialRules
 from .metrics import COLD_START, PopularityPercentiles, Scoreboard, profile_accuracy
 from .models import SOURCE_WEIGHTS, ItemJustSeen, Model, MostPopular, RiverMF, SingleSource, StreamAppModel
@@ -210,7 +210,7 @@ def evaluate_log(path: str | Path, fmt: str, settings: Settings, k: int = 20,
                  light: bool = False) -> dict[str, Any]:
     truth = read_truth(truth_path) if truth_path else None
     events, rejected = load_sorted(path, fmt)
-    events, out_of_range = in_time_window(events, settings)
+    events, refused = gate_refusals(events, settings)  # what the workers dead-letter is not judged
     if limit is not None:
         events = events[:limit]  # the log's first events in time
     judge_from = None
@@ -223,5 +223,6 @@ def evaluate_log(path: str | Path, fmt: str, settings: Settings, k: int = 20,
                              content=content, light=light)
     result["log"] = str(path)
     result["rejected_lines"] = len(rejected)
-    result["timestamp_out_of_range"] = out_of_range
+    for reason in ("timestamp_out_of_range", "payload_too_large"):
+        result[reason] = sum(1 for _, found, _ in refused if found == reason)
     return result

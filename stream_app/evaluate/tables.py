@@ -42,6 +42,9 @@ def table(result: dict[str, Any]) -> str:
     if result.get("timestamp_out_of_range"):
         lines.append(f"left out: {result['timestamp_out_of_range']:,} events outside the accepted time window "
                      "(STREAM_APP_MAX_FUTURE_MS, STREAM_APP_MAX_AGE_MS around now), which the workers dead-letter")
+    if result.get("payload_too_large"):
+        lines.append(f"left out: {result['payload_too_large']:,} events over STREAM_APP_MAX_PAYLOAD_BYTES as JSON, "
+                     "which the workers dead-letter")
     cold_judged = next(iter(result["models"].values()))["cold_start"]["judged"] if result["models"] else 0
     lines.append(f"cold: {cold_judged:,} judged events whose item had fewer than {COLD_START} interactions before")
     reachable = result.get("reachable")

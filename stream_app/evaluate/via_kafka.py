@@ -15,7 +15,7 @@ from ..core.content import ContentIndex
 from ..core.ordering import rounds
 from ..errors import ServiceTimeout
 from ..stream.partitioning import partition_of
-from ..tools.recorded import in_time_window, load_sorted
+from ..tools.recorded import gate_refusals, load_sorted
 from .metrics import COLD_START, PopularityPercentiles, Scoreboard
 from .prequential import evaluate_events
 
@@ -81,7 +81,7 @@ def evaluate_via_kafka(path: str | Path, fmt: str, k: int = 20, rate: float | No
         settings = run.settings.replace(rec_policy="every", top_k=k, max_idle_ms=max_idle_ms,
                                         **({"registry_dir": str(Path(registry_dir).resolve())} if registry_dir else {}))
         run.settings = settings
-        events, _ = in_time_window(events, settings)  # the workers dead-letter the others
+        events, _ = gate_refusals(events, settings)  # the workers dead-letter the others
         if limit is not None:
             events = events[:limit]
         if items is not None and content is not None:

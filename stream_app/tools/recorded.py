@@ -388,14 +388,24 @@ def read_log(path: str | Path, fmt: str, stats: OnlineRetailStats | None = None)
     raise InputFileError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
 
 
-def in_time_window(events: list[dict[str, Any]], settings: Settings) -> tuple[list[dict[str, Any]], int]:
-    """The events a worker would accept if they were produced now (the window of `check_input`
-    around the record's timestamp, which a replay sets to the time it sends), and how many it would
-    dead-letter as `timestamp_out_of_range`."""
-    now = int(time.time() * 1000)
-    kept = [e for e in events
-            if time_out_of_range(e["ts"], now, settings.max_future_ms, settings.max_age_ms) is None]
-    return kept, len(events) - len(kept)
+def gate_refusals(events: list[dict[str, Any]], settings: Settings
+                  ) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], str, str]]]:
+    """The events a worker would accept if they were produced now, and (event, reason, detail) for each it would
+    dead-letter: over STREAM_APP_MAX_PAYLOAD_BYTES, or a time outside the window of `check_input` around the
+    record's timestamp (which a replay sets to the time it sends). `replay` and `evaluate` both go by it, so
+    evaluate judges what the workers apply."""
+    now, limit = int(time.time() * 1000), settings.max_payload_bytes
+    kept: list[dict[str, Any]] = []
+    refused: list[tuple[dict[str, Any], str, str]] = []
+    for event in events:
+        size = len(orjson.dumps(event))
+        if size > limit:
+            refused.append((event, "payload_too_large", f"{size:,} bytes, over {limit:,} (STREAM_APP_MAX_PAYLOAD_BYTES)"))
+        elif (out_of_range := time_out_of_range(event["ts"], now, settings.max_future_ms, settings.max_age_ms)):
+            refused.append((event, "timestamp_out_of_range", out_of_range))
+        else:
+            kept.append(event)
+    return kept, refused
 
 
 def load_sorted(path: str | Path, fmt: str, stats: OnlineRetailStats | None = None

@@ -18,7 +18,7 @@ from ..contracts import Rejection, Source, time_out_of_range
 from ..errors import StreamAppError
 from ..kafka_security import kafka_python_kwargs
 from ..stream.topics import ensure_topics
-from .recorded import LineRejection, OnlineRetailStats, check_file, load_sorted
+from .recorded import LineRejection, OnlineRetailStats, check_file, gate_refusals, load_sorted
 
 
 @dataclass
@@ -179,25 +179,17 @@ def dead_letter_lines(settings: Settings, rejected: Sequence[LineRejection | Rej
     done.check(len(rejected), "dead letters", "running the same command again is safe")
 
 
-def refused_by_gate(settings: Settings, events: list[dict[str, Any]], path: str | Path
+def refused_by_gate(settings: Settings, events: list[dict[str, Any]], path: str | Path, limit: int | None = None
                     ) -> tuple[list[dict[str, Any]], list[Rejection]]:
-    """The events a worker's gate would refuse, apart: over the size limit (the broker might refuse the whole
-    batch they are in) or with a time outside the window around the send time (STREAM_APP_MAX_FUTURE_MS,
-    STREAM_APP_MAX_AGE_MS): dead letters with their reason, as a worker writes them, counted in the summary."""
-    limit, kept, refused = settings.max_payload_bytes, [], []
-    now = int(time.time() * 1000)
-    for event in events:
-        value = orjson.dumps(event)
-        if len(value) > limit:
-            reason, detail = "payload_too_large", f"{len(value):,} bytes, over {limit:,} (STREAM_APP_MAX_PAYLOAD_BYTES)"
-        elif (out_of_range := time_out_of_range(event["ts"], now, settings.max_future_ms, settings.max_age_ms)):
-            reason, detail = "timestamp_out_of_range", out_of_range
-        else:
-            kept.append(event)
-            continue
-        refused.append(Rejection(reason, f"event {event.get('event_id')!r}: {detail}", Source(str(path)),
-                                 str(event.get("user_id", "")).encode(), value))
-    return kept, refused
+    """The events a worker's gate would accept (`limit`: the first ones in time), and dead letters with their reason,
+    as a worker writes them, for those it would refuse (recorded.gate_refusals) up to the last kept one's time."""
+    kept, refused = gate_refusals(events, settings)
+    if limit is not None and len(kept) > limit:
+        kept = kept[:limit]
+        refused = [found for found in refused if kept and found[0]["ts"] <= kept[-1]["ts"]]
+    return kept, [Rejection(reason, f"event {event.get('event_id')!r}: {detail}", Source(str(path)),
+                            str(event.get("user_id", "")).encode(), orjson.dumps(event))
+                  for event, reason, detail in refused]
 
 
 def latest_event_ts(settings: Settings) -> int | None:
@@ -270,8 +262,7 @@ def replay(settings: Settings, path: str | Path, fmt: str, rate: float | None = 
     ensure_topics(settings)  # an unreachable broker is said before a large log is read
     skipped = OnlineRetailStats() if fmt == "online-retail" else None
     events, rejected = load_sorted(path, fmt, skipped)
-    events = events[:limit] if limit is not None else events
-    events, refused = refused_by_gate(settings, events, path)
+    events, refused = refused_by_gate(settings, events, path, limit)
     warn_about_times(settings, events, fmt, progress_stream)
     summary = ReplaySummary(str(path), rejected=len(rejected) + len(refused), skipped=skipped)
     producer = make_producer(settings)
