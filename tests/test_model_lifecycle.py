@@ -129,6 +129,24 @@ def test_publishing_the_serving_version_again_clears_a_refusal(trained):
     assert [r["outcome"] for r in reports] == ["serving", "refused", "serving"]
 
 
+def test_withdrawing_a_refused_first_version_is_reported_as_withdrawn_not_as_serving_nothing(trained):
+    root, _, v2 = trained
+    reports: list[dict] = []
+
+    async def report(record: dict) -> None:
+        reports.append(record)
+
+    watcher = ModelWatcher(Settings(registry_dir=str(root)), report, "w")
+
+    async def scenario() -> None:
+        await watcher.apply({**announce(root, "live", v2, 1), "content_hash": "0" * 64})  # refused: nothing serves
+        await watcher.apply(announce(root, "live", None, 2))
+
+    asyncio.run(scenario())
+    assert watcher.live is None and "live" not in watcher.errors and not watcher.refused
+    assert [(r["outcome"], r["version"]) for r in reports] == [("refused", v2), ("withdrawn", None)]
+
+
 def test_a_duplicate_event_adds_no_step_to_the_encoders_input_whatever_the_rounds(trained):
     """The profile skips a duplicate; the sequence the encoder sees must skip it too, or the embedding
     depends on whether the duplicate fell into the same round as the next event."""

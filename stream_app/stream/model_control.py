@@ -112,7 +112,7 @@ class ModelWatcher:
         if serving == version and (current is None or digest == current.manifest["content_hash"]):
             self.refused.pop(role, None)
             if self.errors.pop(role, None) is not None:  # back to what serves (a rollback): no refusal stands
-                await self._report(role, version, digest, "serving", None)
+                await self._report(role, version, digest, "serving" if version is not None else "withdrawn", None)
             return
         waited = self.refused.pop(role, (None, 0.0, 0.0))[2] if retry else 0.0
         if version is None:
