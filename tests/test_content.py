@@ -121,7 +121,10 @@ def test_an_item_is_embedded_again_only_when_its_text_or_the_model_changes():
     for offset, (item_id, title) in enumerate(CATALOGUE.items()):
         feed.apply(item_id.encode(), orjson.dumps({"item_id": item_id, "title": title, "schema_version": 1}), offset)
     feed.apply(b"bad", b'{"item_id": "bad"}', 99)  # no title: counted, skipped
-    assert feed.invalid == 1
+    # keyed by another id: its tombstone could never remove it, and compaction would keep it beside the item's own
+    feed.apply(b"k1", orjson.dumps({"item_id": "i9", "title": "GREEN LAMP", "schema_version": 1}), 98)
+    feed.apply(None, orjson.dumps({"item_id": "i8", "title": "BLUE LAMP", "schema_version": 1}), 97)
+    assert feed.invalid == 3 and "i9" not in feed.texts and "i8" not in feed.texts
     model = BagOfWords("bow-1")
     asyncio.run(feed.rebuild(model))
     terms = feed.index.terms

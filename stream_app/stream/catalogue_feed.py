@@ -101,7 +101,9 @@ class CatalogueFeed:
         try:
             record = orjson.loads(value)
             validator("item")(record)
-        except (orjson.JSONDecodeError, JsonSchemaException) as exc:
+            if key != record["item_id"].encode():  # compaction and tombstones go by the key: it must name the item
+                raise ValueError(f"its key {key!r} is not its item_id {record['item_id']!r}")
+        except (orjson.JSONDecodeError, JsonSchemaException, ValueError) as exc:
             self.invalid += 1
             log.error("skipping catalogue record at %s[0]@%d: %s", self.settings.topics.items, offset, exc)
             return
