@@ -65,6 +65,7 @@ class Rejection:
     source: Source
     key: bytes | None
     payload: bytes
+    null_value: bool = False  # the input's value was null (a tombstone), not an empty payload
 
     def to_record(self, now_ms: int | None = None) -> dict[str, Any]:
         """The dead-letter message: the raw payload, whole up to DEAD_LETTER_PAYLOAD_BYTES (beyond: its
@@ -75,11 +76,12 @@ class Rejection:
             "detail": self.detail[:DEAD_LETTER_DETAIL_CHARS],
             "source": {"topic": self.source.topic, "partition": self.source.partition,
                        "offset": self.source.offset},
-            "key_text": _text_or_none(key if key is None or len(key) <= DEAD_LETTER_KEY_BYTES
-                                      else key[:DEAD_LETTER_KEY_BYTES]),
+            "key_text": _key_text(key),
             "rejected_at": int(time.time() * 1000) if now_ms is None else now_ms,
             "schema_version": SCHEMA_VERSION,
         }
+        if self.null_value:
+            record["payload_null"] = True
         payload = self.payload
         if len(payload) > DEAD_LETTER_PAYLOAD_BYTES:
             record["payload_bytes"] = len(payload)
@@ -99,6 +101,14 @@ class Rejection:
         if self.key is None or len(self.key) <= DEAD_LETTER_KEY_BYTES:
             return self.key
         return hashlib.sha256(self.key).hexdigest().encode("ascii")
+
+
+def _key_text(key: bytes | None) -> str | None:
+    """The key as text, its first DEAD_LETTER_KEY_BYTES (a character cut there dropped); None if not UTF-8."""
+    text = _text_or_none(key)
+    if text is None or len(key or b"") <= DEAD_LETTER_KEY_BYTES:
+        return text
+    return key[:DEAD_LETTER_KEY_BYTES].decode("utf-8", "ignore")  # type: ignore[index]
 
 
 def _text_or_none(raw: bytes | None) -> str | None:
@@ -155,10 +165,11 @@ def check_input(payload: bytes | None, key: bytes | None, source: Source, expect
     """Validate one input message. `expected_type` is the type the topic carries (None: any).
     `reference_ms`: the record's own Kafka timestamp (the same in every worker and on every re-read,
     unlike a clock), which the event time must lie within `max_future_ms` / `max_age_ms` of."""
-    payload = payload if payload is not None else b""
+    null_value, payload = payload is None, payload if payload is not None else b""
 
     def reject(reason: str, detail: str) -> Rejection:
-        return Rejection(reason, detail, source, key, payload)
+        return Rejection(reason, "a null value (a tombstone)" if null_value else detail, source, key, payload,
+                         null_value)
 
     data = _parsed(payload, max_bytes, "input-event", reject)
     if isinstance(data, Rejection):
@@ -190,10 +201,11 @@ class ErasureRequest:
 def check_erasure(payload: bytes | None, key: bytes | None, source: Source, max_bytes: int
                   ) -> ErasureRequest | Rejection:
     """Validate one erasure request, as `check_input` does an event (the same reasons)."""
-    payload = payload if payload is not None else b""
+    null_value, payload = payload is None, payload if payload is not None else b""
 
     def reject(reason: str, detail: str) -> Rejection:
-        return Rejection(reason, detail, source, key, payload)
+        return Rejection(reason, "a null value (a tombstone)" if null_value else detail, source, key, payload,
+                         null_value)
 
     data = _parsed(payload, max_bytes, "erasure-request", reject)
     if isinstance(data, Rejection):

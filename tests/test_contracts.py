@@ -67,6 +67,17 @@ def test_non_utf8_payload_is_kept_as_base64():
     assert base64.b64decode(record["payload_base64"]) == b"\xff\x00abc"
 
 
+def test_a_tombstone_is_told_from_an_empty_payload_and_a_long_key_cut_mid_character_keeps_its_text():
+    tombstone, empty = check(None).to_record(now_ms=1), check(b"").to_record(now_ms=1)
+    assert tombstone["payload_null"] is True and "payload_null" not in empty
+    assert "tombstone" in tombstone["detail"] and tombstone["payload_text"] == empty["payload_text"] == ""
+    key = "€".encode() * 400  # 1,200 bytes: the first 1 KiB ends inside a character
+    record = check(b"{", key=key).to_record(now_ms=1)
+    assert record["key_text"] == "€" * 341
+    for written in (tombstone, empty, record):
+        jsonschema.validate(written, load_schema("dead-letter"))
+
+
 def test_schemas_are_valid_draft7():
     for name in ("input-event", "recommendation", "profile", "dead-letter", "erasure-request", "erasure-receipt"):
         jsonschema.Draft7Validator.check_schema(load_schema(name))
