@@ -153,7 +153,8 @@ def test_published_lists_equal_to_the_in_process_ones_score_exactly_as_the_in_pr
     lists give equal figures, cold targets included (an item's interactions before an event, counted
     in the log's sorted order instead, put some targets on the other side of the cold threshold)."""
     from stream_app.evaluate.via_kafka import score_published
-    from stream_app.tools.recorded import gate_refusals, load_sorted
+    from stream_app.tools.recorded import load_sorted
+    from stream_app.tools.replay import gate_refusals
 
     settings = Settings().replace(rec_policy="every")
     events, _ = gate_refusals(load_sorted(log, fmt)[0], settings)

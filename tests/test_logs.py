@@ -220,8 +220,7 @@ def test_evaluate_and_replay_leave_out_what_a_worker_would_dead_letter_for_its_t
     import time
 
     from stream_app.config import Settings
-    from stream_app.tools.recorded import gate_refusals
-    from stream_app.tools.replay import refused_by_gate
+    from stream_app.tools.replay import gate_refusals, refused_by_gate
 
     now = int(time.time() * 1000)
     events = [{"event_id": "old", "ts": 1_000_000_000_000}, {"event_id": "soon", "ts": now + 3_600_000},
@@ -325,3 +324,17 @@ def test_a_number_json_cannot_hold_is_rejected_with_its_line_not_sent_as_null(tm
     events, rejected = load_sorted(path, "csv")
     assert [e["item_id"] for e in events] == ["i3"]
     assert [(r.line, "not a finite number" in r.rejection.detail) for r in rejected] == [(2, True), (3, True)]
+
+
+def test_evaluate_says_which_lines_of_the_online_retail_log_it_left_out_on_purpose(tmp_path):
+    from stream_app.config import Settings
+    from stream_app.evaluate.prequential import evaluate_log
+    from stream_app.evaluate.tables import table
+
+    path = tmp_path / "online_retail.csv"
+    path.write_text(ONLINE_RETAIL)
+    result = evaluate_log(path, "online-retail", Settings(), light=True)
+    assert result["skipped_lines"] | {"lines": 0} == {"lines": 0, "events": 3, "guest": 1, "cancelled": 2,
+                                                      "not_product": 1, "rejected": 2, "skipped": 4}
+    said = table(result)
+    assert "skipped 4 lines as the log's README asks: 1 without a customer, 2 cancellations" in said

@@ -33,7 +33,8 @@ from ..core.ordering import rounds
 from ..errors import InputFileError
 from ..serving.encoder import Encoder
 from ..stream.partitioning import partition_of
-from ..tools.recorded import gate_refusals, load_sorted
+from ..tools.recorded import OnlineRetailStats, load_sorted
+from ..tools.replay import gate_refusals
 from .baselines import CoVisitationUnseen, RecentThenCoVisitation, SequentialRules
 from .metrics import COLD_START, PopularityPercentiles, Scoreboard, profile_accuracy
 from .models import SOURCE_WEIGHTS, ItemJustSeen, Model, MostPopular, RiverMF, SingleSource, StreamAppModel
@@ -209,7 +210,8 @@ def evaluate_log(path: str | Path, fmt: str, settings: Settings, k: int = 20,
                  shadow: Encoder | None = None, limit: int | None = None, content: ContentIndex | None = None,
                  light: bool = False) -> dict[str, Any]:
     truth = read_truth(truth_path) if truth_path else None
-    events, rejected = load_sorted(path, fmt)
+    skipped = OnlineRetailStats() if fmt == "online-retail" else None
+    events, rejected = load_sorted(path, fmt, skipped)
     events, refused = gate_refusals(events, settings)  # what the workers dead-letter is not judged
     if limit is not None:
         events = events[:limit]  # the log's first events in time
@@ -223,6 +225,8 @@ def evaluate_log(path: str | Path, fmt: str, settings: Settings, k: int = 20,
                              content=content, light=light)
     result["log"] = str(path)
     result["rejected_lines"] = len(rejected)
+    if skipped is not None:
+        result["skipped_lines"] = skipped.as_dict()
     for reason in ("timestamp_out_of_range", "payload_too_large"):
         result[reason] = sum(1 for _, found, _ in refused if found == reason)
     return result

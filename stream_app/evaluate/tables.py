@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..tools.recorded import skipped_said
 from .metrics import COLD_START
 
 
@@ -36,6 +37,8 @@ def table(result: dict[str, Any]) -> str:
         content = result["content"]
         lines.append(f"content model: {content['version']} over {content['items']:,} catalogue items "
                      f"({content['terms']:,} terms for interests in words)")
+    if result.get("skipped_lines", {}).get("skipped"):
+        lines.append(f"{skipped_said(result['skipped_lines'])} (not evaluated)")
     if result.get("rejected_lines"):
         lines.append(f"rejected: {result['rejected_lines']:,} lines of the log that cannot be read as events "
                      "(not evaluated; `stream-app replay` dead-letters them with their reasons)")

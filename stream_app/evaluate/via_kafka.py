@@ -15,7 +15,8 @@ from ..core.content import ContentIndex
 from ..core.ordering import rounds
 from ..errors import ServiceTimeout
 from ..stream.partitioning import partition_of
-from ..tools.recorded import gate_refusals, load_sorted
+from ..tools.recorded import load_sorted
+from ..tools.replay import gate_refusals
 from .metrics import COLD_START, PopularityPercentiles, Scoreboard
 from .prequential import evaluate_events
 

@@ -14,7 +14,6 @@ import hashlib
 import io
 import math
 import re
-import time
 import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
@@ -24,8 +23,7 @@ from typing import IO, Any, Callable, Iterator
 import fastjsonschema
 import orjson
 
-from ..config import Settings
-from ..contracts import Rejection, Source, time_out_of_range, validator
+from ..contracts import Rejection, Source, validator
 from ..errors import InputFileError
 from .csv_rows import CsvRows
 
@@ -272,6 +270,12 @@ class OnlineRetailStats:
         return {f.name: getattr(self, f.name) for f in fields(self)} | {"skipped": self.skipped}
 
 
+def skipped_said(counts: dict[str, int]) -> str:
+    """What the Online Retail reader left out, in words (`counts`: `OnlineRetailStats.as_dict()`)."""
+    return (f"skipped {counts['skipped']:,} lines as the log's README asks: {counts['guest']:,} without a customer, "
+            f"{counts['cancelled']:,} cancellations or returns, {counts['not_product']:,} codes that are not products")
+
+
 def _retail_ms(text: str, day_first: bool) -> int:
     """`YYYY-MM-DD HH:MM[:SS]`, or `M/D/YYYY H:MM[:SS]` (`D/M/YYYY ...` if `day_first`) as the log's csv
     copies have it, taken as UTC (the log's times are the shop's, UK local time), in ms since the epoch."""
@@ -386,26 +390,6 @@ def read_log(path: str | Path, fmt: str, stats: OnlineRetailStats | None = None)
     if fmt == "online-retail":
         return read_online_retail(path, stats)
     raise InputFileError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
-
-
-def gate_refusals(events: list[dict[str, Any]], settings: Settings
-                  ) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], str, str]]]:
-    """The events a worker would accept if they were produced now, and (event, reason, detail) for each it would
-    dead-letter: over STREAM_APP_MAX_PAYLOAD_BYTES, or a time outside the window of `check_input` around the
-    record's timestamp (which a replay sets to the time it sends). `replay` and `evaluate` both go by it, so
-    evaluate judges what the workers apply."""
-    now, limit = int(time.time() * 1000), settings.max_payload_bytes
-    kept: list[dict[str, Any]] = []
-    refused: list[tuple[dict[str, Any], str, str]] = []
-    for event in events:
-        size = len(orjson.dumps(event))
-        if size > limit:
-            refused.append((event, "payload_too_large", f"{size:,} bytes, over {limit:,} (STREAM_APP_MAX_PAYLOAD_BYTES)"))
-        elif (out_of_range := time_out_of_range(event["ts"], now, settings.max_future_ms, settings.max_age_ms)):
-            refused.append((event, "timestamp_out_of_range", out_of_range))
-        else:
-            kept.append(event)
-    return kept, refused
 
 
 def load_sorted(path: str | Path, fmt: str, stats: OnlineRetailStats | None = None

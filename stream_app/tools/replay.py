@@ -18,7 +18,7 @@ from ..contracts import Rejection, Source, time_out_of_range
 from ..errors import StreamAppError
 from ..kafka_security import kafka_python_kwargs
 from ..stream.topics import ensure_topics
-from .recorded import LineRejection, OnlineRetailStats, check_file, gate_refusals, load_sorted
+from .recorded import LineRejection, OnlineRetailStats, check_file, load_sorted, skipped_said
 
 
 @dataclass
@@ -39,9 +39,7 @@ class ReplaySummary:
         out = [f"replayed {self.total} events from {self.path} in {self.seconds:.2f}s ({rate:,.0f} ev/s)",
                f"  by topic: {by_topic}"]
         if self.skipped is not None and self.skipped.skipped:
-            s = self.skipped
-            out.append(f"  skipped {s.skipped:,} lines as the log's README asks: {s.guest:,} without a customer, "
-                       f"{s.cancelled:,} cancellations or returns, {s.not_product:,} codes that are not products")
+            out.append(f"  {skipped_said(self.skipped.as_dict())}")
         if self.rejected:
             out.append(f"  rejected {self.rejected} unreadable lines, or events the workers would refuse (over the "
                        "size limit, a time outside the accepted window) -> dead-letter topic (see their reasons there)")
@@ -177,6 +175,26 @@ def dead_letter_lines(settings: Settings, rejected: Sequence[LineRejection | Rej
                       value=orjson.dumps(record)).add_callback(done.acked).add_errback(done.failed)
     producer.flush()
     done.check(len(rejected), "dead letters", "running the same command again is safe")
+
+
+def gate_refusals(events: list[dict[str, Any]], settings: Settings
+                  ) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], str, str]]]:
+    """The events a worker would accept if they were produced now, and (event, reason, detail) for each it would
+    dead-letter: over STREAM_APP_MAX_PAYLOAD_BYTES, or a time outside the window of `check_input` around the
+    record's timestamp (which a replay sets to the time it sends). `replay` and `evaluate` both go by it, so
+    evaluate judges what the workers apply."""
+    now, limit = int(time.time() * 1000), settings.max_payload_bytes
+    kept: list[dict[str, Any]] = []
+    refused: list[tuple[dict[str, Any], str, str]] = []
+    for event in events:
+        size = len(orjson.dumps(event))
+        if size > limit:
+            refused.append((event, "payload_too_large", f"{size:,} bytes, over {limit:,} (STREAM_APP_MAX_PAYLOAD_BYTES)"))
+        elif (out_of_range := time_out_of_range(event["ts"], now, settings.max_future_ms, settings.max_age_ms)):
+            refused.append((event, "timestamp_out_of_range", out_of_range))
+        else:
+            kept.append(event)
+    return kept, refused
 
 
 def refused_by_gate(settings: Settings, events: list[dict[str, Any]], path: str | Path, limit: int | None = None
