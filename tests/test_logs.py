@@ -27,6 +27,16 @@ def test_otto_sample_maps_types_and_sessions_deterministically():
     assert [e["event_id"] for e in again] == [e["event_id"] for e in events]
 
 
+def test_otto_session_values_that_are_not_ids_are_rejected_not_merged_into_one_user(tmp_path):
+    path = tmp_path / "s.jsonl"
+    event = b'[{"aid": 5, "ts": 1659304800025, "type": "clicks"}]'
+    path.write_bytes(b"".join(b'{"session": %s, "events": %s}\n' % (session, event) for session in
+                              (b"null", b"true", b"2.5", b'{"a": 1}', b"123456789012345678901234567890", b'"s-1"', b"7")))
+    events, rejected = load_sorted(path, "otto")
+    assert sorted(e["user_id"] for e in events) == ["7", "s-1"]
+    assert [r.line for r in rejected] == [1, 2, 3, 4, 5] and "session None is not an id" in rejected[0].rejection.detail
+
+
 def test_otto_bad_lines_are_rejected_not_fatal(tmp_path):
     path = tmp_path / "s.jsonl"
     path.write_text('{"session": 1, "events": [{"aid": 5, "ts": 1000, "type": "clicks"}]}\n'
@@ -51,7 +61,7 @@ def test_otto_sessions_that_are_not_sessions_are_rejected_with_a_reason_and_seco
     reasons = [(r.line, r.rejection.reason, r.rejection.detail) for r in rejected]
     assert [line for line, _, _ in reasons] == [2, 3, 4, 4, 4]
     assert "'events' is NoneType, not a list" in reasons[0][2] and "'events' is int" in reasons[1][2]
-    assert "aid None is not an item id" in reasons[2][2] and "ts True is not a number" in reasons[3][2]
+    assert "aid None is not an id" in reasons[2][2] and "ts True is not a number" in reasons[3][2]
     assert "event type 'views' is not one of clicks, carts, orders" in reasons[4][2]
 
 

@@ -115,11 +115,11 @@ def read_otto(path: Path) -> Iterator[Read]:
     for line, raw in _lines(path):
         try:
             session = orjson.loads(raw)
-            user = str(session["session"])
+            user = _otto_aid(session["session"], "session")  # a whole number or a text, as an item id
             events = session["events"]
             if not isinstance(events, list):
                 raise TypeError(f"'events' is {type(events).__name__}, not a list")
-        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             yield _reject(path, line, "invalid_json", f"not an OTTO session ({exc!r})", raw)
             continue
         for i, e in enumerate(events):
@@ -154,9 +154,11 @@ def _otto_ms(ts: Any) -> int:
     return int(ts * 1000) if ts < _SECONDS_BELOW else int(ts)
 
 
-def _otto_aid(aid: Any) -> str:
+def _otto_aid(aid: Any, what: str = "aid") -> str:
+    """An OTTO id (`aid` or `session`): a whole number or a non-empty text (orjson reads a number over 64 bits as a
+    float, which would merge sessions that differ in their last digits)."""
     if isinstance(aid, bool) or not isinstance(aid, (int, str)) or aid == "":
-        raise ValueError(f"aid {aid!r} is not an item id")
+        raise ValueError(f"{what} {aid!r} is not an id")
     return str(aid)
 
 
