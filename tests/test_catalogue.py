@@ -100,5 +100,5 @@ def test_a_catalogue_without_one_item_fails_saying_what_to_check_and_sends_nothi
     header_only = tmp_path / "items.csv"
     header_only.write_text("item_id,title\n")
     assert main(["items", "load", str(header_only), "--format", "csv"]) == 2
-    assert f"{header_only}: no items in it as csv (is --format right?" in capsys.readouterr().err
+    assert f"{header_only}: only a header line, no items" in capsys.readouterr().err
     assert producer.sent == []

@@ -132,7 +132,7 @@ def test_a_log_read_in_another_format_says_which_formats_there_are_and_shows_its
     assert len(load_sorted(sessions, "otto")[0]) == 120
     header_only = tmp_path / "header.csv"
     header_only.write_text("user_id,item_id,type,ts\n")
-    with pytest.raises(InputFileError, match="no events in it as csv"):
+    with pytest.raises(InputFileError, match="only a header line, no events"):
         load_sorted(header_only, "csv")
     with pytest.raises(InputFileError, match=r"its header is that of --format csv\)"):  # the format it has, named
         load_sorted(header_only, "movielens")
@@ -348,3 +348,22 @@ def test_evaluate_says_which_lines_of_the_online_retail_log_it_left_out_on_purpo
                                                       "not_product": 1, "rejected": 2, "skipped": 4}
     said = table(result)
     assert "skipped 4 lines as the log's README asks: 1 without a customer, 2 cancellations" in said
+
+
+def test_an_archive_another_separator_or_a_timestamp_that_is_not_whole_is_named_as_such(tmp_path):
+    archive = tmp_path / "otto.zip"
+    archive.write_bytes(b"PK\x03\x04" + b"\x00" * 40)
+    with pytest.raises(InputFileError, match="a zip archive .*unpack it"):
+        load_sorted(archive, "otto")
+    dat = tmp_path / "ratings.dat"
+    dat.write_text("1::1193::5::978300760\n1::661::3::978302109\n")
+    with pytest.raises(InputFileError, match="separated by '::'"):
+        load_sorted(dat, "movielens")
+    blank = tmp_path / "blank.csv"
+    blank.write_text("\n\n\n")
+    with pytest.raises(InputFileError, match=r"the file is empty \(only blank lines\)"):
+        load_sorted(blank, "retailrocket")
+    rr = tmp_path / "events.csv"
+    rr.write_text("timestamp,visitorid,event,itemid,transactionid\n1433221955914.0,1,view,2,\n1433221955915,1,view,2,\n")
+    events, rejected = load_sorted(rr, "retailrocket")
+    assert len(events) == 1 and "timestamp '1433221955914.0' is not a whole number of ms" in rejected[0].rejection.detail

@@ -370,7 +370,7 @@ def _read_titles(path: str, column: str, limit: int) -> list[str]:
     import csv
     import gzip
 
-    from ..tools.recorded import check_file
+    from ..tools.log_files import check_file
 
     check_file(Path(path))  # a missing file, a folder, an empty file: said, not a traceback
     opener = gzip.open if path.endswith(".gz") else open

@@ -20,12 +20,11 @@ from fastjsonschema import JsonSchemaException
 from ..config import Settings
 from ..contracts import Rejection, Source, validator
 from ..errors import InputFileError
+from .log_files import check_file, open_text
 from .recorded import (
     ONLINE_RETAIL_COLUMNS,
     LineRejection,
     _csv_with_columns,
-    _open_text,
-    check_file,
     first_rejection,
     nothing_read,
     reading_as,
@@ -86,7 +85,7 @@ def _checked(path: Path, line: int, record: Any, raw: bytes) -> Read:
 
 
 def _read_jsonl(path: Path) -> Iterator[Read]:
-    with _open_text(path) as fh:
+    with open_text(path) as fh:
         for line, text in enumerate(fh, start=1):
             raw = text.rstrip("\r\n").encode()
             if not raw.strip():
@@ -102,7 +101,7 @@ def _read_jsonl(path: Path) -> Iterator[Read]:
 
 
 def _read_csv(path: Path) -> Iterator[Read]:
-    with _open_text(path) as fh:
+    with open_text(path) as fh:
         reader = _csv_with_columns(fh, path, ("item_id", "title"))
         for row in reader:
             line = reader.line_num
@@ -127,7 +126,7 @@ def _read_online_retail(path: Path) -> Iterator[Read]:
     description it was sold under most often (ties: the first seen), and its most common price."""
     names: dict[str, collections.Counter[str]] = {}
     prices: dict[str, collections.Counter[float]] = {}
-    with _open_text(path) as fh:
+    with open_text(path) as fh:
         reader = _csv_with_columns(fh, path, ONLINE_RETAIL_COLUMNS)
         for row in reader:
             code = (row.get("StockCode") or "").strip()

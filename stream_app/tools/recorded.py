@@ -6,7 +6,6 @@ Gzipped files (`.gz`, recognised by their magic bytes) are read transparently.""
 
 from __future__ import annotations
 
-import codecs
 import csv
 import datetime as dt
 import gzip
@@ -18,7 +17,7 @@ import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import fastjsonschema
 import orjson
@@ -26,6 +25,7 @@ import orjson
 from ..contracts import Rejection, Source, validator
 from ..errors import InputFileError
 from .csv_rows import CsvRows
+from .log_files import check_file, holds_only_blank_lines, numbered_lines, open_text
 
 FORMATS = ("jsonl", "otto", "csv", "retailrocket", "movielens", "online-retail")
 
@@ -64,45 +64,8 @@ def _digest_id(prefix: str, line: int, raw: bytes) -> str:
     return f"{prefix}-{line}-{hashlib.blake2b(raw, digest_size=6).hexdigest()}"
 
 
-def _is_gzip(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        return fh.read(2) == b"\x1f\x8b"
-
-
-def _open_binary(path: Path) -> IO[bytes]:
-    return gzip.open(path, "rb") if _is_gzip(path) else open(path, "rb")
-
-
-def _latin1_fallback(error: UnicodeDecodeError) -> tuple[str, int]:
-    """The bytes that are not UTF-8, read as Latin-1 (the shared Online Retail csv is ISO-8859-1); the rest of
-    the file stays UTF-8, so one stray byte does not change every other non-ASCII id."""
-    return error.object[error.start:error.end].decode("latin-1"), error.end
-
-
-codecs.register_error("stream-app-latin-1", _latin1_fallback)
-
-
-def _open_text(path: Path) -> IO[str]:
-    """The file as text for the csv module, decompressed if it is gzipped: UTF-8 (a byte-order mark, as
-    Excel's "CSV UTF-8" writes, dropped), any byte that is not UTF-8 read as Latin-1. No pass before."""
-    if _is_gzip(path):
-        return gzip.open(path, "rt", encoding="utf-8-sig", errors="stream-app-latin-1", newline="")
-    return open(path, "r", encoding="utf-8-sig", errors="stream-app-latin-1", newline="")
-
-
-def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    """Numbered non-blank lines, without their line ends (nor a byte-order mark before the first)."""
-    with _open_binary(path) as fh:
-        for line, raw in enumerate(fh, 1):
-            raw = raw.rstrip(b"\r\n")
-            if line == 1 and raw.startswith(codecs.BOM_UTF8):
-                raw = raw[len(codecs.BOM_UTF8):]
-            if raw.strip():
-                yield line, raw
-
-
 def read_jsonl(path: Path) -> Iterator[Read]:
-    for line, raw in _lines(path):
+    for line, raw in numbered_lines(path):
         try:
             event = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -112,7 +75,7 @@ def read_jsonl(path: Path) -> Iterator[Read]:
 
 
 def read_otto(path: Path) -> Iterator[Read]:
-    for line, raw in _lines(path):
+    for line, raw in numbered_lines(path):
         try:
             session = orjson.loads(raw)
             user = _otto_aid(session["session"], "session")  # a whole number or a text, as an item id
@@ -179,19 +142,25 @@ def _log_rows(fh: Any, path: Path, required: tuple[str, ...]) -> CsvRows:
 def _require_columns(header: list[str], path: Path, required: tuple[str, ...]) -> None:
     missing = [c for c in required if c not in header]
     if missing:
-        with _open_text(path) as again:  # the line as written (the csv module has stripped its quotes)
+        with open_text(path) as again:  # the line as written (the csv module has stripped its quotes)
             first = again.readline().rstrip("\r\n")
         shown = first if len(first) <= 120 else first[:120] + "..."
+        if not first.strip() and holds_only_blank_lines(path):
+            raise InputFileError(f"{path}: the file is empty (only blank lines)")
         matching = [fmt for fmt, columns in CSV_COLUMNS.items() if set(columns) <= set(header)]
+        separator = next((name for mark, name in (("::", "'::' (MovieLens' older ratings.dat)"), ("\t", "tabs"),
+                                                   (";", "';'")) if mark in first and "," not in first), None)
         hint = (" (it looks like JSON lines: --format jsonl, or otto for OTTO sessions)" if first.startswith("{")
-                else f" (its header is that of --format {matching[0]})" if matching else "")
+                else f" (its header is that of --format {matching[0]})" if matching
+                else f" (its fields are separated by {separator}: the csv formats read commas; convert it, e.g. "
+                     f"with `sed`, and give it a header line)" if separator else "")
         raise InputFileError(f"{path}: the first line is not a header naming {', '.join(missing)}: {shown!r}; "
                              f"expected columns {', '.join(required)}{hint}")
 
 
 def _read_csv(path: Path, required: tuple[str, ...],
               convert: Callable[[dict[str, str], int, bytes], dict[str, Any]]) -> Iterator[Read]:
-    with _open_text(path) as fh:
+    with open_text(path) as fh:
         rows = _log_rows(fh, path, required)
         for line, row, problem in rows:
             if row is None:
@@ -201,16 +170,24 @@ def _read_csv(path: Path, required: tuple[str, ...],
             try:
                 event = convert(row, line, raw)
             except (KeyError, TypeError, ValueError) as exc:
-                yield _reject(path, line, "schema_violation", f"cannot read the row ({exc!r})", raw)
+                yield _reject(path, line, "schema_violation", f"cannot read the row ({exc})", raw)
                 continue
             yield _checked(path, line, event, raw)
+
+
+def _whole(row: dict[str, str], name: str, unit: str) -> int:
+    """A column's whole number, or a ValueError naming the column."""
+    try:
+        return int(row[name])
+    except ValueError:
+        raise ValueError(f"{name} {row[name]!r} is not a whole number of {unit}") from None
 
 
 def _csv_event(row: dict[str, str], line: int, raw: bytes) -> dict[str, Any]:
     event: dict[str, Any] = {
         "event_id": row.get("event_id") or _digest_id("csv", line, raw),
         "user_id": row["user_id"], "item_id": row["item_id"], "type": row["type"],
-        "ts": int(row["ts"]), "schema_version": 1,
+        "ts": _whole(row, "ts", "ms"), "schema_version": 1,
     }
     for name, kind in (("session_id", str), ("category", str), ("price", float), ("quantity", int),
                        ("dwell_ms", int), ("stage", str)):
@@ -225,7 +202,7 @@ def _retailrocket_event(row: dict[str, str], line: int, raw: bytes) -> dict[str,
     # re-sorted copy keeps its ids
     event: dict[str, Any] = {"event_id": f"rr-{hashlib.blake2b(raw, digest_size=10).hexdigest()}",
                              "user_id": row["visitorid"],
-                             "item_id": row["itemid"], "type": kind, "ts": int(row["timestamp"]),
+                             "item_id": row["itemid"], "type": kind, "ts": _whole(row, "timestamp", "ms"),
                              "schema_version": 1}
     if stage:
         event["stage"] = stage
@@ -235,7 +212,7 @@ def _retailrocket_event(row: dict[str, str], line: int, raw: bytes) -> dict[str,
 def _movielens_event(row: dict[str, str], line: int, raw: bytes) -> dict[str, Any]:
     # A rating is an explicit interaction: a click, with the rating kept in the context.
     return {"event_id": f"ml-{row['userId']}-{row['movieId']}-{row['timestamp']}", "user_id": row["userId"],
-            "item_id": row["movieId"], "type": "click", "ts": int(row["timestamp"]) * 1000,
+            "item_id": row["movieId"], "type": "click", "ts": _whole(row, "timestamp", "seconds") * 1000,
             "context": {"rating": float(row["rating"])}, "schema_version": 1}
 
 
@@ -294,7 +271,7 @@ def _retail_ms(text: str, day_first: bool) -> int:
 def _day_first(path: Path) -> bool:
     """Whether the file's slashed dates put the day first: the first date with a field over 12 tells
     (a copy exported with British settings: D/M/YYYY); none such: month first, as the shared csv has it."""
-    with _open_text(path) as fh:
+    with open_text(path) as fh:
         for row in csv.DictReader(fh):
             slashed = _SLASH_DATE.fullmatch((row.get("InvoiceDate") or "").strip())
             if slashed is not None and int(slashed.group(1)) > 12:
@@ -314,7 +291,7 @@ def read_online_retail(path: str | Path, stats: OnlineRetailStats | None = None)
     path = Path(path)
     stats = stats if stats is not None else OnlineRetailStats()
     day_first = _day_first(path)
-    with _open_text(path) as fh:
+    with open_text(path) as fh:
         rows = _log_rows(fh, path, ONLINE_RETAIL_COLUMNS)
         last_date, last_ms = "", 0  # the lines of an invoice repeat its date
         for line, row, problem in rows:
@@ -363,18 +340,6 @@ def read_online_retail(path: str | Path, stats: OnlineRetailStats | None = None)
             yield checked
 
 
-def check_file(path: Path) -> None:
-    """Every reader's first check: `path` is a file with something in it, else an error saying what it is."""
-    if path.is_dir():
-        raise InputFileError(f"{path}: is a directory, not a file; give the file itself")
-    if not path.exists():
-        raise InputFileError(f"{path}: no such file")
-    if not path.is_file():
-        raise InputFileError(f"{path}: not a regular file; give a file")
-    if path.stat().st_size == 0:
-        raise InputFileError(f"{path}: the file is empty")
-
-
 def read_log(path: str | Path, fmt: str, stats: OnlineRetailStats | None = None) -> Iterator[Read]:
     """Events and rejections of a recorded log, in file order (`stats`: what the Online Retail reader skipped)."""
     path = Path(path)
@@ -421,10 +386,6 @@ def reading_as(path: str | Path, fmt: str) -> Iterator[None]:
         raise InputFileError(f"{path}: cannot be read as {fmt} ({exc}){damaged}") from exc
 
 
-def holds_only_blank_lines(path: Path) -> bool:
-    return next(_lines(path), None) is None
-
-
 def first_rejection(rejected: list[LineRejection]) -> str:
     """The first rejected line's reason and detail (cut short), for a one-line message."""
     first = rejected[0].rejection
@@ -437,6 +398,8 @@ def nothing_read(path: Path, fmt: str, rejected: list[LineRejection], what: str 
     """Why a file gave no event (or item) at all: most often a --format that is not the file's."""
     if not rejected and holds_only_blank_lines(path):
         return f"{path}: the file is empty (only blank lines)"
+    if not rejected and fmt in CSV_COLUMNS and len([*zip(range(2), numbered_lines(path))]) == 1:
+        return f"{path}: only a header line, no {what}"
     if not rejected:
         return f"{path}: no {what} in it as {fmt} (is --format right? one of {', '.join(formats)}{check})"
     return (f"{path}: no {what} read as {fmt}: all {len(rejected):,} lines rejected, the first as "

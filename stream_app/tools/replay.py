@@ -18,7 +18,8 @@ from ..contracts import Rejection, Source, time_out_of_range
 from ..errors import StreamAppError
 from ..kafka_security import kafka_python_kwargs
 from ..stream.topics import ensure_topics
-from .recorded import LineRejection, OnlineRetailStats, check_file, load_sorted, skipped_said
+from .log_files import check_file
+from .recorded import LineRejection, OnlineRetailStats, load_sorted, skipped_said
 
 
 @dataclass

@@ -1,0 +1,74 @@
+"""Recorded log files as files: opened (gzip or plain, UTF-8 with a Latin-1 fallback), their non-blank lines,
+and the checks every reader makes first (a file, not empty, not an archive it cannot read)."""
+
+from __future__ import annotations
+
+import codecs
+import gzip
+from pathlib import Path
+from typing import IO, Iterator
+
+from ..errors import InputFileError
+
+
+def is_gzip(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(2) == b"\x1f\x8b"
+
+
+def open_binary(path: Path) -> IO[bytes]:
+    return gzip.open(path, "rb") if is_gzip(path) else open(path, "rb")
+
+
+def _latin1_fallback(error: UnicodeDecodeError) -> tuple[str, int]:
+    """The bytes that are not UTF-8, read as Latin-1 (the shared Online Retail csv is ISO-8859-1); the rest of
+    the file stays UTF-8, so one stray byte does not change every other non-ASCII id."""
+    return error.object[error.start:error.end].decode("latin-1"), error.end
+
+
+codecs.register_error("stream-app-latin-1", _latin1_fallback)
+
+
+def open_text(path: Path) -> IO[str]:
+    """The file as text for the csv module, decompressed if it is gzipped: UTF-8 (a byte-order mark, as
+    Excel's "CSV UTF-8" writes, dropped), any byte that is not UTF-8 read as Latin-1. No pass before."""
+    if is_gzip(path):
+        return gzip.open(path, "rt", encoding="utf-8-sig", errors="stream-app-latin-1", newline="")
+    return open(path, "r", encoding="utf-8-sig", errors="stream-app-latin-1", newline="")
+
+
+def numbered_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """Numbered non-blank lines, without their line ends (nor a byte-order mark before the first)."""
+    with open_binary(path) as fh:
+        for line, raw in enumerate(fh, 1):
+            raw = raw.rstrip(b"\r\n")
+            if line == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8):]
+            if raw.strip():
+                yield line, raw
+
+
+def check_file(path: Path) -> None:
+    """Every reader's first check: `path` is a file with something in it, else an error saying what it is."""
+    if path.is_dir():
+        raise InputFileError(f"{path}: is a directory, not a file; give the file itself")
+    if not path.exists():
+        raise InputFileError(f"{path}: no such file")
+    if not path.is_file():
+        raise InputFileError(f"{path}: not a regular file; give a file")
+    if path.stat().st_size == 0:
+        raise InputFileError(f"{path}: the file is empty")
+    with open(path, "rb") as fh:
+        head = fh.read(6)
+    for magic, kind in _ARCHIVES:
+        if head.startswith(magic):
+            raise InputFileError(f"{path}: a {kind} archive (as the data set may be published): unpack it and give the "
+                                 "file inside it (plain or gzipped files are read)")
+
+
+#: Magic bytes of archives a data set comes in that are not read as such (gzip is)
+_ARCHIVES = ((b"PK\x03\x04", "zip"), (b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"), (b"7z\xbc\xaf\x27\x1c", "7-Zip"))
+
+
+def holds_only_blank_lines(path: Path) -> bool:
+    return next(numbered_lines(path), None) is None
