@@ -230,7 +230,7 @@ def test_evaluate_and_replay_leave_out_what_a_worker_would_dead_letter_for_its_t
     import time
 
     from stream_app.config import Settings
-    from stream_app.tools.replay import gate_refusals, refused_by_gate
+    from stream_app.tools.replay import gate_refusals
 
     now = int(time.time() * 1000)
     events = [{"event_id": "old", "ts": 1_000_000_000_000}, {"event_id": "soon", "ts": now + 3_600_000},
@@ -245,14 +245,44 @@ def test_evaluate_and_replay_leave_out_what_a_worker_would_dead_letter_for_its_t
                                                    ("large", "payload_too_large")])
     assert split(Settings(max_age_ms=86_400_000, max_future_ms=0, max_payload_bytes=100_000)) == (
         ["soon", "next-year", "large"], [("old", "timestamp_out_of_range")])
-    # --limit: the first N events a worker accepts, in both; dead letters of the refused ones up to the last kept
-    later_large = {"event_id": "later-large", "ts": now + 7_200_000, "context": {"note": "x" * 70_000}}
-    in_time = sorted([*events, later_large], key=lambda e: e["ts"])
-    kept, letters = refused_by_gate(Settings(max_age_ms=86_400_000, max_future_ms=0), in_time, "log", 1)
-    assert [e["event_id"] for e in kept] == ["soon"]
-    assert [(r.reason, r.key) for r in letters] == [("timestamp_out_of_range", b""), ("payload_too_large", b"")]
-    kept, letters = refused_by_gate(Settings(max_age_ms=86_400_000, max_future_ms=0), in_time, "log")
-    assert [e["event_id"] for e in kept] == ["soon", "next-year"] and len(letters) == 3
+
+
+@pytest.mark.parametrize("slack", [1_000, 0])  # 0: refused events past the span are dropped as they come
+def test_a_limit_holds_only_the_first_events_a_worker_accepts_and_agrees_with_reading_the_whole_log(tmp_path, slack,
+                                                                                                    monkeypatch):
+    """`replay --limit` and `evaluate --limit`: the first N events a worker accepts (gate), in time order with ties
+    in file order, read with N events in memory; dead letters of the refused ones up to the last kept one's time."""
+    import random
+    import time
+
+    from stream_app.config import Settings
+    from stream_app.tools.recorded import load_accepted
+    from stream_app.tools.replay import gate
+
+    now, rng = int(time.time() * 1000), random.Random(3)
+    lines = []
+    for n in range(400):  # out of time order, many ties; some too large, some too old
+        event = {"event_id": f"e{n}", "user_id": f"u{n % 9}", "item_id": f"i{n % 13}", "type": "click",
+                 "ts": now - rng.randrange(50) * 1000, "schema_version": 1}
+        if n % 37 == 0:
+            event["context"] = {"note": "x" * 70_000}
+        if n % 41 == 0:
+            event["ts"] = now - 10 * 86_400_000
+        lines.append(orjson.dumps(event))
+    path = tmp_path / "log.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    refusal = gate(Settings(max_age_ms=86_400_000))
+    monkeypatch.setattr(recorded_module, "REFUSED_SLACK", slack)
+    everything, _, refused_all = load_accepted(path, "jsonl", refusal)
+    assert len(everything) + len(refused_all) == 400 and {r for _, r, _ in refused_all} == {
+        "payload_too_large", "timestamp_out_of_range"}
+    for limit in (1, 7, 100, 380, 1000):
+        kept, _, refused = load_accepted(path, "jsonl", refusal, limit)
+        assert kept == everything[:limit]
+        last = kept[-1]["ts"] if limit < len(everything) else float("inf")
+        assert [e["event_id"] for e, _, _ in refused] == [e["event_id"] for e, _, _ in refused_all if e["ts"] <= last]
+
+
 def test_the_worker_draws_no_terminal_spinner_into_its_log():
     import faust
 

@@ -33,8 +33,8 @@ from ..core.ordering import rounds
 from ..errors import InputFileError
 from ..serving.encoder import Encoder
 from ..stream.partitioning import partition_of
-from ..tools.recorded import OnlineRetailStats, load_sorted
-from ..tools.replay import gate_refusals
+from ..tools.recorded import OnlineRetailStats, load_accepted
+from ..tools.replay import gate
 from .baselines import CoVisitationUnseen, RecentThenCoVisitation, SequentialRules
 from .metrics import COLD_START, PopularityPercentiles, Scoreboard, profile_accuracy
 from .models import SOURCE_WEIGHTS, ItemJustSeen, Model, MostPopular, RiverMF, SingleSource, StreamAppModel
@@ -211,10 +211,8 @@ def evaluate_log(path: str | Path, fmt: str, settings: Settings, k: int = 20,
                  light: bool = False) -> dict[str, Any]:
     truth = read_truth(truth_path) if truth_path else None
     skipped = OnlineRetailStats() if fmt == "online-retail" else None
-    events, rejected = load_sorted(path, fmt, skipped)
-    events, refused = gate_refusals(events, settings)  # what the workers dead-letter is not judged
-    if limit is not None:
-        events = events[:limit]  # the log's first events in time
+    # what the workers dead-letter is not judged; `limit`: the log's first events in time
+    events, rejected, refused = load_accepted(path, fmt, gate(settings), limit, skipped)
     judge_from = None
     for model in (encoder, shadow):
         if model is not None and events:

@@ -15,8 +15,8 @@ from ..core.content import ContentIndex
 from ..core.ordering import rounds
 from ..errors import ServiceTimeout
 from ..stream.partitioning import partition_of
-from ..tools.recorded import load_sorted
-from ..tools.replay import gate_refusals
+from ..tools.recorded import load_accepted
+from ..tools.replay import gate
 from .metrics import COLD_START, PopularityPercentiles, Scoreboard
 from .prequential import evaluate_events
 
@@ -77,14 +77,12 @@ def evaluate_via_kafka(path: str | Path, fmt: str, k: int = 20, rate: float | No
     from ..tools.processes import busy_process, one_off_run, wait_ready_workers
     from ..tools.replay import produce_events
 
-    events, _ = load_sorted(path, fmt)
+    # read before anything starts; what the workers dead-letter (their gate reads the same settings) is not sent
+    events, _, _ = load_accepted(path, fmt, gate(Settings.from_env()), limit)
     with one_off_run("evaluate", keep=keep) as run:
         settings = run.settings.replace(rec_policy="every", top_k=k, max_idle_ms=max_idle_ms,
                                         **({"registry_dir": str(Path(registry_dir).resolve())} if registry_dir else {}))
         run.settings = settings
-        events, _ = gate_refusals(events, settings)  # the workers dead-letter the others
-        if limit is not None:
-            events = events[:limit]
         if items is not None and content is not None:
             from ..stream.model_control import publish
             from ..tools.catalogue import load_items

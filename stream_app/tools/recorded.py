@@ -10,6 +10,7 @@ import csv
 import datetime as dt
 import gzip
 import hashlib
+import heapq
 import io
 import math
 import re
@@ -371,6 +372,49 @@ def load_sorted(path: str | Path, fmt: str, stats: OnlineRetailStats | None = No
         raise InputFileError(nothing_read(Path(path), fmt, rejected))
     events.sort(key=lambda e: e["ts"])
     return events, rejected
+
+
+#: (event, reason, detail) of an event a worker would dead-letter
+Refused = tuple[dict[str, Any], str, str]
+#: With a limit, refused events past the kept ones' time are dropped once this many more than twice it are held
+REFUSED_SLACK = 1_000
+
+
+def load_accepted(path: str | Path, fmt: str, refusal: Callable[[dict[str, Any]], tuple[str, str] | None],
+                  limit: int | None = None, stats: OnlineRetailStats | None = None
+                  ) -> tuple[list[dict[str, Any]], list[LineRejection], list[Refused]]:
+    """The log's events a worker accepts (`refusal(event)`: None, or the (reason, detail) it dead-letters one for)
+    in timestamp order (ties keep file order), only the first `limit` of them if given; its rejected lines; and the
+    refused events (with a limit: those up to the last kept one's time). With a limit, memory holds `limit` events
+    (a heap of the earliest), not the log."""
+    if limit is None:
+        events, rejected = load_sorted(path, fmt, stats)
+        kept = [event for event in events if refusal(event) is None]
+        return kept, rejected, [(e, *why) for e in events if (why := refusal(e)) is not None]
+    latest_first: list[tuple[int, int, dict[str, Any]]] = []  # (-ts, -n, event): the latest kept on top
+    rejected, refused, accepted = [], [], 0
+    with reading_as(path, fmt):
+        for n, read in enumerate(read_log(path, fmt, stats)):
+            if isinstance(read, LineRejection):
+                rejected.append(read)
+            elif (why := refusal(read)) is not None:
+                refused.append((read, *why))
+                if len(refused) > 2 * limit + REFUSED_SLACK and len(latest_first) == limit:  # drop those past the span
+                    refused = [found for found in refused if found[0]["ts"] <= -latest_first[0][0]]
+            else:
+                accepted += 1
+                entry = (-read["ts"], -n, read)
+                if len(latest_first) < limit:
+                    heapq.heappush(latest_first, entry)
+                elif entry > latest_first[0]:
+                    heapq.heapreplace(latest_first, entry)
+    if not latest_first and not refused:
+        raise InputFileError(nothing_read(Path(path), fmt, rejected))
+    kept = [event for _, _, event in sorted(latest_first, reverse=True)]
+    if accepted > limit:
+        refused = [found for found in refused if found[0]["ts"] <= kept[-1]["ts"]]
+    refused.sort(key=lambda found: found[0]["ts"])  # in time order, as without a limit
+    return kept, rejected, refused
 
 
 @contextmanager

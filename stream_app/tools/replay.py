@@ -7,7 +7,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence, TextIO
+from typing import Any, Callable, Sequence, TextIO
 
 import orjson
 from kafka import KafkaProducer, TopicPartition
@@ -19,7 +19,7 @@ from ..errors import StreamAppError
 from ..kafka_security import kafka_python_kwargs
 from ..stream.topics import ensure_topics
 from .log_files import check_file
-from .recorded import LineRejection, OnlineRetailStats, load_sorted, skipped_said
+from .recorded import LineRejection, OnlineRetailStats, Refused, load_accepted, skipped_said
 
 
 @dataclass
@@ -178,37 +178,38 @@ def dead_letter_lines(settings: Settings, rejected: Sequence[LineRejection | Rej
     done.check(len(rejected), "dead letters", "running the same command again is safe")
 
 
-def gate_refusals(events: list[dict[str, Any]], settings: Settings
-                  ) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], str, str]]]:
-    """The events a worker would accept if they were produced now, and (event, reason, detail) for each it would
-    dead-letter: over STREAM_APP_MAX_PAYLOAD_BYTES, or a time outside the window of `check_input` around the
-    record's timestamp (which a replay sets to the time it sends). `replay` and `evaluate` both go by it, so
-    evaluate judges what the workers apply."""
+def gate(settings: Settings) -> Callable[[dict[str, Any]], tuple[str, str] | None]:
+    """Why a worker would dead-letter an event if it were produced now, or None: over STREAM_APP_MAX_PAYLOAD_BYTES,
+    or a time outside the window of `check_input` around the record's timestamp (which a replay sets to the time it
+    sends). `replay` and `evaluate` both go by it, so evaluate judges what the workers apply."""
     now, limit = int(time.time() * 1000), settings.max_payload_bytes
-    kept: list[dict[str, Any]] = []
-    refused: list[tuple[dict[str, Any], str, str]] = []
-    for event in events:
+
+    def refusal(event: dict[str, Any]) -> tuple[str, str] | None:
         size = len(orjson.dumps(event))
         if size > limit:
-            refused.append((event, "payload_too_large", f"{size:,} bytes, over {limit:,} (STREAM_APP_MAX_PAYLOAD_BYTES)"))
-        elif (out_of_range := time_out_of_range(event["ts"], now, settings.max_future_ms, settings.max_age_ms)):
-            refused.append((event, "timestamp_out_of_range", out_of_range))
-        else:
+            return "payload_too_large", f"{size:,} bytes, over {limit:,} (STREAM_APP_MAX_PAYLOAD_BYTES)"
+        out_of_range = time_out_of_range(event["ts"], now, settings.max_future_ms, settings.max_age_ms)
+        return ("timestamp_out_of_range", out_of_range) if out_of_range else None
+
+    return refusal
+
+
+def gate_refusals(events: list[dict[str, Any]], settings: Settings) -> tuple[list[dict[str, Any]], list[Refused]]:
+    """The events a worker would accept (`gate`), and (event, reason, detail) for the others."""
+    refusal, kept, refused = gate(settings), [], []
+    for event in events:
+        why = refusal(event)
+        if why is None:
             kept.append(event)
+        else:
+            refused.append((event, *why))
     return kept, refused
 
 
-def refused_by_gate(settings: Settings, events: list[dict[str, Any]], path: str | Path, limit: int | None = None
-                    ) -> tuple[list[dict[str, Any]], list[Rejection]]:
-    """The events a worker's gate would accept (`limit`: the first ones in time), and dead letters with their reason,
-    as a worker writes them, for those it would refuse (recorded.gate_refusals) up to the last kept one's time."""
-    kept, refused = gate_refusals(events, settings)
-    if limit is not None and len(kept) > limit:
-        kept = kept[:limit]
-        refused = [found for found in refused if kept and found[0]["ts"] <= kept[-1]["ts"]]
-    return kept, [Rejection(reason, f"event {event.get('event_id')!r}: {detail}", Source(str(path)),
-                            str(event.get("user_id", "")).encode(), orjson.dumps(event))
-                  for event, reason, detail in refused]
+def dead_letters_of(refused: Sequence[Refused], path: str | Path) -> list[Rejection]:
+    """The dead letters of refused events, as a worker writes them (keyed by the user)."""
+    return [Rejection(reason, f"event {event.get('event_id')!r}: {detail}", Source(str(path)),
+                      str(event.get("user_id", "")).encode(), orjson.dumps(event)) for event, reason, detail in refused]
 
 
 def latest_event_ts(settings: Settings) -> int | None:
@@ -280,8 +281,8 @@ def replay(settings: Settings, path: str | Path, fmt: str, rate: float | None = 
     check_file(Path(path))
     ensure_topics(settings)  # an unreachable broker is said before a large log is read
     skipped = OnlineRetailStats() if fmt == "online-retail" else None
-    events, rejected = load_sorted(path, fmt, skipped)
-    events, refused = refused_by_gate(settings, events, path, limit)
+    events, rejected, refused_events = load_accepted(path, fmt, gate(settings), limit, skipped)
+    refused = dead_letters_of(refused_events, path)
     warn_about_times(settings, events, fmt, progress_stream)
     summary = ReplaySummary(str(path), rejected=len(rejected) + len(refused), skipped=skipped)
     producer = make_producer(settings)
