@@ -37,6 +37,18 @@ def test_otto_session_values_that_are_not_ids_are_rejected_not_merged_into_one_u
     assert [r.line for r in rejected] == [1, 2, 3, 4, 5] and "session None is not an id" in rejected[0].rejection.detail
 
 
+def test_an_otto_session_on_two_lines_keeps_the_events_of_both(tmp_path):
+    path = tmp_path / "split.jsonl"
+    path.write_text('{"session": 1, "events": [{"aid": 10, "ts": 1000, "type": "clicks"}, '
+                    '{"aid": 11, "ts": 2000, "type": "clicks"}]}\n'
+                    '{"session": 2, "events": [{"aid": 10, "ts": 1500, "type": "clicks"}]}\n'
+                    '{"session": 1, "events": [{"aid": 12, "ts": 90000, "type": "clicks"}, '
+                    '{"aid": 13, "ts": 91000, "type": "carts"}]}\n')
+    events, _ = load_sorted(path, "otto")
+    assert [(e["event_id"], e["item_id"]) for e in events] == [
+        ("otto-1-0", "10"), ("otto-2-0", "10"), ("otto-1-1", "11"), ("otto-1-2", "12"), ("otto-1-3", "13")]
+
+
 def test_otto_bad_lines_are_rejected_not_fatal(tmp_path):
     path = tmp_path / "s.jsonl"
     path.write_text('{"session": 1, "events": [{"aid": 5, "ts": 1000, "type": "clicks"}]}\n'

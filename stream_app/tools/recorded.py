@@ -76,6 +76,9 @@ def read_jsonl(path: Path) -> Iterator[Read]:
 
 
 def read_otto(path: Path) -> Iterator[Read]:
+    """Event ids number a session's events from 0 in file order; a session on several lines (a dump split by day)
+    goes on numbering where its previous line stopped, so its later events are not taken for repeats."""
+    numbered: dict[str, int] = {}
     for line, raw in numbered_lines(path):
         try:
             session = orjson.loads(raw)
@@ -86,7 +89,9 @@ def read_otto(path: Path) -> Iterator[Read]:
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             yield _reject(path, line, "invalid_json", f"not an OTTO session ({exc!r})", raw)
             continue
-        for i, e in enumerate(events):
+        first = numbered.get(user, 0)
+        numbered[user] = first + len(events)
+        for i, e in enumerate(events, first):
             try:
                 kind, stage = _kind(OTTO_TYPES, e["type"])
                 event = {"event_id": f"otto-{user}-{i}", "user_id": user, "item_id": _otto_aid(e["aid"]),
