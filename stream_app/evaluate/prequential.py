@@ -222,7 +222,7 @@ def evaluate_log(path: str | Path, fmt: str, settings: Settings, k: int = 20,
     result = evaluate_events(events, settings, k, truth, encoder=encoder, shadow=shadow, judge_from_ts=judge_from,
                              content=content, light=light)
     result["log"] = str(path)
-    result["rejected_lines"] = len(rejected)
+    result["rejected_lines"] = len({found.line for found in rejected})  # an OTTO line may hold several bad events
     if skipped is not None:
         result["skipped_lines"] = skipped.as_dict()
     for reason in ("timestamp_out_of_range", "payload_too_large"):

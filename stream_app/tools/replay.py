@@ -42,8 +42,9 @@ class ReplaySummary:
         if self.skipped is not None and self.skipped.skipped:
             out.append(f"  {skipped_said(self.skipped.as_dict())}")
         if self.rejected:
-            out.append(f"  rejected {self.rejected} unreadable lines, or events the workers would refuse (over the "
-                       "size limit, a time outside the accepted window) -> dead-letter topic (see their reasons there)")
+            out.append(f"  rejected {self.rejected} unreadable lines or events of them, or events the workers would "
+                       "refuse (over the size limit, a time outside the accepted window) -> dead-letter topic (see "
+                       "their reasons there)")
         return out
 
 
