@@ -147,6 +147,23 @@ def test_withdrawing_a_refused_first_version_is_reported_as_withdrawn_not_as_ser
     assert [(r["outcome"], r["version"]) for r in reports] == [("refused", v2), ("withdrawn", None)]
 
 
+def test_a_control_record_keyed_by_another_role_or_a_tombstone_is_ignored_and_the_watcher_goes_on(trained):
+    from types import SimpleNamespace
+
+    root, v1, v2 = trained
+    watcher = ModelWatcher(Settings(registry_dir=str(root)), lambda record: asyncio.sleep(0), "w")
+
+    async def scenario() -> None:
+        for offset, (key, record) in enumerate([(b"live", announce(root, "live", v1, 1)),
+                                                (b"live", announce(root, "shadow", v2, 2)),  # hides live's own
+                                                (b"shadow", None)]):
+            value = orjson.dumps(record) if record is not None else None
+            await watcher.receive(SimpleNamespace(key=key, value=value, offset=offset))
+
+    asyncio.run(scenario())
+    assert watcher.live.version == v1 and watcher.shadow is None
+
+
 def test_a_duplicate_event_adds_no_step_to_the_encoders_input_whatever_the_rounds(trained):
     """The profile skips a duplicate; the sequence the encoder sees must skip it too, or the embedding
     depends on whether the duplicate fell into the same round as the next event."""

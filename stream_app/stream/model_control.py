@@ -159,6 +159,20 @@ class ModelWatcher:
         except Exception as exc:  # the status topic is for operators; serving goes on without it
             log.error("cannot report model status %s: %s", record, exc)
 
+    async def receive(self, message: Any) -> None:
+        """One record of the control topic, as read."""
+        try:
+            record = orjson.loads(message.value)
+        except (orjson.JSONDecodeError, TypeError):  # TypeError: a tombstone (no value)
+            log.error("ignoring an unreadable control record at offset %d", message.offset)
+            return
+        if isinstance(record, dict) and message.key != str(record.get("role")).encode():
+            # compaction keeps the latest record per key: one keyed otherwise would hide the role's own
+            log.error("ignoring a control record at offset %d keyed %r, not by its role %r", message.offset,
+                      message.key, record.get("role"))
+            return
+        await self.apply(record)
+
     async def run(self, ready: asyncio.Event | None = None) -> None:
         """Read the control topic from its beginning, then follow it. `ready` is set once the records
         that existed at start have been applied (a starting worker serves the current model at once)."""
@@ -167,12 +181,7 @@ class ModelWatcher:
             while True:
                 batches = await consumer.getmany(tp, timeout_ms=500)
                 for message in batches.get(tp, []):
-                    try:
-                        record = orjson.loads(message.value)
-                    except orjson.JSONDecodeError:
-                        log.error("ignoring an unreadable control record at offset %d", message.offset)
-                        continue
-                    await self.apply(record)
+                    await self.receive(message)
                 for role, (record, due, _) in list(self.refused.items()):
                     if time.monotonic() >= due:
                         await self.apply(record, retry=True)
