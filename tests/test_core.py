@@ -266,3 +266,41 @@ def test_new_events_sharing_one_timestamp_with_thousands_are_not_dropped_by_the_
     assert not any(o.applied for o in again)  # still told apart: every digest of the time is kept
     profile, outcomes, _ = run([ev(i, item="x", ts=T0) for i in range(1, 60)], settings)  # past 4x the cap
     assert profile.dedupe_floor == T0 + 1 and len(profile.seen_event_ids) <= 4 * settings.seen_ids_max + 2
+
+
+def test_a_late_event_moves_first_seen_back_but_not_the_generation():
+    settings = Settings()
+    profile, index = new_profile("u", settings), InMemoryItemIndex(settings)
+    process(profile, Event("e1", "u", "a", "click", 5000), index, settings, 0)
+    process(profile, Event("e0", "u", "b", "click", 3000), index, settings, 0)  # late
+    assert (profile.first_seen, profile.last_seen, profile.generation) == (3000, 5000, 5000)
+
+
+def test_the_item_just_seen_is_not_similar_to_itself():
+    from test_content import content_index
+
+    from stream_app.core.recommend import FEATURES, recommend
+
+    settings = Settings(ranker=False, covis_weight=0, repeat_weight=0, rules_weight=0, category_weight=0,
+                        popularity_weight=0, trending_weight=0, content_weight=1.0)
+    content, index, profile = content_index(), InMemoryItemIndex(settings), new_profile("u", settings)
+    event = Event("e1", "u", "lantern-1", "click", 1000)
+    process(profile, event, index, settings, 0, content=content)
+    ranked = recommend(profile, event, index, settings, content=content)
+    row = dict(zip(ranked.pool, ranked.features))["lantern-1"]
+    assert row[FEATURES.index("content_last")] == 0.0
+    assert ranked.items[0]["item_id"] != "lantern-1"
+
+
+def test_the_repeat_feature_is_weighted_by_the_users_repeat_propensity():
+    from stream_app.core.recommend import FEATURES, recommend
+
+    settings = Settings(ranker=False)
+    index, profile = InMemoryItemIndex(settings), new_profile("u", settings)
+    for i, item in enumerate(["a", "b", "a"]):
+        event = Event(f"e{i}", "u", item, "click", 1000 * (i + 1))
+        process(profile, event, index, settings, 0)
+    ranked = recommend(profile, event, index, settings, repeat_propensity=0.25)
+    repeat, weighted = FEATURES.index("repeat"), FEATURES.index("repeat_x_propensity")
+    assert ranked.features[:, repeat].max() > 0
+    assert ranked.features[:, weighted].tolist() == pytest.approx((0.25 * ranked.features[:, repeat]).tolist())

@@ -246,3 +246,14 @@ def test_the_table_says_how_many_events_were_left_out_for_their_time_and_the_rep
     assert "left out: 4 events outside the accepted time window" in table(result)
     legend = [part.split('"')[0] for part in render(result).split('<span style="color:')[1:]]
     assert len(result["models"]) >= 19 and len(set(legend[:len(result["models"])])) == len(result["models"])
+
+
+def test_the_timeline_holds_recall_per_window_and_coverage_only_the_logs_items():
+    from stream_app.evaluate.metrics import PopularityPercentiles, Scoreboard
+
+    board, popularity = Scoreboard(k=2, window=2), PopularityPercentiles()
+    for target in ("a", "x", "a", "a"):
+        board.judge(["a", "from-elsewhere"], {"item_id": target, "type": "click"}, popularity)
+    summary = board.summary({"a", "b", "x", "y"})
+    assert summary["timeline"] == [0.5, 1.0]
+    assert summary["coverage"] == 0.25  # "from-elsewhere" is not an item of the log

@@ -184,3 +184,25 @@ def test_after_each_batch_the_in_memory_index_reads_exactly_as_one_derived_afres
         held = [item for item in items if item in index.columns.slot]
         assert columns(index, held) == columns(fresh, held), batch
         index.slots(rng.sample(items, 8))
+
+
+def test_an_items_last_event_time_never_goes_back_when_a_later_signal_is_older():
+    from stream_app.core.items import SignalBuffer
+
+    settings = Settings()
+    index = InMemoryItemIndex(settings)
+    for ts in (5000, 3000):  # a late event, applied in a later epoch (or a later group of the same one)
+        buf = SignalBuffer.for_settings(settings)
+        buf.add_interaction("x", [], 1.0, ts)
+        index.apply(m for _, m in buf.messages())
+    assert index.store["i:x"]["ts"] == 5000
+    assert index.evict_idle(4000) == 0  # its last event is at 5000: not idle before 4000
+
+
+def test_a_pair_with_a_negative_gap_counts_no_more_than_the_events_weight():
+    from stream_app.core import decay
+    from stream_app.core.items import SignalBuffer
+
+    buf = SignalBuffer(popularity_half_life_ms=10**9, trending_half_life_ms=10**9, covis_gap_half_life_ms=1000)
+    buf.add_interaction("b", [("later", -2000)], 1.0, 0)  # the other item was seen after this (late) event
+    assert decay.value_at(buf.by_item["b"]["neighbors"]["later"], 0, 10**9) == pytest.approx(1.0)

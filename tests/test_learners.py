@@ -368,3 +368,96 @@ def test_restored_profile_learners_take_the_current_session_gap_and_downweight_a
     assert stats.sessions == 4 and stats.session_gap_ms == now.session_gap_ms
     drift = restored.learner(interest_drift.InterestDrift.name, interest_drift.InterestDrift)
     assert (drift.session_gap_ms, drift.downweight) == (now.session_gap_ms, 4.0)
+
+
+def restored(first_settings, then_settings, touch):
+    from stream_app.stream.batch import PartitionState
+
+    data: dict[bytes, bytes] = {}
+    first = PartitionState(data, first_settings)
+    touch(first.get(0, print))
+    data[b"0"] = first.record(0)
+    return PartitionState(data, then_settings).get(0, print)
+
+
+def test_a_restored_bandit_explores_at_todays_epsilon_in_the_segments_it_already_knew():
+    def pull_both(learners):
+        for segment in ("new", "returning"):
+            learners.bandit.update(segment, "prior", 1.0)
+            learners.bandit.update(segment, "ranker", 0.0)
+
+    again = restored(Settings(bandit=True, bandit_epsilon=1.0), Settings(bandit=True, bandit_epsilon=0.0), pull_both)
+    assert set(again.bandit.policies) == {"new", "returning"}
+    # epsilon 0: no exploration at all, the greedy arm every time
+    assert {again.bandit.pull(segment) for segment in ("new", "returning") for _ in range(200)} == {"prior"}
+
+
+def test_a_restored_ranker_learns_as_many_negatives_as_today_s_settings_say():
+    again = restored(Settings(ranker_negatives=4), Settings(ranker_negatives=1), lambda learners: None)
+    from stream_app.core.recommend import N_FEATURES
+    rows = np.zeros((6, N_FEATURES))
+    rows[:, 1] = np.arange(6)
+    assert again.ranker.learn_feedback(list("abcdef"), rows, "c", "e1", top_k=3) == 2  # one pair, both ways
+
+
+def test_the_bandit_rewards_the_strategy_whose_list_was_shown_not_the_one_it_wanted():
+    """A cold ranker's list is the prior's: the reward goes to "prior" (process.py's comment)."""
+    settings = Settings(bandit=True, ranker_warm_up=10**6)
+    index, learners, profile = InMemoryItemIndex(settings), new_partition_learners(settings), new_profile("u", settings)
+    learners.bandit.pull = lambda segment: "ranker"  # the bandit wants the (cold) ranker
+    outcome = process(profile, Event("e1", "u", "a", "click", 1000), index, settings, 0, learners)
+    assert outcome.recommendation["model"]["ranking"] == "prior"
+    assert profile.shown_strategy == "new:prior"
+    process(profile, Event("e2", "u", "a", "click", 2000), index, settings, 0, learners)  # a hit
+    policy = learners.bandit.policies["new"]
+    assert policy._rewards["prior"].get() == 1.0 and policy._rewards["ranker"].n == 0
+
+
+def test_the_bandit_is_rewarded_only_for_a_hit_in_the_shown_part_of_the_list():
+    settings = Settings(top_k=1, ranker_pool=3, bandit=True, ranker_warm_up=10**6, repeat_candidates=3)
+    index, learners, profile = InMemoryItemIndex(settings), new_partition_learners(settings), new_profile("u", settings)
+    for i, item in enumerate(["a", "b", "c"]):
+        process(profile, Event(f"e{i}", "u", item, "click", 1000 * (i + 1)), index, settings, 0, learners)
+    segment, arm = profile.shown_strategy.split(":")
+    before = learners.bandit.policies[segment]._rewards[arm]
+    n, total = before.n, before.get() * before.n
+    left_out = profile.shown[2]  # a candidate, not shown (top_k 1)
+    process(profile, Event("e9", "u", left_out, "click", 9000), index, settings, 0, learners)
+    after = learners.bandit.policies[segment]._rewards[arm]
+    assert after.n == n + 1 and after.get() * after.n == pytest.approx(total)  # a reward of 0
+
+
+def drifted(downweight):
+    settings = Settings(drift_handling=True, drift_downweight=downweight)
+    profile, index = new_profile("u", settings), InMemoryItemIndex(settings)
+    for i in range(60):  # the InterestDrift doctest's stream: one drift, at the 7th session
+        process(profile, Event(f"e{i}", "u", f"i{i}", "click", i * 3_600_000, session_id=f"s{i // 5}",
+                               category="shoes" if i < 30 else "garden"), index, settings, 0)
+    return profile
+
+
+def test_drift_handling_divides_the_old_interests_by_the_configured_downweight():
+    mild, strong = drifted(2.0), drifted(64.0)
+    for profile in (mild, strong):
+        assert profile.learner(interest_drift.InterestDrift.name, None).drifts == 1
+    # the same events since the drift: the old interest differs by log2(64) - log2(2) = 5 halvings
+    assert mild.interests["shoes"] - strong.interests["shoes"] == pytest.approx(5.0)
+
+
+def test_the_rank_of_a_hit_tied_with_earlier_rows_counts_them_before_it():
+    from stream_app.core.learners.ranker import reciprocal_rank
+
+    tied = np.array([0.5, 0.5, 0.5, 0.1])
+    assert reciprocal_rank(tied, 2, 20) == pytest.approx(1 / 3)
+    assert reciprocal_rank(tied, 2, 2) == 0.0  # third in row order: not within a top 2
+    assert reciprocal_rank(tied, 0, 1) == 1.0
+
+
+def test_a_shadow_list_is_judged_once_and_not_again_when_no_shadow_encoder_is_live_any_more():
+    from stream_app.core.process import shown_hits
+
+    settings = Settings()
+    index, profile = InMemoryItemIndex(settings), new_profile("u", settings)
+    profile.shadow_shown = ["x"]  # what the shadow encoder showed before it was withdrawn
+    process(profile, Event("e1", "u", "a", "click", 1000), index, settings, 0)
+    assert shown_hits(profile, Event("e2", "u", "x", "click", 2000), settings.top_k)[1] is None

@@ -374,3 +374,26 @@ def test_a_late_event_meets_the_same_trail_whether_the_feed_advanced_before_or_a
         feed.advance(10**12)
     assert advanced_first.index.store["i:B"]["neighbors"] == added_first.index.store["i:B"]["neighbors"] == {}
     assert advanced_first.evicted_trails == added_first.evicted_trails
+
+
+def test_a_late_event_of_an_earlier_hour_counts_against_the_current_hours_cap():
+    """_UserTrail.within_caps: "A late event of an earlier hour counts in the current one"."""
+    from stream_app.core.ordering import ItemFeed
+
+    hour = 3_600_000
+    h = 1_700_000_000_000 // hour * hour + 5 * hour
+    settings = Settings(user_item_signals_per_hour=2)
+    feed = ItemFeed(settings, InMemoryItemIndex(settings))
+    for n, ts in enumerate([h + 1, h + 2, h - 10, h + 3, h - 20, h + 4]):  # a bot interleaving old timestamps
+        feed.add(Event(f"b{n}", "bot", "x", "click", ts), 0, 1)
+    assert feed.capped == 4
+
+
+def test_events_of_equal_timestamps_are_not_late():
+    from stream_app.core.ordering import Sequencer, always
+
+    seq = Sequencer(60_000, always)
+    for name in ("a", "b"):
+        seq.push(0, 1, 1_700_000_000_000, name)
+    _, out = seq.take(10)
+    assert [r.late for r in out] == [False, False] and seq.late == 0
