@@ -304,3 +304,24 @@ def test_the_repeat_feature_is_weighted_by_the_users_repeat_propensity():
     repeat, weighted = FEATURES.index("repeat"), FEATURES.index("repeat_x_propensity")
     assert ranked.features[:, repeat].max() > 0
     assert ranked.features[:, weighted].tolist() == pytest.approx((0.25 * ranked.features[:, repeat]).tolist())
+
+
+def test_rules_and_co_visitation_weigh_each_anchor_by_its_recency_and_only_the_configured_anchors_count():
+    from stream_app.core.recommend import _by_recency, recommend
+
+    related = [{"x": 0.5, "y": 0.2}, {"x": 0.4}, {"z": 0.9}]  # the lists of the most recent anchor first
+    assert _by_recency(related) == pytest.approx({"x": 0.5 + 0.4 / 2, "y": 0.2, "z": 0.9 / 3})
+
+    class Index(InMemoryItemIndex):  # each session item is followed by an item of its own
+        def followers(self, item_id):
+            return {f"after-{item_id}": 1.0}
+
+    def followers_shown(anchors: int) -> set:
+        settings = Settings(rules_anchors=anchors, ranker=False)
+        index, profile = Index(settings), new_profile("u", settings)
+        for n, item in enumerate(["a", "b", "c", "d"]):
+            event = Event(f"e{n}", "u", item, "click", 1000 * (n + 1))
+            process(profile, event, index, settings, 0)
+        return {i["item_id"] for i in recommend(profile, event, index, settings).items if i["item_id"].startswith("after-")}
+
+    assert followers_shown(2) == {"after-d", "after-c"} and followers_shown(4) == {f"after-{i}" for i in "abcd"}

@@ -397,3 +397,18 @@ def test_events_of_equal_timestamps_are_not_late():
         seq.push(0, 1, 1_700_000_000_000, name)
     _, out = seq.take(10)
     assert [r.late for r in out] == [False, False] and seq.late == 0
+
+
+def test_co_visitation_pairs_an_item_only_with_other_items_seen_within_the_window():
+    """Behaviours the pinned OTTO figures alone covered: the co-visitation window and no item paired with itself."""
+
+    def neighbours(window_ms: int) -> dict:
+        settings = Settings(covis_window_ms=window_ms)
+        feed = ItemFeed(settings, InMemoryItemIndex(settings))
+        for n, (item, ts) in enumerate([("a", T0), ("b", T0 + 5 * MINUTE), ("b", T0 + 6 * MINUTE)]):
+            feed.add(Event(f"e{n}", "u", item, "click", ts), 0, 1)
+        feed.advance(1)
+        return feed.index.neighbors("b")
+
+    assert set(neighbours(10 * MINUTE)) == {"a"}  # never "b" itself, though the user saw it twice
+    assert neighbours(2 * MINUTE) == {}
