@@ -57,6 +57,22 @@ def test_the_namespace_prefixes_the_consumer_group_and_every_changelog():
     assert not names["blue."] & names["green."]
 
 
+def test_faust_s_own_environment_variables_change_nothing_in_a_worker_or_the_plain_app(monkeypatch):
+    """Kubernetes sets WEB_PORT=tcp://... for a Service named `web`; BROKER_URL would drop the transport's corrections."""
+    from stream_app.stream.worker import build_app
+    from stream_app.tools.plain_app import build_plain_app
+
+    for name, value in {"WEB_PORT": "tcp://10.96.0.12:80", "BROKER_URL": "kafka://other:9092", "TOPIC_PARTITIONS": "3",
+                        "PROCESSING_GUARANTEE": "exactly_once", "TOPIC_REPLICATION_FACTOR": "3"}.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings(kafka_bootstrap_servers="localhost:1", redis_url="redis://localhost:1")
+    for app in (build_app(settings, 8, 16067), build_plain_app(settings, 8)):
+        assert [str(url) for url in app.conf.broker] == ["stream-app-kafka://localhost:1"]
+        assert (app.conf.topic_partitions, app.conf.processing_guarantee.value) == (8, "at_least_once")
+        assert app.conf.topic_replication_factor == 1
+    assert build_app(settings, 8, 16067).conf.web_port == 16067
+
+
 def test_a_mistyped_setting_is_refused_with_the_nearest_name():
     with pytest.raises(ConfigError, match=r"STREAM_APP_TOPK is not a setting \(did you mean STREAM_APP_TOP_K\?\)"):
         Settings.from_env({"STREAM_APP_TOPK": "5"})

@@ -373,6 +373,9 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
         table_standby_replicas=0,
         web_enabled=False,
         web_port=web_port,
+        # Faust would read ~80 unprefixed variables (BROKER_URL, TOPIC_PARTITIONS, WEB_PORT, ...) over these arguments
+        # (Kubernetes' service links set some: a Service `web` -> WEB_PORT=tcp://...): the settings above are all
+        env={},
     )
     inputs = app.topic(*settings.topics.inputs, key_serializer="raw", value_serializer="raw")
     worker = StreamWorker(app, settings, partitions, datadir, web_port)
