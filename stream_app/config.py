@@ -146,6 +146,7 @@ class Settings:
     # one cluster and one Redis. Empty by default: the contract names as documented.
     namespace: str = ""
     partitions: int = 8
+    replication_factor: int = 1  # of every topic the app creates, changelogs too: 3 on a cluster (README)
     # Input handling
     max_payload_bytes: int = 64 * 1024
     # The accepted event times around the record's Kafka timestamp (0: no bound); outside, a dead
@@ -279,7 +280,7 @@ class Settings:
                 f"rec_policy={self.rec_policy!r} is not one of {', '.join(REC_POLICIES)}: "
                 f"set {ENV_PREFIX}REC_POLICY to one of them"
             )
-        for name in ("partitions", "max_payload_bytes", "batch_max", "fetch_max_wait_ms", "top_k", "recent_max",
+        for name in ("partitions", "replication_factor", "max_payload_bytes", "batch_max", "fetch_max_wait_ms", "top_k", "recent_max",
                      "affinity_max", "seen_ids_max", "half_life_ms", "popularity_half_life_ms", "interest_half_life_ms",
                      "covis_neighbors_max", "covis_candidates_per_item", "repeat_candidates", "popular_per_partition",
                      "trending_half_life_ms", "category_items", "covis_gap_half_life_ms", "item_epoch_ms",

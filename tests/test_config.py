@@ -71,6 +71,10 @@ def test_faust_s_own_environment_variables_change_nothing_in_a_worker_or_the_pla
         assert (app.conf.topic_partitions, app.conf.processing_guarantee.value) == (8, "at_least_once")
         assert app.conf.topic_replication_factor == 1
     assert build_app(settings, 8, 16067).conf.web_port == 16067
+    on_a_cluster = settings.replace(replication_factor=3)  # STREAM_APP_REPLICATION_FACTOR: the changelogs' too
+    assert build_app(on_a_cluster, 8).conf.topic_replication_factor == 3
+    with pytest.raises(ConfigError, match="REPLICATION_FACTOR"):
+        Settings(replication_factor=0)
 
 
 def test_a_mistyped_setting_is_refused_with_the_nearest_name():

@@ -49,7 +49,8 @@ def ensure_topics(settings: Settings, extra: tuple[str, ...] = ()) -> int:
         present_inputs = [name for name in settings.topics.inputs if name in existing]
         partitions = (len(admin.describe_topics(present_inputs[:1])[0]["partitions"]) if present_inputs
                       else settings.partitions)
-        missing = [NewTopic(name, 1 if name in single else partitions, 1, topic_configs=configs or {})
+        missing = [NewTopic(name, 1 if name in single else partitions, settings.replication_factor,
+                            topic_configs=configs or {})
                    for name, configs in specs.items() if name not in existing]
         for new in missing:
             try:

@@ -351,19 +351,18 @@ class StreamWorker:
 
 
 def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faust.App:
-    """The Faust app: the consumer group over the input topics, the ordered input path and the
-    output. `partitions` is the input topics' partition count. The agent, tasks, timer and signal
-    handlers are thin adapters over a `StreamWorker`'s methods."""
+    """The Faust app: the consumer group over the input topics (`partitions` each), the ordered input path and the
+    output. The agent, tasks, timer and signal handlers are thin adapters over a `StreamWorker`'s methods."""
     scheme = transport.configure(settings.fetch_max_wait_ms, settings.kafka_security)
-    brokers = [f"{scheme}://{host}" for host in settings.require_kafka().split(",")]
     datadir = faust_datadir(settings.group_id)  # a temporary one: the tables live in memory and their changelogs
     app = faust.App(
         settings.group_id,
-        broker=brokers,
+        broker=[f"{scheme}://{host}" for host in settings.require_kafka().split(",")],
         broker_credentials=transport.faust_credentials(settings.kafka_security),  # None (Faust's default) for PLAINTEXT
         store="memory://",
         datadir=datadir,
         topic_partitions=partitions,
+        topic_replication_factor=settings.replication_factor,  # the changelogs
         processing_guarantee="at_least_once",  # exactly_once needs transactions Tansu lacks
         consumer_auto_offset_reset="earliest",
         broker_rebalance_timeout=6,
@@ -373,9 +372,7 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
         table_standby_replicas=0,
         web_enabled=False,
         web_port=web_port,
-        # Faust would read ~80 unprefixed variables (BROKER_URL, TOPIC_PARTITIONS, WEB_PORT, ...) over these arguments
-        # (Kubernetes' service links set some: a Service `web` -> WEB_PORT=tcp://...): the settings above are all
-        env={},
+        env={},  # else Faust's unprefixed variables (WEB_PORT, BROKER_URL, ...: Kubernetes sets some) override these
     )
     inputs = app.topic(*settings.topics.inputs, key_serializer="raw", value_serializer="raw")
     worker = StreamWorker(app, settings, partitions, datadir, web_port)

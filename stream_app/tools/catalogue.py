@@ -20,14 +20,13 @@ from fastjsonschema import JsonSchemaException
 from ..config import Settings
 from ..contracts import Rejection, Source, validator
 from ..errors import InputFileError
-from .log_files import check_file, open_text
+from .log_files import check_file, open_text, reading_as
 from .recorded import (
     ONLINE_RETAIL_COLUMNS,
     LineRejection,
     _csv_with_columns,
     first_rejection,
     nothing_read,
-    reading_as,
 )
 
 FORMATS = ("jsonl", "csv", "online-retail")

@@ -4,7 +4,11 @@ and the checks every reader makes first (a file, not empty, not an archive it ca
 from __future__ import annotations
 
 import codecs
+import csv
 import gzip
+import io
+import zlib
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator
 
@@ -72,3 +76,16 @@ _ARCHIVES = ((b"PK\x03\x04", "zip"), (b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"),
 
 def holds_only_blank_lines(path: Path) -> bool:
     return next(numbered_lines(path), None) is None
+
+
+@contextmanager
+def reading_as(path: str | Path, fmt: str) -> Iterator[None]:
+    """A file the reader cannot decode (not UTF-8, not csv, a truncated or corrupt .gz) as an error
+    naming the file and the format, instead of the decoder's exception."""
+    try:
+        yield
+    except (UnicodeDecodeError, csv.Error, io.UnsupportedOperation,
+            EOFError, gzip.BadGzipFile, zlib.error) as exc:  # the last three: a truncated or corrupt .gz
+        damaged = " (the gzip file is truncated or damaged: download or copy it again)" \
+            if isinstance(exc, (EOFError, gzip.BadGzipFile, zlib.error)) else ""
+        raise InputFileError(f"{path}: cannot be read as {fmt} ({exc}){damaged}") from exc

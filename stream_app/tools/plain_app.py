@@ -38,14 +38,13 @@ def build_plain_app(settings: Settings, partitions: int) -> faust.App:
         store="memory://",
         datadir=faust_datadir(settings.group_id),
         topic_partitions=partitions,
+        topic_replication_factor=settings.replication_factor,  # the changelogs
         processing_guarantee="at_least_once",
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=settings.commit_interval_s,
         table_standby_replicas=0,
         web_enabled=False,
-        # Faust would read ~80 unprefixed variables (BROKER_URL, TOPIC_PARTITIONS, WEB_PORT, ...) over these arguments
-        # (Kubernetes' service links set some: a Service `web` -> WEB_PORT=tcp://...): the settings above are all
-        env={},
+        env={},  # else Faust's unprefixed variables (WEB_PORT, BROKER_URL, ...: Kubernetes sets some) override these
     )
     inputs = app.topic(*settings.topics.inputs, key_serializer="raw", value_serializer="raw")
     output = app.topic(output_topic(settings), key_serializer="raw", value_serializer="raw", partitions=partitions)

@@ -8,14 +8,10 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import gzip
 import hashlib
 import heapq
-import io
 import math
 import re
-import zlib
-from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -26,7 +22,7 @@ import orjson
 from ..contracts import Rejection, Source, validator
 from ..errors import InputFileError
 from .csv_rows import CsvRows
-from .log_files import check_file, holds_only_blank_lines, numbered_lines, open_text
+from .log_files import check_file, holds_only_blank_lines, numbered_lines, open_text, reading_as
 
 FORMATS = ("jsonl", "otto", "csv", "retailrocket", "movielens", "online-retail")
 
@@ -379,19 +375,16 @@ def load_sorted(path: str | Path, fmt: str, stats: OnlineRetailStats | None = No
     return events, rejected
 
 
-#: (event, reason, detail) of an event a worker would dead-letter
-Refused = tuple[dict[str, Any], str, str]
-#: With a limit, refused events past the kept ones' time are dropped once this many more than twice it are held
-REFUSED_SLACK = 1_000
+Refused = tuple[dict[str, Any], str, str]  # (event, reason, detail) of an event a worker would dead-letter
+REFUSED_SLACK = 1_000  # with a limit, refused events past the kept ones' time go once this many over twice it
 
 
 def load_accepted(path: str | Path, fmt: str, refusal: Callable[[dict[str, Any]], tuple[str, str] | None],
                   limit: int | None = None, stats: OnlineRetailStats | None = None
                   ) -> tuple[list[dict[str, Any]], list[LineRejection], list[Refused]]:
-    """The log's events a worker accepts (`refusal(event)`: None, or the (reason, detail) it dead-letters one for)
-    in timestamp order (ties keep file order), only the first `limit` of them if given; its rejected lines; and the
-    refused events (with a limit: those up to the last kept one's time). With a limit, memory holds `limit` events
-    (a heap of the earliest), not the log."""
+    """The log's events a worker accepts (`refusal(event)`: None, else why it dead-letters one) in time order (ties
+    in file order), the first `limit` if given (a heap: memory holds `limit` events, not the log); its rejected lines;
+    the refused events (with a limit: those up to the last kept one's time)."""
     if limit is None:
         events, rejected = load_sorted(path, fmt, stats)
         kept = [event for event in events if refusal(event) is None]
@@ -420,19 +413,6 @@ def load_accepted(path: str | Path, fmt: str, refusal: Callable[[dict[str, Any]]
         refused = [found for found in refused if found[0]["ts"] <= kept[-1]["ts"]]
     refused.sort(key=lambda found: found[0]["ts"])  # in time order, as without a limit
     return kept, rejected, refused
-
-
-@contextmanager
-def reading_as(path: str | Path, fmt: str) -> Iterator[None]:
-    """A file the reader cannot decode (not UTF-8, not csv, a truncated or corrupt .gz) as an error
-    naming the file and the format, instead of the decoder's exception."""
-    try:
-        yield
-    except (UnicodeDecodeError, csv.Error, io.UnsupportedOperation,
-            EOFError, gzip.BadGzipFile, zlib.error) as exc:  # the last three: a truncated or corrupt .gz
-        damaged = " (the gzip file is truncated or damaged: download or copy it again)" \
-            if isinstance(exc, (EOFError, gzip.BadGzipFile, zlib.error)) else ""
-        raise InputFileError(f"{path}: cannot be read as {fmt} ({exc}){damaged}") from exc
 
 
 def first_rejection(rejected: list[LineRejection]) -> str:
