@@ -41,6 +41,47 @@ def test_true_end_offsets_read_past_a_short_reported_end(services):
         assert [reported[tp] for tp in tps] == [6, 1, 0]  # partition 0: the last batch's base offset + 1
 
 
+def test_a_partition_retention_emptied_or_ending_in_a_marker_has_its_reported_end_not_a_wait_without_end(monkeypatch):
+    """Apache Kafka deletes an idle partition's last segment at retention.ms (start == end), and a transactional
+    producer's partition ends in a marker: no record at end - 1. The probe waited 10 s and raised, for ever (an
+    erasure's dead-letter listing retried it without end; `stream-app dead-letters` failed)."""
+    from types import SimpleNamespace
+
+    import stream_app.stream.transport as transport
+
+    emptied, marker, normal = (TopicPartition("dlq", p) for p in range(3))
+
+    class Probe:  # the broker's answers for the three partitions
+        def __init__(self, **_):
+            self.positions = {}
+
+        async def start(self):
+            pass
+
+        async def stop(self):
+            pass
+
+        def assign(self, tps):
+            self.assigned = tps
+
+        async def beginning_offsets(self, tps):
+            return {emptied: 40, marker: 0, normal: 0}
+
+        def seek(self, tp, offset):
+            self.positions[tp] = offset
+
+        async def getmany(self, timeout_ms):
+            self.positions[marker] = 9  # the marker at 8 read: no record returned, the position past it
+            return {normal: [SimpleNamespace(offset=4)]} if self.positions.get(normal) == 4 else {}
+
+        async def position(self, tp):
+            return self.positions[tp]
+
+    monkeypatch.setattr(transport, "AIOKafkaConsumer", Probe)
+    reported = {emptied: 40, marker: 9, normal: 5}
+    assert asyncio.run(true_end_offsets(["b:1"], reported, timeout_s=2)) == reported
+
+
 def test_the_workers_consumer_fetches_with_the_configured_wait_not_faust_s_fixed_one():
     """Correction 1: Faust builds its consumer with fetch_max_wait_ms=1500; on Tansu every event then
     waited up to 1.5 s. The worker's consumer carries the setting into the fetcher aiokafka starts."""

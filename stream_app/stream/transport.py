@@ -82,7 +82,9 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
 async def true_end_offsets(servers: list[str], reported: Mapping[Any, int | None],
                            security: KafkaSecurity = PLAINTEXT, timeout_s: float = 10.0) -> dict[Any, int | None]:
-    """End offsets confirmed by reading each non-empty partition's last record batch."""
+    """End offsets confirmed by reading each non-empty partition's last record batch. A partition whose records
+    retention deleted (Apache Kafka deletes an idle partition's last segment too: its start is then its end) or whose
+    last offset holds no record (a transaction marker) has its reported end: there is nothing before it to read."""
     result = dict(reported)
     pending = {TopicPartition(tp.topic, tp.partition): tp for tp, end in reported.items() if end}
     if not pending:
@@ -92,6 +94,9 @@ async def true_end_offsets(servers: list[str], reported: Mapping[Any, int | None
     await probe.start()
     try:
         probe.assign(list(pending))
+        for tp, start in (await probe.beginning_offsets(list(pending))).items():
+            if start >= reported[pending[tp]]:
+                del pending[tp]  # emptied by retention
         for tp in pending:
             probe.seek(tp, reported[pending[tp]] - 1)
         deadline = time.monotonic() + timeout_s
@@ -100,6 +105,9 @@ async def true_end_offsets(servers: list[str], reported: Mapping[Any, int | None
                 if records and tp in pending:
                     key = pending.pop(tp)
                     result[key] = max(result[key], records[-1].offset + 1)
+            for tp in list(pending):  # read past the end without a record (a marker; deleted meanwhile: reset there)
+                if await probe.position(tp) >= reported[pending[tp]]:
+                    del pending[tp]
         if pending:
             raise TimeoutError(f"could not read the last batch of {sorted(pending)} in {timeout_s}s")
     finally:
