@@ -38,7 +38,29 @@ def test_every_setting_named_is_one_the_code_reads():
     named = {k for k in env if k.startswith(ENV_PREFIX) or k in ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL")}
     assert named <= known, named - known
     settings = Settings.from_env(env)
-    assert settings.kafka_bootstrap_servers == "kafka:9092" and settings.redis_url.startswith("redis://redis:")
+    assert settings.kafka_bootstrap_servers == "kafka:19092" and settings.redis_url.startswith("redis://redis:")
+
+
+def test_kafka_and_redis_keep_their_data_on_volumes_and_the_host_is_told_an_address_it_can_reach():
+    """The apache/kafka image logs under /tmp unless told: a recreated container lost every topic, the profile
+    changelogs included. The port published to the host must advertise a host address (a host resolves no
+    `kafka`), and the services' bootstrap address must be the listener advertised on compose's network."""
+    compose = load()
+    kafka, redis = compose["services"]["kafka"], compose["services"]["redis"]
+    env = kafka["environment"]
+    kafka_volumes = dict(v.split(":")[:2] for v in kafka["volumes"])
+    assert kafka_volumes.get("kafka-data") == env["KAFKA_LOG_DIRS"] and "CLUSTER_ID" in env
+    assert dict(v.split(":")[:2] for v in redis["volumes"]).get("redis-data") == "/data"
+    assert {"kafka-data", "redis-data"} <= set(compose["volumes"])
+    advertised = dict(item.split("://") for item in env["KAFKA_ADVERTISED_LISTENERS"].split(","))
+    listening = dict(item.split("://") for item in env["KAFKA_LISTENERS"].split(","))
+    published = [port.split(":")[1] for port in kafka["ports"]]
+    host_listeners = [name for name, address in listening.items() if address.lstrip(":") in published]
+    assert [advertised[name] for name in host_listeners] == ["localhost:9092"]
+    bootstrap = Settings.from_env(compose["services"]["worker-1"]["environment"]).kafka_bootstrap_servers
+    assert bootstrap in advertised.values() and bootstrap.startswith("kafka:")
+    script = compose["services"]["topics"]["command"][0]
+    assert f"--bootstrap-server {bootstrap} " in script
 
 
 def test_topics_job_creates_exactly_the_topics_the_code_uses_with_their_configs():
