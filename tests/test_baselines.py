@@ -80,18 +80,22 @@ VS_BATCHES = [[ev("P", "a", 1, "p1"), ev("P", "d", 2, "p1"), ev("Q", "c", 3, "q1
 def test_vsknn_weights_later_events_and_rare_items():
     # R's session [a, c]: weights a 1/2, c 2/2. Dot products: p1 {a, d} 0.5, q1 {c, e} 1.0.
     # Without IDF: c 1.0, e 1.0, a 0.5, d 0.5.
-    assert run(VSKNN(k=10, idf_weight=0.0), VS_BATCHES)[1][1] == ["c", "e", "a", "d"]
+    assert run(VSKNN(k=10, idf_weight=0.0, score_decay=False), VS_BATCHES)[1][1] == ["c", "e", "a", "d"]
     # With IDF (5 sessions in the pool; e in 4, the others in 1): c 1 * (1 + ln 5) = 2.61,
     # a and d 0.5 * (1 + ln 5) = 1.30, e 1 * (1 + ln 1.25) = 1.22
     assert math.isclose(0.5 * (1 + math.log(5)), 1.3047, abs_tol=1e-4)
-    assert run(VSKNN(k=10, idf_weight=1.0), VS_BATCHES)[1][1] == ["c", "a", "d", "e"]
+    assert run(VSKNN(k=10, idf_weight=1.0, score_decay=False), VS_BATCHES)[1][1] == ["c", "a", "d", "e"]
     # SKNN (binary cosine) sees no order: p1 and q1 both 1/sqrt(2*2) = 0.5, all four items tie
     assert run(SKNN(k=10), VS_BATCHES)[1][1] == ["a", "c", "d", "e"]
     # R's first event (batch 2, session [a]): only p1 shares a
     assert run(VSKNN(k=10), VS_BATCHES)[1][0] == ["a", "d"]
     # a again: [a, c, a] weighs a 3/3 (its last position), c 2/3: p1 1.0, q1 0.667
     again = [VS_BATCHES[0], [*VS_BATCHES[1], ev("R", "a", 12, "r1")]]
-    assert run(VSKNN(k=10, idf_weight=0.0), again)[1][2] == ["a", "d", "c", "e"]
+    assert run(VSKNN(k=10, idf_weight=0.0, score_decay=False), again)[1][2] == ["a", "d", "c", "e"]
+    # session-rec's weighting_score "div": a neighbour's share x 1 / steps back to the latest event it shares.
+    # [a, c]: q1 shares c (1 step back) 1.0 x 1; p1 shares a (2 steps back) 0.5 x 1/2 = 0.25.
+    # IDF on: c 2.61, e 1.22, a and d 0.25 x 2.61 = 0.65
+    assert run(VSKNN(k=10, idf_weight=1.0), VS_BATCHES)[1][1] == ["c", "e", "a", "d"]
 
 
 def test_sequential_rules_weight_by_gap_within_steps():

@@ -70,7 +70,8 @@ def models_to_run(settings: Settings, k: int, baselines: bool, light: bool, enco
                    *single_sources,
                    ItemJustSeen(), MostPopular(k), MostPopular(k, window_events=10_000),
                    RiverMF("FunkMF", k), RiverMF("BiasedMF", k),
-                   CoVisitationUnseen(k), RecentThenCoVisitation(k), SKNN(k), VSKNN(k), SequentialRules(k)]
+                   CoVisitationUnseen(k), RecentThenCoVisitation(k), SKNN(k), VSKNN(k, idf_weight=0.0), VSKNN(k, idf_weight=1.0),
+                   SequentialRules(k)]
     return hybrid, models
 
 
