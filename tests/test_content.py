@@ -57,6 +57,37 @@ def content_index(version="bow-1") -> ContentIndex:
                        terms=["metal lantern", "spotty mug", "jumbo bag", "lantern", "mug", "bag"])
 
 
+def test_an_item_is_no_content_candidate_before_it_joined_the_catalogue():
+    """A log's catalogue of a whole year would let the content sources show items nobody could buy yet."""
+    from stream_app.core.recommend import recommend
+
+    index = build_index("bow-1", CATALOGUE, BagOfWords().embed, terms=[], listed_at={"lantern-new": 5_000})
+    assert "lantern-new" not in index.similar("lantern-1", 3, now_ms=4_999)
+    assert "lantern-new" in index.similar("lantern-1", 3, now_ms=5_000)  # the cache keeps the two apart
+    assert "lantern-new" not in index.similar("lantern-1", 3, now_ms=4_999)
+    lantern = index.scores(index.vector("lantern-new"))
+    assert "lantern-new" not in index.nearest(lantern, 8, now_ms=1_000) and len(index.nearest(lantern, 8, 1_000)) == 8
+    assert len(index.nearest(lantern, 20, now_ms=1_000)) == len(CATALOGUE) - 1  # never a hidden one to fill k
+
+    settings = Settings(ranker=False)
+    profile, items = new_profile("u", settings), InMemoryItemIndex(settings)
+    for ts in (1_000, 6_000):
+        event = Event(f"e{ts}", "u", "lantern-1", "click", ts)
+        process(profile, event, items, settings, 0, content=index)
+        shown = {i["item_id"] for i in recommend(profile, event, items, settings, content=index).items}
+        assert ("lantern-new" in shown) == (ts >= 5_000)
+
+    feed = CatalogueFeed(Settings())  # a worker's: the records' listed_at reach its index
+    for offset, (item_id, title) in enumerate(CATALOGUE.items()):
+        record = {"item_id": item_id, "title": title, "schema_version": 1,
+                  **({"listed_at": 5_000} if item_id == "lantern-new" else {})}
+        feed.apply(item_id.encode(), orjson.dumps(record), offset)
+    import asyncio
+
+    asyncio.run(feed.rebuild(BagOfWords()))
+    assert "lantern-new" not in feed.index.similar("lantern-1", 3, now_ms=4_999)
+
+
 def test_similar_items_are_the_nearest_texts_without_the_item_itself():
     index = content_index()
     similar = index.similar("lantern-1", 3)
@@ -176,7 +207,8 @@ def test_catalogue_files_are_read_as_published_and_bad_records_rejected_with_the
             "5,POST,POSTAGE,1,2010-12-02 08:26,18,13047,UK"]
     retail.write_bytes(gzip.compress("\n".join(rows).encode()))
     items, rejected = load_catalogue(retail, "online-retail")
-    assert items == {"71053": {"item_id": "71053", "title": "WHITE METAL LANTERN", "price": 3.39, "schema_version": 1}}
+    assert items == {"71053": {"item_id": "71053", "title": "WHITE METAL LANTERN", "price": 3.39, "schema_version": 1,
+                               "listed_at": 1291191960000}}  # its first line: 2010-12-01 08:26
 
 
 def family_log():

@@ -333,7 +333,9 @@ def _load_content(settings: Settings, items: str | None, fmt: str, version: str)
         print(f"{items}: {rejected_note(rejected)}")
     model = _load_text_encoder(settings.registry_dir, None if version == "latest" else version)
     started = time.monotonic()
-    index = index_catalogue(model, {item_id: item_text(record) for item_id, record in catalogue.items()})
+    index = index_catalogue(model, {item_id: item_text(record) for item_id, record in catalogue.items()},
+                            listed_at={item_id: record["listed_at"] for item_id, record in catalogue.items()
+                                       if "listed_at" in record})
     print(f"content: {len(index):,} items and {len(index.terms):,} terms embedded by {model.version} "
           f"in {time.monotonic() - started:.1f}s")
     return index

@@ -48,8 +48,14 @@ class ContentIndex:
     """One content model's vectors of a catalogue (rows unit-norm, float32 values held as float64)."""
 
     def __init__(self, version: str, item_ids: Sequence[str], titles: Sequence[str], vectors: np.ndarray,
-                 terms: Sequence[str] = (), term_vectors: np.ndarray | None = None):
+                 terms: Sequence[str] = (), term_vectors: np.ndarray | None = None,
+                 listed_at: Sequence[int | None] | None = None):
         self.version = version
+        # when each item joined the catalogue (ms; -inf: always there): an item is no candidate of the content
+        # sources before it (a log's catalogue of a whole year would show items nobody could buy yet)
+        self.listed_at = np.array([-np.inf if t is None else float(t) for t in listed_at] if listed_at is not None
+                                  else np.full(len(item_ids), -np.inf), dtype=np.float64)
+        self._listing = np.sort(self.listed_at)
         self.item_ids = list(item_ids)
         self.titles = dict(zip(self.item_ids, titles))
         self.row_of = {item_id: row for row, item_id in enumerate(self.item_ids)}
@@ -67,13 +73,16 @@ class ContentIndex:
         row = self.row_of.get(item_id)
         return None if row is None else self.vectors[row]
 
-    def similar(self, item_id: str, k: int) -> dict[str, float]:
-        """The k items whose text is nearest this item's (not itself) -> cosine; {} for an unknown item."""
-        key = (item_id, k)
+    def similar(self, item_id: str, k: int, now_ms: float = np.inf) -> dict[str, float]:
+        """The k items listed by `now_ms` whose text is nearest this item's (not itself) -> cosine; {} for an
+        unknown item."""
+        listed = int(np.searchsorted(self._listing, now_ms, side="right"))  # how many: which ones (a time order)
+        key = (item_id, k, listed)
         found = self._similar.get(key)
         if found is None:
             row = self.row_of.get(item_id)
-            found = {} if row is None else self._top(self._dot(self.vectors, self.vectors[row]), k, exclude=row)
+            found = {} if row is None else self._top(self._dot(self.vectors, self.vectors[row]), k, exclude=row,
+                                                     now_ms=now_ms)
             if len(self._similar) > 200_000:
                 self._similar.clear()
             self._similar[key] = found
@@ -83,9 +92,9 @@ class ContentIndex:
         """Every catalogue item's cosine with a unit vector, in row order."""
         return self._dot(self.vectors, vector)
 
-    def nearest(self, scores: np.ndarray, k: int) -> dict[str, float]:
-        """The k items of the highest `scores` (from `scores()`) -> cosine."""
-        return self._top(scores, k)
+    def nearest(self, scores: np.ndarray, k: int, now_ms: float = np.inf) -> dict[str, float]:
+        """The k items listed by `now_ms` of the highest `scores` (from `scores()`) -> cosine."""
+        return self._top(scores, k, now_ms=now_ms)
 
     def pick(self, scores: np.ndarray, item_ids: Sequence[str]) -> np.ndarray:
         """The `scores` of these items (0 for items without a vector)."""
@@ -123,11 +132,13 @@ class ContentIndex:
                 break
         return chosen
 
-    def _top(self, scores: np.ndarray, k: int, exclude: int = -1) -> dict[str, float]:
-        if exclude >= 0:
-            scores = scores.copy()
-            scores[exclude] = -np.inf
-        k = min(k, len(scores) - (1 if exclude >= 0 else 0))
+    def _top(self, scores: np.ndarray, k: int, exclude: int = -1, now_ms: float = np.inf) -> dict[str, float]:
+        hidden = self.listed_at > now_ms
+        if exclude >= 0 or hidden.any():
+            scores = np.where(hidden, -np.inf, scores)
+            if exclude >= 0:
+                scores[exclude] = -np.inf
+        k = min(k, int(np.isfinite(scores).sum()))
         if k <= 0:
             return {}
         # ties break on item_id so every worker and `evaluate` list the same items, at the k-th place too
@@ -153,8 +164,9 @@ def catalogue_terms(titles: Iterable[str], min_items: int = 5, limit: int = 2000
 
 
 def build_index(version: str, items: dict[str, str], embed: Callable[[Sequence[str]], np.ndarray],
-                terms: Sequence[str] | None = None) -> ContentIndex:
-    """item_id -> text, embedded in item_id order (the same rows in every worker and in `evaluate`)."""
+                terms: Sequence[str] | None = None, listed_at: dict[str, int] | None = None) -> ContentIndex:
+    """item_id -> text, embedded in item_id order (the same rows in every worker and in `evaluate`);
+    `listed_at`: item_id -> when it joined the catalogue (ms), for the items that say."""
     ids = sorted(items)
     texts = [items[i] for i in ids]
     vectors = embed(texts) if ids else np.zeros((0, 0), np.float32)
@@ -162,7 +174,8 @@ def build_index(version: str, items: dict[str, str], embed: Callable[[Sequence[s
     # a term names a group of items: in 5 titles of a large catalogue, in 2 of a small one
     terms = catalogue_terms(texts, min_items=max(2, min(5, len(texts) // 500))) if terms is None else list(terms)
     term_vectors = quantised(embed(terms)) if terms else None
-    return ContentIndex(version, ids, texts, vectors, terms, term_vectors)
+    listed = [listed_at.get(i) for i in ids] if listed_at else None
+    return ContentIndex(version, ids, texts, vectors, terms, term_vectors, listed)
 
 
 def quantised(vectors: np.ndarray) -> np.ndarray:

@@ -159,10 +159,11 @@ def recommend(profile: Profile, event: Event, index: ItemIndex, settings: Settin
 
     interest = interest_vector(profile.content_interest, content.version) if content is not None else None
     last_vector = content.vector(event.item_id) if content is not None else None
-    like_last = content.similar(event.item_id, settings.content_candidates) if last_vector is not None else {}
+    like_last = content.similar(event.item_id, settings.content_candidates, event.ts) if last_vector is not None else {}
     # the catalogue scored once against the interest vector: the source and the feature column
     interest_scores = content.scores(interest) if interest is not None else None
-    like_interest = content.nearest(interest_scores, settings.content_candidates) if interest is not None else {}
+    like_interest = (content.nearest(interest_scores, settings.content_candidates, event.ts) if interest is not None
+                     else {})
 
     popular, trending = index.popular(), index.trending()
     ids = sorted({*covis, *rules, *repeat, *in_category, *islice(popular, settings.top_k),

@@ -69,18 +69,19 @@ class CachedEmbedder:
         self.vectors = {key: vector for key, vector in self.vectors.items() if key in wanted}
 
 
-def index_catalogue(model: TextEncoder, texts: dict[str, str], embedder: CachedEmbedder | None = None
-                    ) -> ContentIndex:
+def index_catalogue(model: TextEncoder, texts: dict[str, str], embedder: CachedEmbedder | None = None,
+                    listed_at: dict[str, int] | None = None) -> ContentIndex:
     """item_id -> text as a ContentIndex under `model`: how a worker builds it, and `evaluate` too (the
-    same texts embedded in the same batches give the same vectors)."""
+    same texts embedded in the same batches give the same vectors); `listed_at`: item_id -> its listed_at."""
     embedder = embedder if embedder is not None else CachedEmbedder()
-    return build_index(model.version, texts, lambda batch: embedder.embed(model, list(batch)))
+    return build_index(model.version, texts, lambda batch: embedder.embed(model, list(batch)), listed_at=listed_at)
 
 
 class CatalogueFeed:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.texts: dict[str, str] = {}  # item_id -> the text embedded
+        self.listed_at: dict[str, int] = {}  # item_id -> when it joined the catalogue, for records that say
         self.index: ContentIndex | None = None
         self.embedder = CachedEmbedder()
         self.invalid = 0
@@ -95,7 +96,9 @@ class CatalogueFeed:
 
     def apply(self, key: bytes | None, value: bytes | None, offset: int) -> None:
         if value is None:  # a tombstone: the item left the catalogue
-            if key is not None and self.texts.pop(key.decode("utf-8", "replace"), None) is not None:
+            item_id = key.decode("utf-8", "replace") if key is not None else None
+            self.listed_at.pop(item_id, None)
+            if item_id is not None and self.texts.pop(item_id, None) is not None:
                 self.changes += 1
             return
         try:
@@ -107,9 +110,13 @@ class CatalogueFeed:
             self.invalid += 1
             log.error("skipping catalogue record at %s[0]@%d: %s", self.settings.topics.items, offset, exc)
             return
-        text = item_text(record)
-        if self.texts.get(record["item_id"]) != text:
-            self.texts[record["item_id"]] = text
+        text, item_id = item_text(record), record["item_id"]
+        if self.texts.get(item_id) != text or self.listed_at.get(item_id) != record.get("listed_at"):
+            self.texts[item_id] = text
+            if "listed_at" in record:
+                self.listed_at[item_id] = record["listed_at"]
+            else:
+                self.listed_at.pop(item_id, None)
             self.changes += 1
 
     async def rebuild(self, model: TextEncoder | None) -> None:
@@ -123,7 +130,7 @@ class CatalogueFeed:
         texts = dict(self.texts)
         started = time.monotonic()
         index = await asyncio.get_running_loop().run_in_executor(
-            None, index_catalogue, model, texts, self.embedder)
+            None, index_catalogue, model, texts, self.embedder, dict(self.listed_at))
         self.index, self.built_for = index, wanted
         self.embedder.keep_only(model.version, [*texts.values(), *index.terms])
         log.warning("content index: %d items, %d terms under %s (%.1fs; %d texts embedded so far)",

@@ -25,6 +25,8 @@ from .recorded import (
     ONLINE_RETAIL_COLUMNS,
     LineRejection,
     _csv_with_columns,
+    _day_first,
+    _retail_ms,
     first_rejection,
     nothing_read,
 )
@@ -117,18 +119,35 @@ def _read_csv(path: Path) -> Iterator[Read]:
                     record["price"] = float(row["price"])
                 except ValueError:
                     record["price"] = row["price"]  # the schema names the problem
+            if (row.get("listed_at") or "").strip():
+                try:
+                    record["listed_at"] = int(row["listed_at"])
+                except ValueError:
+                    record["listed_at"] = row["listed_at"]  # the schema names the problem
             yield _checked(path, line, record, raw)
 
 
 def _read_online_retail(path: Path) -> Iterator[Read]:
     """One record per product (stock codes with a digit, as the event reader keeps them): the
-    description it was sold under most often (ties: the first seen), and its most common price."""
+    description it was sold under most often (ties: the first seen), its most common price, and as
+    `listed_at` the time of its first line in the log (guests' and cancellations' too): an evaluation over
+    the log then shows no item before the shop sold it (a year's catalogue is a look into the future)."""
     names: dict[str, collections.Counter[str]] = {}
     prices: dict[str, collections.Counter[float]] = {}
+    first: dict[str, int] = {}
+    day_first, last_date, last_ms = _day_first(path), "", 0
     with open_text(path) as fh:
         reader = _csv_with_columns(fh, path, ONLINE_RETAIL_COLUMNS)
         for row in reader:
             code = (row.get("StockCode") or "").strip()
+            date = (row.get("InvoiceDate") or "").strip()
+            if code and date:
+                try:
+                    if date != last_date:
+                        last_ms, last_date = _retail_ms(date, day_first), date
+                    first[code] = min(first.get(code, last_ms), last_ms)
+                except ValueError:
+                    pass  # a malformed date: the line names no time
             name = " ".join((row.get("Description") or "").split())
             if not code or not any(ch.isdigit() for ch in code) or not name or name.islower():
                 continue  # lower-case descriptions are stock notes ("damaged", "found"), not names
@@ -143,6 +162,8 @@ def _read_online_retail(path: Path) -> Iterator[Read]:
         record: dict[str, Any] = {"item_id": code, "title": counts.most_common(1)[0][0], "schema_version": 1}
         if code in prices:
             record["price"] = prices[code].most_common(1)[0][0]
+        if code in first and first[code] >= 0:
+            record["listed_at"] = first[code]
         yield _checked(path, line, record, orjson.dumps(record))
 
 
