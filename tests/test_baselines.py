@@ -111,6 +111,12 @@ def test_sequential_rules_weight_by_gap_within_steps():
     assert run(SequentialRules(k=2, steps=2), batches)[1][0] == ["w", "y"]
 
 
+def test_sequential_rules_read_a_session_id_as_one_session_across_gaps_as_the_hybrid_does():
+    batch_1 = [ev("A", "x", 0, "s1"), ev("A", "y", 90 * MIN, "s1")]  # one session, a gap inside
+    batch_2 = [ev("B", "x", 100 * MIN, "s2")]
+    assert run(SequentialRules(k=10), [batch_1, batch_2])[1] == [["y"]]
+
+
 def test_sessions_without_ids_split_on_the_gap():
     # A: x, y 10 minutes later, z 30 minutes after y: a new session with the default gap
     batch_1 = [ev("A", "x", 0), ev("A", "y", 10 * MIN), ev("A", "z", 40 * MIN)]

@@ -69,6 +69,8 @@ class SessionBaseline:
     shared state by `_fold` at the batch boundary."""
 
     name = "session baseline"
+    #: whether a gap of session_gap_ms starts a session within one session_id too (it always does without one)
+    gap_splits_sessions = True
 
     def __init__(self, k: int = 20, session_gap_ms: int = SESSION_GAP_MS):
         self.k = k
@@ -84,7 +86,8 @@ class SessionBaseline:
         session = self._current.get(event.user_id)
         # a new session_id or a gap: OTTO's "session" is a shopper's four weeks, with many gaps inside
         if (session is None or event.session_id != session.key
-                or event.ts - session.last_ts >= self.session_gap_ms):
+                or ((self.gap_splits_sessions or event.session_id is None)
+                    and event.ts - session.last_ts >= self.session_gap_ms)):
             session = self._current[event.user_id] = Session(next(self._sids), event.session_id, event.ts)
         session.last_ts = event.ts
         session.items.append(event.item_id)
@@ -226,7 +229,10 @@ class SequentialRules(SessionBaseline):
     (default 10) positions in a session (events in order, repeats included, so a repeated item
     makes a rule a -> a), weighted 1 / gap, the paper's decreasing weight of the distance; a
     rule's weight is summed over all past sessions. The list: the rules of the current session's
-    last item, by weight."""
+    last item, by weight. A log's session_id is one session, gaps and all, as the hybrid's own rules read
+    it (ordering.ItemFeed); without one, a gap of session_gap_ms starts a session."""
+
+    gap_splits_sessions = False
 
     def __init__(self, k: int = 20, steps: int = 10, session_gap_ms: int = SESSION_GAP_MS):
         super().__init__(k, session_gap_ms)
