@@ -54,7 +54,7 @@ def test_kafka_and_redis_keep_their_data_on_volumes_and_the_host_is_told_an_addr
     assert {"kafka-data", "redis-data"} <= set(compose["volumes"])
     advertised = dict(item.split("://") for item in env["KAFKA_ADVERTISED_LISTENERS"].split(","))
     listening = dict(item.split("://") for item in env["KAFKA_LISTENERS"].split(","))
-    published = [port.split(":")[1] for port in kafka["ports"]]
+    published = [port.split(":")[-1] for port in kafka["ports"]]  # the container's port: what the broker listens on
     host_listeners = [name for name, address in listening.items() if address.lstrip(":") in published]
     assert [advertised[name] for name in host_listeners] == ["localhost:9092"]
     bootstrap = Settings.from_env(compose["services"]["worker-1"]["environment"]).kafka_bootstrap_servers

@@ -259,7 +259,7 @@ def test_evaluate_and_replay_leave_out_what_a_worker_would_dead_letter_for_its_t
         ["soon", "next-year", "large"], [("old", "timestamp_out_of_range")])
 
 
-@pytest.mark.parametrize("slack", [1_000, 0])  # 0: refused events past the span are dropped as they come
+@pytest.mark.parametrize("slack", [1_000, 0, -10**6])  # 0, less: refused events past the span go as they come
 def test_a_limit_holds_only_the_first_events_a_worker_accepts_and_agrees_with_reading_the_whole_log(tmp_path, slack,
                                                                                                     monkeypatch):
     """`replay --limit` and `evaluate --limit`: the first N events a worker accepts (gate), in time order with ties
@@ -281,14 +281,15 @@ def test_a_limit_holds_only_the_first_events_a_worker_accepts_and_agrees_with_re
         if n % 41 == 0:
             event["ts"] = now - 10 * 86_400_000
         lines.append(orjson.dumps(event))
+    lines.append(orjson.dumps({**event, "event_id": "last", "ts": now + 1_000, "context": {"note": "x" * 70_000}}))
     path = tmp_path / "log.jsonl"
     path.write_bytes(b"\n".join(lines) + b"\n")
     refusal = gate(Settings(max_age_ms=86_400_000))
     monkeypatch.setattr(recorded_module, "REFUSED_SLACK", slack)
     everything, _, refused_all = load_accepted(path, "jsonl", refusal)
-    assert len(everything) + len(refused_all) == 400 and {r for _, r, _ in refused_all} == {
+    assert len(everything) + len(refused_all) == 401 and {r for _, r, _ in refused_all} == {
         "payload_too_large", "timestamp_out_of_range"}
-    for limit in (1, 7, 100, 380, 1000):
+    for limit in (1, 7, 100, len(everything), 380, 1000):  # exactly as many as accepted: every refused one kept
         kept, _, refused = load_accepted(path, "jsonl", refusal, limit)
         assert kept == everything[:limit]
         last = kept[-1]["ts"] if limit < len(everything) else float("inf")
@@ -367,6 +368,20 @@ def test_a_stray_quote_costs_its_own_line_only_and_a_row_of_other_width_is_rejec
     reads = list(read_online_retail(retail, stats))
     assert stats.lines == len(rows) and stats.rejected == 3  # the broken line, besides the two rejected before
     assert [r.line for r in reads if isinstance(r, LineRejection)][0] == 2
+
+
+def test_a_rating_json_cannot_hold_and_a_stray_quote_before_the_dates_tell_their_order_cost_one_line(tmp_path):
+    ratings = tmp_path / "ratings.csv"
+    ratings.write_text("userId,movieId,rating,timestamp\n1,2,nan,978300760\n1,3,4.5,978300761\n")
+    events, rejected = load_sorted(ratings, "movielens")
+    assert [e["item_id"] for e in events] == ["3"] and "rating 'nan' is not a finite number" in rejected[0].rejection.detail
+    retail = tmp_path / "online_retail.csv"  # British dates (day first), a stray quote on the first data line
+    retail.write_text("InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"
+                      '536365,85123A,"WHITE HANGING HEART,6,01/12/2010 08:26,2.55,17850,United Kingdom\n'
+                      "536366,71053,WHITE METAL LANTERN,6,13/12/2010 08:26,3.39,17850,United Kingdom\n")
+    assert recorded_module._day_first(retail) is True
+    events, rejected = load_sorted(retail, "online-retail")
+    assert [(e["item_id"], e["ts"]) for e in events] == [("71053", 1292228760000)] and [r.line for r in rejected] == [2]
 
 
 def test_a_number_json_cannot_hold_is_rejected_with_its_line_not_sent_as_null(tmp_path):

@@ -26,6 +26,7 @@ from .recorded import (
     LineRejection,
     _csv_with_columns,
     _day_first,
+    _log_rows,
     _retail_ms,
     first_rejection,
     nothing_read,
@@ -137,8 +138,9 @@ def _read_online_retail(path: Path) -> Iterator[Read]:
     first: dict[str, int] = {}
     day_first, last_date, last_ms = _day_first(path), "", 0
     with open_text(path) as fh:
-        reader = _csv_with_columns(fh, path, ONLINE_RETAIL_COLUMNS)
-        for row in reader:
+        for _, row, _ in _log_rows(fh, path, ONLINE_RETAIL_COLUMNS):  # a row a line, as the event reader reads it
+            if row is None:
+                continue
             code = (row.get("StockCode") or "").strip()
             date = (row.get("InvoiceDate") or "").strip()
             if code and date:

@@ -74,7 +74,7 @@ def read_jsonl(path: Path) -> Iterator[Read]:
 def read_otto(path: Path) -> Iterator[Read]:
     """Event ids number a session's events from 0 in file order; a session on several lines (a dump split by day)
     goes on numbering where its previous line stopped, so its later events are not taken for repeats."""
-    numbered: dict[str, int] = {}
+    numbered: dict[str, int] = {}  # session -> its events so far (about 100 bytes a session: memory grows with them)
     for line, raw in numbered_lines(path):
         try:
             session = orjson.loads(raw)
@@ -215,7 +215,15 @@ def _movielens_event(row: dict[str, str], line: int, raw: bytes) -> dict[str, An
     # A rating is an explicit interaction: a click, with the rating kept in the context.
     return {"event_id": f"ml-{row['userId']}-{row['movieId']}-{row['timestamp']}", "user_id": row["userId"],
             "item_id": row["movieId"], "type": "click", "ts": _whole(row, "timestamp", "seconds") * 1000,
-            "context": {"rating": float(row["rating"])}, "schema_version": 1}
+            "context": {"rating": _finite(row, "rating")}, "schema_version": 1}
+
+
+def _finite(row: dict[str, str], name: str) -> float:
+    """A column's number, or a ValueError naming the column (JSON has no nan nor infinity)."""
+    value = float(row[name])
+    if not math.isfinite(value):
+        raise ValueError(f"{name} {row[name]!r} is not a finite number")
+    return value
 
 
 ONLINE_RETAIL_COLUMNS = ("InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice",
@@ -274,7 +282,9 @@ def _day_first(path: Path) -> bool:
     """Whether the file's slashed dates put the day first: the first date with a field over 12 tells
     (a copy exported with British settings: D/M/YYYY); none such: month first, as the shared csv has it."""
     with open_text(path) as fh:
-        for row in csv.DictReader(fh):
+        for _, row, _ in CsvRows(fh):  # a row a line: a stray quote costs its line, not the check
+            if row is None:
+                continue
             slashed = _SLASH_DATE.fullmatch((row.get("InvoiceDate") or "").strip())
             if slashed is not None and int(slashed.group(1)) > 12:
                 return True
@@ -390,15 +400,16 @@ def load_accepted(path: str | Path, fmt: str, refusal: Callable[[dict[str, Any]]
         kept = [event for event in events if refusal(event) is None]
         return kept, rejected, [(e, *why) for e in events if (why := refusal(e)) is not None]
     latest_first: list[tuple[int, int, dict[str, Any]]] = []  # (-ts, -n, event): the latest kept on top
-    rejected, refused, accepted = [], [], 0
+    rejected, refused, accepted, prune_at = [], [], 0, 2 * limit + REFUSED_SLACK
     with reading_as(path, fmt):
         for n, read in enumerate(read_log(path, fmt, stats)):
             if isinstance(read, LineRejection):
                 rejected.append(read)
             elif (why := refusal(read)) is not None:
                 refused.append((read, *why))
-                if len(refused) > 2 * limit + REFUSED_SLACK and len(latest_first) == limit:  # drop those past the span
+                if len(refused) > prune_at and accepted > limit:  # those past the kept span go (as they would at the end)
                     refused = [found for found in refused if found[0]["ts"] <= -latest_first[0][0]]
+                    prune_at = 2 * len(refused) + REFUSED_SLACK  # those left are kept: no pass per refusal
             else:
                 accepted += 1
                 entry = (-read["ts"], -n, read)
