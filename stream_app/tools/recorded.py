@@ -74,7 +74,7 @@ def read_jsonl(path: Path) -> Iterator[Read]:
 def read_otto(path: Path) -> Iterator[Read]:
     """Event ids number a session's events from 0 in file order; a session on several lines (a dump split by day)
     goes on numbering where its previous line stopped, so its later events are not taken for repeats."""
-    numbered: dict[str, int] = {}  # session -> its events so far (about 100 bytes a session: memory grows with them)
+    numbered: dict[str, int] = {}  # session -> its events so far (memory grows with the sessions)
     for line, raw in numbered_lines(path):
         try:
             session = orjson.loads(raw)
