@@ -110,8 +110,8 @@ def test_a_promotion_whose_files_arrive_late_serves_once_they_are_there(trained,
     assert [r["outcome"] for r in reports] == ["serving", "refused", "serving"]
 
 
-def test_publishing_the_serving_version_again_clears_a_refusal(trained):
-    root, v1, v2 = trained
+def watched(root, *records: dict) -> tuple[ModelWatcher, list[dict]]:
+    """A watcher of `root` after applying `records` in turn, and the status records it reported."""
     reports: list[dict] = []
 
     async def report(record: dict) -> None:
@@ -120,29 +120,26 @@ def test_publishing_the_serving_version_again_clears_a_refusal(trained):
     watcher = ModelWatcher(Settings(registry_dir=str(root)), report, "w")
 
     async def scenario() -> None:
-        await watcher.apply(announce(root, "live", v1, 1))
-        await watcher.apply({**announce(root, "live", v2, 2), "content_hash": "0" * 64})  # refused
-        await watcher.apply(announce(root, "live", v1, 3))  # the rollback
+        for record in records:
+            await watcher.apply(record)
 
     asyncio.run(scenario())
+    return watcher, reports
+
+
+def test_publishing_the_serving_version_again_clears_a_refusal(trained):
+    root, v1, v2 = trained
+    watcher, reports = watched(root, announce(root, "live", v1, 1),
+                               {**announce(root, "live", v2, 2), "content_hash": "0" * 64},  # refused
+                               announce(root, "live", v1, 3))  # the rollback
     assert watcher.live.version == v1 and "live" not in watcher.errors and not watcher.refused
     assert [r["outcome"] for r in reports] == ["serving", "refused", "serving"]
 
 
 def test_withdrawing_a_refused_first_version_is_reported_as_withdrawn_not_as_serving_nothing(trained):
     root, _, v2 = trained
-    reports: list[dict] = []
-
-    async def report(record: dict) -> None:
-        reports.append(record)
-
-    watcher = ModelWatcher(Settings(registry_dir=str(root)), report, "w")
-
-    async def scenario() -> None:
-        await watcher.apply({**announce(root, "live", v2, 1), "content_hash": "0" * 64})  # refused: nothing serves
-        await watcher.apply(announce(root, "live", None, 2))
-
-    asyncio.run(scenario())
+    watcher, reports = watched(root, {**announce(root, "live", v2, 1), "content_hash": "0" * 64},  # nothing serves
+                               announce(root, "live", None, 2))
     assert watcher.live is None and "live" not in watcher.errors and not watcher.refused
     assert [(r["outcome"], r["version"]) for r in reports] == [("refused", v2), ("withdrawn", None)]
 
