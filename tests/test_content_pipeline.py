@@ -86,17 +86,17 @@ def test_a_worker_recommends_an_item_nobody_touched_by_its_text(content_model, m
 def test_through_kafka_with_content_every_list_equals_the_in_process_pass(content_model, services):
     """The worker reloads each profile's interest vector between batches and embeds the catalogue
     itself; `evaluate` keeps profiles in memory and embeds in its own process: the lists must agree."""
-    from stream_app.core.content import item_text
     from stream_app.evaluate.tables import via_kafka_table
     from stream_app.evaluate.via_kafka import evaluate_via_kafka
     from stream_app.serving.text_encoder import TextEncoder
-    from stream_app.stream.catalogue_feed import index_catalogue
+    from stream_app.stream.catalogue_feed import index_records
     from stream_app.tools.catalogue import load_catalogue
     from stream_app.tools.demo import SAMPLE, SAMPLE_FORMAT
 
     root, version = content_model
-    catalogue, _ = load_catalogue(SAMPLE, SAMPLE_FORMAT)
-    index = index_catalogue(TextEncoder.load(root, version), {i: item_text(r) for i, r in catalogue.items()})
+    catalogue, _ = load_catalogue(SAMPLE, SAMPLE_FORMAT)  # with listed_at, as `items load` sends it
+    assert all("listed_at" in record for record in catalogue.values())
+    index = index_records(TextEncoder.load(root, version), catalogue)
     result = evaluate_via_kafka(SAMPLE, SAMPLE_FORMAT, limit=1200, items=(SAMPLE, SAMPLE_FORMAT), content=index,
                                 registry_dir=str(root), timeout=300, baselines=True, light=True)
     assert result["recommendations_published"] == result["recommendations_in_process"] == 1200

@@ -324,8 +324,7 @@ def _load_content(settings: Settings, items: str | None, fmt: str, version: str)
     """The catalogue file's text vectors under a content model of the registry (None without --items)."""
     if items is None:
         return None
-    from ..core.content import item_text
-    from ..stream.catalogue_feed import index_catalogue
+    from ..stream.catalogue_feed import index_records
     from ..tools.catalogue import load_catalogue, rejected_note
 
     catalogue, rejected = load_catalogue(items, fmt)
@@ -333,9 +332,7 @@ def _load_content(settings: Settings, items: str | None, fmt: str, version: str)
         print(f"{items}: {rejected_note(rejected)}")
     model = _load_text_encoder(settings.registry_dir, None if version == "latest" else version)
     started = time.monotonic()
-    index = index_catalogue(model, {item_id: item_text(record) for item_id, record in catalogue.items()},
-                            listed_at={item_id: record["listed_at"] for item_id, record in catalogue.items()
-                                       if "listed_at" in record})
+    index = index_records(model, catalogue)
     print(f"content: {len(index):,} items and {len(index.terms):,} terms embedded by {model.version} "
           f"in {time.monotonic() - started:.1f}s")
     return index

@@ -77,6 +77,14 @@ def index_catalogue(model: TextEncoder, texts: dict[str, str], embedder: CachedE
     return build_index(model.version, texts, lambda batch: embedder.embed(model, list(batch)), listed_at=listed_at)
 
 
+def index_records(model: TextEncoder, records: dict[str, dict[str, Any]]) -> ContentIndex:
+    """item_id -> catalogue record (as the items topic holds them) as a ContentIndex: texts and listing times
+    taken as a worker's feed takes them, so `evaluate`'s index is the workers'."""
+    return index_catalogue(model, {item_id: item_text(record) for item_id, record in records.items()},
+                           listed_at={item_id: record["listed_at"] for item_id, record in records.items()
+                                      if "listed_at" in record})
+
+
 class CatalogueFeed:
     def __init__(self, settings: Settings):
         self.settings = settings
