@@ -242,7 +242,8 @@ def test_evaluate_and_replay_leave_out_what_a_worker_would_dead_letter_for_its_t
     import time
 
     from stream_app.config import Settings
-    from stream_app.tools.replay import gate_refusals
+    from stream_app.tools.recorded import split_refused
+    from stream_app.tools.replay import gate
 
     now = int(time.time() * 1000)
     events = [{"event_id": "old", "ts": 1_000_000_000_000}, {"event_id": "soon", "ts": now + 3_600_000},
@@ -250,7 +251,7 @@ def test_evaluate_and_replay_leave_out_what_a_worker_would_dead_letter_for_its_t
               {"event_id": "large", "ts": now, "context": {"note": "x" * 70_000}}]
 
     def split(settings):
-        kept, refused = gate_refusals(events, settings)
+        kept, refused = split_refused(events, gate(settings))
         return [e["event_id"] for e in kept], [(e["event_id"], reason) for e, reason, _ in refused]
 
     assert split(Settings()) == (["old", "soon"], [("next-year", "timestamp_out_of_range"),

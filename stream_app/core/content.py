@@ -133,9 +133,10 @@ class ContentIndex:
         return chosen
 
     def _top(self, scores: np.ndarray, k: int, exclude: int = -1, now_ms: float = np.inf) -> dict[str, float]:
-        hidden = self.listed_at > now_ms
-        if exclude >= 0 or hidden.any():
-            scores = np.where(hidden, -np.inf, scores)
+        # the latest listing time decides whether any item is hidden: no pass over the catalogue when none is
+        hidden = self.listed_at > now_ms if len(self._listing) and now_ms < self._listing[-1] else None
+        if exclude >= 0 or hidden is not None:
+            scores = np.where(hidden, -np.inf, scores) if hidden is not None else scores.copy()
             if exclude >= 0:
                 scores[exclude] = -np.inf
         k = min(k, int(np.isfinite(scores).sum()))

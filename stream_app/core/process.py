@@ -150,7 +150,7 @@ def process(profile: Profile, event: Event, index: ItemIndex, settings: Settings
     behaviour = behaviour_of(profile, settings)
     behaviour.learn_one(profile, event)
     if settings.drift_handling:
-        drift = profile.learner(InterestDrift.name, lambda: InterestDrift(downweight=settings.drift_downweight))
+        drift = profile.learner(InterestDrift.name, InterestDrift)
         drift.session_gap_ms, drift.downweight = settings.session_gap_ms, settings.drift_downweight
         drift.learn_one(profile, event)
     apply_event(profile, event, digest, settings)

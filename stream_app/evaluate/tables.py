@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..tools.recorded import skipped_said
+from ..tools.replay import skipped_said
 from .metrics import COLD_START
 
 

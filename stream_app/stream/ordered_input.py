@@ -184,9 +184,10 @@ class OrderedInput:
                                 (record.offset, checked, record))  # the record: the reader's copy, if owned
             self.next_offset[(lane, partition)] = record.offset + 1
         self.read += len(records)
-        self.stages.observe("read", time.time(), (record.timestamp / 1000 for record in records
-                                                  if record.timestamp is not None
-                                                  and self._applies_here(lane, partition, record.offset)))
+        start = self.start.get((lane, partition)) if partition in self.owned else None  # (not the history)
+        if start is not None:
+            self.stages.observe("read", time.time(), (record.timestamp / 1000 for record in records
+                                                      if record.timestamp is not None and record.offset >= start))
 
     def release(self) -> None:
         """Release what the order allows: item signals into the feed, entries into the schedules."""
@@ -226,8 +227,7 @@ class OrderedInput:
 
     def _applies_here(self, lane: int, group: int, offset: int) -> bool:
         """An own record from the lane's start on (not the history an earlier owner applied: minutes "late")."""
-        start = self.start.get((lane, group))
-        return group in self.owned and start is not None and offset >= start
+        return group in self.owned and offset >= self.start.get((lane, group), float("inf"))
 
     def _pass(self, entry: Released) -> None:
         key = (entry.lane, entry.group)

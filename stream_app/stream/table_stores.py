@@ -31,9 +31,10 @@ class RestoredStore(Store):
     def __setitem__(self, key: Any, value: Any) -> None:
         self.restored_offsets.pop(key, None)
         self.data[key] = value
-        partition = self.partition_of_key(key)
-        if partition is not None:  # Faust drops a revoked partition's keys by this map, the restored ones only
-            self._key_partition[key] = partition
+        if key not in self._key_partition:  # Faust drops a revoked partition's keys by this map, restored ones only
+            partition = self.partition_of_key(key)  # a key's partition never changes: hashed once, not per write
+            if partition is not None:
+                self._key_partition[key] = partition
 
     def partition_of_key(self, key: Any) -> int | None:
         """The table partition of a key the worker writes (None: not known from the key alone)."""

@@ -259,12 +259,6 @@ class OnlineRetailStats:
         return {f.name: getattr(self, f.name) for f in fields(self)} | {"skipped": self.skipped}
 
 
-def skipped_said(counts: dict[str, int]) -> str:
-    """What the Online Retail reader left out, in words (`counts`: `OnlineRetailStats.as_dict()`)."""
-    return (f"skipped {counts['skipped']:,} lines as the log's README asks: {counts['guest']:,} without a customer, "
-            f"{counts['cancelled']:,} cancellations or returns, {counts['not_product']:,} codes that are not products")
-
-
 def _retail_ms(text: str, day_first: bool) -> int:
     """`YYYY-MM-DD HH:MM[:SS]`, or `M/D/YYYY H:MM[:SS]` (`D/M/YYYY ...` if `day_first`) as the log's csv
     copies have it, taken as UTC (the log's times are the shop's, UK local time), in ms since the epoch."""
@@ -389,6 +383,14 @@ Refused = tuple[dict[str, Any], str, str]  # (event, reason, detail) of an event
 REFUSED_SLACK = 1_000  # with a limit, refused events past the kept ones' time go once this many over twice it
 
 
+def split_refused(events: list[dict[str, Any]], refusal: Callable[[dict[str, Any]], tuple[str, str] | None]
+                  ) -> tuple[list[dict[str, Any]], list[Refused]]:
+    """The events `refusal` lets through, and (event, reason, detail) for the others: one call per event."""
+    whys = [refusal(event) for event in events]
+    return ([e for e, why in zip(events, whys) if why is None],
+            [(e, *why) for e, why in zip(events, whys) if why is not None])
+
+
 def load_accepted(path: str | Path, fmt: str, refusal: Callable[[dict[str, Any]], tuple[str, str] | None],
                   limit: int | None = None, stats: OnlineRetailStats | None = None
                   ) -> tuple[list[dict[str, Any]], list[LineRejection], list[Refused]]:
@@ -397,8 +399,8 @@ def load_accepted(path: str | Path, fmt: str, refusal: Callable[[dict[str, Any]]
     the refused events (with a limit: those up to the last kept one's time)."""
     if limit is None:
         events, rejected = load_sorted(path, fmt, stats)
-        kept = [event for event in events if refusal(event) is None]
-        return kept, rejected, [(e, *why) for e in events if (why := refusal(e)) is not None]
+        kept, refused = split_refused(events, refusal)
+        return kept, rejected, refused
     latest_first: list[tuple[int, int, dict[str, Any]]] = []  # (-ts, -n, event): the latest kept on top
     rejected, refused, accepted, prune_at = [], [], 0, 2 * limit + REFUSED_SLACK
     with reading_as(path, fmt):

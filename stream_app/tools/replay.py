@@ -19,7 +19,13 @@ from ..errors import StreamAppError
 from ..kafka_security import kafka_python_kwargs
 from ..stream.topics import ensure_topics
 from .log_files import check_file
-from .recorded import LineRejection, OnlineRetailStats, Refused, load_accepted, skipped_said
+from .recorded import LineRejection, OnlineRetailStats, Refused, load_accepted
+
+
+def skipped_said(counts: dict[str, int]) -> str:
+    """What the Online Retail reader left out, in words (`counts`: `OnlineRetailStats.as_dict()`)."""
+    return (f"skipped {counts['skipped']:,} lines as the log's README asks: {counts['guest']:,} without a customer, "
+            f"{counts['cancelled']:,} cancellations or returns, {counts['not_product']:,} codes that are not products")
 
 
 @dataclass
@@ -193,18 +199,6 @@ def gate(settings: Settings) -> Callable[[dict[str, Any]], tuple[str, str] | Non
         return ("timestamp_out_of_range", out_of_range) if out_of_range else None
 
     return refusal
-
-
-def gate_refusals(events: list[dict[str, Any]], settings: Settings) -> tuple[list[dict[str, Any]], list[Refused]]:
-    """The events a worker would accept (`gate`), and (event, reason, detail) for the others."""
-    refusal, kept, refused = gate(settings), [], []
-    for event in events:
-        why = refusal(event)
-        if why is None:
-            kept.append(event)
-        else:
-            refused.append((event, *why))
-    return kept, refused
 
 
 def dead_letters_of(refused: Sequence[Refused], path: str | Path) -> list[Rejection]:
