@@ -228,3 +228,44 @@ def test_a_failing_shadow_encoder_is_not_counted_as_a_live_failure(trained):
     batch = handler(Settings(ranker_warm_up=2))
     batch.process_round([ready(e, i) for i, e in enumerate(make_events())], Encoder.load(root, v1), Broken())
     assert batch.counters.encoder_failures == 0 and batch.counters.shadow_encoder_failures == 1
+
+
+def test_a_newer_announcement_replaces_a_refused_one_so_no_retry_brings_the_superseded_version_back(trained):
+    """A refused announcement is tried again later; once a newer one (or a withdrawal) came, that retry
+    would swap in a version nobody serves any more."""
+    root, v1, v2 = trained
+    for later in (announce(root, "live", v2, 3), announce(root, "live", None, 3)):
+        watcher, reports = watched(root, announce(root, "live", v1, 1),
+                                   {**announce(root, "live", v2, 2), "content_hash": "0" * 64},  # refused
+                                   later)
+        assert not watcher.refused and "live" not in watcher.errors
+        assert watcher.wanted["live"] == later["version"]
+        assert (watcher.live.version if watcher.live else None) == later["version"]
+        assert [r["outcome"] for r in reports][-1] == ("serving" if later["version"] else "withdrawn")
+
+
+def short_items_version(trained, tmp_path) -> tuple[Path, str]:
+    """A registry holding a copy of a trained version whose items.json lost its last rows: its files hash as
+    written, it loads, and its item table names rows items.json does not have."""
+    root, v1, _ = trained
+    staged = tmp_path / "staged"
+    shutil.copytree(root / v1, staged)
+    manifest = json.loads((staged / registry.MANIFEST).read_text())
+    items = json.loads((staged / "items.json").read_text())
+    (staged / "items.json").write_text(json.dumps(items[:3]))
+    manifest = {key: value for key, value in manifest.items() if key != "content_hash"}
+    manifest["version"] = "short-items"
+    registry.write_version(tmp_path / "registry", staged, manifest)
+    return tmp_path / "registry", "short-items"
+
+
+def test_a_version_whose_item_table_outgrows_its_items_json_fails_its_trial_and_is_not_published(trained, tmp_path,
+                                                                                                   capsys):
+    """It would serve as "serving" and fail on every batch (IndexError), the batches ranking without it."""
+    registry_dir, version = short_items_version(trained, tmp_path)
+    with pytest.raises(ValueError, match="items.json holds 3"):
+        Encoder.load(registry_dir, version).trial()
+    watcher, reports = watched(registry_dir, announce(registry_dir, "live", version, 1))
+    assert watcher.live is None and [r["outcome"] for r in reports] == ["refused"]
+    code = main(["models", "publish", version, "--registry", str(registry_dir)])  # refused before a broker is asked
+    assert code != 0 and "cannot serve as live, not published" in capsys.readouterr().err

@@ -211,3 +211,13 @@ def test_cli_embeds_texts_and_lists_content_versions(mixed_registry, capsys):
 
 def test_the_served_content_model_passes_its_trial_run(encoder):
     encoder.trial()  # the model watcher runs it before a swap
+
+
+def test_texts_the_tokenizer_knows_no_word_of_get_no_vector_not_one_shared_with_each_other(encoder):
+    """Emoji, a script outside the vocabulary, one 100-character word or blank text tokenize to [UNK] or
+    nothing: one and the same vector for all of them, which would make them each other's nearest items."""
+    unknown = ["\U0001F381\U0001F56F\ufe0f", "\u0e40\u0e17\u0e35\u0e22\u0e19\u0e2b\u0e2d\u0e21", "x" * 101, " "]
+    vectors = encoder.embed(["JUMBO BAG RED RETROSPOT", *unknown, "PARTY BUNTING \U0001F381"])
+    norms = np.linalg.norm(vectors, axis=1)
+    assert norms[1:-1].tolist() == [0.0] * len(unknown)
+    assert abs(norms[0] - 1.0) < 1e-4 and abs(norms[-1] - 1.0) < 1e-4  # a known word is enough

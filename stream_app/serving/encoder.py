@@ -63,8 +63,18 @@ class Encoder:
     def trial(self) -> None:
         """Run the model once on a one-step sequence (raises if it cannot serve)."""
         batch = self.encode([[["trial-item", "click", 0]]])
+        retrieve = self.manifest["retrieve"]
+        if batch.user.shape != (1, self.dim):
+            raise ValueError(f"encoder {self.version} gave user vectors of shape {batch.user.shape}, its manifest says "
+                             f"(1, {self.dim}) (dims.embedding)")
         if not np.all(np.isfinite(batch.user)):
             raise ValueError(f"encoder {self.version} gave non-finite embeddings on a trial sequence")
+        if batch.top_items.shape != (1, retrieve) or batch.top_scores.shape != (1, retrieve):
+            raise ValueError(f"encoder {self.version} gave {batch.top_items.shape[-1]} best items, its manifest says "
+                             f"{retrieve} (retrieve)")
+        if batch.top_items.size and not (0 <= batch.top_items.min() and batch.top_items.max() < len(self.item_ids)):
+            raise ValueError(f"encoder {self.version} names item rows up to {int(batch.top_items.max())}, its items.json "
+                             f"holds {len(self.item_ids)}: the item table and items.json are of different models")
 
     def encode(self, sequences: Sequence[Sequence[Step]]) -> "EncodedBatch":
         """User embeddings and each user's best items of the table, from one onnxruntime call."""

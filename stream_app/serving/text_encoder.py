@@ -57,6 +57,8 @@ class TextEncoder:
         self.session = ort.InferenceSession(str(folder / "text_encoder.onnx"), options,
                                             providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]
+        unk = getattr(self.tokenizer.model, "unk_token", None)
+        self.unk_id = self.tokenizer.token_to_id(unk) if unk else None
 
     @classmethod
     def load(cls, registry: str | Path, version: str, threads: int = 1, expected_hash: str | None = None) -> "TextEncoder":
@@ -77,11 +79,24 @@ class TextEncoder:
         by_length = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         for start in range(0, len(texts), batch_size):
             rows = by_length[start:start + batch_size]
-            out[rows] = self._run([texts[i] for i in rows])
+            found = self._run([texts[i] for i in rows])
+            if found.shape != (len(rows), self.dim):
+                raise ValueError(f"content model {self.version} gave output of shape {found.shape} for {len(rows)} "
+                                 f"texts, its manifest says dim {self.dim}")
+            out[rows] = found
         return out
 
     def _run(self, texts: list[str]) -> np.ndarray:
         encodings = self.tokenizer.encode_batch_fast(texts)
         arrays = {"input_ids": [e.ids for e in encodings], "attention_mask": [e.attention_mask for e in encodings],
                   "token_type_ids": [e.type_ids for e in encodings]}
-        return self.session.run([OUTPUT], {name: np.array(arrays[name], np.int64) for name in self.inputs})[0]
+        found = self.session.run([OUTPUT], {name: np.array(arrays[name], np.int64) for name in self.inputs})[0]
+        if found.ndim == 2 and found.shape[0] == len(texts):
+            # A text the tokenizer knows no word of ([UNK] only, or nothing: emoji, a script outside its
+            # vocabulary) would get the same vector as every other such text and look identical to them
+            found[[not self._has_words(e) for e in encodings]] = 0.0  # 0: no text signal (as an unembeddable one)
+        return found
+
+    def _has_words(self, encoding: Any) -> bool:
+        return any(mask and not special and token != self.unk_id for token, mask, special in
+                   zip(encoding.ids, encoding.attention_mask, encoding.special_tokens_mask))

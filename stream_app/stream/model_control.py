@@ -58,6 +58,11 @@ def publish(settings: Settings, role: str, version: str | None) -> dict[str, Any
         _, manifest = open_version(settings.registry_dir, version, verify=True,
                                    kind="content" if role == "content" else "sequence")
         digest = manifest["content_hash"]
+        kind = TextEncoder if role == "content" else Encoder
+        try:  # the workers' own load and trial run: a version they would refuse is not announced
+            kind.load(settings.registry_dir, version, expected_hash=digest).trial()
+        except Exception as exc:
+            raise ConfigError(f"model {version} cannot serve as {role}, not published: {exc}") from exc
     ensure_topics(settings)
     record = {"role": role, "version": version, "content_hash": digest, "published_at": int(time.time() * 1000)}
     validator("model-control")(record)
@@ -114,7 +119,9 @@ class ModelWatcher:
             if self.errors.pop(role, None) is not None:  # back to what serves (a rollback): no refusal stands
                 await self._report(role, version, digest, "serving" if version is not None else "withdrawn", None)
             return
-        waited = self.refused.pop(role, (None, 0.0, 0.0))[2] if retry else 0.0
+        # Any announcement replaces the role's refused one: a retry must never bring back a superseded version
+        earlier = self.refused.pop(role, None)
+        waited = earlier[2] if retry and earlier is not None else 0.0
         if version is None:
             setattr(self, role, None)
             self.errors.pop(role, None)
