@@ -15,3 +15,9 @@ class ServiceTimeout(StreamAppError):
 
 class InputFileError(StreamAppError):
     """A recorded log cannot be read in the format asked for."""
+
+
+def described(exc: BaseException) -> str:
+    """An exception as a log line shows it: its class and message (redis-py 8's repr holds neither message
+    nor host, only "server:ResponseError")."""
+    return f"{type(exc).__name__}: {exc}"

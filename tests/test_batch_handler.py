@@ -573,3 +573,14 @@ def test_an_erasure_waits_for_its_dead_letters_to_be_listed_beside_the_batches_n
         assert feed.listed == {} and asked == [{USER}]
 
     asyncio.run(scenario())
+
+
+def test_the_idle_pass_passes_over_stored_records_that_are_not_profiles_instead_of_stopping_the_worker():
+    """A record that is JSON but no profile (null, a list, a text last_seen) raised out of the batch, and the
+    worker stopped at the same eviction boundary after every restart."""
+    from stream_app.stream.batch import IdleUsers
+
+    stored = {b"null": b"null", b"list": b"[1, 2]", b"text": b'{"user_id": "text", "last_seen": "1700000000000"}',
+              b"bad": b"{not json", b"idle": b'{"user_id": "idle", "last_seen": 5}',
+              b"busy": b'{"user_id": "busy", "last_seen": 500}'}
+    assert IdleUsers(stored).before(100) == ["idle"]

@@ -272,3 +272,89 @@ def test_a_store_closed_by_a_stopping_worker_takes_the_worker_off_the_live_list(
         return listed
 
     assert asyncio.run(scenario()) == [1, 0, 0]
+
+
+def test_a_hand_edited_number_in_a_profile_hash_is_overwritten_not_a_script_error_that_stalls_the_batch(
+        services, redis_client):
+    """Lua's tonumber of a non-number is nil, and comparing nil failed the guard: a refusal the worker's
+    retry loop repeated for ever. The next write repairs such a hash; a marker's bad time reads as 0."""
+    store, namespace = fresh_store(services)
+    key = profile_key("u1", namespace)
+
+    async def scenario() -> tuple[int, int, dict[str, bool], int]:
+        try:
+            redis_client.hset(key, mapping={"profile_version": "", "generation": "x", "profile": "{}"})
+            repaired = await write_one(store, user_profile(2, 5))
+            redis_client.delete(key)
+            redis_client.hset(key, mapping={"erased_at": "garbage"})
+            after_marker = await write_one(store, user_profile(3, 5))
+            redis_client.hset(key, mapping={"erased_at": "garbage"})
+            removed = await store.delete_profiles(["u1"])
+            return repaired, after_marker, removed, redis_client.exists(key)
+        finally:
+            await store.close()
+
+    assert asyncio.run(scenario()) == (1, 1, {"u1": True}, 0)
+
+
+def test_a_profile_key_the_guard_fails_on_is_skipped_and_logged_like_a_key_of_another_type(services, redis_client,
+                                                                                             caplog):
+    store, namespace = fresh_store(services)
+    profile = Profile(user_id="u1", version=1, event_count=1)
+    profile.version = "1x"  # no number for the script: a refusal of this key alone
+    other = Profile(user_id="u2", version=1, event_count=1)
+
+    async def scenario() -> int:
+        try:
+            await write_one(store, Profile(user_id="u1", version=1, event_count=1))
+            return await store.write_profiles([(p, b"{}") for p in (profile, other)], now_ms=10)
+        finally:
+            await store.close()
+
+    assert asyncio.run(scenario()) == 1 and store.refused == 1
+    assert "attempt to compare" in caplog.text
+
+
+@pytest.mark.parametrize("raw, error", [
+    (b'null', "not a profile"), (b'[1, 2]', "not a profile"),
+    (b'{"user_id": "u1", "version": "3", "event_count": 3}', "'version' is '3'"),
+    (b'{"user_id": "u1", "version": 3, "event_count": 3, "generation": "x"}', "'generation' is 'x'"),
+    (b'{"user_id": "u1", "version": 3, "event_count": 3, "generation": 1, "last_seen": true}', "'last_seen' is True"),
+])
+def test_a_stored_profile_whose_head_is_not_of_its_type_is_refused_when_read(raw, error):
+    with pytest.raises(ValueError, match=error):
+        Profile.from_json(raw)
+
+
+def test_the_read_api_answers_any_user_id_and_says_which_key_is_not_a_profile(services, redis_client):
+    from urllib.parse import quote
+
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from stream_app.store.read_api import read_api
+
+    store, namespace = fresh_store(services)
+    odd = "{x}/y z:\u00e9"
+    redis_client.set(profile_key("squatter", namespace), b"not a hash")
+    redis_client.hset(profile_key("edited", namespace), mapping={"profile": "{", "event_count": "1"})
+
+    async def scenario() -> list[tuple[int, dict]]:
+        try:
+            await store.write_profiles([(Profile(user_id=odd, version=1, event_count=1), b'{"a": 1}')], now_ms=10)
+        finally:
+            await store.close()
+        client = TestClient(TestServer(read_api(services["REDIS_URL"], namespace, 100)))
+        await client.start_server()
+        try:
+            answers = []
+            for user in (odd, "squatter", "edited"):
+                response = await client.get(f"/profiles/{quote(user, safe='')}")
+                answers.append((response.status, await response.json()))
+            return answers
+        finally:
+            await client.close()
+
+    (odd_status, found), (squatter_status, squatter), (edited_status, edited) = asyncio.run(scenario())
+    assert odd_status == 200 and found["profile"] == {"a": 1}
+    assert squatter_status == 500 and "WRONGTYPE" in squatter["error"] and "squatter" in squatter["error"]
+    assert edited_status == 500 and "not a profile as the workers write it" in edited["error"]

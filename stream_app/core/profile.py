@@ -154,6 +154,14 @@ class Profile:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Profile":
+        """Raises ValueError for a record whose head (the fields the shell and Redis's guard compare) is not
+        of its type: a forged or corrupt record must not reach them (a Redis write would fail for good)."""
+        if not isinstance(data, dict) or not isinstance(data.get("user_id"), str):
+            raise ValueError("not a profile: an object with a text user_id")
+        for name, optional in _WHOLE_FIELDS:
+            value = data.get(name)
+            if not (isinstance(value, int) and not isinstance(value, bool) or optional and value is None):
+                raise ValueError(f"profile field {name!r} is {value!r}, not a whole number")
         learner_state, rejected = data.get("learner_state", {}), []
         if not isinstance(learner_state, dict):  # forged: every learner starts afresh
             learner_state, rejected = {}, [("learner_state", learner_state, "learner_state must be an object")]
@@ -177,6 +185,10 @@ class Profile:
     def from_json(cls, raw: bytes) -> "Profile":
         return cls.from_dict(orjson.loads(raw))
 
+
+#: Fields that must hold a whole number (True: or null), the others being read as they come.
+_WHOLE_FIELDS = (("version", False), ("event_count", False), ("generation", True), ("first_seen", True),
+                 ("last_seen", True), ("last_rec_ts", True), ("half_life_ms", False))
 
 #: The head `Profile.to_dict` writes: user_id, version, generation.
 _SNAPSHOT_HEAD = re.compile(rb'\{"user_id":"(?:[^"\\]|\\.)*","version":(\d+),"generation":(\d+|null)[,}]')

@@ -17,9 +17,10 @@ import time
 import orjson
 import redis.asyncio as aioredis
 from aiohttp import web
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from ..config import redact_url
+from ..errors import described
 from .redis_store import profile_key, read_profile_async
 
 log = logging.getLogger("stream_app.read_api")
@@ -58,8 +59,16 @@ def read_api(redis_url: str, namespace: str, wait_ms: int) -> web.Application:
                        and time.monotonic() < deadline and _connected(request)):
                     await asyncio.sleep(POLL_S)
             stored = await read_profile_async(client, user_id, namespace)
+        except (ResponseError, ValueError) as exc:  # the key is not a profile (another type, fields edited)
+            if isinstance(exc, ResponseError) and "WRONGTYPE" not in str(exc):  # an ACL, a full server, ...
+                log.error("Redis refuses a profile read (%s)", described(exc))
+                return _json({"error": f"Redis refuses the read ({described(exc)})"}, 503)
+            key = profile_key(user_id, namespace)
+            log.error("the Redis key %r is not a profile: %s", key, described(exc))
+            return _json({"error": f"the Redis key {key!r} is not a profile ({described(exc)}); retrying will not "
+                          "change it", "user_id": user_id}, 500)
         except RedisError as exc:
-            log.error("Redis does not answer a profile read (%r)", exc)
+            log.error("Redis does not answer a profile read (%s)", described(exc))
             return _json({"error": "Redis does not answer; retry later"}, 503)
         if not stored:
             return _json({"error": f"no profile for user {user_id!r}", "user_id": user_id}, 404)
@@ -73,7 +82,7 @@ def read_api(redis_url: str, namespace: str, wait_ms: int) -> web.Application:
         try:
             await request.app[CLIENT].ping()
         except RedisError as exc:
-            return _json({"status": "Redis does not answer", "error": redact_url(repr(exc))}, 503)
+            return _json({"status": "Redis does not answer", "error": redact_url(described(exc))}, 503)
         return _json({"status": "ok"})
 
     async def connect(app: web.Application) -> None:
@@ -85,7 +94,7 @@ def read_api(redis_url: str, namespace: str, wait_ms: int) -> web.Application:
     app = web.Application()
     app.on_startup.append(connect)
     app.on_cleanup.append(disconnect)
-    app.router.add_get("/profiles/{user_id}", profile)
+    app.router.add_get("/profiles/{user_id:.+}", profile)  # any user id, braces and slashes included
     app.router.add_get("/healthz", healthz)
     return app
 

@@ -17,6 +17,7 @@ import redis
 import redis.asyncio as aioredis
 
 from ..core.profile import Profile
+from ..errors import StreamAppError, described
 
 log = logging.getLogger("stream_app.redis_store")
 
@@ -28,19 +29,19 @@ log = logging.getLogger("stream_app.redis_store")
 # profile begun after: an erased user's holds `erased_at` (the erasure's time: profiles begun at or before it
 # are refused); an idle user's `evicted_generation` and `evicted_at` (that generation's writes timed at or
 # before the eviction are refused, and older generations; a replay that makes the same profile again later
-# passes).
+# passes). A stored number that is not one (a key edited by hand) reads as 0, so the write repairs it.
 _WRITE_IF_NEWER = """
 local stored = redis.call('HMGET', KEYS[1], 'profile_version', 'generation', 'erased_at', 'evicted_generation',
                           'evicted_at')
 local gen = tonumber(ARGV[5])
 if stored[3] or stored[4] then
-  if stored[3] and gen <= tonumber(stored[3]) then return 0 end
-  local evicted = tonumber(stored[4] or '0')
-  if gen < evicted or (gen == evicted and tonumber(ARGV[3]) <= tonumber(stored[5] or '0')) then return 0 end
+  if stored[3] and gen <= (tonumber(stored[3]) or 0) then return 0 end
+  local evicted = tonumber(stored[4] or '0') or 0
+  if gen < evicted or (gen == evicted and tonumber(ARGV[3]) <= (tonumber(stored[5] or '0') or 0)) then return 0 end
   redis.call('DEL', KEYS[1])
 elseif stored[1] then
-  local stored_gen = tonumber(stored[2] or '0')
-  if gen < stored_gen or (gen == stored_gen and tonumber(stored[1]) >= tonumber(ARGV[1])) then return 0 end
+  local stored_gen = tonumber(stored[2] or '0') or 0
+  if gen < stored_gen or (gen == stored_gen and (tonumber(stored[1]) or 0) >= tonumber(ARGV[1])) then return 0 end
 end
 redis.call('HSET', KEYS[1], 'profile_version', ARGV[1], 'event_count', ARGV[2],
            'updated_at', ARGV[3], 'profile', ARGV[4], 'generation', ARGV[5])
@@ -55,7 +56,7 @@ local existed, erased_at = 0, tonumber(ARGV[1])
 if redis.call('TYPE', KEYS[1]).ok == 'hash' then
   local stored = redis.call('HMGET', KEYS[1], 'profile', 'erased_at')
   if stored[1] then existed = 1 end
-  erased_at = math.max(erased_at, tonumber(stored[2] or '0'))
+  erased_at = math.max(erased_at, tonumber(stored[2] or '0') or 0)
 end
 redis.call('DEL', KEYS[1])
 if erased_at > 0 then redis.call('HSET', KEYS[1], 'erased_at', erased_at) end
@@ -63,6 +64,10 @@ if ARGV[2] ~= '0' then redis.call('HSET', KEYS[1], 'evicted_generation', ARGV[2]
 if erased_at > 0 or ARGV[2] ~= '0' then redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
 return existed
 """
+
+#: A refusal of one key's write, not of the writer: a key of another type; a value the guard's script cannot
+#: compare (Lua's "attempt to compare number with nil"), where an ACL or a full server refuses every key.
+KEY_FAULTS = ("WRONGTYPE", "attempt to ")
 
 #: How long a removed user's marker refuses late writes of the profile removed: a batch delivering after the
 #: revoke of its partitions retries for as long as an outage lasts. It holds times and a generation only.
@@ -113,12 +118,13 @@ class ProfileStore:
             count += 1
         if not count:
             return 0
-        # A key holding another type is skipped, not retried: the profile table holds the truth, and one
-        # bad key must not stall every user of the partition. Any other refusal is not the key's.
+        # A key holding another type, or one the guard's script fails on, is skipped, not retried: the profile
+        # table holds the truth, and one bad key must not stall every user of the partition. Any other
+        # refusal is not the key's.
         results = await pipe.execute(raise_on_error=False)
         written = 0
         for (profile, _), result in zip(snapshots, results):
-            if isinstance(result, Exception) and "WRONGTYPE" not in str(result):
+            if isinstance(result, Exception) and not any(mark in str(result) for mark in KEY_FAULTS):
                 raise result  # not this key's fault (an outage, an ACL): the caller retries or stops
             if isinstance(result, Exception):
                 self.refused += 1
@@ -184,7 +190,7 @@ def restore_profiles(client: redis.Redis, namespace: str, snapshots: list[tuple[
 _DELETE_IF_PROFILE_BEFORE = """
 if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then return 0 end
 local at = redis.call('HGET', KEYS[1], 'updated_at')
-if redis.call('HEXISTS', KEYS[1], 'profile') == 1 and at and tonumber(at) < tonumber(ARGV[1]) then
+if redis.call('HEXISTS', KEYS[1], 'profile') == 1 and at and (tonumber(at) or 0) < tonumber(ARGV[1]) then
   return redis.call('DEL', KEYS[1])
 end
 return 0
@@ -234,5 +240,13 @@ def decode_profile(raw: dict[bytes, bytes]) -> dict[str, Any]:
     """What `stream-app profile --json` prints and the read API answers: the hash's fields, decoded."""
     if b"profile" not in raw:  # unknown, or an erased user's marker
         return {}
-    return {"event_count": int(raw[b"event_count"]), "profile_version": int(raw[b"profile_version"]),
-            "updated_at": int(raw[b"updated_at"]), "profile": orjson.loads(raw[b"profile"])}
+    try:
+        return {"event_count": int(raw[b"event_count"]), "profile_version": int(raw[b"profile_version"]),
+                "updated_at": int(raw[b"updated_at"]), "profile": orjson.loads(raw[b"profile"])}
+    except (KeyError, ValueError) as exc:  # edited by hand, or written by something else
+        raise UnreadableProfile(f"not a profile as the workers write it ({described(exc)}): delete the key; the "
+                                "user's next event writes it again, or `stream-app repair-redis` does now") from None
+
+
+class UnreadableProfile(StreamAppError, ValueError):
+    """A profile key whose fields are not what the workers write."""

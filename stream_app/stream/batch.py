@@ -142,9 +142,9 @@ class IdleUsers:
                     continue
                 try:
                     seen = orjson.loads(value).get("last_seen")
-                except orjson.JSONDecodeError:  # unreadable: its user's events are dead-lettered, never evicted
-                    continue
-                if seen is not None:
+                except (orjson.JSONDecodeError, AttributeError):  # not a profile: its user's events are
+                    continue  # dead-lettered (bad_state), it is never evicted
+                if isinstance(seen, int) and not isinstance(seen, bool):
                     self.last_seen[user_id] = seen
             self.complete = True
         return [user_id for user_id, seen in self.last_seen.items() if seen < cutoff_ms]

@@ -26,6 +26,7 @@ import secrets
 from typing import Any, Callable
 
 from ..core.profile import Profile
+from ..errors import described
 from ..store.redis_store import ProfileStore
 from .partitioning import partition_of
 from .retries import RETRYABLE
@@ -80,7 +81,7 @@ class MirrorKeeper:
         try:
             token, missing = await self.marker.missing(self.store.client, owned)
         except RETRYABLE as exc:
-            log.warning("cannot look at Redis's marker of the profile mirror: %r", exc)
+            log.warning("cannot look at Redis's marker of the profile mirror: %s", described(exc))
             return
         if missing:
             self.task = asyncio.ensure_future(self._refill(token, missing))
@@ -97,7 +98,7 @@ class MirrorKeeper:
                                                          self.owned, self.lock, self.now_ms)
             await self.marker.done(self.store.client, token, partitions - incomplete)
         except RETRYABLE as exc:  # the partitions stay missing: written at a later look
-            log.warning("writing the profile mirror back to Redis failed (%r): tried again at the next look", exc)
+            log.warning("writing the profile mirror back to Redis failed (%s): tried again at the next look", described(exc))
             return
         except Exception:  # not the input's fault: said loudly, tried again at the next look
             log.exception("writing the profile mirror back to Redis failed")
@@ -137,7 +138,7 @@ async def refill(store: ProfileStore, table: Any, partitions: set[int], count: i
                 try:
                     profile = Profile.from_json(raw)
                 except Exception as exc:  # its events are dead-lettered for the same reason (batch.py)
-                    log.error("cannot read the stored profile of %r to write it back to Redis: %r", key, exc)
+                    log.error("cannot read the stored profile of %r to write it back to Redis: %s", key, described(exc))
                     continue
                 snapshots.append((profile, profile.to_json(internal=False)))  # as a batch writes an unchanged one
             profiles += len(snapshots)

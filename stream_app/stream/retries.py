@@ -20,6 +20,8 @@ from aiokafka.errors import (
 from redis import exceptions as redis_errors
 from redis.exceptions import RedisError
 
+from ..errors import described
+
 log = logging.getLogger("stream_app.worker")
 
 RETRYABLE = (KafkaError, RedisError, OSError, asyncio.TimeoutError)
@@ -78,12 +80,12 @@ async def until_done(what: str, action: Callable[..., Awaitable[Any]], *args: An
         try:
             return await action(*args)
         except PERMANENT as exc:
-            log.critical("cannot %s: %r will not change by retrying (check the topic's max.message.bytes, "
-                         "the ACLs or the credentials); stopping without acknowledging the batch", what, exc)
+            log.critical("cannot %s: %s will not change by retrying (check the topic's max.message.bytes, "
+                         "the ACLs or the credentials); stopping without acknowledging the batch", what, described(exc))
             stop_worker(EXIT_OUTPUT_REFUSED)
         except RETRYABLE as exc:
             on_retry()
-            log.error("cannot %s (%r); retrying in %.1fs", what, exc, backoff)
+            log.error("cannot %s (%s); retrying in %.1fs", what, described(exc), backoff)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, max_backoff_s)
 

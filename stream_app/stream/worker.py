@@ -29,6 +29,7 @@ from faust.types import TP
 from ..config import Settings, redact_url
 from ..core.items import InMemoryItemIndex
 from ..core.ordering import EvictionClock
+from ..errors import described
 from ..logs import logging_config
 from ..store.redis_store import ProfileStore, RedisStoreConfig
 from . import health, retries, transport
@@ -298,16 +299,15 @@ class StreamWorker:
         try:
             await self.store.publish_worker_status(self.worker_id, {
                 "worker_id": self.worker_id, "app_id": self.settings.app_id, "pid": os.getpid(),
-                # ready: partitions assigned, tables recovered, the models and the catalogue as it stood at start
-                # loaded, no output failing for seconds (what /readyz answers)
+                # ready: partitions assigned, tables recovered, models and catalogue loaded, no output failing (/readyz)
                 "ready": not self.missing(), "web_port": self.web_port,
                 "input_partitions": sorted(self.assigned_inputs()),
                 "counters": asdict(self.counters), "ordering": self.ordered.status(),
                 "models": self.watcher.status(), "catalogue": self.catalogue.status(),
                 "updated_at": now_ms()}, ttl_s=STATUS_TTL_S)
         except RETRYABLE as exc:
-            log.warning("cannot publish the worker status to Redis at %s (%r): check REDIS_URL",
-                        redact_url(self.settings.redis_url), exc)
+            log.warning("cannot publish the worker status to Redis at %s (%s): check REDIS_URL", redact_url(
+                self.settings.redis_url), described(exc))
 
     async def partitions_revoked(self) -> None:
         self.partitions_ready = False
