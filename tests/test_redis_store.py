@@ -358,3 +358,26 @@ def test_the_read_api_answers_any_user_id_and_says_which_key_is_not_a_profile(se
     assert odd_status == 200 and found["profile"] == {"a": 1}
     assert squatter_status == 500 and "WRONGTYPE" in squatter["error"] and "squatter" in squatter["error"]
     assert edited_status == 500 and "not a profile as the workers write it" in edited["error"]
+
+
+def test_a_batch_write_is_one_round_trip_of_evalsha_and_a_redis_that_lost_the_script_gets_it_again(
+        services, redis_client):
+    """redis-py's Script objects asked SCRIPT EXISTS before every pipeline: two round trips per batch."""
+    store, namespace = fresh_store(services)
+    profiles = [Profile(user_id=f"u{i}", version=1, event_count=1) for i in range(3)]
+
+    async def scenario() -> tuple[int, int, dict]:
+        try:
+            redis_client.script_flush()  # as a restarted Redis: NOSCRIPT
+            first = await store.write_profiles([(p, b"{}") for p in profiles], now_ms=10)
+            redis_client.config_resetstat()
+            for p in profiles:
+                p.version = 2
+            second = await store.write_profiles([(p, b"{}") for p in profiles], now_ms=20)
+            return first, second, redis_client.info("commandstats")
+        finally:
+            await store.close()
+
+    first, second, stats = asyncio.run(scenario())
+    assert (first, second) == (3, 3)
+    assert stats["cmdstat_evalsha"]["calls"] == 3 and "cmdstat_script" not in stats

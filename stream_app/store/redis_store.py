@@ -8,6 +8,7 @@ old owner still flushing after a rebalance, never rolls a profile back.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
@@ -91,8 +92,6 @@ class ProfileStore:
     def __init__(self, config: RedisStoreConfig):
         self.config = config
         self._client: aioredis.Redis | None = None
-        self._script = None
-        self._remove = None
         self.refused = 0  # profile writes Redis refused for good (logged, skipped)
         self._worker_key: str | bool | None = None  # the status key published (False: closed)
 
@@ -100,28 +99,20 @@ class ProfileStore:
     def client(self) -> aioredis.Redis:
         if self._client is None:
             self._client = aioredis.Redis.from_url(self.config.url, socket_timeout=self.config.socket_timeout_s)
-            self._script = self._client.register_script(_WRITE_IF_NEWER)
-            self._remove = self._client.register_script(_REMOVE)
         return self._client
 
     async def write_profiles(self, snapshots: Iterable[tuple[Profile, bytes]], now_ms: int) -> int:
         """One round trip for the whole batch: each profile with its public JSON snapshot.
         Returns how many hashes were written (not stale)."""
         snapshots = list(snapshots)
-        client = self.client
-        pipe = client.pipeline(transaction=False)
-        count = 0
-        for profile, public in snapshots:
-            await self._script(keys=[profile_key(profile.user_id, self.config.namespace)],
-                               args=[profile.version, profile.event_count, now_ms, public, profile.generation or 0],
-                               client=pipe)
-            count += 1
-        if not count:
+        if not snapshots:
             return 0
+        commands = [(profile_key(profile.user_id, self.config.namespace), profile.version, profile.event_count, now_ms,
+                     public, profile.generation or 0) for profile, public in snapshots]
+        results = await self._run_script(_WRITE_IF_NEWER, commands)
         # A key holding another type, or one the guard's script fails on, is skipped, not retried: the profile
         # table holds the truth, and one bad key must not stall every user of the partition. Any other
         # refusal is not the key's.
-        results = await pipe.execute(raise_on_error=False)
         written = 0
         for (profile, _), result in zip(snapshots, results):
             if isinstance(result, Exception) and not any(mark in str(result) for mark in KEY_FAULTS):
@@ -134,6 +125,27 @@ class ProfileStore:
                 written += int(result)
         return written
 
+    async def _run_script(self, script: str, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """EVALSHA of `script` per command (its key, then its arguments) in one pipeline: one round trip. (redis-py's
+        Script objects ask SCRIPT EXISTS before every pipeline: a second round trip per batch.) A Redis that
+        does not know the script (restarted, flushed) answers NOSCRIPT: it is loaded and those commands sent
+        again. Results in command order; a command's refusal is its result (raise_on_error=False)."""
+        client, sha = self.client, hashlib.sha1(script.encode()).hexdigest()
+        pipe = client.pipeline(transaction=False)
+        for key, *args in commands:
+            pipe.evalsha(sha, 1, key, *args)
+        results = await pipe.execute(raise_on_error=False)
+        missing = [i for i, result in enumerate(results) if isinstance(result, redis.exceptions.NoScriptError)]
+        if missing:
+            await client.script_load(script)
+            pipe = client.pipeline(transaction=False)
+            for i in missing:
+                key, *args = commands[i]
+                pipe.evalsha(sha, 1, key, *args)
+            for i, result in zip(missing, await pipe.execute(raise_on_error=False)):
+                results[i] = result
+        return results
+
     async def delete_profiles(self, user_ids: list[str], erased_at: dict[str, int] | None = None,
                               evicted: dict[str, int] | None = None, now_ms: int = 0) -> dict[str, bool]:
         """Delete the users' hashes (idle or erased users the profile table dropped), in one round trip;
@@ -143,14 +155,14 @@ class ProfileStore:
         if not user_ids:
             return {}
         erased_at, evicted = erased_at or {}, evicted or {}
-        client = self.client
-        pipe = client.pipeline(transaction=False)
-        for user_id in user_ids:
-            await self._remove(keys=[profile_key(user_id, self.config.namespace)],
-                               args=[erased_at.get(user_id, 0), evicted.get(user_id, 0), now_ms, MARKER_S * 1000],
-                               client=pipe)
+        results = await self._run_script(_REMOVE, [
+            (profile_key(user_id, self.config.namespace), erased_at.get(user_id, 0), evicted.get(user_id, 0), now_ms,
+             MARKER_S * 1000) for user_id in user_ids])
+        for result in results:
+            if isinstance(result, Exception):
+                raise result  # the caller retries (an outage) or stops
         held: dict[str, bool] = {}
-        for user_id, deleted in zip(user_ids, await pipe.execute()):  # a user twice (an eviction, then an
+        for user_id, deleted in zip(user_ids, results):  # a user twice (an eviction, then an
             held[user_id] = held.get(user_id, False) or bool(deleted)  # erasure): did either find a profile
         return held
 
