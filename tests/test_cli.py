@@ -230,3 +230,52 @@ def test_status_accounts_for_every_event_and_gives_the_item_epoch_as_a_time():
         "  no sequence encoder live; next event in the shown list 25.0% of 200"
     assert describe_worker({**status, "counters": judged, "models": {"live": "enc-1"}}, 60_000)[1] == \
         "  encoder live enc-1 (next event in the shown list 25.0% of 200)"
+
+
+def test_a_worker_is_listed_with_what_it_waits_for_from_its_start_not_once_faust_has_started(monkeypatch):
+    """Faust starts its heartbeat timer only once the app has started: a starting, recovering or stuck worker
+    was missing from `stream-app status`, which then said to start one."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from stream_app.cli.commands import describe_worker
+    from stream_app.stream import worker_status
+
+    published: list[dict] = []
+
+    async def publish_worker_status(worker_id: str, status: dict, ttl_s: int) -> None:
+        published.append(status)
+        if len(published) == 2:
+            worker.processing = True  # the input loop runs: the heartbeat takes over
+
+    waiting = {"partitions": "input partitions not assigned, or their tables not recovered yet"}
+    worker = SimpleNamespace(
+        processing=False, worker_id="w1", settings=SimpleNamespace(app_id="a", redis_url="redis://x"), web_port=1,
+        missing=lambda: dict(waiting), assigned_inputs=set, counters=SimpleNamespace(),
+        ordered=SimpleNamespace(status=dict), watcher=SimpleNamespace(status=dict),
+        catalogue=SimpleNamespace(status=dict), store=SimpleNamespace(publish_worker_status=publish_worker_status))
+    monkeypatch.setattr(worker_status, "STATUS_TTL_S", 0.03)
+    monkeypatch.setattr(worker_status, "asdict", lambda counters: {"events": 0, "applied": 0, "duplicates": 0,
+                                                                   "rejected": 0, "recommendations": 0})
+    asyncio.run(asyncio.wait_for(worker_status.status_until_processing(worker), 5))
+    assert len(published) == 2 and published[0]["ready"] is False and published[0]["missing"] == waiting
+    lines = describe_worker(published[0], item_epoch_ms=60_000)
+    assert "starting" in lines[0]
+    assert lines[1] == "  waiting for: partitions (input partitions not assigned, or their tables not recovered yet)"
+
+
+def test_repair_redis_with_redis_stopped_says_so_instead_of_a_traceback(monkeypatch, capsys):
+    import redis
+
+    from stream_app.cli.main import main
+    from stream_app.tools import repair
+
+    def stopped(settings):
+        raise redis.ConnectionError("Error 111 connecting to 127.0.0.1:1. Connection refused.")
+
+    monkeypatch.setattr(repair, "repair_redis", stopped)
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+    assert main(["repair-redis"]) == 2
+    err = capsys.readouterr().err
+    assert "Redis at redis://127.0.0.1:1/0 does not answer" in err and "Traceback" not in err

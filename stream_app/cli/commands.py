@@ -27,7 +27,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     since = (f" (already, since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(record['started_at']))})"
              if record.get("already_running") and record.get("started_at") else
              " (already)" if record.get("already_running") else "")
-    print(f"embedded broker and Redis are running{since}; `stream-app down` stops them", file=sys.stderr)
+    print(f"embedded broker and Redis are running{since}; `stream-app down` stops them. The embedded broker keeps "
+          "its topics in memory: `down` discards them all (profile changelogs, dead letters, the erased-users "
+          "record); for topics that must outlive it, run Apache Kafka (docker-compose.yml)", file=sys.stderr)
     return 0
 
 
@@ -39,7 +41,8 @@ def cmd_down(args: argparse.Namespace) -> int:
         stopped = embedded.down()
     except OSError as exc:
         raise StreamAppError(unusable_state_dir(exc)) from None
-    print("stopped the embedded broker and Redis" if stopped else "nothing was running")
+    print("stopped the embedded broker (its topics, kept in memory, are gone) and Redis" if stopped
+          else "nothing was running")
     if stopped and attached:
         print(f"{len(attached)} workers were still running against them (pids {', '.join(map(str, attached))}): they "
               "retry the connection until stopped; stop them (Ctrl-C, or kill PID)", file=sys.stderr)
@@ -112,6 +115,8 @@ def describe_worker(s: dict, item_epoch_ms: int) -> list[str]:
     if c.get("encoder_failures"):
         line += f", rounds ranked without the encoder (it raised) {c['encoder_failures']}"
     lines = [line]
+    if not s["ready"] and s.get("missing"):  # what it waits for, as its /readyz says
+        lines.append("  waiting for: " + "; ".join(f"{what} ({why})" for what, why in s["missing"].items()))
     models = s.get("models") or {}
     hits = f"next event in the shown list {c['live_hits'] / c['live_judged']:.1%} of {c['live_judged']}" \
         if c.get("live_judged") else ""
@@ -196,9 +201,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_repair_redis(args: argparse.Namespace) -> int:
+    import redis
+
     from ..tools.repair import repair_redis
 
-    summary = repair_redis(Settings.from_env())
+    settings = Settings.from_env()
+    try:
+        summary = repair_redis(settings)
+    except redis.RedisError as exc:  # nothing half-done to undo: a rerun writes what is missing
+        raise redis_trouble(settings, exc) from None
     print(f"read {summary.snapshots_read} snapshots of {summary.users} users from the profiles topic; "
           f"wrote {summary.written} to Redis (the others were there already, or newer), deleted {summary.deleted} "
           f"(users with a tombstone last, erased, or not on the topic), left out {summary.erased} snapshots of "

@@ -19,17 +19,15 @@ import os
 import shutil
 import socket
 import time
-from dataclasses import asdict
 from typing import Any, Callable
 
 import faust
 import orjson
 from faust.types import TP
 
-from ..config import Settings, redact_url
+from ..config import Settings
 from ..core.items import InMemoryItemIndex
 from ..core.ordering import EvictionClock
-from ..errors import described
 from ..logs import logging_config
 from ..store.redis_store import ProfileStore, RedisStoreConfig
 from . import health, retries, transport
@@ -45,12 +43,12 @@ from .ordered_input import OrderedInput
 from .output import BatchProducer, Outbox
 from .ready import ReadRecord
 from .redis_refill import MirrorKeeper
-from .retries import EXIT_BATCH_FAILED, EXIT_PORT_TAKEN, RETRYABLE, batch_finished_or_late, stop_worker, until_done
+from .retries import EXIT_BATCH_FAILED, EXIT_PORT_TAKEN, batch_finished_or_late, stop_worker, until_done
 from .table_stores import LearnersTable, ProfileTable, add_table
+from .worker_status import STATUS_TTL_S, publish_status, status_until_processing
 
 log = logging.getLogger("stream_app.worker")
 
-STATUS_TTL_S = 15
 PROFILE_TABLE = "profiles"
 LEARNER_TABLE = "partition-learners"
 #: How long a starting worker waits for the item catalogue to be embedded before it takes events.
@@ -75,19 +73,17 @@ class StreamWorker:
         # Newest-wins on restore: a late changelog record of an earlier owner does not roll a profile back
         self.profile_table = add_table(app, ProfileTable, PROFILE_TABLE, partitions)
         self.store = ProfileStore(RedisStoreConfig(settings.require_redis(), settings.namespace))
-        self.models_ready = asyncio.Event()
         self.catalogue = CatalogueFeed(settings)
-        self.catalogue_ready = asyncio.Event()
+        self.models_ready, self.catalogue_ready = asyncio.Event(), asyncio.Event()
         self.output = BatchProducer(settings.require_kafka(), settings.kafka_security)
         # The learners of each input partition (ranker, bandit), in a table of the same partitioning.
         self.learner_table = add_table(app, LearnersTable, LEARNER_TABLE, partitions)
         self.partition_state = PartitionState(self.learner_table.data, settings,
                                               self.learner_table.changelog_topic_name)
-        self.partitions = partitions
+        self.partitions, self.index = partitions, InMemoryItemIndex(settings)
         # Idle profiles leave at fixed event times (STREAM_APP_USER_IDLE_MS), as in `evaluate`.
         self.idle_users = IdleUsers(self.profile_table.data) if settings.user_idle_ms else None
         self.user_eviction = EvictionClock()
-        self.index = InMemoryItemIndex(settings)
         self.ordered = OrderedInput(settings, partitions, self.index)
         # Erasures (erasures.py): the record of erased users, in a table partitioned like the profiles
         self.erased = ErasedUsers.table(app, settings, partitions, self.profile_table.changelog_topic_name)
@@ -109,8 +105,8 @@ class StreamWorker:
         self.processing = False  # past the start-up waits for the models and the catalogue
         self.metrics = WorkerMetrics(self.snapshot)
         self.ordered.stages = self.metrics.stages
-        self.web_port = web_port
-        self.http: Any = None  # the HTTP port's runner (stream/health.py), from start_http
+        self.web_port, self.http = web_port, None  # the HTTP port and its runner (stream/health.py), from start_http
+        self.early_status: asyncio.Future | None = None  # the status published before Faust's heartbeat runs
 
     async def report_model_status(self, record: dict[str, Any]) -> None:
         outbox = Outbox()
@@ -126,6 +122,7 @@ class StreamWorker:
                          "for any free port", self.web_port, exc)
             stop_worker(EXIT_PORT_TAKEN)
         log.warning("metrics on http://%s:%d/metrics, /healthz, /readyz", socket.gethostname(), self.web_port)
+        self.early_status = asyncio.ensure_future(status_until_processing(self))
 
     def missing(self) -> dict[str, str]:
         """What the worker waits for before it takes events, or to store them (an output failing for
@@ -296,18 +293,7 @@ class StreamWorker:
         return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic in self.settings.topics.inputs}
 
     async def publish_status(self) -> None:
-        try:
-            await self.store.publish_worker_status(self.worker_id, {
-                "worker_id": self.worker_id, "app_id": self.settings.app_id, "pid": os.getpid(),
-                # ready: partitions assigned, tables recovered, models and catalogue loaded, no output failing (/readyz)
-                "ready": not self.missing(), "web_port": self.web_port,
-                "input_partitions": sorted(self.assigned_inputs()),
-                "counters": asdict(self.counters), "ordering": self.ordered.status(),
-                "models": self.watcher.status(), "catalogue": self.catalogue.status(),
-                "updated_at": now_ms()}, ttl_s=STATUS_TTL_S)
-        except RETRYABLE as exc:
-            log.warning("cannot publish the worker status to Redis at %s (%s): check REDIS_URL", redact_url(
-                self.settings.redis_url), described(exc))
+        await publish_status(self)
 
     async def partitions_revoked(self) -> None:
         self.partitions_ready = False
@@ -337,6 +323,8 @@ class StreamWorker:
                 await self.offsets.commit_now(self.app.consumer, "on the way out")
         if self.http is not None:
             await self.http.cleanup()
+        if self.early_status is not None:
+            self.early_status.cancel()
         await self.mirror.stop()
         await self.output.stop()
         await self.store.close()

@@ -116,7 +116,8 @@ def erase_users(settings: Settings, users: list[str], wait_s: float | None, as_j
         raise ServiceTimeout(
             f"no receipt for {len(missing)} of {len(requests)} erasure requests ({', '.join(map(repr, missing[:5]))}) "
             f"within {wait_s:.0f}s: is a worker running on this namespace? (`stream-app status`; start one with "
-            f"`stream-app worker`). The requests stay on {settings.topics.erasures} and are applied when a worker "
+            f"`stream-app worker`). A running worker waiting for Redis or the broker (its /readyz says which) "
+            f"applies them once that answers. The requests stay on {settings.topics.erasures} and are applied when a worker "
             "reads them; wait longer with --timeout")
     return 0
 

@@ -1,0 +1,45 @@
+"""The worker's status record in Redis: what `stream-app status` lists (ready or not and why, partitions,
+counters, models, catalogue), refreshed at the heartbeat; published from the start, before Faust's heartbeat
+timer runs (once the app has started: partitions assigned, tables recovered), so a starting or stuck worker is
+listed too."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import asdict
+from typing import Any
+
+from ..config import redact_url
+from ..errors import described
+from .retries import RETRYABLE
+
+log = logging.getLogger("stream_app.worker")
+
+STATUS_TTL_S = 15
+
+
+async def publish_status(worker: Any) -> None:
+    """`worker`: a `StreamWorker`."""
+    missing = worker.missing()
+    try:
+        await worker.store.publish_worker_status(worker.worker_id, {
+            "worker_id": worker.worker_id, "app_id": worker.settings.app_id, "pid": os.getpid(),
+            # ready: partitions assigned, tables recovered, models and catalogue loaded, no output failing (/readyz)
+            "ready": not missing, "missing": missing, "web_port": worker.web_port,
+            "input_partitions": sorted(worker.assigned_inputs()),
+            "counters": asdict(worker.counters), "ordering": worker.ordered.status(),
+            "models": worker.watcher.status(), "catalogue": worker.catalogue.status(),
+            "updated_at": int(time.time() * 1000)}, ttl_s=STATUS_TTL_S)
+    except RETRYABLE as exc:
+        log.warning("cannot publish the worker status to Redis at %s (%s): check REDIS_URL",
+                    redact_url(worker.settings.redis_url), described(exc))
+
+
+async def status_until_processing(worker: Any) -> None:
+    """The status every third of its lifetime until the worker's input loop runs (then its heartbeat does it)."""
+    while not worker.processing:
+        await publish_status(worker)
+        await asyncio.sleep(STATUS_TTL_S / 3)
