@@ -496,6 +496,32 @@ def test_erasure_requests_wait_for_their_partition_owner_and_are_applied_once():
     assert feed.due({mine}, erased) == []  # handed out once
 
 
+@pytest.mark.parametrize("old_through, new_requests", [(2, 2), (2, 5)])
+def test_requests_on_a_recreated_erasures_topic_are_applied_not_taken_for_the_ones_applied_before(old_through,
+                                                                                                  new_requests):
+    """Offsets start at 0 again on a recreated topic: the requests below the offset applied on the old one were
+    dropped without a word, and their users' profiles stayed."""
+    from stream_app.contracts import Source
+    from stream_app.stream.erasures import ErasedUsers, ErasureFeed
+    from stream_app.stream.partitioning import partition_of
+
+    settings = Settings(partitions=4)
+    mine = partition_of(USER, 4)
+    erased = ErasedUsers({}, settings, "erased.changelog", "profiles.changelog")
+    erased.applied_through(mine, old_through, "old-request")  # applied on the topic before its deletion
+    feed = ErasureFeed(settings, 4, lambda: None, "w", None)
+    for offset in range(new_requests):
+        value = orjson.dumps({"request_id": f"new-{offset}", "user_id": USER, "requested_at": 1, "schema_version": 1})
+        feed.push(USER.encode(), value, Source("erasures", mine, offset))
+    assert [offset for _, offset, _ in feed.due({mine}, erased)] == list(range(new_requests))
+    # the same topic: what was applied is not applied again
+    erased.applied_through(mine, 1, "new-1")
+    for offset in range(new_requests):
+        value = orjson.dumps({"request_id": f"new-{offset}", "user_id": USER, "requested_at": 1, "schema_version": 1})
+        feed.push(USER.encode(), value, Source("erasures", mine, offset))
+    assert [offset for _, offset, _ in feed.due({mine}, erased)] == list(range(2, new_requests))
+
+
 def test_the_table_keeps_each_profile_in_bytes_of_its_own_size_not_in_the_serializers_larger_buffer(settings):
     """orjson's output keeps the buffer it grew while writing (4 KiB at least); the profile table holds
     every active user's snapshot, so a worker's memory per user was about 3x the profile's size."""
@@ -584,3 +610,57 @@ def test_the_idle_pass_passes_over_stored_records_that_are_not_profiles_instead_
               b"bad": b"{not json", b"idle": b'{"user_id": "idle", "last_seen": 5}',
               b"busy": b'{"user_id": "busy", "last_seen": 500}'}
     assert IdleUsers(stored).before(100) == ["idle"]
+
+
+def test_repair_redis_refuses_to_run_without_the_key_past_erasures_were_recorded_with(monkeypatch):
+    """It read no erased user without the workers' key, and wrote an erased profile back into Redis."""
+    from types import SimpleNamespace
+
+    from stream_app.errors import ConfigError
+    from stream_app.stream.erasures import ErasedUsers
+    from stream_app.tools import repair
+
+    workers = Settings(erasure_key="secret-1")
+    recorded = ErasedUsers({}, workers, "", "")
+    key, value = recorded.record(SimpleNamespace(user_id=USER, requested_at=5, request_id="r1"))
+    monkeypatch.setattr(repair, "read_to_end", lambda settings, topic, timeout_s: [SimpleNamespace(key=key,
+                                                                                                     value=value)])
+    assert repair.erased_users(workers).erased_at(USER) == 5
+    for missing in (Settings(), Settings(erasure_key="secret-2")):
+        with pytest.raises(ConfigError, match="set STREAM_APP_ERASURE_KEY"):
+            repair.erased_users(missing)
+
+
+def test_no_right_to_read_the_dead_letter_topic_is_said_in_the_receipt_not_a_worker_stopped_by_every_erasure(
+        settings):
+    """until_done stops the worker on a refusal no retry changes: right for an output, but a listing it could
+    not read stopped each owner of the partition in turn, and the erasure was never applied."""
+    import asyncio
+
+    from aiokafka.errors import TopicAuthorizationFailedError
+
+    from stream_app.contracts import Source
+    from stream_app.stream.erasures import ErasedUsers, ErasureFeed
+    from stream_app.stream.partitioning import partition_of
+    from stream_app.stream.retries import until_done
+
+    async def scenario():
+        async def refused(users):
+            raise TopicAuthorizationFailedError("not authorized to read events.dlq")
+
+        feed = ErasureFeed(settings, settings.partitions, lambda: None, "w", until_done)
+        feed.dead_letters, feed.retention = refused, (1000, "setting")
+        mine = partition_of(USER, settings.partitions)
+        value = orjson.dumps({"request_id": "r0", "user_id": USER, "requested_at": 1, "schema_version": 1})
+        feed.push(USER.encode(), value, Source("erasures", mine, 0))
+        erased = ErasedUsers({}, settings, "erased.changelog", "profiles.changelog")
+        handler = BatchHandler(settings, {}, PartitionState({}, settings), InMemoryItemIndex(settings), Counters(),
+                               now=0, erased=erased)
+        await feed.apply(handler, {mine})
+        await feed.listing
+        await feed.apply(handler, {mine})
+        return handler
+
+    handler = asyncio.run(scenario())
+    assert handler.counters.erased_users == 1
+    assert "could not be read (TopicAuthorizationFailedError" in handler.receipts[0]["dead_letters"]["note"]

@@ -29,10 +29,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from ..config import Settings
 from ..contracts import ErasureRequest, Rejection, Source, check_erasure, dead_letter_users
 from ..core.profile import Profile
+from ..errors import described
 from ..kafka_security import aiokafka_kwargs
 from ..store.redis_store import MARKER_S, profile_key
 from .partitioning import partition_of
-from .retries import EXIT_ERASURE_KEY, stop_worker
+from .retries import EXIT_ERASURE_KEY, PERMANENT, stop_worker
 from .topics import topic_retention_ms
 from .transport import true_end_offsets
 
@@ -122,12 +123,19 @@ class ErasedUsers:
             stop_worker(EXIT_ERASURE_KEY)
 
     def next_offset(self, partition: int) -> int:
-        stored = self.data.get(b"offset:%d" % partition)
-        return orjson.loads(stored)["next_offset"] if stored is not None else 0
+        return self.applied(partition)[0]
 
-    def applied_through(self, partition: int, offset: int) -> tuple[bytes, bytes]:
-        """The erasures topic's partition is applied up to `offset`; return the changelog record."""
-        key, value = b"offset:%d" % partition, orjson.dumps({"next_offset": offset + 1})
+    def applied(self, partition: int) -> tuple[int, str | None]:
+        """The erasures topic's partition's next offset to apply, and the id of the request applied before it
+        (None: not recorded, by a release before 2026-11-30, or a rejected record)."""
+        stored = self.data.get(b"offset:%d" % partition)
+        found = orjson.loads(stored) if stored is not None else {}
+        return found.get("next_offset", 0), found.get("request_id")
+
+    def applied_through(self, partition: int, offset: int, request_id: str | None = None) -> tuple[bytes, bytes]:
+        """The erasures topic's partition is applied up to `offset` (the request `request_id`); return the
+        changelog record."""
+        key, value = b"offset:%d" % partition, orjson.dumps({"next_offset": offset + 1, "request_id": request_id})
         self.data[key] = value
         return key, value
 
@@ -178,6 +186,10 @@ class ErasureFeed:
         self.worker_id = worker_id  # named in receipts
         self.retry = retry  # retry(what, action, *args): an I/O step retried through an outage
         self.pending: dict[int, dict[int, ErasureRequest | Rejection]] = collections.defaultdict(dict)
+        # What the topic holds, to tell a recreated topic (offsets from 0 again) from requests applied before:
+        # each partition's end offset, and the request id read at each offset
+        self.ends: dict[int, int] = {}
+        self.request_ids: dict[int, dict[int, str | None]] = collections.defaultdict(dict)
         self.read = 0
         self.retention: tuple[int, str] | None = None  # the dead-letter topic's, once asked
         # The dead letters naming each user with a request due, listed outside the batch lock (reading the
@@ -201,6 +213,7 @@ class ErasureFeed:
                                    "the topics (`stream-app worker` does)")
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
+            self.ends = {tp.partition: end for tp, end in (await consumer.end_offsets(tps)).items()}
             while True:
                 batches = await consumer.getmany(timeout_ms=500, max_records=1000)
                 for tp, records in batches.items():
@@ -220,6 +233,9 @@ class ErasureFeed:
                                     f"{self.partitions}: produce with the default partitioner (murmur2 of the key)",
                                     source, key, value or b"")
         self.pending[source.partition][source.offset] = checked
+        self.request_ids[source.partition][source.offset] = (checked.request_id if isinstance(checked, ErasureRequest)
+                                                             else None)
+        self.ends[source.partition] = max(self.ends.get(source.partition, 0), source.offset + 1)
         self.read += 1
 
     def due(self, owned: set[int], erased: ErasedUsers) -> list[tuple[int, int, ErasureRequest | Rejection]]:
@@ -227,10 +243,22 @@ class ErasureFeed:
         request or rejection). Those an earlier owner applied are dropped."""
         out = []
         for partition in sorted(owned & self.pending.keys()):
-            start = erased.next_offset(partition)
+            start = self._start(partition, erased)
             waiting = self.pending.pop(partition)
             out.extend((partition, offset, waiting[offset]) for offset in sorted(waiting) if offset >= start)
         return out
+
+    def _start(self, partition: int, erased: ErasedUsers) -> int:
+        """The partition's first offset not applied: where the erased-users table says, unless the topic was
+        deleted and recreated since (it ends below that offset, or another request is at the one applied)."""
+        start, request_id = erased.applied(partition)
+        end, there = self.ends.get(partition), self.request_ids[partition].get(start - 1)
+        if (end is not None and start > end) or (request_id is not None and there is not None and there != request_id):
+            log.error("the topic %s was deleted and recreated: its partition %d holds other requests than the ones "
+                      "applied through offset %d; applying its requests from its start", self.settings.topics.erasures,
+                      partition, start - 1)
+            return 0
+        return start
 
     async def dead_letters(self, users: set[str]) -> tuple[dict[str, list[dict[str, int]]], str | None]:
         """The dead letters naming each user (key or payload): the whole dead-letter topic, read to its end,
@@ -263,6 +291,15 @@ class ErasureFeed:
         finally:
             await consumer.stop()
         return found, None
+
+    async def _dead_letters_or_refusal(self, users: set[str]) -> tuple[dict[str, list[dict[str, int]]], str | None]:
+        """`dead_letters`, an outage retried by the caller; a refusal no retry changes (no right to read the
+        topic) is a note in the receipts: the erasures go on (a worker stopped for it would stop the next owner)."""
+        try:
+            return await self.dead_letters(users)
+        except PERMANENT as exc:
+            log.error("cannot list the dead letters of erased users: %s; their receipts say so", described(exc))
+            return {}, f"{self.settings.topics.dlq} could not be read ({described(exc)}): give the worker read access"
 
     async def dead_letter_retention(self) -> tuple[int, str]:
         """(retention.ms, "broker") as the broker reports it, else (the setting, "setting"); asked once."""
@@ -300,7 +337,8 @@ class ErasureFeed:
                 handler.receipts[-1]["dead_letters"].update(
                     records=records, retention_ms=retention_ms, retention_source=source,
                     note=DEAD_LETTER_NOTE if failure is None else f"{DEAD_LETTER_NOTE}. NOT LISTED: {failure}")
-            key, value = erased.applied_through(partition, offset)
+            key, value = erased.applied_through(partition, offset, checked.request_id
+                                                if isinstance(checked, ErasureRequest) else None)
             handler.outbox.add(erased.changelog, key, value, partition)
         for _, _, checked in ready:
             if isinstance(checked, ErasureRequest):
@@ -326,7 +364,8 @@ class ErasureFeed:
 
     async def _list(self, users: set[str]) -> None:
         try:
-            found, failure = await self.retry("list the dead letters of erased users", self.dead_letters, users)
+            found, failure = await self.retry("list the dead letters of erased users", self._dead_letters_or_refusal,
+                                              users)
         except Exception as exc:  # a bug must not stop the partition: erase all the same, say what is missing
             log.error("cannot list the dead letters of erased users (%r); their receipts say so", exc)
             found, failure = {}, f"the topic could not be read ({exc!r})"

@@ -19,6 +19,7 @@ import redis
 
 from ..config import Settings
 from ..core.profile import snapshot_order, supersedes
+from ..errors import ConfigError
 from ..store.redis_store import delete_profiles_before, profile_users, restore_profiles
 from ..stream.erasures import ERASED_TABLE, ErasedUsers
 from .consume import read_to_end
@@ -63,7 +64,13 @@ def erased_users(settings: Settings, timeout_s: float = 120.0) -> ErasedUsers:
             data.pop(record.key, None)
         else:
             data[record.key] = record.value
-    return ErasedUsers(data, settings, "", "")
+    erased = ErasedUsers(data, settings, "", "")
+    others = erased.other_keys()
+    if others:  # as a worker stops: without the key those users' profiles would be written back
+        raise ConfigError(f"the erased-users record holds erasures made with an erasure key not given here (key id "
+                          f"{', '.join(sorted(others))}; this one's is {erased.key_id}): set STREAM_APP_ERASURE_KEY "
+                          "(and STREAM_APP_ERASURE_PREVIOUS_KEYS) as the workers have them; nothing was written")
+    return erased
 
 
 def repair_redis(settings: Settings) -> RepairSummary:
