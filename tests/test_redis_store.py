@@ -381,3 +381,25 @@ def test_a_batch_write_is_one_round_trip_of_evalsha_and_a_redis_that_lost_the_sc
     first, second, stats = asyncio.run(scenario())
     assert (first, second) == (3, 3)
     assert stats["cmdstat_evalsha"]["calls"] == 3 and "cmdstat_script" not in stats
+
+
+def test_a_profile_begun_anew_after_an_eviction_by_an_older_event_is_written_not_refused_for_a_day(
+        services, redis_client):
+    """A backfilled event older than the evicted profile's first begins a profile of a lower generation: the
+    marker refused it for its 24 hours while the table and the profiles topic held it. A write of that lower
+    generation timed before the eviction (an earlier life's late batch) is still refused."""
+    store, namespace = fresh_store(services)
+    evicted, backfilled = user_profile(10, 1_000), user_profile(1, 400)
+
+    async def scenario() -> list:
+        try:
+            await write_one(store, evicted)
+            await store.delete_profiles(["u1"], evicted={"u1": 1_000}, now_ms=500)
+            late = await store.write_profiles([(backfilled, backfilled.to_json(internal=False))], now_ms=450)
+            anew = await store.write_profiles([(backfilled, backfilled.to_json(internal=False))], now_ms=800)
+            return [late, anew]
+        finally:
+            await store.close()
+
+    assert asyncio.run(scenario()) == [0, 1]
+    assert read_profile(redis_client, "u1", namespace)["profile_version"] == 1

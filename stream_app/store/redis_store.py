@@ -28,9 +28,9 @@ log = logging.getLogger("stream_app.redis_store")
 # user's hash is a marker (MARKER_S) that refuses a late write of the profile removed (a batch that outlived
 # its partitions' revoke, a `repair-redis` that read the profile before its tombstone) and gives way to a
 # profile begun after: an erased user's holds `erased_at` (the erasure's time: profiles begun at or before it
-# are refused); an idle user's `evicted_generation` and `evicted_at` (that generation's writes timed at or
-# before the eviction are refused, and older generations; a replay that makes the same profile again later
-# passes). A stored number that is not one (a key edited by hand) reads as 0, so the write repairs it.
+# are refused); an idle user's `evicted_generation` and `evicted_at` (writes of that generation or an older one
+# timed at or before the eviction are refused; a replay that makes the same profile again later passes, and a
+# profile begun anew after the eviction by an event older than the evicted one's first, a backfill). A stored number that is not one (a key edited by hand) reads as 0, so the write repairs it.
 _WRITE_IF_NEWER = """
 local stored = redis.call('HMGET', KEYS[1], 'profile_version', 'generation', 'erased_at', 'evicted_generation',
                           'evicted_at')
@@ -38,7 +38,7 @@ local gen = tonumber(ARGV[5])
 if stored[3] or stored[4] then
   if stored[3] and gen <= (tonumber(stored[3]) or 0) then return 0 end
   local evicted = tonumber(stored[4] or '0') or 0
-  if gen < evicted or (gen == evicted and tonumber(ARGV[3]) <= (tonumber(stored[5] or '0') or 0)) then return 0 end
+  if gen <= evicted and tonumber(ARGV[3]) <= (tonumber(stored[5] or '0') or 0) then return 0 end
   redis.call('DEL', KEYS[1])
 elseif stored[1] then
   local stored_gen = tonumber(stored[2] or '0') or 0
