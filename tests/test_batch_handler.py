@@ -664,3 +664,21 @@ def test_no_right_to_read_the_dead_letter_topic_is_said_in_the_receipt_not_a_wor
     handler = asyncio.run(scenario())
     assert handler.counters.erased_users == 1
     assert "could not be read (TopicAuthorizationFailedError" in handler.receipts[0]["dead_letters"]["note"]
+
+
+def test_a_user_erased_twice_in_one_batch_gets_receipts_that_agree_on_what_redis_held(settings, monkeypatch):
+    """Redis's answer was merged per user: the second receipt said the key existed and was deleted, while
+    its profile table found nothing (the first erasure had deleted both)."""
+    from stream_app.stream.erasures import ErasedUsers
+
+    events = make_events()
+    profiles: dict = {}
+    run(events, settings, profiles, {}, None, monkeypatch)
+    erased = ErasedUsers({}, settings, "erased.changelog", "profiles.changelog")
+    handler = BatchHandler(settings, profiles, PartitionState({}, settings), InMemoryItemIndex(settings), Counters(),
+                           now=5, erased=erased)
+    handler.erase(erase_request(USER, events[-1].ts), 0, "worker-1")
+    handler.erase(erase_request(USER, events[-1].ts), 0, "worker-1")
+    handler.send_receipts({USER: True})
+    assert [(r["deleted"]["profile_table"]["found"], r["deleted"]["redis"]["existed"]) for r in handler.receipts] == \
+        [(True, True), (False, False)]
