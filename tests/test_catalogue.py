@@ -6,6 +6,7 @@ import gzip
 import pytest
 
 from stream_app.cli.main import main
+from stream_app.errors import InputFileError
 
 RETAIL_ROWS = ["InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country",
                *(f"{n},7105{n % 10},WHITE METAL LANTERN {n % 10},6,2010-12-01 08:26,3.39,17850,UK" for n in range(400))]
@@ -95,8 +96,13 @@ def test_a_catalogue_without_one_item_fails_saying_what_to_check_and_sends_nothi
     assert main(["items", "load", str(untitled)]) == 2
     err = capsys.readouterr().err
     assert (f"stream-app items: error: {untitled}: no items read as jsonl: all 2 lines rejected, the first as "
-            "schema_violation (line 1: data must contain ['title'] properties); is --format right? one of jsonl, csv, "
-            "online-retail; every record needs an item_id and a title, schemas/v1/item.schema.json") in err
+            "schema_violation (line 1: data must contain ['title'] properties); the lines read as jsonl but lack what "
+            "the schema asks (or is --format right? one of jsonl, csv, online-retail; every record needs an item_id "
+            "and a title, schemas/v1/item.schema.json)") in err
+    from stream_app.tools.catalogue import load_catalogue
+
+    with pytest.raises(InputFileError, match="is --items-format right"):  # evaluate's and demo's option for it
+        load_catalogue(untitled, "jsonl", "--items-format")
     header_only = tmp_path / "items.csv"
     header_only.write_text("item_id,title\n")
     assert main(["items", "load", str(header_only), "--format", "csv"]) == 2

@@ -325,3 +325,17 @@ def test_rules_and_co_visitation_weigh_each_anchor_by_its_recency_and_only_the_c
         return {i["item_id"] for i in recommend(profile, event, index, settings).items if i["item_id"].startswith("after-")}
 
     assert followers_shown(2) == {"after-d", "after-c"} and followers_shown(4) == {f"after-{i}" for i in "abcd"}
+
+
+def test_every_shown_item_the_user_had_says_viewed_before_not_only_the_strongest_affinities():
+    """The reason came from the repeat source alone (the user's repeat_candidates strongest items): an item the
+    user had just browsed, shown for co-visitation, went without it."""
+    settings = Settings(repeat_candidates=1, covis_prev_items=1)
+    index = InMemoryItemIndex(settings)
+    for user in ("x", "y"):  # others went from c to a
+        run([ev(1, user=user, item="c"), ev(2, user=user, item="a")], settings, index=index)
+    _, outcomes, _ = run([ev(10, item="a", ts=T0), ev(11, item="b", ts=T0 + 1000), ev(12, item="c", ts=T0 + 2000)],
+                         settings, index=index)
+    reasons = {i["item_id"]: i["reasons"] for i in outcomes[-1].recommendation["items"]}
+    assert "co-visited with c" in reasons["a"] and "viewed before" in reasons["a"]  # not among the 1 strongest
+    assert "viewed before" in reasons["b"]

@@ -191,7 +191,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     setup_logging(settings.log_format, "info", f"serve:{socket.gethostname()}:{os.getpid()}")
     redis_url = settings.require_redis()
-    logging.getLogger("stream_app.read_api").info("GET /profiles/USER[?min_version=N] and /healthz on %s:%d, from "
+    logging.getLogger("stream_app.read_api").info("starting GET /profiles/USER[?min_version=N] and /healthz on %s:%d, from "
                                                   "Redis %s", args.host, args.port, redact_url(redis_url))
     try:
         run_read_api(redis_url, settings.namespace, settings.read_wait_ms, args.host, args.port)
@@ -230,9 +230,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     partitions = ensure_topics(settings)
-    port = args.web_port or free_port()
-    if settings.log_format == "text":  # json: every line of the output is a log object (the worker logs it too)
-        print(f"stream-app worker: /metrics, /healthz and /readyz on port {port}", file=sys.stderr, flush=True)
+    port = args.web_port or free_port()  # the worker says where it listens once it does
     run_worker(settings, partitions, port, args.loglevel)
     return 0
 
@@ -338,7 +336,7 @@ def _load_content(settings: Settings, items: str | None, fmt: str, version: str)
     from ..stream.catalogue_feed import index_records
     from ..tools.catalogue import load_catalogue, rejected_note
 
-    catalogue, rejected = load_catalogue(items, fmt)
+    catalogue, rejected = load_catalogue(items, fmt, "--items-format")
     if rejected:
         print(f"{items}: {rejected_note(rejected)}")
     model = _load_text_encoder(settings.registry_dir, None if version == "latest" else version)

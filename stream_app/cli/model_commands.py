@@ -44,7 +44,9 @@ def cmd_models(args: argparse.Namespace) -> int:
         kind = "content" if role == "content" else "sequence"
         version = registry.latest(settings.registry_dir, kind) if args.version == "latest" else args.version
         if version is None:
-            raise StreamAppError(f"the registry {settings.registry_dir} holds no model to publish")
+            raise StreamAppError(f"the registry {settings.registry_dir} holds no {kind} model to publish: "
+                                 + ("export one with `stream-app content export`" if kind == "content" else
+                                    "train one with `stream-app train LOG --registry ...`"))
     model_control.publish(settings, role, version)
     print(f"{role}: {version or 'none'} (announced on {settings.topics.model_control})")
     return 0

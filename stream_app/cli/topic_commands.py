@@ -66,6 +66,7 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
             continue
         source = letter.get("source", {})
         where = (f"line {source['line']} of {source.get('topic')}" if source.get("line") is not None
-                 else f"{source.get('topic')}[{source.get('partition')}]@{source.get('offset')}")
+                 else f"{source.get('topic')}[{source.get('partition')}]@{source.get('offset')}"
+                 if source.get("partition") is not None else str(source.get("topic")))  # a file's event: its id says
         print(f"{_when(letter['rejected_at'])}  {letter['reason']:<24} {where}: {letter['detail'][:200]}")
     return 0

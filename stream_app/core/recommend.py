@@ -205,8 +205,9 @@ def recommend(profile: Profile, event: Event, index: ItemIndex, settings: Settin
     pool = np.argsort(-scores, kind="stable")[: max(settings.top_k, settings.ranker_pool)]  # ties: item_id order
     pool_ids = [ids[i] for i in pool.tolist()]
     shown = pool[: settings.top_k]
+    had = (repeat, session, profile.item_affinity)  # "viewed before": any item the user had (looked up for 20)
     reasons = _reasons(pool_ids[: settings.top_k], [columns.name(code) for code in codes[shown].tolist()], anchors,
-                       anchor_neighbors, session, session_followers, repeat, in_category, popular, trending, nearest)
+                       anchor_neighbors, session, session_followers, had, in_category, popular, trending, nearest)
     if content is not None:
         for item_id, found in zip(pool_ids, reasons):
             found += _content_reasons(item_id, event.item_id, like_last, like_interest, content)
@@ -362,7 +363,7 @@ def session_items(profile: Profile, gap_ms: int) -> dict[str, None]:
 
 def _reasons(shown: list[str], categories: list[str | None], anchors: list[str],
              anchor_neighbors: list[dict[str, float]], session: dict[str, None],
-             session_followers: list[dict[str, float]], repeat: dict[str, float], in_category: dict[str, float],
+             session_followers: list[dict[str, float]], had: tuple[Mapping[str, Any], ...], in_category: dict[str, float],
              popular: dict[str, float], trending: dict[str, float], nearest: dict[str, float]) -> list[list[str]]:
     """Why each shown item (`categories`: theirs) is in the list: the sources that proposed it, the
     anchors named (the recent items it was co-visited with, at most MAX_COVIS_REASONS, and the first
@@ -383,7 +384,7 @@ def _reasons(shown: list[str], categories: list[str | None], anchors: list[str],
         found = list(covis.get(item_id, ()))
         if item_id in rules:
             found.append(rules[item_id])
-        if item_id in repeat:
+        if any(item_id in items for items in had):
             found.append("viewed before")
         if item_id in in_category:
             found.append(f"top in {category}")

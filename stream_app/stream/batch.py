@@ -264,11 +264,9 @@ class BatchHandler:
                  extra={"partition": partition})
 
     def send_receipts(self, redis_existed: dict[str, bool]) -> None:
-        """The receipts into the outbox, with what Redis answered (`delete_profiles`)."""
-        said: set[str] = set()
-        for sent in self.receipts:  # a user erased twice in a batch: the first erasure found what Redis held
-            sent["deleted"]["redis"]["existed"] = redis_existed.get(sent["user_id"], False) and sent["user_id"] not in said
-            said.add(sent["user_id"])
+        """The receipts into the outbox, with what Redis answered (`delete_profiles`; once per user)."""
+        for sent in self.receipts:
+            sent["deleted"]["redis"]["existed"] = redis_existed.pop(sent["user_id"], False)
             self.outbox.add(self.settings.topics.erasure_receipts, sent["user_id"].encode(), orjson.dumps(sent))
 
     def dead_letter(self, rejection: Rejection, event_id: str | None = None) -> None:

@@ -58,7 +58,8 @@ def read_catalogue(path: str | Path, fmt: str) -> Iterator[Read]:
     raise InputFileError(f"unknown catalogue format {fmt!r}: use one of {', '.join(FORMATS)}")
 
 
-def load_catalogue(path: str | Path, fmt: str) -> tuple[dict[str, dict[str, Any]], list[LineRejection]]:
+def load_catalogue(path: str | Path, fmt: str, option: str = "--format"
+                   ) -> tuple[dict[str, dict[str, Any]], list[LineRejection]]:
     """item_id -> its latest record, and the rejected lines; an error when no record is an item."""
     items: dict[str, dict[str, Any]] = {}
     rejected: list[LineRejection] = []
@@ -70,7 +71,8 @@ def load_catalogue(path: str | Path, fmt: str) -> tuple[dict[str, dict[str, Any]
                 items[read["item_id"]] = read
     if not items:
         raise InputFileError(nothing_read(Path(path), fmt, rejected, "items", FORMATS,
-                                          "; every record needs an item_id and a title, schemas/v1/item.schema.json"))
+                                          "; every record needs an item_id and a title, schemas/v1/item.schema.json",
+                                          option))
     return items, rejected
 
 

@@ -64,10 +64,12 @@ def describe_user(profile: dict[str, Any], rec: dict[str, Any] | None, shown: in
                      f"{sessions} session{'' if sessions == 1 else 's'}, "
                      + (f"{per_session} events per ended session" if per_session else "none ended yet"))
     if p.get("embedding"):
-        lines.append(f"  embedding: {len(p['embedding'])} numbers from encoder {p['encoder_version']}")
+        first = ", ".join(f"{x:.3f}" for x in p["embedding"][:4])
+        lines.append(f"  embedding: {len(p['embedding'])} numbers from encoder {p['encoder_version']}: {first}, ...")
     if rec is not None:
         ranking = rec["model"].get("ranking", "-")
-        lines.append(f"  recommendations after its last event ({len(rec['items'])} items, best first, ranked by "
+        lines.append(f"  recommendations after its last event (the first {min(shown, len(rec['items']))} of "
+                     f"{len(rec['items'])} items, best first, ranked by "
                      f"{'the online ranker' if ranking == 'ranker' else 'the prior (ranker still warming up)'}):")
         for rank, item in enumerate(rec["items"][:shown], 1):
             lines.append(f"    {rank}. {named(item['item_id'])}  score {item['score']:.3f}  "
@@ -166,7 +168,7 @@ def run_demo(path: str | None, fmt: str | None, rate: float | None, timeout: flo
         items, items_format = str(SAMPLE), SAMPLE_FORMAT
     # read before any service starts: a wrong path or format fails at once, not after a worker's start-up
     events, rejected = load_sorted(source, fmt)
-    catalogue = load_catalogue(items, items_format) if items is not None else None
+    catalogue = load_catalogue(items, items_format, "--items-format") if items is not None else None
     with one_off_run("demo", keep=keep) as run:
         run.settings = run.settings.replace(registry_dir=str(run.log_dir / "registry"))
         settings = run.settings

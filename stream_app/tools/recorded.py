@@ -368,8 +368,7 @@ def read_log(path: str | Path, fmt: str, stats: OnlineRetailStats | None = None)
 def load_sorted(path: str | Path, fmt: str, stats: OnlineRetailStats | None = None
                 ) -> tuple[list[dict[str, Any]], list[LineRejection]]:
     """The whole log in timestamp order (stable: ties keep file order), and its rejected lines."""
-    events: list[dict[str, Any]] = []
-    rejected: list[LineRejection] = []
+    events, rejected = [], []  # as the signature says
     with reading_as(path, fmt):
         for read in read_log(path, fmt, stats):
             (rejected if isinstance(read, LineRejection) else events).append(read)
@@ -436,13 +435,16 @@ def first_rejection(rejected: list[LineRejection]) -> str:
 
 
 def nothing_read(path: Path, fmt: str, rejected: list[LineRejection], what: str = "events",
-                 formats: tuple[str, ...] = FORMATS, check: str = "") -> str:
-    """Why a file gave no event (or item) at all: most often a --format that is not the file's."""
+                 formats: tuple[str, ...] = FORMATS, check: str = "", option: str = "--format") -> str:
+    """Why a file gave no event (or item) at all: most often a format (`option`) that is not the file's."""
     if not rejected and holds_only_blank_lines(path):
         return f"{path}: the file is empty (only blank lines)"
     if not rejected and fmt in CSV_COLUMNS and len([*zip(range(2), numbered_lines(path))]) == 1:
         return f"{path}: only a header line, no {what}"
+    hint = f"is {option} right? one of {', '.join(formats)}{check}"
     if not rejected:
-        return f"{path}: no {what} in it as {fmt} (is --format right? one of {', '.join(formats)}{check})"
+        return f"{path}: no {what} in it as {fmt} ({hint})"
+    if all(r.rejection.reason == "schema_violation" for r in rejected):  # read as the format, not as records
+        hint = f"the lines read as {fmt} but lack what the schema asks (or {hint})"
     return (f"{path}: no {what} read as {fmt}: all {len(rejected):,} lines rejected, the first as "
-            f"{first_rejection(rejected)}; is --format right? one of {', '.join(formats)}{check}")
+            f"{first_rejection(rejected)}; {hint}")
