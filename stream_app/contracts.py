@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -226,12 +227,23 @@ def dead_letter_users(key: bytes | None, value: bytes | None) -> set[str]:
         record = orjson.loads(value or b"")
         payload = (record["payload_text"].encode() if "payload_text" in record
                    else base64.b64decode(record.get("payload_base64", "")))
-        user_id = orjson.loads(payload).get("user_id")
     except (orjson.JSONDecodeError, ValueError, TypeError, AttributeError, KeyError):
         return users
+    try:
+        user_id = orjson.loads(payload).get("user_id")
+    except (orjson.JSONDecodeError, AttributeError):  # a cut or broken line: the user_id it spells out, if any
+        found = _USER_ID_TEXT.search(payload)
+        try:
+            user_id = orjson.loads(found.group(1)) if found else None
+        except orjson.JSONDecodeError:
+            user_id = None
     if isinstance(user_id, str):
         users.add(user_id)
     return users
+
+
+#: A "user_id": "..." member in text that is not JSON as a whole (a line cut short): the string, quotes included.
+_USER_ID_TEXT = re.compile(rb'"user_id"\s*:\s*("(?:[^"\\]|\\.)*")')
 
 
 def rejected_event_user(key: bytes | None, payload: bytes) -> tuple[set[str], int | None]:

@@ -150,7 +150,12 @@ def test_the_users_a_dead_letter_names_are_its_key_and_its_payloads_user():
 
     value, key = dead_letter(orjson.dumps({**VALID, "user_id": "u7", "ts": "x"}), b"u1")
     assert dead_letter_users(key, value) == {"u1", "u7"}
-    value, key = dead_letter(b"\xff" + orjson.dumps(VALID), None)  # base64 payload, no key: not JSON
+    value, key = dead_letter(b"\xff" + orjson.dumps(VALID), None)  # base64 payload, no key: not JSON, names one
+    assert dead_letter_users(key, value) == {VALID["user_id"]}
+    # a line cut short (replay's invalid_json, unkeyed): the user it spells out, escapes read as JSON reads them
+    value, key = dead_letter(b'{"event_id": "bad1", "user_id": "z\\"ed", "item_id": "i', None)
+    assert dead_letter_users(key, value) == {'z"ed'}
+    value, key = dead_letter(b'{"event_id": "bad1", "item_id": "i', None)
     assert dead_letter_users(key, value) == set()
     assert dead_letter_users(b"u3", b"not a dead letter") == {"u3"}
 
