@@ -496,30 +496,60 @@ def test_erasure_requests_wait_for_their_partition_owner_and_are_applied_once():
     assert feed.due({mine}, erased) == []  # handed out once
 
 
-@pytest.mark.parametrize("old_through, new_requests", [(2, 2), (2, 5)])
-def test_requests_on_a_recreated_erasures_topic_are_applied_not_taken_for_the_ones_applied_before(old_through,
-                                                                                                  new_requests):
+def test_requests_on_a_recreated_erasures_topic_are_applied_not_taken_for_the_ones_applied_before():
     """Offsets start at 0 again on a recreated topic: the requests below the offset applied on the old one were
-    dropped without a word, and their users' profiles stayed."""
+    dropped without a word, and their users' profiles stayed. Told by another request at the offset applied last,
+    or by the reader seeing the topic start again; a reader that has not reached that offset yet is no sign."""
     from stream_app.contracts import Source
     from stream_app.stream.erasures import ErasedUsers, ErasureFeed
     from stream_app.stream.partitioning import partition_of
 
     settings = Settings(partitions=4)
     mine = partition_of(USER, 4)
+
+    def push(feed: ErasureFeed, offsets, prefix: str) -> None:
+        for offset in offsets:
+            value = orjson.dumps({"request_id": f"{prefix}-{offset}", "user_id": USER, "requested_at": 1,
+                                  "schema_version": 1})
+            feed.push(USER.encode(), value, Source("erasures", mine, offset))
+
+    def due(feed: ErasureFeed, erased: ErasedUsers) -> list[int]:
+        return [offset for _, offset, _ in feed.due({mine}, erased)]
+
     erased = ErasedUsers({}, settings, "erased.changelog", "profiles.changelog")
-    erased.applied_through(mine, old_through, "old-request")  # applied on the topic before its deletion
-    feed = ErasureFeed(settings, 4, lambda: None, "w", None)
-    for offset in range(new_requests):
-        value = orjson.dumps({"request_id": f"new-{offset}", "user_id": USER, "requested_at": 1, "schema_version": 1})
-        feed.push(USER.encode(), value, Source("erasures", mine, offset))
-    assert [offset for _, offset, _ in feed.due({mine}, erased)] == list(range(new_requests))
-    # the same topic: what was applied is not applied again
+    erased.applied_through(mine, 2, "old-2")  # applied on the topic before its deletion
+    started_after = ErasureFeed(settings, 4, lambda: None, "w", None)
+    push(started_after, range(5), "new")  # another request stands at offset 2
+    assert due(started_after, erased) == [0, 1, 2, 3, 4]
+    reading = ErasureFeed(settings, 4, lambda: None, "w", None)
+    push(reading, range(3), "old")
+    assert due(reading, erased) == []  # the same topic: applied already
+    push(reading, range(2), "new")  # recreated under the reader: offsets start again
+    assert due(reading, erased) == [0, 1]
     erased.applied_through(mine, 1, "new-1")
-    for offset in range(new_requests):
-        value = orjson.dumps({"request_id": f"new-{offset}", "user_id": USER, "requested_at": 1, "schema_version": 1})
-        feed.push(USER.encode(), value, Source("erasures", mine, offset))
-    assert [offset for _, offset, _ in feed.due({mine}, erased)] == list(range(2, new_requests))
+    push(reading, [2], "new")
+    assert due(reading, erased) == [2]
+    behind = ErasureFeed(settings, 4, lambda: None, "w", None)  # an earlier owner applied what it has not read
+    erased.applied_through(mine, 10, "old-10")
+    push(behind, range(5), "old")
+    assert due(behind, erased) == []
+
+
+def test_an_erasure_applied_again_keeps_a_profile_begun_after_its_time(settings, monkeypatch):
+    """A request applied a second time (a recreated topic) must not take the profile the user began after it."""
+    from stream_app.stream.erasures import ErasedUsers
+
+    events = make_events()
+    profiles: dict = {}
+    run(events, settings, profiles, {}, None, monkeypatch)
+    erased = ErasedUsers({}, settings, "erased.changelog", "profiles.changelog")
+    handler = BatchHandler(settings, profiles, PartitionState({}, settings), InMemoryItemIndex(settings), Counters(),
+                           now=5, erased=erased)
+    handler.erase(erase_request(USER, events[0].ts - 1), 0, "worker-1")
+    assert USER.encode() in profiles and handler.removed == []
+    assert handler.receipts[0]["deleted"]["profile_table"]["found"] is False
+    handler.erase(erase_request(USER, events[-1].ts, "r2"), 0, "worker-1")
+    assert USER.encode() not in profiles and handler.removed == [(USER, 0)]
 
 
 def test_the_table_keeps_each_profile_in_bytes_of_its_own_size_not_in_the_serializers_larger_buffer(settings):

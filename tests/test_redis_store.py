@@ -396,10 +396,19 @@ def test_a_profile_begun_anew_after_an_eviction_by_an_older_event_is_written_not
             await write_one(store, evicted)
             await store.delete_profiles(["u1"], evicted={"u1": 1_000}, now_ms=500)
             late = await store.write_profiles([(backfilled, backfilled.to_json(internal=False))], now_ms=450)
-            anew = await store.write_profiles([(backfilled, backfilled.to_json(internal=False))], now_ms=800)
-            return [late, anew]
+            same_batch = await store.write_profiles([(backfilled, backfilled.to_json(internal=False))], now_ms=500)
+            return [late, same_batch]
         finally:
             await store.close()
 
-    assert asyncio.run(scenario()) == [0, 1]
+    assert asyncio.run(scenario()) == [0, 1]  # begun in the eviction's own batch (the same time) too
     assert read_profile(redis_client, "u1", namespace)["profile_version"] == 1
+
+
+def test_repair_skips_a_key_of_another_type_and_restores_the_rest(services, redis_client):
+    """repair-redis stopped at such a key and said Redis did not answer."""
+    namespace = f"store-test-{uuid.uuid4().hex[:12]}."
+    redis_client.set(profile_key("squat", namespace), b"x")
+    snapshots = [(user, 1, 1, b"{}", 5) for user in ("squat", "fine")]
+    assert restore_profiles(redis_client, namespace, snapshots, 10) == 1
+    assert read_profile(redis_client, "fine", namespace)["profile_version"] == 1

@@ -29,8 +29,9 @@ log = logging.getLogger("stream_app.redis_store")
 # its partitions' revoke, a `repair-redis` that read the profile before its tombstone) and gives way to a
 # profile begun after: an erased user's holds `erased_at` (the erasure's time: profiles begun at or before it
 # are refused); an idle user's `evicted_generation` and `evicted_at` (writes of that generation or an older one
-# timed at or before the eviction are refused; a replay that makes the same profile again later passes, and a
-# profile begun anew after the eviction by an event older than the evicted one's first, a backfill). A stored number that is not one (a key edited by hand) reads as 0, so the write repairs it.
+# timed at or before the eviction are refused, an older one's timed before it; a replay that makes the same profile
+# again later passes, and a profile begun anew by an event older than the evicted one's first, a backfill, in the
+# eviction's batch or after). A stored number that is not one (a key edited by hand) reads as 0, so the write repairs it.
 _WRITE_IF_NEWER = """
 local stored = redis.call('HMGET', KEYS[1], 'profile_version', 'generation', 'erased_at', 'evicted_generation',
                           'evicted_at')
@@ -38,7 +39,8 @@ local gen = tonumber(ARGV[5])
 if stored[3] or stored[4] then
   if stored[3] and gen <= (tonumber(stored[3]) or 0) then return 0 end
   local evicted = tonumber(stored[4] or '0') or 0
-  if gen <= evicted and tonumber(ARGV[3]) <= (tonumber(stored[5] or '0') or 0) then return 0 end
+  local at, evicted_at = tonumber(ARGV[3]), tonumber(stored[5] or '0') or 0
+  if (gen == evicted and at <= evicted_at) or (gen < evicted and at < evicted_at) then return 0 end
   redis.call('DEL', KEYS[1])
 elseif stored[1] then
   local stored_gen = tonumber(stored[2] or '0') or 0
@@ -194,7 +196,18 @@ def restore_profiles(client: redis.Redis, namespace: str, snapshots: list[tuple[
     for user_id, version, event_count, public, generation in snapshots:
         script(keys=[profile_key(user_id, namespace)], args=[version, event_count, as_of_ms, public, generation],
                client=pipe)
-    return sum(int(r) for r in pipe.execute()) if snapshots else 0
+    if not snapshots:
+        return 0
+    written = 0
+    for (user_id, *_), result in zip(snapshots, pipe.execute(raise_on_error=False)):
+        if isinstance(result, Exception) and not any(mark in str(result) for mark in KEY_FAULTS):
+            raise result  # not this key's (an outage, an ACL)
+        if isinstance(result, Exception):  # as a worker's write: one bad key must not stop the rest
+            log.error("Redis refused the profile of %r (%s): delete the key %s", user_id, result,
+                      profile_key(user_id, namespace))
+        else:
+            written += int(result)
+    return written
 
 
 # KEYS[1] = hash; ARGV[1] = ms: delete a profile (not a removed user's marker, not a key of another type)

@@ -241,9 +241,8 @@ class BatchHandler:
         return found
 
     def erase(self, request: ErasureRequest, partition: int, worker_id: str) -> None:
-        """Erase the user between two rounds (the worker holds the batch lock: no other batch touches it):
-        the profile with its learner state, digests and pending lists, the idle-users entry; remember the
-        erasure (its changelog record goes with the batch) and prepare the receipt."""
+        """Erase the user between two rounds (under the batch lock): the profile with its learner state, digests and
+        pending lists, the idle-users entry; remember the erasure (changelog record with the batch); the receipt."""
         user_id = request.user_id
         profile = self.loaded.get(user_id)
         stored = self.profiles.get(user_id.encode()) if profile is None else None
@@ -253,8 +252,10 @@ class BatchHandler:
             except Exception as exc:  # unreadable: erased all the same, the receipt says what was found
                 log.error("the stored profile of an erased user cannot be read (%r); deleted unread", exc)
         found = profile is not None or stored is not None
-        worker_state = ["idle users"] if self.remove(user_id, partition) else []
-        worker_state += ["freshness metrics"]
+        if profile is not None and (profile.generation or 0) > request.requested_at:  # applied again: kept, of
+            profile, found, worker_state = None, False, []  # later events only (the erasure took those before)
+        else:
+            worker_state = ["idle users", "freshness metrics"] if self.remove(user_id, partition) else ["freshness metrics"]
         key, value = self.erased.record(request)
         self.outbox.add(self.erased.changelog, key, value, partition)
         self.counters.erased_users += 1
@@ -264,8 +265,7 @@ class BatchHandler:
                  extra={"partition": partition})
 
     def send_receipts(self, redis_existed: dict[str, bool]) -> None:
-        """The receipts into the outbox, with what Redis answered (`delete_profiles`; once per user)."""
-        for sent in self.receipts:
+        for sent in self.receipts:  # with what Redis answered (`delete_profiles`; once per user)
             sent["deleted"]["redis"]["existed"] = redis_existed.pop(sent["user_id"], False)
             self.outbox.add(self.settings.topics.erasure_receipts, sent["user_id"].encode(), orjson.dumps(sent))
 

@@ -186,10 +186,11 @@ class ErasureFeed:
         self.worker_id = worker_id  # named in receipts
         self.retry = retry  # retry(what, action, *args): an I/O step retried through an outage
         self.pending: dict[int, dict[int, ErasureRequest | Rejection]] = collections.defaultdict(dict)
-        # What the topic holds, to tell a recreated topic (offsets from 0 again) from requests applied before:
-        # each partition's end offset, and the request id read at each offset
-        self.ends: dict[int, int] = {}
+        # To tell a recreated topic (offsets from 0 again) from requests applied before: the request id read at
+        # each offset, the last offset read, and the partitions seen to start again while read
         self.request_ids: dict[int, dict[int, str | None]] = collections.defaultdict(dict)
+        self.last_read: dict[int, int] = {}
+        self.restarted: set[int] = set()
         self.read = 0
         self.retention: tuple[int, str] | None = None  # the dead-letter topic's, once asked
         # The dead letters naming each user with a request due, listed outside the batch lock (reading the
@@ -213,7 +214,7 @@ class ErasureFeed:
                                    "the topics (`stream-app worker` does)")
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
-            self.ends = {tp.partition: end for tp, end in (await consumer.end_offsets(tps)).items()}
+            self.last_read.clear()  # read again from the start: not a topic that started again
             while True:
                 batches = await consumer.getmany(timeout_ms=500, max_records=1000)
                 for tp, records in batches.items():
@@ -232,10 +233,13 @@ class ErasureFeed:
                 checked = Rejection("wrong_partition", f"user {checked.user_id!r} belongs to partition {owner} of "
                                     f"{self.partitions}: produce with the default partitioner (murmur2 of the key)",
                                     source, key, value or b"")
-        self.pending[source.partition][source.offset] = checked
-        self.request_ids[source.partition][source.offset] = (checked.request_id if isinstance(checked, ErasureRequest)
-                                                             else None)
-        self.ends[source.partition] = max(self.ends.get(source.partition, 0), source.offset + 1)
+        partition = source.partition
+        if source.offset <= self.last_read.get(partition, -1):  # the topic was recreated under the reader
+            self.request_ids[partition].clear()
+            self.restarted.add(partition)
+        self.last_read[partition] = source.offset
+        self.pending[partition][source.offset] = checked
+        self.request_ids[partition][source.offset] = checked.request_id if isinstance(checked, ErasureRequest) else None
         self.read += 1
 
     def due(self, owned: set[int], erased: ErasedUsers) -> list[tuple[int, int, ErasureRequest | Rejection]]:
@@ -250,10 +254,12 @@ class ErasureFeed:
 
     def _start(self, partition: int, erased: ErasedUsers) -> int:
         """The partition's first offset not applied: where the erased-users table says, unless the topic was
-        deleted and recreated since (it ends below that offset, or another request is at the one applied)."""
+        deleted and recreated since: another request stands at the offset applied last, or the reader saw the
+        topic start again and has no request there yet. (A worker that starts after a recreation notices it once
+        the new topic reaches that offset.)"""
         start, request_id = erased.applied(partition)
-        end, there = self.ends.get(partition), self.request_ids[partition].get(start - 1)
-        if (end is not None and start > end) or (request_id is not None and there is not None and there != request_id):
+        there = self.request_ids[partition].get(start - 1)
+        if request_id is not None and (there != request_id if there is not None else partition in self.restarted):
             log.error("the topic %s was deleted and recreated: its partition %d holds other requests than the ones "
                       "applied through offset %d; applying its requests from its start", self.settings.topics.erasures,
                       partition, start - 1)
