@@ -412,3 +412,19 @@ def test_repair_skips_a_key_of_another_type_and_restores_the_rest(services, redi
     snapshots = [(user, 1, 1, b"{}", 5) for user in ("squat", "fine")]
     assert restore_profiles(redis_client, namespace, snapshots, 10) == 1
     assert read_profile(redis_client, "fine", namespace)["profile_version"] == 1
+
+
+def test_the_profile_command_says_which_key_is_not_a_profile_and_reads_a_hand_edited_marker(services, redis_client,
+                                                                                           monkeypatch, capsys):
+    from stream_app.cli.main import main
+
+    namespace = f"store-test-{uuid.uuid4().hex[:12]}."
+    redis_client.set(profile_key("squat", namespace), b"x")
+    redis_client.hset(profile_key("edited", namespace), mapping={"erased_at": "garbage"})
+    monkeypatch.setenv("REDIS_URL", services["REDIS_URL"])
+    monkeypatch.setenv("STREAM_APP_NAMESPACE", namespace)
+    assert main(["profile", "squat"]) == 2
+    assert "is not a profile" in capsys.readouterr().err
+    assert main(["profile", "edited"]) == 2
+    err = capsys.readouterr().err
+    assert "was erased (request time garbage ms)" in err and "Traceback" not in err

@@ -155,14 +155,19 @@ def cmd_profile(args: argparse.Namespace) -> int:
     client = redis.Redis.from_url(settings.require_redis(), socket_connect_timeout=2)
     try:
         raw = client.hgetall(profile_key(args.user_id, settings.namespace))
+    except redis.ResponseError as exc:
+        if "WRONGTYPE" not in str(exc):
+            raise redis_trouble(settings, exc) from exc
+        raise StreamAppError(f"the Redis key {profile_key(args.user_id, settings.namespace)!r} is not a profile ({exc}): "
+                             "delete it; the user's next event writes the profile again") from None
     except redis.RedisError as exc:
         raise redis_trouble(settings, exc) from exc
     finally:
         client.close()
     stored = decode_profile(raw)
     if b"erased_at" in raw and not stored:
-        raise StreamAppError(f"user {args.user_id!r} was erased (request time {int(raw[b'erased_at'])} ms): no "
-                             "profile until a new event of the user")
+        raise StreamAppError(f"user {args.user_id!r} was erased (request time {raw[b'erased_at'].decode(errors='replace')}"
+                             " ms): no profile until a new event of the user")
     if b"evicted_at" in raw and not stored:
         raise StreamAppError(f"user {args.user_id!r} was evicted as idle (STREAM_APP_USER_IDLE_MS): a new event of "
                              "the user starts a new profile")
