@@ -535,16 +535,21 @@ def test_requests_on_a_recreated_erasures_topic_are_applied_not_taken_for_the_on
     assert due(behind, erased) == []
 
 
-def test_an_erasure_applied_again_keeps_a_profile_begun_after_its_time(settings, monkeypatch):
-    """A request applied a second time (a recreated topic) must not take the profile the user began after it."""
+def erasing_handler(settings, monkeypatch) -> tuple[BatchHandler, dict, list]:
+    """A batch handler over the table of a user who had `make_events()`, with an erased-users record."""
     from stream_app.stream.erasures import ErasedUsers
 
     events = make_events()
     profiles: dict = {}
     run(events, settings, profiles, {}, None, monkeypatch)
     erased = ErasedUsers({}, settings, "erased.changelog", "profiles.changelog")
-    handler = BatchHandler(settings, profiles, PartitionState({}, settings), InMemoryItemIndex(settings), Counters(),
-                           now=5, erased=erased)
+    return (BatchHandler(settings, profiles, PartitionState({}, settings), InMemoryItemIndex(settings), Counters(),
+                         now=5, erased=erased), profiles, events)
+
+
+def test_an_erasure_applied_again_keeps_a_profile_begun_after_its_time(settings, monkeypatch):
+    """A request applied a second time (a recreated topic) must not take the profile the user began after it."""
+    handler, profiles, events = erasing_handler(settings, monkeypatch)
     handler.erase(erase_request(USER, events[0].ts - 1), 0, "worker-1")
     assert USER.encode() in profiles and handler.removed == []
     assert handler.receipts[0]["deleted"]["profile_table"]["found"] is False
@@ -699,14 +704,7 @@ def test_no_right_to_read_the_dead_letter_topic_is_said_in_the_receipt_not_a_wor
 def test_a_user_erased_twice_in_one_batch_gets_receipts_that_agree_on_what_redis_held(settings, monkeypatch):
     """Redis's answer was merged per user: the second receipt said the key existed and was deleted, while
     its profile table found nothing (the first erasure had deleted both)."""
-    from stream_app.stream.erasures import ErasedUsers
-
-    events = make_events()
-    profiles: dict = {}
-    run(events, settings, profiles, {}, None, monkeypatch)
-    erased = ErasedUsers({}, settings, "erased.changelog", "profiles.changelog")
-    handler = BatchHandler(settings, profiles, PartitionState({}, settings), InMemoryItemIndex(settings), Counters(),
-                           now=5, erased=erased)
+    handler, profiles, events = erasing_handler(settings, monkeypatch)
     handler.erase(erase_request(USER, events[-1].ts), 0, "worker-1")
     handler.erase(erase_request(USER, events[-1].ts), 0, "worker-1")
     handler.send_receipts({USER: True})
