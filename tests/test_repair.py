@@ -5,8 +5,10 @@ from __future__ import annotations
 import collections
 
 import pytest
+from conftest import wait_until
 
 from stream_app.store.redis_store import profile_key, read_profile
+from stream_app.stream.redis_refill import MARKER
 from stream_app.tools.bench import synthetic_events
 from stream_app.tools.consume import wait_committed
 from stream_app.tools.repair import repair_redis
@@ -15,17 +17,29 @@ from stream_app.tools.replay import produce_events
 pytestmark = pytest.mark.integration
 
 
-def run_through_a_worker(settings, start_worker, count: int, users: int, prefix: str) -> collections.Counter:
-    """Synthetic events through one worker until committed; the events per user."""
+def run_through_a_worker(settings, start_worker, count: int, users: int, prefix: str,
+                         redis_client=None) -> collections.Counter:
+    """Synthetic events through one worker until committed (and, given `redis_client`, until the worker's first
+    write-back of its partitions to Redis is done: a later one would undo what a test removes); the events per
+    user."""
     events = synthetic_events(count, users=users, items=200, prefix=prefix)
     start_worker(settings)
     wait_committed(settings, produce_events(settings, events).marks, timeout=90)
+    if redis_client is not None:
+        marker = f"{settings.namespace}{MARKER}"
+
+        def written_back() -> bool:
+            found = redis_client.hgetall(marker)
+            return b"token" in found and all(found.get(f"partition:{p}".encode()) == found[b"token"]
+                                             for p in range(settings.partitions))
+
+        wait_until(written_back, 60, "the worker's write-back of its partitions to Redis")
     return collections.Counter(e["user_id"] for e in events)
 
 
 def test_a_flushed_redis_is_rebuilt_from_the_profiles_topic(make_settings, start_worker, redis_client):
     settings = make_settings()
-    expected = run_through_a_worker(settings, start_worker, 1500, 40, "repair")
+    expected = run_through_a_worker(settings, start_worker, 1500, 40, "repair", redis_client)
 
     def counts() -> dict[str, int]:
         return {u: read_profile(redis_client, u, settings.namespace).get("event_count", 0) for u in expected}
@@ -58,7 +72,7 @@ def test_a_redis_restored_from_an_older_backup_keeps_no_erased_or_stale_profile(
     from stream_app.tools.erase import erase_users
 
     settings = make_settings()
-    expected = run_through_a_worker(settings, start_worker, 300, 6, "backup")
+    expected = run_through_a_worker(settings, start_worker, 300, 6, "backup", redis_client)
     erased = sorted(expected)[0]
     key = profile_key(erased, settings.namespace)
     backup = redis_client.hgetall(key)  # the erased user's profile, as the backup holds it
@@ -93,7 +107,7 @@ def test_the_profile_and_repair_redis_commands(make_settings, start_worker, redi
     import sys
 
     settings = make_settings()
-    expected = run_through_a_worker(settings, start_worker, 300, 5, "cli")
+    expected = run_through_a_worker(settings, start_worker, 300, 5, "cli", redis_client)
     env = {**os.environ, **settings.to_env()}
 
     def cli(*args):
