@@ -148,7 +148,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     import orjson
     import redis
 
-    from ..store.redis_store import decode_profile, profile_key
+    from ..store.redis_store import decode_profile, key_fault, profile_key
     from ..tools.demo import describe_user
 
     settings = Settings.from_env()
@@ -156,7 +156,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     try:
         raw = client.hgetall(profile_key(args.user_id, settings.namespace))
     except redis.ResponseError as exc:
-        if "WRONGTYPE" not in str(exc):
+        if not key_fault(exc):
             raise redis_trouble(settings, exc) from exc
         raise StreamAppError(f"the Redis key {profile_key(args.user_id, settings.namespace)!r} is not a profile ({exc}): "
                              "delete it; the user's next event writes the profile again") from None

@@ -21,7 +21,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from ..config import redact_url
 from ..errors import described
-from .redis_store import profile_key, read_profile_async
+from .redis_store import key_fault, profile_key, read_profile_async
 
 log = logging.getLogger("stream_app.read_api")
 
@@ -60,7 +60,7 @@ def read_api(redis_url: str, namespace: str, wait_ms: int) -> web.Application:
                     await asyncio.sleep(POLL_S)
             stored = await read_profile_async(client, user_id, namespace)
         except (ResponseError, ValueError) as exc:  # the key is not a profile (another type, fields edited)
-            if isinstance(exc, ResponseError) and "WRONGTYPE" not in str(exc):  # an ACL, a full server, ...
+            if isinstance(exc, ResponseError) and not key_fault(exc):  # an ACL, a full server, ...
                 log.error("Redis refuses a profile read (%s)", described(exc))
                 return _json({"error": f"Redis refuses the read ({described(exc)})"}, 503)
             key = profile_key(user_id, namespace)

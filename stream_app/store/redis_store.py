@@ -112,19 +112,8 @@ class ProfileStore:
         commands = [(profile_key(profile.user_id, self.config.namespace), profile.version, profile.event_count, now_ms,
                      public, profile.generation or 0) for profile, public in snapshots]
         results = await self._run_script(_WRITE_IF_NEWER, commands)
-        # A key holding another type, or one the guard's script fails on, is skipped, not retried: the profile
-        # table holds the truth, and one bad key must not stall every user of the partition. Any other
-        # refusal is not the key's.
-        written = 0
-        for (profile, _), result in zip(snapshots, results):
-            if isinstance(result, Exception) and not any(mark in str(result) for mark in KEY_FAULTS):
-                raise result  # not this key's fault (an outage, an ACL): the caller retries or stops
-            if isinstance(result, Exception):
-                self.refused += 1
-                log.error("Redis refused the profile of %r (%s): delete the key %s; the user's next event "
-                          "writes it again", profile.user_id, result, profile_key(profile.user_id, self.config.namespace))
-            else:
-                written += int(result)
+        written, refused = guarded_writes([profile.user_id for profile, _ in snapshots], results, self.config.namespace)
+        self.refused += refused
         return written
 
     async def _run_script(self, script: str, commands: list[tuple[Any, ...]]) -> list[Any]:
@@ -198,16 +187,30 @@ def restore_profiles(client: redis.Redis, namespace: str, snapshots: list[tuple[
                client=pipe)
     if not snapshots:
         return 0
-    written = 0
-    for (user_id, *_), result in zip(snapshots, pipe.execute(raise_on_error=False)):
-        if isinstance(result, Exception) and not any(mark in str(result) for mark in KEY_FAULTS):
-            raise result  # not this key's (an outage, an ACL)
-        if isinstance(result, Exception):  # as a worker's write: one bad key must not stop the rest
-            log.error("Redis refused the profile of %r (%s): delete the key %s", user_id, result,
-                      profile_key(user_id, namespace))
+    return guarded_writes([user_id for user_id, *_ in snapshots], pipe.execute(raise_on_error=False), namespace)[0]
+
+
+def key_fault(exc: Exception) -> bool:
+    """Is Redis's refusal one key's fault (KEY_FAULTS), not the writer's or the server's?"""
+    return any(mark in str(exc) for mark in KEY_FAULTS)
+
+
+def guarded_writes(user_ids: list[str], results: list[Any], namespace: str) -> tuple[int, int]:
+    """(written, refused) of the version guard's answers to one pipeline of profile writes. A key holding another
+    type, or one the guard's script fails on, is logged and skipped, not retried: the profile table holds the
+    truth, and one bad key must not stall every user of the partition. Any other refusal is raised (an outage,
+    an ACL: the caller retries or stops)."""
+    written = refused = 0
+    for user_id, result in zip(user_ids, results):
+        if isinstance(result, Exception) and not key_fault(result):
+            raise result
+        if isinstance(result, Exception):
+            refused += 1
+            log.error("Redis refused the profile of %r (%s): delete the key %s; the user's next event writes it "
+                      "again", user_id, result, profile_key(user_id, namespace))
         else:
             written += int(result)
-    return written
+    return written, refused
 
 
 # KEYS[1] = hash; ARGV[1] = ms: delete a profile (not a removed user's marker, not a key of another type)

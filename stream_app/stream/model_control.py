@@ -31,7 +31,6 @@ from ..contracts import validator
 from ..errors import ConfigError, StreamAppError
 from ..kafka_security import kafka_python_kwargs
 from ..serving.encoder import Encoder
-from ..serving.registry import open_version
 from ..serving.text_encoder import TextEncoder
 from .transport import from_the_beginning
 
@@ -55,14 +54,14 @@ def publish(settings: Settings, role: str, version: str | None) -> dict[str, Any
         raise StreamAppError(f"role {role!r} is not one of {', '.join(ROLES)}")
     digest = None
     if version is not None:
-        _, manifest = open_version(settings.registry_dir, version, verify=True,
-                                   kind="content" if role == "content" else "sequence")
-        digest = manifest["content_hash"]
-        kind = TextEncoder if role == "content" else Encoder
-        try:  # the workers' own load and trial run: a version they would refuse is not announced
-            kind.load(settings.registry_dir, version, expected_hash=digest).trial()
+        # the workers' own load (its files checked against their hash) and trial run: a version they would refuse
+        # is not announced; a version the registry lacks, or of another kind, is said so as the load says it
+        model = model_class(role).load(settings.registry_dir, version)
+        try:
+            model.trial()
         except Exception as exc:
             raise ConfigError(f"model {version} cannot serve as {role}, not published: {exc}") from exc
+        digest = model.manifest["content_hash"]
     ensure_topics(settings)
     record = {"role": role, "version": version, "content_hash": digest, "published_at": int(time.time() * 1000)}
     validator("model-control")(record)
@@ -73,6 +72,11 @@ def publish(settings: Settings, role: str, version: str | None) -> dict[str, Any
     finally:
         producer.close()
     return record
+
+
+def model_class(role: str) -> type[Encoder] | type[TextEncoder]:
+    """What serves in a role: the text encoder for `content`, the sequence encoder for `live` and `shadow`."""
+    return TextEncoder if role == "content" else Encoder
 
 
 Report = Callable[[dict[str, Any]], Awaitable[None]]
@@ -132,10 +136,9 @@ class ModelWatcher:
             if digest is None:
                 raise ConfigError("the announcement carries no content hash (published by an earlier release): "
                                   "publish it again with `stream-app models publish`")
-            kind = TextEncoder if role == "content" else Encoder
             loop = asyncio.get_running_loop()
-            loaded = await loop.run_in_executor(None, partial(kind.load, self.settings.registry_dir, version,
-                                                              expected_hash=digest))
+            loaded = await loop.run_in_executor(None, partial(model_class(role).load, self.settings.registry_dir,
+                                                              version, expected_hash=digest))
             # A trial run before the swap: a model that loads but fails when run keeps the old one serving
             await loop.run_in_executor(None, loaded.trial)
         except Exception as exc:  # a bad announcement must not stop the worker: keep what serves
