@@ -34,7 +34,7 @@ from .commands import (
 )
 from .evaluate_command import cmd_evaluate
 from .model_commands import cmd_models
-from .topic_commands import cmd_dead_letters, cmd_recommendations
+from .topic_commands import cmd_dead_letters, cmd_recommendations, cmd_redrive
 
 
 def _rate(text: str) -> float | None:
@@ -301,6 +301,15 @@ def add_store_commands(sub: argparse._SubParsersAction) -> None:
     dl.add_argument("--last", type=_count, default=20, help="how many (default 20)")
     dl.add_argument("--json", action="store_true", help="the records as JSON, one a line")
     dl.set_defaults(fn=cmd_dead_letters)
+    rd = sub.add_parser("redrive", help="send dead letters of the reasons named back to their topics, once what "
+                                        "refused them is fixed")
+    rd.add_argument("--reason", action="append", metavar="REASON",
+                    help="a dead letter's reason (repeatable), or all")
+    rd.add_argument("--from-start", action="store_true",
+                    help="read the dead-letter topic from its start, not from where the last redrive stopped")
+    rd.add_argument("--dry-run", action="store_true", help="count what would be sent; send nothing, mark nothing read")
+    rd.add_argument("--json", action="store_true", help="print the summary as JSON")
+    rd.set_defaults(fn=cmd_redrive)
     se = sub.add_parser("serve", help="the profiles over HTTP from Redis: GET /profiles/USER[?min_version=N]")
     se.add_argument("--port", type=_port, default=8080)
     se.add_argument("--host", default="127.0.0.1",

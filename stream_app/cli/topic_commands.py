@@ -70,3 +70,31 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
                  if source.get("partition") is not None else str(source.get("topic")))  # a file's event: its id says
         print(f"{_when(letter['rejected_at'])}  {letter['reason']:<24} {where}: {letter['detail'][:200]}")
     return 0
+
+
+def cmd_redrive(args: argparse.Namespace) -> int:
+    from ..tools.redrive import check_reasons, redrive
+
+    reasons = check_reasons(args.reason or [])
+    settings = Settings.from_env()
+    summary = redrive(settings, reasons, from_start=args.from_start, dry_run=args.dry_run)
+    if args.json:
+        print(orjson.dumps(summary.as_dict()).decode())
+        return 0
+    ranges = ", ".join(f"partition {p} offsets {start} to {end}" for p, (start, end) in summary.ranges.items()
+                       if end > start) or "nothing new"
+    print(f"read {summary.read} dead letters of {settings.topics.dlq} ({ranges}), "
+          f"{'from its start' if args.from_start else 'after those earlier redrives read'}")
+    sent = ", ".join(f"{topic}={n}" for topic, n in sorted(summary.sent.items())) or "none"
+    print(f"{'would send' if summary.dry_run else 'sent'} {sum(summary.sent.values())} again: {sent}")
+    for why, n in summary.left.most_common():
+        print(f"  left {n}: {why}")
+    if summary.other_reasons:
+        others = ", ".join(f"{reason} {n}" for reason, n in summary.other_reasons.most_common())
+        print(f"  not asked for: {others} (`--reason NAME --from-start` reads them again)")
+    if summary.dry_run:
+        print("nothing sent and nothing marked read (--dry-run)")
+    elif summary.sent:
+        print("what the workers still refuse comes back as new dead letters (`stream-app dead-letters`); an event "
+              "they applied before is skipped by its event id")
+    return 0

@@ -1,0 +1,128 @@
+"""`stream-app redrive`: dead letters sent back to their topics once what refused them is fixed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import orjson
+import pytest
+from conftest import wait_until
+from kafka import KafkaProducer
+from test_pipeline import read_all
+
+from stream_app.config import Settings
+from stream_app.contracts import ErasureRequest, Rejection, Source
+from stream_app.errors import StreamAppError
+from stream_app.store.redis_store import read_profile
+from stream_app.stream.erasures import ErasedUsers
+from stream_app.stream.partitioning import partition_of
+from stream_app.tools.redrive import Resend, check_reasons, erased_before, redrive, resend_of
+
+
+def _event(event_id: str, user: str, kind: str = "click", **extra) -> dict:
+    return {"event_id": event_id, "user_id": user, "item_id": f"i-{event_id}", "type": kind,
+            "ts": int(time.time() * 1000) - 60_000, "schema_version": 1, **extra}
+
+
+def _cli(settings, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "stream_app.cli", "redrive", *args], capture_output=True,
+                          text=True, env={**os.environ, **settings.to_env()}, timeout=120)
+
+
+def _letter(reason: str, topic: str, payload: bytes, key: bytes | None = b"u1", line: int | None = None) -> dict:
+    record = Rejection(reason, "why", Source(topic, None if line else 0, None if line else 5), key, payload).to_record()
+    if line:
+        record["source"]["line"] = line
+    return orjson.loads(orjson.dumps(record))
+
+
+def test_a_letter_is_sent_where_and_keyed_as_the_workers_require_or_says_why_it_cannot_be(make_settings):
+    settings = make_settings()
+    t = settings.topics
+    event = _event("e1", "u1")
+    on_wrong_topic = resend_of(_letter("type_topic_mismatch", t.purchase, orjson.dumps(event), b"u2"), b"u2",
+                               settings)
+    assert (on_wrong_topic.topic, on_wrong_topic.key) == (t.click, b"u1")  # its type's topic, keyed by its user
+    from_a_file = resend_of(_letter("timestamp_out_of_range", "/logs/a.jsonl", orjson.dumps(event)), b"u1", settings)
+    assert from_a_file.topic == t.click and from_a_file.value == orjson.dumps(event)
+    assert "correct the file" in resend_of(_letter("invalid_json", "/logs/a.csv", b"{x", line=3), b"u1", settings)
+    assert resend_of(_letter("invalid_json", t.browse, b"{x"), b"u9", settings).key == b"u9"  # raw, as it came
+    truncated = {**_letter("payload_too_large", t.click, b"x"), "payload_truncated": True}
+    assert "384 KiB" in resend_of(truncated, b"u1", settings)
+    assert "not an input" in resend_of(_letter("bad_state", "x-changelog", b"\x80"), b"u1", settings)
+    item = resend_of(_letter("schema_violation", t.items, b'{"item_id": "i7"}', b"zz"), b"zz", settings)
+    assert (item.topic, item.key) == (t.items, b"i7")
+    tombstone = {**_letter("key_mismatch", t.items, b"", None), "payload_null": True}
+    assert resend_of(tombstone, None, settings).value is None  # a null value stays null, not an empty one
+
+
+def test_an_erased_users_events_from_before_the_erasure_are_not_put_back_on_a_topic():
+    settings = Settings()
+    erased = ErasedUsers({}, settings, "", "")
+    erased.record(ErasureRequest("r1", "u1", 1_000, Source(settings.topics.erasures, 0, 0)))
+    inputs = settings.topics.inputs
+
+    def resend(topic: str, user: str, ts: int | None) -> Resend:
+        return Resend(topic, user.encode(), b"{}", ts)
+
+    assert erased_before(resend(inputs[0], "u1", 1_000), erased, inputs)
+    assert erased_before(resend(inputs[0], "u1", None), erased, inputs)  # no time to tell: kept off
+    assert not erased_before(resend(inputs[0], "u1", 1_001), erased, inputs)  # after: the workers apply it
+    assert not erased_before(resend(inputs[0], "u2", 5), erased, inputs)
+    assert not erased_before(resend(settings.topics.items, "u1", None), erased, inputs)  # an item, not the user
+
+
+def test_the_reasons_must_be_named_and_known():
+    with pytest.raises(StreamAppError, match="--reason"):
+        check_reasons([])
+    with pytest.raises(StreamAppError, match="unknown reason typo"):
+        check_reasons(["typo"])
+    assert "processing_error" in check_reasons(["all"])
+
+
+def test_redrive_sends_what_was_refused_once_fixed_and_each_letter_once(make_settings, start_worker,
+                                                                         redis_client):
+    settings = make_settings(max_payload_bytes=2048)
+    worker = start_worker(settings)
+    t = settings.topics
+    wrong_key, wrong_topic = _event("k1", "u1"), _event("t1", "u1")
+    wrong_partition = _event("p1", "u1")
+    large = _event("big1", "u1", context={"blob": "x" * 4000})
+    other_partition = (partition_of("u1", settings.partitions) + 1) % settings.partitions
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    producer.send(t.click, key=b"u2", value=orjson.dumps(wrong_key))
+    producer.send(t.purchase, key=b"u1", value=orjson.dumps(wrong_topic))
+    producer.send(t.click, key=b"u1", value=orjson.dumps(wrong_partition), partition=other_partition)
+    producer.send(t.click, key=b"u1", value=orjson.dumps(large))
+    producer.send(t.click, key=b"u1", value=b"{not json")
+    producer.flush()
+    letters = read_all(settings.kafka_bootstrap_servers, t.dlq, 5)
+    assert sorted(orjson.loads(r.value)["reason"] for r in letters) == sorted(
+        ["key_mismatch", "type_topic_mismatch", "wrong_partition", "payload_too_large", "invalid_json"])
+
+    dry = orjson.loads(_cli(settings, "--reason", "all", "--dry-run", "--json").stdout)
+    assert dry["read"] == 5 and dry["sent"] == {t.click: 5} and dry["dry_run"]
+
+    fixable = ["--reason", "key_mismatch", "--reason", "type_topic_mismatch", "--reason", "wrong_partition"]
+    first = _cli(settings, *fixable)
+    assert first.returncode == 0, first.stderr
+    assert f"sent 3 again: {t.click}=3" in first.stdout
+    assert "not asked for: " in first.stdout and "payload_too_large 1" in first.stdout
+    recs = read_all(settings.kafka_bootstrap_servers, t.recommendations, 3)
+    assert sorted(orjson.loads(r.value)["trigger_event_id"] for r in recs) == ["k1", "p1", "t1"]
+    assert read_profile(redis_client, "u1", settings.namespace)["event_count"] == 3
+
+    assert redrive(settings, {"key_mismatch"}).read == 0  # what the last redrive read is not read again
+
+    # the limit raised: a worker started with the default takes the large event
+    worker.stop()
+    start_worker(settings.replace(max_payload_bytes=64 * 1024))
+    again = redrive(settings, {"payload_too_large", "key_mismatch"}, from_start=True)
+    assert again.read == 5 and again.sent == {t.click: 2}  # the large event, and k1 once more
+    wait_until(lambda: read_profile(redis_client, "u1", settings.namespace).get("event_count") == 4, 60,
+               "the large event applied, k1 skipped as applied before")
+    time.sleep(2)
+    assert read_profile(redis_client, "u1", settings.namespace)["event_count"] == 4
