@@ -19,6 +19,11 @@ def test_input_topics_with_different_partition_counts_are_refused_with_what_to_d
         ensure_topics(settings)
     assert "different partition counts" in str(refused.value) and "recreate them" in str(refused.value)
     assert f"'{click}': 2" in str(refused.value)
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    try:  # refused before anything was made: the operator recreates the inputs on an untouched namespace
+        assert purchase not in admin.list_topics() and settings.topics.recommendations not in admin.list_topics()
+    finally:
+        admin.close()
 
 
 def test_missing_topics_are_created_with_the_partitioning_the_app_needs(make_settings):

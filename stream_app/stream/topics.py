@@ -47,8 +47,9 @@ def ensure_topics(settings: Settings, extra: tuple[str, ...] = ()) -> int:
         single = {getattr(settings.topics, attr) for attr in SINGLE_PARTITION}
         # partitioned topics are made as the inputs are where they exist (a deployment's own count)
         present_inputs = [name for name in settings.topics.inputs if name in existing]
-        partitions = (len(admin.describe_topics(present_inputs[:1])[0]["partitions"]) if present_inputs
-                      else settings.partitions)
+        present = {d["name"]: len(d["partitions"]) for d in admin.describe_topics(present_inputs)} if present_inputs else {}
+        _check_inputs_agree(present)  # before anything is created: a refusal leaves the broker as it found it
+        partitions = next(iter(present.values())) if present else settings.partitions
         missing = [NewTopic(name, 1 if name in single else partitions, settings.replication_factor,
                             topic_configs=configs or {})
                    for name, configs in specs.items() if name not in existing]
@@ -62,9 +63,7 @@ def ensure_topics(settings: Settings, extra: tuple[str, ...] = ()) -> int:
         by_user = [*settings.topics.inputs, settings.topics.erasures]
         counts = {d["name"]: len(d["partitions"]) for d in admin.describe_topics(by_user)}
         inputs = {name: counts.pop(name) for name in settings.topics.inputs}
-        if len(set(inputs.values())) != 1:
-            raise ConfigError(f"input topics have different partition counts {inputs}: "
-                              "recreate them with the same count (profiles are partitioned by user)")
+        _check_inputs_agree(inputs)  # another process may have made one meanwhile
         partitions = next(iter(inputs.values()))
         if counts[settings.topics.erasures] != partitions:
             raise ConfigError(
@@ -77,6 +76,11 @@ def ensure_topics(settings: Settings, extra: tuple[str, ...] = ()) -> int:
     finally:
         admin.close()
 
+
+def _check_inputs_agree(counts: dict[str, int]) -> None:
+    if len(set(counts.values())) > 1:
+        raise ConfigError(f"input topics have different partition counts {counts}: "
+                          "recreate them with the same count (profiles are partitioned by user)")
 
 
 def topic_retention_ms(settings: Settings, topic: str) -> int | None:
