@@ -70,6 +70,10 @@ def test_erase_deletes_everywhere_gives_a_receipt_and_neither_a_restart_nor_an_o
     assert receipt["dead_letters"]["retention_ms"] == settings.dlq_retention_ms  # Tansu reports no configs
     (published,) = read_to_end(settings, settings.topics.erasure_receipts)
     assert published.key == b"alice" and orjson.loads(published.value) == receipt
+    read_back = cli(settings, "erasure-receipts", "alice", "--json")  # later, as after `erase --no-wait`
+    assert read_back.returncode == 0 and orjson.loads(read_back.stdout) == receipt
+    none = cli(settings, "erasure-receipts", "bob")
+    assert none.returncode == 1 and "no erasure receipt of 'bob'" in none.stderr
 
     assert read_profile(redis_client, "alice", settings.namespace) == {}
     assert read_profile(redis_client, "bob", settings.namespace)["event_count"] == 4
@@ -138,7 +142,8 @@ def test_erase_without_a_running_worker_times_out_with_what_to_do(make_settings)
     waited = cli(settings, "erase", "nobody", "--timeout", "3")
     assert waited.returncode == 2
     assert "no receipt for 1 of 1 erasure requests" in waited.stderr and "stream-app worker" in waited.stderr
-    assert cli(settings, "erase", "nobody", "--no-wait").returncode == 0
+    requested = cli(settings, "erase", "nobody", "--no-wait")
+    assert requested.returncode == 0 and "`stream-app erasure-receipts nobody` shows it" in requested.stdout
     (first, second) = [orjson.loads(r.value) for r in read_to_end(settings, settings.topics.erasures)]
     for request in (first, second):
         jsonschema.validate(request, load_schema("erasure-request"))

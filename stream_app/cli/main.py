@@ -34,7 +34,7 @@ from .commands import (
 )
 from .evaluate_command import cmd_evaluate
 from .model_commands import cmd_models
-from .topic_commands import cmd_dead_letters, cmd_recommendations, cmd_redrive
+from .topic_commands import cmd_dead_letters, cmd_erasure_receipts, cmd_recommendations, cmd_redrive
 
 
 def _rate(text: str) -> float | None:
@@ -323,6 +323,10 @@ def add_store_commands(sub: argparse._SubParsersAction) -> None:
     er.add_argument("--timeout", type=_seconds, default=60.0, help="seconds to wait for the receipts (default 60)")
     er.add_argument("--json", action="store_true", help="print each receipt as one JSON line")
     er.set_defaults(fn=cmd_erase)
+    rr = sub.add_parser("erasure-receipts", help="the workers' erasure receipts the receipts topic holds")
+    rr.add_argument("users", nargs="*", metavar="USER", help="only these users' receipts (default: every one)")
+    rr.add_argument("--json", action="store_true", help="print each receipt as one JSON line")
+    rr.set_defaults(fn=cmd_erasure_receipts)
     sub.add_parser("repair-redis", help="rebuild the Redis mirror from the compacted profiles topic "
                                         "(never rolls back a newer profile)").set_defaults(fn=cmd_repair_redis)
 

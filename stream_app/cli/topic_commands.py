@@ -1,5 +1,5 @@
-"""`stream-app recommendations` and `stream-app dead-letters`: the last records of the output topics, for a
-person to read (a downstream service reads the topics themselves)."""
+"""`stream-app recommendations`, `dead-letters`, `redrive` and `erasure-receipts`: the records of the output
+topics, for a person to read (a downstream service reads the topics themselves), and dead letters sent again."""
 
 from __future__ import annotations
 
@@ -98,3 +98,9 @@ def cmd_redrive(args: argparse.Namespace) -> int:
         print("what the workers still refuse comes back as new dead letters (`stream-app dead-letters`); an event "
               "they applied before is skipped by its event id")
     return 0
+
+
+def cmd_erasure_receipts(args: argparse.Namespace) -> int:
+    from ..tools.erase import print_receipts
+
+    return print_receipts(Settings.from_env(), args.users, args.json)

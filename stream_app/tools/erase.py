@@ -95,7 +95,8 @@ def erase_users(settings: Settings, users: list[str], wait_s: float | None, as_j
         if reader is None:
             for request in requests:
                 print(f"erasure of {request['user_id']!r} requested (request {request['request_id']}); its receipt "
-                      f"will be on {settings.topics.erasure_receipts}")
+                      f"will be on {settings.topics.erasure_receipts}: `stream-app erasure-receipts "
+                      f"{request['user_id']}` shows it once a worker has applied the request")
             return 0
         try:
             receipts = reader.wait({r["request_id"] for r in requests}, wait_s)
@@ -119,6 +120,26 @@ def erase_users(settings: Settings, users: list[str], wait_s: float | None, as_j
             f"`stream-app worker`). A running worker waiting for Redis or the broker (its /readyz says which) "
             f"applies them once that answers. The requests stay on {settings.topics.erasures} and are applied when a worker "
             "reads them; wait longer with --timeout")
+    return 0
+
+
+def print_receipts(settings: Settings, users: list[str], as_json: bool = False) -> int:
+    """Every receipt the receipts topic still holds (of `users`, when given), oldest first."""
+    from .consume import read_to_end
+
+    wanted = set(users)
+    receipts = [orjson.loads(record.value) for record in read_to_end(settings, settings.topics.erasure_receipts)
+                if record.value is not None]
+    receipts = sorted((r for r in receipts if not wanted or r.get("user_id") in wanted),
+                      key=lambda r: r.get("applied_at", 0))
+    for receipt in receipts:
+        print(orjson.dumps(receipt).decode() if as_json else describe(receipt))
+    if not receipts:
+        whose = f" of {', '.join(map(repr, users[:5]))}" if users else ""
+        print(f"no erasure receipt{whose} on {settings.topics.erasure_receipts} (namespace {settings.namespace!r}): "
+              "a request is applied once a worker runs (`stream-app status`); receipts leave the topic after 30 days",
+              file=sys.stderr)
+        return 1
     return 0
 
 
