@@ -243,7 +243,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     from ..tools.replay import replay
 
-    summary = replay(Settings.from_env(), args.file, args.format, args.rate, limit=args.limit)
+    summary = replay(Settings.from_env(), args.file, args.format, args.rate, limit=args.limit,
+                     run_events=args.sort_in_memory)
     print("\n".join(summary.lines()))
     return 0
 

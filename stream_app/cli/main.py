@@ -12,6 +12,7 @@ from typing import Any, Callable
 from ..errors import StreamAppError
 from ..tools.catalogue import FORMATS as CATALOGUE_FORMATS
 from ..tools.recorded import FORMATS
+from ..tools.sorted_log import RUN_EVENTS
 from .commands import (
     cmd_bench,
     cmd_chaos,
@@ -118,6 +119,9 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--format", required=True, choices=FORMATS)
     r.add_argument("--rate", type=_rate, default=None, help="events per second, or 'max' (default)")
     r.add_argument("--limit", type=_count, default=None, help="only the log's first N events in time")
+    r.add_argument("--sort-in-memory", type=_count, default=RUN_EVENTS, metavar="N",
+                   help=f"events sorted in memory at once (default {RUN_EVENTS:,}, about 0.4 GB); a longer log is "
+                        "sorted in runs of N written to the temporary folder (TMPDIR) and merged as it is sent")
     r.set_defaults(fn=cmd_replay)
     d = sub.add_parser("demo", help="up + one worker + replay of the bundled Online Retail sample + a summary")
     d.add_argument("--file", default=None, help="replay this log instead of the bundled sample")

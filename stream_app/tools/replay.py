@@ -7,7 +7,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence, TextIO
+from typing import Any, Callable, Iterable, Sequence, TextIO
 
 import orjson
 from kafka import KafkaProducer, TopicPartition
@@ -19,7 +19,8 @@ from ..errors import StreamAppError
 from ..kafka_security import kafka_python_kwargs
 from ..stream.topics import ensure_topics
 from .log_files import check_file
-from .recorded import LineRejection, OnlineRetailStats, Refused, load_accepted
+from .recorded import LineRejection, OnlineRetailStats, Refused
+from .sorted_log import RUN_EVENTS, SortedLog
 
 
 def skipped_said(counts: dict[str, int]) -> str:
@@ -129,7 +130,7 @@ class Produced:
             raise ReplayIncomplete(f"the broker acknowledged {self.acknowledged} of {total} {what}{first}; {rerun}")
 
 
-def produce_events(settings: Settings, events: Sequence[dict[str, Any]], rate: float | None = None,
+def produce_events(settings: Settings, events: Iterable[dict[str, Any]], rate: float | None = None,
                    progress: Progress | None = None, producer: KafkaProducer | None = None,
                    on_send=None) -> Produced:
     """Send input events to their type's topic, keyed by user. `rate`: events/s, None = as fast as possible."""
@@ -161,7 +162,7 @@ def produce_events(settings: Settings, events: Sequence[dict[str, Any]], rate: f
                 progress.update(i)
         producer.flush()
         if progress is not None:
-            progress.update(len(events), force=True)
+            progress.update(sum(sent.values()), force=True)
     finally:
         if own:
             producer.close()
@@ -250,19 +251,20 @@ def accepted_time(record: Any, settings: Settings) -> int | None:
     return ts
 
 
-def warn_about_times(settings: Settings, events: list[dict[str, Any]], fmt: str, say: TextIO | None) -> None:
-    """Say when a log's times look like seconds, or start before what the input topics already hold: then its
-    events come after those in the topics but before them in event time, so the workers apply them late and
-    their recommendations mix both logs."""
-    if say is None or not events:
+def warn_about_times(settings: Settings, first_ts: int | None, last_ts: int | None, fmt: str,
+                     say: TextIO | None) -> None:
+    """Say when a log's times (its first and last event's) look like seconds, or start before what the input
+    topics already hold: then its events come after those in the topics but before them in event time, so the
+    workers apply them late and their recommendations mix both logs."""
+    if say is None or first_ts is None or last_ts is None:
         return
-    if fmt in ("jsonl", "csv") and events[-1]["ts"] < 100_000_000_000:
+    if fmt in ("jsonl", "csv") and last_ts < 100_000_000_000:
         print("warning: every ts of this log is below 100,000,000,000 (before 1973 in milliseconds): if they "
               "are seconds, multiply them by 1000 (ts is milliseconds since 1970)", file=say)
     latest = latest_event_ts(settings)
-    if latest is not None and events[0]["ts"] < latest:
+    if latest is not None and first_ts < latest:
         when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(latest / 1000))
-        first = time.strftime("%Y-%m-%d %H:%M", time.gmtime(events[0]["ts"] / 1000))
+        first = time.strftime("%Y-%m-%d %H:%M", time.gmtime(first_ts / 1000))
         print(f"warning: the input topics already hold events up to {when} UTC and this log starts at {first}: "
               "the workers apply its earlier events late (counted; the item state leaves them out) and the "
               "recommendations mix both logs. Fine when this replays the same log again; for a log of its own, "
@@ -271,21 +273,29 @@ def warn_about_times(settings: Settings, events: list[dict[str, Any]], fmt: str,
 
 
 def replay(settings: Settings, path: str | Path, fmt: str, rate: float | None = None,
-           progress_stream: TextIO | None = sys.stderr, limit: int | None = None) -> ReplaySummary:
-    """`limit`: the log's first events in time only (as `evaluate --limit`)."""
+           progress_stream: TextIO | None = sys.stderr, limit: int | None = None,
+           run_events: int = RUN_EVENTS) -> ReplaySummary:
+    """`limit`: the log's first events in time only (as `evaluate --limit`), held in memory; without one the log is
+    sorted in runs of `run_events` spilled to disk beyond the first (`sorted_log.SortedLog`)."""
     check_file(Path(path))
     ensure_topics(settings)  # an unreachable broker is said before a large log is read
     skipped = OnlineRetailStats() if fmt == "online-retail" else None
-    events, rejected, refused_events = load_accepted(path, fmt, gate(settings), limit, skipped)
-    refused = dead_letters_of(refused_events, path)
-    warn_about_times(settings, events, fmt, progress_stream)
+    with SortedLog.read(path, fmt, gate(settings), skipped, limit, run_events) as log:
+        return _send(settings, log, path, fmt, rate, progress_stream, skipped)
+
+
+def _send(settings: Settings, log: SortedLog, path: str | Path, fmt: str, rate: float | None,
+          progress_stream: TextIO | None, skipped: OnlineRetailStats | None) -> ReplaySummary:
+    """Dead letters first, then the events in time order."""
+    rejected, refused = log.rejected, dead_letters_of(log.refused, path)
+    warn_about_times(settings, log.first_ts, log.last_ts, fmt, progress_stream)
     summary = ReplaySummary(str(path), rejected=len(rejected) + len(refused), skipped=skipped)
     producer = make_producer(settings)
     started = time.monotonic()
     interrupted = False
     try:
         dead_letter_lines(settings, [*rejected, *refused], producer)  # first: an interrupted replay loses none
-        summary.sent = produce_events(settings, events, rate, Progress(len(events), progress_stream), producer).sent
+        summary.sent = produce_events(settings, log, rate, Progress(len(log), progress_stream), producer).sent
     except KeyboardInterrupt:
         interrupted = True
         print(f"\ninterrupted: {RERUN_IS_SAFE}", file=sys.stderr)

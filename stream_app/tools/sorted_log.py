@@ -1,0 +1,146 @@
+"""A recorded log in event-time order without holding it in memory: an external merge sort.
+
+`replay` sends a log in timestamp order, but published logs are not in it (OTTO's files are by session,
+hundreds of millions of events). The reader's events are sorted in runs of `run_events` held in memory;
+a log longer than one run spills each sorted run to a temporary file (JSON lines) and the runs are merged
+as the events are sent, so memory holds one run and a line per run, and the system's temporary folder
+(TMPDIR) about the log's size.
+"""
+
+from __future__ import annotations
+
+import heapq
+import tempfile
+from pathlib import Path
+from typing import IO, Any, Callable, Iterator
+
+import orjson
+
+from ..errors import InputFileError
+from .log_files import reading_as
+from .recorded import LineRejection, OnlineRetailStats, Refused, load_accepted, nothing_read, read_log
+
+#: Events sorted in memory at once (about 0.8 KB each as Python objects): beyond, runs go to disk.
+RUN_EVENTS = 500_000
+
+Keyed = tuple[int, int, dict[str, Any]]  # (ts, position in the file, event): the sort key, ties in file order
+
+
+class SortedLog:
+    """The events of a log a worker accepts (`refusal(event)` None), in time order with ties in file order, as
+    `recorded.load_accepted` gives them, but spilled in sorted runs beyond `run_events`. Iterate once; `close`
+    (or the `with` block) removes the runs. Rejected lines and refused events are kept in memory, in time order."""
+
+    def __init__(self, spill_dir: str | Path | None = None):
+        self.rejected: list[LineRejection] = []
+        self.refused: list[Refused] = []
+        self.count = 0
+        self.first_ts: int | None = None
+        self.last_ts: int | None = None
+        self.runs: list[Path] = []
+        self._folder: tempfile.TemporaryDirectory | None = None
+        self._spill_dir = spill_dir
+        self._memory: list[Keyed] = []
+
+    @classmethod
+    def read(cls, path: str | Path, fmt: str, refusal: Callable[[dict[str, Any]], tuple[str, str] | None],
+             stats: OnlineRetailStats | None = None, limit: int | None = None, run_events: int = RUN_EVENTS,
+             spill_dir: str | Path | None = None) -> "SortedLog":
+        """The log read and sorted; with `limit`, its first events in time only, held in memory (a heap while the
+        file is read: `recorded.load_accepted`)."""
+        log = cls(spill_dir)
+        if limit is not None:
+            events, log.rejected, log.refused = load_accepted(path, fmt, refusal, limit, stats)
+            log._memory = [(event["ts"], n, event) for n, event in enumerate(events)]
+            log._count(log._memory)
+            return log
+        try:
+            log._read(path, fmt, refusal, stats, run_events)
+        except BaseException:
+            log.close()
+            raise
+        return log
+
+    def _read(self, path: str | Path, fmt: str, refusal: Callable[[dict[str, Any]], tuple[str, str] | None],
+              stats: OnlineRetailStats | None, run_events: int) -> None:
+        run: list[Keyed] = []
+        with reading_as(path, fmt):
+            for n, read in enumerate(read_log(path, fmt, stats)):
+                if isinstance(read, LineRejection):
+                    self.rejected.append(read)
+                elif (why := refusal(read)) is not None:
+                    self.refused.append((read, *why))
+                else:
+                    run.append((read["ts"], n, read))
+                    if len(run) >= run_events:
+                        self._spill(run)
+                        run = []
+        if not run and not self.runs and not self.refused:
+            raise InputFileError(nothing_read(Path(path), fmt, self.rejected))
+        self.refused.sort(key=lambda found: found[0]["ts"])
+        if self.runs:
+            self._spill(run)
+        else:
+            run.sort(key=_order)
+            self._memory = run
+            self._count(run)
+
+    def _count(self, run: list[Keyed]) -> None:
+        """Called with each sorted run: the count and the time span of the whole log."""
+        if not run:
+            return
+        self.count += len(run)
+        self.first_ts = run[0][0] if self.first_ts is None else min(self.first_ts, run[0][0])
+        self.last_ts = run[-1][0] if self.last_ts is None else max(self.last_ts, run[-1][0])
+
+    def _spill(self, run: list[Keyed]) -> None:
+        if not run:
+            return
+        run.sort(key=_order)
+        self._count(run)
+        if self._folder is None:
+            self._folder = tempfile.TemporaryDirectory(prefix="stream-app-sort-", dir=self._spill_dir)
+        path = Path(self._folder.name) / f"run-{len(self.runs):05d}.jsonl"
+        with open(path, "wb") as out:
+            out.writelines(orjson.dumps(keyed) + b"\n" for keyed in run)
+        self.runs.append(path)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        if not self.runs:
+            return (event for _, _, event in self._memory)
+        return self._merged()
+
+    def _merged(self) -> Iterator[dict[str, Any]]:
+        files: list[IO[bytes]] = [open(path, "rb") for path in self.runs]
+        try:
+            for _, _, event in heapq.merge(*map(_keyed_lines, files), key=_order):
+                yield event
+        finally:
+            for fh in files:
+                fh.close()
+
+    def close(self) -> None:
+        self._memory = []
+        if self._folder is not None:
+            self._folder.cleanup()
+            self._folder = None
+
+    def __enter__(self) -> "SortedLog":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _order(keyed: Keyed) -> tuple[int, int]:
+    return keyed[0], keyed[1]
+
+
+def _keyed_lines(fh: IO[bytes]) -> Iterator[Keyed]:
+    for line in fh:
+        ts, n, event = orjson.loads(line)
+        yield ts, n, event
+

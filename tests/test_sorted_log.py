@@ -1,0 +1,83 @@
+"""The external merge sort of a recorded log (`tools/sorted_log.py`): the order `load_accepted` gives, in runs."""
+
+from __future__ import annotations
+
+import random
+import tracemalloc
+from pathlib import Path
+
+import orjson
+from kafka import TopicPartition
+
+from stream_app.tools.consume import read_to_end
+from stream_app.tools.recorded import load_accepted
+from stream_app.tools.replay import replay
+from stream_app.tools.sorted_log import SortedLog
+
+
+def _write_log(path: Path, count: int, seed: int = 3) -> list[dict]:
+    rng = random.Random(seed)
+    events = [{"event_id": f"e{n}", "user_id": f"u{rng.randrange(7)}", "item_id": f"i{rng.randrange(50)}",
+               "type": rng.choice(["browse", "click", "purchase"]), "ts": 1_700_000_000_000 + rng.randrange(40) * 1000,
+               "schema_version": 1} for n in range(count)]  # many ties: the file's order must decide them
+    lines = [orjson.dumps(event) for event in events]
+    lines.insert(count // 2, b"{broken")
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return events
+
+
+def _refuse_e5(event: dict) -> tuple[str, str] | None:
+    return ("timestamp_out_of_range", "test") if event["event_id"] == "e5" else None
+
+
+def test_runs_spilled_to_disk_merge_into_the_order_the_whole_log_sorted_in_memory_has(tmp_path):
+    path = tmp_path / "log.jsonl"
+    _write_log(path, 23)
+    expected, rejected, refused = load_accepted(path, "jsonl", _refuse_e5)
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    with SortedLog.read(path, "jsonl", _refuse_e5, run_events=4, spill_dir=spill) as log:
+        assert len(log.runs) == 6 and len(log) == 22  # 22 accepted in runs of 4
+        assert list(log) == expected
+        assert (log.first_ts, log.last_ts) == (expected[0]["ts"], expected[-1]["ts"])
+        assert [r.line for r in log.rejected] == [r.line for r in rejected] == [12]
+        assert log.refused == refused
+        assert any(spill.iterdir())
+    assert not any(spill.iterdir())  # the runs are removed
+    with SortedLog.read(path, "jsonl", _refuse_e5, run_events=100, spill_dir=spill) as log:
+        assert not log.runs and list(log) == expected  # one run: in memory, nothing written
+    with SortedLog.read(path, "jsonl", _refuse_e5, limit=5) as log:
+        assert list(log) == load_accepted(path, "jsonl", _refuse_e5, 5)[0] and len(log) == 5
+
+
+def test_memory_holds_a_run_not_the_log(tmp_path):
+    path = tmp_path / "log.jsonl"
+    _write_log(path, 6_000)
+
+    def peak(run_events: int) -> int:
+        tracemalloc.start()
+        try:
+            with SortedLog.read(path, "jsonl", lambda event: None, run_events=run_events, spill_dir=tmp_path) as log:
+                assert sum(1 for _ in log) == 6_000
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    whole, runs = peak(6_000), peak(300)
+    assert runs < whole / 5, (runs, whole)
+
+
+def test_a_replay_in_runs_sends_each_partition_in_time_order(make_settings, tmp_path):
+    settings = make_settings()
+    path = tmp_path / "log.jsonl"
+    events = _write_log(path, 60)
+    summary = replay(settings, path, "jsonl", progress_stream=None, run_events=7)
+    assert summary.total == 60 and summary.rejected == 1
+    order = {event["event_id"]: n for n, event in enumerate(load_accepted(path, "jsonl", lambda e: None)[0])}
+    by_partition: dict[TopicPartition, list[int]] = {}
+    for topic in settings.topics.inputs:
+        for record in read_to_end(settings, topic):
+            by_partition.setdefault(TopicPartition(topic, record.partition), []).append(
+                order[orjson.loads(record.value)["event_id"]])
+    assert sorted(n for sent in by_partition.values() for n in sent) == list(range(len(events)))
+    assert all(sent == sorted(sent) for sent in by_partition.values())  # the merged order, ties in file order
