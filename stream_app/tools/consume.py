@@ -62,14 +62,24 @@ class TopicReader:
 
 def read_to_end(settings: Settings, topic: str, timeout_s: float = 120.0) -> list[Any]:
     """Every record of `topic` up to the end offsets at the start, in partition order."""
+    return read_range(settings, topic, timeout_s)[0]
+
+
+def read_range(settings: Settings, topic: str, timeout_s: float = 120.0, group_id: str | None = None
+               ) -> tuple[list[Any], dict[TopicPartition, int], dict[TopicPartition, int]]:
+    """The records of `topic` from its beginning (with `group_id`: from that group's committed offsets, where
+    retention left them) up to the end offsets at the start, in partition order; each partition's start and end."""
     consumer = KafkaConsumer(bootstrap_servers=settings.require_kafka().split(","), enable_auto_commit=False,
-                             group_id=None, consumer_timeout_ms=200, **kafka_python_kwargs(settings.kafka_security))
+                             group_id=group_id, consumer_timeout_ms=200, **kafka_python_kwargs(settings.kafka_security))
     try:
         tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or set())]
         if not tps:
-            return []
+            return [], {}, {}
         consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
+        beginnings = consumer.beginning_offsets(tps)
+        starts = {tp: max(beginnings[tp], (consumer.committed(tp) if group_id else None) or 0) for tp in tps}
+        for tp, start in starts.items():
+            consumer.seek(tp, start)
         # Tansu reports the base offset of a partition's last batch as its end: confirm by reading it
         reported = asyncio.run(true_end_offsets(settings.require_kafka().split(","), consumer.end_offsets(tps),
                                                 settings.kafka_security))
@@ -82,7 +92,7 @@ def read_to_end(settings: Settings, topic: str, timeout_s: float = 120.0) -> lis
                                      "its end: is the broker up? (KAFKA_BOOTSTRAP_SERVERS)")
             for tp, batch in consumer.poll(timeout_ms=500, max_records=5000).items():
                 records.extend(record for record in batch if record.offset < ends[tp])
-        return records
+        return records, starts, ends
     finally:
         consumer.close()
 

@@ -11,9 +11,7 @@ the same letters again, which is safe for the same reason.
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,10 +22,10 @@ from kafka.structs import OffsetAndMetadata
 
 from ..config import Settings
 from ..contracts import load_schema
-from ..errors import ServiceTimeout, StreamAppError
+from ..errors import StreamAppError
 from ..kafka_security import kafka_python_kwargs
 from ..stream.erasures import ErasedUsers
-from ..stream.transport import true_end_offsets
+from .consume import read_range
 from .repair import erased_users
 from .replay import Produced, make_producer
 
@@ -127,41 +125,6 @@ def erased_before(resend: Resend, erased: ErasedUsers, inputs: tuple[str, ...]) 
     return erased_at is not None and (resend.ts is None or resend.ts <= erased_at)
 
 
-def read_letters(settings: Settings, from_start: bool, timeout_s: float = 120.0
-                 ) -> tuple[list[Any], dict[TopicPartition, int], dict[int, tuple[int, int]]]:
-    """The dead letters after the group's committed offsets (all, `from_start`) up to the ends found now; the
-    ends to commit; each partition's range read."""
-    servers = settings.require_kafka().split(",")
-    topic = settings.topics.dlq
-    consumer = KafkaConsumer(bootstrap_servers=servers, group_id=redrive_group(settings), enable_auto_commit=False,
-                             consumer_timeout_ms=200, **kafka_python_kwargs(settings.kafka_security))
-    try:
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        if not tps:
-            return [], {}, {}
-        consumer.assign(tps)
-        beginnings = consumer.beginning_offsets(tps)
-        # Tansu reports the base offset of a partition's last batch as its end: confirm by reading it
-        ends = {tp: end or 0 for tp, end in asyncio.run(true_end_offsets(
-            servers, consumer.end_offsets(tps), settings.kafka_security)).items()}
-        starts = {}
-        for tp in tps:
-            committed = None if from_start else consumer.committed(tp)
-            starts[tp] = max(beginnings[tp], committed or 0)  # retention may have removed letters meanwhile
-            consumer.seek(tp, starts[tp])
-        records: list[Any] = []
-        deadline = time.monotonic() + timeout_s
-        while any(consumer.position(tp) < ends[tp] for tp in tps):
-            if time.monotonic() > deadline:
-                raise ServiceTimeout(f"read {len(records)} dead letters of {topic} in {timeout_s:.0f}s without "
-                                     "reaching its end: is the broker up? (KAFKA_BOOTSTRAP_SERVERS)")
-            for tp, batch in consumer.poll(timeout_ms=500, max_records=5000).items():
-                records.extend(record for record in batch if record.offset < ends[tp])
-        return records, ends, {tp.partition: (starts[tp], ends[tp]) for tp in tps}
-    finally:
-        consumer.close()
-
-
 def commit_read(settings: Settings, ends: dict[TopicPartition, int]) -> None:
     consumer = KafkaConsumer(bootstrap_servers=settings.require_kafka().split(","), group_id=redrive_group(settings),
                              enable_auto_commit=False, **kafka_python_kwargs(settings.kafka_security))
@@ -175,7 +138,9 @@ def redrive(settings: Settings, reasons: set[str], from_start: bool = False, dry
             ) -> RedriveSummary:
     """Send the dead letters of `reasons` read since the last redrive back to their topics (`dry_run`: count
     them only); commit what was read once the broker acknowledged every send."""
-    records, ends, ranges = read_letters(settings, from_start)
+    records, starts, ends = read_range(settings, settings.topics.dlq, group_id=None if from_start else
+                                       redrive_group(settings))
+    ranges = {tp.partition: (start, ends[tp]) for tp, start in starts.items()}
     summary = RedriveSummary(read=len(records), ranges=ranges, dry_run=dry_run)
     erased = erased_users(settings) if records else None
     resends: list[tuple[int, int, int, Resend]] = []
