@@ -49,11 +49,16 @@ def validator(name: str, version: int = SCHEMA_VERSION) -> Callable[[Any], Any]:
     return fastjsonschema.compile(load_schema(name, version))
 
 
+#: The header `stream-app redrive` puts on each input it sends again, valued the dead letter's reason.
+REDRIVE_HEADER = "stream-app-redrive"
+
+
 @dataclass(frozen=True, slots=True)
 class Source:
     topic: str
     partition: int | None = None
     offset: int | None = None
+    timestamp: int | None = None  # the input record's Kafka timestamp (ms): a re-drive sends the record with it
 
     def __str__(self) -> str:
         return f"{self.topic}[{self.partition}]@{self.offset}"
@@ -81,6 +86,8 @@ class Rejection:
             "rejected_at": int(time.time() * 1000) if now_ms is None else now_ms,
             "schema_version": SCHEMA_VERSION,
         }
+        if self.source.timestamp is not None:
+            record["source"]["timestamp"] = self.source.timestamp
         if self.null_value:
             record["payload_null"] = True
         payload = self.payload
@@ -217,38 +224,23 @@ def check_erasure(payload: bytes | None, key: bytes | None, source: Source, max_
 
 
 def dead_letter_users(key: bytes | None, value: bytes | None) -> set[str]:
-    """The users a dead-letter record names: its key, and the user_id of its payload when that is JSON."""
-    users = set()
-    if key:
-        text = _text_or_none(key)
-        if text is not None:
-            users.add(text)
+    """The users a dead-letter record names: its key, and the user_id its payload names (`input_users`)."""
     try:
         record = orjson.loads(value or b"")
         payload = (record["payload_text"].encode() if "payload_text" in record
                    else base64.b64decode(record.get("payload_base64", "")))
     except (orjson.JSONDecodeError, ValueError, TypeError, AttributeError, KeyError):
-        return users
-    try:
-        user_id = orjson.loads(payload).get("user_id")
-    except (orjson.JSONDecodeError, AttributeError):  # a cut or broken line: the user_id it spells out, if any
-        found = _USER_ID_TEXT.search(payload)
-        try:
-            user_id = orjson.loads(found.group(1)) if found else None
-        except orjson.JSONDecodeError:
-            user_id = None
-    if isinstance(user_id, str):
-        users.add(user_id)
-    return users
+        return input_users(key, b"")[0]
+    return input_users(key, payload)[0]
 
 
 #: A "user_id": "..." member in text that is not JSON as a whole (a line cut short): the string, quotes included.
 _USER_ID_TEXT = re.compile(rb'"user_id"\s*:\s*("(?:[^"\\]|\\.)*")')
 
 
-def rejected_event_user(key: bytes | None, payload: bytes) -> tuple[set[str], int | None]:
-    """The users a rejected input event names (its key, the payload's user_id when that is JSON) and its
-    time when the payload has a whole-number `ts`."""
+def input_users(key: bytes | None, payload: bytes) -> tuple[set[str], int | None]:
+    """The users an input names (its key as text; the payload's user_id when that is JSON, else the one a cut or
+    broken line spells out) and its time when the payload is JSON with a whole-number `ts`."""
     users = set()
     text = _text_or_none(key) if key else None
     if text is not None:
@@ -256,10 +248,17 @@ def rejected_event_user(key: bytes | None, payload: bytes) -> tuple[set[str], in
     try:
         record = orjson.loads(payload)
     except (orjson.JSONDecodeError, TypeError):
-        return users, None
-    if not isinstance(record, dict):
-        return users, None
-    if isinstance(record.get("user_id"), str):
-        users.add(record["user_id"])
-    ts = record.get("ts")
-    return users, ts if isinstance(ts, int) and not isinstance(ts, bool) else None
+        record = None
+    if isinstance(record, dict):
+        if isinstance(record.get("user_id"), str):
+            users.add(record["user_id"])
+        ts = record.get("ts")
+        return users, ts if isinstance(ts, int) and not isinstance(ts, bool) else None
+    found = _USER_ID_TEXT.search(payload or b"")  # a cut or broken line: the user_id it spells out, if any
+    try:
+        named = orjson.loads(found.group(1)) if found else None
+    except orjson.JSONDecodeError:
+        named = None
+    if isinstance(named, str):
+        users.add(named)
+    return users, None

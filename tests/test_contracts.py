@@ -11,6 +11,7 @@ from stream_app.contracts import (
     check_erasure,
     check_input,
     dead_letter_users,
+    input_users,
     load_schema,
 )
 from stream_app.core.events import Event
@@ -158,6 +159,9 @@ def test_the_users_a_dead_letter_names_are_its_key_and_its_payloads_user():
     value, key = dead_letter(b'{"event_id": "bad1", "item_id": "i', None)
     assert dead_letter_users(key, value) == set()
     assert dead_letter_users(b"u3", b"not a dead letter") == {"u3"}
+    # an input as the worker's erasure check reads it: a broken line names its user too (dropped, not dead-lettered)
+    assert input_users(None, b'{"user_id": "uc", "item_id": "secret", broken') == ({"uc"}, None)
+    assert input_users(b"k", orjson.dumps({**VALID, "ts": 5})) == ({"k", VALID["user_id"]}, 5)
 
 
 def test_the_gate_refuses_a_record_stamped_ahead_of_its_clock_and_reads_the_clock_for_nothing_else(monkeypatch):

@@ -8,6 +8,7 @@ import orjson
 
 import stream_app.stream.ordered_input as ordered_input
 from stream_app.config import Settings
+from stream_app.contracts import REDRIVE_HEADER
 from stream_app.core.items import InMemoryItemIndex
 from stream_app.stream.ordered_input import OrderedInput
 from stream_app.stream.ready import ReadRecord
@@ -363,3 +364,15 @@ def test_the_history_an_earlier_owner_applied_is_neither_late_nor_slow_for_this_
     assert [r.event.message.offset for r in drain_ready(ordered)] == [4, 5]
     assert ordered.sequencer.late == 2 and ordered.status()["late_in_partition"] == 1
     assert {stage: int(ordered.stages.counts[stage].sum()) for stage in ("read", "ordered")} == {"read": 2, "ordered": 2}
+
+
+def test_a_re_driven_event_a_worker_failed_on_is_applied_but_not_counted_again_in_the_item_state():
+    """Every worker's item feed counted a `processing_error` event when it was first read (the failure was in
+    the profile's processing); `stream-app redrive` marks the copy it sends, and only that reason is skipped."""
+    ordered, topic, _ = own_partition(0)
+    redriven = [record(n) for n in range(3)]
+    redriven[1].headers = ((REDRIVE_HEADER, b"processing_error"),)
+    redriven[2].headers = ((REDRIVE_HEADER, b"key_mismatch"),)  # refused at the gate: never counted
+    ordered.push(topic, 0, redriven)
+    assert drain(ordered) == [0, 1, 2]
+    assert ordered.items.events == 2

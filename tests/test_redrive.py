@@ -14,12 +14,13 @@ from kafka import KafkaProducer
 from test_pipeline import read_all
 
 from stream_app.config import Settings
-from stream_app.contracts import ErasureRequest, Rejection, Source
+from stream_app.contracts import REDRIVE_HEADER, ErasureRequest, Rejection, Source
 from stream_app.errors import StreamAppError
 from stream_app.store.redis_store import read_profile
 from stream_app.stream.erasures import ErasedUsers
 from stream_app.stream.partitioning import partition_of
-from stream_app.tools.redrive import Resend, check_reasons, erased_before, redrive, resend_of
+from stream_app.tools.consume import read_to_end
+from stream_app.tools.redrive import ErasureCheck, Resend, check_reasons, redrive, resend_of
 
 
 def _event(event_id: str, user: str, kind: str = "click", **extra) -> dict:
@@ -32,8 +33,10 @@ def _cli(settings, *args: str) -> subprocess.CompletedProcess:
                           text=True, env={**os.environ, **settings.to_env()}, timeout=120)
 
 
-def _letter(reason: str, topic: str, payload: bytes, key: bytes | None = b"u1", line: int | None = None) -> dict:
-    record = Rejection(reason, "why", Source(topic, None if line else 0, None if line else 5), key, payload).to_record()
+def _letter(reason: str, topic: str, payload: bytes, key: bytes | None = b"u1", line: int | None = None,
+            stamp: int | None = None) -> dict:
+    source = Source(topic, None if line else 0, None if line else 5, stamp)
+    record = Rejection(reason, "why", source, key, payload).to_record()
     if line:
         record["source"]["line"] = line
     return orjson.loads(orjson.dumps(record))
@@ -43,36 +46,42 @@ def test_a_letter_is_sent_where_and_keyed_as_the_workers_require_or_says_why_it_
     settings = make_settings()
     t = settings.topics
     event = _event("e1", "u1")
-    on_wrong_topic = resend_of(_letter("type_topic_mismatch", t.purchase, orjson.dumps(event), b"u2"), b"u2",
-                               settings)
+    on_wrong_topic = resend_of(_letter("type_topic_mismatch", t.purchase, orjson.dumps(event), b"u2", stamp=7),
+                               b"u2", settings)
     assert (on_wrong_topic.topic, on_wrong_topic.key) == (t.click, b"u1")  # its type's topic, keyed by its user
+    assert on_wrong_topic.record_ts == 7  # its record's timestamp: the time window judges it as it did
     from_a_file = resend_of(_letter("timestamp_out_of_range", "/logs/a.jsonl", orjson.dumps(event)), b"u1", settings)
     assert from_a_file.topic == t.click and from_a_file.value == orjson.dumps(event)
-    assert "correct the file" in resend_of(_letter("invalid_json", "/logs/a.csv", b"{x", line=3), b"u1", settings)
-    assert resend_of(_letter("invalid_json", t.browse, b"{x"), b"u9", settings).key == b"u9"  # raw, as it came
+    assert "correct the file" in resend_of(_letter("schema_violation", "/logs/a.csv", b"u,i", line=3), b"u1", settings)
+    assert "not JSON" in resend_of(_letter("invalid_json", t.browse, b"{x"), b"u9", settings)
+    raw = resend_of(_letter("schema_violation", t.browse, b'{"user_id": 5}'), b"u9", settings)
+    assert (raw.topic, raw.key, raw.value) == (t.browse, b"u9", b'{"user_id": 5}')  # as it came
     truncated = {**_letter("payload_too_large", t.click, b"x"), "payload_truncated": True}
     assert "384 KiB" in resend_of(truncated, b"u1", settings)
     assert "not an input" in resend_of(_letter("bad_state", "x-changelog", b"\x80"), b"u1", settings)
-    item = resend_of(_letter("schema_violation", t.items, b'{"item_id": "i7"}', b"zz"), b"zz", settings)
-    assert (item.topic, item.key) == (t.items, b"i7")
-    tombstone = {**_letter("key_mismatch", t.items, b"", None), "payload_null": True}
+    erasure = resend_of(_letter("key_mismatch", t.erasures, b'{"user_id": "u4"}', b"zz"), b"zz", settings)
+    assert (erasure.topic, erasure.key) == (t.erasures, b"u4")
+    tombstone = {**_letter("key_mismatch", t.click, b"", None), "payload_null": True}
     assert resend_of(tombstone, None, settings).value is None  # a null value stays null, not an empty one
 
 
-def test_an_erased_users_events_from_before_the_erasure_are_not_put_back_on_a_topic():
+def test_an_erased_users_inputs_from_before_the_erasure_are_not_put_back_on_a_topic():
     settings = Settings()
     erased = ErasedUsers({}, settings, "", "")
     erased.record(ErasureRequest("r1", "u1", 1_000, Source(settings.topics.erasures, 0, 0)))
-    inputs = settings.topics.inputs
+    check = ErasureCheck(erased, {"u2": 3_000})  # u2: a request on the erasures topic, not applied yet
+    click = settings.topics.click
 
-    def resend(topic: str, user: str, ts: int | None) -> Resend:
-        return Resend(topic, user.encode(), b"{}", ts)
+    def held(user: str, ts: int | None, letter_key: bytes | None = None, value: bytes = b"{}") -> bool:
+        return check.holds_back(Resend(click, user.encode(), value, ts), letter_key)
 
-    assert erased_before(resend(inputs[0], "u1", 1_000), erased, inputs)
-    assert erased_before(resend(inputs[0], "u1", None), erased, inputs)  # no time to tell: kept off
-    assert not erased_before(resend(inputs[0], "u1", 1_001), erased, inputs)  # after: the workers apply it
-    assert not erased_before(resend(inputs[0], "u2", 5), erased, inputs)
-    assert not erased_before(resend(settings.topics.items, "u1", None), erased, inputs)  # an item, not the user
+    assert held("u1", 1_000) and held("u1", None)  # no time to tell: held back
+    assert not held("u1", 1_001)  # after the erasure: the workers apply it
+    assert held("u2", 2_999) and not held("u3", 5)
+    # a broken line sent under another key still names its user
+    assert held("k", None, b"k", b'{"user_id": "u1", "item_id": "secret", broken')
+    check.add(Resend(settings.topics.erasures, b"u3", b'{"user_id": "u3", "requested_at": 50}', None))
+    assert held("u3", 40)  # an erasure request sent in the same redrive
 
 
 def test_the_reasons_must_be_named_and_known():
@@ -80,7 +89,9 @@ def test_the_reasons_must_be_named_and_known():
         check_reasons([])
     with pytest.raises(StreamAppError, match="unknown reason typo"):
         check_reasons(["typo"])
-    assert "processing_error" in check_reasons(["all"])
+    with pytest.raises(StreamAppError, match="invalid_json letters cannot be re-driven: its bytes are not JSON"):
+        check_reasons(["invalid_json"])
+    assert "processing_error" in check_reasons(["all"]) and "invalid_json" not in check_reasons(["all"])
 
 
 def test_redrive_sends_what_was_refused_once_fixed_and_each_letter_once(make_settings, start_worker,
@@ -104,13 +115,19 @@ def test_redrive_sends_what_was_refused_once_fixed_and_each_letter_once(make_set
         ["key_mismatch", "type_topic_mismatch", "wrong_partition", "payload_too_large", "invalid_json"])
 
     dry = orjson.loads(_cli(settings, "--reason", "all", "--dry-run", "--json").stdout)
-    assert dry["read"] == 5 and dry["sent"] == {t.click: 5} and dry["dry_run"]
+    assert dry["read"] == 5 and dry["sent"] == {t.click: 4} and dry["other_reasons"] == {"invalid_json": 1}
+    assert dry["by_reason"] == {"key_mismatch": 1, "type_topic_mismatch": 1, "wrong_partition": 1,
+                                "payload_too_large": 1}
 
     fixable = ["--reason", "key_mismatch", "--reason", "type_topic_mismatch", "--reason", "wrong_partition"]
     first = _cli(settings, *fixable)
     assert first.returncode == 0, first.stderr
     assert f"sent 3 again: {t.click}=3" in first.stdout
-    assert "not asked for: " in first.stdout and "payload_too_large 1" in first.stdout
+    assert "left for a redrive that names them: " in first.stdout and "payload_too_large 1" in first.stdout
+    stamps = {orjson.loads(orjson.loads(r.value)["payload_text"])["event_id"]: orjson.loads(r.value)["source"]["timestamp"]
+              for r in letters if orjson.loads(r.value)["reason"] != "invalid_json"}
+    resent = [r for r in read_to_end(settings, t.click) if (REDRIVE_HEADER, b"key_mismatch") in r.headers]
+    assert [(orjson.loads(r.value)["event_id"], r.timestamp) for r in resent] == [("k1", stamps["k1"])]
     recs = read_all(settings.kafka_bootstrap_servers, t.recommendations, 3)
     assert sorted(orjson.loads(r.value)["trigger_event_id"] for r in recs) == ["k1", "p1", "t1"]
     assert read_profile(redis_client, "u1", settings.namespace)["event_count"] == 3
@@ -120,8 +137,9 @@ def test_redrive_sends_what_was_refused_once_fixed_and_each_letter_once(make_set
     # the limit raised: a worker started with the default takes the large event
     worker.stop()
     start_worker(settings.replace(max_payload_bytes=64 * 1024))
-    again = redrive(settings, {"payload_too_large", "key_mismatch"}, from_start=True)
-    assert again.read == 5 and again.sent == {t.click: 2}  # the large event, and k1 once more
+    again = redrive(settings, {"payload_too_large"})  # its letters were left unread by the redrives of others
+    assert again.read == 5 and again.sent == {t.click: 1}
+    assert redrive(settings, {"key_mismatch"}, from_start=True).sent == {t.click: 1}  # k1 once more
     wait_until(lambda: read_profile(redis_client, "u1", settings.namespace).get("event_count") == 4, 60,
                "the large event applied, k1 skipped as applied before")
     time.sleep(2)

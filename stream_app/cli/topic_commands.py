@@ -84,19 +84,24 @@ def cmd_redrive(args: argparse.Namespace) -> int:
     ranges = ", ".join(f"partition {p} offsets {start} to {end}" for p, (start, end) in summary.ranges.items()
                        if end > start) or "nothing new"
     print(f"read {summary.read} dead letters of {settings.topics.dlq} ({ranges}), "
-          f"{'from its start' if args.from_start else 'after those earlier redrives read'}")
+          f"{'from its start' if args.from_start else 'from where earlier redrives of these reasons stopped'}")
     sent = ", ".join(f"{topic}={n}" for topic, n in sorted(summary.sent.items())) or "none"
-    print(f"{'would send' if summary.dry_run else 'sent'} {sum(summary.sent.values())} again: {sent}")
-    for why, n in summary.left.most_common():
-        print(f"  left {n}: {why}")
+    why = ", ".join(f"{reason} {n}" for reason, n in summary.by_reason.most_common())
+    print(f"{'would send' if summary.dry_run else 'sent'} {sum(summary.sent.values())} again: {sent}"
+          + (f" ({why})" if why else ""))
+    for reason, n in summary.left.most_common():
+        print(f"  left {n}: {reason}")
+    if summary.sent_before:
+        print(f"  {summary.sent_before} sent by an earlier redrive of their reason (`--from-start` sends them again)")
     if summary.other_reasons:
         others = ", ".join(f"{reason} {n}" for reason, n in summary.other_reasons.most_common())
-        print(f"  not asked for: {others} (`--reason NAME --from-start` reads them again)")
+        print(f"  other reasons, left for a redrive that names them: {others}")
     if summary.dry_run:
         print("nothing sent and nothing marked read (--dry-run)")
     elif summary.sent:
-        print("what the workers still refuse comes back as new dead letters (`stream-app dead-letters`); an event "
-              "they applied before is skipped by its event id")
+        print("what the workers still refuse comes back as a new dead letter (`stream-app dead-letters`); an event "
+              "they applied is skipped by its event id, and so is one older than its user's last "
+              f"{settings.seen_ids_max:,} events (STREAM_APP_SEEN_IDS_MAX), counted with the duplicates")
     return 0
 
 

@@ -13,7 +13,7 @@ from typing import Any, Callable
 import orjson
 
 from ..config import Settings
-from ..contracts import ErasureRequest, Rejection, Source, rejected_event_user
+from ..contracts import ErasureRequest, Rejection, Source, input_users
 from ..core.content import ContentIndex
 from ..core.events import Event
 from ..core.items import InMemoryItemIndex
@@ -31,7 +31,7 @@ from ..serving.encoder import Encoder, UserEncoding, encode_batch
 from .erasures import ErasedUsers, receipt
 from .output import Outbox
 from .partitioning import partition_of
-from .ready import Ready
+from .ready import Ready, input_source
 
 log = logging.getLogger("stream_app.worker")
 
@@ -303,7 +303,7 @@ class BatchHandler:
         as `erased_before` drops valid ones (a dead letter would store the payload again)."""
         if self.erased is None or self.settings.replay_erased or not self.erased.data:
             return False
-        users, ts = rejected_event_user(rejection.key, rejection.payload)
+        users, ts = input_users(rejection.key, rejection.payload)
         return any((erased_at := self.erased.erased_at(user)) is not None and (ts is None or ts <= erased_at)
                    for user in users)
 
@@ -345,7 +345,7 @@ class BatchHandler:
                 profile = self.profile(event.user_id)
             except Exception as exc:  # the user's stored profile cannot be read: park the event, go on
                 self.dead_letter(Rejection("processing_error", f"the stored profile of {event.user_id!r} cannot "
-                                           f"be read: {exc!r}", Source(msg.topic, msg.partition, msg.offset),
+                                           f"be read: {exc!r}", input_source(msg),
                                            msg.key, msg.value), event.event_id)
                 continue
             late = profile.last_seen is not None and event.ts < profile.last_seen
@@ -368,7 +368,7 @@ class BatchHandler:
                 self.reject_state(profile, msg.partition)
                 self.restore(event.user_id, profile_before, msg.partition, learners_before)
                 self.dead_letter(Rejection("processing_error", f"{exc!r}\n{traceback.format_exc(limit=3)}",
-                                           Source(msg.topic, msg.partition, msg.offset), msg.key, msg.value),
+                                           input_source(msg), msg.key, msg.value),
                                  event.event_id)
                 continue
             self.reject_state(profile, msg.partition)

@@ -39,7 +39,7 @@ from ..core.items import InMemoryItemIndex
 from ..core.ordering import AFTER_ALL, BEFORE_ALL, GroupMerge, ItemFeed, Released, Sequencer
 from ..kafka_security import aiokafka_kwargs
 from .lane_ends import ASK_EVERY_MS, LaneEnds
-from .ready import ReadRecord, Ready, gate
+from .ready import ReadRecord, Ready, counted_before, gate, input_source
 from .stage_latency import StageLatency
 
 log = logging.getLogger("stream_app.ordered_input")
@@ -178,8 +178,8 @@ class OrderedInput:
     def push(self, topic: str, partition: int, records: list[Any]) -> None:
         lane = self.lane_of_topic[topic]
         for record in records:
-            checked = self.checked(record.value, record.key, Source(topic, partition, record.offset), lane,
-                                   record.timestamp)
+            checked = self.checked(record.value, record.key, Source(topic, partition, record.offset, record.timestamp),
+                                   lane, record.timestamp)
             self.sequencer.push(partition, lane, checked.ts if isinstance(checked, Event) else None,
                                 (record.offset, checked, record))  # the record: the reader's copy, if owned
             self.next_offset[(lane, partition)] = record.offset + 1
@@ -196,8 +196,8 @@ class OrderedInput:
             if epoch is None:
                 break
             for entry in released:
-                offset, checked, _ = entry.item
-                if isinstance(checked, Event):
+                offset, checked, record = entry.item
+                if isinstance(checked, Event) and not counted_before(record):
                     self.items.add(checked, entry.group, entry.epoch)
                 schedule = self.schedules[entry.group]
                 if entry.group not in self.owned:
@@ -428,10 +428,9 @@ class OrderedInput:
         return out
 
     def _check(self, event: Any) -> Event | Rejection:
-        message = event.message  # Faust gives the record's timestamp in seconds; the schedule (push) in ms
-        reference = round(message.timestamp * 1000) if message.timestamp is not None else None
-        return self.checked(message.value, message.key, Source(message.topic, message.partition, message.offset),
-                            self.lane_of_topic[message.topic], reference)
+        message = event.message
+        source = input_source(message)
+        return self.checked(message.value, message.key, source, self.lane_of_topic[message.topic], source.timestamp)
 
     def checked(self, value: bytes | None, key: bytes | None, source: Source, lane: int,
                 reference_ms: int | None) -> Event | Rejection:

@@ -8,10 +8,23 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import Settings
-from ..contracts import Rejection, Source, check_input
+from ..contracts import REDRIVE_HEADER, Rejection, Source, check_input
 from ..core.events import Event
 from ..core.ordering import Released
 from .partitioning import partition_of
+
+
+def counted_before(record: Any) -> bool:
+    """A re-driven input the item state already counted: a valid event a worker failed on (`processing_error`) went
+    through the item feed, which every worker runs on the whole input, before it was dead-lettered."""
+    headers = getattr(record, "headers", None)
+    return bool(headers) and (REDRIVE_HEADER, b"processing_error") in headers
+
+
+def input_source(message: Any) -> Source:
+    """Where a Faust message was read, with its Kafka timestamp in ms (Faust gives it in seconds)."""
+    stamp = round(message.timestamp * 1000) if message.timestamp is not None else None
+    return Source(message.topic, message.partition, message.offset, stamp)
 
 
 def gate(value: bytes | None, key: bytes | None, source: Source, event_type: str, reference_ms: int | None,

@@ -65,19 +65,19 @@ def read_to_end(settings: Settings, topic: str, timeout_s: float = 120.0) -> lis
     return read_range(settings, topic, timeout_s)[0]
 
 
-def read_range(settings: Settings, topic: str, timeout_s: float = 120.0, group_id: str | None = None
+def read_range(settings: Settings, topic: str, timeout_s: float = 120.0, from_offsets: Mapping[int, int] | None = None
                ) -> tuple[list[Any], dict[TopicPartition, int], dict[TopicPartition, int]]:
-    """The records of `topic` from its beginning (with `group_id`: from that group's committed offsets, where
-    retention left them) up to the end offsets at the start, in partition order; each partition's start and end."""
+    """The records of `topic` from its beginning (or from `from_offsets` by partition, where retention left them)
+    up to the end offsets at the start, in partition order; each partition's start and end."""
     consumer = KafkaConsumer(bootstrap_servers=settings.require_kafka().split(","), enable_auto_commit=False,
-                             group_id=group_id, consumer_timeout_ms=200, **kafka_python_kwargs(settings.kafka_security))
+                             group_id=None, consumer_timeout_ms=200, **kafka_python_kwargs(settings.kafka_security))
     try:
         tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or set())]
         if not tps:
             return [], {}, {}
         consumer.assign(tps)
         beginnings = consumer.beginning_offsets(tps)
-        starts = {tp: max(beginnings[tp], (consumer.committed(tp) if group_id else None) or 0) for tp in tps}
+        starts = {tp: max(beginnings[tp], (from_offsets or {}).get(tp.partition, 0)) for tp in tps}
         for tp, start in starts.items():
             consumer.seek(tp, start)
         # Tansu reports the base offset of a partition's last batch as its end: confirm by reading it

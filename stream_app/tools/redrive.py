@@ -1,12 +1,12 @@
 """`stream-app redrive`: send dead letters back to the topic they came from, once what refused them is fixed
 (a bug of the workers, a limit or time window set too tight, a producer's keys or topics).
 
-A dead letter keeps its input whole (up to 384 KiB), so the input can be sent again as it was. What is sent
-goes through the workers' checks as any input does: an event they still refuse comes back as a new dead
-letter, and an event they already applied is skipped by its event id. A redrive reads the dead-letter topic
-from where the last one stopped (the offsets it commits under a group of its own) to the end it finds at
-its start, and commits only once the broker has acknowledged everything it sent: stopped half-way, it sends
-the same letters again, which is safe for the same reason.
+A dead letter keeps its input whole (up to 384 KiB), so the input can be sent again as it was, with its
+record's Kafka timestamp, so the workers judge its time as they did. What is sent goes through the workers'
+checks as any input does: an event they still refuse comes back as a new dead letter, and one they applied
+is skipped by its event id. Each reason has its own position on the dead-letter topic (the offsets a group
+per reason commits once the broker has acknowledged every send), so a letter is sent once per reason asked
+for, and letters of other reasons wait for a redrive that names them.
 """
 
 from __future__ import annotations
@@ -21,16 +21,20 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
 from ..config import Settings
-from ..contracts import load_schema
+from ..contracts import REDRIVE_HEADER, input_users, load_schema
 from ..errors import StreamAppError
 from ..kafka_security import kafka_python_kwargs
 from ..stream.erasures import ErasedUsers
-from .consume import read_range
+from .consume import read_range, read_to_end
 from .repair import erased_users
 from .replay import Produced, make_producer
 
 #: Every reason a dead letter can carry, from its schema.
 REASONS: tuple[str, ...] = tuple(load_schema("dead-letter")["properties"]["reason"]["enum"])
+#: Reasons no fix makes pass, and why.
+NEVER_PASS = {"invalid_json": "its bytes are not JSON", "not_utf8": "its bytes are not UTF-8 text",
+              "bad_state": "a learner's state record of a table changelog, not an input (its learner started afresh)"}
+REDRIVABLE: tuple[str, ...] = tuple(reason for reason in REASONS if reason not in NEVER_PASS)
 EVENT_TYPES = ("browse", "click", "purchase")
 
 
@@ -42,26 +46,30 @@ class Resend:
     key: bytes | None
     value: bytes | None
     ts: int | None  # the event's time, for sending events in time order
+    reason: str = ""
+    record_ts: int | None = None  # the input record's Kafka timestamp, when the letter kept it
 
 
 @dataclass
 class RedriveSummary:
     read: int = 0
     sent: Counter = field(default_factory=Counter)  # topic -> inputs sent again
+    by_reason: Counter = field(default_factory=Counter)  # reason -> inputs sent again
     left: Counter = field(default_factory=Counter)  # why a letter was not sent -> how many
     other_reasons: Counter = field(default_factory=Counter)  # reason not asked for -> how many
+    sent_before: int = 0  # letters an earlier redrive of their reason read
     ranges: dict[int, tuple[int, int]] = field(default_factory=dict)  # partition -> first offset read, end
     dry_run: bool = False
 
     def as_dict(self) -> dict[str, Any]:
-        return {"read": self.read, "sent": dict(self.sent), "left": dict(self.left),
-                "other_reasons": dict(self.other_reasons), "dry_run": self.dry_run,
-                "ranges": {str(p): list(r) for p, r in sorted(self.ranges.items())}}
+        return {"read": self.read, "sent": dict(self.sent), "by_reason": dict(self.by_reason),
+                "left": dict(self.left), "other_reasons": dict(self.other_reasons), "sent_before": self.sent_before,
+                "dry_run": self.dry_run, "ranges": {str(p): list(r) for p, r in sorted(self.ranges.items())}}
 
 
-def redrive_group(settings: Settings) -> str:
-    """The consumer group whose committed offsets on the dead-letter topic mark what redrives have read."""
-    return f"{settings.group_id}.redrive"
+def redrive_group(settings: Settings, reason: str) -> str:
+    """The consumer group whose committed offsets on the dead-letter topic mark how far redrives of `reason` read."""
+    return f"{settings.group_id}.redrive.{reason}"
 
 
 def payload_of(letter: dict[str, Any]) -> bytes | None:
@@ -83,67 +91,121 @@ def _json_object(value: bytes | None) -> dict[str, Any]:
 
 def resend_of(letter: dict[str, Any], key: bytes | None, settings: Settings) -> Resend | str:
     """What re-driving a dead letter sends, or why it cannot be sent. An input event goes to its type's topic
-    keyed by its user, an item keyed by its id, an erasure request by its user, as the workers require; so a
-    letter refused for its key, partition or topic is sent as it should have been."""
+    keyed by its user, an erasure request keyed by its user, as the workers require; so a letter refused for
+    its key, partition or topic is sent as it should have been."""
     topics = settings.topics
-    if letter.get("reason") == "bad_state":
-        return "a learner's state record of a changelog, not an input (its learner started afresh)"
+    reason = str(letter.get("reason"))
+    if reason in NEVER_PASS:
+        return NEVER_PASS[reason]
     if letter.get("payload_truncated"):
         return "its payload was kept cut at 384 KiB: only its producer can send it again"
     value = payload_of(letter)
     parsed = _json_object(value)
     source = letter.get("source") or {}
-    origin = source.get("topic")
+    origin, stamp = source.get("topic"), source.get("timestamp")
+    record_ts = stamp if isinstance(stamp, int) and not isinstance(stamp, bool) else None
     ts = parsed.get("ts") if isinstance(parsed.get("ts"), int) and not isinstance(parsed.get("ts"), bool) else None
     event_type = parsed.get("type")
-    if origin in topics.inputs or (origin not in (topics.items, topics.erasures) and source.get("line") is None
+    user = parsed.get("user_id")
+    user_key = user.encode() if isinstance(user, str) else key
+    if origin in topics.inputs or (origin != topics.erasures and source.get("line") is None
                                    and event_type in EVENT_TYPES):
         # a worker's letter, or an event `replay` refused (its source is the file): the event's type says where
         topic = topics.for_type(event_type) if event_type in EVENT_TYPES else origin
-        user = parsed.get("user_id")
-        return Resend(topic, user.encode() if isinstance(user, str) else key, value, ts)
-    if origin == topics.items:
-        item = parsed.get("item_id")
-        return Resend(origin, item.encode() if isinstance(item, str) else key, value, None)
+        return Resend(topic, user_key, value, ts, reason, record_ts)
     if origin == topics.erasures:
-        user = parsed.get("user_id")
-        return Resend(origin, user.encode() if isinstance(user, str) else key, value, None)
+        return Resend(origin, user_key, value, None, reason, record_ts)
     if source.get("line") is not None:
         return "a line of a file: correct the file and run `stream-app replay` (or `items load`) on it again"
     return f"from {origin}, not an input topic of this namespace"
 
 
-def erased_before(resend: Resend, erased: ErasedUsers, inputs: tuple[str, ...]) -> bool:
-    """An erased user's event from before the erasure: the workers drop such events, and sending it again would
-    put the user's data back on an input topic."""
-    if resend.topic not in inputs or resend.key is None:
+class ErasureCheck:
+    """Who is erased since when: the workers' erased-users record, the requests on the erasures topic not yet
+    applied, and erasure requests this redrive sends."""
+
+    def __init__(self, erased: ErasedUsers, requested: dict[str, int]):
+        self.erased = erased
+        self.requested = requested  # user -> latest requested_at
+
+    @classmethod
+    def read(cls, settings: Settings) -> "ErasureCheck":
+        requested: dict[str, int] = {}
+        for record in read_to_end(settings, settings.topics.erasures):
+            request = _json_object(record.value)
+            user, at = request.get("user_id"), request.get("requested_at")
+            if isinstance(user, str) and isinstance(at, int):
+                requested[user] = max(at, requested.get(user, at))
+        return cls(erased_users(settings), requested)
+
+    def add(self, resend: Resend) -> None:
+        request = _json_object(resend.value)
+        user, at = request.get("user_id"), request.get("requested_at")
+        if isinstance(user, str) and isinstance(at, int):
+            self.requested[user] = max(at, self.requested.get(user, at))
+
+    def holds_back(self, resend: Resend, letter_key: bytes | None) -> bool:
+        """An input naming an erased user (by its key, its user_id, or the one a broken line spells out), from
+        before the erasure or of unknown time: the workers would drop it, and sending it would put the user's
+        data back on an input topic."""
+        users = input_users(letter_key, resend.value or b"")[0] | input_users(resend.key, b"")[0]
+        for user in users:
+            times = [at for at in (self.erased.erased_at(user), self.requested.get(user)) if at is not None]
+            if times and (resend.ts is None or resend.ts <= max(times)):
+                return True
         return False
-    try:
-        erased_at = erased.erased_at(resend.key.decode("utf-8"))
-    except UnicodeDecodeError:
-        return False
-    return erased_at is not None and (resend.ts is None or resend.ts <= erased_at)
 
 
-def commit_read(settings: Settings, ends: dict[TopicPartition, int]) -> None:
-    consumer = KafkaConsumer(bootstrap_servers=settings.require_kafka().split(","), group_id=redrive_group(settings),
-                             enable_auto_commit=False, **kafka_python_kwargs(settings.kafka_security))
+def positions(settings: Settings, reasons: set[str], partitions: list[int]) -> dict[str, dict[int, int]]:
+    """How far earlier redrives of each reason read each partition of the dead-letter topic (0: never)."""
+    found: dict[str, dict[int, int]] = {}
+    for reason in sorted(reasons):
+        consumer = KafkaConsumer(bootstrap_servers=settings.require_kafka().split(","),
+                                 group_id=redrive_group(settings, reason), enable_auto_commit=False,
+                                 **kafka_python_kwargs(settings.kafka_security))
+        try:
+            found[reason] = {p: consumer.committed(TopicPartition(settings.topics.dlq, p)) or 0 for p in partitions}
+        finally:
+            consumer.close()
+    return found
+
+
+def commit_read(settings: Settings, reasons: set[str], ends: dict[TopicPartition, int]) -> None:
+    for reason in sorted(reasons):
+        consumer = KafkaConsumer(bootstrap_servers=settings.require_kafka().split(","),
+                                 group_id=redrive_group(settings, reason), enable_auto_commit=False,
+                                 **kafka_python_kwargs(settings.kafka_security))
+        try:
+            consumer.commit({tp: OffsetAndMetadata(end, "", -1) for tp, end in ends.items()})
+        finally:
+            consumer.close()
+
+
+def _dlq_partitions(settings: Settings) -> list[int]:
+    consumer = KafkaConsumer(bootstrap_servers=settings.require_kafka().split(","), group_id=None,
+                             **kafka_python_kwargs(settings.kafka_security))
     try:
-        consumer.commit({tp: OffsetAndMetadata(end, "", -1) for tp, end in ends.items()})
+        partitions = consumer.partitions_for_topic(settings.topics.dlq)
     finally:
         consumer.close()
+    if not partitions:
+        raise StreamAppError(f"there is no dead-letter topic {settings.topics.dlq}: no worker has run in the namespace "
+                             f"{settings.namespace!r} (is STREAM_APP_NAMESPACE the workers'?)")
+    return sorted(partitions)
 
 
 def redrive(settings: Settings, reasons: set[str], from_start: bool = False, dry_run: bool = False
             ) -> RedriveSummary:
-    """Send the dead letters of `reasons` read since the last redrive back to their topics (`dry_run`: count
-    them only); commit what was read once the broker acknowledged every send."""
-    records, starts, ends = read_range(settings, settings.topics.dlq, group_id=None if from_start else
-                                       redrive_group(settings))
-    ranges = {tp.partition: (start, ends[tp]) for tp, start in starts.items()}
-    summary = RedriveSummary(read=len(records), ranges=ranges, dry_run=dry_run)
-    erased = erased_users(settings) if records else None
-    resends: list[tuple[int, int, int, Resend]] = []
+    """Send the dead letters of `reasons` that earlier redrives of their reason did not read (`from_start`: all)
+    back to their topics (`dry_run`: count them only); mark them read once the broker acknowledged every send."""
+    partitions = _dlq_partitions(settings)
+    read_from = {reason: dict.fromkeys(partitions, 0) for reason in reasons} if from_start else positions(
+        settings, reasons, partitions)
+    records, starts, ends = read_range(settings, settings.topics.dlq,
+                                       from_offsets={p: min(done[p] for done in read_from.values()) for p in partitions})
+    summary = RedriveSummary(read=len(records), dry_run=dry_run,
+                             ranges={tp.partition: (start, ends[tp]) for tp, start in starts.items()})
+    candidates: list[tuple[Resend, bytes | None, int, int]] = []
     for record in records:
         try:
             letter = orjson.loads(record.value)
@@ -153,45 +215,62 @@ def redrive(settings: Settings, reasons: set[str], from_start: bool = False, dry
             continue
         if reason not in reasons:
             summary.other_reasons[reason] += 1
-            continue
-        resend = resend_of(letter, record.key, settings)
-        if isinstance(resend, str):
+        elif record.offset < read_from[reason][record.partition]:
+            summary.sent_before += 1
+        elif isinstance(resend := resend_of(letter, record.key, settings), str):
             summary.left[resend] += 1
-        elif erased is not None and erased_before(resend, erased, settings.topics.inputs):
+        else:
+            candidates.append((resend, record.key, record.partition, record.offset))
+    erasures = ErasureCheck.read(settings) if candidates else None
+    for resend, *_ in candidates:
+        if resend.topic == settings.topics.erasures:
+            erasures.add(resend)  # type: ignore[union-attr]
+    resends = []
+    for resend, letter_key, partition, offset in candidates:
+        if resend.topic != settings.topics.erasures and erasures.holds_back(resend, letter_key):  # type: ignore[union-attr]
             summary.left["an erased user's input from before the erasure (the workers would drop it)"] += 1
         else:
-            resends.append((resend.ts if resend.ts is not None else -1, record.partition, record.offset, resend))
+            resends.append((resend.ts if resend.ts is not None else -1, partition, offset, resend))
     resends.sort(key=lambda entry: entry[:3])  # events in time order, as a worker applies them best
     for *_, resend in resends:
         summary.sent[resend.topic] += 1
-    if dry_run:
-        return summary
-    if resends:
-        producer, produced = make_producer(settings), Produced()
-        try:
-            for *_, resend in resends:
-                producer.send(resend.topic, key=resend.key, value=resend.value).add_callback(
-                    produced.acked).add_errback(produced.failed)
-            producer.flush()
-        finally:
-            producer.close()
-        produced.check(len(resends), "re-driven inputs", "running the same command again is safe: the workers skip "
-                       "the events they applied, and nothing was marked read")
-    if ends:
-        commit_read(settings, ends)
+        summary.by_reason[resend.reason] += 1
+    if not dry_run:
+        _send([resend for *_, resend in resends], settings)
+        commit_read(settings, reasons, ends)
     return summary
 
 
+def _send(resends: list[Resend], settings: Settings) -> None:
+    if not resends:
+        return
+    producer, produced = make_producer(settings), Produced()
+    try:
+        for resend in resends:
+            producer.send(resend.topic, key=resend.key, value=resend.value, timestamp_ms=resend.record_ts,
+                          headers=[(REDRIVE_HEADER, resend.reason.encode())]).add_callback(
+                produced.acked).add_errback(produced.failed)
+        producer.flush()
+    finally:
+        producer.close()
+    produced.check(len(resends), "re-driven inputs", "running the same command again is safe: the workers skip the "
+                   "events they applied, and nothing was marked read")
+
+
 def check_reasons(asked: list[str]) -> set[str]:
-    """The reasons to re-drive; `all` for every one."""
+    """The reasons to re-drive; `all` for every one a fix can make pass."""
     if not asked:
         raise StreamAppError("name the reasons to re-drive with --reason (repeatable, or `all`): processing_error "
                              "after a fixed bug; payload_too_large or timestamp_out_of_range after widening the "
                              "limit; key_mismatch, wrong_partition, type_topic_mismatch (sent with the right key and "
-                             "topic). `--dry-run --reason all` counts what each would send; `stream-app dead-letters` "
-                             "lists them")
-    wanted = set(REASONS) if "all" in asked else set(asked)
+                             "topic); schema_violation after a schema change. `--dry-run --reason all` counts what "
+                             "each would send; `stream-app dead-letters` lists them")
+    wanted = set(REDRIVABLE) if "all" in asked else set(asked)
+    never = sorted(wanted & set(NEVER_PASS))
+    if never:
+        raise StreamAppError(f"{never[0]} letters cannot be re-driven: {NEVER_PASS[never[0]]}, so no worker would "
+                             "ever take one; fix their producer. One of " + ", ".join(REDRIVABLE) + ", or all")
     unknown = wanted - set(REASONS)
     if unknown:
-        raise StreamAppError(f"unknown reason {', '.join(sorted(unknown))}: one of {', '.join(REASONS)}, or all")
+        raise StreamAppError(f"unknown reason {', '.join(sorted(unknown))}: one of {', '.join(REDRIVABLE)}, or all")
     return wanted
