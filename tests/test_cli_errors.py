@@ -207,3 +207,14 @@ def test_float_settings_out_of_their_range_are_refused_by_name():
         with pytest.raises(ConfigError, match=f"{name}=.*STREAM_APP_{name.upper()}"):
             Settings(**{name: value})
     Settings(covis_weight=0.0, bandit_epsilon=1.0)  # a source off, always exploring: allowed
+
+
+def test_train_says_what_would_fail_after_the_training_before_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("STREAM_APP_REGISTRY_DIR", str(tmp_path / "workers"))
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    for extra, said in [(["--shadow"], "add --publish"),
+                        (["--max-len", "51"], "over the 50 events a profile keeps"),
+                        (["--registry", str(tmp_path / "mine"), "--publish"], "a version they cannot find")]:
+        assert main.main(["train", OTTO, "--format", "otto", *extra]) == 2
+        assert said in capsys.readouterr().err
+    assert not (tmp_path / "mine").exists() and not (tmp_path / "workers").exists()  # nothing trained or written

@@ -21,6 +21,7 @@ from stream_app.contracts import validator
 from stream_app.core.events import Event
 from stream_app.core.items import InMemoryItemIndex
 from stream_app.core.process import new_profile, process
+from stream_app.core.sequences import Featurizer
 from stream_app.errors import ConfigError
 from stream_app.serving import registry
 from stream_app.serving.encoder import Encoder, encode_batch
@@ -337,3 +338,63 @@ def test_a_version_name_cannot_reach_outside_the_registry(trained, tmp_path, ver
     (outside / "manifest.json").write_text((Path(root) / v1 / "manifest.json").read_text())
     with pytest.raises(ConfigError, match="not a model version name"):
         open_version(root, version)
+
+
+def test_validation_counts_a_held_out_event_on_an_item_training_never_saw_as_a_miss(trained):
+    from stream_app_train.train import build_examples
+
+    def event(n: int, user: str, item: str) -> dict:
+        return {"event_id": f"e{n}", "user_id": user, "item_id": item, "type": "click", "ts": n}
+
+    events = [event(1, "a", "x"), event(2, "a", "y"), event(3, "b", "x"), event(4, "b", "y"),  # training part
+              event(5, "a", "x"), event(6, "a", "new"), event(7, "c", "x")]  # held out: c has no history
+    train_set, valid_set, unknown = build_examples(events, 5, {"x": 0, "y": 1}, Featurizer(64, 5))
+    assert (len(train_set.targets), len(valid_set.targets), unknown) == (2, 1, 1)
+    root, v1, _ = trained
+    manifest = registry.open_version(root, v1)[1]
+    validation = manifest["validation"]  # OTTO: most held-out events are on items the training part lacks
+    assert validation["examples"] > validation["on_known_items"] > 0
+    assert manifest["parity"]["max_abs_diff"] <= manifest["parity"]["tolerance"]
+
+
+def test_an_export_that_differs_from_the_trained_model_is_not_registered(tmp_path, monkeypatch):
+    import stream_app_train.train as training
+
+    monkeypatch.setattr(training, "torch_encode", lambda encoder, arrays: torch_encode(encoder, arrays) + 0.5)
+    small = training.TrainConfig(dim=8, hidden=8, epochs=1, buckets=1 << 10)
+    with pytest.raises(ValueError, match="differs from the trained model by 5.00e-01"):
+        training.train(OTTO_SAMPLE, "otto", tmp_path, small)
+    assert registry.versions(tmp_path) == [] and not any(tmp_path.iterdir())  # no version, no staging left
+
+
+def test_training_reads_the_log_as_the_workers_do_and_checks_its_registry_first(tmp_path):
+    from stream_app_train.train import read_events, train
+
+    log = tmp_path / "log.jsonl"
+    events = [{"event_id": f"e{n}", "user_id": "u", "item_id": f"i{n % 3}", "type": "click", "ts": 1_000 + n,
+               "schema_version": 1} for n in range(6)]
+    far = {**events[0], "event_id": "far", "ts": 2_000_000_000_000}  # a clock in 2033 would stretch the split
+    log.write_bytes(b"\n".join(orjson.dumps(e) for e in [*events, events[2], far]) + b"\n{broken\n")
+    said: list[str] = []
+    kept = read_events(log, "jsonl", lambda e: ("timestamp_out_of_range", "x") if e["ts"] > 10**12 else None,
+                       said.append)
+    assert [e["event_id"] for e in kept] == [e["event_id"] for e in events]
+    assert said == ["train: left out 1 unreadable lines, 1 events the workers would refuse (timestamp_out_of_range, "
+                    "...), 1 repeated event ids"]
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match="is a file, not a folder"):  # at once, not after the training
+        train(log, "jsonl", tmp_path / "file")
+
+
+def test_evaluate_warns_of_an_encoder_trained_on_another_catalogue(trained):
+    from stream_app.evaluate.prequential import evaluate_log
+    from stream_app.evaluate.tables import table
+
+    root, v1, _ = trained
+    encoder = Encoder.load(root, v1)  # trained on the OTTO sample
+    shop = Path(__file__).parents[1] / "stream_app" / "data" / "online-retail-sample.csv"
+    foreign = evaluate_log(shop, "online-retail", Settings(), encoder=encoder, light=True, limit=300)
+    assert foreign["encoder_items_in_log"] == 0.0
+    assert "warning: only 0% of its" in table(foreign)
+    own = evaluate_log(OTTO_SAMPLE, "otto", Settings(), encoder=encoder, light=True)
+    assert own["encoder_items_in_log"] == 1.0 and "warning: only" not in table(own)

@@ -17,9 +17,9 @@ import torch
 
 from stream_app.core.sequences import Featurizer
 from stream_app.serving import registry
-from stream_app.tools.recorded import load_sorted
+from stream_app.tools.recorded import load_accepted
 
-from .export import INPUTS, OUTPUTS, export_onnx
+from .export import INPUTS, OUTPUTS, export_onnx, torch_encode
 from .model import NextItemModel
 
 
@@ -53,11 +53,14 @@ def fingerprint(events: list[dict[str, Any]]) -> str:
 
 
 def build_examples(events: list[dict[str, Any]], cutoff: int, vocab: dict[str, int],
-                   featurizer: Featurizer) -> tuple[Examples, Examples]:
-    """Next-item examples: each event whose item is in the vocabulary is a target, its user's
-    previous `max_len` events the input. Targets before `cutoff` train, the others validate."""
+                   featurizer: Featurizer) -> tuple[Examples, Examples, int]:
+    """Next-item examples: each event with an earlier one of its user is a target, its user's previous
+    `max_len` events the input. Targets before `cutoff` train (those whose item is in the vocabulary), the
+    others validate; a held-out event on an item the training part lacks cannot be retrieved: counted
+    (the third value), a miss of the validation figures."""
     history: dict[str, list[tuple[str, str, int]]] = {}
     train_seqs, train_targets, valid_seqs, valid_targets = [], [], [], []
+    unknown = 0
     for e in events:
         seq = history.setdefault(e["user_id"], [])
         target = vocab.get(e["item_id"])
@@ -69,21 +72,27 @@ def build_examples(events: list[dict[str, Any]], cutoff: int, vocab: dict[str, i
             else:
                 valid_seqs.append(window)
                 valid_targets.append(target)
+        elif seq and e["ts"] >= cutoff:
+            unknown += 1
         seq.append((e["item_id"], e["type"], e["ts"]))
         if len(seq) > 2 * featurizer.max_len:
             del seq[: len(seq) - featurizer.max_len]
     return (Examples(featurizer.arrays(train_seqs), np.array(train_targets, dtype=np.int64)),
-            Examples(featurizer.arrays(valid_seqs), np.array(valid_targets, dtype=np.int64)))
+            Examples(featurizer.arrays(valid_seqs), np.array(valid_targets, dtype=np.int64)), unknown)
 
 
 def _tensors(examples: Examples, rows: np.ndarray) -> list[torch.Tensor]:
     return [torch.from_numpy(examples.arrays[name][rows]) for name in INPUTS]
 
 
-def evaluate(model: NextItemModel, examples: Examples, k: int, batch: int = 1024) -> dict[str, float]:
+def evaluate(model: NextItemModel, examples: Examples, k: int, unknown: int = 0, batch: int = 1024
+             ) -> dict[str, Any]:
+    """Recall and MRR over the held-out events, `unknown` of them (items the training part lacks) misses by
+    construction; None when nothing is held out."""
     n = len(examples.targets)
-    if n == 0:
-        return {f"recall@{k}": 0.0, f"mrr@{k}": 0.0, "examples": 0}
+    total = n + unknown
+    if total == 0:
+        return {f"recall@{k}": None, f"mrr@{k}": None, "examples": 0, "on_known_items": 0}
     hits = rr = 0.0
     model.eval()
     with torch.no_grad():
@@ -96,15 +105,51 @@ def evaluate(model: NextItemModel, examples: Examples, k: int, batch: int = 1024
                 if where.size:
                     hits += 1
                     rr += 1.0 / (where[0] + 1)
-    return {f"recall@{k}": hits / n, f"mrr@{k}": rr / n, "examples": n}
+    return {f"recall@{k}": hits / total, f"mrr@{k}": rr / total, "examples": total, "on_known_items": n}
+
+
+def read_events(log: str | Path, fmt: str, refusal: Callable[[dict[str, Any]], tuple[str, str] | None] | None,
+                progress: Callable[[str], None]) -> list[dict[str, Any]]:
+    """The log's events as the workers take them: without the lines they cannot read, the events their gate
+    refuses (`refusal`: a time outside the accepted window would stretch the time split) and repeated event ids
+    of a user (applied once); each count said."""
+    events, rejected, refused = load_accepted(log, fmt, refusal or (lambda event: None))
+    seen: set[tuple[str, str]] = set()
+    kept = [e for e in events if (key := (e["user_id"], e["event_id"])) not in seen and not seen.add(key)]
+    left = [f"{len(rejected):,} unreadable lines"] if rejected else []
+    left += [f"{len(refused):,} events the workers would refuse ({refused[0][1]}, ...)"] if refused else []
+    left += [f"{len(events) - len(kept):,} repeated event ids"] if len(kept) < len(events) else []
+    if left:
+        progress(f"train: left out {', '.join(left)}")
+    return kept
+
+
+def parity(model: NextItemModel, path: Path, examples: Examples, rows: int = 512) -> float:
+    """The largest difference between the exported graph's user vectors (onnxruntime) and torch's, over the first
+    `rows` examples: the graph the workers serve must be the model that was validated."""
+    import onnxruntime as ort
+
+    n = min(rows, len(examples.targets))
+    if n == 0:
+        return 0.0
+    arrays = {name: examples.arrays[name][:n] for name in INPUTS}
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    served = session.run(["user"], arrays)[0]
+    return float(np.max(np.abs(served - torch_encode(model.encoder, arrays).numpy())))
+
+
+#: The largest difference between onnxruntime's and torch's user vectors an export may show.
+PARITY_TOLERANCE = 1e-4
 
 
 def train(log: str | Path, fmt: str, registry_root: str | Path, config: TrainConfig = TrainConfig(),
-          progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+          progress: Callable[[str], None] = lambda _: None,
+          refusal: Callable[[dict[str, Any]], tuple[str, str] | None] | None = None) -> dict[str, Any]:
     """Train, validate, export and register; returns the new version's manifest."""
     started = time.perf_counter()
     torch.manual_seed(config.seed)
-    events, _ = load_sorted(log, fmt)
+    registry.require_writable(registry_root)  # before minutes of training, not after
+    events = read_events(log, fmt, refusal, progress)
     if len(events) < 2:
         raise ValueError(f"{log} has {len(events)} readable events: too few to train an encoder")
     first, last = events[0]["ts"], events[-1]["ts"]
@@ -116,11 +161,13 @@ def train(log: str | Path, fmt: str, registry_root: str | Path, config: TrainCon
     item_ids = sorted(counts, key=lambda i: (-counts[i], i))[: config.max_items]
     vocab = {item_id: row for row, item_id in enumerate(item_ids)}
     featurizer = Featurizer(config.buckets, config.max_len)
-    train_set, valid_set = build_examples(events, cutoff, vocab, featurizer)
+    train_set, valid_set, unknown = build_examples(events, cutoff, vocab, featurizer)
     if len(train_set.targets) == 0:
-        raise ValueError(f"{log}: no training examples before the time split; use a longer log")
+        span = "all its events have one time" if last == first else "no user has two events before it"
+        raise ValueError(f"{log}: no training examples before the time split ({span}); use a longer log")
     progress(f"train: {len(events):,} events, {len(item_ids):,} items, {len(train_set.targets):,} training and "
-             f"{len(valid_set.targets):,} validation examples")
+             f"{len(valid_set.targets) + unknown:,} validation examples ({unknown:,} on items the training part "
+             "lacks: misses)")
 
     model = NextItemModel(config.buckets, config.dim, config.hidden, len(item_ids))
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
@@ -139,13 +186,16 @@ def train(log: str | Path, fmt: str, registry_root: str | Path, config: TrainCon
             optimizer.step()
             total += loss.item() * len(rows)
         progress(f"train: epoch {epoch + 1}/{config.epochs}, loss {total / n:.4f}")
-    validation = evaluate(model, valid_set, config.k)
-    progress(f"train: validation Recall@{config.k} {validation[f'recall@{config.k}']:.4f}, "
-             f"MRR@{config.k} {validation[f'mrr@{config.k}']:.4f} ({validation['examples']:,} examples)")
+    validation = evaluate(model, valid_set, config.k, unknown)
+    progress(f"train: validation {said(validation, config.k)}")
 
     staged = registry.staging_dir(registry_root)
     try:  # an interrupted export leaves no half-written model in the registry folder
         export_onnx(model.encoder, staged / "encoder.onnx", model.items.weight, k=config.retrieve)
+        difference = parity(model, staged / "encoder.onnx", valid_set if len(valid_set.targets) else train_set)
+        if not difference <= PARITY_TOLERANCE:  # NaN fails too
+            raise ValueError(f"the exported ONNX graph differs from the trained model by {difference:.2e} (over "
+                             f"{PARITY_TOLERANCE:.0e}) on the validation sequences: not registered; report it as a bug")
         np.save(staged / "items.npy", model.items.weight.detach().numpy().astype(np.float32))
         (staged / "items.json").write_text(json.dumps(item_ids))
         now = datetime.now(timezone.utc)
@@ -159,8 +209,8 @@ def train(log: str | Path, fmt: str, registry_root: str | Path, config: TrainCon
             "training": {"log": str(log), "format": fmt, "events": len(training_events),
                          "fingerprint": fingerprint(training_events), "first_ts": first, "train_until_ts": cutoff,
                          "config": asdict(config), "seconds": round(time.perf_counter() - started, 2)},
-            "validation": {f"recall@{config.k}": validation[f"recall@{config.k}"],
-                           f"mrr@{config.k}": validation[f"mrr@{config.k}"], "examples": validation["examples"]},
+            "validation": validation,
+            "parity": {"max_abs_diff": difference, "tolerance": PARITY_TOLERANCE},
             "inputs": list(INPUTS), "outputs": list(OUTPUTS), "retrieve": min(config.retrieve, len(item_ids)),
         }
         folder = registry.write_version(registry_root, staged, manifest)
@@ -169,3 +219,12 @@ def train(log: str | Path, fmt: str, registry_root: str | Path, config: TrainCon
         raise
     progress(f"train: wrote {folder}")
     return json.loads((folder / registry.MANIFEST).read_text())
+
+
+def said(validation: dict[str, Any], k: int) -> str:
+    """The validation figures in words: n/a when nothing was held out."""
+    if not validation["examples"]:
+        return "n/a (no held-out event after the time split)"
+    return (f"Recall@{k} {validation[f'recall@{k}']:.4f}, MRR@{k} {validation[f'mrr@{k}']:.4f} "
+            f"({validation['examples']:,} held-out events, {validation['on_known_items']:,} on items the training "
+            "part has)")

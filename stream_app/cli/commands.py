@@ -308,33 +308,6 @@ def _load_encoder(settings: Settings, version: str | None):
     return Encoder.load(settings.registry_dir, version)
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    try:
-        from stream_app_train.train import TrainConfig, train
-    except ImportError as exc:
-        raise StreamAppError(f"training needs PyTorch ({exc}): install the train extra, "
-                             "`.venv/bin/pip install -e '.[train]'`") from None
-    from ..stream import model_control
-
-    settings = Settings.from_env()
-    registry_dir = args.registry or settings.registry_dir
-    config = TrainConfig(dim=args.dim, hidden=args.hidden, max_len=args.max_len, epochs=args.epochs,
-                         train_fraction=args.train_fraction, seed=args.seed)
-    try:
-        manifest = train(args.log, args.format, registry_dir, config,
-                         progress=lambda line: print(line, file=sys.stderr))
-    except ValueError as exc:
-        raise StreamAppError(str(exc)) from None
-    print(f"trained {manifest['version']} in {manifest['training']['seconds']:.1f}s: validation "
-          f"Recall@20 {manifest['validation']['recall@20']:.4f}, MRR@20 {manifest['validation']['mrr@20']:.4f} "
-          f"({manifest['validation']['examples']:,} examples); registry {registry_dir}")
-    if args.publish:
-        role = "shadow" if args.shadow else "live"
-        model_control.publish(settings.replace(registry_dir=registry_dir), role, manifest["version"])
-        print(f"published {manifest['version']} as {role} on {settings.topics.model_control}")
-    return 0
-
-
 def _load_content(settings: Settings, items: str | None, fmt: str, version: str):
     """The catalogue file's text vectors under a content model of the registry (None without --items)."""
     if items is None:

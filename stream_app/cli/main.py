@@ -29,12 +29,11 @@ from .commands import (
     cmd_serve,
     cmd_status,
     cmd_synth,
-    cmd_train,
     cmd_up,
     cmd_worker,
 )
 from .evaluate_command import cmd_evaluate
-from .model_commands import cmd_models
+from .model_commands import cmd_models, cmd_train
 from .topic_commands import cmd_dead_letters, cmd_erasure_receipts, cmd_recommendations, cmd_redrive
 
 

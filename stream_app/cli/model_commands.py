@@ -1,10 +1,13 @@
-"""`stream-app models`: the registry's versions, announcing one to the workers, and what each worker serves."""
+"""`stream-app models`: the registry's versions, announcing one to the workers, and what each worker serves; and
+`stream-app train`, which makes a version."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 
 from ..config import Settings
 from ..errors import StreamAppError
@@ -31,7 +34,7 @@ def cmd_models(args: argparse.Namespace) -> int:
                       f"{m['max_length']} tokens, parity with torch {m['parity']['max_abs_diff']:.1e}")
                 continue
             print(f"{m['version']}  {m['created_at']}  dim {m['dims']['embedding']}, {m['dims']['items']:,} items, "
-                  f"validation Recall@20 {m['validation']['recall@20']:.4f} MRR@20 {m['validation']['mrr@20']:.4f}, "
+                  f"{registry.validation_said(m)}, "
                   f"trained on {m['training']['events']:,} events of {m['training']['log']}")
         return 0
     if args.action == "status":
@@ -92,3 +95,47 @@ def running_workers(settings: Settings) -> set[str] | None:
             client.close()
     except redis.RedisError:
         return None
+
+
+def check_train_options(args: argparse.Namespace, settings: Settings, registry_dir: str) -> None:
+    """What would fail or mislead only after the training, said before it."""
+    if args.shadow and not args.publish:
+        raise StreamAppError("--shadow names the role --publish announces the model in: add --publish")
+    if args.max_len > settings.recent_max:
+        raise StreamAppError(f"--max-len {args.max_len} is over the {settings.recent_max} events a profile keeps "
+                             "(STREAM_APP_RECENT_MAX): the workers could not give the encoder what it was trained on")
+    if args.publish:
+        settings.require_kafka()
+        if Path(registry_dir).resolve() != Path(settings.registry_dir).resolve():
+            raise StreamAppError(f"the workers load models from {settings.registry_dir} (STREAM_APP_REGISTRY_DIR), "
+                                 f"not {registry_dir}: --publish would announce a version they cannot find. Train "
+                                 "into theirs, or set STREAM_APP_REGISTRY_DIR for them and here")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    try:
+        from stream_app_train.train import TrainConfig, train
+    except ImportError as exc:
+        raise StreamAppError(f"training needs PyTorch ({exc}): install the train extra, "
+                             "`.venv/bin/pip install -e '.[train]'`") from None
+    from ..serving.registry import validation_said
+    from ..stream import model_control
+    from ..tools.replay import gate
+
+    settings = Settings.from_env()
+    registry_dir = args.registry or settings.registry_dir
+    check_train_options(args, settings, registry_dir)
+    config = TrainConfig(dim=args.dim, hidden=args.hidden, max_len=args.max_len, epochs=args.epochs,
+                         train_fraction=args.train_fraction, seed=args.seed)
+    try:
+        manifest = train(args.log, args.format, registry_dir, config,
+                         progress=lambda line: print(line, file=sys.stderr), refusal=gate(settings))
+    except ValueError as exc:
+        raise StreamAppError(str(exc)) from None
+    print(f"trained {manifest['version']} in {manifest['training']['seconds']:.1f}s: {validation_said(manifest)} "
+          f"({manifest['validation']['examples']:,} held-out events); registry {registry_dir}")
+    if args.publish:
+        role = "shadow" if args.shadow else "live"
+        model_control.publish(settings.replace(registry_dir=registry_dir), role, manifest["version"])
+        print(f"published {manifest['version']} as {role} on {settings.topics.model_control}")
+    return 0

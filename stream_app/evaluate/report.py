@@ -6,6 +6,8 @@ from __future__ import annotations
 import html
 from typing import Any
 
+from ..serving.registry import validation_said
+
 # One colour per row: a full pass has 19 rows, 22 with an encoder, a shadow and item text.
 PALETTE = ["#1b6ca8", "#d1495b", "#66a182", "#edae49", "#8d6a9f", "#4f5d75", "#2e4057", "#00a6a6", "#bc4b51",
            "#8cb369", "#f4a259", "#5b8e7d", "#7d4e57", "#3d348b", "#c9a227", "#e76f51", "#264653", "#a8dadc",
@@ -89,7 +91,7 @@ def render(result: dict[str, Any]) -> str:
         manifest = result.get(role)
         if manifest:
             encoder_html += (f"<p>{role.replace('_', ' ').capitalize()}: {html.escape(manifest['version'])} "
-                             f"(validation Recall@20 {manifest['validation']['recall@20']:.4f}, trained on "
+                             f"({validation_said(manifest)}, trained on "
                              f"{manifest['training']['events']:,} events before ts "
                              f"{manifest['training']['train_until_ts']}).</p>")
     reachable = result.get("reachable")

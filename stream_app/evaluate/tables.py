@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..serving.registry import validation_said
 from ..tools.replay import skipped_said
 from .metrics import COLD_START
 
@@ -30,9 +31,13 @@ def table(result: dict[str, Any]) -> str:
     for role in ("encoder", "shadow_encoder"):
         manifest = result.get(role)
         if manifest:
-            lines.append(f"{role.replace('_', ' ')}: {manifest['version']} (validation Recall@20 "
-                         f"{manifest['validation']['recall@20']:.4f}, trained on events before ts "
+            lines.append(f"{role.replace('_', ' ')}: {manifest['version']} ({validation_said(manifest)}, trained on "
+                         "events before ts "
                          f"{manifest['training']['train_until_ts']})")
+            share = result.get(f"{role}_items_in_log")
+            if share is not None and share < 0.5:
+                lines.append(f"warning: only {share:.0%} of its {manifest['dims']['items']:,} items occur in this log: "
+                             "was it trained on another catalogue? its candidates are items this log does not have")
     if result.get("content"):
         content = result["content"]
         lines.append(f"content model: {content['version']} over {content['items']:,} catalogue items "

@@ -115,6 +115,30 @@ def staging_dir(root: str | Path) -> Path:
     return Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
 
 
+def validation_said(manifest: dict[str, Any]) -> str:
+    """A sequence model's validation figures in a few words (n/a when its log held nothing out)."""
+    validation = manifest.get("validation") or {}
+    if validation.get("recall@20") is None:
+        return "validation n/a"
+    return f"validation Recall@20 {validation['recall@20']:.4f}, MRR@20 {validation['mrr@20']:.4f}"
+
+
+def require_writable(root: str | Path) -> None:
+    """A ConfigError unless `root` is a folder new versions can be written to (made if missing)."""
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"the registry {root} is a file, not a folder: name the folder of model versions with "
+                          "--registry or STREAM_APP_REGISTRY_DIR")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot make the registry folder {root} ({exc.strerror}): name another with --registry "
+                          "or STREAM_APP_REGISTRY_DIR") from None
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise ConfigError(f"the registry folder {root} is not writable: name another with --registry or "
+                          "STREAM_APP_REGISTRY_DIR")
+
+
 def require_folder(root: str | Path) -> None:
     """A ConfigError unless `root` is a folder (the registry a user named, to be listed)."""
     root = Path(root)

@@ -14,6 +14,7 @@ import redis
 
 from ..config import Settings, redact_url
 from ..errors import ServiceTimeout, StreamAppError
+from ..serving.registry import validation_said
 from ..store.redis_store import read_profile
 from ..stream.model_control import publish
 from .bench import latency_summary
@@ -88,8 +89,8 @@ def train_demo_encoder(source: Path, fmt: str, registry_dir: Path) -> dict[str, 
     started = time.monotonic()
     manifest = train(source, fmt, registry_dir, TrainConfig(dim=32, hidden=64, epochs=5))
     _say(f"  encoder   trained {manifest['version']} on {source.name} in {time.monotonic() - started:.1f}s "
-         f"(GRU over hashed item ids, event types and time gaps; ONNX for the worker; validation "
-         f"Recall@20 {manifest['validation']['recall@20']:.2f} on the last 20% of the log's time)")
+         f"(GRU over hashed item ids, event types and time gaps; ONNX for the worker; {validation_said(manifest)} "
+         "on the last 20% of the log's time)")
     return manifest
 
 
