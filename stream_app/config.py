@@ -12,7 +12,6 @@ import dataclasses
 import json
 import math
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -20,6 +19,7 @@ from typing import Mapping
 from .core.events import event_kind
 from .errors import ConfigError
 from .kafka_security import KafkaSecurity
+from .urls import check_redis_url, redact_url
 
 EVENT_TYPES = ("browse", "click", "purchase")
 REC_POLICIES = ("every", "purchase", "debounce")
@@ -325,6 +325,7 @@ class Settings:
         if not self.redis_url.startswith(REDIS_SCHEMES):
             raise ConfigError(f"REDIS_URL={redact_url(self.redis_url)} is not a Redis URL: use redis://host:port/0 "
                               "(rediss:// with TLS, unix:///path/to/redis.sock for a socket)")
+        check_redis_url(self.redis_url)
         return self.redis_url
 
     def replace(self, **changes) -> "Settings":
@@ -366,6 +367,12 @@ class Settings:
         redis_url = environ.get("REDIS_URL")
         if not kafka or not redis_url:
             embedded = read_runtime_file(environ)
+            if embedded and (kafka or redis_url):  # one service of a deployment beside one of `stream-app up`
+                given, other = ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL") if kafka else ("REDIS_URL",
+                                                                                        "KAFKA_BOOTSTRAP_SERVERS")
+                raise ConfigError(f"{given} is set and {other} is not, while `stream-app up` runs: the embedded "
+                                  f"{'Redis' if kafka else 'broker'} would serve beside yours. Set {other} too, or "
+                                  f"unset {given} to use both embedded services")
             kafka = kafka or embedded.get("KAFKA_BOOTSTRAP_SERVERS")
             redis_url = redis_url or embedded.get("REDIS_URL")
         return cls(kafka_bootstrap_servers=kafka, redis_url=redis_url,
@@ -400,17 +407,6 @@ def _refuse_unknown(environ: Mapping[str, str]) -> None:
         raise ConfigError(f"{unknown[0]} is not a setting{f' (did you mean {near[0]}?)' if near else ''}: "
                           "unset it, or see the settings table in README.md"
                           + (f"; also unknown: {', '.join(unknown[1:])}" if unknown[1:] else ""))
-
-
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][\w+.-]*://)(?P<user>[^:/@\s]*):(?P<secret>[^@/\s]+)@")
-
-
-def redact_url(text: str | None) -> str:
-    """`text` with the password of every URL in it replaced by `***` (redis://:pw@host,
-    sasl_ssl://user:pw@broker), for anything printed or logged: endpoints may carry credentials."""
-    if text is None:
-        return "(not set)"
-    return _URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
 
 
 def read_runtime_file(environ: Mapping[str, str] = os.environ) -> dict[str, str]:

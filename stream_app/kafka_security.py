@@ -118,12 +118,24 @@ class KafkaSecurity:
 PLAINTEXT = KafkaSecurity()
 
 
+class _EncryptedKey(Exception):
+    """The client key needs a password and none was given."""
+
+
+def _no_password() -> str:
+    # without a callable, OpenSSL would ask for the passphrase on the terminal and wait there
+    raise _EncryptedKey
+
+
 @functools.lru_cache(maxsize=4)
 def _ssl_context(cafile: str, certfile: str, keyfile: str, key_password: str) -> ssl.SSLContext:
     try:
         context = ssl.create_default_context(cafile=cafile or None)
         if certfile:
-            context.load_cert_chain(certfile, keyfile or None, key_password or None)
+            context.load_cert_chain(certfile, keyfile or None, key_password or _no_password)
+    except _EncryptedKey:
+        raise ConfigError("the Kafka client key (KAFKA_SSL_KEYFILE, or KAFKA_SSL_CERTFILE holding it) is encrypted: "
+                          "set KAFKA_SSL_KEY_PASSWORD") from None
     except (ssl.SSLError, OSError) as exc:  # the message names the failing step, never the password
         raise ConfigError(f"cannot load the Kafka TLS files (KAFKA_SSL_CAFILE, KAFKA_SSL_CERTFILE, KAFKA_SSL_KEYFILE, "
                           f"KAFKA_SSL_KEY_PASSWORD): {exc}; check they are PEM files and the key password") from None

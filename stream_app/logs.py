@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from .config import redact_url
+from .urls import redact_url
 
 #: The worker's --loglevel words (Faust's) as logging levels.
 LEVELS = {"crit": logging.CRITICAL, "error": logging.ERROR, "warn": logging.WARNING, "info": logging.INFO,

@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from urllib.parse import urlsplit
 
 import orjson
@@ -264,18 +265,40 @@ def test_a_worker_is_listed_with_what_it_waits_for_from_its_start_not_once_faust
     assert lines[1] == "  waiting for: partitions (input partitions not assigned, or their tables not recovered yet)"
 
 
-def test_repair_redis_with_redis_stopped_says_so_instead_of_a_traceback(monkeypatch, capsys):
-    import redis
-
+def test_repair_redis_with_redis_stopped_says_so_before_it_reads_the_topic(monkeypatch, capsys):
     from stream_app.cli.main import main
-    from stream_app.tools import repair
 
-    def stopped(settings):
-        raise redis.ConnectionError("Error 111 connecting to 127.0.0.1:1. Connection refused.")
-
-    monkeypatch.setattr(repair, "repair_redis", stopped)
-    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")  # no broker either: Redis is asked first
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+    started = time.monotonic()
     assert main(["repair-redis"]) == 2
     err = capsys.readouterr().err
     assert "Redis at redis://127.0.0.1:1/0 does not answer" in err and "Traceback" not in err
+    assert time.monotonic() - started < 10  # not after the broker's bootstrap timeout
+
+
+def test_a_worker_redis_refuses_is_not_ready_so_a_rollout_with_a_wrong_password_stops_there(monkeypatch):
+    import asyncio
+    from types import SimpleNamespace
+
+    from redis.exceptions import AuthenticationError
+
+    from stream_app.stream import worker_status
+    from stream_app.stream.worker import StreamWorker
+
+    async def refuse(worker_id: str, status: dict, ttl_s: int) -> None:
+        raise AuthenticationError("invalid username-password pair or user is disabled.")
+
+    ready = asyncio.Event()
+    ready.set()
+    worker = SimpleNamespace(
+        processing=True, partitions_ready=True, models_ready=ready, catalogue_ready=ready, outages={},
+        redis_refusal=None, worker_id="w1", settings=SimpleNamespace(app_id="a", redis_url="redis://:pw@x:1"),
+        web_port=1, assigned_inputs=set, counters=SimpleNamespace(), ordered=SimpleNamespace(status=dict),
+        watcher=SimpleNamespace(status=dict), catalogue=SimpleNamespace(status=dict),
+        store=SimpleNamespace(publish_worker_status=refuse))
+    worker.missing = lambda: StreamWorker.missing(worker)
+    monkeypatch.setattr(worker_status, "asdict", lambda counters: {})
+    assert worker.missing() == {}
+    asyncio.run(worker_status.publish_status(worker))
+    assert "invalid username-password pair" in worker.missing()["redis"]

@@ -218,3 +218,14 @@ def test_train_says_what_would_fail_after_the_training_before_it(tmp_path, monke
         assert main.main(["train", OTTO, "--format", "otto", *extra]) == 2
         assert said in capsys.readouterr().err
     assert not (tmp_path / "mine").exists() and not (tmp_path / "workers").exists()  # nothing trained or written
+
+
+def test_an_unreachable_broker_message_gives_the_clients_last_warning_as_a_tls_or_login_failure_hides_there():
+    import logging
+
+    main.CONNECTION_WARNINGS.attach()
+    logging.getLogger("kafka.conn").warning("<BrokerConnection host=k1:9093>: Handshake failed: [SSL: "
+                                            "CERTIFICATE_VERIFY_FAILED] certificate verify failed (sasl_ssl://u:pw@k1)")
+    said = main.kafka_unreachable(KafkaTimeoutError("Unable to bootstrap from k1:9093"))
+    assert "CERTIFICATE_VERIFY_FAILED" in said and "KAFKA_SSL_CAFILE" in said
+    assert "u:***@k1" in said and ":pw@" not in said

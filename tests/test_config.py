@@ -18,8 +18,12 @@ def test_endpoints_come_from_the_runtime_file_when_not_in_the_environment(tmp_pa
     runtime_file(env).write_text('{"KAFKA_BOOTSTRAP_SERVERS": "h:1", "REDIS_URL": "redis://h:2/0"}')
     settings = Settings.from_env(env)
     assert settings.kafka_bootstrap_servers == "h:1" and settings.redis_url == "redis://h:2/0"
-    env["KAFKA_BOOTSTRAP_SERVERS"] = "override:9"
-    assert Settings.from_env(env).kafka_bootstrap_servers == "override:9"
+    env["KAFKA_BOOTSTRAP_SERVERS"] = "override:9"  # one endpoint of a deployment beside the embedded other: refused
+    with pytest.raises(ConfigError, match="KAFKA_BOOTSTRAP_SERVERS is set and REDIS_URL is not, while `stream-app up`"):
+        Settings.from_env(env)
+    env["REDIS_URL"] = "redis://override:6/0"
+    overridden = Settings.from_env(env)
+    assert (overridden.kafka_bootstrap_servers, overridden.redis_url) == ("override:9", "redis://override:6/0")
 
 
 def test_missing_endpoints_and_bad_values_say_what_to_do(tmp_path):

@@ -10,7 +10,7 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream_app.config import Settings, redact_url
+from stream_app.config import Settings
 from stream_app.errors import ConfigError
 from stream_app.logs import logging_config
 from stream_app.stream.batch import Counters
@@ -18,6 +18,7 @@ from stream_app.stream.metrics import Snapshot, WorkerMetrics
 from stream_app.stream.stage_latency import STAGES
 from stream_app.tools.bench import gc_pauses, late_events, stage_quantiles
 from stream_app.tools.scrape import quantile
+from stream_app.urls import redact_url
 
 SECRET = "s3cr3t-pw"
 
@@ -74,6 +75,19 @@ def test_redact_url_keeps_what_locates_the_service():
     assert redact_url("redis://redis:6379/0") == "redis://redis:6379/0"
     assert redact_url("sasl_ssl://alice:pw@k1:9093,k2:9093") == "sasl_ssl://alice:***@k1:9093,k2:9093"
     assert redact_url(None) == "(not set)"
+    # a password holding "@" or "/" (managed Redis keys are base64), and the TLS key's passphrase in the query
+    assert redact_url("redis://:Ab+c%2FDe=Fg@x@10.0.0.1:6379/0") == "redis://:***@10.0.0.1:6379/0"
+    assert redact_url("redis://:Ab+c/De=Fg@10.0.0.1:6379/0 and redis://:p@ss@h:1") == \
+        "redis://:***@10.0.0.1:6379/0 and redis://:***@h:1"
+    assert redact_url("rediss://h:1/0?ssl_keyfile=k.pem&ssl_password=kp") == "rediss://h:1/0?ssl_keyfile=k.pem&ssl_password=***"
+
+
+def test_a_redis_url_redis_py_would_fail_on_later_is_refused_at_once_without_repeating_it(tmp_path):
+    with pytest.raises(ConfigError, match="percent-encode") as refused:
+        Settings(redis_url="redis://:Ab+c/De=Fg@127.0.0.1:6379/0").require_redis()
+    assert "Ab+c" not in str(refused.value)
+    with pytest.raises(ConfigError, match="ssl_ca_certs .* is not a file"):
+        Settings(redis_url=f"rediss://h:1/0?ssl_ca_certs={tmp_path}/nope.pem").require_redis()
 
 
 def test_log_format_and_read_wait_are_settings():

@@ -114,6 +114,10 @@ def test_mutual_tls_loads_the_client_certificate_with_its_key_password():
 
     credentials = faust_credentials(security)
     assert credentials.protocol.value == "SSL" and credentials.context is kwargs["ssl_context"]
+    without = {"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SSL_CAFILE": str(CA), "KAFKA_SSL_CERTFILE": str(CLIENT_CERT),
+               "KAFKA_SSL_KEYFILE": str(CLIENT_KEY)}  # OpenSSL would ask on a terminal for the passphrase, and wait
+    with pytest.raises(ConfigError, match="is encrypted: set KAFKA_SSL_KEY_PASSWORD"):
+        kafka_python_kwargs(KafkaSecurity.from_env(without))
 
 
 # --- kafka-python clients: replay, tools, topic admin, model publishing ------------------------------

@@ -11,8 +11,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..config import Settings, redact_url, state_dir, unusable_state_dir
+from ..config import Settings, state_dir, unusable_state_dir
 from ..errors import StreamAppError
+from ..urls import redact_url
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -75,6 +76,10 @@ def redis_trouble(settings: Settings, exc: Exception) -> StreamAppError:
     where = redact_url(settings.redis_url)
     if isinstance(exc, redis.AuthenticationError) or "WRONGPASS" in str(exc) or "NOAUTH" in str(exc):
         return StreamAppError(f"Redis at {where} refused the credentials ({exc}): check the password in REDIS_URL")
+    if "CERTIFICATE_VERIFY_FAILED" in str(exc) or "SSL" in str(exc) or "Hostname mismatch" in str(exc):
+        return StreamAppError(f"Redis at {where} failed the TLS handshake ({exc}): name the CA that signed its "
+                              "certificate with ssl_ca_certs=/path/ca.pem in REDIS_URL, and connect by the name the "
+                              "certificate holds")
     return StreamAppError(f"Redis at {where} does not answer ({exc}); is `stream-app up` running, and REDIS_URL right?")
 
 

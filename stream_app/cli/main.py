@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import math
 import os
 import sys
@@ -13,6 +14,7 @@ from ..errors import StreamAppError
 from ..tools.catalogue import FORMATS as CATALOGUE_FORMATS
 from ..tools.recorded import FORMATS
 from ..tools.sorted_log import RUN_EVENTS
+from ..urls import redact_url
 from .commands import (
     cmd_bench,
     cmd_chaos,
@@ -309,7 +311,8 @@ def add_store_commands(sub: argparse._SubParsersAction) -> None:
     rd.add_argument("--reason", action="append", metavar="REASON",
                     help="a dead letter's reason (repeatable), or all")
     rd.add_argument("--from-start", action="store_true",
-                    help="read the dead-letter topic from its start, not from where the last redrive stopped")
+                    help="read the dead-letter topic from its start, not from where earlier redrives of each reason "
+                         "stopped (letters sent before are sent again)")
     rd.add_argument("--dry-run", action="store_true", help="count what would be sent; send nothing, mark nothing read")
     rd.add_argument("--json", action="store_true", help="print the summary as JSON")
     rd.set_defaults(fn=cmd_redrive)
@@ -334,6 +337,27 @@ def add_store_commands(sub: argparse._SubParsersAction) -> None:
                                         "(never rolls back a newer profile)").set_defaults(fn=cmd_repair_redis)
 
 
+class LastConnectionWarning(logging.Handler):
+    """The last warning a Kafka client logged (a refused TLS handshake, a failed login): the timeout the command
+    ends with does not say it, and the clients log to handlers of their own, which print nothing here."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.last: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(Exception):  # a log call that cannot be formatted is not this handler's to raise
+            self.last = record.getMessage()
+
+    def attach(self) -> "LastConnectionWarning":
+        for name in ("kafka", "aiokafka"):
+            logging.getLogger(name).addHandler(self)
+        return self
+
+
+CONNECTION_WARNINGS = LastConnectionWarning()
+
+
 def kafka_unreachable(exc: BaseException) -> str | None:
     """What to tell the user when `exc` (or what caused it) is a Kafka client failing to reach any
     broker; None for any other error (those keep their traceback: they are bugs)."""
@@ -344,14 +368,19 @@ def kafka_unreachable(exc: BaseException) -> str | None:
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, kinds) and "bootstrap" in str(seen).lower():
-            return (f"cannot reach a Kafka broker ({str(seen).strip() or type(seen).__name__}): start it, or point "
-                    "KAFKA_BOOTSTRAP_SERVERS at a running one (`stream-app up` starts the embedded broker)")
+            last = CONNECTION_WARNINGS.last
+            cause = f"; the client's last warning: {redact_url(last)[:300]}" if last else ""
+            return (f"cannot reach a Kafka broker ({str(seen).strip() or type(seen).__name__}{cause}): start it, or "
+                    "point KAFKA_BOOTSTRAP_SERVERS at a running one (`stream-app up` starts the embedded broker); with "
+                    "TLS or SASL, a refused handshake or login ends the same way: check KAFKA_SECURITY_PROTOCOL, "
+                    "KAFKA_SSL_CAFILE and the SASL user and password")
         seen = seen.__cause__  # not __context__: a bug raised while handling a timeout keeps its traceback
     return None
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    CONNECTION_WARNINGS.attach()
     try:
         return args.fn(args)
     except StreamAppError as exc:

@@ -19,8 +19,8 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from redis.exceptions import RedisError, ResponseError
 
-from ..config import redact_url
 from ..errors import described
+from ..urls import redact_url
 from .redis_store import key_fault, profile_key, read_profile_async
 
 log = logging.getLogger("stream_app.read_api")

@@ -98,5 +98,5 @@ async def keep_running(what: str, run: Callable[[], Awaitable[None]]) -> None:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.error("cannot %s (%r); retrying in 2s", what, exc)
+            log.error("cannot %s (%s); retrying in 2s", what, described(exc))
             await asyncio.sleep(2)

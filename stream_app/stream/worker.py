@@ -94,6 +94,7 @@ class StreamWorker:
         self.mirror = MirrorKeeper(self.store, self.profile_table.data, partitions, settings.namespace, self.mirrored,
                                    self.lock, self.counters, now_ms)
         self.outages: dict[str, float] = {}  # an output whose writes fail -> since when (monotonic)
+        self.redis_refusal: str | None = None  # Redis refused the last status write for good (worker_status)
         self.offsets, self.input_ends = AppliedOffsets(settings.commit_interval_s), InputEnds()
         self.stream: faust.StreamT | None = None  # the input agent's stream, which acknowledges events
         self.worker_id = f"{settings.app_id}:{socket.gethostname()}:{os.getpid()}"
@@ -141,6 +142,8 @@ class StreamWorker:
             if not self.catalogue_ready.is_set():
                 waiting["catalogue"] = "the item catalogue not embedded by the content model yet"
             waiting.setdefault("processing", "the input loop has not started")
+        if self.redis_refusal:
+            waiting["redis"] = f"Redis refuses this worker ({self.redis_refusal}): check REDIS_URL's password or ACL"
         now = time.monotonic()
         for output, since in self.outages.items():
             if now - since >= OUTAGE_NOT_READY_S:

@@ -12,9 +12,9 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from ..config import redact_url
 from ..errors import described
-from .retries import RETRYABLE
+from ..urls import redact_url
+from .retries import PERMANENT, RETRYABLE
 
 log = logging.getLogger("stream_app.worker")
 
@@ -33,6 +33,11 @@ async def publish_status(worker: Any) -> None:
             "counters": asdict(worker.counters), "ordering": worker.ordered.status(),
             "models": worker.watcher.status(), "catalogue": worker.catalogue.status(),
             "updated_at": int(time.time() * 1000)}, ttl_s=STATUS_TTL_S)
+        worker.redis_refusal = None
+    except PERMANENT as exc:  # a wrong password or ACL: not ready, so a rollout with a bad REDIS_URL stops here
+        worker.redis_refusal = described(exc)
+        log.error("Redis at %s refuses the worker status (%s): check REDIS_URL's password or the ACL",
+                  redact_url(worker.settings.redis_url), worker.redis_refusal)
     except RETRYABLE as exc:
         log.warning("cannot publish the worker status to Redis at %s (%s): check REDIS_URL",
                     redact_url(worker.settings.redis_url), described(exc))

@@ -12,11 +12,12 @@ from typing import Any
 import orjson
 import redis
 
-from ..config import Settings, redact_url
+from ..config import Settings
 from ..errors import ServiceTimeout, StreamAppError
 from ..serving.registry import validation_said
 from ..store.redis_store import read_profile
 from ..stream.model_control import publish
+from ..urls import redact_url
 from .bench import latency_summary
 from .catalogue import load_catalogue
 from .consume import TopicReader, wait_committed

@@ -83,11 +83,12 @@ def repair_redis(settings: Settings) -> RepairSummary:
     read_from_ms = int(time.time() * 1000)  # the snapshots are as of then: Redis's guard compares it with evictions
     began_ms = read_from_ms - STALE_MARGIN_MS
     summary = RepairSummary()
-    latest, summary.snapshots_read = latest_snapshots(settings)
-    erased = erased_users(settings)
-    summary.users = len(latest)
     client = redis.Redis.from_url(settings.require_redis())
     try:
+        client.ping()  # a Redis that refuses or does not answer is said before the topic is read
+        latest, summary.snapshots_read = latest_snapshots(settings)
+        erased = erased_users(settings)
+        summary.users = len(latest)
         live: list[tuple[str, int, int, bytes, int]] = []
         for user_id, value in latest.items():
             erased_at = erased.erased_at(user_id) if value is not None else None

@@ -1,0 +1,39 @@
+"""Service URLs in what is printed or logged (their passwords redacted), and Redis URLs checked before a
+client is built from one."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from .errors import ConfigError
+
+# The secret runs to the last "@" before the host (a password may hold "@" or "/", which redis-py reads)
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][\w+.-]*://)(?P<user>[^:/@\s]*):(?P<secret>\S*?)@"
+                              r"(?=[^@/\s?#]*(?:[/?#\s]|$))")
+_QUERY_SECRETS = re.compile(r"(?P<name>[?&](?:ssl_)?password=)[^&\s#]*")
+
+
+def check_redis_url(url: str) -> None:
+    """A ConfigError for a Redis URL redis-py would fail on only once it connects, said without the URL (a password
+    that breaks the URL's syntax would show in it): a port that is not a number, TLS files that are not there."""
+    from urllib.parse import parse_qs, urlsplit
+
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parsing the port is the check
+    except ValueError:
+        raise ConfigError("REDIS_URL cannot be read as a URL (its port is not a number): percent-encode the special "
+                          "characters of its password (/ as %2F, @ as %40, : as %3A)") from None
+    for name, values in parse_qs(parts.query).items():
+        if name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile") and not Path(values[-1]).is_file():
+            raise ConfigError(f"REDIS_URL's {name} {values[-1]} is not a file")
+
+
+def redact_url(text: str | None) -> str:
+    """`text` with the password of every URL in it replaced by `***` (redis://:pw@host,
+    sasl_ssl://user:pw@broker), for anything printed or logged: endpoints may carry credentials."""
+    if text is None:
+        return "(not set)"
+    text = _URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+    return _QUERY_SECRETS.sub(lambda m: f"{m['name']}***", text)
