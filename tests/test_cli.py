@@ -35,7 +35,8 @@ def test_up_prints_both_addresses_and_down_stops_them(tmp_path):
         assert f"KAFKA_BOOTSTRAP_SERVERS={kafka}" in again.stdout and "running (already, since" in again.stderr
         status = cli("status", env=env)
         assert status.returncode == 0 and "no live workers" in status.stdout
-        wrong = cli("status", env={**env, "REDIS_URL": redis_url.replace(urlsplit(redis_url).password, "wrong")})
+        wrong = cli("status", env={**env, "KAFKA_BOOTSTRAP_SERVERS": kafka,
+                                   "REDIS_URL": redis_url.replace(urlsplit(redis_url).password, "wrong")})
         assert wrong.returncode == 2 and "refused the credentials" in wrong.stderr and "password" in wrong.stderr
         # Redis dies alone: `up` brings it back where it was and leaves the broker (its topics) alone
         broker_pid, redis_pid = orjson.loads((tmp_path / "runtime.json").read_bytes())["pids"]
