@@ -367,7 +367,8 @@ class Settings:
         redis_url = environ.get("REDIS_URL")
         if not kafka or not redis_url:
             embedded = read_runtime_file(environ)
-            if embedded and (kafka or redis_url):  # one service of a deployment beside one of `stream-app up`
+            if embedded and ((kafka and kafka != embedded.get("KAFKA_BOOTSTRAP_SERVERS"))  # a deployment's service
+                             or (redis_url and redis_url != embedded.get("REDIS_URL"))):  # beside an embedded one
                 given, other = ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL") if kafka else ("REDIS_URL",
                                                                                         "KAFKA_BOOTSTRAP_SERVERS")
                 raise ConfigError(f"{given} is set and {other} is not, while `stream-app up` runs: the embedded "

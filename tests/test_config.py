@@ -18,6 +18,7 @@ def test_endpoints_come_from_the_runtime_file_when_not_in_the_environment(tmp_pa
     runtime_file(env).write_text('{"KAFKA_BOOTSTRAP_SERVERS": "h:1", "REDIS_URL": "redis://h:2/0"}')
     settings = Settings.from_env(env)
     assert settings.kafka_bootstrap_servers == "h:1" and settings.redis_url == "redis://h:2/0"
+    assert Settings.from_env({**env, "KAFKA_BOOTSTRAP_SERVERS": "h:1"}).redis_url == "redis://h:2/0"  # up's own
     env["KAFKA_BOOTSTRAP_SERVERS"] = "override:9"  # one endpoint of a deployment beside the embedded other: refused
     with pytest.raises(ConfigError, match="KAFKA_BOOTSTRAP_SERVERS is set and REDIS_URL is not, while `stream-app up`"):
         Settings.from_env(env)
