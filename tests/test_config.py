@@ -97,3 +97,19 @@ def test_a_retired_setting_is_ignored_with_a_warning_not_refused(caplog):
                               "REDIS_URL": "redis://r:6379/0"})
     assert read.top_k == Settings().top_k
     assert "STREAM_APP_EVENT_LOOP has no effect any more" in caplog.text
+
+
+def test_every_setting_is_in_the_readmes_configuration_table_and_the_readme_names_no_other():
+    import re
+    from pathlib import Path
+
+    from stream_app.config import RETIRED_VARIABLES, known_variables
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Configuration"):readme.index("## Performance")]
+    named = set(re.findall(r"STREAM_APP_[A-Z0-9_]+", section))
+    named |= {f"STREAM_APP_{short}" for short in re.findall(r"`([A-Z_]+_WEIGHT)`", section)}  # listed short
+    named |= {f"STREAM_APP_WEIGHT_{kind}" for kind in ("BROWSE", "CLICK", "CART", "ORDER")}  # WEIGHT_BROWSE/CLICK/...
+    assert sorted(known_variables() - named) == []
+    everywhere = set(re.findall(r"STREAM_APP_[A-Z0-9_]*[A-Z0-9]", readme)) - RETIRED_VARIABLES.keys()
+    assert sorted(everywhere - known_variables()) == []
