@@ -303,3 +303,22 @@ def test_a_worker_redis_refuses_is_not_ready_so_a_rollout_with_a_wrong_password_
     assert worker.missing() == {}
     asyncio.run(worker_status.publish_status(worker))
     assert "invalid username-password pair" in worker.missing()["redis"]
+
+
+def test_readiness_says_how_a_wedged_group_looks_after_minutes_without_partitions():
+    """Tansu 0.6.0 can keep a group without a leader for good once all its workers left at once: the workers
+    then wait for partitions forever, and nothing said why."""
+    import asyncio
+    import time as clock
+    from types import SimpleNamespace
+
+    from stream_app.stream.worker import StreamWorker
+    from stream_app.stream.worker_status import WEDGE_HINT_S
+
+    ready = asyncio.Event()
+    worker = SimpleNamespace(partitions_ready=False, processing=False, models_ready=ready, catalogue_ready=ready,
+                             outages={}, redis_refusal=None, unassigned_since=clock.monotonic() - 10)
+    assert "Elected group leader" not in StreamWorker.missing(worker)["partitions"]
+    worker.unassigned_since = clock.monotonic() - WEDGE_HINT_S - 1
+    said = StreamWorker.missing(worker)["partitions"]
+    assert "Elected group leader" in said and "STREAM_APP_APP_ID" in said

@@ -46,7 +46,7 @@ from .ready import ReadRecord
 from .redis_refill import MirrorKeeper
 from .retries import EXIT_BATCH_FAILED, EXIT_PORT_TAKEN, batch_finished_or_late, stop_worker, until_done
 from .table_stores import LearnersTable, ProfileTable, add_table
-from .worker_status import STATUS_TTL_S, publish_status, status_until_processing
+from .worker_status import STATUS_TTL_S, partitions_wait, publish_status, status_until_processing
 
 log = logging.getLogger("stream_app.worker")
 
@@ -102,6 +102,7 @@ class StreamWorker:
         self.erasures = ErasureFeed(settings, partitions, self.ordered.changed.set, self.worker_id,
                                     until_done)  # a read: not an output's retry
         self.partitions_ready = False  # partitions assigned and tables recovered
+        self.unassigned_since = time.monotonic()  # since when not ready for partitions (a wedged group shows here)
         self.restored_unchecked = False  # tables restored since the last look for erased users' profiles
         self.faust_paused: set[TP] = set()  # own input lanes Faust's consumer does not fetch (steer_faust)
         self.processing = False  # past the start-up waits for the models and the catalogue
@@ -135,7 +136,7 @@ class StreamWorker:
         OUTAGE_NOT_READY_S); empty: ready. For /readyz and the status."""
         waiting = {}
         if not self.partitions_ready:
-            waiting["partitions"] = "input partitions not assigned, or their tables not recovered yet"
+            waiting["partitions"] = partitions_wait(time.monotonic() - self.unassigned_since)
         if not self.processing:
             if not self.models_ready.is_set():
                 waiting["models"] = "the model control topic not read yet"
@@ -304,7 +305,7 @@ class StreamWorker:
         await publish_status(self)
 
     async def partitions_revoked(self) -> None:
-        self.partitions_ready = False
+        self.partitions_ready, self.unassigned_since = False, time.monotonic()
         async with batch_finished_or_late(self.lock, "revoking partitions") as batch_done:
             if batch_done:  # else an outage holds the batch: no time left to commit in the rebalance
                 await self.offsets.commit_now(self.app.consumer, "at the rebalance")

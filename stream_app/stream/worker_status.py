@@ -21,6 +21,21 @@ log = logging.getLogger("stream_app.worker")
 STATUS_TTL_S = 15
 
 
+#: After this long without partitions, readiness says how a wedged consumer group looks.
+WEDGE_HINT_S = 180
+
+
+def partitions_wait(waited_s: float) -> str:
+    """What readiness says while the worker has no partitions (or is recovering their tables)."""
+    said = "input partitions not assigned, or their tables not recovered yet"
+    if waited_s < WEDGE_HINT_S:
+        return said
+    return (f"{said}, for {waited_s:.0f}s: a large changelog takes that long to recover, but if the worker's log "
+            "(--loglevel info) repeats \"Joined group\" with no \"Elected group leader\", the broker keeps the group "
+            "without a leader (Tansu 0.6.0 does after all its workers left at once): restart the broker, or give "
+            "the workers a new STREAM_APP_APP_ID")
+
+
 async def publish_status(worker: Any) -> None:
     """`worker`: a `StreamWorker`."""
     missing = worker.missing()
