@@ -53,13 +53,38 @@ class JsonFormatter(_Redacting):
         return orjson.dumps(line, default=str).decode()
 
 
+class RepeatLimit(logging.Filter):
+    """A line the same as one let through less than `window_s` ago is held back and counted, and the next one let
+    through says how many were: a Kafka client retrying a lost broker logs the same error every 100 ms, thousands
+    a minute, which would bury everything else."""
+
+    def __init__(self, window_s: float = 10.0, keep: int = 1000):
+        super().__init__()
+        self.window_s, self.keep = window_s, keep
+        self.seen: dict[tuple[str, int, str], tuple[float, int]] = {}  # line -> (last let through, held since)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, record.levelno, record.getMessage())
+        shown = self.seen.get(key)
+        if shown is not None and record.created - shown[0] < self.window_s:
+            self.seen[key] = (shown[0], shown[1] + 1)
+            return False
+        if shown is not None and shown[1]:
+            record.msg, record.args = f"{key[2]} (and {shown[1]} more like it in {record.created - shown[0]:.0f}s)", None
+        self.seen[key] = (record.created, 0)
+        if len(self.seen) > self.keep:  # lines not repeated lately are forgotten
+            self.seen = {line: at for line, at in self.seen.items() if record.created - at[0] < self.window_s}
+        return True
+
+
 def logging_config(log_format: str, loglevel: str, worker: str) -> dict[str, Any]:
     """A `logging.config.dictConfig` for the root logger on stderr (Faust's worker takes it as is)."""
     formatter = JsonFormatter if log_format == "json" else TextFormatter
     return {"version": 1, "disable_existing_loggers": False,
             "formatters": {"default": {"()": formatter, "worker": worker}},
+            "filters": {"repeats": {"()": RepeatLimit}},
             "handlers": {"default": {"class": "logging.StreamHandler", "formatter": "default",
-                                     "stream": "ext://sys.stderr"}},
+                                     "stream": "ext://sys.stderr", "filters": ["repeats"]}},
             "root": {"level": LEVELS.get(loglevel, logging.WARNING), "handlers": ["default"]}}
 
 

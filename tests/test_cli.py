@@ -322,3 +322,13 @@ def test_readiness_says_how_a_wedged_group_looks_after_minutes_without_partition
     worker.unassigned_since = clock.monotonic() - WEDGE_HINT_S - 1
     said = StreamWorker.missing(worker)["partitions"]
     assert "Elected group leader" in said and "STREAM_APP_APP_ID" in said
+
+
+def test_a_stop_that_hangs_ends_at_its_deadline_with_its_own_exit_status():
+    """With the broker gone, Faust's consumer waited 65 s to stop; an orchestrator's grace is often 30 s."""
+    code = ("import time; from stream_app.stream.retries import exit_if_stop_hangs; exit_if_stop_hangs(0.3); "
+            "time.sleep(30)")
+    started = time.monotonic()
+    ended = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20)
+    assert ended.returncode == 75 and time.monotonic() - started < 10
+    assert "stopping has taken 0s" in ended.stderr and "nothing is lost" in ended.stderr

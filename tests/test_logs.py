@@ -300,7 +300,7 @@ def test_a_limit_holds_only_the_first_events_a_worker_accepts_and_agrees_with_re
 def test_the_worker_draws_no_terminal_spinner_into_its_log():
     import faust
 
-    from stream_app.stream.worker import Worker
+    from stream_app.stream.foreground import Worker
 
     worker = Worker(faust.App("spinner-check", broker="kafka://127.0.0.1:1"), quiet=True, loglevel="warn")
     assert worker.spinner is None  # Faust's would write cursor escapes (ESC[?25l) into the log file

@@ -258,3 +258,20 @@ def test_the_lag_is_the_brokers_end_offsets_minus_the_commit_not_fausts_paused_h
     assert ends.lag(app, ["events.click"]) == {("events.click", 0): 380, ("events.click", 1): 501}
     asyncio.run(ends.refresh(app, None, ["events.click"]))  # the reader not started yet: Faust's high watermark
     assert ends.lag(app, ["events.click"]) == {("events.click", 0): 0, ("events.click", 1): 120}
+
+
+def test_a_line_repeated_in_a_burst_is_written_once_and_the_next_one_says_how_many_were_held(monkeypatch):
+    """aiokafka logs "Unable connect to node" every 100 ms while a broker is away: 5,103 lines in a minute."""
+    clock = [1000.0]
+    monkeypatch.setattr(logging.time, "time", lambda: clock[0])  # LogRecord.created
+
+    def burst(log):
+        for _ in range(500):
+            log.error("Unable connect to node with id %d", 111)
+        log.error("another line")
+        clock[0] += 11
+        log.error("Unable connect to node with id %d", 111)
+
+    lines = emit("text", burst)
+    assert len(lines) == 3 and lines[1].endswith("another line")
+    assert lines[2].endswith("Unable connect to node with id 111 (and 499 more like it in 11s)")

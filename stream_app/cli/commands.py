@@ -234,8 +234,8 @@ def cmd_erase(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from ..stream.foreground import run_worker
     from ..stream.topics import ensure_topics
-    from ..stream.worker import run_worker
     from ..tools.embedded import free_port
 
     settings = Settings.from_env()

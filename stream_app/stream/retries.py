@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import threading
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 from aiokafka.errors import (
@@ -39,6 +40,28 @@ EXIT_BATCH_FAILED = 71
 EXIT_PORT_TAKEN = 2
 #: The worker's exit status when its erasure key is not the one past erasures were recorded with.
 EXIT_ERASURE_KEY = 78
+
+
+#: The worker's exit status when a stop did not end within STOP_DEADLINE_S.
+EXIT_STOP_TIMEOUT = 75
+#: How long a stop may take (an orchestrator's grace is often 30 s): with the broker gone, Faust's consumer
+#: waited 65 s for it.
+STOP_DEADLINE_S = 25.0
+
+
+def exit_if_stop_hangs(deadline_s: float = STOP_DEADLINE_S) -> threading.Timer:
+    """From now, exit after `deadline_s` if the process is still stopping. Nothing is lost: what was not
+    committed is applied again by the next owner, as after a SIGKILL."""
+
+    def give_up() -> None:
+        log.error("stopping has taken %.0fs (does the broker or Redis answer?): exiting without the rest of the "
+                  "clean stop; nothing is lost, the next owner applies what was not committed", deadline_s)
+        stop_worker(EXIT_STOP_TIMEOUT)
+
+    timer = threading.Timer(deadline_s, give_up)
+    timer.daemon = True  # a stop that ends in time exits without waiting for it
+    timer.start()
+    return timer
 
 
 def stop_worker(status: int) -> None:

@@ -29,7 +29,6 @@ from faust.types import TP
 from ..config import Settings
 from ..core.items import InMemoryItemIndex
 from ..core.ordering import EvictionClock
-from ..logs import logging_config
 from ..store.redis_store import ProfileStore, RedisStoreConfig
 from . import health, retries, transport
 from .batch import BatchHandler, Counters, IdleUsers, PartitionState
@@ -44,7 +43,14 @@ from .ordered_input import OrderedInput
 from .output import BatchProducer, Outbox
 from .ready import ReadRecord
 from .redis_refill import MirrorKeeper
-from .retries import EXIT_BATCH_FAILED, EXIT_PORT_TAKEN, batch_finished_or_late, stop_worker, until_done
+from .retries import (
+    EXIT_BATCH_FAILED,
+    EXIT_PORT_TAKEN,
+    batch_finished_or_late,
+    exit_if_stop_hangs,
+    stop_worker,
+    until_done,
+)
 from .table_stores import LearnersTable, ProfileTable, add_table
 from .worker_status import STATUS_TTL_S, partitions_wait, publish_status, status_until_processing
 
@@ -412,6 +418,7 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
 
     @app.on_before_shutdown.connect
     async def close_clients(sender: Any, *args: Any, **kwargs: Any) -> None:
+        exit_if_stop_hangs()
         await worker.close()
 
     @app.timer(interval=STATUS_TTL_S / 3)
@@ -419,29 +426,3 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
         await worker.heartbeat()
 
     return app
-
-
-class Worker(faust.Worker):
-    """Faust's worker, with the HTTP port opened first and no terminal spinner (its cursor escapes end up
-    in the worker's log lines)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.spinner = None
-
-    async def on_execute(self) -> None:
-        # The HTTP port first: /healthz and /readyz answer while partitions are assigned and tables recovered.
-        await self.app.stream_worker.start_http()
-        await super().on_execute()
-
-
-def run_worker(settings: Settings, partitions: int, web_port: int, loglevel: str = "warn") -> None:
-    """Run one worker in the foreground until SIGTERM/SIGINT."""
-    app = build_app(settings, partitions, web_port)
-    logging.captureWarnings(True)  # library warnings become log lines too (one JSON object a line)
-    worker = Worker(app, loglevel=loglevel, quiet=True,
-                    logging_config=logging_config(settings.log_format, loglevel, app.stream_worker.worker_id))
-    # A batch sends more than Faust's 100-message producer buffer; the throttle is intended,
-    # its per-batch warning is noise.
-    logging.getLogger("faust.transport.producer").setLevel(logging.ERROR)
-    worker.execute_from_commandline()

@@ -1,0 +1,39 @@
+"""The worker process in the foreground: Faust's worker running the app `worker.build_app` makes, until
+SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import faust
+
+from ..config import Settings
+from ..logs import logging_config
+from .worker import build_app
+
+
+class Worker(faust.Worker):
+    """Faust's worker, with the HTTP port opened first and no terminal spinner (its cursor escapes end up
+    in the worker's log lines)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.spinner = None
+
+    async def on_execute(self) -> None:
+        # The HTTP port first: /healthz and /readyz answer while partitions are assigned and tables recovered.
+        await self.app.stream_worker.start_http()
+        await super().on_execute()
+
+
+def run_worker(settings: Settings, partitions: int, web_port: int, loglevel: str = "warn") -> None:
+    """Run one worker in the foreground until SIGTERM/SIGINT."""
+    app = build_app(settings, partitions, web_port)
+    logging.captureWarnings(True)  # library warnings become log lines too (one JSON object a line)
+    worker = Worker(app, loglevel=loglevel, quiet=True,
+                    logging_config=logging_config(settings.log_format, loglevel, app.stream_worker.worker_id))
+    # A batch sends more than Faust's 100-message producer buffer; the throttle is intended,
+    # its per-batch warning is noise.
+    logging.getLogger("faust.transport.producer").setLevel(logging.ERROR)
+    worker.execute_from_commandline()
