@@ -32,6 +32,14 @@ def test_services_and_two_workers_on_one_group():
     assert services["worker-1"]["environment"] == services["worker-2"]["environment"]
 
 
+def test_workers_get_more_time_to_stop_than_they_take_before_ending_a_hung_stop():
+    from stream_app.stream.retries import STOP_DEADLINE_S
+
+    for name in ("worker-1", "worker-2"):
+        grace = load()["services"][name]["stop_grace_period"]
+        assert int(grace.rstrip("s")) > STOP_DEADLINE_S  # compose's default, 10 s, would SIGKILL a clean stop
+
+
 def test_every_setting_named_is_one_the_code_reads():
     env = load()["services"]["worker-1"]["environment"]
     known = set(Settings().to_env()) | {"KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL"}
