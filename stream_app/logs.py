@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import logging.config
+import threading
 from datetime import datetime, timezone
 from typing import Any
 
@@ -62,8 +63,13 @@ class RepeatLimit(logging.Filter):
         super().__init__()
         self.window_s, self.keep = window_s, keep
         self.seen: dict[tuple[str, int, str], tuple[float, int]] = {}  # line -> (last let through, held since)
+        self.lock = threading.Lock()  # Faust's consumer thread logs too
 
     def filter(self, record: logging.LogRecord) -> bool:
+        with self.lock:
+            return self._filter(record)
+
+    def _filter(self, record: logging.LogRecord) -> bool:
         key = (record.name, record.levelno, record.getMessage())
         shown = self.seen.get(key)
         if shown is not None and record.created - shown[0] < self.window_s:
