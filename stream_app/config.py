@@ -9,16 +9,15 @@ under the Kafka ecosystem's names (`KAFKA_SECURITY_PROTOCOL`, ...; kafka_securit
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Mapping
 
 from .core.events import event_kind
 from .errors import ConfigError
 from .kafka_security import KafkaSecurity
+from .state_files import read_runtime_file, up_running
 from .urls import check_redis_url, redact_url
 
 EVENT_TYPES = ("browse", "click", "purchase")
@@ -29,19 +28,6 @@ ENV_PREFIX = "STREAM_APP_"
 #: The URL schemes redis-py reads (REDIS_URL)
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 FIELDS_READ_APART = ("kafka_bootstrap_servers", "redis_url", "kafka_security", "weights")
-
-
-def state_dir(environ: Mapping[str, str] = os.environ) -> Path:
-    """Folder of the runtime file and the embedded services' logs."""
-    explicit = environ.get("STREAM_APP_STATE_DIR")
-    if explicit:
-        return Path(explicit)
-    base = environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "stream-app"
-
-
-def runtime_file(environ: Mapping[str, str] = os.environ) -> Path:
-    return state_dir(environ) / "runtime.json"
 
 
 @dataclass(frozen=True)
@@ -367,8 +353,8 @@ class Settings:
         redis_url = environ.get("REDIS_URL")
         if not kafka or not redis_url:
             embedded = read_runtime_file(environ)
-            if embedded and ((kafka and kafka != embedded.get("KAFKA_BOOTSTRAP_SERVERS"))  # a deployment's service
-                             or (redis_url and redis_url != embedded.get("REDIS_URL"))):  # beside an embedded one
+            if up_running(embedded) and ((kafka and kafka != embedded.get("KAFKA_BOOTSTRAP_SERVERS"))  # another's
+                                         or (redis_url and redis_url != embedded.get("REDIS_URL"))):  # beside up's
                 given, other = ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL") if kafka else ("REDIS_URL",
                                                                                         "KAFKA_BOOTSTRAP_SERVERS")
                 raise ConfigError(f"{given} is set and {other} is not, while `stream-app up` runs: the embedded "
@@ -408,24 +394,6 @@ def _refuse_unknown(environ: Mapping[str, str]) -> None:
         raise ConfigError(f"{unknown[0]} is not a setting{f' (did you mean {near[0]}?)' if near else ''}: "
                           "unset it, or see the settings table in README.md"
                           + (f"; also unknown: {', '.join(unknown[1:])}" if unknown[1:] else ""))
-
-
-def read_runtime_file(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
-    path = runtime_file(environ)
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        return {}
-    except ValueError as exc:  # garbled: `down` removes it
-        raise ConfigError(f"cannot read the runtime file {path}: {exc}; run `stream-app down` then `stream-app up`") from exc
-    except OSError as exc:  # the folder itself cannot be used: `down` would fail the same way
-        raise ConfigError(unusable_state_dir(exc, environ)) from exc
-
-
-def unusable_state_dir(exc: OSError, environ: Mapping[str, str] = os.environ) -> str:
-    """What to tell the user when the state folder cannot be read or written."""
-    return (f"cannot use the state folder {state_dir(environ)} ({exc.strerror or exc}: {exc.filename or ''}): set "
-            "STREAM_APP_STATE_DIR to a folder this user can write")
 
 
 TRUE_WORDS = ("1", "true", "yes", "on")

@@ -57,17 +57,24 @@ class JsonFormatter(_Redacting):
 class RepeatLimit(logging.Filter):
     """A line the same as one let through less than `window_s` ago is held back and counted, and the next one let
     through says how many were: a Kafka client retrying a lost broker logs the same error every 100 ms, thousands
-    a minute, which would bury everything else."""
+    a minute, which would bury everything else. A line with a traceback is never held back (two failures can
+    share a message, not a cause)."""
 
     def __init__(self, window_s: float = 10.0, keep: int = 1000):
         super().__init__()
         self.window_s, self.keep = window_s, keep
-        self.seen: dict[tuple[str, int, str], tuple[float, int]] = {}  # line -> (last let through, held since)
+        # line -> (when last let through, held since): in the order lines were last let through
+        self.seen: dict[tuple[str, int, str], tuple[float, int]] = {}
         self.lock = threading.Lock()  # Faust's consumer thread logs too
 
     def filter(self, record: logging.LogRecord) -> bool:
-        with self.lock:
-            return self._filter(record)
+        if record.exc_info:
+            return True
+        try:
+            with self.lock:
+                return self._filter(record)
+        except Exception:  # a log call whose arguments do not format: the handler reports it, as without the filter
+            return True
 
     def _filter(self, record: logging.LogRecord) -> bool:
         key = (record.name, record.levelno, record.getMessage())
@@ -77,9 +84,10 @@ class RepeatLimit(logging.Filter):
             return False
         if shown is not None and shown[1]:
             record.msg, record.args = f"{key[2]} (and {shown[1]} more like it in {record.created - shown[0]:.0f}s)", None
+        self.seen.pop(key, None)
         self.seen[key] = (record.created, 0)
-        if len(self.seen) > self.keep:  # lines not repeated lately are forgotten
-            self.seen = {line: at for line, at in self.seen.items() if record.created - at[0] < self.window_s}
+        while len(self.seen) > self.keep:  # the line let through longest ago is forgotten first
+            del self.seen[next(iter(self.seen))]
         return True
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 from .errors import ConfigError
 
 # The secret runs to the last "@" before the host (a password may hold "@" or "/", which redis-py reads)
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][\w+.-]*://)(?P<user>[^:/@\s]*):(?P<secret>\S*?)@"
-                              r"(?=[^@/\s?#]*(?:[/?#\s]|$))")
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][\w+.-]*://)(?P<user>[^:/@\s]*):(?P<secret>[^\s@]*(?:@[^\s@]*)*?)@"
+                              r"(?=[^@\s]*(?:\s|$))")
 _QUERY_SECRETS = re.compile(r"(?P<name>[?&](?:ssl_)?password=)[^&\s#]*")
 
 

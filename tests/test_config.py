@@ -1,7 +1,8 @@
 import pytest
 
-from stream_app.config import Settings, runtime_file
+from stream_app.config import Settings
 from stream_app.errors import ConfigError
+from stream_app.state_files import runtime_file
 
 
 def test_settings_read_from_environment_round_trip_through_to_env():
@@ -15,13 +16,18 @@ def test_settings_read_from_environment_round_trip_through_to_env():
 
 def test_endpoints_come_from_the_runtime_file_when_not_in_the_environment(tmp_path):
     env = {"STREAM_APP_STATE_DIR": str(tmp_path)}
-    runtime_file(env).write_text('{"KAFKA_BOOTSTRAP_SERVERS": "h:1", "REDIS_URL": "redis://h:2/0"}')
+    import os
+
+    running = f'"pids": [{os.getpid()}]'  # this process stands for up's: alive
+    runtime_file(env).write_text('{"KAFKA_BOOTSTRAP_SERVERS": "h:1", "REDIS_URL": "redis://h:2/0", ' + running + '}')
     settings = Settings.from_env(env)
     assert settings.kafka_bootstrap_servers == "h:1" and settings.redis_url == "redis://h:2/0"
     assert Settings.from_env({**env, "KAFKA_BOOTSTRAP_SERVERS": "h:1"}).redis_url == "redis://h:2/0"  # up's own
     env["KAFKA_BOOTSTRAP_SERVERS"] = "override:9"  # one endpoint of a deployment beside the embedded other: refused
     with pytest.raises(ConfigError, match="KAFKA_BOOTSTRAP_SERVERS is set and REDIS_URL is not, while `stream-app up`"):
         Settings.from_env(env)
+    runtime_file(env).write_text('{"KAFKA_BOOTSTRAP_SERVERS": "h:1", "REDIS_URL": "redis://h:2/0", "pids": [999999]}')
+    assert Settings.from_env(env).kafka_bootstrap_servers == "override:9"  # a file left by a crash: not refused
     env["REDIS_URL"] = "redis://override:6/0"
     overridden = Settings.from_env(env)
     assert (overridden.kafka_bootstrap_servers, overridden.redis_url) == ("override:9", "redis://override:6/0")

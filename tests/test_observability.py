@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import logging.config
+import time
 
 import orjson
 import pytest
@@ -80,6 +81,8 @@ def test_redact_url_keeps_what_locates_the_service():
     assert redact_url("redis://:Ab+c/De=Fg@10.0.0.1:6379/0 and redis://:p@ss@h:1") == \
         "redis://:***@10.0.0.1:6379/0 and redis://:***@h:1"
     assert redact_url("rediss://h:1/0?ssl_keyfile=k.pem&ssl_password=kp") == "rediss://h:1/0?ssl_keyfile=k.pem&ssl_password=***"
+    assert redact_url("redis://:p@ss/word@host:6379/0 x") == "redis://:***@host:6379/0 x"
+    assert redact_url("redis://u:p@x#y@host:1/0") == "redis://u:***@host:1/0"
 
 
 def test_a_redis_url_redis_py_would_fail_on_later_is_refused_at_once_without_repeating_it(tmp_path):
@@ -275,3 +278,24 @@ def test_a_line_repeated_in_a_burst_is_written_once_and_the_next_one_says_how_ma
     lines = emit("text", burst)
     assert len(lines) == 3 and lines[1].endswith("another line")
     assert lines[2].endswith("Unable connect to node with id 111 (and 499 more like it in 11s)")
+
+
+def test_the_repeat_limit_never_holds_a_traceback_never_raises_and_stays_cheap_under_a_flood_of_distinct_lines():
+    from stream_app.logs import RepeatLimit
+
+    def failing(log):
+        for key in ("k0", "k1"):
+            try:
+                raise KeyError(key)
+            except KeyError:
+                log.exception("batch failed")  # the same message, not the same cause
+
+    lines = emit("text", failing)
+    assert sum("KeyError: 'k0'" in line for line in lines) == 1 and sum("KeyError: 'k1'" in line for line in lines) == 1
+    limit = RepeatLimit(keep=1000)
+    bad = logging.LogRecord("lib", logging.WARNING, __file__, 1, "bad format %s %s", (1,), None)
+    assert limit.filter(bad) is True  # the handler reports it, as it would without the filter
+    started = time.perf_counter()
+    for n in range(20_000):  # every input of a bad producer rejected: a distinct line each
+        limit.filter(logging.LogRecord("w", logging.WARNING, __file__, 1, "rejected events.click[0]@%d", (n,), None))
+    assert time.perf_counter() - started < 2.0 and len(limit.seen) == 1000

@@ -11,8 +11,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..config import Settings, state_dir, unusable_state_dir
+from ..config import Settings
 from ..errors import StreamAppError
+from ..state_files import state_dir, unusable_state_dir
 from ..urls import redact_url
 
 

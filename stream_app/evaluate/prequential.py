@@ -225,8 +225,9 @@ def evaluate_log(path: str | Path, fmt: str, settings: Settings, k: int = 20,
     result["log"] = str(path)
     log_items = {event["item_id"] for event in events}
     for role, model in (("encoder", encoder), ("shadow_encoder", shadow)):
-        if model is not None and model.item_ids:  # an encoder of another catalogue proposes items the log lacks
-            result[f"{role}_items_in_log"] = sum(item in log_items for item in model.item_ids) / len(model.item_ids)
+        if model is not None and log_items:  # an encoder of another catalogue knows few of the log's items
+            known = set(model.item_ids)
+            result[f"{role}_log_items_known"] = sum(item in known for item in log_items) / len(log_items)
     result["rejected_lines"] = len({found.line for found in rejected})  # an OTTO line may hold several bad events
     if skipped is not None:
         result["skipped_lines"] = skipped.as_dict()

@@ -10,6 +10,7 @@ import faust
 
 from ..config import Settings
 from ..logs import logging_config
+from .retries import exit_if_stop_hangs
 from .worker import build_app
 
 
@@ -20,6 +21,14 @@ class Worker(faust.Worker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.spinner = None
+
+    def _on_sigterm(self) -> None:
+        exit_if_stop_hangs()  # from the signal: Faust's consumer waits for unacknowledged input before the app's stop
+        super()._on_sigterm()
+
+    def _on_sigint(self) -> None:
+        exit_if_stop_hangs()
+        super()._on_sigint()
 
     async def on_execute(self) -> None:
         # The HTTP port first: /healthz and /readyz answer while partitions are assigned and tables recovered.

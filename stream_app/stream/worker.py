@@ -47,7 +47,6 @@ from .retries import (
     EXIT_BATCH_FAILED,
     EXIT_PORT_TAKEN,
     batch_finished_or_late,
-    exit_if_stop_hangs,
     stop_worker,
     until_done,
 )
@@ -418,7 +417,6 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
 
     @app.on_before_shutdown.connect
     async def close_clients(sender: Any, *args: Any, **kwargs: Any) -> None:
-        exit_if_stop_hangs()
         await worker.close()
 
     @app.timer(interval=STATUS_TTL_S / 3)

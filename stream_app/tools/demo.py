@@ -100,8 +100,8 @@ def content_model(registry_dir: Path) -> str | None:
     20 s) into a cache beside the runtime file, then copied; None without the train extra."""
     import shutil
 
-    from ..config import state_dir
     from ..serving import registry
+    from ..state_files import state_dir
 
     cache = state_dir() / "demo-content-models"
     version = registry.latest(cache, "content")

@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
-from ..config import Settings, read_runtime_file, runtime_file, state_dir
+from ..config import Settings
 from ..errors import ConfigError, ServiceTimeout
 from ..kafka_security import PLAINTEXT
+from ..state_files import read_runtime_file, runtime_file, state_dir
 from ..urls import redact_url
 
 HOST = "127.0.0.1"

@@ -18,8 +18,9 @@ from typing import Iterator, Mapping
 
 import redis
 
-from ..config import Settings, state_dir
+from ..config import Settings
 from ..errors import ServiceTimeout
+from ..state_files import state_dir
 from ..store.redis_store import worker_statuses
 from ..stream.topics import ensure_topics
 from .embedded import Embedded, free_port, with_embedded

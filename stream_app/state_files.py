@@ -1,0 +1,57 @@
+"""Where the CLI keeps its state: the folder (`STREAM_APP_STATE_DIR`) and the runtime file in which `stream-app up`
+records the embedded services' endpoints and processes."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Mapping
+
+from .errors import ConfigError
+
+
+def state_dir(environ: Mapping[str, str] = os.environ) -> Path:
+    """Folder of the runtime file and the embedded services' logs."""
+    explicit = environ.get("STREAM_APP_STATE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "stream-app"
+
+
+def runtime_file(environ: Mapping[str, str] = os.environ) -> Path:
+    return state_dir(environ) / "runtime.json"
+
+
+def up_running(embedded: Mapping[str, object]) -> bool:
+    """Are the processes `stream-app up` recorded in its runtime file alive (not a file left by a crash)?"""
+    pids = embedded.get("pids")
+    if not isinstance(pids, list) or not pids:
+        return False
+    for pid in pids:
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False
+        except (PermissionError, ValueError, TypeError):
+            continue  # another user's process: alive
+    return True
+
+
+def read_runtime_file(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    path = runtime_file(environ)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except ValueError as exc:  # garbled: `down` removes it
+        raise ConfigError(f"cannot read the runtime file {path}: {exc}; run `stream-app down` then `stream-app up`") from exc
+    except OSError as exc:  # the folder itself cannot be used: `down` would fail the same way
+        raise ConfigError(unusable_state_dir(exc, environ)) from exc
+
+
+def unusable_state_dir(exc: OSError, environ: Mapping[str, str] = os.environ) -> str:
+    """What to tell the user when the state folder cannot be read or written."""
+    return (f"cannot use the state folder {state_dir(environ)} ({exc.strerror or exc}: {exc.filename or ''}): set "
+            "STREAM_APP_STATE_DIR to a folder this user can write")
