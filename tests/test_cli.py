@@ -337,14 +337,14 @@ def test_a_stop_that_hangs_ends_at_its_deadline_with_its_own_exit_status():
 def test_the_stop_deadline_starts_at_the_signal(monkeypatch):
     """Faust's consumer waits for unacknowledged input before the app's own stop hook runs: a deadline started
     there would never start on the stop that hangs."""
-    import mode
+    import faust
 
     from stream_app.stream import foreground
 
     started: list[str] = []
     monkeypatch.setattr(foreground, "exit_if_stop_hangs", lambda: started.append("deadline"))
-    monkeypatch.setattr(mode.Worker, "_on_sigterm", lambda self: started.append("stop"))
-    monkeypatch.setattr(mode.Worker, "_on_sigint", lambda self: started.append("stop"))
+    monkeypatch.setattr(faust.Worker, "_on_sigterm", lambda self: started.append("stop"))
+    monkeypatch.setattr(faust.Worker, "_on_sigint", lambda self: started.append("stop"))
     worker = foreground.Worker.__new__(foreground.Worker)
     worker._on_sigterm()
     worker._on_sigint()
