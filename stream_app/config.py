@@ -92,6 +92,11 @@ class Topics:
         return self._name("erasures")
 
     @property
+    def redrive_positions(self) -> str:
+        """How far `stream-app redrive` read the dead-letter topic, per reason (key: the reason)."""
+        return self._name("redrive.positions")
+
+    @property
     def erasure_receipts(self) -> str:
         """What each erasure deleted where, written by the worker that applied it (key user_id)."""
         return self._name("erasures.receipts")

@@ -23,6 +23,7 @@ def topic_specs(settings: Settings) -> dict[str, dict[str, str]]:
     # Requests and receipts name the user: they leave after ERASURE_RETENTION_MS, like any record
     specs[t.erasures] = {"retention.ms": str(ERASURE_RETENTION_MS)}
     specs[t.erasure_receipts] = {"retention.ms": str(ERASURE_RETENTION_MS)}
+    specs[t.redrive_positions] = {"cleanup.policy": "compact"}
     return specs
 
 
@@ -32,7 +33,7 @@ ERASURE_RETENTION_MS = 30 * 24 * 3600 * 1000
 
 
 #: Topics with one partition whatever the input partitioning: every worker reads all of it.
-SINGLE_PARTITION = ("model_control", "model_status", "items")
+SINGLE_PARTITION = ("model_control", "model_status", "items", "redrive_positions")
 
 
 def ensure_topics(settings: Settings, extra: tuple[str, ...] = ()) -> int:

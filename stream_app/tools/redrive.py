@@ -4,27 +4,29 @@
 A dead letter keeps its input whole (up to 384 KiB), so the input can be sent again as it was, with its
 record's Kafka timestamp, so the workers judge its time as they did. What is sent goes through the workers'
 checks as any input does: an event they still refuse comes back as a new dead letter, and one they applied
-is skipped by its event id. Each reason has its own position on the dead-letter topic (the offsets a group
-per reason commits once the broker has acknowledged every send), so a letter is sent once per reason asked
-for, and letters of other reasons wait for a redrive that names them.
+is skipped by its event id. Each reason has its own position on the dead-letter topic (kept on the compacted
+`redrive.positions` topic once the broker has acknowledged every send), so a letter is sent once per reason
+asked for, and letters of other reasons wait for a redrive that names them.
 """
 
 from __future__ import annotations
 
 import base64
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import fastjsonschema
 import orjson
 from kafka import KafkaConsumer, TopicPartition
-from kafka.structs import OffsetAndMetadata
 
 from ..config import Settings
-from ..contracts import REDRIVE_HEADER, input_users, load_schema
+from ..contracts import REDRIVE_HEADER, input_users, load_schema, validator
 from ..errors import StreamAppError
 from ..kafka_security import kafka_python_kwargs
 from ..stream.erasures import ErasedUsers
+from ..stream.topics import ensure_topics
 from .consume import read_range, read_to_end
 from .repair import erased_users
 from .replay import Produced, make_producer
@@ -65,11 +67,6 @@ class RedriveSummary:
         return {"read": self.read, "sent": dict(self.sent), "by_reason": dict(self.by_reason),
                 "left": dict(self.left), "other_reasons": dict(self.other_reasons), "sent_before": self.sent_before,
                 "dry_run": self.dry_run, "ranges": {str(p): list(r) for p, r in sorted(self.ranges.items())}}
-
-
-def redrive_group(settings: Settings, reason: str) -> str:
-    """The consumer group whose committed offsets on the dead-letter topic mark how far redrives of `reason` read."""
-    return f"{settings.group_id}.redrive.{reason}"
 
 
 def payload_of(letter: dict[str, Any]) -> bytes | None:
@@ -157,28 +154,36 @@ class ErasureCheck:
 
 
 def positions(settings: Settings, reasons: set[str], partitions: list[int]) -> dict[str, dict[int, int]]:
-    """How far earlier redrives of each reason read each partition of the dead-letter topic (0: never)."""
-    found: dict[str, dict[int, int]] = {}
-    for reason in sorted(reasons):
-        consumer = KafkaConsumer(bootstrap_servers=settings.require_kafka().split(","),
-                                 group_id=redrive_group(settings, reason), enable_auto_commit=False,
-                                 **kafka_python_kwargs(settings.kafka_security))
+    """How far earlier redrives of each reason read each partition of the dead-letter topic (0: never), from the
+    compacted positions topic (a consumer group's committed offsets would expire, and the letters be sent again)."""
+    found = {reason: dict.fromkeys(partitions, 0) for reason in reasons}
+    check = validator("redrive-position")
+    for record in read_to_end(settings, settings.topics.redrive_positions):
         try:
-            found[reason] = {p: consumer.committed(TopicPartition(settings.topics.dlq, p)) or 0 for p in partitions}
-        finally:
-            consumer.close()
+            position = orjson.loads(record.value)
+            check(position)
+        except (orjson.JSONDecodeError, TypeError, fastjsonschema.JsonSchemaException):
+            continue  # not a position this command wrote: read as none
+        if position["reason"] in found and position["topic"] == settings.topics.dlq:
+            found[position["reason"]] = {p: position["offsets"].get(str(p), 0) for p in partitions}
     return found
 
 
 def commit_read(settings: Settings, reasons: set[str], ends: dict[TopicPartition, int]) -> None:
-    for reason in sorted(reasons):
-        consumer = KafkaConsumer(bootstrap_servers=settings.require_kafka().split(","),
-                                 group_id=redrive_group(settings, reason), enable_auto_commit=False,
-                                 **kafka_python_kwargs(settings.kafka_security))
-        try:
-            consumer.commit({tp: OffsetAndMetadata(end, "", -1) for tp, end in ends.items()})
-        finally:
-            consumer.close()
+    """Record how far each reason is read (after every send was acknowledged)."""
+    producer, produced = make_producer(settings), Produced()
+    now = int(time.time() * 1000)
+    try:
+        for reason in sorted(reasons):
+            position = {"reason": reason, "topic": settings.topics.dlq, "written_at": now, "schema_version": 1,
+                        "offsets": {str(tp.partition): end for tp, end in sorted(ends.items())}}
+            producer.send(settings.topics.redrive_positions, key=reason.encode(), value=orjson.dumps(position)
+                          ).add_callback(produced.acked).add_errback(produced.failed)
+        producer.flush()
+    finally:
+        producer.close()
+    produced.check(len(reasons), "redrive positions", "the inputs were sent; running the same command again sends "
+                   "them again, which is safe")
 
 
 def _dlq_partitions(settings: Settings) -> list[int]:
@@ -199,6 +204,7 @@ def redrive(settings: Settings, reasons: set[str], from_start: bool = False, dry
     """Send the dead letters of `reasons` that earlier redrives of their reason did not read (`from_start`: all)
     back to their topics (`dry_run`: count them only); mark them read once the broker acknowledged every send."""
     partitions = _dlq_partitions(settings)
+    ensure_topics(settings)  # the positions topic, on a namespace whose workers are older than it
     read_from = {reason: dict.fromkeys(partitions, 0) for reason in reasons} if from_start else positions(
         settings, reasons, partitions)
     records, starts, ends = read_range(settings, settings.topics.dlq,
