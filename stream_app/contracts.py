@@ -51,6 +51,9 @@ def validator(name: str, version: int = SCHEMA_VERSION) -> Callable[[Any], Any]:
 
 #: The header `stream-app redrive` puts on each input it sends again, valued the dead letter's reason.
 REDRIVE_HEADER = "stream-app-redrive"
+#: ... and this one, valued b"1", on an input whose event the item state already counted (a valid event a worker
+#: failed on, `processing_error`, went through every worker's item feed before it was dead-lettered).
+COUNTED_HEADER = "stream-app-counted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +62,7 @@ class Source:
     partition: int | None = None
     offset: int | None = None
     timestamp: int | None = None  # the input record's Kafka timestamp (ms): a re-drive sends the record with it
+    counted: bool = False  # the record carried COUNTED_HEADER: a re-drive of its dead letter carries it on
 
     def __str__(self) -> str:
         return f"{self.topic}[{self.partition}]@{self.offset}"
@@ -88,6 +92,8 @@ class Rejection:
         }
         if self.source.timestamp is not None:
             record["source"]["timestamp"] = self.source.timestamp
+        if self.source.counted:
+            record["source"]["counted"] = True
         if self.null_value:
             record["payload_null"] = True
         payload = self.payload

@@ -8,7 +8,7 @@ import orjson
 
 import stream_app.stream.ordered_input as ordered_input
 from stream_app.config import Settings
-from stream_app.contracts import REDRIVE_HEADER
+from stream_app.contracts import COUNTED_HEADER, REDRIVE_HEADER
 from stream_app.core.items import InMemoryItemIndex
 from stream_app.stream.ordered_input import OrderedInput
 from stream_app.stream.ready import ReadRecord
@@ -368,11 +368,18 @@ def test_the_history_an_earlier_owner_applied_is_neither_late_nor_slow_for_this_
 
 def test_a_re_driven_event_a_worker_failed_on_is_applied_but_not_counted_again_in_the_item_state():
     """Every worker's item feed counted a `processing_error` event when it was first read (the failure was in
-    the profile's processing); `stream-app redrive` marks the copy it sends, and only that reason is skipped."""
+    the profile's processing); `stream-app redrive` marks the copy it sends, and only such a copy is skipped.
+    Refused again for another reason, its dead letter says so, and its next copy is marked the same."""
     ordered, topic, _ = own_partition(0)
     redriven = [record(n) for n in range(3)]
-    redriven[1].headers = ((REDRIVE_HEADER, b"processing_error"),)
+    redriven[1].headers = ((REDRIVE_HEADER, b"processing_error"), (COUNTED_HEADER, b"1"))
     redriven[2].headers = ((REDRIVE_HEADER, b"key_mismatch"),)  # refused at the gate: never counted
     ordered.push(topic, 0, redriven)
     assert drain(ordered) == [0, 1, 2]
     assert ordered.items.events == 2
+    late = SimpleNamespace(offset=3, key=b"u0", value=orjson.dumps({**purchase(3), "user_id": "u0"}),
+                           timestamp=START + 3 - 2 * 86_400_000,  # its event two days after its record: refused
+                           headers=((REDRIVE_HEADER, b"processing_error"), (COUNTED_HEADER, b"1")))
+    ordered.push(topic, 0, [late])
+    (refused,) = drain_ready(ordered)
+    assert refused.checked.reason == "timestamp_out_of_range" and refused.checked.to_record()["source"]["counted"]

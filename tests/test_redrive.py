@@ -50,6 +50,11 @@ def test_a_letter_is_sent_where_and_keyed_as_the_workers_require_or_says_why_it_
                                b"u2", settings)
     assert (on_wrong_topic.topic, on_wrong_topic.key) == (t.click, b"u1")  # its type's topic, keyed by its user
     assert on_wrong_topic.record_ts == 7  # its record's timestamp: the time window judges it as it did
+    assert not on_wrong_topic.counted  # refused at the gate: the item state never counted it
+    failed = resend_of(_letter("processing_error", t.click, orjson.dumps(event)), b"u1", settings)
+    counted_copy = {**_letter("timestamp_out_of_range", t.click, orjson.dumps(event))}
+    counted_copy["source"]["counted"] = True  # a copy of a processing_error event, refused again
+    assert failed.counted and resend_of(counted_copy, b"u1", settings).counted
     from_a_file = resend_of(_letter("timestamp_out_of_range", "/logs/a.jsonl", orjson.dumps(event)), b"u1", settings)
     assert from_a_file.topic == t.click and from_a_file.value == orjson.dumps(event)
     assert "correct the file" in resend_of(_letter("schema_violation", "/logs/a.csv", b"u,i", line=3), b"u1", settings)

@@ -178,8 +178,8 @@ class OrderedInput:
     def push(self, topic: str, partition: int, records: list[Any]) -> None:
         lane = self.lane_of_topic[topic]
         for record in records:
-            checked = self.checked(record.value, record.key, Source(topic, partition, record.offset, record.timestamp),
-                                   lane, record.timestamp)
+            source = Source(topic, partition, record.offset, record.timestamp, counted_before(record))
+            checked = self.checked(record.value, record.key, source, lane, record.timestamp)
             self.sequencer.push(partition, lane, checked.ts if isinstance(checked, Event) else None,
                                 (record.offset, checked, record))  # the record: the reader's copy, if owned
             self.next_offset[(lane, partition)] = record.offset + 1

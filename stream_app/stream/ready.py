@@ -8,17 +8,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import Settings
-from ..contracts import REDRIVE_HEADER, Rejection, Source, check_input
+from ..contracts import COUNTED_HEADER, Rejection, Source, check_input
 from ..core.events import Event
 from ..core.ordering import Released
 from .partitioning import partition_of
 
 
 def counted_before(record: Any) -> bool:
-    """A re-driven input the item state already counted: a valid event a worker failed on (`processing_error`) went
-    through the item feed, which every worker runs on the whole input, before it was dead-lettered."""
+    """A re-driven input the item state already counted (COUNTED_HEADER): a valid event a worker failed on
+    (`processing_error`) went through the item feed, which every worker runs on the whole input, before it was
+    dead-lettered, and so did a copy of it refused again for another reason."""
     headers = getattr(record, "headers", None)
-    return bool(headers) and (REDRIVE_HEADER, b"processing_error") in headers
+    return bool(headers) and (COUNTED_HEADER, b"1") in headers
 
 
 def input_source(message: Any) -> Source:

@@ -22,7 +22,7 @@ import orjson
 from kafka import KafkaConsumer, TopicPartition
 
 from ..config import Settings
-from ..contracts import REDRIVE_HEADER, input_users, load_schema, validator
+from ..contracts import COUNTED_HEADER, REDRIVE_HEADER, input_users, load_schema, validator
 from ..errors import StreamAppError
 from ..kafka_security import kafka_python_kwargs
 from ..stream.erasures import ErasedUsers
@@ -50,6 +50,7 @@ class Resend:
     ts: int | None  # the event's time, for sending events in time order
     reason: str = ""
     record_ts: int | None = None  # the input record's Kafka timestamp, when the letter kept it
+    counted: bool = False  # the item state counted its event when it was first read (COUNTED_HEADER)
 
 
 @dataclass
@@ -109,7 +110,8 @@ def resend_of(letter: dict[str, Any], key: bytes | None, settings: Settings) -> 
                                    and event_type in EVENT_TYPES):
         # a worker's letter, or an event `replay` refused (its source is the file): the event's type says where
         topic = topics.for_type(event_type) if event_type in EVENT_TYPES else origin
-        return Resend(topic, user_key, value, ts, reason, record_ts)
+        counted = reason == "processing_error" or source.get("counted") is True
+        return Resend(topic, user_key, value, ts, reason, record_ts, counted)
     if origin == topics.erasures:
         return Resend(origin, user_key, value, None, reason, record_ts)
     if source.get("line") is not None:
@@ -253,8 +255,9 @@ def _send(resends: list[Resend], settings: Settings) -> None:
     producer, produced = make_producer(settings), Produced()
     try:
         for resend in resends:
+            headers = [(REDRIVE_HEADER, resend.reason.encode())] + ([(COUNTED_HEADER, b"1")] if resend.counted else [])
             producer.send(resend.topic, key=resend.key, value=resend.value, timestamp_ms=resend.record_ts,
-                          headers=[(REDRIVE_HEADER, resend.reason.encode())]).add_callback(
+                          headers=headers).add_callback(
                 produced.acked).add_errback(produced.failed)
         producer.flush()
     finally:
