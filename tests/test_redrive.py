@@ -149,3 +149,10 @@ def test_redrive_sends_what_was_refused_once_fixed_and_each_letter_once(make_set
                "the large event applied, k1 skipped as applied before")
     time.sleep(2)
     assert read_profile(redis_client, "u1", settings.namespace)["event_count"] == 4
+    # a dead-letter topic recreated: the positions of earlier redrives are past its end, so it is read from its start
+    producer.send(t.redrive_positions, key=b"wrong_partition", value=orjson.dumps(
+        {"reason": "wrong_partition", "topic": t.dlq, "offsets": {str(p): 10**6 for p in range(settings.partitions)},
+         "written_at": 1, "schema_version": 1}))
+    producer.flush()
+    recreated = redrive(settings, {"wrong_partition"}, dry_run=True)
+    assert recreated.restarted and recreated.sent == {t.click: 1}

@@ -91,6 +91,9 @@ def cmd_redrive(args: argparse.Namespace) -> int:
           + (f" ({why})" if why else ""))
     for reason, n in summary.left.most_common():
         print(f"  left {n}: {reason}")
+    if summary.restarted:
+        print(f"  partitions {sorted(summary.restarted)} read from their start: the positions of earlier redrives are "
+              f"past their end (was {settings.topics.dlq} recreated?)")
     if summary.sent_before:
         print(f"  {summary.sent_before} sent by an earlier redrive of their reason (`--from-start` sends them again)")
     if summary.other_reasons:

@@ -67,8 +67,9 @@ def read_to_end(settings: Settings, topic: str, timeout_s: float = 120.0) -> lis
 
 def read_range(settings: Settings, topic: str, timeout_s: float = 120.0, from_offsets: Mapping[int, int] | None = None
                ) -> tuple[list[Any], dict[TopicPartition, int], dict[TopicPartition, int]]:
-    """The records of `topic` from its beginning (or from `from_offsets` by partition, where retention left them)
-    up to the end offsets at the start, in partition order; each partition's start and end."""
+    """The records of `topic` from its beginning (or from `from_offsets` by partition, where retention left them;
+    from the beginning where the offset is past the end: a recreated topic) up to the end offsets at the start, in
+    partition order; each partition's start and end."""
     consumer = KafkaConsumer(bootstrap_servers=settings.require_kafka().split(","), enable_auto_commit=False,
                              group_id=None, consumer_timeout_ms=200, **kafka_python_kwargs(settings.kafka_security))
     try:
@@ -77,13 +78,14 @@ def read_range(settings: Settings, topic: str, timeout_s: float = 120.0, from_of
             return [], {}, {}
         consumer.assign(tps)
         beginnings = consumer.beginning_offsets(tps)
-        starts = {tp: max(beginnings[tp], (from_offsets or {}).get(tp.partition, 0)) for tp in tps}
-        for tp, start in starts.items():
-            consumer.seek(tp, start)
         # Tansu reports the base offset of a partition's last batch as its end: confirm by reading it
         reported = asyncio.run(true_end_offsets(settings.require_kafka().split(","), consumer.end_offsets(tps),
                                                 settings.kafka_security))
         ends = {tp: end or 0 for tp, end in reported.items()}
+        wanted = {tp: (from_offsets or {}).get(tp.partition, 0) for tp in tps}
+        starts = {tp: beginnings[tp] if wanted[tp] > ends[tp] else max(beginnings[tp], wanted[tp]) for tp in tps}
+        for tp, start in starts.items():
+            consumer.seek(tp, start)
         records: list[Any] = []
         deadline = time.monotonic() + timeout_s
         while any(consumer.position(tp) < ends[tp] for tp in tps):

@@ -61,12 +61,14 @@ class RedriveSummary:
     left: Counter = field(default_factory=Counter)  # why a letter was not sent -> how many
     other_reasons: Counter = field(default_factory=Counter)  # reason not asked for -> how many
     sent_before: int = 0  # letters an earlier redrive of their reason read
+    restarted: set[int] = field(default_factory=set)  # partitions read from their start: positions past their end
     ranges: dict[int, tuple[int, int]] = field(default_factory=dict)  # partition -> first offset read, end
     dry_run: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {"read": self.read, "sent": dict(self.sent), "by_reason": dict(self.by_reason),
                 "left": dict(self.left), "other_reasons": dict(self.other_reasons), "sent_before": self.sent_before,
+                "restarted_partitions": sorted(self.restarted),
                 "dry_run": self.dry_run, "ranges": {str(p): list(r) for p, r in sorted(self.ranges.items())}}
 
 
@@ -213,6 +215,11 @@ def redrive(settings: Settings, reasons: set[str], from_start: bool = False, dry
                                        from_offsets={p: min(done[p] for done in read_from.values()) for p in partitions})
     summary = RedriveSummary(read=len(records), dry_run=dry_run,
                              ranges={tp.partition: (start, ends[tp]) for tp, start in starts.items()})
+    for tp, end in ends.items():  # a position past the end: the topic was recreated; its letters are all new
+        for reason, done in read_from.items():
+            if done.get(tp.partition, 0) > end:
+                done[tp.partition] = 0
+                summary.restarted.add(tp.partition)
     candidates: list[tuple[Resend, bytes | None, int, int]] = []
     for record in records:
         try:
