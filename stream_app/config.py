@@ -356,10 +356,10 @@ class Settings:
                 weights[f.name] = _parse(f"weight_{f.name}", raw, float)
         kafka = environ.get("KAFKA_BOOTSTRAP_SERVERS")
         redis_url = environ.get("REDIS_URL")
-        if not kafka or not redis_url:
-            embedded = read_runtime_file(environ)
-            if up_running(embedded) and ((kafka and kafka != embedded.get("KAFKA_BOOTSTRAP_SERVERS"))  # another's
-                                         or (redis_url and redis_url != embedded.get("REDIS_URL"))):  # beside up's
+        embedded = read_runtime_file(environ) if not kafka or not redis_url else {}
+        if up_running(embedded):  # a file no live process of `up` stands behind is left out
+            if ((kafka and kafka != embedded.get("KAFKA_BOOTSTRAP_SERVERS"))  # another service
+                    or (redis_url and redis_url != embedded.get("REDIS_URL"))):  # beside up's
                 given, other = ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL") if kafka else ("REDIS_URL",
                                                                                         "KAFKA_BOOTSTRAP_SERVERS")
                 raise ConfigError(f"{given} is set and {other} is not, while `stream-app up` runs: the embedded "

@@ -24,19 +24,26 @@ def runtime_file(environ: Mapping[str, str] = os.environ) -> Path:
     return state_dir(environ) / "runtime.json"
 
 
-def up_running(embedded: Mapping[str, object]) -> bool:
-    """Are the processes `stream-app up` recorded in its runtime file alive (not a file left by a crash)?"""
-    pids = embedded.get("pids")
-    if not isinstance(pids, list) or not pids:
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
         return False
-    for pid in pids:
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return False
-        except (PermissionError, ValueError, TypeError):
-            continue  # another user's process: alive
-    return True
+    except PermissionError:
+        return True
+    # a zombie child still "exists": look at its state
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+        return state != "Z"
+    except OSError:
+        return True
+
+
+def up_running(embedded: Mapping[str, object]) -> bool:
+    """Is any process `stream-app up` recorded in its runtime file alive (the file is not one a crash or a
+    reboot left behind)? One alone is enough: `up` brings a lost Redis back beside a live broker."""
+    pids = embedded.get("pids")
+    return isinstance(pids, list) and any(isinstance(pid, int) and process_alive(pid) for pid in pids)
 
 
 def read_runtime_file(environ: Mapping[str, str] = os.environ) -> dict[str, str]:

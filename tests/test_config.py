@@ -27,7 +27,8 @@ def test_endpoints_come_from_the_runtime_file_when_not_in_the_environment(tmp_pa
     with pytest.raises(ConfigError, match="KAFKA_BOOTSTRAP_SERVERS is set and REDIS_URL is not, while `stream-app up`"):
         Settings.from_env(env)
     runtime_file(env).write_text('{"KAFKA_BOOTSTRAP_SERVERS": "h:1", "REDIS_URL": "redis://h:2/0", "pids": [999999]}')
-    assert Settings.from_env(env).kafka_bootstrap_servers == "override:9"  # a file left by a crash: not refused
+    stale = Settings.from_env(env)  # a file a crash or a reboot left: neither refused nor read
+    assert (stale.kafka_bootstrap_servers, stale.redis_url) == ("override:9", None)
     env["REDIS_URL"] = "redis://override:6/0"
     overridden = Settings.from_env(env)
     assert (overridden.kafka_bootstrap_servers, overridden.redis_url) == ("override:9", "redis://override:6/0")

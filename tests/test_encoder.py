@@ -394,7 +394,7 @@ def test_evaluate_warns_of_an_encoder_trained_on_another_catalogue(trained):
     encoder = Encoder.load(root, v1)  # trained on the OTTO sample
     shop = Path(__file__).parents[1] / "stream_app" / "data" / "online-retail-sample.csv"
     foreign = evaluate_log(shop, "online-retail", Settings(), encoder=encoder, light=True, limit=300)
-    assert foreign["encoder_log_items_known"] == 0.0
-    assert "warning: it knows only 0% of this log's items" in table(foreign)
+    assert foreign["encoder_log_events_known"] == 0.0
+    assert "warning: it knows the item of only 0% of this log's events" in table(foreign)
     own = evaluate_log(OTTO_SAMPLE, "otto", Settings(), encoder=encoder, light=True, limit=200)  # its own log, cut
-    assert own["encoder_log_items_known"] > 0.9 and "warning" not in table(own)
+    assert own["encoder_log_events_known"] > 0.9 and "warning" not in table(own)

@@ -11,7 +11,7 @@ from stream_app.config import Settings
 from stream_app.contracts import COUNTED_HEADER, REDRIVE_HEADER
 from stream_app.core.items import InMemoryItemIndex
 from stream_app.stream.ordered_input import OrderedInput
-from stream_app.stream.ready import ReadRecord
+from stream_app.stream.ready import ReadRecord, counted_before, input_source
 
 START = 1_700_000_000_000
 
@@ -383,3 +383,8 @@ def test_a_re_driven_event_a_worker_failed_on_is_applied_but_not_counted_again_i
     ordered.push(topic, 0, [late])
     (refused,) = drain_ready(ordered)
     assert refused.checked.reason == "timestamp_out_of_range" and refused.checked.to_record()["source"]["counted"]
+    # checked again from Faust's delivery (a record released before its partition was this worker's)
+    delivered = SimpleNamespace(topic=topic, partition=0, offset=3, key=late.key, value=late.value,
+                                timestamp=late.timestamp / 1000, headers=late.headers)
+    assert input_source(delivered).counted and ReadRecord.of(topic, 0, late).headers == late.headers
+    assert counted_before(SimpleNamespace(headers=[(REDRIVE_HEADER, b"processing_error")]))  # the first form

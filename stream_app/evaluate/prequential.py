@@ -223,11 +223,10 @@ def evaluate_log(path: str | Path, fmt: str, settings: Settings, k: int = 20,
     result = evaluate_events(events, settings, k, truth, encoder=encoder, shadow=shadow, judge_from_ts=judge_from,
                              content=content, light=light)
     result["log"] = str(path)
-    log_items = {event["item_id"] for event in events}
     for role, model in (("encoder", encoder), ("shadow_encoder", shadow)):
-        if model is not None and log_items:  # an encoder of another catalogue knows few of the log's items
-            known = set(model.item_ids)
-            result[f"{role}_log_items_known"] = sum(item in known for item in log_items) / len(log_items)
+        if model is not None and events:  # an encoder of another catalogue knows few of the log's items
+            known = set(model.item_ids)  # (by event: an encoder keeps its log's most frequent items only)
+            result[f"{role}_log_events_known"] = sum(event["item_id"] in known for event in events) / len(events)
     result["rejected_lines"] = len({found.line for found in rejected})  # an OTTO line may hold several bad events
     if skipped is not None:
         result["skipped_lines"] = skipped.as_dict()

@@ -34,10 +34,10 @@ def table(result: dict[str, Any]) -> str:
             lines.append(f"{role.replace('_', ' ')}: {manifest['version']} ({validation_said(manifest)}, trained on "
                          "events before ts "
                          f"{manifest['training']['train_until_ts']})")
-            share = result.get(f"{role}_log_items_known")
+            share = result.get(f"{role}_log_events_known")
             if share is not None and share < 0.5:
-                lines.append(f"warning: it knows only {share:.0%} of this log's items: was it trained on another "
-                             "catalogue? its candidates are items this log does not have")
+                lines.append(f"warning: it knows the item of only {share:.0%} of this log's events: was it trained on "
+                             "another catalogue? its candidates are items this log does not have")
     if result.get("content"):
         content = result["content"]
         lines.append(f"content model: {content['version']} over {content['items']:,} catalogue items "

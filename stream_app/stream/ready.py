@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import Settings
-from ..contracts import COUNTED_HEADER, Rejection, Source, check_input
+from ..contracts import COUNTED_HEADER, REDRIVE_HEADER, Rejection, Source, check_input
 from ..core.events import Event
 from ..core.ordering import Released
 from .partitioning import partition_of
@@ -19,13 +19,14 @@ def counted_before(record: Any) -> bool:
     (`processing_error`) went through the item feed, which every worker runs on the whole input, before it was
     dead-lettered, and so did a copy of it refused again for another reason."""
     headers = getattr(record, "headers", None)
-    return bool(headers) and (COUNTED_HEADER, b"1") in headers
+    # the first form of the mark (the reason alone), from before 2026-11-30's second release of redrive
+    return bool(headers) and ((COUNTED_HEADER, b"1") in headers or (REDRIVE_HEADER, b"processing_error") in headers)
 
 
 def input_source(message: Any) -> Source:
     """Where a Faust message was read, with its Kafka timestamp in ms (Faust gives it in seconds)."""
     stamp = round(message.timestamp * 1000) if message.timestamp is not None else None
-    return Source(message.topic, message.partition, message.offset, stamp)
+    return Source(message.topic, message.partition, message.offset, stamp, counted_before(message))
 
 
 def gate(value: bytes | None, key: bytes | None, source: Source, event_type: str, reference_ms: int | None,
@@ -78,12 +79,14 @@ class ReadRecord:
     key: bytes | None
     value: bytes | None
     timestamp: float | None  # seconds, as Faust gives it
+    headers: Any = ()
 
     @classmethod
     def of(cls, topic: str, partition: int, record: Any) -> ReadRecord:
         """From an aiokafka record (its timestamp in milliseconds)."""
         return cls(topic, partition, record.offset, record.key, record.value,
-                   record.timestamp / 1000 if record.timestamp is not None else None)
+                   record.timestamp / 1000 if record.timestamp is not None else None,
+                   getattr(record, "headers", None) or ())
 
     @property
     def message(self) -> ReadRecord:

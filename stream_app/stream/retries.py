@@ -49,19 +49,26 @@ EXIT_STOP_TIMEOUT = 75
 STOP_DEADLINE_S = 25.0
 
 
+_stop_deadline: threading.Timer | None = None
+
+
 def exit_if_stop_hangs(deadline_s: float = STOP_DEADLINE_S) -> threading.Timer:
-    """From now, exit after `deadline_s` if the process is still stopping. Nothing is lost: what was not
-    committed is applied again by the next owner, as after a SIGKILL."""
+    """From now (from the first call: a signal, or the app's stop without one), exit after `deadline_s` if the
+    process is still stopping. Nothing is lost: what was not committed is applied again by the next owner, as
+    after a SIGKILL."""
+    global _stop_deadline
+    if _stop_deadline is not None:
+        return _stop_deadline
 
     def give_up() -> None:
         log.error("stopping has taken %.0fs (does the broker or Redis answer?): exiting without the rest of the "
                   "clean stop; nothing is lost, the next owner applies what was not committed", deadline_s)
         stop_worker(EXIT_STOP_TIMEOUT)
 
-    timer = threading.Timer(deadline_s, give_up)
-    timer.daemon = True  # a stop that ends in time exits without waiting for it
-    timer.start()
-    return timer
+    _stop_deadline = threading.Timer(deadline_s, give_up)
+    _stop_deadline.daemon = True  # a stop that ends in time exits without waiting for it
+    _stop_deadline.start()
+    return _stop_deadline
 
 
 def stop_worker(status: int) -> None:

@@ -47,6 +47,7 @@ from .retries import (
     EXIT_BATCH_FAILED,
     EXIT_PORT_TAKEN,
     batch_finished_or_late,
+    exit_if_stop_hangs,
     stop_worker,
     until_done,
 )
@@ -417,6 +418,7 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
 
     @app.on_before_shutdown.connect
     async def close_clients(sender: Any, *args: Any, **kwargs: Any) -> None:
+        exit_if_stop_hangs()  # a stop that began without a signal (a crash); with one, armed there already
         await worker.close()
 
     @app.timer(interval=STATUS_TTL_S / 3)

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from ..config import Settings
 from ..errors import ConfigError, ServiceTimeout
 from ..kafka_security import PLAINTEXT
-from ..state_files import read_runtime_file, runtime_file, state_dir
+from ..state_files import process_alive, read_runtime_file, runtime_file, state_dir
 from ..urls import redact_url
 
 HOST = "127.0.0.1"
@@ -192,7 +192,7 @@ def _terminate(pid: int, grace: float = 5.0) -> None:
         return
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
-        if not _alive(pid):
+        if not process_alive(pid):
             return
         time.sleep(0.05)
     try:
@@ -201,26 +201,11 @@ def _terminate(pid: int, grace: float = 5.0) -> None:
         pass
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie child still "exists": look at its state
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-        return state != "Z"
-    except OSError:
-        return True
-
-
 def up(environ: Mapping[str, str] = os.environ, timeout: float = 30.0) -> dict[str, str]:
     """Start the embedded services (or find the ones already running) and record them in the runtime file."""
     current = read_runtime_file(environ)
     pids = current.get("pids", [])
-    if len(pids) == 2 and _alive(pids[0]) and not _alive(pids[1]) and _answers(current["KAFKA_BOOTSTRAP_SERVERS"]):
+    if len(pids) == 2 and process_alive(pids[0]) and not process_alive(pids[1]) and _answers(current["KAFKA_BOOTSTRAP_SERVERS"]):
         # Only Redis is gone: the broker holds every topic in memory, so it stays, and Redis comes back on
         # its port with its password (workers reconnect by themselves); it comes back empty.
         url = urlsplit(current["REDIS_URL"])
@@ -229,7 +214,7 @@ def up(environ: Mapping[str, str] = os.environ, timeout: float = 30.0) -> dict[s
         print(f"the embedded Redis (pid {pids[1]}) was gone: started again on port {url.port}, empty; "
               "`stream-app repair-redis` rewrites the profiles from the profiles topic", file=sys.stderr)
         return _record(environ, {**current, "pids": [pids[0], redis_proc.pid]})
-    if current and all(_alive(pid) for pid in pids):
+    if current and all(process_alive(pid) for pid in pids):
         # Ours and alive: give them the whole timeout (a loaded machine answers slowly); restarting
         # them would move them to new ports under every worker connected to them.
         try:

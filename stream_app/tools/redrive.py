@@ -208,7 +208,6 @@ def redrive(settings: Settings, reasons: set[str], from_start: bool = False, dry
     """Send the dead letters of `reasons` that earlier redrives of their reason did not read (`from_start`: all)
     back to their topics (`dry_run`: count them only); mark them read once the broker acknowledged every send."""
     partitions = _dlq_partitions(settings)
-    ensure_topics(settings)  # the positions topic, on a namespace whose workers are older than it
     read_from = {reason: dict.fromkeys(partitions, 0) for reason in reasons} if from_start else positions(
         settings, reasons, partitions)
     records, starts, ends = read_range(settings, settings.topics.dlq,
@@ -252,6 +251,7 @@ def redrive(settings: Settings, reasons: set[str], from_start: bool = False, dry
         summary.by_reason[resend.reason] += 1
     if not dry_run:
         _send([resend for *_, resend in resends], settings)
+        ensure_topics(settings)  # the positions topic, on a namespace whose workers are older than it
         commit_read(settings, reasons, ends)
     return summary
 
