@@ -229,13 +229,20 @@ def check_erasure(payload: bytes | None, key: bytes | None, source: Source, max_
     return ErasureRequest(data["request_id"], data["user_id"], data["requested_at"], source)
 
 
+def letter_payload(letter: dict[str, Any]) -> bytes | None:
+    """A dead letter's input value as it came (None: a tombstone), as `Rejection.to_record` kept it."""
+    if letter.get("payload_null"):
+        return None
+    if "payload_base64" in letter:
+        return base64.b64decode(letter["payload_base64"])
+    return str(letter.get("payload_text", "")).encode("utf-8")
+
+
 def dead_letter_users(key: bytes | None, value: bytes | None) -> set[str]:
     """The users a dead-letter record names: its key, and the user_id its payload names (`input_users`)."""
     try:
-        record = orjson.loads(value or b"")
-        payload = (record["payload_text"].encode() if "payload_text" in record
-                   else base64.b64decode(record.get("payload_base64", "")))
-    except (orjson.JSONDecodeError, ValueError, TypeError, AttributeError, KeyError):
+        payload = letter_payload(orjson.loads(value or b"")) or b""
+    except (orjson.JSONDecodeError, ValueError, TypeError, AttributeError):
         return input_users(key, b"")[0]
     return input_users(key, payload)[0]
 

@@ -156,3 +156,9 @@ def test_redrive_sends_what_was_refused_once_fixed_and_each_letter_once(make_set
     producer.flush()
     recreated = redrive(settings, {"wrong_partition"}, dry_run=True)
     assert recreated.restarted and recreated.sent == {t.click: 1}
+
+
+def test_a_namespace_without_a_dead_letter_topic_is_named(make_settings):
+    settings = make_settings()  # no worker ever ran here
+    with pytest.raises(StreamAppError, match=f"there is no dead-letter topic {settings.topics.dlq}"):
+        redrive(settings, {"key_mismatch"})

@@ -115,7 +115,12 @@ def read_events(log: str | Path, fmt: str, refusal: Callable[[dict[str, Any]], t
     of a user (applied once); each count said."""
     events, rejected, refused = load_accepted(log, fmt, refusal or (lambda event: None))
     seen: set[tuple[str, str]] = set()
-    kept = [e for e in events if (key := (e["user_id"], e["event_id"])) not in seen and not seen.add(key)]
+    kept = []
+    for event in events:
+        key = (event["user_id"], event["event_id"])
+        if key not in seen:
+            seen.add(key)
+            kept.append(event)
     left = [f"{len(rejected):,} unreadable lines"] if rejected else []
     left += [f"{len(refused):,} events the workers would refuse ({refused[0][1]}, ...)"] if refused else []
     left += [f"{len(events) - len(kept):,} repeated event ids"] if len(kept) < len(events) else []

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import Settings
-from ..contracts import COUNTED_HEADER, REDRIVE_HEADER, Rejection, Source, check_input
+from ..contracts import COUNTED_HEADER, Rejection, Source, check_input
 from ..core.events import Event
 from ..core.ordering import Released
 from .partitioning import partition_of
@@ -19,8 +19,7 @@ def counted_before(record: Any) -> bool:
     (`processing_error`) went through the item feed, which every worker runs on the whole input, before it was
     dead-lettered, and so did a copy of it refused again for another reason."""
     headers = getattr(record, "headers", None)
-    # the first form of the mark (the reason alone), from before 2026-11-30's second release of redrive
-    return bool(headers) and ((COUNTED_HEADER, b"1") in headers or (REDRIVE_HEADER, b"processing_error") in headers)
+    return bool(headers) and (COUNTED_HEADER, b"1") in headers
 
 
 def input_source(message: Any) -> Source:

@@ -11,7 +11,6 @@ asked for, and letters of other reasons wait for a redrive that names them.
 
 from __future__ import annotations
 
-import base64
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -19,12 +18,11 @@ from typing import Any
 
 import fastjsonschema
 import orjson
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 
-from ..config import Settings
-from ..contracts import COUNTED_HEADER, REDRIVE_HEADER, input_users, load_schema, validator
+from ..config import EVENT_TYPES, Settings
+from ..contracts import COUNTED_HEADER, REDRIVE_HEADER, input_users, letter_payload, load_schema, validator
 from ..errors import StreamAppError
-from ..kafka_security import kafka_python_kwargs
 from ..stream.erasures import ErasedUsers
 from ..stream.topics import ensure_topics
 from .consume import read_range, read_to_end
@@ -37,7 +35,6 @@ REASONS: tuple[str, ...] = tuple(load_schema("dead-letter")["properties"]["reaso
 NEVER_PASS = {"invalid_json": "its bytes are not JSON", "not_utf8": "its bytes are not UTF-8 text",
               "bad_state": "a learner's state record of a table changelog, not an input (its learner started afresh)"}
 REDRIVABLE: tuple[str, ...] = tuple(reason for reason in REASONS if reason not in NEVER_PASS)
-EVENT_TYPES = ("browse", "click", "purchase")
 
 
 @dataclass(frozen=True)
@@ -72,15 +69,6 @@ class RedriveSummary:
                 "dry_run": self.dry_run, "ranges": {str(p): list(r) for p, r in sorted(self.ranges.items())}}
 
 
-def payload_of(letter: dict[str, Any]) -> bytes | None:
-    """The input's value as it was: None for a tombstone."""
-    if letter.get("payload_null"):
-        return None
-    if "payload_base64" in letter:
-        return base64.b64decode(letter["payload_base64"])
-    return str(letter.get("payload_text", "")).encode("utf-8")
-
-
 def _json_object(value: bytes | None) -> dict[str, Any]:
     try:
         parsed = orjson.loads(value) if value is not None else None
@@ -99,7 +87,7 @@ def resend_of(letter: dict[str, Any], key: bytes | None, settings: Settings) -> 
         return NEVER_PASS[reason]
     if letter.get("payload_truncated"):
         return "its payload was kept cut at 384 KiB: only its producer can send it again"
-    value = payload_of(letter)
+    value = letter_payload(letter)
     parsed = _json_object(value)
     source = letter.get("source") or {}
     origin, stamp = source.get("topic"), source.get("timestamp")
@@ -157,10 +145,11 @@ class ErasureCheck:
         return False
 
 
-def positions(settings: Settings, reasons: set[str], partitions: list[int]) -> dict[str, dict[int, int]]:
-    """How far earlier redrives of each reason read each partition of the dead-letter topic (0: never), from the
-    compacted positions topic (a consumer group's committed offsets would expire, and the letters be sent again)."""
-    found = {reason: dict.fromkeys(partitions, 0) for reason in reasons}
+def positions(settings: Settings, reasons: set[str]) -> dict[str, dict[int, int]]:
+    """How far earlier redrives of each reason read each partition of the dead-letter topic (a partition not named:
+    never), from the compacted positions topic (a consumer group's committed offsets would expire, and the
+    letters be sent again)."""
+    found: dict[str, dict[int, int]] = {reason: {} for reason in reasons}
     check = validator("redrive-position")
     for record in read_to_end(settings, settings.topics.redrive_positions):
         try:
@@ -169,7 +158,7 @@ def positions(settings: Settings, reasons: set[str], partitions: list[int]) -> d
         except (orjson.JSONDecodeError, TypeError, fastjsonschema.JsonSchemaException):
             continue  # not a position this command wrote: read as none
         if position["reason"] in found and position["topic"] == settings.topics.dlq:
-            found[position["reason"]] = {p: position["offsets"].get(str(p), 0) for p in partitions}
+            found[position["reason"]] = {int(p): offset for p, offset in position["offsets"].items()}
     return found
 
 
@@ -190,28 +179,17 @@ def commit_read(settings: Settings, reasons: set[str], ends: dict[TopicPartition
                    "them again, which is safe")
 
 
-def _dlq_partitions(settings: Settings) -> list[int]:
-    consumer = KafkaConsumer(bootstrap_servers=settings.require_kafka().split(","), group_id=None,
-                             **kafka_python_kwargs(settings.kafka_security))
-    try:
-        partitions = consumer.partitions_for_topic(settings.topics.dlq)
-    finally:
-        consumer.close()
-    if not partitions:
-        raise StreamAppError(f"there is no dead-letter topic {settings.topics.dlq}: no worker has run in the namespace "
-                             f"{settings.namespace!r} (is STREAM_APP_NAMESPACE the workers'?)")
-    return sorted(partitions)
-
-
 def redrive(settings: Settings, reasons: set[str], from_start: bool = False, dry_run: bool = False
             ) -> RedriveSummary:
     """Send the dead letters of `reasons` that earlier redrives of their reason did not read (`from_start`: all)
     back to their topics (`dry_run`: count them only); mark them read once the broker acknowledged every send."""
-    partitions = _dlq_partitions(settings)
-    read_from = {reason: dict.fromkeys(partitions, 0) for reason in reasons} if from_start else positions(
-        settings, reasons, partitions)
-    records, starts, ends = read_range(settings, settings.topics.dlq,
-                                       from_offsets={p: min(done[p] for done in read_from.values()) for p in partitions})
+    read_from = {reason: {} for reason in reasons} if from_start else positions(settings, reasons)
+    partitions = {p for done in read_from.values() for p in done}
+    records, starts, ends = read_range(settings, settings.topics.dlq, from_offsets={
+        p: min(done.get(p, 0) for done in read_from.values()) for p in partitions})
+    if not ends:
+        raise StreamAppError(f"there is no dead-letter topic {settings.topics.dlq}: no worker has run in the namespace "
+                             f"{settings.namespace!r} (is STREAM_APP_NAMESPACE the workers'?)")
     summary = RedriveSummary(read=len(records), dry_run=dry_run,
                              ranges={tp.partition: (start, ends[tp]) for tp, start in starts.items()})
     for tp, end in ends.items():  # a position past the end: the topic was recreated; its letters are all new
@@ -229,7 +207,7 @@ def redrive(settings: Settings, reasons: set[str], from_start: bool = False, dry
             continue
         if reason not in reasons:
             summary.other_reasons[reason] += 1
-        elif record.offset < read_from[reason][record.partition]:
+        elif record.offset < read_from[reason].get(record.partition, 0):
             summary.sent_before += 1
         elif isinstance(resend := resend_of(letter, record.key, settings), str):
             summary.left[resend] += 1
