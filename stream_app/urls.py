@@ -8,9 +8,8 @@ from pathlib import Path
 
 from .errors import ConfigError
 
-# The secret runs to the last "@" before the host (a password may hold "@" or "/", which redis-py reads)
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][\w+.-]*://)(?P<user>[^:/@\s]*):(?P<secret>[^\s@]*(?:@[^\s@]*)*?)@"
-                              r"(?=[^@\s]*(?:\s|$))")
+_SCHEME = re.compile(r"[a-zA-Z][\w+.-]*://")
+_USER_THEN_COLON = re.compile(r"[^:/@\s]*:")
 _QUERY_SECRETS = re.compile(r"(?P<name>[?&](?:ssl_)?password=)[^&\s#]*")
 
 
@@ -35,5 +34,18 @@ def redact_url(text: str | None) -> str:
     sasl_ssl://user:pw@broker), for anything printed or logged: endpoints may carry credentials."""
     if text is None:
         return "(not set)"
-    text = _URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+    text = "".join(_without_secret(part) for part in re.split(r"(\s+)", text))
     return _QUERY_SECRETS.sub(lambda m: f"{m['name']}***", text)
+
+
+def _without_secret(word: str) -> str:
+    """A word (no whitespace) with the secret of its first URL holding one replaced: from the ':' after the user to
+    the word's last '@' (a password may hold "@" or "/", which redis-py reads). One pass: linear in the word."""
+    last_at = word.rfind("@")
+    if last_at < 0:
+        return word
+    for scheme in _SCHEME.finditer(word, 0, last_at):
+        user = _USER_THEN_COLON.match(word, scheme.end(), last_at)
+        if user is not None:
+            return f"{word[:user.end()]}***{word[last_at:]}"
+    return word

@@ -229,3 +229,14 @@ def test_an_unreachable_broker_message_gives_the_clients_last_warning_as_a_tls_o
     said = main.kafka_unreachable(KafkaTimeoutError("Unable to bootstrap from k1:9093"))
     assert "CERTIFICATE_VERIFY_FAILED" in said and "KAFKA_SSL_CAFILE" in said
     assert "u:***@k1" in said and ":pw@" not in said
+
+
+def test_train_and_the_content_export_name_a_missing_package_of_the_train_extra_before_any_work(monkeypatch, capsys):
+    import importlib.util
+
+    found = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else found(name, *a))
+    assert main.main(["train", OTTO, "--format", "otto"]) == 2
+    assert "training needs onnx" in capsys.readouterr().err
+    assert main.main(["content", "export"]) == 2
+    assert "the export needs onnx" in capsys.readouterr().err

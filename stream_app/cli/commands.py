@@ -15,6 +15,7 @@ from ..config import Settings
 from ..errors import StreamAppError
 from ..state_files import state_dir, unusable_state_dir
 from ..urls import redact_url
+from .model_commands import require_train_extra
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -385,11 +386,9 @@ def _read_titles(path: str, column: str, limit: int) -> list[str]:
 
 
 def cmd_content_export(args: argparse.Namespace) -> int:
-    try:
-        from stream_app_train.content_export import PARITY_TITLES, export_content
-    except ImportError as exc:
-        raise StreamAppError(f"the export needs PyTorch and transformers ({exc}): install the train extra, "
-                             "`.venv/bin/pip install -e '.[train]'`") from None
+    require_train_extra("the export", ("torch", "onnx", "transformers"))
+    from stream_app_train.content_export import PARITY_TITLES, export_content
+
     from ..serving.text_encoder import TextEncoder
 
     registry_dir = args.registry or Settings.from_env().registry_dir

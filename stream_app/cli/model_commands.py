@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 import time
@@ -112,12 +113,19 @@ def check_train_options(args: argparse.Namespace, settings: Settings, registry_d
                                  "into theirs, or set STREAM_APP_REGISTRY_DIR for them and here")
 
 
+def require_train_extra(what: str, modules: tuple[str, ...]) -> None:
+    """Refuse before any work if a package the train extra brings is missing (onnx is needed only at the export,
+    after the training: its absence there was a traceback at the end)."""
+    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    if missing:
+        raise StreamAppError(f"{what} needs {', '.join(missing)}, which this environment lacks: install the train "
+                             "extra, `.venv/bin/pip install -e '.[train]'`")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    try:
-        from stream_app_train.train import TrainConfig, train
-    except ImportError as exc:
-        raise StreamAppError(f"training needs PyTorch ({exc}): install the train extra, "
-                             "`.venv/bin/pip install -e '.[train]'`") from None
+    require_train_extra("training", ("torch", "onnx"))
+    from stream_app_train.train import TrainConfig, train
+
     from ..serving.registry import validation_said
     from ..stream import model_control
     from ..tools.replay import gate
