@@ -203,10 +203,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     setup_logging(settings.log_format, "info", f"serve:{socket.gethostname()}:{os.getpid()}")
     redis_url = settings.require_redis()
-    logging.getLogger("stream_app.read_api").info("starting GET /profiles/USER[?min_version=N] and /healthz on %s:%d, from "
-                                                  "Redis %s", args.host, args.port, redact_url(redis_url))
+    def listening() -> None:
+        logging.getLogger("stream_app.read_api").info(
+            "serving GET /profiles/USER[?min_version=N] and /healthz on %s:%d, from Redis %s", args.host, args.port,
+            redact_url(redis_url))
+
     try:
-        run_read_api(redis_url, settings.namespace, settings.read_wait_ms, args.host, args.port)
+        run_read_api(redis_url, settings.namespace, settings.read_wait_ms, args.host, args.port, listening)
     except OSError as exc:
         raise StreamAppError(f"cannot listen on {args.host}:{args.port} ({exc}); pick another with --port") from None
     return 0

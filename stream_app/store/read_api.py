@@ -13,6 +13,7 @@ import asyncio
 import logging
 import re
 import time
+from typing import Callable
 
 import orjson
 import redis.asyncio as aioredis
@@ -99,6 +100,9 @@ def read_api(redis_url: str, namespace: str, wait_ms: int) -> web.Application:
     return app
 
 
-def run_read_api(redis_url: str, namespace: str, wait_ms: int, host: str, port: int) -> None:
-    """Serve in the foreground until SIGTERM/SIGINT."""
-    web.run_app(read_api(redis_url, namespace, wait_ms), host=host, port=port, print=None, access_log=None)
+def run_read_api(redis_url: str, namespace: str, wait_ms: int, host: str, port: int,
+                 listening: Callable[[], None] = lambda: None) -> None:
+    """Serve in the foreground until SIGTERM/SIGINT; `listening()` once the socket is bound (aiohttp calls its
+    `print` then)."""
+    web.run_app(read_api(redis_url, namespace, wait_ms), host=host, port=port, print=lambda _banner: listening(),
+                access_log=None)
