@@ -20,6 +20,7 @@ from stream_app.store.redis_store import read_profile
 from stream_app.stream.erasures import ErasedUsers
 from stream_app.stream.partitioning import partition_of
 from stream_app.tools.consume import read_to_end
+from stream_app.tools.processes import wait_ready_workers
 from stream_app.tools.redrive import ErasureCheck, Resend, check_reasons, redrive, resend_of
 
 
@@ -68,6 +69,10 @@ def test_a_letter_is_sent_where_and_keyed_as_the_workers_require_or_says_why_it_
     assert (erasure.topic, erasure.key) == (t.erasures, b"u4")
     tombstone = {**_letter("key_mismatch", t.click, b"", None), "payload_null": True}
     assert resend_of(tombstone, None, settings).value is None  # a null value stays null, not an empty one
+    item = resend_of(_letter("key_mismatch", t.items, b'{"item_id": "i7", "title": "Mug"}', None), None, settings)
+    assert (item.topic, item.key, item.ts) == (t.items, b"i7", None)  # a catalogue record, keyed by its item
+    unread = resend_of(_letter("schema_violation", t.items, b'{"title": 5}', b"i8"), None, settings)
+    assert (unread.topic, unread.key) == (t.items, b"i8")  # its item unknown: the key it came with
 
 
 def test_an_erased_users_inputs_from_before_the_erasure_are_not_put_back_on_a_topic():
@@ -162,3 +167,33 @@ def test_a_namespace_without_a_dead_letter_topic_is_named(make_settings):
     settings = make_settings()  # no worker ever ran here
     with pytest.raises(StreamAppError, match=f"there is no dead-letter topic {settings.topics.dlq}"):
         redrive(settings, {"key_mismatch"})
+
+
+def test_bad_records_of_the_items_topic_are_dead_lettered_once_across_the_workers_and_can_be_re_driven(
+        make_settings, start_worker):
+    settings = make_settings()
+    t = settings.topics
+    workers = [start_worker(settings, wait_ready=False) for _ in range(2)]
+    wait_ready_workers(settings, workers, 90)
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    good = {"item_id": "i1", "title": "Blue mug", "schema_version": 1}
+    producer.send(t.items, key=b"i1", value=orjson.dumps(good))
+    producer.send(t.items, key=b"i2", value=b"{not json")
+    producer.send(t.items, key=b"i3", value=orjson.dumps({"item_id": "i3", "schema_version": 1}))  # no title
+    producer.send(t.items, key=b"wrong", value=orjson.dumps({**good, "item_id": "i4", "title": "Red mug"}))
+    producer.flush()
+    letters = [orjson.loads(r.value) for r in read_all(settings.kafka_bootstrap_servers, t.dlq, 3)]
+    time.sleep(3)  # the other worker's letters, were it to write them, would be there by now
+    letters = [orjson.loads(r.value) for r in read_all(settings.kafka_bootstrap_servers, t.dlq, 3, timeout=5)]
+    assert sorted((letter["reason"], letter["source"]["offset"]) for letter in letters) == [
+        ("invalid_json", 1), ("key_mismatch", 3), ("schema_violation", 2)]
+    assert {letter["source"]["topic"] for letter in letters} == {t.items}
+
+    summary = redrive(settings, {"key_mismatch", "schema_violation"})
+    assert summary.sent == {t.items: 2}  # nothing held back as an erased user's: an item is not a user
+    resent = [r for r in read_to_end(settings, t.items) if r.headers]
+    assert sorted((r.key, r.headers[0][1]) for r in resent) == [(b"i3", b"schema_violation"), (b"i4", b"key_mismatch")]
+    # the re-driven i4 is an item now; i3, still without a title, comes back as a new letter (once)
+    again = [orjson.loads(r.value) for r in read_all(settings.kafka_bootstrap_servers, t.dlq, 4)]
+    assert sorted(letter["reason"] for letter in again) == [
+        "invalid_json", "key_mismatch", "schema_violation", "schema_violation"]

@@ -6,8 +6,8 @@ consumer group, and keeps each item's latest text. Whenever the text of some ite
 model changed, the index is rebuilt off the event loop: texts already embedded by the same model
 version come from a cache keyed by `text_hash`, so an item is embedded again only when its text or
 the model changes. The batch loop takes `feed.index` at the start of a batch; a rebuild swaps it
-whole, never inside a batch. Records that break schemas/v1/item are counted and skipped (the edge,
-`stream-app items load`, dead-letters them).
+whole, never inside a batch. Records that break schemas/v1/item are counted and skipped here;
+`items_check` dead-letters them, once across the workers.
 """
 
 from __future__ import annotations
@@ -19,12 +19,11 @@ from typing import Any
 
 import numpy as np
 import orjson
-from fastjsonschema import JsonSchemaException
 
 from ..config import Settings
-from ..contracts import validator
 from ..core.content import ContentIndex, build_index, item_text
 from ..serving.text_encoder import TextEncoder, text_hash
+from .items_check import item_record_fault
 from .transport import from_the_beginning
 
 log = logging.getLogger("stream_app.catalogue")
@@ -109,15 +108,12 @@ class CatalogueFeed:
             if item_id is not None and self.texts.pop(item_id, None) is not None:
                 self.changes += 1
             return
-        try:
-            record = orjson.loads(value)
-            validator("item")(record)
-            if key != record["item_id"].encode():  # compaction and tombstones go by the key: it must name the item
-                raise ValueError(f"its key {key!r} is not its item_id {record['item_id']!r}")
-        except (orjson.JSONDecodeError, JsonSchemaException, ValueError) as exc:
+        fault = item_record_fault(key, value)
+        if fault is not None:
             self.invalid += 1
-            log.error("skipping catalogue record at %s[0]@%d: %s", self.settings.topics.items, offset, exc)
+            log.error("skipping catalogue record at %s[0]@%d: %s (%s)", self.settings.topics.items, offset, *fault)
             return
+        record = orjson.loads(value)
         text, item_id = item_text(record), record["item_id"]
         if self.texts.get(item_id) != text or self.listed_at.get(item_id) != record.get("listed_at"):
             self.texts[item_id] = text

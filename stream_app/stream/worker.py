@@ -37,6 +37,7 @@ from .commits import AppliedOffsets, InputEnds
 from .datadir import faust_datadir
 from .erasures import ErasedUsers, ErasureFeed
 from .gc_pauses import freeze_long_lived
+from .items_check import ItemsCheck
 from .metrics import Snapshot, WorkerMetrics
 from .model_control import ModelWatcher
 from .ordered_input import OrderedInput
@@ -95,6 +96,7 @@ class StreamWorker:
         # Erasures (erasures.py): the record of erased users, in a table partitioned like the profiles
         self.erased = ErasedUsers.table(app, settings, partitions, self.profile_table.changelog_topic_name)
         self.counters = Counters()
+        self.items_check = ItemsCheck(settings, self.output, self.counters)
         self.lock = asyncio.Lock()  # a batch and a rebalance never interleave
         # Redis losing the profile mirror is noticed at the heartbeat, and the owned profiles written back
         self.mirror = MirrorKeeper(self.store, self.profile_table.data, partitions, settings.namespace, self.mirrored,
@@ -177,6 +179,9 @@ class StreamWorker:
             pass
         await retries.keep_running("follow the item catalogue",
                                    lambda: self.catalogue.run(lambda: self.watcher.content, self.catalogue_ready))
+
+    async def check_items(self) -> None:
+        await retries.keep_running("dead-letter bad records of the items topic", self.items_check.run)
 
     async def read_all_inputs(self) -> None:
         await asyncio.gather(retries.keep_running("read the input topics", self.ordered.run),
@@ -395,6 +400,10 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
     @app.task
     async def follow_catalogue() -> None:
         await worker.follow_catalogue()
+
+    @app.task
+    async def check_items() -> None:
+        await worker.check_items()
 
     @app.task
     async def read_all_inputs() -> None:

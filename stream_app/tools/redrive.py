@@ -79,8 +79,8 @@ def _json_object(value: bytes | None) -> dict[str, Any]:
 
 def resend_of(letter: dict[str, Any], key: bytes | None, settings: Settings) -> Resend | str:
     """What re-driving a dead letter sends, or why it cannot be sent. An input event goes to its type's topic
-    keyed by its user, an erasure request keyed by its user, as the workers require; so a letter refused for
-    its key, partition or topic is sent as it should have been."""
+    keyed by its user, an erasure request keyed by its user, an item record keyed by its item, as the workers
+    require; so a letter refused for its key, partition or topic is sent as it should have been."""
     topics = settings.topics
     reason = str(letter.get("reason"))
     if reason in NEVER_PASS:
@@ -96,6 +96,11 @@ def resend_of(letter: dict[str, Any], key: bytes | None, settings: Settings) -> 
     event_type = parsed.get("type")
     user = parsed.get("user_id")
     user_key = user.encode() if isinstance(user, str) else key
+    if origin == topics.items and source.get("line") is None:  # a catalogue record (its letter has no key)
+        item = parsed.get("item_id")
+        kept = letter.get("key_text")
+        item_key = item.encode() if isinstance(item, str) else kept.encode() if isinstance(kept, str) else None
+        return Resend(origin, item_key, value, None, reason, record_ts)
     if origin in topics.inputs or (origin != topics.erasures and source.get("line") is None
                                    and event_type in EVENT_TYPES):
         # a worker's letter, or an event `replay` refused (its source is the file): the event's type says where
@@ -219,7 +224,8 @@ def redrive(settings: Settings, reasons: set[str], from_start: bool = False, dry
             erasures.add(resend)  # type: ignore[union-attr]
     resends = []
     for resend, letter_key, partition, offset in candidates:
-        if resend.topic != settings.topics.erasures and erasures.holds_back(resend, letter_key):  # type: ignore[union-attr]
+        if resend.topic not in (settings.topics.erasures, settings.topics.items) and \
+                erasures.holds_back(resend, letter_key):  # type: ignore[union-attr]
             summary.left["an erased user's input from before the erasure (the workers would drop it)"] += 1
         else:
             resends.append((resend.ts if resend.ts is not None else -1, partition, offset, resend))

@@ -1,0 +1,92 @@
+"""Bad records of the `items` topic to the dead-letter topic, once across the workers.
+
+Every worker reads the whole items topic for its catalogue (catalogue_feed) and skips what breaks the item
+schema; if each dead-lettered what it skipped, N workers would write N letters per record. So the check is a
+consumer group of its own: the one worker holding the topic's partition writes the letters and commits past
+them once the broker has them (at least once: a check cut short between the two writes a letter again).
+
+A letter of an item record has no message key: an item id is not a user, and `stream-app erase` finds a user's
+letters by key. The record's key stays in the letter's `key_text`, which `redrive` sends it with.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import ConsumerRecord
+from fastjsonschema import JsonSchemaException
+
+from ..config import Settings
+from ..contracts import Rejection, Source, validator
+from ..kafka_security import aiokafka_kwargs
+from .batch import Counters
+from .output import BatchProducer, Outbox
+
+log = logging.getLogger("stream_app.catalogue")
+
+
+def item_record_fault(key: bytes | None, value: bytes) -> tuple[str, str] | None:
+    """Why a (non-tombstone) record of the items topic is not an item, as (dead-letter reason, detail); None: it is."""
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return "not_utf8", f"the record is not UTF-8 text ({exc})"
+    try:
+        record = orjson.loads(value)
+        validator("item")(record)
+    except orjson.JSONDecodeError as exc:
+        return "invalid_json", str(exc)
+    except JsonSchemaException as exc:
+        return "schema_violation", exc.message
+    if key != record["item_id"].encode():  # compaction and tombstones go by the key: it must name the item
+        return "key_mismatch", f"its key {key!r} is not its item_id {record['item_id']!r} (key item records by item_id)"
+    return None
+
+
+class ItemsCheck:
+    """The worker's member of the items topic's check group (`run` until cancelled)."""
+
+    def __init__(self, settings: Settings, output: BatchProducer, counters: Counters):
+        self.settings = settings
+        self.output = output
+        self.counters = counters  # the worker's: its dead-letter metrics count these letters too
+
+    def consumer(self) -> AIOKafkaConsumer:
+        settings = self.settings
+        return AIOKafkaConsumer(settings.topics.items, bootstrap_servers=settings.require_kafka().split(","),
+                                group_id=f"{settings.app_id}.items-check", enable_auto_commit=False,
+                                auto_offset_reset="earliest", fetch_max_wait_ms=max(settings.fetch_max_wait_ms, 500),
+                                **aiokafka_kwargs(settings.kafka_security))
+
+    async def run(self) -> None:
+        consumer = self.consumer()
+        await consumer.start()
+        try:
+            while True:
+                batches = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+                if not batches:
+                    continue
+                outbox = Outbox()
+                for tp, messages in batches.items():
+                    for message in messages:
+                        if message.value is not None:
+                            self.check(message, outbox)
+                await self.output.deliver(outbox)  # the letters stored before the check moves past them
+                await consumer.commit()
+        finally:
+            await consumer.stop()
+
+    def check(self, message: ConsumerRecord, outbox: Outbox) -> None:
+        fault = item_record_fault(message.key, message.value)
+        if fault is None:
+            return
+        reason, detail = fault
+        source = Source(message.topic, message.partition, message.offset, message.timestamp)
+        log.warning("dead-lettered the items record at %s: %s (%s)", source, reason, detail[:200],
+                    extra={"topic": source.topic, "partition": source.partition, "offset": source.offset})
+        outbox.add(self.settings.topics.dlq, None,
+                   orjson.dumps(Rejection(reason, detail, source, message.key, message.value).to_record()))
+        self.counters.rejected += 1
+        self.counters.dead_letters[reason] = self.counters.dead_letters.get(reason, 0) + 1
