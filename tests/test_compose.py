@@ -183,3 +183,7 @@ def test_the_commented_authentication_settings_are_ones_the_code_reads_and_match
     assert f'user_{security.sasl_username}="${{KAFKA_SASL_PASSWORD}}"' in jaas
     redis_command = [line for line in COMPOSE.read_text().splitlines() if "--requirepass" in line]
     assert len(redis_command) == 1 and redis_command[0].lstrip().startswith("# command:")
+    # a Redis that evicts when full would drop erasure markers first (volatile-*) or profiles silently (allkeys-*)
+    assert '"--maxmemory-policy", "noeviction"' in redis_command[0]
+    command = services["redis"]["command"]
+    assert command[command.index("--maxmemory-policy") + 1] == "noeviction"

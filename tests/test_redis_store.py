@@ -428,3 +428,64 @@ def test_the_profile_command_says_which_key_is_not_a_profile_and_reads_a_hand_ed
     assert main(["profile", "edited"]) == 2
     err = capsys.readouterr().err
     assert "was erased (request time garbage ms)" in err and "Traceback" not in err
+
+
+def test_a_late_removal_of_an_earlier_owner_leaves_a_newer_profile_in_place(services, redis_client):
+    """A batch that outlived its partitions' revoke delivers its eviction or erasure after the new owner wrote the
+    user's newer profile (it saw no tombstone: the old batch's Kafka output comes after Redis). The removal deleted
+    whatever the key held, and the marker then kept the refill from writing it back: the read API said 404."""
+    store, namespace = fresh_store(services)
+
+    def write(profile: Profile, at: int):
+        return store.write_profiles([(profile, profile.to_json(internal=False))], now_ms=at)
+
+    async def scenario() -> list:
+        try:
+            await write(user_profile(5, 1_000), 100)
+            await write(user_profile(1, 9_000), 600)  # the new owner evicted it too; the user began anew
+            late_evictions = [await store.delete_profiles(["u1"], evicted={"u1": 1_000}, now_ms=500)]
+            await write(user_profile(7, 9_000), 700)
+            redis_client.delete(profile_key("u1", namespace))
+            await write(user_profile(6, 1_000), 800)  # the new owner applied an event to the same profile
+            late_evictions.append(await store.delete_profiles(["u1"], evicted={"u1": 1_000}, now_ms=500))
+            kept = read_profile(redis_client, "u1", namespace)["profile_version"]
+            await write(user_profile(3, 6_000), 900)  # begun after an erasure at 5,000
+            late_erasure = await store.delete_profiles(["u1"], {"u1": 5_000}, now_ms=500)
+            after_erasure = read_profile(redis_client, "u1", namespace)["profile_version"]
+            on_time = await store.delete_profiles(["u1"], evicted={"u1": 6_000}, now_ms=1_000)
+            late = await store.delete_profiles(["u1"], evicted={"u1": 6_000}, now_ms=950)
+            return [late_evictions, kept, late_erasure, after_erasure, on_time, late]
+        finally:
+            await store.close()
+
+    late_evictions, kept, late_erasure, after_erasure, on_time, late = asyncio.run(scenario())
+    assert late_evictions == [{"u1": False}, {"u1": False}] and kept == 6
+    assert late_erasure == {"u1": False} and after_erasure == 3
+    assert on_time == {"u1": True} and late == {"u1": False}
+    marker = redis_client.hgetall(profile_key("u1", namespace))  # the later eviction's marker stays
+    assert marker == {b"evicted_generation": b"6000", b"evicted_at": b"1000"}
+
+
+def test_a_redis_that_evicts_keys_when_full_is_reported_once(services, redis_client):
+    """Under volatile-lru a full Redis evicted an erased user's marker first; a late write of the erased profile
+    then landed."""
+    store, _ = fresh_store(services)
+    before = redis_client.config_get("maxmemory*")
+
+    async def asked() -> list:
+        try:
+            return [await store.eviction_risk(), await store.eviction_risk()]
+        finally:
+            await store.close()
+
+    try:
+        redis_client.config_set("maxmemory", 512 * 1024 * 1024)
+        redis_client.config_set("maxmemory-policy", "volatile-lru")
+        said, again = asyncio.run(asked())
+        assert "maxmemory-policy volatile-lru" in said and "noeviction" in said and again is None
+        redis_client.config_set("maxmemory-policy", "noeviction")
+        store, _ = fresh_store(services)
+        assert asyncio.run(asked()) == [None, None]
+    finally:
+        redis_client.config_set("maxmemory", before["maxmemory"])
+        redis_client.config_set("maxmemory-policy", before["maxmemory-policy"])

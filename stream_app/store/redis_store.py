@@ -52,19 +52,33 @@ return 1
 """
 
 # KEYS[1] = hash; ARGV = erased_at (ms, 0: not erased), the evicted profile's generation (0: not evicted), the
-# eviction's time (ms), marker lifetime (ms). Leaves the marker (an earlier one's erasure time kept). A key of
-# another type (not this project's hash) is deleted too. Returns whether a profile was there.
+# removal's batch time (ms), marker lifetime (ms). Leaves the marker (the later of two erasure times, of two
+# evictions). A stored profile that is not the one removed stays, with no marker: for an erasure, one begun after
+# it; for an eviction, one of a later generation, or of the same written after this batch began (a new owner's,
+# when this removal outlived its partitions' revoke and a retry through an outage delivered it late). A key of
+# another type (not this project's hash) is deleted. Returns whether the profile removed was there.
 _REMOVE = """
-local existed, erased_at = 0, tonumber(ARGV[1])
+local existed, erased_at, evicted = 0, tonumber(ARGV[1]), tonumber(ARGV[2]) or 0
+local evicted_gen, evicted_at = ARGV[2], ARGV[3]
 if redis.call('TYPE', KEYS[1]).ok == 'hash' then
-  local stored = redis.call('HMGET', KEYS[1], 'profile', 'erased_at')
-  if stored[1] then existed = 1 end
+  local stored = redis.call('HMGET', KEYS[1], 'profile', 'erased_at', 'generation', 'updated_at',
+                            'evicted_generation', 'evicted_at')
+  if stored[1] then
+    local gen, at = tonumber(stored[3] or '0') or 0, tonumber(stored[4] or '0') or 0
+    if erased_at > 0 then
+      if gen > erased_at then return 0 end
+    elseif evicted > 0 and (gen > evicted or (gen == evicted and at > tonumber(ARGV[3]))) then
+      return 0
+    end
+    existed = 1
+  end
   erased_at = math.max(erased_at, tonumber(stored[2] or '0') or 0)
+  if (tonumber(stored[6] or '0') or 0) > tonumber(ARGV[3]) then evicted_gen, evicted_at = stored[5], stored[6] end
 end
 redis.call('DEL', KEYS[1])
 if erased_at > 0 then redis.call('HSET', KEYS[1], 'erased_at', erased_at) end
-if ARGV[2] ~= '0' then redis.call('HSET', KEYS[1], 'evicted_generation', ARGV[2], 'evicted_at', ARGV[3]) end
-if erased_at > 0 or ARGV[2] ~= '0' then redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
+if evicted > 0 then redis.call('HSET', KEYS[1], 'evicted_generation', evicted_gen, 'evicted_at', evicted_at) end
+if erased_at > 0 or evicted > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
 return existed
 """
 
@@ -96,6 +110,7 @@ class ProfileStore:
         self._client: aioredis.Redis | None = None
         self.refused = 0  # profile writes Redis refused for good (logged, skipped)
         self._worker_key: str | bool | None = None  # the status key published (False: closed)
+        self.policy_checked = False  # eviction_risk asked
 
     @property
     def client(self) -> aioredis.Redis:
@@ -156,6 +171,25 @@ class ProfileStore:
         for user_id, deleted in zip(user_ids, results):  # a user twice (an eviction, then an
             held[user_id] = held.get(user_id, False) or bool(deleted)  # erasure): did either find a profile
         return held
+
+    async def eviction_risk(self) -> str | None:
+        """What is wrong with the server's eviction policy for this store, once per store (None: nothing, or
+        INFO not allowed by an ACL). Under a `volatile-*` policy a full Redis drops the keys with a TTL first: the
+        markers that refuse an erased user's late profile; under `allkeys-*` profiles go silently, and the mirror
+        marker still says the mirror is whole, so no worker writes them back."""
+        if self.policy_checked:
+            return None
+        try:
+            memory = await self.client.info("memory")
+        except redis.ResponseError:
+            memory = {}
+        self.policy_checked = True  # (a connection error leaves it to the next status)
+        policy, limit = memory.get("maxmemory_policy", "noeviction"), int(memory.get("maxmemory", 0) or 0)
+        if limit == 0 or policy == "noeviction":
+            return None
+        return (f"Redis evicts keys when full (maxmemory {limit:,} bytes, maxmemory-policy {policy}): erased users' "
+                "markers or profiles would go silently. Run it with maxmemory-policy noeviction (a full Redis then "
+                "refuses writes, which the workers retry and report) or without maxmemory")
 
     async def publish_worker_status(self, worker_id: str, status: dict[str, Any], ttl_s: int) -> None:
         """A short-lived key per worker: what operators (and the demo) read to see who is up."""
@@ -240,7 +274,10 @@ def profile_users(client: redis.Redis, namespace: str) -> Iterator[str]:
     """The user ids of every profile key in Redis (SCAN: no long block of the server)."""
     prefix = profile_key("", namespace)
     for key in client.scan_iter(match=f"{prefix}*", count=1000):
-        yield key.decode("utf-8")[len(prefix):]
+        try:
+            yield key.decode("utf-8")[len(prefix):]
+        except UnicodeDecodeError:  # not a key of this project (user ids are text): left alone
+            log.warning("skipping the Redis key %r: not UTF-8, so not a profile of this project", key)
 
 
 def worker_key(namespace: str, worker_id: str) -> str:

@@ -49,6 +49,9 @@ async def publish_status(worker: Any) -> None:
             "models": worker.watcher.status(), "catalogue": worker.catalogue.status(),
             "updated_at": int(time.time() * 1000)}, ttl_s=STATUS_TTL_S)
         worker.redis_refusal = None
+        risk = await worker.store.eviction_risk()
+        if risk:
+            log.error("%s", risk)
     except PERMANENT as exc:  # a wrong password or ACL: not ready, so a rollout with a bad REDIS_URL stops here
         worker.redis_refusal = described(exc)
         log.error("Redis at %s refuses the worker status (%s): check REDIS_URL's password or the ACL",
