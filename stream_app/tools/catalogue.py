@@ -20,17 +20,9 @@ from fastjsonschema import JsonSchemaException
 from ..config import Settings
 from ..contracts import Rejection, Source, validator
 from ..errors import InputFileError
+from .log_checks import ONLINE_RETAIL_COLUMNS, LineRejection, first_rejection, nothing_read
 from .log_files import check_file, open_text, reading_as
-from .recorded import (
-    ONLINE_RETAIL_COLUMNS,
-    LineRejection,
-    _csv_with_columns,
-    _day_first,
-    _log_rows,
-    _retail_ms,
-    first_rejection,
-    nothing_read,
-)
+from .recorded import _csv_with_columns, _day_first, _log_rows, _retail_ms
 
 FORMATS = ("jsonl", "csv", "online-retail")
 

@@ -22,19 +22,19 @@ import orjson
 from ..contracts import Rejection, Source, validator
 from ..errors import InputFileError
 from .csv_rows import CsvRows
-from .log_files import check_file, holds_only_blank_lines, numbered_lines, open_text, reading_as
-
-FORMATS = ("jsonl", "otto", "csv", "retailrocket", "movielens", "online-retail")
+from .log_checks import (
+    CSV_COLUMNS,
+    FORMATS,
+    ONLINE_RETAIL_COLUMNS,
+    LineRejection,
+    nothing_read,
+    require_columns,
+)
+from .log_files import check_file, numbered_lines, open_text, reading_as
 
 OTTO_TYPES = {"clicks": ("click", None), "carts": ("purchase", "cart"), "orders": ("purchase", "order")}
 RETAILROCKET_TYPES = {"view": ("browse", None), "addtocart": ("purchase", "cart"),
                       "transaction": ("purchase", "order")}
-
-
-@dataclass(frozen=True, slots=True)
-class LineRejection:
-    line: int
-    rejection: Rejection
 
 
 Read = dict[str, Any] | LineRejection
@@ -130,34 +130,15 @@ def _otto_aid(aid: Any, what: str = "aid") -> str:
 def _csv_with_columns(fh: Any, path: Path, required: tuple[str, ...]) -> csv.DictReader:
     """A csv reader over `fh`, once its header is known to name every `required` column."""
     reader = csv.DictReader(fh)
-    _require_columns(reader.fieldnames or [], path, required)
+    require_columns(reader.fieldnames or [], path, required)
     return reader
 
 
 def _log_rows(fh: Any, path: Path, required: tuple[str, ...]) -> CsvRows:
     """The data rows of a log's csv (one line each: csv_rows.py), once its header names every `required` column."""
     rows = CsvRows(fh)
-    _require_columns(rows.header, path, required)
+    require_columns(rows.header, path, required)
     return rows
-
-
-def _require_columns(header: list[str], path: Path, required: tuple[str, ...]) -> None:
-    missing = [c for c in required if c not in header]
-    if missing:
-        with open_text(path) as again:  # the line as written (the csv module has stripped its quotes)
-            first = again.readline().rstrip("\r\n")
-        shown = first if len(first) <= 120 else first[:120] + "..."
-        if not first.strip() and holds_only_blank_lines(path):
-            raise InputFileError(f"{path}: the file is empty (only blank lines)")
-        matching = [fmt for fmt, columns in CSV_COLUMNS.items() if set(columns) <= set(header)]
-        separator = next((name for mark, name in (("::", "'::' (MovieLens' older ratings.dat)"), ("\t", "tabs"),
-                                                   (";", "';'")) if mark in first and "," not in first), None)
-        hint = (" (it looks like JSON lines: --format jsonl, or otto for OTTO sessions)" if first.startswith("{")
-                else f" (its header is that of --format {matching[0]})" if matching
-                else f" (its fields are separated by {separator}: the csv formats read commas; convert it, e.g. "
-                     f"with `sed`, and give it a header line)" if separator else "")
-        raise InputFileError(f"{path}: the first line is not a header naming {', '.join(missing)}: {shown!r}; "
-                             f"expected columns {', '.join(required)}{hint}")
 
 
 def _read_csv(path: Path, required: tuple[str, ...],
@@ -226,11 +207,6 @@ def _finite(row: dict[str, str], name: str) -> float:
     return value
 
 
-ONLINE_RETAIL_COLUMNS = ("InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice",
-                         "CustomerID", "Country")
-#: The columns each csv format needs (a header naming another format's is said to be that format's).
-CSV_COLUMNS = {"csv": ("user_id", "item_id", "type", "ts"), "retailrocket": ("timestamp", "visitorid", "event", "itemid"),
-               "movielens": ("userId", "movieId", "rating", "timestamp"), "online-retail": ONLINE_RETAIL_COLUMNS}
 _RETAIL_DATE = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}(?::\d{2})?")
 _SLASH_DATE = re.compile(r"(\d{1,2})/(\d{1,2})/(\d{4}) (\d{1,2}):(\d{2})(?::(\d{2}))?")
 _EPOCH = dt.datetime(1970, 1, 1)
@@ -425,26 +401,3 @@ def load_accepted(path: str | Path, fmt: str, refusal: Callable[[dict[str, Any]]
         refused = [found for found in refused if found[0]["ts"] <= kept[-1]["ts"]]
     refused.sort(key=lambda found: found[0]["ts"])  # in time order, as without a limit
     return kept, rejected, refused
-
-
-def first_rejection(rejected: list[LineRejection]) -> str:
-    """The first rejected line's reason and detail (cut short), for a one-line message."""
-    first = rejected[0].rejection
-    detail = first.detail if len(first.detail) <= 160 else first.detail[:160] + "..."
-    return f"{first.reason} ({detail})"
-
-
-def nothing_read(path: Path, fmt: str, rejected: list[LineRejection], what: str = "events",
-                 formats: tuple[str, ...] = FORMATS, check: str = "", option: str = "--format") -> str:
-    """Why a file gave no event (or item) at all: most often a format (`option`) that is not the file's."""
-    if not rejected and holds_only_blank_lines(path):
-        return f"{path}: the file is empty (only blank lines)"
-    if not rejected and fmt in CSV_COLUMNS and len([*zip(range(2), numbered_lines(path))]) == 1:
-        return f"{path}: only a header line, no {what}"
-    hint = f"is {option} right? one of {', '.join(formats)}{check}"
-    if not rejected:
-        return f"{path}: no {what} in it as {fmt} ({hint})"
-    if all(r.rejection.reason == "schema_violation" for r in rejected):  # read as the format, not as records
-        hint = f"the lines read as {fmt} but lack what the schema asks (or {hint})"
-    return (f"{path}: no {what} read as {fmt}: all {len(rejected):,} lines rejected, the first as "
-            f"{first_rejection(rejected)}; {hint}")

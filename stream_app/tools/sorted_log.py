@@ -17,8 +17,9 @@ from typing import IO, Any, Callable, Iterator
 import orjson
 
 from ..errors import InputFileError
+from .log_checks import LineRejection, nothing_read
 from .log_files import reading_as
-from .recorded import LineRejection, OnlineRetailStats, Refused, load_accepted, nothing_read, read_log
+from .recorded import OnlineRetailStats, Refused, load_accepted, read_log
 
 #: Events sorted in memory at once (about 0.8 KB each as Python objects): beyond, runs go to disk.
 RUN_EVENTS = 500_000
