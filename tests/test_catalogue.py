@@ -108,3 +108,29 @@ def test_a_catalogue_without_one_item_fails_saying_what_to_check_and_sends_nothi
     assert main(["items", "load", str(header_only), "--format", "csv"]) == 2
     assert f"{header_only}: only a header line, no items" in capsys.readouterr().err
     assert producer.sent == []
+
+
+def test_a_catalogue_csv_row_of_the_wrong_width_or_with_an_unclosed_quote_is_that_lines_rejection(
+        tmp_path, no_services, producer, capsys):
+    import orjson
+
+    catalogue = tmp_path / "items.csv"
+    catalogue.write_text('item_id,title\n22633,HAND WARMER, UNION JACK\n1,"Open quote\n2,Two\n3,Three\n')
+    assert main(["items", "load", str(catalogue), "--format", "csv"]) == 0
+    out = capsys.readouterr().out
+    assert f"loaded 2 items from {catalogue}" in out
+    assert ("2 catalogue records rejected, the first as schema_violation (line 2: 3 fields where the header names 2 "
+            "(an unquoted comma?))") in out
+    items = {key: orjson.loads(value) for topic, key, value in producer.sent if topic == "items"}
+    assert items == {b"2": {"item_id": "2", "title": "Two", "schema_version": 1},
+                     b"3": {"item_id": "3", "title": "Three", "schema_version": 1}}
+    letters = [orjson.loads(value) for topic, _, value in producer.sent if topic == "events.dlq"]
+    assert [(letter["source"]["line"], letter["detail"][:8]) for letter in letters] == [(2, "line 2: "),
+                                                                                        (3, "line 3: ")]
+    assert "a quoted field opens on it and does not close on it" in letters[1]["detail"]
+    long_quote = tmp_path / "long.csv"  # a quote left open before a long file: no "field larger than field limit"
+    long_quote.write_text('item_id,title\n1,"Open\n' + "".join(f"{n},{'x' * 100}\n" for n in range(2, 2000)))
+    from stream_app.tools.catalogue import load_catalogue
+
+    items, rejected = load_catalogue(long_quote, "csv")
+    assert len(items) == 1998 and [r.line for r in rejected] == [2]

@@ -22,7 +22,7 @@ from ..contracts import Rejection, Source, validator
 from ..errors import InputFileError
 from .log_checks import ONLINE_RETAIL_COLUMNS, LineRejection, first_rejection, nothing_read
 from .log_files import check_file, open_text, reading_as
-from .recorded import _csv_with_columns, _day_first, _log_rows, _retail_ms
+from .recorded import _day_first, _log_rows, _retail_ms
 
 FORMATS = ("jsonl", "csv", "online-retail")
 
@@ -97,12 +97,18 @@ def _read_jsonl(path: Path) -> Iterator[Read]:
 
 
 def _read_csv(path: Path) -> Iterator[Read]:
+    """A row a line, as the event readers read theirs (csv_rows.py): a row with more or fewer fields than the header
+    (an unquoted comma in a title) or a quote that does not close on its line is that line's rejection."""
     with open_text(path) as fh:
-        reader = _csv_with_columns(fh, path, ("item_id", "title"))
-        for row in reader:
-            line = reader.line_num
-            raw = ",".join(str(v) for v in row.values() if v is not None).encode()
-            record: dict[str, Any] = {"item_id": (row["item_id"] or "").strip(), "title": (row["title"] or "").strip(),
+        rows = _log_rows(fh, path, ("item_id", "title"))
+        for line, row, problem in rows:
+            if row is None:
+                text = rows.line_text(line).encode()
+                yield LineRejection(line, Rejection("schema_violation", f"line {line}: {problem}", Source(str(path)),
+                                                    None, text))
+                continue
+            raw = ",".join(row.values()).encode()
+            record: dict[str, Any] = {"item_id": row["item_id"].strip(), "title": row["title"].strip(),
                                       "schema_version": 1}
             for name in ("description", "brand"):
                 if (row.get(name) or "").strip():

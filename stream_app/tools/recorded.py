@@ -6,7 +6,6 @@ Gzipped files (`.gz`, recognised by their magic bytes) are read transparently.""
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import hashlib
 import heapq
@@ -125,13 +124,6 @@ def _otto_aid(aid: Any, what: str = "aid") -> str:
     if isinstance(aid, bool) or not isinstance(aid, (int, str)) or aid == "":
         raise ValueError(f"{what} {aid!r} is not an id")
     return str(aid)
-
-
-def _csv_with_columns(fh: Any, path: Path, required: tuple[str, ...]) -> csv.DictReader:
-    """A csv reader over `fh`, once its header is known to name every `required` column."""
-    reader = csv.DictReader(fh)
-    require_columns(reader.fieldnames or [], path, required)
-    return reader
 
 
 def _log_rows(fh: Any, path: Path, required: tuple[str, ...]) -> CsvRows:
