@@ -139,7 +139,8 @@ def test_a_log_read_in_another_format_says_which_formats_there_are_and_shows_its
     message = str(as_csv.value)
     assert '\'{"session":0,"events":[{"aid":0,' in message and len(message) < 360 + len(str(sessions))  # as written, cut short
     assert "--format jsonl, or otto" in message
-    with pytest.raises(InputFileError, match=r"all 3 lines rejected, the first as schema_violation .*is --format right"):
+    with pytest.raises(InputFileError, match=r"all 3 lines rejected, the first as schema_violation .*its lines are "
+                                             r"OTTO sessions \(JSON with session and events\): give --format otto"):
         load_sorted(sessions, "jsonl")  # JSON, but no session is an event
     assert len(load_sorted(sessions, "otto")[0]) == 120
     header_only = tmp_path / "header.csv"
@@ -425,3 +426,34 @@ def test_an_archive_another_separator_or_a_timestamp_that_is_not_whole_is_named_
     rr.write_text("timestamp,visitorid,event,itemid,transactionid\n1433221955914.0,1,view,2,\n1433221955915,1,view,2,\n")
     events, rejected = load_sorted(rr, "retailrocket")
     assert len(events) == 1 and "timestamp '1433221955914.0' is not a whole number of ms" in rejected[0].rejection.detail
+
+
+def test_a_log_read_as_another_format_stops_after_its_first_thousand_lines_rejected_and_names_its_format(tmp_path):
+    from stream_app.tools.recorded import load_accepted
+
+    retail = tmp_path / "online_retail.csv.gz"
+    rows = ["InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country",
+            *(f"{n},71053,WHITE METAL LANTERN,6,2010-12-01 08:26,3.39,17850,UK" for n in range(5000))]
+    retail.write_bytes(gzip.compress("\n".join(rows).encode()))
+    reads = []
+    with pytest.raises(InputFileError) as stopped:
+        for read in read_log(retail, "jsonl"):  # evaluate's and train's default
+            reads.append(read)
+    assert len(reads) == 1000 and all(isinstance(read, LineRejection) for read in reads)  # not the whole file
+    assert (f"{retail}: no events read as jsonl: its first 1,000 lines all rejected (not read further), the first as "
+            "invalid_json (line 1: ") in str(stopped.value)
+    assert str(stopped.value).endswith("its first line is a header of --format online-retail: give --format "
+                                       "online-retail")
+    with pytest.raises(InputFileError, match="first 1,000 lines all rejected"):
+        load_accepted(retail, "jsonl", lambda event: None, limit=10)
+    events = tmp_path / "events.csv"  # a csv of events read as jsonl: its format named, and all lines said
+    events.write_text("user_id,item_id,type,ts\nu1,i1,click,1700000000000\n")
+    with pytest.raises(InputFileError, match="all 2 lines rejected, .*its first line is a header of --format csv: "
+                                             "give --format csv$"):
+        load_sorted(events, "jsonl")
+    late = tmp_path / "late.jsonl"  # a log whose first events come after 1,000 bad lines is read, not given up on
+    late.write_text("not json\n" * 999 + orjson.dumps({"event_id": "e", "user_id": "u", "item_id": "i", "type": "click",
+                                                       "ts": 1700000000000, "schema_version": 1}).decode() + "\n"
+                    + "not json\n" * 2000)
+    found, rejected = load_sorted(late, "jsonl")
+    assert len(found) == 1 and len(rejected) == 2999

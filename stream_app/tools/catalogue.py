@@ -25,6 +25,8 @@ from .log_files import check_file, open_text, reading_as
 from .recorded import _day_first, _log_rows, _retail_ms
 
 FORMATS = ("jsonl", "csv", "online-retail")
+#: The columns of the csv formats (a catalogue's first line naming them, read as jsonl, is said to be one of them)
+CATALOGUE_COLUMNS = {"csv": ("item_id", "title"), "online-retail": ONLINE_RETAIL_COLUMNS}
 
 Read = dict[str, Any] | LineRejection
 
@@ -64,7 +66,7 @@ def load_catalogue(path: str | Path, fmt: str, option: str = "--format"
     if not items:
         raise InputFileError(nothing_read(Path(path), fmt, rejected, "items", FORMATS,
                                           "; every record needs an item_id and a title, schemas/v1/item.schema.json",
-                                          option))
+                                          option, CATALOGUE_COLUMNS))
     return items, rejected
 
 
@@ -100,7 +102,7 @@ def _read_csv(path: Path) -> Iterator[Read]:
     """A row a line, as the event readers read theirs (csv_rows.py): a row with more or fewer fields than the header
     (an unquoted comma in a title) or a quote that does not close on its line is that line's rejection."""
     with open_text(path) as fh:
-        rows = _log_rows(fh, path, ("item_id", "title"))
+        rows = _log_rows(fh, path, CATALOGUE_COLUMNS["csv"])
         for line, row, problem in rows:
             if row is None:
                 text = rows.line_text(line).encode()

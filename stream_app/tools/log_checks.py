@@ -3,8 +3,12 @@ whether a header names them, and why a file gave no event at all (most often a -
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import orjson
 
 from ..contracts import Rejection
 from ..errors import InputFileError
@@ -52,16 +56,68 @@ def first_rejection(rejected: list[LineRejection]) -> str:
 
 
 def nothing_read(path: Path, fmt: str, rejected: list[LineRejection], what: str = "events",
-                 formats: tuple[str, ...] = FORMATS, check: str = "", option: str = "--format") -> str:
-    """Why a file gave no event (or item) at all: most often a format (`option`) that is not the file's."""
+                 formats: tuple[str, ...] = FORMATS, check: str = "", option: str = "--format",
+                 columns: dict[str, tuple[str, ...]] = CSV_COLUMNS, gave_up: bool = False) -> str:
+    """Why a file gave no event (or item) at all: most often a format (`option`) that is not the file's; `columns`: the
+    csv formats' columns, to tell a csv read as jsonl by its header; `gave_up`: the reader stopped after the first
+    GIVE_UP_AFTER lines, all rejected (`give_up_early`)."""
     if not rejected and holds_only_blank_lines(path):
         return f"{path}: the file is empty (only blank lines)"
-    if not rejected and fmt in CSV_COLUMNS and len([*zip(range(2), numbered_lines(path))]) == 1:
+    if not rejected and fmt in columns and len([*zip(range(2), numbered_lines(path))]) == 1:
         return f"{path}: only a header line, no {what}"
     hint = f"is {option} right? one of {', '.join(formats)}{check}"
     if not rejected:
         return f"{path}: no {what} in it as {fmt} ({hint})"
-    if all(r.rejection.reason == "schema_violation" for r in rejected):  # read as the format, not as records
+    own = format_of_first_line(path, formats, columns) if fmt == "jsonl" else None
+    if own is not None:
+        said = f"its first line is a header of {option} {own}" if own in columns else \
+            "its lines are OTTO sessions (JSON with session and events)"
+        hint = f"{said}: give {option} {own}"
+    elif all(r.rejection.reason == "schema_violation" for r in rejected):  # read as the format, not as records
         hint = f"the lines read as {fmt} but lack what the schema asks (or {hint})"
-    return (f"{path}: no {what} read as {fmt}: all {len(rejected):,} lines rejected, the first as "
-            f"{first_rejection(rejected)}; {hint}")
+    lines = f"its first {GIVE_UP_AFTER:,} lines all rejected (not read further)" if gave_up else \
+        f"all {len(rejected):,} lines rejected"
+    return f"{path}: no {what} read as {fmt}: {lines}, the first as {first_rejection(rejected)}; {hint}"
+
+
+def format_of_first_line(path: Path, formats: tuple[str, ...], columns: dict[str, tuple[str, ...]]) -> str | None:
+    """The format the file's first line says it is in: a csv header naming a format's `columns`, or an OTTO session
+    (JSON with `session` and `events`); None if it says none of `formats`."""
+    first = next(numbered_lines(path), None)
+    if first is None:
+        return None
+    text = first[1].decode("utf-8", errors="replace")
+    if text.lstrip().startswith("{"):
+        try:
+            record = orjson.loads(first[1])
+        except orjson.JSONDecodeError:
+            return None
+        return "otto" if "otto" in formats and isinstance(record, dict) and {"session", "events"} <= set(record) \
+            else None
+    try:
+        header = {name.strip() for name in next(csv.reader([text]))}
+    except (csv.Error, StopIteration):
+        return None
+    return next((name for name, needed in columns.items() if name in formats and set(needed) <= header), None)
+
+
+#: Non-blank lines a log's reader reads without an event, all rejected, before it gives up on the file: it is not in
+#: the format it is read as, and the rest of it (each line's rejection held) would only cost time and memory.
+GIVE_UP_AFTER = 1_000
+
+
+def give_up_early(reads: Iterator[Any], path: Path, fmt: str, skipped: Callable[[], int] = lambda: 0
+                  ) -> Iterator[Any]:
+    """`reads` (a log reader's events and LineRejections) as they come, but the error `nothing_read` gives once
+    GIVE_UP_AFTER lines were rejected before any event (and none skipped on purpose, `skipped()`)."""
+    held: list[LineRejection] = []
+    lines: set[int] = set()  # an OTTO line may give several rejections
+    for read in reads:
+        yield read
+        if not isinstance(read, LineRejection):
+            break
+        held.append(read)
+        lines.add(read.line)
+        if len(lines) >= GIVE_UP_AFTER and not skipped():
+            raise InputFileError(nothing_read(path, fmt, held, gave_up=True))
+    yield from reads

@@ -26,6 +26,7 @@ from .log_checks import (
     FORMATS,
     ONLINE_RETAIL_COLUMNS,
     LineRejection,
+    give_up_early,
     nothing_read,
     require_columns,
 )
@@ -318,19 +319,17 @@ def read_log(path: str | Path, fmt: str, stats: OnlineRetailStats | None = None)
     """Events and rejections of a recorded log, in file order (`stats`: what the Online Retail reader skipped)."""
     path = Path(path)
     check_file(path)
-    if fmt == "jsonl":
-        return read_jsonl(path)
-    if fmt == "otto":
-        return read_otto(path)
-    if fmt == "csv":
-        return _read_csv(path, CSV_COLUMNS["csv"], _csv_event)
-    if fmt == "retailrocket":
-        return _read_csv(path, CSV_COLUMNS["retailrocket"], _retailrocket_event)
-    if fmt == "movielens":
-        return _read_csv(path, CSV_COLUMNS["movielens"], _movielens_event)
     if fmt == "online-retail":
-        return read_online_retail(path, stats)
-    raise InputFileError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
+        stats = stats if stats is not None else OnlineRetailStats()
+        return give_up_early(read_online_retail(path, stats), path, fmt, lambda: stats.skipped)
+    readers: dict[str, Callable[[], Iterator[Read]]] = {
+        "jsonl": lambda: read_jsonl(path), "otto": lambda: read_otto(path),
+        "csv": lambda: _read_csv(path, CSV_COLUMNS["csv"], _csv_event),
+        "retailrocket": lambda: _read_csv(path, CSV_COLUMNS["retailrocket"], _retailrocket_event),
+        "movielens": lambda: _read_csv(path, CSV_COLUMNS["movielens"], _movielens_event)}
+    if fmt not in readers:
+        raise InputFileError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
+    return give_up_early(readers[fmt](), path, fmt)
 
 
 def load_sorted(path: str | Path, fmt: str, stats: OnlineRetailStats | None = None
