@@ -46,7 +46,24 @@ def test_an_otto_session_on_two_lines_keeps_the_events_of_both(tmp_path):
                     '{"aid": 13, "ts": 91000, "type": "carts"}]}\n')
     events, _ = load_sorted(path, "otto")
     assert [(e["event_id"], e["item_id"]) for e in events] == [
-        ("otto-1-0", "10"), ("otto-2-0", "10"), ("otto-1-1", "11"), ("otto-1-2", "12"), ("otto-1-3", "13")]
+        ("otto-1-1000000-10-clicks", "10"), ("otto-2-1500000-10-clicks", "10"), ("otto-1-2000000-11-clicks", "11"),
+        ("otto-1-90000000-12-clicks", "12"), ("otto-1-91000000-13-carts", "13")]  # ts in seconds: its ms
+
+
+def test_otto_ids_come_from_the_event_so_a_session_continued_in_another_file_keeps_distinct_ids(tmp_path):
+    day1, day2 = tmp_path / "day1.jsonl", tmp_path / "day2.jsonl"  # a dump split by day
+    day1.write_text('{"session": 1, "events": [{"aid": 10, "ts": 1659304800000, "type": "clicks"}, '
+                    '{"aid": 11, "ts": 1659304802000, "type": "clicks"}]}\n')
+    day2.write_text('{"session": 1, "events": [{"aid": 12, "ts": 1659391200000, "type": "clicks"}, '
+                    '{"aid": 12, "ts": 1659391200000, "type": "clicks"}, '
+                    '{"aid": 12, "ts": 1659391200000, "type": "carts"}]}\n'
+                    '{"session": 1, "events": [{"aid": 12, "ts": 1659391200000, "type": "clicks"}]}\n')
+    first, second = (load_sorted(day, "otto")[0] for day in (day1, day2))
+    assert [e["event_id"] for e in first] == ["otto-1-1659304800000-10-clicks", "otto-1-1659304802000-11-clicks"]
+    # a repeat within a line is its own event; the same event on another line is the same event (read again)
+    assert [e["event_id"] for e in second] == ["otto-1-1659391200000-12-clicks", "otto-1-1659391200000-12-clicks-2",
+                                               "otto-1-1659391200000-12-carts", "otto-1-1659391200000-12-clicks"]
+    assert not {e["event_id"] for e in first} & {e["event_id"] for e in second}
 
 
 def test_otto_bad_lines_are_rejected_not_fatal(tmp_path):

@@ -72,9 +72,9 @@ def read_jsonl(path: Path) -> Iterator[Read]:
 
 
 def read_otto(path: Path) -> Iterator[Read]:
-    """Event ids number a session's events from 0 in file order; a session on several lines (a dump split by day)
-    goes on numbering where its previous line stopped, so its later events are not taken for repeats."""
-    numbered: dict[str, int] = {}  # session -> its events so far (memory grows with the sessions)
+    """Event ids come from the event: `otto-{session}-{ts}-{aid}-{type}`, and `-2`, `-3`... for the second, third
+    identical event of the same line; no state across lines, so a session continued in another file (a dump split by
+    day) keeps distinct ids and the same event read again keeps its id."""
     for line, raw in numbered_lines(path):
         try:
             session = orjson.loads(raw)
@@ -85,17 +85,19 @@ def read_otto(path: Path) -> Iterator[Read]:
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             yield _reject(path, line, "invalid_json", f"not an OTTO session ({exc!r})", raw)
             continue
-        first = numbered.get(user, 0)
-        numbered[user] = first + len(events)
-        for i, e in enumerate(events, first):
+        repeats: dict[str, int] = {}  # an id -> how often it came in this line
+        for i, e in enumerate(events):
             try:
                 kind, stage = _kind(OTTO_TYPES, e["type"])
-                event = {"event_id": f"otto-{user}-{i}", "user_id": user, "item_id": _otto_aid(e["aid"]),
-                         "type": kind, "ts": _otto_ms(e["ts"]), "session_id": user, "schema_version": 1}
+                ts, aid = _otto_ms(e["ts"]), _otto_aid(e["aid"])
             except (KeyError, TypeError, ValueError) as exc:
                 yield _reject(path, line, "schema_violation", f"event {i} of session {user}: {exc!r}",
                               orjson.dumps(e))
                 continue
+            event_id = f"otto-{user}-{ts}-{aid}-{e['type']}"
+            repeats[event_id] = seen = repeats.get(event_id, 0) + 1
+            event = {"event_id": event_id if seen == 1 else f"{event_id}-{seen}", "user_id": user, "item_id": aid,
+                     "type": kind, "ts": ts, "session_id": user, "schema_version": 1}
             if stage:
                 event["stage"] = stage
             yield _checked(path, line, event, raw)
