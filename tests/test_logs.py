@@ -426,6 +426,27 @@ def test_evaluate_says_which_lines_of_the_online_retail_log_it_left_out_on_purpo
     assert "skipped 4 lines as the log's README asks: 1 without a customer, 2 cancellations" in said
 
 
+def test_evaluate_and_replay_show_the_first_rejection_and_name_the_command_that_lists_them(tmp_path):
+    from stream_app.config import Settings
+    from stream_app.evaluate.prequential import evaluate_log
+    from stream_app.evaluate.tables import table
+    from stream_app.tools.replay import ReplaySummary
+
+    log = tmp_path / "log.jsonl"
+    log.write_bytes(b"".join(orjson.dumps({"event_id": f"e{i}", "user_id": "u", "item_id": f"i{i % 2}",
+                                           "type": "click", "ts": 1700000000000 + i, "schema_version": 1}) + b"\n"
+                             for i in range(4)) + b'{"event_id": "x"}\n{not json\n')
+    said = table(evaluate_log(log, "jsonl", Settings(), light=True))
+    assert ("rejected: 2 lines of the log that cannot be read as events (not evaluated), the first as "
+            "schema_violation (line 5: data must contain") in said
+    assert "`stream-app dead-letters` shows them with their reasons" in said
+    summary = ReplaySummary(str(log), {"events.click": 4}, rejected=2,
+                            first_rejection="schema_violation (line 5: data must contain ...)")
+    line = next(line for line in summary.lines() if "rejected" in line)
+    assert "-> dead-letter topic, the first as schema_violation (line 5: data must contain ...)" in line
+    assert "`stream-app dead-letters` shows the last 20 with their reasons, `--last N` more" in line
+
+
 def test_an_archive_another_separator_or_a_timestamp_that_is_not_whole_is_named_as_such(tmp_path):
     archive = tmp_path / "otto.zip"
     archive.write_bytes(b"PK\x03\x04" + b"\x00" * 40)

@@ -33,6 +33,7 @@ from ..core.ordering import rounds
 from ..errors import InputFileError
 from ..serving.encoder import Encoder
 from ..stream.partitioning import partition_of
+from ..tools.log_checks import first_rejection
 from ..tools.recorded import OnlineRetailStats, load_accepted
 from ..tools.replay import gate
 from .baselines import CoVisitationUnseen, RecentThenCoVisitation, SequentialRules
@@ -228,6 +229,7 @@ def evaluate_log(path: str | Path, fmt: str, settings: Settings, k: int = 20,
             known = set(model.item_ids)  # (by event: an encoder keeps its log's most frequent items only)
             result[f"{role}_log_events_known"] = sum(event["item_id"] in known for event in events) / len(events)
     result["rejected_lines"] = len({found.line for found in rejected})  # an OTTO line may hold several bad events
+    result["first_rejection"] = first_rejection(rejected) if rejected else None
     if skipped is not None:
         result["skipped_lines"] = skipped.as_dict()
     for reason in ("timestamp_out_of_range", "payload_too_large"):

@@ -45,8 +45,10 @@ def table(result: dict[str, Any]) -> str:
     if result.get("skipped_lines", {}).get("skipped"):
         lines.append(f"{skipped_said(result['skipped_lines'])} (not evaluated)")
     if result.get("rejected_lines"):
+        first = f", the first as {result['first_rejection']}" if result.get("first_rejection") else ""
         lines.append(f"rejected: {result['rejected_lines']:,} lines of the log that cannot be read as events "
-                     "(not evaluated; `stream-app replay` dead-letters them with their reasons)")
+                     f"(not evaluated){first}; `stream-app replay` sends them to the dead-letter topic, where "
+                     "`stream-app dead-letters` shows them with their reasons")
     if result.get("timestamp_out_of_range"):
         lines.append(f"left out: {result['timestamp_out_of_range']:,} events outside the accepted time window "
                      "(STREAM_APP_MAX_FUTURE_MS, STREAM_APP_MAX_AGE_MS around now), which the workers dead-letter")

@@ -20,7 +20,7 @@ from fastjsonschema import JsonSchemaException
 from ..config import Settings
 from ..contracts import Rejection, Source, validator
 from ..errors import InputFileError
-from .log_checks import ONLINE_RETAIL_COLUMNS, LineRejection, first_rejection, nothing_read
+from .log_checks import DEAD_LETTERS_SAID, ONLINE_RETAIL_COLUMNS, LineRejection, first_rejection, nothing_read
 from .log_files import check_file, open_text, reading_as
 from .recorded import _day_first, _log_rows, _retail_ms
 
@@ -182,7 +182,8 @@ class LoadSummary:
     def lines(self) -> list[str]:
         out = [f"loaded {self.sent:,} items from {self.path} in {self.seconds:.2f}s"]
         if self.rejected:
-            out.append(f"  {self.rejected_note} -> dead-letter topic (each with its line and reason)")
+            out.append(f"  {self.rejected_note} -> dead-letter topic (each with its line and reason); "
+                       f"{DEAD_LETTERS_SAID}")
         return out
 
 

@@ -50,9 +50,17 @@ def require_columns(header: list[str], path: Path, required: tuple[str, ...]) ->
 
 def first_rejection(rejected: list[LineRejection]) -> str:
     """The first rejected line's reason and detail (cut short), for a one-line message."""
-    first = rejected[0].rejection
-    detail = first.detail if len(first.detail) <= 160 else first.detail[:160] + "..."
-    return f"{first.reason} ({detail})"
+    return rejection_said(rejected[0].rejection)
+
+
+def rejection_said(rejection: Rejection) -> str:
+    """A rejection's reason and detail (cut short; a line's detail starts with its number), for a one-line message."""
+    detail = rejection.detail if len(rejection.detail) <= 160 else rejection.detail[:160] + "..."
+    return f"{rejection.reason} ({detail})"
+
+
+#: Where the dead letters of a replay or a catalogue load are read, with their reasons
+DEAD_LETTERS_SAID = "`stream-app dead-letters` shows the last 20 with their reasons, `--last N` more"
 
 
 def nothing_read(path: Path, fmt: str, rejected: list[LineRejection], what: str = "events",

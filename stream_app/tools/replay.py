@@ -18,6 +18,7 @@ from ..contracts import Rejection, Source, time_out_of_range
 from ..errors import StreamAppError
 from ..kafka_security import kafka_python_kwargs
 from ..stream.topics import ensure_topics
+from .log_checks import DEAD_LETTERS_SAID, first_rejection, rejection_said
 from .log_files import check_file
 from .recorded import LineRejection, OnlineRetailStats, Refused
 from .sorted_log import RUN_EVENTS, SortedLog
@@ -36,6 +37,7 @@ class ReplaySummary:
     rejected: int = 0
     seconds: float = 0.0
     skipped: OnlineRetailStats | None = None  # what the Online Retail reader left out on purpose
+    first_rejection: str = ""  # the first dead letter's reason and detail
 
     @property
     def total(self) -> int:
@@ -49,9 +51,10 @@ class ReplaySummary:
         if self.skipped is not None and self.skipped.skipped:
             out.append(f"  {skipped_said(self.skipped.as_dict())}")
         if self.rejected:
+            first = f", the first as {self.first_rejection}" if self.first_rejection else ""
             out.append(f"  rejected {self.rejected} unreadable lines or events of them, or events the workers would "
-                       "refuse (over the size limit, a time outside the accepted window) -> dead-letter topic (see "
-                       "their reasons there)")
+                       f"refuse (over the size limit, a time outside the accepted window) -> dead-letter topic{first}; "
+                       f"{DEAD_LETTERS_SAID}")
         return out
 
 
@@ -289,7 +292,8 @@ def _send(settings: Settings, log: SortedLog, path: str | Path, fmt: str, rate: 
     """Dead letters first, then the events in time order."""
     rejected, refused = log.rejected, dead_letters_of(log.refused, path)
     warn_about_times(settings, log.first_ts, log.last_ts, fmt, progress_stream)
-    summary = ReplaySummary(str(path), rejected=len(rejected) + len(refused), skipped=skipped)
+    first = first_rejection(rejected) if rejected else rejection_said(refused[0]) if refused else ""
+    summary = ReplaySummary(str(path), rejected=len(rejected) + len(refused), skipped=skipped, first_rejection=first)
     producer = make_producer(settings)
     started = time.monotonic()
     interrupted = False
