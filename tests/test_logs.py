@@ -495,3 +495,24 @@ def test_a_log_read_as_another_format_stops_after_its_first_thousand_lines_rejec
                     + "not json\n" * 2000)
     found, rejected = load_sorted(late, "jsonl")
     assert len(found) == 1 and len(rejected) == 2999
+
+
+def test_evaluate_and_train_warn_as_replay_does_when_every_ts_looks_like_seconds(tmp_path, capsys):
+    from stream_app.config import Settings
+    from stream_app.evaluate.prequential import evaluate_log
+    from stream_app_train.train import read_events
+
+    warning = ("warning: every ts of this log is below 100,000,000,000 (before 1973 in milliseconds): if they are "
+               "seconds, multiply them by 1000 (ts is milliseconds since 1970)")
+    seconds = tmp_path / "seconds.jsonl"
+    seconds.write_bytes(b"".join(orjson.dumps({"event_id": f"e{i}", "user_id": f"u{i % 3}", "item_id": f"i{i % 5}",
+                                               "type": "click", "ts": 1700000000 + i, "schema_version": 1}) + b"\n"
+                                 for i in range(30)))
+    evaluate_log(seconds, "jsonl", Settings(), light=True)
+    assert capsys.readouterr().err.count(warning) == 1
+    read_events(seconds, "jsonl", None, lambda said: None)
+    assert capsys.readouterr().err.count(warning) == 1
+    ms = tmp_path / "ms.jsonl"
+    ms.write_bytes(seconds.read_bytes().replace(b'"ts":17000000', b'"ts":17000000000'))
+    evaluate_log(ms, "jsonl", Settings(), light=True)
+    assert "warning: every ts" not in capsys.readouterr().err

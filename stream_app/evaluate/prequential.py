@@ -33,7 +33,7 @@ from ..core.ordering import rounds
 from ..errors import InputFileError
 from ..serving.encoder import Encoder
 from ..stream.partitioning import partition_of
-from ..tools.log_checks import first_rejection
+from ..tools.log_checks import first_rejection, warn_if_seconds
 from ..tools.recorded import OnlineRetailStats, load_accepted
 from ..tools.replay import gate
 from .baselines import CoVisitationUnseen, RecentThenCoVisitation, SequentialRules
@@ -215,6 +215,7 @@ def evaluate_log(path: str | Path, fmt: str, settings: Settings, k: int = 20,
     skipped = OnlineRetailStats() if fmt == "online-retail" else None
     # what the workers dead-letter is not judged; `limit`: the log's first events in time
     events, rejected, refused = load_accepted(path, fmt, gate(settings), limit, skipped)
+    warn_if_seconds(fmt, events[-1]["ts"] if events else None)  # as replay warns
     judge_from = None
     for model in (encoder, shadow):
         if model is not None and events:

@@ -15,6 +15,7 @@ from ..core.content import ContentIndex
 from ..core.ordering import rounds
 from ..errors import ServiceTimeout
 from ..stream.partitioning import partition_of
+from ..tools.log_checks import warn_if_seconds
 from ..tools.recorded import load_accepted
 from ..tools.replay import gate
 from .metrics import COLD_START, PopularityPercentiles, Scoreboard
@@ -79,6 +80,7 @@ def evaluate_via_kafka(path: str | Path, fmt: str, k: int = 20, rate: float | No
 
     # read before anything starts; what the workers dead-letter (their gate reads the same settings) is not sent
     events, _, _ = load_accepted(path, fmt, gate(Settings.from_env()), limit)
+    warn_if_seconds(fmt, events[-1]["ts"] if events else None)  # as replay warns
     with one_off_run("evaluate", keep=keep) as run:
         settings = run.settings.replace(rec_policy="every", top_k=k, max_idle_ms=max_idle_ms,
                                         **({"registry_dir": str(Path(registry_dir).resolve())} if registry_dir else {}))

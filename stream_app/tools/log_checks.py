@@ -4,9 +4,10 @@ whether a header names them, and why a file gave no event at all (most often a -
 from __future__ import annotations
 
 import csv
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, TextIO
 
 import orjson
 
@@ -129,3 +130,15 @@ def give_up_early(reads: Iterator[Any], path: Path, fmt: str, skipped: Callable[
         if len(lines) >= GIVE_UP_AFTER and not skipped():
             raise InputFileError(nothing_read(path, fmt, held, gave_up=True))
     yield from reads
+
+
+#: Every ts of a log below this, read as ms, is before 1973: most likely the log is in seconds.
+SECONDS_BELOW = 100_000_000_000
+
+
+def warn_if_seconds(fmt: str, last_ts: int | None, say: TextIO | None = None) -> None:
+    """Warn (on `say`, stderr by default) when the latest ts of a log whose format takes ms as written (jsonl, csv) is
+    below SECONDS_BELOW: replay, evaluate and train read it the same."""
+    if last_ts is not None and fmt in ("jsonl", "csv") and last_ts < SECONDS_BELOW:
+        print("warning: every ts of this log is below 100,000,000,000 (before 1973 in milliseconds): if they "
+              "are seconds, multiply them by 1000 (ts is milliseconds since 1970)", file=say or sys.stderr)

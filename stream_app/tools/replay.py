@@ -18,7 +18,7 @@ from ..contracts import Rejection, Source, time_out_of_range
 from ..errors import StreamAppError
 from ..kafka_security import kafka_python_kwargs
 from ..stream.topics import ensure_topics
-from .log_checks import DEAD_LETTERS_SAID, first_rejection, rejection_said
+from .log_checks import DEAD_LETTERS_SAID, first_rejection, rejection_said, warn_if_seconds
 from .log_files import check_file
 from .recorded import LineRejection, OnlineRetailStats, Refused
 from .sorted_log import RUN_EVENTS, SortedLog
@@ -261,9 +261,7 @@ def warn_about_times(settings: Settings, first_ts: int | None, last_ts: int | No
     workers apply them late and their recommendations mix both logs."""
     if say is None or first_ts is None or last_ts is None:
         return
-    if fmt in ("jsonl", "csv") and last_ts < 100_000_000_000:
-        print("warning: every ts of this log is below 100,000,000,000 (before 1973 in milliseconds): if they "
-              "are seconds, multiply them by 1000 (ts is milliseconds since 1970)", file=say)
+    warn_if_seconds(fmt, last_ts, say)
     latest = latest_event_ts(settings)
     if latest is not None and first_ts < latest:
         when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(latest / 1000))
