@@ -516,3 +516,34 @@ def test_evaluate_and_train_warn_as_replay_does_when_every_ts_looks_like_seconds
     ms.write_bytes(seconds.read_bytes().replace(b'"ts":17000000', b'"ts":17000000000'))
     evaluate_log(ms, "jsonl", Settings(), light=True)
     assert "warning: every ts" not in capsys.readouterr().err
+
+
+def test_an_excel_workbook_or_a_utf16_file_is_told_to_be_saved_as_csv_utf8(tmp_path):
+    import io
+    import zipfile
+
+    workbook = io.BytesIO()
+    with zipfile.ZipFile(workbook, "w") as xlsx:  # what Excel writes: Office Open XML in a zip
+        xlsx.writestr("[Content_Types].xml", "<Types/>")
+        xlsx.writestr("xl/workbook.xml", "<workbook/>")
+    for name in ("Online Retail.xlsx", "online_retail.csv"):  # by its name, or by what the zip holds
+        path = tmp_path / name
+        path.write_bytes(workbook.getvalue())
+        with pytest.raises(InputFileError, match=r"an Excel workbook: save it as CSV \(CSV UTF-8\) and give that "
+                                                 "file"):
+            load_sorted(path, "online-retail")
+    from stream_app.tools.catalogue import load_catalogue
+
+    with pytest.raises(InputFileError, match="an Excel workbook"):
+        load_catalogue(tmp_path / "Online Retail.xlsx", "online-retail")
+    for encoding in ("utf-16", "utf-16-be"):  # Excel's "Unicode Text" (with its byte-order mark)
+        text = tmp_path / f"{encoding}.csv"
+        text.write_bytes(("\ufeff" + ONLINE_RETAIL).encode(encoding.replace("utf-16", "utf-16-le")
+                                                          if encoding == "utf-16" else encoding))
+        with pytest.raises(InputFileError, match="a UTF-16 text file .*: save it as CSV UTF-8"):
+            load_sorted(text, "online-retail")
+    other = tmp_path / "otto.zip"  # a zip of something else is still an archive to unpack
+    with zipfile.ZipFile(other, "w") as archive:
+        archive.writestr("otto.jsonl", "{}")
+    with pytest.raises(InputFileError, match="a zip archive .*unpack it"):
+        load_sorted(other, "otto")

@@ -7,6 +7,7 @@ import codecs
 import csv
 import gzip
 import io
+import zipfile
 import zlib
 from contextlib import contextmanager
 from pathlib import Path
@@ -63,11 +64,30 @@ def check_file(path: Path) -> None:
     if path.stat().st_size == 0:
         raise InputFileError(f"{path}: the file is empty")
     with open(path, "rb") as fh:
-        head = fh.read(6)
+        head = fh.read(8)
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise InputFileError(f"{path}: a UTF-16 text file (as Excel's \"Unicode Text\" saves): save it as CSV UTF-8 and "
+                             "give that file")
+    if _is_workbook(path, head):
+        raise InputFileError(f"{path}: an Excel workbook: save it as CSV (CSV UTF-8) and give that file")
     for magic, kind in _ARCHIVES:
         if head.startswith(magic):
             raise InputFileError(f"{path}: a {kind} archive (as the data set may be published): unpack it and give the "
                                  "file inside it (plain or gzipped files are read)")
+
+
+def _is_workbook(path: Path, head: bytes) -> bool:
+    """An Excel workbook (how UCI publishes Online Retail): named .xlsx or .xls, a zip holding [Content_Types].xml
+    (Office Open XML), or an OLE2 file (the older .xls)."""
+    if path.suffix.lower() in (".xlsx", ".xls") or head.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"):
+        return True
+    if not head.startswith(b"PK\x03\x04"):
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return "[Content_Types].xml" in archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
 
 
 #: Magic bytes of archives a data set comes in that are not read as such (gzip is)
