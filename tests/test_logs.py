@@ -547,3 +547,18 @@ def test_an_excel_workbook_or_a_utf16_file_is_told_to_be_saved_as_csv_utf8(tmp_p
         archive.writestr("otto.jsonl", "{}")
     with pytest.raises(InputFileError, match="a zip archive .*unpack it"):
         load_sorted(other, "otto")
+
+
+def test_a_csv_header_with_spaces_after_its_commas_names_its_columns(tmp_path):
+    spaced = tmp_path / "events.csv"
+    spaced.write_text("user_id, item_id, type, ts, price\nu1, i1, click, 1700000000000, 2.5\n"
+                      "u1, i2, purchase, 1700000001000,\n")
+    events, rejected = load_sorted(spaced, "csv")
+    assert not rejected
+    assert [(e["user_id"], e["item_id"], e["type"], e["ts"], e.get("price")) for e in events] == [
+        ("u1", "i1", "click", 1700000000000, 2.5), ("u1", "i2", "purchase", 1700000001000, None)]
+    retail = tmp_path / "retail.csv"
+    retail.write_text(ONLINE_RETAIL.replace(",", ", ", 7))  # the header's seven commas
+    plain = tmp_path / "plain.csv"
+    plain.write_text(ONLINE_RETAIL)
+    assert load_sorted(retail, "online-retail")[0] == load_sorted(plain, "online-retail")[0]

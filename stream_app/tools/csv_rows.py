@@ -42,13 +42,14 @@ class _LineTap:
 
 
 class CsvRows:
-    """`header`: the first line's fields; iterating gives the data rows (`Row`)."""
+    """`header`: the first line's fields, without whitespace around them; iterating gives the data rows (`Row`)."""
 
     def __init__(self, fh: TextIO):
         self._tap = _LineTap(fh)
         self._reader = csv.reader(self._tap)
         try:
-            self.header: list[str] = next(self._reader)
+            # names as written with a space after each comma ("user_id, item_id") are the names
+            self.header: list[str] = [name.strip() for name in next(self._reader)]
         except (StopIteration, csv.Error):
             self.header = []
 

@@ -162,6 +162,7 @@ def _whole(row: dict[str, str], name: str, unit: str) -> int:
 
 
 def _csv_event(row: dict[str, str], line: int, raw: bytes) -> dict[str, Any]:
+    row = {name: value.strip() for name, value in row.items()}  # a file written with ", " between its fields
     event: dict[str, Any] = {
         "event_id": row.get("event_id") or _digest_id("csv", line, raw),
         "user_id": row["user_id"], "item_id": row["item_id"], "type": row["type"],
