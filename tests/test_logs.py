@@ -562,3 +562,25 @@ def test_a_csv_header_with_spaces_after_its_commas_names_its_columns(tmp_path):
     plain = tmp_path / "plain.csv"
     plain.write_text(ONLINE_RETAIL)
     assert load_sorted(retail, "online-retail")[0] == load_sorted(plain, "online-retail")[0]
+
+
+def test_a_number_that_cannot_be_read_names_its_column_and_a_whole_valued_float_is_a_whole_number(tmp_path):
+    retail = tmp_path / "online_retail.csv"
+    retail.write_text("InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"
+                      "1,71053,WHITE METAL LANTERN,6.0,2010-12-01 08:26,3.39,17850.0,UK\n"
+                      "2,71053,WHITE METAL LANTERN,six,2010-12-01 08:26,3.39,17850,UK\n"
+                      "3,71053,WHITE METAL LANTERN,6,2010-12-01 08:26,abc,17850,UK\n"
+                      "4,71053,WHITE METAL LANTERN,-2.0,2010-12-01 08:26,3.39,17850,UK\n")
+    stats = OnlineRetailStats()
+    events, rejected = load_sorted(retail, "online-retail", stats)
+    assert [(e["quantity"], e["price"]) for e in events] == [(6, 3.39)] and stats.cancelled == 1
+    assert [r.rejection.detail for r in rejected] == [
+        "line 3: cannot read the row (Quantity 'six' is not a whole number)",
+        "line 4: cannot read the row (UnitPrice 'abc' is not a number)"]
+    log = tmp_path / "events.csv"
+    log.write_text("user_id,item_id,type,ts,quantity,dwell_ms,price\nu,i,click,1700000000000,6.0,1200.0,2\n"
+                   "u,i,click,1700000000001,6.5,,\nu,i,click,1700000000002,,x,\nu,i,click,1700000000003,,,p\n")
+    events, rejected = load_sorted(log, "csv")
+    assert [(e["quantity"], e["dwell_ms"], e["price"]) for e in events] == [(6, 1200, 2.0)]
+    assert [r.rejection.detail.split(" (", 1)[1] for r in rejected] == [
+        "quantity '6.5' is not a whole number)", "dwell_ms 'x' is not a whole number)", "price 'p' is not a number)"]

@@ -168,11 +168,28 @@ def _csv_event(row: dict[str, str], line: int, raw: bytes) -> dict[str, Any]:
         "user_id": row["user_id"], "item_id": row["item_id"], "type": row["type"],
         "ts": _whole(row, "ts", "ms"), "schema_version": 1,
     }
-    for name, kind in (("session_id", str), ("category", str), ("price", float), ("quantity", int),
-                       ("dwell_ms", int), ("stage", str)):
+    for name, read in (("session_id", None), ("category", None), ("price", _finite), ("quantity", _count),
+                       ("dwell_ms", _count), ("stage", None)):
         if row.get(name):
-            event[name] = kind(row[name])
+            event[name] = row[name] if read is None else read(row, name)
     return event
+
+
+def _count(row: dict[str, str], name: str) -> int:
+    """A column's whole number, written as one or as a whole-valued float (`6.0`, as a spreadsheet may save it, as
+    CustomerID is read), or a ValueError naming the column."""
+    text = row[name]
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if math.isfinite(value) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    raise ValueError(f"{name} {text!r} is not a whole number")
 
 
 def _retailrocket_event(row: dict[str, str], line: int, raw: bytes) -> dict[str, Any]:
@@ -197,7 +214,10 @@ def _movielens_event(row: dict[str, str], line: int, raw: bytes) -> dict[str, An
 
 def _finite(row: dict[str, str], name: str) -> float:
     """A column's number, or a ValueError naming the column (JSON has no nan nor infinity)."""
-    value = float(row[name])
+    try:
+        value = float(row[name])
+    except ValueError:
+        raise ValueError(f"{name} {row[name]!r} is not a number") from None
     if not math.isfinite(value):
         raise ValueError(f"{name} {row[name]!r} is not a finite number")
     return value
@@ -292,16 +312,14 @@ def read_online_retail(path: str | Path, stats: OnlineRetailStats | None = None)
                 continue
             raw = ",".join(row.values()).encode()
             try:
-                quantity = int(row["Quantity"])
+                quantity = _count(row, "Quantity")
                 if quantity <= 0:
                     stats.cancelled += 1
                     continue
                 date = row["InvoiceDate"].strip()
                 if date != last_date:
                     last_ms, last_date = _retail_ms(date, day_first), date
-                price = float(row["UnitPrice"])
-                if not math.isfinite(price):
-                    raise ValueError(f"UnitPrice {row['UnitPrice']!r}")
+                price = _finite(row, "UnitPrice")
             except ValueError as exc:
                 stats.rejected += 1
                 yield _reject(path, line, "schema_violation", f"cannot read the row ({exc})", raw)
