@@ -584,3 +584,24 @@ def test_a_number_that_cannot_be_read_names_its_column_and_a_whole_valued_float_
     assert [(e["quantity"], e["dwell_ms"], e["price"]) for e in events] == [(6, 1200, 2.0)]
     assert [r.rejection.detail.split(" (", 1)[1] for r in rejected] == [
         "quantity '6.5' is not a whole number)", "dwell_ms 'x' is not a whole number)", "price 'p' is not a number)"]
+
+
+def test_an_online_retail_log_of_which_every_line_is_skipped_says_what_was_skipped_not_to_check_the_format(tmp_path):
+    from stream_app.tools.recorded import load_accepted
+    from stream_app.tools.sorted_log import SortedLog
+
+    retail = tmp_path / "online_retail.csv"
+    retail.write_text("InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"
+                      "1,71053,WHITE METAL LANTERN,6,2010-12-01 08:26,3.39,,UK\n"
+                      "C2,71053,WHITE METAL LANTERN,-6,2010-12-01 08:26,3.39,17850,UK\n"
+                      "3,POST,POSTAGE,1,2010-12-01 08:26,18,17850,UK\n"
+                      "4,71053,WHITE METAL LANTERN,six,2010-12-01 08:26,3.39,17850,UK\n")
+    said = (f"{retail}: no events left once lines were skipped: skipped 3 lines as the log's README asks: 1 without a "
+            "customer, 1 cancellations or returns, 1 codes that are not products; 1 rejected, the first as "
+            "schema_violation (line 5: cannot read the row (Quantity 'six' is not a whole number))")
+    for read in (lambda: load_sorted(retail, "online-retail"),
+                 lambda: load_accepted(retail, "online-retail", lambda event: None, limit=10),
+                 lambda: SortedLog.read(retail, "online-retail", lambda event: None)):
+        with pytest.raises(InputFileError) as nothing:
+            read()
+        assert str(nothing.value) == said and "--format" not in said

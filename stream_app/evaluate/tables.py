@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..serving.registry import validation_said
-from ..tools.replay import skipped_said
+from ..tools.log_checks import skipped_said
 from .metrics import COLD_START
 
 

@@ -49,6 +49,12 @@ def require_columns(header: list[str], path: Path, required: tuple[str, ...]) ->
                              f"expected columns {', '.join(required)}{hint}")
 
 
+def skipped_said(counts: dict[str, int]) -> str:
+    """What the Online Retail reader left out, in words (`counts`: `OnlineRetailStats.as_dict()`)."""
+    return (f"skipped {counts['skipped']:,} lines as the log's README asks: {counts['guest']:,} without a customer, "
+            f"{counts['cancelled']:,} cancellations or returns, {counts['not_product']:,} codes that are not products")
+
+
 def first_rejection(rejected: list[LineRejection]) -> str:
     """The first rejected line's reason and detail (cut short), for a one-line message."""
     return rejection_said(rejected[0].rejection)
@@ -66,14 +72,19 @@ DEAD_LETTERS_SAID = "`stream-app dead-letters` shows the last 20 with their reas
 
 def nothing_read(path: Path, fmt: str, rejected: list[LineRejection], what: str = "events",
                  formats: tuple[str, ...] = FORMATS, check: str = "", option: str = "--format",
-                 columns: dict[str, tuple[str, ...]] = CSV_COLUMNS, gave_up: bool = False) -> str:
+                 columns: dict[str, tuple[str, ...]] = CSV_COLUMNS, gave_up: bool = False,
+                 skipped: dict[str, int] | None = None) -> str:
     """Why a file gave no event (or item) at all: most often a format (`option`) that is not the file's; `columns`: the
     csv formats' columns, to tell a csv read as jsonl by its header; `gave_up`: the reader stopped after the first
-    GIVE_UP_AFTER lines, all rejected (`give_up_early`)."""
+    GIVE_UP_AFTER lines, all rejected (`give_up_early`); `skipped`: what the Online Retail reader left out on purpose
+    (`OnlineRetailStats.as_dict()`)."""
     if not rejected and holds_only_blank_lines(path):
         return f"{path}: the file is empty (only blank lines)"
     if not rejected and fmt in columns and len([*zip(range(2), numbered_lines(path))]) == 1:
         return f"{path}: only a header line, no {what}"
+    if skipped and skipped["skipped"]:  # every line the reader did not skip on purpose was rejected
+        also = f"; {len(rejected):,} rejected, the first as {first_rejection(rejected)}" if rejected else ""
+        return f"{path}: no {what} left once lines were skipped: {skipped_said(skipped)}{also}"
     hint = f"is {option} right? one of {', '.join(formats)}{check}"
     if not rejected:
         return f"{path}: no {what} in it as {fmt} ({hint})"

@@ -353,15 +353,26 @@ def read_log(path: str | Path, fmt: str, stats: OnlineRetailStats | None = None)
     return give_up_early(readers[fmt](), path, fmt)
 
 
+def own_stats(fmt: str, stats: OnlineRetailStats | None) -> OnlineRetailStats | None:
+    """`stats`, or counts of its own for the Online Retail reader (to say why a log gave no event)."""
+    return OnlineRetailStats() if stats is None and fmt == "online-retail" else stats
+
+
+def nothing_in(path: str | Path, fmt: str, rejected: list[LineRejection],
+               stats: OnlineRetailStats | None) -> InputFileError:
+    """The error of a log that gave no event: `nothing_read`, with what the Online Retail reader skipped."""
+    return InputFileError(nothing_read(Path(path), fmt, rejected, skipped=stats.as_dict() if stats else None))
+
+
 def load_sorted(path: str | Path, fmt: str, stats: OnlineRetailStats | None = None
                 ) -> tuple[list[dict[str, Any]], list[LineRejection]]:
     """The whole log in timestamp order (stable: ties keep file order), and its rejected lines."""
-    events, rejected = [], []  # as the signature says
+    events, rejected, stats = [], [], own_stats(fmt, stats)  # as the signature says
     with reading_as(path, fmt):
         for read in read_log(path, fmt, stats):
             (rejected if isinstance(read, LineRejection) else events).append(read)
     if not events:
-        raise InputFileError(nothing_read(Path(path), fmt, rejected))
+        raise nothing_in(path, fmt, rejected, stats)
     events.sort(key=lambda e: e["ts"])
     return events, rejected
 
@@ -389,6 +400,7 @@ def load_accepted(path: str | Path, fmt: str, refusal: Callable[[dict[str, Any]]
         kept, refused = split_refused(events, refusal)
         return kept, rejected, refused
     latest_first: list[tuple[int, int, dict[str, Any]]] = []  # (-ts, -n, event): the latest kept on top
+    stats = own_stats(fmt, stats)
     rejected, refused, accepted, prune_at = [], [], 0, 2 * limit + REFUSED_SLACK
     with reading_as(path, fmt):
         for n, read in enumerate(read_log(path, fmt, stats)):
@@ -407,7 +419,7 @@ def load_accepted(path: str | Path, fmt: str, refusal: Callable[[dict[str, Any]]
                 elif entry > latest_first[0]:
                     heapq.heapreplace(latest_first, entry)
     if not latest_first and not refused:
-        raise InputFileError(nothing_read(Path(path), fmt, rejected))
+        raise nothing_in(path, fmt, rejected, stats)
     kept = [event for _, _, event in sorted(latest_first, reverse=True)]
     if accepted > limit:
         refused = [found for found in refused if found[0]["ts"] <= kept[-1]["ts"]]

@@ -18,16 +18,10 @@ from ..contracts import Rejection, Source, time_out_of_range
 from ..errors import StreamAppError
 from ..kafka_security import kafka_python_kwargs
 from ..stream.topics import ensure_topics
-from .log_checks import DEAD_LETTERS_SAID, first_rejection, rejection_said, warn_if_seconds
+from .log_checks import DEAD_LETTERS_SAID, first_rejection, rejection_said, skipped_said, warn_if_seconds
 from .log_files import check_file
 from .recorded import LineRejection, OnlineRetailStats, Refused
 from .sorted_log import RUN_EVENTS, SortedLog
-
-
-def skipped_said(counts: dict[str, int]) -> str:
-    """What the Online Retail reader left out, in words (`counts`: `OnlineRetailStats.as_dict()`)."""
-    return (f"skipped {counts['skipped']:,} lines as the log's README asks: {counts['guest']:,} without a customer, "
-            f"{counts['cancelled']:,} cancellations or returns, {counts['not_product']:,} codes that are not products")
 
 
 @dataclass

@@ -16,10 +16,9 @@ from typing import IO, Any, Callable, Iterator
 
 import orjson
 
-from ..errors import InputFileError
-from .log_checks import LineRejection, nothing_read
+from .log_checks import LineRejection
 from .log_files import reading_as
-from .recorded import OnlineRetailStats, Refused, load_accepted, read_log
+from .recorded import OnlineRetailStats, Refused, load_accepted, nothing_in, own_stats, read_log
 
 #: Events sorted in memory at once (about 0.8 KB each as Python objects): beyond, runs go to disk.
 RUN_EVENTS = 500_000
@@ -65,6 +64,7 @@ class SortedLog:
     def _read(self, path: str | Path, fmt: str, refusal: Callable[[dict[str, Any]], tuple[str, str] | None],
               stats: OnlineRetailStats | None, run_events: int) -> None:
         run: list[Keyed] = []
+        stats = own_stats(fmt, stats)
         with reading_as(path, fmt):
             for n, read in enumerate(read_log(path, fmt, stats)):
                 if isinstance(read, LineRejection):
@@ -77,7 +77,7 @@ class SortedLog:
                         self._spill(run)
                         run = []
         if not run and not self.runs and not self.refused:
-            raise InputFileError(nothing_read(Path(path), fmt, self.rejected))
+            raise nothing_in(path, fmt, self.rejected, stats)
         self.refused.sort(key=lambda found: found[0]["ts"])
         if self.runs:
             self._spill(run)
