@@ -20,7 +20,8 @@ FORMATS = ("jsonl", "otto", "csv", "retailrocket", "movielens", "online-retail")
 ONLINE_RETAIL_COLUMNS = ("InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice",
                          "CustomerID", "Country")
 #: The columns each csv format needs (a header naming another format's is said to be that format's).
-CSV_COLUMNS = {"csv": ("user_id", "item_id", "type", "ts"), "retailrocket": ("timestamp", "visitorid", "event", "itemid"),
+CSV_COLUMNS = {"csv": ("user_id", "item_id", "type", "ts"),
+               "retailrocket": ("timestamp", "visitorid", "event", "itemid"),
                "movielens": ("userId", "movieId", "rating", "timestamp"), "online-retail": ONLINE_RETAIL_COLUMNS}
 
 

@@ -66,8 +66,8 @@ def check_file(path: Path) -> None:
     with open(path, "rb") as fh:
         head = fh.read(8)
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        raise InputFileError(f"{path}: a UTF-16 text file (as Excel's \"Unicode Text\" saves): save it as CSV UTF-8 and "
-                             "give that file")
+        raise InputFileError(f"{path}: a UTF-16 text file (as Excel's \"Unicode Text\" saves): save it as CSV "
+                             "UTF-8 and give that file")
     if _is_workbook(path, head):
         raise InputFileError(f"{path}: an Excel workbook: save it as CSV (CSV UTF-8) and give that file")
     for magic, kind in _ARCHIVES:
