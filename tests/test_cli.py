@@ -250,12 +250,16 @@ def test_a_worker_is_listed_with_what_it_waits_for_from_its_start_not_once_faust
         if len(published) == 2:
             worker.processing = True  # the input loop runs: the heartbeat takes over
 
+    async def no_risk() -> None:
+        return None
+
     waiting = {"partitions": "input partitions not assigned, or their tables not recovered yet"}
     worker = SimpleNamespace(
         processing=False, worker_id="w1", settings=SimpleNamespace(app_id="a", redis_url="redis://x"), web_port=1,
         missing=lambda: dict(waiting), assigned_inputs=set, counters=SimpleNamespace(),
         ordered=SimpleNamespace(status=dict), watcher=SimpleNamespace(status=dict),
-        catalogue=SimpleNamespace(status=dict), store=SimpleNamespace(publish_worker_status=publish_worker_status))
+        catalogue=SimpleNamespace(status=dict), store=SimpleNamespace(publish_worker_status=publish_worker_status,
+                                                                      eviction_risk=no_risk))
     monkeypatch.setattr(worker_status, "STATUS_TTL_S", 0.03)
     monkeypatch.setattr(worker_status, "asdict", lambda counters: {"events": 0, "applied": 0, "duplicates": 0,
                                                                    "rejected": 0, "recommendations": 0})
