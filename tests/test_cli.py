@@ -299,7 +299,8 @@ def test_a_worker_redis_refuses_is_not_ready_so_a_rollout_with_a_wrong_password_
     worker = SimpleNamespace(
         processing=True, partitions_ready=True, models_ready=ready, catalogue_ready=ready, outages={},
         redis_refusal=None, worker_id="w1", settings=SimpleNamespace(app_id="a", redis_url="redis://:pw@x:1"),
-        web_port=1, assigned_inputs=set, counters=SimpleNamespace(), ordered=SimpleNamespace(status=dict),
+        web_port=1, assigned_inputs=set, counters=SimpleNamespace(),
+        ordered=SimpleNamespace(status=dict, reading_at=time.monotonic()),
         watcher=SimpleNamespace(status=dict), catalogue=SimpleNamespace(status=dict),
         store=SimpleNamespace(publish_worker_status=refuse))
     worker.missing = lambda: StreamWorker.missing(worker)
@@ -307,6 +308,9 @@ def test_a_worker_redis_refuses_is_not_ready_so_a_rollout_with_a_wrong_password_
     assert worker.missing() == {}
     asyncio.run(worker_status.publish_status(worker))
     assert "invalid username-password pair" in worker.missing()["redis"]
+    # an input reader that stopped going round its loop (it ended, or hangs): not ready, whatever else holds
+    worker.ordered.reading_at = time.monotonic() - 61
+    assert "input reader has not gone round its loop for 61s" in worker.missing()["input"]
 
 
 def test_readiness_says_how_a_wedged_group_looks_after_minutes_without_partitions():

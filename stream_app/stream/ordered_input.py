@@ -37,10 +37,10 @@ from ..contracts import Rejection, Source
 from ..core.events import Event
 from ..core.items import InMemoryItemIndex
 from ..core.ordering import AFTER_ALL, BEFORE_ALL, GroupMerge, ItemFeed, Released, Sequencer
-from ..kafka_security import aiokafka_kwargs
 from .lane_ends import ASK_EVERY_MS, LaneEnds
 from .ready import ReadRecord, Ready, counted_before, gate, input_source
 from .stage_latency import StageLatency
+from .transport import started_reader
 
 log = logging.getLogger("stream_app.ordered_input")
 
@@ -85,6 +85,7 @@ class OrderedInput:
         self.lane_ends = LaneEnds(self.topics)
         self.busy_since: float | None = None  # since when events have been waiting (None: nothing waits)
         self.paused: set[int] = set()  # groups of the worker's own that are far ahead of its processing
+        self.reading_at: float | None = None  # when the reader last went round its loop (monotonic; the readiness)
         self.resumed_at: dict[int, float] = {}
         self.full_lanes: set[TopicPartition] = set()
         self.handed: dict[tuple[int, int], int] = {}  # (lane, group) -> highest offset handed out since assign
@@ -150,19 +151,17 @@ class OrderedInput:
         return self.lane_ends.reached(lane, group, self.next_offset.get((lane, group.group), 0))
 
     async def run(self) -> None:
-        """Read every input partition from its beginning, for as long as the worker runs."""
-        settings = self.settings
-        self.consumer = consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.require_kafka().split(","), group_id=None, enable_auto_commit=False,
-            auto_offset_reset="earliest", fetch_max_wait_ms=settings.fetch_max_wait_ms,
-            **aiokafka_kwargs(settings.kafka_security))
-        await consumer.start()
-        await self.lane_ends.start(settings)
+        """Read every input partition from its beginning, for as long as the worker runs; started again after a
+        failure, from where it read (what it holds is not pushed twice) with the same pauses."""
+        tps = [TopicPartition(topic, p) for topic in self.topics for p in range(self.partitions)]
+        self.consumer = consumer = await started_reader(
+            self.settings, {tp: self.next_offset.get((self.lane_of_topic[tp.topic], tp.partition)) for tp in tps})
         try:
-            consumer.assign([TopicPartition(topic, p) for topic in self.topics for p in range(self.partitions)])
-            await consumer.seek_to_beginning()
-            poll_ms = max(5, min(50, settings.max_idle_ms // 2))
+            await self.lane_ends.start(self.settings)
+            consumer.pause(*self.full_lanes, *(tp for group in self.paused for tp in self._partitions_of(group)))
+            poll_ms = max(5, min(50, self.settings.max_idle_ms // 2))
             while True:
+                self.reading_at = time.monotonic()
                 self.pause_or_resume()
                 batches = await consumer.getmany(timeout_ms=poll_ms, max_records=5000)
                 for tp, records in batches.items():
@@ -172,8 +171,10 @@ class OrderedInput:
                 self.release()
                 self.changed.set()
         finally:
-            await consumer.stop()
-            await self.lane_ends.stop()
+            try:
+                await consumer.stop()
+            finally:
+                await self.lane_ends.stop()
 
     def push(self, topic: str, partition: int, records: list[Any]) -> None:
         lane = self.lane_of_topic[topic]

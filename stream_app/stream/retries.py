@@ -121,12 +121,18 @@ async def until_done(what: str, action: Callable[..., Awaitable[Any]], *args: An
 
 
 async def keep_running(what: str, run: Callable[[], Awaitable[None]]) -> None:
-    """Run a follower forever: after a failure, log it and start it again 2s later."""
+    """Run a follower forever: after a failure, log it and start it again 2s later. A CancelledError that is not
+    this task's own cancellation is a failure too: aiokafka's `stop()` with a fetch in flight raises one, which
+    had replaced a broker timeout and ended the input reader for good (the worker up, reading nothing)."""
     while True:
         try:
             await run()
-        except asyncio.CancelledError:
-            raise
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is None or task.cancelling():
+                raise
+            log.error("cannot %s (%s); retrying in 2s", what, described(exc.__context__ or exc))
+            await asyncio.sleep(2)
         except Exception as exc:
             log.error("cannot %s (%s); retrying in 2s", what, described(exc))
             await asyncio.sleep(2)

@@ -33,6 +33,7 @@ security settings (kafka_security.py), as Faust's own clients do through `broker
 
 from __future__ import annotations
 
+import logging
 import time
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Callable, ClassVar, Iterable, Mapping
@@ -45,7 +46,11 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from ..config import Settings
 from ..kafka_security import PLAINTEXT, KafkaSecurity, aiokafka_kwargs
 
+log = logging.getLogger("stream_app.transport")
+
 SCHEME = "stream-app-kafka"
+#: How long a rebalance waits for the acknowledgement of delivered messages (Faust's wait_empty).
+WAIT_EMPTY_S = 1.0
 
 
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -136,6 +141,27 @@ async def from_the_beginning(settings: Settings, topic: str
         await consumer.stop()
 
 
+async def started_reader(settings: Settings, read_from: dict[TopicPartition, int | None]) -> AIOKafkaConsumer:
+    """A started consumer outside any group, assigned `read_from`'s partitions, each at its offset (None: at its
+    beginning): the ordered input's reader, and the same reader started again where it had read."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.require_kafka().split(","), group_id=None,
+                                enable_auto_commit=False, auto_offset_reset="earliest",
+                                fetch_max_wait_ms=settings.fetch_max_wait_ms, **aiokafka_kwargs(settings.kafka_security))
+    await consumer.start()
+    try:
+        consumer.assign(list(read_from))
+        unread = [tp for tp, offset in read_from.items() if offset is None]
+        if unread:  # (with no argument it would seek every partition)
+            await consumer.seek_to_beginning(*unread)
+        for tp, offset in read_from.items():
+            if offset is not None:
+                consumer.seek(tp, offset)
+    except BaseException:
+        await consumer.stop()
+        raise
+    return consumer
+
+
 def faust_credentials(security: KafkaSecurity) -> Any:
     """The Faust app's `broker_credentials` (None for PLAINTEXT: Faust's default)."""
     if security.sasl:
@@ -188,12 +214,21 @@ class Consumer(faust_aiokafka.Consumer):
     async def wait_empty(self) -> None:
         """At a rebalance Faust waits until every delivered message is acknowledged. Messages the
         worker holds for later are let go unacknowledged instead: the commit stays before them, and
-        whoever owns their partition next reads them again from there."""
+        whoever owns their partition next reads them again from there. So are those of a batch still
+        delivering after WAIT_EMPTY_S (an outage it retries for as long as it lasts: Faust waited that long,
+        past the group's rebalance timeout); the revoke then waits for that batch a while longer itself
+        (retries.batch_finished_or_late), and its commit counts for nothing once late (commits.py)."""
+        deadline = time.monotonic() + WAIT_EMPTY_S
         while not self.should_stop and self._unacked_messages:
             if self.release_held is not None:  # again each round: the agent may deliver a few more
                 for message in self.release_held():
                     self._unacked_messages.discard(message)
             if not self._unacked_messages:
+                break
+            if time.monotonic() >= deadline:
+                log.warning("a rebalance: %d delivered messages not acknowledged after %.0fs (a batch still "
+                            "delivering?); going on without them", len(self._unacked_messages), WAIT_EMPTY_S)
+                self._unacked_messages.clear()
                 break
             await self.commit()
             await self._wait_for_ack(timeout=1)

@@ -59,6 +59,8 @@ log = logging.getLogger("stream_app.worker")
 
 PROFILE_TABLE = "profiles"
 LEARNER_TABLE = "partition-learners"
+#: A reader that has not gone round its loop (a poll of at most 50 ms) for this long is not reading: not ready.
+READER_STALL_S = 60.0
 #: How long a starting worker waits for the item catalogue to be embedded before it takes events.
 CATALOGUE_WAIT_S = 600
 #: An output failing this long makes /readyz answer 503, naming it (shorter blips only count retries).
@@ -151,6 +153,10 @@ class StreamWorker:
             if not self.catalogue_ready.is_set():
                 waiting["catalogue"] = "the item catalogue not embedded by the content model yet"
             waiting.setdefault("processing", "the input loop has not started")
+        stalled_s = time.monotonic() - (self.ordered.reading_at or time.monotonic()) if self.processing else 0.0
+        if stalled_s >= READER_STALL_S:
+            waiting["input"] = (f"the input reader has not gone round its loop for {stalled_s:.0f}s (it is started "
+                                "again after a failure: see the log)")
         if self.redis_refusal:
             waiting["redis"] = f"Redis refuses this worker ({self.redis_refusal}): check REDIS_URL's password or ACL"
         now = time.monotonic()

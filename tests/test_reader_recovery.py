@@ -1,0 +1,163 @@
+"""The input reader through a broker outage: it must keep reading, or be started again where it had read, and a
+rebalance must not wait for a batch that retries its output for as long as the outage lasts."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from types import SimpleNamespace
+from weakref import WeakSet
+
+import orjson
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaTimeoutError
+
+import stream_app.stream.lane_ends as lane_ends
+import stream_app.stream.transport as transport
+from stream_app.config import Settings
+from stream_app.core.items import InMemoryItemIndex
+from stream_app.stream import retries
+from stream_app.stream.ordered_input import OrderedInput
+from stream_app.stream.partitioning import partition_of
+
+START = 1_700_000_000_000
+SETTINGS = Settings(partitions=2, kafka_bootstrap_servers="127.0.0.1:1")
+USER = next(f"u{i}" for i in range(100) if partition_of(f"u{i}", 2) == 0)
+
+
+def purchase(n: int) -> SimpleNamespace:
+    event = {"event_id": f"e{n}", "user_id": USER, "item_id": f"i{n % 7}", "type": "purchase", "ts": START + 1000 * n,
+             "schema_version": 1}
+    return SimpleNamespace(offset=n, key=USER.encode(), value=orjson.dumps(event), timestamp=START + 1000 * n,
+                           headers=())
+
+
+def test_a_cancelled_error_that_is_not_the_tasks_own_cancellation_restarts_the_follower(monkeypatch):
+    """aiokafka's stop() with a fetch in flight raises CancelledError, which replaced a broker timeout: the
+    reader task ended for good and the worker read nothing more, still ready."""
+    real_sleep = asyncio.sleep
+    monkeypatch.setattr(retries.asyncio, "sleep", lambda s: real_sleep(0.01 if s == 2 else s))
+    runs: list[int] = []
+
+    async def follower() -> None:
+        runs.append(1)
+        if len(runs) == 1:
+            try:
+                raise KafkaTimeoutError("Failed to get offsets by times in 40000 ms")
+            finally:
+                raise asyncio.CancelledError  # what consumer.stop() raised in the finally
+        await real_sleep(3600)
+
+    async def main() -> tuple[int, bool]:
+        task = asyncio.ensure_future(retries.keep_running("read the input topics", follower))
+        await real_sleep(0.2)
+        started = len(runs)
+        task.cancel()  # the task's own cancellation still ends it
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        return started, task.cancelled()
+
+    assert asyncio.run(main()) == (2, True)
+
+
+class FakeConsumer:
+    """The reader's consumer: the log at first, nothing after a restart; where each lane was sought."""
+
+    made: list["FakeConsumer"] = []
+
+    def __init__(self, **_: object):
+        self.calls, self.sought, self.from_start, self.paused = 0, {}, [], []
+        FakeConsumer.made.append(self)
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def assign(self, tps: list) -> None: ...
+
+    async def seek_to_beginning(self, *tps: TopicPartition) -> None:
+        self.from_start.extend(tps)
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.sought[tp] = offset
+
+    def pause(self, *tps: TopicPartition) -> None:
+        self.paused.extend(tps)
+
+    def resume(self, *tps: TopicPartition) -> None: ...
+
+    async def getmany(self, timeout_ms: int, max_records: int) -> dict:
+        self.calls += 1
+        await asyncio.sleep(0.005)
+        if len(FakeConsumer.made) == 1 and self.calls == 1:
+            return {TopicPartition(SETTINGS.topics.purchase, 0): [purchase(n) for n in range(40)]}
+        if len(FakeConsumer.made) == 1:
+            raise KafkaTimeoutError("the broker went away")  # the first reader fails once it has read
+        return {}
+
+
+class FakeProbe:
+    def __init__(self, **_: object): ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def end_offsets(self, tps: list) -> dict:
+        await asyncio.sleep(3600)  # a broker away: aiokafka answers after its 40 s request timeout
+
+
+def test_a_restarted_reader_reads_on_from_where_it_was_and_an_unanswered_end_does_not_stop_it(monkeypatch):
+    """Started again from the beginning, the reader pushed the whole input a second time into the same item
+    state (its counts doubled); and an end the broker did not answer for 40 s ended the reader."""
+    FakeConsumer.made.clear()
+    monkeypatch.setattr(transport, "AIOKafkaConsumer", FakeConsumer)
+    monkeypatch.setattr(lane_ends, "AIOKafkaConsumer", FakeProbe)
+    monkeypatch.setattr(lane_ends, "ASK_TIMEOUT_S", 0.05)
+    real_sleep = asyncio.sleep
+    monkeypatch.setattr(retries.asyncio, "sleep", lambda s: real_sleep(0.01 if s == 2 else s))
+    ordered = OrderedInput(SETTINGS, 2, InMemoryItemIndex(SETTINGS))
+
+    async def main() -> None:
+        task = asyncio.ensure_future(retries.keep_running("read the input topics", ordered.run))
+        while len(FakeConsumer.made) < 2 or FakeConsumer.made[1].calls < 20:
+            await real_sleep(0.01)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+
+    asyncio.run(asyncio.wait_for(main(), 10))
+    first, second = FakeConsumer.made
+    purchases = TopicPartition(SETTINGS.topics.purchase, 0)
+    assert len(first.from_start) == 2 * len(SETTINGS.topics.inputs)  # a first start reads every lane from its start
+    assert second.sought == {purchases: 40} and purchases not in second.from_start
+    assert ordered.read == 40  # not 80: nothing pushed twice
+    assert ordered.reading_at is not None and time.monotonic() - ordered.reading_at < 1
+
+
+def test_a_rebalance_does_not_wait_for_a_batch_retrying_its_output_through_an_outage(monkeypatch):
+    """Faust's wait_empty runs before the worker's revoke handler: it waited for the batch's messages for as long
+    as the outage lasted, past the group's rebalance timeout."""
+    monkeypatch.setattr(transport, "WAIT_EMPTY_S", 0.3)
+
+    class Message:
+        acked = False
+
+    held_by_batch = Message()
+
+    async def nothing(*_: object, **__: object) -> bool:
+        return True
+
+    async def wait_for_ack(timeout: float) -> None:
+        await asyncio.sleep(0.05)
+
+    stub = SimpleNamespace(should_stop=False, _unacked_messages=WeakSet([held_by_batch]), release_held=list,
+                           commit=nothing, _wait_for_ack=wait_for_ack, commit_and_end_transactions=nothing)
+    stub._clean_unacked_messages = lambda: None
+    started = time.monotonic()
+    asyncio.run(asyncio.wait_for(transport.Consumer.wait_empty(stub), 5))
+    assert time.monotonic() - started < 1 and not stub._unacked_messages
