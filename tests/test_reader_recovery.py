@@ -88,6 +88,9 @@ class FakeConsumer:
 
     def resume(self, *tps: TopicPartition) -> None: ...
 
+    async def position(self, tp: TopicPartition) -> int:
+        return 0  # no transaction markers here: never past the last record read
+
     async def getmany(self, timeout_ms: int, max_records: int) -> dict:
         self.calls += 1
         await asyncio.sleep(0.005)
@@ -161,3 +164,22 @@ def test_a_rebalance_does_not_wait_for_a_batch_retrying_its_output_through_an_ou
     started = time.monotonic()
     asyncio.run(asyncio.wait_for(transport.Consumer.wait_empty(stub), 5))
     assert time.monotonic() - started < 1 and not stub._unacked_messages
+
+
+def test_a_lane_ending_in_a_transaction_marker_is_read_to_its_end_at_the_readers_position():
+    """A transactional producer's commit marker takes the offset after its last record: the lane's end is one past
+    what the last record says, and its group waited 30 s (UNKNOWN_END_WAIT_S) instead of max_idle_ms each time."""
+    from stream_app.core.ordering import GroupMerge
+
+    ends = lane_ends.LaneEnds(SETTINGS.topics.inputs)
+    group = GroupMerge(0, SETTINGS.item_epoch_ms)
+    ends.ends[(0, 0)], ends.asked[(0, 0)] = 11, time.monotonic()  # records 0..9, the marker at 10
+    next_offset = {(0, 0): 10, (1, 0): 4}
+
+    class Reader:
+        async def position(self, tp: TopicPartition) -> int:
+            return {SETTINGS.topics.inputs[0]: 11, SETTINGS.topics.inputs[1]: 4}[tp.topic]
+
+    assert not ends.reached(0, group, next_offset[(0, 0)])
+    asyncio.run(ends.read_past_markers(Reader(), next_offset))
+    assert next_offset == {(0, 0): 11, (1, 0): 4} and ends.reached(0, group, next_offset[(0, 0)])

@@ -59,6 +59,16 @@ class LaneEnds:
         if self.probe is not None:
             await self.probe.stop()
 
+    async def read_past_markers(self, consumer: Any, next_offset: dict[tuple[int, int], int]) -> None:
+        """Move each lane's next offset to the reader's position where that is further: past the commit or
+        abort markers of a transactional producer, which take offsets and hold no record. A lane ending in one
+        was never "read to its end" by its last record's offset, so its group waited UNKNOWN_END_WAIT_S (30 s)
+        instead of max_idle_ms every time the lane went quiet."""
+        for (lane, group), offset in list(next_offset.items()):
+            position = await consumer.position(TopicPartition(self.topics[lane], group))
+            if position > offset:
+                next_offset[(lane, group)] = position
+
     def _fresh(self, lane: int, group: GroupMerge) -> int | None:
         """The lane's end if it was asked after the group's latest record was read, else None."""
         key = (lane, group.group)

@@ -151,8 +151,7 @@ class OrderedInput:
         return self.lane_ends.reached(lane, group, self.next_offset.get((lane, group.group), 0))
 
     async def run(self) -> None:
-        """Read every input partition from its beginning, for as long as the worker runs; started again after a
-        failure, from where it read (what it holds is not pushed twice) with the same pauses."""
+        """Read every input partition from its beginning (started again after a failure: from where it read)."""
         tps = [TopicPartition(topic, p) for topic in self.topics for p in range(self.partitions)]
         self.consumer = consumer = await started_reader(
             self.settings, {tp: self.next_offset.get((self.lane_of_topic[tp.topic], tp.partition)) for tp in tps})
@@ -166,6 +165,7 @@ class OrderedInput:
                 batches = await consumer.getmany(timeout_ms=poll_ms, max_records=5000)
                 for tp, records in batches.items():
                     self.push(tp.topic, tp.partition, records)
+                await self.lane_ends.read_past_markers(consumer, self.next_offset)
                 await self.lane_ends.refresh(self.sequencer.groups.values(), self.next_offset,
                                              min(poll_ms, ASK_EVERY_MS) / 1000)
                 self.release()
