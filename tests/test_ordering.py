@@ -399,6 +399,20 @@ def test_events_of_equal_timestamps_are_not_late():
     assert [r.late for r in out] == [False, False] and seq.late == 0
 
 
+def test_an_equal_time_event_of_an_earlier_lane_after_its_lane_was_gone_on_without_is_late():
+    """The log puts a browse before a click of the same time; released after it (its topic skipped when idle,
+    then receiving), it is out of that order and must be counted, or a run counting 0 late was not the log's."""
+    seq = Sequencer(MINUTE, always)
+    seq.push(0, CLICK, T0, "click")
+    seq.take(10)
+    seq.push(0, BROWSE, T0, "browse")
+    seq.push(0, CLICK, T0, "click 2")
+    seq.push(0, PURCHASE, T0, "purchase")
+    _, out = seq.take(10)
+    assert [(r.item, r.late) for r in out] == [("browse", True), ("click 2", False), ("purchase", False)]
+    assert seq.late == 1
+
+
 def test_co_visitation_pairs_an_item_only_with_other_items_seen_within_the_window():
     """Behaviours the pinned OTTO figures alone covered: the co-visitation window and no item paired with itself."""
 

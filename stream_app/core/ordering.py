@@ -57,6 +57,7 @@ class GroupMerge:
     epoch_ms: int
     lanes: tuple[collections.deque, ...] = field(default_factory=lambda: tuple(collections.deque() for _ in range(LANES)))
     clock: int | None = None
+    clock_lane: int = 0  # the lane of the event that set the clock: of equal times, a lower lane goes first
     # Which empty lanes events waited for since the last reset (the caller asks their ends), and when
     # each lane last received anything (the caller's idle rule).
     waited_for: list[bool] = field(default_factory=lambda: [False] * LANES)
@@ -101,10 +102,12 @@ class GroupMerge:
         if ts == INVALID_TS:
             epoch = BEFORE_ALL if self.clock is None else self.clock // self.epoch_ms
             return Released(self.group, lane, epoch, False, item)
-        late = self.clock is not None and ts < self.clock
+        # late: after a later event, or after an equal-time one of a later lane (a lane skipped when idle and
+        # then receiving an event of that time: in the log's order it goes first)
+        late = self.clock is not None and (ts < self.clock or (ts == self.clock and lane < self.clock_lane))
         epoch = self.epoch_of(ts)
         if not late:
-            self.clock = ts
+            self.clock, self.clock_lane = ts, lane
         return Released(self.group, lane, epoch, late, item)
 
     def buffered(self) -> int:
