@@ -388,3 +388,17 @@ def test_a_re_driven_event_a_worker_failed_on_is_applied_but_not_counted_again_i
                                 timestamp=late.timestamp / 1000, headers=late.headers)
     assert input_source(delivered).counted and ReadRecord.of(topic, 0, late).headers == late.headers
     assert not counted_before(SimpleNamespace(headers=[(REDRIVE_HEADER, b"processing_error")]))  # the reason alone
+
+
+def test_faust_stops_fetching_a_lane_whose_deliveries_wait_unprocessed_beyond_the_lane_buffer():
+    """A takeover of a partition far behind: what Faust's consumer fetched queued without bound (its own buffer
+    pause never triggers, the agent drains its stream into the queue)."""
+    ordered, topic, _ = own_partition(100, read_while_owned=False)  # 100 entries, no reader's copies
+    ordered.release()
+    for offset in range(100, 100 + ordered.LANE_BUFFER_MAX - 1):
+        ordered.deliver(Delivered(topic, offset))
+    assert (topic, 0) in ordered.faust_lanes()
+    ordered.deliver(Delivered(topic, 100 + ordered.LANE_BUFFER_MAX))
+    assert (topic, 0) not in ordered.faust_lanes()  # paused by steer_faust until processing drains it
+    ordered.refetch_wanted[(2, 0)] = (5, 0.0)
+    assert (topic, 0) in ordered.faust_lanes()  # a fetch asked again is never held back

@@ -93,8 +93,7 @@ class OrderedInput:
         self.undelivered_since: dict[tuple[int, int], tuple[int, float]] = {}  # -> (offset, since)
         #: (lane, group) -> the highest offset its schedule passed (handed out, trimmed, or before the start)
         self.passed: dict[tuple[int, int], int] = {}
-        self.refetches = 0
-        self.duplicates = 0  # records Faust's consumer delivered twice
+        self.refetches, self.duplicates = 0, 0  # duplicates: records Faust's consumer delivered twice
         self.faust_delivered: dict[tuple[int, int], int] = {}  # (lane, group) -> the last offset Faust delivered
         self.without_copy: collections.Counter[tuple[int, int]] = collections.Counter()  # own, no reader's copy
         self.stages = StageLatency()  # where own records' time goes (the worker's metrics expose it)
@@ -314,11 +313,12 @@ class OrderedInput:
         queue.append(event)
 
     def faust_lanes(self) -> set[tuple[str, int]]:
-        """(topic, partition) of the own lanes whose records Faust's consumer must deliver: those with
-        entries the reader has no copy of, one to fetch again, or no known start yet."""
+        """(topic, partition) of the own lanes whose records Faust's consumer must deliver: those with entries the
+        reader has no copy of, one to fetch again, or no known start yet; not while LANE_BUFFER_MAX wait delivered."""
         unstarted = {(lane, group) for group in self.owned for lane in range(len(self.topics))} - set(self.start)
         keys = {key for key, n in self.without_copy.items() if n} | set(self.refetch_wanted) | unstarted
-        return {(self.topics[lane], group) for lane, group in keys | set(self._passed_behind())}
+        full = {key for key, queue in self.delivered.items() if len(queue) >= self.LANE_BUFFER_MAX} - set(self.refetch_wanted)
+        return {(self.topics[lane], group) for lane, group in (keys | set(self._passed_behind())) - full}
 
     def _passed_behind(self) -> dict[tuple[int, int], int]:
         """Own lane -> the next offset wanted, where the schedule passed records after the lane's start not
@@ -429,9 +429,9 @@ class OrderedInput:
         return out
 
     def _check(self, event: Any) -> Event | Rejection:
-        message = event.message
-        source = input_source(message)
-        return self.checked(message.value, message.key, source, self.lane_of_topic[message.topic], source.timestamp)
+        source = input_source(event.message)
+        return self.checked(event.message.value, event.message.key, source, self.lane_of_topic[source.topic],
+                            source.timestamp)
 
     def checked(self, value: bytes | None, key: bytes | None, source: Source, lane: int,
                 reference_ms: int | None) -> Event | Rejection:
