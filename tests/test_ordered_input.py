@@ -402,3 +402,28 @@ def test_faust_stops_fetching_a_lane_whose_deliveries_wait_unprocessed_beyond_th
     assert (topic, 0) not in ordered.faust_lanes()  # paused by steer_faust until processing drains it
     ordered.refetch_wanted[(2, 0)] = (5, 0.0)
     assert (topic, 0) in ordered.faust_lanes()  # a fetch asked again is never held back
+
+
+def test_scheduled_records_deleted_from_the_log_before_faust_brought_them_are_passed_and_counted(monkeypatch):
+    """Records the reader saw while another worker owned the partition, then gone (retention) before this
+    worker's Faust consumer fetched them: it delivered from the log's start on, past them, and the worker asked
+    for them again every 5 s for ever, applying nothing of any partition after them."""
+    import asyncio
+
+    clock = frozen_clock(monkeypatch)
+    ordered, topic, _ = own_partition(10, read_while_owned=False)  # 0..9 scheduled, released as another's
+
+    class Probe:
+        async def beginning_offsets(self, tps: list) -> dict:
+            return {tp: 5 for tp in tps}  # the log starts at 5 now
+
+    ordered.lane_ends.probe = Probe()
+    for offset in range(5, 10):  # Faust's consumer, reset to the log's start
+        ordered.deliver(Delivered(topic, offset))
+    assert drain(ordered) == [] and ordered.take_refetches() == [(topic, 0, 0)]
+    clock[0] += 5.0
+    asyncio.run(ordered.lane_ends.ask_starts(ordered.refetch_wanted))
+    for offset in range(5, 10):  # the seek back to 0 was reset to 5 again
+        ordered.deliver(Delivered(topic, offset))
+    assert drain(ordered) == [5, 6, 7, 8, 9]
+    assert ordered.status()["gone_from_log"] == 5

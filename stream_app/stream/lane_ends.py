@@ -33,6 +33,8 @@ ASK_EVERY_MS = 10
 #: How long an ask may take: a broker away answers only after aiokafka's request timeout (40 s), which ended
 #: the reader (the unknown end then waits its UNKNOWN_END_WAIT_S, as any).
 ASK_TIMEOUT_S = 5.0
+#: How often the starts of lanes fetched again are asked at most (a re-fetch is asked again every 5 s).
+REFETCH_ASK_S = 5.0
 
 
 def newest(arrived: list[float | None]) -> float:
@@ -48,6 +50,8 @@ class LaneEnds:
         self.ends: dict[tuple[int, int], int] = {}
         self.asked: dict[tuple[int, int], float] = {}
         self.last_asked = 0.0
+        self.log_start: dict[tuple[int, int], int] = {}  # (lane, group) -> its first offset on the broker, as asked
+        self.starts_asked = 0.0
         self.probe: Any = None  # an AIOKafkaConsumer assigned nothing (its `end_offsets` only), once started
 
     async def start(self, settings: Settings) -> None:
@@ -58,6 +62,24 @@ class LaneEnds:
     async def stop(self) -> None:
         if self.probe is not None:
             await self.probe.stop()
+
+    async def ask_starts(self, refetching: Iterable[tuple[int, int]]) -> None:
+        """Where the lanes Faust's consumer is asked to fetch again start on the broker, at most every
+        REFETCH_ASK_S: records the schedule waits for may be gone (retention, DeleteRecords) before Faust's
+        consumer fetched them, and it then delivers from the log's start on, past them, for ever."""
+        keys = list(refetching)
+        now = time.monotonic()
+        if not keys or self.probe is None or now - self.starts_asked < REFETCH_ASK_S:
+            return
+        self.starts_asked = now
+        tps = {TopicPartition(self.topics[lane], group): (lane, group) for lane, group in keys}
+        try:
+            starts = await asyncio.wait_for(self.probe.beginning_offsets(list(tps)), ASK_TIMEOUT_S)
+        except (KafkaError, asyncio.TimeoutError) as exc:
+            log.warning("cannot ask where %d input partitions start (%s)", len(tps), described(exc))
+            return
+        for tp, start in starts.items():
+            self.log_start[tps[tp]] = start
 
     async def read_past_markers(self, consumer: Any, next_offset: dict[tuple[int, int], int]) -> None:
         """Move each lane's next offset to the reader's position where that is further: past the commit or

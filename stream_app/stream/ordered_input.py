@@ -93,7 +93,8 @@ class OrderedInput:
         self.undelivered_since: dict[tuple[int, int], tuple[int, float]] = {}  # -> (offset, since)
         #: (lane, group) -> the highest offset its schedule passed (handed out, trimmed, or before the start)
         self.passed: dict[tuple[int, int], int] = {}
-        self.refetches, self.duplicates = 0, 0  # duplicates: records Faust's consumer delivered twice
+        # duplicates: records Faust's consumer delivered twice; gone: own scheduled records deleted from the log
+        self.refetches, self.duplicates, self.gone = 0, 0, 0  # (retention) before Faust's consumer brought them
         self.faust_delivered: dict[tuple[int, int], int] = {}  # (lane, group) -> the last offset Faust delivered
         self.without_copy: collections.Counter[tuple[int, int]] = collections.Counter()  # own, no reader's copy
         self.stages = StageLatency()  # where own records' time goes (the worker's metrics expose it)
@@ -165,6 +166,7 @@ class OrderedInput:
                 for tp, records in batches.items():
                     self.push(tp.topic, tp.partition, records)
                 await self.lane_ends.read_past_markers(consumer, self.next_offset)
+                await self.lane_ends.ask_starts(self.refetch_wanted)
                 await self.lane_ends.refresh(self.sequencer.groups.values(), self.next_offset,
                                              min(poll_ms, ASK_EVERY_MS) / 1000)
                 self.release()
@@ -391,7 +393,8 @@ class OrderedInput:
                     self.unscheduled += 1
                     self.handed[key] = stale.message.offset
                     out.append(Ready(Released(group, entry.lane, epoch, True, None), stale, self._check(stale)))
-                if offset < self.start.get(key, 0):  # applied before this worker owned it
+                if offset < max(self.start.get(key, 0), self.lane_ends.log_start.get(key, 0)):  # applied before
+                    self.gone += offset >= self.start.get(key, 0)  # this worker owned it, or deleted since then
                     self._pass(schedule.popleft())
                     continue
                 if delivered and delivered[0].message.offset == offset:
@@ -429,22 +432,19 @@ class OrderedInput:
         return out
 
     def _check(self, event: Any) -> Event | Rejection:
-        source = input_source(event.message)
-        return self.checked(event.message.value, event.message.key, source, self.lane_of_topic[source.topic],
-                            source.timestamp)
+        message, source = event.message, input_source(event.message)
+        return self.checked(message.value, message.key, source, self.lane_of_topic[source.topic], source.timestamp)
 
     def checked(self, value: bytes | None, key: bytes | None, source: Source, lane: int,
                 reference_ms: int | None) -> Event | Rejection:
         return gate(value, key, source, EVENT_TYPES[lane], reference_ms, self.settings, self.partitions)
 
     def status(self) -> dict[str, Any]:
+        """`held`: delivered events of own lanes waiting for their turn, [topic, partition, first offset, count]."""
         return {"read": self.read, "buffered": self.sequencer.buffered(), "late_in_partition": self.late,
                 "late_for_item_state": self.items.late, "unscheduled": self.unscheduled,
                 "stale_item_state": self.stale, "refetches": self.refetches, "duplicates": self.duplicates,
-                "item_epoch_applied": self.items.applied_through, "item_epoch_ms": self.settings.item_epoch_ms,
-                "owned_pending": self.owned_ahead(), "item_state": self.items.summary(), "held": self.held()}
-
-    def held(self) -> list[list[Any]]:
-        """Delivered events of own lanes waiting for their turn: [topic, partition, first offset, count]."""
-        return [[self.topics[lane], group, queue[0].message.offset, len(queue)]
-                for (lane, group), queue in sorted(self.delivered.items()) if queue][:16]
+                "gone_from_log": self.gone, "item_epoch_applied": self.items.applied_through,
+                "item_epoch_ms": self.settings.item_epoch_ms, "owned_pending": self.owned_ahead(),
+                "item_state": self.items.summary(), "held": [[self.topics[lane], group, queue[0].message.offset,
+                len(queue)] for (lane, group), queue in sorted(self.delivered.items()) if queue][:16]}
