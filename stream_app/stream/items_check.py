@@ -56,7 +56,7 @@ class ItemsCheck:
     def consumer(self) -> AIOKafkaConsumer:
         settings = self.settings
         return AIOKafkaConsumer(settings.topics.items, bootstrap_servers=settings.require_kafka().split(","),
-                                group_id=f"{settings.app_id}.items-check", enable_auto_commit=False,
+                                group_id=f"{settings.group_id}.items-check", enable_auto_commit=False,
                                 auto_offset_reset="earliest", fetch_max_wait_ms=max(settings.fetch_max_wait_ms, 500),
                                 **aiokafka_kwargs(settings.kafka_security))
 
