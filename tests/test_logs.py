@@ -129,6 +129,12 @@ def test_retailrocket_and_movielens_as_published(tmp_path):
     rr.write_text("\n".join([lines[0], lines[3], lines[1], lines[2], lines[1]]) + "\n")  # re-sorted, a row twice
     again = load_sorted(rr, "retailrocket")[0]
     assert len(again) == 4 and {e["ts"]: e["event_id"] for e in again} == ids  # the twice-logged row: one id
+    import hashlib
+
+    assert ids[1433221332117] == "rr-" + hashlib.blake2b(b"1433221332117,257597,view,355908,",
+                                                         digest_size=10).hexdigest()  # the ids of earlier releases
+    rr.write_text("visitorid,timestamp,itemid,event\n257597,1433221332117,355908,view\n")  # reordered, 4 columns
+    assert load_sorted(rr, "retailrocket")[0][0]["event_id"] == ids[1433221332117]
     ml = tmp_path / "ratings.csv"
     ml.write_text("userId,movieId,rating,timestamp\n1,31,2.5,1260759144\n")
     (event,) = load_sorted(ml, "movielens")[0]

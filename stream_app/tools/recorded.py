@@ -33,6 +33,8 @@ from .log_checks import (
 from .log_files import check_file, numbered_lines, open_text, reading_as
 
 OTTO_TYPES = {"clicks": ("click", None), "carts": ("purchase", "cart"), "orders": ("purchase", "order")}
+#: The columns of RetailRocket's events.csv as published, in its order (the event ids hash them)
+RETAILROCKET_COLUMNS = ("timestamp", "visitorid", "event", "itemid", "transactionid")
 RETAILROCKET_TYPES = {"view": ("browse", None), "addtocart": ("purchase", "cart"),
                       "transaction": ("purchase", "order")}
 
@@ -195,8 +197,10 @@ def _count(row: dict[str, str], name: str) -> int:
 def _retailrocket_event(row: dict[str, str], line: int, raw: bytes) -> dict[str, Any]:
     kind, stage = _kind(RETAILROCKET_TYPES, row["event"])
     # by content, not line: the published file repeats some rows exactly (one event logged twice), and a
-    # re-sorted copy keeps its ids
-    event: dict[str, Any] = {"event_id": f"rr-{hashlib.blake2b(raw, digest_size=10).hexdigest()}",
+    # re-sorted copy keeps its ids; the published columns in their published order (the ids of the published
+    # file), so a copy with its columns reordered or without transactionid keeps them too
+    published = ",".join(row.get(name) or "" for name in RETAILROCKET_COLUMNS).encode()
+    event: dict[str, Any] = {"event_id": f"rr-{hashlib.blake2b(published, digest_size=10).hexdigest()}",
                              "user_id": row["visitorid"],
                              "item_id": row["itemid"], "type": kind, "ts": _whole(row, "timestamp", "ms"),
                              "schema_version": 1}
