@@ -462,6 +462,10 @@ def test_an_archive_another_separator_or_a_timestamp_that_is_not_whole_is_named_
     dat.write_text("1::1193::5::978300760\n1::661::3::978302109\n")
     with pytest.raises(InputFileError, match="separated by '::'"):
         load_sorted(dat, "movielens")
+    semicolons = tmp_path / "export.csv"
+    semicolons.write_text("timestamp;visitorid;event;itemid;price\n1433221332117;257597;view;355908;2,55\n")
+    with pytest.raises(InputFileError, match="separated by ';'.*export it again.*breaks decimal commas"):
+        load_sorted(semicolons, "retailrocket")
     blank = tmp_path / "blank.csv"
     blank.write_text("\n\n\n")
     with pytest.raises(InputFileError, match=r"the file is empty \(only blank lines\)"):

@@ -44,8 +44,9 @@ def require_columns(header: list[str], path: Path, required: tuple[str, ...]) ->
                                                    (";", "';'")) if mark in first and "," not in first), None)
         hint = (" (it looks like JSON lines: --format jsonl, or otto for OTTO sessions)" if first.startswith("{")
                 else f" (its header is that of --format {matching[0]})" if matching
-                else f" (its fields are separated by {separator}: the csv formats read commas; convert it, e.g. "
-                     f"with `sed`, and give it a header line)" if separator else "")
+                else f" (its fields are separated by {separator}: the csv formats read commas; export it again "
+                     f"as CSV with commas and a header line naming the columns; a plain replacement of the "
+                     f"separator breaks decimal commas)" if separator else "")
         raise InputFileError(f"{path}: the first line is not a header naming {', '.join(missing)}: {shown!r}; "
                              f"expected columns {', '.join(required)}{hint}")
 
