@@ -281,7 +281,7 @@ def test_a_rebalance_step_waits_for_a_batch_in_flight_but_not_past_the_rebalance
 
 
 def test_an_idle_user_leaves_only_if_idle_now_and_only_from_its_own_partitions(settings):
-    from stream_app.stream.batch import IdleUsers
+    from stream_app.stream.idle_users import IdleUsers
     from stream_app.stream.partitioning import partition_of
 
     settings = settings.replace(user_idle_ms=3_600_000, partitions=8)
@@ -315,8 +315,8 @@ def test_an_erasure_deletes_the_profile_everywhere_and_says_so_in_its_receipt(se
     import jsonschema
 
     from stream_app.contracts import load_schema
-    from stream_app.stream.batch import IdleUsers
     from stream_app.stream.erasures import ErasedUsers
+    from stream_app.stream.idle_users import IdleUsers
 
     events = make_events()
     profiles: dict = {}
@@ -639,7 +639,7 @@ def test_an_erasure_waits_for_its_dead_letters_to_be_listed_beside_the_batches_n
 def test_the_idle_pass_passes_over_stored_records_that_are_not_profiles_instead_of_stopping_the_worker():
     """A record that is JSON but no profile (null, a list, a text last_seen) raised out of the batch, and the
     worker stopped at the same eviction boundary after every restart."""
-    from stream_app.stream.batch import IdleUsers
+    from stream_app.stream.idle_users import IdleUsers
 
     stored = {b"null": b"null", b"list": b"[1, 2]", b"text": b'{"user_id": "text", "last_seen": "1700000000000"}',
               b"bad": b"{not json", b"idle": b'{"user_id": "idle", "last_seen": 5}',
@@ -710,3 +710,40 @@ def test_a_user_erased_twice_in_one_batch_gets_receipts_that_agree_on_what_redis
     handler.send_receipts({USER: True})
     assert [(r["deleted"]["profile_table"]["found"], r["deleted"]["redis"]["existed"]) for r in handler.receipts] == \
         [(True, True), (False, False)]
+
+
+def test_one_users_unreadable_stored_profile_does_not_take_the_encoder_from_the_rest_of_the_round(monkeypatch):
+    """The encoder read every user's profile through a getter that raised for one stored record that cannot be
+    read: the whole round was ranked without the encoder (an encoder failure), every round that user came in."""
+    import numpy as np
+
+    from stream_app.serving import encoder as encoder_module
+    from stream_app.stream import batch as batch_module
+
+    class Encoding:
+        version = "enc-1"
+        vector = np.ones(4, np.float32)
+
+        def nearest(self, n: int) -> list:
+            return []
+
+        def shares_for(self, item_ids: list) -> list:
+            return [0.0] * len(item_ids)
+
+    def encode_batch(encoder, events, profile_of, nearest):  # the real sequences, a stub model
+        encoder_module.batch_sequences(profile_of, events, 20)
+        return [Encoding() for _ in events]
+
+    monkeypatch.setattr(batch_module, "encode_batch", encode_batch)
+    settings = Settings()
+    events = [Event.from_dict({"event_id": f"e{i}", "user_id": user, "item_id": "a", "type": "click",
+                               "ts": 1_700_000_000_000 + i, "schema_version": 1})
+              for i, user in enumerate(["good0", "good1", "broken"])]
+    handler = BatchHandler(settings, {b"broken": b"{not a profile"}, PartitionState({}, settings),
+                           InMemoryItemIndex(settings), Counters(), now=0)
+    handler.process_round([ready(event, i) for i, event in enumerate(events)], object(), None)
+    recs = [orjson.loads(v) for topic, _, v, _ in handler.outbox.records if topic == settings.topics.recommendations]
+    assert handler.counters.encoder_failures == 0
+    assert len(recs) == 2 and all(rec["model"].get("encoder") == "enc-1" for rec in recs)
+    letters = [orjson.loads(v) for topic, _, v, _ in handler.outbox.records if topic == settings.topics.dlq]
+    assert [letter["reason"] for letter in letters] == ["processing_error"]  # the broken user's event, parked

@@ -29,6 +29,7 @@ from ..core.process import (
 from ..core.profile import Profile, snapshot_order
 from ..serving.encoder import Encoder, UserEncoding, encode_batch
 from .erasures import ErasedUsers, receipt
+from .idle_users import IdleUsers
 from .output import Outbox
 from .partitioning import partition_of
 from .ready import Ready, input_source
@@ -117,44 +118,6 @@ class PartitionState:
     def forget(self) -> None:
         """After a rebalance: the table holds the truth (recovered from the changelog)."""
         self.loaded.clear()
-
-
-class IdleUsers:
-    """The last event time of each user in the worker's profile table, to find idle users without
-    reading every profile: what the batches applied, and for the other users their stored profiles,
-    read once after an assignment."""
-
-    def __init__(self, data: Any):
-        self.data = data
-        self.last_seen: dict[str, int] = {}
-        self.complete = False  # the stored profiles were read
-
-    def forget(self) -> None:
-        """After a rebalance: the table changed under us."""
-        self.last_seen = {}
-        self.complete = False
-
-    def before(self, cutoff_ms: int) -> list[str]:
-        if not self.complete:
-            for key, value in self.data.items():
-                user_id = key.decode()
-                if user_id in self.last_seen:  # applied since: newer than the stored profile
-                    continue
-                try:
-                    seen = orjson.loads(value).get("last_seen")
-                except (orjson.JSONDecodeError, AttributeError):  # not a profile: its user's events are
-                    continue  # dead-lettered (bad_state), it is never evicted
-                if isinstance(seen, int) and not isinstance(seen, bool):
-                    self.last_seen[user_id] = seen
-            self.complete = True
-        return [user_id for user_id, seen in self.last_seen.items() if seen < cutoff_ms]
-
-    def touched(self, user_id: str, last_seen: int | None) -> None:
-        if last_seen is not None:
-            self.last_seen[user_id] = last_seen
-
-    def drop(self, user_id: str) -> bool:
-        return self.last_seen.pop(user_id, None) is not None
 
 
 class BatchHandler:
@@ -298,6 +261,14 @@ class BatchHandler:
         erased_at = self.erased.erased_at(event.user_id)
         return erased_at is not None and event.ts <= erased_at
 
+    def readable_profile(self, user_id: str) -> Profile | None:
+        """The user's profile, None if its stored record cannot be read (the event is dead-lettered in the round:
+        one such user must not take the encoder away from every other event of it)."""
+        try:
+            return self.profile(user_id)
+        except Exception:
+            return None
+
     def erased_rejection(self, rejection: Rejection) -> bool:
         """Does an invalid event name an erased user, dated at or before the erasure or undated: dropped too,
         as `erased_before` drops valid ones (a dead letter would store the payload again)."""
@@ -312,7 +283,8 @@ class BatchHandler:
         if encoder is None or not valid:
             return [None] * len(valid)
         try:
-            return encode_batch(encoder, [event for _, event in valid], self.profile, self.settings.encoder_candidates)
+            return encode_batch(encoder, [event for _, event in valid], self.readable_profile,
+                                self.settings.encoder_candidates)
         except Exception as exc:  # a model that fails at run time: rank this round without it, go on
             failures = "shadow_encoder_failures" if shadow else "encoder_failures"
             setattr(self.counters, failures, getattr(self.counters, failures) + 1)

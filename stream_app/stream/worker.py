@@ -31,12 +31,13 @@ from ..core.items import InMemoryItemIndex
 from ..core.ordering import EvictionClock
 from ..store.redis_store import ProfileStore, RedisStoreConfig
 from . import health, retries, transport
-from .batch import BatchHandler, Counters, IdleUsers, PartitionState
+from .batch import BatchHandler, Counters, PartitionState
 from .catalogue_feed import CatalogueFeed
 from .commits import AppliedOffsets, InputEnds
 from .datadir import faust_datadir
 from .erasures import ErasedUsers, ErasureFeed
 from .gc_pauses import freeze_long_lived
+from .idle_users import IdleUsers
 from .items_check import ItemsCheck
 from .metrics import Snapshot, WorkerMetrics
 from .model_control import ModelWatcher
