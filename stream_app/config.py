@@ -141,9 +141,11 @@ class Settings:
     # Input handling
     max_payload_bytes: int = 64 * 1024
     # The accepted event times around the record's Kafka timestamp (0: no bound); outside, a dead
-    # letter `timestamp_out_of_range`. A day ahead covers clock skew; no age bound by default, since
-    # replays of recorded logs are old by design (set one for live traffic only).
-    max_future_ms: int = 24 * 3600 * 1000
+    # letter `timestamp_out_of_range`. Five minutes ahead covers clock skew: an event accepted ahead moves its
+    # partition's clock, and the item state waits for that epoch (a day ahead froze popularity, co-visitation
+    # and trending for 23 hours); no age bound by default, since replays of recorded logs are old by design (set
+    # one for live traffic only).
+    max_future_ms: int = 5 * 60 * 1000
     max_age_ms: int = 0
     batch_max: int = 500
     batch_within_s: float = 0.02

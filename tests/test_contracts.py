@@ -208,3 +208,21 @@ def test_a_stage_on_an_event_that_is_not_a_purchase_is_named_in_the_reason():
     rejected = check_input(orjson.dumps({**VALID, "stage": "cart"}), b"u1", SRC, "click", 64 * 1024)
     assert rejected.reason == "schema_violation"
     assert rejected.detail == "'stage' is only on purchase events, not on a 'click' event"
+
+
+def test_by_default_an_event_an_hour_ahead_of_its_record_is_refused_as_it_would_freeze_the_item_state():
+    """Accepted ahead, an event moves its partition's clock and the item state waits for its epoch: with a day's
+    bound one event stamped 23 hours ahead froze popularity, co-visitation and trending for 23 hours."""
+    import time
+
+    from stream_app.config import Settings
+    from stream_app.stream.ready import gate
+
+    now = int(time.time() * 1000)
+
+    def gated(ahead_ms: int):
+        value = orjson.dumps({**VALID, "ts": now + ahead_ms})
+        return gate(value, b"u1", Source("events.click", 0, 42), "click", now, Settings(), 1)
+
+    assert isinstance(gated(4 * 60_000), Event)  # clock skew
+    assert gated(3_600_000).reason == "timestamp_out_of_range"
