@@ -206,3 +206,27 @@ def test_a_pair_with_a_negative_gap_counts_no_more_than_the_events_weight():
     buf = SignalBuffer(popularity_half_life_ms=10**9, trending_half_life_ms=10**9, covis_gap_half_life_ms=1000)
     buf.add_interaction("b", [("later", -2000)], 1.0, 0)  # the other item was seen after this (late) event
     assert decay.value_at(buf.by_item["b"]["neighbors"]["later"], 0, 10**9) == pytest.approx(1.0)
+
+
+def test_category_state_is_bounded_and_leaves_with_the_last_item_of_its_category():
+    """Category names come from the input: the next-category maps grew without bound (20,000 next categories
+    made a recommendation after an event of that category take 8.6 ms), and evicting every item of a category left
+    its list (empty) and its category steps behind for ever."""
+    from stream_app.core.items import SignalBuffer
+
+    settings = Settings()
+    index = InMemoryItemIndex(settings)
+    buf = SignalBuffer.for_settings(settings)
+    for n in range(1_000):  # sessions going from the hub to a new category each
+        buf.add_category_step("hub", f"c{n}", 1_000)
+    buf.add_interaction("kept", [], 1.0, 5_000, category="hub")
+    buf.add_interaction("idle", [], 1.0, 1_000, category="gone")
+    buf.add_category_step("gone", "hub", 1_000)
+    index.apply(m for _, m in buf.messages())
+    assert len(index.store["k:hub"]) <= settings.covis_neighbors_max + settings.covis_neighbors_max // 4
+    assert "c:0:gone" in index.store and "k:gone" in index.store
+    assert index.evict_idle(2_000) == 1
+    assert "c:0:gone" not in index.store and "k:gone" not in index.store
+    assert set(index.store["k:hub"]) <= {"hub"}  # steps to categories without items left too
+    index.begin_batch()
+    assert index.next_categories("gone") == {} and index.category_items("hub")
