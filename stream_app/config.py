@@ -201,6 +201,10 @@ class Settings:
     # Memory: a user with no event for this long (event time) leaves the profile table (a tombstone in
     # its changelog and on the profiles topic) and Redis; a later event starts a new profile (0: never).
     user_idle_ms: int = 0
+    # Memory: a logged session (the events' session_id) silent this long is over in the item state: its user's
+    # trail there is dropped and a later event of that session_id begins a new one (0: never; OTTO's sessions
+    # span up to four weeks).
+    session_idle_ms: int = 30 * 24 * 3600 * 1000
     # Abuse: a user's events beyond these counts in one event-time hour (all items; one item) still
     # update the user's profile but add nothing to the shared item state (popularity, trending,
     # co-visitation, sequential rules), so one bot cannot push an item up. 0: no cap. The real shop
@@ -280,7 +284,7 @@ class Settings:
                      "pair_half_life_ms", "rules_steps", "session_gap_ms", "content_half_life_ms", "dlq_retention_ms"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1 (set {ENV_PREFIX}{name.upper()})")
-        for name in ("max_idle_ms", "max_future_ms", "max_age_ms", "item_idle_ms", "user_idle_ms",
+        for name in ("max_idle_ms", "max_future_ms", "max_age_ms", "item_idle_ms", "user_idle_ms", "session_idle_ms",
                      "read_wait_ms", "user_signals_per_hour", "user_item_signals_per_hour"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be 0 or more (set {ENV_PREFIX}{name.upper()})")

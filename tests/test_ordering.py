@@ -426,3 +426,26 @@ def test_co_visitation_pairs_an_item_only_with_other_items_seen_within_the_windo
 
     assert set(neighbours(10 * MINUTE)) == {"a"}  # never "b" itself, though the user saw it twice
     assert neighbours(2 * MINUTE) == {}
+
+
+def test_a_logged_sessions_trail_leaves_after_session_idle_ms_and_a_later_event_begins_a_new_session():
+    """With session ids, every user ever seen kept an item-feed trail in every worker for good."""
+    from stream_app.core.items import InMemoryItemIndex
+    from stream_app.core.ordering import ItemFeed
+
+    settings = Settings(session_idle_ms=3_600_000)
+    feeds = [ItemFeed(settings, InMemoryItemIndex(settings)) for _ in range(2)]
+    day = 86_400_000
+    first = [Event(f"e{i}", "u1", f"i{i}", "click", T0 + i * 1000, session_id="s1") for i in range(3)]
+    later = Event("e9", "u1", "i9", "click", T0 + 2 * day, session_id="s1")  # the same session id, 2 days on
+    for n, feed in enumerate(feeds):
+        for event in first:
+            feed.add(event, 0, event.ts // settings.item_epoch_ms)
+        feed.advance(first[-1].ts // settings.item_epoch_ms)
+        if n == 0:  # one feed runs the eviction pass before the later event, the other does not
+            feed.advance(later.ts // settings.item_epoch_ms - 1)
+            assert "u1" not in feed.users and feed.evicted_trails == 1
+        feed.add(later, 0, later.ts // settings.item_epoch_ms)
+        feed.advance(later.ts // settings.item_epoch_ms)
+    assert feeds[0].index.store == feeds[1].index.store  # dropping the trail changed no signal
+    assert not feeds[0].index.store["i:i2"]["followed_by"]  # a new session: i9 does not follow i2

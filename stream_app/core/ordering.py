@@ -252,10 +252,15 @@ class _UserTrail:
         self.hour_items[event.item_id] = on_item + 1
         return True
 
-    def new_session(self, event: Event, gap_ms: int) -> bool:
-        """Does `event` start a new session (a new session_id, or `gap_ms` of silence)? Records it."""
-        new = (self.last_ts is None or event.session_id != self.session_id
-               or (event.session_id is None and event.ts - self.last_ts >= gap_ms))
+    def new_session(self, event: Event, gap_ms: int, session_idle_ms: int) -> bool:
+        """Does `event` start a new session (a new session_id, `gap_ms` of silence without one, or `session_idle_ms`
+        of silence with the same one)? Records it."""
+        if self.last_ts is None or event.session_id != self.session_id:
+            new = True
+        elif event.session_id is None:
+            new = event.ts - self.last_ts >= gap_ms
+        else:
+            new = bool(session_idle_ms) and event.ts - self.last_ts >= session_idle_ms
         self.last_ts = event.ts if self.last_ts is None else max(self.last_ts, event.ts)
         self.session_id = event.session_id
         return new
@@ -342,7 +347,7 @@ class ItemFeed:
                 buffer = buffers[group] = SignalBuffer.for_settings(settings)
             buffer.add_interaction(event.item_id, previous, settings.weights.of(event.type, event.stage), event.ts,
                                    event.category)
-        if user.new_session(event, settings.session_gap_ms):
+        if user.new_session(event, settings.session_gap_ms, settings.session_idle_ms):
             user.tail.clear()
             user.last_category = None
         if not capped:
@@ -364,10 +369,20 @@ class ItemFeed:
         """Would the eviction pass due by the start of `epoch` drop the trail (`_evict`'s rule)? Decided by event
         time alone, so it does not matter whether that pass has run: a worker's reader adds what it releases
         before its rounds advance the feed, `evaluate` after, and a late event must meet the same trail."""
-        if trail.session_id is not None or trail.last_ts is None:
+        quiet_ms = self._quiet_ms(trail)
+        if quiet_ms is None or trail.last_ts is None:
             return False
         boundary = epoch * self.settings.item_epoch_ms // self.EVICT_EVERY_MS * self.EVICT_EVERY_MS
-        return trail.last_ts < boundary - max(self.settings.covis_window_ms, self.settings.session_gap_ms)
+        return trail.last_ts < boundary - quiet_ms
+
+    def _quiet_ms(self, trail: _UserTrail) -> int | None:
+        """After how long without an event the trail can no longer matter (None: never): the co-visitation
+        window and the session's end, a gap or, for a logged session, STREAM_APP_SESSION_IDLE_MS."""
+        settings = self.settings
+        if trail.session_id is not None and not settings.session_idle_ms:
+            return None
+        ends = settings.session_gap_ms if trail.session_id is None else settings.session_idle_ms
+        return max(settings.covis_window_ms, ends)
 
     def summary(self, top: int = 20) -> dict[str, Any]:
         """What the item state holds, for operators and checks: the events in it, the input duplicates
@@ -406,14 +421,15 @@ class ItemFeed:
         the next event would find it empty anyway, so this changes no signal. With `item_idle_ms`, items
         idle that long."""
         settings = self.settings
-        quiet = now_ms - max(settings.covis_window_ms, settings.session_gap_ms)
         gone = []
         for user_id, trail in self.users.items():  # least recently active first
-            if trail.session_id is not None:  # a logged session may go on after any silence: kept
+            quiet_ms = self._quiet_ms(trail)
+            if quiet_ms is None or trail.last_ts is None:
                 continue
-            if trail.last_ts is None or trail.last_ts >= quiet:
+            if trail.last_ts >= now_ms - max(settings.covis_window_ms, settings.session_gap_ms):
                 break  # the rest were active later (a late event's trail left behind goes next pass)
-            gone.append(user_id)
+            if trail.last_ts < now_ms - quiet_ms:
+                gone.append(user_id)
         for user_id in gone:
             del self.users[user_id]
         self.evicted_trails += len(gone)
