@@ -181,5 +181,6 @@ def test_a_lane_ending_in_a_transaction_marker_is_read_to_its_end_at_the_readers
             return {SETTINGS.topics.inputs[0]: 11, SETTINGS.topics.inputs[1]: 4}[tp.topic]
 
     assert not ends.reached(0, group, next_offset[(0, 0)])
-    asyncio.run(ends.read_past_markers(Reader(), next_offset))
+    group.waited_for[0] = group.waited_for[1] = True  # events wait for both lanes
+    asyncio.run(ends.read_past_markers(Reader(), [group], next_offset))
     assert next_offset == {(0, 0): 11, (1, 0): 4} and ends.reached(0, group, next_offset[(0, 0)])

@@ -81,15 +81,18 @@ class LaneEnds:
         for tp, start in starts.items():
             self.log_start[tps[tp]] = start
 
-    async def read_past_markers(self, consumer: Any, next_offset: dict[tuple[int, int], int]) -> None:
-        """Move each lane's next offset to the reader's position where that is further: past the commit or
-        abort markers of a transactional producer, which take offsets and hold no record. A lane ending in one
-        was never "read to its end" by its last record's offset, so its group waited UNKNOWN_END_WAIT_S (30 s)
-        instead of max_idle_ms every time the lane went quiet."""
-        for (lane, group), offset in list(next_offset.items()):
-            position = await consumer.position(TopicPartition(self.topics[lane], group))
-            if position > offset:
-                next_offset[(lane, group)] = position
+    async def read_past_markers(self, consumer: Any, groups: Iterable[GroupMerge],
+                                next_offset: dict[tuple[int, int], int]) -> None:
+        """Move the next offset of each lane events wait for to the reader's position where that is further:
+        past the commit or abort markers of a transactional producer, which take offsets and hold no record. A
+        lane ending in one was never "read to its end" by its last record's offset, so its group waited
+        UNKNOWN_END_WAIT_S (30 s) instead of max_idle_ms every time the lane went quiet."""
+        for group in groups:
+            for lane, waited in enumerate(group.waited_for):
+                offset = next_offset.get((lane, group.group)) if waited else None
+                if offset is not None:
+                    position = await consumer.position(TopicPartition(self.topics[lane], group.group))
+                    next_offset[(lane, group.group)] = max(offset, position)
 
     def _fresh(self, lane: int, group: GroupMerge) -> int | None:
         """The lane's end if it was asked after the group's latest record was read, else None."""

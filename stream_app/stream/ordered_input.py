@@ -165,7 +165,7 @@ class OrderedInput:
                 batches = await consumer.getmany(timeout_ms=poll_ms, max_records=5000)
                 for tp, records in batches.items():
                     self.push(tp.topic, tp.partition, records)
-                await self.lane_ends.read_past_markers(consumer, self.next_offset)
+                await self.lane_ends.read_past_markers(consumer, self.sequencer.groups.values(), self.next_offset)
                 await self.lane_ends.ask_starts(self.refetch_wanted)
                 await self.lane_ends.refresh(self.sequencer.groups.values(), self.next_offset,
                                              min(poll_ms, ASK_EVERY_MS) / 1000)
