@@ -175,6 +175,9 @@ def test_an_item_is_embedded_again_only_when_its_text_or_the_model_changes():
     feed.apply(b"bag-1", None, 102)  # a tombstone: the item left the catalogue
     asyncio.run(feed.rebuild(other))
     assert "bag-1" not in feed.index.row_of
+    assert feed.withdrawn == {"bag-1"} and feed.status()["withdrawn"] == 1  # never shown (the worker's index)
+    feed.apply(b"bag-1", orjson.dumps({"item_id": "bag-1", "title": "JUMBO BAG", "schema_version": 1}), 103)
+    assert feed.withdrawn == set()  # listed again
 
 
 def test_cached_embedder_returns_rows_in_the_order_asked():

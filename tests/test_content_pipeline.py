@@ -78,9 +78,24 @@ def test_a_worker_recommends_an_item_nobody_touched_by_its_text(content_model, m
         return [s for s in worker_statuses(redis_client, settings.namespace) if s["pid"] == worker.pid][0]
 
     wait_until(lambda: status()["catalogue"]["items"] > 0, 30, "the worker's status after indexing")
-    assert status()["catalogue"] == {"items": len(CATALOGUE), "indexed": len(CATALOGUE), "model": version,
-                                     "embedded": status()["catalogue"]["embedded"], "failed": 0, "invalid": 0}
+    assert status()["catalogue"] == {"items": len(CATALOGUE), "withdrawn": 0, "indexed": len(CATALOGUE),
+                                     "model": version, "embedded": status()["catalogue"]["embedded"], "failed": 0,
+                                     "invalid": 0}
     assert status()["catalogue"]["embedded"] >= len(CATALOGUE) and status()["models"]["content"] == version
+
+    # an item the user bought taken off the catalogue (a tombstone): never shown again, by any source (before,
+    # only the content sources knew the catalogue; "viewed before" brought it here)
+    from kafka import KafkaProducer
+
+    assert "71053" in reasons
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    producer.send(settings.topics.items, key=b"71053", value=None)
+    producer.flush()
+    wait_until(lambda: status()["catalogue"]["withdrawn"] == 1, 30, "the worker to read the tombstone")
+    produce_events(settings, [{**events[-1], "event_id": "c2", "ts": T0 + 2 * 60_000}])
+    after = {orjson.loads(r.value)["trigger_event_id"]: orjson.loads(r.value)
+             for r in read_all(settings.kafka_bootstrap_servers, settings.topics.recommendations, 3)}["c2"]
+    assert after["items"] and "71053" not in {item["item_id"] for item in after["items"]}
 
 
 def test_through_kafka_with_content_every_list_equals_the_in_process_pass(content_model, services):

@@ -101,6 +101,23 @@ def test_co_visited_items_are_recommended_with_a_reason():
     assert "co-visited with a" in items[0]["reasons"]
 
 
+def test_an_item_removed_from_the_catalogue_is_never_shown_and_the_rest_move_up():
+    """Only the content sources knew the catalogue: a product taken off it (a tombstone on the items topic) was
+    still recommended by co-visitation, popularity and the rest."""
+    settings = Settings(repeat_weight=0.0)
+    index = InMemoryItemIndex(settings)
+    for user in ("x", "y", "z"):  # other users went from a to b, and from a to c
+        run([ev(1, user=user, item="a"), ev(2, user=user, item="b"), ev(3, user=user, item="c")], settings,
+            index=index)
+    shown = [item["item_id"] for item in run([ev(10, user="new", item="a")], settings, index=index)[1][0]
+             .recommendation["items"]]
+    assert "b" in shown
+    index.withdrawn = frozenset({"b"})
+    again = [item["item_id"] for item in run([ev(10, user="other", item="a")], settings, index=index)[1][0]
+             .recommendation["items"]]
+    assert again == [item for item in shown if item != "b"]
+
+
 def test_the_users_own_items_rank_by_decayed_affinity_and_recency():
     settings = Settings(popularity_weight=0.0, trending_weight=0.0, covis_prev_items=1, half_life_ms=1000)
     _, outcomes, _ = run([ev(1, item="old", ts=T0), ev(2, item="new", ts=T0 + 3000)], settings)

@@ -19,7 +19,7 @@ window in the forward-decay sense, O(1) per event, no expiry pass.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Protocol
+from typing import AbstractSet, Any, Callable, Iterable, Mapping, Protocol
 
 import numpy as np
 
@@ -219,6 +219,8 @@ class ItemIndex(Protocol):
     def categories_of(self, item_ids: list[str]) -> list[str | None]: ...
 
     columns: ItemColumns  # each item's popular and trending shares, category and share within it, by slot
+    #: Items never to show: removed from the catalogue (a tombstone on the items topic); set by the worker
+    withdrawn: AbstractSet[str]
 
     def slots(self, item_ids: list[str]) -> np.ndarray:
         """The items' slots in `columns`."""
@@ -241,6 +243,7 @@ class CachedItemIndex:
         self._popular: dict[str, float] = {}
         self._trending: dict[str, float] = {}
         self.columns = ItemColumns()
+        self.withdrawn: AbstractSet[str] = frozenset()
 
     def load(self, key: str) -> Any:
         raise NotImplementedError

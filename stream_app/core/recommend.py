@@ -19,7 +19,7 @@ import base64
 from dataclasses import dataclass
 from functools import partial
 from itertools import islice
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import AbstractSet, Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -202,7 +202,7 @@ def recommend(profile: Profile, event: Event, index: ItemIndex, settings: Settin
         matrix[this_row, _F["content_last"]] = 0.0  # the item itself is not "similar to itself"
     matrix[:, 0] = _prior(matrix, settings)
     scores = ranker.score_many(matrix) if ranker is not None and ranker.ready else matrix[:, 0]
-    pool = np.argsort(-scores, kind="stable")[: max(settings.top_k, settings.ranker_pool)]  # ties: item_id order
+    pool = _best_first(scores, ids, index.withdrawn)[: max(settings.top_k, settings.ranker_pool)]
     pool_ids = [ids[i] for i in pool.tolist()]
     shown = pool[: settings.top_k]
     had = (repeat, session, profile.item_affinity)  # "viewed before": any item the user had (looked up for 20)
@@ -214,6 +214,13 @@ def recommend(profile: Profile, event: Event, index: ItemIndex, settings: Settin
     items = [{"item_id": item_id, "score": round(score, 6), "reasons": found}
              for item_id, score, found in zip(pool_ids, scores[shown].tolist(), reasons)]
     return Ranked(items, pool_ids, matrix[pool])
+
+
+def _best_first(scores: np.ndarray, ids: list[str], withdrawn: AbstractSet[str]) -> np.ndarray:
+    """The candidates' rows best first (ties: item_id order), without the items removed from the catalogue (never
+    shown; the sources still learn from their events)."""
+    order = np.argsort(-scores, kind="stable")
+    return order[[ids[i] not in withdrawn for i in order.tolist()]] if withdrawn else order
 
 
 def _fill(matrix: np.ndarray, ids: list[str], row_of: dict[str, int], column: str, values: Mapping[str, Any],

@@ -88,6 +88,7 @@ class CatalogueFeed:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.texts: dict[str, str] = {}  # item_id -> the text embedded
+        self.withdrawn: set[str] = set()  # items whose last record is a tombstone
         self.listed_at: dict[str, int] = {}  # item_id -> when it joined the catalogue, for records that say
         self.index: ContentIndex | None = None
         self.embedder = CachedEmbedder()
@@ -97,14 +98,16 @@ class CatalogueFeed:
         self.changes = 0
 
     def status(self) -> dict[str, Any]:
-        return {"items": len(self.texts), "indexed": len(self.index) if self.index is not None else 0,
+        return {"items": len(self.texts), "withdrawn": len(self.withdrawn), "indexed": len(self.index) if self.index is not None else 0,
                 "model": self.index.version if self.index is not None else None,
                 "embedded": self.embedder.embedded, "failed": self.embedder.failed, "invalid": self.invalid}
 
     def apply(self, key: bytes | None, value: bytes | None, offset: int) -> None:
-        if value is None:  # a tombstone: the item left the catalogue
+        if value is None:  # a tombstone: the item left the catalogue, and is never shown (withdrawn)
             item_id = key.decode("utf-8", "replace") if key is not None else None
             self.listed_at.pop(item_id, None)
+            if item_id is not None:
+                self.withdrawn.add(item_id)
             if item_id is not None and self.texts.pop(item_id, None) is not None:
                 self.changes += 1
             return
@@ -114,6 +117,7 @@ class CatalogueFeed:
             log.error("skipping catalogue record at %s[0]@%d: %s (%s)", self.settings.topics.items, offset, *fault)
             return
         record = orjson.loads(value)
+        self.withdrawn.discard(record["item_id"])  # listed again
         text, item_id = item_text(record), record["item_id"]
         if self.texts.get(item_id) != text or self.listed_at.get(item_id) != record.get("listed_at"):
             self.texts[item_id] = text

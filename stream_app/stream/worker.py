@@ -242,6 +242,7 @@ class StreamWorker:
                 await self.erasures.apply(handler, self.assigned_inputs())
             live, shadow = self.watcher.live, self.watcher.shadow  # one model per role for the whole batch
             content = self.catalogue.index
+            self.index.withdrawn = frozenset(self.catalogue.withdrawn)  # the catalogue as it stands, per batch
             while len(handler.events) < settings.batch_max:
                 epoch, ready = ordered.next_round(settings.batch_max - len(handler.events))
                 if not ready:
