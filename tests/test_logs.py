@@ -270,7 +270,7 @@ def test_evaluate_and_replay_leave_out_what_a_worker_would_dead_letter_for_its_t
     from stream_app.tools.replay import gate
 
     now = int(time.time() * 1000)
-    events = [{"event_id": "old", "ts": 1_000_000_000_000}, {"event_id": "soon", "ts": now + 3_600_000},
+    events = [{"event_id": "old", "ts": 1_000_000_000_000}, {"event_id": "soon", "ts": now + 60_000},
               {"event_id": "next-year", "ts": now + 366 * 86_400_000},
               {"event_id": "large", "ts": now, "context": {"note": "x" * 70_000}}]
 

@@ -234,13 +234,18 @@ def _one_record():
 
 def test_the_ordered_input_reader_gets_the_security_settings(built):
     from stream_app.core.items import InMemoryItemIndex
-    from stream_app.stream import ordered_input
+    from stream_app.stream import items_check, ordered_input, transport
+    from stream_app.stream.batch import Counters
 
     settings = secure_settings()
-    consumers = built(ordered_input, "AIOKafkaConsumer", AIOKafkaConsumer)
+    consumers = built(transport, "AIOKafkaConsumer", AIOKafkaConsumer)  # the reader is built there (started_reader)
     with pytest.raises(Captured):
         asyncio.run(ordered_input.OrderedInput(settings, 4, InMemoryItemIndex(settings)).run())
     assert_secure_client(consumers[0]._client)
+    checkers = built(items_check, "AIOKafkaConsumer", AIOKafkaConsumer)  # the items topic's check group
+    with pytest.raises(Captured):
+        asyncio.run(items_check.ItemsCheck(settings, None, Counters()).run())  # type: ignore[arg-type]
+    assert_secure_client(checkers[0]._client)
 
 
 def test_the_model_control_and_catalogue_readers_and_the_end_offset_probe_get_the_security_settings(built):
@@ -343,7 +348,7 @@ def test_every_kafka_client_the_project_builds_gets_the_security_settings():
     # the scan sees the sites this file tests one by one (a scan that finds nothing proves nothing)
     found = {(path, name) for path, _, name, _ in sites}
     assert {("stream_app/stream/worker.py", "App"), ("stream_app/stream/output.py", "AIOKafkaProducer"),
-            ("stream_app/stream/ordered_input.py", "AIOKafkaConsumer"),
+            ("stream_app/stream/items_check.py", "AIOKafkaConsumer"),
             ("stream_app/stream/transport.py", "AIOKafkaConsumer"), ("stream_app/stream/topics.py", "KafkaAdminClient"),
             ("stream_app/stream/model_control.py", "KafkaProducer"), ("stream_app/tools/replay.py", "KafkaProducer"),
             ("stream_app/tools/consume.py", "KafkaConsumer"), ("stream_app/tools/demo.py", "TopicReader"),
