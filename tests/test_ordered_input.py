@@ -427,3 +427,49 @@ def test_scheduled_records_deleted_from_the_log_before_faust_brought_them_are_pa
         ordered.deliver(Delivered(topic, offset))
     assert drain(ordered) == [5, 6, 7, 8, 9]
     assert ordered.status()["gone_from_log"] == 5
+    assert ordered._passed_behind() == {} and ordered.take_refetches() == []  # not asked for again for ever
+
+
+def test_a_record_below_the_logs_new_start_that_the_reader_holds_is_applied_not_counted_gone(monkeypatch):
+    """Passing every scheduled record below the log's start dropped those the reader had read while the worker
+    owned the lane (it holds their copies): only Faust's consumer's missing records are gone."""
+    import asyncio
+
+    frozen_clock(monkeypatch)
+    ordered, topic, _ = own_partition(5, read_while_owned=False)  # 0..4: another worker's then
+    ordered.push(topic, 0, [record(n) for n in range(5, 10)])  # 5..9 read since the takeover: copies held
+
+    class Probe:
+        async def beginning_offsets(self, tps: list) -> dict:
+            return {tp: 8 for tp in tps}
+
+    ordered.lane_ends.probe = Probe()
+    ordered.refetch_wanted[(2, 0)] = (0, 0.0)
+    asyncio.run(ordered.lane_ends.ask_starts(ordered.refetch_wanted))
+    for offset in (8, 9):  # Faust's consumer, reset to the log's start
+        ordered.deliver(Delivered(topic, offset))
+    assert drain(ordered) == [5, 6, 7, 8, 9] and ordered.status()["gone_from_log"] == 5
+
+
+def test_a_lane_whose_scheduled_records_are_all_gone_from_the_log_is_not_asked_for_again(monkeypatch):
+    """Passing the gone records moved `passed` but not `handed`: a quiet lane asked Faust to seek back to 0 every
+    5 s for ever."""
+    import asyncio
+
+    clock = frozen_clock(monkeypatch)
+    ordered, topic, _ = own_partition(10, read_while_owned=False)
+
+    class Probe:
+        async def beginning_offsets(self, tps: list) -> dict:
+            return {tp: 10 for tp in tps}  # all ten deleted; nothing new on the lane
+
+    ordered.lane_ends.probe = Probe()
+    drain(ordered)
+    clock[0] += 11.0  # undelivered for longer than UNDELIVERED_WAIT_S: a re-fetch is asked
+    drain(ordered)
+    assert ordered.take_refetches() == [(topic, 0, 0)]
+    asyncio.run(ordered.lane_ends.ask_starts(ordered.refetch_wanted))
+    assert drain(ordered) == [] and ordered.status()["gone_from_log"] == 10
+    clock[0] += 11.0
+    drain(ordered)
+    assert ordered._passed_behind() == {} and ordered.take_refetches() == []

@@ -129,3 +129,19 @@ class LaneEnds:
         for tp, end in ends.items():
             self.ends[tps[tp]] = end
             self.asked[tps[tp]] = now
+
+
+def pause_full_lanes(consumer: Any, groups: Iterable[GroupMerge], topics: tuple[str, ...],
+                     full_lanes: set[TopicPartition], paused_groups: set[int], limit: int) -> None:
+    """A lane far ahead of its group's others (`limit` records buffered) waits in the broker: it has data, so the
+    idle rule never skips it; read again below half (unless its whole group is paused)."""
+    for merge in groups:
+        for lane, queue in enumerate(merge.lanes):
+            tp = TopicPartition(topics[lane], merge.group)
+            if len(queue) >= limit and tp not in full_lanes:
+                consumer.pause(tp)
+                full_lanes.add(tp)
+            elif len(queue) < limit // 2 and tp in full_lanes:
+                full_lanes.discard(tp)
+                if merge.group not in paused_groups:
+                    consumer.resume(tp)

@@ -37,7 +37,7 @@ from ..contracts import Rejection, Source
 from ..core.events import Event
 from ..core.items import InMemoryItemIndex
 from ..core.ordering import AFTER_ALL, BEFORE_ALL, GroupMerge, ItemFeed, Released, Sequencer
-from .lane_ends import ASK_EVERY_MS, LaneEnds
+from .lane_ends import ASK_EVERY_MS, LaneEnds, pause_full_lanes
 from .ready import ReadRecord, Ready, counted_before, gate, input_source
 from .stage_latency import StageLatency
 from .transport import started_reader
@@ -118,17 +118,8 @@ class OrderedInput:
             if len(self.schedules[group]) >= self.AHEAD_MAX:
                 self.consumer.pause(*self._partitions_of(group))
                 self.paused.add(group)
-        # A lane far ahead of its group's others waits in the broker (it has data: the idle rule never skips it)
-        for merge in self.sequencer.groups.values():
-            for lane, queue in enumerate(merge.lanes):
-                tp = TopicPartition(self.topics[lane], merge.group)
-                if len(queue) >= self.LANE_BUFFER_MAX and tp not in self.full_lanes:
-                    self.consumer.pause(tp)
-                    self.full_lanes.add(tp)
-                elif len(queue) < self.LANE_BUFFER_MAX // 2 and tp in self.full_lanes:
-                    self.full_lanes.discard(tp)
-                    if merge.group not in self.paused:
-                        self.consumer.resume(tp)
+        pause_full_lanes(self.consumer, self.sequencer.groups.values(), self.topics, self.full_lanes, self.paused,
+                         self.LANE_BUFFER_MAX)
 
     def _partitions_of(self, group: int) -> list[TopicPartition]:
         return [TopicPartition(topic, group) for topic in self.topics]
@@ -393,8 +384,12 @@ class OrderedInput:
                     self.unscheduled += 1
                     self.handed[key] = stale.message.offset
                     out.append(Ready(Released(group, entry.lane, epoch, True, None), stale, self._check(stale)))
-                if offset < max(self.start.get(key, 0), self.lane_ends.log_start.get(key, 0)):  # applied before
-                    self.gone += offset >= self.start.get(key, 0)  # this worker owned it, or deleted since then
+                # applied before this worker owned it; or deleted from the log since, and the reader has no copy
+                gone = read is None and self.start.get(key, 0) <= offset < self.lane_ends.log_start.get(key, 0)
+                if offset < self.start.get(key, 0) or gone:
+                    if gone:  # handed out as nothing: the lane is not behind it any more
+                        self.gone += 1
+                        self.handed[key] = max(self.handed.get(key, -1), offset)
                     self._pass(schedule.popleft())
                     continue
                 if delivered and delivered[0].message.offset == offset:
