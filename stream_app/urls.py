@@ -8,8 +8,7 @@ from pathlib import Path
 
 from .errors import ConfigError
 
-_SCHEME = re.compile(r"[a-zA-Z][\w+.-]*://")
-_USER_THEN_COLON = re.compile(r"[^:/@\s]*:")
+_USER_END = re.compile(r"[:/@]")  # what ends the user part after "://"
 _QUERY_SECRETS = re.compile(r"(?P<name>[?&](?:ssl_)?password=)[^&\s#]*")
 
 
@@ -40,12 +39,19 @@ def redact_url(text: str | None) -> str:
 
 def _without_secret(word: str) -> str:
     """A word (no whitespace) with the secret of its first URL holding one replaced: from the ':' after the user to
-    the word's last '@' (a password may hold "@" or "/", which redis-py reads). One pass: linear in the word."""
+    the word's last '@' (a password may hold "@" or "/", which redis-py reads). Linear in the word: each "://" is
+    found once, and the user after it is read up to the next ':', '/' or '@', which no later user crosses."""
     last_at = word.rfind("@")
-    if last_at < 0:
-        return word
-    for scheme in _SCHEME.finditer(word, 0, last_at):
-        user = _USER_THEN_COLON.match(word, scheme.end(), last_at)
-        if user is not None:
-            return f"{word[:user.end()]}***{word[last_at:]}"
+    mark = word.find("://")
+    while 0 <= mark < last_at:
+        start = mark
+        while start > 0 and (word[start - 1].isalnum() or word[start - 1] in "+.-_"):
+            start -= 1
+        while start < mark and not word[start].isalpha():  # a scheme begins with a letter
+            start += 1
+        found = _USER_END.search(word, mark + 3, last_at)
+        user_end = found.start() if found else last_at
+        if start < mark and user_end < last_at and word[user_end] == ":":
+            return f"{word[:user_end + 1]}***{word[last_at:]}"
+        mark = word.find("://", max(mark + 3, user_end))
     return word
