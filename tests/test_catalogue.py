@@ -134,3 +134,15 @@ def test_a_catalogue_csv_row_of_the_wrong_width_or_with_an_unclosed_quote_is_tha
 
     items, rejected = load_catalogue(long_quote, "csv")
     assert len(items) == 1998 and [r.line for r in rejected] == [2]
+
+
+def test_a_catalogue_csv_description_may_hold_line_breaks_inside_its_quotes(tmp_path):
+    """Exported catalogues put paragraphs in descriptions: read a row a line, such an item was rejected and lost."""
+    from stream_app.tools.catalogue import load_catalogue
+
+    catalogue = tmp_path / "items.csv"
+    catalogue.write_text('item_id,title,description\ni1,Mug,"Large mug.\nDishwasher safe."\ni2,Plate,Flat\n'
+                         'i3,"Bowl,Deep\ni4,Cup,Small\n')
+    items, rejected = load_catalogue(catalogue, "csv")
+    assert items["i1"]["description"] == "Large mug.\nDishwasher safe." and set(items) == {"i1", "i2", "i4"}
+    assert [r.line for r in rejected] == [5]  # a quote that never closes is still that line's rejection

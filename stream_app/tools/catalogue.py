@@ -99,10 +99,11 @@ def _read_jsonl(path: Path) -> Iterator[Read]:
 
 
 def _read_csv(path: Path) -> Iterator[Read]:
-    """A row a line, as the event readers read theirs (csv_rows.py): a row with more or fewer fields than the header
-    (an unquoted comma in a title) or a quote that does not close on its line is that line's rejection."""
+    """A row a line as the event readers read theirs (csv_rows.py), but a quoted field may hold line breaks (a
+    description's paragraphs) if its row then has the header's width: a row with more or fewer fields than the header
+    (an unquoted comma in a title) or a quote that never closes is that line's rejection."""
     with open_text(path) as fh:
-        rows = _log_rows(fh, path, CATALOGUE_COLUMNS["csv"])
+        rows = _log_rows(fh, path, CATALOGUE_COLUMNS["csv"], multiline=True)
         for line, row, problem in rows:
             if row is None:
                 text = rows.line_text(line).encode()

@@ -41,10 +41,19 @@ class _LineTap:
         return item[1]
 
 
-class CsvRows:
-    """`header`: the first line's fields, without whitespace around them; iterating gives the data rows (`Row`)."""
+#: With `multiline`, the most physical lines one row may span (a quote opened by mistake runs on until the next
+#: quote: a row of the header's width can come out of it by chance, merging the rows it ran into).
+MULTILINE_MAX = 50
 
-    def __init__(self, fh: TextIO):
+
+class CsvRows:
+    """`header`: the first line's fields, without whitespace around them; iterating gives the data rows (`Row`).
+    `multiline`: a quoted field may hold line breaks (a catalogue's descriptions do), if its row then has the
+    header's width, closes every quote it opens and spans at most MULTILINE_MAX lines; else as for the logs, one
+    line a row."""
+
+    def __init__(self, fh: TextIO, multiline: bool = False):
+        self.multiline = multiline
         self._tap = _LineTap(fh)
         self._reader = csv.reader(self._tap)
         try:
@@ -67,7 +76,10 @@ class CsvRows:
             if not tap.taken:
                 return
             first = tap.taken[0][0]
-            if values is None or (len(tap.taken) > 1 and any("\n" in v or "\r" in v for v in values)):
+            spans = len(tap.taken) > 1 and values is not None and any("\n" in v or "\r" in v for v in values)
+            kept = (self.multiline and spans and len(values or ()) == width and len(tap.taken) <= MULTILINE_MAX
+                    and sum(text.count('"') for _, text in tap.taken) % 2 == 0)  # odd: a quote never closed
+            if values is None or (spans and not kept):
                 swallowed = tap.taken[1:]
                 tap.back.extendleft(reversed(swallowed))  # read again, each on its own
                 yield first, None, problem or (

@@ -131,9 +131,10 @@ def _otto_aid(aid: Any, what: str = "aid") -> str:
     return str(aid)
 
 
-def _log_rows(fh: Any, path: Path, required: tuple[str, ...]) -> CsvRows:
-    """The data rows of a log's csv (one line each: csv_rows.py), once its header names every `required` column."""
-    rows = CsvRows(fh)
+def _log_rows(fh: Any, path: Path, required: tuple[str, ...], multiline: bool = False) -> CsvRows:
+    """The data rows of a log's csv (one line each: csv_rows.py; `multiline`: a quoted field may span lines), once
+    its header names every `required` column."""
+    rows = CsvRows(fh, multiline)
     require_columns(rows.header, path, required)
     return rows
 
