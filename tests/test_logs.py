@@ -615,3 +615,20 @@ def test_an_online_retail_log_of_which_every_line_is_skipped_says_what_was_skipp
         with pytest.raises(InputFileError) as nothing:
             read()
         assert str(nothing.value) == said and "--format" not in said
+
+
+def test_a_csv_line_of_empty_fields_only_is_a_blank_line_in_every_csv_format(tmp_path):
+    """Excel writes an empty row as ",,,,,,,": Online Retail counted it as a guest line, the other formats
+    dead-lettered it, where jsonl skips a blank line."""
+    from stream_app.tools.recorded import OnlineRetailStats
+
+    retail = tmp_path / "retail.csv"
+    retail.write_text("InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"
+                      "536365,85123A,WHITE HANGING HEART,6,2010-12-01 08:26:00,2.55,17850,United Kingdom\n"
+                      ",,,,,,,\n , ,\t,,,,,\n")
+    stats = OnlineRetailStats()
+    events, rejected = load_sorted(retail, "online-retail", stats)
+    assert len(events) == 1 and not rejected and (stats.lines, stats.guest) == (1, 0)
+    rr = tmp_path / "events.csv"
+    rr.write_text("timestamp,visitorid,event,itemid,transactionid\n1433221332117,257597,view,355908,\n,,,,\n")
+    assert [len(found) for found in load_sorted(rr, "retailrocket")] == [1, 0]

@@ -86,8 +86,8 @@ class CsvRows:
                     f"a quoted field opens on it and does not close on it (a stray \"?); the "
                     f"{len(swallowed)} line(s) after it that it ran into are read on their own")
                 continue
-            if not values:
-                continue  # a blank line
+            if not any(value.strip() for value in values):
+                continue  # a blank line, or one of empty fields only (Excel writes ",,,,,,," for an empty row)
             if len(values) != width:
                 yield first, None, (f"{len(values)} fields where the header names {width} "
                                     f"({'an unquoted comma?' if len(values) > width else 'a field missing?'})")
