@@ -119,7 +119,7 @@ def test_an_erasure_during_a_replay_drops_the_older_events_and_later_ones_start_
     start_worker(settings)
     now = int(time.time() * 1000)
     before = events_of("carol", now - 2 * 3_600_000, 5)
-    after = events_of("carol", now + 3_600_000, 3, tag="later-")
+    after = events_of("carol", now + 60_000, 3, tag="later-")  # after the erasure, within MAX_FUTURE_MS
     control = events_of("dave", now - 2 * 3_600_000, 4)
     produce_events(settings, before + control)
     # while the worker takes them: applied before the erasure or after it, they end up erased either way
