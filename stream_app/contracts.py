@@ -10,6 +10,7 @@ import base64
 import functools
 import hashlib
 import re
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -227,6 +228,22 @@ def check_erasure(payload: bytes | None, key: bytes | None, source: Source, max_
     if key != data["user_id"].encode("utf-8"):
         return reject("key_mismatch", "the message key must be the user_id (requests go to the user's partition)")
     return ErasureRequest(data["request_id"], data["user_id"], data["requested_at"], source)
+
+
+def check_item(payload: bytes, key: bytes | None, source: Source) -> dict[str, Any] | Rejection:
+    """Validate one record of the items topic (not a tombstone), as `check_erasure` does a request (the same
+    reasons; no size bound: a description may be long). Its key must be its item_id: compaction and tombstones go
+    by the key."""
+    def reject(reason: str, detail: str) -> Rejection:
+        return Rejection(reason, detail, source, key, payload)
+
+    data = _parsed(payload, sys.maxsize, "item", reject)
+    if isinstance(data, Rejection):
+        return data
+    if key != data["item_id"].encode("utf-8"):
+        return reject("key_mismatch", f"its key {key!r} is not its item_id {data['item_id']!r} (key item records "
+                                      "by item_id)")
+    return data
 
 
 def letter_payload(letter: dict[str, Any]) -> bytes | None:

@@ -66,6 +66,10 @@ class Counters:
     redis_refills: int = 0  # times Redis lost the profile mirror and this worker wrote its profiles back
     profiles_refilled: int = 0  # ... profiles written then
 
+    def count_dead_letter(self, reason: str) -> None:
+        self.rejected += 1
+        self.dead_letters[reason] = self.dead_letters.get(reason, 0) + 1
+
     def count_input(self, topic: str, event_type: str) -> None:
         self.events += 1
         by_type = self.inputs.setdefault(topic, {})
@@ -233,9 +237,7 @@ class BatchHandler:
             self.outbox.add(self.settings.topics.erasure_receipts, sent["user_id"].encode(), orjson.dumps(sent))
 
     def dead_letter(self, rejection: Rejection, event_id: str | None = None) -> None:
-        counters = self.counters
-        counters.rejected += 1
-        counters.dead_letters[rejection.reason] = counters.dead_letters.get(rejection.reason, 0) + 1
+        self.counters.count_dead_letter(rejection.reason)
         where = {"topic": rejection.source.topic, "partition": rejection.source.partition,
                  "offset": rejection.source.offset}
         log.warning("rejected %s: %s (%s)", rejection.source, rejection.reason, rejection.detail[:200],

@@ -18,12 +18,11 @@ import time
 from typing import Any
 
 import numpy as np
-import orjson
 
 from ..config import Settings
+from ..contracts import Rejection, Source, check_item
 from ..core.content import ContentIndex, build_index, item_text
 from ..serving.text_encoder import TextEncoder, text_hash
-from .items_check import item_record_fault
 from .transport import from_the_beginning
 
 log = logging.getLogger("stream_app.catalogue")
@@ -111,12 +110,11 @@ class CatalogueFeed:
             if item_id is not None and self.texts.pop(item_id, None) is not None:
                 self.changes += 1
             return
-        fault = item_record_fault(key, value)
-        if fault is not None:
+        record = check_item(value, key, Source(self.settings.topics.items, 0, offset))
+        if isinstance(record, Rejection):
             self.invalid += 1
-            log.error("skipping catalogue record at %s[0]@%d: %s (%s)", self.settings.topics.items, offset, *fault)
+            log.error("skipping catalogue record at %s: %s (%s)", record.source, record.reason, record.detail[:200])
             return
-        record = orjson.loads(value)
         self.withdrawn.discard(record["item_id"])  # listed again
         text, item_id = item_text(record), record["item_id"]
         if self.texts.get(item_id) != text or self.listed_at.get(item_id) != record.get("listed_at"):

@@ -16,33 +16,14 @@ import logging
 import orjson
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord
-from fastjsonschema import JsonSchemaException
 
 from ..config import Settings
-from ..contracts import Rejection, Source, validator
+from ..contracts import Rejection, Source, check_item
 from ..kafka_security import aiokafka_kwargs
 from .batch import Counters
 from .output import BatchProducer, Outbox
 
 log = logging.getLogger("stream_app.catalogue")
-
-
-def item_record_fault(key: bytes | None, value: bytes) -> tuple[str, str] | None:
-    """Why a (non-tombstone) record of the items topic is not an item, as (dead-letter reason, detail); None: it is."""
-    try:
-        value.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return "not_utf8", f"the record is not UTF-8 text ({exc})"
-    try:
-        record = orjson.loads(value)
-        validator("item")(record)
-    except orjson.JSONDecodeError as exc:
-        return "invalid_json", str(exc)
-    except JsonSchemaException as exc:
-        return "schema_violation", exc.message
-    if key != record["item_id"].encode():  # compaction and tombstones go by the key: it must name the item
-        return "key_mismatch", f"its key {key!r} is not its item_id {record['item_id']!r} (key item records by item_id)"
-    return None
 
 
 class ItemsCheck:
@@ -79,14 +60,11 @@ class ItemsCheck:
             await consumer.stop()
 
     def check(self, message: ConsumerRecord, outbox: Outbox) -> None:
-        fault = item_record_fault(message.key, message.value)
-        if fault is None:
-            return
-        reason, detail = fault
         source = Source(message.topic, message.partition, message.offset, message.timestamp)
-        log.warning("dead-lettered the items record at %s: %s (%s)", source, reason, detail[:200],
+        checked = check_item(message.value, message.key, source)
+        if not isinstance(checked, Rejection):
+            return
+        log.warning("dead-lettered the items record at %s: %s (%s)", source, checked.reason, checked.detail[:200],
                     extra={"topic": source.topic, "partition": source.partition, "offset": source.offset})
-        outbox.add(self.settings.topics.dlq, None,
-                   orjson.dumps(Rejection(reason, detail, source, message.key, message.value).to_record()))
-        self.counters.rejected += 1
-        self.counters.dead_letters[reason] = self.counters.dead_letters.get(reason, 0) + 1
+        outbox.add(self.settings.topics.dlq, None, orjson.dumps(checked.to_record()))
+        self.counters.count_dead_letter(checked.reason)
