@@ -136,6 +136,24 @@ def test_publishing_the_serving_version_again_clears_a_refusal(trained):
     assert [r["outcome"] for r in reports] == ["serving", "refused", "serving"]
 
 
+def test_control_and_status_records_carry_their_schema_version_and_older_ones_without_it_still_read(trained):
+    from fastjsonschema import JsonSchemaException
+
+    from stream_app.contracts import validator
+
+    root, v1, _ = trained
+    older = announce(root, "live", v1, 1)
+    older.pop("schema_version", None)  # an announcement of an earlier release, kept by compaction
+    watcher, reports = watched(root, older)
+    assert watcher.live.version == v1
+    assert [r["schema_version"] for r in reports] == [1]
+    for record in reports:
+        validator("model-status")(record)
+    validator("model-control")(older)
+    with pytest.raises(JsonSchemaException):  # a later version of the contract is not read as this one
+        validator("model-control")({**older, "schema_version": 2})
+
+
 def test_withdrawing_a_refused_first_version_is_reported_as_withdrawn_not_as_serving_nothing(trained):
     root, _, v2 = trained
     watcher, reports = watched(root, {**announce(root, "live", v2, 1), "content_hash": "0" * 64},  # nothing serves
