@@ -92,6 +92,9 @@ def test_an_erased_users_inputs_from_before_the_erasure_are_not_put_back_on_a_to
     assert held("k", None, b"k", b'{"user_id": "u1", "item_id": "secret", broken')
     check.add(Resend(settings.topics.erasures, b"u3", b'{"user_id": "u3", "requested_at": 50}', None))
     assert held("u3", 40)  # an erasure request sent in the same redrive
+    # workers with STREAM_APP_REPLAY_ERASED apply such events (a replay meant to restore the users): sent
+    check = ErasureCheck(erased, {"u2": 3_000}, replay_erased=True)
+    assert not held("u1", 1_000) and not held("u2", 2_999) and not held("u1", None)
 
 
 def test_the_reasons_must_be_named_and_known():

@@ -116,11 +116,13 @@ def resend_of(letter: dict[str, Any], key: bytes | None, settings: Settings) -> 
 
 class ErasureCheck:
     """Who is erased since when: the workers' erased-users record, the requests on the erasures topic not yet
-    applied, and erasure requests this redrive sends."""
+    applied, and erasure requests this redrive sends. With `replay_erased` (STREAM_APP_REPLAY_ERASED: workers
+    apply an erased user's earlier events, a replay meant to restore them) nothing is held back."""
 
-    def __init__(self, erased: ErasedUsers, requested: dict[str, int]):
+    def __init__(self, erased: ErasedUsers, requested: dict[str, int], replay_erased: bool = False):
         self.erased = erased
         self.requested = requested  # user -> latest requested_at
+        self.replay_erased = replay_erased
 
     @classmethod
     def read(cls, settings: Settings) -> "ErasureCheck":
@@ -130,7 +132,7 @@ class ErasureCheck:
             user, at = request.get("user_id"), request.get("requested_at")
             if isinstance(user, str) and isinstance(at, int):
                 requested[user] = max(at, requested.get(user, at))
-        return cls(erased_users(settings), requested)
+        return cls(erased_users(settings), requested, settings.replay_erased)
 
     def add(self, resend: Resend) -> None:
         request = _json_object(resend.value)
@@ -142,6 +144,8 @@ class ErasureCheck:
         """An input naming an erased user (by its key, its user_id, or the one a broken line spells out), from
         before the erasure or of unknown time: the workers would drop it, and sending it would put the user's
         data back on an input topic."""
+        if self.replay_erased:
+            return False
         users = input_users(letter_key, resend.value or b"")[0] | input_users(resend.key, b"")[0]
         for user in users:
             times = [at for at in (self.erased.erased_at(user), self.requested.get(user)) if at is not None]
