@@ -252,7 +252,7 @@ def test_every_profile_field_survives_the_changelog_round_trip():
     settings = Settings()
     index = content_index()
     profile = new_profile("u1", settings)
-    learners = new_partition_learners(settings)
+    learners = new_partition_learners(settings, 0)
     for i, item in enumerate(["lantern-1", "mug-1", "lantern-2"]):
         process(profile, Event.from_dict({**event(i, "u1", item).to_dict(), "category": "home"}),
                 InMemoryItemIndex(settings), settings, now_ms=0, learners=learners, content=index)

@@ -213,7 +213,7 @@ def test_the_ranker_sees_which_candidates_the_user_had_in_this_session_and_befor
     events = [ev(1, item="old", ts=T0), ev(2, item="x", ts=T0 + 120_000), ev(3, item="y", ts=T0 + 121_000)]
     profile, _, index = run(events, settings, index=index)
     assert list(session_items(profile, settings.session_gap_ms)) == ["y", "x"]  # "old" was another session
-    learners = new_partition_learners(settings)
+    learners = new_partition_learners(settings, 0)
     process(profile, ev(4, item="y", ts=T0 + 122_000), index, settings, now_ms=T0, learners=learners)
     rows = decode_features(profile.shown_features, len(profile.shown))
     by_item = dict(zip(profile.shown, rows))

@@ -266,7 +266,7 @@ def test_a_ranker_restored_with_another_releases_features_ranks_and_learns_with_
     from stream_app.stream.batch import PartitionState
 
     settings = Settings(ranker_warm_up=1)
-    written = new_partition_learners(settings)
+    written = new_partition_learners(settings, 0)
     written.ranker = OnlineRanker(FEATURES[:-3], warm_up=1)  # as an earlier release wrote it
     rows = np.eye(len(written.ranker.features))[:6]
     for i in range(30):

@@ -119,7 +119,7 @@ def test_a_miss_teaches_only_negatives_and_a_short_list_all_of_them():
 def test_the_next_event_judges_the_shown_list_through_the_core():
     settings = Settings(ranker_negatives=2, ranker_warm_up=10**6, bandit=True)
     index = InMemoryItemIndex(settings)
-    learners = new_partition_learners(settings)
+    learners = new_partition_learners(settings, 0)
     ranker_, bandit = learners.ranker, learners.bandit
     profile = new_profile("u", settings)
     first = Event("e1", "u", "a", "click", 1000)
@@ -153,7 +153,7 @@ def test_a_candidate_left_out_of_the_shown_list_is_still_a_positive_when_hit():
     settings = Settings(top_k=1, ranker_pool=3, ranker_negatives=1, ranker_warm_up=10**6,
                         repeat_candidates=3)
     index = InMemoryItemIndex(settings)
-    learners = new_partition_learners(settings)
+    learners = new_partition_learners(settings, 0)
     profile = new_profile("u", settings)
     for i, item in enumerate(["a", "b", "c"]):
         outcome = process(profile, Event(f"e{i}", "u", item, "click", 1000 * (i + 1)), index, settings, 0,
@@ -201,12 +201,28 @@ def test_partition_learners_round_trip_through_their_table_record():
     from stream_app.core.learners import read_partition_learners
 
     settings = Settings(bandit=True, ranker_warm_up=2)
-    learners = new_partition_learners(settings)
+    learners = new_partition_learners(settings, 0)
     learners.ranker.learn_one([1.0] * len(FEATURES), True)
     learners.bandit.update("new", "prior", 1.0)
     again = read_partition_learners(orjson.dumps(learners.to_state()), "partition 0")
     assert again.ranker.labels == 1 and again.bandit.policies["new"]._rewards["prior"].get() == 1.0
     assert again.clone().ranker.labels == 0
+
+
+def test_each_partition_explores_on_its_own_random_sequence_and_the_same_one_again():
+    from stream_app.core.process import with_current_settings
+
+    settings = Settings(bandit=True, bandit_epsilon=0.5)
+
+    def pulls(learners) -> list[str]:
+        learners.bandit.update("returning", "ranker", 1.0)  # the greedy arm: the prior is only explored
+        return [learners.bandit.pull("returning") for _ in range(64)]
+
+    first, second = pulls(new_partition_learners(settings, 0)), pulls(new_partition_learners(settings, 1))
+    assert first != second  # one seed for all partitions explored at the same lists everywhere
+    assert first == pulls(new_partition_learners(settings, 0))
+    restored = new_partition_learners(Settings(bandit=False), 1)  # a bandit added to restored learners
+    assert pulls(with_current_settings(restored, settings, 1)) == second
 
 
 def test_partitioning_matches_the_kafka_client():
@@ -243,7 +259,7 @@ def test_a_ready_ranker_serves_the_list_in_its_own_order_and_says_so():
     for i, item in enumerate(["p1", "p1", "p2", "p1", "p2", "p3"]):  # popular: p1 > p2 > p3
         feed.add(Event(f"o{i}", f"other{i}", item, "click", 1000 + i), 0, 1)
     feed.advance(1)
-    learners = new_partition_learners(settings)
+    learners = new_partition_learners(settings, 0)
     popular_row, seen_row = np.zeros(len(FEATURES)), np.zeros(len(FEATURES))
     popular_row[FEATURES.index("popular")] = 1.0
     seen_row[FEATURES.index("seen")] = 1.0
@@ -318,7 +334,7 @@ def test_a_stored_list_with_a_value_float16_cannot_hold_teaches_the_ranker_nothi
     from stream_app.core.recommend import N_FEATURES, Ranked
 
     settings = Settings(ranker_warm_up=2)
-    index, learners = InMemoryItemIndex(settings), new_partition_learners(settings)
+    index, learners = InMemoryItemIndex(settings), new_partition_learners(settings, 0)
     rows = np.zeros((3, N_FEATURES))
     rows[:, 0] = [1.0, 0.5, 0.2]
     rows[1, 3] = np.inf
@@ -403,7 +419,7 @@ def test_a_restored_ranker_learns_as_many_negatives_as_today_s_settings_say():
 def test_the_bandit_rewards_the_strategy_whose_list_was_shown_not_the_one_it_wanted():
     """A cold ranker's list is the prior's: the reward goes to "prior" (process.py's comment)."""
     settings = Settings(bandit=True, ranker_warm_up=10**6)
-    index, learners, profile = InMemoryItemIndex(settings), new_partition_learners(settings), new_profile("u", settings)
+    index, learners, profile = InMemoryItemIndex(settings), new_partition_learners(settings, 0), new_profile("u", settings)
     learners.bandit.pull = lambda segment: "ranker"  # the bandit wants the (cold) ranker
     outcome = process(profile, Event("e1", "u", "a", "click", 1000), index, settings, 0, learners)
     assert outcome.recommendation["model"]["ranking"] == "prior"
@@ -415,7 +431,7 @@ def test_the_bandit_rewards_the_strategy_whose_list_was_shown_not_the_one_it_wan
 
 def test_the_bandit_is_rewarded_only_for_a_hit_in_the_shown_part_of_the_list():
     settings = Settings(top_k=1, ranker_pool=3, bandit=True, ranker_warm_up=10**6, repeat_candidates=3)
-    index, learners, profile = InMemoryItemIndex(settings), new_partition_learners(settings), new_profile("u", settings)
+    index, learners, profile = InMemoryItemIndex(settings), new_partition_learners(settings, 0), new_profile("u", settings)
     for i, item in enumerate(["a", "b", "c"]):
         process(profile, Event(f"e{i}", "u", item, "click", 1000 * (i + 1)), index, settings, 0, learners)
     segment, arm = profile.shown_strategy.split(":")

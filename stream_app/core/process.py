@@ -37,7 +37,7 @@ def new_ranker(settings: Settings) -> OnlineRanker:
                         warm_up=settings.ranker_warm_up, seed=settings.ranker_seed)
 
 
-def with_current_settings(learners: PartitionLearners, settings: Settings) -> PartitionLearners:
+def with_current_settings(learners: PartitionLearners, settings: Settings, partition: int) -> PartitionLearners:
     """Restored learners work with today's features and settings, keeping what they learned: a ranker an
     earlier release wrote with other features adopts today's (by name), instead of failing every event on
     a shape error; its warm-up, negatives and learning rate, and whether a bandit explores (and how often),
@@ -50,7 +50,7 @@ def with_current_settings(learners: PartitionLearners, settings: Settings) -> Pa
     if not settings.bandit:
         learners.bandit = None
     elif learners.bandit is None:
-        learners.bandit = StrategyBandit(settings.bandit_epsilon, settings.ranker_seed)
+        learners.bandit = StrategyBandit(settings.bandit_epsilon, bandit_seed(settings, partition))
     else:
         learners.bandit.epsilon = settings.bandit_epsilon
         for policy in learners.bandit.policies.values():
@@ -58,8 +58,14 @@ def with_current_settings(learners: PartitionLearners, settings: Settings) -> Pa
     return learners
 
 
-def new_partition_learners(settings: Settings) -> PartitionLearners:
-    bandit = StrategyBandit(settings.bandit_epsilon, settings.ranker_seed) if settings.bandit else None
+def bandit_seed(settings: Settings, partition: int) -> int:
+    """A partition's exploration seed: one seed for all would make every partition explore at the same
+    lists (the k-th of each), its choices correlated across the whole stream."""
+    return settings.ranker_seed * 1_000_003 + partition
+
+
+def new_partition_learners(settings: Settings, partition: int) -> PartitionLearners:
+    bandit = StrategyBandit(settings.bandit_epsilon, bandit_seed(settings, partition)) if settings.bandit else None
     return PartitionLearners(new_ranker(settings), bandit)
 
 

@@ -93,7 +93,7 @@ class StreamAppModel:
             return None
         learners = self.partition_learners.get(partition)
         if learners is None:
-            learners = self.partition_learners[partition] = new_partition_learners(self.settings)
+            learners = self.partition_learners[partition] = new_partition_learners(self.settings, partition)
         return learners
 
     def learn(self, event: Event) -> list[str] | None:

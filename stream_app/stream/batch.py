@@ -104,12 +104,12 @@ class PartitionState:
             if stored is not None:
                 try:
                     restored = read_partition_learners(stored, f"partition {partition}'s learners")
-                    learners = with_current_settings(restored, self.settings)
+                    learners = with_current_settings(restored, self.settings, partition)
                 except StateError as exc:  # forged, or of a release that did not write it: learn afresh, go on
                     rejected(Rejection("bad_state", f"{exc}; they start afresh",
                                        Source(self.changelog, partition, restored_offset(self.data, key)), key, stored))
             if learners is None:
-                learners = new_partition_learners(self.settings)
+                learners = new_partition_learners(self.settings, partition)
             self.loaded[partition] = learners
         return learners
 
