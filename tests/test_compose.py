@@ -49,6 +49,19 @@ def test_every_setting_named_is_one_the_code_reads():
     assert settings.kafka_bootstrap_servers == "kafka:19092" and settings.redis_url.startswith("redis://redis:")
 
 
+def test_every_long_running_service_comes_back_after_a_crash_or_a_daemon_restart():
+    """Compose's default restart policy is "no": with the workers restarted and the broker and Redis not (after a
+    crash, or a restart of the Docker daemon or the host), the workers would exit and restart without end. Only the
+    one-shot jobs (topic creation, replay) run once."""
+    services = load()["services"]
+    one_shot = {"topics", "replay"}
+    for name, service in services.items():
+        if name not in one_shot:
+            assert service.get("restart") in ("unless-stopped", "always"), name
+    for name in one_shot:
+        assert "restart" not in services[name], name
+
+
 def test_kafka_and_redis_keep_their_data_on_volumes_and_the_host_is_told_an_address_it_can_reach():
     """The apache/kafka image logs under /tmp unless told: a recreated container lost every topic, the profile
     changelogs included. The port published to the host must advertise a host address (a host resolves no
