@@ -62,6 +62,15 @@ def test_every_long_running_service_comes_back_after_a_crash_or_a_daemon_restart
         assert "restart" not in services[name], name
 
 
+def test_the_erasure_key_can_be_given_without_editing_the_file():
+    """README (Security): with no key the record of erased users is keyed by the group id, which anyone can
+    test a user id against; the key comes from the shell or an .env file, the same for every service."""
+    services = load()["services"]
+    for name in ("worker-1", "worker-2", "serve", "replay"):
+        assert services[name]["environment"]["STREAM_APP_ERASURE_KEY"] == "${STREAM_APP_ERASURE_KEY:-}", name
+    assert Settings.from_env({"STREAM_APP_ERASURE_KEY": ""}).erasure_key == ""  # unset in the shell: the default
+
+
 def test_kafka_and_redis_keep_their_data_on_volumes_and_the_host_is_told_an_address_it_can_reach():
     """The apache/kafka image logs under /tmp unless told: a recreated container lost every topic, the profile
     changelogs included. The port published to the host must advertise a host address (a host resolves no
