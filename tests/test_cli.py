@@ -357,3 +357,12 @@ def test_the_stop_deadline_starts_at_the_signal(monkeypatch):
     worker._on_sigterm()
     worker._on_sigint()
     assert started == ["deadline", "stop", "deadline", "stop"]
+
+
+def test_the_cli_runs_as_a_module_by_either_name():
+    """`python -m stream_app.cli.main worker` printed nothing and exited 0: a container given that command
+    restarted without end, its log empty."""
+    for module in ("stream_app.cli", "stream_app.cli.main"):
+        ran = subprocess.run([sys.executable, "-m", module, "worker", "--help"], capture_output=True, text=True,
+                             timeout=60)
+        assert ran.returncode == 0 and "--web-port" in ran.stdout, (module, ran.stdout, ran.stderr)

@@ -399,3 +399,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stream-app {args.command}: error: {message}", file=sys.stderr)
         return 2
 
+
+
+if __name__ == "__main__":  # `python -m stream_app.cli.main ...` ran nothing and exited 0 (a container that did so looped)
+    sys.exit(main())
