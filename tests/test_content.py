@@ -279,3 +279,26 @@ def test_ties_at_the_kth_place_are_broken_by_item_id():
     index = ContentIndex("v", ids, ["t"] * 300, vectors)
     found = index.nearest(index.scores(np.array([1.0, 0.0])), 20)
     assert list(found) == [i for n, i in enumerate(ids) if n % 3][:20]
+
+
+def test_an_item_whose_text_got_no_vector_is_not_in_the_index_nor_similar_to_anything():
+    """A zero row (the model failed on the text, or the tokenizer knows no word of it: emoji, another script) is at
+    cosine 0 with every item: kept in the index, the first items by id were "similar to" it, with that reason."""
+
+    class NoWordsFor(BagOfWords):
+        def embed(self, texts):
+            out = super().embed([t if "🎁" not in t else "placeholder" for t in texts])
+            out[["🎁" in t for t in texts]] = 0.0  # as TextEncoder gives a text of [UNK] only
+            return out
+
+    catalogue = {**CATALOGUE, "gift": "🎁🎄"}
+    index = build_index("bow-1", catalogue, NoWordsFor().embed, terms=[])
+    assert index.vector("gift") is None and "gift" not in index.row_of and len(index) == len(CATALOGUE)
+    assert index.similar("gift", 3) == {}
+    assert "gift" not in index.similar("mug-1", 20)
+    settings = Settings(ranker=False)
+    profile, items = new_profile("u", settings), InMemoryItemIndex(settings)
+    outcome = process(profile, event(1, "u", "gift", "click"), items, settings, 0, content=index)
+    reasons = [r for item in outcome.recommendation["items"] for r in item["reasons"]]
+    assert not any(r.startswith("similar to") for r in reasons), reasons
+    assert profile.content_interest is None  # no interest state made of a zero vector

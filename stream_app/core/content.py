@@ -167,7 +167,9 @@ def catalogue_terms(titles: Iterable[str], min_items: int = 5, limit: int = 2000
 def build_index(version: str, items: dict[str, str], embed: Callable[[Sequence[str]], np.ndarray],
                 terms: Sequence[str] | None = None, listed_at: dict[str, int] | None = None) -> ContentIndex:
     """item_id -> text, embedded in item_id order (the same rows in every worker and in `evaluate`);
-    `listed_at`: item_id -> when it joined the catalogue (ms), for the items that say."""
+    `listed_at`: item_id -> when it joined the catalogue (ms), for the items that say. An item whose text got no vector
+    (a zero row: the model failed on it, or it holds no word the tokenizer knows) is left out of the index:
+    at cosine 0 with everything, it would list the first items by id as "similar" to it."""
     ids = sorted(items)
     texts = [items[i] for i in ids]
     vectors = embed(texts) if ids else np.zeros((0, 0), np.float32)
@@ -175,6 +177,10 @@ def build_index(version: str, items: dict[str, str], embed: Callable[[Sequence[s
     # a term names a group of items: in 5 titles of a large catalogue, in 2 of a small one
     terms = catalogue_terms(texts, min_items=max(2, min(5, len(texts) // 500))) if terms is None else list(terms)
     term_vectors = quantised(embed(terms)) if terms else None
+    if ids:
+        kept = np.flatnonzero(np.any(vectors != 0.0, axis=1))
+        if len(kept) < len(ids):
+            ids, texts, vectors = [ids[r] for r in kept], [texts[r] for r in kept], vectors[kept]
     listed = [listed_at.get(i) for i in ids] if listed_at else None
     return ContentIndex(version, ids, texts, vectors, terms, term_vectors, listed)
 
