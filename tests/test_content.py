@@ -16,7 +16,7 @@ from stream_app.core.events import Event
 from stream_app.core.items import InMemoryItemIndex
 from stream_app.core.process import new_partition_learners, new_profile, process
 from stream_app.evaluate.prequential import evaluate_events
-from stream_app.stream.catalogue_feed import CachedEmbedder, CatalogueFeed
+from stream_app.stream.catalogue_feed import CachedEmbedder, CatalogueFeed, index_records
 from stream_app.tools.catalogue import load_catalogue
 
 T0 = 1_700_000_000_000
@@ -302,3 +302,29 @@ def test_an_item_whose_text_got_no_vector_is_not_in_the_index_nor_similar_to_any
     reasons = [r for item in outcome.recommendation["items"] for r in item["reasons"]]
     assert not any(r.startswith("similar to") for r in reasons), reasons
     assert profile.content_interest is None  # no interest state made of a zero vector
+
+
+def test_the_similar_to_reason_names_the_item_by_its_title_not_its_description():
+    """The text embedded is the title and the description; the reason names the item just seen by its title."""
+    import asyncio
+
+    records = {item_id: {"item_id": item_id, "title": title, "schema_version": 1} for item_id, title in CATALOGUE.items()}
+    records["lantern-2"]["description"] = "A tall  lantern in brushed silver.\nHolds one candle."
+    feed = CatalogueFeed(Settings())
+    for offset, record in enumerate(records.values()):
+        feed.apply(record["item_id"].encode(), orjson.dumps(record), offset)
+    asyncio.run(feed.rebuild(BagOfWords()))
+    indexes = {"worker": feed.index, "evaluate": index_records(BagOfWords(), records)}
+    settings = Settings(ranker=False)
+    for where, index in indexes.items():
+        assert index.titles["lantern-2"] == "SILVER METAL LANTERN", where
+        profile, items = new_profile("u", settings), InMemoryItemIndex(settings)
+        outcome = process(profile, event(1, "u", "lantern-2", "click"), items, settings, 0, content=index)
+        reasons = {r for item in outcome.recommendation["items"] for r in item["reasons"] if r.startswith("similar")}
+        assert reasons == {"similar to SILVER METAL LANTERN"}, (where, reasons)
+    # the title alone changing (the text embedded the same) renames the item
+    moved = {**records["lantern-2"], "title": "SILVER METAL LANTERN. A tall lantern in brushed silver.",
+             "description": "Holds one candle."}
+    feed.apply(b"lantern-2", orjson.dumps(moved), 99)
+    asyncio.run(feed.rebuild(BagOfWords()))
+    assert feed.index.titles["lantern-2"] == "SILVER METAL LANTERN. A tall lantern in brushed silver."

@@ -32,9 +32,14 @@ _WORD = re.compile(r"[a-z]{3,}")
 _STOP = frozenset("the and for with set of in on to by from pack assorted design size large small mini".split())
 
 
+def item_title(item: dict[str, Any]) -> str:
+    """The item's name in its reasons ("similar to <title>"): its title, whitespace runs as one space."""
+    return " ".join(item["title"].split())
+
+
 def item_text(item: dict[str, Any]) -> str:
     """The text embedded for an item: its title, then its description when it has one."""
-    title = " ".join(item["title"].split())
+    title = item_title(item)
     description = " ".join(item.get("description", "").split())
     return f"{title}. {description}" if description else title
 
@@ -165,9 +170,11 @@ def catalogue_terms(titles: Iterable[str], min_items: int = 5, limit: int = 2000
 
 
 def build_index(version: str, items: dict[str, str], embed: Callable[[Sequence[str]], np.ndarray],
-                terms: Sequence[str] | None = None, listed_at: dict[str, int] | None = None) -> ContentIndex:
+                terms: Sequence[str] | None = None, listed_at: dict[str, int] | None = None,
+                titles: dict[str, str] | None = None) -> ContentIndex:
     """item_id -> text, embedded in item_id order (the same rows in every worker and in `evaluate`);
-    `listed_at`: item_id -> when it joined the catalogue (ms), for the items that say. An item whose text got no vector
+    `listed_at`: item_id -> when it joined the catalogue (ms), for the items that say; `titles`: item_id -> the
+    name its reasons give it ("similar to <title>"; by default its text). An item whose text got no vector
     (a zero row: the model failed on it, or it holds no word the tokenizer knows) is left out of the index:
     at cosine 0 with everything, it would list the first items by id as "similar" to it."""
     ids = sorted(items)
@@ -182,7 +189,8 @@ def build_index(version: str, items: dict[str, str], embed: Callable[[Sequence[s
         if len(kept) < len(ids):
             ids, texts, vectors = [ids[r] for r in kept], [texts[r] for r in kept], vectors[kept]
     listed = [listed_at.get(i) for i in ids] if listed_at else None
-    return ContentIndex(version, ids, texts, vectors, terms, term_vectors, listed)
+    names = [titles.get(i, text) for i, text in zip(ids, texts)] if titles else texts
+    return ContentIndex(version, ids, names, vectors, terms, term_vectors, listed)
 
 
 def quantised(vectors: np.ndarray) -> np.ndarray:

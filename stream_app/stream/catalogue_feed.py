@@ -21,7 +21,7 @@ import numpy as np
 
 from ..config import Settings
 from ..contracts import Rejection, Source, check_item
-from ..core.content import ContentIndex, build_index, item_text
+from ..core.content import ContentIndex, build_index, item_text, item_title
 from ..serving.text_encoder import TextEncoder, text_hash
 from .transport import from_the_beginning
 
@@ -68,11 +68,13 @@ class CachedEmbedder:
 
 
 def index_catalogue(model: TextEncoder, texts: dict[str, str], embedder: CachedEmbedder | None = None,
-                    listed_at: dict[str, int] | None = None) -> ContentIndex:
+                    listed_at: dict[str, int] | None = None, titles: dict[str, str] | None = None) -> ContentIndex:
     """item_id -> text as a ContentIndex under `model`: how a worker builds it, and `evaluate` too (the
-    same texts embedded in the same batches give the same vectors); `listed_at`: item_id -> its listed_at."""
+    same texts embedded in the same batches give the same vectors); `listed_at`: item_id -> its listed_at;
+    `titles`: item_id -> its title (the reasons name an item by it, not by its description)."""
     embedder = embedder if embedder is not None else CachedEmbedder()
-    return build_index(model.version, texts, lambda batch: embedder.embed(model, list(batch)), listed_at=listed_at)
+    return build_index(model.version, texts, lambda batch: embedder.embed(model, list(batch)), listed_at=listed_at,
+                       titles=titles)
 
 
 def index_records(model: TextEncoder, records: dict[str, dict[str, Any]]) -> ContentIndex:
@@ -80,13 +82,15 @@ def index_records(model: TextEncoder, records: dict[str, dict[str, Any]]) -> Con
     taken as a worker's feed takes them, so `evaluate`'s index is the workers'."""
     return index_catalogue(model, {item_id: item_text(record) for item_id, record in records.items()},
                            listed_at={item_id: record["listed_at"] for item_id, record in records.items()
-                                      if "listed_at" in record})
+                                      if "listed_at" in record},
+                           titles={item_id: item_title(record) for item_id, record in records.items()})
 
 
 class CatalogueFeed:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.texts: dict[str, str] = {}  # item_id -> the text embedded
+        self.titles: dict[str, str] = {}  # item_id -> its title (its name in reasons)
         self.withdrawn: set[str] = set()  # items whose last record is a tombstone
         self.listed_at: dict[str, int] = {}  # item_id -> when it joined the catalogue, for records that say
         self.index: ContentIndex | None = None
@@ -107,6 +111,7 @@ class CatalogueFeed:
             self.listed_at.pop(item_id, None)
             if item_id is not None:
                 self.withdrawn.add(item_id)
+            self.titles.pop(item_id, None)
             if item_id is not None and self.texts.pop(item_id, None) is not None:
                 self.changes += 1
             return
@@ -116,9 +121,10 @@ class CatalogueFeed:
             log.error("skipping catalogue record at %s: %s (%s)", record.source, record.reason, record.detail[:200])
             return
         self.withdrawn.discard(record["item_id"])  # listed again
-        text, item_id = item_text(record), record["item_id"]
-        if self.texts.get(item_id) != text or self.listed_at.get(item_id) != record.get("listed_at"):
-            self.texts[item_id] = text
+        text, title, item_id = item_text(record), item_title(record), record["item_id"]
+        if (self.texts.get(item_id) != text or self.titles.get(item_id) != title
+                or self.listed_at.get(item_id) != record.get("listed_at")):
+            self.texts[item_id], self.titles[item_id] = text, title
             if "listed_at" in record:
                 self.listed_at[item_id] = record["listed_at"]
             else:
@@ -136,7 +142,7 @@ class CatalogueFeed:
         texts = dict(self.texts)
         started = time.monotonic()
         index = await asyncio.get_running_loop().run_in_executor(
-            None, index_catalogue, model, texts, self.embedder, dict(self.listed_at))
+            None, index_catalogue, model, texts, self.embedder, dict(self.listed_at), dict(self.titles))
         self.index, self.built_for = index, wanted
         self.embedder.keep_only(model.version, [*texts.values(), *index.terms])
         log.warning("content index: %d items, %d terms under %s (%.1fs; %d texts embedded so far)",

@@ -124,11 +124,11 @@ def content_model(registry_dir: Path) -> str | None:
 
 def load_demo_catalogue(settings: Settings, items: str, catalogue: Catalogue) -> dict[str, str]:
     """Send the catalogue (as `load_catalogue` read it) to the items topic and publish a content model
-    when the registry has one; item_id -> its text, to show users' items by name."""
-    from ..core.content import item_text
+    when the registry has one; item_id -> its title, to show users' items by name."""
+    from ..core.content import item_title
     from .catalogue import send_catalogue
 
-    titles = {item_id: item_text(record) for item_id, record in catalogue[0].items()}
+    titles = {item_id: item_title(record) for item_id, record in catalogue[0].items()}
     loaded = send_catalogue(settings, items, *catalogue)
     _say(f"  items     {loaded.sent:,} products with their names on {settings.topics.items}"
          + (f" ({loaded.rejected} invalid, to the dead-letter topic)" if loaded.rejected else ""))
