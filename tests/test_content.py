@@ -328,3 +328,39 @@ def test_the_similar_to_reason_names_the_item_by_its_title_not_its_description()
     feed.apply(b"lantern-2", orjson.dumps(moved), 99)
     asyncio.run(feed.rebuild(BagOfWords()))
     assert feed.index.titles["lantern-2"] == "SILVER METAL LANTERN. A tall lantern in brushed silver."
+
+
+def test_a_rebuild_after_one_changed_title_reads_no_other_title_and_keeps_the_terms_evaluate_finds(monkeypatch):
+    """A title changing must not cost a pass over the catalogue in Python (hashing every text, counting the terms
+    of every title) while the batch loop waits for the GIL; the terms kept up to date are those of all the texts."""
+    import asyncio
+
+    from stream_app.core import content
+    from stream_app.stream import catalogue_feed
+
+    feed = CatalogueFeed(Settings())
+    titles = {f"i{n:03d}": f"{colour} {thing} {n}" for n, (colour, thing) in
+              enumerate((c, t) for c in ("CREAM", "IVORY", "SILVER") for t in ("LANTERN", "CANDLE HOLDER", "TEA CUP"))}
+    for offset, (item_id, title) in enumerate(titles.items()):
+        feed.apply(item_id.encode(), orjson.dumps({"item_id": item_id, "title": title, "schema_version": 1}), offset)
+    model = BagOfWords()
+    asyncio.run(feed.rebuild(model))
+    hashed = []
+    monkeypatch.setattr(catalogue_feed, "text_hash", lambda text, version: hashed.append(text) or f"{version}:{text}")
+
+    def whole_catalogue(*args, **kwargs):
+        raise AssertionError("the terms were counted over the whole catalogue again")
+
+    monkeypatch.setattr(content, "catalogue_terms", whole_catalogue)
+    feed.apply(b"i000", orjson.dumps({"item_id": "i000", "title": "IVORY TEA CUP 0", "schema_version": 1}), 50)
+    feed.apply(b"i004", None, 51)  # a tombstone
+    feed.apply(b"i009", orjson.dumps({"item_id": "i009", "title": "GOLD LANTERN", "schema_version": 1}), 52)
+    asyncio.run(feed.rebuild(model))
+    unchanged = {title for item_id, title in titles.items() if item_id not in ("i000", "i004", "i009")}
+    assert {"GOLD LANTERN", "IVORY TEA CUP 0"} <= set(hashed) and not unchanged & set(hashed)
+    assert set(hashed) - {"GOLD LANTERN", "IVORY TEA CUP 0"} <= set(feed.index.terms)  # terms new to the catalogue
+    monkeypatch.undo()
+    texts = [feed.texts[i] for i in sorted(feed.texts)]
+    assert feed.index.terms == content.catalogue_terms(texts, min_items=content.term_floor(len(texts)))
+    assert "tea cup" in feed.index.terms and "gold" not in feed.index.terms  # in one title only
+    assert feed.index.similar("i009", 1)  # the new title's vector is there

@@ -18,7 +18,7 @@ import base64
 import collections
 import math
 import re
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -156,17 +156,33 @@ class ContentIndex:
         return {self.item_ids[r]: float(scores[r]) for r in top}
 
 
+def title_terms(title: str) -> set[str]:
+    """The words and two-word phrases of one title that may name things (colours and filler words left out)."""
+    # a phrase is two adjacent words; a number or a filler word between them breaks it
+    words = [token if _WORD.fullmatch(token) and token not in _STOP else None
+             for token in re.split(r"[^a-z0-9]+", title.lower()) if token]
+    return {w for w in words if w} | {f"{a} {b}" for a, b in zip(words, words[1:]) if a and b}
+
+
+def term_floor(titles: int) -> int:
+    """How many titles a term must be in: 5 in a large catalogue, 2 in a small one."""
+    return max(2, min(5, titles // 500))
+
+
+def top_terms(counts: Mapping[str, int], min_items: int = 5, limit: int = 2000) -> list[str]:
+    """The terms in at least `min_items` titles (`counts`: term -> titles holding it), most common first, equal
+    counts in term order: the same list however the counts were gathered (at once, or kept up to date by a feed)."""
+    return sorted((term for term, count in counts.items() if count >= min_items),
+                  key=lambda term: (-counts[term], term))[:limit]
+
+
 def catalogue_terms(titles: Iterable[str], min_items: int = 5, limit: int = 2000) -> list[str]:
     """Words and two-word phrases that name things in a catalogue: in at least `min_items` titles,
     most common first (colours and filler words left out)."""
     counts: collections.Counter[str] = collections.Counter()
     for title in titles:
-        # a phrase is two adjacent words; a number or a filler word between them breaks it
-        words = [token if _WORD.fullmatch(token) and token not in _STOP else None
-                 for token in re.split(r"[^a-z0-9]+", title.lower()) if token]
-        found = {w for w in words if w} | {f"{a} {b}" for a, b in zip(words, words[1:]) if a and b}
-        counts.update(found)
-    return [term for term, count in counts.most_common() if count >= min_items][:limit]
+        counts.update(title_terms(title))
+    return top_terms(counts, min_items, limit)
 
 
 def build_index(version: str, items: dict[str, str], embed: Callable[[Sequence[str]], np.ndarray],
@@ -182,7 +198,7 @@ def build_index(version: str, items: dict[str, str], embed: Callable[[Sequence[s
     vectors = embed(texts) if ids else np.zeros((0, 0), np.float32)
     vectors = quantised(vectors)
     # a term names a group of items: in 5 titles of a large catalogue, in 2 of a small one
-    terms = catalogue_terms(texts, min_items=max(2, min(5, len(texts) // 500))) if terms is None else list(terms)
+    terms = catalogue_terms(texts, min_items=term_floor(len(texts))) if terms is None else list(terms)
     term_vectors = quantised(embed(terms)) if terms else None
     if ids:
         kept = np.flatnonzero(np.any(vectors != 0.0, axis=1))

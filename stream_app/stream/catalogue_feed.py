@@ -13,6 +13,7 @@ whole, never inside a batch. Records that break schemas/v1/item are counted and 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from typing import Any
@@ -21,7 +22,7 @@ import numpy as np
 
 from ..config import Settings
 from ..contracts import Rejection, Source, check_item
-from ..core.content import ContentIndex, build_index, item_text, item_title
+from ..core.content import ContentIndex, build_index, item_text, item_title, term_floor, title_terms, top_terms
 from ..serving.text_encoder import TextEncoder, text_hash
 from .transport import from_the_beginning
 
@@ -35,9 +36,20 @@ class CachedEmbedder:
         self.vectors: dict[str, np.ndarray] = {}
         self.embedded = 0  # texts the model ran on (cache misses)
         self.failed = 0  # texts the model raised on alone: a zero vector (no text signal), not embedded again
+        # text -> its text_hash under the version `keyed_for`: a rebuild hashes only the texts new to it
+        self.keys: dict[str, str] = {}
+        self.keyed_for: str | None = None
+
+    def key(self, text: str, version: str) -> str:
+        if version != self.keyed_for:
+            self.keys, self.keyed_for = {}, version
+        found = self.keys.get(text)
+        if found is None:
+            found = self.keys[text] = text_hash(text, version)
+        return found
 
     def embed(self, model: TextEncoder, texts: list[str]) -> np.ndarray:
-        keys = [text_hash(text, model.version) for text in texts]
+        keys = [self.key(text, model.version) for text in texts]
         missing = sorted({key: text for key, text in zip(keys, texts) if key not in self.vectors}.items())
         if missing:
             vectors = self._embed_or_split(model, [text for _, text in missing])
@@ -63,18 +75,22 @@ class CachedEmbedder:
 
     def keep_only(self, version: str, texts: list[str]) -> None:
         """Forget vectors of texts and models no longer in use (bounded memory)."""
-        wanted = {text_hash(text, version) for text in texts}
+        keys = {text: self.key(text, version) for text in texts}
+        wanted = set(keys.values())
         self.vectors = {key: vector for key, vector in self.vectors.items() if key in wanted}
+        self.keys = keys
 
 
 def index_catalogue(model: TextEncoder, texts: dict[str, str], embedder: CachedEmbedder | None = None,
-                    listed_at: dict[str, int] | None = None, titles: dict[str, str] | None = None) -> ContentIndex:
+                    listed_at: dict[str, int] | None = None, titles: dict[str, str] | None = None,
+                    terms: list[str] | None = None) -> ContentIndex:
     """item_id -> text as a ContentIndex under `model`: how a worker builds it, and `evaluate` too (the
     same texts embedded in the same batches give the same vectors); `listed_at`: item_id -> its listed_at;
-    `titles`: item_id -> its title (the reasons name an item by it, not by its description)."""
+    `titles`: item_id -> its title (the reasons name an item by it, not by its description); `terms`: the
+    catalogue's terms when the caller keeps them (a feed: equal to `catalogue_terms` of the texts)."""
     embedder = embedder if embedder is not None else CachedEmbedder()
-    return build_index(model.version, texts, lambda batch: embedder.embed(model, list(batch)), listed_at=listed_at,
-                       titles=titles)
+    return build_index(model.version, texts, lambda batch: embedder.embed(model, list(batch)), terms=terms,
+                       listed_at=listed_at, titles=titles)
 
 
 def index_records(model: TextEncoder, records: dict[str, dict[str, Any]]) -> ContentIndex:
@@ -99,6 +115,20 @@ class CatalogueFeed:
         self.changed = False
         self.built_for: tuple[str | None, int] = (None, -1)  # (model version, change count) of the index
         self.changes = 0
+        # term -> how many of the texts hold it, kept up to date as texts change: a rebuild after one new title
+        # does not read every title again (catalogue_terms over the texts would give the same terms)
+        self.term_counts: collections.Counter[str] = collections.Counter()
+
+    def _set_text(self, item_id: str, text: str | None) -> None:
+        old = self.texts.pop(item_id, None)
+        if old is not None:
+            for term in title_terms(old):
+                self.term_counts[term] -= 1
+                if not self.term_counts[term]:
+                    del self.term_counts[term]
+        if text is not None:
+            self.texts[item_id] = text
+            self.term_counts.update(title_terms(text))
 
     def status(self) -> dict[str, Any]:
         return {"items": len(self.texts), "withdrawn": len(self.withdrawn), "indexed": len(self.index) if self.index is not None else 0,
@@ -112,7 +142,8 @@ class CatalogueFeed:
             if item_id is not None:
                 self.withdrawn.add(item_id)
             self.titles.pop(item_id, None)
-            if item_id is not None and self.texts.pop(item_id, None) is not None:
+            if item_id is not None and item_id in self.texts:
+                self._set_text(item_id, None)
                 self.changes += 1
             return
         record = check_item(value, key, Source(self.settings.topics.items, 0, offset))
@@ -124,7 +155,9 @@ class CatalogueFeed:
         text, title, item_id = item_text(record), item_title(record), record["item_id"]
         if (self.texts.get(item_id) != text or self.titles.get(item_id) != title
                 or self.listed_at.get(item_id) != record.get("listed_at")):
-            self.texts[item_id], self.titles[item_id] = text, title
+            if self.texts.get(item_id) != text:
+                self._set_text(item_id, text)
+            self.titles[item_id] = title
             if "listed_at" in record:
                 self.listed_at[item_id] = record["listed_at"]
             else:
@@ -140,9 +173,10 @@ class CatalogueFeed:
         if wanted == self.built_for:
             return
         texts = dict(self.texts)
+        terms = top_terms(self.term_counts, term_floor(len(texts)))
         started = time.monotonic()
         index = await asyncio.get_running_loop().run_in_executor(
-            None, index_catalogue, model, texts, self.embedder, dict(self.listed_at), dict(self.titles))
+            None, index_catalogue, model, texts, self.embedder, dict(self.listed_at), dict(self.titles), terms)
         self.index, self.built_for = index, wanted
         self.embedder.keep_only(model.version, [*texts.values(), *index.terms])
         log.warning("content index: %d items, %d terms under %s (%.1fs; %d texts embedded so far)",
