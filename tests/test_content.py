@@ -364,3 +364,16 @@ def test_a_rebuild_after_one_changed_title_reads_no_other_title_and_keeps_the_te
     assert feed.index.terms == content.catalogue_terms(texts, min_items=content.term_floor(len(texts)))
     assert "tea cup" in feed.index.terms and "gold" not in feed.index.terms  # in one title only
     assert feed.index.similar("i009", 1)  # the new title's vector is there
+
+
+def test_no_similar_to_reason_for_a_candidate_whose_text_is_unrelated():
+    """The nearest texts of a niche item may all be below the similarity floor (content_last 0 for them): they are
+    candidates, but a "similar to" reason would be false."""
+    index = ContentIndex("v", ["a", "b", "c"], ["CANDLE", "MUG", "LAMP"],
+                         np.array([[1.0, 0.0, 0.0], [0.2, 0.98, 0.0], [0.8, 0.0, 0.6]], np.float32))
+    settings = Settings(ranker=False)
+    profile, items = new_profile("u", settings), InMemoryItemIndex(settings)
+    outcome = process(profile, event(1, "u", "a", "click"), items, settings, 0, content=index)
+    reasons = {item["item_id"]: item["reasons"] for item in outcome.recommendation["items"]}
+    assert "similar to CANDLE" in reasons["c"] and "like what you look at" in reasons["c"]  # cosine 0.8
+    assert not any(r.startswith("similar to") or r.startswith("like what") for r in reasons["b"]), reasons["b"]

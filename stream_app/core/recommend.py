@@ -25,7 +25,7 @@ import numpy as np
 
 from ..config import Settings
 from . import decay
-from .content import interest_vector, share_of
+from .content import SIMILARITY_FLOOR, interest_vector, share_of
 from .events import Event, event_kind
 from .item_columns import NO_CATEGORY
 from .items import ItemIndex, shares
@@ -407,9 +407,11 @@ def _reasons(shown: list[str], categories: list[str | None], anchors: list[str],
 
 def _content_reasons(item_id: str, last_item: str, like_last: dict[str, float], like_interest: dict[str, float],
                      content: Any) -> list[str]:
+    # a candidate of these sources at or below the floor is unrelated by the features' measure (content_last 0):
+    # it is no "similar to" (a niche item's nearest texts may all be)
     out = []
-    if item_id in like_last:
+    if like_last.get(item_id, SIMILARITY_FLOOR) > SIMILARITY_FLOOR:
         out.append(f"similar to {content.titles.get(last_item, last_item)}")
-    if item_id in like_interest:
+    if like_interest.get(item_id, SIMILARITY_FLOOR) > SIMILARITY_FLOOR:
         out.append("like what you look at")
     return out
