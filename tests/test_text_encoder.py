@@ -221,3 +221,12 @@ def test_texts_the_tokenizer_knows_no_word_of_get_no_vector_not_one_shared_with_
     norms = np.linalg.norm(vectors, axis=1)
     assert norms[1:-1].tolist() == [0.0] * len(unknown)
     assert abs(norms[0] - 1.0) < 1e-4 and abs(norms[-1] - 1.0) < 1e-4  # a known word is enough
+
+
+def test_titles_of_punctuation_only_get_no_vector_rather_than_one_near_each_others(encoder):
+    """"-", "?", "..." are known tokens, but no word: their vectors are at cosine 0.3 to 0.8 with each other (the
+    nearest items of one another, as the texts of [UNK] only would be), against 0.1 to 0.2 with real titles."""
+    vectors = encoder.embed(["-", "?", "...", "***", "WHITE METAL LANTERN", "A4 - 50 SHEETS", "3"])
+    norms = np.linalg.norm(vectors, axis=1)
+    assert norms[:4].tolist() == [0.0] * 4
+    assert np.allclose(norms[4:], 1.0, atol=1e-4)  # letters or digits among the tokens: a vector

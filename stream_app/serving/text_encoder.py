@@ -59,6 +59,9 @@ class TextEncoder:
         self.inputs = [i.name for i in self.session.get_inputs()]
         unk = getattr(self.tokenizer.model, "unk_token", None)
         self.unk_id = self.tokenizer.token_to_id(unk) if unk else None
+        # the tokens that are no word: [UNK], and those without a letter or digit (punctuation, symbols)
+        self.wordless = frozenset({self.unk_id} | {token_id for piece, token_id in self.tokenizer.get_vocab().items()
+                                                   if not any(c.isalnum() for c in piece)})
 
     @classmethod
     def load(cls, registry: str | Path, version: str, threads: int = 1, expected_hash: str | None = None) -> "TextEncoder":
@@ -93,10 +96,11 @@ class TextEncoder:
         found = self.session.run([OUTPUT], {name: np.array(arrays[name], np.int64) for name in self.inputs})[0]
         if found.ndim == 2 and found.shape[0] == len(texts):
             # A text the tokenizer knows no word of ([UNK] only, or nothing: emoji, a script outside its
-            # vocabulary) would get the same vector as every other such text and look identical to them
+            # vocabulary; or punctuation only: "-", "?", "...") would get a vector near every other such text's
+            # and be their nearest item
             found[[not self._has_words(e) for e in encodings]] = 0.0  # 0: no text signal (as an unembeddable one)
         return found
 
     def _has_words(self, encoding: Any) -> bool:
-        return any(mask and not special and token != self.unk_id for token, mask, special in
+        return any(mask and not special and token not in self.wordless for token, mask, special in
                    zip(encoding.ids, encoding.attention_mask, encoding.special_tokens_mask))
