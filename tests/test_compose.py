@@ -209,3 +209,23 @@ def test_the_commented_authentication_settings_are_ones_the_code_reads_and_match
     assert '"--maxmemory-policy", "noeviction"' in redis_command[0]
     command = services["redis"]["command"]
     assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
+
+
+def test_the_image_installs_the_pinned_runtime_closure_of_every_dependency():
+    """The worker subclasses Faust's aiokafka transport: the image must not take an untested aiokafka, mode or
+    aiohttp. The Dockerfile installs with constraints.txt, which pins every runtime dependency exactly."""
+    from importlib.metadata import requires
+
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert "constraints.txt" in re.search(r"^COPY .*$", dockerfile, re.M).group(0)
+    assert re.search(r"^RUN pip install .*-c constraints\.txt \.$", dockerfile, re.M)
+    pins = {}
+    for line in (REPO / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version, f"constraints.txt: {line!r} is not pinned with =="
+            pins[re.sub(r"[-_.]+", "-", name).lower()] = version
+    runtime = [r for r in requires("stream-app") or [] if "extra ==" not in r]
+    names = {re.sub(r"[-_.]+", "-", re.split(r"[<>=!~ ;\[]", r, maxsplit=1)[0]).lower() for r in runtime}
+    assert names and names <= set(pins), f"not pinned: {sorted(names - set(pins))}"
+    assert {"aiokafka", "mode-streaming", "aiohttp"} <= set(pins)
