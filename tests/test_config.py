@@ -118,5 +118,8 @@ def test_every_setting_is_in_the_readmes_configuration_table_and_the_readme_name
     named |= {f"STREAM_APP_{short}" for short in re.findall(r"`([A-Z_]+_WEIGHT)`", section)}  # listed short
     named |= {f"STREAM_APP_WEIGHT_{kind}" for kind in ("BROWSE", "CLICK", "CART", "ORDER")}  # WEIGHT_BROWSE/CLICK/...
     assert sorted(known_variables() - named) == []
+    from stream_app.kafka_security import ENV
+    rows = set(re.findall(r"^\| `([A-Z_]+)`", section, re.M)) | set(re.findall(r", `(KAFKA_[A-Z_]+)`", section))
+    assert sorted({"KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", *ENV.values()} - rows) == []  # read apart, listed too
     everywhere = set(re.findall(r"STREAM_APP_[A-Z0-9_]*[A-Z0-9]", readme)) - RETIRED_VARIABLES.keys()
     assert sorted(everywhere - known_variables()) == []
