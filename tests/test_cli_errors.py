@@ -240,3 +240,17 @@ def test_train_and_the_content_export_name_a_missing_package_of_the_train_extra_
     assert "training needs onnx" in capsys.readouterr().err
     assert main.main(["content", "export"]) == 2
     assert "the export needs onnx" in capsys.readouterr().err
+
+
+def test_down_stops_the_services_whatever_the_settings_say(tmp_path, monkeypatch, capsys):
+    """`up`, `down` and `synth` read no settings (README, Configuration): a mistyped STREAM_APP_ variable refuses
+    every other command, but must not keep the embedded services running."""
+    from stream_app.tools import embedded
+
+    monkeypatch.setenv("STREAM_APP_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("STREAM_APP_TOPK", "5")
+    monkeypatch.setattr(embedded, "down", lambda: True)
+    assert main.main(["down"]) == 0
+    assert "stopped the embedded broker" in capsys.readouterr().out
+    assert main.main(["status"]) == 2
+    assert "STREAM_APP_TOPK is not a setting" in capsys.readouterr().err

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from ..config import Settings
-from ..errors import StreamAppError
+from ..errors import ConfigError, StreamAppError
 from ..state_files import state_dir, unusable_state_dir
 from ..urls import redact_url
 from .model_commands import require_train_extra
@@ -39,7 +39,10 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_down(args: argparse.Namespace) -> int:
     from ..tools import embedded
 
-    attached = attached_workers(Settings.from_env())
+    try:  # only to name the workers still attached: a mistyped setting does not keep the services up
+        attached = attached_workers(Settings.from_env())
+    except ConfigError:
+        attached = []
     try:
         stopped = embedded.down()
     except OSError as exc:
