@@ -225,6 +225,38 @@ def test_each_partition_explores_on_its_own_random_sequence_and_the_same_one_aga
     assert pulls(with_current_settings(restored, settings, 1)) == second
 
 
+def test_a_bandit_an_earlier_release_wrote_with_the_one_seed_of_every_partition_explores_on_its_partitions():
+    """Before 2026-11-30 every partition's bandit had the seed `ranker_seed`: restored as it was, each partition
+    went on drawing the same random sequence (a segment first met after the restore started it afresh everywhere)."""
+    from stream_app.core.learners import PartitionLearners, read_partition_learners
+    from stream_app.core.learners.strategy_bandit import StrategyBandit
+    from stream_app.core.process import with_current_settings
+
+    settings = Settings(bandit=True, bandit_epsilon=0.5)
+
+    def pulls(learners) -> list[str]:
+        learners.bandit.update("returning", "ranker", 1.0)
+        return [learners.bandit.pull(segment) for _ in range(32) for segment in ("returning", "new")]
+
+    def restored(learners, partition: int):
+        stored = read_partition_learners(orjson.dumps(learners.to_state()), f"partition {partition}")
+        return with_current_settings(stored, settings, partition)
+
+    def earlier() -> PartitionLearners:
+        bandit = StrategyBandit(settings.bandit_epsilon, settings.ranker_seed)
+        bandit.update("returning", "prior", 0.0)  # a segment it had met, its sequence stored
+        return PartitionLearners(new_ranker(settings), bandit)
+
+    first, second = pulls(restored(earlier(), 0)), pulls(restored(earlier(), 1))
+    assert first != second
+    assert first == pulls(restored(earlier(), 0))  # the same in every worker that restores it
+    for partition in (0, 1):  # what this release wrote is restored as it was: its sequence goes on
+        written = new_partition_learners(settings, partition)
+        written.bandit.pull("returning")
+        twin = read_partition_learners(orjson.dumps(written.to_state()), "twin")
+        assert pulls(restored(written, partition)) == pulls(twin)
+
+
 def test_partitioning_matches_the_kafka_client():
     from kafka.partitioner.default import murmur2 as client_murmur2
 

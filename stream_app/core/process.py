@@ -41,7 +41,8 @@ def with_current_settings(learners: PartitionLearners, settings: Settings, parti
     """Restored learners work with today's features and settings, keeping what they learned: a ranker an
     earlier release wrote with other features adopts today's (by name), instead of failing every event on
     a shape error; its warm-up, negatives and learning rate, and whether a bandit explores (and how often),
-    are the settings', not those the state was first written with."""
+    are the settings', not those the state was first written with; a bandit written with the one seed every
+    partition had before 2026-11-30 explores on its partition's sequence (bandit_seed) from then on."""
     ranker = learners.ranker
     if ranker.features != FEATURES:
         ranker.adopt(FEATURES)
@@ -55,6 +56,11 @@ def with_current_settings(learners: PartitionLearners, settings: Settings, parti
         learners.bandit.epsilon = settings.bandit_epsilon
         for policy in learners.bandit.policies.values():
             policy.epsilon = settings.bandit_epsilon
+        seed = bandit_seed(settings, partition)
+        if learners.bandit.seed == settings.ranker_seed != seed:
+            # written before 2026-11-30 with the one seed of every partition: it would go on exploring at the
+            # same lists as every other partition's (its segments' sequences restored, new segments seeded alike)
+            learners.bandit.reseed(seed)
     return learners
 
 

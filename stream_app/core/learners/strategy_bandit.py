@@ -59,6 +59,9 @@ class StrategyBandit(Persistent):
         chooser.pulls = fields.mapping("pulls", lambda pulls, segment: pulls.mapping(segment, Fields.integer))
         return chooser
 
+    def _segment_seed(self, segment: str) -> int:
+        return self.seed * 1_000_003 + sum(map(ord, segment))
+
     def _policy(self, segment: str) -> bandit.EpsilonGreedy:
         policy = self.policies.get(segment)
         if policy is None:
@@ -66,9 +69,18 @@ class StrategyBandit(Persistent):
             # a second at every start, and exploration is off by default
             from river import bandit
 
-            seed = self.seed * 1_000_003 + sum(map(ord, segment))
-            policy = self.policies[segment] = bandit.EpsilonGreedy(epsilon=self.epsilon, seed=seed)
+            policy = self.policies[segment] = bandit.EpsilonGreedy(epsilon=self.epsilon, seed=self._segment_seed(segment))
         return policy
+
+    def reseed(self, seed: int) -> None:
+        """Explore on the random sequence of `seed` from now on, keeping what each segment learned (its rewards
+        and counts): a bandit restored with another seed than the one it should have."""
+        import random
+
+        self.seed = seed
+        for segment, policy in self.policies.items():
+            policy.seed = self._segment_seed(segment)
+            policy._rng = random.Random(policy.seed)
 
     def pull(self, segment: str) -> str:
         arm = self._policy(segment).pull(list(self.strategies))
