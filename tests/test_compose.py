@@ -67,8 +67,10 @@ def test_the_erasure_key_can_be_given_without_editing_the_file():
     test a user id against; the key comes from the shell or an .env file, the same for every service."""
     services = load()["services"]
     for name in ("worker-1", "worker-2", "serve", "replay"):
-        assert services[name]["environment"]["STREAM_APP_ERASURE_KEY"] == "${STREAM_APP_ERASURE_KEY:-}", name
-    assert Settings.from_env({"STREAM_APP_ERASURE_KEY": ""}).erasure_key == ""  # unset in the shell: the default
+        for variable in ("STREAM_APP_ERASURE_KEY", "STREAM_APP_ERASURE_PREVIOUS_KEYS"):  # setting a key, rotating it
+            assert services[name]["environment"][variable] == f"${{{variable}:-}}", (name, variable)
+    unset = Settings.from_env({"STREAM_APP_ERASURE_KEY": "", "STREAM_APP_ERASURE_PREVIOUS_KEYS": ""})
+    assert unset.erasure_key == "" and unset.erasure_previous_keys == ""  # unset in the shell: the defaults
 
 
 def test_kafka_and_redis_keep_their_data_on_volumes_and_the_host_is_told_an_address_it_can_reach():
