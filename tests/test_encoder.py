@@ -37,8 +37,7 @@ from stream_app_train.model import SequenceEncoder
 def announce(root: Path, role: str, version: str | None, at: int) -> dict:
     """A control record as `stream-app models publish` writes it (with the version's content hash)."""
     digest = registry.open_version(root, version)[1]["content_hash"] if version else None
-    return {"role": role, "version": version, "content_hash": digest, "published_at": at,
-            "schema_version": 1}
+    return {"role": role, "version": version, "content_hash": digest, "published_at": at}
 
 
 def otto_sequences(max_len: int = 20) -> list[list[tuple[str, str, int]]]:

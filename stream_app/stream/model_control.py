@@ -2,7 +2,7 @@
 
 The control topic (`models.control`, one partition, compacted) holds one record per role, "live" or
 "shadow" (the sequence encoder) or "content" (the text encoder of the item catalogue):
-{"role", "version" (null: none), "content_hash", "published_at", "schema_version"}. `publish` writes one, with the
+{"role", "version" (null: none), "content_hash", "published_at"}. `publish` writes one, with the
 hash of the version's files as they are then; a worker loads only files that still hash to it (a
 folder changed after the announcement is refused) and runs the model once on a trial input before it
 swaps it in. Each worker reports what it did with each announcement (serving, refused with the
@@ -63,8 +63,8 @@ def publish(settings: Settings, role: str, version: str | None) -> dict[str, Any
             raise ConfigError(f"model {version} cannot serve as {role}, not published: {exc}") from exc
         digest = model.manifest["content_hash"]
     ensure_topics(settings)
-    record = {"role": role, "version": version, "content_hash": digest, "published_at": int(time.time() * 1000),
-              "schema_version": 1}
+    # no schema_version yet: this release reads it, the one before refuses it (upgrades are rolling); the next writes it
+    record = {"role": role, "version": version, "content_hash": digest, "published_at": int(time.time() * 1000)}
     validator("model-control")(record)
     producer = KafkaProducer(bootstrap_servers=settings.require_kafka(), acks="all",
                              **kafka_python_kwargs(settings.kafka_security))
@@ -164,7 +164,7 @@ class ModelWatcher:
         if self.report is None:
             return
         record = {"worker_id": self.worker_id, "role": role, "version": version, "content_hash": digest,
-                  "outcome": outcome, "reason": reason, "at": int(time.time() * 1000), "schema_version": 1}
+                  "outcome": outcome, "reason": reason, "at": int(time.time() * 1000)}
         try:
             await self.report(record)
         except Exception as exc:  # the status topic is for operators; serving goes on without it
