@@ -400,6 +400,5 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-
 if __name__ == "__main__":  # `python -m stream_app.cli.main ...` ran nothing and exited 0 (a container that did so looped)
     sys.exit(main())
