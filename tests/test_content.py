@@ -65,7 +65,7 @@ def test_an_item_is_no_content_candidate_before_it_joined_the_catalogue():
     assert "lantern-new" not in index.similar("lantern-1", 3, now_ms=4_999)
     assert "lantern-new" in index.similar("lantern-1", 3, now_ms=5_000)  # the cache keeps the two apart
     assert "lantern-new" not in index.similar("lantern-1", 3, now_ms=4_999)
-    lantern = index.scores(index.vector("lantern-new"))
+    lantern = index.vector("lantern-new")
     assert "lantern-new" not in index.nearest(lantern, 8, now_ms=1_000) and len(index.nearest(lantern, 8, 1_000)) == 8
     assert len(index.nearest(lantern, 20, now_ms=1_000)) == len(CATALOGUE) - 1  # never a hidden one to fill k
 
@@ -94,15 +94,15 @@ def test_similar_items_are_the_nearest_texts_without_the_item_itself():
     assert set(similar) == {"lantern-2", "lantern-3", "lantern-new"}
     assert "lantern-1" not in index.similar("lantern-1", 8)
     assert index.similar("no-such-item", 3) == {}
-    mug = index.scores(index.vector("mug-1"))
+    mug = index.vector("mug-1")
     assert list(index.nearest(mug, 1)) == ["mug-1"]
-    assert index.pick(mug, ["mug-2", "unknown"]).tolist() == index.cosines(["mug-2", "unknown"], index.vector("mug-1")).tolist()
+    assert index.nearest(mug, 3)["mug-2"] == index.cosines(["mug-2"], mug)[0]  # the source and the feature agree
     assert index.cosines(["mug-1", "unknown"], index.vector("mug-1")).tolist() == pytest.approx([1.0, 0.0], abs=1e-3)
 
 
 def test_equal_scores_list_in_item_id_order():
     index = ContentIndex("v", ["b", "a", "c"], ["x", "x", "y"], np.array([[1, 0], [1, 0], [0, 1]], np.float32))
-    assert list(index.nearest(index.scores(np.array([1.0, 0.0])), 2)) == ["a", "b"]
+    assert list(index.nearest(np.array([1.0, 0.0]), 2)) == ["a", "b"]
 
 
 def test_the_interest_vector_follows_recent_items_and_weighs_a_late_event_by_its_age():
@@ -277,8 +277,39 @@ def test_ties_at_the_kth_place_are_broken_by_item_id():
     ids = [f"i{n:04d}" for n in range(300)]
     vectors = np.array([[1.0, 0.0] if n % 3 else [0.0, 1.0] for n in range(300)], np.float32)
     index = ContentIndex("v", ids, ["t"] * 300, vectors)
-    found = index.nearest(index.scores(np.array([1.0, 0.0])), 20)
+    found = index.nearest(np.array([1.0, 0.0]), 20)
     assert list(found) == [i for n, i in enumerate(ids) if n % 3][:20]
+
+
+def test_the_float32_scan_lists_exactly_the_items_a_float64_scan_lists():
+    """The catalogue is scanned in float32 and a shortlist rescored in float64: the shortlist must be wide enough
+    for float32's error, or an item at the k-th place could be lost. Near-duplicate vectors (cosines apart by less
+    than float32 resolves) and items hidden by listing time are the hard cases."""
+    rng = np.random.default_rng(7)
+    base = rng.standard_normal((10, 64))
+    # clusters of 30 rows whose cosines with their centre differ by about float32's resolution, or a little more
+    rows = np.concatenate([np.repeat(base, 30, axis=0) + rng.standard_normal((300, 64)) * scale
+                           for scale in (3e-7, 3e-6)] + [rng.standard_normal((200, 64))])
+    vectors = (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+    ids = [f"i{n:03d}" for n in range(len(rows))]
+    listed_at = [None if n % 5 else n * 10 for n in range(len(rows))]
+    index = ContentIndex("v", ids, ids, vectors, listed_at=listed_at)
+    exact64 = vectors.astype(np.float64)
+
+    def brute(vector, k, now_ms, exclude=None):
+        scores = np.round(np.sum(exact64 * vector, axis=1), 9)  # as the index rescores: the test is of the shortlist
+        ranked = sorted((n for n in range(len(ids)) if n != exclude and (listed_at[n] is None or listed_at[n] <= now_ms)),
+                        key=lambda n: (-scores[n], ids[n]))[:k]
+        return {ids[n]: float(scores[n]) for n in ranked}
+
+    for trial in range(60):
+        target = base[trial % 10] + rng.standard_normal(64) * 1e-3 if trial < 40 else rng.standard_normal(64)
+        vector = target / np.linalg.norm(target)
+        k, now_ms = int(rng.integers(1, 60)), float(rng.choice([np.inf, 2_000.0, 0.0]))
+        assert index.nearest(vector, k, now_ms) == pytest.approx(brute(vector, k, now_ms), abs=2e-9)
+        assert list(index.nearest(vector, k, now_ms)) == list(brute(vector, k, now_ms))
+        row = trial * 7 % len(ids)
+        assert list(index.similar(ids[row], k, now_ms)) == list(brute(exact64[row], k, now_ms, exclude=row))
 
 
 def test_an_item_whose_text_got_no_vector_is_not_in_the_index_nor_similar_to_anything():
@@ -379,3 +410,13 @@ def test_no_similar_to_reason_for_a_candidate_whose_text_is_unrelated():
     reasons = {item["item_id"]: item["reasons"] for item in outcome.recommendation["items"]}
     assert "similar to CANDLE" in reasons["c"] and "like what you look at" in reasons["c"]  # cosine 0.8
     assert not any(r.startswith("similar to") or r.startswith("like what") for r in reasons["b"]), reasons["b"]
+
+
+def test_the_scan_timing_command_reports_both_scans_and_float32_vectors():
+    """`stream-app content bench --scan-items N`: the README's cost per event at a catalogue's size comes from it."""
+    from stream_app.tools.content_scan import time_scans
+
+    times = time_scans(4_000, 32, repeats=3)
+    assert times.interest_ms > 0 and times.similar_ms > 0
+    assert times.vector_mib == pytest.approx(4_000 * 32 * 4 / 2**20)  # float32: half of what float64 held
+    assert "4,000 items of 32 dimensions" in times.line()

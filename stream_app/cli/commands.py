@@ -431,4 +431,8 @@ def cmd_content_bench(args: argparse.Namespace) -> int:
         speed = _titles_per_second(encoder, titles, batch_size)
         print(f"{encoder.version}: {speed:,.0f} titles/s over {len(titles):,} distinct texts of {args.file} "
               f"(1 thread, batch {batch_size})")
+    if args.scan_items:
+        from ..tools.content_scan import time_scans
+
+        print(time_scans(args.scan_items, encoder.dim).line())
     return 0

@@ -242,6 +242,9 @@ def add_content_commands(sub: argparse._SubParsersAction) -> None:
     cb.add_argument("--batch-size", type=_count, nargs="+", default=[64, 256])
     cb.add_argument("--version", default=None, help="a content version (default: the latest)")
     cb.add_argument("--registry", default=None, help="the registry folder (default: STREAM_APP_REGISTRY_DIR)")
+    cb.add_argument("--scan-items", type=_count, default=None, metavar="N",
+                    help="also time the content sources' catalogue scans at N items (random unit vectors of the "
+                         "model's dimension): ms per event, ms per new item, MiB of vectors")
     cb.set_defaults(fn=cmd_content_bench)
 
 

@@ -50,7 +50,7 @@ def share_of(cosine: np.ndarray | float) -> np.ndarray | float:
 
 
 class ContentIndex:
-    """One content model's vectors of a catalogue (rows unit-norm, float32 values held as float64)."""
+    """One content model's vectors of a catalogue (rows unit-norm, float32)."""
 
     def __init__(self, version: str, item_ids: Sequence[str], titles: Sequence[str], vectors: np.ndarray,
                  terms: Sequence[str] = (), term_vectors: np.ndarray | None = None,
@@ -64,8 +64,11 @@ class ContentIndex:
         self.item_ids = list(item_ids)
         self.titles = dict(zip(self.item_ids, titles))
         self.row_of = {item_id: row for row, item_id in enumerate(self.item_ids)}
-        self.vectors = np.ascontiguousarray(vectors, dtype=np.float64)
+        # float32 (the values are float16-rounded): half the memory of float64 and of the traffic of a scan
+        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         self.dim = self.vectors.shape[1] if self.vectors.ndim == 2 else 0
+        self._row_norm = float(np.sqrt(np.max(np.sum(np.square(self.vectors, dtype=np.float64), axis=1)))) \
+            if self.vectors.size else 0.0
         self.terms = list(terms)
         self.term_vectors = (np.asarray(term_vectors, np.float64) if term_vectors is not None
                              else np.zeros((0, self.dim)))
@@ -76,7 +79,7 @@ class ContentIndex:
 
     def vector(self, item_id: str) -> np.ndarray | None:
         row = self.row_of.get(item_id)
-        return None if row is None else self.vectors[row]
+        return None if row is None else self.vectors[row].astype(np.float64)
 
     def similar(self, item_id: str, k: int, now_ms: float = np.inf) -> dict[str, float]:
         """The k items listed by `now_ms` whose text is nearest this item's (not itself) -> cosine; {} for an
@@ -86,35 +89,53 @@ class ContentIndex:
         found = self._similar.get(key)
         if found is None:
             row = self.row_of.get(item_id)
-            found = {} if row is None else self._top(self._dot(self.vectors, self.vectors[row]), k, exclude=row,
-                                                     now_ms=now_ms)
+            found = {} if row is None else self._nearest(self.vectors[row].astype(np.float64), k, row, now_ms)
             if len(self._similar) > 200_000:
                 self._similar.clear()
             self._similar[key] = found
         return found
 
-    def scores(self, vector: np.ndarray) -> np.ndarray:
-        """Every catalogue item's cosine with a unit vector, in row order."""
-        return self._dot(self.vectors, vector)
-
-    def nearest(self, scores: np.ndarray, k: int, now_ms: float = np.inf) -> dict[str, float]:
-        """The k items listed by `now_ms` of the highest `scores` (from `scores()`) -> cosine."""
-        return self._top(scores, k, now_ms=now_ms)
-
-    def pick(self, scores: np.ndarray, item_ids: Sequence[str]) -> np.ndarray:
-        """The `scores` of these items (0 for items without a vector)."""
-        rows = np.array([self.row_of.get(i, -1) for i in item_ids], dtype=np.int64)
-        return np.where(rows >= 0, scores[np.maximum(rows, 0)], 0.0) if len(scores) else np.zeros(len(rows))
+    def nearest(self, vector: np.ndarray, k: int, now_ms: float = np.inf) -> dict[str, float]:
+        """The k items listed by `now_ms` nearest a unit vector -> cosine."""
+        return self._nearest(np.asarray(vector, np.float64), k, -1, now_ms)
 
     def cosines(self, item_ids: Sequence[str], vector: np.ndarray) -> np.ndarray:
         """Each item's cosine with a unit vector (0 for items without a vector)."""
-        rows = [self.row_of.get(i, -1) for i in item_ids]
-        known = np.array([r >= 0 for r in rows])
+        rows = np.array([self.row_of.get(i, -1) for i in item_ids], dtype=np.int64)
         out = np.zeros(len(rows))
+        known = rows >= 0
         if known.any():
-            picked = np.array([r for r in rows if r >= 0])
-            out[known] = self._dot(self.vectors[picked], vector)
+            out[known] = self._exact(rows[known], np.asarray(vector, np.float64))
         return out
+
+    def _exact(self, rows: np.ndarray, vector: np.ndarray) -> np.ndarray:
+        # each row summed on its own in float64 (numpy's pairwise order, not BLAS's): a cosine is the same
+        # whichever rows are computed with it, so a shortlist and the feature column agree
+        return np.round(np.sum(self.vectors[rows].astype(np.float64) * vector, axis=1), DECIMALS)
+
+    def _nearest(self, vector: np.ndarray, k: int, exclude: int, now_ms: float) -> dict[str, float]:
+        """Exact top k: a float32 scan of the whole catalogue (half the memory traffic of float64) picks a
+        shortlist wide enough for its rounding error, which is then scored exactly."""
+        if not self.item_ids or k <= 0:
+            return {}
+        rough = self.vectors @ vector.astype(np.float32)
+        # the latest listing time decides whether any item is hidden: no pass over the catalogue when none is
+        if len(self._listing) and now_ms < self._listing[-1]:
+            rough[self.listed_at > now_ms] = -np.inf
+        if exclude >= 0:
+            rough[exclude] = -np.inf
+        k = min(k, int(np.isfinite(rough).sum()))
+        if k <= 0:
+            return {}
+        kth = np.partition(rough, len(rough) - k)[len(rough) - k]
+        # a float32 dot product of n terms errs by at most about n * 2**-24 * |row| * |vector| (any summation
+        # order); every row whose exact cosine can reach the exact k-th is within twice that of the rough k-th
+        error = (self.dim + 2) * 2.0 ** -23 * self._row_norm * _norm(vector)
+        rows = np.flatnonzero(rough >= kth - 2 * error)
+        exact = self._exact(rows, vector)
+        # ties break on item_id so every worker and `evaluate` list the same items, at the k-th place too
+        top = sorted(range(len(rows)), key=lambda n: (-float(exact[n]), self.item_ids[rows[n]]))[:k]
+        return {self.item_ids[rows[n]]: float(exact[n]) for n in top}
 
     @staticmethod
     def _dot(matrix: np.ndarray, vector: np.ndarray) -> np.ndarray:
@@ -136,24 +157,6 @@ class ContentIndex:
             if len(chosen) == n:
                 break
         return chosen
-
-    def _top(self, scores: np.ndarray, k: int, exclude: int = -1, now_ms: float = np.inf) -> dict[str, float]:
-        # the latest listing time decides whether any item is hidden: no pass over the catalogue when none is
-        hidden = self.listed_at > now_ms if len(self._listing) and now_ms < self._listing[-1] else None
-        if exclude >= 0 or hidden is not None:
-            scores = np.where(hidden, -np.inf, scores) if hidden is not None else scores.copy()
-            if exclude >= 0:
-                scores[exclude] = -np.inf
-        k = min(k, int(np.isfinite(scores).sum()))
-        if k <= 0:
-            return {}
-        # ties break on item_id so every worker and `evaluate` list the same items, at the k-th place too
-        # (argpartition picks any of the rows tied there)
-        kth = -np.partition(-scores, k - 1)[k - 1]
-        above = np.flatnonzero(scores > kth).tolist()
-        tied = sorted(np.flatnonzero(scores == kth).tolist(), key=self.item_ids.__getitem__)[: k - len(above)]
-        top = sorted([*above, *tied], key=lambda r: (-float(scores[r]), self.item_ids[r]))
-        return {self.item_ids[r]: float(scores[r]) for r in top}
 
 
 def title_terms(title: str) -> set[str]:

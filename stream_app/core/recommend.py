@@ -160,10 +160,7 @@ def recommend(profile: Profile, event: Event, index: ItemIndex, settings: Settin
     interest = interest_vector(profile.content_interest, content.version) if content is not None else None
     last_vector = content.vector(event.item_id) if content is not None else None
     like_last = content.similar(event.item_id, settings.content_candidates, event.ts) if last_vector is not None else {}
-    # the catalogue scored once against the interest vector: the source and the feature column
-    interest_scores = content.scores(interest) if interest is not None else None
-    like_interest = (content.nearest(interest_scores, settings.content_candidates, event.ts) if interest is not None
-                     else {})
+    like_interest = content.nearest(interest, settings.content_candidates, event.ts) if interest is not None else {}
 
     popular, trending = index.popular(), index.trending()
     ids = sorted({*covis, *rules, *repeat, *in_category, *islice(popular, settings.top_k),
@@ -196,7 +193,7 @@ def recommend(profile: Profile, event: Event, index: ItemIndex, settings: Settin
     if encoding is not None:
         matrix[:, _F["encoder"]] = encoding.shares_for(ids)
     if interest is not None:
-        matrix[:, _F["content"]] = share_of(content.pick(interest_scores, ids))
+        matrix[:, _F["content"]] = share_of(content.cosines(ids, interest))
     if last_vector is not None:
         matrix[:, _F["content_last"]] = share_of(content.cosines(ids, last_vector))
         matrix[this_row, _F["content_last"]] = 0.0  # the item itself is not "similar to itself"

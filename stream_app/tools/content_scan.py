@@ -1,0 +1,47 @@
+"""What the content sources cost per event at a catalogue's size: `stream-app content bench --scan-items N`.
+
+The scan's cost depends on the catalogue's size and the vectors' dimension, not on the texts, so it is timed on
+random unit vectors (seeded) in an index built the way the worker builds one."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..core.content import ContentIndex, quantised
+
+
+@dataclass(frozen=True)
+class ScanTimes:
+    items: int
+    dim: int
+    interest_ms: float  # median time to list the k items nearest an interest vector
+    similar_ms: float  # median time to list the k items nearest an item not seen before (the cache misses)
+    vector_mib: float  # the index's vectors in memory
+
+    def line(self) -> str:
+        return (f"content sources at {self.items:,} items of {self.dim} dimensions: {self.interest_ms:.1f} ms per "
+                f"event for the interest vector's nearest, {self.similar_ms:.1f} ms per new item's similar items "
+                f"(medians), {self.vector_mib:,.0f} MiB of vectors")
+
+
+def time_scans(items: int, dim: int, k: int = 20, repeats: int = 30, seed: int = 0) -> ScanTimes:
+    """Median milliseconds of the two catalogue scans of `recommend`, over `repeats` calls each."""
+    rng = np.random.default_rng(seed)
+    ids = [f"i{n}" for n in range(items)]
+    index = ContentIndex("scan", ids, ids, quantised(rng.standard_normal((items, dim), dtype=np.float32)))
+    interest = rng.standard_normal(dim)
+    interest /= np.linalg.norm(interest)
+    interest_times, similar_times = [], []
+    for repeat in range(repeats):
+        started = time.perf_counter()
+        index.nearest(interest, k)
+        interest_times.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        index.similar(ids[(repeat * 7919) % items], k)  # a different item each time: never a cached list
+        similar_times.append(time.perf_counter() - started)
+    return ScanTimes(items, dim, statistics.median(interest_times) * 1000, statistics.median(similar_times) * 1000,
+                     index.vectors.nbytes / 2**20)
