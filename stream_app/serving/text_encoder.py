@@ -3,8 +3,11 @@ No torch, no transformers.
 
 `TextEncoder` loads one registry version of kind "content": a pre-trained sentence encoder (by default
 all-MiniLM-L6-v2) exported by `stream-app content export` with mean pooling and L2 normalisation
-inside the ONNX graph, and its tokenizer. `embed` tokenizes titles in batches of similar length (less
-padding, so less work) and returns one unit-norm row per title, in input order. `text_hash` keys a
+inside the ONNX graph, and its tokenizer. `embed` runs titles in batches of equal token length and returns
+one unit-norm row per title, in input order. No padding, and never a batch of one: onnxruntime's arithmetic
+differs in the last bits with the padded shape and for a single row, and a title must get the same vector
+whether a worker embeds it with the whole catalogue at start or alone when it is added later (and `evaluate`
+with its own catalogue), or lists would differ between them. `text_hash` keys a
 stored embedding by the text and the model version, so a title is embedded again only when either
 changes.
 """
@@ -50,7 +53,7 @@ class TextEncoder:
         self.dim: int = manifest["dim"]
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.tokenizer.enable_truncation(manifest["max_length"])
-        self.tokenizer.enable_padding(pad_id=manifest["pad_id"], pad_token=manifest["pad_token"])  # to the longest
+        self.tokenizer.no_padding()  # batches are of equal length (tokenizer.json may ask for padding)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads  # workers are one process per core
         options.inter_op_num_threads = 1
@@ -79,26 +82,31 @@ class TextEncoder:
     def embed(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """float32 [len(texts), dim], each row of unit norm, in the order of `texts`."""
         out = np.zeros((len(texts), self.dim), np.float32)
-        by_length = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        for start in range(0, len(texts), batch_size):
-            rows = by_length[start:start + batch_size]
-            found = self._run([texts[i] for i in rows])
-            if found.shape != (len(rows), self.dim):
-                raise ValueError(f"content model {self.version} gave output of shape {found.shape} for {len(rows)} "
-                                 f"texts, its manifest says dim {self.dim}")
-            out[rows] = found
+        encodings = self.tokenizer.encode_batch_fast(list(texts)) if texts else []
+        by_length: dict[int, list[int]] = {}
+        for row, encoding in enumerate(encodings):
+            by_length.setdefault(len(encoding.ids), []).append(row)
+        for length in sorted(by_length):
+            same = by_length[length]
+            for start in range(0, len(same), batch_size):
+                rows = same[start:start + batch_size]
+                out[rows] = self._run([encodings[row] for row in rows])
         return out
 
-    def _run(self, texts: list[str]) -> np.ndarray:
-        encodings = self.tokenizer.encode_batch_fast(texts)
-        arrays = {"input_ids": [e.ids for e in encodings], "attention_mask": [e.attention_mask for e in encodings],
-                  "token_type_ids": [e.type_ids for e in encodings]}
+    def _run(self, encodings: list[Any]) -> np.ndarray:
+        """One model call on encodings of equal length; a lone one is run twice over (see the module's doc)."""
+        batch = encodings if len(encodings) > 1 else encodings * 2
+        arrays = {"input_ids": [e.ids for e in batch], "attention_mask": [e.attention_mask for e in batch],
+                  "token_type_ids": [e.type_ids for e in batch]}
         found = self.session.run([OUTPUT], {name: np.array(arrays[name], np.int64) for name in self.inputs})[0]
-        if found.ndim == 2 and found.shape[0] == len(texts):
-            # A text the tokenizer knows no word of ([UNK] only, or nothing: emoji, a script outside its
-            # vocabulary; or punctuation only: "-", "?", "...") would get a vector near every other such text's
-            # and be their nearest item
-            found[[not self._has_words(e) for e in encodings]] = 0.0  # 0: no text signal (as an unembeddable one)
+        if found.shape != (len(batch), self.dim):
+            raise ValueError(f"content model {self.version} gave output of shape {found.shape} for {len(batch)} "
+                             f"texts, its manifest says dim {self.dim}")
+        found = found[: len(encodings)]
+        # A text the tokenizer knows no word of ([UNK] only, or nothing: emoji, a script outside its
+        # vocabulary; or punctuation only: "-", "?", "...") would get a vector near every other such text's
+        # and be their nearest item
+        found[[not self._has_words(e) for e in encodings]] = 0.0  # 0: no text signal (as an unembeddable one)
         return found
 
     def _has_words(self, encoding: Any) -> bool:
