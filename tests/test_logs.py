@@ -141,6 +141,21 @@ def test_retailrocket_and_movielens_as_published(tmp_path):
     assert event["ts"] == 1260759144000 and event["context"] == {"rating": 2.5} and event["type"] == "click"
 
 
+def test_retailrocket_and_movielens_fields_written_with_a_space_after_each_comma_are_the_published_values(tmp_path):
+    # the header's names are read without the spaces (the file is accepted): its values must be too, or
+    # movie " 1" is another item than movie "1" and " view" is no event type
+    ml = tmp_path / "ratings.csv"
+    ml.write_text("userId, movieId, rating, timestamp\n1, 31, 2.5, 1260759144\n2,31,4.0,1260759145\n")
+    events, rejected = load_sorted(ml, "movielens")
+    assert not rejected and {e["item_id"] for e in events} == {"31"} and {e["user_id"] for e in events} == {"1", "2"}
+    assert events[0]["event_id"] == "ml-1-31-1260759144"  # the id the published layout gives
+    rr = tmp_path / "events.csv"
+    rr.write_text("timestamp, visitorid, event, itemid, transactionid\n1433221332117, 257597, view, 355908,\n")
+    published = tmp_path / "published.csv"
+    published.write_text("timestamp,visitorid,event,itemid,transactionid\n1433221332117,257597,view,355908,\n")
+    assert load_sorted(rr, "retailrocket") == load_sorted(published, "retailrocket")
+
+
 def test_unusable_files_say_what_is_wrong(tmp_path):
     with pytest.raises(InputFileError, match="no such file"):
         load_sorted(tmp_path / "missing.csv", "csv")

@@ -196,6 +196,7 @@ def _count(row: dict[str, str], name: str) -> int:
 
 
 def _retailrocket_event(row: dict[str, str], line: int, raw: bytes) -> dict[str, Any]:
+    row = {name: value.strip() for name, value in row.items()}  # as the header's names: `, ` is not in a field
     kind, stage = _kind(RETAILROCKET_TYPES, row["event"])
     # by content, not line: the published file repeats some rows exactly (one event logged twice), and a
     # re-sorted copy keeps its ids; the published columns in their published order (the ids of the published
@@ -212,6 +213,7 @@ def _retailrocket_event(row: dict[str, str], line: int, raw: bytes) -> dict[str,
 
 def _movielens_event(row: dict[str, str], line: int, raw: bytes) -> dict[str, Any]:
     # A rating is an explicit interaction: a click, with the rating kept in the context.
+    row = {name: value.strip() for name, value in row.items()}  # " 1" is movie 1, not another item
     return {"event_id": f"ml-{row['userId']}-{row['movieId']}-{row['timestamp']}", "user_id": row["userId"],
             "item_id": row["movieId"], "type": "click", "ts": _whole(row, "timestamp", "seconds") * 1000,
             "context": {"rating": _finite(row, "rating")}, "schema_version": 1}
