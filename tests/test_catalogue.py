@@ -136,6 +136,27 @@ def test_a_catalogue_csv_row_of_the_wrong_width_or_with_an_unclosed_quote_is_tha
     assert len(items) == 1998 and [r.line for r in rejected] == [2]
 
 
+def test_an_online_retail_line_that_cannot_be_read_is_a_rejection_of_the_catalogue_not_left_out_unsaid(
+        tmp_path, no_services, producer, capsys):
+    """The event reader rejects such a line with its number; the catalogue read it silently away (a product whose
+    only line it was went missing, and nothing said so)."""
+    import orjson
+
+    shop = tmp_path / "online_retail.csv"
+    shop.write_text("\r\n".join([RETAIL_ROWS[0], RETAIL_ROWS[1],
+                                  "536366,22633,HAND WARMER, UNION JACK,6,2010-12-01 08:28,1.85,17850,UK",
+                                  '536367,84879,"ASSORTED COLOUR BIRD ORNAMENT,32,2010-12-01 08:34,1.69,13047,UK',
+                                  RETAIL_ROWS[2]]) + "\r\n")
+    assert main(["items", "load", str(shop), "--format", "online-retail"]) == 0
+    out = capsys.readouterr().out
+    assert f"loaded 2 items from {shop}" in out
+    assert ("2 catalogue records rejected, the first as schema_violation (line 3: 9 fields where the header names 8 "
+            "(an unquoted comma?))") in out
+    letters = [orjson.loads(value) for topic, _, value in producer.sent if topic == "events.dlq"]
+    assert [letter["source"]["line"] for letter in letters] == [3, 4]
+    assert "a quoted field opens on it and does not close on it" in letters[1]["detail"]
+
+
 def test_a_catalogue_csv_description_may_hold_line_breaks_inside_its_quotes(tmp_path):
     """Exported catalogues put paragraphs in descriptions: read a row a line, such an item was rejected and lost."""
     from stream_app.tools.catalogue import load_catalogue

@@ -106,9 +106,7 @@ def _read_csv(path: Path) -> Iterator[Read]:
         rows = _log_rows(fh, path, CATALOGUE_COLUMNS["csv"], multiline=True)
         for line, row, problem in rows:
             if row is None:
-                text = rows.line_text(line).encode()
-                yield LineRejection(line, Rejection("schema_violation", f"line {line}: {problem}", Source(str(path)),
-                                                    None, text))
+                yield _unreadable(path, line, problem, rows.line_text(line))
                 continue
             raw = ",".join(row.values()).encode()
             record: dict[str, Any] = {"item_id": row["item_id"].strip(), "title": row["title"].strip(),
@@ -131,6 +129,12 @@ def _read_csv(path: Path) -> Iterator[Read]:
             yield _checked(path, line, record, raw)
 
 
+def _unreadable(path: Path, line: int, problem: str, text: str) -> LineRejection:
+    """A line the csv reader could not make a row of (the header's width, its quotes closed), as that line's rejection."""
+    return LineRejection(line, Rejection("schema_violation", f"line {line}: {problem}", Source(str(path)), None,
+                                         text.encode()))
+
+
 def _read_online_retail(path: Path) -> Iterator[Read]:
     """One record per product (stock codes with a digit, as the event reader keeps them): the
     description it was sold under most often (ties: the first seen), its most common price, and as
@@ -141,8 +145,10 @@ def _read_online_retail(path: Path) -> Iterator[Read]:
     first: dict[str, int] = {}
     day_first, last_date, last_ms = _day_first(path), "", 0
     with open_text(path) as fh:
-        for _, row, _ in _log_rows(fh, path, ONLINE_RETAIL_COLUMNS):  # a row a line, as the event reader reads it
-            if row is None:
+        rows = _log_rows(fh, path, ONLINE_RETAIL_COLUMNS)  # a row a line, as the event reader reads it
+        for line, row, problem in rows:
+            if row is None:  # its product, name and price unknown: said, as the event reader says it
+                yield _unreadable(path, line, problem, rows.line_text(line))
                 continue
             code = (row.get("StockCode") or "").strip()
             date = (row.get("InvoiceDate") or "").strip()
