@@ -157,6 +157,25 @@ def test_an_online_retail_line_that_cannot_be_read_is_a_rejection_of_the_catalog
     assert "a quoted field opens on it and does not close on it" in letters[1]["detail"]
 
 
+def test_an_event_log_given_as_a_catalogue_is_named_as_one_not_as_a_format_items_load_has(tmp_path, no_services,
+                                                                                           producer, capsys):
+    """The hint named the event formats (`--format retailrocket`, which `items load` refuses; `--format csv` to a
+    command run with `--format csv`)."""
+    log, ratings = tmp_path / "events.csv", tmp_path / "ratings.csv"
+    log.write_text("user_id,item_id,type,ts\nu1,i1,click,1700000000000\n")
+    ratings.write_text("userId,movieId,rating,timestamp\n1,31,2.5,1260759144\n")
+    for path, fmt, own in ((log, "csv", "csv"), (ratings, "csv", "movielens"), (ratings, "online-retail", "movielens")):
+        assert main(["items", "load", str(path), "--format", fmt]) == 2
+        err = capsys.readouterr().err
+        assert f"its header is that of an event log, `replay`/`evaluate` --format {own}" in err
+        assert "its header is that of --format" not in err
+    shop = tmp_path / "online_retail.csv"
+    shop.write_text("\n".join(RETAIL_ROWS[:3]) + "\n")
+    assert main(["items", "load", str(shop), "--format", "csv"]) == 2
+    assert "(its header is that of --format online-retail)" in capsys.readouterr().err  # a format items load has
+    assert producer.sent == []
+
+
 def test_a_catalogue_csv_description_may_hold_line_breaks_inside_its_quotes(tmp_path):
     """Exported catalogues put paragraphs in descriptions: read a row a line, such an item was rejected and lost."""
     from stream_app.tools.catalogue import load_catalogue

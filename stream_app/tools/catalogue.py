@@ -103,7 +103,7 @@ def _read_csv(path: Path) -> Iterator[Read]:
     description's paragraphs) if its row then has the header's width: a row with more or fewer fields than the header
     (an unquoted comma in a title) or a quote that never closes is that line's rejection."""
     with open_text(path) as fh:
-        rows = _log_rows(fh, path, CATALOGUE_COLUMNS["csv"], multiline=True)
+        rows = _log_rows(fh, path, CATALOGUE_COLUMNS["csv"], multiline=True, columns=CATALOGUE_COLUMNS)
         for line, row, problem in rows:
             if row is None:
                 yield _unreadable(path, line, problem, rows.line_text(line))
@@ -145,7 +145,7 @@ def _read_online_retail(path: Path) -> Iterator[Read]:
     first: dict[str, int] = {}
     day_first, last_date, last_ms = _day_first(path), "", 0
     with open_text(path) as fh:
-        rows = _log_rows(fh, path, ONLINE_RETAIL_COLUMNS)  # a row a line, as the event reader reads it
+        rows = _log_rows(fh, path, ONLINE_RETAIL_COLUMNS, columns=CATALOGUE_COLUMNS)  # a row a line, as the event reader reads it
         for line, row, problem in rows:
             if row is None:  # its product, name and price unknown: said, as the event reader says it
                 yield _unreadable(path, line, problem, rows.line_text(line))

@@ -31,7 +31,10 @@ class LineRejection:
     rejection: Rejection
 
 
-def require_columns(header: list[str], path: Path, required: tuple[str, ...]) -> None:
+def require_columns(header: list[str], path: Path, required: tuple[str, ...],
+                    columns: dict[str, tuple[str, ...]] = CSV_COLUMNS) -> None:
+    """An error naming the `required` columns the header lacks, and the format of `columns` (the formats of the
+    command that reads it) the header is, or else the event log's format it is (a log given as a catalogue)."""
     missing = [c for c in required if c not in header]
     if missing:
         with open_text(path) as again:  # the line as written (the csv module has stripped its quotes)
@@ -39,11 +42,14 @@ def require_columns(header: list[str], path: Path, required: tuple[str, ...]) ->
         shown = first if len(first) <= 120 else first[:120] + "..."
         if not first.strip() and holds_only_blank_lines(path):
             raise InputFileError(f"{path}: the file is empty (only blank lines)")
-        matching = [fmt for fmt, columns in CSV_COLUMNS.items() if set(columns) <= set(header)]
+        matching = [fmt for fmt, needed in columns.items() if set(needed) <= set(header)]
+        log = [fmt for fmt, needed in CSV_COLUMNS.items() if set(needed) <= set(header)] if not matching else []
         separator = next((name for mark, name in (("::", "'::' (MovieLens' older ratings.dat)"), ("\t", "tabs"),
                                                    (";", "';'")) if mark in first and "," not in first), None)
         hint = (" (it looks like JSON lines: --format jsonl, or otto for OTTO sessions)" if first.startswith("{")
                 else f" (its header is that of --format {matching[0]})" if matching
+                else f" (its header is that of an event log, `replay`/`evaluate` --format {log[0]}: give a file with "
+                     f"the columns above)" if log
                 else f" (its fields are separated by {separator}: the csv formats read commas; export it again "
                      f"as CSV with commas and a header line naming the columns; a plain replacement of the "
                      f"separator breaks decimal commas)" if separator else "")

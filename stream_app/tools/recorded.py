@@ -131,11 +131,12 @@ def _otto_aid(aid: Any, what: str = "aid") -> str:
     return str(aid)
 
 
-def _log_rows(fh: Any, path: Path, required: tuple[str, ...], multiline: bool = False) -> CsvRows:
+def _log_rows(fh: Any, path: Path, required: tuple[str, ...], multiline: bool = False,
+              columns: dict[str, tuple[str, ...]] = CSV_COLUMNS) -> CsvRows:
     """The data rows of a log's csv (one line each: csv_rows.py; `multiline`: a quoted field may span lines), once
-    its header names every `required` column."""
+    its header names every `required` column (`columns`: the reading command's formats, to name the file's)."""
     rows = CsvRows(fh, multiline)
-    require_columns(rows.header, path, required)
+    require_columns(rows.header, path, required, columns)
     return rows
 
 
