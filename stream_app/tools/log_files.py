@@ -26,7 +26,7 @@ def open_binary(path: Path) -> IO[bytes]:
 
 
 def _latin1_fallback(error: UnicodeDecodeError) -> tuple[str, int]:
-    """The bytes that are not UTF-8, read as Latin-1 (the shared Online Retail csv is ISO-8859-1); the rest of
+    """The bytes that are not UTF-8, read as Latin-1 (some Online Retail csv copies are ISO-8859-1); the rest of
     the file stays UTF-8, so one stray byte does not change every other non-ASCII id."""
     return error.object[error.start:error.end].decode("latin-1"), error.end
 
