@@ -420,3 +420,36 @@ def test_the_scan_timing_command_reports_both_scans_and_float32_vectors():
     assert times.interest_ms > 0 and times.similar_ms > 0
     assert times.vector_mib == pytest.approx(4_000 * 32 * 4 / 2**20)  # float32: half of what float64 held
     assert "4,000 items of 32 dimensions" in times.line()
+
+
+def test_a_round_told_ahead_scans_the_catalogue_once_per_chunk_and_lists_the_same():
+    """A worker tells the index its round's scans (`expected_scans`): one matrix product reads the catalogue for
+    up to EXPECT_CHUNK of them. The lists must be those of scanning each vector alone."""
+    from stream_app.core.content import EXPECT_CHUNK, quantised
+    from stream_app.core.process import expected_scans
+
+    rng = np.random.default_rng(3)
+    ids = [f"i{n:03d}" for n in range(500)]
+    vectors = quantised(rng.standard_normal((500, 16)))
+    kinds = ["browse", "click", "purchase"]
+    events = [Event(f"e{n}", f"u{n % 7}", ids[int(rng.integers(0, 500))], kinds[n % 3], 60_000 * n)
+              for n in range(150)]
+    events.insert(40, events[30])  # a duplicate: its guess misses, nothing else may
+
+    def run(told: bool) -> tuple[list, int]:
+        index = ContentIndex("v", ids, ids, vectors, listed_at=[None if n % 4 else 3_000_000 for n in range(500)])
+        settings = Settings(ranker=False)
+        items, profiles, lists = InMemoryItemIndex(settings), {}, []
+        if told:
+            index.expect(expected_scans(events, profiles.get, index, settings))
+        for event in events:
+            profile = profiles.setdefault(event.user_id, new_profile(event.user_id, settings))
+            outcome = process(profile, event, items, settings, 0, content=index)
+            lists.append(outcome.recommendation["items"] if outcome.recommendation else None)
+        return lists, index.scans
+
+    alone, scans_alone = run(told=False)
+    told, scans_told = run(told=True)
+    assert told == alone and sum(1 for found in alone if found) > 100
+    assert scans_alone > 200
+    assert scans_told <= -(-2 * len(events) // EXPECT_CHUNK) + 2, scans_told

@@ -28,6 +28,9 @@ SIMILARITY_FLOOR = 0.3
 #: depends on its threads, and a last-bit difference must not reorder a list between a worker and
 #: `evaluate` (equal cosines then rank by item_id).
 DECIMALS = 9
+#: Expected vectors scanned together in one matrix product (`ContentIndex.expect`): the product's scores take
+#: this many times the catalogue's size in float32 (25 MB at 100,000 items).
+EXPECT_CHUNK = 64
 _WORD = re.compile(r"[a-z]{3,}")
 _STOP = frozenset("the and for with set of in on to by from pack assorted design size large small mini".split())
 
@@ -72,7 +75,11 @@ class ContentIndex:
         self.terms = list(terms)
         self.term_vectors = (np.asarray(term_vectors, np.float64) if term_vectors is not None
                              else np.zeros((0, self.dim)))
-        self._similar: dict[tuple[str, int], dict[str, float]] = {}
+        self._similar: dict[tuple[str, int, int], dict[str, float]] = {}
+        self._expected: dict[bytes, int] = {}  # a round's vectors to scan (expect) -> their place in it
+        self._expected_rows: list[np.ndarray] = []
+        self._rough: dict[bytes, np.ndarray] = {}  # the float32 scans of the last chunk of them
+        self.scans = 0  # passes over the catalogue's vectors (one per vector alone, one per chunk expected)
 
     def __len__(self) -> int:
         return len(self.item_ids)
@@ -81,11 +88,18 @@ class ContentIndex:
         row = self.row_of.get(item_id)
         return None if row is None else self.vectors[row].astype(np.float64)
 
+    def _similar_key(self, item_id: str, k: int, now_ms: float) -> tuple[str, int, int]:
+        listed = int(np.searchsorted(self._listing, now_ms, side="right"))  # how many: which ones (a time order)
+        return item_id, k, listed
+
+    def has_similar(self, item_id: str, k: int, now_ms: float = np.inf) -> bool:
+        """Are this item's similar items at `now_ms` known (no scan needed)?"""
+        return self._similar_key(item_id, k, now_ms) in self._similar
+
     def similar(self, item_id: str, k: int, now_ms: float = np.inf) -> dict[str, float]:
         """The k items listed by `now_ms` whose text is nearest this item's (not itself) -> cosine; {} for an
         unknown item."""
-        listed = int(np.searchsorted(self._listing, now_ms, side="right"))  # how many: which ones (a time order)
-        key = (item_id, k, listed)
+        key = self._similar_key(item_id, k, now_ms)
         found = self._similar.get(key)
         if found is None:
             row = self.row_of.get(item_id)
@@ -98,6 +112,32 @@ class ContentIndex:
     def nearest(self, vector: np.ndarray, k: int, now_ms: float = np.inf) -> dict[str, float]:
         """The k items listed by `now_ms` nearest a unit vector -> cosine."""
         return self._nearest(np.asarray(vector, np.float64), k, -1, now_ms)
+
+    def expect(self, vectors: Sequence[np.ndarray]) -> None:
+        """The vectors the content sources will scan next, in order (a round's interest vectors and items): each
+        is scanned, when first asked, with the EXPECT_CHUNK expected after it in one matrix product, which reads the
+        catalogue once for all of them (a scan per vector reads it once each). Only the speed depends on this: an
+        unexpected vector is scanned alone, and every scan only picks a shortlist that is scored exactly."""
+        self._expected_rows = [np.asarray(v, np.float64) for v in vectors]
+        self._expected = {}
+        for place, vector in enumerate(self._expected_rows):
+            self._expected.setdefault(vector.tobytes(), place)
+        self._rough = {}
+
+    def _rough_scores(self, vector: np.ndarray) -> np.ndarray:
+        """Every item's float32 dot product with a vector (a copy: the caller masks it)."""
+        key = vector.tobytes()
+        found = self._rough.get(key)
+        if found is None:
+            place = self._expected.get(key)
+            self.scans += 1
+            if place is None:
+                return self.vectors @ vector.astype(np.float32)
+            chunk = self._expected_rows[place:place + EXPECT_CHUNK]
+            product = np.stack(chunk).astype(np.float32) @ self.vectors.T  # rows: one per vector, contiguous
+            self._rough = {row.tobytes(): scores for row, scores in zip(chunk, product)}
+            found = self._rough[key]
+        return found.copy()
 
     def cosines(self, item_ids: Sequence[str], vector: np.ndarray) -> np.ndarray:
         """Each item's cosine with a unit vector (0 for items without a vector)."""
@@ -118,7 +158,7 @@ class ContentIndex:
         shortlist wide enough for its rounding error, which is then scored exactly."""
         if not self.item_ids or k <= 0:
             return {}
-        rough = self.vectors @ vector.astype(np.float32)
+        rough = self._rough_scores(vector)
         # the latest listing time decides whether any item is hidden: no pass over the catalogue when none is
         if len(self._listing) and now_ms < self._listing[-1]:
             rough[self.listed_at > now_ms] = -np.inf

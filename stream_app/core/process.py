@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -142,6 +142,38 @@ def learn_content(profile: Profile, event: Event, content: ContentIndex, setting
                                                settings.content_half_life_ms, content.version)
     interest = interest_vector(profile.content_interest, content.version)
     profile.likes = content.words(interest) if interest is not None else []
+
+
+def expected_scans(events: Sequence[Event], profile_of: Callable[[str], Profile | None], content: ContentIndex,
+                   settings: Settings) -> list[np.ndarray]:
+    """The vectors a round's recommendations will scan the catalogue with, in order, for `ContentIndex.expect`:
+    each event's interest vector as `learn_content` will leave it, and its item's vector (unless its similar items
+    are known). Duplicates are passed over as `process` passes them; a guess that misses all the same (a profile
+    changed meanwhile) costs a scan alone, never a different list."""
+    vectors: list[np.ndarray] = []
+    states: dict[str, Any] = {}
+    profiles: dict[str, Profile | None] = {}
+    applied: set[str] = set()
+    for event in events:
+        if event.user_id not in states:
+            profile = profiles[event.user_id] = profile_of(event.user_id)
+            states[event.user_id] = profile.content_interest if profile is not None else None
+        digest = event_digest(event.event_id)
+        profile = profiles[event.user_id]
+        if digest in applied or (profile is not None and not profile.admits(digest, event.ts)):
+            continue  # a duplicate: `process` applies nothing
+        applied.add(digest)
+        item_vector = content.vector(event.item_id)
+        if item_vector is not None:
+            states[event.user_id] = update_interest(states[event.user_id], item_vector,
+                                                    settings.weights.of(event.type, event.stage), event.ts,
+                                                    settings.content_half_life_ms, content.version)
+            if not content.has_similar(event.item_id, settings.content_candidates, event.ts):
+                vectors.append(item_vector)
+        interest = interest_vector(states[event.user_id], content.version)
+        if interest is not None:
+            vectors.append(interest)
+    return vectors
 
 
 def process(profile: Profile, event: Event, index: ItemIndex, settings: Settings, now_ms: int,

@@ -16,7 +16,7 @@ from ..core.events import Event
 from ..core.items import InMemoryItemIndex
 from ..core.learners import PartitionLearners
 from ..core.ordering import EvictionClock, ItemFeed
-from ..core.process import new_partition_learners, new_profile, process
+from ..core.process import expected_scans, new_partition_learners, new_profile, process
 from ..core.profile import Profile
 from ..core.recommend import recommend
 from ..serving.encoder import Encoder, UserEncoding, encode_batch
@@ -47,10 +47,12 @@ class StreamAppModel:
     """The workers' own core: profiles, the item feed, the recommender, one online ranker per input
     partition (users routed as Kafka's default partitioner routes them) and, if given, the sequence
     encoder, run over each round in one call before its events are processed, as in a worker.
-    `record` keeps every recommendation (trigger event id -> (profile version, item ids))."""
+    `record` keeps every recommendation (trigger event id -> (profile version, item ids)). `expects_scans`: tell
+    the content index the round's catalogue scans ahead, as a worker does (one of the models sharing an index: the
+    rows after it scan with the same vectors, event by event, and find them scanned)."""
 
     def __init__(self, settings: Settings, name: str = "stream-app", encoder: Encoder | None = None,
-                 record: bool = False, content: ContentIndex | None = None):
+                 record: bool = False, content: ContentIndex | None = None, expects_scans: bool = False):
         self.name = name
         self.settings = settings
         self.encoder = encoder
@@ -65,12 +67,15 @@ class StreamAppModel:
         self.user_eviction = EvictionClock()
         self.evicted_users = 0
         self.recorded: dict[str, tuple[int, list[str]]] | None = {} if record else None
+        self.expects_scans = expects_scans
 
     def begin_batch(self, events: list[Event], epoch: int) -> None:
         self.epoch = epoch
         self.feed.advance(epoch - 1)
         if self.settings.user_idle_ms:
             self.evict_idle_users(epoch * self.settings.item_epoch_ms)
+        if self.content is not None and self.expects_scans:
+            self.content.expect(expected_scans(events, self.profiles.get, self.content, self.settings))
         if self.encoder is None:
             return
         profiles = self.profiles

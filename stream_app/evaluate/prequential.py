@@ -47,7 +47,7 @@ def models_to_run(settings: Settings, k: int, baselines: bool, light: bool, enco
                   record: bool) -> tuple[StreamAppModel, list[Model]]:
     """The stream-app model as configured, and every row of the evaluation, that one first (see
     `evaluate_events`)."""
-    hybrid = StreamAppModel(settings, encoder=encoder, record=record, content=content)
+    hybrid = StreamAppModel(settings, encoder=encoder, record=record, content=content, expects_scans=True)
     models: list[Model] = [hybrid]
     if encoder is not None:
         models.append(StreamAppModel(settings, name="stream-app, River only (no encoder)", content=content))

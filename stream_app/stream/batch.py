@@ -19,6 +19,7 @@ from ..core.events import Event
 from ..core.items import InMemoryItemIndex
 from ..core.learners import PartitionLearners, StateError, load_state, read_partition_learners
 from ..core.process import (
+    expected_scans,
     new_partition_learners,
     new_profile,
     process,
@@ -295,6 +296,15 @@ class BatchHandler:
                       "no shadow lists this round" if shadow else "ranked without it")
             return [None] * len(valid)
 
+    def expect_scans(self, content: ContentIndex, events: list[Event]) -> None:
+        """Tell the content index the round's catalogue scans ahead (one matrix product per chunk of them)."""
+        try:
+            content.expect(expected_scans(events, self.readable_profile, content, self.settings))
+        except Exception as exc:  # a guess only: a state it cannot read is the round's events' own concern
+            log.warning("content scans of a round of %d events not known ahead (%r): each scanned alone",
+                        len(events), exc)
+            content.expect([])
+
     def process_round(self, ready: list[Ready], live: Encoder | None, shadow: Encoder | None,
                       content: ContentIndex | None = None) -> None:
         counters = self.counters
@@ -313,6 +323,8 @@ class BatchHandler:
                 valid.append((item, item.checked))
         encodings = self.encode(live, valid)
         shadow_encodings = self.encode(shadow, valid, shadow=True)
+        if content is not None:
+            self.expect_scans(content, [event for _, event in valid])
         for position, (item, event) in enumerate(valid):
             msg = item.event.message
             try:
