@@ -246,6 +246,18 @@ def test_online_retail_keeps_customer_purchases_and_counts_what_it_skips(tmp_pat
     assert events == ONLINE_RETAIL_EVENTS and [r.line for r in rejected] == [9, 10]
 
 
+def test_an_online_retail_date_that_is_no_date_is_rejected_naming_the_field_and_the_order_read(tmp_path):
+    """"month must be in 1..12" alone left a user to guess which of the line's eight fields it meant."""
+    path = tmp_path / "online_retail.csv"
+    path.write_text(OR_HEAD + "536365,71053,WHITE METAL LANTERN,6,13/01/2010 08:26,3.39,17850,United Kingdom\n"
+                    "536366,71053,WHITE METAL LANTERN,6,01/32/2010 08:26,3.39,17850,United Kingdom\n")
+    [day_first] = [read.rejection.detail for read in read_online_retail(path) if isinstance(read, LineRejection)]
+    assert "InvoiceDate '01/32/2010 08:26' is no date read as D/M/YYYY" in day_first and "month must be" in day_first
+    path.write_text(OR_HEAD + "536366,71053,WHITE METAL LANTERN,6,12/32/2010 08:26,3.39,17850,United Kingdom\n")
+    [month_first] = [read.rejection.detail for read in read_online_retail(path)]
+    assert "InvoiceDate '12/32/2010 08:26' is no date read as M/D/YYYY" in month_first
+
+
 def test_online_retail_reads_gzip_and_rejects_a_wrong_header(tmp_path):
     path = tmp_path / "online_retail.csv.gz"
     path.write_bytes(gzip.compress(ONLINE_RETAIL.encode()))
@@ -647,3 +659,20 @@ def test_a_csv_line_of_empty_fields_only_is_a_blank_line_in_every_csv_format(tmp
     rr = tmp_path / "events.csv"
     rr.write_text("timestamp,visitorid,event,itemid,transactionid\n1433221332117,257597,view,355908,\n,,,,\n")
     assert [len(found) for found in load_sorted(rr, "retailrocket")] == [1, 0]
+
+
+def test_a_json_log_line_that_is_not_utf8_is_rejected_naming_the_byte(tmp_path):
+    """orjson's "str is not valid UTF-8: surrogates not allowed" named no byte and no way out."""
+    good = b'{"event_id":"e2","user_id":"u1","item_id":"i2","type":"browse","ts":1700000001000,"schema_version":1}\n'
+    path = tmp_path / "latin.jsonl"
+    path.write_bytes(b'{"event_id":"e1","user_id":"u1","item_id":"caf\xe9","type":"browse","ts":1700000000000,'
+                     b'"schema_version":1}\n' + good)
+    events, rejected = load_sorted(path, "jsonl")
+    assert [e["event_id"] for e in events] == ["e2"]
+    [(line, rejection)] = [(r.line, r.rejection) for r in rejected]
+    assert line == 1 and rejection.reason == "not_utf8"
+    assert "byte 0xe9 at column 47 is not UTF-8" in rejection.detail and "save the log as UTF-8" in rejection.detail
+    otto = tmp_path / "latin-otto.jsonl"
+    otto.write_bytes(b'{"session": "caf\xe9", "events": []}\n')
+    [read] = list(read_log(otto, "otto"))
+    assert read.rejection.reason == "not_utf8"

@@ -63,8 +63,21 @@ def _digest_id(prefix: str, line: int, raw: bytes) -> str:
     return f"{prefix}-{line}-{hashlib.blake2b(raw, digest_size=6).hexdigest()}"
 
 
+def _not_utf8(path: Path, line: int, raw: bytes) -> LineRejection | None:
+    """A JSON line that is not UTF-8, rejected naming the byte (orjson says "surrogates not allowed")."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return _reject(path, line, "not_utf8", f"byte 0x{raw[exc.start]:02x} at column {exc.start + 1} is not UTF-8: "
+                       "JSON is UTF-8 text; save the log as UTF-8", raw)
+    return None
+
+
 def read_jsonl(path: Path) -> Iterator[Read]:
     for line, raw in numbered_lines(path):
+        if (not_text := _not_utf8(path, line, raw)) is not None:
+            yield not_text
+            continue
         try:
             event = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -78,6 +91,9 @@ def read_otto(path: Path) -> Iterator[Read]:
     identical event of the same line; no state across lines, so a session continued in another file (a dump split by
     day) keeps distinct ids and the same event read again keeps its id."""
     for line, raw in numbered_lines(path):
+        if (not_text := _not_utf8(path, line, raw)) is not None:
+            yield not_text
+            continue
         try:
             session = orjson.loads(raw)
             user = _otto_aid(session["session"], "session")  # a whole number or a text, as an item id
@@ -269,7 +285,11 @@ def _retail_ms(text: str, day_first: bool) -> int:
         raise ValueError(f"InvoiceDate {text!r} is not YYYY-MM-DD HH:MM[:SS] nor M/D/YYYY H:MM[:SS]")
     first, second, year, hour, minute, second_of_minute = (int(g or 0) for g in slashed.groups())
     month, day = (second, first) if day_first else (first, second)
-    return (dt.datetime(year, month, day, hour, minute, second_of_minute) - _EPOCH) // _MS
+    try:
+        return (dt.datetime(year, month, day, hour, minute, second_of_minute) - _EPOCH) // _MS
+    except ValueError as exc:  # "month must be in 1..12" alone does not say which field
+        order = "D/M/YYYY (the file's first date with a field over 12 put the day first)" if day_first else "M/D/YYYY"
+        raise ValueError(f"InvoiceDate {text!r} is no date read as {order}: {exc}") from None
 
 
 def _day_first(path: Path) -> bool:
