@@ -213,9 +213,12 @@ class ErasureRequest:
     source: Source
 
 
-def check_erasure(payload: bytes | None, key: bytes | None, source: Source, max_bytes: int
-                  ) -> ErasureRequest | Rejection:
-    """Validate one erasure request, as `check_input` does an event (the same reasons)."""
+def check_erasure(payload: bytes | None, key: bytes | None, source: Source, max_bytes: int,
+                  max_future_ms: int = 0) -> ErasureRequest | Rejection:
+    """Validate one erasure request, as `check_input` does an event (the same reasons). Its `requested_at` may
+    be at most `max_future_ms` after the record's Kafka timestamp (`source.timestamp`): the user's events dated
+    up to it are dropped, and the erased-users record keeps the latest time for good, so one request dated
+    years ahead (a wrong clock, seconds read as milliseconds) would drop every event of the user until then."""
     null_value, payload = payload is None, payload if payload is not None else b""
 
     def reject(reason: str, detail: str) -> Rejection:
@@ -227,6 +230,11 @@ def check_erasure(payload: bytes | None, key: bytes | None, source: Source, max_
         return data
     if key != data["user_id"].encode("utf-8"):
         return reject("key_mismatch", "the message key must be the user_id (requests go to the user's partition)")
+    at, stamp = data["requested_at"], source.timestamp
+    if stamp is not None and max_future_ms and at > stamp + max_future_ms:
+        return reject("timestamp_out_of_range", f"requested_at {at} is {at - stamp} ms after the record's timestamp "
+                      f"{stamp}; the limit is {max_future_ms} (MAX_FUTURE_MS): an erasure dated ahead would drop the "
+                      "user's events until then; send it again dated when it was made (`stream-app erase` does)")
     return ErasureRequest(data["request_id"], data["user_id"], data["requested_at"], source)
 
 

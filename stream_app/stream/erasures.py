@@ -219,14 +219,21 @@ class ErasureFeed:
                 batches = await consumer.getmany(timeout_ms=500, max_records=1000)
                 for tp, records in batches.items():
                     for record in records:
-                        self.push(record.key, record.value, Source(topic, tp.partition, record.offset))
+                        self.push(record.key, record.value,
+                                  Source(topic, tp.partition, record.offset, record.timestamp))
                 if batches:
                     self.wake()
         finally:
             await consumer.stop()
 
     def push(self, key: bytes | None, value: bytes | None, source: Source) -> None:
-        checked = check_erasure(value, key, source, self.settings.max_payload_bytes)
+        checked = check_erasure(value, key, source, self.settings.max_payload_bytes, self.settings.max_future_ms)
+        future_ms = self.settings.max_future_ms
+        if (isinstance(checked, ErasureRequest) and source.timestamp is not None and future_ms
+                and source.timestamp > time.time() * 1000 + future_ms):  # the record itself stamped ahead, as the gate
+            checked = Rejection("timestamp_out_of_range", f"the record's timestamp {source.timestamp} is more than "
+                                f"{future_ms} ms (MAX_FUTURE_MS) ahead of this worker's clock: an erasure dated ahead "
+                                "would drop the user's events until then", source, key, value or b"")
         if isinstance(checked, ErasureRequest):
             owner = partition_of(checked.user_id, self.partitions)
             if owner != source.partition:

@@ -1,0 +1,40 @@
+"""Bad input on the topics the workers read: refused with a reason, never applied."""
+
+from __future__ import annotations
+
+import time
+
+import jsonschema
+import orjson
+
+from stream_app.config import Settings
+from stream_app.contracts import ErasureRequest, Rejection, Source, load_schema
+from stream_app.stream.erasures import ErasedUsers, ErasureFeed
+from stream_app.stream.partitioning import partition_of
+
+YEAR = 365 * 24 * 3600 * 1000
+
+
+def test_an_erasure_request_dated_ahead_of_its_record_is_a_dead_letter_not_a_silenced_user():
+    """A request dated a century ahead was applied: every event of the user until then was dropped (counted,
+    never dead-lettered), and the erased-users record keeps the latest time for good."""
+    settings = Settings(partitions=4)
+    feed = ErasureFeed(settings, 4, lambda: None, "w", None)
+    user, now = "u-ahead", int(time.time() * 1000)
+    mine = partition_of(user, 4)
+
+    def push(offset: int, requested_at: int, stamp: int) -> None:
+        value = orjson.dumps({"request_id": f"r{offset}", "user_id": user, "requested_at": requested_at,
+                              "schema_version": 1})
+        feed.push(user.encode(), value, Source("erasures", mine, offset, stamp))
+
+    push(0, now + 100 * YEAR, now)  # dated ahead of its record
+    push(1, now + 100 * YEAR, now + 100 * YEAR)  # and its record stamped as far ahead
+    push(2, now, now)  # as `stream-app erase` sends one
+    push(3, now - YEAR, now)  # dated before: erases less, refused for nothing
+    due = {offset: checked for _, offset, checked in feed.due({mine}, ErasedUsers({}, settings, "e", "p"))}
+    for offset in (0, 1):
+        assert isinstance(due[offset], Rejection) and due[offset].reason == "timestamp_out_of_range", due[offset]
+        assert "MAX_FUTURE_MS" in due[offset].detail
+        jsonschema.validate(due[offset].to_record(now_ms=1), load_schema("dead-letter"))
+    assert isinstance(due[2], ErasureRequest) and isinstance(due[3], ErasureRequest)
