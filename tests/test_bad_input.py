@@ -38,3 +38,28 @@ def test_an_erasure_request_dated_ahead_of_its_record_is_a_dead_letter_not_a_sil
         assert "MAX_FUTURE_MS" in due[offset].detail
         jsonschema.validate(due[offset].to_record(now_ms=1), load_schema("dead-letter"))
     assert isinstance(due[2], ErasureRequest) and isinstance(due[3], ErasureRequest)
+
+
+def test_a_bad_control_record_is_logged_in_a_line_of_bounded_size_that_says_what_is_wrong(caplog):
+    """A 900 KB control record breaking the schema was logged whole: one 900 KB log line per worker and start."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from stream_app.stream.model_control import ModelWatcher
+
+    watcher = ModelWatcher(Settings())
+    huge = "y" * 900_000
+    records = [(b"live", orjson.dumps({"role": "live", "x": huge})), (b"live", b"garbage" + huge.encode()),
+               (b"live" + huge.encode(), orjson.dumps({"role": huge})), (b"live", None)]
+
+    async def scenario() -> None:
+        for offset, (key, value) in enumerate(records):
+            await watcher.receive(SimpleNamespace(key=key, value=value, offset=offset))
+
+    with caplog.at_level("ERROR", logger="stream_app.models"):
+        asyncio.run(scenario())
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 4 and all(len(line) < 1000 for line in lines), [len(line) for line in lines]
+    assert "breaks schemas/v1/model-control" in lines[0] and "unexpected character" in lines[1]
+    assert "not by its role" in lines[2] and "tombstone" in lines[3]
+    assert watcher.live is None and watcher.status()["errors"]

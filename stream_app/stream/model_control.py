@@ -82,6 +82,15 @@ def model_class(role: str) -> type[Encoder] | type[TextEncoder]:
 
 Report = Callable[[dict[str, Any]], Awaitable[None]]
 
+#: How much of a bad control record a log line shows: a record may be as large as the broker allows (1 MB).
+SHOWN_CHARS = 200
+
+
+def shown(value: Any) -> str:
+    """`value` as a log line shows it: its repr, cut to SHOWN_CHARS with the length said."""
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}... ({len(text)} characters)"
+
 
 class ModelWatcher:
     """Follows the control topic; holds the loaded live and shadow encoders and the content model
@@ -112,7 +121,8 @@ class ModelWatcher:
         try:
             validator("model-control")(record)
         except JsonSchemaException as exc:  # an operator's mistake must not stop the worker
-            log.error("ignoring a control record that breaks schemas/v1/model-control (%s): %r", exc.message, record)
+            log.error("ignoring a control record that breaks schemas/v1/model-control (%s): %s", exc.message[:200],
+                      shown(record))
             self.errors["control"] = f"ignored an invalid control record: {exc.message}"
             return
         role, version, digest = record["role"], record["version"], record.get("content_hash")
@@ -172,15 +182,20 @@ class ModelWatcher:
 
     async def receive(self, message: Any) -> None:
         """One record of the control topic, as read."""
+        if message.value is None:
+            log.error("ignoring a tombstone (a null value) keyed %s on the control topic at offset %d: withdraw a "
+                      "version with `stream-app models publish` instead", shown(message.key), message.offset)
+            return
         try:
             record = orjson.loads(message.value)
-        except (orjson.JSONDecodeError, TypeError):  # TypeError: a tombstone (no value)
-            log.error("ignoring an unreadable control record at offset %d", message.offset)
+        except orjson.JSONDecodeError as exc:
+            log.error("ignoring an unreadable control record at offset %d (%s): %s", message.offset, exc,
+                      shown(message.value))
             return
         if isinstance(record, dict) and message.key != str(record.get("role")).encode():
             # compaction keeps the latest record per key: one keyed otherwise would hide the role's own
-            log.error("ignoring a control record at offset %d keyed %r, not by its role %r", message.offset,
-                      message.key, record.get("role"))
+            log.error("ignoring a control record at offset %d keyed %s, not by its role %s", message.offset,
+                      shown(message.key), shown(record.get("role")))
             return
         await self.apply(record)
 
