@@ -63,3 +63,20 @@ def test_a_bad_control_record_is_logged_in_a_line_of_bounded_size_that_says_what
     assert "breaks schemas/v1/model-control" in lines[0] and "unexpected character" in lines[1]
     assert "not by its role" in lines[2] and "tombstone" in lines[3]
     assert watcher.live is None and watcher.status()["errors"]
+
+
+def test_the_status_stops_naming_an_invalid_control_record_once_a_valid_one_follows():
+    """"control error: ignored an invalid control record" stood in the worker's status for good."""
+    import asyncio
+
+    from stream_app.stream.model_control import ModelWatcher
+
+    watcher = ModelWatcher(Settings())
+
+    async def scenario() -> None:
+        await watcher.apply({"role": "live", "version": 3})
+        assert "control" in watcher.status()["errors"]
+        await watcher.apply({"role": "live", "version": None, "content_hash": None, "published_at": 1})
+
+    asyncio.run(scenario())
+    assert "control" not in watcher.status()["errors"]

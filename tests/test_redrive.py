@@ -97,6 +97,25 @@ def test_an_erased_users_inputs_from_before_the_erasure_are_not_put_back_on_a_to
     assert not held("u1", 1_000) and not held("u2", 2_999) and not held("u1", None)
 
 
+def test_an_erasure_request_the_workers_refuse_as_dated_ahead_holds_nothing_back(monkeypatch):
+    """Workers dead-letter a request dated beyond MAX_FUTURE_MS after its record, and apply the user's events: a
+    redrive that trusted its requested_at held the user's letters back until then (a century: for good)."""
+    from types import SimpleNamespace
+
+    from stream_app.tools import redrive as redrive_module
+
+    settings = Settings()
+    now = 1_800_000_000_000
+    records = [SimpleNamespace(value=orjson.dumps({"user_id": "ahead", "requested_at": now + 100 * 365 * 86_400_000}),
+                               timestamp=now),
+               SimpleNamespace(value=orjson.dumps({"user_id": "due", "requested_at": now + 1_000}), timestamp=now)]
+    monkeypatch.setattr(redrive_module, "read_to_end", lambda settings, topic: records)
+    monkeypatch.setattr(redrive_module, "erased_users", lambda settings: ErasedUsers({}, settings, "", ""))
+    check = ErasureCheck.read(settings)
+    assert check.requested == {"due": now + 1_000}
+    assert not check.holds_back(Resend(settings.topics.click, b"ahead", b"{}", now + 5_000), None)
+
+
 def test_the_reasons_must_be_named_and_known():
     with pytest.raises(StreamAppError, match="--reason"):
         check_reasons([])

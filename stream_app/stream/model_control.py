@@ -125,6 +125,7 @@ class ModelWatcher:
                       shown(record))
             self.errors["control"] = f"ignored an invalid control record: {exc.message}"
             return
+        self.errors.pop("control", None)  # a valid record after it: the operator has published again
         role, version, digest = record["role"], record["version"], record.get("content_hash")
         self.wanted[role] = version
         current = getattr(self, role)

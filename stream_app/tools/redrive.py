@@ -130,7 +130,9 @@ class ErasureCheck:
         for record in read_to_end(settings, settings.topics.erasures):
             request = _json_object(record.value)
             user, at = request.get("user_id"), request.get("requested_at")
-            if isinstance(user, str) and isinstance(at, int):
+            # one dated ahead of its record the workers refuse (a dead letter), and apply the user's events
+            ahead = settings.max_future_ms and isinstance(at, int) and at > record.timestamp + settings.max_future_ms
+            if isinstance(user, str) and isinstance(at, int) and not ahead:
                 requested[user] = max(at, requested.get(user, at))
         return cls(erased_users(settings), requested, settings.replay_erased)
 
