@@ -171,6 +171,10 @@ def _plain(schema: str, data: Any, message: str) -> str:
     if (schema == "input-event" and isinstance(data, dict) and "stage" in data and data.get("type") != "purchase"
             and "disallowed" in message):
         return f"'stage' is only on purchase events, not on a {data.get('type')!r} event"
+    if message.startswith("data.schema_version must be same as const definition") and isinstance(data, dict):
+        return (f"schema_version {data.get('schema_version')!r} is not one this release reads "
+                f"({message.rsplit(' ', 1)[-1]}): send it as schemas/ describes, or run workers of the release "
+                "that writes it")
     return message
 
 

@@ -226,3 +226,13 @@ def test_by_default_an_event_an_hour_ahead_of_its_record_is_refused_as_it_would_
 
     assert isinstance(gated(4 * 60_000), Event)  # clock skew
     assert gated(3_600_000).reason == "timestamp_out_of_range"
+
+
+def test_a_schema_version_this_release_does_not_read_is_said_so_not_as_a_const_definition():
+    """"data.schema_version must be same as const definition: 1" was what a dead letter of a newer producer said."""
+    from stream_app.contracts import Source, check_input
+
+    event = {"event_id": "e", "user_id": "u", "item_id": "i", "type": "click", "ts": 1, "schema_version": 2}
+    rejection = check_input(orjson.dumps(event), b"u", Source("clicks", 0, 7), None, 100_000)
+    assert rejection.reason == "schema_violation"
+    assert rejection.detail.startswith("schema_version 2 is not one this release reads (1)")
