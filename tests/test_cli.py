@@ -223,9 +223,13 @@ def test_status_accounts_for_every_event_and_gives_the_item_epoch_as_a_time():
     assert "item state through epoch 28000000 (events before 2023-03-28 10:41:00 UTC)" in timing
     ordering["item_epoch_ms"] = 30_000  # the worker's own epoch length, when its status gives it
     assert "(events before 1996-08-14 05:20:30 UTC)" in describe_worker(status, item_epoch_ms=60_000)[2]
-    quiet = {**counters, "erased_events_dropped": 0, "evicted_users": 0, "encoder_failures": 0}
+    quiet = {**counters, "events": 861, "erased_events_dropped": 0, "evicted_users": 0, "encoder_failures": 0}
     line = describe_worker({**status, "counters": quiet, "ordering": {**ordering, "item_epoch_applied": None}}, 60_000)
     assert line[0].endswith("rejected 0), recommendations 860") and "no item epoch applied yet" in line[2]
+    # the dead letters of the items and erasures topics are no events': the events still add up
+    letters = {**quiet, "events": 868, "rejected": 12}
+    assert describe_worker({**status, "counters": letters}, 60_000)[0].endswith(
+        "rejected 7), recommendations 860, dead letters of other topics and state 5")
     # the shown lists' hit rate is not said to be an encoder's when none is live
     judged = {**counters, "live_judged": 200, "live_hits": 50}
     assert describe_worker({**status, "counters": judged}, 60_000)[1] == \

@@ -117,9 +117,13 @@ def describe_worker(s: dict, item_epoch_ms: int) -> list[str]:
     c = s["counters"]
     # dropped events of erased users are in `events` as applied, duplicate and rejected ones are
     erased = f", erased users' events dropped {c['erased_events_dropped']}" if c.get("erased_events_dropped") else ""
+    # the dead letters count those of the items and erasures topics and of learner state too: the events' own
+    # rejections are what is left of them
+    rejected = c["events"] - c["applied"] - c["duplicates"] - c.get("erased_events_dropped", 0)
+    others = f", dead letters of other topics and state {c['rejected'] - rejected}" if c["rejected"] > rejected else ""
     line = (f"worker {s['worker_id']}: {'ready' if s['ready'] else 'starting'}, HTTP port {s.get('web_port', '-')}, "
             f"partitions {s['input_partitions']}, events {c['events']} (applied {c['applied']}, duplicates "
-            f"{c['duplicates']}, rejected {c['rejected']}{erased}), recommendations {c['recommendations']}")
+            f"{c['duplicates']}, rejected {rejected}{erased}), recommendations {c['recommendations']}{others}")
     if c.get("evicted_users"):
         line += f", idle users evicted {c['evicted_users']}"
     if c.get("encoder_failures"):
