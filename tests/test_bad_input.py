@@ -80,3 +80,35 @@ def test_the_status_stops_naming_an_invalid_control_record_once_a_valid_one_foll
 
     asyncio.run(scenario())
     assert "control" not in watcher.status()["errors"]
+
+
+def test_a_bad_control_record_keyed_by_a_role_is_reported_on_the_status_topic():
+    """Compaction keeps the latest record per key: a bad one keyed `live` may come to stand alone for the role, and a
+    worker started then serves no live model while the running ones keep theirs. Only the worker's log said so."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from stream_app.stream.model_control import ModelWatcher
+
+    reports: list[dict] = []
+
+    async def report(record: dict) -> None:
+        reports.append(record)
+
+    watcher = ModelWatcher(Settings(), report=report, worker_id="w1")
+    records = [(b"live", None), (b"shadow", b"{not json"), (b"content", orjson.dumps({"role": "content", "x": 1})),
+               (b"live", orjson.dumps({"role": "shadow"})), (b"nobody", None)]
+
+    async def scenario() -> None:
+        for offset, (key, value) in enumerate(records):
+            await watcher.receive(SimpleNamespace(key=key, value=value, offset=offset))
+
+    asyncio.run(scenario())
+    assert [(r["role"], r["outcome"], r["version"]) for r in reports] == [
+        ("live", "refused", None), ("shadow", "refused", None), ("content", "refused", None), ("live", "refused", None)]
+    assert all("publish the version again" in r["reason"] and "keeps none" in r["reason"] for r in reports)
+    assert "is a tombstone" in reports[0]["reason"] and "against schemas/v1/model-control" in reports[2]["reason"]
+    from stream_app.contracts import validator
+
+    for record in reports:
+        validator("model-status")(record)

@@ -116,15 +116,16 @@ class ModelWatcher:
                 "content": self.content.version if self.content else None,
                 "wanted": dict(self.wanted), "errors": dict(self.errors), "swaps": self.swaps}
 
-    async def apply(self, record: Any, retry: bool = False) -> None:
-        """Act on a control record (`retry`: a refused one, loaded again; reported only if it now serves)."""
+    async def apply(self, record: Any, retry: bool = False) -> bool:
+        """Act on a control record (`retry`: a refused one, loaded again; reported only if it now serves). False:
+        the record breaks the schema and is ignored."""
         try:
             validator("model-control")(record)
         except JsonSchemaException as exc:  # an operator's mistake must not stop the worker
             log.error("ignoring a control record that breaks schemas/v1/model-control (%s): %s", exc.message[:200],
                       shown(record))
             self.errors["control"] = f"ignored an invalid control record: {exc.message}"
-            return
+            return False
         self.errors.pop("control", None)  # a valid record after it: the operator has published again
         role, version, digest = record["role"], record["version"], record.get("content_hash")
         self.wanted[role] = version
@@ -134,7 +135,7 @@ class ModelWatcher:
             self.refused.pop(role, None)
             if self.errors.pop(role, None) is not None:  # back to what serves (a rollback): no refusal stands
                 await self._report(role, version, digest, "serving" if version is not None else "withdrawn", None)
-            return
+            return True
         # Any announcement replaces the role's refused one: a retry must never bring back a superseded version
         earlier = self.refused.pop(role, None)
         waited = earlier[2] if retry and earlier is not None else 0.0
@@ -143,7 +144,7 @@ class ModelWatcher:
             self.errors.pop(role, None)
             log.warning("model %s withdrawn", role)
             await self._report(role, None, None, "withdrawn", None)
-            return
+            return True
         try:
             if digest is None:
                 raise ConfigError("the announcement carries no content hash (published by an earlier release): "
@@ -158,17 +159,18 @@ class ModelWatcher:
             wait = min(waited * 2, RETRY_MAX_S) if waited else RETRY_S
             self.refused[role] = (record, time.monotonic() + wait, wait)
             if retry and self.errors.get(role) == error:  # as before: said once
-                return
+                return True
             self.errors[role] = error
             log.error("cannot load model %s for %s from %s: %s; keeping %s (trying again in %.0f s)", version, role,
                       self.settings.registry_dir, exc, serving or "none", wait)
             await self._report(role, version, digest, "refused", f"{exc}; still serving {serving or 'none'}")
-            return
+            return True
         setattr(self, role, loaded)
         self.errors.pop(role, None)
         self.swaps += 1
         log.warning("model %s is now %s", role, version)
         await self._report(role, version, digest, "serving", None)
+        return True
 
     async def _report(self, role: str, version: str | None, digest: str | None, outcome: str,
                       reason: str | None) -> None:
@@ -186,19 +188,37 @@ class ModelWatcher:
         if message.value is None:
             log.error("ignoring a tombstone (a null value) keyed %s on the control topic at offset %d: withdraw a "
                       "version with `stream-app models publish` instead", shown(message.key), message.offset)
+            await self._report_bad_record(message.key, "a tombstone")
             return
         try:
             record = orjson.loads(message.value)
         except orjson.JSONDecodeError as exc:
             log.error("ignoring an unreadable control record at offset %d (%s): %s", message.offset, exc,
                       shown(message.value))
+            await self._report_bad_record(message.key, "not JSON")
             return
         if isinstance(record, dict) and message.key != str(record.get("role")).encode():
             # compaction keeps the latest record per key: one keyed otherwise would hide the role's own
             log.error("ignoring a control record at offset %d keyed %s, not by its role %s", message.offset,
                       shown(message.key), shown(record.get("role")))
+            await self._report_bad_record(message.key, f"keyed by it but for role {shown(record.get('role'))}")
             return
-        await self.apply(record)
+        if not await self.apply(record):
+            await self._report_bad_record(message.key, "against schemas/v1/model-control")
+
+    async def _report_bad_record(self, key: bytes | None, what: str) -> None:
+        """A bad record keyed by a role: compaction keeps the latest record per key, so it may come to stand alone
+        for its role, and a worker that starts then serves no model in that role while the running ones keep
+        theirs. Said on models.status, where `stream-app models status` shows it."""
+        role = key.decode("utf-8", "replace") if key else ""
+        if role not in ROLES:
+            return
+        current = getattr(self, role)
+        serving = current.version if current else None
+        await self._report(role, None, None, "refused",
+                           f"the role's latest control record is {what}: once the topic is compacted a worker that "
+                           f"starts serves no {role} model (this one keeps {serving or 'none'}); publish the version "
+                           "again with `stream-app models publish`")
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         """Read the control topic from its beginning, then follow it. `ready` is set once the records
