@@ -124,3 +124,45 @@ def test_the_profile_and_repair_redis_commands(make_settings, start_worker, redi
     shown = cli("profile", user)
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.startswith(f"user {user}: {expected[user]} events")
+
+
+def test_a_repair_that_read_the_topic_before_an_evictions_tombstone_does_not_bring_the_profile_back(
+        make_settings, redis_client):
+    """An eviction's Redis marker is timed at its batch's start and its tombstone reaches the profiles topic after
+    it: a repair begun in between read the evicted profile without its tombstone and, its snapshots timed at its
+    start (after the eviction's), wrote it back over the marker: the read API served 200 for an evicted user."""
+    import asyncio
+    import time
+
+    from kafka import KafkaProducer
+
+    from stream_app.core.profile import Profile
+    from stream_app.store.redis_store import ProfileStore, RedisStoreConfig
+    from stream_app.stream.topics import ensure_topics
+
+    settings = make_settings()
+    ensure_topics(settings)
+    evicted = Profile(user_id="idle", version=7, event_count=7, generation=1_000)
+    public = evicted.to_json(internal=False)
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    producer.send(settings.topics.profiles, key=b"idle", value=public)  # the eviction's tombstone is not there yet
+    producer.flush()
+    producer.close()
+    store = ProfileStore(RedisStoreConfig(settings.redis_url, settings.namespace))
+    batch_began = int(time.time() * 1000) - 2_000  # the eviction's batch, begun before the repair
+
+    async def evict() -> None:
+        try:
+            await store.write_profiles([(evicted, public)], now_ms=batch_began - 60_000)
+            await store.delete_profiles(["idle"], evicted={"idle": 1_000}, now_ms=batch_began)
+        finally:
+            await store.close()
+
+    asyncio.run(evict())
+
+    summary = repair_redis(settings)
+
+    assert summary.written == 0
+    assert read_profile(redis_client, "idle", settings.namespace) == {}
+    assert redis_client.hgetall(profile_key("idle", settings.namespace)) == {
+        b"evicted_generation": b"1000", b"evicted_at": str(batch_began).encode()}

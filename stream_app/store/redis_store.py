@@ -24,7 +24,9 @@ log = logging.getLogger("stream_app.redis_store")
 
 
 # KEYS[1] = hash; ARGV = profile_version, event_count, updated_at (the writer's batch time), profile JSON,
-# generation (0: none). Newer = a later generation, or the same generation and a higher version. A removed
+# generation (0: none), optionally the time compared with an eviction's (default updated_at; `repair-redis`'s is
+# before its read of the topic, which can precede the tombstone of an eviction timed, at its batch's start, before
+# that read). Newer = a later generation, or the same generation and a higher version. A removed
 # user's hash is a marker (MARKER_S) that refuses a late write of the profile removed (a batch that outlived
 # its partitions' revoke, a `repair-redis` that read the profile before its tombstone) and gives way to a
 # profile begun after: an erased user's holds `erased_at` (the erasure's time: profiles begun at or before it
@@ -39,7 +41,7 @@ local gen = tonumber(ARGV[5])
 if stored[3] or stored[4] then
   if stored[3] and gen <= (tonumber(stored[3]) or 0) then return 0 end
   local evicted = tonumber(stored[4] or '0') or 0
-  local at, evicted_at = tonumber(ARGV[3]), tonumber(stored[5] or '0') or 0
+  local at, evicted_at = tonumber(ARGV[6] or ARGV[3]), tonumber(stored[5] or '0') or 0
   if (gen == evicted and at <= evicted_at) or (gen < evicted and at < evicted_at) then return 0 end
   redis.call('DEL', KEYS[1])
 elseif stored[1] then
@@ -210,15 +212,16 @@ class ProfileStore:
 
 
 def restore_profiles(client: redis.Redis, namespace: str, snapshots: list[tuple[str, int, int, bytes, int]],
-                     as_of_ms: int) -> int:
+                     as_of_ms: int, evictions_after_ms: int | None = None) -> int:
     """Write public snapshots (user_id, version, event_count, JSON, generation) through the workers' version
     guard, in one round trip; returns how many were newer than what Redis held (`repair-redis`). `as_of_ms`:
-    when the snapshots were read (their `updated_at`; an eviction after it refuses them)."""
+    when the snapshots were read (their `updated_at`); an eviction timed after `evictions_after_ms` (default
+    `as_of_ms`) refuses them."""
     script = client.register_script(_WRITE_IF_NEWER)
     pipe = client.pipeline(transaction=False)
     for user_id, version, event_count, public, generation in snapshots:
-        script(keys=[profile_key(user_id, namespace)], args=[version, event_count, as_of_ms, public, generation],
-               client=pipe)
+        script(keys=[profile_key(user_id, namespace)], client=pipe,
+               args=[version, event_count, as_of_ms, public, generation, evictions_after_ms or as_of_ms])
     if not snapshots:
         return 0
     return guarded_writes([user_id for user_id, *_ in snapshots], pipe.execute(raise_on_error=False), namespace)[0]

@@ -98,7 +98,10 @@ def repair_redis(settings: Settings) -> RepairSummary:
             snapshot: dict[str, Any] = orjson.loads(value)
             live.append((user_id, snapshot["version"], snapshot["event_count"], value, snapshot.get("generation") or 0))
         for start in range(0, len(live), CHUNK):
-            summary.written += restore_profiles(client, settings.namespace, live[start:start + CHUNK], read_from_ms)
+            # an eviction is timed at its batch's start, and its tombstone reaches the topic after its Redis marker:
+            # one begun shortly before the repair read the topic may have its tombstone after what was read
+            summary.written += restore_profiles(client, settings.namespace, live[start:start + CHUNK], read_from_ms,
+                                                began_ms)
         kept = {user_id for user_id, *_ in live}
         stale = [user_id for user_id in profile_users(client, settings.namespace) if user_id not in kept]
         for start in range(0, len(stale), CHUNK):
