@@ -39,3 +39,23 @@ def test_a_burst_of_concurrent_reads_waits_for_a_redis_connection_instead_of_ans
 
     statuses = asyncio.run(scenario())
     assert {status: statuses.count(status) for status in set(statuses)} == {200: 100, 409: 200}
+
+
+def test_an_empty_user_id_is_answered_400_in_json_like_every_other_answer_of_profiles(services):
+    """`GET /profiles/` (a caller that formatted an empty id into the path) got aiohttp's text/plain
+    "404: Not Found", which a client parsing the documented JSON answers could not read."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from stream_app.store.read_api import read_api
+
+    async def scenario() -> tuple[int, str, dict]:
+        client = TestClient(TestServer(read_api(services["REDIS_URL"], "read-api-empty.", 100)))
+        await client.start_server()
+        try:
+            response = await client.get("/profiles/")
+            return response.status, response.content_type, await response.json(content_type=None)
+        finally:
+            await client.close()
+
+    status, content_type, body = asyncio.run(scenario())
+    assert (status, content_type, body["user_id"]) == (400, "application/json", "")

@@ -84,6 +84,9 @@ def read_api(redis_url: str, namespace: str, wait_ms: int) -> web.Application:
                           "min_version": min_version}, 409)
         return _json(stored)
 
+    async def no_user(request: web.Request) -> web.Response:
+        return _json({"error": "no user id: GET /profiles/{user_id}", "user_id": ""}, 400)
+
     async def healthz(request: web.Request) -> web.Response:
         try:
             await request.app[CLIENT].ping()
@@ -104,6 +107,7 @@ def read_api(redis_url: str, namespace: str, wait_ms: int) -> web.Application:
     app.on_startup.append(connect)
     app.on_cleanup.append(disconnect)
     app.router.add_get("/profiles/{user_id:.+}", profile)  # any user id, braces and slashes included
+    app.router.add_get("/profiles/", no_user)  # an empty id: JSON, as every answer of /profiles (not aiohttp's text)
     app.router.add_get("/healthz", healthz)
     return app
 
