@@ -169,9 +169,11 @@ class ContentIndex:
             return {}
         kth = np.partition(rough, len(rough) - k)[len(rough) - k]
         # a float32 dot product of n terms errs by at most about n * 2**-24 * |row| * |vector| (any summation
-        # order); every row whose exact cosine can reach the exact k-th is within twice that of the rough k-th
+        # order); every row whose exact cosine can reach the exact k-th is within twice that of the rough k-th,
+        # or within the rounding to DECIMALS (rows that far apart may round to one cosine, then rank by item_id;
+        # this also covers float32's absolute error where a tiny query's products underflow)
         error = (self.dim + 2) * 2.0 ** -23 * self._row_norm * _norm(vector)
-        rows = np.flatnonzero(rough >= kth - 2 * error)
+        rows = np.flatnonzero(rough >= kth - 2 * error - 2 * 10.0 ** -DECIMALS)
         exact = self._exact(rows, vector)
         # ties break on item_id so every worker and `evaluate` list the same items, at the k-th place too
         top = sorted(range(len(rows)), key=lambda n: (-float(exact[n]), self.item_ids[rows[n]]))[:k]
