@@ -1,9 +1,14 @@
-"""The content sources' catalogue scans against a float64 scan of every row."""
+"""The content sources' catalogue scans against a float64 scan of every row: queries of any norm, and scans told
+ahead (`ContentIndex.expect`) with a vector the index cannot scan among them."""
 
 import numpy as np
 import pytest
 
-from stream_app.core.content import ContentIndex, quantised
+from stream_app.config import Settings
+from stream_app.core.content import ContentIndex, encode_vector, quantised
+from stream_app.core.events import Event
+from stream_app.core.items import InMemoryItemIndex
+from stream_app.core.process import expected_scans, new_profile, process
 
 
 def float64_scan(index: ContentIndex, vector: np.ndarray, k: int) -> list[str]:
@@ -23,3 +28,33 @@ def test_a_query_of_small_norm_lists_what_a_float64_scan_lists(scale):
     query *= scale / np.linalg.norm(query)
     for k in (1, 5, 20):
         assert list(index.nearest(query, k)) == float64_scan(index, query, k)
+
+
+def test_a_vector_of_another_dimension_told_ahead_fails_no_other_scan():
+    """A stored interest vector of another length (a damaged profile) fails its own event's scan; told ahead
+    among a round's vectors, it must not fail the scans of the other events of its chunk."""
+    rng = np.random.default_rng(3)
+    ids = [f"i{n:03d}" for n in range(200)]
+    vectors = quantised(rng.standard_normal((200, 16)))
+    settings = Settings(ranker=False)
+    events = [Event("e0", "good", ids[5], "click", 1000), Event("e1", "bad", "unknown-item", "click", 2000)]
+
+    def run(told: bool) -> list:
+        index = ContentIndex("v", ids, ids, vectors)
+        damaged = new_profile("bad", settings)
+        damaged.content_interest = {"v": encode_vector(np.full(8, 8 ** -0.5)), "mass": 1.0, "ts": 0, "model": "v"}
+        profiles, items, found = {"bad": damaged}, InMemoryItemIndex(settings), []
+        if told:
+            index.expect(expected_scans(events, profiles.get, index, settings))
+        for event in events:
+            profile = profiles.setdefault(event.user_id, new_profile(event.user_id, settings))
+            try:
+                outcome = process(profile, event, items, settings, 0, content=index)
+                found.append([item["item_id"] for item in outcome.recommendation["items"]])
+            except ValueError:
+                found.append("failed")
+        return found
+
+    alone = run(told=False)
+    assert alone[0] != "failed" and alone[1] == "failed"
+    assert run(told=True) == alone

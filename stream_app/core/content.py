@@ -118,7 +118,8 @@ class ContentIndex:
         is scanned, when first asked, with the EXPECT_CHUNK expected after it in one matrix product, which reads the
         catalogue once for all of them (a scan per vector reads it once each). Only the speed depends on this: an
         unexpected vector is scanned alone, and every scan only picks a shortlist that is scored exactly."""
-        self._expected_rows = [np.asarray(v, np.float64) for v in vectors]
+        # a vector of another length (a damaged profile's) fails its own scan, not those it would be stacked with
+        self._expected_rows = [row for row in (np.asarray(v, np.float64) for v in vectors) if row.shape == (self.dim,)]
         self._expected = {}
         for place, vector in enumerate(self._expected_rows):
             self._expected.setdefault(vector.tobytes(), place)
