@@ -58,3 +58,31 @@ def test_a_vector_of_another_dimension_told_ahead_fails_no_other_scan():
     alone = run(told=False)
     assert alone[0] != "failed" and alone[1] == "failed"
     assert run(told=True) == alone
+
+
+@pytest.mark.parametrize("policy", ["purchase", "debounce", "every"])
+def test_scans_told_ahead_are_those_of_the_events_that_get_a_recommendation(policy):
+    """Under rec_policy purchase or debounce most events get no recommendation and scan nothing: their vectors told
+    ahead would fill the chunks' products with scans nobody asks for (a chunk costs about 13 scans alone)."""
+    rng = np.random.default_rng(5)
+    ids = [f"i{n:03d}" for n in range(400)]
+    vectors = quantised(rng.standard_normal((400, 16)))
+    settings = Settings(ranker=False, rec_policy=policy, rec_debounce_ms=600_000)
+    kinds = ["browse", "click", "click", "click", "purchase"]
+    events = [Event(f"e{n}", f"u{n % 5}", ids[n], kinds[n % 5], 60_000 * n) for n in range(200)]  # items apart
+
+    def run(told: bool) -> tuple[list, int, int]:
+        index = ContentIndex("v", ids, ids, vectors)
+        items, profiles, lists = InMemoryItemIndex(settings), {}, []
+        expected = expected_scans(events, profiles.get, index, settings)
+        if told:
+            index.expect(expected)
+        for event in events:
+            profile = profiles.setdefault(event.user_id, new_profile(event.user_id, settings))
+            outcome = process(profile, event, items, settings, 0, content=index)
+            lists.append(outcome.recommendation["items"] if outcome.recommendation else None)
+        return lists, index.scans, len(expected)
+
+    alone, scans_alone, expected = run(told=False)
+    assert run(told=True)[0] == alone
+    assert expected == scans_alone  # each vector told is one a recommendation scans with, and no other

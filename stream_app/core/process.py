@@ -119,12 +119,17 @@ def behaviour_of(profile: Profile, settings: Settings) -> BehaviourStats:
 
 
 def should_emit(profile: Profile, event: Event, settings: Settings) -> bool:
+    return emits(profile.last_rec_ts, event, settings)
+
+
+def emits(last_rec_ts: int | None, event: Event, settings: Settings) -> bool:
+    """Does the event get a recommendation, its user's last one made at `last_rec_ts`?"""
     if settings.rec_policy == "every":
         return True
     if settings.rec_policy == "purchase":
         return event.type == "purchase"
     # debounce: at most one recommendation per user per rec_debounce_ms of event time
-    return profile.last_rec_ts is None or event.ts - profile.last_rec_ts >= settings.rec_debounce_ms
+    return last_rec_ts is None or event.ts - last_rec_ts >= settings.rec_debounce_ms
 
 
 def rec_id_for(event_id: str) -> str:
@@ -148,16 +153,19 @@ def expected_scans(events: Sequence[Event], profile_of: Callable[[str], Profile 
                    settings: Settings) -> list[np.ndarray]:
     """The vectors a round's recommendations will scan the catalogue with, in order, for `ContentIndex.expect`:
     each event's interest vector as `learn_content` will leave it, and its item's vector (unless its similar items
-    are known). Duplicates are passed over as `process` passes them; a guess that misses all the same (a profile
-    changed meanwhile) costs a scan alone, never a different list."""
+    are known), for the events that get a recommendation (rec_policy: a vector nobody asks for would only make
+    its chunk's product dearer than the scans it saves). Duplicates are passed over as `process` passes them; a
+    guess that misses all the same (a profile changed meanwhile) costs a scan alone, never a different list."""
     vectors: list[np.ndarray] = []
     states: dict[str, Any] = {}
+    last_rec: dict[str, int | None] = {}
     profiles: dict[str, Profile | None] = {}
     applied: set[str] = set()
     for event in events:
         if event.user_id not in states:
             profile = profiles[event.user_id] = profile_of(event.user_id)
             states[event.user_id] = profile.content_interest if profile is not None else None
+            last_rec[event.user_id] = profile.last_rec_ts if profile is not None else None
         digest = event_digest(event.event_id)
         profile = profiles[event.user_id]
         if digest in applied or (profile is not None and not profile.admits(digest, event.ts)):
@@ -168,8 +176,11 @@ def expected_scans(events: Sequence[Event], profile_of: Callable[[str], Profile 
             states[event.user_id] = update_interest(states[event.user_id], item_vector,
                                                     settings.weights.of(event.type, event.stage), event.ts,
                                                     settings.content_half_life_ms, content.version)
-            if not content.has_similar(event.item_id, settings.content_candidates, event.ts):
-                vectors.append(item_vector)
+        if not emits(last_rec[event.user_id], event, settings):
+            continue
+        last_rec[event.user_id] = event.ts
+        if item_vector is not None and not content.has_similar(event.item_id, settings.content_candidates, event.ts):
+            vectors.append(item_vector)
         interest = interest_vector(states[event.user_id], content.version)
         if interest is not None:
             vectors.append(interest)
