@@ -6,6 +6,7 @@ from conftest import OTTO_SAMPLE
 
 from stream_app.errors import InputFileError
 from stream_app.tools import recorded as recorded_module
+from stream_app.tools import retail_dates
 from stream_app.tools.recorded import LineRejection, OnlineRetailStats, load_sorted, read_log, read_online_retail
 
 
@@ -366,7 +367,7 @@ def test_day_first_detection_stops_at_an_iso_date_instead_of_parsing_the_whole_f
     path.write_text(OR_HEAD + "".join(f"{536365 + i},85123A,HEART,6,2010-12-01 08:26:00,2.55,17850,UK\n"
                                    for i in range(rows)))
     looked = []
-    real = recorded_module._SLASH_DATE
+    real = retail_dates.SLASH_DATE
 
     class Counting:
         def fullmatch(self, text):
@@ -376,8 +377,8 @@ def test_day_first_detection_stops_at_an_iso_date_instead_of_parsing_the_whole_f
         def __getattr__(self, name):
             return getattr(real, name)
 
-    monkeypatch.setattr(recorded_module, "_SLASH_DATE", Counting())
-    assert recorded_module._day_first(path) is False
+    monkeypatch.setattr(retail_dates, "SLASH_DATE", Counting())
+    assert retail_dates.file_is_day_first(path) is False
     # every row of an ISO-dated file was parsed once more (541,909 for the full Online Retail log)
     assert len(looked) < 100, f"_day_first looked at {len(looked)} rows"
 
@@ -431,7 +432,7 @@ def test_a_rating_json_cannot_hold_and_a_stray_quote_before_the_dates_tell_their
     retail.write_text("InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"
                       '536365,85123A,"WHITE HANGING HEART,6,01/12/2010 08:26,2.55,17850,United Kingdom\n'
                       "536366,71053,WHITE METAL LANTERN,6,13/12/2010 08:26,3.39,17850,United Kingdom\n")
-    assert recorded_module._day_first(retail) is True
+    assert retail_dates.file_is_day_first(retail) is True
     events, rejected = load_sorted(retail, "online-retail")
     assert [(e["item_id"], e["ts"]) for e in events] == [("71053", 1292228760000)] and [r.line for r in rejected] == [2]
 

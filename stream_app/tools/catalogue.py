@@ -22,7 +22,8 @@ from ..contracts import Rejection, Source, validator
 from ..errors import InputFileError
 from .log_checks import DEAD_LETTERS_SAID, ONLINE_RETAIL_COLUMNS, LineRejection, first_rejection, nothing_read
 from .log_files import check_file, open_text, reading_as
-from .recorded import _day_first, _log_rows, _retail_ms
+from .recorded import _log_rows
+from .retail_dates import file_is_day_first, retail_ms
 
 FORMATS = ("jsonl", "csv", "online-retail")
 #: The columns of the csv formats (a catalogue's first line naming them, read as jsonl, is said to be one of them)
@@ -143,7 +144,7 @@ def _read_online_retail(path: Path) -> Iterator[Read]:
     names: dict[str, collections.Counter[str]] = {}
     prices: dict[str, collections.Counter[float]] = {}
     first: dict[str, int] = {}
-    day_first, last_date, last_ms = _day_first(path), "", 0
+    day_first, last_date, last_ms = file_is_day_first(path), "", 0
     with open_text(path) as fh:
         rows = _log_rows(fh, path, ONLINE_RETAIL_COLUMNS, columns=CATALOGUE_COLUMNS)  # a row a line, as the event reader reads it
         for line, row, problem in rows:
@@ -155,7 +156,7 @@ def _read_online_retail(path: Path) -> Iterator[Read]:
             if code and date:
                 try:
                     if date != last_date:
-                        last_ms, last_date = _retail_ms(date, day_first), date
+                        last_ms, last_date = retail_ms(date, day_first), date
                     first[code] = min(first.get(code, last_ms), last_ms)
                 except ValueError:
                     pass  # a malformed date: the line names no time

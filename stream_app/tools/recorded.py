@@ -6,11 +6,9 @@ Gzipped files (`.gz`, recognised by their magic bytes) are read transparently.""
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import heapq
 import math
-import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -31,6 +29,7 @@ from .log_checks import (
     require_columns,
 )
 from .log_files import check_file, numbered_lines, open_text, reading_as
+from .retail_dates import file_is_day_first, retail_ms
 
 OTTO_TYPES = {"clicks": ("click", None), "carts": ("purchase", "cart"), "orders": ("purchase", "order")}
 #: The columns of RetailRocket's events.csv as published, in its order (the event ids hash them)
@@ -247,12 +246,6 @@ def _finite(row: dict[str, str], name: str) -> float:
     return value
 
 
-_RETAIL_DATE = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}(?::\d{2})?")
-_SLASH_DATE = re.compile(r"(\d{1,2})/(\d{1,2})/(\d{4}) (\d{1,2}):(\d{2})(?::(\d{2}))?")
-_EPOCH = dt.datetime(1970, 1, 1)
-_MS = dt.timedelta(milliseconds=1)
-
-
 @dataclass
 class OnlineRetailStats:
     """What `read_online_retail` did with the data lines of a file (complete once its iterator is
@@ -275,40 +268,6 @@ class OnlineRetailStats:
         return {f.name: getattr(self, f.name) for f in fields(self)} | {"skipped": self.skipped}
 
 
-def _retail_ms(text: str, day_first: bool) -> int:
-    """`YYYY-MM-DD HH:MM[:SS]`, or `M/D/YYYY H:MM[:SS]` (`D/M/YYYY ...` if `day_first`) as the log's csv
-    copies have it, taken as UTC (the log's times are the shop's, UK local time), in ms since the epoch."""
-    if _RETAIL_DATE.fullmatch(text):
-        return (dt.datetime.fromisoformat(text) - _EPOCH) // _MS
-    slashed = _SLASH_DATE.fullmatch(text)
-    if slashed is None:
-        raise ValueError(f"InvoiceDate {text!r} is not YYYY-MM-DD HH:MM[:SS] nor M/D/YYYY H:MM[:SS]")
-    first, second, year, hour, minute, second_of_minute = (int(g or 0) for g in slashed.groups())
-    month, day = (second, first) if day_first else (first, second)
-    try:
-        return (dt.datetime(year, month, day, hour, minute, second_of_minute) - _EPOCH) // _MS
-    except ValueError as exc:  # "month must be in 1..12" alone does not say which field
-        order = "D/M/YYYY (the file's first date with a field over 12 put the day first)" if day_first else "M/D/YYYY"
-        raise ValueError(f"InvoiceDate {text!r} is no date read as {order}: {exc}") from None
-
-
-def _day_first(path: Path) -> bool:
-    """Whether the file's slashed dates put the day first: the first date with a field over 12 tells
-    (a copy exported with British settings: D/M/YYYY); none such: month first, as the shared csv has it."""
-    with open_text(path) as fh:
-        for _, row, _ in CsvRows(fh):  # a row a line: a stray quote costs its line, not the check
-            if row is None:
-                continue
-            slashed = _SLASH_DATE.fullmatch((row.get("InvoiceDate") or "").strip())
-            if slashed is not None and int(slashed.group(1)) > 12:
-                return True
-            if slashed is not None and int(slashed.group(2)) > 12:
-                return False
-            if _RETAIL_DATE.fullmatch((row.get("InvoiceDate") or "").strip()):
-                return False  # an ISO-dated file: nothing to tell, and no reason to parse all of it again
-    return False
-
-
 def read_online_retail(path: str | Path, stats: OnlineRetailStats | None = None) -> Iterator[Read]:
     """The UCI Online Retail csv as published (optionally gzipped): one purchase (stage order) per
     kept line, keyed by the customer, with the invoice as the session. Guest lines (no CustomerID),
@@ -316,7 +275,7 @@ def read_online_retail(path: str | Path, stats: OnlineRetailStats | None = None)
     rejections. The lines of one invoice share its timestamp and keep their file order."""
     path = Path(path)
     stats = stats if stats is not None else OnlineRetailStats()
-    day_first = _day_first(path)
+    day_first = file_is_day_first(path)
     with open_text(path) as fh:
         rows = _log_rows(fh, path, ONLINE_RETAIL_COLUMNS)
         last_date, last_ms = "", 0  # the lines of an invoice repeat its date
@@ -346,7 +305,7 @@ def read_online_retail(path: str | Path, stats: OnlineRetailStats | None = None)
                     continue
                 date = row["InvoiceDate"].strip()
                 if date != last_date:
-                    last_ms, last_date = _retail_ms(date, day_first), date
+                    last_ms, last_date = retail_ms(date, day_first), date
                 price = _finite(row, "UnitPrice")
             except ValueError as exc:
                 stats.rejected += 1

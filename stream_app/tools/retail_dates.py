@@ -1,0 +1,50 @@
+"""Online Retail's InvoiceDate as its copies write it: ISO, or slashed month first (the shared csv) or day first
+(a copy exported with British settings), taken as UTC."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+
+from .csv_rows import CsvRows
+from .log_files import open_text
+
+RETAIL_DATE = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}(?::\d{2})?")
+SLASH_DATE = re.compile(r"(\d{1,2})/(\d{1,2})/(\d{4}) (\d{1,2}):(\d{2})(?::(\d{2}))?")
+EPOCH = dt.datetime(1970, 1, 1)
+MS = dt.timedelta(milliseconds=1)
+
+
+def retail_ms(text: str, day_first: bool) -> int:
+    """`YYYY-MM-DD HH:MM[:SS]`, or `M/D/YYYY H:MM[:SS]` (`D/M/YYYY ...` if `day_first`) as the log's csv
+    copies have it, taken as UTC (the log's times are the shop's, UK local time), in ms since the epoch."""
+    if RETAIL_DATE.fullmatch(text):
+        return (dt.datetime.fromisoformat(text) - EPOCH) // MS
+    slashed = SLASH_DATE.fullmatch(text)
+    if slashed is None:
+        raise ValueError(f"InvoiceDate {text!r} is not YYYY-MM-DD HH:MM[:SS] nor M/D/YYYY H:MM[:SS]")
+    first, second, year, hour, minute, second_of_minute = (int(g or 0) for g in slashed.groups())
+    month, day = (second, first) if day_first else (first, second)
+    try:
+        return (dt.datetime(year, month, day, hour, minute, second_of_minute) - EPOCH) // MS
+    except ValueError as exc:  # "month must be in 1..12" alone does not say which field
+        order = "D/M/YYYY (the file's first date with a field over 12 put the day first)" if day_first else "M/D/YYYY"
+        raise ValueError(f"InvoiceDate {text!r} is no date read as {order}: {exc}") from None
+
+
+def file_is_day_first(path: Path) -> bool:
+    """Whether the file's slashed dates put the day first: the first date with a field over 12 tells
+    (a copy exported with British settings: D/M/YYYY); none such: month first, as the shared csv has it."""
+    with open_text(path) as fh:
+        for _, row, _ in CsvRows(fh):  # a row a line: a stray quote costs its line, not the check
+            if row is None:
+                continue
+            slashed = SLASH_DATE.fullmatch((row.get("InvoiceDate") or "").strip())
+            if slashed is not None and int(slashed.group(1)) > 12:
+                return True
+            if slashed is not None and int(slashed.group(2)) > 12:
+                return False
+            if RETAIL_DATE.fullmatch((row.get("InvoiceDate") or "").strip()):
+                return False  # an ISO-dated file: nothing to tell, and no reason to parse all of it again
+    return False
