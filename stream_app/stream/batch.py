@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import orjson
@@ -220,10 +220,17 @@ class BatchHandler:
             except Exception as exc:  # unreadable: erased all the same, the receipt says what was found
                 log.error("the stored profile of an erased user cannot be read (%r); deleted unread", exc)
         found = profile is not None or stored is not None
-        if profile is not None and (profile.generation or 0) > request.requested_at:  # applied again: kept, of
-            profile, found, worker_state = None, False, []  # later events only (the erasure took those before)
+        # Applied again (a recreated erasures topic): a profile begun after the recorded erasure is kept, of later
+        # events only. Applied first: erased whole, and events stamped after the request's time (a client's clock
+        # ahead) with it: the erasure's time then covers them, so neither they nor a late write come back
+        recorded = self.erased.erased_at(user_id)
+        if (profile is not None and (profile.generation or 0) > request.requested_at and recorded is not None
+                and recorded >= request.requested_at):
+            profile, found, worker_state = None, False, []
         else:
             worker_state = ["idle users", "freshness metrics"] if self.remove(user_id, partition) else ["freshness metrics"]
+            if profile is not None and (profile.last_seen or 0) > request.requested_at:
+                request = replace(request, requested_at=profile.last_seen)
         key, value = self.erased.record(request)
         self.outbox.add(self.erased.changelog, key, value, partition)
         self.counters.erased_users += 1

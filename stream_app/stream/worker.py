@@ -263,15 +263,18 @@ class StreamWorker:
                 return False
             to_redis = handler.snapshots(self.profile_table.changelog_topic_name, self.learner_table.data,
                                          self.learner_table.changelog_topic_name)
+            redis_existed: dict[str, bool] = {}
             if handler.removed:  # Redis first: a crash before the tombstones are stored removes them again on the re-run
                 # an erased user's key keeps a marker refusing late writes of the erased profile, unless
                 # events dated before the erasure are to be applied again (STREAM_APP_REPLAY_ERASED)
                 erased_at = {} if settings.replay_erased else \
                     erased_again | {r["user_id"]: r["requested_at"] for r in handler.receipts}
-                handler.send_receipts(await until_done("delete profiles from Redis", self.store.delete_profiles,
-                                                       [user_id for user_id, _ in handler.removed], erased_at,
-                                                       handler.evicted, handler.now,
-                                                       on_retry=self.retrying("redis_retries", "Redis")))
+                redis_existed = await until_done("delete profiles from Redis", self.store.delete_profiles,
+                                                 [user_id for user_id, _ in handler.removed], erased_at,
+                                                 handler.evicted, handler.now,
+                                                 on_retry=self.retrying("redis_retries", "Redis"))
+            # every erasure's receipt, also of one that removed nothing (a profile kept as begun after it)
+            handler.send_receipts(redis_existed)
             await asyncio.gather(until_done("deliver to Kafka", self.output.deliver, handler.outbox,
                                             on_retry=self.retrying("kafka_retries", "Kafka")),
                                  until_done("write to Redis", self.store.write_profiles, to_redis, handler.now,
