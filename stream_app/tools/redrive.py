@@ -142,6 +142,14 @@ class ErasureCheck:
         if isinstance(user, str) and isinstance(at, int):
             self.requested[user] = max(at, self.requested.get(user, at))
 
+    def names_erased(self, key: bytes | None, payload: bytes) -> bool:
+        """Does an input (a log's line, an event) name an erased user, dated at or before the erasure or undated: a
+        dead letter of it would store the erased user's data again, as the workers' `erased_rejection` says."""
+        users, ts = input_users(key, payload or b"")
+        return not self.replay_erased and any(
+            (times := [at for at in (self.erased.erased_at(user), self.requested.get(user)) if at is not None])
+            and (ts is None or ts <= max(times)) for user in users)
+
     def holds_back(self, resend: Resend, letter_key: bytes | None) -> bool:
         """An input naming an erased user (by its key, its user_id, or the one a broken line spells out), from
         before the erasure or of unknown time: the workers would drop it, and sending it would put the user's

@@ -32,6 +32,7 @@ class ReplaySummary:
     seconds: float = 0.0
     skipped: OnlineRetailStats | None = None  # what the Online Retail reader left out on purpose
     first_rejection: str = ""  # the first dead letter's reason and detail
+    erased: int = 0  # rejected lines of erased users, not dead-lettered (that would store them again)
 
     @property
     def total(self) -> int:
@@ -49,6 +50,9 @@ class ReplaySummary:
             out.append(f"  rejected {self.rejected} unreadable lines or events of them, or events the workers would "
                        f"refuse (over the size limit, a time outside the accepted window) -> dead-letter topic{first}; "
                        f"{DEAD_LETTERS_SAID}")
+        if self.erased:
+            out.append(f"  left out {self.erased} rejected lines or events of erased users, dated at or before their "
+                       "erasure or undated (a dead letter would store them again; STREAM_APP_REPLAY_ERASED=1 keeps them)")
         return out
 
 
@@ -283,9 +287,19 @@ def _send(settings: Settings, log: SortedLog, path: str | Path, fmt: str, rate: 
           progress_stream: TextIO | None, skipped: OnlineRetailStats | None) -> ReplaySummary:
     """Dead letters first, then the events in time order."""
     rejected, refused = log.rejected, dead_letters_of(log.refused, path)
+    erased = 0
+    if rejected or refused:  # those of erased users are left out, as the workers drop theirs (erased_rejection)
+        from .redrive import ErasureCheck
+
+        check = ErasureCheck.read(settings)
+        kept = [r for r in rejected if not check.names_erased(r.rejection.key, r.rejection.payload)]
+        kept_refused = [r for r in refused if not check.names_erased(r.key, r.payload)]
+        erased = len(rejected) + len(refused) - len(kept) - len(kept_refused)
+        rejected, refused = kept, kept_refused
     warn_about_times(settings, log.first_ts, log.last_ts, fmt, progress_stream)
     first = first_rejection(rejected) if rejected else rejection_said(refused[0]) if refused else ""
-    summary = ReplaySummary(str(path), rejected=len(rejected) + len(refused), skipped=skipped, first_rejection=first)
+    summary = ReplaySummary(str(path), rejected=len(rejected) + len(refused), skipped=skipped, first_rejection=first,
+                            erased=erased)
     producer = make_producer(settings)
     started = time.monotonic()
     interrupted = False
