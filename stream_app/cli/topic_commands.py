@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
 
 import orjson
 
@@ -34,8 +35,24 @@ def cmd_recommendations(args: argparse.Namespace) -> int:
     if not partitions:
         raise StreamAppError(f"the topic {topic} does not exist: start a worker (`stream-app worker`) and replay "
                              "events (`stream-app replay`)")
-    found = latest_records(settings, topic, args.last, partition_of(args.user_id, len(partitions)),
-                           lambda record: record.key == key)
+    from ..tools.redrive import ErasureCheck
+
+    # an erased user's lists of before the erasure stay on the topic until its retention: not shown (the erasure
+    # was asked for them too); those of the user's events after it are
+    erased_at, hidden = ErasureCheck.read(settings).erased_time(args.user_id), []
+
+    def shown(record: Any) -> bool:
+        if record.key != key:
+            return False
+        before = erased_at is not None and (record.timestamp <= erased_at or orjson.loads(record.value).get(
+            "event_ts", 0) <= erased_at)
+        hidden.extend([record.offset] if before else [])
+        return not before
+
+    found = latest_records(settings, topic, args.last, partition_of(args.user_id, len(partitions)), shown)
+    if not found and hidden:
+        raise StreamAppError(f"user {args.user_id!r} was erased (time {erased_at} ms): its {len(hidden)} lists on "
+                             f"{topic} of before the erasure are not shown (they leave with the topic's retention.ms)")
     if not found:
         raise StreamAppError(f"no recommendation for user {args.user_id!r} on {topic} (namespace "
                              f"{settings.namespace!r}): has a worker applied an event of that user?")

@@ -146,9 +146,12 @@ class ErasureCheck:
         """Does an input (a log's line, an event) name an erased user, dated at or before the erasure or undated: a
         dead letter of it would store the erased user's data again, as the workers' `erased_rejection` says."""
         users, ts = input_users(key, payload or b"")
-        return not self.replay_erased and any(
-            (times := [at for at in (self.erased.erased_at(user), self.requested.get(user)) if at is not None])
-            and (ts is None or ts <= max(times)) for user in users)
+        return not self.replay_erased and any((at := self.erased_time(user)) is not None and (ts is None or ts <= at)
+                                              for user in users)
+
+    def erased_time(self, user: str) -> int | None:
+        """The user's latest erasure time, applied (the workers' record) or requested, None if never erased."""
+        return max((at for at in (self.erased.erased_at(user), self.requested.get(user)) if at is not None), default=None)
 
     def holds_back(self, resend: Resend, letter_key: bytes | None) -> bool:
         """An input naming an erased user (by its key, its user_id, or the one a broken line spells out), from

@@ -1,0 +1,56 @@
+"""What the tools show or write again of an erased user: `replay` dead letters, `recommendations` lists."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+
+from stream_app.tools.consume import read_to_end
+from stream_app.tools.erase import publish_erasures
+from stream_app.tools.replay import replay
+
+
+def test_a_replay_does_not_dead_letter_again_the_rejected_lines_of_an_erased_user(make_settings, tmp_path):
+    settings = make_settings()
+    now = int(time.time() * 1000)
+    lines = [{"event_id": f"{user}-{i}", "user_id": user, "item_id": "i1", "type": kind, "ts": now - 60_000 + i,
+              "schema_version": 1} for user in ("alice", "bob") for i, kind in enumerate(("click", "add_to_cart"))]
+    log = tmp_path / "old.jsonl"
+    log.write_bytes(b"\n".join(orjson.dumps(line) for line in lines) + b'\n{"user_id": "alice", "item_id": "cut sh\n')
+    publish_erasures(settings, ["alice"], requested_at=now)  # not applied yet (no worker): a request on the topic
+
+    summary = replay(settings, log, "jsonl", progress_stream=None)
+
+    letters = read_to_end(settings, settings.topics.dlq)
+    assert [b"alice" in (r.key or b"") + r.value for r in letters] == [False]  # bob's bad line only
+    assert summary.rejected == 1 and summary.erased == 2 and "left out 2" in "\n".join(summary.lines())
+
+
+def test_recommendations_does_not_show_an_erased_users_lists_of_before_the_erasure(make_settings):
+    from kafka import KafkaProducer
+    from test_erase import cli
+
+    from stream_app.stream.topics import ensure_topics
+
+    settings = make_settings()
+    ensure_topics(settings)
+    now = int(time.time() * 1000)
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+
+    def recommended(event_ts: int, stamp: int, item: str) -> None:
+        rec = {"rec_id": item, "user_id": "alice", "trigger_event_id": f"e-{item}", "event_ts": event_ts,
+               "profile_version": 1, "model": {"ranking": "prior"},
+               "items": [{"item_id": item, "score": 1.0, "reasons": ["viewed before"]}]}
+        producer.send(settings.topics.recommendations, key=b"alice", value=orjson.dumps(rec), timestamp_ms=stamp)
+
+    recommended(now - 60_000, now - 60_000, "before-erasure")
+    producer.flush()
+    publish_erasures(settings, ["alice"], requested_at=now - 30_000)
+    erased = cli(settings, "recommendations", "alice")
+    assert erased.returncode != 0 and "before-erasure" not in erased.stdout and "was erased" in erased.stderr
+    recommended(now, now, "after-erasure")  # the user's new life: shown
+    producer.flush()
+    producer.close()
+    shown = cli(settings, "recommendations", "alice", "--last", "5")
+    assert shown.returncode == 0 and "after-erasure" in shown.stdout and "before-erasure" not in shown.stdout
