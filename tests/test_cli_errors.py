@@ -254,3 +254,34 @@ def test_down_stops_the_services_whatever_the_settings_say(tmp_path, monkeypatch
     assert "stopped the embedded broker" in capsys.readouterr().out
     assert main.main(["status"]) == 2
     assert "STREAM_APP_TOPK is not a setting" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["replay", OTTO, "--format", "otto", "--rate", "1e-300"], "--rate 1e-300 is under 0.001 events per second"),
+    (["demo", "--rate", "1e-9"], "give 0.001 or more"),
+    (["chaos", "--rate", "nan"], "--rate must be a number above 0"),
+    (["chaos", "--rate", "1e-300"], "is under 0.001 events per second"),
+    (["chaos", "--rate", "max"], "--rate takes events per second, not 'max'"),
+    (["synth", "/tmp/never-written.jsonl", "--seed", "-1"], "must be 0 or more, not -1"),
+    (["train", OTTO, "--seed", str(2 ** 64)], "a seed is 0 to 9223372036854775807"),
+    (["chaos", "--seed", "99999999999999999999999"], "a seed is 0 to"),
+])
+def test_paces_and_seeds_the_clock_or_the_generators_cannot_take_are_refused_before_anything_starts(argv, said,
+                                                                                                   capsys):
+    """--rate 1e-300 ended replay in an OverflowError after its first event (time.sleep); chaos took any float
+    (nan paced nothing, a tiny one drew kills for ever); a negative or huge --seed was numpy's or torch's
+    traceback after the work began."""
+    with pytest.raises(SystemExit) as refused:
+        main.main(argv)
+    assert refused.value.code == 2 and said in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kill_every", [("1e-9", "1e-9"), ("0.5", "2"), ("5", "inf"), ("30", "10")])
+def test_chaos_refuses_kill_intervals_whose_schedule_never_ends(kill_every, monkeypatch, capsys):
+    """--kill-every 1e-9 1e-9 drew a fault schedule of a kill every nanosecond of the run: it never ended."""
+    import stream_app.tools.chaos as chaos
+
+    monkeypatch.setattr(chaos, "run_chaos", lambda *a, **k: pytest.fail("the run began"))
+    assert main.main(["chaos", "--kill-every", *kill_every]) == 2
+    assert "--kill-every MIN MAX with 1 <= MIN <= MAX" in capsys.readouterr().err
+

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import tempfile
 import time
@@ -284,9 +285,10 @@ def cmd_chaos(args: argparse.Namespace) -> int:
     from ..tools.chaos_checks import print_report
 
     low, high = args.kill_every
-    if not 0 < low <= high or args.events <= 0 or args.rate <= 0 or args.poison_every <= 0:
+    # A MIN under a second drew a fault schedule of ever more kills that never ended (1e-9: not one line said)
+    if not 1 <= low <= high < math.inf or args.events <= 0 or args.rate <= 0 or args.poison_every <= 0:
         raise StreamAppError("--events, --rate and --poison-every must be above 0, and --kill-every MIN MAX "
-                             "with 0 < MIN <= MAX (seconds)")
+                             "with 1 <= MIN <= MAX (seconds)")
     plan = ChaosPlan(events=args.events, users=args.users, items=args.items, rate=args.rate,
                      kill_every_s=(low, high), poison_every=args.poison_every, seed=args.seed)
     folder = state_dir()

@@ -38,16 +38,36 @@ from .evaluate_command import cmd_evaluate
 from .model_commands import cmd_models, cmd_train
 from .topic_commands import cmd_dead_letters, cmd_erasure_receipts, cmd_recommendations, cmd_redrive
 
+#: The slowest --rate: one event every 1,000 s. Slower paces wait for days between events, and one whose
+#: wait overflows the clock (1e-300) ended `replay` in a traceback after its first event.
+MIN_RATE = 0.001
+
 
 def _rate(text: str) -> float | None:
     if text == "max":
         return None
+    return _events_per_second(text, "events per second or 'max'")
+
+
+def _events_per_second(text: str, takes: str = "events per second") -> float:
+    """An argparse type: a pace from MIN_RATE up, finite."""
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--rate takes events per second or 'max', not {text!r}") from None
+        raise argparse.ArgumentTypeError(f"--rate takes {takes}, not {text!r}") from None
     if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError("--rate must be a number above 0 (or 'max')")
+        raise argparse.ArgumentTypeError(f"--rate must be a number above 0 ({takes})")
+    if value < MIN_RATE:
+        raise argparse.ArgumentTypeError(f"--rate {text} is under {MIN_RATE:g} events per second (one every "
+                                         f"{1 / MIN_RATE:,.0f} s): give {MIN_RATE:g} or more")
+    return value
+
+
+def _seed(text: str) -> int:
+    """An argparse type: a random seed numpy and torch both take (0 to 2**63 - 1)."""
+    value = _at_least(0)(text)
+    if value >= 2 ** 63:
+        raise argparse.ArgumentTypeError(f"a seed is 0 to {2 ** 63 - 1}, not {text}")
     return value
 
 
@@ -137,7 +157,7 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
     sy = sub.add_parser("synth", help="write a synthetic event log with ground truth")
     sy.add_argument("out", help="the log to write (jsonl); the ground truth goes beside it")
     sy.add_argument("--events", type=_count, default=100_000)
-    sy.add_argument("--seed", type=int, default=7)
+    sy.add_argument("--seed", type=_seed, default=7)
     sy.add_argument("--days", type=_count, default=28)
     sy.add_argument("--no-repeat", action="store_true", help="a user never interacts twice with one item")
     sy.set_defaults(fn=cmd_synth)
@@ -200,7 +220,7 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--hidden", type=_count, default=64, help="GRU state size")
     t.add_argument("--max-len", type=_count, default=20, help="recent events the encoder reads")
     t.add_argument("--train-fraction", type=_fraction, default=0.8, help="of the log's time span, for training")
-    t.add_argument("--seed", type=int, default=7)
+    t.add_argument("--seed", type=_seed, default=7)
     t.add_argument("--publish", action="store_true", help="announce the new version to the workers")
     t.add_argument("--shadow", action="store_true", help="with --publish: as the shadow, not the live model")
     t.set_defaults(fn=cmd_train)
@@ -285,11 +305,11 @@ def add_chaos_command(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--events", type=_count, default=100_000)
     c.add_argument("--users", type=_count, default=2_000)
     c.add_argument("--items", type=_count, default=4_000)
-    c.add_argument("--rate", type=float, default=500.0, help="events per second to offer (default 500)")
+    c.add_argument("--rate", type=_events_per_second, default=500.0, help="events per second to offer (default 500)")
     c.add_argument("--kill-every", type=float, nargs=2, default=(10.0, 30.0), metavar=("MIN_S", "MAX_S"),
                    help="seconds between SIGKILLs of a random worker, drawn uniformly (default 10 30)")
     c.add_argument("--poison-every", type=_count, default=500, help="one bad input per this many events")
-    c.add_argument("--seed", type=int, default=7)
+    c.add_argument("--seed", type=_seed, default=7)
     c.add_argument("--json", action="store_true", help="print the report as JSON")
     c.set_defaults(fn=cmd_chaos)
 
