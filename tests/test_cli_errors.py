@@ -285,3 +285,29 @@ def test_chaos_refuses_kill_intervals_whose_schedule_never_ends(kill_every, monk
     assert main.main(["chaos", "--kill-every", *kill_every]) == 2
     assert "--kill-every MIN MAX with 1 <= MIN <= MAX" in capsys.readouterr().err
 
+
+def test_sigterm_stops_what_the_command_started_and_exits_143(monkeypatch):
+    """`kill PID` (or `timeout`, a container's stop) of a `demo` ended the process at once: its embedded broker,
+    Redis and worker ran on for good. It is raised as Ctrl-C is, so the `finally` blocks stop them."""
+    import os
+    import signal
+
+    stopped = []
+
+    def long_command(_args):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            pytest.fail("SIGTERM did not reach the command")
+        finally:
+            stopped.append("the services")
+
+    def ignored(*_):  # without main's own handler, the signal is ignored here: the test fails, not the runner
+        pass
+
+    monkeypatch.setattr(main, "cmd_demo", long_command)
+    before = signal.signal(signal.SIGTERM, ignored)
+    try:
+        assert main.main(["demo"]) == 143 and stopped == ["the services"]
+        assert signal.getsignal(signal.SIGTERM) is ignored  # the caller's handler is back
+    finally:
+        signal.signal(signal.SIGTERM, before)

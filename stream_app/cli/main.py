@@ -7,6 +7,7 @@ import contextlib
 import logging
 import math
 import os
+import signal
 import sys
 from typing import Any, Callable
 
@@ -401,14 +402,27 @@ def kafka_unreachable(exc: BaseException) -> str | None:
     return None
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, `timeout`, a container's stop), raised as Ctrl-C is: the command's `finally` blocks stop
+    what it started. Python's default for SIGTERM ends the process at once, and a `demo`, `bench` or
+    `evaluate --via-kafka` so stopped left its embedded broker, Redis and workers running for good."""
+
+
+def _terminated(signum: int, _frame: object) -> None:
+    raise Terminated(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     CONNECTION_WARNINGS.attach()
+    previous = signal.signal(signal.SIGTERM, _terminated)  # a worker's or serve's event loop installs its own
     try:
         return args.fn(args)
     except StreamAppError as exc:
         print(f"stream-app {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except Terminated:
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `stream-app status | head`: the reader has what it wanted
@@ -421,6 +435,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"stream-app {args.command}: error: {message}", file=sys.stderr)
         return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # `python -m stream_app.cli.main ...` ran nothing and exited 0 (a container that did so looped)
