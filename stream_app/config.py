@@ -18,7 +18,7 @@ from .core.events import event_kind
 from .errors import ConfigError
 from .kafka_security import KafkaSecurity
 from .state_files import read_runtime_file, up_running
-from .urls import check_redis_url, redact_url
+from .urls import check_bootstrap_servers, check_redis_url, redact_url
 
 EVENT_TYPES = ("browse", "click", "purchase")
 REC_POLICIES = ("every", "purchase", "debounce")
@@ -311,6 +311,7 @@ class Settings:
                 "No Kafka broker configured: run `stream-app up` to start the embedded one, "
                 "or set KAFKA_BOOTSTRAP_SERVERS=host:port"
             )
+        check_bootstrap_servers(self.kafka_bootstrap_servers)
         return self.kafka_bootstrap_servers
 
     def require_redis(self) -> str:

@@ -28,6 +28,20 @@ def check_redis_url(url: str) -> None:
             raise ConfigError(f"REDIS_URL's {name} {values[-1]} is not a file")
 
 
+def check_bootstrap_servers(servers: str) -> None:
+    """A ConfigError for a KAFKA_BOOTSTRAP_SERVERS the Kafka clients cannot read, said at once: they tried it for
+    30 s and ended with "cannot reach a Kafka broker" (a URL, a port that is not one, an empty entry)."""
+    for entry in servers.split(","):
+        entry = entry.strip()
+        host, colon, port = entry.rpartition(":") if not entry.count(":") > 1 or entry.startswith("[") else \
+            (entry, "", "")  # a bare IPv6 address has no port to check
+        if not entry or "://" in entry or "/" in entry or (colon and not host) or \
+                (colon and not (port.isdigit() and 0 < int(port) < 65536)):
+            raise ConfigError(f"KAFKA_BOOTSTRAP_SERVERS={redact_url(servers)}: {redact_url(entry) or 'an empty entry'} "
+                              "is not a broker address: give host:port (port 1 to 65535, no scheme), "
+                              "comma-separated, e.g. KAFKA_BOOTSTRAP_SERVERS=kafka1:9092,kafka2:9092")
+
+
 def redact_url(text: str | None) -> str:
     """`text` with the password of every URL in it replaced by `***` (redis://:pw@host,
     sasl_ssl://user:pw@broker), for anything printed or logged: endpoints may carry credentials."""

@@ -311,3 +311,24 @@ def test_sigterm_stops_what_the_command_started_and_exits_143(monkeypatch):
         assert signal.getsignal(signal.SIGTERM) is ignored  # the caller's handler is back
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+@pytest.mark.parametrize("servers, named", [
+    ("http://127.0.0.1:9092", "http://127.0.0.1:9092 is not a broker address"),
+    ("127.0.0.1:99999", "127.0.0.1:99999 is not a broker address"),
+    ("kafka1:9092,,kafka2:9092", "an empty entry is not a broker address"),
+    ("kafka:port", "kafka:port is not a broker address"),
+    ("sasl_ssl://user:secret@kafka:9092", "sasl_ssl://user:***@kafka:9092 is not a broker address"),
+])
+def test_a_bootstrap_address_the_clients_cannot_read_is_refused_at_once_by_name(servers, named):
+    """KAFKA_BOOTSTRAP_SERVERS=http://host:9092 or a port of 99999: every command tried it for 30 s and said only
+    "cannot reach a Kafka broker"."""
+    with pytest.raises(ConfigError) as refused:
+        Settings(kafka_bootstrap_servers=servers).require_kafka()
+    said = str(refused.value)
+    assert named in said and "give host:port" in said and "secret" not in said
+
+
+@pytest.mark.parametrize("servers", ["127.0.0.1:9092", "kafka1:9092, kafka2:9093", "localhost", "[::1]:9092", "::1"])
+def test_bootstrap_addresses_the_clients_read_are_taken(servers):
+    assert Settings(kafka_bootstrap_servers=servers).require_kafka() == servers
