@@ -24,6 +24,7 @@ EVENT_TYPES = ("browse", "click", "purchase")
 REC_POLICIES = ("every", "purchase", "debounce")
 LOG_FORMATS = ("text", "json")
 ENV_PREFIX = "STREAM_APP_"
+KAFKA_NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
 #: Settings read under their own names (the endpoints, the Kafka security settings) or in parts (weights)
 #: The URL schemes redis-py reads (REDIS_URL)
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -269,6 +270,11 @@ class Settings:
     weights: EventWeights = field(default_factory=EventWeights)
 
     def __post_init__(self) -> None:
+        for name, value in (("namespace", self.namespace), ("app_id", self.app_id)):  # in every topic's name
+            if (name == "app_id" and not value) or value.strip(KAFKA_NAME_CHARS) or len(value) > 200:
+                raise ConfigError(f"{ENV_PREFIX}{name.upper()}={value!r}: topic and group names take letters, "
+                                  "digits, '.', '_' and '-' (up to 200)" + ("; the app id cannot be empty"
+                                                                           if name == "app_id" else ""))
         if self.log_format not in LOG_FORMATS:
             raise ConfigError(f"log_format={self.log_format!r} is not one of {', '.join(LOG_FORMATS)}: "
                               f"set {ENV_PREFIX}LOG_FORMAT to one of them")

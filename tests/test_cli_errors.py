@@ -332,3 +332,17 @@ def test_a_bootstrap_address_the_clients_cannot_read_is_refused_at_once_by_name(
 @pytest.mark.parametrize("servers", ["127.0.0.1:9092", "kafka1:9092, kafka2:9093", "localhost", "[::1]:9092", "::1"])
 def test_bootstrap_addresses_the_clients_read_are_taken(servers):
     assert Settings(kafka_bootstrap_servers=servers).require_kafka() == servers
+
+
+@pytest.mark.parametrize("variable, value", [("STREAM_APP_APP_ID", ""), ("STREAM_APP_NAMESPACE", "team a/"),
+                                             ("STREAM_APP_APP_ID", "app:1")])
+def test_a_namespace_or_app_id_no_topic_name_can_hold_is_refused_by_name(variable, value, capsys):
+    """STREAM_APP_APP_ID= ended the worker in Faust's traceback ("App requires an id!"), a namespace with a space or
+    a slash in its temporary folder's (FileNotFoundError), and `dead-letters` said there were none."""
+    with pytest.raises(ConfigError, match=f"{variable}={value!r}: topic and group names take letters"):
+        Settings.from_env({variable: value})
+
+
+def test_namespaces_and_app_ids_of_kafka_names_are_taken():
+    settings = Settings.from_env({"STREAM_APP_NAMESPACE": "team-a.v2_", "STREAM_APP_APP_ID": "recs.Prod-1"})
+    assert settings.topics.dlq == "team-a.v2_events.dlq" and settings.group_id == "team-a.v2_recs.Prod-1"
