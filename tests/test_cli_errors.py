@@ -346,3 +346,24 @@ def test_a_namespace_or_app_id_no_topic_name_can_hold_is_refused_by_name(variabl
 def test_namespaces_and_app_ids_of_kafka_names_are_taken():
     settings = Settings.from_env({"STREAM_APP_NAMESPACE": "team-a.v2_", "STREAM_APP_APP_ID": "recs.Prod-1"})
     assert settings.topics.dlq == "team-a.v2_events.dlq" and settings.group_id == "team-a.v2_recs.Prod-1"
+
+
+@pytest.mark.parametrize("ending, removed, said", [
+    (KeyboardInterrupt, True, "the run did not end well"),
+    (RuntimeError, False, "its topics and Redis keys are kept under the namespace demo"),
+])
+def test_a_run_on_the_users_services_interrupted_leaves_no_topics_and_a_failed_one_names_them(
+        ending, removed, said, tmp_path, monkeypatch, capsys):
+    """Ctrl-C of `stream-app demo` on the services of `up` (or a deployment's) left its 16 topics there, and a
+    failed run left them without a word on where they are."""
+    from stream_app.tools import processes
+
+    gone = []
+    monkeypatch.setattr(processes, "ensure_topics", lambda settings: None)
+    monkeypatch.setattr(processes, "remove_namespace", lambda settings: gone.append(settings.namespace))
+    environ = {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "REDIS_URL": "redis://127.0.0.1:1/0",
+               "STREAM_APP_STATE_DIR": str(tmp_path)}
+    with pytest.raises(ending), processes.one_off_run("demo", environ) as run:
+        raise ending("stopped")
+    assert (gone == [run.settings.namespace]) is removed and run.settings.namespace.startswith("demo")
+    assert said in capsys.readouterr().err

@@ -139,7 +139,7 @@ def one_off_run(label: str, environ: Mapping[str, str] = os.environ, keep: bool 
     folder.mkdir(parents=True, exist_ok=True)
     log_dir = Path(tempfile.mkdtemp(prefix=f"{label}-", dir=folder))
     run = Run(base, log_dir, None)
-    ended_well = False
+    ended_well = interrupted = False
     try:
         if base.kafka_bootstrap_servers and base.redis_url:
             name = f"{label}{uuid.uuid4().hex[:12]}"  # unique: a second run never meets the first one's state
@@ -150,13 +150,19 @@ def one_off_run(label: str, environ: Mapping[str, str] = os.environ, keep: bool 
         ensure_topics(run.settings)
         yield run
         ended_well = not run.failed
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM: nothing to look into on the services (the logs are kept)
+        interrupted = True
+        raise
     finally:
         for worker in run.workers:
             worker.stop()
         if run.embedded is not None:
             run.embedded.stop()
-        elif ended_well and not keep and run.settings.namespace != base.namespace:
+        elif (ended_well or interrupted) and not keep and run.settings.namespace != base.namespace:
             remove_namespace(run.settings)  # on services the user runs: leave nothing of the run behind
+        elif run.settings.namespace != base.namespace:
+            print(f"stream-app {label}: its topics and Redis keys are kept under the namespace "
+                  f"{run.settings.namespace} (STREAM_APP_NAMESPACE={run.settings.namespace} reads them)", file=sys.stderr)
         if ended_well and not keep:
             shutil.rmtree(log_dir, ignore_errors=True)
         elif ended_well:
