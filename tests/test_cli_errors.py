@@ -367,3 +367,15 @@ def test_a_run_on_the_users_services_interrupted_leaves_no_topics_and_a_failed_o
         raise ending("stopped")
     assert (gone == [run.settings.namespace]) is removed and run.settings.namespace.startswith("demo")
     assert said in capsys.readouterr().err
+
+
+def test_a_content_export_to_a_registry_that_is_a_file_is_refused_before_the_model_loads(tmp_path, monkeypatch,
+                                                                                       capsys):
+    """`content export --registry FILE` loaded the model (8 s) and ended in a FileExistsError traceback."""
+    import stream_app_train.content_export as content_export
+
+    monkeypatch.setattr(content_export, "export_content", lambda *a: pytest.fail("the export began"))
+    a_file = tmp_path / "registry"
+    a_file.write_text("not a folder")
+    assert main.main(["content", "export", "--registry", str(a_file)]) == 2
+    assert f"the registry {a_file} is a file, not a folder" in capsys.readouterr().err

@@ -401,9 +401,11 @@ def cmd_content_export(args: argparse.Namespace) -> int:
     require_train_extra("the export", ("torch", "onnx", "transformers"))
     from stream_app_train.content_export import PARITY_TITLES, export_content
 
+    from ..serving.registry import require_writable
     from ..serving.text_encoder import TextEncoder
 
     registry_dir = args.registry or Settings.from_env().registry_dir
+    require_writable(registry_dir)  # before the model is loaded: a registry that is a file was a traceback after it
     try:
         manifest = export_content(args.model_dir, registry_dir, args.max_length)
     except ValueError as exc:
