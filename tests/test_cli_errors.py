@@ -166,8 +166,9 @@ def test_a_state_folder_that_cannot_be_used_is_named_with_the_setting_to_change(
         assert "set STREAM_APP_STATE_DIR to a folder this user can write" in said and "Traceback" not in said
 
 
-def test_an_erasure_of_an_invalid_user_id_is_refused_before_anything_is_sent(monkeypatch, capsys):
+def test_an_erasure_of_an_invalid_user_id_is_refused_before_anything_is_sent(tmp_path, monkeypatch, capsys):
     """A worker would dead-letter such a request, the user id in it, and no receipt would come."""
+    monkeypatch.setenv("STREAM_APP_STATE_DIR", str(tmp_path))  # a developer's `up` is not "an endpoint beside up"
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")  # nothing listens: no connection is made first
     for user in ("", "x" * 201):
         assert main.main(["erase", "u1", user, "--no-wait"]) == 2
@@ -211,6 +212,7 @@ def test_float_settings_out_of_their_range_are_refused_by_name():
 
 def test_train_says_what_would_fail_after_the_training_before_it(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("STREAM_APP_REGISTRY_DIR", str(tmp_path / "workers"))
+    monkeypatch.setenv("STREAM_APP_STATE_DIR", str(tmp_path / "state"))  # not a developer's running `up`
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
     for extra, said in [(["--shadow"], "add --publish"),
                         (["--max-len", "51"], "over the 50 events a profile keeps"),
