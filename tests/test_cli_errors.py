@@ -109,6 +109,20 @@ def test_evaluate_checks_where_its_reports_go_before_the_run(tmp_path, monkeypat
     assert not (tmp_path / "new" / "r.json").exists()  # checked, not left behind
 
 
+def test_an_interrupted_evaluate_says_that_nothing_was_written_and_how_to_make_it_shorter(tmp_path, monkeypatch,
+                                                                                            capsys):
+    """Ctrl-C of a long pass exited 130 without a word."""
+    def interrupted(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("stream_app.evaluate.prequential.evaluate_log", interrupted)
+    monkeypatch.chdir(tmp_path)
+    assert main.main(["evaluate", OTTO, "--format", "otto"]) == 130
+    said = capsys.readouterr().err
+    assert "interrupted: no table and no report written" in said and "--limit N" in said
+    assert not list((tmp_path / "reports").glob("*"))
+
+
 def test_default_report_names_drop_the_logs_suffixes_and_mark_light_runs():
     assert commands._log_name("data/online_retail.csv.gz") == "online_retail"
     assert commands._log_name("/tmp/synth/events.jsonl") == "events"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ..config import Settings
@@ -47,10 +48,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         settings = settings.replace(batch_max=args.batch)
     if args.registry:
         settings = settings.replace(registry_dir=args.registry)
-    result = evaluate_log(args.log, args.format, settings, args.k, truth, encoder=_load_encoder(settings, args.encoder),
-                          shadow=_load_encoder(settings, args.shadow), limit=args.limit,
-                          content=_load_content(settings, args.items, args.items_format, args.content),
-                          light=args.light)
+    encoder, shadow = _load_encoder(settings, args.encoder), _load_encoder(settings, args.shadow)
+    content = _load_content(settings, args.items, args.items_format, args.content)
+    try:
+        result = evaluate_log(args.log, args.format, settings, args.k, truth, encoder=encoder, shadow=shadow,
+                              limit=args.limit, content=content, light=args.light)
+    except KeyboardInterrupt:  # exit status 130 said nothing of what became of the pass
+        print("\ninterrupted: no table and no report written (the pass scores the whole log before it writes "
+              "any; --limit N evaluates the log's first N events, --light fewer rows)", file=sys.stderr)
+        raise
     print(table(result))
     _write_json(result, json_path)
     _write(page, render(result).encode())
