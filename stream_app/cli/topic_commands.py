@@ -44,10 +44,11 @@ def cmd_recommendations(args: argparse.Namespace) -> int:
     def shown(record: Any) -> bool:
         if record.key != key:
             return False
-        before = erased_at is not None and (record.timestamp <= erased_at or orjson.loads(record.value).get(
-            "event_ts", 0) <= erased_at)
-        hidden.extend([record.offset] if before else [])
-        return not before
+        if erased_at is not None and (record.timestamp <= erased_at
+                                      or orjson.loads(record.value).get("event_ts", 0) <= erased_at):
+            hidden.append(record.offset)
+            return False
+        return True
 
     found = latest_records(settings, topic, args.last, partition_of(args.user_id, len(partitions)), shown)
     if not found and hidden:

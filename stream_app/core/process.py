@@ -142,11 +142,16 @@ def learn_content(profile: Profile, event: Event, content: ContentIndex, setting
     vector = content.vector(event.item_id)
     if vector is None:
         return
-    profile.content_interest = update_interest(profile.content_interest, vector,
-                                               settings.weights.of(event.type, event.stage), event.ts,
-                                               settings.content_half_life_ms, content.version)
+    profile.content_interest = interest_after(profile.content_interest, event, vector, content, settings)
     interest = interest_vector(profile.content_interest, content.version)
     profile.likes = content.words(interest) if interest is not None else []
+
+
+def interest_after(state: dict[str, Any] | None, event: Event, item_vector: np.ndarray, content: ContentIndex,
+                   settings: Settings) -> dict[str, Any]:
+    """The interest state after an event on an item with a vector (`learn_content`, and `expected_scans`' guess)."""
+    return update_interest(state, item_vector, settings.weights.of(event.type, event.stage), event.ts,
+                           settings.content_half_life_ms, content.version)
 
 
 def expected_scans(events: Sequence[Event], profile_of: Callable[[str], Profile | None], content: ContentIndex,
@@ -173,9 +178,7 @@ def expected_scans(events: Sequence[Event], profile_of: Callable[[str], Profile 
         applied.add(digest)
         item_vector = content.vector(event.item_id)
         if item_vector is not None:
-            states[event.user_id] = update_interest(states[event.user_id], item_vector,
-                                                    settings.weights.of(event.type, event.stage), event.ts,
-                                                    settings.content_half_life_ms, content.version)
+            states[event.user_id] = interest_after(states[event.user_id], event, item_vector, content, settings)
         if not emits(last_rec[event.user_id], event, settings):
             continue
         last_rec[event.user_id] = event.ts

@@ -22,7 +22,7 @@ from ..contracts import Rejection, Source, validator
 from ..errors import InputFileError
 from .log_checks import DEAD_LETTERS_SAID, ONLINE_RETAIL_COLUMNS, LineRejection, first_rejection, nothing_read
 from .log_files import check_file, open_text, reading_as
-from .recorded import _log_rows
+from .recorded import _log_rows, _reject
 from .retail_dates import file_is_day_first, retail_ms
 
 FORMATS = ("jsonl", "csv", "online-retail")
@@ -107,7 +107,7 @@ def _read_csv(path: Path) -> Iterator[Read]:
         rows = _log_rows(fh, path, CATALOGUE_COLUMNS["csv"], multiline=True, columns=CATALOGUE_COLUMNS)
         for line, row, problem in rows:
             if row is None:
-                yield _unreadable(path, line, problem, rows.line_text(line))
+                yield _reject(path, line, "schema_violation", problem, rows.line_text(line).encode())
                 continue
             raw = ",".join(row.values()).encode()
             record: dict[str, Any] = {"item_id": row["item_id"].strip(), "title": row["title"].strip(),
@@ -130,12 +130,6 @@ def _read_csv(path: Path) -> Iterator[Read]:
             yield _checked(path, line, record, raw)
 
 
-def _unreadable(path: Path, line: int, problem: str, text: str) -> LineRejection:
-    """A line the csv reader could not make a row of (the header's width, its quotes closed), as that line's rejection."""
-    return LineRejection(line, Rejection("schema_violation", f"line {line}: {problem}", Source(str(path)), None,
-                                         text.encode()))
-
-
 def _read_online_retail(path: Path) -> Iterator[Read]:
     """One record per product (stock codes with a digit, as the event reader keeps them): the
     description it was sold under most often (ties: the first seen), its most common price, and as
@@ -149,7 +143,7 @@ def _read_online_retail(path: Path) -> Iterator[Read]:
         rows = _log_rows(fh, path, ONLINE_RETAIL_COLUMNS, columns=CATALOGUE_COLUMNS)  # a row a line, as the event reader reads it
         for line, row, problem in rows:
             if row is None:  # its product, name and price unknown: said, as the event reader says it
-                yield _unreadable(path, line, problem, rows.line_text(line))
+                yield _reject(path, line, "schema_violation", problem, rows.line_text(line).encode())
                 continue
             code = (row.get("StockCode") or "").strip()
             date = (row.get("InvoiceDate") or "").strip()

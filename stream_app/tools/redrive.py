@@ -160,11 +160,8 @@ class ErasureCheck:
         if self.replay_erased:
             return False
         users = input_users(letter_key, resend.value or b"")[0] | input_users(resend.key, b"")[0]
-        for user in users:
-            times = [at for at in (self.erased.erased_at(user), self.requested.get(user)) if at is not None]
-            if times and (resend.ts is None or resend.ts <= max(times)):
-                return True
-        return False
+        return any((at := self.erased_time(user)) is not None and (resend.ts is None or resend.ts <= at)
+                   for user in users)
 
 
 def positions(settings: Settings, reasons: set[str]) -> dict[str, dict[int, int]]:
