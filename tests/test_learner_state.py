@@ -28,6 +28,7 @@ from stream_app.core.learners import (
     OnlineRanker,
     PartitionLearners,
     ProfileLearner,
+    RecencyPositions,
     StateError,
     StrategyBandit,
     load_state,
@@ -87,7 +88,11 @@ class Driver:
             apply_event(self.profile, event, event_digest(event.event_id), SETTINGS)
             return learner.public(), dict(self.profile.interests)
         if isinstance(learner, PartitionLearners):
-            return self.step(learner.ranker), self.step(learner.bandit)
+            return self.step(learner.ranker), self.step(learner.bandit), self.step(learner.positions)
+        if isinstance(learner, RecencyPositions):
+            recent = rng.sample([f"i{i}" for i in range(8)], rng.randrange(0, 7))
+            learner.learn_one(recent, f"i{rng.randrange(9)}")
+            return learner.shares()
         if isinstance(learner, OnlineRanker):
             shown = [f"c{i}" for i in range(len(ROWS))]
             hit = rng.choice([*shown, "elsewhere"])

@@ -14,10 +14,12 @@ from stream_app.core.learners import (
     LEARNERS,
     OnlineRanker,
     ProfileLearner,
+    RecencyPositions,
     behaviour,
     feedback_labels,
     interest_drift,
     ranker,
+    recency_positions,
     strategy_bandit,
 )
 from stream_app.core.process import new_partition_learners, new_profile, new_ranker, process, shown_hits
@@ -50,6 +52,12 @@ class Feeder:
             for event in events:
                 learner.learn_one(self.profile, event)
                 apply_event(self.profile, event, event_digest(event.event_id), SETTINGS)
+        elif isinstance(learner, RecencyPositions):
+            recent: list[str] = []
+            for event in events:
+                item_id = f"i{int(event.item_id[1:]) % 3}"  # comes back after two others: position 2
+                learner.learn_one(recent, item_id)
+                recent = [item_id, *(item for item in recent if item != item_id)][:5]
         elif isinstance(learner, OnlineRanker):
             for event in events:
                 x = [int(event.item_id[1:]) / 7.0] * len(FEATURES)
@@ -265,7 +273,7 @@ def test_partitioning_matches_the_kafka_client():
     assert {partition_of(f"u{i}", 8) for i in range(200)} == set(range(8))
 
 
-@pytest.mark.parametrize("module", [interest_drift, behaviour, ranker, strategy_bandit])
+@pytest.mark.parametrize("module", [interest_drift, behaviour, ranker, recency_positions, strategy_bandit])
 def test_docstring_examples_run(module):
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0

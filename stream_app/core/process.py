@@ -16,7 +16,15 @@ from ..config import Settings
 from .content import ContentIndex, interest_vector, update_interest
 from .events import Event
 from .items import ItemIndex
-from .learners import BehaviourStats, InterestDrift, OnlineRanker, PartitionLearners, StrategyBandit, segment_of
+from .learners import (
+    BehaviourStats,
+    InterestDrift,
+    OnlineRanker,
+    PartitionLearners,
+    RecencyPositions,
+    StrategyBandit,
+    segment_of,
+)
 from .profile import Profile, apply_event, event_digest
 from .recommend import FEATURES, MODEL_VERSIONS, Encoding, decode_features, recommend
 
@@ -48,6 +56,8 @@ def with_current_settings(learners: PartitionLearners, settings: Settings, parti
         ranker.adopt(FEATURES)
     ranker.warm_up, ranker.negatives = settings.ranker_warm_up, settings.ranker_negatives
     ranker.learning_rate = ranker.model.learning_rate = settings.ranker_learning_rate
+    if learners.positions.size != settings.covis_prev_items:
+        learners.positions.resize(settings.covis_prev_items)
     if not settings.bandit:
         learners.bandit = None
     elif learners.bandit is None:
@@ -72,7 +82,7 @@ def bandit_seed(settings: Settings, partition: int) -> int:
 
 def new_partition_learners(settings: Settings, partition: int) -> PartitionLearners:
     bandit = StrategyBandit(settings.bandit_epsilon, bandit_seed(settings, partition)) if settings.bandit else None
-    return PartitionLearners(new_ranker(settings), bandit)
+    return PartitionLearners(new_ranker(settings), bandit, positions=RecencyPositions(settings.covis_prev_items))
 
 
 def learn_feedback(profile: Profile, event: Event, learners: PartitionLearners, top_k: int) -> int:
@@ -107,7 +117,8 @@ def shadow_recommendation(profile: Profile, event: Event, index: ItemIndex, sett
     next event; never published."""
     ranker = learners.ranker if learners is not None and learners.ranker.ready else None
     behaviour = behaviour_of(profile, settings)
-    ranked = recommend(profile, event, index, settings, ranker, behaviour.repeat_propensity, encoding, content)
+    ranked = recommend(profile, event, index, settings, ranker, behaviour.repeat_propensity, encoding, content,
+                       learners.positions.shares() if learners is not None else None)
     profile.shadow_shown = [item["item_id"] for item in ranked.items]
 
 
@@ -195,7 +206,8 @@ def process(profile: Profile, event: Event, index: ItemIndex, settings: Settings
             content: ContentIndex | None = None) -> Outcome:
     """Apply one event to its user's profile (in place), maybe recommend. Its item signals are the
     item feed's (ordering.ItemFeed), which every worker runs over the whole input.
-    `learners`: the ranker (and bandit) of the event's partition; None: rank by the prior, learn nothing.
+    `learners`: the ranker, recency positions (and bandit) of the event's partition; None: rank by the prior
+    with a fixed recency order, learn nothing.
     `encoding`: the user's sequence-encoder embedding including this event (encoded with the rest of
     the batch in one onnxruntime call), or None when no encoder is live.
     `content`: the catalogue's text vectors under the live content model, or None."""
@@ -204,6 +216,7 @@ def process(profile: Profile, event: Event, index: ItemIndex, settings: Settings
         return Outcome(False, None)
     if learners is not None:
         learn_feedback(profile, event, learners, settings.top_k)
+        learners.positions.learn_one(profile.recent_items(learners.positions.size), event.item_id)
     profile.shadow_shown = []  # judged (shown_hits) before this call; a live shadow shows a new one after it
     behaviour = behaviour_of(profile, settings)
     behaviour.learn_one(profile, event)
@@ -228,7 +241,8 @@ def process(profile: Profile, event: Event, index: ItemIndex, settings: Settings
             ranker, strategy = learners.ranker, "ranker"
         if learners.bandit is not None:  # the reward goes to what was shown, a cold ranker's list is the prior's
             profile.shown_strategy = f"{segment}:{strategy}"
-    ranked = recommend(profile, event, index, settings, ranker, behaviour.repeat_propensity, encoding, content)
+    ranked = recommend(profile, event, index, settings, ranker, behaviour.repeat_propensity, encoding, content,
+                       learners.positions.shares() if learners is not None else None)
     if learners is not None:
         profile.shown = ranked.pool
         profile.shown_features = ranked.encoded_features()

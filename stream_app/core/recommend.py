@@ -2,7 +2,8 @@
 
 Sources (each named in the item's `reasons`): co-visitation of the user's recent items, the items
 that most often came next after the session's recent items (sequential rules), the user's own
-items by recency and decayed affinity ("viewed before"), the most popular items of the current
+items by recency (the positions users of the partition come back to, learned: learners.RecencyPositions)
+and decayed affinity ("viewed before"), the most popular items of the current
 event's category, of the categories that most often come next after it in sessions (category-level
 sequential rules, far denser than the item-level ones), of the session's most common categories and
 of the user's strongest categories, popular, trending, and, with a sequence
@@ -19,7 +20,7 @@ import base64
 from dataclasses import dataclass
 from functools import partial
 from itertools import islice
-from typing import AbstractSet, Any, Callable, Mapping, Protocol, Sequence
+from typing import AbstractSet, Any, Callable, Collection, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -43,7 +44,7 @@ class Encoding(Protocol):
     def shares_for(self, item_ids: Sequence[str]) -> list[float]: ...
 
 
-MODEL_VERSIONS = {"recommender": "hybrid-v8"}
+MODEL_VERSIONS = {"recommender": "hybrid-v9"}
 MAX_COVIS_REASONS = 2
 #: In the prior, the user's own items score by recency rank this much and by decayed affinity the rest:
 #: in sessions the next item is more often one of the last few than the most frequent.
@@ -60,7 +61,7 @@ FEATURES = (
     "in_session",  # the user had it in the current session
     "seen",  # the user had it before (among the items the profile keeps affinity for)
     "repeat",  # the item's share of the user's strongest item affinity
-    "recent_rank",  # 1 / (1 + its rank) among the user's most recent distinct items (0: not among them)
+    "recent_rank",  # its rank's weight among the user's most recent distinct items (learned; 0: not among them)
     "repeat_x_propensity",  # ... times the user's learned repeat propensity
     "last_after_browse", "last_after_click", "last_after_cart", "last_after_order",  # it is the item just seen
     "same_category",  # in the category of the event just seen
@@ -136,8 +137,11 @@ def decode_features(text: str | None, rows: int) -> np.ndarray | None:
 
 
 def recommend(profile: Profile, event: Event, index: ItemIndex, settings: Settings, ranker: Any = None,
-              repeat_propensity: float = 0.0, encoding: Encoding | None = None, content: Any = None) -> Ranked:
+              repeat_propensity: float = 0.0, encoding: Encoding | None = None, content: Any = None,
+              recency_shares: Sequence[float] | None = None) -> Ranked:
     """Top-K for `profile` right after `event` (already applied). Ties break on item_id.
+    `recency_shares`: the weight of each position among the user's most recent distinct items, learned by
+    the partition (learners.RecencyPositions); None: 1 / (1 + position).
 
     Each source fills a dict; the candidates are their union, the feature matrix is built a column
     at a time, and reasons are worked out only for the K items shown."""
@@ -163,7 +167,7 @@ def recommend(profile: Profile, event: Event, index: ItemIndex, settings: Settin
     like_interest = content.nearest(interest, settings.content_candidates, event.ts) if interest is not None else {}
 
     popular, trending = index.popular(), index.trending()
-    ids = sorted({*covis, *rules, *repeat, *in_category, *islice(popular, settings.top_k),
+    ids = sorted({*anchors, *covis, *rules, *repeat, *in_category, *islice(popular, settings.top_k),
                   *islice(trending, settings.top_k), *nearest, *like_last, *like_interest})
     slots = index.slots(ids)
     columns = index.columns
@@ -182,7 +186,8 @@ def recommend(profile: Profile, event: Event, index: ItemIndex, settings: Settin
     fill("in_session", session, 1.0)
     fill("seen", profile.item_affinity, 1.0)
     fill("repeat", repeat)
-    fill("recent_rank", {item_id: 1.0 / (rank + 1) for rank, item_id in enumerate(anchors)})
+    weights = recency_shares if recency_shares is not None else [1.0 / (rank + 1) for rank in range(len(anchors))]
+    fill("recent_rank", dict(zip(anchors, weights)))
     matrix[:, _F["repeat_x_propensity"]] = matrix[:, _F["repeat"]] * repeat_propensity
     matrix[this_row, _LAST_AFTER[event_kind(event.type, event.stage)]] = 1.0
     if in_category or (codes != NO_CATEGORY).any():  # else every one of them is 0
@@ -202,7 +207,7 @@ def recommend(profile: Profile, event: Event, index: ItemIndex, settings: Settin
     pool = _best_first(scores, ids, index.withdrawn)[: max(settings.top_k, settings.ranker_pool)]
     pool_ids = [ids[i] for i in pool.tolist()]
     shown = pool[: settings.top_k]
-    had = (repeat, session, profile.item_affinity)  # "viewed before": any item the user had (looked up for 20)
+    had = (anchors, repeat, session, profile.item_affinity)  # "viewed before": any item the user had (looked up for 20)
     reasons = _reasons(pool_ids[: settings.top_k], [columns.name(code) for code in codes[shown].tolist()], anchors,
                        anchor_neighbors, session, session_followers, had, in_category, popular, trending, nearest)
     if content is not None:
@@ -367,7 +372,7 @@ def session_items(profile: Profile, gap_ms: int) -> dict[str, None]:
 
 def _reasons(shown: list[str], categories: list[str | None], anchors: list[str],
              anchor_neighbors: list[dict[str, float]], session: dict[str, None],
-             session_followers: list[dict[str, float]], had: tuple[Mapping[str, Any], ...], in_category: dict[str, float],
+             session_followers: list[dict[str, float]], had: tuple[Collection[str], ...], in_category: dict[str, float],
              popular: dict[str, float], trending: dict[str, float], nearest: dict[str, float]) -> list[list[str]]:
     """Why each shown item (`categories`: theirs) is in the list: the sources that proposed it, the
     anchors named (the recent items it was co-visited with, at most MAX_COVIS_REASONS, and the first

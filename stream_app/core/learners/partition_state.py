@@ -9,30 +9,37 @@ import orjson
 from . import legacy
 from .base import Persistent, load_state
 from .ranker import OnlineRanker
+from .recency_positions import RecencyPositions
 from .state import Fields, StateError
 from .strategy_bandit import StrategyBandit
 
 
 class PartitionLearners(Persistent):
-    """The partition's online ranker and, if exploration is on, its strategy bandit. One object so
-    one changelog record per partition and batch carries both. `writes` counts the records written of
-    them (v2): the table restores the most written one, not a late record of an earlier owner."""
+    """The partition's online ranker, the recency positions its users come back to and, if exploration
+    is on, its strategy bandit. One object so one changelog record per partition and batch carries
+    them all. `writes` counts the records written of them (v2): the table restores the most written
+    one, not a late record of an earlier owner. A record written before the positions (v1, v2) starts
+    them afresh."""
 
     kind = "partition_learners"
-    version = 2
-    reads = frozenset({1, 2})
+    version = 3
+    reads = frozenset({1, 2, 3})
 
-    def __init__(self, ranker: OnlineRanker, bandit: StrategyBandit | None = None, writes: int = 0):
+    def __init__(self, ranker: OnlineRanker, bandit: StrategyBandit | None = None, writes: int = 0,
+                 positions: RecencyPositions | None = None):
         self.ranker = ranker
         self.bandit = bandit
         self.writes = writes
+        self.positions = positions if positions is not None else RecencyPositions()
 
     def _fresh(self) -> "PartitionLearners":
-        return PartitionLearners(self.ranker.clone(), self.bandit.clone() if self.bandit is not None else None)
+        return PartitionLearners(self.ranker.clone(), self.bandit.clone() if self.bandit is not None else None,
+                                 positions=self.positions.clone())
 
     def _state(self) -> dict[str, Any]:
         return {"writes": self.writes, "ranker": self.ranker.to_state(),
-                "bandit": self.bandit.to_state() if self.bandit is not None else None}
+                "bandit": self.bandit.to_state() if self.bandit is not None else None,
+                "positions": self.positions.to_state()}
 
     @classmethod
     def _from_state(cls, fields: Fields, version: int) -> "PartitionLearners":
@@ -40,7 +47,10 @@ class PartitionLearners(Persistent):
         writes = fields.integer("writes") if version >= 2 else 0
         ranker = load_state(fields.nested("ranker").data, OnlineRanker, f"{where}.ranker")
         bandit = fields.raw("bandit")
-        return cls(ranker, None if bandit is None else load_state(bandit, StrategyBandit, f"{where}.bandit"), writes)
+        positions = (load_state(fields.nested("positions").data, RecencyPositions, f"{where}.positions")
+                     if version >= 3 else None)
+        return cls(ranker, None if bandit is None else load_state(bandit, StrategyBandit, f"{where}.bandit"), writes,
+                   positions)
 
 
 def read_partition_learners(record: bytes, where: str) -> PartitionLearners:

@@ -89,6 +89,14 @@ class Fields:
             raise self._wrong(name, "a list of strings")
         return tuple(value)
 
+    def numbers(self, name: str, minimum: float = -math.inf) -> list[float]:
+        value = self._get(name)
+        if not isinstance(value, list) or not all(
+                not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) and v >= minimum
+                for v in value):
+            raise self._wrong(name, f"a list of finite numbers of at least {minimum}")
+        return [float(v) for v in value]
+
     def mapping(self, name: str, read: Callable[["Fields", str], T]) -> dict[str, T]:
         """An object whose every value is read by `read` (e.g. `Fields.number`), in its stored order."""
         inner = self.nested(name)
