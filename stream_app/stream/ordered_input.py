@@ -238,7 +238,11 @@ class OrderedInput:
 
     def advance_items(self, owned_min: int | None = None) -> None:
         """Apply every epoch that is complete in every group and that no own event still waits for
-        (`owned_min`: the earliest epoch an own event waits in, when the caller knows it)."""
+        (`owned_min`: the earliest epoch an own event waits in, when the caller knows it). None while the
+        worker owns no partition (starting, or between a revoke and an assignment): the events of those it
+        is assigned next wait in epochs it cannot know, and must not see an item state past them."""
+        if not self.owned:
+            return
         through = min(self.complete_through, (self.owned_min_epoch() if owned_min is None else owned_min) - 1)
         if through > BEFORE_ALL and (self.items.applied_through is None or through > self.items.applied_through):
             self.items.advance(through)
