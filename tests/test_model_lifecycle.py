@@ -286,3 +286,30 @@ def test_a_version_whose_item_table_outgrows_its_items_json_fails_its_trial_and_
     assert watcher.live is None and [r["outcome"] for r in reports] == ["refused"]
     code = main(["models", "publish", version, "--registry", str(registry_dir)])  # refused before a broker is asked
     assert code != 0 and "cannot serve as live, not published" in capsys.readouterr().err
+
+
+def test_publishing_again_after_a_bad_control_record_reports_the_role_serving_again(trained):
+    """A tombstone or a record breaking the schema is reported `refused` saying to publish the version again: once
+    that is done, models.status must say the worker serves it (it went on saying `refused`)."""
+    from types import SimpleNamespace
+
+    root, v1, _ = trained
+    reports: list[dict] = []
+
+    async def report(record: dict) -> None:
+        reports.append(record)
+
+    watcher = ModelWatcher(Settings(registry_dir=str(root)), report, "w")
+
+    async def scenario() -> None:
+        for offset, (key, value) in enumerate([(b"live", orjson.dumps(announce(root, "live", v1, 1))),
+                                               (b"live", None),  # a tombstone
+                                               (b"live", orjson.dumps(announce(root, "live", v1, 2))),
+                                               (b"live", orjson.dumps({"role": "live"})),  # breaks the schema
+                                               (b"live", orjson.dumps(announce(root, "live", v1, 3)))]):
+            await watcher.receive(SimpleNamespace(key=key, value=value, offset=offset))
+
+    asyncio.run(scenario())
+    assert [(r["outcome"], r["version"]) for r in reports] == [("serving", v1), ("refused", None), ("serving", v1),
+                                                                ("refused", None), ("serving", v1)]
+    assert watcher.live.version == v1 and not watcher.errors

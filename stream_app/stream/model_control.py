@@ -215,10 +215,12 @@ class ModelWatcher:
             return
         current = getattr(self, role)
         serving = current.version if current else None
-        await self._report(role, None, None, "refused",
-                           f"the role's latest control record is {what}: once the topic is compacted a worker that "
-                           f"starts serves no {role} model (this one keeps {serving or 'none'}); publish the version "
-                           "again with `stream-app models publish`")
+        reason = (f"the role's latest control record is {what}: once the topic is compacted a worker that starts "
+                  f"serves no {role} model (this one keeps {serving or 'none'}); publish the version again with "
+                  "`stream-app models publish`")
+        # an error of the role: publishing the serving version again, as said, clears it and reports it serving
+        self.errors[role] = reason
+        await self._report(role, None, None, "refused", reason)
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         """Read the control topic from its beginning, then follow it. `ready` is set once the records
