@@ -313,3 +313,21 @@ def test_publishing_again_after_a_bad_control_record_reports_the_role_serving_ag
     assert [(r["outcome"], r["version"]) for r in reports] == [("serving", v1), ("refused", None), ("serving", v1),
                                                                 ("refused", None), ("serving", v1)]
     assert watcher.live.version == v1 and not watcher.errors
+
+
+def test_a_version_folder_renamed_or_copied_by_hand_is_named_and_not_served_under_another_name(trained, tmp_path,
+                                                                                                  capsys):
+    """The worker said it served the folder's name (models.status) and the manifest's (its status, metrics and
+    recommendations); `models list` showed the manifest's name, which `models publish` then did not find."""
+    root, v1, v2 = trained
+    registry_dir = copied(root, tmp_path, v1)
+    shutil.copytree(root / v2, registry_dir / "prod")  # an operator's alias of v2
+    assert main(["models", "list", "--registry", str(registry_dir)]) == 0
+    printed = capsys.readouterr().out
+    assert f"skipped: the folder prod in {registry_dir} holds model version {v2!r}" in printed
+    assert not any(line.startswith(v2) for line in printed.splitlines())  # listed as a version publish cannot find
+    assert registry.latest(registry_dir) == v1
+    with pytest.raises(ConfigError, match=f"rename it back to {v2}"):
+        Encoder.load(registry_dir, "prod")
+    watcher, reports = watched(registry_dir, announce(root, "live", v2, 1) | {"version": "prod"})
+    assert watcher.live is None and [r["outcome"] for r in reports] == ["refused"]

@@ -162,6 +162,10 @@ def read_manifest(folder: Path) -> dict[str, Any]:
             and isinstance(manifest.get("created_at"), str) and isinstance(manifest.get("content_hash"), str)):
         raise ConfigError(f"the manifest of model version {folder.name} in {folder.parent} lacks its version, "
                           "created_at or content_hash: delete the folder, or train, export or copy the version again")
+    if manifest["version"] != folder.name:  # renamed or copied by hand: what a worker loads and says must be one name
+        raise ConfigError(f"the folder {folder.name} in {folder.parent} holds model version {manifest['version']!r} "
+                          "(its manifest's name, the one the workers report and recommendations carry): a version's "
+                          f"folder must keep its name; rename it back to {manifest['version']} (or delete the copy)")
     return manifest
 
 
