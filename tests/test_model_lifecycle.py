@@ -331,3 +331,18 @@ def test_a_version_folder_renamed_or_copied_by_hand_is_named_and_not_served_unde
         Encoder.load(registry_dir, "prod")
     watcher, reports = watched(registry_dir, announce(root, "live", v2, 1) | {"version": "prod"})
     assert watcher.live is None and [r["outcome"] for r in reports] == ["refused"]
+
+
+def test_publishing_a_version_in_the_other_kinds_role_says_which_option_publishes_it(trained, tmp_path, capsys):
+    """It said to train or export another model, when the option was what was wrong."""
+    root, v1, _ = trained
+    registry_dir = copied(root, tmp_path / "registry", v1)
+    staged = registry.staging_dir(registry_dir)
+    for name in registry.files_of("content"):
+        (staged / name).write_bytes(b"not read before the kind is")
+    registry.write_version(registry_dir, staged, {"kind": "content", "version": "content-x",
+                                                   "created_at": "2026-12-01T00:00:00"})
+    assert main(["models", "publish", "content-x", "--registry", str(registry_dir)]) != 0
+    assert "stream-app models publish content-x --content" in capsys.readouterr().err
+    assert main(["models", "publish", v1, "--content", "--registry", str(registry_dir)]) != 0
+    assert "publish it without --content" in capsys.readouterr().err

@@ -51,9 +51,27 @@ def cmd_models(args: argparse.Namespace) -> int:
             raise StreamAppError(f"the registry {settings.registry_dir} holds no {kind} model to publish: "
                                  + ("export one with `stream-app content export`" if kind == "content" else
                                     "train one with `stream-app train LOG --registry ...`"))
+        require_role_fits(settings.registry_dir, version, role)
     model_control.publish(settings, role, version)
     print(f"{role}: {version or 'none'} (announced on {settings.topics.model_control})")
     return 0
+
+
+def require_role_fits(registry_dir: str, version: str, role: str) -> None:
+    """A version of the other kind than the role's said with the option that publishes it (the registry's own error
+    said to train or export another model)."""
+    from ..serving import registry
+
+    try:
+        kind = registry.kind_of(registry.read_manifest(Path(registry_dir) / registry.checked_version(version)))
+    except StreamAppError:
+        return  # missing or unreadable: the load says so, as the workers' would
+    if kind == "content" and role != "content":
+        raise StreamAppError(f"{version} is a content model (the item-text encoder), not a sequence encoder: publish "
+                             f"it with `stream-app models publish {version} --content`")
+    if kind != "content" and role == "content":
+        raise StreamAppError(f"{version} is a sequence encoder, not a content model: publish it without --content "
+                             f"(live) or with --shadow; `stream-app models list` shows the content versions")
 
 
 def print_model_status(settings: Settings, show_all: bool = False) -> int:
