@@ -346,3 +346,53 @@ def test_publishing_a_version_in_the_other_kinds_role_says_which_option_publishe
     assert "stream-app models publish content-x --content" in capsys.readouterr().err
     assert main(["models", "publish", v1, "--content", "--registry", str(registry_dir)]) != 0
     assert "publish it without --content" in capsys.readouterr().err
+
+
+def test_a_starting_worker_acts_only_on_each_roles_latest_record_of_the_control_topic(trained, monkeypatch):
+    """Every earlier announcement was loaded in turn at start (twelve loads of the content model where the topic
+    was not compacted yet), and one of a version since deleted was logged and reported refused."""
+    from contextlib import asynccontextmanager
+    from types import SimpleNamespace
+
+    from stream_app.stream import model_control
+
+    root, v1, v2 = trained
+    log = [(b"live", {**announce(root, "live", v2, 1), "content_hash": "0" * 64}),  # its files since changed
+           (b"shadow", announce(root, "shadow", v2, 2)), (b"live", announce(root, "live", v1, 3)),
+           (b"shadow", announce(root, "shadow", None, 4)), (b"content", None)]  # a tombstone: still said
+    messages = [SimpleNamespace(key=key, value=orjson.dumps(record) if record else None, offset=offset)
+                for offset, (key, record) in enumerate(log)]
+
+    class Consumer:
+        read = 0
+
+        async def getmany(self, tp, timeout_ms):
+            await asyncio.sleep(0.01)
+            batch, self.read = messages[self.read:self.read + 2], min(self.read + 2, len(messages))
+            return {tp: batch}
+
+        async def position(self, tp):
+            return self.read
+
+    @asynccontextmanager
+    async def topic(settings, name):
+        yield Consumer(), "tp", len(messages)
+
+    monkeypatch.setattr(model_control, "from_the_beginning", topic)
+    reports: list[dict] = []
+
+    async def report(record: dict) -> None:
+        reports.append(record)
+
+    watcher = ModelWatcher(Settings(registry_dir=str(root)), report, "w")
+
+    async def scenario() -> None:
+        ready = asyncio.Event()
+        task = asyncio.ensure_future(watcher.run(ready))
+        await asyncio.wait_for(ready.wait(), 30)
+        task.cancel()
+
+    asyncio.run(scenario())
+    assert watcher.live.version == v1 and watcher.shadow is None and watcher.swaps == 1
+    assert [(r["role"], r["outcome"], r["version"]) for r in reports] == [("live", "serving", v1),
+                                                                          ("content", "refused", None)]

@@ -92,6 +92,16 @@ def shown(value: Any) -> str:
     return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}... ({len(text)} characters)"
 
 
+def valid_for_its_key(message: Any) -> bool:
+    """A control record the watcher acts on: JSON, of the schema, keyed by its role."""
+    try:
+        record = orjson.loads(message.value) if message.value is not None else None
+        validator("model-control")(record)
+    except (orjson.JSONDecodeError, JsonSchemaException):
+        return False
+    return message.key == str(record["role"]).encode()
+
+
 class ModelWatcher:
     """Follows the control topic; holds the loaded live and shadow encoders and the content model
     (None when none). `report`, when given, receives a `models.status` record for every announcement
@@ -227,9 +237,21 @@ class ModelWatcher:
         that existed at start have been applied (a starting worker serves the current model at once)."""
         settings = self.settings
         async with from_the_beginning(settings, settings.topics.model_control) as (consumer, tp, end):
+            # Up to the end that existed at start, only each role's latest valid record is acted on (and the bad
+            # ones after it): every superseded version was loaded in turn, one since deleted logged and reported
+            # refused
+            unread: dict[Any, list[Any]] | None = {}
             while True:
                 batches = await consumer.getmany(tp, timeout_ms=500)
-                for message in batches.get(tp, []):
+                messages = batches.get(tp, [])
+                if unread is not None:
+                    for message in messages:
+                        kept = [] if valid_for_its_key(message) else unread.pop(message.key, [])
+                        unread[message.key] = [*kept, message]  # in the order of each key's latest record
+                    if await consumer.position(tp) < end:
+                        continue
+                    messages, unread = [message for kept in unread.values() for message in kept], None
+                for message in messages:
                     await self.receive(message)
                 for role, (record, due, _) in list(self.refused.items()):
                     if time.monotonic() >= due:
