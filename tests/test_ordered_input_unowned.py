@@ -73,3 +73,20 @@ def test_a_revoke_holds_the_item_state_until_the_next_assignment():
     ordered.push(topic, 0, [minute_record(n) for n in range(2, 6)])
     ordered.release()
     assert ordered.items.applied_through == START // EPOCH_MS - 1  # not past the epoch of 1 (its next owner)
+
+
+def test_a_standby_worker_applies_the_epochs_past_a_bounded_buffer_so_its_memory_stays_bounded():
+    settings = Settings(partitions=1, item_epoch_ms=EPOCH_MS)
+    ordered = OrderedInput(settings, 1, InMemoryItemIndex(settings))
+    ordered.sequencer.may_skip = lambda group, lane: True
+    ordered.KEEP_OTHERS = 4
+    records = [minute_record(n) for n in range(12)]
+    for n, record in enumerate(records):  # a user each: one item entry per epoch (no co-visited pairs)
+        record.key, record.value = f"v{n}".encode(), orjson.dumps({**orjson.loads(record.value), "user_id": f"v{n}"})
+    ordered.push(settings.topics.purchase, 0, records)
+    ordered.release()
+    first = minute_record(0).timestamp // EPOCH_MS
+    # epochs first..first+10 complete; the last 4 entries buffered (first+8..first+11), the rest applied
+    assert ordered.items.applied_through == first + 7
+    assert sum(len(b.by_item) for buffers in ordered.items.pending.values() for b in buffers.values()) == 4
+    assert ordered.status()["stale_item_state"] == 0

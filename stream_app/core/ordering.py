@@ -394,6 +394,15 @@ class ItemFeed:
                 "evicted_trails": self.evicted_trails, "capped": self.capped,
                 "popular": [[item, share] for item, share in popular]}
 
+    def through_keeping(self, limit: int) -> int:
+        """The last epoch to apply so that at most `limit` item entries stay buffered (BEFORE_ALL: none need be)."""
+        kept = 0
+        for epoch in sorted(self.pending, reverse=True):
+            kept += sum(len(buffer.by_item) for buffer in self.pending[epoch].values())
+            if kept > limit:
+                return epoch
+        return BEFORE_ALL
+
     def advance(self, through: int) -> None:
         """Make every epoch up to `through` visible."""
         if self.applied_through is not None and through <= self.applied_through:

@@ -237,13 +237,14 @@ class OrderedInput:
         return sum(len(self.schedules[g]) for g in self.owned)
 
     def advance_items(self, owned_min: int | None = None) -> None:
-        """Apply every epoch that is complete in every group and that no own event still waits for
-        (`owned_min`: the earliest epoch an own event waits in, when the caller knows it). None while the
-        worker owns no partition (starting, or between a revoke and an assignment): the events of those it
-        is assigned next wait in epochs it cannot know, and must not see an item state past them."""
-        if not self.owned:
-            return
-        through = min(self.complete_through, (self.owned_min_epoch() if owned_min is None else owned_min) - 1)
+        """Apply every epoch complete in every group that no own event waits for (`owned_min`: the earliest epoch
+        an own event waits in, if known). Owning none (starting, between a revoke and an assignment, a standby), the
+        next ones' events wait in epochs it cannot know: only epochs past KEEP_OTHERS buffered item entries are
+        applied (memory bounded; a takeover that far behind is stale, counted)."""
+        if self.owned:
+            through = min(self.complete_through, (self.owned_min_epoch() if owned_min is None else owned_min) - 1)
+        else:
+            through = min(self.complete_through, self.items.through_keeping(self.KEEP_OTHERS))
         if through > BEFORE_ALL and (self.items.applied_through is None or through > self.items.applied_through):
             self.items.advance(through)
 
