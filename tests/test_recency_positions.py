@@ -51,7 +51,16 @@ def test_events_outside_the_recent_items_only_age_the_counts_and_a_user_with_non
     assert positions.counts == [0.0, 0.25]
 
 
-@pytest.mark.parametrize("kwargs", [{"size": 0}, {"prior_strength": 0.0}, {"decay": 0.0}, {"decay": 1.5}])
+def test_no_recent_item_positions_when_the_setting_keeps_none():
+    settings = Settings(covis_prev_items=0)
+    learners = new_partition_learners(settings, 0)
+    profile = new_profile("u", settings)
+    for event in back_and_forth("u", 4):
+        assert process(profile, event, InMemoryItemIndex(settings), settings, now_ms=T0, learners=learners).applied
+    assert learners.positions.shares() == []
+
+
+@pytest.mark.parametrize("kwargs", [{"size": -1}, {"prior_strength": 0.0}, {"decay": 0.0}, {"decay": 1.5}])
 def test_settings_out_of_range_are_refused(kwargs):
     with pytest.raises(ValueError):
         RecencyPositions(**kwargs)

@@ -33,8 +33,8 @@ class RecencyPositions(Persistent):
     kind = "recency_positions"
 
     def __init__(self, size: int = 5, prior_strength: float = 10.0, decay: float = 0.9999):
-        if size < 1:
-            raise ValueError(f"size must be at least 1, not {size}")
+        if size < 0:  # 0: no recent item is a candidate of its own (STREAM_APP_COVIS_PREV_ITEMS=0)
+            raise ValueError(f"size must be 0 or more, not {size}")
         if prior_strength <= 0:
             raise ValueError(f"prior_strength must be positive, not {prior_strength}")
         if not 0 < decay <= 1:
@@ -53,7 +53,7 @@ class RecencyPositions(Persistent):
 
     @classmethod
     def _from_state(cls, fields: Fields, version: int) -> "RecencyPositions":
-        positions = cls(fields.integer("size", minimum=1), fields.number("prior_strength"), fields.number("decay"))
+        positions = cls(fields.integer("size"), fields.number("prior_strength"), fields.number("decay"))
         counts = fields.numbers("counts", minimum=0.0)
         if len(counts) != positions.size:
             raise StateError(f"{fields.where}: {len(counts)} counts for {positions.size} positions")
@@ -84,7 +84,7 @@ class RecencyPositions(Persistent):
     def shares(self) -> list[float]:
         """Each position's weight, the best 1: pseudo-counts in the shape 1 / (1 + position) plus the counts."""
         base = [1.0 / (position + 1) for position in range(self.size)]
-        scale = self.prior_strength / sum(base)
+        scale = self.prior_strength / max(sum(base), 1.0)
         weights = [scale * shape + count for shape, count in zip(base, self.counts)]
-        best = max(weights)
+        best = max(weights, default=1.0)
         return [weight / best for weight in weights]
