@@ -291,7 +291,7 @@ class Settings:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1 (set {ENV_PREFIX}{name.upper()})")
         for name in ("max_idle_ms", "max_future_ms", "max_age_ms", "item_idle_ms", "user_idle_ms", "session_idle_ms",
-                     "read_wait_ms", "user_signals_per_hour", "user_item_signals_per_hour"):
+                     "read_wait_ms", "user_signals_per_hour", "user_item_signals_per_hour", "covis_prev_items"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be 0 or more (set {ENV_PREFIX}{name.upper()})")
         for name, low, high, above in FLOAT_BOUNDS:

@@ -50,6 +50,11 @@ def test_missing_endpoints_and_bad_values_say_what_to_do(tmp_path):
     assert Settings.from_env({"STREAM_APP_RANKER": "Off", "STREAM_APP_STATE_DIR": str(tmp_path)}).ranker is False
     with pytest.raises(ConfigError, match="MAX_IDLE_MS"):
         Settings(max_idle_ms=-1)
+    # the partition learners' RecencyPositions has one position per recent item: a negative count failed every
+    # partition's learners (a ValueError and traceback out of every evaluate and worker batch), not the setting
+    with pytest.raises(ConfigError, match="STREAM_APP_COVIS_PREV_ITEMS"):
+        Settings.from_env({"STREAM_APP_COVIS_PREV_ITEMS": "-1", "STREAM_APP_STATE_DIR": str(tmp_path)})
+    assert Settings(covis_prev_items=0).covis_prev_items == 0
 
 
 def test_the_namespace_prefixes_the_consumer_group_and_every_changelog():
