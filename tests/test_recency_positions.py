@@ -74,6 +74,15 @@ def test_a_record_with_counts_of_the_wrong_length_or_kind_is_refused(counts):
         load_state(state, RecencyPositions, "positions")
 
 
+def test_a_record_whose_size_its_counts_do_not_fill_is_refused_before_anything_is_allocated():
+    """A forged size (a 60-byte record) made the constructor allocate that many counts first: MemoryError, not a
+    StateError, so the worker's batch failed instead of the partition's learners starting afresh."""
+    record = new_partition_learners(Settings(), 0).to_state()
+    record["positions"]["size"] = 2**62  # so large that the allocation fails at once, whatever the machine
+    with pytest.raises(StateError, match="5 counts for"):
+        read_partition_learners(orjson.dumps(record), "partition 0")
+
+
 def test_a_partition_record_written_before_the_positions_reads_with_fresh_ones_and_the_size_follows_the_setting():
     learners = new_partition_learners(Settings(), 0)
     learners.positions.learn_one(["a", "b"], "b")

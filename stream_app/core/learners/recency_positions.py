@@ -53,10 +53,10 @@ class RecencyPositions(Persistent):
 
     @classmethod
     def _from_state(cls, fields: Fields, version: int) -> "RecencyPositions":
-        positions = cls(fields.integer("size"), fields.number("prior_strength"), fields.number("decay"))
-        counts = fields.numbers("counts", minimum=0.0)
-        if len(counts) != positions.size:
-            raise StateError(f"{fields.where}: {len(counts)} counts for {positions.size} positions")
+        size, counts = fields.integer("size"), fields.numbers("counts", minimum=0.0)
+        if len(counts) != size:  # before the constructor allocates `size` counts (a forged size ran out of memory)
+            raise StateError(f"{fields.where}: {len(counts)} counts for {size} positions")
+        positions = cls(size, fields.number("prior_strength"), fields.number("decay"))
         positions.counts = counts
         return positions
 
