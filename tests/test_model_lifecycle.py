@@ -396,3 +396,19 @@ def test_a_starting_worker_acts_only_on_each_roles_latest_record_of_the_control_
     assert watcher.live.version == v1 and watcher.shadow is None and watcher.swaps == 1
     assert [(r["role"], r["outcome"], r["version"]) for r in reports] == [("live", "serving", v1),
                                                                           ("content", "refused", None)]
+
+
+def test_a_version_registered_twice_says_whether_the_one_there_has_the_same_files(tmp_path):
+    """Two exports of one content model at once: the second said only 'already holds version X'."""
+    def stage(payload: bytes):
+        staged = registry.staging_dir(tmp_path)
+        for name in registry.files_of("content"):
+            (staged / name).write_bytes(payload)
+        return staged
+
+    manifest = {"kind": "content", "version": "content-x", "created_at": "2026-12-01T00:00:00"}
+    registry.write_version(tmp_path, stage(b"a"), manifest)
+    with pytest.raises(ValueError, match="same files.*stream-app models publish content-x --content"):
+        registry.write_version(tmp_path, stage(b"a"), manifest)
+    with pytest.raises(ValueError, match="other files: delete that folder"):
+        registry.write_version(tmp_path, stage(b"b"), manifest)

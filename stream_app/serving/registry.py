@@ -104,9 +104,20 @@ def write_version(root: str | Path, staged: Path, manifest: dict[str, Any]) -> P
     staged.chmod(0o777 & ~umask)
     target = root / checked_version(manifest["version"])
     if target.exists():
-        raise ValueError(f"registry {root} already holds version {manifest['version']}")
+        same = _stored_hash(target) == manifest["content_hash"]
+        publish = f"stream-app models publish {manifest['version']}" + (" --content" if kind == "content" else "")
+        raise ValueError(f"registry {root} already holds version {manifest['version']}"
+                         + (f" with the same files (exported twice): publish it with `{publish}`" if same else
+                            " with other files: delete that folder to register this one under its name"))
     shutil.move(str(staged), target)  # a rename when staged inside the registry (staging_dir)
     return target
+
+
+def _stored_hash(folder: Path) -> str | None:
+    try:
+        return json.loads((folder / MANIFEST).read_text()).get("content_hash")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return None
 
 
 def staging_dir(root: str | Path) -> Path:
