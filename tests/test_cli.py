@@ -302,7 +302,7 @@ def test_a_worker_redis_refuses_is_not_ready_so_a_rollout_with_a_wrong_password_
     ready.set()
     worker = SimpleNamespace(
         processing=True, partitions_ready=True, models_ready=ready, catalogue_ready=ready, outages={},
-        redis_refusal=None, worker_id="w1", settings=SimpleNamespace(app_id="a", redis_url="redis://:pw@x:1"),
+        redis_refusal=None, input_ends=SimpleNamespace(missing=dict), worker_id="w1", settings=SimpleNamespace(app_id="a", redis_url="redis://:pw@x:1"),
         web_port=1, assigned_inputs=set, counters=SimpleNamespace(),
         ordered=SimpleNamespace(status=dict, reading_at=time.monotonic()),
         watcher=SimpleNamespace(status=dict), catalogue=SimpleNamespace(status=dict),

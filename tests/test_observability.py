@@ -310,3 +310,39 @@ def test_the_repeat_limit_never_holds_a_traceback_never_raises_and_stays_cheap_u
     for n in range(20_000):  # every input of a bad producer rejected: a distinct line each
         limit.filter(logging.LogRecord("w", logging.WARNING, __file__, 1, "rejected events.click[0]@%d", (n,), None))
     assert time.perf_counter() - started < 2.0 and len(limit.seen) == 1000
+
+
+def test_a_broker_that_stops_answering_the_heartbeats_ask_of_the_input_ends_makes_the_worker_not_ready(monkeypatch):
+    """With the broker paused (SIGSTOP) for 90 s, /readyz answered 200 throughout: the reader's poll still went
+    round its loop, and no batch failed, since none came."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from faust.types import TP
+
+    from stream_app.stream import commits
+
+    clock = [100.0]
+    monkeypatch.setattr(commits.time, "monotonic", lambda: clock[0])
+    answer = [True]
+
+    class Reader:
+        async def end_offsets(self, tps):
+            if not answer[0]:
+                raise TimeoutError()
+            return {tp: 5 for tp in tps}
+
+    app = SimpleNamespace(assignor=SimpleNamespace(assigned_actives=lambda: {TP("events.click", 0)}))
+    ends = commits.InputEnds()
+    asyncio.run(ends.refresh(app, Reader(), ["events.click"]))
+    assert ends.missing() == {}
+    answer[0] = False
+    asyncio.run(ends.refresh(app, Reader(), ["events.click"]))
+    clock[0] += commits.BROKER_NOT_READY_S - 1
+    asyncio.run(ends.refresh(app, Reader(), ["events.click"]))
+    assert ends.missing() == {}  # a blip is not an outage
+    clock[0] += 2
+    assert "has not answered for 11s" in ends.missing()["broker"]
+    answer[0] = True
+    asyncio.run(ends.refresh(app, Reader(), ["events.click"]))
+    assert ends.missing() == {}

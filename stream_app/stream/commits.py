@@ -25,6 +25,9 @@ log = logging.getLogger("stream_app.commits")
 #: How long a rebalance or a stop waits for the commit of the applied offsets (a rebalance waits up to
 #: retries.REBALANCE_WAIT_S for a batch first; the group's rebalance timeout is 6 s).
 COMMIT_NOW_WAIT_S = 2.0
+#: After the broker has not answered the heartbeat's ask of the input ends for this long, the worker is not ready:
+#: it can neither read nor commit (with the broker paused for 90 s its /readyz answered 200 throughout).
+BROKER_NOT_READY_S = 10.0
 
 
 class AppliedOffsets:
@@ -83,20 +86,31 @@ class InputEnds:
 
     def __init__(self) -> None:
         self.ends: dict[tuple[str, int], int] = {}
+        self.failing_since: float | None = None  # monotonic: the first of the asks failing since the last answer
 
     async def refresh(self, app: Any, reader: Any, inputs: Iterable[str]) -> None:
         """Ask `reader` (an AIOKafkaConsumer of the worker's, None before it starts) for the ends."""
         inputs = set(inputs)
         tps = [TopicPartition(tp.topic, tp.partition) for tp in app.assignor.assigned_actives() if tp.topic in inputs]
         if reader is None or not tps:
-            self.ends = {}
+            self.ends, self.failing_since = {}, None
             return
         try:
             ends = await asyncio.wait_for(reader.end_offsets(tps), timeout=COMMIT_NOW_WAIT_S)
-        except Exception as exc:  # a figure missing for a while, not a stopped worker
+        except Exception as exc:  # a figure missing for a while, and readiness once it lasts (`missing`)
             log.info("cannot read the input partitions' end offsets for the lag (%r)", exc)
+            self.failing_since = self.failing_since or time.monotonic()
             return
+        self.failing_since = None
         self.ends = {(tp.topic, tp.partition): end for tp, end in ends.items() if end is not None}
+
+    def missing(self) -> dict[str, str]:
+        """For readiness: the broker, once it has not answered for BROKER_NOT_READY_S."""
+        failing_s = time.monotonic() - self.failing_since if self.failing_since is not None else 0.0
+        if failing_s < BROKER_NOT_READY_S:
+            return {}
+        return {"broker": f"the broker has not answered for {failing_s:.0f}s (the input partitions' end offsets, "
+                          "asked at each heartbeat): no event is read or committed meanwhile"}
 
     def lag(self, app: Any, inputs: Iterable[str]) -> dict[tuple[str, int], int]:
         """Per owned input partition: its end (the later of the broker's last answer and Faust's high

@@ -158,6 +158,7 @@ class StreamWorker:
         if stalled_s >= READER_STALL_S:
             waiting["input"] = (f"the input reader has not gone round its loop for {stalled_s:.0f}s (it is started "
                                 "again after a failure: see the log)")
+        waiting.update(self.input_ends.missing() if self.processing else {})
         if self.redis_refusal:
             waiting["redis"] = f"Redis refuses this worker ({self.redis_refusal}): check REDIS_URL's password or ACL"
         now = time.monotonic()
