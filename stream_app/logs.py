@@ -58,13 +58,16 @@ class RepeatLimit(logging.Filter):
     """A line the same as one let through less than `window_s` ago is held back and counted, and the next one let
     through says how many were: a Kafka client retrying a lost broker logs the same error every 100 ms, thousands
     a minute, which would bury everything else. A line with a traceback is never held back (two failures can
-    share a message, not a cause)."""
+    share a message, not a cause). A record logged with `extra={"repeat_key": K}` (a dead letter: its topic and
+    reason) is limited by K instead of its message, `burst` lines a window: each rejected input's line names its
+    offset, so none was the same as another, and a producer writing garbage wrote a line per record (3,000 in a
+    second); every rejection is still on the dead-letter topic and counted in the metrics."""
 
-    def __init__(self, window_s: float = 10.0, keep: int = 1000):
+    def __init__(self, window_s: float = 10.0, keep: int = 1000, burst: int = 10):
         super().__init__()
-        self.window_s, self.keep = window_s, keep
-        # line -> (when last let through, held since): in the order lines were last let through
-        self.seen: dict[tuple[str, int, str], tuple[float, int]] = {}
+        self.window_s, self.keep, self.burst = window_s, keep, burst
+        # key -> (when its window began, lines let through in it, held since): in the order windows began
+        self.seen: dict[tuple[Any, ...], tuple[float, int, int]] = {}
         self.lock = threading.Lock()  # Faust's consumer thread logs too
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -77,15 +80,19 @@ class RepeatLimit(logging.Filter):
             return True
 
     def _filter(self, record: logging.LogRecord) -> bool:
-        key = (record.name, record.levelno, record.getMessage())
+        grouped = getattr(record, "repeat_key", None)
+        key = (record.name, record.levelno, record.getMessage() if grouped is None else grouped)
+        burst = 1 if grouped is None else self.burst
         shown = self.seen.get(key)
         if shown is not None and record.created - shown[0] < self.window_s:
-            self.seen[key] = (shown[0], shown[1] + 1)
-            return False
-        if shown is not None and shown[1]:
-            record.msg, record.args = f"{key[2]} (and {shown[1]} more like it in {record.created - shown[0]:.0f}s)", None
+            let, held = (shown[1] + 1, shown[2]) if shown[1] < burst else (shown[1], shown[2] + 1)
+            self.seen[key] = (shown[0], let, held)
+            return held == shown[2]
+        if shown is not None and shown[2]:
+            message = record.getMessage()
+            record.msg, record.args = f"{message} (and {shown[2]} more like it in {record.created - shown[0]:.0f}s)", None
         self.seen.pop(key, None)
-        self.seen[key] = (record.created, 0)
+        self.seen[key] = (record.created, 1, 0)
         while len(self.seen) > self.keep:  # the line let through longest ago is forgotten first
             del self.seen[next(iter(self.seen))]
         return True

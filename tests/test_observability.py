@@ -346,3 +346,25 @@ def test_a_broker_that_stops_answering_the_heartbeats_ask_of_the_input_ends_make
     answer[0] = True
     asyncio.run(ends.refresh(app, Reader(), ["events.click"]))
     assert ends.missing() == {}
+
+
+def test_a_flood_of_rejected_inputs_writes_a_burst_of_lines_a_window_per_topic_and_reason(monkeypatch):
+    """Each rejection's line names its offset, so no two were the same line: 3,000 garbage records on a topic
+    wrote 3,000 warnings in a second."""
+    clock = [1000.0]
+    monkeypatch.setattr(logging.time, "time", lambda: clock[0])  # LogRecord.created
+
+    def flood(log):
+        for offset in range(3000):
+            log.warning("rejected events.click[0]@%d: invalid_json", offset,
+                        extra={"topic": "events.click", "offset": offset, "repeat_key": ("events.click", "invalid_json")})
+        log.warning("rejected events.click[0]@5000: not_utf8",
+                    extra={"topic": "events.click", "offset": 5000, "repeat_key": ("events.click", "not_utf8")})
+        clock[0] += 11
+        log.warning("rejected events.click[0]@3000: invalid_json",
+                    extra={"topic": "events.click", "offset": 3000, "repeat_key": ("events.click", "invalid_json")})
+
+    lines = [orjson.loads(line) for line in emit("json", flood)]
+    assert len(lines) == 12 and [line["offset"] for line in lines[:10]] == list(range(10))
+    assert lines[10]["message"].endswith("not_utf8") and lines[11]["offset"] == 3000
+    assert lines[11]["message"].endswith("@3000: invalid_json (and 2990 more like it in 11s)")

@@ -247,7 +247,7 @@ class BatchHandler:
     def dead_letter(self, rejection: Rejection, event_id: str | None = None) -> None:
         self.counters.count_dead_letter(rejection.reason)
         where = {"topic": rejection.source.topic, "partition": rejection.source.partition,
-                 "offset": rejection.source.offset}
+                 "offset": rejection.source.offset, "repeat_key": (rejection.source.topic, rejection.reason)}
         log.warning("rejected %s: %s (%s)", rejection.source, rejection.reason, rejection.detail[:200],
                     extra=where if event_id is None else {**where, "event_id": event_id})
         self.outbox.add(self.settings.topics.dlq, rejection.message_key(),
