@@ -370,3 +370,19 @@ def test_the_cli_runs_as_a_module_by_either_name():
         ran = subprocess.run([sys.executable, "-m", module, "worker", "--help"], capture_output=True, text=True,
                              timeout=60)
         assert ran.returncode == 0 and "--web-port" in ran.stdout, (module, ran.stdout, ran.stderr)
+
+
+def test_status_says_when_a_worker_has_missed_its_heartbeats():
+    """A SIGKILLed worker stayed listed as ready, with the partitions another worker had taken, until its key
+    expired 15 s later."""
+    import time
+
+    from stream_app.cli.commands import describe_worker
+
+    counters = {"events": 0, "applied": 0, "duplicates": 0, "rejected": 0, "recommendations": 0}
+    now_ms = int(time.time() * 1000)
+    status = {"worker_id": "w1", "ready": True, "web_port": 8000, "input_partitions": [0], "counters": counters,
+              "updated_at": now_ms - 2_000}
+    assert describe_worker(status, 60_000)[0].startswith("worker w1: ready, HTTP port 8000")
+    stale = describe_worker({**status, "updated_at": now_ms - 12_000}, 60_000)[0]
+    assert stale.startswith("worker w1: ready as of 12s ago (gone or stuck?), HTTP port 8000")
