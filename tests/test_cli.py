@@ -302,7 +302,7 @@ def test_a_worker_redis_refuses_is_not_ready_so_a_rollout_with_a_wrong_password_
     ready.set()
     worker = SimpleNamespace(
         processing=True, partitions_ready=True, models_ready=ready, catalogue_ready=ready, outages={},
-        redis_refusal=None, input_ends=SimpleNamespace(missing=dict), worker_id="w1", settings=SimpleNamespace(app_id="a", redis_url="redis://:pw@x:1"),
+        redis_refusal=None, status_failing_since=None, input_ends=SimpleNamespace(missing=dict), worker_id="w1", settings=SimpleNamespace(app_id="a", redis_url="redis://:pw@x:1"),
         web_port=1, assigned_inputs=set, counters=SimpleNamespace(),
         ordered=SimpleNamespace(status=dict, reading_at=time.monotonic()),
         watcher=SimpleNamespace(status=dict), catalogue=SimpleNamespace(status=dict),
@@ -317,6 +317,46 @@ def test_a_worker_redis_refuses_is_not_ready_so_a_rollout_with_a_wrong_password_
     assert "input reader has not gone round its loop for 61s" in worker.missing()["input"]
 
 
+def test_an_idle_worker_whose_redis_does_not_answer_is_not_ready(monkeypatch):
+    """With no events to store, nothing but the status write met a stopped Redis, and /readyz said ready."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from stream_app.stream import worker_status
+    from stream_app.stream.worker import OUTAGE_NOT_READY_S, StreamWorker
+
+    async def unanswered(worker_id: str, status: dict, ttl_s: int) -> None:
+        raise RedisConnectionError("Timeout reading from socket")
+
+    async def answered(worker_id: str, status: dict, ttl_s: int) -> None:
+        return None
+
+    async def no_risk() -> None:
+        return None
+
+    ready = asyncio.Event()
+    ready.set()
+    worker = SimpleNamespace(
+        processing=True, partitions_ready=True, models_ready=ready, catalogue_ready=ready, outages={},
+        redis_refusal=None, status_failing_since=None, input_ends=SimpleNamespace(missing=dict), worker_id="w1",
+        settings=SimpleNamespace(app_id="a", redis_url="redis://x:1"), web_port=1, assigned_inputs=set,
+        counters=SimpleNamespace(), ordered=SimpleNamespace(status=dict, reading_at=time.monotonic()),
+        watcher=SimpleNamespace(status=dict), catalogue=SimpleNamespace(status=dict),
+        store=SimpleNamespace(publish_worker_status=unanswered, eviction_risk=no_risk))
+    worker.missing = lambda: StreamWorker.missing(worker)
+    monkeypatch.setattr(worker_status, "asdict", lambda counters: {})
+    asyncio.run(worker_status.publish_status(worker))
+    assert worker.missing() == {}  # a moment's failure is retried, not yet a reason
+    worker.status_failing_since -= OUTAGE_NOT_READY_S + 1
+    asyncio.run(worker_status.publish_status(worker))  # failing still: the first failure's time stays
+    assert "cannot write the worker status to Redis for 6s" in worker.missing()["redis"]
+    worker.store.publish_worker_status = answered
+    asyncio.run(worker_status.publish_status(worker))
+    assert worker.missing() == {}
+
+
 def test_readiness_says_how_a_wedged_group_looks_after_minutes_without_partitions():
     """Tansu 0.6.0 can keep a group without a leader for good once all its workers left at once: the workers
     then wait for partitions forever, and nothing said why."""
@@ -329,7 +369,8 @@ def test_readiness_says_how_a_wedged_group_looks_after_minutes_without_partition
 
     ready = asyncio.Event()
     worker = SimpleNamespace(partitions_ready=False, processing=False, models_ready=ready, catalogue_ready=ready,
-                             outages={}, redis_refusal=None, unassigned_since=clock.monotonic() - 10)
+                             outages={}, redis_refusal=None, status_failing_since=None,
+                             unassigned_since=clock.monotonic() - 10)
     assert "Elected group leader" not in StreamWorker.missing(worker)["partitions"]
     worker.unassigned_since = clock.monotonic() - WEDGE_HINT_S - 1
     said = StreamWorker.missing(worker)["partitions"]

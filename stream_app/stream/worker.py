@@ -54,7 +54,7 @@ from .retries import (
     until_done,
 )
 from .table_stores import LearnersTable, ProfileTable, add_table
-from .worker_status import STATUS_TTL_S, partitions_wait, publish_status, status_until_processing
+from .worker_status import STATUS_TTL_S, partitions_wait, publish_status, redis_wait, status_until_processing
 
 log = logging.getLogger("stream_app.worker")
 
@@ -106,6 +106,7 @@ class StreamWorker:
                                    self.lock, self.counters, now_ms)
         self.outages: dict[str, float] = {}  # an output whose writes fail -> since when (monotonic)
         self.redis_refusal: str | None = None  # Redis refused the last status write for good (worker_status)
+        self.status_failing_since: float | None = None  # when status writes to Redis began to fail (worker_status)
         self.offsets, self.input_ends = AppliedOffsets(settings.commit_interval_s), InputEnds()
         self.stream: faust.StreamT | None = None  # the input agent's stream, which acknowledges events
         self.worker_id = f"{settings.app_id}:{socket.gethostname()}:{os.getpid()}"
@@ -159,8 +160,7 @@ class StreamWorker:
             waiting["input"] = (f"the input reader has not gone round its loop for {stalled_s:.0f}s (it is started "
                                 "again after a failure: see the log)")
         waiting.update(self.input_ends.missing() if self.processing else {})
-        if self.redis_refusal:
-            waiting["redis"] = f"Redis refuses this worker ({self.redis_refusal}): check REDIS_URL's password or ACL"
+        waiting.update(redis_wait(self, OUTAGE_NOT_READY_S))
         now = time.monotonic()
         for output, since in self.outages.items():
             if now - since >= OUTAGE_NOT_READY_S:

@@ -48,7 +48,7 @@ async def publish_status(worker: Any) -> None:
             "counters": asdict(worker.counters), "ordering": worker.ordered.status(),
             "models": worker.watcher.status(), "catalogue": worker.catalogue.status(),
             "updated_at": int(time.time() * 1000)}, ttl_s=STATUS_TTL_S)
-        worker.redis_refusal = None
+        worker.redis_refusal = worker.status_failing_since = None
         risk = await worker.store.eviction_risk()
         if risk:
             log.error("%s", risk)
@@ -57,8 +57,22 @@ async def publish_status(worker: Any) -> None:
         log.error("Redis at %s refuses the worker status (%s): check REDIS_URL's password or the ACL",
                   redact_url(worker.settings.redis_url), worker.redis_refusal)
     except RETRYABLE as exc:
+        if worker.status_failing_since is None:
+            worker.status_failing_since = time.monotonic()
         log.warning("cannot publish the worker status to Redis at %s (%s): check REDIS_URL",
                     redact_url(worker.settings.redis_url), described(exc))
+
+
+def redis_wait(worker: Any, after_s: float) -> dict[str, str]:
+    """Redis as the status writes see it: refusing the worker, or not answering for `after_s` (an idle worker
+    writes nothing else there, so only these tell it cannot store what comes)."""
+    if worker.redis_refusal:
+        return {"redis": f"Redis refuses this worker ({worker.redis_refusal}): check REDIS_URL's password or ACL"}
+    since = worker.status_failing_since
+    failing_s = time.monotonic() - since if since is not None else 0.0
+    if since is None or failing_s < after_s:
+        return {}
+    return {"redis": f"cannot write the worker status to Redis for {failing_s:.0f}s; retrying (check REDIS_URL)"}
 
 
 async def status_until_processing(worker: Any) -> None:
