@@ -245,9 +245,9 @@ class ModelWatcher:
                 batches = await consumer.getmany(tp, timeout_ms=500)
                 messages = batches.get(tp, [])
                 if unread is not None:
-                    for message in messages:
-                        kept = [] if valid_for_its_key(message) else unread.pop(message.key, [])
-                        unread[message.key] = [*kept, message]  # in the order of each key's latest record
+                    for message in messages:  # kept in the order of each key's latest record
+                        earlier = unread.pop(message.key, [])
+                        unread[message.key] = [message] if valid_for_its_key(message) else [*earlier, message]
                     if await consumer.position(tp) < end:
                         continue
                     messages, unread = [message for kept in unread.values() for message in kept], None
