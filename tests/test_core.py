@@ -5,8 +5,8 @@ import pytest
 from stream_app.config import Settings
 from stream_app.contracts import load_schema
 from stream_app.core.events import Event
+from stream_app.core.item_feed import ItemFeed
 from stream_app.core.items import InMemoryItemIndex
-from stream_app.core.ordering import ItemFeed
 from stream_app.core.process import event_digest, new_partition_learners, new_profile, process
 from stream_app.core.profile import Profile
 

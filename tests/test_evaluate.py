@@ -257,3 +257,33 @@ def test_the_timeline_holds_recall_per_window_and_coverage_only_the_logs_items()
     summary = board.summary({"a", "b", "x", "y"})
     assert summary["timeline"] == [0.5, 1.0]
     assert summary["coverage"] == 0.25  # "from-elsewhere" is not an item of the log
+
+
+def test_a_log_sorted_in_runs_spilled_to_disk_evaluates_as_the_whole_log_in_memory(tmp_path):
+    """`evaluate` reads a long log as replay does (sorted runs on disk, merged) and holds one epoch of it: every
+    row's figures must be those of the whole log in memory, in time order, with a redelivered event in it."""
+    import random
+
+    import orjson
+
+    from stream_app.tools.recorded import load_accepted
+    from stream_app.tools.replay import gate
+
+    log, _ = generate(SynthConfig(events=3000, seed=9))
+    log = list(log)
+    log.append(dict(log[1500]))  # a redelivery: neither judged nor learned
+    random.Random(2).shuffle(log)  # a published log is not in time order
+    path = tmp_path / "log.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(event) + b"\n" for event in log))
+    settings = Settings()
+    spilled = evaluate_log(path, "jsonl", settings, run_events=400)
+    events, _, _ = load_accepted(path, "jsonl", gate(settings))
+    whole = evaluate_events(events, settings)
+
+    def figures(result):
+        return {name: {key: value for key, value in row.items() if key != "events_per_s"}
+                for name, row in result["models"].items()}
+
+    assert figures(spilled) == figures(whole)
+    assert spilled["events"] == whole["events"] == 3001 and spilled["reachable"] == whole["reachable"]
+    assert figures(spilled)["stream-app"]["recall@20"] > 0

@@ -294,7 +294,7 @@ def test_the_ranker_learns_pairwise_which_candidate_is_hit_and_skips_lists_that_
 def test_a_ready_ranker_serves_the_list_in_its_own_order_and_says_so():
     settings = Settings(ranker_warm_up=5, top_k=3, repeat_weight=5.0)
     index = InMemoryItemIndex(settings)
-    from stream_app.core.ordering import ItemFeed
+    from stream_app.core.item_feed import ItemFeed
     feed = ItemFeed(settings, index)
     for i, item in enumerate(["p1", "p1", "p2", "p1", "p2", "p3"]):  # popular: p1 > p2 > p3
         feed.add(Event(f"o{i}", f"other{i}", item, "click", 1000 + i), 0, 1)

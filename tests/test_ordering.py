@@ -6,8 +6,9 @@ import pytest
 
 from stream_app.config import Settings
 from stream_app.core.events import Event
+from stream_app.core.item_feed import ItemFeed
 from stream_app.core.items import InMemoryItemIndex
-from stream_app.core.ordering import AFTER_ALL, EMPTY, LANE_OF, WAIT, ItemFeed, Sequencer, always, rounds
+from stream_app.core.ordering import AFTER_ALL, EMPTY, LANE_OF, WAIT, Sequencer, always, rounds
 from stream_app.stream.partitioning import partition_of
 
 T0 = 1_700_000_040_000  # on a minute boundary
@@ -378,7 +379,7 @@ def test_a_late_event_meets_the_same_trail_whether_the_feed_advanced_before_or_a
 
 def test_a_late_event_of_an_earlier_hour_counts_against_the_current_hours_cap():
     """_UserTrail.within_caps: "A late event of an earlier hour counts in the current one"."""
-    from stream_app.core.ordering import ItemFeed
+    from stream_app.core.item_feed import ItemFeed
 
     hour = 3_600_000
     h = 1_700_000_000_000 // hour * hour + 5 * hour
@@ -430,8 +431,8 @@ def test_co_visitation_pairs_an_item_only_with_other_items_seen_within_the_windo
 
 def test_a_logged_sessions_trail_leaves_after_session_idle_ms_and_a_later_event_begins_a_new_session():
     """With session ids, every user ever seen kept an item-feed trail in every worker for good."""
+    from stream_app.core.item_feed import ItemFeed
     from stream_app.core.items import InMemoryItemIndex
-    from stream_app.core.ordering import ItemFeed
 
     settings = Settings(session_idle_ms=3_600_000)
     feeds = [ItemFeed(settings, InMemoryItemIndex(settings)) for _ in range(2)]
@@ -449,3 +450,40 @@ def test_a_logged_sessions_trail_leaves_after_session_idle_ms_and_a_later_event_
         feed.advance(later.ts // settings.item_epoch_ms)
     assert feeds[0].index.store == feeds[1].index.store  # dropping the trail changed no signal
     assert not feeds[0].index.store["i:i2"]["followed_by"]  # a new session: i9 does not follow i2
+
+
+def test_rounds_of_a_log_in_time_order_are_the_whole_logs_rounds_one_epoch_held_at_a_time():
+    """`evaluate` streams a long log: each epoch is released once the next one begins. The rounds (epochs, batch
+    bounds, order, ties between topics) must be those of the whole log pushed at once, and the first round must
+    come before the log is read to its end."""
+    settings = Settings(partitions=4, batch_max=7)
+    log = synthetic_log(n=900)
+    for i in range(0, 900, 50):  # ties across topics and partitions at one time
+        log[i]["ts"] = log[i + 1]["ts"] = log[i + 2]["ts"]
+    log.sort(key=lambda e: e["ts"])
+    whole = [(epoch, [(r.group, r.lane, r.epoch, r.late, r.item["event_id"]) for r in out])
+             for epoch, out in rounds(log, settings, partition_of)]
+    taken = {"n": 0}
+
+    def reading():
+        for event in log:
+            taken["n"] += 1
+            yield event
+
+    streamed = rounds(reading(), settings, partition_of, in_time_order=True)
+    first = next(streamed)
+    assert taken["n"] < len(log) // 10  # one epoch and the first event of the next, not the log
+    rest = [first, *streamed]
+    assert [(epoch, [(r.group, r.lane, r.epoch, r.late, r.item["event_id"]) for r in out])
+            for epoch, out in rest] == whole
+    assert len(whole) > 30
+
+
+def test_rounds_in_time_order_refuse_an_event_of_an_epoch_already_released():
+    settings = Settings()
+    log = [{"event_id": "a", "user_id": "u", "item_id": "i", "type": "browse", "ts": T0 + MINUTE},
+           {"event_id": "b", "user_id": "u", "item_id": "i", "type": "browse", "ts": T0 + 2 * MINUTE},
+           {"event_id": "c", "user_id": "u", "item_id": "i", "type": "click", "ts": T0}]
+    with pytest.raises(ValueError, match="'c'.*not in time order"):
+        list(rounds(log, settings, partition_of, in_time_order=True))
+    assert sum(len(out) for _, out in rounds(log, settings, partition_of)) == 3  # any order without the flag

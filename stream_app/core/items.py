@@ -2,7 +2,7 @@
 Pure: no Faust, Kafka or Redis.
 
 How it stays consistent across workers: every worker computes it from the whole input, by event
-time (`ordering.ItemFeed`): the events of an item epoch become *signals* keyed by item
+time (`item_feed.ItemFeed`): the events of an item epoch become *signals* keyed by item
 (`SignalBuffer`, aggregated per epoch and partition group) and are merged into item entries
 (`apply_signals`) in the same order in every process, so every worker (and `evaluate`) ranks from
 the same item state at the same event time. `InMemoryItemIndex` holds it.

@@ -205,7 +205,7 @@ def process(profile: Profile, event: Event, index: ItemIndex, settings: Settings
             learners: PartitionLearners | None = None, encoding: Encoding | None = None,
             content: ContentIndex | None = None) -> Outcome:
     """Apply one event to its user's profile (in place), maybe recommend. Its item signals are the
-    item feed's (ordering.ItemFeed), which every worker runs over the whole input.
+    item feed's (item_feed.ItemFeed), which every worker runs over the whole input.
     `learners`: the ranker, recency positions (and bandit) of the event's partition; None: rank by the prior
     with a fixed recency order, learn nothing.
     `encoding`: the user's sequence-encoder embedding including this event (encoded with the rest of

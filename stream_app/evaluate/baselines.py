@@ -230,7 +230,7 @@ class SequentialRules(SessionBaseline):
     makes a rule a -> a), weighted 1 / gap, the paper's decreasing weight of the distance; a
     rule's weight is summed over all past sessions. The list: the rules of the current session's
     last item, by weight. A log's session_id is one session, gaps and all, as the hybrid's own rules read
-    it (ordering.ItemFeed); without one, a gap of session_gap_ms starts a session."""
+    it (item_feed.ItemFeed); without one, a gap of session_gap_ms starts a session."""
 
     gap_splits_sessions = False
 

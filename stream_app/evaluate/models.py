@@ -13,9 +13,9 @@ import numpy as np
 from ..config import Settings
 from ..core.content import ContentIndex
 from ..core.events import Event
+from ..core.item_feed import EvictionClock, ItemFeed
 from ..core.items import InMemoryItemIndex
 from ..core.learners import PartitionLearners
-from ..core.ordering import EvictionClock, ItemFeed
 from ..core.process import expected_scans, new_partition_learners, new_profile, process
 from ..core.profile import Profile
 from ..core.recommend import recommend

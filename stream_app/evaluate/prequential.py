@@ -19,10 +19,11 @@ against the profile's long-term interests.
 from __future__ import annotations
 
 import collections
+import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator, Sized
 
 import orjson
 
@@ -34,8 +35,9 @@ from ..errors import InputFileError
 from ..serving.encoder import Encoder
 from ..stream.partitioning import partition_of
 from ..tools.log_checks import first_rejection, warn_if_seconds
-from ..tools.recorded import OnlineRetailStats, load_accepted
+from ..tools.recorded import OnlineRetailStats
 from ..tools.replay import gate
+from ..tools.sorted_log import RUN_EVENTS, SortedLog
 from .baselines import CoVisitationUnseen, RecentThenCoVisitation, SequentialRules
 from .metrics import COLD_START, PopularityPercentiles, Scoreboard, profile_accuracy
 from .models import SOURCE_WEIGHTS, ItemJustSeen, Model, MostPopular, RiverMF, SingleSource, StreamAppModel
@@ -91,6 +93,22 @@ class Reachable:
         self.own_item += own
 
 
+class AppliedEvents:
+    """The event ids each user had, as 64-bit digests (a log's event dicts are not held: about 60 bytes an event)."""
+
+    def __init__(self) -> None:
+        self.by_user: dict[str, set[int]] = {}
+
+    def add(self, user_id: str, event_id: str) -> bool:
+        """Whether the user's event id is new (then it is kept)."""
+        digest = int.from_bytes(hashlib.blake2b(event_id.encode("utf-8"), digest_size=8).digest(), "little")
+        had = self.by_user.setdefault(user_id, set())
+        if digest in had:
+            return False
+        had.add(digest)
+        return True
+
+
 def timed(spent: dict[str, float], clock: Callable[[], float], model: Any, call: Callable[..., Any], *args: Any) -> Any:
     """`call(*args)`, its time added to the model's own (each model's events/s alone)."""
     t = clock()
@@ -110,16 +128,18 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
                     truth: dict[str, Any] | None = None, window: int | None = None,
                     baselines: bool = True, encoder: Encoder | None = None, shadow: Encoder | None = None,
                     judge_from_ts: int | None = None, record: bool = False,
-                    content: ContentIndex | None = None, light: bool = False) -> dict[str, Any]:
+                    content: ContentIndex | None = None, light: bool = False,
+                    in_time_order: bool = False) -> dict[str, Any]:
     """With `encoder`, the stream-app rows run it (as workers with that version live) and a "River
     only" row runs without; `shadow` adds a row for a second version. With `content` (the item
     catalogue's text vectors) the stream-app rows use it and a "no content" row runs without. Only
     events at or after `judge_from_ts` are judged (all are learned): set it to the encoder's training
     cutoff when the log overlaps its training data. `light`: only the stream-app rows, the content and
-    sequential-rules sources alone and the sequential-rules baseline (for long logs)."""
+    sequential-rules sources alone and the sequential-rules baseline (for long logs). `in_time_order`: `events`
+    (a sized iterable) come in time order and are taken one epoch at a time (`ordering.rounds`), not held."""
     settings = settings.replace(rec_policy="every", top_k=k)  # every event is judged by the next one
     hybrid, models = models_to_run(settings, k, baselines, light, encoder, shadow, content, record)
-    events = events if isinstance(events, list) else list(events)
+    events = events if isinstance(events, Sized) else list(events)
     window = max(20, len(events) // 60) if window is None else window
     boards = {m.name: Scoreboard(k, window) for m in models}
     shown: dict[str, dict[str, list[str]]] = {m.name: {} for m in models}
@@ -132,9 +152,9 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
     spent = dict.fromkeys(boards, 0.0)  # each model's own seconds (its events/s alone)
     clock = time.perf_counter
     started = clock()
-    applied: set[tuple[str, str]] = set()  # (user, event id): a redelivered event is not the user's action
+    applied = AppliedEvents()  # a redelivered event is not the user's action
     last_epoch = None
-    for epoch, released in rounds(events, settings, partition_of):
+    for epoch, released in rounds(events, settings, partition_of, in_time_order):
         if epoch != last_epoch and last_epoch is not None:
             end_epoch(models, spent, clock)  # what others did shows at the next epoch, as the item state does
         last_epoch = epoch
@@ -143,8 +163,7 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
         for model in models:
             timed(spent, clock, model, model.begin_batch, parsed, epoch)
         for raw, event in zip(batch_events, parsed):
-            repeat = (event.user_id, event.event_id) in applied
-            applied.add((event.user_id, event.event_id))
+            repeat = not applied.add(event.user_id, event.event_id)
             if not repeat and (judge_from_ts is None or event.ts >= judge_from_ts):
                 cold = interactions[event.item_id] < COLD_START
                 if event.user_id in shown[hybrid.name]:
@@ -210,25 +229,31 @@ def read_truth(path: str | Path) -> dict[str, Any]:
 def evaluate_log(path: str | Path, fmt: str, settings: Settings, k: int = 20,
                  truth_path: str | Path | None = None, encoder: Encoder | None = None,
                  shadow: Encoder | None = None, limit: int | None = None, content: ContentIndex | None = None,
-                 light: bool = False) -> dict[str, Any]:
+                 light: bool = False, run_events: int = RUN_EVENTS) -> dict[str, Any]:
+    """`evaluate_events` over a recorded log, read as replay reads it: in time order, sorted in runs of `run_events`
+    spilled to disk beyond the first (`SortedLog`), so memory holds a run, not the log."""
     truth = read_truth(truth_path) if truth_path else None
     skipped = OnlineRetailStats() if fmt == "online-retail" else None
     # what the workers dead-letter is not judged; `limit`: the log's first events in time
-    events, rejected, refused = load_accepted(path, fmt, gate(settings), limit, skipped)
-    warn_if_seconds(fmt, events[-1]["ts"] if events else None)  # as replay warns
-    judge_from = None
-    for model in (encoder, shadow):
-        if model is not None and events:
-            cutoff = model.manifest["training"]["train_until_ts"]
-            if model.manifest["training"]["first_ts"] <= events[-1]["ts"] and cutoff > events[0]["ts"]:
-                judge_from = max(judge_from or cutoff, cutoff)  # never judge on what a model trained on
-    result = evaluate_events(events, settings, k, truth, encoder=encoder, shadow=shadow, judge_from_ts=judge_from,
-                             content=content, light=light)
+    with SortedLog.read(path, fmt, gate(settings), skipped, limit, run_events) as log:
+        warn_if_seconds(fmt, log.last_ts)  # as replay warns
+        judge_from = None
+        for model in (encoder, shadow):
+            if model is not None and log.count:
+                cutoff = model.manifest["training"]["train_until_ts"]
+                if model.manifest["training"]["first_ts"] <= log.last_ts and cutoff > log.first_ts:
+                    judge_from = max(judge_from or cutoff, cutoff)  # never judge on what a model trained on
+        # an encoder of another catalogue knows few of the log's items (by event: it keeps its log's most frequent)
+        known = {role: set(model.item_ids) for role, model in (("encoder", encoder), ("shadow_encoder", shadow))
+                 if model is not None}
+        counts = dict.fromkeys(known, 0)
+        result = evaluate_events(KnownItems(log, known, counts), settings, k, truth, encoder=encoder, shadow=shadow,
+                                 judge_from_ts=judge_from, content=content, light=light, in_time_order=True)
+        rejected, refused = log.rejected, log.refused
     result["log"] = str(path)
-    for role, model in (("encoder", encoder), ("shadow_encoder", shadow)):
-        if model is not None and events:  # an encoder of another catalogue knows few of the log's items
-            known = set(model.item_ids)  # (by event: an encoder keeps its log's most frequent items only)
-            result[f"{role}_log_events_known"] = sum(event["item_id"] in known for event in events) / len(events)
+    for role, found in counts.items():
+        if result["events"]:
+            result[f"{role}_log_events_known"] = found / result["events"]
     result["rejected_lines"] = len({found.line for found in rejected})  # an OTTO line may hold several bad events
     result["first_rejection"] = first_rejection(rejected) if rejected else None
     if skipped is not None:
@@ -236,3 +261,19 @@ def evaluate_log(path: str | Path, fmt: str, settings: Settings, k: int = 20,
     for reason in ("timestamp_out_of_range", "payload_too_large"):
         result[reason] = sum(1 for _, found, _ in refused if found == reason)
     return result
+
+
+class KnownItems:
+    """`events` (sized), counting per role the events whose item is in its set of `known` items into `counts`."""
+
+    def __init__(self, events: Any, known: dict[str, set[str]], counts: dict[str, int]):
+        self.events, self.known, self.counts = events, known, counts
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for event in self.events:
+            for role, items in self.known.items():
+                self.counts[role] += event["item_id"] in items
+            yield event

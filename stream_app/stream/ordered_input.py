@@ -2,20 +2,19 @@
 
 Every worker reads every partition of the three input topics with its own consumer, outside the
 consumer group (`run`), and releases them in event-time order, partition group by partition group
-(`ordering.Sequencer`): from that one order it builds the item state (`ordering.ItemFeed`, the same
+(`ordering.Sequencer`): from that one order it builds the item state (`item_feed.ItemFeed`, the same
 in every worker) and keeps each group's *schedule*, the order and epoch of its events. The worker's
 own partitions are processed in their schedule's order (`next_round`), a round of one epoch at a
 time, each round only once the item state holds every earlier epoch and no later one. So a worker's
 recommendations depend on the log, not on fetch timing, replay speed, the number of workers or load.
 
-Faust's consumer group owns the assignment, the seek to the group's commit and table recovery. An
-own record is applied from the reader's copy (`ReadRecord`) once its lane's start is known; one
-released before its partition was owned has only its place in the schedule and waits for Faust's
-delivery (`deliver`); Faust fetches only such lanes (`faust_lanes`) and those whose commit is before
-records the schedule passed (applied before a rebalance, or trimmed), which only it can bring again. A
-copy of what was applied is let go unacknowledged (`forget`: the worker commits what it applied).
-Faust's consumer can skip records around a rebalance (a fetch begun before the seek to the commit moves
-its read position past what the seek asked to read again): such a record is fetched again (`refetch`).
+Faust's consumer group owns the assignment, the seek to the group's commit and table recovery. An own record is
+applied from the reader's copy (`ReadRecord`) once its lane's start is known; one released before its partition
+was owned has only its place in the schedule and waits for Faust's delivery (`deliver`); Faust fetches only such
+lanes (`faust_lanes`) and those whose commit is before records the schedule passed (applied before a rebalance,
+or trimmed), which only it can bring again. A copy of what was applied is let go unacknowledged (`forget`: the
+worker commits what it applied). Faust's consumer can skip records around a rebalance (a fetch begun before the
+seek to the commit moves past what the seek asked to read again): such a record is fetched again (`refetch`).
 
 What may differ is the idle rule: a lane of a group with nothing new for `max_idle_ms`, read to its end
 as asked after the group's latest record was read (lane_ends.py), is gone on without; an event that comes
@@ -35,8 +34,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from ..config import EVENT_TYPES, Settings
 from ..contracts import Rejection, Source
 from ..core.events import Event
+from ..core.item_feed import ItemFeed
 from ..core.items import InMemoryItemIndex
-from ..core.ordering import AFTER_ALL, BEFORE_ALL, GroupMerge, ItemFeed, Released, Sequencer
+from ..core.ordering import AFTER_ALL, BEFORE_ALL, GroupMerge, Released, Sequencer
 from .lane_ends import ASK_EVERY_MS, LaneEnds, pause_full_lanes
 from .ready import ReadRecord, Ready, counted_before, gate, input_source
 from .stage_latency import StageLatency

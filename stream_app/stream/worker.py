@@ -27,8 +27,8 @@ import orjson
 from faust.types import TP
 
 from ..config import Settings
+from ..core.item_feed import EvictionClock
 from ..core.items import InMemoryItemIndex
-from ..core.ordering import EvictionClock
 from ..store.redis_store import ProfileStore, RedisStoreConfig
 from . import health, retries, transport
 from .batch import BatchHandler, Counters, PartitionState

@@ -13,8 +13,9 @@ import redis
 
 from ..config import Settings
 from ..core.events import Event
+from ..core.item_feed import ItemFeed
 from ..core.items import InMemoryItemIndex
-from ..core.ordering import ItemFeed, rounds
+from ..core.ordering import rounds
 from ..core.profile import Profile
 from ..store.redis_store import read_profile, worker_statuses
 from ..stream.partitioning import partition_of
