@@ -418,7 +418,9 @@ class BatchHandler:
 
     def snapshots(self, profile_changelog: str, learner_table: Any, learner_changelog: str
                   ) -> list[tuple[Profile, bytes]]:
-        """Write changed profiles and learners to their tables and the outbox; return Redis's share."""
+        """Write changed profiles and learners to their tables and the outbox (their changelogs last, once the
+        batch's other records are stored: output.Outbox.last); return Redis's share."""
+        self.outbox.last.update((profile_changelog, learner_changelog))
         to_redis: list[tuple[Profile, bytes]] = []
         for user_id, partition in self.removed:
             self.outbox.add(profile_changelog, user_id.encode(), None, partition)

@@ -4,6 +4,7 @@ Faust's own send path costs about a tenth of a millisecond per message (a future
 an awaited hand-off each), which capped a worker near 1k events/s here. Building record batches
 directly and awaiting their acknowledgements once per batch also gives a stricter guarantee: a
 batch's input events are acknowledged only after every record it produced is stored by the broker.
+The records of the tables' changelogs go last, once every other is stored (`Outbox.last`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,12 @@ class Outbox:
     """Records one worker batch produces; partition None means "by key", like any Kafka producer."""
 
     records: list[tuple[str, bytes | None, bytes | None, int | None]] = field(default_factory=list)
+    # Topics whose records are sent once every other record is stored: the tables' changelogs. Stored, a
+    # changelog says the batch's events were applied (read again after a crash, they are skipped as
+    # duplicates), so it must not be stored without their recommendations, dead letters and snapshots.
+    # The several produce requests of one delivery (one per partition leader, or a partition's records
+    # past one request) are not stored all or nothing; a crash between the two steps re-applies the events.
+    last: set[str] = field(default_factory=set)
 
     def add(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None) -> None:
         """`value` None: a tombstone (the key's record is deleted by compaction)."""
@@ -60,12 +67,17 @@ class BatchProducer:
         return known
 
     async def deliver(self, outbox: Outbox) -> None:
-        """Send everything in the outbox and wait until the broker has stored all of it."""
-        if not outbox.records:
+        """Send everything in the outbox and wait until the broker has stored all of it: the records of
+        `outbox.last`'s topics once all the others are stored."""
+        await self._send([record for record in outbox.records if record[0] not in outbox.last])
+        await self._send([record for record in outbox.records if record[0] in outbox.last])
+
+    async def _send(self, records: list[tuple[str, bytes | None, bytes | None, int | None]]) -> None:
+        if not records:
             return
         producer = await self._started()
         grouped: dict[tuple[str, int], list[tuple[bytes | None, bytes | None]]] = {}
-        for topic, key, value, partition in outbox.records:
+        for topic, key, value, partition in records:
             if partition is None:
                 partitions = await self._partitions_of(producer, topic)
                 partition = self._partitioner(key, partitions, partitions)

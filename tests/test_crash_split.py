@@ -1,0 +1,86 @@
+"""A worker killed between the produce requests of one batch: the broker stored part of the batch's records.
+
+Several produce requests carry one batch's output (one per partition leader: on a cluster of several
+brokers they go out side by side; on one broker a record batch over 1 MiB, or a partial failure being
+retried, splits them too). Here a fault injected in the worker process (a `sitecustomize` on its PYTHONPATH)
+holds back the Nth record batch the worker sends to one topic, lets every other request it has sent be
+stored, then SIGKILLs the worker. A new worker then takes the events up again.
+"""
+
+from __future__ import annotations
+
+import os
+import textwrap
+import time
+
+import orjson
+from conftest import wait_until
+
+from stream_app.tools.consume import TopicReader, wait_committed
+from stream_app.tools.recorded import load_sorted
+from stream_app.tools.replay import produce_events
+
+INJECTION = textwrap.dedent('''
+    import os, signal, sys
+    if os.environ.get("CRASHSPLIT_WITHHOLD") and "worker" in sys.argv:
+        import asyncio
+        from aiokafka import AIOKafkaProducer
+
+        send_batch, seen = AIOKafkaProducer.send_batch, [0]
+
+        async def split_send_batch(self, batch, topic, *, partition):
+            mark = os.environ["CRASHSPLIT_MARK"]
+            if topic != os.environ["CRASHSPLIT_WITHHOLD"] or os.path.exists(mark):
+                return await send_batch(self, batch, topic, partition=partition)
+            seen[0] += 1
+            if seen[0] < int(os.environ["CRASHSPLIT_AT"]):
+                return await send_batch(self, batch, topic, partition=partition)
+            open(mark, "w").close()  # once: the worker started next takes the events up again
+            loop = asyncio.get_running_loop()
+            loop.call_later(3.0, os.kill, os.getpid(), signal.SIGKILL)  # the others' requests answered by then
+            return loop.create_future()  # this request never reaches the broker
+
+        AIOKafkaProducer.send_batch = split_send_batch
+''')
+
+
+def test_a_kill_between_the_produce_requests_of_a_batch_loses_no_recommendation(make_settings, start_worker,
+                                                                                 tmp_path, monkeypatch):
+    """The request of a batch's recommendations is lost, the others are stored, the worker dies: every event
+    still gets its recommendation, and every list is the one the in-process pass gives. Before, the
+    batch's profiles changelog was stored beside the recommendations, and the new worker skipped the
+    events as duplicates: their recommendations were never published (90 of 1888 here)."""
+    from stream_app.evaluate.prequential import evaluate_events
+    from stream_app.tools.demo import SAMPLE, SAMPLE_FORMAT
+
+    settings = make_settings(ranker_warm_up=100, commit_interval_s=0.5, max_idle_ms=2000)
+    (tmp_path / "inject").mkdir()
+    (tmp_path / "inject" / "sitecustomize.py").write_text(INJECTION)
+    mark = tmp_path / "fired"
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path / "inject"), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("CRASHSPLIT_WITHHOLD", settings.topics.recommendations)
+    monkeypatch.setenv("CRASHSPLIT_MARK", str(mark))
+    monkeypatch.setenv("CRASHSPLIT_AT", "3")
+    events, _ = load_sorted(SAMPLE, SAMPLE_FORMAT)
+    first = start_worker(settings)
+    marks = produce_events(settings, events).marks
+    wait_until(lambda: not first.alive(), 90, "the injected kill")
+    assert mark.exists(), first.log_tail()
+    start_worker(settings)
+    wait_committed(settings, marks, timeout=120)
+    published: dict[str, set] = {}  # a batch redone after the crash publishes its lists again: the same ones
+    with TopicReader(settings.kafka_bootstrap_servers, settings.topics.recommendations) as recs:
+        deadline = time.monotonic() + 30  # all of it (a lost recommendation is said below)
+        while time.monotonic() < deadline:
+            new = recs.poll()
+            if not new and len(published) == len(events):
+                break
+            for record in new:
+                rec = orjson.loads(record.value)
+                published.setdefault(rec["trigger_event_id"], set()).add(
+                    (rec["profile_version"], tuple(item["item_id"] for item in rec["items"])))
+    in_process = evaluate_events(events, settings, settings.top_k, baselines=False, record=True)["recorded"]
+    missing = set(in_process) - set(published)
+    assert not missing, f"{len(missing)} of {len(in_process)} events have no recommendation"
+    differ = [e for e, (version, items) in in_process.items() if published[e] != {(version, tuple(items))}]
+    assert differ == [], f"{len(differ)} of {len(in_process)} events published another list or version"
