@@ -453,3 +453,29 @@ def test_a_round_told_ahead_scans_the_catalogue_once_per_chunk_and_lists_the_sam
     assert told == alone and sum(1 for found in alone if found) > 100
     assert scans_alone > 200
     assert scans_told <= -(-2 * len(events) // EXPECT_CHUNK) + 2, scans_told
+
+
+def test_the_status_says_through_which_items_record_the_lists_see_the_catalogue():
+    """`items load --wait` waits for `indexed_through` in every worker: the offset of the last record whose text
+    is in the index the lists are made with, not merely read (a worker read a changed title seconds before
+    its rebuild swapped it in)."""
+    import asyncio
+
+    feed = CatalogueFeed(Settings())
+    for offset, (item_id, title) in enumerate(CATALOGUE.items()):
+        feed.apply(item_id.encode(), orjson.dumps({"item_id": item_id, "title": title, "schema_version": 1}), offset)
+    last = len(CATALOGUE) - 1
+    assert feed.status()["indexed_through"] == -1  # read, not embedded
+    model = BagOfWords("bow-1")
+    asyncio.run(feed.rebuild(model))
+    assert feed.status()["indexed_through"] == last
+    feed.apply(b"mug-1", orjson.dumps({"item_id": "mug-1", "title": "RED SPOTTY JUG", "schema_version": 1}), last + 1)
+    assert feed.status()["indexed_through"] == last and feed.index.titles["mug-1"] != "RED SPOTTY JUG"
+    asyncio.run(feed.rebuild(model))
+    assert feed.status()["indexed_through"] == last + 1 and feed.index.titles["mug-1"] == "RED SPOTTY JUG"
+    feed.apply(b"bad", b'{"item_id": "bad"}', last + 2)  # changes no text: seen once the feed has caught up
+    asyncio.run(feed.rebuild(model))
+    assert feed.status()["indexed_through"] == last + 2
+    feed.apply(b"mug-2", None, last + 3)
+    asyncio.run(feed.rebuild(None))  # no content model: a record counts once read
+    assert feed.status()["indexed_through"] == last + 3

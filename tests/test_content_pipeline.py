@@ -80,8 +80,20 @@ def test_a_worker_recommends_an_item_nobody_touched_by_its_text(content_model, m
     wait_until(lambda: status()["catalogue"]["items"] > 0, 30, "the worker's status after indexing")
     assert status()["catalogue"] == {"items": len(CATALOGUE), "withdrawn": 0, "indexed": len(CATALOGUE),
                                      "model": version, "embedded": status()["catalogue"]["embedded"], "failed": 0,
-                                     "invalid": 0}
+                                     "invalid": 0, "indexed_through": summary.through}
     assert status()["catalogue"]["embedded"] >= len(CATALOGUE) and status()["models"]["content"] == version
+
+    # a title changed with `items load --wait`: once it returns, the worker's lists name the new title
+    renamed = tmp_path / "renamed.jsonl"
+    renamed.write_text(orjson.dumps({"item_id": "22464", "title": "HANGING METAL HEART LAMP",
+                                     "schema_version": 1}).decode() + "\n")
+    again = load_items(settings, renamed, "jsonl", wait_s=60)
+    assert again.through == summary.through + 1 and again.lines()[-1].startswith(
+        "every running worker (1) makes its lists with the catalogue through offset")
+    produce_events(settings, [{**events[-1], "event_id": "r1", "ts": T0 + 90_000}])
+    named = {orjson.loads(r.value)["trigger_event_id"]: orjson.loads(r.value)
+             for r in read_all(settings.kafka_bootstrap_servers, settings.topics.recommendations, 3)}["r1"]
+    assert "similar to HANGING METAL HEART LAMP" in {item["item_id"]: item["reasons"] for item in named["items"]}["22465"]
 
     # an item the user bought taken off the catalogue (a tombstone): never shown again, by any source (before,
     # only the content sources knew the catalogue; "viewed before" brought it here)
@@ -94,7 +106,7 @@ def test_a_worker_recommends_an_item_nobody_touched_by_its_text(content_model, m
     wait_until(lambda: status()["catalogue"]["withdrawn"] == 1, 30, "the worker to read the tombstone")
     produce_events(settings, [{**events[-1], "event_id": "c2", "ts": T0 + 2 * 60_000}])
     after = {orjson.loads(r.value)["trigger_event_id"]: orjson.loads(r.value)
-             for r in read_all(settings.kafka_bootstrap_servers, settings.topics.recommendations, 3)}["c2"]
+             for r in read_all(settings.kafka_bootstrap_servers, settings.topics.recommendations, 4)}["c2"]
     assert after["items"] and "71053" not in {item["item_id"] for item in after["items"]}
 
 

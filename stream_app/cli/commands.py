@@ -352,7 +352,7 @@ def _load_content(settings: Settings, items: str | None, fmt: str, version: str)
 def cmd_items(args: argparse.Namespace) -> int:
     from ..tools.catalogue import load_items
 
-    summary = load_items(Settings.from_env(), args.file, args.format)
+    summary = load_items(Settings.from_env(), args.file, args.format, args.wait)
     print("\n".join(summary.lines()))
     return 0
 

@@ -211,6 +211,9 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     it.add_argument("action", choices=["load"])
     it.add_argument("file")
     it.add_argument("--format", default="jsonl", choices=CATALOGUE_FORMATS)
+    it.add_argument("--wait", type=_seconds, default=None, metavar="SECONDS",
+                    help="then wait up to SECONDS until every running worker makes its lists with it (its texts "
+                         "embedded): replay the events that should see it only then")
     it.set_defaults(fn=cmd_items)
     t = sub.add_parser("train", help="train the sequence encoder on a log, export to ONNX, register it")
     t.add_argument("log")

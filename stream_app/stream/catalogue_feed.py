@@ -115,6 +115,10 @@ class CatalogueFeed:
         self.changed = False
         self.built_for: tuple[str | None, int] = (None, -1)  # (model version, change count) of the index
         self.changes = 0
+        # The offset of the last items record read, and of the last one the lists made now see (its text in the
+        # index): `stream-app items load --wait` waits for the latter in every worker's status
+        self.read_through = -1
+        self.indexed_through = -1
         # term -> how many of the texts hold it, kept up to date as texts change: a rebuild after one new title
         # does not read every title again (catalogue_terms over the texts would give the same terms)
         self.term_counts: collections.Counter[str] = collections.Counter()
@@ -133,9 +137,11 @@ class CatalogueFeed:
     def status(self) -> dict[str, Any]:
         return {"items": len(self.texts), "withdrawn": len(self.withdrawn), "indexed": len(self.index) if self.index is not None else 0,
                 "model": self.index.version if self.index is not None else None,
-                "embedded": self.embedder.embedded, "failed": self.embedder.failed, "invalid": self.invalid}
+                "embedded": self.embedder.embedded, "failed": self.embedder.failed, "invalid": self.invalid,
+                "indexed_through": self.indexed_through}
 
     def apply(self, key: bytes | None, value: bytes | None, offset: int) -> None:
+        self.read_through = max(self.read_through, offset)
         if value is None:  # a tombstone: the item left the catalogue, and is never shown (withdrawn)
             item_id = key.decode("utf-8", "replace") if key is not None else None
             self.listed_at.pop(item_id, None)
@@ -166,18 +172,20 @@ class CatalogueFeed:
 
     async def rebuild(self, model: TextEncoder | None) -> None:
         """Swap in an index of the current texts under `model` (None: no content) if either changed."""
+        through = self.read_through  # what the texts below hold
         if model is None:
-            self.index, self.built_for = None, (None, self.changes)
+            self.index, self.built_for, self.indexed_through = None, (None, self.changes), through
             return
         wanted = (model.version, self.changes)
-        if wanted == self.built_for:
+        if wanted == self.built_for:  # the records read since changed no text: the index holds them
+            self.indexed_through = through
             return
         texts = dict(self.texts)
         terms = top_terms(self.term_counts, term_floor(len(texts)))
         started = time.monotonic()
         index = await asyncio.get_running_loop().run_in_executor(
             None, index_catalogue, model, texts, self.embedder, dict(self.listed_at), dict(self.titles), terms)
-        self.index, self.built_for = index, wanted
+        self.index, self.built_for, self.indexed_through = index, wanted, through
         self.embedder.keep_only(model.version, [*texts.values(), *index.terms])
         log.warning("content index: %d items, %d terms under %s (%.1fs; %d texts embedded so far)",
                     len(index), len(index.terms), model.version, time.monotonic() - started, self.embedder.embedded)

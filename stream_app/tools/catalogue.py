@@ -180,21 +180,26 @@ class LoadSummary:
     rejected: int = 0
     seconds: float = 0.0
     rejected_note: str = ""
+    through: int | None = None  # the items topic's offset of the last record sent
+    indexed: str = ""  # with a wait: what the workers did with it
 
     def lines(self) -> list[str]:
         out = [f"loaded {self.sent:,} items from {self.path} in {self.seconds:.2f}s"]
         if self.rejected:
             out.append(f"  {self.rejected_note} -> dead-letter topic (each with its line and reason); "
                        f"{DEAD_LETTERS_SAID}")
-        return out
+        return [*out, self.indexed] if self.indexed else out
 
 
-def load_items(settings: Settings, path: str | Path, fmt: str) -> LoadSummary:
-    """Produce a catalogue file to the items topic (key item_id); bad records to the dead-letter topic."""
+def load_items(settings: Settings, path: str | Path, fmt: str, wait_s: float | None = None) -> LoadSummary:
+    """Produce a catalogue file to the items topic (key item_id); bad records to the dead-letter topic. `wait_s`:
+    then wait up to that long until every running worker's lists see it (`wait_indexed`)."""
     started = time.monotonic()
     items, rejected = load_catalogue(path, fmt)
     summary = send_catalogue(settings, str(path), items, rejected)
     summary.seconds = time.monotonic() - started
+    if wait_s is not None and summary.through is not None:
+        summary.indexed = wait_indexed(settings, summary.through, wait_s)
     return summary
 
 
@@ -217,5 +222,41 @@ def send_catalogue(settings: Settings, path: str, items: dict[str, dict[str, Any
         dead_letter_lines(settings, rejected, producer)
     finally:
         producer.close()
+    ends = [end for tp, end in sent.marks.items() if tp.topic == settings.topics.items]
     return LoadSummary(path, len(items), len(rejected), time.monotonic() - started,
-                       rejected_note(rejected) if rejected else "")
+                       rejected_note(rejected) if rejected else "", max(ends) - 1 if ends else None)
+
+
+#: How often `items load --wait` reads the workers' statuses (each refreshed every STATUS_TTL_S / 3 s).
+WAIT_POLL_S = 0.5
+
+
+def wait_indexed(settings: Settings, through: int, timeout_s: float) -> str:
+    """Wait until every live worker's lists see the items topic through offset `through` (its catalogue
+    status's `indexed_through`: the record read and, with a content model, its text embedded and the index
+    swapped in). What to say; a ServiceTimeout naming the workers behind."""
+    import redis
+
+    from ..errors import ServiceTimeout
+    from ..store.redis_store import worker_statuses
+
+    client = redis.Redis.from_url(settings.require_redis(), socket_connect_timeout=2)
+    started = time.monotonic()
+    while True:
+        statuses = worker_statuses(client, settings.namespace)
+        behind = {s["worker_id"]: s.get("catalogue", {}).get("indexed_through", -1) for s in statuses}
+        behind = {worker: at for worker, at in behind.items() if at < through}
+        waited = time.monotonic() - started
+        if not statuses:  # nothing to wait for
+            return (f"no worker of namespace {settings.namespace!r} is running (none has a status in Redis): one "
+                    "that starts embeds the catalogue before it takes events")
+        if not behind:
+            return (f"every running worker ({len(statuses)}) makes its lists with the catalogue through offset "
+                    f"{through} ({waited:.1f}s)")
+        if waited > timeout_s:
+            raise ServiceTimeout(f"after {timeout_s:.0f}s {len(behind)} of {len(statuses)} workers have not indexed "
+                                 f"the catalogue through offset {through}: " + ", ".join(
+                                     f"{w} at {at}" for w, at in sorted(behind.items())) + "; embedding takes "
+                                 "seconds per thousand changed texts: wait longer (--wait N), and see the workers' "
+                                 "logs ('content index: ...')")
+        time.sleep(WAIT_POLL_S)
