@@ -76,7 +76,8 @@ def test_evaluate_refuses_options_it_would_ignore(capsys):
                        (["--workers", "2"], "--workers acts only with --via-kafka"),
                        (["--content", "v1"], "--content acts only with --items"),
                        (["--via-kafka", "--truth", "t.json"], "--truth acts only in process"),
-                       (["--via-kafka", "--html", "r.html"], "--html acts only in process")):
+                       (["--via-kafka", "--html", "r.html"], "--html acts only in process"),
+                       (["--via-kafka", "--sort-in-memory", "9"], "--sort-in-memory acts only in process")):
         assert main.main(["evaluate", OTTO, "--format", "otto", *argv]) == 2
         assert said in capsys.readouterr().err
 

@@ -52,7 +52,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     content = _load_content(settings, args.items, args.items_format, args.content)
     try:
         result = evaluate_log(args.log, args.format, settings, args.k, truth, encoder=encoder, shadow=shadow,
-                              limit=args.limit, content=content, light=args.light)
+                              limit=args.limit, content=content, light=args.light,
+                              **({"run_events": args.sort_in_memory} if args.sort_in_memory else {}))
     except KeyboardInterrupt:  # exit status 130 said nothing of what became of the pass
         print("\ninterrupted: no table and no report written (the pass scores the whole log before it writes "
               "any; --limit N evaluates the log's first N events, --light fewer rows)", file=sys.stderr)
@@ -70,7 +71,7 @@ _NEEDS = {"no_baselines": ("via_kafka", False), "keep": ("via_kafka", False), "r
           "workers": ("via_kafka", 1), "max_idle_ms": ("via_kafka", 2000), "busy": ("via_kafka", False),
           "timeout": ("via_kafka", 900.0), "items_format": ("items", "jsonl"), "content": ("items", "latest")}
 #: ... and those the run through Kafka does not take (None unless given)
-_NOT_VIA_KAFKA = ("batch", "truth", "encoder", "shadow", "html")
+_NOT_VIA_KAFKA = ("batch", "truth", "encoder", "shadow", "html", "sort_in_memory")
 
 
 def _refuse_ignored_options(args: argparse.Namespace) -> None:

@@ -172,6 +172,9 @@ def add_evaluate_command(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--k", type=_count, default=20)
     ev.add_argument("--limit", type=_count, default=None, help="only the log's first N events in time")
     ev.add_argument("--batch", type=_count, default=None, help="events per batch (default: the workers' batch size)")
+    ev.add_argument("--sort-in-memory", type=_count, default=None, metavar="N",
+                    help=f"as replay's (default {RUN_EVENTS:,}): a longer log is sorted in runs of N on disk, and the "
+                         "pass holds one item epoch of it, not the log")
     ev.add_argument("--truth", default=None, help="ground truth (default: <log>.truth.json when present)")
     ev.add_argument("--json", default=None, help="where to write the full results (default: reports/)")
     ev.add_argument("--html", default=None, help="where to write the HTML report (default: reports/)")
