@@ -396,3 +396,30 @@ def test_a_content_export_to_a_registry_that_is_a_file_is_refused_before_the_mod
     a_file.write_text("not a folder")
     assert main.main(["content", "export", "--registry", str(a_file)]) == 2
     assert f"the registry {a_file} is a file, not a folder" in capsys.readouterr().err
+
+
+def test_train_and_the_content_export_name_a_package_of_the_train_extra_that_is_installed_but_broken(monkeypatch,
+                                                                                                    capsys):
+    """A package found but failing to import (a missing shared library, a half-finished upgrade) was a traceback."""
+    import importlib.abc
+    import importlib.machinery
+    import sys
+
+    class Broken(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+        def find_spec(self, name, path=None, target=None):
+            return importlib.machinery.ModuleSpec(name, self) if name == "onnx" else None
+
+        def create_module(self, spec):
+            return None
+
+        def exec_module(self, module):
+            raise ImportError("libonnx.so: cannot open shared object file")
+
+    monkeypatch.delitem(sys.modules, "onnx", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [Broken(), *sys.meta_path])
+    assert main.main(["train", OTTO, "--format", "otto"]) == 2
+    err = capsys.readouterr().err
+    assert "training needs onnx, which is installed but cannot be imported" in err and "libonnx.so" in err
+    assert "pip install" in err and "Traceback" not in err
+    assert main.main(["content", "export"]) == 2
+    assert "the export needs onnx, which is installed but cannot be imported" in capsys.readouterr().err

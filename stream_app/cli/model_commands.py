@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.util
 import json
 import sys
@@ -11,7 +12,7 @@ import time
 from pathlib import Path
 
 from ..config import Settings
-from ..errors import StreamAppError
+from ..errors import StreamAppError, described
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -138,6 +139,13 @@ def require_train_extra(what: str, modules: tuple[str, ...]) -> None:
     if missing:
         raise StreamAppError(f"{what} needs {', '.join(missing)}, which this environment lacks: install the train "
                              "extra, `.venv/bin/pip install -e '.[train]'`")
+    for name in modules:  # installed but broken (a missing shared library, a half-finished upgrade): was a traceback
+        try:
+            importlib.import_module(name)
+        except Exception as exc:
+            raise StreamAppError(f"{what} needs {name}, which is installed but cannot be imported ({described(exc)}): "
+                                 "reinstall the train extra, `.venv/bin/pip install --force-reinstall -e '.[train]'`"
+                                 ) from None
 
 
 def cmd_train(args: argparse.Namespace) -> int:
