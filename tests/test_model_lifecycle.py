@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
+from conftest import OTTO_SAMPLE
 from test_batch_handler import make_events, ready
 from test_encoder import announce
 
@@ -412,3 +413,25 @@ def test_a_version_registered_twice_says_whether_the_one_there_has_the_same_file
         registry.write_version(tmp_path, stage(b"a"), manifest)
     with pytest.raises(ValueError, match="other files: delete that folder"):
         registry.write_version(tmp_path, stage(b"b"), manifest)
+
+
+def test_a_version_whose_files_hash_right_but_are_no_model_is_one_line_and_never_served(trained, tmp_path, capsys):
+    """A truncated graph or a manifest lacking its dims, written with a matching hash: `models publish` and
+    `evaluate --encoder` were onnxruntime's or a KeyError's traceback; the workers refused it already."""
+    root, v1, _ = trained
+    for name, spoil in (("cut-graph", lambda d, m: (d / "encoder.onnx").write_bytes(b"not an onnx graph")),
+                        ("no-dims", lambda d, m: m.pop("dims"))):
+        staged = tmp_path / name
+        shutil.copytree(root / v1, staged)
+        manifest = {key: value for key, value in json.loads((staged / registry.MANIFEST).read_text()).items()
+                    if key != "content_hash"}
+        spoil(staged, manifest)
+        registry.write_version(tmp_path / "registry", staged, dict(manifest, version=name))
+        assert main(["models", "publish", name, "--registry", str(tmp_path / "registry")]) == 2
+        assert f"model version {name} in {tmp_path / 'registry'} cannot be loaded" in capsys.readouterr().err
+        assert main(["evaluate", str(OTTO_SAMPLE), "--format", "otto", "--light", "--encoder", name, "--registry",
+                     str(tmp_path / "registry"), "--json", str(tmp_path / "e.json"), "--html",
+                     str(tmp_path / "e.html")]) == 2
+        assert "cannot be loaded" in capsys.readouterr().err and not (tmp_path / "e.json").exists()
+        watcher, reports = watched(tmp_path / "registry", announce(tmp_path / "registry", "live", name, 1))
+        assert watcher.live is None and [r["outcome"] for r in reports] == ["refused"]

@@ -16,7 +16,7 @@ from ..config import Settings
 from ..errors import ConfigError, StreamAppError
 from ..state_files import state_dir, unusable_state_dir
 from ..urls import redact_url
-from .model_commands import require_train_extra
+from .model_commands import require_train_extra, tried
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -328,7 +328,7 @@ def _load_encoder(settings: Settings, version: str | None):
         if version is None:
             raise StreamAppError(f"the registry {settings.registry_dir} holds no sequence model; train one with "
                                  f"`stream-app train LOG --registry {settings.registry_dir}`")
-    return Encoder.load(settings.registry_dir, version)
+    return tried(Encoder.load(settings.registry_dir, version))
 
 
 def _load_content(settings: Settings, items: str | None, fmt: str, version: str):
@@ -365,7 +365,7 @@ def _load_text_encoder(registry_dir: str, version: str | None):
     if version is None:
         raise StreamAppError(f"the registry {registry_dir} holds no content model; export one with "
                              f"`stream-app content export --registry {registry_dir}`")
-    return TextEncoder.load(registry_dir, version)
+    return tried(TextEncoder.load(registry_dir, version))
 
 
 def _titles_per_second(encoder, titles: list[str], batch_size: int) -> float:

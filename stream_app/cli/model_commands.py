@@ -132,6 +132,16 @@ def check_train_options(args: argparse.Namespace, settings: Settings, registry_d
                                  "into theirs, or set STREAM_APP_REGISTRY_DIR for them and here")
 
 
+def tried(model):
+    """`model` once it has run on the workers' trial input: the workers refuse a version that fails it, and an
+    evaluate or content command on it was a traceback from inside onnxruntime."""
+    try:
+        model.trial()
+    except Exception as exc:
+        raise StreamAppError(f"model {model.version} cannot serve, as the workers would refuse it: {exc}") from None
+    return model
+
+
 def require_train_extra(what: str, modules: tuple[str, ...]) -> None:
     """Refuse before any work if a package the train extra brings is missing (onnx is needed only at the export,
     after the training: its absence there was a traceback at the end)."""

@@ -19,7 +19,7 @@ from ..core.events import Event
 from ..core.profile import Profile, add_step, event_digest
 from ..core.sequences import Featurizer, Step
 from ..errors import ConfigError
-from .registry import open_version
+from .registry import loaded, open_version
 
 OUTPUTS = ("user", "top_items", "top_scores", "mean_score")
 
@@ -58,7 +58,7 @@ class Encoder:
     @classmethod
     def load(cls, registry: str | Path, version: str, threads: int = 1, expected_hash: str | None = None) -> "Encoder":
         folder, manifest = open_version(registry, version, kind="sequence", expected_hash=expected_hash)
-        return cls(folder, manifest, threads)
+        return loaded(cls, folder, manifest, threads)
 
     def trial(self) -> None:
         """Run the model once on a one-step sequence (raises if it cannot serve)."""

@@ -28,7 +28,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from ..errors import ConfigError
 
@@ -40,6 +40,7 @@ DEFAULT_KIND = "sequence"  # of manifests written before kinds existed
 HOW_TO_MAKE = {"sequence": "train one with `stream-app train LOG --registry {root}`",
                "content": "export one with `stream-app content export --registry {root}`"}
 MANIFEST = "manifest.json"
+T = TypeVar("T")
 #: A version is a folder name inside the registry: no path separators, no "..", nothing absolute.
 VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
@@ -226,6 +227,19 @@ def open_version(root: str | Path, version: str, verify: bool = True, kind: str 
                               f"with ({expected_hash[:12]}..., its files: {found[:12]}...): its files changed after "
                               "it was published; publish it again if the change is meant")
     return folder, manifest
+
+
+def loaded(model_class: Callable[..., T], folder: Path, manifest: dict[str, Any], *args: Any) -> T:
+    """`model_class(folder, manifest, *args)`, or ConfigError naming the version: files that hash right can still be
+    no model the runtime reads (a truncated graph hashed again, a manifest lacking a field), and the command that
+    loads it must say so in one line, not with onnxruntime's or json's traceback."""
+    try:
+        return model_class(folder, manifest, *args)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise ConfigError(f"model version {folder.name} in {folder.parent} cannot be loaded ({type(exc).__name__}: "
+                          f"{exc}): train, export or copy it again") from None
 
 
 def latest(root: str | Path, kind: str | None = None) -> str | None:

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .registry import open_version
+from .registry import loaded, open_version
 
 KIND = "content"
 OUTPUT = "embedding"
@@ -70,7 +70,7 @@ class TextEncoder:
     def load(cls, registry: str | Path, version: str, threads: int = 1, expected_hash: str | None = None) -> "TextEncoder":
         """A content version of the registry (ConfigError, naming its kind, for any other model)."""
         folder, manifest = open_version(registry, version, kind=KIND, expected_hash=expected_hash)
-        return cls(folder, manifest, threads)
+        return loaded(cls, folder, manifest, threads)
 
     def trial(self) -> None:
         """Embed one text once (raises if the model cannot serve)."""
