@@ -398,3 +398,20 @@ def test_evaluate_warns_of_an_encoder_trained_on_another_catalogue(trained):
     assert "warning: it knows the item of only 0% of this log's events" in table(foreign)
     own = evaluate_log(OTTO_SAMPLE, "otto", Settings(), encoder=encoder, light=True, limit=200)  # its own log, cut
     assert own["encoder_log_events_known"] > 0.9 and "warning" not in table(own)
+
+
+def test_training_on_a_log_too_small_to_mean_anything_says_so_before_its_figures(tmp_path):
+    """Three events trained a model on one example and reported Recall@20 1.0000 with no word of doubt."""
+    from stream_app_train.train import TrainConfig, train
+
+    log = tmp_path / "log.jsonl"
+    rows = [{"event_id": f"e{n}", "user_id": "u", "item_id": f"i{n % 2}", "type": "click", "ts": 1_000 + 100 * n,
+             "schema_version": 1} for n in range(3)]
+    log.write_bytes(b"".join(orjson.dumps(row) + b"\n" for row in rows))
+    said: list[str] = []
+    manifest = train(log, "jsonl", tmp_path / "registry", TrainConfig(dim=8, hidden=8, epochs=1, buckets=1 << 10),
+                     progress=said.append)
+    warnings = [line for line in said if line.startswith("train: warning: ")]
+    assert manifest["validation"]["recall@20"] == 1.0 and len(warnings) == 2
+    assert "only 1 training examples (under 1,000)" in warnings[0] and "train on a longer log" in warnings[0]
+    assert "has 2 items, no more than the 20" in warnings[1]

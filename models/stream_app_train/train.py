@@ -145,6 +145,23 @@ def parity(model: NextItemModel, path: Path, examples: Examples, rows: int = 512
     return float(np.max(np.abs(served - torch_encode(model.encoder, arrays).numpy())))
 
 
+#: Fewer training examples than this (four batches) fit a model that mostly shows its random start.
+FEW_EXAMPLES = 1_000
+
+
+def thin_log(examples: int, items: int, k: int) -> list[str]:
+    """What leaves the model or its validation figures with little meaning, said before the figures (a log of three
+    events trained on one example, registered, and reported Recall@20 1.0000, MRR@20 1.0000)."""
+    said = []
+    if examples < FEW_EXAMPLES:
+        said.append(f"only {examples:,} training examples (under {FEW_EXAMPLES:,}): the model will be of little use; "
+                    "train on a longer log")
+    if items <= k:
+        said.append(f"the training part has {items:,} items, no more than the {k} each held-out event is judged in: "
+                    f"Recall@{k} counts every one on a known item as a hit")
+    return said
+
+
 #: The largest difference between onnxruntime's and torch's user vectors an export may show.
 PARITY_TOLERANCE = 1e-4
 
@@ -175,6 +192,8 @@ def train(log: str | Path, fmt: str, registry_root: str | Path, config: TrainCon
     progress(f"train: {len(events):,} events, {len(item_ids):,} items, {len(train_set.targets):,} training and "
              f"{len(valid_set.targets) + unknown:,} validation examples ({unknown:,} on items the training part "
              "lacks: misses)")
+    for warning in thin_log(len(train_set.targets), len(item_ids), config.k):
+        progress(f"train: warning: {warning}")
 
     model = NextItemModel(config.buckets, config.dim, config.hidden, len(item_ids))
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
