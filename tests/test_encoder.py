@@ -415,3 +415,28 @@ def test_training_on_a_log_too_small_to_mean_anything_says_so_before_its_figures
     assert manifest["validation"]["recall@20"] == 1.0 and len(warnings) == 2
     assert "only 1 training examples (under 1,000)" in warnings[0] and "train on a longer log" in warnings[0]
     assert "has 2 items, no more than the 20" in warnings[1]
+
+
+def test_an_encoder_reading_more_steps_than_the_profiles_keep_is_refused_where_they_are_kept(trained, monkeypatch,
+                                                                                              capsys):
+    """With STREAM_APP_RECENT_MAX under the model's max_len a batch's sequences grew past the profile's and the next
+    batch's started short again: a user's embedding depended on how the events fell into batches. `train` refuses
+    such a --max-len; a worker with a smaller setting served the model anyway."""
+    import asyncio
+
+    from stream_app.cli.main import main
+    from stream_app.stream.model_control import ModelWatcher
+
+    root, v1, _ = trained  # max_len 20
+    watcher = ModelWatcher(Settings(registry_dir=str(root), recent_max=5))
+    asyncio.run(watcher.apply(announce(root, "live", v1, 1)))
+    assert watcher.live is None and "STREAM_APP_RECENT_MAX" in watcher.errors["live"]
+    monkeypatch.setenv("STREAM_APP_RECENT_MAX", "5")
+    assert main(["models", "publish", v1, "--registry", str(root)]) == 2  # before a broker is asked
+    assert "reads a user's last 20 events, and a profile here keeps 5" in capsys.readouterr().err
+    assert main(["evaluate", str(OTTO_SAMPLE), "--format", "otto", "--light", "--encoder", v1, "--registry",
+                 str(root)]) == 2
+    assert "set STREAM_APP_RECENT_MAX to 20 or more" in capsys.readouterr().err
+    watcher = ModelWatcher(Settings(registry_dir=str(root), recent_max=20))
+    asyncio.run(watcher.apply(announce(root, "live", v1, 1)))
+    assert watcher.live.version == v1

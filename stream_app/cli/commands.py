@@ -328,7 +328,7 @@ def _load_encoder(settings: Settings, version: str | None):
         if version is None:
             raise StreamAppError(f"the registry {settings.registry_dir} holds no sequence model; train one with "
                                  f"`stream-app train LOG --registry {settings.registry_dir}`")
-    return tried(Encoder.load(settings.registry_dir, version))
+    return tried(Encoder.load(settings.registry_dir, version), settings)
 
 
 def _load_content(settings: Settings, items: str | None, fmt: str, version: str):

@@ -76,6 +76,15 @@ class Encoder:
             raise ValueError(f"encoder {self.version} names item rows up to {int(batch.top_items.max())}, its items.json "
                              f"holds {len(self.item_ids)}: the item table and items.json are of different models")
 
+    def require_fits(self, recent_max: int) -> None:
+        """ConfigError unless the profiles here keep every step the model reads: with fewer, a batch's sequence
+        grows past the profile's (its earlier events are in it) and the next batch's starts short again, so a user's
+        embedding would depend on how the events fell into batches (what `train` refuses by --max-len)."""
+        if self.featurizer.max_len > recent_max:
+            raise ConfigError(f"encoder {self.version} reads a user's last {self.featurizer.max_len} events, and a "
+                              f"profile here keeps {recent_max} (STREAM_APP_RECENT_MAX): set STREAM_APP_RECENT_MAX to "
+                              f"{self.featurizer.max_len} or more, or train a model with --max-len {recent_max}")
+
     def encode(self, sequences: Sequence[Sequence[Step]]) -> "EncodedBatch":
         """User embeddings and each user's best items of the table, from one onnxruntime call."""
         if not sequences:

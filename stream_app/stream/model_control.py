@@ -58,7 +58,7 @@ def publish(settings: Settings, role: str, version: str | None) -> dict[str, Any
         # is not announced; a version the registry lacks, or of another kind, is said so as the load says it
         model = model_class(role).load(settings.registry_dir, version)
         try:
-            model.trial()
+            tried(model, settings)
         except Exception as exc:
             raise ConfigError(f"model {version} cannot serve as {role}, not published: {exc}") from exc
         digest = model.manifest["content_hash"]
@@ -78,6 +78,13 @@ def publish(settings: Settings, role: str, version: str | None) -> dict[str, Any
 def model_class(role: str) -> type[Encoder] | type[TextEncoder]:
     """What serves in a role: the text encoder for `content`, the sequence encoder for `live` and `shadow`."""
     return TextEncoder if role == "content" else Encoder
+
+
+def tried(model: Encoder | TextEncoder, settings: Settings) -> None:
+    """Run the model once on a trial input and check it fits these settings (raises if it cannot serve here)."""
+    model.trial()
+    if isinstance(model, Encoder):
+        model.require_fits(settings.recent_max)
 
 
 Report = Callable[[dict[str, Any]], Awaitable[None]]
@@ -163,7 +170,7 @@ class ModelWatcher:
             loaded = await loop.run_in_executor(None, partial(model_class(role).load, self.settings.registry_dir,
                                                               version, expected_hash=digest))
             # A trial run before the swap: a model that loads but fails when run keeps the old one serving
-            await loop.run_in_executor(None, loaded.trial)
+            await loop.run_in_executor(None, tried, loaded, self.settings)
         except Exception as exc:  # a bad announcement must not stop the worker: keep what serves
             error = f"cannot load {version}: {exc}"
             wait = min(waited * 2, RETRY_MAX_S) if waited else RETRY_S
