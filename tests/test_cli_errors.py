@@ -423,3 +423,20 @@ def test_train_and_the_content_export_name_a_package_of_the_train_extra_that_is_
     assert "pip install" in err and "Traceback" not in err
     assert main.main(["content", "export"]) == 2
     assert "the export needs onnx, which is installed but cannot be imported" in capsys.readouterr().err
+
+
+def test_models_list_names_and_skips_a_manifest_that_reads_but_lacks_what_the_list_shows(tmp_path, capsys):
+    """It was a KeyError traceback that hid every version listed after it."""
+    from stream_app.serving import registry
+
+    for version, dims in (("a-no-dims", None), ("b-good", {"embedding": 8, "items": 3})):
+        staged = registry.staging_dir(tmp_path)
+        for name in registry.files_of("sequence"):
+            (staged / name).write_bytes(b"x")
+        manifest = {"version": version, "created_at": f"2026-12-01T00:00:0{len(version)}", "dims": dims,
+                    "training": {"events": 9, "log": "log.jsonl"}}
+        registry.write_version(tmp_path, staged, {k: v for k, v in manifest.items() if v is not None})
+    assert main.main(["models", "list", "--registry", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "skipped: the manifest of model version a-no-dims lacks or mangles 'dims'" in out
+    assert "b-good  2026-12-01T00:00:06  dim 8, 3 items, validation n/a, trained on 9 events of log.jsonl" in out

@@ -31,13 +31,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         if not found:
             print(f"no models in {settings.registry_dir} (train one with `stream-app train LOG`)")
         for m in found:
-            if registry.kind_of(m) == "content":
-                print(f"{m['version']}  {m['created_at']}  content: {m['base_model']}, dim {m['dim']}, up to "
-                      f"{m['max_length']} tokens, parity with torch {m['parity']['max_abs_diff']:.1e}")
-                continue
-            print(f"{m['version']}  {m['created_at']}  dim {m['dims']['embedding']}, {m['dims']['items']:,} items, "
-                  f"{registry.validation_said(m)}, "
-                  f"trained on {m['training']['events']:,} events of {m['training']['log']}")
+            print(listed(m))
         return 0
     if args.action == "status":
         return print_model_status(settings, show_all=args.all)
@@ -56,6 +50,23 @@ def cmd_models(args: argparse.Namespace) -> int:
     model_control.publish(settings, role, version)
     print(f"{role}: {version or 'none'} (announced on {settings.topics.model_control})")
     return 0
+
+
+def listed(m: dict) -> str:
+    """A version's line in `models list`; a manifest that reads but lacks what the line shows (edited by hand, of
+    another tool) is named and skipped like an unreadable one, not a traceback that hides the versions after it."""
+    from ..serving import registry
+
+    try:
+        if registry.kind_of(m) == "content":
+            return (f"{m['version']}  {m['created_at']}  content: {m['base_model']}, dim {m['dim']}, up to "
+                    f"{m['max_length']} tokens, parity with torch {m['parity']['max_abs_diff']:.1e}")
+        return (f"{m['version']}  {m['created_at']}  dim {m['dims']['embedding']}, {m['dims']['items']:,} items, "
+                f"{registry.validation_said(m)}, trained on {m['training']['events']:,} events of "
+                f"{m['training']['log']}")
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        return (f"skipped: the manifest of model version {m['version']} lacks or mangles {exc}: delete the folder, or "
+                "train, export or copy the version again")
 
 
 def require_role_fits(registry_dir: str, version: str, role: str) -> None:
