@@ -127,9 +127,8 @@ def end_epoch(models: list[Any], spent: dict[str, float], clock: Callable[[], fl
 def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int = 20,
                     truth: dict[str, Any] | None = None, window: int | None = None,
                     baselines: bool = True, encoder: Encoder | None = None, shadow: Encoder | None = None,
-                    judge_from_ts: int | None = None, record: bool = False,
-                    content: ContentIndex | None = None, light: bool = False,
-                    in_time_order: bool = False) -> dict[str, Any]:
+                    judge_from_ts: int | None = None, record: bool = False, content: ContentIndex | None = None,
+                    light: bool = False, in_time_order: bool = False) -> dict[str, Any]:
     """With `encoder`, the stream-app rows run it (as workers with that version live) and a "River
     only" row runs without; `shadow` adds a row for a second version. With `content` (the item
     catalogue's text vectors) the stream-app rows use it and a "no content" row runs without. Only
