@@ -236,3 +236,24 @@ def test_a_schema_version_this_release_does_not_read_is_said_so_not_as_a_const_d
     rejection = check_input(orjson.dumps(event), b"u", Source("clicks", 0, 7), None, 100_000)
     assert rejection.reason == "schema_violation"
     assert rejection.detail.startswith("schema_version 2 is not one this release reads (1)")
+
+
+def test_a_recommendation_that_shows_a_weakly_related_content_candidate_follows_its_schema():
+    """A content candidate whose text is below the similarity floor is shown without a reason (a "similar to" would
+    be false): the schema must admit the empty list the workers publish (it required one reason until 2026-12-01,
+    and a consumer validating by it refused such lists)."""
+    import numpy as np
+
+    from stream_app.config import Settings
+    from stream_app.core.content import ContentIndex
+    from stream_app.core.items import InMemoryItemIndex
+    from stream_app.core.process import new_profile, process
+
+    index = ContentIndex("v", ["a", "b", "c"], ["CANDLE", "MUG", "LAMP"],
+                         np.array([[1.0, 0.0, 0.0], [0.2, 0.98, 0.0], [0.8, 0.0, 0.6]], np.float32))
+    settings = Settings(ranker=False)
+    event = Event(event_id="e1", user_id="u", item_id="a", type="click", ts=1_700_000_000_000)
+    rec = process(new_profile("u", settings), event, InMemoryItemIndex(settings), settings, 0,
+                  content=index).recommendation
+    assert {item["item_id"]: item["reasons"] for item in rec["items"]}["b"] == []
+    jsonschema.Draft7Validator(load_schema("recommendation")).validate(rec)
