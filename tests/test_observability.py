@@ -368,3 +368,23 @@ def test_a_flood_of_rejected_inputs_writes_a_burst_of_lines_a_window_per_topic_a
     assert len(lines) == 12 and [line["offset"] for line in lines[:10]] == list(range(10))
     assert lines[10]["message"].endswith("not_utf8") and lines[11]["offset"] == 3000
     assert lines[11]["message"].endswith("@3000: invalid_json (and 2990 more like it in 11s)")
+
+
+def test_the_worker_says_its_http_port_plainly_though_faust_redirects_stderr_into_the_log(monkeypatch, caplog):
+    """Faust's worker replaces sys.stderr with a proxy that logs at WARNING: the line naming the port came out
+    as `[WARNING] mode.redirect: stream-app worker: ...`. It goes to the process's own stderr instead."""
+    from mode.utils.logging import redirect_stdouts
+
+    from stream_app.stream import health
+
+    own = io.StringIO()
+    monkeypatch.setattr("sys.__stderr__", own)
+    with caplog.at_level(logging.WARNING), redirect_stdouts(logging.getLogger("mode.redirect")):
+        health.announce(6066, "text")
+    assert own.getvalue().startswith("stream-app worker: http://") and ":6066/metrics" in own.getvalue()
+    assert not [r for r in caplog.records if r.name == "mode.redirect"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        health.announce(6066, "json")  # a json log stays all log lines
+    assert [r.getMessage() for r in caplog.records if r.name == "stream_app.worker"] == [
+        f"listening on {own.getvalue().split(': ', 1)[1].strip()}"]

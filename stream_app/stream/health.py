@@ -7,6 +7,8 @@ pages would expose tables)."""
 from __future__ import annotations
 
 import logging
+import socket
+import sys
 from typing import Callable
 
 from aiohttp import web
@@ -41,3 +43,14 @@ async def serve(app: web.Application, port: int, host: str = "0.0.0.0") -> web.A
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner
+
+
+def announce(port: int, log_format: str) -> None:
+    """Say where the worker's HTTP port is, whatever the log level. In text format on the process's own
+    stderr: Faust's worker redirects `sys.stderr` into its log at WARNING, which printed this line as
+    `[WARNING] mode.redirect: ...`; in json format a log line, as every line of that output is one."""
+    where = f"http://{socket.gethostname()}:{port}/metrics, /healthz and /readyz"
+    if log_format == "text":
+        print(f"stream-app worker: {where}", file=sys.__stderr__ or sys.stderr, flush=True)
+    else:
+        log.warning("listening on %s", where)

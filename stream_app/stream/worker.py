@@ -18,7 +18,6 @@ import logging
 import os
 import shutil
 import socket
-import sys
 import time
 from typing import Any, Callable
 
@@ -136,11 +135,7 @@ class StreamWorker:
             log.critical("cannot listen on port %d (%s): pick a free one with --web-port, or leave the option out "
                          "for any free port", self.web_port, exc)
             stop_worker(EXIT_PORT_TAKEN)
-        where = f"http://{socket.gethostname()}:{self.web_port}/metrics, /healthz and /readyz"
-        if self.settings.log_format == "text":  # not a warning: said plainly, whatever the log level
-            print(f"stream-app worker: {where}", file=sys.stderr, flush=True)
-        else:  # json: every line of the output is a log object
-            log.warning("listening on %s", where)
+        health.announce(self.web_port, self.settings.log_format)
         self.early_status = asyncio.ensure_future(status_until_processing(self))
 
     def missing(self) -> dict[str, str]:
