@@ -205,8 +205,8 @@ class ErasureFeed:
                                     enable_auto_commit=False, auto_offset_reset="earliest",
                                     fetch_max_wait_ms=max(settings.fetch_max_wait_ms, 100),
                                     **aiokafka_kwargs(settings.kafka_security))
-        await consumer.start()
-        try:
+        try:  # started inside: a cancel while it starts stops it too
+            await consumer.start()
             await consumer.topics()  # the topic's metadata
             tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
             if not tps:
@@ -281,8 +281,8 @@ class ErasureFeed:
         found: dict[str, list[dict[str, int]]] = {user: [] for user in users}
         consumer = AIOKafkaConsumer(bootstrap_servers=servers, group_id=None, enable_auto_commit=False,
                                     fetch_max_wait_ms=settings.fetch_max_wait_ms, **aiokafka_kwargs(settings.kafka_security))
-        await consumer.start()
-        try:
+        try:  # started inside: a cancel while it starts stops it too
+            await consumer.start()
             await consumer.topics()
             tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
             if not tps:

@@ -43,8 +43,8 @@ class ItemsCheck:
 
     async def run(self) -> None:
         consumer = self.consumer()
-        await consumer.start()
-        try:
+        try:  # a cancel while it joins its group (a worker stopped as it starts) stops it too
+            await consumer.start()
             while True:
                 batches = await consumer.getmany(timeout_ms=1000, max_records=10_000)
                 if not batches:

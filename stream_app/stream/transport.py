@@ -96,8 +96,8 @@ async def true_end_offsets(servers: list[str], reported: Mapping[Any, int | None
         return result
     probe = AIOKafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False, group_id=None,
                              fetch_max_wait_ms=50, **aiokafka_kwargs(security))
-    await probe.start()
-    try:
+    try:  # started inside: a cancel while it starts stops it too
+        await probe.start()
         probe.assign(list(pending))
         for tp, start in (await probe.beginning_offsets(list(pending))).items():
             if start >= reported[pending[tp]]:
@@ -131,8 +131,8 @@ async def from_the_beginning(settings: Settings, topic: str
     consumer = AIOKafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False, group_id=None,
                                 fetch_max_wait_ms=settings.fetch_max_wait_ms,
                                 **aiokafka_kwargs(settings.kafka_security))
-    await consumer.start()
-    try:
+    try:  # started inside: a cancel while it starts stops it too
+        await consumer.start()
         consumer.assign([tp])
         await consumer.seek_to_beginning(tp)
         end = (await true_end_offsets(servers, await consumer.end_offsets([tp]), settings.kafka_security))[tp] or 0
@@ -147,8 +147,8 @@ async def started_reader(settings: Settings, read_from: dict[TopicPartition, int
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.require_kafka().split(","), group_id=None,
                                 enable_auto_commit=False, auto_offset_reset="earliest",
                                 fetch_max_wait_ms=settings.fetch_max_wait_ms, **aiokafka_kwargs(settings.kafka_security))
-    await consumer.start()
-    try:
+    try:  # started inside: a cancel while it starts stops it too
+        await consumer.start()
         consumer.assign(list(read_from))
         unread = [tp for tp, offset in read_from.items() if offset is None]
         if unread:  # (with no argument it would seek every partition)
