@@ -440,3 +440,15 @@ def test_models_list_names_and_skips_a_manifest_that_reads_but_lacks_what_the_li
     out = capsys.readouterr().out
     assert "skipped: the manifest of model version a-no-dims lacks or mangles 'dims'" in out
     assert "b-good  2026-12-01T00:00:06  dim 8, 3 items, validation n/a, trained on 9 events of log.jsonl" in out
+
+
+def test_a_default_report_of_an_earlier_run_is_said_to_be_replaced_a_given_path_is_not(tmp_path, monkeypatch, capsys):
+    """tiny.csv and tiny.jsonl both report to reports/evaluation-tiny.*: the second replaced the first unsaid."""
+    monkeypatch.chdir(tmp_path)
+    first = commands._writable(None, "evaluation-tiny.html")
+    assert capsys.readouterr().err == ""
+    first.write_text("an earlier run")
+    assert commands._writable(None, "evaluation-tiny.html") == first
+    assert "reports/evaluation-tiny.html holds an earlier run's report and will be replaced" in capsys.readouterr().err
+    commands._writable(str(first), "ignored.html")  # the user named it: no note
+    assert capsys.readouterr().err == "" and first.read_text() == "an earlier run"
