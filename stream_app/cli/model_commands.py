@@ -95,8 +95,8 @@ def print_model_status(settings: Settings, show_all: bool = False) -> int:
     for record in read_to_end(settings, settings.topics.model_status):
         latest[record.key] = json.loads(record.value)
     if not latest:
-        print(f"no worker has reported on {settings.topics.model_status} yet: start one (`stream-app worker`) "
-              "and publish a model (`stream-app models publish`)")
+        print(f"no model outcome on {settings.topics.model_status} yet: a worker reports one once a model is published "
+              "(`stream-app models publish`; `stream-app status` shows the running workers)")
         return 1
     running = None if show_all else running_workers(settings)
     shown = [s for s in latest.values() if running is None or s["worker_id"] in running]
