@@ -350,10 +350,13 @@ def _load_content(settings: Settings, items: str | None, fmt: str, version: str)
 
 
 def cmd_items(args: argparse.Namespace) -> int:
-    from ..tools.catalogue import load_items
+    from ..tools.catalogue import load_items, wait_indexed
 
-    summary = load_items(Settings.from_env(), args.file, args.format, args.wait)
-    print("\n".join(summary.lines()))
+    settings = Settings.from_env()
+    summary = load_items(settings, args.file, args.format)
+    print("\n".join(summary.lines()), flush=True)  # the load is done: said also when the wait then fails
+    if args.wait is not None and summary.through is not None:
+        print(wait_indexed(settings, summary.through, args.wait))
     return 0
 
 

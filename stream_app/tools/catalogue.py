@@ -239,13 +239,13 @@ def wait_indexed(settings: Settings, through: int, timeout_s: float) -> str:
 
     from ..errors import ServiceTimeout
     from ..store.redis_store import worker_statuses
+    from ..stream.worker_status import STATUS_TTL_S
 
     client = redis.Redis.from_url(settings.require_redis(), socket_connect_timeout=2)
     started = time.monotonic()
     while True:
         statuses = worker_statuses(client, settings.namespace)
-        behind = {s["worker_id"]: s.get("catalogue", {}).get("indexed_through", -1) for s in statuses}
-        behind = {worker: at for worker, at in behind.items() if at < through}
+        behind = {s["worker_id"]: s for s in statuses if s.get("catalogue", {}).get("indexed_through", -1) < through}
         waited = time.monotonic() - started
         if not statuses:  # nothing to wait for
             return (f"no worker of namespace {settings.namespace!r} is running (none has a status in Redis): one "
@@ -256,7 +256,18 @@ def wait_indexed(settings: Settings, through: int, timeout_s: float) -> str:
         if waited > timeout_s:
             raise ServiceTimeout(f"after {timeout_s:.0f}s {len(behind)} of {len(statuses)} workers have not indexed "
                                  f"the catalogue through offset {through}: " + ", ".join(
-                                     f"{w} at {at}" for w, at in sorted(behind.items())) + "; embedding takes "
-                                 "seconds per thousand changed texts: wait longer (--wait N), and see the workers' "
-                                 "logs ('content index: ...')")
+                                     _behind(w, s, STATUS_TTL_S) for w, s in sorted(behind.items())) + "; embedding "
+                                 "takes seconds per thousand changed texts: wait longer (--wait N), and see the "
+                                 "workers' logs ('content index: ...')")
         time.sleep(WAIT_POLL_S)
+
+
+def _behind(worker_id: str, status: dict[str, Any], ttl_s: float) -> str:
+    """A worker behind, and if its status has not been refreshed for two of its refresh periods, that it may have
+    stopped: a stopped worker's status stays in Redis until it expires."""
+    said = f"{worker_id} at {status.get('catalogue', {}).get('indexed_through', -1)}"
+    age_s = time.time() - status.get("updated_at", time.time() * 1000) / 1000
+    if age_s > 2 * ttl_s / 3:
+        said += (f" (its status not refreshed for {age_s:.0f}s: stopped? a stopped worker's status stays until it "
+                 f"expires, {ttl_s:.0f}s after its last refresh)")
+    return said
