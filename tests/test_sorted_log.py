@@ -67,6 +67,26 @@ def test_memory_holds_a_run_not_the_log(tmp_path):
     assert runs < whole / 5, (runs, whole)
 
 
+def test_a_log_held_in_one_run_lets_each_event_go_once_given(tmp_path):
+    """`evaluate` holds one item epoch of a log, not the log (README): with a log of one run (under
+    --sort-in-memory, 500,000 events by default) the sorted run was held whole until the pass ended."""
+    path = tmp_path / "log.jsonl"
+    _write_log(path, 6_000)
+    tracemalloc.start()
+    try:
+        with SortedLog.read(path, "jsonl", lambda event: None) as log:
+            assert not log.runs
+            held = tracemalloc.get_traced_memory()[0]
+            events = iter(log)
+            for _ in range(5_500):
+                next(events)
+            left = tracemalloc.get_traced_memory()[0]
+            assert sum(1 for _ in events) == 500 and len(log) == 6_000
+    finally:
+        tracemalloc.stop()
+    assert left < held / 3, (left, held)
+
+
 def test_a_replay_in_runs_sends_each_partition_in_time_order(make_settings, tmp_path):
     settings = make_settings()
     path = tmp_path / "log.jsonl"

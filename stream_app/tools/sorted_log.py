@@ -28,7 +28,8 @@ Keyed = tuple[int, int, dict[str, Any]]  # (ts, position in the file, event): th
 
 class SortedLog:
     """The events of a log a worker accepts (`refusal(event)` None), in time order with ties in file order, as
-    `recorded.load_accepted` gives them, but spilled in sorted runs beyond `run_events`. Iterate once; `close`
+    `recorded.load_accepted` gives them, but spilled in sorted runs beyond `run_events`. Iterate once (a run held
+    in memory lets each event go as it is given); `close`
     (or the `with` block) removes the runs. Rejected lines and refused events are kept in memory, in time order."""
 
     def __init__(self, spill_dir: str | Path | None = None):
@@ -111,8 +112,16 @@ class SortedLog:
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         if not self.runs:
-            return (event for _, _, event in self._memory)
+            return self._drained()
         return self._merged()
+
+    def _drained(self) -> Iterator[dict[str, Any]]:
+        """The run held in memory, each event let go once given (the caller holds what it keeps: `evaluate` one
+        item epoch), not the whole log until the end of the pass."""
+        memory, self._memory = self._memory, []
+        memory.reverse()
+        while memory:
+            yield memory.pop()[2]
 
     def _merged(self) -> Iterator[dict[str, Any]]:
         files: list[IO[bytes]] = [open(path, "rb") for path in self.runs]
