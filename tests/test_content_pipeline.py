@@ -13,7 +13,7 @@ from conftest import wait_until
 from stream_app.contracts import validator
 from stream_app.store.redis_store import read_profile, worker_statuses
 from stream_app.stream.model_control import publish
-from stream_app.tools.catalogue import load_items
+from stream_app.tools.catalogue import load_items, wait_indexed
 from stream_app.tools.consume import committed_offsets
 from stream_app.tools.replay import produce_events
 
@@ -87,8 +87,8 @@ def test_a_worker_recommends_an_item_nobody_touched_by_its_text(content_model, m
     renamed = tmp_path / "renamed.jsonl"
     renamed.write_text(orjson.dumps({"item_id": "22464", "title": "HANGING METAL HEART LAMP",
                                      "schema_version": 1}).decode() + "\n")
-    again = load_items(settings, renamed, "jsonl", wait_s=60)
-    assert again.through == summary.through + 1 and again.lines()[-1].startswith(
+    again = load_items(settings, renamed, "jsonl")
+    assert again.through == summary.through + 1 and wait_indexed(settings, again.through, 60).startswith(
         "every running worker (1) makes its lists with the catalogue through offset")
     produce_events(settings, [{**events[-1], "event_id": "r1", "ts": T0 + 90_000}])
     named = {orjson.loads(r.value)["trigger_event_id"]: orjson.loads(r.value)

@@ -349,17 +349,6 @@ def _load_content(settings: Settings, items: str | None, fmt: str, version: str)
     return index
 
 
-def cmd_items(args: argparse.Namespace) -> int:
-    from ..tools.catalogue import load_items, wait_indexed
-
-    settings = Settings.from_env()
-    summary = load_items(settings, args.file, args.format)
-    print("\n".join(summary.lines()), flush=True)  # the load is done: said also when the wait then fails
-    if args.wait is not None and summary.through is not None:
-        print(wait_indexed(settings, summary.through, args.wait))
-    return 0
-
-
 def _load_text_encoder(registry_dir: str, version: str | None):
     from ..serving.registry import latest
     from ..serving.text_encoder import TextEncoder

@@ -25,7 +25,6 @@ from .commands import (
     cmd_demo,
     cmd_down,
     cmd_erase,
-    cmd_items,
     cmd_profile,
     cmd_repair_redis,
     cmd_replay,
@@ -36,7 +35,7 @@ from .commands import (
     cmd_worker,
 )
 from .evaluate_command import cmd_evaluate
-from .model_commands import cmd_models, cmd_train
+from .model_commands import cmd_items, cmd_models, cmd_train
 from .topic_commands import cmd_dead_letters, cmd_erasure_receipts, cmd_recommendations, cmd_redrive
 
 #: The slowest --rate: one event every 1,000 s. Slower paces wait for days between events, and one whose

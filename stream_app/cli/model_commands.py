@@ -198,3 +198,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         model_control.publish(settings.replace(registry_dir=registry_dir), role, manifest["version"])
         print(f"published {manifest['version']} as {role} on {settings.topics.model_control}")
     return 0
+
+
+def cmd_items(args: argparse.Namespace) -> int:
+    from ..tools.catalogue import load_items, wait_indexed
+
+    settings = Settings.from_env()
+    summary = load_items(settings, args.file, args.format)
+    print("\n".join(summary.lines()), flush=True)  # the load is done: said also when the wait then fails
+    if args.wait is not None and summary.through is not None:
+        print(wait_indexed(settings, summary.through, args.wait))
+    return 0

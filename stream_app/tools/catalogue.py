@@ -180,26 +180,22 @@ class LoadSummary:
     rejected: int = 0
     seconds: float = 0.0
     rejected_note: str = ""
-    through: int | None = None  # the items topic's offset of the last record sent
-    indexed: str = ""  # with a wait: what the workers did with it
+    through: int | None = None  # the items topic's offset of the last record sent (`wait_indexed`)
 
     def lines(self) -> list[str]:
         out = [f"loaded {self.sent:,} items from {self.path} in {self.seconds:.2f}s"]
         if self.rejected:
             out.append(f"  {self.rejected_note} -> dead-letter topic (each with its line and reason); "
                        f"{DEAD_LETTERS_SAID}")
-        return [*out, self.indexed] if self.indexed else out
+        return out
 
 
-def load_items(settings: Settings, path: str | Path, fmt: str, wait_s: float | None = None) -> LoadSummary:
-    """Produce a catalogue file to the items topic (key item_id); bad records to the dead-letter topic. `wait_s`:
-    then wait up to that long until every running worker's lists see it (`wait_indexed`)."""
+def load_items(settings: Settings, path: str | Path, fmt: str) -> LoadSummary:
+    """Produce a catalogue file to the items topic (key item_id); bad records to the dead-letter topic."""
     started = time.monotonic()
     items, rejected = load_catalogue(path, fmt)
     summary = send_catalogue(settings, str(path), items, rejected)
     summary.seconds = time.monotonic() - started
-    if wait_s is not None and summary.through is not None:
-        summary.indexed = wait_indexed(settings, summary.through, wait_s)
     return summary
 
 
