@@ -231,7 +231,7 @@ class Settings:
     category_weight: float = 1.0
     category_top: int = 2  # the user's strongest categories, besides the current event's, as a source
     category_candidates: int = 10  # items each of those categories contributes
-    # Online ranker (core/learners/ranker.py): one River logistic regression per input partition,
+    # Online ranker (core/learners/ranker.py): one pairwise scorer (learners/pairwise_mlp.py) per input partition,
     # learning from the feedback of the shown lists; ranks by the prior until it has seen
     # ranker_warm_up labels.
     ranker: bool = True

@@ -168,10 +168,10 @@ def test_a_record_of_another_kind_version_or_shape_is_refused_with_the_reason():
     assert "session_length: the field 'n' is missing" in refused({**good, "session_length": {"mean": 1.0}})
     assert "expected an object, not list" in refused([good])
     ranker = OnlineRanker(FEATURES).to_state()
-    assert "'intercept' must be a finite number" in refused(
-        {**ranker, "model": {**ranker["model"], "intercept": None}}, OnlineRanker)
-    assert "moments 'm' and 'v' are set once it took a step" in refused(
-        {**ranker, "model": {**ranker["model"], "steps": 3}}, OnlineRanker)
+    assert "'steps' must be an integer of at least 0" in refused(
+        {**ranker, "model": {**ranker["model"], "steps": None}}, OnlineRanker)
+    assert "a model of 16 hidden units has 51 numbers per feature and 96 others" in refused(
+        {**ranker, "model": {**ranker["model"], "rest": [0.0] * 3}}, OnlineRanker)
     bandit = StrategyBandit()
     bandit.update("new", "ranker", 1.0)
     state = bandit.to_state()
@@ -224,8 +224,10 @@ def test_a_forged_pickle_runs_nothing_and_is_refused(tmp_path):
 def test_state_written_by_an_earlier_release_loads_and_goes_on_as_it_would_have(fixture):
     """The profile changelog record and partition-learners record of a release (pickled: 8c798f3; v1: the
     first versioned data), restored by this release, answer the fixed probe exactly as that release's
-    own learners did (tests/state_fixtures.py wrote both): the ranker's scores within float rounding (since
-    the ranker steps River's regression on arrays, a dot product sums in another order), the rest exactly."""
+    own learners did (tests/state_fixtures.py wrote both), the rest exactly, but the ranker: its scores
+    before it learns are that release's up to one constant (the linear ranker's intercept, which a pairwise
+    score does not need), so it ranks as it did; what it learns then is hybrid-v10's scorer's, not the
+    linear one's, so its scores after learning, and the hit rates it keeps, are not that release's."""
     stored = json.loads((DATA / fixture).read_text())
     profile = Profile.from_dict(stored["profile"])
     learners = read_partition_learners(stored["partition_learners"].encode(), "partition 0's learners")
@@ -233,9 +235,12 @@ def test_state_written_by_an_earlier_release_loads_and_goes_on_as_it_would_have(
     answered = orjson.loads(orjson.dumps(probe(profile, learners)))
     assert answered.keys() == stored["probe"].keys()
     for name, value in stored["probe"].items():
-        if name.startswith("scores"):
-            assert answered[name] == pytest.approx(value, rel=1e-12), name
-        else:
+        if name == "scores_before":
+            shift = np.array(answered[name]) - np.array(value)
+            assert shift == pytest.approx(np.full(len(value), shift[0]), abs=1e-12) and shift[0] != 0.0
+        elif name == "ranker_after":  # labels and positives learned; ranker_rr and prior_rr: see above
+            assert answered[name][:2] == value[:2]
+        elif name != "scores_after":
             assert answered[name] == value, name
     assert profile.rejected_state == []
     # migrated state is written back as today's data
@@ -276,7 +281,7 @@ def test_a_ranker_restored_with_another_releases_features_ranks_and_learns_with_
     rows = np.eye(len(written.ranker.features))[:6]
     for i in range(30):
         written.ranker.learn_feedback([f"c{j}" for j in range(6)], rows, f"c{i % 2}", f"e{i}", top_k=3)
-    learned = dict(written.ranker.model.weights)
+    learned = written.ranker.model.state()["columns"]
     rejected = []
     learners = PartitionState({b"0": orjson.dumps(written.to_state())}, settings).get(0, rejected.append)
     assert rejected == [] and learners.ranker.features == FEATURES
@@ -285,4 +290,4 @@ def test_a_ranker_restored_with_another_releases_features_ranks_and_learns_with_
         outcome = process(profile, Event(f"x{i}", "u", f"i{i}", "click", 1_700_000_000_000 + i), index, settings,
                           0, learners)
         assert outcome.recommendation is not None
-    assert all(learners.ranker.model.weights[name] == weight for name, weight in learned.items())
+    assert all(learners.ranker.model.state()["columns"][name] == column for name, column in learned.items())

@@ -60,8 +60,9 @@ class Feeder:
                 recent = [item_id, *(item for item in recent if item != item_id)][:5]
         elif isinstance(learner, OnlineRanker):
             for event in events:
-                x = [int(event.item_id[1:]) / 7.0] * len(FEATURES)
-                learner.learn_one(x, event.item_id.endswith(("1", "3")))
+                x = np.full((1, len(FEATURES)), int(event.item_id[1:]) / 7.0)
+                better, worse = (x, 1 - x) if event.item_id.endswith(("1", "3")) else (1 - x, x)
+                learner.learn_pairs(better, worse)
         else:
             for event in events:
                 segment = "new" if int(event.event_id[1:]) % 3 else "returning"
@@ -184,9 +185,8 @@ def test_a_warm_ranker_reorders_by_what_it_learned():
     popular_row, repeat_row = x.copy(), x.copy()
     popular_row[FEATURES.index("popular")] = 1.0
     repeat_row[FEATURES.index("repeat")] = 1.0
-    for _ in range(50):
-        warm.learn_one(popular_row, True)
-        warm.learn_one(repeat_row, False)
+    for _ in range(25):
+        warm.learn_pairs(popular_row[None, :], repeat_row[None, :])
     assert not warm.ready  # warm, but it has not yet shown that it beats the prior
     # judged lists: the prior (column 0) puts the repeat row first, the ranker the popular row,
     # and the user goes to the popular item: top_k 1, only the ranker would have shown it
@@ -210,10 +210,10 @@ def test_partition_learners_round_trip_through_their_table_record():
 
     settings = Settings(bandit=True, ranker_warm_up=2)
     learners = new_partition_learners(settings, 0)
-    learners.ranker.learn_one([1.0] * len(FEATURES), True)
+    learners.ranker.learn_pairs(np.ones((1, len(FEATURES))), np.zeros((1, len(FEATURES))))
     learners.bandit.update("new", "prior", 1.0)
     again = read_partition_learners(orjson.dumps(learners.to_state()), "partition 0")
-    assert again.ranker.labels == 1 and again.bandit.policies["new"]._rewards["prior"].get() == 1.0
+    assert again.ranker.labels == 2 and again.bandit.policies["new"]._rewards["prior"].get() == 1.0
     assert again.clone().ranker.labels == 0
 
 
@@ -304,8 +304,7 @@ def test_a_ready_ranker_serves_the_list_in_its_own_order_and_says_so():
     popular_row[FEATURES.index("popular")] = 1.0
     seen_row[FEATURES.index("seen")] = 1.0
     for _ in range(100):  # it learned: popular items are hit, the user's own are not
-        learners.ranker.learn_one(popular_row - seen_row, True)
-        learners.ranker.learn_one(seen_row - popular_row, False)
+        learners.ranker.learn_pairs(popular_row[None, :], seen_row[None, :])
     learners.ranker.judge(np.array([[1.0, *seen_row[1:]], popular_row]), 1, top_k=1)
     assert learners.ranker.ready
     profile = new_profile("u", settings)
@@ -341,32 +340,6 @@ def test_learner_state_written_before_the_package_layout_moved_still_loads():
     assert isinstance(behaviour, BehaviourStats) and behaviour.public() == stored["behaviour_public"]
 
 
-def test_the_rankers_logistic_regression_steps_exactly_as_rivers_with_adam():
-    """AdamLogistic is River's LogisticRegression(optimizer=Adam) on arrays: the same weights, intercept
-    and decisions after every one of 2,000 examples of both labels (large ones too, past the loss's
-    bounds), within float rounding."""
-    import numpy as np
-    from river import linear_model, optim
-
-    from stream_app.core.learners.logistic import AdamLogistic
-
-    names = [f"f{i}" for i in range(7)]
-    rng = np.random.default_rng(5)
-    ours, rivers = AdamLogistic(names, 0.05), linear_model.LogisticRegression(optimizer=optim.Adam(0.05))
-    for step in range(2000):
-        x = rng.normal(size=7) * (40.0 if step % 97 == 0 else 1.0)
-        hit = bool(x[0] + 0.5 * x[3] + rng.normal() > 0)
-        ours.learn_one(x, hit)
-        rivers.learn_one(dict(zip(names, x.tolist())), hit)
-        if step % 50 == 0 or step == 1999:
-            assert ours.intercept == pytest.approx(rivers.intercept, rel=1e-9, abs=1e-12)
-            assert [ours.weights[n] for n in names] == pytest.approx([rivers.weights[n] for n in names], rel=1e-9)
-            probe = rng.normal(size=(3, 7))
-            river_scores = [rivers._raw_dot_one(dict(zip(names, row.tolist()))) for row in probe]
-            assert ours.decision(probe).tolist() == pytest.approx(river_scores, rel=1e-9)
-    assert ours.steps == rivers.optimizer.n_iterations == 2000
-
-
 def test_a_stored_list_with_a_value_float16_cannot_hold_teaches_the_ranker_nothing():
     """inf (a feature over 65,504, or a forged record) made the partition's weights NaN for good; NaN scores
     then ranked first in the model selection, so the NaN ranker served every list of the partition."""
@@ -382,7 +355,7 @@ def test_a_stored_list_with_a_value_float16_cannot_hold_teaches_the_ranker_nothi
     profile.shown, profile.shown_features = ["a", "b", "c"], Ranked([], ["a", "b", "c"], rows).encoded_features()
     assert decode_features(profile.shown_features, 3) is None
     process(profile, Event("e1", "u", "a", "click", 1_000), index, settings, 0, learners)
-    assert np.isfinite(learners.ranker.model.w).all()
+    assert np.isfinite(learners.ranker.model.theta).all()
     assert reciprocal_rank(np.array([np.nan, np.nan, np.nan]), 2, 20) == 0.0
 
 
@@ -392,12 +365,12 @@ def test_restored_partition_learners_follow_todays_settings_and_keep_what_they_l
     data: dict[bytes, bytes] = {}
     first = PartitionState(data, Settings(bandit=True, ranker_warm_up=1000))
     learned = first.get(0, print)
-    learned.ranker.model.w[:] = 0.25
+    learned.ranker.model.theta[:] = 0.25
     data[b"0"] = first.record(0)
     again = PartitionState(data, Settings(bandit=False, ranker_warm_up=200, ranker_learning_rate=0.05)).get(0, print)
     assert again.bandit is None and again.ranker.warm_up == 200
     assert again.ranker.learning_rate == again.ranker.model.learning_rate == 0.05
-    assert (again.ranker.model.w == 0.25).all()
+    assert (again.ranker.model.theta == 0.25).all()
     exploring = PartitionState(data, Settings(bandit=True, bandit_epsilon=0.3)).get(0, print)
     assert exploring.bandit is not None and exploring.bandit.epsilon == 0.3
 

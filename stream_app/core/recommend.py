@@ -44,7 +44,7 @@ class Encoding(Protocol):
     def shares_for(self, item_ids: Sequence[str]) -> list[float]: ...
 
 
-MODEL_VERSIONS = {"recommender": "hybrid-v9"}
+MODEL_VERSIONS = {"recommender": "hybrid-v10"}
 MAX_COVIS_REASONS = 2
 #: In the prior, the user's own items score by recency rank this much and by decayed affinity the rest:
 #: in sessions the next item is more often one of the last few than the most frequent.

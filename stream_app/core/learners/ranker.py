@@ -10,21 +10,22 @@ from typing import Any, Sequence
 import numpy as np
 
 from .base import Persistent
-from .logistic import AdamLogistic
+from .pairwise_mlp import PairwiseMLP
 from .state import Fields, StateError
 
 
 class OnlineRanker(Persistent):
-    """A logistic regression with Adam (River's, stepped on arrays: `AdamLogistic`) over candidate
-    features, one per input partition (its state moves with the partition), learned pairwise
-    (RankNet's idea with a linear scorer): each list's candidates (the shown items and the next best
-    ones) are judged by the user's next event; when the hit item is among them, even where the
-    ranking left it out of the shown part, it is paired with up to `negatives` candidates that were
-    not hit, picked by a hash of (seed, event, item) so a replay learns the same pairs, and the model
-    learns that the difference of their feature rows (hit minus other) is positive and its opposite
-    negative. Scores are then decision values whose order is the
-    ranking. Lists whose next item is not among the candidates teach nothing about order and are
-    skipped: pointwise, most of its labels were "not this" from such lists.
+    """A pairwise scorer over candidate features (`PairwiseMLP`: a linear score plus a small hidden
+    layer, learned with Adam), one per input partition (its state moves with the partition), learned
+    as RankNet learns: each list's candidates (the shown items and the next best ones) are judged by
+    the user's next event; when the hit item is among them, even where the ranking left it out of the
+    shown part, it is paired with up to `negatives` candidates that were not hit, picked by a hash of
+    (seed, event, item) so a replay learns the same pairs, and one step teaches that the hit scores
+    above each of them (a pair counts as two labels, as when each pair was learned both ways). Scores
+    are decision values whose order is the ranking. The hidden layer holds interactions a linear
+    score cannot (since hybrid-v10; before, the linear score alone, River's logistic regression: a
+    ranker written then starts from its weights). Lists whose next item is not among the candidates teach nothing
+    about order and are skipped: pointwise, most of its labels were "not this" from such lists.
 
     It also keeps score: on every judged list it ranks the candidates both its own way and the prior's
     way (column 0 of the features, the fixed blend) and credits each with the reciprocal rank of the
@@ -35,8 +36,7 @@ class OnlineRanker(Persistent):
 
     >>> ranker = OnlineRanker(("covis", "popular"), warm_up=10)
     >>> for _ in range(20):
-    ...     ranker.learn_one([1.0, 0.0], True)
-    ...     ranker.learn_one([0.0, 1.0], False)
+    ...     ranker.learn_pairs(np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]]))
     >>> ranker.labels >= ranker.warm_up
     True
     >>> a, b = ranker.score_many(np.array([[1.0, 0.0], [0.0, 1.0]]))
@@ -45,24 +45,27 @@ class OnlineRanker(Persistent):
     """
 
     kind = "ranker"
+    version = 2  # 1: a linear ranker's state (read: its weights start the linear part)
+    reads = frozenset({1, 2})
     ranker_rr = 0.0  # exponentially weighted reciprocal rank of the hit item in its ranking (0: not shown)
     prior_rr = 0.0  # ... in the prior's
 
     def __init__(self, features: Sequence[str], learning_rate: float = 0.05, negatives: int = 4,
-                 warm_up: int = 1000, seed: int = 7, hit_rate_alpha: float = 0.01):
+                 warm_up: int = 1000, seed: int = 7, hit_rate_alpha: float = 0.01, hidden: int = 16):
         self.features = tuple(features)
         self.learning_rate = learning_rate
         self.negatives = negatives
         self.warm_up = warm_up
         self.seed = seed
         self.hit_rate_alpha = hit_rate_alpha
-        self.model = AdamLogistic(self.features, learning_rate)
+        self.hidden = hidden
+        self.model = PairwiseMLP(self.features, learning_rate, hidden=hidden, seed=seed)
         self.labels = 0
         self.positives = 0
 
     def _fresh(self) -> "OnlineRanker":
         return OnlineRanker(self.features, self.learning_rate, self.negatives, self.warm_up, self.seed,
-                            self.hit_rate_alpha)
+                            self.hit_rate_alpha, self.hidden)
 
     def _state(self) -> dict[str, Any]:
         return {"features": list(self.features), "learning_rate": float(self.learning_rate),
@@ -78,7 +81,10 @@ class OnlineRanker(Persistent):
         ranker.positives = fields.integer("positives")
         ranker.ranker_rr = fields.number("ranker_rr")
         ranker.prior_rr = fields.number("prior_rr")
-        set_model_state(ranker.model, fields.nested("model"))
+        if version == 1:
+            ranker.model.restore_linear(linear_weights(fields.nested("model")))
+        else:
+            set_model_state(ranker, fields.nested("model"))
         return ranker
 
     def adopt(self, features: Sequence[str]) -> None:
@@ -103,10 +109,11 @@ class OnlineRanker(Persistent):
         self.prior_rr += a * (prior - self.prior_rr)
         self.ranker_rr += a * (ranker - self.ranker_rr)
 
-    def learn_one(self, x: Sequence[float] | np.ndarray, hit: bool) -> None:
-        self.model.learn_one(np.asarray(x, dtype=float), hit)
-        self.labels += 1
-        self.positives += hit
+    def learn_pairs(self, better: np.ndarray, worse: np.ndarray) -> None:
+        """Each row of `better` (a hit candidate) should score above the same row of `worse`."""
+        self.model.learn_pairs(better, worse)
+        self.labels += 2 * len(better)
+        self.positives += len(better)
 
     def score_many(self, matrix: np.ndarray) -> np.ndarray:
         """Decision values (log-odds) of candidate rows: rank order only, one dot product."""
@@ -120,21 +127,34 @@ class OnlineRanker(Persistent):
         if hit_row is None:
             return 0  # the hit item is not among the candidates: no pair to learn from (and no hashing)
         labels = feedback_labels(shown, hit_item, event_id, self.negatives, self.seed)
-        hit = matrix[labels[0][0]]
-        for row, _ in labels[1:]:
-            self.learn_one(hit - matrix[row], True)
-            self.learn_one(matrix[row] - hit, False)
-        return 2 * (len(labels) - 1)
+        others = [row for row, _ in labels[1:]]
+        if not others:
+            return 0
+        self.learn_pairs(np.repeat(matrix[[labels[0][0]]], len(others), axis=0), matrix[others])
+        return 2 * len(others)
 
 
-def set_model_state(model: AdamLogistic, fields: Fields) -> None:
-    weights = fields.mapping("weights", Fields.number)
-    intercept, steps = fields.number("intercept"), fields.integer("steps")
-    moments = [fields.optional_mapping(name, Fields.number) for name in ("m", "v")]
-    if (moments[0] is None) != (moments[1] is None) or (moments[0] is None) != (steps == 0):
-        raise StateError(f"{fields.where}: the optimizer's moments 'm' and 'v' are set once it took a step")
-    model.restore(weights, intercept, steps, *moments)
+def set_model_state(ranker: OnlineRanker, fields: Fields) -> None:
+    hidden, seed = fields.integer("hidden", minimum=1), fields.integer("seed")
+    if hidden != ranker.hidden or seed != ranker.seed:
+        ranker.hidden = hidden
+        ranker.model = PairwiseMLP(ranker.features, ranker.learning_rate, hidden=hidden, seed=seed)
+    columns = fields.mapping("columns", Fields.numbers)
+    rest, steps = fields.numbers("rest"), fields.integer("steps")
+    try:
+        ranker.model.restore(columns, rest, steps)
+    except ValueError as exc:
+        raise StateError(f"{fields.where}: {exc}") from exc
     fields.done()
+
+
+def linear_weights(fields: Fields) -> dict[str, float]:
+    """The weights of a version-1 ranker's linear model (its intercept and moments are not carried)."""
+    weights = fields.mapping("weights", Fields.number)
+    for name in ("intercept", "steps", "m", "v"):
+        fields.raw(name)
+    fields.done()
+    return weights
 
 
 def reciprocal_rank(scores: np.ndarray, row: int, top_k: int) -> float:
