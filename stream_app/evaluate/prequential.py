@@ -19,7 +19,6 @@ against the profile's long-term interests.
 from __future__ import annotations
 
 import collections
-import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from ..config import Settings
 from ..core.content import ContentIndex
 from ..core.events import Event
 from ..core.ordering import rounds
+from ..core.profile import event_digest
 from ..errors import InputFileError
 from ..serving.encoder import Encoder
 from ..stream.partitioning import partition_of
@@ -101,7 +101,7 @@ class AppliedEvents:
 
     def add(self, user_id: str, event_id: str) -> bool:
         """Whether the user's event id is new (then it is kept)."""
-        digest = int.from_bytes(hashlib.blake2b(event_id.encode("utf-8"), digest_size=8).digest(), "little")
+        digest = int(event_digest(event_id), 16)  # the profile's idempotence key, as a number
         had = self.by_user.setdefault(user_id, set())
         if digest in had:
             return False
