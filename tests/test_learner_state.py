@@ -36,6 +36,7 @@ from stream_app.core.learners import (
     read_profile_learner,
 )
 from stream_app.core.learners.behaviour import EWMean
+from stream_app.core.learners.state import pack_floats
 from stream_app.core.process import new_profile
 from stream_app.core.profile import Profile, apply_event, event_digest
 from stream_app.core.recommend import FEATURES
@@ -171,7 +172,11 @@ def test_a_record_of_another_kind_version_or_shape_is_refused_with_the_reason():
     assert "'steps' must be an integer of at least 0" in refused(
         {**ranker, "model": {**ranker["model"], "steps": None}}, OnlineRanker)
     assert "a model of 16 hidden units has 51 numbers per feature and 96 others" in refused(
-        {**ranker, "model": {**ranker["model"], "rest": [0.0] * 3}}, OnlineRanker)
+        {**ranker, "model": {**ranker["model"], "rest": pack_floats(np.zeros(3))}}, OnlineRanker)
+    assert "'rest' must be float64s packed as base64" in refused(
+        {**ranker, "model": {**ranker["model"], "rest": [0.0] * 96}}, OnlineRanker)
+    assert "'rest' must be finite numbers" in refused(
+        {**ranker, "model": {**ranker["model"], "rest": pack_floats(np.full(96, np.nan))}}, OnlineRanker)
     bandit = StrategyBandit()
     bandit.update("new", "ranker", 1.0)
     state = bandit.to_state()

@@ -6,6 +6,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from .state import pack_floats
+
 
 class PairwiseMLP:
     """`score(x) = u·x + v·tanh(W x + b)` over candidate feature rows: the linear ranker (`u`) plus a
@@ -89,35 +91,34 @@ class PairwiseMLP:
 
     # ---------------------------------------------------------------- state, by feature name
 
-    def _columns(self) -> dict[str, list[float]]:
+    def _column_index(self) -> np.ndarray:
+        """(1 + hidden, features): where each feature's u and W column sit in theta."""
+        d, h = len(self.features), self.hidden
+        return np.vstack([np.arange(d), d + np.arange(h)[:, None] * d + np.arange(d)])
+
+    def _columns(self) -> dict[str, np.ndarray]:
         """Per feature: u, W's column, then the same two of m and of s (3 * (1 + hidden) numbers)."""
-        d, h = len(self.features), self.hidden
-        out = {}
-        for j, name in enumerate(self.features):
-            index = [j, *range(d + j, d + h * d, d)]
-            out[name] = [*self.theta[index].tolist(), *self.m[index].tolist(), *self.s[index].tolist()]
-        return out | self.retired
+        stacked = np.stack([self.theta, self.m, self.s])[:, self._column_index()]  # (3, 1 + h, d)
+        rows = stacked.transpose(2, 0, 1).reshape(len(self.features), -1)
+        return dict(zip(self.features, rows)) | self.retired
 
-    def _rest(self) -> list[float]:
+    def _rest(self) -> np.ndarray:
         """b and v, then their m, then their s."""
-        d, h = len(self.features), self.hidden
-        tail = slice(d + h * d, None)
-        return [*self.theta[tail].tolist(), *self.m[tail].tolist(), *self.s[tail].tolist()]
+        tail = slice(len(self.features) * (1 + self.hidden), None)
+        return np.concatenate([self.theta[tail], self.m[tail], self.s[tail]])
 
-    def _load(self, columns: Mapping[str, list[float]], rest: Sequence[float]) -> None:
+    def _load(self, columns: Mapping[str, np.ndarray], rest: np.ndarray) -> None:
         d, h = len(self.features), self.hidden
-        size = self._size(d)
-        theta, m, s = np.zeros(size), np.zeros(size), np.zeros(size)
+        stacked = np.zeros((3, self._size(d)))
+        index = self._column_index()
         for j, name in enumerate(self.features):
-            index = [j, *range(d + j, d + h * d, d)]
             column = columns.get(name)
             if column is not None:
-                theta[index], m[index], s[index] = column[:h + 1], column[h + 1:2 * h + 2], column[2 * h + 2:]
-        tail = slice(d + h * d, None)
-        theta[tail], m[tail], s[tail] = rest[:2 * h], rest[2 * h:4 * h], rest[4 * h:]
-        self._bind(theta)
-        self.m, self.s = m, s
-        self.retired = {name: list(column) for name, column in columns.items() if name not in self.features}
+                stacked[:, index[:, j]] = np.reshape(column, (3, h + 1))
+        stacked[:, d * (1 + h):] = np.reshape(rest, (3, 2 * h))
+        self._bind(stacked[0].copy())
+        self.m, self.s = stacked[1].copy(), stacked[2].copy()
+        self.retired = {name: column for name, column in columns.items() if name not in self.features}
 
     def adopt(self, features: Sequence[str]) -> None:
         """Learn over `features` from now on: columns follow their names; new ones start at 0."""
@@ -126,11 +127,14 @@ class PairwiseMLP:
         self._load(columns, rest)
 
     def state(self) -> dict[str, Any]:
+        """Settings and numbers; each feature's column and the rest as packed float64 (`state.pack_floats`: a
+        fifth of the bytes of the numbers as text, and exact)."""
         return {"hidden": self.hidden, "seed": self.seed, "steps": self.steps,
-                "columns": self._columns(), "rest": self._rest()}
+                "columns": {name: pack_floats(column) for name, column in self._columns().items()},
+                "rest": pack_floats(self._rest())}
 
-    def restore(self, columns: Mapping[str, list[float]], rest: Sequence[float], steps: int) -> None:
-        """The numbers `state` gave, over this model's features (of this `hidden`)."""
+    def restore(self, columns: Mapping[str, np.ndarray], rest: np.ndarray, steps: int) -> None:
+        """The numbers `state` gave (unpacked), over this model's features (of this `hidden`)."""
         width, h = 3 * (1 + self.hidden), self.hidden
         if any(len(column) != width for column in columns.values()) or len(rest) != 6 * h:
             raise ValueError(f"a model of {h} hidden units has {width} numbers per feature and {6 * h} others")

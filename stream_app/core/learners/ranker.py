@@ -139,8 +139,8 @@ def set_model_state(ranker: OnlineRanker, fields: Fields) -> None:
     if hidden != ranker.hidden or seed != ranker.seed:
         ranker.hidden = hidden
         ranker.model = PairwiseMLP(ranker.features, ranker.learning_rate, hidden=hidden, seed=seed)
-    columns = fields.mapping("columns", Fields.numbers)
-    rest, steps = fields.numbers("rest"), fields.integer("steps")
+    columns = fields.mapping("columns", Fields.floats)
+    rest, steps = fields.floats("rest"), fields.integer("steps")
     try:
         ranker.model.restore(columns, rest, steps)
     except ValueError as exc:

@@ -16,6 +16,7 @@ import random
 import struct
 from typing import Any, Callable, TypeVar
 
+import numpy as np
 from river import stats
 
 
@@ -97,6 +98,17 @@ class Fields:
             raise self._wrong(name, f"a list of finite numbers of at least {minimum}")
         return [float(v) for v in value]
 
+    def floats(self, name: str) -> np.ndarray:
+        """Finite float64s packed by `pack_floats`."""
+        value = self._get(name)
+        try:
+            array = np.frombuffer(base64.b64decode(value, validate=True), dtype="<f8")
+        except (ValueError, TypeError) as exc:
+            raise self._wrong(name, "float64s packed as base64") from exc
+        if not np.isfinite(array).all():
+            raise self._wrong(name, "finite numbers")
+        return array.astype(float)
+
     def mapping(self, name: str, read: Callable[["Fields", str], T]) -> dict[str, T]:
         """An object whose every value is read by `read` (e.g. `Fields.number`), in its stored order."""
         inner = self.nested(name)
@@ -114,6 +126,11 @@ class Fields:
         extra = self.data.keys() - self.seen
         if extra:
             raise StateError(f"{self.where}: unknown fields {sorted(extra)}")
+
+
+def pack_floats(values: np.ndarray) -> str:
+    """float64s as base64 of their little-endian bytes: exact, and read back by `Fields.floats`."""
+    return base64.b64encode(np.ascontiguousarray(values, dtype="<f8").tobytes()).decode("ascii")
 
 
 # ---------------------------------------------------------------------------------- River objects
