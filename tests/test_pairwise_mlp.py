@@ -94,3 +94,56 @@ def test_a_record_of_the_wrong_shape_is_refused_with_what_is_wrong():
     state["model"]["columns"]["a"] = pack_floats(np.zeros(50))
     with pytest.raises(StateError, match="16 hidden units has 51 numbers per feature"):
         load_state(state, OnlineRanker)
+
+
+def test_a_step_is_adams_textbook_step():
+    """Each of 3 steps against Kingma and Ba's algorithm written out (bias-corrected moments)."""
+    rng = np.random.default_rng(6)
+    model = PairwiseMLP([f"f{i}" for i in range(4)], learning_rate=0.01, hidden=3, seed=1)
+    theta, m, s = model.theta.copy(), np.zeros_like(model.theta), np.zeros_like(model.theta)
+    for t in range(1, 4):
+        better, worse = rng.normal(size=(2, 4)), rng.normal(size=(2, 4))
+        g = model.gradient(better, worse)
+        m = 0.9 * m + 0.1 * g
+        s = 0.999 * s + 0.001 * g * g
+        # the paper's "more efficient" order: its epsilon-hat is 1e-8 before the bias correction of s
+        theta = theta - 0.01 * (m / (1 - 0.9 ** t)) / (np.sqrt(s / (1 - 0.999 ** t)) + 1e-8 / (1 - 0.999 ** t) ** 0.5)
+        model.learn_pairs(better, worse)
+        assert model.theta == pytest.approx(theta, rel=1e-6, abs=1e-12)
+
+
+def _packed(values: np.ndarray) -> str:
+    return pack_floats(values)
+
+
+def test_a_forged_model_is_refused_as_state_not_later():
+    """Negative second moments (NaN after one step), a hidden size the record does not hold (a MemoryError
+    while building it), a feature without its column: each a StateError when read."""
+    from stream_app.core.learners.state import Fields
+
+    base = OnlineRanker(("a", "b")).to_state()
+    model = base["model"]
+    rest = Fields({"r": model["rest"]}, "t").floats("r")
+    rest[-1] = -1.0
+    with pytest.raises(StateError, match="second moments"):
+        load_state(base | {"model": model | {"rest": _packed(rest)}}, OnlineRanker)
+    column = Fields({"c": model["columns"]["a"]}, "t").floats("c")
+    column[-1] = -1.0
+    with pytest.raises(StateError, match="second moments"):
+        load_state(base | {"model": model | {"columns": model["columns"] | {"a": _packed(column)}}}, OnlineRanker)
+    with pytest.raises(StateError, match="1099511627776 hidden units"):
+        load_state(base | {"model": model | {"hidden": 2 ** 40}}, OnlineRanker)
+    with pytest.raises(StateError, match=r"no column for the features \['b'\]"):
+        load_state(base | {"model": model | {"columns": {"a": model["columns"]["a"]}}}, OnlineRanker)
+
+
+def test_a_linear_rankers_retired_weights_and_fields_are_kept_and_checked():
+    record = {"kind": "ranker", "v": 1, "features": ["a"], "learning_rate": 0.005, "negatives": 4,
+              "warm_up": 1000, "seed": 7, "hit_rate_alpha": 0.01, "labels": 0, "positives": 0,
+              "ranker_rr": 0.0, "prior_rr": 0.0,
+              "model": {"weights": {"a": 0.5, "old": 2.0}, "intercept": 0.0, "steps": 0, "m": None, "v": None}}
+    ranker = load_state(record, OnlineRanker)
+    ranker.adopt(("a", "old"))
+    assert ranker.model.u.tolist() == [0.5, 2.0]
+    with pytest.raises(StateError, match="'intercept' must be a finite number"):
+        load_state(record | {"model": record["model"] | {"intercept": "x"}}, OnlineRanker)

@@ -45,7 +45,7 @@ class PairwiseMLP:
         self.s = np.zeros_like(theta)
         self.steps = 0
         #: columns (u, W's column, and their moments) of names the features no longer hold, kept as written
-        self.retired: dict[str, list[float]] = {}
+        self.retired: dict[str, np.ndarray] = {}
 
     def _size(self, d: int) -> int:
         return d + self.hidden * d + 2 * self.hidden
@@ -138,10 +138,18 @@ class PairwiseMLP:
         width, h = 3 * (1 + self.hidden), self.hidden
         if any(len(column) != width for column in columns.values()) or len(rest) != 6 * h:
             raise ValueError(f"a model of {h} hidden units has {width} numbers per feature and {6 * h} others")
+        # Adam's second moments (the last third of each column and of the rest) are squares: a negative one
+        # would make the first step's sqrt NaN, and the partition's ranker NaN for good.
+        if (rest[4 * h:] < 0).any() or any((np.asarray(column)[2 * (1 + h):] < 0).any() for column in columns.values()):
+            raise ValueError("Adam's second moments (the last third of each column and of the rest) must be at least 0")
         self._load(columns, rest)
         self.steps = steps
 
     def restore_linear(self, weights: Mapping[str, float]) -> None:
         """Start from a linear ranker's weights (an earlier release's River logistic regression): the
-        same ranking until it learns, as v is 0; the optimizer starts afresh."""
+        same ranking until it learns, as v is 0; the optimizer starts afresh. Weights of names outside the
+        features (an earlier release's, which that ranker kept) are kept as retired columns, as `adopt` would."""
         self.u[:] = [weights.get(name, 0.0) for name in self.features]
+        width = 3 * (1 + self.hidden)
+        self.retired = {name: np.concatenate(([weight], np.zeros(width - 1)))
+                        for name, weight in weights.items() if name not in self.features}

@@ -116,7 +116,7 @@ class OnlineRanker(Persistent):
         self.positives += len(better)
 
     def score_many(self, matrix: np.ndarray) -> np.ndarray:
-        """Decision values (log-odds) of candidate rows: rank order only, one dot product."""
+        """Scores of candidate rows (`PairwiseMLP.decision`: not log-odds, only their order means something)."""
         return self.model.decision(matrix)
 
     def learn_feedback(self, shown: Sequence[str], matrix: np.ndarray, hit_item: str, event_id: str,
@@ -136,11 +136,20 @@ class OnlineRanker(Persistent):
 
 def set_model_state(ranker: OnlineRanker, fields: Fields) -> None:
     hidden, seed = fields.integer("hidden", minimum=1), fields.integer("seed")
+    columns = fields.mapping("columns", Fields.floats)
+    rest, steps = fields.floats("rest"), fields.integer("steps")
+    # The widths before a model of `hidden` units is built: the record's own numbers bound its size (a forged
+    # "hidden" of 2**40 would otherwise be a MemoryError, not a StateError, and stop the worker).
+    width = 3 * (1 + hidden)
+    if any(len(column) != width for column in columns.values()) or len(rest) != 6 * hidden:
+        raise StateError(f"{fields.where}: a model of {hidden} hidden units has {width} numbers per feature "
+                         f"and {6 * hidden} others")
+    missing = [name for name in ranker.features if name not in columns]
+    if missing:
+        raise StateError(f"{fields.where}: no column for the features {missing}")
     if hidden != ranker.hidden or seed != ranker.seed:
         ranker.hidden = hidden
         ranker.model = PairwiseMLP(ranker.features, ranker.learning_rate, hidden=hidden, seed=seed)
-    columns = fields.mapping("columns", Fields.floats)
-    rest, steps = fields.floats("rest"), fields.integer("steps")
     try:
         ranker.model.restore(columns, rest, steps)
     except ValueError as exc:
@@ -151,8 +160,8 @@ def set_model_state(ranker: OnlineRanker, fields: Fields) -> None:
 def linear_weights(fields: Fields) -> dict[str, float]:
     """The weights of a version-1 ranker's linear model (its intercept and moments are not carried)."""
     weights = fields.mapping("weights", Fields.number)
-    for name in ("intercept", "steps", "m", "v"):
-        fields.raw(name)
+    fields.number("intercept"), fields.integer("steps")  # read for their shape only: a v1 record is checked whole
+    fields.optional_mapping("m", Fields.number), fields.optional_mapping("v", Fields.number)
     fields.done()
     return weights
 
