@@ -295,4 +295,9 @@ def test_a_ranker_restored_with_another_releases_features_ranks_and_learns_with_
         outcome = process(profile, Event(f"x{i}", "u", f"i{i}", "click", 1_700_000_000_000 + i), index, settings,
                           0, learners)
         assert outcome.recommendation is not None
+    # what it learned is kept by name (a fresh profile has no judged list yet: nothing was learned above)
     assert all(learners.ranker.model.state()["columns"][name] == column for name, column in learned.items())
+    today = np.eye(len(FEATURES))[[0, 1, 2, len(FEATURES) - 1]]  # the last row: a feature the old release lacked
+    assert learners.ranker.learn_feedback(["a", "b", "c", "d"], today, "d", "after", top_k=3) == 6
+    after = learners.ranker.model.state()["columns"]
+    assert FEATURES[-1] not in learned and after[FEATURES[-1]] != pack_floats(np.zeros(51))  # it started at 0
