@@ -57,6 +57,21 @@ def test_a_ranker_restored_from_its_record_goes_on_float_for_float():
     assert again.model.m.tolist() == ranker.model.m.tolist() and again.model.s.tolist() == ranker.model.s.tolist()
 
 
+def test_each_features_column_in_the_record_is_its_own_numbers():
+    # the record encodes every column at once and cuts the text: each piece must be that feature's numbers alone
+    rng = np.random.default_rng(4)
+    model = PairwiseMLP(("a", "b", "c"), learning_rate=0.01, hidden=5, seed=1)
+    for _ in range(3):
+        model.learn_pairs(rng.random((2, 3)), rng.random((2, 3)))
+    model.retired = {"gone": np.arange(18.0)}
+    d, h = 3, 5
+    for j, name in enumerate(("a", "b", "c")):
+        w_column = [d + k * d + j for k in range(h)]
+        expected = np.concatenate([array[[j, *w_column]] for array in (model.theta, model.m, model.s)])
+        assert model.state()["columns"][name] == pack_floats(expected)
+    assert model.state()["columns"]["gone"] == pack_floats(np.arange(18.0))
+
+
 def test_features_keep_what_they_learned_by_name_across_releases():
     rng = np.random.default_rng(4)
     model = PairwiseMLP(("a", "b", "c"), learning_rate=0.05, hidden=3)

@@ -54,6 +54,7 @@ class PairwiseMLP:
         """theta is one flat vector (one Adam step for all of it); u, W, b and v are views into it."""
         d, h = len(self.features), self.hidden
         self.theta = theta
+        self._rows_index: np.ndarray | None = None  # `_column_rows`' gather, made on first use
         self.u = theta[:d]
         self.W = theta[d:d + h * d].reshape(h, d)
         self.b = theta[d + h * d:d + h * d + h]
@@ -61,7 +62,9 @@ class PairwiseMLP:
 
     def decision(self, matrix: np.ndarray) -> np.ndarray:
         """The score of each row (rank order only)."""
-        return matrix @ self.u + np.tanh(matrix @ self.W.T + self.b) @ self.v
+        hidden = matrix @ self.W.T
+        hidden += self.b
+        return matrix @ self.u + np.tanh(hidden, out=hidden) @ self.v
 
     def learn_pairs(self, better: np.ndarray, worse: np.ndarray) -> None:
         """One step: each row of `better` should score above the same row of `worse`."""
@@ -96,11 +99,16 @@ class PairwiseMLP:
         d, h = len(self.features), self.hidden
         return np.vstack([np.arange(d), d + np.arange(h)[:, None] * d + np.arange(d)])
 
+    def _column_rows(self) -> np.ndarray:
+        """(features, 3 * (1 + hidden)), C order: per feature u, W's column, then the same two of m and of s."""
+        d = len(self.features)
+        if self._rows_index is None:
+            size = self._size(d)
+            self._rows_index = (np.arange(3)[:, None, None] * size + self._column_index()).transpose(2, 0, 1).reshape(d, -1)
+        return np.concatenate((self.theta, self.m, self.s))[self._rows_index]
+
     def _columns(self) -> dict[str, np.ndarray]:
-        """Per feature: u, W's column, then the same two of m and of s (3 * (1 + hidden) numbers)."""
-        stacked = np.stack([self.theta, self.m, self.s])[:, self._column_index()]  # (3, 1 + h, d)
-        rows = stacked.transpose(2, 0, 1).reshape(len(self.features), -1)
-        return dict(zip(self.features, rows)) | self.retired
+        return dict(zip(self.features, self._column_rows())) | self.retired
 
     def _rest(self) -> np.ndarray:
         """b and v, then their m, then their s."""
@@ -129,8 +137,14 @@ class PairwiseMLP:
     def state(self) -> dict[str, Any]:
         """Settings and numbers; each feature's column and the rest as packed float64 (`state.pack_floats`: a
         fifth of the bytes of the numbers as text, and exact)."""
-        return {"hidden": self.hidden, "seed": self.seed, "steps": self.steps,
-                "columns": {name: pack_floats(column) for name, column in self._columns().items()},
+        columns = {}
+        if self.features:  # one encoding of every row: a row is 24 (1 + hidden) bytes, a multiple of 3, so the
+            # base64 of the rows is their base64s end to end (a worker writes this as the undo copy of every event)
+            packed = pack_floats(self._column_rows())
+            step = len(packed) // len(self.features)
+            columns = {name: packed[j * step:(j + 1) * step] for j, name in enumerate(self.features)}
+        columns.update((name, pack_floats(column)) for name, column in self.retired.items())
+        return {"hidden": self.hidden, "seed": self.seed, "steps": self.steps, "columns": columns,
                 "rest": pack_floats(self._rest())}
 
     def restore(self, columns: Mapping[str, np.ndarray], rest: np.ndarray, steps: int) -> None:
