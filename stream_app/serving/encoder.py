@@ -46,6 +46,9 @@ class Encoder:
         self.manifest = manifest
         self.version: str = manifest["version"]
         dims = manifest["dims"]
+        for name in ("embedding", "buckets", "max_len"):  # a max_len of 0 read a profile's whole history ([-0:])
+            if type(dims[name]) is not int or dims[name] < 1:
+                raise ValueError(f"its manifest's dims.{name} is {dims[name]!r}, not a whole number of at least 1")
         self.dim: int = dims["embedding"]
         self.featurizer = Featurizer(dims["buckets"], dims["max_len"])
         options = ort.SessionOptions()
