@@ -207,6 +207,17 @@ def test_read_api_waits_for_min_version_and_answers_as_the_profile_command(make_
         with KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers) as producer:
             producer.send(settings.topics.click, key=b"reader", value=b"{broken").get(30)
         wait_until(lambda: "invalid_json" in cli(settings, "dead-letters").stdout, 30, "the dead letter")
+        # --titles names the items as the items topic holds them now: a refused record or a tombstone names none
+        with KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers) as producer:
+            for item_id, item in (("i0", {"title": "Lamp  no. 0"}), ("i1", {}), ("i2", {"title": "Gone"}), ("i2", None)):
+                value = None if item is None else orjson.dumps({"item_id": item_id, "schema_version": 1, **item})
+                producer.send(settings.topics.items, key=item_id.encode(), value=value).get(30)
+        named = cli(settings, "recommendations", "reader", "--titles")
+        assert named.returncode == 0, named.stderr
+        assert " i0 Lamp no. 0  " in named.stdout and " i1  " in named.stdout and " i2  " in named.stdout
+        assert "Gone" not in named.stdout and " i0  " in shown.stdout  # without --titles: ids alone
+        named = cli(settings, "profile", "reader", "--titles")
+        assert "most recent items: i0 Lamp no. 0, i1, " in named.stdout, named.stdout
     finally:
         serve.terminate()
         serve.wait(timeout=10)

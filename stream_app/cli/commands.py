@@ -197,7 +197,13 @@ def cmd_profile(args: argparse.Namespace) -> int:
     if args.json:
         print(orjson.dumps(stored, option=orjson.OPT_INDENT_2).decode())
         return 0
-    for line in describe_user(stored, None):
+    titles = {}
+    if args.titles:
+        from ..tools.catalogue import titles_on_topic
+
+        recent = (item_id for item_id, _type, _ts in stored["profile"]["recent"])
+        titles = titles_on_topic(settings, {*stored["profile"]["item_affinity"], *recent})
+    for line in describe_user(stored, None, titles=titles):
         print(line)
     freshness_s = (time.time() * 1000 - stored["updated_at"]) / 1000
     print(f"  written to Redis {freshness_s:.0f}s ago")

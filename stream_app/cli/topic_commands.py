@@ -57,15 +57,21 @@ def cmd_recommendations(args: argparse.Namespace) -> int:
     if not found:
         raise StreamAppError(f"no recommendation for user {args.user_id!r} on {topic} (namespace "
                              f"{settings.namespace!r}): has a worker applied an event of that user?")
-    for record in found:
-        rec = orjson.loads(record.value)
+    lists = [orjson.loads(record.value) for record in found]
+    titles = {}
+    if args.titles and not args.json:
+        from ..tools.catalogue import titles_on_topic
+
+        titles = titles_on_topic(settings, {item["item_id"] for rec in lists for item in rec["items"]})
+    for rec in lists:
         if args.json:
             print(orjson.dumps(rec).decode())
             continue
         print(f"{rec['user_id']} after {rec['trigger_event_id']} (event time {_when(rec['event_ts'])}, profile "
               f"version {rec['profile_version']}, ranked by {rec['model'].get('ranking', '?')}):")
         for rank, item in enumerate(rec["items"], 1):
-            print(f"  {rank:>2}. {item['item_id']}  {item['score']:.4f}  {', '.join(item['reasons'])}")
+            named = f"{item['item_id']} {titles[item['item_id']]}" if item["item_id"] in titles else item["item_id"]
+            print(f"  {rank:>2}. {named}  {item['score']:.4f}  {', '.join(item['reasons'])}")
     return 0
 
 

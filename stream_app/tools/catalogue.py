@@ -12,13 +12,14 @@ import collections
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Collection, Iterator
 
 import orjson
 from fastjsonschema import JsonSchemaException
 
 from ..config import Settings
 from ..contracts import Rejection, Source, validator
+from ..core.content import item_title
 from ..errors import InputFileError
 from .log_checks import DEAD_LETTERS_SAID, ONLINE_RETAIL_COLUMNS, LineRejection, first_rejection, nothing_read
 from .log_files import check_file, open_text, reading_as
@@ -267,3 +268,25 @@ def _behind(worker_id: str, status: dict[str, Any], ttl_s: float) -> str:
         said += (f" (its status not refreshed for {age_s:.0f}s: stopped? a stopped worker's status stays until it "
                  f"expires, {ttl_s:.0f}s after its last refresh)")
     return said
+
+
+def titles_on_topic(settings: Settings, item_ids: Collection[str]) -> dict[str, str]:
+    """The titles of `item_ids` as the items topic holds them now: each one's latest record (a tombstone removes
+    it; a record the schema refuses is skipped, as the workers skip it). Reads the whole topic."""
+    from .consume import read_to_end
+
+    wanted, titles = set(item_ids), {}
+    for record in read_to_end(settings, settings.topics.items):
+        item_id = record.key.decode("utf-8", errors="replace") if record.key is not None else None
+        if item_id not in wanted:
+            continue
+        titles.pop(item_id, None)
+        if record.value is None:
+            continue
+        try:
+            item = check_item(orjson.loads(record.value), Source(record.topic), record.value)
+        except orjson.JSONDecodeError:
+            continue
+        if not isinstance(item, Rejection) and item["item_id"] == item_id:
+            titles[item_id] = item_title(item)
+    return titles
