@@ -37,7 +37,7 @@ from stream_app.core.learners import (
 )
 from stream_app.core.learners.behaviour import EWMean
 from stream_app.core.learners.state import pack_floats
-from stream_app.core.process import new_profile
+from stream_app.core.process import new_partition_learners, new_profile
 from stream_app.core.profile import Profile, apply_event, event_digest
 from stream_app.core.recommend import FEATURES
 
@@ -301,3 +301,21 @@ def test_a_ranker_restored_with_another_releases_features_ranks_and_learns_with_
     assert learners.ranker.learn_feedback(["a", "b", "c", "d"], today, "d", "after", top_k=3) == 6
     after = learners.ranker.model.state()["columns"]
     assert FEATURES[-1] not in learned and after[FEATURES[-1]] != pack_floats(np.zeros(51))  # it started at 0
+
+
+def test_a_snapshot_is_the_learners_as_they_were_and_shares_nothing_with_them():
+    # the batch handler puts a snapshot back when an event fails part-way: it must not move with the learners
+    learners = new_partition_learners(Settings(bandit=True), 3)
+    rng = np.random.default_rng(5)
+    n = len(learners.ranker.features)
+    learners.ranker.learn_pairs(rng.random((2, n)), rng.random((2, n)))
+    before = orjson.dumps(learners.to_state())
+    snapshot = learners.snapshot()
+    learners.ranker.learn_pairs(rng.random((2, n)), rng.random((2, n)))
+    learners.ranker.judge(rng.random((5, n)), 1, 3)
+    learners.ranker.model.retired["gone"] = np.zeros(3)
+    learners.positions.learn_one(["a", "b"], "b")
+    learners.bandit.update("new", learners.bandit.pull("new"), 1.0)
+    assert orjson.dumps(snapshot.to_state()) == before != orjson.dumps(learners.to_state())
+    snapshot.ranker.learn_pairs(rng.random((2, n)), rng.random((2, n)))
+    assert snapshot.ranker.model.theta.tolist() != learners.ranker.model.theta.tolist()

@@ -17,7 +17,7 @@ from ..contracts import ErasureRequest, Rejection, Source, input_users
 from ..core.content import ContentIndex
 from ..core.events import Event
 from ..core.items import InMemoryItemIndex
-from ..core.learners import PartitionLearners, StateError, load_state, read_partition_learners
+from ..core.learners import PartitionLearners, StateError, read_partition_learners
 from ..core.process import (
     expected_scans,
     new_partition_learners,
@@ -349,7 +349,7 @@ class BatchHandler:
             # (unless part of it was refused as it was read: restored, it would be dead-lettered again).
             stored = self.as_stored.pop(event.user_id, None)
             profile_before = stored if stored is not None and not profile.rejected_state else profile.to_json()
-            learners_before = learners.to_state() if learners is not None else None
+            learners_before = learners.snapshot() if learners is not None else None
             try:
                 live_hit, shadow_hit = shown_hits(profile, event, self.settings.top_k)
                 outcome = process(profile, event, self.index, self.settings, self.now, learners,
@@ -395,7 +395,7 @@ class BatchHandler:
                                        key, payload))
         profile.rejected_state.clear()
 
-    def restore(self, user_id: str, profile_json: bytes, partition: int, learners_state: dict[str, Any] | None
+    def restore(self, user_id: str, profile_json: bytes, partition: int, learners_before: PartitionLearners | None
                 ) -> None:
         """Put the user's profile and the partition's learners back as they were before an event."""
         profile = Profile.from_json(profile_json)
@@ -404,8 +404,8 @@ class BatchHandler:
             self.idle.touched(user_id, profile.last_seen)
         if user_id in self.changed:
             self.changed[user_id] = (profile, self.changed[user_id][1])
-        if learners_state is not None:
-            self.learners.loaded[partition] = load_state(learners_state, PartitionLearners)
+        if learners_before is not None:
+            self.learners.loaded[partition] = learners_before
 
     def count_hits(self, live_hit: bool | None, shadow_hit: bool | None) -> None:
         counters = self.counters

@@ -36,6 +36,11 @@ class Persistent(abc.ABC):
     @abc.abstractmethod
     def _fresh(self) -> "Persistent": ...
 
+    def snapshot(self: P) -> P:
+        """An independent copy as it is now, to put back if what changes it next fails part-way (its record
+        read back here; a learner that copies faster says so)."""
+        return load_state(self.to_state(), type(self))
+
     def to_state(self) -> dict[str, Any]:
         return {"kind": self.kind, "v": self.version, **self._state()}
 

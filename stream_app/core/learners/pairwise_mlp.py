@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -59,6 +60,14 @@ class PairwiseMLP:
         self.W = theta[d:d + h * d].reshape(h, d)
         self.b = theta[d + h * d:d + h * d + h]
         self.v = theta[d + h * d + h:]
+
+    def copy(self) -> "PairwiseMLP":
+        """An independent twin (its numbers copied, its settings shared: they are not changed in place)."""
+        twin = copy.copy(self)
+        twin._bind(self.theta.copy())
+        twin._rows_index = self._rows_index
+        twin.m, twin.s, twin.retired = self.m.copy(), self.s.copy(), dict(self.retired)
+        return twin
 
     def decision(self, matrix: np.ndarray) -> np.ndarray:
         """The score of each row (rank order only)."""
@@ -139,7 +148,7 @@ class PairwiseMLP:
         fifth of the bytes of the numbers as text, and exact)."""
         columns = {}
         if self.features:  # one encoding of every row: a row is 24 (1 + hidden) bytes, a multiple of 3, so the
-            # base64 of the rows is their base64s end to end (a worker writes this as the undo copy of every event)
+            # base64 of the rows is their base64s end to end (a worker writes it per partition and batch)
             packed = pack_floats(self._column_rows())
             step = len(packed) // len(self.features)
             columns = {name: packed[j * step:(j + 1) * step] for j, name in enumerate(self.features)}

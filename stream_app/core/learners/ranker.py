@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import heapq
 import math
@@ -66,6 +67,11 @@ class OnlineRanker(Persistent):
     def _fresh(self) -> "OnlineRanker":
         return OnlineRanker(self.features, self.learning_rate, self.negatives, self.warm_up, self.seed,
                             self.hit_rate_alpha, self.hidden)
+
+    def snapshot(self) -> "OnlineRanker":
+        twin = copy.copy(self)  # its numbers are the model's and immutable scalars
+        twin.model = self.model.copy()
+        return twin
 
     def _state(self) -> dict[str, Any]:
         return {"features": list(self.features), "learning_rate": float(self.learning_rate),
