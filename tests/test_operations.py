@@ -207,9 +207,11 @@ def test_read_api_waits_for_min_version_and_answers_as_the_profile_command(make_
         with KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers) as producer:
             producer.send(settings.topics.click, key=b"reader", value=b"{broken").get(30)
         wait_until(lambda: "invalid_json" in cli(settings, "dead-letters").stdout, 30, "the dead letter")
-        # --titles names the items as the items topic holds them now: a refused record or a tombstone names none
+        # --titles names the items as the items topic holds them now: a refused record changes nothing, a tombstone
+        # removes the title
         with KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers) as producer:
-            for item_id, item in (("i0", {"title": "Lamp  no. 0"}), ("i1", {}), ("i2", {"title": "Gone"}), ("i2", None)):
+            for item_id, item in (("i0", {"title": "Lamp  no. 0"}), ("i0", {}), ("i1", {}), ("i2", {"title": "Gone"}),
+                                  ("i2", None)):
                 value = None if item is None else orjson.dumps({"item_id": item_id, "schema_version": 1, **item})
                 producer.send(settings.topics.items, key=item_id.encode(), value=value).get(30)
         named = cli(settings, "recommendations", "reader", "--titles")

@@ -271,8 +271,8 @@ def _behind(worker_id: str, status: dict[str, Any], ttl_s: float) -> str:
 
 
 def titles_on_topic(settings: Settings, item_ids: Collection[str]) -> dict[str, str]:
-    """The titles of `item_ids` as the items topic holds them now: each one's latest record (a tombstone removes
-    it; a record the schema refuses is skipped, as the workers skip it). Reads the whole topic."""
+    """The titles of `item_ids` as the items topic holds them now: each one's latest valid record (a tombstone
+    removes it; a record the schema refuses changes nothing, as in the workers). Reads the whole topic."""
     from .consume import read_to_end
 
     wanted, titles = set(item_ids), {}
@@ -280,8 +280,8 @@ def titles_on_topic(settings: Settings, item_ids: Collection[str]) -> dict[str, 
         item_id = record.key.decode("utf-8", errors="replace") if record.key is not None else None
         if item_id not in wanted:
             continue
-        titles.pop(item_id, None)
         if record.value is None:
+            titles.pop(item_id, None)
             continue
         try:
             item = check_item(orjson.loads(record.value), Source(record.topic), record.value)

@@ -112,8 +112,8 @@ class PairwiseMLP:
         """(features, 3 * (1 + hidden)), C order: per feature u, W's column, then the same two of m and of s."""
         d = len(self.features)
         if self._rows_index is None:
-            size = self._size(d)
-            self._rows_index = (np.arange(3)[:, None, None] * size + self._column_index()).transpose(2, 0, 1).reshape(d, -1)
+            by_array = np.arange(3)[:, None, None] * self._size(d) + self._column_index()  # (3, 1 + h, d)
+            self._rows_index = by_array.transpose(2, 0, 1).reshape(d, -1)
         return np.concatenate((self.theta, self.m, self.s))[self._rows_index]
 
     def _columns(self) -> dict[str, np.ndarray]:
