@@ -416,12 +416,13 @@ def test_a_version_registered_twice_says_whether_the_one_there_has_the_same_file
 
 
 def test_a_version_whose_files_hash_right_but_are_no_model_is_one_line_and_never_served(trained, tmp_path, capsys):
-    """A truncated graph, a manifest lacking its dims or reading no steps, written with a matching hash: `models publish` and
-    `evaluate --encoder` were onnxruntime's or a KeyError's traceback; the workers refused it already."""
+    """A truncated graph, a manifest lacking its dims or with a max_len of 0, written with a matching hash: `models
+    publish` and `evaluate --encoder` were onnxruntime's or a KeyError's traceback; the workers refused it already (a
+    max_len of 0 they served, reading each profile's whole history)."""
     root, v1, _ = trained
     for name, spoil in (("cut-graph", lambda d, m: (d / "encoder.onnx").write_bytes(b"not an onnx graph")),
                         ("no-dims", lambda d, m: m.pop("dims")),
-                        ("no-steps", lambda d, m: m["dims"].update(max_len=0))):
+                        ("zero-max-len", lambda d, m: m["dims"].update(max_len=0))):
         staged = tmp_path / name
         shutil.copytree(root / v1, staged)
         manifest = {key: value for key, value in json.loads((staged / registry.MANIFEST).read_text()).items()

@@ -57,19 +57,22 @@ def test_a_ranker_restored_from_its_record_goes_on_float_for_float():
     assert again.model.m.tolist() == ranker.model.m.tolist() and again.model.s.tolist() == ranker.model.s.tolist()
 
 
-def test_each_features_column_in_the_record_is_its_own_numbers():
+@pytest.mark.parametrize("d, h", [(3, 5), (1, 1), (4, 2), (0, 3)])
+def test_each_features_column_in_the_record_is_its_own_numbers(d, h):
     # the record encodes every column at once and cuts the text: each piece must be that feature's numbers alone
     rng = np.random.default_rng(4)
-    model = PairwiseMLP(("a", "b", "c"), learning_rate=0.01, hidden=5, seed=1)
+    names = [f"f{j}" for j in range(d)]
+    model = PairwiseMLP(names, learning_rate=0.01, hidden=h, seed=1)
     for _ in range(3):
-        model.learn_pairs(rng.random((2, 3)), rng.random((2, 3)))
-    model.retired = {"gone": np.arange(18.0)}
-    d, h = 3, 5
-    for j, name in enumerate(("a", "b", "c")):
+        model.learn_pairs(rng.random((2, d)), rng.random((2, d)))
+    model.retired = {"gone": np.arange(3.0 * (1 + h))}
+    state = model.state()
+    for j, name in enumerate(names):
         w_column = [d + k * d + j for k in range(h)]
         expected = np.concatenate([array[[j, *w_column]] for array in (model.theta, model.m, model.s)])
-        assert model.state()["columns"][name] == pack_floats(expected)
-    assert model.state()["columns"]["gone"] == pack_floats(np.arange(18.0))
+        assert state["columns"][name] == pack_floats(expected)
+    assert list(state["columns"]) == [*names, "gone"] and state["columns"]["gone"] == pack_floats(model.retired["gone"])
+    assert model._columns().keys() == state["columns"].keys()  # no features: no columns of its own, and no error
 
 
 def test_features_keep_what_they_learned_by_name_across_releases():

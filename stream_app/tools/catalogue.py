@@ -17,6 +17,7 @@ from typing import Any, Collection, Iterator
 import orjson
 from fastjsonschema import JsonSchemaException
 
+from .. import contracts
 from ..config import Settings
 from ..contracts import Rejection, Source, validator
 from ..core.content import item_title
@@ -272,21 +273,21 @@ def _behind(worker_id: str, status: dict[str, Any], ttl_s: float) -> str:
 
 def titles_on_topic(settings: Settings, item_ids: Collection[str]) -> dict[str, str]:
     """The titles of `item_ids` as the items topic holds them now: each one's latest valid record (a tombstone
-    removes it; a record the schema refuses changes nothing, as in the workers). Reads the whole topic."""
+    removes it; a record the workers refuse changes nothing, as in them: `contracts.check_item`). Reads the whole
+    topic."""
     from .consume import read_to_end
 
-    wanted, titles = set(item_ids), {}
+    wanted, titles = {item_id.encode("utf-8") for item_id in item_ids}, {}
+    if not wanted:
+        return titles
     for record in read_to_end(settings, settings.topics.items):
-        item_id = record.key.decode("utf-8", errors="replace") if record.key is not None else None
-        if item_id not in wanted:
+        if record.key not in wanted:
             continue
+        item_id = record.key.decode("utf-8")
         if record.value is None:
             titles.pop(item_id, None)
             continue
-        try:
-            item = check_item(orjson.loads(record.value), Source(record.topic), record.value)
-        except orjson.JSONDecodeError:
-            continue
-        if not isinstance(item, Rejection) and item["item_id"] == item_id:
+        item = contracts.check_item(record.value, record.key, Source(record.topic, record.partition, record.offset))
+        if not isinstance(item, Rejection):
             titles[item_id] = item_title(item)
     return titles

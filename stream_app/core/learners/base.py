@@ -37,8 +37,8 @@ class Persistent(abc.ABC):
     def _fresh(self) -> "Persistent": ...
 
     def snapshot(self: P) -> P:
-        """An independent copy as it is now, to put back if what changes it next fails part-way (its record
-        read back here; a learner that copies faster says so)."""
+        """An independent copy as it is now, to put back if what changes it next fails part-way: its record read
+        back (a subclass with a cheaper copy overrides this)."""
         return load_state(self.to_state(), type(self))
 
     def to_state(self) -> dict[str, Any]:

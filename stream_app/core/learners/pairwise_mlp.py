@@ -62,7 +62,8 @@ class PairwiseMLP:
         self.v = theta[d + h * d + h:]
 
     def copy(self) -> "PairwiseMLP":
-        """An independent twin (its numbers copied, its settings shared: they are not changed in place)."""
+        """An independent twin: its arrays copied; its settings and retired columns shared (never written into,
+        only replaced)."""
         twin = copy.copy(self)
         twin._bind(self.theta.copy())
         twin._rows_index = self._rows_index
@@ -113,10 +114,11 @@ class PairwiseMLP:
         d = len(self.features)
         if self._rows_index is None:
             by_array = np.arange(3)[:, None, None] * self._size(d) + self._column_index()  # (3, 1 + h, d)
-            self._rows_index = by_array.transpose(2, 0, 1).reshape(d, -1)
+            self._rows_index = by_array.transpose(2, 0, 1).reshape(d, 3 * (1 + self.hidden))  # d may be 0
         return np.concatenate((self.theta, self.m, self.s))[self._rows_index]
 
     def _columns(self) -> dict[str, np.ndarray]:
+        """Each feature's numbers (`_column_rows`), then the retired ones."""
         return dict(zip(self.features, self._column_rows())) | self.retired
 
     def _rest(self) -> np.ndarray:

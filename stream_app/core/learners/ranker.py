@@ -69,7 +69,8 @@ class OnlineRanker(Persistent):
                             self.hit_rate_alpha, self.hidden)
 
     def snapshot(self) -> "OnlineRanker":
-        twin = copy.copy(self)  # its numbers are the model's and immutable scalars
+        """A copy sharing nothing that learning changes (its own fields are scalars and tuples)."""
+        twin = copy.copy(self)
         twin.model = self.model.copy()
         return twin
 

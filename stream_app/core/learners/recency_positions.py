@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Sequence
 
 from .base import Persistent
@@ -43,6 +44,11 @@ class RecencyPositions(Persistent):
         self.prior_strength = prior_strength
         self.decay = decay
         self.counts = [0.0] * size
+
+    def snapshot(self) -> "RecencyPositions":
+        twin = copy.copy(self)
+        twin.counts = list(self.counts)
+        return twin
 
     def _fresh(self) -> "RecencyPositions":
         return RecencyPositions(self.size, self.prior_strength, self.decay)
