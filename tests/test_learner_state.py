@@ -319,3 +319,15 @@ def test_a_snapshot_is_the_learners_as_they_were_and_shares_nothing_with_them():
     assert orjson.dumps(snapshot.to_state()) == before != orjson.dumps(learners.to_state())
     snapshot.ranker.learn_pairs(rng.random((2, n)), rng.random((2, n)))
     assert snapshot.ranker.model.theta.tolist() != learners.ranker.model.theta.tolist()
+
+
+def test_a_ranker_record_of_no_features_adopts_todays():
+    # its gather was reshaped by "-1" and a record with "features": [] raised ValueError in every round of its partition
+    from stream_app.stream.batch import PartitionState
+
+    settings = Settings()
+    learners = new_partition_learners(settings, 0)
+    learners.ranker = OnlineRanker((), hidden=4)
+    refused: list = []
+    restored = PartitionState({b"0": orjson.dumps(learners.to_state())}, settings).get(0, refused.append)
+    assert not refused and restored.ranker.features == new_partition_learners(settings, 0).ranker.features
