@@ -4,6 +4,7 @@ client is built from one."""
 from __future__ import annotations
 
 import re
+import socket
 from pathlib import Path
 
 from .errors import ConfigError
@@ -40,6 +41,29 @@ def check_bootstrap_servers(servers: str) -> None:
             raise ConfigError(f"KAFKA_BOOTSTRAP_SERVERS={redact_url(servers)}: {redact_url(entry) or 'an empty entry'} "
                               "is not a broker address: give host:port (port 1 to 65535, no scheme), "
                               "comma-separated, e.g. KAFKA_BOOTSTRAP_SERVERS=kafka1:9092,kafka2:9092")
+
+
+def check_resolvable(servers: str) -> None:
+    """A ConfigError at once when no host of KAFKA_BOOTSTRAP_SERVERS is a name the resolver knows (a typo, a
+    container's name used outside its network): the Kafka clients tried such a list for 30 s and then said only that
+    they could not bootstrap. For one-shot commands: a worker started before its network's names exist waits for
+    them. A resolver that cannot be asked right now (a temporary failure) is left to the clients."""
+    unknown = []
+    for entry in (entry.strip() for entry in servers.split(",")):
+        host = entry[1:entry.find("]")] if entry.startswith("[") else \
+            entry.rpartition(":")[0] if entry.count(":") == 1 else entry  # else a bare IPv6 address or no port
+        try:
+            socket.getaddrinfo(host, None)
+        except socket.gaierror as exc:
+            if exc.errno != socket.EAI_NONAME:
+                return
+            unknown.append(host)
+        else:
+            return
+    raise ConfigError(f"KAFKA_BOOTSTRAP_SERVERS={redact_url(servers)}: no such host ({', '.join(unknown)} "
+                      f"{'does' if len(unknown) == 1 else 'do'} not resolve): check the name, or run this where the brokers' names resolve "
+                      "(docker-compose.yml's kafka:19092 resolves inside its network only; from the host: "
+                      "localhost:9092)")
 
 
 def redact_url(text: str | None) -> str:

@@ -10,7 +10,7 @@ from aiokafka.errors import KafkaConnectionError
 from kafka.errors import KafkaTimeoutError
 
 from stream_app.cli import evaluate_command as commands
-from stream_app.cli import main
+from stream_app.cli import kafka_errors, main
 from stream_app.config import Settings
 from stream_app.errors import ConfigError, InputFileError
 from stream_app.evaluate.prequential import read_truth
@@ -20,7 +20,7 @@ OTTO = str(Path(__file__).parents[1] / "stream_app" / "data" / "otto-sample.json
 
 
 def test_a_kafka_client_that_reaches_no_broker_is_told_apart_from_other_errors():
-    said = main.kafka_unreachable(KafkaTimeoutError("Unable to bootstrap from 127.0.0.1:1"))
+    said = kafka_errors.kafka_unreachable(KafkaTimeoutError("Unable to bootstrap from 127.0.0.1:1"))
     assert "cannot reach a Kafka broker" in said and "KAFKA_BOOTSTRAP_SERVERS" in said and "127.0.0.1:1" in said
     try:  # as a library raises it: wrapped by the code that called it
         try:
@@ -28,16 +28,16 @@ def test_a_kafka_client_that_reaches_no_broker_is_told_apart_from_other_errors()
         except KafkaConnectionError as inner:
             raise RuntimeError("start failed") from inner
     except RuntimeError as outer:
-        assert "notahost" in main.kafka_unreachable(outer)
+        assert "notahost" in kafka_errors.kafka_unreachable(outer)
     try:  # a bug raised while handling a timeout is a bug: it keeps its traceback
         try:
             raise KafkaTimeoutError("Unable to bootstrap from 127.0.0.1:1")
         except KafkaTimeoutError:
             raise KeyError("a bug in the handler")
     except KeyError as bug:
-        assert main.kafka_unreachable(bug) is None
-    assert main.kafka_unreachable(KafkaTimeoutError("Failed to update metadata after 60.0 secs")) is None
-    assert main.kafka_unreachable(ValueError("Unable to bootstrap")) is None
+        assert kafka_errors.kafka_unreachable(bug) is None
+    assert kafka_errors.kafka_unreachable(KafkaTimeoutError("Failed to update metadata after 60.0 secs")) is None
+    assert kafka_errors.kafka_unreachable(ValueError("Unable to bootstrap")) is None
 
 
 def test_main_reports_an_unreachable_broker_in_one_line_and_keeps_other_tracebacks(monkeypatch, capsys):
@@ -240,10 +240,10 @@ def test_train_says_what_would_fail_after_the_training_before_it(tmp_path, monke
 def test_an_unreachable_broker_message_gives_the_clients_last_warning_as_a_tls_or_login_failure_hides_there():
     import logging
 
-    main.CONNECTION_WARNINGS.attach()
+    kafka_errors.CONNECTION_WARNINGS.attach()
     logging.getLogger("kafka.conn").warning("<BrokerConnection host=k1:9093>: Handshake failed: [SSL: "
                                             "CERTIFICATE_VERIFY_FAILED] certificate verify failed (sasl_ssl://u:pw@k1)")
-    said = main.kafka_unreachable(KafkaTimeoutError("Unable to bootstrap from k1:9093"))
+    said = kafka_errors.kafka_unreachable(KafkaTimeoutError("Unable to bootstrap from k1:9093"))
     assert "CERTIFICATE_VERIFY_FAILED" in said and "KAFKA_SSL_CAFILE" in said
     assert "u:***@k1" in said and ":pw@" not in said
 
@@ -452,3 +452,23 @@ def test_a_default_report_of_an_earlier_run_is_said_to_be_replaced_a_given_path_
     assert "reports/evaluation-tiny.html holds an earlier run's report and will be replaced" in capsys.readouterr().err
     commands._writable(str(first), "ignored.html")  # the user named it: no note
     assert capsys.readouterr().err == "" and first.read_text() == "an earlier run"
+
+
+@pytest.mark.parametrize("command", [["recommendations", "u1"], ["dead-letters"], ["replay", OTTO, "--format", "otto"]])
+def test_a_broker_name_that_does_not_resolve_is_said_at_once_by_the_commands_that_need_brokers(command, monkeypatch,
+                                                                                                  capsys):
+    """KAFKA_BOOTSTRAP_SERVERS=kafka:19092 (compose's name) outside compose: each command waited 32 s and said only
+    that it could not bootstrap. `.invalid` never resolves (RFC 2606)."""
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "nohost.invalid:9092,other.invalid:9093")
+    assert main.main(command) == 2
+    said = capsys.readouterr().err
+    assert "nohost.invalid, other.invalid do not resolve" in said and "localhost:9092" in said
+
+
+def test_a_list_with_one_broker_name_that_resolves_is_left_to_the_clients():
+    from stream_app.urls import check_resolvable
+
+    check_resolvable("nohost.invalid:9092, localhost:9092")
+    check_resolvable("[::1]:9092,::1")
+    with pytest.raises(ConfigError, match=r"no such host \(nohost.invalid does not resolve\)"):
+        check_resolvable("nohost.invalid:9092")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import math
 import os
 import signal
@@ -15,7 +14,6 @@ from ..errors import StreamAppError
 from ..tools.catalogue import FORMATS as CATALOGUE_FORMATS
 from ..tools.recorded import FORMATS
 from ..tools.sorted_log import RUN_EVENTS
-from ..urls import redact_url
 from .commands import (
     cmd_bench,
     cmd_chaos,
@@ -35,6 +33,7 @@ from .commands import (
     cmd_worker,
 )
 from .evaluate_command import cmd_evaluate
+from .kafka_errors import CONNECTION_WARNINGS, check_brokers_resolve, kafka_unreachable
 from .model_commands import cmd_items, cmd_models, cmd_train
 from .topic_commands import cmd_dead_letters, cmd_erasure_receipts, cmd_recommendations, cmd_redrive
 
@@ -368,47 +367,6 @@ def add_store_commands(sub: argparse._SubParsersAction) -> None:
                                         "(never rolls back a newer profile)").set_defaults(fn=cmd_repair_redis)
 
 
-class LastConnectionWarning(logging.Handler):
-    """The last warning a Kafka client logged (a refused TLS handshake, a failed login): the timeout the command
-    ends with does not say it, and the clients log to handlers of their own, which print nothing here."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.last: str | None = None
-
-    def emit(self, record: logging.LogRecord) -> None:
-        with contextlib.suppress(Exception):  # a log call that cannot be formatted is not this handler's to raise
-            self.last = record.getMessage()
-
-    def attach(self) -> "LastConnectionWarning":
-        for name in ("kafka", "aiokafka"):
-            logging.getLogger(name).addHandler(self)
-        return self
-
-
-CONNECTION_WARNINGS = LastConnectionWarning()
-
-
-def kafka_unreachable(exc: BaseException) -> str | None:
-    """What to tell the user when `exc` (or what caused it) is a Kafka client failing to reach any
-    broker; None for any other error (those keep their traceback: they are bugs)."""
-    from aiokafka.errors import KafkaConnectionError as AioConnectionError
-    from kafka.errors import KafkaConnectionError, KafkaTimeoutError
-
-    kinds = (KafkaTimeoutError, KafkaConnectionError, AioConnectionError)
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, kinds) and "bootstrap" in str(seen).lower():
-            last = CONNECTION_WARNINGS.last
-            cause = f"; the client's last warning: {redact_url(last)[:300]}" if last else ""
-            return (f"cannot reach a Kafka broker ({str(seen).strip() or type(seen).__name__}{cause}): start it, or "
-                    "point KAFKA_BOOTSTRAP_SERVERS at a running one (`stream-app up` starts the embedded broker); with "
-                    "TLS or SASL, a refused handshake or login ends the same way: check KAFKA_SECURITY_PROTOCOL, "
-                    "KAFKA_SSL_CAFILE and the SASL user and password")
-        seen = seen.__cause__  # not __context__: a bug raised while handling a timeout keeps its traceback
-    return None
-
-
 class Terminated(KeyboardInterrupt):
     """SIGTERM (`kill`, `timeout`, a container's stop), raised as Ctrl-C is: the command's `finally` blocks stop
     what it started. Python's default for SIGTERM ends the process at once, and a `demo`, `bench` or
@@ -424,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     CONNECTION_WARNINGS.attach()
     previous = signal.signal(signal.SIGTERM, _terminated)  # a worker's or serve's event loop installs its own
     try:
+        check_brokers_resolve(args.command)
         return args.fn(args)
     except StreamAppError as exc:
         print(f"stream-app {args.command}: error: {exc}", file=sys.stderr)
