@@ -149,6 +149,10 @@ def test_a_forged_model_is_refused_as_state_not_later():
     column[-1] = -1.0
     with pytest.raises(StateError, match="second moments"):
         load_state(base | {"model": model | {"columns": model["columns"] | {"a": _packed(column)}}}, OnlineRanker)
+    column = Fields({"c": model["columns"]["a"]}, "t").floats("c")
+    column[0] = 1e308  # finite, but a list's scores summed to inf, and learning made them NaN
+    with pytest.raises(StateError, match=r"within \+-1e\+100"):
+        load_state(base | {"model": model | {"columns": model["columns"] | {"a": _packed(column)}}}, OnlineRanker)
     with pytest.raises(StateError, match="1099511627776 hidden units"):
         load_state(base | {"model": model | {"hidden": 2 ** 40}}, OnlineRanker)
     with pytest.raises(StateError, match=r"no column for the features \['b'\]"):
@@ -163,5 +167,7 @@ def test_a_linear_rankers_retired_weights_and_fields_are_kept_and_checked():
     ranker = load_state(record, OnlineRanker)
     ranker.adopt(("a", "old"))
     assert ranker.model.u.tolist() == [0.5, 2.0]
+    with pytest.raises(StateError, match=r"every weight must be within \+-1e\+100"):
+        load_state(record | {"model": record["model"] | {"weights": {"a": -1e200}}}, OnlineRanker)
     with pytest.raises(StateError, match="'intercept' must be a finite number"):
         load_state(record | {"model": record["model"] | {"intercept": "x"}}, OnlineRanker)

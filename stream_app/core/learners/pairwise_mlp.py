@@ -9,6 +9,10 @@ import numpy as np
 
 from .state import pack_floats
 
+#: No restored number may be larger: none that learning at these rates reaches, and below it a list's scores,
+#: gradients and their squares stay finite (a record of 1e308s, finite, summed to inf and then NaN for good).
+MAX_MAGNITUDE = 1e100
+
 
 class PairwiseMLP:
     """`score(x) = u·x + v·tanh(W x + b)` over candidate feature rows: the linear ranker (`u`) plus a
@@ -167,6 +171,7 @@ class PairwiseMLP:
         # would make the first step's sqrt NaN, and the partition's ranker NaN for good.
         if (rest[4 * h:] < 0).any() or any((np.asarray(column)[2 * (1 + h):] < 0).any() for column in columns.values()):
             raise ValueError("Adam's second moments (the last third of each column and of the rest) must be at least 0")
+        _check_magnitudes([rest, *columns.values()])
         self._load(columns, rest)
         self.steps = steps
 
@@ -178,3 +183,8 @@ class PairwiseMLP:
         width = 3 * (1 + self.hidden)
         self.retired = {name: np.concatenate(([weight], np.zeros(width - 1)))
                         for name, weight in weights.items() if name not in self.features}
+
+
+def _check_magnitudes(arrays: Sequence[np.ndarray]) -> None:
+    if any(np.abs(array).max(initial=0.0) > MAX_MAGNITUDE for array in arrays):
+        raise ValueError(f"every number must be within +-{MAX_MAGNITUDE:g}")

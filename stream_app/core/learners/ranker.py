@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .base import Persistent
-from .pairwise_mlp import PairwiseMLP
+from .pairwise_mlp import MAX_MAGNITUDE, PairwiseMLP
 from .state import Fields, StateError
 
 
@@ -167,6 +167,8 @@ def set_model_state(ranker: OnlineRanker, fields: Fields) -> None:
 def linear_weights(fields: Fields) -> dict[str, float]:
     """The weights of a version-1 ranker's linear model (its intercept and moments are not carried)."""
     weights = fields.mapping("weights", Fields.number)
+    if any(abs(weight) > MAX_MAGNITUDE for weight in weights.values()):
+        raise StateError(f"{fields.where}: every weight must be within +-{MAX_MAGNITUDE:g}")
     fields.number("intercept"), fields.integer("steps")  # read for their shape only: a v1 record is checked whole
     fields.optional_mapping("m", Fields.number), fields.optional_mapping("v", Fields.number)
     fields.done()
