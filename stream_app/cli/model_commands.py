@@ -146,12 +146,10 @@ def check_train_options(args: argparse.Namespace, settings: Settings, registry_d
 def tried(model, settings: Settings | None = None):
     """`model` once it has run on the workers' trial input (and, given `settings`, fits them): the workers refuse a
     version that fails it, and an evaluate or content command on it was a traceback from inside onnxruntime."""
-    from ..serving.encoder import Encoder
+    from ..stream.model_control import tried as workers_trial
 
     try:
-        model.trial()
-        if settings is not None and isinstance(model, Encoder):
-            model.require_fits(settings.recent_max)
+        workers_trial(model, settings) if settings is not None else model.trial()
     except Exception as exc:
         raise StreamAppError(f"model {model.version} cannot serve, as the workers would refuse it: {exc}") from None
     return model
