@@ -388,12 +388,15 @@ def _reasons(shown: list[str], categories: list[str | None], anchors: list[str],
     for anchor, followers in zip(session, session_followers):
         for item_id in wanted.intersection(followers):
             rules.setdefault(item_id, f"often next after {anchor}")
+    viewed: set[str] = set()
+    for items in had:
+        viewed.update([item_id for item_id in wanted if item_id in items])
     out = []
     for item_id, category in zip(shown, categories):
         found = list(covis.get(item_id, ()))
         if item_id in rules:
             found.append(rules[item_id])
-        if any(item_id in items for items in had):
+        if item_id in viewed:
             found.append("viewed before")
         if item_id in in_category:
             found.append(f"top in {category}")
