@@ -267,6 +267,11 @@ def test_replay_dead_letters_what_the_gate_refuses_for_its_time_and_warns_of_a_l
     older.write_bytes(orjson.dumps({**good, "event_id": "o1", "ts": 1_600_000_000_000}) + b"\n")
     replay(settings, older, "jsonl", progress_stream=said)
     assert "already hold events up to 2023-11-14 22:13 UTC and this log starts at 2020-09-13" in said.getvalue()
+    # a third log between the two: the partition's last record is the older log's, the newest event is before it
+    said, between = io.StringIO(), tmp_path / "between.jsonl"
+    between.write_bytes(orjson.dumps({**good, "event_id": "b1", "ts": 1_650_000_000_000}) + b"\n")
+    replay(settings, between, "jsonl", progress_stream=said)
+    assert "already hold events up to 2023-11-14 22:13 UTC and this log starts at 2022-04-15" in said.getvalue()
     seconds.write_bytes(orjson.dumps({**good, "event_id": "s1", "ts": 1_700_000_000}) + b"\n")
     replay(settings, seconds, "jsonl", progress_stream=said)
     assert "if they are seconds, multiply them by 1000" in said.getvalue()

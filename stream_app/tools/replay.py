@@ -209,8 +209,13 @@ def dead_letters_of(refused: Sequence[Refused], path: str | Path) -> list[Reject
                       str(event.get("user_id", "")).encode(), orjson.dumps(event)) for event, reason, detail in refused]
 
 
+#: How many of each input partition's last records `latest_event_ts` reads: an older log replayed after a newer
+#: one leaves the newer's times behind its own last records (the whole topics would be a full read).
+TAIL_RECORDS = 2_000
+
+
 def latest_event_ts(settings: Settings) -> int | None:
-    """The latest event time the input topics hold (the last records of each partition), None if empty."""
+    """The latest event time among the last TAIL_RECORDS records of each input partition, None if empty."""
     from kafka import KafkaConsumer
 
     consumer = KafkaConsumer(bootstrap_servers=settings.require_kafka().split(","), enable_auto_commit=False,
@@ -221,17 +226,19 @@ def latest_event_ts(settings: Settings) -> int | None:
         ends = {tp: end for tp, end in consumer.end_offsets(tps).items() if end}
         if not ends:
             return None
+        starts = consumer.beginning_offsets(list(ends))
         consumer.assign(list(ends))
         for tp, end in ends.items():
-            consumer.seek(tp, end - 1)  # the last record (on Tansu: inside the last batch, read on to its end)
-        latest, deadline = None, time.monotonic() + 5
+            consumer.seek(tp, max(starts[tp], end - TAIL_RECORDS))
+        latest, deadline = None, time.monotonic() + 10
         while ends and time.monotonic() < deadline:
             for tp, records in consumer.poll(timeout_ms=500).items():
                 for record in records:
                     ts = accepted_time(record, settings)
                     if ts is not None:
                         latest = ts if latest is None else max(latest, ts)
-                ends.pop(tp, None)
+                if records and records[-1].offset >= ends[tp] - 1:
+                    ends.pop(tp, None)
         return latest
     finally:
         consumer.close()
