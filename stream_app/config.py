@@ -429,5 +429,6 @@ def _parse(name: str, raw: str, kind: type) -> object:
             raise ValueError(raw)
         return kind(raw)
     except ValueError as exc:
-        accepted = f" (use one of {', '.join(TRUE_WORDS + FALSE_WORDS)})" if kind is bool else ""
-        raise ConfigError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind.__name__}{accepted}") from exc
+        wanted = {bool: f"true or false (one of {', '.join(TRUE_WORDS + FALSE_WORDS)})", int: "a whole number",
+                  float: "a number"}.get(kind, f"a valid {kind.__name__}")
+        raise ConfigError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not {wanted}") from exc

@@ -140,9 +140,11 @@ def time_out_of_range(ts: int, reference_ms: int, max_future_ms: int, max_age_ms
     0 is no bound. Scores decay forward in event time, so one event stamped a year ahead (a wrong
     device clock) would otherwise outweigh a year of real ones."""
     if max_future_ms and ts > reference_ms + max_future_ms:
-        return f"ts {ts} is {ts - reference_ms} ms after {reference_ms}; the limit is {max_future_ms} (MAX_FUTURE_MS)"
+        return (f"ts {ts} is {ts - reference_ms} ms after {reference_ms}, the record's Kafka timestamp; the limit is "
+                f"{max_future_ms} (STREAM_APP_MAX_FUTURE_MS)")
     if max_age_ms and ts < reference_ms - max_age_ms:
-        return f"ts {ts} is {reference_ms - ts} ms before {reference_ms}; the limit is {max_age_ms} (MAX_AGE_MS)"
+        return (f"ts {ts} is {reference_ms - ts} ms before {reference_ms}, the record's Kafka timestamp; the limit is "
+                f"{max_age_ms} (STREAM_APP_MAX_AGE_MS)")
     return None
 
 
@@ -237,7 +239,7 @@ def check_erasure(payload: bytes | None, key: bytes | None, source: Source, max_
     at, stamp = data["requested_at"], source.timestamp
     if stamp is not None and max_future_ms and at > stamp + max_future_ms:
         return reject("timestamp_out_of_range", f"requested_at {at} is {at - stamp} ms after the record's timestamp "
-                      f"{stamp}; the limit is {max_future_ms} (MAX_FUTURE_MS): an erasure dated ahead would drop the "
+                      f"{stamp}; the limit is {max_future_ms} (STREAM_APP_MAX_FUTURE_MS): an erasure dated ahead would drop the "
                       "user's events until then; send it again dated when it was made (`stream-app erase` does)")
     return ErasureRequest(data["request_id"], data["user_id"], data["requested_at"], source)
 

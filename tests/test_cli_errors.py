@@ -194,7 +194,7 @@ def test_an_erasure_of_an_invalid_user_id_is_refused_before_anything_is_sent(tmp
 @pytest.mark.parametrize("argv, said", [
     (["synth", "/tmp", "--events", "10"], "cannot write /tmp (Is a directory): give a file path"),
     (["content", "bench", "/no/such/titles.csv"], "/no/such/titles.csv: no such file"),
-    (["evaluate", OTTO, "--rate", "nan", "--via-kafka"], "--rate must be a number above 0"),
+    (["evaluate", OTTO, "--rate", "nan", "--via-kafka"], "--rate must be a number of 0.001 or more"),
     (["train", OTTO, "--train-fraction", "1.5"], "must be between 0 and 1"),
     (["bench", "--timeout", "inf"], "must be 0 or more, not inf"),
 ])
@@ -276,7 +276,7 @@ def test_down_stops_the_services_whatever_the_settings_say(tmp_path, monkeypatch
 @pytest.mark.parametrize("argv, said", [
     (["replay", OTTO, "--format", "otto", "--rate", "1e-300"], "--rate 1e-300 is under 0.001 events per second"),
     (["demo", "--rate", "1e-9"], "give 0.001 or more"),
-    (["chaos", "--rate", "nan"], "--rate must be a number above 0"),
+    (["chaos", "--rate", "nan"], "--rate must be a number of 0.001 or more"),
     (["chaos", "--rate", "1e-300"], "is under 0.001 events per second"),
     (["chaos", "--rate", "max"], "--rate takes events per second, not 'max'"),
     (["synth", "/tmp/never-written.jsonl", "--seed", "-1"], "must be 0 or more, not -1"),
@@ -449,7 +449,7 @@ def test_a_default_report_of_an_earlier_run_is_said_to_be_replaced_a_given_path_
     assert capsys.readouterr().err == ""
     first.write_text("an earlier run")
     assert commands._writable(None, "evaluation-tiny.html") == first
-    assert "reports/evaluation-tiny.html holds an earlier run's report and will be replaced" in capsys.readouterr().err
+    assert "reports/evaluation-tiny.html holds an earlier run's report and will be replaced if this run ends well" in capsys.readouterr().err
     commands._writable(str(first), "ignored.html")  # the user named it: no note
     assert capsys.readouterr().err == "" and first.read_text() == "an earlier run"
 
@@ -472,3 +472,23 @@ def test_a_list_with_one_broker_name_that_resolves_is_left_to_the_clients():
     check_resolvable("[::1]:9092,::1")
     with pytest.raises(ConfigError, match=r"no such host \(nohost.invalid does not resolve\)"):
         check_resolvable("nohost.invalid:9092")
+
+
+def test_a_dead_letter_from_a_file_names_its_line_once(monkeypatch, capsys, tmp_path):
+    """`dead-letters` printed "line 3 of events.jsonl: line 3: ..." for a line replay refused."""
+    from types import SimpleNamespace
+
+    from stream_app.tools import consume
+    from stream_app.tools.recorded import load_sorted
+
+    path = tmp_path / "events.jsonl"
+    good = {"event_id": "a", "user_id": "u", "item_id": "i", "type": "browse", "ts": 5, "schema_version": 1}
+    path.write_bytes(orjson.dumps(good) + b'\n{"broken\n')
+    _, (refused,) = load_sorted(path, "jsonl")
+    letter = refused.rejection.to_record(1_700_000_000_000)
+    letter["source"]["line"] = refused.line  # as replay sends it
+    monkeypatch.setattr(consume, "latest_records", lambda *_: [SimpleNamespace(value=orjson.dumps(letter))])
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    assert main.main(["dead-letters"]) == 0
+    shown = capsys.readouterr().out
+    assert f"invalid_json             line 2 of {path}: unexpected end of data" in shown and shown.count("line 2") == 1

@@ -75,6 +75,10 @@ def test_otto_bad_lines_are_rejected_not_fatal(tmp_path):
     events, rejected = load_sorted(path, "otto")
     assert [e["item_id"] for e in events] == ["5"]
     assert [(r.line, r.rejection.reason) for r in rejected] == [(2, "invalid_json"), (3, "schema_violation")]
+    # said as a reader says it, not as Python's repr of the exception (ValueError("..."), JSONDecodeError(...))
+    assert rejected[0].rejection.detail.startswith("line 2: not an OTTO session: not JSON (unexpected character")
+    assert rejected[1].rejection.detail == ("line 3: event 0 of session 2: event type 'likes' is not one of clicks, "
+                                            "carts, orders")
 
 
 def test_otto_sessions_that_are_not_sessions_are_rejected_with_a_reason_and_seconds_are_read_as_seconds(tmp_path):

@@ -207,6 +207,8 @@ def test_read_api_waits_for_min_version_and_answers_as_the_profile_command(make_
         with KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers) as producer:
             producer.send(settings.topics.click, key=b"reader", value=b"{broken").get(30)
         wait_until(lambda: "invalid_json" in cli(settings, "dead-letters").stdout, 30, "the dead letter")
+        untitled = cli(settings, "recommendations", "reader", "--titles")  # no catalogue yet: said, ids shown
+        assert "holds no title for these items: load a catalogue" in untitled.stderr and " 1. i" in untitled.stdout
         # --titles names the items as the items topic holds them now: a refused record changes nothing, a tombstone
         # removes the title
         with KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers) as producer:

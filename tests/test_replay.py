@@ -160,3 +160,14 @@ def test_only_records_a_worker_accepts_for_their_time_tell_where_the_input_topic
     for refused in (b'{"item_id": "i1", "title": "Lamp"}', None, b"[1]", b"not json", b'{"ts": "soon"}',
                     b'{"ts": true}', b'{"ts": %d}' % (now + 30 * 86_400_000)):  # a catalogue record, days ahead
         assert at(refused) is None, refused
+
+
+def test_progress_lines_give_the_share_sent_not_its_tenth_rounded_down():
+    """A six-event replay printed "1/6 (10%)" and "2/6 (30%)"."""
+    import io
+
+    said = io.StringIO()
+    progress = replay.Progress(6, said)
+    for done in range(1, 7):
+        progress.update(done)
+    assert said.getvalue().splitlines()[:3] == ["replay: 1/6 (16%)", "replay: 2/6 (33%)", "replay: 3/6 (50%)"]

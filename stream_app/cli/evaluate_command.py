@@ -122,8 +122,8 @@ def _writable(path: str | None, default_name: str) -> Path:
         raise StreamAppError(f"cannot write {out} (a folder): pick another path")
     existed = out.exists()
     if existed and not path:  # another log of the same file name, or the same log's earlier run
-        print(f"note: {out} holds an earlier run's report and will be replaced (--json / --html keep both)",
-              file=sys.stderr)
+        print(f"note: {out} holds an earlier run's report and will be replaced if this run ends well (--json / "
+              "--html keep both)", file=sys.stderr)
     try:
         with open(out, "ab"):  # as the write will: permissions alone do not tell (root, /proc)
             pass

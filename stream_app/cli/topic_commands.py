@@ -67,7 +67,7 @@ def cmd_recommendations(args: argparse.Namespace) -> int:
         if args.json:
             print(orjson.dumps(rec).decode())
             continue
-        print(f"{rec['user_id']} after {rec['trigger_event_id']} (event time {_when(rec['event_ts'])}, profile "
+        print(f"user {rec['user_id']} after {rec['trigger_event_id']} (event time {_when(rec['event_ts'])}, profile "
               f"version {rec['profile_version']}, ranked by {rec['model'].get('ranking', '?')}):")
         for rank, item in enumerate(rec["items"], 1):
             named = f"{item['item_id']} {titles[item['item_id']]}" if item["item_id"] in titles else item["item_id"]
@@ -92,7 +92,10 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
         where = (f"line {source['line']} of {source.get('topic')}" if source.get("line") is not None
                  else f"{source.get('topic')}[{source.get('partition')}]@{source.get('offset')}"
                  if source.get("partition") is not None else str(source.get("topic")))  # a file's event: its id says
-        print(f"{_when(letter['rejected_at'])}  {letter['reason']:<24} {where}: {letter['detail'][:200]}")
+        detail = letter["detail"]
+        if source.get("line") is not None:  # a file's reader starts its detail with the line, said here already
+            detail = detail.removeprefix(f"line {source['line']}: ")
+        print(f"{_when(letter['rejected_at'])}  {letter['reason']:<24} {where}: {detail[:200]}")
     return 0
 
 

@@ -9,6 +9,7 @@ is validated against the schema; a bad one is a rejection with its line, never a
 from __future__ import annotations
 
 import collections
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -274,7 +275,15 @@ def _behind(worker_id: str, status: dict[str, Any], ttl_s: float) -> str:
 def titles_on_topic(settings: Settings, item_ids: Collection[str]) -> dict[str, str]:
     """The titles of `item_ids` as the items topic holds them now: each one's latest valid record (a tombstone
     removes it; a record the workers refuse changes nothing, as in them: `contracts.check_item`). Reads the whole
-    topic."""
+    topic. None of them titled: says so on stderr, and how to load a catalogue (the ids alone said nothing)."""
+    titles = _titles_on_topic(settings, item_ids)
+    if item_ids and not titles:
+        print(f"note: {settings.topics.items} holds no title for these items: load a catalogue with "
+              "`stream-app items load FILE --format F` (the ids stay as they are)", file=sys.stderr)
+    return titles
+
+
+def _titles_on_topic(settings: Settings, item_ids: Collection[str]) -> dict[str, str]:
     from .consume import read_to_end
 
     wanted, titles = {item_id.encode("utf-8") for item_id in item_ids}, {}

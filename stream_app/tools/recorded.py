@@ -45,6 +45,15 @@ def _reject(path: Path, line: int, reason: str, detail: str, raw: bytes) -> Line
     return LineRejection(line, Rejection(reason, f"line {line}: {detail}", Source(str(path)), None, raw))
 
 
+def _why(exc: Exception) -> str:
+    """A line's reading error as its reader would say it (a repr showed the exception's class and quotes)."""
+    if isinstance(exc, KeyError):
+        return f"no {exc.args[0]!r} field"
+    if isinstance(exc, orjson.JSONDecodeError):
+        return f"not JSON ({exc})"
+    return str(exc)
+
+
 def _checked(path: Path, line: int, event: dict[str, Any], raw: bytes) -> Read:
     try:
         validator("input-event")(event)
@@ -100,7 +109,7 @@ def read_otto(path: Path) -> Iterator[Read]:
             if not isinstance(events, list):
                 raise TypeError(f"'events' is {type(events).__name__}, not a list")
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            yield _reject(path, line, "invalid_json", f"not an OTTO session ({exc!r})", raw)
+            yield _reject(path, line, "invalid_json", f"not an OTTO session: {_why(exc)}", raw)
             continue
         repeats: dict[str, int] = {}  # an id -> how often it came in this line
         for i, e in enumerate(events):
@@ -108,7 +117,7 @@ def read_otto(path: Path) -> Iterator[Read]:
                 kind, stage = _kind(OTTO_TYPES, e["type"])
                 ts, aid = _otto_ms(e["ts"]), _otto_aid(e["aid"])
             except (KeyError, TypeError, ValueError) as exc:
-                yield _reject(path, line, "schema_violation", f"event {i} of session {user}: {exc!r}",
+                yield _reject(path, line, "schema_violation", f"event {i} of session {user}: {_why(exc)}",
                               orjson.dumps(e))
                 continue
             event_id = f"otto-{user}-{ts}-{aid}-{e['type']}"

@@ -84,7 +84,7 @@ class Progress:
             decile = 10 * done // self.total
             if decile != self._last_decile and (decile > self._last_decile):
                 self._last_decile = decile
-                self.stream.write(f"replay: {done}/{self.total} ({decile * 10}%)\n")
+                self.stream.write(f"replay: {done}/{self.total} ({100 * done // self.total}%)\n")
         self.stream.flush()
 
 
