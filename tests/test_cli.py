@@ -50,7 +50,7 @@ def test_up_prints_both_addresses_and_down_stops_them(tmp_path):
         redis.Redis.from_url(redis_url).set("worker:w-test", orjson.dumps({"pid": 4242}), ex=60)
     finally:
         down = cli("down", env=env)
-    assert down.returncode == 0 and "stopped" in down.stdout and "1 workers were still running" in down.stderr
+    assert down.returncode == 0 and "stopped" in down.stdout and "1 worker was still running" in down.stderr
     assert "4242" in down.stderr
     try:
         redis.Redis.from_url(redis_url, socket_connect_timeout=1).ping()
