@@ -474,8 +474,9 @@ def test_a_list_with_one_broker_name_that_resolves_is_left_to_the_clients():
         check_resolvable("nohost.invalid:9092")
 
 
-def test_a_dead_letter_from_a_file_names_its_line_once(monkeypatch, capsys, tmp_path):
-    """`dead-letters` printed "line 3 of events.jsonl: line 3: ..." for a line replay refused."""
+def test_a_dead_letter_from_a_file_names_its_line_once_and_comes_in_line_order(monkeypatch, capsys, tmp_path):
+    """`dead-letters` printed "line 3 of events.jsonl: line 3: ..." for a line replay refused, and the letters of
+    one replay in partition order (lines 3, 4, 10, 5, 7, ...)."""
     from types import SimpleNamespace
 
     from stream_app.tools import consume
@@ -487,8 +488,13 @@ def test_a_dead_letter_from_a_file_names_its_line_once(monkeypatch, capsys, tmp_
     _, (refused,) = load_sorted(path, "jsonl")
     letter = refused.rejection.to_record(1_700_000_000_000)
     letter["source"]["line"] = refused.line  # as replay sends it
-    monkeypatch.setattr(consume, "latest_records", lambda *_: [SimpleNamespace(value=orjson.dumps(letter))])
+    # and a later line's letter sent in the same millisecond, to a partition read before
+    later = {**letter, "source": {**letter["source"], "line": 7}, "detail": "line 7: a later one"}
+    records = [SimpleNamespace(value=orjson.dumps(later), timestamp=5), SimpleNamespace(value=orjson.dumps(letter),
+                                                                                        timestamp=5)]
+    monkeypatch.setattr(consume, "latest_records", lambda *_: records)
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
     assert main.main(["dead-letters"]) == 0
-    shown = capsys.readouterr().out
-    assert f"invalid_json             line 2 of {path}: unexpected end of data" in shown and shown.count("line 2") == 1
+    first, second = capsys.readouterr().out.splitlines()
+    assert f"invalid_json             line 2 of {path}: unexpected end of data" in first and first.count("line 2") == 1
+    assert second.endswith(f"line 7 of {path}: a later one")

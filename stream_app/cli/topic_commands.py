@@ -83,8 +83,11 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
     if not found:
         print(f"no dead letters on {settings.topics.dlq}")
         return 0
-    for record in found:
-        letter = orjson.loads(record.value)
+    letters = [orjson.loads(record.value) for record in found]
+    # a replay's letters of one millisecond spread over the partitions (keyed by user): in the file's line order
+    letters = [letter for _, letter in sorted(zip(found, letters), key=lambda pair: (
+        pair[0].timestamp, pair[1].get("source", {}).get("line") or 0))]
+    for letter in letters:
         if args.json:
             print(orjson.dumps(letter).decode())
             continue
