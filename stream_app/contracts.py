@@ -239,8 +239,9 @@ def check_erasure(payload: bytes | None, key: bytes | None, source: Source, max_
     at, stamp = data["requested_at"], source.timestamp
     if stamp is not None and max_future_ms and at > stamp + max_future_ms:
         return reject("timestamp_out_of_range", f"requested_at {at} is {at - stamp} ms after the record's timestamp "
-                      f"{stamp}; the limit is {max_future_ms} (STREAM_APP_MAX_FUTURE_MS): an erasure dated ahead would drop the "
-                      "user's events until then; send it again dated when it was made (`stream-app erase` does)")
+                      f"{stamp}; the limit is {max_future_ms} (STREAM_APP_MAX_FUTURE_MS): an erasure dated ahead "
+                      "would drop the user's events until then; send it again dated when it was made (`stream-app "
+                      "erase` does)")
     return ErasureRequest(data["request_id"], data["user_id"], data["requested_at"], source)
 
 

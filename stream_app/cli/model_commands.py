@@ -149,7 +149,10 @@ def tried(model, settings: Settings | None = None):
     from ..stream.model_control import tried as workers_trial
 
     try:
-        workers_trial(model, settings) if settings is not None else model.trial()
+        if settings is None:
+            model.trial()
+        else:
+            workers_trial(model, settings)
     except Exception as exc:
         raise StreamAppError(f"model {model.version} cannot serve, as the workers would refuse it: {exc}") from None
     return model

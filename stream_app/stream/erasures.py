@@ -232,8 +232,8 @@ class ErasureFeed:
         if (isinstance(checked, ErasureRequest) and source.timestamp is not None and future_ms
                 and source.timestamp > time.time() * 1000 + future_ms):  # the record itself stamped ahead, as the gate
             checked = Rejection("timestamp_out_of_range", f"the record's timestamp {source.timestamp} is more than "
-                                f"{future_ms} ms (STREAM_APP_MAX_FUTURE_MS) ahead of this worker's clock: an erasure dated ahead "
-                                "would drop the user's events until then", source, key, value or b"")
+                                f"{future_ms} ms (STREAM_APP_MAX_FUTURE_MS) ahead of this worker's clock: an erasure "
+                                "dated ahead would drop the user's events until then", source, key, value or b"")
         if isinstance(checked, ErasureRequest):
             owner = partition_of(checked.user_id, self.partitions)
             if owner != source.partition:

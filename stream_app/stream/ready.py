@@ -43,8 +43,8 @@ def gate(value: bytes | None, key: bytes | None, source: Source, event_type: str
     future_ms = settings.max_future_ms
     if reference_ms is not None and future_ms and reference_ms > time.time() * 1000 + future_ms:
         return Rejection("timestamp_out_of_range", f"the record's timestamp {reference_ms} is more than "
-                         f"{settings.max_future_ms} ms (STREAM_APP_MAX_FUTURE_MS) ahead of this worker's clock: its producer's "
-                         "clock is wrong, or the topic should have the broker stamp records (LogAppendTime)",
+                         f"{settings.max_future_ms} ms (STREAM_APP_MAX_FUTURE_MS) ahead of this worker's clock: its "
+                         "producer's clock is wrong, or the topic should have the broker stamp records (LogAppendTime)",
                          source, key, value or b"")
     checked = check_input(value, key, source, event_type, settings.max_payload_bytes, reference_ms,
                           settings.max_future_ms, settings.max_age_ms)
