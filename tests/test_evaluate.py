@@ -224,6 +224,10 @@ def test_a_redelivered_event_is_neither_judged_nor_learned_by_any_row():
         assert twice["models"][name]["judged"] == row["judged"] == 7, name
         assert twice["models"][name]["recall@20"] == row["recall@20"], name
         assert twice["models"][name]["mrr@20"] == row["mrr@20"], name
+    # and said: the log's events counted it, silently left out of every row
+    assert (once["repeated_event_ids"], twice["repeated_event_ids"], twice["events"]) == (0, 1, 11)
+    assert "repeated: 1 of the events have the event_id of an earlier one" in table(twice)
+    assert "repeated:" not in table(once)
 
 
 def test_the_popularity_percentile_is_read_from_the_counts_before_each_list_not_every_500_events():

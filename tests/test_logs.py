@@ -294,6 +294,23 @@ def test_online_retail_as_its_shared_csv_copies_have_it(tmp_path):
         assert rejected == [] and [e["ts"] for e in events] == [1291191960000, 1292231100000], path
 
 
+def test_online_retail_dates_no_field_over_12_can_order_are_read_month_first_with_a_warning(tmp_path, capsys):
+    """A British copy of the log's first days (01/12/2010 ... 12/12/2010) was read as January to December 2010
+    without a word: no date had a field over 12 to tell the order by."""
+    head = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"
+    ambiguous = tmp_path / "first-days.csv"
+    ambiguous.write_text(head + "536365,85123A,HEART,6,01/12/2010 08:26,2.55,17850,UK\n"
+                         "537000,71053,LANTERN,6,02/12/2010 09:05,3.39,17850,UK\n")
+    events, _ = load_sorted(ambiguous, "online-retail")
+    assert [e["ts"] for e in events] == [1263284760000, 1265965500000]  # 12 January, 12 February: month first
+    said = capsys.readouterr().err
+    assert "first-days.csv: no InvoiceDate has a day or month over 12" in said and "YYYY-MM-DD" in said
+    same = tmp_path / "same.csv"  # the same day either way: nothing to say
+    same.write_text(head + "536365,85123A,HEART,6,01/01/2011 08:26,2.55,17850,UK\n")
+    load_sorted(same, "online-retail")
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_evaluate_and_replay_leave_out_what_a_worker_would_dead_letter_for_its_time_or_size():
     import time
 
@@ -558,6 +575,12 @@ def test_evaluate_and_train_warn_as_replay_does_when_every_ts_looks_like_seconds
     ms.write_bytes(seconds.read_bytes().replace(b'"ts":17000000', b'"ts":17000000000'))
     evaluate_log(ms, "jsonl", Settings(), light=True)
     assert "warning: every ts" not in capsys.readouterr().err
+    # RetailRocket's events.csv is in ms as published: one in seconds was read as January 1970 without a word
+    retailrocket = tmp_path / "events.csv"
+    retailrocket.write_text("timestamp,visitorid,event,itemid,transactionid\n" + "".join(
+        f"{1433221332 + i},{i % 3},view,{i % 5},\n" for i in range(30)))
+    evaluate_log(retailrocket, "retailrocket", Settings(), light=True)
+    assert capsys.readouterr().err.count(warning) == 1
 
 
 def test_an_excel_workbook_or_a_utf16_file_is_told_to_be_saved_as_csv_utf8(tmp_path):

@@ -98,12 +98,14 @@ class AppliedEvents:
 
     def __init__(self) -> None:
         self.by_user: dict[str, set[int]] = {}
+        self.repeats = 0  # events whose id their user had
 
     def add(self, user_id: str, event_id: str) -> bool:
         """Whether the user's event id is new (then it is kept)."""
         digest = int(event_digest(event_id), 16)  # the profile's idempotence key, as a number
         had = self.by_user.setdefault(user_id, set())
         if digest in had:
+            self.repeats += 1
             return False
         had.add(digest)
         return True
@@ -187,7 +189,7 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
     end_epoch(models, spent, clock)
     seconds = clock() - started
     result: dict[str, Any] = {
-        "events": n, "users": len(hybrid.profiles), "items": len(catalog), "k": k,
+        "events": n, "repeated_event_ids": applied.repeats, "users": len(hybrid.profiles), "items": len(catalog), "k": k,
         "batch": settings.batch_max, "seconds": seconds, "events_per_s": n / seconds if seconds else None,
         "judged_from_ts": judge_from_ts, "encoder": encoder.manifest if encoder is not None else None,
         "shadow_encoder": shadow.manifest if shadow is not None else None,

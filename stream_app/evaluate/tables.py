@@ -10,6 +10,21 @@ from ..tools.log_checks import skipped_said
 from .metrics import COLD_START
 
 
+def _left_out(result: dict[str, Any]) -> list[str]:
+    """The events a worker would not apply: refused for their time or size, or repeating an earlier event's id."""
+    lines = []
+    if result.get("timestamp_out_of_range"):
+        lines.append(f"left out: {result['timestamp_out_of_range']:,} events outside the accepted time window "
+                     "(STREAM_APP_MAX_FUTURE_MS, STREAM_APP_MAX_AGE_MS around now), which the workers dead-letter")
+    if result.get("payload_too_large"):
+        lines.append(f"left out: {result['payload_too_large']:,} events over STREAM_APP_MAX_PAYLOAD_BYTES as JSON, "
+                     "which the workers dead-letter")
+    if result.get("repeated_event_ids"):
+        lines.append(f"repeated: {result['repeated_event_ids']:,} of the events have the event_id of an earlier one "
+                     "of their user: a worker applies an id once, so they teach nothing and are not judged")
+    return lines
+
+
 def table(result: dict[str, Any]) -> str:
     k = result["k"]
     types = sorted({t for m in result["models"].values() for t in m["by_type"]})
@@ -49,12 +64,7 @@ def table(result: dict[str, Any]) -> str:
         lines.append(f"rejected: {result['rejected_lines']:,} lines of the log that cannot be read as events "
                      f"(not evaluated){first}; `stream-app replay` sends them to the dead-letter topic, where "
                      "`stream-app dead-letters` shows them with their reasons")
-    if result.get("timestamp_out_of_range"):
-        lines.append(f"left out: {result['timestamp_out_of_range']:,} events outside the accepted time window "
-                     "(STREAM_APP_MAX_FUTURE_MS, STREAM_APP_MAX_AGE_MS around now), which the workers dead-letter")
-    if result.get("payload_too_large"):
-        lines.append(f"left out: {result['payload_too_large']:,} events over STREAM_APP_MAX_PAYLOAD_BYTES as JSON, "
-                     "which the workers dead-letter")
+    lines += _left_out(result)
     cold_judged = next(iter(result["models"].values()))["cold_start"]["judged"] if result["models"] else 0
     lines.append(f"cold: {cold_judged:,} judged events whose item had fewer than {COLD_START} interactions before")
     reachable = result.get("reachable")

@@ -156,8 +156,8 @@ SECONDS_BELOW = 100_000_000_000
 
 
 def warn_if_seconds(fmt: str, last_ts: int | None, say: TextIO | None = None) -> None:
-    """Warn (on `say`, stderr by default) when the latest ts of a log whose format takes ms as written (jsonl, csv) is
-    below SECONDS_BELOW: replay, evaluate and train read it the same."""
-    if last_ts is not None and fmt in ("jsonl", "csv") and last_ts < SECONDS_BELOW:
+    """Warn (on `say`, stderr by default) when the latest ts of a log whose format takes ms as written (jsonl, csv,
+    RetailRocket's events.csv) is below SECONDS_BELOW: replay, evaluate and train read it the same."""
+    if last_ts is not None and fmt in ("jsonl", "csv", "retailrocket") and last_ts < SECONDS_BELOW:
         print("warning: every ts of this log is below 100,000,000,000 (before 1973 in milliseconds): if they "
               "are seconds, multiply them by 1000 (ts is milliseconds since 1970)", file=say or sys.stderr)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import sys
 from pathlib import Path
+from typing import TextIO
 
 from .csv_rows import CsvRows
 from .log_files import open_text
@@ -33,9 +35,22 @@ def retail_ms(text: str, day_first: bool) -> int:
         raise ValueError(f"InvoiceDate {text!r} is no date read as {order}: {exc}") from None
 
 
-def file_is_day_first(path: Path) -> bool:
+def file_is_day_first(path: Path, say: TextIO | None = None) -> bool:
     """Whether the file's slashed dates put the day first: the first date with a field over 12 tells
-    (a copy exported with British settings: D/M/YYYY); none such: month first, as the shared csv has it."""
+    (a copy exported with British settings: D/M/YYYY); none such: month first, as the shared csv has it, said on
+    `say` (stderr by default): a British copy of days 1 to 12 alone (the log's first 3,000 lines, all of 1 December)
+    cannot be told apart, and read month first its dates are other days."""
+    decided = _day_first(path)
+    if decided is None:
+        print(f"warning: {path.name}: no InvoiceDate has a day or month over 12, so the date order cannot be told; "
+              "read as M/D/YYYY, as the UCI csv has it: if this copy writes D/M/YYYY (exported with British "
+              "settings), its dates are read as other days (rewrite them as YYYY-MM-DD HH:MM)", file=say or sys.stderr)
+    return bool(decided)
+
+
+def _day_first(path: Path) -> bool | None:
+    """True: day first; False: month first or ISO; None: only slashed dates with both fields at most 12 (or none)."""
+    undecided = None
     with open_text(path) as fh:
         for _, row, _ in CsvRows(fh):  # a row a line: a stray quote costs its line, not the check
             if row is None:
@@ -47,4 +62,6 @@ def file_is_day_first(path: Path) -> bool:
                 return False
             if RETAIL_DATE.fullmatch((row.get("InvoiceDate") or "").strip()):
                 return False  # an ISO-dated file: nothing to tell, and no reason to parse all of it again
-    return False
+            if slashed is not None and slashed.group(1) != slashed.group(2):
+                undecided = True  # a date both orders read, as different days
+    return None if undecided else False
