@@ -144,6 +144,11 @@ def test_retailrocket_and_movielens_as_published(tmp_path):
     ml.write_text("userId,movieId,rating,timestamp\n1,31,2.5,1260759144\n")
     (event,) = load_sorted(ml, "movielens")[0]
     assert event["ts"] == 1260759144000 and event["context"] == {"rating": 2.5} and event["type"] == "click"
+    # a copy in milliseconds was refused by the schema's bound on ts, which said nothing of seconds
+    ml.write_text("userId,movieId,rating,timestamp\n1,31,2.5,1260759144\n1,32,4.0,1260759145000\n")
+    _, (refused,) = load_sorted(ml, "movielens")
+    assert "timestamp 1260759145000 looks like milliseconds: MovieLens' ratings.csv has seconds" in \
+        refused.rejection.detail
 
 
 def test_retailrocket_and_movielens_fields_written_with_a_space_after_each_comma_are_the_published_values(tmp_path):

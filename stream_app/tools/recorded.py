@@ -23,6 +23,7 @@ from .log_checks import (
     CSV_COLUMNS,
     FORMATS,
     ONLINE_RETAIL_COLUMNS,
+    SECONDS_BELOW,
     LineRejection,
     give_up_early,
     nothing_read,
@@ -239,8 +240,12 @@ def _retailrocket_event(row: dict[str, str], line: int, raw: bytes) -> dict[str,
 def _movielens_event(row: dict[str, str], line: int, raw: bytes) -> dict[str, Any]:
     # A rating is an explicit interaction: a click, with the rating kept in the context.
     row = {name: value.strip() for name, value in row.items()}  # " 1" is movie 1, not another item
+    seconds = _whole(row, "timestamp", "seconds")
+    if seconds >= SECONDS_BELOW:  # year 5138 in seconds: refused by the schema's bound, which would not say why
+        raise ValueError(f"timestamp {row['timestamp']} looks like milliseconds: MovieLens' ratings.csv has seconds "
+                         "since 1970 (divide by 1000)")
     return {"event_id": f"ml-{row['userId']}-{row['movieId']}-{row['timestamp']}", "user_id": row["userId"],
-            "item_id": row["movieId"], "type": "click", "ts": _whole(row, "timestamp", "seconds") * 1000,
+            "item_id": row["movieId"], "type": "click", "ts": seconds * 1000,
             "context": {"rating": _finite(row, "rating")}, "schema_version": 1}
 
 
