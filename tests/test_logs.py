@@ -191,6 +191,11 @@ def test_a_log_read_in_another_format_says_which_formats_there_are_and_shows_its
                                              r"OTTO sessions \(JSON with session and events\): give --format otto"):
         load_sorted(sessions, "jsonl")  # JSON, but no session is an event
     assert len(load_sorted(sessions, "otto")[0]) == 120
+    views = tmp_path / "views.jsonl"  # 3 sessions of 40 events each, every one of a type OTTO does not have
+    views.write_text(sessions.read_text().replace('"clicks"', '"views"').replace('"carts"', '"views"').replace(
+        '"orders"', '"views"'))
+    with pytest.raises(InputFileError, match=r"no events read as otto: all 3 lines rejected"):  # said 120 lines
+        load_sorted(views, "otto")
     header_only = tmp_path / "header.csv"
     header_only.write_text("user_id,item_id,type,ts\n")
     with pytest.raises(InputFileError, match="only a header line, no events"):
