@@ -96,8 +96,8 @@ def test_a_catalogue_without_one_item_fails_saying_what_to_check_and_sends_nothi
     assert main(["items", "load", str(untitled)]) == 2
     err = capsys.readouterr().err
     assert (f"stream-app items: error: {untitled}: no items read as jsonl: all 2 lines rejected, the first as "
-            "schema_violation (line 1: data must contain ['title'] properties); the lines read as jsonl but lack what "
-            "the schema asks (or is --format right? one of jsonl, csv, online-retail; every record needs an item_id "
+            "schema_violation (line 1: data must contain ['title'] properties); the lines read as jsonl but not as valid "
+            "items (or is --format right? one of jsonl, csv, online-retail; every record needs an item_id "
             "and a title, schemas/v1/item.schema.json)") in err
     from stream_app.tools.catalogue import load_catalogue
 

@@ -102,7 +102,7 @@ def nothing_read(path: Path, fmt: str, rejected: list[LineRejection], what: str 
             "its lines are OTTO sessions (JSON with session and events)"
         hint = f"{said}: give {option} {own}"
     elif all(r.rejection.reason == "schema_violation" for r in rejected):  # read as the format, not as records
-        hint = f"the lines read as {fmt} but not as valid events (or {hint})"
+        hint = f"the lines read as {fmt} but not as valid {what} (or {hint})"
     # an OTTO line is a session: each of its events may be a rejection of its own
     lines = f"its first {GIVE_UP_AFTER:,} lines all rejected (not read further)" if gave_up else \
         f"all {len({r.line for r in rejected}):,} lines rejected"
