@@ -714,3 +714,18 @@ def test_a_json_log_line_that_is_not_utf8_is_rejected_naming_the_byte(tmp_path):
     otto.write_bytes(b'{"session": "caf\xe9", "events": []}\n')
     [read] = list(read_log(otto, "otto"))
     assert read.rejection.reason == "not_utf8"
+
+
+def test_a_json_array_and_a_header_in_another_case_are_told_apart_from_a_wrong_format(tmp_path):
+    """A JSON array given as jsonl and RetailRocket's header written in another case were refused with the generic
+    hints (the schema, the format), not with what differs."""
+    array = tmp_path / "events.json"
+    array.write_text('[{"event_id": "a", "user_id": "u", "item_id": "i", "type": "click", "ts": 1700000000000, '
+                     '"schema_version": 1}]\n')
+    with pytest.raises(InputFileError, match=r"its one line rejected, .*the file is one JSON array, not JSON lines"):
+        load_sorted(array, "jsonl")
+    cased = tmp_path / "events.csv"
+    cased.write_text("Timestamp,VisitorId,Event,ItemId,TransactionId\n1433221332117,1,view,2,\n")
+    with pytest.raises(InputFileError, match=r"its names differ in case only: Timestamp, VisitorId, Event, ItemId must "
+                                             r"be written timestamp, visitorid, event, itemid"):
+        load_sorted(cased, "retailrocket")

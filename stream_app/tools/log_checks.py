@@ -46,8 +46,11 @@ def require_columns(header: list[str], path: Path, required: tuple[str, ...],
         log = [fmt for fmt, needed in CSV_COLUMNS.items() if set(needed) <= set(header)] if not matching else []
         separator = next((name for mark, name in (("::", "'::' (MovieLens' older ratings.dat)"), ("\t", "tabs"),
                                                    (";", "';'")) if mark in first and "," not in first), None)
+        other_case = {name.lower(): name for name in header}
         hint = (" (it looks like JSON lines: --format jsonl, or otto for OTTO sessions)" if first.startswith("{")
                 else f" (its header is that of --format {matching[0]})" if matching
+                else f" (its names differ in case only: {', '.join(other_case[c.lower()] for c in missing)} must be "
+                     f"written {', '.join(missing)})" if all(c.lower() in other_case for c in missing)
                 else f" (its header is that of an event log, `replay`/`evaluate` --format {log[0]}: give a file with "
                      f"the columns above)" if log
                 else f" (its fields are separated by {separator}: the csv formats read commas; export it again "
@@ -101,11 +104,15 @@ def nothing_read(path: Path, fmt: str, rejected: list[LineRejection], what: str 
         said = f"its first line is a header of {option} {own}" if own in columns else \
             "its lines are OTTO sessions (JSON with session and events)"
         hint = f"{said}: give {option} {own}"
+    elif fmt in ("jsonl", "otto") and next(numbered_lines(path), (0, b""))[1].lstrip().startswith(b"["):
+        hint = ("the file is one JSON array, not JSON lines: write each of its elements on a line of its own "
+                "(`jq -c '.[]' FILE > FILE.jsonl`)")
     elif all(r.rejection.reason == "schema_violation" for r in rejected):  # read as the format, not as records
         hint = f"the lines read as {fmt} but not as valid {what} (or {hint})"
     # an OTTO line is a session: each of its events may be a rejection of its own
+    count = len({r.line for r in rejected})
     lines = f"its first {GIVE_UP_AFTER:,} lines all rejected (not read further)" if gave_up else \
-        f"all {len({r.line for r in rejected}):,} lines rejected"
+        f"all {count:,} lines rejected" if count > 1 else "its one line rejected"
     return f"{path}: no {what} read as {fmt}: {lines}, the first as {first_rejection(rejected)}; {hint}"
 
 
