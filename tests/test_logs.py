@@ -729,3 +729,9 @@ def test_a_json_array_and_a_header_in_another_case_are_told_apart_from_a_wrong_f
     with pytest.raises(InputFileError, match=r"its names differ in case only: Timestamp, VisitorId, Event, ItemId must "
                                              r"be written timestamp, visitorid, event, itemid"):
         load_sorted(cased, "retailrocket")
+    retail = tmp_path / "retail.csv"  # read as OTTO: the generic "is --format right?"
+    retail.write_text("InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"
+                      "536365,85123A,HEART,6,2010-12-01 08:26:00,2.55,17850,UK\n")
+    with pytest.raises(InputFileError, match=r"its first line is a header of --format online-retail: give --format "
+                                             r"online-retail"):
+        load_sorted(retail, "otto")

@@ -99,8 +99,8 @@ def nothing_read(path: Path, fmt: str, rejected: list[LineRejection], what: str 
     hint = f"is {option} right? one of {', '.join(formats)}{check}"
     if not rejected:
         return f"{path}: no {what} in it as {fmt} ({hint})"
-    own = format_of_first_line(path, formats, columns) if fmt == "jsonl" else None
-    if own is not None:
+    own = format_of_first_line(path, formats, columns) if fmt in ("jsonl", "otto") else None
+    if own is not None and own != fmt:
         said = f"its first line is a header of {option} {own}" if own in columns else \
             "its lines are OTTO sessions (JSON with session and events)"
         hint = f"{said}: give {option} {own}"
