@@ -315,6 +315,9 @@ def test_online_retail_dates_no_field_over_12_can_order_are_read_month_first_wit
     assert [e["ts"] for e in events] == [1263284760000, 1265965500000]  # 12 January, 12 February: month first
     said = capsys.readouterr().err
     assert "first-days.csv: no InvoiceDate has a day or month over 12" in said and "YYYY-MM-DD" in said
+    iso = tmp_path / "iso.csv"  # as pandas writes ISO times
+    iso.write_text(head + "536365,85123A,HEART,6,2010-12-01T08:26:00,2.55,17850,UK\n")
+    assert [e["ts"] for e in load_sorted(iso, "online-retail")[0]] == [1291191960000]
     same = tmp_path / "same.csv"  # the same day either way: nothing to say
     same.write_text(head + "536365,85123A,HEART,6,01/01/2011 08:26,2.55,17850,UK\n")
     load_sorted(same, "online-retail")

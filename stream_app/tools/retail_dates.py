@@ -12,7 +12,7 @@ from typing import TextIO
 from .csv_rows import CsvRows
 from .log_files import open_text
 
-RETAIL_DATE = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}(?::\d{2})?")
+RETAIL_DATE = re.compile(r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(?::\d{2})?")  # T: as pandas' ISO export writes it
 SLASH_DATE = re.compile(r"(\d{1,2})/(\d{1,2})/(\d{4}) (\d{1,2}):(\d{2})(?::(\d{2}))?")
 EPOCH = dt.datetime(1970, 1, 1)
 MS = dt.timedelta(milliseconds=1)
@@ -25,7 +25,7 @@ def retail_ms(text: str, day_first: bool) -> int:
         return (dt.datetime.fromisoformat(text) - EPOCH) // MS
     slashed = SLASH_DATE.fullmatch(text)
     if slashed is None:
-        raise ValueError(f"InvoiceDate {text!r} is not YYYY-MM-DD HH:MM[:SS] nor M/D/YYYY H:MM[:SS]")
+        raise ValueError(f"InvoiceDate {text!r} is not YYYY-MM-DD HH:MM[:SS] (or with a T) nor M/D/YYYY H:MM[:SS]")
     first, second, year, hour, minute, second_of_minute = (int(g or 0) for g in slashed.groups())
     month, day = (second, first) if day_first else (first, second)
     try:
