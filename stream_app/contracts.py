@@ -135,16 +135,17 @@ def _text_or_none(raw: bytes | None) -> str | None:
         return None
 
 
-def time_out_of_range(ts: int, reference_ms: int, max_future_ms: int, max_age_ms: int) -> str | None:
+def time_out_of_range(ts: int, reference_ms: int, max_future_ms: int, max_age_ms: int,
+                      reference: str = "the record's Kafka timestamp") -> str | None:
     """Why an event time is outside the accepted window around `reference_ms`, or None. A bound of
     0 is no bound. Scores decay forward in event time, so one event stamped a year ahead (a wrong
     device clock) would otherwise outweigh a year of real ones."""
     if max_future_ms and ts > reference_ms + max_future_ms:
-        return (f"ts {ts} is {ts - reference_ms} ms after {reference_ms}, the record's Kafka timestamp; the limit is "
-                f"{max_future_ms} (STREAM_APP_MAX_FUTURE_MS)")
+        return (f"ts {ts} is {ts - reference_ms} ms after {reference_ms}, {reference}; the limit is {max_future_ms} "
+                "(STREAM_APP_MAX_FUTURE_MS)")
     if max_age_ms and ts < reference_ms - max_age_ms:
-        return (f"ts {ts} is {reference_ms - ts} ms before {reference_ms}, the record's Kafka timestamp; the limit is "
-                f"{max_age_ms} (STREAM_APP_MAX_AGE_MS)")
+        return (f"ts {ts} is {reference_ms - ts} ms before {reference_ms}, {reference}; the limit is {max_age_ms} "
+                "(STREAM_APP_MAX_AGE_MS)")
     return None
 
 

@@ -58,6 +58,9 @@ def check_resolvable(servers: str) -> None:
             if exc.errno != socket.EAI_NONAME:
                 return
             unknown.append(host)
+        except UnicodeError:  # an empty label or one over 63 characters (kafka..local): no name at all
+            raise ConfigError(f"KAFKA_BOOTSTRAP_SERVERS={redact_url(servers)}: {host!r} is not a host name (a label "
+                              "empty or over 63 characters): check the name") from None
         else:
             return
     raise ConfigError(f"KAFKA_BOOTSTRAP_SERVERS={redact_url(servers)}: no such host ({', '.join(unknown)} "

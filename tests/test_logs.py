@@ -318,8 +318,8 @@ def test_online_retail_dates_no_field_over_12_can_order_are_read_month_first_wit
     iso = tmp_path / "iso.csv"  # as pandas writes ISO times
     iso.write_text(head + "536365,85123A,HEART,6,2010-12-01T08:26:00,2.55,17850,UK\n")
     assert [e["ts"] for e in load_sorted(iso, "online-retail")[0]] == [1291191960000]
-    same = tmp_path / "same.csv"  # the same day either way: nothing to say
-    same.write_text(head + "536365,85123A,HEART,6,01/01/2011 08:26,2.55,17850,UK\n")
+    same = tmp_path / "same.csv"  # the same day either way (01/1 is 1/01): nothing to say
+    same.write_text(head + "536365,85123A,HEART,6,01/1/2011 08:26,2.55,17850,UK\n")
     load_sorted(same, "online-retail")
     assert "warning" not in capsys.readouterr().err
 

@@ -51,9 +51,10 @@ def cmd_down(args: argparse.Namespace) -> int:
     print("stopped the embedded broker (its topics, kept in memory, are gone) and Redis" if stopped
           else "nothing was running")
     if stopped and attached:
-        said = "1 worker was" if len(attached) == 1 else f"{len(attached)} workers were"
+        said, it = ("1 worker was", "it") if len(attached) == 1 else (f"{len(attached)} workers were", "them")
         print(f"{said} still running against them (pids {', '.join(map(str, attached))}): a worker retries the "
-              "connection until stopped (a later `up` takes new ports); stop it (Ctrl-C, or kill PID)", file=sys.stderr)
+              f"connection until stopped (a later `up` takes new ports); stop {it} (Ctrl-C, or kill PID)",
+              file=sys.stderr)
     return 0
 
 

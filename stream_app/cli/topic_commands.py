@@ -85,8 +85,8 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
         return 0
     letters = [orjson.loads(record.value) for record in found]
     # a replay's letters of one millisecond spread over the partitions (keyed by user): in the file's line order
-    letters = [letter for _, letter in sorted(zip(found, letters), key=lambda pair: (
-        pair[0].timestamp, pair[1].get("source", {}).get("line") or 0))]
+    letters = [letter for _, letter in sorted(zip(found, letters), key=lambda pair: (pair[0].timestamp,
+                                                                                      _line_of(pair[1])))]
     for letter in letters:
         if args.json:
             print(orjson.dumps(letter).decode())
@@ -100,6 +100,13 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
             detail = detail.removeprefix(f"line {source['line']}: ")
         print(f"{_when(letter['rejected_at'])}  {letter['reason']:<24} {where}: {detail[:200]}")
     return 0
+
+
+def _line_of(letter: Any) -> int:
+    """The file line a dead letter names (a replay's), 0 for any other (a worker's, or a record not of the schema)."""
+    source = letter.get("source") if isinstance(letter, dict) else None
+    line = source.get("line") if isinstance(source, dict) else None
+    return line if isinstance(line, int) and not isinstance(line, bool) else 0
 
 
 def cmd_redrive(args: argparse.Namespace) -> int:

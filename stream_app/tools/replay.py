@@ -197,7 +197,8 @@ def gate(settings: Settings) -> Callable[[dict[str, Any]], tuple[str, str] | Non
         size = len(orjson.dumps(event))
         if size > limit:
             return "payload_too_large", f"{size:,} bytes, over {limit:,} (STREAM_APP_MAX_PAYLOAD_BYTES)"
-        out_of_range = time_out_of_range(event["ts"], now, settings.max_future_ms, settings.max_age_ms)
+        out_of_range = time_out_of_range(event["ts"], now, settings.max_future_ms, settings.max_age_ms,
+                                         "the replay's clock (a record sent now is stamped with it)")
         return ("timestamp_out_of_range", out_of_range) if out_of_range else None
 
     return refusal
@@ -224,9 +225,10 @@ def latest_event_ts(settings: Settings) -> int | None:
         tps = [TopicPartition(topic, p) for topic in settings.topics.inputs
                for p in sorted(consumer.partitions_for_topic(topic) or ())]
         ends = {tp: end for tp, end in consumer.end_offsets(tps).items() if end}
+        starts = consumer.beginning_offsets(list(ends)) if ends else {}
+        ends = {tp: end for tp, end in ends.items() if starts[tp] < end}  # else retention removed every record
         if not ends:
             return None
-        starts = consumer.beginning_offsets(list(ends))
         consumer.assign(list(ends))
         for tp, end in ends.items():
             consumer.seek(tp, max(starts[tp], end - TAIL_RECORDS))
@@ -237,8 +239,9 @@ def latest_event_ts(settings: Settings) -> int | None:
                     ts = accepted_time(record, settings)
                     if ts is not None:
                         latest = ts if latest is None else max(latest, ts)
-                if records and records[-1].offset >= ends[tp] - 1:
-                    ends.pop(tp, None)
+            # read to its end: by position, as the last offset may be a transaction marker, never a record
+            for tp in [tp for tp, end in ends.items() if consumer.position(tp) >= end]:
+                del ends[tp]
         return latest
     finally:
         consumer.close()

@@ -61,7 +61,8 @@ def _day_first(path: Path) -> bool | None:
             if slashed is not None and int(slashed.group(2)) > 12:
                 return False
             if RETAIL_DATE.fullmatch((row.get("InvoiceDate") or "").strip()):
-                return False  # an ISO-dated file: nothing to tell, and no reason to parse all of it again
-            if slashed is not None and slashed.group(1) != slashed.group(2):
+                # an ISO-dated file: nothing to tell, and no reason to parse all of it again
+                return None if undecided else False
+            if slashed is not None and int(slashed.group(1)) != int(slashed.group(2)):
                 undecided = True  # a date both orders read, as different days
     return None if undecided else False
