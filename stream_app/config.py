@@ -267,6 +267,9 @@ class Settings:
     # the read API waits for `?min_version=N` (read-your-writes) before answering 409.
     log_format: str = "text"
     read_wait_ms: int = 2000
+    # The address the worker's HTTP port (/metrics, /healthz, /readyz) listens on: every interface, as a scraper
+    # in another container needs; 127.0.0.1 keeps it to this machine.
+    web_host: str = "0.0.0.0"
     weights: EventWeights = field(default_factory=EventWeights)
 
     def __post_init__(self) -> None:
@@ -275,6 +278,9 @@ class Settings:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()}={value!r}: topic and group names take letters, "
                                   "digits, '.', '_' and '-' (up to 200)" + ("; the app id cannot be empty"
                                                                            if name == "app_id" else ""))
+        if not self.web_host.strip() or any(c.isspace() or c in "/[]" for c in self.web_host):
+            raise ConfigError(f"{ENV_PREFIX}WEB_HOST={self.web_host!r} is not an address to listen on: give one of "
+                              "this machine's, e.g. 127.0.0.1, or 0.0.0.0 for all")
         if self.log_format not in LOG_FORMATS:
             raise ConfigError(f"log_format={self.log_format!r} is not one of {', '.join(LOG_FORMATS)}: "
                               f"set {ENV_PREFIX}LOG_FORMAT to one of them")

@@ -128,3 +128,10 @@ def test_every_setting_is_in_the_readmes_configuration_table_and_the_readme_name
     assert sorted({"KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", *ENV.values()} - rows) == []  # read apart, listed too
     everywhere = set(re.findall(r"STREAM_APP_[A-Z0-9_]*[A-Z0-9]", readme)) - RETIRED_VARIABLES.keys()
     assert sorted(everywhere - known_variables()) == []
+
+
+def test_a_web_host_that_is_no_address_is_refused_by_name():
+    assert Settings.from_env({"STREAM_APP_WEB_HOST": "127.0.0.1"}).web_host == "127.0.0.1"
+    for wrong in ("", "http://host", "a b"):
+        with pytest.raises(ConfigError, match="STREAM_APP_WEB_HOST=.* is not an address to listen on"):
+            Settings.from_env({"STREAM_APP_WEB_HOST": wrong})

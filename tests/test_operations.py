@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 
 import orjson
+import pytest
 from conftest import wait_until
 from kafka import KafkaProducer
 
@@ -72,9 +73,11 @@ def watch_readiness(url: str, timeout: float) -> list[tuple[int, dict]]:
 
 
 def test_metrics_count_what_a_replay_sent_readyz_turns_ready_and_logs_are_json(make_settings, start_worker):
-    settings = make_settings(log_format="json")
+    settings = make_settings(log_format="json", web_host="127.0.0.1")
     worker = start_worker(settings, wait_ready=False)
     answers = watch_readiness(worker.url, 60)
+    with pytest.raises(OSError):  # STREAM_APP_WEB_HOST=127.0.0.1: another loopback address is not it (was 0.0.0.0)
+        socket.create_connection(("127.0.0.2", worker.web_port), timeout=5).close()
     assert answers[0][0] == 503 and answers[0][1]["ready"] is False and answers[0][1]["missing"]
     assert answers[-1] == (200, {"ready": True, "missing": {}})
     assert get(f"{worker.url}/healthz")[0] == 200

@@ -45,11 +45,16 @@ async def serve(app: web.Application, port: int, host: str = "0.0.0.0") -> web.A
     return runner
 
 
-def announce(port: int, log_format: str) -> None:
+#: Addresses that listen on every interface: the worker is announced under the machine's name.
+EVERY_INTERFACE = ("0.0.0.0", "::")
+
+
+def announce(port: int, log_format: str, host: str = "0.0.0.0") -> None:
     """Say where the worker's HTTP port is, whatever the log level. In text format on the process's own
     stderr: Faust's worker redirects `sys.stderr` into its log at WARNING, which printed this line as
     `[WARNING] mode.redirect: ...`; in json format a log line, as every line of that output is one."""
-    where = f"http://{socket.gethostname()}:{port}/metrics, /healthz and /readyz"
+    name = socket.gethostname() if host in EVERY_INTERFACE else f"[{host}]" if ":" in host else host
+    where = f"http://{name}:{port}/metrics, /healthz and /readyz"
     if log_format == "text":
         print(f"stream-app worker: {where}", file=sys.__stderr__ or sys.stderr, flush=True)
     else:

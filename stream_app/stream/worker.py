@@ -130,12 +130,14 @@ class StreamWorker:
 
     async def start_http(self) -> None:
         try:
-            self.http = await health.serve(health.health_app(self.metrics.exposition, self.missing), self.web_port)
+            self.http = await health.serve(health.health_app(self.metrics.exposition, self.missing), self.web_port,
+                                           self.settings.web_host)
         except OSError as exc:
-            log.critical("cannot listen on port %d (%s): pick a free one with --web-port, or leave the option out "
-                         "for any free port", self.web_port, exc)
+            log.critical("cannot listen on port %d of %s (%s): pick a free one with --web-port, or leave the option "
+                         "out for any free port (STREAM_APP_WEB_HOST: an address of this machine)", self.web_port,
+                         self.settings.web_host, exc)
             stop_worker(EXIT_PORT_TAKEN)
-        health.announce(self.web_port, self.settings.log_format)
+        health.announce(self.web_port, self.settings.log_format, self.settings.web_host)
         self.early_status = asyncio.ensure_future(status_until_processing(self))
 
     def missing(self) -> dict[str, str]:
