@@ -34,13 +34,20 @@ def check_bootstrap_servers(servers: str) -> None:
     30 s and ended with "cannot reach a Kafka broker" (a URL, a port that is not one, an empty entry)."""
     for entry in servers.split(","):
         entry = entry.strip()
-        host, colon, port = entry.rpartition(":") if not entry.count(":") > 1 or entry.startswith("[") else \
-            (entry, "", "")  # a bare IPv6 address has no port to check
+        host, colon, port = _host_and_port(entry)
         if not entry or "://" in entry or "/" in entry or (colon and not host) or \
                 (colon and not (port.isdigit() and 0 < int(port) < 65536)):
             raise ConfigError(f"KAFKA_BOOTSTRAP_SERVERS={redact_url(servers)}: {redact_url(entry) or 'an empty entry'} "
                               "is not a broker address: give host:port (port 1 to 65535, no scheme), "
                               "comma-separated, e.g. KAFKA_BOOTSTRAP_SERVERS=kafka1:9092,kafka2:9092")
+
+
+def _host_and_port(entry: str) -> tuple[str, str, str]:
+    """(host, ":" or "", port) of a bootstrap entry: host:port, [IPv6]:port, or a host or bare IPv6 address alone."""
+    if entry.count(":") > 1 and not entry.startswith("["):
+        return entry, "", ""  # a bare IPv6 address has no port to check
+    host, colon, port = entry.rpartition(":")
+    return (host, colon, port) if colon else (entry, "", "")
 
 
 def check_resolvable(servers: str) -> None:
@@ -49,9 +56,8 @@ def check_resolvable(servers: str) -> None:
     they could not bootstrap. For one-shot commands: a worker started before its network's names exist waits for
     them. A resolver that cannot be asked right now (a temporary failure) is left to the clients."""
     unknown = []
-    for entry in (entry.strip() for entry in servers.split(",")):
-        host = entry[1:entry.find("]")] if entry.startswith("[") else \
-            entry.rpartition(":")[0] if entry.count(":") == 1 else entry  # else a bare IPv6 address or no port
+    for entry in servers.split(","):
+        host = _host_and_port(entry.strip())[0].removeprefix("[").removesuffix("]")
         try:
             socket.getaddrinfo(host, None)
         except socket.gaierror as exc:
@@ -63,10 +69,10 @@ def check_resolvable(servers: str) -> None:
                               "empty or over 63 characters): check the name") from None
         else:
             return
-    raise ConfigError(f"KAFKA_BOOTSTRAP_SERVERS={redact_url(servers)}: no such host ({', '.join(unknown)} "
-                      f"{'does' if len(unknown) == 1 else 'do'} not resolve): check the name, or run this where the brokers' names resolve "
-                      "(docker-compose.yml's kafka:19092 resolves inside its network only; from the host: "
-                      "localhost:9092)")
+    verb = "does" if len(unknown) == 1 else "do"
+    raise ConfigError(f"KAFKA_BOOTSTRAP_SERVERS={redact_url(servers)}: no such host ({', '.join(unknown)} {verb} not "
+                      "resolve): check the name, or run this where the brokers' names resolve (docker-compose.yml's "
+                      "kafka:19092 resolves inside its network only; from the host: localhost:9092)")
 
 
 def redact_url(text: str | None) -> str:

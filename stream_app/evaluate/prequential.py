@@ -189,8 +189,8 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
     end_epoch(models, spent, clock)
     seconds = clock() - started
     result: dict[str, Any] = {
-        "events": n, "repeated_event_ids": applied.repeats, "users": len(hybrid.profiles), "items": len(catalog), "k": k,
-        "batch": settings.batch_max, "seconds": seconds, "events_per_s": n / seconds if seconds else None,
+        "events": n, "repeated_event_ids": applied.repeats, "users": len(hybrid.profiles), "items": len(catalog),
+        "k": k, "batch": settings.batch_max, "seconds": seconds, "events_per_s": n / seconds if seconds else None,
         "judged_from_ts": judge_from_ts, "encoder": encoder.manifest if encoder is not None else None,
         "shadow_encoder": shadow.manifest if shadow is not None else None,
         "content": {"version": content.version, "items": len(content), "terms": len(content.terms)}

@@ -45,16 +45,19 @@ async def serve(app: web.Application, port: int, host: str = "0.0.0.0") -> web.A
     return runner
 
 
-#: Addresses that listen on every interface: the worker is announced under the machine's name.
-EVERY_INTERFACE = ("0.0.0.0", "::")
+def url_host(listen_host: str, every_interface_as: str) -> str:
+    """The host part of a URL to a port listening on `listen_host`: `every_interface_as` for an address of every
+    interface (0.0.0.0, ::), an IPv6 address in brackets."""
+    if listen_host in ("0.0.0.0", "::"):
+        return every_interface_as
+    return f"[{listen_host}]" if ":" in listen_host else listen_host
 
 
 def announce(port: int, log_format: str, host: str = "0.0.0.0") -> None:
     """Say where the worker's HTTP port is, whatever the log level. In text format on the process's own
     stderr: Faust's worker redirects `sys.stderr` into its log at WARNING, which printed this line as
     `[WARNING] mode.redirect: ...`; in json format a log line, as every line of that output is one."""
-    name = socket.gethostname() if host in EVERY_INTERFACE else f"[{host}]" if ":" in host else host
-    where = f"http://{name}:{port}/metrics, /healthz and /readyz"
+    where = f"http://{url_host(host, socket.gethostname())}:{port}/metrics, /healthz and /readyz"
     if log_format == "text":
         print(f"stream-app worker: {where}", file=sys.__stderr__ or sys.stderr, flush=True)
     else:

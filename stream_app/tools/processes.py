@@ -22,7 +22,7 @@ from ..config import Settings
 from ..errors import ServiceTimeout
 from ..state_files import state_dir
 from ..store.redis_store import worker_statuses
-from ..stream.health import EVERY_INTERFACE
+from ..stream.health import url_host
 from ..stream.topics import ensure_topics
 from .embedded import Embedded, free_port, with_embedded
 
@@ -32,8 +32,7 @@ class WorkerProcess:
         """A worker; or `module`, run as `python -m module` (bench's plain Faust app)."""
         self.log_path = log_path
         self.web_port = free_port()
-        host = settings.web_host
-        self.web_host = "127.0.0.1" if host in EVERY_INTERFACE else f"[{host}]" if ":" in host else host
+        self.web_host = url_host(settings.web_host, "127.0.0.1")
         log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **settings.to_env()}
         with open(log_path, "ab") as log:

@@ -50,7 +50,7 @@ def file_is_day_first(path: Path, say: TextIO | None = None) -> bool:
 
 def _day_first(path: Path) -> bool | None:
     """True: day first; False: month first or ISO; None: only slashed dates with both fields at most 12 (or none)."""
-    undecided = None
+    undecided = False
     with open_text(path) as fh:
         for _, row, _ in CsvRows(fh):  # a row a line: a stray quote costs its line, not the check
             if row is None:
