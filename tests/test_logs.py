@@ -304,6 +304,21 @@ def test_online_retail_as_its_shared_csv_copies_have_it(tmp_path):
         assert rejected == [] and [e["ts"] for e in events] == [1291191960000, 1292231100000], path
 
 
+def test_online_retail_dates_with_a_spreadsheets_two_digit_year_are_read(tmp_path):
+    """A copy saved from a spreadsheet writes its short date (12/1/10 8:26): it was refused line by line."""
+    head = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"
+    month_first = tmp_path / "short.csv"
+    month_first.write_text(head + "536365,85123A,HEART,6,12/1/10 8:26,2.55,17850,UK\n"
+                           "537000,71053,LANTERN,6,12/13/10 9:05,3.39,17850,UK\n")
+    day_first = tmp_path / "short-uk.csv"
+    day_first.write_text(head + "536365,85123A,HEART,6,01/12/10 08:26,2.55,17850,UK\n"
+                         "537000,71053,LANTERN,6,13/12/10 09:05,3.39,17850,UK\n")
+    for path in (month_first, day_first):
+        events, rejected = load_sorted(path, "online-retail")
+        assert rejected == [] and [e["ts"] for e in events] == [1291191960000, 1292231100000], path
+    assert retail_dates.retail_ms("1/2/99 0:00", day_first=False) == 915235200000  # %y's rule: 69-99 the 1900s
+
+
 def test_online_retail_dates_no_field_over_12_can_order_are_read_month_first_with_a_warning(tmp_path, capsys):
     """A British copy of the log's first days (01/12/2010 ... 12/12/2010) was read as January to December 2010
     without a word: no date had a field over 12 to tell the order by."""

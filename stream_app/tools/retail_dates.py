@@ -13,21 +13,25 @@ from .csv_rows import CsvRows
 from .log_files import open_text
 
 RETAIL_DATE = re.compile(r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(?::\d{2})?")  # T: as pandas' ISO export writes it
-SLASH_DATE = re.compile(r"(\d{1,2})/(\d{1,2})/(\d{4}) (\d{1,2}):(\d{2})(?::(\d{2}))?")
+SLASH_DATE = re.compile(r"(\d{1,2})/(\d{1,2})/(\d{4}|\d{2}) (\d{1,2}):(\d{2})(?::(\d{2}))?")
 EPOCH = dt.datetime(1970, 1, 1)
 MS = dt.timedelta(milliseconds=1)
 
 
 def retail_ms(text: str, day_first: bool) -> int:
     """`YYYY-MM-DD HH:MM[:SS]`, or `M/D/YYYY H:MM[:SS]` (`D/M/YYYY ...` if `day_first`) as the log's csv
-    copies have it, taken as UTC (the log's times are the shop's, UK local time), in ms since the epoch."""
+    copies have it, taken as UTC (the log's times are the shop's, UK local time), in ms since the epoch. A
+    two-digit year (a spreadsheet's short date, `12/1/10 8:26`) is read as strptime's %y reads it: 69-99 the
+    1900s, 00-68 the 2000s."""
     if RETAIL_DATE.fullmatch(text):
         return (dt.datetime.fromisoformat(text) - EPOCH) // MS
     slashed = SLASH_DATE.fullmatch(text)
     if slashed is None:
-        raise ValueError(f"InvoiceDate {text!r} is not YYYY-MM-DD HH:MM[:SS] (or with a T) nor M/D/YYYY H:MM[:SS]")
+        raise ValueError(f"InvoiceDate {text!r} is not YYYY-MM-DD HH:MM[:SS] (or with a T) nor M/D/YYYY H:MM[:SS] (or M/D/YY)")
     first, second, year, hour, minute, second_of_minute = (int(g or 0) for g in slashed.groups())
     month, day = (second, first) if day_first else (first, second)
+    if len(slashed.group(3)) == 2:
+        year += 1900 if year >= 69 else 2000
     try:
         return (dt.datetime(year, month, day, hour, minute, second_of_minute) - EPOCH) // MS
     except ValueError as exc:  # "month must be in 1..12" alone does not say which field
