@@ -181,6 +181,24 @@ def test_evaluate_says_how_many_lines_of_the_log_it_could_not_read(tmp_path):
     assert "rejected: 2 lines of the log that cannot be read as events" in table(result)
 
 
+def test_evaluate_says_which_of_an_otto_lines_events_it_could_not_read(tmp_path):
+    """Two bad events of one OTTO session line were said as "1 lines of the log that cannot be read as events",
+    though the line's other events were read and evaluated."""
+    import time
+
+    import orjson
+
+    now = int(time.time() * 1000)
+    events = [{"aid": i % 3, "ts": now - 1000 + i, "type": "clicks"} for i in range(6)]
+    events[2]["type"], events[4]["ts"] = "likes", "noon"
+    log = tmp_path / "otto.jsonl"
+    log.write_bytes(orjson.dumps({"session": 7, "events": events}) + b"\n")
+    result = evaluate_log(log, "otto", Settings())
+    assert (result["events"], result["rejected_lines"], result["rejections"]) == (4, 1, 2)
+    assert "rejected: 2 records of 1 line of the log that cannot be read as events (a whole line, or one event" in (
+        table(result))
+
+
 def test_a_session_id_held_across_a_gap_is_two_sessions_for_the_session_baselines():
     """OTTO's "session" is a shopper's four weeks: the session-based baselines split it at the 30-minute
     gap the hybrid uses, as they split a log without session ids."""

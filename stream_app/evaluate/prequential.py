@@ -255,7 +255,8 @@ def evaluate_log(path: str | Path, fmt: str, settings: Settings, k: int = 20,
     for role, found in counts.items():
         if result["events"]:
             result[f"{role}_log_events_known"] = found / result["events"]
-    result["rejected_lines"] = len({found.line for found in rejected})  # an OTTO line may hold several bad events
+    result["rejected_lines"] = len({found.line for found in rejected})
+    result["rejections"] = len(rejected)  # an OTTO line may hold several bad events, and its good ones are read
     result["first_rejection"] = first_rejection(rejected) if rejected else None
     if skipped is not None:
         result["skipped_lines"] = skipped.as_dict()

@@ -61,9 +61,12 @@ def table(result: dict[str, Any]) -> str:
         lines.append(f"{skipped_said(result['skipped_lines'])} (not evaluated)")
     if result.get("rejected_lines"):
         first = f", the first as {result['first_rejection']}" if result.get("first_rejection") else ""
-        lines.append(f"rejected: {result['rejected_lines']:,} lines of the log that cannot be read as events "
-                     f"(not evaluated){first}; `stream-app replay` sends them to the dead-letter topic, where "
-                     "`stream-app dead-letters` shows them with their reasons")
+        lines_of, parts = result["rejected_lines"], result.get("rejections", result["rejected_lines"])
+        what = (f"{lines_of:,} lines of the log that cannot be read as events" if parts == lines_of else
+                f"{parts:,} records of {lines_of:,} line{'s' if lines_of != 1 else ''} of the log that cannot be read as events (a whole line, or "
+                "one event of a session line whose other events were read)")
+        lines.append(f"rejected: {what} (not evaluated){first}; `stream-app replay` sends them to the dead-letter "
+                     "topic, where `stream-app dead-letters` shows them with their reasons")
     lines += _left_out(result)
     cold_judged = next(iter(result["models"].values()))["cold_start"]["judged"] if result["models"] else 0
     lines.append(f"cold: {cold_judged:,} judged events whose item had fewer than {COLD_START} interactions before")
