@@ -400,6 +400,7 @@ def known_variables() -> set[str]:
 #: Settings of earlier releases, now without effect: ignored with a warning, not refused (a deployment
 #: that still sets one keeps starting)
 RETIRED_VARIABLES = {f"{ENV_PREFIX}EVENT_LOOP": "the worker always runs on asyncio's own loop"}
+_retired_said: set[str] = set()  # a command reads its settings more than once: each warning once a process
 
 
 def _refuse_unknown(environ: Mapping[str, str]) -> None:
@@ -408,7 +409,8 @@ def _refuse_unknown(environ: Mapping[str, str]) -> None:
     import logging
 
     known = known_variables()
-    for name in sorted(RETIRED_VARIABLES.keys() & environ.keys()):
+    for name in sorted((RETIRED_VARIABLES.keys() & environ.keys()) - _retired_said):
+        _retired_said.add(name)
         logging.getLogger("stream_app.config").warning("%s has no effect any more (%s): unset it", name,
                                                        RETIRED_VARIABLES[name])
     unknown = sorted(name for name in environ
