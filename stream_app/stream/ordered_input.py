@@ -38,7 +38,7 @@ from ..core.item_feed import ItemFeed
 from ..core.items import InMemoryItemIndex
 from ..core.ordering import AFTER_ALL, BEFORE_ALL, GroupMerge, Released, Sequencer
 from .lane_ends import ASK_EVERY_MS, LaneEnds, pause_full_lanes
-from .ready import ReadRecord, Ready, counted_before, gate, input_source
+from .ready import ReadRecord, Ready, counted_before, gate, input_source, order_ts
 from .stage_latency import StageLatency
 from .transport import started_reader
 
@@ -173,7 +173,7 @@ class OrderedInput:
         for record in records:
             source = Source(topic, partition, record.offset, record.timestamp, counted_before(record))
             checked = self.checked(record.value, record.key, source, lane, record.timestamp)
-            self.sequencer.push(partition, lane, checked.ts if isinstance(checked, Event) else None,
+            self.sequencer.push(partition, lane, order_ts(checked, record.timestamp),
                                 (record.offset, checked, record))  # the record: the reader's copy, if owned
             self.next_offset[(lane, partition)] = record.offset + 1
         self.read += len(records)

@@ -56,6 +56,17 @@ def gate(value: bytes | None, key: bytes | None, source: Source, event_type: str
     return checked
 
 
+def order_ts(checked: Any, record_ts: int | None) -> int | None:
+    """An event's place in event time: its ts, but never after its record's Kafka timestamp. A client clock
+    ahead (the gate lets an event be up to MAX_FUTURE_MS after its record) would otherwise put the event in a
+    later item epoch, and its lane's next events, and its partition's with the group's clock, would wait for
+    every other partition's event time to reach it: minutes of no recommendations for one partition's users.
+    A replayed log is older than the replay's clock, so its order (and `evaluate`'s) is the events' ts."""
+    if not isinstance(checked, Event):
+        return None
+    return record_ts if record_ts is not None and 0 <= record_ts < checked.ts else checked.ts
+
+
 @dataclass(slots=True)
 class Ready:
     """One event of a round: its schedule entry, the event (Faust's, to acknowledge once applied, or the
