@@ -66,3 +66,27 @@ def test_commits_wait_for_the_interval():
     assert consumer.commits == []
     asyncio.run(offsets.commit(consumer, now=True))  # a rebalance or a graceful stop does not wait
     assert consumer.commits == [{a: 10}]
+
+
+def test_the_periodic_commit_gives_up_in_bounded_time_when_the_broker_is_gone(monkeypatch, caplog):
+    """A worker that had applied events and then lost its broker stayed ready (/readyz 200) for as long as the
+    broker was gone: its heartbeat began with this commit, and aiokafka waits for a coordinator without end."""
+    from stream_app.stream import commits
+
+    class GoneBroker(FakeConsumer):
+        async def _commit_offsets(self, offsets):
+            await asyncio.Event().wait()  # never answers
+
+    monkeypatch.setattr(commits, "COMMIT_WAIT_S", 0.2)
+    a = TP("events.click", 0)
+    offsets = AppliedOffsets(interval_s=0.0)
+    offsets.flushed({("events.click", 0): 10}, offsets.generation)
+
+    async def heartbeat():
+        await asyncio.wait_for(offsets.commit_due(GoneBroker([a])), timeout=5)
+        consumer = FakeConsumer([a])
+        await offsets.commit_due(consumer)  # the broker back: the next commit sends the offsets again
+        return consumer.commits
+
+    assert asyncio.run(heartbeat()) == [{a: 10}]
+    assert "could not commit the applied offsets within 0s (is the broker reachable?)" in caplog.text

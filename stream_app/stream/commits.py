@@ -25,6 +25,8 @@ log = logging.getLogger("stream_app.commits")
 #: How long a rebalance or a stop waits for the commit of the applied offsets (a rebalance waits up to
 #: retries.REBALANCE_WAIT_S for a batch first; the group's rebalance timeout is 6 s).
 COMMIT_NOW_WAIT_S = 2.0
+#: The periodic commit's bound: with the broker gone aiokafka waits for a group coordinator without end.
+COMMIT_WAIT_S = 5.0
 #: After the broker has not answered the heartbeat's ask of the input ends for this long, the worker is not ready:
 #: it can neither read nor commit (with the broker paused for 90 s its /readyz answered 200 throughout).
 BROKER_NOT_READY_S = 10.0
@@ -67,6 +69,16 @@ class AppliedOffsets:
         due = {tp: offset for tp, offset in self.applied.items() if tp in assignment}
         # Faust's own step, which records them as committed; it crashes the app on a fatal error
         return await consumer._commit_offsets(due) if due else True
+
+    async def commit_due(self, consumer: Any) -> None:
+        """The periodic commit (`commit`), bounded: unbounded, a broker gone after the worker had applied events
+        held the heartbeat in it (its /readyz said ready for as long as the broker was gone, its status left
+        Redis) or the batch loop. Not committed now, the next interval's commit sends every offset again."""
+        try:
+            await asyncio.wait_for(self.commit(consumer), timeout=COMMIT_WAIT_S)
+        except asyncio.TimeoutError:
+            log.warning("could not commit the applied offsets within %.0fs (is the broker reachable?): the next "
+                        "commit sends them again", COMMIT_WAIT_S)
 
     async def commit_now(self, consumer: Any, when: str) -> None:
         """Commit at once, the member's generation still holding the partitions (a rebalance's revoke, a

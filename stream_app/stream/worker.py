@@ -282,7 +282,7 @@ class StreamWorker:
                 if not isinstance(event, ReadRecord):  # the reader's copy: nothing of Faust's to acknowledge
                     await self.stream.ack(event)
             self.offsets.flushed(applied, generation)
-            await self.offsets.commit(self.app.consumer)
+            await self.offsets.commit_due(self.app.consumer)
             self.metrics.observe_batch(len(handler.events), time.perf_counter() - started, handler.recommended,
                                        time.time())
             for user_id, (profile, partition) in handler.changed.items():
@@ -361,7 +361,7 @@ class StreamWorker:
 
     async def heartbeat(self) -> None:
         if not self.lock.locked():  # a batch in progress commits after its flush
-            await self.offsets.commit(self.app.consumer)  # the last batch before a pause
+            await self.offsets.commit_due(self.app.consumer)  # the last batch before a pause
         await self.input_ends.refresh(self.app, self.ordered.consumer, self.settings.topics.inputs)
         await self.publish_status()
         await self.mirror.check()
