@@ -257,13 +257,17 @@ def test_a_worker_is_listed_with_what_it_waits_for_from_its_start_not_once_faust
     async def no_risk() -> None:
         return None
 
+    async def peers() -> list:
+        return []
+
     waiting = {"partitions": "input partitions not assigned, or their tables not recovered yet"}
     worker = SimpleNamespace(
         processing=False, worker_id="w1", settings=SimpleNamespace(app_id="a", redis_url="redis://x"), web_port=1,
         missing=lambda: dict(waiting), assigned_inputs=set, counters=SimpleNamespace(),
         ordered=SimpleNamespace(status=dict), watcher=SimpleNamespace(status=dict),
         catalogue=SimpleNamespace(status=dict), store=SimpleNamespace(publish_worker_status=publish_worker_status,
-                                                                      eviction_risk=no_risk))
+                                                                      eviction_risk=no_risk, worker_statuses=peers),
+        peers=worker_status.PeerSettings({}))
     monkeypatch.setattr(worker_status, "STATUS_TTL_S", 0.03)
     monkeypatch.setattr(worker_status, "asdict", lambda counters: {"events": 0, "applied": 0, "duplicates": 0,
                                                                    "rejected": 0, "recommendations": 0})
@@ -306,7 +310,7 @@ def test_a_worker_redis_refuses_is_not_ready_so_a_rollout_with_a_wrong_password_
         web_port=1, assigned_inputs=set, counters=SimpleNamespace(),
         ordered=SimpleNamespace(status=dict, reading_at=time.monotonic()),
         watcher=SimpleNamespace(status=dict), catalogue=SimpleNamespace(status=dict),
-        store=SimpleNamespace(publish_worker_status=refuse))
+        store=SimpleNamespace(publish_worker_status=refuse), peers=worker_status.PeerSettings({}))
     worker.missing = lambda: StreamWorker.missing(worker)
     monkeypatch.setattr(worker_status, "asdict", lambda counters: {})
     assert worker.missing() == {}
@@ -336,6 +340,9 @@ def test_an_idle_worker_whose_redis_does_not_answer_is_not_ready(monkeypatch):
     async def no_risk() -> None:
         return None
 
+    async def no_peers() -> list:
+        return []
+
     ready = asyncio.Event()
     ready.set()
     worker = SimpleNamespace(
@@ -344,7 +351,8 @@ def test_an_idle_worker_whose_redis_does_not_answer_is_not_ready(monkeypatch):
         settings=SimpleNamespace(app_id="a", redis_url="redis://x:1"), web_port=1, assigned_inputs=set,
         counters=SimpleNamespace(), ordered=SimpleNamespace(status=dict, reading_at=time.monotonic()),
         watcher=SimpleNamespace(status=dict), catalogue=SimpleNamespace(status=dict),
-        store=SimpleNamespace(publish_worker_status=unanswered, eviction_risk=no_risk))
+        store=SimpleNamespace(publish_worker_status=unanswered, eviction_risk=no_risk, worker_statuses=no_peers),
+        peers=worker_status.PeerSettings({}))
     worker.missing = lambda: StreamWorker.missing(worker)
     monkeypatch.setattr(worker_status, "asdict", lambda counters: {})
     asyncio.run(worker_status.publish_status(worker))
@@ -355,6 +363,47 @@ def test_an_idle_worker_whose_redis_does_not_answer_is_not_ready(monkeypatch):
     worker.store.publish_worker_status = answered
     asyncio.run(worker_status.publish_status(worker))
     assert worker.missing() == {}
+
+
+def test_workers_of_one_namespace_in_two_groups_or_with_different_settings_are_warned_of(monkeypatch, capsys,
+                                                                                           caplog):
+    """An operator's trial: a peer started with STREAM_APP_TOP_K=5 joined the group without a word (its partitions'
+    users got 5 items, the others 20), and one with another STREAM_APP_APP_ID re-read every input and published
+    every recommendation again. `status` and the workers (in their log, once) now say so."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from stream_app.cli import commands
+    from stream_app.config import Settings
+    from stream_app.store import redis_store
+    from stream_app.stream import worker_status
+
+    def status(worker_id: str, app_id: str, settings: Settings) -> dict:
+        return {"worker_id": worker_id, "app_id": app_id, "ready": True, "missing": {}, "input_partitions": [0],
+                "counters": {"events": 0, "applied": 0, "duplicates": 0, "rejected": 0, "recommendations": 0},
+                "settings": worker_status.group_settings(settings)}
+
+    statuses = [status("a:1", "a", Settings()), status("a:2", "a", Settings(top_k=5, web_host="127.0.0.1")),
+                status("b:3", "b", Settings())]
+    assert worker_status.disagreements(statuses[:1] + [status("a:4", "a", Settings(web_host="127.0.0.1",
+                                                                                   batch_max=9))]) == []
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+    monkeypatch.setattr(redis_store, "worker_statuses", lambda client, namespace: statuses)
+    assert commands.cmd_status(None) == 0
+    out = capsys.readouterr().out
+    assert "warning: 2 consumer groups in this namespace (STREAM_APP_APP_ID: a: a:1, a:2; b: b:3)" in out
+    assert "warning: the workers of a disagree on STREAM_APP_TOP_K (20 on a:1; 5 on a:2)" in out
+    assert "WEB_HOST" not in out  # a worker's own
+
+    async def peers() -> list:
+        return statuses
+
+    checker = worker_status.PeerSettings(statuses[0]["settings"])
+    store = SimpleNamespace(worker_statuses=peers)
+    asyncio.run(checker.check(store))
+    checker.checked_at -= worker_status.PEERS_CHECK_S
+    asyncio.run(checker.check(store))  # a minute on: the same disagreements are not logged again
+    assert caplog.text.count("disagree on STREAM_APP_TOP_K") == 1 and caplog.text.count("2 consumer groups") == 1
 
 
 def test_readiness_says_how_a_wedged_group_looks_after_minutes_without_partitions():

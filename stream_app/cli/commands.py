@@ -95,6 +95,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     import redis
 
     from ..store.redis_store import worker_statuses
+    from ..stream.worker_status import disagreements
 
     settings = Settings.from_env()
     print(f"KAFKA_BOOTSTRAP_SERVERS={redact_url(settings.kafka_bootstrap_servers)}")
@@ -107,10 +108,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         raise redis_trouble(settings, exc) from exc
     finally:
         client.close()
-    if not statuses:
-        print("no live workers (start one with `stream-app worker`)")
-    for s in statuses:
-        print("\n".join(describe_worker(s, settings.item_epoch_ms)))
+    lines = [line for s in statuses for line in describe_worker(s, settings.item_epoch_ms)]
+    print("\n".join(lines + [f"warning: {said}" for said in disagreements(statuses)]
+                    or ["no live workers (start one with `stream-app worker`)"]))
     return 0
 
 

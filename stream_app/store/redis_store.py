@@ -200,6 +200,13 @@ class ProfileStore:
         self._worker_key = worker_key(self.config.namespace, worker_id)
         await self.client.set(self._worker_key, orjson.dumps(status), ex=ttl_s)
 
+    async def worker_statuses(self) -> list[dict[str, Any]]:
+        """The live workers' statuses (`worker_statuses`), as a worker reads its peers'."""
+        keys = sorted([key async for key in self.client.scan_iter(match=worker_key(self.config.namespace, "*"),
+                                                                   count=100)])
+        values = await self.client.mget(keys) if keys else []
+        return [orjson.loads(v) for v in values if v is not None]
+
     async def close(self) -> None:
         """A worker that stops cleanly leaves the list of live workers at once (not when its key expires)."""
         if self._worker_key:

@@ -29,7 +29,7 @@ from ..config import Settings
 from ..core.item_feed import EvictionClock
 from ..core.items import InMemoryItemIndex
 from ..store.redis_store import ProfileStore, RedisStoreConfig
-from . import health, retries, transport
+from . import health, retries, transport, worker_status
 from .batch import BatchHandler, Counters, PartitionState
 from .catalogue_feed import CatalogueFeed
 from .commits import AppliedOffsets, InputEnds
@@ -109,6 +109,7 @@ class StreamWorker:
         self.offsets, self.input_ends = AppliedOffsets(settings.commit_interval_s), InputEnds()
         self.stream: faust.StreamT | None = None  # the input agent's stream, which acknowledges events
         self.worker_id = f"{settings.app_id}:{socket.gethostname()}:{os.getpid()}"
+        self.peers = worker_status.PeerSettings(worker_status.group_settings(settings))
         self.watcher = ModelWatcher(settings, self.report_model_status, self.worker_id)
         self.erasures = ErasureFeed(settings, partitions, self.ordered.changed.set, self.worker_id,
                                     until_done)  # a read: not an output's retry

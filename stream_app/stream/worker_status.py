@@ -9,9 +9,10 @@ import asyncio
 import logging
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from typing import Any
 
+from ..config import ENV_PREFIX, Settings
 from ..errors import described
 from ..urls import redact_url
 from .retries import PERMANENT, RETRYABLE
@@ -19,6 +20,53 @@ from .retries import PERMANENT, RETRYABLE
 log = logging.getLogger("stream_app.worker")
 
 STATUS_TTL_S = 15
+PEERS_CHECK_S = 60.0  # how often a worker reads its peers' statuses for settings that disagree
+
+#: Settings a worker may have of its own: where it finds things, how it logs and listens, its I/O pacing, and
+#: secrets. Every other one shapes what the group computes, so the workers of a group must agree on it.
+PER_WORKER = frozenset({"kafka_bootstrap_servers", "redis_url", "kafka_security", "app_id", "namespace",
+                        "registry_dir", "log_format", "read_wait_ms", "web_host", "erasure_key",
+                        "erasure_previous_keys", "fetch_max_wait_ms", "commit_interval_s", "batch_max",
+                        "batch_within_s", "max_idle_ms", "replication_factor", "dlq_retention_ms"})
+
+
+def group_settings(settings: Settings) -> dict[str, Any]:
+    """The settings the workers of a group must share, by environment variable (the event weights by weight)."""
+    out: dict[str, Any] = {}
+    for f in fields(settings):
+        if f.name == "weights":
+            out.update({f"{ENV_PREFIX}WEIGHT_{kind.upper()}": value for kind, value in asdict(settings.weights).items()})
+        elif f.name not in PER_WORKER:
+            out[f"{ENV_PREFIX}{f.name.upper()}"] = getattr(settings, f.name)
+    return out
+
+
+def disagreements(statuses: list[dict[str, Any]]) -> list[str]:
+    """What `stream-app status` and each worker warn of: several consumer groups in one namespace (each reads
+    every input and publishes its own recommendations), and workers of one group whose shared settings differ
+    (their partitions' lists would follow different rules). Statuses of releases before 2026-12-01 have no
+    settings: not compared."""
+    out: list[str] = []
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for status in statuses:
+        groups.setdefault(status.get("app_id", "?"), []).append(status)
+    if len(groups) > 1:
+        listed = "; ".join(f"{app_id}: {', '.join(s['worker_id'] for s in members)}" for app_id, members in groups.items())
+        out.append(f"{len(groups)} consumer groups in this namespace ({ENV_PREFIX}APP_ID: {listed}): each reads every "
+                   "input and publishes its own recommendations and profiles, so downstream gets each event's twice; "
+                   f"give every worker one {ENV_PREFIX}APP_ID, or each group its own {ENV_PREFIX}NAMESPACE")
+    for app_id, members in groups.items():
+        compared = [s for s in members if isinstance(s.get("settings"), dict)]
+        names = sorted({name for s in compared for name in s["settings"]})
+        for name in names:
+            values: dict[str, list[str]] = {}
+            for s in compared:
+                values.setdefault(repr(s["settings"].get(name)), []).append(s["worker_id"])
+            if len(values) > 1:
+                said = "; ".join(f"{value} on {', '.join(workers)}" for value, workers in values.items())
+                out.append(f"the workers of {app_id} disagree on {name} ({said}): their partitions' lists follow "
+                           "different rules; give every worker the same value")
+    return out
 
 
 #: After this long without partitions, readiness says how a wedged consumer group looks.
@@ -47,8 +95,9 @@ async def publish_status(worker: Any) -> None:
             "input_partitions": sorted(worker.assigned_inputs()),
             "counters": asdict(worker.counters), "ordering": worker.ordered.status(),
             "models": worker.watcher.status(), "catalogue": worker.catalogue.status(),
-            "updated_at": int(time.time() * 1000)}, ttl_s=STATUS_TTL_S)
+            "settings": worker.peers.shared, "updated_at": int(time.time() * 1000)}, ttl_s=STATUS_TTL_S)
         worker.redis_refusal = worker.status_failing_since = None
+        await worker.peers.check(worker.store)
         risk = await worker.store.eviction_risk()
         if risk:
             log.error("%s", risk)
@@ -61,6 +110,26 @@ async def publish_status(worker: Any) -> None:
             worker.status_failing_since = time.monotonic()
         log.warning("cannot publish the worker status to Redis at %s (%s): check REDIS_URL",
                     redact_url(worker.settings.redis_url), described(exc))
+
+
+class PeerSettings:
+    """A worker's shared settings (in its status: its peers and `stream-app status` compare them), and its
+    check of its peers': once a minute, each disagreement logged once."""
+
+    def __init__(self, shared: dict[str, Any]):
+        self.shared = shared
+        self.checked_at: float | None = None
+        self.said: set[str] = set()
+
+    async def check(self, store: Any) -> None:
+        now = time.monotonic()
+        if self.checked_at is not None and now - self.checked_at < PEERS_CHECK_S:
+            return
+        self.checked_at = now
+        for said in disagreements(await store.worker_statuses()):
+            if said not in self.said:
+                self.said.add(said)
+                log.warning("%s", said)
 
 
 def redis_wait(worker: Any, after_s: float) -> dict[str, str]:
