@@ -233,7 +233,8 @@ def test_a_key_of_another_type_is_erased_and_evicted_and_repair_skips_it(service
 
 
 @pytest.mark.parametrize("wanted, status", [("abc", 400), ("-1", 400), ("0", 400), ("%C2%B2", 400), ("%D9%A3", 400),
-                                            ("9" * 5000, 400), ("18446744073709551616", 400), ("3", 200), ("4", 409)])
+                                            ("9" * 5000, 400), ("18446744073709551616", 400), ("3", 200), ("4", 409),
+                                            ("003", 200), ("3&min_version=4", 400)])
 def test_the_read_api_answers_min_version_with_400_unless_a_whole_number_from_1(services, wanted, status):
     from aiohttp.test_utils import TestClient, TestServer
 

@@ -34,9 +34,9 @@ CLIENT = web.AppKey("redis", aioredis.Redis)
 #: (MaxConnectionsError), which answered a burst of 300 concurrent reads with 161 503s "Redis does not answer".
 MAX_CONNECTIONS = 64
 WAIT_FOR_CONNECTION_S = 5.0
-#: A profile_version: ASCII digits from 1, below 2**63 (`str.isdigit` takes "²" and "٣", and `int` a 5,000-digit
-#: number no version reaches).
-VERSION = re.compile(r"[1-9][0-9]{0,17}")
+#: A profile_version: ASCII digits from 1, below 10**18 (`str.isdigit` takes "²" and "٣", and `int` a 5,000-digit
+#: number no version reaches); leading zeros are the same number.
+VERSION = re.compile(r"0*[1-9][0-9]{0,17}")
 
 
 def _json(body: dict, status: int = 200) -> web.Response:
@@ -52,6 +52,8 @@ def _connected(request: web.Request) -> bool:
 def read_api(redis_url: str, namespace: str, wait_ms: int) -> web.Application:
     async def profile(request: web.Request) -> web.Response:
         user_id = request.match_info["user_id"]
+        if len(request.query.getall("min_version", [])) > 1:  # which one was meant cannot be told
+            return _json({"error": "min_version given more than once: give it once"}, 400)
         wanted = request.query.get("min_version")
         if wanted is not None and not VERSION.fullmatch(wanted):
             return _json({"error": f"min_version must be a whole number from 1, not {wanted[:40]!r}"}, 400)
