@@ -118,10 +118,11 @@ def test_the_parked_event_re_driven_is_applied_not_dropped_as_a_duplicate(settin
     assert Profile.from_json(profiles[USER.encode()]).event_count == len(events)
 
 
-def test_output_retries_an_outage_and_stops_on_a_refusal_no_retry_changes(monkeypatch):
+def test_output_retries_an_outage_and_stops_on_a_refusal_no_retry_changes(monkeypatch, caplog):
     import asyncio
 
     from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
+    from redis.exceptions import AuthenticationError
 
     from stream_app.stream import retries as retrying
 
@@ -148,6 +149,11 @@ def test_output_retries_an_outage_and_stops_on_a_refusal_no_retry_changes(monkey
     with pytest.raises(Stopped) as stopped:
         asyncio.run(retrying.until_done("deliver", deliver, [MessageSizeTooLargeError()] * 5))
     assert stopped.value.args == (retrying.EXIT_OUTPUT_REFUSED,) and len(calls) == 1
+    assert "check the topic's max.message.bytes, the Kafka ACLs or the credentials" in caplog.text
+    calls.clear()
+    with pytest.raises(Stopped):  # a wrong Redis password was told to check Kafka's topic settings
+        asyncio.run(retrying.until_done("write to Redis", deliver, [AuthenticationError("invalid password")]))
+    assert "check REDIS_URL's password or the Redis ACL" in caplog.text
 
 
 def test_a_redelivered_event_writes_its_profile_to_redis_again(settings, monkeypatch):

@@ -110,8 +110,10 @@ async def until_done(what: str, action: Callable[..., Awaitable[Any]], *args: An
         try:
             return await action(*args)
         except PERMANENT as exc:
-            log.critical("cannot %s: %s will not change by retrying (check the topic's max.message.bytes, "
-                         "the ACLs or the credentials); stopping without acknowledging the batch", what, described(exc))
+            check = ("REDIS_URL's password or the Redis ACL" if isinstance(exc, RedisError) else
+                     "the topic's max.message.bytes, the Kafka ACLs or the credentials")
+            log.critical("cannot %s: %s will not change by retrying (check %s); stopping without acknowledging "
+                         "the batch", what, described(exc), check)
             stop_worker(EXIT_OUTPUT_REFUSED)
         except RETRYABLE as exc:
             on_retry()
