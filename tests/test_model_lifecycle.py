@@ -437,3 +437,14 @@ def test_a_version_whose_files_hash_right_but_are_no_model_is_one_line_and_never
         assert "cannot be loaded" in capsys.readouterr().err and not (tmp_path / "e.json").exists()
         watcher, reports = watched(tmp_path / "registry", announce(tmp_path / "registry", "live", name, 1))
         assert watcher.live is None and [r["outcome"] for r in reports] == ["refused"]
+
+
+def test_a_version_missing_from_a_relative_registry_names_the_folder_it_was_looked_for_in(tmp_path, monkeypatch):
+    """An operator's trial: a worker started in /tmp read `models/registry` under /tmp and refused a version the
+    operator's registry (under the clone) had, saying "not in the registry models/registry": a contradiction."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as refused:
+        registry.open_version("models/registry", "enc-20261201-000000-abcdef12")
+    said = str(refused.value)
+    assert f"models/registry ({tmp_path / 'models' / 'registry'}: a relative folder is read from where" in said
+    assert "STREAM_APP_REGISTRY_DIR" in said

@@ -30,6 +30,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
+from ..config import ENV_PREFIX
 from ..errors import ConfigError
 
 FILES_OF_KIND = {
@@ -210,7 +211,9 @@ def open_version(root: str | Path, version: str, verify: bool = True, kind: str 
     folder = Path(root) / checked_version(version)
     if not (folder / MANIFEST).is_file():
         known = ", ".join(m["version"] for m in versions(root, kind)) or "none"
-        raise ConfigError(f"model version {version!r} is not in the registry {root} (versions: {known}); "
+        where = f"{root}" if Path(root).is_absolute() else f"{root} ({Path(root).resolve()}: a relative folder is read " \
+            f"from where the process runs; set {ENV_PREFIX}REGISTRY_DIR to an absolute one every worker can read)"
+        raise ConfigError(f"model version {version!r} is not in the registry {where} (versions: {known}); "
                           + HOW_TO_MAKE[kind or DEFAULT_KIND].format(root=root))
     manifest = read_manifest(folder)
     if kind is not None and kind_of(manifest) != kind:
