@@ -59,6 +59,22 @@ def test_up_prints_both_addresses_and_down_stops_them(tmp_path):
         pass
 
 
+def test_up_after_the_broker_died_says_it_starts_both_anew(tmp_path):
+    """An operator's trial: with the broker killed, `up` started a new broker and a new Redis on new ports (the old
+    Redis stopped with its profiles) and said nothing of it, while the workers still pointed at the old ones."""
+    env = {"STREAM_APP_STATE_DIR": str(tmp_path), "KAFKA_BOOTSTRAP_SERVERS": "", "REDIS_URL": ""}
+    try:
+        assert cli("up", env=env).returncode == 0
+        broker_pid = orjson.loads((tmp_path / "runtime.json").read_bytes())["pids"][0]
+        os.kill(broker_pid, signal.SIGKILL)
+        again = cli("up", env=env)
+        assert again.returncode == 0, again.stderr
+        assert f"the embedded broker of the last `up` (pid {broker_pid}) was gone: starting a new broker" in again.stderr
+        assert "restart the workers started against the old addresses" in again.stderr
+    finally:
+        cli("down", env=env)
+
+
 def test_commands_without_services_explain_what_to_do(tmp_path):
     env = {"STREAM_APP_STATE_DIR": str(tmp_path), "KAFKA_BOOTSTRAP_SERVERS": "", "REDIS_URL": ""}
     result = cli("worker", env=env)

@@ -223,6 +223,11 @@ def up(environ: Mapping[str, str] = os.environ, timeout: float = 30.0) -> dict[s
             return {**current, "already_running": True}
         except ServiceTimeout:
             pass
+    if current:  # a previous `up` whose broker is gone (or neither answers): both start anew, elsewhere
+        gone = "was gone" if pids and not process_alive(pids[0]) else "did not answer"
+        print(f"the embedded broker of the last `up` (pid {pids[0] if pids else '?'}) {gone}: starting a new broker "
+              "and a new Redis on new ports, both empty (the old Redis is stopped with its profiles); restart the "
+              "workers started against the old addresses, and replay what the old topics held", file=sys.stderr)
     down(environ)
     folder = state_dir(environ)
     running = Embedded.start(folder, timeout)
