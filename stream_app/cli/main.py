@@ -155,9 +155,12 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
     d.set_defaults(fn=cmd_demo)
     sy = sub.add_parser("synth", help="write a synthetic event log with ground truth")
     sy.add_argument("out", help="the log to write (jsonl); the ground truth goes beside it")
-    sy.add_argument("--events", type=_count, default=100_000)
-    sy.add_argument("--seed", type=_seed, default=7)
-    sy.add_argument("--days", type=_count, default=28)
+    sy.add_argument("--events", type=_count, default=100_000,
+                    help="about how many events (users leave when the days run out: the summary gives the count)")
+    sy.add_argument("--seed", type=_seed, default=7,
+                    help="the random seed; user and event ids do not depend on it, so logs of two seeds share "
+                         "ids: replay each into empty topics (another STREAM_APP_NAMESPACE), not one after the other")
+    sy.add_argument("--days", type=_count, default=28, help="the span of event time the log covers")
     sy.add_argument("--no-repeat", action="store_true", help="a user never interacts twice with one item")
     sy.set_defaults(fn=cmd_synth)
 
