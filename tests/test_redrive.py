@@ -29,6 +29,13 @@ def _event(event_id: str, user: str, kind: str = "click", **extra) -> dict:
             "ts": int(time.time() * 1000) - 60_000, "schema_version": 1, **extra}
 
 
+def ranges_of(letters) -> str:
+    by_partition: dict[int, list[int]] = {}
+    for r in letters:
+        by_partition.setdefault(r.partition, []).append(r.offset)
+    return ", ".join(f"partition {p} offsets {min(o)} to {max(o)}" for p, o in sorted(by_partition.items()))
+
+
 def _cli(settings, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "stream_app.cli", "redrive", *args], capture_output=True,
                           text=True, env={**os.environ, **settings.to_env()}, timeout=120)
@@ -155,7 +162,10 @@ def test_redrive_sends_what_was_refused_once_fixed_and_each_letter_once(make_set
     first = _cli(settings, *fixable)
     assert first.returncode == 0, first.stderr
     assert f"sent 3 again: {t.click}=3" in first.stdout
-    assert "left for a redrive that names them: " in first.stdout and "payload_too_large 1" in first.stdout
+    assert "left for a redrive that names them: payload_too_large 1\n" in first.stdout
+    # not "left for a redrive that names them": `--reason invalid_json` is refused (an operator's trial)
+    assert "never sent (no fix makes them pass; `dead-letters` shows them): invalid_json 1" in first.stdout
+    assert f"({ranges_of(letters)})" in first.stdout  # the last offset read, not the next one
     stamps = {orjson.loads(orjson.loads(r.value)["payload_text"])["event_id"]: orjson.loads(r.value)["source"]["timestamp"]
               for r in letters if orjson.loads(r.value)["reason"] != "invalid_json"}
     resent = [r for r in read_to_end(settings, t.click) if (REDRIVE_HEADER, b"key_mismatch") in r.headers]

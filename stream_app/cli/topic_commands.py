@@ -109,8 +109,12 @@ def _line_of(letter: Any) -> int:
     return line if isinstance(line, int) and not isinstance(line, bool) else 0
 
 
+def _counted(counts: dict[str, int]) -> str:
+    return ", ".join(f"{reason} {n}" for reason, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
 def cmd_redrive(args: argparse.Namespace) -> int:
-    from ..tools.redrive import check_reasons, redrive
+    from ..tools.redrive import NEVER_PASS, check_reasons, redrive
 
     reasons = check_reasons(args.reason or [])
     settings = Settings.from_env()
@@ -118,7 +122,7 @@ def cmd_redrive(args: argparse.Namespace) -> int:
     if args.json:
         print(orjson.dumps(summary.as_dict()).decode())
         return 0
-    ranges = ", ".join(f"partition {p} offsets {start} to {end}" for p, (start, end) in summary.ranges.items()
+    ranges = ", ".join(f"partition {p} offsets {start} to {end - 1}" for p, (start, end) in summary.ranges.items()
                        if end > start) or "nothing new"
     print(f"read {summary.read} dead letters of {settings.topics.dlq} ({ranges}), "
           f"{'from its start' if args.from_start else 'from where earlier redrives of these reasons stopped'}")
@@ -133,9 +137,12 @@ def cmd_redrive(args: argparse.Namespace) -> int:
               f"past their end (was {settings.topics.dlq} recreated?)")
     if summary.sent_before:
         print(f"  {summary.sent_before} sent by an earlier redrive of their reason (`--from-start` sends them again)")
-    if summary.other_reasons:
-        others = ", ".join(f"{reason} {n}" for reason, n in summary.other_reasons.most_common())
-        print(f"  other reasons, left for a redrive that names them: {others}")
+    never = {reason: n for reason, n in summary.other_reasons.items() if reason in NEVER_PASS}
+    others = {reason: n for reason, n in summary.other_reasons.items() if reason not in NEVER_PASS}
+    if others:
+        print(f"  other reasons, left for a redrive that names them: {_counted(others)}")
+    if never:
+        print(f"  never sent (no fix makes them pass; `dead-letters` shows them): {_counted(never)}")
     if summary.dry_run:
         print("nothing sent and nothing marked read (--dry-run)")
     elif summary.sent:
