@@ -290,7 +290,7 @@ def test_a_worker_is_listed_with_what_it_waits_for_from_its_start_not_once_faust
     asyncio.run(asyncio.wait_for(worker_status.status_until_processing(worker), 5))
     assert len(published) == 2 and published[0]["ready"] is False and published[0]["missing"] == waiting
     lines = describe_worker(published[0], item_epoch_ms=60_000)
-    assert "starting" in lines[0]
+    assert "w1: not ready" in lines[0]
     assert lines[1] == "  waiting for: partitions (input partitions not assigned, or their tables not recovered yet)"
 
 
