@@ -20,4 +20,7 @@ class InputFileError(StreamAppError):
 def described(exc: BaseException) -> str:
     """An exception as a log line shows it: its class and message (redis-py 8's repr holds neither message
     nor host, only "server:ResponseError")."""
-    return f"{type(exc).__name__}: {exc}"
+    said = str(exc)
+    if not said:  # asyncio's timeout carries no message: "(TimeoutError: )" said nothing
+        return f"{type(exc).__name__}: no answer in time" if isinstance(exc, TimeoutError) else type(exc).__name__
+    return f"{type(exc).__name__}: {said}"

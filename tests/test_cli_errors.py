@@ -525,3 +525,13 @@ def test_a_dead_letter_from_a_file_names_its_line_once_and_comes_in_line_order(m
     assert len(capsys.readouterr().out.splitlines()) == 5
     assert f"invalid_json             line 2 of {path}: unexpected end of data" in first and first.count("line 2") == 1
     assert second.endswith(f"line 7 of {path}: a later one")
+
+
+def test_an_exception_without_a_message_is_described_by_what_it_is():
+    """A worker's outage lines read "(TimeoutError: )" (an operator's trial): asyncio's timeout has no message."""
+    import asyncio
+
+    from stream_app.errors import described
+
+    assert described(asyncio.TimeoutError()) == "TimeoutError: no answer in time"
+    assert described(KeyError()) == "KeyError" and described(ValueError("bad")) == "ValueError: bad"
