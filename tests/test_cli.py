@@ -337,7 +337,7 @@ def test_a_worker_redis_refuses_is_not_ready_so_a_rollout_with_a_wrong_password_
     assert "input reader has not gone round its loop for 61s" in worker.missing()["input"]
 
 
-def test_an_idle_worker_whose_redis_does_not_answer_is_not_ready(monkeypatch):
+def test_an_idle_worker_whose_redis_does_not_answer_is_not_ready(monkeypatch, caplog):
     """With no events to store, nothing but the status write met a stopped Redis, and /readyz said ready."""
     import asyncio
     from types import SimpleNamespace
@@ -379,6 +379,7 @@ def test_an_idle_worker_whose_redis_does_not_answer_is_not_ready(monkeypatch):
     worker.store.publish_worker_status = answered
     asyncio.run(worker_status.publish_status(worker))
     assert worker.missing() == {}
+    assert "Redis takes the worker status again, after 6s" in caplog.text  # the log says when the outage ended
 
 
 def test_workers_of_one_namespace_in_two_groups_or_with_different_settings_are_warned_of(monkeypatch, capsys,

@@ -113,6 +113,8 @@ class InputEnds:
             log.info("cannot read the input partitions' end offsets for the lag (%r)", exc)
             self.failing_since = self.failing_since or time.monotonic()
             return
+        if self.failing_since is not None and time.monotonic() - self.failing_since >= BROKER_NOT_READY_S:
+            log.warning("the broker answers again, after %.0fs", time.monotonic() - self.failing_since)
         self.failing_since = None
         self.ends = {(tp.topic, tp.partition): end for tp, end in ends.items() if end is not None}
 

@@ -96,6 +96,8 @@ async def publish_status(worker: Any) -> None:
             "counters": asdict(worker.counters), "ordering": worker.ordered.status(),
             "models": worker.watcher.status(), "catalogue": worker.catalogue.status(),
             "settings": worker.peers.shared, "updated_at": int(time.time() * 1000)}, ttl_s=STATUS_TTL_S)
+        if worker.status_failing_since is not None:
+            log.warning("Redis takes the worker status again, after %.0fs", time.monotonic() - worker.status_failing_since)
         worker.redis_refusal = worker.status_failing_since = None
         await worker.peers.check(worker.store)
         risk = await worker.store.eviction_risk()
@@ -108,8 +110,8 @@ async def publish_status(worker: Any) -> None:
     except RETRYABLE as exc:
         if worker.status_failing_since is None:
             worker.status_failing_since = time.monotonic()
-        log.warning("cannot publish the worker status to Redis at %s (%s): check REDIS_URL",
-                    redact_url(worker.settings.redis_url), described(exc))
+        log.warning("cannot publish the worker status to Redis at %s (%s); retrying (is Redis up? else check "
+                    "REDIS_URL)", redact_url(worker.settings.redis_url), described(exc))
 
 
 class PeerSettings:
@@ -141,7 +143,8 @@ def redis_wait(worker: Any, after_s: float) -> dict[str, str]:
     failing_s = time.monotonic() - since if since is not None else 0.0
     if since is None or failing_s < after_s:
         return {}
-    return {"redis": f"cannot write the worker status to Redis for {failing_s:.0f}s; retrying (check REDIS_URL)"}
+    return {"redis": f"cannot write the worker status to Redis for {failing_s:.0f}s; retrying (is Redis up? else "
+                     "check REDIS_URL)"}
 
 
 async def status_until_processing(worker: Any) -> None:
