@@ -112,3 +112,14 @@ def logging_config(log_format: str, loglevel: str, worker: str) -> dict[str, Any
 def setup_logging(log_format: str, loglevel: str, worker: str) -> None:
     """For commands that run without Faust (`serve`)."""
     logging.config.dictConfig(logging_config(log_format, loglevel, worker))
+
+
+def utc_ms(ms: int | bytes) -> str:
+    """A time in ms since the epoch (or as Redis holds it) for people, with the ms for a machine:
+    `2026-12-01 18:40:30 UTC (1796150430000)`; what is no such number as it is."""
+    if isinstance(ms, bytes):
+        text = ms.decode(errors="replace")
+        if not text.isdigit():
+            return text
+        ms = int(text)
+    return f"{datetime.fromtimestamp(ms / 1000, timezone.utc).strftime('%Y-%m-%d %H:%M:%S')} UTC ({ms})"

@@ -428,7 +428,10 @@ def test_the_profile_command_says_which_key_is_not_a_profile_and_reads_a_hand_ed
     assert "is not a profile" in capsys.readouterr().err
     assert main(["profile", "edited"]) == 2
     err = capsys.readouterr().err
-    assert "was erased (request time garbage ms)" in err and "Traceback" not in err
+    assert "was erased (request time garbage)" in err and "Traceback" not in err
+    redis_client.hset(profile_key("erased", namespace), mapping={"erased_at": "1796150430000"})
+    assert main(["profile", "erased"]) == 2  # a time for people (it said "1796150430000 ms")
+    assert "was erased (request time 2026-12-01 18:40:30 UTC (1796150430000))" in capsys.readouterr().err
 
 
 def test_a_late_removal_of_an_earlier_owner_leaves_a_newer_profile_in_place(services, redis_client):

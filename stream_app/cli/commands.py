@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..config import Settings
 from ..errors import ConfigError, StreamAppError
+from ..logs import utc_ms
 from ..state_files import state_dir, unusable_state_dir
 from ..urls import redact_url
 from .model_commands import require_train_extra, tried
@@ -26,8 +27,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         record = embedded.up()
     except OSError as exc:
         raise StreamAppError(unusable_state_dir(exc)) from None
-    print(f"KAFKA_BOOTSTRAP_SERVERS={record['KAFKA_BOOTSTRAP_SERVERS']}")
-    print(f"REDIS_URL={record['REDIS_URL']}")
+    print(f"KAFKA_BOOTSTRAP_SERVERS={record['KAFKA_BOOTSTRAP_SERVERS']}\nREDIS_URL={record['REDIS_URL']}")
     since = (f" (already, since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(record['started_at']))})"
              if record.get("already_running") and record.get("started_at") else
              " (already)" if record.get("already_running") else "")
@@ -187,8 +187,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
         client.close()
     stored = decode_profile(raw)
     if b"erased_at" in raw and not stored:
-        raise StreamAppError(f"user {args.user_id!r} was erased (request time {raw[b'erased_at'].decode(errors='replace')}"
-                             " ms): no profile until a new event of the user")
+        raise StreamAppError(f"user {args.user_id!r} was erased (request time {utc_ms(raw[b'erased_at'])}): no profile "
+                             "until a new event of the user")
     if b"evicted_at" in raw and not stored:
         raise StreamAppError(f"user {args.user_id!r} was evicted as idle (STREAM_APP_USER_IDLE_MS): a new event of "
                              "the user starts a new profile")

@@ -11,6 +11,7 @@ import orjson
 
 from ..config import Settings
 from ..errors import StreamAppError
+from ..logs import utc_ms
 
 
 def _when(ms: int) -> str:
@@ -52,7 +53,7 @@ def cmd_recommendations(args: argparse.Namespace) -> int:
 
     found = latest_records(settings, topic, args.last, partition_of(args.user_id, len(partitions)), shown)
     if not found and hidden:
-        raise StreamAppError(f"user {args.user_id!r} was erased (time {erased_at} ms): its {len(hidden)} lists on "
+        raise StreamAppError(f"user {args.user_id!r} was erased (time {utc_ms(erased_at)}): its {len(hidden)} lists on "
                              f"{topic} of before the erasure are not shown (they leave with the topic's retention.ms)")
     if not found:
         raise StreamAppError(f"no recommendation for user {args.user_id!r} on {topic} (namespace "

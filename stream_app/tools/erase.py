@@ -16,6 +16,7 @@ from ..config import Settings
 from ..contracts import validator
 from ..errors import ConfigError, ServiceTimeout
 from ..kafka_security import kafka_python_kwargs
+from ..logs import utc_ms
 from ..stream.topics import ensure_topics
 
 
@@ -163,7 +164,7 @@ def describe(receipt: dict[str, Any]) -> str:
         f"{redis_marker(deleted['redis'].get('marker_s', 0))})",
         f"  with it: learner state {deleted['learner_state'] or 'none'}, {deleted['digests']} event digests, "
         f"pending lists {deleted['pending_lists'] or 'none'}; worker state: {', '.join(deleted['worker_state'])}",
-        f"  events of the user dated at or before {receipt['requested_at']} are dropped from now on "
+        f"  events of the user dated at or before {utc_ms(receipt['requested_at'])} are dropped from now on "
         f"(record: {deleted['erased_record']['table']}, keyed hash {deleted['erased_record']['user_hash'][:16]}...)",
     ]
     dead = receipt["dead_letters"]
