@@ -81,6 +81,8 @@ def test_a_redis_restored_from_an_older_backup_keeps_no_erased_or_stale_profile(
     assert b"erased_at" in marker and b"profile" not in marker
     producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
     producer.send(settings.topics.profiles, key=erased.encode(), value=backup[b"profile"])  # the late write
+    producer.send(settings.topics.profiles, key=b"tomb", value=backup[b"profile"])  # a user evicted since:
+    producer.send(settings.topics.profiles, key=b"tomb", value=None)  # counted, not written (the summary said nothing)
     producer.flush()
     producer.close()
     old = int(time.time() * 1000) - 3_600_000
@@ -94,7 +96,7 @@ def test_a_redis_restored_from_an_older_backup_keeps_no_erased_or_stale_profile(
 
     summary = repair_redis(settings)
 
-    assert summary.erased == 1 and summary.deleted == 2
+    assert summary.erased == 1 and summary.deleted == 2 and summary.tombstoned == 1
     assert read_profile(redis_client, erased, settings.namespace) == {} and not redis_client.exists(ghost)
     assert redis_client.exists(fresh) and redis_client.hgetall(erased_marker) == {b"erased_at": str(old).encode()}
     others = {u: read_profile(redis_client, u, settings.namespace).get("event_count") for u in expected if u != erased}

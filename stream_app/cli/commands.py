@@ -245,10 +245,10 @@ def cmd_repair_redis(args: argparse.Namespace) -> int:
         summary = repair_redis(settings)
     except redis.RedisError as exc:  # nothing half-done to undo: a rerun writes what is missing
         raise redis_trouble(settings, exc) from None
-    print(f"read {summary.snapshots_read} snapshots of {summary.users} users from the profiles topic; "
-          f"wrote {summary.written} to Redis (the others were there already, or newer), deleted {summary.deleted} "
-          f"(users with a tombstone last, erased, or not on the topic), left out {summary.erased} snapshots of "
-          f"erased users, in {summary.seconds:.1f}s")
+    print(f"read {summary.snapshots_read} snapshots of {summary.users} users from the profiles topic ({summary.tombstoned} "
+          f"with a tombstone last: erased or evicted); wrote {summary.written} to Redis (the others were there already, "
+          f"or newer), deleted {summary.deleted} (users with a tombstone last, erased, or not on the topic), left out "
+          f"{summary.erased} snapshots of users erased after, in {summary.seconds:.1f}s")
     return 0
 
 

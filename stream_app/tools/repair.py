@@ -38,6 +38,7 @@ class RepairSummary:
     written: int = 0  # the guard let them through: Redis lacked them or held an older version
     deleted: int = 0  # profiles in Redis of users the topic has none for (tombstones, erased, gone)
     erased: int = 0  # snapshots of users erased after their profile began: not written
+    tombstoned: int = 0  # users whose last record is a tombstone (erased or evicted): not written
     seconds: float = 0.0
 
 
@@ -94,6 +95,7 @@ def repair_redis(settings: Settings) -> RepairSummary:
             erased_at = erased.erased_at(user_id) if value is not None else None
             if value is None or (erased_at is not None and (snapshot_order(value) or (0, 0))[0] <= erased_at):
                 summary.erased += value is not None
+                summary.tombstoned += value is None
                 continue
             snapshot: dict[str, Any] = orjson.loads(value)
             live.append((user_id, snapshot["version"], snapshot["event_count"], value, snapshot.get("generation") or 0))
