@@ -448,3 +448,20 @@ def test_a_version_missing_from_a_relative_registry_names_the_folder_it_was_look
     said = str(refused.value)
     assert f"models/registry ({tmp_path / 'models' / 'registry'}: a relative folder is read from where" in said
     assert "STREAM_APP_REGISTRY_DIR" in said
+
+
+def test_withdrawing_with_nothing_published_announces_nothing_and_status_with_no_outcome_is_no_failure(
+        make_settings, monkeypatch, capsys):
+    """An operator's trial: `models withdraw` announced a withdrawal with nothing published, and `models status`
+    then exited 1 for having nothing to report."""
+    from stream_app.tools.consume import read_to_end
+
+    settings = make_settings()
+    for name, value in (("KAFKA_BOOTSTRAP_SERVERS", settings.kafka_bootstrap_servers),
+                        ("REDIS_URL", settings.redis_url), ("STREAM_APP_NAMESPACE", settings.namespace)):
+        monkeypatch.setenv(name, value)
+    assert main(["models", "withdraw", "--shadow"]) == 0
+    assert "shadow: nothing is published as shadow, so nothing was withdrawn" in capsys.readouterr().out
+    assert read_to_end(settings, settings.topics.model_control) == []
+    assert main(["models", "status"]) == 0
+    assert "no model outcome on" in capsys.readouterr().out

@@ -47,9 +47,27 @@ def cmd_models(args: argparse.Namespace) -> int:
                                  + ("export one with `stream-app content export`" if kind == "content" else
                                     "train one with `stream-app train LOG --registry ...`"))
         require_role_fits(settings.registry_dir, version, role)
+    if args.action == "withdraw" and announced(settings, role) is None:
+        print(f"{role}: nothing is published as {role}, so nothing was withdrawn (`stream-app models status` shows "
+              "what the workers serve)")
+        return 0
     model_control.publish(settings, role, version)
     print(f"{role}: {version or 'none'} (announced on {settings.topics.model_control})")
     return 0
+
+
+def announced(settings: Settings, role: str) -> str | None:
+    """The version the control topic announces for `role` now (None: none, or withdrawn)."""
+    from ..tools.consume import read_to_end
+
+    version = None
+    for record in read_to_end(settings, settings.topics.model_control):
+        if record.key == role.encode() and record.value is not None:
+            try:
+                version = json.loads(record.value).get("version")
+            except (ValueError, AttributeError):  # a record the workers refuse too: it changes nothing
+                continue
+    return version
 
 
 def listed(m: dict) -> str:
@@ -97,7 +115,7 @@ def print_model_status(settings: Settings, show_all: bool = False) -> int:
     if not latest:
         print(f"no model outcome on {settings.topics.model_status} yet: a worker reports one once a model is published "
               "(`stream-app models publish`; `stream-app status` shows the running workers)")
-        return 1
+        return 0  # nothing to report is no failure
     running = None if show_all else running_workers(settings)
     shown = [s for s in latest.values() if running is None or s["worker_id"] in running]
     for status in sorted(shown, key=lambda r: (r["worker_id"], r["role"])):
