@@ -133,12 +133,13 @@ class Produced:
 
 def produce_events(settings: Settings, events: Iterable[dict[str, Any]], rate: float | None = None,
                    progress: Progress | None = None, producer: KafkaProducer | None = None,
-                   on_send=None) -> Produced:
-    """Send input events to their type's topic, keyed by user. `rate`: events/s, None = as fast as possible."""
+                   on_send=None, produced: Produced | None = None) -> Produced:
+    """Send input events to their type's topic, keyed by user. `rate`: events/s, None = as fast as possible.
+    `produced`: the caller's tally (what the broker acknowledged, known also when the send is interrupted)."""
     topics = settings.topics
     own = producer is None
     producer = producer or make_producer(settings)
-    produced = Produced()
+    produced = produced if produced is not None else Produced()
     sent = produced.sent
     started = time.monotonic()
     try:
@@ -313,17 +314,20 @@ def _send(settings: Settings, log: SortedLog, path: str | Path, fmt: str, rate: 
     producer = make_producer(settings)
     started = time.monotonic()
     interrupted = False
+    produced = Produced()
     try:
         dead_letter_lines(settings, [*rejected, *refused], producer)  # first: an interrupted replay loses none
-        summary.sent = produce_events(settings, log, rate, Progress(len(log), progress_stream), producer).sent
+        summary.sent = produce_events(settings, log, rate, Progress(len(log), progress_stream), producer,
+                                      produced=produced).sent
     except KeyboardInterrupt:
         interrupted = True
-        print(f"\ninterrupted: {RERUN_IS_SAFE}", file=sys.stderr)
         raise
     finally:
         if interrupted:  # close(5) flushes first and raises KafkaTimeoutError while records are pending
             with contextlib.suppress(KafkaError):
                 producer.close(timeout=5)
+            print(f"\ninterrupted: the broker acknowledged {produced.acknowledged:,} of the log's {len(log):,} events; "
+                  f"{RERUN_IS_SAFE}", file=sys.stderr)
         else:
             producer.close()
     summary.seconds = time.monotonic() - started
