@@ -50,6 +50,16 @@ def _host_and_port(entry: str) -> tuple[str, str, str]:
     return (host, colon, port) if colon else (entry, "", "")
 
 
+def bootstrap_hosts(servers: str) -> list[tuple[str, int]]:
+    """The (host, port) of each entry of a bootstrap list that names both (9092 when it gives no port)."""
+    out = []
+    for entry in servers.split(","):
+        host, _, port = _host_and_port(entry.strip())
+        if host and (not port or port.isdigit()):
+            out.append((host.removeprefix("[").removesuffix("]"), int(port) if port else 9092))
+    return out
+
+
 def check_resolvable(servers: str) -> None:
     """A ConfigError at once when no host of KAFKA_BOOTSTRAP_SERVERS is a name the resolver knows (a typo, a
     container's name used outside its network): the Kafka clients tried such a list for 30 s and then said only that

@@ -35,6 +35,9 @@ def test_up_prints_both_addresses_and_down_stops_them(tmp_path):
         assert f"KAFKA_BOOTSTRAP_SERVERS={kafka}" in again.stdout and "running (already, since" in again.stderr
         status = cli("status", env=env)
         assert status.returncode == 0 and "no live workers" in status.stdout
+        assert f"KAFKA_BOOTSTRAP_SERVERS={kafka} (takes connections)" in status.stdout
+        gone = cli("status", env={**env, "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "REDIS_URL": redis_url})
+        assert "KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:1 (no broker takes a connection" in gone.stdout  # it said nothing
         wrong = cli("status", env={**env, "KAFKA_BOOTSTRAP_SERVERS": kafka,
                                    "REDIS_URL": redis_url.replace(urlsplit(redis_url).password, "wrong")})
         assert wrong.returncode == 2 and "refused the credentials" in wrong.stderr and "password" in wrong.stderr
@@ -224,7 +227,7 @@ def test_models_list_says_when_the_registry_is_not_a_folder(tmp_path, monkeypatc
 
 
 def test_status_accounts_for_every_event_and_gives_the_item_epoch_as_a_time():
-    from stream_app.cli.commands import describe_worker
+    from stream_app.cli.status_command import describe_worker
 
     counters = {"events": 863, "applied": 860, "duplicates": 1, "rejected": 0, "recommendations": 860, "late": 0,
                 "erased_events_dropped": 2, "evicted_users": 5, "encoder_failures": 3}
@@ -260,7 +263,7 @@ def test_a_worker_is_listed_with_what_it_waits_for_from_its_start_not_once_faust
     import asyncio
     from types import SimpleNamespace
 
-    from stream_app.cli.commands import describe_worker
+    from stream_app.cli.status_command import describe_worker
     from stream_app.stream import worker_status
 
     published: list[dict] = []
@@ -279,6 +282,7 @@ def test_a_worker_is_listed_with_what_it_waits_for_from_its_start_not_once_faust
     waiting = {"partitions": "input partitions not assigned, or their tables not recovered yet"}
     worker = SimpleNamespace(
         processing=False, worker_id="w1", settings=SimpleNamespace(app_id="a", redis_url="redis://x"), web_port=1,
+        status_failing_since=None,
         missing=lambda: dict(waiting), assigned_inputs=set, counters=SimpleNamespace(),
         ordered=SimpleNamespace(status=dict), watcher=SimpleNamespace(status=dict),
         catalogue=SimpleNamespace(status=dict), store=SimpleNamespace(publish_worker_status=publish_worker_status,
@@ -390,7 +394,7 @@ def test_workers_of_one_namespace_in_two_groups_or_with_different_settings_are_w
     import asyncio
     from types import SimpleNamespace
 
-    from stream_app.cli import commands
+    from stream_app.cli import status_command
     from stream_app.config import Settings
     from stream_app.store import redis_store
     from stream_app.stream import worker_status
@@ -406,7 +410,7 @@ def test_workers_of_one_namespace_in_two_groups_or_with_different_settings_are_w
                                                                                    batch_max=9))]) == []
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
     monkeypatch.setattr(redis_store, "worker_statuses", lambda client, namespace: statuses)
-    assert commands.cmd_status(None) == 0
+    assert status_command.cmd_status(None) == 0
     out = capsys.readouterr().out
     assert "warning: 2 consumer groups in this namespace (STREAM_APP_APP_ID: a: a:1, a:2; b: b:3)" in out
     assert "warning: the workers of a disagree on STREAM_APP_TOP_K (20 on a:1; 5 on a:2)" in out
@@ -484,7 +488,7 @@ def test_status_says_when_a_worker_has_missed_its_heartbeats():
     expired 15 s later."""
     import time
 
-    from stream_app.cli.commands import describe_worker
+    from stream_app.cli.status_command import describe_worker
 
     counters = {"events": 0, "applied": 0, "duplicates": 0, "rejected": 0, "recommendations": 0}
     now_ms = int(time.time() * 1000)

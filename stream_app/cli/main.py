@@ -27,7 +27,6 @@ from .commands import (
     cmd_repair_redis,
     cmd_replay,
     cmd_serve,
-    cmd_status,
     cmd_synth,
     cmd_up,
     cmd_worker,
@@ -35,6 +34,7 @@ from .commands import (
 from .evaluate_command import cmd_evaluate
 from .kafka_errors import CONNECTION_WARNINGS, check_brokers_resolve, kafka_unreachable
 from .model_commands import cmd_items, cmd_models, cmd_train
+from .status_command import cmd_status
 from .topic_commands import cmd_dead_letters, cmd_erasure_receipts, cmd_recommendations, cmd_redrive
 
 #: The slowest --rate: one event every 1,000 s. Slower paces wait for days between events, and one whose

@@ -1,0 +1,108 @@
+"""`stream-app status`: the endpoints in use, whether they answer, and the live workers as their statuses in Redis
+describe them, with warnings of workers that disagree."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from ..config import Settings
+from ..urls import redact_url
+from .commands import redis_trouble
+
+#: How long `status` waits for the brokers to answer before saying they do not.
+KAFKA_CHECK_S = 3.0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import redis
+
+    from ..store.redis_store import worker_statuses
+    from ..stream.worker_status import disagreements
+
+    settings = Settings.from_env()
+    print(f"KAFKA_BOOTSTRAP_SERVERS={redact_url(settings.kafka_bootstrap_servers)}{kafka_answers(settings)}")
+    print(f"REDIS_URL={redact_url(settings.redis_url)}")
+    print(f"Kafka security: {settings.kafka_security.describe()}")
+    client = redis.Redis.from_url(settings.require_redis(), socket_connect_timeout=2)
+    try:
+        statuses = worker_statuses(client, settings.namespace)
+    except redis.RedisError as exc:
+        raise redis_trouble(settings, exc) from exc
+    finally:
+        client.close()
+    lines = [line for s in statuses for line in describe_worker(s, settings.item_epoch_ms)]
+    print("\n".join(lines + [f"warning: {said}" for said in disagreements(statuses)]
+                    or ["no live workers (start one with `stream-app worker`)"]))
+    return 0
+
+
+def describe_worker(s: dict, item_epoch_ms: int) -> list[str]:
+    """A worker's status from Redis, for a person: its counters, models and event-time progress.
+    `item_epoch_ms`: the epoch length to read epochs with when the worker's status does not give its own."""
+    c = s["counters"]
+    # dropped events of erased users are in `events` as applied, duplicate and rejected ones are
+    erased = f", erased users' events dropped {c['erased_events_dropped']}" if c.get("erased_events_dropped") else ""
+    # the dead letters count those of the items and erasures topics and of learner state too: the events' own
+    # rejections are what is left of them
+    rejected = c["events"] - c["applied"] - c["duplicates"] - c.get("erased_events_dropped", 0)
+    others = f", dead letters of other topics and state {c['rejected'] - rejected}" if c["rejected"] > rejected else ""
+    heard_s = time.time() - s.get("updated_at", time.time() * 1000) / 1000  # refreshed every 5 s, kept 15 s
+    state = "ready" if s["ready"] else "not ready"  # starting, or an outage: the next line says what it waits for
+    if heard_s >= 10:
+        state += f" as of {heard_s:.0f}s ago (gone or stuck?)"
+    line = (f"worker {s['worker_id']}: {state}, HTTP port {s.get('web_port', '-')}, "
+            f"partitions {s['input_partitions']}, events {c['events']} (applied {c['applied']}, duplicates "
+            f"{c['duplicates']}, rejected {rejected}{erased}), recommendations {c['recommendations']}{others}")
+    if c.get("evicted_users"):
+        line += f", idle users evicted {c['evicted_users']}"
+    if c.get("encoder_failures"):
+        line += f", rounds ranked without the encoder (it raised) {c['encoder_failures']}"
+    lines = [line]
+    if not s["ready"] and s.get("missing"):  # what it waits for, as its /readyz says
+        lines.append("  waiting for: " + "; ".join(f"{what} ({why})" for what, why in s["missing"].items()))
+    models = s.get("models") or {}
+    hits = f"next event in the shown list {c['live_hits'] / c['live_judged']:.1%} of {c['live_judged']}" \
+        if c.get("live_judged") else ""
+    line = (f"  encoder live {models['live']}" + (f" ({hits})" if hits else "") if models.get("live")
+            else "  no sequence encoder live" + (f"; {hits}" if hits else ""))
+    if models.get("shadow"):
+        rate = f"{c['shadow_hits'] / c['shadow_judged']:.1%}" if c.get("shadow_judged") else "n/a"
+        line += f", shadow {models['shadow']} (would have hit {rate}, not published)"
+    for role, error in (models.get("errors") or {}).items():
+        line += f"; {role} error: {error}"
+    lines.append(line)
+    o = s.get("ordering")
+    if o:
+        epoch = o["item_epoch_applied"]
+        if epoch is None:
+            item_state = "no item epoch applied yet"
+        else:
+            through = (epoch + 1) * o.get("item_epoch_ms", item_epoch_ms)  # epoch N: event times [N, N+1) epochs
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(through / 1000))
+            item_state = f"item state through epoch {epoch} (events before {when} UTC)"
+        lines.append(f"  event time: read {o['read']} inputs (all partitions), {o['buffered']} waiting for their turn, "
+                     f"{o['owned_pending']} of its own scheduled; {item_state}; late: {c.get('late', 0)} older than "
+                     f"their user's last event, {o['late_in_partition']} older than their partition's clock, "
+                     f"{o['late_for_item_state']} after their item epoch was applied")
+    return lines
+
+
+def kafka_answers(settings: Settings) -> str:
+    """Whether a broker of the list takes a connection (a status that never asked listed a ready worker with the
+    brokers gone). A TCP connect, not a Kafka request: the Kafka clients take 30 s to give up on a list."""
+    import socket
+
+    from ..urls import bootstrap_hosts
+
+    if not settings.kafka_bootstrap_servers:
+        return ""
+    last: OSError | None = None
+    for host, port in bootstrap_hosts(settings.kafka_bootstrap_servers):
+        try:
+            socket.create_connection((host, port), timeout=KAFKA_CHECK_S).close()
+            return " (takes connections)"
+        except OSError as exc:
+            last = exc
+    return (f" (no broker takes a connection: {last}; is it up? the workers below cannot read or commit meanwhile)"
+            if last is not None else "")
