@@ -476,30 +476,33 @@ def test_a_lane_whose_scheduled_records_are_all_gone_from_the_log_is_not_asked_f
     assert ordered._passed_behind() == {} and ordered.take_refetches() == []
 
 
-def test_an_event_stamped_ahead_of_its_record_does_not_hold_back_its_partition():
-    """A client clock 90 s fast: the event's ts is 90 s after its record's Kafka timestamp (the gate allows up to
-    MAX_FUTURE_MS). Ordered by its ts, it sat in a later item epoch, and its lane's next events, stamped right,
-    waited behind it until every other partition's event time reached it (46 s of no lists for one partition's
-    users in a trial at 50 events/s). It is placed at its record's time: the same round as the rest."""
-    settings = Settings(partitions=2)
-    ordered = OrderedInput(settings, 2, InMemoryItemIndex(settings))
+def test_an_event_stamped_ahead_of_the_clock_does_not_hold_back_its_partition(monkeypatch):
+    """A client clock 90 s fast: the event's ts is 90 s after its record's Kafka timestamp and the reader's clock (the
+    gate allows up to MAX_FUTURE_MS). Ordered by its ts, it sat in a later item epoch, and its lane's next events,
+    stamped right, waited behind it until every other partition's event time reached it (46 s of no lists for one
+    partition's users in a trial at 50 events/s). It is placed at the reader's clock: the same round as the rest. A
+    producer whose clock is behind (its records stamped 120 s early) moves nothing: its events' ts are not ahead."""
+    monkeypatch.setattr(ordered_input.time, "time", lambda: (START + 10) / 1000)  # the reader's clock
+    settings = Settings(partitions=3)
+    ordered = OrderedInput(settings, 3, InMemoryItemIndex(settings))
     ordered.forget = lambda _: None
     topic = settings.topics.browse
     ordered.sequencer.may_skip = lambda group, lane: True
-    ordered.assign({0, 1})
-    ordered.resume_at({(t, p): 0 for t in settings.topics.inputs for p in (0, 1)})
+    ordered.assign({0, 1, 2})
+    ordered.resume_at({(t, p): 0 for t in settings.topics.inputs for p in (0, 1, 2)})
 
     def browse(partition: int, offset: int, ts: int, record_ts: int) -> SimpleNamespace:
-        user = next(f"u{n}" for n in range(100) if partition_of(f"u{n}", 2) == partition)
+        user = next(f"u{n}" for n in range(100) if partition_of(f"u{n}", 3) == partition)
         event = {"event_id": f"b{partition}-{offset}", "user_id": user, "item_id": "i1", "type": "browse", "ts": ts,
                  "schema_version": 1}
         return SimpleNamespace(offset=offset, key=user.encode(), value=orjson.dumps(event), timestamp=record_ts)
 
-    ordered.push(topic, 0, [browse(0, 0, START + 90_000, START)] + [browse(0, n, START + n, START + n)
-                                                                      for n in range(1, 4)])
+    ordered.push(topic, 0, [browse(0, 0, START + 90_000, START)] + [browse(0, n, START + 10 + n, START + 10 + n)
+                                                                      for n in range(1, 4)])  # sent after it
     ordered.push(topic, 1, [browse(1, n, START + n, START + n) for n in range(4)])
+    ordered.push(topic, 2, [browse(2, n, START + n, START + n - 120_000) for n in range(4)])  # a slow producer
     ordered.release()
     epoch, ready = ordered.next_round(100)
-    assert epoch == START // settings.item_epoch_ms and len(ready) == 8
+    assert epoch == START // settings.item_epoch_ms and len(ready) == 12
     assert ordered.sequencer.late == 0
     assert ready[0].checked.ts == START + 90_000  # applied with its own time: only its place in the order moved

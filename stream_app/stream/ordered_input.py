@@ -169,11 +169,11 @@ class OrderedInput:
                 await self.lane_ends.stop()
 
     def push(self, topic: str, partition: int, records: list[Any]) -> None:
-        lane = self.lane_of_topic[topic]
+        lane, now_ms = self.lane_of_topic[topic], int(time.time() * 1000)
         for record in records:
             source = Source(topic, partition, record.offset, record.timestamp, counted_before(record))
             checked = self.checked(record.value, record.key, source, lane, record.timestamp)
-            self.sequencer.push(partition, lane, order_ts(checked, record.timestamp),
+            self.sequencer.push(partition, lane, order_ts(checked, record.timestamp, now_ms),
                                 (record.offset, checked, record))  # the record: the reader's copy, if owned
             self.next_offset[(lane, partition)] = record.offset + 1
         self.read += len(records)

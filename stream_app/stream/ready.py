@@ -56,15 +56,24 @@ def gate(value: bytes | None, key: bytes | None, source: Source, event_type: str
     return checked
 
 
-def order_ts(checked: Any, record_ts: int | None) -> int | None:
-    """An event's place in event time: its ts, but never after its record's Kafka timestamp. A client clock
-    ahead (the gate lets an event be up to MAX_FUTURE_MS after its record) would otherwise put the event in a
-    later item epoch, and its lane's next events, and its partition's with the group's clock, would wait for
-    every other partition's event time to reach it: minutes of no recommendations for one partition's users.
-    A replayed log is older than the replay's clock, so its order (and `evaluate`'s) is the events' ts."""
+#: How far ahead of the reader's clock (and its record's stamp) an event's ts keeps its place: the clocks of two
+#: machines differ by that much without being wrong, and every worker must place such an event alike.
+ORDER_SKEW_MS = 1000
+
+
+def order_ts(checked: Any, record_ts: int | None, now_ms: int) -> int | None:
+    """An event's place in event time: its ts, unless that is more than ORDER_SKEW_MS ahead of both the reader's clock
+    (`now_ms`, when the record was read) and its record's Kafka timestamp: then the later of those two. A client clock
+    ahead (the gate lets an event be up to MAX_FUTURE_MS after its record) would otherwise put the event in a later
+    item epoch, and its lane's next events, and its partition's with the group's clock, would wait for every other
+    partition's event time to reach it: minutes of no recommendations for one partition's users. Only such an event's
+    place depends on when it is read (each worker reads it at its own moment). A producer clock behind (CreateTime
+    stamps in the past) moves nothing: its events' ts are not ahead of the reader's clock. A replayed log is older
+    than the replay, so its order (and `evaluate`'s) is the events' ts."""
     if not isinstance(checked, Event):
         return None
-    return record_ts if record_ts is not None and 0 <= record_ts < checked.ts else checked.ts
+    bound = max(record_ts if record_ts is not None else 0, now_ms)
+    return bound if checked.ts > bound + ORDER_SKEW_MS else checked.ts
 
 
 @dataclass(slots=True)
