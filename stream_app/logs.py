@@ -117,9 +117,9 @@ def setup_logging(log_format: str, loglevel: str, worker: str) -> None:
 def utc_ms(ms: int | bytes) -> str:
     """A time in ms since the epoch (or as Redis holds it) for people, with the ms for a machine:
     `2026-12-01 18:40:30 UTC (1796150430000)`; what is no such number as it is."""
-    if isinstance(ms, bytes):
-        text = ms.decode(errors="replace")
-        if not text.isdigit():
-            return text
-        ms = int(text)
-    return f"{datetime.fromtimestamp(ms / 1000, timezone.utc).strftime('%Y-%m-%d %H:%M:%S')} UTC ({ms})"
+    text = ms.decode(errors="replace") if isinstance(ms, bytes) else str(ms)
+    try:  # a value edited by hand ("²", 20 digits) is shown as it is
+        at = datetime.fromtimestamp(int(text) / 1000, timezone.utc) if text.isascii() and text.isdigit() else None
+    except (ValueError, OverflowError, OSError):
+        at = None
+    return f"{at.strftime('%Y-%m-%d %H:%M:%S')} UTC ({text})" if at is not None else text

@@ -421,10 +421,24 @@ def test_workers_of_one_namespace_in_two_groups_or_with_different_settings_are_w
 
     checker = worker_status.PeerSettings(statuses[0]["settings"])
     store = SimpleNamespace(worker_statuses=peers)
-    asyncio.run(checker.check(store))
-    checker.checked_at -= worker_status.PEERS_CHECK_S
-    asyncio.run(checker.check(store))  # a minute on: the same disagreements are not logged again
+
+    async def twice() -> None:
+        for _ in range(2):  # a minute on, the same disagreements are not logged again
+            await checker.check(store)
+            await checker.reading  # off the heartbeat, in a task of its own
+            checker.checked_at -= worker_status.PEERS_CHECK_S
+
+    asyncio.run(twice())
     assert caplog.text.count("disagree on STREAM_APP_TOP_K") == 1 and caplog.text.count("2 consumer groups") == 1
+    # a review: a stray value under the worker keys, or an ACL refusing SCAN, raised out of the heartbeat
+    assert worker_status.disagreements([7, {"app_id": "a"}, statuses[0]]) == []
+    assert worker_status.disagreements([statuses[0], {**statuses[1], "settings": {"STREAM_APP_NEW": 1}}]) == []
+
+    async def refused() -> list:
+        raise redis.exceptions.NoPermissionError("this user has no permissions to run the 'scan' command")
+
+    asyncio.run(worker_status.PeerSettings({}).compare(SimpleNamespace(worker_statuses=refused)))
+    assert "could not compare this worker's settings with its peers' (NoPermissionError" in caplog.text
 
 
 def test_readiness_says_how_a_wedged_group_looks_after_minutes_without_partitions():

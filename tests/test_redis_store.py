@@ -234,7 +234,7 @@ def test_a_key_of_another_type_is_erased_and_evicted_and_repair_skips_it(service
 
 @pytest.mark.parametrize("wanted, status", [("abc", 400), ("-1", 400), ("0", 400), ("%C2%B2", 400), ("%D9%A3", 400),
                                             ("9" * 5000, 400), ("18446744073709551616", 400), ("3", 200), ("4", 409),
-                                            ("003", 200), ("3&min_version=4", 400)])
+                                            ("003", 200), ("3&min_version=4", 400), ("0" * 4400 + "1", 400)])
 def test_the_read_api_answers_min_version_with_400_unless_a_whole_number_from_1(services, wanted, status):
     from aiohttp.test_utils import TestClient, TestServer
 
@@ -255,6 +255,22 @@ def test_the_read_api_answers_min_version_with_400_unless_a_whole_number_from_1(
             await client.close()
 
     assert asyncio.run(scenario()) == status
+
+
+def test_a_worker_reads_its_peers_statuses_passing_over_what_is_no_status(services, redis_client):
+    """Another app's key under the worker keys made the peers' check raise out of the heartbeat (a review)."""
+    store, namespace = fresh_store(services)
+    redis_client.set(f"{namespace}worker:stray", b"not json")
+    redis_client.set(f"{namespace}worker:list", b"[1, 2]")
+
+    async def scenario() -> list[dict]:
+        try:
+            await store.publish_worker_status("w1", {"worker_id": "w1"}, ttl_s=15)
+            return await store.worker_statuses()
+        finally:
+            await store.close()
+
+    assert asyncio.run(scenario()) == [{"worker_id": "w1"}]
 
 
 def test_a_store_closed_by_a_stopping_worker_takes_the_worker_off_the_live_list(services, redis_client):
@@ -432,6 +448,10 @@ def test_the_profile_command_says_which_key_is_not_a_profile_and_reads_a_hand_ed
     redis_client.hset(profile_key("erased", namespace), mapping={"erased_at": "1796150430000"})
     assert main(["profile", "erased"]) == 2  # a time for people (it said "1796150430000 ms")
     assert "was erased (request time 2026-12-01 18:40:30 UTC (1796150430000))" in capsys.readouterr().err
+    redis_client.hset(profile_key("erased", namespace), mapping={"erased_at": "9" * 20})  # past any date: as it is
+    assert main(["profile", "erased"]) == 2
+    err = capsys.readouterr().err
+    assert f"was erased (request time {'9' * 20})" in err and "Traceback" not in err
 
 
 def test_a_late_removal_of_an_earlier_owner_leaves_a_newer_profile_in_place(services, redis_client):

@@ -36,7 +36,7 @@ MAX_CONNECTIONS = 64
 WAIT_FOR_CONNECTION_S = 5.0
 #: A profile_version: ASCII digits from 1, below 10**18 (`str.isdigit` takes "²" and "٣", and `int` a 5,000-digit
 #: number no version reaches); leading zeros are the same number.
-VERSION = re.compile(r"0*[1-9][0-9]{0,17}")
+VERSION = re.compile(r"0{0,20}[1-9][0-9]{0,17}")
 
 
 def _json(body: dict, status: int = 200) -> web.Response:

@@ -201,11 +201,19 @@ class ProfileStore:
         await self.client.set(self._worker_key, orjson.dumps(status), ex=ttl_s)
 
     async def worker_statuses(self) -> list[dict[str, Any]]:
-        """The live workers' statuses (`worker_statuses`), as a worker reads its peers'."""
+        """The live workers' statuses (`worker_statuses`), as a worker reads its peers'; a value under a worker key
+        that is no JSON object (another app's key) is passed over."""
         keys = sorted([key async for key in self.client.scan_iter(match=worker_key(self.config.namespace, "*"),
-                                                                   count=100)])
-        values = await self.client.mget(keys) if keys else []
-        return [orjson.loads(v) for v in values if v is not None]
+                                                                   count=1000)])
+        found = []
+        for value in (await self.client.mget(keys) if keys else []):
+            try:
+                status = orjson.loads(value) if value is not None else None
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(status, dict):
+                found.append(status)
+        return found
 
     async def close(self) -> None:
         """A worker that stops cleanly leaves the list of live workers at once (not when its key expires)."""

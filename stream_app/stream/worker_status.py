@@ -21,13 +21,15 @@ log = logging.getLogger("stream_app.worker")
 
 STATUS_TTL_S = 15
 PEERS_CHECK_S = 60.0  # how often a worker reads its peers' statuses for settings that disagree
+PEERS_READ_S = 30.0  # how long that read may take
 
 #: Settings a worker may have of its own: where it finds things, how it logs and listens, its I/O pacing, and
 #: secrets. Every other one shapes what the group computes, so the workers of a group must agree on it.
 PER_WORKER = frozenset({"kafka_bootstrap_servers", "redis_url", "kafka_security", "app_id", "namespace",
                         "registry_dir", "log_format", "read_wait_ms", "web_host", "erasure_key",
                         "erasure_previous_keys", "fetch_max_wait_ms", "commit_interval_s", "batch_max",
-                        "batch_within_s", "max_idle_ms", "replication_factor", "dlq_retention_ms"})
+                        "batch_within_s", "max_idle_ms", "replication_factor", "dlq_retention_ms",
+                        "partitions"})  # a worker takes the input topics' partition count; the setting creates them
 
 
 def group_settings(settings: Settings) -> dict[str, Any]:
@@ -49,7 +51,8 @@ def disagreements(statuses: list[dict[str, Any]]) -> list[str]:
     out: list[str] = []
     groups: dict[str, list[dict[str, Any]]] = {}
     for status in statuses:
-        groups.setdefault(status.get("app_id", "?"), []).append(status)
+        if isinstance(status, dict) and isinstance(status.get("worker_id"), str):  # else no status of a worker
+            groups.setdefault(str(status.get("app_id", "?")), []).append(status)
     if len(groups) > 1:
         listed = "; ".join(f"{app_id}: {', '.join(s['worker_id'] for s in members)}" for app_id, members in groups.items())
         out.append(f"{len(groups)} consumer groups in this namespace ({ENV_PREFIX}APP_ID: {listed}): each reads every "
@@ -57,7 +60,8 @@ def disagreements(statuses: list[dict[str, Any]]) -> list[str]:
                    f"give every worker one {ENV_PREFIX}APP_ID, or each group its own {ENV_PREFIX}NAMESPACE")
     for app_id, members in groups.items():
         compared = [s for s in members if isinstance(s.get("settings"), dict)]
-        names = sorted({name for s in compared for name in s["settings"]})
+        # a setting some release lacks (a rolling upgrade adding one) is no disagreement
+        names = sorted(set.intersection(*(set(s["settings"]) for s in compared))) if compared else []
         for name in names:
             values: dict[str, list[str]] = {}
             for s in compared:
@@ -122,13 +126,25 @@ class PeerSettings:
         self.shared = shared
         self.checked_at: float | None = None
         self.said: set[str] = set()
+        self.reading: asyncio.Task | None = None
 
     async def check(self, store: Any) -> None:
+        """Start the minute's check off the heartbeat: reading the peers scans Redis's keys (seconds with millions of
+        profiles), which must delay neither the status nor readiness."""
         now = time.monotonic()
-        if self.checked_at is not None and now - self.checked_at < PEERS_CHECK_S:
+        if (self.checked_at is not None and now - self.checked_at < PEERS_CHECK_S) or (
+                self.reading is not None and not self.reading.done()):
             return
         self.checked_at = now
-        for said in disagreements(await store.worker_statuses()):
+        self.reading = asyncio.ensure_future(self.compare(store))
+
+    async def compare(self, store: Any) -> None:
+        try:
+            statuses = await asyncio.wait_for(store.worker_statuses(), timeout=PEERS_READ_S)
+            found = disagreements(statuses)
+        except Exception as exc:  # a stray key, an ACL without SCAN, a slow Redis: the check is advice, never a fault
+            found = [f"could not compare this worker's settings with its peers' ({described(exc)})"]
+        for said in found:
             if said not in self.said:
                 self.said.add(said)
                 log.warning("%s", said)

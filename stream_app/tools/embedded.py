@@ -214,20 +214,24 @@ def up(environ: Mapping[str, str] = os.environ, timeout: float = 30.0) -> dict[s
         print(f"the embedded Redis (pid {pids[1]}) was gone: started again on port {url.port}, empty; "
               "`stream-app repair-redis` rewrites the profiles from the profiles topic", file=sys.stderr)
         return _record(environ, {**current, "pids": [pids[0], redis_proc.pid]})
+    failed = "the embedded broker of the last `up`"
     if current and all(process_alive(pid) for pid in pids):
         # Ours and alive: give them the whole timeout (a loaded machine answers slowly); restarting
         # them would move them to new ports under every worker connected to them.
         try:
+            failed = "the embedded Redis of the last `up`"
             wait_for_redis(current["REDIS_URL"], timeout)
+            failed = "the embedded broker of the last `up`"
             wait_for_kafka(current["KAFKA_BOOTSTRAP_SERVERS"], timeout)
             return {**current, "already_running": True}
         except ServiceTimeout:
             pass
-    if current:  # a previous `up` whose broker is gone (or neither answers): both start anew, elsewhere
-        gone = "was gone" if pids and not process_alive(pids[0]) else "did not answer"
-        print(f"the embedded broker of the last `up` (pid {pids[0] if pids else '?'}) {gone}: starting a new broker "
-              "and a new Redis on new ports, both empty (the old Redis is stopped with its profiles); restart the "
-              "workers started against the old addresses, and replay what the old topics held", file=sys.stderr)
+    if current:  # a previous `up` whose broker is gone, or one of the two does not answer: both start anew, elsewhere
+        gone = (f"{failed} (pid {pids[0]}) was gone" if pids and not process_alive(pids[0]) else
+                f"{failed} did not answer within {timeout:.0f}s")
+        print(f"{gone}: starting a new broker and a new Redis on new ports, both empty (the old Redis is stopped with "
+              "its profiles); restart the workers started against the old addresses, and replay what the old topics "
+              "held", file=sys.stderr)
     down(environ)
     folder = state_dir(environ)
     running = Embedded.start(folder, timeout)
