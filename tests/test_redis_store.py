@@ -259,9 +259,12 @@ def test_the_read_api_answers_min_version_with_400_unless_a_whole_number_from_1(
 
 def test_a_worker_reads_its_peers_statuses_passing_over_what_is_no_status(services, redis_client):
     """Another app's key under the worker keys made the peers' check raise out of the heartbeat (a review)."""
+    from stream_app.store.redis_store import worker_statuses
+
     store, namespace = fresh_store(services)
     redis_client.set(f"{namespace}worker:stray", b"not json")
     redis_client.set(f"{namespace}worker:list", b"[1, 2]")
+    redis_client.set(f"{namespace}worker:other", b'{"app_id": "a"}')  # an object, but no worker's status
 
     async def scenario() -> list[dict]:
         try:
@@ -271,6 +274,8 @@ def test_a_worker_reads_its_peers_statuses_passing_over_what_is_no_status(servic
             await store.close()
 
     assert asyncio.run(scenario()) == [{"worker_id": "w1"}]
+    redis_client.set(f"{namespace}worker:w2", b'{"worker_id": "w2"}')
+    assert worker_statuses(redis_client, namespace) == [{"worker_id": "w2"}]  # `stream-app status` reads alike
 
 
 def test_a_store_closed_by_a_stopping_worker_takes_the_worker_off_the_live_list(services, redis_client):

@@ -57,16 +57,15 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def announced(settings: Settings, role: str) -> str | None:
-    """The version the control topic announces for `role` now (None: none, or withdrawn)."""
+    """The version the control topic announces for `role` now (None: none, or withdrawn): its last record the
+    workers act on (`model_control.valid_for_its_key`; one they refuse changes nothing)."""
+    from ..stream.model_control import valid_for_its_key
     from ..tools.consume import read_to_end
 
     version = None
     for record in read_to_end(settings, settings.topics.model_control):
-        if record.key == role.encode() and record.value is not None:
-            try:
-                version = json.loads(record.value).get("version")
-            except (ValueError, AttributeError):  # a record the workers refuse too: it changes nothing
-                continue
+        if record.key == role.encode() and valid_for_its_key(record):
+            version = json.loads(record.value)["version"]
     return version
 
 

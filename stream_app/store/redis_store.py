@@ -205,15 +205,7 @@ class ProfileStore:
         that is no JSON object (another app's key) is passed over."""
         keys = sorted([key async for key in self.client.scan_iter(match=worker_key(self.config.namespace, "*"),
                                                                    count=1000)])
-        found = []
-        for value in (await self.client.mget(keys) if keys else []):
-            try:
-                status = orjson.loads(value) if value is not None else None
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(status, dict):
-                found.append(status)
-        return found
+        return _statuses(await self.client.mget(keys) if keys else [])
 
     async def close(self) -> None:
         """A worker that stops cleanly leaves the list of live workers at once (not when its key expires)."""
@@ -304,9 +296,22 @@ def worker_key(namespace: str, worker_id: str) -> str:
 
 def worker_statuses(client: redis.Redis, namespace: str = "") -> list[dict[str, Any]]:
     """Statuses of the live workers (their keys expire when a worker stops refreshing them)."""
-    keys = sorted(client.scan_iter(match=worker_key(namespace, "*"), count=100))
-    values = client.mget(keys) if keys else []
-    return [orjson.loads(v) for v in values if v is not None]
+    keys = sorted(client.scan_iter(match=worker_key(namespace, "*"), count=1000))
+    return _statuses(client.mget(keys) if keys else [])
+
+
+def _statuses(values: list[bytes | None]) -> list[dict[str, Any]]:
+    """The values under worker keys that are workers' statuses: one that is no JSON object with a worker_id (another
+    app's key) or gone (expired between the scan and the read) is passed over."""
+    found = []
+    for value in values:
+        try:
+            status = orjson.loads(value) if value is not None else None
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(status, dict) and isinstance(status.get("worker_id"), str):
+            found.append(status)
+    return found
 
 
 def read_profile(client: redis.Redis, user_id: str, namespace: str = "") -> dict[str, Any]:

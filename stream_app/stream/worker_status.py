@@ -50,9 +50,8 @@ def disagreements(statuses: list[dict[str, Any]]) -> list[str]:
     settings: not compared."""
     out: list[str] = []
     groups: dict[str, list[dict[str, Any]]] = {}
-    for status in statuses:
-        if isinstance(status, dict) and isinstance(status.get("worker_id"), str):  # else no status of a worker
-            groups.setdefault(str(status.get("app_id", "?")), []).append(status)
+    for status in statuses:  # as the store reads them (redis_store._statuses): each a dict with a worker_id
+        groups.setdefault(str(status.get("app_id", "?")), []).append(status)
     if len(groups) > 1:
         listed = "; ".join(f"{app_id}: {', '.join(s['worker_id'] for s in members)}" for app_id, members in groups.items())
         out.append(f"{len(groups)} consumer groups in this namespace ({ENV_PREFIX}APP_ID: {listed}): each reads every "
@@ -103,7 +102,7 @@ async def publish_status(worker: Any) -> None:
         if worker.status_failing_since is not None:
             log.warning("Redis takes the worker status again, after %.0fs", time.monotonic() - worker.status_failing_since)
         worker.redis_refusal = worker.status_failing_since = None
-        await worker.peers.check(worker.store)
+        worker.peers.check(worker.store)
         risk = await worker.store.eviction_risk()
         if risk:
             log.error("%s", risk)
@@ -128,7 +127,7 @@ class PeerSettings:
         self.said: set[str] = set()
         self.reading: asyncio.Task | None = None
 
-    async def check(self, store: Any) -> None:
+    def check(self, store: Any) -> None:
         """Start the minute's check off the heartbeat: reading the peers scans Redis's keys (seconds with millions of
         profiles), which must delay neither the status nor readiness."""
         now = time.monotonic()

@@ -27,7 +27,8 @@ def retail_ms(text: str, day_first: bool) -> int:
         return (dt.datetime.fromisoformat(text) - EPOCH) // MS
     slashed = SLASH_DATE.fullmatch(text)
     if slashed is None:
-        raise ValueError(f"InvoiceDate {text!r} is not YYYY-MM-DD HH:MM[:SS] (or with a T) nor M/D/YYYY H:MM[:SS] (or M/D/YY)")
+        raise ValueError(f"InvoiceDate {text!r} is not YYYY-MM-DD HH:MM[:SS] (or with a T) nor M/D/YYYY H:MM[:SS] "
+                         "(or M/D/YY)")
     first, second, year, hour, minute, second_of_minute = (int(g or 0) for g in slashed.groups())
     month, day = (second, first) if day_first else (first, second)
     if len(slashed.group(3)) == 2:
