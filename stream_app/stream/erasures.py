@@ -35,7 +35,7 @@ from ..store.redis_store import MARKER_S, profile_key
 from .partitioning import partition_of
 from .retries import EXIT_ERASURE_KEY, PERMANENT, stop_worker
 from .topics import topic_retention_ms
-from .transport import true_end_offsets
+from .transport import CONTROL_FETCH_WAIT_MS, true_end_offsets
 
 log = logging.getLogger("stream_app.erasures")
 
@@ -203,7 +203,7 @@ class ErasureFeed:
         topic = settings.topics.erasures
         consumer = AIOKafkaConsumer(bootstrap_servers=settings.require_kafka().split(","), group_id=None,
                                     enable_auto_commit=False, auto_offset_reset="earliest",
-                                    fetch_max_wait_ms=max(settings.fetch_max_wait_ms, 100),
+                                    fetch_max_wait_ms=max(settings.fetch_max_wait_ms, CONTROL_FETCH_WAIT_MS),
                                     **aiokafka_kwargs(settings.kafka_security))
         try:  # started inside: a cancel while it starts stops it too
             await consumer.start()
