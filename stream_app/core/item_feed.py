@@ -7,6 +7,7 @@ recommended from the item state after all events of epochs < k of every group an
 
 from __future__ import annotations
 
+import heapq
 from typing import Any
 
 from ..config import Settings
@@ -125,6 +126,7 @@ class ItemFeed:
         self.settings = settings
         self.index = index
         self.pending: dict[int, dict[int, SignalBuffer]] = {}
+        self.pending_epochs: list[int] = []  # pending's keys, a heap: a backlog read ahead holds thousands of epochs
         self.applied_through: int | None = None
         self.users: dict[str, _UserTrail] = {}
         self.late = 0
@@ -161,7 +163,10 @@ class ItemFeed:
             if item_id != event.item_id:
                 previous.append((item_id, event.ts - ts))
         if not capped:
-            buffers = self.pending.setdefault(epoch, {})
+            buffers = self.pending.get(epoch)
+            if buffers is None:
+                buffers = self.pending[epoch] = {}
+                heapq.heappush(self.pending_epochs, epoch)
             buffer = buffers.get(group)
             if buffer is None:
                 buffer = buffers[group] = SignalBuffer.for_settings(settings)
@@ -228,7 +233,9 @@ class ItemFeed:
         if self.applied_through is not None and through <= self.applied_through:
             return
         epoch_ms = self.settings.item_epoch_ms
-        due = sorted(e for e in self.pending if e <= through)
+        due = []
+        while self.pending_epochs and self.pending_epochs[0] <= through:
+            due.append(heapq.heappop(self.pending_epochs))
         evicted = False
         for epoch in due:
             evicted |= self._evict_until(epoch * epoch_ms)
