@@ -211,7 +211,8 @@ def test_catalogue_files_are_read_as_published_and_bad_records_rejected_with_the
     retail.write_bytes(gzip.compress("\n".join(rows).encode()))
     items, rejected = load_catalogue(retail, "online-retail")
     assert items == {"71053": {"item_id": "71053", "title": "WHITE METAL LANTERN", "price": 3.39, "schema_version": 1,
-                               "listed_at": 1291191960000}}  # its first line: 2010-12-01 08:26
+                               "listed_at": 1291191960001}}  # just after its first line, 2010-12-01 08:26: not
+    # beside the lines of its own first basket, which share that minute (it would be the next line's answer)
 
 
 def family_log():
