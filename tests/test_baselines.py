@@ -1,10 +1,16 @@
 """The session-based baselines on tiny hand-made logs; every expected list is worked out by hand in
 the comments. A `None` in a batch list is a batch boundary (end_batch, then begin_batch)."""
 
+import doctest
 import math
 
+import numpy as np
+
+from stream_app.core.content import ContentIndex
 from stream_app.core.events import Event
+from stream_app.evaluate import rules_then_text
 from stream_app.evaluate.baselines import CoVisitationUnseen, RecentThenCoVisitation, SequentialRules
+from stream_app.evaluate.rules_then_text import SequentialRulesThenText
 from stream_app.evaluate.session_knn import SKNN, VSKNN
 
 MIN = 60_000
@@ -127,6 +133,26 @@ def test_sessions_without_ids_split_on_the_gap():
     assert run(SKNN(k=10), [batch_1, [ev("B", "x", 50 * MIN)]])[1][0] == ["x", "y"]
 
 
+def test_sequential_rules_then_the_nearest_texts_fill_a_short_list():
+    # unit vectors; cosines: y~z 0.96, x~y 0.8, y~w 0.6, z~w 0.8, x~v 0.96, w~v 0.28, x~w 0; v listed at ts 8
+    text = ContentIndex("v", ["x", "y", "z", "w", "v"], list("xyzwv"),
+                        np.array([[1, 0], [0.8, 0.6], [0.6, 0.8], [0, 1], [0.96, 0.28]], np.float32),
+                        listed_at=[None, None, None, None, 8])
+    lists = run(SequentialRulesThenText(text, k=3), [BATCH_1, BATCH_2])
+    # batch 1: no rules yet; A x: the texts nearest x by ts 1 (v not listed yet): y, z, w
+    assert lists[0][0] == ["y", "z", "w"]
+    # rules after batch 1 (a1 = x y z, b1 = x w): x->y 1, x->w 1, x->z 1/2, y->z 1
+    # C y: rules [z], then the nearest texts of y but z: x (0.8), w (0.6)
+    # D w: no rules; nearest w by ts 8, v listed then: z (0.8), y (0.6), v (0.28)
+    # D x: the rules fill the list: w, y (1 each, by id), z
+    assert lists[1] == [["z", "x", "w"], ["z", "y", "v"], ["w", "y", "z"]]
+    # the rules' lists are the rules' own where they hold k
+    assert run(SequentialRules(k=3), [BATCH_1, BATCH_2])[1][2] == ["w", "y", "z"]
+    result = doctest.testmod(rules_then_text)
+    assert result.attempted > 0 and result.failed == 0
+
+
 def test_names_are_distinct():
-    models = [CoVisitationUnseen(), RecentThenCoVisitation(), SKNN(), VSKNN(), SequentialRules()]
-    assert len({m.name for m in models}) == 5
+    models = [CoVisitationUnseen(), RecentThenCoVisitation(), SKNN(), VSKNN(), SequentialRules(),
+              SequentialRulesThenText(ContentIndex("v", [], [], np.zeros((0, 2), np.float32)))]
+    assert len({m.name for m in models}) == 6

@@ -41,6 +41,7 @@ from ..tools.sorted_log import RUN_EVENTS, SortedLog
 from .baselines import CoVisitationUnseen, RecentThenCoVisitation, SequentialRules
 from .metrics import COLD_START, PopularityPercentiles, Scoreboard, profile_accuracy
 from .models import SOURCE_WEIGHTS, ItemJustSeen, Model, MostPopular, RiverMF, SingleSource, StreamAppModel
+from .rules_then_text import SequentialRulesThenText
 from .session_knn import SKNN, VSKNN
 
 
@@ -59,9 +60,10 @@ def models_to_run(settings: Settings, k: int, baselines: bool, light: bool, enco
         models.append(StreamAppModel(settings, name=f"stream-app, shadow encoder {shadow.version}", encoder=shadow))
     single_sources = [SingleSource(hybrid, source) for source in SOURCE_WEIGHTS
                       if (source != "encoder" or encoder is not None) and (source != "content" or content is not None)]
+    with_text = [SequentialRulesThenText(content, k)] if content is not None else []
     if baselines and light:
         models += [*(s for s in single_sources if s.name in ("content only", "sequential rules only")),
-                   SequentialRules(k)]
+                   SequentialRules(k), *with_text]
     elif baselines:
         models += [StreamAppModel(settings.replace(drift_handling=not settings.drift_handling), encoder=encoder,
                                   content=content,
@@ -74,7 +76,7 @@ def models_to_run(settings: Settings, k: int, baselines: bool, light: bool, enco
                    ItemJustSeen(), MostPopular(k), MostPopular(k, window_events=10_000),
                    RiverMF("FunkMF", k), RiverMF("BiasedMF", k),
                    CoVisitationUnseen(k), RecentThenCoVisitation(k), SKNN(k), VSKNN(k, idf_weight=0.0), VSKNN(k, idf_weight=1.0),
-                   SequentialRules(k)]
+                   SequentialRules(k), *with_text]
     return hybrid, models
 
 
