@@ -200,8 +200,8 @@ def add_evaluate_command(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--content", default=argparse.SUPPRESS,
                     help="with --items: the content model version (default: latest)")
     ev.add_argument("--light", action="store_true",
-                    help="only the stream-app rows, content and sequential rules alone, and the sequential-rules "
-                         "baseline (for long logs)")
+                    help="only the stream-app rows, content and sequential rules alone, the sequential-rules "
+                         "baseline and, with --items, sequential rules then similar text (for long logs)")
     ev.add_argument("--no-baselines", action="store_true", default=argparse.SUPPRESS,
                     help="with --via-kafka: the in-process pass runs the stream-app row only (the baselines "
                          "cost most of a long log's time)")
