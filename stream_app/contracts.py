@@ -172,7 +172,7 @@ def _parsed(payload: bytes, max_bytes: int, schema: str, reject: Callable[[str, 
 def _plain(schema: str, data: Any, message: str) -> str:
     """The validator's message, said plainly where it names no field (a conditional rule of the schema)."""
     if (schema == "input-event" and isinstance(data, dict) and "stage" in data and data.get("type") != "purchase"
-            and "disallowed" in message):
+            and message.startswith("data.type must be same as const definition")):
         return f"'stage' is only on purchase events, not on a {data.get('type')!r} event"
     if message.startswith("data.schema_version must be same as const definition") and isinstance(data, dict):
         return (f"schema_version {data.get('schema_version')!r} is not one this release reads "

@@ -265,7 +265,8 @@ OPEN_OBJECTS = {("profile", "/properties/learner_state/additionalProperties/oneO
 
 def _objects_with_properties(node, pointer=""):
     if isinstance(node, dict):
-        if "properties" in node and not pointer.endswith("/if"):  # a condition, not a shape
+        # a condition (if, a dependency's subschema), not a shape
+        if "properties" in node and not pointer.endswith("/if") and "/dependencies/" not in pointer:
             yield pointer, node
         for key, child in node.items():
             yield from _objects_with_properties(child, f"{pointer}/{key}")
