@@ -122,7 +122,7 @@ class EventWeights:
 FLOAT_BOUNDS = (
     *((name, 0.0, math.inf, False) for name in ("popularity_weight", "repeat_weight", "covis_weight", "rules_weight",
                                                 "trending_weight", "category_weight", "encoder_weight",
-                                                "content_weight", "batch_within_s")),
+                                                "content_weight", "batch_within_s", "batch_work_s")),
     ("commit_interval_s", 0.0, math.inf, True), ("ranker_learning_rate", 0.0, math.inf, True),
     ("bandit_epsilon", 0.0, 1.0, False), ("drift_downweight", 1.0, math.inf, False),
 )
@@ -150,6 +150,9 @@ class Settings:
     max_age_ms: int = 0
     batch_max: int = 500
     batch_within_s: float = 0.02
+    # A batch takes no further round of events once its work took this long: the event loop waits behind it
+    # (heartbeats, commits, the broker probes, which time out at 2 s and read a held loop as a broker gone).
+    batch_work_s: float = 1.0
     # How long a fetch may wait for data. Tansu answers a fetch only when this is over, so keep it
     # short there; on Apache Kafka (answers on arrival) 500 saves idle polls.
     fetch_max_wait_ms: int = 25

@@ -16,6 +16,7 @@ from stream_app.tools.consume import committed_offsets
 from stream_app.tools.processes import wait_ready_workers
 from stream_app.tools.recorded import load_sorted
 from stream_app.tools.replay import produce_events
+from stream_app.tools.scrape import scrape
 from stream_app.tools.synth import SynthConfig, write
 
 
@@ -35,7 +36,9 @@ def test_skewed_topics_ties_and_late_events_through_two_workers_match_the_in_pro
         make_settings, start_worker, redis_client, tmp_path):
     events = skewed_log_with_ties_and_late_events(tmp_path / "events.jsonl")
     settings = make_settings(max_idle_ms=5000)  # covers the gap between the topics as they are produced
-    workers = [start_worker(settings, wait_ready=False) for _ in range(2)]
+    # the first worker ends each batch after its first round (STREAM_APP_BATCH_WORK_S=0): a batch's size changes no list
+    workers = [start_worker(settings.replace(batch_work_s=0.0), wait_ready=False),
+               start_worker(settings, wait_ready=False)]
     wait_ready_workers(settings, workers, 90)
     produce_events(settings, events, rate=None)
     tps = [TopicPartition(t, p) for t in settings.topics.inputs for p in range(settings.partitions)]
@@ -53,6 +56,17 @@ def test_skewed_topics_ties_and_late_events_through_two_workers_match_the_in_pro
         assert stored["profile_version"] == profile.version
         assert stored["profile"]["recent"] == profile.recent
     assert all(w.alive() for w in workers)
+    # a round is one item epoch of a worker's partitions: a few events of this log; the other worker took the backlog
+    # the producer left while the topics were skewed in batches of up to STREAM_APP_BATCH_MAX
+    one_round, unbounded = (batch_sizes(w) for w in workers)
+    assert one_round[25.0] == one_round[float("inf")] > 0
+    assert unbounded[25.0] < unbounded[float("inf")]
+
+
+def batch_sizes(worker) -> dict[float, float]:
+    """A worker's batches by size: the cumulative count at each bucket's bound."""
+    return {float(dict(labels)["le"]): count for (name, labels), count in scrape(f"{worker.url}/metrics").items()
+            if name == "stream_app_batch_size_bucket"}
 
 
 def test_full_speed_replay_of_20000_events_on_two_workers_beside_a_cpu_hog_agrees_with_in_process(

@@ -251,6 +251,8 @@ class StreamWorker:
                     handler.evict_idle(boundary, self.assigned_inputs(), self.partitions)
                 self.metrics.stages.observe("taken", time.time(), (r.event.message.timestamp for r in ready))
                 handler.process_round(ready, live, shadow, content)
+                if time.perf_counter() - started >= settings.batch_work_s:
+                    break  # the loop waits behind the batch: the rest in the next one
             # taken now: a rebalance's revoke may clear the lanes from here on, and its commit (after the batch)
             # is to include this batch; a batch that outlives the revoke counts for nothing (commits.py)
             applied, generation = ordered.applied_marks(), self.offsets.generation
