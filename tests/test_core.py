@@ -215,7 +215,7 @@ def test_the_ranker_sees_which_candidates_the_user_had_in_this_session_and_befor
     assert list(session_items(profile, settings.session_gap_ms)) == ["y", "x"]  # "old" was another session
     learners = new_partition_learners(settings, 0)
     process(profile, ev(4, item="y", ts=T0 + 122_000), index, settings, now_ms=T0, learners=learners)
-    rows = decode_features(profile.shown_features, len(profile.shown))
+    rows = decode_features(profile.to_dict()["shown_features"], len(profile.shown))
     by_item = dict(zip(profile.shown, rows))
     assert by_item["old"][FEATURES.index("seen")] == 1.0 and by_item["old"][FEATURES.index("in_session")] == 0.0
     assert by_item["x"][FEATURES.index("seen")] == 1.0 and by_item["x"][FEATURES.index("in_session")] == 1.0
@@ -256,18 +256,22 @@ def test_shown_rows_are_stored_sparse_and_rows_an_earlier_release_stored_dense_s
 
     import numpy as np
 
-    from stream_app.core.recommend import N_FEATURES, Ranked, decode_features
+    from stream_app.core.recommend import N_FEATURES, decode_features, encode_rows, shown_matrix
 
     rows = np.zeros((50, N_FEATURES))
     rows[:, :5] = np.linspace(0.0, 1.0, 250).reshape(50, 5)  # a sixth non-zero; real lists hold a third
     rows[3, 7] = -0.25
-    text = Ranked([], [], rows).encoded_features()
+    rows[4, 8] = 1e-9  # 0 in float16
+    text = encode_rows(rows)
+    # what the next event learns from: the rows a profile kept in memory, or their text once it was written
+    assert np.array_equal(shown_matrix(rows.astype(np.float16), None, 50), decode_features(text, 50))
+    assert shown_matrix(None, text, 50) is not None and shown_matrix(rows.astype(np.float16), None, 49) is None
     dense = base64.b64encode(rows.astype(np.float16).tobytes()).decode("ascii")  # as written before
     assert text.startswith("s:") and len(text) < len(dense) / 3
     for stored in (text, dense):
         assert np.array_equal(decode_features(stored, 50), rows.astype(np.float16).astype(np.float64))
     assert decode_features(text, 49) is None and decode_features(dense, 49) is None  # another layout
-    empty = Ranked([], [], np.zeros((0, N_FEATURES))).encoded_features()
+    empty = encode_rows(np.zeros((0, N_FEATURES)))
     assert decode_features(empty, 0).shape == (0, N_FEATURES)
     for broken in ("s:AAAA", "s:!!", "%%%", "s:" + text[2:-8], dense[:-4] + "AA=="):  # nothing learned, nothing raised
         assert decode_features(broken, 50) is None, broken

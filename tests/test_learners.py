@@ -24,7 +24,7 @@ from stream_app.core.learners import (
 )
 from stream_app.core.process import new_partition_learners, new_profile, new_ranker, process, shown_hits
 from stream_app.core.profile import Profile, apply_event, event_digest
-from stream_app.core.recommend import FEATURES, decode_features
+from stream_app.core.recommend import FEATURES, decode_features, encode_rows
 from stream_app.stream.partitioning import murmur2, partition_of
 
 SETTINGS = Settings()
@@ -136,7 +136,7 @@ def test_the_next_event_judges_the_shown_list_through_the_core():
     assert outcome.recommendation["model"]["ranking"] == "prior"  # the ranker is not warm yet
     assert profile.shown == ["a"]  # only its own item to show so far
     assert profile.shown_strategy.startswith("new:")
-    rows = decode_features(profile.shown_features, 1)
+    rows = decode_features(profile.to_dict()["shown_features"], 1)
     assert rows[0][FEATURES.index("last_after_click")] == 1.0
     copy = Profile.from_json(profile.to_json())
     assert copy.shown == profile.shown and copy.shown_features == profile.shown_features
@@ -313,7 +313,7 @@ def test_a_ready_ranker_serves_the_list_in_its_own_order_and_says_so():
     assert rec["model"]["ranking"] == "ranker"
     # the prior would put the user's own item first (repeat weight 5); the ranker puts it last
     assert [item["item_id"] for item in rec["items"]] == ["p1", "p2", "p3"]
-    rows = decode_features(profile.shown_features, len(profile.shown))  # stored as float16
+    rows = decode_features(profile.to_dict()["shown_features"], len(profile.shown))  # stored as float16
     scores = learners.ranker.score_many(rows)
     assert [item["score"] for item in rec["items"]] == pytest.approx(list(scores[:3]), rel=1e-3)
     assert list(scores) == sorted(scores, reverse=True) and profile.shown[-1] == "mine"
@@ -344,7 +344,7 @@ def test_a_stored_list_with_a_value_float16_cannot_hold_teaches_the_ranker_nothi
     """inf (a feature over 65,504, or a forged record) made the partition's weights NaN for good; NaN scores
     then ranked first in the model selection, so the NaN ranker served every list of the partition."""
     from stream_app.core.learners.ranker import reciprocal_rank
-    from stream_app.core.recommend import N_FEATURES, Ranked
+    from stream_app.core.recommend import N_FEATURES
 
     settings = Settings(ranker_warm_up=2)
     index, learners = InMemoryItemIndex(settings), new_partition_learners(settings, 0)
@@ -352,9 +352,13 @@ def test_a_stored_list_with_a_value_float16_cannot_hold_teaches_the_ranker_nothi
     rows[:, 0] = [1.0, 0.5, 0.2]
     rows[1, 3] = np.inf
     profile = new_profile("u", settings)
-    profile.shown, profile.shown_features = ["a", "b", "c"], Ranked([], ["a", "b", "c"], rows).encoded_features()
+    profile.shown, profile.shown_features = ["a", "b", "c"], encode_rows(rows)
     assert decode_features(profile.shown_features, 3) is None
     process(profile, Event("e1", "u", "a", "click", 1_000), index, settings, 0, learners)
+    assert np.isfinite(learners.ranker.model.theta).all()
+    in_memory = new_profile("u", settings)  # the same rows as a profile keeps them between two events
+    in_memory.shown, in_memory.shown_rows = ["a", "b", "c"], rows.astype(np.float16)
+    process(in_memory, Event("e1", "u", "a", "click", 1_000), index, settings, 0, learners)
     assert np.isfinite(learners.ranker.model.theta).all()
     assert reciprocal_rank(np.array([np.nan, np.nan, np.nan]), 2, 20) == 0.0
 

@@ -26,7 +26,7 @@ from .learners import (
     segment_of,
 )
 from .profile import Profile, apply_event, event_digest
-from .recommend import FEATURES, MODEL_VERSIONS, Encoding, decode_features, recommend
+from .recommend import FEATURES, MODEL_VERSIONS, Encoding, recommend, shown_matrix
 
 
 @dataclass(slots=True)
@@ -91,13 +91,13 @@ def learn_feedback(profile: Profile, event: Event, learners: PartitionLearners, 
     ranker labels learned."""
     learned = 0
     if profile.shown:
-        matrix = decode_features(profile.shown_features, len(profile.shown))
+        matrix = shown_matrix(profile.shown_rows, profile.shown_features, len(profile.shown))
         if matrix is not None:
             learned = learners.ranker.learn_feedback(profile.shown, matrix, event.item_id, event.event_id, top_k)
         if learners.bandit is not None and profile.shown_strategy:
             segment, strategy = profile.shown_strategy.split(":", 1)
             learners.bandit.update(segment, strategy, 1.0 if event.item_id in profile.shown[:top_k] else 0.0)
-    profile.shown, profile.shown_features, profile.shown_strategy = [], None, None
+    profile.shown, profile.shown_features, profile.shown_rows, profile.shown_strategy = [], None, None, None
     return learned
 
 
@@ -245,7 +245,7 @@ def process(profile: Profile, event: Event, index: ItemIndex, settings: Settings
                        learners.positions.shares() if learners is not None else None)
     if learners is not None:
         profile.shown = ranked.pool
-        profile.shown_features = ranked.encoded_features()
+        profile.shown_rows, profile.shown_features = ranked.stored_rows(), None  # the text when it is written
     return Outcome(True, {
         "rec_id": rec_id_for(event.event_id),
         "user_id": profile.user_id,

@@ -59,9 +59,12 @@ class Profile:
     # Behaviour statistics (learners/behaviour.py), as the public profile shows them.
     stats: dict[str, Any] = field(default_factory=dict)
     # The last list shown and its candidate features (float16, base64): the user's next event
-    # judges it, and the ranker learns from that (learners/ranker.py).
+    # judges it, and the ranker learns from that (learners/ranker.py). `shown_rows`: the same rows as made
+    # (float16), kept in memory so that the next event reads them without decoding; the text is written
+    # from them when the profile is (`to_dict`).
     shown: list[str] = field(default_factory=list)
     shown_features: str | None = None
+    shown_rows: Any = field(default=None, compare=False, repr=False)
     shown_strategy: str | None = None  # "<segment>:<strategy>" the bandit chose, when exploration is on
     shadow_shown: list[str] = field(default_factory=list)  # what a shadow encoder would have shown (not published)
     half_life_ms: int = 24 * 3600 * 1000
@@ -135,6 +138,10 @@ class Profile:
             out["seen_event_ids"] = self.seen_event_ids
             out["dedupe_floor"] = self.dedupe_floor
             out["shown"] = self.shown
+            if self.shown_features is None and self.shown_rows is not None:
+                from .recommend import encode_rows
+
+                self.shown_features = encode_rows(self.shown_rows)
             out["shown_features"] = self.shown_features
             out["shown_strategy"] = self.shown_strategy
             out["shadow_shown"] = self.shadow_shown

@@ -92,16 +92,28 @@ class Ranked:
     pool: list[str]  # the best candidates, best first: the shown items, then the next ones
     features: np.ndarray  # one row per pool item, FEATURES order
 
-    def encoded_features(self) -> str:
-        """The rows as float16, sparse (two thirds of the values are 0): a header (rows, features), a bit
-        per value (is it non-zero), the non-zero values; in base64 after SPARSE. Two fifths of the bytes
-        of the dense rows (1,557 of 3,845 on the synthetic log), which were more than half of a
-        profile's, for a few microseconds."""
-        flat = self.features.astype(np.float16).ravel()
-        present = flat != 0
-        payload = (np.array(self.features.shape, dtype="<u2").tobytes() + np.packbits(present).tobytes()
-                   + flat[present].astype("<f2").tobytes())
-        return SPARSE + base64.b64encode(payload).decode("ascii")
+    def stored_rows(self) -> np.ndarray:
+        """The rows as a profile keeps them (`Profile.shown_rows`): float16, as `encode_rows` writes them."""
+        return self.features.astype(np.float16)
+
+
+def encode_rows(rows: np.ndarray) -> str:
+    """Rows as float16, sparse (two thirds of the values are 0): a header (rows, features), a bit per value (is
+    it non-zero), the non-zero values; in base64 after SPARSE. Two fifths of the bytes of the dense rows (1,557
+    of 3,845 on the synthetic log), which were more than half of a profile's."""
+    flat = rows.astype(np.float16).ravel()
+    present = flat != 0
+    payload = (np.array(rows.shape, dtype="<u2").tobytes() + np.packbits(present).tobytes()
+               + flat[present].astype("<f2").tobytes())
+    return SPARSE + base64.b64encode(payload).decode("ascii")
+
+
+def shown_matrix(rows: np.ndarray | None, text: str | None, count: int) -> np.ndarray | None:
+    """The shown list's feature rows to learn from: the profile's float16 rows when it holds them (what
+    `decode_features` reads back from their text), else its stored text decoded."""
+    if rows is None:
+        return decode_features(text, count)
+    return rows.astype(np.float64) if rows.shape == (count, N_FEATURES) and np.isfinite(rows).all() else None
 
 
 #: Marks sparse rows (':' is not base64: the dense base64 of earlier releases reads as it was written).
