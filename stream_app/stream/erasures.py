@@ -163,7 +163,8 @@ def receipt(request: ErasureRequest, partition: int, profile: Profile | None, fo
             "learner_state": sorted(set(profile.learner_state) | set(profile.learners)) if profile else [],
             "digests": len(profile.seen_event_ids) if profile else 0,
             "pending_lists": {"shown": len(profile.shown),
-                              "shown_features": int(profile.shown_features is not None or profile.shown_rows is not None),
+                              "shown_features": int(profile.shown_features is not None
+                                                    or profile.shown_rows is not None),
                               "shadow_shown": len(profile.shadow_shown)} if profile else {},
             "worker_state": worker_state,
             "erased_record": {"table": erased.changelog, "user_hash": erased.user_hash(request.user_id)},
