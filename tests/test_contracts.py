@@ -208,6 +208,14 @@ def test_a_stage_on_an_event_that_is_not_a_purchase_is_named_in_the_reason():
     rejected = check_input(orjson.dumps({**VALID, "stage": "cart"}), b"u1", SRC, "click", 64 * 1024)
     assert rejected.reason == "schema_violation"
     assert rejected.detail == "'stage' is only on purchase events, not on a 'click' event"
+    # a record with another fault is told that one first: the stage rule holds between two valid fields
+    def detail(**fields):
+        return check_input(orjson.dumps({**VALID, **fields}), b"u1", SRC, None, 64 * 1024).detail
+
+    assert detail(type="Purchase", stage="cart").startswith("data.type must be one of")
+    assert detail(stage="cart", schema_version=2).startswith("schema_version 2 is not one this release reads")
+    assert detail(stage="bogus").startswith("data.stage must be one of")
+    assert detail(stage="cart", price=-1).startswith("data.price must be bigger than or equal to 0")
 
 
 def test_by_default_an_event_an_hour_ahead_of_its_record_is_refused_as_it_would_freeze_the_item_state():

@@ -113,7 +113,9 @@ def shown_matrix(rows: np.ndarray | None, text: str | None, count: int) -> np.nd
     `decode_features` reads back from their text), else its stored text decoded."""
     if rows is None:
         return decode_features(text, count)
-    return rows.astype(np.float64) if rows.shape == (count, N_FEATURES) and np.isfinite(rows).all() else None
+    if rows.shape != (count, N_FEATURES) or not np.isfinite(rows).all():
+        return None
+    return rows.astype(np.float64) + 0.0  # + 0.0: a -0.0 as the text reads it back (a zero is not written)
 
 
 #: Marks sparse rows (':' is not base64: the dense base64 of earlier releases reads as it was written).

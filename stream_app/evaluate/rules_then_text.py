@@ -42,8 +42,8 @@ class SequentialRulesThenText(SequentialRules):
         rules = super()._recommend(event, session)
         if len(rules) >= self.k:
             return rules
-        # 2k nearest: at most k - 1 of them are among the rules' items, so k - len(rules) remain
-        similar = self.content.similar(session.items[-1], 2 * self.k, event.ts)
+        # at most len(rules) of the k nearest are among the rules' items: k - len(rules) remain
+        similar = self.content.similar(session.items[-1], self.k, event.ts)
         had = set(rules)
         fill = [item for item in similar if item not in had][: self.k - len(rules)]
         return rules + fill

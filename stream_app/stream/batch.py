@@ -37,6 +37,10 @@ from .ready import Ready, input_source
 
 log = logging.getLogger("stream_app.worker")
 
+#: Events of one round at most: a batch checks its time (STREAM_APP_BATCH_WORK_S) between rounds, and a dense
+#: item epoch would otherwise be one round of STREAM_APP_BATCH_MAX.
+ROUND_EVENTS = 100
+
 
 @dataclass
 class Counters:

@@ -30,7 +30,7 @@ from ..core.item_feed import EvictionClock
 from ..core.items import InMemoryItemIndex
 from ..store.redis_store import ProfileStore, RedisStoreConfig
 from . import health, retries, transport, worker_status
-from .batch import BatchHandler, Counters, PartitionState
+from .batch import ROUND_EVENTS, BatchHandler, Counters, PartitionState
 from .catalogue_feed import CatalogueFeed
 from .commits import AppliedOffsets, InputEnds
 from .datadir import faust_datadir
@@ -243,7 +243,7 @@ class StreamWorker:
             content = self.catalogue.index
             self.index.withdrawn = frozenset(self.catalogue.withdrawn)  # the catalogue as it stands, per batch
             while len(handler.events) < settings.batch_max:
-                epoch, ready = ordered.next_round(settings.batch_max - len(handler.events))
+                epoch, ready = ordered.next_round(min(settings.batch_max - len(handler.events), ROUND_EVENTS))
                 if not ready:
                     break
                 boundary = self.user_eviction.due(epoch * settings.item_epoch_ms) if settings.user_idle_ms else None
