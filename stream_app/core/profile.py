@@ -25,7 +25,9 @@ def event_digest(event_id: str) -> str:
     return hashlib.blake2b(event_id.encode("utf-8"), digest_size=8).hexdigest()
 
 
-@dataclass(slots=True)
+# eq=False: a profile is compared as written (`to_dict`); its fields alone do not say it (the shown rows' text is
+# filled in when written, the learners in use hold state the stored copy lags)
+@dataclass(slots=True, eq=False)
 class Profile:
     user_id: str
     version: int = 0
@@ -64,7 +66,7 @@ class Profile:
     # from them when the profile is (`to_dict`).
     shown: list[str] = field(default_factory=list)
     shown_features: str | None = None
-    shown_rows: Any = field(default=None, compare=False, repr=False)
+    shown_rows: Any = field(default=None, repr=False)
     shown_strategy: str | None = None  # "<segment>:<strategy>" the bandit chose, when exploration is on
     shadow_shown: list[str] = field(default_factory=list)  # what a shadow encoder would have shown (not published)
     half_life_ms: int = 24 * 3600 * 1000
@@ -74,8 +76,8 @@ class Profile:
     # current state). A stored state that cannot be read is left out, its learner starts afresh, and
     # (learner name, stored state, why) goes to `rejected_state` for the caller to report.
     learner_state: dict[str, Any] = field(default_factory=dict)
-    learners: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
-    rejected_state: list[tuple[str, Any, str]] = field(default_factory=list, compare=False, repr=False)
+    learners: dict[str, Any] = field(default_factory=dict, repr=False)
+    rejected_state: list[tuple[str, Any, str]] = field(default_factory=list, repr=False)
 
     def learner(self, name: str, make: Any) -> Any:
         """The user's learner called `name`, restored from its state, or made new by `make()`."""
