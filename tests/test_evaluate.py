@@ -309,3 +309,30 @@ def test_a_log_sorted_in_runs_spilled_to_disk_evaluates_as_the_whole_log_in_memo
     assert figures(spilled) == figures(whole)
     assert spilled["events"] == whole["events"] == 3001 and spilled["reachable"] == whole["reachable"]
     assert figures(spilled)["stream-app"]["recall@20"] > 0
+
+
+def test_a_single_source_ranks_the_hybrids_candidates_as_recommend_would_gather_them():
+    """The single-source rows rank the candidates of the hybrid's list (`by_prior`) instead of gathering them
+    again; the lists must be those of `recommend` called with the source's weights, event for event."""
+    from stream_app.core.events import Event
+    from stream_app.evaluate.models import SOURCE_WEIGHTS, SingleSource, StreamAppModel
+
+    logged, _ = generate(SynthConfig(events=2_000, seed=3))
+    events = [Event.from_dict(raw) for raw in logged]
+    hybrid = StreamAppModel(Settings().replace(rec_policy="every"))
+    reused = [SingleSource(hybrid, name) for name in SOURCE_WEIGHTS if name not in ("encoder", "content")]
+    gathered = [SingleSource(hybrid, name) for name in SOURCE_WEIGHTS if name not in ("encoder", "content")]
+    for single in gathered:
+        single.reuses_candidates = False
+    assert [s.reuses_candidates for s in reused].count(False) == 1  # "viewed before" reads a learned column
+    compared = nonempty = 0
+    for epoch, event in enumerate(events):
+        hybrid.begin_batch([event], epoch)
+        if hybrid.learn(event) is None:
+            continue
+        for fast, slow in zip(reused, gathered):
+            listed = fast.learn(event)
+            assert listed == slow.learn(event), (fast.name, event.event_id)
+            compared += 1
+            nonempty += bool(listed)
+    assert compared >= 5 * 1_900 and nonempty > compared // 2

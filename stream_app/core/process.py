@@ -26,13 +26,14 @@ from .learners import (
     segment_of,
 )
 from .profile import Profile, apply_event, event_digest
-from .recommend import FEATURES, MODEL_VERSIONS, Encoding, recommend, shown_matrix
+from .recommend import FEATURES, MODEL_VERSIONS, Encoding, Ranked, recommend, shown_matrix
 
 
 @dataclass(slots=True)
 class Outcome:
     applied: bool  # False: a duplicate event_id (or older than the dedupe floor), nothing changed
     recommendation: dict[str, Any] | None
+    ranked: Ranked | None = None  # the candidates behind the recommendation (evaluation rows rank them otherwise)
 
 
 def new_profile(user_id: str, settings: Settings) -> Profile:
@@ -258,4 +259,4 @@ def process(profile: Profile, event: Event, index: ItemIndex, settings: Settings
                   **({"encoder": encoding.version} if encoding is not None else {}),
                   **({"content": content.version} if content is not None else {})},
         "schema_version": 1,
-    })
+    }, ranked)

@@ -91,6 +91,8 @@ class Ranked:
     items: list[dict[str, Any]]  # {item_id, score, reasons}, best first
     pool: list[str]  # the best candidates, best first: the shown items, then the next ones
     features: np.ndarray  # one row per pool item, FEATURES order
+    candidates: list[str]  # every candidate, in item_id order
+    matrix: np.ndarray  # one row per candidate, FEATURES order
 
     def stored_rows(self) -> np.ndarray:
         """The rows as a profile keeps them (`Profile.shown_rows`): float16, as `encode_rows` writes them."""
@@ -229,7 +231,16 @@ def recommend(profile: Profile, event: Event, index: ItemIndex, settings: Settin
             found += _content_reasons(item_id, event.item_id, like_last, like_interest, content)
     items = [{"item_id": item_id, "score": round(score, 6), "reasons": found}
              for item_id, score, found in zip(pool_ids, scores[shown].tolist(), reasons)]
-    return Ranked(items, pool_ids, matrix[pool])
+    return Ranked(items, pool_ids, matrix[pool], ids, matrix)
+
+
+def by_prior(ranked: Ranked, settings: Settings, withdrawn: AbstractSet[str]) -> list[str]:
+    """The K candidates of `ranked` with the best prior under `settings`' weights and a score above 0 as
+    shown (6 decimals): what `recommend` without a ranker shows with those weights, from the same candidates
+    (they do not depend on the weights), without building them again."""
+    scores = _prior(ranked.matrix, settings)
+    best = _best_first(scores, ranked.candidates, withdrawn)[: settings.top_k].tolist()
+    return [ranked.candidates[i] for i, score in zip(best, scores[best].tolist()) if round(score, 6) > 0]
 
 
 def _best_first(scores: np.ndarray, ids: list[str], withdrawn: AbstractSet[str]) -> np.ndarray:

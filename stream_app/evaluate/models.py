@@ -18,7 +18,7 @@ from ..core.items import InMemoryItemIndex
 from ..core.learners import PartitionLearners
 from ..core.process import expected_scans, new_partition_learners, new_profile, process
 from ..core.profile import Profile
-from ..core.recommend import recommend
+from ..core.recommend import Ranked, by_prior, recommend
 from ..serving.encoder import Encoder, UserEncoding, encode_batch
 from ..stream.partitioning import partition_of
 
@@ -63,6 +63,7 @@ class StreamAppModel:
         self.partition_learners: dict[int, PartitionLearners] = {}
         self.encodings: list[UserEncoding] = []
         self.last_encoding: UserEncoding | None = None
+        self.last_ranked: tuple[str, Ranked | None] | None = None  # (event id, the candidates of its list)
         self.epoch = 0
         self.user_eviction = EvictionClock()
         self.evicted_users = 0
@@ -109,6 +110,7 @@ class StreamAppModel:
             profile = self.profiles[event.user_id] = new_profile(event.user_id, self.settings)
         self.last_encoding = self.encodings.pop() if self.encoder is not None else None
         partition = partition_of(event.user_id, self.settings.partitions)
+        self.last_ranked = None
         outcome = process(profile, event, self.index, self.settings, now_ms=0,
                           learners=self.learners_for(partition), encoding=self.last_encoding,
                           content=self.content)
@@ -117,6 +119,7 @@ class StreamAppModel:
             return None
         if outcome.recommendation is None:
             return []
+        self.last_ranked = (event.event_id, outcome.ranked)
         items = [item["item_id"] for item in outcome.recommendation["items"]]
         if self.recorded is not None:
             self.recorded[event.event_id] = (outcome.recommendation["profile_version"], items)
@@ -135,7 +138,9 @@ SOURCE_WEIGHTS = {"co-visitation": "covis_weight", "sequential rules": "rules_we
 
 class SingleSource(BatchAgnostic):
     """Baseline: one candidate source of the stream-app model alone, ranked by its own score, on the
-    same profiles and item state (no ranker)."""
+    same profiles and item state (no ranker). It ranks the candidates the base model's list came from (the
+    same as `recommend` would gather: they do not depend on the weights), but for "viewed before": its score
+    reads the recent-rank column, which the base fills with its partition's learned weights."""
 
     def __init__(self, base: StreamAppModel, source: str):
         self.name = f"{source} only"
@@ -143,8 +148,12 @@ class SingleSource(BatchAgnostic):
         self.settings = base.settings.replace(
             popularity_weight=0.0, **{weight: (getattr(base.settings, weight) if name == source else 0.0)
                                       for name, weight in SOURCE_WEIGHTS.items()})
+        self.reuses_candidates = self.settings.repeat_weight == 0
 
     def learn(self, event: Event) -> list[str]:  # runs after the base model learned the event
+        last = self.base.last_ranked
+        if self.reuses_candidates and last is not None and last[0] == event.event_id and last[1] is not None:
+            return by_prior(last[1], self.settings, self.base.index.withdrawn)
         profile = self.base.profiles[event.user_id]
         return [r["item_id"] for r in recommend(profile, event, self.base.index, self.settings,
                                                 encoding=self.base.last_encoding,
