@@ -362,3 +362,10 @@ def test_every_shown_item_the_user_had_says_viewed_before_not_only_the_strongest
     reasons = {i["item_id"]: i["reasons"] for i in outcomes[-1].recommendation["items"]}
     assert "co-visited with c" in reasons["a"] and "viewed before" in reasons["a"]  # not among the 1 strongest
     assert "viewed before" in reasons["b"]
+
+
+def test_events_on_one_item_share_one_item_id_object():
+    """The item state holds an item's id in every neighbour and follower list it is in: one string for all of them
+    (interned when the event is read), not one per event read (each record's JSON gives its own)."""
+    first, second = (Event.from_dict(orjson.loads(orjson.dumps(ev(i, item="item-7").to_dict()))) for i in (1, 2))
+    assert first.item_id == second.item_id == "item-7" and first.item_id is second.item_id

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +37,8 @@ class Event:
     def from_dict(cls, data: dict[str, Any]) -> "Event":
         """From a valid record. JSON Schema counts 1.0 as an integer: the integer fields become ints, so
         what the event passes on (event_ts, profile versions) is written as an integer."""
-        event = cls(data["event_id"], data["user_id"], data["item_id"], data["type"], int(data["ts"]),
+        # the item id interned: the item state keeps it in many neighbour and follower lists, one object for all
+        event = cls(data["event_id"], data["user_id"], sys.intern(data["item_id"]), data["type"], int(data["ts"]),
                     *(data.get(name) for name in _OPTIONAL))
         if event.quantity is not None:
             event.quantity = int(event.quantity)
