@@ -63,7 +63,7 @@ class StreamAppModel:
         self.partition_learners: dict[int, PartitionLearners] = {}
         self.encodings: list[UserEncoding] = []
         self.last_encoding: UserEncoding | None = None
-        self.last_ranked: tuple[str, Ranked | None] | None = None  # (event id, the candidates of its list)
+        self.last_ranked: Ranked | None = None  # the candidates of the list `learn` just returned
         self.epoch = 0
         self.user_eviction = EvictionClock()
         self.evicted_users = 0
@@ -119,7 +119,7 @@ class StreamAppModel:
             return None
         if outcome.recommendation is None:
             return []
-        self.last_ranked = (event.event_id, outcome.ranked)
+        self.last_ranked = outcome.ranked
         items = [item["item_id"] for item in outcome.recommendation["items"]]
         if self.recorded is not None:
             self.recorded[event.event_id] = (outcome.recommendation["profile_version"], items)
@@ -151,9 +151,8 @@ class SingleSource(BatchAgnostic):
         self.reuses_candidates = self.settings.repeat_weight == 0
 
     def learn(self, event: Event) -> list[str]:  # runs after the base model learned the event
-        last = self.base.last_ranked
-        if self.reuses_candidates and last is not None and last[0] == event.event_id and last[1] is not None:
-            return by_prior(last[1], self.settings, self.base.index.withdrawn)
+        if self.reuses_candidates and self.base.last_ranked is not None:  # None: the base showed nothing new
+            return by_prior(self.base.last_ranked, self.settings, self.base.index.withdrawn)
         profile = self.base.profiles[event.user_id]
         return [r["item_id"] for r in recommend(profile, event, self.base.index, self.settings,
                                                 encoding=self.base.last_encoding,
