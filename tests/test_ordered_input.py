@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import orjson
 
+import stream_app.stream.faust_delivery as faust_delivery
 import stream_app.stream.ordered_input as ordered_input
 from stream_app.config import Settings
 from stream_app.contracts import COUNTED_HEADER, REDRIVE_HEADER
@@ -139,12 +140,12 @@ def test_a_record_never_delivered_is_fetched_again_after_a_bounded_wait(monkeypa
     ordered.deliver(Delivered(topic, 0))
     assert drain(ordered) == [0]
     assert ordered.take_refetches() == []  # waiting for 1 is normal at first
-    clock[0] += ordered_input.UNDELIVERED_WAIT_S / 2
+    clock[0] += faust_delivery.UNDELIVERED_WAIT_S / 2
     assert drain(ordered) == [] and ordered.take_refetches() == []
-    clock[0] += ordered_input.UNDELIVERED_WAIT_S / 2
+    clock[0] += faust_delivery.UNDELIVERED_WAIT_S / 2
     assert drain(ordered) == []
     assert ordered.take_refetches() == [(topic, 0, 1)]
-    clock[0] += ordered_input.REFETCH_AGAIN_S
+    clock[0] += faust_delivery.REFETCH_AGAIN_S
     assert ordered.take_refetches() == [(topic, 0, 1)]  # nothing came: asked again
     for offset in (1, 2):
         ordered.deliver(Delivered(topic, offset))
@@ -169,7 +170,7 @@ def test_own_lanes_start_where_faust_seeks_to_the_commit_which_comes_after_the_a
     ordered, topic, forgotten = own_partition(5)
     ordered.assign({0})  # a restart: the rebalance is complete, Faust has not sought yet, nothing delivered
     assert drain(ordered) == []
-    clock[0] += ordered_input.UNDELIVERED_WAIT_S  # a slow seek: offset 0 looks skipped meanwhile
+    clock[0] += faust_delivery.UNDELIVERED_WAIT_S  # a slow seek: offset 0 looks skipped meanwhile
     assert drain(ordered) == []
     ordered.resume_at({(topic, 0): 3, ("another.topic", 0): 9})  # the earlier owner committed through 2
     assert ordered.take_refetches() == []  # the seek made the re-fetch moot
@@ -209,11 +210,11 @@ def test_passed_records_after_the_commit_that_faust_never_brings_are_fetched_aga
     assert drain(ordered) == [0, 1, 2, 3]
     ordered.revoke()
     assert ordered.faust_lanes() == set()  # until the next assignment's seek, no lane is wanted or waited for
-    clock[0] += ordered_input.UNDELIVERED_WAIT_S
+    clock[0] += faust_delivery.UNDELIVERED_WAIT_S
     assert drain(ordered) == [] and ordered.take_refetches() == []
     regained_at(ordered, topic, 1)  # the commit stayed at 1
     assert drain(ordered) == [] and ordered.take_refetches() == []
-    clock[0] += ordered_input.UNDELIVERED_WAIT_S
+    clock[0] += faust_delivery.UNDELIVERED_WAIT_S
     assert drain(ordered) == [] and ordered.take_refetches() == [(topic, 0, 1)]  # never brought: asked again
     for offset in (1, 2, 3):
         ordered.deliver(Delivered(topic, offset))
@@ -228,14 +229,14 @@ def test_a_lane_behind_with_newer_records_waits_for_the_passed_ones_then_asks_fo
     regained_at(ordered, topic, 1)  # the commit stayed at 1
     ordered.push(topic, 0, [record(4), record(5)])  # newer records, the reader's copies: they wait
     assert drain(ordered) == []
-    clock[0] += ordered_input.UNDELIVERED_WAIT_S / 2
+    clock[0] += faust_delivery.UNDELIVERED_WAIT_S / 2
     assert drain(ordered) == [] and ordered.take_refetches() == []
-    clock[0] += ordered_input.UNDELIVERED_WAIT_S / 2
+    clock[0] += faust_delivery.UNDELIVERED_WAIT_S / 2
     assert drain(ordered) == [] and ordered.take_refetches() == [(topic, 0, 1)]  # one wait, not two resetting
     for offset in (1, 2, 3):
         ordered.deliver(Delivered(topic, offset))
     assert drain(ordered) == [1, 2, 3, 4, 5] and ordered.applied_marks() == {(topic, 0): 6}
-    clock[0] += ordered_input.REFETCH_AGAIN_S
+    clock[0] += faust_delivery.REFETCH_AGAIN_S
     assert ordered.take_refetches() == []
 
 
@@ -249,12 +250,12 @@ def test_a_lane_behind_takes_what_faust_brings_across_offsets_that_do_not_exist(
     assert drain(ordered) == offsets
     regained_at(ordered, topic, 0)  # never committed; the log now starts at 3
     assert drain(ordered) == []
-    clock[0] += ordered_input.UNDELIVERED_WAIT_S  # Faust slow to come: asked again from 0
+    clock[0] += faust_delivery.UNDELIVERED_WAIT_S  # Faust slow to come: asked again from 0
     assert drain(ordered) == [] and ordered.take_refetches() == [(topic, 0, 0)]
     for offset in (3, 4):
         ordered.deliver(Delivered(topic, offset))
     assert drain(ordered) == [3, 4]
-    clock[0] += ordered_input.UNDELIVERED_WAIT_S + ordered_input.REFETCH_AGAIN_S
+    clock[0] += faust_delivery.UNDELIVERED_WAIT_S + faust_delivery.REFETCH_AGAIN_S
     assert drain(ordered) == [] and ordered.take_refetches() == []  # moot once the lane went past it
     assert ordered.faust_lanes() == set()
 

@@ -13,6 +13,7 @@ from aiokafka import TopicPartition
 from aiokafka.errors import KafkaTimeoutError
 
 import stream_app.stream.lane_ends as lane_ends
+import stream_app.stream.ordered_input as ordered_input
 import stream_app.stream.transport as transport
 from stream_app.config import Settings
 from stream_app.core.items import InMemoryItemIndex
@@ -184,3 +185,65 @@ def test_a_lane_ending_in_a_transaction_marker_is_read_to_its_end_at_the_readers
     group.waited_for[0] = group.waited_for[1] = True  # events wait for both lanes
     asyncio.run(ends.read_past_markers(Reader(), [group], next_offset))
     assert next_offset == {(0, 0): 11, (1, 0): 4} and ends.reached(0, group, next_offset[(0, 0)])
+
+
+class QuietConsumer(FakeConsumer):
+    """Nothing to read, or (`first`) one poll's records and nothing after."""
+
+    first: dict = {}
+
+    async def getmany(self, timeout_ms: int, max_records: int) -> dict:
+        self.calls += 1
+        await asyncio.sleep(0.005)
+        return QuietConsumer.first if self.calls == 1 else {}
+
+
+class CountedEvent(asyncio.Event):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sets = 0
+
+    def set(self) -> None:
+        self.sets += 1
+        super().set()
+
+
+def reader_wakes(monkeypatch, first: dict) -> tuple[int, int]:
+    """(polls, times the reader woke the batch loop) over about 40 polls."""
+    FakeConsumer.made.clear()
+    QuietConsumer.first = first
+    monkeypatch.setattr(transport, "AIOKafkaConsumer", QuietConsumer)
+    monkeypatch.setattr(lane_ends, "AIOKafkaConsumer", FakeProbe)
+    monkeypatch.setattr(lane_ends, "ASK_TIMEOUT_S", 0.001)
+    monkeypatch.setattr(ordered_input, "IDLE_WAKE_S", 3600.0)
+    ordered = OrderedInput(SETTINGS, 2, InMemoryItemIndex(SETTINGS))
+    ordered.assign({0})
+
+    async def main() -> None:
+        ordered.changed = CountedEvent()
+        task = asyncio.ensure_future(ordered.run())
+        while not FakeConsumer.made or FakeConsumer.made[0].calls < 40:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+
+    asyncio.run(asyncio.wait_for(main(), 20))
+    return FakeConsumer.made[0].calls, ordered.changed.sets
+
+
+def test_an_idle_reader_does_not_wake_the_batch_loop_at_every_poll(monkeypatch):
+    """The reader woke the batch loop at every poll (40 a second), each wake a batch's set-up for nothing: an idle
+    worker took a few percent of a core for it. With nothing read, released or waiting it wakes it once."""
+    polls, wakes = reader_wakes(monkeypatch, {})
+    assert polls >= 40 and wakes == 1
+
+
+def test_a_reader_with_events_waiting_for_the_idle_rule_wakes_the_batch_loop_at_every_poll(monkeypatch):
+    """Events that wait for an empty lane (the idle rule is a clock) are released only by a later poll: each one
+    wakes the batch loop, or they would wait for the next record to come."""
+    purchases = {TopicPartition(SETTINGS.topics.purchase, 0): [purchase(n) for n in range(5)]}
+    polls, wakes = reader_wakes(monkeypatch, purchases)
+    assert polls >= 40 and wakes >= polls - 1

@@ -37,6 +37,7 @@ from ..core.events import Event
 from ..core.item_feed import ItemFeed
 from ..core.items import InMemoryItemIndex
 from ..core.ordering import AFTER_ALL, BEFORE_ALL, GroupMerge, Released, Sequencer
+from .faust_delivery import FaustDelivery
 from .lane_ends import ASK_EVERY_MS, LaneEnds, pause_full_lanes
 from .ready import ReadRecord, Ready, counted_before, gate, input_source, order_ts
 from .stage_latency import StageLatency
@@ -46,14 +47,12 @@ log = logging.getLogger("stream_app.ordered_input")
 
 #: A lane that has not been read to its end is skipped only after this long (never wedge).
 UNKNOWN_END_WAIT_S = 30.0
-#: A re-fetch asked of Faust's consumer is asked again if it brought nothing for this long.
-REFETCH_AGAIN_S = 5.0
-#: An own event in the schedule that Faust has not delivered for this long is fetched again (a skipped
-#: record at the end of what was produced has no later delivery to reveal the skip).
-UNDELIVERED_WAIT_S = 10.0
+#: With nothing read, released or waiting, the batch loop is woken this often only (it was at every poll: 40 times
+#: a second, a few percent of a core per idle worker); anything that arrives wakes it at once.
+IDLE_WAKE_S = 1.0
 
 
-class OrderedInput:
+class OrderedInput(FaustDelivery):
     #: Unprocessed schedule entries of one of the worker's own partitions before the reader pauses it.
     AHEAD_MAX = 20_000
     #: Events buffered in one input lane before the reader pauses it.
@@ -149,7 +148,7 @@ class OrderedInput:
         try:
             await self.lane_ends.start(self.settings)
             consumer.pause(*self.full_lanes, *(tp for group in self.paused for tp in self._partitions_of(group)))
-            poll_ms = max(5, min(50, self.settings.max_idle_ms // 2))
+            poll_ms, woken = max(5, min(50, self.settings.max_idle_ms // 2)), float("-inf")
             while True:
                 self.reading_at = time.monotonic()
                 self.pause_or_resume()
@@ -160,8 +159,9 @@ class OrderedInput:
                 await self.lane_ends.ask_starts(self.refetch_wanted)
                 await self.lane_ends.refresh(self.sequencer.groups.values(), self.next_offset,
                                              min(poll_ms, ASK_EVERY_MS) / 1000)
-                self.release()
-                self.changed.set()
+                if self.release() or batches or self.waiting() or time.monotonic() - woken >= IDLE_WAKE_S:
+                    woken = time.monotonic()
+                    self.changed.set()
         finally:
             try:
                 await consumer.stop()
@@ -182,12 +182,15 @@ class OrderedInput:
             self.stages.observe("read", time.time(), (record.timestamp / 1000 for record in records
                                                       if record.timestamp is not None and record.offset >= start))
 
-    def release(self) -> None:
-        """Release what the order allows: item signals into the feed, entries into the schedules."""
+    def release(self) -> bool:
+        """Release what the order allows: item signals into the feed, entries into the schedules. Returns
+        whether anything was."""
+        taken = False
         while True:
             epoch, released = self.sequencer.take(10_000)
             if epoch is None:
                 break
+            taken = True
             for entry in released:
                 offset, checked, record = entry.item
                 if isinstance(checked, Event) and not counted_before(record):
@@ -209,6 +212,12 @@ class OrderedInput:
         if not self.sequencer.buffered() and not self.owned_ahead():
             self.sequencer.reset_waits()  # an idle lane is waited for only while events wait for it
             self.busy_since = None
+        return taken
+
+    def waiting(self) -> bool:
+        """Does anything wait on a clock (the idle rule, a bounded wait for Faust's delivery, a re-fetch)?"""
+        return bool(self.sequencer.buffered() or self.owned_ahead() or any(self.delivered.values())
+                    or self.refetch_wanted or self.undelivered_since)
 
     # ------------------------------------------------------------------------- the item state
 
@@ -293,71 +302,6 @@ class OrderedInput:
         self.without_copy.clear()
         return held
 
-    def deliver(self, event: Any) -> None:
-        """An event of one of the worker's own partitions, from Faust's consumer (in offset order)."""
-        message = event.message
-        key = (self.lane_of_topic[message.topic], message.partition)
-        queue = self.delivered[key]
-        last = queue[-1].message.offset if queue else self.handed.get(key, -1)
-        seen = self.faust_delivered.get(key, -1)
-        self.faust_delivered[key] = max(seen, message.offset)
-        if message.offset <= last:  # applied from the reader's copy, or a copy Faust fetched again
-            self.duplicates += message.offset <= seen
-            self.forget(message)
-            return
-        wanted = self.refetch_wanted.get(key)
-        if wanted is not None and message.offset <= wanted[0]:
-            del self.refetch_wanted[key]
-        queue.append(event)
-
-    def faust_lanes(self) -> set[tuple[str, int]]:
-        """(topic, partition) of the own lanes whose records Faust's consumer must deliver: those with entries the
-        reader has no copy of, one to fetch again, or no known start yet; not while LANE_BUFFER_MAX wait delivered."""
-        unstarted = {(lane, group) for group in self.owned for lane in range(len(self.topics))} - set(self.start)
-        keys = {key for key, n in self.without_copy.items() if n} | set(self.refetch_wanted) | unstarted
-        full = {key for key, queue in self.delivered.items() if len(queue) >= self.LANE_BUFFER_MAX} - set(self.refetch_wanted)
-        return {(self.topics[lane], group) for lane, group in (keys | set(self._passed_behind())) - full}
-
-    def _passed_behind(self) -> dict[tuple[int, int], int]:
-        """Own lane -> the next offset wanted, where the schedule passed records after the lane's start not
-        handed out since (applied before a rebalance, or trimmed from another's schedule): only Faust's consumer
-        brings them again, and the lane's commit cannot pass them. Whatever offsets Faust brings are taken."""
-        wanted = {key: max(start, self.handed.get(key, -1) + 1) for key, start in self.start.items()}
-        return {key: offset for key, offset in wanted.items() if offset <= self.passed.get(key, -1)}
-
-    def take_refetches(self) -> list[tuple[str, int, int]]:
-        """(topic, partition, offset) for each lane whose consumer must seek back (once per ask)."""
-        now = time.monotonic()
-        due = []
-        for (lane, group), (offset, asked) in list(self.refetch_wanted.items()):
-            if self.handed.get((lane, group), -1) >= offset:  # moot: the lane went on past it
-                del self.refetch_wanted[(lane, group)]
-            elif asked == 0.0 or now - asked >= REFETCH_AGAIN_S:
-                self.refetch_wanted[(lane, group)] = (offset, now)
-                due.append((self.topics[lane], group, offset))
-        return due
-
-    def _undelivered(self, lane: int, group: int, offset: int) -> None:
-        key = (lane, group)
-        now = time.monotonic()
-        waiting = self.undelivered_since.get(key)
-        if waiting is None or waiting[0] != offset:
-            self.undelivered_since[key] = (offset, now)
-        elif now - waiting[1] >= UNDELIVERED_WAIT_S:
-            del self.undelivered_since[key]
-            self._refetch(lane, group, offset)
-
-    def _refetch(self, lane: int, group: int, offset: int) -> None:
-        """Faust delivered past `offset`, which this worker owns and has not applied: let go of what it
-        delivered of the lane and ask for the lane again from `offset`."""
-        key = (lane, group)
-        for event in self.delivered[key]:
-            self.forget(event.message)
-        self.delivered[key].clear()
-        if key not in self.refetch_wanted:
-            self.refetches += 1
-            self.refetch_wanted[key] = (offset, 0.0)
-
     def next_round(self, limit: int) -> tuple[int | None, list[Ready]]:
         """The next round of the worker's own partitions: events of one epoch, in schedule order,
         delivered by Faust and with the item state at that epoch; else (None, [])."""
@@ -417,19 +361,6 @@ class OrderedInput:
             # a partition taken over from a worker that was behind this one's item state
             self.stale += sum(1 for ready in out if isinstance(ready.checked, Event))
         return (epoch if out else None), out
-
-    def _passed_again(self, limit: int) -> list[Ready]:
-        """Delivered events the schedule passed: handed out, then the partition lost before its next commit and
-        got back at it. Applying them again changes nothing (digests drop them); holding them would wedge."""
-        out: list[Ready] = []
-        for (lane, group), delivered in self.delivered.items():
-            passed = self.passed.get((lane, group), -1)
-            while delivered and delivered[0].message.offset <= passed and len(out) < limit:
-                event = delivered.popleft()
-                self.unscheduled += 1
-                self.handed[(lane, group)] = event.message.offset
-                out.append(Ready(Released(group, lane, BEFORE_ALL, True, None), event, self._check(event)))
-        return out
 
     def _check(self, event: Any) -> Event | Rejection:
         message, source = event.message, input_source(event.message)
