@@ -150,13 +150,16 @@ def rec_id_for(event_id: str) -> str:
 
 
 def learn_content(profile: Profile, event: Event, content: ContentIndex, settings: Settings) -> None:
-    """Fold the event's item text into the user's interest vector and name what it is near."""
+    """Fold the event's item text into the user's interest vector (what it is near is named when the profile is
+    written)."""
     vector = content.vector(event.item_id)
     if vector is None:
         return
     profile.content_interest = interest_after(profile.content_interest, event, vector, content, settings)
     interest = interest_vector(profile.content_interest, content.version)
-    profile.likes = content.words(interest) if interest is not None else []
+    profile.likes_from = (content, interest) if interest is not None else None  # named when written (`to_dict`)
+    if interest is None:
+        profile.likes = []
 
 
 def interest_after(state: dict[str, Any] | None, event: Event, item_vector: np.ndarray, content: ContentIndex,
