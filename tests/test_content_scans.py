@@ -86,3 +86,22 @@ def test_scans_told_ahead_are_those_of_the_events_that_get_a_recommendation(poli
     alone, scans_alone, expected = run(told=False)
     assert run(told=True)[0] == alone
     assert expected == scans_alone  # each vector told is one a recommendation scans with, and no other
+
+
+def test_similar_items_kept_up_to_date_as_items_are_listed_are_those_a_new_scan_finds():
+    """An item's similar items are kept per number of items listed, and brought up to date with those listed since
+    (ties of listing times, items listed from the start, an item listed after the time asked, time going back):
+    at every time, those a fresh index scanning the whole catalogue finds, with the same cosines."""
+    rng = np.random.default_rng(5)
+    n = 400
+    ids = [f"i{m:03d}" for m in rng.permutation(n)]
+    vectors = quantised(rng.standard_normal((n, 24)))
+    vectors[7] = vectors[3]  # equal cosines: ties go by item_id
+    listed = [None if m < 50 else int(t) for m, t in enumerate(rng.integers(0, 40, n) * 1000)]
+    kept = ContentIndex("v", ids, ids, vectors, listed_at=listed)
+    times = [*range(0, 41_000, 500), 12_000, 5_000, 39_500, 41_000]
+    for now in times:
+        for item in (ids[3], ids[120], ids[399]):
+            fresh = ContentIndex("v", ids, ids, vectors, listed_at=listed)
+            assert kept.similar(item, 10, now) == fresh.similar(item, 10, now), (item, now)
+    assert kept.has_similar(ids[3], 10, 41_000) and not kept.has_similar(ids[3], 10, -1)

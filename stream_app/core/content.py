@@ -64,6 +64,7 @@ class ContentIndex:
         self.listed_at = np.array([-np.inf if t is None else float(t) for t in listed_at] if listed_at is not None
                                   else np.full(len(item_ids), -np.inf), dtype=np.float64)
         self._listing = np.sort(self.listed_at)
+        self._by_listing = np.argsort(self.listed_at, kind="stable")  # rows in listing order: those listed, a prefix
         self.item_ids = list(item_ids)
         self.titles = dict(zip(self.item_ids, titles))
         self.row_of = {item_id: row for row, item_id in enumerate(self.item_ids)}
@@ -75,7 +76,8 @@ class ContentIndex:
         self.terms = list(terms)
         self.term_vectors = (np.asarray(term_vectors, np.float64) if term_vectors is not None
                              else np.zeros((0, self.dim)))
-        self._similar: dict[tuple[str, int, int], dict[str, float]] = {}
+        #: (item_id, k) -> (how many items were listed, its k similar items among them)
+        self._similar: dict[tuple[str, int], tuple[int, dict[str, float]]] = {}
         self._expected: dict[bytes, int] = {}  # a round's vectors to scan (expect) -> their place in it
         self._expected_rows: list[np.ndarray] = []
         self._rough: dict[bytes, np.ndarray] = {}  # the float32 scans of the last chunk of them
@@ -88,26 +90,44 @@ class ContentIndex:
         row = self.row_of.get(item_id)
         return None if row is None else self.vectors[row].astype(np.float64)
 
-    def _similar_key(self, item_id: str, k: int, now_ms: float) -> tuple[str, int, int]:
-        listed = int(np.searchsorted(self._listing, now_ms, side="right"))  # how many: which ones (a time order)
-        return item_id, k, listed
+    def _listed(self, now_ms: float) -> int:
+        """How many items are listed by `now_ms` (which ones: the first of `_by_listing`)."""
+        return int(np.searchsorted(self._listing, now_ms, side="right"))
 
     def has_similar(self, item_id: str, k: int, now_ms: float = np.inf) -> bool:
-        """Are this item's similar items at `now_ms` known (no scan needed)?"""
-        return self._similar_key(item_id, k, now_ms) in self._similar
+        """Are this item's similar items at `now_ms` known without a scan of the catalogue?"""
+        known = self._similar.get((item_id, k))
+        return known is not None and known[0] <= self._listed(now_ms)
 
     def similar(self, item_id: str, k: int, now_ms: float = np.inf) -> dict[str, float]:
         """The k items listed by `now_ms` whose text is nearest this item's (not itself) -> cosine; {} for an
-        unknown item."""
-        key = self._similar_key(item_id, k, now_ms)
-        found = self._similar.get(key)
-        if found is None:
-            row = self.row_of.get(item_id)
-            found = {} if row is None else self._nearest(self.vectors[row].astype(np.float64), k, row, now_ms)
-            if len(self._similar) > 200_000:
-                self._similar.clear()
-            self._similar[key] = found
+        unknown item. Known for fewer listed items, they are brought up to date with the items listed since
+        (a catalogue listed over time would otherwise scan again at every new listing)."""
+        listed, known = self._listed(now_ms), self._similar.get((item_id, k))
+        if known is not None and known[0] == listed:
+            return known[1]
+        row = self.row_of.get(item_id)
+        if row is None:
+            found = {}
+        elif known is not None and known[0] < listed:
+            found = self._with_listed(row, known[1], self._by_listing[known[0]:listed], k)
+        else:
+            found = self._nearest(self.vectors[row].astype(np.float64), k, row, now_ms)
+        if len(self._similar) > 200_000:
+            self._similar.clear()
+        self._similar[(item_id, k)] = (listed, found)
         return found
+
+    def _with_listed(self, row: int, found: dict[str, float], new_rows: np.ndarray, k: int) -> dict[str, float]:
+        """The k nearest of `found` (the exact top k of the items listed before) and of `new_rows` (listed since):
+        the exact top k of them all, as a scan would find it (the same exact cosines, ties on item_id)."""
+        new_rows = new_rows[new_rows != row]
+        if not len(new_rows):
+            return found
+        exact = self._exact(new_rows, self.vectors[row].astype(np.float64))
+        merged = [*found.items(), *zip([self.item_ids[r] for r in new_rows.tolist()], exact.tolist())]
+        merged.sort(key=lambda pair: (-pair[1], pair[0]))
+        return dict(merged[:k])
 
     def nearest(self, vector: np.ndarray, k: int, now_ms: float = np.inf) -> dict[str, float]:
         """The k items listed by `now_ms` nearest a unit vector -> cosine."""
