@@ -96,8 +96,8 @@ def test_similar_items_are_the_nearest_texts_without_the_item_itself():
     assert index.similar("no-such-item", 3) == {}
     mug = index.vector("mug-1")
     assert list(index.nearest(mug, 1)) == ["mug-1"]
-    assert index.nearest(mug, 3)["mug-2"] == index.cosines(["mug-2"], mug)[0]  # the source and the feature agree
-    assert index.cosines(["mug-1", "unknown"], index.vector("mug-1")).tolist() == pytest.approx([1.0, 0.0], abs=1e-3)
+    assert index.nearest(mug, 3)["mug-2"] == index.cosines(["mug-2"], mug)[0][0]  # the source and the feature agree
+    assert index.cosines(["mug-1", "unknown"], index.vector("mug-1"))[0].tolist() == pytest.approx([1.0, 0.0], abs=1e-3)
 
 
 def test_equal_scores_list_in_item_id_order():

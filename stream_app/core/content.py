@@ -160,19 +160,31 @@ class ContentIndex:
             found = self._rough[key]
         return found.copy()
 
-    def cosines(self, item_ids: Sequence[str], vector: np.ndarray) -> np.ndarray:
-        """Each item's cosine with a unit vector (0 for items without a vector)."""
+    def cosines(self, item_ids: Sequence[str], *vectors: np.ndarray | None) -> list[np.ndarray | None]:
+        """Each item's cosine with each unit vector (0 for items without a vector; None for a vector that is None),
+        the items' rows read once for all of them."""
         rows = np.array([self.row_of.get(i, -1) for i in item_ids], dtype=np.int64)
-        out = np.zeros(len(rows))
         known = rows >= 0
-        if known.any():
-            out[known] = self._exact(rows[known], np.asarray(vector, np.float64))
+        matrix = self.vectors[rows[known]].astype(np.float64) if known.any() else None
+        out: list[np.ndarray | None] = []
+        for vector in vectors:
+            if vector is None:
+                out.append(None)
+                continue
+            column = np.zeros(len(rows))
+            if matrix is not None:
+                column[known] = self._exact_of(matrix, np.asarray(vector, np.float64))
+            out.append(column)
         return out
 
     def _exact(self, rows: np.ndarray, vector: np.ndarray) -> np.ndarray:
+        return self._exact_of(self.vectors[rows].astype(np.float64), vector)
+
+    @staticmethod
+    def _exact_of(matrix: np.ndarray, vector: np.ndarray) -> np.ndarray:
         # each row summed on its own in float64 (numpy's pairwise order, not BLAS's): a cosine is the same
         # whichever rows are computed with it, so a shortlist and the feature column agree
-        return np.round(np.sum(self.vectors[rows].astype(np.float64) * vector, axis=1), DECIMALS)
+        return np.round(np.sum(matrix * vector, axis=1), DECIMALS)
 
     def _nearest(self, vector: np.ndarray, k: int, exclude: int, now_ms: float) -> dict[str, float]:
         """Exact top k: a float32 scan of the whole catalogue (half the memory traffic of float64) picks a

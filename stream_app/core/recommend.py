@@ -213,11 +213,13 @@ def recommend(profile: Profile, event: Event, index: ItemIndex, settings: Settin
     matrix[:, _F["trending"]] = columns.trending[slots]
     if encoding is not None:
         matrix[:, _F["encoder"]] = encoding.shares_for(ids)
-    if interest is not None:
-        matrix[:, _F["content"]] = share_of(content.cosines(ids, interest))
-    if last_vector is not None:
-        matrix[:, _F["content_last"]] = share_of(content.cosines(ids, last_vector))
-        matrix[this_row, _F["content_last"]] = 0.0  # the item itself is not "similar to itself"
+    if interest is not None or last_vector is not None:
+        to_interest, to_last = content.cosines(ids, interest, last_vector)
+        if to_interest is not None:
+            matrix[:, _F["content"]] = share_of(to_interest)
+        if to_last is not None:
+            matrix[:, _F["content_last"]] = share_of(to_last)
+            matrix[this_row, _F["content_last"]] = 0.0  # the item itself is not "similar to itself"
     matrix[:, 0] = _prior(matrix, settings)
     scores = ranker.score_many(matrix) if ranker is not None and ranker.ready else matrix[:, 0]
     pool = _best_first(scores, ids, index.withdrawn)[: max(settings.top_k, settings.ranker_pool)]
