@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Iterator
@@ -21,6 +23,20 @@ from stream_app.tools.processes import WorkerProcess, wait_ready_workers
 REPO = Path(__file__).resolve().parent.parent
 OTTO_SAMPLE = REPO / "stream_app" / "data" / "otto-sample.jsonl"
 _counter = itertools.count()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The suite's own CLI state folder (its workers and commands inherit it): the user's, with a `stream-app up`
+    running in it, made every command that takes the embedded services refuse or use them (6 tests failed)."""
+    if "STREAM_APP_STATE_DIR" not in os.environ:
+        os.environ["STREAM_APP_STATE_DIR"] = config._stream_app_state = tempfile.mkdtemp(prefix="stream-app-tests-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    state = getattr(config, "_stream_app_state", None)
+    if state is not None:
+        shutil.rmtree(state, ignore_errors=True)
+        os.environ.pop("STREAM_APP_STATE_DIR", None)
 
 
 @pytest.fixture(scope="session")
