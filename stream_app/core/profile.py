@@ -121,10 +121,11 @@ class Profile:
                     break
         return out
 
-    def to_dict(self, internal: bool = True) -> dict[str, Any]:
+    def to_dict(self, internal: bool = True, name_likes: bool = True) -> dict[str, Any]:
         """The profile, read only; `internal=False` leaves out the worker's own state (idempotence
-        digests, learner state): the public snapshot of the profiles topic and Redis."""
-        if self.likes_from is not None:
+        digests, learner state): the public snapshot of the profiles topic and Redis. `name_likes=False`: the likes
+        as last named (`undo_copy`)."""
+        if self.likes_from is not None and name_likes:
             content, interest = self.likes_from
             self.likes, self.likes_from = content.words(interest), None
         stats = dict(self.stats)
@@ -159,6 +160,17 @@ class Profile:
 
     def to_json(self, internal: bool = True) -> bytes:
         return orjson.dumps(self.to_dict(internal))
+
+    def undo_copy(self) -> tuple[bytes, Any]:
+        """The profile as it is, to put back if an event fails part-way (`from_undo`), its likes left to name: a
+        worker takes one before each event of a user it already changed in the batch."""
+        return orjson.dumps(self.to_dict(name_likes=False)), self.likes_from
+
+    @classmethod
+    def from_undo(cls, copy: tuple[bytes, Any]) -> "Profile":
+        profile = cls.from_json(copy[0])
+        profile.likes_from = copy[1]
+        return profile
 
     def snapshots(self) -> tuple[bytes, bytes]:
         """(internal, public) JSON from one pass over the profile: the table's changelog record and

@@ -352,7 +352,7 @@ class BatchHandler:
             # dropped as a duplicate. The undo copy of a user's first event here is the profile as stored
             # (unless part of it was refused as it was read: restored, it would be dead-lettered again).
             stored = self.as_stored.pop(event.user_id, None)
-            profile_before = stored if stored is not None and not profile.rejected_state else profile.to_json()
+            profile_before = (stored, None) if stored is not None and not profile.rejected_state else profile.undo_copy()
             learners_before = learners.snapshot() if learners is not None else None
             try:
                 live_hit, shadow_hit = shown_hits(profile, event, self.settings.top_k)
@@ -399,10 +399,10 @@ class BatchHandler:
                                        key, payload))
         profile.rejected_state.clear()
 
-    def restore(self, user_id: str, profile_json: bytes, partition: int, learners_before: PartitionLearners | None
-                ) -> None:
-        """Put the user's profile and the partition's learners back as they were before an event."""
-        profile = Profile.from_json(profile_json)
+    def restore(self, user_id: str, profile_before: tuple[bytes, Any], partition: int,
+                learners_before: PartitionLearners | None) -> None:
+        """Put the user's profile (`Profile.undo_copy`) and the partition's learners back as before an event."""
+        profile = Profile.from_undo(profile_before)
         self.loaded[user_id] = profile
         if self.idle is not None:
             self.idle.touched(user_id, profile.last_seen)
