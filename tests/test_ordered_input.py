@@ -507,3 +507,15 @@ def test_an_event_stamped_ahead_of_the_clock_does_not_hold_back_its_partition(mo
     assert epoch == START // settings.item_epoch_ms and len(ready) == 12
     assert ordered.sequencer.late == 0
     assert ready[0].checked.ts == START + 90_000  # applied with its own time: only its place in the order moved
+
+
+def test_a_wait_for_faust_s_delivery_ends_when_the_record_comes():
+    """A record of the schedule Faust had not delivered yet is waited for on a clock, and the reader wakes the batch
+    loop at every poll while it is; once delivered and handed out it waits for nothing (it kept the reader waking the
+    loop 40 times a second until the next rebalance)."""
+    ordered, topic, _ = own_partition(4, read_while_owned=False)
+    assert drain(ordered) == [] and ordered.waiting()  # released before the partition was owned: Faust brings it
+    for offset in range(4):
+        ordered.deliver(Delivered(topic, offset))
+    assert drain(ordered) == [0, 1, 2, 3]
+    assert not ordered.waiting()

@@ -97,7 +97,12 @@ class ContentIndex:
     def has_similar(self, item_id: str, k: int, now_ms: float = np.inf) -> bool:
         """Are this item's similar items at `now_ms` known without a scan of the catalogue?"""
         known = self._similar.get((item_id, k))
-        return known is not None and known[0] <= self._listed(now_ms)
+        return known is not None and self._catches_up(known[0], self._listed(now_ms))
+
+    def _catches_up(self, known: int, listed: int) -> bool:
+        """Known for `known` listed items, brought up to `listed` by the rows listed since, not a scan: a few of the
+        catalogue's (each costs an exact float64 cosine; a scan, a float32 product)."""
+        return known <= listed and listed - known <= max(64, len(self.item_ids) // 16)
 
     def similar(self, item_id: str, k: int, now_ms: float = np.inf) -> dict[str, float]:
         """The k items listed by `now_ms` whose text is nearest this item's (not itself) -> cosine; {} for an
@@ -109,7 +114,7 @@ class ContentIndex:
         row = self.row_of.get(item_id)
         if row is None:
             found = {}
-        elif known is not None and known[0] < listed:
+        elif known is not None and self._catches_up(known[0], listed):
             found = self._with_listed(row, known[1], self._by_listing[known[0]:listed], k)
         else:
             found = self._nearest(self.vectors[row].astype(np.float64), k, row, now_ms)
@@ -122,9 +127,15 @@ class ContentIndex:
         """The k nearest of `found` (the exact top k of the items listed before) and of `new_rows` (listed since):
         the exact top k of them all, as a scan would find it (the same exact cosines, ties on item_id)."""
         new_rows = new_rows[new_rows != row]
-        if not len(new_rows):
+        if not len(new_rows) or k <= 0:
             return found
         exact = self._exact(new_rows, self.vectors[row].astype(np.float64))
+        # only a row at or above the k-th of the new ones, and of those known (when k are), can be among the k
+        floor = np.partition(exact, len(exact) - k)[len(exact) - k] if len(exact) > k else -np.inf
+        if len(found) >= k:
+            floor = max(floor, min(found.values()))
+        kept = exact >= floor
+        new_rows, exact = new_rows[kept], exact[kept]
         merged = [*found.items(), *zip([self.item_ids[r] for r in new_rows.tolist()], exact.tolist())]
         merged.sort(key=lambda pair: (-pair[1], pair[0]))
         return dict(merged[:k])
@@ -215,6 +226,11 @@ class ContentIndex:
     @staticmethod
     def _dot(matrix: np.ndarray, vector: np.ndarray) -> np.ndarray:
         return np.round(matrix @ np.asarray(vector, np.float64), DECIMALS)
+
+    def likes_of(self, state: dict[str, Any] | None) -> list[str]:
+        """The terms nearest an interest state's vector (`update_interest`) under this index's model."""
+        interest = interest_vector(state, self.version)
+        return self.words(interest) if interest is not None else []
 
     def words(self, vector: np.ndarray, n: int = 5) -> list[str]:
         """The catalogue terms nearest a unit vector, each adding a word the earlier ones lack."""

@@ -157,7 +157,7 @@ def learn_content(profile: Profile, event: Event, content: ContentIndex, setting
         return
     profile.content_interest = interest_after(profile.content_interest, event, vector, content, settings)
     interest = interest_vector(profile.content_interest, content.version)
-    profile.likes_from = (content, interest) if interest is not None else None  # named when written (`to_dict`)
+    profile.likes_from = content if interest is not None else None  # named when written (`to_dict`)
     if interest is None:
         profile.likes = []
 

@@ -58,8 +58,8 @@ class Profile:
     # catalogue terms nearest it, in words.
     content_interest: dict[str, Any] | None = None
     likes: list[str] = field(default_factory=list)
-    # (content index, interest vector) whose nearest terms become `likes` when the profile is written (`to_dict`):
-    # named once per written profile, not at every event (a tenth of a content-aware core's time)
+    # the content index whose terms nearest `content_interest` become `likes` when the profile is written
+    # (`to_dict`): named once per written profile, not at every event (a tenth of a content-aware core's time)
     likes_from: Any = field(default=None, repr=False)
     # Behaviour statistics (learners/behaviour.py), as the public profile shows them.
     stats: dict[str, Any] = field(default_factory=dict)
@@ -126,8 +126,7 @@ class Profile:
         digests, learner state): the public snapshot of the profiles topic and Redis. `name_likes=False`: the likes
         as last named (`undo_copy`)."""
         if self.likes_from is not None and name_likes:
-            content, interest = self.likes_from
-            self.likes, self.likes_from = content.words(interest), None
+            self.likes, self.likes_from = self.likes_from.likes_of(self.content_interest), None
         stats = dict(self.stats)
         for learner in self.learners.values():
             stats.update(learner.public())

@@ -216,6 +216,8 @@ class OrderedInput(FaustDelivery):
 
     def waiting(self) -> bool:
         """Does anything wait on a clock (the idle rule, a bounded wait for Faust's delivery, a re-fetch)?"""
+        for key in [key for key, (offset, _) in self.undelivered_since.items() if self.handed.get(key, -1) >= offset]:
+            del self.undelivered_since[key]  # delivered and handed out since: it waits for nothing
         return bool(self.sequencer.buffered() or self.owned_ahead() or any(self.delivered.values())
                     or self.refetch_wanted or self.undelivered_since)
 
