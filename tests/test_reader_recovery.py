@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from types import SimpleNamespace
+from typing import Awaitable, Callable
 from weakref import WeakSet
 
 import orjson
@@ -113,6 +114,18 @@ class FakeProbe:
         await asyncio.sleep(3600)  # a broker away: aiokafka answers after its 40 s request timeout
 
 
+async def run_until(run: Callable[[], Awaitable[None]], done: Callable[[], bool]) -> None:
+    """Run a reader task until `done()`, then cancel it."""
+    task = asyncio.ensure_future(run())
+    while not done():
+        await asyncio.sleep(0.01)
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+
+
 def test_a_restarted_reader_reads_on_from_where_it_was_and_an_unanswered_end_does_not_stop_it(monkeypatch):
     """Started again from the beginning, the reader pushed the whole input a second time into the same item
     state (its counts doubled); and an end the broker did not answer for 40 s ended the reader."""
@@ -124,17 +137,11 @@ def test_a_restarted_reader_reads_on_from_where_it_was_and_an_unanswered_end_doe
     monkeypatch.setattr(retries.asyncio, "sleep", lambda s: real_sleep(0.01 if s == 2 else s))
     ordered = OrderedInput(SETTINGS, 2, InMemoryItemIndex(SETTINGS))
 
-    async def main() -> None:
-        task = asyncio.ensure_future(retries.keep_running("read the input topics", ordered.run))
-        while len(FakeConsumer.made) < 2 or FakeConsumer.made[1].calls < 20:
-            await real_sleep(0.01)
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
+    def restarted_and_read() -> bool:
+        return len(FakeConsumer.made) >= 2 and FakeConsumer.made[1].calls >= 20
 
-    asyncio.run(asyncio.wait_for(main(), 10))
+    asyncio.run(asyncio.wait_for(run_until(lambda: retries.keep_running("read the input topics", ordered.run),
+                                           restarted_and_read), 10))
     first, second = FakeConsumer.made
     purchases = TopicPartition(SETTINGS.topics.purchase, 0)
     assert len(first.from_start) == 2 * len(SETTINGS.topics.inputs)  # a first start reads every lane from its start
@@ -221,14 +228,7 @@ def reader_wakes(monkeypatch, first: dict) -> tuple[int, int]:
 
     async def main() -> None:
         ordered.changed = CountedEvent()
-        task = asyncio.ensure_future(ordered.run())
-        while not FakeConsumer.made or FakeConsumer.made[0].calls < 40:
-            await asyncio.sleep(0.01)
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
+        await run_until(ordered.run, lambda: bool(FakeConsumer.made) and FakeConsumer.made[0].calls >= 40)
 
     asyncio.run(asyncio.wait_for(main(), 20))
     return FakeConsumer.made[0].calls, ordered.changed.sets
