@@ -207,7 +207,8 @@ def test_items_that_came_next_in_other_sessions_are_recommended_with_the_reason(
 
 
 def test_the_ranker_sees_which_candidates_the_user_had_in_this_session_and_before():
-    from stream_app.core.recommend import FEATURES, decode_features, session_items
+    from stream_app.core.feature_rows import FEATURES, decode_features
+    from stream_app.core.recommend import session_items
     settings = Settings(session_gap_ms=60_000)
     _, _, index = run([ev(0, user="u0", item="p"), ev(1, user="u0", item="q")], settings)  # popular, unseen by u1
     events = [ev(1, item="old", ts=T0), ev(2, item="x", ts=T0 + 120_000), ev(3, item="y", ts=T0 + 121_000)]
@@ -256,7 +257,7 @@ def test_shown_rows_are_stored_sparse_and_rows_an_earlier_release_stored_dense_s
 
     import numpy as np
 
-    from stream_app.core.recommend import N_FEATURES, decode_features, encode_rows, shown_matrix
+    from stream_app.core.feature_rows import N_FEATURES, decode_features, encode_rows, shown_matrix
 
     rows = np.zeros((50, N_FEATURES))
     rows[:, :5] = np.linspace(0.0, 1.0, 250).reshape(50, 5)  # a sixth non-zero; real lists hold a third

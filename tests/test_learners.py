@@ -9,6 +9,7 @@ import pytest
 
 from stream_app.config import Settings
 from stream_app.core.events import Event
+from stream_app.core.feature_rows import FEATURES, decode_features, encode_rows
 from stream_app.core.items import InMemoryItemIndex
 from stream_app.core.learners import (
     LEARNERS,
@@ -24,7 +25,6 @@ from stream_app.core.learners import (
 )
 from stream_app.core.process import new_partition_learners, new_profile, new_ranker, process, shown_hits
 from stream_app.core.profile import Profile, apply_event, event_digest
-from stream_app.core.recommend import FEATURES, decode_features, encode_rows
 from stream_app.stream.partitioning import murmur2, partition_of
 
 SETTINGS = Settings()

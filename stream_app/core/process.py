@@ -15,6 +15,7 @@ import numpy as np
 from ..config import Settings
 from .content import ContentIndex, interest_vector, update_interest
 from .events import Event
+from .feature_rows import FEATURES, shown_matrix
 from .items import ItemIndex
 from .learners import (
     BehaviourStats,
@@ -26,7 +27,7 @@ from .learners import (
     segment_of,
 )
 from .profile import Profile, apply_event, event_digest
-from .recommend import FEATURES, MODEL_VERSIONS, Encoding, Ranked, recommend, shown_matrix
+from .recommend import MODEL_VERSIONS, Encoding, Ranked, recommend
 
 
 @dataclass(slots=True)

@@ -12,6 +12,7 @@ import orjson
 from ..config import Settings
 from . import decay
 from .events import Event
+from .feature_rows import encode_rows
 
 _INTERNAL_FIELDS = frozenset({"seen_event_ids", "dedupe_floor", "learner_state", "shown", "shown_features",
                               "shown_strategy", "shadow_shown"})
@@ -147,8 +148,6 @@ class Profile:
             out["dedupe_floor"] = self.dedupe_floor
             out["shown"] = self.shown
             if self.shown_features is None and self.shown_rows is not None:
-                from .recommend import encode_rows
-
                 self.shown_features = encode_rows(self.shown_rows)
             out["shown_features"] = self.shown_features
             out["shown_strategy"] = self.shown_strategy

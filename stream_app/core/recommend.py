@@ -16,7 +16,6 @@ it is warm (learners/ranker.py), else by the prior: a fixed weighted sum of the 
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass
 from functools import partial
 from itertools import islice
@@ -28,6 +27,7 @@ from ..config import Settings
 from . import decay
 from .content import SIMILARITY_FLOOR, interest_vector, share_of
 from .events import Event, event_kind
+from .feature_rows import FEATURES, N_FEATURES
 from .item_columns import NO_CATEGORY
 from .items import ItemIndex, shares
 from .profile import Profile
@@ -52,35 +52,6 @@ RECENCY_SHARE = 0.75
 #: The category model's features span this many halvings of probability below the best candidate's.
 LOG_SPAN = 12.0
 
-FEATURES = (
-    "prior",  # the fixed blend below: the ranker starts from it and corrects it
-    "covis",  # sum over recent items (weighted 1/rank) of the co-visitation share
-    "covis_last",  # co-visitation share with the item just seen
-    "rules",  # sum over the session's recent items (weighted 1/rank) of the share of "followed by" it
-    "rules_last",  # the share of "followed by the item just seen" (sequential rules)
-    "in_session",  # the user had it in the current session
-    "seen",  # the user had it before (among the items the profile keeps affinity for)
-    "repeat",  # the item's share of the user's strongest item affinity
-    "recent_rank",  # its rank's weight among the user's most recent distinct items (learned; 0: not among them)
-    "repeat_x_propensity",  # ... times the user's learned repeat propensity
-    "last_after_browse", "last_after_click", "last_after_cart", "last_after_order",  # it is the item just seen
-    "same_category",  # in the category of the event just seen
-    "category_affinity",  # the user's affinity to its category, as a share of the strongest
-    "category_rank",  # its popularity share within its category
-    "category_rank_here",  # ... if in the category of the event just seen, else 0
-    "category_in_session",  # the share of the current session's items in its category
-    "category_rank_in_session",  # category_rank x category_in_session
-    "category_next",  # how often its category came next after the event's category in sessions (share of the best)
-    "category_rank_next",  # category_rank x category_next
-    "category_model",  # P(its category comes next) x P(it, within its category), both from the item state
-    "category_model_session",  # ... with the categories that come next after the session's most common one
-    "popular",
-    "trending",
-    "encoder",  # the item's score under the user's sequence-encoder embedding, as a share of the best
-    "content",  # the cosine of its text with the user's interest vector, above the floor (content.share_of)
-    "content_last",  # ... with the text of the item just seen
-)
-N_FEATURES = len(FEATURES)
 _F = {name: i for i, name in enumerate(FEATURES)}
 _LAST_AFTER = {"browse": _F["last_after_browse"], "click": _F["last_after_click"],
                "cart": _F["last_after_cart"], "order": _F["last_after_order"]}
@@ -97,59 +68,6 @@ class Ranked:
     def stored_rows(self) -> np.ndarray:
         """The rows as a profile keeps them (`Profile.shown_rows`): float16, as `encode_rows` writes them."""
         return self.features.astype(np.float16)
-
-
-def encode_rows(rows: np.ndarray) -> str:
-    """Rows as float16, sparse (two thirds of the values are 0): a header (rows, features), a bit per value (is
-    it non-zero), the non-zero values; in base64 after SPARSE. Two fifths of the bytes of the dense rows (1,557
-    of 3,845 on the synthetic log), which were more than half of a profile's."""
-    flat = rows.astype(np.float16).ravel()
-    present = flat != 0
-    payload = (np.array(rows.shape, dtype="<u2").tobytes() + np.packbits(present).tobytes()
-               + flat[present].astype("<f2").tobytes())
-    return SPARSE + base64.b64encode(payload).decode("ascii")
-
-
-def shown_matrix(rows: np.ndarray | None, text: str | None, count: int) -> np.ndarray | None:
-    """The shown list's feature rows to learn from: the profile's float16 rows when it holds them (what
-    `decode_features` reads back from their text), else its stored text decoded."""
-    if rows is None:
-        return decode_features(text, count)
-    if rows.shape != (count, N_FEATURES) or not np.isfinite(rows).all():
-        return None
-    return rows.astype(np.float64) + 0.0  # + 0.0: a -0.0 as the text reads it back (a zero is not written)
-
-
-#: Marks sparse rows (':' is not base64: the dense base64 of earlier releases reads as it was written).
-SPARSE = "s:"
-
-
-def decode_features(text: str | None, rows: int) -> np.ndarray | None:
-    """The stored rows of a shown list, or None if absent, unreadable or of another feature layout."""
-    if not text:
-        return None
-    try:
-        raw = base64.b64decode(text[len(SPARSE):] if text.startswith(SPARSE) else text, validate=True)
-    except ValueError:
-        return None
-    if not text.startswith(SPARSE):
-        if len(raw) % 2:
-            return None
-        flat = np.frombuffer(raw, dtype="<f2")
-    else:
-        size, bits = rows * N_FEATURES, (rows * N_FEATURES + 7) // 8
-        if (len(raw) < 4 + bits or (len(raw) - 4 - bits) % 2
-                or tuple(np.frombuffer(raw[:4], dtype="<u2")) != (rows, N_FEATURES)):
-            return None
-        present = np.unpackbits(np.frombuffer(raw[4:4 + bits], dtype=np.uint8), count=size).astype(bool)
-        values = np.frombuffer(raw[4 + bits:], dtype="<f2")
-        if values.size != np.count_nonzero(present):
-            return None
-        flat = np.zeros(size, dtype="<f2")
-        flat[present] = values
-    if flat.size != rows * N_FEATURES or not np.isfinite(flat).all():  # inf: a value over float16's range
-        return None
-    return flat.reshape(rows, N_FEATURES).astype(np.float64)
 
 
 def recommend(profile: Profile, event: Event, index: ItemIndex, settings: Settings, ranker: Any = None,
@@ -214,12 +132,7 @@ def recommend(profile: Profile, event: Event, index: ItemIndex, settings: Settin
     if encoding is not None:
         matrix[:, _F["encoder"]] = encoding.shares_for(ids)
     if interest is not None or last_vector is not None:
-        to_interest, to_last = content.cosines(ids, interest, last_vector)
-        if to_interest is not None:
-            matrix[:, _F["content"]] = share_of(to_interest)
-        if to_last is not None:
-            matrix[:, _F["content_last"]] = share_of(to_last)
-            matrix[this_row, _F["content_last"]] = 0.0  # the item itself is not "similar to itself"
+        _content_columns(matrix, *content.cosines(ids, interest, last_vector), this_row)
     matrix[:, 0] = _prior(matrix, settings)
     scores = ranker.score_many(matrix) if ranker is not None and ranker.ready else matrix[:, 0]
     pool = _best_first(scores, ids, index.withdrawn)[: max(settings.top_k, settings.ranker_pool)]
@@ -243,6 +156,17 @@ def by_prior(ranked: Ranked, settings: Settings, withdrawn: AbstractSet[str]) ->
     scores = _prior(ranked.matrix, settings)
     best = _best_first(scores, ranked.candidates, withdrawn)[: settings.top_k].tolist()
     return [ranked.candidates[i] for i, score in zip(best, scores[best].tolist()) if round(score, 6) > 0]
+
+
+def _content_columns(matrix: np.ndarray, to_interest: np.ndarray | None, to_last: np.ndarray | None,
+                     this_row: int) -> None:
+    """The content columns from the candidates' cosines with the interest vector and the item just seen (None: no
+    such vector)."""
+    if to_interest is not None:
+        matrix[:, _F["content"]] = share_of(to_interest)
+    if to_last is not None:
+        matrix[:, _F["content_last"]] = share_of(to_last)
+        matrix[this_row, _F["content_last"]] = 0.0  # the item itself is not "similar to itself"
 
 
 def _best_first(scores: np.ndarray, ids: list[str], withdrawn: AbstractSet[str]) -> np.ndarray:
