@@ -157,10 +157,7 @@ def learn_content(profile: Profile, event: Event, content: ContentIndex, setting
     if vector is None:
         return
     profile.content_interest = interest_after(profile.content_interest, event, vector, content, settings)
-    interest = interest_vector(profile.content_interest, content.version)
-    profile.likes_from = content if interest is not None else None  # named when written (`to_dict`)
-    if interest is None:
-        profile.likes = []
+    profile.likes_from = content  # named when written (`to_dict`: ContentIndex.likes_of)
 
 
 def interest_after(state: dict[str, Any] | None, event: Event, item_vector: np.ndarray, content: ContentIndex,
