@@ -5,7 +5,8 @@ Every worker reads the whole topic (one partition, compacted) from its beginning
 consumer group, and keeps each item's latest text. Whenever the text of some items or the content
 model changed, the index is rebuilt off the event loop: texts already embedded by the same model
 version come from a cache keyed by `text_hash`, so an item is embedded again only when its text or
-the model changes. The batch loop takes `feed.index` at the start of a batch; a rebuild swaps it
+the model changes; and a starting worker takes the vectors the workers wrote to Redis (store/text_vectors.py)
+before it embeds the rest. The batch loop takes `feed.index` at the start of a batch; a rebuild swaps it
 whole, never inside a batch. Records that break schemas/v1/item are counted and skipped here;
 `items_check` dead-letters them, once across the workers.
 """
@@ -19,11 +20,13 @@ import time
 from typing import Any
 
 import numpy as np
+from redis.exceptions import RedisError
 
 from ..config import Settings
 from ..contracts import Rejection, Source, check_item
 from ..core.content import ContentIndex, build_index, item_text, item_title, term_floor, title_terms, top_terms
 from ..serving.text_encoder import TextEncoder, text_hash
+from ..store.text_vectors import TextVectorStore
 from .transport import from_the_beginning
 
 log = logging.getLogger("stream_app.catalogue")
@@ -35,6 +38,8 @@ class CachedEmbedder:
     def __init__(self) -> None:
         self.vectors: dict[str, np.ndarray] = {}
         self.embedded = 0  # texts the model ran on (cache misses)
+        self.shared = 0  # texts whose vectors came from the workers' shared store (TextVectorStore)
+        self.fresh: dict[str, np.ndarray] = {}  # key -> vector embedded here and not yet given to the shared store
         self.failed = 0  # texts the model raised on alone: a zero vector (no text signal), not embedded again
         # text -> its text_hash under the version `keyed_for`: a rebuild hashes only the texts new to it
         self.keys: dict[str, str] = {}
@@ -53,15 +58,20 @@ class CachedEmbedder:
         missing = sorted({key: text for key, text in zip(keys, texts) if key not in self.vectors}.items())
         if missing:
             vectors = self._embed_or_split(model, [text for _, text in missing])
-            self.vectors.update(zip((key for key, _ in missing), vectors))
+            for (key, _), vector in zip(missing, vectors):
+                if vector is not None:
+                    self.fresh[key] = vector
+            zero = np.zeros(model.dim, np.float32)
+            self.vectors.update((key, zero if vector is None else vector) for (key, _), vector in zip(missing, vectors))
             self.embedded += len(missing)
         if not texts:
             return np.zeros((0, model.dim), np.float32)
         return np.stack([self.vectors[key] for key in keys])
 
-    def _embed_or_split(self, model: TextEncoder, texts: list[str]) -> list[np.ndarray]:
+    def _embed_or_split(self, model: TextEncoder, texts: list[str]) -> list[np.ndarray | None]:
         """The texts' vectors; where the model raises, halves embedded apart until the texts it fails on are
-        found (one text must not keep the whole catalogue from its index, nor be embedded again each time)."""
+        found (None: one text must not keep the whole catalogue from its index, nor be embedded again each time;
+        it gets a zero vector here, not shared: the failure may pass, as one of memory does)."""
         try:
             return list(model.embed(texts))
         except Exception as exc:
@@ -69,7 +79,7 @@ class CachedEmbedder:
                 self.failed += 1
                 log.error("the content model %s cannot embed the text %r (%r): the item has no text signal",
                           model.version, texts[0][:80], exc)
-                return [np.zeros(model.dim, np.float32)]
+                return [None]
             half = len(texts) // 2
             return self._embed_or_split(model, texts[:half]) + self._embed_or_split(model, texts[half:])
 
@@ -103,8 +113,9 @@ def index_records(model: TextEncoder, records: dict[str, dict[str, Any]]) -> Con
 
 
 class CatalogueFeed:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, shared: TextVectorStore | None = None):
         self.settings = settings
+        self.shared = shared  # the vectors the workers embedded, in Redis (None: each embeds its own)
         self.texts: dict[str, str] = {}  # item_id -> the text embedded
         self.titles: dict[str, str] = {}  # item_id -> its title (its name in reasons)
         self.withdrawn: set[str] = set()  # items whose last record is a tombstone
@@ -135,10 +146,11 @@ class CatalogueFeed:
             self.term_counts.update(title_terms(text))
 
     def status(self) -> dict[str, Any]:
-        return {"items": len(self.texts), "withdrawn": len(self.withdrawn), "indexed": len(self.index) if self.index is not None else 0,
+        return {"items": len(self.texts), "withdrawn": len(self.withdrawn),
+                "indexed": len(self.index) if self.index is not None else 0,
                 "model": self.index.version if self.index is not None else None,
-                "embedded": self.embedder.embedded, "failed": self.embedder.failed, "invalid": self.invalid,
-                "indexed_through": self.indexed_through}
+                "embedded": self.embedder.embedded, "shared": self.embedder.shared, "failed": self.embedder.failed,
+                "invalid": self.invalid, "indexed_through": self.indexed_through}
 
     def apply(self, key: bytes | None, value: bytes | None, offset: int) -> None:
         self.read_through = max(self.read_through, offset)
@@ -182,13 +194,39 @@ class CatalogueFeed:
             return
         texts = dict(self.texts)
         terms = top_terms(self.term_counts, term_floor(len(texts)))
-        started = time.monotonic()
+        started, shared_before = time.monotonic(), self.embedder.shared
+        if self.shared is not None:
+            await self.take_shared(model, [*texts.values(), *terms])
         index = await asyncio.get_running_loop().run_in_executor(
             None, index_catalogue, model, texts, self.embedder, dict(self.listed_at), dict(self.titles), terms)
         self.index, self.built_for, self.indexed_through = index, wanted, through
         self.embedder.keep_only(model.version, [*texts.values(), *index.terms])
-        log.warning("content index: %d items, %d terms under %s (%.1fs; %d texts embedded so far)",
-                    len(index), len(index.terms), model.version, time.monotonic() - started, self.embedder.embedded)
+        log.warning("content index: %d items, %d terms under %s (%.1fs; %d texts embedded so far; %d vectors "
+                    "from the workers' shared store)", len(index), len(index.terms), model.version,
+                    time.monotonic() - started, self.embedder.embedded, self.embedder.shared - shared_before)
+        if self.shared is not None and self.embedder.fresh:
+            await self.give_shared(model.version)
+
+    async def take_shared(self, model: TextEncoder, texts: list[str]) -> None:
+        """Take the vectors of the texts not held here from the shared store, as far as it has them."""
+        embedder = self.embedder
+        keys = sorted({embedder.key(text, model.version) for text in texts} - embedder.vectors.keys())
+        try:
+            found = await self.shared.fetch(model.version, keys, model.dim)
+        except (RedisError, OSError) as exc:  # a cache: the texts are embedded here instead
+            log.warning("could not read the shared text vectors from Redis (%r): embedding %d texts here", exc,
+                        len(keys))
+            return
+        embedder.vectors.update(found)
+        embedder.shared += len(found)
+
+    async def give_shared(self, version: str) -> None:
+        """Write the vectors embedded here to the shared store (once: a failure leaves them to the next worker)."""
+        fresh, self.embedder.fresh = self.embedder.fresh, {}
+        try:
+            await self.shared.store(version, fresh)
+        except (RedisError, OSError) as exc:
+            log.warning("could not write %d text vectors to Redis for the other workers (%r)", len(fresh), exc)
 
     async def run(self, content_model: Any, ready: asyncio.Event | None = None) -> None:
         """Read the items topic from its beginning, then follow it; keep the index current with

@@ -29,6 +29,7 @@ from ..config import Settings
 from ..core.item_feed import EvictionClock
 from ..core.items import InMemoryItemIndex
 from ..store.redis_store import ProfileStore, RedisStoreConfig
+from ..store.text_vectors import TextVectorStore
 from . import health, retries, transport, worker_status
 from .batch import ROUND_EVENTS, BatchHandler, Counters, PartitionState
 from .catalogue_feed import CatalogueFeed
@@ -83,7 +84,7 @@ class StreamWorker:
         # Newest-wins on restore: a late changelog record of an earlier owner does not roll a profile back
         self.profile_table = add_table(app, ProfileTable, PROFILE_TABLE, partitions)
         self.store = ProfileStore(RedisStoreConfig(settings.require_redis(), settings.namespace))
-        self.catalogue = CatalogueFeed(settings)
+        self.catalogue = CatalogueFeed(settings, TextVectorStore(lambda: self.store.client, settings.namespace))
         self.models_ready, self.catalogue_ready = asyncio.Event(), asyncio.Event()
         self.output = BatchProducer(settings.require_kafka(), settings.kafka_security)
         # The learners of each input partition (ranker, bandit), in a table of the same partitioning.

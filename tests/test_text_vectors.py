@@ -1,0 +1,81 @@
+"""The catalogue's text vectors shared by the workers in Redis (store/text_vectors.py): a starting worker embeds only
+what no worker embedded before, and its index is the one embedding would give."""
+
+import asyncio
+
+import numpy as np
+import orjson
+import redis.asyncio as aioredis
+from test_content import CATALOGUE, BagOfWords
+
+from stream_app.config import Settings
+from stream_app.serving.text_encoder import text_hash
+from stream_app.store.text_vectors import TextVectorStore, vectors_key
+from stream_app.stream.catalogue_feed import CatalogueFeed
+
+
+def started_feed(settings: Settings, client: aioredis.Redis | None) -> CatalogueFeed:
+    """A worker's feed that has read the catalogue, sharing vectors through `client` (None: none)."""
+    shared = TextVectorStore(lambda: client, settings.namespace) if client is not None else None
+    feed = CatalogueFeed(settings, shared)
+    for offset, (item_id, title) in enumerate(CATALOGUE.items()):
+        feed.apply(item_id.encode(), orjson.dumps({"item_id": item_id, "title": title, "schema_version": 1}), offset)
+    return feed
+
+
+def test_a_starting_worker_takes_the_vectors_other_workers_embedded(make_settings, redis_client):
+    settings = make_settings()
+    name = vectors_key(settings.namespace, "bow-1")
+
+    async def run() -> None:
+        client = aioredis.Redis.from_url(settings.redis_url)
+        try:
+            first, first_model = started_feed(settings, client), BagOfWords("bow-1")
+            await first.rebuild(first_model)
+            texts = len(CATALOGUE) + len(first.index.terms)
+            assert first.embedder.embedded == texts and first.embedder.shared == 0
+            assert redis_client.hlen(name) == texts and 0 < redis_client.ttl(name)
+
+            second, second_model = started_feed(settings, client), BagOfWords("bow-1")
+            await second.rebuild(second_model)
+            assert second_model.calls == [] and second.embedder.embedded == 0 and second.embedder.shared == texts
+            # float16 in Redis is what the index keeps: the same index, to the last bit
+            assert second.index.item_ids == first.index.item_ids and second.index.terms == first.index.terms
+            assert np.array_equal(second.index.vectors, first.index.vectors)
+            assert np.array_equal(second.index.term_vectors, first.index.term_vectors)
+
+            # a damaged vector (another length, not finite) is embedded again and written back
+            short, nan = text_hash(CATALOGUE["mug-1"], "bow-1"), text_hash(CATALOGUE["bag-2"], "bow-1")
+            redis_client.hset(name, mapping={short: b"\x00\x3c" * 3, nan: np.full(64, np.nan, "<f2").tobytes()})
+            third, third_model = started_feed(settings, client), BagOfWords("bow-1")
+            await third.rebuild(third_model)
+            assert sorted(third_model.calls[0]) == sorted([CATALOGUE["mug-1"], CATALOGUE["bag-2"]])
+            assert third.embedder.shared == texts - 2
+            assert np.array_equal(third.index.vectors, first.index.vectors)
+            assert len(redis_client.hget(name, short)) == 2 * 64
+
+            # another model version shares nothing with this one
+            other = started_feed(settings, client)
+            await other.rebuild(BagOfWords("bow-2"))
+            assert other.embedder.shared == 0 and other.embedder.embedded == texts
+        finally:
+            await client.aclose()
+
+    asyncio.run(run())
+
+
+def test_without_redis_a_worker_embeds_the_catalogue_itself():
+    """The store is a cache: Redis unreachable costs the time to embed, never the index."""
+    settings = Settings(redis_url="redis://127.0.0.1:1/0")
+
+    async def run() -> None:
+        client = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=1)
+        try:
+            feed, model = started_feed(settings, client), BagOfWords("bow-1")
+            await feed.rebuild(model)
+            assert len(feed.index) == len(CATALOGUE) and feed.embedder.shared == 0
+            assert feed.embedder.embedded == len(CATALOGUE) + len(feed.index.terms) and not feed.embedder.fresh
+        finally:
+            await client.aclose()
+
+    asyncio.run(run())
