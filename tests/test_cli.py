@@ -158,6 +158,15 @@ def test_the_demo_replays_the_bundled_shop_sample_and_shows_profiles_in_words(se
     scraped = next(line for line in out.stdout.splitlines() if line.startswith("one scrape of http://"))
     assert "1,888 events in" in scraped and "1,888 recommendations, 0 dead letters" in scraped
     assert "consumer lag 0;" in scraped and "p99 latency -" not in scraped
+    assert "kept from an earlier demo" not in out.stdout
+    assert "1,287 items indexed by their text: 2,349 texts embedded by the worker, 0 vectors taken" in out.stdout
+
+    # again: the worker takes the text vectors the first run's embedded, and its index is the same
+    again = cli("demo", "--rate", "max", "--timeout", "300", env=env, timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "(2,349 text vectors kept from an earlier demo in Redis: only the rest)" in again.stdout  # titles, terms
+    assert "1,287 items indexed by their text: 0 texts embedded by the worker, 2,349 vectors taken" in again.stdout
+    assert [line for line in again.stdout.splitlines() if "likes (item text, content model):" in line] == likes
 
 
 def test_bench_measures_every_event_it_sent_by_the_worker_and_by_the_plain_faust_app(services, tmp_path):

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import redis
 
@@ -122,9 +123,59 @@ def content_model(registry_dir: Path) -> str | None:
     return version
 
 
-def load_demo_catalogue(settings: Settings, items: str, catalogue: Catalogue) -> dict[str, str]:
+def vectors_file(version: str) -> Path:
+    from ..state_files import state_dir
+
+    return state_dir() / "demo-content-models" / f"{version}.text-vectors.npz"
+
+
+def seed_vectors(settings: Settings, version: str) -> int:
+    """Put the text vectors an earlier demo's worker embedded under `version` into this run's Redis, where its
+    worker takes them (store/text_vectors.py) instead of embedding the catalogue again; how many."""
+    from ..store.text_vectors import CHUNK, TTL_S, vectors_key
+
+    try:
+        with np.load(vectors_file(version), allow_pickle=False) as saved:
+            keys, vectors = saved["keys"].tolist(), saved["vectors"]
+    except (OSError, ValueError, KeyError):  # none yet, or unreadable: the worker embeds them
+        return 0
+    if vectors.dtype != np.float16 or vectors.ndim != 2 or len(vectors) != len(keys):
+        return 0
+    client, name = redis.Redis.from_url(settings.require_redis()), vectors_key(settings.namespace, version)
+    try:
+        pipe = client.pipeline(transaction=False)
+        for start in range(0, len(keys), CHUNK):
+            pipe.hset(name, mapping={key: vector.astype("<f2").tobytes()
+                                     for key, vector in zip(keys[start:start + CHUNK], vectors[start:start + CHUNK])})
+        pipe.expire(name, TTL_S)
+        pipe.execute()
+    finally:
+        client.close()
+    return len(keys)
+
+
+def keep_vectors(settings: Settings, version: str) -> None:
+    """Keep this run's shared text vectors for the next demo (`seed_vectors`)."""
+    from ..store.text_vectors import vectors_key
+
+    client = redis.Redis.from_url(settings.require_redis())
+    try:
+        fields = client.hgetall(vectors_key(settings.namespace, version))
+    finally:
+        client.close()
+    width = len(next(iter(fields.values()), b""))  # every vector of one model is as long
+    kept = {key.decode(): raw for key, raw in fields.items() if len(raw) == width}
+    if not width:
+        return
+    path = vectors_file(version)
+    partial = path.with_suffix(".partial.npz")
+    np.savez(partial, keys=np.array(list(kept)), vectors=np.stack([np.frombuffer(raw, "<f2") for raw in kept.values()]))
+    partial.replace(path)
+
+
+def load_demo_catalogue(settings: Settings, items: str, catalogue: Catalogue) -> tuple[dict[str, str], str | None]:
     """Send the catalogue (as `load_catalogue` read it) to the items topic and publish a content model
-    when the registry has one; item_id -> its title, to show users' items by name."""
+    when the registry has one; item_id -> its title, to show users' items by name, and the content model."""
     from ..core.content import item_title
     from .catalogue import send_catalogue
 
@@ -135,8 +186,10 @@ def load_demo_catalogue(settings: Settings, items: str, catalogue: Catalogue) ->
     version = content_model(Path(settings.registry_dir))
     if version is not None:
         publish(settings, "content", version)
-        _say("            published as the content model: workers embed every title once")
-    return titles
+        seeded = seed_vectors(settings, version)
+        _say("            published as the content model: workers embed every title once"
+             + (f" ({seeded:,} text vectors kept from an earlier demo in Redis: only the rest)" if seeded else ""))
+    return titles, version
 
 
 def say_scrape(url: str, elapsed_s: float) -> None:
@@ -181,10 +234,14 @@ def run_demo(path: str | None, fmt: str | None, rate: float | None, timeout: flo
         if manifest is not None:
             publish(settings, "live", manifest["version"])
             _say(f"            published as the live model on {settings.topics.model_control}")
-        titles = load_demo_catalogue(settings, str(items), catalogue) if catalogue is not None else {}
+        titles, content = load_demo_catalogue(settings, str(items), catalogue) if catalogue is not None else ({}, None)
         worker = run.start_worker()
-        wait_ready_workers(settings, [worker], timeout)
+        status = wait_ready_workers(settings, [worker], timeout)[0]
         _say(f"  worker    ready (pid {worker.pid}), log {worker.log_path}")
+        indexed = status.get("catalogue") or {}
+        if content is not None and indexed.get("indexed"):
+            _say(f"            {indexed['indexed']:,} items indexed by their text: {indexed['embedded']:,} texts embedded "
+                 f"by the worker, {indexed['shared']:,} vectors taken from Redis")
         _say(f"  metrics   {worker.url}/metrics (Prometheus text format; /healthz, /readyz beside it)")
         _say(f"  replay    {len(events)} events from {source.name} at "
              f"{'full speed' if rate is None else f'{rate:,.0f} events/s'}"
@@ -233,6 +290,8 @@ def run_demo(path: str | None, fmt: str | None, rate: float | None, timeout: flo
                                       titles=titles):
                 _say(line)
         client.close()
+        if content is not None:
+            keep_vectors(settings, content)
         _say("")
         _say("done: stopping the worker" + (" and the embedded services" if run.embedded else "")
              + ("" if keep else f", removing {run.log_dir} (`--keep` keeps it)"))
