@@ -520,3 +520,16 @@ def test_status_says_when_a_worker_has_missed_its_heartbeats():
     assert describe_worker(status, 60_000)[0].startswith("worker w1: ready, HTTP port 8000")
     stale = describe_worker({**status, "updated_at": now_ms - 12_000}, 60_000)[0]
     assert stale.startswith("worker w1: ready as of 12s ago (gone or stuck?), HTTP port 8000")
+
+
+def test_the_demo_says_when_its_worker_fell_behind_the_offered_rate(capsys):
+    """A latency of seconds at 300 events/s on a slow machine is a queue, not the worker's latency: said so."""
+    from stream_app.tools.demo import say_behind
+
+    sent = {f"e{i}": 1_000.0 + i * 10 for i in range(630)}  # 100 events/s over 6.3 s
+    say_behind(sent, 12.6, 100.0)
+    said = capsys.readouterr().out
+    assert "went out in 6.3s" in said and "after 12.6s" in said and "took 50 events/s of the 100 offered" in said
+    say_behind(sent, 6.6, 100.0)  # kept up: the last recommendation within a few batches of the last send
+    say_behind(sent, 12.6, None)  # full speed: nothing was offered at a rate to keep up with
+    assert capsys.readouterr().out == ""

@@ -192,6 +192,16 @@ def load_demo_catalogue(settings: Settings, items: str, catalogue: Catalogue) ->
     return titles, version
 
 
+def say_behind(sent_ms: dict[str, float], elapsed_s: float, rate: float | None) -> None:
+    """At an offered rate the worker could not keep up with, the latency measured is mostly the queue: said."""
+    sending_s = (max(sent_ms.values()) - min(sent_ms.values())) / 1000 if sent_ms else 0.0
+    if rate is None or elapsed_s <= sending_s * 1.1 + 0.5:
+        return
+    _say(f"behind: the events went out in {sending_s:.1f}s and their last recommendation came after {elapsed_s:.1f}s: "
+         f"the worker took {len(sent_ms) / elapsed_s:,.0f} events/s of the {rate:,.0f} offered on this machine, so "
+         "events queued and the latency above is mostly that wait (a lower --rate shows a worker that keeps up)")
+
+
 def say_scrape(url: str, elapsed_s: float) -> None:
     """The worker's own figures, from one scrape of its /metrics, as a dashboard would show them."""
     m = Headline.of(scrape(url))
@@ -279,6 +289,7 @@ def run_demo(path: str | None, fmt: str | None, rate: float | None, timeout: flo
              f"recommendation read, {elapsed:.2f}s; `stream-app bench` measures the ceiling)")
         _say(f"latency event sent -> recommendation read (measured here, each event): p50 {lat['p50_ms']:.0f} ms, "
              f"p99 {lat['p99_ms']:.0f} ms")
+        say_behind(sent_ms, elapsed, rate)
         say_scrape(f"{worker.url}/metrics", elapsed)
         by_user: dict[str, int] = {}
         for e in events:
