@@ -533,3 +533,18 @@ def test_the_demo_says_when_its_worker_fell_behind_the_offered_rate(capsys):
     say_behind(sent, 6.6, 100.0)  # kept up: the last recommendation within a few batches of the last send
     say_behind(sent, 12.6, None)  # full speed: nothing was offered at a rate to keep up with
     assert capsys.readouterr().out == ""
+
+
+def test_a_damaged_file_of_kept_text_vectors_leaves_the_demo_to_embed(tmp_path, monkeypatch, capsys):
+    """The demo's kept vectors are a cache: a truncated file is said and skipped, never a failed demo."""
+    from stream_app.config import Settings
+    from stream_app.tools.demo import seed_vectors, vectors_file
+
+    monkeypatch.setenv("STREAM_APP_STATE_DIR", str(tmp_path))
+    path = vectors_file("content-v1")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"PK\x03\x04 truncated")
+    assert seed_vectors(Settings(redis_url="redis://127.0.0.1:1/0"), "content-v1") == 0
+    assert "were not used" in capsys.readouterr().out
+    assert seed_vectors(Settings(redis_url="redis://127.0.0.1:1/0"), "content-v2") == 0  # none kept: nothing said
+    assert capsys.readouterr().out == ""

@@ -44,13 +44,14 @@ def test_a_starting_worker_takes_the_vectors_other_workers_embedded(make_setting
             assert np.array_equal(second.index.vectors, first.index.vectors)
             assert np.array_equal(second.index.term_vectors, first.index.term_vectors)
 
-            # a damaged vector (another length, not finite) is embedded again and written back
-            short, nan = text_hash(CATALOGUE["mug-1"], "bow-1"), text_hash(CATALOGUE["bag-2"], "bow-1")
-            redis_client.hset(name, mapping={short: b"\x00\x3c" * 3, nan: np.full(64, np.nan, "<f2").tobytes()})
+            # a damaged vector (another length, not finite, all zero) is embedded again and written back
+            short, nan, zero = (text_hash(CATALOGUE[item], "bow-1") for item in ("mug-1", "bag-2", "lantern-3"))
+            redis_client.hset(name, mapping={short: b"\x00\x3c" * 3, nan: np.full(64, np.nan, "<f2").tobytes(),
+                                             zero: bytes(128)})
             third, third_model = started_feed(settings, client), BagOfWords("bow-1")
             await third.rebuild(third_model)
-            assert sorted(third_model.calls[0]) == sorted([CATALOGUE["mug-1"], CATALOGUE["bag-2"]])
-            assert third.embedder.shared == texts - 2
+            assert sorted(third_model.calls[0]) == sorted(CATALOGUE[item] for item in ("mug-1", "bag-2", "lantern-3"))
+            assert third.embedder.shared == texts - 3
             assert np.array_equal(third.index.vectors, first.index.vectors)
             assert len(redis_client.hget(name, short)) == 2 * 64
 
@@ -79,3 +80,64 @@ def test_without_redis_a_worker_embeds_the_catalogue_itself():
             await client.aclose()
 
     asyncio.run(run())
+
+
+class FailsOn(BagOfWords):
+    """Raises on any batch holding `text`, as a model that cannot take one title."""
+
+    def __init__(self, text: str):
+        super().__init__("bow-1")
+        self.text = text
+
+    def embed(self, texts):
+        if self.text in texts:
+            raise RuntimeError("cannot embed this one")
+        return super().embed(texts)
+
+
+def test_only_vectors_the_model_gave_are_shared_and_the_unused_ones_are_pruned(make_settings, redis_client):
+    settings = make_settings()
+    name = vectors_key(settings.namespace, "bow-1")
+
+    async def run() -> None:
+        client = aioredis.Redis.from_url(settings.redis_url)
+        try:
+            redis_client.hset(name, mapping={f"{n:032x}": bytes(128) for n in range(1500)})  # texts long gone
+            feed = started_feed(settings, client)
+            await feed.rebuild(FailsOn(CATALOGUE["mug-2"]))
+            assert feed.embedder.failed == 1 and "mug-2" not in feed.index.row_of  # no text signal: left out
+            used = set(feed.embedder.keys.values())
+            stored = {key.decode() for key in redis_client.hkeys(name)}
+            assert text_hash(CATALOGUE["mug-2"], "bow-1") not in stored  # a failure is nobody's vector
+            assert stored == used - {text_hash(CATALOGUE["mug-2"], "bow-1")}  # the 1,500 unused ones pruned
+        finally:
+            await client.aclose()
+
+    asyncio.run(run())
+
+
+def test_a_redis_user_refused_these_keys_stops_asking_and_embeds(make_settings, redis_client, caplog):
+    settings = make_settings()
+    user = f"limited-{settings.namespace.rstrip('.')}"
+    redis_client.acl_setuser(user, enabled=True, passwords=["+secret"], keys=[f"{settings.namespace}profile:*"],
+                             commands=["+@all"])
+    try:
+        where = redis_client.connection_pool.connection_kwargs
+
+        async def run() -> None:
+            client = aioredis.Redis(host=where["host"], port=where["port"], username=user, password="secret")
+            try:
+                feed, model = started_feed(settings, client), BagOfWords("bow-1")
+                await feed.rebuild(model)
+                assert len(feed.index) == len(CATALOGUE) and feed.shared is None and not feed.embedder.fresh
+                feed.apply(b"mug-1", orjson.dumps({"item_id": "mug-1", "title": "RED SPOTTY JUG", "schema_version": 1}),
+                           50)
+                await feed.rebuild(model)  # not asked again
+            finally:
+                await client.aclose()
+
+        asyncio.run(run())
+    finally:
+        redis_client.acl_deluser(user)
+    refusals = [r.getMessage() for r in caplog.records if "may not use these keys" in r.getMessage()]
+    assert len(refusals) == 1, refusals

@@ -3,24 +3,28 @@ whole catalogue again (at about 550 titles/s on one core, minutes for a large on
 
 One hash per content model version, `text-vectors:<version>`: `text_hash` (the text under that version) -> the
 vector as little-endian float16 bytes. float16 is the precision the content index keeps (`content.quantised` rounds
-every vector through it), so an index built from these vectors equals one built by embedding, to the last bit.
-A cache, never the truth: a vector that is missing, of another length or not finite is embedded again and written
-back, and with Redis unreachable a worker embeds everything, as without it. The hash expires TTL_S after its last
-use; the fields of texts no longer in the catalogue stay until then (768 bytes each for a 384-number model).
+every vector through it), so an index built from these vectors equals one built by embedding, to the last bit (on
+one onnxruntime build: a worker on another takes the vectors the first build gave, as every worker then does).
+A cache, never the truth: a vector that is missing, of another length, not finite or all zero (never written: a
+text without words gets one, and embeds again in no time) is embedded again and written back; with Redis
+unreachable a worker embeds everything, as without it. The hash expires TTL_S after its last use; the vectors of
+texts no longer in the catalogue are pruned by a worker that finds more than twice as many as it uses (`prune`).
 """
 
 from __future__ import annotations
 
-from itertools import chain
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import redis.asyncio as aioredis
 
 #: A model's vectors go this long after the last worker read or wrote them (a model no longer served).
 TTL_S = 30 * 24 * 3600
-#: Fields per HMGET / HSET: one pipeline, in commands of a bounded size.
+#: Fields per HMGET / HSET command.
 CHUNK = 1000
+#: Fields per round trip: a large catalogue is read and written in steps, the event loop free between them (the
+#: batch loop runs beside a content model change), not in one reply of its whole size.
+ROUND_TRIP = 20_000
 
 
 def vectors_key(namespace: str, version: str) -> str:
@@ -36,33 +40,45 @@ class TextVectorStore:
         self.namespace = namespace
 
     async def fetch(self, version: str, keys: Sequence[str], dim: int) -> dict[str, np.ndarray]:
-        """The stored vectors of `keys` (text hashes under `version`) that are `dim` finite numbers, as float32;
-        one round trip."""
-        if not keys:
-            return {}
+        """The stored vectors of `keys` (text hashes under `version`) that are `dim` finite numbers, not all zero, as
+        float32."""
         name = vectors_key(self.namespace, version)
-        pipe = self.client().pipeline(transaction=False)
-        for start in range(0, len(keys), CHUNK):
-            pipe.hmget(name, list(keys[start:start + CHUNK]))
-        pipe.expire(name, TTL_S)
-        *chunks, _ = await pipe.execute()
         found: dict[str, np.ndarray] = {}
-        for key, raw in zip(keys, chain.from_iterable(chunks)):
-            if raw is not None and len(raw) == 2 * dim:
-                vector = np.frombuffer(raw, "<f2").astype(np.float32)
-                if np.isfinite(vector).all():
-                    found[key] = vector
+        for step in range(0, len(keys), ROUND_TRIP):
+            wanted = keys[step:step + ROUND_TRIP]
+            pipe = self.client().pipeline(transaction=False)
+            for start in range(0, len(wanted), CHUNK):
+                pipe.hmget(name, list(wanted[start:start + CHUNK]))
+            pipe.expire(name, TTL_S)
+            *chunks, _ = await pipe.execute()
+            pairs = [(key, raw) for chunk, start in zip(chunks, range(0, len(wanted), CHUNK))
+                     for key, raw in zip(wanted[start:start + CHUNK], chunk) if raw is not None and len(raw) == 2 * dim]
+            if not pairs:
+                continue
+            vectors = np.frombuffer(b"".join(raw for _, raw in pairs), "<f2").reshape(len(pairs), dim).astype(np.float32)
+            usable = np.isfinite(vectors).all(axis=1) & (vectors != 0).any(axis=1)
+            found.update((key, vector) for (key, _), vector, ok in zip(pairs, vectors, usable.tolist()) if ok)
         return found
 
     async def store(self, version: str, vectors: Mapping[str, np.ndarray]) -> None:
-        """Write vectors (text hash under `version` -> vector), one round trip."""
-        if not vectors:
-            return
+        """Write vectors (text hash under `version` -> vector), all-zero ones left out."""
         name = vectors_key(self.namespace, version)
-        items = list(vectors.items())
-        pipe = self.client().pipeline(transaction=False)
-        for start in range(0, len(items), CHUNK):
-            pipe.hset(name, mapping={key: np.asarray(vector, np.float32).astype("<f2").tobytes()
-                                     for key, vector in items[start:start + CHUNK]})
-        pipe.expire(name, TTL_S)
-        await pipe.execute()
+        items = [(key, vector) for key, vector in vectors.items() if np.any(vector)]
+        for step in range(0, len(items), ROUND_TRIP):
+            pipe = self.client().pipeline(transaction=False)
+            for start in range(step, min(step + ROUND_TRIP, len(items)), CHUNK):
+                pipe.hset(name, mapping={key: np.asarray(vector, np.float32).astype("<f2").tobytes()
+                                         for key, vector in items[start:min(start + CHUNK, step + ROUND_TRIP)]})
+            pipe.expire(name, TTL_S)
+            await pipe.execute()
+
+    async def prune(self, version: str, used: Iterable[str]) -> int:
+        """When the hash holds more than twice the vectors in use (`used`: the text hashes of a catalogue and its
+        terms) and a thousand, delete the others (texts replaced or withdrawn); how many."""
+        client, name, used = self.client(), vectors_key(self.namespace, version), set(used)
+        if await client.hlen(name) <= 2 * len(used) + 1000:
+            return 0
+        stale = [field async for field, _ in client.hscan_iter(name, count=CHUNK) if field.decode() not in used]
+        for start in range(0, len(stale), CHUNK):
+            await client.hdel(name, *stale[start:start + CHUNK])
+        return len(stale)

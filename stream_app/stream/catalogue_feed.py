@@ -20,7 +20,7 @@ import time
 from typing import Any
 
 import numpy as np
-from redis.exceptions import RedisError
+from redis.exceptions import NoPermissionError, RedisError
 
 from ..config import Settings
 from ..contracts import Rejection, Source, check_item
@@ -33,12 +33,14 @@ log = logging.getLogger("stream_app.catalogue")
 
 
 class CachedEmbedder:
-    """A text encoder that embeds each text once per model version."""
+    """A text encoder that embeds each text once per model version; `share`: keep what it embeds for the workers'
+    shared store (`fresh`) until it is given."""
 
-    def __init__(self) -> None:
+    def __init__(self, share: bool = False) -> None:
         self.vectors: dict[str, np.ndarray] = {}
         self.embedded = 0  # texts the model ran on (cache misses)
         self.shared = 0  # texts whose vectors came from the workers' shared store (TextVectorStore)
+        self.share = share
         self.fresh: dict[str, np.ndarray] = {}  # key -> vector embedded here and not yet given to the shared store
         self.failed = 0  # texts the model raised on alone: a zero vector (no text signal), not embedded again
         # text -> its text_hash under the version `keyed_for`: a rebuild hashes only the texts new to it
@@ -58,9 +60,8 @@ class CachedEmbedder:
         missing = sorted({key: text for key, text in zip(keys, texts) if key not in self.vectors}.items())
         if missing:
             vectors = self._embed_or_split(model, [text for _, text in missing])
-            for (key, _), vector in zip(missing, vectors):
-                if vector is not None:
-                    self.fresh[key] = vector
+            if self.share:
+                self.fresh.update((key, vector) for (key, _), vector in zip(missing, vectors) if vector is not None)
             zero = np.zeros(model.dim, np.float32)
             self.vectors.update((key, zero if vector is None else vector) for (key, _), vector in zip(missing, vectors))
             self.embedded += len(missing)
@@ -88,6 +89,7 @@ class CachedEmbedder:
         keys = {text: self.key(text, version) for text in texts}
         wanted = set(keys.values())
         self.vectors = {key: vector for key, vector in self.vectors.items() if key in wanted}
+        self.fresh = {key: vector for key, vector in self.fresh.items() if key in wanted}
         self.keys = keys
 
 
@@ -121,7 +123,7 @@ class CatalogueFeed:
         self.withdrawn: set[str] = set()  # items whose last record is a tombstone
         self.listed_at: dict[str, int] = {}  # item_id -> when it joined the catalogue, for records that say
         self.index: ContentIndex | None = None
-        self.embedder = CachedEmbedder()
+        self.embedder = CachedEmbedder(share=shared is not None)
         self.invalid = 0
         self.changed = False
         self.built_for: tuple[str | None, int] = (None, -1)  # (model version, change count) of the index
@@ -214,19 +216,32 @@ class CatalogueFeed:
         try:
             found = await self.shared.fetch(model.version, keys, model.dim)
         except (RedisError, OSError) as exc:  # a cache: the texts are embedded here instead
-            log.warning("could not read the shared text vectors from Redis (%r): embedding %d texts here", exc,
-                        len(keys))
+            self.refused(exc, f"could not read the shared text vectors from Redis ({exc!r}): embedding {len(keys)} "
+                              "texts here")
             return
         embedder.vectors.update(found)
         embedder.shared += len(found)
 
     async def give_shared(self, version: str) -> None:
-        """Write the vectors embedded here to the shared store (once: a failure leaves them to the next worker)."""
+        """Write the vectors embedded here to the shared store (once: a failure leaves them to the next worker), and
+        prune the vectors of texts no longer in use there."""
         fresh, self.embedder.fresh = self.embedder.fresh, {}
         try:
             await self.shared.store(version, fresh)
+            pruned = await self.shared.prune(version, self.embedder.keys.values())
         except (RedisError, OSError) as exc:
-            log.warning("could not write %d text vectors to Redis for the other workers (%r)", len(fresh), exc)
+            self.refused(exc, f"could not write {len(fresh)} text vectors to Redis for the other workers ({exc!r})")
+            return
+        if pruned:
+            log.warning("removed %d vectors of texts no longer in the catalogue from the shared store", pruned)
+
+    def refused(self, exc: Exception, said: str) -> None:
+        """Say why the shared store failed; one an ACL refuses is not asked again (a warning at every rebuild)."""
+        if isinstance(exc, NoPermissionError):
+            self.shared = None
+            self.embedder.share, self.embedder.fresh = False, {}
+            said += "; the Redis user may not use these keys (text-vectors:*): each worker embeds on its own from now"
+        log.warning(said)
 
     async def run(self, content_model: Any, ready: asyncio.Event | None = None) -> None:
         """Read the items topic from its beginning, then follow it; keep the index current with

@@ -3,7 +3,9 @@ sample with its product names, by default), a summary."""
 
 from __future__ import annotations
 
+import collections
 import sys
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -134,23 +136,27 @@ def seed_vectors(settings: Settings, version: str) -> int:
     worker takes them (store/text_vectors.py) instead of embedding the catalogue again; how many."""
     from ..store.text_vectors import CHUNK, TTL_S, vectors_key
 
-    try:
-        with np.load(vectors_file(version), allow_pickle=False) as saved:
+    path = vectors_file(version)
+    if not path.exists():
+        return 0
+    try:  # a cache: whatever is wrong with it (a truncated file, another format), the worker embeds the texts
+        with np.load(path, allow_pickle=False) as saved:
             keys, vectors = saved["keys"].tolist(), saved["vectors"]
-    except (OSError, ValueError, KeyError):  # none yet, or unreadable: the worker embeds them
+        if vectors.dtype != np.float16 or vectors.ndim != 2 or len(vectors) != len(keys):
+            raise ValueError(f"{len(keys)} keys and vectors of shape {vectors.shape} and type {vectors.dtype}")
+        client, name = redis.Redis.from_url(settings.require_redis()), vectors_key(settings.namespace, version)
+        try:
+            pipe = client.pipeline(transaction=False)
+            for start in range(0, len(keys), CHUNK):
+                pipe.hset(name, mapping={key: vector.astype("<f2").tobytes() for key, vector
+                                         in zip(keys[start:start + CHUNK], vectors[start:start + CHUNK])})
+            pipe.expire(name, TTL_S)
+            pipe.execute()
+        finally:
+            client.close()
+    except Exception as exc:
+        _say(f"            (the text vectors kept in {path} were not used: {exc!r}; the worker embeds the texts)")
         return 0
-    if vectors.dtype != np.float16 or vectors.ndim != 2 or len(vectors) != len(keys):
-        return 0
-    client, name = redis.Redis.from_url(settings.require_redis()), vectors_key(settings.namespace, version)
-    try:
-        pipe = client.pipeline(transaction=False)
-        for start in range(0, len(keys), CHUNK):
-            pipe.hset(name, mapping={key: vector.astype("<f2").tobytes()
-                                     for key, vector in zip(keys[start:start + CHUNK], vectors[start:start + CHUNK])})
-        pipe.expire(name, TTL_S)
-        pipe.execute()
-    finally:
-        client.close()
     return len(keys)
 
 
@@ -158,19 +164,23 @@ def keep_vectors(settings: Settings, version: str) -> None:
     """Keep this run's shared text vectors for the next demo (`seed_vectors`)."""
     from ..store.text_vectors import vectors_key
 
-    client = redis.Redis.from_url(settings.require_redis())
-    try:
-        fields = client.hgetall(vectors_key(settings.namespace, version))
-    finally:
-        client.close()
-    width = len(next(iter(fields.values()), b""))  # every vector of one model is as long
-    kept = {key.decode(): raw for key, raw in fields.items() if len(raw) == width}
-    if not width:
-        return
     path = vectors_file(version)
-    partial = path.with_suffix(".partial.npz")
-    np.savez(partial, keys=np.array(list(kept)), vectors=np.stack([np.frombuffer(raw, "<f2") for raw in kept.values()]))
-    partial.replace(path)
+    try:  # a cache: the demo's results are out already, and a next demo embeds what is not kept
+        client = redis.Redis.from_url(settings.require_redis())
+        try:
+            fields = client.hgetall(vectors_key(settings.namespace, version))
+        finally:
+            client.close()
+        if not fields:
+            return
+        width = collections.Counter(map(len, fields.values())).most_common(1)[0][0]  # one model: one length
+        kept = {key.decode(): raw for key, raw in fields.items() if len(raw) == width}
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as partial:
+            np.savez(partial, keys=np.array(list(kept)),
+                     vectors=np.stack([np.frombuffer(raw, "<f2") for raw in kept.values()]))
+        Path(partial.name).replace(path)
+    except Exception as exc:
+        _say(f"(the worker's text vectors were not kept for the next demo: {exc!r})")
 
 
 def load_demo_catalogue(settings: Settings, items: str, catalogue: Catalogue) -> tuple[dict[str, str], str | None]:
