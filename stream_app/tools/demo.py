@@ -24,7 +24,7 @@ from ..urls import redact_url
 from .bench import latency_summary
 from .catalogue import load_catalogue
 from .consume import TopicReader, wait_committed
-from .processes import one_off_run, wait_ready_workers
+from .processes import Run, WorkerProcess, one_off_run, wait_ready_workers
 from .recorded import LineRejection, load_sorted
 from .replay import Progress, dead_letter_lines, make_producer, produce_events
 from .scrape import Headline, scrape
@@ -232,6 +232,18 @@ def _refuse_ignored(path: str | None, fmt: str | None, items: str | None, items_
         raise StreamAppError("--items-format describes --items: add --items FILE, or leave it out")
 
 
+def start_demo_worker(run: Run, content: bool, timeout: float) -> WorkerProcess:
+    """One worker, ready; with a content model, how its index was made."""
+    worker = run.start_worker()
+    status = wait_ready_workers(run.settings, [worker], timeout)[0]
+    _say(f"  worker    ready (pid {worker.pid}), log {worker.log_path}")
+    indexed = status.get("catalogue") or {}
+    if content and indexed.get("indexed"):
+        _say(f"            {indexed['indexed']:,} items indexed by their text: {indexed['embedded']:,} texts embedded "
+             f"by the worker, {indexed['shared']:,} vectors taken from Redis")
+    return worker
+
+
 def run_demo(path: str | None, fmt: str | None, rate: float | None, timeout: float,
              items: str | None = None, items_format: str | None = None, keep: bool = False) -> int:
     _refuse_ignored(path, fmt, items, items_format)
@@ -255,13 +267,7 @@ def run_demo(path: str | None, fmt: str | None, rate: float | None, timeout: flo
             publish(settings, "live", manifest["version"])
             _say(f"            published as the live model on {settings.topics.model_control}")
         titles, content = load_demo_catalogue(settings, str(items), catalogue) if catalogue is not None else ({}, None)
-        worker = run.start_worker()
-        status = wait_ready_workers(settings, [worker], timeout)[0]
-        _say(f"  worker    ready (pid {worker.pid}), log {worker.log_path}")
-        indexed = status.get("catalogue") or {}
-        if content is not None and indexed.get("indexed"):
-            _say(f"            {indexed['indexed']:,} items indexed by their text: {indexed['embedded']:,} texts embedded "
-                 f"by the worker, {indexed['shared']:,} vectors taken from Redis")
+        worker = start_demo_worker(run, content is not None, timeout)
         _say(f"  metrics   {worker.url}/metrics (Prometheus text format; /healthz, /readyz beside it)")
         _say(f"  replay    {len(events)} events from {source.name} at "
              f"{'full speed' if rate is None else f'{rate:,.0f} events/s'}"
