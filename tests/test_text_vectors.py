@@ -2,6 +2,7 @@
 what no worker embedded before, and its index is the one embedding would give."""
 
 import asyncio
+from typing import Awaitable, Callable
 
 import numpy as np
 import orjson
@@ -23,63 +24,67 @@ def started_feed(settings: Settings, client: aioredis.Redis | None) -> Catalogue
     return feed
 
 
+def on_a_loop(body: Callable[[aioredis.Redis], Awaitable[None]], client: Callable[[], aioredis.Redis]) -> None:
+    """`body(client)` on a new event loop, with an async client made there (as a worker's is) and closed after."""
+    async def run() -> None:
+        made = client()
+        try:
+            await body(made)
+        finally:
+            await made.aclose()
+
+    asyncio.run(run())
+
+
 def test_a_starting_worker_takes_the_vectors_other_workers_embedded(make_settings, redis_client):
     settings = make_settings()
     name = vectors_key(settings.namespace, "bow-1")
 
-    async def run() -> None:
-        client = aioredis.Redis.from_url(settings.redis_url)
-        try:
-            first, first_model = started_feed(settings, client), BagOfWords("bow-1")
-            await first.rebuild(first_model)
-            texts = len(CATALOGUE) + len(first.index.terms)
-            assert first.embedder.embedded == texts and first.embedder.shared == 0
-            assert redis_client.hlen(name) == texts and 0 < redis_client.ttl(name)
+    async def body(client: aioredis.Redis) -> None:
+        first, first_model = started_feed(settings, client), BagOfWords("bow-1")
+        await first.rebuild(first_model)
+        texts = len(CATALOGUE) + len(first.index.terms)
+        assert first.embedder.embedded == texts and first.embedder.shared == 0
+        assert redis_client.hlen(name) == texts and 0 < redis_client.ttl(name)
 
-            second, second_model = started_feed(settings, client), BagOfWords("bow-1")
-            await second.rebuild(second_model)
-            assert second_model.calls == [] and second.embedder.embedded == 0 and second.embedder.shared == texts
-            # float16 in Redis is what the index keeps: the same index, to the last bit
-            assert second.index.item_ids == first.index.item_ids and second.index.terms == first.index.terms
-            assert np.array_equal(second.index.vectors, first.index.vectors)
-            assert np.array_equal(second.index.term_vectors, first.index.term_vectors)
+        second, second_model = started_feed(settings, client), BagOfWords("bow-1")
+        await second.rebuild(second_model)
+        assert second_model.calls == [] and second.embedder.embedded == 0 and second.embedder.shared == texts
+        # float16 in Redis is what the index keeps: the same index, to the last bit
+        assert second.index.item_ids == first.index.item_ids and second.index.terms == first.index.terms
+        assert np.array_equal(second.index.vectors, first.index.vectors)
+        assert np.array_equal(second.index.term_vectors, first.index.term_vectors)
 
-            # a damaged vector (another length, not finite, all zero) is embedded again and written back
-            short, nan, zero = (text_hash(CATALOGUE[item], "bow-1") for item in ("mug-1", "bag-2", "lantern-3"))
-            redis_client.hset(name, mapping={short: b"\x00\x3c" * 3, nan: np.full(64, np.nan, "<f2").tobytes(),
-                                             zero: bytes(128)})
-            third, third_model = started_feed(settings, client), BagOfWords("bow-1")
-            await third.rebuild(third_model)
-            assert sorted(third_model.calls[0]) == sorted(CATALOGUE[item] for item in ("mug-1", "bag-2", "lantern-3"))
-            assert third.embedder.shared == texts - 3
-            assert np.array_equal(third.index.vectors, first.index.vectors)
-            assert len(redis_client.hget(name, short)) == 2 * 64
+        # a damaged vector (another length, not finite, all zero) is embedded again and written back
+        short, nan, zero = (text_hash(CATALOGUE[item], "bow-1") for item in ("mug-1", "bag-2", "lantern-3"))
+        redis_client.hset(name, mapping={short: b"\x00\x3c" * 3, nan: np.full(64, np.nan, "<f2").tobytes(),
+                                         zero: bytes(128)})
+        third, third_model = started_feed(settings, client), BagOfWords("bow-1")
+        await third.rebuild(third_model)
+        assert sorted(third_model.calls[0]) == sorted(CATALOGUE[item] for item in ("mug-1", "bag-2", "lantern-3"))
+        assert third.embedder.shared == texts - 3
+        assert np.array_equal(third.index.vectors, first.index.vectors)
+        assert len(redis_client.hget(name, short)) == 2 * 64
 
-            # another model version shares nothing with this one
-            other = started_feed(settings, client)
-            await other.rebuild(BagOfWords("bow-2"))
-            assert other.embedder.shared == 0 and other.embedder.embedded == texts
-        finally:
-            await client.aclose()
+        # another model version shares nothing with this one
+        other = started_feed(settings, client)
+        await other.rebuild(BagOfWords("bow-2"))
+        assert other.embedder.shared == 0 and other.embedder.embedded == texts
 
-    asyncio.run(run())
+    on_a_loop(body, lambda: aioredis.Redis.from_url(settings.redis_url))
 
 
 def test_without_redis_a_worker_embeds_the_catalogue_itself():
     """The store is a cache: Redis unreachable costs the time to embed, never the index."""
     settings = Settings(redis_url="redis://127.0.0.1:1/0")
 
-    async def run() -> None:
-        client = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=1)
-        try:
-            feed, model = started_feed(settings, client), BagOfWords("bow-1")
-            await feed.rebuild(model)
-            assert len(feed.index) == len(CATALOGUE) and feed.embedder.shared == 0
-            assert feed.embedder.embedded == len(CATALOGUE) + len(feed.index.terms) and not feed.embedder.fresh
-        finally:
-            await client.aclose()
+    async def body(client: aioredis.Redis) -> None:
+        feed, model = started_feed(settings, client), BagOfWords("bow-1")
+        await feed.rebuild(model)
+        assert len(feed.index) == len(CATALOGUE) and feed.embedder.shared == 0
+        assert feed.embedder.embedded == len(CATALOGUE) + len(feed.index.terms) and not feed.embedder.fresh
 
-    asyncio.run(run())
+    on_a_loop(body, lambda: aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=1))
 
 
 class FailsOn(BagOfWords):
@@ -99,21 +104,17 @@ def test_only_vectors_the_model_gave_are_shared_and_the_unused_ones_are_pruned(m
     settings = make_settings()
     name = vectors_key(settings.namespace, "bow-1")
 
-    async def run() -> None:
-        client = aioredis.Redis.from_url(settings.redis_url)
-        try:
-            redis_client.hset(name, mapping={f"{n:032x}": bytes(128) for n in range(1500)})  # texts long gone
-            feed = started_feed(settings, client)
-            await feed.rebuild(FailsOn(CATALOGUE["mug-2"]))
-            assert feed.embedder.failed == 1 and "mug-2" not in feed.index.row_of  # no text signal: left out
-            used = set(feed.embedder.keys.values())
-            stored = {key.decode() for key in redis_client.hkeys(name)}
-            assert text_hash(CATALOGUE["mug-2"], "bow-1") not in stored  # a failure is nobody's vector
-            assert stored == used - {text_hash(CATALOGUE["mug-2"], "bow-1")}  # the 1,500 unused ones pruned
-        finally:
-            await client.aclose()
+    async def body(client: aioredis.Redis) -> None:
+        redis_client.hset(name, mapping={f"{n:032x}": bytes(128) for n in range(1500)})  # texts long gone
+        feed = started_feed(settings, client)
+        await feed.rebuild(FailsOn(CATALOGUE["mug-2"]))
+        assert feed.embedder.failed == 1 and "mug-2" not in feed.index.row_of  # no text signal: left out
+        used = set(feed.embedder.keys.values())
+        stored = {key.decode() for key in redis_client.hkeys(name)}
+        assert text_hash(CATALOGUE["mug-2"], "bow-1") not in stored  # a failure is nobody's vector
+        assert stored == used - {text_hash(CATALOGUE["mug-2"], "bow-1")}  # the 1,500 unused ones pruned
 
-    asyncio.run(run())
+    on_a_loop(body, lambda: aioredis.Redis.from_url(settings.redis_url))
 
 
 def test_a_redis_user_refused_these_keys_stops_asking_and_embeds(make_settings, redis_client, caplog):
@@ -124,19 +125,15 @@ def test_a_redis_user_refused_these_keys_stops_asking_and_embeds(make_settings, 
     try:
         where = redis_client.connection_pool.connection_kwargs
 
-        async def run() -> None:
-            client = aioredis.Redis(host=where["host"], port=where["port"], username=user, password="secret")
-            try:
-                feed, model = started_feed(settings, client), BagOfWords("bow-1")
-                await feed.rebuild(model)
-                assert len(feed.index) == len(CATALOGUE) and feed.shared is None and not feed.embedder.fresh
-                feed.apply(b"mug-1", orjson.dumps({"item_id": "mug-1", "title": "RED SPOTTY JUG", "schema_version": 1}),
-                           50)
-                await feed.rebuild(model)  # not asked again
-            finally:
-                await client.aclose()
+        async def body(client: aioredis.Redis) -> None:
+            feed, model = started_feed(settings, client), BagOfWords("bow-1")
+            await feed.rebuild(model)
+            assert len(feed.index) == len(CATALOGUE) and feed.shared is None and not feed.embedder.fresh
+            feed.apply(b"mug-1", orjson.dumps({"item_id": "mug-1", "title": "RED SPOTTY JUG", "schema_version": 1}), 50)
+            await feed.rebuild(model)  # not asked again
 
-        asyncio.run(run())
+        on_a_loop(body, lambda: aioredis.Redis(host=where["host"], port=where["port"], username=user,
+                                               password="secret"))
     finally:
         redis_client.acl_deluser(user)
     refusals = [r.getMessage() for r in caplog.records if "may not use these keys" in r.getMessage()]
