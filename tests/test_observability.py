@@ -117,7 +117,7 @@ def test_metrics_are_the_counters_and_every_worker_has_its_own_registry():
         counters.count_input("events.click", "click")
     counters.count_input("events.browse", "invalid")
     counters.dead_letters["invalid_json"] = 1
-    snapshot = Snapshot(counters, {"late_in_partition": 3}, {"live": "seq-1", "shadow": None}, {"items": 9},
+    snapshot = Snapshot(counters, {"late_in_partition": 3}, {"live": "seq-1", "shadow": None}, {"items": 9, "embedded": 3, "shared": 12},
                         {}, lag={("events.click", 0): 4}, users=2, items=11, ranker_labels={0: 40})
     first, second = WorkerMetrics(lambda: snapshot), WorkerMetrics(lambda: snapshot)
     first.freshness.applied("u1", 0, 0)
@@ -135,6 +135,8 @@ def test_metrics_are_the_counters_and_every_worker_has_its_own_registry():
     assert samples[("stream_app_model_hit_rate", (("role", "live"),))] == 0.25
     assert samples[("stream_app_ranker_labels", (("partition", "0"),))] == 40
     assert samples[("stream_app_table_entries", (("table", "items"),))] == 11
+    assert samples[("stream_app_text_vectors_total", (("source", "embedded"),))] == 3
+    assert samples[("stream_app_text_vectors_total", (("source", "shared"),))] == 12
     assert samples[("stream_app_event_to_recommendation_seconds_sum", (("since", "event_time"),))] == 6.0
     assert samples[("stream_app_event_to_recommendation_seconds_sum", (("since", "arrival"),))] == 3.0
     assert samples[("stream_app_user_freshness_seconds_count", ())] == 1

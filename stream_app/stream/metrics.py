@@ -219,6 +219,12 @@ def state_families(s: Snapshot) -> Iterator[Metric]:
     sizes.add_metric(["items"], s.items)
     sizes.add_metric(["catalogue"], s.catalogue.get("items", 0))
     yield sizes
+    vectors = CounterMetricFamily("stream_app_text_vectors", "Catalogue texts given a vector by the content model: "
+                                  "embedded by this worker, or taken from the workers' shared store in Redis",
+                                  labels=["source"])
+    vectors.add_metric(["embedded"], s.catalogue.get("embedded", 0))
+    vectors.add_metric(["shared"], s.catalogue.get("shared", 0))
+    yield vectors
     item_state = s.ordering.get("item_state", {})
     yield _counter("stream_app_items_evicted", "Idle items dropped from the item state (STREAM_APP_ITEM_IDLE_MS)",
                    item_state.get("evicted_items", 0))
