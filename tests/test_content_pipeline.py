@@ -79,8 +79,8 @@ def test_a_worker_recommends_an_item_nobody_touched_by_its_text(content_model, m
 
     wait_until(lambda: status()["catalogue"]["items"] > 0, 30, "the worker's status after indexing")
     assert status()["catalogue"] == {"items": len(CATALOGUE), "withdrawn": 0, "indexed": len(CATALOGUE),
-                                     "model": version, "embedded": status()["catalogue"]["embedded"], "shared": 0, "failed": 0,
-                                     "invalid": 0, "indexed_through": summary.through}
+                                     "model": version, "embedded": status()["catalogue"]["embedded"], "shared": 0,
+                                     "failed": 0, "invalid": 0, "indexed_through": summary.through}
     assert status()["catalogue"]["embedded"] >= len(CATALOGUE) and status()["models"]["content"] == version
 
     # a title changed with `items load --wait`: once it returns, the worker's lists name the new title

@@ -117,8 +117,8 @@ def test_metrics_are_the_counters_and_every_worker_has_its_own_registry():
         counters.count_input("events.click", "click")
     counters.count_input("events.browse", "invalid")
     counters.dead_letters["invalid_json"] = 1
-    snapshot = Snapshot(counters, {"late_in_partition": 3}, {"live": "seq-1", "shadow": None}, {"items": 9, "embedded": 3, "shared": 12},
-                        {}, lag={("events.click", 0): 4}, users=2, items=11, ranker_labels={0: 40})
+    snapshot = Snapshot(counters, {"late_in_partition": 3}, {"live": "seq-1", "shadow": None},
+                        {"items": 9, "embedded": 3, "shared": 12}, {}, lag={("events.click", 0): 4}, users=2, items=11, ranker_labels={0: 40})
     first, second = WorkerMetrics(lambda: snapshot), WorkerMetrics(lambda: snapshot)
     first.freshness.applied("u1", 0, 0)
     first.observe_batch(6, 0.02, [(1_000, 1.5)] * 6, delivered_s=2.0)

@@ -31,6 +31,11 @@ def vectors_key(namespace: str, version: str) -> str:
     return f"{namespace}text-vectors:{version}"
 
 
+def as_field(vector: np.ndarray) -> bytes:
+    """A vector as the hash holds it: little-endian float16."""
+    return np.asarray(vector, np.float32).astype("<f2").tobytes()
+
+
 class TextVectorStore:
     """Reads and writes the shared vectors of one namespace; `client` gives the worker's Redis client (made on
     first use, on the running event loop)."""
@@ -67,7 +72,7 @@ class TextVectorStore:
         for step in range(0, len(items), ROUND_TRIP):
             pipe = self.client().pipeline(transaction=False)
             for start in range(step, min(step + ROUND_TRIP, len(items)), CHUNK):
-                pipe.hset(name, mapping={key: np.asarray(vector, np.float32).astype("<f2").tobytes()
+                pipe.hset(name, mapping={key: as_field(vector)
                                          for key, vector in items[start:min(start + CHUNK, step + ROUND_TRIP)]})
             pipe.expire(name, TTL_S)
             await pipe.execute()

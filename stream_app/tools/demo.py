@@ -134,7 +134,7 @@ def vectors_file(version: str) -> Path:
 def seed_vectors(settings: Settings, version: str) -> int:
     """Put the text vectors an earlier demo's worker embedded under `version` into this run's Redis, where its
     worker takes them (store/text_vectors.py) instead of embedding the catalogue again; how many."""
-    from ..store.text_vectors import CHUNK, TTL_S, vectors_key
+    from ..store.text_vectors import CHUNK, TTL_S, as_field, vectors_key
 
     path = vectors_file(version)
     if not path.exists():
@@ -148,7 +148,7 @@ def seed_vectors(settings: Settings, version: str) -> int:
         try:
             pipe = client.pipeline(transaction=False)
             for start in range(0, len(keys), CHUNK):
-                pipe.hset(name, mapping={key: vector.astype("<f2").tobytes() for key, vector
+                pipe.hset(name, mapping={key: as_field(vector) for key, vector
                                          in zip(keys[start:start + CHUNK], vectors[start:start + CHUNK])})
             pipe.expire(name, TTL_S)
             pipe.execute()
