@@ -2,6 +2,7 @@
 what no worker embedded before, and its index is the one embedding would give."""
 
 import asyncio
+import time
 from typing import Awaitable, Callable
 
 import numpy as np
@@ -10,8 +11,9 @@ import redis.asyncio as aioredis
 from test_content import CATALOGUE, BagOfWords
 
 from stream_app.config import Settings
+from stream_app.core.content import term_floor, top_terms
 from stream_app.serving.text_encoder import text_hash
-from stream_app.store.text_vectors import TextVectorStore, vectors_key
+from stream_app.store.text_vectors import TextVectorStore, claim_key, shares_of, vectors_key
 from stream_app.stream.catalogue_feed import CatalogueFeed
 
 
@@ -138,3 +140,65 @@ def test_a_redis_user_refused_these_keys_stops_asking_and_embeds(make_settings, 
         redis_client.acl_deluser(user)
     refusals = [r.getMessage() for r in caplog.records if "may not use these keys" in r.getMessage()]
     assert len(refusals) == 1, refusals
+
+
+class Slow(BagOfWords):
+    """Takes its time over each batch, as a real model does, so that workers embedding together overlap."""
+
+    def embed(self, texts):
+        time.sleep(0.05)
+        return super().embed(texts)
+
+
+def test_workers_that_need_the_same_texts_at_once_embed_each_once(make_settings, redis_client):
+    settings = make_settings()
+
+    async def body(client: aioredis.Redis) -> None:
+        store = TextVectorStore(lambda: client, settings.namespace, share_size=2)
+        first, second = started_feed(settings, None), started_feed(settings, None)
+        first.shared, second.shared = store, store
+        first.embedder.share = second.embedder.share = True
+        await asyncio.gather(first.rebuild(Slow("bow-1")), second.rebuild(Slow("bow-1")))
+        texts = len(CATALOGUE) + len(first.index.terms)
+        assert first.embedder.embedded + second.embedder.embedded == texts  # none twice
+        assert first.embedder.embedded and second.embedder.embedded  # both took part
+        assert np.array_equal(first.index.vectors, second.index.vectors)
+        assert np.array_equal(first.index.term_vectors, second.index.term_vectors)
+
+    on_a_loop(body, lambda: aioredis.Redis.from_url(settings.redis_url))
+
+
+def test_a_share_whose_worker_died_is_embedded_after_its_claim_expires(make_settings, redis_client):
+    settings = make_settings()
+
+    async def body(client: aioredis.Redis) -> None:
+        feed = started_feed(settings, None)
+        feed.shared, feed.embedder.share = TextVectorStore(lambda: client, settings.namespace, share_size=2), True
+        texts = [*CATALOGUE.values(), *top_terms(feed.term_counts, term_floor(len(CATALOGUE)))]
+        keys = sorted({text_hash(text, "bow-1") for text in texts})
+        dead = shares_of(keys, len(keys), 2)[0]
+        redis_client.set(claim_key(settings.namespace, "bow-1", dead), b"working", px=1500)  # and never done
+        started = time.monotonic()
+        await feed.rebuild(Slow("bow-1"))
+        assert 1.5 <= time.monotonic() - started < 10
+        assert feed.embedder.embedded == len(texts) and len(feed.index) == len(CATALOGUE)
+
+    on_a_loop(body, lambda: aioredis.Redis.from_url(settings.redis_url))
+
+
+def test_texts_another_worker_failed_on_are_embedded_here_without_waiting(make_settings, redis_client):
+    settings = make_settings()
+
+    async def body(client: aioredis.Redis) -> None:
+        store = TextVectorStore(lambda: client, settings.namespace, share_size=1, claim_ttl_s=30)
+        failing, working = started_feed(settings, None), started_feed(settings, None)
+        for feed in (failing, working):
+            feed.shared, feed.embedder.share = store, True
+        started = time.monotonic()
+        await asyncio.gather(failing.rebuild(FailsOn(CATALOGUE["mug-2"])), working.rebuild(Slow("bow-1")))
+        assert time.monotonic() - started < 10  # not the 30 s of the failed share's claim
+        assert failing.embedder.failed == 1 and "mug-2" in working.index.row_of
+        assert np.array_equal(working.index.vectors[working.index.row_of["mug-1"]],
+                              failing.index.vectors[failing.index.row_of["mug-1"]])
+
+    on_a_loop(body, lambda: aioredis.Redis.from_url(settings.redis_url))

@@ -9,10 +9,16 @@ A cache, never the truth: a vector that is missing, of another length, not finit
 text without words gets one, and embeds again in no time) is embedded again and written back; with Redis
 unreachable a worker embeds everything, as without it. The hash expires TTL_S after its last use; the vectors of
 texts no longer in the catalogue are pruned by a worker that finds more than twice as many as it uses (`prune`).
+
+Workers that need the same texts at once (started together, or a new content model announced to all) split them:
+the texts fall in shares by their hash, a worker claims a share (`claim`: a key set if absent, expiring after
+`claim_ttl_s`), embeds it, writes its vectors and marks it done; the others take those vectors when they appear. A
+share whose worker died is claimed again once its claim expires.
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -27,8 +33,35 @@ CHUNK = 1000
 ROUND_TRIP = 20_000
 
 
+#: Texts per share of a catalogue the workers embed together (a few seconds of one core).
+SHARE_SIZE = 500
+#: A claimed share is claimed again by another worker this long after its claim (its worker died).
+CLAIM_TTL_S = 60
+#: What a claim holds once its share's vectors are written (texts the model failed on are not).
+DONE = b"done"
+
+
 def vectors_key(namespace: str, version: str) -> str:
     return f"{namespace}text-vectors:{version}"
+
+
+def claim_key(namespace: str, version: str, keys: Sequence[str]) -> str:
+    """The claim of a share (its text hashes, sorted): named by them, so that workers missing the same texts claim
+    the same share, and a later catalogue's share is never taken for an earlier one."""
+    digest = hashlib.blake2b("\n".join(keys).encode(), digest_size=12).hexdigest()
+    return f"{namespace}text-vectors:{version}:claim:{digest}"
+
+
+def shares_of(keys: Iterable[str], catalogue_size: int, share_size: int) -> list[list[str]]:
+    """`keys` (text hashes, hex) in shares of about `share_size` of a catalogue of `catalogue_size` texts: a power of
+    two shares, by hash, so workers whose catalogues differ by a few texts still split theirs alike."""
+    count = 1
+    while count * share_size < catalogue_size:
+        count *= 2
+    shares: list[list[str]] = [[] for _ in range(count)]
+    for key in keys:
+        shares[int(key[:8], 16) % count].append(key)
+    return [sorted(share) for share in shares if share]
 
 
 def as_field(vector: np.ndarray) -> bytes:
@@ -40,9 +73,25 @@ class TextVectorStore:
     """Reads and writes the shared vectors of one namespace; `client` gives the worker's Redis client (made on
     first use, on the running event loop)."""
 
-    def __init__(self, client: Callable[[], aioredis.Redis], namespace: str = ""):
+    def __init__(self, client: Callable[[], aioredis.Redis], namespace: str = "", share_size: int = SHARE_SIZE,
+                 claim_ttl_s: float = CLAIM_TTL_S):
         self.client = client
         self.namespace = namespace
+        self.share_size = share_size
+        self.claim_ttl_ms = int(claim_ttl_s * 1000)
+
+    async def claim(self, version: str, share: Sequence[str]) -> bool:
+        """Take a share to embed, unless another worker holds it or did it."""
+        return bool(await self.client().set(claim_key(self.namespace, version, share), b"working", nx=True,
+                                            px=self.claim_ttl_ms))
+
+    async def done(self, version: str, share: Sequence[str]) -> None:
+        """Its vectors are written: a worker still missing some of them (texts the model failed on) embeds those."""
+        await self.client().set(claim_key(self.namespace, version, share), DONE, px=self.claim_ttl_ms)
+
+    async def claims(self, version: str, shares: Sequence[Sequence[str]]) -> list[bytes | None]:
+        """Each share's claim: None (free: never claimed, or its worker died), b"working" or DONE."""
+        return await self.client().mget([claim_key(self.namespace, version, share) for share in shares])
 
     async def fetch(self, version: str, keys: Sequence[str], dim: int) -> dict[str, np.ndarray]:
         """The stored vectors of `keys` (text hashes under `version`) that are `dim` finite numbers, not all zero, as

@@ -6,7 +6,7 @@ consumer group, and keeps each item's latest text. Whenever the text of some ite
 model changed, the index is rebuilt off the event loop: texts already embedded by the same model
 version come from a cache keyed by `text_hash`, so an item is embedded again only when its text or
 the model changes; and a starting worker takes the vectors the workers wrote to Redis (store/text_vectors.py)
-before it embeds the rest. The batch loop takes `feed.index` at the start of a batch; a rebuild swaps it
+before it embeds the rest, in shares with the workers that miss the same texts at the same time. The batch loop takes `feed.index` at the start of a batch; a rebuild swaps it
 whole, never inside a batch. Records that break schemas/v1/item are counted and skipped here;
 `items_check` dead-letters them, once across the workers.
 """
@@ -26,10 +26,12 @@ from ..config import Settings
 from ..contracts import Rejection, Source, check_item
 from ..core.content import ContentIndex, build_index, item_text, item_title, term_floor, title_terms, top_terms
 from ..serving.text_encoder import TextEncoder, text_hash
-from ..store.text_vectors import TextVectorStore
+from ..store.text_vectors import DONE, TextVectorStore, shares_of
 from .transport import from_the_beginning
 
 log = logging.getLogger("stream_app.catalogue")
+#: How often a worker looks for the vectors of the shares other workers are embedding.
+WAIT_S = 0.25
 
 
 class CachedEmbedder:
@@ -199,6 +201,8 @@ class CatalogueFeed:
         started, shared_before = time.monotonic(), self.embedder.shared
         if self.shared is not None:
             await self.take_shared(model, [*texts.values(), *terms])
+        if self.shared is not None:
+            await self.embed_together(model, [*texts.values(), *terms])
         index = await asyncio.get_running_loop().run_in_executor(
             None, index_catalogue, model, texts, self.embedder, dict(self.listed_at), dict(self.titles), terms)
         self.index, self.built_for, self.indexed_through = index, wanted, through
@@ -221,6 +225,42 @@ class CatalogueFeed:
             return
         embedder.vectors.update(found)
         embedder.shared += len(found)
+
+    async def embed_together(self, model: TextEncoder, texts: list[str]) -> None:
+        """Embed the texts missing here with the other workers that miss them (store/text_vectors.py): claim a share,
+        embed it, write it, until none is left to claim; then take the others' shares as their workers write them,
+        and claim those whose worker died. Fewer than a share missing: embedded here (`index_catalogue`) at once."""
+        embedder, shared, version = self.embedder, self.shared, model.version
+        keyed = {embedder.key(text, version): text for text in texts}
+        missing = [key for key in keyed if key not in embedder.vectors]
+        if len(missing) < shared.share_size:
+            return
+        shares = shares_of(missing, len(keyed), shared.share_size)
+        left = {n: set(share) for n, share in enumerate(shares)}  # share -> its texts still without a vector here
+        free = list(left)  # the shares to try to claim
+        loop = asyncio.get_running_loop()
+        try:
+            while left:
+                for n in free:
+                    if await shared.claim(version, shares[n]):
+                        await loop.run_in_executor(None, embedder.embed, model, [keyed[key] for key in sorted(left[n])])
+                        await shared.store(version, {key: embedder.fresh.pop(key) for key in left.pop(n)
+                                                     if key in embedder.fresh})
+                        await shared.done(version, shares[n])
+                if not left:
+                    break
+                await asyncio.sleep(WAIT_S)  # the other shares are being embedded elsewhere
+                found = await shared.fetch(version, sorted(set().union(*left.values())), model.dim)
+                embedder.vectors.update(found)
+                embedder.shared += len(found)
+                left = {n: keys - found.keys() for n, keys in left.items() if keys - found.keys()}
+                states = dict(zip(left, await shared.claims(version, [shares[n] for n in left]))) if left else {}
+                # done with texts still missing: its worker failed on them; `index_catalogue` embeds them here
+                left = {n: keys for n, keys in left.items() if states[n] != DONE}
+                free = [n for n in left if states[n] is None]  # never claimed, or its worker died
+        except (RedisError, OSError) as exc:
+            self.refused(exc, f"could not embed the catalogue with the other workers ({exc!r}): embedding the rest "
+                              "here")
 
     async def give_shared(self, version: str) -> None:
         """Write the vectors embedded here to the shared store (once: a failure leaves them to the next worker), and
