@@ -71,6 +71,8 @@ class FakeConsumer:
 
     def __init__(self, **_: object):
         self.calls, self.sought, self.from_start, self.paused = 0, {}, [], []
+        self._fetcher = SimpleNamespace(_fetch_max_wait_ms=None)  # the wait of its fetch requests (aiokafka's)
+        self.waits: list[int | None] = []  # that wait at each poll
         FakeConsumer.made.append(self)
 
     async def start(self) -> None: ...
@@ -201,6 +203,7 @@ class QuietConsumer(FakeConsumer):
 
     async def getmany(self, timeout_ms: int, max_records: int) -> dict:
         self.calls += 1
+        self.waits.append(self._fetcher._fetch_max_wait_ms)
         await asyncio.sleep(0.005)
         return QuietConsumer.first if self.calls == 1 else {}
 
@@ -215,7 +218,7 @@ class CountedEvent(asyncio.Event):
         super().set()
 
 
-def reader_wakes(monkeypatch, first: dict) -> tuple[int, int]:
+def reader_wakes(monkeypatch, first: dict, idle_after_s: float = 3600.0) -> tuple[int, int]:
     """(polls, times the reader woke the batch loop) over about 40 polls."""
     FakeConsumer.made.clear()
     QuietConsumer.first = first
@@ -223,6 +226,7 @@ def reader_wakes(monkeypatch, first: dict) -> tuple[int, int]:
     monkeypatch.setattr(lane_ends, "AIOKafkaConsumer", FakeProbe)
     monkeypatch.setattr(lane_ends, "ASK_TIMEOUT_S", 0.001)
     monkeypatch.setattr(ordered_input, "IDLE_WAKE_S", 3600.0)
+    monkeypatch.setattr(ordered_input, "IDLE_FETCH_AFTER_S", idle_after_s)
     ordered = OrderedInput(SETTINGS, 2, InMemoryItemIndex(SETTINGS))
     ordered.assign({0})
 
@@ -239,6 +243,16 @@ def test_an_idle_reader_does_not_wake_the_batch_loop_at_every_poll(monkeypatch):
     worker took a few percent of a core for it. With nothing read, released or waiting it wakes it once."""
     polls, wakes = reader_wakes(monkeypatch, {})
     assert polls >= 40 and wakes == 1
+
+
+def test_an_idle_reader_fetches_with_a_longer_wait(monkeypatch):
+    """Tansu answers an empty fetch only when its wait is over: the reader's 25 ms fetches of every input partition
+    cost an idle worker about 6% of a core, and the broker as much. Once nothing came for a while they wait longer."""
+    reader_wakes(monkeypatch, {TopicPartition(SETTINGS.topics.purchase, 0): [purchase(0)]}, idle_after_s=0.1)
+    waits = FakeConsumer.made[0].waits
+    busy, idle = SETTINGS.fetch_max_wait_ms, ordered_input.IDLE_FETCH_WAIT_MS
+    assert busy < idle and waits[1] == busy and waits[-1] == idle, waits
+    assert set(waits[1:]) == {busy, idle} and waits[1:] == sorted(waits[1:])  # busy until idle, not back
 
 
 def test_a_reader_with_events_waiting_for_the_idle_rule_wakes_the_batch_loop_at_every_poll(monkeypatch):

@@ -20,7 +20,14 @@ from kafka.admin import KafkaAdminClient
 
 from stream_app.config import Settings
 from stream_app.errors import ConfigError
-from stream_app.kafka_security import PLAINTEXT, KafkaSecurity, aiokafka_kwargs, kafka_python_kwargs
+from stream_app.kafka_security import (
+    CONSUMER_RETRY_BACKOFF_MS,
+    PLAINTEXT,
+    KafkaSecurity,
+    aiokafka_kwargs,
+    consumer_kwargs,
+    kafka_python_kwargs,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 TLS = Path(__file__).resolve().parent / "data" / "tls"
@@ -75,6 +82,7 @@ def test_the_default_adds_nothing_to_any_client():
     settings = Settings.from_env({"STREAM_APP_STATE_DIR": "/nonexistent"})
     assert settings.kafka_security == PLAINTEXT and settings.kafka_security.ssl_context() is None
     assert kafka_python_kwargs(PLAINTEXT) == {} and aiokafka_kwargs(PLAINTEXT) == {}
+    assert consumer_kwargs(PLAINTEXT) == {"retry_backoff_ms": CONSUMER_RETRY_BACKOFF_MS}
     from stream_app.stream.transport import faust_credentials
 
     assert faust_credentials(PLAINTEXT) is None  # Faust's own default
@@ -335,7 +343,7 @@ def test_every_kafka_client_the_project_builds_gets_the_security_settings():
         if name in KAFKA_PYTHON:
             ok = spreads(call, "kafka_python_kwargs")
         elif name in AIOKAFKA:
-            ok = spreads(call, "aiokafka_kwargs")
+            ok = spreads(call, "aiokafka_kwargs") or spreads(call, "consumer_kwargs")  # the latter: the former and more
         elif name == "App":
             ok = any(k.arg == "broker_credentials" and "faust_credentials" in ast.unparse(k.value)
                      for k in call.keywords)

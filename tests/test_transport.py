@@ -1,13 +1,15 @@
 import asyncio
 import os
+import time
 import uuid
 
 import faust
+import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 from kafka import KafkaConsumer
 from kafka.admin import KafkaAdminClient, NewTopic
 
-from stream_app.stream.transport import true_end_offsets
+from stream_app.stream.transport import CONTROL_FETCH_WAIT_MS, true_end_offsets
 
 
 def test_true_end_offsets_read_past_a_short_reported_end(services):
@@ -83,8 +85,8 @@ def test_a_partition_retention_emptied_or_ending_in_a_marker_has_its_reported_en
 
 
 def test_the_workers_consumer_fetches_with_the_configured_wait_not_faust_s_fixed_one():
-    """Correction 1: Faust builds its consumer with fetch_max_wait_ms=1500; on Tansu every event then
-    waited up to 1.5 s. The worker's consumer carries the setting into the fetcher aiokafka starts."""
+    """Correction 1: Faust builds its consumer with fetch_max_wait_ms=1500; on Tansu every event it delivered then
+    waited up to 1.5 s. The worker's consumer carries its own wait into the fetcher aiokafka starts."""
     import inspect
 
     from aiokafka import AIOKafkaConsumer
@@ -100,9 +102,14 @@ def test_the_workers_consumer_fetches_with_the_configured_wait_not_faust_s_fixed
         finally:
             await consumer.stop()
 
-    settings = Settings(kafka_bootstrap_servers="127.0.0.1:1", redis_url="redis://127.0.0.1:1/0",
-                        fetch_max_wait_ms=37, namespace=f"t{uuid.uuid4().hex[:8]}.")
-    assert asyncio.run(consumer_wait(settings)) == 37
+    def settings(wait_ms: int) -> Settings:
+        return Settings(kafka_bootstrap_servers="127.0.0.1:1", redis_url="redis://127.0.0.1:1/0",
+                        fetch_max_wait_ms=wait_ms, namespace=f"t{uuid.uuid4().hex[:8]}.")
+
+    # off the event path (the reader's copies are applied), it waits as long as the control topics' readers: on Tansu,
+    # which answers an empty fetch only when its wait is over, 25 ms fetches cost an idle worker 6% of a core
+    assert asyncio.run(consumer_wait(settings(37))) == CONTROL_FETCH_WAIT_MS == 500
+    assert asyncio.run(consumer_wait(settings(1700))) == 1700
     # the private attribute is what aiokafka's start() hands its fetcher (pinned versions: checked here)
     assert "fetch_max_wait_ms=self._fetch_max_wait_ms" in inspect.getsource(AIOKafkaConsumer.start)
 
@@ -154,3 +161,34 @@ def test_fausts_own_commits_never_move_the_groups_offset_past_what_the_worker_ap
         assert not consumer._acked.get(tp) and not consumer._gap.get(tp)  # nothing kept to grow
     finally:
         type(consumer).faust_commits = before
+
+
+@pytest.mark.integration  # its own embedded broker and Redis, to stop the broker under a worker
+def test_a_worker_stops_promptly_on_sigterm_when_its_broker_is_gone(tmp_path):
+    """aiokafka's fetcher re-raised the cancel of a fetch sleeping between retries: Faust's consumer thread ended
+    without saying so, the app waited for it, and the stop watchdog ended the worker after 25 s (exit status 75)."""
+    from stream_app.config import Settings
+    from stream_app.stream.topics import ensure_topics
+    from stream_app.tools.embedded import Embedded
+    from stream_app.tools.processes import WorkerProcess, wait_ready_workers
+
+    services = Embedded.start(tmp_path / "services")
+    try:
+        settings = Settings(kafka_bootstrap_servers=services.kafka_bootstrap_servers, redis_url=services.redis_url,
+                            namespace="gone.", app_id="app-gone", partitions=2)
+        ensure_topics(settings)
+        worker = WorkerProcess(settings, tmp_path / "worker.log")
+        try:
+            wait_ready_workers(settings, [worker], 60)
+            broker = services.processes[0]
+            broker.kill()
+            broker.wait()
+            time.sleep(3)  # its consumers retrying
+            started = time.monotonic()
+            status = worker.stop(timeout=40)
+            took = time.monotonic() - started
+        finally:
+            worker.stop()
+        assert status == 0 and took < 15, (status, took, worker.log_tail())
+    finally:
+        services.stop()

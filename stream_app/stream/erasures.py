@@ -30,7 +30,7 @@ from ..config import Settings
 from ..contracts import ErasureRequest, Rejection, Source, check_erasure, dead_letter_users
 from ..core.profile import Profile
 from ..errors import described
-from ..kafka_security import aiokafka_kwargs
+from ..kafka_security import consumer_kwargs
 from ..store.redis_store import MARKER_S, profile_key
 from .partitioning import partition_of
 from .retries import EXIT_ERASURE_KEY, PERMANENT, stop_worker
@@ -206,7 +206,7 @@ class ErasureFeed:
         consumer = AIOKafkaConsumer(bootstrap_servers=settings.require_kafka().split(","), group_id=None,
                                     enable_auto_commit=False, auto_offset_reset="earliest",
                                     fetch_max_wait_ms=max(settings.fetch_max_wait_ms, CONTROL_FETCH_WAIT_MS),
-                                    **aiokafka_kwargs(settings.kafka_security))
+                                    **consumer_kwargs(settings.kafka_security))
         try:  # started inside: a cancel while it starts stops it too
             await consumer.start()
             await consumer.topics()  # the topic's metadata
@@ -282,7 +282,7 @@ class ErasureFeed:
         topic, servers = settings.topics.dlq, settings.require_kafka().split(",")
         found: dict[str, list[dict[str, int]]] = {user: [] for user in users}
         consumer = AIOKafkaConsumer(bootstrap_servers=servers, group_id=None, enable_auto_commit=False,
-                                    fetch_max_wait_ms=settings.fetch_max_wait_ms, **aiokafka_kwargs(settings.kafka_security))
+                                    fetch_max_wait_ms=settings.fetch_max_wait_ms, **consumer_kwargs(settings.kafka_security))
         try:  # started inside: a cancel while it starts stops it too
             await consumer.start()
             await consumer.topics()

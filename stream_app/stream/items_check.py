@@ -19,7 +19,7 @@ from aiokafka.structs import ConsumerRecord
 
 from ..config import Settings
 from ..contracts import Rejection, Source, check_item
-from ..kafka_security import aiokafka_kwargs
+from ..kafka_security import consumer_kwargs
 from .batch import Counters
 from .output import BatchProducer, Outbox
 
@@ -39,7 +39,7 @@ class ItemsCheck:
         return AIOKafkaConsumer(settings.topics.items, bootstrap_servers=settings.require_kafka().split(","),
                                 group_id=f"{settings.group_id}.items-check", enable_auto_commit=False,
                                 auto_offset_reset="earliest", fetch_max_wait_ms=max(settings.fetch_max_wait_ms, 500),
-                                **aiokafka_kwargs(settings.kafka_security))
+                                **consumer_kwargs(settings.kafka_security))
 
     async def run(self) -> None:
         consumer = self.consumer()

@@ -24,7 +24,7 @@ from aiokafka.errors import KafkaError
 from ..config import Settings
 from ..core.ordering import GroupMerge
 from ..errors import described
-from ..kafka_security import aiokafka_kwargs
+from ..kafka_security import consumer_kwargs
 
 log = logging.getLogger("stream_app.ordering")
 
@@ -56,7 +56,7 @@ class LaneEnds:
 
     async def start(self, settings: Settings) -> None:
         self.probe = AIOKafkaConsumer(bootstrap_servers=settings.require_kafka().split(","), group_id=None,
-                                      enable_auto_commit=False, **aiokafka_kwargs(settings.kafka_security))
+                                      enable_auto_commit=False, **consumer_kwargs(settings.kafka_security))
         await self.probe.start()
 
     async def stop(self) -> None:

@@ -50,6 +50,11 @@ UNKNOWN_END_WAIT_S = 30.0
 #: With nothing read, released or waiting, the batch loop is woken this often only (it was at every poll: 40 times
 #: a second, a few percent of a core per idle worker); anything that arrives wakes it at once.
 IDLE_WAKE_S = 1.0
+#: After this long with nothing read, the reader's fetches wait IDLE_FETCH_WAIT_MS, at most, for a record (Tansu
+#: answers an empty fetch only when its wait is over: fetches of every input partition 25 ms apart took about 6% of
+#: a core per idle worker and as much of the broker's; the first event after a quiet spell may wait that long there).
+IDLE_FETCH_AFTER_S = 2.0
+IDLE_FETCH_WAIT_MS = 200
 
 
 class OrderedInput(FaustDelivery):
@@ -149,10 +154,16 @@ class OrderedInput(FaustDelivery):
             await self.lane_ends.start(self.settings)
             consumer.pause(*self.full_lanes, *(tp for group in self.paused for tp in self._partitions_of(group)))
             poll_ms, woken = max(5, min(50, self.settings.max_idle_ms // 2)), float("-inf")
+            busy_wait, last_read = self.settings.fetch_max_wait_ms, time.monotonic()
+            idle_wait = max(busy_wait, IDLE_FETCH_WAIT_MS)
             while True:
                 self.reading_at = time.monotonic()
                 self.pause_or_resume()
                 batches = await consumer.getmany(timeout_ms=poll_ms, max_records=5000)
+                if batches:
+                    last_read = time.monotonic()
+                consumer._fetcher._fetch_max_wait_ms = (  # aiokafka 0.14 reads it at each fetch request
+                    busy_wait if time.monotonic() - last_read < IDLE_FETCH_AFTER_S else idle_wait)
                 for tp, records in batches.items():
                     self.push(tp.topic, tp.partition, records)
                 await self.lane_ends.read_past_markers(consumer, self.sequencer.groups.values(), self.next_offset)

@@ -33,6 +33,7 @@ security settings (kafka_security.py), as Faust's own clients do through `broker
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from contextlib import asynccontextmanager
@@ -44,7 +45,7 @@ from faust.transport.drivers import TRANSPORTS
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from ..config import Settings
-from ..kafka_security import PLAINTEXT, KafkaSecurity, aiokafka_kwargs
+from ..kafka_security import CONSUMER_RETRY_BACKOFF_MS, PLAINTEXT, KafkaSecurity, aiokafka_kwargs, consumer_kwargs
 
 log = logging.getLogger("stream_app.transport")
 
@@ -65,7 +66,23 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         consumer._fetch_max_wait_ms = self.fetch_max_wait_ms  # read when the consumer starts its fetcher
+        consumer._retry_backoff_ms = CONSUMER_RETRY_BACKOFF_MS  # Faust passes none (read there too, and by its coordinator)
+        consumer._client._retry_backoff = CONSUMER_RETRY_BACKOFF_MS / 1000
         return consumer
+
+    async def on_thread_stop(self) -> None:
+        """aiokafka's Fetcher.close re-raises the cancel of a fetch sleeping its retry backoff (so only with the broker
+        gone): the thread then ended without reporting its shutdown, and the app's stop waited for it (Faust's 60 s
+        shutdown timeout; the worker's 25 s watchdog ended it). The consumer's connections are closed all the same."""
+        try:
+            await super().on_thread_stop()
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            log.warning("Faust's consumer stopped with a fetch retrying (the broker gone?)")
+            if self._consumer is not None:
+                await self._consumer._client.close()
 
     def verify_event_path(self, now: float, tp: Any) -> None:
         """Faust's stall check does not apply to lanes its consumer is paused on (6. above)."""
@@ -134,7 +151,7 @@ async def from_the_beginning(settings: Settings, topic: str
     servers = settings.require_kafka().split(",")
     consumer = AIOKafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False, group_id=None,
                                 fetch_max_wait_ms=max(settings.fetch_max_wait_ms, CONTROL_FETCH_WAIT_MS),
-                                **aiokafka_kwargs(settings.kafka_security))
+                                **consumer_kwargs(settings.kafka_security))
     try:  # started inside: a cancel while it starts stops it too
         await consumer.start()
         consumer.assign([tp])
@@ -150,7 +167,7 @@ async def started_reader(settings: Settings, read_from: dict[TopicPartition, int
     beginning): the ordered input's reader, and the same reader started again where it had read."""
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.require_kafka().split(","), group_id=None,
                                 enable_auto_commit=False, auto_offset_reset="earliest",
-                                fetch_max_wait_ms=settings.fetch_max_wait_ms, **aiokafka_kwargs(settings.kafka_security))
+                                fetch_max_wait_ms=settings.fetch_max_wait_ms, **consumer_kwargs(settings.kafka_security))
     try:  # started inside: a cancel while it starts stops it too
         await consumer.start()
         consumer.assign(list(read_from))

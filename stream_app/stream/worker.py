@@ -143,8 +143,8 @@ class StreamWorker:
         self.early_status = asyncio.ensure_future(status_until_processing(self))
 
     def missing(self) -> dict[str, str]:
-        """What the worker waits for before it takes events, or to store them (an output failing for
-        OUTAGE_NOT_READY_S); empty: ready. For /readyz and the status."""
+        """What the worker waits for before it takes events, or to store them (an output failing for OUTAGE_NOT_READY_S);
+        empty: ready. For /readyz and the status."""
         waiting = {}
         if not self.partitions_ready:
             waiting["partitions"] = partitions_wait(time.monotonic() - self.unassigned_since)
@@ -304,11 +304,10 @@ class StreamWorker:
         return retry
 
     def steer_faust(self) -> None:
-        """Faust's consumer fetches only the own input lanes whose records the reader has no copy of, or
-        whose commit is before records the schedule passed (ordered_input.faust_lanes); the rest it would
-        fetch, deliver and see let go. Faust resumes every lane at each rebalance: this runs before each
-        batch. Only lanes paused here are resumed here (Faust pauses lanes of its own, whose stream buffer
-        is full)."""
+        """Faust's consumer fetches only the own input lanes whose records the reader has no copy of, or whose commit
+        is before records the schedule passed (ordered_input.faust_lanes); the rest it would fetch, deliver and see
+        let go. Faust resumes every lane at each rebalance: this runs before each batch. Only lanes paused here are
+        resumed here (Faust pauses lanes of its own, whose stream buffer is full)."""
         if not self.partitions_ready:
             return
         wanted = self.ordered.faust_lanes()
@@ -374,7 +373,8 @@ class StreamWorker:
 def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faust.App:
     """The Faust app: the consumer group over the input topics (`partitions` each), the ordered input path and the
     output. The agent, tasks, timer and signal handlers are thin adapters over a `StreamWorker`'s methods."""
-    scheme = transport.configure(settings.fetch_max_wait_ms, settings.kafka_security)
+    scheme = transport.configure(max(settings.fetch_max_wait_ms, transport.CONTROL_FETCH_WAIT_MS),  # Faust's consumer
+                                 settings.kafka_security)  # is off the event path: the reader's copies are applied
     datadir = faust_datadir(settings.group_id)  # a temporary one: the tables live in memory and their changelogs
     app = faust.App(
         settings.group_id,
