@@ -54,7 +54,7 @@ IDLE_WAKE_S = 1.0
 #: answers an empty fetch only when its wait is over: fetches of every input partition 25 ms apart took about 6% of
 #: a core per idle worker and as much of the broker's; the first event after a quiet spell may wait that long there).
 IDLE_FETCH_AFTER_S = 2.0
-IDLE_FETCH_WAIT_MS = 200
+IDLE_FETCH_WAIT_MS = 100
 
 
 class OrderedInput(FaustDelivery):
