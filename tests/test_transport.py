@@ -2,6 +2,7 @@ import asyncio
 import os
 import time
 import uuid
+from types import SimpleNamespace
 
 import faust
 import pytest
@@ -109,6 +110,13 @@ def test_the_workers_consumer_fetches_with_the_configured_wait_not_faust_s_fixed
     # off the event path (the reader's copies are applied), it waits as long as the control topics' readers: on Tansu,
     # which answers an empty fetch only when its wait is over, 25 ms fetches cost an idle worker 6% of a core
     assert asyncio.run(consumer_wait(settings(37))) == CONTROL_FETCH_WAIT_MS == 500
+    # while it delivers events (lanes the reader has no copy of: steer_faust) it waits as the setting says
+    thread = build_app(settings(37), 4).consumer._new_consumer_thread()
+    thread._consumer = SimpleNamespace(_fetcher=SimpleNamespace(_fetch_max_wait_ms=500))  # as started
+    thread.on_event_path(True)
+    assert thread._consumer._fetcher._fetch_max_wait_ms == 37
+    thread.on_event_path(False)
+    assert thread._consumer._fetcher._fetch_max_wait_ms == 500
     assert asyncio.run(consumer_wait(settings(1700))) == 1700
     # the private attribute is what aiokafka's start() hands its fetcher (pinned versions: checked here)
     assert "fetch_max_wait_ms=self._fetch_max_wait_ms" in inspect.getsource(AIOKafkaConsumer.start)

@@ -13,7 +13,7 @@ texts no longer in the catalogue are pruned by a worker that finds more than twi
 Workers that need the same texts at once (started together, or a new content model announced to all) split them:
 the texts fall in shares by their hash, a worker claims a share (`claim`: a key set if absent, expiring after
 `claim_ttl_s`), embeds it, writes its vectors and marks it done; the others take those vectors when they appear. A
-share whose worker died is claimed again once its claim expires.
+share whose worker was killed is claimed again once its claim expires (one that fails or stops gives it back).
 """
 
 from __future__ import annotations
@@ -33,10 +33,11 @@ CHUNK = 1000
 ROUND_TRIP = 20_000
 
 
-#: Texts per share of a catalogue the workers embed together (a few seconds of one core).
+#: At most about this many texts per share of a catalogue the workers embed together (a second or two of one core).
 SHARE_SIZE = 500
-#: A claimed share is claimed again by another worker this long after its claim (its worker died).
-CLAIM_TTL_S = 60
+#: A claimed share is claimed again by another worker this long after its claim (its worker killed; a worker that
+#: fails or stops gives its claim back).
+CLAIM_TTL_S = 30
 #: What a claim holds once its share's vectors are written (texts the model failed on are not).
 DONE = b"done"
 
@@ -89,8 +90,11 @@ class TextVectorStore:
         """Its vectors are written: a worker still missing some of them (texts the model failed on) embeds those."""
         await self.client().set(claim_key(self.namespace, version, share), DONE, px=self.claim_ttl_ms)
 
+    async def give_back(self, version: str, share: Sequence[str]) -> None:
+        await self.client().delete(claim_key(self.namespace, version, share))
+
     async def claims(self, version: str, shares: Sequence[Sequence[str]]) -> list[bytes | None]:
-        """Each share's claim: None (free: never claimed, or its worker died), b"working" or DONE."""
+        """Each share's claim: None (free: never claimed, given back, or its worker killed), b"working" or DONE."""
         return await self.client().mget([claim_key(self.namespace, version, share) for share in shares])
 
     async def fetch(self, version: str, keys: Sequence[str], dim: int) -> dict[str, np.ndarray]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
 from typing import Any
@@ -120,6 +121,7 @@ class CatalogueFeed:
     def __init__(self, settings: Settings, shared: TextVectorStore | None = None):
         self.settings = settings
         self.shared = shared  # the vectors the workers embedded, in Redis (None: each embeds its own)
+        self.together = True  # claim shares of what several workers miss at once (False: the Redis user may not)
         self.texts: dict[str, str] = {}  # item_id -> the text embedded
         self.titles: dict[str, str] = {}  # item_id -> its title (its name in reasons)
         self.withdrawn: set[str] = set()  # items whose last record is a tombstone
@@ -215,52 +217,67 @@ class CatalogueFeed:
 
     async def take_shared(self, model: TextEncoder, texts: list[str]) -> None:
         """Take the vectors of the texts not held here from the shared store, as far as it has them."""
-        embedder = self.embedder
-        keys = sorted({embedder.key(text, model.version) for text in texts} - embedder.vectors.keys())
+        keys = sorted({self.embedder.key(text, model.version) for text in texts} - self.embedder.vectors.keys())
         try:
-            found = await self.shared.fetch(model.version, keys, model.dim)
+            await self.take(model, keys)
         except (RedisError, OSError) as exc:  # a cache: the texts are embedded here instead
             self.refused(exc, f"could not read the shared text vectors from Redis ({exc!r}): embedding {len(keys)} "
                               "texts here")
-            return
-        embedder.vectors.update(found)
-        embedder.shared += len(found)
+
+    async def take(self, model: TextEncoder, keys: list[str]) -> set[str]:
+        """The keys (text hashes) whose vectors the shared store had, now held here."""
+        found = await self.shared.fetch(model.version, keys, model.dim)
+        self.embedder.vectors.update(found)
+        self.embedder.shared += len(found)
+        return set(found)
 
     async def embed_together(self, model: TextEncoder, texts: list[str]) -> None:
         """Embed the texts missing here with the other workers that miss them (store/text_vectors.py): claim a share,
-        embed it, write it, until none is left to claim; then take the others' shares as their workers write them,
+        embed it, write it, until none is left to claim; then take the others' shares as their workers finish them,
         and claim those whose worker died. Fewer than a share missing: embedded here (`index_catalogue`) at once."""
         embedder, shared, version = self.embedder, self.shared, model.version
         keyed = {embedder.key(text, version): text for text in texts}
         missing = [key for key in keyed if key not in embedder.vectors]
-        if len(missing) < shared.share_size:
+        if not self.together or len(missing) < shared.share_size:
             return
         shares = shares_of(missing, len(keyed), shared.share_size)
         left = {n: set(share) for n, share in enumerate(shares)}  # share -> its texts still without a vector here
         free = list(left)  # the shares to try to claim
-        loop = asyncio.get_running_loop()
         try:
             while left:
                 for n in free:
                     if await shared.claim(version, shares[n]):
-                        await loop.run_in_executor(None, embedder.embed, model, [keyed[key] for key in sorted(left[n])])
-                        await shared.store(version, {key: embedder.fresh.pop(key) for key in left.pop(n)
-                                                     if key in embedder.fresh})
-                        await shared.done(version, shares[n])
+                        await self.embed_share(model, keyed, shares[n], left.pop(n))
                 if not left:
                     break
                 await asyncio.sleep(WAIT_S)  # the other shares are being embedded elsewhere
-                found = await shared.fetch(version, sorted(set().union(*left.values())), model.dim)
-                embedder.vectors.update(found)
-                embedder.shared += len(found)
-                left = {n: keys - found.keys() for n, keys in left.items() if keys - found.keys()}
-                states = dict(zip(left, await shared.claims(version, [shares[n] for n in left]))) if left else {}
-                # done with texts still missing: its worker failed on them; `index_catalogue` embeds them here
-                left = {n: keys for n, keys in left.items() if states[n] != DONE}
-                free = [n for n in left if states[n] is None]  # never claimed, or its worker died
+                order = list(left)
+                states = await shared.claims(version, [shares[n] for n in order])  # done: its vectors were written
+                done = [n for n, state in zip(order, states) if state == DONE]
+                if done:  # what a done share still misses, its worker failed on: `index_catalogue` embeds it here
+                    await self.take(model, sorted(key for n in done for key in left.pop(n)))
+                free = [n for n, state in zip(order, states) if state is None]  # never claimed, or given back
+        except NoPermissionError as exc:  # the vectors' hash may be allowed without the claims: it stays in use
+            self.together = False
+            log.warning("the Redis user may not claim shares of the catalogue to embed (%r): each worker embeds the "
+                        "texts it misses", exc)
         except (RedisError, OSError) as exc:
-            self.refused(exc, f"could not embed the catalogue with the other workers ({exc!r}): embedding the rest "
-                              "here")
+            log.warning("could not embed the catalogue with the other workers (%r): embedding the rest here", exc)
+
+    async def embed_share(self, model: TextEncoder, keyed: dict[str, str], share: list[str], keys: set[str]) -> None:
+        """Embed a share claimed here (what another worker wrote of it taken instead), write it and mark it done; given
+        back when that fails or the worker stops meanwhile, for the others to claim at once."""
+        try:
+            keys = keys - await self.take(model, sorted(keys))  # a done share whose claim expired, or whose worker died
+            await asyncio.get_running_loop().run_in_executor(None, self.embedder.embed, model,
+                                                             [keyed[key] for key in sorted(keys)])
+            fresh = self.embedder.fresh
+            await self.shared.store(model.version, {key: fresh.pop(key) for key in keys if key in fresh})
+            await self.shared.done(model.version, share)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.shared.give_back(model.version, share), 1.0)
+            raise
 
     async def give_shared(self, version: str) -> None:
         """Write the vectors embedded here to the shared store (once: a failure leaves them to the next worker), and

@@ -62,6 +62,16 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     #: Set by `configure` before the app starts (one app per worker process).
     fetch_max_wait_ms: ClassVar[int] = 1500
     security: ClassVar[KafkaSecurity] = PLAINTEXT
+    #: The worker's: the wait of its fetches while it delivers events (`on_event_path`); None: always the one above.
+    event_fetch_wait_ms: ClassVar[int | None] = None
+
+    def on_event_path(self, delivering: bool) -> None:
+        """Whether the consumer delivers events (lanes the worker's reader holds no copy of) or only changelogs and
+        lanes it lets go: the wait of its fetches (aiokafka reads it at each request; an int, set from the app's
+        thread). Tansu answers an empty fetch only when its wait is over: the short wait only where events wait."""
+        fetcher = getattr(self._consumer, "_fetcher", None)
+        if fetcher is not None and self.event_fetch_wait_ms is not None:
+            fetcher._fetch_max_wait_ms = self.event_fetch_wait_ms if delivering else self.fetch_max_wait_ms
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
@@ -81,7 +91,11 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
             if task is not None and task.cancelling():
                 raise
             log.warning("Faust's consumer stopped with a fetch retrying (the broker gone?)")
-            if self._consumer is not None:
+            if self._consumer is not None:  # the fetcher's other tasks (its close stopped at the first), connections
+                pending = list(self._consumer._fetcher._pending_tasks)
+                for fetch in pending:
+                    fetch.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
                 await self._consumer._client.close()
 
     def verify_event_path(self, now: float, tp: Any) -> None:
@@ -261,9 +275,10 @@ class Transport(faust_aiokafka.Transport):
     Consumer = Consumer
 
 
-def configure(fetch_max_wait_ms: int, security: KafkaSecurity) -> str:
-    """Register the transport; return the URL scheme to use in the broker URLs."""
-    ConsumerThread.fetch_max_wait_ms = fetch_max_wait_ms
+def configure(fetch_max_wait_ms: int, security: KafkaSecurity, event_fetch_wait_ms: int | None = None) -> str:
+    """Register the transport; return the URL scheme to use in the broker URLs. `event_fetch_wait_ms`: the consumer's
+    wait while it delivers events (ConsumerThread.on_event_path)."""
+    ConsumerThread.fetch_max_wait_ms, ConsumerThread.event_fetch_wait_ms = fetch_max_wait_ms, event_fetch_wait_ms
     ConsumerThread.security = security
     TRANSPORTS.aliases[SCHEME] = f"{__name__}:Transport"
     return SCHEME

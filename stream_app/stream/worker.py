@@ -305,17 +305,17 @@ class StreamWorker:
 
     def steer_faust(self) -> None:
         """Faust's consumer fetches only the own input lanes whose records the reader has no copy of, or whose commit
-        is before records the schedule passed (ordered_input.faust_lanes); the rest it would fetch, deliver and see
-        let go. Faust resumes every lane at each rebalance: this runs before each batch. Only lanes paused here are
-        resumed here (Faust pauses lanes of its own, whose stream buffer is full)."""
+        is before records the schedule passed (ordered_input.faust_lanes), with a short wait only then; the rest it
+        would fetch, deliver and see let go. Faust resumes every lane at each rebalance: this runs before each batch.
+        Only lanes paused here are resumed here (Faust pauses lanes of its own, whose stream buffer is full)."""
         if not self.partitions_ready:
             return
         wanted = self.ordered.faust_lanes()
         lanes = {TP(topic, partition) for topic in self.settings.topics.inputs for partition in self.assigned_inputs()}
-        self.app.consumer.resume_partitions({tp for tp in self.faust_paused & lanes
-                                             if (tp.topic, tp.partition) in wanted})
+        self.app.consumer.resume_partitions({tp for tp in self.faust_paused & lanes if (tp.topic, tp.partition) in wanted})
         self.faust_paused = {tp for tp in lanes if (tp.topic, tp.partition) not in wanted}
         self.app.consumer.pause_partitions(self.faust_paused)
+        self.app.consumer._thread.on_event_path(bool(lanes - self.faust_paused))
 
     def mirrored(self) -> set[int] | None:
         """The partitions whose profiles Redis mirrors: once restored and looked through for erased users."""
@@ -373,8 +373,8 @@ class StreamWorker:
 def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faust.App:
     """The Faust app: the consumer group over the input topics (`partitions` each), the ordered input path and the
     output. The agent, tasks, timer and signal handlers are thin adapters over a `StreamWorker`'s methods."""
-    scheme = transport.configure(max(settings.fetch_max_wait_ms, transport.CONTROL_FETCH_WAIT_MS),  # Faust's consumer
-                                 settings.kafka_security)  # is off the event path: the reader's copies are applied
+    scheme = transport.configure(max(settings.fetch_max_wait_ms, transport.CONTROL_FETCH_WAIT_MS), settings.kafka_security,
+                                 settings.fetch_max_wait_ms)  # the latter while it delivers events (steer_faust)
     datadir = faust_datadir(settings.group_id)  # a temporary one: the tables live in memory and their changelogs
     app = faust.App(
         settings.group_id,
