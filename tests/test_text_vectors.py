@@ -144,21 +144,32 @@ def test_a_redis_user_refused_these_keys_stops_asking_and_embeds(make_settings, 
 
 
 class Slow(BagOfWords):
-    """Takes its time over each batch, as a real model does, so that workers embedding together overlap."""
+    """Takes its time over each batch, as a real model does, so that workers embedding together overlap (or, for
+    seconds, so that a worker stops while it embeds)."""
+
+    def __init__(self, version: str, seconds: float = 0.05):
+        super().__init__(version)
+        self.seconds = seconds
 
     def embed(self, texts):
-        time.sleep(0.05)
+        time.sleep(self.seconds)
         return super().embed(texts)
+
+
+def sharing_feeds(settings: Settings, client: aioredis.Redis, count: int, **store: float) -> list[CatalogueFeed]:
+    """`count` workers' feeds that have read the catalogue, sharing one store of vectors (`store`: its settings)."""
+    shared = TextVectorStore(lambda: client, settings.namespace, **store)
+    feeds = [started_feed(settings, None) for _ in range(count)]
+    for feed in feeds:
+        feed.shared, feed.embedder.share = shared, True
+    return feeds
 
 
 def test_workers_that_need_the_same_texts_at_once_embed_each_once(make_settings, redis_client):
     settings = make_settings()
 
     async def body(client: aioredis.Redis) -> None:
-        store = TextVectorStore(lambda: client, settings.namespace, share_size=2)
-        first, second = started_feed(settings, None), started_feed(settings, None)
-        first.shared, second.shared = store, store
-        first.embedder.share = second.embedder.share = True
+        first, second = sharing_feeds(settings, client, 2, share_size=2)
         await asyncio.gather(first.rebuild(Slow("bow-1")), second.rebuild(Slow("bow-1")))
         texts = len(CATALOGUE) + len(first.index.terms)
         assert first.embedder.embedded + second.embedder.embedded == texts  # none twice
@@ -175,8 +186,7 @@ def test_a_share_whose_worker_died_is_embedded_after_its_claim_expires(make_sett
     settings = make_settings()
 
     async def body(client: aioredis.Redis) -> None:
-        feed = started_feed(settings, None)
-        feed.shared, feed.embedder.share = TextVectorStore(lambda: client, settings.namespace, share_size=2), True
+        [feed] = sharing_feeds(settings, client, 1, share_size=2)
         texts = [*CATALOGUE.values(), *top_terms(feed.term_counts, term_floor(len(CATALOGUE)))]
         keys = sorted({text_hash(text, "bow-1") for text in texts})
         dead = shares_of(keys, len(keys), 2)[0]
@@ -193,10 +203,7 @@ def test_texts_another_worker_failed_on_are_embedded_here_without_waiting(make_s
     settings = make_settings()
 
     async def body(client: aioredis.Redis) -> None:
-        store = TextVectorStore(lambda: client, settings.namespace, share_size=1, claim_ttl_s=30)
-        failing, working = started_feed(settings, None), started_feed(settings, None)
-        for feed in (failing, working):
-            feed.shared, feed.embedder.share = store, True
+        failing, working = sharing_feeds(settings, client, 2, share_size=1, claim_ttl_s=30)
         await failing.rebuild(FailsOn(CATALOGUE["mug-2"]))
         assert failing.embedder.failed == 1
         # its share (mug-2's title alone) is done, its vector not written: the next worker misses that share
@@ -212,23 +219,12 @@ def test_texts_another_worker_failed_on_are_embedded_here_without_waiting(make_s
     on_a_loop(body, lambda: aioredis.Redis.from_url(settings.redis_url))
 
 
-class Stuck(BagOfWords):
-    """Never gets through its first batch (a worker stopped meanwhile)."""
-
-    def embed(self, texts):
-        time.sleep(2)
-        return super().embed(texts)
-
-
 def test_a_worker_that_stops_while_it_embeds_a_share_gives_its_claim_back(make_settings, redis_client):
     settings = make_settings()
 
     async def body(client: aioredis.Redis) -> None:
-        store = TextVectorStore(lambda: client, settings.namespace, share_size=2, claim_ttl_s=30)
-        stopping, taking_over = started_feed(settings, None), started_feed(settings, None)
-        for feed in (stopping, taking_over):
-            feed.shared, feed.embedder.share = store, True
-        rebuild = asyncio.ensure_future(stopping.rebuild(Stuck("bow-1")))
+        stopping, taking_over = sharing_feeds(settings, client, 2, share_size=2, claim_ttl_s=30)
+        rebuild = asyncio.ensure_future(stopping.rebuild(Slow("bow-1", seconds=2)))  # stopped in its first share
         while not redis_client.keys(f"{settings.namespace}text-vectors:bow-1:claim:*"):
             await asyncio.sleep(0.01)
         rebuild.cancel()
