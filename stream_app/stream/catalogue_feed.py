@@ -6,8 +6,8 @@ consumer group, and keeps each item's latest text. Whenever the text of some ite
 model changed, the index is rebuilt off the event loop: texts already embedded by the same model
 version come from a cache keyed by `text_hash`, so an item is embedded again only when its text or
 the model changes; and a starting worker takes the vectors the workers wrote to Redis (store/text_vectors.py)
-before it embeds the rest, in shares with the workers that miss the same texts at the same time. The batch loop takes `feed.index` at the start of a batch; a rebuild swaps it
-whole, never inside a batch. Records that break schemas/v1/item are counted and skipped here;
+before it embeds the rest, in shares with the workers that miss the same texts at the same time. The batch loop
+takes `feed.index` at the start of a batch; a rebuild swaps it whole, never inside a batch. Records that break schemas/v1/item are counted and skipped here;
 `items_check` dead-letters them, once across the workers.
 """
 
@@ -203,7 +203,7 @@ class CatalogueFeed:
         started, shared_before = time.monotonic(), self.embedder.shared
         if self.shared is not None:
             await self.take_shared(model, [*texts.values(), *terms])
-        if self.shared is not None:
+        if self.shared is not None:  # again: an ACL refusing the hash switched sharing off
             await self.embed_together(model, [*texts.values(), *terms])
         index = await asyncio.get_running_loop().run_in_executor(
             None, index_catalogue, model, texts, self.embedder, dict(self.listed_at), dict(self.titles), terms)
