@@ -15,6 +15,7 @@ from stream_app.core.learners import read_partition_learners
 from stream_app.core.profile import Profile, event_digest
 from stream_app.store.redis_store import MARKER_S
 from stream_app.stream.batch import BatchHandler, Counters, PartitionState
+from stream_app.stream.learner_table import learners_mark
 from stream_app.stream.ready import Ready
 
 USER = "u1"
@@ -45,13 +46,18 @@ def run(events: list[Event], settings: Settings, profiles: dict, learner_data: d
         return RECOMMEND(profile, event, *args, **kwargs)
 
     monkeypatch.setattr(process, "recommend", failing)
-    learners = PartitionState(learner_data, settings)
+    learners = PartitionState(learner_data, settings, profile_marks=lambda partition: highest_mark(profiles))
     handler = BatchHandler(settings, profiles, learners, InMemoryItemIndex(settings), Counters(), now=0)
     handler.process_round([ready(e, i) for i, e in enumerate(events)], None, None)
     learner_table: dict = {}
     handler.snapshots("profiles.changelog", learner_table, "learners.changelog")
     learner_data.update(learner_table)
     return handler
+
+
+def highest_mark(profiles: dict) -> int | None:
+    """The highest learners mark among the profile records (every user here is of partition 0), as the table keeps it."""
+    return max((mark for mark in map(learners_mark, profiles.values()) if mark is not None), default=None)
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import traceback
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 
@@ -17,20 +17,19 @@ from ..contracts import ErasureRequest, Rejection, Source, input_users
 from ..core.content import ContentIndex
 from ..core.events import Event
 from ..core.items import InMemoryItemIndex
-from ..core.learners import PartitionLearners, StateError, read_partition_learners
+from ..core.learners import PartitionLearners
 from ..core.process import (
     expected_scans,
-    new_partition_learners,
     new_profile,
     process,
     shadow_recommendation,
     shown_hits,
-    with_current_settings,
 )
 from ..core.profile import Profile, snapshot_order
 from ..serving.encoder import Encoder, UserEncoding, encode_batch
 from .erasures import ErasedUsers, receipt
 from .idle_users import IdleUsers
+from .learner_table import PartitionState, restored_offset, with_learners_mark
 from .output import Outbox
 from .partitioning import partition_of
 from .ready import Ready, input_source
@@ -79,54 +78,6 @@ class Counters:
         self.events += 1
         by_type = self.inputs.setdefault(topic, {})
         by_type[event_type] = by_type.get(event_type, 0) + 1
-
-
-def restored_offset(table_data: Any, key: bytes) -> int | None:
-    """The changelog offset of the key's value if a table restored it (table_stores.RestoredStore) and
-    the worker has not written it since; else None."""
-    offset_of = getattr(table_data, "restored_offset", None)
-    return offset_of(key) if offset_of is not None else None
-
-
-class PartitionState:
-    """The learners of each input partition (ranker, bandit): live objects, restored from their table
-    on first use after an assignment, written back (table + changelog) for the partitions a batch used."""
-
-    def __init__(self, data: Any, settings: Settings, changelog: str | None = None):
-        self.data = data
-        self.settings = settings
-        self.changelog = changelog or f"{settings.group_id}-partition-learners-changelog"
-        self.loaded: dict[int, PartitionLearners] = {}  # restored or new since the last assignment
-
-    def get(self, partition: int, rejected: Callable[[Rejection], None]) -> PartitionLearners | None:
-        """The partition's learners (a state that cannot be read goes to `rejected`: they start afresh)."""
-        if not self.settings.ranker:
-            return None
-        learners = self.loaded.get(partition)
-        if learners is None:
-            key = str(partition).encode()
-            stored = self.data.get(key)
-            if stored is not None:
-                try:
-                    restored = read_partition_learners(stored, f"partition {partition}'s learners")
-                    learners = with_current_settings(restored, self.settings, partition)
-                except StateError as exc:  # forged, or of a release that did not write it: learn afresh, go on
-                    rejected(Rejection("bad_state", f"{exc}; they start afresh",
-                                       Source(self.changelog, partition, restored_offset(self.data, key)), key, stored))
-            if learners is None:
-                learners = new_partition_learners(self.settings, partition)
-            self.loaded[partition] = learners
-        return learners
-
-    def record(self, partition: int) -> bytes:
-        """The partition's table record: its learners' state as JSON, one more write of them."""
-        learners = self.loaded[partition]
-        learners.writes += 1
-        return orjson.dumps(learners.to_state())
-
-    def forget(self) -> None:
-        """After a rebalance: the table holds the truth (recovered from the changelog)."""
-        self.loaded.clear()
 
 
 class BatchHandler:
@@ -422,28 +373,40 @@ class BatchHandler:
 
     def snapshots(self, profile_changelog: str, learner_table: Any, learner_changelog: str
                   ) -> list[tuple[Profile, bytes]]:
-        """Write changed profiles and learners to their tables and the outbox (their changelogs last, once the
-        batch's other records are stored: output.Outbox.last); return Redis's share."""
-        self.outbox.last.update((profile_changelog, learner_changelog))
+        """Write changed profiles and learners to their tables and the outbox: the profiles' changelog last, once
+        every other record of the batch is stored (output.Outbox.last), each profile marked with its partition's
+        learners record (learner_table); return Redis's share."""
+        self.outbox.last.add(profile_changelog)
         to_redis: list[tuple[Profile, bytes]] = []
         for user_id, partition in self.removed:
             self.outbox.add(profile_changelog, user_id.encode(), None, partition)
             self.outbox.add(self.settings.topics.profiles, user_id.encode(), None)
+        marks = {partition: self.learners.loaded[partition].writes + 1 for partition in self.used_learners}
+        marked: set[int] = set()
         for user_id, (profile, partition) in self.changed.items():
             key = user_id.encode()
             snapshot, public = profile.snapshots()
             to_redis.append((profile, public))
+            mark = marks.get(partition)
+            if mark is not None:
+                record = with_learners_mark(snapshot, mark)
+                marked.add(partition)
+            else:  # orjson's bytes keep the buffer it grew (4 KiB at least): the table holds an exact-size copy
+                record = memoryview(snapshot).tobytes()
             # The table's changelog record, written with the batch: same partition as the user's input.
-            # orjson's bytes keep the buffer it grew while writing (4 KiB at least, 3x a 2.7 KB profile
-            # measured): the table holds every active user's, so it keeps an exact-size copy
-            self.profiles[key] = memoryview(snapshot).tobytes()
-            self.outbox.add(profile_changelog, key, snapshot, partition)
+            self.profiles[key] = record
+            self.outbox.add(profile_changelog, key, record, partition)
             self.outbox.add(self.settings.topics.profiles, key, public)
         for user_id in self.mirror - self.changed.keys():
             profile = self.loaded[user_id]
             to_redis.append((profile, profile.to_json(internal=False)))
-        for partition in self.used_learners:
-            state = self.learners.record(partition)
+        # a partition's tombstones without a marked profile beside them: its learners written again, naming no state
+        # before (the tombstones may take away the profiles that carried the last record's mark)
+        tombstoned = {partition for _, partition in self.removed} - marked
+        for partition in sorted(self.used_learners | tombstoned):
+            if partition not in self.used_learners and self.learners.get(partition, self.dead_letter) is None:
+                continue  # no ranker
+            state = self.learners.record(partition, before=partition in marked)
             learner_table[str(partition).encode()] = state
             self.outbox.add(learner_changelog, str(partition).encode(), state, partition)
         return to_redis

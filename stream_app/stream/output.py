@@ -4,7 +4,7 @@ Faust's own send path costs about a tenth of a millisecond per message (a future
 an awaited hand-off each), which capped a worker near 1k events/s here. Building record batches
 directly and awaiting their acknowledgements once per batch also gives a stricter guarantee: a
 batch's input events are acknowledged only after every record it produced is stored by the broker.
-The records of the tables' changelogs go last, once every other is stored (`Outbox.last`).
+The records of the profiles' changelog go last, once every other is stored (`Outbox.last`).
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ class Outbox:
     """Records one worker batch produces; partition None means "by key", like any Kafka producer."""
 
     records: list[tuple[str, bytes | None, bytes | None, int | None]] = field(default_factory=list)
-    # Topics whose records are sent once every other record is stored: the tables' changelogs. Stored, a
-    # changelog says the batch's events were applied (read again after a crash, they are skipped as
-    # duplicates), so it must not be stored without their recommendations, dead letters and snapshots.
+    # Topics whose records are sent once every other record is stored: the profiles' changelog. Stored, it
+    # says the batch's events were applied (read again after a crash, they are skipped as duplicates), so it
+    # must not be stored without their recommendations, dead letters, snapshots and learners (learner_table).
     # The several produce requests of one delivery (one per partition leader, or a partition's records
     # past one request) are not stored all or nothing; a crash between the two steps re-applies the events.
     last: set[str] = field(default_factory=set)

@@ -13,6 +13,7 @@ from faust.types import TP
 
 from ..core.learners import learners_writes
 from ..core.profile import supersedes
+from .learner_table import learners_mark
 from .partitioning import partition_of
 
 log = logging.getLogger(__name__)
@@ -31,10 +32,16 @@ class RestoredStore(Store):
     def __setitem__(self, key: Any, value: Any) -> None:
         self.restored_offsets.pop(key, None)
         self.data[key] = value
-        if key not in self._key_partition:  # Faust drops a revoked partition's keys by this map, restored ones only
+        partition = self._key_partition.get(key)
+        if partition is None:  # Faust drops a revoked partition's keys by this map, restored ones only
             partition = self.partition_of_key(key)  # a key's partition never changes: hashed once, not per write
             if partition is not None:
                 self._key_partition[key] = partition
+        if partition is not None:
+            self.noted(value, partition)
+
+    def noted(self, value: Any, partition: int) -> None:
+        """A value the store now holds for a key of `partition`, restored or written."""
 
     def partition_of_key(self, key: Any) -> int | None:
         """The table partition of a key the worker writes (None: not known from the key alone)."""
@@ -68,6 +75,7 @@ class RestoredStore(Store):
             data[key] = value
             partitions[key] = event.message.partition
             offsets[key] = event.message.offset
+            self.noted(value, event.message.partition)
         if skipped:
             self.stale_skipped += skipped
             # mostly the worker's own earlier writes, read again when it keeps a partition through a
@@ -81,15 +89,30 @@ class RestoredStore(Store):
 
 
 class NewestProfileStore(RestoredStore):
-    """Restores each user's newest snapshot (by generation and version) instead of the last record.
+    """Restores each user's newest snapshot (by generation and version) instead of the last record, and keeps the
+    highest learners mark of each partition's (`learners_mark`).
 
     A batch that outlived the revoke of its partitions (retries.batch_finished_or_late) can land its
     changelog records after the new owner's. Restored last-wins, such a record would put back a profile
     that lacks the new owner's events, and the events after it would be counted on top of it (in the
     table and in Redis). A tombstone always applies."""
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.marks: dict[int, int] = {}
+
     def takes(self, new: Any, held: Any) -> bool:
         return supersedes(new, held)
+
+    def noted(self, value: Any, partition: int) -> None:
+        mark = learners_mark(value)
+        if mark is not None and mark > self.marks.get(partition, 0):
+            self.marks[partition] = mark
+
+    def learners_mark(self, partition: int) -> int | None:
+        """The highest learners mark among the profiles of `partition` the store took up or was given, tombstoned
+        since or not (learner_table): None if none was marked."""
+        return self.marks.get(partition)
 
     def partition_of_key(self, key: Any) -> int | None:
         return partition_of(key.decode(), self.table.partitions)  # the user's input partition

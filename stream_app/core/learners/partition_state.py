@@ -60,20 +60,41 @@ class PartitionLearners(Persistent):
                    positions)
 
 
+#: The field of a partition-learners table record holding the learners as the record before it left them (null: new
+#: learners): the state a worker takes up again when the profiles stored with the record were lost (a crash between
+#: the two changelogs of a batch: `stream.batch.PartitionState`).
+BEFORE = "before"
+
+
+def _record_data(record: bytes, where: str) -> Any:
+    if record[:1] == b"{":
+        try:
+            return orjson.loads(record)
+        except orjson.JSONDecodeError as exc:
+            raise StateError(f"{where}: not JSON ({exc})") from exc
+    try:
+        return legacy.migrate(record.decode("ascii"), where)
+    except UnicodeDecodeError as exc:
+        raise StateError(f"{where}: neither JSON nor a legacy record ({exc})") from exc
+
+
 def read_partition_learners(record: bytes, where: str) -> PartitionLearners:
     """The learners of a partition-learners table record: JSON state, or a legacy pickle (base64) that is
     migrated; `StateError` for anything else."""
-    if record[:1] == b"{":
-        try:
-            data = orjson.loads(record)
-        except orjson.JSONDecodeError as exc:
-            raise StateError(f"{where}: not JSON ({exc})") from exc
-    else:
-        try:
-            data = legacy.migrate(record.decode("ascii"), where)
-        except UnicodeDecodeError as exc:
-            raise StateError(f"{where}: neither JSON nor a legacy record ({exc})") from exc
+    data = _record_data(record, where)
+    if isinstance(data, dict):
+        data.pop(BEFORE, None)
     return load_state(data, PartitionLearners, where)
+
+
+def learners_before(record: bytes, where: str) -> tuple[bool, PartitionLearners | None]:
+    """Does a partition-learners table record name the learners the record before it left, and which (None: new
+    learners)? `StateError` if they cannot be read."""
+    data = _record_data(record, where)
+    if not isinstance(data, dict) or BEFORE not in data:
+        return False, None
+    before = data[BEFORE]
+    return True, None if before is None else load_state(before, PartitionLearners, f"{where}.{BEFORE}")
 
 
 def learners_writes(record: bytes) -> int | None:

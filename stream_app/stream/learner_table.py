@@ -1,0 +1,120 @@
+"""The partition learners' table, kept in step with the profiles' across a crash between their changelogs.
+
+A batch's learners record (one per input partition) and its profile records go to two changelog topics, stored
+each on its own: no transaction binds them (Tansu has none). The learners' record goes first, with the batch's other
+records, and names the learners the record before it left (`BEFORE`); the profiles go once it is stored, each
+marked with the learners' `writes` of that record (`with_learners_mark`). A worker that restores a partition whose
+newest mark is below its learners' writes knows the profiles of the learners' last batch were lost: that batch is
+read again and applied to the profiles as they were, so it takes up the learners as they were too. Every batch
+that writes a mark-less tombstone of a partition writes its learners again without `BEFORE`, so a record that
+names one always has a marked profile alive beside it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any, Callable
+
+import orjson
+
+from ..config import Settings
+from ..contracts import Rejection, Source
+from ..core.learners import PartitionLearners, StateError, learners_before, read_partition_learners
+from ..core.learners.partition_state import BEFORE
+from ..core.process import new_partition_learners, with_current_settings
+
+log = logging.getLogger("stream_app.worker")
+
+#: The field of a profile's table record: its partition's learners `writes` in the record stored with it.
+MARK_FIELD = b"learners_writes"
+_MARK = re.compile(rb',"learners_writes":(\d+)\}\Z')
+
+
+def with_learners_mark(snapshot: bytes, writes: int) -> bytes:
+    """A profile's table record (`Profile.snapshots`' internal JSON) marked with its partition's learners `writes`."""
+    return b'%s,"%s":%d}' % (snapshot[:-1], MARK_FIELD, writes)
+
+
+def learners_mark(record: bytes) -> int | None:
+    """The learners `writes` a profile's table record was stored with (None: not marked)."""
+    found = _MARK.search(record, max(0, len(record) - 40))
+    return int(found.group(1)) if found is not None else None
+
+
+def restored_offset(table_data: Any, key: bytes) -> int | None:
+    """The changelog offset of the key's value if a table restored it (table_stores.RestoredStore) and
+    the worker has not written it since; else None."""
+    offset_of = getattr(table_data, "restored_offset", None)
+    return offset_of(key) if offset_of is not None else None
+
+
+class PartitionState:
+    """The learners of each input partition (ranker, bandit): live objects, restored from their table
+    on first use after an assignment, written back (table + changelog) for the partitions a batch used.
+    `profile_marks(partition)`: the highest learners mark among the partition's profiles in their table."""
+
+    def __init__(self, data: Any, settings: Settings, changelog: str | None = None,
+                 profile_marks: Callable[[int], int | None] | None = None):
+        self.data = data
+        self.settings = settings
+        self.changelog = changelog or f"{settings.group_id}-partition-learners-changelog"
+        self.profile_marks = profile_marks or (lambda partition: None)
+        self.loaded: dict[int, PartitionLearners] = {}  # restored or new since the last assignment
+        self.written: dict[int, bytes | None] = {}  # their state as the table holds it (None: new learners)
+
+    def get(self, partition: int, rejected: Callable[[Rejection], None]) -> PartitionLearners | None:
+        """The partition's learners (a state that cannot be read goes to `rejected`: they start afresh)."""
+        if not self.settings.ranker:
+            return None
+        learners = self.loaded.get(partition)
+        if learners is None:
+            key = str(partition).encode()
+            stored = self.data.get(key)
+            if stored is not None:
+                try:
+                    restored = self._restored(partition, stored)
+                    if restored is not None:
+                        learners = with_current_settings(restored, self.settings, partition)
+                except StateError as exc:  # forged, or of a release that did not write it: learn afresh, go on
+                    rejected(Rejection("bad_state", f"{exc}; they start afresh",
+                                       Source(self.changelog, partition, restored_offset(self.data, key)), key, stored))
+            if learners is None:
+                learners = new_partition_learners(self.settings, partition)
+                self.written[partition] = None
+            else:
+                self.written[partition] = orjson.dumps(learners.to_state())
+            self.loaded[partition] = learners
+        return learners
+
+    def _restored(self, partition: int, stored: bytes) -> PartitionLearners | None:
+        """The learners of the partition's table record, or those before it if its profiles were lost (None: new)."""
+        where = f"partition {partition}'s learners"
+        learners = read_partition_learners(stored, where)
+        mark = self.profile_marks(partition)
+        if mark is not None and mark >= learners.writes:
+            return learners
+        names_before, before = learners_before(stored, where)
+        if not names_before:  # written before 2026-12-02, or with tombstones alone
+            return learners
+        log.warning("partition %d: its learners' record %d was stored without the profiles of its batch (a crash "
+                    "between the two changelogs; the newest profile mark is %s): that batch is applied again, to the "
+                    "learners before it", partition, learners.writes, mark)
+        return before
+
+    def record(self, partition: int, before: bool = True) -> bytes:
+        """The partition's table record: its learners' state as JSON, one more write of them, naming (`before`) the
+        state its previous record held."""
+        learners = self.loaded[partition]
+        learners.writes += 1
+        state = orjson.dumps(learners.to_state())
+        previous = self.written.get(partition)
+        self.written[partition] = state
+        if not before:
+            return state
+        return b'%s,"%s":%s}' % (state[:-1], BEFORE.encode(), b"null" if previous is None else previous)
+
+    def forget(self) -> None:
+        """After a rebalance: the table holds the truth (recovered from the changelog)."""
+        self.loaded.clear()
+        self.written.clear()
