@@ -34,8 +34,8 @@ def test_learners_stored_without_their_batchs_profiles_are_taken_up_as_before_th
     for batch in (events[:3], events[3:6], events[6:]):
         stored_profiles.append(dict(profiles))
         run(batch, settings, profiles, learners, None, monkeypatch)
-        records.append(learners[b"0"])
-        states.append(read_partition_learners(records[-1], "p0").to_state())
+        records.append({key: learners[key] for key in (b"0", b"0:before")})
+        states.append(read_partition_learners(learners[b"0"], "p0").to_state())
     assert states[1] != states[2]  # the third batch taught them something
     assert highest_mark(profiles) == 3
 
@@ -49,7 +49,8 @@ def test_learners_stored_without_their_batchs_profiles_are_taken_up_as_before_th
     assert restored(lost_third) == states[1]
     # the first batch's learners stored without any profile: new learners
     fresh = PartitionState({}, settings).get(0, print)
-    assert state(PartitionState({b"0": records[0]}, settings).get(0, print)) == state(fresh) != states[0]
+    assert state(PartitionState(records[0], settings).get(0, print)) == state(fresh) != states[0]
+    assert state(PartitionState({b"0": records[0][b"0"]}, settings).get(0, print)) == states[0]  # none before: kept
 
 
 def test_a_batch_of_tombstones_alone_writes_the_learners_again_naming_no_state_before(monkeypatch):
@@ -61,7 +62,7 @@ def test_a_batch_of_tombstones_alone_writes_the_learners_again_naming_no_state_b
     learners: dict = {}
     handler = run(events, settings, profiles, learners, None, monkeypatch)
     before = read_partition_learners(learners[b"0"], "p0").to_state()
-    assert "before" in orjson.loads(learners[b"0"])
+    assert orjson.loads(learners[b"0:before"])["writes"] == orjson.loads(learners[b"0"])["writes"]
 
     seen = highest_mark(profiles)  # the profile table keeps the marks it saw, tombstoned since or not
     table = PartitionState(learners, settings, profile_marks=lambda partition: seen)
@@ -69,7 +70,8 @@ def test_a_batch_of_tombstones_alone_writes_the_learners_again_naming_no_state_b
     evicting.remove("u1", 0)
     written: dict = {}
     evicting.snapshots("profiles.changelog", written, "learners.changelog")
-    assert "before" not in orjson.loads(written[b"0"])
+    assert b"0" in written and b"0:before" not in written
     assert not profiles  # the marked profile is gone
-    again = PartitionState(written, settings, profile_marks=lambda partition: highest_mark(profiles)).get(0, print)
+    again = PartitionState({**learners, **written}, settings,
+                           profile_marks=lambda partition: highest_mark(profiles)).get(0, print)
     assert {**again.to_state(), "writes": 0} == {**before, "writes": 0}  # what they learned, kept

@@ -370,7 +370,7 @@ def test_restored_partition_learners_follow_todays_settings_and_keep_what_they_l
     first = PartitionState(data, Settings(bandit=True, ranker_warm_up=1000))
     learned = first.get(0, print)
     learned.ranker.model.theta[:] = 0.25
-    data[b"0"] = first.record(0, before=False)  # a record with no batch of profiles to be kept in step with
+    data.update(first.records(0, before=False))  # no batch of profiles to keep in step with
     again = PartitionState(data, Settings(bandit=False, ranker_warm_up=200, ranker_learning_rate=0.05)).get(0, print)
     assert again.bandit is None and again.ranker.warm_up == 200
     assert again.ranker.learning_rate == again.ranker.model.learning_rate == 0.05
@@ -409,7 +409,7 @@ def restored(first_settings, then_settings, touch):
     data: dict[bytes, bytes] = {}
     first = PartitionState(data, first_settings)
     touch(first.get(0, print))
-    data[b"0"] = first.record(0, before=False)  # a record with no batch of profiles to be kept in step with
+    data.update(first.records(0, before=False))  # no batch of profiles to keep in step with
     return PartitionState(data, then_settings).get(0, print)
 
 

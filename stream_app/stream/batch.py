@@ -406,7 +406,7 @@ class BatchHandler:
         for partition in sorted(self.used_learners | tombstoned):
             if partition not in self.used_learners and self.learners.get(partition, self.dead_letter) is None:
                 continue  # no ranker
-            state = self.learners.record(partition, before=partition in marked)
-            learner_table[str(partition).encode()] = state
-            self.outbox.add(learner_changelog, str(partition).encode(), state, partition)
+            for key, value in self.learners.records(partition, before=partition in marked):
+                learner_table[key] = value
+                self.outbox.add(learner_changelog, key, value, partition)
         return to_redis

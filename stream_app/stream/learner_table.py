@@ -2,12 +2,13 @@
 
 A batch's learners record (one per input partition) and its profile records go to two changelog topics, stored
 each on its own: no transaction binds them (Tansu has none). The learners' record goes first, with the batch's other
-records, and names the learners the record before it left (`BEFORE`); the profiles go once it is stored, each
-marked with the learners' `writes` of that record (`with_learners_mark`). A worker that restores a partition whose
-newest mark is below its learners' writes knows the profiles of the learners' last batch were lost: that batch is
-read again and applied to the profiles as they were, so it takes up the learners as they were too. Every batch
-that writes a mark-less tombstone of a partition writes its learners again without `BEFORE`, so a record that
-names one always has a marked profile alive beside it.
+records, beside a record of the learners as the record before it left them (key `<partition>:before`, in the same
+record batch of the same changelog partition: stored both or neither; earlier releases pass over that key); the
+profiles go once both are stored, each marked with the learners' `writes` of that record (`with_learners_mark`). A
+worker that restores a partition whose newest mark is below its learners' writes knows the profiles of the learners'
+last batch were lost: that batch is read again and applied to the profiles as they were, so it takes up the learners
+as they were too. A batch that writes a mark-less tombstone of a partition writes its learners again without a
+state before, so a learners record with one always has a marked profile alive beside it.
 """
 
 from __future__ import annotations
@@ -20,8 +21,13 @@ import orjson
 
 from ..config import Settings
 from ..contracts import Rejection, Source
-from ..core.learners import PartitionLearners, StateError, learners_before, read_partition_learners
-from ..core.learners.partition_state import BEFORE
+from ..core.learners import (
+    PartitionLearners,
+    StateError,
+    before_record,
+    read_before_record,
+    read_partition_learners,
+)
 from ..core.process import new_partition_learners, with_current_settings
 
 log = logging.getLogger("stream_app.worker")
@@ -40,6 +46,11 @@ def learners_mark(record: bytes) -> int | None:
     """The learners `writes` a profile's table record was stored with (None: not marked)."""
     found = _MARK.search(record, max(0, len(record) - 40))
     return int(found.group(1)) if found is not None else None
+
+
+def before_key(partition: int) -> bytes:
+    """The key of the learners before the partition's last record (`before_record`)."""
+    return b"%d:before" % partition
 
 
 def restored_offset(table_data: Any, key: bytes) -> int | None:
@@ -73,7 +84,7 @@ class PartitionState:
             stored = self.data.get(key)
             if stored is not None:
                 try:
-                    restored = self._restored(partition, stored)
+                    restored = self._restored(partition, stored, rejected)
                     if restored is not None:
                         learners = with_current_settings(restored, self.settings, partition)
                 except StateError as exc:  # forged, or of a release that did not write it: learn afresh, go on
@@ -87,32 +98,41 @@ class PartitionState:
             self.loaded[partition] = learners
         return learners
 
-    def _restored(self, partition: int, stored: bytes) -> PartitionLearners | None:
+    def _restored(self, partition: int, stored: bytes, rejected: Callable[[Rejection], None]
+                  ) -> PartitionLearners | None:
         """The learners of the partition's table record, or those before it if its profiles were lost (None: new)."""
         where = f"partition {partition}'s learners"
         learners = read_partition_learners(stored, where)
         mark = self.profile_marks(partition)
-        if mark is not None and mark >= learners.writes:
+        key = before_key(partition)
+        before = self.data.get(key)
+        if (mark is not None and mark >= learners.writes) or before is None:
             return learners
-        names_before, before = learners_before(stored, where)
-        if not names_before:  # written before 2026-12-02, or with tombstones alone
+        try:
+            of, state = read_before_record(before, f"{where} before")
+        except StateError as exc:
+            rejected(Rejection("bad_state", f"{exc}; the learners after it are kept",
+                               Source(self.changelog, partition, restored_offset(self.data, key)), key, before))
+            return learners
+        if of != learners.writes:  # of an earlier record (written by an earlier release since, or with tombstones)
             return learners
         log.warning("partition %d: its learners' record %d was stored without the profiles of its batch (a crash "
                     "between the two changelogs; the newest profile mark is %s): that batch is applied again, to the "
                     "learners before it", partition, learners.writes, mark)
-        return before
+        return state
 
-    def record(self, partition: int, before: bool = True) -> bytes:
-        """The partition's table record: its learners' state as JSON, one more write of them, naming (`before`) the
-        state its previous record held."""
+    def records(self, partition: int, before: bool = True) -> list[tuple[bytes, bytes]]:
+        """The partition's table records: its learners' state as JSON, one more write of them, and (`before`) the
+        state its previous record held, as (key, value)."""
         learners = self.loaded[partition]
         learners.writes += 1
         state = orjson.dumps(learners.to_state())
         previous = self.written.get(partition)
         self.written[partition] = state
-        if not before:
-            return state
-        return b'%s,"%s":%s}' % (state[:-1], BEFORE.encode(), b"null" if previous is None else previous)
+        out = [(str(partition).encode(), state)]
+        if before:
+            out.append((before_key(partition), before_record(learners.writes, previous)))
+        return out
 
     def forget(self) -> None:
         """After a rebalance: the table holds the truth (recovered from the changelog)."""

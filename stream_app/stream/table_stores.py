@@ -129,7 +129,7 @@ class NewestLearnersStore(RestoredStore):
         return new_writes is None or held_writes is None or new_writes >= held_writes
 
     def partition_of_key(self, key: Any) -> int | None:
-        return int(key)  # the partition's own learners
+        return int(key.split(b":")[0])  # the partition's own learners, or those before its last record
 
 
 class _StoreTable(faust.Table):

@@ -10,7 +10,13 @@ migrated once it is read (legacy.py).
 from .base import KINDS, Persistent, ProfileLearner, load_state, read_profile_learner
 from .behaviour import BehaviourStats
 from .interest_drift import InterestDrift
-from .partition_state import PartitionLearners, learners_before, learners_writes, read_partition_learners
+from .partition_state import (
+    PartitionLearners,
+    before_record,
+    learners_writes,
+    read_before_record,
+    read_partition_learners,
+)
 from .ranker import OnlineRanker, feedback_labels
 from .recency_positions import RecencyPositions
 from .state import StateError
@@ -20,5 +26,5 @@ from .strategy_bandit import StrategyBandit, segment_of
 LEARNERS: tuple[type[Persistent], ...] = (BehaviourStats, InterestDrift, OnlineRanker, RecencyPositions, StrategyBandit)
 
 __all__ = ["KINDS", "LEARNERS", "BehaviourStats", "InterestDrift", "OnlineRanker", "PartitionLearners", "Persistent",
-           "ProfileLearner", "RecencyPositions", "StateError", "StrategyBandit", "feedback_labels", "learners_before",
-           "learners_writes", "load_state", "read_partition_learners", "read_profile_learner", "segment_of"]
+           "ProfileLearner", "RecencyPositions", "StateError", "StrategyBandit", "feedback_labels", "before_record",
+           "learners_writes", "load_state", "read_before_record", "read_partition_learners", "read_profile_learner", "segment_of"]

@@ -60,12 +60,6 @@ class PartitionLearners(Persistent):
                    positions)
 
 
-#: The field of a partition-learners table record holding the learners as the record before it left them (null: new
-#: learners): the state a worker takes up again when the profiles stored with the record were lost (a crash between
-#: the two changelogs of a batch: `stream.batch.PartitionState`).
-BEFORE = "before"
-
-
 def _record_data(record: bytes, where: str) -> Any:
     if record[:1] == b"{":
         try:
@@ -81,20 +75,23 @@ def _record_data(record: bytes, where: str) -> Any:
 def read_partition_learners(record: bytes, where: str) -> PartitionLearners:
     """The learners of a partition-learners table record: JSON state, or a legacy pickle (base64) that is
     migrated; `StateError` for anything else."""
-    data = _record_data(record, where)
-    if isinstance(data, dict):
-        data.pop(BEFORE, None)
-    return load_state(data, PartitionLearners, where)
+    return load_state(_record_data(record, where), PartitionLearners, where)
 
 
-def learners_before(record: bytes, where: str) -> tuple[bool, PartitionLearners | None]:
-    """Does a partition-learners table record name the learners the record before it left, and which (None: new
-    learners)? `StateError` if they cannot be read."""
-    data = _record_data(record, where)
-    if not isinstance(data, dict) or BEFORE not in data:
-        return False, None
-    before = data[BEFORE]
-    return True, None if before is None else load_state(before, PartitionLearners, f"{where}.{BEFORE}")
+def before_record(writes: int, before: bytes | None) -> bytes:
+    """The record of the learners as they were before their record `writes` (`before`: their state's JSON; None: new
+    learners), which a worker takes up again when the profiles stored with that record were lost
+    (`stream.learner_table`)."""
+    return b'{"writes":%d,"before":%s}' % (writes, b"null" if before is None else before)
+
+
+def read_before_record(record: bytes, where: str) -> tuple[int, PartitionLearners | None]:
+    """(the `writes` of the record it is the state before, that state: None for new learners); `StateError` if it
+    cannot be read."""
+    fields = Fields(_record_data(record, where), where)
+    writes, before = fields.integer("writes"), fields.raw("before")
+    fields.done()
+    return writes, None if before is None else load_state(before, PartitionLearners, f"{where}.before")
 
 
 def learners_writes(record: bytes) -> int | None:
