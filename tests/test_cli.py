@@ -548,3 +548,34 @@ def test_a_damaged_file_of_kept_text_vectors_leaves_the_demo_to_embed(tmp_path, 
     assert "were not used" in capsys.readouterr().out
     assert seed_vectors(Settings(redis_url="redis://127.0.0.1:1/0"), "content-v2") == 0  # none kept: nothing said
     assert capsys.readouterr().out == ""
+
+
+def test_a_failed_write_of_the_kept_text_vectors_leaves_no_partial_file(tmp_path, monkeypatch, capsys, make_settings,
+                                                                        redis_client):
+    """Keeping the worker's vectors for the next demo fails (a full disk, say): said, the kept file as it was, and no
+    half-written file beside it."""
+    import numpy as np
+
+    from stream_app.store.text_vectors import vectors_key
+    from stream_app.tools import demo
+
+    settings = make_settings()
+    redis_client.hset(vectors_key(settings.namespace, "content-v1"), mapping={"a" * 32: b"\x00<" * 4})
+    monkeypatch.setenv("STREAM_APP_STATE_DIR", str(tmp_path))
+    path = demo.vectors_file("content-v1")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"kept before")
+
+    def full_disk(file, **arrays):
+        file.write(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", full_disk)
+    demo.keep_vectors(settings, "content-v1")
+    assert "were not kept" in capsys.readouterr().out
+    assert sorted(path.parent.iterdir()) == [path] and path.read_bytes() == b"kept before"
+    monkeypatch.undo()
+    monkeypatch.setenv("STREAM_APP_STATE_DIR", str(tmp_path))
+    demo.keep_vectors(settings, "content-v1")  # written whole when it can be
+    with np.load(path) as kept:
+        assert kept["keys"].tolist() == ["a" * 32] and kept["vectors"].shape == (1, 4)

@@ -176,8 +176,12 @@ def keep_vectors(settings: Settings, version: str) -> None:
         width = collections.Counter(map(len, fields.values())).most_common(1)[0][0]  # one model: one length
         kept = {key.decode(): raw for key, raw in fields.items() if len(raw) == width}
         with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as partial:
-            np.savez(partial, keys=np.array(list(kept)),
-                     vectors=np.stack([np.frombuffer(raw, "<f2") for raw in kept.values()]))
+            try:
+                np.savez(partial, keys=np.array(list(kept)),
+                         vectors=np.stack([np.frombuffer(raw, "<f2") for raw in kept.values()]))
+            except BaseException:  # a full disk, say: no half-written file left beside the kept one
+                Path(partial.name).unlink(missing_ok=True)
+                raise
         Path(partial.name).replace(path)
     except Exception as exc:
         _say(f"(the worker's text vectors were not kept for the next demo: {exc!r})")
