@@ -157,11 +157,11 @@ class Slow(BagOfWords):
 
 
 def sharing_feeds(settings: Settings, client: aioredis.Redis, count: int, **store: float) -> list[CatalogueFeed]:
-    """`count` workers' feeds that have read the catalogue, sharing one store of vectors (`store`: its settings)."""
-    shared = TextVectorStore(lambda: client, settings.namespace, **store)
+    """`count` workers' feeds that have read the catalogue, sharing vectors in one Redis (`store`: their stores'
+    settings)."""
     feeds = [started_feed(settings, None) for _ in range(count)]
     for feed in feeds:
-        feed.shared, feed.embedder.share = shared, True
+        feed.shared, feed.embedder.share = TextVectorStore(lambda: client, settings.namespace, **store), True
     return feeds
 
 
@@ -234,5 +234,43 @@ def test_a_worker_that_stops_while_it_embeds_a_share_gives_its_claim_back(make_s
         await taking_over.rebuild(BagOfWords("bow-1"))
         assert time.monotonic() - started < 10  # not the 30 s of the stopped worker's claim
         assert taking_over.embedder.embedded == len(CATALOGUE) + len(taking_over.index.terms)
+
+    on_a_loop(body, lambda: aioredis.Redis.from_url(settings.redis_url))
+
+
+def test_a_share_embedded_for_longer_than_its_claim_lives_stays_its_workers(make_settings, redis_client):
+    """Its worker renews the claim while it embeds: a slow share (a busy machine) is not taken for a dead worker's and
+    embedded again."""
+    settings = make_settings()
+
+    async def body(client: aioredis.Redis) -> None:
+        slow, fast = sharing_feeds(settings, client, 2, share_size=2, claim_ttl_s=0.6)
+        first = asyncio.ensure_future(slow.rebuild(Slow("bow-1", seconds=2.0)))  # 2 s a share: over three lives
+        while not redis_client.keys(f"{settings.namespace}text-vectors:bow-1:claim:*"):
+            await asyncio.sleep(0.01)
+        await asyncio.gather(first, fast.rebuild(BagOfWords("bow-1")))
+        texts = len(CATALOGUE) + len(fast.index.terms)
+        assert slow.embedder.embedded + fast.embedder.embedded == texts  # none twice
+        assert slow.embedder.embedded and fast.embedder.embedded
+
+    on_a_loop(body, lambda: aioredis.Redis.from_url(settings.redis_url))
+
+
+def test_a_worker_gives_back_and_renews_only_a_claim_of_its_own(make_settings, redis_client):
+    settings = make_settings()
+    key = claim_key(settings.namespace, "bow-1", ["a", "b"])
+
+    async def body(client: aioredis.Redis) -> None:
+        late = TextVectorStore(lambda: client, settings.namespace, claim_ttl_s=0.2)
+        other = TextVectorStore(lambda: client, settings.namespace)
+        assert await late.claim("bow-1", ["a", "b"]) and not await other.claim("bow-1", ["a", "b"])
+        await asyncio.sleep(0.4)  # the late worker's claim lapsed: another takes the share
+        assert await other.claim("bow-1", ["a", "b"])
+        await late.give_back("bow-1", ["a", "b"])
+        assert not await late.renew("bow-1", ["a", "b"])
+        assert redis_client.get(key) == other.token and redis_client.pttl(key) > 5_000
+        assert await other.renew("bow-1", ["a", "b"])
+        await other.give_back("bow-1", ["a", "b"])
+        assert redis_client.get(key) is None
 
     on_a_loop(body, lambda: aioredis.Redis.from_url(settings.redis_url))

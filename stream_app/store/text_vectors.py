@@ -11,14 +11,17 @@ unreachable a worker embeds everything, as without it. The hash expires TTL_S af
 texts no longer in the catalogue are pruned by a worker that finds more than twice as many as it uses (`prune`).
 
 Workers that need the same texts at once (started together, or a new content model announced to all) split them:
-the texts fall in shares by their hash, a worker claims a share (`claim`: a key set if absent, expiring after
-`claim_ttl_s`), embeds it, writes its vectors and marks it done; the others take those vectors when they appear. A
-share whose worker was killed is claimed again once its claim expires (one that fails or stops gives it back).
+the texts fall in shares by their hash, a worker claims a share (`claim`: a key set if absent to a token of its own,
+expiring after `claim_ttl_s` unless its worker renews it while it embeds), embeds it, writes its vectors and marks it
+done; the others take those vectors when they appear. A share whose worker was killed is claimed again once its
+claim expires; one that fails or stops gives it back (only a claim still its own: one that expired meanwhile may be
+another worker's now).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -35,11 +38,14 @@ ROUND_TRIP = 20_000
 
 #: At most about this many texts per share of a catalogue the workers embed together (a second or two of one core).
 SHARE_SIZE = 500
-#: A claimed share is claimed again by another worker this long after its claim (its worker killed; a worker that
-#: fails or stops gives its claim back).
-CLAIM_TTL_S = 30
+#: A claimed share is claimed again by another worker this long after its claim was last renewed (its worker killed;
+#: a worker that fails or stops gives its claim back): its worker renews it a third of this apart while it embeds.
+CLAIM_TTL_S = 10
 #: What a claim holds once its share's vectors are written (texts the model failed on are not).
 DONE = b"done"
+#: Renew a claim's expiry, or delete it, only while it holds the token it was claimed with.
+_RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
+_GIVE_BACK = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 
 
 def vectors_key(namespace: str, version: str) -> str:
@@ -80,21 +86,29 @@ class TextVectorStore:
         self.namespace = namespace
         self.share_size = share_size
         self.claim_ttl_ms = int(claim_ttl_s * 1000)
+        self.token = b"working:" + os.urandom(8).hex().encode()  # this store's claims: no other worker's
 
     async def claim(self, version: str, share: Sequence[str]) -> bool:
         """Take a share to embed, unless another worker holds it or did it."""
-        return bool(await self.client().set(claim_key(self.namespace, version, share), b"working", nx=True,
+        return bool(await self.client().set(claim_key(self.namespace, version, share), self.token, nx=True,
                                             px=self.claim_ttl_ms))
+
+    async def renew(self, version: str, share: Sequence[str]) -> bool:
+        """Keep a claim of this store's from expiring for another `claim_ttl_s`; False if it is not its own any more."""
+        return bool(await self.client().eval(_RENEW, 1, claim_key(self.namespace, version, share), self.token,
+                                             self.claim_ttl_ms))
 
     async def done(self, version: str, share: Sequence[str]) -> None:
         """Its vectors are written: a worker still missing some of them (texts the model failed on) embeds those."""
         await self.client().set(claim_key(self.namespace, version, share), DONE, px=self.claim_ttl_ms)
 
     async def give_back(self, version: str, share: Sequence[str]) -> None:
-        await self.client().delete(claim_key(self.namespace, version, share))
+        """Free a claim of this store's (one that expired meanwhile and another worker took is left to it)."""
+        await self.client().eval(_GIVE_BACK, 1, claim_key(self.namespace, version, share), self.token)
 
     async def claims(self, version: str, shares: Sequence[Sequence[str]]) -> list[bytes | None]:
-        """Each share's claim: None (free: never claimed, given back, or its worker killed), b"working" or DONE."""
+        """Each share's claim: None (free: never claimed, given back, or its worker killed), DONE, or a worker's
+        token (being embedded)."""
         return await self.client().mget([claim_key(self.namespace, version, share) for share in shares])
 
     async def fetch(self, version: str, keys: Sequence[str], dim: int) -> dict[str, np.ndarray]:
