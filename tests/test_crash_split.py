@@ -70,6 +70,8 @@ def test_a_kill_between_the_two_changelogs_of_a_batch_keeps_the_lists_of_the_in_
                                                    tmp_path, monkeypatch, at=5)
     assert not missing, f"{len(missing)} of {total} events have no recommendation"
     assert differ == [], f"{len(differ)} of {total} events published another list or version"
+    if table == "profiles":  # the new worker took up the learners before that batch (not the same lists by chance)
+        assert "was stored without the profiles of its batch" in (tmp_path / "worker-1.log").read_text()
 
 
 def kill_between_requests(settings, withhold: str, start_worker, tmp_path, monkeypatch, at: int = 3):

@@ -53,15 +53,15 @@ def test_learners_stored_without_their_batchs_profiles_are_taken_up_as_before_th
     assert state(PartitionState({b"0": records[0][b"0"]}, settings).get(0, print)) == states[0]  # none before: kept
 
 
-def test_a_batch_of_tombstones_alone_writes_the_learners_again_naming_no_state_before(monkeypatch):
-    """Its tombstones may take away the profiles carrying the last record's mark: a later restore must not take
-    that for lost profiles."""
+def test_profile_records_without_a_mark_take_the_state_before_away(monkeypatch):
+    """Tombstones (or any profile record with the ranker off) may take away the profiles carrying the last learners
+    record's mark: the state before that record goes with them, so a later restore does not take the missing mark
+    for lost profiles."""
     settings = Settings(ranker_warm_up=2, user_idle_ms=60_000)
-    events = make_events()
     profiles: dict = {}
     learners: dict = {}
-    handler = run(events, settings, profiles, learners, None, monkeypatch)
-    before = read_partition_learners(learners[b"0"], "p0").to_state()
+    handler = run(make_events(), settings, profiles, learners, None, monkeypatch)
+    after = read_partition_learners(learners[b"0"], "p0").to_state()
     assert orjson.loads(learners[b"0:before"])["writes"] == orjson.loads(learners[b"0"])["writes"]
 
     seen = highest_mark(profiles)  # the profile table keeps the marks it saw, tombstoned since or not
@@ -70,8 +70,31 @@ def test_a_batch_of_tombstones_alone_writes_the_learners_again_naming_no_state_b
     evicting.remove("u1", 0)
     written: dict = {}
     evicting.snapshots("profiles.changelog", written, "learners.changelog")
-    assert b"0" in written and b"0:before" not in written
+    assert b"0:before" not in learners and written == {}
+    assert [(topic, key, value) for topic, key, value, _ in evicting.outbox.records if topic == "learners.changelog"] \
+        == [("learners.changelog", b"0:before", None)]
     assert not profiles  # the marked profile is gone
-    again = PartitionState({**learners, **written}, settings,
-                           profile_marks=lambda partition: highest_mark(profiles)).get(0, print)
-    assert {**again.to_state(), "writes": 0} == {**before, "writes": 0}  # what they learned, kept
+    again = PartitionState(learners, settings, profile_marks=lambda partition: highest_mark(profiles)).get(0, print)
+    assert again.to_state() == after  # what they learned, kept
+
+
+def test_with_the_ranker_off_the_state_before_goes_with_the_first_profile_records(monkeypatch):
+    profiles: dict = {}
+    learners: dict = {}
+    run(make_events()[:4], Settings(ranker_warm_up=2), profiles, learners, None, monkeypatch)
+    assert b"0:before" in learners
+    off = run(make_events()[4:], Settings(ranker=False), profiles, learners, None, monkeypatch)
+    assert b"0:before" not in learners and highest_mark({b"u1": profiles[b"u1"]}) is None  # an unmarked record now
+    assert ("learners.changelog", b"0:before", None, 0) in off.outbox.records
+
+
+def test_learners_that_cannot_be_read_start_afresh_counting_on_from_their_record_and_the_marks():
+    """Else the new learners' records, counted from 0, would be taken for older than the unreadable one (restored:
+    the most written) and below the profiles' marks."""
+    settings = Settings()
+    forged = b'{"kind": "partition_learners", "v": 3, "writes": 41}'
+    rejected: list = []
+    learners = PartitionState({b"0": forged}, settings, profile_marks=lambda partition: 7).get(0, rejected.append)
+    assert [r.reason for r in rejected] == ["bad_state"] and learners.writes == 41
+    marked = PartitionState({b"0": b"junk"}, settings, profile_marks=lambda partition: 7).get(0, print)
+    assert marked.writes == 7

@@ -400,13 +400,15 @@ class BatchHandler:
         for user_id in self.mirror - self.changed.keys():
             profile = self.loaded[user_id]
             to_redis.append((profile, profile.to_json(internal=False)))
-        # a partition's tombstones without a marked profile beside them: its learners written again, naming no state
-        # before (the tombstones may take away the profiles that carried the last record's mark)
-        tombstoned = {partition for _, partition in self.removed} - marked
-        for partition in sorted(self.used_learners | tombstoned):
-            if partition not in self.used_learners and self.learners.get(partition, self.dead_letter) is None:
-                continue  # no ranker
+        for partition in sorted(self.used_learners):
             for key, value in self.learners.records(partition, before=partition in marked):
                 learner_table[key] = value
                 self.outbox.add(learner_changelog, key, value, partition)
+        # records without a mark (tombstones; the ranker off) may replace those that carried the last one: the state
+        # before the partition's last learners record is no longer to be taken up (learner_table)
+        unmarked = {partition for _, partition in self.removed} | {partition for _, partition in self.changed.values()}
+        for partition in sorted(unmarked - marked):
+            key = self.learners.drop_before(partition)
+            if key is not None:
+                self.outbox.add(learner_changelog, key, None, partition)
         return to_redis

@@ -269,15 +269,17 @@ class CatalogueFeed:
         back when that fails or the worker stops meanwhile, for the others to claim at once."""
         renewing = asyncio.ensure_future(self.keep_claim(model.version, share))
         try:
-            keys = keys - await self.take(model, sorted(keys))  # a done share whose claim expired, or whose worker died
-            await asyncio.get_running_loop().run_in_executor(None, self.embedder.embed, model,
-                                                             [keyed[key] for key in sorted(keys)])
-            fresh = self.embedder.fresh
-            await self.shared.store(model.version, {key: fresh.pop(key) for key in keys if key in fresh})
-            renewing.cancel()
+            try:
+                keys = keys - await self.take(model, sorted(keys))  # a done share whose claim expired, or worker died
+                await asyncio.get_running_loop().run_in_executor(None, self.embedder.embed, model,
+                                                                 [keyed[key] for key in sorted(keys)])
+                fresh = self.embedder.fresh
+                await self.shared.store(model.version, {key: fresh.pop(key) for key in keys if key in fresh})
+            finally:
+                renewing.cancel()
+                await asyncio.wait([renewing])  # ended before the claim is marked done or given back
             await self.shared.done(model.version, share)
         except BaseException:
-            renewing.cancel()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.shared.give_back(model.version, share), 1.0)
             raise
@@ -285,11 +287,13 @@ class CatalogueFeed:
     async def keep_claim(self, version: str, share: list[str]) -> None:
         """Renew the claim of a share being embedded here, a third of its time to live apart, while it is this
         worker's (a slow embedding, on a busy machine, is not taken for a dead worker's)."""
-        with contextlib.suppress(RedisError, OSError):  # a claim that lapses: at worst the share is embedded twice
-            while True:
-                await asyncio.sleep(self.shared.claim_ttl_ms / 3000)
+        while True:
+            await asyncio.sleep(self.shared.claim_ttl_ms / 3000)
+            try:
                 if not await self.shared.renew(version, share):
                     return
+            except (RedisError, OSError):  # tried again next time; a claim that lapses: embedded twice at worst
+                continue
 
     async def give_shared(self, version: str) -> None:
         """Write the vectors embedded here to the shared store (once: a failure leaves them to the next worker), and

@@ -7,8 +7,9 @@ record batch of the same changelog partition: stored both or neither; earlier re
 profiles go once both are stored, each marked with the learners' `writes` of that record (`with_learners_mark`). A
 worker that restores a partition whose newest mark is below its learners' writes knows the profiles of the learners'
 last batch were lost: that batch is read again and applied to the profiles as they were, so it takes up the learners
-as they were too. A batch that writes a mark-less tombstone of a partition writes its learners again without a
-state before, so a learners record with one always has a marked profile alive beside it.
+as they were too. A batch that writes a profile record of a partition without a mark (a tombstone, or any record
+with the ranker off) deletes the partition's state before, with the first records: such records may replace the
+ones that carried the last mark, and the state before is only taken up beside a marked profile of its batch.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ..core.learners import (
     PartitionLearners,
     StateError,
     before_record,
+    learners_writes,
     read_before_record,
     read_partition_learners,
 )
@@ -34,7 +36,7 @@ log = logging.getLogger("stream_app.worker")
 
 #: The field of a profile's table record: its partition's learners `writes` in the record stored with it.
 MARK_FIELD = b"learners_writes"
-_MARK = re.compile(rb',"learners_writes":(\d+)\}\Z')
+_MARK = re.compile(rb',"' + re.escape(MARK_FIELD) + rb'":(\d+)\}\Z')
 
 
 def with_learners_mark(snapshot: bytes, writes: int) -> bytes:
@@ -72,7 +74,7 @@ class PartitionState:
         self.changelog = changelog or f"{settings.group_id}-partition-learners-changelog"
         self.profile_marks = profile_marks or (lambda partition: None)
         self.loaded: dict[int, PartitionLearners] = {}  # restored or new since the last assignment
-        self.written: dict[int, bytes | None] = {}  # their state as the table holds it (None: new learners)
+        self.written: dict[int, bytes | None] = {}  # their state as loaded or last written (None: new learners)
 
     def get(self, partition: int, rejected: Callable[[Rejection], None]) -> PartitionLearners | None:
         """The partition's learners (a state that cannot be read goes to `rejected`: they start afresh)."""
@@ -81,17 +83,20 @@ class PartitionState:
         learners = self.loaded.get(partition)
         if learners is None:
             key = str(partition).encode()
-            stored = self.data.get(key)
+            stored, unreadable = self.data.get(key), False
             if stored is not None:
                 try:
                     restored = self._restored(partition, stored, rejected)
                     if restored is not None:
                         learners = with_current_settings(restored, self.settings, partition)
                 except StateError as exc:  # forged, or of a release that did not write it: learn afresh, go on
+                    unreadable = True
                     rejected(Rejection("bad_state", f"{exc}; they start afresh",
                                        Source(self.changelog, partition, restored_offset(self.data, key)), key, stored))
             if learners is None:
                 learners = new_partition_learners(self.settings, partition)
+                if unreadable:  # its writes counted on, above the profiles' marks and the record it replaces
+                    learners.writes = max(learners_writes(stored) or 0, self.profile_marks(partition) or 0)
                 self.written[partition] = None
             else:
                 self.written[partition] = orjson.dumps(learners.to_state())
@@ -109,19 +114,19 @@ class PartitionState:
         if (mark is not None and mark >= learners.writes) or before is None:
             return learners
         try:
-            of, state = read_before_record(before, f"{where} before")
+            before_writes, state = read_before_record(before, f"{where} before")
         except StateError as exc:
             rejected(Rejection("bad_state", f"{exc}; the learners after it are kept",
                                Source(self.changelog, partition, restored_offset(self.data, key)), key, before))
             return learners
-        if of != learners.writes:  # of an earlier record (written by an earlier release since, or with tombstones)
+        if before_writes != learners.writes:  # the state before an earlier record (an earlier release wrote since)
             return learners
         log.warning("partition %d: its learners' record %d was stored without the profiles of its batch (a crash "
                     "between the two changelogs; the newest profile mark is %s): that batch is applied again, to the "
                     "learners before it", partition, learners.writes, mark)
         return state
 
-    def records(self, partition: int, before: bool = True) -> list[tuple[bytes, bytes]]:
+    def records(self, partition: int, *, before: bool) -> list[tuple[bytes, bytes]]:
         """The partition's table records: its learners' state as JSON, one more write of them, and (`before`) the
         state its previous record held, as (key, value)."""
         learners = self.loaded[partition]
@@ -133,6 +138,14 @@ class PartitionState:
         if before:
             out.append((before_key(partition), before_record(learners.writes, previous)))
         return out
+
+    def drop_before(self, partition: int) -> bytes | None:
+        """Delete the partition's state before its last record from the table; its key if there was one."""
+        key = before_key(partition)
+        if key not in self.data:
+            return None
+        del self.data[key]
+        return key
 
     def forget(self) -> None:
         """After a rebalance: the table holds the truth (recovered from the changelog)."""

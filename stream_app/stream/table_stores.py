@@ -109,7 +109,7 @@ class NewestProfileStore(RestoredStore):
         if mark is not None and mark > self.marks.get(partition, 0):
             self.marks[partition] = mark
 
-    def learners_mark(self, partition: int) -> int | None:
+    def highest_mark(self, partition: int) -> int | None:
         """The highest learners mark among the profiles of `partition` the store took up or was given, tombstoned
         since or not (learner_table): None if none was marked."""
         return self.marks.get(partition)

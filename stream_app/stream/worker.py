@@ -89,8 +89,8 @@ class StreamWorker:
         self.output = BatchProducer(settings.require_kafka(), settings.kafka_security)
         # The learners of each input partition (ranker, bandit), in a table of the same partitioning.
         self.learner_table = add_table(app, LearnersTable, LEARNER_TABLE, partitions)
-        self.partition_state = PartitionState(self.learner_table.data, settings, self.learner_table.changelog_topic_name,
-                                              self.profile_table.data.learners_mark)
+        learner_changelog, marks = self.learner_table.changelog_topic_name, self.profile_table.data.highest_mark
+        self.partition_state = PartitionState(self.learner_table.data, settings, learner_changelog, marks)
         self.partitions, self.index = partitions, InMemoryItemIndex(settings)
         # Idle profiles leave at fixed event times (STREAM_APP_USER_IDLE_MS), as in `evaluate`.
         self.idle_users = IdleUsers(self.profile_table.data) if settings.user_idle_ms else None

@@ -175,14 +175,15 @@ def keep_vectors(settings: Settings, version: str) -> None:
             return
         width = collections.Counter(map(len, fields.values())).most_common(1)[0][0]  # one model: one length
         kept = {key.decode(): raw for key, raw in fields.items() if len(raw) == width}
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as partial:
-            try:
+        partial = tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False)
+        try:  # a full disk, say (at a write, or the close that flushes): no half-written file beside the kept one
+            with partial:
                 np.savez(partial, keys=np.array(list(kept)),
                          vectors=np.stack([np.frombuffer(raw, "<f2") for raw in kept.values()]))
-            except BaseException:  # a full disk, say: no half-written file left beside the kept one
-                Path(partial.name).unlink(missing_ok=True)
-                raise
-        Path(partial.name).replace(path)
+            Path(partial.name).replace(path)
+        except BaseException:
+            Path(partial.name).unlink(missing_ok=True)
+            raise
     except Exception as exc:
         _say(f"(the worker's text vectors were not kept for the next demo: {exc!r})")
 

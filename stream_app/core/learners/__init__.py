@@ -27,4 +27,5 @@ LEARNERS: tuple[type[Persistent], ...] = (BehaviourStats, InterestDrift, OnlineR
 
 __all__ = ["KINDS", "LEARNERS", "BehaviourStats", "InterestDrift", "OnlineRanker", "PartitionLearners", "Persistent",
            "ProfileLearner", "RecencyPositions", "StateError", "StrategyBandit", "feedback_labels", "before_record",
-           "learners_writes", "load_state", "read_before_record", "read_partition_learners", "read_profile_learner", "segment_of"]
+           "learners_writes", "load_state", "read_before_record", "read_partition_learners", "read_profile_learner",
+           "segment_of"]
