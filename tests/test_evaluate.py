@@ -126,10 +126,20 @@ def test_the_ceiling_counts_judged_events_on_items_the_log_or_the_user_had_befor
     events = [ev(1, "u1", "a", 1), ev(2, "u2", "c", 2), ev(3, "u1", "b", 3), ev(4, "u2", "a", 4),
               ev(5, "u1", "a", 5), ev(6, "u2", "d", 6)]
     result = evaluate_events(events, Settings(item_epoch_ms=1), k=20)
-    assert result["reachable"] == {"judged": 4, "known_item": 2, "own_item": 1}
+    assert result["reachable"] == {"judged": 4, "known_item": 2, "own_item": 1, "recent_own_item": 1}
     assert all(m["judged"] == 4 for m in result["models"].values())
     assert all(m["recall@20"] <= 0.5 for m in result["models"].values())
     assert "reachable: 2 judged events (0.5000) on an item the log had before" in table(result)
+
+
+def test_the_recent_items_line_counts_only_the_users_k_latest_distinct_items():
+    """With k 2, u1's second a comes after b and c (a is third latest): out of reach of a list of the
+    two latest; the c after it is among them (a, c), as is the repeated a."""
+    events = [ev(1, "u1", "a", 1), ev(2, "u1", "b", 2), ev(3, "u1", "c", 3), ev(4, "u1", "a", 4),
+              ev(5, "u1", "c", 5), ev(6, "u1", "c", 6)]
+    result = evaluate_events(events, Settings(item_epoch_ms=1), k=2)
+    assert result["reachable"] == {"judged": 5, "known_item": 3, "own_item": 3, "recent_own_item": 2}
+    assert "2 (0.4000) on one of the user's 2 most recent distinct items" in table(result)
 
 
 def test_the_published_lists_are_set_against_the_best_baseline_not_against_the_hybrids_own_variants():

@@ -83,16 +83,28 @@ def models_to_run(settings: Settings, k: int, baselines: bool, light: bool, enco
 @dataclass
 class Reachable:
     """Of the judged events, those on an item the log had before (no model that recommends only the
-    items it has seen can hit the others: the ceiling of its Recall) and those on an item the user had."""
+    items it has seen can hit the others: the ceiling of its Recall), those on an item the user had, and
+    those on one of the user's k most recent distinct items (what a list of them alone would hit)."""
 
     judged: int = 0
     known_item: int = 0
     own_item: int = 0
+    recent_own_item: int = 0
 
-    def judge(self, known: bool, own: bool) -> None:
+    def judge(self, known: bool, own: bool, recent_own: bool) -> None:
         self.judged += 1
         self.known_item += known
         self.own_item += own
+        self.recent_own_item += recent_own
+
+
+def _touch(latest: list[str], item_id: str, k: int) -> None:
+    """Moves `item_id` to the end of the user's `latest` distinct items, keeping the k most recent."""
+    if item_id in latest:
+        latest.remove(item_id)
+    elif len(latest) == k:
+        del latest[0]
+    latest.append(item_id)
 
 
 class AppliedEvents:
@@ -150,6 +162,7 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
     catalog: set[str] = set()
     interactions: collections.Counter[str] = collections.Counter()
     had: dict[str, set[str]] = collections.defaultdict(set)  # user -> the items the user had
+    latest: dict[str, list[str]] = collections.defaultdict(list)  # user -> the k most recent distinct, latest last
     reachable = Reachable()
     n = 0
     spent = dict.fromkeys(boards, 0.0)  # each model's own seconds (its events/s alone)
@@ -170,7 +183,8 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
             if not repeat and (judge_from_ts is None or event.ts >= judge_from_ts):
                 cold = interactions[event.item_id] < COLD_START
                 if event.user_id in shown[hybrid.name]:
-                    reachable.judge(event.item_id in interactions, event.item_id in had[event.user_id])
+                    reachable.judge(event.item_id in interactions, event.item_id in had[event.user_id],
+                                    event.item_id in latest[event.user_id])
                 for model in models:
                     previous = shown[model.name].get(event.user_id)
                     if previous is not None:
@@ -178,6 +192,7 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
             if not repeat:
                 interactions[event.item_id] += 1
                 had[event.user_id].add(event.item_id)
+                _touch(latest[event.user_id], event.item_id, k)
                 popularity.learn(event.item_id)
                 catalog.add(event.item_id)
             for model in models:

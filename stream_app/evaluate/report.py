@@ -97,9 +97,11 @@ def render(result: dict[str, Any]) -> str:
     reachable = result.get("reachable")
     if reachable and reachable["judged"]:
         known, own, of = reachable["known_item"], reachable["own_item"], reachable["judged"]
+        recent = reachable.get("recent_own_item", 0)
         encoder_html += (f"<p>Reachable: {known:,} judged events ({known / of:.4f}) on an item the log had before, "
                          "the highest Recall a model that recommends only items it has seen can reach; "
-                         f"{own:,} ({own / of:.4f}) on one the user had.</p>")
+                         f"{own:,} ({own / of:.4f}) on one the user had; {recent:,} ({recent / of:.4f}) on one of "
+                         f"the user's {result['k']} most recent distinct items.</p>")
     if result.get("judged_from_ts") is not None:
         encoder_html += (f"<p>Judged: events from ts {result['judged_from_ts']} on, after the encoder's training "
                          "data; every model still learns from the whole log.</p>")

@@ -73,9 +73,11 @@ def table(result: dict[str, Any]) -> str:
     reachable = result.get("reachable")
     if reachable and reachable["judged"]:
         known, own, of = reachable["known_item"], reachable["own_item"], reachable["judged"]
+        recent = reachable.get("recent_own_item", 0)
         lines.append(f"reachable: {known:,} judged events ({known / of:.4f}) on an item the log had before: the "
                      f"highest Recall a model that recommends only items it has seen can reach; {own:,} "
-                     f"({own / of:.4f}) on one the user had")
+                     f"({own / of:.4f}) on one the user had; {recent:,} ({recent / of:.4f}) on one of the user's "
+                     f"{result['k']} most recent distinct items")
     if result.get("judged_from_ts") is not None:
         lines.append(f"judged: events from ts {result['judged_from_ts']} on (the encoder trained on the earlier "
                      f"part of this log; every model still learns from all of it)")
