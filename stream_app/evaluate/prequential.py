@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import collections
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sized
 
@@ -80,31 +79,34 @@ def models_to_run(settings: Settings, k: int, baselines: bool, light: bool, enco
     return hybrid, models
 
 
-@dataclass
 class Reachable:
     """Of the judged events, those on an item the log had before (no model that recommends only the
     items it has seen can hit the others: the ceiling of its Recall), those on an item the user had, and
     those on one of the user's k most recent distinct items (what a list of them alone would hit)."""
 
-    judged: int = 0
-    known_item: int = 0
-    own_item: int = 0
-    recent_own_item: int = 0
+    def __init__(self, k: int):
+        self.k = k
+        self.counts = {"judged": 0, "known_item": 0, "own_item": 0, "recent_own_item": 0}
+        self.interactions: collections.Counter[str] = collections.Counter()  # item -> events on it
+        self.had: dict[str, set[str]] = collections.defaultdict(set)  # user -> the items the user had
+        self.latest: dict[str, list[str]] = collections.defaultdict(list)  # user -> the k latest distinct, latest last
 
-    def judge(self, known: bool, own: bool, recent_own: bool) -> None:
-        self.judged += 1
-        self.known_item += known
-        self.own_item += own
-        self.recent_own_item += recent_own
+    def judge(self, event: Event) -> None:
+        counts = self.counts
+        counts["judged"] += 1
+        counts["known_item"] += event.item_id in self.interactions
+        counts["own_item"] += event.item_id in self.had[event.user_id]
+        counts["recent_own_item"] += event.item_id in self.latest[event.user_id]
 
-
-def _touch(latest: list[str], item_id: str, k: int) -> None:
-    """Moves `item_id` to the end of the user's `latest` distinct items, keeping the k most recent."""
-    if item_id in latest:
-        latest.remove(item_id)
-    elif len(latest) == k:
-        del latest[0]
-    latest.append(item_id)
+    def learn(self, event: Event) -> None:
+        self.interactions[event.item_id] += 1
+        self.had[event.user_id].add(event.item_id)
+        latest = self.latest[event.user_id]
+        if event.item_id in latest:
+            latest.remove(event.item_id)
+        elif len(latest) == self.k:
+            del latest[0]
+        latest.append(event.item_id)
 
 
 class AppliedEvents:
@@ -160,10 +162,7 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
     shown: dict[str, dict[str, list[str]]] = {m.name: {} for m in models}
     popularity = PopularityPercentiles()
     catalog: set[str] = set()
-    interactions: collections.Counter[str] = collections.Counter()
-    had: dict[str, set[str]] = collections.defaultdict(set)  # user -> the items the user had
-    latest: dict[str, list[str]] = collections.defaultdict(list)  # user -> the k most recent distinct, latest last
-    reachable = Reachable()
+    reachable = Reachable(k)
     n = 0
     spent = dict.fromkeys(boards, 0.0)  # each model's own seconds (its events/s alone)
     clock = time.perf_counter
@@ -181,18 +180,15 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
         for raw, event in zip(batch_events, parsed):
             repeat = not applied.add(event.user_id, event.event_id)
             if not repeat and (judge_from_ts is None or event.ts >= judge_from_ts):
-                cold = interactions[event.item_id] < COLD_START
+                cold = reachable.interactions[event.item_id] < COLD_START
                 if event.user_id in shown[hybrid.name]:
-                    reachable.judge(event.item_id in interactions, event.item_id in had[event.user_id],
-                                    event.item_id in latest[event.user_id])
+                    reachable.judge(event)
                 for model in models:
                     previous = shown[model.name].get(event.user_id)
                     if previous is not None:
                         boards[model.name].judge(previous, raw, popularity, cold)
             if not repeat:
-                interactions[event.item_id] += 1
-                had[event.user_id].add(event.item_id)
-                _touch(latest[event.user_id], event.item_id, k)
+                reachable.learn(event)
                 popularity.learn(event.item_id)
                 catalog.add(event.item_id)
             for model in models:
@@ -212,7 +208,7 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
         "shadow_encoder": shadow.manifest if shadow is not None else None,
         "content": {"version": content.version, "items": len(content), "terms": len(content.terms)}
         if content is not None else None,
-        "reachable": vars(reachable),
+        "reachable": reachable.counts,
         "models": {name: {**board.summary(catalog), "events_per_s": n / spent[name] if spent[name] else None}
                    for name, board in boards.items()},
     }
