@@ -14,6 +14,7 @@ from stream_app.core.items import InMemoryItemIndex
 from stream_app.core.learners import read_partition_learners
 from stream_app.core.profile import Profile, event_digest
 from stream_app.store.redis_store import MARKER_S
+from stream_app.stream import batch as batch_module
 from stream_app.stream.batch import BatchHandler, Counters, PartitionState
 from stream_app.stream.learner_table import learners_mark
 from stream_app.stream.ready import Ready
@@ -794,3 +795,30 @@ def test_a_later_event_that_raises_leaves_what_the_profile_likes_as_if_it_never_
     assert profiles == run_with_content(events[:-1], None)
     likes = orjson.loads(profiles[USER.encode()])["likes"]
     assert "lantern" in " ".join(likes[:2]), likes
+
+
+def test_a_batch_ends_before_one_partitions_profile_records_pass_one_record_batch(settings, monkeypatch):
+    """The rounds stop short of PARTITION_PROFILE_BYTES in one partition (40 KB here), guessing each changed
+    profile's record from its stored one: its records go out as one record batch, stored all or nothing (a crash
+    between two would apply the rest again with the learners past them); the events left wait for the next batch."""
+    monkeypatch.setattr(batch_module, "PARTITION_PROFILE_BYTES", 40_000)
+    events = [Event.from_dict({"event_id": f"e{i}", "user_id": f"u{i % 30}", "item_id": f"i{i % 7}", "type": "click",
+                               "ts": 1_700_000_000_000 + 1_000 * i, "schema_version": 1}) for i in range(90)]
+    queue = [ready(event, offset) for offset, event in enumerate(events)]
+    profiles: dict = {}
+    learner_data: dict = {}
+    batches = []
+    while queue:
+        learners = PartitionState(learner_data, settings, profile_marks=lambda partition: highest_mark(profiles))
+        handler = BatchHandler(settings, profiles, learners, InMemoryItemIndex(settings), Counters(), now=0)
+        while queue and (room := handler.round_room(500)) > 0:
+            handler.process_round(queue[:room], None, None)
+            queue = queue[room:]
+        learner_table: dict = {}
+        handler.snapshots("profiles.changelog", learner_table, "learners.changelog")
+        learner_data.update(learner_table)
+        written = sum(len(value) for topic, _, value, _ in handler.outbox.records if topic == "profiles.changelog")
+        batches.append((len(handler.events), written))
+    assert sum(taken for taken, _ in batches) == len(events) and len(profiles) == 30
+    assert len(batches) > 3 and all(0 < written <= 40_000 for _, written in batches), batches
+    assert max(written for _, written in batches) > 20_000  # filled, not cut at a round or two

@@ -30,7 +30,7 @@ from ..serving.encoder import Encoder, UserEncoding, encode_batch
 from .erasures import ErasedUsers, receipt
 from .idle_users import IdleUsers
 from .learner_table import PartitionState, restored_offset, with_learners_mark
-from .output import Outbox
+from .output import MAX_BATCH_BYTES, Outbox
 from .partitioning import partition_of
 from .ready import Ready, input_source
 
@@ -39,6 +39,14 @@ log = logging.getLogger("stream_app.worker")
 #: Events of one round at most: a batch checks its time (STREAM_APP_BATCH_WORK_S) between rounds, and a dense
 #: item epoch would otherwise be one round of STREAM_APP_BATCH_MAX.
 ROUND_EVENTS = 100
+#: A partition's profile records of one batch are kept within this many bytes, so that they go out as one record
+#: batch (output.MAX_BATCH_BYTES), stored all or nothing: a batch whose profiles' changelog were cut between two
+#: produce requests by a crash would apply the rest of its events again with the learners already past them.
+PARTITION_PROFILE_BYTES = MAX_BATCH_BYTES * 3 // 4
+#: A changed profile's record, guessed before it is written: its stored size and this much more, or for a user
+#: without one NEW_PROFILE_BYTES (a new user's first record is about 1 KB).
+PROFILE_GROWTH_BYTES = 1024
+NEW_PROFILE_BYTES = 2048
 
 
 @dataclass
@@ -102,6 +110,8 @@ class BatchHandler:
         # the stored bytes of a loaded profile until its first event here: that event's undo copy, unserialised
         self.as_stored: dict[str, bytes] = {}
         self.changed: dict[str, tuple[Profile, int]] = {}
+        self.profile_bytes: dict[int, int] = {}  # partition -> its changed profiles' guessed record bytes
+        self.largest_profile = NEW_PROFILE_BYTES  # the largest guess so far: each user of the next round's
         self.mirror: set[str] = set()  # unchanged profiles to write to Redis again
         self.used_learners: set[int] = set()
         self.removed: list[tuple[str, int]] = []  # users whose profile leaves, idle or erased: (user_id, partition)
@@ -332,6 +342,8 @@ class BatchHandler:
             if self.idle is not None:  # now: a later round of this batch may run an eviction pass
                 self.idle.touched(event.user_id, profile.last_seen)
             self.count_hits(live_hit, shadow_hit)
+            if event.user_id not in self.changed:
+                self.count_profile_bytes(event.user_id, msg.partition)
             self.changed[event.user_id] = (profile, msg.partition)
             if learners is not None:
                 self.used_learners.add(msg.partition)
@@ -339,6 +351,20 @@ class BatchHandler:
                 counters.recommendations += 1
                 self.recommended.append((event.ts, msg.timestamp))
                 self.outbox.add(self.settings.topics.recommendations, msg.key, orjson.dumps(outcome.recommendation))
+
+    def count_profile_bytes(self, user_id: str, partition: int) -> None:
+        stored = self.profiles.get(user_id.encode())
+        guess = len(stored) + PROFILE_GROWTH_BYTES if stored is not None else NEW_PROFILE_BYTES
+        self.profile_bytes[partition] = self.profile_bytes.get(partition, 0) + guess
+        self.largest_profile = max(self.largest_profile, guess)
+
+    def round_room(self, batch_max: int) -> int:
+        """How many events the next round may take (0: the batch is full): at most ROUND_EVENTS and what is left of
+        `batch_max`, and few enough that no partition's profile records pass PARTITION_PROFILE_BYTES were each of
+        them a new changed user of the fullest partition with the largest profile guessed so far."""
+        fullest = max(self.profile_bytes.values(), default=0)
+        by_bytes = max(0, PARTITION_PROFILE_BYTES - fullest) // self.largest_profile
+        return min(batch_max - len(self.events), ROUND_EVENTS, by_bytes)
 
     def reject_state(self, profile: Profile, partition: int) -> None:
         """Dead letters for the user's learner states that could not be read (their learners started afresh)."""
@@ -383,9 +409,11 @@ class BatchHandler:
             self.outbox.add(self.settings.topics.profiles, user_id.encode(), None)
         marks = {partition: self.learners.loaded[partition].writes + 1 for partition in self.used_learners}
         marked: set[int] = set()
+        written: dict[int, int] = {}
         for user_id, (profile, partition) in self.changed.items():
             key = user_id.encode()
             snapshot, public = profile.snapshots()
+            written[partition] = written.get(partition, 0) + len(snapshot)
             to_redis.append((profile, public))
             mark = marks.get(partition)
             if mark is not None:
@@ -397,6 +425,11 @@ class BatchHandler:
             self.profiles[key] = record
             self.outbox.add(profile_changelog, key, record, partition)
             self.outbox.add(self.settings.topics.profiles, key, public)
+        for partition, size in written.items():
+            if size > MAX_BATCH_BYTES:  # the guesses behind `round_room` fell short: said, as the README says it
+                log.warning("the profile records of partition %d in this batch take %d bytes, more than one record "
+                            "batch: a crash between their produce requests applies the rest again with the "
+                            "partition's learners past them", partition, size)
         for user_id in self.mirror - self.changed.keys():
             profile = self.loaded[user_id]
             to_redis.append((profile, profile.to_json(internal=False)))

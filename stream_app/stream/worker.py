@@ -31,7 +31,7 @@ from ..core.items import InMemoryItemIndex
 from ..store.redis_store import ProfileStore, RedisStoreConfig
 from ..store.text_vectors import TextVectorStore
 from . import health, retries, transport, worker_status
-from .batch import ROUND_EVENTS, BatchHandler, Counters, PartitionState
+from .batch import BatchHandler, Counters, PartitionState
 from .catalogue_feed import CatalogueFeed
 from .commits import AppliedOffsets, InputEnds
 from .datadir import faust_datadir
@@ -243,8 +243,8 @@ class StreamWorker:
             live, shadow = self.watcher.live, self.watcher.shadow  # one model per role for the whole batch
             content = self.catalogue.index
             self.index.withdrawn = frozenset(self.catalogue.withdrawn)  # the catalogue as it stands, per batch
-            while len(handler.events) < settings.batch_max:
-                epoch, ready = ordered.next_round(min(settings.batch_max - len(handler.events), ROUND_EVENTS))
+            while (room := handler.round_room(settings.batch_max)) > 0:
+                epoch, ready = ordered.next_round(room)
                 if not ready:
                     break
                 boundary = self.user_eviction.due(epoch * settings.item_epoch_ms) if settings.user_idle_ms else None
