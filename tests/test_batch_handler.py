@@ -822,3 +822,18 @@ def test_a_batch_ends_before_one_partitions_profile_records_pass_one_record_batc
     assert sum(taken for taken, _ in batches) == len(events) and len(profiles) == 30
     assert len(batches) > 3 and all(0 < written <= 40_000 for _, written in batches), batches
     assert max(written for _, written in batches) > 20_000  # filled, not cut at a round or two
+
+
+@pytest.mark.parametrize("field", ["version", "event_count", "last_seen"])
+def test_a_stored_profile_with_a_count_past_64_bits_parks_its_users_events_and_the_batch_goes_on(field, monkeypatch):
+    """Counting on from it would give a number orjson cannot write: the snapshots would raise and the worker exit at
+    every restart (`Profile.from_dict` bounds its whole numbers)."""
+    settings = Settings(ranker_warm_up=2)
+    profiles: dict = {}
+    learners: dict = {}
+    run(make_events()[:3], settings, profiles, learners, None, monkeypatch)
+    forged = {**orjson.loads(profiles[USER.encode()]), field: 2**64 - 1}
+    profiles[USER.encode()] = orjson.dumps(forged)
+    handler = run(make_events()[3:], settings, profiles, learners, None, monkeypatch)
+    assert handler.counters.dead_letters == {"processing_error": 5}
+    assert orjson.loads(profiles[USER.encode()]) == forged  # kept as stored, as any unreadable profile

@@ -7,7 +7,8 @@ import pytest
 from test_batch_handler import highest_mark, make_events, run
 
 from stream_app.config import Settings
-from stream_app.core.learners import read_partition_learners
+from stream_app.core.learners import before_record, learners_writes, read_partition_learners
+from stream_app.core.process import new_partition_learners
 from stream_app.stream.batch import PartitionState
 from stream_app.stream.learner_table import learners_mark, with_learners_mark
 
@@ -98,3 +99,58 @@ def test_learners_that_cannot_be_read_start_afresh_counting_on_from_their_record
     assert [r.reason for r in rejected] == ["bad_state"] and learners.writes == 41
     marked = PartitionState({b"0": b"junk"}, settings, profile_marks=lambda partition: 7).get(0, print)
     assert marked.writes == 7
+
+
+def test_a_batch_that_only_removes_keeps_the_state_before_while_the_lost_batch_waits_to_be_applied_again(monkeypatch):
+    """Learners stored without their batch's profiles, then a batch that only removes a profile of that partition (an
+    erasure, an idle eviction) before the input is read again: the state before stays, so a crash then still restores
+    the learners as before the lost batch, not after it (which would learn that batch twice)."""
+    settings = Settings(ranker_warm_up=2, user_idle_ms=60_000)
+    events = make_events()
+    profiles: dict = {}
+    learners: dict = {}
+    handler = run(events[:4], settings, profiles, learners, None, monkeypatch)
+    lost = dict(profiles)
+    before = read_partition_learners(learners[b"0"], "p0").to_state()
+    run(events[4:], settings, dict(profiles), learners, None, monkeypatch)  # its profile records never stored
+
+    def restored() -> dict:
+        return PartitionState(learners, settings, profile_marks=lambda partition: highest_mark(lost)).get(0, print)
+
+    assert restored().to_state() == before
+    evicting = type(handler)(settings, lost, PartitionState(learners, settings, profile_marks=lambda partition:
+                                                           highest_mark(lost)), handler.index, handler.counters, now=0)
+    evicting.remove("u1", 0)
+    evicting.snapshots("profiles.changelog", learners, "learners.changelog")
+    assert b"0:before" in learners and not lost
+    assert restored().to_state() == before
+
+
+def test_new_learners_taken_up_as_before_a_lost_record_write_it_again_with_its_writes():
+    """The state before a record written by new learners (`"before": null`; learners that could not be read start
+    afresh counting on) is new learners that count on from below that record: counted from 0, their records would be
+    taken for older than it at every restore (table_stores.NewestLearnersStore)."""
+    settings = Settings()
+    stored = new_partition_learners(settings, 0)
+    stored.writes = 42
+    table = PartitionState({b"0": orjson.dumps(stored.to_state()), b"0:before": before_record(42, None)}, settings,
+                           profile_marks=lambda partition: 30)
+    taken = table.get(0, print)
+    assert taken.to_state() == {**new_partition_learners(settings, 0).to_state(), "writes": 41}
+    assert [learners_writes(value) for _, value in table.records(0, before=True)] == [42, 42]
+
+
+@pytest.mark.parametrize("writes", [b"18446744073709551615", b"1e300", b"99999999999999999999999"])
+def test_write_counts_past_what_a_count_reaches_are_unreadable_not_fatal(writes):
+    """A forged count: the learners start afresh and their records can still be written (orjson writes 64-bit
+    integers only); a profile marked so is unmarked."""
+    settings = Settings()
+    forged = orjson.dumps(new_partition_learners(settings, 0).to_state()).replace(b'"writes":0', b'"writes":' + writes)
+    assert forged != orjson.dumps(new_partition_learners(settings, 0).to_state())
+    assert learners_writes(forged) is None
+    profile = b'{"user_id":"u","learners_writes":' + writes + b"}"
+    assert learners_mark(profile) is None
+    rejected: list = []
+    table = PartitionState({b"0": forged}, settings, profile_marks=lambda partition: learners_mark(profile))
+    assert table.get(0, rejected.append).writes == 0 and [r.reason for r in rejected] == ["bad_state"]
+    assert [learners_writes(value) for _, value in table.records(0, before=True)] == [1, 1]

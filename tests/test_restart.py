@@ -176,6 +176,9 @@ def test_profiles_and_learners_the_worker_wrote_leave_with_their_partition_at_a_
     users = [f"user{i}" for i in range(40)]
     for user in users:
         profiles[user.encode()] = snapshot(user, 1, 10)
+    del profiles[b"user0"]  # erased or evicted: nothing of it stays behind
+    assert b"user0" not in profiles._key_partition
+    users.remove("user0")
     for partition in range(8):
         learners[str(partition).encode()] = b"{}"
     kept = {0, 1, 2, 3}

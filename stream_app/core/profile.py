@@ -185,8 +185,9 @@ class Profile:
             raise ValueError("not a profile: an object with a text user_id")
         for name, optional in _WHOLE_FIELDS:
             value = data.get(name)
-            if not (isinstance(value, int) and not isinstance(value, bool) or optional and value is None):
-                raise ValueError(f"profile field {name!r} is {value!r}, not a whole number")
+            if not (isinstance(value, int) and not isinstance(value, bool) and -WHOLE_LIMIT <= value <= WHOLE_LIMIT
+                    or optional and value is None):
+                raise ValueError(f"profile field {name!r} is {value!r:.40}, not a whole number within ±2^62")
         learner_state, rejected = data.get("learner_state", {}), []
         if not isinstance(learner_state, dict):  # forged: every learner starts afresh
             learner_state, rejected = {}, [("learner_state", learner_state, "learner_state must be an object")]
@@ -211,7 +212,9 @@ class Profile:
         return cls.from_dict(orjson.loads(raw))
 
 
-#: Fields that must hold a whole number (True: or null), the others being read as they come.
+#: Fields that must hold a whole number (True: or null), the others being read as they come; within ±WHOLE_LIMIT, so
+#: that counting on from a forged one still writes JSON (orjson writes 64-bit integers only).
+WHOLE_LIMIT = 2**62
 _WHOLE_FIELDS = (("version", False), ("event_count", False), ("generation", True), ("first_seen", True),
                  ("last_seen", True), ("last_rec_ts", True), ("half_life_ms", False))
 

@@ -441,7 +441,7 @@ class BatchHandler:
         # before the partition's last learners record is no longer to be taken up (learner_table)
         unmarked = {partition for _, partition in self.removed} | {partition for _, partition in self.changed.values()}
         for partition in sorted(unmarked - marked):
-            key = self.learners.drop_before(partition)
+            key = self.learners.drop_before(partition, self.dead_letter)
             if key is not None:
                 self.outbox.add(learner_changelog, key, None, partition)
         return to_redis

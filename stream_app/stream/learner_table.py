@@ -9,7 +9,9 @@ worker that restores a partition whose newest mark is below its learners' writes
 last batch were lost: that batch is read again and applied to the profiles as they were, so it takes up the learners
 as they were too. A batch that writes a profile record of a partition without a mark (a tombstone, or any record
 with the ranker off) deletes the partition's state before, with the first records: such records may replace the
-ones that carried the last mark, and the state before is only taken up beside a marked profile of its batch.
+ones that carried the last mark, and the state before is only taken up beside a marked profile of its batch. Not while
+that state is the one taken up and the batch it is before waits to be applied again: its profiles' marks are below
+its record's whatever such records take away, and the state goes with the learners' next record.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ log = logging.getLogger("stream_app.worker")
 
 #: The field of a profile's table record: its partition's learners `writes` in the record stored with it.
 MARK_FIELD = b"learners_writes"
-_MARK = re.compile(rb',"' + re.escape(MARK_FIELD) + rb'":(\d+)\}\Z')
+# at most 18 digits: a forged mark past what a count of writes reaches is no mark (JSON holds 64-bit integers)
+_MARK = re.compile(rb',"' + re.escape(MARK_FIELD) + rb'":(\d{1,18})\}\Z')
 
 
 def with_learners_mark(snapshot: bytes, writes: int) -> bytes:
@@ -75,6 +78,7 @@ class PartitionState:
         self.profile_marks = profile_marks or (lambda partition: None)
         self.loaded: dict[int, PartitionLearners] = {}  # restored or new since the last assignment
         self.written: dict[int, bytes | None] = {}  # their state as loaded or last written (None: new learners)
+        self.taken_before: set[int] = set()  # loaded as before their stored record, which is to be written again
 
     def get(self, partition: int, rejected: Callable[[Rejection], None]) -> PartitionLearners | None:
         """The partition's learners (a state that cannot be read goes to `rejected`: they start afresh)."""
@@ -83,10 +87,10 @@ class PartitionState:
         learners = self.loaded.get(partition)
         if learners is None:
             key = str(partition).encode()
-            stored, unreadable = self.data.get(key), False
+            stored, unreadable, redone = self.data.get(key), False, None
             if stored is not None:
                 try:
-                    restored = self._restored(partition, stored, rejected)
+                    restored, redone = self._restored(partition, stored, rejected)
                     if restored is not None:
                         learners = with_current_settings(restored, self.settings, partition)
                 except StateError as exc:  # forged, or of a release that did not write it: learn afresh, go on
@@ -97,6 +101,8 @@ class PartitionState:
                 learners = new_partition_learners(self.settings, partition)
                 if unreadable:  # its writes counted on, above the profiles' marks and the record it replaces
                     learners.writes = max(learners_writes(stored) or 0, self.profile_marks(partition) or 0)
+                elif redone is not None:  # new before that record: it is written again with its own writes
+                    learners.writes = redone - 1
                 self.written[partition] = None
             else:
                 self.written[partition] = orjson.dumps(learners.to_state())
@@ -104,33 +110,36 @@ class PartitionState:
         return learners
 
     def _restored(self, partition: int, stored: bytes, rejected: Callable[[Rejection], None]
-                  ) -> PartitionLearners | None:
-        """The learners of the partition's table record, or those before it if its profiles were lost (None: new)."""
+                  ) -> tuple[PartitionLearners | None, int | None]:
+        """The learners of the partition's table record, or those before it if its profiles were lost (None: new),
+        and in that case the record's writes."""
         where = f"partition {partition}'s learners"
         learners = read_partition_learners(stored, where)
         mark = self.profile_marks(partition)
         key = before_key(partition)
         before = self.data.get(key)
         if (mark is not None and mark >= learners.writes) or before is None:
-            return learners
+            return learners, None
         try:
             before_writes, state = read_before_record(before, f"{where} before")
         except StateError as exc:
             rejected(Rejection("bad_state", f"{exc}; the learners after it are kept",
                                Source(self.changelog, partition, restored_offset(self.data, key)), key, before))
-            return learners
+            return learners, None
         if before_writes != learners.writes:  # the state before an earlier record (an earlier release wrote since)
-            return learners
+            return learners, None
         log.warning("partition %d: its learners' record %d was stored without the profiles of its batch (a crash "
                     "between the two changelogs; the newest profile mark is %s): that batch is applied again, to the "
                     "learners before it", partition, learners.writes, mark)
-        return state
+        self.taken_before.add(partition)
+        return state, before_writes
 
     def records(self, partition: int, *, before: bool) -> list[tuple[bytes, bytes]]:
         """The partition's table records: its learners' state as JSON, one more write of them, and (`before`) the
         state its previous record held, as (key, value)."""
         learners = self.loaded[partition]
         learners.writes += 1
+        self.taken_before.discard(partition)
         state = orjson.dumps(learners.to_state())
         previous = self.written.get(partition)
         self.written[partition] = state
@@ -139,10 +148,14 @@ class PartitionState:
             out.append((before_key(partition), before_record(learners.writes, previous)))
         return out
 
-    def drop_before(self, partition: int) -> bytes | None:
-        """Delete the partition's state before its last record from the table; its key if there was one."""
+    def drop_before(self, partition: int, rejected: Callable[[Rejection], None]) -> bytes | None:
+        """Delete the partition's state before its last record from the table, unless its learners were taken up from
+        it and have not been written since; its key if it was deleted."""
         key = before_key(partition)
         if key not in self.data:
+            return None
+        self.get(partition, rejected)  # decides, if no batch did yet, whether the state before is taken up
+        if partition in self.taken_before:
             return None
         del self.data[key]
         return key
@@ -151,3 +164,4 @@ class PartitionState:
         """After a rebalance: the table holds the truth (recovered from the changelog)."""
         self.loaded.clear()
         self.written.clear()
+        self.taken_before.clear()

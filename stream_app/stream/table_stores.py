@@ -49,6 +49,7 @@ class RestoredStore(Store):
 
     def __delitem__(self, key: Any) -> None:
         self.restored_offsets.pop(key, None)
+        self._key_partition.pop(key, None)  # else every user ever erased or evicted keeps an entry
         del self.data[key]
 
     def restored_offset(self, key: Any) -> int | None:

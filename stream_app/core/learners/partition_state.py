@@ -10,7 +10,7 @@ from . import legacy
 from .base import Persistent, load_state
 from .ranker import OnlineRanker
 from .recency_positions import RecencyPositions
-from .state import Fields, StateError
+from .state import MAX_COUNT, Fields, StateError
 from .strategy_bandit import StrategyBandit
 
 
@@ -97,7 +97,7 @@ def read_before_record(record: bytes, where: str) -> tuple[int, PartitionLearner
 def learners_writes(record: bytes) -> int | None:
     """The `writes` of a partition-learners table record (0 before v2), None if it is not JSON state."""
     try:
-        data = orjson.loads(record)
-        return int(data.get("writes", 0))
-    except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+        writes = orjson.loads(record).get("writes", 0)
+    except (orjson.JSONDecodeError, AttributeError):
         return None
+    return writes if type(writes) is int and 0 <= writes <= MAX_COUNT else None

@@ -26,6 +26,9 @@ class StateError(ValueError):
 
 T = TypeVar("T")
 
+#: The most a stored count may be: counting on from it stays within the 64-bit integers JSON (orjson) writes.
+MAX_COUNT = 2**62
+
 
 class Fields:
     """The fields of one state record (a learner's, or a River object's inside it), read by type.
@@ -60,14 +63,14 @@ class Fields:
     def optional_number(self, name: str) -> float | None:
         return None if self._get(name) is None else self.number(name)
 
-    def integer(self, name: str, minimum: int = 0) -> int:
+    def integer(self, name: str, minimum: int = 0, maximum: int = MAX_COUNT) -> int:
         value = self._get(name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise self._wrong(name, f"an integer of at least {minimum}")
+        if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+            raise self._wrong(name, f"an integer of at least {minimum}, at most {maximum}")
         return value
 
     def optional_integer(self, name: str) -> int | None:
-        return None if self._get(name) is None else self.integer(name, minimum=-(2**63))
+        return None if self._get(name) is None else self.integer(name, minimum=-(2**63), maximum=2**63 - 1)
 
     def flag(self, name: str) -> bool:
         value = self._get(name)
