@@ -300,9 +300,12 @@ class Settings:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1 (set {ENV_PREFIX}{name.upper()})")
         for name in ("max_idle_ms", "max_future_ms", "max_age_ms", "item_idle_ms", "user_idle_ms", "session_idle_ms",
-                     "read_wait_ms", "user_signals_per_hour", "user_item_signals_per_hour", "covis_prev_items"):
+                     "read_wait_ms", "user_signals_per_hour", "user_item_signals_per_hour", "covis_prev_items", "ranker_seed"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be 0 or more (set {ENV_PREFIX}{name.upper()})")
+        for name, value in vars(self).items():  # kept in learner state (a seed times 1,000,003): JSON holds 64 bits
+            if type(value) is int and value > 2**42:
+                raise ConfigError(f"{name}={value} must be at most 2^42 = {2**42} (set {ENV_PREFIX}{name.upper()})")
         for name, low, high, above in FLOAT_BOUNDS:
             value = getattr(self, name)
             if not (math.isfinite(value) and (value > low if above else value >= low) and value <= high):

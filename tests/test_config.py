@@ -55,6 +55,13 @@ def test_missing_endpoints_and_bad_values_say_what_to_do(tmp_path):
     with pytest.raises(ConfigError, match="STREAM_APP_COVIS_PREV_ITEMS"):
         Settings.from_env({"STREAM_APP_COVIS_PREV_ITEMS": "-1", "STREAM_APP_STATE_DIR": str(tmp_path)})
     assert Settings(covis_prev_items=0).covis_prev_items == 0
+    # kept in every partition's learners (times 1,000,003 for the bandit's): past 2^64 their state could not be
+    # written (orjson holds 64 bits); negative, numpy refused it when the learners were made, in every batch
+    for seed in ("-1", str(2**42 + 1)):
+        with pytest.raises(ConfigError, match="STREAM_APP_RANKER_SEED"):
+            Settings.from_env({"STREAM_APP_RANKER_SEED": seed, "STREAM_APP_STATE_DIR": str(tmp_path)})
+    with pytest.raises(ConfigError, match="STREAM_APP_BATCH_MAX"):
+        Settings(batch_max=2**62)
 
 
 def test_the_namespace_prefixes_the_consumer_group_and_every_changelog():
