@@ -300,11 +300,13 @@ class Settings:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1 (set {ENV_PREFIX}{name.upper()})")
         for name in ("max_idle_ms", "max_future_ms", "max_age_ms", "item_idle_ms", "user_idle_ms", "session_idle_ms",
-                     "read_wait_ms", "user_signals_per_hour", "user_item_signals_per_hour", "covis_prev_items", "ranker_seed"):
+                     "read_wait_ms", "user_signals_per_hour", "user_item_signals_per_hour", "covis_prev_items", "ranker_seed",
+                     "ranker_warm_up", "ranker_negatives", "ranker_pool", "rules_anchors", "category_top",
+                     "category_candidates", "encoder_candidates", "content_candidates", "rec_debounce_ms"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be 0 or more (set {ENV_PREFIX}{name.upper()})")
         for name, value in vars(self).items():  # kept in learner state (a seed times 1,000,003): JSON holds 64 bits
-            if type(value) is int and value > 2**42:
+            if type(value) is int and value > 2**42 and name != "dlq_retention_ms":  # a topic's, up to 2^63-1
                 raise ConfigError(f"{name}={value} must be at most 2^42 = {2**42} (set {ENV_PREFIX}{name.upper()})")
         for name, low, high, above in FLOAT_BOUNDS:
             value = getattr(self, name)

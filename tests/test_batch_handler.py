@@ -824,15 +824,19 @@ def test_a_batch_ends_before_one_partitions_profile_records_pass_one_record_batc
     assert max(written for _, written in batches) > 20_000  # filled, not cut at a round or two
 
 
-@pytest.mark.parametrize("field", ["version", "event_count", "last_seen"])
-def test_a_stored_profile_with_a_count_past_64_bits_parks_its_users_events_and_the_batch_goes_on(field, monkeypatch):
-    """Counting on from it would give a number orjson cannot write: the snapshots would raise and the worker exit at
-    every restart (`Profile.from_dict` bounds its whole numbers)."""
-    settings = Settings(ranker_warm_up=2)
+@pytest.mark.parametrize("field, value", [("version", 2**64 - 1), ("event_count", 2**64 - 1), ("last_seen", 2**64 - 1),
+                                          ("dedupe_floor", 2**64 - 1), ("counts", {"click": 2**64 - 1}),
+                                          ("stages", {"view": 2**64 - 1}),
+                                          ("seen_event_ids", {f"d{i}": 2**63 + i for i in range(8)})])
+def test_a_stored_profile_with_a_count_past_64_bits_parks_its_users_events_and_the_batch_goes_on(field, value,
+                                                                                                 monkeypatch):
+    """Counting on from it would give a number orjson cannot write: the next event's undo copy or the snapshots would
+    raise and the worker exit at every restart (`Profile.from_dict` bounds its counts; the dedupe floor, its times)."""
+    settings = Settings(ranker_warm_up=2, seen_ids_max=4)
     profiles: dict = {}
     learners: dict = {}
     run(make_events()[:3], settings, profiles, learners, None, monkeypatch)
-    forged = {**orjson.loads(profiles[USER.encode()]), field: 2**64 - 1}
+    forged = {**orjson.loads(profiles[USER.encode()]), field: value}
     profiles[USER.encode()] = orjson.dumps(forged)
     handler = run(make_events()[3:], settings, profiles, learners, None, monkeypatch)
     assert handler.counters.dead_letters == {"processing_error": 5}

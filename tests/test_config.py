@@ -62,6 +62,10 @@ def test_missing_endpoints_and_bad_values_say_what_to_do(tmp_path):
             Settings.from_env({"STREAM_APP_RANKER_SEED": seed, "STREAM_APP_STATE_DIR": str(tmp_path)})
     with pytest.raises(ConfigError, match="STREAM_APP_BATCH_MAX"):
         Settings(batch_max=2**62)
+    # kept in the ranker's state, whose reading refuses a negative one: the learners started afresh at every restore
+    with pytest.raises(ConfigError, match="STREAM_APP_RANKER_WARM_UP"):
+        Settings(ranker_warm_up=-1)
+    assert Settings(dlq_retention_ms=2**63 - 1).dlq_retention_ms == 2**63 - 1  # Kafka's "keep for ever"
 
 
 def test_the_namespace_prefixes_the_consumer_group_and_every_changelog():

@@ -124,6 +124,17 @@ def test_a_batch_that_only_removes_keeps_the_state_before_while_the_lost_batch_w
     evicting.snapshots("profiles.changelog", learners, "learners.changelog")
     assert b"0:before" in learners and not lost
     assert restored().to_state() == before
+    # the lost batch applied again (to no profile now: the user was evicted), then a batch that only removes
+    again = run(events[4:], settings, lost, learners, None, monkeypatch)
+    assert b"0:before" in learners and highest_mark(lost) == orjson.loads(learners[b"0"])["writes"]
+    again.learners.forget()
+    assert not again.learners.taken_before
+    seen = highest_mark(lost)  # the profile table keeps the marks it saw, tombstoned since or not
+    evicting = type(handler)(settings, lost, PartitionState(learners, settings, profile_marks=lambda partition: seen),
+                             handler.index, handler.counters, now=0)
+    evicting.remove("u1", 0)
+    evicting.snapshots("profiles.changelog", learners, "learners.changelog")
+    assert b"0:before" not in learners
 
 
 def test_new_learners_taken_up_as_before_a_lost_record_write_it_again_with_its_writes():
@@ -140,7 +151,8 @@ def test_new_learners_taken_up_as_before_a_lost_record_write_it_again_with_its_w
     assert [learners_writes(value) for _, value in table.records(0, before=True)] == [42, 42]
 
 
-@pytest.mark.parametrize("writes", [b"18446744073709551615", b"1e300", b"99999999999999999999999"])
+@pytest.mark.parametrize("writes", [b"9223372036854775807", b"18446744073709551615", b"1e300",
+                                    b"99999999999999999999999"])
 def test_write_counts_past_what_a_count_reaches_are_unreadable_not_fatal(writes):
     """A forged count: the learners start afresh and their records can still be written (orjson writes 64-bit
     integers only); a profile marked so is unmarked."""

@@ -188,6 +188,10 @@ class Profile:
             if not (isinstance(value, int) and not isinstance(value, bool) and -WHOLE_LIMIT <= value <= WHOLE_LIMIT
                     or optional and value is None):
                 raise ValueError(f"profile field {name!r} is {value!r:.40}, not a whole number within ±2^62")
+        for name in ("counts", "stages"):  # counted on from: a forged count past 64 bits could not be written
+            value = data.get(name)
+            if not isinstance(value, dict) or not all(type(n) is int and 0 <= n <= WHOLE_LIMIT for n in value.values()):
+                raise ValueError(f"profile field {name!r} is {value!r:.40}, not names with whole numbers to 2^62")
         learner_state, rejected = data.get("learner_state", {}), []
         if not isinstance(learner_state, dict):  # forged: every learner starts afresh
             learner_state, rejected = {}, [("learner_state", learner_state, "learner_state must be an object")]
@@ -216,7 +220,7 @@ class Profile:
 #: that counting on from a forged one still writes JSON (orjson writes 64-bit integers only).
 WHOLE_LIMIT = 2**62
 _WHOLE_FIELDS = (("version", False), ("event_count", False), ("generation", True), ("first_seen", True),
-                 ("last_seen", True), ("last_rec_ts", True), ("half_life_ms", False))
+                 ("last_seen", True), ("last_rec_ts", True), ("half_life_ms", False), ("dedupe_floor", True))
 
 #: The head `Profile.to_dict` writes: user_id, version, generation.
 _SNAPSHOT_HEAD = re.compile(rb'\{"user_id":"(?:[^"\\]|\\.)*","version":(\d+),"generation":(\d+|null)[,}]')
@@ -313,5 +317,7 @@ def _remember(profile: Profile, digest: str, ts: int, settings: Settings) -> Non
         cut = len(ordered) - cap
     forgotten, kept = ordered[:cut], ordered[cut:]
     floor = forgotten[-1][1] + 1
+    if not -WHOLE_LIMIT <= floor <= WHOLE_LIMIT:  # a forged time: the event fails (dead-lettered), not the batch's write
+        raise ValueError(f"a stored event time {floor - 1!r:.40} is past 2^62")
     profile.dedupe_floor = floor if profile.dedupe_floor is None else max(profile.dedupe_floor, floor)
     profile.seen_event_ids = dict(kept)

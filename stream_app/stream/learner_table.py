@@ -32,14 +32,14 @@ from ..core.learners import (
     read_before_record,
     read_partition_learners,
 )
+from ..core.learners.state import MAX_COUNT
 from ..core.process import new_partition_learners, with_current_settings
 
 log = logging.getLogger("stream_app.worker")
 
 #: The field of a profile's table record: its partition's learners `writes` in the record stored with it.
 MARK_FIELD = b"learners_writes"
-# at most 18 digits: a forged mark past what a count of writes reaches is no mark (JSON holds 64-bit integers)
-_MARK = re.compile(rb',"' + re.escape(MARK_FIELD) + rb'":(\d{1,18})\}\Z')
+_MARK = re.compile(rb',"' + re.escape(MARK_FIELD) + rb'":(\d{1,19})\}\Z')
 
 
 def with_learners_mark(snapshot: bytes, writes: int) -> bytes:
@@ -50,7 +50,8 @@ def with_learners_mark(snapshot: bytes, writes: int) -> bytes:
 def learners_mark(record: bytes) -> int | None:
     """The learners `writes` a profile's table record was stored with (None: not marked)."""
     found = _MARK.search(record, max(0, len(record) - 40))
-    return int(found.group(1)) if found is not None else None
+    mark = int(found.group(1)) if found is not None else None
+    return mark if mark is not None and mark <= MAX_COUNT else None  # a forged one past any count of writes: none
 
 
 def before_key(partition: int) -> bytes:
@@ -93,6 +94,8 @@ class PartitionState:
                     restored, redone = self._restored(partition, stored, rejected)
                     if restored is not None:
                         learners = with_current_settings(restored, self.settings, partition)
+                    if redone is not None:
+                        self.taken_before.add(partition)
                 except StateError as exc:  # forged, or of a release that did not write it: learn afresh, go on
                     unreadable = True
                     rejected(Rejection("bad_state", f"{exc}; they start afresh",
@@ -131,7 +134,6 @@ class PartitionState:
         log.warning("partition %d: its learners' record %d was stored without the profiles of its batch (a crash "
                     "between the two changelogs; the newest profile mark is %s): that batch is applied again, to the "
                     "learners before it", partition, learners.writes, mark)
-        self.taken_before.add(partition)
         return state, before_writes
 
     def records(self, partition: int, *, before: bool) -> list[tuple[bytes, bytes]]:
