@@ -192,6 +192,8 @@ class Profile:
             value = data.get(name)
             if not isinstance(value, dict) or not all(type(n) is int and 0 <= n <= WHOLE_LIMIT for n in value.values()):
                 raise ValueError(f"profile field {name!r} is {value!r:.40}, not names with whole numbers to 2^62")
+        if not isinstance(data.get("stats", {}), dict):  # copied into every record written
+            raise ValueError(f"profile field 'stats' is {data['stats']!r:.40}, not an object")
         learner_state, rejected = data.get("learner_state", {}), []
         if not isinstance(learner_state, dict):  # forged: every learner starts afresh
             learner_state, rejected = {}, [("learner_state", learner_state, "learner_state must be an object")]
