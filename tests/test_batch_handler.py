@@ -841,3 +841,38 @@ def test_a_stored_profile_with_a_count_past_64_bits_parks_its_users_events_and_t
     handler = run(make_events()[3:], settings, profiles, learners, None, monkeypatch)
     assert handler.counters.dead_letters == {"processing_error": 5}
     assert orjson.loads(profiles[USER.encode()]) == forged  # kept as stored, as any unreadable profile
+
+
+@pytest.mark.parametrize("forged", [b"{not json", b"[]", b'{"erased_at":"x"}', b'{"erased_at":18446744073709551615}',
+                                    b'{"erased_at":null,"key_id":7}'])
+def test_an_erased_users_record_that_cannot_be_read_stays_an_erasure_and_fails_no_batch(settings, forged, caplog):
+    """Taken for an erasure at the moment the worker first read it: the user's events of before are dropped, no
+    batch fails (it failed every batch that met the user, and the worker's start), and the worker's key check and
+    the partition's erasures offset read on."""
+    import time
+
+    from stream_app.stream.erasures import ErasedUsers
+
+    erased = ErasedUsers({}, settings, "erased.changelog", "profiles.changelog")
+    erased.data[erased.user_hash(USER).encode()] = forged
+    erased.data[b"offset:0"] = forged
+    before = int(time.time() * 1000)
+    assert before <= erased.erased_at(USER) <= int(time.time() * 1000) and erased.erased_at(USER) == erased.erased_at(USER)
+    assert erased.other_keys() == set() and erased.applied(0) == (0, None)
+    profiles = {USER.encode(): run_profile(settings)}
+    handler = BatchHandler(settings, profiles, PartitionState({}, settings), InMemoryItemIndex(settings), Counters(),
+                           now=0, erased=erased)
+    assert handler.erase_restored({0}, settings.partitions) == {USER: erased.erased_at(USER)}
+    handler.process_round([ready(e, i) for i, e in enumerate(make_events())], None, None)
+    handler.snapshots("profiles.changelog", {}, "learners.changelog")
+    assert handler.counters.erased_events_dropped == len(make_events()) and USER.encode() not in profiles
+    erased.record(erase_request(USER, 1_700_000_000_000))  # a new erasure writes a readable record
+    assert orjson.loads(erased.data[erased.user_hash(USER).encode()])["erased_at"] >= before
+    assert sum("taken for an erasure" in r.getMessage() for r in caplog.records) == 1  # said once
+
+
+def run_profile(settings: Settings) -> bytes:
+    profiles: dict = {}
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        run(make_events()[:2], settings, profiles, {}, None, monkeypatch)
+    return profiles[USER.encode()]

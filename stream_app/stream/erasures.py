@@ -28,7 +28,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from ..config import Settings
 from ..contracts import ErasureRequest, Rejection, Source, check_erasure, dead_letter_users
-from ..core.profile import Profile
+from ..core.profile import WHOLE_LIMIT, Profile
 from ..errors import described
 from ..kafka_security import consumer_kwargs
 from ..store.redis_store import MARKER_S, profile_key
@@ -77,6 +77,7 @@ class ErasedUsers:
         self.known_ids = {self.key_id, *map(key_id, self.previous)}
         self.changelog = changelog
         self.profile_changelog = profile_changelog  # named in receipts
+        self.unreadable: dict[bytes, int] = {}  # key -> the time an erasure record that cannot be read is taken for
 
     @classmethod
     def table(cls, app: Any, settings: Settings, partitions: int, profile_changelog: str) -> "ErasedUsers":
@@ -92,15 +93,29 @@ class ErasedUsers:
         """The time of the user's last erasure, None if never erased (a dict lookup when nobody was)."""
         if not self.data:
             return None
-        found = [orjson.loads(stored)["erased_at"] for key in (self.key, *self.previous)
-                 if (stored := self.data.get(self.user_hash(user_id, key).encode())) is not None]
+        found = [self._erased_at(hashed, stored) for key in (self.key, *self.previous)
+                 if (stored := self.data.get(hashed := self.user_hash(user_id, key).encode())) is not None]
         return max(found, default=None)
+
+    def _erased_at(self, key: bytes, stored: bytes) -> int:
+        """The time of a record's erasure. One that cannot be read (corrupt, forged) stays an erasure, of a time not
+        known but before this worker read it: taken as that moment, so that no event of before comes back and the
+        user's later events are applied (the error is logged once per record)."""
+        erased_at = (_record(stored) or {}).get("erased_at")
+        if type(erased_at) is int and 0 <= erased_at <= WHOLE_LIMIT:
+            return erased_at
+        if key not in self.unreadable:
+            self.unreadable[key] = int(time.time() * 1000)
+            log.error("the erased-users record %s cannot be read (%r): taken for an erasure at %d, when this worker "
+                      "first read it; a new erasure of the user writes it again", key.decode(errors="replace"),
+                      stored[:80], self.unreadable[key])
+        return self.unreadable[key]
 
     def record(self, request: ErasureRequest) -> tuple[bytes, bytes]:
         """Remember the erasure in the table; return its changelog record (key, value)."""
         key = self.user_hash(request.user_id).encode()
         stored = self.data.get(key)  # a later request with an earlier time (another clock) must not shrink it
-        erased_at = max(request.requested_at, orjson.loads(stored)["erased_at"] if stored is not None else 0)
+        erased_at = max(request.requested_at, self._erased_at(key, stored) if stored is not None else 0)
         value = orjson.dumps({"erased_at": erased_at, "request_id": request.request_id, "key_id": self.key_id})
         self.data[key] = memoryview(value).tobytes()  # orjson's bytes hold a 4 KiB buffer; the table keeps 60 B
         return key, value
@@ -109,7 +124,8 @@ class ErasedUsers:
         """The ids of other keys the restored records were made with (records of releases before key ids: not
         told apart). Non-empty: this worker cannot see those erasures, and would let their users' old events in."""
         return {found for key, value in list(self.data.items()) if not key.startswith(b"offset:")
-                and (found := orjson.loads(value).get("key_id", self.key_id)) not in self.known_ids}
+                and isinstance(found := (_record(value) or {}).get("key_id", self.key_id), str)
+                and found not in self.known_ids}  # a key id that cannot be read is no evidence of another key
 
     def check_key(self) -> None:
         """Stop the worker (EXIT_ERASURE_KEY) if past erasures were recorded with a key it does not have."""
@@ -129,8 +145,14 @@ class ErasedUsers:
         """The erasures topic's partition's next offset to apply, and the id of the request applied before it
         (None: not recorded, by a release before 2026-11-30, or a rejected record)."""
         stored = self.data.get(b"offset:%d" % partition)
-        found = orjson.loads(stored) if stored is not None else {}
-        return found.get("next_offset", 0), found.get("request_id")
+        found = _record(stored) if stored is not None else {}
+        offset, request_id = (found.get("next_offset", 0), found.get("request_id")) if found is not None else (-1, None)
+        if type(offset) is not int or not 0 <= offset <= WHOLE_LIMIT or not isinstance(request_id, (str, type(None))):
+            log.error("the erased-users record of partition %d's next erasure cannot be read (%r): the partition's "
+                      "erasures are applied again from the start (an erasure applied again keeps later profiles)",
+                      partition, (stored or b"")[:80])
+            return 0, None
+        return offset, request_id
 
     def applied_through(self, partition: int, offset: int, request_id: str | None = None) -> tuple[bytes, bytes]:
         """The erasures topic's partition is applied up to `offset` (the request `request_id`); return the
@@ -138,6 +160,15 @@ class ErasedUsers:
         key, value = b"offset:%d" % partition, orjson.dumps({"next_offset": offset + 1, "request_id": request_id})
         self.data[key] = value
         return key, value
+
+
+def _record(stored: bytes) -> dict[str, Any] | None:
+    """An erased-users record's fields; None if it is not a JSON object."""
+    try:
+        found = orjson.loads(stored)
+    except orjson.JSONDecodeError:
+        return None
+    return found if isinstance(found, dict) else None
 
 
 def key_id(key: bytes) -> str:
