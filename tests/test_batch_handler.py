@@ -846,9 +846,9 @@ def test_a_stored_profile_with_a_count_past_64_bits_parks_its_users_events_and_t
 @pytest.mark.parametrize("forged", [b"{not json", b"[]", b'{"erased_at":"x"}', b'{"erased_at":18446744073709551615}',
                                     b'{"erased_at":null,"key_id":7}'])
 def test_an_erased_users_record_that_cannot_be_read_stays_an_erasure_and_fails_no_batch(settings, forged, caplog):
-    """Taken for an erasure at the moment the worker first read it: the user's events of before are dropped, no
-    batch fails (it failed every batch that met the user, and the worker's start), and the worker's key check and
-    the partition's erasures offset read on."""
+    """Taken for an erasure at the moment the worker first read it, and written again so (a restart reads the same
+    time): the user's events of before are dropped, no batch fails (it failed every batch that met the user, and the
+    worker's start), and the worker's key check and the partition's erasures offset read on."""
     import time
 
     from stream_app.stream.erasures import ErasedUsers
@@ -866,9 +866,12 @@ def test_an_erased_users_record_that_cannot_be_read_stays_an_erasure_and_fails_n
     handler.process_round([ready(e, i) for i, e in enumerate(make_events())], None, None)
     handler.snapshots("profiles.changelog", {}, "learners.changelog")
     assert handler.counters.erased_events_dropped == len(make_events()) and USER.encode() not in profiles
-    erased.record(erase_request(USER, 1_700_000_000_000))  # a new erasure writes a readable record
-    assert orjson.loads(erased.data[erased.user_hash(USER).encode()])["erased_at"] >= before
+    written = [(key, orjson.loads(value)) for topic, key, value, _ in handler.outbox.records
+               if topic == "erased.changelog"]
+    assert written == [(erased.user_hash(USER).encode(), {"erased_at": erased.erased_at(USER), "request_id": None,
+                                                          "key_id": erased.key_id})]
     assert sum("taken for an erasure" in r.getMessage() for r in caplog.records) == 1  # said once
+    assert erased.take_rewritten() == []  # sent with that batch: not again
 
 
 def run_profile(settings: Settings) -> bytes:

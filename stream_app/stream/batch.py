@@ -403,6 +403,8 @@ class BatchHandler:
         every other record of the batch is stored (output.Outbox.last), each profile marked with its partition's
         learners record (learner_table); return Redis's share."""
         self.outbox.last.add(profile_changelog)
+        for key, value, partition in self.erased.take_rewritten() if self.erased is not None else ():
+            self.outbox.add(self.erased.changelog, key, value, partition)
         to_redis: list[tuple[Profile, bytes]] = []
         for user_id, partition in self.removed:
             self.outbox.add(profile_changelog, user_id.encode(), None, partition)

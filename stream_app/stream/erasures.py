@@ -67,7 +67,8 @@ class ErasedUsers:
     """The record of erased users in its changelog-backed table: key HMAC-SHA256(user id) in hex ->
     {"erased_at", "request_id"}; and per partition, the erasures topic's next offset to apply."""
 
-    def __init__(self, data: Any, settings: Settings, changelog: str, profile_changelog: str):
+    def __init__(self, data: Any, settings: Settings, changelog: str, profile_changelog: str,
+                 partitions: int | None = None):
         self.data = data  # the table's data: bytes -> JSON bytes
         self.key = (settings.erasure_key or settings.group_id).encode()
         # keys erasures were recorded with before (a rotation): still looked up, never written with
@@ -76,14 +77,16 @@ class ErasedUsers:
         self.key_id = key_id(self.key)
         self.known_ids = {self.key_id, *map(key_id, self.previous)}
         self.changelog = changelog
+        self.partitions = partitions or settings.partitions  # the table's, as the profiles'
         self.profile_changelog = profile_changelog  # named in receipts
-        self.unreadable: dict[bytes, int] = {}  # key -> the time an erasure record that cannot be read is taken for
+        # records that could not be read, written again readable (key, value, partition): for the batch's changelog
+        self.rewritten: list[tuple[bytes, bytes, int]] = []
 
     @classmethod
     def table(cls, app: Any, settings: Settings, partitions: int, profile_changelog: str) -> "ErasedUsers":
         """On a Faust table of its own (memory store, changelog), partitioned like the profile table."""
         table = app.Table(ERASED_TABLE, partitions=partitions, key_type=bytes, value_type=bytes)
-        return cls(table.data, settings, table.changelog_topic_name, profile_changelog)
+        return cls(table.data, settings, table.changelog_topic_name, profile_changelog, partitions)
 
     def user_hash(self, user_id: str, key: bytes | None = None) -> str:
         """The record's key of a user: HMAC-SHA256 with this worker's key, or with `key`."""
@@ -93,29 +96,36 @@ class ErasedUsers:
         """The time of the user's last erasure, None if never erased (a dict lookup when nobody was)."""
         if not self.data:
             return None
-        found = [self._erased_at(hashed, stored) for key in (self.key, *self.previous)
+        found = [self._erased_at(hashed, stored, user_id, key) for key in (self.key, *self.previous)
                  if (stored := self.data.get(hashed := self.user_hash(user_id, key).encode())) is not None]
         return max(found, default=None)
 
-    def _erased_at(self, key: bytes, stored: bytes) -> int:
+    def _erased_at(self, hashed: bytes, stored: bytes, user_id: str, key: bytes) -> int:
         """The time of a record's erasure. One that cannot be read (corrupt, forged) stays an erasure, of a time not
-        known but before this worker read it: taken as that moment, so that no event of before comes back and the
-        user's later events are applied (the error is logged once per record)."""
+        known but before this worker read it: taken as that moment and written again so (`rewritten`), so that no
+        event of before comes back, the user's later events are applied, and a restart reads the same time."""
         erased_at = (_record(stored) or {}).get("erased_at")
         if type(erased_at) is int and 0 <= erased_at <= WHOLE_LIMIT:
             return erased_at
-        if key not in self.unreadable:
-            self.unreadable[key] = int(time.time() * 1000)
-            log.error("the erased-users record %s cannot be read (%r): taken for an erasure at %d, when this worker "
-                      "first read it; a new erasure of the user writes it again", key.decode(errors="replace"),
-                      stored[:80], self.unreadable[key])
-        return self.unreadable[key]
+        erased_at = int(time.time() * 1000)
+        value = orjson.dumps({"erased_at": erased_at, "request_id": None, "key_id": key_id(key)})
+        self.data[hashed] = value
+        self.rewritten.append((hashed, value, partition_of(user_id, self.partitions)))
+        log.error("the erased-users record %s cannot be read (%r): taken for an erasure at %d, when this worker first "
+                  "read it, and written again so", hashed.decode(errors="replace"), stored[:80], erased_at)
+        return erased_at
+
+    def take_rewritten(self) -> list[tuple[bytes, bytes, int]]:
+        """The changelog records (key, value, partition) of unreadable records written again since the last call."""
+        taken, self.rewritten = self.rewritten, []
+        return taken
 
     def record(self, request: ErasureRequest) -> tuple[bytes, bytes]:
         """Remember the erasure in the table; return its changelog record (key, value)."""
         key = self.user_hash(request.user_id).encode()
         stored = self.data.get(key)  # a later request with an earlier time (another clock) must not shrink it
-        erased_at = max(request.requested_at, self._erased_at(key, stored) if stored is not None else 0)
+        erased_at = max(request.requested_at, self._erased_at(key, stored, request.user_id, self.key)
+                        if stored is not None else 0)
         value = orjson.dumps({"erased_at": erased_at, "request_id": request.request_id, "key_id": self.key_id})
         self.data[key] = memoryview(value).tobytes()  # orjson's bytes hold a 4 KiB buffer; the table keeps 60 B
         return key, value
