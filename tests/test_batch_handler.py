@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from types import SimpleNamespace
 
 import orjson
@@ -846,18 +847,18 @@ def test_a_stored_profile_with_a_count_past_64_bits_parks_its_users_events_and_t
 @pytest.mark.parametrize("forged", [b"{not json", b"[]", b'{"erased_at":"x"}', b'{"erased_at":18446744073709551615}',
                                     b'{"erased_at":null,"key_id":7}'])
 def test_an_erased_users_record_that_cannot_be_read_stays_an_erasure_and_fails_no_batch(settings, forged, caplog):
-    """Taken for an erasure at the moment the worker first read it, and written again so (a restart reads the same
-    time): the user's events of before are dropped, no batch fails (it failed every batch that met the user, and the
-    worker's start), and the worker's key check and the partition's erasures offset read on."""
-    import time
-
+    """Taken for an erasure at the moment the worker first read it (and STREAM_APP_MAX_FUTURE_MS), and written again
+    so (a restart reads the same time): the user's events of before are dropped, no batch fails (it failed every batch
+    that met the user, and the worker's start), and the worker's key check and the partition's erasures offset read
+    on."""
     from stream_app.stream.erasures import ErasedUsers
 
     erased = ErasedUsers({}, settings, "erased.changelog", "profiles.changelog")
     erased.data[erased.user_hash(USER).encode()] = forged
     erased.data[b"offset:0"] = forged
-    before = int(time.time() * 1000)
-    assert before <= erased.erased_at(USER) <= int(time.time() * 1000) and erased.erased_at(USER) == erased.erased_at(USER)
+    before = int(time.time() * 1000) + settings.max_future_ms  # the request may have been dated that far ahead
+    assert before <= erased.erased_at(USER) <= int(time.time() * 1000) + settings.max_future_ms
+    assert erased.erased_at(USER) == erased.erased_at(USER) and erased.erased_at(USER, requested=True) is None
     assert erased.other_keys() == set() and erased.applied(0) == (0, None)
     profiles = {USER.encode(): run_profile(settings)}
     handler = BatchHandler(settings, profiles, PartitionState({}, settings), InMemoryItemIndex(settings), Counters(),
@@ -869,7 +870,7 @@ def test_an_erased_users_record_that_cannot_be_read_stays_an_erasure_and_fails_n
     written = [(key, orjson.loads(value)) for topic, key, value, _ in handler.outbox.records
                if topic == "erased.changelog"]
     assert written == [(erased.user_hash(USER).encode(), {"erased_at": erased.erased_at(USER), "request_id": None,
-                                                          "key_id": erased.key_id})]
+                                                          "key_id": erased.key_id, "put_back": True})]
     assert sum("taken for an erasure" in r.getMessage() for r in caplog.records) == 1  # said once
     assert erased.take_rewritten() == []  # sent with that batch: not again
 
@@ -879,3 +880,22 @@ def run_profile(settings: Settings) -> bytes:
     with pytest.MonkeyPatch.context() as monkeypatch:
         run(make_events()[:2], settings, profiles, {}, None, monkeypatch)
     return profiles[USER.encode()]
+
+
+def test_an_erasure_request_that_meets_an_unreadable_record_erases_all_and_its_record_is_the_one_written(settings):
+    """The record put back in place of one that cannot be read is no erasure applied before (which would keep a
+    profile begun after the request), and the request's own record is the last word on the changelog (the put-back
+    one, queued before it, would otherwise follow it and take its request id and later time away at a restore)."""
+    from stream_app.stream.erasures import ErasedUsers
+
+    erased = ErasedUsers({}, settings, "erased.changelog", "profiles.changelog")
+    erased.data[erased.user_hash(USER).encode()] = b"{not json"
+    profiles = {USER.encode(): run_profile(settings)}  # begun after the request below
+    handler = BatchHandler(settings, profiles, PartitionState({}, settings), InMemoryItemIndex(settings), Counters(),
+                           now=0, erased=erased)
+    handler.erase(erase_request(USER, make_events()[0].ts - 60_000), 0, "worker-1")
+    handler.snapshots("profiles.changelog", {}, "learners.changelog")
+    assert USER.encode() not in profiles and handler.receipts[0]["deleted"]["profile_table"]["found"]
+    written = [orjson.loads(value) for topic, _, value, _ in handler.outbox.records if topic == "erased.changelog"]
+    assert [(record["request_id"], "put_back" in record) for record in written] == [("r1", False)]
+    assert written[0]["erased_at"] >= int(time.time() * 1000) and erased.erased_at(USER, requested=True) is not None

@@ -188,7 +188,7 @@ class BatchHandler:
         # Applied again (a recreated erasures topic): a profile begun after the recorded erasure is kept, of later
         # events only. Applied first: erased whole, and events stamped after the request's time (a client's clock
         # ahead) with it: the erasure's time then covers them, so neither they nor a late write come back
-        recorded = self.erased.erased_at(user_id)
+        recorded = self.erased.erased_at(user_id, requested=True)
         if (profile is not None and (profile.generation or 0) > request.requested_at and recorded is not None
                 and recorded >= request.requested_at):
             profile, found, worker_state = None, False, []

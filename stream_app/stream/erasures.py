@@ -71,13 +71,15 @@ class ErasedUsers:
                  partitions: int | None = None):
         self.data = data  # the table's data: bytes -> JSON bytes
         self.key = (settings.erasure_key or settings.group_id).encode()
-        # keys erasures were recorded with before (a rotation): still looked up, never written with
+        # keys erasures were recorded with before (a rotation): still looked up, written with only to put back a record
+        # of theirs that could not be read (`_erased_at`)
         self.previous = [key.strip().encode() for key in settings.erasure_previous_keys.split(",") if key.strip()]
         # in every record: a record made with another key cannot be found by this one (its hash differs)
         self.key_id = key_id(self.key)
         self.known_ids = {self.key_id, *map(key_id, self.previous)}
         self.changelog = changelog
         self.partitions = partitions or settings.partitions  # the table's, as the profiles'
+        self.max_future_ms = settings.max_future_ms
         self.profile_changelog = profile_changelog  # named in receipts
         # records that could not be read, written again readable (key, value, partition): for the batch's changelog
         self.rewritten: list[tuple[bytes, bytes, int]] = []
@@ -92,28 +94,32 @@ class ErasedUsers:
         """The record's key of a user: HMAC-SHA256 with this worker's key, or with `key`."""
         return hmac.new(self.key if key is None else key, user_id.encode(), hashlib.sha256).hexdigest()
 
-    def erased_at(self, user_id: str) -> int | None:
-        """The time of the user's last erasure, None if never erased (a dict lookup when nobody was)."""
+    def erased_at(self, user_id: str, requested: bool = False) -> int | None:
+        """The time of the user's last erasure, None if never erased (a dict lookup when nobody was); `requested`:
+        of the records an erasure request wrote only, not those put back for one that could not be read."""
         if not self.data:
             return None
         found = [self._erased_at(hashed, stored, user_id, key) for key in (self.key, *self.previous)
                  if (stored := self.data.get(hashed := self.user_hash(user_id, key).encode())) is not None]
-        return max(found, default=None)
+        return max((at for at, put_back in found if not (requested and put_back)), default=None)
 
-    def _erased_at(self, hashed: bytes, stored: bytes, user_id: str, key: bytes) -> int:
-        """The time of a record's erasure. One that cannot be read (corrupt, forged) stays an erasure, of a time not
-        known but before this worker read it: taken as that moment and written again so (`rewritten`), so that no
-        event of before comes back, the user's later events are applied, and a restart reads the same time."""
-        erased_at = (_record(stored) or {}).get("erased_at")
+    def _erased_at(self, hashed: bytes, stored: bytes, user_id: str, key: bytes) -> tuple[int, bool]:
+        """(the time of a record's erasure, whether it was put back). One that cannot be read (corrupt, forged) stays
+        an erasure, of a time not known but before this worker read it, from a request dated at most
+        STREAM_APP_MAX_FUTURE_MS after it was written: taken as that much after the moment it is first read and
+        written again so (`take_rewritten`), so that no event of before comes back and a restart reads the same."""
+        found = _record(stored) or {}
+        erased_at = found.get("erased_at")
         if type(erased_at) is int and 0 <= erased_at <= WHOLE_LIMIT:
-            return erased_at
-        erased_at = int(time.time() * 1000)
-        value = orjson.dumps({"erased_at": erased_at, "request_id": None, "key_id": key_id(key)})
-        self.data[hashed] = value
+            return erased_at, found.get("put_back") is True
+        erased_at = int(time.time() * 1000) + self.max_future_ms
+        value = orjson.dumps({"erased_at": erased_at, "request_id": None, "key_id": key_id(key), "put_back": True})
+        self.data[hashed] = memoryview(value).tobytes()  # as `record` keeps it
         self.rewritten.append((hashed, value, partition_of(user_id, self.partitions)))
-        log.error("the erased-users record %s cannot be read (%r): taken for an erasure at %d, when this worker first "
-                  "read it, and written again so", hashed.decode(errors="replace"), stored[:80], erased_at)
-        return erased_at
+        log.error("the erased-users record %s cannot be read (%r): taken for an erasure at %d (when first read, and "
+                  "STREAM_APP_MAX_FUTURE_MS), which a worker writes in its place", hashed.decode(errors="replace"),
+                  stored[:80], erased_at)
+        return erased_at, True
 
     def take_rewritten(self) -> list[tuple[bytes, bytes, int]]:
         """The changelog records (key, value, partition) of unreadable records written again since the last call."""
@@ -124,8 +130,9 @@ class ErasedUsers:
         """Remember the erasure in the table; return its changelog record (key, value)."""
         key = self.user_hash(request.user_id).encode()
         stored = self.data.get(key)  # a later request with an earlier time (another clock) must not shrink it
-        erased_at = max(request.requested_at, self._erased_at(key, stored, request.user_id, self.key)
+        erased_at = max(request.requested_at, self._erased_at(key, stored, request.user_id, self.key)[0]
                         if stored is not None else 0)
+        self.rewritten = [put_back for put_back in self.rewritten if put_back[0] != key]  # this record replaces it
         value = orjson.dumps({"erased_at": erased_at, "request_id": request.request_id, "key_id": self.key_id})
         self.data[key] = memoryview(value).tobytes()  # orjson's bytes hold a 4 KiB buffer; the table keeps 60 B
         return key, value
