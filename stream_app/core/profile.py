@@ -13,6 +13,7 @@ from ..config import Settings
 from . import decay
 from .events import Event
 from .feature_rows import encode_rows
+from .learners.state import MAX_COUNT
 
 _INTERNAL_FIELDS = frozenset({"seen_event_ids", "dedupe_floor", "learner_state", "shown", "shown_features",
                               "shown_strategy", "shadow_shown"})
@@ -185,12 +186,12 @@ class Profile:
             raise ValueError("not a profile: an object with a text user_id")
         for name, optional in _WHOLE_FIELDS:
             value = data.get(name)
-            if not (isinstance(value, int) and not isinstance(value, bool) and -WHOLE_LIMIT <= value <= WHOLE_LIMIT
+            if not (isinstance(value, int) and not isinstance(value, bool) and -MAX_COUNT <= value <= MAX_COUNT
                     or optional and value is None):
                 raise ValueError(f"profile field {name!r} is {value!r:.40}, not a whole number within ±2^62")
         for name in ("counts", "stages"):  # counted on from: a forged count past 64 bits could not be written
             value = data.get(name)
-            if not isinstance(value, dict) or not all(type(n) is int and 0 <= n <= WHOLE_LIMIT for n in value.values()):
+            if not isinstance(value, dict) or not all(type(n) is int and 0 <= n <= MAX_COUNT for n in value.values()):
                 raise ValueError(f"profile field {name!r} is {value!r:.40}, not names with whole numbers to 2^62")
         if not isinstance(data.get("stats", {}), dict):  # copied into every record written
             raise ValueError(f"profile field 'stats' is {data['stats']!r:.40}, not an object")
@@ -218,9 +219,8 @@ class Profile:
         return cls.from_dict(orjson.loads(raw))
 
 
-#: Fields that must hold a whole number (True: or null), the others being read as they come; within ±WHOLE_LIMIT, so
+#: Fields that must hold a whole number (True: or null), the others being read as they come; within ±MAX_COUNT, so
 #: that counting on from a forged one still writes JSON (orjson writes 64-bit integers only).
-WHOLE_LIMIT = 2**62
 _WHOLE_FIELDS = (("version", False), ("event_count", False), ("generation", True), ("first_seen", True),
                  ("last_seen", True), ("last_rec_ts", True), ("half_life_ms", False), ("dedupe_floor", True))
 
@@ -319,7 +319,7 @@ def _remember(profile: Profile, digest: str, ts: int, settings: Settings) -> Non
         cut = len(ordered) - cap
     forgotten, kept = ordered[:cut], ordered[cut:]
     floor = forgotten[-1][1] + 1
-    if not -WHOLE_LIMIT <= floor <= WHOLE_LIMIT:  # a forged time: the event fails (dead-lettered), not the batch's write
+    if not -MAX_COUNT <= floor <= MAX_COUNT:  # a forged time: the event fails (dead-lettered), not the batch's write
         raise ValueError(f"a stored event time {floor - 1!r:.40} is past 2^62")
     profile.dedupe_floor = floor if profile.dedupe_floor is None else max(profile.dedupe_floor, floor)
     profile.seen_event_ids = dict(kept)

@@ -28,7 +28,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from ..config import Settings
 from ..contracts import ErasureRequest, Rejection, Source, check_erasure, dead_letter_users
-from ..core.profile import WHOLE_LIMIT, Profile
+from ..core.learners.state import MAX_COUNT
+from ..core.profile import Profile
 from ..errors import described
 from ..kafka_security import consumer_kwargs
 from ..store.redis_store import MARKER_S, profile_key
@@ -110,7 +111,7 @@ class ErasedUsers:
         written again so (`take_rewritten`), so that no event of before comes back and a restart reads the same."""
         found = _record(stored) or {}
         erased_at = found.get("erased_at")
-        if type(erased_at) is int and 0 <= erased_at <= WHOLE_LIMIT:
+        if type(erased_at) is int and 0 <= erased_at <= MAX_COUNT:
             return erased_at, found.get("put_back") is True
         erased_at = int(time.time() * 1000) + self.max_future_ms
         value = orjson.dumps({"erased_at": erased_at, "request_id": None, "key_id": key_id(key), "put_back": True})
@@ -163,13 +164,14 @@ class ErasedUsers:
         (None: not recorded, by a release before 2026-11-30, or a rejected record)."""
         stored = self.data.get(b"offset:%d" % partition)
         found = _record(stored) if stored is not None else {}
-        offset, request_id = (found.get("next_offset", 0), found.get("request_id")) if found is not None else (-1, None)
-        if type(offset) is not int or not 0 <= offset <= WHOLE_LIMIT or not isinstance(request_id, (str, type(None))):
-            log.error("the erased-users record of partition %d's next erasure cannot be read (%r): the partition's "
-                      "erasures are applied again from the start (an erasure applied again keeps later profiles)",
-                      partition, (stored or b"")[:80])
-            return 0, None
-        return offset, request_id
+        if found is not None:
+            offset, request_id = found.get("next_offset", 0), found.get("request_id")
+            if type(offset) is int and 0 <= offset <= MAX_COUNT and isinstance(request_id, (str, type(None))):
+                return offset, request_id
+        log.error("the erased-users record of partition %d's next erasure cannot be read (%r): the partition's "
+                  "erasures are applied again from the start (an erasure applied again keeps later profiles)",
+                  partition, stored[:80])
+        return 0, None
 
     def applied_through(self, partition: int, offset: int, request_id: str | None = None) -> tuple[bytes, bytes]:
         """The erasures topic's partition is applied up to `offset` (the request `request_id`); return the
