@@ -13,6 +13,8 @@ import pytest
 from test_batch_handler import USER, make_events, run
 
 from stream_app.config import Settings
+from stream_app.core.feature_rows import shown_matrix
+from stream_app.core.profile import Profile
 
 FORGED = [2**64 - 1, -(2**64), 2**63, 1e300, -5, 0.5, True, None, "x", [], [[1, 2, 3]], {}, {"a": "b"}]
 
@@ -58,15 +60,23 @@ def stored() -> tuple[Settings, dict, dict, dict]:
 
 def test_a_forged_profile_field_fails_no_batch(stored, monkeypatch):
     settings, profiles, learners, _ = stored
-    failed, parked = [], 0
+    failed, parked, unlearnable = [], 0, []
     for path, value, record in forged_records(profiles[USER.encode()]):
+        table = {USER.encode(): record}
         try:
-            handler = run(make_events()[4:], settings, {USER.encode(): record}, dict(learners), None, monkeypatch)
+            handler = run(make_events()[4:], settings, table, dict(learners), None, monkeypatch)
             parked += handler.counters.dead_letters.get("processing_error", 0) > 0
         except Exception as exc:  # noqa: BLE001 - each one is a batch that would stop the worker
             failed.append((path, value, repr(exc)[:100]))
+            continue
+        if table[USER.encode()] == record:  # left as it was: unreadable, its events dead-lettered
+            continue
+        written = Profile.from_json(table[USER.encode()])
+        if written.shown and shown_matrix(None, written.shown_features, len(written.shown)) is None:
+            unlearnable.append((path, value))  # the next event's feedback cannot be learned from
     assert failed == []
     assert parked  # some forgeries are unreadable, and said so
+    assert unlearnable == []  # a mean past its range (a behaviour's repeat propensity) made a feature past float16
 
 
 @pytest.mark.parametrize("key", [b"0", b"0:before"])

@@ -164,7 +164,8 @@ def test_a_record_of_another_kind_version_or_shape_is_refused_with_the_reason():
     assert "the field 'sessions' is missing" in refused({k: v for k, v in good.items() if k != "sessions"})
     assert "unknown fields ['extra']" in refused({**good, "extra": 1})
     assert "'sessions' must be an integer" in refused({**good, "sessions": 1.5})
-    assert "'repeat' must be a finite number" in refused({**good, "repeat": "0.5"})
+    assert "'repeat' must be a number from 0 to 1" in refused({**good, "repeat": "0.5"})
+    assert "'repeat' must be a number from 0 to 1" in refused({**good, "repeat": 1e300})  # a mean of 0/1 outcomes
     assert "'kinds' must have the event kinds" in refused({**good, "kinds": {"browse": 0.1}})
     assert "session_length: the field 'n' is missing" in refused({**good, "session_length": {"mean": 1.0}})
     assert "expected an object, not list" in refused([good])

@@ -75,14 +75,16 @@ class BehaviourStats(ProfileLearner):
 
     @classmethod
     def _from_state(cls, fields: Fields, version: int) -> "BehaviourStats":
-        learner = cls(fields.number("alpha"), fields.integer("session_gap_ms"))
+        # the means are of 0/1 outcomes: a forged one past 1 made a feature past float16 (the stored rows) and the
+        # user's lists unlearnable
+        learner = cls(fields.number("alpha", 0.0, 1.0), fields.integer("session_gap_ms"))
         alpha = learner.alpha
-        learner.repeat = EWMean(alpha, fields.optional_number("repeat"))
-        kinds = fields.mapping("kinds", Fields.optional_number)
+        learner.repeat = EWMean(alpha, fields.share("repeat"))
+        kinds = fields.mapping("kinds", Fields.share)
         if list(kinds) != list(KINDS):
             raise StateError(f"{fields.where}: 'kinds' must have the event kinds {list(KINDS)}, not {list(kinds)}")
         learner.kinds = {kind: EWMean(alpha, mean) for kind, mean in kinds.items()}
-        learner.dwell_ms = EWMean(alpha, fields.optional_number("dwell_ms"))
+        learner.dwell_ms = EWMean(alpha, fields.optional_number("dwell_ms", minimum=0.0))
         learner.session_length = mean_from(fields.nested("session_length"))
         learner.sessions = fields.integer("sessions")
         learner.current_session = fields.optional_text("current_session")

@@ -83,11 +83,11 @@ class OnlineRanker(Persistent):
     @classmethod
     def _from_state(cls, fields: Fields, version: int) -> "OnlineRanker":
         ranker = cls(fields.texts("features"), fields.number("learning_rate"), fields.integer("negatives"),
-                     fields.integer("warm_up"), fields.integer("seed"), fields.number("hit_rate_alpha"))
+                     fields.integer("warm_up"), fields.integer("seed"), fields.number("hit_rate_alpha", 0.0, 1.0))
         ranker.labels = fields.integer("labels")
         ranker.positives = fields.integer("positives")
-        ranker.ranker_rr = fields.number("ranker_rr")
-        ranker.prior_rr = fields.number("prior_rr")
+        ranker.ranker_rr = fields.number("ranker_rr", 0.0, 1.0)  # means of reciprocal ranks
+        ranker.prior_rr = fields.number("prior_rr", 0.0, 1.0)
         if version == 1:
             ranker.model.restore_linear(linear_weights(fields.nested("model")))
         else:

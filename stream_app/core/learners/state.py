@@ -54,14 +54,20 @@ class Fields:
         """The field as stored, for the caller to check."""
         return self._get(name)
 
-    def number(self, name: str) -> float:
+    def number(self, name: str, minimum: float = -math.inf, maximum: float = math.inf) -> float:
         value = self._get(name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise self._wrong(name, "a finite number")
+        if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                or not minimum <= value <= maximum):
+            raise self._wrong(name, "a finite number" if (minimum, maximum) == (-math.inf, math.inf)
+                              else f"a number from {minimum:g} to {maximum:g}")
         return float(value)
 
-    def optional_number(self, name: str) -> float | None:
-        return None if self._get(name) is None else self.number(name)
+    def optional_number(self, name: str, minimum: float = -math.inf, maximum: float = math.inf) -> float | None:
+        return None if self._get(name) is None else self.number(name, minimum, maximum)
+
+    def share(self, name: str) -> float | None:
+        """A mean of 0/1 outcomes, a probability or a rate: from 0 to 1, or None (none yet)."""
+        return self.optional_number(name, 0.0, 1.0)
 
     def integer(self, name: str, minimum: int = 0, maximum: int = MAX_COUNT) -> int:
         value = self._get(name)
