@@ -86,6 +86,7 @@ def test_otto_sessions_that_are_not_sessions_are_rejected_with_a_reason_and_seco
     path.write_bytes(b'\xef\xbb\xbf{"session": 1, "events": [{"aid": 5, "ts": 1659304800025, "type": "clicks"}]}\n'
                      b'{"session": 2, "events": null}\n'
                      b'{"session": 3, "events": 5}\n'
+                     b'[{"session": 5}]\n{"session": 6, "events": [1]}\n'
                      b'{"session": 4, "events": [{"aid": null, "ts": 1659304800, "type": "carts"},'
                      b' {"aid": 7, "ts": true, "type": "orders"}, {"aid": 8, "ts": 1659304801, "type": "views"},'
                      b' {"aid": 9, "ts": 1659304802, "type": "orders"}]}\n')
@@ -93,10 +94,12 @@ def test_otto_sessions_that_are_not_sessions_are_rejected_with_a_reason_and_seco
     assert [(e["user_id"], e["item_id"], e["ts"]) for e in events] == [("1", "5", 1659304800025),
                                                                        ("4", "9", 1659304802000)]
     reasons = [(r.line, r.rejection.reason, r.rejection.detail) for r in rejected]
-    assert [line for line, _, _ in reasons] == [2, 3, 4, 4, 4]
+    assert [line for line, _, _ in reasons] == [2, 3, 4, 5, 6, 6, 6]
     assert "'events' is NoneType, not a list" in reasons[0][2] and "'events' is int" in reasons[1][2]
-    assert "aid None is not an id" in reasons[2][2] and "ts True is not a number" in reasons[3][2]
-    assert "event type 'views' is not one of clicks, carts, orders" in reasons[4][2]
+    assert "a line is an object with session and events, not list" in reasons[2][2]  # not "list indices must be"
+    assert "event 0 of session 6: an event is an object with aid, ts and type, not int" in reasons[3][2]
+    assert "aid None is not an id" in reasons[4][2] and "ts True is not a number" in reasons[5][2]
+    assert "event type 'views' is not one of clicks, carts, orders" in reasons[6][2]
 
 
 def test_jsonl_reads_input_events_and_rejects_invalid_lines(tmp_path):
@@ -271,6 +274,21 @@ def test_an_online_retail_date_that_is_no_date_is_rejected_naming_the_field_and_
     path.write_text(OR_HEAD + "536366,71053,WHITE METAL LANTERN,6,12/32/2010 08:26,3.39,17850,United Kingdom\n")
     [month_first] = [read.rejection.detail for read in read_online_retail(path)]
     assert "InvoiceDate '12/32/2010 08:26' is no date read as M/D/YYYY" in month_first
+    path.write_text(OR_HEAD + "536366,71053,WHITE METAL LANTERN,6,2010-13-01 08:26:00,3.39,17850,United Kingdom\n")
+    [iso] = [read.rejection.detail for read in read_online_retail(path)]
+    assert "InvoiceDate '2010-13-01 08:26:00' is no date read as YYYY-MM-DD: month must be" in iso
+
+
+def test_an_online_retail_line_without_invoice_or_stock_code_is_rejected_not_read_nor_skipped(tmp_path):
+    """An empty InvoiceNo made an event with the session "" (and an id of its line alone); an empty StockCode was
+    counted as a non-product code, a kind of line the log has, not as the malformed line it is."""
+    path = tmp_path / "online_retail.csv"
+    path.write_text(OR_HEAD + ",85123A,X,6,2010-12-01 08:26:00,2.55,17850,United Kingdom\n"
+                    "536365,,X,6,2010-12-01 08:26:00,2.55,17850,United Kingdom\n")
+    stats = OnlineRetailStats()
+    details = [read.rejection.detail for read in read_online_retail(path, stats)]
+    assert details == ["line 2: InvoiceNo is empty", "line 3: StockCode is empty"]
+    assert (stats.rejected, stats.not_product, stats.events) == (2, 0, 0)
 
 
 def test_online_retail_reads_gzip_and_rejects_a_wrong_header(tmp_path):
@@ -603,12 +621,17 @@ def test_evaluate_and_train_warn_as_replay_does_when_every_ts_looks_like_seconds
     ms.write_bytes(seconds.read_bytes().replace(b'"ts":17000000', b'"ts":17000000000'))
     evaluate_log(ms, "jsonl", Settings(), light=True)
     assert "warning: every ts" not in capsys.readouterr().err
-    # RetailRocket's events.csv is in ms as published: one in seconds was read as January 1970 without a word
+    # RetailRocket's events.csv is in ms as published: one in seconds was read as January 1970 without a word, and a
+    # row in seconds among rows in ms sorted first, unsaid; such a row is refused, saying why
     retailrocket = tmp_path / "events.csv"
     retailrocket.write_text("timestamp,visitorid,event,itemid,transactionid\n" + "".join(
         f"{1433221332 + i},{i % 3},view,{i % 5},\n" for i in range(30)))
-    evaluate_log(retailrocket, "retailrocket", Settings(), light=True)
-    assert capsys.readouterr().err.count(warning) == 1
+    with pytest.raises(InputFileError, match=r"timestamp 1433221332 looks like seconds: .* \(multiply by 1000\)"):
+        evaluate_log(retailrocket, "retailrocket", Settings(), light=True)
+    retailrocket.write_text("timestamp,visitorid,event,itemid,transactionid\n1433221332117,1,view,10,\n"
+                            "1433221340,1,view,11,\n1433221399000,1,view,12,\n")
+    events, rejected = load_sorted(retailrocket, "retailrocket")
+    assert [e["item_id"] for e in events] == ["10", "12"] and "looks like seconds" in rejected[0].rejection.detail
 
 
 def test_an_excel_workbook_or_a_utf16_file_is_told_to_be_saved_as_csv_utf8(tmp_path):

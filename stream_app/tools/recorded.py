@@ -105,6 +105,8 @@ def read_otto(path: Path) -> Iterator[Read]:
             continue
         try:
             session = orjson.loads(raw)
+            if not isinstance(session, dict):
+                raise TypeError(f"a line is an object with session and events, not {type(session).__name__}")
             user = _otto_aid(session["session"], "session")  # a whole number or a text, as an item id
             events = session["events"]
             if not isinstance(events, list):
@@ -115,6 +117,8 @@ def read_otto(path: Path) -> Iterator[Read]:
         repeats: dict[str, int] = {}  # an id -> how often it came in this line
         for i, e in enumerate(events):
             try:
+                if not isinstance(e, dict):
+                    raise TypeError(f"an event is an object with aid, ts and type, not {type(e).__name__}")
                 kind, stage = _kind(OTTO_TYPES, e["type"])
                 ts, aid = _otto_ms(e["ts"]), _otto_aid(e["aid"])
             except (KeyError, TypeError, ValueError) as exc:
@@ -137,15 +141,12 @@ def _kind(types: dict[str, tuple[str, str | None]], name: Any) -> tuple[str, str
     return types[name]
 
 
-#: Below this a timestamp in ms would be before 1973: OTTO's sessions as published are in ms, a
-#: republished copy in seconds (its timestamps are below this) is read as seconds.
-_SECONDS_BELOW = 10**11
-
-
 def _otto_ms(ts: Any) -> int:
+    """OTTO's sessions as published are in ms; a republished copy in seconds (below SECONDS_BELOW, before 1973 in ms)
+    is read as seconds."""
     if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not math.isfinite(ts):
         raise ValueError(f"ts {ts!r} is not a number")
-    return int(ts * 1000) if ts < _SECONDS_BELOW else int(ts)
+    return int(ts * 1000) if ts < SECONDS_BELOW else int(ts)
 
 
 def _otto_aid(aid: Any, what: str = "aid") -> str:
@@ -232,6 +233,9 @@ def _retailrocket_event(row: dict[str, str], line: int, raw: bytes) -> dict[str,
                              "user_id": row["visitorid"],
                              "item_id": row["itemid"], "type": kind, "ts": _whole(row, "timestamp", "ms"),
                              "schema_version": 1}
+    if event["ts"] < SECONDS_BELOW:  # before 1973 in ms: read as ms, a row in seconds would sort first, unsaid
+        raise ValueError(f"timestamp {row['timestamp']} looks like seconds: RetailRocket's events.csv has milliseconds "
+                         "since 1970 (multiply by 1000)")
     if stage:
         event["stage"] = stage
     return event
@@ -308,10 +312,15 @@ def read_online_retail(path: str | Path, stats: OnlineRetailStats | None = None)
                 stats.cancelled += 1
                 continue
             code = row["StockCode"].strip()
+            raw = ",".join(row.values()).encode()
+            if not invoice or not code:  # malformed, not a kind of line the log has
+                stats.rejected += 1
+                yield _reject(path, line, "schema_violation",
+                              f"{'InvoiceNo' if not invoice else 'StockCode'} is empty", raw)
+                continue
             if not any(ch.isdigit() for ch in code):
                 stats.not_product += 1
                 continue
-            raw = ",".join(row.values()).encode()
             try:
                 quantity = _count(row, "Quantity")
                 if quantity <= 0:

@@ -24,7 +24,10 @@ def retail_ms(text: str, day_first: bool) -> int:
     two-digit year (a spreadsheet's short date, `12/1/10 8:26`) is read as strptime's %y reads it: 69-99 the
     1900s, 00-68 the 2000s."""
     if RETAIL_DATE.fullmatch(text):
-        return (dt.datetime.fromisoformat(text) - EPOCH) // MS
+        try:
+            return (dt.datetime.fromisoformat(text) - EPOCH) // MS
+        except ValueError as exc:  # "month must be in 1..12" alone does not say which field
+            raise ValueError(f"InvoiceDate {text!r} is no date read as YYYY-MM-DD: {exc}") from None
     slashed = SLASH_DATE.fullmatch(text)
     if slashed is None:
         raise ValueError(f"InvoiceDate {text!r} is not YYYY-MM-DD HH:MM[:SS] (or with a T) nor M/D/YYYY H:MM[:SS] "
