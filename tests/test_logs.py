@@ -7,6 +7,7 @@ from conftest import OTTO_SAMPLE
 from stream_app.errors import InputFileError
 from stream_app.tools import recorded as recorded_module
 from stream_app.tools import retail_dates
+from stream_app.tools.catalogue import load_catalogue
 from stream_app.tools.recorded import LineRejection, OnlineRetailStats, load_sorted, read_log, read_online_retail
 
 
@@ -306,6 +307,20 @@ def test_online_retail_reads_gzip_and_rejects_a_wrong_header(tmp_path):
         load_sorted(broken, "online-retail")
 
 
+def test_online_retail_ii_as_published_is_read_as_the_first_log(tmp_path):
+    """UCI's later "Online Retail II" names three columns otherwise (Invoice, Price, Customer ID) and writes the
+    customer as a float: its rows are the same events (its header was refused as not naming InvoiceNo)."""
+    second = tmp_path / "online_retail_II.csv"
+    second.write_text(ONLINE_RETAIL.replace(OR_HEAD, "Invoice,StockCode,Description,Quantity,InvoiceDate,Price,"
+                                                     "Customer ID,Country\n").replace(",17850,", ",17850.0,"))
+    assert second.read_text() != ONLINE_RETAIL
+    events, rejected = load_sorted(second, "online-retail")
+    assert events == ONLINE_RETAIL_EVENTS and [r.line for r in rejected] == [9, 10]
+    first = tmp_path / "online_retail.csv"
+    first.write_text(ONLINE_RETAIL)
+    assert load_catalogue(second, "online-retail") == load_catalogue(first, "online-retail")  # its product names
+
+
 def test_online_retail_as_its_shared_csv_copies_have_it(tmp_path):
     """Slashed dates, month first as the widely shared csv has them (12/1/2010 8:26) or day first as a
     British export writes them (01/12/2010 08:26): the first date with a field over 12 tells; Latin-1
@@ -555,7 +570,8 @@ def test_an_archive_another_separator_or_a_timestamp_that_is_not_whole_is_named_
         load_sorted(archive, "otto")
     dat = tmp_path / "ratings.dat"
     dat.write_text("1::1193::5::978300760\n1::661::3::978302109\n")
-    with pytest.raises(InputFileError, match="separated by '::'"):
+    with pytest.raises(InputFileError, match=r"separated by '::'.*without a header line: `\(echo userId,movieId,rating,"
+                                             r"timestamp; sed 's/::/,/g' ratings.dat\) > ratings.csv`"):
         load_sorted(dat, "movielens")
     semicolons = tmp_path / "export.csv"
     semicolons.write_text("timestamp;visitorid;event;itemid;price\n1433221332117;257597;view;355908;2,55\n")

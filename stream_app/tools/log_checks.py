@@ -19,6 +19,8 @@ FORMATS = ("jsonl", "otto", "csv", "retailrocket", "movielens", "online-retail")
 
 ONLINE_RETAIL_COLUMNS = ("InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice",
                          "CustomerID", "Country")
+#: The names UCI's later "Online Retail II" (2009-2011) gives three of those columns; its rows are read alike.
+ONLINE_RETAIL_II_NAMES = {"Invoice": "InvoiceNo", "Price": "UnitPrice", "Customer ID": "CustomerID"}
 #: The columns each csv format needs (a header naming another format's is said to be that format's).
 CSV_COLUMNS = {"csv": ("user_id", "item_id", "type", "ts"),
                "retailrocket": ("timestamp", "visitorid", "event", "itemid"),
@@ -53,6 +55,9 @@ def require_columns(header: list[str], path: Path, required: tuple[str, ...],
                      f"written {', '.join(missing)})" if all(c.lower() in other_case for c in missing)
                 else f" (its header is that of an event log, `replay`/`evaluate` --format {log[0]}: give a file with "
                      f"the columns above)" if log
+                else (f" (its fields are separated by {separator}, without a header line: `(echo "
+                      f"{','.join(required)}; sed 's/::/,/g' {path.name}) > ratings.csv` writes the ratings.csv this "
+                      "format reads)") if first.count("::") >= 3 and required == CSV_COLUMNS["movielens"]
                 else f" (its fields are separated by {separator}: the csv formats read commas; export it again "
                      f"as CSV with commas and a header line naming the columns; a plain replacement of the "
                      f"separator breaks decimal commas)" if separator else "")

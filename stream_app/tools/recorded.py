@@ -23,6 +23,7 @@ from .log_checks import (
     CSV_COLUMNS,
     FORMATS,
     ONLINE_RETAIL_COLUMNS,
+    ONLINE_RETAIL_II_NAMES,
     SECONDS_BELOW,
     LineRejection,
     give_up_early,
@@ -162,6 +163,8 @@ def _log_rows(fh: Any, path: Path, required: tuple[str, ...], multiline: bool = 
     """The data rows of a log's csv (one line each: csv_rows.py; `multiline`: a quoted field may span lines), once
     its header names every `required` column (`columns`: the reading command's formats, to name the file's)."""
     rows = CsvRows(fh, multiline)
+    if required == ONLINE_RETAIL_COLUMNS and set(ONLINE_RETAIL_II_NAMES) <= set(rows.header):
+        rows.header = [ONLINE_RETAIL_II_NAMES.get(name, name) for name in rows.header]
     require_columns(rows.header, path, required, columns)
     return rows
 
