@@ -17,7 +17,7 @@ import torch
 
 from stream_app.core.sequences import Featurizer
 from stream_app.serving import registry
-from stream_app.tools.log_checks import warn_if_seconds
+from stream_app.tools.log_checks import first_rejection, warn_if_seconds
 from stream_app.tools.recorded import load_accepted
 
 from .export import INPUTS, OUTPUTS, export_onnx, torch_encode
@@ -123,7 +123,7 @@ def read_events(log: str | Path, fmt: str, refusal: Callable[[dict[str, Any]], t
         if key not in seen:
             seen.add(key)
             kept.append(event)
-    left = [f"{len(rejected):,} unreadable lines"] if rejected else []
+    left = [f"{len(rejected):,} lines or events it cannot read ({first_rejection(rejected)}, ...)"] if rejected else []
     left += [f"{len(refused):,} events the workers would refuse ({refused[0][1]}, ...)"] if refused else []
     left += [f"{len(events) - len(kept):,} repeated event ids"] if len(kept) < len(events) else []
     if left:

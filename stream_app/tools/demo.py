@@ -276,7 +276,7 @@ def run_demo(path: str | None, fmt: str | None, rate: float | None, timeout: flo
         _say(f"  metrics   {worker.url}/metrics (Prometheus text format; /healthz, /readyz beside it)")
         _say(f"  replay    {len(events)} events from {source.name} at "
              f"{'full speed' if rate is None else f'{rate:,.0f} events/s'}"
-             + (f" ({len(rejected)} unreadable lines)" if rejected else ""))
+             + (f" ({len(rejected)} lines or events it cannot read, to the dead-letter topic)" if rejected else ""))
         if not path:
             _say(f"            {ATTRIBUTION}")
         sent_ms: dict[str, float] = {}
