@@ -792,3 +792,21 @@ def test_a_json_array_and_a_header_in_another_case_are_told_apart_from_a_wrong_f
     with pytest.raises(InputFileError, match=r"its first line is a header of --format online-retail: give --format "
                                              r"online-retail"):
         load_sorted(retail, "otto")
+
+
+def test_a_row_the_event_schema_refuses_names_the_files_column_not_the_events_field(tmp_path):
+    """"data.item_id must be shorter than ..." named neither the file's column (RetailRocket's itemid, OTTO's aid)
+    nor the file's own field without the schema's "data." before it."""
+    long_id = "9" * 201
+    rr = tmp_path / "events.csv"
+    rr.write_text(f"timestamp,visitorid,event,itemid\n1433221332117,257597,view,{long_id}\n")
+    otto = tmp_path / "sessions.jsonl"
+    otto.write_text('{"session": 1, "events": [{"aid": "%s", "ts": 1659304800025, "type": "clicks"}]}\n' % long_id)
+    own = tmp_path / "log.csv"
+    own.write_text("user_id,item_id,type,ts\nu1,i1,view,1433221332117\n")
+    said = [read.rejection.detail for path, fmt in ((rr, "retailrocket"), (otto, "otto"), (own, "csv"))
+            for read in read_log(path, fmt)]
+    assert said == ["line 2: item_id (the file's itemid) must be shorter than or equal to 200 characters",
+                    "line 1: event_id (the file's session, ts, aid and type joined) must be shorter than or equal to 200 "
+                    "characters",
+                    "line 2: type must be one of ['browse', 'click', 'purchase']"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import math
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -56,11 +57,28 @@ def _why(exc: Exception) -> str:
     return str(exc)
 
 
-def _checked(path: Path, line: int, event: dict[str, Any], raw: bytes) -> Read:
+#: The file's name of each event field a format reads from a column (or key) named otherwise, for the reasons of
+#: its rejections: "data.item_id must be ..." did not say which column of a RetailRocket row was wrong.
+SOURCE_NAMES = {
+    "otto": {"user_id": "session", "item_id": "aid", "session_id": "session",
+             "event_id": "session, ts, aid and type joined"},
+    "retailrocket": {"user_id": "visitorid", "item_id": "itemid", "ts": "timestamp"},
+    "movielens": {"user_id": "userId", "item_id": "movieId", "ts": "timestamp",
+                  "event_id": "userId, movieId and timestamp joined"},
+    "online-retail": {"user_id": "CustomerID", "item_id": "StockCode", "session_id": "InvoiceNo", "ts": "InvoiceDate",
+                      "quantity": "Quantity", "price": "UnitPrice", "event_id": "InvoiceNo and the line number joined"},
+}
+SCHEMA_FIELD = re.compile(r"^data\.(\w+)")
+
+
+def _checked(path: Path, line: int, event: dict[str, Any], raw: bytes, fmt: str = "") -> Read:
     try:
         validator("input-event")(event)
     except fastjsonschema.JsonSchemaValueException as exc:
-        return _reject(path, line, "schema_violation", exc.message, raw)
+        names = SOURCE_NAMES.get(fmt, {})
+        said = SCHEMA_FIELD.sub(lambda m: f"{m[1]} (the file's {names[m[1]]})" if m[1] in names else m[1],
+                                exc.message)
+        return _reject(path, line, "schema_violation", said, raw)
     # the schema's bounds let NaN through and JSON has no inf: either would reach the topic as null
     infinite = next((name for name, value in event.items() if isinstance(value, float) and not math.isfinite(value)),
                     None)
@@ -132,7 +150,7 @@ def read_otto(path: Path) -> Iterator[Read]:
                      "type": kind, "ts": ts, "session_id": user, "schema_version": 1}
             if stage:
                 event["stage"] = stage
-            yield _checked(path, line, event, raw)
+            yield _checked(path, line, event, raw, "otto")
 
 
 def _kind(types: dict[str, tuple[str, str | None]], name: Any) -> tuple[str, str | None]:
@@ -169,10 +187,9 @@ def _log_rows(fh: Any, path: Path, required: tuple[str, ...], multiline: bool = 
     return rows
 
 
-def _read_csv(path: Path, required: tuple[str, ...],
-              convert: Callable[[dict[str, str], int, bytes], dict[str, Any]]) -> Iterator[Read]:
+def _read_csv(path: Path, fmt: str, convert: Callable[[dict[str, str], int, bytes], dict[str, Any]]) -> Iterator[Read]:
     with open_text(path) as fh:
-        rows = _log_rows(fh, path, required)
+        rows = _log_rows(fh, path, CSV_COLUMNS[fmt])
         for line, row, problem in rows:
             if row is None:
                 yield _reject(path, line, "schema_violation", problem, rows.line_text(line).encode())
@@ -183,7 +200,7 @@ def _read_csv(path: Path, required: tuple[str, ...],
             except (KeyError, TypeError, ValueError) as exc:
                 yield _reject(path, line, "schema_violation", f"cannot read the row ({exc})", raw)
                 continue
-            yield _checked(path, line, event, raw)
+            yield _checked(path, line, event, raw, fmt)
 
 
 def _whole(row: dict[str, str], name: str, unit: str) -> int:
@@ -341,7 +358,7 @@ def read_online_retail(path: str | Path, stats: OnlineRetailStats | None = None)
                      "user_id": customer[:-2] if customer.endswith(".0") else customer,
                      "item_id": code, "type": "purchase", "stage": "order", "ts": last_ms,
                      "quantity": quantity, "price": price, "session_id": invoice, "schema_version": 1}
-            checked = _checked(path, line, event, raw)
+            checked = _checked(path, line, event, raw, "online-retail")
             if isinstance(checked, LineRejection):
                 stats.rejected += 1
             else:
@@ -358,9 +375,9 @@ def read_log(path: str | Path, fmt: str, stats: OnlineRetailStats | None = None)
         return give_up_early(read_online_retail(path, stats), path, fmt, lambda: stats.skipped)
     readers: dict[str, Callable[[], Iterator[Read]]] = {
         "jsonl": lambda: read_jsonl(path), "otto": lambda: read_otto(path),
-        "csv": lambda: _read_csv(path, CSV_COLUMNS["csv"], _csv_event),
-        "retailrocket": lambda: _read_csv(path, CSV_COLUMNS["retailrocket"], _retailrocket_event),
-        "movielens": lambda: _read_csv(path, CSV_COLUMNS["movielens"], _movielens_event)}
+        "csv": lambda: _read_csv(path, "csv", _csv_event),
+        "retailrocket": lambda: _read_csv(path, "retailrocket", _retailrocket_event),
+        "movielens": lambda: _read_csv(path, "movielens", _movielens_event)}
     if fmt not in readers:
         raise InputFileError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
     return give_up_early(readers[fmt](), path, fmt)
