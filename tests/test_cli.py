@@ -579,3 +579,14 @@ def test_a_failed_write_of_the_kept_text_vectors_leaves_no_partial_file(tmp_path
     demo.keep_vectors(settings, "content-v1")  # written whole when it can be
     with np.load(path) as kept:
         assert kept["keys"].tolist() == ["a" * 32] and kept["vectors"].shape == (1, 4)
+
+
+def test_the_demos_encoder_is_left_out_saying_why_when_its_log_is_too_small_to_train_on(tmp_path, capsys):
+    """`demo --file` with a log of one event ended in a ValueError traceback (its run folder and topics left)."""
+    from stream_app.tools.demo import train_demo_encoder
+
+    log = tmp_path / "one.csv"
+    log.write_text("user_id,item_id,type,ts\nu1,i1,click,1700000000000\n")
+    assert train_demo_encoder(log, "csv", tmp_path / "registry") is None
+    said = capsys.readouterr().out
+    assert "encoder   none: " in said and "1 readable events: too few to train an encoder" in said

@@ -91,7 +91,11 @@ def train_demo_encoder(source: Path, fmt: str, registry_dir: Path) -> dict[str, 
         _say("  encoder   none: PyTorch is not installed (`pip install -e '.[train]'` adds the deep encoder)")
         return None
     started = time.monotonic()
-    manifest = train(source, fmt, registry_dir, TrainConfig(dim=32, hidden=64, epochs=5))
+    try:
+        manifest = train(source, fmt, registry_dir, TrainConfig(dim=32, hidden=64, epochs=5))
+    except ValueError as exc:  # a log too small or of one time: the demo goes on without it, as `train` says
+        _say(f"  encoder   none: {exc}")
+        return None
     _say(f"  encoder   trained {manifest['version']} on {source.name} in {time.monotonic() - started:.1f}s "
          f"(GRU over hashed item ids, event types and time gaps; ONNX for the worker; {validation_said(manifest)} "
          "on the last 20% of the log's time)")
