@@ -186,3 +186,14 @@ def test_a_catalogue_csv_description_may_hold_line_breaks_inside_its_quotes(tmp_
     items, rejected = load_catalogue(catalogue, "csv")
     assert items["i1"]["description"] == "Large mug.\nDishwasher safe." and set(items) == {"i1", "i2", "i4"}
     assert [r.line for r in rejected] == [5]  # a quote that never closes is still that line's rejection
+
+
+def test_a_json_catalogue_read_as_csv_is_told_jsonl_not_a_format_items_load_lacks(tmp_path):
+    """The hint said "--format jsonl, or otto for OTTO sessions": `items load` reads no OTTO sessions."""
+    from stream_app.tools.catalogue import load_catalogue
+
+    path = tmp_path / "items.jsonl"
+    path.write_text('{"item_id": "i1", "title": "a lamp"}\n')
+    with pytest.raises(InputFileError, match=r"it looks like JSON lines: --format jsonl\)") as raised:
+        load_catalogue(path, "csv")
+    assert "otto" not in str(raised.value)

@@ -4,6 +4,7 @@ whether a header names them, and why a file gave no event at all (most often a -
 from __future__ import annotations
 
 import csv
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,27 @@ ONLINE_RETAIL_II_NAMES = {"Invoice": "InvoiceNo", "Price": "UnitPrice", "Custome
 CSV_COLUMNS = {"csv": ("user_id", "item_id", "type", "ts"),
                "retailrocket": ("timestamp", "visitorid", "event", "itemid"),
                "movielens": ("userId", "movieId", "rating", "timestamp"), "online-retail": ONLINE_RETAIL_COLUMNS}
+
+
+#: The file's name of each event field a format reads from a column (or key) named otherwise, for the reasons of
+#: its rejections: "data.item_id must be ..." did not say which column of a RetailRocket row was wrong.
+SOURCE_NAMES = {
+    "otto": {"user_id": "session", "item_id": "aid", "session_id": "session",
+             "event_id": "session, ts, aid and type joined"},
+    "retailrocket": {"user_id": "visitorid", "item_id": "itemid", "ts": "timestamp"},
+    "movielens": {"user_id": "userId", "item_id": "movieId", "ts": "timestamp",
+                  "event_id": "userId, movieId and timestamp joined"},
+    "online-retail": {"user_id": "CustomerID", "item_id": "StockCode", "session_id": "InvoiceNo", "ts": "InvoiceDate",
+                      "quantity": "Quantity", "price": "UnitPrice", "event_id": "InvoiceNo and the line number joined"},
+}
+_SCHEMA_FIELD = re.compile(r"^data\.(\w+)")
+
+
+def schema_said(message: str, fmt: str) -> str:
+    """The event schema's message with its fields named as a file of `fmt` names them."""
+    names = SOURCE_NAMES.get(fmt, {})
+    return _SCHEMA_FIELD.sub(lambda m: f"{m[1]} (the file's {names[m[1]]})" if m[1] in names else m[1], message)
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +71,8 @@ def require_columns(header: list[str], path: Path, required: tuple[str, ...],
         separator = next((name for mark, name in (("::", "'::' (MovieLens' older ratings.dat)"), ("\t", "tabs"),
                                                    (";", "';'")) if mark in first and "," not in first), None)
         other_case = {name.lower(): name for name in header}
-        hint = (" (it looks like JSON lines: --format jsonl, or otto for OTTO sessions)" if first.startswith("{")
+        hint = (" (it looks like JSON lines: --format jsonl" + (", or otto for OTTO sessions)" if columns is CSV_COLUMNS
+                                                                else ")") if first.startswith("{")
                 else f" (its header is that of --format {matching[0]})" if matching
                 else f" (its names differ in case only: {', '.join(other_case[c.lower()] for c in missing)} must be "
                      f"written {', '.join(missing)})" if all(c.lower() in other_case for c in missing)

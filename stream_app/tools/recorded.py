@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import heapq
 import math
-import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -30,6 +29,7 @@ from .log_checks import (
     give_up_early,
     nothing_read,
     require_columns,
+    schema_said,
 )
 from .log_files import check_file, numbered_lines, open_text, reading_as
 from .retail_dates import file_is_day_first, retail_ms
@@ -57,28 +57,11 @@ def _why(exc: Exception) -> str:
     return str(exc)
 
 
-#: The file's name of each event field a format reads from a column (or key) named otherwise, for the reasons of
-#: its rejections: "data.item_id must be ..." did not say which column of a RetailRocket row was wrong.
-SOURCE_NAMES = {
-    "otto": {"user_id": "session", "item_id": "aid", "session_id": "session",
-             "event_id": "session, ts, aid and type joined"},
-    "retailrocket": {"user_id": "visitorid", "item_id": "itemid", "ts": "timestamp"},
-    "movielens": {"user_id": "userId", "item_id": "movieId", "ts": "timestamp",
-                  "event_id": "userId, movieId and timestamp joined"},
-    "online-retail": {"user_id": "CustomerID", "item_id": "StockCode", "session_id": "InvoiceNo", "ts": "InvoiceDate",
-                      "quantity": "Quantity", "price": "UnitPrice", "event_id": "InvoiceNo and the line number joined"},
-}
-SCHEMA_FIELD = re.compile(r"^data\.(\w+)")
-
-
 def _checked(path: Path, line: int, event: dict[str, Any], raw: bytes, fmt: str = "") -> Read:
     try:
         validator("input-event")(event)
     except fastjsonschema.JsonSchemaValueException as exc:
-        names = SOURCE_NAMES.get(fmt, {})
-        said = SCHEMA_FIELD.sub(lambda m: f"{m[1]} (the file's {names[m[1]]})" if m[1] in names else m[1],
-                                exc.message)
-        return _reject(path, line, "schema_violation", said, raw)
+        return _reject(path, line, "schema_violation", schema_said(exc.message, fmt), raw)
     # the schema's bounds let NaN through and JSON has no inf: either would reach the topic as null
     infinite = next((name for name, value in event.items() if isinstance(value, float) and not math.isfinite(value)),
                     None)
