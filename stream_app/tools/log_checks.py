@@ -48,7 +48,6 @@ def schema_said(message: str, fmt: str) -> str:
     return _SCHEMA_FIELD.sub(lambda m: f"{m[1]} (the file's {names[m[1]]})" if m[1] in names else m[1], message)
 
 
-
 @dataclass(frozen=True, slots=True)
 class LineRejection:
     line: int
@@ -71,7 +70,7 @@ def require_columns(header: list[str], path: Path, required: tuple[str, ...],
         separator = next((name for mark, name in (("::", "'::' (MovieLens' older ratings.dat)"), ("\t", "tabs"),
                                                    (";", "';'")) if mark in first and "," not in first), None)
         other_case = {name.lower(): name for name in header}
-        hint = (" (it looks like JSON lines: --format jsonl" + (", or otto for OTTO sessions)" if columns is CSV_COLUMNS
+        hint = (" (it looks like JSON lines: --format jsonl" + (", or otto for OTTO sessions)" if columns == CSV_COLUMNS
                                                                 else ")") if first.startswith("{")
                 else f" (its header is that of --format {matching[0]})" if matching
                 else f" (its names differ in case only: {', '.join(other_case[c.lower()] for c in missing)} must be "
