@@ -1,6 +1,7 @@
 import math
 
 import jsonschema
+import orjson
 import pytest
 from conftest import OTTO_SAMPLE
 
@@ -97,6 +98,21 @@ def test_profile_accuracy_is_reported_with_ground_truth(tmp_path):
     for accuracy in result["profile_accuracy"].values():
         assert 0.0 < accuracy["ndcg@3_all"] <= 1.0
         assert accuracy["users_drifted"] + accuracy["users_stable"] == result["users"]
+
+
+def test_a_ground_truth_of_none_of_the_logs_users_is_said_to_be_of_another_log(tmp_path):
+    from stream_app.evaluate.report import render
+
+    write(SynthConfig(events=2000, seed=3), tmp_path / "log.jsonl")
+    truth = orjson.loads(truth_path(tmp_path / "log.jsonl").read_bytes())
+    truth["users"] = {f"other-{user_id}": user for user_id, user in truth["users"].items()}
+    (tmp_path / "other.truth.json").write_bytes(orjson.dumps(truth))
+    result = evaluate_log(tmp_path / "log.jsonl", "jsonl", Settings(), truth_path=tmp_path / "other.truth.json",
+                          light=True)
+    said = f"none of the ground truth's {len(truth['users']):,} users has a profile from this log"
+    assert said in table(result)
+    assert "(0 drifted, 0 stable users)" not in table(result)
+    assert said.replace("'", "&#x27;") in render(result)
 
 
 def test_html_report_is_self_contained_with_both_charts(tmp_path):

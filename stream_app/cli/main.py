@@ -10,6 +10,7 @@ import signal
 import sys
 from typing import Any, Callable
 
+from .. import __version__
 from ..errors import StreamAppError
 from ..tools.catalogue import FORMATS as CATALOGUE_FORMATS
 from ..tools.recorded import FORMATS
@@ -109,10 +110,17 @@ def _port(text: str) -> int:
     return value
 
 
+def _command(sub: argparse._SubParsersAction, name: str, help: str, description: str | None = None,
+             ) -> argparse.ArgumentParser:
+    """A command whose own --help opens with what it does (argparse shows `help` only in the parent's list)."""
+    return sub.add_parser(name, help=help, description=description or help[0].upper() + help[1:] + ".")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stream-app", description=(
         "A streaming, real-time user-profile updater for recommender systems: Kafka events in, profiles and "
         "recommendations out. Start with `stream-app demo`; `stream-app up` starts an embedded broker and Redis."))
+    p.add_argument("--version", action="version", version=f"stream-app {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     add_service_commands(sub)
     add_evaluate_command(sub)
@@ -126,15 +134,26 @@ def parser() -> argparse.ArgumentParser:
 
 def add_service_commands(sub: argparse._SubParsersAction) -> None:
     """up, down, status, worker, replay, demo, synth: the services, a worker, and logs to feed it."""
-    sub.add_parser("up", help="start the embedded broker and Redis; print their addresses").set_defaults(fn=cmd_up)
-    sub.add_parser("down", help="stop what `up` started").set_defaults(fn=cmd_down)
-    sub.add_parser("status", help="the endpoints in use and the live workers").set_defaults(fn=cmd_status)
-    w = sub.add_parser("worker", help="run one stream worker (several share the partitions)")
+    _command(sub, "up", help="start the embedded broker and Redis; print their addresses", description=(
+        "Start an embedded Kafka-protocol broker (Tansu) and Redis in the background, under the state directory "
+        "(STREAM_APP_STATE_DIR), and print KAFKA_BOOTSTRAP_SERVERS and REDIS_URL. Every command finds them there; "
+        "`stream-app down` stops them. The broker keeps its topics in memory: for topics that must outlive it, run "
+        "Apache Kafka (docker-compose.yml) and set KAFKA_BOOTSTRAP_SERVERS and REDIS_URL instead.")
+    ).set_defaults(fn=cmd_up)
+    _command(sub, "down", help="stop what `up` started", description=(
+        "Stop the embedded broker and Redis that `stream-app up` started (their topics and keys are gone), naming "
+        "the workers still running against them.")).set_defaults(fn=cmd_down)
+    _command(sub, "status", help="the endpoints in use and the live workers", description=(
+        "The broker (and whether it takes connections), Redis and the Kafka security in use, and each live worker "
+        "of the namespace: ready or what it waits for, its partitions, events applied, duplicate and rejected, "
+        "recommendations, models and event-time progress.")).set_defaults(fn=cmd_status)
+    w = _command(sub, "worker", help="run one stream worker (several share the partitions)")
     w.add_argument("--web-port", type=_port, default=0,
                    help="the HTTP port of /metrics, /healthz and /readyz (default: a free one, printed at start)")
-    w.add_argument("--loglevel", default="warn", choices=["crit", "error", "warn", "info", "debug"])
+    w.add_argument("--loglevel", default="warn", choices=["crit", "error", "warn", "info", "debug"],
+                   help="the worker's log level (default warn)")
     w.set_defaults(fn=cmd_worker)
-    r = sub.add_parser("replay", help="produce a recorded log to the input topics in timestamp order")
+    r = _command(sub, "replay", help="produce a recorded log to the input topics in timestamp order")
     r.add_argument("file")
     r.add_argument("--format", required=True, choices=FORMATS)
     r.add_argument("--rate", type=_rate, default=None, help="events per second, or 'max' (default)")
@@ -143,34 +162,36 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
                    help=f"events sorted in memory at once (default {RUN_EVENTS:,}, about 0.4 GB); a longer log is "
                         "sorted in runs of N written to the temporary folder (TMPDIR) and merged as it is sent")
     r.set_defaults(fn=cmd_replay)
-    d = sub.add_parser("demo", help="up + one worker + replay of the bundled Online Retail sample + a summary")
+    d = _command(sub, "demo", help="up + one worker + replay of the bundled Online Retail sample + a summary")
     d.add_argument("--file", default=None, help="replay this log instead of the bundled sample")
     d.add_argument("--format", default=None, choices=FORMATS, help="of --file (default jsonl)")
     d.add_argument("--items", default=None, help="with --file: its item catalogue (titles: item text in profiles)")
     d.add_argument("--items-format", default=None, choices=CATALOGUE_FORMATS, help="of --items (default jsonl)")
     d.add_argument("--rate", type=_rate, default=300.0,
                    help="events per second (default 300: a live stream, so item state flows between events)")
-    d.add_argument("--timeout", type=_seconds, default=120.0, help="seconds to wait for all recommendations")
+    d.add_argument("--timeout", type=_seconds, default=120.0,
+                   help="seconds to wait for all recommendations (default 120)")
     d.add_argument("--keep", action="store_true", help=KEEP_HELP)
     d.set_defaults(fn=cmd_demo)
-    sy = sub.add_parser("synth", help="write a synthetic event log with ground truth")
+    sy = _command(sub, "synth", help="write a synthetic event log with ground truth")
     sy.add_argument("out", help="the log to write (jsonl); the ground truth goes beside it")
     sy.add_argument("--events", type=_count, default=100_000,
-                    help="about how many events (users leave when the days run out: the summary gives the count)")
+                    help="about how many events (default 100,000; users leave when the days run out: the summary "
+                         "gives the count)")
     sy.add_argument("--seed", type=_seed, default=7,
-                    help="the random seed; user and event ids do not depend on it, so logs of two seeds share "
+                    help="the random seed (default 7); user and event ids do not depend on it, so logs of two seeds share "
                          "ids: replay each into empty topics (another STREAM_APP_NAMESPACE), not one after the other")
-    sy.add_argument("--days", type=_count, default=28, help="the span of event time the log covers")
+    sy.add_argument("--days", type=_count, default=28, help="the span of event time the log covers (default 28)")
     sy.add_argument("--no-repeat", action="store_true", help="a user never interacts twice with one item")
     sy.set_defaults(fn=cmd_synth)
 
 
 def add_evaluate_command(sub: argparse._SubParsersAction) -> None:
     """evaluate: a recorded log, in process beside baselines, or through real workers."""
-    ev = sub.add_parser("evaluate", help="prequential evaluation of a recorded log, with baselines")
+    ev = _command(sub, "evaluate", help="prequential evaluation of a recorded log, with baselines")
     ev.add_argument("log")
-    ev.add_argument("--format", default="jsonl", choices=FORMATS)
-    ev.add_argument("--k", type=_count, default=20)
+    ev.add_argument("--format", default="jsonl", choices=FORMATS, help="the log's format (default jsonl)")
+    ev.add_argument("--k", type=_count, default=20, help="the length of a judged list: Recall@K, MRR@K (default 20)")
     ev.add_argument("--limit", type=_count, default=None, help="only the log's first N events in time")
     ev.add_argument("--batch", type=_count, default=None, help="events per batch (default: the workers' batch size)")
     ev.add_argument("--sort-in-memory", type=_count, default=None, metavar="N",
@@ -196,7 +217,8 @@ def add_evaluate_command(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--registry", default=None, help="the registry folder (default: STREAM_APP_REGISTRY_DIR)")
     ev.add_argument("--items", default=None,
                     help="an item catalogue: the stream-app rows use its text (content model), beside a no-content row")
-    ev.add_argument("--items-format", default=argparse.SUPPRESS, choices=CATALOGUE_FORMATS)
+    ev.add_argument("--items-format", default=argparse.SUPPRESS, choices=CATALOGUE_FORMATS,
+                    help="of --items (default jsonl)")
     ev.add_argument("--content", default=argparse.SUPPRESS,
                     help="with --items: the content model version (default: latest)")
     ev.add_argument("--light", action="store_true",
@@ -211,28 +233,29 @@ def add_evaluate_command(sub: argparse._SubParsersAction) -> None:
 
 def add_model_commands(sub: argparse._SubParsersAction) -> None:
     """items, train, models: the catalogue and the sequence encoder's versions."""
-    it = sub.add_parser("items", help="the item catalogue: load a file to the items topic")
+    it = _command(sub, "items", help="the item catalogue: load a file to the items topic")
     it.add_argument("action", choices=["load"])
     it.add_argument("file")
-    it.add_argument("--format", default="jsonl", choices=CATALOGUE_FORMATS)
+    it.add_argument("--format", default="jsonl", choices=CATALOGUE_FORMATS, help="the file's format (default jsonl)")
     it.add_argument("--wait", type=_seconds, default=None, metavar="SECONDS",
                     help="then wait up to SECONDS until every running worker makes its lists with it (its texts "
                          "embedded): replay the events that should see it only then")
     it.set_defaults(fn=cmd_items)
-    t = sub.add_parser("train", help="train the sequence encoder on a log, export to ONNX, register it")
+    t = _command(sub, "train", help="train the sequence encoder on a log, export to ONNX, register it")
     t.add_argument("log")
-    t.add_argument("--format", default="jsonl", choices=FORMATS)
+    t.add_argument("--format", default="jsonl", choices=FORMATS, help="the log's format (default jsonl)")
     t.add_argument("--registry", default=None, help="the registry folder (default: STREAM_APP_REGISTRY_DIR)")
-    t.add_argument("--epochs", type=_count, default=4)
-    t.add_argument("--dim", type=_count, default=32, help="embedding size")
-    t.add_argument("--hidden", type=_count, default=64, help="GRU state size")
-    t.add_argument("--max-len", type=_count, default=20, help="recent events the encoder reads")
-    t.add_argument("--train-fraction", type=_fraction, default=0.8, help="of the log's time span, for training")
-    t.add_argument("--seed", type=_seed, default=7)
+    t.add_argument("--epochs", type=_count, default=4, help="passes over the training events (default 4)")
+    t.add_argument("--dim", type=_count, default=32, help="embedding size (default 32)")
+    t.add_argument("--hidden", type=_count, default=64, help="GRU state size (default 64)")
+    t.add_argument("--max-len", type=_count, default=20, help="recent events the encoder reads (default 20)")
+    t.add_argument("--train-fraction", type=_fraction, default=0.8,
+                   help="of the log's time span, for training; the rest validates (default 0.8)")
+    t.add_argument("--seed", type=_seed, default=7, help="the random seed (default 7)")
     t.add_argument("--publish", action="store_true", help="announce the new version to the workers")
     t.add_argument("--shadow", action="store_true", help="with --publish: as the shadow, not the live model")
     t.set_defaults(fn=cmd_train)
-    m = sub.add_parser("models", help="the model registry: list versions, publish one to the workers, "
+    m = _command(sub, "models", help="the model registry: list versions, publish one to the workers, "
                                       "what each worker serves")
     m.add_argument("action", choices=["list", "publish", "withdraw", "status"],
                    help="status: each worker's last outcome per role, from the models.status topic")
@@ -249,25 +272,26 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
 
 def add_content_commands(sub: argparse._SubParsersAction) -> None:
     """content: the item-text encoder (export, embed, bench)."""
-    c = sub.add_parser("content", help="the item-text encoder: export a pre-trained one, embed texts, measure it")
+    c = _command(sub, "content", help="the item-text encoder: export a pre-trained one, embed texts, measure it")
     content = c.add_subparsers(dest="action", required=True)
-    ce = content.add_parser("export", help="export a sentence encoder to ONNX as a registry version (train extra)")
+    ce = _command(content, "export", help="export a sentence encoder to ONNX as a registry version (train extra)")
     ce.add_argument("--model-dir", default=None,
                     help="a sentence-transformers model folder or zip (default: all-MiniLM-L6-v2 from its package)")
     ce.add_argument("--registry", default=None, help="the registry folder (default: STREAM_APP_REGISTRY_DIR)")
     ce.add_argument("--max-length", type=_count, default=None,
                     help="tokens read per text (default: the model's max_seq_length, else 256)")
     ce.set_defaults(fn=cmd_content_export)
-    cm = content.add_parser("embed", help="embed texts; print each one's nearest others by cosine")
+    cm = _command(content, "embed", help="embed texts; print each one's nearest others by cosine")
     cm.add_argument("texts", nargs="+", metavar="TEXT")
     cm.add_argument("--version", default=None, help="a content version (default: the latest)")
     cm.add_argument("--registry", default=None, help="the registry folder (default: STREAM_APP_REGISTRY_DIR)")
     cm.set_defaults(fn=cmd_content_embed)
-    cb = content.add_parser("bench", help="titles/s of the content encoder on a file of texts")
+    cb = _command(content, "bench", help="titles/s of the content encoder on a file of texts")
     cb.add_argument("file", help="texts one a line, or a CSV (.csv, .csv.gz) with a column of them")
     cb.add_argument("--column", default="Description", help="the CSV's text column (default: Description)")
     cb.add_argument("--limit", type=_count, default=2000, help="distinct texts to embed (default 2000)")
-    cb.add_argument("--batch-size", type=_count, nargs="+", default=[64, 256])
+    cb.add_argument("--batch-size", type=_count, nargs="+", default=[64, 256],
+                    help="texts per encoder call, each size timed in turn (default 64 256)")
     cb.add_argument("--version", default=None, help="a content version (default: the latest)")
     cb.add_argument("--registry", default=None, help="the registry folder (default: STREAM_APP_REGISTRY_DIR)")
     cb.add_argument("--scan-items", type=_count, default=None, metavar="N",
@@ -278,13 +302,14 @@ def add_content_commands(sub: argparse._SubParsersAction) -> None:
 
 def add_bench_command(sub: argparse._SubParsersAction) -> None:
     """bench: the end-to-end Kafka path."""
-    b = sub.add_parser("bench", help="end-to-end Kafka path: events/s and event->recommendation latency")
-    b.add_argument("--events", type=_count, default=50_000)
-    b.add_argument("--users", type=_count, default=5_000)
-    b.add_argument("--items", type=_count, default=20_000)
+    b = _command(sub, "bench", help="end-to-end Kafka path: events/s and event->recommendation latency")
+    b.add_argument("--events", type=_count, default=50_000, help="events to send (default 50,000)")
+    b.add_argument("--users", type=_count, default=5_000, help="users they come from (default 5,000)")
+    b.add_argument("--items", type=_count, default=20_000, help="items of the catalogue (default 20,000)")
     b.add_argument("--rate", type=_rate, default=None,
                    help="events per second to offer (default: as fast as possible, for throughput)")
-    b.add_argument("--timeout", type=_seconds, default=600.0)
+    b.add_argument("--timeout", type=_seconds, default=600.0,
+                   help="seconds to wait for the recommendations of every event sent (default 600)")
     b.add_argument("--encoder", action="store_true",
                    help="train a sequence encoder on the bench events first and run with it live (train extra)")
     b.add_argument("--baseline", action="store_true",
@@ -308,66 +333,70 @@ def _worker_counts(text: str) -> tuple[int, ...]:
 
 def add_chaos_command(sub: argparse._SubParsersAction) -> None:
     """chaos: the fault guarantees, measured."""
-    c = sub.add_parser("chaos", help="replay events while workers crash, join and leave, Redis restarts and the "
+    c = _command(sub, "chaos", help="replay events while workers crash, join and leave, Redis restarts and the "
                                      "broker pauses, with poison input; check nothing was lost or counted twice")
-    c.add_argument("--events", type=_count, default=100_000)
-    c.add_argument("--users", type=_count, default=2_000)
-    c.add_argument("--items", type=_count, default=4_000)
+    c.add_argument("--events", type=_count, default=100_000, help="events to send (default 100,000)")
+    c.add_argument("--users", type=_count, default=2_000, help="users they come from (default 2,000)")
+    c.add_argument("--items", type=_count, default=4_000, help="items of the catalogue (default 4,000)")
     c.add_argument("--rate", type=_events_per_second, default=500.0, help="events per second to offer (default 500)")
     c.add_argument("--kill-every", type=float, nargs=2, default=(10.0, 30.0), metavar=("MIN_S", "MAX_S"),
                    help="seconds between SIGKILLs of a random worker, drawn uniformly (default 10 30)")
-    c.add_argument("--poison-every", type=_count, default=500, help="one bad input per this many events")
-    c.add_argument("--seed", type=_seed, default=7)
+    c.add_argument("--poison-every", type=_count, default=500, help="one bad input per this many events (default 500)")
+    c.add_argument("--seed", type=_seed, default=7, help="the random seed of kills, events and poison (default 7)")
     c.add_argument("--json", action="store_true", help="print the report as JSON")
     c.set_defaults(fn=cmd_chaos)
 
 
 def add_store_commands(sub: argparse._SubParsersAction) -> None:
     """profile, serve, erase, repair-redis: the profiles, for people and operators."""
-    pr = sub.add_parser("profile", help="one user's profile as Redis serves it, for a person to read")
+    pr = _command(sub, "profile", help="one user's profile as Redis serves it, for a person to read")
     pr.add_argument("user_id")
     pr.add_argument("--json", action="store_true", help="the stored record as JSON instead")
     pr.add_argument("--titles", action="store_true", help="show item titles from the items topic (reads it whole)")
     pr.set_defaults(fn=cmd_profile)
-    rc = sub.add_parser("recommendations", help="a user's last recommendations on the recommendations topic")
+    rc = _command(sub, "recommendations", help="a user's last recommendations on the recommendations topic")
     rc.add_argument("user_id")
     rc.add_argument("--last", type=_count, default=1, help="how many of the user's latest lists (default 1)")
     rc.add_argument("--json", action="store_true", help="the records as JSON, one a line")
     rc.add_argument("--titles", action="store_true", help="show item titles from the items topic (reads it whole)")
     rc.set_defaults(fn=cmd_recommendations)
-    dl = sub.add_parser("dead-letters", help="the last rejected inputs on the dead-letter topic, with their reasons")
+    dl = _command(sub, "dead-letters", help="the last rejected inputs on the dead-letter topic, with their reasons")
     dl.add_argument("--last", type=_count, default=20, help="how many (default 20)")
     dl.add_argument("--json", action="store_true", help="the records as JSON, one a line")
     dl.set_defaults(fn=cmd_dead_letters)
-    rd = sub.add_parser("redrive", help="send dead letters of the reasons named back to their topics, once what "
+    rd = _command(sub, "redrive", help="send dead letters of the reasons named back to their topics, once what "
                                         "refused them is fixed")
     rd.add_argument("--reason", action="append", metavar="REASON",
-                    help="a dead letter's reason (repeatable), or all")
+                    help="required: a dead letter's reason (repeatable), or all")
     rd.add_argument("--from-start", action="store_true",
                     help="read the dead-letter topic from its start, not from where earlier redrives of each reason "
                          "stopped (letters sent before are sent again)")
     rd.add_argument("--dry-run", action="store_true", help="count what would be sent; send nothing, mark nothing read")
     rd.add_argument("--json", action="store_true", help="print the summary as JSON")
     rd.set_defaults(fn=cmd_redrive)
-    se = sub.add_parser("serve", help="the profiles over HTTP from Redis: GET /profiles/USER[?min_version=N]")
-    se.add_argument("--port", type=_port, default=8080)
+    se = _command(sub, "serve", help="the profiles over HTTP from Redis: GET /profiles/USER[?min_version=N]")
+    se.add_argument("--port", type=_port, default=8080, help="the port to listen on (default 8080)")
     se.add_argument("--host", default="127.0.0.1",
                     help="the address to listen on (default 127.0.0.1: profiles are personal data and the API has "
                          "no authentication; 0.0.0.0 in a container or behind a gateway)")
     se.set_defaults(fn=cmd_serve)
-    er = sub.add_parser("erase", help="erase users everywhere the workers keep them; print the workers' receipts")
+    er = _command(sub, "erase", help="erase users everywhere the workers keep them; print the workers' receipts")
     er.add_argument("users", nargs="+", metavar="USER",
                     help="user ids to erase: profile (table, changelog, profiles topic), Redis, learner state")
     er.add_argument("--no-wait", action="store_true", help="publish the requests only (receipts: erasures.receipts)")
     er.add_argument("--timeout", type=_seconds, default=60.0, help="seconds to wait for the receipts (default 60)")
     er.add_argument("--json", action="store_true", help="print each receipt as one JSON line")
     er.set_defaults(fn=cmd_erase)
-    rr = sub.add_parser("erasure-receipts", help="the workers' erasure receipts the receipts topic holds")
+    rr = _command(sub, "erasure-receipts", help="the workers' erasure receipts the receipts topic holds")
     rr.add_argument("users", nargs="*", metavar="USER", help="only these users' receipts (default: every one)")
     rr.add_argument("--json", action="store_true", help="print each receipt as one JSON line")
     rr.set_defaults(fn=cmd_erasure_receipts)
-    sub.add_parser("repair-redis", help="rebuild the Redis mirror from the compacted profiles topic "
-                                        "(never rolls back a newer profile)").set_defaults(fn=cmd_repair_redis)
+    _command(sub, "repair-redis", help="rebuild the Redis mirror from the compacted profiles topic "
+                                       "(never rolls back a newer profile)", description=(
+        "Rebuild the Redis mirror of the profiles from the compacted profiles topic, after Redis lost its data or "
+        "was replaced: writes each user's last snapshot unless Redis holds a newer one, deletes users whose last "
+        "record is a tombstone, and leaves out users erased since. Safe to run while workers run, and to rerun.")
+    ).set_defaults(fn=cmd_repair_redis)
 
 
 class Terminated(KeyboardInterrupt):

@@ -134,4 +134,13 @@ def profile_accuracy(profiles: dict[str, Profile], truth: dict[str, Any], k: int
         scores["all"].append(value)
         scores["drifted" if t["drift_at"] is not None else "stable"].append(value)
     return {f"ndcg@{k}_{group}": (sum(v) / len(v) if v else None) for group, v in scores.items()} | {
-        "users_drifted": len(scores["drifted"]), "users_stable": len(scores["stable"])}
+        "users_drifted": len(scores["drifted"]), "users_stable": len(scores["stable"]),
+        "users_in_truth": len(truth["users"])}
+
+
+def truth_unmatched(accuracy: dict[str, Any]) -> str | None:
+    """What to say when no user of the ground truth was judged (a 0-of-0 accuracy reads as a result), else None."""
+    if accuracy["users_drifted"] + accuracy["users_stable"]:
+        return None
+    return (f"none of the ground truth's {accuracy.get('users_in_truth', 0):,} users has a profile from this log: "
+            "is --truth the <log>.truth.json of another log?")

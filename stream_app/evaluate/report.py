@@ -7,6 +7,7 @@ import html
 from typing import Any
 
 from ..serving.registry import validation_said
+from .metrics import truth_unmatched
 
 # One colour per row: a full pass has 19 rows, 22 with an encoder, a shadow and item text.
 PALETTE = ["#1b6ca8", "#d1495b", "#66a182", "#edae49", "#8d6a9f", "#4f5d75", "#2e4057", "#00a6a6", "#bc4b51",
@@ -82,6 +83,10 @@ def render(result: dict[str, Any]) -> str:
         if not accuracy_html:
             accuracy_html = "<h2>Profile accuracy</h2><p>NDCG@3 of each user's true top-category interests " \
                 "against the profile's long-term interests.</p>"
+        unmatched = truth_unmatched(accuracy)
+        if unmatched:
+            accuracy_html += f"<p>{html.escape(name)}: {html.escape(unmatched)}</p>"
+            continue
         accuracy_html += f"<p>{html.escape(name)}: " + ", ".join(
             f"{html.escape(key.split('_', 1)[1])} <b>{value:.3f}</b>" for key, value in accuracy.items()
             if key.startswith("ndcg") and value is not None) + \

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..serving.registry import validation_said
 from ..tools.log_checks import skipped_said
-from .metrics import COLD_START
+from .metrics import COLD_START, truth_unmatched
 
 
 def _left_out(result: dict[str, Any]) -> list[str]:
@@ -98,6 +98,10 @@ def table(result: dict[str, Any]) -> str:
         lines.append("")
         lines.append("profile accuracy (NDCG@3 of true top-category interests):")
         for name, accuracy in accuracies.items():
+            unmatched = truth_unmatched(accuracy)
+            if unmatched:
+                lines.append(f"  {name:<{width + 2}}{unmatched}")
+                continue
             lines.append(f"  {name:<{width + 2}}" + ", ".join(
                 f"{key.split('_', 1)[1]} {value:.3f}" for key, value in accuracy.items()
                 if key.startswith("ndcg") and value is not None)
