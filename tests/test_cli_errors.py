@@ -535,3 +535,14 @@ def test_an_exception_without_a_message_is_described_by_what_it_is():
 
     assert described(asyncio.TimeoutError()) == "TimeoutError: no answer in time"
     assert described(KeyError()) == "KeyError" and described(ValueError("bad")) == "ValueError: bad"
+
+
+@pytest.mark.parametrize("command", ["profile", "recommendations", "erasure-receipts"])
+@pytest.mark.parametrize("user_id", ["", "u" * 201])
+def test_a_user_id_no_event_can_have_is_refused_before_any_service_is_asked(command, user_id, capsys, monkeypatch):
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    with pytest.raises(SystemExit) as done:
+        main.main([command, user_id])
+    assert done.value.code == 2
+    assert "a user id is 1 to 200 characters of text" in capsys.readouterr().err

@@ -58,3 +58,4 @@ def test_version(capsys):
         main.main(["--version"])
     assert done.value.code == 0
     assert capsys.readouterr().out.strip() == f"stream-app {__version__}"
+

@@ -13,7 +13,7 @@ from conftest import wait_until
 from kafka import KafkaProducer, TopicPartition
 
 from stream_app.contracts import load_schema
-from stream_app.store.redis_store import read_profile, worker_statuses
+from stream_app.store.redis_store import profile_key, read_profile, worker_statuses
 from stream_app.tools.consume import committed_offsets, read_to_end
 from stream_app.tools.erase import erase_users, publish_erasures
 from stream_app.tools.replay import produce_events
@@ -79,6 +79,10 @@ def test_erase_deletes_everywhere_gives_a_receipt_and_neither_a_restart_nor_an_o
     assert read_profile(redis_client, "bob", settings.namespace)["event_count"] == 4
     shown = cli(settings, "profile", "alice")  # says why there is none, not how to rebuild a flushed Redis
     assert shown.returncode == 2 and "user 'alice' was erased" in shown.stderr
+    redis_client.delete(profile_key("alice", settings.namespace))  # a flushed Redis: its mark of the erasure is gone
+    shown = cli(settings, "profile", "alice")  # the erased-users record still knows
+    assert shown.returncode == 2 and "user 'alice' was erased" in shown.stderr, shown.stderr
+    assert "repair-redis" not in shown.stderr
     changelog = f"{settings.group_id}-profiles-changelog"
     for topic in (settings.topics.profiles, changelog):
         latest = last_by_key(read_to_end(settings, topic))

@@ -119,6 +119,11 @@ def cmd_profile(args: argparse.Namespace) -> int:
         raise StreamAppError(f"user {args.user_id!r} was evicted as idle (STREAM_APP_USER_IDLE_MS): a new event of "
                              "the user starts a new profile")
     if not stored:
+        erased_at = erased_time(settings, args.user_id)  # Redis's own mark is gone with a flushed or new Redis
+        if erased_at is not None:
+            raise StreamAppError(f"user {args.user_id!r} was erased (time {utc_ms(erased_at)}, the erased-users "
+                                 "record says) and Redis holds no profile of the user since: a new event of the user "
+                                 "starts one")
         raise StreamAppError(f"no profile for user {args.user_id!r} in Redis (namespace {settings.namespace!r}): "
                              "has a worker applied an event of that user? `stream-app repair-redis` rebuilds "
                              "a flushed Redis")
@@ -176,6 +181,21 @@ def cmd_repair_redis(args: argparse.Namespace) -> int:
           f"or newer), deleted {summary.deleted} (users with a tombstone last, erased, or not on the topic), left out "
           f"{summary.erased} snapshots of users erased after, in {summary.seconds:.1f}s")
     return 0
+
+
+def erased_time(settings: Settings, user_id: str) -> int | None:
+    """When the user was erased, by the workers' erased-users record and the requests not yet applied; None if never,
+    or if Kafka cannot say (the caller's own answer stands)."""
+    from kafka.errors import KafkaError
+
+    from ..tools.redrive import ErasureCheck
+
+    if not settings.kafka_bootstrap_servers:
+        return None
+    try:
+        return ErasureCheck.read(settings).erased_time(user_id)
+    except (KafkaError, OSError, StreamAppError):
+        return None
 
 
 def cmd_erase(args: argparse.Namespace) -> int:

@@ -103,6 +103,17 @@ _count = _at_least(1)  # events, users, items, epochs, sizes: one or more
 _seconds = _at_least(0, float)
 
 
+def _user_id(text: str) -> str:
+    """An argparse type: a user id as the events' schema has them (a lookup of any other finds nothing)."""
+    from ..contracts import load_schema
+
+    limits = load_schema("input-event")["properties"]["user_id"]
+    if not limits["minLength"] <= len(text) <= limits["maxLength"]:
+        raise argparse.ArgumentTypeError(f"a user id is {limits['minLength']} to {limits['maxLength']} characters of "
+                                         f"text, as in the events, not {text[:40]!r}{'...' if len(text) > 40 else ''}")
+    return text
+
+
 def _port(text: str) -> int:
     value = _at_least(0)(text)
     if value > 65535:
@@ -350,12 +361,12 @@ def add_chaos_command(sub: argparse._SubParsersAction) -> None:
 def add_store_commands(sub: argparse._SubParsersAction) -> None:
     """profile, serve, erase, repair-redis: the profiles, for people and operators."""
     pr = _command(sub, "profile", help="one user's profile as Redis serves it, for a person to read")
-    pr.add_argument("user_id")
+    pr.add_argument("user_id", type=_user_id)
     pr.add_argument("--json", action="store_true", help="the stored record as JSON instead")
     pr.add_argument("--titles", action="store_true", help="show item titles from the items topic (reads it whole)")
     pr.set_defaults(fn=cmd_profile)
     rc = _command(sub, "recommendations", help="a user's last recommendations on the recommendations topic")
-    rc.add_argument("user_id")
+    rc.add_argument("user_id", type=_user_id)
     rc.add_argument("--last", type=_count, default=1, help="how many of the user's latest lists (default 1)")
     rc.add_argument("--json", action="store_true", help="the records as JSON, one a line")
     rc.add_argument("--titles", action="store_true", help="show item titles from the items topic (reads it whole)")
@@ -388,7 +399,7 @@ def add_store_commands(sub: argparse._SubParsersAction) -> None:
     er.add_argument("--json", action="store_true", help="print each receipt as one JSON line")
     er.set_defaults(fn=cmd_erase)
     rr = _command(sub, "erasure-receipts", help="the workers' erasure receipts the receipts topic holds")
-    rr.add_argument("users", nargs="*", metavar="USER", help="only these users' receipts (default: every one)")
+    rr.add_argument("users", nargs="*", metavar="USER", type=_user_id, help="only these users' receipts (default: every one)")
     rr.add_argument("--json", action="store_true", help="print each receipt as one JSON line")
     rr.set_defaults(fn=cmd_erasure_receipts)
     _command(sub, "repair-redis", help="rebuild the Redis mirror from the compacted profiles topic "
