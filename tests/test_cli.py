@@ -5,11 +5,13 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import orjson
 import pytest
 import redis
+from conftest import OTTO_SAMPLE
 
 from stream_app.tools.embedded import wait_for_kafka
 
@@ -590,3 +592,14 @@ def test_the_demos_encoder_is_left_out_saying_why_when_its_log_is_too_small_to_t
     assert train_demo_encoder(log, "csv", tmp_path / "registry") is None
     said = capsys.readouterr().out
     assert "encoder   none: " in said and "1 readable events: too few to train an encoder" in said
+
+
+def test_the_demo_raises_an_encoder_export_that_differs_from_the_trained_model(tmp_path, monkeypatch, capsys):
+    """Only a log too small to train on is said and passed over: a broken export is a fault to see, not a note."""
+    from stream_app.tools.demo import train_demo_encoder
+    from stream_app_train import train as training
+
+    monkeypatch.setattr(training, "PARITY_TOLERANCE", -1.0)  # any export differs by more than that
+    with pytest.raises(ValueError, match="the exported ONNX graph differs from the trained model"):
+        train_demo_encoder(Path(OTTO_SAMPLE), "otto", tmp_path / "registry")
+    assert "encoder   none" not in capsys.readouterr().out

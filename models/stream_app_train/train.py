@@ -166,6 +166,10 @@ def thin_log(examples: int, items: int, k: int) -> list[str]:
 PARITY_TOLERANCE = 1e-4
 
 
+class TooLittleToTrain(ValueError):
+    """The log holds too few events, or too little time, to train an encoder on: no fault of the code."""
+
+
 def train(log: str | Path, fmt: str, registry_root: str | Path, config: TrainConfig = TrainConfig(),
           progress: Callable[[str], None] = lambda _: None,
           refusal: Callable[[dict[str, Any]], tuple[str, str] | None] | None = None) -> dict[str, Any]:
@@ -175,7 +179,7 @@ def train(log: str | Path, fmt: str, registry_root: str | Path, config: TrainCon
     registry.require_writable(registry_root)  # before minutes of training, not after
     events = read_events(log, fmt, refusal, progress)
     if len(events) < 2:
-        raise ValueError(f"{log} has {len(events)} readable events: too few to train an encoder")
+        raise TooLittleToTrain(f"{log} has {len(events)} readable events: too few to train an encoder")
     first, last = events[0]["ts"], events[-1]["ts"]
     cutoff = first + int((last - first) * config.train_fraction)
     training_events = [e for e in events if e["ts"] < cutoff]
@@ -188,7 +192,7 @@ def train(log: str | Path, fmt: str, registry_root: str | Path, config: TrainCon
     train_set, valid_set, unknown = build_examples(events, cutoff, vocab, featurizer)
     if len(train_set.targets) == 0:
         span = "all its events have one time" if last == first else "no user has two events before it"
-        raise ValueError(f"{log}: no training examples before the time split ({span}); use a longer log")
+        raise TooLittleToTrain(f"{log}: no training examples before the time split ({span}); use a longer log")
     progress(f"train: {len(events):,} events, {len(item_ids):,} items, {len(train_set.targets):,} training and "
              f"{len(valid_set.targets) + unknown:,} validation examples ({unknown:,} on items the training part "
              "lacks: misses)")

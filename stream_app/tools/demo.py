@@ -86,14 +86,14 @@ def train_demo_encoder(source: Path, fmt: str, registry_dir: Path) -> dict[str, 
     """A small sequence encoder trained on the log the demo replays (seconds on a CPU), or None
     without PyTorch (the `train` extra)."""
     try:
-        from stream_app_train.train import TrainConfig, train
+        from stream_app_train.train import TooLittleToTrain, TrainConfig, train
     except ImportError:
         _say("  encoder   none: PyTorch is not installed (`pip install -e '.[train]'` adds the deep encoder)")
         return None
     started = time.monotonic()
     try:
         manifest = train(source, fmt, registry_dir, TrainConfig(dim=32, hidden=64, epochs=5))
-    except ValueError as exc:  # a log too small or of one time: the demo goes on without it, as `train` says
+    except TooLittleToTrain as exc:  # the demo goes on without it, as `train` says (an export that fails is raised)
         _say(f"  encoder   none: {exc}")
         return None
     _say(f"  encoder   trained {manifest['version']} on {source.name} in {time.monotonic() - started:.1f}s "
