@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import os
 import signal
 import sys
-from typing import Any, Callable
 
 from .. import __version__
 from ..errors import StreamAppError
 from ..tools.catalogue import FORMATS as CATALOGUE_FORMATS
 from ..tools.recorded import FORMATS
 from ..tools.sorted_log import RUN_EVENTS
+from . import arg_types as arg
 from .commands import (
     cmd_bench,
     cmd_chaos,
@@ -38,88 +37,8 @@ from .model_commands import cmd_items, cmd_models, cmd_train
 from .status_command import cmd_status
 from .topic_commands import cmd_dead_letters, cmd_erasure_receipts, cmd_recommendations, cmd_redrive
 
-#: The slowest --rate: one event every 1,000 s. Slower paces wait for days between events, and one whose
-#: wait overflows the clock (1e-300) ended `replay` in a traceback after its first event.
-MIN_RATE = 0.001
-
-
-def _rate(text: str) -> float | None:
-    if text == "max":
-        return None
-    return _events_per_second(text, "events per second or 'max'")
-
-
-def _events_per_second(text: str, takes: str = "events per second") -> float:
-    """An argparse type: a pace from MIN_RATE up, finite."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--rate takes {takes}, not {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"--rate must be a number of {MIN_RATE:g} or more ({takes})")
-    if value < MIN_RATE:
-        raise argparse.ArgumentTypeError(f"--rate {text} is under {MIN_RATE:g} events per second (one every "
-                                         f"{1 / MIN_RATE:,.0f} s): give {MIN_RATE:g} or more")
-    return value
-
-
-def _seed(text: str) -> int:
-    """An argparse type: a random seed numpy and torch both take (0 to 2**63 - 1)."""
-    value = _at_least(0)(text)
-    if value >= 2 ** 63:
-        raise argparse.ArgumentTypeError(f"a seed is 0 to {2 ** 63 - 1}, not {text}")
-    return value
-
-
-def _at_least(minimum: int, kind: Callable[[str], Any] = int) -> Callable[[str], Any]:
-    """An argparse type: a number (`kind`) of `minimum` or more, else a message saying so."""
-    def convert(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {'whole ' if kind is int else ''}number, not {text!r}") \
-                from None
-        if not value >= minimum or not math.isfinite(value):  # nan and inf too
-            raise argparse.ArgumentTypeError(f"must be {minimum} or more, not {text}")
-        return value
-    return convert
-
-
-def _fraction(text: str) -> float:
-    """An argparse type: a number strictly between 0 and 1."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, not {text!r}") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (the share of the log's time span to train on), "
-                                         f"not {text}")
-    return value
-
-
 KEEP_HELP = ("keep the run's folder under the state directory (worker and service logs, the registry copy); "
              "removed by default when the run ends well, kept when it fails")
-_count = _at_least(1)  # events, users, items, epochs, sizes: one or more
-_seconds = _at_least(0, float)
-
-
-def _user_id(text: str) -> str:
-    """An argparse type: a user id as the events' schema has them (a lookup of any other finds nothing)."""
-    from ..contracts import load_schema
-
-    limits = load_schema("input-event")["properties"]["user_id"]
-    if not limits["minLength"] <= len(text) <= limits["maxLength"]:
-        raise argparse.ArgumentTypeError(f"a user id is {limits['minLength']} to {limits['maxLength']} characters of "
-                                         f"text, as in the events, not {text[:40]!r}{'...' if len(text) > 40 else ''}")
-    return text
-
-
-def _port(text: str) -> int:
-    value = _at_least(0)(text)
-    if value > 65535:
-        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, not {text}")
-    return value
-
 
 def _command(sub: argparse._SubParsersAction, name: str, help: str, description: str | None = None,
              ) -> argparse.ArgumentParser:
@@ -159,7 +78,7 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
         "of the namespace: ready or what it waits for, its partitions, events applied, duplicate and rejected, "
         "recommendations, models and event-time progress.")).set_defaults(fn=cmd_status)
     w = _command(sub, "worker", help="run one stream worker (several share the partitions)")
-    w.add_argument("--web-port", type=_port, default=0,
+    w.add_argument("--web-port", type=arg.port, default=0,
                    help="the HTTP port of /metrics, /healthz and /readyz (default: a free one, printed at start)")
     w.add_argument("--loglevel", default="warn", choices=["crit", "error", "warn", "info", "debug"],
                    help="the worker's log level (default warn)")
@@ -167,9 +86,9 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
     r = _command(sub, "replay", help="produce a recorded log to the input topics in timestamp order")
     r.add_argument("file")
     r.add_argument("--format", required=True, choices=FORMATS)
-    r.add_argument("--rate", type=_rate, default=None, help="events per second, or 'max' (default)")
-    r.add_argument("--limit", type=_count, default=None, help="only the log's first N events in time")
-    r.add_argument("--sort-in-memory", type=_count, default=RUN_EVENTS, metavar="N",
+    r.add_argument("--rate", type=arg.rate, default=None, help="events per second, or 'max' (default)")
+    r.add_argument("--limit", type=arg.count, default=None, help="only the log's first N events in time")
+    r.add_argument("--sort-in-memory", type=arg.count, default=RUN_EVENTS, metavar="N",
                    help=f"events sorted in memory at once (default {RUN_EVENTS:,}, about 0.4 GB); a longer log is "
                         "sorted in runs of N written to the temporary folder (TMPDIR) and merged as it is sent")
     r.set_defaults(fn=cmd_replay)
@@ -178,21 +97,21 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--format", default=None, choices=FORMATS, help="of --file (default jsonl)")
     d.add_argument("--items", default=None, help="with --file: its item catalogue (titles: item text in profiles)")
     d.add_argument("--items-format", default=None, choices=CATALOGUE_FORMATS, help="of --items (default jsonl)")
-    d.add_argument("--rate", type=_rate, default=300.0,
+    d.add_argument("--rate", type=arg.rate, default=300.0,
                    help="events per second (default 300: a live stream, so item state flows between events)")
-    d.add_argument("--timeout", type=_seconds, default=120.0,
+    d.add_argument("--timeout", type=arg.seconds, default=120.0,
                    help="seconds to wait for all recommendations (default 120)")
     d.add_argument("--keep", action="store_true", help=KEEP_HELP)
     d.set_defaults(fn=cmd_demo)
     sy = _command(sub, "synth", help="write a synthetic event log with ground truth")
     sy.add_argument("out", help="the log to write (jsonl); the ground truth goes beside it")
-    sy.add_argument("--events", type=_count, default=100_000,
+    sy.add_argument("--events", type=arg.count, default=100_000,
                     help="about how many events (default 100,000; users leave when the days run out: the summary "
                          "gives the count)")
-    sy.add_argument("--seed", type=_seed, default=7,
+    sy.add_argument("--seed", type=arg.seed, default=7,
                     help="the random seed (default 7); user and event ids do not depend on it, so logs of two seeds share "
                          "ids: replay each into empty topics (another STREAM_APP_NAMESPACE), not one after the other")
-    sy.add_argument("--days", type=_count, default=28, help="the span of event time the log covers (default 28)")
+    sy.add_argument("--days", type=arg.count, default=28, help="the span of event time the log covers (default 28)")
     sy.add_argument("--no-repeat", action="store_true", help="a user never interacts twice with one item")
     sy.set_defaults(fn=cmd_synth)
 
@@ -202,10 +121,10 @@ def add_evaluate_command(sub: argparse._SubParsersAction) -> None:
     ev = _command(sub, "evaluate", help="prequential evaluation of a recorded log, with baselines")
     ev.add_argument("log")
     ev.add_argument("--format", default="jsonl", choices=FORMATS, help="the log's format (default jsonl)")
-    ev.add_argument("--k", type=_count, default=20, help="the length of a judged list: Recall@K, MRR@K (default 20)")
-    ev.add_argument("--limit", type=_count, default=None, help="only the log's first N events in time")
-    ev.add_argument("--batch", type=_count, default=None, help="events per batch (default: the workers' batch size)")
-    ev.add_argument("--sort-in-memory", type=_count, default=None, metavar="N",
+    ev.add_argument("--k", type=arg.count, default=20, help="the length of a judged list: Recall@K, MRR@K (default 20)")
+    ev.add_argument("--limit", type=arg.count, default=None, help="only the log's first N events in time")
+    ev.add_argument("--batch", type=arg.count, default=None, help="events per batch (default: the workers' batch size)")
+    ev.add_argument("--sort-in-memory", type=arg.count, default=None, metavar="N",
                     help=f"as replay's (default {RUN_EVENTS:,}): a longer log is sorted in runs of N on disk, and the "
                          "pass holds one item epoch of it, not the log")
     ev.add_argument("--truth", default=None, help="ground truth (default: <log>.truth.json when present)")
@@ -213,15 +132,15 @@ def add_evaluate_command(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--html", default=None, help="where to write the HTML report (default: reports/)")
     ev.add_argument("--via-kafka", action="store_true",
                     help="replay through a real worker and score the recommendations topic, beside in-process")
-    ev.add_argument("--rate", type=_rate, default=argparse.SUPPRESS,
+    ev.add_argument("--rate", type=arg.rate, default=argparse.SUPPRESS,
                     help="with --via-kafka: replay rate, events/s, or 'max' (default)")
-    ev.add_argument("--workers", type=_count, default=argparse.SUPPRESS,
+    ev.add_argument("--workers", type=arg.count, default=argparse.SUPPRESS,
                     help="with --via-kafka: how many workers (default 1)")
-    ev.add_argument("--max-idle-ms", type=_at_least(0), default=argparse.SUPPRESS,
+    ev.add_argument("--max-idle-ms", type=arg.at_least(0), default=argparse.SUPPRESS,
                     help="with --via-kafka: the workers' STREAM_APP_MAX_IDLE_MS (default 2000)")
     ev.add_argument("--busy", action="store_true", default=argparse.SUPPRESS,
                     help="with --via-kafka: a CPU-bound process runs beside the workers")
-    ev.add_argument("--timeout", type=_seconds, default=argparse.SUPPRESS,
+    ev.add_argument("--timeout", type=arg.seconds, default=argparse.SUPPRESS,
                     help="with --via-kafka: seconds to wait for the workers to take the whole log (default 900)")
     ev.add_argument("--encoder", default=None, help="a registry version (or `latest`) to run as the live encoder")
     ev.add_argument("--shadow", default=None, help="a second registry version, scored beside the live one")
@@ -248,7 +167,7 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     it.add_argument("action", choices=["load"])
     it.add_argument("file")
     it.add_argument("--format", default="jsonl", choices=CATALOGUE_FORMATS, help="the file's format (default jsonl)")
-    it.add_argument("--wait", type=_seconds, default=None, metavar="SECONDS",
+    it.add_argument("--wait", type=arg.seconds, default=None, metavar="SECONDS",
                     help="then wait up to SECONDS until every running worker makes its lists with it (its texts "
                          "embedded): replay the events that should see it only then")
     it.set_defaults(fn=cmd_items)
@@ -256,13 +175,13 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     t.add_argument("log")
     t.add_argument("--format", default="jsonl", choices=FORMATS, help="the log's format (default jsonl)")
     t.add_argument("--registry", default=None, help="the registry folder (default: STREAM_APP_REGISTRY_DIR)")
-    t.add_argument("--epochs", type=_count, default=4, help="passes over the training events (default 4)")
-    t.add_argument("--dim", type=_count, default=32, help="embedding size (default 32)")
-    t.add_argument("--hidden", type=_count, default=64, help="GRU state size (default 64)")
-    t.add_argument("--max-len", type=_count, default=20, help="recent events the encoder reads (default 20)")
-    t.add_argument("--train-fraction", type=_fraction, default=0.8,
+    t.add_argument("--epochs", type=arg.count, default=4, help="passes over the training events (default 4)")
+    t.add_argument("--dim", type=arg.count, default=32, help="embedding size (default 32)")
+    t.add_argument("--hidden", type=arg.count, default=64, help="GRU state size (default 64)")
+    t.add_argument("--max-len", type=arg.count, default=20, help="recent events the encoder reads (default 20)")
+    t.add_argument("--train-fraction", type=arg.fraction, default=0.8,
                    help="of the log's time span, for training; the rest validates (default 0.8)")
-    t.add_argument("--seed", type=_seed, default=7, help="the random seed (default 7)")
+    t.add_argument("--seed", type=arg.seed, default=7, help="the random seed (default 7)")
     t.add_argument("--publish", action="store_true", help="announce the new version to the workers")
     t.add_argument("--shadow", action="store_true", help="with --publish: as the shadow, not the live model")
     t.set_defaults(fn=cmd_train)
@@ -289,7 +208,7 @@ def add_content_commands(sub: argparse._SubParsersAction) -> None:
     ce.add_argument("--model-dir", default=None,
                     help="a sentence-transformers model folder or zip (default: all-MiniLM-L6-v2 from its package)")
     ce.add_argument("--registry", default=None, help="the registry folder (default: STREAM_APP_REGISTRY_DIR)")
-    ce.add_argument("--max-length", type=_count, default=None,
+    ce.add_argument("--max-length", type=arg.count, default=None,
                     help="tokens read per text (default: the model's max_seq_length, else 256)")
     ce.set_defaults(fn=cmd_content_export)
     cm = _command(content, "embed", help="embed texts; print each one's nearest others by cosine")
@@ -300,12 +219,12 @@ def add_content_commands(sub: argparse._SubParsersAction) -> None:
     cb = _command(content, "bench", help="titles/s of the content encoder on a file of texts")
     cb.add_argument("file", help="texts one a line, or a CSV (.csv, .csv.gz) with a column of them")
     cb.add_argument("--column", default="Description", help="the CSV's text column (default: Description)")
-    cb.add_argument("--limit", type=_count, default=2000, help="distinct texts to embed (default 2000)")
-    cb.add_argument("--batch-size", type=_count, nargs="+", default=[64, 256],
+    cb.add_argument("--limit", type=arg.count, default=2000, help="distinct texts to embed (default 2000)")
+    cb.add_argument("--batch-size", type=arg.count, nargs="+", default=[64, 256],
                     help="texts per encoder call, each size timed in turn (default 64 256)")
     cb.add_argument("--version", default=None, help="a content version (default: the latest)")
     cb.add_argument("--registry", default=None, help="the registry folder (default: STREAM_APP_REGISTRY_DIR)")
-    cb.add_argument("--scan-items", type=_count, default=None, metavar="N",
+    cb.add_argument("--scan-items", type=arg.count, default=None, metavar="N",
                     help="also time the content sources' catalogue scans at N items (random unit vectors of the "
                          "model's dimension): ms per event, ms per new item, MiB of vectors")
     cb.set_defaults(fn=cmd_content_bench)
@@ -314,46 +233,36 @@ def add_content_commands(sub: argparse._SubParsersAction) -> None:
 def add_bench_command(sub: argparse._SubParsersAction) -> None:
     """bench: the end-to-end Kafka path."""
     b = _command(sub, "bench", help="end-to-end Kafka path: events/s and event->recommendation latency")
-    b.add_argument("--events", type=_count, default=50_000, help="events to send (default 50,000)")
-    b.add_argument("--users", type=_count, default=5_000, help="users they come from (default 5,000)")
-    b.add_argument("--items", type=_count, default=20_000, help="items of the catalogue (default 20,000)")
-    b.add_argument("--rate", type=_rate, default=None,
+    b.add_argument("--events", type=arg.count, default=50_000, help="events to send (default 50,000)")
+    b.add_argument("--users", type=arg.count, default=5_000, help="users they come from (default 5,000)")
+    b.add_argument("--items", type=arg.count, default=20_000, help="items of the catalogue (default 20,000)")
+    b.add_argument("--rate", type=arg.rate, default=None,
                    help="events per second to offer (default: as fast as possible, for throughput)")
-    b.add_argument("--timeout", type=_seconds, default=600.0,
+    b.add_argument("--timeout", type=arg.seconds, default=600.0,
                    help="seconds to wait for the recommendations of every event sent (default 600)")
     b.add_argument("--encoder", action="store_true",
                    help="train a sequence encoder on the bench events first and run with it live (train extra)")
     b.add_argument("--baseline", action="store_true",
                    help="first run a plain Faust app (parse, one table update, one send per event) on the same "
                         "events and print both rates and their ratio")
-    b.add_argument("--workers", type=_worker_counts, default=(1,), metavar="N[,N...]",
+    b.add_argument("--workers", type=arg.worker_counts, default=(1,), metavar="N[,N...]",
                    help="worker group sizes to run one after the other, e.g. 1,2,4 for a scale-out curve (default 1)")
     b.add_argument("--keep", action="store_true", help=KEEP_HELP)
     b.set_defaults(fn=cmd_bench)
-
-
-def _worker_counts(text: str) -> tuple[int, ...]:
-    try:
-        counts = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        counts = ()
-    if not counts or min(counts) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: give worker counts of 1 or more, comma-separated (e.g. 1,2,4)")
-    return counts
 
 
 def add_chaos_command(sub: argparse._SubParsersAction) -> None:
     """chaos: the fault guarantees, measured."""
     c = _command(sub, "chaos", help="replay events while workers crash, join and leave, Redis restarts and the "
                                      "broker pauses, with poison input; check nothing was lost or counted twice")
-    c.add_argument("--events", type=_count, default=100_000, help="events to send (default 100,000)")
-    c.add_argument("--users", type=_count, default=2_000, help="users they come from (default 2,000)")
-    c.add_argument("--items", type=_count, default=4_000, help="items of the catalogue (default 4,000)")
-    c.add_argument("--rate", type=_events_per_second, default=500.0, help="events per second to offer (default 500)")
+    c.add_argument("--events", type=arg.count, default=100_000, help="events to send (default 100,000)")
+    c.add_argument("--users", type=arg.count, default=2_000, help="users they come from (default 2,000)")
+    c.add_argument("--items", type=arg.count, default=4_000, help="items of the catalogue (default 4,000)")
+    c.add_argument("--rate", type=arg.events_per_second, default=500.0, help="events per second to offer (default 500)")
     c.add_argument("--kill-every", type=float, nargs=2, default=(10.0, 30.0), metavar=("MIN_S", "MAX_S"),
                    help="seconds between SIGKILLs of a random worker, drawn uniformly (default 10 30)")
-    c.add_argument("--poison-every", type=_count, default=500, help="one bad input per this many events (default 500)")
-    c.add_argument("--seed", type=_seed, default=7, help="the random seed of kills, events and poison (default 7)")
+    c.add_argument("--poison-every", type=arg.count, default=500, help="one bad input per this many events (default 500)")
+    c.add_argument("--seed", type=arg.seed, default=7, help="the random seed of kills, events and poison (default 7)")
     c.add_argument("--json", action="store_true", help="print the report as JSON")
     c.set_defaults(fn=cmd_chaos)
 
@@ -361,18 +270,18 @@ def add_chaos_command(sub: argparse._SubParsersAction) -> None:
 def add_store_commands(sub: argparse._SubParsersAction) -> None:
     """profile, serve, erase, repair-redis: the profiles, for people and operators."""
     pr = _command(sub, "profile", help="one user's profile as Redis serves it, for a person to read")
-    pr.add_argument("user_id", type=_user_id)
+    pr.add_argument("user_id", type=arg.user_id)
     pr.add_argument("--json", action="store_true", help="the stored record as JSON instead")
     pr.add_argument("--titles", action="store_true", help="show item titles from the items topic (reads it whole)")
     pr.set_defaults(fn=cmd_profile)
     rc = _command(sub, "recommendations", help="a user's last recommendations on the recommendations topic")
-    rc.add_argument("user_id", type=_user_id)
-    rc.add_argument("--last", type=_count, default=1, help="how many of the user's latest lists (default 1)")
+    rc.add_argument("user_id", type=arg.user_id)
+    rc.add_argument("--last", type=arg.count, default=1, help="how many of the user's latest lists (default 1)")
     rc.add_argument("--json", action="store_true", help="the records as JSON, one a line")
     rc.add_argument("--titles", action="store_true", help="show item titles from the items topic (reads it whole)")
     rc.set_defaults(fn=cmd_recommendations)
     dl = _command(sub, "dead-letters", help="the last rejected inputs on the dead-letter topic, with their reasons")
-    dl.add_argument("--last", type=_count, default=20, help="how many (default 20)")
+    dl.add_argument("--last", type=arg.count, default=20, help="how many (default 20)")
     dl.add_argument("--json", action="store_true", help="the records as JSON, one a line")
     dl.set_defaults(fn=cmd_dead_letters)
     rd = _command(sub, "redrive", help="send dead letters of the reasons named back to their topics, once what "
@@ -386,7 +295,7 @@ def add_store_commands(sub: argparse._SubParsersAction) -> None:
     rd.add_argument("--json", action="store_true", help="print the summary as JSON")
     rd.set_defaults(fn=cmd_redrive)
     se = _command(sub, "serve", help="the profiles over HTTP from Redis: GET /profiles/USER[?min_version=N]")
-    se.add_argument("--port", type=_port, default=8080, help="the port to listen on (default 8080)")
+    se.add_argument("--port", type=arg.port, default=8080, help="the port to listen on (default 8080)")
     se.add_argument("--host", default="127.0.0.1",
                     help="the address to listen on (default 127.0.0.1: profiles are personal data and the API has "
                          "no authentication; 0.0.0.0 in a container or behind a gateway)")
@@ -395,11 +304,11 @@ def add_store_commands(sub: argparse._SubParsersAction) -> None:
     er.add_argument("users", nargs="+", metavar="USER",
                     help="user ids to erase: profile (table, changelog, profiles topic), Redis, learner state")
     er.add_argument("--no-wait", action="store_true", help="publish the requests only (receipts: erasures.receipts)")
-    er.add_argument("--timeout", type=_seconds, default=60.0, help="seconds to wait for the receipts (default 60)")
+    er.add_argument("--timeout", type=arg.seconds, default=60.0, help="seconds to wait for the receipts (default 60)")
     er.add_argument("--json", action="store_true", help="print each receipt as one JSON line")
     er.set_defaults(fn=cmd_erase)
     rr = _command(sub, "erasure-receipts", help="the workers' erasure receipts the receipts topic holds")
-    rr.add_argument("users", nargs="*", metavar="USER", type=_user_id, help="only these users' receipts (default: every one)")
+    rr.add_argument("users", nargs="*", metavar="USER", type=arg.user_id, help="only these users' receipts (default: every one)")
     rr.add_argument("--json", action="store_true", help="print each receipt as one JSON line")
     rr.set_defaults(fn=cmd_erasure_receipts)
     _command(sub, "repair-redis", help="rebuild the Redis mirror from the compacted profiles topic "

@@ -93,20 +93,24 @@ def table(result: dict[str, Any]) -> str:
                      f"the log): {', '.join(empty)}")
     lines.append(f"coverage: the share of the log's items that were in some shown top {k}; pop.pct: the mean "
                  "popularity percentile of the shown items (1: the most popular)")
-    accuracies = result.get("profile_accuracy")
-    if accuracies:
-        lines.append("")
-        lines.append("profile accuracy (NDCG@3 of true top-category interests):")
-        for name, accuracy in accuracies.items():
-            unmatched = truth_unmatched(accuracy)
-            if unmatched:
-                lines.append(f"  {name:<{width + 2}}{unmatched}")
-                continue
-            lines.append(f"  {name:<{width + 2}}" + ", ".join(
-                f"{key.split('_', 1)[1]} {value:.3f}" for key, value in accuracy.items()
-                if key.startswith("ndcg") and value is not None)
-                + f" ({accuracy['users_drifted']} drifted, {accuracy['users_stable']} stable users)")
-    return "\n".join(lines)
+    return "\n".join(lines + _accuracy_lines(result.get("profile_accuracy"), width))
+
+
+def _accuracy_lines(accuracies: dict[str, Any] | None, width: int) -> list[str]:
+    """The profile-accuracy lines of a pass with a ground truth ([] without one)."""
+    if not accuracies:
+        return []
+    lines = ["", "profile accuracy (NDCG@3 of true top-category interests):"]
+    for name, accuracy in accuracies.items():
+        unmatched = truth_unmatched(accuracy)
+        if unmatched:
+            lines.append(f"  {name:<{width + 2}}{unmatched}")
+            continue
+        lines.append(f"  {name:<{width + 2}}" + ", ".join(
+            f"{key.split('_', 1)[1]} {value:.3f}" for key, value in accuracy.items()
+            if key.startswith("ndcg") and value is not None)
+            + f" ({accuracy['users_drifted']} drifted, {accuracy['users_stable']} stable users)")
+    return lines
 
 
 def _rate(value: float | None) -> str:
