@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import orjson
+import pytest
 
 from stream_app.tools.consume import read_to_end
 from stream_app.tools.erase import publish_erasures
@@ -25,6 +26,38 @@ def test_a_replay_does_not_dead_letter_again_the_rejected_lines_of_an_erased_use
     letters = read_to_end(settings, settings.topics.dlq)
     assert [b"alice" in (r.key or b"") + r.value for r in letters] == [False]  # bob's bad line only
     assert summary.rejected == 1 and summary.erased == 2 and "left out 2" in "\n".join(summary.lines())
+
+
+BAD_LINES_OF_ALICE = {  # a good line of bob's, then lines of alice's no reader can take
+    "csv": "user_id,item_id,type,ts\nbob,i1,click,{now}\nalice,,click,{now}\nalice,i1,click,soon\nalice,i1\n",
+    "retailrocket": "timestamp,visitorid,event,itemid,transactionid\n{now},bob,view,i1,\nlater,alice,view,i1,\n"
+                    "{now},alice,stare,i1,\n",
+    "movielens": "userId,movieId,rating,timestamp\nbob,m1,4.0,{now_s}\nalice,m1,good,{now_s}\nalice,m1\n",
+    "online-retail": "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"
+                     "5001,85123A,HEART,6,{date},2.55,17850,United Kingdom\n5002,85123A,HEART,six,{date},2.55,"
+                     "17851.0,United Kingdom\n5003,85123A,HEART,6,{date},2.55,17851\n",
+    "otto": '{{"session":1,"events":[{{"aid":5,"ts":{now},"type":"clicks"}}]}}\n'
+            '{{"session":"alice","events":[{{"aid":5,"ts":{now},"type":"stares"}}]}}\n'
+            '{{"session":"alice","events":{{"aid":5}}}}\n',
+}
+
+
+@pytest.mark.parametrize("fmt", sorted(BAD_LINES_OF_ALICE))
+def test_a_replay_leaves_out_an_erased_users_unreadable_lines_in_every_format(make_settings, tmp_path, fmt):
+    """Only JSON lines were found to name their user: a csv (RetailRocket, MovieLens, Online Retail) row or an OTTO
+    session of an erased user went to the dead-letter topic again, unkeyed."""
+    settings = make_settings()
+    now = int(time.time() * 1000) - 60_000
+    user = "17851" if fmt == "online-retail" else "alice"
+    log = tmp_path / f"old.{fmt}"
+    log.write_text(BAD_LINES_OF_ALICE[fmt].format(now=now, now_s=now // 1000,
+                                                  date=time.strftime("%m/%d/%Y %H:%M", time.gmtime(now / 1000))))
+    publish_erasures(settings, [user], requested_at=now + 30_000)
+
+    summary = replay(settings, log, fmt, progress_stream=None)
+
+    assert read_to_end(settings, settings.topics.dlq) == []
+    assert summary.rejected == 0 and summary.erased == BAD_LINES_OF_ALICE[fmt].count(user), summary.lines()
 
 
 def test_recommendations_does_not_show_an_erased_users_lists_of_before_the_erasure(make_settings):

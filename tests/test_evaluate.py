@@ -179,8 +179,9 @@ def test_published_lists_equal_to_the_in_process_ones_score_exactly_as_the_in_pr
     lists give equal figures, cold targets included (an item's interactions before an event, counted
     in the log's sorted order instead, put some targets on the other side of the cold threshold)."""
     from stream_app.evaluate.via_kafka import score_published
-    from stream_app.tools.recorded import load_sorted, split_refused
+    from stream_app.tools.recorded import load_sorted
     from stream_app.tools.replay import gate
+    from stream_app.tools.sorted_log import split_refused
 
     settings = Settings().replace(rec_policy="every")
     events, _ = split_refused(load_sorted(log, fmt)[0], gate(settings))
@@ -314,8 +315,8 @@ def test_a_log_sorted_in_runs_spilled_to_disk_evaluates_as_the_whole_log_in_memo
 
     import orjson
 
-    from stream_app.tools.recorded import load_accepted
     from stream_app.tools.replay import gate
+    from stream_app.tools.sorted_log import load_accepted
 
     log, _ = generate(SynthConfig(events=3000, seed=9))
     log = list(log)

@@ -377,8 +377,8 @@ def test_evaluate_and_replay_leave_out_what_a_worker_would_dead_letter_for_its_t
     import time
 
     from stream_app.config import Settings
-    from stream_app.tools.recorded import split_refused
     from stream_app.tools.replay import gate
+    from stream_app.tools.sorted_log import split_refused
 
     now = int(time.time() * 1000)
     events = [{"event_id": "old", "ts": 1_000_000_000_000}, {"event_id": "soon", "ts": now + 60_000},
@@ -404,8 +404,9 @@ def test_a_limit_holds_only_the_first_events_a_worker_accepts_and_agrees_with_re
     import time
 
     from stream_app.config import Settings
-    from stream_app.tools.recorded import load_accepted
+    from stream_app.tools import sorted_log
     from stream_app.tools.replay import gate
+    from stream_app.tools.sorted_log import load_accepted
 
     now, rng = int(time.time() * 1000), random.Random(3)
     lines = []
@@ -421,7 +422,7 @@ def test_a_limit_holds_only_the_first_events_a_worker_accepts_and_agrees_with_re
     path = tmp_path / "log.jsonl"
     path.write_bytes(b"\n".join(lines) + b"\n")
     refusal = gate(Settings(max_age_ms=86_400_000))
-    monkeypatch.setattr(recorded_module, "REFUSED_SLACK", slack)
+    monkeypatch.setattr(sorted_log, "REFUSED_SLACK", slack)
     everything, _, refused_all = load_accepted(path, "jsonl", refusal)
     assert len(everything) + len(refused_all) == 401 and {r for _, r, _ in refused_all} == {
         "payload_too_large", "timestamp_out_of_range"}
@@ -589,7 +590,7 @@ def test_an_archive_another_separator_or_a_timestamp_that_is_not_whole_is_named_
 
 
 def test_a_log_read_as_another_format_stops_after_its_first_thousand_lines_rejected_and_names_its_format(tmp_path):
-    from stream_app.tools.recorded import load_accepted
+    from stream_app.tools.sorted_log import load_accepted
 
     retail = tmp_path / "online_retail.csv.gz"
     rows = ["InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country",
@@ -720,8 +721,7 @@ def test_a_number_that_cannot_be_read_names_its_column_and_a_whole_valued_float_
 
 
 def test_an_online_retail_log_of_which_every_line_is_skipped_says_what_was_skipped_not_to_check_the_format(tmp_path):
-    from stream_app.tools.recorded import load_accepted
-    from stream_app.tools.sorted_log import SortedLog
+    from stream_app.tools.sorted_log import SortedLog, load_accepted
 
     retail = tmp_path / "online_retail.csv"
     retail.write_text("InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"
@@ -811,3 +811,43 @@ def test_a_row_the_event_schema_refuses_names_the_files_column_not_the_events_fi
                     "line 1: event_id (the file's session, ts, aid and type joined) must be shorter than or equal to 200 "
                     "characters",
                     "line 2: type must be one of ['browse', 'click', 'purchase']"]
+
+
+BAD_LINES_OF_U7 = {
+    "jsonl": ('{"event_id":"e1","user_id":"u1","item_id":"i1","type":"click","ts":1700000000000,"schema_version":1}\n'
+              '{"event_id":"e2","user_id":"u7","item_id":"","type":"click","ts":1700000000001,"schema_version":1}\n'
+              '{"event_id":"e3","user_id":"u7","item_id":"i1","type":"click","ts":NaN,"schema_version":1}\n'
+              '{"event_id":"e4","user_id":"u7","item_id":"i1",\n', 3),
+    "csv": ("user_id,item_id,type,ts\nu1,i1,click,1700000000000\nu7,,click,1700000000001\n"
+            "u7,i1,click,soon\nu7,i1,click\n", 3),
+    "retailrocket": ("timestamp,visitorid,event,itemid,transactionid\n1433221332117,u1,view,i1,\n"
+                     "later,u7,view,i1,\n1433221332118,u7,stare,i1,\n1433221332119,u7\n", 3),
+    "movielens": ("userId,movieId,rating,timestamp\nu1,m1,4.0,964982703\nu7,m1,good,964982704\n"
+                  "u7,m1,4.0,yesterday\nu7,m1\n", 3),
+    "online-retail": ("InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"
+                      "536365,85123A,HEART,6,12/1/2010 8:26,2.55,17850,United Kingdom\n"
+                      "536366,85123A,HEART,six,12/1/2010 8:28,2.55,u7.0,United Kingdom\n"
+                      "536367,,HEART,6,12/1/2010 8:29,2.55,u7,United Kingdom\n"
+                      "536368,85123A,HEART,6,12/1/2010 8:30,2.55,u7\n", 3),
+    "otto": ('{"session":1,"events":[{"aid":5,"ts":1661724000000,"type":"clicks"}]}\n'
+             '{"session":"u7","events":[{"aid":5,"ts":1661724000001,"type":"stares"}]}\n'
+             '{"session":"u7","events":{"aid":5}}\n', 2),
+}
+
+
+@pytest.mark.parametrize("fmt", sorted(BAD_LINES_OF_U7))
+def test_a_rejected_line_is_keyed_by_the_user_it_names_so_the_users_erasure_finds_its_dead_letter(tmp_path, fmt):
+    """Unkeyed, the dead letters of a csv, RetailRocket, MovieLens, Online Retail or OTTO line were missed by their
+    user's erasure receipt, and a replay after the erasure wrote them to the dead-letter topic again."""
+    from stream_app.contracts import dead_letter_users, input_users
+
+    text, expected = BAD_LINES_OF_U7[fmt]
+    path = tmp_path / f"log.{fmt}"
+    path.write_text(text)
+    rejected = [read for read in read_log(path, fmt) if isinstance(read, LineRejection)]
+    assert len(rejected) == expected
+    for read in rejected:
+        assert read.rejection.message_key() == b"u7", (read.line, read.rejection.detail)
+        assert input_users(read.rejection.message_key(), read.rejection.payload)[0] == {"u7"}
+        letter = orjson.dumps(read.rejection.to_record())  # as the topic holds it, and the erasure receipt reads it
+        assert dead_letter_users(read.rejection.message_key(), letter) == {"u7"}

@@ -10,9 +10,8 @@ import orjson
 from kafka import TopicPartition
 
 from stream_app.tools.consume import read_to_end
-from stream_app.tools.recorded import load_accepted
 from stream_app.tools.replay import replay
-from stream_app.tools.sorted_log import SortedLog
+from stream_app.tools.sorted_log import SortedLog, load_accepted
 
 
 def _write_log(path: Path, count: int, seed: int = 3) -> list[dict]:

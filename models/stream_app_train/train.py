@@ -18,7 +18,7 @@ import torch
 from stream_app.core.sequences import Featurizer
 from stream_app.serving import registry
 from stream_app.tools.log_checks import first_rejection, warn_if_seconds
-from stream_app.tools.recorded import load_accepted
+from stream_app.tools.sorted_log import load_accepted
 
 from .export import INPUTS, OUTPUTS, export_onnx, torch_encode
 from .model import NextItemModel

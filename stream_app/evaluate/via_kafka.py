@@ -16,8 +16,8 @@ from ..core.ordering import rounds
 from ..errors import ServiceTimeout
 from ..stream.partitioning import partition_of
 from ..tools.log_checks import warn_if_seconds
-from ..tools.recorded import load_accepted
 from ..tools.replay import gate
+from ..tools.sorted_log import load_accepted
 from .metrics import COLD_START, PopularityPercentiles, Scoreboard
 from .prequential import evaluate_events
 

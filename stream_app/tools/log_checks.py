@@ -28,6 +28,25 @@ CSV_COLUMNS = {"csv": ("user_id", "item_id", "type", "ts"),
                "movielens": ("userId", "movieId", "rating", "timestamp"), "online-retail": ONLINE_RETAIL_COLUMNS}
 
 
+#: The column naming the user in each csv format.
+USER_COLUMNS = {"csv": "user_id", "retailrocket": "visitorid", "movielens": "userId", "online-retail": "CustomerID"}
+
+
+def line_user(fmt: str, header: list[str], row: dict[str, str] | None, text: str) -> str | None:
+    """The user a rejected csv line names (`row`: its fields, None when they are not one a column each: read from
+    `text` as far as they go), if any. Its dead letter is keyed by it, as a worker keys its own: unkeyed, the user's
+    erasure receipt missed it and a replay after the erasure wrote it to the dead-letter topic again."""
+    if row is None:
+        try:
+            row = dict(zip(header, next(csv.reader([text]))))
+        except (csv.Error, StopIteration):
+            return None
+    user = (row.get(USER_COLUMNS[fmt]) or "").strip()
+    if fmt == "online-retail" and user.endswith(".0"):  # as read_online_retail reads CustomerID
+        user = user[:-2]
+    return user or None
+
+
 #: The file's name of each event field a format reads from a column (or key) named otherwise, for the reasons of
 #: its rejections: "data.item_id must be ..." did not say which column of a RetailRocket row was wrong.
 SOURCE_NAMES = {

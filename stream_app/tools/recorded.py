@@ -7,7 +7,6 @@ Gzipped files (`.gz`, recognised by their magic bytes) are read transparently.""
 from __future__ import annotations
 
 import hashlib
-import heapq
 import math
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any, Callable, Iterator
 import fastjsonschema
 import orjson
 
-from ..contracts import Rejection, Source, validator
+from ..contracts import Rejection, Source, input_users, validator
 from ..errors import InputFileError
 from .csv_rows import CsvRows
 from .log_checks import (
@@ -27,6 +26,7 @@ from .log_checks import (
     SECONDS_BELOW,
     LineRejection,
     give_up_early,
+    line_user,
     nothing_read,
     require_columns,
     schema_said,
@@ -44,8 +44,14 @@ RETAILROCKET_TYPES = {"view": ("browse", None), "addtocart": ("purchase", "cart"
 Read = dict[str, Any] | LineRejection
 
 
-def _reject(path: Path, line: int, reason: str, detail: str, raw: bytes) -> LineRejection:
-    return LineRejection(line, Rejection(reason, f"line {line}: {detail}", Source(str(path)), None, raw))
+def _reject(path: Path, line: int, reason: str, detail: str, raw: bytes, user: Any = None) -> LineRejection:
+    """A line's dead letter, keyed by the user it names (`user` if a text, else the user_id a broken JSON line spells
+    out), as a worker keys its own: a consumer of the topic, and the user's erasure, find it by the key."""
+    if not (isinstance(user, str) and user):
+        named = input_users(None, raw)[0]
+        user = named.pop() if len(named) == 1 else None
+    return LineRejection(line, Rejection(reason, f"line {line}: {detail}", Source(str(path)),
+                                         user.encode() if user else None, raw))
 
 
 def _why(exc: Exception) -> str:
@@ -61,12 +67,14 @@ def _checked(path: Path, line: int, event: dict[str, Any], raw: bytes, fmt: str 
     try:
         validator("input-event")(event)
     except fastjsonschema.JsonSchemaValueException as exc:
-        return _reject(path, line, "schema_violation", schema_said(exc.message, fmt), raw)
+        return _reject(path, line, "schema_violation", schema_said(exc.message, fmt), raw,
+                       event.get("user_id") if isinstance(event, dict) else None)
     # the schema's bounds let NaN through and JSON has no inf: either would reach the topic as null
     infinite = next((name for name, value in event.items() if isinstance(value, float) and not math.isfinite(value)),
                     None)
     if infinite is not None:
-        return _reject(path, line, "schema_violation", f"{infinite} {event[infinite]!r} is not a finite number", raw)
+        return _reject(path, line, "schema_violation", f"{infinite} {event[infinite]!r} is not a finite number", raw,
+                       event["user_id"])
     return event
 
 
@@ -105,6 +113,7 @@ def read_otto(path: Path) -> Iterator[Read]:
         if (not_text := _not_utf8(path, line, raw)) is not None:
             yield not_text
             continue
+        user = None
         try:
             session = orjson.loads(raw)
             if not isinstance(session, dict):
@@ -114,7 +123,7 @@ def read_otto(path: Path) -> Iterator[Read]:
             if not isinstance(events, list):
                 raise TypeError(f"'events' is {type(events).__name__}, not a list")
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            yield _reject(path, line, "invalid_json", f"not an OTTO session: {_why(exc)}", raw)
+            yield _reject(path, line, "invalid_json", f"not an OTTO session: {_why(exc)}", raw, user)
             continue
         repeats: dict[str, int] = {}  # an id -> how often it came in this line
         for i, e in enumerate(events):
@@ -125,7 +134,7 @@ def read_otto(path: Path) -> Iterator[Read]:
                 ts, aid = _otto_ms(e["ts"]), _otto_aid(e["aid"])
             except (KeyError, TypeError, ValueError) as exc:
                 yield _reject(path, line, "schema_violation", f"event {i} of session {user}: {_why(exc)}",
-                              orjson.dumps(e))
+                              orjson.dumps(e), user)
                 continue
             event_id = f"otto-{user}-{ts}-{aid}-{e['type']}"
             repeats[event_id] = seen = repeats.get(event_id, 0) + 1
@@ -175,13 +184,15 @@ def _read_csv(path: Path, fmt: str, convert: Callable[[dict[str, str], int, byte
         rows = _log_rows(fh, path, CSV_COLUMNS[fmt])
         for line, row, problem in rows:
             if row is None:
-                yield _reject(path, line, "schema_violation", problem, rows.line_text(line).encode())
+                yield _reject(path, line, "schema_violation", problem, (text := rows.line_text(line)).encode(),
+                              line_user(fmt, rows.header, None, text))
                 continue
             raw = ",".join(row.values()).encode()
             try:
                 event = convert(row, line, raw)
             except (KeyError, TypeError, ValueError) as exc:
-                yield _reject(path, line, "schema_violation", f"cannot read the row ({exc})", raw)
+                yield _reject(path, line, "schema_violation", f"cannot read the row ({exc})", raw,
+                              line_user(fmt, rows.header, row, ""))
                 continue
             yield _checked(path, line, event, raw, fmt)
 
@@ -304,7 +315,8 @@ def read_online_retail(path: str | Path, stats: OnlineRetailStats | None = None)
             stats.lines += 1
             if row is None:
                 stats.rejected += 1
-                yield _reject(path, line, "schema_violation", problem, rows.line_text(line).encode())
+                yield _reject(path, line, "schema_violation", problem, (text := rows.line_text(line)).encode(),
+                              line_user("online-retail", rows.header, None, text))
                 continue
             customer = row["CustomerID"].strip()
             if not customer:
@@ -316,10 +328,11 @@ def read_online_retail(path: str | Path, stats: OnlineRetailStats | None = None)
                 continue
             code = row["StockCode"].strip()
             raw = ",".join(row.values()).encode()
+            user = line_user("online-retail", rows.header, row, "")
             if not invoice or not code:  # malformed, not a kind of line the log has
                 stats.rejected += 1
                 yield _reject(path, line, "schema_violation",
-                              f"{'InvoiceNo' if not invoice else 'StockCode'} is empty", raw)
+                              f"{'InvoiceNo' if not invoice else 'StockCode'} is empty", raw, user)
                 continue
             if not any(ch.isdigit() for ch in code):
                 stats.not_product += 1
@@ -335,10 +348,10 @@ def read_online_retail(path: str | Path, stats: OnlineRetailStats | None = None)
                 price = _finite(row, "UnitPrice")
             except ValueError as exc:
                 stats.rejected += 1
-                yield _reject(path, line, "schema_violation", f"cannot read the row ({exc})", raw)
+                yield _reject(path, line, "schema_violation", f"cannot read the row ({exc})", raw, user)
                 continue
             event = {"event_id": f"or-{invoice}-{line}",
-                     "user_id": customer[:-2] if customer.endswith(".0") else customer,
+                     "user_id": user,
                      "item_id": code, "type": "purchase", "stage": "order", "ts": last_ms,
                      "quantity": quantity, "price": price, "session_id": invoice, "schema_version": 1}
             checked = _checked(path, line, event, raw, "online-retail")
@@ -388,53 +401,3 @@ def load_sorted(path: str | Path, fmt: str, stats: OnlineRetailStats | None = No
         raise nothing_in(path, fmt, rejected, stats)
     events.sort(key=lambda e: e["ts"])
     return events, rejected
-
-
-Refused = tuple[dict[str, Any], str, str]  # (event, reason, detail) of an event a worker would dead-letter
-REFUSED_SLACK = 1_000  # with a limit, refused events past the kept ones' time go once this many over twice it
-
-
-def split_refused(events: list[dict[str, Any]], refusal: Callable[[dict[str, Any]], tuple[str, str] | None]
-                  ) -> tuple[list[dict[str, Any]], list[Refused]]:
-    """The events `refusal` lets through, and (event, reason, detail) for the others: one call per event."""
-    whys = [refusal(event) for event in events]
-    return ([e for e, why in zip(events, whys) if why is None],
-            [(e, *why) for e, why in zip(events, whys) if why is not None])
-
-
-def load_accepted(path: str | Path, fmt: str, refusal: Callable[[dict[str, Any]], tuple[str, str] | None],
-                  limit: int | None = None, stats: OnlineRetailStats | None = None
-                  ) -> tuple[list[dict[str, Any]], list[LineRejection], list[Refused]]:
-    """The log's events a worker accepts (`refusal(event)`: None, else why it dead-letters one) in time order (ties
-    in file order), the first `limit` if given (a heap: memory holds `limit` events, not the log); its rejected lines;
-    the refused events (with a limit: those up to the last kept one's time)."""
-    if limit is None:
-        events, rejected = load_sorted(path, fmt, stats)
-        kept, refused = split_refused(events, refusal)
-        return kept, rejected, refused
-    latest_first: list[tuple[int, int, dict[str, Any]]] = []  # (-ts, -n, event): the latest kept on top
-    stats = own_stats(fmt, stats)
-    rejected, refused, accepted, prune_at = [], [], 0, 2 * limit + REFUSED_SLACK
-    with reading_as(path, fmt):
-        for n, read in enumerate(read_log(path, fmt, stats)):
-            if isinstance(read, LineRejection):
-                rejected.append(read)
-            elif (why := refusal(read)) is not None:
-                refused.append((read, *why))
-                if len(refused) > prune_at and accepted > limit:  # those past the kept span go (as they would at the end)
-                    refused = [found for found in refused if found[0]["ts"] <= -latest_first[0][0]]
-                    prune_at = 2 * len(refused) + REFUSED_SLACK  # those left are kept: no pass per refusal
-            else:
-                accepted += 1
-                entry = (-read["ts"], -n, read)
-                if len(latest_first) < limit:
-                    heapq.heappush(latest_first, entry)
-                elif entry > latest_first[0]:
-                    heapq.heapreplace(latest_first, entry)
-    if not latest_first and not refused:
-        raise nothing_in(path, fmt, rejected, stats)
-    kept = [event for _, _, event in sorted(latest_first, reverse=True)]
-    if accepted > limit:
-        refused = [found for found in refused if found[0]["ts"] <= kept[-1]["ts"]]
-    refused.sort(key=lambda found: found[0]["ts"])  # in time order, as without a limit
-    return kept, rejected, refused

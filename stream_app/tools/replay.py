@@ -20,8 +20,8 @@ from ..kafka_security import kafka_python_kwargs
 from ..stream.topics import ensure_topics
 from .log_checks import DEAD_LETTERS_SAID, first_rejection, rejection_said, skipped_said, warn_if_seconds
 from .log_files import check_file
-from .recorded import LineRejection, OnlineRetailStats, Refused
-from .sorted_log import RUN_EVENTS, SortedLog
+from .recorded import LineRejection, OnlineRetailStats
+from .sorted_log import RUN_EVENTS, Refused, SortedLog
 
 
 @dataclass

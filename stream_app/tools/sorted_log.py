@@ -18,7 +18,7 @@ import orjson
 
 from .log_checks import LineRejection
 from .log_files import reading_as
-from .recorded import OnlineRetailStats, Refused, load_accepted, nothing_in, own_stats, read_log
+from .recorded import OnlineRetailStats, load_sorted, nothing_in, own_stats, read_log
 
 #: Events sorted in memory at once (about 0.8 KB each as Python objects): beyond, runs go to disk.
 RUN_EVENTS = 500_000
@@ -26,9 +26,59 @@ RUN_EVENTS = 500_000
 Keyed = tuple[int, int, dict[str, Any]]  # (ts, position in the file, event): the sort key, ties in file order
 
 
+Refused = tuple[dict[str, Any], str, str]  # (event, reason, detail) of an event a worker would dead-letter
+REFUSED_SLACK = 1_000  # with a limit, refused events past the kept ones' time go once this many over twice it
+
+
+def split_refused(events: list[dict[str, Any]], refusal: Callable[[dict[str, Any]], tuple[str, str] | None]
+                  ) -> tuple[list[dict[str, Any]], list[Refused]]:
+    """The events `refusal` lets through, and (event, reason, detail) for the others: one call per event."""
+    whys = [refusal(event) for event in events]
+    return ([e for e, why in zip(events, whys) if why is None],
+            [(e, *why) for e, why in zip(events, whys) if why is not None])
+
+
+def load_accepted(path: str | Path, fmt: str, refusal: Callable[[dict[str, Any]], tuple[str, str] | None],
+                  limit: int | None = None, stats: OnlineRetailStats | None = None
+                  ) -> tuple[list[dict[str, Any]], list[LineRejection], list[Refused]]:
+    """The log's events a worker accepts (`refusal(event)`: None, else why it dead-letters one) in time order (ties
+    in file order), the first `limit` if given (a heap: memory holds `limit` events, not the log); its rejected lines;
+    the refused events (with a limit: those up to the last kept one's time)."""
+    if limit is None:
+        events, rejected = load_sorted(path, fmt, stats)
+        kept, refused = split_refused(events, refusal)
+        return kept, rejected, refused
+    latest_first: list[tuple[int, int, dict[str, Any]]] = []  # (-ts, -n, event): the latest kept on top
+    stats = own_stats(fmt, stats)
+    rejected, refused, accepted, prune_at = [], [], 0, 2 * limit + REFUSED_SLACK
+    with reading_as(path, fmt):
+        for n, read in enumerate(read_log(path, fmt, stats)):
+            if isinstance(read, LineRejection):
+                rejected.append(read)
+            elif (why := refusal(read)) is not None:
+                refused.append((read, *why))
+                if len(refused) > prune_at and accepted > limit:  # those past the kept span go (as they would at the end)
+                    refused = [found for found in refused if found[0]["ts"] <= -latest_first[0][0]]
+                    prune_at = 2 * len(refused) + REFUSED_SLACK  # those left are kept: no pass per refusal
+            else:
+                accepted += 1
+                entry = (-read["ts"], -n, read)
+                if len(latest_first) < limit:
+                    heapq.heappush(latest_first, entry)
+                elif entry > latest_first[0]:
+                    heapq.heapreplace(latest_first, entry)
+    if not latest_first and not refused:
+        raise nothing_in(path, fmt, rejected, stats)
+    kept = [event for _, _, event in sorted(latest_first, reverse=True)]
+    if accepted > limit:
+        refused = [found for found in refused if found[0]["ts"] <= kept[-1]["ts"]]
+    refused.sort(key=lambda found: found[0]["ts"])  # in time order, as without a limit
+    return kept, rejected, refused
+
+
 class SortedLog:
     """The events of a log a worker accepts (`refusal(event)` None), in time order with ties in file order, as
-    `recorded.load_accepted` gives them, but spilled in sorted runs beyond `run_events`. Iterate once (a run held
+    `load_accepted` gives them, but spilled in sorted runs beyond `run_events`. Iterate once (a run held
     in memory lets each event go as it is given); `close`
     (or the `with` block) removes the runs. Rejected lines and refused events are kept in memory, in time order."""
 
@@ -48,7 +98,7 @@ class SortedLog:
              stats: OnlineRetailStats | None = None, limit: int | None = None, run_events: int = RUN_EVENTS,
              spill_dir: str | Path | None = None) -> "SortedLog":
         """The log read and sorted; with `limit`, its first events in time only, held in memory (a heap while the
-        file is read: `recorded.load_accepted`)."""
+        file is read: `load_accepted`)."""
         log = cls(spill_dir)
         if limit is not None:
             events, log.rejected, log.refused = load_accepted(path, fmt, refusal, limit, stats)
