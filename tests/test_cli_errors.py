@@ -546,3 +546,42 @@ def test_a_user_id_no_event_can_have_is_refused_before_any_service_is_asked(comm
         main.main([command, user_id])
     assert done.value.code == 2
     assert "a user id is 1 to 200 characters of text" in capsys.readouterr().err
+
+
+def test_serve_names_the_port_it_took_and_a_host_of_another_machine_is_said_to_be_the_host(tmp_path):
+    """`serve --port 0` logged port 0 (the port asked for, not the one bound); an address of no interface here was
+    answered "pick another with --port"."""
+    import os
+    import re
+    import subprocess
+    import sys
+    import urllib.request
+
+    env = {**os.environ, "REDIS_URL": "redis://127.0.0.1:1/0", "STREAM_APP_STATE_DIR": str(tmp_path)}
+    serve = subprocess.Popen([sys.executable, "-m", "stream_app.cli", "serve", "--port", "0"], env=env,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        line = serve.stderr.readline()
+        found = re.search(r"/healthz on http://127\.0\.0\.1:(\d+),", line)
+        assert found and found.group(1) != "0", line
+        with urllib.request.urlopen(f"http://127.0.0.1:{found.group(1)}/healthz", timeout=10) as answer:
+            assert answer.status in (200, 503)  # it answers there (Redis is away here)
+    except urllib.error.HTTPError as answer:
+        assert answer.code == 503
+    finally:
+        serve.terminate()
+        serve.wait(10)
+    elsewhere = subprocess.run([sys.executable, "-m", "stream_app.cli", "serve", "--host", "192.0.2.1"], env=env,
+                               capture_output=True, text=True, timeout=30)
+    assert elsewhere.returncode == 2 and "give one of this machine's addresses with --host" in elsewhere.stderr
+    assert "--port" not in elsewhere.stderr
+
+
+@pytest.mark.parametrize("command", [["items", "load", "catalogue.jsonl", "--wait", "0"], ["demo", "--timeout", "0"],
+                                     ["evaluate", "log.jsonl", "--via-kafka", "--timeout", "0"],
+                                     ["bench", "--timeout", "0"], ["erase", "u1", "--timeout", "0"]])
+def test_a_wait_of_no_time_is_refused_before_anything_is_sent(command, capsys):
+    """`items load F --wait 0` loaded the catalogue and then exited 2, saying the workers had not indexed it."""
+    with pytest.raises(SystemExit) as done:
+        main.main(command)
+    assert done.value.code == 2 and "must be more than 0 seconds" in capsys.readouterr().err

@@ -170,7 +170,7 @@ def test_read_api_waits_for_min_version_and_answers_as_the_profile_command(make_
                 return False
 
         wait_until(healthy, 30, "stream-app serve to answer")
-        assert f"serving GET /profiles/USER[?min_version=N] and /healthz on 127.0.0.1:{port}" in \
+        assert f"serving GET /profiles/USER[?min_version=N] and /healthz on http://127.0.0.1:{port}" in \
             (tmp_path / "serve.log").read_text()  # said once bound, not before
         status, body = get(f"{url}/profiles/nobody")
         assert status == 404 and orjson.loads(body)["user_id"] == "nobody"

@@ -95,3 +95,11 @@ def worker_counts(text: str) -> tuple[int, ...]:
     if not counts or min(counts) < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: give worker counts of 1 or more, comma-separated (e.g. 1,2,4)")
     return counts
+
+
+def wait_seconds(text: str) -> float:
+    """An argparse type: seconds to wait for something, more than 0 (0 could never see it happen)."""
+    value = seconds(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be more than 0 seconds (leave the option out not to wait)")
+    return value

@@ -154,16 +154,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     setup_logging(settings.log_format, "info", f"serve:{socket.gethostname()}:{os.getpid()}")
     redis_url = settings.require_redis()
-    def listening() -> None:
+    def listening(address: str) -> None:
         logging.getLogger("stream_app.read_api").info(
-            "serving GET /profiles/USER[?min_version=N] and /healthz on %s:%d, from Redis %s", args.host, args.port,
+            "serving GET /profiles/USER[?min_version=N] and /healthz on %s, from Redis %s", address,
             redact_url(redis_url))
 
     try:
         run_read_api(redis_url, settings.namespace, settings.read_wait_ms, args.host, args.port, listening)
     except OSError as exc:
-        raise StreamAppError(f"cannot listen on {args.host}:{args.port} ({exc}); pick another with --port") from None
+        raise StreamAppError(f"cannot listen on {args.host}:{args.port} ({exc}); {listen_advice(exc)}") from None
     return 0
+
+
+def listen_advice(exc: OSError) -> str:
+    """What to change when a socket cannot be bound: the host when it is none of this machine's, else the port."""
+    import errno
+    import socket
+
+    if exc.errno == errno.EADDRNOTAVAIL or isinstance(exc, socket.gaierror):
+        return "give one of this machine's addresses with --host (127.0.0.1, or 0.0.0.0 for all)"
+    if exc.errno == errno.EACCES:
+        return "ports under 1024 need privileges: pick another with --port"
+    return "pick another with --port"
 
 
 def cmd_repair_redis(args: argparse.Namespace) -> int:

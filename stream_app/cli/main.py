@@ -99,7 +99,7 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--items-format", default=None, choices=CATALOGUE_FORMATS, help="of --items (default jsonl)")
     d.add_argument("--rate", type=arg.rate, default=300.0,
                    help="events per second (default 300: a live stream, so item state flows between events)")
-    d.add_argument("--timeout", type=arg.seconds, default=120.0,
+    d.add_argument("--timeout", type=arg.wait_seconds, default=120.0,
                    help="seconds to wait for all recommendations (default 120)")
     d.add_argument("--keep", action="store_true", help=KEEP_HELP)
     d.set_defaults(fn=cmd_demo)
@@ -140,7 +140,7 @@ def add_evaluate_command(sub: argparse._SubParsersAction) -> None:
                     help="with --via-kafka: the workers' STREAM_APP_MAX_IDLE_MS (default 2000)")
     ev.add_argument("--busy", action="store_true", default=argparse.SUPPRESS,
                     help="with --via-kafka: a CPU-bound process runs beside the workers")
-    ev.add_argument("--timeout", type=arg.seconds, default=argparse.SUPPRESS,
+    ev.add_argument("--timeout", type=arg.wait_seconds, default=argparse.SUPPRESS,
                     help="with --via-kafka: seconds to wait for the workers to take the whole log (default 900)")
     ev.add_argument("--encoder", default=None, help="a registry version (or `latest`) to run as the live encoder")
     ev.add_argument("--shadow", default=None, help="a second registry version, scored beside the live one")
@@ -167,7 +167,7 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     it.add_argument("action", choices=["load"])
     it.add_argument("file")
     it.add_argument("--format", default="jsonl", choices=CATALOGUE_FORMATS, help="the file's format (default jsonl)")
-    it.add_argument("--wait", type=arg.seconds, default=None, metavar="SECONDS",
+    it.add_argument("--wait", type=arg.wait_seconds, default=None, metavar="SECONDS",
                     help="then wait up to SECONDS until every running worker makes its lists with it (its texts "
                          "embedded): replay the events that should see it only then")
     it.set_defaults(fn=cmd_items)
@@ -238,7 +238,7 @@ def add_bench_command(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--items", type=arg.count, default=20_000, help="items of the catalogue (default 20,000)")
     b.add_argument("--rate", type=arg.rate, default=None,
                    help="events per second to offer (default: as fast as possible, for throughput)")
-    b.add_argument("--timeout", type=arg.seconds, default=600.0,
+    b.add_argument("--timeout", type=arg.wait_seconds, default=600.0,
                    help="seconds to wait for the recommendations of every event sent (default 600)")
     b.add_argument("--encoder", action="store_true",
                    help="train a sequence encoder on the bench events first and run with it live (train extra)")
@@ -304,7 +304,7 @@ def add_store_commands(sub: argparse._SubParsersAction) -> None:
     er.add_argument("users", nargs="+", metavar="USER",
                     help="user ids to erase: profile (table, changelog, profiles topic), Redis, learner state")
     er.add_argument("--no-wait", action="store_true", help="publish the requests only (receipts: erasures.receipts)")
-    er.add_argument("--timeout", type=arg.seconds, default=60.0, help="seconds to wait for the receipts (default 60)")
+    er.add_argument("--timeout", type=arg.wait_seconds, default=60.0, help="seconds to wait for the receipts (default 60)")
     er.add_argument("--json", action="store_true", help="print each receipt as one JSON line")
     er.set_defaults(fn=cmd_erase)
     rr = _command(sub, "erasure-receipts", help="the workers' erasure receipts the receipts topic holds")

@@ -115,8 +115,14 @@ def read_api(redis_url: str, namespace: str, wait_ms: int) -> web.Application:
 
 
 def run_read_api(redis_url: str, namespace: str, wait_ms: int, host: str, port: int,
-                 listening: Callable[[], None] = lambda: None) -> None:
-    """Serve in the foreground until SIGTERM/SIGINT; `listening()` once the socket is bound (aiohttp calls its
-    `print` then)."""
-    web.run_app(read_api(redis_url, namespace, wait_ms), host=host, port=port, print=lambda _banner: listening(),
-                access_log=None)
+                 listening: Callable[[str], None] = lambda _address: None) -> None:
+    """Serve in the foreground until SIGTERM/SIGINT; `listening(address)` once the socket is bound (aiohttp calls its
+    `print` then, with a banner naming the bound address: the port taken, with --port 0)."""
+    web.run_app(read_api(redis_url, namespace, wait_ms), host=host, port=port,
+                print=lambda banner: listening(bound_address(banner, f"http://{host}:{port}")), access_log=None)
+
+
+def bound_address(banner: str, asked: str) -> str:
+    """The address aiohttp's start banner names ("======== Running on http://127.0.0.1:41489 ========"), else `asked`."""
+    found = re.search(r"Running on (\S+)", banner)
+    return found.group(1) if found else asked
