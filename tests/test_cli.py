@@ -236,6 +236,11 @@ def test_models_list_says_when_the_registry_is_not_a_folder(tmp_path, monkeypatc
     assert f"the registry {a_file} is a file, not a folder" in capsys.readouterr().err
     assert main(["models", "list", "--registry", str(empty)]) == 0
     assert f"no models in {empty} (train one" in capsys.readouterr().out
+    assert main(["models", "list", "--content", "--registry", str(empty)]) == 0  # --content was not heeded
+    assert f"no content models in {empty} (export one with `stream-app content export`)" in capsys.readouterr().out
+    # publishing from a registry that is not there said to export a content model into it
+    assert main(["models", "publish", "latest", "--content", "--registry", str(missing)]) == 2
+    assert f"the registry folder {missing} does not exist" in capsys.readouterr().err
 
 
 def test_status_accounts_for_every_event_and_gives_the_item_epoch_as_a_time():
@@ -264,9 +269,12 @@ def test_status_accounts_for_every_event_and_gives_the_item_epoch_as_a_time():
     # the shown lists' hit rate is not said to be an encoder's when none is live
     judged = {**counters, "live_judged": 200, "live_hits": 50}
     assert describe_worker({**status, "counters": judged}, 60_000)[1] == \
-        "  no sequence encoder live; next event in the shown list 25.0% of 200"
+        "  no sequence encoder live; next event in the shown list 25.0% of 200, no content model"
     assert describe_worker({**status, "counters": judged, "models": {"live": "enc-1"}}, 60_000)[1] == \
-        "  encoder live enc-1 (next event in the shown list 25.0% of 200)"
+        "  encoder live enc-1 (next event in the shown list 25.0% of 200), no content model"
+    # the content model serving was left out
+    assert describe_worker({**status, "models": {"live": "enc-1", "content": "content-2"}}, 60_000)[1] == \
+        "  encoder live enc-1, content model content-2 (item text)"
 
 
 def test_a_worker_is_listed_with_what_it_waits_for_from_its_start_not_once_faust_has_started(monkeypatch):

@@ -190,9 +190,11 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     m.add_argument("action", choices=["list", "publish", "withdraw", "status"],
                    help="status: each worker's last outcome per role, from the models.status topic")
     m.add_argument("version", nargs="?", help="with publish: a version, or `latest`")
-    m.add_argument("--shadow", action="store_true", help="publish/withdraw the shadow instead of the live model")
+    m.add_argument("--shadow", action="store_true", help="publish/withdraw the shadow instead of the live model; "
+                                                         "with list: only the sequence encoders (what it takes)")
     m.add_argument("--content", action="store_true",
-                   help="publish/withdraw the content model (item text encoder) instead of the live model")
+                   help="publish/withdraw the content model (item text encoder) instead of the live model; with "
+                        "list: only the content models")
     m.add_argument("--registry", default=None, help="the registry folder (default: STREAM_APP_REGISTRY_DIR)")
     m.add_argument("--all", action="store_true",
                    help="with status: also the workers no longer running (by default left out when Redis knows "

@@ -25,11 +25,14 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.action == "list":
         registry.require_folder(settings.registry_dir)
         unreadable: list[str] = []
-        found = registry.versions(settings.registry_dir, unreadable=unreadable)
+        kind = "content" if args.content else "sequence" if args.shadow else None  # what those roles take
+        found = registry.versions(settings.registry_dir, kind, unreadable=unreadable)
         for problem in unreadable:
             print(f"skipped: {problem}")
         if not found:
-            print(f"no models in {settings.registry_dir} (train one with `stream-app train LOG`)")
+            print(f"no {kind + ' ' if kind else ''}models in {settings.registry_dir} ("
+                  + ("export one with `stream-app content export`)" if kind == "content"
+                     else "train one with `stream-app train LOG`)"))
         for m in found:
             print(listed(m))
         return 0
@@ -41,6 +44,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         if not args.version:
             raise StreamAppError("`models publish` needs a VERSION (or `latest`); `stream-app models list` shows them")
         kind = "content" if role == "content" else "sequence"
+        registry.require_folder(settings.registry_dir)  # a registry that is not there is said so, not "no model"
         version = registry.latest(settings.registry_dir, kind) if args.version == "latest" else args.version
         if version is None:
             raise StreamAppError(f"the registry {settings.registry_dir} holds no {kind} model to publish: "

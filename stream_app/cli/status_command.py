@@ -69,6 +69,7 @@ def describe_worker(s: dict, item_epoch_ms: int) -> list[str]:
     if models.get("shadow"):
         rate = f"{c['shadow_hits'] / c['shadow_judged']:.1%}" if c.get("shadow_judged") else "n/a"
         line += f", shadow {models['shadow']} (would have hit {rate}, not published)"
+    line += f", content model {models['content']} (item text)" if models.get("content") else ", no content model"
     for role, error in (models.get("errors") or {}).items():
         line += f"; {role} error: {error}"
     lines.append(line)
