@@ -512,17 +512,25 @@ def test_a_dead_letter_from_a_file_names_its_line_once_and_comes_in_line_order(m
     letter["source"]["line"] = refused.line  # as replay sends it
     # and a later line's letter sent in the same millisecond, to a partition read before
     later = {**letter, "source": {**letter["source"], "line": 7}, "detail": "line 7: a later one"}
-    records = [SimpleNamespace(value=orjson.dumps(later), timestamp=5), SimpleNamespace(value=orjson.dumps(letter),
-                                                                                        timestamp=5)]
-    monkeypatch.setattr(consume, "latest_records", lambda *_: records)
+    records = [SimpleNamespace(value=orjson.dumps(later), timestamp=5, partition=0, offset=0),
+               SimpleNamespace(value=orjson.dumps(letter), timestamp=5, partition=1, offset=0)]
+    def latest_records(settings, topic, want, order):  # the last `want` by `order`, as consume's picks them
+        return sorted(records, key=order)[-want:]
+
+    monkeypatch.setattr(consume, "latest_records", latest_records)
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    assert main.main(["dead-letters", "--last", "1"]) == 0  # the file's last line, not the last partition's letter
+    assert capsys.readouterr().out.strip().endswith(f"line 7 of {path}: a later one")
     assert main.main(["dead-letters"]) == 0
     first, second = capsys.readouterr().out.splitlines()
     # --json prints what the topic holds, whatever its shape (a source of null, a list): the order must not fail on it
-    records += [SimpleNamespace(value=b'{"source": null}', timestamp=5), SimpleNamespace(value=b"[1, 2]", timestamp=5),
-                SimpleNamespace(value=b'{"source": {"line": "3"}}', timestamp=5)]
+    records += [SimpleNamespace(value=value, timestamp=5, partition=2, offset=n) for n, value in
+                enumerate((b'{"source": null}', b"[1, 2]", b'{"source": {"line": "3"}}', b"not json"))]
     assert main.main(["dead-letters", "--json"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 5
+    assert main.main(["dead-letters"]) == 0  # a record another producer wrote is said, not a traceback
+    shown = capsys.readouterr()
+    assert len(shown.out.splitlines()) == 2 and shown.err.count("not a dead letter of stream-app") == 4
     assert f"invalid_json             line 2 of {path}: unexpected end of data" in first and first.count("line 2") == 1
     assert second.endswith(f"line 7 of {path}: a later one")
 

@@ -4,6 +4,7 @@ topics, for a person to read (a downstream service reads the topics themselves),
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from typing import Any
 
@@ -80,19 +81,23 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
     from ..tools.consume import latest_records
 
     settings = Settings.from_env()
-    found = latest_records(settings, settings.topics.dlq, args.last)
+    # a replay's letters of one millisecond spread over the partitions (keyed by user): the last are its last lines
+    found = latest_records(settings, settings.topics.dlq, args.last, order=lambda record: (
+        record.timestamp, _line_of(_letter(record.value)), record.partition, record.offset))
     if not found:
         print(f"no dead letters on {settings.topics.dlq}")
         return 0
-    letters = [orjson.loads(record.value) for record in found]
-    # a replay's letters of one millisecond spread over the partitions (keyed by user): in the file's line order
-    letters = [letter for _, letter in sorted(zip(found, letters), key=lambda pair: (pair[0].timestamp,
-                                                                                      _line_of(pair[1])))]
-    for letter in letters:
-        if args.json:
+    for record in found:
+        letter = _letter(record.value)
+        if args.json and letter is not None:  # what the topic holds, whatever its shape
             print(orjson.dumps(letter).decode())
             continue
-        source = letter.get("source", {})
+        if not isinstance(letter, dict) or not {"source", "detail", "rejected_at", "reason"} <= letter.keys() \
+                or not isinstance(letter["source"], dict):
+            print(f"{settings.topics.dlq}[{record.partition}]@{record.offset}: not a dead letter of stream-app "
+                  f"(another producer wrote it): {(record.value or b'')[:200]!r}", file=sys.stderr)
+            continue
+        source = letter["source"]
         where = (f"line {source['line']} of {source.get('topic')}" if source.get("line") is not None
                  else f"{source.get('topic')}[{source.get('partition')}]@{source.get('offset')}"
                  if source.get("partition") is not None else str(source.get("topic")))  # a file's event: its id says
@@ -101,6 +106,14 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
             detail = detail.removeprefix(f"line {source['line']}: ")
         print(f"{_when(letter['rejected_at'])}  {letter['reason']:<24} {where}: {detail[:200]}")
     return 0
+
+
+def _letter(value: bytes | None) -> Any:
+    """A dead-letter record's value read (None: one that is not JSON, written by another tool)."""
+    try:
+        return orjson.loads(value or b"")
+    except orjson.JSONDecodeError:
+        return None
 
 
 def _line_of(letter: Any) -> int:

@@ -101,9 +101,10 @@ def read_range(settings: Settings, topic: str, timeout_s: float = 120.0, from_of
 
 def latest_records(settings: Settings, topic: str, want: int, partition: int | None = None,
                    match: Callable[[Any], bool] = lambda record: True, chunk: int = 5000,
-                   timeout_s: float = 60.0) -> list[Any]:
-    """The last `want` records of `topic` (of one partition, when given) that `match` accepts, oldest first:
-    read back from each partition's end a chunk at a time, so a long topic is not read whole for them."""
+                   timeout_s: float = 60.0, order: Callable[[Any], Any] | None = None) -> list[Any]:
+    """The last `want` records of `topic` (of one partition, when given) that `match` accepts, oldest first by
+    `order` (default: timestamp, then partition and offset): read back from each partition's end a chunk at a time,
+    so a long topic is not read whole for them."""
     servers = settings.require_kafka().split(",")
     consumer = KafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False, group_id=None,
                              consumer_timeout_ms=200, **kafka_python_kwargs(settings.kafka_security))
@@ -129,7 +130,7 @@ def latest_records(settings: Settings, topic: str, want: int, partition: int | N
                 matched = [r for r in window if match(r)] + matched
                 upper = lower
             found.extend(matched[-want:])
-        return sorted(found, key=lambda r: (r.timestamp, r.partition, r.offset))[-want:]
+        return sorted(found, key=order or (lambda r: (r.timestamp, r.partition, r.offset)))[-want:]
     finally:
         consumer.close()
 
