@@ -370,3 +370,16 @@ def test_events_on_one_item_share_one_item_id_object():
     (interned when the event is read), not one per event read (each record's JSON gives its own)."""
     first, second = (Event.from_dict(orjson.loads(orjson.dumps(ev(i, item="item-7").to_dict()))) for i in (1, 2))
     assert first.item_id == second.item_id == "item-7" and first.item_id is second.item_id
+
+
+def test_a_profile_for_people_counts_one_event_in_the_singular():
+    from stream_app.tools.demo import describe_user
+
+    def shown(events):
+        profile, _, _ = run(events)
+        stored = profile.to_dict(internal=False)
+        return describe_user({"event_count": profile.event_count, "profile_version": profile.version,
+                              "updated_at": T0, "profile": stored}, None)[0]
+
+    assert shown([ev(1)]).startswith("user u1: 1 event (1 click), profile v1")  # it said "1 events"
+    assert shown([ev(1), ev(2, item="b")]).startswith("user u1: 2 events (2 click), profile v2")

@@ -48,14 +48,15 @@ def test_an_empty_user_id_is_answered_400_in_json_like_every_other_answer_of_pro
 
     from stream_app.store.read_api import read_api
 
-    async def scenario() -> tuple[int, str, dict]:
+    async def scenario(path: str) -> tuple[int, str, dict]:
         client = TestClient(TestServer(read_api(services["REDIS_URL"], "read-api-empty.", 100)))
         await client.start_server()
         try:
-            response = await client.get("/profiles/")
+            response = await client.get(path)
             return response.status, response.content_type, await response.json(content_type=None)
         finally:
             await client.close()
 
-    status, content_type, body = asyncio.run(scenario())
-    assert (status, content_type, body["user_id"]) == (400, "application/json", "")
+    for path in ("/profiles/", "/profiles"):  # without the slash too
+        status, content_type, body = asyncio.run(scenario(path))
+        assert (status, content_type, body["user_id"]) == (400, "application/json", ""), path

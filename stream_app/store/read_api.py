@@ -109,7 +109,8 @@ def read_api(redis_url: str, namespace: str, wait_ms: int) -> web.Application:
     app.on_startup.append(connect)
     app.on_cleanup.append(disconnect)
     app.router.add_get("/profiles/{user_id:.+}", profile)  # any user id, braces and slashes included
-    app.router.add_get("/profiles/", no_user)  # an empty id: JSON, as every answer of /profiles (not aiohttp's text)
+    for path in ("/profiles/", "/profiles"):  # an empty id: JSON, as every answer of /profiles (not aiohttp's text)
+        app.router.add_get(path, no_user)
     app.router.add_get("/healthz", healthz)
     return app
 

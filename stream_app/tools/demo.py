@@ -56,7 +56,8 @@ def describe_user(profile: dict[str, Any], rec: dict[str, Any] | None, shown: in
     stages = ", ".join(f"{n} {s}" for s, n in sorted(p["stages"].items()))
     top_items = sorted(p["item_affinity"].items(), key=lambda kv: kv[1], reverse=True)[:3]
     recent = [item for item, _t, _ts in p["recent"][-shown:]][::-1]
-    lines = [f"user {p['user_id']}: {profile['event_count']} events ({counts}{'; ' + stages if stages else ''}), "
+    events = profile["event_count"]
+    lines = [f"user {p['user_id']}: {events} event{'' if events == 1 else 's'} ({counts}{'; ' + stages if stages else ''}), "
              f"profile v{profile['profile_version']}, seen {_iso(p['first_seen'])} .. {_iso(p['last_seen'])} UTC",
              f"  strongest item affinities: {', '.join(named(i) for i, _ in top_items)}",
              f"  most recent items: {', '.join(named(i) for i in recent)}"]
