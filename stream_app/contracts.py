@@ -161,11 +161,11 @@ def _parsed(payload: bytes, max_bytes: int, schema: str, reject: Callable[[str, 
     try:
         data = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
-        return reject("invalid_json", str(exc))
+        return reject("invalid_json", f"not JSON: {exc}")
     try:
         validator(schema)(data)
     except fastjsonschema.JsonSchemaValueException as exc:
-        return reject("schema_violation", _plain(schema, data, exc.message))
+        return reject("schema_violation", plain_message(schema, data, exc.message))
     return data
 
 
@@ -175,14 +175,14 @@ def _shape_validator(name: str) -> Callable[[Any], Any]:
     return fastjsonschema.compile({k: v for k, v in load_schema(name).items() if k != "dependencies"})
 
 
-def _plain(schema: str, data: Any, message: str) -> str:
+def plain_message(schema: str, data: Any, message: str) -> str:
     """The validator's message, said plainly where it names no field (a conditional rule of the schema)."""
     if (schema == "input-event" and isinstance(data, dict) and "stage" in data and data.get("type") != "purchase"
             and message.startswith("data.type must be same as const definition")):
         try:  # any other fault first, as the record's fields are checked before the rule between two of them
             _shape_validator(schema)(data)
         except fastjsonschema.JsonSchemaValueException as exc:
-            return _plain(schema, data, exc.message)
+            return plain_message(schema, data, exc.message)
         return f"'stage' is only on purchase events, not on a {data.get('type')!r} event"
     if message.startswith("data.schema_version must be same as const definition") and isinstance(data, dict):
         return (f"schema_version {data.get('schema_version')!r} is not one this release reads "

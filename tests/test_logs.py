@@ -851,3 +851,15 @@ def test_a_rejected_line_is_keyed_by_the_user_it_names_so_the_users_erasure_find
         assert input_users(read.rejection.message_key(), read.rejection.payload)[0] == {"u7"}
         letter = orjson.dumps(read.rejection.to_record())  # as the topic holds it, and the erasure receipt reads it
         assert dead_letter_users(read.rejection.message_key(), letter) == {"u7"}
+
+
+def test_a_file_line_breaking_a_rule_between_two_fields_is_said_plainly_as_a_workers_dead_letter_says_it(tmp_path):
+    """A click with a stage read "type must be same as const definition: purchase" from replay, where a worker's
+    dead letter said what was wrong."""
+    path = tmp_path / "log.jsonl"
+    path.write_text('{"event_id":"e1","user_id":"u1","item_id":"i1","type":"click","stage":"cart","ts":1700000000000,'
+                    '"schema_version":1}\n{"event_id":"e2","user_id":"u1","item_id":"i1","type":"click",'
+                    '"ts":1700000000000,"schema_version":1}\n[1,\n')
+    stage, broken = [read.rejection.detail for read in read_log(path, "jsonl") if isinstance(read, LineRejection)]
+    assert stage == "line 1: 'stage' is only on purchase events, not on a 'click' event"
+    assert broken.startswith("line 3: not JSON: ")

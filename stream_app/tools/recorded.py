@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator
 import fastjsonschema
 import orjson
 
-from ..contracts import Rejection, Source, input_users, validator
+from ..contracts import Rejection, Source, input_users, plain_message, validator
 from ..errors import InputFileError
 from .csv_rows import CsvRows
 from .log_checks import (
@@ -67,7 +67,8 @@ def _checked(path: Path, line: int, event: dict[str, Any], raw: bytes, fmt: str 
     try:
         validator("input-event")(event)
     except fastjsonschema.JsonSchemaValueException as exc:
-        return _reject(path, line, "schema_violation", schema_said(exc.message, fmt), raw,
+        said = schema_said(plain_message("input-event", event, exc.message), fmt)
+        return _reject(path, line, "schema_violation", said, raw,
                        event.get("user_id") if isinstance(event, dict) else None)
     # the schema's bounds let NaN through and JSON has no inf: either would reach the topic as null
     infinite = next((name for name, value in event.items() if isinstance(value, float) and not math.isfinite(value)),
@@ -100,7 +101,7 @@ def read_jsonl(path: Path) -> Iterator[Read]:
         try:
             event = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            yield _reject(path, line, "invalid_json", str(exc), raw)
+            yield _reject(path, line, "invalid_json", f"not JSON: {exc}", raw)
             continue
         yield _checked(path, line, event, raw)
 
