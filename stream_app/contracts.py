@@ -228,6 +228,7 @@ class ErasureRequest:
     user_id: str
     requested_at: int
     source: Source
+    reset: bool = False  # a reset (`stream-app reset-profile`): the profile deleted, no erasure recorded
 
 
 def check_erasure(payload: bytes | None, key: bytes | None, source: Source, max_bytes: int,
@@ -253,7 +254,7 @@ def check_erasure(payload: bytes | None, key: bytes | None, source: Source, max_
                       f"{stamp}; the limit is {max_future_ms} (STREAM_APP_MAX_FUTURE_MS): an erasure dated ahead "
                       "would drop the user's events until then; send it again dated when it was made (`stream-app "
                       "erase` does)")
-    return ErasureRequest(data["request_id"], data["user_id"], data["requested_at"], source)
+    return ErasureRequest(data["request_id"], data["user_id"], data["requested_at"], source, data.get("reset", False))
 
 
 def check_item(payload: bytes, key: bytes | None, source: Source) -> dict[str, Any] | Rejection:

@@ -899,3 +899,68 @@ def test_an_erasure_request_that_meets_an_unreadable_record_erases_all_and_its_r
     written = [orjson.loads(value) for topic, _, value, _ in handler.outbox.records if topic == "erased.changelog"]
     assert [(record["request_id"], "put_back" in record) for record in written] == [("r1", False)]
     assert written[0]["erased_at"] >= int(time.time() * 1000) and erased.erased_at(USER, requested=True) is not None
+
+
+def test_a_reset_deletes_an_unreadable_profile_records_no_erasure_and_the_parked_events_then_apply(settings):
+    """A user whose stored profile cannot be read had every event parked until an erasure, which dropped them all
+    (dated before it) for good. A reset deletes the profile alike and drops none."""
+    import jsonschema
+
+    from stream_app.contracts import ErasureRequest, Source, load_schema
+    from stream_app.stream.erasures import ErasedUsers
+    from stream_app.stream.idle_users import IdleUsers
+
+    events = make_events()
+    profiles = {USER.encode(): b'{"user_id":"u1","version":7,"generation":5,"counts":'}  # cut short
+    erased = ErasedUsers({}, settings, "erased.changelog", "profiles.changelog")
+    idle = IdleUsers(profiles)
+
+    def handler() -> BatchHandler:
+        return BatchHandler(settings, profiles, PartitionState({}, settings), InMemoryItemIndex(settings), Counters(),
+                            now=9, idle=idle, erased=erased)
+
+    parked = handler()
+    parked.process_round([ready(e, i) for i, e in enumerate(events[:3])], None, None)
+    assert parked.counters.applied == 0 and parked.counters.dead_letters == {"processing_error": 3}
+
+    reset = handler()
+    request = ErasureRequest("r9", USER, 1_800_000_000_000, Source("erasures", 0, 4), reset=True)
+    reset.erase(request, 0, "worker-1")
+    reset.snapshots("profiles.changelog", {}, "learners.changelog")
+    reset.send_receipts({USER: False})
+    records = [(topic, key, value) for topic, key, value, _ in reset.outbox.records]
+    assert USER.encode() not in profiles and ("profiles.changelog", USER.encode(), None) in records
+    assert not [r for r in records if r[0] == "erased.changelog"] and erased.erased_at(USER) is None
+    (sent,) = [orjson.loads(value) for topic, _, value in records if topic == settings.topics.erasure_receipts]
+    jsonschema.validate(sent, load_schema("erasure-receipt"))
+    assert sent["reset"] is True and "erased_record" not in sent["deleted"]
+    assert sent["deleted"]["profile_table"] == {"found": True, "version": None, "event_count": None}
+    assert reset.evicted == {USER: 5}  # Redis's key refuses late writes of the deleted profile (its generation)
+    assert reset.counters.reset_users == 1 and reset.counters.erased_users == 0
+
+    redriven = handler()  # the parked events, sent again, and a later one: a new profile of them all
+    redriven.process_round([ready(e, i) for i, e in enumerate(events)], None, None)
+    redriven.snapshots("profiles.changelog", {}, "learners.changelog")
+    assert redriven.counters.applied == len(events) and redriven.counters.erased_events_dropped == 0
+    assert Profile.from_json(profiles[USER.encode()]).event_count == len(events)
+
+
+def test_a_reset_request_is_read_from_the_topic_and_told_apart_from_an_erasure(monkeypatch):
+    """The tools that hold back an erased user's data (replay, redrive, recommendations, profile) go by the
+    requests on the erasures topic: a reset there is no erasure."""
+    from stream_app.contracts import Source, check_erasure
+    from stream_app.stream.erasures import ErasedUsers
+    from stream_app.tools import redrive
+    from stream_app.tools.erase import request_for
+
+    at = 1_800_000_000_000
+    source = Source("erasures", 0, 0, timestamp=at)
+    requests = {"reset": request_for("u1", at, reset=True), "erased": request_for("u2", at)}
+    for request in requests.values():
+        assert check_erasure(orjson.dumps(request), request["user_id"].encode(), source, 10_000).reset is \
+            request.get("reset", False)
+    on_topic = [SimpleNamespace(value=orjson.dumps(request), timestamp=at) for request in requests.values()]
+    monkeypatch.setattr(redrive, "read_to_end", lambda settings, topic: on_topic)
+    monkeypatch.setattr(redrive, "erased_users", lambda settings: ErasedUsers({}, settings, "e", "p"))
+    check = redrive.ErasureCheck.read(Settings())
+    assert (check.erased_time("u1"), check.erased_time("u2")) == (None, at)

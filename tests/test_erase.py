@@ -155,3 +155,35 @@ def test_erase_without_a_running_worker_times_out_with_what_to_do(make_settings)
     # keyed by the user: the user's partition, as its events
     assert {r.key for r in read_to_end(settings, settings.topics.erasures)} == {b"nobody"}
     assert [r["user_id"] for r in publish_erasures(settings, ["x", "x"])] == ["x"]  # one request per user named
+
+
+def test_a_reset_deletes_the_profile_everywhere_and_the_same_events_sent_again_make_it_anew(
+        make_settings, start_worker, redis_client):
+    """`stream-app reset-profile`: the profile goes as for an erasure, but nothing of the user is held back after it
+    (an erasure drops the user's events dated before it, for good): the parked events of a profile a worker could not
+    read are applied once re-driven."""
+    settings = make_settings()
+    start_worker(settings)
+    now = int(time.time() * 1000)
+    log = events_of("erin", now - 3_600_000, 4)
+    produce_events(settings, log)
+    wait_until(lambda: read_profile(redis_client, "erin", settings.namespace).get("event_count") == 4, 60,
+               "erin's profile in Redis")
+
+    done = cli(settings, "reset-profile", "erin", "--json")
+    assert done.returncode == 0, done.stderr
+    receipt = orjson.loads(done.stdout.strip().splitlines()[-1])
+    jsonschema.validate(receipt, load_schema("erasure-receipt"))
+    assert receipt["reset"] is True and receipt["deleted"]["profile_table"]["event_count"] == 4
+    assert receipt["deleted"]["redis"]["existed"] is True
+    assert read_profile(redis_client, "erin", settings.namespace) == {}
+    latest = last_by_key(read_to_end(settings, f"{settings.group_id}-profiles-changelog"))
+    assert latest[b"erin"] is None
+    said = cli(settings, "reset-profile", "erin")  # as a person reads it
+    assert said.returncode == 0 and "reset 'erin'" in said.stdout and "no erasure recorded" in said.stdout
+
+    produce_events(settings, log)  # the same events again: no longer duplicates of a profile, nor held back
+    wait_until(lambda: read_profile(redis_client, "erin", settings.namespace).get("event_count") == 4, 60,
+               "erin's new profile in Redis")
+    assert cli(settings, "profile", "erin").returncode == 0
+    assert cli(settings, "erasure-receipts", "erin").stdout.count("reset 'erin'") == 2

@@ -116,7 +116,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
         raise StreamAppError(f"user {args.user_id!r} was erased (request time {utc_ms(raw[b'erased_at'])}): no profile "
                              "until a new event of the user")
     if b"evicted_at" in raw and not stored:
-        raise StreamAppError(f"user {args.user_id!r} was evicted as idle (STREAM_APP_USER_IDLE_MS): a new event of "
+        raise StreamAppError(f"user {args.user_id!r}'s profile was removed, evicted as idle (STREAM_APP_USER_IDLE_MS) or "
+                             "reset (`stream-app reset-profile`): a new event of "
                              "the user starts a new profile")
     if not stored:
         erased_at = erased_time(settings, args.user_id)  # Redis's own mark is gone with a flushed or new Redis
@@ -214,6 +215,12 @@ def cmd_erase(args: argparse.Namespace) -> int:
     from ..tools.erase import erase_users
 
     return erase_users(Settings.from_env(), args.users, None if args.no_wait else args.timeout, args.json)
+
+
+def cmd_reset_profile(args: argparse.Namespace) -> int:
+    from ..tools.erase import erase_users
+
+    return erase_users(Settings.from_env(), args.users, None if args.no_wait else args.timeout, args.json, reset=True)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

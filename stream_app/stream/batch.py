@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import logging
 import traceback
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from ..config import Settings
-from ..contracts import ErasureRequest, Rejection, Source, input_users
+from ..contracts import Rejection, Source
 from ..core.content import ContentIndex
 from ..core.events import Event
 from ..core.items import InMemoryItemIndex
@@ -27,7 +27,8 @@ from ..core.process import (
 )
 from ..core.profile import Profile, snapshot_order
 from ..serving.encoder import Encoder, UserEncoding, encode_batch
-from .erasures import ErasedUsers, receipt
+from .erasure_steps import ErasureSteps
+from .erasures import ErasedUsers
 from .idle_users import IdleUsers
 from .learner_table import PartitionState, restored_offset, with_learners_mark
 from .output import MAX_BATCH_BYTES, Outbox
@@ -66,6 +67,7 @@ class Counters:
     shadow_encoder_failures: int = 0  # rounds the shadow encoder raised on (the live lists untouched)
     evicted_users: int = 0  # idle profiles dropped (STREAM_APP_USER_IDLE_MS)
     erased_users: int = 0  # erasure requests applied (`stream-app erase`)
+    reset_users: int = 0  # reset requests applied (`stream-app reset-profile`)
     erased_events_dropped: int = 0  # events of erased users dated at or before their erasure, not applied
     erased_profiles_restored: int = 0  # erased users' profiles a restore took up again, erased again
     # The same counts broken down, for the metrics (stream/metrics.py): input topic -> event type ->
@@ -88,7 +90,7 @@ class Counters:
         by_type[event_type] = by_type.get(event_type, 0) + 1
 
 
-class BatchHandler:
+class BatchHandler(ErasureSteps):
     """One output batch of the worker's own events: `process_round` runs the core over a round of one
     item epoch (ordered_input) and collects the effects (outbox, changed profiles and learners);
     `snapshots` writes the tables and returns Redis's share; the app delivers both at once."""
@@ -147,68 +149,6 @@ class BatchHandler:
         self.removed.append((user_id, partition))
         return self.idle is not None and self.idle.drop(user_id)
 
-    def erase_restored(self, owned: set[int], partitions: int) -> dict[str, int]:
-        """Remove again the profiles the table restored of users erased after those profiles began: a batch
-        of an earlier owner that outlived its partitions' revoke landed its changelog record after the
-        erasure's tombstone, and a restore takes such a record up (nothing before it is left to compare
-        it with, once compacted). Tombstones and Redis as for an erasure, without a receipt (one was
-        sent). Returns user -> erasure time, for Redis's markers. Once per assignment, before its rounds."""
-        erased = self.erased
-        if erased is None or not erased.data or self.settings.replay_erased:
-            return {}
-        found: dict[str, int] = {}
-        for key, stored in list(self.profiles.items()):
-            user_id = key.decode()
-            erased_at = erased.erased_at(user_id)
-            if erased_at is None:
-                continue
-            order, partition = snapshot_order(stored), partition_of(user_id, partitions)
-            if order is None or order[0] > erased_at or partition not in owned:  # begun after: a new profile
-                continue
-            self.remove(user_id, partition)
-            found[user_id] = erased_at
-        if found:
-            self.counters.erased_profiles_restored += len(found)
-            log.warning("the profile table restored %d profiles of users erased after they began (a late write "
-                        "of an earlier owner); erased them again", len(found))
-        return found
-
-    def erase(self, request: ErasureRequest, partition: int, worker_id: str) -> None:
-        """Erase the user between two rounds (under the batch lock): the profile with its learner state, digests and
-        pending lists, the idle-users entry; remember the erasure (changelog record with the batch); the receipt."""
-        user_id = request.user_id
-        profile = self.loaded.get(user_id)
-        stored = self.profiles.get(user_id.encode()) if profile is None else None
-        if stored is not None:
-            try:
-                profile = Profile.from_json(stored)
-            except Exception as exc:  # unreadable: erased all the same, the receipt says what was found
-                log.error("the stored profile of an erased user cannot be read (%r); deleted unread", exc)
-        found = profile is not None or stored is not None
-        # Applied again (a recreated erasures topic): a profile begun after the recorded erasure is kept, of later
-        # events only. Applied first: erased whole, and events stamped after the request's time (a client's clock
-        # ahead) with it: the erasure's time then covers them, so neither they nor a late write come back
-        recorded = self.erased.erased_at(user_id, requested=True)
-        if (profile is not None and (profile.generation or 0) > request.requested_at and recorded is not None
-                and recorded >= request.requested_at):
-            profile, found, worker_state = None, False, []
-        else:
-            worker_state = ["idle users", "freshness metrics"] if self.remove(user_id, partition) else ["freshness metrics"]
-            if profile is not None and (profile.last_seen or 0) > request.requested_at:
-                request = replace(request, requested_at=profile.last_seen)
-        key, value = self.erased.record(request)
-        self.outbox.add(self.erased.changelog, key, value, partition)
-        self.counters.erased_users += 1
-        self.receipts.append(receipt(request, partition, profile, found, self.erased, self.settings, worker_state,
-                                     worker_id, self.now))
-        log.info("erased a user of partition %d (request %s)", partition, request.request_id,
-                 extra={"partition": partition})
-
-    def send_receipts(self, redis_existed: dict[str, bool]) -> None:
-        for sent in self.receipts:  # with what Redis answered (`delete_profiles`; once per user)
-            sent["deleted"]["redis"]["existed"] = redis_existed.pop(sent["user_id"], False)
-            self.outbox.add(self.settings.topics.erasure_receipts, sent["user_id"].encode(), orjson.dumps(sent))
-
     def dead_letter(self, rejection: Rejection, event_id: str | None = None) -> None:
         self.counters.count_dead_letter(rejection.reason)
         where = {"topic": rejection.source.topic, "partition": rejection.source.partition,
@@ -228,14 +168,6 @@ class BatchHandler:
                 self.as_stored[user_id] = stored
         return found
 
-    def erased_before(self, event: Event) -> bool:
-        """Is the event dated at or before its user's erasure (a replay of an old log): not applied, unless
-        STREAM_APP_REPLAY_ERASED asks for it. Dropped, not dead-lettered: that would store it again."""
-        if self.erased is None or self.settings.replay_erased:
-            return False
-        erased_at = self.erased.erased_at(event.user_id)
-        return erased_at is not None and event.ts <= erased_at
-
     def readable_profile(self, user_id: str) -> Profile | None:
         """The user's profile, None if its stored record cannot be read (the event is dead-lettered in the round:
         one such user must not take the encoder away from every other event of it)."""
@@ -243,15 +175,6 @@ class BatchHandler:
             return self.profile(user_id)
         except Exception:
             return None
-
-    def erased_rejection(self, rejection: Rejection) -> bool:
-        """Does an invalid event name an erased user, dated at or before the erasure or undated: dropped too,
-        as `erased_before` drops valid ones (a dead letter would store the payload again)."""
-        if self.erased is None or self.settings.replay_erased or not self.erased.data:
-            return False
-        users, ts = input_users(rejection.key, rejection.payload)
-        return any((erased_at := self.erased.erased_at(user)) is not None and (ts is None or ts <= erased_at)
-                   for user in users)
 
     def encode(self, encoder: Encoder | None, valid: list[tuple[Ready, Event]],
                shadow: bool = False) -> list[UserEncoding | None]:

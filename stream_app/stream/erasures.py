@@ -200,7 +200,8 @@ def receipt(request: ErasureRequest, partition: int, profile: Profile | None, fo
     """The receipt of one erasure, but for Redis's answer and the dead letters (filled in by the worker)."""
     topics = settings.topics
     return {
-        "request_id": request.request_id, "user_id": request.user_id, "requested_at": request.requested_at,
+        "request_id": request.request_id, **({"reset": True} if request.reset else {}),
+        "user_id": request.user_id, "requested_at": request.requested_at,
         "applied_at": now_ms, "worker_id": worker_id, "partition": partition,
         "deleted": {
             "profile_table": {"found": found, "version": profile.version if profile else None,
@@ -209,7 +210,7 @@ def receipt(request: ErasureRequest, partition: int, profile: Profile | None, fo
                           "tombstone": True},
             "profiles_topic": {"topic": topics.profiles, "tombstone": True},
             "redis": {"key": profile_key(request.user_id, settings.namespace), "existed": False,
-                      "marker_s": 0 if settings.replay_erased else MARKER_S},
+                      "marker_s": 0 if settings.replay_erased and not request.reset else MARKER_S},
             "learner_state": sorted(set(profile.learner_state) | set(profile.learners)) if profile else [],
             "digests": len(profile.seen_event_ids) if profile else 0,
             "pending_lists": {"shown": len(profile.shown),
@@ -217,7 +218,8 @@ def receipt(request: ErasureRequest, partition: int, profile: Profile | None, fo
                                                     or profile.shown_rows is not None),
                               "shadow_shown": len(profile.shadow_shown)} if profile else {},
             "worker_state": worker_state,
-            "erased_record": {"table": erased.changelog, "user_hash": erased.user_hash(request.user_id)},
+            **({} if request.reset else {
+                "erased_record": {"table": erased.changelog, "user_hash": erased.user_hash(request.user_id)}}),
         },
         "dead_letters": {"topic": topics.dlq, "records": [], "retention_ms": settings.dlq_retention_ms,
                          "retention_source": "setting", "note": DEAD_LETTER_NOTE},

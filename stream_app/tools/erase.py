@@ -1,4 +1,5 @@
-"""`stream-app erase`: publish one erasure request per user and wait for the workers' receipts."""
+"""`stream-app erase` (and `reset-profile`): publish one erasure (or reset) request per user and wait for the workers'
+receipts."""
 
 from __future__ import annotations
 
@@ -20,32 +21,34 @@ from ..logs import utc_ms
 from ..stream.topics import ensure_topics
 
 
-def request_for(user_id: str, requested_at: int) -> dict[str, Any]:
-    return {"request_id": uuid.uuid4().hex, "user_id": user_id, "requested_at": requested_at, "schema_version": 1}
+def request_for(user_id: str, requested_at: int, reset: bool = False) -> dict[str, Any]:
+    return {"request_id": uuid.uuid4().hex, "user_id": user_id, "requested_at": requested_at,
+            **({"reset": True} if reset else {}), "schema_version": 1}
 
 
-def checked_requests(users: list[str], requested_at: int) -> list[dict[str, Any]]:
+def checked_requests(users: list[str], requested_at: int, reset: bool = False) -> list[dict[str, Any]]:
     """One request per distinct user, each valid by the topic's schema, or an error naming what is wrong
     before anything is sent (a worker would dead-letter an invalid request, with the user id in it)."""
     check = validator("erasure-request")
     requests = []
     for user in dict.fromkeys(users):
-        request = request_for(user, requested_at)
+        request = request_for(user, requested_at, reset)
         try:
             user.encode("utf-8")
             check(request)
         except (UnicodeEncodeError, fastjsonschema.JsonSchemaValueException) as exc:
             reason = exc.message if isinstance(exc, fastjsonschema.JsonSchemaValueException) else "not UTF-8 text"
-            raise ConfigError(f"cannot request the erasure of {user[:60]!r}: {reason}; a user id is 1 to 200 "
-                              "characters of text, as in the events. Nothing was sent") from None
+            raise ConfigError(f"cannot request the {'reset' if reset else 'erasure'} of {user[:60]!r}: {reason}; a user "
+                              "id is 1 to 200 characters of text, as in the events. Nothing was sent") from None
         requests.append(request)
     return requests
 
 
-def publish_erasures(settings: Settings, users: list[str], requested_at: int | None = None) -> list[dict[str, Any]]:
+def publish_erasures(settings: Settings, users: list[str], requested_at: int | None = None,
+                     reset: bool = False) -> list[dict[str, Any]]:
     """One request per user, keyed by the user (the user's partition, as the input's), on the erasures topic."""
     at = int(time.time() * 1000) if requested_at is None else requested_at
-    requests = checked_requests(users, at)
+    requests = checked_requests(users, at, reset)
     producer = KafkaProducer(bootstrap_servers=settings.require_kafka().split(","), acks="all",
                              **kafka_python_kwargs(settings.kafka_security))
     try:
@@ -86,23 +89,25 @@ class ReceiptReader:
         self.consumer.close()
 
 
-def erase_users(settings: Settings, users: list[str], wait_s: float | None, as_json: bool = False) -> int:
-    """Publish the requests; unless `wait_s` is None, wait for every receipt and print them."""
-    checked_requests(users, 0)  # before any connection: an invalid id is said at once
+def erase_users(settings: Settings, users: list[str], wait_s: float | None, as_json: bool = False,
+                reset: bool = False) -> int:
+    """Publish the requests (`reset`: resets); unless `wait_s` is None, wait for every receipt and print them."""
+    checked_requests(users, 0, reset)  # before any connection: an invalid id is said at once
     ensure_topics(settings)
     reader = ReceiptReader(settings) if wait_s is not None else None
+    what = "reset" if reset else "erasure"
     try:
-        requests = publish_erasures(settings, users)
+        requests = publish_erasures(settings, users, reset=reset)
         if reader is None:
             for request in requests:
-                print(f"erasure of {request['user_id']!r} requested (request {request['request_id']}); its receipt "
+                print(f"{what} of {request['user_id']!r} requested (request {request['request_id']}); its receipt "
                       f"will be on {settings.topics.erasure_receipts}: `stream-app erasure-receipts "
                       f"{request['user_id']}` shows it once a worker has applied the request")
             return 0
         try:
             receipts = reader.wait({r["request_id"] for r in requests}, wait_s)
         except KeyboardInterrupt:
-            print(f"\ninterrupted while waiting: the {len(requests)} erasure requests were sent and are applied "
+            print(f"\ninterrupted while waiting: the {len(requests)} {what} requests were sent and are applied "
                   f"when a worker reads them; their receipts will be on {settings.topics.erasure_receipts}",
                   file=sys.stderr)
             raise
@@ -116,7 +121,7 @@ def erase_users(settings: Settings, users: list[str], wait_s: float | None, as_j
     missing = [r["user_id"] for r in requests if r["request_id"] not in receipts]
     if missing:
         raise ServiceTimeout(
-            f"no receipt for {len(missing)} of {len(requests)} erasure requests ({', '.join(map(repr, missing[:5]))}) "
+            f"no receipt for {len(missing)} of {len(requests)} {what} requests ({', '.join(map(repr, missing[:5]))}) "
             f"within {wait_s:.0f}s: is a worker running on this namespace? (`stream-app status`; start one with "
             f"`stream-app worker`). A running worker waiting for Redis or the broker (its /readyz says which) "
             f"applies them once that answers. The requests stay on {settings.topics.erasures} and are applied when a worker "
@@ -156,6 +161,8 @@ def describe(receipt: dict[str, Any]) -> str:
     when = datetime.fromtimestamp(receipt["applied_at"] / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     profile = (f"profile v{table['version']} ({table['event_count']} events)" if table["found"] and table["version"]
                else "a profile" if table["found"] else "no profile")
+    if receipt.get("reset"):
+        return describe_reset(receipt, profile, when)
     lines = [
         f"erased {receipt['user_id']!r} (request {receipt['request_id']}) at {when} by {receipt['worker_id']}",
         f"  deleted: {profile} from the profile table, tombstones on {deleted['changelog']['topic']}"
@@ -176,4 +183,21 @@ def describe(receipt: dict[str, Any]) -> str:
     else:
         lines.append(f"  left: no dead letters of the user on {dead['topic']}")
     lines.append("  not erased: " + "; ".join(receipt["not_erased"]))
+    return "\n".join(lines)
+
+
+def describe_reset(receipt: dict[str, Any], profile: str, when: str) -> str:
+    """A reset's receipt for a person to read."""
+    deleted, dead = receipt["deleted"], receipt["dead_letters"]
+    user = receipt["user_id"]
+    lines = [f"reset {user!r} (request {receipt['request_id']}) at {when} by {receipt['worker_id']}",
+             f"  deleted: {profile} from the profile table (tombstones on {deleted['changelog']['topic']}"
+             f"[{deleted['changelog']['partition']}] and {deleted['profiles_topic']['topic']}), Redis key "
+             f"{deleted['redis']['key']} ({'deleted' if deleted['redis']['existed'] else 'was not there'}), with its "
+             "learner state, digests and pending lists",
+             "  no erasure recorded: the user's next event starts a new profile"]
+    if dead["records"]:
+        lines.append(f"  {len(dead['records'])} dead letters of the user on {dead['topic']}: events parked while the "
+                     "profile could not be read are applied once sent again (`stream-app redrive --reason "
+                     "processing_error`; `stream-app dead-letters` lists them)")
     return "\n".join(lines)

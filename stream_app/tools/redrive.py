@@ -132,7 +132,8 @@ class ErasureCheck:
             user, at = request.get("user_id"), request.get("requested_at")
             # one dated ahead of its record the workers refuse (a dead letter), and apply the user's events
             ahead = settings.max_future_ms and isinstance(at, int) and at > record.timestamp + settings.max_future_ms
-            if isinstance(user, str) and isinstance(at, int) and not ahead:
+            reset = request.get("reset") is True  # a reset deletes a profile, erases no one
+            if isinstance(user, str) and isinstance(at, int) and not ahead and not reset:
                 requested[user] = max(at, requested.get(user, at))
         return cls(erased_users(settings), requested, settings.replay_erased)
 
