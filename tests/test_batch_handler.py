@@ -937,6 +937,11 @@ def test_a_reset_deletes_an_unreadable_profile_records_no_erasure_and_the_parked
     assert sent["deleted"]["profile_table"] == {"found": True, "version": None, "event_count": None}
     assert reset.evicted == {USER: 5}  # Redis's key refuses late writes of the deleted profile (its generation)
     assert reset.counters.reset_users == 1 and reset.counters.erased_users == 0
+    # a record dated past the request's time (a generation past 2^62 is unreadable) is reset too: it was kept
+    profiles[b"u2"] = b'{"user_id":"u2","version":3,"generation":4611686018427387905,"counts":{}}'
+    later = handler()
+    later.erase(ErasureRequest("r10", "u2", 1_800_000_000_000, Source("erasures", 0, 5), reset=True), 0, "worker-1")
+    assert b"u2" not in profiles and later.receipts[0]["deleted"]["profile_table"]["found"] is True
 
     redriven = handler()  # the parked events, sent again, and a later one: a new profile of them all
     redriven.process_round([ready(e, i) for i, e in enumerate(events)], None, None)
@@ -964,3 +969,6 @@ def test_a_reset_request_is_read_from_the_topic_and_told_apart_from_an_erasure(m
     monkeypatch.setattr(redrive, "erased_users", lambda settings: ErasedUsers({}, settings, "e", "p"))
     check = redrive.ErasureCheck.read(Settings())
     assert (check.erased_time("u1"), check.erased_time("u2")) == (None, at)
+    # a reset a redrive sends again (an older worker refused its field) is no erasure either
+    check.add(SimpleNamespace(value=orjson.dumps(request_for("u3", at, reset=True))))
+    assert check.erased_time("u3") is None

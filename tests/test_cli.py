@@ -241,6 +241,8 @@ def test_models_list_says_when_the_registry_is_not_a_folder(tmp_path, monkeypatc
     # publishing from a registry that is not there said to export a content model into it
     assert main(["models", "publish", "latest", "--content", "--registry", str(missing)]) == 2
     assert f"the registry folder {missing} does not exist" in capsys.readouterr().err
+    assert main(["models", "list", "--content", "--shadow", "--registry", str(empty)]) == 2  # one was heeded, unsaid
+    assert "give one of --content (the item text encoder) and --shadow" in capsys.readouterr().err
 
 
 def test_status_accounts_for_every_event_and_gives_the_item_epoch_as_a_time():

@@ -526,11 +526,14 @@ def test_a_dead_letter_from_a_file_names_its_line_once_and_comes_in_line_order(m
     # --json prints what the topic holds, whatever its shape (a source of null, a list): the order must not fail on it
     records += [SimpleNamespace(value=value, timestamp=5, partition=2, offset=n) for n, value in
                 enumerate((b'{"source": null}', b"[1, 2]", b'{"source": {"line": "3"}}', b"not json"))]
+    odd = b'{"source": {}, "detail": 5, "rejected_at": "soon", "reason": 7}'  # of the shape, not of its types
+    records.append(SimpleNamespace(value=odd, timestamp=5, partition=2, offset=9))
     assert main.main(["dead-letters", "--json"]) == 0
-    assert len(capsys.readouterr().out.splitlines()) == 5
+    assert len(capsys.readouterr().out.splitlines()) == 6
     assert main.main(["dead-letters"]) == 0  # a record another producer wrote is said, not a traceback
     shown = capsys.readouterr()
-    assert len(shown.out.splitlines()) == 2 and shown.err.count("not a dead letter of stream-app") == 4
+    assert len(shown.out.splitlines()) == 3 and shown.err.count("not a dead letter of stream-app") == 4
+    assert any(line.startswith("soon  7 ") for line in shown.out.splitlines())
     assert f"invalid_json             line 2 of {path}: not JSON: unexpected end of data" in first
     assert first.count("line 2") == 1
     assert second.endswith(f"line 7 of {path}: a later one")

@@ -82,7 +82,6 @@ def test_erase_deletes_everywhere_gives_a_receipt_and_neither_a_restart_nor_an_o
     redis_client.delete(profile_key("alice", settings.namespace))  # a flushed Redis: its mark of the erasure is gone
     shown = cli(settings, "profile", "alice")  # the erased-users record still knows
     assert shown.returncode == 2 and "user 'alice' was erased" in shown.stderr, shown.stderr
-    assert "repair-redis" not in shown.stderr
     changelog = f"{settings.group_id}-profiles-changelog"
     for topic in (settings.topics.profiles, changelog):
         latest = last_by_key(read_to_end(settings, topic))

@@ -29,13 +29,13 @@ def test_a_replay_does_not_dead_letter_again_the_rejected_lines_of_an_erased_use
 
 
 BAD_LINES_OF_ALICE = {  # a good line of bob's, then lines of alice's no reader can take
-    "csv": "user_id,item_id,type,ts\nbob,i1,click,{now}\nalice,,click,{now}\nalice,i1,click,soon\nalice,i1\n",
+    "csv": "user_id,item_id,type,ts\nbob,i1,click,{now}\nalice,,click,{now}\nalice,i1,click,soon\n",
     "retailrocket": "timestamp,visitorid,event,itemid,transactionid\n{now},bob,view,i1,\nlater,alice,view,i1,\n"
                     "{now},alice,stare,i1,\n",
-    "movielens": "userId,movieId,rating,timestamp\nbob,m1,4.0,{now_s}\nalice,m1,good,{now_s}\nalice,m1\n",
+    "movielens": "userId,movieId,rating,timestamp\nbob,m1,4.0,{now_s}\nalice,m1,good,{now_s}\nalice,m1,4.0,then\n",
     "online-retail": "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"
                      "5001,85123A,HEART,6,{date},2.55,17850,United Kingdom\n5002,85123A,HEART,six,{date},2.55,"
-                     "17851.0,United Kingdom\n5003,85123A,HEART,6,{date},2.55,17851\n",
+                     "17851.0,United Kingdom\n5003,85123A,HEART,6,{date},free,17851,United Kingdom\n",
     "otto": '{{"session":1,"events":[{{"aid":5,"ts":{now},"type":"clicks"}}]}}\n'
             '{{"session":"alice","events":[{{"aid":5,"ts":{now},"type":"stares"}}]}}\n'
             '{{"session":"alice","events":{{"aid":5}}}}\n',

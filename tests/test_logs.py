@@ -828,7 +828,7 @@ BAD_LINES_OF_U7 = {
                       "536365,85123A,HEART,6,12/1/2010 8:26,2.55,17850,United Kingdom\n"
                       "536366,85123A,HEART,six,12/1/2010 8:28,2.55,u7.0,United Kingdom\n"
                       "536367,,HEART,6,12/1/2010 8:29,2.55,u7,United Kingdom\n"
-                      "536368,85123A,HEART,6,12/1/2010 8:30,2.55,u7\n", 3),
+                      "536368,85123A,WHITE METAL, LANTERN,6,12/1/2010 8:30,3.39,u7,United Kingdom\n", 3),
     "otto": ('{"session":1,"events":[{"aid":5,"ts":1661724000000,"type":"clicks"}]}\n'
              '{"session":"u7","events":[{"aid":5,"ts":1661724000001,"type":"stares"}]}\n'
              '{"session":"u7","events":{"aid":5}}\n', 2),
@@ -846,6 +846,9 @@ def test_a_rejected_line_is_keyed_by_the_user_it_names_so_the_users_erasure_find
     path.write_text(text)
     rejected = [read for read in read_log(path, fmt) if isinstance(read, LineRejection)]
     assert len(rejected) == expected
+    if fmt in ("csv", "retailrocket", "movielens", "online-retail"):  # its last line is short of a field
+        short = rejected.pop()
+        assert short.line == 5 and short.rejection.message_key() is None  # its columns may hold others' values
     for read in rejected:
         assert read.rejection.message_key() == b"u7", (read.line, read.rejection.detail)
         assert input_users(read.rejection.message_key(), read.rejection.payload)[0] == {"u7"}

@@ -123,8 +123,9 @@ def cmd_profile(args: argparse.Namespace) -> int:
         erased_at = erased_time(settings, args.user_id)  # Redis's own mark is gone with a flushed or new Redis
         if erased_at is not None:
             raise StreamAppError(f"user {args.user_id!r} was erased (time {utc_ms(erased_at)}, the erased-users "
-                                 "record says) and Redis holds no profile of the user since: a new event of the user "
-                                 "starts one")
+                                 "record says) and Redis holds no profile of the user: a new event of the user starts "
+                                 "one (if the user has had events since the erasure, Redis lost their profile: "
+                                 "`stream-app repair-redis` rebuilds it)")
         raise StreamAppError(f"no profile for user {args.user_id!r} in Redis (namespace {settings.namespace!r}): "
                              "has a worker applied an event of that user? `stream-app repair-redis` rebuilds "
                              "a flushed Redis")

@@ -22,6 +22,9 @@ def cmd_models(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     if args.registry:
         settings = settings.replace(registry_dir=args.registry)
+    if args.content and args.shadow:
+        raise StreamAppError("give one of --content (the item text encoder) and --shadow (a sequence encoder scored "
+                             "beside the live one), not both")
     if args.action == "list":
         registry.require_folder(settings.registry_dir)
         unreadable: list[str] = []

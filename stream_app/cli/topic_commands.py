@@ -15,8 +15,12 @@ from ..errors import StreamAppError
 from ..logs import utc_ms
 
 
-def _when(ms: int) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms / 1000))
+def _when(ms: Any) -> str:
+    """A letter's time for people; what is no time (a record another producer wrote) as it is."""
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms / 1000))
+    except (TypeError, ValueError, OverflowError, OSError):
+        return str(ms)
 
 
 def cmd_recommendations(args: argparse.Namespace) -> int:
@@ -101,7 +105,7 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
         where = (f"line {source['line']} of {source.get('topic')}" if source.get("line") is not None
                  else f"{source.get('topic')}[{source.get('partition')}]@{source.get('offset')}"
                  if source.get("partition") is not None else str(source.get("topic")))  # a file's event: its id says
-        detail = letter["detail"]
+        detail = str(letter["detail"])
         if source.get("line") is not None:  # a file's reader starts its detail with the line, said here already
             detail = detail.removeprefix(f"line {source['line']}: ")
         print(f"{_when(letter['rejected_at'])}  {letter['reason']:<24} {where}: {detail[:200]}")

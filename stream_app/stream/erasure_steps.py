@@ -13,6 +13,7 @@ from ..config import Settings
 from ..contracts import ErasureRequest, Rejection, input_users
 from ..core.events import Event
 from ..core.profile import Profile, snapshot_order
+from ..store.redis_store import MARKER_S
 from .erasures import ErasedUsers, receipt
 from .partitioning import partition_of
 
@@ -70,7 +71,8 @@ class ErasureSteps:
             try:
                 profile = Profile.from_json(stored)
             except Exception as exc:  # unreadable: erased all the same, the receipt says what was found
-                log.error("the stored profile of an erased user cannot be read (%r); deleted unread", exc)
+                log.error("the stored profile of a user to %s cannot be read (%r); deleted unread",
+                          "reset" if request.reset else "erase", exc)
         found = profile is not None or stored is not None
         if request.reset:
             self.reset(request, partition, profile, stored, worker_id)
@@ -99,20 +101,19 @@ class ErasureSteps:
         """A reset (`stream-app reset-profile`): the profile deleted as an erasure deletes it (one that cannot be read
         too: its user's events were parked), but no erasure recorded, so the user's next events, and the parked ones
         re-driven, start a new profile. Redis's key refuses late writes of the deleted profile, as after an eviction.
-        Applied again (a recreated erasures topic), a profile begun after the request's time is kept."""
+        Whatever the profile's time: a reset is asked for the profile there is (a generation is an event's time, which
+        may be ahead of the request's, and an unreadable record's may be anything)."""
         user_id = request.user_id
         generation = (profile.generation or 0) if profile is not None else \
             (snapshot_order(stored) or (0, 0))[0] if stored is not None else 0
         found = profile is not None or stored is not None
-        if found and generation > request.requested_at:
-            profile, found, worker_state = None, False, []
-        else:
-            worker_state = ["idle users", "freshness metrics"] if self.remove(user_id, partition) else ["freshness metrics"]
-            if found:
-                self.evicted[user_id] = generation
+        worker_state = ["idle users", "freshness metrics"] if self.remove(user_id, partition) else ["freshness metrics"]
+        if found and generation > 0:  # else there is no generation to refuse late writes of
+            self.evicted[user_id] = generation
         self.counters.reset_users += 1
         self.receipts.append(receipt(request, partition, profile, found, self.erased, self.settings, worker_state,
                                      worker_id, self.now))
+        self.receipts[-1]["deleted"]["redis"]["marker_s"] = MARKER_S if user_id in self.evicted else 0
         log.info("reset the profile of a user of partition %d (request %s)", partition, request.request_id,
                  extra={"partition": partition})
 

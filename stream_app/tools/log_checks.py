@@ -32,15 +32,13 @@ CSV_COLUMNS = {"csv": ("user_id", "item_id", "type", "ts"),
 USER_COLUMNS = {"csv": "user_id", "retailrocket": "visitorid", "movielens": "userId", "online-retail": "CustomerID"}
 
 
-def line_user(fmt: str, header: list[str], row: dict[str, str] | None, text: str) -> str | None:
-    """The user a rejected csv line names (`row`: its fields, None when they are not one a column each: read from
-    `text` as far as they go), if any. Its dead letter is keyed by it, as a worker keys its own: unkeyed, the user's
-    erasure receipt missed it and a replay after the erasure wrote it to the dead-letter topic again."""
+def line_user(fmt: str, row: dict[str, str] | None) -> str | None:
+    """The user a rejected csv line names (`row`: its fields, None when they are not one a column each), if any. Its
+    dead letter is keyed by it, as a worker keys its own: unkeyed, the user's erasure receipt missed it and a replay
+    after the erasure wrote it to the dead-letter topic again. A line of another number of fields names no one: a
+    field missing or split by a stray comma moves the others, so its user column may hold another field's value."""
     if row is None:
-        try:
-            row = dict(zip(header, next(csv.reader([text]))))
-        except (csv.Error, StopIteration):
-            return None
+        return None
     user = (row.get(USER_COLUMNS[fmt]) or "").strip()
     if fmt == "online-retail" and user.endswith(".0"):  # as read_online_retail reads CustomerID
         user = user[:-2]

@@ -185,15 +185,14 @@ def _read_csv(path: Path, fmt: str, convert: Callable[[dict[str, str], int, byte
         rows = _log_rows(fh, path, CSV_COLUMNS[fmt])
         for line, row, problem in rows:
             if row is None:
-                yield _reject(path, line, "schema_violation", problem, (text := rows.line_text(line)).encode(),
-                              line_user(fmt, rows.header, None, text))
+                yield _reject(path, line, "schema_violation", problem, rows.line_text(line).encode())
                 continue
             raw = ",".join(row.values()).encode()
             try:
                 event = convert(row, line, raw)
             except (KeyError, TypeError, ValueError) as exc:
                 yield _reject(path, line, "schema_violation", f"cannot read the row ({exc})", raw,
-                              line_user(fmt, rows.header, row, ""))
+                              line_user(fmt, row))
                 continue
             yield _checked(path, line, event, raw, fmt)
 
@@ -316,8 +315,7 @@ def read_online_retail(path: str | Path, stats: OnlineRetailStats | None = None)
             stats.lines += 1
             if row is None:
                 stats.rejected += 1
-                yield _reject(path, line, "schema_violation", problem, (text := rows.line_text(line)).encode(),
-                              line_user("online-retail", rows.header, None, text))
+                yield _reject(path, line, "schema_violation", problem, rows.line_text(line).encode())
                 continue
             customer = row["CustomerID"].strip()
             if not customer:
@@ -329,7 +327,7 @@ def read_online_retail(path: str | Path, stats: OnlineRetailStats | None = None)
                 continue
             code = row["StockCode"].strip()
             raw = ",".join(row.values()).encode()
-            user = line_user("online-retail", rows.header, row, "")
+            user = line_user("online-retail", row)
             if not invoice or not code:  # malformed, not a kind of line the log has
                 stats.rejected += 1
                 yield _reject(path, line, "schema_violation",

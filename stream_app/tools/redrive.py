@@ -140,7 +140,7 @@ class ErasureCheck:
     def add(self, resend: Resend) -> None:
         request = _json_object(resend.value)
         user, at = request.get("user_id"), request.get("requested_at")
-        if isinstance(user, str) and isinstance(at, int):
+        if isinstance(user, str) and isinstance(at, int) and request.get("reset") is not True:  # a reset erases no one
             self.requested[user] = max(at, self.requested.get(user, at))
 
     def names_erased(self, key: bytes | None, payload: bytes) -> bool:
