@@ -186,3 +186,35 @@ def test_a_reset_deletes_the_profile_everywhere_and_the_same_events_sent_again_m
                "erin's new profile in Redis")
     assert cli(settings, "profile", "erin").returncode == 0
     assert cli(settings, "erasure-receipts", "erin").stdout.count("reset 'erin'") == 2
+
+
+def test_a_profile_a_worker_cannot_read_is_reset_and_its_parked_events_re_driven_make_a_new_one(
+        make_settings, start_worker, redis_client):
+    """The recovery the README gives for a stored profile that cannot be read: every event of its user is parked
+    (processing_error) until `reset-profile`, then `redrive --reason processing_error` applies them."""
+    settings = make_settings()
+    worker = start_worker(settings)
+    now = int(time.time() * 1000)
+    first = events_of("fay", now - 3_600_000, 2)
+    produce_events(settings, first)
+    wait_all_committed(settings, len(first))
+    worker.kill()
+    changelog = f"{settings.group_id}-profiles-changelog"
+    (stored,) = [r for r in read_to_end(settings, changelog) if r.key == b"fay"][-1:]
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)  # a record cut short
+    producer.send(changelog, key=b"fay", value=stored.value[:40], partition=stored.partition)
+    producer.flush()
+    producer.close()
+    start_worker(settings)
+    parked = events_of("fay", now - 1_800_000, 3, tag="parked-")
+    produce_events(settings, parked)
+    wait_until(lambda: len([r for r in read_to_end(settings, settings.topics.dlq)
+                            if b"processing_error" in r.value]) == 3, 60, "fay's events parked")
+
+    done = cli(settings, "reset-profile", "fay")
+    assert done.returncode == 0 and "reset 'fay'" in done.stdout, done.stderr
+    assert "3 dead letters of the user" in done.stdout
+    sent = cli(settings, "redrive", "--reason", "processing_error")
+    assert sent.returncode == 0, sent.stderr
+    wait_until(lambda: read_profile(redis_client, "fay", settings.namespace).get("event_count") == 3, 60,
+               "fay's new profile of the parked events")
