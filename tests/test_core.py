@@ -383,3 +383,12 @@ def test_a_profile_for_people_counts_one_event_in_the_singular():
 
     assert shown([ev(1)]).startswith("user u1: 1 event (1 click), profile v1")  # it said "1 events"
     assert shown([ev(1), ev(2, item="b")]).startswith("user u1: 2 events (2 click), profile v2")
+
+
+def test_items_named_by_titles_with_commas_are_told_apart():
+    from stream_app.tools.demo import describe_user
+
+    profile, _, _ = run([ev(1, item="I5"), ev(2, item="I2")])
+    stored = {"event_count": 2, "profile_version": 2, "updated_at": T0, "profile": profile.to_dict(internal=False)}
+    lines = describe_user(stored, None, titles={"I5": "TEA POT, WHITE", "I2": "MUG"})
+    assert "most recent items: I2 MUG; I5 TEA POT, WHITE" in lines[2]

@@ -57,10 +57,11 @@ def describe_user(profile: dict[str, Any], rec: dict[str, Any] | None, shown: in
     top_items = sorted(p["item_affinity"].items(), key=lambda kv: kv[1], reverse=True)[:3]
     recent = [item for item, _t, _ts in p["recent"][-shown:]][::-1]
     events = profile["event_count"]
+    between = "; " if titles else ", "  # a title may hold commas ("TEA POT, WHITE")
     lines = [f"user {p['user_id']}: {events} event{'' if events == 1 else 's'} ({counts}{'; ' + stages if stages else ''}), "
              f"profile v{profile['profile_version']}, seen {_iso(p['first_seen'])} .. {_iso(p['last_seen'])} UTC",
-             f"  strongest item affinities: {', '.join(named(i) for i, _ in top_items)}",
-             f"  most recent items: {', '.join(named(i) for i in recent)}"]
+             f"  strongest item affinities: {between.join(named(i) for i, _ in top_items)}",
+             f"  most recent items: {between.join(named(i) for i in recent)}"]
     if p.get("likes"):
         lines.append(f"  likes (item text, content model): {', '.join(p['likes'])}")
     stats = p.get("stats") or {}
