@@ -24,6 +24,26 @@ def runtime_file(environ: Mapping[str, str] = os.environ) -> Path:
     return state_dir(environ) / "runtime.json"
 
 
+def serve_file(pid: int, environ: Mapping[str, str] = os.environ) -> Path:
+    """Where a running `stream-app serve` says where it listens and which Redis it reads, for `down` to name it."""
+    return state_dir(environ) / f"serve-{pid}.json"
+
+
+def running_serves(environ: Mapping[str, str] = os.environ) -> list[dict[str, object]]:
+    """The `stream-app serve` processes alive, as they recorded themselves (the files of gone ones removed)."""
+    found = []
+    for path in sorted(state_dir(environ).glob("serve-*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict) and isinstance(record.get("pid"), int) and process_alive(record["pid"]):
+            found.append(record)
+        else:
+            path.unlink(missing_ok=True)
+    return found
+
+
 def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

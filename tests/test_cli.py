@@ -30,6 +30,7 @@ def test_up_prints_both_addresses_and_down_stops_them(tmp_path):
     assert up.returncode == 0, up.stderr
     lines = dict(line.split("=", 1) for line in up.stdout.splitlines() if "=" in line)
     kafka, redis_url = lines["KAFKA_BOOTSTRAP_SERVERS"], lines["REDIS_URL"]
+    serve = None
     try:
         wait_for_kafka(kafka, timeout=10)
         assert redis.Redis.from_url(redis_url).ping()
@@ -54,10 +55,19 @@ def test_up_prints_both_addresses_and_down_stops_them(tmp_path):
         # a worker's status key: `down` says it is still attached
         redis.Redis.from_url(redis_url).set("worker:w-test", orjson.dumps({"worker_id": "w-test", "pid": 4242}),
                                             ex=60)
+        # and a read API on that Redis (it was not named: left answering 503 for good)
+        serve = subprocess.Popen([sys.executable, "-m", "stream_app.cli", "serve", "--port", "0"],
+                                 env={**os.environ, **env, "REDIS_URL": redis_url}, stderr=subprocess.PIPE, text=True)
+        assert "serving GET /profiles" in serve.stderr.readline()
     finally:
         down = cli("down", env=env)
+        if serve is not None:
+            serve.terminate()
+            serve.wait(10)
     assert down.returncode == 0 and "stopped" in down.stdout and "1 worker was still running" in down.stderr
     assert "4242" in down.stderr
+    assert f"`stream-app serve` (pid {serve.pid}, http://127.0.0.1:" in down.stderr
+    assert not list(tmp_path.glob("serve-*.json"))  # a serve that stops takes its record away
     try:
         redis.Redis.from_url(redis_url, socket_connect_timeout=1).ping()
         raise AssertionError("Redis still answers after `down`")

@@ -5,6 +5,7 @@ onnxruntime, torch) is imported when it runs, so a command loads only its own de
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
@@ -15,7 +16,7 @@ from pathlib import Path
 from ..config import Settings
 from ..errors import ConfigError, StreamAppError
 from ..logs import utc_ms
-from ..state_files import state_dir, unusable_state_dir
+from ..state_files import read_runtime_file, running_serves, serve_file, state_dir, unusable_state_dir
 from ..urls import redact_url
 from .model_commands import require_train_extra, tried
 
@@ -40,10 +41,12 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_down(args: argparse.Namespace) -> int:
     from ..tools import embedded
 
-    try:  # only to name the workers still attached: a mistyped setting does not keep the services up
+    try:  # only to name the workers and serves still attached: a mistyped setting does not keep the services up
         attached = attached_workers(Settings.from_env())
-    except ConfigError:
-        attached = []
+        embedded_redis = redact_url(read_runtime_file().get("REDIS_URL", ""))
+        serves = [s for s in running_serves() if embedded_redis and s.get("redis") == embedded_redis]
+    except (ConfigError, OSError):
+        attached, serves = [], []
     try:
         stopped = embedded.down()
     except OSError as exc:
@@ -55,6 +58,9 @@ def cmd_down(args: argparse.Namespace) -> int:
         print(f"{said} still running against them (pids {', '.join(map(str, attached))}): a worker retries the "
               f"connection until stopped (a later `up` takes new ports); stop {it} (Ctrl-C, or kill PID)",
               file=sys.stderr)
+    for serve in serves if stopped else []:
+        print(f"`stream-app serve` (pid {serve['pid']}, {serve.get('address')}) still reads the Redis stopped: it "
+              "answers 503 until stopped (Ctrl-C, or kill PID)", file=sys.stderr)
     return 0
 
 
@@ -156,15 +162,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     setup_logging(settings.log_format, "info", f"serve:{socket.gethostname()}:{os.getpid()}")
     redis_url = settings.require_redis()
+    record = serve_file(os.getpid())
+
     def listening(address: str) -> None:
         logging.getLogger("stream_app.read_api").info(
             "serving GET /profiles/USER[?min_version=N] and /healthz on %s, from Redis %s", address,
             redact_url(redis_url))
+        with contextlib.suppress(OSError):  # only for `down` to name it
+            record.parent.mkdir(parents=True, exist_ok=True)
+            record.write_text(json.dumps({"pid": os.getpid(), "address": address, "redis": redact_url(redis_url)}))
 
     try:
         run_read_api(redis_url, settings.namespace, settings.read_wait_ms, args.host, args.port, listening)
     except OSError as exc:
         raise StreamAppError(f"cannot listen on {args.host}:{args.port} ({exc}); {listen_advice(exc)}") from None
+    finally:
+        record.unlink(missing_ok=True)
     return 0
 
 
