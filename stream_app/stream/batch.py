@@ -138,17 +138,6 @@ class BatchHandler(ErasureSteps):
             self.remove(user_id, partition)
             self.counters.evicted_users += 1
 
-    def remove(self, user_id: str, partition: int) -> bool:
-        """Drop the user's profile from the table and this batch (tombstones: `snapshots`; Redis: the worker)
-        and from the idle users; returns whether the idle users had it."""
-        self.profiles.pop(user_id.encode(), None)
-        self.loaded.pop(user_id, None)
-        self.as_stored.pop(user_id, None)
-        self.changed.pop(user_id, None)
-        self.mirror.discard(user_id)
-        self.removed.append((user_id, partition))
-        return self.idle is not None and self.idle.drop(user_id)
-
     def dead_letter(self, rejection: Rejection, event_id: str | None = None) -> None:
         self.counters.count_dead_letter(rejection.reason)
         where = {"topic": rejection.source.topic, "partition": rejection.source.partition,

@@ -1,5 +1,5 @@
-"""The erasure steps of a worker's batch (`BatchHandler`'s): erasure and reset requests applied between rounds, and
-the events and dead letters of erased users held back."""
+"""The erasure steps of a worker's batch (`BatchHandler`'s): a user's profile removed (erased, reset or idle),
+erasure and reset requests applied between rounds, and the events and dead letters of erased users held back."""
 
 from __future__ import annotations
 
@@ -32,8 +32,22 @@ class ErasureSteps:
     counters: Any
     outbox: Any
     now: int
+    as_stored: dict[str, bytes]
+    changed: dict[str, tuple[Profile, int]]
+    mirror: set[str]
+    removed: list[tuple[str, int]]
+    idle: Any
 
-    def remove(self, user_id: str, partition: int) -> bool: ...  # BatchHandler's
+    def remove(self, user_id: str, partition: int) -> bool:
+        """Drop the user's profile from the table and this batch (tombstones: `snapshots`; Redis: the worker)
+        and from the idle users; returns whether the idle users had it."""
+        self.profiles.pop(user_id.encode(), None)
+        self.loaded.pop(user_id, None)
+        self.as_stored.pop(user_id, None)
+        self.changed.pop(user_id, None)
+        self.mirror.discard(user_id)
+        self.removed.append((user_id, partition))
+        return self.idle is not None and self.idle.drop(user_id)
 
     def erase_restored(self, owned: set[int], partitions: int) -> dict[str, int]:
         """Remove again the profiles the table restored of users erased after those profiles began: a batch
