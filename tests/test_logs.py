@@ -320,6 +320,18 @@ def test_online_retail_ii_as_published_is_read_as_the_first_log(tmp_path):
     first.write_text(ONLINE_RETAIL)
     items, _ = load_catalogue(second, "online-retail")  # its product names
     assert {"85123A", "71053", "22633"} <= set(items) and (items, _) == load_catalogue(first, "online-retail")
+    # its rejections name its columns, not the first log's (the user looked for a "UnitPrice" it does not have)
+    bad = ("536380,,HEART,6,2010-12-01 09:05,2.55,17851,United Kingdom\n"
+           "536381,22632,HEART,6,2010-12-01 09:05,free,17851,United Kingdom\n"
+           f"536382,22632,HEART,6,2010-12-01 09:05,2.55,{'9' * 201},United Kingdom\n")
+    second.write_text(second.read_text() + bad)
+    _, rejected = load_sorted(second, "online-retail")
+    said = [r.rejection.detail for r in rejected[2:]]
+    assert said[0] == "line 11: StockCode is empty" and "cannot read the row (Price 'free' is not a number)" in said[1]
+    assert said[2].startswith("line 13: user_id (the file's Customer ID) must be")
+    first.write_text(ONLINE_RETAIL + bad)
+    _, rejected = load_sorted(first, "online-retail")
+    assert "cannot read the row (UnitPrice 'free' is not a number)" in rejected[3].rejection.detail
 
 
 def test_online_retail_as_its_shared_csv_copies_have_it(tmp_path):

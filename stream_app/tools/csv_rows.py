@@ -54,6 +54,7 @@ class CsvRows:
 
     def __init__(self, fh: TextIO, multiline: bool = False):
         self.multiline = multiline
+        self.renamed = False  # the header's names were read as another's (Online Retail II's as Online Retail's)
         self._tap = _LineTap(fh)
         self._reader = csv.reader(self._tap)
         try:

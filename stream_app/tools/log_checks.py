@@ -59,6 +59,17 @@ SOURCE_NAMES = {
 _SCHEMA_FIELD = re.compile(r"^data\.(\w+)")
 
 
+def online_retail_ii_said(text: str) -> str:
+    """A message naming Online Retail's columns, with the names Online Retail II gives three of them."""
+    for new, old in ONLINE_RETAIL_II_NAMES.items():
+        text = re.sub(rf"\b{old}\b", new, text)
+    return text
+
+
+SOURCE_NAMES["online-retail-ii"] = {field: online_retail_ii_said(name)
+                                    for field, name in SOURCE_NAMES["online-retail"].items()}
+
+
 def schema_said(message: str, fmt: str) -> str:
     """The event schema's message with its fields named as a file of `fmt` names them."""
     names = SOURCE_NAMES.get(fmt, {})

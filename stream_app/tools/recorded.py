@@ -28,6 +28,7 @@ from .log_checks import (
     give_up_early,
     line_user,
     nothing_read,
+    online_retail_ii_said,
     require_columns,
     schema_said,
 )
@@ -175,7 +176,7 @@ def _log_rows(fh: Any, path: Path, required: tuple[str, ...], multiline: bool = 
     its header names every `required` column (`columns`: the reading command's formats, to name the file's)."""
     rows = CsvRows(fh, multiline)
     if required == ONLINE_RETAIL_COLUMNS and set(ONLINE_RETAIL_II_NAMES) <= set(rows.header):
-        rows.header = [ONLINE_RETAIL_II_NAMES.get(name, name) for name in rows.header]
+        rows.header, rows.renamed = [ONLINE_RETAIL_II_NAMES.get(name, name) for name in rows.header], True
     require_columns(rows.header, path, required, columns)
     return rows
 
@@ -310,6 +311,7 @@ def read_online_retail(path: str | Path, stats: OnlineRetailStats | None = None)
     day_first = file_is_day_first(path)
     with open_text(path) as fh:
         rows = _log_rows(fh, path, ONLINE_RETAIL_COLUMNS)
+        said = online_retail_ii_said if rows.renamed else str  # columns named as the file names them
         last_date, last_ms = "", 0  # the lines of an invoice repeat its date
         for line, row, problem in rows:
             stats.lines += 1
@@ -331,7 +333,7 @@ def read_online_retail(path: str | Path, stats: OnlineRetailStats | None = None)
             if not invoice or not code:  # malformed, not a kind of line the log has
                 stats.rejected += 1
                 yield _reject(path, line, "schema_violation",
-                              f"{'InvoiceNo' if not invoice else 'StockCode'} is empty", raw, user)
+                              said(f"{'InvoiceNo' if not invoice else 'StockCode'} is empty"), raw, user)
                 continue
             if not any(ch.isdigit() for ch in code):
                 stats.not_product += 1
@@ -347,13 +349,13 @@ def read_online_retail(path: str | Path, stats: OnlineRetailStats | None = None)
                 price = _finite(row, "UnitPrice")
             except ValueError as exc:
                 stats.rejected += 1
-                yield _reject(path, line, "schema_violation", f"cannot read the row ({exc})", raw, user)
+                yield _reject(path, line, "schema_violation", said(f"cannot read the row ({exc})"), raw, user)
                 continue
             event = {"event_id": f"or-{invoice}-{line}",
                      "user_id": user,
                      "item_id": code, "type": "purchase", "stage": "order", "ts": last_ms,
                      "quantity": quantity, "price": price, "session_id": invoice, "schema_version": 1}
-            checked = _checked(path, line, event, raw, "online-retail")
+            checked = _checked(path, line, event, raw, "online-retail-ii" if rows.renamed else "online-retail")
             if isinstance(checked, LineRejection):
                 stats.rejected += 1
             else:
