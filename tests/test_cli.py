@@ -623,3 +623,20 @@ def test_the_demo_raises_an_encoder_export_that_differs_from_the_trained_model(t
     with pytest.raises(ValueError, match="the exported ONNX graph differs from the trained model"):
         train_demo_encoder(Path(OTTO_SAMPLE), "otto", tmp_path / "registry")
     assert "encoder   none" not in capsys.readouterr().out
+
+
+def test_the_demo_of_a_log_with_an_event_a_worker_refuses_and_a_repeated_id_ends_with_its_summary(services, tmp_path):
+    """The demo waited for one recommendation per event it read, and so timed out (exit 1, a Faust log tail) on a
+    log with an event dated beyond the time window, which the worker dead-letters, or an event id sent twice."""
+    now = int(time.time() * 1000)
+    events = [{"event_id": f"e{i}", "user_id": f"u{i % 3}", "item_id": f"i{i % 7}", "type": "click",
+               "ts": now - 3_600_000 + i * 60_000, "schema_version": 1} for i in range(30)]
+    ahead = {**events[0], "event_id": "ahead", "ts": 4_102_444_800_000}  # the year 2100
+    log = tmp_path / "log.jsonl"
+    log.write_bytes(b"\n".join(orjson.dumps(event) for event in [*events, events[5], ahead]) + b"\n")
+    env = {**os.environ, **services, "STREAM_APP_STATE_DIR": str(tmp_path / "state")}
+    out = cli("demo", "--file", str(log), "--rate", "max", "--timeout", "120", env=env, timeout=400)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "1 lines or events it cannot read or a worker would refuse" in out.stdout
+    assert "1 repeat an event id (applied once)" in out.stdout
+    assert "events in: 31   recommendations out: 30   dead letters: 1" in out.stdout

@@ -24,10 +24,12 @@ from ..urls import redact_url
 from .bench import latency_summary
 from .catalogue import load_catalogue
 from .consume import TopicReader, wait_committed
+from .log_checks import rejection_said
 from .processes import Run, WorkerProcess, one_off_run, wait_ready_workers
-from .recorded import LineRejection, load_sorted
-from .replay import Progress, dead_letter_lines, make_producer, produce_events
+from .recorded import LineRejection
+from .replay import Progress, dead_letter_lines, dead_letters_of, gate, make_producer, produce_events
 from .scrape import Headline, scrape
+from .sorted_log import load_accepted
 
 SAMPLE = Path(__file__).parent.parent / "data" / "online-retail-sample.csv"
 SAMPLE_FORMAT = "online-retail"
@@ -264,8 +266,14 @@ def run_demo(path: str | None, fmt: str | None, rate: float | None, timeout: flo
     fmt = (fmt or "jsonl") if path else SAMPLE_FORMAT
     if not path:
         items, items_format = str(SAMPLE), SAMPLE_FORMAT
-    # read before any service starts: a wrong path or format fails at once, not after a worker's start-up
-    events, rejected = load_sorted(source, fmt)
+    # read before any service starts: a wrong path or format fails at once, not after a worker's start-up; the
+    # events a worker would refuse (time window, size) are dead letters, as `replay` sends them
+    events, rejected, refused = load_accepted(source, fmt, gate(Settings.from_env()))
+    if not events:
+        raise StreamAppError(f"no event of {source} is one a worker takes: {len(refused)} refused, the first for "
+                             f"{rejection_said(dead_letters_of(refused[:1], source)[0])}")
+    rejected = [*rejected, *dead_letters_of(refused, source)]
+    distinct = len({event["event_id"] for event in events})  # a repeated id is applied, and recommended, once
     catalogue = load_catalogue(items, items_format, "--items-format") if items is not None else None
     with one_off_run("demo", keep=keep) as run:
         run.settings = run.settings.replace(registry_dir=str(run.log_dir / "registry"))
@@ -282,7 +290,9 @@ def run_demo(path: str | None, fmt: str | None, rate: float | None, timeout: flo
         _say(f"  metrics   {worker.url}/metrics (Prometheus text format; /healthz, /readyz beside it)")
         _say(f"  replay    {len(events)} events from {source.name} at "
              f"{'full speed' if rate is None else f'{rate:,.0f} events/s'}"
-             + (f" ({len(rejected)} lines or events it cannot read, to the dead-letter topic)" if rejected else ""))
+             + (f" ({len(rejected)} lines or events it cannot read or a worker would refuse, to the dead-letter topic)"
+               if rejected else "")
+            + (f"; {len(events) - distinct} repeat an event id (applied once)" if distinct < len(events) else ""))
         if not path:
             _say(f"            {ATTRIBUTION}")
         sent_ms: dict[str, float] = {}
@@ -295,7 +305,7 @@ def run_demo(path: str | None, fmt: str | None, rate: float | None, timeout: flo
         with TopicReader(settings.kafka_bootstrap_servers, settings.topics.recommendations,
                          settings.kafka_security) as recs:
             try:
-                recs.read_until(len(events), timeout)
+                recs.read_until(distinct, timeout)
             except ServiceTimeout as exc:
                 _say(f"  timeout   {exc}; worker log tail:\n{worker.log_tail()}")
                 run.failed = True
