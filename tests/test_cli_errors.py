@@ -589,11 +589,13 @@ def test_serve_names_the_port_it_took_and_a_host_of_another_machine_is_said_to_b
     assert "--port" not in elsewhere.stderr
 
 
-@pytest.mark.parametrize("command", [["items", "load", "catalogue.jsonl", "--wait", "0"], ["demo", "--timeout", "0"],
-                                     ["evaluate", "log.jsonl", "--via-kafka", "--timeout", "0"],
-                                     ["bench", "--timeout", "0"], ["erase", "u1", "--timeout", "0"]])
-def test_a_wait_of_no_time_is_refused_before_anything_is_sent(command, capsys):
-    """`items load F --wait 0` loaded the catalogue and then exited 2, saying the workers had not indexed it."""
+@pytest.mark.parametrize("seconds", ["0", "-3", "nan", "soon"])
+@pytest.mark.parametrize("command", [["items", "load", "catalogue.jsonl", "--wait"], ["demo", "--timeout"],
+                                     ["evaluate", "log.jsonl", "--via-kafka", "--timeout"], ["bench", "--timeout"],
+                                     ["erase", "u1", "--timeout"], ["reset-profile", "u1", "--timeout"]])
+def test_a_wait_of_no_time_is_refused_before_anything_is_sent(command, seconds, capsys):
+    """`items load F --wait 0` loaded the catalogue and then exited 2, saying the workers had not indexed it (and
+    -3 was said to need "0 or more")."""
     with pytest.raises(SystemExit) as done:
-        main.main(command)
-    assert done.value.code == 2 and "must be more than 0 seconds" in capsys.readouterr().err
+        main.main([*command, seconds])
+    assert done.value.code == 2 and f"must be a number of seconds above 0, not {seconds!r}" in capsys.readouterr().err

@@ -178,14 +178,20 @@ def test_a_reset_deletes_the_profile_everywhere_and_the_same_events_sent_again_m
     assert read_profile(redis_client, "erin", settings.namespace) == {}
     latest = last_by_key(read_to_end(settings, f"{settings.group_id}-profiles-changelog"))
     assert latest[b"erin"] is None
-    said = cli(settings, "reset-profile", "erin")  # as a person reads it
-    assert said.returncode == 0 and "reset 'erin'" in said.stdout and "no erasure recorded" in said.stdout
+    said = cli(settings, "reset-profile", "erin")  # again, as a person reads it: nothing left to reset
+    assert said.returncode == 0 and "reset 'erin'" in said.stdout and "nothing to reset" in said.stdout
 
     produce_events(settings, log)  # the same events again: no longer duplicates of a profile, nor held back
     wait_until(lambda: read_profile(redis_client, "erin", settings.namespace).get("event_count") == 4, 60,
                "erin's new profile in Redis")
     assert cli(settings, "profile", "erin").returncode == 0
     assert cli(settings, "erasure-receipts", "erin").stdout.count("reset 'erin'") == 2
+    # an id with no profile is said to have none (it was "deleted: no profile ..."), and an erasure stands
+    nobody = cli(settings, "reset-profile", "nobody")
+    assert nobody.returncode == 0 and "found no profile of 'nobody' in the worker's table nor in Redis" in nobody.stdout
+    assert cli(settings, "erase", "erin").returncode == 0
+    after = cli(settings, "reset-profile", "erin")
+    assert after.returncode == 0 and "note: 'erin' was erased" in after.stderr and "erasure stands" in after.stderr
 
 
 def test_a_profile_a_worker_cannot_read_is_reset_and_its_parked_events_re_driven_make_a_new_one(
@@ -213,6 +219,7 @@ def test_a_profile_a_worker_cannot_read_is_reset_and_its_parked_events_re_driven
 
     done = cli(settings, "reset-profile", "fay")
     assert done.returncode == 0 and "reset 'fay'" in done.stdout, done.stderr
+    assert "no erasure recorded: the user's next event starts a new profile" in done.stdout
     assert "3 dead letters of the user" in done.stdout
     sent = cli(settings, "redrive", "--reason", "processing_error")
     assert sent.returncode == 0, sent.stderr

@@ -66,7 +66,6 @@ def fraction(text: str) -> float:
 
 
 count = at_least(1)  # events, users, items, epochs, sizes: one or more
-seconds = at_least(0, float)
 
 
 def user_id(text: str) -> str:
@@ -99,7 +98,10 @@ def worker_counts(text: str) -> tuple[int, ...]:
 
 def wait_seconds(text: str) -> float:
     """An argparse type: seconds to wait for something, more than 0 (0 could never see it happen)."""
-    value = seconds(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be more than 0 seconds (leave the option out not to wait)")
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, not {text!r}")
     return value

@@ -313,7 +313,8 @@ def add_store_commands(sub: argparse._SubParsersAction) -> None:
     rs = _command(sub, "reset-profile", help="start users' profiles afresh (one a worker cannot read) without erasing "
                                              "them; print the workers' receipts", description=(
         "Delete the users' profiles everywhere the workers keep them, as `erase` does, but record no erasure: the "
-        "users' next events start new profiles, whatever their time. For a profile a worker cannot read (its events "
+        "users' next events start new profiles, whatever their time (an earlier erasure of a user stands: a reset "
+        "removes none). For a profile a worker cannot read (its events "
         "are parked as processing_error dead letters): reset it, then `stream-app redrive --reason processing_error` "
         "applies the parked events. Erasing a user who asked for it is `stream-app erase`."))
     rs.add_argument("users", nargs="+", metavar="USER", type=arg.user_id, help="user ids whose profiles to reset")

@@ -122,12 +122,12 @@ class ErasureSteps:
             (snapshot_order(stored) or (0, 0))[0] if stored is not None else 0
         found = profile is not None or stored is not None
         worker_state = ["idle users", "freshness metrics"] if self.remove(user_id, partition) else ["freshness metrics"]
-        if found and generation > 0:  # else there is no generation to refuse late writes of
-            self.evicted[user_id] = generation
+        if found:  # an unreadable record's generation unknown: 1 refuses its late writes, not a new profile's
+            self.evicted[user_id] = max(generation, 1)
         self.counters.reset_users += 1
         self.receipts.append(receipt(request, partition, profile, found, self.erased, self.settings, worker_state,
                                      worker_id, self.now))
-        self.receipts[-1]["deleted"]["redis"]["marker_s"] = MARKER_S if user_id in self.evicted else 0
+        self.receipts[-1]["deleted"]["redis"]["marker_s"] = MARKER_S if found else 0
         log.info("reset the profile of a user of partition %d (request %s)", partition, request.request_id,
                  extra={"partition": partition})
 

@@ -118,6 +118,8 @@ def erase_users(settings: Settings, users: list[str], wait_s: float | None, as_j
         receipt = receipts.get(request["request_id"])
         if receipt is not None:
             print(orjson.dumps(receipt).decode() if as_json else describe(receipt))
+    if reset:
+        erasure_stands(settings, [r["user_id"] for r in requests if r["request_id"] in receipts])
     missing = [r["user_id"] for r in requests if r["request_id"] not in receipts]
     if missing:
         raise ServiceTimeout(
@@ -186,6 +188,18 @@ def describe(receipt: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def erasure_stands(settings: Settings, users: list[str]) -> None:
+    """Say of each reset user who was erased that the erasure stands: a reset removes the profile, not the erasure."""
+    from .redrive import ErasureCheck
+
+    check = ErasureCheck.read(settings)
+    for user in users:
+        erased_at = check.erased_time(user)
+        if erased_at is not None:
+            print(f"note: {user!r} was erased (time {utc_ms(erased_at)}) and the erasure stands (a reset removes none): "
+                  "events of the user dated at or before then are still dropped", file=sys.stderr)
+
+
 def describe_reset(receipt: dict[str, Any], profile: str, when: str) -> str:
     """A reset's receipt for a person to read."""
     deleted, dead = receipt["deleted"], receipt["dead_letters"]
@@ -196,6 +210,10 @@ def describe_reset(receipt: dict[str, Any], profile: str, when: str) -> str:
              f"{deleted['redis']['key']} ({'deleted' if deleted['redis']['existed'] else 'was not there'}), with its "
              "learner state, digests and pending lists",
              "  no erasure recorded: the user's next event starts a new profile"]
+    if not deleted["profile_table"]["found"]:
+        redis_too = "" if deleted["redis"]["existed"] else " nor in Redis"
+        lines[1:] = [f"  found no profile of {user!r} in the worker's table{redis_too}: nothing to reset (is the id "
+                     "right? `stream-app profile USER` shows a user's profile)"]
     if dead["records"]:
         lines.append(f"  {len(dead['records'])} dead letters of the user on {dead['topic']}: events parked while the "
                      "profile could not be read are applied once sent again (`stream-app redrive --reason "
