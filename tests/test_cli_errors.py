@@ -196,7 +196,7 @@ def test_an_erasure_of_an_invalid_user_id_is_refused_before_anything_is_sent(tmp
     (["content", "bench", "/no/such/titles.csv"], "/no/such/titles.csv: no such file"),
     (["evaluate", OTTO, "--rate", "nan", "--via-kafka"], "--rate must be a number of 0.001 or more"),
     (["train", OTTO, "--train-fraction", "1.5"], "must be between 0 and 1"),
-    (["bench", "--timeout", "inf"], "must be 0 or more, not inf"),
+    (["bench", "--timeout", "inf"], "must be a number of seconds above 0, not 'inf'"),
 ])
 def test_mistakes_in_paths_and_numbers_are_one_line_not_a_traceback(argv, said, capsys):
     try:

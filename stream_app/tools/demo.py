@@ -257,6 +257,17 @@ def start_demo_worker(run: Run, content: bool, timeout: float) -> WorkerProcess:
     return worker
 
 
+def read_demo_log(source: Path, fmt: str) -> tuple[list[dict[str, Any]], list[Any], int]:
+    """The log's events a worker takes, in time order; the dead letters of the others (lines it cannot read, events
+    a worker would refuse for their time or size), as `replay` sends them; how many distinct event ids the events
+    have (a repeated id is applied, and recommended, once)."""
+    events, rejected, refused = load_accepted(source, fmt, gate(Settings.from_env()))
+    if not events:
+        raise StreamAppError(f"no event of {source} is one a worker takes: {len(refused)} refused, the first for "
+                             f"{rejection_said(dead_letters_of(refused[:1], source)[0])}")
+    return events, [*rejected, *dead_letters_of(refused, source)], len({event["event_id"] for event in events})
+
+
 def run_demo(path: str | None, fmt: str | None, rate: float | None, timeout: float,
              items: str | None = None, items_format: str | None = None, keep: bool = False) -> int:
     _refuse_ignored(path, fmt, items, items_format)
@@ -266,14 +277,7 @@ def run_demo(path: str | None, fmt: str | None, rate: float | None, timeout: flo
     fmt = (fmt or "jsonl") if path else SAMPLE_FORMAT
     if not path:
         items, items_format = str(SAMPLE), SAMPLE_FORMAT
-    # read before any service starts: a wrong path or format fails at once, not after a worker's start-up; the
-    # events a worker would refuse (time window, size) are dead letters, as `replay` sends them
-    events, rejected, refused = load_accepted(source, fmt, gate(Settings.from_env()))
-    if not events:
-        raise StreamAppError(f"no event of {source} is one a worker takes: {len(refused)} refused, the first for "
-                             f"{rejection_said(dead_letters_of(refused[:1], source)[0])}")
-    rejected = [*rejected, *dead_letters_of(refused, source)]
-    distinct = len({event["event_id"] for event in events})  # a repeated id is applied, and recommended, once
+    events, rejected, distinct = read_demo_log(source, fmt)  # before any service starts: a wrong path fails at once
     catalogue = load_catalogue(items, items_format, "--items-format") if items is not None else None
     with one_off_run("demo", keep=keep) as run:
         run.settings = run.settings.replace(registry_dir=str(run.log_dir / "registry"))
@@ -292,7 +296,7 @@ def run_demo(path: str | None, fmt: str | None, rate: float | None, timeout: flo
              f"{'full speed' if rate is None else f'{rate:,.0f} events/s'}"
              + (f" ({len(rejected)} lines or events it cannot read or a worker would refuse, to the dead-letter topic)"
                if rejected else "")
-            + (f"; {len(events) - distinct} repeat an event id (applied once)" if distinct < len(events) else ""))
+             + (f"; {len(events) - distinct} repeat an event id (applied once)" if distinct < len(events) else ""))
         if not path:
             _say(f"            {ATTRIBUTION}")
         sent_ms: dict[str, float] = {}
