@@ -363,3 +363,19 @@ def test_a_single_source_ranks_the_hybrids_candidates_as_recommend_would_gather_
             compared += 1
             nonempty += bool(listed)
     assert compared >= 5 * 1_900 and nonempty > compared // 2
+
+
+def test_a_catalogue_of_none_of_the_logs_items_is_warned_of(tmp_path):
+    """`evaluate --items` with another shop's catalogue gave a content row of 0.0000 and said nothing; a foreign
+    encoder is warned of."""
+    import numpy as np
+
+    from stream_app.core.content import ContentIndex
+
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(4, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    foreign = ContentIndex("content-x", ["other-1", "other-2", "other-3", "other-4"], ["a", "b", "c", "d"], vectors)
+    result = evaluate_log(OTTO_SAMPLE, "otto", Settings(), content=foreign, light=True)
+    assert result["content_log_events_known"] == 0.0
+    assert "warning: the catalogue (--items) holds the item of only 0% of this log's events" in table(result)

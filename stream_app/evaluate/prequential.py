@@ -258,8 +258,8 @@ def evaluate_log(path: str | Path, fmt: str, settings: Settings, k: int = 20,
                 if model.manifest["training"]["first_ts"] <= log.last_ts and cutoff > log.first_ts:
                     judge_from = max(judge_from or cutoff, cutoff)  # never judge on what a model trained on
         # an encoder of another catalogue knows few of the log's items (by event: it keeps its log's most frequent)
-        known = {role: set(model.item_ids) for role, model in (("encoder", encoder), ("shadow_encoder", shadow))
-                 if model is not None}
+        known = {role: set(model.item_ids) for role, model in (("encoder", encoder), ("shadow_encoder", shadow),
+                                                               ("content", content)) if model is not None}
         counts = dict.fromkeys(known, 0)
         result = evaluate_events(KnownItems(log, known, counts), settings, k, truth, encoder=encoder, shadow=shadow,
                                  judge_from_ts=judge_from, content=content, light=light, in_time_order=True)

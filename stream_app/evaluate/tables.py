@@ -57,6 +57,10 @@ def table(result: dict[str, Any]) -> str:
         content = result["content"]
         lines.append(f"content model: {content['version']} over {content['items']:,} catalogue items "
                      f"({content['terms']:,} terms for interests in words)")
+        share = result.get("content_log_events_known")
+        if share is not None and share < 0.5:
+            lines.append(f"warning: the catalogue (--items) holds the item of only {share:.0%} of this log's events: "
+                         "is it another shop's? the content rows have little or nothing to work from")
     if result.get("skipped_lines", {}).get("skipped"):
         lines.append(f"{skipped_said(result['skipped_lines'])} (not evaluated)")
     if result.get("rejected_lines"):
