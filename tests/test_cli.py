@@ -612,6 +612,12 @@ def test_the_demos_encoder_is_left_out_saying_why_when_its_log_is_too_small_to_t
     assert train_demo_encoder(log, "csv", tmp_path / "registry") is None
     said = capsys.readouterr().out
     assert "encoder   none: " in said and "1 readable events: too few to train an encoder" in said
+    # a log just large enough trains a model of little use: said, as `train` says it (the demo said nothing)
+    log.write_text("user_id,item_id,type,ts\n" + "".join(f"u1,i{i},click,{1700000000000 + i * 60000}\n"
+                                                         for i in range(6)))
+    assert train_demo_encoder(log, "csv", tmp_path / "registry") is not None
+    said = capsys.readouterr().out
+    assert "encoder   training on one.csv" in said and "encoder   warning: only " in said
 
 
 def test_the_demo_raises_an_encoder_export_that_differs_from_the_trained_model(tmp_path, monkeypatch, capsys):

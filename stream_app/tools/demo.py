@@ -95,8 +95,15 @@ def train_demo_encoder(source: Path, fmt: str, registry_dir: Path) -> dict[str, 
         _say("  encoder   none: PyTorch is not installed (`pip install -e '.[train]'` adds the deep encoder)")
         return None
     started = time.monotonic()
+    _say(f"  encoder   training on {source.name} (seconds on the sample, minutes on a log of hundreds of thousands "
+         "of events)")
+
+    def warned(line: str) -> None:  # what `train` warns of (a model of a few examples), not its progress
+        if line.startswith("train: warning: "):
+            _say(f"  encoder   {line.removeprefix('train: ')}")
+
     try:
-        manifest = train(source, fmt, registry_dir, TrainConfig(dim=32, hidden=64, epochs=5))
+        manifest = train(source, fmt, registry_dir, TrainConfig(dim=32, hidden=64, epochs=5), progress=warned)
     except TooLittleToTrain as exc:  # the demo goes on without it, as `train` says (an export that fails is raised)
         _say(f"  encoder   none: {exc}")
         return None
