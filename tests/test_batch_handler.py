@@ -363,6 +363,10 @@ def test_an_erasure_deletes_the_profile_everywhere_and_says_so_in_its_receipt(se
     assert deleted["redis"] == {"key": f"profile:{USER}", "existed": True, "marker_s": MARKER_S}
     assert "idle users" in deleted["worker_state"] and handler.counters.erased_users == 1
     assert (sent["request_id"], sent["user_id"], sent["worker_id"], sent["applied_at"]) == ("r1", USER, "worker-1", 5)
+    from stream_app.tools.erase import describe
+
+    sent["dead_letters"]["records"] = [{"partition": 0, "offset": 7}]
+    assert "  left: 1 dead letter on " in describe(sent)  # it said "1 dead letters"
 
 
 def test_after_an_erasure_older_events_are_dropped_and_later_ones_start_a_new_profile(settings, monkeypatch):

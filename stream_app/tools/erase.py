@@ -38,8 +38,8 @@ def checked_requests(users: list[str], requested_at: int, reset: bool = False) -
             check(request)
         except (UnicodeEncodeError, fastjsonschema.JsonSchemaValueException) as exc:
             reason = exc.message if isinstance(exc, fastjsonschema.JsonSchemaValueException) else "not UTF-8 text"
-            raise ConfigError(f"cannot request the {'reset' if reset else 'erasure'} of {user[:60]!r}: {reason}; a user "
-                              "id is 1 to 200 characters of text, as in the events. Nothing was sent") from None
+            raise ConfigError(f"cannot request the {'reset' if reset else 'erasure'} of {user[:60]!r}: {reason}; a "
+                              "user id is 1 to 200 characters of text, as in the events. Nothing was sent") from None
         requests.append(request)
     return requests
 
@@ -151,6 +151,10 @@ def print_receipts(settings: Settings, users: list[str], as_json: bool = False) 
     return 0
 
 
+def plural(count: int, noun: str) -> str:
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
 def redis_marker(seconds: int) -> str:
     return (f"; for {seconds // 3600} h it holds the erasure time only, refusing late writes of the erased profile"
             if seconds else "")
@@ -179,7 +183,8 @@ def describe(receipt: dict[str, Any]) -> str:
     dead = receipt["dead_letters"]
     if dead["records"]:
         where = ", ".join(f"{r['partition']}@{r['offset']}" for r in dead["records"][:10])
-        lines.append(f"  left: {len(dead['records'])} dead letters on {dead['topic']} (partition@offset: {where}"
+        lines.append(f"  left: {plural(len(dead['records']), 'dead letter')} on {dead['topic']} (partition@offset: "
+                     f"{where}"
                      f"{', ...' if len(dead['records']) > 10 else ''}); they leave when retention.ms "
                      f"{dead['retention_ms']} ({dead['retention_source']}) has passed since they were written")
     else:
@@ -196,8 +201,8 @@ def erasure_stands(settings: Settings, users: list[str]) -> None:
     for user in users:
         erased_at = check.erased_time(user)
         if erased_at is not None:
-            print(f"note: {user!r} was erased (time {utc_ms(erased_at)}) and the erasure stands (a reset removes none): "
-                  "events of the user dated at or before then are still dropped", file=sys.stderr)
+            print(f"note: {user!r} was erased (time {utc_ms(erased_at)}) and the erasure stands (a reset removes "
+                  "none): events of the user dated at or before then are still dropped", file=sys.stderr)
 
 
 def describe_reset(receipt: dict[str, Any], profile: str, when: str) -> str:
@@ -215,7 +220,7 @@ def describe_reset(receipt: dict[str, Any], profile: str, when: str) -> str:
         lines[1:] = [f"  found no profile of {user!r} in the worker's table{redis_too}: nothing to reset (is the id "
                      "right? `stream-app profile USER` shows a user's profile)"]
     if dead["records"]:
-        lines.append(f"  {len(dead['records'])} dead letters of the user on {dead['topic']}: events parked while the "
-                     "profile could not be read are applied once sent again (`stream-app redrive --reason "
-                     "processing_error`; `stream-app dead-letters` lists them)")
+        lines.append(f"  {plural(len(dead['records']), 'dead letter')} of the user on {dead['topic']}: events "
+                     "parked while the profile could not be read are applied once sent again (`stream-app redrive "
+                     "--reason processing_error`; `stream-app dead-letters` lists them)")
     return "\n".join(lines)
