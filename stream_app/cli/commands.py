@@ -228,13 +228,7 @@ def erased_time(settings: Settings, user_id: str) -> int | None:
 def cmd_erase(args: argparse.Namespace) -> int:
     from ..tools.erase import erase_users
 
-    return erase_users(Settings.from_env(), args.users, None if args.no_wait else args.timeout, args.json)
-
-
-def cmd_reset_profile(args: argparse.Namespace) -> int:
-    from ..tools.erase import erase_users
-
-    return erase_users(Settings.from_env(), args.users, None if args.no_wait else args.timeout, args.json, reset=True)
+    return erase_users(Settings.from_env(), args.users, None if args.no_wait else args.timeout, args.json, args.reset)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

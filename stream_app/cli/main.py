@@ -26,7 +26,6 @@ from .commands import (
     cmd_profile,
     cmd_repair_redis,
     cmd_replay,
-    cmd_reset_profile,
     cmd_serve,
     cmd_synth,
     cmd_up,
@@ -306,10 +305,7 @@ def add_store_commands(sub: argparse._SubParsersAction) -> None:
     er = _command(sub, "erase", help="erase users everywhere the workers keep them; print the workers' receipts")
     er.add_argument("users", nargs="+", metavar="USER",
                     help="user ids to erase: profile (table, changelog, profiles topic), Redis, learner state")
-    er.add_argument("--no-wait", action="store_true", help="publish the requests only (receipts: erasures.receipts)")
-    er.add_argument("--timeout", type=arg.wait_seconds, default=60.0, help="seconds to wait for the receipts (default 60)")
-    er.add_argument("--json", action="store_true", help="print each receipt as one JSON line")
-    er.set_defaults(fn=cmd_erase)
+    er.set_defaults(fn=cmd_erase, reset=False)
     rs = _command(sub, "reset-profile", help="start users' profiles afresh (one a worker cannot read) without erasing "
                                              "them; print the workers' receipts", description=(
         "Delete the users' profiles everywhere the workers keep them, as `erase` does, but record no erasure: the "
@@ -318,11 +314,13 @@ def add_store_commands(sub: argparse._SubParsersAction) -> None:
         "are parked as processing_error dead letters): reset it, then `stream-app redrive --reason processing_error` "
         "applies the parked events. Erasing a user who asked for it is `stream-app erase`."))
     rs.add_argument("users", nargs="+", metavar="USER", type=arg.user_id, help="user ids whose profiles to reset")
-    rs.add_argument("--no-wait", action="store_true", help="publish the requests only (receipts: erasures.receipts)")
-    rs.add_argument("--timeout", type=arg.wait_seconds, default=60.0,
-                    help="seconds to wait for the receipts (default 60)")
-    rs.add_argument("--json", action="store_true", help="print each receipt as one JSON line")
-    rs.set_defaults(fn=cmd_reset_profile)
+    rs.set_defaults(fn=cmd_erase, reset=True)
+    for requests in (er, rs):  # both publish requests on the erasures topic and print the workers' receipts
+        requests.add_argument("--no-wait", action="store_true",
+                              help="publish the requests only (receipts: erasures.receipts)")
+        requests.add_argument("--timeout", type=arg.wait_seconds, default=60.0,
+                              help="seconds to wait for the receipts (default 60)")
+        requests.add_argument("--json", action="store_true", help="print each receipt as one JSON line")
     rr = _command(sub, "erasure-receipts", help="the workers' erasure receipts the receipts topic holds")
     rr.add_argument("users", nargs="*", metavar="USER", type=arg.user_id, help="only these users' receipts (default: every one)")
     rr.add_argument("--json", action="store_true", help="print each receipt as one JSON line")

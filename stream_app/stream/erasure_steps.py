@@ -13,7 +13,6 @@ from ..config import Settings
 from ..contracts import ErasureRequest, Rejection, input_users
 from ..core.events import Event
 from ..core.profile import Profile, snapshot_order
-from ..store.redis_store import MARKER_S
 from .erasures import ErasedUsers, receipt
 from .partitioning import partition_of
 
@@ -48,6 +47,10 @@ class ErasureSteps:
         self.mirror.discard(user_id)
         self.removed.append((user_id, partition))
         return self.idle is not None and self.idle.drop(user_id)
+
+    def remove_for_request(self, user_id: str, partition: int) -> list[str]:
+        """`remove` for an erasure or reset request: the worker's own per-user state it dropped, for the receipt."""
+        return ["idle users", "freshness metrics"] if self.remove(user_id, partition) else ["freshness metrics"]
 
     def erase_restored(self, owned: set[int], partitions: int) -> dict[str, int]:
         """Remove again the profiles the table restored of users erased after those profiles began: a batch
@@ -99,7 +102,7 @@ class ErasureSteps:
                 and recorded >= request.requested_at):
             profile, found, worker_state = None, False, []
         else:
-            worker_state = ["idle users", "freshness metrics"] if self.remove(user_id, partition) else ["freshness metrics"]
+            worker_state = self.remove_for_request(user_id, partition)
             if profile is not None and (profile.last_seen or 0) > request.requested_at:
                 request = replace(request, requested_at=profile.last_seen)
         key, value = self.erased.record(request)
@@ -121,13 +124,12 @@ class ErasureSteps:
         generation = (profile.generation or 0) if profile is not None else \
             (snapshot_order(stored) or (0, 0))[0] if stored is not None else 0
         found = profile is not None or stored is not None
-        worker_state = ["idle users", "freshness metrics"] if self.remove(user_id, partition) else ["freshness metrics"]
+        worker_state = self.remove_for_request(user_id, partition)
         if found:  # an unreadable record's generation unknown: 1 refuses its late writes, not a new profile's
             self.evicted[user_id] = max(generation, 1)
         self.counters.reset_users += 1
         self.receipts.append(receipt(request, partition, profile, found, self.erased, self.settings, worker_state,
                                      worker_id, self.now))
-        self.receipts[-1]["deleted"]["redis"]["marker_s"] = MARKER_S if found else 0
         log.info("reset the profile of a user of partition %d (request %s)", partition, request.request_id,
                  extra={"partition": partition})
 

@@ -210,7 +210,9 @@ def receipt(request: ErasureRequest, partition: int, profile: Profile | None, fo
                           "tombstone": True},
             "profiles_topic": {"topic": topics.profiles, "tombstone": True},
             "redis": {"key": profile_key(request.user_id, settings.namespace), "existed": False,
-                      "marker_s": 0 if settings.replay_erased and not request.reset else MARKER_S},
+                      # a reset marks a deleted profile as an eviction does; an erasure, unless its events are replayed
+                      "marker_s": (MARKER_S if found else 0) if request.reset else 0 if settings.replay_erased
+                      else MARKER_S},
             "learner_state": sorted(set(profile.learner_state) | set(profile.learners)) if profile else [],
             "digests": len(profile.seen_event_ids) if profile else 0,
             "pending_lists": {"shown": len(profile.shown),

@@ -66,10 +66,6 @@ def online_retail_ii_said(text: str) -> str:
     return text
 
 
-SOURCE_NAMES["online-retail-ii"] = {field: online_retail_ii_said(name)
-                                    for field, name in SOURCE_NAMES["online-retail"].items()}
-
-
 def schema_said(message: str, fmt: str) -> str:
     """The event schema's message with its fields named as a file of `fmt` names them."""
     names = SOURCE_NAMES.get(fmt, {})

@@ -64,12 +64,14 @@ def _why(exc: Exception) -> str:
     return str(exc)
 
 
-def _checked(path: Path, line: int, event: dict[str, Any], raw: bytes, fmt: str = "") -> Read:
+def _checked(path: Path, line: int, event: dict[str, Any], raw: bytes, fmt: str = "",
+             said: Callable[[str], str] = str) -> Read:
+    """The event if the schema takes it, else its rejection (`said`: the file's own names put in the message)."""
     try:
         validator("input-event")(event)
     except fastjsonschema.JsonSchemaValueException as exc:
-        said = schema_said(plain_message("input-event", event, exc.message), fmt)
-        return _reject(path, line, "schema_violation", said, raw,
+        message = said(schema_said(plain_message("input-event", event, exc.message), fmt))
+        return _reject(path, line, "schema_violation", message, raw,
                        event.get("user_id") if isinstance(event, dict) else None)
     # the schema's bounds let NaN through and JSON has no inf: either would reach the topic as null
     infinite = next((name for name, value in event.items() if isinstance(value, float) and not math.isfinite(value)),
@@ -355,7 +357,7 @@ def read_online_retail(path: str | Path, stats: OnlineRetailStats | None = None)
                      "user_id": user,
                      "item_id": code, "type": "purchase", "stage": "order", "ts": last_ms,
                      "quantity": quantity, "price": price, "session_id": invoice, "schema_version": 1}
-            checked = _checked(path, line, event, raw, "online-retail-ii" if rows.renamed else "online-retail")
+            checked = _checked(path, line, event, raw, "online-retail", said)
             if isinstance(checked, LineRejection):
                 stats.rejected += 1
             else:
