@@ -247,9 +247,8 @@ def test_a_schema_version_this_release_does_not_read_is_said_so_not_as_a_const_d
 
 
 def test_a_recommendation_that_shows_a_weakly_related_content_candidate_follows_its_schema():
-    """A content candidate whose text is below the similarity floor is shown without a reason (a "similar to" would
-    be false): the schema must admit the empty list the workers publish (it required one reason until 2026-12-01,
-    and a consumer validating by it refused such lists)."""
+    """A content candidate whose text is below the similarity floor is shown with a reason that says so (a "similar
+    to" would be false; workers of 2026-12-01 to 2026-12-04 published an empty list, which the schema still admits)."""
     import numpy as np
 
     from stream_app.config import Settings
@@ -263,7 +262,7 @@ def test_a_recommendation_that_shows_a_weakly_related_content_candidate_follows_
     event = Event(event_id="e1", user_id="u", item_id="a", type="click", ts=1_700_000_000_000)
     rec = process(new_profile("u", settings), event, InMemoryItemIndex(settings), settings, 0,
                   content=index).recommendation
-    assert {item["item_id"]: item["reasons"] for item in rec["items"]}["b"] == []
+    assert {item["item_id"]: item["reasons"] for item in rec["items"]}["b"] == ["text loosely related to CANDLE"]
     jsonschema.Draft7Validator(load_schema("recommendation")).validate(rec)
 
 

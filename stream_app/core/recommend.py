@@ -143,7 +143,7 @@ def recommend(profile: Profile, event: Event, index: ItemIndex, settings: Settin
                        anchor_neighbors, session, session_followers, had, in_category, popular, trending, nearest)
     if content is not None:
         for item_id, found in zip(pool_ids, reasons):
-            found += _content_reasons(item_id, event.item_id, like_last, like_interest, content)
+            found += _content_reasons(item_id, event.item_id, like_last, like_interest, content, bool(found))
     items = [{"item_id": item_id, "score": round(score, 6), "reasons": found}
              for item_id, score, found in zip(pool_ids, scores[shown].tolist(), reasons)]
     return Ranked(items, pool_ids, matrix[pool], ids, matrix)
@@ -352,12 +352,15 @@ def _reasons(shown: list[str], categories: list[str | None], anchors: list[str],
 
 
 def _content_reasons(item_id: str, last_item: str, like_last: dict[str, float], like_interest: dict[str, float],
-                     content: Any) -> list[str]:
+                     content: Any, other_reasons: bool) -> list[str]:
     # a candidate of these sources at or below the floor is unrelated by the features' measure (content_last 0):
     # it is no "similar to" (a niche item's nearest texts may all be)
-    out = []
+    out, title = [], content.titles.get(last_item, last_item)
     if like_last.get(item_id, SIMILARITY_FLOOR) > SIMILARITY_FLOOR:
-        out.append(f"similar to {content.titles.get(last_item, last_item)}")
+        out.append(f"similar to {title}")
     if like_interest.get(item_id, SIMILARITY_FLOOR) > SIMILARITY_FLOOR:
         out.append("like what you look at")
+    if not out and not other_reasons:  # shown for its text alone, though the text is far: say that, not nothing
+        out.append(f"text loosely related to {title}" if item_id in like_last else
+                   "text loosely related to what you look at")
     return out
