@@ -392,3 +392,13 @@ def test_items_named_by_titles_with_commas_are_told_apart():
     stored = {"event_count": 2, "profile_version": 2, "updated_at": T0, "profile": profile.to_dict(internal=False)}
     lines = describe_user(stored, None, titles={"I5": "TEA POT, WHITE", "I2": "MUG"})
     assert "most recent items: I2 MUG; I5 TEA POT, WHITE" in lines[2]
+
+
+def test_a_profile_for_people_names_each_recent_item_once():
+    """A user who looked at one item three times and another once has two most recent items, not "a, a, a, b"."""
+    from stream_app.tools.demo import describe_user
+
+    profile, _, _ = run([ev(1, item="b"), ev(2, item="a"), ev(3, item="c"), ev(4, item="a"), ev(5, item="a")])
+    stored = {"event_count": 5, "profile_version": 5, "updated_at": T0, "profile": profile.to_dict(internal=False)}
+    assert describe_user(stored, None, shown=2)[2] == "  most recent items: a, c"
+    assert describe_user(stored, None)[2] == "  most recent items: a, c, b"

@@ -57,7 +57,7 @@ def describe_user(profile: dict[str, Any], rec: dict[str, Any] | None, shown: in
     counts = ", ".join(f"{n} {t}" for t, n in sorted(p["counts"].items()))
     stages = ", ".join(f"{n} {s}" for s, n in sorted(p["stages"].items()))
     top_items = sorted(p["item_affinity"].items(), key=lambda kv: kv[1], reverse=True)[:3]
-    recent = [item for item, _t, _ts in p["recent"][-shown:]][::-1]
+    recent = list(dict.fromkeys(item for item, _t, _ts in reversed(p["recent"])))[:shown]  # each item once
     events = profile["event_count"]
     between = "; " if titles else ", "  # a title may hold commas ("TEA POT, WHITE")
     lines = [f"user {p['user_id']}: {events} event{'' if events == 1 else 's'} ({counts}{'; ' + stages if stages else ''}), "
