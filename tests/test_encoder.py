@@ -442,3 +442,29 @@ def test_an_encoder_reading_more_steps_than_the_profiles_keep_is_refused_where_t
     watcher = ModelWatcher(Settings(registry_dir=str(root), recent_max=20))
     asyncio.run(watcher.apply(announce(root, "live", v1, 1)))
     assert watcher.live.version == v1
+
+
+def test_training_again_on_the_same_log_and_seed_gives_the_version_the_registry_holds(tmp_path, capsys):
+    """The same log, settings and seed train the same files: each run registered another version of them, and
+    `models list` filled with copies no one could tell apart."""
+    from stream_app_train.train import TrainConfig, train
+
+    small = TrainConfig(dim=8, hidden=8, epochs=1, buckets=1 << 10)
+    first = train(OTTO_SAMPLE, "otto", tmp_path, small)
+    said: list[str] = []
+    again = train(OTTO_SAMPLE, "otto", tmp_path, small, progress=said.append)
+    assert again["version"] == first["version"] and again["already_registered"]
+    assert [m["version"] for m in registry.versions(tmp_path)] == [first["version"]]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
+    assert f"train: the registry already holds these files as {first['version']}" in said[-1]
+    from stream_app.cli import main
+
+    command = ["train", str(OTTO_SAMPLE), "--format", "otto", "--registry", str(tmp_path / "cli"), "--dim", "8",
+               "--hidden", "8", "--epochs", "1"]
+    assert main.main(command) == 0 and capsys.readouterr().out.startswith("trained enc-")
+    [version] = [m["version"] for m in registry.versions(tmp_path / "cli")]
+    assert main.main(command) == 0
+    assert capsys.readouterr().out.startswith(f"trained the model {version} holds (registered 20")
+    other = train(OTTO_SAMPLE, "otto", tmp_path, TrainConfig(dim=8, hidden=8, epochs=1, buckets=1 << 10, seed=8))
+    assert other["version"] != first["version"] and not other.get("already_registered")
+    assert other["version"] in {m["version"] for m in registry.versions(tmp_path)}

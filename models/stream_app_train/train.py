@@ -173,7 +173,8 @@ class TooLittleToTrain(ValueError):
 def train(log: str | Path, fmt: str, registry_root: str | Path, config: TrainConfig = TrainConfig(),
           progress: Callable[[str], None] = lambda _: None,
           refusal: Callable[[dict[str, Any]], tuple[str, str] | None] | None = None) -> dict[str, Any]:
-    """Train, validate, export and register; returns the new version's manifest."""
+    """Train, validate, export and register; returns the new version's manifest (or, when the registry holds a
+    version of the very same files, that version's, with `already_registered`)."""
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     registry.require_writable(registry_root)  # before minutes of training, not after
@@ -228,6 +229,12 @@ def train(log: str | Path, fmt: str, registry_root: str | Path, config: TrainCon
                              f"{PARITY_TOLERANCE:.0e}) on the validation sequences: not registered; report it as a bug")
         np.save(staged / "items.npy", model.items.weight.detach().numpy().astype(np.float32))
         (staged / "items.json").write_text(json.dumps(item_ids))
+        held = registry.holding_files_of(registry_root, staged)
+        if held is not None:  # trained before from the same log, settings and seed: one version, not copies
+            shutil.rmtree(staged, ignore_errors=True)
+            progress(f"train: the registry already holds these files as {held['version']} (trained "
+                     f"{held['created_at']}): not registered again")
+            return {**held, "already_registered": True}
         now = datetime.now(timezone.utc)
         version = f"enc-{now.strftime('%Y%m%d-%H%M%S')}-{registry.content_hash(staged)[:8]}"
         manifest = {

@@ -216,8 +216,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                          progress=lambda line: print(line, file=sys.stderr), refusal=gate(settings))
     except ValueError as exc:
         raise StreamAppError(str(exc)) from None
-    print(f"trained {manifest['version']} in {manifest['training']['seconds']:.1f}s: {validation_said(manifest)} "
-          f"({manifest['validation']['examples']:,} held-out events); registry {registry_dir}")
+    done = (f"trained the model {manifest['version']} holds (registered {manifest['created_at']}), not registered "
+            "again" if manifest.get("already_registered") else
+            f"trained {manifest['version']} in {manifest['training']['seconds']:.1f}s")
+    print(f"{done}: {validation_said(manifest)} ({manifest['validation']['examples']:,} held-out events); "
+          f"registry {registry_dir}")
     if args.publish:
         role = "shadow" if args.shadow else "live"
         model_control.publish(settings.replace(registry_dir=registry_dir), role, manifest["version"])

@@ -115,6 +115,19 @@ def write_version(root: str | Path, staged: Path, manifest: dict[str, Any]) -> P
     return target
 
 
+def holding_files_of(root: str | Path, staged: Path, kind: str = DEFAULT_KIND) -> dict[str, Any] | None:
+    """The manifest of a version of `kind` whose files are byte for byte those staged (a model trained again on
+    the same log with the same settings and seed), or None."""
+    files = content_hash(staged, kind)
+    for manifest in versions(root, kind):
+        try:
+            if content_hash(Path(root) / manifest["version"], kind) == files:
+                return manifest
+        except ConfigError:  # a version with a file missing holds other files
+            continue
+    return None
+
+
 def _stored_hash(folder: Path) -> str | None:
     try:
         return json.loads((folder / MANIFEST).read_text()).get("content_hash")
