@@ -156,6 +156,20 @@ def test_erase_without_a_running_worker_times_out_with_what_to_do(make_settings)
     assert [r["user_id"] for r in publish_erasures(settings, ["x", "x"])] == ["x"]  # one request per user named
 
 
+def test_a_request_a_worker_refuses_is_said_at_once_with_the_reason_not_waited_out(make_settings, start_worker):
+    """A worker that dead-letters a request (an older release refuses a reset's `reset` field; here one whose payload
+    limit the request passes) sends no receipt: the command waited its whole timeout and then asked whether a worker
+    was running."""
+    settings = make_settings(max_payload_bytes=60)
+    start_worker(settings)
+    started = time.monotonic()
+    refused = cli(settings, "reset-profile", "u1", "--timeout", "90")
+    assert refused.returncode == 2 and time.monotonic() - started < 60, refused.stderr
+    assert "a worker refused the reset of 'u1' (request " in refused.stderr
+    assert "payload_too_large: " in refused.stderr and "upgrade the workers" in refused.stderr
+    assert "no receipt" not in refused.stderr
+
+
 def test_a_reset_deletes_the_profile_everywhere_and_the_same_events_sent_again_make_it_anew(
         make_settings, start_worker, redis_client):
     """`stream-app reset-profile`: the profile goes as for an erasure, but nothing of the user is held back after it

@@ -15,7 +15,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from ..config import Settings
 from ..contracts import validator
-from ..errors import ConfigError, ServiceTimeout
+from ..errors import ConfigError, ServiceTimeout, StreamAppError
 from ..kafka_security import kafka_python_kwargs
 from ..logs import utc_ms
 from ..stream.topics import ensure_topics
@@ -61,29 +61,48 @@ def publish_erasures(settings: Settings, users: list[str], requested_at: int | N
 
 
 class ReceiptReader:
-    """Reads the receipts topic from its end as it was before the requests went out."""
+    """Reads the receipts topic, and the dead-letter topic for requests a worker refused, from their ends as they were
+    before the requests went out."""
 
     def __init__(self, settings: Settings):
         self.consumer = KafkaConsumer(bootstrap_servers=settings.require_kafka().split(","), group_id=None,
                                       enable_auto_commit=False, **kafka_python_kwargs(settings.kafka_security))
-        topic = settings.topics.erasure_receipts
-        tps = [TopicPartition(topic, p) for p in sorted(self.consumer.partitions_for_topic(topic) or ())]
+        self.receipts, self.erasures = settings.topics.erasure_receipts, settings.topics.erasures
+        tps = [TopicPartition(topic, p) for topic in (self.receipts, settings.topics.dlq)
+               for p in sorted(self.consumer.partitions_for_topic(topic) or ())]
         self.consumer.assign(tps)
         for tp, end in self.consumer.end_offsets(tps).items():
-            # Tansu may report less than the end (its last batch's base offset): a few old receipts, skipped
+            # Tansu may report less than the end (its last batch's base offset): a few old records, skipped
             self.consumer.seek(tp, end)
 
-    def wait(self, request_ids: set[str], timeout_s: float) -> dict[str, dict[str, Any]]:
-        """The receipts of `request_ids`, as many as came within `timeout_s`."""
+    def wait(self, request_ids: set[str], timeout_s: float) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+        """The receipts of `request_ids`, and the refusals of others (request id -> the dead letter's reason and
+        detail), as many as came within `timeout_s`."""
         found: dict[str, dict[str, Any]] = {}
+        refused: dict[str, str] = {}
         deadline = time.monotonic() + timeout_s
-        while len(found) < len(request_ids) and time.monotonic() < deadline:
-            for records in self.consumer.poll(timeout_ms=300).values():
+        while len(found) + len(refused) < len(request_ids) and time.monotonic() < deadline:
+            for tp, records in self.consumer.poll(timeout_ms=300).items():
                 for record in records:
-                    receipt = orjson.loads(record.value)
-                    if receipt.get("request_id") in request_ids:
-                        found[receipt["request_id"]] = receipt
-        return found
+                    if tp.topic == self.receipts:
+                        receipt = orjson.loads(record.value)
+                        if receipt.get("request_id") in request_ids:
+                            found[receipt["request_id"]] = receipt
+                    else:
+                        refused.update(self._refusal(record.value, request_ids - found.keys()))
+        return found, {request_id: why for request_id, why in refused.items() if request_id not in found}
+
+    def _refusal(self, value: bytes | None, pending: set[str]) -> dict[str, str]:
+        """The pending request a dead letter of the erasures topic holds (its payload names the request id)."""
+        try:
+            letter = orjson.loads(value or b"")
+            if letter["source"]["topic"] != self.erasures:
+                return {}
+            payload = letter.get("payload_text") or ""
+            why = f"{letter['reason']}: {letter.get('detail') or ''}".rstrip(": ")
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return {}
+        return {request_id: why for request_id in pending if request_id in payload}
 
     def close(self) -> None:
         self.consumer.close()
@@ -105,7 +124,7 @@ def erase_users(settings: Settings, users: list[str], wait_s: float | None, as_j
                       f"{request['user_id']}` shows it once a worker has applied the request")
             return 0
         try:
-            receipts = reader.wait({r["request_id"] for r in requests}, wait_s)
+            receipts, refused = reader.wait({r["request_id"] for r in requests}, wait_s)
         except KeyboardInterrupt:
             print(f"\ninterrupted while waiting: the {len(requests)} {what} requests were sent and are applied "
                   f"when a worker reads them; their receipts will be on {settings.topics.erasure_receipts}",
@@ -120,6 +139,12 @@ def erase_users(settings: Settings, users: list[str], wait_s: float | None, as_j
             print(orjson.dumps(receipt).decode() if as_json else describe(receipt))
     if reset:
         erasure_stands(settings, [r["user_id"] for r in requests if r["request_id"] in receipts])
+    if refused:
+        raise StreamAppError("\n".join(
+            f"a worker refused the {what} of {r['user_id']!r} (request {r['request_id']}), to "
+            f"{settings.topics.dlq}: {refused[r['request_id']]}" for r in requests if r["request_id"] in refused)
+            + "\nnothing of those users was changed. A worker of an older release than this command refuses fields it "
+            "does not know (a reset's `reset`): upgrade the workers, then send the request again")
     missing = [r["user_id"] for r in requests if r["request_id"] not in receipts]
     if missing:
         raise ServiceTimeout(
