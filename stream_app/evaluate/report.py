@@ -6,8 +6,8 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from ..serving.registry import validation_said
 from .metrics import truth_unmatched
+from .tables import facts, footnotes
 
 # One colour per row: a full pass has 19 rows, 22 with an encoder, a shadow and item text.
 PALETTE = ["#1b6ca8", "#d1495b", "#66a182", "#edae49", "#8d6a9f", "#4f5d75", "#2e4057", "#00a6a6", "#bc4b51",
@@ -66,18 +66,29 @@ def _rate(value: float | None) -> str:
     return "-" if value is None else f"{value:,.0f}"
 
 
-def render(result: dict[str, Any]) -> str:
+def _rows(result: dict[str, Any], types: list[str]) -> str:
+    """The table's heading and rows: the text table's columns, and the events each row judged."""
     k = result["k"]
-    models = result["models"]
-    legend = "".join(f'<span style="color:{PALETTE[n % len(PALETTE)]}">&#9632;</span> {html.escape(name)} &nbsp; '
-                     for n, name in enumerate(models))
+    head = "".join(f"<th>{html.escape(name)}</th>" for name in (
+        "model", f"Recall@{k}", f"MRR@{k}", f"NDCG@{k}", *(f"R@{k} {t}" for t in types), f"R@{k} cold", "coverage",
+        "pop.pct", "judged", "events/s alone"))
     rows = "".join(
         f"<tr><td>{html.escape(name)}</td><td>{m[f'recall@{k}']:.4f}</td><td>{m[f'mrr@{k}']:.4f}</td>"
-        f"<td>{m[f'ndcg@{k}']:.4f}</td><td>{m['coverage']:.3f}</td><td>{m['popularity_percentile']:.3f}</td>"
-        f"<td>{m['judged']:,}</td><td>{_rate(m.get('events_per_s'))}</td></tr>" for name, m in models.items())
-    types = sorted({t for m in models.values() for t in m["by_type"]})
-    per_type = {name: {t: m["by_type"].get(t, {}).get(f"recall@{k}", 0.0) for t in types}
-                for name, m in models.items()}
+        f"<td>{m[f'ndcg@{k}']:.4f}</td>"
+        + "".join(f"<td>{m['by_type'].get(t, {}).get(f'recall@{k}', 0.0):.4f}</td>" for t in types)
+        + f"<td>{m['cold_start'][f'recall@{k}']:.4f}</td><td>{m['coverage']:.3f}</td>"
+        f"<td>{m['popularity_percentile']:.3f}</td><td>{m['judged']:,}</td><td>{_rate(m.get('events_per_s'))}</td>"
+        "</tr>" for name, m in result["models"].items())
+    return f"<table><tr>{head}</tr>{rows}</table>"
+
+
+def _paragraphs(lines: list[str]) -> str:
+    """Lines of the text table as paragraphs, each a sentence."""
+    return "".join(f"<p>{html.escape(line[:1].upper() + line[1:])}.</p>\n" for line in lines)
+
+
+def _accuracy(result: dict[str, Any]) -> str:
+    """The profile-accuracy section of a pass with a ground truth ("" without one)."""
     accuracy_html = ""
     for name, accuracy in (result.get("profile_accuracy") or {}).items():
         if not accuracy_html:
@@ -91,38 +102,31 @@ def render(result: dict[str, Any]) -> str:
             f"{html.escape(key.split('_', 1)[1])} <b>{value:.3f}</b>" for key, value in accuracy.items()
             if key.startswith("ndcg") and value is not None) + \
             f" ({accuracy['users_drifted']} drifted, {accuracy['users_stable']} stable users).</p>"
-    encoder_html = ""
-    for role in ("encoder", "shadow_encoder"):
-        manifest = result.get(role)
-        if manifest:
-            encoder_html += (f"<p>{role.replace('_', ' ').capitalize()}: {html.escape(manifest['version'])} "
-                             f"({validation_said(manifest)}, trained on "
-                             f"{manifest['training']['events']:,} events before ts "
-                             f"{manifest['training']['train_until_ts']}).</p>")
-    reachable = result.get("reachable")
-    if reachable and reachable["judged"]:
-        known, own, of = reachable["known_item"], reachable["own_item"], reachable["judged"]
-        recent = reachable.get("recent_own_item", 0)
-        encoder_html += (f"<p>Reachable: {known:,} judged events ({known / of:.4f}) on an item the log had before, "
-                         "the highest Recall a model that recommends only items it has seen can reach; "
-                         f"{own:,} ({own / of:.4f}) on one the user had; {recent:,} ({recent / of:.4f}) on one of "
-                         f"the user's {result['k']} most recent distinct items.</p>")
-    if result.get("judged_from_ts") is not None:
-        encoder_html += (f"<p>Judged: events from ts {result['judged_from_ts']} on, after the encoder's training "
-                         "data; every model still learns from the whole log.</p>")
+    return accuracy_html
+
+
+def render(result: dict[str, Any]) -> str:
+    """The page: what the text table says (`tables.facts`, the rows, `tables.footnotes`), then the charts."""
+    k = result["k"]
+    models = result["models"]
+    legend = "".join(f'<span style="color:{PALETTE[n % len(PALETTE)]}">&#9632;</span> {html.escape(name)} &nbsp; '
+                     for n, name in enumerate(models))
+    types = sorted({t for m in models.values() for t in m["by_type"]})
+    per_type = {name: {t: m["by_type"].get(t, {}).get(f"recall@{k}", 0.0) for t in types}
+                for name, m in models.items()}
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>stream-app evaluation: {html.escape(result.get('log', ''))}</title>
-<style>body{{font:14px system-ui,sans-serif;max-width:820px;margin:2em auto;color:#222}}
+<style>body{{font:14px system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}}
 table{{border-collapse:collapse}}td,th{{padding:4px 10px;border-bottom:1px solid #ddd;text-align:right}}
 td:first-child,th:first-child{{text-align:left}}</style></head><body>
 <h1>Prequential evaluation</h1>
 <p>{html.escape(result.get('log', ''))}: {result['events']:,} events, {result['users']:,} users,
 {result['items']:,} items; K = {k}; batches of {result['batch']}; {result['events_per_s']:,.0f} events/s
 for all models together. Each event is judged by the list its user was shown after the previous event.</p>
-{encoder_html}<table><tr><th>model</th><th>Recall@{k}</th><th>MRR@{k}</th><th>NDCG@{k}</th><th>coverage</th>
-<th>popularity pct.</th><th>judged</th><th>events/s alone</th></tr>{rows}</table>
+{_paragraphs(facts(result))}{_rows(result, types)}
+{_paragraphs(footnotes(result))}
 <h2>Recall@{k} over the stream</h2><p>{legend}</p>{_line_chart({n: m.get('timeline', []) for n, m in models.items()})}
 <h2>Recall@{k} by type of the judged event</h2><p>{legend}</p>{_bar_chart(types, per_type)}
-{accuracy_html}
+{_accuracy(result)}
 </body></html>
 """

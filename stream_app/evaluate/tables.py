@@ -34,21 +34,70 @@ def table(result: dict[str, Any]) -> str:
     head = f"{'model':<{width}} {'Recall@' + str(k):>9} {'MRR@' + str(k):>8} {'NDCG@' + str(k):>8} " + \
         " ".join(f"{type_heads[t]:>{type_width[t]}}" for t in types) + f" {'R@' + str(k) + ' cold':>11}" + \
         f" {'coverage':>9} {'pop.pct':>8} {'events/s':>9}"
-    judged = next(iter(result["models"].values()))["judged"] if result["models"] else 0
     lines = [f"{result['events']:,} events, {result['users']:,} users, {result['items']:,} items; "
-             f"batches of {result['batch']}; {result['events_per_s']:,.0f} events/s for all models together (events/s: "
-             "each model's alone, its own time in the pass)",
-             f"judged: {judged:,} events, each by the list its user was shown after the user's previous event"]
+             f"batches of {result['batch']}; {result['events_per_s']:,.0f} events/s for all models together "
+             "(events/s: each model's alone, its own time in the pass)",
+             *facts(result), head, "-" * len(head)]
+    for name, m in result["models"].items():
+        per_type = " ".join(f"{m['by_type'].get(t, {}).get(f'recall@{k}', 0.0):>{type_width[t]}.4f}" for t in types)
+        lines.append(f"{name:<{width}} {m[f'recall@{k}']:>9.4f} {m[f'mrr@{k}']:>8.4f} {m[f'ndcg@{k}']:>8.4f} "
+                     f"{per_type} {m['cold_start'][f'recall@{k}']:>11.4f} "
+                     f"{m['coverage']:>9.3f} {m['popularity_percentile']:>8.3f} {_rate(m.get('events_per_s')):>9}")
+    return "\n".join(lines + footnotes(result) + _accuracy_lines(result.get("profile_accuracy"), width))
+
+
+def facts(result: dict[str, Any]) -> list[str]:
+    """What the table says above its rows (the HTML report too): what was judged, the models beside the log, the
+    lines and events not evaluated, the cold targets and the reachable ceiling."""
+    first = next(iter(result["models"].values()), None)
+    lines = judged_said(first["judged"] if first else 0)
+    lines += _models_beside(result)
+    if result.get("skipped_lines", {}).get("skipped"):
+        lines.append(f"{skipped_said(result['skipped_lines'])} (not evaluated)")
+    if result.get("rejected_lines"):
+        first_said = f", the first as {result['first_rejection']}" if result.get("first_rejection") else ""
+        lines_of, parts = result["rejected_lines"], result.get("rejections", result["rejected_lines"])
+        what = (f"{lines_of:,} lines of the log that cannot be read as events" if parts == lines_of else
+                f"{parts:,} records of {lines_of:,} line{'s' if lines_of != 1 else ''} of the log that cannot be read as events (a whole line, or "
+                "one event of a session line whose other events were read)")
+        lines.append(f"rejected: {what} (not evaluated){first_said}; `stream-app replay` sends them to the dead-letter "
+                     "topic, where `stream-app dead-letters` shows them with their reasons")
+    lines += _left_out(result)
+    cold_judged = first["cold_start"]["judged"] if first else 0
+    lines.append(f"cold: {cold_judged:,} judged events whose item had fewer than {COLD_START} interactions before")
+    reachable = result.get("reachable")
+    if reachable and reachable["judged"]:
+        known, own, of = reachable["known_item"], reachable["own_item"], reachable["judged"]
+        recent = reachable.get("recent_own_item", 0)
+        lines.append(f"reachable: {known:,} judged events ({known / of:.4f}) on an item the log had before: the "
+                     f"highest Recall a model that recommends only items it has seen can reach; {own:,} "
+                     f"({own / of:.4f}) on one the user had; {recent:,} ({recent / of:.4f}) on one of the user's "
+                     f"{result['k']} most recent distinct items")
+    if result.get("judged_from_ts") is not None:
+        lines.append(f"judged: events from ts {result['judged_from_ts']} on (the encoder trained on the "
+                     f"earlier part of this log; every model still learns from all of it)")
+    return lines
+
+
+def judged_said(judged: int) -> list[str]:
+    """How many events were judged, and when none was, why every figure is 0."""
+    lines = [f"judged: {judged:,} events, each by the list its user was shown after the user's previous event"]
     if not judged:
         lines.append("nothing to judge, so every figure below is 0: an event is judged by the list shown after its "
                      "user's previous event (is --limit too small? with --encoder, only events after its training "
                      "cutoff are judged)")
+    return lines
+
+
+def _models_beside(result: dict[str, Any]) -> list[str]:
+    """The encoders and the content model the stream-app rows ran, and a warning for one of another catalogue."""
+    lines = []
     for role in ("encoder", "shadow_encoder"):
         manifest = result.get(role)
         if manifest:
+            training = manifest["training"]
             lines.append(f"{role.replace('_', ' ')}: {manifest['version']} ({validation_said(manifest)}, trained on "
-                         "events before ts "
-                         f"{manifest['training']['train_until_ts']})")
+                         f"{training['events']:,} events before ts {training['train_until_ts']})")
             share = result.get(f"{role}_log_events_known")
             if share is not None and share < 0.5:
                 lines.append(f"warning: it knows the item of only {share:.0%} of this log's events: was it trained on "
@@ -61,43 +110,19 @@ def table(result: dict[str, Any]) -> str:
         if share is not None and share < 0.5:
             lines.append(f"warning: the catalogue (--items) holds the item of only {share:.0%} of this log's events: "
                          "is it another shop's? the content rows have little or nothing to work from")
-    if result.get("skipped_lines", {}).get("skipped"):
-        lines.append(f"{skipped_said(result['skipped_lines'])} (not evaluated)")
-    if result.get("rejected_lines"):
-        first = f", the first as {result['first_rejection']}" if result.get("first_rejection") else ""
-        lines_of, parts = result["rejected_lines"], result.get("rejections", result["rejected_lines"])
-        what = (f"{lines_of:,} lines of the log that cannot be read as events" if parts == lines_of else
-                f"{parts:,} records of {lines_of:,} line{'s' if lines_of != 1 else ''} of the log that cannot be read as events (a whole line, or "
-                "one event of a session line whose other events were read)")
-        lines.append(f"rejected: {what} (not evaluated){first}; `stream-app replay` sends them to the dead-letter "
-                     "topic, where `stream-app dead-letters` shows them with their reasons")
-    lines += _left_out(result)
-    cold_judged = next(iter(result["models"].values()))["cold_start"]["judged"] if result["models"] else 0
-    lines.append(f"cold: {cold_judged:,} judged events whose item had fewer than {COLD_START} interactions before")
-    reachable = result.get("reachable")
-    if reachable and reachable["judged"]:
-        known, own, of = reachable["known_item"], reachable["own_item"], reachable["judged"]
-        recent = reachable.get("recent_own_item", 0)
-        lines.append(f"reachable: {known:,} judged events ({known / of:.4f}) on an item the log had before: the "
-                     f"highest Recall a model that recommends only items it has seen can reach; {own:,} "
-                     f"({own / of:.4f}) on one the user had; {recent:,} ({recent / of:.4f}) on one of the user's "
-                     f"{result['k']} most recent distinct items")
-    if result.get("judged_from_ts") is not None:
-        lines.append(f"judged: events from ts {result['judged_from_ts']} on (the encoder trained on the earlier "
-                     f"part of this log; every model still learns from all of it)")
-    lines += [head, "-" * len(head)]
-    for name, m in result["models"].items():
-        per_type = " ".join(f"{m['by_type'].get(t, {}).get(f'recall@{k}', 0.0):>{type_width[t]}.4f}" for t in types)
-        lines.append(f"{name:<{width}} {m[f'recall@{k}']:>9.4f} {m[f'mrr@{k}']:>8.4f} {m[f'ndcg@{k}']:>8.4f} "
-                     f"{per_type} {m['cold_start'][f'recall@{k}']:>11.4f} "
-                     f"{m['coverage']:>9.3f} {m['popularity_percentile']:>8.3f} {_rate(m.get('events_per_s')):>9}")
+    return lines
+
+
+def footnotes(result: dict[str, Any]) -> list[str]:
+    """What the table says below its rows (the HTML report too): the rows that proposed nothing, the columns' meaning."""
+    lines = []
     empty = [name for name, m in result["models"].items() if m["judged"] and not m["coverage"]]
     if empty:
         lines.append(f"proposed no item on this log (its source has nothing to work from here, e.g. no categories in "
                      f"the log): {', '.join(empty)}")
-    lines.append(f"coverage: the share of the log's items that were in some shown top {k}; pop.pct: the mean "
-                 "popularity percentile of the shown items (1: the most popular)")
-    return "\n".join(lines + _accuracy_lines(result.get("profile_accuracy"), width))
+    lines.append(f"coverage: the share of the log's items that were in some shown top {result['k']}; pop.pct: the "
+                 "mean popularity percentile of the shown items (1: the most popular)")
+    return lines
 
 
 def _accuracy_lines(accuracies: dict[str, Any] | None, width: int) -> list[str]:
