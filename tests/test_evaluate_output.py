@@ -4,16 +4,63 @@ say the same facts, rates and times in a form a reader takes in."""
 import html
 
 import numpy as np
-from conftest import REPO
+from conftest import OTTO_SAMPLE, REPO
 
 from stream_app.config import Settings
 from stream_app.core.content import ContentIndex
-from stream_app.evaluate.prequential import evaluate_log
+from stream_app.evaluate.prequential import evaluate_events, evaluate_log
 from stream_app.evaluate.report import render
-from stream_app.evaluate.tables import table
+from stream_app.evaluate.tables import table, via_kafka_table
+from stream_app.evaluate.via_kafka import score_published
 from stream_app.tools.recorded import load_sorted
+from stream_app.tools.replay import gate
+from stream_app.tools.sorted_log import split_refused
 
 ONLINE_RETAIL_SAMPLE = REPO / "stream_app" / "data" / "online-retail-sample.csv"
+JUDGED_SAID = "events, each by the list its user was shown after the user's previous event"
+
+
+def via_kafka_result(end_to_end_per_s: float = 1500.0, rate: float | None = None) -> dict:
+    """The result `evaluate_via_kafka` gives for the OTTO sample when every published list is the in-process
+    one (built without Kafka: the published lists are the in-process pass's)."""
+    settings = Settings().replace(rec_policy="every")
+    events, _ = split_refused(load_sorted(OTTO_SAMPLE, "otto")[0], gate(settings))
+    in_process_run = evaluate_events(events, settings, baselines=False, record=True)
+    published = {event_id: items for event_id, (_, items) in in_process_run["recorded"].items()}
+    via_kafka = score_published(events, published, 20, settings)
+    via_kafka["events_per_s"] = end_to_end_per_s
+    keys = ["recall@20", "mrr@20", "ndcg@20"]
+    return {"log": str(OTTO_SAMPLE), "events": len(events), "k": 20, "rate": rate, "workers": 1, "busy": False,
+            "content": None, "max_idle_ms": 2000, "via_kafka": via_kafka,
+            "in_process": in_process_run["models"]["stream-app"],
+            "recommendations_in_process": len(published), "recommendations_published": len(published),
+            "repeated_recommendations": 0, "lists_differ": 0, "versions_differ": 0,
+            "ordering": dict.fromkeys(("late_for_user", "late_in_partition", "late_for_item_state", "unscheduled",
+                                       "stale_item_state"), 0),
+            "abs_difference": dict.fromkeys(keys, 0.0), "other_rows": {}, "against_best": None}
+
+
+def hand_made_result(events_per_s: float = 100.0, model_per_s: float = 100.0) -> dict:
+    tally = {"judged": 7, "recall@20": 0.5, "mrr@20": 0.25, "ndcg@20": 0.3}
+    model = {**tally, "by_type": {"purchase": tally}, "cold_start": {**tally, "judged": 3}, "coverage": 0.1,
+             "popularity_percentile": 0.5, "events_per_s": model_per_s, "timeline": []}
+    return {"log": "tiny.jsonl", "k": 20, "events": 10, "users": 2, "items": 5, "batch": 500,
+            "events_per_s": events_per_s, "models": {"stream-app": model}}
+
+
+def test_the_via_kafka_table_says_how_many_events_were_judged_as_the_in_process_table_does():
+    result = via_kafka_result()
+    judged = result["via_kafka"]["judged"]
+    assert judged == result["in_process"]["judged"] == 862 - 20  # every event but each user's first
+    assert f"judged: {judged:,} {JUDGED_SAID}" in via_kafka_table(result)
+    assert f"judged: 7 {JUDGED_SAID}" in table(hand_made_result())
+
+
+def test_the_via_kafka_table_says_when_the_two_passes_judged_a_different_number_of_events():
+    result = via_kafka_result()
+    result["in_process"] = {**result["in_process"], "judged": result["via_kafka"]["judged"] + 1}
+    assert (f"judged: {result['via_kafka']['judged']:,} events via Kafka, {result['in_process']['judged']:,} in "
+            "process") in via_kafka_table(result)
 
 
 def test_the_html_report_carries_the_facts_of_the_text_table():

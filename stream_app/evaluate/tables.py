@@ -50,7 +50,8 @@ def facts(result: dict[str, Any]) -> list[str]:
     """What the table says above its rows (the HTML report too): what was judged, the models beside the log, the
     lines and events not evaluated, the cold targets and the reachable ceiling."""
     first = next(iter(result["models"].values()), None)
-    lines = judged_said(first["judged"] if first else 0)
+    lines = judged_said(first["judged"] if first else 0, asked="is --limit too small? with --encoder, only events "
+                        "after its training cutoff are judged")
     lines += _models_beside(result)
     if result.get("skipped_lines", {}).get("skipped"):
         lines.append(f"{skipped_said(result['skipped_lines'])} (not evaluated)")
@@ -79,13 +80,13 @@ def facts(result: dict[str, Any]) -> list[str]:
     return lines
 
 
-def judged_said(judged: int) -> list[str]:
-    """How many events were judged, and when none was, why every figure is 0."""
-    lines = [f"judged: {judged:,} events, each by the list its user was shown after the user's previous event"]
+def judged_said(judged: int, how: str = "", asked: str = "is --limit too small?") -> list[str]:
+    """How many events were judged (`how`: by which pass, when two differ), and when none was, why every figure is 0
+    and what to look at (`asked`)."""
+    lines = [f"judged: {judged:,} events{how}, each by the list its user was shown after the user's previous event"]
     if not judged:
         lines.append("nothing to judge, so every figure below is 0: an event is judged by the list shown after its "
-                     "user's previous event (is --limit too small? with --encoder, only events after its training "
-                     "cutoff are judged)")
+                     f"user's previous event ({asked})")
     return lines
 
 
@@ -152,8 +153,10 @@ def via_kafka_table(result: dict[str, Any]) -> str:
     lines = [f"{result['events']:,} events of {result['log']} replayed at {rate} "
              f"({result['via_kafka']['events_per_s']:,.0f} events/s end to end) through {result['workers']} "
              f"worker(s){' beside a CPU-bound process' if result['busy'] else ''}, read back from the "
-             f"recommendations topic; in process: the same core and settings",
-             f"{'':<12}" + "".join(f"{key:>11}" for key in keys)]
+             f"recommendations topic; in process: the same core and settings"]
+    judged, in_process = result["via_kafka"]["judged"], result["in_process"]["judged"]
+    lines += judged_said(judged, "" if judged == in_process else f" via Kafka, {in_process:,} in process")
+    lines.append(f"{'':<12}" + "".join(f"{key:>11}" for key in keys))
     for name in ("via_kafka", "in_process"):
         lines.append(f"{name.replace('_', '-'):<12}" + "".join(f"{result[name][key]:>11.4f}" for key in keys))
     lines.append(f"{'|difference|':<12}" + "".join(f"{result['abs_difference'][key]:>11.4f}" for key in keys))
