@@ -4,6 +4,7 @@ say the same facts, rates and times in a form a reader takes in."""
 import html
 
 import numpy as np
+import pytest
 from conftest import OTTO_SAMPLE, REPO
 
 from stream_app.config import Settings
@@ -61,6 +62,20 @@ def test_the_via_kafka_table_says_when_the_two_passes_judged_a_different_number_
     result["in_process"] = {**result["in_process"], "judged": result["via_kafka"]["judged"] + 1}
     assert (f"judged: {result['via_kafka']['judged']:,} events via Kafka, {result['in_process']['judged']:,} in "
             "process") in via_kafka_table(result)
+
+
+@pytest.mark.parametrize("per_s, said", [(0.49, "0.49"), (0.0, "0"), (3.456, "3.5"), (9.96, "10"), (0.0123, "0.012"),
+                                         (12.4, "12"), (1234.5, "1,234"), (3_650_000.0, "3,650,000")])
+def test_rates_keep_two_significant_digits_below_10_and_thousands_separators_above(per_s, said):
+    text = table(hand_made_result(events_per_s=per_s, model_per_s=per_s))
+    assert f"; {said} events/s for all models together" in text
+    row = next(line for line in text.splitlines() if line.startswith("stream-app"))
+    assert row.split()[-1] == said
+    page = render(hand_made_result(events_per_s=per_s, model_per_s=per_s))
+    assert f"{said} events/s\nfor all models together" in page and f"<td>{said}</td></tr>" in page
+    replayed = via_kafka_table(via_kafka_result(end_to_end_per_s=per_s, rate=per_s or None))  # None: full speed
+    replayed_at = f"{said} events/s" if per_s else "full speed"
+    assert f"replayed at {replayed_at} ({said} events/s end to end)" in replayed
 
 
 def test_the_html_report_carries_the_facts_of_the_text_table():

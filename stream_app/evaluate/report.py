@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
+from .figures import rate_said
 from .metrics import truth_unmatched
 from .tables import facts, footnotes
 
@@ -62,10 +63,6 @@ def _bar_chart(groups: list[str], series: dict[str, dict[str, float]], width: in
     return "".join(parts)
 
 
-def _rate(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.0f}"
-
-
 def _rows(result: dict[str, Any], types: list[str]) -> str:
     """The table's heading and rows: the text table's columns, and the events each row judged."""
     k = result["k"]
@@ -77,7 +74,7 @@ def _rows(result: dict[str, Any], types: list[str]) -> str:
         f"<td>{m[f'ndcg@{k}']:.4f}</td>"
         + "".join(f"<td>{m['by_type'].get(t, {}).get(f'recall@{k}', 0.0):.4f}</td>" for t in types)
         + f"<td>{m['cold_start'][f'recall@{k}']:.4f}</td><td>{m['coverage']:.3f}</td>"
-        f"<td>{m['popularity_percentile']:.3f}</td><td>{m['judged']:,}</td><td>{_rate(m.get('events_per_s'))}</td>"
+        f"<td>{m['popularity_percentile']:.3f}</td><td>{m['judged']:,}</td><td>{rate_said(m.get('events_per_s'))}</td>"
         "</tr>" for name, m in result["models"].items())
     return f"<table><tr>{head}</tr>{rows}</table>"
 
@@ -121,7 +118,7 @@ table{{border-collapse:collapse}}td,th{{padding:4px 10px;border-bottom:1px solid
 td:first-child,th:first-child{{text-align:left}}</style></head><body>
 <h1>Prequential evaluation</h1>
 <p>{html.escape(result.get('log', ''))}: {result['events']:,} events, {result['users']:,} users,
-{result['items']:,} items; K = {k}; batches of {result['batch']}; {result['events_per_s']:,.0f} events/s
+{result['items']:,} items; K = {k}; batches of {result['batch']}; {rate_said(result['events_per_s'])} events/s
 for all models together. Each event is judged by the list its user was shown after the previous event.</p>
 {_paragraphs(facts(result))}{_rows(result, types)}
 {_paragraphs(footnotes(result))}

@@ -7,6 +7,7 @@ from typing import Any
 
 from ..serving.registry import validation_said
 from ..tools.log_checks import skipped_said
+from .figures import rate_said
 from .metrics import COLD_START, truth_unmatched
 
 
@@ -35,14 +36,14 @@ def table(result: dict[str, Any]) -> str:
         " ".join(f"{type_heads[t]:>{type_width[t]}}" for t in types) + f" {'R@' + str(k) + ' cold':>11}" + \
         f" {'coverage':>9} {'pop.pct':>8} {'events/s':>9}"
     lines = [f"{result['events']:,} events, {result['users']:,} users, {result['items']:,} items; "
-             f"batches of {result['batch']}; {result['events_per_s']:,.0f} events/s for all models together "
+             f"batches of {result['batch']}; {rate_said(result['events_per_s'])} events/s for all models together "
              "(events/s: each model's alone, its own time in the pass)",
              *facts(result), head, "-" * len(head)]
     for name, m in result["models"].items():
         per_type = " ".join(f"{m['by_type'].get(t, {}).get(f'recall@{k}', 0.0):>{type_width[t]}.4f}" for t in types)
         lines.append(f"{name:<{width}} {m[f'recall@{k}']:>9.4f} {m[f'mrr@{k}']:>8.4f} {m[f'ndcg@{k}']:>8.4f} "
                      f"{per_type} {m['cold_start'][f'recall@{k}']:>11.4f} "
-                     f"{m['coverage']:>9.3f} {m['popularity_percentile']:>8.3f} {_rate(m.get('events_per_s')):>9}")
+                     f"{m['coverage']:>9.3f} {m['popularity_percentile']:>8.3f} {rate_said(m.get('events_per_s')):>9}")
     return "\n".join(lines + footnotes(result) + _accuracy_lines(result.get("profile_accuracy"), width))
 
 
@@ -143,15 +144,11 @@ def _accuracy_lines(accuracies: dict[str, Any] | None, width: int) -> list[str]:
     return lines
 
 
-def _rate(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.0f}"
-
-
 def via_kafka_table(result: dict[str, Any]) -> str:
     keys = list(result["abs_difference"])
-    rate = "full speed" if not result["rate"] else f"{result['rate']:,.0f} events/s"
+    rate = "full speed" if not result["rate"] else f"{rate_said(result['rate'])} events/s"
     lines = [f"{result['events']:,} events of {result['log']} replayed at {rate} "
-             f"({result['via_kafka']['events_per_s']:,.0f} events/s end to end) through {result['workers']} "
+             f"({rate_said(result['via_kafka']['events_per_s'])} events/s end to end) through {result['workers']} "
              f"worker(s){' beside a CPU-bound process' if result['busy'] else ''}, read back from the "
              f"recommendations topic; in process: the same core and settings"]
     judged, in_process = result["via_kafka"]["judged"], result["in_process"]["judged"]
