@@ -19,6 +19,7 @@ from stream_app.tools.sorted_log import split_refused
 
 ONLINE_RETAIL_SAMPLE = REPO / "stream_app" / "data" / "online-retail-sample.csv"
 JUDGED_SAID = "events, each by the list its user was shown after the user's previous event"
+JUNE_FIRST_NOON_MS = 1306929600000  # 2011-06-01 12:00 UTC
 
 
 def via_kafka_result(end_to_end_per_s: float = 1500.0, rate: float | None = None) -> dict:
@@ -76,6 +77,20 @@ def test_rates_keep_two_significant_digits_below_10_and_thousands_separators_abo
     replayed = via_kafka_table(via_kafka_result(end_to_end_per_s=per_s, rate=per_s or None))  # None: full speed
     replayed_at = f"{said} events/s" if per_s else "full speed"
     assert f"replayed at {replayed_at} ({said} events/s end to end)" in replayed
+
+
+def test_the_training_cutoff_is_said_as_a_utc_date_time_and_kept_in_epoch_ms_in_the_results():
+    result = hand_made_result()
+    result["encoder"] = {"version": "enc-1", "validation": {},
+                         "training": {"events": 1000, "train_until_ts": JUNE_FIRST_NOON_MS}}
+    result["judged_from_ts"] = JUNE_FIRST_NOON_MS + 30_250  # seconds and milliseconds are said when there are any
+    text, page = table(result), render(result)
+    assert "trained on 1,000 events before 2011-06-01 12:00 UTC" in text and "before 2011-06-01 12:00 UTC" in page
+    assert "judged: events from 2011-06-01 12:00:30.250 UTC on" in text
+    assert "events from 2011-06-01 12:00:30.250 UTC on" in page
+    assert str(JUNE_FIRST_NOON_MS) not in text + page
+    assert result["judged_from_ts"] == JUNE_FIRST_NOON_MS + 30_250  # the results (JSON) keep the number
+    assert result["encoder"]["training"]["train_until_ts"] == JUNE_FIRST_NOON_MS
 
 
 def test_the_html_report_carries_the_facts_of_the_text_table():

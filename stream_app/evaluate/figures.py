@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 
 
@@ -15,3 +16,12 @@ def rate_said(per_s: float | None) -> str:
         return f"{per_s:,.0f}"
     return f"{rounded:.{max(0, 1 - math.floor(math.log10(rounded)))}f}"
 
+
+def utc_said(ts_ms: int) -> str:
+    """An epoch-ms time as a UTC date and time, to the minute, its seconds and milliseconds only if it has any (a
+    judging cutoff is exact)."""
+    seconds, ms = divmod(int(ts_ms), 1000)
+    when = dt.datetime.fromtimestamp(seconds, dt.timezone.utc)
+    if ms:
+        return f"{when:%Y-%m-%d %H:%M:%S}.{ms:03d} UTC"
+    return f"{when:%Y-%m-%d %H:%M:%S} UTC" if when.second else f"{when:%Y-%m-%d %H:%M} UTC"

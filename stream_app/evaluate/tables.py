@@ -7,7 +7,7 @@ from typing import Any
 
 from ..serving.registry import validation_said
 from ..tools.log_checks import skipped_said
-from .figures import rate_said
+from .figures import rate_said, utc_said
 from .metrics import COLD_START, truth_unmatched
 
 
@@ -76,7 +76,7 @@ def facts(result: dict[str, Any]) -> list[str]:
                      f"({own / of:.4f}) on one the user had; {recent:,} ({recent / of:.4f}) on one of the user's "
                      f"{result['k']} most recent distinct items")
     if result.get("judged_from_ts") is not None:
-        lines.append(f"judged: events from ts {result['judged_from_ts']} on (the encoder trained on the "
+        lines.append(f"judged: events from {utc_said(result['judged_from_ts'])} on (the encoder trained on the "
                      f"earlier part of this log; every model still learns from all of it)")
     return lines
 
@@ -99,7 +99,7 @@ def _models_beside(result: dict[str, Any]) -> list[str]:
         if manifest:
             training = manifest["training"]
             lines.append(f"{role.replace('_', ' ')}: {manifest['version']} ({validation_said(manifest)}, trained on "
-                         f"{training['events']:,} events before ts {training['train_until_ts']})")
+                         f"{training['events']:,} events before {utc_said(training['train_until_ts'])})")
             share = result.get(f"{role}_log_events_known")
             if share is not None and share < 0.5:
                 lines.append(f"warning: it knows the item of only {share:.0%} of this log's events: was it trained on "
