@@ -111,3 +111,18 @@ def test_the_html_report_carries_the_facts_of_the_text_table():
     assert len(facts) >= 5
     for fact in facts:  # the HTML starts each with a capital letter
         assert html.escape(fact[1:]) in page, fact
+
+
+def test_with_a_limit_the_skipped_lines_are_said_to_be_counted_over_the_whole_file():
+    """`--limit N` evaluates the log's first N events in time, but the Online Retail reader counts the lines it
+    skips over the whole file: a count of the part evaluated needs the skipped lines' times, which it does not give."""
+    whole = evaluate_log(ONLINE_RETAIL_SAMPLE, "online-retail", Settings(), light=True)
+    cut = evaluate_log(ONLINE_RETAIL_SAMPLE, "online-retail", Settings(), light=True, limit=100)
+    assert cut["events"] == 100 and cut["skipped_lines"] == whole["skipped_lines"]
+    assert cut["skipped_lines_include_beyond_limit"] is True
+    said = "counted over the whole file, of which --limit evaluated the first 100 events in time"
+    assert said in table(cut) and said in render(cut)
+    assert whole["skipped_lines_include_beyond_limit"] is False
+    assert "counted over the whole file" not in table(whole)
+    roomy = evaluate_log(ONLINE_RETAIL_SAMPLE, "online-retail", Settings(), light=True, limit=whole["events"])
+    assert roomy["skipped_lines_include_beyond_limit"] is False  # nothing beyond the limit: the count is exact

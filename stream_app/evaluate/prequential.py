@@ -264,6 +264,8 @@ def evaluate_log(path: str | Path, fmt: str, settings: Settings, k: int = 20,
         result = evaluate_events(KnownItems(log, known, counts), settings, k, truth, encoder=encoder, shadow=shadow,
                                  judge_from_ts=judge_from, content=content, light=light, in_time_order=True)
         rejected, refused = log.rejected, log.refused
+        # with `limit` the reader still counts the skipped lines of the whole file, which have no time to cut them by
+        beyond_limit = limit is not None and skipped is not None and skipped.events > log.count + len(refused)
     result["log"] = str(path)
     for role, found in counts.items():
         if result["events"]:
@@ -273,6 +275,7 @@ def evaluate_log(path: str | Path, fmt: str, settings: Settings, k: int = 20,
     result["first_rejection"] = first_rejection(rejected) if rejected else None
     if skipped is not None:
         result["skipped_lines"] = skipped.as_dict()
+        result["skipped_lines_include_beyond_limit"] = beyond_limit
     for reason in ("timestamp_out_of_range", "payload_too_large"):
         result[reason] = sum(1 for _, found, _ in refused if found == reason)
     return result

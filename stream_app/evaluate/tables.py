@@ -55,7 +55,9 @@ def facts(result: dict[str, Any]) -> list[str]:
                         "after its training cutoff are judged")
     lines += _models_beside(result)
     if result.get("skipped_lines", {}).get("skipped"):
-        lines.append(f"{skipped_said(result['skipped_lines'])} (not evaluated)")
+        cut = (f"; counted over the whole file, of which --limit evaluated the first {result['events']:,} events in "
+               "time" if result.get("skipped_lines_include_beyond_limit") else "")
+        lines.append(f"{skipped_said(result['skipped_lines'])} (not evaluated{cut})")
     if result.get("rejected_lines"):
         first_said = f", the first as {result['first_rejection']}" if result.get("first_rejection") else ""
         lines_of, parts = result["rejected_lines"], result.get("rejections", result["rejected_lines"])
