@@ -181,3 +181,22 @@ def test_progress_lines_give_the_share_sent_not_its_tenth_rounded_down():
     for done in range(1, 7):
         progress.update(done)
     assert said.getvalue().splitlines()[:3] == ["replay: 1/6 (16%)", "replay: 2/6 (33%)", "replay: 3/6 (50%)"]
+
+
+def test_a_movielens_rating_off_the_half_star_scale_is_that_lines_rejection_keyed_by_its_user(tmp_path):
+    """MovieLens rates 0.5 to 5.0 in half stars (ml-100k and ml-1m in whole stars 1 to 5, which fit): a 7, a 0, a 3.3
+    or a rating out of 10 was an event, its rating taken into the context unsaid."""
+    from stream_app.tools.recorded import load_sorted
+
+    ratings = tmp_path / "ratings.csv"
+    ratings.write_text("userId,movieId,rating,timestamp\n1,31,0.5,1260759144\n1,32,5.0,1260759145\n2,33,3,1260759146\n"
+                       "3,34,7,1260759147\n4,35,0,1260759148\n5,36,3.3,1260759149\n6,37,-1.5,1260759150\n"
+                       "7,38,5.5,1260759151\n")
+    events, rejected = load_sorted(ratings, "movielens")
+    assert [e["context"]["rating"] for e in events] == [0.5, 5.0, 3.0]
+    assert [(r.line, r.rejection.reason, r.rejection.key) for r in rejected] == [
+        (line, "schema_violation", str(line - 2).encode()) for line in range(5, 10)]
+    assert rejected[0].rejection.detail == (
+        "line 5: cannot read the row (rating '7' is not a MovieLens rating: 0.5 to 5.0 in steps of 0.5)")
+    assert [r.rejection.detail.split("(rating ")[1].split(" is")[0] for r in rejected] == [
+        "'7'", "'0'", "'3.3'", "'-1.5'", "'5.5'"]

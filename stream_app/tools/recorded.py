@@ -267,7 +267,16 @@ def _movielens_event(row: dict[str, str], line: int, raw: bytes) -> dict[str, An
                          "since 1970 (divide by 1000)")
     return {"event_id": f"ml-{row['userId']}-{row['movieId']}-{row['timestamp']}", "user_id": row["userId"],
             "item_id": row["movieId"], "type": "click", "ts": seconds * 1000,
-            "context": {"rating": _finite(row, "rating")}, "schema_version": 1}
+            "context": {"rating": _movielens_rating(row)}, "schema_version": 1}
+
+
+def _movielens_rating(row: dict[str, str]) -> float:
+    """The row's rating, or a ValueError: MovieLens rates 0.5 to 5.0 in half stars (ml-100k and ml-1m in whole stars
+    1 to 5, which fit); any other value is another file's scale or a broken row."""
+    rating = _finite(row, "rating")
+    if not (0.5 <= rating <= 5.0 and (rating * 2).is_integer()):
+        raise ValueError(f"rating {row['rating']!r} is not a MovieLens rating: 0.5 to 5.0 in steps of 0.5")
+    return rating
 
 
 def _finite(row: dict[str, str], name: str) -> float:
