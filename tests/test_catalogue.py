@@ -197,3 +197,32 @@ def test_a_json_catalogue_read_as_csv_is_told_jsonl_not_a_format_items_load_lack
     with pytest.raises(InputFileError, match=r"it looks like JSON lines: --format jsonl\)") as raised:
         load_catalogue(path, "csv")
     assert "otto" not in str(raised.value)
+
+
+def test_a_listed_at_years_ahead_or_in_microseconds_is_that_lines_rejection_not_an_item_hidden_for_ever(tmp_path):
+    """An item listed in the year 3000, or at a time in µs (read as ms: the year 55,000), was accepted: the content
+    sources never proposed it, and nothing said why. A launch some weeks ahead is a listing ahead."""
+    import time
+
+    from stream_app.tools.catalogue import load_catalogue
+
+    now_ms, day_ms = int(time.time() * 1000), 86_400_000
+    catalogue = tmp_path / "items.jsonl"
+    catalogue.write_text(f'{{"item_id": "old", "title": "A", "listed_at": 1291192000000}}\n'
+                         f'{{"item_id": "launch", "title": "B", "listed_at": {now_ms + 30 * day_ms}}}\n'
+                         f'{{"item_id": "y3000", "title": "C", "listed_at": 32503680000000}}\n'
+                         f'{{"item_id": "micro", "title": "D", "listed_at": {now_ms * 1000}}}\n')
+    items, rejected = load_catalogue(catalogue, "jsonl")
+    assert set(items) == {"old", "launch"}
+    assert [(r.line, r.rejection.reason) for r in rejected] == [(3, "timestamp_out_of_range"),
+                                                                (4, "timestamp_out_of_range")]
+    assert rejected[0].rejection.detail.startswith(
+        "line 3: listed_at 32503680000000 (3000-01-01 00:00 UTC) is more than 366 days after now (")
+    assert rejected[0].rejection.detail.endswith("listed_at is milliseconds since 1970, at most 366 days ahead")
+    assert f"listed_at {now_ms * 1000} (after the year 9999)" in rejected[1].rejection.detail
+    assert "it looks like microseconds (divide by 1000)" in rejected[1].rejection.detail
+    as_csv = tmp_path / "items.csv"
+    as_csv.write_text("item_id,title,listed_at\nold,A,1291192000000\ny3000,C,32503680000000\n")
+    items, (refused,) = load_catalogue(as_csv, "csv")
+    assert set(items) == {"old"} and refused.line == 3 and refused.rejection.reason == "timestamp_out_of_range"
+
