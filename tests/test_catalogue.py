@@ -226,3 +226,28 @@ def test_a_listed_at_years_ahead_or_in_microseconds_is_that_lines_rejection_not_
     items, (refused,) = load_catalogue(as_csv, "csv")
     assert set(items) == {"old"} and refused.line == 3 and refused.rejection.reason == "timestamp_out_of_range"
 
+
+def test_an_online_retail_line_whose_price_or_date_cannot_be_read_is_counted_and_said_not_passed_over(
+        tmp_path, no_services, producer, capsys):
+    """Its product still has a record, from its other lines, but the line's price (or its time, the item's listed_at)
+    was passed over unsaid: an item whose only price was unreadable had none, and nothing said so."""
+    import orjson
+
+    shop = tmp_path / "online_retail.csv"
+    shop.write_text("\n".join([RETAIL_ROWS[0], RETAIL_ROWS[1],
+                               "536366,71050,WHITE METAL LANTERN 0,6,2010-12-01 08:28,abc,17850,UK",
+                               "536366,22633,HAND WARMER UNION JACK,6,,-1.85,,UK",
+                               "536366,22633,HAND WARMER UNION JACK,6,2010-13-01 08:28,1.85,17850,UK",
+                               "536366,22633,HAND WARMER UNION JACK,6,2010-12-01 08:28,nan,17850,UK",
+                               "536366,POST,POSTAGE,1,someday,free,17850,UK",  # not a product: not read as one
+                               "536366,22634,damaged,1,2010-12-01 08:28,x,17850,UK"]) + "\n")  # a stock note
+    assert main(["items", "load", str(shop), "--format", "online-retail"]) == 0
+    out, err = capsys.readouterr()
+    assert f"loaded 2 items from {shop}" in out and "rejected" not in out
+    assert (f"warning: {shop.name}: 4 lines of products read without their price or date (their items' records come "
+            "from their other lines): line 3 (UnitPrice 'abc' is not a number), line 4 (InvoiceDate is empty; "
+            "UnitPrice '-1.85' is below 0, a price is at least 0), line 5 (InvoiceDate '2010-13-01 08:28' is no date "
+            "read as YYYY-MM-DD: month must be in 1..12) and 1 more\n") in err
+    items = {key: orjson.loads(value) for topic, key, value in producer.sent if topic == "items"}
+    assert items[b"22633"] == {"item_id": "22633", "title": "HAND WARMER UNION JACK", "schema_version": 1,
+                               "price": 1.85, "listed_at": 1291192080001}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import collections
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Collection, Iterator
 
@@ -30,9 +30,10 @@ from .log_checks import (
     LineRejection,
     first_rejection,
     nothing_read,
+    online_retail_ii_said,
 )
 from .log_files import check_file, open_text, reading_as
-from .recorded import _log_rows, _reject
+from .recorded import _finite, _log_rows, _reject
 from .retail_dates import EPOCH, MS, file_is_day_first, retail_ms
 
 FORMATS = ("jsonl", "csv", "online-retail")
@@ -171,36 +172,46 @@ def _read_online_retail(path: Path) -> Iterator[Read]:
     `listed_at` 1 ms after the time of its first line in the log (guests' and cancellations' too): an evaluation
     over the log then shows no item before the shop sold it (a year's catalogue is a look into the future). Not
     at that time itself: a basket's lines share one minute, so an item listed then was proposed beside the
-    lines before it in its own basket, to be bought next (2,539 judged events of the log were reachable only so)."""
+    lines before it in its own basket, to be bought next (2,539 judged events of the log were reachable only so).
+    A line whose price or date cannot be read still names its product; the lines read so are said on stderr."""
     names: dict[str, collections.Counter[str]] = {}
     prices: dict[str, collections.Counter[float]] = {}
     first: dict[str, int] = {}
+    partly = PartlyRead()
     day_first, last_date, last_ms = file_is_day_first(path), "", 0
     with open_text(path) as fh:
         rows = _log_rows(fh, path, ONLINE_RETAIL_COLUMNS, columns=CATALOGUE_COLUMNS)  # a row a line, as the event reader reads it
+        said = online_retail_ii_said if rows.renamed else str  # columns named as the file names them
         for line, row, problem in rows:
             if row is None:  # its product, name and price unknown: said, as the event reader says it
                 yield _reject(path, line, "schema_violation", problem, rows.line_text(line).encode())
                 continue
-            code = (row.get("StockCode") or "").strip()
-            date = (row.get("InvoiceDate") or "").strip()
-            if code and date:
-                try:
-                    if date != last_date:
-                        last_ms, last_date = retail_ms(date, day_first), date
-                    first[code] = min(first.get(code, last_ms), last_ms)
-                except ValueError:
-                    pass  # a malformed date: the line names no time
-            name = " ".join((row.get("Description") or "").split())
-            if not code or not any(ch.isdigit() for ch in code) or not name or name.islower():
-                continue  # lower-case descriptions are stock notes ("damaged", "found"), not names
-            names.setdefault(code, collections.Counter())[name] += 1
+            code = row["StockCode"].strip()
+            if not any(ch.isdigit() for ch in code):
+                continue  # not a product: POST, D, M, BANK CHARGES, ... (and an empty code)
+            unread: list[str] = []
+            date = row["InvoiceDate"].strip()
             try:
-                price = float(row["UnitPrice"])
-            except (TypeError, ValueError):
-                continue
-            if price > 0:
-                prices.setdefault(code, collections.Counter())[price] += 1
+                if not date:
+                    raise ValueError("InvoiceDate is empty")
+                if date != last_date:
+                    last_ms, last_date = retail_ms(date, day_first), date
+                first[code] = min(first.get(code, last_ms), last_ms)
+            except ValueError as exc:
+                unread.append(said(str(exc)))
+            name = " ".join(row["Description"].split())
+            if name and not name.islower():  # lower-case descriptions are stock notes ("damaged", "found"), not names
+                names.setdefault(code, collections.Counter())[name] += 1
+                try:
+                    price = _price(row)
+                    if price > 0:  # a price of 0 is a free line (a gift, a sample), not what the product costs
+                        prices.setdefault(code, collections.Counter())[price] += 1
+                except ValueError as exc:
+                    unread.append(said(str(exc)))
+            if unread:
+                partly.add(line, unread)
+    if partly.count:
+        print(partly.warning(path), file=sys.stderr)
     for line, (code, counts) in enumerate(names.items(), start=1):
         record: dict[str, Any] = {"item_id": code, "title": counts.most_common(1)[0][0], "schema_version": 1}
         if code in prices:
@@ -208,6 +219,39 @@ def _read_online_retail(path: Path) -> Iterator[Read]:
         if code in first and first[code] >= 0:
             record["listed_at"] = first[code] + 1
         yield _checked(path, line, record, orjson.dumps(record))
+
+
+def _price(row: dict[str, str]) -> float:
+    """The line's UnitPrice, or a ValueError naming it."""
+    price = _finite(row, "UnitPrice")
+    if price < 0:
+        raise ValueError(f"UnitPrice {row['UnitPrice'].strip()!r} is below 0, a price is at least 0")
+    return price
+
+
+@dataclass
+class PartlyRead:
+    """Lines of products the Online Retail catalogue read without their price or date (unreadable): how many, and
+    the first NAMED_LINES with why."""
+
+    count: int = 0
+    named: list[str] = field(default_factory=list)
+
+    def add(self, line: int, unread: list[str]) -> None:
+        self.count += 1
+        if len(self.named) < NAMED_LINES:
+            self.named.append(f"line {line} ({'; '.join(unread)})")
+
+    def warning(self, path: Path) -> str:
+        more = f" and {self.count - len(self.named):,} more" if self.count > len(self.named) else ""
+        lines = ("1 line of a product read without its price or date (the item's record comes from its other lines)"
+                 if self.count == 1 else f"{self.count:,} lines of products read without their price or date (their "
+                 "items' records come from their other lines)")
+        return f"warning: {path.name}: {lines}: {', '.join(self.named)}{more}"
+
+
+#: How many of the lines read in part the Online Retail catalogue's warning names (its count says the rest)
+NAMED_LINES = 3
 
 
 @dataclass
