@@ -126,3 +126,21 @@ def test_with_a_limit_the_skipped_lines_are_said_to_be_counted_over_the_whole_fi
     assert "counted over the whole file" not in table(whole)
     roomy = evaluate_log(ONLINE_RETAIL_SAMPLE, "online-retail", Settings(), light=True, limit=whole["events"])
     assert roomy["skipped_lines_include_beyond_limit"] is False  # nothing beyond the limit: the count is exact
+
+
+def test_the_via_kafka_table_says_which_lines_were_neither_sent_nor_evaluated():
+    """The via-Kafka pass reads the log as the in-process one does, but its table said nothing of the lines it left
+    out: a log of unreadable lines and guest purchases looked whole."""
+    from stream_app.evaluate.prequential import not_evaluated
+    from stream_app.tools.recorded import OnlineRetailStats
+    from stream_app.tools.sorted_log import load_accepted
+
+    skipped = OnlineRetailStats()
+    _, rejected, refused = load_accepted(ONLINE_RETAIL_SAMPLE, "online-retail", gate(Settings()), None, skipped)
+    result = {**via_kafka_result(), **not_evaluated(rejected, refused, skipped, False)}
+    said = via_kafka_table(result)
+    assert skipped.guest > 0 and f"{skipped.guest:,} without a customer" in said and "(not sent, not evaluated)" in said
+    assert "rejected:" not in said  # the sample reads whole
+    result.update(rejected_lines=2, rejections=2, first_rejection="line 9: invalid_json")
+    assert ("rejected: 2 lines of the log that cannot be read as events (not sent, not evaluated), the first as "
+            "line 9: invalid_json") in via_kafka_table(result)

@@ -270,15 +270,24 @@ def evaluate_log(path: str | Path, fmt: str, settings: Settings, k: int = 20,
     for role, found in counts.items():
         if result["events"]:
             result[f"{role}_log_events_known"] = found / result["events"]
-    result["rejected_lines"] = len({found.line for found in rejected})
-    result["rejections"] = len(rejected)  # an OTTO line may hold several bad events, and its good ones are read
-    result["first_rejection"] = first_rejection(rejected) if rejected else None
-    if skipped is not None:
-        result["skipped_lines"] = skipped.as_dict()
-        result["skipped_lines_include_beyond_limit"] = beyond_limit
-    for reason in ("timestamp_out_of_range", "payload_too_large"):
-        result[reason] = sum(1 for _, found, _ in refused if found == reason)
+    result.update(not_evaluated(rejected, refused, skipped, beyond_limit))
     return result
+
+
+def not_evaluated(rejected: list[Any], refused: list[Any], skipped: OnlineRetailStats | None,
+                  beyond_limit: bool) -> dict[str, Any]:
+    """The results' counts of what the log held and no pass judged: lines that cannot be read as events, events the
+    workers refuse (by reason), and the Online Retail lines skipped as not a customer's purchase."""
+    found: dict[str, Any] = {
+        "rejected_lines": len({rejection.line for rejection in rejected}),
+        "rejections": len(rejected),  # an OTTO line may hold several bad events, and its good ones are read
+        "first_rejection": first_rejection(rejected) if rejected else None}
+    if skipped is not None:
+        found["skipped_lines"] = skipped.as_dict()
+        found["skipped_lines_include_beyond_limit"] = beyond_limit
+    for reason in ("timestamp_out_of_range", "payload_too_large"):
+        found[reason] = sum(1 for _, why, _ in refused if why == reason)
+    return found
 
 
 class KnownItems:

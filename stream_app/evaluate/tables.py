@@ -26,6 +26,24 @@ def _left_out(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def not_evaluated_said(result: dict[str, Any]) -> list[str]:
+    """The lines of the log no pass judged (`prequential.not_evaluated`'s counts), in words."""
+    lines = []
+    if result.get("skipped_lines", {}).get("skipped"):
+        cut = (f"; counted over the whole file, of which --limit evaluated the first {result['events']:,} events in "
+               "time" if result.get("skipped_lines_include_beyond_limit") else "")
+        lines.append(f"{skipped_said(result['skipped_lines'])} (not evaluated{cut})")
+    if result.get("rejected_lines"):
+        first_said = f", the first as {result['first_rejection']}" if result.get("first_rejection") else ""
+        lines_of, parts = result["rejected_lines"], result.get("rejections", result["rejected_lines"])
+        what = (f"{lines_of:,} lines of the log that cannot be read as events" if parts == lines_of else
+                f"{parts:,} records of {lines_of:,} line{'s' if lines_of != 1 else ''} of the log that cannot be read "
+                "as events (a whole line, or one event of a session line whose other events were read)")
+        lines.append(f"rejected: {what} (not evaluated){first_said}; `stream-app replay` sends them to the dead-letter "
+                     "topic, where `stream-app dead-letters` shows them with their reasons")
+    return lines + _left_out(result)
+
+
 def table(result: dict[str, Any]) -> str:
     k = result["k"]
     types = sorted({t for m in result["models"].values() for t in m["by_type"]})
@@ -54,19 +72,7 @@ def facts(result: dict[str, Any]) -> list[str]:
     lines = judged_said(first["judged"] if first else 0, asked="is --limit too small? with --encoder, only events "
                         "after its training cutoff are judged")
     lines += _models_beside(result)
-    if result.get("skipped_lines", {}).get("skipped"):
-        cut = (f"; counted over the whole file, of which --limit evaluated the first {result['events']:,} events in "
-               "time" if result.get("skipped_lines_include_beyond_limit") else "")
-        lines.append(f"{skipped_said(result['skipped_lines'])} (not evaluated{cut})")
-    if result.get("rejected_lines"):
-        first_said = f", the first as {result['first_rejection']}" if result.get("first_rejection") else ""
-        lines_of, parts = result["rejected_lines"], result.get("rejections", result["rejected_lines"])
-        what = (f"{lines_of:,} lines of the log that cannot be read as events" if parts == lines_of else
-                f"{parts:,} records of {lines_of:,} line{'s' if lines_of != 1 else ''} of the log that cannot be read as events (a whole line, or "
-                "one event of a session line whose other events were read)")
-        lines.append(f"rejected: {what} (not evaluated){first_said}; `stream-app replay` sends them to the dead-letter "
-                     "topic, where `stream-app dead-letters` shows them with their reasons")
-    lines += _left_out(result)
+    lines += not_evaluated_said(result)
     cold_judged = first["cold_start"]["judged"] if first else 0
     lines.append(f"cold: {cold_judged:,} judged events whose item had fewer than {COLD_START} interactions before")
     reachable = result.get("reachable")
@@ -155,6 +161,7 @@ def via_kafka_table(result: dict[str, Any]) -> str:
              f"recommendations topic; in process: the same core and settings"]
     judged, in_process = result["via_kafka"]["judged"], result["in_process"]["judged"]
     lines += judged_said(judged, "" if judged == in_process else f" via Kafka, {in_process:,} in process")
+    lines += [line.replace("(not evaluated", "(not sent, not evaluated") for line in not_evaluated_said(result)]
     lines.append(f"{'':<12}" + "".join(f"{key:>11}" for key in keys))
     for name in ("via_kafka", "in_process"):
         lines.append(f"{name.replace('_', '-'):<12}" + "".join(f"{result[name][key]:>11.4f}" for key in keys))

@@ -16,10 +16,11 @@ from ..core.ordering import rounds
 from ..errors import ServiceTimeout
 from ..stream.partitioning import partition_of
 from ..tools.log_checks import warn_if_seconds
+from ..tools.recorded import OnlineRetailStats
 from ..tools.replay import gate
 from ..tools.sorted_log import load_accepted
 from .metrics import COLD_START, PopularityPercentiles, Scoreboard
-from .prequential import evaluate_events
+from .prequential import evaluate_events, not_evaluated
 
 
 def score_published(events: list[dict[str, Any]], published: dict[str, list[str]], k: int,
@@ -79,7 +80,9 @@ def evaluate_via_kafka(path: str | Path, fmt: str, k: int = 20, rate: float | No
     from ..tools.replay import produce_events
 
     # read before anything starts; what the workers dead-letter (their gate reads the same settings) is not sent
-    events, _, _ = load_accepted(path, fmt, gate(Settings.from_env()), limit)
+    skipped = OnlineRetailStats() if fmt == "online-retail" else None
+    events, rejected, refused = load_accepted(path, fmt, gate(Settings.from_env()), limit, skipped)
+    beyond_limit = limit is not None and skipped is not None and skipped.events > len(events) + len(refused)
     warn_if_seconds(fmt, events[-1]["ts"] if events else None)  # as replay warns
     with one_off_run("evaluate", keep=keep) as run:
         settings = run.settings.replace(rec_policy="every", top_k=k, max_idle_ms=max_idle_ms,
@@ -134,7 +137,8 @@ def evaluate_via_kafka(path: str | Path, fmt: str, k: int = 20, rate: float | No
             "ordering": ordering,
             "abs_difference": {key: abs(via_kafka[key] - in_process[key]) for key in keys},
             "other_rows": {name: row for name, row in in_process_run["models"].items() if name != "stream-app"},
-            "against_best": compare_to_best(via_kafka, in_process_run["models"], k)}
+            "against_best": compare_to_best(via_kafka, in_process_run["models"], k),
+            **not_evaluated(rejected, refused, skipped, beyond_limit)}
 
 
 def compare_to_best(scored: dict[str, Any], rows: dict[str, dict[str, Any]], k: int) -> dict[str, Any] | None:
