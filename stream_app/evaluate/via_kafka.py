@@ -58,6 +58,14 @@ def score_published(events: list[dict[str, Any]], published: dict[str, list[str]
     return result
 
 
+def _events_sent(path: str | Path, fmt: str, limit: int | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The log's events a worker accepts, in time order (`limit`: the first), and the counts of what is not sent."""
+    skipped = OnlineRetailStats() if fmt == "online-retail" else None
+    events, rejected, refused = load_accepted(path, fmt, gate(Settings.from_env()), limit, skipped)
+    beyond_limit = limit is not None and skipped is not None and skipped.events > len(events) + len(refused)
+    return events, not_evaluated(rejected, refused, skipped, beyond_limit)
+
+
 def evaluate_via_kafka(path: str | Path, fmt: str, k: int = 20, rate: float | None = None, workers: int = 1,
                        timeout: float = 900.0, max_idle_ms: int = 2000, busy: bool = False,
                        limit: int | None = None, items: tuple[str | Path, str] | None = None,
@@ -80,9 +88,7 @@ def evaluate_via_kafka(path: str | Path, fmt: str, k: int = 20, rate: float | No
     from ..tools.replay import produce_events
 
     # read before anything starts; what the workers dead-letter (their gate reads the same settings) is not sent
-    skipped = OnlineRetailStats() if fmt == "online-retail" else None
-    events, rejected, refused = load_accepted(path, fmt, gate(Settings.from_env()), limit, skipped)
-    beyond_limit = limit is not None and skipped is not None and skipped.events > len(events) + len(refused)
+    events, left_out = _events_sent(path, fmt, limit)
     warn_if_seconds(fmt, events[-1]["ts"] if events else None)  # as replay warns
     with one_off_run("evaluate", keep=keep) as run:
         settings = run.settings.replace(rec_policy="every", top_k=k, max_idle_ms=max_idle_ms,
@@ -138,7 +144,7 @@ def evaluate_via_kafka(path: str | Path, fmt: str, k: int = 20, rate: float | No
             "abs_difference": {key: abs(via_kafka[key] - in_process[key]) for key in keys},
             "other_rows": {name: row for name, row in in_process_run["models"].items() if name != "stream-app"},
             "against_best": compare_to_best(via_kafka, in_process_run["models"], k),
-            **not_evaluated(rejected, refused, skipped, beyond_limit)}
+            **left_out}
 
 
 def compare_to_best(scored: dict[str, Any], rows: dict[str, dict[str, Any]], k: int) -> dict[str, Any] | None:
