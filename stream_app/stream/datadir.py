@@ -32,11 +32,19 @@ def remove_abandoned(root: Path) -> int:
     removed = 0
     for path in root.glob("faust-pid*-*"):
         found = _NAME.match(path.name)
-        if found is None or not path.is_dir() or path.stat().st_uid != os.getuid() or _running(int(found[1])):
+        if found is None or not path.is_dir() or _owner(path) != os.getuid() or _running(int(found[1])):
             continue
         shutil.rmtree(path, ignore_errors=True)
         removed += not path.exists()
     return removed
+
+
+def _owner(path: Path) -> int | None:
+    """The folder's owner, or None when it went meanwhile (another worker starting removed it)."""
+    try:
+        return path.stat().st_uid
+    except FileNotFoundError:
+        return None
 
 
 def _running(pid: int) -> bool:
