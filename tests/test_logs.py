@@ -596,9 +596,15 @@ def test_an_archive_another_separator_or_a_timestamp_that_is_not_whole_is_named_
     with pytest.raises(InputFileError, match=r"the file is empty \(only blank lines\)"):
         load_sorted(blank, "retailrocket")
     rr = tmp_path / "events.csv"
-    rr.write_text("timestamp,visitorid,event,itemid,transactionid\n1433221955914.0,1,view,2,\n1433221955915,1,view,2,\n")
+    # a whole-valued float is the same instant (as JSON reads 1.0 as 1); a fraction of a ms is no timestamp
+    rr.write_text("timestamp,visitorid,event,itemid,transactionid\n1433221955914.0,1,view,2,\n1433221955915,1,view,3,\n"
+                  "1433221955916.5,1,view,4,\n")
     events, rejected = load_sorted(rr, "retailrocket")
-    assert len(events) == 1 and "timestamp '1433221955914.0' is not a whole number of ms" in rejected[0].rejection.detail
+    assert [(e["ts"], e["item_id"]) for e in events] == [(1433221955914, "2"), (1433221955915, "3")]
+    assert len(rejected) == 1 and "timestamp '1433221955916.5' is not a whole number of ms" in rejected[0].rejection.detail
+    ml = tmp_path / "ratings.csv"
+    ml.write_text("userId,movieId,rating,timestamp\n1,31,2.5,1260759144.0\n")
+    assert [e["ts"] for e in load_sorted(ml, "movielens")[0]] == [1260759144000]
 
 
 def test_a_log_read_as_another_format_stops_after_its_first_thousand_lines_rejected_and_names_its_format(tmp_path):

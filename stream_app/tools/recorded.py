@@ -201,11 +201,11 @@ def _read_csv(path: Path, fmt: str, convert: Callable[[dict[str, str], int, byte
 
 
 def _whole(row: dict[str, str], name: str, unit: str) -> int:
-    """A column's whole number, or a ValueError naming the column."""
-    try:
-        return int(row[name])
-    except ValueError:
-        raise ValueError(f"{name} {row[name]!r} is not a whole number of {unit}") from None
+    """A column's whole number of `unit`, or a ValueError naming the column (see `_count`)."""
+    found = _whole_number(row[name])
+    if found is None:
+        raise ValueError(f"{name} {row[name]!r} is not a whole number of {unit}")
+    return found
 
 
 def _csv_event(row: dict[str, str], line: int, raw: bytes) -> dict[str, Any]:
@@ -223,9 +223,16 @@ def _csv_event(row: dict[str, str], line: int, raw: bytes) -> dict[str, Any]:
 
 
 def _count(row: dict[str, str], name: str) -> int:
-    """A column's whole number, written as one or as a whole-valued float (`6.0`, as a spreadsheet may save it, as
-    CustomerID is read), or a ValueError naming the column."""
-    text = row[name]
+    """A column's whole number, or a ValueError naming the column."""
+    found = _whole_number(row[name])
+    if found is None:
+        raise ValueError(f"{name} {row[name]!r} is not a whole number")
+    return found
+
+
+def _whole_number(text: str) -> int | None:
+    """`text`'s whole number, written as one or as a whole-valued float (`6.0`, `1433221955914.0`: as a spreadsheet
+    or a data frame with a missing value in the column saves it; as CustomerID is read), exactly below 2**53."""
     try:
         return int(text)
     except ValueError:
@@ -233,10 +240,8 @@ def _count(row: dict[str, str], name: str) -> int:
     try:
         value = float(text)
     except ValueError:
-        value = math.nan
-    if math.isfinite(value) and value.is_integer() and abs(value) < 2**53:
-        return int(value)
-    raise ValueError(f"{name} {text!r} is not a whole number")
+        return None
+    return int(value) if math.isfinite(value) and value.is_integer() and abs(value) < 2**53 else None
 
 
 def _retailrocket_event(row: dict[str, str], line: int, raw: bytes) -> dict[str, Any]:
