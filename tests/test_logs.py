@@ -605,6 +605,16 @@ def test_an_archive_another_separator_or_a_timestamp_that_is_not_whole_is_named_
     ml = tmp_path / "ratings.csv"
     ml.write_text("userId,movieId,rating,timestamp\n1,31,2.5,1260759144.0\n")
     assert [e["ts"] for e in load_sorted(ml, "movielens")[0]] == [1260759144000]
+    # the same event written either way keeps its id: a replay of both copies applies it once
+    for fmt, header, row, as_float in (("retailrocket", "timestamp,visitorid,event,itemid,transactionid",
+                                        "{},1,view,2,", "1433221955914"),
+                                       ("movielens", "userId,movieId,rating,timestamp", "1,31,2.5,{}", "1260759144")):
+        ids = []
+        for written in (as_float, as_float + ".0"):
+            copy = tmp_path / f"{fmt}-{written}.csv"
+            copy.write_text(f"{header}\n{row.format(written)}\n")
+            ids += [e["event_id"] for e in load_sorted(copy, fmt)[0]]
+        assert len(ids) == 2 and ids[0] == ids[1], (fmt, ids)
 
 
 def test_a_log_read_as_another_format_stops_after_its_first_thousand_lines_rejected_and_names_its_format(tmp_path):

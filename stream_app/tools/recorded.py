@@ -249,11 +249,13 @@ def _retailrocket_event(row: dict[str, str], line: int, raw: bytes) -> dict[str,
     kind, stage = _kind(RETAILROCKET_TYPES, row["event"])
     # by content, not line: the published file repeats some rows exactly (one event logged twice), and a
     # re-sorted copy keeps its ids; the published columns in their published order (the ids of the published
-    # file), so a copy with its columns reordered or without transactionid keeps them too
-    published = ",".join(row.get(name) or "" for name in RETAILROCKET_COLUMNS).encode()
+    # file), so a copy with its columns reordered or without transactionid keeps them too, and one whose timestamps
+    # a data frame wrote as floats (the published text of the number read)
+    ts = _whole(row, "timestamp", "ms")
+    published = ",".join(str(ts) if name == "timestamp" else row.get(name) or ""
+                         for name in RETAILROCKET_COLUMNS).encode()
     event: dict[str, Any] = {"event_id": f"rr-{hashlib.blake2b(published, digest_size=10).hexdigest()}",
-                             "user_id": row["visitorid"],
-                             "item_id": row["itemid"], "type": kind, "ts": _whole(row, "timestamp", "ms"),
+                             "user_id": row["visitorid"], "item_id": row["itemid"], "type": kind, "ts": ts,
                              "schema_version": 1}
     if event["ts"] < SECONDS_BELOW:  # before 1973 in ms: read as ms, a row in seconds would sort first, unsaid
         raise ValueError(f"timestamp {row['timestamp']} looks like seconds: RetailRocket's events.csv has milliseconds "
@@ -270,7 +272,7 @@ def _movielens_event(row: dict[str, str], line: int, raw: bytes) -> dict[str, An
     if seconds >= SECONDS_BELOW:  # year 5138 in seconds: refused by the schema's bound, which would not say why
         raise ValueError(f"timestamp {row['timestamp']} looks like milliseconds: MovieLens' ratings.csv has seconds "
                          "since 1970 (divide by 1000)")
-    return {"event_id": f"ml-{row['userId']}-{row['movieId']}-{row['timestamp']}", "user_id": row["userId"],
+    return {"event_id": f"ml-{row['userId']}-{row['movieId']}-{seconds}", "user_id": row["userId"],
             "item_id": row["movieId"], "type": "click", "ts": seconds * 1000,
             "context": {"rating": _movielens_rating(row)}, "schema_version": 1}
 
