@@ -468,3 +468,9 @@ def test_training_again_on_the_same_log_and_seed_gives_the_version_the_registry_
     other = train(OTTO_SAMPLE, "otto", tmp_path, TrainConfig(dim=8, hidden=8, epochs=1, buckets=1 << 10, seed=8))
     assert other["version"] != first["version"] and not other.get("already_registered")
     assert other["version"] in {m["version"] for m in registry.versions(tmp_path)}
+    # inputs longer than every user's history train the same files, but workers build a user's input as long as
+    # the manifest's max_len says: another version, not the first one's manifest
+    longer = [train(OTTO_SAMPLE, "otto", tmp_path / "long", TrainConfig(dim=8, hidden=8, epochs=1, buckets=1 << 10,
+                                                                          max_len=n)) for n in (400, 500)]
+    assert [m["dims"]["max_len"] for m in longer] == [400, 500] and not longer[1].get("already_registered")
+    assert len(registry.versions(tmp_path / "long")) == 2

@@ -92,7 +92,7 @@ MAX_FUNCTION_LINES = 80
 
 def test_modules_and_functions_stay_within_their_size_limits():
     too_long = []
-    for path in sorted(PACKAGE.rglob("*.py")):
+    for path in sorted([*PACKAGE.rglob("*.py"), *(REPO / "models").rglob("*.py")]):
         source = path.read_text()
         name = path.relative_to(REPO).as_posix()
         if len(source.splitlines()) > MAX_MODULE_LINES:

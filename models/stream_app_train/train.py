@@ -220,42 +220,60 @@ def train(log: str | Path, fmt: str, registry_root: str | Path, config: TrainCon
     validation = evaluate(model, valid_set, config.k, unknown)
     progress(f"train: validation {said(validation, config.k)}")
 
+    manifest = {
+        "architecture": "gru4rec-hashed-v1",
+        "dims": {"embedding": config.dim, "hidden": config.hidden, "buckets": config.buckets,
+                 "max_len": config.max_len, "items": len(item_ids)},
+        "training": {"log": str(log), "format": fmt, "events": len(training_events),
+                     "fingerprint": fingerprint(training_events), "first_ts": first, "train_until_ts": cutoff,
+                     "config": asdict(config), "seconds": round(time.perf_counter() - started, 2)},
+        "validation": validation,
+        "inputs": list(INPUTS), "outputs": list(OUTPUTS), "retrieve": min(config.retrieve, len(item_ids)),
+    }
+    return _register(model, item_ids, valid_set if len(valid_set.targets) else train_set, manifest, registry_root,
+                     progress)
+
+
+def _register(model: NextItemModel, item_ids: list[str], check_set: Examples, manifest: dict[str, Any],
+              registry_root: str | Path, progress: Callable[[str], None]) -> dict[str, Any]:
+    """Export the trained model, check the export against it on `check_set`, and register it with `manifest`
+    (completed here), unless the registry holds the very files trained with the same recipe: then that version's
+    manifest, with `already_registered`."""
     staged = registry.staging_dir(registry_root)
     try:  # an interrupted export leaves no half-written model in the registry folder
-        export_onnx(model.encoder, staged / "encoder.onnx", model.items.weight, k=config.retrieve)
-        difference = parity(model, staged / "encoder.onnx", valid_set if len(valid_set.targets) else train_set)
+        retrieve = manifest["training"]["config"]["retrieve"]
+        export_onnx(model.encoder, staged / "encoder.onnx", model.items.weight, k=retrieve)
+        difference = parity(model, staged / "encoder.onnx", check_set)
         if not difference <= PARITY_TOLERANCE:  # NaN fails too
             raise ValueError(f"the exported ONNX graph differs from the trained model by {difference:.2e} (over "
                              f"{PARITY_TOLERANCE:.0e}) on the validation sequences: not registered; report it as a bug")
         np.save(staged / "items.npy", model.items.weight.detach().numpy().astype(np.float32))
         (staged / "items.json").write_text(json.dumps(item_ids))
-        held = registry.holding_files_of(registry_root, staged)
+        held = registry.holding_files_of(registry_root, staged, lambda held: _recipe(held) == _recipe(manifest))
         if held is not None:  # trained before from the same log, settings and seed: one version, not copies
             shutil.rmtree(staged, ignore_errors=True)
             progress(f"train: the registry already holds these files as {held['version']} (trained "
                      f"{held['created_at']}): not registered again")
             return {**held, "already_registered": True}
         now = datetime.now(timezone.utc)
-        version = f"enc-{now.strftime('%Y%m%d-%H%M%S')}-{registry.content_hash(staged)[:8]}"
-        manifest = {
-            "version": version,
-            "created_at": now.isoformat(timespec="milliseconds"),
-            "architecture": "gru4rec-hashed-v1",
-            "dims": {"embedding": config.dim, "hidden": config.hidden, "buckets": config.buckets,
-                     "max_len": config.max_len, "items": len(item_ids)},
-            "training": {"log": str(log), "format": fmt, "events": len(training_events),
-                         "fingerprint": fingerprint(training_events), "first_ts": first, "train_until_ts": cutoff,
-                         "config": asdict(config), "seconds": round(time.perf_counter() - started, 2)},
-            "validation": validation,
-            "parity": {"max_abs_diff": difference, "tolerance": PARITY_TOLERANCE},
-            "inputs": list(INPUTS), "outputs": list(OUTPUTS), "retrieve": min(config.retrieve, len(item_ids)),
-        }
-        folder = registry.write_version(registry_root, staged, manifest)
+        folder = registry.write_version(registry_root, staged, {
+            "version": f"enc-{now.strftime('%Y%m%d-%H%M%S')}-{registry.content_hash(staged)[:8]}",
+            "created_at": now.isoformat(timespec="milliseconds"), **manifest,
+            "parity": {"max_abs_diff": difference, "tolerance": PARITY_TOLERANCE}})
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
         raise
     progress(f"train: wrote {folder}")
     return json.loads((folder / registry.MANIFEST).read_text())
+
+
+def _recipe(manifest: dict[str, Any]) -> tuple[Any, ...]:
+    """What makes two trainings the same model for the workers: the log's content (not its path) and every setting;
+    a setting the files do not show (`max_len`: how long a user's input the workers build) included."""
+    training = manifest.get("training", {})
+    return (manifest.get("architecture"), manifest.get("dims"), manifest.get("inputs"), manifest.get("outputs"),
+            manifest.get("retrieve"), training.get("format"), training.get("fingerprint"), training.get("config"),
+            training.get("first_ts"), training.get("train_until_ts"))
 
 
 def said(validation: dict[str, Any], k: int) -> str:

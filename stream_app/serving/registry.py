@@ -115,11 +115,15 @@ def write_version(root: str | Path, staged: Path, manifest: dict[str, Any]) -> P
     return target
 
 
-def holding_files_of(root: str | Path, staged: Path, kind: str = DEFAULT_KIND) -> dict[str, Any] | None:
-    """The manifest of a version of `kind` whose files are byte for byte those staged (a model trained again on
-    the same log with the same settings and seed), or None."""
+def holding_files_of(root: str | Path, staged: Path, same_recipe: Callable[[dict[str, Any]], bool],
+                     kind: str = DEFAULT_KIND) -> dict[str, Any] | None:
+    """The manifest of a version of `kind` whose files are byte for byte those staged and whose manifest
+    `same_recipe` accepts (the settings workers read from it, such as an encoder's `dims.max_len`, can differ where
+    the files do not), or None: a model trained again on the same log with the same settings and seed."""
     files = content_hash(staged, kind)
     for manifest in versions(root, kind):
+        if not manifest["version"].endswith(files[:8]) or not same_recipe(manifest):  # named by its files' hash
+            continue
         try:
             if content_hash(Path(root) / manifest["version"], kind) == files:
                 return manifest
