@@ -13,6 +13,7 @@ import re
 import sys
 import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -270,7 +271,36 @@ def check_item(payload: bytes, key: bytes | None, source: Source) -> dict[str, A
     if key != data["item_id"].encode("utf-8"):
         return reject("key_mismatch", f"its key {key!r} is not its item_id {data['item_id']!r} (key item records "
                                       "by item_id)")
+    # against the record's own time, not the reading worker's clock: every worker decides the same, at any time
+    if "listed_at" in data and source.timestamp is not None:
+        if (ahead := listed_too_far_ahead(data["listed_at"], source.timestamp, "its record was written")) is not None:
+            return reject("timestamp_out_of_range", ahead)
     return data
+
+
+#: How far ahead of its record's time (or of now, in a catalogue file) an item's listed_at may be. A launch announced
+#: ahead is loaded ahead (the content sources hold it back until then), so not STREAM_APP_MAX_FUTURE_MS, the clock
+#: skew events may have; a year 3000 or a time in µs read as ms is a wrong value, and its item would never be proposed.
+LISTED_AHEAD_DAYS = 366
+#: Every ts of a log below this, read as ms, is before 1973: most likely the log is in seconds.
+SECONDS_BELOW = 100_000_000_000
+
+
+def listed_too_far_ahead(listed_at: int, now_ms: int, now_is: str = "now") -> str | None:
+    """Why `listed_at` is more than LISTED_AHEAD_DAYS after `now_ms` (`now_is`: what that time is), or None."""
+    latest = now_ms + LISTED_AHEAD_DAYS * 86_400_000  # ms a day
+    if listed_at <= latest:
+        return None
+    micro = ": it looks like microseconds (divide by 1000)" if SECONDS_BELOW <= listed_at // 1000 <= latest else ""
+    return (f"listed_at {listed_at} ({_utc(listed_at)}) is more than {LISTED_AHEAD_DAYS} days after {now_is} "
+            f"({_utc(now_ms)}): listed_at is milliseconds since 1970, at most {LISTED_AHEAD_DAYS} days ahead{micro}")
+
+
+def _utc(ms: int) -> str:
+    try:
+        return (datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(milliseconds=ms)).strftime("%Y-%m-%d %H:%M UTC")
+    except OverflowError:
+        return "after the year 9999"
 
 
 def letter_payload(letter: dict[str, Any]) -> bytes | None:

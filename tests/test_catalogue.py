@@ -227,6 +227,34 @@ def test_a_listed_at_years_ahead_or_in_microseconds_is_that_lines_rejection_not_
     assert set(items) == {"old"} and refused.line == 3 and refused.rejection.reason == "timestamp_out_of_range"
 
 
+def test_a_listed_at_years_after_its_record_was_written_is_refused_by_every_worker_alike():
+    """`items load` bounded listed_at, but a record another producer wrote to the items topic was taken as it was: its
+    item never proposed, nothing said. A worker bounds it by the record's own time, which every worker reads alike."""
+    import orjson
+
+    from stream_app.config import Settings
+    from stream_app.contracts import Rejection, Source, check_item
+    from stream_app.stream.catalogue_feed import CatalogueFeed
+
+    written_ms, day_ms = 1_700_000_000_000, 86_400_000
+
+    def checked(listed_at, timestamp=written_ms):
+        record = orjson.dumps({"item_id": "i1", "title": "a lamp", "schema_version": 1, "listed_at": listed_at})
+        return check_item(record, b"i1", Source("items", 0, 7, timestamp))
+
+    assert not isinstance(checked(written_ms + 300 * day_ms), Rejection)  # a launch announced ahead
+    refused = checked(written_ms + 400 * day_ms)
+    assert isinstance(refused, Rejection) and refused.reason == "timestamp_out_of_range"
+    assert refused.detail.startswith(f"listed_at {written_ms + 400 * day_ms} (2024-12-18 22:13 UTC) is more than 366 "
+                                     "days after its record was written (2023-11-14 22:13 UTC)")
+    assert "microseconds" in checked(written_ms * 1000).detail
+    assert not isinstance(checked(written_ms * 1000, timestamp=None), Rejection)  # no time to bound it by
+    feed = CatalogueFeed(Settings())
+    feed.apply(b"i1", orjson.dumps({"item_id": "i1", "title": "a lamp", "schema_version": 1,
+                                    "listed_at": 32503680000000}), 7, written_ms)
+    assert feed.invalid == 1 and "i1" not in feed.texts
+
+
 def test_an_online_retail_line_whose_price_or_date_cannot_be_read_is_counted_and_said_not_passed_over(
         tmp_path, no_services, producer, capsys):
     """Its product still has a record, from its other lines, but the line's price (or its time, the item's listed_at)

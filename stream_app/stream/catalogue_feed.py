@@ -158,7 +158,7 @@ class CatalogueFeed:
                 "embedded": self.embedder.embedded, "shared": self.embedder.shared, "failed": self.embedder.failed,
                 "invalid": self.invalid, "indexed_through": self.indexed_through}
 
-    def apply(self, key: bytes | None, value: bytes | None, offset: int) -> None:
+    def apply(self, key: bytes | None, value: bytes | None, offset: int, timestamp: int | None = None) -> None:
         self.read_through = max(self.read_through, offset)
         if value is None:  # a tombstone: the item left the catalogue, and is never shown (withdrawn)
             item_id = key.decode("utf-8", "replace") if key is not None else None
@@ -170,7 +170,7 @@ class CatalogueFeed:
                 self._set_text(item_id, None)
                 self.changes += 1
             return
-        record = check_item(value, key, Source(self.settings.topics.items, 0, offset))
+        record = check_item(value, key, Source(self.settings.topics.items, 0, offset, timestamp))
         if isinstance(record, Rejection):
             self.invalid += 1
             log.error("skipping catalogue record at %s: %s (%s)", record.source, record.reason, record.detail[:200])
@@ -325,7 +325,7 @@ class CatalogueFeed:
             while True:
                 batches = await consumer.getmany(tp, timeout_ms=500, max_records=10_000)
                 for message in batches.get(tp, []):
-                    self.apply(message.key, message.value, message.offset)
+                    self.apply(message.key, message.value, message.offset, message.timestamp)
                 caught_up = await consumer.position(tp) >= end
                 if caught_up:
                     await self.rebuild(content_model())

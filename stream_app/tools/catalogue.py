@@ -26,7 +26,6 @@ from ..errors import InputFileError
 from .log_checks import (
     DEAD_LETTERS_SAID,
     ONLINE_RETAIL_COLUMNS,
-    SECONDS_BELOW,
     LineRejection,
     first_rejection,
     nothing_read,
@@ -34,7 +33,7 @@ from .log_checks import (
 )
 from .log_files import check_file, open_text, reading_as
 from .recorded import _finite, _log_rows, _reject
-from .retail_dates import EPOCH, MS, file_is_day_first, retail_ms
+from .retail_dates import file_is_day_first, retail_ms
 
 FORMATS = ("jsonl", "csv", "online-retail")
 #: The columns of the csv formats (a catalogue's first line naming them, read as jsonl, is said to be one of them)
@@ -43,37 +42,14 @@ CATALOGUE_COLUMNS = {"csv": ("item_id", "title"), "online-retail": ONLINE_RETAIL
 Read = dict[str, Any] | LineRejection
 
 
-#: How far ahead of now an item's listed_at may be. A launch announced ahead is loaded ahead (the content sources hold
-#: it back until then), so not STREAM_APP_MAX_FUTURE_MS, the clock skew events may have; a year 3000 or a time in µs
-#: read as ms is a wrong value, and its item would never be proposed.
-LISTED_AHEAD_DAYS = 366
-
-
 def check_item(record: Any, source: Source, raw: bytes) -> dict[str, Any] | Rejection:
     try:
         validator("item")(record)
     except JsonSchemaException as exc:
         return Rejection("schema_violation", exc.message, source, None, raw)
-    if "listed_at" in record and (ahead := _listed_too_far_ahead(record["listed_at"], int(time.time() * 1000))):
+    if "listed_at" in record and (ahead := contracts.listed_too_far_ahead(record["listed_at"], int(time.time() * 1000))):
         return Rejection("timestamp_out_of_range", ahead, source, None, raw)
     return record
-
-
-def _listed_too_far_ahead(listed_at: int, now_ms: int) -> str | None:
-    """Why `listed_at` is more than LISTED_AHEAD_DAYS after `now_ms`, or None."""
-    latest = now_ms + LISTED_AHEAD_DAYS * 86_400_000  # ms a day
-    if listed_at <= latest:
-        return None
-    micro = ": it looks like microseconds (divide by 1000)" if SECONDS_BELOW <= listed_at // 1000 <= latest else ""
-    return (f"listed_at {listed_at} ({_utc(listed_at)}) is more than {LISTED_AHEAD_DAYS} days after now "
-            f"({_utc(now_ms)}): listed_at is milliseconds since 1970, at most {LISTED_AHEAD_DAYS} days ahead{micro}")
-
-
-def _utc(ms: int) -> str:
-    try:
-        return (EPOCH + ms * MS).strftime("%Y-%m-%d %H:%M UTC")
-    except OverflowError:
-        return "after the year 9999"
 
 
 def read_catalogue(path: str | Path, fmt: str) -> Iterator[Read]:

@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator, TextIO
 
 import orjson
 
-from ..contracts import Rejection
+from ..contracts import SECONDS_BELOW, Rejection
 from ..errors import InputFileError
 from .log_files import holds_only_blank_lines, numbered_lines, open_text
 
@@ -210,8 +210,6 @@ def give_up_early(reads: Iterator[Any], path: Path, fmt: str, skipped: Callable[
     yield from reads
 
 
-#: Every ts of a log below this, read as ms, is before 1973: most likely the log is in seconds.
-SECONDS_BELOW = 100_000_000_000
 
 
 def warn_if_seconds(fmt: str, last_ts: int | None, say: TextIO | None = None) -> None:
