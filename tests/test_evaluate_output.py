@@ -113,34 +113,45 @@ def test_the_html_report_carries_the_facts_of_the_text_table():
         assert html.escape(fact[1:]) in page, fact
 
 
-def test_with_a_limit_the_skipped_lines_are_said_to_be_counted_over_the_whole_file():
-    """`--limit N` evaluates the log's first N events in time, but the Online Retail reader counts the lines it
-    skips over the whole file: a count of the part evaluated needs the skipped lines' times, which it does not give."""
+def test_with_a_limit_the_skipped_and_rejected_lines_are_said_to_be_counted_over_the_whole_file(tmp_path):
+    """`--limit N` evaluates the log's first N events in time, but the lines skipped or rejected, which have no time
+    to cut them by, are counted over the whole file: the table said so of the skipped lines only."""
     whole = evaluate_log(ONLINE_RETAIL_SAMPLE, "online-retail", Settings(), light=True)
     cut = evaluate_log(ONLINE_RETAIL_SAMPLE, "online-retail", Settings(), light=True, limit=100)
     assert cut["events"] == 100 and cut["skipped_lines"] == whole["skipped_lines"]
-    assert cut["skipped_lines_include_beyond_limit"] is True
+    assert cut["line_counts_include_beyond_limit"] is True
     said = "counted over the whole file, of which --limit evaluated the first 100 events in time"
     assert said in table(cut) and said in render(cut)
-    assert whole["skipped_lines_include_beyond_limit"] is False
+    assert whole["line_counts_include_beyond_limit"] is False
     assert "counted over the whole file" not in table(whole)
     roomy = evaluate_log(ONLINE_RETAIL_SAMPLE, "online-retail", Settings(), light=True, limit=whole["events"])
-    assert roomy["skipped_lines_include_beyond_limit"] is False  # nothing beyond the limit: the count is exact
+    assert roomy["line_counts_include_beyond_limit"] is False  # nothing beyond the limit: the count is exact
+    log = tmp_path / "events.jsonl"
+    log.write_text("".join(f'{{"schema_version": 1, "event_id": "e{n}", "user_id": "u{n % 3}", "item_id": "i{n % 7}", '
+                           f'"type": "click", "ts": {1_700_000_000_000 + n * 1000}}}\n' for n in range(30)) + "{broken\n")
+    rejected_cut = evaluate_log(log, "jsonl", Settings(), light=True, limit=10)
+    [line] = [line for line in table(rejected_cut).splitlines() if line.startswith("rejected:")]
+    assert "(not evaluated; counted over the whole file, of which --limit evaluated the first 10 events" in line
+    assert "counted over the whole file" not in table(evaluate_log(log, "jsonl", Settings(), light=True, limit=30))
 
 
 def test_the_via_kafka_table_says_which_lines_were_neither_sent_nor_evaluated():
     """The via-Kafka pass reads the log as the in-process one does, but its table said nothing of the lines it left
     out: a log of unreadable lines and guest purchases looked whole."""
-    from stream_app.evaluate.prequential import not_evaluated
-    from stream_app.tools.recorded import OnlineRetailStats
-    from stream_app.tools.sorted_log import load_accepted
+    from stream_app.evaluate.via_kafka import _events_sent
 
-    skipped = OnlineRetailStats()
-    _, rejected, refused = load_accepted(ONLINE_RETAIL_SAMPLE, "online-retail", gate(Settings()), None, skipped)
-    result = {**via_kafka_result(), **not_evaluated(rejected, refused, skipped, False)}
+    events, left_out = _events_sent(ONLINE_RETAIL_SAMPLE, "online-retail", None)
+    in_process = evaluate_log(ONLINE_RETAIL_SAMPLE, "online-retail", Settings(), light=True)
+    assert len(events) == in_process["events"]
+    assert {key: left_out[key] for key in left_out} == {key: in_process[key] for key in left_out}
+    result = {**via_kafka_result(), **left_out}
     said = via_kafka_table(result)
-    assert skipped.guest > 0 and f"{skipped.guest:,} without a customer" in said and "(not sent, not evaluated)" in said
+    guests = left_out["skipped_lines"]["guest"]
+    assert guests > 0 and f"{guests:,} without a customer" in said and "(not sent, not evaluated)" in said
     assert "rejected:" not in said  # the sample reads whole
-    result.update(rejected_lines=2, rejections=2, first_rejection="line 9: invalid_json")
+    result.update(rejected_lines=2, rejections=2, first_rejection="line 9: invalid_json", timestamp_out_of_range=3)
+    said = via_kafka_table(result)
     assert ("rejected: 2 lines of the log that cannot be read as events (not sent, not evaluated), the first as "
-            "line 9: invalid_json") in via_kafka_table(result)
+            "line 9: invalid_json") in said
+    assert "left out: 3 events outside the accepted time window (STREAM_APP_MAX_FUTURE_MS, STREAM_APP_MAX_AGE_MS " \
+           "around now), which were not sent" in said

@@ -36,7 +36,7 @@ from ..stream.partitioning import partition_of
 from ..tools.log_checks import first_rejection, warn_if_seconds
 from ..tools.recorded import OnlineRetailStats
 from ..tools.replay import gate
-from ..tools.sorted_log import RUN_EVENTS, SortedLog
+from ..tools.sorted_log import RUN_EVENTS, LimitCut, SortedLog
 from .baselines import CoVisitationUnseen, RecentThenCoVisitation, SequentialRules
 from .metrics import COLD_START, PopularityPercentiles, Scoreboard, profile_accuracy
 from .models import SOURCE_WEIGHTS, ItemJustSeen, Model, MostPopular, RiverMF, SingleSource, StreamAppModel
@@ -263,28 +263,27 @@ def evaluate_log(path: str | Path, fmt: str, settings: Settings, k: int = 20,
         counts = dict.fromkeys(known, 0)
         result = evaluate_events(KnownItems(log, known, counts), settings, k, truth, encoder=encoder, shadow=shadow,
                                  judge_from_ts=judge_from, content=content, light=light, in_time_order=True)
-        rejected, refused = log.rejected, log.refused
-        # with `limit` the reader still counts the skipped lines of the whole file, which have no time to cut them by
-        beyond_limit = limit is not None and skipped is not None and skipped.events > log.count + len(refused)
+        rejected, refused, cut = log.rejected, log.refused, log.cut
     result["log"] = str(path)
     for role, found in counts.items():
         if result["events"]:
             result[f"{role}_log_events_known"] = found / result["events"]
-    result.update(not_evaluated(rejected, refused, skipped, beyond_limit))
+    result.update(not_evaluated(rejected, refused, skipped, cut))
     return result
 
 
 def not_evaluated(rejected: list[Any], refused: list[Any], skipped: OnlineRetailStats | None,
-                  beyond_limit: bool) -> dict[str, Any]:
+                  cut: LimitCut) -> dict[str, Any]:
     """The results' counts of what the log held and no pass judged: lines that cannot be read as events, events the
-    workers refuse (by reason), and the Online Retail lines skipped as not a customer's purchase."""
+    workers refuse (by reason), and the Online Retail lines skipped as not a customer's purchase; whether a --limit
+    left events out (`cut`), and so the line counts are the whole file's (a line not read has no time to cut it by)."""
     found: dict[str, Any] = {
         "rejected_lines": len({rejection.line for rejection in rejected}),
         "rejections": len(rejected),  # an OTTO line may hold several bad events, and its good ones are read
-        "first_rejection": first_rejection(rejected) if rejected else None}
+        "first_rejection": first_rejection(rejected) if rejected else None,
+        "line_counts_include_beyond_limit": cut.events_beyond}
     if skipped is not None:
         found["skipped_lines"] = skipped.as_dict()
-        found["skipped_lines_include_beyond_limit"] = beyond_limit
     for reason in ("timestamp_out_of_range", "payload_too_large"):
         found[reason] = sum(1 for _, why, _ in refused if why == reason)
     return found

@@ -11,37 +11,39 @@ from .figures import rate_said, utc_said
 from .metrics import COLD_START, truth_unmatched
 
 
-def _left_out(result: dict[str, Any]) -> list[str]:
-    """The events a worker would not apply: refused for their time or size, or repeating an earlier event's id."""
-    lines = []
+def _left_out(result: dict[str, Any], sent: bool) -> list[str]:
+    """The events a worker would not apply: refused for their time or size, or repeating an earlier event's id
+    (`sent`: the via-Kafka pass, which sends none of the refused ones)."""
+    lines, fate = [], "which were not sent" if not sent else "which the workers dead-letter"
     if result.get("timestamp_out_of_range"):
         lines.append(f"left out: {result['timestamp_out_of_range']:,} events outside the accepted time window "
-                     "(STREAM_APP_MAX_FUTURE_MS, STREAM_APP_MAX_AGE_MS around now), which the workers dead-letter")
+                     f"(STREAM_APP_MAX_FUTURE_MS, STREAM_APP_MAX_AGE_MS around now), {fate}")
     if result.get("payload_too_large"):
         lines.append(f"left out: {result['payload_too_large']:,} events over STREAM_APP_MAX_PAYLOAD_BYTES as JSON, "
-                     "which the workers dead-letter")
+                     f"{fate}")
     if result.get("repeated_event_ids"):
         lines.append(f"repeated: {result['repeated_event_ids']:,} of the events have the event_id of an earlier one "
                      "of their user: a worker applies an id once, so they teach nothing and are not judged")
     return lines
 
 
-def not_evaluated_said(result: dict[str, Any]) -> list[str]:
-    """The lines of the log no pass judged (`prequential.not_evaluated`'s counts), in words."""
-    lines = []
+def not_evaluated_said(result: dict[str, Any], sent: bool = True) -> list[str]:
+    """The lines of the log no pass judged (`prequential.not_evaluated`'s counts), in words (`sent`: False for the
+    via-Kafka pass, which sends none of them)."""
+    lines, fate = [], "not evaluated" if sent else "not sent, not evaluated"
+    cut = (f"; counted over the whole file, of which --limit evaluated the first {result['events']:,} events in time"
+           if result.get("line_counts_include_beyond_limit") else "")
     if result.get("skipped_lines", {}).get("skipped"):
-        cut = (f"; counted over the whole file, of which --limit evaluated the first {result['events']:,} events in "
-               "time" if result.get("skipped_lines_include_beyond_limit") else "")
-        lines.append(f"{skipped_said(result['skipped_lines'])} (not evaluated{cut})")
+        lines.append(f"{skipped_said(result['skipped_lines'])} ({fate}{cut})")
     if result.get("rejected_lines"):
         first_said = f", the first as {result['first_rejection']}" if result.get("first_rejection") else ""
         lines_of, parts = result["rejected_lines"], result.get("rejections", result["rejected_lines"])
         what = (f"{lines_of:,} lines of the log that cannot be read as events" if parts == lines_of else
                 f"{parts:,} records of {lines_of:,} line{'s' if lines_of != 1 else ''} of the log that cannot be read "
                 "as events (a whole line, or one event of a session line whose other events were read)")
-        lines.append(f"rejected: {what} (not evaluated){first_said}; `stream-app replay` sends them to the dead-letter "
+        lines.append(f"rejected: {what} ({fate}{cut}){first_said}; `stream-app replay` sends them to the dead-letter "
                      "topic, where `stream-app dead-letters` shows them with their reasons")
-    return lines + _left_out(result)
+    return lines + _left_out(result, sent)
 
 
 def table(result: dict[str, Any]) -> str:
@@ -161,7 +163,7 @@ def via_kafka_table(result: dict[str, Any]) -> str:
              f"recommendations topic; in process: the same core and settings"]
     judged, in_process = result["via_kafka"]["judged"], result["in_process"]["judged"]
     lines += judged_said(judged, "" if judged == in_process else f" via Kafka, {in_process:,} in process")
-    lines += [line.replace("(not evaluated", "(not sent, not evaluated") for line in not_evaluated_said(result)]
+    lines += not_evaluated_said(result, sent=False)
     lines.append(f"{'':<12}" + "".join(f"{key:>11}" for key in keys))
     for name in ("via_kafka", "in_process"):
         lines.append(f"{name.replace('_', '-'):<12}" + "".join(f"{result[name][key]:>11.4f}" for key in keys))

@@ -18,7 +18,7 @@ from ..stream.partitioning import partition_of
 from ..tools.log_checks import warn_if_seconds
 from ..tools.recorded import OnlineRetailStats
 from ..tools.replay import gate
-from ..tools.sorted_log import load_accepted
+from ..tools.sorted_log import LimitCut, load_accepted
 from .metrics import COLD_START, PopularityPercentiles, Scoreboard
 from .prequential import evaluate_events, not_evaluated
 
@@ -60,10 +60,9 @@ def score_published(events: list[dict[str, Any]], published: dict[str, list[str]
 
 def _events_sent(path: str | Path, fmt: str, limit: int | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The log's events a worker accepts, in time order (`limit`: the first), and the counts of what is not sent."""
-    skipped = OnlineRetailStats() if fmt == "online-retail" else None
-    events, rejected, refused = load_accepted(path, fmt, gate(Settings.from_env()), limit, skipped)
-    beyond_limit = limit is not None and skipped is not None and skipped.events > len(events) + len(refused)
-    return events, not_evaluated(rejected, refused, skipped, beyond_limit)
+    skipped, cut = OnlineRetailStats() if fmt == "online-retail" else None, LimitCut()
+    events, rejected, refused = load_accepted(path, fmt, gate(Settings.from_env()), limit, skipped, cut)
+    return events, not_evaluated(rejected, refused, skipped, cut)
 
 
 def evaluate_via_kafka(path: str | Path, fmt: str, k: int = 20, rate: float | None = None, workers: int = 1,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
 
@@ -38,12 +39,21 @@ def split_refused(events: list[dict[str, Any]], refusal: Callable[[dict[str, Any
             [(e, *why) for e, why in zip(events, whys) if why is not None])
 
 
+@dataclass
+class LimitCut:
+    """Whether a `limit` left events of the file out: then the rejected and skipped lines, which have no time to
+    cut them by, are counted over the whole file, not over the part kept."""
+
+    events_beyond: bool = False
+
+
 def load_accepted(path: str | Path, fmt: str, refusal: Callable[[dict[str, Any]], tuple[str, str] | None],
-                  limit: int | None = None, stats: OnlineRetailStats | None = None
+                  limit: int | None = None, stats: OnlineRetailStats | None = None, cut: LimitCut | None = None
                   ) -> tuple[list[dict[str, Any]], list[LineRejection], list[Refused]]:
     """The log's events a worker accepts (`refusal(event)`: None, else why it dead-letters one) in time order (ties
     in file order), the first `limit` if given (a heap: memory holds `limit` events, not the log); its rejected lines;
-    the refused events (with a limit: those up to the last kept one's time)."""
+    the refused events (with a limit: those up to the last kept one's time). `cut` is told whether the limit left
+    events out."""
     if limit is None:
         events, rejected = load_sorted(path, fmt, stats)
         kept, refused = split_refused(events, refusal)
@@ -70,6 +80,8 @@ def load_accepted(path: str | Path, fmt: str, refusal: Callable[[dict[str, Any]]
     if not latest_first and not refused:
         raise nothing_in(path, fmt, rejected, stats)
     kept = [event for _, _, event in sorted(latest_first, reverse=True)]
+    if cut is not None:
+        cut.events_beyond = accepted > limit  # refused ones past the kept span were pruned only then
     if accepted > limit:
         refused = [found for found in refused if found[0]["ts"] <= kept[-1]["ts"]]
     refused.sort(key=lambda found: found[0]["ts"])  # in time order, as without a limit
@@ -86,6 +98,7 @@ class SortedLog:
         self.rejected: list[LineRejection] = []
         self.refused: list[Refused] = []
         self.count = 0
+        self.cut = LimitCut()
         self.first_ts: int | None = None
         self.last_ts: int | None = None
         self.runs: list[Path] = []
@@ -101,7 +114,7 @@ class SortedLog:
         file is read: `load_accepted`)."""
         log = cls(spill_dir)
         if limit is not None:
-            events, log.rejected, log.refused = load_accepted(path, fmt, refusal, limit, stats)
+            events, log.rejected, log.refused = load_accepted(path, fmt, refusal, limit, stats, log.cut)
             log._memory = [(event["ts"], n, event) for n, event in enumerate(events)]
             log._count(log._memory)
             return log
