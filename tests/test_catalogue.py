@@ -272,10 +272,19 @@ def test_an_online_retail_line_whose_price_or_date_cannot_be_read_is_counted_and
     assert main(["items", "load", str(shop), "--format", "online-retail"]) == 0
     out, err = capsys.readouterr()
     assert f"loaded 2 items from {shop}" in out and "rejected" not in out
-    assert (f"warning: {shop.name}: 4 lines of products read without their price or date (their items' records come "
-            "from their other lines): line 3 (UnitPrice 'abc' is not a number), line 4 (InvoiceDate is empty; "
+    assert (f"warning: {shop.name}: 4 lines of products read without their price or date: line 3 (UnitPrice 'abc' is not a number), line 4 (InvoiceDate is empty; "
             "UnitPrice '-1.85' is below 0, a price is at least 0), line 5 (InvoiceDate '2010-13-01 08:28' is no date "
-            "read as YYYY-MM-DD: month must be in 1..12) and 1 more\n") in err
+            "read as YYYY-MM-DD: month must be in 1..12) and 1 more; each of their products has its date and price "
+            "from its other lines\n") in err
     items = {key: orjson.loads(value) for topic, key, value in producer.sent if topic == "items"}
     assert items[b"22633"] == {"item_id": "22633", "title": "HAND WARMER UNION JACK", "schema_version": 1,
                                "price": 1.85, "listed_at": 1291192080001}
+    # a product whose only line has no readable date has no listed_at: it is said, not said to come from other lines
+    alone = tmp_path / "alone.csv"
+    alone.write_text("\n".join([RETAIL_ROWS[0], "536366,71051,RED LANTERN,6,2010-14-01 08:28,2.0,17850,UK"]) + "\n")
+    assert main(["items", "load", str(alone), "--format", "online-retail"]) == 0
+    err = capsys.readouterr().err
+    assert ("1 line of a product read without its price or date: line 2 (InvoiceDate '2010-14-01 08:28' is no date "
+            "read as YYYY-MM-DD: month must be in 1..12); of their products, 1 without listed_at: shown from the start "
+            "of an evaluation, before the shop sold them (71051)") in err
+    assert "listed_at" not in orjson.loads([v for t, k, v in producer.sent if k == b"71051"][-1])

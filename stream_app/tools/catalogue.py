@@ -175,6 +175,7 @@ def _read_online_retail(path: Path) -> Iterator[Read]:
                 first[code] = min(first.get(code, last_ms), last_ms)
             except ValueError as exc:
                 unread.append(said(str(exc)))
+                partly.undated.add(code)
             name = " ".join(row["Description"].split())
             if name and not name.islower():  # lower-case descriptions are stock notes ("damaged", "found"), not names
                 names.setdefault(code, collections.Counter())[name] += 1
@@ -184,10 +185,11 @@ def _read_online_retail(path: Path) -> Iterator[Read]:
                         prices.setdefault(code, collections.Counter())[price] += 1
                 except ValueError as exc:
                     unread.append(said(str(exc)))
+                    partly.unpriced.add(code)
             if unread:
                 partly.add(line, unread)
     if partly.count:
-        print(partly.warning(path), file=sys.stderr)
+        print(partly.warning(path, set(first), set(prices)), file=sys.stderr)
     for line, (code, counts) in enumerate(names.items(), start=1):
         record: dict[str, Any] = {"item_id": code, "title": counts.most_common(1)[0][0], "schema_version": 1}
         if code in prices:
@@ -212,18 +214,28 @@ class PartlyRead:
 
     count: int = 0
     named: list[str] = field(default_factory=list)
+    undated: set[str] = field(default_factory=set)  # products with a line whose date could not be read
+    unpriced: set[str] = field(default_factory=set)  # ... whose price could not be read
 
     def add(self, line: int, unread: list[str]) -> None:
         self.count += 1
         if len(self.named) < NAMED_LINES:
             self.named.append(f"line {line} ({'; '.join(unread)})")
 
-    def warning(self, path: Path) -> str:
+    def warning(self, path: Path, dated: Collection[str], priced: Collection[str]) -> str:
+        """Said once the whole file is read (`dated`, `priced`: the products a readable line gave a date, a price):
+        a product whose every date was unreadable has no listed_at, so an evaluation may show it before it sold."""
         more = f" and {self.count - len(self.named):,} more" if self.count > len(self.named) else ""
-        lines = ("1 line of a product read without its price or date (the item's record comes from its other lines)"
-                 if self.count == 1 else f"{self.count:,} lines of products read without their price or date (their "
-                 "items' records come from their other lines)")
-        return f"warning: {path.name}: {lines}: {', '.join(self.named)}{more}"
+        lines = ("1 line of a product read without its price or date" if self.count == 1 else
+                 f"{self.count:,} lines of products read without their price or date")
+        said = f"warning: {path.name}: {lines}: {', '.join(self.named)}{more}"
+        undated = sorted(self.undated - set(dated))
+        unpriced = sorted(self.unpriced - set(priced))
+        left = [f"{len(codes):,} without {what} ({', '.join(codes[:NAMED_LINES])}{', ...' if len(codes) > 3 else ''})"
+                for codes, what in ((undated, "listed_at: shown from the start of an evaluation, before the shop sold "
+                                              "them"), (unpriced, "a price")) if codes]
+        return said + ("; of their products, " + " and ".join(left) if left else
+                       "; each of their products has its date and price from its other lines")
 
 
 #: How many of the lines read in part the Online Retail catalogue's warning names (its count says the rest)
