@@ -119,7 +119,7 @@ td:first-child,th:first-child{{text-align:left}}</style></head><body>
 <h1>Prequential evaluation</h1>
 <p>{html.escape(result.get('log', ''))}: {result['events']:,} events, {result['users']:,} users,
 {result['items']:,} items; K = {k}; batches of {result['batch']}; {rate_said(result['events_per_s'])} events/s
-for all models together. Each event is judged by the list its user was shown after the previous event.</p>
+for all models together.</p>
 {_paragraphs(facts(result))}{_rows(result, types)}
 {_paragraphs(footnotes(result))}
 <h2>Recall@{k} over the stream</h2><p>{legend}</p>{_line_chart({n: m.get('timeline', []) for n, m in models.items()})}
