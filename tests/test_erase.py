@@ -8,10 +8,12 @@ import sys
 import time
 
 import jsonschema
+import pytest
 import orjson
 from conftest import wait_until
 from kafka import KafkaProducer, TopicPartition
 
+from stream_app.config import Settings
 from stream_app.contracts import load_schema
 from stream_app.store.redis_store import profile_key, read_profile, worker_statuses
 from stream_app.tools.consume import committed_offsets, read_to_end
@@ -166,7 +168,8 @@ def test_a_request_a_worker_refuses_is_said_at_once_with_the_reason_not_waited_o
     refused = cli(settings, "reset-profile", "u1", "--timeout", "90")
     assert refused.returncode == 2 and time.monotonic() - started < 60, refused.stderr
     assert "a worker refused the reset of 'u1' (request " in refused.stderr
-    assert "payload_too_large: " in refused.stderr and "upgrade the workers" in refused.stderr
+    assert "payload_too_large: " in refused.stderr and "raise it, then send the request again" in refused.stderr
+    assert "upgrade the workers" not in refused.stderr  # that is a schema violation's cause, not a size's
     assert "no receipt" not in refused.stderr
 
 
@@ -239,3 +242,34 @@ def test_a_profile_a_worker_cannot_read_is_reset_and_its_parked_events_re_driven
     assert sent.returncode == 0, sent.stderr
     wait_until(lambda: read_profile(redis_client, "fay", settings.namespace).get("event_count") == 3, 60,
                "fay's new profile of the parked events")
+
+
+def test_a_refusal_is_advised_by_its_reason_and_users_with_no_answer_are_still_named(monkeypatch, capsys):
+    """Every refusal said "upgrade the workers", the cause of a schema violation only; and with one request refused and
+    another unanswered, the unanswered one was never named."""
+    from stream_app.errors import StreamAppError
+    from stream_app.tools import erase
+
+    class Reader:
+        def __init__(self, settings):
+            pass
+
+        def wait(self, request_ids, timeout_s):
+            by_user = {request["user_id"]: request["request_id"] for request in sent}
+            return {}, {by_user["u1"]: ("schema_violation", "data must not contain {'reset'} properties"),
+                        by_user["u2"]: ("timestamp_out_of_range", "ts is 2 days ahead")}
+
+        def close(self):
+            pass
+
+    sent: list = []
+    monkeypatch.setattr(erase, "ensure_topics", lambda settings: None)
+    monkeypatch.setattr(erase, "ReceiptReader", Reader)
+    monkeypatch.setattr(erase, "publish_erasures",
+                        lambda settings, users, reset: sent.extend(erase.checked_requests(users, 0, reset)) or sent)
+    with pytest.raises(StreamAppError) as raised:
+        erase.erase_users(Settings(kafka_bootstrap_servers="localhost:1"), ["u1", "u2", "u3"], 0.1, reset=True)
+    said = str(raised.value)
+    assert "a worker refused the reset of 'u1'" in said and "schema_violation: data must not contain" in said
+    assert "upgrade the workers" in said and "set the clocks right" in said
+    assert "no receipt for 1 of 3 reset requests ('u3')" in said

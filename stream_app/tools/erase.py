@@ -14,7 +14,7 @@ import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from ..config import Settings
-from ..contracts import validator
+from ..contracts import letter_payload, validator
 from ..errors import ConfigError, ServiceTimeout, StreamAppError
 from ..kafka_security import kafka_python_kwargs
 from ..logs import utc_ms
@@ -75,11 +75,12 @@ class ReceiptReader:
             # Tansu may report less than the end (its last batch's base offset): a few old records, skipped
             self.consumer.seek(tp, end)
 
-    def wait(self, request_ids: set[str], timeout_s: float) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    def wait(self, request_ids: set[str], timeout_s: float
+             ) -> tuple[dict[str, dict[str, Any]], dict[str, tuple[str, str]]]:
         """The receipts of `request_ids`, and the refusals of others (request id -> the dead letter's reason and
         detail), as many as came within `timeout_s`."""
         found: dict[str, dict[str, Any]] = {}
-        refused: dict[str, str] = {}
+        refused: dict[str, tuple[str, str]] = {}
         deadline = time.monotonic() + timeout_s
         while len(found) + len(refused) < len(request_ids) and time.monotonic() < deadline:
             for tp, records in self.consumer.poll(timeout_ms=300).items():
@@ -92,15 +93,16 @@ class ReceiptReader:
                         refused.update(self._refusal(record.value, request_ids - found.keys()))
         return found, {request_id: why for request_id, why in refused.items() if request_id not in found}
 
-    def _refusal(self, value: bytes | None, pending: set[str]) -> dict[str, str]:
-        """The pending request a dead letter of the erasures topic holds (its payload names the request id)."""
+    def _refusal(self, value: bytes | None, pending: set[str]) -> dict[str, tuple[str, str]]:
+        """The pending requests a dead letter of the erasures topic holds (its payload names the request id): request
+        id -> (the letter's reason, its detail)."""
         try:
             letter = orjson.loads(value or b"")
             if letter["source"]["topic"] != self.erasures:
                 return {}
-            payload = letter.get("payload_text") or ""
-            why = f"{letter['reason']}: {letter.get('detail') or ''}".rstrip(": ")
-        except (orjson.JSONDecodeError, KeyError, TypeError):
+            payload = (letter_payload(letter) or b"").decode("utf-8", "replace")
+            why = (str(letter["reason"]), str(letter.get("detail") or ""))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
             return {}
         return {request_id: why for request_id in pending if request_id in payload}
 
@@ -121,7 +123,8 @@ def erase_users(settings: Settings, users: list[str], wait_s: float | None, as_j
             for request in requests:
                 print(f"{what} of {request['user_id']!r} requested (request {request['request_id']}); its receipt "
                       f"will be on {settings.topics.erasure_receipts}: `stream-app erasure-receipts "
-                      f"{request['user_id']}` shows it once a worker has applied the request")
+                      f"{request['user_id']}` shows it once a worker has applied the request (one a worker refuses goes "
+                      f"to {settings.topics.dlq} instead: `stream-app dead-letters`)")
             return 0
         try:
             receipts, refused = reader.wait({r["request_id"] for r in requests}, wait_s)
@@ -139,21 +142,36 @@ def erase_users(settings: Settings, users: list[str], wait_s: float | None, as_j
             print(orjson.dumps(receipt).decode() if as_json else describe(receipt))
     if reset:
         erasure_stands(settings, [r["user_id"] for r in requests if r["request_id"] in receipts])
+    missing = [r["user_id"] for r in requests if r["request_id"] not in receipts and r["request_id"] not in refused]
+    waited_out = (f"no receipt for {len(missing)} of {len(requests)} {what} requests ({', '.join(map(repr, missing[:5]))}) "
+                  f"within {wait_s:.0f}s: is a worker running on this namespace? (`stream-app status`; start one with "
+                  f"`stream-app worker`). A running worker waiting for Redis or the broker (its /readyz says which) "
+                  f"applies them once that answers. The requests stay on {settings.topics.erasures} and are applied "
+                  "when a worker reads them; wait longer with --timeout") if missing else ""
     if refused:
-        raise StreamAppError("\n".join(
-            f"a worker refused the {what} of {r['user_id']!r} (request {r['request_id']}), to "
-            f"{settings.topics.dlq}: {refused[r['request_id']]}" for r in requests if r["request_id"] in refused)
-            + "\nnothing of those users was changed. A worker of an older release than this command refuses fields it "
-            "does not know (a reset's `reset`): upgrade the workers, then send the request again")
-    missing = [r["user_id"] for r in requests if r["request_id"] not in receipts]
+        said = [f"a worker refused the {what} of {r['user_id']!r} (request {r['request_id']}), to {settings.topics.dlq}: "
+                f"{': '.join(filter(None, refused[r['request_id']]))}" for r in requests if r["request_id"] in refused]
+        advice = {REFUSAL_ADVICE.get(reason, DEAD_LETTERS_ADVICE).format(reason=reason)
+                  for reason, _ in refused.values()}
+        raise StreamAppError("\n".join([*said, "nothing of those users was changed. " + " ".join(sorted(advice)),
+                                         *filter(None, [waited_out])]))
     if missing:
-        raise ServiceTimeout(
-            f"no receipt for {len(missing)} of {len(requests)} {what} requests ({', '.join(map(repr, missing[:5]))}) "
-            f"within {wait_s:.0f}s: is a worker running on this namespace? (`stream-app status`; start one with "
-            f"`stream-app worker`). A running worker waiting for Redis or the broker (its /readyz says which) "
-            f"applies them once that answers. The requests stay on {settings.topics.erasures} and are applied when a worker "
-            "reads them; wait longer with --timeout")
+        raise ServiceTimeout(waited_out)
     return 0
+
+
+#: What to do about a request a worker dead-lettered, by the letter's reason: the command writes valid requests, so a
+#: schema violation is a worker that does not know a field of this release's.
+REFUSAL_ADVICE = {
+    "schema_violation": "A worker of an older release than this command refuses fields it does not know (a reset's "
+                        "`reset`): upgrade the workers, then send the request again.",
+    "payload_too_large": "The workers' STREAM_APP_MAX_PAYLOAD_BYTES is below the request's size: raise it, then send "
+                         "the request again.",
+    "timestamp_out_of_range": "This machine's clock and the workers' differ by more than STREAM_APP_MAX_FUTURE_MS "
+                              "(or STREAM_APP_MAX_AGE_MS): set the clocks right, then send the request again.",
+}
+DEAD_LETTERS_ADVICE = ("`stream-app dead-letters` shows the letter ({reason}); send the request again once what it "
+                       "says is mended.")
 
 
 def print_receipts(settings: Settings, users: list[str], as_json: bool = False) -> int:
@@ -170,7 +188,8 @@ def print_receipts(settings: Settings, users: list[str], as_json: bool = False) 
     if not receipts:
         whose = f" of {', '.join(map(repr, users[:5]))}" if users else ""
         print(f"no erasure receipt{whose} on {settings.topics.erasure_receipts} (namespace {settings.namespace!r}): "
-              "a request is applied once a worker runs (`stream-app status`); receipts leave the topic after 30 days",
+              "a request is applied once a worker runs (`stream-app status`), and one a worker refused is on the "
+              "dead-letter topic instead (`stream-app dead-letters`); receipts leave the topic after 30 days",
               file=sys.stderr)
         return 1
     return 0
@@ -222,6 +241,8 @@ def erasure_stands(settings: Settings, users: list[str]) -> None:
     """Say of each reset user who was erased that the erasure stands: a reset removes the profile, not the erasure."""
     from .redrive import ErasureCheck
 
+    if not users:  # none applied: nothing to read the erased-users topic for
+        return
     check = ErasureCheck.read(settings)
     for user in users:
         erased_at = check.erased_time(user)
