@@ -8,8 +8,8 @@ import sys
 import time
 
 import jsonschema
-import pytest
 import orjson
+import pytest
 from conftest import wait_until
 from kafka import KafkaProducer, TopicPartition
 
