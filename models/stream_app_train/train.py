@@ -257,7 +257,7 @@ def _register(model: NextItemModel, item_ids: list[str], check_set: Examples, ma
             return {**held, "already_registered": True}
         now = datetime.now(timezone.utc)
         folder = registry.write_version(registry_root, staged, {
-            "version": f"enc-{now.strftime('%Y%m%d-%H%M%S')}-{registry.content_hash(staged)[:8]}",
+            "version": f"enc-{now.strftime('%Y%m%d-%H%M%S')}-{_named(registry.content_hash(staged), manifest)}",
             "created_at": now.isoformat(timespec="milliseconds"), **manifest,
             "parity": {"max_abs_diff": difference, "tolerance": PARITY_TOLERANCE}})
     except BaseException:
@@ -265,6 +265,12 @@ def _register(model: NextItemModel, item_ids: list[str], check_set: Examples, ma
         raise
     progress(f"train: wrote {folder}")
     return json.loads((folder / registry.MANIFEST).read_text())
+
+
+def _named(files_hash: str, manifest: dict[str, Any]) -> str:
+    """A version's name's last part: its files and recipe, so two trainings in one second differ by name when either
+    does (the same files of another --max-len)."""
+    return hashlib.sha256(f"{files_hash}{_recipe(manifest)!r}".encode()).hexdigest()[:8]
 
 
 def _recipe(manifest: dict[str, Any]) -> tuple[Any, ...]:

@@ -122,7 +122,7 @@ def holding_files_of(root: str | Path, staged: Path, same_recipe: Callable[[dict
     the files do not), or None: a model trained again on the same log with the same settings and seed."""
     files = content_hash(staged, kind)
     for manifest in versions(root, kind):
-        if not manifest["version"].endswith(files[:8]) or not same_recipe(manifest):  # named by its files' hash
+        if not same_recipe(manifest):  # before hashing its files: most versions differ in their recipe
             continue
         try:
             if content_hash(Path(root) / manifest["version"], kind) == files:
