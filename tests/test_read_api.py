@@ -60,3 +60,45 @@ def test_an_empty_user_id_is_answered_400_in_json_like_every_other_answer_of_pro
     for path in ("/profiles/", "/profiles"):  # without the slash too
         status, content_type, body = asyncio.run(scenario(path))
         assert (status, content_type, body["user_id"]) == (400, "application/json", ""), path
+
+
+def test_an_unknown_parameter_is_400_and_a_version_no_profile_reached_yet_is_409_to_retry(services):
+    """`?minversion=5` (a typo) was answered 200 at once: read-your-writes lost, unsaid. A user whose first event was
+    just sent, read with min_version, got 404 after the whole wait, as a user that never was; a 409 or 503 did not
+    say when to retry."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from stream_app.store.read_api import read_api
+
+    namespace = f"read-api-test-{uuid.uuid4().hex[:12]}."
+    store = ProfileStore(RedisStoreConfig(services["REDIS_URL"], namespace=namespace))
+    profile = Profile(user_id="u1", version=3, event_count=3, generation=5)
+
+    async def scenario() -> dict[str, tuple[int, dict, str | None]]:
+        try:
+            await store.write_profiles([(profile, profile.to_json(internal=False))], now_ms=10)
+        finally:
+            await store.close()
+        client = TestClient(TestServer(read_api(services["REDIS_URL"], namespace, 100)))
+        await client.start_server()
+        try:
+            answers = {}
+            for path in ("/profiles/u1?minversion=5", "/profiles/u1?min_version=3&pretty=1", "/profiles/new?min_version=1",
+                         "/profiles/new", "/profiles/u1?min_version=4", "/profiles/u1?min_version=3"):
+                response = await client.get(path)
+                answers[path] = (response.status, await response.json(), response.headers.get("Retry-After"))
+            return answers
+        finally:
+            await client.close()
+
+    answers = asyncio.run(scenario())
+    status, body, _ = answers["/profiles/u1?minversion=5"]
+    assert status == 400 and body["error"] == ("unknown query parameter 'minversion': GET /profiles/{user_id} takes "
+                                               "min_version only")
+    assert answers["/profiles/u1?min_version=3&pretty=1"][0] == 400
+    status, body, retry = answers["/profiles/new?min_version=1"]
+    assert (status, body["profile_version"], body["min_version"], retry) == (409, 0, 1, "1")
+    assert "Redis holds no profile of the user yet" in body["error"]
+    assert answers["/profiles/new"][0] == 404  # no version asked: no such profile
+    assert answers["/profiles/u1?min_version=4"][0::2] == (409, "1")
+    assert answers["/profiles/u1?min_version=3"][0] == 200

@@ -4,7 +4,8 @@ mirror the workers write.
 `GET /profiles/{user_id}` answers what `stream-app profile USER --json` prints (200), 404 for a user
 Redis does not know. `?min_version=N` is read-your-writes: a caller that saw a recommendation of
 profile_version N (or wrote the N-th event) waits until Redis holds at least that version, up to
-`STREAM_APP_READ_WAIT_MS`, else 409 with the version Redis holds. `GET /healthz`: 200 while Redis answers.
+`STREAM_APP_READ_WAIT_MS`, else 409 with the version Redis holds (0: no profile yet) and Retry-After. Any other
+query parameter is a 400. `GET /healthz`: 200 while Redis answers.
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ VERSION = re.compile(r"0{0,20}[1-9][0-9]{0,17}")
 
 
 def _json(body: dict, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+    # a version not reached yet, or Redis away: worth asking again in a second
+    headers = {"Retry-After": "1"} if status in (409, 503) else None
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json", headers=headers)
 
 
 def _connected(request: web.Request) -> bool:
@@ -52,6 +55,9 @@ def _connected(request: web.Request) -> bool:
 def read_api(redis_url: str, namespace: str, wait_ms: int) -> web.Application:
     async def profile(request: web.Request) -> web.Response:
         user_id = request.match_info["user_id"]
+        if unknown := sorted(set(request.query) - {"min_version"}):  # a misspelt min_version would not wait, unsaid
+            return _json({"error": f"unknown query parameter {unknown[0][:40]!r}: GET /profiles/{{user_id}} takes "
+                                   "min_version only"}, 400)
         if len(request.query.getall("min_version", [])) > 1:  # which one was meant cannot be told
             return _json({"error": "min_version given more than once: give it once"}, 400)
         wanted = request.query.get("min_version")
@@ -78,12 +84,13 @@ def read_api(redis_url: str, namespace: str, wait_ms: int) -> web.Application:
         except RedisError as exc:
             log.error("Redis does not answer a profile read (%s)", described(exc))
             return _json({"error": "Redis does not answer; retry later"}, 503)
-        if not stored:
+        if not stored and not min_version:
             return _json({"error": f"no profile for user {user_id!r}", "user_id": user_id}, 404)
-        if stored["profile_version"] < min_version:
-            return _json({"error": f"profile_version {min_version} not reached within {wait_ms} ms",
-                          "user_id": user_id, "profile_version": stored["profile_version"],
-                          "min_version": min_version}, 409)
+        held = stored["profile_version"] if stored else 0  # with min_version, a user's first event may be on its way
+        if held < min_version:
+            return _json({"error": f"profile_version {min_version} not reached within {wait_ms} ms"
+                                   + ("" if stored else ": Redis holds no profile of the user yet"),
+                          "user_id": user_id, "profile_version": held, "min_version": min_version}, 409)
         return _json(stored)
 
     async def no_user(request: web.Request) -> web.Response:
