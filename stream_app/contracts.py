@@ -211,7 +211,8 @@ def check_input(payload: bytes | None, key: bytes | None, source: Source, expect
         return reject("type_topic_mismatch",
                       f"a {data['type']!r} event on the topic for {expected_type!r} events")
     if key is not None and key != data["user_id"].encode("utf-8"):
-        return reject("key_mismatch", "the message key must be the user_id (profiles are partitioned by user)")
+        return reject("key_mismatch", f"the message key {_key_said(key)} is not the user_id {data['user_id']!r}: key "
+                                      "each event by its user_id (profiles are partitioned by user)")
     if key is None:
         return reject("key_mismatch", "the message has no key: it must be the user_id (profiles are partitioned by user)")
     if reference_ms is not None:
@@ -248,7 +249,8 @@ def check_erasure(payload: bytes | None, key: bytes | None, source: Source, max_
     if isinstance(data, Rejection):
         return data
     if key != data["user_id"].encode("utf-8"):
-        return reject("key_mismatch", "the message key must be the user_id (requests go to the user's partition)")
+        return reject("key_mismatch", f"the message key {_key_said(key)} is not the user_id {data['user_id']!r}: key "
+                                      "each request by its user_id (requests go to the user's partition)")
     at, stamp = data["requested_at"], source.timestamp
     if stamp is not None and max_future_ms and at > stamp + max_future_ms:
         return reject("timestamp_out_of_range", f"requested_at {at} is {at - stamp} ms after the record's timestamp "
@@ -301,6 +303,11 @@ def _utc(ms: int) -> str:
         return (datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(milliseconds=ms)).strftime("%Y-%m-%d %H:%M UTC")
     except OverflowError:
         return "after the year 9999"
+
+
+def _key_said(key: bytes | None) -> str:
+    """A message key as a detail names it: its text (cut), or that there is none."""
+    return "(none)" if key is None else repr(key.decode("utf-8", "replace")[:80])
 
 
 def letter_payload(letter: dict[str, Any]) -> bytes | None:

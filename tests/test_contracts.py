@@ -298,3 +298,14 @@ def test_every_record_schema_names_all_its_fields_so_a_field_the_producers_add_f
         jsonschema.validate({**letter, "added": 1}, load_schema("dead-letter"))
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({**letter, "source": {**letter["source"], "added": 1}}, load_schema("dead-letter"))
+
+
+def test_a_key_mismatch_names_the_key_and_the_user_id():
+    """"the message key must be the user_id" named neither: the producer's bug had to be found in the payload."""
+    detail = check(orjson.dumps(VALID), b"someone-else", "click").detail
+    assert detail == (f"the message key 'someone-else' is not the user_id {VALID['user_id']!r}: key each event by its "
+                      "user_id (profiles are partitioned by user)")
+    request = {"request_id": "r1", "user_id": "u1", "requested_at": 1, "schema_version": 1}
+    refused = check_erasure(orjson.dumps(request), b"u2", Source("erasures", 0, 1), 1024)
+    assert refused.detail == ("the message key 'u2' is not the user_id 'u1': key each request by its user_id (requests "
+                              "go to the user's partition)")
