@@ -166,3 +166,33 @@ def test_write_counts_past_what_a_count_reaches_are_unreadable_not_fatal(writes)
     table = PartitionState({b"0": forged}, settings, profile_marks=lambda partition: learners_mark(profile))
     assert table.get(0, rejected.append).writes == 0 and [r.reason for r in rejected] == ["bad_state"]
     assert [learners_writes(value) for _, value in table.records(0, before=True)] == [1, 1]
+
+
+def test_the_ranker_labels_metric_keeps_the_partitions_held_across_a_rebalance(monkeypatch):
+    """A walkthrough: after a rebalance `stream_app_ranker_labels` went empty until a batch used each partition again
+    (the snapshot read only the learners loaded since). Held partitions report their stored labels at once; a revoked
+    one drops out."""
+    from types import SimpleNamespace
+
+    from stream_app.stream.worker import StreamWorker
+
+    settings = Settings(ranker_warm_up=2)
+    profiles: dict = {}
+    run(make_events(), settings, profiles, learner_data := {}, None, monkeypatch)
+    table = PartitionState(learner_data, settings, profile_marks=lambda partition: highest_mark(profiles))
+    labels = table.get(0, print).ranker.labels
+    assert labels > 0
+    learner_data[b"1"] = orjson.dumps(new_partition_learners(settings, 1).to_state())
+    owned = {0, 1}
+    worker = SimpleNamespace(partition_state=table, assigned_inputs=lambda: owned, counters=None, missing=dict,
+                             ordered=SimpleNamespace(status=dict), watcher=SimpleNamespace(status=dict),
+                             catalogue=SimpleNamespace(status=dict), input_ends=SimpleNamespace(lag=lambda *a: {}),
+                             app=None, settings=settings, profile_table=SimpleNamespace(data={}),
+                             index=SimpleNamespace(item_count=lambda: 0))
+    assert StreamWorker.snapshot(worker).ranker_labels == {0: labels, 1: 0}
+    table.forget()  # a rebalance that kept partition 0 and took partition 1 away
+    owned.discard(1)
+    assert StreamWorker.snapshot(worker).ranker_labels == {0: labels}
+    table.get(0, print).ranker.labels += 2  # a batch since: its learners, not the stored record
+    assert StreamWorker.snapshot(worker).ranker_labels == {0: labels + 2}
+    assert PartitionState(learner_data, Settings(ranker=False)).ranker_labels({0}) == {}  # records of when it was on

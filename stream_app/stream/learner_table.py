@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import orjson
 
@@ -80,6 +80,7 @@ class PartitionState:
         self.loaded: dict[int, PartitionLearners] = {}  # restored or new since the last assignment
         self.written: dict[int, bytes | None] = {}  # their state as loaded or last written (None: new learners)
         self.taken_before: set[int] = set()  # loaded as before their stored record, which is to be written again
+        self.stored_labels: dict[int, tuple[bytes, int | None]] = {}  # a record read for its labels -> them
 
     def get(self, partition: int, rejected: Callable[[Rejection], None]) -> PartitionLearners | None:
         """The partition's learners (a state that cannot be read goes to `rejected`: they start afresh)."""
@@ -162,8 +163,34 @@ class PartitionState:
         del self.data[key]
         return key
 
+    def ranker_labels(self, partitions: Iterable[int]) -> dict[int, int]:
+        """The labels each partition's ranker learned: of its learners if loaded, else of its table record (a rebalance
+        clears the loaded ones, and a partition no batch used since still has them); for the metrics."""
+        if not self.settings.ranker:
+            return {}
+        labels = {p: self.loaded[p].ranker.labels if p in self.loaded else self._stored_labels(p) for p in partitions}
+        return {p: n for p, n in labels.items() if n is not None}
+
+    def _stored_labels(self, partition: int) -> int | None:
+        """The labels in the partition's table record (None: none, or not JSON state: shown once a batch loads it).
+        Read, not loaded: a scrape must not take up learners, nor dead-letter a state it cannot read."""
+        stored = self.data.get(str(partition).encode())
+        if stored is None:
+            return None
+        seen = self.stored_labels.get(partition)
+        if seen is not None and seen[0] is stored:  # each scrape would parse every record again
+            return seen[1]
+        try:
+            labels = orjson.loads(stored)["ranker"]["labels"]
+        except (orjson.JSONDecodeError, TypeError, KeyError):
+            labels = None
+        labels = labels if type(labels) is int and labels >= 0 else None
+        self.stored_labels[partition] = (stored, labels)
+        return labels
+
     def forget(self) -> None:
         """After a rebalance: the table holds the truth (recovered from the changelog)."""
         self.loaded.clear()
         self.written.clear()
         self.taken_before.clear()
+        self.stored_labels.clear()

@@ -172,8 +172,7 @@ class StreamWorker:
         return Snapshot(self.counters, self.ordered.status(), self.watcher.status(), self.catalogue.status(),
                         self.missing(), lag=self.input_ends.lag(self.app, self.settings.topics.inputs),
                         users=len(self.profile_table.data), items=self.index.item_count(),
-                        ranker_labels={p: learners.ranker.labels for p, learners in self.partition_state.loaded.items()
-                                       if p in owned})
+                        ranker_labels=self.partition_state.ranker_labels(owned))
 
     async def follow_models(self) -> None:
         # the control topic is how models change: keep following it through broker hiccups
