@@ -123,6 +123,34 @@ def test_an_erasure_request_the_workers_refuse_as_dated_ahead_holds_nothing_back
     assert not check.holds_back(Resend(settings.topics.click, b"ahead", b"{}", now + 5_000), None)
 
 
+def test_a_redrive_of_some_reasons_says_the_letters_of_others_were_left_alone_as_not_asked_for(monkeypatch, capsys):
+    """A walkthrough: `redrive --reason schema_violation --dry-run` said "never sent ... invalid_json 1", a reason the
+    user never asked for, as if the redrive had refused it. `--reason all` (every reason a fix can make pass) still
+    says which are never sent."""
+    from argparse import Namespace
+    from collections import Counter
+
+    from stream_app.cli.topic_commands import cmd_redrive
+    from stream_app.tools import redrive as redrive_module
+    from stream_app.tools.redrive import RedriveSummary
+
+    settings = Settings()
+    summary = RedriveSummary(read=4, sent=Counter({settings.topics.click: 1}), by_reason=Counter(schema_violation=1),
+                             other_reasons=Counter(invalid_json=1, processing_error=2), dry_run=True)
+    monkeypatch.setattr(redrive_module, "redrive", lambda *args, **kwargs: summary)
+
+    def said(*reasons: str) -> str:
+        cmd_redrive(Namespace(reason=list(reasons), from_start=False, dry_run=True, json=False))
+        return capsys.readouterr().out
+
+    filtered = said("schema_violation")
+    assert "would send 1 again: events.click=1 (schema_violation 1)" in filtered
+    assert "never sent" not in filtered
+    assert "  not asked for (--reason), left alone: processing_error 2 (a redrive that names them sends them); " \
+           "invalid_json 1 (no redrive sends these: no fix makes them pass)" in filtered
+    assert "never sent (no fix makes them pass; `dead-letters` shows them): invalid_json 1" in said("all")
+
+
 def test_the_reasons_must_be_named_and_known():
     with pytest.raises(StreamAppError, match="--reason"):
         check_reasons([])
@@ -162,9 +190,9 @@ def test_redrive_sends_what_was_refused_once_fixed_and_each_letter_once(make_set
     first = _cli(settings, *fixable)
     assert first.returncode == 0, first.stderr
     assert f"sent 3 again: {t.click}=3" in first.stdout
-    assert "left for a redrive that names them: payload_too_large 1\n" in first.stdout
-    # not "left for a redrive that names them": `--reason invalid_json` is refused (an operator's trial)
-    assert "never sent (no fix makes them pass; `dead-letters` shows them): invalid_json 1" in first.stdout
+    # invalid_json not as one a redrive that names it sends: `--reason invalid_json` is refused (an operator's trial)
+    assert ("not asked for (--reason), left alone: payload_too_large 1 (a redrive that names them sends them); "
+            "invalid_json 1 (no redrive sends these: no fix makes them pass)\n") in first.stdout
     assert f"({ranges_of(letters)})" in first.stdout  # the last offset read, not the next one
     stamps = {orjson.loads(orjson.loads(r.value)["payload_text"])["event_id"]: orjson.loads(r.value)["source"]["timestamp"]
               for r in letters if orjson.loads(r.value)["reason"] != "invalid_json"}

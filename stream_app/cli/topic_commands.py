@@ -157,10 +157,13 @@ def cmd_redrive(args: argparse.Namespace) -> int:
         print(f"  {summary.sent_before} sent by an earlier redrive of their reason (`--from-start` sends them again)")
     never = {reason: n for reason, n in summary.other_reasons.items() if reason in NEVER_PASS}
     others = {reason: n for reason, n in summary.other_reasons.items() if reason not in NEVER_PASS}
-    if others:
-        print(f"  other reasons, left for a redrive that names them: {_counted(others)}")
-    if never:
-        print(f"  never sent (no fix makes them pass; `dead-letters` shows them): {_counted(never)}")
+    if "all" in args.reason:  # every reason a fix can make pass: the others are never sent
+        if never:
+            print(f"  never sent (no fix makes them pass; `dead-letters` shows them): {_counted(never)}")
+    elif others or never:  # the filter left them alone: "never sent" read as the redrive refusing a reason not asked
+        print("  not asked for (--reason), left alone: " + "; ".join(filter(None, [
+            others and f"{_counted(others)} (a redrive that names them sends them)",
+            never and f"{_counted(never)} (no redrive sends these: no fix makes them pass)"])))
     if summary.dry_run:
         print("nothing sent and nothing marked read (--dry-run)")
     elif summary.sent:
