@@ -544,6 +544,31 @@ def test_status_says_when_a_worker_has_missed_its_heartbeats():
     assert stale.startswith("worker w1: ready as of 12s ago (gone or stuck?), HTTP port 8000")
 
 
+def test_status_from_a_shell_that_reaches_no_broker_says_so_of_this_shell_not_of_the_workers(tmp_path, monkeypatch,
+                                                                                             capsys):
+    """A walkthrough: `status` run with a wrong KAFKA_BOOTSTRAP_SERVERS said "the workers below cannot read or
+    commit" of workers that were ready and reported so through Redis; the address is this shell's own."""
+    from stream_app.cli.main import main
+    from stream_app.store import redis_store
+
+    monkeypatch.setenv("STREAM_APP_STATE_DIR", str(tmp_path))  # not a developer's running `up`
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+    counters = {"events": 5, "applied": 5, "duplicates": 0, "rejected": 0, "recommendations": 5}
+    ready = {"worker_id": "w1", "ready": True, "missing": {}, "input_partitions": [0], "counters": counters,
+             "updated_at": int(time.time() * 1000)}
+    monkeypatch.setattr(redis_store, "worker_statuses", lambda client, namespace: [ready])
+    assert main(["status"]) == 0
+    out = capsys.readouterr().out
+    kafka_line = out.splitlines()[0]
+    assert kafka_line.startswith("KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:1 (no broker takes a connection from this shell "
+                                 "at 127.0.0.1:1")
+    assert "set KAFKA_BOOTSTRAP_SERVERS in this shell" in kafka_line and "stream-app up" in kafka_line
+    assert kafka_line.count("(") == kafka_line.count(")")
+    assert "cannot read or commit" not in out and "ready" not in kafka_line  # the workers say so themselves
+    assert "worker w1: ready" in out
+
+
 def test_the_demo_says_when_its_worker_fell_behind_the_offered_rate(capsys):
     """A latency of seconds at 300 events/s on a slow machine is a queue, not the worker's latency: said so."""
     from stream_app.tools.demo import say_behind
