@@ -105,7 +105,7 @@ def kafka_answers(settings: Settings) -> str:
             return " (takes connections)"
         except OSError as exc:
             last = exc
-    # this shell's address, not necessarily the workers' (theirs is in their own environment): no word of them
+    # the address is this shell's: the workers have their own, and may reach theirs (their lines say if ready)
     return (f" (no broker takes a connection from this shell at {redact_url(settings.kafka_bootstrap_servers)} "
             f"({last}): start the broker, or set KAFKA_BOOTSTRAP_SERVERS in this shell to the one the workers use "
             "(`stream-app up` prints the embedded broker's))" if last is not None else "")
