@@ -599,3 +599,51 @@ def test_a_wait_of_no_time_is_refused_before_anything_is_sent(command, seconds, 
     with pytest.raises(SystemExit) as done:
         main.main([*command, seconds])
     assert done.value.code == 2 and f"must be a number of seconds above 0, not {seconds!r}" in capsys.readouterr().err
+
+
+def model_outcomes(monkeypatch, *worker_ids: str) -> None:
+    """The models.status topic as `models status` reads it: a serving outcome of each of `worker_ids`."""
+    from types import SimpleNamespace
+
+    from stream_app.tools import consume
+
+    records = [SimpleNamespace(key=f"{w}/live".encode(), value=orjson.dumps(
+        {"worker_id": w, "role": "live", "outcome": "serving", "version": "enc-1", "reason": None, "at": 0}))
+        for w in worker_ids]
+    monkeypatch.setattr(consume, "read_to_end", lambda settings, topic: records)
+
+
+def test_models_status_with_redis_unreachable_says_so_and_lists_no_worker_it_cannot_tell_is_running(
+        tmp_path, monkeypatch, capsys):
+    """A walkthrough: with Redis down, `models status` listed every worker that ever reported, the gone ones too,
+    and exited 0."""
+    monkeypatch.setenv("STREAM_APP_STATE_DIR", str(tmp_path))  # not a developer's running `up`
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+    model_outcomes(monkeypatch, "w-running", "w-gone")
+    assert main.main(["models", "status"]) == 2
+    said = capsys.readouterr()
+    assert "Redis at redis://127.0.0.1:1/0 does not answer" in said.err and "REDIS_URL" in said.err
+    assert "--all" in said.err and said.out == ""
+    monkeypatch.setenv("REDIS_URL", "")
+    assert main.main(["models", "status"]) == 2
+    assert "No Redis configured" in capsys.readouterr().err
+    assert main.main(["models", "status", "--all"]) == 0  # every worker's rows: Redis is not asked
+    assert "w-running" in (out := capsys.readouterr().out) and "w-gone" in out
+
+
+def test_models_status_counts_the_workers_it_leaves_out_in_the_singular_and_the_plural(tmp_path, monkeypatch, capsys):
+    from stream_app.store import redis_store
+
+    monkeypatch.setenv("STREAM_APP_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+    monkeypatch.setattr(redis_store, "worker_statuses", lambda client, namespace: [{"worker_id": "w-running"}])
+    model_outcomes(monkeypatch, "w-running", "w-gone")
+    assert main.main(["models", "status"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("w-running  live") and len(lines) == 2
+    assert lines[1] == "(1 worker that is no longer running left out; --all shows it)"
+    model_outcomes(monkeypatch, "w-running", "w-gone", "w-gone-too")
+    assert main.main(["models", "status"]) == 0
+    assert capsys.readouterr().out.splitlines()[1] == "(2 workers that are no longer running left out; --all shows them)"

@@ -112,7 +112,7 @@ def require_role_fits(registry_dir: str, version: str, role: str) -> None:
 
 def print_model_status(settings: Settings, show_all: bool = False) -> int:
     """Each worker's last outcome per role, as the workers reported it on the models.status topic; the rows of
-    workers no longer running (by the live workers' keys in Redis, when it answers) only with `show_all`."""
+    workers no longer running (by the live workers' keys in Redis, which must answer) only with `show_all`."""
     from ..tools.consume import read_to_end
 
     latest: dict[bytes, dict] = {}
@@ -129,27 +129,29 @@ def print_model_status(settings: Settings, show_all: bool = False) -> int:
         line = f"{status['worker_id']}  {status['role']:<7} {status['outcome']:<9} {status['version'] or 'none'}  {when}"
         print(line + (f"  ({status['reason']})" if status["reason"] else ""))
     gone = {s["worker_id"] for s in latest.values()} - {s["worker_id"] for s in shown}
-    if gone:
+    if len(gone) == 1:
+        print("(1 worker that is no longer running left out; --all shows it)")
+    elif gone:
         print(f"({len(gone)} workers that are no longer running left out; --all shows them)")
     return 0
 
 
-def running_workers(settings: Settings) -> set[str] | None:
-    """The ids of the workers running now (their status keys in Redis), None if Redis cannot tell."""
+def running_workers(settings: Settings) -> set[str]:
+    """The ids of the workers running now (their status keys in Redis). Redis not answering is an error: listing
+    every worker that ever reported instead passed the gone ones off as running."""
     import redis
 
     from ..store.redis_store import worker_statuses
+    from .commands import redis_trouble
 
-    if not settings.redis_url:
-        return None
+    client = redis.Redis.from_url(settings.require_redis(), socket_timeout=5, socket_connect_timeout=2)
     try:
-        client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
-        try:
-            return {status["worker_id"] for status in worker_statuses(client, settings.namespace)}
-        finally:
-            client.close()
-    except redis.RedisError:
-        return None
+        return {status["worker_id"] for status in worker_statuses(client, settings.namespace)}
+    except redis.RedisError as exc:
+        raise StreamAppError(f"{redis_trouble(settings, exc)} (`stream-app models status --all` lists every "
+                             "worker's outcome, running or not, without asking Redis)") from None
+    finally:
+        client.close()
 
 
 def check_train_options(args: argparse.Namespace, settings: Settings, registry_dir: str) -> None:
