@@ -15,6 +15,7 @@ from kafka import KafkaProducer, TopicPartition
 
 from stream_app.config import Settings
 from stream_app.contracts import load_schema
+from stream_app.logs import utc_ms
 from stream_app.store.redis_store import profile_key, read_profile, worker_statuses
 from stream_app.tools.consume import committed_offsets, read_to_end
 from stream_app.tools.erase import erase_users, publish_erasures
@@ -211,6 +212,42 @@ def test_a_reset_deletes_the_profile_everywhere_and_the_same_events_sent_again_m
     assert after.returncode == 0 and "note: 'erin' was erased" in after.stderr and "erasure stands" in after.stderr
 
 
+def test_profile_and_recommendations_after_a_reset_say_it_with_its_time_not_that_redis_lost_the_profile(
+        make_settings, start_worker, redis_client):
+    """A walkthrough: after `reset-profile`, `profile` named no reset (Redis's marker said "evicted as idle or reset")
+    and, the marker gone after its day, advised `repair-redis` as if Redis had lost the profile; `recommendations`
+    showed the list of before the reset with no word."""
+    settings = make_settings()
+    start_worker(settings)
+    now = int(time.time() * 1000)
+    produce_events(settings, events_of("gil", now - 3_600_000, 3))
+    wait_until(lambda: read_profile(redis_client, "gil", settings.namespace).get("event_count") == 3, 60,
+               "gil's profile in Redis")
+    done = cli(settings, "reset-profile", "gil", "--json")
+    assert done.returncode == 0, done.stderr
+    reset_at = utc_ms(orjson.loads(done.stdout.strip().splitlines()[-1])["applied_at"])
+    said = f"user 'gil''s profile was reset (`stream-app reset-profile`) at {reset_at}: it fills again from the " \
+           "user's next events"
+    for marker in ("kept", "gone"):  # Redis's marker of the removal, then after its day
+        shown = cli(settings, "profile", "gil")
+        assert shown.returncode == 2 and said in shown.stderr and "evicted as idle" not in shown.stderr, marker
+        assert ("repair-redis" in shown.stderr) is (marker == "gone"), shown.stderr  # only if events came since
+        redis_client.delete(profile_key("gil", settings.namespace))
+    listed = cli(settings, "recommendations", "gil")
+    assert listed.returncode == 0 and "user gil after gil-2" in listed.stdout, listed.stderr
+    assert f"note: the list shown predates the reset of 'gil''s profile at {reset_at}" in listed.stderr
+
+    produce_events(settings, events_of("gil", now, 1, tag="after-"))  # the first list of the new profile
+    wait_until(lambda: read_profile(redis_client, "gil", settings.namespace).get("event_count") == 1, 60,
+               "gil's new profile in Redis")
+    wait_until(lambda: "gil-after-0" in cli(settings, "recommendations", "gil").stdout, 60, "gil's new list")
+    listed = cli(settings, "recommendations", "gil", "--last", "2")
+    assert "user gil after gil-2" in listed.stdout and "user gil after gil-after-0" in listed.stdout
+    assert f"note: the oldest 1 of the 2 lists shown predates the reset of 'gil''s profile at {reset_at}" \
+           in listed.stderr
+    assert cli(settings, "profile", "gil").returncode == 0
+
+
 def test_a_profile_a_worker_cannot_read_is_reset_and_its_parked_events_re_driven_make_a_new_one(
         make_settings, start_worker, redis_client):
     """The recovery the README gives for a stored profile that cannot be read: every event of its user is parked
@@ -273,3 +310,31 @@ def test_a_refusal_is_advised_by_its_reason_and_users_with_no_answer_are_still_n
     assert "a worker refused the reset of 'u1'" in said and "schema_violation: data must not contain" in said
     assert "upgrade the workers" in said and "set the clocks right" in said
     assert "no receipt for 1 of 3 reset requests ('u3')" in said
+
+
+def test_a_removal_marker_newer_than_the_last_reset_is_an_idle_eviction_and_receipts_of_others_are_not_read(monkeypatch):
+    """`profile`'s answer without a profile: a reset's time only where the reset is the last removal, and only from a
+    reset receipt of the user that deleted a profile."""
+    from types import SimpleNamespace
+
+    from stream_app.cli import commands
+    from stream_app.tools import consume, erase
+
+    def receipt(user: str, applied_at: int, found: bool = True, reset: bool = True):
+        value = {"user_id": user, "applied_at": applied_at, "reset": reset,
+                 "deleted": {"profile_table": {"found": found}, "redis": {"existed": False}}}
+        return SimpleNamespace(key=user.encode(), value=orjson.dumps(value), timestamp=applied_at)
+
+    topic = [receipt("u1", 1_000), receipt("u1", 5_000, found=False), receipt("u1", 6_000, reset=False),
+             receipt("u2", 9_000), SimpleNamespace(key=b"u1", value=b"{not a receipt", timestamp=7_000)]
+    monkeypatch.setattr(consume, "latest_records", lambda settings, topic_name, want, match: [
+        r for r in topic if match(r)][-want:])
+    monkeypatch.setattr(commands, "erased_time", lambda settings, user: None)
+    settings = Settings(kafka_bootstrap_servers="localhost:1")
+    assert erase.reset_time(settings, "u1") == 1_000 and erase.reset_time(settings, "u3") is None
+    assert erase.reset_time(Settings(), "u1") is None  # no broker named: not known
+    reset = commands.no_profile(settings, "u1", {b"evicted_generation": b"1", b"evicted_at": b"1000"})
+    assert "profile was reset (`stream-app reset-profile`) at 1970-01-01 00:00:01 UTC (1000)" in reset
+    assert "repair-redis" not in reset  # the marker says Redis lost nothing
+    evicted = commands.no_profile(settings, "u1", {b"evicted_generation": b"1", b"evicted_at": b"2000"})
+    assert "evicted as idle" in evicted and "was reset" not in evicted

@@ -118,23 +118,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     finally:
         client.close()
     stored = decode_profile(raw)
-    if b"erased_at" in raw and not stored:
-        raise StreamAppError(f"user {args.user_id!r} was erased (request time {utc_ms(raw[b'erased_at'])}): no profile "
-                             "until a new event of the user")
-    if b"evicted_at" in raw and not stored:
-        raise StreamAppError(f"user {args.user_id!r}'s profile was removed, evicted as idle (STREAM_APP_USER_IDLE_MS) or "
-                             "reset (`stream-app reset-profile`): a new event of "
-                             "the user starts a new profile")
     if not stored:
-        erased_at = erased_time(settings, args.user_id)  # Redis's own mark is gone with a flushed or new Redis
-        if erased_at is not None:
-            raise StreamAppError(f"user {args.user_id!r} was erased (time {utc_ms(erased_at)}, the erased-users "
-                                 "record says) and Redis holds no profile of the user: a new event of the user starts "
-                                 "one (if the user has had events since the erasure, Redis lost their profile: "
-                                 "`stream-app repair-redis` rebuilds it)")
-        raise StreamAppError(f"no profile for user {args.user_id!r} in Redis (namespace {settings.namespace!r}): "
-                             "has a worker applied an event of that user? `stream-app repair-redis` rebuilds "
-                             "a flushed Redis")
+        raise StreamAppError(no_profile(settings, args.user_id, raw))
     if args.json:
         print(orjson.dumps(stored, option=orjson.OPT_INDENT_2).decode())
         return 0
@@ -149,6 +134,32 @@ def cmd_profile(args: argparse.Namespace) -> int:
     freshness_s = (time.time() * 1000 - stored["updated_at"]) / 1000
     print(f"  written to Redis {freshness_s:.0f}s ago")
     return 0
+
+
+def no_profile(settings: Settings, user_id: str, raw: dict[bytes, bytes]) -> str:
+    """Why Redis holds no profile of the user (`raw`: its key's fields: a removal's marker, for a day) and what to do."""
+    from ..tools.erase import reset_time
+
+    if b"erased_at" in raw:
+        return (f"user {user_id!r} was erased (request time {utc_ms(raw[b'erased_at'])}): no profile until a new event "
+                "of the user")
+    marked = raw.get(b"evicted_at")
+    erased_at = None if marked is not None else erased_time(settings, user_id)  # a flushed or new Redis: no marker
+    reset_at = reset_time(settings, user_id) if erased_at is None else None
+    evicted_at = int(marked) if marked is not None and marked.isdigit() else 0
+    if reset_at is not None and reset_at >= evicted_at:  # an eviction's marker: a removal after the reset
+        return (f"user {user_id!r}'s profile was reset (`stream-app reset-profile`) at {utc_ms(reset_at)}: it fills "
+                "again from the user's next events, the first starting a new profile" + ("" if marked else
+                " (if the user has had events since, Redis lost that profile: `stream-app repair-redis` rebuilds it)"))
+    if marked is not None:
+        return (f"user {user_id!r}'s profile was removed, evicted as idle (STREAM_APP_USER_IDLE_MS) or reset "
+                "(`stream-app reset-profile`): a new event of the user starts a new profile")
+    if erased_at is not None:
+        return (f"user {user_id!r} was erased (time {utc_ms(erased_at)}, the erased-users record says) and Redis holds "
+                "no profile of the user: a new event of the user starts one (if the user has had events since the "
+                "erasure, Redis lost their profile: `stream-app repair-redis` rebuilds it)")
+    return (f"no profile for user {user_id!r} in Redis (namespace {settings.namespace!r}): has a worker applied an "
+            "event of that user? `stream-app repair-redis` rebuilds a flushed Redis")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -63,6 +63,16 @@ def cmd_recommendations(args: argparse.Namespace) -> int:
     if not found:
         raise StreamAppError(f"no recommendation for user {args.user_id!r} on {topic} (namespace "
                              f"{settings.namespace!r}): has a worker applied an event of that user?")
+    from ..tools.erase import reset_time
+
+    reset_at = reset_time(settings, args.user_id)
+    before = sum(record.timestamp < reset_at for record in found) if reset_at is not None else 0
+    if before:  # ranked for the profile the reset deleted: said, as the lists do not show it
+        which = ("the list shown predates" if len(found) == 1 else "the lists shown predate" if before == len(found)
+                 else f"the oldest {before} of the {len(found)} lists shown predate{'s' if before == 1 else ''}")
+        then = "; the user's next event brings a list of the new one" if before == len(found) else ""
+        print(f"note: {which} the reset of {args.user_id!r}'s profile at {utc_ms(reset_at)} (`stream-app "
+              f"reset-profile`): ranked for the profile deleted{then}", file=sys.stderr)
     lists = [orjson.loads(record.value) for record in found]
     titles = {}
     if args.titles and not args.json:

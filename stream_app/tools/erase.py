@@ -195,6 +195,33 @@ def print_receipts(settings: Settings, users: list[str], as_json: bool = False) 
     return 0
 
 
+def reset_time(settings: Settings, user_id: str) -> int | None:
+    """When a worker last reset the user's profile (`reset-profile`: the applied_at of its latest receipt that deleted
+    one, while the receipts topic keeps it); None if none, or if Kafka cannot say."""
+    from kafka.errors import KafkaError
+
+    from .consume import latest_records
+
+    key = user_id.encode()
+
+    def deleted_a_profile(record: Any) -> bool:
+        try:
+            receipt = orjson.loads(record.value) if record.key == key else {}
+            deleted = receipt["deleted"] if receipt.get("reset") is True else {}
+            return bool(deleted and (deleted["profile_table"]["found"] or deleted["redis"]["existed"]))
+        except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError):  # not a receipt this project wrote
+            return False
+
+    if not settings.kafka_bootstrap_servers:
+        return None
+    try:
+        found = latest_records(settings, settings.topics.erasure_receipts, 1, match=deleted_a_profile)
+    except (KafkaError, OSError, StreamAppError):
+        return None
+    applied_at = orjson.loads(found[0].value).get("applied_at") if found else None
+    return applied_at if type(applied_at) is int else None
+
+
 def plural(count: int, noun: str) -> str:
     return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
