@@ -142,7 +142,7 @@ def _counted(counts: dict[str, int]) -> str:
 
 
 def cmd_redrive(args: argparse.Namespace) -> int:
-    from ..tools.redrive import NEVER_PASS, check_reasons, redrive
+    from ..tools.redrive import NEVER_PASS, REASONS, REDRIVABLE, check_reasons, redrive
 
     reasons = check_reasons(args.reason or [])
     settings = Settings.from_env()
@@ -166,7 +166,8 @@ def cmd_redrive(args: argparse.Namespace) -> int:
     if summary.sent_before:
         print(f"  {summary.sent_before} sent by an earlier redrive of their reason (`--from-start` sends them again)")
     never = {reason: n for reason, n in summary.other_reasons.items() if reason in NEVER_PASS}
-    others = {reason: n for reason, n in summary.other_reasons.items() if reason not in NEVER_PASS}
+    unknown = {reason: n for reason, n in summary.other_reasons.items() if reason not in REASONS}
+    others = {reason: n for reason, n in summary.other_reasons.items() if reason in REDRIVABLE}
     if "all" in args.reason:  # every reason a fix can make pass: the others are never sent
         if never:
             print(f"  never sent (no fix makes them pass; `dead-letters` shows them): {_counted(never)}")
@@ -174,6 +175,8 @@ def cmd_redrive(args: argparse.Namespace) -> int:
         print("  not asked for (--reason), left alone: " + "; ".join(filter(None, [
             others and f"{_counted(others)} (a redrive that names them sends them)",
             never and f"{_counted(never)} (no redrive sends these: no fix makes them pass)"])))
+    if unknown:  # a newer worker's or another producer's: no redrive of this release names them
+        print(f"  reasons this release does not know, left alone (`dead-letters` shows them): {_counted(unknown)}")
     if summary.dry_run:
         print("nothing sent and nothing marked read (--dry-run)")
     elif summary.sent:

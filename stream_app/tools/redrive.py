@@ -97,6 +97,9 @@ def resend_of(letter: dict[str, Any], key: bytes | None, settings: Settings) -> 
     user = parsed.get("user_id")
     user_key = user.encode() if isinstance(user, str) else key
     if origin == topics.items and source.get("line") is None:  # a catalogue record (its letter has no key)
+        if reason == "timestamp_out_of_range":  # bound by its own record's time, sent with it: refused again
+            return ("a listed_at over 366 days after its record's time (no setting widens that): correct the record "
+                    "and produce it again")
         item = parsed.get("item_id")
         kept = letter.get("key_text")
         item_key = item.encode() if isinstance(item, str) else kept.encode() if isinstance(kept, str) else None
