@@ -615,6 +615,14 @@ def test_an_archive_another_separator_or_a_timestamp_that_is_not_whole_is_named_
             copy.write_text(f"{header}\n{row.format(written)}\n")
             ids += [e["event_id"] for e in load_sorted(copy, fmt)[0]]
         assert len(ids) == 2 and ids[0] == ids[1], (fmt, ids)
+    # a data frame writes RetailRocket's transactionid, empty on most rows, as a float: the published id still
+    import hashlib
+
+    published = "rr-" + hashlib.blake2b(b"1433221955914,1,transaction,2,4000", digest_size=10).hexdigest()
+    for written in ("4000", "4000.0"):
+        copy = tmp_path / f"transaction-{written}.csv"
+        copy.write_text(f"timestamp,visitorid,event,itemid,transactionid\n1433221955914.0,1,transaction,2,{written}\n")
+        assert [e["event_id"] for e in load_sorted(copy, "retailrocket")[0]] == [published], written
 
 
 def test_a_log_read_as_another_format_stops_after_its_first_thousand_lines_rejected_and_names_its_format(tmp_path):

@@ -249,11 +249,11 @@ def _retailrocket_event(row: dict[str, str], line: int, raw: bytes) -> dict[str,
     kind, stage = _kind(RETAILROCKET_TYPES, row["event"])
     # by content, not line: the published file repeats some rows exactly (one event logged twice), and a
     # re-sorted copy keeps its ids; the published columns in their published order (the ids of the published
-    # file), so a copy with its columns reordered or without transactionid keeps them too, and one whose timestamps
-    # a data frame wrote as floats (the published text of the number read)
+    # file), so a copy with its columns reordered keeps them too, and one whose numbers a data frame wrote as floats
+    # (transactionid is empty on most rows, so pandas reads it as float64 and writes 4000.0): the published text of
+    # each number read
     ts = _whole(row, "timestamp", "ms")
-    published = ",".join(str(ts) if name == "timestamp" else row.get(name) or ""
-                         for name in RETAILROCKET_COLUMNS).encode()
+    published = ",".join(_as_published(row.get(name) or "") for name in RETAILROCKET_COLUMNS).encode()
     event: dict[str, Any] = {"event_id": f"rr-{hashlib.blake2b(published, digest_size=10).hexdigest()}",
                              "user_id": row["visitorid"], "item_id": row["itemid"], "type": kind, "ts": ts,
                              "schema_version": 1}
@@ -263,6 +263,14 @@ def _retailrocket_event(row: dict[str, str], line: int, raw: bytes) -> dict[str,
     if stage:
         event["stage"] = stage
     return event
+
+
+def _as_published(text: str) -> str:
+    """A field as the published file writes it: a whole-valued float (`4000.0`) as its whole number, else as it is."""
+    if text.isdigit():
+        return text
+    number = _whole_number(text)
+    return text if number is None else str(number)
 
 
 def _movielens_event(row: dict[str, str], line: int, raw: bytes) -> dict[str, Any]:
