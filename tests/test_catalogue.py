@@ -281,10 +281,33 @@ def test_an_online_retail_line_whose_price_or_date_cannot_be_read_is_counted_and
                                "price": 1.85, "listed_at": 1291192080001}
     # a product whose only line has no readable date has no listed_at: it is said, not said to come from other lines
     alone = tmp_path / "alone.csv"
-    alone.write_text("\n".join([RETAIL_ROWS[0], "536366,71051,RED LANTERN,6,2010-14-01 08:28,2.0,17850,UK"]) + "\n")
+    alone.write_text("\n".join([RETAIL_ROWS[0], "536366,71051,RED LANTERN,6,2010-14-01 08:28,2.0,17850,UK",
+                                 "536366,71052,found,1,2010-15-01 08:28,1,17850,UK"]) + "\n")  # a stock note: no record
     assert main(["items", "load", str(alone), "--format", "online-retail"]) == 0
     err = capsys.readouterr().err
-    assert ("1 line of a product read without its price or date: line 2 (InvoiceDate '2010-14-01 08:28' is no date "
-            "read as YYYY-MM-DD: month must be in 1..12); of their products, 1 without listed_at: shown from the start "
+    assert ("2 lines of products read without their price or date: line 2 (InvoiceDate '2010-14-01 08:28' is no date "
+            "read as YYYY-MM-DD: month must be in 1..12), line 3 (InvoiceDate '2010-15-01 08:28' is no date read as "
+            "YYYY-MM-DD: month must be in 1..12); of their products, 1 without listed_at: shown from the start "
             "of an evaluation, before the shop sold them (71051)") in err
     assert "listed_at" not in orjson.loads([v for t, k, v in producer.sent if k == b"71051"][-1])
+
+
+def test_the_titles_recommendations_shows_skip_a_record_workers_refuse_for_its_listed_at(monkeypatch):
+    """`recommendations --titles` read the items topic without the records' times: a record listed in the year 3000,
+    which every worker refuses, replaced the item's valid title."""
+    from types import SimpleNamespace
+
+    import orjson
+
+    from stream_app.config import Settings
+    from stream_app.tools import catalogue, consume
+
+    written_ms = 1_700_000_000_000
+
+    def record(offset, title, listed_at):
+        value = orjson.dumps({"item_id": "i1", "title": title, "schema_version": 1, "listed_at": listed_at})
+        return SimpleNamespace(key=b"i1", value=value, topic="items", partition=0, offset=offset, timestamp=written_ms)
+
+    monkeypatch.setattr(consume, "read_to_end", lambda settings, topic: [record(0, "A LAMP", written_ms),
+                                                                         record(1, "A YEAR 3000 LAMP", 32503680000000)])
+    assert catalogue._titles_on_topic(Settings(), ["i1"]) == {"i1": "A LAMP"}

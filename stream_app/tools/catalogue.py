@@ -189,7 +189,7 @@ def _read_online_retail(path: Path) -> Iterator[Read]:
             if unread:
                 partly.add(line, unread)
     if partly.count:
-        print(partly.warning(path, set(first), set(prices)), file=sys.stderr)
+        print(partly.warning(path, set(names), set(first), set(prices)), file=sys.stderr)
     for line, (code, counts) in enumerate(names.items(), start=1):
         record: dict[str, Any] = {"item_id": code, "title": counts.most_common(1)[0][0], "schema_version": 1}
         if code in prices:
@@ -222,16 +222,18 @@ class PartlyRead:
         if len(self.named) < NAMED_LINES:
             self.named.append(f"line {line} ({'; '.join(unread)})")
 
-    def warning(self, path: Path, dated: Collection[str], priced: Collection[str]) -> str:
-        """Said once the whole file is read (`dated`, `priced`: the products a readable line gave a date, a price):
-        a product whose every date was unreadable has no listed_at, so an evaluation may show it before it sold."""
+    def warning(self, path: Path, named: Collection[str], dated: Collection[str], priced: Collection[str]) -> str:
+        """Said once the whole file is read (`named`: the products that get a record; `dated`, `priced`: those a
+        readable line gave a date, a price): a product whose every date was unreadable has no listed_at, so an
+        evaluation may show it before it sold."""
         more = f" and {self.count - len(self.named):,} more" if self.count > len(self.named) else ""
         lines = ("1 line of a product read without its price or date" if self.count == 1 else
                  f"{self.count:,} lines of products read without their price or date")
         said = f"warning: {path.name}: {lines}: {', '.join(self.named)}{more}"
-        undated = sorted(self.undated - set(dated))
-        unpriced = sorted(self.unpriced - set(priced))
-        left = [f"{len(codes):,} without {what} ({', '.join(codes[:NAMED_LINES])}{', ...' if len(codes) > 3 else ''})"
+        undated = sorted((self.undated & set(named)) - set(dated))
+        unpriced = sorted((self.unpriced & set(named)) - set(priced))
+        left = [f"{len(codes):,} without {what} ({', '.join(codes[:NAMED_LINES])}"
+                f"{', ...' if len(codes) > NAMED_LINES else ''})"
                 for codes, what in ((undated, "listed_at: shown from the start of an evaluation, before the shop sold "
                                               "them"), (unpriced, "a price")) if codes]
         return said + ("; of their products, " + " and ".join(left) if left else
@@ -362,7 +364,8 @@ def _titles_on_topic(settings: Settings, item_ids: Collection[str]) -> dict[str,
         if record.value is None:
             titles.pop(item_id, None)
             continue
-        item = contracts.check_item(record.value, record.key, Source(record.topic, record.partition, record.offset))
+        source = Source(record.topic, record.partition, record.offset, record.timestamp)  # bound as workers bind it
+        item = contracts.check_item(record.value, record.key, source)
         if not isinstance(item, Rejection):
             titles[item_id] = item_title(item)
     return titles
