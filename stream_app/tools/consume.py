@@ -12,6 +12,7 @@ from kafka import KafkaConsumer, TopicPartition
 from ..config import Settings
 from ..errors import ServiceTimeout
 from ..kafka_security import PLAINTEXT, KafkaSecurity, kafka_python_kwargs
+from ..stream.partitioning import partition_of
 from ..stream.transport import true_end_offsets
 
 
@@ -101,15 +102,19 @@ def read_range(settings: Settings, topic: str, timeout_s: float = 120.0, from_of
 
 def latest_records(settings: Settings, topic: str, want: int, partition: int | None = None,
                    match: Callable[[Any], bool] = lambda record: True, chunk: int = 5000,
-                   timeout_s: float = 60.0, order: Callable[[Any], Any] | None = None) -> list[Any]:
-    """The last `want` records of `topic` (of one partition, when given) that `match` accepts, oldest first by
-    `order` (default: timestamp, then partition and offset): read back from each partition's end a chunk at a time,
-    so a long topic is not read whole for them."""
+                   timeout_s: float = 60.0, order: Callable[[Any], Any] | None = None,
+                   key: str | None = None) -> list[Any]:
+    """The last `want` records of `topic` (of one partition, when given; of the partition the project's producers
+    send `key`'s records to, when that is given) that `match` accepts, oldest first by `order` (default: timestamp,
+    then partition and offset): read back from each partition's end a chunk at a time, so a long topic is not read
+    whole for them."""
     servers = settings.require_kafka().split(",")
     consumer = KafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False, group_id=None,
                              consumer_timeout_ms=200, **kafka_python_kwargs(settings.kafka_security))
     try:
         partitions = sorted(consumer.partitions_for_topic(topic) or set())
+        if key is not None and partitions:
+            partition = partition_of(key, len(partitions))
         tps = [TopicPartition(topic, p) for p in partitions if partition is None or p == partition]
         if not tps:
             return []

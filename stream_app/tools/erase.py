@@ -167,8 +167,8 @@ REFUSAL_ADVICE = {
                         "`reset`): upgrade the workers, then send the request again.",
     "payload_too_large": "The workers' STREAM_APP_MAX_PAYLOAD_BYTES is below the request's size: raise it, then send "
                          "the request again.",
-    "timestamp_out_of_range": "This machine's clock and the workers' differ by more than STREAM_APP_MAX_FUTURE_MS "
-                              "(or STREAM_APP_MAX_AGE_MS): set the clocks right, then send the request again.",
+    "timestamp_out_of_range": "This machine's clock is ahead of the broker's by more than the workers' "
+                              "STREAM_APP_MAX_FUTURE_MS: set the clocks right, then send the request again.",
 }
 DEAD_LETTERS_ADVICE = ("`stream-app dead-letters` shows the letter ({reason}); send the request again once what it "
                        "says is mended.")
@@ -215,7 +215,8 @@ def reset_time(settings: Settings, user_id: str) -> int | None:
     if not settings.kafka_bootstrap_servers:
         return None
     try:
-        found = latest_records(settings, settings.topics.erasure_receipts, 1, match=deleted_a_profile)
+        # receipts are keyed by user (murmur2, as the workers' producer sends them): one partition to read back
+        found = latest_records(settings, settings.topics.erasure_receipts, 1, match=deleted_a_profile, key=user_id)
     except (KafkaError, OSError, StreamAppError):
         return None
     applied_at = orjson.loads(found[0].value).get("applied_at") if found else None
