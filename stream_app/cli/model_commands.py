@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from ..config import Settings
-from ..errors import StreamAppError, described
+from ..errors import ConfigError, StreamAppError, described
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -144,12 +144,17 @@ def running_workers(settings: Settings) -> set[str]:
     from ..store.redis_store import worker_statuses
     from .commands import redis_trouble
 
-    client = redis.Redis.from_url(settings.require_redis(), socket_timeout=5, socket_connect_timeout=2)
+    without_redis = ("(`stream-app models status --all` lists every worker's outcome, running or not, without asking "
+                     "Redis)")
+    try:
+        url = settings.require_redis()
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} {without_redis}") from None
+    client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
     try:
         return {status["worker_id"] for status in worker_statuses(client, settings.namespace)}
     except redis.RedisError as exc:
-        raise StreamAppError(f"{redis_trouble(settings, exc)} (`stream-app models status --all` lists every "
-                             "worker's outcome, running or not, without asking Redis)") from None
+        raise StreamAppError(f"{redis_trouble(settings, exc)} {without_redis}") from None
     finally:
         client.close()
 
