@@ -11,10 +11,10 @@ from .figures import rate_said, utc_said
 from .metrics import COLD_START, truth_unmatched
 
 
-def _left_out(result: dict[str, Any], sent: bool) -> list[str]:
+def _left_out(result: dict[str, Any], via_kafka: bool) -> list[str]:
     """The events a worker would not apply: refused for their time or size, or repeating an earlier event's id
-    (`sent`: the via-Kafka pass, which sends none of the refused ones)."""
-    lines, fate = [], "which were not sent" if not sent else "which the workers dead-letter"
+    (`via_kafka`: that pass sends none of the refused ones; a replay would, and the workers dead-letter them)."""
+    lines, fate = [], "which were not sent" if via_kafka else "which the workers dead-letter"
     if result.get("timestamp_out_of_range"):
         lines.append(f"left out: {result['timestamp_out_of_range']:,} events outside the accepted time window "
                      f"(STREAM_APP_MAX_FUTURE_MS, STREAM_APP_MAX_AGE_MS around now), {fate}")
@@ -27,10 +27,10 @@ def _left_out(result: dict[str, Any], sent: bool) -> list[str]:
     return lines
 
 
-def not_evaluated_said(result: dict[str, Any], sent: bool = True) -> list[str]:
-    """The lines of the log no pass judged (`prequential.not_evaluated`'s counts), in words (`sent`: False for the
-    via-Kafka pass, which sends none of them)."""
-    lines, fate = [], "not evaluated" if sent else "not sent, not evaluated"
+def not_evaluated_said(result: dict[str, Any], via_kafka: bool = False) -> list[str]:
+    """The lines of the log no pass judged (`prequential.not_evaluated`'s counts), in words (`via_kafka`: that pass
+    sends none of them)."""
+    lines, fate = [], "not sent, not evaluated" if via_kafka else "not evaluated"
     cut = (f"; counted over the whole file, of which --limit evaluated the first {result['events']:,} events in time"
            if result.get("line_counts_include_beyond_limit") else "")
     if result.get("skipped_lines", {}).get("skipped"):
@@ -43,7 +43,7 @@ def not_evaluated_said(result: dict[str, Any], sent: bool = True) -> list[str]:
                 "as events (a whole line, or one event of a session line whose other events were read)")
         lines.append(f"rejected: {what} ({fate}{cut}){first_said}; `stream-app replay` sends them to the dead-letter "
                      "topic, where `stream-app dead-letters` shows them with their reasons")
-    return lines + _left_out(result, sent)
+    return lines + _left_out(result, via_kafka)
 
 
 def table(result: dict[str, Any]) -> str:
@@ -163,7 +163,7 @@ def via_kafka_table(result: dict[str, Any]) -> str:
              f"recommendations topic; in process: the same core and settings"]
     judged, in_process = result["via_kafka"]["judged"], result["in_process"]["judged"]
     lines += judged_said(judged, "" if judged == in_process else f" via Kafka, {in_process:,} in process")
-    lines += not_evaluated_said(result, sent=False)
+    lines += not_evaluated_said(result, via_kafka=True)
     lines.append(f"{'':<12}" + "".join(f"{key:>11}" for key in keys))
     for name in ("via_kafka", "in_process"):
         lines.append(f"{name.replace('_', '-'):<12}" + "".join(f"{result[name][key]:>11.4f}" for key in keys))
