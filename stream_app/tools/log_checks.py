@@ -210,8 +210,6 @@ def give_up_early(reads: Iterator[Any], path: Path, fmt: str, skipped: Callable[
     yield from reads
 
 
-
-
 def warn_if_seconds(fmt: str, last_ts: int | None, say: TextIO | None = None) -> None:
     """Warn (on `say`, stderr by default) when the latest ts of a log whose format takes ms as written (jsonl, csv,
     RetailRocket's events.csv) is below SECONDS_BELOW: replay, evaluate and train read it the same."""

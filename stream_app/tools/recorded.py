@@ -200,11 +200,11 @@ def _read_csv(path: Path, fmt: str, convert: Callable[[dict[str, str], int, byte
             yield _checked(path, line, event, raw, fmt)
 
 
-def _whole(row: dict[str, str], name: str, unit: str) -> int:
-    """A column's whole number of `unit`, or a ValueError naming the column (see `_count`)."""
+def _whole(row: dict[str, str], name: str, unit: str | None = None) -> int:
+    """A column's whole number (of `unit`, when it has one), or a ValueError naming the column."""
     found = _whole_number(row[name])
     if found is None:
-        raise ValueError(f"{name} {row[name]!r} is not a whole number of {unit}")
+        raise ValueError(f"{name} {row[name]!r} is not a whole number" + (f" of {unit}" if unit else ""))
     return found
 
 
@@ -215,19 +215,11 @@ def _csv_event(row: dict[str, str], line: int, raw: bytes) -> dict[str, Any]:
         "user_id": row["user_id"], "item_id": row["item_id"], "type": row["type"],
         "ts": _whole(row, "ts", "ms"), "schema_version": 1,
     }
-    for name, read in (("session_id", None), ("category", None), ("price", _finite), ("quantity", _count),
-                       ("dwell_ms", _count), ("stage", None)):
+    for name, read in (("session_id", None), ("category", None), ("price", _finite), ("quantity", _whole),
+                       ("dwell_ms", _whole), ("stage", None)):
         if row.get(name):
             event[name] = row[name] if read is None else read(row, name)
     return event
-
-
-def _count(row: dict[str, str], name: str) -> int:
-    """A column's whole number, or a ValueError naming the column."""
-    found = _whole_number(row[name])
-    if found is None:
-        raise ValueError(f"{name} {row[name]!r} is not a whole number")
-    return found
 
 
 def _whole_number(text: str) -> int | None:
@@ -365,7 +357,7 @@ def read_online_retail(path: str | Path, stats: OnlineRetailStats | None = None)
                 stats.not_product += 1
                 continue
             try:
-                quantity = _count(row, "Quantity")
+                quantity = _whole(row, "Quantity")
                 if quantity <= 0:
                     stats.cancelled += 1
                     continue

@@ -21,7 +21,15 @@ import orjson
 from kafka import TopicPartition
 
 from ..config import EVENT_TYPES, Settings
-from ..contracts import COUNTED_HEADER, REDRIVE_HEADER, input_users, letter_payload, load_schema, validator
+from ..contracts import (
+    COUNTED_HEADER,
+    LISTED_AHEAD_DAYS,
+    REDRIVE_HEADER,
+    input_users,
+    letter_payload,
+    load_schema,
+    validator,
+)
 from ..errors import StreamAppError
 from ..stream.erasures import ErasedUsers
 from ..stream.topics import ensure_topics
@@ -98,8 +106,8 @@ def resend_of(letter: dict[str, Any], key: bytes | None, settings: Settings) -> 
     user_key = user.encode() if isinstance(user, str) else key
     if origin == topics.items and source.get("line") is None:  # a catalogue record (its letter has no key)
         if reason == "timestamp_out_of_range":  # bound by its own record's time, sent with it: refused again
-            return ("a listed_at over 366 days after its record's time (no setting widens that): correct the record "
-                    "and produce it again")
+            return (f"a listed_at over {LISTED_AHEAD_DAYS} days after its record's time (no setting widens that): "
+                    "correct the record and produce it again")
         item = parsed.get("item_id")
         kept = letter.get("key_text")
         item_key = item.encode() if isinstance(item, str) else kept.encode() if isinstance(kept, str) else None
