@@ -647,3 +647,22 @@ def test_models_status_counts_the_workers_it_leaves_out_in_the_singular_and_the_
     model_outcomes(monkeypatch, "w-running", "w-gone", "w-gone-too")
     assert main.main(["models", "status"]) == 0
     assert capsys.readouterr().out.splitlines()[1] == "(2 workers that are no longer running left out; --all shows them)"
+
+
+def test_redis_not_answering_asks_about_up_only_when_the_url_is_ups(tmp_path, monkeypatch):
+    """A deployed Redis that does not answer was met with "is `stream-app up` running", a command its operator never
+    ran; the embedded Redis's own address still gets that question."""
+    import json
+
+    import redis
+
+    from stream_app.cli.commands import redis_trouble
+    from stream_app.config import Settings
+
+    monkeypatch.setenv("STREAM_APP_STATE_DIR", str(tmp_path))
+    down = redis.ConnectionError("Error 111 connecting")
+    deployed = redis_trouble(Settings(redis_url="redis://redis.prod:6379/0"), down)
+    assert "stream-app up" not in str(deployed) and "redis.prod:6379" in str(deployed) and "REDIS_URL" in str(deployed)
+    (tmp_path / "runtime.json").write_text(json.dumps({"REDIS_URL": "redis://127.0.0.1:6390/0", "pids": []}))
+    embedded = redis_trouble(Settings(redis_url="redis://127.0.0.1:6390/0"), down)
+    assert "stream-app up" in str(embedded)

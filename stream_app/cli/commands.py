@@ -94,7 +94,15 @@ def redis_trouble(settings: Settings, exc: Exception) -> StreamAppError:
         return StreamAppError(f"Redis at {where} failed the TLS handshake ({exc}): name the CA that signed its "
                               "certificate with ssl_ca_certs=/path/ca.pem in REDIS_URL, and connect by the name the "
                               "certificate holds")
-    return StreamAppError(f"Redis at {where} does not answer ({exc}); is `stream-app up` running, and REDIS_URL right?")
+    try:
+        embedded = read_runtime_file().get("REDIS_URL")
+    except ConfigError:  # a garbled runtime file: `up`'s Redis is not known
+        embedded = None
+    if settings.redis_url == embedded:
+        return StreamAppError(f"Redis at {where} does not answer ({exc}); is `stream-app up` still running "
+                              "(`stream-app status`)?")
+    return StreamAppError(f"Redis at {where} does not answer ({exc}): is that Redis running and reachable from here, "
+                          "and REDIS_URL right?")
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
