@@ -58,3 +58,4 @@ def test_a_request_applied_again_keeps_the_profile_begun_after_it_and_still_send
     handler, sent = erasing(settings, profiles, erased, at)
     assert USER.encode() in profiles and handler.removed == []
     assert sent["deleted"]["profile_table"]["found"] is False
+    assert not [r for r in handler.outbox.records if r[1] == USER.encode() and r[2] is None]  # no tombstone
