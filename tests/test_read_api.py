@@ -102,3 +102,44 @@ def test_an_unknown_parameter_is_400_and_a_version_no_profile_reached_yet_is_409
     assert answers["/profiles/new"][0] == 404  # no version asked: no such profile
     assert answers["/profiles/u1?min_version=4"][0::2] == (409, "1")
     assert answers["/profiles/u1?min_version=3"][0] == 200
+
+
+def test_a_removed_profile_is_a_404_that_says_when_and_why_it_went(services):
+    """A service reading an erased, reset or idle-evicted user got the plain 404 of a user that never was, while Redis
+    kept the removal's marker for a day; `stream-app profile` already said which."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from stream_app.store.read_api import read_api
+
+    namespace = f"read-api-test-{uuid.uuid4().hex[:12]}."
+    store = ProfileStore(RedisStoreConfig(services["REDIS_URL"], namespace=namespace))
+    profiles = [Profile(user_id=user_id, version=3, event_count=3, generation=5) for user_id in ("gone", "idle")]
+
+    async def scenario() -> dict[str, tuple[int, dict]]:
+        try:
+            await store.write_profiles([(p, p.to_json(internal=False)) for p in profiles], now_ms=10)
+            await store.delete_profiles(["gone"], erased_at={"gone": 1_700_000_000_000}, now_ms=20)
+            await store.delete_profiles(["idle"], evicted={"idle": 5}, now_ms=1_700_000_001_000)
+        finally:
+            await store.close()
+        client = TestClient(TestServer(read_api(services["REDIS_URL"], namespace, 100)))
+        await client.start_server()
+        try:
+            answers = {}
+            for path in ("/profiles/gone", "/profiles/idle", "/profiles/never", "/profiles/idle?min_version=4"):
+                response = await client.get(path)
+                answers[path] = (response.status, await response.json())
+            return answers
+        finally:
+            await client.close()
+
+    answers = asyncio.run(scenario())
+    status, body = answers["/profiles/gone"]
+    assert status == 404 and body["removed"] == {"reason": "erased", "at": 1_700_000_000_000}
+    assert "erased" in body["error"] and "2023-11-14" in body["error"]
+    status, body = answers["/profiles/idle"]
+    assert status == 404 and body["removed"] == {"reason": "evicted_or_reset", "at": 1_700_000_001_000}
+    status, body = answers["/profiles/never"]
+    assert status == 404 and "removed" not in body
+    status, body = answers["/profiles/idle?min_version=4"]
+    assert status == 409 and body["removed"]["reason"] == "evicted_or_reset"

@@ -2,7 +2,7 @@
 mirror the workers write.
 
 `GET /profiles/{user_id}` answers what `stream-app profile USER --json` prints (200), 404 for a user
-Redis does not know. `?min_version=N` is read-your-writes: a caller that saw a recommendation of
+Redis does not know (with `removed`, reason and time, for a day after an erasure, reset or idle eviction). `?min_version=N` is read-your-writes: a caller that saw a recommendation of
 profile_version N (or wrote the N-th event) waits until Redis holds at least that version, up to
 `STREAM_APP_READ_WAIT_MS`, else 409 with the version Redis holds (0: no profile yet) and Retry-After. Any other
 query parameter is a 400. `GET /healthz`: 200 while Redis answers.
@@ -22,8 +22,9 @@ from aiohttp import web
 from redis.exceptions import RedisError, ResponseError
 
 from ..errors import described
+from ..logs import utc_ms
 from ..urls import redact_url
-from .redis_store import key_fault, profile_key, read_profile_async
+from .redis_store import decode_profile, key_fault, profile_key, removal
 
 log = logging.getLogger("stream_app.read_api")
 
@@ -44,6 +45,14 @@ def _json(body: dict, status: int = 200) -> web.Response:
     # a version not reached yet, or Redis away: worth asking again in a second
     headers = {"Retry-After": "1"} if status in (409, 503) else None
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json", headers=headers)
+
+
+def _why(removed: dict | None) -> str:
+    """Why Redis holds no profile of a user whose key keeps a removal's marker (a day)."""
+    if removed is None:
+        return ""
+    how = "erased" if removed["reason"] == "erased" else "evicted as idle or reset"
+    return f"; it was {how} at {utc_ms(removed['at'])}, and the user's next event starts a new one"
 
 
 def _connected(request: web.Request) -> bool:
@@ -72,7 +81,8 @@ def read_api(redis_url: str, namespace: str, wait_ms: int) -> web.Application:
                 while (int(await client.hget(key, "profile_version") or 0) < min_version
                        and time.monotonic() < deadline and _connected(request)):
                     await asyncio.sleep(POLL_S)
-            stored = await read_profile_async(client, user_id, namespace)
+            raw = await client.hgetall(profile_key(user_id, namespace))
+            stored = decode_profile(raw)
         except (ResponseError, ValueError) as exc:  # the key is not a profile (another type, fields edited)
             if isinstance(exc, ResponseError) and not key_fault(exc):  # an ACL, a full server, ...
                 log.error("Redis refuses a profile read (%s)", described(exc))
@@ -84,13 +94,15 @@ def read_api(redis_url: str, namespace: str, wait_ms: int) -> web.Application:
         except RedisError as exc:
             log.error("Redis does not answer a profile read (%s)", described(exc))
             return _json({"error": "Redis does not answer; retry later"}, 503)
+        removed = removal(raw) if not stored else None
+        gone = {"removed": removed} if removed else {}
         if not stored and not min_version:
-            return _json({"error": f"no profile for user {user_id!r}", "user_id": user_id}, 404)
+            return _json({"error": f"no profile for user {user_id!r}" + _why(removed), "user_id": user_id, **gone}, 404)
         held = stored["profile_version"] if stored else 0  # with min_version, a user's first event may be on its way
         if held < min_version:
             return _json({"error": f"profile_version {min_version} not reached within {wait_ms} ms"
-                                   + ("" if stored else ": Redis holds no profile of the user yet"),
-                          "user_id": user_id, "profile_version": held, "min_version": min_version}, 409)
+                                   + ("" if stored else ": Redis holds no profile of the user yet" + _why(removed)),
+                          "user_id": user_id, "profile_version": held, "min_version": min_version, **gone}, 409)
         return _json(stored)
 
     async def no_user(request: web.Request) -> web.Response:

@@ -319,11 +319,6 @@ def read_profile(client: redis.Redis, user_id: str, namespace: str = "") -> dict
     return decode_profile(client.hgetall(profile_key(user_id, namespace)))
 
 
-async def read_profile_async(client: aioredis.Redis, user_id: str, namespace: str = "") -> dict[str, Any]:
-    """`read_profile` for the read API (`stream-app serve`)."""
-    return decode_profile(await client.hgetall(profile_key(user_id, namespace)))
-
-
 def decode_profile(raw: dict[bytes, bytes]) -> dict[str, Any]:
     """What `stream-app profile --json` prints and the read API answers: the hash's fields, decoded."""
     if b"profile" not in raw:  # unknown, or an erased user's marker
@@ -334,6 +329,17 @@ def decode_profile(raw: dict[bytes, bytes]) -> dict[str, Any]:
     except (KeyError, ValueError) as exc:  # edited by hand, or written by something else
         raise UnreadableProfile(f"not a profile as the workers write it ({described(exc)}): delete the key; the "
                                 "user's next event writes it again, or `stream-app repair-redis` does now") from None
+
+
+def removal(raw: dict[bytes, bytes]) -> dict[str, Any] | None:
+    """The removal a profile-less key's marker records, for a day (`_REMOVE`): {"reason": "erased" or
+    "evicted_or_reset", "at": ms (the erasure's time, or the removing batch's)}; None: no marker (a user never seen,
+    or removed over a day ago)."""
+    for field, reason in ((b"erased_at", "erased"), (b"evicted_at", "evicted_or_reset")):
+        value = raw.get(field, b"")
+        if b"profile" not in raw and value.isdigit() and int(value) > 0:
+            return {"reason": reason, "at": int(value)}
+    return None
 
 
 class UnreadableProfile(StreamAppError, ValueError):
