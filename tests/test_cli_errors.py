@@ -666,3 +666,15 @@ def test_redis_not_answering_asks_about_up_only_when_the_url_is_ups(tmp_path, mo
     (tmp_path / "runtime.json").write_text(json.dumps({"REDIS_URL": "redis://127.0.0.1:6390/0", "pids": []}))
     embedded = redis_trouble(Settings(redis_url="redis://127.0.0.1:6390/0"), down)
     assert "stream-app up" in str(embedded)
+
+
+def test_profile_of_a_user_redis_lacks_says_when_no_broker_was_asked_about_erasures_and_resets():
+    """Without KAFKA_BOOTSTRAP_SERVERS, a reset or erased user whose Redis marker was gone got only "has a worker
+    applied an event ... repair-redis", as if the receipts had been read and said nothing."""
+    from stream_app.cli.commands import no_profile
+    from stream_app.config import Settings
+
+    said = no_profile(Settings(redis_url="redis://127.0.0.1:1/0"), "gil", {})
+    assert "KAFKA_BOOTSTRAP_SERVERS" in said and "erased or reset" in said
+    marked = no_profile(Settings(redis_url="redis://127.0.0.1:1/0"), "gil", {b"erased_at": b"1700000000000"})
+    assert "KAFKA_BOOTSTRAP_SERVERS" not in marked  # the marker says it all

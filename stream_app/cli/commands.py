@@ -166,8 +166,11 @@ def no_profile(settings: Settings, user_id: str, raw: dict[bytes, bytes]) -> str
         return (f"user {user_id!r} was erased (time {utc_ms(erased_at)}, the erased-users record says) and Redis holds "
                 "no profile of the user: a new event of the user starts one (if the user has had events since the "
                 "erasure, Redis lost their profile: `stream-app repair-redis` rebuilds it)")
+    unasked = "" if settings.kafka_bootstrap_servers else (
+        " (whether the user was erased or reset is on Kafka, and KAFKA_BOOTSTRAP_SERVERS is not set: set it to have "
+        "the workers' records read)")
     return (f"no profile for user {user_id!r} in Redis (namespace {settings.namespace!r}): has a worker applied an "
-            "event of that user? `stream-app repair-redis` rebuilds a flushed Redis")
+            f"event of that user? `stream-app repair-redis` rebuilds a flushed Redis{unasked}")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
