@@ -5,6 +5,24 @@ from stream_app.core.profile import Profile
 from stream_app.store.redis_store import ProfileStore, RedisStoreConfig
 
 
+async def answers_of(redis_url: str, namespace: str, paths: tuple[str, ...]) -> dict[str, tuple[int, dict, str | None]]:
+    """Each path's status, JSON body and Retry-After, from a read API over `namespace`."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from stream_app.store.read_api import read_api
+
+    client = TestClient(TestServer(read_api(redis_url, namespace, 100)))
+    await client.start_server()
+    try:
+        answers = {}
+        for path in paths:
+            response = await client.get(path)
+            answers[path] = (response.status, await response.json(), response.headers.get("Retry-After"))
+        return answers
+    finally:
+        await client.close()
+
+
 def test_a_burst_of_concurrent_reads_waits_for_a_redis_connection_instead_of_answering_503(services):
     """redis-py's default pool refuses a command past its 100th connection at once (MaxConnectionsError): a
     downstream service sending 300 reads at once got 503 "Redis does not answer" for about half of them, from a
@@ -66,10 +84,6 @@ def test_an_unknown_parameter_is_400_and_a_version_no_profile_reached_yet_is_409
     """`?minversion=5` (a typo) was answered 200 at once: read-your-writes lost, unsaid. A user whose first event was
     just sent, read with min_version, got 404 after the whole wait, as a user that never was; a 409 or 503 did not
     say when to retry."""
-    from aiohttp.test_utils import TestClient, TestServer
-
-    from stream_app.store.read_api import read_api
-
     namespace = f"read-api-test-{uuid.uuid4().hex[:12]}."
     store = ProfileStore(RedisStoreConfig(services["REDIS_URL"], namespace=namespace))
     profile = Profile(user_id="u1", version=3, event_count=3, generation=5)
@@ -79,17 +93,9 @@ def test_an_unknown_parameter_is_400_and_a_version_no_profile_reached_yet_is_409
             await store.write_profiles([(profile, profile.to_json(internal=False))], now_ms=10)
         finally:
             await store.close()
-        client = TestClient(TestServer(read_api(services["REDIS_URL"], namespace, 100)))
-        await client.start_server()
-        try:
-            answers = {}
-            for path in ("/profiles/u1?minversion=5", "/profiles/u1?min_version=3&pretty=1", "/profiles/new?min_version=1",
-                         "/profiles/new", "/profiles/u1?min_version=4", "/profiles/u1?min_version=3"):
-                response = await client.get(path)
-                answers[path] = (response.status, await response.json(), response.headers.get("Retry-After"))
-            return answers
-        finally:
-            await client.close()
+        return await answers_of(services["REDIS_URL"], namespace, (
+            "/profiles/u1?minversion=5", "/profiles/u1?min_version=3&pretty=1", "/profiles/new?min_version=1",
+            "/profiles/new", "/profiles/u1?min_version=4", "/profiles/u1?min_version=3"))
 
     answers = asyncio.run(scenario())
     status, body, _ = answers["/profiles/u1?minversion=5"]
@@ -107,39 +113,27 @@ def test_an_unknown_parameter_is_400_and_a_version_no_profile_reached_yet_is_409
 def test_a_removed_profile_is_a_404_that_says_when_and_why_it_went(services):
     """A service reading an erased, reset or idle-evicted user got the plain 404 of a user that never was, while Redis
     kept the removal's marker for a day; `stream-app profile` already said which."""
-    from aiohttp.test_utils import TestClient, TestServer
-
-    from stream_app.store.read_api import read_api
-
     namespace = f"read-api-test-{uuid.uuid4().hex[:12]}."
     store = ProfileStore(RedisStoreConfig(services["REDIS_URL"], namespace=namespace))
     profiles = [Profile(user_id=user_id, version=3, event_count=3, generation=5) for user_id in ("gone", "idle")]
 
-    async def scenario() -> dict[str, tuple[int, dict]]:
+    async def scenario() -> dict[str, tuple[int, dict, str | None]]:
         try:
             await store.write_profiles([(p, p.to_json(internal=False)) for p in profiles], now_ms=10)
             await store.delete_profiles(["gone"], erased_at={"gone": 1_700_000_000_000}, now_ms=20)
             await store.delete_profiles(["idle"], evicted={"idle": 5}, now_ms=1_700_000_001_000)
         finally:
             await store.close()
-        client = TestClient(TestServer(read_api(services["REDIS_URL"], namespace, 100)))
-        await client.start_server()
-        try:
-            answers = {}
-            for path in ("/profiles/gone", "/profiles/idle", "/profiles/never", "/profiles/idle?min_version=4"):
-                response = await client.get(path)
-                answers[path] = (response.status, await response.json())
-            return answers
-        finally:
-            await client.close()
+        return await answers_of(services["REDIS_URL"], namespace, (
+            "/profiles/gone", "/profiles/idle", "/profiles/never", "/profiles/idle?min_version=4"))
 
     answers = asyncio.run(scenario())
-    status, body = answers["/profiles/gone"]
+    status, body, _ = answers["/profiles/gone"]
     assert status == 404 and body["removed"] == {"reason": "erased", "at": 1_700_000_000_000}
     assert "erased" in body["error"] and "2023-11-14" in body["error"]
-    status, body = answers["/profiles/idle"]
+    status, body, _ = answers["/profiles/idle"]
     assert status == 404 and body["removed"] == {"reason": "evicted_or_reset", "at": 1_700_000_001_000}
-    status, body = answers["/profiles/never"]
+    status, body, _ = answers["/profiles/never"]
     assert status == 404 and "removed" not in body
-    status, body = answers["/profiles/idle?min_version=4"]
+    status, body, _ = answers["/profiles/idle?min_version=4"]
     assert status == 409 and body["removed"]["reason"] == "evicted_or_reset"
