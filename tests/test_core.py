@@ -402,3 +402,24 @@ def test_a_profile_for_people_names_each_recent_item_once():
     stored = {"event_count": 5, "profile_version": 5, "updated_at": T0, "profile": profile.to_dict(internal=False)}
     assert describe_user(stored, None, shown=2)[2] == "  most recent items: a, c"
     assert describe_user(stored, None)[2] == "  most recent items: a, c, b"
+
+
+def test_with_the_ranker_off_each_event_is_judged_against_the_list_shown_after_the_one_before():
+    """A review: with the ranker off (no learners) the shown list was neither set nor cleared, so a profile kept the
+    last list a ranker-on worker showed and every later event was judged (`shown_hits`, the live hit rate) against
+    it; a profile that never had a ranker was never judged."""
+    from stream_app.core.process import shown_hits
+
+    settings = Settings()
+    index = InMemoryItemIndex(settings)
+    index.begin_batch()
+    profile = new_profile("u1", settings)
+    process(profile, ev(0, item="a"), index, settings, T0, new_partition_learners(settings, 0))  # ranker on
+    assert profile.shown == ["a"]
+    for i, item in enumerate(["b", "c", "d"], 1):  # then off
+        shown = [entry["item_id"] for entry in process(profile, ev(i, item=item), index, settings, T0).recommendation["items"]]
+        assert profile.shown[:settings.top_k] == shown and profile.shown_rows is None  # this event's list, no rows
+    assert shown_hits(profile, ev(9, item="d"), settings.top_k)[0] is True
+    assert shown_hits(profile, ev(9, item="z"), settings.top_k)[0] is False
+    restored = Profile.from_json(profile.to_json())
+    assert restored.shown == profile.shown and restored.shown_rows is None

@@ -219,6 +219,8 @@ def process(profile: Profile, event: Event, index: ItemIndex, settings: Settings
     if learners is not None:
         learn_feedback(profile, event, learners, settings.top_k)
         learners.positions.learn_one(profile.recent_items(learners.positions.size), event.item_id)
+    else:  # nothing learns from the last list (judged by `shown_hits` before this call): it goes as with learners
+        profile.shown, profile.shown_features, profile.shown_rows, profile.shown_strategy = [], None, None, None
     profile.shadow_shown = []  # judged (shown_hits) before this call; a live shadow shows a new one after it
     behaviour = behaviour_of(profile, settings)
     behaviour.learn_one(profile, event)
@@ -245,8 +247,9 @@ def process(profile: Profile, event: Event, index: ItemIndex, settings: Settings
             profile.shown_strategy = f"{segment}:{strategy}"
     ranked = recommend(profile, event, index, settings, ranker, behaviour.repeat_propensity, encoding, content,
                        learners.positions.shares() if learners is not None else None)
+    # judged by the next event (the K shown); learners learn from the pool, with its rows
+    profile.shown = ranked.pool if learners is not None else ranked.pool[: settings.top_k]
     if learners is not None:
-        profile.shown = ranked.pool
         profile.shown_rows, profile.shown_features = ranked.stored_rows(), None  # the text when it is written
     return Outcome(True, {
         "rec_id": rec_id_for(event.event_id),
