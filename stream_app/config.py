@@ -112,6 +112,14 @@ class EventWeights:
     cart: float = 3.0
     order: float = 6.0
 
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # the decayed sums add weights as logs: 0, negative or NaN cannot count
+            value = getattr(self, f.name)
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{ENV_PREFIX}WEIGHT_{f.name.upper()}={value!r} must be a number above 0: an event "
+                                  "of that kind counts in proportion to it (a small one, such as 0.01, makes it count "
+                                  "little; to leave the kind out, do not send it)")
+
     def of(self, event_type: str, stage: str | None) -> float:
         return getattr(self, event_kind(event_type, stage))
 

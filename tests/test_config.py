@@ -150,3 +150,12 @@ def test_a_web_host_that_is_no_address_is_refused_by_name():
     for wrong in ("", "http://host", "a b"):
         with pytest.raises(ConfigError, match="STREAM_APP_WEB_HOST=.* is not an address to listen on"):
             Settings.from_env({"STREAM_APP_WEB_HOST": wrong})
+
+
+@pytest.mark.parametrize("raw", ["0", "-1", "nan", "inf"])
+def test_an_event_weight_that_is_not_a_number_above_0_is_refused_by_name(raw):
+    """A review: STREAM_APP_WEIGHT_BROWSE=0 (a natural way to ignore browses) or -1 made every browse fail the
+    decayed sums' log (each dead-lettered as a processing error); nan filled affinities with NaN, unsaid."""
+    with pytest.raises(ConfigError, match=r"STREAM_APP_WEIGHT_BROWSE=.* must be a number above 0"):
+        Settings.from_env({"STREAM_APP_WEIGHT_BROWSE": raw})
+    assert Settings.from_env({"STREAM_APP_WEIGHT_BROWSE": "0.01"}).weights.browse == 0.01
