@@ -18,6 +18,7 @@ from .core.events import event_kind
 from .errors import ConfigError
 from .kafka_security import KafkaSecurity
 from .state_files import read_runtime_file, up_running
+from .topic_names import Topics
 from .urls import check_bootstrap_servers, check_redis_url, redact_url
 
 EVENT_TYPES = ("browse", "click", "purchase")
@@ -25,82 +26,10 @@ REC_POLICIES = ("every", "purchase", "debounce")
 LOG_FORMATS = ("text", "json")
 ENV_PREFIX = "STREAM_APP_"
 KAFKA_NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
-#: Settings read under their own names (the endpoints, the Kafka security settings) or in parts (weights)
 #: The URL schemes redis-py reads (REDIS_URL)
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+#: Settings read under their own names (the endpoints, the Kafka security settings) or in parts (weights)
 FIELDS_READ_APART = ("kafka_bootstrap_servers", "redis_url", "kafka_security", "weights")
-
-
-@dataclass(frozen=True)
-class Topics:
-    """Topic names, each behind the namespace (see Settings.namespace)."""
-
-    prefix: str = ""
-    app_id: str = "stream-app"
-
-    def _name(self, base: str) -> str:
-        return f"{self.prefix}{base}"
-
-    @property
-    def browse(self) -> str:
-        return self._name("events.browse")
-
-    @property
-    def click(self) -> str:
-        return self._name("events.click")
-
-    @property
-    def purchase(self) -> str:
-        return self._name("events.purchase")
-
-    @property
-    def inputs(self) -> tuple[str, str, str]:
-        return (self.browse, self.click, self.purchase)
-
-    def for_type(self, event_type: str) -> str:
-        return self._name(f"events.{event_type}")
-
-    @property
-    def recommendations(self) -> str:
-        return self._name("recommendations")
-
-    @property
-    def profiles(self) -> str:
-        return self._name("profiles")
-
-    @property
-    def dlq(self) -> str:
-        return self._name("events.dlq")
-
-    @property
-    def items(self) -> str:
-        """The item catalogue (compacted, key item_id, one partition): read whole by every worker."""
-        return self._name("items")
-
-    @property
-    def model_control(self) -> str:
-        """Encoder versions announced to every worker (compacted, key: role live|shadow)."""
-        return self._name("models.control")
-
-    @property
-    def model_status(self) -> str:
-        """What each worker did with each announcement: serving, refused (why), withdrawn."""
-        return self._name("models.status")
-
-    @property
-    def erasures(self) -> str:
-        """Requests to erase a user (`stream-app erase`; key user_id, partitioned like the input)."""
-        return self._name("erasures")
-
-    @property
-    def redrive_positions(self) -> str:
-        """How far `stream-app redrive` read the dead-letter topic, per reason (key: the reason)."""
-        return self._name("redrive.positions")
-
-    @property
-    def erasure_receipts(self) -> str:
-        """What each erasure deleted where, written by the worker that applied it (key user_id)."""
-        return self._name("erasures.receipts")
 
 
 @dataclass(frozen=True)
