@@ -304,11 +304,13 @@ def _remember(profile: Profile, digest: str, ts: int, settings: Settings) -> Non
     the sort is amortised) and raise the floor past them: what is forgotten can never be re-applied. No
     time is cut in two: its digests are all kept, so a new event of that time is still admitted (a basket
     of thousands of lines under one timestamp lost its later lines to a floor just past it); past four
-    times the cap at one time, the floor goes past it."""
+    times the cap at one time (looked at every quarter cap), the floor goes past it."""
     seen = profile.seen_event_ids
     seen[digest] = ts
     cap = settings.seen_ids_max
-    if len(seen) <= cap + cap // 4:
+    over = len(seen) - (cap + cap // 4)
+    # looked at once a quarter cap past the mark: while no time can be cut, each digest would sort them all again
+    if over <= 0 or (over - 1) % max(1, cap // 4):
         return
     ordered = sorted(seen.items(), key=lambda kv: kv[1])
     oldest_kept = ordered[len(ordered) - cap][1]
