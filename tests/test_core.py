@@ -443,3 +443,16 @@ def test_a_basket_of_thousands_under_one_timestamp_sorts_the_digests_once_a_quar
         apply_event(profile, event, event_digest(event.event_id), settings)
     assert len(sorts) <= 1000 // (64 // 4)  # once per 16 new digests at most, not once per line
     assert len(profile.seen_event_ids) <= 4 * 64 + 64 // 4 and profile.dedupe_floor == T0 + 1
+
+
+def test_an_item_is_never_said_to_come_often_next_after_itself():
+    """A review: a session that saw an item twice (a browse, then a click) made the rule "a is followed by a", and a
+    list after `a` gave `a` the reason "often next after a"."""
+    settings = Settings()
+    index = InMemoryItemIndex(settings)
+    run([ev(1, user="u0", item="a", kind="browse"), ev(2, user="u0", item="a"), ev(3, user="u0", item="b")], settings,
+        index=index)
+    _, outcomes, _ = run([ev(10, user="u1", item="a")], settings, index=index)
+    reasons = {i["item_id"]: i["reasons"] for i in outcomes[-1].recommendation["items"]}
+    assert "often next after a" in reasons["b"]
+    assert not [r for r in reasons["a"] if r.startswith("often next after")], reasons["a"]

@@ -334,7 +334,7 @@ def _reasons(shown: list[str], categories: list[str | None], anchors: list[str],
         found = [f"co-visited with {anchor}" for anchor, neighbors in zip(anchors, anchor_neighbors)
                  if item_id in neighbors][:MAX_COVIS_REASONS]
         for anchor, followers in zip(session, session_followers):
-            if item_id in followers:
+            if item_id in followers and anchor != item_id:  # "a often next after a" is a repeat, said as such below
                 found.append(f"often next after {anchor}")
                 break
         if any(item_id in items for items in had):
