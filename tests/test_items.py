@@ -230,3 +230,25 @@ def test_category_state_is_bounded_and_leaves_with_the_last_item_of_its_category
     assert set(index.store["k:hub"]) <= {"hub"}  # steps to categories without items left too
     index.begin_batch()
     assert index.next_categories("gone") == {} and index.category_items("hub")
+
+
+def test_an_idle_items_place_in_the_top_lists_goes_to_the_next_best_item_not_to_the_next_one_with_an_event():
+    """A review: evicting an idle item took it out of the popular, trending and category lists without refilling
+    them, so the next-best items never came back unless they had an event, while weaker ones with events got in."""
+    from stream_app.core.items import SignalBuffer
+
+    settings = Settings(popular_per_partition=2, category_items=2)
+    index = InMemoryItemIndex(settings)
+    buf = SignalBuffer.for_settings(settings)
+    for item_id, events, ts in (("idle", 5, 1_000), ("a", 4, 5_000), ("b", 3, 5_000), ("weak", 1, 5_000)):
+        for _ in range(events):
+            buf.add_interaction(item_id, [], 1.0, ts, category="c")
+    index.apply(m for _, m in buf.messages())
+    assert [pair[0] for pair in index.store[popular_key(0)]] == ["idle", "a"]
+    assert index.evict_idle(2_000) == 1
+    for key in (popular_key(0), trending_key(0), category_key(0, "c")):
+        assert [pair[0] for pair in index.store[key]] == ["a", "b"], key
+    buf = SignalBuffer.for_settings(settings)
+    buf.add_interaction("weak", [], 1.0, 6_000, category="c")  # an event of the weakest: no place for it
+    index.apply(m for _, m in buf.messages())
+    assert [pair[0] for pair in index.store[popular_key(0)]] == ["a", "b"]

@@ -126,9 +126,6 @@ class SignalBuffer:
                 for item_id, e in self.by_item.items()] + \
             [(category, {"category_steps_of": category, "next": steps}) for category, steps in self.category_steps.items()]
 
-    def __len__(self) -> int:
-        return len(self.by_item)
-
 
 def apply_signals(get: Callable[[str], Any], signals: Iterable[Mapping[str, Any]], partition: int,
                   settings: Settings) -> dict[str, Any]:
@@ -343,20 +340,28 @@ class CachedItemIndex:
         return self._trending
 
 
-def evict_idle_items(store: dict[str, Any], before_ts: int) -> int:
+def evict_idle_items(store: dict[str, Any], before_ts: int, settings: Settings) -> int:
     """Drop every item whose last event is older than `before_ts` from a one-partition store: its entry
-    and its places in the popular, trending and category lists, and the categories left without items (their
-    lists and category steps). Returns how many left. (Pairs naming
+    and its places in the popular, trending and category lists (each list that lost one is made again from the
+    entries, so the next best takes its place: `merge_top` stays exact), and the categories left without items
+    (their lists and category steps). Returns how many left. (Pairs naming
     it in other items' entries stay until pruned: a candidate without an entry is only ranked lower.)"""
     idle = {key[2:] for key, entry in store.items() if key.startswith(ITEM_PREFIX) and entry["ts"] < before_ts}
     if not idle:
         return 0
     for item_id in idle:
         del store[item_key(item_id)]
+    entries = {key[2:]: entry for key, entry in store.items() if key.startswith(ITEM_PREFIX)}
+    by_category: dict[str, dict[str, Entry]] = {}
+    for item_id, entry in entries.items():
+        by_category.setdefault(entry.get("category"), {})[item_id] = entry
     for key, value in list(store.items()):
-        if key[:2] in ("p:", "t:", "c:"):
-            store[key] = [pair for pair in value if pair[0] not in idle]
-            if key[:2] == "c:" and not store[key]:
+        if key[:2] in ("p:", "t:", "c:") and any(pair[0] in idle for pair in value):
+            category = key.split(":", 2)[2] if key[:2] == "c:" else None
+            members = entries if category is None else by_category.get(category, {})
+            size = settings.category_items if category is not None else settings.popular_per_partition
+            store[key] = merge_top([], members, "trend" if key[:2] == "t:" else "pop", size)
+            if category is not None and not store[key]:
                 del store[key]  # a category left without items (categories come from the input: unbounded)
     # and its category steps, from it and to it
     kept = {entry["category"] for key, entry in store.items() if key.startswith(ITEM_PREFIX)}
@@ -388,7 +393,7 @@ class InMemoryItemIndex(CachedItemIndex):
             self._changed.update(writes)
 
     def evict_idle(self, before_ts: int) -> int:
-        evicted = evict_idle_items(self.store, before_ts)
+        evicted = evict_idle_items(self.store, before_ts, self.settings)
         if evicted:
             self._changed = None  # many lists and entries changed at once
         return evicted
