@@ -976,3 +976,26 @@ def test_a_reset_request_is_read_from_the_topic_and_told_apart_from_an_erasure(m
     # a reset a redrive sends again (an older worker refused its field) is no erasure either
     check.add(SimpleNamespace(value=orjson.dumps(request_for("u3", at, reset=True))))
     assert check.erased_time("u3") is None
+
+
+def test_a_shadow_list_is_made_and_judged_only_beside_a_live_one(monkeypatch):
+    """A review: a shadow encoder's list was made after every applied event, also one the live path showed nothing
+    after (the purchase policy, a debounce), and judged by the next event, so the shadow's hit rate counted events the
+    live one did not: the two rates `status` prints side by side were over different events."""
+    import numpy as np
+
+    class Encoding:
+        version = "shadow-1"
+        vector = np.zeros(4)
+
+        def nearest(self, n):
+            return []
+
+        def shares_for(self, item_ids):
+            return [0.0] * len(item_ids)
+
+    monkeypatch.setattr(batch_module, "encode_batch", lambda encoder, events, *args: [Encoding() for _ in events])
+    settings = Settings(rec_policy="purchase")  # clicks get no list
+    handler = BatchHandler(settings, {}, PartitionState({}, settings), InMemoryItemIndex(settings), Counters(), now=0)
+    handler.process_round([ready(e, i) for i, e in enumerate(make_events())], None, object())
+    assert handler.counters.live_judged == 0 and handler.counters.shadow_judged == 0

@@ -114,9 +114,9 @@ def shown_hits(profile: Profile, event: Event, top_k: int) -> tuple[bool | None,
 def shadow_recommendation(profile: Profile, event: Event, index: ItemIndex, settings: Settings,
                           learners: PartitionLearners | None, encoding: Encoding,
                           content: ContentIndex | None = None) -> None:
-    """The list a shadow encoder would show after `event` (already processed with the live one): same
-    profile, item state and ranker, the shadow's embedding. Kept in the profile to be judged by the
-    next event; never published."""
+    """The list a shadow encoder would show after `event` (already processed with the live one, which showed a list):
+    same profile, item state and ranker, the shadow's embedding. Kept in the profile to be judged by the next event;
+    never published."""
     ranker = learners.ranker if learners is not None and learners.ranker.ready else None
     behaviour = behaviour_of(profile, settings)
     ranked = recommend(profile, event, index, settings, ranker, behaviour.repeat_propensity, encoding, content,

@@ -231,7 +231,8 @@ class BatchHandler(ErasureSteps):
                 live_hit, shadow_hit = shown_hits(profile, event, self.settings.top_k)
                 outcome = process(profile, event, self.index, self.settings, self.now, learners,
                                   encodings[position], content)
-                if outcome.applied and shadow_encodings[position] is not None:
+                # beside a live list only: the two hit rates are then over the same events
+                if outcome.recommendation is not None and shadow_encodings[position] is not None:
                     shadow_recommendation(profile, event, self.index, self.settings, learners,
                                           shadow_encodings[position], content)
             except Exception as exc:  # a bug must not stop the partition: undo, then park the event
