@@ -82,10 +82,6 @@ def _checked(path: Path, line: int, event: dict[str, Any], raw: bytes, fmt: str 
     return event
 
 
-def _digest_id(prefix: str, line: int, raw: bytes) -> str:
-    return f"{prefix}-{line}-{hashlib.blake2b(raw, digest_size=6).hexdigest()}"
-
-
 def _not_utf8(path: Path, line: int, raw: bytes) -> LineRejection | None:
     """A JSON line that is not UTF-8, rejected naming the byte (orjson says "surrogates not allowed")."""
     try:
@@ -210,16 +206,17 @@ def _whole(row: dict[str, str], name: str, unit: str | None = None) -> int:
 
 def _csv_event(row: dict[str, str], line: int, raw: bytes) -> dict[str, Any]:
     row = {name: value.strip() for name, value in row.items()}  # a file written with ", " between its fields
-    event: dict[str, Any] = {
-        "event_id": row.get("event_id") or _digest_id("csv", line, raw),
-        "user_id": row["user_id"], "item_id": row["item_id"], "type": row["type"],
-        "ts": _whole(row, "ts", "ms"), "schema_version": 1,
-    }
+    event: dict[str, Any] = {"user_id": row["user_id"], "item_id": row["item_id"], "type": row["type"],
+                             "ts": _whole(row, "ts", "ms"), "schema_version": 1}
     for name, read in (("session_id", None), ("category", None), ("price", _finite), ("quantity", _whole),
                        ("dwell_ms", _whole), ("stage", None)):
         if row.get(name):
             event[name] = row[name] if read is None else read(row, name)
-    return event
+    # without an event_id column, the id is the event's as read, not its line's: a filtered, re-sorted or
+    # re-written copy (columns reordered, ", ") keeps its ids, so replaying both applies each event once, and a row
+    # repeated exactly is one event logged twice (as RetailRocket's published file has them)
+    as_read = orjson.dumps(event, option=orjson.OPT_SORT_KEYS)
+    return {"event_id": row.get("event_id") or f"csv-{hashlib.blake2b(as_read, digest_size=10).hexdigest()}", **event}
 
 
 def _whole_number(text: str) -> int | None:
