@@ -926,3 +926,18 @@ def test_a_csv_events_id_comes_from_the_event_so_a_filtered_or_reordered_copy_ap
     other = tmp_path / "other.csv"  # the same click in another category is another event
     other.write_text("user_id,item_id,type,ts,category\nu1,i1,click,2000,boots\n")
     assert not {e["event_id"] for e in events_of(other, "csv")} & ids
+
+
+def test_a_csv_with_some_ts_in_seconds_among_milliseconds_is_warned_about(tmp_path, capsys):
+    """A walkthrough: a csv with every third ts in seconds was evaluated without a word, a third of its events dated
+    1970; the seconds warning came only when every ts was below 1e11."""
+    from stream_app.config import Settings
+    from stream_app.evaluate.prequential import evaluate_log
+
+    mixed = tmp_path / "mixed.csv"
+    mixed.write_text("user_id,item_id,type,ts\n" + "".join(
+        f"u{i % 3},i{i % 5},click,{1_700_000_000 + i if i % 3 == 0 else 1_700_000_000_000 + i * 1000}\n"
+        for i in range(30)))
+    evaluate_log(mixed, "csv", Settings(), light=True)
+    err = capsys.readouterr().err
+    assert "earliest ts, 1,700,000,000, is below 100,000,000,000" in err and "multiply those by 1000" in err

@@ -115,7 +115,7 @@ def read_events(log: str | Path, fmt: str, refusal: Callable[[dict[str, Any]], t
     refuses (`refusal`: a time outside the accepted window would stretch the time split) and repeated event ids
     of a user (applied once); each count said."""
     events, rejected, refused = load_accepted(log, fmt, refusal or (lambda event: None))
-    warn_if_seconds(fmt, events[-1]["ts"] if events else None)  # as replay and evaluate warn
+    warn_if_seconds(fmt, events[0]["ts"] if events else None, events[-1]["ts"] if events else None)  # as replay and evaluate warn
     seen: set[tuple[str, str]] = set()
     kept = []
     for event in events:

@@ -250,7 +250,7 @@ def evaluate_log(path: str | Path, fmt: str, settings: Settings, k: int = 20,
     skipped = OnlineRetailStats() if fmt == "online-retail" else None
     # what the workers dead-letter is not judged; `limit`: the log's first events in time
     with SortedLog.read(path, fmt, gate(settings), skipped, limit, run_events) as log:
-        warn_if_seconds(fmt, log.last_ts)  # as replay warns
+        warn_if_seconds(fmt, log.first_ts, log.last_ts)  # as replay warns
         judge_from = None
         for model in (encoder, shadow):
             if model is not None and log.count:

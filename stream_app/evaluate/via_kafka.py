@@ -88,7 +88,7 @@ def evaluate_via_kafka(path: str | Path, fmt: str, k: int = 20, rate: float | No
 
     # read before anything starts; what the workers dead-letter (their gate reads the same settings) is not sent
     events, left_out = _events_sent(path, fmt, limit)
-    warn_if_seconds(fmt, events[-1]["ts"] if events else None)  # as replay warns
+    warn_if_seconds(fmt, events[0]["ts"] if events else None, events[-1]["ts"] if events else None)  # as replay warns
     with one_off_run("evaluate", keep=keep) as run:
         settings = run.settings.replace(rec_policy="every", top_k=k, max_idle_ms=max_idle_ms,
                                         **({"registry_dir": str(Path(registry_dir).resolve())} if registry_dir else {}))

@@ -210,9 +210,16 @@ def give_up_early(reads: Iterator[Any], path: Path, fmt: str, skipped: Callable[
     yield from reads
 
 
-def warn_if_seconds(fmt: str, last_ts: int | None, say: TextIO | None = None) -> None:
-    """Warn (on `say`, stderr by default) when the latest ts of a log whose format takes ms as written (jsonl, csv,
-    RetailRocket's events.csv) is below SECONDS_BELOW: replay, evaluate and train read it the same."""
-    if last_ts is not None and fmt in ("jsonl", "csv", "retailrocket") and last_ts < SECONDS_BELOW:
+def warn_if_seconds(fmt: str, first_ts: int | None, last_ts: int | None, say: TextIO | None = None) -> None:
+    """Warn (on `say`, stderr by default) when the ts of a log whose format takes ms as written (jsonl, csv,
+    RetailRocket's events.csv) are all below SECONDS_BELOW, or only its earliest are (seconds among milliseconds, which
+    sort first, decades early): replay, evaluate and train read it the same."""
+    if first_ts is None or last_ts is None or fmt not in ("jsonl", "csv", "retailrocket") or first_ts >= SECONDS_BELOW:
+        return
+    if last_ts < SECONDS_BELOW:
         print("warning: every ts of this log is below 100,000,000,000 (before 1973 in milliseconds): if they "
               "are seconds, multiply them by 1000 (ts is milliseconds since 1970)", file=say or sys.stderr)
+    else:
+        print(f"warning: this log's earliest ts, {first_ts:,}, is below 100,000,000,000 (before 1973 in milliseconds) "
+              f"and its latest, {last_ts:,}, is not: if some ts are seconds, multiply those by 1000 (ts is "
+              "milliseconds since 1970); they sort decades before the rest", file=say or sys.stderr)

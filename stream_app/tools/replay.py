@@ -270,7 +270,7 @@ def warn_about_times(settings: Settings, first_ts: int | None, last_ts: int | No
     workers apply them late and their recommendations mix both logs."""
     if say is None or first_ts is None or last_ts is None:
         return
-    warn_if_seconds(fmt, last_ts, say)
+    warn_if_seconds(fmt, first_ts, last_ts, say)
     latest = latest_event_ts(settings)
     if latest is not None and first_ts < latest:
         when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(latest / 1000))
