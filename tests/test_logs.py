@@ -846,7 +846,7 @@ def test_a_row_the_event_schema_refuses_names_the_files_column_not_the_events_fi
     assert said == ["line 2: item_id (the file's itemid) must be shorter than or equal to 200 characters",
                     "line 1: event_id (the file's session, ts, aid and type joined) must be shorter than or equal to 200 "
                     "characters",
-                    "line 2: type must be one of ['browse', 'click', 'purchase']"]
+                    "line 2: type must be one of ['browse', 'click', 'purchase'] (for a view, write browse)"]
 
 
 BAD_LINES_OF_U7 = {
@@ -941,3 +941,18 @@ def test_a_csv_with_some_ts_in_seconds_among_milliseconds_is_warned_about(tmp_pa
     evaluate_log(mixed, "csv", Settings(), light=True)
     err = capsys.readouterr().err
     assert "earliest ts, 1,700,000,000, is below 100,000,000,000" in err and "multiply those by 1000" in err
+
+
+def test_another_logs_word_for_an_event_type_is_rejected_with_the_word_to_write():
+    """A walkthrough: a csv written with RetailRocket's `view` had 1,231 of 1,739 lines rejected as "type must be one of
+    ['browse', 'click', 'purchase']", with nothing to say that a view is a browse here."""
+    from pathlib import Path
+
+    from stream_app.tools.recorded import _checked
+
+    event = {"event_id": "e1", "user_id": "u", "item_id": "i", "type": "view", "ts": 1_700_000_000_000,
+             "schema_version": 1}
+    said = _checked(Path("log.csv"), 2, event, b"u,i,view,1700000000000", "csv").rejection.detail
+    assert "for a view, write browse" in said
+    said = _checked(Path("log.csv"), 2, {**event, "type": "addtocart"}, b"", "csv").rejection.detail
+    assert "write purchase with the stage column cart" in said

@@ -64,6 +64,17 @@ def _why(exc: Exception) -> str:
     return str(exc)
 
 
+#: Other logs' words for this project's event types (`type`), and what to write instead.
+TYPE_HINTS = {
+    **dict.fromkeys(("view", "views", "pageview", "page_view", "visit"), "for a view, write browse"),
+    **dict.fromkeys(("clicks", "tap"), "write click"),
+    **dict.fromkeys(("addtocart", "add_to_cart", "cart", "carts"),
+                    "for an add to cart, write purchase with the stage column cart"),
+    **dict.fromkeys(("transaction", "order", "orders", "buy", "checkout", "purchases"),
+                    "for an order, write purchase (with the stage column order)"),
+}
+
+
 def _checked(path: Path, line: int, event: dict[str, Any], raw: bytes, fmt: str = "",
              said: Callable[[str], str] = str) -> Read:
     """The event if the schema takes it, else its rejection (`said`: the file's own names put in the message)."""
@@ -71,6 +82,9 @@ def _checked(path: Path, line: int, event: dict[str, Any], raw: bytes, fmt: str 
         validator("input-event")(event)
     except fastjsonschema.JsonSchemaValueException as exc:
         message = said(schema_said(plain_message("input-event", event, exc.message), fmt))
+        kind = event.get("type") if isinstance(event, dict) else None
+        if isinstance(kind, str) and kind.strip().lower() in TYPE_HINTS:  # another log's word for a type
+            message += f" ({TYPE_HINTS[kind.strip().lower()]})"
         return _reject(path, line, "schema_violation", message, raw,
                        event.get("user_id") if isinstance(event, dict) else None)
     # the schema's bounds let NaN through and JSON has no inf: either would reach the topic as null
