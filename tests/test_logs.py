@@ -943,7 +943,7 @@ def test_a_csv_with_some_ts_in_seconds_among_milliseconds_is_warned_about(tmp_pa
     assert "earliest ts, 1,700,000,000, is below 100,000,000,000" in err and "multiply those by 1000" in err
 
 
-def test_another_logs_word_for_an_event_type_is_rejected_with_the_word_to_write():
+def test_a_type_in_another_logs_words_or_a_time_in_microseconds_is_rejected_saying_what_to_write():
     """A walkthrough: a csv written with RetailRocket's `view` had 1,231 of 1,739 lines rejected as "type must be one of
     ['browse', 'click', 'purchase']", with nothing to say that a view is a browse here."""
     from pathlib import Path
@@ -956,3 +956,5 @@ def test_another_logs_word_for_an_event_type_is_rejected_with_the_word_to_write(
     assert "for a view, write browse" in said
     said = _checked(Path("log.csv"), 2, {**event, "type": "addtocart"}, b"", "csv").rejection.detail
     assert "write purchase with the stage column cart" in said
+    said = _checked(Path("log.csv"), 2, {**event, "type": "click", "ts": 1_700_000_000_000_000}, b"", "csv")
+    assert "looks like microseconds" in said.rejection.detail and "divide by 1000" in said.rejection.detail
