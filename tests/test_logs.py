@@ -958,3 +958,12 @@ def test_a_type_in_another_logs_words_or_a_time_in_microseconds_is_rejected_sayi
     assert "write purchase with the stage column cart" in said
     said = _checked(Path("log.csv"), 2, {**event, "type": "click", "ts": 1_700_000_000_000_000}, b"", "csv")
     assert "looks like microseconds" in said.rejection.detail and "divide by 1000" in said.rejection.detail
+
+
+def test_movielens_ratings_dat_given_as_csv_is_pointed_to_the_movielens_format(tmp_path):
+    """A walkthrough: `ratings.dat` with `--format csv` was told to export it again as CSV with commas, with no word of
+    --format movielens, which says how."""
+    dat = tmp_path / "ratings.dat"
+    dat.write_text("1::1193::5::978300760\n1::661::3::978302109\n")
+    with pytest.raises(InputFileError, match=r"MovieLens' ratings\.dat.*--format movielens"):
+        events_of(dat, "csv")

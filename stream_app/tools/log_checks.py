@@ -104,6 +104,8 @@ def require_columns(header: list[str], path: Path, required: tuple[str, ...],
                 else (f" (its fields are separated by {separator}, without a header line: `(echo "
                       f"{','.join(required)}; sed 's/::/,/g' {path.name}) > ratings.csv` writes the ratings.csv this "
                       "format reads)") if first.count("::") >= 3 and required == CSV_COLUMNS["movielens"]
+                else (" (it looks like MovieLens' ratings.dat, fields separated by '::' without a header line: "
+                      "--format movielens says how to make the ratings.csv it reads)") if first.count("::") >= 3
                 else f" (its fields are separated by {separator}: the csv formats read commas; export it again "
                      f"as CSV with commas and a header line naming the columns; a plain replacement of the "
                      f"separator breaks decimal commas)" if separator else "")
