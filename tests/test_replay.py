@@ -200,3 +200,20 @@ def test_a_movielens_rating_off_the_half_star_scale_is_that_lines_rejection_keye
         "line 5: cannot read the row (rating '7' is not a MovieLens rating: 0.5 to 5.0 in steps of 0.5)")
     assert [r.rejection.detail.split("(rating ")[1].split(" is")[0] for r in rejected] == [
         "'7'", "'0'", "'3.3'", "'-1.5'", "'5.5'"]
+
+
+def test_with_a_limit_the_summary_says_the_skipped_and_rejected_lines_are_the_whole_files():
+    """A walkthrough: `replay ... --limit 2000` printed "skipped 1,281 lines" counted over the whole file, unlabelled,
+    where evaluate says so."""
+    from stream_app.tools.recorded import OnlineRetailStats
+    from stream_app.tools.sorted_log import SortedLog
+
+    stats = OnlineRetailStats()
+    with SortedLog.read("stream_app/data/online-retail-sample.csv", "online-retail", lambda event: None, stats,
+                        limit=100) as log:
+        cut = log.cut.events_beyond
+    assert cut is True
+    summary = replay.ReplaySummary("sample.csv", {"events.purchase": 100}, rejected=3, skipped=stats, limit_cut=cut)
+    said = "(counted over the whole file, of which --limit replayed the first 100 events in time)"
+    assert len([line for line in summary.lines() if said in line and ("skipped" in line or "rejected" in line)]) == 2
+    assert not [line for line in replay.ReplaySummary("s.csv", {"events.purchase": 5}, rejected=3).lines() if said in line]

@@ -33,6 +33,7 @@ class ReplaySummary:
     skipped: OnlineRetailStats | None = None  # what the Online Retail reader left out on purpose
     first_rejection: str = ""  # the first dead letter's reason and detail
     erased: int = 0  # rejected lines of erased users, not dead-lettered (that would store them again)
+    limit_cut: bool = False  # a --limit left events out: the lines skipped or rejected are the whole file's
 
     @property
     def total(self) -> int:
@@ -43,13 +44,15 @@ class ReplaySummary:
         by_topic = ", ".join(f"{t}={n}" for t, n in sorted(self.sent.items())) or "none"
         out = [f"replayed {self.total} events from {self.path} in {self.seconds:.2f}s ({rate:,.0f} ev/s)",
                f"  by topic: {by_topic}"]
+        whole = (f" (counted over the whole file, of which --limit replayed the first {self.total:,} events in time)"
+                 if self.limit_cut else "")
         if self.skipped is not None and self.skipped.skipped:
-            out.append(f"  {skipped_said(self.skipped.as_dict())}")
+            out.append(f"  {skipped_said(self.skipped.as_dict())}{whole}")
         if self.rejected:
             first = f", the first as {self.first_rejection}" if self.first_rejection else ""
             out.append(f"  rejected {self.rejected} unreadable lines or events of them, or events the workers would "
                        f"refuse (over the size limit, a time outside the accepted window) -> dead-letter topic{first}; "
-                       f"{DEAD_LETTERS_SAID}")
+                       f"{DEAD_LETTERS_SAID}{whole}")
         if self.erased:
             out.append(f"  left out {self.erased} rejected lines or events of erased users, dated at or before their "
                        "erasure or undated (a dead letter would store them again; STREAM_APP_REPLAY_ERASED=1 keeps them)")
@@ -310,7 +313,7 @@ def _send(settings: Settings, log: SortedLog, path: str | Path, fmt: str, rate: 
     warn_about_times(settings, log.first_ts, log.last_ts, fmt, progress_stream)
     first = first_rejection(rejected) if rejected else rejection_said(refused[0]) if refused else ""
     summary = ReplaySummary(str(path), rejected=len(rejected) + len(refused), skipped=skipped, first_rejection=first,
-                            erased=erased)
+                            erased=erased, limit_cut=log.cut.events_beyond)
     producer = make_producer(settings)
     started = time.monotonic()
     interrupted = False
