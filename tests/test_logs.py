@@ -958,6 +958,9 @@ def test_a_type_in_another_logs_words_or_a_time_in_microseconds_is_rejected_sayi
     assert "write purchase with the stage column cart" in said
     said = _checked(Path("log.csv"), 2, {**event, "type": "click", "ts": 1_700_000_000_000_000}, b"", "csv")
     assert "looks like microseconds" in said.rejection.detail and "divide by 1000" in said.rejection.detail
+    bare = {key: event[key] for key in ("user_id", "item_id", "type", "ts")}  # a jsonl line without id nor version
+    said = _checked(Path("log.jsonl"), 1, bare, b"", "jsonl").rejection.detail
+    assert "carries its own unique event_id" in said and "--format csv" in said
 
 
 def test_movielens_ratings_dat_given_as_csv_is_pointed_to_the_movielens_format(tmp_path):

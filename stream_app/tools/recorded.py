@@ -85,6 +85,9 @@ def _checked(path: Path, line: int, event: dict[str, Any], raw: bytes, fmt: str 
         kind = event.get("type") if isinstance(event, dict) else None
         if isinstance(kind, str) and kind.strip().lower() in TYPE_HINTS:  # another log's word for a type
             message += f" ({TYPE_HINTS[kind.strip().lower()]})"
+        if fmt == "jsonl" and isinstance(event, dict) and not {"event_id", "schema_version"} <= event.keys():
+            message += (" (each event of a jsonl log carries its own unique event_id and \"schema_version\": 1; a csv "
+                        "log with the columns user_id,item_id,type,ts gets its ids made: --format csv)")
         ts = event.get("ts") if isinstance(event, dict) else None
         if type(ts) is int and 10**14 <= ts < 10**17 and "ts must be smaller" in message:  # 1973 to 5138 in µs
             message += " (it looks like microseconds: ts is milliseconds since 1970, divide by 1000)"
