@@ -168,3 +168,18 @@ def test_a_log_mostly_rejected_is_warned_about_beside_its_figures(tmp_path):
     assert "warning: 40% of the events read were rejected" in table(evaluate_log(log, "jsonl", Settings(), light=True))
     log.write_text(good + "{broken\n")
     assert "were rejected: the figures" not in table(evaluate_log(log, "jsonl", Settings(), light=True))
+
+
+def test_the_rejected_lines_are_counted_by_reason_with_each_reasons_first_line(tmp_path):
+    """A walkthrough: a log with five kinds of bad line showed the count and the first line's reason only: the other
+    kinds were seen only after `replay`, on the dead-letter topic."""
+    log = tmp_path / "events.jsonl"
+    log.write_text("".join(f'{{"schema_version": 1, "event_id": "e{n}", "user_id": "u{n % 3}", "item_id": "i{n % 7}", '
+                           f'"type": "click", "ts": {1_700_000_000_000 + n * 1000}}}\n' for n in range(30))
+                   + "{broken\n" + '{"schema_version": 1, "event_id": "x", "user_id": "u", "item_id": "i", "type": "view",'
+                   ' "ts": 1700000000000}\n' * 2)
+    result = evaluate_log(log, "jsonl", Settings(), light=True)
+    assert {reason: found["count"] for reason, found in result["rejections_by_reason"].items()} == {
+        "invalid_json": 1, "schema_violation": 2}
+    [line] = [line for line in table(result).splitlines() if line.startswith("rejected by reason:")]
+    assert "invalid_json 1, the first as invalid_json (line 31" in line and "schema_violation 2, the first as" in line

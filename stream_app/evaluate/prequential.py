@@ -281,12 +281,22 @@ def not_evaluated(rejected: list[Any], refused: list[Any], skipped: OnlineRetail
         "rejected_lines": len({rejection.line for rejection in rejected}),
         "rejections": len(rejected),  # an OTTO line may hold several bad events, and its good ones are read
         "first_rejection": first_rejection(rejected) if rejected else None,
+        # each reason's count and first line: the first line alone hides the other kinds a log's lines have
+        "rejections_by_reason": {reason: {"count": len(of), "first": first_rejection(of)} for reason, of in
+                                 _by_reason(rejected).items()},
         "line_counts_include_beyond_limit": cut.events_beyond}
     if skipped is not None:
         found["skipped_lines"] = skipped.as_dict()
     for reason in ("timestamp_out_of_range", "payload_too_large"):
         found[reason] = sum(1 for _, why, _ in refused if why == reason)
     return found
+
+
+def _by_reason(rejected: list[Any]) -> dict[str, list[Any]]:
+    grouped: dict[str, list[Any]] = {}
+    for rejection in rejected:
+        grouped.setdefault(rejection.rejection.reason, []).append(rejection)
+    return grouped
 
 
 class KnownItems:

@@ -43,6 +43,10 @@ def not_evaluated_said(result: dict[str, Any], via_kafka: bool = False) -> list[
                 "as events (a whole line, or one event of a session line whose other events were read)")
         lines.append(f"rejected: {what} ({fate}{cut}){first_said}; `stream-app replay` sends them to the dead-letter "
                      "topic, where `stream-app dead-letters` shows them with their reasons")
+        reasons = result.get("rejections_by_reason", {})
+        if len(reasons) > 1:  # the first rejection says one kind only
+            lines.append("rejected by reason: " + "; ".join(f"{reason} {found['count']:,}, the first as {found['first']}"
+                                                            for reason, found in reasons.items()))
         share = lines_of / (lines_of + result["events"]) if lines_of else 0.0
         if share >= 0.1 and not cut:  # a figure over what is left of a log is easy to take for the log's
             lines.append(f"warning: {share:.0%} of the events read were rejected: the figures are over the rest only; "
