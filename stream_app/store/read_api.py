@@ -2,7 +2,8 @@
 mirror the workers write.
 
 `GET /profiles/{user_id}` answers what `stream-app profile USER --json` prints (200), 404 for a user
-Redis does not know (with `removed`, reason and time, for a day after an erasure, reset or idle eviction). `?min_version=N` is read-your-writes: a caller that saw a recommendation of
+Redis does not know (with `removed`, reason and time, for a day after a reset or an idle eviction; an erased user's
+is the plain 404 of a user never seen). `?min_version=N` is read-your-writes: a caller that saw a recommendation of
 profile_version N (or wrote the N-th event) waits until Redis holds at least that version, up to
 `STREAM_APP_READ_WAIT_MS`, else 409 with the version Redis holds (0: no profile yet) and Retry-After. Any other
 query parameter is a 400. `GET /healthz`: 200 while Redis answers.
@@ -51,8 +52,7 @@ def _why(removed: dict | None) -> str:
     """Why Redis holds no profile of a user whose key keeps a removal's marker (a day)."""
     if removed is None:
         return ""
-    how = "erased" if removed["reason"] == "erased" else "evicted as idle or reset"
-    return f"; it was {how} at {utc_ms(removed['at'])}, and the user's next event starts a new one"
+    return f"; it was evicted as idle or reset at {utc_ms(removed['at'])}, and the user's next event starts a new one"
 
 
 def _connected(request: web.Request) -> bool:

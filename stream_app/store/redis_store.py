@@ -332,14 +332,13 @@ def decode_profile(raw: dict[bytes, bytes]) -> dict[str, Any]:
 
 
 def removal(raw: dict[bytes, bytes]) -> dict[str, Any] | None:
-    """The removal a profile-less key's marker records, for a day (`_REMOVE`): {"reason": "erased" or
-    "evicted_or_reset", "at": ms (the erasure's time, or the removing batch's)}; None: no marker (a user never seen,
-    or removed over a day ago)."""
-    for field, reason in ((b"erased_at", "erased"), (b"evicted_at", "evicted_or_reset")):
-        value = raw.get(field, b"")
-        if b"profile" not in raw and value.isdigit() and int(value) > 0:
-            return {"reason": reason, "at": int(value)}
-    return None
+    """The eviction or reset a profile-less key's marker records, for a day (`_REMOVE`): {"reason":
+    "evicted_or_reset", "at": the removing batch's ms}; None: no such marker (a user never seen, removed over a day
+    ago, or erased: that a person asked to be erased is theirs to know, not a reader's, so it is not told)."""
+    value = raw.get(b"evicted_at", b"")
+    if b"profile" in raw or b"erased_at" in raw or not value.isdigit() or int(value) <= 0:
+        return None
+    return {"reason": "evicted_or_reset", "at": int(value)}
 
 
 class UnreadableProfile(StreamAppError, ValueError):
