@@ -56,8 +56,9 @@ NOT_ERASED = [
     "compacts them behind the tombstones (min.compaction.lag.ms, segment rolls)",
     "this request and its receipt on the erasures topics (they name the user), for their 30 days",
     "each worker's item-feed trail of the user, in memory only (the last few item and event ids the item "
-    "state is derived from, kept the same in every worker): it leaves once the co-visitation window and the "
-    "session gap have passed with no event of the user",
+    "state is derived from, and the session id of the user's last event, kept the same in every worker): it leaves "
+    "once the co-visitation window and the session's end have passed with no event of the user (the session gap; "
+    "for events with a session_id, STREAM_APP_SESSION_IDLE_MS, 30 days by default, or never when that is 0)",
 ]
 DEAD_LETTER_NOTE = ("Kafka cannot delete single records: these dead letters leave the topic when retention_ms has "
                     "passed since they were written (set STREAM_APP_DLQ_RETENTION_MS before the topic is created, "
