@@ -59,19 +59,3 @@ def test_a_request_applied_again_keeps_the_profile_begun_after_it_and_still_send
     assert USER.encode() in profiles and handler.removed == []
     assert sent["deleted"]["profile_table"]["found"] is False
     assert not [r for r in handler.outbox.records if r[1] == USER.encode() and r[2] is None]  # no tombstone
-
-
-def test_a_worker_without_an_erasure_key_warns_that_its_record_of_erased_users_can_be_tested(caplog):
-    """A security review: the erased-users record is an HMAC keyed, by default, with the group id, which starts its
-    changelog topic's own name; HMAC("secrevstream-app", an id) gave the receipt's hash, and no worker said so."""
-    import logging
-    from types import SimpleNamespace
-
-    app = SimpleNamespace(Table=lambda *args, **kwargs: SimpleNamespace(data={}, changelog_topic_name="g-erased-changelog"))
-    with caplog.at_level(logging.WARNING, logger="stream_app.erasures"):
-        ErasedUsers.table(app, Settings(), 8, "profiles.changelog")
-    assert "STREAM_APP_ERASURE_KEY is not set" in caplog.text and "g-erased-changelog" in caplog.text
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="stream_app.erasures"):
-        ErasedUsers.table(app, Settings(erasure_key="s3cret"), 8, "profiles.changelog")
-    assert "ERASURE_KEY" not in caplog.text

@@ -90,10 +90,6 @@ class ErasedUsers:
     def table(cls, app: Any, settings: Settings, partitions: int, profile_changelog: str) -> "ErasedUsers":
         """On a Faust table of its own (memory store, changelog), partitioned like the profile table."""
         table = app.Table(ERASED_TABLE, partitions=partitions, key_type=bytes, value_type=bytes)
-        if not settings.erasure_key:  # the group id starts the changelog's name: a reader of it can test user ids
-            log.warning("STREAM_APP_ERASURE_KEY is not set: erased users are recorded by an HMAC keyed with the group "
-                        "id, which anyone who reads %s knows, so they can test ids for an erasure; give every worker "
-                        "the same secret key", table.changelog_topic_name)
         return cls(table.data, settings, table.changelog_topic_name, profile_changelog, partitions)
 
     def user_hash(self, user_id: str, key: bytes | None = None) -> str:
