@@ -221,9 +221,6 @@ class Settings:
         if not self.web_host.strip() or any(c.isspace() or c in "/[]" for c in self.web_host):
             raise ConfigError(f"{ENV_PREFIX}WEB_HOST={self.web_host!r} is not an address to listen on: give one of "
                               "this machine's, e.g. 127.0.0.1, or 0.0.0.0 for all")
-        if self.redis_url and any(c.isspace() for c in self.redis_url):  # redact_url reads a URL up to whitespace
-            raise ConfigError("REDIS_URL holds whitespace (a space, tab or line break): percent-encode it (%20 for a "
-                              "space); the URL is not shown, as the password may be where it is")
         if self.log_format not in LOG_FORMATS:
             raise ConfigError(f"log_format={self.log_format!r} is not one of {', '.join(LOG_FORMATS)}: "
                               f"set {ENV_PREFIX}LOG_FORMAT to one of them")
