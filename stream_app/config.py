@@ -19,7 +19,7 @@ from .errors import ConfigError
 from .kafka_security import KafkaSecurity
 from .state_files import read_runtime_file, up_running
 from .topic_names import Topics
-from .urls import check_bootstrap_servers, check_redis_url, redact_url
+from .urls import check_bootstrap_servers, check_redis_url, redact_setting
 
 EVENT_TYPES = ("browse", "click", "purchase")
 REC_POLICIES = ("every", "purchase", "debounce")
@@ -278,7 +278,7 @@ class Settings:
                 "or set REDIS_URL=redis://host:port/0"
             )
         if not self.redis_url.startswith(REDIS_SCHEMES):
-            raise ConfigError(f"REDIS_URL={redact_url(self.redis_url)} is not a Redis URL: use redis://host:port/0 "
+            raise ConfigError(f"REDIS_URL={redact_setting(self.redis_url)} is not a Redis URL: use redis://host:port/0 "
                               "(rediss:// with TLS, unix:///path/to/redis.sock for a socket)")
         check_redis_url(self.redis_url)
         return self.redis_url

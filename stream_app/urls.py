@@ -37,7 +37,7 @@ def check_bootstrap_servers(servers: str) -> None:
         host, colon, port = _host_and_port(entry)
         if not entry or "://" in entry or "/" in entry or (colon and not host) or \
                 (colon and not (port.isdigit() and 0 < int(port) < 65536)):
-            raise ConfigError(f"KAFKA_BOOTSTRAP_SERVERS={redact_url(servers)}: {redact_url(entry) or 'an empty entry'} "
+            raise ConfigError(f"KAFKA_BOOTSTRAP_SERVERS={redact_setting(servers)}: {redact_url(entry) or 'an empty entry'} "
                               "is not a broker address: give host:port (port 1 to 65535, no scheme), "
                               "comma-separated, e.g. KAFKA_BOOTSTRAP_SERVERS=kafka1:9092,kafka2:9092")
 
@@ -75,12 +75,12 @@ def check_resolvable(servers: str) -> None:
                 return
             unknown.append(host)
         except UnicodeError:  # an empty label or one over 63 characters (kafka..local): no name at all
-            raise ConfigError(f"KAFKA_BOOTSTRAP_SERVERS={redact_url(servers)}: {host!r} is not a host name (a label "
+            raise ConfigError(f"KAFKA_BOOTSTRAP_SERVERS={redact_setting(servers)}: {host!r} is not a host name (a label "
                               "empty or over 63 characters): check the name") from None
         else:
             return
     verb = "does" if len(unknown) == 1 else "do"
-    raise ConfigError(f"KAFKA_BOOTSTRAP_SERVERS={redact_url(servers)}: no such host ({', '.join(unknown)} {verb} not "
+    raise ConfigError(f"KAFKA_BOOTSTRAP_SERVERS={redact_setting(servers)}: no such host ({', '.join(unknown)} {verb} not "
                       "resolve): check the name, or run this where the brokers' names resolve (docker-compose.yml's "
                       "kafka:19092 resolves inside its network only; from the host: localhost:9092)")
 
@@ -92,6 +92,15 @@ def redact_url(text: str | None) -> str:
         return "(not set)"
     text = "".join(_without_secret(part) for part in re.split(r"(\s+)", text))
     return _QUERY_SECRETS.sub(lambda m: f"{m['name']}***", text)
+
+
+def redact_setting(value: str | None) -> str:
+    """A setting that is one address (REDIS_URL, KAFKA_BOOTSTRAP_SERVERS) with its password replaced by `***`.
+    Unlike `redact_url`, which reads free text a word at a time, whitespace here is part of the value: a password
+    with an unencoded space would otherwise be printed whole."""
+    if value is None:
+        return "(not set)"
+    return _QUERY_SECRETS.sub(lambda m: f"{m['name']}***", _without_secret(value))
 
 
 def _without_secret(word: str) -> str:

@@ -678,3 +678,15 @@ def test_profile_of_a_user_redis_lacks_says_when_no_broker_was_asked_about_erasu
     assert "KAFKA_BOOTSTRAP_SERVERS" in said and "erased or reset" in said
     marked = no_profile(Settings(redis_url="redis://127.0.0.1:1/0"), "gil", {b"erased_at": b"1700000000000"})
     assert "KAFKA_BOOTSTRAP_SERVERS" not in marked  # the marker says it all
+
+
+def test_status_does_not_print_a_redis_password_that_holds_a_space(tmp_path, monkeypatch, capsys):
+    """A security review: with REDIS_URL='redis://:hunter two@...', `status` printed the password, since the redaction
+    of free text reads a URL up to whitespace. A setting is one address, whitespace and all."""
+    monkeypatch.setenv("STREAM_APP_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    monkeypatch.setenv("REDIS_URL", "redis://:hunter two@127.0.0.1:1/0")
+    code = main.main(["status"])
+    said = capsys.readouterr()
+    assert code != 0 and "REDIS_URL=redis://:***@127.0.0.1:1/0" in said.out
+    assert "hunter" not in said.out + said.err and "two" not in said.out + said.err

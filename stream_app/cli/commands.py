@@ -17,7 +17,7 @@ from ..config import Settings
 from ..errors import ConfigError, StreamAppError
 from ..logs import utc_ms
 from ..state_files import read_runtime_file, running_serves, serve_file, state_dir, unusable_state_dir
-from ..urls import redact_url
+from ..urls import redact_setting
 from .model_commands import require_train_extra, tried
 
 
@@ -43,7 +43,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 
     try:  # only to name the workers and serves still attached: a mistyped setting does not keep the services up
         attached = attached_workers(Settings.from_env())
-        embedded_redis = redact_url(read_runtime_file().get("REDIS_URL", ""))
+        embedded_redis = redact_setting(read_runtime_file().get("REDIS_URL", ""))
         serves = [s for s in running_serves() if embedded_redis and s.get("redis") == embedded_redis]
     except (ConfigError, OSError):
         attached, serves = [], []
@@ -87,7 +87,7 @@ def redis_trouble(settings: Settings, exc: Exception) -> StreamAppError:
     """What to do when Redis does not serve a command: wrong credentials are not a stopped Redis."""
     import redis
 
-    where = redact_url(settings.redis_url)
+    where = redact_setting(settings.redis_url)
     if isinstance(exc, redis.AuthenticationError) or "WRONGPASS" in str(exc) or "NOAUTH" in str(exc):
         return StreamAppError(f"Redis at {where} refused the credentials ({exc}): check the password in REDIS_URL")
     if "CERTIFICATE_VERIFY_FAILED" in str(exc) or "SSL" in str(exc) or "Hostname mismatch" in str(exc):
@@ -189,10 +189,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     def listening(address: str) -> None:
         logging.getLogger("stream_app.read_api").info(
             "serving GET /profiles/USER[?min_version=N] and /healthz on %s, from Redis %s", address,
-            redact_url(redis_url))
+            redact_setting(redis_url))
         with contextlib.suppress(OSError):  # only for `down` to name it
             record.parent.mkdir(parents=True, exist_ok=True)
-            record.write_text(json.dumps({"pid": os.getpid(), "address": address, "redis": redact_url(redis_url)}))
+            record.write_text(json.dumps({"pid": os.getpid(), "address": address, "redis": redact_setting(redis_url)}))
 
     try:
         run_read_api(redis_url, settings.namespace, settings.read_wait_ms, args.host, args.port, listening)

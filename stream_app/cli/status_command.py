@@ -7,7 +7,7 @@ import argparse
 import time
 
 from ..config import Settings
-from ..urls import redact_url
+from ..urls import redact_setting
 from .commands import redis_trouble
 
 #: How long `status` waits for the brokers to answer before saying they do not.
@@ -21,8 +21,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     from ..stream.worker_status import disagreements
 
     settings = Settings.from_env()
-    print(f"KAFKA_BOOTSTRAP_SERVERS={redact_url(settings.kafka_bootstrap_servers)}{kafka_answers(settings)}")
-    print(f"REDIS_URL={redact_url(settings.redis_url)}")
+    print(f"KAFKA_BOOTSTRAP_SERVERS={redact_setting(settings.kafka_bootstrap_servers)}{kafka_answers(settings)}")
+    print(f"REDIS_URL={redact_setting(settings.redis_url)}")
     print(f"Kafka security: {settings.kafka_security.describe()}")
     client = redis.Redis.from_url(settings.require_redis(), socket_connect_timeout=2)
     try:
@@ -106,6 +106,6 @@ def kafka_answers(settings: Settings) -> str:
         except OSError as exc:
             last = exc
     # the address is this shell's: the workers have their own, and may reach theirs (their lines say if ready)
-    return (f" (no broker takes a connection from this shell at {redact_url(settings.kafka_bootstrap_servers)} "
+    return (f" (no broker takes a connection from this shell at {redact_setting(settings.kafka_bootstrap_servers)} "
             f"({last}): start the broker, or set KAFKA_BOOTSTRAP_SERVERS in this shell to the one the workers use "
             "(`stream-app up` prints the embedded broker's))" if last is not None else "")

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..config import ENV_PREFIX, Settings
 from ..errors import described
-from ..urls import redact_url
+from ..urls import redact_setting
 from .retries import PERMANENT, RETRYABLE
 
 log = logging.getLogger("stream_app.worker")
@@ -109,12 +109,12 @@ async def publish_status(worker: Any) -> None:
     except PERMANENT as exc:  # a wrong password or ACL: not ready, so a rollout with a bad REDIS_URL stops here
         worker.redis_refusal = described(exc)
         log.error("Redis at %s refuses the worker status (%s): check REDIS_URL's password or the ACL",
-                  redact_url(worker.settings.redis_url), worker.redis_refusal)
+                  redact_setting(worker.settings.redis_url), worker.redis_refusal)
     except RETRYABLE as exc:
         if worker.status_failing_since is None:
             worker.status_failing_since = time.monotonic()
         log.warning("cannot publish the worker status to Redis at %s (%s); retrying (is Redis up? else check "
-                    "REDIS_URL)", redact_url(worker.settings.redis_url), described(exc))
+                    "REDIS_URL)", redact_setting(worker.settings.redis_url), described(exc))
 
 
 class PeerSettings:

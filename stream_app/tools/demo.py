@@ -20,7 +20,7 @@ from ..errors import ServiceTimeout, StreamAppError
 from ..serving.registry import validation_said
 from ..store.redis_store import read_profile
 from ..stream.model_control import publish
-from ..urls import redact_url
+from ..urls import redact_setting
 from .bench import latency_summary
 from .catalogue import load_catalogue
 from .consume import TopicReader, wait_committed
@@ -290,8 +290,8 @@ def run_demo(path: str | None, fmt: str | None, rate: float | None, timeout: flo
         run.settings = run.settings.replace(registry_dir=str(run.log_dir / "registry"))
         settings = run.settings
         where = "embedded Tansu broker and Redis on loopback" if run.embedded else f"namespace {settings.namespace}"
-        _say(f"  services  KAFKA_BOOTSTRAP_SERVERS={redact_url(settings.kafka_bootstrap_servers)} "
-             f"REDIS_URL={redact_url(settings.redis_url)} ({where})")
+        _say(f"  services  KAFKA_BOOTSTRAP_SERVERS={redact_setting(settings.kafka_bootstrap_servers)} "
+             f"REDIS_URL={redact_setting(settings.redis_url)} ({where})")
         manifest = train_demo_encoder(source, fmt, Path(settings.registry_dir))
         if manifest is not None:
             publish(settings, "live", manifest["version"])

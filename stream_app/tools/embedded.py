@@ -22,7 +22,7 @@ from ..config import Settings
 from ..errors import ConfigError, ServiceTimeout
 from ..kafka_security import PLAINTEXT
 from ..state_files import process_alive, read_runtime_file, runtime_file, state_dir
-from ..urls import redact_url
+from ..urls import redact_setting
 
 HOST = "127.0.0.1"
 
@@ -135,7 +135,7 @@ def wait_for_redis(url: str, timeout: float = 15.0) -> None:
             time.sleep(0.1)
         finally:
             client.close()
-    raise ServiceTimeout(f"Redis at {redact_url(url)} did not answer within {timeout:.0f}s ({last}); "
+    raise ServiceTimeout(f"Redis at {redact_setting(url)} did not answer within {timeout:.0f}s ({last}); "
                          "check REDIS_URL, or `stream-app down && stream-app up`")
 
 
