@@ -135,6 +135,9 @@ def test_metrics_count_what_a_replay_sent_readyz_turns_ready_and_logs_are_json(m
     rejected = [r for r in records if r["message"].startswith("rejected ")]
     assert len(rejected) == len(bad) and all(isinstance(r["partition"], int) for r in rejected)
     assert {r["worker"] for r in records} == {f"{settings.app_id}:{socket.gethostname()}:{worker.pid}"}
+    # the start's warnings of trial defaults, logged after Faust's logging set-up: JSON as every line
+    assert any(r["level"] == "WARNING" and r["message"].startswith("STREAM_APP_ERASURE_KEY is not set")
+               for r in records)
 
 
 def test_a_worker_whose_port_is_taken_says_which_option_to_change(make_settings):

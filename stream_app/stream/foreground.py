@@ -13,6 +13,8 @@ from ..logs import logging_config
 from .retries import exit_if_stop_hangs
 from .worker import build_app
 
+log = logging.getLogger("stream_app.worker")
+
 
 class Worker(faust.Worker):
     """Faust's worker, with the HTTP port opened first and no terminal spinner (its cursor escapes end up
@@ -33,7 +35,25 @@ class Worker(faust.Worker):
     async def on_execute(self) -> None:
         # The HTTP port first: /healthz and /readyz answer while partitions are assigned and tables recovered.
         await self.app.stream_worker.start_http()
+        for warning in settings_warnings(self.app.stream_worker.settings, self.app.stream_worker.erased.changelog):
+            log.warning("%s", warning)  # here, after Faust set up the logging: one JSON object a line with --log-format json
         await super().on_execute()
+
+
+def settings_warnings(settings: Settings, erased_changelog: str) -> list[str]:
+    """What an operator should change in defaults that are fine for a trial but not for a deployment."""
+    said = []
+    if not settings.erasure_key:  # the group id starts the changelog's name: a reader of it can test user ids
+        said.append(f"STREAM_APP_ERASURE_KEY is not set: erased users are recorded by an HMAC keyed with the group id, "
+                    f"which anyone who reads {erased_changelog} knows, so they can test ids for an erasure; give every "
+                    "worker the same secret key")
+    never = [name for name, ms in (("STREAM_APP_USER_IDLE_MS", settings.user_idle_ms),
+                                   ("STREAM_APP_ITEM_IDLE_MS", settings.item_idle_ms)) if ms == 0]
+    if never:
+        said.append(f"{' and '.join(never)} {'is' if len(never) == 1 else 'are'} 0: no "
+                    f"{' or '.join(n.split('_')[2].lower() for n in never)} ever leaves this worker's memory, which "
+                    "grows with every new id (a flood of made-up ids too); set how long an idle one stays, in ms")
+    return said
 
 
 def run_worker(settings: Settings, partitions: int, web_port: int, loglevel: str = "warn") -> None:
