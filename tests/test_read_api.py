@@ -138,3 +138,32 @@ def test_a_removed_profile_is_a_404_that_says_when_and_why_it_went(services):
                                                   "user_id": "gone"})
     status, body, _ = answers["/profiles/idle?min_version=4"]
     assert status == 409 and body["removed"]["reason"] == "evicted_or_reset"
+
+
+def test_the_read_apis_answers_carry_no_redis_address_or_error_text(caplog):
+    """A security review: /healthz answered anyone who asked with Redis' own error, which names its address
+    ("Error 111 connecting to 10.0.0.5:6379"), and a refused read with the server's text (an ACL user's name). The
+    answers say what happened; the read API's log says why."""
+    answers = asyncio.run(answers_of("redis://127.0.0.1:1/0", "nowhere.", ("/healthz",)))
+    status, body, _ = answers["/healthz"]
+    assert status == 503 and body == {"status": "Redis does not answer"}
+    assert "127.0.0.1:1" in caplog.text  # the operator still learns where
+
+
+def test_a_read_refused_by_an_acl_is_answered_without_the_servers_text(services, caplog):
+    import redis
+    from redis.connection import parse_url
+
+    user = f"reader-{uuid.uuid4().hex[:8]}"
+    admin = redis.Redis.from_url(services["REDIS_URL"])
+    admin.acl_setuser(user, enabled=True, passwords=[f"+{user}-pw"], keys=["*"], commands=["+ping", "-hgetall"])
+    where = parse_url(services["REDIS_URL"])
+    try:
+        answers = asyncio.run(answers_of(f"redis://{user}:{user}-pw@{where['host']}:{where['port']}/0", "acl.",
+                                         ("/profiles/u1",)))
+    finally:
+        admin.acl_deluser(user)
+        admin.close()
+    status, body, _ = answers["/profiles/u1"]
+    assert status == 503 and body == {"error": "Redis refuses the read: the read API's log says why"}
+    assert "no permissions to run the 'hgetall' command" in caplog.text

@@ -24,7 +24,6 @@ from redis.exceptions import RedisError, ResponseError
 
 from ..errors import described
 from ..logs import utc_ms
-from ..urls import redact_url
 from .redis_store import decode_profile, key_fault, profile_key, removal
 
 log = logging.getLogger("stream_app.read_api")
@@ -86,7 +85,7 @@ def read_api(redis_url: str, namespace: str, wait_ms: int) -> web.Application:
         except (ResponseError, ValueError) as exc:  # the key is not a profile (another type, fields edited)
             if isinstance(exc, ResponseError) and not key_fault(exc):  # an ACL, a full server, ...
                 log.error("Redis refuses a profile read (%s)", described(exc))
-                return _json({"error": f"Redis refuses the read ({described(exc)})"}, 503)
+                return _json({"error": "Redis refuses the read: the read API's log says why"}, 503)
             key = profile_key(user_id, namespace)
             log.error("the Redis key %r is not a profile: %s", key, described(exc))
             return _json({"error": f"the Redis key {key!r} is not a profile ({described(exc)}); retrying will not "
@@ -111,8 +110,9 @@ def read_api(redis_url: str, namespace: str, wait_ms: int) -> web.Application:
     async def healthz(request: web.Request) -> web.Response:
         try:
             await request.app[CLIENT].ping()
-        except RedisError as exc:
-            return _json({"status": "Redis does not answer", "error": redact_url(described(exc))}, 503)
+        except RedisError as exc:  # the body goes to anyone who asks: Redis' address and error text to the log only
+            log.warning("/healthz: Redis does not answer (%s)", described(exc))
+            return _json({"status": "Redis does not answer"}, 503)
         return _json({"status": "ok"})
 
     async def connect(app: web.Application) -> None:
