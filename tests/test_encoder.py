@@ -475,3 +475,24 @@ def test_training_again_on_the_same_log_and_seed_gives_the_version_the_registry_
                                                                           max_len=n)) for n in (400, 500)]
     assert [m["dims"]["max_len"] for m in longer] == [400, 500] and not longer[1].get("already_registered")
     assert len(registry.versions(tmp_path / "long")) == 2
+
+
+def test_a_file_swapped_after_the_hash_check_is_not_what_serves(trained, monkeypatch):
+    """A security review: the registry hashed a version's files, then the runtime opened them again by path, so a file
+    replaced in between served under the checked hash. The loader now serves the bytes it hashed."""
+    root, v1, _ = trained
+    folder = Path(root) / v1
+    original = (folder / "items.json").read_bytes()
+    checked = json.loads(original)
+    hashed = registry.content_hash
+
+    def hash_then_swap(*args, **kwargs):
+        digest = hashed(*args, **kwargs)
+        (folder / "items.json").write_text(json.dumps(list(reversed(checked))))
+        return digest
+
+    monkeypatch.setattr(registry, "content_hash", hash_then_swap)
+    try:
+        assert Encoder.load(root, v1).item_ids == checked
+    finally:
+        (folder / "items.json").write_bytes(original)

@@ -69,18 +69,29 @@ def files_of(kind: str) -> tuple[str, ...]:
     return FILES_OF_KIND[kind]
 
 
-def content_hash(version_dir: Path, kind: str = DEFAULT_KIND, manifest: dict[str, Any] | None = None) -> str:
-    """SHA-256 of the version's files, and of its manifest (less the hash itself) when the manifest's
-    `hash_scheme` is 2 or more. An edited manifest that drops its scheme hashes to the files alone: not
-    what it was announced with."""
-    digest = hashlib.sha256()
+def read_files(version_dir: Path, kind: str = DEFAULT_KIND) -> dict[str, bytes]:
+    """The bytes of a version's files, each read once: a loader serves the bytes it hashed, so a file swapped between
+    the check and the load cannot be served under the checked hash."""
+    files = {}
     for name in files_of(kind):
-        digest.update(name.encode())
         try:
-            digest.update((version_dir / name).read_bytes())
+            files[name] = (version_dir / name).read_bytes()
         except OSError as exc:
             raise ConfigError(f"model version {version_dir.name} in {version_dir.parent} cannot read its {name} "
                               f"({exc.strerror or exc}): train, export or copy the version again") from None
+    return files
+
+
+def content_hash(version_dir: Path, kind: str = DEFAULT_KIND, manifest: dict[str, Any] | None = None,
+                 files: dict[str, bytes] | None = None) -> str:
+    """SHA-256 of the version's files (`files`, as `read_files` gave them, or read now), and of its manifest (less the
+    hash itself) when the manifest's `hash_scheme` is 2 or more. An edited manifest that drops its scheme hashes to the
+    files alone: not what it was announced with."""
+    files = read_files(version_dir, kind) if files is None else files
+    digest = hashlib.sha256()
+    for name in files_of(kind):
+        digest.update(name.encode())
+        digest.update(files[name])
     if manifest is not None and manifest.get("hash_scheme", 1) >= 2:
         described = {key: value for key, value in manifest.items() if key != "content_hash"}
         digest.update(MANIFEST.encode())
@@ -221,7 +232,14 @@ def versions(root: str | Path, kind: str | None = None, unreadable: list[str] | 
 
 def open_version(root: str | Path, version: str, verify: bool = True, kind: str | None = None,
                  expected_hash: str | None = None) -> tuple[Path, dict[str, Any]]:
-    """The folder and manifest of a version; with `verify`, its files must match the manifest's hash;
+    """The folder and manifest of a version, checked as `read_version` checks them."""
+    folder, manifest, _ = read_version(root, version, verify, kind, expected_hash)
+    return folder, manifest
+
+
+def read_version(root: str | Path, version: str, verify: bool = True, kind: str | None = None,
+                 expected_hash: str | None = None) -> tuple[Path, dict[str, Any], dict[str, bytes]]:
+    """The folder, manifest and files' bytes of a version; with `verify`, its files must match the manifest's hash;
     with `kind`, it must be a model of that kind; with `expected_hash` (what a control record
     announced), its files must hash to that: the manifest sits beside the files, so whoever can change
     them can change it too, while the announcement comes from whoever may publish."""
@@ -237,8 +255,9 @@ def open_version(root: str | Path, version: str, verify: bool = True, kind: str 
         wanted = ", ".join(m["version"] for m in versions(root, kind)) or "none"
         raise ConfigError(f"model version {version!r} in {root} is a {kind_of(manifest)} model, not a {kind} model "
                           f"(its {kind} versions: {wanted}); " + HOW_TO_MAKE[kind].format(root=root))
+    files = read_files(folder, kind_of(manifest))
     if verify or expected_hash is not None:
-        found = content_hash(folder, kind_of(manifest), manifest)
+        found = content_hash(folder, kind_of(manifest), manifest, files)
         if verify and found != manifest["content_hash"]:
             raise ConfigError(f"model version {version} in {root} does not match its manifest's content hash: "
                               "the files were changed after it was written; train, export or copy it again")
@@ -246,11 +265,11 @@ def open_version(root: str | Path, version: str, verify: bool = True, kind: str 
             raise ConfigError(f"model version {version} in {root} does not match the content hash it was announced "
                               f"with ({expected_hash[:12]}..., its files: {found[:12]}...): its files changed after "
                               "it was published; publish it again if the change is meant")
-    return folder, manifest
+    return folder, manifest, files
 
 
 def loaded(model_class: Callable[..., T], folder: Path, manifest: dict[str, Any], *args: Any) -> T:
-    """`model_class(folder, manifest, *args)`, or ConfigError naming the version: files that hash right can still be
+    """`model_class(folder, manifest, *args)` (args holding the files' bytes `read_version` checked), or ConfigError naming the version: files that hash right can still be
     no model the runtime reads (a truncated graph hashed again, a manifest lacking a field), and the command that
     loads it must say so in one line, not with onnxruntime's or json's traceback."""
     try:

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .registry import loaded, open_version
+from .registry import loaded, read_files, read_version
 
 KIND = "content"
 OUTPUT = "embedding"
@@ -43,7 +43,7 @@ def text_hash(text: str, version: str) -> str:
 
 
 class TextEncoder:
-    def __init__(self, folder: Path, manifest: dict[str, Any], threads: int = 1):
+    def __init__(self, folder: Path, manifest: dict[str, Any], files: dict[str, bytes] | None = None, threads: int = 1):
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -51,13 +51,14 @@ class TextEncoder:
         self.manifest = manifest
         self.version: str = manifest["version"]
         self.dim: int = manifest["dim"]
-        self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        files = read_files(folder, KIND) if files is None else files  # the bytes the registry hashed, if it read them
+        self.tokenizer = Tokenizer.from_str(files["tokenizer.json"].decode())
         self.tokenizer.enable_truncation(manifest["max_length"])
         self.tokenizer.no_padding()  # batches are of equal length (tokenizer.json may ask for padding)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads  # workers are one process per core
         options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(folder / "text_encoder.onnx"), options,
+        self.session = ort.InferenceSession(files["text_encoder.onnx"], options,
                                             providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]
         unk = getattr(self.tokenizer.model, "unk_token", None)
@@ -69,8 +70,8 @@ class TextEncoder:
     @classmethod
     def load(cls, registry: str | Path, version: str, threads: int = 1, expected_hash: str | None = None) -> "TextEncoder":
         """A content version of the registry (ConfigError, naming its kind, for any other model)."""
-        folder, manifest = open_version(registry, version, kind=KIND, expected_hash=expected_hash)
-        return loaded(cls, folder, manifest, threads)
+        folder, manifest, files = read_version(registry, version, kind=KIND, expected_hash=expected_hash)
+        return loaded(cls, folder, manifest, files, threads)
 
     def trial(self) -> None:
         """Embed one text once (raises if the model cannot serve)."""
