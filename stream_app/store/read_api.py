@@ -127,7 +127,7 @@ def read_api(redis_url: str, namespace: str, wait_ms: int) -> web.Application:
     app = web.Application()
     app.on_startup.append(connect)
     app.on_cleanup.append(disconnect)
-    app.router.add_get("/profiles/{user_id:.+}", profile)  # any user id, braces and slashes included
+    app.router.add_get(r"/profiles/{user_id:[\s\S]+}", profile)  # any user id: braces, slashes, line breaks
     for path in ("/profiles/", "/profiles"):  # an empty id: JSON, as every answer of /profiles (not aiohttp's text)
         app.router.add_get(path, no_user)
     app.router.add_get("/healthz", healthz)
