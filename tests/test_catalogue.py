@@ -97,7 +97,7 @@ def test_a_catalogue_without_one_item_fails_saying_what_to_check_and_sends_nothi
     err = capsys.readouterr().err
     assert (f"stream-app items: error: {untitled}: no items read as jsonl: all 2 lines rejected, the first as "
             "schema_violation (line 1: data must contain ['title'] properties); the lines read as jsonl but not as valid "
-            "items (or is --format right? one of jsonl, csv, online-retail; every record needs an item_id "
+            "items (or is --format right? one of jsonl, csv, online-retail, movielens; every record needs an item_id "
             "and a title, schemas/v1/item.schema.json)") in err
     from stream_app.tools.catalogue import load_catalogue
 
@@ -311,3 +311,25 @@ def test_the_titles_recommendations_shows_skip_a_record_workers_refuse_for_its_l
     monkeypatch.setattr(consume, "read_to_end", lambda settings, topic: [record(0, "A LAMP", written_ms),
                                                                          record(1, "A YEAR 3000 LAMP", 32503680000000)])
     assert catalogue._titles_on_topic(Settings(), ["i1"]) == {"i1": "A LAMP"}
+
+
+def test_movielens_movies_csv_is_a_catalogue_as_published_whose_ids_are_the_ratings_ids(tmp_path):
+    """A data team with MovieLens' ratings.csv (`--format movielens`) had no way to give its movies.csv as the item
+    text: `--items-format csv` wanted an item_id column. Its genres are text for the content model, not a path."""
+    from stream_app.tools.catalogue import load_catalogue
+    from stream_app.tools.recorded import load_sorted
+
+    movies = tmp_path / "movies.csv"
+    movies.write_text('movieId,title,genres\n1,Toy Story (1995),Adventure|Animation|Children\n'
+                      '11,"American President, The (1995)",Comedy|Drama|Romance\n'
+                      '182727,A Christmas Story Live! (2017),(no genres listed)\n')
+    items, rejected = load_catalogue(movies, "movielens")
+    assert not rejected and items["1"] == {"item_id": "1", "title": "Toy Story (1995)", "schema_version": 1,
+                                           "description": "Adventure, Animation, Children"}
+    assert items["11"]["title"] == "American President, The (1995)" and "description" not in items["182727"]
+    ratings = tmp_path / "ratings.csv"
+    ratings.write_text("userId,movieId,rating,timestamp\n7,11,4.0,964982703\n")
+    events, _ = load_sorted(ratings, "movielens")
+    assert events[0]["item_id"] in items
+    with pytest.raises(InputFileError, match=r"its header is that of --format movielens"):
+        load_catalogue(movies, "csv")

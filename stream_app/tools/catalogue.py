@@ -35,9 +35,11 @@ from .log_files import check_file, open_text, reading_as
 from .recorded import _finite, _log_rows, _reject
 from .retail_dates import file_is_day_first, retail_ms
 
-FORMATS = ("jsonl", "csv", "online-retail")
+FORMATS = ("jsonl", "csv", "online-retail", "movielens")
 #: The columns of the csv formats (a catalogue's first line naming them, read as jsonl, is said to be one of them)
-CATALOGUE_COLUMNS = {"csv": ("item_id", "title"), "online-retail": ONLINE_RETAIL_COLUMNS}
+CATALOGUE_COLUMNS = {"csv": ("item_id", "title"), "online-retail": ONLINE_RETAIL_COLUMNS,
+                     "movielens": ("movieId", "title", "genres")}
+NO_GENRES = "(no genres listed)"  # MovieLens' word for a film without genres
 
 Read = dict[str, Any] | LineRejection
 
@@ -62,6 +64,8 @@ def read_catalogue(path: str | Path, fmt: str) -> Iterator[Read]:
         return _read_csv(path)
     if fmt == "online-retail":
         return _read_online_retail(path)
+    if fmt == "movielens":
+        return _read_movielens(path)
     raise InputFileError(f"unknown catalogue format {fmt!r}: use one of {', '.join(FORMATS)}")
 
 
@@ -139,6 +143,25 @@ def _read_csv(path: Path) -> Iterator[Read]:
                     record["listed_at"] = int(row["listed_at"])
                 except ValueError:
                     record["listed_at"] = row["listed_at"]  # the schema names the problem
+            yield _checked(path, line, record, raw)
+
+
+def _read_movielens(path: Path) -> Iterator[Read]:
+    """MovieLens' movies.csv as published: movieId -> item_id (the id its ratings.csv names), title, and the genres
+    (`Adventure|Children`) as the description "Adventure, Children", text the content model reads. Not a category
+    path: a film's genres are a set, not a hierarchy."""
+    with open_text(path) as fh:
+        rows = _log_rows(fh, path, CATALOGUE_COLUMNS["movielens"], multiline=True, columns=CATALOGUE_COLUMNS)
+        for line, row, problem in rows:
+            raw = rows.line_text(line).encode()
+            if row is None:
+                yield _reject(path, line, "schema_violation", problem, raw)
+                continue
+            record: dict[str, Any] = {"item_id": row["movieId"].strip(), "title": row["title"].strip(),
+                                      "schema_version": 1}
+            genres = [g.strip() for g in row["genres"].split("|") if g.strip() and g.strip() != NO_GENRES]
+            if genres:
+                record["description"] = ", ".join(genres)
             yield _checked(path, line, record, raw)
 
 
