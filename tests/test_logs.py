@@ -970,3 +970,13 @@ def test_movielens_ratings_dat_given_as_csv_is_pointed_to_the_movielens_format(t
     dat.write_text("1::1193::5::978300760\n1::661::3::978302109\n")
     with pytest.raises(InputFileError, match=r"MovieLens' ratings\.dat.*--format movielens"):
         events_of(dat, "csv")
+
+
+def test_movielens_ratings_dat_read_with_the_default_format_is_pointed_to_the_movielens_format(tmp_path, capsys):
+    """A walkthrough: `evaluate ratings.dat` (jsonl, the default) was told only "is --format right?"."""
+    from stream_app.cli.main import main
+
+    dat = tmp_path / "ratings.dat"
+    dat.write_text("1::1193::5::978300760\n1::661::3::978302109\n")
+    assert main(["evaluate", str(dat), "--json", str(tmp_path / "r.json")]) == 2
+    assert "it looks like MovieLens' ratings.dat (fields separated by '::'): --format movielens" in capsys.readouterr().err

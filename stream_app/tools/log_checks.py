@@ -160,6 +160,10 @@ def nothing_read(path: Path, fmt: str, rejected: list[LineRejection], what: str 
     elif fmt in ("jsonl", "otto") and next(numbered_lines(path), (0, b""))[1].lstrip().startswith(b"["):
         hint = ("the file is one JSON array, not JSON lines: write each of its elements on a line of its own "
                 "(`jq -c '.[]' FILE > FILE.jsonl`)")
+    elif fmt in ("jsonl", "otto") and "movielens" in formats \
+            and next(numbered_lines(path), (0, b""))[1].count(b"::") >= 3:
+        hint = ("it looks like MovieLens' ratings.dat (fields separated by '::'): --format movielens says how to make "
+                "the ratings.csv it reads")
     elif all(r.rejection.reason == "schema_violation" for r in rejected):  # read as the format, not as records
         hint = f"the lines read as {fmt} but not as valid {what} (or {hint})"
     # an OTTO line is a session: each of its events may be a rejection of its own
