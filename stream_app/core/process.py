@@ -99,8 +99,13 @@ def learn_feedback(profile: Profile, event: Event, learners: PartitionLearners, 
         if learners.bandit is not None and profile.shown_strategy:
             segment, strategy = profile.shown_strategy.split(":", 1)
             learners.bandit.update(segment, strategy, 1.0 if event.item_id in profile.shown[:top_k] else 0.0)
-    profile.shown, profile.shown_features, profile.shown_rows, profile.shown_strategy = [], None, None, None
+    forget_shown(profile)
     return learned
+
+
+def forget_shown(profile: Profile) -> None:
+    """The last list and what it was made of, once judged: the next list replaces them."""
+    profile.shown, profile.shown_features, profile.shown_rows, profile.shown_strategy = [], None, None, None
 
 
 def shown_hits(profile: Profile, event: Event, top_k: int) -> tuple[bool | None, bool | None]:
@@ -220,7 +225,7 @@ def process(profile: Profile, event: Event, index: ItemIndex, settings: Settings
         learn_feedback(profile, event, learners, settings.top_k)
         learners.positions.learn_one(profile.recent_items(learners.positions.size), event.item_id)
     else:  # nothing learns from the last list (judged by `shown_hits` before this call): it goes as with learners
-        profile.shown, profile.shown_features, profile.shown_rows, profile.shown_strategy = [], None, None, None
+        forget_shown(profile)
     profile.shadow_shown = []  # judged (shown_hits) before this call; a live shadow shows a new one after it
     behaviour = behaviour_of(profile, settings)
     behaviour.learn_one(profile, event)
