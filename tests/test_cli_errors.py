@@ -690,3 +690,10 @@ def test_status_does_not_print_a_redis_password_that_holds_a_space(tmp_path, mon
     said = capsys.readouterr()
     assert code != 0 and "REDIS_URL=redis://:***@127.0.0.1:1/0" in said.out
     assert "hunter" not in said.out + said.err and "two" not in said.out + said.err
+
+
+def test_replay_reads_jsonl_unless_told_as_evaluate_and_train_do():
+    """A walkthrough: `evaluate LOG` read jsonl by default, and `replay LOG` of the same file stopped asking for
+    --format."""
+    for command in ("replay", "evaluate", "train"):
+        assert main.parser().parse_args([command, "log.jsonl"]).format == "jsonl", command

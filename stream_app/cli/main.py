@@ -85,7 +85,7 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
     w.set_defaults(fn=cmd_worker)
     r = _command(sub, "replay", help="produce a recorded log to the input topics in timestamp order")
     r.add_argument("file")
-    r.add_argument("--format", required=True, choices=FORMATS)
+    r.add_argument("--format", default="jsonl", choices=FORMATS, help="the log's format (default jsonl, as evaluate)")
     r.add_argument("--rate", type=arg.rate, default=None, help="events per second, or 'max' (default)")
     r.add_argument("--limit", type=arg.count, default=None, help="only the log's first N events in time")
     r.add_argument("--sort-in-memory", type=arg.count, default=RUN_EVENTS, metavar="N",
