@@ -89,7 +89,7 @@ def _checked(path: Path, line: int, event: dict[str, Any], raw: bytes, fmt: str 
             message += (" (each event of a jsonl log carries its own unique event_id and \"schema_version\": 1; a csv "
                         "log with the columns user_id,item_id,type,ts gets its ids made: --format csv)")
         ts = event.get("ts") if isinstance(event, dict) else None
-        if type(ts) is int and 10**14 <= ts < 10**17 and "ts must be smaller" in message:  # 1973 to 5138 in µs
+        if type(ts) is int and 10**14 <= ts < 10**17 and (exc.name, exc.rule) == ("data.ts", "maximum"):  # 1973-5138 in µs
             message += " (it looks like microseconds: ts is milliseconds since 1970, divide by 1000)"
         return _reject(path, line, "schema_violation", message, raw,
                        event.get("user_id") if isinstance(event, dict) else None)
