@@ -999,3 +999,40 @@ def test_a_shadow_list_is_made_and_judged_only_beside_a_live_one(monkeypatch):
     handler = BatchHandler(settings, {}, PartitionState({}, settings), InMemoryItemIndex(settings), Counters(), now=0)
     handler.process_round([ready(e, i) for i, e in enumerate(make_events())], None, object())
     assert handler.counters.live_judged == 0 and handler.counters.shadow_judged == 0
+
+
+def test_the_guess_of_a_new_users_record_is_learned_from_the_records_a_batch_wrote(settings, monkeypatch):
+    """A review: a new user's first record was guessed at 2 KiB, but with a warm item state it holds the shown
+    candidates and their rows (about 2.8 KB); a burst of 500 new users of one partition wrote 1.07 MB, more than one
+    record batch, which a crash can cut in two. The guess is now raised to what the last batch's records took."""
+    from stream_app.stream.batch import ProfileSizes
+
+    monkeypatch.setattr(batch_module, "PARTITION_PROFILE_BYTES", 40_000)
+    monkeypatch.setattr(batch_module, "NEW_PROFILE_BYTES", 256)  # a guess far too small, as 2 KiB was
+    history = [Event.from_dict({"event_id": f"h{i}", "user_id": f"old{i % 40}", "item_id": f"i{i % 60}",
+                                "type": "click", "ts": 1_700_000_000_000 + 1_000 * i, "schema_version": 1})
+               for i in range(600)]
+    burst = [Event.from_dict({"event_id": f"n{i}", "user_id": f"new{i}", "item_id": f"i{i % 60}", "type": "click",
+                              "ts": 1_700_001_000_000 + i, "schema_version": 1}) for i in range(400)]
+    index, profiles, learner_data = InMemoryItemIndex(settings), {}, {}
+    sizes = ProfileSizes(new=256)
+    written_by_batch = []
+    for events in (history, burst):
+        queue = [ready(event, offset) for offset, event in enumerate(events)]
+        while queue:
+            handler = BatchHandler(settings, profiles, PartitionState(learner_data, settings), index, Counters(),
+                                   now=0, sizes=sizes)
+            while queue and (room := handler.round_room(500)) > 0:
+                handler.process_round(queue[:room], None, None)
+                queue = queue[room:]
+            learner_table: dict = {}
+            handler.snapshots("profiles.changelog", learner_table, "learners.changelog")
+            learner_data.update(learner_table)
+            written_by_batch.append(sum(len(value) for topic, _, value, _ in handler.outbox.records
+                                        if topic == "profiles.changelog"))
+    # PARTITION_PROFILE_BYTES is 3/4 of one record batch: guesses a little short stay within the quarter left
+    one_record_batch = 40_000 * 4 // 3
+    assert sizes.new > 1_000  # what a new user's first record took, not the guess
+    assert written_by_batch[0] > one_record_batch  # the first batch, on the guess alone, went past
+    assert all(written <= one_record_batch for written in written_by_batch[1:]), written_by_batch
+    assert len(written_by_batch) > 10 and max(written_by_batch[1:]) > 30_000  # filled, not cut short

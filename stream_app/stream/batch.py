@@ -45,9 +45,29 @@ ROUND_EVENTS = 100
 #: produce requests by a crash would apply the rest of its events again with the learners already past them.
 PARTITION_PROFILE_BYTES = MAX_BATCH_BYTES * 3 // 4
 #: A changed profile's record, guessed before it is written: its stored size and this much more, or for a user
-#: without one NEW_PROFILE_BYTES (a new user's first record is about 1 KB).
+#: without one NEW_PROFILE_BYTES; until the worker's first records were written (`ProfileSizes` then learns both).
 PROFILE_GROWTH_BYTES = 1024
-NEW_PROFILE_BYTES = 2048
+NEW_PROFILE_BYTES = 4096
+
+
+@dataclass
+class ProfileSizes:
+    """What `round_room` guesses a changed profile's record takes: at least the defaults, and what the largest record
+    of the worker's last batch took, a new user's first one (about 2.8 KB with a warm item state, its shown candidates
+    and their rows; more with an encoder or a content model) or a stored one's growth. A fixed guess of 2 KiB let a
+    burst of new users of one partition pass one record batch, which a crash can cut in two."""
+
+    new: int = NEW_PROFILE_BYTES
+    growth: int = PROFILE_GROWTH_BYTES
+
+    def learn(self, written: dict[str, int], stored: dict[str, int | None]) -> None:
+        """From a batch's records (user -> bytes written) and their sizes before it (None: a new user)."""
+        firsts = [size for user, size in written.items() if stored.get(user) is None]
+        growths = [size - before for user, size in written.items() if (before := stored.get(user)) is not None]
+        if firsts:
+            self.new = max(NEW_PROFILE_BYTES, max(firsts))
+        if growths:
+            self.growth = max(PROFILE_GROWTH_BYTES, max(growths))
 
 
 @dataclass
@@ -97,7 +117,7 @@ class BatchHandler(ErasureSteps):
 
     def __init__(self, settings: Settings, profiles: Any, learners: PartitionState, index: InMemoryItemIndex,
                  counters: Counters, now: int, idle: IdleUsers | None = None, profile_changelog: str | None = None,
-                 erased: ErasedUsers | None = None):
+                 erased: ErasedUsers | None = None, sizes: ProfileSizes | None = None):
         self.settings = settings
         self.profile_changelog = profile_changelog or f"{settings.group_id}-profiles-changelog"
         self.idle = idle
@@ -112,8 +132,10 @@ class BatchHandler(ErasureSteps):
         # the stored bytes of a loaded profile until its first event here: that event's undo copy, unserialised
         self.as_stored: dict[str, bytes] = {}
         self.changed: dict[str, tuple[Profile, int]] = {}
+        self.sizes = sizes if sizes is not None else ProfileSizes()  # the worker's, learned over its batches
+        self.stored_bytes: dict[str, int | None] = {}  # a changed user's record size before the batch (None: new)
         self.profile_bytes: dict[int, int] = {}  # partition -> its changed profiles' guessed record bytes
-        self.largest_profile = NEW_PROFILE_BYTES  # the largest guess so far: each user of the next round's
+        self.largest_profile = self.sizes.new  # the largest guess so far: each user of the next round's
         self.mirror: set[str] = set()  # unchanged profiles to write to Redis again
         self.used_learners: set[int] = set()
         self.removed: list[tuple[str, int]] = []  # users whose profile leaves, idle or erased: (user_id, partition)
@@ -267,7 +289,8 @@ class BatchHandler(ErasureSteps):
 
     def count_profile_bytes(self, user_id: str, partition: int) -> None:
         stored = self.profiles.get(user_id.encode())
-        guess = len(stored) + PROFILE_GROWTH_BYTES if stored is not None else NEW_PROFILE_BYTES
+        self.stored_bytes[user_id] = len(stored) if stored is not None else None
+        guess = len(stored) + self.sizes.growth if stored is not None else self.sizes.new
         self.profile_bytes[partition] = self.profile_bytes.get(partition, 0) + guess
         self.largest_profile = max(self.largest_profile, guess)
 
@@ -325,10 +348,12 @@ class BatchHandler(ErasureSteps):
         marks = {partition: self.learners.loaded[partition].writes + 1 for partition in self.used_learners}
         marked: set[int] = set()
         written: dict[int, int] = {}
+        sizes: dict[str, int] = {}
         for user_id, (profile, partition) in self.changed.items():
             key = user_id.encode()
             snapshot, public = profile.snapshots()
             written[partition] = written.get(partition, 0) + len(snapshot)
+            sizes[user_id] = len(snapshot)
             to_redis.append((profile, public))
             mark = marks.get(partition)
             if mark is not None:
@@ -340,6 +365,7 @@ class BatchHandler(ErasureSteps):
             self.profiles[key] = record
             self.outbox.add(profile_changelog, key, record, partition)
             self.outbox.add(self.settings.topics.profiles, key, public)
+        self.sizes.learn(sizes, self.stored_bytes)
         for partition, size in written.items():
             if size > MAX_BATCH_BYTES:  # the guesses behind `round_room` fell short: said, as the README says it
                 log.warning("the profile records of partition %d in this batch take %d bytes, more than one record "

@@ -31,7 +31,7 @@ from ..core.items import InMemoryItemIndex
 from ..store.redis_store import ProfileStore, RedisStoreConfig
 from ..store.text_vectors import TextVectorStore
 from . import health, retries, transport, worker_status
-from .batch import BatchHandler, Counters, PartitionState
+from .batch import BatchHandler, Counters, PartitionState, ProfileSizes
 from .catalogue_feed import CatalogueFeed
 from .commits import AppliedOffsets, InputEnds
 from .datadir import faust_datadir
@@ -98,7 +98,7 @@ class StreamWorker:
         self.ordered = OrderedInput(settings, partitions, self.index)
         # Erasures (erasures.py): the record of erased users, in a table partitioned like the profiles
         self.erased = ErasedUsers.table(app, settings, partitions, self.profile_table.changelog_topic_name)
-        self.counters = Counters()
+        self.counters, self.profile_sizes = Counters(), ProfileSizes()
         self.items_check = ItemsCheck(settings, self.output, self.counters)
         self.lock = asyncio.Lock()  # a batch and a rebalance never interleave
         # Redis losing the profile mirror is noticed at the heartbeat, and the owned profiles written back
@@ -232,7 +232,8 @@ class StreamWorker:
             started = time.perf_counter()
             self.steer_faust()
             handler = BatchHandler(settings, self.profile_table.data, self.partition_state, self.index, self.counters,
-                                   now_ms(), self.idle_users, self.profile_table.changelog_topic_name, self.erased)
+                                   now_ms(), self.idle_users, self.profile_table.changelog_topic_name, self.erased,
+                                   self.profile_sizes)
             erased_again: dict[str, int] = {}
             if self.partitions_ready:  # its tables recovered: what was erased and applied is known
                 if self.restored_unchecked:
