@@ -1036,3 +1036,29 @@ def test_the_guess_of_a_new_users_record_is_learned_from_the_records_a_batch_wro
     assert written_by_batch[0] > one_record_batch  # the first batch, on the guess alone, went past
     assert all(written <= one_record_batch for written in written_by_batch[1:]), written_by_batch
     assert len(written_by_batch) > 10 and max(written_by_batch[1:]) > 30_000  # filled, not cut short
+
+
+def test_an_event_dropped_for_being_older_than_the_dedupe_floor_is_counted_apart_from_redeliveries():
+    """A review: a heavy user's late event, never applied but older than the profile's dedupe floor, was dropped and
+    counted as a duplicate only: an operator could not tell a lost event from a harmless redelivery."""
+    settings = Settings(ranker=False, seen_ids_max=4)
+    events = [Event.from_dict({"event_id": f"e{i}", "user_id": USER, "item_id": f"i{i}", "type": "click",
+                               "ts": 1_700_000_000_000 + 60_000 * i, "schema_version": 1}) for i in range(12)]
+    late = Event.from_dict({"event_id": "late", "user_id": USER, "item_id": "i0", "type": "click",
+                            "ts": 1_700_000_000_000 + 30_000, "schema_version": 1})
+    profiles: dict = {}
+    counters = Counters()
+    for offset, batch in enumerate((events, [events[-1]], [late])):
+        handler = BatchHandler(settings, profiles, PartitionState({}, settings), InMemoryItemIndex(settings),
+                               counters, now=0)
+        handler.process_round([ready(event, 100 * offset + i) for i, event in enumerate(batch)], None, None)
+        handler.snapshots("profiles.changelog", {}, "learners.changelog")
+        if offset == 1:  # a redelivery of the last event: a duplicate, known as applied
+            assert (counters.duplicates, counters.below_dedupe_floor) == (1, 0)
+    assert (counters.applied, counters.duplicates, counters.below_dedupe_floor) == (12, 2, 1)
+    from dataclasses import asdict
+
+    from stream_app.cli.status_command import describe_worker
+
+    status = {"worker_id": "w", "ready": True, "input_partitions": [0], "counters": asdict(counters)}
+    assert "duplicates 2 (1 of them older than the user's dedupe floor" in describe_worker(status, 60_000)[0]

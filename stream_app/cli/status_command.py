@@ -47,13 +47,15 @@ def describe_worker(s: dict, item_epoch_ms: int) -> list[str]:
     # rejections are what is left of them
     rejected = c["events"] - c["applied"] - c["duplicates"] - c.get("erased_events_dropped", 0)
     others = f", dead letters of other topics and state {c['rejected'] - rejected}" if c["rejected"] > rejected else ""
+    floor = f" ({c['below_dedupe_floor']} of them older than the user's dedupe floor, not known as applied)" \
+        if c.get("below_dedupe_floor") else ""
     heard_s = time.time() - s.get("updated_at", time.time() * 1000) / 1000  # refreshed every 5 s, kept 15 s
     state = "ready" if s["ready"] else "not ready"  # starting, or an outage: the next line says what it waits for
     if heard_s >= 10:
         state += f" as of {heard_s:.0f}s ago (gone or stuck?)"
     line = (f"worker {s['worker_id']}: {state}, HTTP port {s.get('web_port', '-')}, "
             f"partitions {s['input_partitions']}, events {c['events']} (applied {c['applied']}, duplicates "
-            f"{c['duplicates']}, rejected {rejected}{erased}), recommendations {c['recommendations']}{others}")
+            f"{c['duplicates']}{floor}, rejected {rejected}{erased}), recommendations {c['recommendations']}{others}")
     if c.get("evicted_users"):
         line += f", idle users evicted {c['evicted_users']}"
     if c.get("encoder_failures"):

@@ -105,6 +105,11 @@ class Profile:
         """False for an event already applied, or too old to tell (older than the dedupe floor)."""
         return digest not in self.seen_event_ids and (self.dedupe_floor is None or ts >= self.dedupe_floor)
 
+    def below_floor(self, event_id: str, ts: int) -> bool:
+        """Was an event not admitted only for its age: not known as applied, older than the dedupe floor?"""
+        return self.dedupe_floor is not None and ts < self.dedupe_floor \
+            and event_digest(event_id) not in self.seen_event_ids
+
     def recent_items(self, limit: int, since_ts: int | None = None) -> list[str]:
         """Distinct recent items, most recent first, optionally only those seen at or after since_ts."""
         return list(self.recent_items_seen(limit, since_ts))

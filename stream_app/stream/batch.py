@@ -75,6 +75,9 @@ class Counters:
     events: int = 0
     applied: int = 0
     duplicates: int = 0
+    # of the duplicates, events not known as applied but older than their user's dedupe floor: dropped unapplied,
+    # too old to tell (a heavy user's late event, or a redelivery)
+    below_dedupe_floor: int = 0
     rejected: int = 0
     recommendations: int = 0
     late: int = 0  # applied after a later event of the same user (its recent items are reordered)
@@ -267,6 +270,7 @@ class BatchHandler(ErasureSteps):
             self.reject_state(profile, msg.partition)
             if not outcome.applied:
                 counters.duplicates += 1
+                counters.below_dedupe_floor += profile.below_floor(event.event_id, event.ts)
                 # A redelivery follows a crash, which may have come between the Kafka delivery and the
                 # Redis write of the event's batch: write the profile to Redis again (the version
                 # guard drops it if Redis already has it), or Redis would lag until the user's next event.
