@@ -802,6 +802,17 @@ def test_a_later_event_that_raises_leaves_what_the_profile_likes_as_if_it_never_
     assert "lantern" in " ".join(likes[:2]), likes
 
 
+def fill_and_write(handler: BatchHandler, queue: list[Ready], learner_data: dict) -> list[Ready]:
+    """One batch: rounds from `queue` while `round_room` lets, then its records written; returns what is left."""
+    while queue and (room := handler.round_room(500)) > 0:
+        handler.process_round(queue[:room], None, None)
+        queue = queue[room:]
+    learner_table: dict = {}
+    handler.snapshots("profiles.changelog", learner_table, "learners.changelog")
+    learner_data.update(learner_table)
+    return queue
+
+
 def test_a_batch_ends_before_one_partitions_profile_records_pass_one_record_batch(settings, monkeypatch):
     """The rounds stop short of PARTITION_PROFILE_BYTES in one partition (40 KB here), guessing each changed
     profile's record from its stored one: its records go out as one record batch, stored all or nothing (a crash
@@ -816,12 +827,7 @@ def test_a_batch_ends_before_one_partitions_profile_records_pass_one_record_batc
     while queue:
         learners = PartitionState(learner_data, settings, profile_marks=lambda partition: highest_mark(profiles))
         handler = BatchHandler(settings, profiles, learners, InMemoryItemIndex(settings), Counters(), now=0)
-        while queue and (room := handler.round_room(500)) > 0:
-            handler.process_round(queue[:room], None, None)
-            queue = queue[room:]
-        learner_table: dict = {}
-        handler.snapshots("profiles.changelog", learner_table, "learners.changelog")
-        learner_data.update(learner_table)
+        queue = fill_and_write(handler, queue, learner_data)
         written = sum(len(value) for topic, _, value, _ in handler.outbox.records if topic == "profiles.changelog")
         batches.append((len(handler.events), written))
     assert sum(taken for taken, _ in batches) == len(events) and len(profiles) == 30
@@ -1022,12 +1028,7 @@ def test_the_guess_of_a_new_users_record_is_learned_from_the_records_a_batch_wro
         while queue:
             handler = BatchHandler(settings, profiles, PartitionState(learner_data, settings), index, Counters(),
                                    now=0, sizes=sizes)
-            while queue and (room := handler.round_room(500)) > 0:
-                handler.process_round(queue[:room], None, None)
-                queue = queue[room:]
-            learner_table: dict = {}
-            handler.snapshots("profiles.changelog", learner_table, "learners.changelog")
-            learner_data.update(learner_table)
+            queue = fill_and_write(handler, queue, learner_data)
             written_by_batch.append(sum(len(value) for topic, _, value, _ in handler.outbox.records
                                         if topic == "profiles.changelog"))
     # PARTITION_PROFILE_BYTES is 3/4 of one record batch: guesses a little short stay within the quarter left
