@@ -148,7 +148,7 @@ def export_content(model_dir: str | Path | None, registry_root: str | Path, max_
         short_name = base_model.rsplit("/", 1)[-1].lower()
         manifest["version"] = (f"content-{short_name}-{now.strftime('%Y%m%d-%H%M%S')}-"
                                f"{registry.content_hash(staged, KIND)[:8]}")
-        served = TextEncoder(staged, manifest).embed(list(parity_titles))
+        served = TextEncoder(staged, manifest, registry.read_files(staged, KIND)).embed(list(parity_titles))
         parity = float(np.abs(served - torch_embed(module, hf_tokenizer, parity_titles, max_length)).max())
         if not parity <= PARITY_LIMIT:
             raise ValueError(f"the exported graph of {base_model} differs from the torch model by {parity:.2e} "

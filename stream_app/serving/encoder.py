@@ -19,7 +19,7 @@ from ..core.events import Event
 from ..core.profile import Profile, add_step, event_digest
 from ..core.sequences import Featurizer, Step
 from ..errors import ConfigError
-from .registry import loaded, read_files, read_version
+from .registry import loaded, read_version
 
 KIND = "sequence"  # the registry's kind of this model
 OUTPUTS = ("user", "top_items", "top_scores", "mean_score")
@@ -37,7 +37,7 @@ class EncodedBatch:
 
 
 class Encoder:
-    def __init__(self, folder: Path, manifest: dict[str, Any], files: dict[str, bytes] | None = None, threads: int = 1):
+    def __init__(self, folder: Path, manifest: dict[str, Any], files: dict[str, bytes], threads: int = 1):
         import onnxruntime as ort
 
         if tuple(manifest.get("outputs", ())) != OUTPUTS:
@@ -55,7 +55,6 @@ class Encoder:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads  # workers are one process per core
         options.inter_op_num_threads = 1
-        files = read_files(folder, KIND) if files is None else files  # the bytes the registry hashed, if it read them
         self.session = ort.InferenceSession(files["encoder.onnx"], options, providers=["CPUExecutionProvider"])
         self.item_ids: list[str] = json.loads(files["items.json"])
         self.row_of = {item_id: row for row, item_id in enumerate(self.item_ids)}

@@ -269,8 +269,8 @@ def read_version(root: str | Path, version: str, verify: bool = True, kind: str 
 
 
 def loaded(model_class: Callable[..., T], folder: Path, manifest: dict[str, Any], *args: Any) -> T:
-    """`model_class(folder, manifest, *args)` (args holding the files' bytes `read_version` checked), or ConfigError naming the version: files that hash right can still be
-    no model the runtime reads (a truncated graph hashed again, a manifest lacking a field), and the command that
+    """`model_class(folder, manifest, files, *args)` with the files' bytes `read_version` checked, or ConfigError
+    naming the version: files that hash right can still be no model the runtime reads (a truncated graph hashed again, a manifest lacking a field), and the command that
     loads it must say so in one line, not with onnxruntime's or json's traceback."""
     try:
         return model_class(folder, manifest, *args)

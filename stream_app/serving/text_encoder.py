@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .registry import loaded, read_files, read_version
+from .registry import loaded, read_version
 
 KIND = "content"
 OUTPUT = "embedding"
@@ -43,7 +43,7 @@ def text_hash(text: str, version: str) -> str:
 
 
 class TextEncoder:
-    def __init__(self, folder: Path, manifest: dict[str, Any], files: dict[str, bytes] | None = None, threads: int = 1):
+    def __init__(self, folder: Path, manifest: dict[str, Any], files: dict[str, bytes], threads: int = 1):
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -51,7 +51,6 @@ class TextEncoder:
         self.manifest = manifest
         self.version: str = manifest["version"]
         self.dim: int = manifest["dim"]
-        files = read_files(folder, KIND) if files is None else files  # the bytes the registry hashed, if it read them
         self.tokenizer = Tokenizer.from_str(files["tokenizer.json"].decode())
         self.tokenizer.enable_truncation(manifest["max_length"])
         self.tokenizer.no_padding()  # batches are of equal length (tokenizer.json may ask for padding)

@@ -47,11 +47,11 @@ def settings_warnings(settings: Settings, erased_changelog: str) -> list[str]:
         said.append(f"STREAM_APP_ERASURE_KEY is not set: erased users are recorded by an HMAC keyed with the group id, "
                     f"which anyone who reads {erased_changelog} knows, so they can test ids for an erasure; give every "
                     "worker the same secret key")
-    never = [name for name, ms in (("STREAM_APP_USER_IDLE_MS", settings.user_idle_ms),
-                                   ("STREAM_APP_ITEM_IDLE_MS", settings.item_idle_ms)) if ms == 0]
+    never = [(name, noun) for name, noun, ms in (("STREAM_APP_USER_IDLE_MS", "user", settings.user_idle_ms),
+                                                 ("STREAM_APP_ITEM_IDLE_MS", "item", settings.item_idle_ms)) if ms == 0]
     if never:
-        said.append(f"{' and '.join(never)} {'is' if len(never) == 1 else 'are'} 0: no "
-                    f"{' or '.join(n.split('_')[2].lower() for n in never)} ever leaves this worker's memory, which "
+        said.append(f"{' and '.join(name for name, _ in never)} {'is' if len(never) == 1 else 'are'} 0: no "
+                    f"{' or '.join(noun for _, noun in never)} ever leaves this worker's memory, which "
                     "grows with every new id (a flood of made-up ids too); set how long an idle one stays, in ms")
     return said
 
