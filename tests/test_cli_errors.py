@@ -167,6 +167,10 @@ def test_the_table_says_how_many_events_were_judged_and_when_none_were():
     silent["models"]["category only"] = {**silent["models"]["stream-app"], "coverage": 0.0}
     assert "proposed no item on this log (its source has nothing to work from here" in table(silent)
     assert table(silent).rstrip().endswith("(1: the most popular)") and ": category only" in table(silent)
+    # a filled row covers popular items; that its source had none is said all the same
+    filled = _result(7)
+    filled["models"]["category only, then popular"] = {**filled["models"]["stream-app"], "source_proposed_nothing": True}
+    assert ": category only, then popular" in table(filled)
 
 
 def test_a_state_folder_that_cannot_be_used_is_named_with_the_setting_to_change(tmp_path, monkeypatch, capsys):

@@ -236,7 +236,7 @@ def test_evaluation_rows_with_and_without_content_and_cold_start_recall():
     index = build_index("bow-1", catalogue, BagOfWords("bow-1").embed)
     result = evaluate_events(events, Settings(), k=5, content=index, light=True)
     models = result["models"]
-    assert {"stream-app", "stream-app, no content", "content only"} <= set(models)
+    assert {"stream-app", "stream-app, no content", "content only, then popular"} <= set(models)
     cold = {name: m["cold_start"] for name, m in models.items()}
     assert len({c["judged"] for c in cold.values()}) == 1 and cold["stream-app"]["judged"] > 0
     assert cold["stream-app"]["recall@5"] > 2 * cold["stream-app, no content"]["recall@5"]

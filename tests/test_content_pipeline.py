@@ -128,9 +128,10 @@ def test_through_kafka_with_content_every_list_equals_the_in_process_pass(conten
                                 registry_dir=str(root), timeout=300, baselines=True, light=True)
     assert result["recommendations_published"] == result["recommendations_in_process"] == 1200
     # the light baselines ran in the same in-process pass, and the published lists are set against the best
-    assert set(result["other_rows"]) == {"stream-app, no content", "content only", "sequential rules only",
-                                         "sequential rules (steps 10)",
-                                         "sequential rules (steps 10), then similar text"}
+    assert set(result["other_rows"]) == {"stream-app, no content", "content only, then popular", "sequential rules only, then popular",
+                                         "sequential rules (steps 10), then popular",
+                                         "sequential rules (steps 10), session's items out, then popular",
+                                         "sequential rules (steps 10), then similar text, then popular"}
     best = max(((name, row) for name, row in result["other_rows"].items() if not name.startswith("stream-app")),
                key=lambda named: named[1]["recall@20"])
     assert result["against_best"]["row"] == best[0]

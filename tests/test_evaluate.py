@@ -1,3 +1,4 @@
+import html
 import math
 
 import jsonschema
@@ -38,14 +39,14 @@ def test_next_event_judges_the_list_shown_after_the_previous_one():
     events = [ev(1, "u1", "a", 1), ev(2, "u1", "b", 2), ev(3, "u2", "a", 3), ev(4, "u2", "b", 4),
               ev(5, "u3", "a", 5), ev(6, "u3", "b", 6)]
     result = evaluate_events(events, Settings(item_epoch_ms=1), k=20)  # every millisecond an item epoch
-    covis = result["models"]["co-visitation only"]
+    covis = result["models"]["co-visitation only, then popular"]
     assert covis["judged"] == 3  # every event but each user's first
     # u1's b: nothing co-visited yet (miss); u2's b and u3's b were co-visited with a (hits)
     assert covis["recall@20"] == pytest.approx(2 / 3)
     assert result["models"]["popular"]["judged"] == 3
     # the same events within one item epoch: no user sees another's pairs before the epoch is over
     same_epoch = evaluate_events(events, Settings(item_epoch_ms=60_000), k=20)
-    assert same_epoch["models"]["co-visitation only"]["recall@20"] == 0.0
+    assert same_epoch["models"]["co-visitation only, then popular"]["recall@20"] == 0.0
 
 
 def test_otto_sample_evaluates_every_model():
@@ -124,7 +125,7 @@ def test_html_report_is_self_contained_with_both_charts(tmp_path):
     assert page.count("<svg") == 2 and page.count("<polyline") == len(result["models"])
     assert "<script" not in page and "http" not in page.replace("http://www.w3.org", "")
     for name in result["models"]:
-        assert name in page
+        assert html.escape(name) in page
     assert "Profile accuracy" in page and f"Reachable: {result['reachable']['known_item']:,} judged events" in page
 
 
@@ -363,6 +364,27 @@ def test_a_single_source_ranks_the_hybrids_candidates_as_recommend_would_gather_
             compared += 1
             nonempty += bool(listed)
     assert compared >= 5 * 1_900 and nonempty > compared // 2
+
+
+def test_a_single_source_row_goes_on_with_the_popular_items_as_the_hybrids_list_does():
+    from stream_app.core.events import Event
+    from stream_app.evaluate.models import SingleSource, StreamAppModel
+
+    logged, _ = generate(SynthConfig(events=2_000, seed=3))
+    events = [Event.from_dict(raw) for raw in logged]
+    hybrid = StreamAppModel(Settings().replace(rec_policy="every", top_k=20, item_epoch_ms=1))
+    alone, filled = SingleSource(hybrid, "sequential rules"), SingleSource(hybrid, "sequential rules", then_popular=True)
+    short = 0
+    for epoch, event in enumerate(events):
+        hybrid.begin_batch([event], epoch)
+        if hybrid.learn(event) is None:
+            continue
+        own, listed = alone.learn(event), filled.learn(event)
+        assert listed[: len(own)] == own and len(set(listed)) == len(listed)
+        popular = [item for item in hybrid.index.popular() if item not in own]
+        assert listed[len(own):] == popular[: 20 - len(own)]
+        short += len(own) < 20 <= len(own) + len(popular)
+    assert short > 100 and filled.proposed > 1_000 and filled.name == "sequential rules only, then popular"
 
 
 def test_a_catalogue_of_none_of_the_logs_items_is_warned_of(tmp_path):

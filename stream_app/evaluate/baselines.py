@@ -15,14 +15,17 @@ with the items seen up to the last batch boundary; a user's own running session 
 neighbour.
 
 Lists hold at most `k` item ids, best first; equal scores are ranked by item id so that lists are
-deterministic. Module is pure: stdlib, numpy and `Event` only. The session-based kNN baselines
+deterministic. Two options of every baseline, as `evaluate` runs them (the paper's algorithms have neither):
+`then_popular` fills a list shorter than `k` with the most interacted-with items as of the last batch boundary,
+as the hybrid fills its own (appending never moves an item up, so it can only raise Recall and MRR);
+`session_items_out` leaves out the items of the user's running session (a basket's lines are not bought twice). Module is pure: stdlib, numpy and `Event` only. The session-based kNN baselines
 (SKNN, V-SKNN) are in `session_knn`, on the `Session` and `SessionBaseline` defined here.
 """
 
 from __future__ import annotations
 
 import itertools
-from typing import Iterable, Iterator
+from typing import Collection, Iterable, Iterator
 
 from ..core.events import Event
 
@@ -68,16 +71,27 @@ class SessionBaseline:
     """Sessions of each user (immediate) and the batch's (session, item) pairs, folded into the
     shared state by `_fold` at the batch boundary."""
 
-    name = "session baseline"
+    label = "session baseline"
     #: whether a gap of session_gap_ms starts a session within one session_id too (it always does without one)
     gap_splits_sessions = True
 
-    def __init__(self, k: int = 20, session_gap_ms: int = SESSION_GAP_MS):
+    def __init__(self, k: int = 20, session_gap_ms: int = SESSION_GAP_MS, then_popular: bool = False,
+                 session_items_out: bool = False):
         self.k = k
         self.session_gap_ms = session_gap_ms
+        self.then_popular = then_popular
+        self.session_items_out = session_items_out
         self._current: dict[str, Session] = {}
         self._pending: list[tuple[int, str]] = []  # (session number, item) of this batch, in event order
         self._sids: Iterator[int] = itertools.count()
+        self._counts: dict[str, int] = {}  # item -> events on it, up to the last batch boundary
+        self._popular: list[str] = []  # the most popular items of `_counts`, best first (ranked when needed)
+        self._popular_stale = False
+
+    @property
+    def name(self) -> str:
+        return (self.label + (", session's items out" if self.session_items_out else "")
+                + (", then popular" if self.then_popular else ""))
 
     def begin_batch(self, events: list[Event], epoch: int | None = None) -> None:
         pass
@@ -96,12 +110,39 @@ class SessionBaseline:
     def learn(self, event: Event) -> list[str]:
         session = self._session(event)
         self._pending.append((session.sid, event.item_id))
-        return self._recommend(event, session)
+        listed = self._recommend(event, session)
+        if self.then_popular and len(listed) < self.k:
+            listed = self._with_popular(listed, self._excluded(event, session))
+        return listed
 
     def end_batch(self) -> None:
         pending, self._pending = self._pending, []
         if pending:
             self._fold(pending)
+            counts = self._counts
+            for _, item in pending:
+                counts[item] = counts.get(item, 0) + 1
+            self._popular_stale = True
+
+    def _excluded(self, event: Event, session: Session) -> Collection[str]:
+        """The items the list leaves out (the popular ones that fill it too)."""
+        return set(session.items) if self.session_items_out else ()
+
+    def _with_popular(self, listed: list[str], excluded: Collection[str]) -> list[str]:
+        """`listed`, then the most popular items neither in it nor excluded, up to k in all."""
+        # the best k + |listed| + |excluded| popular items hold k - |listed| that are neither
+        wanted = self.k + len(listed) + len(excluded)
+        if self._popular_stale or len(self._popular) < min(wanted, len(self._counts)):
+            self._popular = _best(self._counts, max(wanted, 2 * len(self._popular), 4 * self.k))
+            self._popular_stale = False
+        had = set(listed)
+        fill = []
+        for item in self._popular:
+            if item not in had and item not in excluded:
+                fill.append(item)
+                if len(listed) + len(fill) == self.k:
+                    break
+        return listed + fill
 
     def _recommend(self, event: Event, session: Session) -> list[str]:
         raise NotImplementedError
@@ -118,8 +159,8 @@ class _CoVisitation(SessionBaseline):
     most recent last."""
 
     def __init__(self, k: int = 20, recent: int = 3, window: int | None = None, per_item: int = 200,
-                 session_gap_ms: int = SESSION_GAP_MS):
-        super().__init__(k, session_gap_ms)
+                 session_gap_ms: int = SESSION_GAP_MS, **options: bool):
+        super().__init__(k, session_gap_ms, **options)
         self.recent = recent
         self.window = window
         self.per_item = per_item
@@ -191,10 +232,10 @@ class CoVisitationUnseen(_CoVisitation):
     item-to-item baseline in the spirit of its association-rule family (AR: co-occurrence in a
     session, no order)."""
 
-    def __init__(self, k: int = 20, recent: int = 3, window: int | None = None, per_item: int = 200,
-                 session_gap_ms: int = SESSION_GAP_MS):
-        super().__init__(k, recent, window, per_item, session_gap_ms)
-        self.name = "co-visitation, unseen"
+    label = "co-visitation, unseen"
+
+    def _excluded(self, event: Event, session: Session) -> Collection[str]:
+        return self._seen[event.user_id]
 
     def _recommend(self, event: Event, session: Session) -> list[str]:
         recent = self._own(event)
@@ -212,10 +253,11 @@ class RecentThenCoVisitation(_CoVisitation):
     co-visited with them (as in `CoVisitationUnseen`: summed session co-occurrence counts), without
     repeating the first part. Not one of the paper's algorithms: a repeat-aware baseline."""
 
+    label = "recent, then co-visitation"
+
     def __init__(self, k: int = 20, recent: int = 5, window: int | None = None, per_item: int = 200,
-                 session_gap_ms: int = SESSION_GAP_MS):
-        super().__init__(k, recent, window, per_item, session_gap_ms)
-        self.name = "recent, then co-visitation"
+                 session_gap_ms: int = SESSION_GAP_MS, **options: bool):
+        super().__init__(k, recent, window, per_item, session_gap_ms, **options)
 
     def _recommend(self, event: Event, session: Session) -> list[str]:
         recent = self._own(event)[: self.k]
@@ -234,10 +276,10 @@ class SequentialRules(SessionBaseline):
 
     gap_splits_sessions = False
 
-    def __init__(self, k: int = 20, steps: int = 10, session_gap_ms: int = SESSION_GAP_MS):
-        super().__init__(k, session_gap_ms)
+    def __init__(self, k: int = 20, steps: int = 10, session_gap_ms: int = SESSION_GAP_MS, **options: bool):
+        super().__init__(k, session_gap_ms, **options)
         self.steps = steps
-        self.name = f"sequential rules (steps {steps})"
+        self.label = f"sequential rules (steps {steps})"
         self._rules: dict[str, dict[str, float]] = {}
         self._tails: dict[int, list[str]] = {}  # pool session -> its last `steps` items
         self._top: dict[str, list[str]] = {}  # cache of each item's list
@@ -260,6 +302,8 @@ class SequentialRules(SessionBaseline):
 
     def _recommend(self, event: Event, session: Session) -> list[str]:
         last = session.items[-1]
+        if self.session_items_out:
+            return _best(_without(dict(self._rules.get(last, {})), session.items), self.k)
         top = self._top.get(last)
         if top is None:
             top = self._top[last] = _best(self._rules.get(last, {}), self.k)

@@ -6,6 +6,7 @@ and `session_knn`."""
 from __future__ import annotations
 
 import collections
+import itertools
 from typing import Protocol
 
 import numpy as np
@@ -140,10 +141,15 @@ class SingleSource(BatchAgnostic):
     """Baseline: one candidate source of the stream-app model alone, ranked by its own score, on the
     same profiles and item state (no ranker). It ranks the candidates the base model's list came from (the
     same as `recommend` would gather: they do not depend on the weights), but for "viewed before": its score
-    reads the recent-rank column, which the base fills with its partition's learned weights."""
+    reads the recent-rank column, which the base fills with its partition's learned weights. `then_popular`:
+    a list shorter than k goes on with the item state's popular items (those the hybrid reads), as the
+    hybrid's own list is filled."""
 
-    def __init__(self, base: StreamAppModel, source: str):
-        self.name = f"{source} only"
+    def __init__(self, base: StreamAppModel, source: str, then_popular: bool = False):
+        self.name = f"{source} only" + (", then popular" if then_popular else "")
+        self.source = source
+        self.then_popular = then_popular
+        self.proposed = 0  # lists in which the source itself had an item
         self.base = base
         self.settings = base.settings.replace(
             popularity_weight=0.0, **{weight: (getattr(base.settings, weight) if name == source else 0.0)
@@ -151,6 +157,17 @@ class SingleSource(BatchAgnostic):
         self.reuses_candidates = self.settings.repeat_weight == 0
 
     def learn(self, event: Event) -> list[str]:  # runs after the base model learned the event
+        listed = self.source_list(event)
+        self.proposed += bool(listed)
+        k = self.settings.top_k
+        if not self.then_popular or len(listed) >= k:
+            return listed
+        had, withdrawn = set(listed), self.base.index.withdrawn
+        fill = itertools.islice((item for item in self.base.index.popular() if item not in had
+                                 and item not in withdrawn), k - len(listed))
+        return listed + list(fill)
+
+    def source_list(self, event: Event) -> list[str]:
         if self.reuses_candidates and self.base.last_ranked is not None:  # None: the base showed nothing new
             return by_prior(self.base.last_ranked, self.settings, self.base.index.withdrawn)
         profile = self.base.profiles[event.user_id]

@@ -19,6 +19,7 @@ against the profile's long-term interests.
 from __future__ import annotations
 
 import collections
+import functools
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sized
@@ -57,12 +58,16 @@ def models_to_run(settings: Settings, k: int, baselines: bool, light: bool, enco
         models.append(StreamAppModel(settings, name="stream-app, no content", encoder=encoder))
     if shadow is not None:
         models.append(StreamAppModel(settings, name=f"stream-app, shadow encoder {shadow.version}", encoder=shadow))
-    single_sources = [SingleSource(hybrid, source) for source in SOURCE_WEIGHTS
+    single_sources = [SingleSource(hybrid, source, then_popular=True) for source in SOURCE_WEIGHTS
                       if (source != "encoder" or encoder is not None) and (source != "content" or content is not None)]
-    with_text = [SequentialRulesThenText(content, k)] if content is not None else []
+    # the session baselines' lists are filled with popular items, as the hybrid's are; where a basket or a
+    # session is not bought twice, leaving its items out is what such a baseline would be tuned to do
+    filled = {"then_popular": True}
+    out = {"then_popular": True, "session_items_out": True}
+    with_text = [SequentialRulesThenText(content, k, **filled)] if content is not None else []
     if baselines and light:
-        models += [*(s for s in single_sources if s.name in ("content only", "sequential rules only")),
-                   SequentialRules(k), *with_text]
+        models += [*(s for s in single_sources if s.source in ("content", "sequential rules")),
+                   SequentialRules(k, **filled), SequentialRules(k, **out), *with_text]
     elif baselines:
         models += [StreamAppModel(settings.replace(drift_handling=not settings.drift_handling), encoder=encoder,
                                   content=content,
@@ -74,8 +79,10 @@ def models_to_run(settings: Settings, k: int, baselines: bool, light: bool, enco
                    *single_sources,
                    ItemJustSeen(), MostPopular(k), MostPopular(k, window_events=10_000),
                    RiverMF("FunkMF", k), RiverMF("BiasedMF", k),
-                   CoVisitationUnseen(k), RecentThenCoVisitation(k), SKNN(k), VSKNN(k, idf_weight=0.0), VSKNN(k, idf_weight=1.0),
-                   SequentialRules(k), *with_text]
+                   CoVisitationUnseen(k, **filled), RecentThenCoVisitation(k, **filled),
+                   *(knn(k, **options) for options in (filled, out)
+                     for knn in (SKNN, functools.partial(VSKNN, idf_weight=0.0), functools.partial(VSKNN, idf_weight=1.0))),
+                   SequentialRules(k, **filled), SequentialRules(k, **out), *with_text]
     return hybrid, models
 
 
@@ -212,6 +219,9 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
         "models": {name: {**board.summary(catalog), "events_per_s": n / spent[name] if spent[name] else None}
                    for name, board in boards.items()},
     }
+    for model in models:  # a filled row of a source with nothing to work from shows popular items only
+        if isinstance(model, SingleSource) and not model.proposed:
+            result["models"][model.name]["source_proposed_nothing"] = True
     if record:
         result["recorded"] = hybrid.recorded
         result["profiles"] = hybrid.profiles

@@ -17,7 +17,7 @@ items nearest in text to the item just seen, by cosine, until the list holds k. 
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..core.events import Event
 from .baselines import SequentialRules, Session
@@ -33,10 +33,10 @@ class SequentialRulesThenText(SequentialRules):
     """`SequentialRules` (steps as there), then the items listed by the event's time whose text is nearest the
     item just seen (not itself, nor an item the rules listed), best cosine first, ties by item id."""
 
-    def __init__(self, content: SimilarTexts, k: int = 20, steps: int = 10, **kwargs: int):
-        super().__init__(k, steps, **kwargs)
+    def __init__(self, content: SimilarTexts, k: int = 20, steps: int = 10, **options: Any):
+        super().__init__(k, steps, **options)
         self.content = content
-        self.name = f"sequential rules (steps {steps}), then similar text"
+        self.label = f"sequential rules (steps {steps}), then similar text"
 
     def _recommend(self, event: Event, session: Session) -> list[str]:
         rules = super()._recommend(event, session)
@@ -45,5 +45,6 @@ class SequentialRulesThenText(SequentialRules):
         # at most len(rules) of the k nearest are among the rules' items: k - len(rules) remain
         similar = self.content.similar(session.items[-1], self.k, event.ts)
         had = set(rules)
-        fill = [item for item in similar if item not in had][: self.k - len(rules)]
+        excluded = self._excluded(event, session)
+        fill = [item for item in similar if item not in had and item not in excluded][: self.k - len(rules)]
         return rules + fill

@@ -43,8 +43,8 @@ class _SessionPool(SessionBaseline):
     positional = False
 
     def __init__(self, k: int = 20, neighbours: int = 100, sample_size: int = 500,
-                 session_gap_ms: int = SESSION_GAP_MS):
-        super().__init__(k, session_gap_ms)
+                 session_gap_ms: int = SESSION_GAP_MS, **options: bool):
+        super().__init__(k, session_gap_ms, **options)
         self.neighbours = neighbours
         self.sample_size = sample_size
         self._pool: dict[int, set[str]] = {}
@@ -139,10 +139,14 @@ class _SessionPool(SessionBaseline):
         weights = np.repeat(np.array([sim for sim, _ in similarities]), [len(a) for a in arrays])
         return np.bincount(np.concatenate(arrays), weights=weights, minlength=len(self._items))
 
-    def _top_items(self, scores: np.ndarray | None) -> list[str]:
-        """The k items of highest positive score, ties by item id."""
+    def _top_items(self, scores: np.ndarray | None, session: Session) -> list[str]:
+        """The k items of highest positive score (with `session_items_out`, none of the session's), ties by
+        item id."""
         if scores is None:
             return []
+        if self.session_items_out:
+            numbers = self._numbers
+            scores[[numbers[item] for item in set(session.items) if item in numbers]] = 0
         candidates = np.flatnonzero(scores > 0)
         if len(candidates) > self.k:
             values = scores[candidates]
@@ -158,19 +162,19 @@ class SKNN(_SessionPool):
     the `sample_size` most recent past sessions sharing at least one item with it, the
     `neighbours` most similar by cosine (|A & B| / sqrt(|A| |B|)); an item's score is the sum of
     the similarities of the neighbour sessions containing it. Items of the current session are
-    not excluded. The paper tunes the number of neighbours and the sample size per data set; the
+    not excluded (unless `session_items_out`). The paper tunes the number of neighbours and the sample size per data set; the
     defaults here are 100 neighbours and a sample of 500 sessions."""
 
     def __init__(self, k: int = 20, neighbours: int = 100, sample_size: int = 500,
-                 session_gap_ms: int = SESSION_GAP_MS):
-        super().__init__(k, neighbours, sample_size, session_gap_ms)
-        self.name = f"SKNN (k={neighbours}, sample {sample_size})"
+                 session_gap_ms: int = SESSION_GAP_MS, **options: bool):
+        super().__init__(k, neighbours, sample_size, session_gap_ms, **options)
+        self.label = f"SKNN (k={neighbours}, sample {sample_size})"
 
     def _recommend(self, event: Event, session: Session) -> list[str]:
         positions, shared = self._overlap(event.user_id, session)
         pool, size = self._pool, len(positions)
         similarities = [(shared[sid] / math.sqrt(size * len(pool[sid])), sid) for sid in self._sample(shared)]
-        return self._top_items(self._scores(self._nearest(similarities)))
+        return self._top_items(self._scores(self._nearest(similarities)), session)
 
 
 class VSKNN(_SessionPool):
@@ -193,11 +197,11 @@ class VSKNN(_SessionPool):
     positional = True
 
     def __init__(self, k: int = 20, neighbours: int = 100, sample_size: int = 500, idf_weight: float = 1.0,
-                 score_decay: bool = True, session_gap_ms: int = SESSION_GAP_MS):
-        super().__init__(k, neighbours, sample_size, session_gap_ms)
+                 score_decay: bool = True, session_gap_ms: int = SESSION_GAP_MS, **options: bool):
+        super().__init__(k, neighbours, sample_size, session_gap_ms, **options)
         self.idf_weight = idf_weight
         self.score_decay = score_decay
-        self.name = f"V-SKNN (k={neighbours}, sample {sample_size}{', idf' if idf_weight else ''})"
+        self.label = f"V-SKNN (k={neighbours}, sample {sample_size}{', idf' if idf_weight else ''})"
         self._idf = np.zeros(0)  # per item number
 
     def _fold(self, pending: list[tuple[int, str]]) -> None:
@@ -217,4 +221,4 @@ class VSKNN(_SessionPool):
         scores = self._scores(neighbours)
         if scores is not None and self.idf_weight:
             scores *= self._idf
-        return self._top_items(scores)
+        return self._top_items(scores, session)

@@ -136,10 +136,11 @@ def _models_beside(result: dict[str, Any]) -> list[str]:
 def footnotes(result: dict[str, Any]) -> list[str]:
     """What the table says below its rows (the HTML report too): the rows that proposed nothing, the columns' meaning."""
     lines = []
-    empty = [name for name, m in result["models"].items() if m["judged"] and not m["coverage"]]
+    empty = [name for name, m in result["models"].items()
+             if m["judged"] and (not m["coverage"] or m.get("source_proposed_nothing"))]
     if empty:
         lines.append(f"proposed no item on this log (its source has nothing to work from here, e.g. no categories in "
-                     f"the log): {', '.join(empty)}")
+                     f"the log; a row \"..., then popular\" showed the popular items alone): {', '.join(empty)}")
     lines.append(f"coverage: the share of the log's items that were in some shown top {result['k']}; pop.pct: the "
                  "mean popularity percentile of the shown items (1: the most popular)")
     return lines
