@@ -333,3 +333,32 @@ def test_movielens_movies_csv_is_a_catalogue_as_published_whose_ids_are_the_rati
     assert events[0]["item_id"] in items
     with pytest.raises(InputFileError, match=r"its header is that of --format movielens"):
         load_catalogue(movies, "csv")
+
+
+def test_movielens_movies_dat_is_told_the_command_that_writes_the_movies_csv_it_reads(tmp_path):
+    """movies.dat (MovieLens 1M and 10M: '::' fields, no header, Latin-1, commas in titles) given as the movielens
+    catalogue was told it looked like ratings.dat and to replace the separator, which breaks on its titles' commas.
+    The command the error gives must write a movies.csv the format reads, commas in titles and all."""
+    import re
+    import shlex
+    import subprocess
+    import sys
+
+    from stream_app.tools.catalogue import load_catalogue
+
+    dat = tmp_path / "movies.dat"
+    dat.write_bytes("23::Assassins (1995)::Thriller\n11::American President, The (1995)::Comedy|Drama|Romance\n"
+                    "26::Othello (1995)::Drama\n73::Misérables, Les (1995)::Drama\n"
+                    .encode("latin-1"))
+    with pytest.raises(InputFileError, match="looks like MovieLens' movies.dat") as raised:
+        load_catalogue(dat, "movielens")
+    assert "ratings.dat" not in str(raised.value)
+    command = re.search(r"`(python3 -c .*? > movies.csv)`", str(raised.value))[1]
+    argv = shlex.split(command.replace("python3", shlex.quote(sys.executable), 1).split(" > ")[0])
+    written = subprocess.run(argv, cwd=tmp_path, capture_output=True, check=True).stdout
+    (tmp_path / "movies.csv").write_bytes(written)
+    items, rejected = load_catalogue(tmp_path / "movies.csv", "movielens")
+    assert not rejected and items["11"]["title"] == "American President, The (1995)"
+    assert items["73"]["title"] == "Misérables, Les (1995)" and items["23"]["description"] == "Thriller"
+    with pytest.raises(InputFileError, match=r"'::' \(MovieLens' older movies.dat\)"):
+        load_catalogue(dat, "csv")

@@ -25,6 +25,7 @@ from ..core.content import item_title
 from ..errors import InputFileError
 from .log_checks import (
     DEAD_LETTERS_SAID,
+    MOVIES_COLUMNS,
     ONLINE_RETAIL_COLUMNS,
     LineRejection,
     first_rejection,
@@ -38,7 +39,7 @@ from .retail_dates import file_is_day_first, retail_ms
 FORMATS = ("jsonl", "csv", "online-retail", "movielens")
 #: The columns of the csv formats (a catalogue's first line naming them, read as jsonl, is said to be one of them)
 CATALOGUE_COLUMNS = {"csv": ("item_id", "title"), "online-retail": ONLINE_RETAIL_COLUMNS,
-                     "movielens": ("movieId", "title", "genres")}
+                     "movielens": MOVIES_COLUMNS}
 NO_GENRES = "(no genres listed)"  # MovieLens' word for a film without genres
 
 Read = dict[str, Any] | LineRejection

@@ -72,6 +72,10 @@ def schema_said(message: str, fmt: str) -> str:
     return _SCHEMA_FIELD.sub(lambda m: f"{m[1]} (the file's {names[m[1]]})" if m[1] in names else m[1], message)
 
 
+#: The columns of MovieLens' movies.csv, the catalogue format `movielens`
+MOVIES_COLUMNS = ("movieId", "title", "genres")
+
+
 @dataclass(frozen=True, slots=True)
 class LineRejection:
     line: int
@@ -91,7 +95,8 @@ def require_columns(header: list[str], path: Path, required: tuple[str, ...],
             raise InputFileError(f"{path}: the file is empty (only blank lines)")
         matching = [fmt for fmt, needed in columns.items() if set(needed) <= set(header)]
         log = [fmt for fmt, needed in CSV_COLUMNS.items() if set(needed) <= set(header)] if not matching else []
-        separator = next((name for mark, name in (("::", "'::' (MovieLens' older ratings.dat)"), ("\t", "tabs"),
+        dat = "ratings.dat" if columns is CSV_COLUMNS else "movies.dat"  # an event log or a catalogue
+        separator = next((name for mark, name in (("::", f"'::' (MovieLens' older {dat})"), ("\t", "tabs"),
                                                    (";", "';'")) if mark in first and "," not in first), None)
         other_case = {name.lower(): name for name in header}
         hint = (" (it looks like JSON lines: --format jsonl" + (", or otto for OTTO sessions)" if columns == CSV_COLUMNS
@@ -104,6 +109,11 @@ def require_columns(header: list[str], path: Path, required: tuple[str, ...],
                 else (f" (its fields are separated by {separator}, without a header line: `(echo "
                       f"{','.join(required)}; sed 's/::/,/g' {path.name}) > ratings.csv` writes the ratings.csv this "
                       "format reads)") if first.count("::") >= 3 and required == CSV_COLUMNS["movielens"]
+                else (" (it looks like MovieLens' movies.dat, fields separated by '::' without a header line; its "
+                      "titles hold commas, so a CSV writer must quote them: `python3 -c \"import csv, sys; w = "
+                      "csv.writer(sys.stdout); w.writerow(['movieId', 'title', 'genres']); w.writerows(line.rstrip("
+                      f"'\\n').split('::') for line in open(sys.argv[1], encoding='latin-1'))\" {path.name} > "
+                      "movies.csv` writes the movies.csv this format reads)") if "::" in first and required == MOVIES_COLUMNS
                 else (" (it looks like MovieLens' ratings.dat, fields separated by '::' without a header line: "
                       "--format movielens says how to make the ratings.csv it reads)") if first.count("::") >= 3
                 else f" (its fields are separated by {separator}: the csv formats read commas; export it again "
