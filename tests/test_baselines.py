@@ -117,16 +117,21 @@ def test_sequential_rules_weight_by_gap_within_steps():
     assert run(SequentialRules(k=2, steps=2), batches)[1][0] == ["w", "y"]
 
 
+POPULAR = ["x", "w", "y", "z"]
+
+
 def test_then_popular_fills_a_short_list_and_session_items_out_leaves_the_running_session_out():
     batches = [[ev("A", "x", 1, "a1"), ev("A", "y", 2, "a1"), ev("A", "z", 3, "a1"), ev("A", "x", 4, "a1"),
                 ev("B", "x", 5, "b1"), ev("B", "w", 6, "b1")],
                [ev("C", "x", 7, "c1"), ev("C", "y", 8, "c1")]]
-    # rules (steps 2) as in the test above; popularity after batch 1: x 3, then w, y, z 1 each (by id)
-    filled = run(SequentialRules(k=4, steps=2, then_popular=True), batches)
-    assert filled[0] == [[]] * 6  # nothing is popular before the first batch boundary
+    # rules (steps 2) as in the test above; the popular items: x, w, y, z
+    filled = run(SequentialRules(k=4, steps=2, then_popular=lambda: POPULAR), batches)
+    assert filled[0] == [POPULAR] * 6  # no rule before the first batch boundary: the popular items alone
     # C x: the rules' w, y, z, then x; C y: the rules' z, x, then w and y
     assert filled[1] == [["w", "y", "z", "x"], ["z", "x", "w", "y"]]
-    out = run(SequentialRules(k=4, steps=2, then_popular=True, session_items_out=True), batches)
+    out = run(SequentialRules(k=4, steps=2, then_popular=lambda: POPULAR, session_items_out=True), batches)
+    # A x, y, z, x: the popular items but the session's; B x: w, y, z; B w: y, z
+    assert out[0] == [["w", "y", "z"], ["w", "z"], ["w"], ["w"], ["w", "y", "z"], ["y", "z"]]
     # C x: session [x]: the rules' w, y, z, and no x; C y: session [x, y]: the rules' z (x out), then w
     assert out[1] == [["w", "y", "z"], ["z", "w"]]
     # the paper's algorithm is the same without the options
@@ -134,17 +139,17 @@ def test_then_popular_fills_a_short_list_and_session_items_out_leaves_the_runnin
 
 
 def test_the_unseen_baseline_fills_with_unseen_popular_items_only():
-    # after BATCH_1: x 3, then w, y, z 1 each; C y had x and y: [z, w] stays; D w: [x], then y and z
-    lists = run(CoVisitationUnseen(k=3, recent=2, then_popular=True), [BATCH_1, BATCH_2])
+    # C y had x and y: [z, w] stays; D w: [x], then y and z; D x had w and x: [y, z]
+    lists = run(CoVisitationUnseen(k=3, recent=2, then_popular=lambda: POPULAR), [BATCH_1, BATCH_2])
     assert lists[1] == [["z", "w"], ["x", "y", "z"], ["y", "z"]]
 
 
 def test_sknn_with_session_items_out_ranks_the_rest():
     # as in test_sknn_uses_past_sessions_after_the_batch_and_not_its_own: C y scores x, y, z, w; x and y
-    # are C's session's; D x: x and w are D's, nothing else scores; popular: x, then w, y, z by id
+    # are C's session's; D w: x and w score, w is D's; D x: x and w are D's, nothing else scores
     model = SKNN(k=10, neighbours=2, sample_size=10, session_items_out=True)
     assert run(model, [BATCH_1, BATCH_2])[1] == [["z", "w"], ["x"], []]
-    model = SKNN(k=10, neighbours=2, sample_size=10, session_items_out=True, then_popular=True)
+    model = SKNN(k=10, neighbours=2, sample_size=10, session_items_out=True, then_popular=lambda: POPULAR)
     assert run(model, [BATCH_1, BATCH_2])[1] == [["z", "w"], ["x", "y", "z"], ["y", "z"]]
     assert model.name == "SKNN (k=2, sample 10), session's items out, then popular"
 
@@ -187,5 +192,5 @@ def test_sequential_rules_then_the_nearest_texts_fill_a_short_list():
 def test_names_are_distinct():
     models = [CoVisitationUnseen(), RecentThenCoVisitation(), SKNN(), VSKNN(), SequentialRules(),
               SequentialRulesThenText(ContentIndex("v", [], [], np.zeros((0, 2), np.float32))),
-              SequentialRules(then_popular=True), SequentialRules(then_popular=True, session_items_out=True)]
+              SequentialRules(then_popular=list), SequentialRules(then_popular=list, session_items_out=True)]
     assert len({m.name for m in models}) == 8

@@ -16,8 +16,9 @@ neighbour.
 
 Lists hold at most `k` item ids, best first; equal scores are ranked by item id so that lists are
 deterministic. Two options of every baseline, as `evaluate` runs them (the paper's algorithms have neither):
-`then_popular` fills a list shorter than `k` with the most interacted-with items as of the last batch boundary,
-as the hybrid fills its own (appending never moves an item up, so it can only raise Recall and MRR);
+`then_popular` (a callable giving popular items, best first) fills a list shorter than `k` with them, as the hybrid
+fills its own (`evaluate` gives the hybrid's own popular list, of the same item epoch; appending never moves an item
+up, so it can only raise Recall and MRR);
 `session_items_out` leaves out the items of the user's running session (a basket's lines are not bought twice). Module is pure: stdlib, numpy and `Event` only. The session-based kNN baselines
 (SKNN, V-SKNN) are in `session_knn`, on the `Session` and `SessionBaseline` defined here.
 """
@@ -25,7 +26,7 @@ as the hybrid fills its own (appending never moves an item up, so it can only ra
 from __future__ import annotations
 
 import itertools
-from typing import Collection, Iterable, Iterator
+from typing import Any, Callable, Collection, Iterable, Iterator
 
 from ..core.events import Event
 
@@ -75,8 +76,8 @@ class SessionBaseline:
     #: whether a gap of session_gap_ms starts a session within one session_id too (it always does without one)
     gap_splits_sessions = True
 
-    def __init__(self, k: int = 20, session_gap_ms: int = SESSION_GAP_MS, then_popular: bool = False,
-                 session_items_out: bool = False):
+    def __init__(self, k: int = 20, session_gap_ms: int = SESSION_GAP_MS,
+                 then_popular: Callable[[], Iterable[str]] | None = None, session_items_out: bool = False):
         self.k = k
         self.session_gap_ms = session_gap_ms
         self.then_popular = then_popular
@@ -84,14 +85,11 @@ class SessionBaseline:
         self._current: dict[str, Session] = {}
         self._pending: list[tuple[int, str]] = []  # (session number, item) of this batch, in event order
         self._sids: Iterator[int] = itertools.count()
-        self._counts: dict[str, int] = {}  # item -> events on it, up to the last batch boundary
-        self._popular: list[str] = []  # the most popular items of `_counts`, best first (ranked when needed)
-        self._popular_stale = False
 
     @property
     def name(self) -> str:
         return (self.label + (", session's items out" if self.session_items_out else "")
-                + (", then popular" if self.then_popular else ""))
+                + (", then popular" if self.then_popular is not None else ""))
 
     def begin_batch(self, events: list[Event], epoch: int | None = None) -> None:
         pass
@@ -111,7 +109,7 @@ class SessionBaseline:
         session = self._session(event)
         self._pending.append((session.sid, event.item_id))
         listed = self._recommend(event, session)
-        if self.then_popular and len(listed) < self.k:
+        if self.then_popular is not None and len(listed) < self.k:
             listed = self._with_popular(listed, self._excluded(event, session))
         return listed
 
@@ -119,30 +117,17 @@ class SessionBaseline:
         pending, self._pending = self._pending, []
         if pending:
             self._fold(pending)
-            counts = self._counts
-            for _, item in pending:
-                counts[item] = counts.get(item, 0) + 1
-            self._popular_stale = True
 
     def _excluded(self, event: Event, session: Session) -> Collection[str]:
         """The items the list leaves out (the popular ones that fill it too)."""
         return set(session.items) if self.session_items_out else ()
 
     def _with_popular(self, listed: list[str], excluded: Collection[str]) -> list[str]:
-        """`listed`, then the most popular items neither in it nor excluded, up to k in all."""
-        # the best k + |listed| + |excluded| popular items hold k - |listed| that are neither
-        wanted = self.k + len(listed) + len(excluded)
-        if self._popular_stale or len(self._popular) < min(wanted, len(self._counts)):
-            self._popular = _best(self._counts, max(wanted, 2 * len(self._popular), 4 * self.k))
-            self._popular_stale = False
+        """`listed`, then the popular items neither in it nor excluded, up to k in all."""
         had = set(listed)
-        fill = []
-        for item in self._popular:
-            if item not in had and item not in excluded:
-                fill.append(item)
-                if len(listed) + len(fill) == self.k:
-                    break
-        return listed + fill
+        fill = itertools.islice((item for item in self.then_popular() if item not in had and item not in excluded),
+                                self.k - len(listed))
+        return listed + list(fill)
 
     def _recommend(self, event: Event, session: Session) -> list[str]:
         raise NotImplementedError
@@ -159,7 +144,7 @@ class _CoVisitation(SessionBaseline):
     most recent last."""
 
     def __init__(self, k: int = 20, recent: int = 3, window: int | None = None, per_item: int = 200,
-                 session_gap_ms: int = SESSION_GAP_MS, **options: bool):
+                 session_gap_ms: int = SESSION_GAP_MS, **options: Any):
         super().__init__(k, session_gap_ms, **options)
         self.recent = recent
         self.window = window
@@ -256,7 +241,7 @@ class RecentThenCoVisitation(_CoVisitation):
     label = "recent, then co-visitation"
 
     def __init__(self, k: int = 20, recent: int = 5, window: int | None = None, per_item: int = 200,
-                 session_gap_ms: int = SESSION_GAP_MS, **options: bool):
+                 session_gap_ms: int = SESSION_GAP_MS, **options: Any):
         super().__init__(k, recent, window, per_item, session_gap_ms, **options)
 
     def _recommend(self, event: Event, session: Session) -> list[str]:
@@ -276,7 +261,7 @@ class SequentialRules(SessionBaseline):
 
     gap_splits_sessions = False
 
-    def __init__(self, k: int = 20, steps: int = 10, session_gap_ms: int = SESSION_GAP_MS, **options: bool):
+    def __init__(self, k: int = 20, steps: int = 10, session_gap_ms: int = SESSION_GAP_MS, **options: Any):
         super().__init__(k, session_gap_ms, **options)
         self.steps = steps
         self.label = f"sequential rules (steps {steps})"

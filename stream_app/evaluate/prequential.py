@@ -62,8 +62,8 @@ def models_to_run(settings: Settings, k: int, baselines: bool, light: bool, enco
                       if (source != "encoder" or encoder is not None) and (source != "content" or content is not None)]
     # the session baselines' lists are filled with popular items, as the hybrid's are; where a basket or a
     # session is not bought twice, leaving its items out is what such a baseline would be tuned to do
-    filled = {"then_popular": True}
-    out = {"then_popular": True, "session_items_out": True}
+    filled: dict[str, Any] = {"then_popular": hybrid.index.popular}  # the popular items the hybrid has
+    out = {**filled, "session_items_out": True}
     with_text = [SequentialRulesThenText(content, k, **filled)] if content is not None else []
     if baselines and light:
         models += [*(s for s in single_sources if s.source in ("content", "sequential rules")),

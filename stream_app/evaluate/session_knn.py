@@ -9,7 +9,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -43,7 +43,7 @@ class _SessionPool(SessionBaseline):
     positional = False
 
     def __init__(self, k: int = 20, neighbours: int = 100, sample_size: int = 500,
-                 session_gap_ms: int = SESSION_GAP_MS, **options: bool):
+                 session_gap_ms: int = SESSION_GAP_MS, **options: Any):
         super().__init__(k, session_gap_ms, **options)
         self.neighbours = neighbours
         self.sample_size = sample_size
@@ -166,7 +166,7 @@ class SKNN(_SessionPool):
     defaults here are 100 neighbours and a sample of 500 sessions."""
 
     def __init__(self, k: int = 20, neighbours: int = 100, sample_size: int = 500,
-                 session_gap_ms: int = SESSION_GAP_MS, **options: bool):
+                 session_gap_ms: int = SESSION_GAP_MS, **options: Any):
         super().__init__(k, neighbours, sample_size, session_gap_ms, **options)
         self.label = f"SKNN (k={neighbours}, sample {sample_size})"
 
@@ -197,7 +197,7 @@ class VSKNN(_SessionPool):
     positional = True
 
     def __init__(self, k: int = 20, neighbours: int = 100, sample_size: int = 500, idf_weight: float = 1.0,
-                 score_decay: bool = True, session_gap_ms: int = SESSION_GAP_MS, **options: bool):
+                 score_decay: bool = True, session_gap_ms: int = SESSION_GAP_MS, **options: Any):
         super().__init__(k, neighbours, sample_size, session_gap_ms, **options)
         self.idf_weight = idf_weight
         self.score_decay = score_decay
