@@ -129,6 +129,8 @@ def test_default_report_names_drop_the_logs_suffixes_and_mark_light_runs():
     assert commands._log_name("/tmp/synth/events.jsonl") == "events"
     args = argparse.Namespace(log="x.csv.gz", light=True, limit=None, encoder=None)
     assert commands.report_name(args) == "x-light"
+    args.judge_from = 0.5
+    assert commands.report_name(args) == "x-light-judged-from-0.5"
     assert commands.report_name(argparse.Namespace(log="x.csv", light=False, limit=1000, encoder="enc-1")) == \
         "x-first1000-enc-1"
 

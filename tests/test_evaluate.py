@@ -401,3 +401,30 @@ def test_a_catalogue_of_none_of_the_logs_items_is_warned_of(tmp_path):
     result = evaluate_log(OTTO_SAMPLE, "otto", Settings(), content=foreign, light=True)
     assert result["content_log_events_known"] == 0.0
     assert "warning: the catalogue (--items) holds the item of only 0% of this log's events" in table(result)
+
+
+def test_judge_from_judges_only_the_later_share_of_the_logs_time_and_the_kafka_scoring_agrees(tmp_path):
+    """A time split: every model learns from every event and only those from the split on are judged, by the
+    in-process pass and by the scoring of the published lists alike (given the lists the workers would publish)."""
+    from stream_app.core.ordering import rounds
+    from stream_app.evaluate.prequential import time_split
+    from stream_app.evaluate.via_kafka import score_published
+    from stream_app.stream.partitioning import partition_of
+
+    write(SynthConfig(events=3000, seed=5), tmp_path / "log.jsonl")
+    events = [orjson.loads(line) for line in (tmp_path / "log.jsonl").read_bytes().splitlines()]
+    split = time_split(min(e["ts"] for e in events), max(e["ts"] for e in events), 0.5)
+    settings = Settings().replace(rec_policy="every", top_k=20)
+    seen, later = set(), 0
+    for _, released in rounds(sorted(events, key=lambda e: e["ts"]), settings, partition_of):
+        for event in (r.item for r in released):
+            later += event["user_id"] in seen and event["ts"] >= split
+            seen.add(event["user_id"])
+    result = evaluate_log(tmp_path / "log.jsonl", "jsonl", Settings(), light=True, judge_from=0.5)
+    assert result["models"]["stream-app"]["judged"] == later and 0 < later < len(events) - len(seen)
+    assert result["judged_from_ts"] == split and "--judge-from 0.5" in table(result)
+    whole = evaluate_log(tmp_path / "log.jsonl", "jsonl", Settings(), light=True)
+    assert whole["models"]["stream-app"]["judged"] == len(events) - len(seen)
+    recorded = evaluate_events(events, settings, record=True, baselines=False, judge_from_ts=split)
+    scored = score_published(events, {e: items for e, (_, items) in recorded["recorded"].items()}, 20, settings, split)
+    assert scored["judged"] == later and scored["recall@20"] == recorded["models"]["stream-app"]["recall@20"]

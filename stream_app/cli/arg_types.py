@@ -60,7 +60,7 @@ def fraction(text: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, not {text!r}") from None
     if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (the share of the log's time span to train on), "
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (a share of the log's time span), "
                                          f"not {text}")
     return value
 

@@ -30,7 +30,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                     max_idle_ms=args.max_idle_ms, busy=args.busy, limit=args.limit,
                                     timeout=args.timeout, items=(args.items, args.items_format) if content else None,
                                     content=content, registry_dir=settings.registry_dir,
-                                    baselines=not args.no_baselines, light=args.light, keep=args.keep)
+                                    baselines=not args.no_baselines, light=args.light, keep=args.keep,
+                                    judge_from=args.judge_from)
         print(via_kafka_table(result))
         _write_json(result, json_path)
         return 0
@@ -52,7 +53,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     content = _load_content(settings, args.items, args.items_format, args.content)
     try:
         result = evaluate_log(args.log, args.format, settings, args.k, truth, encoder=encoder, shadow=shadow,
-                              limit=args.limit, content=content, light=args.light,
+                              limit=args.limit, content=content, light=args.light, judge_from=args.judge_from,
                               **({"run_events": args.sort_in_memory} if args.sort_in_memory else {}))
     except KeyboardInterrupt:  # exit status 130 said nothing of what became of the pass
         print("\ninterrupted: no table and no report written (the pass scores the whole log before it writes "
@@ -107,7 +108,8 @@ def report_name(args: argparse.Namespace) -> str:
     """The default reports' name: the log's, and what makes a run differ (a quick `--limit` run must not
     overwrite the whole log's reports)."""
     return (f"{_log_name(args.log)}{f'-first{args.limit}' if args.limit else ''}{'-light' if args.light else ''}"
-            f"{f'-{args.encoder}' if args.encoder else ''}")
+            f"{f'-{args.encoder}' if args.encoder else ''}"
+            f"{f'-judged-from-{args.judge_from:g}' if getattr(args, 'judge_from', None) else ''}")
 
 
 def _writable(path: str | None, default_name: str) -> Path:

@@ -123,6 +123,9 @@ def add_evaluate_command(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--format", default="jsonl", choices=FORMATS, help="the log's format (default jsonl)")
     ev.add_argument("--k", type=arg.count, default=20, help="the length of a judged list: Recall@K, MRR@K (default 20)")
     ev.add_argument("--limit", type=arg.count, default=None, help="only the log's first N events in time")
+    ev.add_argument("--judge-from", type=arg.fraction, default=None, metavar="SHARE",
+                    help="judge only the events from this share of the log's time span on (0.5: its second half, a "
+                         "time split); every model still learns from every event")
     ev.add_argument("--batch", type=arg.count, default=None, help="events per batch (default: the workers' batch size)")
     ev.add_argument("--sort-in-memory", type=arg.count, default=None, metavar="N",
                     help=f"as replay's (default {RUN_EVENTS:,}): a longer log is sorted in runs of N on disk, and the "
@@ -153,7 +156,8 @@ def add_evaluate_command(sub: argparse._SubParsersAction) -> None:
                     help="with --items: the content model version (default: latest)")
     ev.add_argument("--light", action="store_true",
                     help="only the stream-app rows, content and sequential rules alone, the sequential-rules "
-                         "baseline and, with --items, sequential rules then similar text (for long logs)")
+                         "baseline (also without the session's items) and, with --items, sequential rules then "
+                         "similar text (for long logs)")
     ev.add_argument("--no-baselines", action="store_true", default=argparse.SUPPRESS,
                     help="with --via-kafka: the in-process pass runs the stream-app row only (the baselines "
                          "cost most of a long log's time)")

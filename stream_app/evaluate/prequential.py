@@ -231,6 +231,11 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
     return result
 
 
+def time_split(first_ts: int, last_ts: int, share: float) -> int:
+    """The event time `share` of the way from `first_ts` to `last_ts`: the events from it on are judged."""
+    return first_ts + round(share * (last_ts - first_ts))
+
+
 def read_truth(path: str | Path) -> dict[str, Any]:
     """A ground truth `stream-app synth` wrote (users -> their true interests and drift), checked."""
     try:
@@ -253,28 +258,35 @@ def read_truth(path: str | Path) -> dict[str, Any]:
 def evaluate_log(path: str | Path, fmt: str, settings: Settings, k: int = 20,
                  truth_path: str | Path | None = None, encoder: Encoder | None = None,
                  shadow: Encoder | None = None, limit: int | None = None, content: ContentIndex | None = None,
-                 light: bool = False, run_events: int = RUN_EVENTS) -> dict[str, Any]:
+                 light: bool = False, run_events: int = RUN_EVENTS, judge_from: float | None = None) -> dict[str, Any]:
     """`evaluate_events` over a recorded log, read as replay reads it: in time order, sorted in runs of `run_events`
-    spilled to disk beyond the first (`SortedLog`), so memory holds a run, not the log."""
+    spilled to disk beyond the first (`SortedLog`), so memory holds a run, not the log. `judge_from`: judge only the
+    events from that share of the log's time span on (a time split; `time_split`)."""
     truth = read_truth(truth_path) if truth_path else None
     skipped = OnlineRetailStats() if fmt == "online-retail" else None
     # what the workers dead-letter is not judged; `limit`: the log's first events in time
     with SortedLog.read(path, fmt, gate(settings), skipped, limit, run_events) as log:
         warn_if_seconds(fmt, log.first_ts, log.last_ts)  # as replay warns
-        judge_from = None
+        judge_from_ts, because = None, []
         for model in (encoder, shadow):
             if model is not None and log.count:
                 cutoff = model.manifest["training"]["train_until_ts"]
                 if model.manifest["training"]["first_ts"] <= log.last_ts and cutoff > log.first_ts:
-                    judge_from = max(judge_from or cutoff, cutoff)  # never judge on what a model trained on
+                    judge_from_ts = max(judge_from_ts or cutoff, cutoff)  # never judge on what a model trained on
+                    because.append("the encoder trained on the earlier part of this log")
+        if judge_from is not None and log.count:
+            split = time_split(log.first_ts, log.last_ts, judge_from)
+            judge_from_ts = max(judge_from_ts or split, split)
+            because.append(f"--judge-from {judge_from:g}: the log's time from that share of its span on")
         # an encoder of another catalogue knows few of the log's items (by event: it keeps its log's most frequent)
         known = {role: set(model.item_ids) for role, model in (("encoder", encoder), ("shadow_encoder", shadow),
                                                                ("content", content)) if model is not None}
         counts = dict.fromkeys(known, 0)
         result = evaluate_events(KnownItems(log, known, counts), settings, k, truth, encoder=encoder, shadow=shadow,
-                                 judge_from_ts=judge_from, content=content, light=light, in_time_order=True)
+                                 judge_from_ts=judge_from_ts, content=content, light=light, in_time_order=True)
         rejected, refused, cut = log.rejected, log.refused, log.cut
     result["log"] = str(path)
+    result["judged_from_because"] = because
     for role, found in counts.items():
         if result["events"]:
             result[f"{role}_log_events_known"] = found / result["events"]

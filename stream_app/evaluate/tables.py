@@ -94,8 +94,9 @@ def facts(result: dict[str, Any]) -> list[str]:
                      f"({own / of:.4f}) on one the user had; {recent:,} ({recent / of:.4f}) on one of the user's "
                      f"{result['k']} most recent distinct items")
     if result.get("judged_from_ts") is not None:
-        lines.append(f"judged: events from {utc_said(result['judged_from_ts'])} on (the encoder trained on the "
-                     f"earlier part of this log; every model still learns from all of it)")
+        because = "; ".join(result.get("judged_from_because") or ["the encoder trained on the earlier part of this log"])
+        lines.append(f"judged: events from {utc_said(result['judged_from_ts'])} on ({because}; every model still "
+                     "learns from all of it)")
     return lines
 
 
@@ -172,6 +173,9 @@ def via_kafka_table(result: dict[str, Any]) -> str:
              f"recommendations topic; in process: the same core and settings"]
     judged, in_process = result["via_kafka"]["judged"], result["in_process"]["judged"]
     lines += judged_said(judged, "" if judged == in_process else f" via Kafka, {in_process:,} in process")
+    if result.get("judged_from_ts") is not None:
+        lines.append(f"judged: events from {utc_said(result['judged_from_ts'])} on (--judge-from "
+                     f"{result['judge_from']:g}; every model still learns from all of it)")
     lines += not_evaluated_said(result, via_kafka=True)
     lines.append(f"{'':<12}" + "".join(f"{key:>11}" for key in keys))
     for name in ("via_kafka", "in_process"):

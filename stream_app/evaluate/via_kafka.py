@@ -20,15 +20,15 @@ from ..tools.recorded import OnlineRetailStats
 from ..tools.replay import gate
 from ..tools.sorted_log import LimitCut, load_accepted
 from .metrics import COLD_START, PopularityPercentiles, Scoreboard
-from .prequential import evaluate_events, not_evaluated
+from .prequential import evaluate_events, not_evaluated, time_split
 
 
 def score_published(events: list[dict[str, Any]], published: dict[str, list[str]], k: int,
-                    settings: Settings) -> dict[str, Any]:
+                    settings: Settings, judge_from_ts: int | None = None) -> dict[str, Any]:
     """Metrics of published recommendations (trigger_event_id -> items), judged like the in-process
     pass and in its order (`ordering.rounds`, the order a worker applies the log): each event by the
     list published after its user's previous event; an item's interactions before an event, which
-    make its target cold or not, are counted in that order too."""
+    make its target cold or not, are counted in that order too. Only events at or after `judge_from_ts` are judged."""
     board = Scoreboard(k)
     popularity = PopularityPercentiles()
     previous: dict[str, str] = {}
@@ -42,7 +42,7 @@ def score_published(events: list[dict[str, Any]], published: dict[str, list[str]
                 continue
             applied.add((event["user_id"], event["event_id"]))
             before = previous.get(event["user_id"])
-            if before is not None:
+            if before is not None and (judge_from_ts is None or event["ts"] >= judge_from_ts):
                 items = published.get(before)
                 if items is None:
                     missing += 1
@@ -69,7 +69,8 @@ def evaluate_via_kafka(path: str | Path, fmt: str, k: int = 20, rate: float | No
                        timeout: float = 900.0, max_idle_ms: int = 2000, busy: bool = False,
                        limit: int | None = None, items: tuple[str | Path, str] | None = None,
                        content: ContentIndex | None = None, registry_dir: str | None = None,
-                       baselines: bool = False, light: bool = False, keep: bool = False) -> dict[str, Any]:
+                       baselines: bool = False, light: bool = False, keep: bool = False,
+                       judge_from: float | None = None) -> dict[str, Any]:
     """Replay the log at `rate` events/s (None: as fast as possible) through `workers` real workers,
     read the recommendations topic as a downstream service would, score it, and set it beside the
     in-process pass over the same log with the same settings. The workers order the input by event
@@ -81,8 +82,9 @@ def evaluate_via_kafka(path: str | Path, fmt: str, k: int = 20, rate: float | No
     `registry_dir`): the catalogue is loaded to the items topic and the model announced before the
     workers start, and the in-process pass uses the same index. `baselines` (`light`: the light set):
     the in-process pass also runs the baselines, so the published recommendations are set against the
-    best of them from the same pass (`compare_to_best`). `keep`: keep the run's folder of logs when it ends well."""
-    from ..tools.consume import TopicReader, wait_committed
+    best of them from the same pass (`compare_to_best`). `keep`: keep the run's folder of logs when it ends well.
+    `judge_from`: both passes judge only the events from that share of the log's time span on (`time_split`)."""
+    from ..tools.consume import wait_committed
     from ..tools.processes import busy_process, one_off_run, wait_ready_workers
     from ..tools.replay import produce_events
 
@@ -110,21 +112,13 @@ def evaluate_via_kafka(path: str | Path, fmt: str, k: int = 20, rate: float | No
                 raise ServiceTimeout(f"{exc}: a long log or a slow machine needs more time, "
                                      f"raise --timeout (now {timeout:.0f} s)") from exc
             seconds = time.perf_counter() - started
-        with TopicReader(settings.require_kafka(), settings.topics.recommendations, settings.kafka_security) as reader:
-            reader.read_until(len({(e["user_id"], e["event_id"]) for e in events}), timeout)  # none for a repeat
-            published: dict[str, list[str]] = {}
-            versions: dict[str, int] = {}
-            repeated = 0
-            for record in reader.records:
-                rec = orjson.loads(record.value)
-                repeated += rec["trigger_event_id"] in published
-                published[rec["trigger_event_id"]] = [item["item_id"] for item in rec["items"]]
-                versions[rec["trigger_event_id"]] = rec["profile_version"]
+        published, versions, repeated = _read_published(settings, events, timeout)
         ordering = worker_ordering_counters(settings, len(started_workers), int(time.time() * 1000))
-    via_kafka = score_published(events, published, k, settings)
+    judge_from_ts = time_split(events[0]["ts"], events[-1]["ts"], judge_from) if judge_from and events else None
+    via_kafka = score_published(events, published, k, settings, judge_from_ts)
     via_kafka["events_per_s"] = len(events) / seconds
     in_process_run = evaluate_events(events, settings, k, baselines=baselines, light=light, record=True,
-                                     content=content)
+                                     content=content, judge_from_ts=judge_from_ts)
     in_process = in_process_run["models"]["stream-app"]
     recorded = in_process_run["recorded"]
     differ_lists = sum(1 for event_id, (_, items) in recorded.items() if published.get(event_id) != items)
@@ -135,6 +129,7 @@ def evaluate_via_kafka(path: str | Path, fmt: str, k: int = 20, rate: float | No
             scored[f"cold@{k}"] = scored["cold_start"][f"recall@{k}"]
         keys.append(f"cold@{k}")
     return {"log": str(path), "events": len(events), "k": k, "rate": rate, "workers": workers, "busy": busy,
+            "judge_from": judge_from, "judged_from_ts": judge_from_ts,
             "content": content.version if content is not None else None,
             "max_idle_ms": max_idle_ms, "via_kafka": via_kafka, "in_process": in_process,
             "recommendations_in_process": len(recorded), "recommendations_published": len(published),
@@ -144,6 +139,25 @@ def evaluate_via_kafka(path: str | Path, fmt: str, k: int = 20, rate: float | No
             "other_rows": {name: row for name, row in in_process_run["models"].items() if name != "stream-app"},
             "against_best": compare_to_best(via_kafka, in_process_run["models"], k),
             **left_out}
+
+
+def _read_published(settings: Settings, events: list[dict[str, Any]], timeout: float
+                    ) -> tuple[dict[str, list[str]], dict[str, int], int]:
+    """The recommendations topic as a downstream service reads it: per trigger event its list and profile version,
+    and how many were published twice."""
+    from ..tools.consume import TopicReader
+
+    with TopicReader(settings.require_kafka(), settings.topics.recommendations, settings.kafka_security) as reader:
+        reader.read_until(len({(e["user_id"], e["event_id"]) for e in events}), timeout)  # none for a repeat
+        published: dict[str, list[str]] = {}
+        versions: dict[str, int] = {}
+        repeated = 0
+        for record in reader.records:
+            rec = orjson.loads(record.value)
+            repeated += rec["trigger_event_id"] in published
+            published[rec["trigger_event_id"]] = [item["item_id"] for item in rec["items"]]
+            versions[rec["trigger_event_id"]] = rec["profile_version"]
+    return published, versions, repeated
 
 
 def compare_to_best(scored: dict[str, Any], rows: dict[str, dict[str, Any]], k: int) -> dict[str, Any] | None:
