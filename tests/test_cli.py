@@ -1,5 +1,6 @@
 """The CLI as a user runs it: real processes, real services."""
 
+import html
 import os
 import signal
 import subprocess
@@ -126,7 +127,7 @@ def test_evaluate_picks_up_the_logs_ground_truth_and_writes_json_and_html(tmp_pa
     assert result["events"] == sum(1 for _ in log.open())
     assert f"full results: {out_json}" in done.stdout and f"report: {out_html}" in done.stdout
     page = out_html.read_text()
-    assert "Profile accuracy" in page and all(name in page for name in result["models"])
+    assert "Profile accuracy" in page and all(html.escape(name) in page for name in result["models"])
 
 
 @pytest.mark.integration
