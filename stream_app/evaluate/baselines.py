@@ -51,6 +51,13 @@ def _best(scores: dict[str, float], k: int) -> list[str]:
     return [item for _, item in _ranked(scores, k)]
 
 
+def then_popular(listed: list[str], popular: Iterable[str], k: int, excluded: Collection[str] = ()) -> list[str]:
+    """`listed`, then the items of `popular` (best first) neither in it nor excluded, up to k in all."""
+    had = set(listed)
+    fill = itertools.islice((item for item in popular if item not in had and item not in excluded), k - len(listed))
+    return listed + list(fill)
+
+
 def _without(scores: dict[str, float], exclude: Iterable[str]) -> dict[str, float]:
     """`scores` (changed in place) without the items of `exclude`."""
     for item in exclude:
@@ -110,7 +117,7 @@ class SessionBaseline:
         self._pending.append((session.sid, event.item_id))
         listed = self._recommend(event, session)
         if self.then_popular is not None and len(listed) < self.k:
-            listed = self._with_popular(listed, self._excluded(event, session))
+            listed = then_popular(listed, self.then_popular(), self.k, self._excluded(event, session))
         return listed
 
     def end_batch(self) -> None:
@@ -121,13 +128,6 @@ class SessionBaseline:
     def _excluded(self, event: Event, session: Session) -> Collection[str]:
         """The items the list leaves out (the popular ones that fill it too)."""
         return set(session.items) if self.session_items_out else ()
-
-    def _with_popular(self, listed: list[str], excluded: Collection[str]) -> list[str]:
-        """`listed`, then the popular items neither in it nor excluded, up to k in all."""
-        had = set(listed)
-        fill = itertools.islice((item for item in self.then_popular() if item not in had and item not in excluded),
-                                self.k - len(listed))
-        return listed + list(fill)
 
     def _recommend(self, event: Event, session: Session) -> list[str]:
         raise NotImplementedError

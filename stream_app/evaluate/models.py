@@ -6,7 +6,6 @@ and `session_knn`."""
 from __future__ import annotations
 
 import collections
-import itertools
 from typing import Protocol
 
 import numpy as np
@@ -22,6 +21,7 @@ from ..core.profile import Profile
 from ..core.recommend import Ranked, by_prior, recommend
 from ..serving.encoder import Encoder, UserEncoding, encode_batch
 from ..stream.partitioning import partition_of
+from .baselines import then_popular
 
 
 class Model(Protocol):
@@ -159,13 +159,9 @@ class SingleSource(BatchAgnostic):
     def learn(self, event: Event) -> list[str]:  # runs after the base model learned the event
         listed = self.source_list(event)
         self.proposed += bool(listed)
-        k = self.settings.top_k
-        if not self.then_popular or len(listed) >= k:
+        if not self.then_popular or len(listed) >= self.settings.top_k:
             return listed
-        had, withdrawn = set(listed), self.base.index.withdrawn
-        fill = itertools.islice((item for item in self.base.index.popular() if item not in had
-                                 and item not in withdrawn), k - len(listed))
-        return listed + list(fill)
+        return then_popular(listed, self.base.index.popular(), self.settings.top_k, self.base.index.withdrawn)
 
     def source_list(self, event: Event) -> list[str]:
         if self.reuses_candidates and self.base.last_ranked is not None:  # None: the base showed nothing new
