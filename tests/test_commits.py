@@ -90,3 +90,66 @@ def test_the_periodic_commit_gives_up_in_bounded_time_when_the_broker_is_gone(mo
 
     assert asyncio.run(heartbeat()) == [{a: 10}]
     assert "could not commit the applied offsets within 0s (is the broker reachable?)" in caplog.text
+
+
+def test_a_batch_that_outlived_a_revoke_may_write_the_state_only_of_partitions_held_since_without_a_break():
+    offsets = AppliedOffsets(interval_s=0.0)
+    offsets.taken_up({0, 1, 2})
+    before = offsets.generation
+    assert asyncio.run(offsets.held_for(before)) is None  # no revoke since: every partition's
+
+    async def rebalance_while_a_late_batch_waits() -> tuple[bool, set[int] | None]:
+        offsets.revoked()
+        asking = asyncio.ensure_future(offsets.held_for(before))
+        await asyncio.sleep(0.05)
+        waited = not asking.done()  # which partitions stay is not known until the rebalance is complete
+        offsets.taken_up({1, 2, 3})
+        return waited, await asking
+
+    assert asyncio.run(rebalance_while_a_late_batch_waits()) == (True, {1, 2})  # 0 left; 3 came, from its changelog
+    between = offsets.generation
+    offsets.revoked()
+    offsets.taken_up({1, 3, 0})  # 2 left, 0 came back: its memory holds the restore, not the late batch's effects
+    assert asyncio.run(offsets.held_for(before)) == {1}
+    assert asyncio.run(offsets.held_for(between)) == {1, 3}
+    assert asyncio.run(offsets.held_for(offsets.generation)) is None
+
+
+def test_a_late_batch_delivers_every_record_but_the_state_of_partitions_it_no_longer_holds(make_settings):
+    """Through the broker: a compacted topic keeps each key's last record, so an earlier owner's late snapshot would
+    be what a reader takes up after compaction; recommendations and dead letters are delivered (their ids make
+    repeats harmless)."""
+    from functools import partial
+
+    from stream_app.stream.output import Outbox
+    from stream_app.stream.topics import ensure_topics
+    from stream_app.tools.consume import read_to_end
+
+    settings = make_settings()
+    ensure_topics(settings)
+    topics = settings.topics
+    offsets = AppliedOffsets(interval_s=0.0)
+    offsets.taken_up({0, 1})
+    outbox = Outbox(fence=partial(offsets.held_for, offsets.generation))
+    outbox.last.add(topics.profiles)  # as the profiles' changelog: sent once the rest is stored
+    for partition in (0, 1):
+        user = f"user-of-{partition}".encode()
+        outbox.add(topics.recommendations, user, b"list", partition)
+        outbox.add(topics.dlq, user, b"letter", partition, owner=None)
+        outbox.add(topics.profiles, user, b"snapshot", partition, owner=partition)
+    offsets.revoked()  # the batch's delivery outlives a rebalance that moves partition 0 away
+    offsets.taken_up({1, 2})
+    asyncio.run(_deliver(settings, outbox))
+    assert sorted(r.key for r in read_to_end(settings, topics.recommendations)) == [b"user-of-0", b"user-of-1"]
+    assert sorted(r.key for r in read_to_end(settings, topics.dlq)) == [b"user-of-0", b"user-of-1"]
+    assert [r.key for r in read_to_end(settings, topics.profiles)] == [b"user-of-1"]
+
+
+async def _deliver(settings, outbox) -> None:
+    from stream_app.stream.output import BatchProducer
+
+    producer = BatchProducer(settings.require_kafka(), settings.kafka_security)
+    try:
+        await producer.deliver(outbox)
+    finally:
+        await producer.stop()

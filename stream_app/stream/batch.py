@@ -344,11 +344,11 @@ class BatchHandler(ErasureSteps):
         learners record (learner_table); return Redis's share."""
         self.outbox.last.add(profile_changelog)
         for key, value, partition in self.erased.take_rewritten() if self.erased is not None else ():
-            self.outbox.add(self.erased.changelog, key, value, partition)
+            self.outbox.add(self.erased.changelog, key, value, partition, owner=partition)
         to_redis: list[tuple[Profile, bytes]] = []
         for user_id, partition in self.removed:
-            self.outbox.add(profile_changelog, user_id.encode(), None, partition)
-            self.outbox.add(self.settings.topics.profiles, user_id.encode(), None)
+            self.outbox.add(profile_changelog, user_id.encode(), None, partition, owner=partition)
+            self.outbox.add(self.settings.topics.profiles, user_id.encode(), None, owner=partition)
         marks = {partition: self.learners.loaded[partition].writes + 1 for partition in self.used_learners}
         marked: set[int] = set()
         written: dict[int, int] = {}
@@ -367,8 +367,8 @@ class BatchHandler(ErasureSteps):
                 record = memoryview(snapshot).tobytes()
             # The table's changelog record, written with the batch: same partition as the user's input.
             self.profiles[key] = record
-            self.outbox.add(profile_changelog, key, record, partition)
-            self.outbox.add(self.settings.topics.profiles, key, public)
+            self.outbox.add(profile_changelog, key, record, partition, owner=partition)
+            self.outbox.add(self.settings.topics.profiles, key, public, owner=partition)
         self.sizes.learn(sizes, self.stored_bytes)
         for partition, size in written.items():
             if size > MAX_BATCH_BYTES:  # the guesses behind `round_room` fell short: said, as the README says it
@@ -381,12 +381,12 @@ class BatchHandler(ErasureSteps):
         for partition in sorted(self.used_learners):
             for key, value in self.learners.records(partition, before=partition in marked):
                 learner_table[key] = value
-                self.outbox.add(learner_changelog, key, value, partition)
+                self.outbox.add(learner_changelog, key, value, partition, owner=partition)
         # records without a mark (tombstones; the ranker off) may replace those that carried the last one: the state
         # before the partition's last learners record is no longer to be taken up (learner_table)
         unmarked = {partition for _, partition in self.removed} | {partition for _, partition in self.changed.values()}
         for partition in sorted(unmarked - marked):
             key = self.learners.drop_before(partition, self.dead_letter)
             if key is not None:
-                self.outbox.add(learner_changelog, key, None, partition)
+                self.outbox.add(learner_changelog, key, None, partition, owner=partition)
         return to_redis

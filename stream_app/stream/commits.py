@@ -38,6 +38,9 @@ class AppliedOffsets:
         self.applied: dict[TP, int] = {}  # next offset to read, everything before it applied and flushed
         self.generation = 0  # revokes so far: a batch's marks count only in the assignment they were taken in
         self.last_commit = time.monotonic()  # the first commit an interval after the start, as Faust's
+        # each assigned table partition -> the generation it has been held since without a break (`held_for`)
+        self.held_since: dict[int, int] = {}
+        self.settled = asyncio.Event()  # the last revoke's assignment is taken up
 
     def flushed(self, marks: Mapping[tuple[str, int], int], generation: int) -> None:
         """After a batch's effects are stored: the lanes' next offsets (ordered_input.applied_marks), as
@@ -54,6 +57,22 @@ class AppliedOffsets:
         """A rebalance: the next owner of each partition starts from the group's commit."""
         self.applied.clear()
         self.generation += 1
+        self.settled.clear()
+
+    def taken_up(self, partitions: Iterable[int]) -> None:
+        """A rebalance is complete: `partitions` are this worker's. A partition kept through it kept its table
+        data in memory (Faust drops only those that left); one that came (back) starts from its changelog."""
+        self.held_since = {p: self.held_since.get(p, self.generation) for p in partitions}
+        self.settled.set()
+
+    async def held_for(self, generation: int) -> set[int] | None:
+        """The table partitions whose state a batch begun in `generation` may still write (None: all, no revoke
+        since): after a revoke, once its rebalance is complete, those held without a break since. A partition that
+        moved has lost the batch's effects in memory; its new owner applies the batch's events again."""
+        if generation == self.generation:
+            return None
+        await self.settled.wait()
+        return {p for p, since in self.held_since.items() if since <= generation}
 
     async def commit(self, consumer: Any, now: bool = False) -> bool:
         """Commit the applied offsets of the assigned partitions, at most once per interval (`now`: at once,

@@ -106,7 +106,7 @@ class ErasureSteps:
             if profile is not None and (profile.last_seen or 0) > request.requested_at:
                 request = replace(request, requested_at=profile.last_seen)
         key, value = self.erased.record(request)
-        self.outbox.add(self.erased.changelog, key, value, partition)
+        self.outbox.add(self.erased.changelog, key, value, partition, owner=partition)
         self.counters.erased_users += 1
         self.receipts.append(receipt(request, partition, profile, found, self.erased, self.settings, worker_state,
                                      worker_id, self.now))

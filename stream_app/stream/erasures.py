@@ -409,7 +409,7 @@ class ErasureFeed:
                     note=DEAD_LETTER_NOTE if failure is None else f"{DEAD_LETTER_NOTE}. NOT LISTED: {failure}")
             key, value = erased.applied_through(partition, offset, checked.request_id
                                                 if isinstance(checked, ErasureRequest) else None)
-            handler.outbox.add(erased.changelog, key, value, partition)
+            handler.outbox.add(erased.changelog, key, value, partition, owner=partition)
         for _, _, checked in ready:
             if isinstance(checked, ErasureRequest):
                 self.listed.pop(checked.user_id, None)

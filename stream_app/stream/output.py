@@ -5,36 +5,68 @@ an awaited hand-off each), which capped a worker near 1k events/s here. Building
 directly and awaiting their acknowledgements once per batch also gives a stricter guarantee: a
 batch's input events are acknowledged only after every record it produced is stored by the broker.
 The records of the profiles' changelog go last, once every other is stored (`Outbox.last`).
+
+A batch that outlived the revoke of its partitions (retries.batch_finished_or_late: an outage held its delivery)
+drops its records of those partitions' state before each send (`Outbox.fence`): the tables' changelogs and the
+compacted profiles topic keep only each key's last record once compacted, and a late record of an earlier owner
+left as the last would roll the user back at the next restore. The batch's input offsets count for nothing
+(commits.py), so the new owner applies its events again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
+from typing import AbstractSet, Awaitable, Callable
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
 from ..kafka_security import KafkaSecurity, aiokafka_kwargs
 
+log = logging.getLogger("stream_app.output")
+
 MAX_BATCH_BYTES = 1024 * 1024
+Record = tuple[str, bytes | None, bytes | None, int | None]
 
 
 @dataclass
 class Outbox:
     """Records one worker batch produces; partition None means "by key", like any Kafka producer."""
 
-    records: list[tuple[str, bytes | None, bytes | None, int | None]] = field(default_factory=list)
+    records: list[Record] = field(default_factory=list)
     # Topics whose records are sent once every other record is stored: the profiles' changelog. Stored, it
     # says the batch's events were applied (read again after a crash, they are skipped as duplicates), so it
     # must not be stored without their recommendations, dead letters, snapshots and learners (learner_table).
     # The several produce requests of one delivery (one per partition leader, or a partition's records
     # past one request) are not stored all or nothing; a crash between the two steps re-applies the events.
     last: set[str] = field(default_factory=set)
+    # Per record, the table partition it is state of (None: not state), for the fence
+    owners: list[int | None] = field(default_factory=list)
+    # Asked before each send: the partitions whose state the batch may still write (None: all of them)
+    fence: Callable[[], Awaitable[AbstractSet[int] | None]] | None = None
 
-    def add(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None) -> None:
-        """`value` None: a tombstone (the key's record is deleted by compaction)."""
+    def add(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None,
+            owner: int | None = None) -> None:
+        """`value` None: a tombstone (the key's record is deleted by compaction). `owner`: the table partition
+        whose state the record is (a changelog record, a profile snapshot), dropped if the batch no longer holds it."""
         self.records.append((topic, key, value, partition))
+        self.owners.append(owner)
+
+    async def sendable(self, last: bool) -> list[Record]:
+        """The records of `last`'s step (the profiles' changelog, or the rest), but the state of partitions the
+        batch no longer holds."""
+        chosen = [i for i, record in enumerate(self.records) if (record[0] in self.last) == last]
+        held = await self.fence() if self.fence is not None else None
+        if held is not None:
+            kept = [i for i in chosen if self.owners[i] is None or self.owners[i] in held]
+            if len(kept) < len(chosen):
+                log.warning("this batch outlived the revoke of partitions %s: dropped its %d records of their state "
+                            "(their new owner applies the batch's events again)", sorted(
+                                {self.owners[i] for i in chosen} - set(held) - {None}), len(chosen) - len(kept))
+            chosen = kept
+        return [self.records[i] for i in chosen]
 
 
 class BatchProducer:
@@ -69,10 +101,10 @@ class BatchProducer:
     async def deliver(self, outbox: Outbox) -> None:
         """Send everything in the outbox and wait until the broker has stored all of it: the records of
         `outbox.last`'s topics once all the others are stored."""
-        await self._send([record for record in outbox.records if record[0] not in outbox.last])
-        await self._send([record for record in outbox.records if record[0] in outbox.last])
+        await self._send(await outbox.sendable(last=False))
+        await self._send(await outbox.sendable(last=True))
 
-    async def _send(self, records: list[tuple[str, bytes | None, bytes | None, int | None]]) -> None:
+    async def _send(self, records: list[Record]) -> None:
         if not records:
             return
         producer = await self._started()

@@ -19,6 +19,7 @@ import os
 import shutil
 import socket
 import time
+from functools import partial
 from typing import Any, Callable
 
 import faust
@@ -112,8 +113,7 @@ class StreamWorker:
         self.worker_id = f"{settings.app_id}:{socket.gethostname()}:{os.getpid()}"
         self.peers = worker_status.PeerSettings(worker_status.group_settings(settings))
         self.watcher = ModelWatcher(settings, self.report_model_status, self.worker_id)
-        self.erasures = ErasureFeed(settings, partitions, self.ordered.changed.set, self.worker_id,
-                                    until_done)  # a read: not an output's retry
+        self.erasures = ErasureFeed(settings, partitions, self.ordered.changed.set, self.worker_id, until_done)
         self.partitions_ready = False  # partitions assigned and tables recovered
         self.unassigned_since = time.monotonic()  # since when not ready for partitions (a wedged group shows here)
         self.restored_unchecked = False  # tables restored since the last look for erased users' profiles
@@ -126,8 +126,7 @@ class StreamWorker:
 
     async def report_model_status(self, record: dict[str, Any]) -> None:
         outbox = Outbox()
-        outbox.add(self.settings.topics.model_status, f"{self.worker_id}/{record['role']}".encode(),
-                   orjson.dumps(record))
+        outbox.add(self.settings.topics.model_status, f"{self.worker_id}/{record['role']}".encode(), orjson.dumps(record))
         await self.output.deliver(outbox)
 
     async def start_http(self) -> None:
@@ -229,11 +228,13 @@ class StreamWorker:
         """Process and flush one output batch; False when nothing was ready."""
         settings, ordered = self.settings, self.ordered
         async with self.lock:
-            started = time.perf_counter()
+            # if a revoke outruns the batch, its commit counts for nothing and it writes no state of partitions that left
+            started, generation = time.perf_counter(), self.offsets.generation
             self.steer_faust()
             handler = BatchHandler(settings, self.profile_table.data, self.partition_state, self.index, self.counters,
                                    now_ms(), self.idle_users, self.profile_table.changelog_topic_name, self.erased,
                                    self.profile_sizes)
+            handler.outbox.fence = partial(self.offsets.held_for, generation)
             erased_again: dict[str, int] = {}
             if self.partitions_ready:  # its tables recovered: what was erased and applied is known
                 if self.restored_unchecked:
@@ -254,9 +255,7 @@ class StreamWorker:
                 handler.process_round(ready, live, shadow, content)
                 if time.perf_counter() - started >= settings.batch_work_s:
                     break  # the loop waits behind the batch: the rest in the next one
-            # taken now: a rebalance's revoke may clear the lanes from here on, and its commit (after the batch)
-            # is to include this batch; a batch that outlives the revoke counts for nothing (commits.py)
-            applied, generation = ordered.applied_marks(), self.offsets.generation
+            applied = ordered.applied_marks()  # taken now: a revoke may clear the lanes from here on
             for topic, partition, offset in ordered.take_refetches():
                 log.info("Faust's consumer skipped %s[%d] at offset %d (unapplied): fetching it again",
                             topic, partition, offset)
@@ -342,6 +341,7 @@ class StreamWorker:
                 self.idle_users.forget()
             self.user_eviction = EvictionClock()  # the new partitions' first round runs its own pass
             self.ordered.assign(self.assigned_inputs())  # where each lane starts comes with Faust's seek, next
+            self.offsets.taken_up(self.assigned_inputs())
             self.restored_unchecked = True  # for profiles of erased users (BatchHandler.erase_restored)
             self.erased.check_key()  # restored: erasures recorded with another key would go unseen
         self.partitions_ready = True
