@@ -123,7 +123,7 @@ def test_the_users_own_items_rank_by_decayed_affinity_and_recency():
     _, outcomes, _ = run([ev(1, item="old", ts=T0), ev(2, item="new", ts=T0 + 3000)], settings)
     items = outcomes[-1].recommendation["items"]
     assert [i["item_id"] for i in items[:2]] == ["new", "old"]
-    assert items[0]["reasons"] == ["viewed before"]
+    assert items[0]["reasons"] == ["clicked before"]
     # the prior: a quarter affinity (a share of the best, decayed 3 half-lives), three quarters recency
     # rank (old is not among the covis_prev_items=1 most recent)
     assert items[0]["score"] == pytest.approx(settings.repeat_weight * 1.0)
@@ -351,7 +351,7 @@ def test_rules_and_co_visitation_weigh_each_anchor_by_its_recency_and_only_the_c
     assert followers_shown(2) == {"after-d", "after-c"} and followers_shown(4) == {f"after-{i}" for i in "abcd"}
 
 
-def test_every_shown_item_the_user_had_says_viewed_before_not_only_the_strongest_affinities():
+def test_every_shown_item_the_user_had_says_so_not_only_the_strongest_affinities():
     """The reason came from the repeat source alone (the user's repeat_candidates strongest items): an item the
     user had just browsed, shown for co-visitation, went without it."""
     settings = Settings(repeat_candidates=1, covis_prev_items=1)
@@ -361,8 +361,8 @@ def test_every_shown_item_the_user_had_says_viewed_before_not_only_the_strongest
     _, outcomes, _ = run([ev(10, item="a", ts=T0), ev(11, item="b", ts=T0 + 1000), ev(12, item="c", ts=T0 + 2000)],
                          settings, index=index)
     reasons = {i["item_id"]: i["reasons"] for i in outcomes[-1].recommendation["items"]}
-    assert "co-visited with c" in reasons["a"] and "viewed before" in reasons["a"]  # not among the 1 strongest
-    assert "viewed before" in reasons["b"]
+    assert "co-visited with c" in reasons["a"] and "clicked before" in reasons["a"]  # not among the 1 strongest
+    assert "clicked before" in reasons["b"]
 
 
 def test_events_on_one_item_share_one_item_id_object():
@@ -456,3 +456,18 @@ def test_an_item_is_never_said_to_come_often_next_after_itself():
     reasons = {i["item_id"]: i["reasons"] for i in outcomes[-1].recommendation["items"]}
     assert "often next after a" in reasons["b"]
     assert not [r for r in reasons["a"] if r.startswith("often next after")], reasons["a"]
+
+
+def test_an_item_the_user_had_says_how_by_the_strongest_of_the_users_recent_events_on_it():
+    """On a purchase log every item was bought: "viewed before" told shoppers they had looked at what they bought."""
+    settings = Settings(popularity_weight=0.0, trending_weight=0.0, recent_max=5)
+    events = [ev(1, item="kept", kind="purchase"), ev(2, item="looked", kind="browse"), ev(3, item="kept", kind="browse"),
+              ev(4, item="tried", kind="browse"), ev(5, item="tried", kind="click"), ev(6, item="old", kind="purchase")]
+    events += [ev(7 + i, item=item, kind="browse") for i, item in enumerate("xyzwv")]
+    _, outcomes, _ = run(events[:5], settings)
+    reasons = {i["item_id"]: i["reasons"] for i in outcomes[-1].recommendation["items"]}
+    assert "in your basket before" in reasons["kept"]  # browsed again after: the purchase is the stronger
+    assert "viewed before" in reasons["looked"] and "clicked before" in reasons["tried"]
+    _, outcomes, _ = run(events, settings)  # "old" has left the 5 recent events, not the decayed affinity
+    reasons = {i["item_id"]: i["reasons"] for i in outcomes[-1].recommendation["items"]}
+    assert "had before" in reasons["old"] and "viewed before" in reasons["z"]

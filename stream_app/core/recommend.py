@@ -46,6 +46,11 @@ class Encoding(Protocol):
 
 MODEL_VERSIONS = {"recommender": "hybrid-v10"}
 MAX_COVIS_REASONS = 2
+#: The reason an item the user had is shown with, by the strongest of the user's recent events on it (a purchase
+#: event may be at its cart stage: "in your basket"); an item only in the decayed affinity, its events past `recent`
+HAD_BEFORE = {"purchase": "in your basket before", "click": "clicked before", "browse": "viewed before"}
+HAD_BEFORE_OLDER = "had before"
+_HAD_STRENGTH = {"browse": 1, "click": 2, "purchase": 3}
 #: In the prior, the user's own items score by recency rank this much and by decayed affinity the rest:
 #: in sessions the next item is more often one of the last few than the most frequent.
 RECENCY_SHARE = 0.75
@@ -138,9 +143,10 @@ def recommend(profile: Profile, event: Event, index: ItemIndex, settings: Settin
     pool = _best_first(scores, ids, index.withdrawn)[: max(settings.top_k, settings.ranker_pool)]
     pool_ids = [ids[i] for i in pool.tolist()]
     shown = pool[: settings.top_k]
-    had = (anchors, repeat, session, profile.item_affinity)  # "viewed before": any item the user had (looked up for 20)
+    had = (anchors, repeat, session, profile.item_affinity)  # "viewed before" etc.: any item the user had (looked up for 20)
     reasons = _reasons(pool_ids[: settings.top_k], [columns.name(code) for code in codes[shown].tolist()], anchors,
-                       anchor_neighbors, session, session_followers, had, in_category, popular, trending, nearest)
+                       anchor_neighbors, session, session_followers, had, in_category, popular, trending, nearest,
+                       profile.recent)
     if content is not None:
         for item_id, found in zip(pool_ids, reasons):
             found += _content_reasons(item_id, event.item_id, like_last, like_interest, content, bool(found))
@@ -324,12 +330,13 @@ def session_items(profile: Profile, gap_ms: int) -> dict[str, None]:
 def _reasons(shown: list[str], categories: list[str | None], anchors: list[str],
              anchor_neighbors: list[dict[str, float]], session: dict[str, None],
              session_followers: list[dict[str, float]], had: tuple[Collection[str], ...], in_category: dict[str, float],
-             popular: dict[str, float], trending: dict[str, float], nearest: dict[str, float]) -> list[list[str]]:
+             popular: dict[str, float], trending: dict[str, float], nearest: dict[str, float],
+             recent: list[list[Any]]) -> list[list[str]]:
     """Why each shown item (`categories`: theirs) is in the list: the sources that proposed it, the
     anchors named (the recent items it was co-visited with, at most MAX_COVIS_REASONS, and the first
     session item it often came next after). Each shown item is looked up in each anchor's list: 20 lookups an
-    anchor, where walking its list cost 40 to 100."""
-    out = []
+    anchor, where walking its list cost 40 to 100. An item the user had says how (`HAD_BEFORE`)."""
+    out, kinds = [], None
     for item_id, category in zip(shown, categories):
         found = [f"co-visited with {anchor}" for anchor, neighbors in zip(anchors, anchor_neighbors)
                  if item_id in neighbors][:MAX_COVIS_REASONS]
@@ -338,7 +345,8 @@ def _reasons(shown: list[str], categories: list[str | None], anchors: list[str],
                 found.append(f"often next after {anchor}")
                 break
         if any(item_id in items for items in had):
-            found.append("viewed before")
+            kinds = _strongest_kinds(recent) if kinds is None else kinds
+            found.append(HAD_BEFORE.get(kinds.get(item_id), HAD_BEFORE_OLDER))
         if item_id in in_category:
             found.append(f"top in {category}")
         if item_id in popular:
@@ -349,6 +357,16 @@ def _reasons(shown: list[str], categories: list[str | None], anchors: list[str],
             found.append("similar to your recent items")
         out.append(found)
     return out
+
+
+def _strongest_kinds(recent: list[list[Any]]) -> dict[str, str]:
+    """Each recent item's strongest event type (purchase, click, browse) among the user's recent events."""
+    kinds: dict[str, str] = {}
+    for item_id, kind, _ts in recent:
+        held = kinds.get(item_id)
+        if held is None or _HAD_STRENGTH.get(kind, 0) > _HAD_STRENGTH.get(held, 0):
+            kinds[item_id] = kind
+    return kinds
 
 
 def _content_reasons(item_id: str, last_item: str, like_last: dict[str, float], like_interest: dict[str, float],
