@@ -430,7 +430,7 @@ def test_an_invalid_event_of_an_erased_user_is_dropped_not_dead_lettered(setting
 def test_a_worker_whose_erasure_key_is_not_the_one_past_erasures_were_recorded_with_stops(settings, monkeypatch):
     """Their hashes were made with the other key: this worker would not find them and would apply the
     erased users' old events again."""
-    from stream_app.stream import erasures
+    from stream_app.stream import erased_users as erasures
 
     stops = []
     monkeypatch.setattr(erasures, "stop_worker", stops.append)
@@ -506,12 +506,50 @@ def test_erasure_requests_wait_for_their_partition_owner_and_are_applied_once():
     feed.push(USER.encode(), b"{not json", Source("erasures", mine, 3))
     erased = ErasedUsers({}, settings, "erased.changelog", "profiles.changelog")
     erased.applied_through(mine, 0)  # an earlier owner applied offset 0
-    assert feed.due({(mine + 2) % 4}, erased) == []  # not this worker's
     due = feed.due({mine, (mine + 1) % 4}, erased)
     assert [(p, o) for p, o, _ in due] == sorted([(mine, 1), (mine, 3), ((mine + 1) % 4, 2)])
     reasons = {o: c.reason for _, o, c in due if isinstance(c, Rejection)}
     assert reasons == {2: "wrong_partition", 3: "invalid_json"}
     assert feed.due({mine}, erased) == []  # handed out once
+
+
+def test_the_erasure_feed_holds_only_its_partitions_and_reads_one_taken_up_again_from_where_it_was_applied():
+    """Every worker held every request of every partition for as long as the topic kept them (30 days)."""
+    from stream_app.contracts import Source
+    from stream_app.stream.erasures import ErasedUsers, ErasureFeed
+    from stream_app.stream.partitioning import partition_of
+
+    settings = Settings(partitions=4)
+    feed = ErasureFeed(settings, 4, lambda: None, "w", None)
+    mine = partition_of(USER, 4)
+    other_user = next(user for user in (f"user-{i}" for i in range(100)) if partition_of(user, 4) != mine)
+    theirs = partition_of(other_user, 4)
+
+    def push(user: str, partition: int, offsets) -> None:
+        for offset in offsets:
+            value = orjson.dumps({"request_id": f"{user}-{offset}", "user_id": user, "requested_at": 1,
+                                  "schema_version": 1})
+            feed.push(user.encode(), value, Source("erasures", partition, offset))
+
+    def due(owned: set[int]) -> list[tuple[int, int]]:
+        return [(partition, offset) for partition, offset, _ in feed.due(owned, erased)]
+
+    push(USER, mine, range(3))
+    push(other_user, theirs, range(3))  # read before the worker knew its partitions
+    erased = ErasedUsers({}, settings, "erased.changelog", "profiles.changelog")
+    erased.applied_through(theirs, 0, f"{other_user}-0")  # another worker applied offset 0 of theirs
+    assert due({mine}) == [(mine, 0), (mine, 1), (mine, 2)]
+    assert theirs not in feed.pending and theirs not in feed.request_ids
+    push(other_user, theirs, [3])  # another worker's: not held
+    assert theirs not in feed.pending
+    assert due({mine, theirs}) == [] and feed.seeks == {theirs: 0}  # taken up: read again from the applied one
+    push(other_user, theirs, range(4))  # as the reader does after the seek
+    assert due({mine, theirs}) == [(theirs, 1), (theirs, 2), (theirs, 3)]
+    erased.applied_through(theirs, 3, f"{other_user}-3")
+    push(other_user, theirs, [4])
+    assert due({mine, theirs}) == [(theirs, 4)]
+    assert set(feed.request_ids[theirs]) == {3, 4}  # only the one before the next to apply is looked up
+    assert due({mine}) == [] and theirs not in feed.request_ids  # it left
 
 
 def test_requests_on_a_recreated_erasures_topic_are_applied_not_taken_for_the_ones_applied_before():

@@ -340,3 +340,40 @@ def test_a_removal_marker_newer_than_the_last_reset_is_an_idle_eviction_and_rece
     assert "repair-redis" not in reset  # the marker says Redis lost nothing
     evicted = commands.no_profile(settings, "u1", {b"evicted_generation": b"1", b"evicted_at": b"2000"})
     assert "evicted as idle" in evicted and "was reset" not in evicted
+
+
+def test_a_worker_that_takes_up_a_partition_applies_the_erasures_it_read_before_and_not_again_those_applied(
+        make_settings, start_worker, redis_client):
+    """A worker holds only its own partitions' requests (before, every worker held every request of every partition
+    for the topic's 30 days): one it takes up later is read again from where the erased-users table says it was
+    applied. The second request comes while its partition's owner is dead and the other worker does not hold it."""
+    from stream_app.stream.partitioning import partition_of
+
+    settings = make_settings()
+    first, second = start_worker(settings), start_worker(settings, wait_ready=False)
+
+    def owned(worker) -> set[int]:
+        found = [s for s in worker_statuses(redis_client, settings.namespace) if s["pid"] == worker.pid]
+        return set(found[0].get("input_partitions") or ()) if found else set()
+
+    wait_until(lambda: owned(first) and owned(second) and not owned(first) & owned(second), 90,
+               "the two workers to share the partitions")
+    user = next(u for u in (f"user-{i}" for i in range(200)) if partition_of(u, settings.partitions) in owned(second))
+    produce_events(settings, events_of(user, int(time.time() * 1000) - 3_600_000, 3))
+    wait_until(lambda: read_profile(redis_client, user, settings.namespace).get("event_count") == 3, 60,
+               "the user's profile")
+    done = cli(settings, "erase", user, "--json")
+    assert done.returncode == 0, done.stderr
+    applied = orjson.loads(done.stdout.strip().splitlines()[-1])
+    assert applied["worker_id"].endswith(f":{second.pid}")
+    second.kill()
+    (pending,) = [r["request_id"] for r in publish_erasures(settings, [user])]  # read by the first worker while the partition is not its own
+
+    def receipts() -> list[tuple[str, str]]:
+        return sorted((r["request_id"], r["worker_id"].rsplit(":", 1)[1]) for r in
+                      (orjson.loads(record.value) for record in read_to_end(settings, settings.topics.erasure_receipts)))
+
+    wait_until(lambda: len(receipts()) >= 2, 120, "the first worker to take up the partition and apply the request")
+    time.sleep(2)  # a request applied again would show by now
+    assert receipts() == sorted([(applied["request_id"], str(second.pid)), (pending, str(first.pid))])
+    assert owned(first) == set(range(settings.partitions))

@@ -1,8 +1,9 @@
 """Erasing one user (`stream-app erase`): the requests on the erasures topic, the record of erased users,
 and the receipt.
 
-Every worker reads every partition of the erasures topic from its beginning (`ErasureFeed.run`); a
-request waits until the worker that owns the user's partition has listed the dead letters naming the
+Every worker reads the erasures topic (`ErasureFeed.run`): every partition from its beginning until it knows its own,
+then only its own, a partition taken up read again from where it was applied (the record of erased users:
+erased_users.py). A request waits until the worker that owns the user's partition has listed the dead letters naming the
 user (a task reading that topic beside the batches) and applies it between two rounds of a batch,
 under the batch lock, so it never races with a batch touching the same user (`BatchHandler.erase`).
 That worker deletes the profile (table, changelog and profiles-topic tombstones, Redis: the path of
@@ -17,30 +18,26 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import hashlib
-import hmac
 import logging
 import time
 from typing import Any, Callable
 
-import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from ..config import Settings
 from ..contracts import ErasureRequest, Rejection, Source, check_erasure, dead_letter_users
-from ..core.learners.state import MAX_COUNT
 from ..core.profile import Profile
 from ..errors import described
 from ..kafka_security import consumer_kwargs
 from ..store.redis_store import MARKER_S, profile_key
+from .erased_users import ErasedUsers
 from .partitioning import partition_of
-from .retries import EXIT_ERASURE_KEY, PERMANENT, stop_worker
+from .retries import PERMANENT
 from .topics import topic_retention_ms
 from .transport import CONTROL_FETCH_WAIT_MS, true_end_offsets
 
 log = logging.getLogger("stream_app.erasures")
 
-ERASED_TABLE = "erased-users"
 #: How long the dead-letter topic is searched for a user's letters before the erasure goes on without
 #: the rest (its receipt says where the search stopped).
 LISTING_S = 120.0
@@ -63,137 +60,6 @@ NOT_ERASED = [
 DEAD_LETTER_NOTE = ("Kafka cannot delete single records: these dead letters leave the topic when retention_ms has "
                     "passed since they were written (set STREAM_APP_DLQ_RETENTION_MS before the topic is created, "
                     "or the topic's retention.ms on the broker)")
-
-
-class ErasedUsers:
-    """The record of erased users in its changelog-backed table: key HMAC-SHA256(user id) in hex ->
-    {"erased_at", "request_id"}; and per partition, the erasures topic's next offset to apply."""
-
-    def __init__(self, data: Any, settings: Settings, changelog: str, profile_changelog: str,
-                 partitions: int | None = None):
-        self.data = data  # the table's data: bytes -> JSON bytes
-        self.key = (settings.erasure_key or settings.group_id).encode()
-        # keys erasures were recorded with before (a rotation): still looked up, written with only to put back a record
-        # of theirs that could not be read (`_erased_at`)
-        self.previous = [key.strip().encode() for key in settings.erasure_previous_keys.split(",") if key.strip()]
-        # in every record: a record made with another key cannot be found by this one (its hash differs)
-        self.key_id = key_id(self.key)
-        self.known_ids = {self.key_id, *map(key_id, self.previous)}
-        self.changelog = changelog
-        self.partitions = partitions or settings.partitions  # the table's, as the profiles'
-        self.max_future_ms = settings.max_future_ms
-        self.profile_changelog = profile_changelog  # named in receipts
-        # records that could not be read, written again readable (key, value, partition): for the batch's changelog
-        self.rewritten: list[tuple[bytes, bytes, int]] = []
-
-    @classmethod
-    def table(cls, app: Any, settings: Settings, partitions: int, profile_changelog: str) -> "ErasedUsers":
-        """On a Faust table of its own (memory store, changelog), partitioned like the profile table."""
-        table = app.Table(ERASED_TABLE, partitions=partitions, key_type=bytes, value_type=bytes)
-        return cls(table.data, settings, table.changelog_topic_name, profile_changelog, partitions)
-
-    def user_hash(self, user_id: str, key: bytes | None = None) -> str:
-        """The record's key of a user: HMAC-SHA256 with this worker's key, or with `key`."""
-        return hmac.new(self.key if key is None else key, user_id.encode(), hashlib.sha256).hexdigest()
-
-    def erased_at(self, user_id: str, requested: bool = False) -> int | None:
-        """The time of the user's last erasure, None if never erased (a dict lookup when nobody was); `requested`:
-        of the records an erasure request wrote only, not those put back for one that could not be read."""
-        if not self.data:
-            return None
-        found = [self._erased_at(hashed, stored, user_id, key) for key in (self.key, *self.previous)
-                 if (stored := self.data.get(hashed := self.user_hash(user_id, key).encode())) is not None]
-        return max((at for at, put_back in found if not (requested and put_back)), default=None)
-
-    def _erased_at(self, hashed: bytes, stored: bytes, user_id: str, key: bytes) -> tuple[int, bool]:
-        """(the time of a record's erasure, whether it was put back). One that cannot be read (corrupt, forged) stays
-        an erasure, of a time not known but before this worker read it, from a request dated at most
-        STREAM_APP_MAX_FUTURE_MS after it was written: taken as that much after the moment it is first read and
-        written again so (`take_rewritten`), so that no event of before comes back and a restart reads the same."""
-        found = _record(stored) or {}
-        erased_at = found.get("erased_at")
-        if type(erased_at) is int and 0 <= erased_at <= MAX_COUNT:
-            return erased_at, found.get("put_back") is True
-        erased_at = int(time.time() * 1000) + self.max_future_ms
-        value = orjson.dumps({"erased_at": erased_at, "request_id": None, "key_id": key_id(key), "put_back": True})
-        self.data[hashed] = memoryview(value).tobytes()  # as `record` keeps it
-        self.rewritten.append((hashed, value, partition_of(user_id, self.partitions)))
-        log.error("the erased-users record %s cannot be read (%r): taken for an erasure at %d (when first read, and "
-                  "STREAM_APP_MAX_FUTURE_MS), which a worker writes in its place", hashed.decode(errors="replace"),
-                  stored[:80], erased_at)
-        return erased_at, True
-
-    def take_rewritten(self) -> list[tuple[bytes, bytes, int]]:
-        """The changelog records (key, value, partition) of unreadable records written again since the last call."""
-        taken, self.rewritten = self.rewritten, []
-        return taken
-
-    def record(self, request: ErasureRequest) -> tuple[bytes, bytes]:
-        """Remember the erasure in the table; return its changelog record (key, value)."""
-        key = self.user_hash(request.user_id).encode()
-        stored = self.data.get(key)  # a later request with an earlier time (another clock) must not shrink it
-        erased_at = max(request.requested_at, self._erased_at(key, stored, request.user_id, self.key)[0]
-                        if stored is not None else 0)
-        self.rewritten = [put_back for put_back in self.rewritten if put_back[0] != key]  # this record replaces it
-        value = orjson.dumps({"erased_at": erased_at, "request_id": request.request_id, "key_id": self.key_id})
-        self.data[key] = memoryview(value).tobytes()  # orjson's bytes hold a 4 KiB buffer; the table keeps 60 B
-        return key, value
-
-    def other_keys(self) -> set[str]:
-        """The ids of other keys the restored records were made with (records of releases before key ids: not
-        told apart). Non-empty: this worker cannot see those erasures, and would let their users' old events in."""
-        return {found for key, value in list(self.data.items()) if not key.startswith(b"offset:")
-                and isinstance(found := (_record(value) or {}).get("key_id", self.key_id), str)
-                and found not in self.known_ids}  # a key id that cannot be read is no evidence of another key
-
-    def check_key(self) -> None:
-        """Stop the worker (EXIT_ERASURE_KEY) if past erasures were recorded with a key it does not have."""
-        others = self.other_keys()
-        if others:
-            log.critical("the erased-users table holds erasures recorded with an erasure key this worker does not "
-                         "have (key id %s; this worker's is %s): it would not see them and would let those users' "
-                         "old events in. Give every worker the same STREAM_APP_ERASURE_KEY (and group id), and list "
-                         "the keys used before in STREAM_APP_ERASURE_PREVIOUS_KEYS", ", ".join(sorted(others)),
-                         self.key_id)
-            stop_worker(EXIT_ERASURE_KEY)
-
-    def next_offset(self, partition: int) -> int:
-        return self.applied(partition)[0]
-
-    def applied(self, partition: int) -> tuple[int, str | None]:
-        """The erasures topic's partition's next offset to apply, and the id of the request applied before it
-        (None: not recorded, by a release before 2026-11-30, or a rejected record)."""
-        stored = self.data.get(b"offset:%d" % partition)
-        found = _record(stored) if stored is not None else {}
-        if found is not None:
-            offset, request_id = found.get("next_offset", 0), found.get("request_id")
-            if type(offset) is int and 0 <= offset <= MAX_COUNT and isinstance(request_id, (str, type(None))):
-                return offset, request_id
-        log.error("the erased-users record of partition %d's next erasure cannot be read (%r): the partition's "
-                  "erasures are applied again from the start (an erasure applied again keeps later profiles)",
-                  partition, stored[:80])
-        return 0, None
-
-    def applied_through(self, partition: int, offset: int, request_id: str | None = None) -> tuple[bytes, bytes]:
-        """The erasures topic's partition is applied up to `offset` (the request `request_id`); return the
-        changelog record."""
-        key, value = b"offset:%d" % partition, orjson.dumps({"next_offset": offset + 1, "request_id": request_id})
-        self.data[key] = value
-        return key, value
-
-
-def _record(stored: bytes) -> dict[str, Any] | None:
-    """An erased-users record's fields; None if it is not a JSON object."""
-    try:
-        found = orjson.loads(stored)
-    except orjson.JSONDecodeError:
-        return None
-    return found if isinstance(found, dict) else None
-
-
-def key_id(key: bytes) -> str:
-    """A name of an erasure key that says nothing about it."""
-    return hmac.new(key, b"stream-app erasure key id", hashlib.sha256).hexdigest()[:16]
 
 
 def receipt(request: ErasureRequest, partition: int, profile: Profile | None, found: bool, erased: ErasedUsers,
@@ -232,8 +98,9 @@ def receipt(request: ErasureRequest, partition: int, profile: Profile | None, fo
 
 
 class ErasureFeed:
-    """Every erasure request of every partition, from the topic's beginning; those of the worker's own
-    partitions wait in `pending` until a batch applies them (`due`)."""
+    """The erasure requests of the worker's own partitions, waiting in `pending` until a batch applies them (`due`).
+    It reads every partition from the topic's beginning until the worker's partitions are known, then holds only
+    theirs: a partition taken up later is read again from where the erased-users table says it was applied."""
 
     def __init__(self, settings: Settings, partitions: int, wake: Callable[[], None], worker_id: str,
                  retry: Callable[..., Any]):
@@ -248,6 +115,8 @@ class ErasureFeed:
         self.request_ids: dict[int, dict[int, str | None]] = collections.defaultdict(dict)
         self.last_read: dict[int, int] = {}
         self.restarted: set[int] = set()
+        self.owned: set[int] | None = None  # the worker's partitions as the last batch had them; None: not yet known
+        self.seeks: dict[int, int] = {}  # partitions taken up -> the offset to read them again from
         self.read = 0
         self.retention: tuple[int, str] | None = None  # the dead-letter topic's, once asked
         # The dead letters naming each user with a request due, listed outside the batch lock (reading the
@@ -273,6 +142,10 @@ class ErasureFeed:
             await consumer.seek_to_beginning(*tps)
             self.last_read.clear()  # read again from the start: not a topic that started again
             while True:
+                for partition, offset in self.seeks.items():  # here: the consumer is this task's
+                    consumer.seek(TopicPartition(topic, partition), offset)
+                    self.last_read.pop(partition, None)  # read again: not a topic that started again
+                self.seeks.clear()
                 batches = await consumer.getmany(timeout_ms=500, max_records=1000)
                 for tp, records in batches.items():
                     for record in records:
@@ -284,6 +157,9 @@ class ErasureFeed:
             await consumer.stop()
 
     def push(self, key: bytes | None, value: bytes | None, source: Source) -> None:
+        if self.owned is not None and source.partition not in self.owned:
+            self.read += 1
+            return  # another worker's: read again from its applied offset if this worker takes it up (`follow`)
         checked = check_erasure(value, key, source, self.settings.max_payload_bytes, self.settings.max_future_ms)
         future_ms = self.settings.max_future_ms
         if (isinstance(checked, ErasureRequest) and source.timestamp is not None and future_ms
@@ -309,12 +185,34 @@ class ErasureFeed:
     def due(self, owned: set[int], erased: ErasedUsers) -> list[tuple[int, int, ErasureRequest | Rejection]]:
         """The requests of the worker's own partitions not applied yet, in offset order: (partition, offset,
         request or rejection). Those an earlier owner applied are dropped."""
+        self.follow(owned, erased)
         out = []
         for partition in sorted(owned & self.pending.keys()):
             start = self._start(partition, erased)
             waiting = self.pending.pop(partition)
             out.extend((partition, offset, waiting[offset]) for offset in sorted(waiting) if offset >= start)
+            ids = self.request_ids[partition]  # only the one before the next to apply is looked up (`_start`)
+            if len(ids) > 1:
+                self.request_ids[partition] = {offset: found for offset, found in ids.items() if offset >= start - 1}
         return out
+
+    def follow(self, owned: set[int], erased: ErasedUsers) -> None:
+        """Hold the requests of `owned` only: those of a partition that left are dropped, and one taken up is read
+        again from the offset before its next to apply (whose request id tells a recreated topic, `_start`)."""
+        if owned == self.owned:
+            return
+        for partition in set(self.pending) | set(self.request_ids) | set(self.last_read):
+            if partition not in owned:
+                self.pending.pop(partition, None)
+                self.request_ids.pop(partition, None)
+                self.last_read.pop(partition, None)
+                self.restarted.discard(partition)
+        if self.owned is not None:  # before: every partition was held since the topic's beginning
+            for partition in owned - self.owned:
+                self.pending.pop(partition, None)
+                self.request_ids.pop(partition, None)
+                self.seeks[partition] = max(0, erased.next_offset(partition) - 1)  # sought within a poll (500 ms)
+        self.owned = set(owned)
 
     def _start(self, partition: int, erased: ErasedUsers) -> int:
         """The partition's first offset not applied: where the erased-users table says, unless the topic was

@@ -21,7 +21,7 @@ from ..config import Settings
 from ..core.profile import snapshot_order, supersedes
 from ..errors import ConfigError
 from ..store.redis_store import delete_profiles_before, profile_users, restore_profiles
-from ..stream.erasures import ERASED_TABLE, ErasedUsers
+from ..stream.erased_users import ERASED_TABLE, ErasedUsers
 from .consume import read_to_end
 
 #: Snapshots written per Redis round trip.
