@@ -369,6 +369,36 @@ def test_an_erasure_deletes_the_profile_everywhere_and_says_so_in_its_receipt(se
     assert "  left: 1 dead letter on " in describe(sent)  # it said "1 dead letters"
 
 
+def test_every_state_record_names_the_partition_it_is_state_of_and_nothing_else_does(settings, monkeypatch):
+    """The fence of a batch that outlived a revoke (output.Outbox.fence) drops records by these owners: a state
+    record without one would reach a compacted topic after its partition's new owner wrote the key."""
+    from stream_app.stream.erasures import ErasedUsers
+
+    state_topics = {"profiles.changelog", settings.topics.profiles, "learners.changelog", "erased.changelog"}
+
+    def owners(handler: BatchHandler) -> dict[str, set]:
+        found: dict[str, set] = {}
+        for (topic, _, _, _), owner in zip(handler.outbox.records, handler.outbox.owners, strict=True):
+            found.setdefault(topic, set()).add(owner)
+        return found
+
+    profiles: dict = {}
+    processed = run(make_events(), settings, profiles, {}, None, monkeypatch)  # the events are of partition 0
+    found = owners(processed)
+    assert {"profiles.changelog", settings.topics.profiles, "learners.changelog"} <= found.keys()
+    assert settings.topics.recommendations in found
+    assert all(found[topic] == ({0} if topic in state_topics else {None}) for topic in found), found
+    erased = ErasedUsers({}, settings, "erased.changelog", "profiles.changelog")
+    eraser = BatchHandler(settings, profiles, PartitionState({}, settings), InMemoryItemIndex(settings), Counters(),
+                          now=5, erased=erased)
+    eraser.erase(erase_request(USER, make_events()[-1].ts), 0, "worker-1")
+    eraser.snapshots("profiles.changelog", {}, "learners.changelog")
+    eraser.send_receipts({USER: True})
+    found = owners(eraser)
+    assert {"profiles.changelog", settings.topics.profiles, "erased.changelog"} <= found.keys()
+    assert all(found[topic] == ({0} if topic in state_topics else {None}) for topic in found), found
+
+
 def test_after_an_erasure_older_events_are_dropped_and_later_ones_start_a_new_profile(settings, monkeypatch):
     from stream_app.stream.erasures import ErasedUsers
 
@@ -543,6 +573,11 @@ def test_the_erasure_feed_holds_only_its_partitions_and_reads_one_taken_up_again
     push(other_user, theirs, [3])  # another worker's: not held
     assert theirs not in feed.pending
     assert due({mine, theirs}) == [] and feed.seeks == {theirs: 0}  # taken up: read again from the applied one
+    push(other_user, theirs, [4])  # fetched from where the reader was, before its seek: offsets 1-3 would be skipped
+    assert due({mine, theirs}) == []
+    sought = []
+    feed.seek_taken_up(SimpleNamespace(seek=lambda tp, offset: sought.append((tp.partition, offset))), "erasures")
+    assert sought == [(theirs, 0)] and feed.seeks == {}
     push(other_user, theirs, range(4))  # as the reader does after the seek
     assert due({mine, theirs}) == [(theirs, 1), (theirs, 2), (theirs, 3)]
     erased.applied_through(theirs, 3, f"{other_user}-3")
@@ -550,6 +585,29 @@ def test_the_erasure_feed_holds_only_its_partitions_and_reads_one_taken_up_again
     assert due({mine, theirs}) == [(theirs, 4)]
     assert set(feed.request_ids[theirs]) == {3, 4}  # only the one before the next to apply is looked up
     assert due({mine}) == [] and theirs not in feed.request_ids  # it left
+
+
+def test_a_partition_taken_up_on_a_recreated_erasures_topic_has_its_requests_applied_from_its_start():
+    """The seek past the recreated topic's end lands at its end; its first records then are below the seek."""
+    from stream_app.contracts import Source
+    from stream_app.stream.erasures import ErasedUsers, ErasureFeed
+    from stream_app.stream.partitioning import partition_of
+
+    settings = Settings(partitions=4)
+    feed = ErasureFeed(settings, 4, lambda: None, "w", None)
+    mine = partition_of(USER, 4)
+    other_user = next(user for user in (f"user-{i}" for i in range(100)) if partition_of(user, 4) != mine)
+    theirs = partition_of(other_user, 4)
+    erased = ErasedUsers({}, settings, "erased.changelog", "profiles.changelog")
+    erased.applied_through(theirs, 6, "old-6")  # applied on the old topic, by another worker
+    assert feed.due({mine}, erased) == []
+    assert feed.due({mine, theirs}, erased) == [] and feed.seeks == {theirs: 6}
+    feed.seek_taken_up(SimpleNamespace(seek=lambda tp, offset: None), "erasures")
+    for offset in range(2):  # the new topic's requests, read from its start
+        value = orjson.dumps({"request_id": f"new-{offset}", "user_id": other_user, "requested_at": 1,
+                              "schema_version": 1})
+        feed.push(other_user.encode(), value, Source("erasures", theirs, offset))
+    assert [(p, o) for p, o, _ in feed.due({mine, theirs}, erased)] == [(theirs, 0), (theirs, 1)]
 
 
 def test_requests_on_a_recreated_erasures_topic_are_applied_not_taken_for_the_ones_applied_before():

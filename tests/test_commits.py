@@ -102,6 +102,8 @@ def test_a_batch_that_outlived_a_revoke_may_write_the_state_only_of_partitions_h
         offsets.revoked()
         asking = asyncio.ensure_future(offsets.held_for(before))
         await asyncio.sleep(0.05)
+        offsets.assigned({1, 2, 3})
+        await asyncio.sleep(0.05)
         waited = not asking.done()  # which partitions stay is not known until the rebalance is complete
         offsets.taken_up({1, 2, 3})
         return waited, await asking
@@ -109,10 +111,46 @@ def test_a_batch_that_outlived_a_revoke_may_write_the_state_only_of_partitions_h
     assert asyncio.run(rebalance_while_a_late_batch_waits()) == (True, {1, 2})  # 0 left; 3 came, from its changelog
     between = offsets.generation
     offsets.revoked()
+    offsets.assigned({1, 3, 0})
     offsets.taken_up({1, 3, 0})  # 2 left, 0 came back: its memory holds the restore, not the late batch's effects
     assert asyncio.run(offsets.held_for(before)) == {1}
     assert asyncio.run(offsets.held_for(between)) == {1, 3}
     assert asyncio.run(offsets.held_for(offsets.generation)) is None
+
+
+def test_a_partition_that_left_in_a_rebalance_that_never_completed_is_not_held_when_it_comes_back():
+    import faust
+
+    offsets = AppliedOffsets(interval_s=0.0)
+    app = faust.App("assignments-heard", broker="kafka://localhost:1")
+    offsets.follow_assignments(app, ["events"])  # as the worker hears them
+    offsets.taken_up({0, 1})
+    before = offsets.generation
+    offsets.revoked()
+    # 0 left; another rebalance begins during the restore: this one never completes
+    asyncio.run(app.on_partitions_assigned.send({TP("events", 1), TP("a-changelog", 0)}))
+    offsets.revoked()
+    asyncio.run(app.on_partitions_assigned.send({TP("events", 0), TP("events", 1)}))  # 0 is back, restored
+    offsets.taken_up({0, 1})
+    assert asyncio.run(offsets.held_for(before)) == {1}
+
+
+def test_a_rebalance_completion_heard_after_the_next_revoke_settles_nothing():
+    offsets = AppliedOffsets(interval_s=0.0)
+    offsets.taken_up({0, 1})
+    before = offsets.generation
+
+    async def late_completion_then_the_real_one() -> tuple[bool, set[int] | None]:
+        offsets.revoked()
+        asking = asyncio.ensure_future(offsets.held_for(before))
+        offsets.taken_up({0, 1})  # the previous rebalance's, late: 0 may be on its way to another worker
+        await asyncio.sleep(0.05)
+        waited = not asking.done()
+        offsets.assigned({1})
+        offsets.taken_up({1})
+        return waited, await asking
+
+    assert asyncio.run(late_completion_then_the_real_one()) == (True, {1})
 
 
 def test_a_late_batch_delivers_every_record_but_the_state_of_partitions_it_no_longer_holds(make_settings):
@@ -138,6 +176,7 @@ def test_a_late_batch_delivers_every_record_but_the_state_of_partitions_it_no_lo
         outbox.add(topics.dlq, user, b"letter", partition, owner=None)
         outbox.add(topics.profiles, user, b"snapshot", partition, owner=partition)
     offsets.revoked()  # the batch's delivery outlives a rebalance that moves partition 0 away
+    offsets.assigned({1, 2})
     offsets.taken_up({1, 2})
     asyncio.run(_deliver(settings, outbox))
     assert sorted(r.key for r in read_to_end(settings, topics.recommendations)) == [b"user-of-0", b"user-of-1"]

@@ -41,6 +41,7 @@ class AppliedOffsets:
         # each assigned table partition -> the generation it has been held since without a break (`held_for`)
         self.held_since: dict[int, int] = {}
         self.settled = asyncio.Event()  # the last revoke's assignment is taken up
+        self.assignment_due = False  # revoked, and the group's next assignment not yet heard (`assigned`)
 
     def flushed(self, marks: Mapping[tuple[str, int], int], generation: int) -> None:
         """After a batch's effects are stored: the lanes' next offsets (ordered_input.applied_marks), as
@@ -58,10 +59,29 @@ class AppliedOffsets:
         self.applied.clear()
         self.generation += 1
         self.settled.clear()
+        self.assignment_due = True
+
+    def follow_assignments(self, app: Any, inputs: Iterable[str]) -> None:
+        """Hear each of the group's assignments of the input partitions (`assigned`), as Faust hands it out."""
+        topics = set(inputs)
+
+        @app.on_partitions_assigned.connect
+        async def on_assigned(sender: Any, assigned: Iterable[TP], **kwargs: Any) -> None:
+            self.assigned({tp.partition for tp in assigned if tp.topic in topics})
+
+    def assigned(self, partitions: Iterable[int]) -> None:
+        """The group's assignment, before its tables are restored. A partition not in it has left, also when its
+        rebalance is never complete (another begins during the restore, or the member was dropped from the group)."""
+        kept = set(partitions)
+        self.held_since = {p: since for p, since in self.held_since.items() if p in kept}
+        self.assignment_due = False
 
     def taken_up(self, partitions: Iterable[int]) -> None:
         """A rebalance is complete: `partitions` are this worker's. A partition kept through it kept its table
-        data in memory (Faust drops only those that left); one that came (back) starts from its changelog."""
+        data in memory (Faust drops only those that left); one that came (back) starts from its changelog.
+        Heard after a revoke and before the next assignment, it is an earlier rebalance's, late: it settles nothing."""
+        if self.assignment_due:
+            return
         self.held_since = {p: self.held_since.get(p, self.generation) for p in partitions}
         self.settled.set()
 

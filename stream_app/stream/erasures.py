@@ -142,10 +142,7 @@ class ErasureFeed:
             await consumer.seek_to_beginning(*tps)
             self.last_read.clear()  # read again from the start: not a topic that started again
             while True:
-                for partition, offset in self.seeks.items():  # here: the consumer is this task's
-                    consumer.seek(TopicPartition(topic, partition), offset)
-                    self.last_read.pop(partition, None)  # read again: not a topic that started again
-                self.seeks.clear()
+                self.seek_taken_up(consumer, topic)  # here: the consumer is this task's
                 batches = await consumer.getmany(timeout_ms=500, max_records=1000)
                 for tp, records in batches.items():
                     for record in records:
@@ -156,10 +153,20 @@ class ErasureFeed:
         finally:
             await consumer.stop()
 
+    def seek_taken_up(self, consumer: Any, topic: str) -> None:
+        """Read each partition taken up again from its offset (`follow`)."""
+        while self.seeks:
+            partition, offset = self.seeks.popitem()  # first: a seek that raises is not tried again for ever
+            # a first record below it: the topic was recreated (`_start`), as for a record read before it
+            self.last_read[partition] = offset - 1
+            consumer.seek(TopicPartition(topic, partition), offset)
+
     def push(self, key: bytes | None, value: bytes | None, source: Source) -> None:
-        if self.owned is not None and source.partition not in self.owned:
+        if source.partition in self.seeks or (self.owned is not None and source.partition not in self.owned):
+            # another worker's, or one taken up whose records come from where the reader was: those up to the
+            # seek would be handed out past the requests between the applied offset and them
             self.read += 1
-            return  # another worker's: read again from its applied offset if this worker takes it up (`follow`)
+            return
         checked = check_erasure(value, key, source, self.settings.max_payload_bytes, self.settings.max_future_ms)
         future_ms = self.settings.max_future_ms
         if (isinstance(checked, ErasureRequest) and source.timestamp is not None and future_ms

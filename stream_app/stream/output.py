@@ -10,7 +10,9 @@ A batch that outlived the revoke of its partitions (retries.batch_finished_or_la
 drops its records of those partitions' state before each send (`Outbox.fence`): the tables' changelogs and the
 compacted profiles topic keep only each key's last record once compacted, and a late record of an earlier owner
 left as the last would roll the user back at the next restore. The batch's input offsets count for nothing
-(commits.py), so the new owner applies its events again.
+(commits.py), so the new owner applies its events again. A send handed to the producer before the revoke is
+stored or given up within PRODUCE_TIMEOUT_MS (aiokafka retries a batch until its request timeout, 40 s by default),
+which is no longer than a rebalance waits for the batch: the next owner's records come after it.
 """
 
 from __future__ import annotations
@@ -24,11 +26,14 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
 from ..kafka_security import KafkaSecurity, aiokafka_kwargs
+from .retries import REBALANCE_WAIT_S
 
 log = logging.getLogger("stream_app.output")
 
 MAX_BATCH_BYTES = 1024 * 1024
 Record = tuple[str, bytes | None, bytes | None, int | None]
+#: A produce not acknowledged by then fails (the batch's delivery is tried again, fenced anew).
+PRODUCE_TIMEOUT_MS = int(REBALANCE_WAIT_S * 1000)
 
 
 @dataclass
@@ -86,7 +91,7 @@ class BatchProducer:
             if self._producer is None:
                 producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap_servers.split(","), acks="all",
                                             linger_ms=self.linger_ms, max_batch_size=MAX_BATCH_BYTES,
-                                            max_request_size=4 * MAX_BATCH_BYTES,
+                                            max_request_size=4 * MAX_BATCH_BYTES, request_timeout_ms=PRODUCE_TIMEOUT_MS,
                                             **aiokafka_kwargs(self.security))
                 await producer.start()
                 self._producer = producer

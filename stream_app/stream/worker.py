@@ -257,8 +257,7 @@ class StreamWorker:
                     break  # the loop waits behind the batch: the rest in the next one
             applied = ordered.applied_marks()  # taken now: a revoke may clear the lanes from here on
             for topic, partition, offset in ordered.take_refetches():
-                log.info("Faust's consumer skipped %s[%d] at offset %d (unapplied): fetching it again",
-                            topic, partition, offset)
+                log.info("Faust's consumer skipped %s[%d] at %d (unapplied): fetching it again", topic, partition, offset)
                 await self.app.consumer.seek(TP(topic, partition), offset)
             if not handler.events and not handler.outbox.records and not handler.removed:
                 return False
@@ -335,13 +334,13 @@ class StreamWorker:
             self.offsets.revoked()
 
     async def rebalance_complete(self) -> None:
+        self.offsets.taken_up(self.assigned_inputs())  # first: a late batch waits for it to fence its output
         async with batch_finished_or_late(self.lock, "taking up partitions"):
             self.partition_state.forget()
             if self.idle_users is not None:
                 self.idle_users.forget()
             self.user_eviction = EvictionClock()  # the new partitions' first round runs its own pass
             self.ordered.assign(self.assigned_inputs())  # where each lane starts comes with Faust's seek, next
-            self.offsets.taken_up(self.assigned_inputs())
             self.restored_unchecked = True  # for profiles of erased users (BatchHandler.erase_restored)
             self.erased.check_key()  # restored: erasures recorded with another key would go unseen
         self.partitions_ready = True
@@ -403,6 +402,7 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
     # Faust seeks to the group's commit after on_rebalance_complete: the own lanes start there.
     transport.Consumer.resumed_at = worker.ordered.resume_at
     transport.Consumer.faust_commits = False  # the worker commits what it applied (commits.AppliedOffsets)
+    worker.offsets.follow_assignments(app, settings.topics.inputs)  # which partitions a late batch still holds
     # Copies and re-fetched messages are never acknowledged: Faust must not wait for them.
     worker.ordered.forget = lambda message: app.consumer.forget(message)
 
