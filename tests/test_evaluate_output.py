@@ -86,8 +86,13 @@ def test_the_training_cutoff_is_said_as_a_utc_date_time_and_kept_in_epoch_ms_in_
     result["judged_from_ts"] = JUNE_FIRST_NOON_MS + 30_250  # seconds and milliseconds are said when there are any
     text, page = table(result), render(result)
     assert "trained on 1,000 events before 2011-06-01 12:00 UTC" in text and "before 2011-06-01 12:00 UTC" in page
-    assert "judged: events from 2011-06-01 12:00:30.250 UTC on" in text
+    (judged,) = [line for line in text.splitlines() if line.startswith("judged:")]  # one line says both
+    assert " events from 2011-06-01 12:00:30.250 UTC on (" in judged
     assert "events from 2011-06-01 12:00:30.250 UTC on" in page
+    replayed = via_kafka_result()
+    replayed.update(judged_from_ts=JUNE_FIRST_NOON_MS + 30_250, judge_from=0.5)
+    (judged,) = [line for line in via_kafka_table(replayed).splitlines() if line.startswith("judged:")]
+    assert " events from 2011-06-01 12:00:30.250 UTC on (--judge-from 0.5;" in judged
     assert str(JUNE_FIRST_NOON_MS) not in text + page
     assert result["judged_from_ts"] == JUNE_FIRST_NOON_MS + 30_250  # the results (JSON) keep the number
     assert result["encoder"]["training"]["train_until_ts"] == JUNE_FIRST_NOON_MS

@@ -79,8 +79,12 @@ def facts(result: dict[str, Any]) -> list[str]:
     """What the table says above its rows (the HTML report too): what was judged, the models beside the log, the
     lines and events not evaluated, the cold targets and the reachable ceiling."""
     first = next(iter(result["models"].values()), None)
-    lines = judged_said(first["judged"] if first else 0, asked="is --limit too small? with --encoder, only events "
-                        "after its training cutoff are judged")
+    how = ""
+    if result.get("judged_from_ts") is not None:
+        because = "; ".join(result.get("judged_from_because") or ["the encoder trained on the earlier part of this log"])
+        how = f" from {utc_said(result['judged_from_ts'])} on ({because}; every model still learns from all of it)"
+    lines = judged_said(first["judged"] if first else 0, how, asked="is --limit too small? with --encoder, only "
+                        "events after its training cutoff are judged")
     lines += _models_beside(result)
     lines += not_evaluated_said(result)
     cold_judged = first["cold_start"]["judged"] if first else 0
@@ -93,10 +97,6 @@ def facts(result: dict[str, Any]) -> list[str]:
                      f"highest Recall a model that recommends only items it has seen can reach; {own:,} "
                      f"({own / of:.4f}) on one the user had; {recent:,} ({recent / of:.4f}) on one of the user's "
                      f"{result['k']} most recent distinct items")
-    if result.get("judged_from_ts") is not None:
-        because = "; ".join(result.get("judged_from_because") or ["the encoder trained on the earlier part of this log"])
-        lines.append(f"judged: events from {utc_said(result['judged_from_ts'])} on ({because}; every model still "
-                     "learns from all of it)")
     return lines
 
 
@@ -172,10 +172,11 @@ def via_kafka_table(result: dict[str, Any]) -> str:
              f"worker(s){' beside a CPU-bound process' if result['busy'] else ''}, read back from the "
              f"recommendations topic; in process: the same core and settings"]
     judged, in_process = result["via_kafka"]["judged"], result["in_process"]["judged"]
-    lines += judged_said(judged, "" if judged == in_process else f" via Kafka, {in_process:,} in process")
+    how = "" if judged == in_process else f" via Kafka, {in_process:,} in process"
     if result.get("judged_from_ts") is not None:
-        lines.append(f"judged: events from {utc_said(result['judged_from_ts'])} on (--judge-from "
-                     f"{result['judge_from']:g}; every model still learns from all of it)")
+        how += (f" from {utc_said(result['judged_from_ts'])} on (--judge-from {result['judge_from']:g}; every model "
+                "still learns from all of it)")
+    lines += judged_said(judged, how)
     lines += not_evaluated_said(result, via_kafka=True)
     lines.append(f"{'':<12}" + "".join(f"{key:>11}" for key in keys))
     for name in ("via_kafka", "in_process"):
