@@ -192,3 +192,102 @@ async def _deliver(settings, outbox) -> None:
         await producer.deliver(outbox)
     finally:
         await producer.stop()
+
+
+class RebalancingWorker:
+    """What StreamWorker's rebalance steps touch, recording what they did."""
+
+    def __init__(self):
+        from types import SimpleNamespace
+
+        self.done: list[str] = []
+        self.lock, self.offsets = asyncio.Lock(), AppliedOffsets(interval_s=0.0)
+        self.partitions_ready, self.idle_users, self.app = False, None, SimpleNamespace(consumer=FakeConsumer([]))
+        self.partition_state = SimpleNamespace(forget=lambda: self.done.append("state forgotten"))
+        self.ordered = SimpleNamespace(revoke=lambda: self.done.append("revoked"), changed=asyncio.Event(),
+                                       assign=lambda partitions: self.done.append(f"assigned {sorted(partitions)}"))
+        self.erased = SimpleNamespace(check_key=lambda: None)
+        self.metrics = SimpleNamespace(freshness=SimpleNamespace(keep=lambda partitions: None))
+
+    def assigned_inputs(self) -> set[int]:
+        return {0, 1}
+
+    async def publish_status(self) -> None:
+        pass
+
+
+def run_rebalance_steps(first: str, then: str) -> tuple[RebalancingWorker, bool]:
+    """A rebalance's assignment is heard; a batch of the generation before holds the lock while the `first` and `then`
+    rebalance steps begin (the completion of that rebalance, the next one's revoke); then the batch finishes. Whether
+    the batch was told which partitions it still holds."""
+    from stream_app.stream.worker import StreamWorker
+
+    async def steps() -> tuple[RebalancingWorker, bool]:
+        worker = RebalancingWorker()
+        worker.offsets.taken_up({0, 1})
+        batch_began = worker.offsets.generation
+        worker.offsets.revoked()
+        worker.offsets.assigned({0, 1})
+        step = {"revoke": StreamWorker.partitions_revoked, "complete": StreamWorker.rebalance_complete}
+        await worker.lock.acquire()  # the batch, late: it asks which partitions it still holds
+        asking = asyncio.ensure_future(worker.offsets.held_for(batch_began))
+        began = [asyncio.ensure_future(step[first](worker))]
+        await asyncio.sleep(0.01)
+        began.append(asyncio.ensure_future(step[then](worker)))
+        await asyncio.sleep(0.01)
+        answered = asking.done()
+        worker.lock.release()
+        await asyncio.gather(*began)
+        asking.cancel()
+        return worker, answered
+
+    return asyncio.run(steps())
+
+
+def test_a_rebalance_completion_that_waited_for_the_batch_while_a_revoke_began_leaves_the_worker_not_ready():
+    worker, answered = run_rebalance_steps("complete", "revoke")  # the completion takes the lock first
+    assert answered  # the completion came before the revoke: the late batch may write what it kept
+    assert worker.done == ["revoked"]
+    assert not worker.partitions_ready and not worker.offsets.settled.is_set()
+
+
+def test_a_late_completion_heard_while_a_revoke_waits_for_the_batch_settles_nothing():
+    worker, answered = run_rebalance_steps("revoke", "complete")  # the completion came after the next revoke began
+    assert not answered  # partitions 0 and 1 are being revoked: the late batch must not write their state
+    assert worker.done == ["revoked"]
+    assert not worker.partitions_ready and not worker.offsets.settled.is_set()
+
+
+def test_a_producer_that_failed_to_start_is_closed_before_the_next_try(monkeypatch):
+    import socket
+
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.errors import KafkaConnectionError
+
+    from stream_app.kafka_security import KafkaSecurity
+    from stream_app.stream import output
+
+    made = []
+
+    class Recorded(AIOKafkaProducer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(output, "AIOKafkaProducer", Recorded)
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    outbox = output.Outbox()
+    outbox.add("events", b"k", b"v", 0)
+
+    async def two_tries() -> None:
+        producer = output.BatchProducer(f"127.0.0.1:{port}", KafkaSecurity())
+        for _ in range(2):
+            try:
+                await producer.deliver(outbox)
+            except KafkaConnectionError:
+                pass
+
+    asyncio.run(two_tries())
+    assert len(made) == 2 and all(made_one._closed for made_one in made)

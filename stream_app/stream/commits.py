@@ -54,12 +54,16 @@ class AppliedOffsets:
             if offset > self.applied.get(tp, 0):
                 self.applied[tp] = offset
 
-    def revoked(self) -> None:
-        """A rebalance: the next owner of each partition starts from the group's commit."""
-        self.applied.clear()
-        self.generation += 1
+    def revoking(self) -> None:
+        """A revoke begins (it may wait for a batch): a rebalance completion heard from now on is an earlier one's."""
         self.settled.clear()
         self.assignment_due = True
+
+    def revoked(self) -> None:
+        """A rebalance: the next owner of each partition starts from the group's commit."""
+        self.revoking()
+        self.applied.clear()
+        self.generation += 1
 
     def follow_assignments(self, app: Any, inputs: Iterable[str]) -> None:
         """Hear each of the group's assignments of the input partitions (`assigned`), as Faust hands it out."""
@@ -76,14 +80,16 @@ class AppliedOffsets:
         self.held_since = {p: since for p, since in self.held_since.items() if p in kept}
         self.assignment_due = False
 
-    def taken_up(self, partitions: Iterable[int]) -> None:
+    def taken_up(self, partitions: Iterable[int]) -> bool:
         """A rebalance is complete: `partitions` are this worker's. A partition kept through it kept its table
         data in memory (Faust drops only those that left); one that came (back) starts from its changelog.
-        Heard after a revoke and before the next assignment, it is an earlier rebalance's, late: it settles nothing."""
+        Heard after a revoke began and before the next assignment, it is an earlier rebalance's, late: it settles
+        nothing, and False says so."""
         if self.assignment_due:
-            return
+            return False
         self.held_since = {p: self.held_since.get(p, self.generation) for p in partitions}
         self.settled.set()
+        return True
 
     async def held_for(self, generation: int) -> set[int] | None:
         """The table partitions whose state a batch begun in `generation` may still write (None: all, no revoke

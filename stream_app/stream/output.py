@@ -10,9 +10,11 @@ A batch that outlived the revoke of its partitions (retries.batch_finished_or_la
 drops its records of those partitions' state before each send (`Outbox.fence`): the tables' changelogs and the
 compacted profiles topic keep only each key's last record once compacted, and a late record of an earlier owner
 left as the last would roll the user back at the next restore. The batch's input offsets count for nothing
-(commits.py), so the new owner applies its events again. A send handed to the producer before the revoke is
-stored or given up within PRODUCE_TIMEOUT_MS (aiokafka retries a batch until its request timeout, 40 s by default),
-which is no longer than a rebalance waits for the batch: the next owner's records come after it.
+(commits.py), so the new owner applies its events again. A send handed to the producer before the revoke is not
+fenced: without transactions nothing withdraws it, and aiokafka retries it until its request timeout (40 s; a batch
+queued behind one in flight may wait about twice that, plus reconnects), so it can land after the next owner's
+records. A shorter timeout would not bound that (a timed-out request is not withdrawn either) and would fail every
+other request of the client on a slow broker: the default stays.
 """
 
 from __future__ import annotations
@@ -26,14 +28,11 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
 from ..kafka_security import KafkaSecurity, aiokafka_kwargs
-from .retries import REBALANCE_WAIT_S
 
 log = logging.getLogger("stream_app.output")
 
 MAX_BATCH_BYTES = 1024 * 1024
 Record = tuple[str, bytes | None, bytes | None, int | None]
-#: A produce not acknowledged by then fails (the batch's delivery is tried again, fenced anew).
-PRODUCE_TIMEOUT_MS = int(REBALANCE_WAIT_S * 1000)
 
 
 @dataclass
@@ -91,9 +90,13 @@ class BatchProducer:
             if self._producer is None:
                 producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap_servers.split(","), acks="all",
                                             linger_ms=self.linger_ms, max_batch_size=MAX_BATCH_BYTES,
-                                            max_request_size=4 * MAX_BATCH_BYTES, request_timeout_ms=PRODUCE_TIMEOUT_MS,
+                                            max_request_size=4 * MAX_BATCH_BYTES,
                                             **aiokafka_kwargs(self.security))
-                await producer.start()
+                try:
+                    await producer.start()
+                except BaseException:
+                    await producer.stop()  # its connections and sender task, else left to leak at each retry
+                    raise
                 self._producer = producer
         return self._producer
 

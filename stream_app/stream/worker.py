@@ -14,6 +14,7 @@ and recovery from their changelogs) and timers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -159,11 +160,7 @@ class StreamWorker:
                                 "again after a failure: see the log)")
         waiting.update(self.input_ends.missing() if self.processing else {})
         waiting.update(redis_wait(self, OUTAGE_NOT_READY_S))
-        now = time.monotonic()
-        for output, since in self.outages.items():
-            if now - since >= OUTAGE_NOT_READY_S:
-                waiting[output.lower()] = (f"cannot write to {output} for {now - since:.0f}s; retrying "
-                                           "(the events wait unacknowledged, nothing is lost)")
+        waiting.update(worker_status.output_waits(self.outages, OUTAGE_NOT_READY_S))
         return waiting
 
     def snapshot(self) -> Snapshot:
@@ -178,10 +175,8 @@ class StreamWorker:
         await retries.keep_running("follow the model control topic", lambda: self.watcher.run(self.models_ready))
 
     async def follow_catalogue(self) -> None:
-        try:  # the content model first: the catalogue is embedded once, by it
+        with contextlib.suppress(asyncio.TimeoutError):  # the content model first: it embeds the catalogue, once
             await asyncio.wait_for(self.models_ready.wait(), timeout=30)
-        except asyncio.TimeoutError:
-            pass
         await retries.keep_running("follow the item catalogue",
                                    lambda: self.catalogue.run(lambda: self.watcher.content, self.catalogue_ready))
 
@@ -327,6 +322,7 @@ class StreamWorker:
 
     async def partitions_revoked(self) -> None:
         self.partitions_ready, self.unassigned_since = False, time.monotonic()
+        self.offsets.revoking()
         async with batch_finished_or_late(self.lock, "revoking partitions") as batch_done:
             if batch_done:  # else an outage holds the batch: no time left to commit in the rebalance
                 await self.offsets.commit_now(self.app.consumer, "at the rebalance")
@@ -334,8 +330,11 @@ class StreamWorker:
             self.offsets.revoked()
 
     async def rebalance_complete(self) -> None:
-        self.offsets.taken_up(self.assigned_inputs())  # first: a late batch waits for it to fence its output
+        if not self.offsets.taken_up(self.assigned_inputs()):  # first: a late batch waits for it to fence its output
+            return  # an earlier rebalance's, heard after the next revoke began
         async with batch_finished_or_late(self.lock, "taking up partitions"):
+            if self.offsets.assignment_due:  # a revoke began while this waited for the batch: it is past
+                return
             self.partition_state.forget()
             if self.idle_users is not None:
                 self.idle_users.forget()

@@ -162,6 +162,13 @@ def redis_wait(worker: Any, after_s: float) -> dict[str, str]:
                      "check REDIS_URL)"}
 
 
+def output_waits(outages: dict[str, float], after_s: float) -> dict[str, str]:
+    """The outputs (output name -> failing since, monotonic) whose writes have failed for `after_s` or longer."""
+    now = time.monotonic()
+    return {output.lower(): f"cannot write to {output} for {now - since:.0f}s; retrying (the events wait "
+            "unacknowledged, nothing is lost)" for output, since in outages.items() if now - since >= after_s}
+
+
 async def status_until_processing(worker: Any) -> None:
     """The status every third of its lifetime until the worker's input loop runs (then its heartbeat does it)."""
     while not worker.processing:
