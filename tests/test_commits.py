@@ -291,3 +291,24 @@ def test_a_producer_that_failed_to_start_is_closed_before_the_next_try(monkeypat
 
     asyncio.run(two_tries())
     assert len(made) == 2 and all(made_one._closed for made_one in made)
+
+
+def test_a_late_batch_waiting_for_a_rebalance_that_does_not_complete_says_so(monkeypatch, caplog):
+    from stream_app.stream import commits
+
+    monkeypatch.setattr(commits, "SETTLE_WARN_S", 0.02)
+    offsets = AppliedOffsets(interval_s=0.0)
+    offsets.taken_up({0, 1})
+    before = offsets.generation
+
+    async def wait_then_complete() -> set[int] | None:
+        offsets.revoked()
+        asking = asyncio.ensure_future(offsets.held_for(before))
+        await asyncio.sleep(0.07)
+        offsets.assigned({1})
+        offsets.taken_up({1})
+        return await asking
+
+    assert asyncio.run(wait_then_complete()) == {1}
+    waits = [r.getMessage() for r in caplog.records if "waited" in r.getMessage()]
+    assert len(waits) >= 2 and "for the rebalance to complete" in waits[0]

@@ -25,6 +25,8 @@ log = logging.getLogger("stream_app.commits")
 #: How long a rebalance or a stop waits for the commit of the applied offsets (a rebalance waits up to
 #: retries.REBALANCE_WAIT_S for a batch first; the group's rebalance timeout is 6 s).
 COMMIT_NOW_WAIT_S = 2.0
+#: How often a batch that outlived a revoke says it still waits for the rebalance to complete (`held_for`).
+SETTLE_WARN_S = 30.0
 #: The periodic commit's bound: with the broker gone aiokafka waits for a group coordinator without end.
 COMMIT_WAIT_S = 5.0
 #: After the broker has not answered the heartbeat's ask of the input ends for this long, the worker is not ready:
@@ -97,7 +99,15 @@ class AppliedOffsets:
         moved has lost the batch's effects in memory; its new owner applies the batch's events again."""
         if generation == self.generation:
             return None
-        await self.settled.wait()
+        waited_s = 0.0
+        while not self.settled.is_set():  # said now and then: a rebalance that never completes holds the output
+            try:
+                await asyncio.wait_for(self.settled.wait(), timeout=SETTLE_WARN_S)
+            except asyncio.TimeoutError:
+                waited_s += SETTLE_WARN_S
+                log.warning("a batch begun before a rebalance has waited %.0fs for the rebalance to complete (only "
+                            "then is it known which partitions' state it may still write); its delivery waits",
+                            waited_s)
         return {p for p, since in self.held_since.items() if since <= generation}
 
     async def commit(self, consumer: Any, now: bool = False) -> bool:
