@@ -543,17 +543,24 @@ def test_erasure_requests_wait_for_their_partition_owner_and_are_applied_once():
     assert feed.due({mine}, erased) == []  # handed out once
 
 
-def test_the_erasure_feed_holds_only_its_partitions_and_reads_one_taken_up_again_from_where_it_was_applied():
-    """Every worker held every request of every partition for as long as the topic kept them (30 days)."""
-    from stream_app.contracts import Source
-    from stream_app.stream.erasures import ErasedUsers, ErasureFeed
+def erasure_feed_of_four_partitions():
+    """A fresh erasure feed of 4 partitions; USER's partition, a user of another and that one's partition."""
+    from stream_app.stream.erasures import ErasureFeed
     from stream_app.stream.partitioning import partition_of
 
     settings = Settings(partitions=4)
     feed = ErasureFeed(settings, 4, lambda: None, "w", None)
     mine = partition_of(USER, 4)
     other_user = next(user for user in (f"user-{i}" for i in range(100)) if partition_of(user, 4) != mine)
-    theirs = partition_of(other_user, 4)
+    return settings, feed, mine, other_user, partition_of(other_user, 4)
+
+
+def test_the_erasure_feed_holds_only_its_partitions_and_reads_one_taken_up_again_from_where_it_was_applied():
+    """Every worker held every request of every partition for as long as the topic kept them (30 days)."""
+    from stream_app.contracts import Source
+    from stream_app.stream.erasures import ErasedUsers
+
+    settings, feed, mine, other_user, theirs = erasure_feed_of_four_partitions()
 
     def push(user: str, partition: int, offsets) -> None:
         for offset in offsets:
@@ -590,14 +597,9 @@ def test_the_erasure_feed_holds_only_its_partitions_and_reads_one_taken_up_again
 def test_a_partition_taken_up_on_a_recreated_erasures_topic_has_its_requests_applied_from_its_start():
     """The seek past the recreated topic's end lands at its end; its first records then are below the seek."""
     from stream_app.contracts import Source
-    from stream_app.stream.erasures import ErasedUsers, ErasureFeed
-    from stream_app.stream.partitioning import partition_of
+    from stream_app.stream.erasures import ErasedUsers
 
-    settings = Settings(partitions=4)
-    feed = ErasureFeed(settings, 4, lambda: None, "w", None)
-    mine = partition_of(USER, 4)
-    other_user = next(user for user in (f"user-{i}" for i in range(100)) if partition_of(user, 4) != mine)
-    theirs = partition_of(other_user, 4)
+    settings, feed, mine, other_user, theirs = erasure_feed_of_four_partitions()
     erased = ErasedUsers({}, settings, "erased.changelog", "profiles.changelog")
     erased.applied_through(theirs, 6, "old-6")  # applied on the old topic, by another worker
     assert feed.due({mine}, erased) == []
