@@ -301,14 +301,20 @@ def test_a_late_batch_waiting_for_a_rebalance_that_does_not_complete_says_so(mon
     offsets.taken_up({0, 1})
     before = offsets.generation
 
-    async def wait_then_complete() -> set[int] | None:
+    def waits() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "for the rebalance to complete" in r.getMessage()]
+
+    async def wait_then_complete() -> tuple[bool, set[int] | None]:
         offsets.revoked()
         asking = asyncio.ensure_future(offsets.held_for(before))
-        await asyncio.sleep(0.07)
+        for _ in range(500):  # two intervals, however slow the machine (a sleep's length is no measure of that)
+            if len(waits()) >= 2:
+                break
+            await asyncio.sleep(0.01)
+        still_waiting = not asking.done()
         offsets.assigned({1})
         offsets.taken_up({1})
-        return await asking
+        return still_waiting, await asking
 
-    assert asyncio.run(wait_then_complete()) == {1}
-    waits = [r.getMessage() for r in caplog.records if "waited" in r.getMessage()]
-    assert len(waits) >= 2 and "for the rebalance to complete" in waits[0]
+    assert asyncio.run(wait_then_complete()) == (True, {1})
+    assert len(waits()) >= 2
