@@ -131,6 +131,20 @@ def test_a_record_faust_skipped_is_fetched_again_not_taken_for_applied(monkeypat
     assert ordered.status()["owned_pending"] == 0 and ordered.unscheduled == 0
 
 
+def test_records_fetched_before_the_seek_back_do_not_make_the_re_fetched_one_look_delivered(monkeypatch):
+    ordered, topic, forgotten = own_partition(9, read_while_owned=False)
+    for offset in (0, 1, 4, 5):  # Faust's read position jumped past 2 and 3
+        ordered.deliver(Delivered(topic, offset))
+    assert drain(ordered) == [0, 1] and ordered.take_refetches() == [(topic, 0, 2)]
+    # the lane keeps streaming: what Faust's consumer fetched before the seek comes first, then what the seek brings,
+    # all before the next round
+    for offset in (6, 7, 2, 3, 4, 5, 6, 7, 8):
+        ordered.deliver(Delivered(topic, offset))
+    assert drain(ordered) == [2, 3, 4, 5, 6, 7, 8]  # it had dropped 2..7 as copies and asked again 5 s later
+    assert ordered.status()["refetches"] == 1 and ordered.take_refetches() == []
+    assert ordered.status()["owned_pending"] == 0
+
+
 def test_a_record_never_delivered_is_fetched_again_after_a_bounded_wait(monkeypatch):
     import stream_app.stream.ordered_input as ordered_input
 

@@ -51,16 +51,22 @@ class FaustDelivery:
         message = event.message
         key = (self.lane_of_topic[message.topic], message.partition)
         queue = self.delivered[key]
-        last = queue[-1].message.offset if queue else self.handed.get(key, -1)
+        handed = self.handed.get(key, -1)
+        wanted = self.refetch_wanted.get(key)
+        if wanted is not None and handed < message.offset <= wanted[0]:
+            # what the seek back brings: the records queued since were fetched before the seek and come again after
+            # this one (held, they made it look like a copy already delivered, and the lane was asked for again)
+            for stale in queue:
+                self.forget(stale.message)
+            queue.clear()
+            del self.refetch_wanted[key]
+        last = queue[-1].message.offset if queue else handed
         seen = self.faust_delivered.get(key, -1)
         self.faust_delivered[key] = max(seen, message.offset)
         if message.offset <= last:  # applied from the reader's copy, or a copy Faust fetched again
             self.duplicates += message.offset <= seen
             self.forget(message)
             return
-        wanted = self.refetch_wanted.get(key)
-        if wanted is not None and message.offset <= wanted[0]:
-            del self.refetch_wanted[key]
         queue.append(event)
 
     def faust_lanes(self) -> set[tuple[str, int]]:
