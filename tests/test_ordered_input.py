@@ -145,6 +145,22 @@ def test_records_fetched_before_the_seek_back_do_not_make_the_re_fetched_one_loo
     assert ordered.status()["owned_pending"] == 0
 
 
+def test_a_straggler_from_before_the_lanes_start_is_not_taken_for_what_the_seek_back_brings():
+    ordered, topic, forgotten = own_partition(10, read_while_owned=False)
+    for offset in range(5):
+        ordered.deliver(Delivered(topic, offset))
+    assert drain(ordered) == [0, 1, 2, 3, 4]
+    regained_at(ordered, topic, 5)  # what was handed out is forgotten with the lanes
+    ordered.deliver(Delivered(topic, 7))  # 5 and 6 skipped
+    assert drain(ordered) == [] and ordered.take_refetches() == [(topic, 0, 5)]
+    ordered.deliver(Delivered(topic, 8))
+    ordered.deliver(Delivered(topic, 2))  # a copy from before the rebalance, below the lane's start: let go
+    assert [m.offset for m in forgotten][-1] == 2 and ordered.refetch_wanted
+    for offset in (5, 6, 7, 8, 9):
+        ordered.deliver(Delivered(topic, offset))
+    assert drain(ordered) == [5, 6, 7, 8, 9] and ordered.unscheduled == 0  # 2 had been applied again
+
+
 def test_a_record_never_delivered_is_fetched_again_after_a_bounded_wait(monkeypatch):
     import stream_app.stream.ordered_input as ordered_input
 

@@ -53,9 +53,10 @@ class FaustDelivery:
         queue = self.delivered[key]
         handed = self.handed.get(key, -1)
         wanted = self.refetch_wanted.get(key)
-        if wanted is not None and handed < message.offset <= wanted[0]:
+        if wanted is not None and max(handed, self.start.get(key, 0) - 1) < message.offset <= wanted[0]:
             # what the seek back brings: the records queued since were fetched before the seek and come again after
-            # this one (held, they made it look like a copy already delivered, and the lane was asked for again)
+            # this one (held, they made it look like a copy already delivered, and the lane was asked for again).
+            # Not a record before the lane's start (an earlier owner's, a straggler of before a rebalance)
             for stale in queue:
                 self.forget(stale.message)
             queue.clear()
