@@ -200,3 +200,47 @@ def test_a_worker_stops_promptly_on_sigterm_when_its_broker_is_gone(tmp_path):
         assert status == 0 and took < 15, (status, took, worker.log_tail())
     finally:
         services.stop()
+
+
+def test_a_seek_back_is_not_undone_by_the_rest_of_the_fetch_faust_is_handing_over(monkeypatch):
+    """Faust's drain loop drops a record below its read mark and moves the mark with each record it hands over; the
+    seek sets the mark, and the rest of the fetch in hand (fetched before the seek) would move it past the sought
+    offset again, so the records the seek brings were dropped. The worker's consumer drops that rest instead."""
+    from faust.transport.drivers import aiokafka as faust_aiokafka
+    from faust.types import TP
+
+    from stream_app.config import KafkaSecurity
+    from stream_app.stream.transport import configure
+
+    scheme = configure(25, KafkaSecurity())
+    app = faust.App(f"seek-test-{uuid.uuid4().hex[:8]}", broker=f"{scheme}://localhost:1")
+    consumer, tp, other = app.consumer, TP("events.click", 0), TP("events.browse", 0)
+    fetches = [[(tp, 5), (other, 1), (tp, 6), (tp, 7), (other, 2)],  # Faust's position had jumped past 2..4
+               [(tp, offset) for offset in range(2, 9)]]  # what the seek back to 2 brings
+
+    async def fetched(self, timeout):
+        for tp_, offset in fetches.pop(0):
+            yield tp_, SimpleNamespace(offset=offset)
+
+    async def no_seek(partition, offset):
+        return None
+
+    monkeypatch.setattr(faust_aiokafka.Consumer, "getmany", fetched)
+    monkeypatch.setattr(consumer, "_seek", no_seek)
+
+    async def drain() -> list[tuple[str, int]]:  # Faust's drain loop's read mark (faust/transport/consumer.py)
+        handed = []
+        for _ in range(2):
+            async for tp_, message in consumer.getmany(timeout=1.0):
+                mark = consumer._read_offset[tp_]
+                if mark is None or message.offset >= mark:
+                    handed.append((tp_.topic, message.offset))
+                    consumer._read_offset[tp_] = message.offset
+                    if (tp_, message.offset) == (tp, 5) and len(handed) == 1:
+                        await consumer.seek(tp, 2)  # the worker asks for 2..4 again
+        return handed
+
+    handed = asyncio.run(drain())
+    assert [offset for topic, offset in handed if topic == tp.topic] == [5, 2, 3, 4, 5, 6, 7, 8]
+    assert [offset for topic, offset in handed if topic == other.topic] == [1, 2]  # other partitions untouched
+    assert consumer._sought_during == {} and consumer._handing_over is None

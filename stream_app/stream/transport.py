@@ -218,8 +218,38 @@ class Consumer(faust_aiokafka.Consumer):
     #: bench app keeps Faust's commits.
     faust_commits: ClassVar[bool] = True
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._fetches = 0  # getmany calls so far
+        self._handing_over: int | None = None  # the call whose records are being handed over, if any
+        self._sought_during: dict[Any, int] = {}  # partition -> the call handing over when it was sought
+
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def seek(self, partition: Any, offset: int) -> None:
+        """Faust's drain loop keeps a read mark per partition and drops a record below it; the seek sets the mark to
+        `offset`, but the rest of the fetch it is handing over (fetched before the seek) would move it past `offset`
+        again, and the records the seek brings below it would be dropped (the worker asked again 5 s later, and
+        again while the partition kept streaming). That rest is dropped instead: the seek brings it again."""
+        await super().seek(partition, offset)
+        if self._handing_over is not None:
+            self._sought_during[partition] = self._handing_over
+
+    async def getmany(self, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
+        self._fetches += 1
+        fetch = self._fetches
+        try:
+            async for tp, message in super().getmany(timeout):
+                self._handing_over = fetch  # records in hand: fetched before any seek from here on
+                if self._sought_during and self._sought_during.get(tp) == fetch:
+                    continue
+                yield tp, message
+        finally:
+            if self._handing_over == fetch:
+                self._handing_over = None
+            for tp in [tp for tp, during in self._sought_during.items() if during == fetch]:
+                del self._sought_during[tp]
 
     async def seek_to_committed(self) -> Mapping[Any, int]:
         committed = await super().seek_to_committed()
