@@ -202,45 +202,87 @@ def test_a_worker_stops_promptly_on_sigterm_when_its_broker_is_gone(tmp_path):
         services.stop()
 
 
-def test_a_seek_back_is_not_undone_by_the_rest_of_the_fetch_faust_is_handing_over(monkeypatch):
-    """Faust's drain loop drops a record below its read mark and moves the mark with each record it hands over; the
-    seek sets the mark, and the rest of the fetch in hand (fetched before the seek) would move it past the sought
-    offset again, so the records the seek brings were dropped. The worker's consumer drops that rest instead."""
+def _seek_test_consumer(monkeypatch, fetches: list, gate: asyncio.Event | None = None):
+    """The worker's consumer with Faust's fetch replaced: each getmany call yields the next list of (tp, offset),
+    after `gate` opens if given (a batch on its way from the consumer's thread)."""
     from faust.transport.drivers import aiokafka as faust_aiokafka
-    from faust.types import TP
 
     from stream_app.config import KafkaSecurity
     from stream_app.stream.transport import configure
 
-    scheme = configure(25, KafkaSecurity())
-    app = faust.App(f"seek-test-{uuid.uuid4().hex[:8]}", broker=f"{scheme}://localhost:1")
-    consumer, tp, other = app.consumer, TP("events.click", 0), TP("events.browse", 0)
-    fetches = [[(tp, 5), (other, 1), (tp, 6), (tp, 7), (other, 2)],  # Faust's position had jumped past 2..4
-               [(tp, offset) for offset in range(2, 9)]]  # what the seek back to 2 brings
-
     async def fetched(self, timeout):
+        if gate is not None:
+            await gate.wait()
         for tp_, offset in fetches.pop(0):
             yield tp_, SimpleNamespace(offset=offset)
 
-    async def no_seek(partition, offset):
+    async def seek_in_the_thread(partition, offset):
         return None
 
+    scheme = configure(25, KafkaSecurity())
+    app = faust.App(f"seek-test-{uuid.uuid4().hex[:8]}", broker=f"{scheme}://localhost:1")
     monkeypatch.setattr(faust_aiokafka.Consumer, "getmany", fetched)
-    monkeypatch.setattr(consumer, "_seek", no_seek)
+    monkeypatch.setattr(app.consumer, "_seek", seek_in_the_thread)
+    return app.consumer
 
-    async def drain() -> list[tuple[str, int]]:  # Faust's drain loop's read mark (faust/transport/consumer.py)
-        handed = []
-        for _ in range(2):
-            async for tp_, message in consumer.getmany(timeout=1.0):
-                mark = consumer._read_offset[tp_]
-                if mark is None or message.offset >= mark:
-                    handed.append((tp_.topic, message.offset))
-                    consumer._read_offset[tp_] = message.offset
-                    if (tp_, message.offset) == (tp, 5) and len(handed) == 1:
-                        await consumer.seek(tp, 2)  # the worker asks for 2..4 again
-        return handed
 
-    handed = asyncio.run(drain())
+async def _faust_drain(consumer, calls: int, on_record) -> list[tuple[str, int]]:
+    """Faust's drain loop (faust/transport/consumer.py `_drain_messages`) as far as its read mark goes: a record below
+    the mark is dropped; one handed over goes to the agent (`on_record`, where other tasks run), then sets the mark."""
+    handed = []
+    for _ in range(calls):
+        async for tp_, message in consumer.getmany(timeout=1.0):
+            mark = consumer._read_offset[tp_]
+            if mark is None or message.offset >= mark:
+                handed.append((tp_.topic, message.offset))
+                await on_record(tp_, message)
+                consumer._read_offset[tp_] = message.offset
+    return handed
+
+
+def test_a_seek_back_is_not_undone_by_the_rest_of_the_fetch_faust_is_handing_over(monkeypatch):
+    """The worker seeks back to 2 while Faust hands over 5 of a fetch that had jumped past 2..4: neither 5's mark,
+    set after the agent took it, nor 6 and 7 of the same fetch may move the mark past 2, else Faust drops 2..4 when
+    the seek brings them (without the correction: [5, 6, 7, 7, 8])."""
+    from faust.types import TP
+
+    tp, other = TP("events.click", 0), TP("events.browse", 0)
+    consumer = _seek_test_consumer(monkeypatch, [[(tp, 5), (other, 1), (tp, 6), (tp, 7), (other, 2)],
+                                                 [(tp, offset) for offset in range(2, 9)]])
+    asked = []
+
+    async def agent(tp_, message):
+        await asyncio.sleep(0)
+        if (tp_, message.offset) == (tp, 5) and not asked:
+            asked.append(2)
+            await consumer.seek(tp, 2)  # the worker's batch loop, while the agent holds 5
+
+    handed = asyncio.run(_faust_drain(consumer, 2, agent))
     assert [offset for topic, offset in handed if topic == tp.topic] == [5, 2, 3, 4, 5, 6, 7, 8]
     assert [offset for topic, offset in handed if topic == other.topic] == [1, 2]  # other partitions untouched
     assert consumer._sought_during == {} and consumer._handing_over is None
+
+
+def test_a_seek_asked_while_a_fetch_is_on_its_way_waits_for_it_and_drops_its_records_of_the_partition(monkeypatch):
+    """A fetch made before the seek, still on its way from the consumer's thread when the worker seeks back: its
+    records would move the mark past the sought offset (without the correction: [5, 6, 7, 7, 8])."""
+    from faust.types import TP
+
+    tp = TP("events.click", 0)
+    gate = asyncio.Event()
+    consumer = _seek_test_consumer(monkeypatch, [[(tp, 5), (tp, 6), (tp, 7)], [(tp, offset) for offset in range(2, 9)]],
+                                   gate)
+
+    async def nothing(tp_, message):
+        return None
+
+    async def run():
+        drain = asyncio.ensure_future(_faust_drain(consumer, 2, nothing))
+        await asyncio.sleep(0)  # the drain loop waits for the fetch
+        await consumer.seek(tp, 2)
+        gate.set()
+        return await drain
+
+    handed = asyncio.run(run())
+    assert [offset for _, offset in handed] == [2, 3, 4, 5, 6, 7, 8]
+    assert consumer._deferred == {} and consumer._sought_during == {}

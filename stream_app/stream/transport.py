@@ -21,7 +21,9 @@
    fetches. `wait_empty` lets them go unacknowledged (they are read again from the commit).
 5. Messages the worker drops (`forget`): a copy of one it already has, or one it lets go to read
    its lane again from an earlier record Faust skipped (see ordered_input); never acknowledged.
-6. No "Stream has not started processing" errors. Faust's consumer is paused on the lanes the worker's
+6. A seek back that Faust's read mark does not undo (`Consumer.seek`): records fetched before the seek moved the
+   mark past the sought offset again, and Faust dropped what the seek brought.
+7. No "Stream has not started processing" errors. Faust's consumer is paused on the lanes the worker's
    own reader serves, so Faust's check of its event path (position behind the high watermark and no
    event through its stream for `stream_processing_timeout`, 5 minutes) logged a 15-line error per
    partition every few seconds from a healthy worker's fifth minute on. The worker watches its path
@@ -221,35 +223,60 @@ class Consumer(faust_aiokafka.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._fetches = 0  # getmany calls so far
+        self._fetching = False  # a getmany call waits for its batch
         self._handing_over: int | None = None  # the call whose records are being handed over, if any
-        self._sought_during: dict[Any, int] = {}  # partition -> the call handing over when it was sought
+        self._deferred: dict[Any, int] = {}  # seeks asked while a batch was on its way: partition -> offset
+        self._sought_during: dict[Any, tuple[int, int]] = {}  # partition -> (the call handing over, offset)
 
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def seek(self, partition: Any, offset: int) -> None:
-        """Faust's drain loop keeps a read mark per partition and drops a record below it; the seek sets the mark to
-        `offset`, but the rest of the fetch it is handing over (fetched before the seek) would move it past `offset`
-        again, and the records the seek brings below it would be dropped (the worker asked again 5 s later, and
-        again while the partition kept streaming). That rest is dropped instead: the seek brings it again."""
+        """Faust's drain loop keeps a read mark per partition, drops a record below it and sets it to each record it
+        hands over, after the agent took it; the seek sets it to `offset`. Records fetched before the seek would move
+        it past `offset` again, and Faust would drop what the seek brings below it (the worker asked again 5 s later,
+        and again while the partition kept streaming). So: a seek asked while a batch is on its way from the consumer's
+        thread (fetched before or after it, nothing tells) waits until the batch is in hand; from then on, the rest
+        of the batch's records of the partition are dropped (the seek brings them again), and the mark is set back
+        to `offset` after the record in hand when the seek came."""
+        if self._fetching:
+            self._deferred[partition] = offset
+            return
+        await self._seek_now(partition, offset)
+
+    async def _seek_now(self, partition: Any, offset: int) -> None:
         await super().seek(partition, offset)
         if self._handing_over is not None:
-            self._sought_during[partition] = self._handing_over
+            self._sought_during[partition] = (self._handing_over, offset)
+
+    async def _seek_deferred(self) -> None:
+        deferred, self._deferred = self._deferred, {}
+        for partition, offset in deferred.items():
+            await self._seek_now(partition, offset)
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
         self._fetches += 1
         fetch = self._fetches
+        self._fetching = True
         try:
             async for tp, message in super().getmany(timeout):
-                self._handing_over = fetch  # records in hand: fetched before any seek from here on
-                if self._sought_during and self._sought_during.get(tp) == fetch:
+                if self._fetching:  # the whole batch is in hand (Faust fetches it before its first record)
+                    self._fetching, self._handing_over = False, fetch
+                    await self._seek_deferred()
+                sought = self._sought_during.get(tp) if self._sought_during else None
+                if sought is not None and sought[0] == fetch:
                     continue
                 yield tp, message
+                for partition, (during, offset) in self._sought_during.items():  # Faust set the marks after the
+                    if during == fetch:  # record just handed over: those the seek set are set back
+                        self._read_offset[partition] = offset if offset else None
         finally:
+            self._fetching = False
             if self._handing_over == fetch:
                 self._handing_over = None
-            for tp in [tp for tp, during in self._sought_during.items() if during == fetch]:
+            for tp in [tp for tp, (during, _) in self._sought_during.items() if during == fetch]:
                 del self._sought_during[tp]
+        await self._seek_deferred()  # a batch without records: the seeks asked meanwhile go now
 
     async def seek_to_committed(self) -> Mapping[Any, int]:
         committed = await super().seek_to_committed()
