@@ -223,6 +223,7 @@ def _seek_test_consumer(monkeypatch, fetches: list, gate: asyncio.Event | None =
     app = faust.App(f"seek-test-{uuid.uuid4().hex[:8]}", broker=f"{scheme}://localhost:1")
     monkeypatch.setattr(faust_aiokafka.Consumer, "getmany", fetched)
     monkeypatch.setattr(app.consumer, "_seek", seek_in_the_thread)
+    monkeypatch.setattr(app.consumer, "assignment", lambda: {tp_ for batch in fetches for tp_, _ in batch})
     return app.consumer
 
 
@@ -247,17 +248,21 @@ def test_a_seek_back_is_not_undone_by_the_rest_of_the_fetch_faust_is_handing_ove
     from faust.types import TP
 
     tp, other = TP("events.click", 0), TP("events.browse", 0)
-    consumer = _seek_test_consumer(monkeypatch, [[(tp, 5), (other, 1), (tp, 6), (tp, 7), (other, 2)],
-                                                 [(tp, offset) for offset in range(2, 9)]])
     asked = []
 
-    async def agent(tp_, message):
-        await asyncio.sleep(0)
-        if (tp_, message.offset) == (tp, 5) and not asked:
-            asked.append(2)
-            await consumer.seek(tp, 2)  # the worker's batch loop, while the agent holds 5
+    async def run():
+        consumer = _seek_test_consumer(monkeypatch, [[(tp, 5), (other, 1), (tp, 6), (tp, 7), (other, 2)],
+                                                     [(tp, offset) for offset in range(2, 9)]])
 
-    handed = asyncio.run(_faust_drain(consumer, 2, agent))
+        async def agent(tp_, message):
+            await asyncio.sleep(0)
+            if (tp_, message.offset) == (tp, 5) and not asked:
+                asked.append(2)
+                await consumer.seek(tp, 2)  # the worker's batch loop, while the agent holds 5
+
+        return consumer, await _faust_drain(consumer, 2, agent)
+
+    consumer, handed = asyncio.run(run())
     assert [offset for topic, offset in handed if topic == tp.topic] == [5, 2, 3, 4, 5, 6, 7, 8]
     assert [offset for topic, offset in handed if topic == other.topic] == [1, 2]  # other partitions untouched
     assert consumer._sought_during == {} and consumer._handing_over is None
@@ -269,20 +274,57 @@ def test_a_seek_asked_while_a_fetch_is_on_its_way_waits_for_it_and_drops_its_rec
     from faust.types import TP
 
     tp = TP("events.click", 0)
-    gate = asyncio.Event()
-    consumer = _seek_test_consumer(monkeypatch, [[(tp, 5), (tp, 6), (tp, 7)], [(tp, offset) for offset in range(2, 9)]],
-                                   gate)
 
     async def nothing(tp_, message):
         return None
 
     async def run():
+        gate = asyncio.Event()
+        consumer = _seek_test_consumer(monkeypatch, [[(tp, 5), (tp, 6), (tp, 7)],
+                                                     [(tp, offset) for offset in range(2, 9)]], gate)
         drain = asyncio.ensure_future(_faust_drain(consumer, 2, nothing))
         await asyncio.sleep(0)  # the drain loop waits for the fetch
         await consumer.seek(tp, 2)
         gate.set()
-        return await drain
+        return consumer, await drain
 
-    handed = asyncio.run(run())
+    consumer, handed = asyncio.run(run())
     assert [offset for _, offset in handed] == [2, 3, 4, 5, 6, 7, 8]
     assert consumer._deferred == {} and consumer._sought_during == {}
+
+
+def test_a_seek_still_waiting_at_a_revoke_is_dropped_and_one_of_a_partition_no_longer_assigned_is_never_made(monkeypatch):
+    """A seek deferred behind a fetch that a rebalance holds up: applied after the seek to the group's commit it would
+    undo it, and on a partition gone to another worker aiokafka raises in Faust's drain loop (its fetcher stops)."""
+    from faust.transport.drivers import aiokafka as faust_aiokafka
+    from faust.types import TP
+
+    tp, gone = TP("events.click", 0), TP("events.click", 1)
+    sought = []
+
+    async def seek_in_the_thread(partition, offset):
+        sought.append((partition, offset))
+
+    async def revoked_in_faust(self, revoked):
+        return None
+
+    async def nothing(tp_, message):
+        return None
+
+    async def run():
+        gate = asyncio.Event()
+        consumer = _seek_test_consumer(monkeypatch, [[(tp, 5), (tp, 6)], [(tp, 7)]], gate)
+        monkeypatch.setattr(consumer, "_seek", seek_in_the_thread)
+        monkeypatch.setattr(consumer, "assignment", lambda: {tp})
+        monkeypatch.setattr(faust_aiokafka.Consumer, "on_partitions_revoked", revoked_in_faust)
+        drain = asyncio.ensure_future(_faust_drain(consumer, 2, nothing))
+        await asyncio.sleep(0)
+        await consumer.seek(tp, 2)
+        await consumer.on_partitions_revoked({tp})  # the rebalance: the seek asked before it is moot
+        await consumer.seek(gone, 3)  # asked, then the partition left before the fetch came
+        gate.set()
+        return consumer, await drain
+
+    consumer, handed = asyncio.run(run())
+    assert sought == [] and handed == [("events.click", 5), ("events.click", 6), ("events.click", 7)]
+    assert consumer._deferred == {}

@@ -43,6 +43,7 @@ from typing import Any, AsyncIterator, Callable, ClassVar, Iterable, Mapping
 
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import IllegalStateError
 from faust.transport.drivers import TRANSPORTS
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
@@ -235,10 +236,12 @@ class Consumer(faust_aiokafka.Consumer):
         """Faust's drain loop keeps a read mark per partition, drops a record below it and sets it to each record it
         hands over, after the agent took it; the seek sets it to `offset`. Records fetched before the seek would move
         it past `offset` again, and Faust would drop what the seek brings below it (the worker asked again 5 s later,
-        and again while the partition kept streaming). So: a seek asked while a batch is on its way from the consumer's
-        thread (fetched before or after it, nothing tells) waits until the batch is in hand; from then on, the rest
-        of the batch's records of the partition are dropped (the seek brings them again), and the mark is set back
-        to `offset` after the record in hand when the seek came."""
+        and again while the partition kept streaming). So: a seek asked while a getmany call waits for its batch (the
+        consumer thread's poll, up to a second, or the flow's pause through a rebalance; the batch may be fetched
+        before or after the seek, nothing tells) is applied once the batch is in hand, or once the call ends without
+        one (this returns at once); from then on, the rest of the batch's records of the partition are dropped (the
+        seek brings them again), and the mark is set back to `offset` after the record in hand when the seek came. A
+        seek still waiting at a revoke or at the seek to the group's commit is dropped (`_drop_seeks`)."""
         if self._fetching:
             self._deferred[partition] = offset
             return
@@ -251,8 +254,24 @@ class Consumer(faust_aiokafka.Consumer):
 
     async def _seek_deferred(self) -> None:
         deferred, self._deferred = self._deferred, {}
+        assigned = self.assignment() if deferred else set()
         for partition, offset in deferred.items():
-            await self._seek_now(partition, offset)
+            if partition not in assigned:  # left in a rebalance since (aiokafka would raise, in Faust's drain loop)
+                continue
+            try:
+                await self._seek_now(partition, offset)
+            except IllegalStateError as exc:  # the worker asks again if it still wants it
+                log.warning("a deferred seek of %s to %d failed: %s", partition, offset, exc)
+
+    def _drop_seeks(self) -> None:
+        """At a revoke and at the seek to the group's commit: a seek asked before is moot (the worker's ordered input
+        drops its re-fetches there too), and applied after the commit's it would undo it."""
+        self._deferred.clear()
+        self._sought_during.clear()
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        self._drop_seeks()
+        await super().on_partitions_revoked(revoked)
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
         self._fetches += 1
@@ -279,6 +298,7 @@ class Consumer(faust_aiokafka.Consumer):
         await self._seek_deferred()  # a batch without records: the seeks asked meanwhile go now
 
     async def seek_to_committed(self) -> Mapping[Any, int]:
+        self._drop_seeks()
         committed = await super().seek_to_committed()
         if self.resumed_at is not None:  # back on the app's loop: the worker's state is safe to touch
             self.resumed_at({(tp.topic, tp.partition): offset or 0 for tp, offset in committed.items()})
