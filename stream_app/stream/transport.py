@@ -300,6 +300,7 @@ class Consumer(faust_aiokafka.Consumer):
     async def seek_to_committed(self) -> Mapping[Any, int]:
         self._drop_seeks()
         committed = await super().seek_to_committed()
+        self._drop_seeks()  # and one asked while it ran (the worker's re-fetches before its resume_at are moot)
         if self.resumed_at is not None:  # back on the app's loop: the worker's state is safe to touch
             self.resumed_at({(tp.topic, tp.partition): offset or 0 for tp, offset in committed.items()})
         return committed
