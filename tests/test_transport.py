@@ -265,7 +265,7 @@ def test_a_seek_back_is_not_undone_by_the_rest_of_the_fetch_faust_is_handing_ove
     consumer, handed = asyncio.run(run())
     assert [offset for topic, offset in handed if topic == tp.topic] == [5, 2, 3, 4, 5, 6, 7, 8]
     assert [offset for topic, offset in handed if topic == other.topic] == [1, 2]  # other partitions untouched
-    assert consumer._sought_during == {} and consumer._handing_over is None
+    assert consumer._sought_during == {} and consumer._handing_over is False
 
 
 def test_a_seek_asked_while_a_fetch_is_on_its_way_waits_for_it_and_drops_its_records_of_the_partition(monkeypatch):

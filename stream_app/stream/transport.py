@@ -223,11 +223,10 @@ class Consumer(faust_aiokafka.Consumer):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._fetches = 0  # getmany calls so far
         self._fetching = False  # a getmany call waits for its batch
-        self._handing_over: int | None = None  # the call whose records are being handed over, if any
+        self._handing_over = False  # a getmany call hands over its batch's records (calls come one after another)
         self._deferred: dict[Any, int] = {}  # seeks asked while a batch was on its way: partition -> offset
-        self._sought_during: dict[Any, tuple[int, int]] = {}  # partition -> (the call handing over, offset)
+        self._sought_during: dict[Any, int] = {}  # partition -> offset, sought while this batch is handed over
 
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -249,8 +248,8 @@ class Consumer(faust_aiokafka.Consumer):
 
     async def _seek_now(self, partition: Any, offset: int) -> None:
         await super().seek(partition, offset)
-        if self._handing_over is not None:
-            self._sought_during[partition] = (self._handing_over, offset)
+        if self._handing_over:
+            self._sought_during[partition] = offset
 
     async def _seek_deferred(self) -> None:
         deferred, self._deferred = self._deferred, {}
@@ -274,27 +273,21 @@ class Consumer(faust_aiokafka.Consumer):
         await super().on_partitions_revoked(revoked)
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
-        self._fetches += 1
-        fetch = self._fetches
         self._fetching = True
         try:
             async for tp, message in super().getmany(timeout):
                 if self._fetching:  # the whole batch is in hand (Faust fetches it before its first record)
-                    self._fetching, self._handing_over = False, fetch
+                    self._fetching, self._handing_over = False, True
                     await self._seek_deferred()
-                sought = self._sought_during.get(tp) if self._sought_during else None
-                if sought is not None and sought[0] == fetch:
+                sought = self._sought_during
+                if sought and tp in sought:
                     continue
                 yield tp, message
-                for partition, (during, offset) in self._sought_during.items():  # Faust set the marks after the
-                    if during == fetch:  # record just handed over: those the seek set are set back
-                        self._read_offset[partition] = offset if offset else None
+                for partition, offset in sought.items():  # Faust set the marks after the record just handed over:
+                    self._read_offset[partition] = offset if offset else None  # those the seeks set are set back
         finally:
-            self._fetching = False
-            if self._handing_over == fetch:
-                self._handing_over = None
-            for tp in [tp for tp, (during, _) in self._sought_during.items() if during == fetch]:
-                del self._sought_during[tp]
+            self._fetching = self._handing_over = False
+            self._sought_during.clear()
         await self._seek_deferred()  # a batch without records: the seeks asked meanwhile go now
 
     async def seek_to_committed(self) -> Mapping[Any, int]:
