@@ -328,3 +328,41 @@ def test_a_seek_still_waiting_at_a_revoke_is_dropped_and_one_of_a_partition_no_l
     consumer, handed = asyncio.run(run())
     assert sought == [] and handed == [("events.click", 5), ("events.click", 6), ("events.click", 7)]
     assert consumer._deferred == {}
+
+
+def test_a_seek_asked_while_the_seek_to_the_groups_commit_runs_is_dropped(monkeypatch):
+    """A re-fetch the worker asks while the seek to the group's commit runs (behind a fetch that waits): the commit's
+    position decides, and the seek, applied after it, would move the partition back off it."""
+    from faust.transport.drivers import aiokafka as faust_aiokafka
+    from faust.types import TP
+
+    tp = TP("events.click", 0)
+    sought = []
+
+    async def seek_in_the_thread(partition, offset):
+        sought.append((partition, offset))
+
+    async def run():
+        gate = asyncio.Event()
+        consumer = _seek_test_consumer(monkeypatch, [[(tp, 10), (tp, 11)]], gate)
+        monkeypatch.setattr(consumer, "_seek", seek_in_the_thread)
+        monkeypatch.setattr(consumer, "assignment", lambda: {tp})
+
+        async def committed_in_faust(self):
+            await consumer.seek(tp, 2)  # the worker's ordered input asks for a record it thinks it skipped
+            return {tp: 10}
+
+        monkeypatch.setattr(faust_aiokafka.Consumer, "seek_to_committed", committed_in_faust)
+        drain = asyncio.ensure_future(_faust_drain(consumer, 1, _take))
+        await asyncio.sleep(0)  # the fetch waits
+        assert await consumer.seek_to_committed() == {tp: 10}
+        gate.set()
+        return consumer, await drain
+
+    consumer, handed = asyncio.run(run())
+    assert sought == [] and handed == [("events.click", 10), ("events.click", 11)]
+    assert consumer._deferred == {}
+
+
+async def _take(tp_, message):
+    return None
