@@ -180,7 +180,7 @@ def reciprocal_rank(scores: np.ndarray, row: int, top_k: int) -> float:
     not a number: NaN compares false with everything, which would rank it first)."""
     if not math.isfinite(scores[row]):
         return 0.0
-    rank = np.count_nonzero(scores > scores[row]) + np.count_nonzero(scores[:row] == scores[row])
+    rank = int(np.count_nonzero(scores > scores[row]) + np.count_nonzero(scores[:row] == scores[row]))
     return 1.0 / (rank + 1) if rank < top_k else 0.0
 
 
