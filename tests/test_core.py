@@ -101,6 +101,23 @@ def test_co_visited_items_are_recommended_with_a_reason():
     assert "co-visited with a" in items[0]["reasons"]
 
 
+@pytest.mark.parametrize("cap", [0, 1, 2])
+def test_an_item_co_visited_with_many_recent_items_names_at_most_the_cap_of_them(monkeypatch, cap):
+    """The cap was checked after a reason was added: a cap of 0 still named one anchor."""
+    monkeypatch.setattr("stream_app.core.recommend.MAX_COVIS_REASONS", cap)
+    settings = Settings(repeat_weight=0.0, covis_prev_items=3)
+    index = InMemoryItemIndex(settings)
+    for user in ("x", "y", "z"):  # others went from each of a, b and c to t
+        for anchor in "abc":
+            run([ev(1, user=f"{user}{anchor}", item=anchor), ev(2, user=f"{user}{anchor}", item="t")], settings,
+                index=index)
+    _, outcomes, _ = run([ev(10, user="new", item="a", ts=T0), ev(11, user="new", item="b", ts=T0 + 1000),
+                          ev(12, user="new", item="c", ts=T0 + 2000)], settings, index=index)
+    reasons = {i["item_id"]: i["reasons"] for i in outcomes[-1].recommendation["items"]}
+    named = [reason for reason in reasons["t"] if reason.startswith("co-visited with ")]
+    assert named == [f"co-visited with {anchor}" for anchor in "cba"[:cap]]  # the most recent first
+
+
 def test_an_item_removed_from_the_catalogue_is_never_shown_and_the_rest_move_up():
     """Only the content sources knew the catalogue: a product taken off it (a tombstone on the items topic) was
     still recommended by co-visitation, popularity and the rest."""

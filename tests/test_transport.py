@@ -275,14 +275,11 @@ def test_a_seek_asked_while_a_fetch_is_on_its_way_waits_for_it_and_drops_its_rec
 
     tp = TP("events.click", 0)
 
-    async def nothing(tp_, message):
-        return None
-
     async def run():
         gate = asyncio.Event()
         consumer = _seek_test_consumer(monkeypatch, [[(tp, 5), (tp, 6), (tp, 7)],
                                                      [(tp, offset) for offset in range(2, 9)]], gate)
-        drain = asyncio.ensure_future(_faust_drain(consumer, 2, nothing))
+        drain = asyncio.ensure_future(_faust_drain(consumer, 2, _take))
         await asyncio.sleep(0)  # the drain loop waits for the fetch
         await consumer.seek(tp, 2)
         gate.set()
@@ -308,16 +305,13 @@ def test_a_seek_still_waiting_at_a_revoke_is_dropped_and_one_of_a_partition_no_l
     async def revoked_in_faust(self, revoked):
         return None
 
-    async def nothing(tp_, message):
-        return None
-
     async def run():
         gate = asyncio.Event()
         consumer = _seek_test_consumer(monkeypatch, [[(tp, 5), (tp, 6)], [(tp, 7)]], gate)
         monkeypatch.setattr(consumer, "_seek", seek_in_the_thread)
         monkeypatch.setattr(consumer, "assignment", lambda: {tp})
         monkeypatch.setattr(faust_aiokafka.Consumer, "on_partitions_revoked", revoked_in_faust)
-        drain = asyncio.ensure_future(_faust_drain(consumer, 2, nothing))
+        drain = asyncio.ensure_future(_faust_drain(consumer, 2, _take))
         await asyncio.sleep(0)
         await consumer.seek(tp, 2)
         await consumer.on_partitions_revoked({tp})  # the rebalance: the seek asked before it is moot
@@ -365,4 +359,5 @@ def test_a_seek_asked_while_the_seek_to_the_groups_commit_runs_is_dropped(monkey
 
 
 async def _take(tp_, message):
+    """A callback that takes each record and does nothing with it: the tests look at what the consumer hands."""
     return None

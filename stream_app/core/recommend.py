@@ -144,10 +144,9 @@ def recommend(profile: Profile, event: Event, index: ItemIndex, settings: Settin
     pool = _best_first(scores, ids, index.withdrawn)[: max(settings.top_k, settings.ranker_pool)]
     pool_ids = [ids[i] for i in pool.tolist()]
     shown = pool[: settings.top_k]
-    had = (repeat, session, profile.item_affinity, anchors)  # "viewed before" etc.: any item the user had (looked up for 20)
     reasons = _reasons(pool_ids[: settings.top_k], [columns.name(code) for code in codes[shown].tolist()], anchors,
-                       anchor_neighbors, session, session_followers, had, in_category, popular, trending, nearest,
-                       profile.recent)
+                       anchor_neighbors, session, session_followers, repeat, profile.item_affinity, in_category,
+                       popular, trending, nearest, profile.recent)
     if content is not None:
         for item_id, found in zip(pool_ids, reasons):
             found += _content_reasons(item_id, event.item_id, like_last, like_interest, content, bool(found))
@@ -222,10 +221,10 @@ class _SparseColumns:
 def _category_columns(matrix: np.ndarray, index: ItemIndex, event: Event, slots: np.ndarray, this_row: int,
                       category_codes: np.ndarray, category_share: dict[str, float],
                       session_categories: dict[str, float], next_categories: dict[str, float]) -> None:
-    """The category features of every candidate (FEATURES from same_category on; `slots`: the
-    candidates' in `index.columns`, `category_codes`: their categories there, the event's for the item
-    just seen, row `this_row`). A list holds a few
-    categories many times over: each value is set once per category and spread by code."""
+    """The category features of every candidate (FEATURES from same_category on, but category_rank, which the
+    caller writes; `slots`: the candidates' in `index.columns`, `category_codes`: their categories there, the
+    event's for the item just seen, row `this_row`). A list holds a few categories many times over: each value is
+    set once per category and spread by code."""
     columns = index.columns
     codes = np.where(category_codes == NO_CATEGORY, columns.categories, category_codes)  # the last: none
 
@@ -233,11 +232,11 @@ def _category_columns(matrix: np.ndarray, index: ItemIndex, event: Event, slots:
         """Each candidate's value of its category in `values` (divided by `total`, if given); 0: none."""
         table = np.zeros(columns.categories + 1)
         found = list(map(columns.known, values))
-        shares = np.fromiter(values.values(), np.float64, len(found))
+        weights = np.fromiter(values.values(), np.float64, len(found))
         if None in found:  # no candidate is in such a category
             kept = [k for k, code in enumerate(found) if code is not None]
-            found, shares = [found[k] for k in kept], shares[kept]
-        table[found] = shares if total is None else shares / total
+            found, weights = [found[k] for k in kept], weights[kept]
+        table[found] = weights if total is None else weights / total
         return table[codes]
 
     if event.category is not None:
@@ -348,29 +347,30 @@ def session_items(profile: Profile, gap_ms: int) -> dict[str, None]:
 
 def _reasons(shown: list[str], categories: list[str | None], anchors: list[str],
              anchor_neighbors: list[dict[str, float]], session: dict[str, None],
-             session_followers: list[dict[str, float]], had: tuple[Collection[str], ...], in_category: dict[str, float],
-             popular: dict[str, float], trending: dict[str, float], nearest: dict[str, float],
+             session_followers: list[dict[str, float]], repeat: Collection[str], item_affinity: Collection[str],
+             in_category: dict[str, float], popular: dict[str, float], trending: dict[str, float], nearest: dict[str, float],
              recent: list[list[Any]]) -> list[list[str]]:
     """Why each shown item (`categories`: theirs) is in the list: the sources that proposed it, the
     anchors named (the recent items it was co-visited with, at most MAX_COVIS_REASONS, and the first
     session item it often came next after). Each shown item is looked up in each anchor's list: 20 lookups an
-    anchor, where walking its list cost 40 to 100. An item the user had says how (`HAD_BEFORE`)."""
+    anchor, where walking its list cost 40 to 100. An item the user had (in `repeat`, `session`, `item_affinity` or
+    `anchors`) says how (`HAD_BEFORE`)."""
     out, kinds = [], None
-    had_a, had_b, had_c, had_d = had  # the dicts first: most items are in none, and a short list is looked up last
     covis = list(zip(anchors, anchor_neighbors))
     rules = list(zip(session, session_followers))
     for item_id, category in zip(shown, categories):
         found = []
         for anchor, neighbors in covis:
+            if len(found) == MAX_COVIS_REASONS:
+                break
             if item_id in neighbors:
                 found.append(f"co-visited with {anchor}")
-                if len(found) == MAX_COVIS_REASONS:
-                    break
         for anchor, followers in rules:
             if item_id in followers and anchor != item_id:  # "a often next after a" is a repeat, said as such below
                 found.append(f"often next after {anchor}")
                 break
-        if item_id in had_a or item_id in had_b or item_id in had_c or item_id in had_d:
+        # the dicts first: most items are in none, and the short list of anchors is looked up last
+        if item_id in repeat or item_id in session or item_id in item_affinity or item_id in anchors:
             kinds = _strongest_kinds(recent) if kinds is None else kinds
             found.append(HAD_BEFORE.get(kinds.get(item_id), HAD_BEFORE_OLDER))
         if item_id in in_category:
