@@ -90,6 +90,9 @@ class Settings:
     # A batch takes no further round of events once its work took this long: the event loop waits behind it
     # (heartbeats, commits, the broker probes, which time out at 2 s and read a held loop as a broker gone).
     batch_work_s: float = 1.0
+    # Profiles a worker keeps as objects beside the record it last wrote for each (stream/profile_cache.py): a user's
+    # next batch takes the object up instead of parsing the record; about 20 to 30 KB of memory each; 0: none.
+    profile_cache_users: int = 5_000
     # How long a fetch may wait for data. Tansu answers a fetch only when this is over, so keep it
     # short there; on Apache Kafka (answers on arrival) 500 saves idle polls.
     fetch_max_wait_ms: int = 25
@@ -239,7 +242,8 @@ class Settings:
         for name in ("max_idle_ms", "max_future_ms", "max_age_ms", "item_idle_ms", "user_idle_ms", "session_idle_ms",
                      "read_wait_ms", "user_signals_per_hour", "user_item_signals_per_hour", "covis_prev_items", "ranker_seed",
                      "ranker_warm_up", "ranker_negatives", "ranker_pool", "rules_anchors", "category_top",
-                     "category_candidates", "encoder_candidates", "content_candidates", "rec_debounce_ms"):
+                     "category_candidates", "encoder_candidates", "content_candidates", "rec_debounce_ms",
+                     "profile_cache_users"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be 0 or more (set {ENV_PREFIX}{name.upper()})")
         for name, value in vars(self).items():  # kept in learner state (a seed times 1,000,003): JSON holds 64 bits

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 from types import SimpleNamespace
 
@@ -18,6 +19,7 @@ from stream_app.store.redis_store import MARKER_S
 from stream_app.stream import batch as batch_module
 from stream_app.stream.batch import BatchHandler, Counters, PartitionState
 from stream_app.stream.learner_table import learners_mark
+from stream_app.stream.profile_cache import ProfileCache
 from stream_app.stream.ready import Ready
 
 USER = "u1"
@@ -39,7 +41,7 @@ def ready(event: Event, offset: int) -> Ready:
 
 
 def run(events: list[Event], settings: Settings, profiles: dict, learner_data: dict, fail_on: str | None,
-        monkeypatch) -> BatchHandler:
+        monkeypatch, cache: ProfileCache | None = None) -> BatchHandler:
     """One batch over `events`; `fail_on`: the event whose recommendation step raises (after the
     event's feedback, digest and counts were applied in place)."""
     def failing(profile, event, *args, **kwargs):
@@ -49,7 +51,7 @@ def run(events: list[Event], settings: Settings, profiles: dict, learner_data: d
 
     monkeypatch.setattr(process, "recommend", failing)
     learners = PartitionState(learner_data, settings, profile_marks=lambda partition: highest_mark(profiles))
-    handler = BatchHandler(settings, profiles, learners, InMemoryItemIndex(settings), Counters(), now=0)
+    handler = BatchHandler(settings, profiles, learners, InMemoryItemIndex(settings), Counters(), now=0, cache=cache)
     handler.process_round([ready(e, i) for i, e in enumerate(events)], None, None)
     learner_table: dict = {}
     handler.snapshots("profiles.changelog", learner_table, "learners.changelog")
@@ -114,6 +116,83 @@ def test_a_users_first_event_of_a_batch_that_raises_leaves_the_stored_profile(se
         events[:4], [events[4], *events[6:]], None)
     alone = two_batches(events[:4], [events[4]], events[4].event_id)  # nothing else in its batch: nothing changes
     assert alone == two_batches(events[:4], [], None) != failed_first
+
+
+def mixed_events(count: int) -> list[Event]:
+    """`count` events of three users over ten items, one minute apart, of every type."""
+    rng = random.Random(3)
+    return [Event.from_dict({"event_id": f"m{i}", "user_id": rng.choice(["u1", "u2", "u3"]),
+                             "item_id": f"i{rng.randrange(10)}", "type": rng.choice(["browse", "click", "purchase"]),
+                             "category": f"c{rng.randrange(3)}", "ts": 1_700_000_000_000 + 60_000 * i,
+                             "schema_version": 1})
+            for i in range(count)]
+
+
+def batches(events: list[Event], settings: Settings, monkeypatch, cache: ProfileCache | None, size: int = 8,
+            fail_on: str | None = None, between=None) -> tuple[dict, dict, list, list[BatchHandler]]:
+    """The events in batches of `size`, one handler each (`between(n, profiles)` before the n-th batch):
+    the profile table, the learners table, every record sent and the handlers."""
+    profiles: dict = {}
+    learners: dict = {}
+    sent, handlers = [], []
+    for n, start in enumerate(range(0, len(events), size)):
+        if between is not None:
+            between(n, profiles)
+        handler = run(events[start:start + size], settings, profiles, learners, fail_on, monkeypatch, cache)
+        sent.extend(handler.outbox.records)
+        handlers.append(handler)
+    return profiles, learners, sent, handlers
+
+
+def test_profiles_kept_as_objects_between_batches_give_what_parsing_their_records_gives(settings, monkeypatch):
+    """A user's next batch takes up the object its record was written from (no parse): every record written and
+    sent is byte for byte what the worker wrote parsing each stored profile, also across a failed event's undo."""
+    events = mixed_events(64)
+    alone = next(e.event_id for n, e in enumerate(events[8:], 8)  # its user's only event in its batch: not written
+                 if [x.user_id for x in events[n - n % 8:n - n % 8 + 8]].count(e.user_id) == 1)
+    for fail_on in (None, "m21", alone):
+        parsed = batches(events, settings, monkeypatch, None, fail_on=fail_on)
+        kept = batches(events, settings, monkeypatch, ProfileCache(10), fail_on=fail_on)
+        assert kept[:3] == parsed[:3]
+        reused, reparsed = (sum(getattr(h.counters, name) for h in kept[3])
+                            for name in ("profiles_reused", "profiles_parsed"))
+        assert reused + reparsed == sum(h.counters.profiles_parsed for h in parsed[3]) and reused > 15
+        assert reparsed == (fail_on == alone)  # the object its failed event changed in part was not kept
+    applied = Profile.from_json(parsed[0][b"u1"]).event_count  # the failed event's user is u1
+    assert applied == sum(e.user_id == "u1" for e in events) - (events[21].user_id == "u1")
+
+
+def test_a_kept_profile_is_not_taken_up_once_the_table_holds_other_bytes(settings, monkeypatch):
+    """The table's record replaced (an older one recovered from the changelog, a rewrite, another owner's write),
+    or removed: the stored record is parsed, as without the cache, not the object written before."""
+    events = mixed_events(48)
+    earlier: dict = {}
+
+    def recover_older(n: int, profiles: dict) -> None:
+        if n == 2:
+            earlier.update(profiles)
+        elif n == 4:  # back to the table as it was two batches ago, u3 gone
+            profiles.clear()
+            profiles.update({k: v for k, v in earlier.items() if k != b"u3"})
+
+    parsed = batches(events, settings, monkeypatch, None, between=recover_older)
+    kept = batches(events, settings, monkeypatch, ProfileCache(10), between=recover_older)
+    assert kept[:3] == parsed[:3]
+    assert kept[3][4].counters.profiles_reused == 0 and kept[3][4].counters.profiles_parsed > 0
+    assert kept[3][5].counters.profiles_reused > 0
+
+
+def test_the_cache_holds_the_most_recently_written_profiles_up_to_its_capacity():
+    cache = ProfileCache(2)
+    profiles = {user: Profile(user) for user in ("a", "b", "c")}
+    for user in ("a", "b", "a", "c"):  # a written again: b is the least recent
+        cache.keep(user, user.encode(), profiles[user])
+    assert cache.take("b", b"b") is None
+    assert cache.take("a", b"a") is profiles["a"] and cache.take("c", b"c") is profiles["c"]
+    ProfileCache(0).keep("a", b"a", profiles["a"])
+    off = ProfileCache(0)
+    off.keep("a", b"a", profiles["a"])
+    assert off.take("a", b"a") is None
 
 
 def test_the_parked_event_re_driven_is_applied_not_dropped_as_a_duplicate(settings, monkeypatch):

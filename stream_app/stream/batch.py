@@ -33,6 +33,7 @@ from .idle_users import IdleUsers
 from .learner_table import PartitionState, restored_offset, with_learners_mark
 from .output import MAX_BATCH_BYTES, Outbox
 from .partitioning import partition_of
+from .profile_cache import ProfileCache
 from .ready import Ready, input_source
 
 log = logging.getLogger("stream_app.worker")
@@ -102,6 +103,9 @@ class Counters:
     redis_retries: int = 0
     redis_refills: int = 0  # times Redis lost the profile mirror and this worker wrote its profiles back
     profiles_refilled: int = 0  # ... profiles written then
+    # Stored profiles a batch took up: as the objects the worker wrote them from (profile_cache.py), or parsed
+    profiles_reused: int = 0
+    profiles_parsed: int = 0
 
     def count_dead_letter(self, reason: str) -> None:
         self.rejected += 1
@@ -120,7 +124,8 @@ class BatchHandler(ErasureSteps):
 
     def __init__(self, settings: Settings, profiles: Any, learners: PartitionState, index: InMemoryItemIndex,
                  counters: Counters, now: int, idle: IdleUsers | None = None, profile_changelog: str | None = None,
-                 erased: ErasedUsers | None = None, sizes: ProfileSizes | None = None):
+                 erased: ErasedUsers | None = None, sizes: ProfileSizes | None = None,
+                 cache: ProfileCache | None = None):
         self.settings = settings
         self.profile_changelog = profile_changelog or f"{settings.group_id}-profiles-changelog"
         self.idle = idle
@@ -136,6 +141,7 @@ class BatchHandler(ErasureSteps):
         self.as_stored: dict[str, bytes] = {}
         self.changed: dict[str, tuple[Profile, int]] = {}
         self.sizes = sizes if sizes is not None else ProfileSizes()  # the worker's, learned over its batches
+        self.cache = cache if cache is not None else ProfileCache(0)  # the worker's: the profiles it last wrote
         self.stored_bytes: dict[str, int | None] = {}  # a changed user's record size before the batch (None: new)
         self.profile_bytes: dict[int, int] = {}  # partition -> its changed profiles' guessed record bytes
         self.largest_profile = self.sizes.new  # the largest guess so far: each user of the next round's
@@ -176,10 +182,17 @@ class BatchHandler(ErasureSteps):
         found = self.loaded.get(user_id)
         if found is None:
             stored = self.profiles.get(user_id.encode())
-            found = self.loaded[user_id] = (Profile.from_json(stored) if stored is not None
-                                            else new_profile(user_id, self.settings))
-            if stored is not None:
+            if stored is None:
+                found = new_profile(user_id, self.settings)
+            else:
+                found = self.cache.take(user_id, stored)
+                if found is None:
+                    found = Profile.from_json(stored)
+                    self.counters.profiles_parsed += 1
+                else:
+                    self.counters.profiles_reused += 1
                 self.as_stored[user_id] = stored
+            self.loaded[user_id] = found
         return found
 
     def readable_profile(self, user_id: str) -> Profile | None:
@@ -367,6 +380,7 @@ class BatchHandler(ErasureSteps):
                 record = memoryview(snapshot).tobytes()
             # The table's changelog record, written with the batch: same partition as the user's input.
             self.profiles[key] = record
+            self.cache.keep(user_id, record, profile)
             self.outbox.add(profile_changelog, key, record, partition, owner=partition)
             self.outbox.add(self.settings.topics.profiles, key, public, owner=partition)
         self.sizes.learn(sizes, self.stored_bytes)

@@ -197,6 +197,10 @@ def model_families(c: Counters, models: dict[str, Any], ranker_labels: dict[int,
                    c.shadow_encoder_failures)
     yield _counter("stream_app_users_evicted", "Idle profiles dropped from the table and Redis (STREAM_APP_USER_IDLE_MS)",
                    c.evicted_users)
+    yield _counter("stream_app_profiles_reused", "Stored profiles a batch took up as the objects this worker wrote "
+                   "them from (STREAM_APP_PROFILE_CACHE_USERS), not parsed", c.profiles_reused)
+    yield _counter("stream_app_profiles_parsed", "Stored profiles a batch parsed from the table's record",
+                   c.profiles_parsed)
     yield _counter("stream_app_redis_refills", "Times Redis lost the profile mirror and this worker wrote back the "
                    "profiles of its partitions", c.redis_refills)
     yield _counter("stream_app_profiles_refilled", "Profiles written back to Redis then (newer than what it held)",

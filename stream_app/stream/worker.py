@@ -33,7 +33,7 @@ from ..core.items import InMemoryItemIndex
 from ..store.redis_store import ProfileStore, RedisStoreConfig
 from ..store.text_vectors import TextVectorStore
 from . import health, retries, transport, worker_status
-from .batch import BatchHandler, Counters, PartitionState, ProfileSizes
+from .batch import BatchHandler, Counters, PartitionState, ProfileCache, ProfileSizes
 from .catalogue_feed import CatalogueFeed
 from .commits import AppliedOffsets, InputEnds
 from .datadir import faust_datadir
@@ -101,6 +101,7 @@ class StreamWorker:
         # Erasures (erasures.py): the record of erased users, in a table partitioned like the profiles
         self.erased = ErasedUsers.table(app, settings, partitions, self.profile_table.changelog_topic_name)
         self.counters, self.profile_sizes = Counters(), ProfileSizes()
+        self.profile_cache = ProfileCache(settings.profile_cache_users)  # the profiles it last wrote, as objects
         self.items_check = ItemsCheck(settings, self.output, self.counters)
         self.lock = asyncio.Lock()  # a batch and a rebalance never interleave
         # Redis losing the profile mirror is noticed at the heartbeat, and the owned profiles written back
@@ -228,7 +229,7 @@ class StreamWorker:
             self.steer_faust()
             handler = BatchHandler(settings, self.profile_table.data, self.partition_state, self.index, self.counters,
                                    now_ms(), self.idle_users, self.profile_table.changelog_topic_name, self.erased,
-                                   self.profile_sizes)
+                                   self.profile_sizes, self.profile_cache)
             handler.outbox.fence = partial(self.offsets.held_for, generation)
             erased_again: dict[str, int] = {}
             if self.partitions_ready:  # its tables recovered: what was erased and applied is known

@@ -28,8 +28,8 @@ PEERS_READ_S = 30.0  # how long that read may take
 PER_WORKER = frozenset({"kafka_bootstrap_servers", "redis_url", "kafka_security", "app_id", "namespace",
                         "registry_dir", "log_format", "read_wait_ms", "web_host", "erasure_key",
                         "erasure_previous_keys", "fetch_max_wait_ms", "commit_interval_s", "batch_max",
-                        "batch_within_s", "batch_work_s", "max_idle_ms", "replication_factor", "dlq_retention_ms",
-                        "partitions"})  # a worker takes the input topics' partition count; the setting creates them
+                        "batch_within_s", "batch_work_s", "profile_cache_users", "max_idle_ms", "replication_factor",
+                        "dlq_retention_ms", "partitions"})  # a worker takes the input topics' partition count; the setting creates them
 
 
 def group_settings(settings: Settings) -> dict[str, Any]:
