@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import doctest
 import random
 import time
 from types import SimpleNamespace
@@ -17,6 +18,7 @@ from stream_app.core.learners import read_partition_learners
 from stream_app.core.profile import Profile, event_digest
 from stream_app.store.redis_store import MARKER_S
 from stream_app.stream import batch as batch_module
+from stream_app.stream import profile_cache
 from stream_app.stream.batch import BatchHandler, Counters, PartitionState
 from stream_app.stream.learner_table import learners_mark
 from stream_app.stream.profile_cache import ProfileCache
@@ -180,6 +182,11 @@ def test_a_kept_profile_is_not_taken_up_once_the_table_holds_other_bytes(setting
     assert kept[:3] == parsed[:3]
     assert kept[3][4].counters.profiles_reused == 0 and kept[3][4].counters.profiles_parsed > 0
     assert kept[3][5].counters.profiles_reused > 0
+
+
+def test_the_caches_docstring_example_runs():
+    result = doctest.testmod(profile_cache)
+    assert result.attempted >= 5 and result.failed == 0
 
 
 def test_the_cache_holds_the_most_recently_written_profiles_up_to_its_capacity():
