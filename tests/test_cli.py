@@ -196,6 +196,10 @@ def test_bench_measures_every_event_it_sent_by_the_worker_and_by_the_plain_faust
     assert "bench: 1500 events at 500 events/s, event times 2 ms apart on average, 100 users, 200 items, 1 worker" \
         in out.stdout
     assert re.search(r"garbage collector: \d+ collections of the oldest generation, [\d,]+ ms in all", out.stdout)
+    reused, parsed = (int(n.replace(",", "")) for n in re.search(
+        r"stored profiles taken up: ([\d,]+) as the objects the worker wrote them from, ([\d,]+) parsed", out.stdout
+    ).groups())
+    assert reused > parsed  # 100 users, 1,500 events: most of a user's batches find the profile it last wrote
     spans = re.findall(r"throughput: ([\d,]+) events/s( = ([\d.]+)x the plain app's)? \(first event sent -> last "
                        r"recommendation published, ([\d.]+)s\)", out.stdout)
     assert len(spans) == 2, out.stdout  # the plain app, then the worker

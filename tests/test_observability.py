@@ -17,7 +17,7 @@ from stream_app.logs import logging_config
 from stream_app.stream.batch import Counters
 from stream_app.stream.metrics import Snapshot, WorkerMetrics
 from stream_app.stream.stage_latency import STAGES
-from stream_app.tools.bench import gc_pauses, late_events, stage_quantiles
+from stream_app.tools.bench import gc_pauses, late_events, profiles_taken_up, stage_quantiles
 from stream_app.tools.scrape import quantile
 from stream_app.urls import redact_url
 
@@ -177,6 +177,14 @@ def test_bench_counts_the_late_events_between_its_two_scrapes_the_most_any_worke
 
     assert late_events([scraped(3, 50)], [scraped(10, 90)]) == 7  # the partition clock's, not the item state's
     assert late_events([scraped(3), scraped(0)], [scraped(10), scraped(9)]) == 9  # each worker orders every partition
+
+
+def test_bench_counts_the_stored_profiles_taken_up_kept_or_parsed_between_its_two_scrapes_over_every_worker():
+    def scraped(reused: int, parsed: int) -> dict:
+        return exposed(WorkerMetrics(lambda: Snapshot(Counters(profiles_reused=reused, profiles_parsed=parsed), {},
+                                                      {}, {}, [])))
+
+    assert profiles_taken_up([scraped(5, 40), scraped(0, 2)], [scraped(30, 45), scraped(7, 4)]) == (32, 7)
 
 
 def test_input_stages_count_each_record_by_its_kafka_timestamp_and_bench_reads_them_between_two_scrapes():

@@ -108,6 +108,7 @@ class Measured:
     stages: list[tuple[str, float, float]] | None = None  # (stage, p50 s, p99 s) from the workers' histograms
     late: int | None = None  # events the workers released after a later one of their partition
     gc: GcSummary | None = None  # the workers' garbage collections
+    profiles: tuple[int, int] | None = None  # stored profiles the workers took up as kept objects, and parsed
 
     @property
     def rate(self) -> float:
@@ -135,7 +136,7 @@ def measure(settings: Settings, output: str, events: list[dict[str, Any]], rate:
     after = [scrape(f"{p.url}/metrics") for p in processes] if stages else []
     return Measured(len(events), last_publish - started, produced - started, latency_summary(sent_ms, measured),
                     stage_quantiles(before, after) if stages else None, late_events(before, after) if stages else None,
-                    gc_pauses(before, after) if stages else None)
+                    gc_pauses(before, after) if stages else None, profiles_taken_up(before, after) if stages else None)
 
 
 @dataclass
@@ -162,6 +163,16 @@ def gc_pauses(before: list[Samples], after: list[Samples]) -> GcSummary:
         if buckets and buckets[-1][1]:
             longest = max(longest, next(bound for bound, n in buckets if n >= buckets[-1][1]))
     return GcSummary(count, seconds, longest, every)
+
+
+def profiles_taken_up(before: list[Samples], after: list[Samples]) -> tuple[int, int]:
+    """Stored profiles the workers took up between the two scrapes, summed over workers: (as the objects they were
+    written from, parsed from the table's record)."""
+    def counted(name: str) -> int:
+        key = (f"stream_app_profiles_{name}_total", ())
+        return int(sum(now.get(key, 0.0) - was.get(key, 0.0) for was, now in zip(before, after)))
+
+    return counted("reused"), counted("parsed")
 
 
 def late_events(before: list[Samples], after: list[Samples]) -> int:
@@ -285,6 +296,10 @@ def print_measured(label: str, result: Measured, rate: float | None, plain: Meas
     if result.late is not None:
         print(f"    late: {result.late:,} events released after a later one of their partition (applied late; "
               "STREAM_APP_MAX_IDLE_MS is how long a partition waits for an input topic that has nothing new)")
+    if result.profiles is not None:
+        reused, parsed = result.profiles
+        print(f"    stored profiles taken up: {reused:,} as the objects the worker wrote them from, {parsed:,} parsed "
+              "from the table (STREAM_APP_PROFILE_CACHE_USERS)")
     if result.gc is not None:
         longest = "" if not result.gc.count else (f", each at most {result.gc.longest_at_most_s * 1000:g} ms"
                                                   if math.isfinite(result.gc.longest_at_most_s)
