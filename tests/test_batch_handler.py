@@ -184,6 +184,20 @@ def test_a_kept_profile_is_not_taken_up_once_the_table_holds_other_bytes(setting
     assert kept[3][5].counters.profiles_reused > 0
 
 
+def test_a_removed_users_kept_profile_leaves_the_cache(settings, monkeypatch):
+    """Erased, reset or evicted: the table's record goes, and so does the object the worker kept of it (an
+    erased user's profile is not to stay in the worker's memory until newer ones push it out)."""
+    cache = ProfileCache(10)
+    profiles: dict = {}
+    run(mixed_events(12), settings, profiles, {}, None, monkeypatch, cache)
+    assert set(cache.held) == {"u1", "u2", "u3"}
+    handler = BatchHandler(settings, profiles, PartitionState({}, settings), InMemoryItemIndex(settings), Counters(),
+                           now=0, cache=cache)
+    assert handler.remove_for_request("u2", 0) == ["kept profiles", "freshness metrics"]  # the receipt's list
+    assert set(cache.held) == {"u1", "u3"} and b"u2" not in profiles
+    assert handler.remove_for_request("u2", 0) == ["freshness metrics"]
+
+
 def test_the_caches_docstring_example_runs():
     result = doctest.testmod(profile_cache)
     assert result.attempted >= 5 and result.failed == 0

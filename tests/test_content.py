@@ -15,6 +15,7 @@ from stream_app.core.content import ContentIndex, build_index, interest_vector, 
 from stream_app.core.events import Event
 from stream_app.core.items import InMemoryItemIndex
 from stream_app.core.process import new_partition_learners, new_profile, process
+from stream_app.core.profile import Profile
 from stream_app.evaluate.prequential import evaluate_events
 from stream_app.stream.catalogue_feed import CachedEmbedder, CatalogueFeed, index_records
 from stream_app.tools.catalogue import load_catalogue
@@ -337,6 +338,29 @@ def test_an_item_whose_text_got_no_vector_is_not_in_the_index_nor_similar_to_any
     reasons = [r for item in outcome.recommendation["items"] for r in item["reasons"]]
     assert not any(r.startswith("similar to") for r in reasons), reasons
     assert profile.content_interest is None  # no interest state made of a zero vector
+
+
+def test_an_item_whose_vector_is_not_finite_is_not_in_the_index_and_its_users_records_read_back():
+    """A NaN row was kept: a user's interest took it in with a NaN mass, the profile's JSON wrote it as null, and
+    every later event of the user failed on the record read back (a worker that kept the profile as an object,
+    profile_cache.py, went on with the NaN instead)."""
+
+    class NanFor(BagOfWords):
+        def embed(self, texts):
+            out = super().embed(texts)
+            out[["broken" in t for t in texts]] = np.nan
+            return out
+
+    catalogue = {**CATALOGUE, "odd": "broken lantern"}
+    index = build_index("bow-1", catalogue, NanFor().embed, terms=[])
+    assert index.vector("odd") is None and len(index) == len(CATALOGUE)
+    settings = Settings(ranker=False)
+    profile, items = new_profile("u", settings), InMemoryItemIndex(settings)
+    for n, item in enumerate(["mug-1", "odd", "lantern-1"]):
+        profile = Profile.from_json(profile.to_json())  # as a worker reads it each batch
+        outcome = process(profile, event(n + 1, "u", item, "click"), items, settings, 0, content=index)
+        assert outcome.applied
+    assert np.isfinite(interest_vector(profile.content_interest, index.version)).all()
 
 
 def test_the_similar_to_reason_names_the_item_by_its_title_not_its_description():

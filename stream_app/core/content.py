@@ -286,7 +286,9 @@ def build_index(version: str, items: dict[str, str], embed: Callable[[Sequence[s
     `listed_at`: item_id -> when it joined the catalogue (ms), for the items that say; `titles`: item_id -> the
     name its reasons give it ("similar to <title>"; by default its text). An item whose text got no vector
     (a zero row: the model failed on it, or it holds no word the tokenizer knows) is left out of the index:
-    at cosine 0 with everything, it would list the first items by id as "similar" to it."""
+    at cosine 0 with everything, it would list the first items by id as "similar" to it. So is one whose vector
+    is not finite (NaN, or past float16's range): a user's interest that took it in would hold a NaN mass, which
+    the profile's JSON writes as null, and every later event of the user would fail on the record."""
     ids = sorted(items)
     texts = [items[i] for i in ids]
     vectors = embed(texts) if ids else np.zeros((0, 0), np.float32)
@@ -295,7 +297,7 @@ def build_index(version: str, items: dict[str, str], embed: Callable[[Sequence[s
     terms = catalogue_terms(texts, min_items=term_floor(len(texts))) if terms is None else list(terms)
     term_vectors = quantised(embed(terms)) if terms else None
     if ids:
-        kept = np.flatnonzero(np.any(vectors != 0.0, axis=1))
+        kept = np.flatnonzero(np.any(vectors != 0.0, axis=1) & np.all(np.isfinite(vectors), axis=1))
         if len(kept) < len(ids):
             ids, texts, vectors = [ids[r] for r in kept], [texts[r] for r in kept], vectors[kept]
     listed = [listed_at.get(i) for i in ids] if listed_at else None

@@ -36,6 +36,7 @@ class ErasureSteps:
     mirror: set[str]
     removed: list[tuple[str, int]]
     idle: Any
+    cache: Any
 
     def remove(self, user_id: str, partition: int) -> bool:
         """Drop the user's profile from the table and this batch (tombstones: `snapshots`; Redis: the worker)
@@ -45,12 +46,15 @@ class ErasureSteps:
         self.as_stored.pop(user_id, None)
         self.changed.pop(user_id, None)
         self.mirror.discard(user_id)
+        self.cache.drop(user_id)  # an erased user's profile is not to stay in the worker's memory either
         self.removed.append((user_id, partition))
         return self.idle is not None and self.idle.drop(user_id)
 
     def remove_for_request(self, user_id: str, partition: int) -> list[str]:
         """`remove` for an erasure or reset request: the worker's own per-user state it dropped, for the receipt."""
-        return ["idle users", "freshness metrics"] if self.remove(user_id, partition) else ["freshness metrics"]
+        kept = self.cache.holds(user_id)
+        idle = self.remove(user_id, partition)
+        return [*(["idle users"] if idle else []), *(["kept profiles"] if kept else []), "freshness metrics"]
 
     def erase_restored(self, owned: set[int], partitions: int) -> dict[str, int]:
         """Remove again the profiles the table restored of users erased after those profiles began: a batch

@@ -48,3 +48,10 @@ class ProfileCache:
         held[user_id] = (record, profile)
         if len(held) > self.capacity:
             del held[next(iter(held))]
+
+    def holds(self, user_id: str) -> bool:
+        return user_id in self.held
+
+    def drop(self, user_id: str) -> None:
+        """Hold nothing of the user (erased, reset or evicted)."""
+        self.held.pop(user_id, None)
