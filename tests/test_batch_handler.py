@@ -198,6 +198,17 @@ def test_a_removed_users_kept_profile_leaves_the_cache(settings, monkeypatch):
     assert handler.remove_for_request("u2", 0) == ["freshness metrics"]
 
 
+def test_after_a_rebalance_the_cache_holds_only_the_profiles_of_owned_partitions():
+    from stream_app.stream.partitioning import partition_of
+
+    cache = ProfileCache(100)
+    users = [f"user-{n}" for n in range(40)]
+    for user in users:
+        cache.keep(user, user.encode(), Profile(user))
+    cache.keep_only({0, 3}, 8)
+    assert sorted(cache.held) == sorted(u for u in users if partition_of(u, 8) in {0, 3}) != []
+
+
 def test_the_caches_docstring_example_runs():
     result = doctest.testmod(profile_cache)
     assert result.attempted >= 5 and result.failed == 0

@@ -5,6 +5,7 @@ learners' state cost about 8% of a worker's samples at full speed)."""
 from __future__ import annotations
 
 from ..core.profile import Profile
+from .partitioning import partition_of
 
 
 class ProfileCache:
@@ -55,3 +56,9 @@ class ProfileCache:
     def drop(self, user_id: str) -> None:
         """Hold nothing of the user (erased, reset or evicted)."""
         self.held.pop(user_id, None)
+
+    def keep_only(self, owned: set[int], partitions: int) -> None:
+        """Drop the profiles of users whose partition is not `owned` (after a rebalance: their new owner serves
+        them, and may erase them, while this worker would hold their profile until newer ones push it out)."""
+        for user_id in [u for u in self.held if partition_of(u, partitions) not in owned]:
+            del self.held[user_id]

@@ -75,9 +75,8 @@ def now_ms() -> int:
 
 
 class StreamWorker:
-    """One worker's state (its tables, clients, ordered input, counters, the models and catalogue it
-    follows) and what it does; `build_app` hands these methods to Faust as tasks, the input agent, a
-    timer and rebalance and shutdown handlers."""
+    """One worker's state (tables, clients, ordered input, counters, the models and catalogue it follows) and what
+    it does; `build_app` hands these methods to Faust: tasks, the input agent, a timer, rebalance and stop handlers."""
 
     def __init__(self, app: faust.App, settings: Settings, partitions: int, datadir: str, web_port: int = 0):
         self.app = app
@@ -337,6 +336,7 @@ class StreamWorker:
             if self.offsets.assignment_due:  # a revoke began while this waited for the batch: it is past
                 return
             self.partition_state.forget()
+            self.profile_cache.keep_only(self.assigned_inputs(), self.partitions)
             if self.idle_users is not None:
                 self.idle_users.forget()
             self.user_eviction = EvictionClock()  # the new partitions' first round runs its own pass
