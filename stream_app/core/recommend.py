@@ -348,8 +348,8 @@ def session_items(profile: Profile, gap_ms: int) -> dict[str, None]:
 def _reasons(shown: list[str], categories: list[str | None], anchors: list[str],
              anchor_neighbors: list[dict[str, float]], session: dict[str, None],
              session_followers: list[dict[str, float]], repeat: Collection[str], item_affinity: Collection[str],
-             in_category: dict[str, float], popular: dict[str, float], trending: dict[str, float], nearest: dict[str, float],
-             recent: list[list[Any]]) -> list[list[str]]:
+             in_category: dict[str, float], popular: dict[str, float], trending: dict[str, float],
+             nearest: dict[str, float], recent: list[list[Any]]) -> list[list[str]]:
     """Why each shown item (`categories`: theirs) is in the list: the sources that proposed it, the
     anchors named (the recent items it was co-visited with, at most MAX_COVIS_REASONS, and the first
     session item it often came next after). Each shown item is looked up in each anchor's list: 20 lookups an

@@ -15,6 +15,7 @@ from ..core.events import Event
 from ..core.profile import Profile, snapshot_order
 from .erasures import ErasedUsers, receipt
 from .partitioning import partition_of
+from .profile_cache import ProfileCache
 
 log = logging.getLogger("stream_app.worker")
 
@@ -36,7 +37,7 @@ class ErasureSteps:
     mirror: set[str]
     removed: list[tuple[str, int]]
     idle: Any
-    cache: Any
+    cache: ProfileCache
 
     def remove(self, user_id: str, partition: int) -> bool:
         """Drop the user's profile from the table and this batch (tombstones: `snapshots`; Redis: the worker)

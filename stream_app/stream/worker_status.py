@@ -29,7 +29,8 @@ PER_WORKER = frozenset({"kafka_bootstrap_servers", "redis_url", "kafka_security"
                         "registry_dir", "log_format", "read_wait_ms", "web_host", "erasure_key",
                         "erasure_previous_keys", "fetch_max_wait_ms", "commit_interval_s", "batch_max",
                         "batch_within_s", "batch_work_s", "profile_cache_users", "max_idle_ms", "replication_factor",
-                        "dlq_retention_ms", "partitions"})  # a worker takes the input topics' partition count; the setting creates them
+                        "dlq_retention_ms",
+                        "partitions"})  # a worker takes the input topics' partition count; the setting creates them
 
 
 def group_settings(settings: Settings) -> dict[str, Any]:
