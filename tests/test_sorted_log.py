@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import resource
 import tracemalloc
 from pathlib import Path
 
@@ -47,6 +48,26 @@ def test_runs_spilled_to_disk_merge_into_the_order_the_whole_log_sorted_in_memor
         assert not log.runs and list(log) == expected  # one run: in memory, nothing written
     with SortedLog.read(path, "jsonl", _refuse_e5, limit=5) as log:
         assert list(log) == load_accepted(path, "jsonl", _refuse_e5, 5)[0] and len(log) == 5
+
+
+def test_more_runs_than_files_may_be_open_merge_in_groups_into_the_same_order(tmp_path):
+    path = tmp_path / "log.jsonl"
+    _write_log(path, 700)
+    expected = load_accepted(path, "jsonl", _refuse_e5)[0]
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    with SortedLog.read(path, "jsonl", _refuse_e5, run_events=3, spill_dir=spill, merge_fan_in=4) as log:
+        assert len(log.runs) == 4 and len(list(next(spill.iterdir()).iterdir())) == 4  # 233 runs merged down, by 4s
+        assert len(log) == 699 and list(log) == expected
+    # and with the default fan-in under a limit of open files below the runs' count (233; an open file each
+    # would fail with "Too many open files")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(200, hard), hard))
+    try:
+        with SortedLog.read(path, "jsonl", _refuse_e5, run_events=3, spill_dir=spill) as log:
+            assert list(log) == expected
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def test_memory_holds_a_run_not_the_log(tmp_path):

@@ -23,6 +23,9 @@ from .recorded import OnlineRetailStats, load_sorted, nothing_in, own_stats, rea
 
 #: Events sorted in memory at once (about 0.8 KB each as Python objects): beyond, runs go to disk.
 RUN_EVENTS = 500_000
+#: Runs merged at once, each an open file: more runs are first merged in groups of this many into longer runs (a
+#: 1,024 open files limit is common; OTTO's full log in runs of 100,000 makes over 2,000).
+MERGE_FAN_IN = 128
 
 Keyed = tuple[int, int, dict[str, Any]]  # (ts, position in the file, event): the sort key, ties in file order
 
@@ -109,7 +112,7 @@ class SortedLog:
     @classmethod
     def read(cls, path: str | Path, fmt: str, refusal: Callable[[dict[str, Any]], tuple[str, str] | None],
              stats: OnlineRetailStats | None = None, limit: int | None = None, run_events: int = RUN_EVENTS,
-             spill_dir: str | Path | None = None) -> "SortedLog":
+             spill_dir: str | Path | None = None, merge_fan_in: int = MERGE_FAN_IN) -> "SortedLog":
         """The log read and sorted; with `limit`, its first events in time only, held in memory (a heap while the
         file is read: `load_accepted`)."""
         log = cls(spill_dir)
@@ -120,6 +123,7 @@ class SortedLog:
             return log
         try:
             log._read(path, fmt, refusal, stats, run_events)
+            log._merge_down(max(2, merge_fan_in))
         except BaseException:
             log.close()
             raise
@@ -170,6 +174,25 @@ class SortedLog:
             out.writelines(orjson.dumps(keyed) + b"\n" for keyed in run)
         self.runs.append(path)
 
+    def _merge_down(self, fan_in: int) -> None:
+        """Merge the runs in groups of `fan_in` into longer runs until at most `fan_in` are left."""
+        level = 0
+        while len(self.runs) > fan_in:
+            level += 1
+            merged: list[Path] = []
+            for start in range(0, len(self.runs), fan_in):
+                group = self.runs[start:start + fan_in]
+                if len(group) == 1:
+                    merged.append(group[0])
+                    continue
+                path = group[0].with_name(f"merged-{level}-{len(merged):05d}.jsonl")
+                with open(path, "wb") as out:
+                    out.writelines(orjson.dumps(keyed) + b"\n" for keyed in _merged_runs(group))
+                for done in group:
+                    done.unlink()
+                merged.append(path)
+            self.runs = merged
+
     def __len__(self) -> int:
         return self.count
 
@@ -187,13 +210,8 @@ class SortedLog:
             yield memory.pop()[2]
 
     def _merged(self) -> Iterator[dict[str, Any]]:
-        files: list[IO[bytes]] = [open(path, "rb") for path in self.runs]
-        try:
-            for _, _, event in heapq.merge(*map(_keyed_lines, files), key=_order):
-                yield event
-        finally:
-            for fh in files:
-                fh.close()
+        for _, _, event in _merged_runs(self.runs):
+            yield event
 
     def close(self) -> None:
         self._memory = []
@@ -210,6 +228,18 @@ class SortedLog:
 
 def _order(keyed: Keyed) -> tuple[int, int]:
     return keyed[0], keyed[1]
+
+
+def _merged_runs(runs: list[Path]) -> Iterator[Keyed]:
+    """The keyed events of sorted run files, merged in order; the files are open until the merge ends or stops."""
+    files: list[IO[bytes]] = []
+    try:
+        for path in runs:
+            files.append(open(path, "rb"))
+        yield from heapq.merge(*map(_keyed_lines, files), key=_order)
+    finally:
+        for fh in files:
+            fh.close()
 
 
 def _keyed_lines(fh: IO[bytes]) -> Iterator[Keyed]:
