@@ -980,3 +980,77 @@ def test_movielens_ratings_dat_read_with_the_default_format_is_pointed_to_the_mo
     dat.write_text("1::1193::5::978300760\n1::661::3::978302109\n")
     assert main(["evaluate", str(dat), "--json", str(tmp_path / "r.json")]) == 2
     assert "it looks like MovieLens' ratings.dat (fields separated by '::'): --format movielens" in capsys.readouterr().err
+
+
+def test_ids_a_data_frame_wrote_as_floats_name_the_same_users_and_items_as_the_published_file(tmp_path):
+    """RetailRocket's transactionid is empty on most rows, so a data frame reads every column as float64 and writes
+    `111016.0`: the event id was the same as the published row's, the user and item were others, so a replay of both
+    copies applied the event twice, to two users, on an item no catalogue knew."""
+    rr, rr_floats = tmp_path / "events.csv", tmp_path / "events-floats.csv"
+    rr.write_text("timestamp,visitorid,event,itemid,transactionid\n1433221999827,111016,transaction,356475,4000\n"
+                  "1433221999828,0077,view,00356475,\n")
+    rr_floats.write_text("timestamp,visitorid,event,itemid,transactionid\n"
+                         "1433221999827.0,111016.0,transaction,356475.0,4000.0\n1433221999828,0077,view,00356475,\n")
+    published, floats = events_of(rr, "retailrocket"), events_of(rr_floats, "retailrocket")
+    assert floats == published and [(e["user_id"], e["item_id"]) for e in published] == [
+        ("111016", "356475"), ("0077", "00356475")]  # leading zeros are the published id's own
+    ml = tmp_path / "ratings.csv"
+    ml.write_text("userId,movieId,rating,timestamp\n1.0,50.0,4.0,964982703.0\nx1.0,50,4.0,964982704\n")
+    (event, other) = events_of(ml, "movielens")
+    assert (event["event_id"], event["user_id"], event["item_id"]) == ("ml-1-50-964982703", "1", "50")
+    assert other["user_id"] == "x1.0"  # not a number: an id as it is
+
+
+def test_a_json_logs_whole_valued_float_integers_are_sent_as_integers(tmp_path):
+    """`"ts": 1700000000000.0` passed the schema (a whole-valued float is an integer to JSON Schema) and went out as
+    a float, which replay's check of the topics' latest event times then did not read."""
+    from types import SimpleNamespace
+
+    from stream_app.config import Settings
+    from stream_app.tools.replay import accepted_time
+
+    log = tmp_path / "events.jsonl"
+    log.write_bytes(b'{"event_id":"a","user_id":"u","item_id":"i","type":"purchase","ts":1700000000000.0,'
+                    b'"quantity":2.0,"dwell_ms":1500.0,"schema_version":1.0}\n')
+    [event] = events_of(log, "jsonl")
+    assert {name: type(event[name]) for name in ("ts", "quantity", "dwell_ms", "schema_version")} == dict.fromkeys(
+        ("ts", "quantity", "dwell_ms", "schema_version"), int)
+    assert event["ts"] == 1700000000000 and orjson.dumps(event).count(b".0") == 0
+    record = SimpleNamespace(value=b'{"ts":1700000000000.0}', timestamp=1700000000000)
+    assert accepted_time(record, Settings.from_env({})) == 1700000000000  # a worker accepts it: so does the check
+
+
+def test_online_retail_carriage_and_gift_vouchers_are_not_products(tmp_path):
+    """C2 (CARRIAGE) has a digit, so it was read as a product: 133 purchases of the shared log, and an item in the
+    catalogue that the hybrid could recommend."""
+    retail = tmp_path / "online_retail.csv"
+    retail.write_text(OR_HEAD + "536366,C2,CARRIAGE,1,12/1/2010 8:28,50,14911,EIRE\n"
+                      "536367,gift_0001_20,Dotcomgiftshop Gift Voucher £20.00,1,12/1/2010 8:29,17.02,14911,EIRE\n"
+                      "536368,22633,HAND WARMER UNION JACK,6,12/1/2010 8:30,1.85,14911,EIRE\n")
+    stats = OnlineRetailStats()
+    events, _ = load_sorted(retail, "online-retail", stats)
+    assert [e["item_id"] for e in events] == ["22633"] and stats.not_product == 2
+    assert list(load_catalogue(retail, "online-retail")[0]) == ["22633"]
+
+
+def test_a_file_of_another_format_given_as_online_retail_is_refused_before_its_dates_are_read(tmp_path, monkeypatch):
+    """The check of the date order read every line of a file that had no InvoiceDate column before the header was
+    looked at: minutes of a large log before the error."""
+    rr = tmp_path / "events.csv"
+    rr.write_text("timestamp,visitorid,event,itemid,transactionid\n1433221999827,111016,transaction,356475,4000\n")
+    read_dates = []
+    monkeypatch.setattr(recorded_module, "file_is_day_first", lambda path: read_dates.append(path) or False)
+    with pytest.raises(InputFileError, match="retailrocket"):
+        load_sorted(rr, "online-retail")
+    assert read_dates == []
+
+
+def test_an_otto_time_with_a_fraction_of_a_millisecond_is_refused_and_seconds_round_to_the_millisecond(tmp_path):
+    otto = tmp_path / "otto.jsonl"
+    otto.write_text('{"session": 1, "events": [{"aid": 5, "ts": 1659304800025.9, "type": "clicks"}, '
+                    '{"aid": 6, "ts": 1659304800.0259, "type": "clicks"}, {"aid": 7, "ts": 1659304801026, '
+                    '"type": "clicks"}]}\n')
+    read = list(read_log(otto, "otto"))
+    assert [r.rejection.detail for r in read if isinstance(r, LineRejection)] == [
+        "line 1: event 0 of session 1: ts 1659304800025.9 is not a whole number of milliseconds"]
+    assert [e["ts"] for e in read if not isinstance(e, LineRejection)] == [1659304800026, 1659304801026]

@@ -51,6 +51,7 @@ class ProfileCache:
             del held[next(iter(held))]
 
     def holds(self, user_id: str) -> bool:
+        """Whether a profile of the user is kept (an erasure receipt lists it among what the worker dropped)."""
         return user_id in self.held
 
     def drop(self, user_id: str) -> None:

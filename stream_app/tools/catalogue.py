@@ -29,7 +29,9 @@ from .log_checks import (
     ONLINE_RETAIL_COLUMNS,
     LineRejection,
     first_rejection,
+    is_product_code,
     nothing_read,
+    numeric_id,
     online_retail_ii_said,
 )
 from .log_files import check_file, open_text, reading_as
@@ -158,7 +160,7 @@ def _read_movielens(path: Path) -> Iterator[Read]:
             if row is None:
                 yield _reject(path, line, "schema_violation", problem, raw)
                 continue
-            record: dict[str, Any] = {"item_id": row["movieId"].strip(), "title": row["title"].strip(),
+            record: dict[str, Any] = {"item_id": numeric_id(row["movieId"].strip()), "title": row["title"].strip(),
                                       "schema_version": 1}
             genres = [g.strip() for g in row["genres"].split("|") if g.strip() and g.strip() != NO_GENRES]
             if genres:
@@ -167,7 +169,7 @@ def _read_movielens(path: Path) -> Iterator[Read]:
 
 
 def _read_online_retail(path: Path) -> Iterator[Read]:
-    """One record per product (stock codes with a digit, as the event reader keeps them): the
+    """One record per product (the stock codes the event reader keeps: `is_product_code`): the
     description it was sold under most often (ties: the first seen), its most common price, and as
     `listed_at` 1 ms after the time of its first line in the log (guests' and cancellations' too): an evaluation
     over the log then shows no item before the shop sold it (a year's catalogue is a look into the future). Not
@@ -178,17 +180,18 @@ def _read_online_retail(path: Path) -> Iterator[Read]:
     prices: dict[str, collections.Counter[float]] = {}
     first: dict[str, int] = {}
     partly = PartlyRead()
-    day_first, last_date, last_ms = file_is_day_first(path), "", 0
+    last_date, last_ms = "", 0
     with open_text(path) as fh:
         rows = _log_rows(fh, path, ONLINE_RETAIL_COLUMNS, columns=CATALOGUE_COLUMNS)  # a row a line, as the event reader reads it
+        day_first = file_is_day_first(path)  # a pass over the dates: once the header is the format's
         said = online_retail_ii_said if rows.renamed else str  # columns named as the file names them
         for line, row, problem in rows:
             if row is None:  # its product, name and price unknown: said, as the event reader says it
                 yield _reject(path, line, "schema_violation", problem, rows.line_text(line).encode())
                 continue
             code = row["StockCode"].strip()
-            if not any(ch.isdigit() for ch in code):
-                continue  # not a product: POST, D, M, BANK CHARGES, ... (and an empty code)
+            if not is_product_code(code):
+                continue  # not a product: POST, D, M, BANK CHARGES, C2, ... (and an empty code)
             unread: list[str] = []
             date = row["InvoiceDate"].strip()
             try:

@@ -42,7 +42,39 @@ def line_user(fmt: str, row: dict[str, str] | None) -> str | None:
     user = (row.get(USER_COLUMNS[fmt]) or "").strip()
     if fmt == "online-retail" and user.endswith(".0"):  # as read_online_retail reads CustomerID
         user = user[:-2]
+    elif fmt in ("retailrocket", "movielens"):  # as their readers read their ids
+        user = numeric_id(user)
     return user or None
+
+
+def is_product_code(code: str) -> bool:
+    """Whether an Online Retail stock code names a product: it has a digit (POST, D, M, BANK CHARGES, DOT, ... have
+    none), and is neither C2 (carriage) nor a gift voucher (`gift_0001_10`)."""
+    return any(ch.isdigit() for ch in code) and code != "C2" and not code.startswith("gift_")
+
+
+#: The input event's fields the schema types "integer", which JSON Schema lets a whole-valued float be.
+_INTEGER_FIELDS = frozenset(("ts", "quantity", "dwell_ms", "schema_version"))
+
+
+def as_integers(event: dict[str, Any]) -> dict[str, Any]:
+    """A valid event with its integer fields written as whole-valued floats (`1.7e12`, `6.0`) made the integers they
+    are, as the csv readers send them: a worker reads either alike, replay's checks read integers."""
+    for name in _INTEGER_FIELDS.intersection(event):
+        if type(event[name]) is float:
+            event[name] = int(event[name])
+    return event
+
+
+#: A whole number as a data frame writes a column of them with a missing value (float64): `17850.0`.
+_FLOAT_WRITTEN_ID = re.compile(r"([0-9]+)\.0+")
+
+
+def numeric_id(text: str) -> str:
+    """A published numeric id as the published file writes it: `17850` for `17850.0` (a copy saved by a data frame
+    or a spreadsheet), so both copies name the same user or item; any other text as it is (leading zeros kept)."""
+    found = _FLOAT_WRITTEN_ID.fullmatch(text)
+    return text if found is None else found.group(1)
 
 
 #: The file's name of each event field a format reads from a column (or key) named otherwise, for the reasons of

@@ -25,9 +25,12 @@ from .log_checks import (
     ONLINE_RETAIL_II_NAMES,
     SECONDS_BELOW,
     LineRejection,
+    as_integers,
     give_up_early,
+    is_product_code,
     line_user,
     nothing_read,
+    numeric_id,
     online_retail_ii_said,
     require_columns,
     schema_said,
@@ -122,7 +125,8 @@ def read_jsonl(path: Path) -> Iterator[Read]:
         except orjson.JSONDecodeError as exc:
             yield _reject(path, line, "invalid_json", f"not JSON: {exc}", raw)
             continue
-        yield _checked(path, line, event, raw)
+        checked = _checked(path, line, event, raw)
+        yield checked if isinstance(checked, LineRejection) else as_integers(checked)
 
 
 def read_otto(path: Path) -> Iterator[Read]:
@@ -174,10 +178,15 @@ def _kind(types: dict[str, tuple[str, str | None]], name: Any) -> tuple[str, str
 
 def _otto_ms(ts: Any) -> int:
     """OTTO's sessions as published are in ms; a republished copy in seconds (below SECONDS_BELOW, before 1973 in ms)
-    is read as seconds."""
+    is read as seconds (a fraction of one to the nearest ms: a float product may fall a hair below it); a fraction
+    of a ms is refused, as the other formats refuse a fraction of their unit."""
     if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not math.isfinite(ts):
         raise ValueError(f"ts {ts!r} is not a number")
-    return int(ts * 1000) if ts < SECONDS_BELOW else int(ts)
+    if ts < SECONDS_BELOW:
+        return round(ts * 1000)
+    if isinstance(ts, float) and not ts.is_integer():
+        raise ValueError(f"ts {ts!r} is not a whole number of milliseconds")
+    return int(ts)
 
 
 def _otto_aid(aid: Any, what: str = "aid") -> str:
@@ -264,7 +273,8 @@ def _retailrocket_event(row: dict[str, str], line: int, raw: bytes) -> dict[str,
     ts = _whole(row, "timestamp", "ms")
     published = ",".join(_as_published(row.get(name) or "") for name in RETAILROCKET_COLUMNS).encode()
     event: dict[str, Any] = {"event_id": f"rr-{hashlib.blake2b(published, digest_size=10).hexdigest()}",
-                             "user_id": row["visitorid"], "item_id": row["itemid"], "type": kind, "ts": ts,
+                             "user_id": numeric_id(row["visitorid"]), "item_id": numeric_id(row["itemid"]),
+                             "type": kind, "ts": ts,
                              "schema_version": 1}
     if event["ts"] < SECONDS_BELOW:  # before 1973 in ms: read as ms, a row in seconds would sort first, unsaid
         raise ValueError(f"timestamp {row['timestamp']} looks like seconds: RetailRocket's events.csv has milliseconds "
@@ -289,8 +299,9 @@ def _movielens_event(row: dict[str, str], line: int, raw: bytes) -> dict[str, An
     if seconds >= SECONDS_BELOW:  # year 5138 in seconds: refused by the schema's bound, which would not say why
         raise ValueError(f"timestamp {row['timestamp']} looks like milliseconds: MovieLens' ratings.csv has seconds "
                          "since 1970 (divide by 1000)")
-    return {"event_id": f"ml-{row['userId']}-{row['movieId']}-{seconds}", "user_id": row["userId"],
-            "item_id": row["movieId"], "type": "click", "ts": seconds * 1000,
+    user, movie = numeric_id(row["userId"]), numeric_id(row["movieId"])  # `1.0` from a data frame's copy: user 1
+    return {"event_id": f"ml-{user}-{movie}-{seconds}", "user_id": user, "item_id": movie, "type": "click",
+            "ts": seconds * 1000,
             "context": {"rating": _movielens_rating(row)}, "schema_version": 1}
 
 
@@ -325,7 +336,7 @@ class OnlineRetailStats:
     events: int = 0
     guest: int = 0  # empty CustomerID: no user to key by
     cancelled: int = 0  # InvoiceNo starting with "C", or Quantity <= 0
-    not_product: int = 0  # StockCode without a digit: POST, D, M, BANK CHARGES, DOT, ...
+    not_product: int = 0  # StockCode without a digit (POST, D, M, BANK CHARGES, DOT, ...), C2 (carriage), gift_...
     rejected: int = 0  # malformed (unparseable quantity, date or price, wrong column count): a LineRejection
 
     @property
@@ -343,9 +354,9 @@ def read_online_retail(path: str | Path, stats: OnlineRetailStats | None = None)
     rejections. The lines of one invoice share its timestamp and keep their file order."""
     path = Path(path)
     stats = stats if stats is not None else OnlineRetailStats()
-    day_first = file_is_day_first(path)
     with open_text(path) as fh:
         rows = _log_rows(fh, path, ONLINE_RETAIL_COLUMNS)
+        day_first = file_is_day_first(path)  # a pass over the dates: once the header is the format's
         said = online_retail_ii_said if rows.renamed else str  # columns named as the file names them
         last_date, last_ms = "", 0  # the lines of an invoice repeat its date
         for line, row, problem in rows:
@@ -370,7 +381,7 @@ def read_online_retail(path: str | Path, stats: OnlineRetailStats | None = None)
                 yield _reject(path, line, "schema_violation",
                               said(f"{'InvoiceNo' if not invoice else 'StockCode'} is empty"), raw, user)
                 continue
-            if not any(ch.isdigit() for ch in code):
+            if not is_product_code(code):
                 stats.not_product += 1
                 continue
             try:

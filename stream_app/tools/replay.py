@@ -258,6 +258,8 @@ def accepted_time(record: Any, settings: Settings) -> int | None:
         ts = orjson.loads(record.value)["ts"]
     except (orjson.JSONDecodeError, TypeError, KeyError):
         return None
+    if isinstance(ts, float) and ts.is_integer():  # JSON Schema's integer: a worker reads 1.7e12 as 1700000000000
+        ts = int(ts)
     if not isinstance(ts, int) or isinstance(ts, bool):
         return None
     if record.timestamp is not None and time_out_of_range(ts, record.timestamp, settings.max_future_ms,
