@@ -161,24 +161,24 @@ def test_the_demo_replays_the_bundled_shop_sample_and_shows_profiles_in_words(se
     env = {**os.environ, **services, "STREAM_APP_STATE_DIR": str(tmp_path / "state")}
     out = cli("demo", "--rate", "max", "--timeout", "300", env=env, timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "events in: 1888   recommendations out: 1888   dead letters: 0" in out.stdout
-    assert "items     1,287 products with their names" in out.stdout  # guests bought some of them
+    assert "events in: 1887   recommendations out: 1887   dead letters: 0" in out.stdout
+    assert "items     1,286 products with their names" in out.stdout  # guests bought some of them
     likes = [line for line in out.stdout.splitlines() if "likes (item text, content model):" in line]
     assert len(likes) == 2 and all(line.split(":", 1)[1].strip() for line in likes)
     assert "similar to " in out.stdout  # a reason in words, from the item text
     assert "Online Retail sample" in out.stdout  # the data's attribution
     assert "/metrics (Prometheus text format" in out.stdout
     scraped = next(line for line in out.stdout.splitlines() if line.startswith("one scrape of http://"))
-    assert "1,888 events in" in scraped and "1,888 recommendations, 0 dead letters" in scraped
+    assert "1,887 events in" in scraped and "1,887 recommendations, 0 dead letters" in scraped
     assert "consumer lag 0;" in scraped and "p99 latency -" not in scraped
     assert "kept from an earlier demo" not in out.stdout
-    assert "1,287 items indexed by their text: 2,349 texts embedded by the worker, 0 vectors taken" in out.stdout
+    assert "1,286 items indexed by their text: 2,348 texts embedded by the worker, 0 vectors taken" in out.stdout
 
     # again: the worker takes the text vectors the first run's embedded, and its index is the same
     again = cli("demo", "--rate", "max", "--timeout", "300", env=env, timeout=600)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert "(2,349 text vectors kept from an earlier demo in Redis: only the rest)" in again.stdout  # titles, terms
-    assert "1,287 items indexed by their text: 0 texts embedded by the worker, 2,349 vectors taken" in again.stdout
+    assert "(2,348 text vectors kept from an earlier demo in Redis: only the rest)" in again.stdout  # titles, terms
+    assert "1,286 items indexed by their text: 0 texts embedded by the worker, 2,348 vectors taken" in again.stdout
     assert [line for line in again.stdout.splitlines() if "likes (item text, content model):" in line] == likes
 
 
@@ -230,8 +230,10 @@ def test_demo_checks_its_files_before_starting_any_service(tmp_path, monkeypatch
                        (("--file", str(OTTO_SAMPLE)), "no events read as jsonl: all 20 lines rejected"),
                        (("--file", str(OTTO_SAMPLE), "--format", "otto", "--items", str(missing)),
                         f"{missing}: no such file"),
-                       (("--items", str(OTTO_SAMPLE)), "--items and --format describe --file"),
-                       (("--format", "otto"), "--items and --format describe --file"),
+                       (("--items", str(OTTO_SAMPLE)), "--items describes --file: add --file LOG"),
+                       (("--format", "otto"), "--format describes --file: add --file LOG (the bundled sample has its "
+                                              "own catalogue), or leave it out"),
+                       (("--format", "otto", "--items", str(OTTO_SAMPLE)), "--items and --format describe --file"),
                        (("--file", str(OTTO_SAMPLE), "--format", "otto", "--items-format", "csv"),
                         "--items-format describes --items")):
         assert main(["demo", *args]) == 2
@@ -572,6 +574,14 @@ def test_status_from_a_shell_that_reaches_no_broker_says_so_of_this_shell_not_of
     assert kafka_line.count("(") == kafka_line.count(")")
     assert "cannot read or commit" not in out and "ready" not in kafka_line  # the workers say so themselves
     assert "worker w1: ready" in out
+    # an address no client can read is said as such: "start the broker" was the wrong advice for a URL or a port
+    for servers, said in (("http://x:9092", "http://x:9092 is not a broker address: give host:port"),
+                          (",,", "an empty entry is not a broker address"),
+                          ("x:99999", "x:99999 is not a broker address: give host:port (port 1 to 65535")):
+        monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", servers)
+        assert main(["status"]) == 0
+        kafka_line = capsys.readouterr().out.splitlines()[0]
+        assert said in kafka_line and "start the broker" not in kafka_line, kafka_line
 
 
 def test_the_demo_says_when_its_worker_fell_behind_the_offered_rate(capsys):

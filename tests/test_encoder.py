@@ -401,6 +401,24 @@ def test_evaluate_warns_of_an_encoder_trained_on_another_catalogue(trained):
     assert "warning: it knows the item of only 0% of this log's events" in table(foreign)
     own = evaluate_log(OTTO_SAMPLE, "otto", Settings(), encoder=encoder, light=True, limit=200)  # its own log, cut
     assert own["encoder_log_events_known"] > 0.9 and "warning" not in table(own)
+    assert own["judged_from_because"] == ["the encoder trained on the earlier part of this log"]
+
+
+def test_evaluate_names_the_training_log_of_an_encoder_whose_time_span_overlaps_another_log(trained, tmp_path):
+    """An encoder trained on another log of the same weeks cut the judged events to those after its training and
+    said it had trained "on the earlier part of this log"."""
+    from stream_app.evaluate.prequential import evaluate_log
+
+    root, v1, _ = trained
+    encoder = Encoder.load(root, v1)  # trained on the OTTO sample
+    other = tmp_path / "other.jsonl"
+    other.write_bytes(b"".join(orjson.dumps({**event, "user_id": f"x{event['user_id']}"}) + b"\n"
+                               for event in load_sorted(OTTO_SAMPLE, "otto")[0][:300]))
+    result = evaluate_log(other, "jsonl", Settings(), encoder=encoder, light=True)
+    training = encoder.manifest["training"]
+    assert result["judged_from_because"] == [
+        f"the encoder trained on {training['log']} ({training['format']}) up to then, in this log's time span: what it "
+        "may hold of this log is not judged"]
 
 
 def test_training_on_a_log_too_small_to_mean_anything_says_so_before_its_figures(tmp_path):

@@ -999,6 +999,9 @@ def test_ids_a_data_frame_wrote_as_floats_name_the_same_users_and_items_as_the_p
     (event, other) = events_of(ml, "movielens")
     assert (event["event_id"], event["user_id"], event["item_id"]) == ("ml-1-50-964982703", "1", "50")
     assert other["user_id"] == "x1.0"  # not a number: an id as it is
+    rr.write_text("timestamp,visitorid,event,itemid,transactionid\n-1,257597,view,355909,\n")
+    [negative] = read_log(rr, "retailrocket")  # "looks like seconds (multiply by 1000)" mended nothing
+    assert "timestamp -1 is before 1970: events.csv has milliseconds since 1970" in negative.rejection.detail
 
 
 def test_a_json_logs_whole_valued_float_integers_are_sent_as_integers(tmp_path):

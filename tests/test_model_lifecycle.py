@@ -465,3 +465,27 @@ def test_withdrawing_with_nothing_published_announces_nothing_and_status_with_no
     assert read_to_end(settings, settings.topics.model_control) == []
     assert main(["models", "status"]) == 0
     assert "no model outcome on" in capsys.readouterr().out
+
+
+def test_withdrawing_a_named_version_withdraws_it_only_if_it_is_the_published_one(make_settings, trained, monkeypatch,
+                                                                                capsys):
+    """`models withdraw v1` withdrew whatever served in the role, v2 included, without a word about v1; `models list
+    v1` and `--all` outside `status` were taken silently too."""
+    from stream_app.tools.consume import read_to_end
+
+    root, v1, v2 = trained
+    settings = make_settings()
+    for name, value in (("KAFKA_BOOTSTRAP_SERVERS", settings.kafka_bootstrap_servers),
+                        ("REDIS_URL", settings.redis_url), ("STREAM_APP_NAMESPACE", settings.namespace),
+                        ("STREAM_APP_REGISTRY_DIR", str(root))):
+        monkeypatch.setenv(name, value)
+    assert main(["models", "publish", v2]) == 0
+    capsys.readouterr()
+    assert main(["models", "withdraw", v1]) == 2
+    assert f"{v1} is not what is published as live ({v2} is): nothing was withdrawn" in capsys.readouterr().err
+    assert [json.loads(r.value)["version"] for r in read_to_end(settings, settings.topics.model_control)] == [v2]
+    assert main(["models", "withdraw", v2]) == 0
+    assert [json.loads(r.value)["version"] for r in read_to_end(settings, settings.topics.model_control)] == [v2, None]
+    capsys.readouterr()
+    assert main(["models", "list", v1]) == 2 and "takes no VERSION" in capsys.readouterr().err
+    assert main(["models", "list", "--all"]) == 2 and "--all is for `models status`" in capsys.readouterr().err

@@ -27,3 +27,16 @@ def test_no_repeat_never_pairs_a_user_with_an_item_twice(tmp_path):
     assert orjson.loads(truth_path(summary["log"]).read_bytes())["config"]["no_repeat"] is True
     write(SynthConfig(events=500), tmp_path / "d.jsonl")
     assert "no_repeat" not in orjson.loads(truth_path(tmp_path / "d.jsonl").read_bytes())["config"]
+
+
+def test_the_truth_and_the_summary_count_the_users_of_the_log_only(tmp_path):
+    """Sessions are generated ahead of the events written: a user whose only session --events cut off was counted
+    in the summary ("of 45 users" for a log of 44) and listed in the ground truth without an event."""
+    out = tmp_path / "events.jsonl"
+    summary = write(SynthConfig(events=2000), out)
+    logged = {orjson.loads(line)["user_id"] for line in out.read_bytes().splitlines()}
+    truth = orjson.loads(truth_path(out).read_bytes())["users"]
+    assert set(truth) == logged and summary["users"] == len(logged)
+    generated_events, generated_users = generate(SynthConfig(events=2000))
+    list(generated_events)
+    assert sum(1 for user in generated_users.values() if user.sessions > 0) > len(logged)  # the case is there

@@ -211,6 +211,9 @@ def test_cli_embeds_texts_and_lists_content_versions(mixed_registry, capsys):
     assert lines[1].startswith("'ALARM CLOCK BAKELIKE RED' (norm 1.0000): 'ALARM CLOCK BAKELIKE GREEN'")
     assert main(["models", "list", "--registry", str(root)]) == 0
     assert f"{content}  " in capsys.readouterr().out
+    # a registry that is not there is said so, not "holds no content model"
+    assert main(["content", "embed", "PARTY BUNTING", "--registry", str(root / "nope")]) == 2
+    assert f"the registry {root / 'nope'} does not exist; name the registry with --registry" in capsys.readouterr().err
 
 
 def test_the_served_content_model_passes_its_trial_run(encoder):

@@ -358,8 +358,10 @@ def _load_text_encoder(registry_dir: str, version: str | None):
 
     version = version or latest(registry_dir, kind="content")
     if version is None:
-        raise StreamAppError(f"the registry {registry_dir} holds no content model; export one with "
-                             f"`stream-app content export --registry {registry_dir}`")
+        missing = "does not exist" if not Path(registry_dir).exists() else "holds no content model"
+        raise StreamAppError(f"the registry {registry_dir} {missing}; name the registry with --registry or "
+                             f"STREAM_APP_REGISTRY_DIR, or export one with `stream-app content export --registry "
+                             f"{registry_dir}`")
     return tried(TextEncoder.load(registry_dir, version))
 
 

@@ -98,7 +98,7 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--items", default=None, help="with --file: its item catalogue (titles: item text in profiles)")
     d.add_argument("--items-format", default=None, choices=CATALOGUE_FORMATS, help="of --items (default jsonl)")
     d.add_argument("--rate", type=arg.rate, default=300.0,
-                   help="events per second (default 300: a live stream, so item state flows between events)")
+                   help="events per second, or 'max' (default 300: a live stream, so item state flows between events)")
     d.add_argument("--timeout", type=arg.wait_seconds, default=120.0,
                    help="seconds to wait for all recommendations (default 120)")
     d.add_argument("--keep", action="store_true", help=KEEP_HELP)
@@ -193,7 +193,8 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
                                       "what each worker serves")
     m.add_argument("action", choices=["list", "publish", "withdraw", "status"],
                    help="status: each worker's last outcome per role, from the models.status topic")
-    m.add_argument("version", nargs="?", help="with publish: a version, or `latest`")
+    m.add_argument("version", nargs="?", help="with publish: a version, or `latest`; with withdraw: "
+                                                "withdraw only if this one is published")
     m.add_argument("--shadow", action="store_true", help="publish/withdraw the shadow instead of the live model; "
                                                          "with list: only the sequence encoders (what it takes)")
     m.add_argument("--content", action="store_true",
@@ -243,7 +244,7 @@ def add_bench_command(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--users", type=arg.count, default=5_000, help="users they come from (default 5,000)")
     b.add_argument("--items", type=arg.count, default=20_000, help="items of the catalogue (default 20,000)")
     b.add_argument("--rate", type=arg.rate, default=None,
-                   help="events per second to offer (default: as fast as possible, for throughput)")
+                   help="events per second to offer, or 'max' (default: as fast as possible, for throughput)")
     b.add_argument("--timeout", type=arg.wait_seconds, default=600.0,
                    help="seconds to wait for the recommendations of every event sent (default 600)")
     b.add_argument("--encoder", action="store_true",

@@ -25,6 +25,12 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.content and args.shadow:
         raise StreamAppError("give one of --content (the item text encoder) and --shadow (a sequence encoder scored "
                              "beside the live one), not both")
+    if args.version and args.action in ("list", "status"):  # taken silently, it read as if it chose something
+        raise StreamAppError(f"`models {args.action}` takes no VERSION ({args.version!r}): it lists every one; a "
+                             "VERSION is for `models publish` (and `models withdraw`, to withdraw only that one)")
+    if args.all and args.action != "status":
+        raise StreamAppError(f"--all is for `models status` (the workers no longer running too), not `models "
+                             f"{args.action}`")
     if args.action == "list":
         registry.require_folder(settings.registry_dir)
         unreadable: list[str] = []
@@ -54,13 +60,22 @@ def cmd_models(args: argparse.Namespace) -> int:
                                  + ("export one with `stream-app content export`" if kind == "content" else
                                     "train one with `stream-app train LOG --registry ...`"))
         require_role_fits(settings.registry_dir, version, role)
-    if args.action == "withdraw" and announced(settings, role) is None:
-        print(f"{role}: nothing is published as {role}, so nothing was withdrawn (`stream-app models status` shows "
-              "what the workers serve)")
-        return 0
+    if args.action == "withdraw":
+        published = announced(settings, role)
+        if published is None:
+            print(f"{role}: nothing is published as {role}, so nothing was withdrawn (`stream-app models status` "
+                  "shows what the workers serve)")
+            return 0
+        if args.version and args.version != published:  # withdrawing whatever serves could take down another one
+            raise StreamAppError(f"{args.version} is not what is published as {role} ({published} is): nothing was "
+                                 f"withdrawn; `stream-app models withdraw{_ROLE_FLAG[role]}` withdraws the "
+                                 "published one, whichever it is")
     model_control.publish(settings, role, version)
     print(f"{role}: {version or 'none'} (announced on {settings.topics.model_control})")
     return 0
+
+
+_ROLE_FLAG = {"live": "", "shadow": " --shadow", "content": " --content"}
 
 
 def announced(settings: Settings, role: str) -> str | None:

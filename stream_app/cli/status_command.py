@@ -96,10 +96,15 @@ def kafka_answers(settings: Settings) -> str:
     brokers gone). A TCP connect, not a Kafka request: the Kafka clients take 30 s to give up on a list."""
     import socket
 
-    from ..urls import bootstrap_hosts
+    from ..errors import ConfigError
+    from ..urls import bootstrap_hosts, check_bootstrap_servers
 
     if not settings.kafka_bootstrap_servers:
         return ""
+    try:  # a URL, an empty entry or a port that is not one: said as every other command says it, not "start it"
+        check_bootstrap_servers(settings.kafka_bootstrap_servers)
+    except ConfigError as exc:
+        return f" ({str(exc).split(': ', 1)[1]})"
     last: OSError | None = None
     for host, port in bootstrap_hosts(settings.kafka_bootstrap_servers):
         try:

@@ -270,10 +270,14 @@ def evaluate_log(path: str | Path, fmt: str, settings: Settings, k: int = 20,
         judge_from_ts, because = None, []
         for model in (encoder, shadow):
             if model is not None and log.count:
-                cutoff = model.manifest["training"]["train_until_ts"]
-                if model.manifest["training"]["first_ts"] <= log.last_ts and cutoff > log.first_ts:
+                training = model.manifest["training"]
+                cutoff = training["train_until_ts"]
+                if training["first_ts"] <= log.last_ts and cutoff > log.first_ts:
                     judge_from_ts = max(judge_from_ts or cutoff, cutoff)  # never judge on what a model trained on
-                    because.append("the encoder trained on the earlier part of this log")
+                    same = Path(str(training.get("log"))).name == Path(path).name and training.get("format") == fmt
+                    because.append("the encoder trained on the earlier part of this log" if same else
+                                   f"the encoder trained on {training.get('log')} ({training.get('format')}) up to "
+                                   "then, in this log's time span: what it may hold of this log is not judged")
         if judge_from is not None and log.count:
             split = time_split(log.first_ts, log.last_ts, judge_from)
             judge_from_ts = max(judge_from_ts or split, split)

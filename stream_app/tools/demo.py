@@ -246,8 +246,10 @@ def say_scrape(url: str, elapsed_s: float) -> None:
 def _refuse_ignored(path: str | None, fmt: str | None, items: str | None, items_format: str | None) -> None:
     """Options that describe another one given without it would be ignored: refused."""
     if not path and (items is not None or fmt is not None):
-        raise StreamAppError("--items and --format describe --file: add --file LOG (the bundled sample has its own "
-                             "catalogue), or leave them out")
+        given = " and ".join(name for name, value in (("--items", items), ("--format", fmt)) if value is not None)
+        raise StreamAppError(f"{given} {'describe' if ' and ' in given else 'describes'} --file: add --file LOG (the "
+                             "bundled sample has its own catalogue), or leave "
+                             f"{'them' if ' and ' in given else 'it'} out")
     if items_format is not None and items is None:
         raise StreamAppError("--items-format describes --items: add --items FILE, or leave it out")
 

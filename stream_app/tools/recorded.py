@@ -182,11 +182,9 @@ def _otto_ms(ts: Any) -> int:
     of a ms is refused, as the other formats refuse a fraction of their unit."""
     if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not math.isfinite(ts):
         raise ValueError(f"ts {ts!r} is not a number")
-    if ts < SECONDS_BELOW:
-        return round(ts * 1000)
-    if isinstance(ts, float) and not ts.is_integer():
+    if ts >= SECONDS_BELOW and ts != int(ts):
         raise ValueError(f"ts {ts!r} is not a whole number of milliseconds")
-    return int(ts)
+    return round(ts * 1000) if ts < SECONDS_BELOW else int(ts)
 
 
 def _otto_aid(aid: Any, what: str = "aid") -> str:
@@ -276,6 +274,8 @@ def _retailrocket_event(row: dict[str, str], line: int, raw: bytes) -> dict[str,
                              "user_id": numeric_id(row["visitorid"]), "item_id": numeric_id(row["itemid"]),
                              "type": kind, "ts": ts,
                              "schema_version": 1}
+    if event["ts"] < 0:  # "multiply by 1000" would not mend it
+        raise ValueError(f"timestamp {row['timestamp']} is before 1970: events.csv has milliseconds since 1970")
     if event["ts"] < SECONDS_BELOW:  # before 1973 in ms: read as ms, a row in seconds would sort first, unsaid
         raise ValueError(f"timestamp {row['timestamp']} looks like seconds: RetailRocket's events.csv has milliseconds "
                          "since 1970 (multiply by 1000)")

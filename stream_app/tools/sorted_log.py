@@ -9,7 +9,9 @@ as the events are sent, so memory holds one run and a line per run, and the syst
 
 from __future__ import annotations
 
+import errno
 import heapq
+import resource
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +19,7 @@ from typing import IO, Any, Callable, Iterator
 
 import orjson
 
+from ..errors import StreamAppError
 from .log_checks import LineRejection
 from .log_files import reading_as
 from .recorded import OnlineRetailStats, load_sorted, nothing_in, own_stats, read_log
@@ -123,7 +126,7 @@ class SortedLog:
             return log
         try:
             log._read(path, fmt, refusal, stats, run_events)
-            log._merge_down(max(2, merge_fan_in))
+            log._merge_down(max(2, min(merge_fan_in, _open_file_room())))
         except BaseException:
             log.close()
             raise
@@ -230,12 +233,27 @@ def _order(keyed: Keyed) -> tuple[int, int]:
     return keyed[0], keyed[1]
 
 
+def _open_file_room() -> int:
+    """How many runs to merge at once under this process's limit of open files (`ulimit -n`): half of what is left
+    after 32 for the rest of the process (a replay's sockets, the log being read), so a low limit merges in more
+    passes instead of failing."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return MERGE_FAN_IN if soft == resource.RLIM_INFINITY else max(2, (soft - 32) // 2)
+
+
 def _merged_runs(runs: list[Path]) -> Iterator[Keyed]:
     """The keyed events of sorted run files, merged in order; the files are open until the merge ends or stops."""
     files: list[IO[bytes]] = []
     try:
         for path in runs:
-            files.append(open(path, "rb"))
+            try:
+                files.append(open(path, "rb"))
+            except OSError as exc:
+                if exc.errno != errno.EMFILE:
+                    raise
+                raise StreamAppError(f"sorting the log on disk: {len(runs)} runs cannot be open at once under this "
+                                     "process's open files limit: raise it (ulimit -n 1024) or sort in longer runs "
+                                     "(--sort-in-memory)") from None
         yield from heapq.merge(*map(_keyed_lines, files), key=_order)
     finally:
         for fh in files:

@@ -63,7 +63,7 @@ class _User:
     drift_at: int | None
     after: np.ndarray | None = None
     sessions: int = 0
-    last_ts: int = 0
+    starts: list[int] = field(default_factory=list)  # each generated session's start, by its number
     seen: set[int] = field(default_factory=set)  # items interacted with (kept only with no_repeat)
 
 
@@ -160,6 +160,7 @@ def generate(config: SynthConfig) -> tuple[Iterator[dict[str, Any]], dict[str, _
             for event in _session(world, user, start, rng):
                 seq += 1
                 heapq.heappush(pending, (event["ts"], seq, event))
+            user.starts.append(start)
             user.sessions += 1
             gap = rng.exponential(DAY_MS * config.days / 12)
             heapq.heappush(sessions, (start + int(gap) + 60_000, user_id))
@@ -189,7 +190,6 @@ def _session(world: World, user: _User, start: int, rng: np.random.Generator) ->
         n += 1
         ts += int(rng.exponential(40_000)) + 1000
 
-    user.last_ts = max(user.last_ts, start)
     for _ in range(1 + int(rng.poisson(4))):
         step_leaf = int(world.complement[leaf]) if rng.random() < c.complement_prob else leaf
         item = world.pick_item(step_leaf, ts, user.seen if c.no_repeat else None)
@@ -233,9 +233,14 @@ def write(config: SynthConfig, out: str | Path, progress: TextIO | None = None) 
     events, users = generate(config)
     counts: dict[str, int] = {}
     n = 0
+    # each user's last session in the log: sessions are generated ahead of the events written, so the last ones
+    # generated may be cut off by --events (a user whose only session was is not in the log nor in the truth)
+    last_session: dict[str, int] = {}
     with open(out, "wb") as fh:
         for event in events:
             fh.write(orjson.dumps(event) + b"\n")
+            number = int(event["session_id"].rsplit("-", 1)[1])
+            last_session[event["user_id"]] = max(number, last_session.get(event["user_id"], number))
             counts[event["type"]] = counts.get(event["type"], 0) + 1
             n += 1
             if progress is not None and n % 100_000 == 0:
@@ -254,8 +259,9 @@ def write(config: SynthConfig, out: str | Path, progress: TextIO | None = None) 
                 "interests_before_drift": dict(zip(top_names, map(float, u.interests))) if drifted else None,
                 "drift_at": u.drift_at if drifted else None,
             }
-            for u in users.values() if u.sessions > 0
-            for drifted in [u.drift_at is not None and u.after is not None and u.last_ts >= u.drift_at]
+            for u in users.values() if u.user_id in last_session
+            for drifted in [u.drift_at is not None and u.after is not None
+                            and u.starts[last_session[u.user_id]] >= u.drift_at]
         },
     }
     truth_path(out).write_bytes(orjson.dumps(truth))
