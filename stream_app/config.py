@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -362,13 +363,27 @@ def _refuse_unknown(environ: Mapping[str, str]) -> None:
         _retired_said.add(name)
         logging.getLogger("stream_app.config").warning("%s has no effect any more (%s): unset it", name,
                                                        RETIRED_VARIABLES[name])
-    unknown = sorted(name for name in environ
-                     if name.startswith(ENV_PREFIX) and name not in known and name not in RETIRED_VARIABLES)
+    unknown = sorted(name for name, value in environ.items()
+                     if name.startswith(ENV_PREFIX) and name not in known and name not in RETIRED_VARIABLES
+                     and not _service_link(name, value))
     if unknown:
         near = difflib.get_close_matches(unknown[0], known, n=1)
         raise ConfigError(f"{unknown[0]} is not a setting{f' (did you mean {near[0]}?)' if near else ''}: "
                           "unset it, or see the settings table in README.md"
                           + (f"; also unknown: {', '.join(unknown[1:])}" if unknown[1:] else ""))
+
+
+#: The variables Kubernetes sets in every pod for each Service of its namespace (service links): a Service named
+#: stream-app or stream-app-workers gives STREAM_APP_SERVICE_HOST, STREAM_APP_PORT_8080_TCP_ADDR, ... with addresses,
+#: ports and protocols as values. Refused as unknown settings, they stopped every worker and `serve` from starting.
+_SERVICE_LINK_NAME = re.compile(r"[A-Z0-9_]*_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_[0-9]+_(TCP|UDP|SCTP)"
+                                r"(_(PROTO|PORT|ADDR))?)?)")
+_SERVICE_LINK_VALUE = re.compile(r"(tcp|udp|sctp)(://\S+)?|[0-9A-Fa-f:.\[\]]+")
+
+
+def _service_link(name: str, value: str) -> bool:
+    """Whether a STREAM_APP_ variable is one of Kubernetes' service links (by its name and its value's shape)."""
+    return bool(_SERVICE_LINK_NAME.fullmatch(name) and _SERVICE_LINK_VALUE.fullmatch(value.strip()))
 
 
 TRUE_WORDS = ("1", "true", "yes", "on")

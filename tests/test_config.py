@@ -115,6 +115,21 @@ def test_a_mistyped_setting_is_refused_with_the_nearest_name():
     assert (read.top_k, read.weights.order) == (5, 9.0)
 
 
+def test_kubernetes_service_links_of_a_service_named_stream_app_are_not_refused_as_settings():
+    """Kubernetes sets STREAM_APP_SERVICE_HOST, STREAM_APP_PORT_8080_TCP_ADDR, ... in every pod of a namespace with a
+    Service named stream-app: refused as mistyped settings, they stopped every worker and `serve` (status 2)."""
+    links = {"STREAM_APP_SERVICE_HOST": "10.0.0.7", "STREAM_APP_SERVICE_PORT": "8080",
+             "STREAM_APP_SERVICE_PORT_HTTP": "8080", "STREAM_APP_PORT": "tcp://10.0.0.7:8080",
+             "STREAM_APP_PORT_8080_TCP": "tcp://10.0.0.7:8080", "STREAM_APP_PORT_8080_TCP_PROTO": "tcp",
+             "STREAM_APP_PORT_8080_TCP_PORT": "8080", "STREAM_APP_PORT_8080_TCP_ADDR": "10.0.0.7",
+             "STREAM_APP_WORKERS_SERVICE_HOST": "fd00::1", "STREAM_APP_WORKERS_PORT_6066_UDP_ADDR": "fd00::1"}
+    assert Settings.from_env({**links, "STREAM_APP_TOP_K": "5"}).top_k == 5
+    for name, value in (("STREAM_APP_PORT", "8080x"), ("STREAM_APP_SERVICE_HOSTS", "10.0.0.7"),
+                        ("STREAM_APP_WEB_PORTT", "80")):  # neither a link's name nor its value: a mistyped setting
+        with pytest.raises(ConfigError, match=f"{name} is not a setting"):
+            Settings.from_env({**links, name: value})
+
+
 def test_a_retired_setting_is_ignored_with_a_warning_not_refused_said_once(caplog, monkeypatch):
     from stream_app import config
 

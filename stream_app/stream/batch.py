@@ -95,7 +95,7 @@ class Counters:
     erased_events_dropped: int = 0  # events of erased users dated at or before their erasure, not applied
     erased_profiles_restored: int = 0  # erased users' profiles a restore took up again, erased again
     # The same counts broken down, for the metrics (stream/metrics.py): input topic -> event type ->
-    # events ("invalid": rejected before its type was known), and dead letters by reason
+    # events ("invalid": every rejected input, whatever its type), and dead letters by reason
     inputs: dict[str, dict[str, int]] = field(default_factory=dict)
     dead_letters: dict[str, int] = field(default_factory=dict)
     # Failed attempts to deliver a batch's output, each retried (an outage stalls the worker)

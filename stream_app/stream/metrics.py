@@ -138,7 +138,7 @@ class _WorkerCollector:
 
 def counter_families(c: Counters) -> Iterator[Metric]:
     events = CounterMetricFamily("stream_app_events", "Input events taken, by input topic and event type "
-                                 "(invalid: rejected before its type was known)", labels=["topic", "type"])
+                                 "(invalid: every rejected input, whatever its type)", labels=["topic", "type"])
     for topic, by_type in sorted(c.inputs.items()):
         for event_type, n in sorted(by_type.items()):
             events.add_metric([topic, event_type], n)
@@ -178,8 +178,9 @@ def model_families(c: Counters, models: dict[str, Any], ranker_labels: dict[int,
         if models.get(role):
             info.add_metric([role, models[role]], 1)
     yield info
-    judged = CounterMetricFamily("stream_app_model_judged", "Lists judged by the user's next event, by the "
-                                 "encoder that ranked them (shadow: would have)", labels=["role"])
+    judged = CounterMetricFamily("stream_app_model_judged", "Lists judged by the user's next event: live, "
+                                 "the lists shown, whatever ranked them (with or without a live encoder); shadow, "
+                                 "those the shadow encoder would have shown", labels=["role"])
     hits = CounterMetricFamily("stream_app_model_hits", "Judged lists that held the user's next item",
                                labels=["role"])
     rate = GaugeMetricFamily("stream_app_model_hit_rate", "hits / judged since the worker started",
