@@ -154,6 +154,25 @@ def test_sknn_with_session_items_out_ranks_the_rest():
     assert model.name == "SKNN (k=2, sample 10), session's items out, then popular"
 
 
+def test_seen_items_out_leaves_out_what_the_user_had_in_earlier_sessions_too():
+    """On a log where no user has an item twice the hybrid's ranker learns to leave the user's items out; a baseline
+    that could only leave the running session's out was held below what such a log lets it reach."""
+    # batch 1 as BATCH_1; batch 2: C starts a new session c2 with y (C had x in c1), D as in BATCH_2
+    batch_2 = [ev("C", "y", 7, "c2"), ev("D", "w", 8, "d1"), ev("D", "x", 9, "d1")]
+    # SKNN, C y in c2 = [y]: a1 (x y z) shares y, cosine 1/sqrt(3); it scores x, y, z. Session's items out: x, z;
+    # the user's seen items out: z (C had x in c1 and y now); D's lists as with the session's items out
+    session_out = SKNN(k=10, neighbours=2, sample_size=10, session_items_out=True)
+    assert run(session_out, [BATCH_1, batch_2])[1][0] == ["x", "z"]
+    seen_out = SKNN(k=10, neighbours=2, sample_size=10, seen_items_out=True, then_popular=lambda: POPULAR)
+    assert run(seen_out, [BATCH_1, batch_2])[1] == [["z", "w"], ["x", "y", "z"], ["y", "z"]]
+    assert seen_out.name == "SKNN (k=2, sample 10), user's seen items out, then popular"
+    # sequential rules (steps 2) of batch 1: x -> y (1), z (1/2), w (1); C y: y -> z (1), and C had x
+    rules = SequentialRules(k=4, steps=2, seen_items_out=True, then_popular=lambda: POPULAR)
+    assert run(rules, [BATCH_1, batch_2])[1][0] == ["z", "w"]  # the rule's z, then the popular w (not x, not y)
+    assert run(SequentialRules(k=4, steps=2, session_items_out=True, then_popular=lambda: POPULAR),
+               [BATCH_1, batch_2])[1][0] == ["z", "x", "w"]
+
+
 def test_sequential_rules_read_a_session_id_as_one_session_across_gaps_as_the_hybrid_does():
     batch_1 = [ev("A", "x", 0, "s1"), ev("A", "y", 90 * MIN, "s1")]  # one session, a gap inside
     batch_2 = [ev("B", "x", 100 * MIN, "s2")]

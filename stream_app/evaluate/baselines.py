@@ -19,7 +19,9 @@ deterministic. Two options of every baseline, as `evaluate` runs them (the paper
 `then_popular` (a callable giving popular items, best first) fills a list shorter than `k` with them, as the hybrid
 fills its own (`evaluate` gives the hybrid's own popular list, of the same item epoch; appending never moves an item
 up, so it can only raise Recall and MRR);
-`session_items_out` leaves out the items of the user's running session (a basket's lines are not bought twice). Module is pure: stdlib, numpy and `Event` only. The session-based kNN baselines
+`session_items_out` leaves out the items of the user's running session (a basket's lines are not bought twice), and
+`seen_items_out` every item the user had (a log where users never have an item twice: the hybrid's ranker learns that
+from the stream, and a baseline tuned to such a log would leave them out). Module is pure: stdlib, numpy and `Event` only. The session-based kNN baselines
 (SKNN, V-SKNN) are in `session_knn`, on the `Session` and `SessionBaseline` defined here.
 """
 
@@ -84,11 +86,14 @@ class SessionBaseline:
     gap_splits_sessions = True
 
     def __init__(self, k: int = 20, session_gap_ms: int = SESSION_GAP_MS,
-                 then_popular: Callable[[], Iterable[str]] | None = None, session_items_out: bool = False):
+                 then_popular: Callable[[], Iterable[str]] | None = None, session_items_out: bool = False,
+                 seen_items_out: bool = False):
         self.k = k
         self.session_gap_ms = session_gap_ms
         self.then_popular = then_popular
         self.session_items_out = session_items_out
+        self.seen_items_out = seen_items_out
+        self._had: dict[str, set[str]] = {}  # user -> the items the user had (kept with seen_items_out only)
         self._current: dict[str, Session] = {}
         self._pending: list[tuple[int, str]] = []  # (session number, item) of this batch, in event order
         self._sids: Iterator[int] = itertools.count()
@@ -96,6 +101,7 @@ class SessionBaseline:
     @property
     def name(self) -> str:
         return (self.label + (", session's items out" if self.session_items_out else "")
+                + (", user's seen items out" if self.seen_items_out else "")
                 + (", then popular" if self.then_popular is not None else ""))
 
     def begin_batch(self, events: list[Event], epoch: int | None = None) -> None:
@@ -110,6 +116,8 @@ class SessionBaseline:
             session = self._current[event.user_id] = Session(next(self._sids), event.session_id, event.ts)
         session.last_ts = event.ts
         session.items.append(event.item_id)
+        if self.seen_items_out:
+            self._had.setdefault(event.user_id, set()).add(event.item_id)
         return session
 
     def learn(self, event: Event) -> list[str]:
@@ -127,6 +135,8 @@ class SessionBaseline:
 
     def _excluded(self, event: Event, session: Session) -> Collection[str]:
         """The items the list leaves out (the popular ones that fill it too)."""
+        if self.seen_items_out:
+            return self._had[event.user_id]
         return set(session.items) if self.session_items_out else ()
 
     def _recommend(self, event: Event, session: Session) -> list[str]:
@@ -287,8 +297,8 @@ class SequentialRules(SessionBaseline):
 
     def _recommend(self, event: Event, session: Session) -> list[str]:
         last = session.items[-1]
-        if self.session_items_out:
-            return _best(_without(dict(self._rules.get(last, {})), session.items), self.k)
+        if self.session_items_out or self.seen_items_out:
+            return _best(_without(dict(self._rules.get(last, {})), self._excluded(event, session)), self.k)
         top = self._top.get(last)
         if top is None:
             top = self._top[last] = _best(self._rules.get(last, {}), self.k)

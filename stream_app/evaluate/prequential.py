@@ -64,6 +64,8 @@ def models_to_run(settings: Settings, k: int, baselines: bool, light: bool, enco
     # session is not bought twice, leaving its items out is what such a baseline would be tuned to do
     filled: dict[str, Any] = {"then_popular": hybrid.index.popular}  # the popular items the hybrid has
     out = {**filled, "session_items_out": True}
+    # and where no user has an item twice (a rating log), leaving out all the user had: the hybrid learns it
+    seen_out = {**filled, "seen_items_out": True}
     with_text = [SequentialRulesThenText(content, k, **filled)] if content is not None else []
     if baselines and light:
         models += [*(s for s in single_sources if s.source in ("content", "sequential rules")),
@@ -80,9 +82,9 @@ def models_to_run(settings: Settings, k: int, baselines: bool, light: bool, enco
                    ItemJustSeen(), MostPopular(k), MostPopular(k, window_events=10_000),
                    RiverMF("FunkMF", k), RiverMF("BiasedMF", k),
                    CoVisitationUnseen(k, **filled), RecentThenCoVisitation(k, **filled),
-                   *(knn(k, **options) for options in (filled, out)
+                   *(knn(k, **options) for options in (filled, out, seen_out)
                      for knn in (SKNN, functools.partial(VSKNN, idf_weight=0.0), functools.partial(VSKNN, idf_weight=1.0))),
-                   SequentialRules(k, **filled), SequentialRules(k, **out), *with_text]
+                   SequentialRules(k, **filled), SequentialRules(k, **out), SequentialRules(k, **seen_out), *with_text]
     return hybrid, models
 
 

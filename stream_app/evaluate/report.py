@@ -10,10 +10,11 @@ from .figures import rate_said
 from .metrics import truth_unmatched
 from .tables import facts, footnotes
 
-# One colour per row: a full pass has 19 rows, 22 with an encoder, a shadow and item text.
+# One colour per row: a full pass has 28 rows, more with an encoder, a shadow and item text.
 PALETTE = ["#1b6ca8", "#d1495b", "#66a182", "#edae49", "#8d6a9f", "#4f5d75", "#2e4057", "#00a6a6", "#bc4b51",
            "#8cb369", "#f4a259", "#5b8e7d", "#7d4e57", "#3d348b", "#c9a227", "#e76f51", "#264653", "#a8dadc",
-           "#6d597a", "#b5838d", "#588157", "#ff7f11", "#0b3954", "#bfa89e"]
+           "#6d597a", "#b5838d", "#588157", "#ff7f11", "#0b3954", "#bfa89e", "#9a031e", "#5f0f40", "#0f4c5c",
+           "#e36414", "#606c38", "#283618", "#dda15e", "#bc6c25", "#7209b7", "#3a0ca3", "#4361ee", "#4cc9f0"]
 
 
 def _line_chart(series: dict[str, list[float]], width: int = 760, height: int = 300) -> str:

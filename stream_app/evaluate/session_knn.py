@@ -9,7 +9,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from typing import Any, Iterable, Iterator
+from typing import Any, Collection, Iterable, Iterator
 
 import numpy as np
 
@@ -139,14 +139,14 @@ class _SessionPool(SessionBaseline):
         weights = np.repeat(np.array([sim for sim, _ in similarities]), [len(a) for a in arrays])
         return np.bincount(np.concatenate(arrays), weights=weights, minlength=len(self._items))
 
-    def _top_items(self, scores: np.ndarray | None, session: Session) -> list[str]:
-        """The k items of highest positive score (with `session_items_out`, none of the session's), ties by
-        item id."""
+    def _top_items(self, scores: np.ndarray | None, excluded: Collection[str]) -> list[str]:
+        """The k items of highest positive score, none of `excluded` (`_excluded`: the session's or the user's items
+        with the options that leave them out), ties by item id."""
         if scores is None:
             return []
-        if self.session_items_out:
+        if excluded:
             numbers = self._numbers
-            scores[[numbers[item] for item in set(session.items) if item in numbers]] = 0
+            scores[[numbers[item] for item in excluded if item in numbers]] = 0
         candidates = np.flatnonzero(scores > 0)
         if len(candidates) > self.k:
             values = scores[candidates]
@@ -162,7 +162,7 @@ class SKNN(_SessionPool):
     the `sample_size` most recent past sessions sharing at least one item with it, the
     `neighbours` most similar by cosine (|A & B| / sqrt(|A| |B|)); an item's score is the sum of
     the similarities of the neighbour sessions containing it. Items of the current session are
-    not excluded (unless `session_items_out`). The paper tunes the number of neighbours and the sample size per data set; the
+    not excluded (unless `session_items_out` or `seen_items_out`). The paper tunes the number of neighbours and the sample size per data set; the
     defaults here are 100 neighbours and a sample of 500 sessions."""
 
     def __init__(self, k: int = 20, neighbours: int = 100, sample_size: int = 500,
@@ -174,7 +174,7 @@ class SKNN(_SessionPool):
         positions, shared = self._overlap(event.user_id, session)
         pool, size = self._pool, len(positions)
         similarities = [(shared[sid] / math.sqrt(size * len(pool[sid])), sid) for sid in self._sample(shared)]
-        return self._top_items(self._scores(self._nearest(similarities)), session)
+        return self._top_items(self._scores(self._nearest(similarities)), self._excluded(event, session))
 
 
 class VSKNN(_SessionPool):
@@ -221,4 +221,4 @@ class VSKNN(_SessionPool):
         scores = self._scores(neighbours)
         if scores is not None and self.idf_weight:
             scores *= self._idf
-        return self._top_items(scores, session)
+        return self._top_items(scores, self._excluded(event, session))
