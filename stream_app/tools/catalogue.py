@@ -28,10 +28,10 @@ from .log_checks import (
     MOVIES_COLUMNS,
     ONLINE_RETAIL_COLUMNS,
     LineRejection,
+    as_published,
     first_rejection,
     is_product_code,
     nothing_read,
-    numeric_id,
     online_retail_ii_said,
 )
 from .log_files import check_file, open_text, reading_as
@@ -160,7 +160,7 @@ def _read_movielens(path: Path) -> Iterator[Read]:
             if row is None:
                 yield _reject(path, line, "schema_violation", problem, raw)
                 continue
-            record: dict[str, Any] = {"item_id": numeric_id(row["movieId"].strip()), "title": row["title"].strip(),
+            record: dict[str, Any] = {"item_id": as_published(row["movieId"].strip()), "title": row["title"].strip(),
                                       "schema_version": 1}
             genres = [g.strip() for g in row["genres"].split("|") if g.strip() and g.strip() != NO_GENRES]
             if genres:

@@ -4,6 +4,7 @@ whether a header names them, and why a file gave no event at all (most often a -
 from __future__ import annotations
 
 import csv
+import math
 import re
 import sys
 from dataclasses import dataclass
@@ -43,7 +44,7 @@ def line_user(fmt: str, row: dict[str, str] | None) -> str | None:
     if fmt == "online-retail" and user.endswith(".0"):  # as read_online_retail reads CustomerID
         user = user[:-2]
     elif fmt in ("retailrocket", "movielens"):  # as their readers read their ids
-        user = numeric_id(user)
+        user = as_published(user)
     return user or None
 
 
@@ -66,15 +67,27 @@ def as_integers(event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
-#: A whole number as a data frame writes a column of them with a missing value (float64): `17850.0`.
-_FLOAT_WRITTEN_ID = re.compile(r"([0-9]+)\.0+")
+def whole_number(text: str) -> int | None:
+    """`text`'s whole number, written as one or as a whole-valued float (`6.0`, `1433221955914.0`: as a spreadsheet
+    or a data frame with a missing value in the column saves it; as CustomerID is read), exactly below 2**53."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return int(value) if math.isfinite(value) and value.is_integer() and abs(value) < 2**53 else None
 
 
-def numeric_id(text: str) -> str:
-    """A published numeric id as the published file writes it: `17850` for `17850.0` (a copy saved by a data frame
-    or a spreadsheet), so both copies name the same user or item; any other text as it is (leading zeros kept)."""
-    found = _FLOAT_WRITTEN_ID.fullmatch(text)
-    return text if found is None else found.group(1)
+def as_published(text: str) -> str:
+    """A field as the published file writes it: a whole-valued float (`4000.0`) as its whole number, else as it is
+    (leading zeros kept): a copy a data frame saved names the same user, item and event as the published file."""
+    if text.isdigit():
+        return text
+    number = whole_number(text)
+    return text if number is None else str(number)
 
 
 #: The file's name of each event field a format reads from a column (or key) named otherwise, for the reasons of

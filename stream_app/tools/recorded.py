@@ -26,14 +26,15 @@ from .log_checks import (
     SECONDS_BELOW,
     LineRejection,
     as_integers,
+    as_published,
     give_up_early,
     is_product_code,
     line_user,
     nothing_read,
-    numeric_id,
     online_retail_ii_said,
     require_columns,
     schema_said,
+    whole_number,
 )
 from .log_files import check_file, numbered_lines, open_text, reading_as
 from .retail_dates import file_is_day_first, retail_ms
@@ -225,7 +226,7 @@ def _read_csv(path: Path, fmt: str, convert: Callable[[dict[str, str], int, byte
 
 def _whole(row: dict[str, str], name: str, unit: str | None = None) -> int:
     """A column's whole number (of `unit`, when it has one), or a ValueError naming the column."""
-    found = _whole_number(row[name])
+    found = whole_number(row[name])
     if found is None:
         raise ValueError(f"{name} {row[name]!r} is not a whole number" + (f" of {unit}" if unit else ""))
     return found
@@ -246,20 +247,6 @@ def _csv_event(row: dict[str, str], line: int, raw: bytes) -> dict[str, Any]:
     return {"event_id": row.get("event_id") or f"csv-{hashlib.blake2b(as_read, digest_size=10).hexdigest()}", **event}
 
 
-def _whole_number(text: str) -> int | None:
-    """`text`'s whole number, written as one or as a whole-valued float (`6.0`, `1433221955914.0`: as a spreadsheet
-    or a data frame with a missing value in the column saves it; as CustomerID is read), exactly below 2**53."""
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return int(value) if math.isfinite(value) and value.is_integer() and abs(value) < 2**53 else None
-
-
 def _retailrocket_event(row: dict[str, str], line: int, raw: bytes) -> dict[str, Any]:
     row = {name: value.strip() for name, value in row.items()}  # as the header's names: `, ` is not in a field
     kind, stage = _kind(RETAILROCKET_TYPES, row["event"])
@@ -269,11 +256,10 @@ def _retailrocket_event(row: dict[str, str], line: int, raw: bytes) -> dict[str,
     # (transactionid is empty on most rows, so pandas reads it as float64 and writes 4000.0): the published text of
     # each number read
     ts = _whole(row, "timestamp", "ms")
-    published = ",".join(_as_published(row.get(name) or "") for name in RETAILROCKET_COLUMNS).encode()
+    published = ",".join(as_published(row.get(name) or "") for name in RETAILROCKET_COLUMNS).encode()
     event: dict[str, Any] = {"event_id": f"rr-{hashlib.blake2b(published, digest_size=10).hexdigest()}",
-                             "user_id": numeric_id(row["visitorid"]), "item_id": numeric_id(row["itemid"]),
-                             "type": kind, "ts": ts,
-                             "schema_version": 1}
+                             "user_id": as_published(row["visitorid"]), "item_id": as_published(row["itemid"]),
+                             "type": kind, "ts": ts, "schema_version": 1}
     if event["ts"] < 0:  # "multiply by 1000" would not mend it
         raise ValueError(f"timestamp {row['timestamp']} is before 1970: events.csv has milliseconds since 1970")
     if event["ts"] < SECONDS_BELOW:  # before 1973 in ms: read as ms, a row in seconds would sort first, unsaid
@@ -284,14 +270,6 @@ def _retailrocket_event(row: dict[str, str], line: int, raw: bytes) -> dict[str,
     return event
 
 
-def _as_published(text: str) -> str:
-    """A field as the published file writes it: a whole-valued float (`4000.0`) as its whole number, else as it is."""
-    if text.isdigit():
-        return text
-    number = _whole_number(text)
-    return text if number is None else str(number)
-
-
 def _movielens_event(row: dict[str, str], line: int, raw: bytes) -> dict[str, Any]:
     # A rating is an explicit interaction: a click, with the rating kept in the context.
     row = {name: value.strip() for name, value in row.items()}  # " 1" is movie 1, not another item
@@ -299,7 +277,7 @@ def _movielens_event(row: dict[str, str], line: int, raw: bytes) -> dict[str, An
     if seconds >= SECONDS_BELOW:  # year 5138 in seconds: refused by the schema's bound, which would not say why
         raise ValueError(f"timestamp {row['timestamp']} looks like milliseconds: MovieLens' ratings.csv has seconds "
                          "since 1970 (divide by 1000)")
-    user, movie = numeric_id(row["userId"]), numeric_id(row["movieId"])  # `1.0` from a data frame's copy: user 1
+    user, movie = as_published(row["userId"]), as_published(row["movieId"])  # `1.0` from a data frame's copy: user 1
     return {"event_id": f"ml-{user}-{movie}-{seconds}", "user_id": user, "item_id": movie, "type": "click",
             "ts": seconds * 1000,
             "context": {"rating": _movielens_rating(row)}, "schema_version": 1}
