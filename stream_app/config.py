@@ -376,14 +376,24 @@ def _refuse_unknown(environ: Mapping[str, str]) -> None:
 #: The variables Kubernetes sets in every pod for each Service of its namespace (service links): a Service named
 #: stream-app or stream-app-workers gives STREAM_APP_SERVICE_HOST, STREAM_APP_PORT_8080_TCP_ADDR, ... with addresses,
 #: ports and protocols as values. Refused as unknown settings, they stopped every worker and `serve` from starting.
-_SERVICE_LINK_NAME = re.compile(r"[A-Z0-9_]*_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_[0-9]+_(TCP|UDP|SCTP)"
-                                r"(_(PROTO|PORT|ADDR))?)?)")
-_SERVICE_LINK_VALUE = re.compile(r"(tcp|udp|sctp)(://\S+)?|[0-9A-Fa-f:.\[\]]+")
+_ADDRESS = r"[0-9A-Fa-f:.]+"  # an IPv4 or IPv6 address, as Kubernetes writes a Service's cluster IP
+_NUMBER = r"[0-9]+"
+_URL = r"(tcp|udp|sctp)://\[?[0-9A-Fa-f:.]+\]?:[0-9]+"
+#: Each service-link name, with the shape of the value Kubernetes gives it: a mistyped setting such as
+#: STREAM_APP_WEB_PORT=8080 matches a link's name, but a bare ..._PORT link holds a URL, never a number.
+_SERVICE_LINKS = [(re.compile(name), re.compile(value)) for name, value in (
+    (r"[A-Z0-9_]*_SERVICE_HOST", _ADDRESS),
+    (r"[A-Z0-9_]*_SERVICE_PORT(_[A-Z0-9_]+)?", _NUMBER),
+    (r"[A-Z0-9_]*_PORT(_[0-9]+_(TCP|UDP|SCTP))?", _URL),
+    (r"[A-Z0-9_]*_PORT_[0-9]+_(TCP|UDP|SCTP)_PROTO", r"tcp|udp|sctp"),
+    (r"[A-Z0-9_]*_PORT_[0-9]+_(TCP|UDP|SCTP)_PORT", _NUMBER),
+    (r"[A-Z0-9_]*_PORT_[0-9]+_(TCP|UDP|SCTP)_ADDR", _ADDRESS))]
 
 
 def _service_link(name: str, value: str) -> bool:
     """Whether a STREAM_APP_ variable is one of Kubernetes' service links (by its name and its value's shape)."""
-    return bool(_SERVICE_LINK_NAME.fullmatch(name) and _SERVICE_LINK_VALUE.fullmatch(value.strip()))
+    return any(name_shape.fullmatch(name) and value_shape.fullmatch(value.strip())
+               for name_shape, value_shape in _SERVICE_LINKS)
 
 
 TRUE_WORDS = ("1", "true", "yes", "on")

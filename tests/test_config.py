@@ -125,7 +125,9 @@ def test_kubernetes_service_links_of_a_service_named_stream_app_are_not_refused_
              "STREAM_APP_WORKERS_SERVICE_HOST": "fd00::1", "STREAM_APP_WORKERS_PORT_6066_UDP_ADDR": "fd00::1"}
     assert Settings.from_env({**links, "STREAM_APP_TOP_K": "5"}).top_k == 5
     for name, value in (("STREAM_APP_PORT", "8080x"), ("STREAM_APP_SERVICE_HOSTS", "10.0.0.7"),
-                        ("STREAM_APP_WEB_PORTT", "80")):  # neither a link's name nor its value: a mistyped setting
+                        ("STREAM_APP_WEB_PORTT", "80"), ("STREAM_APP_WEB_PORT", "8080"),
+                        ("STREAM_APP_PORT_80_TCP_PROTO", "80")):
+        # neither a link's name nor the value Kubernetes gives that name (a bare ..._PORT link is a URL): a mistyped setting
         with pytest.raises(ConfigError, match=f"{name} is not a setting"):
             Settings.from_env({**links, name: value})
 
