@@ -834,7 +834,7 @@ def test_an_erasure_waits_for_its_dead_letters_to_be_listed_beside_the_batches_n
         async def slow_listing(users):
             asked.append(set(users))
             await release.wait()
-            return {USER: [{"partition": 0, "offset": 7}]}, None
+            return {USER: [{"partition": 0, "offset": 7}]}, "complete", None
 
         feed = ErasureFeed(settings, settings.partitions, lambda: woken.append(1), "w", retry)
         feed.dead_letters, feed.retention = slow_listing, (1000, "setting")
@@ -862,6 +862,7 @@ def test_an_erasure_waits_for_its_dead_letters_to_be_listed_beside_the_batches_n
         await feed.apply(handler, {mine})
         assert handler.counters.erased_users == 2 and erased.next_offset(mine) == 2
         assert [r["dead_letters"]["records"] for r in handler.receipts] == [[{"partition": 0, "offset": 7}]] * 2
+        assert [r["dead_letters"]["listed"] for r in handler.receipts] == ["complete"] * 2
         assert feed.listed == {} and asked == [{USER}]
 
     asyncio.run(scenario())
@@ -909,6 +910,7 @@ def test_no_right_to_read_the_dead_letter_topic_is_said_in_the_receipt_not_a_wor
     from stream_app.stream.erasures import ErasedUsers, ErasureFeed
     from stream_app.stream.partitioning import partition_of
     from stream_app.stream.retries import until_done
+    from stream_app.tools.erase import describe
 
     async def scenario():
         async def refused(users):
@@ -930,6 +932,10 @@ def test_no_right_to_read_the_dead_letter_topic_is_said_in_the_receipt_not_a_wor
     handler = asyncio.run(scenario())
     assert handler.counters.erased_users == 1
     assert "could not be read (TopicAuthorizationFailedError" in handler.receipts[0]["dead_letters"]["note"]
+    # said in a field a program reads, not only in the note: an empty list is not "this user has no dead letters"
+    assert handler.receipts[0]["dead_letters"]["listed"] == "failed"
+    said = describe({**handler.receipts[0], "dead_letters": {**handler.receipts[0]["dead_letters"], "records": []}})
+    assert "no dead letters of the user" not in said and "NOT ALL LISTED (failed): events.dlq could not be read" in said
 
 
 def test_a_user_erased_twice_in_one_batch_gets_receipts_that_agree_on_what_redis_held(settings, monkeypatch):

@@ -70,6 +70,7 @@ def test_erase_deletes_everywhere_gives_a_receipt_and_neither_a_restart_nor_an_o
     assert deleted["redis"]["existed"] is True and deleted["digests"] == 6 and deleted["learner_state"]
     (dead,) = read_to_end(settings, settings.topics.dlq)
     assert receipt["dead_letters"]["records"] == [{"partition": dead.partition, "offset": dead.offset}]
+    assert receipt["dead_letters"]["listed"] == "complete"
     assert receipt["dead_letters"]["retention_ms"] == settings.dlq_retention_ms  # Tansu reports no configs
     (published,) = read_to_end(settings, settings.topics.erasure_receipts)
     assert published.key == b"alice" and orjson.loads(published.value) == receipt

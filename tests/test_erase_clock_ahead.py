@@ -3,14 +3,17 @@ the one that ran `stream-app erase`, within STREAM_APP_MAX_FUTURE_MS), applied b
 
 from __future__ import annotations
 
+import jsonschema
 import orjson
 import pytest
 from test_batch_handler import USER, erase_request, make_events, ready, run
 
 from stream_app.config import Settings
+from stream_app.contracts import load_schema
 from stream_app.core.items import InMemoryItemIndex
 from stream_app.stream.batch import BatchHandler, Counters, PartitionState
 from stream_app.stream.erasures import ErasedUsers
+from stream_app.tools.erase import describe
 
 
 @pytest.fixture
@@ -59,3 +62,10 @@ def test_a_request_applied_again_keeps_the_profile_begun_after_it_and_still_send
     assert USER.encode() in profiles and handler.removed == []
     assert sent["deleted"]["profile_table"]["found"] is False
     assert not [r for r in handler.outbox.records if r[1] == USER.encode() and r[2] is None]  # no tombstone
+    # and the receipt claims none: it named tombstones and a Redis marker that were never written
+    deleted = sent["deleted"]
+    assert "changelog" not in deleted and "profiles_topic" not in deleted and deleted["kept_later_profile"] is True
+    assert deleted["redis"]["marker_s"] == 0 and deleted["redis"]["existed"] is False
+    jsonschema.validate(sent, load_schema("erasure-receipt"))
+    said = describe(sent)  # what `stream-app erase` prints of it (it read the tombstones' topics and failed)
+    assert "deleted: nothing" in said and "tombstones on" not in said

@@ -103,8 +103,9 @@ class ErasureSteps:
         # events only. Applied first: erased whole, and events stamped after the request's time (a client's clock
         # ahead) with it: the erasure's time then covers them, so neither they nor a late write come back
         recorded = self.erased.erased_at(user_id, requested=True)
-        if (profile is not None and (profile.generation or 0) > request.requested_at and recorded is not None
-                and recorded >= request.requested_at):
+        kept_later_profile = (profile is not None and (profile.generation or 0) > request.requested_at
+                              and recorded is not None and recorded >= request.requested_at)
+        if kept_later_profile:
             profile, found, worker_state = None, False, []
         else:
             worker_state = self.remove_for_request(user_id, partition)
@@ -114,7 +115,7 @@ class ErasureSteps:
         self.outbox.add(self.erased.changelog, key, value, partition, owner=partition)
         self.counters.erased_users += 1
         self.receipts.append(receipt(request, partition, profile, found, self.erased, self.settings, worker_state,
-                                     worker_id, self.now))
+                                     worker_id, self.now, kept_later_profile))
         log.info("erased a user of partition %d (request %s)", partition, request.request_id,
                  extra={"partition": partition})
 

@@ -63,9 +63,15 @@ DEAD_LETTER_NOTE = ("Kafka cannot delete single records: these dead letters leav
 
 
 def receipt(request: ErasureRequest, partition: int, profile: Profile | None, found: bool, erased: ErasedUsers,
-            settings: Settings, worker_state: list[str], worker_id: str, now_ms: int) -> dict[str, Any]:
-    """The receipt of one erasure, but for Redis's answer and the dead letters (filled in by the worker)."""
+            settings: Settings, worker_state: list[str], worker_id: str, now_ms: int,
+            kept_later_profile: bool = False) -> dict[str, Any]:
+    """The receipt of one erasure, but for Redis's answer and the dead letters (filled in by the worker).
+    `kept_later_profile`: a request applied again to a user whose profile began after the recorded erasure, which
+    stays: no tombstone is written and Redis's key is left as it is, so the receipt names neither."""
     topics = settings.topics
+    removed = {} if kept_later_profile else {
+        "changelog": {"topic": erased.profile_changelog, "partition": partition, "tombstone": True},
+        "profiles_topic": {"topic": topics.profiles, "tombstone": True}}
     return {
         "request_id": request.request_id, **({"reset": True} if request.reset else {}),
         "user_id": request.user_id, "requested_at": request.requested_at,
@@ -73,13 +79,12 @@ def receipt(request: ErasureRequest, partition: int, profile: Profile | None, fo
         "deleted": {
             "profile_table": {"found": found, "version": profile.version if profile else None,
                               "event_count": profile.event_count if profile else None},
-            "changelog": {"topic": erased.profile_changelog, "partition": partition,
-                          "tombstone": True},
-            "profiles_topic": {"topic": topics.profiles, "tombstone": True},
+            **removed,
+            **({"kept_later_profile": True} if kept_later_profile else {}),
             "redis": {"key": profile_key(request.user_id, settings.namespace), "existed": False,
                       # a reset marks a deleted profile as an eviction does; an erasure, unless its events are replayed
-                      "marker_s": (MARKER_S if found else 0) if request.reset else 0 if settings.replay_erased
-                      else MARKER_S},
+                      "marker_s": (MARKER_S if found else 0) if request.reset
+                      else 0 if settings.replay_erased or kept_later_profile else MARKER_S},
             "learner_state": sorted(set(profile.learner_state) | set(profile.learners)) if profile else [],
             "digests": len(profile.seen_event_ids) if profile else 0,
             "pending_lists": {"shown": len(profile.shown),
@@ -120,8 +125,8 @@ class ErasureFeed:
         self.read = 0
         self.retention: tuple[int, str] | None = None  # the dead-letter topic's, once asked
         # The dead letters naming each user with a request due, listed outside the batch lock (reading the
-        # whole topic can take minutes): user -> (records, a note when they could not be listed)
-        self.listed: dict[str, tuple[list[dict[str, int]], str | None]] = {}
+        # whole topic can take minutes): user -> (records, "complete" | "partial" | "failed", a note when not complete)
+        self.listed: dict[str, tuple[list[dict[str, int]], str, str | None]] = {}
         self.listing: asyncio.Task | None = None
 
     async def run(self) -> None:
@@ -235,9 +240,10 @@ class ErasureFeed:
             return 0
         return start
 
-    async def dead_letters(self, users: set[str]) -> tuple[dict[str, list[dict[str, int]]], str | None]:
-        """The dead letters naming each user (key or payload): the whole dead-letter topic, read to its end,
-        or as far as LISTING_S let it (then a note of where it stopped: the erasures wait for no listing)."""
+    async def dead_letters(self, users: set[str]) -> tuple[dict[str, list[dict[str, int]]], str, str | None]:
+        """The dead letters naming each user (key or payload), how far they were listed ("complete", "partial") and,
+        when partial, a note of where it stopped: the whole dead-letter topic, read to its end, or as far as
+        LISTING_S let it (the erasures wait for no listing)."""
         settings = self.settings
         topic, servers = settings.topics.dlq, settings.require_kafka().split(",")
         found: dict[str, list[dict[str, int]]] = {user: [] for user in users}
@@ -248,7 +254,7 @@ class ErasureFeed:
             await consumer.topics()
             tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
             if not tps:
-                return found, None
+                return found, "complete", None
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
             ends = await true_end_offsets(servers, await consumer.end_offsets(tps), settings.kafka_security)
@@ -257,7 +263,8 @@ class ErasureFeed:
                 if time.monotonic() > deadline:
                     where = ", ".join(f"partition {tp.partition} from offset {await consumer.position(tp)}"
                                       for tp in behind)
-                    return found, f"{topic} was not read to its end in {LISTING_S:.0f} s; not searched: {where}"
+                    return (found, "partial",
+                            f"{topic} was not read to its end in {LISTING_S:.0f} s; not searched: {where}")
                 for tp, records in (await consumer.getmany(timeout_ms=200, max_records=5000)).items():
                     for record in records:
                         if record.offset < (ends[tp] or 0):
@@ -265,16 +272,18 @@ class ErasureFeed:
                                 found[user].append({"partition": tp.partition, "offset": record.offset})
         finally:
             await consumer.stop()
-        return found, None
+        return found, "complete", None
 
-    async def _dead_letters_or_refusal(self, users: set[str]) -> tuple[dict[str, list[dict[str, int]]], str | None]:
+    async def _dead_letters_or_refusal(self, users: set[str]
+                                       ) -> tuple[dict[str, list[dict[str, int]]], str, str | None]:
         """`dead_letters`, an outage retried by the caller; a refusal no retry changes (no right to read the
         topic) is a note in the receipts: the erasures go on (a worker stopped for it would stop the next owner)."""
         try:
             return await self.dead_letters(users)
         except PERMANENT as exc:
             log.error("cannot list the dead letters of erased users: %s; their receipts say so", described(exc))
-            return {}, f"{self.settings.topics.dlq} could not be read ({described(exc)}): give the worker read access"
+            return {}, "failed", (f"{self.settings.topics.dlq} could not be read ({described(exc)}): "
+                                  "give the worker read access")
 
     async def dead_letter_retention(self) -> tuple[int, str]:
         """(retention.ms, "broker") as the broker reports it, else (the setting, "setting"); asked once."""
@@ -307,10 +316,10 @@ class ErasureFeed:
             if isinstance(checked, Rejection):
                 handler.dead_letter(checked)
             else:
-                records, failure = self.listed[checked.user_id]
+                records, listed, failure = self.listed[checked.user_id]
                 handler.erase(checked, partition, self.worker_id)
                 handler.receipts[-1]["dead_letters"].update(
-                    records=records, retention_ms=retention_ms, retention_source=source,
+                    records=records, listed=listed, retention_ms=retention_ms, retention_source=source,
                     note=DEAD_LETTER_NOTE if failure is None else f"{DEAD_LETTER_NOTE}. NOT LISTED: {failure}")
             key, value = erased.applied_through(partition, offset, checked.request_id
                                                 if isinstance(checked, ErasureRequest) else None)
@@ -339,10 +348,10 @@ class ErasureFeed:
 
     async def _list(self, users: set[str]) -> None:
         try:
-            found, failure = await self.retry("list the dead letters of erased users", self._dead_letters_or_refusal,
-                                              users)
+            found, listed, failure = await self.retry("list the dead letters of erased users",
+                                                      self._dead_letters_or_refusal, users)
         except Exception as exc:  # a bug must not stop the partition: erase all the same, say what is missing
             log.error("cannot list the dead letters of erased users (%r); their receipts say so", exc)
-            found, failure = {}, f"the topic could not be read ({exc!r})"
-        self.listed.update({user: (found.get(user, []), failure) for user in users})
+            found, listed, failure = {}, "failed", f"the topic could not be read ({exc!r})"
+        self.listed.update({user: (found.get(user, []), listed, failure) for user in users})
         self.wake()

@@ -241,12 +241,15 @@ def describe(receipt: dict[str, Any]) -> str:
                else "a profile" if table["found"] else "no profile")
     if receipt.get("reset"):
         return describe_reset(receipt, profile, when)
+    removed = (f"  deleted: {profile} from the profile table, tombstones on {deleted['changelog']['topic']}"
+               f"[{deleted['changelog']['partition']}] and {deleted['profiles_topic']['topic']}, Redis key "
+               f"{deleted['redis']['key']} ({'deleted' if deleted['redis']['existed'] else 'was not there'}"
+               f"{redis_marker(deleted['redis'].get('marker_s', 0))})") if "changelog" in deleted else (
+        "  deleted: nothing; the erasure was applied before, and the profile the worker holds began after it, of "
+        "the user's later events only: it stays, in the table and in Redis")
     lines = [
         f"erased {receipt['user_id']!r} (request {receipt['request_id']}) at {when} by {receipt['worker_id']}",
-        f"  deleted: {profile} from the profile table, tombstones on {deleted['changelog']['topic']}"
-        f"[{deleted['changelog']['partition']}] and {deleted['profiles_topic']['topic']}, Redis key "
-        f"{deleted['redis']['key']} ({'deleted' if deleted['redis']['existed'] else 'was not there'}"
-        f"{redis_marker(deleted['redis'].get('marker_s', 0))})",
+        removed,
         f"  with it: learner state {deleted['learner_state'] or 'none'}, {deleted['digests']} event digests, "
         f"pending lists {deleted['pending_lists'] or 'none'}; worker state: {', '.join(deleted['worker_state'])}",
         f"  events of the user dated at or before {utc_ms(receipt['requested_at'])} are dropped from now on "
@@ -259,8 +262,10 @@ def describe(receipt: dict[str, Any]) -> str:
                      f"{where}"
                      f"{', ...' if len(dead['records']) > 10 else ''}); they leave when retention.ms "
                      f"{dead['retention_ms']} ({dead['retention_source']}) has passed since they were written")
-    else:
+    elif dead.get("listed", "complete") == "complete":
         lines.append(f"  left: no dead letters of the user on {dead['topic']}")
+    if dead.get("listed", "complete") != "complete":
+        lines.append(f"  NOT ALL LISTED ({dead['listed']}): {dead['note'].split('NOT LISTED: ', 1)[-1]}")
     lines.append("  not erased: " + "; ".join(receipt["not_erased"]))
     return "\n".join(lines)
 
