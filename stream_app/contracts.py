@@ -56,6 +56,10 @@ REDRIVE_HEADER = "stream-app-redrive"
 #: ... and this one, valued b"1", on an input whose event the item state already counted (a valid event a worker
 #: failed on, `processing_error`, went through every worker's item feed before it was dead-lettered).
 COUNTED_HEADER = "stream-app-counted"
+#: ... and this one on every copy, valued "<dead-letter topic>/<partition>/<offset>" of the letter it copies: a copy
+#: refused again names that letter in its own (`source.redrive_of`), so the two can be linked.
+REDRIVE_OF_HEADER = "stream-app-redrive-of"
+REDRIVE_OF_SHAPE = re.compile(r"[A-Za-z0-9._-]{1,249}/[0-9]{1,10}/[0-9]{1,19}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +69,7 @@ class Source:
     offset: int | None = None
     timestamp: int | None = None  # the input record's Kafka timestamp (ms): a re-drive sends the record with it
     counted: bool = False  # the record carried COUNTED_HEADER: a re-drive of its dead letter carries it on
+    redrive_of: str | None = None  # the record was a re-driven copy of this dead letter (REDRIVE_OF_HEADER)
 
     def __str__(self) -> str:
         return f"{self.topic}[{self.partition}]@{self.offset}"
@@ -96,6 +101,8 @@ class Rejection:
             record["source"]["timestamp"] = self.source.timestamp
         if self.source.counted:
             record["source"]["counted"] = True
+        if self.source.redrive_of is not None:
+            record["source"]["redrive_of"] = self.source.redrive_of
         if self.null_value:
             record["payload_null"] = True
         payload = self.payload

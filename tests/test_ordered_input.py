@@ -4,12 +4,13 @@ record Faust skips is fetched again, never taken for applied; a copy is never ap
 
 from types import SimpleNamespace
 
+import jsonschema
 import orjson
 
 import stream_app.stream.faust_delivery as faust_delivery
 import stream_app.stream.ordered_input as ordered_input
 from stream_app.config import Settings
-from stream_app.contracts import COUNTED_HEADER, REDRIVE_HEADER
+from stream_app.contracts import COUNTED_HEADER, REDRIVE_HEADER, REDRIVE_OF_HEADER, load_schema
 from stream_app.core.items import InMemoryItemIndex
 from stream_app.stream.ordered_input import OrderedInput
 from stream_app.stream.partitioning import partition_of
@@ -420,6 +421,25 @@ def test_a_re_driven_event_a_worker_failed_on_is_applied_but_not_counted_again_i
                                 timestamp=late.timestamp / 1000, headers=late.headers)
     assert input_source(delivered).counted and ReadRecord.of(topic, 0, late).headers == late.headers
     assert not counted_before(SimpleNamespace(headers=[(REDRIVE_HEADER, b"processing_error")]))  # the reason alone
+
+
+def test_the_dead_letter_of_a_re_driven_copy_refused_again_names_the_letter_it_copies():
+    """A copy refused again cited only its own topic, partition and offset: nothing linked it to the letter it
+    came from but the event id in its payload. A header of another shape (a producer's) is not copied."""
+    ordered, topic, _ = own_partition(0)
+    late = SimpleNamespace(offset=0, key=b"u0", value=orjson.dumps({**purchase(0), "user_id": "u0"}),
+                           timestamp=START - 2 * 86_400_000,  # its event two days after its record: refused
+                           headers=((REDRIVE_HEADER, b"timestamp_out_of_range"), (REDRIVE_OF_HEADER, b"events.dlq/3/41")))
+    odd = SimpleNamespace(offset=1, key=b"u0", value=b"{not json", timestamp=START,
+                          headers=((REDRIVE_OF_HEADER, b"somewhere else"),))
+    ordered.push(topic, 0, [late, odd])
+    letters = [ready.checked.to_record() for ready in drain_ready(ordered)]
+    assert [letter["source"].get("redrive_of") for letter in letters] == ["events.dlq/3/41", None]
+    for letter in letters:
+        jsonschema.validate(letter, load_schema("dead-letter"))
+    delivered = SimpleNamespace(topic=topic, partition=0, offset=0, key=late.key, value=late.value,
+                                timestamp=late.timestamp / 1000, headers=late.headers)
+    assert input_source(delivered).redrive_of == "events.dlq/3/41"
 
 
 def test_faust_stops_fetching_a_lane_whose_deliveries_wait_unprocessed_beyond_the_lane_buffer():

@@ -14,7 +14,7 @@ from kafka import KafkaProducer
 from test_pipeline import read_all
 
 from stream_app.config import Settings
-from stream_app.contracts import REDRIVE_HEADER, ErasureRequest, Rejection, Source
+from stream_app.contracts import REDRIVE_HEADER, REDRIVE_OF_HEADER, ErasureRequest, Rejection, Source
 from stream_app.errors import StreamAppError
 from stream_app.store.redis_store import read_profile
 from stream_app.stream.erasures import ErasedUsers
@@ -206,6 +206,8 @@ def test_redrive_sends_what_was_refused_once_fixed_and_each_letter_once(make_set
               for r in letters if orjson.loads(r.value)["reason"] != "invalid_json"}
     resent = [r for r in read_to_end(settings, t.click) if (REDRIVE_HEADER, b"key_mismatch") in r.headers]
     assert [(orjson.loads(r.value)["event_id"], r.timestamp) for r in resent] == [("k1", stamps["k1"])]
+    (copied,) = [r for r in letters if orjson.loads(r.value)["reason"] == "key_mismatch"]
+    assert (REDRIVE_OF_HEADER, f"{t.dlq}/{copied.partition}/{copied.offset}".encode()) in resent[0].headers
     recs = read_all(settings.kafka_bootstrap_servers, t.recommendations, 3)
     assert sorted(orjson.loads(r.value)["trigger_event_id"] for r in recs) == ["k1", "p1", "t1"]
     assert read_profile(redis_client, "u1", settings.namespace)["event_count"] == 3

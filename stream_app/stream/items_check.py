@@ -22,6 +22,7 @@ from ..contracts import Rejection, Source, check_item
 from ..kafka_security import consumer_kwargs
 from .batch import Counters
 from .output import BatchProducer, Outbox
+from .ready import redrive_of
 
 log = logging.getLogger("stream_app.catalogue")
 
@@ -60,7 +61,8 @@ class ItemsCheck:
             await consumer.stop()
 
     def check(self, message: ConsumerRecord, outbox: Outbox) -> None:
-        source = Source(message.topic, message.partition, message.offset, message.timestamp)
+        source = Source(message.topic, message.partition, message.offset, message.timestamp,
+                        redrive_of=redrive_of(message))
         checked = check_item(message.value, message.key, source)
         if not isinstance(checked, Rejection):
             return

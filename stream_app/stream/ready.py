@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import Settings
-from ..contracts import COUNTED_HEADER, Rejection, Source, check_input
+from ..contracts import COUNTED_HEADER, REDRIVE_OF_HEADER, REDRIVE_OF_SHAPE, Rejection, Source, check_input
 from ..core.events import Event
 from ..core.ordering import Released
 from .partitioning import partition_of
@@ -22,10 +22,21 @@ def counted_before(record: Any) -> bool:
     return bool(headers) and (COUNTED_HEADER, b"1") in headers
 
 
+def redrive_of(record: Any) -> str | None:
+    """The dead letter a re-driven input copies (REDRIVE_OF_HEADER), if it says so in the header's shape: a
+    producer's header of another shape is not copied into a letter (whose schema it would break)."""
+    for name, value in getattr(record, "headers", None) or ():
+        if name == REDRIVE_OF_HEADER and value is not None:
+            text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+            return text if REDRIVE_OF_SHAPE.fullmatch(text) else None
+    return None
+
+
 def input_source(message: Any) -> Source:
     """Where a Faust message was read, with its Kafka timestamp in ms (Faust gives it in seconds)."""
     stamp = round(message.timestamp * 1000) if message.timestamp is not None else None
-    return Source(message.topic, message.partition, message.offset, stamp, counted_before(message))
+    return Source(message.topic, message.partition, message.offset, stamp, counted_before(message),
+                  redrive_of(message))
 
 
 def gate(value: bytes | None, key: bytes | None, source: Source, event_type: str, reference_ms: int | None,

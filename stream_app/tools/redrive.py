@@ -25,6 +25,7 @@ from ..contracts import (
     COUNTED_HEADER,
     LISTED_AHEAD_DAYS,
     REDRIVE_HEADER,
+    REDRIVE_OF_HEADER,
     input_users,
     letter_payload,
     load_schema,
@@ -56,6 +57,7 @@ class Resend:
     reason: str = ""
     record_ts: int | None = None  # the input record's Kafka timestamp, when the letter kept it
     counted: bool = False  # the item state counted its event when it was first read (COUNTED_HEADER)
+    letter: str | None = None  # the dead letter copied, "<topic>/<partition>/<offset>" (REDRIVE_OF_HEADER)
 
 
 @dataclass
@@ -243,6 +245,7 @@ def redrive(settings: Settings, reasons: set[str], from_start: bool = False, dry
         elif isinstance(resend := resend_of(letter, record.key, settings), str):
             summary.left[resend] += 1
         else:
+            resend.letter = f"{settings.topics.dlq}/{record.partition}/{record.offset}"
             candidates.append((resend, record.key, record.partition, record.offset))
     erasures = ErasureCheck.read(settings) if candidates else None
     for resend, *_ in candidates:
@@ -273,6 +276,8 @@ def _send(resends: list[Resend], settings: Settings) -> None:
     try:
         for resend in resends:
             headers = [(REDRIVE_HEADER, resend.reason.encode())] + ([(COUNTED_HEADER, b"1")] if resend.counted else [])
+            if resend.letter is not None:
+                headers.append((REDRIVE_OF_HEADER, resend.letter.encode()))
             producer.send(resend.topic, key=resend.key, value=resend.value, timestamp_ms=resend.record_ts,
                           headers=headers).add_callback(
                 produced.acked).add_errback(produced.failed)
