@@ -318,3 +318,38 @@ def test_a_late_batch_waiting_for_a_rebalance_that_does_not_complete_says_so(mon
 
     assert asyncio.run(wait_then_complete()) == (True, {1})
     assert len(waits()) >= 2
+
+
+def test_a_batch_whose_erasures_outlast_a_whole_rebalance_takes_no_rounds():
+    """A batch awaits the erasures' apply (the first asks the broker for the dead-letter topic's retention) while a
+    revoke and an assignment pass without its lock: events of a partition new to the worker, taken into that batch,
+    had their state fenced out (the batch's generation does not hold it) while their marks were committed by the next
+    batch, so the table and its changelog lost them for good. Such a batch now ends before its rounds."""
+    from types import SimpleNamespace
+
+    from stream_app.config import Settings
+    from stream_app.core.items import InMemoryItemIndex
+    from stream_app.stream.batch import Counters, PartitionState
+    from stream_app.stream.worker import StreamWorker
+
+    settings = Settings()
+    offsets = AppliedOffsets(interval_s=0.0)
+    offsets.taken_up({0})
+    rounds: list[int] = []
+
+    async def erasures_apply(handler, owned) -> None:  # the rebalance passes while it awaits
+        offsets.revoked()
+        offsets.assigned({0, 5})
+        offsets.taken_up({0, 5})
+
+    worker = SimpleNamespace(
+        settings=settings, lock=asyncio.Lock(), offsets=offsets, steer_faust=lambda: None,
+        profile_table=SimpleNamespace(data={}, changelog_topic_name="profiles.changelog"),
+        partition_state=PartitionState({}, settings), index=InMemoryItemIndex(settings), counters=Counters(),
+        idle_users=None, erased=None, profile_sizes=None, profile_cache=None, partitions_ready=True,
+        restored_unchecked=False, erasures=SimpleNamespace(apply=erasures_apply), assigned_inputs=lambda: {0, 5},
+        watcher=SimpleNamespace(live=None, shadow=None), catalogue=SimpleNamespace(index=None, withdrawn=()),
+        ordered=SimpleNamespace(next_round=lambda room: rounds.append(room) or (0, []), applied_marks=lambda: {},
+                                take_refetches=lambda: []))
+    assert asyncio.run(StreamWorker.handle_batch(worker)) is False
+    assert rounds == []  # before the change: one round taken, of the old generation

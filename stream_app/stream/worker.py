@@ -239,7 +239,8 @@ class StreamWorker:
             live, shadow = self.watcher.live, self.watcher.shadow  # one model per role for the whole batch
             content = self.catalogue.index
             self.index.withdrawn = frozenset(self.catalogue.withdrawn)  # the catalogue as it stands, per batch
-            while (room := handler.round_room(settings.batch_max)) > 0:
+            # no rounds after a rebalance during that await: a new partition's state would be fenced, its marks kept
+            while self.offsets.generation == generation and (room := handler.round_room(settings.batch_max)) > 0:
                 epoch, ready = ordered.next_round(room)
                 if not ready:
                     break
@@ -297,10 +298,9 @@ class StreamWorker:
         return retry
 
     def steer_faust(self) -> None:
-        """Faust's consumer fetches only the own input lanes whose records the reader has no copy of, or whose commit
-        is before records the schedule passed (ordered_input.faust_lanes), with a short wait only then; the rest it
-        would fetch, deliver and see let go. Faust resumes every lane at each rebalance: this runs before each batch.
-        Only lanes paused here are resumed here (Faust pauses lanes of its own, whose stream buffer is full)."""
+        """Faust fetches only the own input lanes the reader has no copy of, or whose commit is before records the
+        schedule passed (ordered_input.faust_lanes), with a short wait only then. Faust resumes every lane at each
+        rebalance, so this runs before each batch; it resumes only lanes it paused (Faust pauses full ones too)."""
         if not self.partitions_ready:
             return
         wanted = self.ordered.faust_lanes()
