@@ -447,10 +447,10 @@ def test_faust_stops_fetching_a_lane_whose_deliveries_wait_unprocessed_beyond_th
     pause never triggers, the agent drains its stream into the queue)."""
     ordered, topic, _ = own_partition(100, read_while_owned=False)  # 100 entries, no reader's copies
     ordered.release()
-    for offset in range(100, 100 + ordered.LANE_BUFFER_MAX - 1):
-        ordered.deliver(Delivered(topic, offset))
+    assert not any([ordered.deliver(Delivered(topic, offset))
+                    for offset in range(100, 100 + ordered.LANE_BUFFER_MAX - 1)])
     assert (topic, 0) in ordered.faust_lanes()
-    ordered.deliver(Delivered(topic, 100 + ordered.LANE_BUFFER_MAX))
+    assert ordered.deliver(Delivered(topic, 100 + ordered.LANE_BUFFER_MAX))  # full: the worker steers Faust at once
     assert (topic, 0) not in ordered.faust_lanes()  # paused by steer_faust until processing drains it
     ordered.refetch_wanted[(2, 0)] = (5, 0.0)
     assert (topic, 0) in ordered.faust_lanes()  # a fetch asked again is never held back
@@ -569,3 +569,27 @@ def test_a_wait_for_faust_s_delivery_ends_when_the_record_comes():
         ordered.deliver(Delivered(topic, offset))
     assert drain(ordered) == [0, 1, 2, 3]
     assert not ordered.waiting()
+
+
+def test_a_full_lane_of_faust_deliveries_is_paused_at_once_not_at_the_next_batch():
+    """Only a batch steered Faust's consumer, and no batch runs while the worker waits for its models and catalogue
+    (up to 10 minutes) or while one retries an outage: Faust's deliveries of the owned lanes queued without bound."""
+    import asyncio
+
+    from stream_app.stream.worker import StreamWorker
+
+    ordered, topic, _ = own_partition(100, read_while_owned=False)
+    ordered.release()
+    steered: list[int] = []
+    chunks = [[Delivered(topic, offset) for offset in range(start, start + 500)]
+              for start in range(100, 100 + ordered.LANE_BUFFER_MAX + 500, 500)]
+
+    class Stream:
+        async def noack_take(self, size, within):
+            for chunk in chunks:
+                yield chunk
+
+    worker = SimpleNamespace(settings=Settings(), ordered=ordered, steer_faust=lambda: steered.append(1),
+                             metrics=SimpleNamespace(stages=SimpleNamespace(observe=lambda *args: None)))
+    asyncio.run(StreamWorker.take_inputs(worker, Stream()))
+    assert len(steered) == 2  # from the chunk that filled the lane on

@@ -46,8 +46,10 @@ class FaustDelivery:
     forget: Callable[[Any], None]
     _check: Callable[[Any], Event | Rejection]
 
-    def deliver(self, event: Any) -> None:
-        """An event of one of the worker's own partitions, from Faust's consumer (in offset order)."""
+    def deliver(self, event: Any) -> bool:
+        """An event of one of the worker's own partitions, from Faust's consumer (in offset order). True when its
+        lane now holds LANE_BUFFER_MAX deliveries: the caller stops Faust fetching it (`faust_lanes`) at once, since
+        no batch may run for minutes (before processing starts, or while one retries an outage)."""
         message = event.message
         key = (self.lane_of_topic[message.topic], message.partition)
         queue = self.delivered[key]
@@ -67,8 +69,9 @@ class FaustDelivery:
         if message.offset <= last:  # applied from the reader's copy, or a copy Faust fetched again
             self.duplicates += message.offset <= seen
             self.forget(message)
-            return
+            return False
         queue.append(event)
+        return len(queue) >= self.LANE_BUFFER_MAX
 
     def faust_lanes(self) -> set[tuple[str, int]]:
         """(topic, partition) of the own lanes whose records Faust's consumer must deliver: those with entries the

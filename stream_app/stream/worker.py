@@ -190,8 +190,8 @@ class StreamWorker:
     async def take_inputs(self, stream: faust.StreamT) -> None:
         self.stream = stream
         async for events in stream.noack_take(self.settings.batch_max, within=self.settings.batch_within_s):
-            for event in events:
-                self.ordered.deliver(event)
+            if any([self.ordered.deliver(event) for event in events]):  # a list: every event is delivered
+                self.steer_faust()  # a lane's buffer is full, and no batch may come to steer Faust for minutes
             self.metrics.stages.observe("delivered", time.time(), (event.message.timestamp for event in events))
             self.ordered.changed.set()
 
