@@ -346,10 +346,39 @@ def test_a_batch_whose_erasures_outlast_a_whole_rebalance_takes_no_rounds():
         settings=settings, lock=asyncio.Lock(), offsets=offsets, steer_faust=lambda: None,
         profile_table=SimpleNamespace(data={}, changelog_topic_name="profiles.changelog"),
         partition_state=PartitionState({}, settings), index=InMemoryItemIndex(settings), counters=Counters(),
-        idle_users=None, erased=None, profile_sizes=None, profile_cache=None, partitions_ready=True,
+        idle_users=None, erased=None, profile_sizes=None, profile_cache=None, partitions_ready=True, processing=True,
         restored_unchecked=False, erasures=SimpleNamespace(apply=erasures_apply), assigned_inputs=lambda: {0, 5},
         watcher=SimpleNamespace(live=None, shadow=None), catalogue=SimpleNamespace(index=None, withdrawn=()),
         ordered=SimpleNamespace(next_round=lambda room: rounds.append(room) or (0, []), applied_marks=lambda: {},
                                 take_refetches=lambda: []))
     assert asyncio.run(StreamWorker.handle_batch(worker)) is False
     assert rounds == []  # before the change: one round taken, of the old generation
+
+
+def test_no_batch_runs_after_the_worker_closed():
+    """Faust stops the app's tasks after `on_before_shutdown`: batches went on after `close` had committed and
+    stopped the outputs, their effects came after the last commit and re-created the producer and Redis client,
+    never closed."""
+    from types import SimpleNamespace
+
+    from stream_app.stream.worker import StreamWorker
+
+    committed: list[str] = []
+
+    class Offsets:
+        async def commit_now(self, consumer, when):
+            committed.append(when)
+
+    async def stopped() -> None:
+        return None
+
+    worker = SimpleNamespace(lock=asyncio.Lock(), offsets=Offsets(), app=SimpleNamespace(consumer=None), http=None,
+                             early_status=None, mirror=SimpleNamespace(stop=stopped),
+                             output=SimpleNamespace(stop=stopped), store=SimpleNamespace(close=stopped),
+                             processing=True, datadir="/nonexistent-stream-app-test", settings=None, ordered=None)
+
+    async def close_then_batch() -> bool:
+        await StreamWorker.close(worker)
+        return await StreamWorker.handle_batch(worker)  # fails on the fake's missing parts if it goes on
+
+    assert asyncio.run(close_then_batch()) is False and committed == ["on the way out"]

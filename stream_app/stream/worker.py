@@ -47,14 +47,7 @@ from .ordered_input import OrderedInput
 from .output import BatchProducer, Outbox
 from .ready import ReadRecord
 from .redis_refill import MirrorKeeper
-from .retries import (
-    EXIT_BATCH_FAILED,
-    EXIT_PORT_TAKEN,
-    batch_finished_or_late,
-    exit_if_stop_hangs,
-    stop_worker,
-    until_done,
-)
+from .retries import EXIT_BATCH_FAILED, batch_finished_or_late, exit_if_stop_hangs, stop_worker, until_done
 from .table_stores import LearnersTable, ProfileTable, add_table
 from .worker_status import STATUS_TTL_S, partitions_wait, publish_status, redis_wait, status_until_processing
 
@@ -138,7 +131,7 @@ class StreamWorker:
             log.critical("cannot listen on port %d of %s (%s): pick a free one with --web-port, or leave the option "
                          "out for any free port (STREAM_APP_WEB_HOST: an address of this machine)", self.web_port,
                          self.settings.web_host, exc)
-            stop_worker(EXIT_PORT_TAKEN)
+            stop_worker(retries.EXIT_PORT_TAKEN)
         health.announce(self.web_port, self.settings.log_format, self.settings.web_host)
         self.early_status = asyncio.ensure_future(status_until_processing(self))
 
@@ -223,6 +216,8 @@ class StreamWorker:
         """Process and flush one output batch; False when nothing was ready."""
         settings, ordered = self.settings, self.ordered
         async with self.lock:
+            if not self.processing:  # stopping (close)
+                return False
             # if a revoke outruns the batch, its commit counts for nothing and it writes no state of partitions that left
             started, generation = time.perf_counter(), self.offsets.generation
             self.steer_faust()
@@ -350,6 +345,7 @@ class StreamWorker:
 
     async def close(self) -> None:
         async with batch_finished_or_late(self.lock, "stopping") as batch_done:
+            self.processing = False  # no batch after this commit: its effects would come after it, on closed clients
             if batch_done:  # Faust's consumer has stopped fetching, and not yet left the group
                 await self.offsets.commit_now(self.app.consumer, "on the way out")
         if self.http is not None:
