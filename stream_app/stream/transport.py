@@ -49,6 +49,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from ..config import Settings
 from ..kafka_security import CONSUMER_RETRY_BACKOFF_MS, PLAINTEXT, KafkaSecurity, aiokafka_kwargs, consumer_kwargs
+from . import record_headers
 
 log = logging.getLogger("stream_app.transport")
 
@@ -351,5 +352,6 @@ def configure(fetch_max_wait_ms: int, security: KafkaSecurity, event_fetch_wait_
     wait while it delivers events (ConsumerThread.on_event_path)."""
     ConsumerThread.fetch_max_wait_ms, ConsumerThread.event_fetch_wait_ms = fetch_max_wait_ms, event_fetch_wait_ms
     ConsumerThread.security = security
+    record_headers.install()  # a header key that is not UTF-8 fails no fetch of this process (its own readers' too)
     TRANSPORTS.aliases[SCHEME] = f"{__name__}:Transport"
     return SCHEME
