@@ -121,5 +121,9 @@ class ItemColumns:
             self.category[slot], self.within[slot] = self.code(category), within
 
     def clear(self) -> None:
-        """Forget every slot (the shares and category codes stay known)."""
+        """Forget every slot and category code (the shares, and the category lists the within column last set, stay
+        known). Codes are working numbers, given again as categories are met: kept, every category the input ever
+        named stayed, evicted ones too, and each list's category tables (recommend.py) grew with them."""
         self.slot.clear()
+        self._codes.clear()
+        self._names.clear()
