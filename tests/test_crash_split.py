@@ -104,7 +104,7 @@ def kill_between_requests(settings, withhold: str, start_worker, tmp_path, monke
                 break
             for record in new:
                 rec = orjson.loads(record.value)
-                published.setdefault(rec["trigger_event_id"], set()).add(
+                published.setdefault((rec["user_id"], rec["trigger_event_id"]), set()).add(
                     (rec["profile_version"], tuple(item["item_id"] for item in rec["items"])))
     in_process = evaluate_events(events, settings, settings.top_k, baselines=False, record=True)["recorded"]
     missing = set(in_process) - set(published)

@@ -49,7 +49,8 @@ def test_skewed_topics_ties_and_late_events_through_two_workers_match_the_in_pro
     in_process = evaluate_events(events, settings, baselines=False, record=True)
     expected = in_process["recorded"]
     assert len(recs) == len(expected) == len(events)  # one recommendation per event, none twice
-    published = {r["trigger_event_id"]: (r["profile_version"], [i["item_id"] for i in r["items"]]) for r in recs}
+    published = {(r["user_id"], r["trigger_event_id"]): (r["profile_version"], [i["item_id"] for i in r["items"]])
+                 for r in recs}
     assert published == expected
     for user_id, profile in in_process["profiles"].items():
         stored = read_profile(redis_client, user_id, settings.namespace)

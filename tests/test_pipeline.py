@@ -394,8 +394,8 @@ def test_a_crash_and_restart_keep_the_learners_so_every_list_equals_the_in_proce
         while set(in_process) - set(published) and time.monotonic() < deadline:
             for record in recs.poll():  # a batch sent before the crash and redone after: the same list again
                 rec = orjson.loads(record.value)
-                published[rec["trigger_event_id"]] = ([item["item_id"] for item in rec["items"]],
-                                                      rec["model"]["ranking"])
+                published[(rec["user_id"], rec["trigger_event_id"])] = ([item["item_id"] for item in rec["items"]],
+                                                                        rec["model"]["ranking"])
     assert set(published) == set(in_process)
     differ = [event_id for event_id, (_, items) in in_process.items() if published[event_id][0] != items]
     assert differ == []
@@ -439,7 +439,8 @@ def test_idle_profiles_leave_table_topic_and_redis_at_the_event_times_evaluate_u
         published = {}
         for record in recs.records:
             rec = orjson.loads(record.value)
-            published[rec["trigger_event_id"]] = (rec["profile_version"], [item["item_id"] for item in rec["items"]])
+            published[(rec["user_id"], rec["trigger_event_id"])] = (rec["profile_version"],
+                                                                    [item["item_id"] for item in rec["items"]])
     assert published == in_process  # every list and profile version, evictions included
     restarted = sum(1 for version, _ in in_process.values() if version == 1)
     assert restarted > 40  # returning users started new profiles

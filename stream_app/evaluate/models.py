@@ -68,7 +68,7 @@ class StreamAppModel:
         self.epoch = 0
         self.user_eviction = EvictionClock()
         self.evicted_users = 0
-        self.recorded: dict[str, tuple[int, list[str]]] | None = {} if record else None
+        self.recorded: dict[tuple[str, str], tuple[int, list[str]]] | None = {} if record else None
         self.expects_scans = expects_scans
 
     def begin_batch(self, events: list[Event], epoch: int) -> None:
@@ -123,7 +123,7 @@ class StreamAppModel:
         self.last_ranked = outcome.ranked
         items = [item["item_id"] for item in outcome.recommendation["items"]]
         if self.recorded is not None:
-            self.recorded[event.event_id] = (outcome.recommendation["profile_version"], items)
+            self.recorded[(event.user_id, event.event_id)] = (outcome.recommendation["profile_version"], items)
         return items
 
     def end_batch(self) -> None:

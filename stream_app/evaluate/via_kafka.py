@@ -23,15 +23,16 @@ from .metrics import COLD_START, PopularityPercentiles, Scoreboard
 from .prequential import evaluate_events, not_evaluated, time_split
 
 
-def score_published(events: list[dict[str, Any]], published: dict[str, list[str]], k: int,
+def score_published(events: list[dict[str, Any]], published: dict[tuple[str, str], list[str]], k: int,
                     settings: Settings, judge_from_ts: int | None = None) -> dict[str, Any]:
-    """Metrics of published recommendations (trigger_event_id -> items), judged like the in-process
+    """Metrics of published recommendations ((user_id, trigger_event_id) -> items: an event id is its user's, as
+    the workers' idempotence key is, so two users' equal ids are two lists), judged like the in-process
     pass and in its order (`ordering.rounds`, the order a worker applies the log): each event by the
     list published after its user's previous event; an item's interactions before an event, which
     make its target cold or not, are counted in that order too. Only events at or after `judge_from_ts` are judged."""
     board = Scoreboard(k)
     popularity = PopularityPercentiles()
-    previous: dict[str, str] = {}
+    previous: dict[str, tuple[str, str]] = {}
     catalog: set[str] = set()
     interactions: collections.Counter[str] = collections.Counter()
     missing = 0
@@ -49,7 +50,7 @@ def score_published(events: list[dict[str, Any]], published: dict[str, list[str]
                     items = []
                 board.judge(items, event, popularity, interactions[event["item_id"]] < COLD_START)
             interactions[event["item_id"]] += 1
-            previous[event["user_id"]] = event["event_id"]
+            previous[event["user_id"]] = (event["user_id"], event["event_id"])
             popularity.learn(event["item_id"])
             catalog.add(event["item_id"])
         popularity.refresh()
@@ -121,8 +122,8 @@ def evaluate_via_kafka(path: str | Path, fmt: str, k: int = 20, rate: float | No
                                      content=content, judge_from_ts=judge_from_ts)
     in_process = in_process_run["models"]["stream-app"]
     recorded = in_process_run["recorded"]
-    differ_lists = sum(1 for event_id, (_, items) in recorded.items() if published.get(event_id) != items)
-    differ_versions = sum(1 for event_id, (version, _) in recorded.items() if versions.get(event_id) != version)
+    differ_lists = sum(1 for key, (_, items) in recorded.items() if published.get(key) != items)
+    differ_versions = sum(1 for key, (version, _) in recorded.items() if versions.get(key) != version)
     keys = [f"recall@{k}", f"mrr@{k}", f"ndcg@{k}"]
     if content is not None:  # Recall@k on cold targets, the figure content is for
         for scored in (via_kafka, in_process):
@@ -134,7 +135,7 @@ def evaluate_via_kafka(path: str | Path, fmt: str, k: int = 20, rate: float | No
             "max_idle_ms": max_idle_ms, "via_kafka": via_kafka, "in_process": in_process,
             "recommendations_in_process": len(recorded), "recommendations_published": len(published),
             "repeated_recommendations": repeated, "lists_differ": differ_lists, "versions_differ": differ_versions,
-            "ordering": ordering,
+            "ordering": ordering, "repeated_event_ids": in_process_run["repeated_event_ids"],
             "abs_difference": {key: abs(via_kafka[key] - in_process[key]) for key in keys},
             "other_rows": {name: row for name, row in in_process_run["models"].items() if name != "stream-app"},
             "against_best": compare_to_best(via_kafka, in_process_run["models"], k),
@@ -142,21 +143,28 @@ def evaluate_via_kafka(path: str | Path, fmt: str, k: int = 20, rate: float | No
 
 
 def _read_published(settings: Settings, events: list[dict[str, Any]], timeout: float
-                    ) -> tuple[dict[str, list[str]], dict[str, int], int]:
-    """The recommendations topic as a downstream service reads it: per trigger event its list and profile version,
-    and how many were published twice."""
+                    ) -> tuple[dict[tuple[str, str], list[str]], dict[tuple[str, str], int], int]:
+    """The recommendations topic as a downstream service reads it: per (user, trigger event) its list and profile
+    version, and how many were published twice. Read until every event's list is in (none for a repeat): a count of
+    records stopped short when a list was published twice."""
     from ..tools.consume import TopicReader
 
+    wanted = len({(e["user_id"], e["event_id"]) for e in events})
+    published: dict[tuple[str, str], list[str]] = {}
+    versions: dict[tuple[str, str], int] = {}
+    repeated = 0
+    deadline = time.monotonic() + timeout
     with TopicReader(settings.require_kafka(), settings.topics.recommendations, settings.kafka_security) as reader:
-        reader.read_until(len({(e["user_id"], e["event_id"]) for e in events}), timeout)  # none for a repeat
-        published: dict[str, list[str]] = {}
-        versions: dict[str, int] = {}
-        repeated = 0
-        for record in reader.records:
-            rec = orjson.loads(record.value)
-            repeated += rec["trigger_event_id"] in published
-            published[rec["trigger_event_id"]] = [item["item_id"] for item in rec["items"]]
-            versions[rec["trigger_event_id"]] = rec["profile_version"]
+        while len(published) < wanted:
+            if time.monotonic() > deadline:
+                raise ServiceTimeout(f"read {len(published)} of {wanted} recommendations from "
+                                     f"{settings.topics.recommendations} in {timeout:.0f}s")
+            for record in reader.poll():
+                rec = orjson.loads(record.value)
+                key = (rec["user_id"], rec["trigger_event_id"])
+                repeated += key in published
+                published[key] = [item["item_id"] for item in rec["items"]]
+                versions[key] = rec["profile_version"]
     return published, versions, repeated
 
 
