@@ -57,8 +57,12 @@ def test_otto_sample_evaluates_every_model():
         for key in ("recall@20", "mrr@20", "ndcg@20", "coverage", "popularity_percentile"):
             assert 0.0 <= m[key] <= 1.0, (name, key)
         assert m["mrr@20"] <= m["recall@20"]
-        # its own time: never faster than the whole pass shared by every model
-        assert m["events_per_s"] >= result["events_per_s"], name
+        # its own time: never faster than the whole pass shared by every model; none for a row whose candidates are
+        # the stream-app row's (its rate was that of a re-sort alone)
+        if name.endswith(" only, then popular") and not name.startswith("viewed before"):
+            assert m["events_per_s"] is None, name
+        else:
+            assert m["events_per_s"] >= result["events_per_s"], name
     assert "stream-app" in table(result) and "events/s" in next(
         line for line in table(result).splitlines() if line.startswith("model"))
     # pinned: the seeded, deterministic figures of this commit (README, Evaluation); a change that
@@ -446,3 +450,44 @@ def test_judge_from_judges_only_the_later_share_of_the_logs_time_and_the_kafka_s
     recorded = evaluate_events(events, settings, record=True, baselines=False, judge_from_ts=split)
     scored = score_published(events, {e: items for e, (_, items) in recorded["recorded"].items()}, 20, settings, split)
     assert scored["judged"] == later and scored["recall@20"] == recorded["models"]["stream-app"]["recall@20"]
+
+
+def test_cold_and_known_item_counts_do_not_depend_on_how_many_partitions_a_round_comes_from():
+    """A round comes partition by partition: counted as they came, five later clicks on X of users in lower
+    partitions made user A's earlier click on X neither cold nor on a new item with 8 partitions, and both with 1."""
+    from stream_app.stream.partitioning import partition_of
+
+    start = 1_700_000_040_000
+    later = [user for user in (f"v{n}" for n in range(200)) if partition_of(user, 8) < partition_of("A", 8)][:5]
+    events = [{"event_id": "a1", "user_id": "A", "item_id": "a0", "type": "click", "ts": start, "schema_version": 1},
+              {"event_id": "a2", "user_id": "A", "item_id": "X", "type": "click", "ts": start + 10_000,
+               "schema_version": 1}]
+    events += [{"event_id": f"e{n}", "user_id": user, "item_id": "X", "type": "click", "ts": start + 30_000 + n,
+                "schema_version": 1} for n, user in enumerate(later)]
+    figures = []
+    for partitions in (8, 1):
+        result = evaluate_events(events, Settings(partitions=partitions), baselines=False)
+        figures.append((result["models"]["stream-app"]["cold_start"]["judged"], result["reachable"]["known_item"]))
+    assert figures == [(1, 0), (1, 0)]
+
+
+def test_popularity_percentiles_read_one_snapshot_and_none_before_the_first():
+    from stream_app.evaluate.metrics import PopularityPercentiles
+
+    popularity = PopularityPercentiles()
+    for item_id in "aabbbc":
+        popularity.learn(item_id)
+    assert not popularity.ready  # lists judged now have no percentile: they counted 0 before
+    popularity.refresh()
+    for _ in range(10):
+        popularity.learn("c")  # after the snapshot: c is still the least popular of it
+    assert popularity.percentile("c") == 1 / 3 and popularity.percentile("b") == 1.0
+    popularity.refresh()
+    assert popularity.percentile("c") == 1.0
+
+
+def test_users_counts_the_logs_users_not_the_profiles_kept_after_idle_eviction():
+    events = [{"event_id": f"{n}-{k}", "user_id": f"U{n}", "item_id": f"i{k}", "type": "click",
+               "ts": 1_700_000_040_000 + n * 3_600_000 + k * 1_000, "schema_version": 1}
+              for n in range(3) for k in range(2)]
+    assert evaluate_events(events, Settings(user_idle_ms=600_000), baselines=False)["users"] == 3

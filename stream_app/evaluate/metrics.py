@@ -81,9 +81,10 @@ class Scoreboard:
             self.timeline.append(self._window_hits / self.window)
             self._window_hits, self._window_n = 0.0, 0
         self.recommended.update(items[: self.k])
-        for item in items[: self.k]:
-            self.pop_percentile_sum += popularity.percentile(item)
-            self.pop_percentile_n += 1
+        if popularity.ready:  # before the first snapshot there is no percentile to speak of (it read 0)
+            for item in items[: self.k]:
+                self.pop_percentile_sum += popularity.percentile(item)
+                self.pop_percentile_n += 1
 
     def summary(self, catalog: set[str]) -> dict[str, Any]:
         out = self.overall.summary(self.k)
@@ -98,22 +99,31 @@ class Scoreboard:
 
 
 class PopularityPercentiles:
-    """Interaction counts so far, with percentiles refreshed after each round (`refresh`)."""
+    """Interaction counts, and percentiles of the snapshot taken after each round (`refresh`): an item's place among
+    the counts of that snapshot, its own count read from the same snapshot (a live count beside snapshot counts put
+    an item just bought many times above where any snapshot had it)."""
 
     def __init__(self) -> None:
         self.counts: collections.Counter[str] = collections.Counter()
         self._sorted: list[int] = []
+        self._at_snapshot: dict[str, int] = {}  # the snapshot's count of each item counted since
+
+    @property
+    def ready(self) -> bool:
+        """Whether a snapshot with any count was taken."""
+        return bool(self._sorted)
 
     def learn(self, item_id: str) -> None:
+        self._at_snapshot.setdefault(item_id, self.counts[item_id])
         self.counts[item_id] += 1
 
     def refresh(self) -> None:
         self._sorted = sorted(self.counts.values())
+        self._at_snapshot.clear()
 
     def percentile(self, item_id: str) -> float:
-        if not self._sorted:
-            return 0.0
-        return bisect.bisect_right(self._sorted, self.counts.get(item_id, 0)) / len(self._sorted)
+        count = self._at_snapshot.get(item_id, self.counts.get(item_id, 0))
+        return bisect.bisect_right(self._sorted, count) / len(self._sorted)
 
 
 

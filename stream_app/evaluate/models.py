@@ -48,7 +48,7 @@ class StreamAppModel:
     """The workers' own core: profiles, the item feed, the recommender, one online ranker per input
     partition (users routed as Kafka's default partitioner routes them) and, if given, the sequence
     encoder, run over each round in one call before its events are processed, as in a worker.
-    `record` keeps every recommendation (trigger event id -> (profile version, item ids)). `expects_scans`: tell
+    `record` keeps every recommendation ((user id, trigger event id) -> (profile version, item ids)). `expects_scans`: tell
     the content index the round's catalogue scans ahead, as a worker does (one of the models sharing an index: the
     rows after it scan with the same vectors, event by event, and find them scanned)."""
 

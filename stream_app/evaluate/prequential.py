@@ -18,11 +18,12 @@ against the profile's long-term interests.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import functools
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sized
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sized
 
 import orjson
 
@@ -100,10 +101,10 @@ class Reachable:
         self.had: dict[str, set[str]] = collections.defaultdict(set)  # user -> the items the user had
         self.latest: dict[str, list[str]] = collections.defaultdict(list)  # user -> the k latest distinct, latest last
 
-    def judge(self, event: Event) -> None:
+    def judge(self, event: Event, interactions_before: int) -> None:
         counts = self.counts
         counts["judged"] += 1
-        counts["known_item"] += event.item_id in self.interactions
+        counts["known_item"] += interactions_before > 0
         counts["own_item"] += event.item_id in self.had[event.user_id]
         counts["recent_own_item"] += event.item_id in self.latest[event.user_id]
 
@@ -116,6 +117,22 @@ class Reachable:
         elif len(latest) == self.k:
             del latest[0]
         latest.append(event.item_id)
+
+
+def interactions_before(items: list[str], stamps: list[int], counted: list[bool],
+                        counts: Mapping[str, int]) -> list[int]:
+    """Each event's item's interactions before it, for a round of events (`items`, `stamps`; `counted`: those that
+    count, not repeats): `counts` (of earlier rounds) and the round's events on it stamped earlier. A round comes
+    partition by partition: counted as they came, a lower partition's later events counted before a higher one's
+    earlier ones, and the cold and known-item figures moved with STREAM_APP_PARTITIONS."""
+    by_item: dict[str, list[int]] = {}
+    for item_id, ts, counts_it in zip(items, stamps, counted):
+        if counts_it:
+            by_item.setdefault(item_id, []).append(ts)
+    for round_stamps in by_item.values():
+        round_stamps.sort()
+    return [counts.get(item_id, 0) + bisect.bisect_left(by_item.get(item_id, ()), ts)
+            for item_id, ts in zip(items, stamps)]
 
 
 class AppliedEvents:
@@ -186,12 +203,14 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
         parsed = [Event.from_dict(raw) for raw in batch_events]
         for model in models:
             timed(spent, clock, model, model.begin_batch, parsed, epoch)
-        for raw, event in zip(batch_events, parsed):
-            repeat = not applied.add(event.user_id, event.event_id)
+        repeats = [not applied.add(event.user_id, event.event_id) for event in parsed]  # a user's: in its order
+        before = interactions_before([e.item_id for e in parsed], [e.ts for e in parsed], [not r for r in repeats],
+                                     reachable.interactions)
+        for raw, event, repeat, item_before in zip(batch_events, parsed, repeats, before):
             if not repeat and (judge_from_ts is None or event.ts >= judge_from_ts):
-                cold = reachable.interactions[event.item_id] < COLD_START
+                cold = item_before < COLD_START
                 if event.user_id in shown[hybrid.name]:
-                    reachable.judge(event)
+                    reachable.judge(event, item_before)
                 for model in models:
                     previous = shown[model.name].get(event.user_id)
                     if previous is not None:
@@ -211,7 +230,7 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
     end_epoch(models, spent, clock)
     seconds = clock() - started
     result: dict[str, Any] = {
-        "events": n, "repeated_event_ids": applied.repeats, "users": len(hybrid.profiles), "items": len(catalog),
+        "events": n, "repeated_event_ids": applied.repeats, "users": len(applied.by_user), "items": len(catalog),
         "k": k, "batch": settings.batch_max, "seconds": seconds, "events_per_s": n / seconds if seconds else None,
         "judged_from_ts": judge_from_ts, "encoder": encoder.manifest if encoder is not None else None,
         "shadow_encoder": shadow.manifest if shadow is not None else None,
@@ -224,6 +243,8 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
     for model in models:  # a filled row of a source with nothing to work from shows popular items only
         if isinstance(model, SingleSource) and not model.proposed:
             result["models"][model.name]["source_proposed_nothing"] = True
+        if isinstance(model, SingleSource) and model.reuses_candidates:  # its time is mostly the stream-app row's
+            result["models"][model.name]["events_per_s"] = None
     if record:
         result["recorded"] = hybrid.recorded
         result["profiles"] = hybrid.profiles

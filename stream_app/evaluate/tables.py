@@ -65,7 +65,8 @@ def table(result: dict[str, Any]) -> str:
         f" {'coverage':>9} {'pop.pct':>8} {'events/s':>9}"
     lines = [f"{result['events']:,} events, {result['users']:,} users, {result['items']:,} items; "
              f"batches of {result['batch']}; {rate_said(result['events_per_s'])} events/s for all models together "
-             "(events/s: each model's alone, its own time in the pass)",
+             "(events/s: each model's alone, its own time in the pass; -: a row that ranks the stream-app row's "
+             "candidates, whose time is that row's)",
              *facts(result), head, "-" * len(head)]
     for name, m in result["models"].items():
         per_type = " ".join(f"{m['by_type'].get(t, {}).get(f'recall@{k}', 0.0):>{type_width[t]}.4f}" for t in types)

@@ -20,7 +20,7 @@ from ..tools.recorded import OnlineRetailStats
 from ..tools.replay import gate
 from ..tools.sorted_log import LimitCut, load_accepted
 from .metrics import COLD_START, PopularityPercentiles, Scoreboard
-from .prequential import evaluate_events, not_evaluated, time_split
+from .prequential import evaluate_events, interactions_before, not_evaluated, time_split
 
 
 def score_published(events: list[dict[str, Any]], published: dict[tuple[str, str], list[str]], k: int,
@@ -29,7 +29,7 @@ def score_published(events: list[dict[str, Any]], published: dict[tuple[str, str
     the workers' idempotence key is, so two users' equal ids are two lists), judged like the in-process
     pass and in its order (`ordering.rounds`, the order a worker applies the log): each event by the
     list published after its user's previous event; an item's interactions before an event, which
-    make its target cold or not, are counted in that order too. Only events at or after `judge_from_ts` are judged."""
+    make its target cold or not, are those stamped before it (`interactions_before`), as in process. Only events at or after `judge_from_ts` are judged."""
     board = Scoreboard(k)
     popularity = PopularityPercentiles()
     previous: dict[str, tuple[str, str]] = {}
@@ -38,17 +38,24 @@ def score_published(events: list[dict[str, Any]], published: dict[tuple[str, str
     missing = 0
     applied: set[tuple[str, str]] = set()  # a redelivered event is neither judged nor counted (as in process)
     for _, released in rounds(events, settings, partition_of):
-        for event in (r.item for r in released):
-            if (event["user_id"], event["event_id"]) in applied:
+        round_events = [r.item for r in released]
+        new = []  # a user's events come in its order: a repeat is known before the round is walked
+        for event in round_events:
+            key = (event["user_id"], event["event_id"])
+            new.append(key not in applied)
+            applied.add(key)
+        counts_before = interactions_before([e["item_id"] for e in round_events], [e["ts"] for e in round_events],
+                                            new, interactions)
+        for event, is_new, item_before in zip(round_events, new, counts_before):
+            if not is_new:
                 continue
-            applied.add((event["user_id"], event["event_id"]))
             before = previous.get(event["user_id"])
             if before is not None and (judge_from_ts is None or event["ts"] >= judge_from_ts):
                 items = published.get(before)
                 if items is None:
                     missing += 1
                     items = []
-                board.judge(items, event, popularity, interactions[event["item_id"]] < COLD_START)
+                board.judge(items, event, popularity, item_before < COLD_START)
             interactions[event["item_id"]] += 1
             previous[event["user_id"]] = (event["user_id"], event["event_id"])
             popularity.learn(event["item_id"])
