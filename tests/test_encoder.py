@@ -96,6 +96,13 @@ def test_registry_round_trip(trained):
         assert np.allclose(batch.top_scores[row], np.sort(scores[row])[::-1][:k], atol=1e-4)
         assert batch.mean[row] == pytest.approx(scores[row].mean(), abs=1e-4)
     assert 0.0 <= manifest["validation"]["recall@20"] <= 1.0 and manifest["validation"]["examples"] > 0
+    # a user's figures do not depend on the batch it came in (a worker's batches are not evaluate's): the graph's
+    # mean over the table changed in its last bits with the batch's size, and the shares the ranker reads with it
+    sequences = otto_sequences()[:64]
+    together = encoder.encode(sequences)
+    for row, sequence in enumerate(sequences):
+        alone = encoder.encode([sequence])
+        assert alone.mean[0] == together.mean[row] and (alone.top_scores[0] == together.top_scores[row]).all()
 
     tampered = Path(root) / "tampered"
     subprocess.run(["cp", "-r", str(folder), str(tampered)], check=True)

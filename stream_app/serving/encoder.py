@@ -8,6 +8,7 @@ through the other candidate sources (co-visitation, popular, trending) until a n
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,9 @@ class Encoder:
         self.session = ort.InferenceSession(files["encoder.onnx"], options, providers=["CPUExecutionProvider"])
         self.item_ids: list[str] = json.loads(files["items.json"])
         self.row_of = {item_id: row for row, item_id in enumerate(self.item_ids)}
+        # the mean score over the table, as user . (the table's mean row): the graph's own mean_score is a reduction
+        # whose last bits change with the batch's size, and the shares (and the ranker's features) with them
+        self.mean_row = np.load(io.BytesIO(files["items.npy"])).astype(np.float64).mean(axis=0)
 
     @classmethod
     def load(cls, registry: str | Path, version: str, threads: int = 1, expected_hash: str | None = None) -> "Encoder":
@@ -96,7 +100,8 @@ class Encoder:
             return EncodedBatch(np.zeros((0, self.dim), np.float32), np.zeros((0, k), np.int64),
                                 np.zeros((0, k), np.float32), np.zeros(0, np.float32))
         inputs = self.featurizer.arrays(sequences)
-        user, top_items, top_scores, mean = self.session.run(list(OUTPUTS), inputs)
+        user, top_items, top_scores, _ = self.session.run(list(OUTPUTS), inputs)
+        mean = np.array([float(np.dot(row, self.mean_row)) for row in user.astype(np.float64)], dtype=np.float32)
         return EncodedBatch(user, top_items, top_scores, mean)
 
 
