@@ -237,3 +237,30 @@ def test_titles_of_punctuation_only_get_no_vector_rather_than_one_near_each_othe
     norms = np.linalg.norm(vectors, axis=1)
     assert norms[:4].tolist() == [0.0] * 4
     assert np.allclose(norms[4:], 1.0, atol=1e-4)  # letters or digits among the tokens: a vector
+
+
+def test_two_spellings_one_key_embed_alike_even_with_a_tokenizer_that_tells_them_apart(exported):
+    """The cache key reads a text NFC-normalised with its whitespace collapsed; the model was given the raw text, so
+    with a tokenizer that tells two such spellings apart they shared a key but not a vector, and which one a worker
+    kept depended on which it met first."""
+    from tokenizers import normalizers
+
+    root, manifest = exported
+    encoder = TextEncoder.load(root, manifest["version"])
+    encoder.tokenizer.normalizer = normalizers.Sequence([normalizers.Lowercase(), normalizers.Replace("  ", " and ")])
+    spaced, single = "red  retrospot cake stand", "red retrospot cake stand"
+    assert text_hash(spaced, "v") == text_hash(single, "v")
+    assert encoder.tokenizer.encode(spaced).ids != encoder.tokenizer.encode(single).ids
+    vectors = encoder.embed([spaced, single])
+    assert np.linalg.norm(vectors[0]) > 0.99 and (vectors[0] == vectors[1]).all()
+
+
+def test_content_export_of_a_folder_without_weights_says_what_is_missing(tmp_path, capsys):
+    """It ended in a 7-frame traceback (transformers' OSError), where every other refusal is one line."""
+    folder = tmp_path / "no-weights"
+    with model_folder(None) as packaged:
+        shutil.copytree(packaged, folder, ignore=shutil.ignore_patterns("*.safetensors", "*.bin"))
+    assert main(["content", "export", "--model-dir", str(folder), "--registry", str(tmp_path / "registry")]) == 2
+    said = capsys.readouterr().err
+    assert "cannot load the model in" in said and "with its weights and tokenizer files" in said
+    assert "Traceback" not in said

@@ -80,9 +80,11 @@ class TextEncoder:
                              f"{vector.shape} on a trial text")
 
     def embed(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        """float32 [len(texts), dim], each row of unit norm, in the order of `texts`."""
+        """float32 [len(texts), dim], in the order of `texts`: each row of unit norm, or zeros for a text of no word
+        (below). Each text is embedded as its key sees it (`normalise_text`): two spellings with one key (NFC and
+        NFD, other whitespace) got the vector of whichever was embedded first, with a model that tells them apart."""
         out = np.zeros((len(texts), self.dim), np.float32)
-        encodings = self.tokenizer.encode_batch_fast(list(texts)) if texts else []
+        encodings = self.tokenizer.encode_batch_fast([normalise_text(text) for text in texts]) if texts else []
         by_length: dict[int, list[int]] = {}
         for row, encoding in enumerate(encodings):
             by_length.setdefault(len(encoding.ids), []).append(row)
