@@ -264,3 +264,32 @@ def test_content_export_of_a_folder_without_weights_says_what_is_missing(tmp_pat
     said = capsys.readouterr().err
     assert "cannot load the model in" in said and "with its weights and tokenizer files" in said
     assert "Traceback" not in said
+
+
+def test_content_export_refuses_a_model_whose_modules_it_would_leave_out(tmp_path):
+    """Only 1_Pooling's mean flag was read: a Dense layer after pooling (distiluse-base-multilingual-cased) was
+    dropped from the export, which still passed its parity check (against the exporter's own pooling)."""
+    folder = tmp_path / "with-dense"
+    with model_folder(None) as packaged:
+        shutil.copytree(packaged, folder)
+    modules = json.loads((folder / "modules.json").read_text())
+    (folder / "modules.json").write_text(json.dumps(
+        modules[:2] + [{"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}]))
+    with pytest.raises(ValueError, match="modules this exporter leaves out .*models.Dense"):
+        export_content(folder, tmp_path / "registry", parity_titles=TITLES)
+    (folder / "modules.json").write_text(json.dumps(modules))
+    pooling = json.loads((folder / "1_Pooling" / "config.json").read_text())
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({**pooling, "pooling_mode_cls_token": True}))
+    with pytest.raises(ValueError, match="pools by .*pooling_mode_cls_token"):
+        export_content(folder, tmp_path / "registry", parity_titles=TITLES)
+
+
+def test_content_export_bounds_max_length_by_the_models_positions_not_a_tokenizer_placeholder(tmp_path):
+    folder = tmp_path / "no-limit"
+    with model_folder(None) as packaged:
+        shutil.copytree(packaged, folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config["model_max_length"] = int(1e30)  # what a folder that sets none says
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="--max-length 4096 is outside what .* reads \\(1 to 512 tokens\\)"):
+        export_content(folder, tmp_path / "registry", max_length=4096, parity_titles=TITLES)

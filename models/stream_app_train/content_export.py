@@ -99,12 +99,28 @@ def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+#: The sentence-transformers modules this exporter reproduces: the transformer, mean pooling, L2 normalisation.
+_MODULES = {"sentence_transformers.models.Transformer", "sentence_transformers.models.Pooling",
+            "sentence_transformers.models.Normalize"}
+
+
 def _check_mean_pooling(folder: Path) -> None:
-    pooling = _read_json(folder / "1_Pooling" / "config.json")
-    if pooling and not pooling.get("pooling_mode_mean_tokens"):
-        modes = [key for key, on in pooling.items() if key.startswith("pooling_mode") and on]
-        raise ValueError(f"the model in {folder} pools by {modes}; this exporter mean-pools, which would give "
-                         "other embeddings than the model's own: choose a mean-pooling model")
+    """The folder's model is the transformer, mean-pooled (and normalised), nothing after: any other module (a Dense
+    layer after pooling) or pooling mode would be dropped from the export, and its parity check, against this
+    exporter's own mean pooling, would not see it."""
+    modules = json.loads((folder / "modules.json").read_text()) if (folder / "modules.json").is_file() else []
+    others = [module.get("type") for module in modules if module.get("type") not in _MODULES]
+    if others:
+        raise ValueError(f"the model in {folder} has modules this exporter leaves out ({', '.join(map(str, others))}): "
+                         "it exports a transformer, mean pooling and normalisation only; choose such a model")
+    pooling_dirs = [module.get("path", "") for module in modules
+                    if module.get("type") == "sentence_transformers.models.Pooling"] or ["1_Pooling"]
+    for pooling_dir in pooling_dirs:
+        pooling = _read_json(folder / pooling_dir / "config.json")
+        modes = [key for key, on in pooling.items() if key.startswith("pooling_mode") and on is True]
+        if pooling and modes != ["pooling_mode_mean_tokens"]:
+            raise ValueError(f"the model in {folder} pools by {modes}; this exporter mean-pools alone, which would "
+                             "give other embeddings than the model's own: choose a mean-pooling model")
 
 
 def export_content(model_dir: str | Path | None, registry_root: str | Path, max_length: int | None = None,
@@ -124,9 +140,10 @@ def export_content(model_dir: str | Path | None, registry_root: str | Path, max_
         transformer = AutoModel.from_pretrained(folder).eval()
         max_length = max_length or _read_json(folder / "sentence_bert_config.json").get("max_seq_length",
                                                                                         DEFAULT_MAX_LENGTH)
-    if not 0 < max_length <= hf_tokenizer.model_max_length:
-        raise ValueError(f"--max-length {max_length} is outside what {base_model} reads "
-                         f"(1 to {hf_tokenizer.model_max_length} tokens)")
+    # the positions the model has: a tokenizer without its own limit says 1e30
+    readable = min(hf_tokenizer.model_max_length, getattr(transformer.config, "max_position_embeddings", 10 ** 9))
+    if not 0 < max_length <= readable:
+        raise ValueError(f"--max-length {max_length} is outside what {base_model} reads (1 to {readable} tokens)")
     token_types = "token_type_ids" in inspect.signature(transformer.forward).parameters
     module = MeanPooledEncoder(transformer, token_types).eval()
 
