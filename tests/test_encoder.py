@@ -521,3 +521,16 @@ def test_a_file_swapped_after_the_hash_check_is_not_what_serves(trained, monkeyp
         assert Encoder.load(root, v1).item_ids == checked
     finally:
         (folder / "items.json").write_bytes(original)
+
+
+def test_a_model_trained_on_another_featurisation_is_refused_at_load(trained, monkeypatch):
+    """The hash salts, event kinds and gap buckets live in code: a release that changed them fed every registered
+    model other inputs than it learned from, and its trial run did not notice."""
+    from stream_app.core import sequences
+
+    root, v1, _ = trained
+    assert registry.open_version(root, v1)[1]["featurizer"] == sequences.featurizer_id(1 << 12)
+    Encoder.load(root, v1)
+    monkeypatch.setattr(sequences, "KIND_IDS", {"browse": 2, "click": 1, "purchase": 3})
+    with pytest.raises(ConfigError, match="trained on another featurisation .* retrain it"):
+        Encoder.load(root, v1)

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from stream_app.core.sequences import Featurizer
+from stream_app.core.sequences import Featurizer, featurizer_id
 from stream_app.serving import registry
 from stream_app.tools.log_checks import first_rejection, warn_if_seconds
 from stream_app.tools.sorted_log import load_accepted
@@ -229,6 +229,7 @@ def train(log: str | Path, fmt: str, registry_root: str | Path, config: TrainCon
                      "config": asdict(config), "seconds": round(time.perf_counter() - started, 2)},
         "validation": validation,
         "inputs": list(INPUTS), "outputs": list(OUTPUTS), "retrieve": min(config.retrieve, len(item_ids)),
+        "featurizer": featurizer_id(config.buckets),
     }
     return _register(model, item_ids, valid_set if len(valid_set.targets) else train_set, manifest, registry_root,
                      progress)

@@ -35,6 +35,23 @@ def gap_bucket(gap_ms: int | None) -> int:
     return 2 + min(N_GAPS - 3, int(math.log2(1 + max(gap_ms, 0) / 1000)))
 
 
+#: Steps every encoder version is featurised on when it is trained and again when it loads (`featurizer_id`).
+_PROBE = [[("probe-a", "browse", 0), ("probe-b", "click", 1_500), ("probe-a", "purchase", 90_000_000)],
+          [("é-Ω 1", "other", 5)]]
+
+
+def featurizer_id(buckets: int) -> str:
+    """What this code makes of a fixed set of steps (hex): the hashes, kinds and gap buckets a model learned from.
+    A model's manifest keeps it, so one trained on another featurisation is refused at load, not fed inputs that
+    mean something else to it."""
+    arrays = Featurizer(buckets, 8).arrays(_PROBE)
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        digest.update(name.encode())
+        digest.update(arrays[name].tobytes())
+    return digest.hexdigest()[:16]
+
+
 class Featurizer:
     """Turns step sequences into padded int64 arrays (right-padded; `length` marks the end).
     Caches item hashes (bounded) because the same items recur across batches."""

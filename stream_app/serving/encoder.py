@@ -18,7 +18,7 @@ import numpy as np
 
 from ..core.events import Event
 from ..core.profile import Profile, add_step, event_digest
-from ..core.sequences import Featurizer, Step
+from ..core.sequences import Featurizer, Step, featurizer_id
 from ..errors import ConfigError
 from .registry import loaded, read_version
 
@@ -52,6 +52,10 @@ class Encoder:
             if type(dims[name]) is not int or dims[name] < 1:
                 raise ValueError(f"its manifest's dims.{name} is {dims[name]!r}, not a whole number of at least 1")
         self.dim: int = dims["embedding"]
+        trained_on = manifest.get("featurizer")  # absent: trained before 2026-12-06, when it was not kept
+        if trained_on is not None and trained_on != featurizer_id(dims["buckets"]):
+            raise ConfigError(f"model {self.version} was trained on another featurisation of the events than this "
+                              "release's (core/sequences.py): retrain it with this release (`stream-app train`)")
         self.featurizer = Featurizer(dims["buckets"], dims["max_len"])
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads  # workers are one process per core
