@@ -534,3 +534,27 @@ def test_a_model_trained_on_another_featurisation_is_refused_at_load(trained, mo
     monkeypatch.setattr(sequences, "KIND_IDS", {"browse": 2, "click": 1, "purchase": 3})
     with pytest.raises(ConfigError, match="trained on another featurisation .* retrain it"):
         Encoder.load(root, v1)
+
+
+def test_evaluate_serves_an_encoder_only_from_its_training_cutoff_on(trained):
+    """Before its cutoff a version's outputs are in-sample fits of the events it trained on: the ranker of the
+    `evaluate --encoder` rows learned the encoder feature from them, which no deployed model ever shows it."""
+    from stream_app.core.ordering import rounds
+    from stream_app.evaluate.models import StreamAppModel
+    from stream_app.stream.partitioning import partition_of
+    from stream_app.tools.recorded import load_sorted
+
+    root, v1, _ = trained
+    encoder = Encoder.load(root, v1)
+    cutoff = encoder.manifest["training"]["train_until_ts"]
+    settings = Settings().replace(rec_policy="every")
+    model = StreamAppModel(settings, encoder=encoder)
+    served = {True: 0, False: 0}
+    for epoch, released in rounds(load_sorted(OTTO_SAMPLE, "otto")[0], settings, partition_of):
+        events = [Event.from_dict(r.item) for r in released]
+        model.begin_batch(events, epoch)
+        for event in events:
+            model.learn(event)
+            assert (model.last_encoding is not None) == (event.ts >= cutoff), event.ts
+            served[event.ts >= cutoff] += 1
+    assert served[True] and served[False]

@@ -70,6 +70,9 @@ class StreamAppModel:
         self.evicted_users = 0
         self.recorded: dict[tuple[str, str], tuple[int, list[str]]] | None = {} if record else None
         self.expects_scans = expects_scans
+        # a version serves once trained: before its cutoff its outputs are in-sample fits, which the ranker would
+        # learn to trust (a deployed model meets the ranker after its training span only)
+        self.encoder_live_from = ((encoder.manifest.get("training") or {}).get("train_until_ts") or 0) if encoder else 0
 
     def begin_batch(self, events: list[Event], epoch: int) -> None:
         self.epoch = epoch
@@ -109,7 +112,8 @@ class StreamAppModel:
         profile = self.profiles.get(event.user_id)
         if profile is None:
             profile = self.profiles[event.user_id] = new_profile(event.user_id, self.settings)
-        self.last_encoding = self.encodings.pop() if self.encoder is not None else None
+        encoding = self.encodings.pop() if self.encoder is not None else None
+        self.last_encoding = encoding if encoding is not None and event.ts >= self.encoder_live_from else None
         partition = partition_of(event.user_id, self.settings.partitions)
         self.last_ranked = None
         outcome = process(profile, event, self.index, self.settings, now_ms=0,
