@@ -411,10 +411,9 @@ def cmd_content_export(args: argparse.Namespace) -> int:
         manifest = export_content(args.model_dir, registry_dir, args.max_length)
     except ValueError as exc:
         raise StreamAppError(str(exc)) from None
-    except OSError as exc:  # transformers' "no file named model.safetensors ..." and the like, as a traceback
-        raise StreamAppError(f"cannot load the model in {args.model_dir or 'the packaged model'}: {exc}; give a "
-                             "sentence-transformers folder with its weights and tokenizer files, or leave "
-                             "--model-dir out for the packaged all-MiniLM-L6-v2") from None
+    except OSError as exc:  # transformers' "no file named model.safetensors ...": a traceback
+        raise StreamAppError(f"cannot load the model in {args.model_dir}: {exc}; give a sentence-transformers folder "
+                             "with its weights and tokenizer files, or leave --model-dir out") from None
     speed = _titles_per_second(TextEncoder.load(registry_dir, manifest["version"]), list(PARITY_TITLES) * 32, 64)
     print(manifest["version"])
     print(f"{manifest['base_model']}: dim {manifest['dim']}, up to {manifest['max_length']} tokens; parity with torch "

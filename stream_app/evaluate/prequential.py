@@ -240,11 +240,7 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
         "models": {name: {**board.summary(catalog), "events_per_s": n / spent[name] if spent[name] else None}
                    for name, board in boards.items()},
     }
-    for model in models:  # a filled row of a source with nothing to work from shows popular items only
-        if isinstance(model, SingleSource) and not model.proposed:
-            result["models"][model.name]["source_proposed_nothing"] = True
-        if isinstance(model, SingleSource) and model.reuses_candidates:  # its time is mostly the stream-app row's
-            result["models"][model.name]["events_per_s"] = None
+    _mark_rows(models, result["models"])
     if record:
         result["recorded"] = hybrid.recorded
         result["profiles"] = hybrid.profiles
@@ -252,6 +248,16 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
         result["profile_accuracy"] = {model.name: profile_accuracy(model.profiles, truth)
                                       for model in models if isinstance(model, StreamAppModel)}
     return result
+
+
+def _mark_rows(models: list[Any], rows: dict[str, dict[str, Any]]) -> None:
+    """A filled row of a source with nothing to work from shows popular items only; a row that ranks the stream-app
+    row's candidates has no events/s of its own (its time is mostly that row's)."""
+    for model in models:
+        if isinstance(model, SingleSource) and not model.proposed:
+            rows[model.name]["source_proposed_nothing"] = True
+        if isinstance(model, SingleSource) and model.reuses_candidates:
+            rows[model.name]["events_per_s"] = None
 
 
 def time_split(first_ts: int, last_ts: int, share: float) -> int:
