@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import fastjsonschema
@@ -245,7 +245,7 @@ def redrive(settings: Settings, reasons: set[str], from_start: bool = False, dry
         elif isinstance(resend := resend_of(letter, record.key, settings), str):
             summary.left[resend] += 1
         else:
-            resend.letter = f"{settings.topics.dlq}/{record.partition}/{record.offset}"
+            resend = replace(resend, letter=f"{settings.topics.dlq}/{record.partition}/{record.offset}")
             candidates.append((resend, record.key, record.partition, record.offset))
     erasures = ErasureCheck.read(settings) if candidates else None
     for resend, *_ in candidates:
