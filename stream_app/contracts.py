@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import fastjsonschema
 import orjson
@@ -30,6 +30,9 @@ SCHEMA_VERSION = 1
 DEAD_LETTER_PAYLOAD_BYTES = 384 * 1024
 DEAD_LETTER_KEY_BYTES = 1024
 DEAD_LETTER_DETAIL_CHARS = 4096
+# The input's own headers (tracing ids, a producer's content type) are kept too, so a re-drive sends them on: in
+# their order, as many as fit in 16 KiB of keys and values; the letter counts those left out.
+DEAD_LETTER_HEADER_BYTES = 16 * 1024
 
 
 def schema_dir() -> Path:
@@ -60,6 +63,8 @@ COUNTED_HEADER = "stream-app-counted"
 #: refused again names that letter in its own (`source.redrive_of`), so the two can be linked.
 REDRIVE_OF_HEADER = "stream-app-redrive-of"
 REDRIVE_OF_SHAPE = re.compile(r"[A-Za-z0-9._-]{1,249}/[0-9]{1,10}/[0-9]{1,19}")
+#: Headers a letter states in its own fields (or a re-drive sets anew), so not among the input's headers it keeps.
+OWN_HEADERS = frozenset({REDRIVE_HEADER, COUNTED_HEADER, REDRIVE_OF_HEADER})
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +75,7 @@ class Source:
     timestamp: int | None = None  # the input record's Kafka timestamp (ms): a re-drive sends the record with it
     counted: bool = False  # the record carried COUNTED_HEADER: a re-drive of its dead letter carries it on
     redrive_of: str | None = None  # the record was a re-driven copy of this dead letter (REDRIVE_OF_HEADER)
+    headers: Sequence[tuple[str, bytes | None]] = ()  # the input record's headers, as the Kafka client gave them
 
     def __str__(self) -> str:
         return f"{self.topic}[{self.partition}]@{self.offset}"
@@ -103,6 +109,11 @@ class Rejection:
             record["source"]["counted"] = True
         if self.source.redrive_of is not None:
             record["source"]["redrive_of"] = self.source.redrive_of
+        kept, left_out = letter_headers_of(self.source.headers)
+        if kept:
+            record["source"]["headers"] = kept
+        if left_out:
+            record["source"]["headers_left_out"] = left_out
         if self.null_value:
             record["payload_null"] = True
         payload = self.payload
@@ -124,6 +135,36 @@ class Rejection:
         if self.key is None or len(self.key) <= DEAD_LETTER_KEY_BYTES:
             return self.key
         return hashlib.sha256(self.key).hexdigest().encode("ascii")
+
+
+def letter_headers_of(headers: Sequence[tuple[Any, bytes | None]]) -> tuple[list[dict[str, Any]], int]:
+    """An input's headers as its dead letter keeps them (but OWN_HEADERS), and how many did not fit in
+    DEAD_LETTER_HEADER_BYTES: each value as text when it is UTF-8 that JSON does not inflate, else as base64 (as
+    the payload); a null value as null."""
+    kept: list[dict[str, Any]] = []
+    left_out = room = 0
+    for name, value in headers or ():
+        key = name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
+        if key in OWN_HEADERS:
+            continue
+        size = len(key.encode()) + len(value or b"")
+        if room + size > DEAD_LETTER_HEADER_BYTES:
+            left_out += 1
+            continue
+        room += size
+        text = _text_or_none(value)
+        if text is not None and len(orjson.dumps(text)) > len(value or b"") * 4 // 3 + 2:  # as the payload's
+            text = None
+        kept.append({"key": key, "value_null": True} if value is None else {"key": key, "value_text": text}
+                    if text is not None else {"key": key, "value_base64": base64.b64encode(value).decode("ascii")})
+    return kept, left_out
+
+
+def input_headers(letter: dict[str, Any]) -> list[tuple[str, bytes | None]]:
+    """The input's headers a dead letter kept (letter_headers_of), to send again with its payload."""
+    headers = (letter.get("source") or {}).get("headers") or []
+    return [(header["key"], None if header.get("value_null") else header["value_text"].encode()
+             if "value_text" in header else base64.b64decode(header["value_base64"], validate=True)) for header in headers]
 
 
 def _key_text(key: bytes | None) -> str | None:

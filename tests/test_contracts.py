@@ -11,6 +11,7 @@ from stream_app.contracts import (
     check_erasure,
     check_input,
     dead_letter_users,
+    input_headers,
     input_users,
     load_schema,
 )
@@ -91,9 +92,11 @@ def test_a_dead_letter_stays_under_a_megabyte_whatever_came_in():
 
     payload = b"\x01" * 2_000_000
     key = "ü".encode() * 50_000  # 100 KB
-    rejection = check(payload, key=key, max_bytes=64 * 1024)
+    headers = [(f"h{i}", b"\x01" * 4000) for i in range(100)]  # 400 KB of headers, as many escaped
+    rejection = check_input(payload, key, Source("events.click", 3, 42, headers=headers), "click", 64 * 1024)
     assert rejection.reason == "payload_too_large"
     record = rejection.to_record(now_ms=1)
+    assert len(record["source"]["headers"]) == 4 and record["source"]["headers_left_out"] == 96
     written = orjson.dumps(record)
     assert len(written) < 600 * 1024  # Apache Kafka refuses records over 1 MiB by default
     jsonschema.validate(record, load_schema("dead-letter"))
@@ -103,6 +106,22 @@ def test_a_dead_letter_stays_under_a_megabyte_whatever_came_in():
     assert base64.b64decode(record["payload_base64"]) == payload[:384 * 1024]  # shorter than escaped text
     assert record["key_text"] == "ü" * 512
     assert rejection.message_key() == hashlib.sha256(key).hexdigest().encode()
+
+
+def test_a_dead_letter_keeps_the_inputs_own_headers_in_order_but_those_it_states_itself():
+    headers = (("traceparent", b"00-abc"), ("stream-app-counted", b"1"), ("raw", b"\xff\x00"), ("none", None),
+               ("stream-app-redrive-of", b"events.dlq/0/1"), ("big", b"x" * 16_384), ("last", b"\x01"))
+    rejection = check_input(b"{", b"u1", Source("events.click", 3, 42, headers=headers), "click", 64 * 1024)
+    record = orjson.loads(orjson.dumps(rejection.to_record(now_ms=1)))
+    jsonschema.validate(record, load_schema("dead-letter"))
+    assert record["source"]["headers"] == [{"key": "traceparent", "value_text": "00-abc"},
+                                           {"key": "raw", "value_base64": "/wA="}, {"key": "none", "value_null": True},
+                                           {"key": "last", "value_base64": "AQ=="}]
+    assert record["source"]["headers_left_out"] == 1  # "big": past the 16 KiB with the others
+    assert input_headers(record) == [("traceparent", b"00-abc"), ("raw", b"\xff\x00"), ("none", None),
+                                     ("last", b"\x01")]
+    plain = check_input(b"{", b"u1", SRC, "click", 64 * 1024).to_record(now_ms=1)
+    assert "headers" not in plain["source"] and "headers_left_out" not in plain["source"]
 
 
 def test_a_dead_letter_keeps_a_payload_and_key_within_the_bound_whole():

@@ -86,6 +86,20 @@ def test_a_letter_is_sent_where_and_keyed_as_the_workers_require_or_says_why_it_
     assert isinstance(far, str) and "correct the record and produce it again" in far
 
 
+def test_a_letter_sends_its_inputs_own_headers_on_and_says_why_not_when_they_cannot_be_read():
+    settings = Settings()
+    t = settings.topics
+    headers = (("traceparent", b"00-abc"), ("raw", b"\xff"), ("none", None), ("big", b"x" * 20_000))
+    letter = orjson.loads(orjson.dumps(Rejection("key_mismatch", "why", Source(t.click, 0, 5, 7, headers=headers),
+                                                 b"u2", orjson.dumps(_event("e1", "u1"))).to_record()))
+    resend = resend_of(letter, b"u2", settings)
+    assert resend.headers == (("traceparent", b"00-abc"), ("raw", b"\xff"), ("none", None))
+    assert resend.headers_left_out == 1
+    assert resend_of(_letter("key_mismatch", t.click, orjson.dumps(_event("e2", "u1"))), b"u1", settings).headers == ()
+    letter["source"]["headers"] = [{"key": "raw", "value_base64": "not base64!"}]
+    assert "source.headers" in resend_of(letter, b"u2", settings)
+
+
 def test_an_erased_users_inputs_from_before_the_erasure_are_not_put_back_on_a_topic():
     settings = Settings()
     erased = ErasedUsers({}, settings, "", "")
@@ -179,7 +193,8 @@ def test_redrive_sends_what_was_refused_once_fixed_and_each_letter_once(make_set
     large = _event("big1", "u1", context={"blob": "x" * 4000})
     other_partition = (partition_of("u1", settings.partitions) + 1) % settings.partitions
     producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
-    producer.send(t.click, key=b"u2", value=orjson.dumps(wrong_key))
+    producer.send(t.click, key=b"u2", value=orjson.dumps(wrong_key),
+                  headers=[("traceparent", b"00-trace-01"), ("raw", b"\xff\x00")])  # the producer's own: sent on
     producer.send(t.purchase, key=b"u1", value=orjson.dumps(wrong_topic))
     producer.send(t.click, key=b"u1", value=orjson.dumps(wrong_partition), partition=other_partition)
     producer.send(t.click, key=b"u1", value=orjson.dumps(large))
@@ -208,6 +223,9 @@ def test_redrive_sends_what_was_refused_once_fixed_and_each_letter_once(make_set
     assert [(orjson.loads(r.value)["event_id"], r.timestamp) for r in resent] == [("k1", stamps["k1"])]
     (copied,) = [r for r in letters if orjson.loads(r.value)["reason"] == "key_mismatch"]
     assert (REDRIVE_OF_HEADER, f"{t.dlq}/{copied.partition}/{copied.offset}".encode()) in resent[0].headers
+    assert orjson.loads(copied.value)["source"]["headers"] == [{"key": "traceparent", "value_text": "00-trace-01"},
+                                                               {"key": "raw", "value_base64": "/wA="}]
+    assert list(resent[0].headers)[:2] == [("traceparent", b"00-trace-01"), ("raw", b"\xff\x00")]
     recs = read_all(settings.kafka_bootstrap_servers, t.recommendations, 3)
     assert sorted(orjson.loads(r.value)["trigger_event_id"] for r in recs) == ["k1", "p1", "t1"]
     assert read_profile(redis_client, "u1", settings.namespace)["event_count"] == 3

@@ -163,6 +163,9 @@ def cmd_redrive(args: argparse.Namespace) -> int:
     if summary.restarted:
         print(f"  partitions {sorted(summary.restarted)} read from their start: the positions of earlier redrives are "
               f"past their end (was {settings.topics.dlq} recreated?)")
+    if summary.headers_left_out:
+        print(f"  {summary.headers_left_out} sent without some of their input's headers: their letters kept "
+              "16 KiB of headers")
     if summary.sent_before:
         print(f"  {summary.sent_before} sent by an earlier redrive of their reason (`--from-start` sends them again)")
     never = {reason: n for reason, n in summary.other_reasons.items() if reason in NEVER_PASS}

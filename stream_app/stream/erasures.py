@@ -32,7 +32,7 @@ from ..kafka_security import consumer_kwargs
 from ..store.redis_store import MARKER_S, profile_key
 from .erased_users import ErasedUsers
 from .partitioning import partition_of
-from .ready import redrive_of
+from .ready import headers_of, redrive_of
 from .retries import PERMANENT
 from .topics import topic_retention_ms
 from .transport import CONTROL_FETCH_WAIT_MS, true_end_offsets
@@ -154,7 +154,7 @@ class ErasureFeed:
                     for record in records:
                         self.push(record.key, record.value,
                                   Source(topic, tp.partition, record.offset, record.timestamp,
-                                         redrive_of=redrive_of(record)))
+                                         redrive_of=redrive_of(record), headers=headers_of(record)))
                 if batches:
                     self.wake()
         finally:

@@ -22,7 +22,7 @@ from ..contracts import Rejection, Source, check_item
 from ..kafka_security import consumer_kwargs
 from .batch import Counters
 from .output import BatchProducer, Outbox
-from .ready import redrive_of
+from .ready import headers_of, redrive_of
 
 log = logging.getLogger("stream_app.catalogue")
 
@@ -62,7 +62,7 @@ class ItemsCheck:
 
     def check(self, message: ConsumerRecord, outbox: Outbox) -> None:
         source = Source(message.topic, message.partition, message.offset, message.timestamp,
-                        redrive_of=redrive_of(message))
+                        redrive_of=redrive_of(message), headers=headers_of(message))
         checked = check_item(message.value, message.key, source)
         if not isinstance(checked, Rejection):
             return

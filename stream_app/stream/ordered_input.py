@@ -39,7 +39,7 @@ from ..core.items import InMemoryItemIndex
 from ..core.ordering import AFTER_ALL, BEFORE_ALL, GroupMerge, Released, Sequencer
 from .faust_delivery import FaustDelivery
 from .lane_ends import ASK_EVERY_MS, LaneEnds, pause_full_lanes
-from .ready import ReadRecord, Ready, counted_before, gate, input_source, order_ts, redrive_of
+from .ready import ReadRecord, Ready, counted_before, gate, headers_of, input_source, order_ts, redrive_of
 from .stage_latency import StageLatency
 from .transport import started_reader
 
@@ -183,7 +183,7 @@ class OrderedInput(FaustDelivery):
         lane, now_ms = self.lane_of_topic[topic], int(time.time() * 1000)
         for record in records:
             source = Source(topic, partition, record.offset, record.timestamp, counted_before(record),
-                            redrive_of(record))
+                            redrive_of(record), headers_of(record))
             checked = self.checked(record.value, record.key, source, lane, record.timestamp)
             self.sequencer.push(partition, lane, order_ts(checked, record.timestamp, now_ms),
                                 (record.offset, checked, record))  # the record: the reader's copy, if owned

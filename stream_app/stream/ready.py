@@ -32,11 +32,16 @@ def redrive_of(record: Any) -> str | None:
     return None
 
 
+def headers_of(record: Any) -> Any:
+    """A record's headers as its Kafka client gave them, () for none: its dead letter keeps them."""
+    return getattr(record, "headers", None) or ()
+
+
 def input_source(message: Any) -> Source:
     """Where a Faust message was read, with its Kafka timestamp in ms (Faust gives it in seconds)."""
     stamp = round(message.timestamp * 1000) if message.timestamp is not None else None
     return Source(message.topic, message.partition, message.offset, stamp, counted_before(message),
-                  redrive_of(message))
+                  redrive_of(message), headers_of(message))
 
 
 def gate(value: bytes | None, key: bytes | None, source: Source, event_type: str, reference_ms: int | None,

@@ -26,6 +26,7 @@ from ..contracts import (
     LISTED_AHEAD_DAYS,
     REDRIVE_HEADER,
     REDRIVE_OF_HEADER,
+    input_headers,
     input_users,
     letter_payload,
     load_schema,
@@ -58,6 +59,8 @@ class Resend:
     record_ts: int | None = None  # the input record's Kafka timestamp, when the letter kept it
     counted: bool = False  # the item state counted its event when it was first read (COUNTED_HEADER)
     letter: str | None = None  # the dead letter copied, "<topic>/<partition>/<offset>" (REDRIVE_OF_HEADER)
+    headers: tuple[tuple[str, bytes | None], ...] = ()  # the input's own headers, as its letter kept them
+    headers_left_out: int = 0  # of the input's headers, those its letter had no room for
 
 
 @dataclass
@@ -68,6 +71,7 @@ class RedriveSummary:
     left: Counter = field(default_factory=Counter)  # why a letter was not sent -> how many
     other_reasons: Counter = field(default_factory=Counter)  # reason not asked for -> how many
     sent_before: int = 0  # letters an earlier redrive of their reason read
+    headers_left_out: int = 0  # letters sent again without some of their input's headers (no room in the letter)
     restarted: set[int] = field(default_factory=set)  # partitions read from their start: positions past their end
     ranges: dict[int, tuple[int, int]] = field(default_factory=dict)  # partition -> first offset read, end
     dry_run: bool = False
@@ -75,6 +79,7 @@ class RedriveSummary:
     def as_dict(self) -> dict[str, Any]:
         return {"read": self.read, "sent": dict(self.sent), "by_reason": dict(self.by_reason),
                 "left": dict(self.left), "other_reasons": dict(self.other_reasons), "sent_before": self.sent_before,
+                "headers_left_out": self.headers_left_out,
                 "restarted_partitions": sorted(self.restarted),
                 "dry_run": self.dry_run, "ranges": {str(p): list(r) for p, r in sorted(self.ranges.items())}}
 
@@ -100,6 +105,10 @@ def resend_of(letter: dict[str, Any], key: bytes | None, settings: Settings) -> 
     value = letter_payload(letter)
     parsed = _json_object(value)
     source = letter.get("source") or {}
+    try:
+        own_headers = {"headers": tuple(input_headers(letter)), "headers_left_out": int(source.get("headers_left_out") or 0)}
+    except (KeyError, TypeError, ValueError, AttributeError):  # binascii.Error is a ValueError
+        return "its input's headers are not kept as a dead letter keeps them (source.headers)"
     origin, stamp = source.get("topic"), source.get("timestamp")
     record_ts = stamp if isinstance(stamp, int) and not isinstance(stamp, bool) else None
     ts = parsed.get("ts") if isinstance(parsed.get("ts"), int) and not isinstance(parsed.get("ts"), bool) else None
@@ -113,15 +122,15 @@ def resend_of(letter: dict[str, Any], key: bytes | None, settings: Settings) -> 
         item = parsed.get("item_id")
         kept = letter.get("key_text")
         item_key = item.encode() if isinstance(item, str) else kept.encode() if isinstance(kept, str) else None
-        return Resend(origin, item_key, value, None, reason, record_ts)
+        return Resend(origin, item_key, value, None, reason, record_ts, **own_headers)
     if origin in topics.inputs or (origin != topics.erasures and source.get("line") is None
                                    and event_type in EVENT_TYPES):
         # a worker's letter, or an event `replay` refused (its source is the file): the event's type says where
         topic = topics.for_type(event_type) if event_type in EVENT_TYPES else origin
         counted = reason == "processing_error" or source.get("counted") is True
-        return Resend(topic, user_key, value, ts, reason, record_ts, counted)
+        return Resend(topic, user_key, value, ts, reason, record_ts, counted, **own_headers)
     if origin == topics.erasures:
-        return Resend(origin, user_key, value, None, reason, record_ts)
+        return Resend(origin, user_key, value, None, reason, record_ts, **own_headers)
     if source.get("line") is not None:
         return "a line of a file: correct the file and run `stream-app replay` (or `items load`) on it again"
     return f"from {origin}, not an input topic of this namespace"
@@ -262,6 +271,7 @@ def redrive(settings: Settings, reasons: set[str], from_start: bool = False, dry
     for *_, resend in resends:
         summary.sent[resend.topic] += 1
         summary.by_reason[resend.reason] += 1
+        summary.headers_left_out += resend.headers_left_out > 0
     if not dry_run:
         _send([resend for *_, resend in resends], settings)
         ensure_topics(settings)  # the positions topic, on a namespace whose workers are older than it
@@ -275,7 +285,8 @@ def _send(resends: list[Resend], settings: Settings) -> None:
     producer, produced = make_producer(settings), Produced()
     try:
         for resend in resends:
-            headers = [(REDRIVE_HEADER, resend.reason.encode())] + ([(COUNTED_HEADER, b"1")] if resend.counted else [])
+            headers = [*resend.headers, (REDRIVE_HEADER, resend.reason.encode())] + \
+                ([(COUNTED_HEADER, b"1")] if resend.counted else [])
             if resend.letter is not None:
                 headers.append((REDRIVE_OF_HEADER, resend.letter.encode()))
             producer.send(resend.topic, key=resend.key, value=resend.value, timestamp_ms=resend.record_ts,
