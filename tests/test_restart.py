@@ -189,6 +189,28 @@ def test_profiles_and_learners_the_worker_wrote_leave_with_their_partition_at_a_
     assert set(learners.data) == {str(p).encode() for p in kept}
 
 
+def test_a_partitions_learners_mark_leaves_with_it_and_is_read_again_from_its_changelog_when_it_returns():
+    """A mark the worker wrote that never reached the changelog (a fenced late batch) stayed after the partition left:
+    back, its restore read lower marks under it, and a learners record whose profiles were lost passed as whole."""
+    from faust.types import TP
+
+    from stream_app.stream.learner_table import with_learners_mark
+
+    app = faust.App("marks-test", store="memory://", broker="kafka://localhost:1")
+    profiles = ProfileTable(app, name="profiles", beacon=app.tables.beacon, key_type=bytes, value_type=bytes,
+                            partitions=8).data
+    one, two = (next(f"user{i}" for i in range(100) if partition_of(f"user{i}", 8) == p) for p in (1, 2))
+    profiles[one.encode()] = with_learners_mark(snapshot(one, 2, 10), 9)
+    profiles[two.encode()] = with_learners_mark(snapshot(two, 2, 10), 4)
+    assert (profiles.highest_mark(1), profiles.highest_mark(2)) == (9, 4)
+    asyncio.run(profiles.on_recovery_completed({TP("t", 2)}, set()))  # partition 1 revoked
+    assert (profiles.highest_mark(1), profiles.highest_mark(2)) == (None, 4)
+    restored = with_learners_mark(snapshot(one, 1, 10), 7)  # back: its changelog holds the mark 7 at most
+    profiles.apply_changelog_batch([SimpleNamespace(key=one.encode(), value=restored, message=SimpleNamespace(
+        value=restored, partition=1, offset=0))], lambda k: k, lambda v: v)
+    assert profiles.highest_mark(1) == 7
+
+
 def test_the_learners_store_restores_the_most_written_learners_and_keeps_their_offset_until_rewritten():
     app = faust.App("offsets-test", store="memory://", broker="kafka://localhost:1")
     store = LearnersTable(app, name="learners", beacon=app.tables.beacon, key_type=bytes, value_type=bytes).data

@@ -110,6 +110,15 @@ class NewestProfileStore(RestoredStore):
         if mark is not None and mark > self.marks.get(partition, 0):
             self.marks[partition] = mark
 
+    async def on_recovery_completed(self, active_tps: Set[TP], standby_tps: Set[TP]) -> None:
+        await super().on_recovery_completed(active_tps, standby_tps)
+        # A partition gone drops its mark with its profiles: one that comes back is restored from its changelog's
+        # start, and a mark of the worker's own writes that never reached it (a fenced late batch) must not hide
+        # that the profiles of its learners' last batch were lost.
+        owned = {tp.partition for tp in active_tps}
+        for partition in [partition for partition in self.marks if partition not in owned]:
+            del self.marks[partition]
+
     def highest_mark(self, partition: int) -> int | None:
         """The highest learners mark among the profiles of `partition` the store took up or was given, tombstoned
         since or not (learner_table): None if none was marked."""
