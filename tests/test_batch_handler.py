@@ -35,10 +35,10 @@ def make_events() -> list[Event]:
             for i, item in enumerate(items)]
 
 
-def ready(event: Event, offset: int) -> Ready:
+def ready(event: Event, offset: int, partition: int = 0) -> Ready:
     value = orjson.dumps({"event_id": event.event_id})
-    message = SimpleNamespace(topic="events.clicks", partition=0, offset=offset, key=USER.encode(), value=value,
-                              timestamp=event.ts / 1000)
+    message = SimpleNamespace(topic="events.clicks", partition=partition, offset=offset, key=event.user_id.encode(),
+                              value=value, timestamp=event.ts / 1000)
     return Ready(entry=None, event=SimpleNamespace(message=message), checked=event)
 
 
@@ -483,34 +483,47 @@ def test_an_erasure_deletes_the_profile_everywhere_and_says_so_in_its_receipt(se
     assert "  left: 1 dead letter on " in describe(sent)  # it said "1 dead letters"
 
 
-def test_every_state_record_names_the_partition_it_is_state_of_and_nothing_else_does(settings, monkeypatch):
+def test_every_state_record_names_the_partition_it_is_state_of_and_nothing_else_does(settings):
     """The fence of a batch that outlived a revoke (output.Outbox.fence) drops records by these owners: a state
-    record without one would reach a compacted topic after its partition's new owner wrote the key."""
+    record without one, or with another partition's, would reach a compacted topic after its partition's new owner
+    wrote the key. Users of two partitions, neither 0, so an owner taken from elsewhere shows."""
     from stream_app.stream.erasures import ErasedUsers
+    from stream_app.stream.partitioning import partition_of
 
     state_topics = {"profiles.changelog", settings.topics.profiles, "learners.changelog", "erased.changelog"}
+    by_partition = {partition_of(f"u{i}", settings.partitions): f"u{i}" for i in range(100)}
+    users = [by_partition[3], by_partition[5]]
 
     def owners(handler: BatchHandler) -> dict[str, set]:
         found: dict[str, set] = {}
-        for (topic, _, _, _), owner in zip(handler.outbox.records, handler.outbox.owners, strict=True):
+        for (topic, key, _, _), owner in zip(handler.outbox.records, handler.outbox.owners, strict=True):
             found.setdefault(topic, set()).add(owner)
+            if topic in ("profiles.changelog", settings.topics.profiles):  # a user's profile: its user's partition
+                assert owner == partition_of(key.decode(), settings.partitions), (topic, key, owner)
         return found
 
+    events = [Event.from_dict({"event_id": f"e{i}", "user_id": users[i % 2], "item_id": item, "type": "click",
+                               "ts": 1_700_000_000_000 + 60_000 * i, "schema_version": 1})
+              for i, item in enumerate(["a", "b", "c", "a", "d", "b", "e", "c"])]
     profiles: dict = {}
-    processed = run(make_events(), settings, profiles, {}, None, monkeypatch)  # the events are of partition 0
-    found = owners(processed)
+    handler = BatchHandler(settings, profiles, PartitionState({}, settings), InMemoryItemIndex(settings), Counters(),
+                           now=0)
+    handler.process_round([ready(e, i, partition_of(e.user_id, settings.partitions)) for i, e in enumerate(events)],
+                          None, None)
+    handler.snapshots("profiles.changelog", {}, "learners.changelog")
+    found = owners(handler)
     assert {"profiles.changelog", settings.topics.profiles, "learners.changelog"} <= found.keys()
     assert settings.topics.recommendations in found
-    assert all(found[topic] == ({0} if topic in state_topics else {None}) for topic in found), found
+    assert all(found[topic] == ({3, 5} if topic in state_topics else {None}) for topic in found), found
     erased = ErasedUsers({}, settings, "erased.changelog", "profiles.changelog")
     eraser = BatchHandler(settings, profiles, PartitionState({}, settings), InMemoryItemIndex(settings), Counters(),
                           now=5, erased=erased)
-    eraser.erase(erase_request(USER, make_events()[-1].ts), 0, "worker-1")
+    eraser.erase(erase_request(users[1], events[-1].ts), 5, "worker-1")
     eraser.snapshots("profiles.changelog", {}, "learners.changelog")
-    eraser.send_receipts({USER: True})
+    eraser.send_receipts({users[1]: True})
     found = owners(eraser)
     assert {"profiles.changelog", settings.topics.profiles, "erased.changelog"} <= found.keys()
-    assert all(found[topic] == ({0} if topic in state_topics else {None}) for topic in found), found
+    assert all(found[topic] == ({5} if topic in state_topics else {None}) for topic in found), found
 
 
 def test_after_an_erasure_older_events_are_dropped_and_later_ones_start_a_new_profile(settings, monkeypatch):

@@ -145,6 +145,8 @@ def test_item_state_is_the_same_however_the_epochs_are_applied():
     stepwise.advance(last)
     assert one.index.store == stepwise.index.store
     assert one.late == stepwise.late == 0
+    items = {event.item_id for event in log}
+    assert {key for key in one.index.store if key.startswith("i:")} == {f"i:{item}" for item in items}  # all applied
 
 
 def test_an_epoch_applied_before_an_event_arrives_takes_it_into_the_next_one():
@@ -166,6 +168,8 @@ def test_a_redelivered_input_counts_once_in_the_item_state():
     once.advance(1)
     twice.advance(1)
     assert once.index.store == twice.index.store and twice.duplicates == 2
+    assert once.index.store["i:x"]["neighbors"] == {"y": pytest.approx(once.index.store["i:y"]["neighbors"]["x"])}
+    assert once.index.store["i:x"]["pop"] == pytest.approx(once.index.store["i:y"]["pop"])  # each counted, once
 
 
 def test_the_feed_remembers_each_users_last_event_ids_and_only_those():
