@@ -1057,3 +1057,41 @@ def test_an_otto_time_with_a_fraction_of_a_millisecond_is_refused_and_seconds_ro
     assert [r.rejection.detail for r in read if isinstance(r, LineRejection)] == [
         "line 1: event 0 of session 1: ts 1659304800025.9 is not a whole number of milliseconds"]
     assert [e["ts"] for e in read if not isinstance(e, LineRejection)] == [1659304800026, 1659304801026]
+
+
+def test_a_csv_written_with_a_space_after_each_comma_reads_its_quoted_fields_and_a_blank_first_line_is_passed(
+        tmp_path):
+    """A review: `u1, "i1"` gave the item '"i1"' (another item, another event id than `u1,i1`), `u1, "a,b"` was
+    refused as five fields, and a blank line before the header refused the file as having none."""
+    spaced, plain = tmp_path / "spaced.csv", tmp_path / "plain.csv"
+    spaced.write_text('\n"user_id", "item_id", type, ts\nu1, "i1", click, 1700000000000\n'
+                      'u1, "a,b", click, 1700000000001\n')
+    plain.write_text("user_id,item_id,type,ts\nu1,i1,click,1700000000000\n")
+    read = list(read_log(spaced, "csv"))
+    assert [(e["item_id"], e["ts"]) for e in read] == [("i1", 1700000000000), ("a,b", 1700000000001)]
+    assert read[0]["event_id"] == events_of(plain, "csv")[0]["event_id"]  # the same row, the same event
+
+
+def test_a_jsonl_line_without_an_event_id_is_told_how_a_csv_log_gets_them(tmp_path):
+    path = tmp_path / "log.jsonl"
+    path.write_bytes(b'{"user_id": "u", "item_id": "i", "type": "click", "ts": 1700000000000}\n')
+    (rejected,) = read_log(path, "jsonl")
+    assert "--format csv" in rejected.rejection.detail
+
+
+def test_a_log_this_user_cannot_read_is_said_so_not_a_traceback(tmp_path, monkeypatch):
+    from stream_app.tools import log_files
+    from stream_app.tools.log_files import check_file, reading_as
+
+    path = tmp_path / "log.jsonl"
+    path.write_bytes(b"{}\n")
+
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(log_files, "open", refused, raising=False)
+    with pytest.raises(InputFileError, match="cannot be read \\(Permission denied\\): check its permissions"):
+        check_file(path)
+    with pytest.raises(InputFileError, match="cannot be read as otto .*Input/output error"):
+        with reading_as(path, "otto"):
+            raise OSError(5, "Input/output error")  # a read that failed midway (a disk, a network mount)

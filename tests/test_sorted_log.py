@@ -121,3 +121,40 @@ def test_a_replay_in_runs_sends_each_partition_in_time_order(make_settings, tmp_
                 order[orjson.loads(record.value)["event_id"]])
     assert sorted(n for sent in by_partition.values() for n in sent) == list(range(len(events)))
     assert all(sent == sorted(sent) for sent in by_partition.values())  # the merged order, ties in file order
+
+
+def test_events_that_repeat_their_users_event_id_are_counted_however_the_log_is_sorted(tmp_path):
+    """`replay` said it replayed every event while the workers apply a user's event id once (a review's finding)."""
+    path = tmp_path / "log.jsonl"
+    events = [{"event_id": str(n % 2), "user_id": "u", "item_id": f"i{n}", "type": "click",
+               "ts": 1_700_000_000_000 + n, "schema_version": 1} for n in range(6)]
+    events.append({**events[0], "user_id": "v", "ts": 1_700_000_000_009})  # another user's id "0": its own
+    path.write_bytes(b"".join(orjson.dumps(event) + b"\n" for event in events))
+    for kwargs, count, repeats in (({}, 7, 4), ({"run_events": 2, "spill_dir": tmp_path}, 7, 4), ({"limit": 5}, 5, 3)):
+        with SortedLog.read(path, "jsonl", lambda event: None, **kwargs) as log:
+            assert (len(log), log.repeats) == (count, repeats), kwargs
+    from stream_app.tools.replay import ReplaySummary
+
+    said = ReplaySummary(str(path), sent={"events.click": 7}, repeats=4).lines()
+    assert "  4 of them repeat an event id their user had earlier in the log: the workers apply each once (as " \
+           "`evaluate` does), so 3 events are applied" in said
+
+
+def test_a_disk_that_fills_while_the_log_is_sorted_is_said_with_what_to_do(tmp_path, monkeypatch):
+    import errno
+
+    import pytest
+
+    from stream_app.errors import StreamAppError
+    from stream_app.tools import sorted_log
+
+    path = tmp_path / "log.jsonl"
+    _write_log(path, 600)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(sorted_log, "open", full, raising=False)
+    with pytest.raises(StreamAppError, match="No space left on device .*TMPDIR.*--sort-in-memory"):
+        SortedLog.read(path, "jsonl", lambda event: None, run_events=100, spill_dir=tmp_path)
+    assert not list(tmp_path.glob("stream-app-sort-*"))  # the spill folder went with the failure

@@ -40,3 +40,15 @@ def test_the_truth_and_the_summary_count_the_users_of_the_log_only(tmp_path):
     generated_events, generated_users = generate(SynthConfig(events=2000))
     list(generated_events)
     assert sum(1 for user in generated_users.values() if user.sessions > 0) > len(logged)  # the case is there
+
+
+def test_synth_days_are_bounded_by_the_event_times_the_schema_takes():
+    import argparse
+
+    import pytest
+
+    from stream_app.cli.arg_types import synth_days
+
+    assert synth_days("28") == 28 and synth_days("356524") == 356_524
+    with pytest.raises(argparse.ArgumentTypeError, match="at most 356,524 days"):
+        synth_days("356525")

@@ -68,6 +68,20 @@ def fraction(text: str) -> float:
 count = at_least(1)  # events, users, items, epochs, sizes: one or more
 
 
+def synth_days(text: str) -> int:
+    """An argparse type: the days a synthetic log spans, as many as keep its event times within the input schema's
+    (before the year 3000) from its start."""
+    from ..contracts import load_schema
+    from ..tools.synth import DAY_MS, SynthConfig
+
+    value = count(text)
+    most = (load_schema("input-event")["properties"]["ts"]["maximum"] - SynthConfig.start_ms) // DAY_MS
+    if value > most:
+        raise argparse.ArgumentTypeError(f"at most {most:,} days (the log starts in November 2023 and event times end "
+                                         f"in the year 3000), not {text}")
+    return value
+
+
 def user_id(text: str) -> str:
     """An argparse type: a user id as the events' schema has them (a lookup of any other finds nothing)."""
     from ..contracts import load_schema

@@ -111,7 +111,7 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
     sy.add_argument("--seed", type=arg.seed, default=7,
                     help="the random seed (default 7); user and event ids do not depend on it, so logs of two seeds share "
                          "ids: replay each into empty topics (another STREAM_APP_NAMESPACE), not one after the other")
-    sy.add_argument("--days", type=arg.count, default=28, help="the span of event time the log covers (default 28)")
+    sy.add_argument("--days", type=arg.synth_days, default=28, help="the span of event time the log covers (default 28)")
     sy.add_argument("--no-repeat", action="store_true", help="a user never interacts twice with one item")
     sy.set_defaults(fn=cmd_synth)
 

@@ -56,10 +56,13 @@ class CsvRows:
         self.multiline = multiline
         self.renamed = False  # the header's names were read as another's (Online Retail II's as Online Retail's)
         self._tap = _LineTap(fh)
-        self._reader = csv.reader(self._tap)
+        # a space after each comma ("user_id, item_id", `u1, "a,b"`) is not part of the field, quoted or not
+        self._reader = csv.reader(self._tap, skipinitialspace=True)
         try:
-            # names as written with a space after each comma ("user_id, item_id") are the names
-            self.header: list[str] = [name.strip() for name in next(self._reader)]
+            names = next(self._reader)
+            while not any(name.strip() for name in names):  # blank lines before the header
+                names = next(self._reader)
+            self.header: list[str] = [name.strip() for name in names]
         except (StopIteration, csv.Error):
             self.header = []
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import codecs
 import csv
 import gzip
-import io
 import zipfile
 import zlib
 from contextlib import contextmanager
@@ -61,10 +60,14 @@ def check_file(path: Path) -> None:
         raise InputFileError(f"{path}: no such file")
     if not path.is_file():
         raise InputFileError(f"{path}: not a regular file; give a file")
-    if path.stat().st_size == 0:
-        raise InputFileError(f"{path}: the file is empty")
-    with open(path, "rb") as fh:
-        head = fh.read(8)
+    try:
+        if path.stat().st_size == 0:
+            raise InputFileError(f"{path}: the file is empty")
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError as exc:
+        raise InputFileError(f"{path}: cannot be read ({exc.strerror or exc}): check its permissions (this command "
+                             "runs as a user who must be able to read it)") from None
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         raise InputFileError(f"{path}: a UTF-16 text file (as Excel's \"Unicode Text\" saves): save it as CSV "
                              "UTF-8 and give that file")
@@ -104,7 +107,7 @@ def reading_as(path: str | Path, fmt: str) -> Iterator[None]:
     naming the file and the format, instead of the decoder's exception."""
     try:
         yield
-    except (UnicodeDecodeError, csv.Error, io.UnsupportedOperation,
+    except (UnicodeDecodeError, csv.Error, OSError,  # OSError: a read that failed (a disk, a network mount)
             EOFError, gzip.BadGzipFile, zlib.error) as exc:  # the last three: a truncated or corrupt .gz
         damaged = " (the gzip file is truncated or damaged: download or copy it again)" \
             if isinstance(exc, (EOFError, gzip.BadGzipFile, zlib.error)) else ""

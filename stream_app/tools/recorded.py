@@ -126,7 +126,7 @@ def read_jsonl(path: Path) -> Iterator[Read]:
         except orjson.JSONDecodeError as exc:
             yield _reject(path, line, "invalid_json", f"not JSON: {exc}", raw)
             continue
-        checked = _checked(path, line, event, raw)
+        checked = _checked(path, line, event, raw, "jsonl")
         yield checked if isinstance(checked, LineRejection) else as_integers(checked)
 
 

@@ -34,6 +34,7 @@ class ReplaySummary:
     first_rejection: str = ""  # the first dead letter's reason and detail
     erased: int = 0  # rejected lines of erased users, not dead-lettered (that would store them again)
     limit_cut: bool = False  # a --limit left events out: the lines skipped or rejected are the whole file's
+    repeats: int = 0  # events sent whose id their user had earlier in the log: the workers apply each once
 
     @property
     def total(self) -> int:
@@ -53,6 +54,9 @@ class ReplaySummary:
             out.append(f"  rejected {self.rejected} unreadable lines or events of them, or events the workers would "
                        f"refuse (over the size limit, a time outside the accepted window) -> dead-letter topic{first}; "
                        f"{DEAD_LETTERS_SAID}{whole}")
+        if self.repeats:
+            out.append(f"  {self.repeats:,} of them repeat an event id their user had earlier in the log: the workers apply "
+                       f"each once (as `evaluate` does), so {self.total - self.repeats:,} events are applied")
         if self.erased:
             out.append(f"  left out {self.erased} rejected lines or events of erased users, dated at or before their "
                        "erasure or undated (a dead letter would store them again; STREAM_APP_REPLAY_ERASED=1 keeps them)")
@@ -315,7 +319,7 @@ def _send(settings: Settings, log: SortedLog, path: str | Path, fmt: str, rate: 
     warn_about_times(settings, log.first_ts, log.last_ts, fmt, progress_stream)
     first = first_rejection(rejected) if rejected else rejection_said(refused[0]) if refused else ""
     summary = ReplaySummary(str(path), rejected=len(rejected) + len(refused), skipped=skipped, first_rejection=first,
-                            erased=erased, limit_cut=log.cut.events_beyond)
+                            erased=erased, limit_cut=log.cut.events_beyond, repeats=log.repeats)
     producer = make_producer(settings)
     started = time.monotonic()
     interrupted = False

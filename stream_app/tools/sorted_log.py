@@ -3,20 +3,22 @@
 `replay` sends a log in timestamp order, but published logs are not in it (OTTO's files are by session,
 hundreds of millions of events). The reader's events are sorted in runs of `run_events` held in memory;
 a log longer than one run spills each sorted run to a temporary file (JSON lines) and the runs are merged
-as the events are sent, so memory holds one run and a line per run, and the system's temporary folder
-(TMPDIR) about the log's size.
+as the events are sent, so memory holds one run, a line per run and 8 bytes an event (to count the repeated event
+ids), and the system's temporary folder (TMPDIR) about the log's size.
 """
 
 from __future__ import annotations
 
+import array
 import errno
 import heapq
 import resource
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator
+from typing import IO, Any, Callable, Iterable, Iterator
 
+import numpy as np
 import orjson
 
 from ..errors import StreamAppError
@@ -104,6 +106,7 @@ class SortedLog:
         self.rejected: list[LineRejection] = []
         self.refused: list[Refused] = []
         self.count = 0
+        self.repeats = 0  # events whose (user, event id) an earlier accepted event of the log had: applied once
         self.cut = LimitCut()
         self.first_ts: int | None = None
         self.last_ts: int | None = None
@@ -123,6 +126,7 @@ class SortedLog:
             events, log.rejected, log.refused = load_accepted(path, fmt, refusal, limit, stats, log.cut)
             log._memory = [(event["ts"], n, event) for n, event in enumerate(events)]
             log._count(log._memory)
+            log.repeats = len(events) - len({(event["user_id"], event["event_id"]) for event in events})
             return log
         try:
             log._read(path, fmt, refusal, stats, run_events)
@@ -135,6 +139,7 @@ class SortedLog:
     def _read(self, path: str | Path, fmt: str, refusal: Callable[[dict[str, Any]], tuple[str, str] | None],
               stats: OnlineRetailStats | None, run_events: int) -> None:
         run: list[Keyed] = []
+        ids = array.array("q")  # a 64-bit hash of each accepted event's (user, event id): 8 bytes an event
         stats = own_stats(fmt, stats)
         with reading_as(path, fmt):
             for n, read in enumerate(read_log(path, fmt, stats)):
@@ -144,12 +149,15 @@ class SortedLog:
                     self.refused.append((read, *why))
                 else:
                     run.append((read["ts"], n, read))
+                    ids.append(hash((read["user_id"], read["event_id"])))
                     if len(run) >= run_events:
                         self._spill(run)
                         run = []
         if not run and not self.runs and not self.refused:
             raise nothing_in(path, fmt, self.rejected, stats)
         self.refused.sort(key=lambda found: found[0]["ts"])
+        self.repeats = len(ids) - len(np.unique(np.frombuffer(ids, dtype=np.int64))) if ids else 0
+        del ids
         if self.runs:
             self._spill(run)
         else:
@@ -173,8 +181,7 @@ class SortedLog:
         if self._folder is None:
             self._folder = tempfile.TemporaryDirectory(prefix="stream-app-sort-", dir=self._spill_dir)
         path = Path(self._folder.name) / f"run-{len(self.runs):05d}.jsonl"
-        with open(path, "wb") as out:
-            out.writelines(orjson.dumps(keyed) + b"\n" for keyed in run)
+        _write_run(path, run)
         self.runs.append(path)
 
     def _merge_down(self, fan_in: int) -> None:
@@ -189,8 +196,7 @@ class SortedLog:
                     merged.append(group[0])
                     continue
                 path = group[0].with_name(f"merged-{level}-{len(merged):05d}.jsonl")
-                with open(path, "wb") as out:
-                    out.writelines(orjson.dumps(keyed) + b"\n" for keyed in _merged_runs(group))
+                _write_run(path, _merged_runs(group))
                 for done in group:
                     done.unlink()
                 merged.append(path)
@@ -227,6 +233,17 @@ class SortedLog:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _write_run(path: Path, keyed_events: Iterable[Keyed]) -> None:
+    """A sorted run written to the spill folder; a full disk (or a file size limit) said as what to do."""
+    try:
+        with open(path, "wb") as out:
+            out.writelines(orjson.dumps(keyed) + b"\n" for keyed in keyed_events)
+    except OSError as exc:
+        raise StreamAppError(f"sorting the log on disk in {path.parent.parent}: {exc.strerror or exc} (it needs about "
+                             "the log's size): free space there, or set TMPDIR to a folder with room, or sort in "
+                             "longer runs in memory (--sort-in-memory N)") from None
 
 
 def _order(keyed: Keyed) -> tuple[int, int]:
