@@ -378,3 +378,47 @@ def test_a_worker_that_takes_up_a_partition_applies_the_erasures_it_read_before_
     time.sleep(2)  # a request applied again would show by now
     assert receipts() == sorted([(applied["request_id"], str(second.pid)), (pending, str(first.pid))])
     assert owned(first) == set(range(settings.partitions))
+
+
+def test_a_request_the_broker_does_not_take_is_said_not_printed_as_requested(monkeypatch, capsys):
+    """kafka-python's flush only logs a record the broker refused (no right to write the topic): `erase` printed
+    "requested" and exited 0 (a review's finding). The users whose requests went are not named as unsent."""
+    from kafka.errors import TopicAuthorizationFailedError
+
+    from stream_app.errors import StreamAppError
+    from stream_app.tools import erase
+
+    class Sent:
+        def __init__(self, error):
+            self.error = error
+
+        def add_callback(self, fn):
+            if self.error is None:
+                fn(object())
+            return self
+
+        def add_errback(self, fn):
+            if self.error is not None:
+                fn(self.error)
+            return self
+
+    class Producer:
+        def __init__(self, **kwargs):
+            self.sent = []
+
+        def send(self, topic, key, value):
+            return Sent(TopicAuthorizationFailedError(topic) if key in (b"alice", b"carol") else None)
+
+        def flush(self, timeout=None):
+            pass
+
+        def close(self, timeout=None):
+            pass
+
+    monkeypatch.setattr(erase, "KafkaProducer", Producer)
+    monkeypatch.setattr(erase, "ensure_topics", lambda settings: None)
+    settings = Settings(kafka_bootstrap_servers="127.0.0.1:1")
+    with pytest.raises(StreamAppError, match=r"of 2 of 3 users \('alice', 'carol'\): TopicAuthorizationFailedError"):
+        erase_users(settings, ["alice", "bob", "carol"], None)
+    assert "requested" not in capsys.readouterr().out
+    assert len(publish_erasures(settings, ["bob"])) == 1  # all taken: the requests

@@ -168,3 +168,27 @@ def test_a_repair_that_read_the_topic_before_an_evictions_tombstone_does_not_bri
     assert read_profile(redis_client, "idle", settings.namespace) == {}
     assert redis_client.hgetall(profile_key("idle", settings.namespace)) == {
         b"evicted_generation": b"1000", b"evicted_at": str(batch_began).encode()}
+
+
+def test_a_profiles_topic_missing_or_empty_beside_a_redis_with_profiles_deletes_nothing_unless_forced(
+        make_settings, redis_client):
+    """A review: a topic read as empty (another cluster's bootstrap servers, no right to see it) deleted every
+    profile in Redis, and the marker that says Redis is complete stayed."""
+    import time
+
+    from stream_app.errors import ConfigError
+    from stream_app.store.redis_store import profile_users, restore_profiles
+    from stream_app.stream.topics import ensure_topics
+
+    settings = make_settings()
+    written = int(time.time() * 1000) - 120_000  # before the repair's minute of margin
+    restore_profiles(redis_client, settings.namespace, [(f"u{n}", 3, 7, b'{"version": 3}', 1) for n in range(3)],
+                     written)
+    with pytest.raises(ConfigError, match="does not exist, or this account cannot see it"):
+        repair_redis(settings)
+    ensure_topics(settings)  # there, and empty
+    with pytest.raises(ConfigError, match="holds no snapshot while Redis holds 3 profiles.*--force"):
+        repair_redis(settings)
+    assert sorted(profile_users(redis_client, settings.namespace)) == ["u0", "u1", "u2"]
+    assert repair_redis(settings, force=True).deleted == 3
+    assert not list(profile_users(redis_client, settings.namespace))

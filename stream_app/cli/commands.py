@@ -222,7 +222,7 @@ def cmd_repair_redis(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     try:
-        summary = repair_redis(settings)
+        summary = repair_redis(settings, force=args.force)
     except redis.RedisError as exc:  # nothing half-done to undo: a rerun writes what is missing
         raise redis_trouble(settings, exc) from None
     print(f"read {summary.snapshots_read} snapshots of {summary.users} users from the profiles topic ({summary.tombstoned} "

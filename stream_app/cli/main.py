@@ -330,12 +330,15 @@ def add_store_commands(sub: argparse._SubParsersAction) -> None:
     rr.add_argument("users", nargs="*", metavar="USER", type=arg.user_id, help="only these users' receipts (default: every one)")
     rr.add_argument("--json", action="store_true", help="print each receipt as one JSON line")
     rr.set_defaults(fn=cmd_erasure_receipts)
-    _command(sub, "repair-redis", help="rebuild the Redis mirror from the compacted profiles topic "
-                                       "(never rolls back a newer profile)", description=(
+    repair = _command(sub, "repair-redis", help="rebuild the Redis mirror from the compacted profiles topic "
+                                                "(never rolls back a newer profile)", description=(
         "Rebuild the Redis mirror of the profiles from the compacted profiles topic, after Redis lost its data or "
         "was replaced: writes each user's last snapshot unless Redis holds a newer one, deletes users whose last "
-        "record is a tombstone, and leaves out users erased since. Safe to run while workers run, and to rerun.")
-    ).set_defaults(fn=cmd_repair_redis)
+        "record is a tombstone, and leaves out users erased since. Safe to run while workers run, and to rerun."))
+    repair.add_argument("--force", action="store_true",
+                        help="delete Redis's profiles even when the profiles topic holds no snapshot at all (refused "
+                             "without it: a topic emptied or another cluster's would delete every profile)")
+    repair.set_defaults(fn=cmd_repair_redis)
 
 
 class Terminated(KeyboardInterrupt):

@@ -12,6 +12,7 @@ from typing import Any
 import fastjsonschema
 import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError, KafkaTimeoutError
 
 from ..config import Settings
 from ..contracts import letter_payload, validator
@@ -51,12 +52,30 @@ def publish_erasures(settings: Settings, users: list[str], requested_at: int | N
     requests = checked_requests(users, at, reset)
     producer = KafkaProducer(bootstrap_servers=settings.require_kafka().split(","), acks="all",
                              **kafka_python_kwargs(settings.kafka_security))
+    acknowledged: set[str] = set()
+    errors: list[BaseException] = []
     try:
         for request in requests:
-            producer.send(settings.topics.erasures, key=request["user_id"].encode(), value=orjson.dumps(request))
-        producer.flush(timeout=30)
+            user = request["user_id"]
+            try:
+                producer.send(settings.topics.erasures, key=user.encode(), value=orjson.dumps(request)).add_callback(
+                    lambda _, user=user: acknowledged.add(user)).add_errback(errors.append)
+            except KafkaError as exc:  # refused before it left (too large, no metadata): the others still go
+                errors.append(exc)
+        try:
+            producer.flush(timeout=30)
+        except KafkaTimeoutError as exc:
+            errors.append(exc)
     finally:
-        producer.close()
+        producer.close(timeout=5)
+    unsent = [request["user_id"] for request in requests if request["user_id"] not in acknowledged]
+    if unsent:  # kafka-python's flush only logs a record the broker refused: said here, not "requested"
+        raise StreamAppError(
+            f"the broker did not take the {'reset' if reset else 'erasure'} request of {len(unsent)} of {len(requests)} "
+            f"users ({', '.join(repr(user[:60]) for user in unsent[:5])}{', ...' if len(unsent) > 5 else ''})"
+            + (f": {errors[0]!r}" if errors else "") + f"; check the broker and this account's right to write "
+            f"{settings.topics.erasures}, then run the command again for them (a request applied twice deletes "
+            "nothing more)")
     return requests
 
 

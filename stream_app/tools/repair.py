@@ -22,7 +22,7 @@ from ..core.profile import snapshot_order, supersedes
 from ..errors import ConfigError
 from ..store.redis_store import delete_profiles_before, profile_users, restore_profiles
 from ..stream.erased_users import ERASED_TABLE, ErasedUsers
-from .consume import read_to_end
+from .consume import read_range, read_to_end
 
 #: Snapshots written per Redis round trip.
 CHUNK = 1000
@@ -48,7 +48,11 @@ def latest_snapshots(settings: Settings, timeout_s: float = 120.0, topic: str | 
     table's changelog), read to the end offsets of the start: as the table restores it
     (`profile.supersedes`: a later record older than the one before it is a late write of an earlier
     owner); None for a user whose last record is a tombstone."""
-    records = read_to_end(settings, topic or settings.topics.profiles, timeout_s)
+    topic = topic or settings.topics.profiles
+    records, _, ends = read_range(settings, topic, timeout_s)
+    if not ends:  # read as empty, every profile in Redis would go
+        raise ConfigError(f"the topic {topic} does not exist, or this account cannot see it: are "
+                          "KAFKA_BOOTSTRAP_SERVERS and STREAM_APP_NAMESPACE the workers'? Nothing was written or deleted")
     latest: dict[str, bytes | None] = {}
     for record in records:
         user_id = record.key.decode("utf-8")
@@ -74,12 +78,13 @@ def erased_users(settings: Settings, timeout_s: float = 120.0) -> ErasedUsers:
     return erased
 
 
-def repair_redis(settings: Settings) -> RepairSummary:
+def repair_redis(settings: Settings, force: bool = False) -> RepairSummary:
     """Write each user's newest snapshot; delete the profiles of users whose last record is a tombstone, of
     users erased after their snapshot's profile began (a late write of an earlier owner can follow the
     erasure's tombstone on the topic), and the profiles Redis holds that the topic does not (a Redis
     restored from an older backup): those written before the repair began, less a minute, so a profile a
-    running worker wrote meanwhile stays; an erased user's marker stays too."""
+    running worker wrote meanwhile stays; an erased user's marker stays too. A topic with no snapshot at all beside a
+    Redis that holds profiles is refused unless `force`: emptied, or not the workers' topic, it would delete them all."""
     started = time.monotonic()
     read_from_ms = int(time.time() * 1000)  # the snapshots are as of then: Redis's guard compares it with evictions
     began_ms = read_from_ms - STALE_MARGIN_MS
@@ -106,6 +111,11 @@ def repair_redis(settings: Settings) -> RepairSummary:
                                                 began_ms)
         kept = {user_id for user_id, *_ in live}
         stale = [user_id for user_id in profile_users(client, settings.namespace) if user_id not in kept]
+        if stale and not summary.snapshots_read and not force:
+            raise ConfigError(f"the topic {settings.topics.profiles} holds no snapshot while Redis holds {len(stale):,} "
+                              "profiles, which this repair would delete: are KAFKA_BOOTSTRAP_SERVERS and "
+                              "STREAM_APP_NAMESPACE the workers'? If the topic is right (every profile erased or "
+                              "evicted), run again with --force. Nothing was deleted")
         for start in range(0, len(stale), CHUNK):
             summary.deleted += delete_profiles_before(client, settings.namespace, stale[start:start + CHUNK], began_ms)
     finally:
