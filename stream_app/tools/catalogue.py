@@ -9,6 +9,7 @@ is validated against the schema; a bad one is a rejection with its line, never a
 from __future__ import annotations
 
 import collections
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -47,11 +48,28 @@ NO_GENRES = "(no genres listed)"  # MovieLens' word for a film without genres
 Read = dict[str, Any] | LineRejection
 
 
+#: The largest item record a catalogue file may give, as JSON: under Apache Kafka's default record limit (1 MiB), past
+#: which the broker refuses it after the records before it went (and every load again the same).
+ITEM_RECORD_BYTES = 1_000_000
+#: The columns the csv catalogue format reads; any other is said (a `Price` or `Description` would go unread).
+CSV_CATALOGUE_COLUMNS = ("item_id", "title", "description", "brand", "category_path", "price", "listed_at",
+                         "updated_at")
+
+
 def check_item(record: Any, source: Source, raw: bytes) -> dict[str, Any] | Rejection:
     try:
         validator("item")(record)
     except JsonSchemaException as exc:
         return Rejection("schema_violation", exc.message, source, None, raw)
+    unwritable = [name for name, value in [("price", record.get("price")), *(
+        (f"attributes.{key}", value) for key, value in (record.get("attributes") or {}).items())]
+        if isinstance(value, float) and not math.isfinite(value)]
+    if unwritable:  # JSON has neither: the record would reach the topic with null, which the workers refuse
+        return Rejection("schema_violation", f"{unwritable[0]} {record_value(record, unwritable[0])!r} is not a finite "
+                         "number", source, None, raw)
+    if (size := len(orjson.dumps(record))) > ITEM_RECORD_BYTES:
+        return Rejection("payload_too_large", f"the record is {size:,} bytes as JSON, over {ITEM_RECORD_BYTES:,} (Apache "
+                         "Kafka's default record limit): shorten its description or attributes", source, None, raw)
     if "listed_at" in record and (ahead := contracts.listed_too_far_ahead(record["listed_at"], int(time.time() * 1000))):
         return Rejection("timestamp_out_of_range", ahead, source, None, raw)
     return record
@@ -102,6 +120,11 @@ def _checked(path: Path, line: int, record: Any, raw: bytes) -> Read:
     return checked
 
 
+def record_value(record: dict[str, Any], name: str) -> Any:
+    """A field of an item record by its name in a message (`attributes.KEY` inside the attributes)."""
+    return record["attributes"][name.split(".", 1)[1]] if name.startswith("attributes.") else record[name]
+
+
 def _read_jsonl(path: Path) -> Iterator[Read]:
     with open_text(path) as fh:
         for line, text in enumerate(fh, start=1):
@@ -115,6 +138,9 @@ def _read_jsonl(path: Path) -> Iterator[Read]:
                 continue
             if isinstance(record, dict):  # as the csv readers: version 1 unless the record names another
                 record.setdefault("schema_version", 1)
+                for name in ("item_id", "title"):  # as the csv readers: " a2 " is the item events name a2
+                    if isinstance(record.get(name), str):
+                        record[name] = record[name].strip()
             yield _checked(path, line, record, raw)
 
 
@@ -124,6 +150,13 @@ def _read_csv(path: Path) -> Iterator[Read]:
     (an unquoted comma in a title) or a quote that never closes is that line's rejection."""
     with open_text(path) as fh:
         rows = _log_rows(fh, path, CATALOGUE_COLUMNS["csv"], multiline=True, columns=CATALOGUE_COLUMNS)
+        unread = [name for name in rows.header if name not in CSV_CATALOGUE_COLUMNS]
+        if unread:
+            known = {name.lower().replace(" ", "_"): name for name in CSV_CATALOGUE_COLUMNS}
+            print(f"warning: {path}: the columns {', '.join(repr(name) for name in unread)} are not read"
+                  + "".join(f" ({name!r}: did you mean {known[name.lower().replace(' ', '_')]!r}?)" for name in unread
+                            if name.lower().replace(" ", "_") in known)
+                  + f"; a catalogue csv reads {', '.join(CSV_CATALOGUE_COLUMNS)}", file=sys.stderr)
         for line, row, problem in rows:
             if row is None:
                 yield _reject(path, line, "schema_violation", problem, rows.line_text(line).encode())
@@ -138,14 +171,15 @@ def _read_csv(path: Path) -> Iterator[Read]:
                 record["category_path"] = [part.strip() for part in row["category_path"].split(">") if part.strip()]
             if (row.get("price") or "").strip():
                 try:
-                    record["price"] = float(row["price"])
+                    record["price"] = float(row["price"])  # nan and inf: check_item names them
                 except ValueError:
                     record["price"] = row["price"]  # the schema names the problem
-            if (row.get("listed_at") or "").strip():
-                try:
-                    record["listed_at"] = int(row["listed_at"])
-                except ValueError:
-                    record["listed_at"] = row["listed_at"]  # the schema names the problem
+            for name in ("listed_at", "updated_at"):
+                if (row.get(name) or "").strip():
+                    try:
+                        record[name] = int(row[name])
+                    except ValueError:
+                        record[name] = row[name]  # the schema names the problem
             yield _checked(path, line, record, raw)
 
 
@@ -179,6 +213,7 @@ def _read_online_retail(path: Path) -> Iterator[Read]:
     names: dict[str, collections.Counter[str]] = {}
     prices: dict[str, collections.Counter[float]] = {}
     first: dict[str, int] = {}
+    first_line: dict[str, int] = {}  # the file line a product is first on: its record's line in a rejection
     partly = PartlyRead()
     last_date, last_ms = "", 0
     with open_text(path) as fh:
@@ -192,6 +227,7 @@ def _read_online_retail(path: Path) -> Iterator[Read]:
             code = row["StockCode"].strip()
             if not is_product_code(code):
                 continue  # not a product: POST, D, M, BANK CHARGES, C2, ... (and an empty code)
+            first_line.setdefault(code, line)
             unread: list[str] = []
             date = row["InvoiceDate"].strip()
             try:
@@ -217,7 +253,13 @@ def _read_online_retail(path: Path) -> Iterator[Read]:
                 partly.add(line, unread)
     if partly.count:
         print(partly.warning(path, set(names), set(first), set(prices)), file=sys.stderr)
-    for line, (code, counts) in enumerate(names.items(), start=1):
+    untitled = [code for code in first_line if code not in names]
+    if untitled:
+        print(f"warning: {path}: {len(untitled):,} products have no name (every description of theirs empty or a "
+              f"lower-case stock note, as 'damaged'), so no catalogue record: {', '.join(untitled[:5])}"
+              f"{', ...' if len(untitled) > 5 else ''} (their events are read all the same)", file=sys.stderr)
+    for code, counts in names.items():
+        line = first_line[code]
         record: dict[str, Any] = {"item_id": code, "title": counts.most_common(1)[0][0], "schema_version": 1}
         if code in prices:
             record["price"] = prices[code].most_common(1)[0][0]

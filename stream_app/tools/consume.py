@@ -122,9 +122,13 @@ def latest_records(settings: Settings, topic: str, want: int, partition: int | N
         beginnings = consumer.beginning_offsets(tps)
         found: list[Any] = []
         deadline = time.monotonic() + timeout_s
+        short = 0  # partitions the search left before their start, with fewer than `want` found
         for tp in tps:
             upper, matched = ends[tp] or 0, []
-            while upper > beginnings[tp] and len(matched) < want and time.monotonic() < deadline:
+            while upper > beginnings[tp] and len(matched) < want:
+                if time.monotonic() >= deadline:
+                    short += 1
+                    break
                 lower = max(beginnings[tp], upper - chunk)
                 consumer.assign([tp])
                 consumer.seek(tp, lower)
@@ -132,9 +136,18 @@ def latest_records(settings: Settings, topic: str, want: int, partition: int | N
                 while consumer.position(tp) < upper and time.monotonic() < deadline:
                     for batch in consumer.poll(timeout_ms=500, max_records=chunk).values():
                         window.extend(r for r in batch if r.offset < upper)
+                if consumer.position(tp) < upper:  # the deadline came within the window: what it read is not all
+                    short += 1
+                    matched = [r for r in window if match(r)] + matched
+                    break
                 matched = [r for r in window if match(r)] + matched
                 upper = lower
             found.extend(matched[-want:])
+        if short and len(found) < want:  # "none found" would read as "none there"
+            raise ServiceTimeout(f"searched {topic} back from its end for {timeout_s:.0f}s and stopped before the start "
+                                 f"of {short} of its partitions, with {len(found)} of the {want} records asked for "
+                                 "found: the topic is long, or the broker slow; run the command again when it is less "
+                                 "busy, or read the topic with a Kafka tool")
         return sorted(found, key=order or (lambda r: (r.timestamp, r.partition, r.offset)))[-want:]
     finally:
         consumer.close()
