@@ -412,3 +412,17 @@ def test_online_retail_products_without_a_name_are_said_and_a_rejection_names_th
     assert list(items) == ["85123A"]
     assert [(r.line, r.rejection.reason) for r in rejected] == [(5, "timestamp_out_of_range")]  # its file line
     assert "2 products have no name" in capsys.readouterr().err
+
+
+def test_a_catalogue_of_another_format_stops_being_read_at_the_ten_thousandth_rejection(tmp_path):
+    """A review: the shared Online Retail csv read as jsonl kept all its 541,910 lines as rejections before it said
+    the format was wrong."""
+    from stream_app.tools.catalogue import REJECTED_BEFORE_AN_ITEM, load_catalogue
+
+    path = tmp_path / "items.jsonl"
+    path.write_text("not json\n" * (REJECTED_BEFORE_AN_ITEM + 500) + '{"item_id": "a1", "title": "Lamp"}\n')
+    with pytest.raises(InputFileError, match="reading stopped there: 10,000 rejections and no item"):
+        load_catalogue(path, "jsonl")
+    path.write_text('{"item_id": "a1", "title": "Lamp"}\n' + "not json\n" * (REJECTED_BEFORE_AN_ITEM + 500))
+    items, rejected = load_catalogue(path, "jsonl")
+    assert list(items) == ["a1"] and len(rejected) == REJECTED_BEFORE_AN_ITEM + 500  # after an item: every line

@@ -46,6 +46,9 @@ CATALOGUE_COLUMNS = {"csv": ("item_id", "title"), "online-retail": ONLINE_RETAIL
 NO_GENRES = "(no genres listed)"  # MovieLens' word for a film without genres
 
 Read = dict[str, Any] | LineRejection
+#: Rejected records before the first item after which a catalogue stops being read: a file of another format would
+#: keep every line of it in memory (with its bytes, for its dead letter) before it said so.
+REJECTED_BEFORE_AN_ITEM = 10_000
 
 
 #: The largest item record a catalogue file may give, as JSON: under Apache Kafka's default record limit (1 MiB), past
@@ -99,12 +102,16 @@ def load_catalogue(path: str | Path, fmt: str, option: str = "--format"
         for read in read_catalogue(path, fmt):
             if isinstance(read, LineRejection):
                 rejected.append(read)
+                if not items and len(rejected) >= REJECTED_BEFORE_AN_ITEM:  # a wrong --format: not the whole file
+                    break
             else:
                 items[read["item_id"]] = read
     if not items:
+        stopped = f" (reading stopped there: {len(rejected):,} rejections and no item)" \
+            if len(rejected) >= REJECTED_BEFORE_AN_ITEM else ""
         raise InputFileError(nothing_read(Path(path), fmt, rejected, "items", FORMATS,
                                           "; every record needs an item_id and a title, schemas/v1/item.schema.json",
-                                          option, CATALOGUE_COLUMNS))
+                                          option, CATALOGUE_COLUMNS) + stopped)
     return items, rejected
 
 
