@@ -507,3 +507,17 @@ def test_the_status_says_through_which_items_record_the_lists_see_the_catalogue(
     feed.apply(b"mug-2", None, last + 3)
     asyncio.run(feed.rebuild(None))  # no content model: a record counts once read
     assert feed.status()["indexed_through"] == last + 3
+
+
+def test_a_scan_bench_larger_than_the_memory_available_is_refused_with_what_it_needs(monkeypatch):
+    """A review: `content bench --scan-items 1000000` ended in numpy's MemoryError traceback under a 3 GB limit."""
+    import pytest
+
+    from stream_app.errors import StreamAppError
+    from stream_app.tools import content_scan
+
+    monkeypatch.setattr(content_scan, "available_bytes", lambda: 2**30)
+    with pytest.raises(StreamAppError, match=r"--scan-items 1,000,000 needs about 4\.5 GiB at 384 dimensions and "
+                                             r"1\.0 GiB is available"):
+        content_scan.time_scans(1_000_000, 384)
+    assert content_scan.time_scans(1_000, 384, repeats=2).items == 1_000  # what fits runs

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core.content import EXPECT_CHUNK, ContentIndex, quantised
+from ..errors import StreamAppError
 
 
 @dataclass(frozen=True)
@@ -30,8 +31,30 @@ class ScanTimes:
                 f"{self.vector_mib:,.0f} MiB of vectors")
 
 
+def scan_bytes(items: int, dim: int) -> int:
+    """About the most memory `time_scans` holds at once: the random float32 rows, the index's copy of them and its
+    working arrays, and two lists of ids."""
+    return items * (dim * 12 + 200)
+
+
+def available_bytes() -> int | None:
+    """The memory the system can give without swapping (MemAvailable), None where it does not say."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def time_scans(items: int, dim: int, k: int = 20, repeats: int = 30, seed: int = 0) -> ScanTimes:
     """Median milliseconds of the two catalogue scans of `recommend`, over `repeats` calls each."""
+    needed, free = scan_bytes(items, dim), available_bytes()
+    if free is not None and needed > free:  # numpy's MemoryError would end it in a traceback
+        raise StreamAppError(f"--scan-items {items:,} needs about {needed / 2**30:,.1f} GiB at {dim} dimensions and "
+                             f"{free / 2**30:,.1f} GiB is available: give fewer items")
     rng = np.random.default_rng(seed)
     ids = [f"i{n}" for n in range(items)]
     index = ContentIndex("scan", ids, ids, quantised(rng.standard_normal((items, dim), dtype=np.float32)))
