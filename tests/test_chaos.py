@@ -28,7 +28,7 @@ def test_a_short_chaos_run_loses_nothing_counts_nothing_twice_and_dead_letters_e
     assert report["kills"] >= 3 and report["joins"] == 2 and report["leaves"] == 1
     assert report["faults"]["restart_redis"] == 1 and report["faults"]["pause_broker"] == 1
     assert report["redis_count_mismatches"] == 0 and report["table_count_mismatches"] == 0
-    assert report["recommendations"]["missing"] == 0 and report["recommendations"]["several_ids"] == 0
+    assert report["recommendations"]["missing"] == 0 and report["recommendations"]["differing_repeats"] == 0
     assert report["dead_letters"]["expected"] == 40 and report["dead_letters"]["missing"] == 0
     assert set(report["dead_letters"]["by_reason"]) == set(POISON_KINDS)
     assert report["item_state"]["equal"] and report["item_state"]["workers"] >= 1

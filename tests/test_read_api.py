@@ -164,9 +164,47 @@ def test_a_read_refused_by_an_acl_is_answered_without_the_servers_text(services,
     finally:
         admin.acl_deluser(user)
         admin.close()
-    status, body, _ = answers["/profiles/u1"]
+    status, body, retry_after = answers["/profiles/u1"]
     assert status == 503 and body == {"error": "Redis refuses the read: the read API's log says why"}
+    assert retry_after is None  # no retry changes an ACL
     assert "no permissions to run the 'hgetall' command" in caplog.text
+
+
+def test_a_wrong_password_and_a_busy_pool_are_not_said_as_redis_not_answering(services, caplog, monkeypatch):
+    """A review: both were "Redis does not answer; retry later": operators looked at a Redis that answered, and
+    clients retried a password no retry changes."""
+    from aiohttp.test_utils import TestClient, TestServer
+    from redis.connection import parse_url
+
+    from stream_app.store import read_api as read_api_module
+
+    where = parse_url(services["REDIS_URL"])
+    answers = asyncio.run(answers_of(f"redis://default:not-the-password@{where['host']}:{where['port']}/0", "pw.",
+                                     ("/profiles/u1",)))
+    status, body, retry_after = answers["/profiles/u1"]
+    assert (status, body, retry_after) == (503, {"error": "Redis refuses the read API: the read API's log says why"},
+                                           None)
+    assert "check REDIS_URL's password, user and ACL" in caplog.text
+
+    monkeypatch.setattr(read_api_module, "MAX_CONNECTIONS", 1)
+    monkeypatch.setattr(read_api_module, "WAIT_FOR_CONNECTION_S", 0.001)
+
+    async def burst() -> list[tuple[int, dict]]:
+        client = TestClient(TestServer(read_api_module.read_api(services["REDIS_URL"], "busy.", 100)))
+        await client.start_server()
+
+        async def one() -> tuple[int, dict]:
+            response = await client.get("/profiles/u1")
+            return response.status, await response.json()
+
+        try:
+            return list(await asyncio.gather(*(one() for _ in range(60))))
+        finally:
+            await client.close()
+
+    busy = [body for status, body in asyncio.run(burst()) if status == 503]
+    assert busy and all(body == {"error": "the read API is busy; retry later"} for body in busy)
+    assert "Redis connections of the read API are busy" in caplog.text and "Redis does not answer" not in caplog.text
 
 
 def test_a_user_id_with_a_line_break_is_read_like_any_other(services):

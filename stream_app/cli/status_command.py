@@ -18,7 +18,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     import redis
 
     from ..store.redis_store import worker_statuses
-    from ..stream.worker_status import disagreements
+    from ..stream.worker_status import STATUS_TTL_S, disagreements
 
     settings = Settings.from_env()
     print(f"KAFKA_BOOTSTRAP_SERVERS={redact_setting(settings.kafka_bootstrap_servers)}{kafka_answers(settings)}")
@@ -26,13 +26,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"Kafka security: {settings.kafka_security.describe()}")
     client = redis.Redis.from_url(settings.require_redis(), socket_connect_timeout=2)
     try:
-        statuses = worker_statuses(client, settings.namespace)
+        statuses = worker_statuses(client, settings.namespace, ttl_s=STATUS_TTL_S)
     except redis.RedisError as exc:
         raise redis_trouble(settings, exc) from exc
     finally:
         client.close()
-    lines = [line for s in statuses for line in describe_worker(s, settings.item_epoch_ms)]
-    print("\n".join(lines + [f"warning: {said}" for said in disagreements(statuses)]
+    ours = [s for s in statuses if isinstance(s.get("counters"), dict) and {"ready", "input_partitions"} <= s.keys()]
+    lines = [line for s in ours for line in describe_worker(s, settings.item_epoch_ms)]
+    lines += [f"worker key of {s['worker_id']!r}: not a stream-app worker's status (another app's key under this "
+              "namespace?), passed over" for s in statuses if s not in ours]
+    print("\n".join(lines + [f"warning: {said}" for said in disagreements(ours)]
                     or ["no live workers (start one with `stream-app worker`)"]))
     return 0
 
@@ -49,7 +52,8 @@ def describe_worker(s: dict, item_epoch_ms: int) -> list[str]:
     others = f", dead letters of other topics and state {c['rejected'] - rejected}" if c["rejected"] > rejected else ""
     floor = f" ({c['below_dedupe_floor']} of them older than the user's dedupe floor, not known as applied)" \
         if c.get("below_dedupe_floor") else ""
-    heard_s = time.time() - s.get("updated_at", time.time() * 1000) / 1000  # refreshed every 5 s, kept 15 s
+    # refreshed every 5 s, kept 15 s; by Redis's clock (the key's time left), not the worker's against this shell's
+    heard_s = s["age_s"] if s.get("age_s") is not None else time.time() - s.get("updated_at", time.time() * 1000) / 1000
     state = "ready" if s["ready"] else "not ready"  # starting, or an outage: the next line says what it waits for
     if heard_s >= 10:
         state += f" as of {heard_s:.0f}s ago (gone or stuck?)"
@@ -87,7 +91,9 @@ def describe_worker(s: dict, item_epoch_ms: int) -> list[str]:
         lines.append(f"  event time: read {o['read']} inputs (all partitions), {o['buffered']} waiting for their turn, "
                      f"{o['owned_pending']} of its own scheduled; {item_state}; late: {c.get('late', 0)} older than "
                      f"their user's last event, {o['late_in_partition']} older than their partition's clock, "
-                     f"{o['late_for_item_state']} after their item epoch was applied")
+                     f"{o['late_for_item_state']} after their item epoch was applied"
+                     + (f"; {o['stale_item_state']} ranked with an item state already past their epoch (their lists "
+                        "saw later events)" if o.get("stale_item_state") else ""))
     return lines
 
 

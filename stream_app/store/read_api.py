@@ -20,7 +20,8 @@ from typing import Callable
 import orjson
 import redis.asyncio as aioredis
 from aiohttp import web
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import AuthenticationError, RedisError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from ..errors import described
 from ..logs import utc_ms
@@ -41,9 +42,9 @@ WAIT_FOR_CONNECTION_S = 5.0
 VERSION = re.compile(r"0{0,20}[1-9][0-9]{0,17}")
 
 
-def _json(body: dict, status: int = 200) -> web.Response:
-    # a version not reached yet, or Redis away: worth asking again in a second
-    headers = {"Retry-After": "1"} if status in (409, 503) else None
+def _json(body: dict, status: int = 200, retry: bool = True) -> web.Response:
+    # a version not reached yet, or Redis away: worth asking again in a second (not a refusal no retry changes)
+    headers = {"Retry-After": "1"} if status in (409, 503) and retry else None
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json", headers=headers)
 
 
@@ -85,12 +86,20 @@ def read_api(redis_url: str, namespace: str, wait_ms: int) -> web.Application:
         except (ResponseError, ValueError) as exc:  # the key is not a profile (another type, fields edited)
             if isinstance(exc, ResponseError) and not key_fault(exc):  # an ACL, a full server, ...
                 log.error("Redis refuses a profile read (%s)", described(exc))
-                return _json({"error": "Redis refuses the read: the read API's log says why"}, 503)
+                return _json({"error": "Redis refuses the read: the read API's log says why"}, 503, retry=False)
             key = profile_key(user_id, namespace)
             log.error("the Redis key %r is not a profile: %s", key, described(exc))
             return _json({"error": f"the Redis key {key!r} is not a profile ({described(exc)}); retrying will not "
                           "change it", "user_id": user_id}, 500)
+        except AuthenticationError as exc:  # a wrong password: no retry changes it, so no Retry-After
+            log.error("Redis refuses the read API's connection (%s): check REDIS_URL's password, user and ACL",
+                      described(exc))
+            return _json({"error": "Redis refuses the read API: the read API's log says why"}, 503, retry=False)
         except RedisError as exc:
+            if isinstance(exc, RedisConnectionError) and "No connection available" in str(exc):  # this pool, not Redis
+                log.error("all %d Redis connections of the read API are busy (a read waited %.1f s): run more "
+                          "replicas of `stream-app serve`", MAX_CONNECTIONS, WAIT_FOR_CONNECTION_S)
+                return _json({"error": "the read API is busy; retry later"}, 503)
             log.error("Redis does not answer a profile read (%s)", described(exc))
             return _json({"error": "Redis does not answer; retry later"}, 503)
         removed = removal(raw) if not stored else None

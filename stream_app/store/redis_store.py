@@ -294,10 +294,25 @@ def worker_key(namespace: str, worker_id: str) -> str:
     return f"{namespace}worker:{worker_id}"
 
 
-def worker_statuses(client: redis.Redis, namespace: str = "") -> list[dict[str, Any]]:
-    """Statuses of the live workers (their keys expire when a worker stops refreshing them)."""
+def worker_statuses(client: redis.Redis, namespace: str = "", ttl_s: float | None = None) -> list[dict[str, Any]]:
+    """Statuses of the live workers (their keys expire when a worker stops refreshing them). With `ttl_s`, the time
+    each key is written with, each status gets `age_s`: how long ago it was written by Redis's own clock (its key's
+    time left), not by the worker's, which may be ahead or behind the reader's."""
     keys = sorted(client.scan_iter(match=worker_key(namespace, "*"), count=1000))
-    return _statuses(client.mget(keys) if keys else [])
+    if not keys:
+        return []
+    if ttl_s is None:
+        return _statuses(client.mget(keys))
+    pipe = client.pipeline(transaction=False)
+    pipe.mget(keys)
+    for key in keys:
+        pipe.pttl(key)
+    values, *left_ms = pipe.execute()
+    statuses = []
+    for value, left in zip(values, left_ms):
+        for status in _statuses([value]):
+            statuses.append({**status, "age_s": max(0.0, ttl_s - left / 1000) if left >= 0 else None})
+    return statuses
 
 
 def _statuses(values: list[bytes | None]) -> list[dict[str, Any]]:

@@ -103,6 +103,7 @@ class Counters:
     redis_retries: int = 0
     redis_refills: int = 0  # times Redis lost the profile mirror and this worker wrote its profiles back
     profiles_refilled: int = 0  # ... profiles written then
+    redis_writes_refused: int = 0  # profile writes Redis refused for good (a key of another type): logged, skipped
     # Stored profiles a batch took up: as the objects the worker wrote them from (profile_cache.py), or parsed
     profiles_reused: int = 0
     profiles_parsed: int = 0

@@ -41,7 +41,7 @@ class CachedEmbedder:
 
     def __init__(self, share: bool = False) -> None:
         self.vectors: dict[str, np.ndarray] = {}
-        self.embedded = 0  # texts the model ran on (cache misses)
+        self.embedded = 0  # texts the model gave a vector (cache misses)
         self.shared = 0  # texts whose vectors came from the workers' shared store (TextVectorStore)
         self.share = share
         self.fresh: dict[str, np.ndarray] = {}  # key -> vector embedded here and not yet given to the shared store
@@ -67,7 +67,7 @@ class CachedEmbedder:
                 self.fresh.update((key, vector) for (key, _), vector in zip(missing, vectors) if vector is not None)
             zero = np.zeros(model.dim, np.float32)
             self.vectors.update((key, zero if vector is None else vector) for (key, _), vector in zip(missing, vectors))
-            self.embedded += len(missing)
+            self.embedded += sum(vector is not None for vector in vectors)  # those it failed on: `failed`
         if not texts:
             return np.zeros((0, model.dim), np.float32)
         return np.stack([self.vectors[key] for key in keys])

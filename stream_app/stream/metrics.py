@@ -167,6 +167,9 @@ def ordering_families(c: Counters, ordering: dict[str, Any]) -> Iterator[Metric]
     late.add_metric(["partition"], ordering.get("late_in_partition", 0))
     late.add_metric(["item_state"], ordering.get("late_for_item_state", 0))
     yield late
+    yield _counter("stream_app_stale_item_state_events", "Events ranked with an item state already past their epoch "
+                   "(a partition taken over from a worker whose item state was ahead): their lists saw later events",
+                   ordering.get("stale_item_state", 0))
     yield _gauge("stream_app_events_waiting", "Events read and waiting for their turn in event time",
                  ordering.get("buffered", 0))
 
@@ -204,6 +207,8 @@ def model_families(c: Counters, models: dict[str, Any], ranker_labels: dict[int,
                    c.profiles_parsed)
     yield _counter("stream_app_redis_refills", "Times Redis lost the profile mirror and this worker wrote back the "
                    "profiles of its partitions", c.redis_refills)
+    yield _counter("stream_app_redis_writes_refused", "Profile writes Redis refused for good (its key holds another "
+                   "type): the mirror lacks those users until the key is fixed", c.redis_writes_refused)
     yield _counter("stream_app_profiles_refilled", "Profiles written back to Redis then (newer than what it held)",
                    c.profiles_refilled)
     labels = GaugeMetricFamily("stream_app_ranker_labels", "Labels each owned partition's online ranker has "

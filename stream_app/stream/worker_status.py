@@ -89,8 +89,16 @@ def partitions_wait(waited_s: float) -> str:
 
 
 async def publish_status(worker: Any) -> None:
-    """`worker`: a `StreamWorker`."""
+    """`worker`: a `StreamWorker`. The first record Redis takes after an outage was made while the outage lasted
+    (not ready, Redis failing): written again at once, not left for the next heartbeat while /readyz says ready."""
+    if await _publish_once(worker):
+        await _publish_once(worker)
+
+
+async def _publish_once(worker: Any) -> bool:
+    """Whether the record written was the first after Redis refused or failed the status."""
     missing = worker.missing()
+    was_failing = worker.status_failing_since is not None or worker.redis_refusal is not None
     try:
         await worker.store.publish_worker_status(worker.worker_id, {
             "worker_id": worker.worker_id, "app_id": worker.settings.app_id, "pid": os.getpid(),
@@ -107,6 +115,7 @@ async def publish_status(worker: Any) -> None:
         risk = await worker.store.eviction_risk()
         if risk:
             log.error("%s", risk)
+        return was_failing
     except PERMANENT as exc:  # a wrong password or ACL: not ready, so a rollout with a bad REDIS_URL stops here
         worker.redis_refusal = described(exc)
         log.error("Redis at %s refuses the worker status (%s): check REDIS_URL's password or the ACL",
@@ -116,6 +125,7 @@ async def publish_status(worker: Any) -> None:
             worker.status_failing_since = time.monotonic()
         log.warning("cannot publish the worker status to Redis at %s (%s); retrying (is Redis up? else check "
                     "REDIS_URL)", redact_setting(worker.settings.redis_url), described(exc))
+    return False
 
 
 class PeerSettings:

@@ -109,6 +109,7 @@ class Measured:
     late: int | None = None  # events the workers released after a later one of their partition
     gc: GcSummary | None = None  # the workers' garbage collections
     profiles: tuple[int, int] | None = None  # stored profiles the workers took up as kept objects, and parsed
+    rss_warm: int | None = None  # the first worker's RSS once the warm-up was applied, before the events
 
     @property
     def rate(self) -> float:
@@ -116,27 +117,30 @@ class Measured:
 
 
 def measure(settings: Settings, output: str, events: list[dict[str, Any]], rate: float | None,
-            timeout: float, processes: list[WorkerProcess], stages: bool = True) -> Measured:
+            timeout: float, processes: list[WorkerProcess], stages: bool = True, rss_pid: int | None = None
+            ) -> Measured:
     """The warm-up, then the events; the output read once every input is committed (a reader running
     meanwhile would take CPU from the workers; each output record carries its publication time).
     `stages`: also read the workers' input-stage histograms over the events (not the warm-up)."""
     warmup = synthetic_events(200, 50, 100, seed=1, prefix="warmup", start_ms=events[0]["ts"] - 3_600_000)
     committed(settings, produce_events(settings, warmup).marks, timeout, processes)
+    rss_warm = rss_bytes(rss_pid) if rss_pid is not None else None  # the warm-up's one-off growth is not per user
     before = [scrape(f"{p.url}/metrics") for p in processes] if stages else []
     sent_ms: dict[str, float] = {}
-    started = time.time()
     marks = produce_events(settings, events, rate,
-                           on_send=lambda e: sent_ms.__setitem__(e["event_id"], time.time() * 1000)).marks
-    produced = time.time()
+                           on_send=lambda e: sent_ms.setdefault(e["event_id"], time.time() * 1000)).marks
+    # from the first event sent, not from the producer's connecting; offered: over the sends themselves
+    started, produced = min(sent_ms.values()) / 1000, max(sent_ms.values()) / 1000
     committed(settings, marks, timeout, processes)
     with TopicReader(settings.kafka_bootstrap_servers, output, settings.kafka_security) as reader:
         reader.read_until(len(warmup) + len(events), timeout)
         measured = [r for r in reader.records if orjson.loads(r.value)["trigger_event_id"] in sent_ms]
     last_publish = max(r.timestamp for r in measured) / 1000
     after = [scrape(f"{p.url}/metrics") for p in processes] if stages else []
-    return Measured(len(events), last_publish - started, produced - started, latency_summary(sent_ms, measured),
+    return Measured(len(events), last_publish - started, max(produced - started, 1e-3), latency_summary(sent_ms, measured),
                     stage_quantiles(before, after) if stages else None, late_events(before, after) if stages else None,
-                    gc_pauses(before, after) if stages else None, profiles_taken_up(before, after) if stages else None)
+                    gc_pauses(before, after) if stages else None, profiles_taken_up(before, after) if stages else None,
+                    rss_warm)
 
 
 @dataclass
@@ -256,12 +260,12 @@ def run_bench(n: int, users: int, items: int, timeout: float, rate: float | None
             if version is not None:
                 publish(settings, "live", version)
             workers = start_workers(run, settings, count, timeout)
-            rss_ready = rss_bytes(workers[0].pid)
-            result = measure(settings, settings.topics.recommendations, events, rate, timeout, workers)
+            result = measure(settings, settings.topics.recommendations, events, rate, timeout, workers,
+                             rss_pid=workers[0].pid)
             rss_done = rss_bytes(workers[0].pid)
             print_measured(f"stream-app, {count} worker{'s' if count > 1 else ''}", result, rate, plain)
             if count == 1:
-                print_memory(settings, events, rss_ready, rss_done, backlog=rate is None)
+                print_memory(settings, events, result.rss_warm, rss_done, backlog=rate is None)
             for worker in workers:
                 worker.stop()
         return 0
@@ -281,7 +285,9 @@ def run_plain(run: Run, events: list[dict[str, Any]], rate: float | None, timeou
 
 def print_measured(label: str, result: Measured, rate: float | None, plain: Measured | None) -> None:
     lat = result.latency
-    versus = f" = {result.rate / plain.rate:.2f}x the plain app's" if plain is not None else ""
+    # at an offered rate both keep up with it: a ratio would say nothing of what either can do
+    versus = "" if plain is None else f" = {result.rate / plain.rate:.2f}x the plain app's" if rate is None else \
+        " (both at the offered rate: no ratio; without --rate the two are compared)"
     print(f"  {label}:")
     print(f"    produced in {result.produced_s:.2f}s ({result.events / result.produced_s:,.0f} ev/s offered)")
     print(f"    throughput: {result.rate:,.0f} events/s{versus} (first event sent -> last recommendation "
@@ -336,11 +342,14 @@ def print_memory(settings: Settings, events: list[dict[str, Any]], rss_ready: in
           f"{sizes['sampled']} sampled)")
     if rss_ready is not None and rss_done is not None:
         grown = rss_done - rss_ready
-        print(f"  worker RSS {rss_ready / 2**20:,.0f} MiB ready -> {rss_done / 2**20:,.0f} MiB after "
+        cache = settings.profile_cache_users
+        print(f"  worker RSS {rss_ready / 2**20:,.0f} MiB after the warm-up -> {rss_done / 2**20:,.0f} MiB after "
               f"{len(users):,} users and {len(items):,} items: {grown / 2**20:,.0f} MiB more, "
               f"{grown / len(users) * 100_000 / 2**20:,.0f} MiB per 100k users with their items and events"
               + (" (at full speed the backlog the worker buffered counts in it: offer a --rate it keeps up "
-                 "with for the state alone)" if backlog else ""))
+                 "with for the state alone)" if backlog else "")
+              + (f"; the profile cache holds up to {cache:,} profiles (STREAM_APP_PROFILE_CACHE_USERS) and grows no "
+                 "further, so the figure per 100k users counts its share as if it did" if cache else ""))
 
 
 def profile_sizes(settings: Settings, sample: list[str]) -> dict[str, float]:

@@ -330,6 +330,7 @@ def run_chaos(plan: ChaosPlan, base: Settings, log_dir: Path,
         say(f"{time.monotonic() - started:6.1f} s  all sent; waiting for the workers to take everything")
         drain(settings, crew, feeder.produced, plan.drain_timeout_s)
         seconds = time.monotonic() - started
+        crew.watch()  # one that exited while the others drained is a failure too, not only one gone before
         report = verify(settings, events, feeder.poison, crew)
         report.update(events_sent=len(events), poison_sent=len(feeder.poison), seconds=round(seconds, 1),
                       events_per_s=round(len(events) / seconds, 1), faults=dict(faults), kills=crew.killed,

@@ -60,18 +60,21 @@ def verify(settings: Settings, events: list[dict[str, Any]], poison: dict[str, s
 
 
 def recommendation_check(settings: Settings, events: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every valid event's recommendation, and a repeat (an event applied again after a crash) the same list for the
+    same profile version as the first: its id comes from the event's alone, so the ids could not tell them apart."""
     records = read_to_end(settings, settings.topics.recommendations)
-    ids: dict[str, set[str]] = collections.defaultdict(set)
+    shown: dict[str, set[tuple[Any, ...]]] = collections.defaultdict(set)
     for record in records:
         rec = orjson.loads(record.value)
-        ids[rec["trigger_event_id"]].add(rec["rec_id"])
+        shown[rec["trigger_event_id"]].add((rec["rec_id"], rec.get("profile_version"),
+                                            tuple(item["item_id"] for item in rec["items"])))
     valid = {e["event_id"] for e in events}
-    missing = sum(1 for event_id in valid if event_id not in ids)
-    several = sum(1 for found in ids.values() if len(found) > 1)
-    unknown = sum(1 for event_id in ids if event_id not in valid)
-    return {"published": len(records), "repeats": len(records) - sum(len(found) for found in ids.values()),
-            "missing": missing, "several_ids": several, "unknown_triggers": unknown,
-            "exact": missing == 0 and several == 0 and unknown == 0}
+    missing = sum(1 for event_id in valid if event_id not in shown)
+    differing = sum(1 for found in shown.values() if len(found) > 1)
+    unknown = sum(1 for event_id in shown if event_id not in valid)
+    return {"published": len(records), "repeats": len(records) - len(shown), "missing": missing,
+            "differing_repeats": differing, "unknown_triggers": unknown,
+            "exact": missing == 0 and differing == 0 and unknown == 0}
 
 
 def dead_letter_check(settings: Settings, poison: dict[str, str]) -> dict[str, Any]:
@@ -90,6 +93,8 @@ def item_state_check(settings: Settings, events: list[dict[str, Any]], client: r
     """Each live worker's item state (from its status) against the in-process item feed over the same
     events, compared at the epoch the worker last applied."""
     pids = crew.live_pids()
+    if not pids:  # none to compare: not "equal"
+        return {"equal": False, "workers": 0, "detail": "no worker was live to compare"}
     deadline = time.monotonic() + timeout_s
     while True:  # their statuses, once each worker's item state holds every event (a heartbeat is 5 s)
         states = {s["pid"]: s["ordering"]["item_state"] for s in worker_statuses(client, settings.namespace)
@@ -109,7 +114,7 @@ def item_state_check(settings: Settings, events: list[dict[str, Any]], client: r
     for pid, state in sorted(states.items(), key=lambda kv: kv[1]["applied_through"] or 0):
         if state["applied_through"] is not None:
             feed.advance(state["applied_through"])
-        mine = feed.summary(len(state["popular"]))
+        mine = feed.summary()  # the length the workers' statuses give: a shorter list of theirs is a difference
         same_items = [i for i, _ in mine["popular"]] == [i for i, _ in state["popular"]]
         close = all(math.isclose(a, b, rel_tol=1e-9) for (_, a), (_, b) in zip(mine["popular"], state["popular"]))
         if not (same_items and close):
@@ -131,7 +136,8 @@ def print_report(report: dict[str, Any]) -> None:
           f"profile table {report['table_count_mismatches']} users; profile versions differing between Redis and "
           f"the table: {report['version_mismatches']} users")
     print(f"  recommendations: {recs['published']:,} published, {recs['missing']} inputs without one, "
-          f"{recs['several_ids']} with more than one id, {recs['repeats']} repeats of an id")
+          f"{recs['repeats']} repeats (an event applied again after a crash), {recs['differing_repeats']} of them "
+          "with another list or profile version than the first")
     print(f"  item state equal to the in-process feed: {items['equal']} ({items.get('workers')} workers, "
           f"{items.get('late', 0)} late events, {items.get('duplicates_dropped', 0)} duplicate inputs dropped)")
     print(f"  dead letters: {letters['expected'] - letters['missing']} of {letters['expected']} poison inputs with "
