@@ -337,7 +337,7 @@ def test_a_worker_is_listed_with_what_it_waits_for_from_its_start_not_once_faust
     waiting = {"partitions": "input partitions not assigned, or their tables not recovered yet"}
     worker = SimpleNamespace(
         processing=False, worker_id="w1", settings=SimpleNamespace(app_id="a", redis_url="redis://x"), web_port=1,
-        status_failing_since=None,
+        status_failing_since=None, redis_refusal=None,
         missing=lambda: dict(waiting), assigned_inputs=set, counters=SimpleNamespace(),
         ordered=SimpleNamespace(status=dict), watcher=SimpleNamespace(status=dict),
         catalogue=SimpleNamespace(status=dict), store=SimpleNamespace(publish_worker_status=publish_worker_status,
@@ -471,7 +471,7 @@ def test_workers_of_one_namespace_in_two_groups_or_with_different_settings_are_w
     assert worker_status.disagreements(statuses[:1] + [status("a:4", "a", Settings(web_host="127.0.0.1",
                                                                                    batch_max=9))]) == []
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
-    monkeypatch.setattr(redis_store, "worker_statuses", lambda client, namespace: statuses)
+    monkeypatch.setattr(redis_store, "worker_statuses", lambda client, namespace, ttl_s=None: statuses)
     assert status_command.cmd_status(None) == 0
     out = capsys.readouterr().out
     assert "warning: 2 consumer groups in this namespace (STREAM_APP_APP_ID: a: a:1, a:2; b: b:3)" in out

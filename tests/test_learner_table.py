@@ -184,7 +184,8 @@ def test_the_ranker_labels_metric_keeps_the_partitions_held_across_a_rebalance(m
     assert labels > 0
     learner_data[b"1"] = orjson.dumps(new_partition_learners(settings, 1).to_state())
     owned = {0, 1}
-    worker = SimpleNamespace(partition_state=table, assigned_inputs=lambda: owned, counters=None, missing=dict,
+    worker = SimpleNamespace(partition_state=table, assigned_inputs=lambda: owned, counters=SimpleNamespace(),
+                             store=SimpleNamespace(refused=0), missing=dict,
                              ordered=SimpleNamespace(status=dict), watcher=SimpleNamespace(status=dict),
                              catalogue=SimpleNamespace(status=dict), input_ends=SimpleNamespace(lag=lambda *a: {}),
                              app=None, settings=settings, profile_table=SimpleNamespace(data={}),

@@ -101,7 +101,7 @@ def _log(tmp_path):
 def test_ctrl_c_with_the_broker_away_says_rerun_is_safe_and_stays_a_keyboard_interrupt(tmp_path, monkeypatch, capsys):
     producer = StuckProducer(interrupt_at=4, acked=2)
     monkeypatch.setattr(replay, "ensure_topics", lambda settings: None)
-    monkeypatch.setattr(replay, "make_producer", lambda settings: producer)
+    monkeypatch.setattr(replay, "make_producer", lambda settings, rate=None: producer)
     with pytest.raises(KeyboardInterrupt):  # close(timeout=5) raised a KafkaTimeoutError over it
         replay.replay(Settings(), _log(tmp_path), "jsonl", progress_stream=None)
     # how far it got (an operator's trial: a SIGTERM'd replay said nothing of it)
