@@ -157,7 +157,8 @@ class StreamWorker:
         return waiting
 
     def snapshot(self) -> Snapshot:
-        owned, self.counters.redis_writes_refused = self.assigned_inputs(), self.store.refused
+        owned = self.assigned_inputs()
+        self.counters.redis_writes_refused = self.store.refused  # the store counts them; the metrics read counters
         return Snapshot(self.counters, self.ordered.status(), self.watcher.status(), self.catalogue.status(),
                         self.missing(), lag=self.input_ends.lag(self.app, self.settings.topics.inputs),
                         users=len(self.profile_table.data), items=self.index.item_count(),

@@ -64,12 +64,12 @@ def check_item(record: Any, source: Source, raw: bytes) -> dict[str, Any] | Reje
         validator("item")(record)
     except JsonSchemaException as exc:
         return Rejection("schema_violation", exc.message, source, None, raw)
-    unwritable = [name for name, value in [("price", record.get("price")), *(
-        (f"attributes.{key}", value) for key, value in (record.get("attributes") or {}).items())]
-        if isinstance(value, float) and not math.isfinite(value)]
+    numbers = [("price", record.get("price")), *((f"attributes.{key}", value)
+                                                   for key, value in (record.get("attributes") or {}).items())]
+    unwritable = [(name, value) for name, value in numbers if isinstance(value, float) and not math.isfinite(value)]
     if unwritable:  # JSON has neither: the record would reach the topic with null, which the workers refuse
-        return Rejection("schema_violation", f"{unwritable[0]} {record_value(record, unwritable[0])!r} is not a finite "
-                         "number", source, None, raw)
+        name, value = unwritable[0]
+        return Rejection("schema_violation", f"{name} {value!r} is not a finite number", source, None, raw)
     if (size := len(orjson.dumps(record))) > ITEM_RECORD_BYTES:
         return Rejection("payload_too_large", f"the record is {size:,} bytes as JSON, over {ITEM_RECORD_BYTES:,} (Apache "
                          "Kafka's default record limit): shorten its description or attributes", source, None, raw)
@@ -125,11 +125,6 @@ def _checked(path: Path, line: int, record: Any, raw: bytes) -> Read:
         return LineRejection(line, Rejection(checked.reason, f"line {line}: {checked.detail}", checked.source,
                                              None, raw))
     return checked
-
-
-def record_value(record: dict[str, Any], name: str) -> Any:
-    """A field of an item record by its name in a message (`attributes.KEY` inside the attributes)."""
-    return record["attributes"][name.split(".", 1)[1]] if name.startswith("attributes.") else record[name]
 
 
 def _read_jsonl(path: Path) -> Iterator[Read]:
