@@ -27,7 +27,7 @@ from stream_app.core.learners import BehaviourStats, InterestDrift, PartitionLea
 from stream_app.core.ordering import rounds
 from stream_app.core.profile import Profile, apply_event, event_digest
 from stream_app.evaluate.models import StreamAppModel
-from stream_app.stream.partitioning import partition_of
+from stream_app.partitioning import partition_of
 from stream_app.tools.synth import SynthConfig, generate
 
 SETTINGS = Settings(partitions=2, bandit=True, drift_handling=True, ranker_warm_up=50)

@@ -9,8 +9,8 @@ import orjson
 
 from stream_app.config import Settings
 from stream_app.contracts import ErasureRequest, Rejection, Source, load_schema
+from stream_app.partitioning import partition_of
 from stream_app.stream.erasures import ErasedUsers, ErasureFeed
-from stream_app.stream.partitioning import partition_of
 
 YEAR = 365 * 24 * 3600 * 1000
 

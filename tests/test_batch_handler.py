@@ -202,7 +202,7 @@ def test_a_removed_users_kept_profile_leaves_the_cache(settings, monkeypatch):
 
 
 def test_after_a_rebalance_the_cache_holds_only_the_profiles_of_owned_partitions():
-    from stream_app.stream.partitioning import partition_of
+    from stream_app.partitioning import partition_of
 
     cache = ProfileCache(100)
     users = [f"user-{n}" for n in range(40)]
@@ -409,8 +409,8 @@ def test_a_rebalance_step_waits_for_a_batch_in_flight_but_not_past_the_rebalance
 
 
 def test_an_idle_user_leaves_only_if_idle_now_and_only_from_its_own_partitions(settings):
+    from stream_app.partitioning import partition_of
     from stream_app.stream.idle_users import IdleUsers
-    from stream_app.stream.partitioning import partition_of
 
     settings = settings.replace(user_idle_ms=3_600_000, partitions=8)
     events = make_events()  # u1, one a minute from T
@@ -487,8 +487,8 @@ def test_every_state_record_names_the_partition_it_is_state_of_and_nothing_else_
     """The fence of a batch that outlived a revoke (output.Outbox.fence) drops records by these owners: a state
     record without one, or with another partition's, would reach a compacted topic after its partition's new owner
     wrote the key. Users of two partitions, neither 0, so an owner taken from elsewhere shows."""
+    from stream_app.partitioning import partition_of
     from stream_app.stream.erasures import ErasedUsers
-    from stream_app.stream.partitioning import partition_of
 
     state_topics = {"profiles.changelog", settings.topics.profiles, "learners.changelog", "erased.changelog"}
     by_partition = {partition_of(f"u{i}", settings.partitions): f"u{i}" for i in range(100)}
@@ -613,8 +613,8 @@ def test_a_worker_whose_erasure_key_is_not_the_one_past_erasures_were_recorded_w
 
 def test_a_restored_profile_of_a_user_erased_after_it_began_is_erased_again_once_per_assignment(settings):
     """An earlier owner's late changelog record after the erasure's tombstone, taken up by a restore."""
+    from stream_app.partitioning import partition_of
     from stream_app.stream.erasures import ErasedUsers
-    from stream_app.stream.partitioning import partition_of
 
     erased_at = 1_000_000
     erased = ErasedUsers({}, settings, "erased.changelog", "profiles.changelog")
@@ -646,8 +646,8 @@ def test_a_restored_profile_of_a_user_erased_after_it_began_is_erased_again_once
 
 def test_erasure_requests_wait_for_their_partition_owner_and_are_applied_once():
     from stream_app.contracts import Rejection, Source
+    from stream_app.partitioning import partition_of
     from stream_app.stream.erasures import ErasedUsers, ErasureFeed
-    from stream_app.stream.partitioning import partition_of
 
     settings = Settings(partitions=4)
     feed = ErasureFeed(settings, 4, lambda: None, "w", None)
@@ -672,8 +672,8 @@ def test_erasure_requests_wait_for_their_partition_owner_and_are_applied_once():
 
 def erasure_feed_of_four_partitions():
     """A fresh erasure feed of 4 partitions; USER's partition, a user of another and that one's partition."""
+    from stream_app.partitioning import partition_of
     from stream_app.stream.erasures import ErasureFeed
-    from stream_app.stream.partitioning import partition_of
 
     settings = Settings(partitions=4)
     feed = ErasureFeed(settings, 4, lambda: None, "w", None)
@@ -744,8 +744,8 @@ def test_requests_on_a_recreated_erasures_topic_are_applied_not_taken_for_the_on
     dropped without a word, and their users' profiles stayed. Told by another request at the offset applied last,
     or by the reader seeing the topic start again; a reader that has not reached that offset yet is no sign."""
     from stream_app.contracts import Source
+    from stream_app.partitioning import partition_of
     from stream_app.stream.erasures import ErasedUsers, ErasureFeed
-    from stream_app.stream.partitioning import partition_of
 
     settings = Settings(partitions=4)
     mine = partition_of(USER, 4)
@@ -835,8 +835,8 @@ def test_an_erasure_waits_for_its_dead_letters_to_be_listed_beside_the_batches_n
     import asyncio
 
     from stream_app.contracts import Source
+    from stream_app.partitioning import partition_of
     from stream_app.stream.erasures import ErasedUsers, ErasureFeed
-    from stream_app.stream.partitioning import partition_of
 
     async def scenario():
         woken, asked, release = [], [], asyncio.Event()
@@ -920,8 +920,8 @@ def test_no_right_to_read_the_dead_letter_topic_is_said_in_the_receipt_not_a_wor
     from aiokafka.errors import TopicAuthorizationFailedError
 
     from stream_app.contracts import Source
+    from stream_app.partitioning import partition_of
     from stream_app.stream.erasures import ErasedUsers, ErasureFeed
-    from stream_app.stream.partitioning import partition_of
     from stream_app.stream.retries import until_done
     from stream_app.tools.erase import describe
 

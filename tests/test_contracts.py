@@ -189,7 +189,7 @@ def test_the_gate_refuses_a_record_stamped_ahead_of_its_clock_and_reads_the_cloc
     import time
 
     from stream_app.config import Settings
-    from stream_app.stream.partitioning import partition_of
+    from stream_app.partitioning import partition_of
     from stream_app.stream.ready import gate
 
     settings = Settings(max_age_ms=7 * 86_400_000)

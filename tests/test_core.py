@@ -250,7 +250,7 @@ def test_every_feature_column_is_filled_on_a_synthetic_log():
     from stream_app.core.ordering import rounds
     from stream_app.core.recommend import FEATURES, recommend
     from stream_app.evaluate.models import StreamAppModel
-    from stream_app.stream.partitioning import partition_of
+    from stream_app.partitioning import partition_of
     from stream_app.tools.synth import SynthConfig, generate
 
     log, _ = generate(SynthConfig(events=3000, seed=5))

@@ -541,7 +541,7 @@ def test_evaluate_serves_an_encoder_only_from_its_training_cutoff_on(trained):
     `evaluate --encoder` rows learned the encoder feature from them, which no deployed model ever shows it."""
     from stream_app.core.ordering import rounds
     from stream_app.evaluate.models import StreamAppModel
-    from stream_app.stream.partitioning import partition_of
+    from stream_app.partitioning import partition_of
     from stream_app.tools.recorded import load_sorted
 
     root, v1, _ = trained

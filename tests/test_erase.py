@@ -348,7 +348,7 @@ def test_a_worker_that_takes_up_a_partition_applies_the_erasures_it_read_before_
     """A worker holds only its own partitions' requests (before, every worker held every request of every partition
     for the topic's 30 days): one it takes up later is read again from where the erased-users table says it was
     applied. The second request comes while its partition's owner is dead and the other worker does not hold it."""
-    from stream_app.stream.partitioning import partition_of
+    from stream_app.partitioning import partition_of
 
     settings = make_settings()
     first, second = start_worker(settings), start_worker(settings, wait_ready=False)

@@ -461,7 +461,7 @@ def test_judge_from_judges_only_the_later_share_of_the_logs_time_and_the_kafka_s
     from stream_app.core.ordering import rounds
     from stream_app.evaluate.prequential import time_split
     from stream_app.evaluate.via_kafka import score_published
-    from stream_app.stream.partitioning import partition_of
+    from stream_app.partitioning import partition_of
 
     write(SynthConfig(events=3000, seed=5), tmp_path / "log.jsonl")
     events = [orjson.loads(line) for line in (tmp_path / "log.jsonl").read_bytes().splitlines()]
@@ -485,7 +485,7 @@ def test_judge_from_judges_only_the_later_share_of_the_logs_time_and_the_kafka_s
 def test_cold_and_known_item_counts_do_not_depend_on_how_many_partitions_a_round_comes_from():
     """A round comes partition by partition: counted as they came, five later clicks on X of users in lower
     partitions made user A's earlier click on X neither cold nor on a new item with 8 partitions, and both with 1."""
-    from stream_app.stream.partitioning import partition_of
+    from stream_app.partitioning import partition_of
 
     start = 1_700_000_040_000
     later = [user for user in (f"v{n}" for n in range(200)) if partition_of(user, 8) < partition_of("A", 8)][:5]

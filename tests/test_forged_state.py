@@ -14,8 +14,8 @@ from stream_app.contracts import load_schema
 from stream_app.core.events import Event
 from stream_app.core.learners import BehaviourStats
 from stream_app.core.process import new_profile
+from stream_app.partitioning import partition_of
 from stream_app.store.redis_store import read_profile
-from stream_app.stream.partitioning import partition_of
 from stream_app.tools.bench import synthetic_events
 from stream_app.tools.consume import read_to_end, wait_committed
 from stream_app.tools.replay import produce_events

@@ -25,7 +25,7 @@ from stream_app.core.learners import (
 )
 from stream_app.core.process import new_partition_learners, new_profile, new_ranker, process, shown_hits
 from stream_app.core.profile import Profile, apply_event, event_digest
-from stream_app.stream.partitioning import murmur2, partition_of
+from stream_app.partitioning import murmur2, partition_of
 
 SETTINGS = Settings()
 

@@ -175,6 +175,8 @@ def test_read_api_waits_for_min_version_and_answers_as_the_profile_command(make_
         wait_until(healthy, 30, "stream-app serve to answer")
         assert f"serving GET /profiles/USER[?min_version=N] and /healthz on http://127.0.0.1:{port}" in \
             (tmp_path / "serve.log").read_text()  # said once bound, not before
+        # 503 until the worker's first look at Redis marks its partitions written back (stream/redis_refill.py)
+        wait_until(lambda: get(f"{url}/profiles/nobody")[0] != 503, 30, "the worker to mark the profile mirror")
         status, body = get(f"{url}/profiles/nobody")
         assert status == 404 and orjson.loads(body)["user_id"] == "nobody"
 

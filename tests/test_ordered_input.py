@@ -12,8 +12,8 @@ import stream_app.stream.ordered_input as ordered_input
 from stream_app.config import Settings
 from stream_app.contracts import COUNTED_HEADER, REDRIVE_HEADER, REDRIVE_OF_HEADER, load_schema
 from stream_app.core.items import InMemoryItemIndex
+from stream_app.partitioning import partition_of
 from stream_app.stream.ordered_input import OrderedInput
-from stream_app.stream.partitioning import partition_of
 from stream_app.stream.ready import ReadRecord, counted_before, input_source
 
 START = 1_700_000_000_000
@@ -321,7 +321,7 @@ def test_the_readers_copy_does_not_overtake_passed_records_an_earlier_owner_has_
 def test_an_event_on_another_partition_than_its_users_is_dead_lettered_as_wrong_partition():
     from stream_app.contracts import Rejection, Source
     from stream_app.core.events import Event
-    from stream_app.stream.partitioning import partition_of
+    from stream_app.partitioning import partition_of
 
     settings = Settings(partitions=8)
     ordered = OrderedInput(settings, 8, InMemoryItemIndex(settings))

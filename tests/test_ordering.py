@@ -9,7 +9,7 @@ from stream_app.core.events import Event
 from stream_app.core.item_feed import ItemFeed
 from stream_app.core.items import InMemoryItemIndex
 from stream_app.core.ordering import AFTER_ALL, EMPTY, LANE_OF, WAIT, Sequencer, always, rounds
-from stream_app.stream.partitioning import partition_of
+from stream_app.partitioning import partition_of
 
 T0 = 1_700_000_040_000  # on a minute boundary
 MINUTE = 60_000

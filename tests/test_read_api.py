@@ -1,8 +1,23 @@
 import asyncio
 import uuid
 
+import redis
+
 from stream_app.core.profile import Profile
+from stream_app.partitioning import partition_of
+from stream_app.store.mirror_marker import MARKER
 from stream_app.store.redis_store import ProfileStore, RedisStoreConfig
+
+
+def mirror_written_back(redis_url: str, namespace: str, partitions: set[int] = set(range(8))) -> None:
+    """Mark `partitions`' profiles as in Redis, as a worker does after its first look (stream/redis_refill.py)."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        key = f"{namespace}{MARKER}"
+        client.hsetnx(key, "token", "t0")
+        client.hset(key, mapping={f"partition:{p}": "t0" for p in partitions})
+    finally:
+        client.close()
 
 
 async def answers_of(redis_url: str, namespace: str, paths: tuple[str, ...]) -> dict[str, tuple[int, dict, str | None]]:
@@ -11,7 +26,7 @@ async def answers_of(redis_url: str, namespace: str, paths: tuple[str, ...]) -> 
 
     from stream_app.store.read_api import read_api
 
-    client = TestClient(TestServer(read_api(redis_url, namespace, 100)))
+    client = TestClient(TestServer(read_api(redis_url, namespace, 100, 8)))
     await client.start_server()
     try:
         answers = {}
@@ -41,7 +56,7 @@ def test_a_burst_of_concurrent_reads_waits_for_a_redis_connection_instead_of_ans
             await store.write_profiles([(profile, profile.to_json(internal=False))], now_ms=10)
         finally:
             await store.close()
-        client = TestClient(TestServer(read_api(services["REDIS_URL"], namespace, 100)),
+        client = TestClient(TestServer(read_api(services["REDIS_URL"], namespace, 100, 8)),
                             connector=TCPConnector(limit=0))
         await client.start_server()
 
@@ -67,7 +82,7 @@ def test_an_empty_user_id_is_answered_400_in_json_like_every_other_answer_of_pro
     from stream_app.store.read_api import read_api
 
     async def scenario(path: str) -> tuple[int, str, dict]:
-        client = TestClient(TestServer(read_api(services["REDIS_URL"], "read-api-empty.", 100)))
+        client = TestClient(TestServer(read_api(services["REDIS_URL"], "read-api-empty.", 100, 8)))
         await client.start_server()
         try:
             response = await client.get(path)
@@ -93,6 +108,7 @@ def test_an_unknown_parameter_is_400_and_a_version_no_profile_reached_yet_is_409
             await store.write_profiles([(profile, profile.to_json(internal=False))], now_ms=10)
         finally:
             await store.close()
+        mirror_written_back(services["REDIS_URL"], namespace)
         return await answers_of(services["REDIS_URL"], namespace, (
             "/profiles/u1?minversion=5", "/profiles/u1?min_version=3&pretty=1", "/profiles/new?min_version=1",
             "/profiles/new", "/profiles/u1?min_version=4", "/profiles/u1?min_version=3"))
@@ -124,6 +140,7 @@ def test_a_removed_profile_is_a_404_that_says_when_and_why_it_went(services):
             await store.delete_profiles(["idle"], evicted={"idle": 5}, now_ms=1_700_000_001_000)
         finally:
             await store.close()
+        mirror_written_back(services["REDIS_URL"], namespace)
         return await answers_of(services["REDIS_URL"], namespace, (
             "/profiles/gone", "/profiles/idle", "/profiles/never", "/profiles/idle?min_version=4"))
 
@@ -189,8 +206,10 @@ def test_a_wrong_password_and_a_busy_pool_are_not_said_as_redis_not_answering(se
     monkeypatch.setattr(read_api_module, "MAX_CONNECTIONS", 1)
     monkeypatch.setattr(read_api_module, "WAIT_FOR_CONNECTION_S", 0.001)
 
+    mirror_written_back(services["REDIS_URL"], "busy.")
+
     async def burst() -> list[tuple[int, dict]]:
-        client = TestClient(TestServer(read_api_module.read_api(services["REDIS_URL"], "busy.", 100)))
+        client = TestClient(TestServer(read_api_module.read_api(services["REDIS_URL"], "busy.", 100, 8)))
         await client.start_server()
 
         async def one() -> tuple[int, dict]:
@@ -223,3 +242,26 @@ def test_a_user_id_with_a_line_break_is_read_like_any_other(services):
     asyncio.run(write())
     status, body, _ = asyncio.run(answers_of(services["REDIS_URL"], namespace, ("/profiles/a%0Ab",)))["/profiles/a%0Ab"]
     assert status == 200 and body["profile_version"] == 2
+
+
+def test_a_user_missing_from_a_partition_the_workers_have_not_written_back_is_503_not_404(services):
+    """While workers wrote the profiles back to a Redis that had lost them, the read API answered 404 "no profile"
+    for users who had one (helper-132): a caller took them for new users. A miss is a 404 only in a partition the
+    marker says is written back under its current token."""
+    namespace = f"read-api-test-{uuid.uuid4().hex[:12]}."
+    pending = next(user for user in (f"p{i}" for i in range(100)) if partition_of(user, 8) == 3)
+    done = next(user for user in (f"d{i}" for i in range(100)) if partition_of(user, 8) != 3)
+    paths = (f"/profiles/{pending}", f"/profiles/{done}")
+
+    before = asyncio.run(answers_of(services["REDIS_URL"], namespace, paths))  # no marker: Redis emptied, or new
+    mirror_written_back(services["REDIS_URL"], namespace, set(range(8)) - {3})
+    during = asyncio.run(answers_of(services["REDIS_URL"], namespace, paths))
+    mirror_written_back(services["REDIS_URL"], namespace)
+    after = asyncio.run(answers_of(services["REDIS_URL"], namespace, paths))
+
+    assert [answer[0] for answer in before.values()] == [503, 503]
+    status, body, retry = during[f"/profiles/{pending}"]
+    assert (status, retry, body["user_id"]) == (503, "1", pending)
+    assert "the workers write the profiles back" in body["error"]
+    assert during[f"/profiles/{done}"][0] == 404
+    assert [answer[0] for answer in after.values()] == [404, 404]

@@ -18,9 +18,9 @@ import stream_app.stream.ordered_input as ordered_input
 import stream_app.stream.transport as transport
 from stream_app.config import Settings
 from stream_app.core.items import InMemoryItemIndex
+from stream_app.partitioning import partition_of
 from stream_app.stream import retries
 from stream_app.stream.ordered_input import OrderedInput
-from stream_app.stream.partitioning import partition_of
 
 START = 1_700_000_000_000
 SETTINGS = Settings(partitions=2, kafka_bootstrap_servers="127.0.0.1:1")

@@ -130,7 +130,7 @@ def test_a_worker_applies_an_event_with_such_a_header_and_every_event_after_it(m
     import orjson
     from test_pipeline import read_all
 
-    from stream_app.stream.partitioning import partition_of
+    from stream_app.partitioning import partition_of
 
     settings = make_settings()
     start_worker(settings)

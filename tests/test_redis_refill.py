@@ -4,10 +4,11 @@ import asyncio
 import uuid
 
 from stream_app.core.profile import Profile
+from stream_app.partitioning import partition_of
+from stream_app.store.mirror_marker import MirrorMarker
 from stream_app.store.redis_store import ProfileStore, RedisStoreConfig, read_profile
 from stream_app.stream.batch import Counters
-from stream_app.stream.partitioning import partition_of
-from stream_app.stream.redis_refill import CHUNK, MirrorKeeper, MirrorMarker, refill
+from stream_app.stream.redis_refill import CHUNK, MirrorKeeper, refill
 
 PARTITIONS = 4
 

@@ -16,9 +16,9 @@ from test_pipeline import read_all
 from stream_app.config import Settings
 from stream_app.contracts import REDRIVE_HEADER, REDRIVE_OF_HEADER, ErasureRequest, Rejection, Source
 from stream_app.errors import StreamAppError
+from stream_app.partitioning import partition_of
 from stream_app.store.redis_store import read_profile
 from stream_app.stream.erasures import ErasedUsers
-from stream_app.stream.partitioning import partition_of
 from stream_app.tools.consume import read_to_end
 from stream_app.tools.processes import wait_ready_workers
 from stream_app.tools.redrive import ErasureCheck, Resend, check_reasons, redrive, resend_of

@@ -7,8 +7,8 @@ import collections
 import pytest
 from conftest import wait_until
 
+from stream_app.store.mirror_marker import MARKER
 from stream_app.store.redis_store import profile_key, read_profile
-from stream_app.stream.redis_refill import MARKER
 from stream_app.tools.bench import synthetic_events
 from stream_app.tools.consume import wait_committed
 from stream_app.tools.repair import repair_redis

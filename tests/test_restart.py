@@ -16,8 +16,8 @@ from stream_app.core.events import Event
 from stream_app.core.items import InMemoryItemIndex
 from stream_app.core.process import new_profile, process
 from stream_app.core.profile import _SNAPSHOT_HEAD, Profile, snapshot_order, supersedes
+from stream_app.partitioning import partition_of
 from stream_app.store.redis_store import read_profile, worker_statuses
-from stream_app.stream.partitioning import partition_of
 from stream_app.stream.table_stores import LearnersTable, ProfileTable
 from stream_app.tools.consume import committed_offsets
 from stream_app.tools.repair import latest_snapshots
@@ -166,7 +166,7 @@ def test_profiles_and_learners_the_worker_wrote_leave_with_their_partition_at_a_
     itself stayed, stale profiles held in memory after each rebalance."""
     from faust.types import TP
 
-    from stream_app.stream.partitioning import partition_of
+    from stream_app.partitioning import partition_of
 
     app = faust.App("revoke-test", store="memory://", broker="kafka://localhost:1")
     profiles = ProfileTable(app, name="profiles", beacon=app.tables.beacon, key_type=bytes, value_type=bytes,

@@ -195,7 +195,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             record.write_text(json.dumps({"pid": os.getpid(), "address": address, "redis": redact_setting(redis_url)}))
 
     try:
-        run_read_api(redis_url, settings.namespace, settings.read_wait_ms, args.host, args.port, listening)
+        run_read_api(redis_url, settings, args.host, args.port, listening)
     except OSError as exc:
         raise StreamAppError(f"cannot listen on {args.host}:{args.port} ({exc}); {listen_advice(exc)}") from None
     finally:

@@ -27,7 +27,7 @@ def cmd_recommendations(args: argparse.Namespace) -> int:
     from kafka import KafkaConsumer
 
     from ..kafka_security import kafka_python_kwargs
-    from ..stream.partitioning import partition_of
+    from ..partitioning import partition_of
     from ..tools.consume import latest_records
 
     settings = Settings.from_env()

@@ -19,8 +19,8 @@ from ..core.learners import PartitionLearners
 from ..core.process import expected_scans, new_partition_learners, new_profile, process
 from ..core.profile import Profile
 from ..core.recommend import Ranked, by_prior, recommend
+from ..partitioning import partition_of
 from ..serving.encoder import Encoder, UserEncoding, encode_batch
-from ..stream.partitioning import partition_of
 from .baselines import then_popular
 
 

@@ -33,8 +33,8 @@ from ..core.events import Event
 from ..core.ordering import rounds
 from ..core.profile import event_digest
 from ..errors import InputFileError
+from ..partitioning import partition_of
 from ..serving.encoder import Encoder
-from ..stream.partitioning import partition_of
 from ..tools.log_checks import first_rejection, warn_if_seconds
 from ..tools.recorded import OnlineRetailStats
 from ..tools.replay import gate

@@ -14,7 +14,7 @@ from ..config import Settings
 from ..core.content import ContentIndex
 from ..core.ordering import rounds
 from ..errors import ServiceTimeout
-from ..stream.partitioning import partition_of
+from ..partitioning import partition_of
 from ..tools.log_checks import warn_if_seconds
 from ..tools.recorded import OnlineRetailStats
 from ..tools.replay import gate

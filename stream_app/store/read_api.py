@@ -6,7 +6,9 @@ Redis does not know (with `removed`, reason and time, for a day after a reset or
 is the plain 404 of a user never seen). `?min_version=N` is read-your-writes: a caller that saw a recommendation of
 profile_version N (or wrote the N-th event) waits until Redis holds at least that version, up to
 `STREAM_APP_READ_WAIT_MS`, else 409 with the version Redis holds (0: no profile yet) and Retry-After. Any other
-query parameter is a 400. `GET /healthz`: 200 while Redis answers.
+query parameter is a 400. A user Redis does not know, in an input partition the workers have not written back
+since Redis lost the mirror (mirror_marker.py), is a 503 with Retry-After, not a 404: the profile may be on its
+way. `GET /healthz`: 200 while Redis answers.
 """
 
 from __future__ import annotations
@@ -23,8 +25,11 @@ from aiohttp import web
 from redis.exceptions import AuthenticationError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from ..config import Settings
 from ..errors import described
 from ..logs import utc_ms
+from ..partitioning import partition_of
+from .mirror_marker import MirrorMarker
 from .redis_store import decode_profile, key_fault, profile_key, removal
 
 log = logging.getLogger("stream_app.read_api")
@@ -55,24 +60,32 @@ def _why(removed: dict | None) -> str:
     return f"; it was evicted as idle or reset at {utc_ms(removed['at'])}, and the user's next event starts a new one"
 
 
+def _min_version(request: web.Request) -> int | web.Response:
+    """The query's `min_version` (0 without one), or the 400 that says what is wrong with the query."""
+    if unknown := sorted(set(request.query) - {"min_version"}):  # a misspelt min_version would not wait, unsaid
+        return _json({"error": f"unknown query parameter {unknown[0][:40]!r}: GET /profiles/{{user_id}} takes "
+                               "min_version only"}, 400)
+    if len(request.query.getall("min_version", [])) > 1:  # which one was meant cannot be told
+        return _json({"error": "min_version given more than once: give it once"}, 400)
+    wanted = request.query.get("min_version")
+    if wanted is not None and not VERSION.fullmatch(wanted):
+        return _json({"error": f"min_version must be a whole number from 1, not {wanted[:40]!r}"}, 400)
+    return int(wanted) if wanted else 0
+
+
 def _connected(request: web.Request) -> bool:
     """Is the caller still there (a wait for a caller that left polls Redis for nothing)."""
     transport = request.transport
     return transport is not None and not transport.is_closing()
 
 
-def read_api(redis_url: str, namespace: str, wait_ms: int) -> web.Application:
+def read_api(redis_url: str, namespace: str, wait_ms: int, partitions: int) -> web.Application:
+    marker = MirrorMarker(namespace)
     async def profile(request: web.Request) -> web.Response:
         user_id = request.match_info["user_id"]
-        if unknown := sorted(set(request.query) - {"min_version"}):  # a misspelt min_version would not wait, unsaid
-            return _json({"error": f"unknown query parameter {unknown[0][:40]!r}: GET /profiles/{{user_id}} takes "
-                                   "min_version only"}, 400)
-        if len(request.query.getall("min_version", [])) > 1:  # which one was meant cannot be told
-            return _json({"error": "min_version given more than once: give it once"}, 400)
-        wanted = request.query.get("min_version")
-        if wanted is not None and not VERSION.fullmatch(wanted):
-            return _json({"error": f"min_version must be a whole number from 1, not {wanted[:40]!r}"}, 400)
-        min_version = int(wanted) if wanted else 0
+        min_version = _min_version(request)
+        if isinstance(min_version, web.Response):
+            return min_version
         deadline = time.monotonic() + wait_ms / 1000
         client = request.app[CLIENT]
         try:
@@ -83,6 +96,7 @@ def read_api(redis_url: str, namespace: str, wait_ms: int) -> web.Application:
                     await asyncio.sleep(POLL_S)
             raw = await client.hgetall(profile_key(user_id, namespace))
             stored = decode_profile(raw)
+            refilling = not raw and not await marker.written_back(client, partition_of(user_id, partitions))
         except (ResponseError, ValueError) as exc:  # the key is not a profile (another type, fields edited)
             if isinstance(exc, ResponseError) and not key_fault(exc):  # an ACL, a full server, ...
                 log.error("Redis refuses a profile read (%s)", described(exc))
@@ -104,6 +118,10 @@ def read_api(redis_url: str, namespace: str, wait_ms: int) -> web.Application:
             return _json({"error": "Redis does not answer; retry later"}, 503)
         removed = removal(raw) if not stored else None
         gone = {"removed": removed} if removed else {}
+        if refilling and not min_version:  # a 404 would say the user has no profile: it may be on its way back
+            return _json({"error": "Redis does not hold this user's input partition yet (the workers write the "
+                                   "profiles back after Redis lost them, or none has started); retry later",
+                          "user_id": user_id}, 503)
         if not stored and not min_version:
             return _json({"error": f"no profile for user {user_id!r}" + _why(removed), "user_id": user_id, **gone}, 404)
         held = stored["profile_version"] if stored else 0  # with min_version, a user's first event may be on its way
@@ -143,11 +161,12 @@ def read_api(redis_url: str, namespace: str, wait_ms: int) -> web.Application:
     return app
 
 
-def run_read_api(redis_url: str, namespace: str, wait_ms: int, host: str, port: int,
+def run_read_api(redis_url: str, settings: Settings, host: str, port: int,
                  listening: Callable[[str], None] = lambda _address: None) -> None:
     """Serve in the foreground until SIGTERM/SIGINT; `listening(address)` once the socket is bound (aiohttp calls its
     `print` then, with a banner naming the bound address: the port taken, with --port 0)."""
-    web.run_app(read_api(redis_url, namespace, wait_ms), host=host, port=port,
+    app = read_api(redis_url, settings.namespace, settings.read_wait_ms, settings.partitions)
+    web.run_app(app, host=host, port=port,
                 print=lambda banner: listening(bound_address(banner, f"http://{host}:{port}")), access_log=None)
 
 

@@ -26,13 +26,13 @@ from ..core.process import (
     shown_hits,
 )
 from ..core.profile import Profile, snapshot_order
+from ..partitioning import partition_of
 from ..serving.encoder import Encoder, UserEncoding, encode_batch
 from .erasure_steps import ErasureSteps
 from .erasures import ErasedUsers
 from .idle_users import IdleUsers
 from .learner_table import PartitionState, restored_offset, with_learners_mark
 from .output import MAX_BATCH_BYTES, Outbox
-from .partitioning import partition_of
 from .profile_cache import ProfileCache
 from .ready import Ready, input_source
 

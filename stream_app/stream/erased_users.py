@@ -14,7 +14,7 @@ import orjson
 from ..config import Settings
 from ..contracts import ErasureRequest
 from ..core.learners.state import MAX_COUNT
-from .partitioning import partition_of
+from ..partitioning import partition_of
 from .retries import EXIT_ERASURE_KEY, stop_worker
 
 log = logging.getLogger("stream_app.erasures")

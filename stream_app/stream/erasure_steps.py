@@ -13,8 +13,8 @@ from ..config import Settings
 from ..contracts import ErasureRequest, Rejection, input_users
 from ..core.events import Event
 from ..core.profile import Profile, snapshot_order
+from ..partitioning import partition_of
 from .erasures import ErasedUsers, receipt
-from .partitioning import partition_of
 from .profile_cache import ProfileCache
 
 log = logging.getLogger("stream_app.worker")

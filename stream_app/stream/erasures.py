@@ -29,9 +29,9 @@ from ..contracts import ErasureRequest, Rejection, Source, check_erasure, dead_l
 from ..core.profile import Profile
 from ..errors import described
 from ..kafka_security import consumer_kwargs
+from ..partitioning import partition_of
 from ..store.redis_store import MARKER_S, profile_key
 from .erased_users import ErasedUsers
-from .partitioning import partition_of
 from .ready import headers_of, redrive_of
 from .retries import PERMANENT
 from .topics import topic_retention_ms

@@ -5,7 +5,7 @@ learners' state cost about 8% of a worker's samples at full speed)."""
 from __future__ import annotations
 
 from ..core.profile import Profile
-from .partitioning import partition_of
+from ..partitioning import partition_of
 
 
 class ProfileCache:

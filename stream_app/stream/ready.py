@@ -11,7 +11,7 @@ from ..config import Settings
 from ..contracts import COUNTED_HEADER, REDRIVE_OF_HEADER, REDRIVE_OF_SHAPE, Rejection, Source, check_input
 from ..core.events import Event
 from ..core.ordering import Released
-from .partitioning import partition_of
+from ..partitioning import partition_of
 
 
 def counted_before(record: Any) -> bool:

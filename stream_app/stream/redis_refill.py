@@ -1,10 +1,10 @@
 """Noticing that Redis lost the profile mirror, and writing back the profiles a worker owns.
 
 Redis is a copy of the profile table (redis_store.py). A Redis restarted without persistence, failed
-over to an empty replica or flushed comes back without the profiles of users who send nothing new,
-and the read API answers 404 for them until their next event. So the workers keep a marker there: a
-hash holding a random token (set by the first worker to find none) and, per input partition, the token
-under which that partition's profiles were written back. At every heartbeat a worker writes back each
+over to an empty replica or flushed comes back without the profiles of users who send nothing new until
+their next event. So the workers keep a marker there (store/mirror_marker.py): a hash holding a random token
+(set by the first worker to find none) and, per input partition, the token under which that partition's
+profiles were written back; the read API answers a miss in a partition not written back yet with 503, not 404. At every heartbeat a worker writes back each
 partition it owns whose entry is not the current token, from its table, through the same version guard
 as its batches (a newer profile a batch wrote meanwhile is never rolled back), then records the token
 for it. An emptied Redis has lost the marker with the rest, so every partition is written back by
@@ -22,43 +22,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 from typing import Any, Callable
 
 from ..core.profile import Profile
 from ..errors import described
+from ..partitioning import partition_of
+from ..store.mirror_marker import MirrorMarker
 from ..store.redis_store import ProfileStore
-from .partitioning import partition_of
 from .retries import RETRYABLE
 
 log = logging.getLogger("stream_app.redis_refill")
 
-#: The marker's key (after the namespace): a hash of "token" and "partition:<n>" -> a token.
-MARKER = "mirror-marker"
 #: Profiles read and written per round trip, under the batch lock; batches run between two.
 CHUNK = 200
-
-
-class MirrorMarker:
-    """The marker hash: which input partitions' profiles are in Redis under its current token."""
-
-    def __init__(self, namespace: str):
-        self.key = f"{namespace}{MARKER}"
-
-    async def missing(self, client: Any, owned: set[int]) -> tuple[str, set[int]]:
-        """(the current token, the `owned` partitions not written back under it); sets a token if none."""
-        pipe = client.pipeline(transaction=True)  # MULTI: a flush cannot land between the two
-        pipe.hsetnx(self.key, "token", secrets.token_hex(8))
-        pipe.hgetall(self.key)
-        _, marker = await pipe.execute()
-        token = marker.get(b"token")
-        if token is None:  # emptied in between all the same: look again at the next heartbeat
-            return "", set()
-        return token.decode(), {p for p in owned if marker.get(f"partition:{p}".encode()) != token}
-
-    async def done(self, client: Any, token: str, partitions: set[int]) -> None:
-        if partitions:
-            await client.hset(self.key, mapping={f"partition:{p}": token for p in sorted(partitions)})
 
 
 class MirrorKeeper:

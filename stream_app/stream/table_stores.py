@@ -13,8 +13,8 @@ from faust.types import TP
 
 from ..core.learners import learners_writes
 from ..core.profile import supersedes
+from ..partitioning import partition_of
 from .learner_table import learners_mark
-from .partitioning import partition_of
 
 log = logging.getLogger(__name__)
 

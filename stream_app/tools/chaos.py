@@ -40,8 +40,8 @@ import redis
 
 from ..config import Settings
 from ..errors import ServiceTimeout
+from ..partitioning import partition_of
 from ..store.redis_store import worker_statuses
-from ..stream.partitioning import partition_of
 from ..stream.topics import ensure_topics
 from .bench import synthetic_events
 from .chaos_checks import verify

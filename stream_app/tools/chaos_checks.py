@@ -17,8 +17,8 @@ from ..core.item_feed import ItemFeed
 from ..core.items import InMemoryItemIndex
 from ..core.ordering import rounds
 from ..core.profile import Profile
+from ..partitioning import partition_of
 from ..store.redis_store import read_profile, worker_statuses
-from ..stream.partitioning import partition_of
 from .consume import read_to_end
 from .repair import latest_snapshots
 

@@ -12,7 +12,7 @@ from kafka import KafkaConsumer, TopicPartition
 from ..config import Settings
 from ..errors import ServiceTimeout
 from ..kafka_security import PLAINTEXT, KafkaSecurity, kafka_python_kwargs
-from ..stream.partitioning import partition_of
+from ..partitioning import partition_of
 from ..stream.transport import true_end_offsets
 
 
