@@ -240,6 +240,21 @@ def plain_message(schema: str, data: Any, message: str) -> str:
     return message
 
 
+def version_not_read(record: Any) -> str | None:
+    """Why a record's `schema_version` is not one this release reads, or None: it is SCHEMA_VERSION (1.0 too, as the
+    schemas' `const` counts it), or the record names none: models.control and models.status records written before
+    2026-12-06 carry none, and those topics read such a record as version 1. Checked before the schema, so that a
+    record of a later contract is refused for its version, not for whichever of its fields the schema meets first."""
+    if not isinstance(record, dict) or "schema_version" not in record:
+        return None
+    version = record["schema_version"]
+    if isinstance(version, (int, float)) and not isinstance(version, bool) and version == SCHEMA_VERSION:
+        return None
+    said = repr(version)
+    return (f"schema_version {said if len(said) <= 40 else said[:40] + '...'} is not one this release reads "
+            f"({SCHEMA_VERSION})")
+
+
 def check_input(payload: bytes | None, key: bytes | None, source: Source, expected_type: str | None,
                 max_bytes: int, reference_ms: int | None = None, max_future_ms: int = 0,
                 max_age_ms: int = 0) -> Event | Rejection:

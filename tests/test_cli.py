@@ -227,6 +227,39 @@ def test_bench_gives_the_ratio_of_the_two_rates_at_full_speed_only(capsys):
     assert "800 events/s (both at the offered rate: no ratio;" in capsys.readouterr().out
 
 
+def test_bench_rounds_alternate_which_runs_first_and_end_with_every_ratio_and_their_median(monkeypatch, capsys):
+    """`--baseline` ran the plain app first, once: on a machine whose speed drifts within minutes the one ratio
+    favoured whichever ran in the faster minutes (a review)."""
+    from types import SimpleNamespace
+
+    from stream_app.config import Settings
+    from stream_app.tools import bench
+
+    latency = {"p50_ms": 5.0, "p99_ms": 9.0, "count": 100}
+    ran, plain_s, ours_s = [], iter([1.0, 2.0, 1.0]), iter([2.0, 2.5, 4.0])
+
+    def plain(run, events, rate, timeout, tag="", ours=None):
+        ran.append(("plain", tag, ours is not None))
+        return bench.Measured(1000, next(plain_s), 0.5, latency)
+
+    def workers(run, settings, count, events, rate, timeout, version, plain, memory):
+        ran.append(("stream-app", settings.namespace, plain is not None, memory))
+        return bench.Measured(1000, next(ours_s), 0.5, latency)
+
+    monkeypatch.setattr(bench, "run_plain", plain)
+    monkeypatch.setattr(bench, "run_workers", workers)
+    run = SimpleNamespace(settings=Settings(namespace="b."))
+    bench.print_rounds([bench.run_round(run, [], 60.0, None, 1, number, 3) for number in range(3)])
+    assert ran == [("plain", "r1", False), ("stream-app", "b.r1w1.", True, True),
+                   ("stream-app", "b.r2w1.", False, False), ("plain", "r2", True),
+                   ("plain", "r3", False), ("stream-app", "b.r3w1.", True, False)]
+    out = capsys.readouterr().out
+    assert "round 2 of 3, stream-app first:" in out and "round 3 of 3, the plain app first:" in out
+    # rates 1000/s and 500/s, 1000/s and 400/s, 1000/s and 250/s: ratios 0.50x, 0.80x, 0.25x
+    assert ("over 3 rounds: the plain app 1,000 events/s, stream-app 400 (medians); stream-app / the plain app of "
+            "the same round: 0.50x, 0.80x, 0.25x; median 0.50x, from 0.25x to 0.80x") in out
+
+
 def test_demo_checks_its_files_before_starting_any_service(tmp_path, monkeypatch, capsys):
     from conftest import OTTO_SAMPLE
 

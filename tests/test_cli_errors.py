@@ -203,6 +203,11 @@ def test_an_erasure_of_an_invalid_user_id_is_refused_before_anything_is_sent(tmp
     (["evaluate", OTTO, "--rate", "nan", "--via-kafka"], "--rate must be a number of 0.001 or more"),
     (["train", OTTO, "--train-fraction", "1.5"], "must be between 0 and 1"),
     (["bench", "--timeout", "inf"], "must be a number of seconds above 0, not 'inf'"),
+    (["bench", "--rounds", "3"], "--rounds repeats the comparison with the plain app at full speed: give it with "
+                                 "--baseline"),
+    (["bench", "--rounds", "3", "--baseline", "--rate", "500"], "without --rate and with one worker count"),
+    (["bench", "--rounds", "3", "--baseline", "--workers", "1,2"], "without --rate and with one worker count"),
+    (["bench", "--rounds", "0"], "argument --rounds: must be 1 or more, not 0"),
 ])
 def test_mistakes_in_paths_and_numbers_are_one_line_not_a_traceback(argv, said, capsys):
     try:

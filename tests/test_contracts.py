@@ -81,7 +81,8 @@ def test_a_tombstone_is_told_from_an_empty_payload_and_a_long_key_cut_mid_charac
 
 
 def test_schemas_are_valid_draft7():
-    for name in ("input-event", "recommendation", "profile", "dead-letter", "erasure-request", "erasure-receipt"):
+    for name in ("input-event", "recommendation", "profile", "dead-letter", "erasure-request", "erasure-receipt",
+                 "model-control", "model-status"):
         jsonschema.Draft7Validator.check_schema(load_schema(name))
 
 
@@ -328,3 +329,14 @@ def test_a_key_mismatch_names_the_key_and_the_user_id():
     refused = check_erasure(orjson.dumps(request), b"u2", Source("erasures", 0, 1), 1024)
     assert refused.detail == ("the message key 'u2' is not the user_id 'u1': key each request by its user_id (requests "
                               "go to the user's partition)")
+
+
+def test_a_record_without_schema_version_reads_as_version_1_and_another_version_is_named_in_few_characters():
+    """models.control and models.status records written before 2026-12-06 carry no schema_version (read as 1); one
+    naming another is refused for it, said as the schemas' const would count it (1.0 is 1, true is not)."""
+    from stream_app.contracts import version_not_read
+
+    assert [version_not_read(r) for r in ({}, {"schema_version": 1}, {"schema_version": 1.0}, [2])] == [None] * 4
+    assert version_not_read({"schema_version": True}) == "schema_version True is not one this release reads (1)"
+    long = version_not_read({"schema_version": "v" * 900_000})
+    assert long.startswith("schema_version 'vvv") and "..." in long and len(long) < 120

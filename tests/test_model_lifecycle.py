@@ -9,7 +9,9 @@ import json
 import shutil
 import stat
 from pathlib import Path
+from types import SimpleNamespace
 
+import jsonschema
 import numpy as np
 import orjson
 import pytest
@@ -26,7 +28,7 @@ from stream_app.serving import registry
 from stream_app.serving.encoder import Encoder
 from stream_app.stream.batch import BatchHandler, Counters, PartitionState
 from stream_app.stream.catalogue_feed import CatalogueFeed
-from stream_app.stream.model_control import ModelWatcher
+from stream_app.stream.model_control import ModelWatcher, valid_for_its_key
 
 
 def copied(source: Path, target: Path, *versions: str) -> Path:
@@ -137,21 +139,129 @@ def test_publishing_the_serving_version_again_clears_a_refusal(trained):
     assert [r["outcome"] for r in reports] == ["serving", "refused", "serving"]
 
 
-def test_a_control_record_with_schema_version_is_read_and_none_is_written_yet(trained):
-    """Readers take schema_version before any writer sends it: workers of the release before refuse a record
-    with it (their schema has no such field), so during a rolling upgrade nothing may write it yet."""
+def test_a_control_record_with_or_without_schema_version_is_read_and_the_status_records_carry_it(trained):
+    """An older CLI's announcement (no schema_version, as `models publish` wrote until 2026-12-06, and as the compacted
+    topic may keep it for good) is read as version 1 beside this release's; the status records the worker writes
+    carry schema_version 1 (they carried none until 2026-12-06)."""
     from fastjsonschema import JsonSchemaException
 
-    from stream_app.contracts import validator
+    from stream_app.contracts import load_schema, validator
 
-    root, v1, _ = trained
-    versioned = {**announce(root, "live", v1, 1), "schema_version": 1}  # as the next release writes it
-    watcher, reports = watched(root, versioned)
-    assert watcher.live.version == v1 and [r["outcome"] for r in reports] == ["serving"]
-    assert "schema_version" not in reports[0]
-    validator("model-status")({**reports[0], "schema_version": 1})
+    root, v1, v2 = trained
+    older = announce(root, "live", v1, 1)  # as an older CLI wrote it
+    assert "schema_version" not in older
+    watcher, reports = watched(root, older, {**announce(root, "live", v2, 2), "schema_version": 1})
+    assert watcher.live.version == v2 and [r["outcome"] for r in reports] == ["serving", "serving"]
+    status_schema = {**load_schema("model-status"), "required": [*load_schema("model-status")["required"],
+                                                                 "schema_version"]}
+    for record in reports:
+        assert record["schema_version"] == 1
+        validator("model-status")(record)
+        jsonschema.validate(record, status_schema)
     with pytest.raises(JsonSchemaException):  # a later version of the contract is not read as this one
-        validator("model-control")({**versioned, "schema_version": 2})
+        validator("model-control")({**older, "schema_version": 2})
+
+
+def test_models_publish_writes_schema_version_and_its_record_follows_the_schema(monkeypatch):
+    """`models publish` (and `withdraw`, `train --publish`, demo, bench) wrote control records without schema_version
+    until 2026-12-06; workers since 2026-11-30 read it."""
+    from stream_app.contracts import load_schema, validator
+    from stream_app.stream import model_control, topics
+
+    sent: list[tuple[str, bytes, bytes]] = []
+
+    class Producer:
+        def __init__(self, **_: object) -> None:
+            pass
+
+        def send(self, topic: str, key: bytes, value: bytes):
+            sent.append((topic, key, value))
+            return SimpleNamespace(get=lambda timeout: None)
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr("kafka.KafkaProducer", Producer)
+    monkeypatch.setattr(topics, "ensure_topics", lambda settings: None)
+    settings = Settings(kafka_bootstrap_servers="127.0.0.1:9092")
+    returned = model_control.publish(settings, "shadow", None)
+    [(topic, key, value)] = sent
+    record = orjson.loads(value)
+    assert topic == settings.topics.model_control and key == b"shadow" and record == returned
+    assert record["schema_version"] == 1
+    validator("model-control")(record)
+    control_schema = {**load_schema("model-control"), "required": [*load_schema("model-control")["required"],
+                                                                   "schema_version"]}
+    jsonschema.validate(record, control_schema)
+    assert model_control.valid_for_its_key(SimpleNamespace(key=key, value=value))
+
+
+def test_a_control_record_of_another_schema_version_is_refused_with_where_it_was_read(trained, caplog):
+    """A record of a later contract (its fields may mean other things) is ignored, not acted on or crashed on: the
+    log line names the version and where it was read (topic, partition, offset), the role's status says refused, the
+    worker keeps what serves; a record without schema_version is still read as version 1."""
+    root, v1, v2 = trained
+    reports: list[dict] = []
+
+    async def report(record: dict) -> None:
+        reports.append(record)
+
+    watcher = ModelWatcher(Settings(registry_dir=str(root)), report, "w")
+    later = {**announce(root, "live", v2, 2), "schema_version": 2}
+    reshaped = {"role": "live", "model": {"name": v2}, "schema_version": "2.0"}  # a later shape breaks v1's fields too
+    messages = [SimpleNamespace(topic="models.control", partition=0, offset=offset, key=b"live", value=orjson.dumps(r))
+                for offset, r in enumerate([announce(root, "live", v1, 1), later, reshaped])]
+
+    async def scenario() -> None:
+        for message in messages:
+            await watcher.receive(message)
+
+    with caplog.at_level("ERROR", logger="stream_app.models"):
+        asyncio.run(scenario())
+    assert watcher.live.version == v1 and watcher.swaps == 1
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    advice = ("this worker keeps the models it serves (publish with `stream-app models publish` of this release, or "
+              "upgrade the workers to the release that writes it)")
+    assert [r.getMessage() for r in errors] == [
+        f"ignoring a control record at models.control[0]@1 keyed b'live': schema_version 2 is not one this release "
+        f"reads (1); {advice}",
+        f"ignoring a control record at models.control[0]@2 keyed b'live': schema_version '2.0' is not one this "
+        f"release reads (1); {advice}"]
+    assert [(r.topic, r.partition, r.offset) for r in errors] == [("models.control", 0, 1), ("models.control", 0, 2)]
+    assert [(r["outcome"], r["version"]) for r in reports] == [("serving", v1), ("refused", None), ("refused", None)]
+    assert "schema_version 2 is not one this release reads" in reports[1]["reason"]
+    assert "keeps " + v1 in reports[1]["reason"] and "models.control[0]@2" in watcher.status()["errors"]["control"]
+    # nor is it the role's latest valid record when a starting worker catches up with the topic
+    assert [valid_for_its_key(message) for message in messages] == [True, False, False]
+
+
+def test_models_status_sets_aside_a_status_record_it_cannot_read_and_says_where(monkeypatch, capsys):
+    """A status record of a later schema_version (or not JSON, or without what the command prints) was a KeyError
+    or JSONDecodeError traceback that hid every worker's outcome; one without schema_version (a worker before
+    2026-12-06) is read as version 1."""
+    from stream_app.cli.model_commands import print_model_status
+    from stream_app.tools import consume
+
+    def status(worker: str, **more: object) -> dict:
+        return {"worker_id": worker, "role": "live", "version": "enc-1", "content_hash": None, "outcome": "serving",
+                "reason": None, "at": 0, **more}
+
+    values = [orjson.dumps(status("w-old")), orjson.dumps(status("w-new", schema_version=1)),
+              orjson.dumps(status("w-later", schema_version=2)), b"{not json", orjson.dumps({"worker_id": "w-x"})]
+    records = [SimpleNamespace(topic="models.status", partition=0, offset=offset, key=f"k{offset}".encode(), value=v)
+               for offset, v in enumerate(values)]
+    monkeypatch.setattr(consume, "read_to_end", lambda settings, topic: records)
+    assert print_model_status(Settings(), show_all=True) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == ("(3 records of models.status set aside, the last at models.status[0]@4 (it lacks at, outcome, "
+                        "reason, role, version): one of another schema_version is read by `stream-app models status` "
+                        "of the release that wrote it)")
+    assert [line.split()[0] for line in lines[1:]] == ["w-new", "w-old"]
+    from stream_app.cli.model_commands import status_records
+
+    _, set_aside = status_records(Settings())
+    assert set_aside[:2] == ["models.status[0]@2 (schema_version 2 is not one this release reads (1))",
+                             "models.status[0]@3 (not a JSON object)"]
 
 
 def test_withdrawing_a_refused_first_version_is_reported_as_withdrawn_not_as_serving_nothing(trained):

@@ -284,7 +284,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from ..tools.bench import run_bench
 
     return run_bench(args.events, args.users, args.items, args.timeout, args.rate, args.encoder, args.baseline,
-                     args.workers, args.keep)
+                     args.workers, args.keep, args.rounds)
 
 
 def cmd_chaos(args: argparse.Namespace) -> int:

@@ -252,6 +252,9 @@ def add_bench_command(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--baseline", action="store_true",
                    help="first run a plain Faust app (parse, one table update, one send per event) on the same "
                         "events and print both rates and their ratio")
+    b.add_argument("--rounds", type=arg.count, default=1, metavar="N",
+                   help="with --baseline at full speed: run the plain app and stream-app N times each, which goes "
+                        "first alternating, and print every round's ratio and their median (default 1)")
     b.add_argument("--workers", type=arg.worker_counts, default=(1,), metavar="N[,N...]",
                    help="worker group sizes to run one after the other, e.g. 1,2,4 for a scale-out curve (default 1)")
     b.add_argument("--keep", action="store_true", help=KEEP_HELP)

@@ -128,11 +128,11 @@ def require_role_fits(registry_dir: str, version: str, role: str) -> None:
 def print_model_status(settings: Settings, show_all: bool = False) -> int:
     """Each worker's last outcome per role, as the workers reported it on the models.status topic; the rows of
     workers no longer running (by the live workers' keys in Redis, which must answer) only with `show_all`."""
-    from ..tools.consume import read_to_end
-
-    latest: dict[bytes, dict] = {}
-    for record in read_to_end(settings, settings.topics.model_status):
-        latest[record.key] = json.loads(record.value)
+    latest, set_aside = status_records(settings)
+    if set_aside:  # said first: a worker of a later release may be among those not shown
+        print(f"({len(set_aside)} record{'s' if len(set_aside) > 1 else ''} of {settings.topics.model_status} set "
+              f"aside, the last at {set_aside[-1]}: one of another schema_version is read by `stream-app models "
+              "status` of the release that wrote it)")
     if not latest:
         print(f"no model outcome on {settings.topics.model_status} yet: a worker reports one once a model is published "
               "(`stream-app models publish`; `stream-app status` shows the running workers)")
@@ -149,6 +149,38 @@ def print_model_status(settings: Settings, show_all: bool = False) -> int:
     elif gone:
         print(f"({len(gone)} workers that are no longer running left out; --all shows them)")
     return 0
+
+
+#: What `models status` prints of a status record (a record of a later release within the same schema_version may add
+#: fields: they are passed over, not refused).
+_STATUS_FIELDS = frozenset(("worker_id", "role", "outcome", "version", "reason", "at"))
+
+
+def status_records(settings: Settings) -> tuple[dict[bytes, dict], list[str]]:
+    """The latest status record per key of the models.status topic, and where each record set aside was read with
+    why: not JSON, of a schema_version this release does not read (none: 1, as workers before 2026-12-06 wrote
+    them), or without what the command prints. Such a record was a traceback that hid every worker's outcome."""
+    from ..contracts import version_not_read
+    from ..tools.consume import read_to_end
+
+    latest: dict[bytes, dict] = {}
+    set_aside: list[str] = []
+    for record in read_to_end(settings, settings.topics.model_status):
+        try:
+            status = json.loads(record.value)
+        except (TypeError, ValueError):
+            status = None
+        if not isinstance(status, dict):
+            why: str | None = "not a JSON object"
+        elif (why := version_not_read(status)) is None and not _STATUS_FIELDS <= status.keys():
+            why = f"it lacks {', '.join(sorted(_STATUS_FIELDS - status.keys()))}"
+        if why is None:
+            latest[record.key] = status
+        else:
+            where = (f"{getattr(record, 'topic', settings.topics.model_status)}[{getattr(record, 'partition', 0)}]"
+                     f"@{getattr(record, 'offset', '?')}")
+            set_aside.append(f"{where} ({why})")
+    return latest, set_aside
 
 
 def running_workers(settings: Settings) -> set[str]:

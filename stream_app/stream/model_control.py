@@ -2,7 +2,9 @@
 
 The control topic (`models.control`, one partition, compacted) holds one record per role, "live" or
 "shadow" (the sequence encoder) or "content" (the text encoder of the item catalogue):
-{"role", "version" (null: none), "content_hash", "published_at"}. `publish` writes one, with the
+{"role", "version" (null: none), "content_hash", "published_at", "schema_version"} (a record written before
+2026-12-06 has no schema_version and is read as version 1; one of another version is refused, logged with where it
+was read). `publish` writes one, with the
 hash of the version's files as they are then; a worker loads only files that still hash to it (a
 folder changed after the announcement is refused) and runs the model once on a trial input before it
 swaps it in. Each worker reports what it did with each announcement (serving, refused with the
@@ -27,7 +29,7 @@ import orjson
 from fastjsonschema import JsonSchemaException
 
 from ..config import Settings
-from ..contracts import validator
+from ..contracts import SCHEMA_VERSION, plain_message, validator, version_not_read
 from ..errors import ConfigError, StreamAppError
 from ..kafka_security import kafka_python_kwargs
 from ..serving.encoder import Encoder
@@ -63,8 +65,10 @@ def publish(settings: Settings, role: str, version: str | None) -> dict[str, Any
             raise ConfigError(f"model {version} cannot serve as {role}, not published: {exc}") from exc
         digest = model.manifest["content_hash"]
     ensure_topics(settings)
-    # no schema_version yet: this release reads it, the one before refuses it (upgrades are rolling); the next writes it
-    record = {"role": role, "version": version, "content_hash": digest, "published_at": int(time.time() * 1000)}
+    # workers since d23da6b (2026-11-30) read schema_version; those before refuse a record with it (README, Topic
+    # contracts: upgrade them before publishing with this release)
+    record = {"role": role, "version": version, "content_hash": digest, "published_at": int(time.time() * 1000),
+              "schema_version": SCHEMA_VERSION}
     validator("model-control")(record)
     producer = KafkaProducer(bootstrap_servers=settings.require_kafka(), acks="all",
                              **kafka_python_kwargs(settings.kafka_security))
@@ -100,13 +104,14 @@ def shown(value: Any) -> str:
 
 
 def valid_for_its_key(message: Any) -> bool:
-    """A control record the watcher acts on: JSON, of the schema, keyed by its role."""
+    """A control record the watcher acts on: JSON, of a schema_version this release reads (none: 1), of the schema,
+    keyed by its role."""
     try:
         record = orjson.loads(message.value) if message.value is not None else None
         validator("model-control")(record)
     except (orjson.JSONDecodeError, JsonSchemaException):
         return False
-    return message.key == str(record["role"]).encode()
+    return version_not_read(record) is None and message.key == str(record["role"]).encode()
 
 
 class ModelWatcher:
@@ -139,8 +144,8 @@ class ModelWatcher:
         try:
             validator("model-control")(record)
         except JsonSchemaException as exc:  # an operator's mistake must not stop the worker
-            log.error("ignoring a control record that breaks schemas/v1/model-control (%s): %s", exc.message[:200],
-                      shown(record))
+            log.error("ignoring a control record that breaks schemas/v1/model-control (%s): %s",
+                      plain_message("model-control", record, exc.message)[:200], shown(record))
             self.errors["control"] = f"ignored an invalid control record: {exc.message}"
             return False
         self.errors.pop("control", None)  # a valid record after it: the operator has published again
@@ -194,7 +199,7 @@ class ModelWatcher:
         if self.report is None:
             return
         record = {"worker_id": self.worker_id, "role": role, "version": version, "content_hash": digest,
-                  "outcome": outcome, "reason": reason, "at": int(time.time() * 1000)}
+                  "outcome": outcome, "reason": reason, "at": int(time.time() * 1000), "schema_version": SCHEMA_VERSION}
         try:
             await self.report(record)
         except Exception as exc:  # the status topic is for operators; serving goes on without it
@@ -202,22 +207,33 @@ class ModelWatcher:
 
     async def receive(self, message: Any) -> None:
         """One record of the control topic, as read."""
+        where = {"topic": getattr(message, "topic", self.settings.topics.model_control),
+                 "partition": getattr(message, "partition", 0), "offset": message.offset}
+        at = f"{where['topic']}[{where['partition']}]@{where['offset']}"
         if message.value is None:
-            log.error("ignoring a tombstone (a null value) keyed %s on the control topic at offset %d: withdraw a "
-                      "version with `stream-app models publish` instead", shown(message.key), message.offset)
+            log.error("ignoring a tombstone (a null value) keyed %s on the control topic at %s: withdraw a version "
+                      "with `stream-app models publish` instead", shown(message.key), at, extra=where)
             await self._report_bad_record(message.key, "a tombstone")
             return
         try:
             record = orjson.loads(message.value)
         except orjson.JSONDecodeError as exc:
-            log.error("ignoring an unreadable control record at offset %d (%s): %s", message.offset, exc,
-                      shown(message.value))
+            log.error("ignoring an unreadable control record at %s (%s): %s", at, exc, shown(message.value),
+                      extra=where)
             await self._report_bad_record(message.key, "not JSON")
+            return
+        if (unread := version_not_read(record)) is not None:
+            # a later contract (its release's CLI, or a producer's mistake): its fields may mean other things
+            log.error("ignoring a control record at %s keyed %s: %s; this worker keeps the models it serves (publish "
+                      "with `stream-app models publish` of this release, or upgrade the workers to the release that "
+                      "writes it)", at, shown(message.key), unread, extra=where)
+            self.errors["control"] = f"ignored the control record at {at}: {unread}"
+            await self._report_bad_record(message.key, f"of another contract ({unread})")
             return
         if isinstance(record, dict) and message.key != str(record.get("role")).encode():
             # compaction keeps the latest record per key: one keyed otherwise would hide the role's own
-            log.error("ignoring a control record at offset %d keyed %s, not by its role %s", message.offset,
-                      shown(message.key), shown(record.get("role")))
+            log.error("ignoring a control record at %s keyed %s, not by its role %s", at, shown(message.key),
+                      shown(record.get("role")), extra=where)
             await self._report_bad_record(message.key, f"keyed by it but for role {shown(record.get('role'))}")
             return
         if not await self.apply(record):

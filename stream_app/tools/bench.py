@@ -7,8 +7,10 @@ the event -> recommendation latency (event handed to the producer -> recommendat
 timestamp). At full speed the latency is mostly time spent queued behind the backlog.
 
 `--baseline` first runs a plain Faust app (tools/plain_app.py) through the same steps on the same
-events, and prints both rates and their ratio; `--workers 1,2,4` runs the worker group at each size
-(a scale-out curve). Each run has its own namespace: the same events, no shared state.
+events, and prints both rates and their ratio; with `--rounds N` the two run N times each, which goes first
+alternating (a shared machine's speed drifts within minutes), and the ratios' median and range close the
+output. `--workers 1,2,4` runs the worker group at each size (a scale-out curve). Each run has its own
+namespace: the same events, no shared state.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import orjson
 import redis
 
 from ..config import Settings
-from ..errors import ServiceTimeout
+from ..errors import ServiceTimeout, StreamAppError
 from ..store.redis_store import worker_statuses
 from ..stream.gc_pauses import PAUSE_BUCKETS
 from ..stream.model_control import publish
@@ -241,7 +243,10 @@ def start_workers(run: Run, settings: Settings, count: int, timeout: float) -> l
 
 def run_bench(n: int, users: int, items: int, timeout: float, rate: float | None = None,
               encoder: bool = False, baseline: bool = False, worker_counts: tuple[int, ...] = (1,),
-              keep: bool = False) -> int:
+              keep: bool = False, rounds: int = 1) -> int:
+    if rounds > 1 and (not baseline or rate is not None or len(worker_counts) > 1):
+        raise StreamAppError("--rounds repeats the comparison with the plain app at full speed: give it with "
+                             "--baseline, without --rate and with one worker count")
     with one_off_run("bench", keep=keep) as run:
         run.settings = run.settings.replace(registry_dir=str(run.log_dir / "registry"))
         gap_ms = LOG_GAP_MS if rate is None else 1000.0 / rate
@@ -251,34 +256,73 @@ def run_bench(n: int, users: int, items: int, timeout: float, rate: float | None
         print(f"bench: {n} events {offered}, event times {gap_ms:g} ms apart on average, {users} users, {items} items, "
               + ", ".join(f"{k} worker{'s' if k > 1 else ''}" for k in worker_counts)
               + f", batches of up to {run.settings.batch_max}, "
-              + (f"sequence encoder {version} live (one onnxruntime call per batch)" if version else "no encoder"))
+              + (f"sequence encoder {version} live (one onnxruntime call per batch)" if version else "no encoder")
+              + (f", {rounds} rounds, which runs first alternating" if rounds > 1 else ""))
+        if rounds > 1:
+            print_rounds([run_round(run, events, timeout, version, worker_counts[0], number, rounds)
+                          for number in range(rounds)])
+            return 0
         plain = run_plain(run, events, rate, timeout) if baseline else None
         for count in worker_counts:
             settings = run.settings if len(worker_counts) == 1 and not baseline else run.settings.replace(
                 namespace=f"{run.settings.namespace}w{count}.")
-            ensure_topics(settings)
-            if version is not None:
-                publish(settings, "live", version)
-            workers = start_workers(run, settings, count, timeout)
-            result = measure(settings, settings.topics.recommendations, events, rate, timeout, workers,
-                             rss_pid=workers[0].pid)
-            rss_done = rss_bytes(workers[0].pid)
-            print_measured(f"stream-app, {count} worker{'s' if count > 1 else ''}", result, rate, plain)
-            if count == 1:
-                print_memory(settings, events, result.rss_warm, rss_done, backlog=rate is None)
-            for worker in workers:
-                worker.stop()
+            run_workers(run, settings, count, events, rate, timeout, version, plain, memory=count == 1)
         return 0
 
 
-def run_plain(run: Run, events: list[dict[str, Any]], rate: float | None, timeout: float) -> Measured:
-    """The plain Faust app through the same steps, in its own namespace and group."""
-    settings = plain_settings(run.settings.replace(namespace=f"{run.settings.namespace}plain."))
+def run_workers(run: Run, settings: Settings, count: int, events: list[dict[str, Any]], rate: float | None,
+                timeout: float, version: str | None, plain: Measured | None, memory: bool) -> Measured:
+    """A group of `count` workers in `settings`' namespace through the bench's steps, printed."""
+    ensure_topics(settings)
+    if version is not None:
+        publish(settings, "live", version)
+    workers = start_workers(run, settings, count, timeout)
+    result = measure(settings, settings.topics.recommendations, events, rate, timeout, workers,
+                     rss_pid=workers[0].pid)
+    rss_done = rss_bytes(workers[0].pid)
+    print_measured(f"stream-app, {count} worker{'s' if count > 1 else ''}", result, rate, plain)
+    if memory:
+        print_memory(settings, events, result.rss_warm, rss_done, backlog=rate is None)
+    for worker in workers:
+        worker.stop()
+    return result
+
+
+def run_round(run: Run, events: list[dict[str, Any]], timeout: float, version: str | None, count: int,
+              number: int, rounds: int) -> tuple[float, float]:
+    """One pair of full-speed runs in namespaces of their own, the plain app first in even rounds: (its events/s,
+    the workers')."""
+    plain_first = number % 2 == 0
+    print(f"  round {number + 1} of {rounds}, {'the plain app' if plain_first else 'stream-app'} first:")
+    tag = f"r{number + 1}"
+    plain = run_plain(run, events, None, timeout, tag) if plain_first else None
+    settings = run.settings.replace(namespace=f"{run.settings.namespace}{tag}w{count}.")
+    ours = run_workers(run, settings, count, events, None, timeout, version, plain, memory=number == 0)
+    if plain is None:
+        plain = run_plain(run, events, None, timeout, tag, ours)
+    return plain.rate, ours.rate
+
+
+def print_rounds(pairs: list[tuple[float, float]]) -> None:
+    ratios = sorted(ours / plain for plain, ours in pairs)
+    print(f"  over {len(pairs)} rounds: the plain app {np.median([p for p, _ in pairs]):,.0f} events/s, stream-app "
+          f"{np.median([o for _, o in pairs]):,.0f} (medians); stream-app / the plain app of the same round: "
+          + ", ".join(f"{ours / plain:.2f}x" for plain, ours in pairs)
+          + f"; median {np.median(ratios):.2f}x, from {ratios[0]:.2f}x to {ratios[-1]:.2f}x")
+
+
+def run_plain(run: Run, events: list[dict[str, Any]], rate: float | None, timeout: float, tag: str = "",
+              ours: Measured | None = None) -> Measured:
+    """The plain Faust app through the same steps, in its own namespace and group (`tag`: the round's). `ours`: the
+    workers' run of the same round, when it went first, to print the ratio beside the plain app's."""
+    settings = plain_settings(run.settings.replace(namespace=f"{run.settings.namespace}{tag}plain."))
     ensure_topics(settings, extra=(output_topic(settings),))
-    app = WorkerProcess(settings, run.log_dir / "plain-app.log", "warn", module="stream_app.tools.plain_app")
+    app = WorkerProcess(settings, run.log_dir / f"plain-app{tag}.log", "warn", module="stream_app.tools.plain_app")
     run.workers.append(app)
     result = measure(settings, output_topic(settings), events, rate, timeout, [app], stages=False)
     print_measured("plain Faust app (parse, one table update, one send per event)", result, rate, None)
+    if ours is not None:
+        print(f"    stream-app's run before it: {ours.rate / result.rate:.2f}x this rate")
     app.stop()
     return result
 

@@ -6,8 +6,9 @@ import contextlib
 import sys
 import time
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence, TextIO
+from typing import Any, Callable, Iterable, Iterator, Sequence, TextIO
 
 import orjson
 from kafka import KafkaProducer, TopicPartition
@@ -18,7 +19,7 @@ from ..contracts import Rejection, Source, time_out_of_range
 from ..errors import StreamAppError
 from ..kafka_security import kafka_python_kwargs
 from ..stream.topics import ensure_topics
-from .log_checks import DEAD_LETTERS_SAID, first_rejection, rejection_said, skipped_said, warn_if_seconds
+from .log_checks import DEAD_LETTERS_SAID, rejection_said, skipped_said, warn_if_seconds
 from .log_files import check_file
 from .recorded import LineRejection, OnlineRetailStats
 from .sorted_log import RUN_EVENTS, Refused, SortedLog
@@ -182,10 +183,11 @@ def produce_events(settings: Settings, events: Iterable[dict[str, Any]], rate: f
     return produced
 
 
-def dead_letter_lines(settings: Settings, rejected: Sequence[LineRejection | Rejection],
+def dead_letter_lines(settings: Settings, rejected: Iterable[LineRejection | Rejection],
                       producer: KafkaProducer) -> None:
-    done = Produced()
-    for item in rejected:
+    """Each rejected line or refused event to the dead-letter topic (`rejected` may be read as it goes)."""
+    done, count = Produced(), 0
+    for count, item in enumerate(rejected, 1):
         numbered = isinstance(item, LineRejection)
         rejection = item.rejection if numbered else item
         record = rejection.to_record()
@@ -195,7 +197,7 @@ def dead_letter_lines(settings: Settings, rejected: Sequence[LineRejection | Rej
         producer.send(settings.topics.dlq, key=rejection.message_key() or None,
                       value=orjson.dumps(record)).add_callback(done.acked).add_errback(done.failed)
     producer.flush()
-    done.check(len(rejected), "dead letters", "running the same command again is safe")
+    done.check(count, "dead letters", "running the same command again is safe")
 
 
 def gate(settings: Settings) -> Callable[[dict[str, Any]], tuple[str, str] | None]:
@@ -217,8 +219,14 @@ def gate(settings: Settings) -> Callable[[dict[str, Any]], tuple[str, str] | Non
 
 def dead_letters_of(refused: Sequence[Refused], path: str | Path) -> list[Rejection]:
     """The dead letters of refused events, as a worker writes them (keyed by the user)."""
-    return [Rejection(reason, f"event {event.get('event_id')!r}: {detail}", Source(str(path)),
-                      str(event.get("user_id", "")).encode(), orjson.dumps(event)) for event, reason, detail in refused]
+    return [dead_letter_of(found, path) for found in refused]
+
+
+def dead_letter_of(refused: Refused, path: str | Path) -> Rejection:
+    """The dead letter of a refused event (event, reason, detail), as a worker writes it (keyed by the user)."""
+    event, reason, detail = refused
+    return Rejection(reason, f"event {event.get('event_id')!r}: {detail}", Source(str(path)),
+                     str(event.get("user_id", "")).encode(), orjson.dumps(event))
 
 
 #: How many of each input partition's last records `latest_event_ts` reads: an older log replayed after a newer
@@ -308,27 +316,22 @@ def replay(settings: Settings, path: str | Path, fmt: str, rate: float | None = 
 
 def _send(settings: Settings, log: SortedLog, path: str | Path, fmt: str, rate: float | None,
           progress_stream: TextIO | None, skipped: OnlineRetailStats | None) -> ReplaySummary:
-    """Dead letters first, then the events in time order."""
-    rejected, refused = log.rejected, dead_letters_of(log.refused, path)
-    erased = 0
-    if rejected or refused:  # those of erased users are left out, as the workers drop theirs (erased_rejection)
+    """Dead letters first (the refused events read from their runs as they are sent), then the events in time
+    order."""
+    check = None
+    if log.rejected or log.refused_count:  # those of erased users are left out, as the workers drop theirs
         from .redrive import ErasureCheck
 
         check = ErasureCheck.read(settings)
-        kept = [r for r in rejected if not check.names_erased(r.rejection.key, r.rejection.payload)]
-        kept_refused = [r for r in refused if not check.names_erased(r.key, r.payload)]
-        erased = len(rejected) + len(refused) - len(kept) - len(kept_refused)
-        rejected, refused = kept, kept_refused
     warn_about_times(settings, log.first_ts, log.last_ts, fmt, progress_stream)
-    first = first_rejection(rejected) if rejected else rejection_said(refused[0]) if refused else ""
-    summary = ReplaySummary(str(path), rejected=len(rejected) + len(refused), skipped=skipped, first_rejection=first,
-                            erased=erased, limit_cut=log.cut.events_beyond, repeats=log.repeats)
+    summary = ReplaySummary(str(path), skipped=skipped, limit_cut=log.cut.events_beyond, repeats=log.repeats)
     producer = make_producer(settings, rate)
     started = time.monotonic()
     interrupted = False
     produced = Produced()
     try:
-        dead_letter_lines(settings, [*rejected, *refused], producer)  # first: an interrupted replay loses none
+        # first: an interrupted replay loses none
+        dead_letter_lines(settings, _dead_letters(log, path, check, summary), producer)
         summary.sent = produce_events(settings, log, rate, Progress(len(log), progress_stream), producer,
                                       produced=produced).sent
     except KeyboardInterrupt:
@@ -344,3 +347,18 @@ def _send(settings: Settings, log: SortedLog, path: str | Path, fmt: str, rate: 
             producer.close()
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def _dead_letters(log: SortedLog, path: str | Path, check: Any, summary: ReplaySummary
+                  ) -> Iterator[LineRejection | Rejection]:
+    """The log's rejected lines, then its refused events' dead letters, less those of erased users (`check`, an
+    `ErasureCheck`; as `erased_rejection`): `summary` counts those given and those left out, and says the first."""
+    for item in chain(log.rejected, (dead_letter_of(found, path) for found in log.refused_events())):
+        rejection = item.rejection if isinstance(item, LineRejection) else item
+        if check is not None and check.names_erased(rejection.key, rejection.payload):
+            summary.erased += 1
+            continue
+        if not summary.rejected:
+            summary.first_rejection = rejection_said(rejection)
+        summary.rejected += 1
+        yield item

@@ -4,7 +4,8 @@
 hundreds of millions of events). The reader's events are sorted in runs of `run_events` held in memory;
 a log longer than one run spills each sorted run to a temporary file (JSON lines) and the runs are merged
 as the events are sent, so memory holds one run, a line per run and 8 bytes an event (to count the repeated event
-ids), and the system's temporary folder (TMPDIR) about the log's size.
+ids), and the system's temporary folder (TMPDIR) about the log's size. The events a worker would refuse (dead-letter)
+are sorted in runs of their own the same way, merged when they are asked for (`SortedLog.refused_events`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ Keyed = tuple[int, int, dict[str, Any]]  # (ts, position in the file, event): th
 
 
 Refused = tuple[dict[str, Any], str, str]  # (event, reason, detail) of an event a worker would dead-letter
+KeyedRefused = tuple[int, int, Refused]  # (ts, position in the file, refused): sorted as Keyed
 REFUSED_SLACK = 1_000  # with a limit, refused events past the kept ones' time go once this many over twice it
 
 
@@ -100,11 +102,15 @@ class SortedLog:
     """The events of a log a worker accepts (`refusal(event)` None), in time order with ties in file order, as
     `load_accepted` gives them, but spilled in sorted runs beyond `run_events`. Iterate once (a run held
     in memory lets each event go as it is given); `close`
-    (or the `with` block) removes the runs. Rejected lines and refused events are kept in memory, in time order."""
+    (or the `with` block) removes the runs. The refused events (`refused_count` of them) are sorted the same way,
+    in runs of their own beyond `run_events`: `refused_events()` gives them in time order, ties in file order, as
+    often as asked until `close`. Rejected lines are kept in memory, in file order."""
 
     def __init__(self, spill_dir: str | Path | None = None):
         self.rejected: list[LineRejection] = []
-        self.refused: list[Refused] = []
+        self.refused_count = 0
+        self.refused_runs: list[Path] = []
+        self._refused: list[KeyedRefused] = []  # the refused events' run in memory: at most `run_events`
         self.count = 0
         self.repeats = 0  # events whose (user, event id) an earlier accepted event of the log had: applied once
         self.cut = LimitCut()
@@ -123,7 +129,9 @@ class SortedLog:
         file is read: `load_accepted`)."""
         log = cls(spill_dir)
         if limit is not None:
-            events, log.rejected, log.refused = load_accepted(path, fmt, refusal, limit, stats, log.cut)
+            events, log.rejected, refused = load_accepted(path, fmt, refusal, limit, stats, log.cut)
+            log._refused = [(found[0]["ts"], n, found) for n, found in enumerate(refused)]  # in time order
+            log.refused_count = len(refused)
             log._memory = [(event["ts"], n, event) for n, event in enumerate(events)]
             log._count(log._memory)
             log.repeats = len(events) - len({(event["user_id"], event["event_id"]) for event in events})
@@ -139,6 +147,7 @@ class SortedLog:
     def _read(self, path: str | Path, fmt: str, refusal: Callable[[dict[str, Any]], tuple[str, str] | None],
               stats: OnlineRetailStats | None, run_events: int) -> None:
         run: list[Keyed] = []
+        refused: list[KeyedRefused] = []
         ids = array.array("q")  # a 64-bit hash of each accepted event's (user, event id): 8 bytes an event
         stats = own_stats(fmt, stats)
         with reading_as(path, fmt):
@@ -146,16 +155,24 @@ class SortedLog:
                 if isinstance(read, LineRejection):
                     self.rejected.append(read)
                 elif (why := refusal(read)) is not None:
-                    self.refused.append((read, *why))
+                    refused.append((read["ts"], n, (read, *why)))
+                    self.refused_count += 1
+                    if len(refused) >= run_events:
+                        self._spill_refused(refused)
+                        refused = []
                 else:
                     run.append((read["ts"], n, read))
                     ids.append(hash((read["user_id"], read["event_id"])))
                     if len(run) >= run_events:
                         self._spill(run)
                         run = []
-        if not run and not self.runs and not self.refused:
+        if not run and not self.runs and not self.refused_count:
             raise nothing_in(path, fmt, self.rejected, stats)
-        self.refused.sort(key=lambda found: found[0]["ts"])
+        if self.refused_runs:
+            self._spill_refused(refused)
+        else:
+            refused.sort(key=_order)
+            self._refused = refused
         self.repeats = len(ids) - len(np.unique(np.frombuffer(ids, dtype=np.int64))) if ids else 0
         del ids
         if self.runs:
@@ -173,34 +190,34 @@ class SortedLog:
         self.first_ts = run[0][0] if self.first_ts is None else min(self.first_ts, run[0][0])
         self.last_ts = run[-1][0] if self.last_ts is None else max(self.last_ts, run[-1][0])
 
+    def _run_path(self, name: str) -> Path:
+        """Where a run is written: the spill folder, made with the first run."""
+        if self._folder is None:
+            self._folder = tempfile.TemporaryDirectory(prefix="stream-app-sort-", dir=self._spill_dir)
+        return Path(self._folder.name) / name
+
     def _spill(self, run: list[Keyed]) -> None:
         if not run:
             return
         run.sort(key=_order)
         self._count(run)
-        if self._folder is None:
-            self._folder = tempfile.TemporaryDirectory(prefix="stream-app-sort-", dir=self._spill_dir)
-        path = Path(self._folder.name) / f"run-{len(self.runs):05d}.jsonl"
+        path = self._run_path(f"run-{len(self.runs):05d}.jsonl")
         _write_run(path, run)
         self.runs.append(path)
 
+    def _spill_refused(self, run: list[KeyedRefused]) -> None:
+        if not run:
+            return
+        run.sort(key=_order)
+        path = self._run_path(f"refused-{len(self.refused_runs):05d}.jsonl")
+        _write_run(path, run)
+        self.refused_runs.append(path)
+
     def _merge_down(self, fan_in: int) -> None:
-        """Merge the runs in groups of `fan_in` into longer runs until at most `fan_in` are left."""
-        level = 0
-        while len(self.runs) > fan_in:
-            level += 1
-            merged: list[Path] = []
-            for start in range(0, len(self.runs), fan_in):
-                group = self.runs[start:start + fan_in]
-                if len(group) == 1:
-                    merged.append(group[0])
-                    continue
-                path = group[0].with_name(f"merged-{level}-{len(merged):05d}.jsonl")
-                _write_run(path, _merged_runs(group))
-                for done in group:
-                    done.unlink()
-                merged.append(path)
-            self.runs = merged
+        """Merge the runs (and the refused events' runs) in groups of `fan_in` into longer runs until at most
+        `fan_in` of each are left: both may be merged at once, within the room `_open_file_room` gives."""
+        self.runs = _merged_down(self.runs, fan_in, "merged")
+        self.refused_runs = _merged_down(self.refused_runs, fan_in, "refused-merged")
 
     def __len__(self) -> int:
         return self.count
@@ -222,6 +239,22 @@ class SortedLog:
         for _, _, event in _merged_runs(self.runs):
             yield event
 
+    def refused_events(self) -> Iterator[Refused]:
+        """The refused events, (event, reason, detail) in time order with ties in file order: their runs on disk
+        merged as they are given (memory holds a line per run), or the one run held in memory."""
+        if not self.refused_runs:
+            yield from (found for _, _, found in self._refused)
+            return
+        if self._folder is None:
+            raise ValueError("the refused events' runs were removed by close(): ask for them before")
+        for _, _, (event, reason, detail) in _merged_runs(self.refused_runs):
+            yield event, reason, detail
+
+    @property
+    def refused(self) -> list[Refused]:
+        """`refused_events()` in a list: memory for each of them (for callers that need them all at once)."""
+        return list(self.refused_events())
+
     def close(self) -> None:
         self._memory = []
         if self._folder is not None:
@@ -235,7 +268,27 @@ class SortedLog:
         self.close()
 
 
-def _write_run(path: Path, keyed_events: Iterable[Keyed]) -> None:
+def _merged_down(runs: list[Path], fan_in: int, name: str) -> list[Path]:
+    """`runs` merged in groups of `fan_in` into longer runs (`name`-level-n.jsonl) until at most `fan_in` are left."""
+    level = 0
+    while len(runs) > fan_in:
+        level += 1
+        merged: list[Path] = []
+        for start in range(0, len(runs), fan_in):
+            group = runs[start:start + fan_in]
+            if len(group) == 1:
+                merged.append(group[0])
+                continue
+            path = group[0].with_name(f"{name}-{level}-{len(merged):05d}.jsonl")
+            _write_run(path, _merged_runs(group))
+            for done in group:
+                done.unlink()
+            merged.append(path)
+        runs = merged
+    return runs
+
+
+def _write_run(path: Path, keyed_events: Iterable[Keyed | KeyedRefused]) -> None:
     """A sorted run written to the spill folder; a full disk (or a file size limit) said as what to do."""
     try:
         with open(path, "wb") as out:
@@ -246,7 +299,7 @@ def _write_run(path: Path, keyed_events: Iterable[Keyed]) -> None:
                              "longer runs in memory (--sort-in-memory N)") from None
 
 
-def _order(keyed: Keyed) -> tuple[int, int]:
+def _order(keyed: Keyed | KeyedRefused) -> tuple[int, int]:
     return keyed[0], keyed[1]
 
 
@@ -258,7 +311,7 @@ def _open_file_room() -> int:
     return MERGE_FAN_IN if soft == resource.RLIM_INFINITY else max(2, (soft - 32) // 2)
 
 
-def _merged_runs(runs: list[Path]) -> Iterator[Keyed]:
+def _merged_runs(runs: list[Path]) -> Iterator[Any]:
     """The keyed events of sorted run files, merged in order; the files are open until the merge ends or stops."""
     files: list[IO[bytes]] = []
     try:
@@ -277,7 +330,7 @@ def _merged_runs(runs: list[Path]) -> Iterator[Keyed]:
             fh.close()
 
 
-def _keyed_lines(fh: IO[bytes]) -> Iterator[Keyed]:
+def _keyed_lines(fh: IO[bytes]) -> Iterator[Any]:
     for line in fh:
         ts, n, event = orjson.loads(line)
         yield ts, n, event

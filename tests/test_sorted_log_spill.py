@@ -1,0 +1,147 @@
+"""The events a worker would refuse, sorted on disk in runs as the accepted ones are (`tools/sorted_log.py`): an old
+log (mostly refused under STREAM_APP_MAX_AGE_MS) was held whole in memory, a Python tuple per refused event."""
+
+from __future__ import annotations
+
+import errno
+import random
+import time
+import tracemalloc
+from pathlib import Path
+
+import orjson
+import pytest
+
+from stream_app.errors import StreamAppError
+from stream_app.tools import sorted_log
+from stream_app.tools.sorted_log import SortedLog, load_accepted
+
+OLD = 1_700_000_000_000
+
+
+def _write_log(path: Path, count: int, accepted_every: int = 0, seed: int = 5) -> list[dict]:
+    """`count` events with many ties in time (the file's order must decide them), a broken line amid them."""
+    rng = random.Random(seed)
+    events = [{"event_id": f"e{n}", "user_id": f"u{rng.randrange(7)}",
+               "item_id": "kept" if accepted_every and n % accepted_every == 0 else f"i{rng.randrange(50)}",
+               "type": rng.choice(["browse", "click", "purchase"]), "ts": OLD + rng.randrange(40) * 1000,
+               "schema_version": 1} for n in range(count)]
+    lines = [orjson.dumps(event) for event in events]
+    lines.insert(count // 2, b"{broken")
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return events
+
+
+def _refuse_unkept(event: dict) -> tuple[str, str] | None:
+    return None if event["item_id"] == "kept" else ("timestamp_out_of_range", f"old {event['event_id']}")
+
+
+def _file_order(found: tuple[dict, str, str]) -> int:
+    return int(found[0]["event_id"][1:])
+
+
+def test_refused_events_spill_in_runs_and_merge_into_time_order_with_ties_in_file_order(tmp_path, monkeypatch):
+    path = tmp_path / "log.jsonl"
+    _write_log(path, 500, accepted_every=9)
+    _, rejected, expected = load_accepted(path, "jsonl", _refuse_unkept)  # the whole log sorted in memory
+    assert len(expected) == 444 and [(f[0]["ts"], _file_order(f)) for f in expected] == sorted(
+        (f[0]["ts"], _file_order(f)) for f in expected)  # ties in file order
+    held: list[int] = []
+    spill_refused = SortedLog._spill_refused
+
+    def spy(self, run):
+        held.append(len(run))
+        spill_refused(self, run)
+
+    monkeypatch.setattr(SortedLog, "_spill_refused", spy)
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    with SortedLog.read(path, "jsonl", _refuse_unkept, run_events=7, spill_dir=spill, merge_fan_in=3) as log:
+        assert held and max(held) <= 7 and sum(held) == 444  # never more than a run of them held at once
+        assert log._refused == [] and 1 <= len(log.refused_runs) <= 3  # 64 runs merged down, by 3s
+        assert log.refused_count == 444 and len(log) == 56
+        assert [r.line for r in log.rejected] == [r.line for r in rejected] == [251]
+        assert list(log.refused_events()) == expected
+        assert list(log.refused_events()) == expected and log.refused == expected  # as often as asked
+        [folder] = spill.iterdir()
+        assert sorted(p.name for p in folder.iterdir() if p.name.startswith("refused")) == sorted(
+            p.name for p in log.refused_runs) and log.refused_runs[0].name.startswith("refused-merged-")
+    assert not any(spill.iterdir())  # the refused events' runs are removed with the others
+    with pytest.raises(ValueError, match="removed by close"):
+        next(log.refused_events())
+    with SortedLog.read(path, "jsonl", _refuse_unkept, run_events=1_000, spill_dir=spill) as log:
+        assert not log.refused_runs and list(log.refused_events()) == expected  # one run: in memory
+        assert not any(spill.iterdir())
+    assert log.refused == expected  # a run held in memory stays readable
+    with SortedLog.read(path, "jsonl", _refuse_unkept, limit=5) as log:
+        assert log.refused == load_accepted(path, "jsonl", _refuse_unkept, 5)[2] == list(log.refused_events())
+        assert log.refused_count == len(log.refused)
+
+
+def test_an_old_log_all_refused_holds_a_run_of_them_not_the_log(tmp_path):
+    path = tmp_path / "log.jsonl"
+    _write_log(path, 6_000)
+
+    def peak(run_events: int, given: bool) -> int:
+        """The peak of memory while the log is read, or (`given`) while its refused events are given."""
+        tracemalloc.start()
+        try:
+            with SortedLog.read(path, "jsonl", _refuse_unkept, run_events=run_events, spill_dir=tmp_path) as log:
+                if not given:
+                    return tracemalloc.get_traced_memory()[1]
+                tracemalloc.reset_peak()
+                count, last = 0, 0
+                for event, reason, _ in log.refused_events():
+                    assert event["ts"] >= last and reason == "timestamp_out_of_range"
+                    count, last = count + 1, event["ts"]
+                assert (count, log.refused_count, len(log)) == (6_000, 6_000, 0)
+                return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    whole, runs = peak(10_000, given=False), peak(300, given=False)
+    assert runs < whole / 5, (runs, whole)  # every refused event was held while the log was read
+    whole, runs = peak(10_000, given=True), peak(300, given=True)
+    assert runs < whole / 5, (runs, whole)  # and while they were given
+
+
+def test_a_disk_that_fills_with_refused_events_is_said_with_what_to_do(tmp_path, monkeypatch):
+    path = tmp_path / "log.jsonl"
+    _write_log(path, 600)  # all refused: their runs are the only files written
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(sorted_log, "open", full, raising=False)
+    with pytest.raises(StreamAppError, match="No space left on device .*TMPDIR.*--sort-in-memory"):
+        SortedLog.read(path, "jsonl", _refuse_unkept, run_events=100, spill_dir=tmp_path)
+    assert not list(tmp_path.glob("stream-app-sort-*"))  # the spill folder went with the failure
+
+
+def test_a_replay_dead_letters_the_spilled_refused_events_in_time_order_less_those_of_erased_users(make_settings,
+                                                                                                   tmp_path):
+    from stream_app.tools.consume import read_to_end
+    from stream_app.tools.erase import publish_erasures
+    from stream_app.tools.replay import replay
+
+    settings = make_settings(max_age_ms=86_400_000)
+    now = int(time.time() * 1000)
+    path = tmp_path / "old.jsonl"
+    events = _write_log(path, 60)  # from 2023: all refused, as over a day old
+    fresh = [{"event_id": f"f{n}", "user_id": "u1", "item_id": "i1", "type": "click", "ts": now - 60_000 + n,
+              "schema_version": 1} for n in range(3)]
+    with path.open("ab") as log:
+        log.write(b"".join(orjson.dumps(event) + b"\n" for event in fresh))
+    publish_erasures(settings, ["u0"], requested_at=now)  # u0's refused events are not dead-lettered again
+
+    summary = replay(settings, path, "jsonl", progress_stream=None, run_events=7)
+
+    kept = [e for e in sorted(events, key=lambda e: e["ts"]) if e["user_id"] != "u0"]  # stable: ties in file order
+    assert summary.total == 3 and summary.rejected == 1 + len(kept) and summary.erased == 60 - len(kept) > 0
+    assert summary.first_rejection.startswith("invalid_json")  # the unreadable line's, first as before
+    letters = [orjson.loads(record.value) for record in read_to_end(settings, settings.topics.dlq)]
+    refused = [orjson.loads(letter["payload_text"]) for letter in letters if letter["reason"] != "invalid_json"]
+    assert sorted(e["event_id"] for e in refused) == sorted(e["event_id"] for e in kept)
+    for user in {e["user_id"] for e in kept}:  # a user's letters share a partition: in the order they were sent
+        assert [e["event_id"] for e in refused if e["user_id"] == user] == [
+            e["event_id"] for e in kept if e["user_id"] == user]
