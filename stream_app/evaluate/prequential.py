@@ -317,7 +317,8 @@ def evaluate_log(path: str | Path, fmt: str, settings: Settings, k: int = 20,
         counts = dict.fromkeys(known, 0)
         result = evaluate_events(KnownItems(log, known, counts), settings, k, truth, encoder=encoder, shadow=shadow,
                                  judge_from_ts=judge_from_ts, content=content, light=light, in_time_order=True)
-        rejected, refused, cut = log.rejected, log.refused, log.cut
+        rejected, cut = log.rejected, log.cut
+        refused = collections.Counter(why for _, why, _ in log.refused_events())  # read from their runs, not held as a list
     result["log"] = str(path)
     result["judged_from_because"] = because
     for role, found in counts.items():
@@ -327,10 +328,10 @@ def evaluate_log(path: str | Path, fmt: str, settings: Settings, k: int = 20,
     return result
 
 
-def not_evaluated(rejected: list[Any], refused: list[Any], skipped: OnlineRetailStats | None,
+def not_evaluated(rejected: list[Any], refused: collections.Counter[str], skipped: OnlineRetailStats | None,
                   cut: LimitCut) -> dict[str, Any]:
     """The results' counts of what the log held and no pass judged: lines that cannot be read as events, events the
-    workers refuse (by reason), and the Online Retail lines skipped as not a customer's purchase; whether a --limit
+    workers refuse (`refused`: how many for each reason), and the Online Retail lines skipped as not a customer's purchase; whether a --limit
     left events out (`cut`), and so the line counts are the whole file's (a line not read has no time to cut it by)."""
     found: dict[str, Any] = {
         "rejected_lines": len({rejection.line for rejection in rejected}),
@@ -343,7 +344,7 @@ def not_evaluated(rejected: list[Any], refused: list[Any], skipped: OnlineRetail
     if skipped is not None:
         found["skipped_lines"] = skipped.as_dict()
     for reason in ("timestamp_out_of_range", "payload_too_large"):
-        found[reason] = sum(1 for _, why, _ in refused if why == reason)
+        found[reason] = refused[reason]
     return found
 
 
