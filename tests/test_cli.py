@@ -39,6 +39,8 @@ def test_up_prints_both_addresses_and_down_stops_them(tmp_path):
         assert f"KAFKA_BOOTSTRAP_SERVERS={kafka}" in again.stdout and "running (already, since" in again.stderr
         status = cli("status", env=env)
         assert status.returncode == 0 and "no live workers" in status.stdout
+        assert "profiles in Redis: no marker of the workers' (Redis was emptied, or no worker has looked" \
+            in status.stdout
         assert f"KAFKA_BOOTSTRAP_SERVERS={kafka} (takes connections)" in status.stdout
         gone = cli("status", env={**env, "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "REDIS_URL": redis_url})
         assert "KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:1 (no broker takes a connection" in gone.stdout  # it said nothing
@@ -655,6 +657,19 @@ def test_status_from_a_shell_that_reaches_no_broker_says_so_of_this_shell_not_of
         assert main(["status"]) == 0
         kafka_line = capsys.readouterr().out.splitlines()[0]
         assert said in kafka_line and "start the broker" not in kafka_line, kafka_line
+
+
+def test_status_says_which_input_partitions_the_workers_have_not_written_back_to_redis():
+    """The read API answers 503 for users Redis does not hold in such partitions; an operator saw no reason why."""
+    from stream_app.cli.status_command import mirror_said
+
+    assert "no marker of the workers'" in mirror_said({}, 4)
+    assert "partitions 1, 3 of 4 not written back yet" in mirror_said(
+        {b"token": b"t", b"partition:0": b"t", b"partition:1": b"old", b"partition:2": b"t"}, 4)
+    assert "partition 3 of 4 not written back" in mirror_said(
+        {b"token": b"t", b"partition:0": b"t", b"partition:1": b"t", b"partition:2": b"t"}, 4)
+    assert mirror_said({b"token": b"t", **{f"partition:{p}".encode(): b"t" for p in range(4)}}, 4) == \
+        "profiles in Redis: all 4 input partitions written back"
 
 
 def test_the_demo_says_when_its_worker_fell_behind_the_offered_rate(capsys):

@@ -7,6 +7,7 @@ import argparse
 import time
 
 from ..config import Settings
+from ..store.mirror_marker import MirrorMarker, not_written_back
 from ..urls import redact_setting
 from .commands import redis_trouble
 
@@ -27,6 +28,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     client = redis.Redis.from_url(settings.require_redis(), socket_connect_timeout=2)
     try:
         statuses = worker_statuses(client, settings.namespace, ttl_s=STATUS_TTL_S)
+        try:  # the workers' statuses above say more; this line must not hide them
+            mirror = mirror_said(client.hgetall(MirrorMarker(settings.namespace).key), settings.partitions)
+        except redis.RedisError as exc:
+            mirror = f"profiles in Redis: the workers' marker cannot be read ({exc})"
     except redis.RedisError as exc:
         raise redis_trouble(settings, exc) from exc
     finally:
@@ -37,7 +42,21 @@ def cmd_status(args: argparse.Namespace) -> int:
               "namespace?), passed over" for s in statuses if s not in ours]
     print("\n".join(lines + [f"warning: {said}" for said in disagreements(ours)]
                     or ["no live workers (start one with `stream-app worker`)"]))
+    print(mirror)
     return 0
+
+
+def mirror_said(marker: dict[bytes, bytes], partitions: int) -> str:
+    """Whether Redis holds every input partition's profiles, as the workers' marker says (store/mirror_marker.py)."""
+    missing = not_written_back(marker, partitions)
+    if missing is None:
+        return ("profiles in Redis: no marker of the workers' (Redis was emptied, or no worker has looked at it yet); "
+                "the read API answers 503 for users it does not hold until the workers have written theirs back")
+    if missing:
+        return (f"profiles in Redis: input partition{'s' if len(missing) > 1 else ''} "
+                f"{', '.join(map(str, missing))} of {partitions} not written back yet (their owners write them at "
+                "their next heartbeat); the read API answers 503 for their users it does not hold")
+    return f"profiles in Redis: all {partitions} input partitions written back"
 
 
 def describe_worker(s: dict, item_epoch_ms: int) -> list[str]:

@@ -41,3 +41,12 @@ class MirrorMarker:
         Redis was emptied, or no worker has looked at it yet."""
         token, entry = await client.hmget(self.key, ["token", f"partition:{partition}"])
         return token is not None and entry == token
+
+
+def not_written_back(marker: dict[bytes, bytes], partitions: int) -> list[int] | None:
+    """The input partitions (of `partitions`) the marker hash (HGETALL) does not hold under its token; None without a
+    token (Redis emptied, or no worker has looked at it yet)."""
+    token = marker.get(b"token")
+    if token is None:
+        return None
+    return [p for p in range(partitions) if marker.get(f"partition:{p}".encode()) != token]
