@@ -258,7 +258,7 @@ def test_bench_rounds_alternate_which_runs_first_and_end_with_every_ratio_and_th
     out = capsys.readouterr().out
     assert "round 2 of 3, stream-app first:" in out and "round 3 of 3, the plain app first:" in out
     # rates 1000/s and 500/s, 1000/s and 400/s, 1000/s and 250/s: ratios 0.50x, 0.80x, 0.25x
-    assert ("over 3 rounds: the plain app 1,000 events/s, stream-app 400 (medians); stream-app / the plain app of "
+    assert ("over 3 rounds: the plain app 1,000 events/s, stream-app 400 events/s (medians); stream-app / the plain app of "
             "the same round: 0.50x, 0.80x, 0.25x; median 0.50x, from 0.25x to 0.80x") in out
 
 
@@ -663,13 +663,14 @@ def test_status_says_which_input_partitions_the_workers_have_not_written_back_to
     """The read API answers 503 for users Redis does not hold in such partitions; an operator saw no reason why."""
     from stream_app.cli.status_command import mirror_said
 
-    assert "no marker of the workers'" in mirror_said({}, 4)
+    assert "no marker of the workers'" in mirror_said({})
+    assert "no marker of the workers'" in mirror_said({b"token": b"t", b"partition:0": b"t"})  # no count yet
     assert "partitions 1, 3 of 4 not written back yet" in mirror_said(
-        {b"token": b"t", b"partition:0": b"t", b"partition:1": b"old", b"partition:2": b"t"}, 4)
+        {b"token": b"t", b"partitions": b"4", b"partition:0": b"t", b"partition:1": b"old", b"partition:2": b"t"})
     assert "partition 3 of 4 not written back" in mirror_said(
-        {b"token": b"t", b"partition:0": b"t", b"partition:1": b"t", b"partition:2": b"t"}, 4)
-    assert mirror_said({b"token": b"t", **{f"partition:{p}".encode(): b"t" for p in range(4)}}, 4) == \
-        "profiles in Redis: all 4 input partitions written back"
+        {b"token": b"t", b"partitions": b"4", b"partition:0": b"t", b"partition:1": b"t", b"partition:2": b"t"})
+    assert mirror_said({b"token": b"t", b"partitions": b"4", **{f"partition:{p}".encode(): b"t" for p in range(4)}}) \
+        == "profiles in Redis: all 4 input partitions written back"
 
 
 def test_the_demo_says_when_its_worker_fell_behind_the_offered_rate(capsys):

@@ -168,7 +168,7 @@ def test_workers_and_the_read_api_have_healthchecks_on_their_own_ports():
     assert args.host == "0.0.0.0" and parser().parse_args(["serve"]).host == "127.0.0.1"  # the port is published
     assert f"127.0.0.1:{args.port}:{args.port}" in serve["ports"]
     assert f"http://localhost:{args.port}/healthz" in " ".join(serve["healthcheck"]["test"])
-    assert {"/healthz", "/profiles/{user_id}"} <= routes(read_api("redis://redis:6379/0", "", 0, 8))
+    assert {"/healthz", "/profiles/{user_id}"} <= routes(read_api("redis://redis:6379/0", "", 0))
     assert services["replay"]["depends_on"]["worker-1"]["condition"] == "service_healthy"
     assert Settings.from_env(serve["environment"]).log_format == "json"
 

@@ -523,12 +523,14 @@ def test_users_counts_the_logs_users_not_the_profiles_kept_after_idle_eviction()
     assert evaluate_events(events, Settings(user_idle_ms=600_000), baselines=False)["users"] == 3
 
 
-def test_evaluate_counts_the_refused_events_by_reason_as_it_reads_their_runs_back(tmp_path):
-    """The refused events of a log past one run are spilled (tools/sorted_log.py); the pass counts them by reason
-    from their runs, inside the log's `with` (the runs are gone after it)."""
+def test_evaluate_counts_the_refused_events_by_reason_as_it_reads_their_runs_back(tmp_path, monkeypatch):
+    """The refused events of a log past one run are spilled (tools/sorted_log.py); the pass counted them from a list
+    of them all (`SortedLog.refused`), and now counts them by reason as it reads their runs back, inside the log's
+    `with` (the runs are gone after it)."""
     import time
 
     from stream_app.evaluate.prequential import evaluate_log
+    from stream_app.tools.sorted_log import SortedLog
 
     now = int(time.time() * 1000)
     events = [{"event_id": f"e{n}", "user_id": f"u{n % 3}", "item_id": f"i{n % 4}", "type": "click",
@@ -537,6 +539,10 @@ def test_evaluate_counts_the_refused_events_by_reason_as_it_reads_their_runs_bac
     events[7]["context"] = {"note": "x" * 70_000}
     path = tmp_path / "log.jsonl"
     path.write_bytes(b"".join(orjson.dumps(event) + b"\n" for event in events))
+    def all_at_once(log):
+        raise AssertionError("a list of every refused event: memory for each")
+
+    monkeypatch.setattr(SortedLog, "refused", property(all_at_once))
     result = evaluate_log(path, "jsonl", Settings(max_age_ms=86_400_000), light=True, run_events=4)
     assert (result["timestamp_out_of_range"], result["payload_too_large"]) == (20, 1)
     assert result["events"] == 39

@@ -254,7 +254,7 @@ def test_models_status_sets_aside_a_status_record_it_cannot_read_and_says_where(
     assert print_model_status(Settings(), show_all=True) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == ("(3 records of models.status set aside, the last at models.status[0]@4 (it lacks at, outcome, "
-                        "reason, role, version): one of another schema_version is read by `stream-app models status` "
+                        "reason, role, version); one of another schema_version is read by `stream-app models status` "
                         "of the release that wrote it)")
     assert [line.split()[0] for line in lines[1:]] == ["w-new", "w-old"]
     from stream_app.cli.model_commands import status_records
@@ -262,6 +262,12 @@ def test_models_status_sets_aside_a_status_record_it_cannot_read_and_says_where(
     _, set_aside = status_records(Settings())
     assert set_aside[:2] == ["models.status[0]@2 (schema_version 2 is not one this release reads (1))",
                              "models.status[0]@3 (not a JSON object)"]
+    # a set-aside record's key: its earlier record is not its latest outcome; a reason said only where it is one
+    records[2:] = [SimpleNamespace(topic="models.status", partition=0, offset=2, key=b"k1", value=b"{not json")]
+    assert print_model_status(Settings(), show_all=True) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "(1 record of models.status set aside, the last at models.status[0]@2 (not a JSON object))"
+    assert [line.split()[0] for line in lines[1:]] == ["w-old"]
 
 
 def test_withdrawing_a_refused_first_version_is_reported_as_withdrawn_not_as_serving_nothing(trained):

@@ -9,13 +9,14 @@ from stream_app.store.mirror_marker import MARKER
 from stream_app.store.redis_store import ProfileStore, RedisStoreConfig
 
 
-def mirror_written_back(redis_url: str, namespace: str, partitions: set[int] = set(range(8))) -> None:
-    """Mark `partitions`' profiles as in Redis, as a worker does after its first look (stream/redis_refill.py)."""
+def mirror_written_back(redis_url: str, namespace: str, partitions: set[int] = set(range(8)), count: int = 8) -> None:
+    """Mark `partitions`' profiles (of `count`) as in Redis, as workers do after their first look
+    (stream/redis_refill.py)."""
     client = redis.Redis.from_url(redis_url)
     try:
         key = f"{namespace}{MARKER}"
         client.hsetnx(key, "token", "t0")
-        client.hset(key, mapping={f"partition:{p}": "t0" for p in partitions})
+        client.hset(key, mapping={"partitions": count, **{f"partition:{p}": "t0" for p in partitions}})
     finally:
         client.close()
 
@@ -26,7 +27,7 @@ async def answers_of(redis_url: str, namespace: str, paths: tuple[str, ...]) -> 
 
     from stream_app.store.read_api import read_api
 
-    client = TestClient(TestServer(read_api(redis_url, namespace, 100, 8)))
+    client = TestClient(TestServer(read_api(redis_url, namespace, 100)))
     await client.start_server()
     try:
         answers = {}
@@ -56,7 +57,7 @@ def test_a_burst_of_concurrent_reads_waits_for_a_redis_connection_instead_of_ans
             await store.write_profiles([(profile, profile.to_json(internal=False))], now_ms=10)
         finally:
             await store.close()
-        client = TestClient(TestServer(read_api(services["REDIS_URL"], namespace, 100, 8)),
+        client = TestClient(TestServer(read_api(services["REDIS_URL"], namespace, 100)),
                             connector=TCPConnector(limit=0))
         await client.start_server()
 
@@ -82,7 +83,7 @@ def test_an_empty_user_id_is_answered_400_in_json_like_every_other_answer_of_pro
     from stream_app.store.read_api import read_api
 
     async def scenario(path: str) -> tuple[int, str, dict]:
-        client = TestClient(TestServer(read_api(services["REDIS_URL"], "read-api-empty.", 100, 8)))
+        client = TestClient(TestServer(read_api(services["REDIS_URL"], "read-api-empty.", 100)))
         await client.start_server()
         try:
             response = await client.get(path)
@@ -209,7 +210,7 @@ def test_a_wrong_password_and_a_busy_pool_are_not_said_as_redis_not_answering(se
     mirror_written_back(services["REDIS_URL"], "busy.")
 
     async def burst() -> list[tuple[int, dict]]:
-        client = TestClient(TestServer(read_api_module.read_api(services["REDIS_URL"], "busy.", 100, 8)))
+        client = TestClient(TestServer(read_api_module.read_api(services["REDIS_URL"], "busy.", 100)))
         await client.start_server()
 
         async def one() -> tuple[int, dict]:
@@ -247,16 +248,18 @@ def test_a_user_id_with_a_line_break_is_read_like_any_other(services):
 def test_a_user_missing_from_a_partition_the_workers_have_not_written_back_is_503_not_404(services):
     """While workers wrote the profiles back to a Redis that had lost them, the read API answered 404 "no profile"
     for users who had one (helper-132): a caller took them for new users. A miss is a 404 only in a partition the
-    marker says is written back under its current token."""
+    marker says is written back under its current token, the partition by the workers' count in the marker (a
+    `serve` with another STREAM_APP_PARTITIONS routed users to entries the workers never write: 503 for good)."""
     namespace = f"read-api-test-{uuid.uuid4().hex[:12]}."
-    pending = next(user for user in (f"p{i}" for i in range(100)) if partition_of(user, 8) == 3)
-    done = next(user for user in (f"d{i}" for i in range(100)) if partition_of(user, 8) != 3)
+    users = [f"u{i}" for i in range(200)]
+    pending = next(u for u in users if partition_of(u, 3) == 2)
+    done = next(u for u in users if partition_of(u, 3) != 2 and partition_of(u, 8) == 2)  # 8: serve's default
     paths = (f"/profiles/{pending}", f"/profiles/{done}")
 
     before = asyncio.run(answers_of(services["REDIS_URL"], namespace, paths))  # no marker: Redis emptied, or new
-    mirror_written_back(services["REDIS_URL"], namespace, set(range(8)) - {3})
+    mirror_written_back(services["REDIS_URL"], namespace, {0, 1}, count=3)
     during = asyncio.run(answers_of(services["REDIS_URL"], namespace, paths))
-    mirror_written_back(services["REDIS_URL"], namespace)
+    mirror_written_back(services["REDIS_URL"], namespace, {2}, count=3)
     after = asyncio.run(answers_of(services["REDIS_URL"], namespace, paths))
 
     assert [answer[0] for answer in before.values()] == [503, 503]
@@ -265,3 +268,13 @@ def test_a_user_missing_from_a_partition_the_workers_have_not_written_back_is_50
     assert "the workers write the profiles back" in body["error"]
     assert during[f"/profiles/{done}"][0] == 404
     assert [answer[0] for answer in after.values()] == [404, 404]
+
+
+def test_a_marker_without_the_workers_partition_count_is_not_taken_as_written_back():
+    from stream_app.store.mirror_marker import holds_user
+
+    user = "u1"
+    entry = f"partition:{partition_of(user, 8)}".encode()
+    assert not holds_user({b"token": b"t", entry: b"t"}, user)  # written before workers wrote their count
+    assert holds_user({b"token": b"t", b"partitions": b"8", entry: b"t"}, user)
+    assert not holds_user({b"token": b"t", b"partitions": b"8", entry: b"older"}, user)

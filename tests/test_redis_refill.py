@@ -24,7 +24,7 @@ def table_of(users: list[str], version: int = 2) -> dict[bytes, bytes]:
 
 def test_the_marker_names_the_partitions_not_written_back_under_its_token(services, redis_client):
     store, namespace = store_for(services)
-    first, second = MirrorMarker(namespace), MirrorMarker(namespace)
+    first, second = MirrorMarker(namespace, 4), MirrorMarker(namespace, 4)
 
     async def looks() -> list:
         client, seen = store.client, []

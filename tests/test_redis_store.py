@@ -247,7 +247,7 @@ def test_the_read_api_answers_min_version_with_400_unless_a_whole_number_from_1(
             await write_one(store, user_profile(3, 5))
         finally:
             await store.close()
-        client = TestClient(TestServer(read_api(services["REDIS_URL"], namespace, 100, 8)))
+        client = TestClient(TestServer(read_api(services["REDIS_URL"], namespace, 100)))
         await client.start_server()
         try:
             return (await client.get(f"/profiles/u1?min_version={wanted}")).status
@@ -365,7 +365,7 @@ def test_the_read_api_answers_any_user_id_and_says_which_key_is_not_a_profile(se
             await store.write_profiles([(Profile(user_id=odd, version=1, event_count=1), b'{"a": 1}')], now_ms=10)
         finally:
             await store.close()
-        client = TestClient(TestServer(read_api(services["REDIS_URL"], namespace, 100, 8)))
+        client = TestClient(TestServer(read_api(services["REDIS_URL"], namespace, 100)))
         await client.start_server()
         try:
             answers = []

@@ -131,8 +131,9 @@ def print_model_status(settings: Settings, show_all: bool = False) -> int:
     latest, set_aside = status_records(settings)
     if set_aside:  # said first: a worker of a later release may be among those not shown
         print(f"({len(set_aside)} record{'s' if len(set_aside) > 1 else ''} of {settings.topics.model_status} set "
-              f"aside, the last at {set_aside[-1]}: one of another schema_version is read by `stream-app models "
-              "status` of the release that wrote it)")
+              f"aside, the last at {set_aside[-1]}"
+              + ("; one of another schema_version is read by `stream-app models status` of the release that wrote "
+                 "it)" if any("schema_version" in why for why in set_aside) else ")"))
     if not latest:
         print(f"no model outcome on {settings.topics.model_status} yet: a worker reports one once a model is published "
               "(`stream-app models publish`; `stream-app status` shows the running workers)")
@@ -176,7 +177,8 @@ def status_records(settings: Settings) -> tuple[dict[bytes, dict], list[str]]:
             why = f"it lacks {', '.join(sorted(_STATUS_FIELDS - status.keys()))}"
         if why is None:
             latest[record.key] = status
-        else:
+        else:  # the key's earlier record is not its latest outcome: not shown as if it were
+            latest.pop(record.key, None)
             where = (f"{getattr(record, 'topic', settings.topics.model_status)}[{getattr(record, 'partition', 0)}]"
                      f"@{getattr(record, 'offset', '?')}")
             set_aside.append(f"{where} ({why})")

@@ -7,7 +7,7 @@ import argparse
 import time
 
 from ..config import Settings
-from ..store.mirror_marker import MirrorMarker, not_written_back
+from ..store.mirror_marker import marker_key, not_written_back
 from ..urls import redact_setting
 from .commands import redis_trouble
 
@@ -29,7 +29,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         statuses = worker_statuses(client, settings.namespace, ttl_s=STATUS_TTL_S)
         try:  # the workers' statuses above say more; this line must not hide them
-            mirror = mirror_said(client.hgetall(MirrorMarker(settings.namespace).key), settings.partitions)
+            mirror = mirror_said(client.hgetall(marker_key(settings.namespace)))
         except redis.RedisError as exc:
             mirror = f"profiles in Redis: the workers' marker cannot be read ({exc})"
     except redis.RedisError as exc:
@@ -46,12 +46,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def mirror_said(marker: dict[bytes, bytes], partitions: int) -> str:
+def mirror_said(marker: dict[bytes, bytes]) -> str:
     """Whether Redis holds every input partition's profiles, as the workers' marker says (store/mirror_marker.py)."""
-    missing = not_written_back(marker, partitions)
-    if missing is None:
+    found = not_written_back(marker)
+    if found is None:
         return ("profiles in Redis: no marker of the workers' (Redis was emptied, or no worker has looked at it yet); "
                 "the read API answers 503 for users it does not hold until the workers have written theirs back")
+    partitions, missing = found
     if missing:
         return (f"profiles in Redis: input partition{'s' if len(missing) > 1 else ''} "
                 f"{', '.join(map(str, missing))} of {partitions} not written back yet (their owners write them at "

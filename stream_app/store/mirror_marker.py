@@ -1,9 +1,10 @@
 """Which input partitions' profiles the Redis mirror holds (the workers write them back: stream/redis_refill.py).
 
-A hash holding a random token (set by the first worker to find none) and, per input partition, the token under
-which that partition's profiles were written back. Redis emptied (restarted without persistence, failed over to an
-empty replica, flushed) loses it with the profiles, so a partition whose entry is not the current token may have
-profiles Redis does not hold yet: the read API answers a miss there with 503, not 404.
+A hash holding a random token (set by the first worker to find none), the input topics' partition count (the
+workers', written at each look: `serve` and `status` route a user by it, not by their own settings) and, per input
+partition, the token under which that partition's profiles were written back. Redis emptied (restarted without
+persistence, failed over to an empty replica, flushed) loses it with the profiles, so a partition whose entry is not
+the current token may have profiles Redis does not hold yet: the read API answers a miss there with 503, not 404.
 """
 
 from __future__ import annotations
@@ -11,22 +12,26 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-#: The marker's key (after the namespace): a hash of "token" and "partition:<n>" -> a token.
+from ..partitioning import partition_of
+
+#: The marker's key (after the namespace): a hash of "token", "partitions" and "partition:<n>" -> a token.
 MARKER = "mirror-marker"
 
 
 class MirrorMarker:
-    """The marker hash: which input partitions' profiles are in Redis under its current token."""
+    """The marker hash: which of the `partitions` input partitions' profiles are in Redis under its current token."""
 
-    def __init__(self, namespace: str):
+    def __init__(self, namespace: str, partitions: int):
         self.key = f"{namespace}{MARKER}"
+        self.partitions = partitions
 
     async def missing(self, client: Any, owned: set[int]) -> tuple[str, set[int]]:
         """(the current token, the `owned` partitions not written back under it); sets a token if none."""
-        pipe = client.pipeline(transaction=True)  # MULTI: a flush cannot land between the two
+        pipe = client.pipeline(transaction=True)  # MULTI: a flush cannot land between the three
         pipe.hsetnx(self.key, "token", secrets.token_hex(8))
+        pipe.hset(self.key, "partitions", self.partitions)
         pipe.hgetall(self.key)
-        _, marker = await pipe.execute()
+        *_, marker = await pipe.execute()
         token = marker.get(b"token")
         if token is None:  # emptied in between all the same: look again at the next heartbeat
             return "", set()
@@ -36,17 +41,24 @@ class MirrorMarker:
         if partitions:
             await client.hset(self.key, mapping={f"partition:{p}": token for p in sorted(partitions)})
 
-    async def written_back(self, client: Any, partition: int) -> bool:
-        """Whether Redis holds `partition`'s profiles (read-only: no token is set). False with no marker at all:
-        Redis was emptied, or no worker has looked at it yet."""
-        token, entry = await client.hmget(self.key, ["token", f"partition:{partition}"])
-        return token is not None and entry == token
+
+def marker_key(namespace: str) -> str:
+    return f"{namespace}{MARKER}"
 
 
-def not_written_back(marker: dict[bytes, bytes], partitions: int) -> list[int] | None:
-    """The input partitions (of `partitions`) the marker hash (HGETALL) does not hold under its token; None without a
-    token (Redis emptied, or no worker has looked at it yet)."""
-    token = marker.get(b"token")
-    if token is None:
+def holds_user(marker: dict[bytes, bytes], user_id: str) -> bool:
+    """Whether the marker hash (HGETALL) says Redis holds the profiles of `user_id`'s input partition. False without a
+    token or a partition count (Redis emptied, or no worker has looked at it yet)."""
+    token, count = marker.get(b"token"), marker.get(b"partitions")
+    if token is None or count is None:
+        return False
+    return marker.get(f"partition:{partition_of(user_id, int(count))}".encode()) == token
+
+
+def not_written_back(marker: dict[bytes, bytes]) -> tuple[int, list[int]] | None:
+    """(the workers' partition count, the input partitions the marker hash does not hold under its token); None
+    without a token or a count (Redis emptied, or no worker has looked at it yet)."""
+    token, count = marker.get(b"token"), marker.get(b"partitions")
+    if token is None or count is None:
         return None
-    return [p for p in range(partitions) if marker.get(f"partition:{p}".encode()) != token]
+    return int(count), [p for p in range(int(count)) if marker.get(f"partition:{p}".encode()) != token]

@@ -28,8 +28,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from ..config import Settings
 from ..errors import described
 from ..logs import utc_ms
-from ..partitioning import partition_of
-from .mirror_marker import MirrorMarker
+from .mirror_marker import holds_user, marker_key
 from .redis_store import decode_profile, key_fault, profile_key, removal
 
 log = logging.getLogger("stream_app.read_api")
@@ -73,14 +72,19 @@ def _min_version(request: web.Request) -> int | web.Response:
     return int(wanted) if wanted else 0
 
 
+def _not_written_back(user_id: str) -> web.Response:
+    return _json({"error": "Redis does not hold this user's input partition yet (the workers write the profiles back "
+                           "after Redis lost them, or none has started); retry later", "user_id": user_id}, 503)
+
+
 def _connected(request: web.Request) -> bool:
     """Is the caller still there (a wait for a caller that left polls Redis for nothing)."""
     transport = request.transport
     return transport is not None and not transport.is_closing()
 
 
-def read_api(redis_url: str, namespace: str, wait_ms: int, partitions: int) -> web.Application:
-    marker = MirrorMarker(namespace)
+def read_api(redis_url: str, namespace: str, wait_ms: int) -> web.Application:
+    marker = marker_key(namespace)
     async def profile(request: web.Request) -> web.Response:
         user_id = request.match_info["user_id"]
         min_version = _min_version(request)
@@ -94,9 +98,11 @@ def read_api(redis_url: str, namespace: str, wait_ms: int, partitions: int) -> w
                 while (int(await client.hget(key, "profile_version") or 0) < min_version
                        and time.monotonic() < deadline and _connected(request)):
                     await asyncio.sleep(POLL_S)
-            raw = await client.hgetall(profile_key(user_id, namespace))
+            # one round trip, the marker first: a refill that ends between the two reads leaves it saying "not yet"
+            # (a 503 for a profile just written back), never a 404 for one (no MULTI: a read-only ACL may not run it)
+            mirror, raw = await client.pipeline(False).hgetall(marker).hgetall(profile_key(user_id, namespace)).execute()
             stored = decode_profile(raw)
-            refilling = not raw and not await marker.written_back(client, partition_of(user_id, partitions))
+            refilling = not raw and not holds_user(mirror, user_id)
         except (ResponseError, ValueError) as exc:  # the key is not a profile (another type, fields edited)
             if isinstance(exc, ResponseError) and not key_fault(exc):  # an ACL, a full server, ...
                 log.error("Redis refuses a profile read (%s)", described(exc))
@@ -119,9 +125,7 @@ def read_api(redis_url: str, namespace: str, wait_ms: int, partitions: int) -> w
         removed = removal(raw) if not stored else None
         gone = {"removed": removed} if removed else {}
         if refilling and not min_version:  # a 404 would say the user has no profile: it may be on its way back
-            return _json({"error": "Redis does not hold this user's input partition yet (the workers write the "
-                                   "profiles back after Redis lost them, or none has started); retry later",
-                          "user_id": user_id}, 503)
+            return _not_written_back(user_id)
         if not stored and not min_version:
             return _json({"error": f"no profile for user {user_id!r}" + _why(removed), "user_id": user_id, **gone}, 404)
         held = stored["profile_version"] if stored else 0  # with min_version, a user's first event may be on its way
@@ -165,8 +169,7 @@ def run_read_api(redis_url: str, settings: Settings, host: str, port: int,
                  listening: Callable[[str], None] = lambda _address: None) -> None:
     """Serve in the foreground until SIGTERM/SIGINT; `listening(address)` once the socket is bound (aiohttp calls its
     `print` then, with a banner naming the bound address: the port taken, with --port 0)."""
-    app = read_api(redis_url, settings.namespace, settings.read_wait_ms, settings.partitions)
-    web.run_app(app, host=host, port=port,
+    web.run_app(read_api(redis_url, settings.namespace, settings.read_wait_ms), host=host, port=port,
                 print=lambda banner: listening(bound_address(banner, f"http://{host}:{port}")), access_log=None)
 
 

@@ -47,7 +47,7 @@ class MirrorKeeper:
                  owned: Callable[[], set[int] | None], lock: asyncio.Lock, counters: Any, now_ms: Callable[[], int]):
         self.store, self.table, self.partitions, self.owned = store, table, partitions, owned
         self.lock, self.counters, self.now_ms = lock, counters, now_ms
-        self.marker = MirrorMarker(namespace)
+        self.marker = MirrorMarker(namespace, partitions)
         self.task: asyncio.Future[None] | None = None
 
     async def check(self) -> None:

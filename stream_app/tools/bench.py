@@ -257,7 +257,7 @@ def run_bench(n: int, users: int, items: int, timeout: float, rate: float | None
               + ", ".join(f"{k} worker{'s' if k > 1 else ''}" for k in worker_counts)
               + f", batches of up to {run.settings.batch_max}, "
               + (f"sequence encoder {version} live (one onnxruntime call per batch)" if version else "no encoder")
-              + (f", {rounds} rounds, which runs first alternating" if rounds > 1 else ""))
+              + (f", {rounds} rounds alternating which runs first" if rounds > 1 else ""))
         if rounds > 1:
             print_rounds([run_round(run, events, timeout, version, worker_counts[0], number, rounds)
                           for number in range(rounds)])
@@ -306,7 +306,7 @@ def run_round(run: Run, events: list[dict[str, Any]], timeout: float, version: s
 def print_rounds(pairs: list[tuple[float, float]]) -> None:
     ratios = sorted(ours / plain for plain, ours in pairs)
     print(f"  over {len(pairs)} rounds: the plain app {np.median([p for p, _ in pairs]):,.0f} events/s, stream-app "
-          f"{np.median([o for _, o in pairs]):,.0f} (medians); stream-app / the plain app of the same round: "
+          f"{np.median([o for _, o in pairs]):,.0f} events/s (medians); stream-app / the plain app of the same round: "
           + ", ".join(f"{ours / plain:.2f}x" for plain, ours in pairs)
           + f"; median {np.median(ratios):.2f}x, from {ratios[0]:.2f}x to {ratios[-1]:.2f}x")
 

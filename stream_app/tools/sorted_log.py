@@ -5,7 +5,8 @@ hundreds of millions of events). The reader's events are sorted in runs of `run_
 a log longer than one run spills each sorted run to a temporary file (JSON lines) and the runs are merged
 as the events are sent, so memory holds one run, a line per run and 8 bytes an event (to count the repeated event
 ids), and the system's temporary folder (TMPDIR) about the log's size. The events a worker would refuse (dead-letter)
-are sorted in runs of their own the same way, merged when they are asked for (`SortedLog.refused_events`).
+are sorted in runs of their own the same way, merged when they are asked for (`SortedLog.refused_events`): while the
+log is read, memory holds up to one run of each.
 """
 
 from __future__ import annotations
@@ -103,13 +104,14 @@ class SortedLog:
     `load_accepted` gives them, but spilled in sorted runs beyond `run_events`. Iterate once (a run held
     in memory lets each event go as it is given); `close`
     (or the `with` block) removes the runs. The refused events (`refused_count` of them) are sorted the same way,
-    in runs of their own beyond `run_events`: `refused_events()` gives them in time order, ties in file order, as
+    in runs of their own beyond `run_events` (while reading, memory holds up to a run of each): `refused_events()` gives them in time order, ties in file order, as
     often as asked until `close`. Rejected lines are kept in memory, in file order."""
 
     def __init__(self, spill_dir: str | Path | None = None):
         self.rejected: list[LineRejection] = []
         self.refused_count = 0
         self.refused_runs: list[Path] = []
+        self._closed = False
         self._refused: list[KeyedRefused] = []  # the refused events' run in memory: at most `run_events`
         self.count = 0
         self.repeats = 0  # events whose (user, event id) an earlier accepted event of the log had: applied once
@@ -242,11 +244,11 @@ class SortedLog:
     def refused_events(self) -> Iterator[Refused]:
         """The refused events, (event, reason, detail) in time order with ties in file order: their runs on disk
         merged as they are given (memory holds a line per run), or the one run held in memory."""
+        if self._closed:
+            raise ValueError("the refused events were let go by close(): ask for them before")
         if not self.refused_runs:
             yield from (found for _, _, found in self._refused)
             return
-        if self._folder is None:
-            raise ValueError("the refused events' runs were removed by close(): ask for them before")
         for _, _, (event, reason, detail) in _merged_runs(self.refused_runs):
             yield event, reason, detail
 
@@ -257,6 +259,7 @@ class SortedLog:
 
     def close(self) -> None:
         self._memory = []
+        self._refused, self._closed = [], True  # a caller that asks after close finds out on a short log too
         if self._folder is not None:
             self._folder.cleanup()
             self._folder = None
