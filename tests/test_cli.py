@@ -39,8 +39,9 @@ def test_up_prints_both_addresses_and_down_stops_them(tmp_path):
         assert f"KAFKA_BOOTSTRAP_SERVERS={kafka}" in again.stdout and "running (already, since" in again.stderr
         status = cli("status", env=env)
         assert status.returncode == 0 and "no live workers" in status.stdout
-        assert "profiles in Redis: no marker of the workers' (Redis was emptied, or no worker has looked" \
+        assert "profiles in Redis: no marker of the workers' yet (a worker writes it once its tables are restored" \
             in status.stdout
+        assert "no live workers under STREAM_APP_NAMESPACE='' (start one with `stream-app worker`" in status.stdout
         assert f"KAFKA_BOOTSTRAP_SERVERS={kafka} (takes connections)" in status.stdout
         gone = cli("status", env={**env, "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "REDIS_URL": redis_url})
         assert "KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:1 (no broker takes a connection" in gone.stdout  # it said nothing
@@ -671,6 +672,21 @@ def test_status_says_which_input_partitions_the_workers_have_not_written_back_to
         {b"token": b"t", b"partitions": b"4", b"partition:0": b"t", b"partition:1": b"t", b"partition:2": b"t"})
     assert mirror_said({b"token": b"t", b"partitions": b"4", **{f"partition:{p}".encode(): b"t" for p in range(4)}}) \
         == "profiles in Redis: all 4 input partitions written back"
+
+
+def test_up_warns_when_this_shells_settings_name_the_services_of_an_earlier_up():
+    """After `export $(stream-app up)`, `down` and `up` again (new ports), every Kafka command in that shell waited
+    30 s for the old broker before it said it could not reach it (a walkthrough, helper-137)."""
+    from stream_app.tools.embedded import running_since, shell_elsewhere
+
+    record = {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:2000", "REDIS_URL": "redis://:p@127.0.0.1:3000/0"}
+    assert shell_elsewhere(record, {}) == shell_elsewhere(record, dict(record)) == ""
+    said = shell_elsewhere(record, {**record, "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1999"})
+    assert said.startswith("; this shell's KAFKA_BOOTSTRAP_SERVERS name other services") and "export $(" in said
+    assert "KAFKA_BOOTSTRAP_SERVERS and REDIS_URL" in shell_elsewhere(record, {
+        "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1999", "REDIS_URL": "redis://127.0.0.1:1/0"})
+    assert running_since({"already_running": True, "started_at": 1}) == " (already, since 1970-01-01 00:00:01 UTC)"
+    assert running_since({}) == "" and running_since({"already_running": True}) == " (already)"
 
 
 def test_the_demo_says_when_its_worker_fell_behind_the_offered_rate(capsys):

@@ -208,6 +208,13 @@ def test_an_erasure_of_an_invalid_user_id_is_refused_before_anything_is_sent(tmp
     (["bench", "--rounds", "3", "--baseline", "--rate", "500"], "without --rate and with one worker count"),
     (["bench", "--rounds", "3", "--baseline", "--workers", "1,2"], "without --rate and with one worker count"),
     (["bench", "--rounds", "0"], "argument --rounds: must be 1 or more, not 0"),
+    # a misspelt option: the command's own usage and the option meant (the top level's usage listed every command)
+    (["replay", "log.csv", "--limt", "100"], "stream-app replay: error: unrecognized arguments: --limt 100 (did you "
+                                             "mean --limit?)"),
+    (["evaluate", "log.csv", "--via-kafka", "--rate=max", "--wrokers", "2"], "stream-app evaluate: error: "
+                                                                           "unrecognized arguments: --wrokers 2 (did "
+                                                                           "you mean --workers?)"),
+    (["status", "now"], "stream-app status: error: unrecognized arguments: now"),
 ])
 def test_mistakes_in_paths_and_numbers_are_one_line_not_a_traceback(argv, said, capsys):
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import os
+import re
 import subprocess
 import sys
 import time
@@ -60,6 +61,9 @@ def test_otto_sample_gives_one_recommendation_per_event_and_a_second_replay_chan
     first = subprocess.run(replay, capture_output=True, text=True, env=env, timeout=120)
     assert first.returncode == 0, first.stderr
     assert "replayed 862 events" in first.stdout
+    # a large log is read and sorted before its first send: said at once, and its time apart from the sending
+    assert f"reading {OTTO_SAMPLE} as otto and putting it in time order ..." in first.stderr
+    assert re.search(r"ev/s; read and put in time order in \d+\.\d\ds before\)", first.stdout), first.stdout
 
     records = read_all(settings.kafka_bootstrap_servers, settings.topics.recommendations, 862)
     events, _ = load_sorted(OTTO_SAMPLE, "otto")

@@ -29,12 +29,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise StreamAppError(unusable_state_dir(exc)) from None
     print(f"KAFKA_BOOTSTRAP_SERVERS={record['KAFKA_BOOTSTRAP_SERVERS']}\nREDIS_URL={record['REDIS_URL']}")
-    since = (f" (already, since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(record['started_at']))})"
-             if record.get("already_running") and record.get("started_at") else
-             " (already)" if record.get("already_running") else "")
-    print(f"embedded broker and Redis are running{since}; `stream-app down` stops them. The embedded broker keeps "
-          "its topics in memory: `down` discards them all (profile changelogs, dead letters, the erased-users "
-          "record); for topics that must outlive it, run Apache Kafka (docker-compose.yml)", file=sys.stderr)
+    print(f"embedded broker and Redis are running{embedded.running_since(record)}; `stream-app down` stops them. The "
+          "embedded broker keeps its topics in memory: `down` discards them all (profile changelogs, dead letters, the "
+          "erased-users record); for topics that must outlive it, run Apache Kafka (docker-compose.yml)"
+          + embedded.shell_elsewhere(record), file=sys.stderr)
     return 0
 
 

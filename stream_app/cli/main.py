@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import os
 import signal
 import sys
@@ -40,6 +41,19 @@ from .topic_commands import cmd_dead_letters, cmd_erasure_receipts, cmd_recommen
 KEEP_HELP = ("keep the run's folder under the state directory (worker and service logs, the registry copy); "
              "removed by default when the run ends well, kept when it fails")
 
+class CommandParser(argparse.ArgumentParser):
+    """A command's parser: an argument it does not take is said with the command's own usage and the closest option
+    it has (the top-level parser said it, with the usage of every command)."""
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        parsed, extra = super().parse_known_args(args, namespace)
+        if extra:
+            options = [option for action in self._actions for option in action.option_strings]
+            close = difflib.get_close_matches(extra[0].split("=", 1)[0], options, n=1) if extra[0][:1] == "-" else []
+            self.error(f"unrecognized arguments: {' '.join(extra)}" + (f" (did you mean {close[0]}?)" if close else ""))
+        return parsed, extra
+
+
 def _command(sub: argparse._SubParsersAction, name: str, help: str, description: str | None = None,
              ) -> argparse.ArgumentParser:
     """A command whose own --help opens with what it does (argparse shows `help` only in the parent's list)."""
@@ -51,7 +65,7 @@ def parser() -> argparse.ArgumentParser:
         "A streaming, real-time user-profile updater for recommender systems: Kafka events in, profiles and "
         "recommendations out. Start with `stream-app demo`; `stream-app up` starts an embedded broker and Redis."))
     p.add_argument("--version", action="version", version=f"stream-app {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=CommandParser)
     add_service_commands(sub)
     add_evaluate_command(sub)
     add_model_commands(sub)

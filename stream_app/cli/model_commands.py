@@ -141,7 +141,7 @@ def print_model_status(settings: Settings, show_all: bool = False) -> int:
     running = None if show_all else running_workers(settings)
     shown = [s for s in latest.values() if running is None or s["worker_id"] in running]
     for status in sorted(shown, key=lambda r: (r["worker_id"], r["role"])):
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(status["at"] / 1000))
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(status["at"] / 1000))
         line = f"{status['worker_id']}  {status['role']:<7} {status['outcome']:<9} {status['version'] or 'none'}  {when}"
         print(line + (f"  ({status['reason']})" if status["reason"] else ""))
     gone = {s["worker_id"] for s in latest.values()} - {s["worker_id"] for s in shown}

@@ -41,7 +41,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     lines += [f"worker key of {s['worker_id']!r}: not a stream-app worker's status (another app's key under this "
               "namespace?), passed over" for s in statuses if s not in ours]
     print("\n".join(lines + [f"warning: {said}" for said in disagreements(ours)]
-                    or ["no live workers (start one with `stream-app worker`)"]))
+                    or [f"no live workers under STREAM_APP_NAMESPACE={settings.namespace!r} (start one with "
+                        "`stream-app worker`, or set the workers' namespace in this shell)"]))
     print(mirror)
     return 0
 
@@ -50,8 +51,8 @@ def mirror_said(marker: dict[bytes, bytes]) -> str:
     """Whether Redis holds every input partition's profiles, as the workers' marker says (store/mirror_marker.py)."""
     found = not_written_back(marker)
     if found is None:
-        return ("profiles in Redis: no marker of the workers' (Redis was emptied, or no worker has looked at it yet); "
-                "the read API answers 503 for users it does not hold until the workers have written theirs back")
+        return ("profiles in Redis: no marker of the workers' yet (a worker writes it once its tables are restored, "
+                "also after Redis was emptied); until then the read API answers 503 for users it does not hold")
     partitions, missing = found
     if missing:
         return (f"profiles in Redis: input partition{'s' if len(missing) > 1 else ''} "

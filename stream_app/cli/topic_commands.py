@@ -18,7 +18,7 @@ from ..logs import utc_ms
 def _when(ms: Any) -> str:
     """A letter's time for people; what is no time (a record another producer wrote) as it is."""
     try:
-        return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms / 1000))
+        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ms / 1000))
     except (TypeError, ValueError, OverflowError, OSError):
         return str(ms)
 

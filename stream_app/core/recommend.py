@@ -46,8 +46,11 @@ class Encoding(Protocol):
 MODEL_VERSIONS = {"recommender": "hybrid-v10"}
 MAX_COVIS_REASONS = 2
 #: The reason an item the user had is shown with, by the strongest of the user's recent events on it (a purchase
-#: event may be at its cart stage: "in your basket"); an item only in the decayed affinity, its events past `recent`
-HAD_BEFORE = {"purchase": "in your basket before", "click": "clicked before", "browse": "viewed before"}
+#: may be at its cart stage: "in your basket", once the user has had one, since `recent` keeps no stage; until
+#: 2026-12-06 every purchase said "in your basket before", also on a log of orders); an item only in the decayed
+#: affinity, its events past `recent`
+HAD_BOUGHT = {"purchase": "bought before", "click": "clicked before", "browse": "viewed before"}
+HAD_BEFORE = {**HAD_BOUGHT, "purchase": "in your basket or bought before"}
 HAD_BEFORE_OLDER = "had before"
 _HAD_STRENGTH = {"browse": 1, "click": 2, "purchase": 3}
 #: In the prior, the user's own items score by recency rank this much and by decayed affinity the rest:
@@ -146,7 +149,7 @@ def recommend(profile: Profile, event: Event, index: ItemIndex, settings: Settin
     shown = pool[: settings.top_k]
     reasons = _reasons(pool_ids[: settings.top_k], [columns.name(code) for code in codes[shown].tolist()], anchors,
                        anchor_neighbors, session, session_followers, repeat, profile.item_affinity, in_category,
-                       popular, trending, nearest, profile.recent)
+                       popular, trending, nearest, profile.recent, HAD_BEFORE if "cart" in profile.stages else HAD_BOUGHT)
     if content is not None:
         for item_id, found in zip(pool_ids, reasons):
             found += _content_reasons(item_id, event.item_id, like_last, like_interest, content, bool(found))
@@ -349,12 +352,12 @@ def _reasons(shown: list[str], categories: list[str | None], anchors: list[str],
              anchor_neighbors: list[dict[str, float]], session: dict[str, None],
              session_followers: list[dict[str, float]], repeat: Collection[str], item_affinity: Collection[str],
              in_category: dict[str, float], popular: dict[str, float], trending: dict[str, float],
-             nearest: dict[str, float], recent: list[list[Any]]) -> list[list[str]]:
+             nearest: dict[str, float], recent: list[list[Any]], had: dict[str, str]) -> list[list[str]]:
     """Why each shown item (`categories`: theirs) is in the list: the sources that proposed it, the
     anchors named (the recent items it was co-visited with, at most MAX_COVIS_REASONS, and the first
     session item it often came next after). Each shown item is looked up in each anchor's list: 20 lookups an
     anchor, where walking its list cost 40 to 100. An item the user had (in `repeat`, `session`, `item_affinity` or
-    `anchors`) says how (`HAD_BEFORE`)."""
+    `anchors`) says how (`had`: HAD_BEFORE or HAD_BOUGHT)."""
     out, kinds = [], None
     covis = list(zip(anchors, anchor_neighbors))
     rules = list(zip(session, session_followers))
@@ -372,7 +375,7 @@ def _reasons(shown: list[str], categories: list[str | None], anchors: list[str],
         # the dicts first: most items are in none, and the short list of anchors is looked up last
         if item_id in repeat or item_id in session or item_id in item_affinity or item_id in anchors:
             kinds = _strongest_kinds(recent) if kinds is None else kinds
-            found.append(HAD_BEFORE.get(kinds.get(item_id), HAD_BEFORE_OLDER))
+            found.append(had.get(kinds.get(item_id), HAD_BEFORE_OLDER))
         if item_id in in_category:
             found.append(f"top in {category}")
         if item_id in popular:

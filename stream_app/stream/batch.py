@@ -229,8 +229,9 @@ class BatchHandler(ErasureSteps):
             content.expect([])
 
     def process_round(self, ready: list[Ready], live: Encoder | None, shadow: Encoder | None,
-                      content: ContentIndex | None = None) -> None:
-        counters = self.counters
+                      content: ContentIndex | None = None) -> list[Ready]:
+        """The round's events applied (not the redeliveries, rejections and failures among them)."""
+        counters, applied = self.counters, []
         valid: list[tuple[Ready, Event]] = []
         for item in ready:
             rejected = isinstance(item.checked, Rejection)
@@ -292,6 +293,7 @@ class BatchHandler(ErasureSteps):
                 continue
             counters.applied += 1
             counters.late += late
+            applied.append(item)
             if self.idle is not None:  # now: a later round of this batch may run an eviction pass
                 self.idle.touched(event.user_id, profile.last_seen)
             self.count_hits(live_hit, shadow_hit)
@@ -304,6 +306,7 @@ class BatchHandler(ErasureSteps):
                 counters.recommendations += 1
                 self.recommended.append((event.ts, msg.timestamp))
                 self.outbox.add(self.settings.topics.recommendations, msg.key, orjson.dumps(outcome.recommendation))
+        return applied
 
     def count_profile_bytes(self, user_id: str, partition: int) -> None:
         stored = self.profiles.get(user_id.encode())

@@ -369,12 +369,16 @@ class OrderedInput(FaustDelivery):
                     break
                 self._pass(schedule.popleft())
                 self.handed[key] = offset
-                self.late += entry.late
                 out.append(Ready(entry, event, checked if checked is not None else self._check(event)))
-        if out and epoch > BEFORE_ALL and self.items.applied_through > epoch - 1:
-            # a partition taken over from a worker that was behind this one's item state
-            self.stale += sum(1 for ready in out if isinstance(ready.checked, Event))
         return (epoch if out else None), out
+
+    def count_applied(self, epoch: int, applied: list[Ready]) -> None:
+        """Count the events of the round of `epoch` the batch applied as late and stale where they were: a
+        redelivery of an applied event is dropped, neither late nor ranked (a log replayed again is all late)."""
+        self.late += sum(ready.entry.late for ready in applied)
+        if applied and epoch > BEFORE_ALL and self.items.applied_through > epoch - 1:
+            # a partition taken over from a worker that was behind this one's item state
+            self.stale += len(applied)
 
     def _check(self, event: Any) -> Event | Rejection:
         message, source = event.message, input_source(event.message)

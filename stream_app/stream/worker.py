@@ -244,7 +244,7 @@ class StreamWorker:
                 if boundary is not None:
                     handler.evict_idle(boundary, self.assigned_inputs(), self.partitions)
                 self.metrics.stages.observe("taken", time.time(), (r.event.message.timestamp for r in ready))
-                handler.process_round(ready, live, shadow, content)
+                ordered.count_applied(epoch, handler.process_round(ready, live, shadow, content))
                 if time.perf_counter() - started >= settings.batch_work_s:
                     break  # the loop waits behind the batch: the rest in the next one
             applied = ordered.applied_marks()  # taken now: a revoke may clear the lanes from here on

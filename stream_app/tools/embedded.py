@@ -239,6 +239,26 @@ def up(environ: Mapping[str, str] = os.environ, timeout: float = 30.0) -> dict[s
                              "started_at": int(time.time())})
 
 
+def running_since(record: Mapping[str, Any]) -> str:
+    """How `up` found the services: " (already, since <UTC time>)" when they were running, else ""."""
+    if not record.get("already_running"):
+        return ""
+    started = record.get("started_at")
+    return f" (already, since {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(started))})" if started else \
+        " (already)"
+
+
+def shell_elsewhere(record: Mapping[str, Any], environ: Mapping[str, str] = os.environ) -> str:
+    """A warning when this shell's KAFKA_BOOTSTRAP_SERVERS or REDIS_URL (set by an earlier `up`'s export) name other
+    services than `up` runs: every command run in it would wait for them (a Kafka client tries for 30 s)."""
+    stale = [name for name in ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL")
+             if environ.get(name) and environ[name] != record.get(name)]
+    if not stale:
+        return ""
+    return (f"; this shell's {' and '.join(stale)} name other services than these (an earlier `up`'s?): commands run "
+            "in it would wait for those. Set them to the lines above (`export $(stream-app up)`) or unset them")
+
+
 def _answers(kafka: str) -> bool:
     """Is the recorded broker the one answering there (not a process that took its pid after a reboot)?"""
     try:

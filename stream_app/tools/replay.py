@@ -36,6 +36,7 @@ class ReplaySummary:
     erased: int = 0  # rejected lines of erased users, not dead-lettered (that would store them again)
     limit_cut: bool = False  # a --limit left events out: the lines skipped or rejected are the whole file's
     repeats: int = 0  # events sent whose id their user had earlier in the log: the workers apply each once
+    read_seconds: float = 0.0  # reading the file and putting it in time order, before the first send
 
     @property
     def total(self) -> int:
@@ -44,7 +45,8 @@ class ReplaySummary:
     def lines(self) -> list[str]:
         rate = self.total / self.seconds if self.seconds > 0 else 0.0
         by_topic = ", ".join(f"{t}={n}" for t, n in sorted(self.sent.items())) or "none"
-        out = [f"replayed {self.total} events from {self.path} in {self.seconds:.2f}s ({rate:,.0f} ev/s)",
+        out = [f"replayed {self.total} events from {self.path} in {self.seconds:.2f}s ({rate:,.0f} ev/s; read and put "
+               f"in time order in {self.read_seconds:.2f}s before)",
                f"  by topic: {by_topic}"]
         whole = (f" (counted over the whole file, of which --limit replayed the first {self.total:,} events in time)"
                  if self.limit_cut else "")
@@ -310,8 +312,14 @@ def replay(settings: Settings, path: str | Path, fmt: str, rate: float | None = 
     check_file(Path(path))
     ensure_topics(settings)  # an unreachable broker is said before a large log is read
     skipped = OnlineRetailStats() if fmt == "online-retail" else None
+    if progress_stream is not None:  # a large log takes a while before its first send: said, not silent
+        print(f"reading {path} as {fmt} and putting it in time order ...", file=progress_stream)
+    started = time.monotonic()
     with SortedLog.read(path, fmt, gate(settings), skipped, limit, run_events) as log:
-        return _send(settings, log, path, fmt, rate, progress_stream, skipped)
+        read_seconds = time.monotonic() - started
+        summary = _send(settings, log, path, fmt, rate, progress_stream, skipped)
+    summary.read_seconds = read_seconds
+    return summary
 
 
 def _send(settings: Settings, log: SortedLog, path: str | Path, fmt: str, rate: float | None,
