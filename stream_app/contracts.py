@@ -237,7 +237,13 @@ def plain_message(schema: str, data: Any, message: str) -> str:
         return (f"schema_version {data.get('schema_version')!r} is not one this release reads "
                 f"({message.rsplit(' ', 1)[-1]}): send it as schemas/ describes, or run workers of the release "
                 "that writes it")
+    if (empty := EMPTY_TEXT.fullmatch(message)) is not None:  # "must be longer than or equal to 1 characters"
+        return f"{empty.group(1)} is empty: give it at least one character"
     return message
+
+
+#: The validator's message for a text field under its schema's minLength 1.
+EMPTY_TEXT = re.compile(r"(data(?:\.\w+|\[\d+\])+) must be longer than or equal to 1 characters")
 
 
 def version_not_read(record: Any) -> str | None:

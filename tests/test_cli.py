@@ -682,7 +682,10 @@ def test_up_warns_when_this_shells_settings_name_the_services_of_an_earlier_up()
     record = {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:2000", "REDIS_URL": "redis://:p@127.0.0.1:3000/0"}
     assert shell_elsewhere(record, {}) == shell_elsewhere(record, dict(record)) == ""
     said = shell_elsewhere(record, {**record, "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1999"})
-    assert said.startswith("; this shell's KAFKA_BOOTSTRAP_SERVERS name other services") and "export $(" in said
+    assert said.startswith("; this shell's KAFKA_BOOTSTRAP_SERVERS names other hosts or ports") and "export $(" in said
+    # the same places written otherwise are not other services
+    assert shell_elsewhere(record, {"KAFKA_BOOTSTRAP_SERVERS": "localhost:2000",
+                                    "REDIS_URL": "redis://:p@localhost:3000"}) == ""
     assert "KAFKA_BOOTSTRAP_SERVERS and REDIS_URL" in shell_elsewhere(record, {
         "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1999", "REDIS_URL": "redis://127.0.0.1:1/0"})
     assert running_since({"already_running": True, "started_at": 1}) == " (already, since 1970-01-01 00:00:01 UTC)"

@@ -224,6 +224,17 @@ def test_integral_floats_pass_as_integers_and_leave_as_integers():
     assert isinstance(huge, Rejection) and huge.reason == "schema_violation"  # beyond what JSON numbers hold exactly
 
 
+def test_an_empty_text_field_is_said_as_empty():
+    """The validator said "item_id must be longer than or equal to 1 characters" (helper-137)."""
+    rejected = check_input(orjson.dumps({**VALID, "item_id": ""}), b"u1", SRC, "click", 64 * 1024)
+    assert (rejected.reason, rejected.detail) == ("schema_violation", "data.item_id is empty: give it at least one "
+                                                                      "character")
+    from stream_app.contracts import plain_message  # an item's category path: an empty entry of a list
+
+    assert plain_message("item", {}, "data.category_path[1] must be longer than or equal to 1 characters") == \
+        "data.category_path[1] is empty: give it at least one character"
+
+
 def test_a_stage_on_an_event_that_is_not_a_purchase_is_named_in_the_reason():
     rejected = check_input(orjson.dumps({**VALID, "stage": "cart"}), b"u1", SRC, "click", 64 * 1024)
     assert rejected.reason == "schema_violation"

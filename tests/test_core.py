@@ -400,6 +400,19 @@ def test_a_profile_for_people_counts_one_event_in_the_singular():
 
     assert shown([ev(1)]).startswith("user u1: 1 event (1 click), profile v1")  # it said "1 events"
     assert shown([ev(1), ev(2, item="b")]).startswith("user u1: 2 events (2 click), profile v2")
+    # the purchases' stages split the purchases: "2 purchase; 2 order" read as 4 events (helper-137)
+    assert shown([ev(1, kind="purchase", stage="order"), ev(2, kind="purchase", stage="cart")]).startswith(
+        "user u1: 2 events (2 purchase; purchase stages given: 1 cart, 1 order), profile v2")
+
+
+def test_a_profile_for_people_without_likes_says_what_item_text_takes():
+    from stream_app.tools.demo import describe_user
+
+    profile, _, _ = run([ev(1)])
+    stored = {"event_count": 1, "profile_version": 1, "updated_at": T0, "profile": profile.to_dict(internal=False)}
+    said = [line for line in describe_user(stored, None) if line.startswith("  likes")]
+    assert said == ["  likes: none in words (they come from a content model served with the catalogue's titles, once "
+                    "the user has had items with text: README, Item text)"]
 
 
 def test_items_named_by_titles_with_commas_are_told_apart():

@@ -1095,3 +1095,18 @@ def test_a_log_this_user_cannot_read_is_said_so_not_a_traceback(tmp_path, monkey
     with pytest.raises(InputFileError, match="cannot be read as otto .*Input/output error"):
         with reading_as(path, "otto"):
             raise OSError(5, "Input/output error")  # a read that failed midway (a disk, a network mount)
+
+
+def test_a_replay_into_a_namespace_no_worker_reads_says_so():
+    """Events sent under a namespace no worker reads waited unsaid (a walkthrough, helper-137)."""
+    from stream_app.config import Settings
+    from stream_app.tools.replay import ReplaySummary, live_workers
+
+    summary = ReplaySummary("log.jsonl", {"events.click": 4}, no_worker="walk.")
+    assert summary.lines()[-1] == ("  no worker is live under STREAM_APP_NAMESPACE='walk.': the events wait in its "
+                                   "topics until one starts (`stream-app worker` with the same namespace; `stream-app "
+                                   "status` lists them)")
+    assert not [line for line in ReplaySummary("log.jsonl", {"events.click": 4}).lines() if "no worker" in line]
+    assert live_workers(Settings(redis_url="")) is None  # cannot be told: nothing said
+    assert live_workers(Settings(redis_url="redis://127.0.0.1:1/0")) is None  # Redis away: the replay needs none
+    assert live_workers(Settings(redis_url="localhost:6379")) is None  # no Redis URL: after every event was sent

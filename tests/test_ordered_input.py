@@ -402,6 +402,25 @@ def test_the_history_an_earlier_owner_applied_is_neither_late_nor_slow_for_this_
     assert {stage: int(ordered.stages.counts[stage].sum()) for stage in ("read", "ordered")} == {"read": 2, "ordered": 2}
 
 
+def test_events_taken_over_past_a_trimmed_schedule_are_not_counted_late():
+    """Such events are given a placeholder entry (late=True, no item): counting them at the batch (count_applied)
+    made a takeover's in-order events late (helper-138)."""
+    settings = Settings(partitions=1)
+    ordered = OrderedInput(settings, 1, InMemoryItemIndex(settings))
+    ordered.forget = lambda message: None
+    ordered.KEEP_OTHERS = 3
+    ordered.sequencer.may_skip = lambda group, lane: True
+    topic = settings.topics.purchase
+    ordered.push(topic, 0, [record(n) for n in range(8)])  # in time order: none late
+    ordered.release()
+    ordered.assign({0})
+    ordered.resume_at({(t, 0): 0 for t in settings.topics.inputs})
+    for n in range(8):
+        ordered.deliver(Delivered(topic, n))
+    assert len(drain_ready(ordered)) == 8 and ordered.unscheduled > 0
+    assert ordered.status()["late_in_partition"] == 0
+
+
 def test_a_redelivery_the_batch_drops_is_counted_neither_late_nor_ranked_with_a_stale_item_state():
     """A log replayed again: every event older than its partition's clock, and the item state past its epoch, but
     the batch drops each as a redelivery. `status` said thousands late and "ranked with a stale item state" of events

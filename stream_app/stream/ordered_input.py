@@ -375,7 +375,7 @@ class OrderedInput(FaustDelivery):
     def count_applied(self, epoch: int, applied: list[Ready]) -> None:
         """Count the events of the round of `epoch` the batch applied as late and stale where they were: a
         redelivery of an applied event is dropped, neither late nor ranked (a log replayed again is all late)."""
-        self.late += sum(ready.entry.late for ready in applied)
+        self.late += sum(ready.entry.late for ready in applied if ready.entry.item is not None)  # None: unscheduled
         if applied and epoch > BEFORE_ALL and self.items.applied_through > epoch - 1:
             # a partition taken over from a worker that was behind this one's item state
             self.stale += len(applied)

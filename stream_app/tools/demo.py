@@ -60,12 +60,17 @@ def describe_user(profile: dict[str, Any], rec: dict[str, Any] | None, shown: in
     recent = list(dict.fromkeys(item for item, _t, _ts in reversed(p["recent"])))[:shown]  # each item once
     events = profile["event_count"]
     between = "; " if titles else ", "  # a title may hold commas ("TEA POT, WHITE")
-    lines = [f"user {p['user_id']}: {events} event{'' if events == 1 else 's'} ({counts}{'; ' + stages if stages else ''}), "
+    # the stages split the purchases ("250 purchase; 250 order" read as 500 events: helper-137)
+    lines = [f"user {p['user_id']}: {events} event{'' if events == 1 else 's'} ({counts}"
+             f"{'; purchase stages given: ' + stages if stages else ''}), "
              f"profile v{profile['profile_version']}, seen {_iso(p['first_seen'])} .. {_iso(p['last_seen'])} UTC",
              f"  strongest item affinities: {between.join(named(i) for i, _ in top_items)}",
              f"  most recent items: {between.join(named(i) for i in recent)}"]
     if p.get("likes"):
         lines.append(f"  likes (item text, content model): {', '.join(p['likes'])}")
+    else:  # the Quick start says the demo shows "what they like, in words": say what that takes
+        lines.append("  likes: none in words (they come from a content model served with the catalogue's titles, once "
+                     "the user has had items with text: README, Item text)")
     stats = p.get("stats") or {}
     if stats:
         sessions, per_session = stats.get("sessions", 0), stats.get("events_per_session")

@@ -250,13 +250,27 @@ def running_since(record: Mapping[str, Any]) -> str:
 
 def shell_elsewhere(record: Mapping[str, Any], environ: Mapping[str, str] = os.environ) -> str:
     """A warning when this shell's KAFKA_BOOTSTRAP_SERVERS or REDIS_URL (set by an earlier `up`'s export) name other
-    services than `up` runs: every command run in it would wait for them (a Kafka client tries for 30 s)."""
+    hosts and ports than the services `up` runs: a command run in it uses those (a Kafka client tries for 30 s)."""
+    def place(name: str, value: str) -> set[tuple[str, int | None]]:
+        try:
+            if name == "REDIS_URL":
+                url = urlsplit(value)
+                return {(_loopback(url.hostname or ""), url.port)}
+            return {(_loopback(host), int(port)) for host, _, port in (p.strip().rpartition(":") for p in value.split(","))}
+        except ValueError:
+            return {(value, None)}
+
     stale = [name for name in ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL")
-             if environ.get(name) and environ[name] != record.get(name)]
+             if environ.get(name) and place(name, environ[name]) != place(name, str(record.get(name, "")))]
     if not stale:
         return ""
-    return (f"; this shell's {' and '.join(stale)} name other services than these (an earlier `up`'s?): commands run "
-            "in it would wait for those. Set them to the lines above (`export $(stream-app up)`) or unset them")
+    return (f"; this shell's {' and '.join(stale)} name{'s' if len(stale) == 1 else ''} other hosts or ports than "
+            "these (an earlier `up`'s?), and commands run in it use those: set them to the lines above (`export "
+            "$(stream-app up)`) or unset them")
+
+
+def _loopback(host: str) -> str:
+    return "127.0.0.1" if host in ("localhost", "::1", "[::1]") else host
 
 
 def _answers(kafka: str) -> bool:

@@ -37,6 +37,7 @@ class ReplaySummary:
     limit_cut: bool = False  # a --limit left events out: the lines skipped or rejected are the whole file's
     repeats: int = 0  # events sent whose id their user had earlier in the log: the workers apply each once
     read_seconds: float = 0.0  # reading the file and putting it in time order, before the first send
+    no_worker: str | None = None  # the namespace, when Redis knew no live worker in it as the replay ended
 
     @property
     def total(self) -> int:
@@ -63,6 +64,9 @@ class ReplaySummary:
         if self.erased:
             out.append(f"  left out {self.erased} rejected lines or events of erased users, dated at or before their "
                        "erasure or undated (a dead letter would store them again; STREAM_APP_REPLAY_ERASED=1 keeps them)")
+        if self.no_worker is not None:  # sent to a namespace no worker reads: nothing would happen, unsaid
+            out.append(f"  no worker is live under STREAM_APP_NAMESPACE={self.no_worker!r}: the events wait in its topics "
+                       "until one starts (`stream-app worker` with the same namespace; `stream-app status` lists them)")
         return out
 
 
@@ -319,7 +323,29 @@ def replay(settings: Settings, path: str | Path, fmt: str, rate: float | None = 
         read_seconds = time.monotonic() - started
         summary = _send(settings, log, path, fmt, rate, progress_stream, skipped)
     summary.read_seconds = read_seconds
+    summary.no_worker = None if live_workers(settings) != 0 else settings.namespace
     return summary
+
+
+def live_workers(settings: Settings) -> int | None:
+    """How many workers Redis knows as live in the namespace; None when that cannot be told (no Redis set, or it
+    does not answer: the replay itself needs no Redis)."""
+    if not settings.redis_url:
+        return None
+    import redis
+
+    from ..store.redis_store import worker_statuses
+
+    try:  # a REDIS_URL no client takes is none of the replay's business either
+        client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
+    except ValueError:
+        return None
+    try:
+        return len(worker_statuses(client, settings.namespace))
+    except (redis.RedisError, ValueError):
+        return None
+    finally:
+        client.close()
 
 
 def _send(settings: Settings, log: SortedLog, path: str | Path, fmt: str, rate: float | None,
