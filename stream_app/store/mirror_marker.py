@@ -22,7 +22,7 @@ class MirrorMarker:
     """The marker hash: which of the `partitions` input partitions' profiles are in Redis under its current token."""
 
     def __init__(self, namespace: str, partitions: int):
-        self.key = f"{namespace}{MARKER}"
+        self.key = marker_key(namespace)
         self.partitions = partitions
 
     async def missing(self, client: Any, owned: set[int]) -> tuple[str, set[int]]:
@@ -49,16 +49,21 @@ def marker_key(namespace: str) -> str:
 def holds_user(marker: dict[bytes, bytes], user_id: str) -> bool:
     """Whether the marker hash (HGETALL) says Redis holds the profiles of `user_id`'s input partition. False without a
     token or a partition count (Redis emptied, or no worker has looked at it yet)."""
-    token, count = marker.get(b"token"), marker.get(b"partitions")
-    if token is None or count is None:
-        return False
-    return marker.get(f"partition:{partition_of(user_id, int(count))}".encode()) == token
+    current = _current(marker)
+    return current is not None and marker.get(f"partition:{partition_of(user_id, current[1])}".encode()) == current[0]
 
 
 def not_written_back(marker: dict[bytes, bytes]) -> tuple[int, list[int]] | None:
     """(the workers' partition count, the input partitions the marker hash does not hold under its token); None
     without a token or a count (Redis emptied, or no worker has looked at it yet)."""
-    token, count = marker.get(b"token"), marker.get(b"partitions")
-    if token is None or count is None:
+    current = _current(marker)
+    if current is None:
         return None
-    return int(count), [p for p in range(int(count)) if marker.get(f"partition:{p}".encode()) != token]
+    token, count = current
+    return count, [p for p in range(count) if marker.get(f"partition:{p}".encode()) != token]
+
+
+def _current(marker: dict[bytes, bytes]) -> tuple[bytes, int] | None:
+    """The marker hash's token and the workers' partition count, if it holds both."""
+    token, count = marker.get(b"token"), marker.get(b"partitions")
+    return None if token is None or count is None else (token, int(count))

@@ -22,7 +22,7 @@ from ..config import Settings
 from ..errors import ConfigError, ServiceTimeout
 from ..kafka_security import PLAINTEXT
 from ..state_files import process_alive, read_runtime_file, runtime_file, state_dir
-from ..urls import redact_setting
+from ..urls import bootstrap_hosts, redact_setting
 
 HOST = "127.0.0.1"
 
@@ -253,12 +253,11 @@ def shell_elsewhere(record: Mapping[str, Any], environ: Mapping[str, str] = os.e
     hosts and ports than the services `up` runs: a command run in it uses those (a Kafka client tries for 30 s)."""
     def place(name: str, value: str) -> set[tuple[str, int | None]]:
         try:
-            if name == "REDIS_URL":
-                url = urlsplit(value)
-                return {(_loopback(url.hostname or ""), url.port)}
-            return {(_loopback(host), int(port)) for host, _, port in (p.strip().rpartition(":") for p in value.split(","))}
+            hosts = [(urlsplit(value).hostname or "", urlsplit(value).port)] if name == "REDIS_URL" else \
+                bootstrap_hosts(value)
         except ValueError:
             return {(value, None)}
+        return {(_loopback(host), port) for host, port in hosts}
 
     stale = [name for name in ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL")
              if environ.get(name) and place(name, environ[name]) != place(name, str(record.get(name, "")))]
@@ -270,7 +269,7 @@ def shell_elsewhere(record: Mapping[str, Any], environ: Mapping[str, str] = os.e
 
 
 def _loopback(host: str) -> str:
-    return "127.0.0.1" if host in ("localhost", "::1", "[::1]") else host
+    return "127.0.0.1" if host in ("localhost", "::1") else host
 
 
 def _answers(kafka: str) -> bool:
