@@ -146,3 +146,67 @@ def test_a_replay_dead_letters_the_spilled_refused_events_in_time_order_less_tho
     for user in {e["user_id"] for e in kept}:  # a user's letters share a partition: in the order they were sent
         assert [e["event_id"] for e in refused if e["user_id"] == user] == [
             e["event_id"] for e in kept if e["user_id"] == user]
+
+
+def _write_mostly_unreadable(path: Path, count: int, good_every: int = 50) -> None:
+    """`count` lines, one in `good_every` an event, the others JSON no event has (a producer's bad month)."""
+    lines = [orjson.dumps({"event_id": f"e{n}", "user_id": "u1", "item_id": "kept", "type": "browse",
+                           "ts": OLD + n, "schema_version": 1}) if n % good_every == 0
+             else b'{"user": "u1", "note": "' + b"x" * 200 + b'"}' for n in range(count)]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+
+
+def test_unreadable_lines_spill_to_disk_beyond_a_run_in_file_order(tmp_path):
+    path = tmp_path / "log.jsonl"
+    _write_mostly_unreadable(path, 1_000)
+    everything = [r.line for r in load_accepted(path, "jsonl", lambda event: None)[1]]  # held in a list
+    assert len(everything) == 980
+    with SortedLog.read(path, "jsonl", lambda event: None, run_events=30, spill_dir=tmp_path) as log:
+        assert len(log.rejected._first) == 30 and len(log.rejected._chunks) == 31  # the rest pickled to disk
+        assert len(log.rejected) == 980 and [r.line for r in log.rejected] == everything
+        assert [r.line for r in log.rejected] == everything  # as often as asked
+        assert {r.rejection.reason for r in log.rejected} == {"schema_violation"} and len(log) == 20
+    with pytest.raises(ValueError, match="let go by close"):
+        next(iter(log.rejected))
+    with SortedLog.read(path, "jsonl", lambda event: None, limit=5) as log:  # the heap's path keeps them as well
+        assert [r.line for r in log.rejected] == everything and len(log) == 5
+
+
+def test_a_log_of_mostly_unreadable_lines_holds_a_run_of_them_not_the_log(tmp_path):
+    path = tmp_path / "log.jsonl"
+    _write_mostly_unreadable(path, 6_000)
+
+    def peak(run_events: int) -> int:
+        tracemalloc.start()
+        try:
+            with SortedLog.read(path, "jsonl", lambda event: None, run_events=run_events, spill_dir=tmp_path) as log:
+                assert len(log.rejected) == 5_880
+                return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    whole, runs = peak(10_000), peak(300)
+    assert runs < whole / 4, (runs, whole)  # every unreadable line, its raw bytes with it, was held
+
+
+def test_a_disk_that_fills_with_unreadable_lines_is_said_with_what_to_do(tmp_path, monkeypatch):
+    from stream_app.tools import line_rejections
+
+    path = tmp_path / "log.jsonl"
+    _write_mostly_unreadable(path, 600)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(line_rejections.tempfile, "TemporaryFile", full)
+    with pytest.raises(StreamAppError, match="unreadable lines on disk .*No space left on device.*TMPDIR"):
+        SortedLog.read(path, "jsonl", lambda event: None, run_events=100, spill_dir=tmp_path)
+
+
+def test_the_rejected_lines_docstring_example_runs():
+    import doctest
+
+    from stream_app.tools import line_rejections
+
+    result = doctest.testmod(line_rejections)
+    assert result.attempted >= 3 and result.failed == 0

@@ -35,7 +35,7 @@ from ..core.profile import event_digest
 from ..errors import InputFileError
 from ..partitioning import partition_of
 from ..serving.encoder import Encoder
-from ..tools.log_checks import first_rejection, warn_if_seconds
+from ..tools.log_checks import LineRejection, rejection_said, warn_if_seconds
 from ..tools.recorded import OnlineRetailStats
 from ..tools.replay import gate
 from ..tools.sorted_log import RUN_EVENTS, LimitCut, SortedLog
@@ -317,42 +317,46 @@ def evaluate_log(path: str | Path, fmt: str, settings: Settings, k: int = 20,
         counts = dict.fromkeys(known, 0)
         result = evaluate_events(KnownItems(log, known, counts), settings, k, truth, encoder=encoder, shadow=shadow,
                                  judge_from_ts=judge_from_ts, content=content, light=light, in_time_order=True)
-        rejected, cut = log.rejected, log.cut
-        refused = collections.Counter(why for _, why, _ in log.refused_events())  # read from their runs, not held as a list
+        # both read back from their runs on disk before the log lets them go, not held as lists
+        refused = collections.Counter(why for _, why, _ in log.refused_events())
+        unread = not_evaluated(log.rejected, refused, skipped, log.cut)
     result["log"] = str(path)
     result["judged_from_because"] = because
     for role, found in counts.items():
         if result["events"]:
             result[f"{role}_log_events_known"] = found / result["events"]
-    result.update(not_evaluated(rejected, refused, skipped, cut))
+    result.update(unread)
     return result
 
 
-def not_evaluated(rejected: list[Any], refused: collections.Counter[str], skipped: OnlineRetailStats | None,
-                  cut: LimitCut) -> dict[str, Any]:
-    """The results' counts of what the log held and no pass judged: lines that cannot be read as events, events the
-    workers refuse (`refused`: how many for each reason), and the Online Retail lines skipped as not a customer's purchase; whether a --limit
-    left events out (`cut`), and so the line counts are the whole file's (a line not read has no time to cut it by)."""
-    found: dict[str, Any] = {
-        "rejected_lines": len({rejection.line for rejection in rejected}),
-        "rejections": len(rejected),  # an OTTO line may hold several bad events, and its good ones are read
-        "first_rejection": first_rejection(rejected) if rejected else None,
-        # each reason's count and first line: the first line alone hides the other kinds a log's lines have
-        "rejections_by_reason": {reason: {"count": len(of), "first": first_rejection(of)} for reason, of in
-                                 _by_reason(rejected).items()},
+def not_evaluated(rejected: Iterable[LineRejection], refused: collections.Counter[str],
+                  skipped: OnlineRetailStats | None, cut: LimitCut) -> dict[str, Any]:
+    """The results' counts of what the log held and no pass judged: lines that cannot be read as events (`rejected`,
+    in file order, read once), events the workers refuse (`refused`: how many for each reason), and the Online Retail
+    lines skipped as not a customer's purchase; whether a --limit left events out (`cut`), and so the line counts are
+    the whole file's (a line not read has no time to cut it by)."""
+    lines, count, last_line = 0, 0, None
+    first: dict[str, LineRejection] = {}  # each reason's first: the first line alone hides the other kinds
+    by_reason: collections.Counter[str] = collections.Counter()
+    for found in rejected:
+        count += 1
+        if found.line != last_line:  # an OTTO line may hold several bad events, and its good ones are read
+            lines, last_line = lines + 1, found.line
+        by_reason[found.rejection.reason] += 1
+        first.setdefault(found.rejection.reason, found)
+    found_first = next(iter(first.values()), None)
+    result: dict[str, Any] = {
+        "rejected_lines": lines,
+        "rejections": count,
+        "first_rejection": rejection_said(found_first.rejection) if found_first is not None else None,
+        "rejections_by_reason": {reason: {"count": n, "first": rejection_said(first[reason].rejection)}
+                                 for reason, n in by_reason.items()},
         "line_counts_include_beyond_limit": cut.events_beyond}
     if skipped is not None:
-        found["skipped_lines"] = skipped.as_dict()
+        result["skipped_lines"] = skipped.as_dict()
     for reason in ("timestamp_out_of_range", "payload_too_large"):
-        found[reason] = refused[reason]
-    return found
-
-
-def _by_reason(rejected: list[Any]) -> dict[str, list[Any]]:
-    grouped: dict[str, list[Any]] = {}
-    for rejection in rejected:
-        grouped.setdefault(rejection.rejection.reason, []).append(rejection)
-    return grouped
+        result[reason] = refused[reason]
+    return result
 
 
 class KnownItems:

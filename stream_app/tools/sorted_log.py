@@ -24,6 +24,7 @@ import numpy as np
 import orjson
 
 from ..errors import StreamAppError
+from .line_rejections import IN_MEMORY, LineRejections
 from .log_checks import LineRejection
 from .log_files import reading_as
 from .recorded import OnlineRetailStats, load_sorted, nothing_in, own_stats, read_log
@@ -60,9 +61,10 @@ class LimitCut:
 
 def load_accepted(path: str | Path, fmt: str, refusal: Callable[[dict[str, Any]], tuple[str, str] | None],
                   limit: int | None = None, stats: OnlineRetailStats | None = None, cut: LimitCut | None = None
-                  ) -> tuple[list[dict[str, Any]], list[LineRejection], list[Refused]]:
+                  ) -> tuple[list[dict[str, Any]], list[LineRejection] | LineRejections, list[Refused]]:
     """The log's events a worker accepts (`refusal(event)`: None, else why it dead-letters one) in time order (ties
-    in file order), the first `limit` if given (a heap: memory holds `limit` events, not the log); its rejected lines;
+    in file order), the first `limit` if given (a heap: memory holds `limit` events, not the log); its rejected lines
+    (with a limit: in a `LineRejections`, which spills them to disk beyond its first);
     the refused events (with a limit: those up to the last kept one's time). `cut` is told whether the limit left
     events out."""
     if limit is None:
@@ -71,7 +73,7 @@ def load_accepted(path: str | Path, fmt: str, refusal: Callable[[dict[str, Any]]
         return kept, rejected, refused
     latest_first: list[tuple[int, int, dict[str, Any]]] = []  # (-ts, -n, event): the latest kept on top
     stats = own_stats(fmt, stats)
-    rejected, refused, accepted, prune_at = [], [], 0, 2 * limit + REFUSED_SLACK
+    rejected, refused, accepted, prune_at = LineRejections(), [], 0, 2 * limit + REFUSED_SLACK
     with reading_as(path, fmt):
         for n, read in enumerate(read_log(path, fmt, stats)):
             if isinstance(read, LineRejection):
@@ -89,7 +91,7 @@ def load_accepted(path: str | Path, fmt: str, refusal: Callable[[dict[str, Any]]
                 elif entry > latest_first[0]:
                     heapq.heapreplace(latest_first, entry)
     if not latest_first and not refused:
-        raise nothing_in(path, fmt, rejected, stats)
+        raise nothing_in(path, fmt, list(rejected), stats)
     kept = [event for _, _, event in sorted(latest_first, reverse=True)]
     if cut is not None:
         cut.events_beyond = accepted > limit  # refused ones past the kept span were pruned only then
@@ -105,10 +107,11 @@ class SortedLog:
     in memory lets each event go as it is given); `close`
     (or the `with` block) removes the runs. The refused events (`refused_count` of them) are sorted the same way,
     in runs of their own beyond `run_events` (while reading, memory holds up to a run of each): `refused_events()` gives them in time order, ties in file order, as
-    often as asked until `close`. Rejected lines are kept in memory, in file order."""
+    often as asked until `close`. Rejected lines (`rejected`, in file order) spill to disk the same way beyond a run,
+    or beyond `line_rejections.IN_MEMORY` of them."""
 
     def __init__(self, spill_dir: str | Path | None = None):
-        self.rejected: list[LineRejection] = []
+        self.rejected = LineRejections(spill_dir=spill_dir)
         self.refused_count = 0
         self.refused_runs: list[Path] = []
         self._closed = False
@@ -150,6 +153,7 @@ class SortedLog:
               stats: OnlineRetailStats | None, run_events: int) -> None:
         run: list[Keyed] = []
         refused: list[KeyedRefused] = []
+        self.rejected = LineRejections(min(run_events, IN_MEMORY), self._spill_dir)
         ids = array.array("q")  # a 64-bit hash of each accepted event's (user, event id): 8 bytes an event
         stats = own_stats(fmt, stats)
         with reading_as(path, fmt):
@@ -169,7 +173,7 @@ class SortedLog:
                         self._spill(run)
                         run = []
         if not run and not self.runs and not self.refused_count:
-            raise nothing_in(path, fmt, self.rejected, stats)
+            raise nothing_in(path, fmt, list(self.rejected), stats)
         if self.refused_runs:
             self._spill_refused(refused)
         else:
@@ -260,6 +264,7 @@ class SortedLog:
     def close(self) -> None:
         self._memory = []
         self._refused, self._closed = [], True  # a caller that asks after close finds out on a short log too
+        self.rejected.close()
         if self._folder is not None:
             self._folder.cleanup()
             self._folder = None

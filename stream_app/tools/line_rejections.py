@@ -1,0 +1,91 @@
+"""The lines of a recorded log that cannot be read as events, in file order, without holding them all in memory.
+
+A log can hold millions of them (a producer that wrote a wrong field for a month), each with its raw line for its
+dead letter. The first `in_memory` are held; the rest are pickled in chunks of that many to an anonymous temporary
+file, read back one chunk at a time as they are asked for.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import IO, Iterator
+
+from ..errors import StreamAppError
+from .log_checks import LineRejection
+
+#: Rejected lines held in memory, and the size of each chunk pickled to disk beyond them
+IN_MEMORY = 10_000
+
+
+class LineRejections:
+    """Rejected lines in the order appended (file order): `len`, truth and iteration as a list's, as often as asked
+    until `close`; memory holds up to `in_memory` of them twice over (the first ones, and the chunk being filled).
+
+    >>> from stream_app.contracts import Rejection, Source
+    >>> rejections = LineRejections(in_memory=2)
+    >>> for line in range(1, 6):
+    ...     rejections.append(LineRejection(line, Rejection("invalid_json", f"line {line}", Source("log", 0, line),
+    ...                                                     None, b"{")))
+    >>> len(rejections), [found.line for found in rejections]
+    (5, [1, 2, 3, 4, 5])
+    >>> rejections.close()
+    """
+
+    def __init__(self, in_memory: int = IN_MEMORY, spill_dir: str | Path | None = None):
+        self._in_memory = max(1, in_memory)
+        self._spill_dir = spill_dir
+        self._first: list[LineRejection] = []
+        self._filling: list[LineRejection] = []
+        self._chunks: list[tuple[int, int]] = []  # (offset, length) of each pickled chunk in the file
+        self._file: IO[bytes] | None = None
+        self._count = 0
+        self._closed = False
+
+    def append(self, rejection: LineRejection) -> None:
+        self._count += 1
+        if len(self._first) < self._in_memory:
+            self._first.append(rejection)
+            return
+        self._filling.append(rejection)
+        if len(self._filling) >= self._in_memory:
+            self._spill()
+
+    def _spill(self) -> None:
+        data = pickle.dumps(self._filling, protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            if self._file is None:
+                self._file = tempfile.TemporaryFile(prefix="stream-app-rejected-", dir=self._spill_dir)
+            offset = self._file.seek(0, os.SEEK_END)
+            self._file.write(data)
+            self._file.flush()
+        except OSError as exc:
+            folder = self._spill_dir or tempfile.gettempdir()
+            raise StreamAppError(f"keeping the log's unreadable lines on disk in {folder}: {exc.strerror or exc}: "
+                                 "free space there, or set TMPDIR to a folder with room") from None
+        self._chunks.append((offset, len(data)))
+        self._filling = []
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __bool__(self) -> bool:
+        return self._count > 0
+
+    def __iter__(self) -> Iterator[LineRejection]:
+        if self._closed:
+            raise ValueError("the rejected lines were let go by close(): ask for them before")
+        yield from list(self._first)
+        chunks, file = list(self._chunks), self._file
+        for offset, length in chunks:  # read by position: appending between two chunks moves nothing read
+            assert file is not None
+            yield from pickle.loads(os.pread(file.fileno(), length, offset))
+        yield from list(self._filling)
+
+    def close(self) -> None:
+        self._first, self._filling, self._chunks, self._closed = [], [], [], True
+        if self._file is not None:
+            self._file.close()
+            self._file = None
