@@ -465,7 +465,7 @@ def test_an_erasure_deletes_the_profile_everywhere_and_says_so_in_its_receipt(se
     assert (settings.topics.profiles, USER.encode(), None) in records
     (hashed,) = [(key, orjson.loads(value)) for topic, key, value in records if topic == "erased.changelog"]
     assert USER.encode() not in hashed[0] and hashed[1] == {"erased_at": events[-1].ts, "request_id": "r1",
-                                                            "key_id": erased.key_id}
+                                                            "key_id": erased.key_id, "request_ids": ["r1"]}
     other_key = ErasedUsers({}, settings.replace(erasure_key="another secret"), "e", "p").user_hash(USER)
     assert hashed[0].decode() != other_key  # keyed: without the key, a user id cannot be tested against it
     (sent,) = [orjson.loads(value) for topic, _, value in records if topic == settings.topics.erasure_receipts]

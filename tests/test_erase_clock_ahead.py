@@ -69,3 +69,47 @@ def test_a_request_applied_again_keeps_the_profile_begun_after_it_and_still_send
     jsonschema.validate(sent, load_schema("erasure-receipt"))
     said = describe(sent)  # what `stream-app erase` prints of it (it read the tombstones' topics and failed)
     assert "deleted: nothing" in said and "tombstones on" not in said
+
+
+def test_a_second_request_within_the_span_of_events_stamped_ahead_erases_the_profile_begun_since(settings,
+                                                                                                monkeypatch):
+    """The first erasure's time is raised to the events it erased, stamped ahead of the erase command's clock: a
+    second request (another id) dated within that span was taken for the first applied again, and the profile the
+    user began since was kept, the receipt saying `kept_later_profile` (helper-140)."""
+    from test_batch_handler import make_events
+
+    events = make_events()
+    profiles: dict = {}
+    erased = ErasedUsers({}, settings, "erased.changelog", "profiles.changelog")
+    first_at = events[0].ts - 60_000  # the erase command's clock a minute behind the user's events
+    erasing(settings, profiles, erased, first_at)  # nothing there yet: recorded at first_at
+    run(events, settings, profiles, {}, None, monkeypatch)
+    ahead = events[-1].ts
+    erased.record(erase_request(USER, first_at, "r1"))  # r1's time raised by the erased profile's last event
+    erased.data[erased.user_hash(USER).encode()] = orjson.dumps(
+        {"erased_at": ahead, "request_id": "r1", "key_id": erased.key_id, "request_ids": ["r1"]})
+    later = [e.__class__.from_dict({**e.to_dict(), "event_id": f"{e.event_id}-b", "ts": ahead + 1_000 + n})
+             for n, e in enumerate(events[:3])]
+    run(later, settings, profiles, {}, None, monkeypatch)  # the user comes back: a profile begun after r1
+    assert USER.encode() in profiles
+    handler = BatchHandler(settings, profiles, PartitionState({}, settings), InMemoryItemIndex(settings), Counters(),
+                           now=5, erased=erased)
+    handler.erase(erase_request(USER, first_at + 90_000, "r2"), 0, "worker-1")  # dated before `ahead`, not r1
+    assert USER.encode() not in profiles and handler.removed == [(USER, 0)]
+    assert handler.receipts[0]["deleted"]["profile_table"]["found"] is True
+    assert "kept_later_profile" not in handler.receipts[0]["deleted"]
+    # r1 and r2 sent again by a recreated erasures topic: each is known by its id, and a profile begun since kept
+    assert erased.applied_before(USER, "r1") and erased.applied_before(USER, "r2")
+    assert not erased.applied_before(USER, "r3")
+
+
+def test_an_erased_users_record_of_before_the_id_list_is_still_known_by_its_last_request(settings):
+    erased = ErasedUsers({}, settings, "erased.changelog", "profiles.changelog")
+    erased.data[erased.user_hash(USER).encode()] = orjson.dumps(
+        {"erased_at": 5, "request_id": "r0", "key_id": erased.key_id})  # as written before 2026-12-06
+    assert erased.applied_before(USER, "r0") and not erased.applied_before(USER, "r1")
+    key, value = erased.record(erase_request(USER, 10, "r1"))
+    assert orjson.loads(value)["request_ids"] == ["r0", "r1"]
+    for n in range(40):  # bounded: the last 32 requests' ids
+        key, value = erased.record(erase_request(USER, 20 + n, f"q{n}"))
+    assert orjson.loads(value)["request_ids"] == [f"q{n}" for n in range(8, 40)]

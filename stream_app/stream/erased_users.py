@@ -20,11 +20,14 @@ from .retries import EXIT_ERASURE_KEY, stop_worker
 log = logging.getLogger("stream_app.erasures")
 
 ERASED_TABLE = "erased-users"
+#: Request ids kept in a user's erased-users record: a recreated erasures topic's copy of one of them is applied
+#: again as such (a later profile kept); any other request erases
+APPLIED_IDS = 32
 
 
 class ErasedUsers:
     """The record of erased users in its changelog-backed table: key HMAC-SHA256(user id) in hex ->
-    {"erased_at", "request_id"}; and per partition, the erasures topic's next offset to apply."""
+    {"erased_at", "request_id", "request_ids", "key_id"}; and per partition, the erasures topic's next offset to apply."""
 
     def __init__(self, data: Any, settings: Settings, changelog: str, profile_changelog: str,
                  partitions: int | None = None):
@@ -85,14 +88,29 @@ class ErasedUsers:
         taken, self.rewritten = self.rewritten, []
         return taken
 
+    def applied_before(self, user_id: str, request_id: str) -> bool:
+        """Whether this very request (by its id) was applied to the user before: a recreated erasures topic sends
+        it again. Another request is not, whatever its time (a client's clock behind, or the first erasure's time
+        raised to events stamped ahead: a second request within that span must erase the profile begun since)."""
+        for key in (self.key, *self.previous):
+            stored = self.data.get(self.user_hash(user_id, key).encode())
+            found = _record(stored) if stored is not None else None
+            if found is not None and request_id in _request_ids(found):
+                return True
+        return False
+
     def record(self, request: ErasureRequest) -> tuple[bytes, bytes]:
-        """Remember the erasure in the table; return its changelog record (key, value)."""
+        """Remember the erasure in the table (its time, and the ids of the user's last APPLIED_IDS requests); return
+        its changelog record (key, value)."""
         key = self.user_hash(request.user_id).encode()
         stored = self.data.get(key)  # a later request with an earlier time (another clock) must not shrink it
         erased_at = max(request.requested_at, self._erased_at(key, stored, request.user_id, self.key)[0]
                         if stored is not None else 0)
+        earlier = [found for found in _request_ids(_record(stored) or {}) if found != request.request_id] \
+            if stored is not None else []
         self.rewritten = [put_back for put_back in self.rewritten if put_back[0] != key]  # this record replaces it
-        value = orjson.dumps({"erased_at": erased_at, "request_id": request.request_id, "key_id": self.key_id})
+        value = orjson.dumps({"erased_at": erased_at, "request_id": request.request_id, "key_id": self.key_id,
+                              "request_ids": [*earlier, request.request_id][-APPLIED_IDS:]})
         self.data[key] = memoryview(value).tobytes()  # orjson's bytes hold a 4 KiB buffer; the table keeps 60 B
         return key, value
 
@@ -137,6 +155,15 @@ class ErasedUsers:
         key, value = b"offset:%d" % partition, orjson.dumps({"next_offset": offset + 1, "request_id": request_id})
         self.data[key] = value
         return key, value
+
+
+def _request_ids(found: dict[str, Any]) -> list[str]:
+    """The ids of the requests a record says were applied, oldest first (a record of before 2026-12-06 names only
+    its last, `request_id`)."""
+    ids = found.get("request_ids")
+    listed = [one for one in ids if isinstance(one, str)] if isinstance(ids, list) else []
+    last = found.get("request_id")
+    return listed if not isinstance(last, str) or last in listed else [*listed, last]
 
 
 def _record(stored: bytes) -> dict[str, Any] | None:

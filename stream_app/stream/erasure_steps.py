@@ -99,12 +99,14 @@ class ErasureSteps:
         if request.reset:
             self.reset(request, partition, profile, stored, worker_id)
             return
-        # Applied again (a recreated erasures topic): a profile begun after the recorded erasure is kept, of later
-        # events only. Applied first: erased whole, and events stamped after the request's time (a client's clock
-        # ahead) with it: the erasure's time then covers them, so neither they nor a late write come back
+        # Applied again (the same request, by id: a recreated erasures topic): a profile begun after the recorded
+        # erasure is kept, of later events only. Applied first: erased whole, and events stamped after the request's
+        # time (a client's clock ahead) with it: the erasure's time then covers them, so neither they nor a late
+        # write come back
         recorded = self.erased.erased_at(user_id, requested=True)
         kept_later_profile = (profile is not None and (profile.generation or 0) > request.requested_at
-                              and recorded is not None and recorded >= request.requested_at)
+                              and recorded is not None and recorded >= request.requested_at
+                              and self.erased.applied_before(user_id, request.request_id))
         if kept_later_profile:
             profile, found, worker_state = None, False, []
         else:
