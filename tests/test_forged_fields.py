@@ -90,3 +90,42 @@ def test_a_forged_learners_field_fails_no_batch(stored, key, monkeypatch):
         except Exception as exc:  # noqa: BLE001
             failed.append((path, value, repr(exc)[:100]))
     assert failed == []
+
+
+@pytest.mark.parametrize("reset", [False, True])
+def test_a_forged_profile_field_fails_no_erasure_or_reset(stored, reset):
+    """`reset-profile` is the remedy for a profile that cannot be read: an erasure or reset of a record with a list
+    of another type (`shown: 5`, `seen_event_ids: null`) raised while its receipt was written, out of the batch, and
+    again after every restart (helper-140 #2)."""
+    from stream_app.contracts import ErasureRequest, Source
+    from stream_app.core.items import InMemoryItemIndex
+    from stream_app.stream.batch import BatchHandler, Counters, PartitionState
+    from stream_app.stream.erasures import ErasedUsers
+
+    settings, profiles, _, _ = stored
+    failed, kept = [], []
+    for path, value, record in forged_records(profiles[USER.encode()]):
+        table = {USER.encode(): record}
+        erased = ErasedUsers({}, settings, "erased.changelog", "profiles.changelog")
+        handler = BatchHandler(settings, table, PartitionState({}, settings), InMemoryItemIndex(settings), Counters(),
+                               now=10**13, erased=erased)
+        try:
+            handler.erase(ErasureRequest("r1", USER, 10**13, Source("erasures", 0, 0), reset=reset), 0, "worker-1")
+            handler.snapshots("profiles.changelog", {}, "learners.changelog")
+            orjson.dumps(handler.receipts)
+        except Exception as exc:  # noqa: BLE001 - each one would stop the worker, again after every restart
+            failed.append((path, value, repr(exc)[:100]))
+            continue
+        if USER.encode() in table or handler.receipts[0]["deleted"]["profile_table"]["found"] is not True:
+            kept.append((path, value))
+    assert failed == [] and kept == []
+
+
+@pytest.mark.parametrize("field", ["version", "generation"])
+def test_a_head_number_past_what_redis_guard_compares_exactly_is_unreadable(field):
+    """Redis's version guard compares in Lua's doubles: past 2^53 a newer version compared equal and was refused,
+    Redis lagging the table for good (helper-140 #5)."""
+    record = orjson.loads(Profile(USER, version=3, event_count=3, generation=1).to_json())
+    Profile.from_dict({**record, field: 2**53})
+    with pytest.raises(ValueError, match=f"'{field}' is {2**53 + 1}, not a whole number within ±2\\^53"):
+        Profile.from_dict({**record, field: 2**53 + 1})

@@ -190,10 +190,15 @@ class Profile:
         if not isinstance(data, dict) or not isinstance(data.get("user_id"), str):
             raise ValueError("not a profile: an object with a text user_id")
         for name, optional in _WHOLE_FIELDS:
-            value = data.get(name)
-            if not (isinstance(value, int) and not isinstance(value, bool) and -MAX_COUNT <= value <= MAX_COUNT
+            value, bound, said = data.get(name), MAX_COUNT, "2^62"
+            if name in _GUARDED:  # Redis's guard compares them in Lua's doubles: exact to 2^53 only
+                bound, said = MAX_EXACT, "2^53"
+            if not (isinstance(value, int) and not isinstance(value, bool) and -bound <= value <= bound
                     or optional and value is None):
-                raise ValueError(f"profile field {name!r} is {value!r:.40}, not a whole number within ±2^62")
+                raise ValueError(f"profile field {name!r} is {value!r:.40}, not a whole number within ±{said}")
+        for name, kind in _CONTAINER_FIELDS:  # walked by receipts, the shell and the core: a forged one is unreadable
+            if (name in data or name in _REQUIRED_CONTAINERS) and not isinstance(value := data.get(name), kind):
+                raise ValueError(f"profile field {name!r} is {value!r:.40}, not {_KIND_SAID[kind]}")
         for name in ("counts", "stages"):  # counted on from: a forged count past 64 bits could not be written
             value = data.get(name)
             if not isinstance(value, dict) or not all(type(n) is int and 0 <= n <= MAX_COUNT for n in value.values()):
@@ -228,6 +233,15 @@ class Profile:
 #: that counting on from a forged one still writes JSON (orjson writes 64-bit integers only).
 _WHOLE_FIELDS = (("version", False), ("event_count", False), ("generation", True), ("first_seen", True),
                  ("last_seen", True), ("last_rec_ts", True), ("half_life_ms", False), ("dedupe_floor", True))
+
+#: Head fields Redis's version guard compares (its Lua numbers are doubles, exact to 2^53)
+_GUARDED = frozenset({"version", "generation"})
+MAX_EXACT = 2**53
+#: Fields read as containers (those a record may leave out: their default), and those it must hold
+_CONTAINER_FIELDS = (("recent", list), ("item_affinity", dict), ("category_affinity", dict), ("interests", dict),
+                     ("seen_event_ids", dict), ("shown", list), ("shadow_shown", list), ("likes", list))
+_REQUIRED_CONTAINERS = frozenset({"recent", "item_affinity", "category_affinity"})
+_KIND_SAID = {list: "a list", dict: "an object"}
 
 #: The head `Profile.to_dict` writes: user_id, version, generation.
 _SNAPSHOT_HEAD = re.compile(rb'\{"user_id":"(?:[^"\\]|\\.)*","version":(\d+),"generation":(\d+|null)[,}]')
