@@ -159,17 +159,17 @@ def _write_mostly_unreadable(path: Path, count: int, good_every: int = 50) -> No
 def test_unreadable_lines_spill_to_disk_beyond_a_run_in_file_order(tmp_path):
     path = tmp_path / "log.jsonl"
     _write_mostly_unreadable(path, 1_000)
-    everything = [r.line for r in load_accepted(path, "jsonl", lambda event: None)[1]]  # held in a list
+    everything = load_accepted(path, "jsonl", lambda event: None)[1]  # held in a list
     assert len(everything) == 980
     with SortedLog.read(path, "jsonl", lambda event: None, run_events=30, spill_dir=tmp_path) as log:
-        assert len(log.rejected._first) == 30 and len(log.rejected._chunks) == 31  # the rest pickled to disk
-        assert len(log.rejected) == 980 and [r.line for r in log.rejected] == everything
-        assert [r.line for r in log.rejected] == everything  # as often as asked
+        assert len(log.rejected._first) == 30 and len(log.rejected._chunks) == 31  # the rest written to disk
+        assert len(log.rejected) == 980 and list(log.rejected) == everything  # each read back whole
+        assert [r.line for r in log.rejected] == [r.line for r in everything]  # as often as asked
         assert {r.rejection.reason for r in log.rejected} == {"schema_violation"} and len(log) == 20
     with pytest.raises(ValueError, match="let go by close"):
         next(iter(log.rejected))
     with SortedLog.read(path, "jsonl", lambda event: None, limit=5) as log:  # the heap's path keeps them as well
-        assert [r.line for r in log.rejected] == everything and len(log) == 5
+        assert list(log.rejected) == everything and len(log) == 5
 
 
 def test_a_log_of_mostly_unreadable_lines_holds_a_run_of_them_not_the_log(tmp_path):
@@ -210,3 +210,19 @@ def test_the_rejected_lines_docstring_example_runs():
 
     result = doctest.testmod(line_rejections)
     assert result.attempted >= 3 and result.failed == 0
+
+
+def test_a_rejection_read_back_from_disk_is_the_one_written_bytes_and_headers_too(tmp_path):
+    from stream_app.contracts import Rejection, Source
+    from stream_app.tools.line_rejections import LineRejection, LineRejections
+
+    written = [LineRejection(7, Rejection("not_utf8", "line 7: byte 0xff", Source("log.csv", None, None, 5, True,
+                                                                                    "dlq[0]@3", (("h", b"\xff\x00"),
+                                                                                                 ("n", None))),
+                                          b"\x00key", b"\xff\xfe raw \n line", True)),
+               LineRejection(8, Rejection("invalid_json", "line 8", Source("log.csv"), None, b""))]
+    rejections = LineRejections(in_memory=1, spill_dir=tmp_path)
+    for found in [*written, *written, *written]:
+        rejections.append(found)
+    assert rejections._chunks and list(rejections) == [*written, *written, *written]
+    rejections.close()

@@ -1,22 +1,25 @@
 """The lines of a recorded log that cannot be read as events, in file order, without holding them all in memory.
 
 A log can hold millions of them (a producer that wrote a wrong field for a month), each with its raw line for its
-dead letter. The first `in_memory` are held; the rest are pickled in chunks of that many to an anonymous temporary
-file, read back one chunk at a time as they are asked for.
+dead letter. The first `in_memory` are held; the rest are written in chunks of that many to an anonymous temporary
+file (JSON lines, bytes in base64: no pickle in the service), read back one chunk at a time as they are asked for.
 """
 
 from __future__ import annotations
 
+import base64
 import os
-import pickle
 import tempfile
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Any, Iterator
 
+import orjson
+
+from ..contracts import Rejection, Source
 from ..errors import StreamAppError
 from .log_checks import LineRejection
 
-#: Rejected lines held in memory, and the size of each chunk pickled to disk beyond them
+#: Rejected lines held in memory, and the size of each chunk written to disk beyond them
 IN_MEMORY = 10_000
 
 
@@ -39,7 +42,7 @@ class LineRejections:
         self._spill_dir = spill_dir
         self._first: list[LineRejection] = []
         self._filling: list[LineRejection] = []
-        self._chunks: list[tuple[int, int]] = []  # (offset, length) of each pickled chunk in the file
+        self._chunks: list[tuple[int, int]] = []  # (offset, length) of each chunk in the file
         self._file: IO[bytes] | None = None
         self._count = 0
         self._closed = False
@@ -54,7 +57,7 @@ class LineRejections:
             self._spill()
 
     def _spill(self) -> None:
-        data = pickle.dumps(self._filling, protocol=pickle.HIGHEST_PROTOCOL)
+        data = b"".join(orjson.dumps(_as_record(found)) + b"\n" for found in self._filling)
         try:
             if self._file is None:
                 self._file = tempfile.TemporaryFile(prefix="stream-app-rejected-", dir=self._spill_dir)
@@ -81,7 +84,7 @@ class LineRejections:
         chunks, file = list(self._chunks), self._file
         for offset, length in chunks:  # read by position: appending between two chunks moves nothing read
             assert file is not None
-            yield from pickle.loads(os.pread(file.fileno(), length, offset))
+            yield from map(_from_record, map(orjson.loads, os.pread(file.fileno(), length, offset).splitlines()))
         yield from list(self._filling)
 
     def close(self) -> None:
@@ -89,3 +92,22 @@ class LineRejections:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def _as_record(found: LineRejection) -> dict[str, Any]:
+    rejection, source = found.rejection, found.rejection.source
+    return {"line": found.line, "reason": rejection.reason, "detail": rejection.detail,
+            "key": None if rejection.key is None else base64.b64encode(rejection.key).decode(),
+            "payload": base64.b64encode(rejection.payload).decode(), "null_value": rejection.null_value,
+            "source": [source.topic, source.partition, source.offset, source.timestamp, source.counted,
+                       source.redrive_of, [[name, None if value is None else base64.b64encode(value).decode()]
+                                           for name, value in source.headers]]}
+
+
+def _from_record(record: dict[str, Any]) -> LineRejection:
+    topic, partition, offset, timestamp, counted, redrive_of, headers = record["source"]
+    source = Source(topic, partition, offset, timestamp, counted, redrive_of,
+                    tuple((name, None if value is None else base64.b64decode(value)) for name, value in headers))
+    key = None if record["key"] is None else base64.b64decode(record["key"])
+    return LineRejection(record["line"], Rejection(record["reason"], record["detail"], source, key,
+                                                   base64.b64decode(record["payload"]), record["null_value"]))
