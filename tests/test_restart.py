@@ -225,3 +225,20 @@ def test_the_learners_store_restores_the_most_written_learners_and_keeps_their_o
     assert store.restored_offset(b"3") == 11  # taken, so that reading it reports it
     store[b"3"] = orjson.dumps({"writes": 6})
     assert store.restored_offset(b"3") is None
+
+
+def test_a_restored_changelog_record_whose_key_is_not_text_is_left_out_with_where_it_was(caplog):
+    """No worker writes such a key; restored, it stopped every batch after an assignment where an erasure was ever
+    recorded (the restored profiles' keys are decoded) and the Redis write-back of every partition (helper-140 #3)."""
+    app = faust.App("restore-test-keys", store="memory://", broker="kafka://localhost:1")
+    store = ProfileTable(app, name="profiles", beacon=app.tables.beacon, key_type=bytes, value_type=bytes).data
+
+    def record(key: bytes, value: bytes | None, offset: int) -> SimpleNamespace:
+        return SimpleNamespace(key=key, value=value, message=SimpleNamespace(
+            topic="p-changelog", value=value, partition=3, offset=offset))
+
+    with caplog.at_level("ERROR"):
+        store.apply_changelog_batch([record(b"a", snapshot("a", 3, 10), 0), record(b"\xff\xfe-forged", b"{}", 1),
+                                     record(b"\xff", None, 2)], lambda k: k, lambda v: v)
+    assert store.data == {b"a": snapshot("a", 3, 10)} and store.not_text_skipped == 2
+    assert "left out 2 changelog records whose key is not UTF-8 text" in caplog.text and "p-changelog[3]@1" in caplog.text

@@ -24,6 +24,7 @@ class RestoredStore(Store):
     writes that key: a state found unreadable is then dead-lettered with its record's offset."""
 
     stale_skipped = 0
+    not_text_skipped = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -62,8 +63,12 @@ class RestoredStore(Store):
     def apply_changelog_batch(self, batch: Iterable[Any], to_key: Callable[[Any], Any],
                               to_value: Callable[[Any], Any]) -> None:
         data, partitions, offsets, skipped = self.data, self._key_partition, self.restored_offsets, 0
+        not_text: list[Any] = []
         for event in batch:
             key = to_key(event.key)
+            if not _is_text(key):  # every key the worker writes is text (a user id, a partition): forged or corrupt
+                not_text.append(event.message)
+                continue
             if event.message.value is None:  # a tombstone
                 data.pop(key, None)
                 partitions.pop(key, None)
@@ -77,6 +82,12 @@ class RestoredStore(Store):
             partitions[key] = event.message.partition
             offsets[key] = event.message.offset
             self.noted(value, event.message.partition)
+        if not_text:
+            self.not_text_skipped += len(not_text)
+            first = not_text[0]
+            log.error("%s: left out %d changelog records whose key is not UTF-8 text (no worker writes one: forged "
+                      "or corrupt; the first at %s[%s]@%s)", self.table_name, len(not_text),
+                      getattr(first, "topic", "?"), first.partition, first.offset)
         if skipped:
             self.stale_skipped += skipped
             # mostly the worker's own earlier writes, read again when it keeps a partition through a
@@ -87,6 +98,16 @@ class RestoredStore(Store):
         await super().on_recovery_completed(active_tps, standby_tps)
         for key in [key for key in self.restored_offsets if key not in self.data]:  # of partitions gone
             del self.restored_offsets[key]
+
+
+def _is_text(key: Any) -> bool:
+    if not isinstance(key, bytes):
+        return key is not None
+    try:
+        key.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 class NewestProfileStore(RestoredStore):
