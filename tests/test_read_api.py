@@ -278,3 +278,36 @@ def test_a_marker_without_the_workers_partition_count_is_not_taken_as_written_ba
     assert not holds_user({b"token": b"t", entry: b"t"}, user)  # written before workers wrote their count
     assert holds_user({b"token": b"t", b"partitions": b"8", entry: b"t"}, user)
     assert not holds_user({b"token": b"t", b"partitions": b"8", entry: b"older"}, user)
+    for count in (b"eight", b"-1", b"0", b"\xd9\xa3", b"9" * 400):  # edited by hand: read as no count, not an error
+        assert not holds_user({b"token": b"t", b"partitions": count, entry: b"t"}, user)
+
+
+def test_a_marker_key_of_another_type_serves_hits_and_names_the_marker_on_a_miss(services):
+    """A marker key of another type made every read, hits too, a 500 blaming the user's profile key (helper-140
+    #6): a hit needs no marker, and a miss names the marker's key and what to do."""
+    namespace = f"read-api-test-{uuid.uuid4().hex[:12]}."
+    client = redis.Redis.from_url(services["REDIS_URL"])
+    try:
+        client.set(f"{namespace}{MARKER}", "not a hash")
+        store = ProfileStore(RedisStoreConfig(services["REDIS_URL"], namespace=namespace))
+        profile = Profile("kept", version=2, event_count=2, generation=5)
+
+        async def write() -> None:
+            try:
+                await store.write_profiles([(profile, profile.to_json(internal=False))], now_ms=10)
+            finally:
+                await store.close()
+
+        asyncio.run(write())
+        answers = asyncio.run(answers_of(services["REDIS_URL"], namespace, ("/profiles/kept", "/profiles/missing")))
+        assert answers["/profiles/kept"][0] == 200 and answers["/profiles/kept"][1]["profile_version"] == 2
+        status, body, _ = answers["/profiles/missing"]
+        assert status == 500 and f"'{namespace}{MARKER}' is not the workers' mirror marker" in body["error"]
+        assert "delete that key" in body["error"] and "profile:" not in body["error"]
+        client.delete(f"{namespace}{MARKER}")
+        client.hset(f"{namespace}{MARKER}", mapping={"token": "t0", "partitions": "many"})
+        status, body, retry = asyncio.run(answers_of(services["REDIS_URL"], namespace, ("/profiles/missing",))
+                                          )["/profiles/missing"]
+        assert (status, retry) == (503, "1") and "not hold this user's input partition yet" in body["error"]
+    finally:
+        client.close()

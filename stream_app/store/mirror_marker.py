@@ -64,6 +64,9 @@ def not_written_back(marker: dict[bytes, bytes]) -> tuple[int, list[int]] | None
 
 
 def _current(marker: dict[bytes, bytes]) -> tuple[bytes, int] | None:
-    """The marker hash's token and the workers' partition count, if it holds both."""
+    """The marker hash's token and the workers' partition count, if it holds both (a count that is not a whole number
+    from 1, a hash edited by hand: none, until a worker's next look writes it again)."""
     token, count = marker.get(b"token"), marker.get(b"partitions")
-    return None if token is None or count is None else (token, int(count))
+    if token is None or count is None or not (count.isdigit() and len(count) <= 9 and int(count) > 0):
+        return None
+    return token, int(count)

@@ -77,6 +77,46 @@ def _not_written_back(user_id: str) -> web.Response:
                            "after Redis lost them, or none has started); retry later", "user_id": user_id}, 503)
 
 
+async def _marker_and_profile(client: aioredis.Redis, marker: str, key: str
+                              ) -> tuple[dict[bytes, bytes] | ResponseError, dict[bytes, bytes]]:
+    """The mirror marker's hash and the profile's, in one round trip, the marker first: a refill that ends between
+    the two reads leaves it saying "not yet" (a 503 for a profile just written back), never a 404 for one (no MULTI:
+    a read-only ACL may not run it). A marker key of another type is given as its error (a hit is served all the
+    same); any other error is raised."""
+    mirror, raw = await client.pipeline(False).hgetall(marker).hgetall(key).execute(raise_on_error=False)
+    for found in (raw, mirror):
+        if isinstance(found, Exception) and not (found is mirror and isinstance(found, ResponseError)
+                                                 and key_fault(found)):
+            raise found
+    return mirror, raw
+
+
+def _redis_failure(exc: RedisError, user_id: str, namespace: str) -> web.Response:
+    """The answer to a profile read Redis failed: the key of another type (500), a refusal or an outage (503)."""
+    if isinstance(exc, ResponseError) and key_fault(exc):
+        return _not_a_profile(exc, user_id, namespace)
+    if isinstance(exc, ResponseError):  # an ACL, a full server, ...
+        log.error("Redis refuses a profile read (%s)", described(exc))
+        return _json({"error": "Redis refuses the read: the read API's log says why"}, 503, retry=False)
+    if isinstance(exc, AuthenticationError):  # a wrong password: no retry changes it, so no Retry-After
+        log.error("Redis refuses the read API's connection (%s): check REDIS_URL's password, user and ACL",
+                  described(exc))
+        return _json({"error": "Redis refuses the read API: the read API's log says why"}, 503, retry=False)
+    if isinstance(exc, RedisConnectionError) and "No connection available" in str(exc):  # this pool, not Redis
+        log.error("all %d Redis connections of the read API are busy (a read waited %.1f s): run more "
+                  "replicas of `stream-app serve`", MAX_CONNECTIONS, WAIT_FOR_CONNECTION_S)
+        return _json({"error": "the read API is busy; retry later"}, 503)
+    log.error("Redis does not answer a profile read (%s)", described(exc))
+    return _json({"error": "Redis does not answer; retry later"}, 503)
+
+
+def _not_a_profile(exc: Exception, user_id: str, namespace: str) -> web.Response:
+    key = profile_key(user_id, namespace)
+    log.error("the Redis key %r is not a profile: %s", key, described(exc))
+    return _json({"error": f"the Redis key {key!r} is not a profile ({described(exc)}); retrying will not "
+                  "change it", "user_id": user_id}, 500)
+
+
 def _connected(request: web.Request) -> bool:
     """Is the caller still there (a wait for a caller that left polls Redis for nothing)."""
     transport = request.transport
@@ -98,30 +138,18 @@ def read_api(redis_url: str, namespace: str, wait_ms: int) -> web.Application:
                 while (int(await client.hget(key, "profile_version") or 0) < min_version
                        and time.monotonic() < deadline and _connected(request)):
                     await asyncio.sleep(POLL_S)
-            # one round trip, the marker first: a refill that ends between the two reads leaves it saying "not yet"
-            # (a 503 for a profile just written back), never a 404 for one (no MULTI: a read-only ACL may not run it)
-            mirror, raw = await client.pipeline(False).hgetall(marker).hgetall(profile_key(user_id, namespace)).execute()
+            mirror, raw = await _marker_and_profile(client, marker, profile_key(user_id, namespace))
             stored = decode_profile(raw)
-            refilling = not raw and not holds_user(mirror, user_id)
-        except (ResponseError, ValueError) as exc:  # the key is not a profile (another type, fields edited)
-            if isinstance(exc, ResponseError) and not key_fault(exc):  # an ACL, a full server, ...
-                log.error("Redis refuses a profile read (%s)", described(exc))
-                return _json({"error": "Redis refuses the read: the read API's log says why"}, 503, retry=False)
-            key = profile_key(user_id, namespace)
-            log.error("the Redis key %r is not a profile: %s", key, described(exc))
-            return _json({"error": f"the Redis key {key!r} is not a profile ({described(exc)}); retrying will not "
-                          "change it", "user_id": user_id}, 500)
-        except AuthenticationError as exc:  # a wrong password: no retry changes it, so no Retry-After
-            log.error("Redis refuses the read API's connection (%s): check REDIS_URL's password, user and ACL",
-                      described(exc))
-            return _json({"error": "Redis refuses the read API: the read API's log says why"}, 503, retry=False)
         except RedisError as exc:
-            if isinstance(exc, RedisConnectionError) and "No connection available" in str(exc):  # this pool, not Redis
-                log.error("all %d Redis connections of the read API are busy (a read waited %.1f s): run more "
-                          "replicas of `stream-app serve`", MAX_CONNECTIONS, WAIT_FOR_CONNECTION_S)
-                return _json({"error": "the read API is busy; retry later"}, 503)
-            log.error("Redis does not answer a profile read (%s)", described(exc))
-            return _json({"error": "Redis does not answer; retry later"}, 503)
+            return _redis_failure(exc, user_id, namespace)
+        except ValueError as exc:  # the key is not a profile (fields edited)
+            return _not_a_profile(exc, user_id, namespace)
+        if isinstance(mirror, ResponseError) and not raw:  # a hit needs no marker; a miss cannot be told without it
+            log.error("the Redis key %r (the workers' mirror marker) cannot be read: %s", marker, described(mirror))
+            return _json({"error": f"the Redis key {marker!r} is not the workers' mirror marker "
+                          f"({described(mirror)}): a user Redis does not hold cannot be told from one not written "
+                          "back yet; delete that key, and the workers write it again", "user_id": user_id}, 500)
+        refilling = not raw and not holds_user(mirror, user_id)
         removed = removal(raw) if not stored else None
         gone = {"removed": removed} if removed else {}
         if refilling and not min_version:  # a 404 would say the user has no profile: it may be on its way back
