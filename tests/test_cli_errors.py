@@ -110,6 +110,30 @@ def test_evaluate_checks_where_its_reports_go_before_the_run(tmp_path, monkeypat
     assert not (tmp_path / "new" / "r.json").exists()  # checked, not left behind
 
 
+def test_evaluate_refuses_to_write_a_report_over_a_file_it_reads(tmp_path, monkeypatch, capsys):
+    """`--json LOG` replaced a user's log with the results (helper-139 #1): the log, the catalogue and the ground
+    truth, by any spelling of their path or a link to them."""
+    def run(*_args, **_kwargs):
+        raise AssertionError("the evaluation ran before its report paths were checked")
+
+    monkeypatch.setattr("stream_app.evaluate.prequential.evaluate_log", run)
+    monkeypatch.setattr("stream_app.evaluate.via_kafka.evaluate_via_kafka", run)
+    monkeypatch.chdir(tmp_path)
+    log, truth = tmp_path / "log.jsonl", tmp_path / "truth.json"
+    log.write_bytes(Path(OTTO).read_bytes())
+    truth.write_text("{}")
+    (tmp_path / "link.jsonl").symlink_to(log)
+    for argv, said in (
+            (["--json", "log.jsonl"], "--json log.jsonl is the log this run reads"),
+            (["--html", str(log)], f"--html {log} is the log this run reads"),
+            (["--json", "link.jsonl"], "--json link.jsonl is the log"),
+            (["--json", "./truth.json", "--truth", "truth.json"], "is the ground truth this run reads"),
+            (["--via-kafka", "--json", "log.jsonl"], "--json log.jsonl is the log this run reads")):
+        assert main.main(["evaluate", "log.jsonl", "--format", "otto", *argv]) == 2, argv
+        assert said in capsys.readouterr().err
+    assert log.read_bytes() == Path(OTTO).read_bytes() and truth.read_text() == "{}"
+
+
 def test_an_interrupted_evaluate_says_that_nothing_was_written_and_how_to_make_it_shorter(tmp_path, monkeypatch,
                                                                                             capsys):
     """Ctrl-C of a long pass exited 130 without a word."""

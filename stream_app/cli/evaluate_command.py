@@ -22,6 +22,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     name = report_name(args)
     if args.via_kafka:
         json_path = _writable(args.json, f"evaluation-via-kafka-{name}.json")
+        _refuse_overwriting_inputs(args, {"--json": json_path})
         settings = Settings.from_env()
         if args.registry:
             settings = settings.replace(registry_dir=args.registry)
@@ -44,6 +45,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     truth = args.truth
     if truth is None and truth_path(args.log).is_file():
         truth = truth_path(args.log)
+    _refuse_overwriting_inputs(args, {"--json": json_path, "--html": page}, truth)
     settings = Settings.from_env()
     if args.batch:
         settings = settings.replace(batch_max=args.batch)
@@ -134,6 +136,25 @@ def _writable(path: str | None, default_name: str) -> Path:
     if not existed:
         out.unlink()
     return out
+
+
+def _refuse_overwriting_inputs(args: argparse.Namespace, outputs: dict[str, Path],
+                               truth: str | Path | None = None) -> None:
+    """An error when a report (`outputs`: option -> path) would be written over a file the run reads (the log, the
+    catalogue, the ground truth): a misplaced --json or --html replaced a user's log with the results, unsaid."""
+    inputs = {"the log": args.log, "the catalogue (--items)": args.items, "the ground truth": truth or args.truth}
+    for option, out in outputs.items():
+        for read, given in inputs.items():
+            if given and _same_file(out, Path(given)):
+                raise StreamAppError(f"{option} {out} is {read} this run reads: the report would overwrite it; give "
+                                     f"{option} another path")
+
+
+def _same_file(one: Path, other: Path) -> bool:
+    try:
+        return one.samefile(other)  # a link or another spelling of the same file too
+    except OSError:  # one of them does not exist (yet): the same path or not
+        return one.resolve() == other.resolve()
 
 
 def _write(out: Path, data: bytes) -> None:
