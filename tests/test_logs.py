@@ -265,6 +265,21 @@ def test_online_retail_keeps_customer_purchases_and_counts_what_it_skips(tmp_pat
     assert events == ONLINE_RETAIL_EVENTS and [r.line for r in rejected] == [9, 10]
 
 
+@pytest.mark.parametrize("missing", ["NA", "nan", "NaN", "None", "NULL", "<NA>", " na "])
+def test_an_online_retail_customer_written_as_a_missing_value_is_a_guest_not_one_customer(tmp_path, missing):
+    """R's write.csv writes a missing CustomerID as NA, pandas' astype(str) as nan: all the guests' lines were read
+    as one customer's, unsaid (helper-139 #2)."""
+    from stream_app.tools.log_checks import line_user
+
+    path = tmp_path / "online_retail.csv"
+    path.write_text(ONLINE_RETAIL.replace("1.69,,United", f"1.69,{missing},United"))
+    stats = OnlineRetailStats()
+    events = [r for r in read_online_retail(path, stats) if not isinstance(r, LineRejection)]
+    assert events == [ONLINE_RETAIL_EVENTS[2], *ONLINE_RETAIL_EVENTS[:2]] and stats.guest == 1
+    assert line_user("online-retail", {"CustomerID": missing}) is None
+    assert line_user("online-retail", {"CustomerID": "12346.0"}) == "12346"
+
+
 def test_an_online_retail_date_that_is_no_date_is_rejected_naming_the_field_and_the_order_read(tmp_path):
     """"month must be in 1..12" alone left a user to guess which of the line's eight fields it meant."""
     path = tmp_path / "online_retail.csv"

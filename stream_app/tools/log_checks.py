@@ -41,11 +41,23 @@ def line_user(fmt: str, row: dict[str, str] | None) -> str | None:
     if row is None:
         return None
     user = (row.get(USER_COLUMNS[fmt]) or "").strip()
+    if fmt == "online-retail" and is_missing(user):  # a guest's line, as read_online_retail reads CustomerID
+        return None
     if fmt == "online-retail" and user.endswith(".0"):  # as read_online_retail reads CustomerID
         user = user[:-2]
     elif fmt in ("retailrocket", "movielens"):  # as their readers read their ids
         user = as_published(user)
     return user or None
+
+
+#: How tools write a missing value in a csv field: R's write.csv ("NA"), pandas' astype(str) ("nan", "None",
+#: "<NA>"), databases' exports ("NULL"); compared in lower case
+MISSING_VALUES = frozenset({"", "na", "nan", "none", "null", "<na>", "n/a"})
+
+
+def is_missing(text: str) -> bool:
+    """Whether a csv field (stripped) holds no value, as a tool that wrote it says so (`MISSING_VALUES`)."""
+    return text.lower() in MISSING_VALUES
 
 
 def is_product_code(code: str) -> bool:

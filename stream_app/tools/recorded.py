@@ -28,6 +28,7 @@ from .log_checks import (
     as_integers,
     as_published,
     give_up_early,
+    is_missing,
     is_product_code,
     line_user,
     nothing_read,
@@ -312,7 +313,7 @@ class OnlineRetailStats:
 
     lines: int = 0
     events: int = 0
-    guest: int = 0  # empty CustomerID: no user to key by
+    guest: int = 0  # no CustomerID (empty, or NA / nan as R or pandas write it): no user to key by
     cancelled: int = 0  # InvoiceNo starting with "C", or Quantity <= 0
     not_product: int = 0  # StockCode without a digit (POST, D, M, BANK CHARGES, DOT, ...), C2 (carriage), gift_...
     rejected: int = 0  # malformed (unparseable quantity, date or price, wrong column count): a LineRejection
@@ -344,7 +345,7 @@ def read_online_retail(path: str | Path, stats: OnlineRetailStats | None = None)
                 yield _reject(path, line, "schema_violation", problem, rows.line_text(line).encode())
                 continue
             customer = row["CustomerID"].strip()
-            if not customer:
+            if is_missing(customer):  # empty as published; NA or nan as R or pandas write it
                 stats.guest += 1
                 continue
             invoice = row["InvoiceNo"].strip()
