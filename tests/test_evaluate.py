@@ -182,6 +182,18 @@ def test_the_ceiling_counts_judged_events_on_items_the_log_or_the_user_had_befor
     assert "reachable: 2 judged events (0.5000) on an item the log had before" in table(result)
 
 
+def test_the_ceiling_holds_the_users_own_item_of_an_earlier_line_of_the_same_time():
+    """A basket's lines share a time: a customer's second line of a product first bought on the basket's first
+    line is the user's own item (every model has it), but was not counted "on an item the log had before", which
+    printed a ceiling below what the hybrid and "item just seen" scored (helper-139 #3)."""
+    events = [ev(1, "u1", "x", 1), ev(2, "u1", "a", 5), ev(3, "u1", "a", 5), ev(4, "u2", "y", 1),
+              ev(5, "u2", "b", 7), ev(6, "u2", "b", 7)]
+    result = evaluate_events(events, Settings(item_epoch_ms=1), k=20)
+    assert result["reachable"] == {"judged": 4, "known_item": 2, "own_item": 2, "recent_own_item": 2}
+    assert result["models"]["item just seen"]["recall@20"] == pytest.approx(0.5)
+    assert all(m["recall@20"] <= result["reachable"]["known_item"] / 4 for m in result["models"].values())
+
+
 def test_the_recent_items_line_counts_only_the_users_k_latest_distinct_items():
     """With k 2, u1's second a comes after b and c (a is third latest): out of reach of a list of the
     two latest; the c after it is among them (a, c), as is the repeated a."""

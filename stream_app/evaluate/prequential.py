@@ -102,10 +102,13 @@ class Reachable:
         self.latest: dict[str, list[str]] = collections.defaultdict(list)  # user -> the k latest distinct, latest last
 
     def judge(self, event: Event, interactions_before: int) -> None:
+        """`interactions_before`: the events on the item stamped before this one. The user's own events of the same
+        time before it (a basket's lines) count too: every model has them, so the ceiling holds every own item."""
         counts = self.counts
+        own = event.item_id in self.had[event.user_id]
         counts["judged"] += 1
-        counts["known_item"] += interactions_before > 0
-        counts["own_item"] += event.item_id in self.had[event.user_id]
+        counts["known_item"] += interactions_before > 0 or own
+        counts["own_item"] += own
         counts["recent_own_item"] += event.item_id in self.latest[event.user_id]
 
     def learn(self, event: Event) -> None:
