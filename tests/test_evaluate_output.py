@@ -4,6 +4,7 @@ say the same facts, rates and times in a form a reader takes in."""
 import html
 
 import numpy as np
+import orjson
 import pytest
 from conftest import OTTO_SAMPLE, REPO
 
@@ -172,6 +173,37 @@ def test_a_log_mostly_rejected_is_warned_about_beside_its_figures(tmp_path):
     assert "warning: 40% of the events read were rejected" in table(evaluate_log(log, "jsonl", Settings(), light=True))
     log.write_text(good + "{broken\n")
     assert "were rejected: the figures" not in table(evaluate_log(log, "jsonl", Settings(), light=True))
+
+
+def test_the_rejected_share_counts_otto_sessions_and_refused_events_and_a_log_all_refused_says_why(tmp_path):
+    """helper-139 #5, #6: half of an OTTO file's sessions broken were 10 records against 548 events read, 1.8%, no
+    warning; refused events were not in the count; a log whose every event is outside the time window was asked
+    "is --limit too small?"."""
+    from stream_app.tools.replay import all_refused, gate
+
+    otto = tmp_path / "otto.jsonl"
+    sessions = [orjson.dumps({"session": n, "events": [{"aid": n * 10 + e, "ts": 1_659_304_800_000 + e * 60_000,
+                                                        "type": "clicks"} for e in range(30)]}) for n in range(20)]
+    otto.write_bytes(b"\n".join(line if n % 2 else line[:-3] for n, line in enumerate(sessions)) + b"\n")
+    assert "warning: 50% of the sessions read were rejected" in table(evaluate_log(otto, "otto", Settings(),
+                                                                                  light=True))
+    log = tmp_path / "events.jsonl"
+    now = 1_700_000_000_000
+    events = [{"schema_version": 1, "event_id": f"e{n}", "user_id": f"u{n % 3}", "item_id": f"i{n % 7}",
+               "type": "click", "ts": now + n * 1000} for n in range(30)]
+    log.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events) + b"{broken\n" * 4)
+    old = Settings(max_age_ms=1000)  # every event of 2023 is too old for it
+    result = evaluate_log(log, "jsonl", old, light=True)
+    said = table(result)
+    assert result["events"] == 0 and result["timestamp_out_of_range"] == 30
+    assert "a worker would take none of the log's events: all 30 were left out, below; for an old log, unset " \
+           "STREAM_APP_MAX_AGE_MS (0: no limit)" in said and "is --limit too small" not in said
+    assert "warning: 12% of the events read were rejected" in said  # 4 of 34, the refused ones among those read
+    refused = [(event, *gate(old)(event)) for event in events]
+    message = all_refused(log, refused, len(refused))
+    assert message.startswith(f"{log}: a worker would take none of its 30 events (timestamp_out_of_range, the first ")
+    assert message.endswith("nothing sent; for an old log, unset STREAM_APP_MAX_AGE_MS (0: no limit); for times "
+                            "ahead of now, check the log's timestamps (STREAM_APP_MAX_FUTURE_MS)")
 
 
 def test_the_rejected_lines_are_counted_by_reason_with_each_reasons_first_line(tmp_path):

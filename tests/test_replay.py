@@ -110,6 +110,20 @@ def test_ctrl_c_with_the_broker_away_says_rerun_is_safe_and_stays_a_keyboard_int
     assert None not in producer.closes
 
 
+def test_a_log_whose_every_event_a_worker_would_refuse_is_not_sent_and_says_what_to_do(tmp_path, monkeypatch):
+    """It replayed 0 events and sent the whole log to the dead-letter topic, exit 0 (helper-139 #5)."""
+    from stream_app.errors import InputFileError
+
+    def no_producer(*args, **kwargs):
+        raise AssertionError("a producer was made for a log of which no event is sent")
+
+    monkeypatch.setattr(replay, "ensure_topics", lambda settings: None)
+    monkeypatch.setattr(replay, "make_producer", no_producer)
+    with pytest.raises(InputFileError, match="a worker would take none of its 5 events .*nothing sent; for an old "
+                                             "log, unset STREAM_APP_MAX_AGE_MS"):
+        replay.replay(Settings(max_age_ms=1000), _log(tmp_path), "jsonl", progress_stream=None)
+
+
 def test_a_send_that_times_out_mid_replay_is_a_replay_incomplete_not_a_traceback():
     # kafka-python's send() raises KafkaTimeoutError("Failed to update metadata after 60.0 secs.") for the first
     # record of a topic while the broker is away: the CLI's kafka_unreachable() wants "bootstrap" in it -> traceback

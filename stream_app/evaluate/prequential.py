@@ -323,7 +323,7 @@ def evaluate_log(path: str | Path, fmt: str, settings: Settings, k: int = 20,
         # both read back from their runs on disk before the log lets them go, not held as lists
         refused = collections.Counter(why for _, why, _ in log.refused_events())
         unread = not_evaluated(log.rejected, refused, skipped, log.cut)
-    result["log"] = str(path)
+    result["log"], result["format"] = str(path), fmt
     result["judged_from_because"] = because
     for role, found in counts.items():
         if result["events"]:

@@ -47,10 +47,15 @@ def not_evaluated_said(result: dict[str, Any], via_kafka: bool = False) -> list[
         if len(reasons) > 1:  # the first rejection says one kind only
             lines.append("rejected by reason: " + "; ".join(f"{reason} {found['count']:,}, the first as {found['first']}"
                                                             for reason, found in reasons.items()))
-        share = lines_of / (lines_of + result["events"]) if lines_of else 0.0
+        # of the records read, refused or not; an OTTO line is a session of many events, one record when rejected
+        # whole: its lines against the sessions read
+        otto = result.get("format") == "otto"
+        read = (lines_of + result.get("users", result.get("in_process", {}).get("users", 0)) if otto else
+                parts + result["events"] + result.get("timestamp_out_of_range", 0) + result.get("payload_too_large", 0))
+        share = (lines_of if otto else parts) / read if read else 0.0
         if share >= 0.1 and not cut:  # a figure over what is left of a log is easy to take for the log's
-            lines.append(f"warning: {share:.0%} of the events read were rejected: the figures are over the rest only; "
-                         "fix the lines (their reasons, above) and evaluate again")
+            lines.append(f"warning: {share:.0%} of the {'sessions' if otto else 'events'} read were rejected: the "
+                         "figures are over the rest only; fix the lines (their reasons, above) and evaluate again")
     return lines + _left_out(result, via_kafka)
 
 
@@ -84,8 +89,8 @@ def facts(result: dict[str, Any]) -> list[str]:
     if result.get("judged_from_ts") is not None:
         because = "; ".join(result.get("judged_from_because") or ["the encoder trained on the earlier part of this log"])
         how = f" from {utc_said(result['judged_from_ts'])} on ({because}; every model still learns from all of it)"
-    lines = judged_said(first["judged"] if first else 0, how, asked="is --limit too small? with --encoder, only "
-                        "events after its training cutoff are judged")
+    lines = judged_said(first["judged"] if first else 0, how, asked=_none_applied(result) or "is --limit too small? "
+                        "with --encoder, only events after its training cutoff are judged")
     lines += _models_beside(result)
     lines += not_evaluated_said(result)
     cold_judged = first["cold_start"]["judged"] if first else 0
@@ -99,6 +104,17 @@ def facts(result: dict[str, Any]) -> list[str]:
                      f"({own / of:.4f}) on one the user had; {recent:,} ({recent / of:.4f}) on one of the user's "
                      f"{result['k']} most recent distinct items")
     return lines
+
+
+def _none_applied(result: dict[str, Any]) -> str:
+    """Why no event was judged when a worker would have taken none of the log's (each refused for its time or size:
+    the "left out" lines), else ""."""
+    left_out = result.get("timestamp_out_of_range", 0) + result.get("payload_too_large", 0)
+    if result.get("events") or not left_out:
+        return ""
+    return (f"a worker would take none of the log's events: all {left_out:,} were left out, below; for an old log, "
+            "unset STREAM_APP_MAX_AGE_MS (0: no limit)" if result.get("timestamp_out_of_range") else
+            f"a worker would take none of the log's events: all {left_out:,} were left out, below")
 
 
 def judged_said(judged: int, how: str = "", asked: str = "is --limit too small?") -> list[str]:
@@ -177,7 +193,7 @@ def via_kafka_table(result: dict[str, Any]) -> str:
     if result.get("judged_from_ts") is not None:
         how += (f" from {utc_said(result['judged_from_ts'])} on (--judge-from {result['judge_from']:g}; every model "
                 "still learns from all of it)")
-    lines += judged_said(judged, how)
+    lines += judged_said(judged, how, **({"asked": _none_applied(result)} if _none_applied(result) else {}))
     lines += not_evaluated_said(result, via_kafka=True)
     lines.append(f"{'':<12}" + "".join(f"{key:>11}" for key in keys))
     for name in ("via_kafka", "in_process"):

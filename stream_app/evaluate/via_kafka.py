@@ -136,7 +136,7 @@ def evaluate_via_kafka(path: str | Path, fmt: str, k: int = 20, rate: float | No
         for scored in (via_kafka, in_process):
             scored[f"cold@{k}"] = scored["cold_start"][f"recall@{k}"]
         keys.append(f"cold@{k}")
-    return {"log": str(path), "events": len(events), "k": k, "rate": rate, "workers": workers, "busy": busy,
+    return {"log": str(path), "format": fmt, "events": len(events), "k": k, "rate": rate, "workers": workers, "busy": busy,
             "judge_from": judge_from, "judged_from_ts": judge_from_ts,
             "content": content.version if content is not None else None,
             "max_idle_ms": max_idle_ms, "via_kafka": via_kafka, "in_process": in_process,

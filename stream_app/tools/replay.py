@@ -16,7 +16,7 @@ from kafka.errors import KafkaError
 
 from ..config import Settings
 from ..contracts import Rejection, Source, time_out_of_range
-from ..errors import StreamAppError
+from ..errors import InputFileError, StreamAppError
 from ..kafka_security import kafka_python_kwargs
 from ..stream.topics import ensure_topics
 from .log_checks import DEAD_LETTERS_SAID, rejection_said, skipped_said, warn_if_seconds
@@ -223,6 +223,19 @@ def gate(settings: Settings) -> Callable[[dict[str, Any]], tuple[str, str] | Non
     return refusal
 
 
+def all_refused(path: str | Path, refused: Iterable[Refused], count: int) -> str:
+    """What to do about a log none of whose events a worker would take (`refused`: they, `count` of them)."""
+    first: dict[str, str] = {}
+    for _, reason, detail in refused:
+        first.setdefault(reason, detail)
+    what = "; ".join(f"{reason}, the first as {detail[:200]}" for reason, detail in first.items())
+    fix = ("for an old log, unset STREAM_APP_MAX_AGE_MS (0: no limit); for times ahead of now, check the log's "
+           "timestamps (STREAM_APP_MAX_FUTURE_MS)" if "timestamp_out_of_range" in first else "")
+    size = "raise STREAM_APP_MAX_PAYLOAD_BYTES or shorten the events" if "payload_too_large" in first else ""
+    return (f"{path}: a worker would take none of its {count:,} events ({what}): nothing sent; "
+            + " and ".join(part for part in (fix, size) if part))
+
+
 def dead_letters_of(refused: Sequence[Refused], path: str | Path) -> list[Rejection]:
     """The dead letters of refused events, as a worker writes them (keyed by the user)."""
     return [dead_letter_of(found, path) for found in refused]
@@ -321,6 +334,8 @@ def replay(settings: Settings, path: str | Path, fmt: str, rate: float | None = 
     started = time.monotonic()
     with SortedLog.read(path, fmt, gate(settings), skipped, limit, run_events) as log:
         read_seconds = time.monotonic() - started
+        if not len(log):  # every event refused: the dead-letter topic would get the whole log, and nothing be applied
+            raise InputFileError(all_refused(path, log.refused_events(), log.refused_count))
         summary = _send(settings, log, path, fmt, rate, progress_stream, skipped)
     summary.read_seconds = read_seconds
     summary.no_worker = None if live_workers(settings) != 0 else settings.namespace
