@@ -101,6 +101,20 @@ def test_otto_sessions_that_are_not_sessions_are_rejected_with_a_reason_and_seco
     assert "event 0 of session 6: an event is an object with aid, ts and type, not int" in reasons[3][2]
     assert "aid None is not an id" in reasons[4][2] and "ts True is not a number" in reasons[5][2]
     assert "event type 'views' is not one of clicks, carts, orders" in reasons[6][2]
+    # JSON of another shape is a schema violation, not invalid JSON (helper-139 #8)
+    assert [reason for _, reason, _ in reasons[:3]] == ["schema_violation"] * 3
+
+
+def test_an_otto_id_past_64_bits_is_said_as_such_not_as_the_float_a_json_reader_makes_of_it(tmp_path):
+    path = tmp_path / "s.jsonl"
+    path.write_text('{"session": 18446744073709551617, "events": [{"aid": 5, "ts": 1659304800025, "type": "clicks"}]}\n'
+                    '{"session": 7, "events": [{"aid": 36893488147419103232, "ts": 1659304800025, "type": "clicks"}]}\n'
+                    '{"session": "18446744073709551617", "events": [{"aid": 5, "ts": 1659304800025, "type": "clicks"}]}\n')
+    events, rejected = load_sorted(path, "otto")
+    assert [e["user_id"] for e in events] == ["18446744073709551617"]  # as text: read as published
+    assert [(r.line, r.rejection.reason) for r in rejected] == [(1, "schema_violation"), (2, "schema_violation")]
+    assert "session is a whole number past 64 bits" in rejected[0].rejection.detail
+    assert "aid is a whole number past 64 bits" in rejected[1].rejection.detail and "e+" not in rejected[1].rejection.detail
 
 
 def test_jsonl_reads_input_events_and_rejects_invalid_lines(tmp_path):
@@ -732,6 +746,11 @@ def test_an_excel_workbook_or_a_utf16_file_is_told_to_be_saved_as_csv_utf8(tmp_p
         archive.writestr("otto.jsonl", "{}")
     with pytest.raises(InputFileError, match="a zip archive .*unpack it"):
         load_sorted(other, "otto")
+    for name in ("train.parquet", "test.bin"):  # OTTO on Kaggle: by its magic, or by its name
+        parquet = tmp_path / name
+        parquet.write_bytes(b"PAR1\x15\x04\x15\xa0\x01" if name.endswith(".bin") else b"not even its magic")
+        with pytest.raises(InputFileError, match="a Parquet file .*write it out as JSON lines or CSV"):
+            load_sorted(parquet, "otto")
 
 
 def test_a_csv_header_with_spaces_after_its_commas_names_its_columns(tmp_path):

@@ -73,6 +73,10 @@ def check_file(path: Path) -> None:
                              "UTF-8 and give that file")
     if _is_workbook(path, head):
         raise InputFileError(f"{path}: an Excel workbook: save it as CSV (CSV UTF-8) and give that file")
+    if head.startswith(b"PAR1") or path.suffix.lower() == ".parquet":
+        raise InputFileError(f"{path}: a Parquet file (as OTTO's data is shared on Kaggle): write it out as JSON lines "
+                             "or CSV (pandas: read_parquet, then to_json(orient='records', lines=True) or to_csv) "
+                             "and give that file")
     for magic, kind in _ARCHIVES:
         if head.startswith(magic):
             raise InputFileError(f"{path}: a {kind} archive (as the data set may be published): unpack it and give the "

@@ -148,8 +148,9 @@ def read_otto(path: Path) -> Iterator[Read]:
             events = session["events"]
             if not isinstance(events, list):
                 raise TypeError(f"'events' is {type(events).__name__}, not a list")
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            yield _reject(path, line, "invalid_json", f"not an OTTO session: {_why(exc)}", raw, user)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:  # JSON, or JSON of another shape
+            reason = "invalid_json" if isinstance(exc, orjson.JSONDecodeError) else "schema_violation"
+            yield _reject(path, line, reason, f"not an OTTO session: {_why(exc)}", raw, user)
             continue
         repeats: dict[str, int] = {}  # an id -> how often it came in this line
         for i, e in enumerate(events):
@@ -192,6 +193,9 @@ def _otto_ms(ts: Any) -> int:
 def _otto_aid(aid: Any, what: str = "aid") -> str:
     """An OTTO id (`aid` or `session`): a whole number or a non-empty text (orjson reads a number over 64 bits as a
     float, which would merge sessions that differ in their last digits)."""
+    if isinstance(aid, float) and aid.is_integer() and abs(aid) >= 2**63:  # its digits are gone: not said as them
+        raise ValueError(f"{what} is a whole number past 64 bits, which JSON readers do not keep exactly: write such "
+                         f"ids as text (\"{what}\": \"...\")")
     if isinstance(aid, bool) or not isinstance(aid, (int, str)) or aid == "":
         raise ValueError(f"{what} {aid!r} is not an id")
     return str(aid)
