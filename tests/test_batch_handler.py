@@ -844,10 +844,13 @@ def test_an_erasure_waits_for_its_dead_letters_to_be_listed_beside_the_batches_n
         async def retry(what, action, *args):
             return await action(*args)
 
-        async def slow_listing(users):
+        async def slow_listing(users, since=None):
+            if since is not None:  # the tail read when the erasure is applied: nothing written since
+                assert since == {0: 8}
+                return {}, "complete", None, since
             asked.append(set(users))
             await release.wait()
-            return {USER: [{"partition": 0, "offset": 7}]}, "complete", None
+            return {USER: [{"partition": 0, "offset": 7}]}, "complete", None, {0: 8}
 
         feed = ErasureFeed(settings, settings.partitions, lambda: woken.append(1), "w", retry)
         feed.dead_letters, feed.retention = slow_listing, (1000, "setting")
@@ -879,6 +882,70 @@ def test_an_erasure_waits_for_its_dead_letters_to_be_listed_beside_the_batches_n
         assert feed.listed == {} and asked == [{USER}]
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("tail_fails", [False, True])
+def test_a_dead_letter_written_after_the_listing_read_the_topic_is_in_the_receipt(settings, tail_fails):
+    """The batches go on while the listing runs, and until the erasure is applied the user is not erased: a bad
+    input of theirs dead-lettered then was neither listed nor said, the receipt "complete" (helper-140 #4). The
+    erasure's batch reads from where the listing ended; a read that fails says from where it did not search."""
+    import asyncio
+
+    from stream_app.contracts import Rejection, Source, dead_letter_users
+    from stream_app.partitioning import partition_of
+    from stream_app.stream.erasures import ErasedUsers, ErasureFeed
+
+    dlq: list[tuple[bytes, bytes]] = []  # the dead-letter topic, one partition
+
+    async def scenario():
+        release, reads = asyncio.Event(), []
+
+        async def retry(what, action, *args):
+            return await action(*args)
+
+        async def listing(users, since=None):  # reads from `since` to the end the topic has when it begins
+            reads.append(since)
+            start, end = (since or {}).get(0, 0), len(dlq)
+            if since is None:
+                await release.wait()
+            elif tail_fails:
+                raise ConnectionError("the broker went away")
+            return ({u: [{"partition": 0, "offset": o} for o in range(start, end) if u in dead_letter_users(*dlq[o])]
+                     for u in users}, "complete", None, {0: end})
+
+        feed = ErasureFeed(settings, settings.partitions, lambda: None, "w", retry)
+        feed.dead_letters, feed.retention = listing, (1000, "setting")
+        mine = partition_of(USER, settings.partitions)
+        dlq.append((USER.encode(), b'{"before": 1}'))  # a dead letter of the user before the request
+        feed.push(USER.encode(), orjson.dumps({"request_id": "r1", "user_id": USER, "requested_at": 10**13,
+                                               "schema_version": 1}), Source("erasures", mine, 0))
+        erased = ErasedUsers({}, settings, "erased.changelog", "profiles.changelog")
+
+        def batch() -> BatchHandler:
+            return BatchHandler(settings, {}, PartitionState({}, settings), InMemoryItemIndex(settings), Counters(),
+                                now=0, erased=erased)
+
+        await feed.apply(batch(), {mine})  # the listing starts, and reads to the topic's end
+        await asyncio.sleep(0)
+        handler = batch()  # a batch meanwhile: the user's bad input, dead-lettered and delivered
+        handler.dead_letter(Rejection("invalid_json", "cut short", Source("events.click", mine, 3), USER.encode(),
+                                      b'{"user_id": "u1", "ts": 5'))
+        dlq.extend((key, value) for topic, key, value, _ in handler.outbox.records if topic == settings.topics.dlq)
+        release.set()
+        await feed.listing
+        handler = batch()
+        await feed.apply(handler, {mine})
+        (receipt,) = handler.receipts
+        return receipt["dead_letters"], reads
+
+    letters, reads = asyncio.run(scenario())
+    assert len(dlq) == 2 and reads == [None, {0: 1}]
+    if tail_fails:
+        assert letters["records"] == [{"partition": 0, "offset": 0}] and letters["listed"] == "partial"
+        assert "not searched: partition 0 from offset 1" in letters["note"] and "went away" in letters["note"]
+    else:
+        assert letters["records"] == [{"partition": 0, "offset": 0}, {"partition": 0, "offset": 1}]
+        assert letters["listed"] == "complete"
 
 
 def test_the_idle_pass_passes_over_stored_records_that_are_not_profiles_instead_of_stopping_the_worker():
@@ -926,7 +993,7 @@ def test_no_right_to_read_the_dead_letter_topic_is_said_in_the_receipt_not_a_wor
     from stream_app.tools.erase import describe
 
     async def scenario():
-        async def refused(users):
+        async def refused(users, since=None):
             raise TopicAuthorizationFailedError("not authorized to read events.dlq")
 
         feed = ErasureFeed(settings, settings.partitions, lambda: None, "w", until_done)

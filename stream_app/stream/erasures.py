@@ -126,8 +126,9 @@ class ErasureFeed:
         self.read = 0
         self.retention: tuple[int, str] | None = None  # the dead-letter topic's, once asked
         # The dead letters naming each user with a request due, listed outside the batch lock (reading the
-        # whole topic can take minutes): user -> (records, "complete" | "partial" | "failed", a note when not complete)
-        self.listed: dict[str, tuple[list[dict[str, int]], str, str | None]] = {}
+        # whole topic can take minutes): user -> (records, "complete" | "partial" | "failed", a note when not complete,
+        # the offset of each partition read up to)
+        self.listed: dict[str, tuple[list[dict[str, int]], str, str | None, dict[int, int]]] = {}
         self.listing: asyncio.Task | None = None
 
     async def run(self) -> None:
@@ -242,31 +243,39 @@ class ErasureFeed:
             return 0
         return start
 
-    async def dead_letters(self, users: set[str]) -> tuple[dict[str, list[dict[str, int]]], str, str | None]:
+    async def dead_letters(self, users: set[str], since: dict[int, int] | None = None
+                           ) -> tuple[dict[str, list[dict[str, int]]], str, str | None, dict[int, int]]:
         """The dead letters naming each user (key or payload), how far they were listed ("complete", "partial") and,
-        when partial, a note of where it stopped: the whole dead-letter topic, read to its end, or as far as
+        when partial, a note of where it stopped, and the offset of each partition read up to: the whole dead-letter
+        topic (or from `since`'s offsets: what an earlier listing did not read), read to its end, or as far as
         LISTING_S let it (the erasures wait for no listing)."""
         settings = self.settings
         topic, servers = settings.topics.dlq, settings.require_kafka().split(",")
         found: dict[str, list[dict[str, int]]] = {user: [] for user in users}
         consumer = AIOKafkaConsumer(bootstrap_servers=servers, group_id=None, enable_auto_commit=False,
+                                    auto_offset_reset="earliest",  # a start retention removed: the first left, not the end
                                     fetch_max_wait_ms=settings.fetch_max_wait_ms, **consumer_kwargs(settings.kafka_security))
         try:  # started inside: a cancel while it starts stops it too
             await consumer.start()
             await consumer.topics()
             tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
             if not tps:
-                return found, "complete", None
+                return found, "complete", None, {}
             consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
+            if since is None:
+                await consumer.seek_to_beginning(*tps)
+            else:
+                for tp in tps:  # a partition added since: from its start
+                    consumer.seek(tp, since.get(tp.partition, 0))
             ends = await true_end_offsets(servers, await consumer.end_offsets(tps), settings.kafka_security)
+            read_to = {tp.partition: ends[tp] or 0 for tp in tps}
             deadline = time.monotonic() + LISTING_S
             while behind := [tp for tp in tps if await consumer.position(tp) < (ends[tp] or 0)]:
                 if time.monotonic() > deadline:
                     where = ", ".join(f"partition {tp.partition} from offset {await consumer.position(tp)}"
                                       for tp in behind)
                     return (found, "partial",
-                            f"{topic} was not read to its end in {LISTING_S:.0f} s; not searched: {where}")
+                            f"{topic} was not read to its end in {LISTING_S:.0f} s; not searched: {where}", read_to)
                 for tp, records in (await consumer.getmany(timeout_ms=200, max_records=5000)).items():
                     for record in records:
                         if record.offset < (ends[tp] or 0):
@@ -274,18 +283,18 @@ class ErasureFeed:
                                 found[user].append({"partition": tp.partition, "offset": record.offset})
         finally:
             await consumer.stop()
-        return found, "complete", None
+        return found, "complete", None, read_to
 
-    async def _dead_letters_or_refusal(self, users: set[str]
-                                       ) -> tuple[dict[str, list[dict[str, int]]], str, str | None]:
+    async def _dead_letters_or_refusal(self, users: set[str], since: dict[int, int] | None = None
+                                       ) -> tuple[dict[str, list[dict[str, int]]], str, str | None, dict[int, int]]:
         """`dead_letters`, an outage retried by the caller; a refusal no retry changes (no right to read the
         topic) is a note in the receipts: the erasures go on (a worker stopped for it would stop the next owner)."""
         try:
-            return await self.dead_letters(users)
+            return await self.dead_letters(users, since)
         except PERMANENT as exc:
             log.error("cannot list the dead letters of erased users: %s; their receipts say so", described(exc))
             return {}, "failed", (f"{self.settings.topics.dlq} could not be read ({described(exc)}): "
-                                  "give the worker read access")
+                                  "give the worker read access"), {}
 
     async def dead_letter_retention(self) -> tuple[int, str]:
         """(retention.ms, "broker") as the broker reports it, else (the setting, "setting"); asked once."""
@@ -314,11 +323,12 @@ class ErasureFeed:
         due_users = {checked.user_id for _, _, checked in due if isinstance(checked, ErasureRequest)}
         self.listed = {user: found for user, found in self.listed.items() if user in due_users}
         retention_ms, source = await self.dead_letter_retention() if ready else (0, "")
+        await self._read_tails({checked.user_id for _, _, checked in ready if isinstance(checked, ErasureRequest)})
         for partition, offset, checked in ready:
             if isinstance(checked, Rejection):
                 handler.dead_letter(checked)
             else:
-                records, listed, failure = self.listed[checked.user_id]
+                records, listed, failure, _ = self.listed[checked.user_id]
                 handler.erase(checked, partition, self.worker_id)
                 handler.receipts[-1]["dead_letters"].update(
                     records=records, listed=listed, retention_ms=retention_ms, retention_source=source,
@@ -350,10 +360,33 @@ class ErasureFeed:
 
     async def _list(self, users: set[str]) -> None:
         try:
-            found, listed, failure = await self.retry("list the dead letters of erased users",
-                                                      self._dead_letters_or_refusal, users)
+            found, listed, failure, ends = await self.retry("list the dead letters of erased users",
+                                                            self._dead_letters_or_refusal, users)
         except Exception as exc:  # a bug must not stop the partition: erase all the same, say what is missing
             log.error("cannot list the dead letters of erased users (%r); their receipts say so", exc)
-            found, listed, failure = {}, "failed", f"the topic could not be read ({exc!r})"
-        self.listed.update({user: (found.get(user, []), listed, failure) for user in users})
+            found, listed, failure, ends = {}, "failed", f"the topic could not be read ({exc!r})", {}
+        self.listed.update({user: (found.get(user, []), listed, failure, ends) for user in users})
         self.wake()
+
+    async def _read_tails(self, users: set[str]) -> None:
+        """The dead letters of `users` written after their listing read the topic (the batches go on meanwhile, and
+        the users are not erased yet: their bad inputs are dead-lettered as before), added to what was listed: read
+        from where the listing ended to the topic's end now, once the batches before this one are delivered. Not
+        retried (a batch waits on it): one that fails leaves the listing "partial", saying from where."""
+        by_ends: dict[tuple[tuple[int, int], ...], set[str]] = collections.defaultdict(set)
+        for user in users:
+            records, listed, failure, ends = self.listed[user]
+            if listed == "complete":
+                by_ends[tuple(sorted(ends.items()))].add(user)
+        for ends_items, of in by_ends.items():
+            since = dict(ends_items)
+            try:
+                found, listed, failure, read_to = await self.dead_letters(of, since)
+            except Exception as exc:  # noqa: BLE001 - an outage, a refusal: said in the receipts, the erasures go on
+                where = ", ".join(f"partition {p} from offset {o}" for p, o in sorted(since.items()))
+                found, listed, read_to = {}, "partial", since
+                failure = f"the dead letters written after the listing could not be read ({described(exc)}); " \
+                          f"not searched: {where or 'the whole topic'}"
+            for user in of:
+                records = self.listed[user][0] + found.get(user, [])
+                self.listed[user] = (records, listed, failure, read_to)
