@@ -291,6 +291,67 @@ def test_a_model_that_loads_but_fails_its_trial_run_never_serves(trained, monkey
     assert "failed at run time" in watcher.errors["live"]
 
 
+def test_the_trial_runs_a_batch_of_sequences_of_several_lengths_as_rounds_hand_them(trained):
+    """A graph of a fixed batch size, or one giving NaN past one step, passed a trial of one one-step sequence: the
+    first failed nearly every round, the second ranked every list with NaN, both reported serving (helper-141)."""
+    import numpy as np
+
+    from stream_app.serving.encoder import Encoder
+
+    root, v1, _ = trained
+    encoder = Encoder.load(root, v1)
+    real = encoder.session
+
+    class FixedBatchOfOne:
+        def run(self, names, inputs):
+            if any(len(array) > 1 for array in inputs.values()):
+                raise RuntimeError("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Got: 4 Expected: 1")
+            return real.run(names, inputs)
+
+    class NotFinitePastTheFirst:
+        def run(self, names, inputs):
+            user, *rest = real.run(names, inputs)
+            user = user.copy()
+            user[1:] = np.nan
+            return [user, *rest]
+
+    for broken, said in ((FixedBatchOfOne(), "Expected: 1"), (NotFinitePastTheFirst(), "non-finite embeddings")):
+        encoder.session = broken
+        with pytest.raises((RuntimeError, ValueError), match=said):
+            encoder.trial()
+    encoder.session = real
+    encoder.trial()
+
+
+def test_a_user_whose_encoding_is_not_finite_is_ranked_without_the_encoder_and_counted(trained):
+    import numpy as np
+
+    from stream_app.core.items import InMemoryItemIndex
+    from stream_app.serving.encoder import Encoder, encode_batch
+    from stream_app.stream.batch import BatchHandler, Counters, PartitionState
+
+    root, v1, _ = trained
+    encoder = Encoder.load(root, v1)
+    real = encoder.session
+
+    class NaNForTheSecond:
+        def run(self, names, inputs):
+            user, top_items, top_scores, mean = real.run(names, inputs)
+            user = user.copy()
+            user[1] = np.nan
+            return [user, top_items, top_scores, mean]
+
+    encoder.session = NaNForTheSecond()
+    events = [Event.from_dict({"event_id": f"e{n}", "user_id": f"u{n}", "item_id": "i1", "type": "click",
+                               "ts": 1_700_000_000_000 + n, "schema_version": 1}) for n in range(3)]
+    encodings = encode_batch(encoder, events, lambda user: None, 20)
+    assert [encoding is None for encoding in encodings] == [False, True, False]
+    settings = Settings()
+    handler = BatchHandler(settings, {}, PartitionState({}, settings), InMemoryItemIndex(settings), Counters(), now=0)
+    assert [e is None for e in handler.encode(encoder, [(None, event) for event in events])] == [False, True, False]
+    assert handler.counters.encoder_not_finite == 1 and handler.counters.encoder_failures == 0
+
+
 def test_an_announcement_with_a_path_a_wrong_hash_or_no_hash_is_refused_while_the_old_model_serves(trained, tmp_path):
     import asyncio
     import shutil

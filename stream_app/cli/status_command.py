@@ -85,6 +85,8 @@ def describe_worker(s: dict, item_epoch_ms: int) -> list[str]:
         line += f", idle users evicted {c['evicted_users']}"
     if c.get("encoder_failures"):
         line += f", rounds ranked without the encoder (it raised) {c['encoder_failures']}"
+    if c.get("encoder_not_finite"):
+        line += f", events ranked without the encoder (its outputs not finite) {c['encoder_not_finite']}"
     lines = [line]
     if not s["ready"] and s.get("missing"):  # what it waits for, as its /readyz says
         lines.append("  waiting for: " + "; ".join(f"{what} ({why})" for what, why in s["missing"].items()))

@@ -73,15 +73,22 @@ class Encoder:
         return loaded(cls, folder, manifest, files, threads)
 
     def trial(self) -> None:
-        """Run the model once on a one-step sequence (raises if it cannot serve)."""
-        batch = self.encode([[["trial-item", "click", 0]]])
-        retrieve = self.manifest["retrieve"]
-        if batch.user.shape != (1, self.dim):
+        """Run the model once on a batch of trial sequences of one step to its longest, as rounds hand it (raises if
+        it cannot serve): a graph of a fixed batch size, or one whose outputs are not finite past one step, passed a
+        trial of one sequence of one step and then failed, or ranked with NaN, every round after."""
+        longest = self.featurizer.max_len
+        lengths = sorted({1, 2, min(3, longest), longest})
+        sequences = [[[f"trial-item-{step % 3}", ("browse", "click", "purchase")[step % 3], 60_000 * step]
+                      for step in range(length)] for length in lengths]
+        batch = self.encode(sequences)
+        retrieve, rows = self.manifest["retrieve"], len(sequences)
+        if batch.user.shape != (rows, self.dim):
             raise ValueError(f"encoder {self.version} gave user vectors of shape {batch.user.shape}, its manifest says "
-                             f"(1, {self.dim}) (dims.embedding)")
-        if not np.all(np.isfinite(batch.user)):
-            raise ValueError(f"encoder {self.version} gave non-finite embeddings on a trial sequence")
-        if batch.top_items.shape != (1, retrieve) or batch.top_scores.shape != (1, retrieve):
+                             f"({rows}, {self.dim}) (dims.embedding) for a batch of {rows}")
+        if not (np.all(np.isfinite(batch.user)) and np.all(np.isfinite(batch.top_scores))):
+            raise ValueError(f"encoder {self.version} gave non-finite embeddings or scores on trial sequences of "
+                             f"{', '.join(map(str, lengths))} steps")
+        if batch.top_items.shape != (rows, retrieve) or batch.top_scores.shape != (rows, retrieve):
             raise ValueError(f"encoder {self.version} gave {batch.top_items.shape[-1]} best items, its manifest says "
                              f"{retrieve} (retrieve)")
         if batch.top_items.size and not (0 <= batch.top_items.min() and batch.top_items.max() < len(self.item_ids)):
@@ -116,10 +123,14 @@ class EncoderView:
         self.encoder = encoder
         self.version = encoder.version
 
-    def users(self, batch: EncodedBatch, nearest: int = 20) -> list["UserEncoding"]:
-        """Every user of a batch: the model's table was scanned inside the onnxruntime call (exact top-k)."""
+    def users(self, batch: EncodedBatch, nearest: int = 20) -> list["UserEncoding | None"]:
+        """Every user of a batch: the model's table was scanned inside the onnxruntime call (exact top-k). None for
+        a user whose embedding or scores are not finite (a model that gives NaN on some sequences): that event is
+        ranked without the encoder, as one NaN feature would take the whole list's order."""
+        finite = (np.isfinite(batch.user).all(axis=1) & np.isfinite(batch.top_scores).all(axis=1)
+                  & np.isfinite(batch.mean))
         return [UserEncoding(self, batch.user[row], batch.top_items[row], batch.top_scores[row], float(batch.mean[row]),
-                             nearest)
+                             nearest) if finite[row] else None
                 for row in range(len(batch.user))]
 
 
@@ -183,8 +194,9 @@ def batch_sequences(profile_of: Callable[[str], Profile | None], events: Sequenc
 
 
 def encode_batch(encoder: Encoder, events: Sequence[Event], profile_of: Callable[[str], Profile | None],
-                 nearest: int) -> list[UserEncoding]:
-    """Every event's user encoding (recent steps through that event), from one onnxruntime call: what
-    a worker and the in-process evaluation run at the start of each batch."""
+                 nearest: int) -> list[UserEncoding | None]:
+    """Every event's user encoding (recent steps through that event; None where the model's outputs are not
+    finite), from one onnxruntime call: what a worker and the in-process evaluation run at the start of each
+    batch."""
     sequences = batch_sequences(profile_of, events, encoder.featurizer.max_len)
     return EncoderView(encoder).users(encoder.encode(sequences), nearest)

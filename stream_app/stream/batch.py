@@ -88,6 +88,7 @@ class Counters:
     shadow_judged: int = 0
     shadow_hits: int = 0
     encoder_failures: int = 0  # rounds ranked without an encoder because it raised
+    encoder_not_finite: int = 0  # events ranked without it because its outputs for them were not finite
     shadow_encoder_failures: int = 0  # rounds the shadow encoder raised on (the live lists untouched)
     evicted_users: int = 0  # idle profiles dropped (STREAM_APP_USER_IDLE_MS)
     erased_users: int = 0  # erasure requests applied (`stream-app erase`)
@@ -209,8 +210,14 @@ class BatchHandler(ErasureSteps):
         if encoder is None or not valid:
             return [None] * len(valid)
         try:
-            return encode_batch(encoder, [event for _, event in valid], self.readable_profile,
-                                self.settings.encoder_candidates)
+            encodings = encode_batch(encoder, [event for _, event in valid], self.readable_profile,
+                                     self.settings.encoder_candidates)
+            if (not_finite := encodings.count(None)) and not shadow:
+                self.counters.encoder_not_finite += not_finite
+                log.error("live encoder %s gave non-finite outputs for %d of a round's %d events: those ranked without "
+                          "it (publish an earlier version, or `stream-app models withdraw`)", getattr(encoder, "version", "?"),
+                          not_finite, len(valid))
+            return encodings
         except Exception as exc:  # a model that fails at run time: rank this round without it, go on
             failures = "shadow_encoder_failures" if shadow else "encoder_failures"
             setattr(self.counters, failures, getattr(self.counters, failures) + 1)

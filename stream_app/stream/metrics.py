@@ -197,6 +197,8 @@ def model_families(c: Counters, models: dict[str, Any], ranker_labels: dict[int,
     yield from (judged, hits, rate)
     yield _counter("stream_app_encoder_failures", "Rounds ranked without the encoder because it raised",
                    c.encoder_failures)
+    yield _counter("stream_app_encoder_not_finite", "Events ranked without the encoder because its outputs for them "
+                   "were not finite (NaN or infinite)", c.encoder_not_finite)
     yield _counter("stream_app_shadow_encoder_failures", "Rounds the shadow encoder raised on (live lists unaffected)",
                    c.shadow_encoder_failures)
     yield _counter("stream_app_users_evicted", "Idle profiles dropped from the table and Redis (STREAM_APP_USER_IDLE_MS)",
