@@ -465,6 +465,25 @@ def test_publishing_a_version_in_the_other_kinds_role_says_which_option_publishe
     assert "publish it without --content" in capsys.readouterr().err
 
 
+def test_publishing_from_a_registry_the_workers_do_not_read_is_refused_before_announcing(trained, tmp_path,
+                                                                                       monkeypatch, capsys):
+    """`models publish V --registry DIR` announced a version the workers then could not find; a worker started
+    later took the announcement and served no encoder (helper-141 #6)."""
+    root, v1, _ = trained
+    other = copied(root, tmp_path / "other", v1)
+    monkeypatch.setenv("STREAM_APP_REGISTRY_DIR", str(tmp_path / "workers"))
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9")
+
+    def announced(*args, **kwargs):
+        raise AssertionError("announced")
+
+    monkeypatch.setattr("stream_app.stream.topics.ensure_topics", announced)
+    assert main(["models", "publish", v1, "--registry", str(other)]) == 2
+    said = capsys.readouterr().err
+    assert f"the workers load models from {tmp_path / 'workers'} (STREAM_APP_REGISTRY_DIR), not {other}" in said
+    assert "Copy the version's folder into theirs" in said
+
+
 def test_a_starting_worker_acts_only_on_each_roles_latest_record_of_the_control_topic(trained, monkeypatch):
     """Every earlier announcement was loaded in turn at start (twelve loads of the content model where the topic
     was not compacted yet), and one of a version since deleted was logged and reported refused."""

@@ -20,6 +20,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     from ..stream import model_control
 
     settings = Settings.from_env()
+    workers_registry = settings.registry_dir
     if args.registry:
         settings = settings.replace(registry_dir=args.registry)
     if args.content and args.shadow:
@@ -70,7 +71,7 @@ def cmd_models(args: argparse.Namespace) -> int:
             raise StreamAppError(f"{args.version} is not what is published as {role} ({published} is): nothing was "
                                  f"withdrawn; `stream-app models withdraw{_ROLE_FLAG[role]}` withdraws the "
                                  "published one, whichever it is")
-    model_control.publish(settings, role, version)
+    model_control.publish(settings, role, version, workers_registry=workers_registry)
     print(f"{role}: {version or 'none'} (announced on {settings.topics.model_control})")
     return 0
 

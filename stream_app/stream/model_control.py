@@ -23,6 +23,7 @@ import asyncio
 import logging
 import time
 from functools import partial
+from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 import orjson
@@ -45,9 +46,9 @@ RETRY_S = 30.0
 RETRY_MAX_S = 600.0  # a refusal that lasts (files changed for good) costs a load every 10 minutes at most
 
 
-def publish(settings: Settings, role: str, version: str | None) -> dict[str, Any]:
+def publish(settings: Settings, role: str, version: str | None, workers_registry: str | None = None) -> dict[str, Any]:
     """Announce `version` (None: withdraw) for `role`. The version must be in the registry folder the
-    workers read (`settings.registry_dir`)."""
+    workers read (`settings.registry_dir`; `workers_registry`: theirs, when the caller read another)."""
     from kafka import KafkaProducer
 
     from .topics import ensure_topics
@@ -64,6 +65,11 @@ def publish(settings: Settings, role: str, version: str | None) -> dict[str, Any
         except Exception as exc:
             raise ConfigError(f"model {version} cannot serve as {role}, not published: {exc}") from exc
         digest = model.manifest["content_hash"]
+        if workers_registry is not None and Path(settings.registry_dir).resolve() != Path(workers_registry).resolve():
+            raise StreamAppError(f"the workers load models from {workers_registry} (STREAM_APP_REGISTRY_DIR), not "
+                                 f"{settings.registry_dir}: publishing would announce a version they cannot find. "
+                                 "Copy the version's folder into theirs, or set STREAM_APP_REGISTRY_DIR for them and "
+                                 "here")
     ensure_topics(settings)
     # workers since d23da6b (2026-11-30) read schema_version; those before refuse a record with it (README, Topic
     # contracts: upgrade them before publishing with this release)
