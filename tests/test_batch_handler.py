@@ -1361,3 +1361,19 @@ def test_an_event_dropped_for_being_older_than_the_dedupe_floor_is_counted_apart
 
     status = {"worker_id": "w", "ready": True, "input_partitions": [0], "counters": asdict(counters)}
     assert "duplicates 2 (1 of them older than the user's dedupe floor" in describe_worker(status, 60_000)[0]
+
+
+def test_hit_counts_start_afresh_for_each_version_serving_and_pair_the_shadow_with_the_shown_lists():
+    counters = Counters()
+    counters.serving("enc-1", "enc-2")
+    for live_hit, shadow_hit in ((True, False), (False, None), (True, True)):
+        counters.count_hits(live_hit, shadow_hit)
+    assert counters.since_serving == {"live": {"version": "enc-1", "judged": 3, "hits": 2},
+                                      "shadow": {"version": "enc-2", "judged": 2, "hits": 1, "live_hits": 2}}
+    counters.serving("enc-1", "enc-3")  # a new shadow: its own figures, the live's go on
+    counters.count_hits(False, True)
+    assert counters.since_serving["shadow"] == {"version": "enc-3", "judged": 1, "hits": 1, "live_hits": 0}
+    assert counters.since_serving["live"]["judged"] == 4
+    counters.serving("enc-3", None)  # promoted
+    assert counters.since_serving["live"] == {"version": "enc-3", "judged": 0, "hits": 0}
+    assert (counters.live_judged, counters.shadow_judged) == (4, 3)  # the metrics' counters go on

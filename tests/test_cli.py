@@ -342,7 +342,19 @@ def test_status_accounts_for_every_event_and_gives_the_item_epoch_as_a_time():
     assert describe_worker({**status, "counters": judged}, 60_000)[1] == \
         "  no sequence encoder live; next event in the shown list 25.0% of 200, no content model"
     assert describe_worker({**status, "counters": judged, "models": {"live": "enc-1"}}, 60_000)[1] == \
-        "  encoder live enc-1 (next event in the shown list 25.0% of 200), no content model"
+        "  encoder live enc-1 (next event in the shown list 25.0% of 200 since it began serving here), no content model"
+    # each role's figures since its version began serving, the shadow's beside the shown lists' over the same events:
+    # the lifetime counts gave a new shadow the last one's rate, and a promoted live the earlier version's (helper-141)
+    since = {**judged, "since_serving": {"live": {"version": "enc-2", "judged": 40, "hits": 30},
+                                         "shadow": {"version": "enc-3", "judged": 20, "hits": 5, "live_hits": 16}}}
+    assert describe_worker({**status, "counters": since, "models": {"live": "enc-2", "shadow": "enc-3"}},
+                           60_000)[1] == ("  encoder live enc-2 (next event in the shown list 75.0% of 40 since it "
+                                          "began serving here), shadow enc-3 (would have hit 25.0% of 20, the lists "
+                                          "shown 80.0% of the same, not published), no content model")
+    fresh = {**since, "since_serving": {**since["since_serving"], "shadow": {"version": "enc-4", "judged": 0,
+                                                                              "hits": 0, "live_hits": 0}}}
+    assert "shadow enc-4 (would have hit n/a: no list judged since it began serving here" in describe_worker(
+        {**status, "counters": fresh, "models": {"live": "enc-2", "shadow": "enc-4"}}, 60_000)[1]
     # the content model serving was left out
     assert describe_worker({**status, "models": {"live": "enc-1", "content": "content-2"}}, 60_000)[1] == \
         "  encoder live enc-1, content model content-2 (item text)"

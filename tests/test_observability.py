@@ -112,7 +112,10 @@ def test_log_format_and_read_wait_are_settings():
 
 
 def test_metrics_are_the_counters_and_every_worker_has_its_own_registry():
-    counters = Counters(applied=7, recommendations=6, late=2, live_judged=4, live_hits=1)
+    counters = Counters(applied=7, recommendations=6, late=2, live_judged=9, live_hits=3)
+    counters.serving("seq-1", None)  # since it began serving: 1 of 4 (the lifetime counts go on: 3 of 9)
+    for hit in (True, False, False, False):
+        counters.count_hits(hit, None)
     for _ in range(5):
         counters.count_input("events.click", "click")
     counters.count_input("events.browse", "invalid")
@@ -132,7 +135,8 @@ def test_metrics_are_the_counters_and_every_worker_has_its_own_registry():
     assert samples[("stream_app_late_events_total", (("clock", "partition"),))] == 3
     assert samples[("stream_app_consumer_lag", (("partition", "0"), ("topic", "events.click")))] == 4
     assert samples[("stream_app_model_info", (("role", "live"), ("version", "seq-1")))] == 1
-    assert samples[("stream_app_model_hit_rate", (("role", "live"),))] == 0.25
+    assert samples[("stream_app_model_hit_rate", (("role", "live"), ("version", "seq-1")))] == 0.25
+    assert samples[("stream_app_model_judged_total", (("role", "live"),))] == 13
     assert samples[("stream_app_ranker_labels", (("partition", "0"),))] == 40
     assert samples[("stream_app_table_entries", (("table", "items"),))] == 11
     assert samples[("stream_app_text_vectors_total", (("source", "embedded"),))] == 3

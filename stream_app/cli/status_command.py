@@ -91,12 +91,18 @@ def describe_worker(s: dict, item_epoch_ms: int) -> list[str]:
     if not s["ready"] and s.get("missing"):  # what it waits for, as its /readyz says
         lines.append("  waiting for: " + "; ".join(f"{what} ({why})" for what, why in s["missing"].items()))
     models = s.get("models") or {}
-    hits = f"next event in the shown list {c['live_hits'] / c['live_judged']:.1%} of {c['live_judged']}" \
-        if c.get("live_judged") else ""
-    line = (f"  encoder live {models['live']}" + (f" ({hits})" if hits else "") if models.get("live")
-            else "  no sequence encoder live" + (f"; {hits}" if hits else ""))
+    # counted since the version serving began serving here (a worker of before 2026-12-06: since it started)
+    since = c.get("since_serving") or {}
+    live = since.get("live") or {"judged": c.get("live_judged", 0), "hits": c.get("live_hits", 0)}
+    hits = f"next event in the shown list {live['hits'] / live['judged']:.1%} of {live['judged']}" \
+        if live["judged"] else ""
+    line = (f"  encoder live {models['live']}" + (f" ({hits} since it began serving here)" if hits else "")
+            if models.get("live") else "  no sequence encoder live" + (f"; {hits}" if hits else ""))
     if models.get("shadow"):
-        rate = f"{c['shadow_hits'] / c['shadow_judged']:.1%}" if c.get("shadow_judged") else "n/a"
+        shadow = since.get("shadow") or {}
+        judged = shadow.get("judged", 0)
+        rate = (f"{shadow['hits'] / judged:.1%} of {judged}, the lists shown {shadow['live_hits'] / judged:.1%} of "
+                "the same" if judged else "n/a: no list judged since it began serving here")
         line += f", shadow {models['shadow']} (would have hit {rate}, not published)"
     line += f", content model {models['content']} (item text)" if models.get("content") else ", no content model"
     for role, error in (models.get("errors") or {}).items():

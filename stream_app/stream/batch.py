@@ -108,6 +108,33 @@ class Counters:
     # Stored profiles a batch took up: as the objects the worker wrote them from (profile_cache.py), or parsed
     profiles_reused: int = 0
     profiles_parsed: int = 0
+    # Hits since each role's version began serving here (`serving`): role -> {"version", "judged", "hits"}, and for
+    # the shadow "live_hits", the shown lists' hits over the same events: the figures an owner compares them by
+    since_serving: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def serving(self, live: str | None, shadow: str | None) -> None:
+        """The versions serving the batch: a role whose version changed counts its hits afresh (the lifetime counts
+        above go on: they are the metrics' counters)."""
+        for role, version in (("live", live), ("shadow", shadow)):
+            now = self.since_serving.get(role)
+            if now is None or now["version"] != version:
+                self.since_serving[role] = {"version": version, "judged": 0, "hits": 0,
+                                            **({"live_hits": 0} if role == "shadow" else {})}
+
+    def count_hits(self, live_hit: bool | None, shadow_hit: bool | None) -> None:
+        if live_hit is not None:
+            self.live_judged += 1
+            self.live_hits += live_hit
+            if (live := self.since_serving.get("live")) is not None:
+                live["judged"] += 1
+                live["hits"] += live_hit
+        if shadow_hit is not None:
+            self.shadow_judged += 1
+            self.shadow_hits += shadow_hit
+            if (shadow := self.since_serving.get("shadow")) is not None:
+                shadow["judged"] += 1
+                shadow["hits"] += shadow_hit
+                shadow["live_hits"] += bool(live_hit)  # a shadow list is made only where a live one was shown
 
     def count_dead_letter(self, reason: str) -> None:
         self.rejected += 1
@@ -303,7 +330,7 @@ class BatchHandler(ErasureSteps):
             applied.append(item)
             if self.idle is not None:  # now: a later round of this batch may run an eviction pass
                 self.idle.touched(event.user_id, profile.last_seen)
-            self.count_hits(live_hit, shadow_hit)
+            counters.count_hits(live_hit, shadow_hit)
             if event.user_id not in self.changed:
                 self.count_profile_bytes(event.user_id, msg.partition)
             self.changed[event.user_id] = (profile, msg.partition)
@@ -351,15 +378,6 @@ class BatchHandler(ErasureSteps):
             self.changed[user_id] = (profile, self.changed[user_id][1])
         if learners_before is not None:
             self.learners.loaded[partition] = learners_before
-
-    def count_hits(self, live_hit: bool | None, shadow_hit: bool | None) -> None:
-        counters = self.counters
-        if live_hit is not None:
-            counters.live_judged += 1
-            counters.live_hits += live_hit
-        if shadow_hit is not None:
-            counters.shadow_judged += 1
-            counters.shadow_hits += shadow_hit
 
     def snapshots(self, profile_changelog: str, learner_table: Any, learner_changelog: str
                   ) -> list[tuple[Profile, bytes]]:

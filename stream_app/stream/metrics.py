@@ -186,14 +186,15 @@ def model_families(c: Counters, models: dict[str, Any], ranker_labels: dict[int,
                                  "those the shadow encoder would have shown", labels=["role"])
     hits = CounterMetricFamily("stream_app_model_hits", "Judged lists that held the user's next item",
                                labels=["role"])
-    rate = GaugeMetricFamily("stream_app_model_hit_rate", "hits / judged since the worker started",
-                             labels=["role"])
+    rate = GaugeMetricFamily("stream_app_model_hit_rate", "hits / judged since the role's version began serving "
+                             "here (version: none while no encoder serves the role)", labels=["role", "version"])
     for role in ("live", "shadow"):
         n, hit = getattr(c, f"{role}_judged"), getattr(c, f"{role}_hits")
         judged.add_metric([role], n)
         hits.add_metric([role], hit)
-        if n:
-            rate.add_metric([role], hit / n)
+        since = c.since_serving.get(role)
+        if since and since["judged"]:
+            rate.add_metric([role, since["version"] or "none"], since["hits"] / since["judged"])
     yield from (judged, hits, rate)
     yield _counter("stream_app_encoder_failures", "Rounds ranked without the encoder because it raised",
                    c.encoder_failures)

@@ -233,6 +233,7 @@ class StreamWorker:
                     self.restored_unchecked = False
                 await self.erasures.apply(handler, self.assigned_inputs())
             live, shadow = self.watcher.live, self.watcher.shadow  # one model per role for the whole batch
+            self.counters.serving(getattr(live, "version", None), getattr(shadow, "version", None))
             content = self.catalogue.index
             self.index.withdrawn = frozenset(self.catalogue.withdrawn)  # the catalogue as it stands, per batch
             # no rounds after a rebalance during that await: a new partition's state would be fenced, its marks kept
