@@ -1377,3 +1377,17 @@ def test_hit_counts_start_afresh_for_each_version_serving_and_pair_the_shadow_wi
     counters.serving("enc-3", None)  # promoted
     assert counters.since_serving["live"] == {"version": "enc-3", "judged": 0, "hits": 0}
     assert (counters.live_judged, counters.shadow_judged) == (4, 3)  # the metrics' counters go on
+
+
+def test_a_profile_keeps_no_embedding_or_likes_of_a_model_withdrawn(settings, monkeypatch):
+    """After `models withdraw`, a profile kept the withdrawn encoder's vector and the text model's likes, frozen at
+    its last event, as its current ones (helper-141 #7)."""
+    events = make_events()
+    profiles: dict = {}
+    run(events[:2], settings, profiles, {}, None, monkeypatch)
+    record = orjson.loads(profiles[USER.encode()])
+    record.update(embedding=[0.5, 0.25], encoder_version="enc-gone", likes=["lanterns"])
+    profiles[USER.encode()] = orjson.dumps(record)
+    run(events[2:3], settings, profiles, {}, None, monkeypatch)  # no encoder, no content model serving
+    written = orjson.loads(profiles[USER.encode()])
+    assert (written["embedding"], written["encoder_version"], written["likes"]) == (None, None, [])

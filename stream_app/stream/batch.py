@@ -146,6 +146,15 @@ class Counters:
         by_type[event_type] = by_type.get(event_type, 0) + 1
 
 
+def withdrawn_outputs(profile: Profile, live: Encoder | None, content: ContentIndex | None) -> None:
+    """A profile keeps no output of a model withdrawn (its embedding, the likes its text model named): a vector of a
+    model that no longer serves, frozen at its last event, read as the user's current one downstream."""
+    if live is None and profile.encoder_version is not None:
+        profile.embedding, profile.encoder_version = None, None
+    if content is None and profile.likes:
+        profile.likes = []
+
+
 class BatchHandler(ErasureSteps):
     """One output batch of the worker's own events: `process_round` runs the core over a round of one
     item epoch (ordered_input) and collects the effects (outbox, changed profiles and learners);
@@ -305,6 +314,7 @@ class BatchHandler(ErasureSteps):
                 live_hit, shadow_hit = shown_hits(profile, event, self.settings.top_k)
                 outcome = process(profile, event, self.index, self.settings, self.now, learners,
                                   encodings[position], content)
+                withdrawn_outputs(profile, live, content)
                 # beside a live list only: the two hit rates are then over the same events
                 if outcome.recommendation is not None and shadow_encodings[position] is not None:
                     shadow_recommendation(profile, event, self.index, self.settings, learners,
