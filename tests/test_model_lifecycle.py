@@ -61,6 +61,24 @@ def test_one_unreadable_manifest_leaves_the_other_versions_usable(trained, tmp_p
         registry.open_version(registry_dir, "half")
 
 
+def test_models_list_says_which_versions_workers_would_refuse_and_names_a_folder_without_a_manifest(trained, tmp_path,
+                                                                                                    capsys):
+    """A truncated graph or a manifest edited after the fact was listed like a sound version, and a folder whose
+    manifest was deleted was left out unsaid (helper-141 #8)."""
+    root, v1, v2 = trained
+    registry_dir = copied(root, tmp_path, v1)
+    shutil.copytree(root / v2, registry_dir / v2)
+    (registry_dir / v2 / "encoder.onnx").write_bytes((registry_dir / v2 / "encoder.onnx").read_bytes()[:100])
+    (registry_dir / "lost").mkdir()
+    (registry_dir / "lost" / "encoder.onnx").write_bytes(b"a graph whose manifest was deleted")
+    assert main(["models", "list", "--registry", str(registry_dir)]) == 0
+    printed = capsys.readouterr().out
+    assert f"skipped: the folder lost in {registry_dir} holds no manifest.json" in printed
+    lines = [*printed.splitlines(), ""]
+    sound, broken = (next(i for i, line in enumerate(lines) if line.startswith(v)) for v in (v1, v2))
+    assert not lines[sound + 1].startswith("  DAMAGED") and lines[broken + 1].startswith("  DAMAGED, workers refuse it:")
+
+
 def test_a_version_missing_a_file_is_a_config_error_that_says_what_to_do(trained, tmp_path):
     root, v1, _ = trained
     registry_dir = copied(root, tmp_path, v1)

@@ -44,7 +44,7 @@ def cmd_models(args: argparse.Namespace) -> int:
                   + ("export one with `stream-app content export`)" if kind == "content"
                      else "train one with `stream-app train LOG`)"))
         for m in found:
-            print(listed(m))
+            print(listed(m) + damaged(settings.registry_dir, m))
         return 0
     if args.action == "status":
         return print_model_status(settings, show_all=args.all)
@@ -107,6 +107,18 @@ def listed(m: dict) -> str:
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         return (f"skipped: the manifest of model version {m['version']} lacks or mangles {exc}: delete the folder, or "
                 "train, export or copy the version again")
+
+
+def damaged(registry_dir: str, manifest: dict) -> str:
+    """What `models list` adds to a version whose files do not load as the workers load them (their hash against its
+    manifest's, a file missing): workers refuse it, a serving one at their next start."""
+    from ..serving import registry
+
+    try:
+        registry.read_version(registry_dir, manifest["version"], verify=True)
+    except ConfigError as exc:
+        return f"\n  DAMAGED, workers refuse it: {exc}"
+    return ""
 
 
 def require_role_fits(registry_dir: str, version: str, role: str) -> None:

@@ -217,8 +217,13 @@ def versions(root: str | Path, kind: str | None = None, unreadable: list[str] | 
     if not root.is_dir():
         return []
     found = []
-    for child in root.iterdir():
-        if child.is_dir() and (child / MANIFEST).is_file() and not child.name.startswith("."):
+    for child in sorted(root.iterdir()):
+        if child.is_dir() and not child.name.startswith(".") and not (child / MANIFEST).is_file():
+            if unreadable is not None:  # a version whose manifest was deleted: said, not left out unsaid
+                unreadable.append(f"the folder {child.name} in {root} holds no {MANIFEST}, so no version: delete the "
+                                  "folder, or train, export or copy the version again")
+            continue
+        if child.is_dir() and not child.name.startswith("."):
             try:
                 manifest = read_manifest(child)
             except ConfigError as exc:
