@@ -35,6 +35,7 @@ class BagOfWords:
 
     def __init__(self, version: str = "bow-1", dim: int = 64):
         self.version, self.dim, self.calls = version, dim, []
+        self.vectors_id = version  # no files to hash: its name alone keeps its vectors
 
     def embed(self, texts):
         self.calls.append(list(texts))
@@ -180,6 +181,11 @@ def test_an_item_is_embedded_again_only_when_its_text_or_the_model_changes():
     assert feed.withdrawn == {"bag-1"} and feed.status()["withdrawn"] == 1  # never shown (the worker's index)
     feed.apply(b"bag-1", orjson.dumps({"item_id": "bag-1", "title": "JUMBO BAG", "schema_version": 1}), 103)
     assert feed.withdrawn == set()  # listed again
+    # the same name published again after a change of its files (its publish refused until then): other vectors
+    changed = BagOfWords("bow-2", dim=32)
+    changed.vectors_id = "bow-2@another-hash"
+    asyncio.run(feed.rebuild(changed))
+    assert len(changed.calls[0]) == len(feed.texts) and feed.index.dim == 32  # not the old vectors
 
 
 def test_cached_embedder_returns_rows_in_the_order_asked():

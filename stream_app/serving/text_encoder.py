@@ -33,6 +33,11 @@ def normalise_text(text: str) -> str:
     return " ".join(unicodedata.normalize("NFC", text).split())
 
 
+def vectors_id(manifest: dict[str, Any]) -> str:
+    """What a content version's vectors are kept under: its name and its files' hash (`TextEncoder.vectors_id`)."""
+    return f"{manifest['version']}@{str(manifest.get('content_hash', ''))[:16]}"
+
+
 def text_hash(text: str, version: str) -> str:
     """A stable key for a text's embedding by one model version (hex, 32 characters)."""
     digest = hashlib.blake2b(digest_size=16)
@@ -50,6 +55,10 @@ class TextEncoder:
         self.folder = folder
         self.manifest = manifest
         self.version: str = manifest["version"]
+        # what its vectors are kept under (the workers' caches and shared store): the version's name and its files'
+        # hash, since a version published again after a change of its files (its publish refused until then) gives
+        # other vectors under the same name
+        self.vectors_id: str = vectors_id(manifest)
         self.dim: int = manifest["dim"]
         self.tokenizer = Tokenizer.from_str(files["tokenizer.json"].decode())
         self.tokenizer.enable_truncation(manifest["max_length"])

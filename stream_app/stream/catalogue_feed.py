@@ -59,7 +59,7 @@ class CachedEmbedder:
         return found
 
     def embed(self, model: TextEncoder, texts: list[str]) -> np.ndarray:
-        keys = [self.key(text, model.version) for text in texts]
+        keys = [self.key(text, model.vectors_id) for text in texts]
         missing = sorted({key: text for key, text in zip(keys, texts) if key not in self.vectors}.items())
         if missing:
             vectors = self._embed_or_split(model, [text for _, text in missing])
@@ -194,7 +194,7 @@ class CatalogueFeed:
         if model is None:
             self.index, self.built_for, self.indexed_through = None, (None, self.changes), through
             return
-        wanted = (model.version, self.changes)
+        wanted = (model.vectors_id, self.changes)
         if wanted == self.built_for:  # the records read since changed no text: the index holds them
             self.indexed_through = through
             return
@@ -208,16 +208,16 @@ class CatalogueFeed:
         index = await asyncio.get_running_loop().run_in_executor(
             None, index_catalogue, model, texts, self.embedder, dict(self.listed_at), dict(self.titles), terms)
         self.index, self.built_for, self.indexed_through = index, wanted, through
-        self.embedder.keep_only(model.version, [*texts.values(), *index.terms])
+        self.embedder.keep_only(model.vectors_id, [*texts.values(), *index.terms])
         log.warning("content index: %d items, %d terms under %s (%.1fs; %d texts embedded so far; %d vectors "
                     "from the workers' shared store)", len(index), len(index.terms), model.version,
                     time.monotonic() - started, self.embedder.embedded, self.embedder.shared - shared_before)
         if self.shared is not None and self.embedder.fresh:
-            await self.give_shared(model.version)
+            await self.give_shared(model.vectors_id)
 
     async def take_shared(self, model: TextEncoder, texts: list[str]) -> None:
         """Take the vectors of the texts not held here from the shared store, as far as it has them."""
-        keys = sorted({self.embedder.key(text, model.version) for text in texts} - self.embedder.vectors.keys())
+        keys = sorted({self.embedder.key(text, model.vectors_id) for text in texts} - self.embedder.vectors.keys())
         try:
             await self.take(model, keys)
         except (RedisError, OSError) as exc:  # a cache: the texts are embedded here instead
@@ -226,7 +226,7 @@ class CatalogueFeed:
 
     async def take(self, model: TextEncoder, keys: list[str]) -> set[str]:
         """The keys (text hashes) whose vectors the shared store had, now held here."""
-        found = await self.shared.fetch(model.version, keys, model.dim)
+        found = await self.shared.fetch(model.vectors_id, keys, model.dim)
         self.embedder.vectors.update(found)
         self.embedder.shared += len(found)
         return set(found)
@@ -235,7 +235,7 @@ class CatalogueFeed:
         """Embed the texts missing here with the other workers that miss them (store/text_vectors.py): claim a share,
         embed it, write it, until none is left to claim; then take the others' shares as their workers finish them,
         and claim those whose worker died. Fewer than a share missing: embedded here (`index_catalogue`) at once."""
-        embedder, shared, version = self.embedder, self.shared, model.version
+        embedder, shared, version = self.embedder, self.shared, model.vectors_id
         keyed = {embedder.key(text, version): text for text in texts}
         missing = [key for key in keyed if key not in embedder.vectors]
         if not self.together or len(missing) < shared.share_size:
@@ -267,21 +267,21 @@ class CatalogueFeed:
     async def embed_share(self, model: TextEncoder, keyed: dict[str, str], share: list[str], keys: set[str]) -> None:
         """Embed a share claimed here (what another worker wrote of it taken instead), write it and mark it done; given
         back when that fails or the worker stops meanwhile, for the others to claim at once."""
-        renewing = asyncio.ensure_future(self.keep_claim(model.version, share))
+        renewing = asyncio.ensure_future(self.keep_claim(model.vectors_id, share))
         try:
             try:
                 keys = keys - await self.take(model, sorted(keys))  # a done share whose claim expired, or worker died
                 await asyncio.get_running_loop().run_in_executor(None, self.embedder.embed, model,
                                                                  [keyed[key] for key in sorted(keys)])
                 fresh = self.embedder.fresh
-                await self.shared.store(model.version, {key: fresh.pop(key) for key in keys if key in fresh})
+                await self.shared.store(model.vectors_id, {key: fresh.pop(key) for key in keys if key in fresh})
             finally:
                 renewing.cancel()
                 await asyncio.wait([renewing])  # ended before the claim is marked done or given back
-            await self.shared.done(model.version, share)
+            await self.shared.done(model.vectors_id, share)
         except BaseException:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.shared.give_back(model.version, share), 1.0)
+                await asyncio.wait_for(self.shared.give_back(model.vectors_id, share), 1.0)
             raise
 
     async def keep_claim(self, version: str, share: list[str]) -> None:

@@ -145,6 +145,14 @@ def content_model(registry_dir: Path) -> str | None:
     return version
 
 
+def kept_as(settings: Settings, version: str) -> str:
+    """What the content version's vectors are kept under (`TextEncoder.vectors_id`), from its manifest."""
+    from ..serving import registry
+    from ..serving.text_encoder import vectors_id
+
+    return vectors_id(registry.read_manifest(Path(settings.registry_dir) / version))
+
+
 def vectors_file(version: str) -> Path:
     from ..state_files import state_dir
 
@@ -152,8 +160,9 @@ def vectors_file(version: str) -> Path:
 
 
 def seed_vectors(settings: Settings, version: str) -> int:
-    """Put the text vectors an earlier demo's worker embedded under `version` into this run's Redis, where its
-    worker takes them (store/text_vectors.py) instead of embedding the catalogue again; how many."""
+    """Put the text vectors an earlier demo's worker embedded under `version` (a content version's `kept_as`) into
+    this run's Redis, where its worker takes them (store/text_vectors.py) instead of embedding the catalogue again;
+    how many."""
     from ..store.text_vectors import CHUNK, TTL_S, as_field, vectors_key
 
     path = vectors_file(version)
@@ -221,7 +230,7 @@ def load_demo_catalogue(settings: Settings, items: str, catalogue: Catalogue) ->
     version = content_model(Path(settings.registry_dir))
     if version is not None:
         publish(settings, "content", version)
-        seeded = seed_vectors(settings, version)
+        seeded = seed_vectors(settings, kept_as(settings, version))
         _say("            published as the content model: workers embed every title once"
              + (f" ({seeded:,} text vectors kept from an earlier demo in Redis: only the rest)" if seeded else ""))
     return titles, version
@@ -357,7 +366,7 @@ def run_demo(path: str | None, fmt: str | None, rate: float | None, timeout: flo
                 _say(line)
         client.close()
         if content is not None:
-            keep_vectors(settings, content)
+            keep_vectors(settings, kept_as(settings, content))
         _say("")
         _say("done: stopping the worker" + (" and the embedded services" if run.embedded else "")
              + ("" if keep else f", removing {run.log_dir} (`--keep` keeps it)"))
