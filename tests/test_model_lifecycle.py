@@ -345,6 +345,7 @@ class TextModel:
 
     def __init__(self, version: str, fails_on: str | None = None):
         self.version, self.fails_on, self.calls = version, fails_on, 0
+        self.vectors_id = version  # no files to hash
 
     def embed(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         self.calls += 1
