@@ -503,6 +503,32 @@ def test_publishing_from_a_registry_the_workers_do_not_read_is_refused_before_an
     assert "Copy the version's folder into theirs" in said
 
 
+def test_publishing_an_encoder_that_knows_few_of_the_streams_recent_items_warns_of_another_catalogue(trained,
+                                                                                                     monkeypatch):
+    """An encoder trained on another shop's log was published without a word and recommended items this stream
+    never had (helper-141 #2)."""
+    from types import SimpleNamespace
+
+    from stream_app.cli import model_commands
+    from stream_app.tools import replay
+
+    root, v1, _ = trained
+    known = json.loads((root / v1 / "items.json").read_text())[:3]
+    settings = Settings(registry_dir=str(root), kafka_bootstrap_servers="127.0.0.1:9")
+
+    def tails(items):
+        return lambda settings, records=200: iter([SimpleNamespace(value=orjson.dumps({"item_id": item}))
+                                                   for item in items] + [SimpleNamespace(value=b"not json")])
+
+    monkeypatch.setattr(replay, "input_tails", tails(["85123A", "71053", "22633", known[0]]))
+    said = model_commands.other_catalogue(settings, v1)
+    assert said.startswith(f"warning: {v1} knows the items of only 25% of the input topics' last 4 events")
+    monkeypatch.setattr(replay, "input_tails", tails([*known, "new-item"]))
+    assert model_commands.other_catalogue(settings, v1) is None  # a new item or two: its own stream
+    monkeypatch.setattr(replay, "input_tails", tails([]))
+    assert model_commands.other_catalogue(settings, v1) is None  # nothing to tell by
+
+
 def test_a_starting_worker_acts_only_on_each_roles_latest_record_of_the_control_topic(trained, monkeypatch):
     """Every earlier announcement was loaded in turn at start (twelve loads of the content model where the topic
     was not compacted yet), and one of a version since deleted was logged and reported refused."""

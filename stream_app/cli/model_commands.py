@@ -73,6 +73,10 @@ def cmd_models(args: argparse.Namespace) -> int:
                                  "published one, whichever it is")
     model_control.publish(settings, role, version, workers_registry=workers_registry)
     print(f"{role}: {version or 'none'} (announced on {settings.topics.model_control})")
+    if version is not None and role != "content":
+        said = other_catalogue(settings, version)
+        if said:
+            print(said, file=sys.stderr)
     return 0
 
 
@@ -107,6 +111,38 @@ def listed(m: dict) -> str:
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         return (f"skipped: the manifest of model version {m['version']} lacks or mangles {exc}: delete the folder, or "
                 "train, export or copy the version again")
+
+
+#: Below this share of the stream's recent items known to an encoder, `models publish` asks whether it is this
+#: stream's (as `evaluate --encoder` asks of a log)
+KNOWN_ITEMS_FLOOR = 0.5
+
+
+def other_catalogue(settings: Settings, version: str) -> str | None:
+    """A warning when the sequence encoder knows few of the items of the input topics' last events: one trained on
+    another shop's log recommends items this stream does not have (its candidates are its own table's)."""
+    import orjson
+
+    from ..serving import registry
+    from ..tools.replay import input_tails
+
+    _, _, files = registry.read_version(settings.registry_dir, version, verify=False)
+    known = set(json.loads(files["items.json"]))
+    seen: list[str] = []
+    for record in input_tails(settings, records=200):
+        try:
+            item = orjson.loads(record.value).get("item_id")
+        except (orjson.JSONDecodeError, TypeError, AttributeError):
+            continue
+        if isinstance(item, str):
+            seen.append(item)
+    share = sum(item in known for item in seen) / len(seen) if seen else 1.0
+    if share >= KNOWN_ITEMS_FLOOR:
+        return None
+    return (f"warning: {version} knows the items of only {share:.0%} of the input topics' last {len(seen):,} events: "
+            "was it trained on another catalogue? Its candidates are the items of its own table, which this stream "
+            f"may not have; `stream-app evaluate LOG --encoder {version}` measures it, `stream-app models publish "
+            "VERSION` puts another back")
 
 
 def damaged(registry_dir: str, manifest: dict) -> str:

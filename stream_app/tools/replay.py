@@ -255,6 +255,12 @@ TAIL_RECORDS = 2_000
 
 def latest_event_ts(settings: Settings) -> int | None:
     """The latest event time among the last TAIL_RECORDS records of each input partition, None if empty."""
+    times = [ts for record in input_tails(settings) if (ts := accepted_time(record, settings)) is not None]
+    return max(times, default=None)
+
+
+def input_tails(settings: Settings, records: int = TAIL_RECORDS) -> Iterator[Any]:
+    """The last `records` records of each input partition (read for at most 10 s)."""
     from kafka import KafkaConsumer
 
     consumer = KafkaConsumer(bootstrap_servers=settings.require_kafka().split(","), enable_auto_commit=False,
@@ -266,21 +272,17 @@ def latest_event_ts(settings: Settings) -> int | None:
         starts = consumer.beginning_offsets(list(ends)) if ends else {}
         ends = {tp: end for tp, end in ends.items() if starts[tp] < end}  # else retention removed every record
         if not ends:
-            return None
+            return
         consumer.assign(list(ends))
         for tp, end in ends.items():
-            consumer.seek(tp, max(starts[tp], end - TAIL_RECORDS))
-        latest, deadline = None, time.monotonic() + 10
+            consumer.seek(tp, max(starts[tp], end - records))
+        deadline = time.monotonic() + 10
         while ends and time.monotonic() < deadline:
-            for tp, records in consumer.poll(timeout_ms=500).items():
-                for record in records:
-                    ts = accepted_time(record, settings)
-                    if ts is not None:
-                        latest = ts if latest is None else max(latest, ts)
+            for tp, polled in consumer.poll(timeout_ms=500).items():
+                yield from polled
             # read to its end: by position, as the last offset may be a transaction marker, never a record
             for tp in [tp for tp, end in ends.items() if consumer.position(tp) >= end]:
                 del ends[tp]
-        return latest
     finally:
         consumer.close()
 
