@@ -276,6 +276,10 @@ def test_a_profile_a_worker_cannot_read_is_reset_and_its_parked_events_re_driven
     assert done.returncode == 0 and "reset 'fay'" in done.stdout, done.stderr
     assert "no erasure recorded: the user's next event starts a new profile" in done.stdout
     assert "3 dead letters of the user" in done.stdout
+    # Redis held the profile written before the record was spoilt: taken too, whatever its generation (it stayed,
+    # the receipt saying "was not there", and the read API served the reset profile: helper-142 #2)
+    assert "was not there" not in done.stdout and f"Redis key {settings.namespace}profile:fay" in done.stdout
+    assert read_profile(redis_client, "fay", settings.namespace).get("event_count") is None
     sent = cli(settings, "redrive", "--reason", "processing_error")
     assert sent.returncode == 0, sent.stderr
     wait_until(lambda: read_profile(redis_client, "fay", settings.namespace).get("event_count") == 3, 60,

@@ -12,7 +12,7 @@ import orjson
 from ..config import Settings
 from ..contracts import ErasureRequest, Rejection, input_users
 from ..core.events import Event
-from ..core.profile import Profile, snapshot_order
+from ..core.profile import MAX_EXACT, Profile, snapshot_order
 from ..partitioning import partition_of
 from .erasures import ErasedUsers, receipt
 from .profile_cache import ProfileCache
@@ -129,11 +129,16 @@ class ErasureSteps:
         Whatever the profile's time: a reset is asked for the profile there is (a generation is an event's time, which
         may be ahead of the request's, and an unreadable record's may be anything)."""
         user_id = request.user_id
-        generation = (profile.generation or 0) if profile is not None else \
-            (snapshot_order(stored) or (0, 0))[0] if stored is not None else 0
+        order = snapshot_order(stored) if profile is None and stored is not None else None
+        # an unreadable record whose generation cannot be read: any profile Redis holds is that record's (a newer one
+        # would be in the table), so the removal takes it whatever its generation (with 1, Redis's guard kept it and
+        # the read API served the reset profile on); later writes are let in by their batch's time, as after any
+        # eviction
+        generation = (profile.generation or 0) if profile is not None else order[0] if order is not None else \
+            MAX_EXACT if stored is not None else 0
         found = profile is not None or stored is not None
         worker_state = self.remove_for_request(user_id, partition)
-        if found:  # an unreadable record's generation unknown: 1 refuses its late writes, not a new profile's
+        if found:
             self.evicted[user_id] = max(generation, 1)
         self.counters.reset_users += 1
         self.receipts.append(receipt(request, partition, profile, found, self.erased, self.settings, worker_state,
