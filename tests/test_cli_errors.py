@@ -739,3 +739,25 @@ def test_replay_reads_jsonl_unless_told_as_evaluate_and_train_do():
     --format."""
     for command in ("replay", "evaluate", "train"):
         assert main.parser().parse_args([command, "log.jsonl"]).format == "jsonl", command
+
+
+def test_a_worker_whose_redis_cannot_be_used_stops_before_it_joins_the_group(services):
+    """A wrong host stalled the partitions the worker took for good (status named neither), a wrong password stopped
+    it at its first batch, a restart loop with a rebalance each time (helper-142 #1)."""
+    import time
+
+    from stream_app.cli.redis_start import require_redis_answers
+    from stream_app.errors import StreamAppError
+
+    redis_url = services["REDIS_URL"]
+    require_redis_answers(Settings(redis_url=redis_url))  # it answers
+    require_redis_answers(Settings())  # no Redis set: the worker keeps no mirror
+    started = time.monotonic()
+    with pytest.raises(StreamAppError, match="127.0.0.1:1/0 does not answer"):
+        require_redis_answers(Settings(redis_url="redis://127.0.0.1:1/0"), wait_s=1.5)
+    assert 1.5 <= time.monotonic() - started < 10  # waited for it, within the bound
+    wrong = redis_url.replace("redis://", "redis://:wrong-password@")
+    started = time.monotonic()
+    with pytest.raises(StreamAppError):  # refused at once: no wait changes it
+        require_redis_answers(Settings(redis_url=wrong), wait_s=30)
+    assert time.monotonic() - started < 5

@@ -97,8 +97,8 @@ def redis_trouble(settings: Settings, exc: Exception) -> StreamAppError:
     except ConfigError:  # a garbled runtime file: `up`'s Redis is not known
         embedded = None
     if settings.redis_url == embedded:
-        return StreamAppError(f"Redis at {where} does not answer ({exc}); is `stream-app up` still running "
-                              "(`stream-app status`)?")
+        return StreamAppError(f"Redis at {where}, `stream-app up`'s, does not answer ({exc}): run `stream-app up` "
+                              "again (Redis comes back empty; running workers write their profiles back to it)")
     return StreamAppError(f"Redis at {where} does not answer ({exc}): is that Redis running and reachable from here, "
                           "and REDIS_URL right?")
 
@@ -253,11 +253,13 @@ def cmd_erase(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from ..stream.foreground import run_worker
+    from .redis_start import require_redis_answers
     from ..stream.topics import ensure_topics
     from ..tools.embedded import free_port
 
     settings = Settings.from_env()
     partitions = ensure_topics(settings)
+    require_redis_answers(settings)  # before it joins the group: a worker that cannot write holds its partitions
     port = args.web_port or free_port()  # the worker says where it listens once it does
     run_worker(settings, partitions, port, args.loglevel)
     return 0
