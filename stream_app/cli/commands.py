@@ -253,9 +253,9 @@ def cmd_erase(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from ..stream.foreground import run_worker
-    from .redis_start import require_redis_answers
     from ..stream.topics import ensure_topics
     from ..tools.embedded import free_port
+    from .redis_start import require_redis_answers
 
     settings = Settings.from_env()
     partitions = ensure_topics(settings)
