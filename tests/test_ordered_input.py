@@ -643,3 +643,12 @@ def test_a_full_lane_of_faust_deliveries_is_paused_at_once_not_at_the_next_batch
                              metrics=SimpleNamespace(stages=SimpleNamespace(observe=lambda *args: None)))
     asyncio.run(StreamWorker.take_inputs(worker, Stream()))
     assert len(steered) == 2  # from the chunk that filled the lane on
+
+
+def test_read_to_names_each_input_partition_by_its_topic():
+    from types import SimpleNamespace
+
+    from stream_app.stream.ordered_input import OrderedInput
+
+    fake = SimpleNamespace(topics=["events.browse", "events.click"], next_offset={(0, 3): 17, (1, 0): 5})
+    assert OrderedInput.read_to(fake) == {("events.browse", 3): 17, ("events.click", 0): 5}

@@ -181,9 +181,13 @@ class InputEnds:
         return {"broker": f"the broker has not answered for {failing_s:.0f}s (the input partitions' end offsets, "
                           "asked at each heartbeat): no event is read or committed meanwhile"}
 
-    def lag(self, app: Any, inputs: Iterable[str]) -> dict[tuple[str, int], int]:
-        """Per owned input partition: its end (the later of the broker's last answer and Faust's high
-        watermark) minus the group's committed offset."""
+    def lag(self, app: Any, inputs: Iterable[str], read_to: dict[tuple[str, int], int] | None = None
+            ) -> dict[tuple[str, int], int]:
+        """Per owned input partition: its end (the latest of the broker's last answer, Faust's high watermark and
+        where the worker's own reader has read to, `read_to`: the broker is asked at each heartbeat, 5 s apart, so
+        under steady input its answer was behind the commits and the lag read 0) minus the group's committed
+        offset."""
+        read_to = read_to or {}
         consumer, inputs, lag = app.consumer, set(inputs), {}
         for tp in app.assignor.assigned_actives():
             if tp.topic not in inputs:
@@ -192,7 +196,7 @@ class InputEnds:
                 highwater = consumer.highwater(tp) or 0
             except Exception:  # not fetched yet
                 highwater = 0
-            end = max(self.ends.get((tp.topic, tp.partition), 0), highwater)
+            end = max(self.ends.get((tp.topic, tp.partition), 0), highwater, read_to.get((tp.topic, tp.partition), 0))
             # Faust keeps the last commit only in this private map (`.get`: it is a defaultdict)
             lag[(tp.topic, tp.partition)] = max(0, end - (consumer._committed_offset.get(tp) or 0))
         return lag

@@ -388,6 +388,10 @@ class OrderedInput(FaustDelivery):
                 reference_ms: int | None) -> Event | Rejection:
         return gate(value, key, source, EVENT_TYPES[lane], reference_ms, self.settings, self.partitions)
 
+    def read_to(self) -> dict[tuple[str, int], int]:
+        """(topic, partition) -> the offset after the last record the reader read: an input's end is at least that."""
+        return {(self.topics[lane], partition): offset for (lane, partition), offset in self.next_offset.items()}
+
     def status(self) -> dict[str, Any]:
         """`held`: delivered events of own lanes waiting for their turn, [topic, partition, first offset, count]."""
         return {"read": self.read, "buffered": self.sequencer.buffered(), "late_in_partition": self.late,

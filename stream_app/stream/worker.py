@@ -160,7 +160,8 @@ class StreamWorker:
         owned = self.assigned_inputs()
         self.counters.redis_writes_refused = self.store.refused  # the store counts them; the metrics read counters
         return Snapshot(self.counters, self.ordered.status(), self.watcher.status(), self.catalogue.status(),
-                        self.missing(), lag=self.input_ends.lag(self.app, self.settings.topics.inputs),
+                        self.missing(), lag=self.input_ends.lag(self.app, self.settings.topics.inputs,
+                                                                self.ordered.read_to()),
                         users=len(self.profile_table.data), items=self.index.item_count(),
                         ranker_labels=self.partition_state.ranker_labels(owned))
 
