@@ -57,6 +57,9 @@ class EventWeights:
 
 #: The float settings' ranges: (name, low, high, whether above low rather than at least). Weights of the
 #: prior may be 0 (a source off), not negative (it would rank a source's best items last).
+#: The longest fetch wait a worker takes: its Kafka clients' request timeout is 40 s
+FETCH_WAIT_MAX_MS = 30_000
+
 FLOAT_BOUNDS = (
     *((name, 0.0, math.inf, False) for name in ("popularity_weight", "repeat_weight", "covis_weight", "rules_weight",
                                                 "trending_weight", "category_weight", "encoder_weight",
@@ -247,6 +250,10 @@ class Settings:
                      "profile_cache_users"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be 0 or more (set {ENV_PREFIX}{name.upper()})")
+        if self.fetch_max_wait_ms > FETCH_WAIT_MAX_MS:  # past the clients' 40 s request timeout no fetch ends
+            raise ConfigError(f"fetch_max_wait_ms={self.fetch_max_wait_ms} must be at most {FETCH_WAIT_MAX_MS:,} (a "
+                              "fetch waiting as long as the Kafka clients' 40 s request timeout never ends; 500 suits "
+                              f"Apache Kafka): set {ENV_PREFIX}FETCH_MAX_WAIT_MS")
         for name, value in vars(self).items():  # kept in learner state (a seed times 1,000,003): JSON holds 64 bits
             if type(value) is int and value > 2**42 and name != "dlq_retention_ms":  # a topic's, up to 2^63-1
                 raise ConfigError(f"{name}={value} must be at most 2^42 = {2**42} (set {ENV_PREFIX}{name.upper()})")

@@ -1230,6 +1230,9 @@ def test_a_reset_deletes_an_unreadable_profile_records_no_erasure_and_the_parked
     parked = handler()
     parked.process_round([ready(e, i) for i, e in enumerate(events[:3])], None, None)
     assert parked.counters.applied == 0 and parked.counters.dead_letters == {"processing_error": 3}
+    letters = [orjson.loads(value) for topic, _, value, _ in parked.outbox.records if topic == settings.topics.dlq]
+    assert all("`stream-app reset-profile USER` deletes it, then `stream-app redrive --reason processing_error`"
+               in letter["detail"] for letter in letters) and len(letters) == 3  # what to do (helper-142 #6)
 
     reset = handler()
     request = ErasureRequest("r9", USER, 1_800_000_000_000, Source("erasures", 0, 4), reset=True)

@@ -176,3 +176,10 @@ def test_an_event_weight_that_is_not_a_number_above_0_is_refused_by_name(raw):
     with pytest.raises(ConfigError, match=r"STREAM_APP_WEIGHT_BROWSE=.* must be a number above 0"):
         Settings.from_env({"STREAM_APP_WEIGHT_BROWSE": raw})
     assert Settings.from_env({"STREAM_APP_WEIGHT_BROWSE": "0.01"}).weights.browse == 0.01
+
+
+def test_a_fetch_wait_no_fetch_ends_within_is_refused_by_name():
+    """60000 was taken, and the worker never became ready, its log naming no setting (helper-142 #4)."""
+    Settings(fetch_max_wait_ms=30_000)
+    with pytest.raises(ConfigError, match="fetch_max_wait_ms=60000 must be at most 30,000 .*STREAM_APP_FETCH_MAX_WAIT_MS"):
+        Settings.from_env({"STREAM_APP_FETCH_MAX_WAIT_MS": "60000"})

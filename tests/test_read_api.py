@@ -198,10 +198,11 @@ def test_a_wrong_password_and_a_busy_pool_are_not_said_as_redis_not_answering(se
 
     where = parse_url(services["REDIS_URL"])
     answers = asyncio.run(answers_of(f"redis://default:not-the-password@{where['host']}:{where['port']}/0", "pw.",
-                                     ("/profiles/u1",)))
+                                     ("/profiles/u1", "/healthz")))
     status, body, retry_after = answers["/profiles/u1"]
     assert (status, body, retry_after) == (503, {"error": "Redis refuses the read API: the read API's log says why"},
                                            None)
+    assert answers["/healthz"][:2] == (503, {"status": "Redis refuses the read API"})  # not "does not answer"
     assert "check REDIS_URL's password, user and ACL" in caplog.text
 
     monkeypatch.setattr(read_api_module, "MAX_CONNECTIONS", 1)

@@ -170,8 +170,10 @@ def read_api(redis_url: str, namespace: str, wait_ms: int) -> web.Application:
         try:
             await request.app[CLIENT].ping()
         except RedisError as exc:  # the body goes to anyone who asks: Redis' address and error text to the log only
-            log.warning("/healthz: Redis does not answer (%s)", described(exc))
-            return _json({"status": "Redis does not answer"}, 503)
+            refused = isinstance(exc, (AuthenticationError, ResponseError))  # credentials or an ACL: no wait changes it
+            log.warning("/healthz: Redis %s (%s)", "refuses the read API (check REDIS_URL's password, user and ACL)"
+                        if refused else "does not answer", described(exc))
+            return _json({"status": "Redis refuses the read API" if refused else "Redis does not answer"}, 503)
         return _json({"status": "ok"})
 
     async def connect(app: web.Application) -> None:

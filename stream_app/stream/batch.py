@@ -298,7 +298,9 @@ class BatchHandler(ErasureSteps):
                 profile = self.profile(event.user_id)
             except Exception as exc:  # the user's stored profile cannot be read: park the event, go on
                 self.dead_letter(Rejection("processing_error", f"the stored profile of {event.user_id!r} cannot "
-                                           f"be read: {exc!r}", input_source(msg),
+                                           f"be read: {exc!r}; `stream-app reset-profile USER` deletes it, then "
+                                           "`stream-app redrive --reason processing_error` applies the parked events",
+                                           input_source(msg),
                                            msg.key, msg.value), event.event_id)
                 continue
             late = profile.last_seen is not None and event.ts < profile.last_seen
