@@ -746,7 +746,7 @@ def test_a_worker_whose_redis_cannot_be_used_stops_before_it_joins_the_group(ser
     it at its first batch, a restart loop with a rebalance each time (helper-142 #1)."""
     import time
 
-    from stream_app.cli.redis_start import require_redis_answers
+    from stream_app.cli.worker_start import require_redis_answers
     from stream_app.errors import StreamAppError
 
     redis_url = services["REDIS_URL"]
@@ -761,3 +761,14 @@ def test_a_worker_whose_redis_cannot_be_used_stops_before_it_joins_the_group(ser
     with pytest.raises(StreamAppError):  # refused at once: no wait changes it
         require_redis_answers(Settings(redis_url=wrong), wait_s=30)
     assert time.monotonic() - started < 5
+
+
+def test_a_worker_told_another_partition_count_than_its_topics_have_says_so(capsys, monkeypatch):
+    """An operator repartitioning by STREAM_APP_PARTITIONS got no word that the topics' count was used (helper-142)."""
+    from stream_app.cli import worker_start
+
+    monkeypatch.setattr(worker_start, "require_redis_answers", lambda settings: None)
+    worker_start.before_joining(Settings(partitions=8), 8)
+    assert capsys.readouterr().err == ""
+    worker_start.before_joining(Settings(partitions=4), 8)
+    assert "warning: the input topics have 8 partitions and STREAM_APP_PARTITIONS says 4" in capsys.readouterr().err

@@ -255,11 +255,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from ..stream.foreground import run_worker
     from ..stream.topics import ensure_topics
     from ..tools.embedded import free_port
-    from .redis_start import require_redis_answers
+    from .worker_start import before_joining
 
     settings = Settings.from_env()
     partitions = ensure_topics(settings)
-    require_redis_answers(settings)  # before it joins the group: a worker that cannot write holds its partitions
+    before_joining(settings, partitions)  # a worker that cannot write would hold its partitions
     port = args.web_port or free_port()  # the worker says where it listens once it does
     run_worker(settings, partitions, port, args.loglevel)
     return 0

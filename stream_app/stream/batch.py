@@ -146,6 +146,13 @@ class Counters:
         by_type[event_type] = by_type.get(event_type, 0) + 1
 
 
+def unreadable_profile(event: Event, exc: Exception, msg: Any) -> Rejection:
+    """The dead letter of an event parked because its user's stored profile cannot be read, with what to do."""
+    return Rejection("processing_error", f"the stored profile of {event.user_id!r} cannot be read: {exc!r}; "
+                     "`stream-app reset-profile USER` deletes it, then `stream-app redrive --reason processing_error` "
+                     "applies the parked events", input_source(msg), msg.key, msg.value)
+
+
 def withdrawn_outputs(profile: Profile, live: Encoder | None, content: ContentIndex | None) -> None:
     """A profile keeps no output of a model withdrawn (its embedding, the likes its text model named): a vector of a
     model that no longer serves, frozen at its last event, read as the user's current one downstream."""
@@ -297,11 +304,7 @@ class BatchHandler(ErasureSteps):
             try:
                 profile = self.profile(event.user_id)
             except Exception as exc:  # the user's stored profile cannot be read: park the event, go on
-                self.dead_letter(Rejection("processing_error", f"the stored profile of {event.user_id!r} cannot "
-                                           f"be read: {exc!r}; `stream-app reset-profile USER` deletes it, then "
-                                           "`stream-app redrive --reason processing_error` applies the parked events",
-                                           input_source(msg),
-                                           msg.key, msg.value), event.event_id)
+                self.dead_letter(unreadable_profile(event, exc, msg), event.event_id)
                 continue
             late = profile.last_seen is not None and event.ts < profile.last_seen
             learners = self.learners.get(msg.partition, self.dead_letter)

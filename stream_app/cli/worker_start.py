@@ -1,7 +1,8 @@
-"""A starting worker's Redis, checked before the worker joins its consumer group."""
+"""A starting worker's checks before it joins its consumer group: its Redis, and its partition count."""
 
 from __future__ import annotations
 
+import sys
 import time
 
 from ..config import Settings
@@ -33,3 +34,14 @@ def require_redis_answers(settings: Settings, wait_s: float = REDIS_START_WAIT_S
             time.sleep(1.0)
         finally:
             client.close()
+
+
+def before_joining(settings: Settings, partitions: int) -> None:
+    """`require_redis_answers`, and a word when the input topics' partition count is not STREAM_APP_PARTITIONS: the
+    topics' count is used (an operator repartitioning by the setting got no word of it)."""
+    if partitions != settings.partitions:
+        print(f"warning: the input topics have {partitions} partitions and STREAM_APP_PARTITIONS says "
+              f"{settings.partitions}: the topics' count is used. A topic's partitions cannot be changed in place "
+              "(users would move between workers with their profiles behind): another count needs new topics, under "
+              "another STREAM_APP_NAMESPACE, and the log replayed there", file=sys.stderr)
+    require_redis_answers(settings)
