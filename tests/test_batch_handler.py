@@ -611,6 +611,26 @@ def test_a_worker_whose_erasure_key_is_not_the_one_past_erasures_were_recorded_w
     assert both.erased_at(USER) == 9 and same.erased_at(USER) == 5 and both.other_keys() == set()
 
 
+def test_a_key_set_after_erasures_were_recorded_without_one_names_the_group_id_to_list(settings, monkeypatch, caplog):
+    """Following the start-up advice to set STREAM_APP_ERASURE_KEY stopped the worker, and nothing said that the key
+    used before was the group id (helper-142 #5)."""
+    from stream_app.stream import erased_users as erasures
+
+    stops = []
+    monkeypatch.setattr(erasures, "stop_worker", stops.append)
+    before = erasures.ErasedUsers({}, settings, "erased.changelog", "profiles.changelog")  # no key: the group id
+    before.record(erase_request(USER, 5))
+    keyed = erasures.ErasedUsers(before.data, settings.replace(erasure_key="s3cret"), "e", "p")
+    with caplog.at_level("CRITICAL"):
+        keyed.check_key()
+    assert stops == [erasures.EXIT_ERASURE_KEY]
+    assert f"STREAM_APP_ERASURE_PREVIOUS_KEYS={settings.group_id}" in caplog.text
+    listed = erasures.ErasedUsers(before.data, settings.replace(erasure_key="s3cret",
+                                                                erasure_previous_keys=settings.group_id), "e", "p")
+    listed.check_key()
+    assert stops == [erasures.EXIT_ERASURE_KEY] and listed.erased_at(USER) == 5
+
+
 def test_a_restored_profile_of_a_user_erased_after_it_began_is_erased_again_once_per_assignment(settings):
     """An earlier owner's late changelog record after the erasure's tombstone, taken up by a restore."""
     from stream_app.partitioning import partition_of

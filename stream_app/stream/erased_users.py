@@ -33,6 +33,7 @@ class ErasedUsers:
                  partitions: int | None = None):
         self.data = data  # the table's data: bytes -> JSON bytes
         self.key = (settings.erasure_key or settings.group_id).encode()
+        self.group_id = settings.group_id  # the key when none is set: named when erasures made with it are not seen
         # keys erasures were recorded with before (a rotation): still looked up, written with only to put back a record
         # of theirs that could not be read (`_erased_at`)
         self.previous = [key.strip().encode() for key in settings.erasure_previous_keys.split(",") if key.strip()]
@@ -124,6 +125,13 @@ class ErasedUsers:
     def check_key(self) -> None:
         """Stop the worker (EXIT_ERASURE_KEY) if past erasures were recorded with a key it does not have."""
         others = self.other_keys()
+        default = key_id(self.group_id.encode())
+        if default in others:  # recorded before a key was set: the group id was the key (what to list, said)
+            log.critical("the erased-users table holds erasures recorded without STREAM_APP_ERASURE_KEY, keyed with "
+                         "the group id: add it to STREAM_APP_ERASURE_PREVIOUS_KEYS=%s (each worker), so that this "
+                         "worker sees them", self.group_id)
+            stop_worker(EXIT_ERASURE_KEY)
+            return
         if others:
             log.critical("the erased-users table holds erasures recorded with an erasure key this worker does not "
                          "have (key id %s; this worker's is %s): it would not see them and would let those users' "

@@ -46,7 +46,8 @@ def settings_warnings(settings: Settings, erased_changelog: str) -> list[str]:
     if not settings.erasure_key:  # the group id starts the changelog's name: a reader of it can test user ids
         said.append(f"STREAM_APP_ERASURE_KEY is not set: erased users are recorded by an HMAC keyed with the group id, "
                     f"which anyone who reads {erased_changelog} knows, so they can test ids for an erasure; give every "
-                    "worker the same secret key")
+                    "worker the same secret key, and, once erasures were recorded with the group id, list it in "
+                    f"STREAM_APP_ERASURE_PREVIOUS_KEYS ({settings.group_id})")
     never = [(name, noun) for name, noun, ms in (("STREAM_APP_USER_IDLE_MS", "user", settings.user_idle_ms),
                                                  ("STREAM_APP_ITEM_IDLE_MS", "item", settings.item_idle_ms)) if ms == 0]
     if never:
