@@ -20,3 +20,12 @@ def test_a_worker_that_never_evicts_says_its_memory_grows_with_every_new_id():
                     "one stays, in ms"]
     users = settings_warnings(Settings(erasure_key="k", item_idle_ms=1), "e")
     assert len(users) == 1 and users[0].startswith("STREAM_APP_USER_IDLE_MS is 0: no user ever leaves")
+
+
+def test_a_namespace_without_a_separator_is_said_with_the_names_it_gives():
+    """`h142` gave topics like `h142events.browse` and keys like `h142profile:s5`, without a word (helper-142 #11)."""
+    quiet = Settings(erasure_key="k", user_idle_ms=1, item_idle_ms=1)
+    assert settings_warnings(quiet.replace(namespace="prod."), "e") == []
+    (said,) = settings_warnings(quiet.replace(namespace="h142"), "e")
+    assert said.startswith("STREAM_APP_NAMESPACE='h142' ends in no separator: the topics are named h142events.")
+    assert said.endswith("(end it with one: h142.)")

@@ -43,6 +43,10 @@ class Worker(faust.Worker):
 def settings_warnings(settings: Settings, erased_changelog: str) -> list[str]:
     """What an operator should change in defaults that are fine for a trial but not for a deployment."""
     said = []
+    if settings.namespace and settings.namespace[-1] not in "._-":  # put before every name as it is
+        said.append(f"STREAM_APP_NAMESPACE={settings.namespace!r} ends in no separator: the topics are named "
+                    f"{settings.namespace}{settings.topics.inputs[0].removeprefix(settings.namespace)} and the like "
+                    f"(end it with one: {settings.namespace}.)")
     if not settings.erasure_key:  # the group id starts the changelog's name: a reader of it can test user ids
         said.append(f"STREAM_APP_ERASURE_KEY is not set: erased users are recorded by an HMAC keyed with the group id, "
                     f"which anyone who reads {erased_changelog} knows, so they can test ids for an erasure; give every "
