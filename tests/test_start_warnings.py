@@ -29,3 +29,17 @@ def test_a_namespace_without_a_separator_is_said_with_the_names_it_gives():
     (said,) = settings_warnings(quiet.replace(namespace="h142"), "e")
     assert said.startswith("STREAM_APP_NAMESPACE='h142' ends in no separator: the topics are named h142events.")
     assert said.endswith("(end it with one: h142.)")
+
+
+def test_a_full_redis_is_said_as_full_not_as_down():
+    """A Redis at its maxmemory was said as "is Redis up? else check REDIS_URL" (helper-142 #8)."""
+    import time
+    from types import SimpleNamespace
+
+    from stream_app.stream.worker_status import redis_advice, redis_wait
+
+    full = "OutOfMemoryError: OOM command not allowed when used memory > 'maxmemory'."
+    assert redis_advice(full).startswith("Redis is full: raise its maxmemory")
+    assert redis_advice("ConnectionError: Error 111 connecting") == "is Redis up? else check REDIS_URL"
+    worker = SimpleNamespace(redis_refusal=None, status_failing_since=time.monotonic() - 20, status_failure=full)
+    assert "Redis is full" in redis_wait(worker, 10)["redis"]

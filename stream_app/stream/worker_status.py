@@ -123,8 +123,9 @@ async def _publish_once(worker: Any) -> bool:
     except RETRYABLE as exc:
         if worker.status_failing_since is None:
             worker.status_failing_since = time.monotonic()
-        log.warning("cannot publish the worker status to Redis at %s (%s); retrying (is Redis up? else check "
-                    "REDIS_URL)", redact_setting(worker.settings.redis_url), described(exc))
+        worker.status_failure = described(exc)
+        log.warning("cannot publish the worker status to Redis at %s (%s); retrying (%s)",
+                    redact_setting(worker.settings.redis_url), worker.status_failure, redis_advice(worker.status_failure))
     return False
 
 
@@ -169,8 +170,15 @@ def redis_wait(worker: Any, after_s: float) -> dict[str, str]:
     failing_s = time.monotonic() - since if since is not None else 0.0
     if since is None or failing_s < after_s:
         return {}
-    return {"redis": f"cannot write the worker status to Redis for {failing_s:.0f}s; retrying (is Redis up? else "
-                     "check REDIS_URL)"}
+    return {"redis": f"cannot write the worker status to Redis for {failing_s:.0f}s; retrying "
+                     f"({redis_advice(getattr(worker, 'status_failure', ''))})"}
+
+
+def redis_advice(failure: str) -> str:
+    """What to look at when Redis fails a write (`failure`: the error as said): a full Redis is up."""
+    if "OOM" in failure or "OutOfMemory" in failure or "maxmemory" in failure:
+        return "Redis is full: raise its maxmemory or free memory; nothing is lost meanwhile"
+    return "is Redis up? else check REDIS_URL"
 
 
 def output_waits(outages: dict[str, float], after_s: float) -> dict[str, str]:
