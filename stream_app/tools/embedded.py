@@ -211,8 +211,9 @@ def up(environ: Mapping[str, str] = os.environ, timeout: float = 30.0) -> dict[s
         url = urlsplit(current["REDIS_URL"])
         redis_proc = start_redis(url.port, state_dir(environ) / "redis.log", password=url.password)
         wait_for_redis(current["REDIS_URL"], timeout)
-        print(f"the embedded Redis (pid {pids[1]}) was gone: started again on port {url.port}, empty; "
-              "`stream-app repair-redis` rewrites the profiles from the profiles topic", file=sys.stderr)
+        print(f"the embedded Redis (pid {pids[1]}) was gone: started again on port {url.port}, empty; running "
+              "workers write their profiles back to it by themselves, and with none running `stream-app repair-redis` "
+              "rewrites them from the profiles topic", file=sys.stderr)
         return _record(environ, {**current, "pids": [pids[0], redis_proc.pid]})
     failed = "the embedded broker of the last `up`"
     if current and all(process_alive(pid) for pid in pids):
