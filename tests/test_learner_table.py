@@ -186,7 +186,7 @@ def test_the_ranker_labels_metric_keeps_the_partitions_held_across_a_rebalance(m
     owned = {0, 1}
     worker = SimpleNamespace(partition_state=table, assigned_inputs=lambda: owned, counters=SimpleNamespace(),
                              store=SimpleNamespace(refused=0), missing=dict,
-                             ordered=SimpleNamespace(status=dict), watcher=SimpleNamespace(status=dict),
+                             ordered=SimpleNamespace(status=dict, read_to=dict), watcher=SimpleNamespace(status=dict),
                              catalogue=SimpleNamespace(status=dict), input_ends=SimpleNamespace(lag=lambda *a: {}),
                              app=None, settings=settings, profile_table=SimpleNamespace(data={}),
                              index=SimpleNamespace(item_count=lambda: 0))
