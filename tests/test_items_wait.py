@@ -48,3 +48,18 @@ def test_a_worker_whose_status_is_no_longer_refreshed_is_said_to_be_stopped_not_
     said = str(raised.value)
     assert "1 of 2 workers" in said and "w:gone at 2" in said and "w:live" not in said
     assert "its status not refreshed for 12s" in said and "stopped" in said
+
+
+def test_a_wait_that_ends_says_how_many_workers_serve_no_content_model(monkeypatch):
+    """With the content model refused, the wait said every worker made its lists with the catalogue, unsaid that
+    no text took part in them (helper-141 #9)."""
+    from stream_app.store import redis_store
+
+    statuses = [{"worker_id": "w:1", "catalogue": {"indexed_through": 3}, "models": {"content": None}},
+                {"worker_id": "w:2", "catalogue": {"indexed_through": 4}, "models": {"content": "content-1"}}]
+    monkeypatch.setattr(redis_store, "worker_statuses", lambda client, namespace="": statuses)
+    said = catalogue.wait_indexed(Settings(redis_url="redis://127.0.0.1:1/0"), 3, 1)
+    assert said.startswith("every running worker (2) makes its lists with the catalogue through offset 3")
+    assert "; 1 of them serves no content model, so the items' text takes no part in their lists" in said
+    statuses[0]["models"]["content"] = "content-1"
+    assert "no content model" not in catalogue.wait_indexed(Settings(redis_url="redis://127.0.0.1:1/0"), 3, 1)

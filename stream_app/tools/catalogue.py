@@ -389,8 +389,12 @@ def wait_indexed(settings: Settings, through: int, timeout_s: float) -> str:
             return (f"no worker of namespace {settings.namespace!r} is running (none has a status in Redis): one "
                     "that starts embeds the catalogue before it takes events")
         if not behind:
+            textless = sum(not (s.get("models") or {}).get("content") for s in statuses)
             return (f"every running worker ({len(statuses)}) makes its lists with the catalogue through offset "
-                    f"{through} ({waited:.1f}s)")
+                    f"{through} ({waited:.1f}s)" + (
+                        f"; {textless} of them serve{'s' if textless == 1 else ''} no content model, so the items' "
+                        "text takes no part in their lists (`stream-app models status` says why; `stream-app models "
+                        "publish VERSION --content` publishes one)" if textless else ""))
         if waited > timeout_s:
             raise ServiceTimeout(f"after {timeout_s:.0f}s {len(behind)} of {len(statuses)} workers have not indexed "
                                  f"the catalogue through offset {through}: " + ", ".join(
