@@ -333,6 +333,12 @@ def test_movielens_movies_csv_is_a_catalogue_as_published_whose_ids_are_the_rati
     assert events[0]["item_id"] in items
     with pytest.raises(InputFileError, match=r"its header is that of --format movielens"):
         load_catalogue(movies, "csv")
+    # a quoted title spanning lines (a spreadsheet cell's line break) is one line, as every title is shown
+    movies.write_text('movieId,title,genres\n5,"Multi\r\nline  title (1999)",Drama\n')
+    assert load_catalogue(movies, "movielens")[0]["5"]["title"] == "Multi line  title (1999)"
+    spanning = tmp_path / "items.csv"
+    spanning.write_text('item_id,title\na1,"RED\n LAMP"\n')
+    assert load_catalogue(spanning, "csv")[0]["a1"]["title"] == "RED LAMP"
 
 
 def test_movielens_movies_dat_is_told_the_command_that_writes_the_movies_csv_it_reads(tmp_path):

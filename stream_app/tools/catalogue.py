@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import math
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -119,6 +120,12 @@ def rejected_note(rejected: list[LineRejection]) -> str:
     return f"{len(rejected):,} catalogue records rejected, the first as {first_rejection(rejected)}"
 
 
+def one_line(title: str) -> str:
+    """A title as one line: a quoted csv field may span lines (a spreadsheet's cell with a line break), and a title
+    is shown on one, in reasons and in the CLI's lists."""
+    return re.sub(r"\s*[\r\n]+\s*", " ", title.strip())
+
+
 def _checked(path: Path, line: int, record: Any, raw: bytes) -> Read:
     checked = check_item(record, Source(str(path)), raw)
     if isinstance(checked, Rejection):
@@ -164,7 +171,7 @@ def _read_csv(path: Path) -> Iterator[Read]:
                 yield _reject(path, line, "schema_violation", problem, rows.line_text(line).encode())
                 continue
             raw = ",".join(row.values()).encode()
-            record: dict[str, Any] = {"item_id": row["item_id"].strip(), "title": row["title"].strip(),
+            record: dict[str, Any] = {"item_id": row["item_id"].strip(), "title": one_line(row["title"]),
                                       "schema_version": 1}
             for name in ("description", "brand"):
                 if (row.get(name) or "").strip():
@@ -196,7 +203,7 @@ def _read_movielens(path: Path) -> Iterator[Read]:
             if row is None:
                 yield _reject(path, line, "schema_violation", problem, raw)
                 continue
-            record: dict[str, Any] = {"item_id": as_published(row["movieId"].strip()), "title": row["title"].strip(),
+            record: dict[str, Any] = {"item_id": as_published(row["movieId"].strip()), "title": one_line(row["title"]),
                                       "schema_version": 1}
             genres = [g.strip() for g in row["genres"].split("|") if g.strip() and g.strip() != NO_GENRES]
             if genres:
