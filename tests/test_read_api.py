@@ -9,6 +9,19 @@ from stream_app.store.mirror_marker import MARKER
 from stream_app.store.redis_store import ProfileStore, RedisStoreConfig
 
 
+def written(redis_url: str, namespace: str, profile: Profile) -> None:
+    """`profile` in Redis, as a worker writes it."""
+    store = ProfileStore(RedisStoreConfig(redis_url, namespace=namespace))
+
+    async def write() -> None:
+        try:
+            await store.write_profiles([(profile, profile.to_json(internal=False))], now_ms=10)
+        finally:
+            await store.close()
+
+    asyncio.run(write())
+
+
 def mirror_written_back(redis_url: str, namespace: str, partitions: set[int] = set(range(8)), count: int = 8) -> None:
     """Mark `partitions`' profiles (of `count`) as in Redis, as workers do after their first look
     (stream/redis_refill.py)."""
@@ -290,16 +303,7 @@ def test_a_marker_key_of_another_type_serves_hits_and_names_the_marker_on_a_miss
     client = redis.Redis.from_url(services["REDIS_URL"])
     try:
         client.set(f"{namespace}{MARKER}", "not a hash")
-        store = ProfileStore(RedisStoreConfig(services["REDIS_URL"], namespace=namespace))
-        profile = Profile("kept", version=2, event_count=2, generation=5)
-
-        async def write() -> None:
-            try:
-                await store.write_profiles([(profile, profile.to_json(internal=False))], now_ms=10)
-            finally:
-                await store.close()
-
-        asyncio.run(write())
+        written(services["REDIS_URL"], namespace, Profile("kept", version=2, event_count=2, generation=5))
         answers = asyncio.run(answers_of(services["REDIS_URL"], namespace, ("/profiles/kept", "/profiles/missing")))
         assert answers["/profiles/kept"][0] == 200 and answers["/profiles/kept"][1]["profile_version"] == 2
         status, body, _ = answers["/profiles/missing"]
