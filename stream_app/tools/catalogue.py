@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import math
-import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from .log_checks import (
     first_rejection,
     is_product_code,
     nothing_read,
+    one_line,
     online_retail_ii_said,
 )
 from .log_files import check_file, open_text, reading_as
@@ -118,12 +118,6 @@ def load_catalogue(path: str | Path, fmt: str, option: str = "--format"
 
 def rejected_note(rejected: list[LineRejection]) -> str:
     return f"{len(rejected):,} catalogue records rejected, the first as {first_rejection(rejected)}"
-
-
-def one_line(title: str) -> str:
-    """A title as one line: a quoted csv field may span lines (a spreadsheet's cell with a line break), and a title
-    is shown on one, in reasons and in the CLI's lists."""
-    return re.sub(r"\s*[\r\n]+\s*", " ", title.strip())
 
 
 def _checked(path: Path, line: int, record: Any, raw: bytes) -> Read:

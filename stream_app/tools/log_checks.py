@@ -60,6 +60,12 @@ def is_missing(text: str) -> bool:
     return text.lower() in MISSING_VALUES
 
 
+def one_line(title: str) -> str:
+    """A title as one line: a quoted csv field may span lines (a spreadsheet's cell with a line break), and a title
+    is shown on one, in reasons and in the CLI's lists."""
+    return re.sub(r"\s*[\r\n]+\s*", " ", title.strip())
+
+
 def is_product_code(code: str) -> bool:
     """Whether an Online Retail stock code names a product: it has a digit (POST, D, M, BANK CHARGES, DOT, ... have
     none), and is neither C2 (carriage) nor a gift voucher (`gift_0001_10`)."""
