@@ -245,16 +245,7 @@ def test_a_user_id_with_a_line_break_is_read_like_any_other(services):
     """The schema allows any characters in a user id, but the route matched `.+`, which stops at a line break: a
     user "a\\nb" with a profile in Redis was answered aiohttp's text/plain 404."""
     namespace = f"read-api-test-{uuid.uuid4().hex[:12]}."
-    store = ProfileStore(RedisStoreConfig(services["REDIS_URL"], namespace=namespace))
-    profile = Profile(user_id="a\nb", version=2, event_count=2, generation=1)
-
-    async def write() -> None:
-        try:
-            await store.write_profiles([(profile, profile.to_json(internal=False))], now_ms=10)
-        finally:
-            await store.close()
-
-    asyncio.run(write())
+    written(services["REDIS_URL"], namespace, Profile(user_id="a\nb", version=2, event_count=2, generation=1))
     status, body, _ = asyncio.run(answers_of(services["REDIS_URL"], namespace, ("/profiles/a%0Ab",)))["/profiles/a%0Ab"]
     assert status == 200 and body["profile_version"] == 2
 
