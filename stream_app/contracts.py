@@ -90,11 +90,13 @@ class Rejection:
     payload: bytes
     null_value: bool = False  # the input's value was null (a tombstone), not an empty payload
 
-    def to_record(self, now_ms: int | None = None) -> dict[str, Any]:
+    def to_record(self, now_ms: int | None = None, line: int | None = None) -> dict[str, Any]:
         """The dead-letter message: the raw payload, whole up to DEAD_LETTER_PAYLOAD_BYTES (beyond: its
-        first bytes, its length and its SHA-256), as text when it is UTF-8 that JSON does not inflate."""
+        first bytes, its length and its SHA-256), as text when it is UTF-8 that JSON does not inflate. `line`: the
+        line of a file (`replay`, `items load`) the rejection is of."""
         key = self.key
         record: dict[str, Any] = {
+            "letter_id": self.letter_id(line),
             "reason": self.reason,
             "detail": self.detail[:DEAD_LETTER_DETAIL_CHARS],
             "source": {"topic": self.source.topic, "partition": self.source.partition,
@@ -103,6 +105,8 @@ class Rejection:
             "rejected_at": int(time.time() * 1000) if now_ms is None else now_ms,
             "schema_version": SCHEMA_VERSION,
         }
+        if line is not None:
+            record["source"]["line"] = line
         if self.source.timestamp is not None:
             record["source"]["timestamp"] = self.source.timestamp
         if self.source.counted:
@@ -129,6 +133,16 @@ class Rejection:
         else:
             record["payload_text"] = text
         return record
+
+    def letter_id(self, line: int | None = None) -> str:
+        """The same for every copy of this letter (a batch redone after a crash, a replay run again), different
+        for any other: a digest of what it rejected (source, line, reason, key, the whole payload), not of when or of
+        the detail's wording. A consumer deduplicates letters on it."""
+        source = self.source
+        what = orjson.dumps([self.reason, source.topic, source.partition, source.offset, line,
+                             None if self.key is None else self.key.hex(), self.null_value,
+                             hashlib.sha256(self.payload).hexdigest()])
+        return "dl-" + hashlib.blake2b(what, digest_size=12).hexdigest()
 
     def message_key(self) -> bytes | None:
         """The dead-letter message's key: the input's, or the SHA-256 (hex) of one too long to keep."""

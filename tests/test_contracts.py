@@ -80,6 +80,23 @@ def test_a_tombstone_is_told_from_an_empty_payload_and_a_long_key_cut_mid_charac
         jsonschema.validate(written, load_schema("dead-letter"))
 
 
+def test_a_letters_id_is_the_same_in_every_copy_and_differs_for_any_other_letter():
+    """Letters of a file's lines and events have no partition or offset: deduplicated on (topic, partition, offset),
+    as the README said, every letter of a replayed file was one (helper-143)."""
+    letter = check(b"{not json")
+    again = check(b"{not json").to_record(now_ms=99)  # a redone batch: later, the same letter
+    assert again["letter_id"] == letter.to_record(now_ms=1)["letter_id"]
+    others = [check(b"{not jsom"), check(b"{not json", key=b"u2"), check_input(b"{not json", b"u1",
+              Source("events.click", 3, 43), "click", 64 * 1024)]
+    on_file = Rejection("invalid_json", "line 7", Source("log.jsonl"), None, b"{")
+    ids = {letter.to_record()["letter_id"], *(other.to_record()["letter_id"] for other in others),
+           on_file.to_record(line=7)["letter_id"], on_file.to_record(line=8)["letter_id"]}
+    assert len(ids) == 6
+    numbered = on_file.to_record(now_ms=1, line=7)
+    assert numbered["source"]["line"] == 7
+    jsonschema.validate(numbered, load_schema("dead-letter"))
+
+
 def test_schemas_are_valid_draft7():
     for name in ("input-event", "recommendation", "profile", "dead-letter", "erasure-request", "erasure-receipt",
                  "model-control", "model-status"):

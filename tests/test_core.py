@@ -88,6 +88,8 @@ def test_recommendation_follows_contract_and_rec_id_is_deterministic():
     assert rec["trigger_event_id"] == "e2" and rec["profile_version"] == 2
     assert rec["rec_id"] == "rec-dcffb678e7baaca7c9aeaa49"  # blake2b-96 of the trigger's event_id, pinned
     assert outcomes[0].recommendation["rec_id"] != rec["rec_id"]
+    # the generation orders a user's lists across profiles made anew, where profile_version starts again at 1
+    assert rec["generation"] == outcomes[0].recommendation["generation"] == outcomes[0].recommendation["event_ts"]
 
 
 def test_co_visited_items_are_recommended_with_a_reason():

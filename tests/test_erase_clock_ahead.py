@@ -11,6 +11,7 @@ from test_batch_handler import USER, erase_request, make_events, ready, run
 from stream_app.config import Settings
 from stream_app.contracts import load_schema
 from stream_app.core.items import InMemoryItemIndex
+from stream_app.logs import utc_ms
 from stream_app.stream.batch import BatchHandler, Counters, PartitionState
 from stream_app.stream.erasures import ErasedUsers
 from stream_app.tools.erase import describe
@@ -44,7 +45,11 @@ def test_a_profile_of_events_stamped_after_the_request_applied_before_it_is_eras
     assert sent["deleted"]["redis"]["existed"] is True
     # the erasure's time covers the events it erased: the record drops them if they come again, and Redis's marker
     # (the worker gives it the receipt's time) refuses a late write of the erased profile
-    assert sent["requested_at"] == events[-1].ts == erased.erased_at(USER)
+    assert sent["erased_through"] == events[-1].ts == erased.erased_at(USER)
+    # the request's own time stays as it was asked for: an auditor matches the receipt to its request by both
+    assert sent["requested_at"] == events[0].ts - 60_000
+    jsonschema.validate(sent, load_schema("erasure-receipt"))
+    assert f"dated at or before {utc_ms(events[-1].ts)}" in describe(sent)
     again = BatchHandler(settings, profiles, PartitionState({}, settings), InMemoryItemIndex(settings), Counters(),
                          now=6, erased=erased)
     again.process_round([ready(e, i) for i, e in enumerate(events)], None, None)  # replayed, or redelivered

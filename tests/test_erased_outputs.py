@@ -87,3 +87,32 @@ def test_recommendations_does_not_show_an_erased_users_lists_of_before_the_erasu
     producer.close()
     shown = cli(settings, "recommendations", "alice", "--last", "5")
     assert shown.returncode == 0 and "after-erasure" in shown.stdout and "before-erasure" not in shown.stdout
+
+
+def test_recommendations_shows_a_list_published_again_by_a_redone_batch_once(make_settings):
+    """At-least-once: a batch redone after a crash publishes each of its lists again (same rec_id); the tool that
+    shows a user's last lists said each twice (helper-143)."""
+    from kafka import KafkaProducer
+    from test_erase import cli
+
+    from stream_app.stream.topics import ensure_topics
+
+    settings = make_settings()
+    ensure_topics(settings)
+    now = int(time.time() * 1000)
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    for copy in range(2):  # the batch, then the same batch redone
+        for version in (1, 2):
+            rec = {"rec_id": f"rec-{version}", "user_id": "carol", "trigger_event_id": f"e{version}",
+                   "event_ts": now - 1_000 + version, "profile_version": version, "model": {"ranking": "prior"},
+                   "items": [{"item_id": f"item-{version}", "score": 1.0, "reasons": ["popular"]}]}
+            producer.send(settings.topics.recommendations, key=b"carol", value=orjson.dumps(rec),
+                          timestamp_ms=now + copy)
+    producer.flush()
+    producer.close()
+
+    shown = cli(settings, "recommendations", "carol", "--last", "10")
+
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.count("item-1") == 1 and shown.stdout.count("item-2") == 1, shown.stdout
+    assert "2 of the lists read were published again" in shown.stderr

@@ -73,7 +73,15 @@ def cmd_recommendations(args: argparse.Namespace) -> int:
         then = "; the user's next event brings a list of the new one" if before == len(found) else ""
         print(f"note: {which} the reset of {args.user_id!r}'s profile at {utc_ms(reset_at)} (`stream-app "
               f"reset-profile`): ranked for the profile deleted{then}", file=sys.stderr)
-    lists = [orjson.loads(record.value) for record in found]
+    lists, rec_ids = [], set()
+    for rec in (orjson.loads(record.value) for record in found):
+        rec_id = rec.get("rec_id")
+        if rec_id is None or rec_id not in rec_ids:
+            rec_ids.add(rec_id)
+            lists.append(rec)
+    if len(lists) < len(found):  # at-least-once: a batch redone after a worker's crash publishes its lists again
+        print(f"note: {len(found) - len(lists)} of the lists read were published again (same rec_id: a batch "
+              "redone after a worker stopped) and are shown once", file=sys.stderr)
     titles = {}
     if args.titles and not args.json:
         from ..tools.catalogue import titles_on_topic

@@ -264,6 +264,7 @@ def process(profile: Profile, event: Event, index: ItemIndex, settings: Settings
         "event_ts": event.ts,
         "generated_at": now_ms,
         "profile_version": profile.version,
+        "generation": profile.generation or 0,
         "model": {**MODEL_VERSIONS, "ranking": strategy,
                   **({"encoder": encoding.version} if encoding is not None else {}),
                   **({"content": content.version} if content is not None else {})},

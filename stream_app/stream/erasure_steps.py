@@ -111,13 +111,12 @@ class ErasureSteps:
             profile, found, worker_state = None, False, []
         else:
             worker_state = self.remove_for_request(user_id, partition)
-            if profile is not None and (profile.last_seen or 0) > request.requested_at:
-                request = replace(request, requested_at=profile.last_seen)
-        key, value = self.erased.record(request)
+        through = max(request.requested_at, profile.last_seen or 0) if profile is not None else request.requested_at
+        key, value = self.erased.record(replace(request, requested_at=through))
         self.outbox.add(self.erased.changelog, key, value, partition, owner=partition)
         self.counters.erased_users += 1
         self.receipts.append(receipt(request, partition, profile, found, self.erased, self.settings, worker_state,
-                                     worker_id, self.now, kept_later_profile))
+                                     worker_id, self.now, kept_later_profile, orjson.loads(value)["erased_at"]))
         log.info("erased a user of partition %d (request %s)", partition, request.request_id,
                  extra={"partition": partition})
 

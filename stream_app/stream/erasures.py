@@ -65,10 +65,12 @@ DEAD_LETTER_NOTE = ("Kafka cannot delete single records: these dead letters leav
 
 def receipt(request: ErasureRequest, partition: int, profile: Profile | None, found: bool, erased: ErasedUsers,
             settings: Settings, worker_state: list[str], worker_id: str, now_ms: int,
-            kept_later_profile: bool = False) -> dict[str, Any]:
+            kept_later_profile: bool = False, erased_through: int | None = None) -> dict[str, Any]:
     """The receipt of one erasure, but for Redis's answer and the dead letters (filled in by the worker).
     `kept_later_profile`: a request applied again to a user whose profile began after the recorded erasure, which
-    stays: no tombstone is written and Redis's key is left as it is, so the receipt names neither."""
+    stays: no tombstone is written and Redis's key is left as it is, so the receipt names neither.
+    `erased_through`: the erasure's time as recorded (None for a reset), at or after the request's: the user's events
+    dated at or before it are dropped from now on (the profile's last event, when stamped ahead of the request)."""
     topics = settings.topics
     removed = {} if kept_later_profile else {
         "changelog": {"topic": erased.profile_changelog, "partition": partition, "tombstone": True},
@@ -76,6 +78,7 @@ def receipt(request: ErasureRequest, partition: int, profile: Profile | None, fo
     return {
         "request_id": request.request_id, **({"reset": True} if request.reset else {}),
         "user_id": request.user_id, "requested_at": request.requested_at,
+        **({"erased_through": erased_through} if erased_through is not None else {}),
         "applied_at": now_ms, "worker_id": worker_id, "partition": partition,
         "deleted": {
             "profile_table": {"found": found, "version": profile.version if profile else None,

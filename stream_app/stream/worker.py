@@ -262,7 +262,7 @@ class StreamWorker:
                 # an erased user's key keeps a marker refusing late writes of the erased profile, unless
                 # events dated before the erasure are to be applied again (STREAM_APP_REPLAY_ERASED)
                 erased_at = {} if settings.replay_erased else \
-                    erased_again | {r["user_id"]: r["requested_at"] for r in handler.receipts if not r.get("reset")}
+                    erased_again | {r["user_id"]: r["erased_through"] for r in handler.receipts if not r.get("reset")}
                 redis_existed = await until_done("delete profiles from Redis", self.store.delete_profiles,
                                                  [user_id for user_id, _ in handler.removed], erased_at,
                                                  handler.evicted, handler.now,

@@ -196,9 +196,7 @@ def dead_letter_lines(settings: Settings, rejected: Iterable[LineRejection | Rej
     for count, item in enumerate(rejected, 1):
         numbered = isinstance(item, LineRejection)
         rejection = item.rejection if numbered else item
-        record = rejection.to_record()
-        if numbered:
-            record["source"]["line"] = item.line
+        record = rejection.to_record(line=item.line if numbered else None)
         # keyed by the user, as a worker's dead letters are: a consumer of the topic finds a user's there
         producer.send(settings.topics.dlq, key=rejection.message_key() or None,
                       value=orjson.dumps(record)).add_callback(done.acked).add_errback(done.failed)
