@@ -171,6 +171,19 @@ def test_seen_items_out_leaves_out_what_the_user_had_in_earlier_sessions_too():
                [BATCH_1, batch_2])[1][0] == ["z", "x", "w"]
 
 
+def test_reminders_put_the_running_sessions_last_items_first_then_the_list_without_them():
+    """The session-rec framework's reminders: on a log where users come back to what they just had, a kNN baseline
+    without them was held below what the literature's option reaches (helper-144's review)."""
+    # as in test_sknn_with_session_items_out_ranks_the_rest: C y scores x, y, z, w (x and y are C's session's, the
+    # last y); D w: x and w score; D x: the session's last 2 distinct items are x, w, and nothing else scores
+    model = SKNN(k=3, neighbours=2, sample_size=10, reminders=2, then_popular=lambda: POPULAR)
+    lists = run(model, [BATCH_1, BATCH_2])[1]
+    assert lists[0][:2] == ["y", "x"] and len(lists[0]) == 3 and lists[0][2] in ("z", "w")
+    assert lists[1][:1] == ["w"] and lists[2][:2] == ["x", "w"]
+    assert all(len(listed) == 3 and len(set(listed)) == 3 for listed in lists)
+    assert model.name == "SKNN (k=2, sample 10), session's last 2 first, then popular"
+
+
 def test_sequential_rules_read_a_session_id_as_one_session_across_gaps_as_the_hybrid_does():
     batch_1 = [ev("A", "x", 0, "s1"), ev("A", "y", 90 * MIN, "s1")]  # one session, a gap inside
     batch_2 = [ev("B", "x", 100 * MIN, "s2")]
@@ -209,5 +222,6 @@ def test_sequential_rules_then_the_nearest_texts_fill_a_short_list():
 def test_names_are_distinct():
     models = [CoVisitationUnseen(), RecentThenCoVisitation(), SKNN(), VSKNN(), SequentialRules(),
               SequentialRulesThenText(ContentIndex("v", [], [], np.zeros((0, 2), np.float32))),
-              SequentialRules(then_popular=list), SequentialRules(then_popular=list, session_items_out=True)]
-    assert len({m.name for m in models}) == 8
+              SequentialRules(then_popular=list), SequentialRules(then_popular=list, session_items_out=True),
+              SKNN(reminders=3), VSKNN(reminders=3)]
+    assert len({m.name for m in models}) == 10

@@ -21,7 +21,11 @@ fills its own (`evaluate` gives the hybrid's own popular list, of the same item 
 up, so it can only raise Recall and MRR);
 `session_items_out` leaves out the items of the user's running session (a basket's lines are not bought twice), and
 `seen_items_out` every item the user had (a log where users never have an item twice: the hybrid's ranker learns that
-from the stream, and a baseline tuned to such a log would leave them out). Module is pure: stdlib, numpy and `Event` only. The session-based kNN baselines
+from the stream, and a baseline tuned to such a log would leave them out); `reminders` (n > 0) puts the running
+session's last n distinct items first, most recent first, then the rest of the list: the reminders of Lerche, Jannach
+and Ludewig ("On the value of reminders within e-commerce recommendations", UMAP 2016), an option of the session-rec
+framework's kNN methods, for logs where users come back to what they just had (the hybrid has those items among its
+candidates). Module is pure: stdlib, numpy and `Event` only. The session-based kNN baselines
 (SKNN, V-SKNN) are in `session_knn`, on the `Session` and `SessionBaseline` defined here.
 """
 
@@ -60,6 +64,16 @@ def then_popular(listed: list[str], popular: Iterable[str], k: int, excluded: Co
     return listed + list(fill)
 
 
+def _reminded(listed: list[str], session_items: list[str], count: int, k: int) -> list[str]:
+    """The session's last `count` distinct items (most recent first), then `listed` without them, k in all."""
+    first: dict[str, None] = {}
+    for item in reversed(session_items):
+        first.setdefault(item, None)
+        if len(first) == count:
+            break
+    return [*first, *(item for item in listed if item not in first)][:k]
+
+
 def _without(scores: dict[str, float], exclude: Iterable[str]) -> dict[str, float]:
     """`scores` (changed in place) without the items of `exclude`."""
     for item in exclude:
@@ -87,8 +101,9 @@ class SessionBaseline:
 
     def __init__(self, k: int = 20, session_gap_ms: int = SESSION_GAP_MS,
                  then_popular: Callable[[], Iterable[str]] | None = None, session_items_out: bool = False,
-                 seen_items_out: bool = False):
+                 seen_items_out: bool = False, reminders: int = 0):
         self.k = k
+        self.reminders = reminders
         self.session_gap_ms = session_gap_ms
         self.then_popular = then_popular
         self.session_items_out = session_items_out
@@ -102,6 +117,7 @@ class SessionBaseline:
     def name(self) -> str:
         return (self.label + (", session's items out" if self.session_items_out else "")
                 + (", user's seen items out" if self.seen_items_out else "")
+                + (f", session's last {self.reminders} first" if self.reminders else "")
                 + (", then popular" if self.then_popular is not None else ""))
 
     def begin_batch(self, events: list[Event], epoch: int | None = None) -> None:
@@ -124,6 +140,8 @@ class SessionBaseline:
         session = self._session(event)
         self._pending.append((session.sid, event.item_id))
         listed = self._recommend(event, session)
+        if self.reminders:
+            listed = _reminded(listed, session.items, self.reminders, self.k)
         if self.then_popular is not None and len(listed) < self.k:
             listed = then_popular(listed, self.then_popular(), self.k, self._excluded(event, session))
         return listed

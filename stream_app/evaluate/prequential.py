@@ -45,6 +45,9 @@ from .models import SOURCE_WEIGHTS, ItemJustSeen, Model, MostPopular, RiverMF, S
 from .rules_then_text import SequentialRulesThenText
 from .session_knn import SKNN, VSKNN
 
+#: The running session's items the kNN rows with reminders put first (session-rec's default number of reminders).
+REMINDERS = 3
+
 
 def models_to_run(settings: Settings, k: int, baselines: bool, light: bool, encoder: Encoder | None,
                   shadow: Encoder | None, content: ContentIndex | None,
@@ -67,10 +70,14 @@ def models_to_run(settings: Settings, k: int, baselines: bool, light: bool, enco
     out = {**filled, "session_items_out": True}
     # and where no user has an item twice (a rating log), leaving out all the user had: the hybrid learns it
     seen_out = {**filled, "seen_items_out": True}
+    # and where users come back to what they just had, the session-rec framework's reminders (helper-144's review
+    # found SKNN with them the best other row on the synthetic log)
+    reminded = {**filled, "reminders": REMINDERS}
     with_text = [SequentialRulesThenText(content, k, **filled)] if content is not None else []
     if baselines and light:
         models += [*(s for s in single_sources if s.source in ("content", "sequential rules")),
-                   SequentialRules(k, **filled), SequentialRules(k, **out), *with_text]
+                   SequentialRules(k, **filled), SequentialRules(k, **out), VSKNN(k, idf_weight=1.0, **out),
+                   *with_text]
     elif baselines:
         models += [StreamAppModel(settings.replace(drift_handling=not settings.drift_handling), encoder=encoder,
                                   content=content,
@@ -83,7 +90,7 @@ def models_to_run(settings: Settings, k: int, baselines: bool, light: bool, enco
                    ItemJustSeen(), MostPopular(k), MostPopular(k, window_events=10_000),
                    RiverMF("FunkMF", k), RiverMF("BiasedMF", k),
                    CoVisitationUnseen(k, **filled), RecentThenCoVisitation(k, **filled),
-                   *(knn(k, **options) for options in (filled, out, seen_out)
+                   *(knn(k, **options) for options in (filled, out, seen_out, reminded)
                      for knn in (SKNN, functools.partial(VSKNN, idf_weight=0.0), functools.partial(VSKNN, idf_weight=1.0))),
                    SequentialRules(k, **filled), SequentialRules(k, **out), SequentialRules(k, **seen_out), *with_text]
     return hybrid, models
@@ -180,8 +187,8 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
     only" row runs without; `shadow` adds a row for a second version. With `content` (the item
     catalogue's text vectors) the stream-app rows use it and a "no content" row runs without. Only
     events at or after `judge_from_ts` are judged (all are learned): set it to the encoder's training
-    cutoff when the log overlaps its training data. `light`: only the stream-app rows, the content and
-    sequential-rules sources alone and the sequential-rules baseline (for long logs). `in_time_order`: `events`
+    cutoff when the log overlaps its training data. `light` (long logs): the stream-app rows, the content and
+    sequential-rules sources alone, sequential rules and V-SKNN (IDF, session out), the shop log's best others. `in_time_order`: `events`
     (a sized iterable) come in time order and are taken one epoch at a time (`ordering.rounds`), not held."""
     settings = settings.replace(rec_policy="every", top_k=k)  # every event is judged by the next one
     hybrid, models = models_to_run(settings, k, baselines, light, encoder, shadow, content, record)
