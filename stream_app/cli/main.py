@@ -268,7 +268,8 @@ def add_bench_command(sub: argparse._SubParsersAction) -> None:
                         "events and print both rates and their ratio")
     b.add_argument("--rounds", type=arg.count, default=1, metavar="N",
                    help="with --baseline at full speed: run the plain app and stream-app N times each, which goes "
-                        "first alternating, and print every round's ratio and their median (default 1)")
+                        "first in the order ABBA (an even N gives each order as often), and print every round's "
+                        "ratio and their median (default 1)")
     b.add_argument("--workers", type=arg.worker_counts, default=(1,), metavar="N[,N...]",
                    help="worker group sizes to run one after the other, e.g. 1,2,4 for a scale-out curve (default 1)")
     b.add_argument("--keep", action="store_true", help=KEEP_HELP)

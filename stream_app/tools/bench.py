@@ -8,7 +8,7 @@ timestamp). At full speed the latency is mostly time spent queued behind the bac
 
 `--baseline` first runs a plain Faust app (tools/plain_app.py) through the same steps on the same
 events, and prints both rates and their ratio; with `--rounds N` the two run N times each, which goes first
-alternating (a shared machine's speed drifts within minutes), and the ratios' median and range close the
+in the order ABBA (a shared machine's speed drifts within minutes), and the ratios' median and range close the
 output. `--workers 1,2,4` runs the worker group at each size (a scale-out curve). Each run has its own
 namespace: the same events, no shared state.
 """
@@ -49,18 +49,21 @@ LOG_GAP_MS = 200.0
 
 
 def synthetic_events(n: int, users: int, items: int, seed: int = 7, start_ms: int = 1_700_000_000_000,
-                     prefix: str = "bench", gap_ms: float = LOG_GAP_MS) -> list[dict[str, Any]]:
-    """A simple, reproducible stream for load: Zipf item popularity, a funnel of event types, event times
-    `gap_ms` apart on average."""
+                     prefix: str = "bench", gap_ms: float = LOG_GAP_MS, id_prefix: str = "") -> list[dict[str, Any]]:
+    """A simple, reproducible stream for load: Zipf item popularity (cut at `items`), a funnel of event types, event
+    times `gap_ms` apart on average; ids `u<n>` and `i<n>` after `id_prefix`."""
     rng = np.random.default_rng(seed)
     user_ids = rng.integers(0, users, size=n)
-    item_ids = np.minimum(rng.zipf(1.3, size=n) - 1, items - 1)
+    item_ids = rng.zipf(1.3, size=n) - 1
+    while (beyond := item_ids >= items).any():  # a Zipf law cut at `items`: clipped, its tail made the last item hot
+        item_ids[beyond] = rng.zipf(1.3, size=int(beyond.sum())) - 1
     kinds = rng.choice(3, size=n, p=[0.5, 0.45, 0.05])
     ts = start_ms + np.cumsum(rng.exponential(gap_ms, size=n)).astype(np.int64)  # whole ms, the mean gap kept
     names = ("browse", "click", "purchase")
     out = []
     for i in range(n):
-        event = {"event_id": f"{prefix}-{i}", "user_id": f"u{user_ids[i]}", "item_id": f"i{item_ids[i]}",
+        event = {"event_id": f"{prefix}-{i}", "user_id": f"{id_prefix}u{user_ids[i]}",
+                 "item_id": f"{id_prefix}i{item_ids[i]}",
                  "type": names[kinds[i]], "ts": int(ts[i]), "category": f"c{item_ids[i] % 50}",
                  "schema_version": 1}
         if kinds[i] == 2:
@@ -124,7 +127,9 @@ def measure(settings: Settings, output: str, events: list[dict[str, Any]], rate:
     """The warm-up, then the events; the output read once every input is committed (a reader running
     meanwhile would take CPU from the workers; each output record carries its publication time).
     `stages`: also read the workers' input-stage histograms over the events (not the warm-up)."""
-    warmup = synthetic_events(200, 50, 100, seed=1, prefix="warmup", start_ms=events[0]["ts"] - 3_600_000)
+    # users and items of their own: the measured events' hottest would otherwise have profiles and item state already
+    warmup = synthetic_events(200, 50, 100, seed=1, prefix="warmup", start_ms=events[0]["ts"] - 3_600_000,
+                              id_prefix="warmup-")
     committed(settings, produce_events(settings, warmup).marks, timeout, processes)
     rss_warm = rss_bytes(rss_pid) if rss_pid is not None else None  # the warm-up's one-off growth is not per user
     before = [scrape(f"{p.url}/metrics") for p in processes] if stages else []
@@ -135,14 +140,33 @@ def measure(settings: Settings, output: str, events: list[dict[str, Any]], rate:
     started, produced = min(sent_ms.values()) / 1000, max(sent_ms.values()) / 1000
     committed(settings, marks, timeout, processes)
     with TopicReader(settings.kafka_bootstrap_servers, output, settings.kafka_security) as reader:
-        reader.read_until(len(warmup) + len(events), timeout)
-        measured = [r for r in reader.records if orjson.loads(r.value)["trigger_event_id"] in sent_ms]
+        measured = read_each_trigger(reader, sent_ms, len(warmup) + len(events), timeout)
     last_publish = max(r.timestamp for r in measured) / 1000
     after = [scrape(f"{p.url}/metrics") for p in processes] if stages else []
     return Measured(len(events), last_publish - started, max(produced - started, 1e-3), latency_summary(sent_ms, measured),
                     stage_quantiles(before, after) if stages else None, late_events(before, after) if stages else None,
                     gc_pauses(before, after) if stages else None, profiles_taken_up(before, after) if stages else None,
                     rss_warm)
+
+
+def read_each_trigger(reader: TopicReader, sent_ms: Mapping[str, float], at_least: int, timeout: float) -> list[Any]:
+    """The output records of the events sent (`sent_ms`), the first of each: read until every event has one, not
+    until a count of records (a record published twice, at-least-once, would end the read before the last one)."""
+    reader.read_until(at_least, timeout)
+    deadline, first = time.monotonic() + timeout, {}
+    read = 0
+    while True:
+        for record in reader.records[read:]:
+            trigger = orjson.loads(record.value)["trigger_event_id"]
+            if trigger in sent_ms:
+                first.setdefault(trigger, record)
+        read = len(reader.records)
+        if len(first) == len(sent_ms):
+            return list(first.values())
+        if time.monotonic() > deadline:
+            raise ServiceTimeout(f"read outputs of {len(first):,} of the {len(sent_ms):,} events sent from "
+                                 f"{reader.topic} in {timeout:.0f}s")
+        reader.poll()
 
 
 @dataclass
@@ -257,7 +281,7 @@ def run_bench(n: int, users: int, items: int, timeout: float, rate: float | None
               + ", ".join(f"{k} worker{'s' if k > 1 else ''}" for k in worker_counts)
               + f", batches of up to {run.settings.batch_max}, "
               + (f"sequence encoder {version} live (one onnxruntime call per batch)" if version else "no encoder")
-              + (f", {rounds} rounds alternating which runs first" if rounds > 1 else ""))
+              + (f", {rounds} rounds, which runs first in the order ABBA" if rounds > 1 else ""))
         if rounds > 1:
             print_rounds([run_round(run, events, timeout, version, worker_counts[0], number, rounds)
                           for number in range(rounds)])
@@ -288,11 +312,18 @@ def run_workers(run: Run, settings: Settings, count: int, events: list[dict[str,
     return result
 
 
+def plain_app_first(number: int) -> bool:
+    """Does round `number` (from 0) run the plain app first: ABBA, rounds 1 and 4 of each four, so an even count of
+    rounds gives each order as often and a drift of the machine's speed over the run favours neither (alternating,
+    rounds 1 and 3 of 3 ran it first; an odd count still leaves one more)."""
+    return number % 4 in (0, 3)
+
+
 def run_round(run: Run, events: list[dict[str, Any]], timeout: float, version: str | None, count: int,
               number: int, rounds: int) -> tuple[float, float]:
-    """One pair of full-speed runs in namespaces of their own, the plain app first in even rounds: (its events/s,
-    the workers')."""
-    plain_first = number % 2 == 0
+    """One pair of full-speed runs in namespaces of their own, in `plain_app_first`'s order: (its events/s, the
+    workers')."""
+    plain_first = plain_app_first(number)
     print(f"  round {number + 1} of {rounds}, {'the plain app' if plain_first else 'stream-app'} first:")
     tag = f"r{number + 1}"
     plain = run_plain(run, events, None, timeout, tag) if plain_first else None
@@ -337,7 +368,8 @@ def print_measured(label: str, result: Measured, rate: float | None, plain: Meas
     print(f"    throughput: {result.rate:,.0f} events/s{versus} (first event sent -> last recommendation "
           f"published, {result.seconds:.2f}s)")
     print(f"    latency event -> recommendation: p50 {lat['p50_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms "
-          f"(over {lat['count']} recommendations"
+          f"(the event's send to its recommendation's record timestamp, taken as the worker hands it to its producer, "
+          f"before the broker stores it; over {lat['count']} recommendations"
           + ("; at full speed events queue behind the backlog)" if rate is None else ")"))
     if result.stages:
         print("    where it goes (the workers' histograms, from the input record's Kafka timestamp, p50 / p99): "
@@ -361,7 +393,7 @@ def print_measured(label: str, result: Measured, rate: float | None, plain: Meas
 
 STAGE_NAMES = {"read": "read by its reader", "delivered": "delivered by Faust's consumer",
                "ordered": "released in event-time order", "taken": "taken into a batch",
-               "published": "recommendation delivered"}
+               "published": "its batch done (outputs acknowledged, Redis written, offsets committed)"}
 
 
 def rss_bytes(pid: int) -> int | None:
