@@ -170,8 +170,8 @@ def add_evaluate_command(sub: argparse._SubParsersAction) -> None:
                     help="with --items: the content model version (default: latest)")
     ev.add_argument("--light", action="store_true",
                     help="only the stream-app rows, content and sequential rules alone, the sequential-rules "
-                         "baseline (also without the session's items), V-SKNN (IDF, without the session's items) and, with --items, sequential rules then "
-                         "similar text (for long logs)")
+                         "baseline (also without the session's items), V-SKNN (IDF, without the session's items) "
+                         "and, with --items, sequential rules then similar text (for long logs)")
     ev.add_argument("--no-baselines", action="store_true", default=argparse.SUPPRESS,
                     help="with --via-kafka: the in-process pass runs the stream-app row only (the baselines "
                          "cost most of a long log's time)")

@@ -188,8 +188,8 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
     catalogue's text vectors) the stream-app rows use it and a "no content" row runs without. Only
     events at or after `judge_from_ts` are judged (all are learned): set it to the encoder's training
     cutoff when the log overlaps its training data. `light` (long logs): the stream-app rows, the content and
-    sequential-rules sources alone, sequential rules and V-SKNN (IDF, session out), the shop log's best others. `in_time_order`: `events`
-    (a sized iterable) come in time order and are taken one epoch at a time (`ordering.rounds`), not held."""
+    sequential-rules sources alone, sequential rules and V-SKNN (IDF, session out). `in_time_order`: `events` (a
+    sized iterable) come in time order and are taken one epoch at a time (`ordering.rounds`), not held."""
     settings = settings.replace(rec_policy="every", top_k=k)  # every event is judged by the next one
     hybrid, models = models_to_run(settings, k, baselines, light, encoder, shadow, content, record)
     events = events if isinstance(events, Sized) else list(events)
