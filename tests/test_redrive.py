@@ -285,3 +285,29 @@ def test_bad_records_of_the_items_topic_are_dead_lettered_once_across_the_worker
     again = [orjson.loads(r.value) for r in read_all(settings.kafka_bootstrap_servers, t.dlq, 4)]
     assert sorted(letter["reason"] for letter in again) == [
         "invalid_json", "key_mismatch", "schema_violation", "schema_violation"]
+
+
+def test_a_letter_written_twice_by_a_redone_batch_is_sent_again_once(monkeypatch):
+    """At-least-once: a batch redone after a crash writes its dead letters again (the same letter_id); a redrive sent
+    the input once per copy (helper-143)."""
+    from types import SimpleNamespace
+
+    from kafka import TopicPartition
+
+    from stream_app.tools import redrive as redrive_module
+
+    settings = Settings()
+    payload = orjson.dumps(_event("k1", "u1"))
+    letter = Rejection("key_mismatch", "why", Source(settings.topics.click, 0, 5), b"u2", payload).to_record()
+    other = Rejection("key_mismatch", "why", Source(settings.topics.click, 0, 6), b"u2", payload).to_record()
+    records = [SimpleNamespace(value=orjson.dumps(found), key=b"u2", partition=0, offset=offset)
+               for offset, found in enumerate((letter, {**letter, "rejected_at": 9}, other))]
+    tp = TopicPartition(settings.topics.dlq, 0)
+    monkeypatch.setattr(redrive_module, "positions", lambda settings, reasons: {r: {} for r in reasons})
+    monkeypatch.setattr(redrive_module, "read_range", lambda settings, topic, from_offsets: (records, {tp: 0}, {tp: 3}))
+    monkeypatch.setattr(redrive_module.ErasureCheck, "read",
+                        classmethod(lambda cls, settings: SimpleNamespace(add=lambda resend: None,
+                                                                          holds_back=lambda resend, key: False)))
+    summary = redrive(settings, {"key_mismatch"}, dry_run=True)
+    assert summary.sent == {settings.topics.click: 2}  # the letter once, and the other input's letter
+    assert sum(summary.left.values()) == 1 and "redone batch" in next(iter(summary.left))

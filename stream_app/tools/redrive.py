@@ -240,6 +240,7 @@ def redrive(settings: Settings, reasons: set[str], from_start: bool = False, dry
                 done[tp.partition] = 0
                 summary.restarted.add(tp.partition)
     candidates: list[tuple[Resend, bytes | None, int, int]] = []
+    letter_ids: set[str] = set()  # a letter written again by a redone batch (at-least-once) is sent once
     for record in records:
         try:
             letter = orjson.loads(record.value)
@@ -253,7 +254,11 @@ def redrive(settings: Settings, reasons: set[str], from_start: bool = False, dry
             summary.sent_before += 1
         elif isinstance(resend := resend_of(letter, record.key, settings), str):
             summary.left[resend] += 1
+        elif letter.get("letter_id") in letter_ids:
+            summary.left["a copy of a letter read already (its letter_id: written again by a redone batch)"] += 1
         else:
+            if isinstance(letter.get("letter_id"), str):
+                letter_ids.add(letter["letter_id"])
             resend = replace(resend, letter=f"{settings.topics.dlq}/{record.partition}/{record.offset}")
             candidates.append((resend, record.key, record.partition, record.offset))
     erasures = ErasureCheck.read(settings) if candidates else None
