@@ -131,6 +131,7 @@ def test_through_kafka_with_content_every_list_equals_the_in_process_pass(conten
     assert set(result["other_rows"]) == {"stream-app, no content", "content only, then popular", "sequential rules only, then popular",
                                          "sequential rules (steps 10), then popular",
                                          "sequential rules (steps 10), session's items out, then popular",
+                                         "V-SKNN (k=100, sample 500, idf), session's items out, then popular",
                                          "sequential rules (steps 10), then similar text, then popular"}
     best = max(((name, row) for name, row in result["other_rows"].items() if not name.startswith("stream-app")),
                key=lambda named: named[1]["recall@20"])

@@ -153,8 +153,7 @@ def read_each_trigger(reader: TopicReader, sent_ms: Mapping[str, float], at_leas
     """The output records of the events sent (`sent_ms`), the first of each: read until every event has one, not
     until a count of records (a record published twice, at-least-once, would end the read before the last one)."""
     reader.read_until(at_least, timeout)
-    deadline, first = time.monotonic() + timeout, {}
-    read = 0
+    deadline, first, read = time.monotonic() + timeout, {}, 0
     while True:
         for record in reader.records[read:]:
             trigger = orjson.loads(record.value)["trigger_event_id"]
@@ -313,9 +312,8 @@ def run_workers(run: Run, settings: Settings, count: int, events: list[dict[str,
 
 
 def plain_app_first(number: int) -> bool:
-    """Does round `number` (from 0) run the plain app first: ABBA, rounds 1 and 4 of each four, so an even count of
-    rounds gives each order as often and a drift of the machine's speed over the run favours neither (alternating,
-    rounds 1 and 3 of 3 ran it first; an odd count still leaves one more)."""
+    """Does round `number` (from 0) run the plain app first: ABBA, so an even count of rounds gives each order as often
+    and a drift of the machine's speed favours neither (alternating, rounds 1 and 3 of 3 ran it first)."""
     return number % 4 in (0, 3)
 
 
@@ -412,7 +410,7 @@ def print_memory(settings: Settings, events: list[dict[str, Any]], rss_ready: in
     """Bytes per user profile (its changelog record, its Redis hash) and the worker's RSS growth."""
     users = {e["user_id"] for e in events}
     items = {e["item_id"] for e in events}
-    sizes = profile_sizes(settings, sorted(users)[:500])
+    sizes = profile_sizes(settings, sorted(users)[:500], users)
     print(f"  memory: a user profile {sizes['changelog']:,.0f} bytes in the table's changelog (the latest record "
           f"per user, {sizes['profiles']} profiles), {sizes['redis']:,.0f} bytes in Redis (MEMORY USAGE, "
           f"{sizes['sampled']} sampled)")
@@ -428,13 +426,16 @@ def print_memory(settings: Settings, events: list[dict[str, Any]], rss_ready: in
                  "further, so the figure per 100k users counts its share as if it did" if cache else ""))
 
 
-def profile_sizes(settings: Settings, sample: list[str]) -> dict[str, float]:
-    """The mean latest changelog record of a profile, and the mean Redis MEMORY USAGE of sampled ones."""
+def profile_sizes(settings: Settings, sample: list[str], users: set[str]) -> dict[str, float]:
+    """The mean latest changelog record of a profile of `users` (not the warm-up's), and the mean Redis MEMORY USAGE
+    of the sampled ones."""
     from ..store.redis_store import profile_key
     from ..stream.worker import PROFILE_TABLE
 
-    latest: dict[bytes, int] = {}
+    latest, wanted = {}, {user.encode() for user in users}
     for record in read_to_end(settings, f"{settings.group_id}-{PROFILE_TABLE}-changelog"):
+        if record.key not in wanted:
+            continue
         if record.value is None:
             latest.pop(record.key, None)
         else:
