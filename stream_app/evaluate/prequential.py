@@ -40,6 +40,7 @@ from ..tools.recorded import OnlineRetailStats
 from ..tools.replay import gate
 from ..tools.sorted_log import RUN_EVENTS, LimitCut, SortedLog
 from .baselines import CoVisitationUnseen, RecentThenCoVisitation, SequentialRules
+from .ceiling import GeneratorCeiling, ceiling_for
 from .metrics import COLD_START, PopularityPercentiles, Scoreboard, profile_accuracy
 from .models import SOURCE_WEIGHTS, ItemJustSeen, Model, MostPopular, RiverMF, SingleSource, StreamAppModel
 from .rules_then_text import SequentialRulesThenText
@@ -51,9 +52,9 @@ REMINDERS = 3
 
 def models_to_run(settings: Settings, k: int, baselines: bool, light: bool, encoder: Encoder | None,
                   shadow: Encoder | None, content: ContentIndex | None,
-                  record: bool) -> tuple[StreamAppModel, list[Model]]:
+                  record: bool, truth: dict[str, Any] | None = None) -> tuple[StreamAppModel, list[Model]]:
     """The stream-app model as configured, and every row of the evaluation, that one first (see
-    `evaluate_events`)."""
+    `evaluate_events`), and last, with a synthetic log's `truth`, its generator's ceiling (ceiling.py)."""
     hybrid = StreamAppModel(settings, encoder=encoder, record=record, content=content, expects_scans=True)
     models: list[Model] = [hybrid]
     if encoder is not None:
@@ -93,7 +94,8 @@ def models_to_run(settings: Settings, k: int, baselines: bool, light: bool, enco
                    *(knn(k, **options) for options in (filled, out, seen_out, reminded)
                      for knn in (SKNN, functools.partial(VSKNN, idf_weight=0.0), functools.partial(VSKNN, idf_weight=1.0))),
                    SequentialRules(k, **filled), SequentialRules(k, **out), SequentialRules(k, **seen_out), *with_text]
-    return hybrid, models
+    ceiling = ceiling_for(truth, k)
+    return hybrid, models + ([ceiling] if ceiling is not None else [])
 
 
 class Reachable:
@@ -191,7 +193,7 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
     sequential-rules sources alone, sequential rules and V-SKNN (IDF, session out). `in_time_order`: `events` (a
     sized iterable) come in time order and are taken one epoch at a time (`ordering.rounds`), not held."""
     settings = settings.replace(rec_policy="every", top_k=k)  # every event is judged by the next one
-    hybrid, models = models_to_run(settings, k, baselines, light, encoder, shadow, content, record)
+    hybrid, models = models_to_run(settings, k, baselines, light, encoder, shadow, content, record, truth)
     events = events if isinstance(events, Sized) else list(events)
     window = max(20, len(events) // 60) if window is None else window
     boards = {m.name: Scoreboard(k, window) for m in models}
@@ -250,7 +252,7 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
         "models": {name: {**board.summary(catalog), "events_per_s": n / spent[name] if spent[name] else None}
                    for name, board in boards.items()},
     }
-    _mark_rows(models, result["models"])
+    _mark_rows(models, result)
     if record:
         result["recorded"] = hybrid.recorded
         result["profiles"] = hybrid.profiles
@@ -260,10 +262,15 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
     return result
 
 
-def _mark_rows(models: list[Any], rows: dict[str, dict[str, Any]]) -> None:
+def _mark_rows(models: list[Any], result: dict[str, Any]) -> None:
     """A filled row of a source with nothing to work from shows popular items only; a row that ranks the stream-app
-    row's candidates has no events/s of its own (its time is mostly that row's)."""
+    row's candidates has no events/s of its own (its time is mostly that row's). The generator's ceiling is no row:
+    it goes to "ceiling" (None: the log is not the one its truth's settings draw)."""
+    rows = result["models"]
     for model in models:
+        if isinstance(model, GeneratorCeiling):
+            row = rows.pop(model.name)
+            result["ceiling"] = {"name": model.name, **row} if model.fits else None
         if isinstance(model, SingleSource) and not model.proposed:
             rows[model.name]["source_proposed_nothing"] = True
         if isinstance(model, SingleSource) and model.reuses_candidates:

@@ -103,7 +103,22 @@ def facts(result: dict[str, Any]) -> list[str]:
                      f"highest Recall a model that recommends only items it has seen can reach; {own:,} "
                      f"({own / of:.4f}) on one the user had; {recent:,} ({recent / of:.4f}) on one of the user's "
                      f"{result['k']} most recent distinct items")
-    return lines
+    return lines + _ceiling_said(result)
+
+
+def _ceiling_said(result: dict[str, Any]) -> list[str]:
+    """The synthetic log's ceiling (evaluate/ceiling.py) and the stream-app row's share of it; [] without a truth."""
+    if "ceiling" not in result:
+        return []
+    ceiling, k = result["ceiling"], result["k"]
+    if ceiling is None:
+        return ["ceiling: not worked out: the log is not the one its ground truth's settings draw (another log, or "
+                "one another release's `stream-app synth` wrote)"]
+    recall = ceiling[f"recall@{k}"]
+    hybrid = result["models"].get("stream-app")
+    share = f"; the stream-app row reaches {hybrid[f'recall@{k}'] / recall:.1%} of it" if hybrid and recall else ""
+    return [f"ceiling: Recall@{k} {recall:.4f}, MRR@{k} {ceiling[f'mrr@{k}']:.4f} for {ceiling['name']} (the settings "
+            f"of `stream-app synth` in the ground truth): no model that learns from the log can expect more{share}"]
 
 
 def _none_applied(result: dict[str, Any]) -> str:

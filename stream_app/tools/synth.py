@@ -24,6 +24,10 @@ import orjson
 from ..errors import StreamAppError
 
 DAY_MS = 24 * 3600 * 1000
+#: A session's steps: 1 + Poisson(STEPS_MEAN). A step's funnel: a browse, then a click with CLICK_P, then a cart
+#: with CART_P, then an order with ORDER_P (evaluate/ceiling.py reads the same numbers).
+STEPS_MEAN = 4
+CLICK_P, CART_P, ORDER_P = 0.45, 0.2, 0.4
 
 
 @dataclass(frozen=True)
@@ -190,7 +194,7 @@ def _session(world: World, user: _User, start: int, rng: np.random.Generator) ->
         n += 1
         ts += int(rng.exponential(40_000)) + 1000
 
-    for _ in range(1 + int(rng.poisson(4))):
+    for _ in range(1 + int(rng.poisson(STEPS_MEAN))):
         step_leaf = int(world.complement[leaf]) if rng.random() < c.complement_prob else leaf
         item = world.pick_item(step_leaf, ts, user.seen if c.no_repeat else None)
         if item is None:
@@ -198,20 +202,20 @@ def _session(world: World, user: _User, start: int, rng: np.random.Generator) ->
         if c.no_repeat:  # the same funnel draws, one event of the deepest stage reached
             user.seen.add(item)
             kind, stage = "browse", None
-            if rng.random() < 0.45:
+            if rng.random() < CLICK_P:
                 kind = "click"
-                if rng.random() < 0.2:
+                if rng.random() < CART_P:
                     kind, stage = "purchase", "cart"
-                    if rng.random() < 0.4:
+                    if rng.random() < ORDER_P:
                         stage = "order"
             emit(item, kind, stage)
             continue
         emit(item, "browse")
-        if rng.random() < 0.45:
+        if rng.random() < CLICK_P:
             emit(item, "click")
-            if rng.random() < 0.2:
+            if rng.random() < CART_P:
                 emit(item, "purchase", "cart")
-                if rng.random() < 0.4:
+                if rng.random() < ORDER_P:
                     emit(item, "purchase", "order")
     return out
 

@@ -1,0 +1,88 @@
+"""The synthetic log's ceiling: its generator's own next-event probabilities (evaluate/ceiling.py)."""
+
+import doctest
+import math
+
+import orjson
+import pytest
+
+from stream_app.config import Settings
+from stream_app.core.events import Event
+from stream_app.evaluate import ceiling as ceiling_module
+from stream_app.evaluate.ceiling import NAME, GeneratorCeiling, ceiling_for, session_end_chance
+from stream_app.evaluate.prequential import evaluate_log
+from stream_app.evaluate.tables import table
+from stream_app.evaluate.via_kafka import compare_to_best
+from stream_app.tools.synth import CLICK_P, STEPS_MEAN, SynthConfig, generate, truth_path, write
+
+
+def test_the_docstring_example_runs():
+    assert doctest.testmod(ceiling_module).failed == 0
+
+
+def test_a_sessions_end_chance_is_the_poisson_hazard_of_its_step_count():
+    assert session_end_chance(1) == pytest.approx(math.exp(-STEPS_MEAN))  # one step: Poisson(4) drew 0
+    second = math.exp(-STEPS_MEAN) * STEPS_MEAN / (1 - math.exp(-STEPS_MEAN))
+    assert session_end_chance(2) == pytest.approx(second)
+    assert session_end_chance(3) > session_end_chance(2)  # the longer a session ran, the likelier its end
+    assert session_end_chance(40) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_after_a_browse_the_item_itself_comes_first_and_after_an_order_it_need_not():
+    config = SynthConfig(events=3000, seed=5)
+    events, _users = generate(config)
+    ceiling = GeneratorCeiling(config, k=20)
+    firsts: dict[str, list[bool]] = {"browse": [], "order": []}
+    for raw in events:
+        event = Event.from_dict(raw)
+        listed = ceiling.learn(event)
+        kind = event.stage if event.type == "purchase" else event.type
+        if kind in firsts:
+            firsts[kind].append(listed[0] == event.item_id)
+    assert ceiling.fits
+    assert all(firsts["browse"]) and CLICK_P > 0.4  # its click is likelier than any other item
+    assert not all(firsts["order"])  # an order ends its funnel: the item is only as likely as its popularity says
+
+
+def test_with_no_repeats_the_ceiling_never_lists_an_item_the_user_had():
+    config = SynthConfig(events=2000, seed=5, no_repeat=True)
+    events, _users = generate(config)
+    ceiling = GeneratorCeiling(config, k=20)
+    had: dict[str, set[str]] = {}
+    for raw in events:
+        had.setdefault(raw["user_id"], set()).add(raw["item_id"])
+        assert not had[raw["user_id"]] & set(ceiling.learn(Event.from_dict(raw)))
+
+
+def test_the_ceiling_is_printed_beside_the_table_above_the_hybrid_and_never_taken_for_the_best_baseline(tmp_path):
+    log = tmp_path / "log.jsonl"
+    write(SynthConfig(events=4000, seed=3), log)
+    result = evaluate_log(log, "jsonl", Settings(), truth_path=truth_path(log))
+    assert NAME not in result["models"]
+    ceiling, hybrid = result["ceiling"], result["models"]["stream-app"]
+    assert ceiling["judged"] == hybrid["judged"]  # the same judged events
+    assert ceiling["recall@20"] > hybrid["recall@20"]
+    best = compare_to_best(hybrid, result["models"], 20)
+    assert best["row"] != NAME
+    said = table(result)
+    assert f"ceiling: Recall@20 {ceiling['recall@20']:.4f}" in said
+    assert f"reaches {hybrid['recall@20'] / ceiling['recall@20']:.1%} of it" in said
+
+
+def test_a_log_its_truths_settings_do_not_draw_gets_no_ceiling_and_is_told_so(tmp_path):
+    log = tmp_path / "log.jsonl"
+    write(SynthConfig(events=3000, seed=3), log)
+    lines = log.read_bytes().splitlines()
+    changed = orjson.loads(lines[100])
+    changed["item_id"] = "i0" if changed["item_id"] != "i0" else "i1"
+    lines[100] = orjson.dumps(changed)
+    log.write_bytes(b"\n".join(lines) + b"\n")
+    result = evaluate_log(log, "jsonl", Settings(), truth_path=truth_path(log), light=True)
+    assert result["ceiling"] is None
+    assert "ceiling: not worked out: the log is not the one its ground truth's settings draw" in table(result)
+
+
+def test_no_ceiling_without_the_generators_settings():
+    assert ceiling_for(None, 20) is None
+    assert ceiling_for({"users": {}}, 20) is None
+    assert ceiling_for({"users": {}, "config": {"a_setting_of_another_release": 1}}, 20) is None
