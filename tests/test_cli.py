@@ -131,7 +131,7 @@ def test_evaluate_picks_up_the_logs_ground_truth_and_writes_json_and_html(tmp_pa
     assert f"full results: {out_json}" in done.stdout and f"report: {out_html}" in done.stdout
     page = out_html.read_text()
     assert "Profile accuracy" in page and all(html.escape(name) in page for name in result["models"])
-    assert result["ceiling"]["recall@20"] > 0 and "ceiling: Recall@20" in page and "ceiling: Recall@20" in done.stdout
+    assert result["ceiling"]["recall@20"] > 0 and "Ceiling: Recall@20" in page and "ceiling: Recall@20" in done.stdout
 
 
 @pytest.mark.integration
