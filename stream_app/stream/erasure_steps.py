@@ -145,9 +145,20 @@ class ErasureSteps:
         log.info("reset the profile of a user of partition %d (request %s)", partition, request.request_id,
                  extra={"partition": partition})
 
+    def redis_erasures(self, erased_again: dict[str, int]) -> dict[str, int]:
+        """User -> erasure time, for the markers of the users this batch's erasures removed (`erased_again`: those
+        `erase_restored` removed): none if events dated before an erasure are to be applied again
+        (STREAM_APP_REPLAY_ERASED). Not of a request that kept a later profile: it removed nothing, and its time,
+        sent with an idle eviction of that user later in the batch, had Redis keep the evicted profile, unmarked."""
+        if self.settings.replay_erased:
+            return {}
+        return erased_again | {sent["user_id"]: sent["erased_through"] for sent in self.receipts
+                               if not sent.get("reset") and not sent["deleted"].get("kept_later_profile")}
+
     def send_receipts(self, redis_existed: dict[str, bool]) -> None:
         for sent in self.receipts:  # with what Redis answered (`delete_profiles`; once per user)
-            sent["deleted"]["redis"]["existed"] = redis_existed.pop(sent["user_id"], False)
+            if not sent["deleted"].get("kept_later_profile"):  # it left Redis's key (to an eviction, if any)
+                sent["deleted"]["redis"]["existed"] = redis_existed.pop(sent["user_id"], False)
             self.outbox.add(self.settings.topics.erasure_receipts, sent["user_id"].encode(), orjson.dumps(sent))
 
     def erased_before(self, event: Event) -> bool:

@@ -259,12 +259,10 @@ class StreamWorker:
                                          self.learner_table.changelog_topic_name)
             redis_existed: dict[str, bool] = {}
             if handler.removed:  # Redis first: a crash before the tombstones are stored removes them again on the re-run
-                # an erased user's key keeps a marker refusing late writes of the erased profile, unless
-                # events dated before the erasure are to be applied again (STREAM_APP_REPLAY_ERASED)
-                erased_at = {} if settings.replay_erased else \
-                    erased_again | {r["user_id"]: r["erased_through"] for r in handler.receipts if not r.get("reset")}
+                # an erased user's key keeps a marker refusing late writes of the erased profile
                 redis_existed = await until_done("delete profiles from Redis", self.store.delete_profiles,
-                                                 [user_id for user_id, _ in handler.removed], erased_at,
+                                                 [user_id for user_id, _ in handler.removed],
+                                                 handler.redis_erasures(erased_again),
                                                  handler.evicted, handler.now,
                                                  on_retry=self.retrying("redis_retries", "Redis"))
             # every erasure's receipt, also of one that removed nothing (a profile kept as begun after it)
