@@ -53,16 +53,20 @@ def at_least(minimum: int, kind: Callable[[str], Any] = int) -> Callable[[str], 
     return convert
 
 
-def fraction(text: str) -> float:
-    """An argparse type: a number strictly between 0 and 1."""
+def fraction(text: str, of: str = "a share of the log's time span") -> float:
+    """An argparse type: a number strictly between 0 and 1 (`of`: what it is a share of, for the message)."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, not {text!r}") from None
     if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (a share of the log's time span), "
-                                         f"not {text}")
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 ({of}), not {text}")
     return value
+
+
+def events_share(text: str) -> float:
+    """An argparse type: a share of the log's events, strictly between 0 and 1."""
+    return fraction(text, "a share of the log's events")
 
 
 count = at_least(1)  # events, users, items, epochs, sizes: one or more

@@ -56,6 +56,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     try:
         result = evaluate_log(args.log, args.format, settings, args.k, truth, encoder=encoder, shadow=shadow,
                               limit=args.limit, content=content, light=args.light, judge_from=args.judge_from,
+                              tune_baselines=args.tune_baselines,
                               **({"run_events": args.sort_in_memory} if args.sort_in_memory else {}))
     except KeyboardInterrupt:  # exit status 130 said nothing of what became of the pass
         print("\ninterrupted: no table and no report written (the pass scores the whole log before it writes "
@@ -74,7 +75,7 @@ _NEEDS = {"no_baselines": ("via_kafka", False), "keep": ("via_kafka", False), "r
           "workers": ("via_kafka", 1), "max_idle_ms": ("via_kafka", 2000), "busy": ("via_kafka", False),
           "timeout": ("via_kafka", 900.0), "items_format": ("items", "jsonl"), "content": ("items", "latest")}
 #: ... and those the run through Kafka does not take (None unless given)
-_NOT_VIA_KAFKA = ("batch", "truth", "encoder", "shadow", "html", "sort_in_memory")
+_NOT_VIA_KAFKA = ("batch", "truth", "encoder", "shadow", "html", "sort_in_memory", "tune_baselines")
 
 
 def _refuse_ignored_options(args: argparse.Namespace) -> None:
@@ -111,7 +112,8 @@ def report_name(args: argparse.Namespace) -> str:
     overwrite the whole log's reports)."""
     return (f"{_log_name(args.log)}{f'-first{args.limit}' if args.limit else ''}{'-light' if args.light else ''}"
             f"{f'-{args.encoder}' if args.encoder else ''}"
-            f"{f'-judged-from-{args.judge_from:g}' if getattr(args, 'judge_from', None) else ''}")
+            f"{f'-judged-from-{args.judge_from:g}' if getattr(args, 'judge_from', None) else ''}"
+            f"{f'-tuned-{args.tune_baselines:g}' if getattr(args, 'tune_baselines', None) else ''}")
 
 
 def _writable(path: str | None, default_name: str) -> Path:

@@ -172,6 +172,10 @@ def add_evaluate_command(sub: argparse._SubParsersAction) -> None:
                     help="only the stream-app rows, content and sequential rules alone, the sequential-rules "
                          "baseline (also without the session's items), V-SKNN (IDF, without the session's items) "
                          "and, with --items, sequential rules then similar text (for long logs)")
+    ev.add_argument("--tune-baselines", type=arg.events_share, default=None, metavar="SHARE",
+                    help="first choose each baseline's main parameters (kNN neighbours and sample, rules' steps, "
+                         "co-visitation's recent items) by Recall@K on the log's first SHARE of events (0.2: its "
+                         "first fifth), then run the baselines with them; the stream-app rows are never tuned")
     ev.add_argument("--no-baselines", action="store_true", default=argparse.SUPPRESS,
                     help="with --via-kafka: the in-process pass runs the stream-app row only (the baselines "
                          "cost most of a long log's time)")

@@ -98,6 +98,14 @@ def models_to_run(settings: Settings, k: int, baselines: bool, light: bool, enco
     return hybrid, models + ([ceiling] if ceiling is not None else [])
 
 
+#: What changes the rows of a pass: (the stream-app model, every row) -> the same, changed (`tuning`)
+Rows = Callable[[StreamAppModel, list[Model]], tuple[StreamAppModel, list[Model]]]
+
+
+def _as_run(hybrid: StreamAppModel, models: list[Model]) -> tuple[StreamAppModel, list[Model]]:
+    return hybrid, models
+
+
 class Reachable:
     """Of the judged events, those on an item the log had before (no model that recommends only the
     items it has seen can hit the others: the ceiling of its Recall), those on an item the user had, and
@@ -184,16 +192,17 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
                     truth: dict[str, Any] | None = None, window: int | None = None,
                     baselines: bool = True, encoder: Encoder | None = None, shadow: Encoder | None = None,
                     judge_from_ts: int | None = None, record: bool = False, content: ContentIndex | None = None,
-                    light: bool = False, in_time_order: bool = False) -> dict[str, Any]:
-    """With `encoder`, the stream-app rows run it (as workers with that version live) and a "River
-    only" row runs without; `shadow` adds a row for a second version. With `content` (the item
-    catalogue's text vectors) the stream-app rows use it and a "no content" row runs without. Only
-    events at or after `judge_from_ts` are judged (all are learned): set it to the encoder's training
-    cutoff when the log overlaps its training data. `light` (long logs): the stream-app rows, the content and
-    sequential-rules sources alone, sequential rules and V-SKNN (IDF, session out). `in_time_order`: `events` (a
-    sized iterable) come in time order and are taken one epoch at a time (`ordering.rounds`), not held."""
+                    light: bool = False, in_time_order: bool = False, rows: Rows | None = None) -> dict[str, Any]:
+    """With `encoder`, the stream-app rows run it (as workers with that version live) and a "River only" row runs
+    without; `shadow` adds a row for a second version. With `content` (the item catalogue's text vectors) the
+    stream-app rows use it and a "no content" row runs without. Only events at or after `judge_from_ts` are judged
+    (all are learned): set it to the encoder's training cutoff when the log overlaps its training data. `light` (long
+    logs): the stream-app rows, the content and sequential-rules sources alone, sequential rules and V-SKNN (IDF,
+    session out). `in_time_order`: `events` (a sized iterable) come in time order and are taken one epoch at a time
+    (`ordering.rounds`), not held. `rows`: changes `models_to_run`'s (tuning's baselines with other parameters)."""
     settings = settings.replace(rec_policy="every", top_k=k)  # every event is judged by the next one
-    hybrid, models = models_to_run(settings, k, baselines, light, encoder, shadow, content, record, truth)
+    hybrid, models = (rows or _as_run)(*models_to_run(settings, k, baselines, light, encoder, shadow, content, record,
+                                                      truth))
     events = events if isinstance(events, Sized) else list(events)
     window = max(20, len(events) // 60) if window is None else window
     boards = {m.name: Scoreboard(k, window) for m in models}
@@ -304,11 +313,18 @@ def read_truth(path: str | Path) -> dict[str, Any]:
 def evaluate_log(path: str | Path, fmt: str, settings: Settings, k: int = 20,
                  truth_path: str | Path | None = None, encoder: Encoder | None = None,
                  shadow: Encoder | None = None, limit: int | None = None, content: ContentIndex | None = None,
-                 light: bool = False, run_events: int = RUN_EVENTS, judge_from: float | None = None) -> dict[str, Any]:
+                 light: bool = False, run_events: int = RUN_EVENTS, judge_from: float | None = None,
+                 tune_baselines: float | None = None) -> dict[str, Any]:
     """`evaluate_events` over a recorded log, read as replay reads it: in time order, sorted in runs of `run_events`
     spilled to disk beyond the first (`SortedLog`), so memory holds a run, not the log. `judge_from`: judge only the
-    events from that share of the log's time span on (a time split; `time_split`)."""
+    events from that share of the log's time span on (a time split; `time_split`). `tune_baselines`: first choose
+    the baselines' main parameters on that share of the log's events (`tuning`), then run them with those."""
     truth = read_truth(truth_path) if truth_path else None
+    tuning = None
+    if tune_baselines is not None:
+        from .tuning import tune_log  # it runs this module's pass
+
+        tuning = tune_log(path, fmt, settings, k, tune_baselines, limit, content, light, run_events)
     skipped = OnlineRetailStats() if fmt == "online-retail" else None
     # what the workers dead-letter is not judged; `limit`: the log's first events in time
     with SortedLog.read(path, fmt, gate(settings), skipped, limit, run_events) as log:
@@ -333,12 +349,15 @@ def evaluate_log(path: str | Path, fmt: str, settings: Settings, k: int = 20,
                                                                ("content", content)) if model is not None}
         counts = dict.fromkeys(known, 0)
         result = evaluate_events(KnownItems(log, known, counts), settings, k, truth, encoder=encoder, shadow=shadow,
-                                 judge_from_ts=judge_from_ts, content=content, light=light, in_time_order=True)
+                                 judge_from_ts=judge_from_ts, content=content, light=light, in_time_order=True,
+                                 rows=tuning.rows if tuning is not None else None)
         # both read back from their runs on disk before the log lets them go, not held as lists
         refused = collections.Counter(why for _, why, _ in log.refused_events())
         unread = not_evaluated(log.rejected, refused, skipped, log.cut)
     result["log"], result["format"] = str(path), fmt
     result["judged_from_because"] = because
+    if tuning is not None:
+        result["tuning"] = tuning.summary()
     for role, found in counts.items():
         if result["events"]:
             result[f"{role}_log_events_known"] = found / result["events"]

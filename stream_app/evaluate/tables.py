@@ -92,6 +92,7 @@ def facts(result: dict[str, Any]) -> list[str]:
     lines = judged_said(first["judged"] if first else 0, how, asked=_none_applied(result) or "is --limit too small? "
                         "with --encoder, only events after its training cutoff are judged")
     lines += _models_beside(result)
+    lines += tuning_said(result.get("tuning"))
     lines += not_evaluated_said(result)
     cold_judged = first["cold_start"]["judged"] if first else 0
     lines.append(f"cold: {cold_judged:,} judged events whose item had fewer than {COLD_START} interactions before")
@@ -119,6 +120,38 @@ def _ceiling_said(result: dict[str, Any]) -> list[str]:
     share = f"; the stream-app row reaches {hybrid[f'recall@{k}'] / recall:.1%} of it" if hybrid and recall else ""
     return [f"ceiling: Recall@{k} {recall:.4f}, MRR@{k} {ceiling[f'mrr@{k}']:.4f} for {ceiling['name']} (the settings "
             f"of `stream-app synth` in the ground truth): no model that learns from the log can expect more{share}"]
+
+
+def tuning_said(tuning: dict[str, Any] | None) -> list[str]:
+    """What --tune-baselines chose, and on what (`tuning.Tuning.summary`); [] without it."""
+    if not tuning:
+        return []
+    k = tuning["k"]
+    grids = []
+    for family, grid in tuning["grids"].items():
+        values = {name: list(dict.fromkeys(p[name] for p in grid["values"])) for name in grid["default"]}
+        grids.append(f"{family}: " + " x ".join(f"{name.replace('_size', '')} {', '.join(map(str, found))}"
+                                                for name, found in values.items())
+                     + " (default " + ", ".join(map(str, grid["default"].values())) + ")")
+    lines = [f"tuned: each baseline row's main parameters, by Recall@{k} over the log's first {tuning['share']:.0%} "
+             f"of events ({tuning['events']:,} events, {tuning['judged']:,} judged; a pass of the baselines alone, "
+             "each once per value; of equal Recall, the values changing the fewest defaults), then the whole pass with them, the values in the "
+             f"row's name; grids: {'; '.join(grids)}; the stream-app rows are not tuned (their defaults are the "
+             "same for every log)"]
+    moved = [_moved(name, row, k) for name, row in tuning["rows"].items() if row["chosen"] != row["default"]]
+    lines.append("tuned away from the defaults: " + "; ".join(moved) if moved else
+                 "tuned: every baseline row kept its defaults (none did better on the share)")
+    return lines
+
+
+def _moved(name: str, row: dict[str, Any], k: int) -> str:
+    """A tuned row whose values are not its defaults: which moved, and its Recall on the share at both."""
+    def recall(values: dict[str, int]) -> float:
+        return next(tried[f"recall@{k}"] for tried in row["prefix_recall"] if tried["values"] == values)
+
+    changed = ", ".join(f"{key.replace('_size', '')} {row['default'][key]} -> {value}"
+                        for key, value in row["chosen"].items() if value != row["default"][key])
+    return f"{name}: {changed} (Recall@{k} on the share {recall(row['default']):.4f} -> {recall(row['chosen']):.4f})"
 
 
 def _none_applied(result: dict[str, Any]) -> str:
