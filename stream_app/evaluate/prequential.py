@@ -201,8 +201,7 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
     session out). `in_time_order`: `events` (a sized iterable) come in time order and are taken one epoch at a time
     (`ordering.rounds`), not held. `rows`: changes `models_to_run`'s (tuning's baselines with other parameters)."""
     settings = settings.replace(rec_policy="every", top_k=k)  # every event is judged by the next one
-    hybrid, models = (rows or _as_run)(*models_to_run(settings, k, baselines, light, encoder, shadow, content, record,
-                                                      truth))
+    hybrid, models = (rows or _as_run)(*models_to_run(settings, k, baselines, light, encoder, shadow, content, record, truth))
     events = events if isinstance(events, Sized) else list(events)
     window = max(20, len(events) // 60) if window is None else window
     boards = {m.name: Scoreboard(k, window) for m in models}
