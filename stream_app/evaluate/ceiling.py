@@ -59,7 +59,7 @@ class GeneratorCeiling:
         for leaf, members in enumerate(self.world.leaf_items):
             self.zipf[members] = self.world.leaf_weights[leaf]
         self.births = np.unique(self.world.item_born)
-        self.within_leaf = np.zeros(config.items)
+        self.within_leaf = self.born_weights = np.zeros(config.items)
         self.born_through = -1  # within_leaf holds the items born by births[born_through]
         self.sessions: dict[str, tuple[str | None, int, np.ndarray, int]] = {}  # user -> id, start, likelihood, steps
         self.had: dict[str, set[int]] = {}
@@ -75,6 +75,15 @@ class GeneratorCeiling:
             self.fits = False
         if not self.fits:
             return []
+        scores = self.chances(event)
+        best = np.argpartition(-scores, self.k)[: self.k]
+        best = best[np.lexsort((best, -scores[best]))]
+        return [f"i{i}" for i in best.tolist()]
+
+    def chances(self, event: Event) -> np.ndarray:
+        """Per item (by its number): the generator's chance that the user's next event, after `event`, is on it
+        (-1: an item the user had, with no repeats). Past the user's last session they sum to 1, short of it by the
+        steps the generator skips (a leaf with no item born, or none the user has not had)."""
         config, item = self.config, int(event.item_id[1:])
         leaf = int(self.leaf_of_item[item])
         session_id, start, likelihood, steps = self.sessions.get(event.user_id, (None, event.ts, None, 0))
@@ -93,7 +102,7 @@ class GeneratorCeiling:
         prior = (interests[:, None] * user.leaf_prefs).ravel()  # P(a new session's leaf)
         posterior = prior * likelihood
         posterior = posterior / posterior.sum() if posterior.sum() > 0 else prior
-        within = self._within_leaf(event.ts)
+        within = self._within_leaf(event.ts, list(had) if config.no_repeat else None)
         end = session_end_chance(steps) if steps else 1.0
         scores = within * ((1 - end) * self._leaf_mix(posterior) + end * self._leaf_mix(prior))
         funnel = 0.0 if config.no_repeat else _FUNNEL.get((event.type, event.stage), 0.0)
@@ -101,9 +110,7 @@ class GeneratorCeiling:
         scores[item] += funnel
         if config.no_repeat:
             scores[list(had)] = -1.0
-        best = np.argpartition(-scores, self.k)[: self.k]
-        best = best[np.lexsort((best, -scores[best]))]
-        return [f"i{i}" for i in best.tolist()]
+        return scores
 
     def _leaf_mix(self, leaf_chance: np.ndarray) -> np.ndarray:
         """Per item: P(a step is in its leaf), the step's leaf being the session's (chance `leaf_chance`) or its
@@ -111,15 +118,23 @@ class GeneratorCeiling:
         p = self.config.complement_prob
         return (1 - p) * leaf_chance[self.leaf_of_item] + p * leaf_chance[self.from_leaf[self.leaf_of_item]]
 
-    def _within_leaf(self, ts: int) -> np.ndarray:
-        """Per item: P(a step in its leaf picks it), among the leaf's items born by `ts`."""
+    def _within_leaf(self, ts: int, had: list[int] | None) -> np.ndarray:
+        """Per item: P(a step in its leaf picks it), among the leaf's items born by `ts` and, with no repeats, not
+        in `had` (the generator draws among the others)."""
         through = int(np.searchsorted(self.births, ts, side="right")) - 1
         if through != self.born_through:
-            weights = np.where(self.world.item_born <= ts, self.zipf, 0.0)
-            totals = np.bincount(self.leaf_of_item, weights=weights, minlength=len(self.from_leaf))
-            self.within_leaf = weights / np.where(totals > 0, totals, 1.0)[self.leaf_of_item]
+            self.born_weights = np.where(self.world.item_born <= ts, self.zipf, 0.0)
+            self.within_leaf = self._shares(self.born_weights)
             self.born_through = through
-        return self.within_leaf
+        if not had:
+            return self.within_leaf
+        weights = self.born_weights.copy()
+        weights[had] = 0.0
+        return self._shares(weights)
+
+    def _shares(self, weights: np.ndarray) -> np.ndarray:
+        totals = np.bincount(self.leaf_of_item, weights=weights, minlength=len(self.from_leaf))
+        return weights / np.where(totals > 0, totals, 1.0)[self.leaf_of_item]
 
 
 def ceiling_for(truth: dict[str, Any] | None, k: int) -> GeneratorCeiling | None:
