@@ -265,7 +265,8 @@ def describe(receipt: dict[str, Any]) -> str:
                f"{deleted['redis']['key']} ({'deleted' if deleted['redis']['existed'] else 'was not there'}"
                f"{redis_marker(deleted['redis'].get('marker_s', 0))})") if "changelog" in deleted else (
         "  deleted: nothing; the erasure was applied before, and the profile the worker holds began after it, of "
-        "the user's later events only: it stays, in the table and in Redis")
+        "the user's later events only: the erasure left it in the table and in Redis (an idle eviction may remove "
+        "it as any other)")
     lines = [
         f"erased {receipt['user_id']!r} (request {receipt['request_id']}) at {when} by {receipt['worker_id']}",
         removed,
