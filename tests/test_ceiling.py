@@ -80,14 +80,34 @@ def test_a_log_its_truths_settings_do_not_draw_gets_no_ceiling_and_is_told_so(tm
     lines[100] = orjson.dumps(changed)
     log.write_bytes(b"\n".join(lines) + b"\n")
     result = evaluate_log(log, "jsonl", Settings(), truth_path=truth_path(log), light=True)
-    assert result["ceiling"] is None
+    assert "not the one its ground truth's settings draw" in result["ceiling"]["left_out"]
     assert "ceiling: not worked out: the log is not the one its ground truth's settings draw" in table(result)
 
 
-def test_no_ceiling_without_the_generators_settings():
+def test_no_ceiling_without_the_generators_settings_and_a_reason_when_they_cannot_draw_the_log():
     assert ceiling_for(None, 20) is None
     assert ceiling_for({"users": {}}, 20) is None
-    assert ceiling_for({"users": {}, "config": {"a_setting_of_another_release": 1}}, 20) is None
+    other_release = ceiling_for({"users": {}, "config": {"a_setting_of_another_release": 1}}, 20)
+    assert "not this release's `stream-app synth`'s" in other_release.reason and not other_release.fits
+    edited = ceiling_for({"users": {}, "config": {"events": "many"}}, 20)
+    assert "not this release's" in edited.reason and edited.learn(None) == []
+    assert "above 2,000,000" in ceiling_for({"users": {}, "config": {"events": 3_000_000}}, 20).reason
+
+
+def test_a_list_as_long_as_the_catalogue_holds_every_item_there_is_to_list():
+    """--k at least the catalogue's size (it failed with a numpy error): every drawable item once."""
+    config = SynthConfig(events=300, seed=3, no_repeat=True)
+    events = list(generate(config)[0])
+    busiest = max({raw["user_id"] for raw in events}, key=[raw["user_id"] for raw in events].count)
+    ceiling = GeneratorCeiling(config, k=config.items + 5)
+    had: set[str] = set()
+    for raw in events:
+        if raw["user_id"] == busiest:
+            had.add(raw["item_id"])
+            listed = ceiling.learn(Event.from_dict(raw))
+            assert len(listed) == len(set(listed)) and not had & set(listed) and 0 < len(listed) < config.items
+        else:
+            ceiling.learn(Event.from_dict(raw))
 
 
 @pytest.mark.parametrize("no_repeat", [False, True])

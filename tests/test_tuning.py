@@ -57,7 +57,7 @@ def test_the_tuned_row_picks_the_value_clearly_better_on_the_share_and_says_it(t
     assert set(tuning["rows"]) == {STEPS_10, "sequential rules (steps 10), session's items out, then popular",
                                    "V-SKNN (k=100, sample 500, idf), session's items out, then popular"}
     said = table(result)
-    assert "tuned: each baseline row's main parameters, by Recall@1 over the log's first 50% of events" in said
+    assert "tuned: each baseline row's main parameters, by Recall@1 over the log's first 0.5 of its events" in said
     assert "steps 1, 3, 5, 10, 20 (default 10)" in said and "neighbours 50, 100, 200 x sample 250, 500, 1000" in said
     assert f"{STEPS_10}: steps 10 -> 1 (Recall@1 on the share 0.0000 -> {recalls[1]:.4f})" in said
 
@@ -163,3 +163,13 @@ def test_the_option_is_a_share_of_the_logs_events_in_process_only_and_marks_the_
     assert "must be between 0 and 1 (a share of the log's events)" in capsys.readouterr().err
     args = main.parser().parse_args(["evaluate", "x.csv.gz", "--light", "--tune-baselines", "0.2"])
     assert evaluate_command.report_name(args) == "x-light-tuned-0.2"
+
+
+def test_with_limit_the_share_is_of_the_limited_log(tmp_path):
+    """--limit N --tune-baselines S tunes on the first S x N events, not S of the whole log (a review found that
+    tuning on the whole log passed every test)."""
+    log = tmp_path / "log.jsonl"
+    write(log, sessions_log(next_is_next(40)))
+    whole = sum(1 for _ in log.open())
+    result = evaluate_log(log, "jsonl", SETTINGS, k=1, limit=60, light=True, tune_baselines=0.5)
+    assert whole > 300 and result["tuning"]["events"] == 30

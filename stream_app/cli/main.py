@@ -175,7 +175,9 @@ def add_evaluate_command(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--tune-baselines", type=arg.events_share, default=None, metavar="SHARE",
                     help="first choose each baseline's main parameters (kNN neighbours and sample, rules' steps, "
                          "co-visitation's recent items) by Recall@K on the log's first SHARE of events (0.2: its "
-                         "first fifth), then run the baselines with them; the stream-app rows are never tuned")
+                         "first fifth), then run the baselines with them; the stream-app rows are never tuned. Costs a "
+                         "second reading of the log and each kNN row's time nine times over the share; the share is "
+                         "judged again in the whole pass, which can favour the tuned rows only")
     ev.add_argument("--no-baselines", action="store_true", default=argparse.SUPPRESS,
                     help="with --via-kafka: the in-process pass runs the stream-app row only (the baselines "
                          "cost most of a long log's time)")

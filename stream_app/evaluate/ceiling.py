@@ -20,6 +20,10 @@ from ..core.events import Event
 from ..tools.synth import CART_P, CLICK_P, ORDER_P, STEPS_MEAN, SynthConfig, World, generate
 
 NAME = "the generator itself, knowing its parameters"
+#: Above this many events the ceiling is not worked out: it draws the log again and ranks every item at each event.
+MAX_EVENTS = 2_000_000
+_OTHER_LOG = ("the log is not the one its ground truth's settings draw (another log, or one another release of "
+              "`stream-app synth` wrote): give the <log>.truth.json written beside this log, or leave --truth out")
 _FUNNEL = {("browse", None): CLICK_P, ("click", None): CART_P, ("purchase", "cart"): ORDER_P}
 
 
@@ -33,7 +37,7 @@ def session_end_chance(steps: int) -> float:
 class GeneratorCeiling:
     """The generator's next-event probabilities as a list of `k`, for a log `stream-app synth` wrote with `config`
     (the truth's "config"). `fits` turns False once an event is not the one those settings draw (another log, or
-    one another release's generator wrote): the row then means nothing and is left out.
+    one another release's generator wrote): the row then means nothing and is left out, `reason` saying why.
 
     >>> config = SynthConfig(events=300, seed=3)
     >>> events, _users = generate(config)
@@ -50,7 +54,7 @@ class GeneratorCeiling:
         self.world = World(config, np.random.default_rng(config.seed))  # generate() draws its world first, the same
         events, self.users = generate(config)
         self.drawn = {raw["event_id"]: (raw["item_id"], raw["ts"]) for raw in events}
-        self.fits = True
+        self.fits, self.reason = True, ""
         leaves = config.top_categories * config.leaves_per_top
         self.leaf_of_item = self.world.item_leaf
         self.from_leaf = np.empty(leaves, dtype=np.intp)  # the leaf whose complement each leaf is
@@ -72,13 +76,14 @@ class GeneratorCeiling:
 
     def learn(self, event: Event) -> list[str]:
         if self.drawn.get(event.event_id) != (event.item_id, event.ts):
-            self.fits = False
+            self.fits, self.reason = False, _OTHER_LOG
         if not self.fits:
             return []
         scores = self.chances(event)
-        best = np.argpartition(-scores, self.k)[: self.k]
+        k = min(self.k, len(scores))
+        best = np.argpartition(-scores, k - 1)[:k]
         best = best[np.lexsort((best, -scores[best]))]
-        return [f"i{i}" for i in best.tolist()]
+        return [f"i{i}" for i in best.tolist() if scores[i] > 0]  # not an item the user had (no repeats), nor unborn
 
     def chances(self, event: Event) -> np.ndarray:
         """Per item (by its number): the generator's chance that the user's next event, after `event`, is on it
@@ -137,13 +142,36 @@ class GeneratorCeiling:
         return weights / np.where(totals > 0, totals, 1.0)[self.leaf_of_item]
 
 
-def ceiling_for(truth: dict[str, Any] | None, k: int) -> GeneratorCeiling | None:
+class CeilingLeftOut:
+    """The ceiling of a ground truth whose settings cannot draw the log: no list, and why (`reason`)."""
+
+    name = NAME
+    fits = False
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+    def begin_batch(self, events: list[Event], epoch: int) -> None:
+        pass
+
+    def learn(self, event: Event) -> list[str]:
+        return []
+
+    def end_batch(self) -> None:
+        pass
+
+
+def ceiling_for(truth: dict[str, Any] | None, k: int) -> GeneratorCeiling | CeilingLeftOut | None:
     """The ceiling row of a synthetic log's truth (None: no truth, or one without the generator's settings)."""
     settings = (truth or {}).get("config")
     if not isinstance(settings, dict):
         return None
     try:
         config = SynthConfig(**settings)
-    except TypeError:  # settings of another release's generator
-        return None
-    return GeneratorCeiling(config, k)
+        if config.events > MAX_EVENTS:
+            return CeilingLeftOut(f"the generator drew {config.events:,} events, above {MAX_EVENTS:,}: the ceiling "
+                                  "draws the log again and ranks every item at each event, hours at that size")
+        return GeneratorCeiling(config, k)
+    except (TypeError, ValueError) as exc:  # settings of another release's generator, or edited
+        return CeilingLeftOut(f"the ground truth's settings are not this release's `stream-app synth`'s ({exc}): "
+                              "write the log and its truth again with this release, or leave --truth out")

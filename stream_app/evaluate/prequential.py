@@ -40,7 +40,7 @@ from ..tools.recorded import OnlineRetailStats
 from ..tools.replay import gate
 from ..tools.sorted_log import RUN_EVENTS, LimitCut, SortedLog
 from .baselines import CoVisitationUnseen, RecentThenCoVisitation, SequentialRules
-from .ceiling import GeneratorCeiling, ceiling_for
+from .ceiling import CeilingLeftOut, GeneratorCeiling, ceiling_for
 from .metrics import COLD_START, PopularityPercentiles, Scoreboard, profile_accuracy
 from .models import SOURCE_WEIGHTS, ItemJustSeen, Model, MostPopular, RiverMF, SingleSource, StreamAppModel
 from .rules_then_text import SequentialRulesThenText
@@ -273,12 +273,12 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
 def _mark_rows(models: list[Any], result: dict[str, Any]) -> None:
     """A filled row of a source with nothing to work from shows popular items only; a row that ranks the stream-app
     row's candidates has no events/s of its own (its time is mostly that row's). The generator's ceiling is no row:
-    it goes to "ceiling" (None: the log is not the one its truth's settings draw)."""
+    it goes to "ceiling" ({"left_out": why} when its truth's settings cannot draw the log)."""
     rows = result["models"]
     for model in models:
-        if isinstance(model, GeneratorCeiling):
+        if isinstance(model, (GeneratorCeiling, CeilingLeftOut)):
             row = rows.pop(model.name)
-            result["ceiling"] = {"name": model.name, **row} if model.fits else None
+            result["ceiling"] = {"name": model.name, **row} if model.fits else {"left_out": model.reason}
         if isinstance(model, SingleSource) and not model.proposed:
             rows[model.name]["source_proposed_nothing"] = True
         if isinstance(model, SingleSource) and model.reuses_candidates:

@@ -112,12 +112,16 @@ def _ceiling_said(result: dict[str, Any]) -> list[str]:
     if "ceiling" not in result:
         return []
     ceiling, k = result["ceiling"], result["k"]
-    if ceiling is None:
-        return ["ceiling: not worked out: the log is not the one its ground truth's settings draw (another log, or "
-                "one another release's `stream-app synth` wrote)"]
+    if "left_out" in ceiling:
+        return [f"ceiling: not worked out: {ceiling['left_out']}"]
     recall = ceiling[f"recall@{k}"]
     hybrid = result["models"].get("stream-app")
     share = f"; the stream-app row reaches {hybrid[f'recall@{k}'] / recall:.1%} of it" if hybrid and recall else ""
+    others = {name: row[f"recall@{k}"] for name, row in result["models"].items() if not name.startswith("stream-app")}
+    if others and recall:
+        best = max(others, key=others.__getitem__)
+        share += (f", the best other row ({best}) {others[best] / recall:.1%}; 10% over that row would be "
+                  f"{1.1 * others[best] / recall:.1%} of it")
     return [f"ceiling: Recall@{k} {recall:.4f}, MRR@{k} {ceiling[f'mrr@{k}']:.4f} for {ceiling['name']} (the settings "
             f"of `stream-app synth` in the ground truth): no model that learns from the log can expect more{share}"]
 
@@ -133,14 +137,16 @@ def tuning_said(tuning: dict[str, Any] | None) -> list[str]:
         grids.append(f"{family}: " + " x ".join(f"{name.replace('_size', '')} {', '.join(map(str, found))}"
                                                 for name, found in values.items())
                      + " (default " + ", ".join(map(str, grid["default"].values())) + ")")
-    lines = [f"tuned: each baseline row's main parameters, by Recall@{k} over the log's first {tuning['share']:.0%} "
-             f"of events ({tuning['events']:,} events, {tuning['judged']:,} judged; a pass of the baselines alone, "
+    lines = [f"tuned: each baseline row's main parameters, by Recall@{k} over the log's first {tuning['share']:g} "
+             f"of its events ({tuning['events']:,} events, {tuning['judged']:,} judged; a pass of the baselines alone, "
              "each once per value; of equal Recall, the values changing the fewest defaults), then the whole pass with them, the values in the "
              f"row's name; grids: {'; '.join(grids)}; the stream-app rows are not tuned (their defaults are the "
              "same for every log)"]
     moved = [_moved(name, row, k) for name, row in tuning["rows"].items() if row["chosen"] != row["default"]]
     lines.append("tuned away from the defaults: " + "; ".join(moved) if moved else
-                 "tuned: every baseline row kept its defaults (none did better on the share)")
+                 "tuned: every baseline row kept its defaults (none did better on the share)" if tuning["judged"] else
+                 "tuned: nothing: no event of the share was judged, so every row kept its defaults (give a larger "
+                 "--tune-baselines)")
     return lines
 
 

@@ -70,11 +70,6 @@ def variant(model: Any, params: Params) -> Any:
     return built
 
 
-def said(params: Params) -> str:
-    """Values as the table says them (neighbours 50, sample 1000)."""
-    return ", ".join(f"{name.replace('_size', '')} {value}" for name, value in params.items())
-
-
 class ItemStateOf(StreamAppModel):
     """The hybrid's item state alone (its feed and item index: the popular items the baselines' lists are filled
     with), no profiles and no list: the tuning pass runs no stream-app row. A `StreamAppModel` so that the pass
