@@ -63,7 +63,7 @@ class GeneratorCeiling:
         for leaf, members in enumerate(self.world.leaf_items):
             self.zipf[members] = self.world.leaf_weights[leaf]
         self.births = np.unique(self.world.item_born)
-        self.within_leaf = self.born_weights = np.zeros(config.items)
+        self.within_leaf, self.born_weights = np.zeros(config.items), np.zeros(config.items)
         self.born_through = -1  # within_leaf holds the items born by births[born_through]
         self.sessions: dict[str, tuple[str | None, int, np.ndarray, int]] = {}  # user -> id, start, likelihood, steps
         self.had: dict[str, set[int]] = {}
@@ -107,14 +107,15 @@ class GeneratorCeiling:
         prior = (interests[:, None] * user.leaf_prefs).ravel()  # P(a new session's leaf)
         posterior = prior * likelihood
         posterior = posterior / posterior.sum() if posterior.sum() > 0 else prior
-        within = self._within_leaf(event.ts, list(had) if config.no_repeat else None)
+        excluded = list(had) if config.no_repeat else None  # the generator draws none of them again
+        within = self._within_leaf(event.ts, excluded)
         end = session_end_chance(steps) if steps else 1.0
         scores = within * ((1 - end) * self._leaf_mix(posterior) + end * self._leaf_mix(prior))
         funnel = 0.0 if config.no_repeat else _FUNNEL.get((event.type, event.stage), 0.0)
         scores *= 1 - funnel
         scores[item] += funnel
-        if config.no_repeat:
-            scores[list(had)] = -1.0
+        if excluded:
+            scores[excluded] = -1.0
         return scores
 
     def _leaf_mix(self, leaf_chance: np.ndarray) -> np.ndarray:

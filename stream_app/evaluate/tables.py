@@ -9,6 +9,7 @@ from ..serving.registry import validation_said
 from ..tools.log_checks import skipped_said
 from .figures import rate_said, utc_said
 from .metrics import COLD_START, truth_unmatched
+from .via_kafka import compare_to_best
 
 
 def _left_out(result: dict[str, Any], via_kafka: bool) -> list[str]:
@@ -117,11 +118,10 @@ def _ceiling_said(result: dict[str, Any]) -> list[str]:
     recall = ceiling[f"recall@{k}"]
     hybrid = result["models"].get("stream-app")
     share = f"; the stream-app row reaches {hybrid[f'recall@{k}'] / recall:.1%} of it" if hybrid and recall else ""
-    others = {name: row[f"recall@{k}"] for name, row in result["models"].items() if not name.startswith("stream-app")}
-    if others and recall:
-        best = max(others, key=others.__getitem__)
-        share += (f", the best other row ({best}) {others[best] / recall:.1%}; 10% over that row would be "
-                  f"{1.1 * others[best] / recall:.1%} of it")
+    best = compare_to_best(hybrid, result["models"], k) if hybrid else None
+    if best is not None and recall:
+        share += (f", the best other row ({best['row']}) {best[f'recall@{k}'] / recall:.1%}; 10% over that row would "
+                  f"be {1.1 * best[f'recall@{k}'] / recall:.1%} of it")
     return [f"ceiling: Recall@{k} {recall:.4f}, MRR@{k} {ceiling[f'mrr@{k}']:.4f} for {ceiling['name']} (the settings "
             f"of `stream-app synth` in the ground truth): no model that learns from the log can expect more{share}"]
 

@@ -97,11 +97,11 @@ class Tuning:
     """What `tune` chose for each tunable row (by its default name) and the prefix's Recall@K of every value;
     `rows` applies the choice to a pass (`evaluate_events(rows=...)`)."""
 
-    def __init__(self, share: float, events: int, judged: int, k: int):
+    def __init__(self, share: float, events: int, judged: int, k: int, defaults: dict[str, dict[str, int]]):
         self.share, self.events, self.judged, self.k = share, events, judged, k
+        self.defaults = defaults  # default row name -> its default values
         self.chosen: dict[str, dict[str, int]] = {}  # default row name -> its tuned values
         self.tried: dict[str, list[tuple[dict[str, int], float]]] = {}  # default row name -> (values, Recall@K)
-        self.defaults: dict[str, dict[str, int]] = {}
 
     def rows(self, hybrid: StreamAppModel, models: list[Model]) -> tuple[StreamAppModel, list[Model]]:
         """Every tuned row with its values; the others (the stream-app rows among them) as they are."""
@@ -136,8 +136,7 @@ def tune(events: Any, settings: Settings, k: int, share: float, light: bool = Fa
     result = evaluate_events(events, settings, k, rows=candidates, light=light, content=content, in_time_order=True)
     rows = result["models"]
     judged = max((row["judged"] for row in rows.values()), default=0)
-    tuning = Tuning(share, result["events"], judged, k)
-    tuning.defaults = defaults
+    tuning = Tuning(share, result["events"], judged, k, defaults)
     for name, row in tried.items():
         figures = [(params, rows[built.name][f"recall@{k}"]) for params, built in row]
         tuning.tried[name] = figures

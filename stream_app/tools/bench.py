@@ -410,7 +410,7 @@ def print_memory(settings: Settings, events: list[dict[str, Any]], rss_ready: in
     """Bytes per user profile (its changelog record, its Redis hash) and the worker's RSS growth."""
     users = {e["user_id"] for e in events}
     items = {e["item_id"] for e in events}
-    sizes = profile_sizes(settings, sorted(users)[:500], users)
+    sizes = profile_sizes(settings, users)
     print(f"  memory: a user profile {sizes['changelog']:,.0f} bytes in the table's changelog (the latest record "
           f"per user, {sizes['profiles']} profiles), {sizes['redis']:,.0f} bytes in Redis (MEMORY USAGE, "
           f"{sizes['sampled']} sampled)")
@@ -426,9 +426,9 @@ def print_memory(settings: Settings, events: list[dict[str, Any]], rss_ready: in
                  "further, so the figure per 100k users counts its share as if it did" if cache else ""))
 
 
-def profile_sizes(settings: Settings, sample: list[str], users: set[str]) -> dict[str, float]:
+def profile_sizes(settings: Settings, users: set[str]) -> dict[str, float]:
     """The mean latest changelog record of a profile of `users` (not the warm-up's), and the mean Redis MEMORY USAGE
-    of the sampled ones."""
+    of 500 of them."""
     from ..store.redis_store import profile_key
     from ..stream.worker import PROFILE_TABLE
 
@@ -442,7 +442,7 @@ def profile_sizes(settings: Settings, sample: list[str], users: set[str]) -> dic
             latest[record.key] = len(record.key) + len(record.value)
     client = redis.Redis.from_url(settings.require_redis())
     try:
-        usage = [client.memory_usage(profile_key(user, settings.namespace)) for user in sample]
+        usage = [client.memory_usage(profile_key(user, settings.namespace)) for user in sorted(users)[:500]]
     finally:
         client.close()
     usage = [u for u in usage if u]
