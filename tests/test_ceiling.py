@@ -128,3 +128,27 @@ def test_the_chances_of_the_next_event_sum_to_one_when_no_step_can_be_skipped(no
             assert chances[chances >= 0].sum() == pytest.approx(1.0)
             checked += 1
     assert checked > 1000
+
+
+def test_after_a_users_drift_the_ceiling_ranks_from_the_new_interests_and_hits_more_than_one_blind_to_it():
+    """The generator draws a session begun after its user's drift from the interests after it: a ceiling that kept
+    the old ones would list the same before the drift and worse after it, no longer the generator's own lists."""
+    config = SynthConfig(events=3000, seed=4, drift_share=1.0)  # every user drifts, at a moment of the log
+    ceiling, blind = GeneratorCeiling(config, k=10), GeneratorCeiling(config, k=10)
+    for user in blind.users.values():
+        user.drift_at = None  # the same generator's settings, its users' drift left out
+    judged = hits = blind_hits = 0  # of the next events after lists made in a session begun after the drift
+    listed: dict[str, tuple[list[str], list[str]] | None] = {}  # user -> its last lists, if made after its drift
+    for raw in generate(config)[0]:
+        event = Event.from_dict(raw)
+        if (lists := listed.get(event.user_id)) is not None:
+            judged += 1
+            hits += event.item_id in lists[0]
+            blind_hits += event.item_id in lists[1]
+        lists = ceiling.learn(event), blind.learn(event)
+        drift_at, start = ceiling.users[event.user_id].drift_at, ceiling.sessions[event.user_id][1]
+        drifted = drift_at is not None and start >= drift_at
+        assert drifted or lists[0] == lists[1]  # before its user's drift an event's list is the blind one's
+        listed[event.user_id] = lists if drifted else None
+    assert ceiling.fits and judged > 1000
+    assert hits > blind_hits, (hits, blind_hits, judged)

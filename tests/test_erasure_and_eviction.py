@@ -1,5 +1,6 @@
 """An erasure request applied again, which keeps the profile its user began after it, in the same batch as an idle
-eviction: the worker's batch (`StreamWorker.handle_batch`) over fakes of its parts, down to what it asks of Redis."""
+eviction, and a restored profile erased again: the worker's batch (`StreamWorker.handle_batch`) over fakes of its
+parts, down to what it asks of Redis."""
 
 from __future__ import annotations
 
@@ -27,10 +28,11 @@ def settings() -> Settings:
     return Settings(ranker_warm_up=2, user_idle_ms=IDLE_MS, partitions=1)
 
 
-def one_batch(settings: Settings, profiles: dict, erased: ErasedUsers, requests: list, at_ms: int
-              ) -> tuple[list[tuple], list[dict]]:
-    """One batch of the worker: `requests` applied before its rounds, then one round, of another user's event at
-    `at_ms` (its item epoch due for an eviction pass). Returns the `delete_profiles` calls and the receipts sent."""
+def one_batch(settings: Settings, profiles: dict, erased: ErasedUsers, requests: list, at_ms: int,
+              restored: bool = False) -> tuple[list[tuple], list[dict]]:
+    """One batch of the worker: `requests` applied before its rounds (after the look for erased users' profiles a
+    restore took up, if `restored`), then one round, of another user's event at `at_ms` (its item epoch due for an
+    eviction pass). Returns the `delete_profiles` calls and the receipts sent."""
     deletes: list[tuple] = []
     store_profiles: dict[str, bool] = {}  # the users Redis holds a profile of
 
@@ -57,7 +59,7 @@ def one_batch(settings: Settings, profiles: dict, erased: ErasedUsers, requests:
         learner_table=SimpleNamespace(data={}, changelog_topic_name="learners.changelog"),
         partition_state=PartitionState({}, settings), index=InMemoryItemIndex(settings), counters=Counters(),
         idle_users=IdleUsers(profiles), erased=erased, profile_sizes=None, profile_cache=None, partitions_ready=True,
-        restored_unchecked=False, erasures=SimpleNamespace(apply=apply), assigned_inputs=lambda: {0}, partitions=1,
+        restored_unchecked=restored, erasures=SimpleNamespace(apply=apply), assigned_inputs=lambda: {0}, partitions=1,
         watcher=SimpleNamespace(live=None, shadow=None), catalogue=SimpleNamespace(index=None, withdrawn=()),
         user_eviction=SimpleNamespace(due=lambda ms: ms),
         ordered=SimpleNamespace(next_round=lambda room: rounds.pop() if rounds else (0, []),
@@ -128,3 +130,18 @@ def test_no_erasure_time_goes_to_redis_when_erased_users_events_are_replayed(set
                            [erase_request("u4", later - 5, "r4")], later)
     (user_ids, erased_at, _, _), = deletes
     assert user_ids == ["u4", USER] and erased_at == {}
+
+
+def test_a_restored_profile_erased_again_gives_redis_its_erasure_time_beside_the_batchs_erasures(settings,
+                                                                                               monkeypatch):
+    """A profile the table restored of a user erased after it began is removed again without a receipt: Redis must
+    still have that erasure's time, for the marker that refuses the late writes of that profile."""
+    profiles, events, later = idle_profile(settings, monkeypatch)
+    erased = ErasedUsers({}, settings, "erased.changelog", "profiles.changelog")
+    erased.record(erase_request(USER, events[-1].ts))  # after the profile began: a late write of an earlier owner
+    deletes, sent = one_batch(settings, profiles, erased, [erase_request("u4", later - 5, "r4")], later,
+                              restored=True)
+    assert USER.encode() not in profiles and [s["user_id"] for s in sent] == ["u4"]  # no receipt of its own
+    (user_ids, erased_at, evicted, _), = deletes
+    assert user_ids == [USER, "u4"] and evicted == {}  # removed as erased (before the requests), not evicted as idle
+    assert erased_at == {USER: events[-1].ts, "u4": later - 5}
