@@ -23,6 +23,49 @@ def _when(ms: Any) -> str:
         return str(ms)
 
 
+def _recommendation(value: bytes | None) -> dict[str, Any] | None:
+    """A record's list as `recommendations` prints it, or None: not one (another producer's bytes, a tombstone, fields
+    of other types), passed over and counted rather than a crash of the tool that should show what is there."""
+    try:
+        rec = orjson.loads(value) if value is not None else None
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(rec, dict) or not isinstance(rec.get("rec_id"), (str, type(None))):
+        return None
+    items, model = rec.get("items"), rec.get("model", {})
+    if not isinstance(items, list) or not isinstance(model, dict) or not all(
+            isinstance(item, dict) and isinstance(item.get("item_id"), str)
+            and isinstance(item.get("score"), (int, float)) and isinstance(item.get("reasons", []), list)
+            and all(isinstance(reason, str) for reason in item.get("reasons", [])) for item in items):
+        return None
+    return rec
+
+
+def _distinct_lists(found: list[Any]) -> list[dict[str, Any]]:
+    """The lists of the records read, each once (at-least-once: a batch redone after a worker's crash publishes its
+    lists again, same rec_id), without records that are none (`_recommendation`); stderr says what was left out."""
+    lists, rec_ids, unreadable = [], set(), []
+    for record in found:
+        rec = _recommendation(record.value)
+        if rec is None:
+            unreadable.append(f"{record.partition}@{record.offset}")
+            continue
+        rec_id = rec.get("rec_id")
+        if rec_id is None or rec_id not in rec_ids:
+            rec_ids.add(rec_id)
+            lists.append(rec)
+    if unreadable:
+        print(f"note: {len(unreadable)} of the records read are not lists a worker writes (not JSON, or fields of "
+              f"other types than schemas/v1/recommendation.schema.json's; partition@offset: "
+              f"{', '.join(unreadable[:5])}{' ...' if len(unreadable) > 5 else ''}): another producer's, passed over",
+              file=sys.stderr)
+    again = len(found) - len(unreadable) - len(lists)
+    if again:
+        print(f"note: {again} of the lists read were published again (same rec_id: a batch "
+              "redone after a worker stopped) and are shown once", file=sys.stderr)
+    return lists
+
+
 def cmd_recommendations(args: argparse.Namespace) -> int:
     from kafka import KafkaConsumer
 
@@ -50,8 +93,10 @@ def cmd_recommendations(args: argparse.Namespace) -> int:
     def shown(record: Any) -> bool:
         if record.key != key:
             return False
+        rec = _recommendation(record.value)
+        event_ts = rec.get("event_ts", 0) if rec is not None else 0
         if erased_at is not None and (record.timestamp <= erased_at
-                                      or orjson.loads(record.value).get("event_ts", 0) <= erased_at):
+                                      or (isinstance(event_ts, int) and event_ts <= erased_at)):
             hidden.append(record.offset)
             return False
         return True
@@ -73,15 +118,7 @@ def cmd_recommendations(args: argparse.Namespace) -> int:
         then = "; the user's next event brings a list of the new one" if before == len(found) else ""
         print(f"note: {which} the reset of {args.user_id!r}'s profile at {utc_ms(reset_at)} (`stream-app "
               f"reset-profile`): ranked for the profile deleted{then}", file=sys.stderr)
-    lists, rec_ids = [], set()
-    for rec in (orjson.loads(record.value) for record in found):
-        rec_id = rec.get("rec_id")
-        if rec_id is None or rec_id not in rec_ids:
-            rec_ids.add(rec_id)
-            lists.append(rec)
-    if len(lists) < len(found):  # at-least-once: a batch redone after a worker's crash publishes its lists again
-        print(f"note: {len(found) - len(lists)} of the lists read were published again (same rec_id: a batch "
-              "redone after a worker stopped) and are shown once", file=sys.stderr)
+    lists = _distinct_lists(found)
     titles = {}
     if args.titles and not args.json:
         from ..tools.catalogue import titles_on_topic
@@ -91,11 +128,11 @@ def cmd_recommendations(args: argparse.Namespace) -> int:
         if args.json:
             print(orjson.dumps(rec).decode())
             continue
-        print(f"user {rec['user_id']} after {rec['trigger_event_id']} (event time {_when(rec['event_ts'])}, profile "
-              f"version {rec['profile_version']}, ranked by {rec['model'].get('ranking', '?')}):")
+        print(f"user {rec.get('user_id')} after {rec.get('trigger_event_id')} (event time {_when(rec.get('event_ts'))}, "
+              f"profile version {rec.get('profile_version')}, ranked by {rec.get('model', {}).get('ranking', '?')}):")
         for rank, item in enumerate(rec["items"], 1):
             named = f"{item['item_id']} {titles[item['item_id']]}" if item["item_id"] in titles else item["item_id"]
-            print(f"  {rank:>2}. {named}  {item['score']:.4f}  {', '.join(item['reasons'])}")
+            print(f"  {rank:>2}. {named}  {item['score']:.4f}  {', '.join(item.get('reasons', []))}")
     return 0
 
 
