@@ -81,7 +81,7 @@ def test_jsonl_items_as_the_readme_writes_them_load_and_the_first_rejection_is_s
     assert main(["items", "load", str(catalogue)]) == 0
     out = capsys.readouterr().out
     assert f"loaded 2 items from {catalogue}" in out
-    assert "1 catalogue records rejected, the first as schema_violation (line 3: data.schema_version must be" in out
+    assert "1 catalogue records rejected, the first as schema_violation (line 3: schema_version 2 is not one" in out
     items = {key: orjson.loads(value) for topic, key, value in producer.sent if topic == "items"}
     assert items == {b"a": {"item_id": "a", "title": "A", "schema_version": 1},
                      b"b": {"item_id": "b", "title": "B", "price": 2.5, "schema_version": 1}}
@@ -389,6 +389,20 @@ def test_a_price_json_cannot_write_and_a_record_over_kafkas_limit_are_their_line
     assert items == {"b2": {"item_id": "b2", "title": "Mat", "schema_version": 1}}  # trimmed as the csv reader does
     assert [(r.line, r.rejection.reason) for r in rejected] == [(1, "payload_too_large")]
     assert "over 1,000,000" in rejected[0].rejection.detail
+
+
+def test_a_catalogue_records_empty_title_or_other_schema_version_is_said_plainly_as_an_events_is(tmp_path):
+    """The validator's words ("must be longer than or equal to 1 characters", "must be same as const definition")
+    were a catalogue line's rejection as they came; an event's have said what to do since 2026-12-05."""
+    from stream_app.tools.catalogue import load_catalogue
+
+    path = tmp_path / "items.jsonl"
+    path.write_text('{"item_id": "c1", "title": ""}\n{"item_id": "c2", "title": "Cup", "schema_version": 2}\n'
+                    '{"item_id": "c3", "title": "Jug"}\n')
+    items, rejected = load_catalogue(path, "jsonl")
+    assert list(items) == ["c3"]
+    assert [(r.line, r.rejection.detail.split(":")[0:2]) for r in rejected] == [
+        (1, ["line 1", " data.title is empty"]), (2, ["line 2", " schema_version 2 is not one this release reads (1)"])]
 
 
 def test_catalogue_csv_columns_it_does_not_read_are_said_with_the_name_it_reads(tmp_path, capsys):

@@ -19,7 +19,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     import redis
 
     from ..store.redis_store import worker_statuses
-    from ..stream.worker_status import STATUS_TTL_S, disagreements
+    from ..stream.worker_status import STATUS_TTL_S, disagreements, unowned
 
     settings = Settings.from_env()
     print(f"KAFKA_BOOTSTRAP_SERVERS={redact_setting(settings.kafka_bootstrap_servers)}{kafka_answers(settings)}")
@@ -29,9 +29,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         statuses = worker_statuses(client, settings.namespace, ttl_s=STATUS_TTL_S)
         try:  # the workers' statuses above say more; this line must not hide them
-            mirror = mirror_said(client.hgetall(marker_key(settings.namespace)))
+            marker = client.hgetall(marker_key(settings.namespace))
+            mirror = mirror_said(marker)
         except redis.RedisError as exc:
-            mirror = f"profiles in Redis: the workers' marker cannot be read ({exc})"
+            marker, mirror = {}, f"profiles in Redis: the workers' marker cannot be read ({exc})"
     except redis.RedisError as exc:
         raise redis_trouble(settings, exc) from exc
     finally:
@@ -40,7 +41,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     lines = [line for s in ours for line in describe_worker(s, settings.item_epoch_ms)]
     lines += [f"worker key of {s['worker_id']!r}: not a stream-app worker's status (another app's key under this "
               "namespace?), passed over" for s in statuses if s not in ours]
-    print("\n".join(lines + [f"warning: {said}" for said in disagreements(ours)]
+    # the workers' partition count as they wrote it (the topics', which may not be STREAM_APP_PARTITIONS)
+    counted = not_written_back(marker) if ours else None
+    warnings = disagreements(ours) + (unowned(ours, counted[0]) if counted else [])
+    print("\n".join(lines + [f"warning: {said}" for said in warnings]
                     or [f"no live workers under STREAM_APP_NAMESPACE={settings.namespace!r} (start one with "
                         "`stream-app worker`, or set the workers' namespace in this shell)"]))
     print(mirror)

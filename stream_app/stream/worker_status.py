@@ -73,6 +73,24 @@ def disagreements(statuses: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def unowned(statuses: list[dict[str, Any]], partitions: int) -> list[str]:
+    """Per consumer group, the input partitions (of `partitions`, the workers' count) that no live worker's status
+    lists: their events wait, and nothing says so elsewhere (each worker reports only what it owns)."""
+    out: list[str] = []
+    groups: dict[str, set[int]] = {}
+    for status in statuses:
+        owned = groups.setdefault(str(status.get("app_id", "?")), set())
+        owned.update(p for p in status.get("input_partitions") or () if isinstance(p, int))
+    for app_id, owned in groups.items():
+        missing = [p for p in range(partitions) if p not in owned]
+        if missing:
+            out.append(f"input partition{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))} of "
+                       f"{partitions} owned by no live worker of {app_id}: their events wait until the group gives them "
+                       "to one (seconds, while a worker joins or leaves; if it stays, a worker stopped without leaving "
+                       "and the broker has not noticed yet, or the group is wedged: see each worker's readiness)")
+    return out
+
+
 #: After this long without partitions, readiness says how a wedged consumer group looks.
 WEDGE_HINT_S = 180
 

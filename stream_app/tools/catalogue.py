@@ -21,7 +21,7 @@ from fastjsonschema import JsonSchemaException
 
 from .. import contracts
 from ..config import Settings
-from ..contracts import Rejection, Source, validator
+from ..contracts import Rejection, Source, plain_message, validator
 from ..core.content import item_title
 from ..errors import InputFileError
 from .log_checks import (
@@ -64,7 +64,7 @@ def check_item(record: Any, source: Source, raw: bytes) -> dict[str, Any] | Reje
     try:
         validator("item")(record)
     except JsonSchemaException as exc:
-        return Rejection("schema_violation", exc.message, source, None, raw)
+        return Rejection("schema_violation", plain_message("item", record, exc.message), source, None, raw)
     numbers = [("price", record.get("price")), *((f"attributes.{key}", value)
                                                    for key, value in (record.get("attributes") or {}).items())]
     unwritable = [(name, value) for name, value in numbers if isinstance(value, float) and not math.isfinite(value)]
