@@ -47,3 +47,15 @@ def test_status_says_nothing_of_partitions_when_all_are_owned_or_the_count_is_un
     assert "owned by no live worker" not in status_output(monkeypatch, capsys, statuses, {})  # no marker yet
     assert "input partition 4 of 5 owned by no live worker of a" in status_output(monkeypatch, capsys, statuses,
                                                                                    marker_of(5))
+
+
+def test_a_status_whose_partitions_are_not_a_list_leaves_its_group_unjudged_and_status_whole(monkeypatch, capsys):
+    """A worker key holding `input_partitions` of another shape (a hand-edited key, another app's) made `status`
+    raise after its first lines; what that worker owns is unknown, so its group's partitions are not said unowned."""
+    for odd in (3, None, "0,1", {"0": True}):
+        statuses = [status("a:1", "a", [0]), {**status("a:2", "a", []), "input_partitions": odd},
+                    status("b:1", "b", [0, 1])]
+        out = status_output(monkeypatch, capsys, statuses, marker_of(3))
+        assert "worker a:2: ready" in out and "profiles in Redis: all 3 input partitions written back" in out
+        assert "owned by no live worker of a" not in out, odd
+        assert "warning: input partition 2 of 3 owned by no live worker of b" in out

@@ -75,14 +75,18 @@ def disagreements(statuses: list[dict[str, Any]]) -> list[str]:
 
 def unowned(statuses: list[dict[str, Any]], partitions: int) -> list[str]:
     """Per consumer group, the input partitions (of `partitions`, the workers' count) that no live worker's status
-    lists: their events wait, and nothing says so elsewhere (each worker reports only what it owns)."""
+    lists: their events wait, and nothing says so elsewhere (each worker reports only what it owns). A group with a
+    status whose partitions are not a list (a key edited by hand, another app's) is not judged: what it owns is
+    unknown."""
     out: list[str] = []
-    groups: dict[str, set[int]] = {}
+    groups: dict[str, set[int] | None] = {}
     for status in statuses:
-        owned = groups.setdefault(str(status.get("app_id", "?")), set())
-        owned.update(p for p in status.get("input_partitions") or () if isinstance(p, int))
+        app_id, listed = str(status.get("app_id", "?")), status.get("input_partitions")
+        owned = groups.setdefault(app_id, set())
+        if owned is not None:
+            groups[app_id] = owned | {p for p in listed if isinstance(p, int)} if isinstance(listed, list) else None
     for app_id, owned in groups.items():
-        missing = [p for p in range(partitions) if p not in owned]
+        missing = [p for p in range(partitions) if owned is not None and p not in owned]
         if missing:
             out.append(f"input partition{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))} of "
                        f"{partitions} owned by no live worker of {app_id}: their events wait until the group gives them "
