@@ -12,9 +12,10 @@ from stream_app.cli.topic_commands import cmd_recommendations
 from stream_app.tools import consume, erase, redrive
 
 
-def shown_lists(monkeypatch, capsys, recs: list[dict | bytes | None], json: bool = True) -> tuple[list[str], str]:
+def shown_lists(monkeypatch, capsys, recs: list[dict | bytes | None], json: bool = True, last: int = 10,
+                erased_at: int | None = None) -> tuple[list[str], str]:
     """The trigger events of the lists the command prints (--json; else its text), and what it says on stderr
-    (`recs`: a list, or a record's raw value)."""
+    (`recs`: a list, or a record's raw value, the n-th at Kafka time 1_000 + n; `erased_at`: the user's erasure)."""
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "localhost:9")  # never dialled: every reader below is a fake
     monkeypatch.setattr(kafka, "KafkaConsumer", lambda **kwargs: SimpleNamespace(
         partitions_for_topic=lambda topic: {0}, close=lambda: None))
@@ -24,9 +25,9 @@ def shown_lists(monkeypatch, capsys, recs: list[dict | bytes | None], json: bool
     monkeypatch.setattr(consume, "latest_records", lambda settings, topic, want, partition, match: [
         record for record in records if match(record)][-want:])
     monkeypatch.setattr(redrive.ErasureCheck, "read", classmethod(lambda cls, settings: SimpleNamespace(
-        erased_time=lambda user: None)))
+        erased_time=lambda user: erased_at)))
     monkeypatch.setattr(erase, "reset_time", lambda settings, user: None)
-    args = argparse.Namespace(user_id="carol", last=10, json=json, titles=False)
+    args = argparse.Namespace(user_id="carol", last=last, json=json, titles=False)
     assert cmd_recommendations(args) == 0
     out, err = capsys.readouterr()
     if not json:
@@ -60,3 +61,14 @@ def test_records_another_producer_wrote_are_passed_over_with_their_offsets_and_t
         assert "6 of the records read are not lists a worker writes" in err
         assert "0@1, 0@2, 0@3, 0@4, 0@5 ..." in err
         assert "published again" not in err
+
+
+def test_a_record_another_producer_wrote_takes_no_place_of_the_last_lists_nor_of_the_erased_ones(monkeypatch, capsys):
+    """Such a record was one of the --last N read: after it, `recommendations carol` (the last 1) printed no list,
+    with status 0. For an erased user, one written after the erasure was hidden as a list of before it (its event_ts
+    taken for 0), not named."""
+    shown, err = shown_lists(monkeypatch, capsys, [rec("e1", "r1"), rec("e2", "r2"), b"not json"], last=1)
+    assert shown == ["e2"] and "1 of the records read are not lists a worker writes" in err and "0@2)" in err
+    after = {**rec("e3", "r3"), "event_ts": 5_000}
+    shown, err = shown_lists(monkeypatch, capsys, [rec("e1", "r1"), None, after], erased_at=1_000)
+    assert shown == ["e3"] and "1 of the records read are not lists a worker writes" in err and "0@1)" in err

@@ -42,28 +42,28 @@ def _recommendation(value: bytes | None) -> dict[str, Any] | None:
 
 
 def _distinct_lists(found: list[Any]) -> list[dict[str, Any]]:
-    """The lists of the records read, each once (at-least-once: a batch redone after a worker's crash publishes its
-    lists again, same rec_id), without records that are none (`_recommendation`); stderr says what was left out."""
-    lists, rec_ids, unreadable = [], set(), []
-    for record in found:
-        rec = _recommendation(record.value)
-        if rec is None:
-            unreadable.append(f"{record.partition}@{record.offset}")
-            continue
+    """The lists of the records read (each a list: `_recommendation`), each once (at-least-once: a batch redone after
+    a worker's crash publishes its lists again, same rec_id); stderr says how many were left out."""
+    lists, rec_ids = [], set()
+    for rec in (orjson.loads(record.value) for record in found):
         rec_id = rec.get("rec_id")
         if rec_id is None or rec_id not in rec_ids:
             rec_ids.add(rec_id)
             lists.append(rec)
-    if unreadable:
-        print(f"note: {len(unreadable)} of the records read are not lists a worker writes (not JSON, or fields of "
-              f"other types than schemas/v1/recommendation.schema.json's; partition@offset: "
-              f"{', '.join(unreadable[:5])}{' ...' if len(unreadable) > 5 else ''}): another producer's, passed over",
-              file=sys.stderr)
-    again = len(found) - len(unreadable) - len(lists)
-    if again:
-        print(f"note: {again} of the lists read were published again (same rec_id: a batch "
+    if len(lists) < len(found):
+        print(f"note: {len(found) - len(lists)} of the lists read were published again (same rec_id: a batch "
               "redone after a worker stopped) and are shown once", file=sys.stderr)
     return lists
+
+
+def _say_passed_over(records: list[Any]) -> None:
+    """Names on stderr the records of the user's key read that are no list (another producer's), passed over."""
+    if records:
+        named = [f"{record.partition}@{record.offset}" for record in sorted(records, key=lambda r: (r.partition,
+                                                                                                    r.offset))]
+        print(f"note: {len(named)} of the records read are not lists a worker writes (not JSON, or fields of other "
+              f"types than schemas/v1/recommendation.schema.json's; partition@offset: {', '.join(named[:5])}"
+              f"{' ...' if len(named) > 5 else ''}): another producer's, passed over", file=sys.stderr)
 
 
 def cmd_recommendations(args: argparse.Namespace) -> int:
@@ -88,13 +88,15 @@ def cmd_recommendations(args: argparse.Namespace) -> int:
 
     # an erased user's lists of before the erasure stay on the topic until its retention: not shown (the erasure
     # was asked for them too); those of the user's events after it are
-    erased_at, hidden = ErasureCheck.read(settings).erased_time(args.user_id), []
+    erased_at, hidden, passed_over = ErasureCheck.read(settings).erased_time(args.user_id), [], []
 
     def shown(record: Any) -> bool:
         if record.key != key:
             return False
-        rec = _recommendation(record.value)
-        event_ts = rec.get("event_ts", 0) if rec is not None else 0
+        if (rec := _recommendation(record.value)) is None:  # named below; not one of the last lists, nor an erased one
+            passed_over.append(record)
+            return False
+        event_ts = rec.get("event_ts", 0)
         if erased_at is not None and (record.timestamp <= erased_at
                                       or (isinstance(event_ts, int) and event_ts <= erased_at)):
             hidden.append(record.offset)
@@ -102,6 +104,7 @@ def cmd_recommendations(args: argparse.Namespace) -> int:
         return True
 
     found = latest_records(settings, topic, args.last, partition_of(args.user_id, len(partitions)), shown)
+    _say_passed_over(passed_over)
     if not found and hidden:
         raise StreamAppError(f"user {args.user_id!r} was erased (time {utc_ms(erased_at)}): its {len(hidden)} lists on "
                              f"{topic} of before the erasure are not shown (they leave with the topic's retention.ms)")
