@@ -152,3 +152,31 @@ def test_after_a_users_drift_the_ceiling_ranks_from_the_new_interests_and_hits_m
         listed[event.user_id] = lists if drifted else None
     assert ceiling.fits and judged > 1000
     assert hits > blind_hits, (hits, blind_hits, judged)
+
+
+def test_a_drift_within_a_session_changes_its_lists_only_from_the_users_next_session():
+    """The generator draws a session from the interests of its start: the seed-4 log above has no session across
+    its user's drift, so it cannot tell the session's start from the event's time. Here the drift is moved to the
+    second event of a session the user has another after."""
+    config = SynthConfig(events=3000, seed=4, drift_share=1.0)
+    log = [Event.from_dict(raw) for raw in generate(config)[0]]
+    sessions: dict[tuple[str, str], list[Event]] = {}
+    for event in log:
+        sessions.setdefault((event.user_id, event.session_id), []).append(event)
+    user, moved = next((user, events) for (user, _), events in sessions.items() if len(events) >= 3
+                       and events[1].ts > events[0].ts and any(later[0].user_id == user and later[0].ts > events[-1].ts
+                                                               for later in sessions.values()))
+    ceiling, blind = GeneratorCeiling(config, k=10), GeneratorCeiling(config, k=10)
+    ceiling.users[user].drift_at, blind.users[user].drift_at = moved[1].ts, None
+    within = after = differ = 0
+    for event in log:
+        lists = ceiling.learn(event), blind.learn(event)
+        if event.user_id != user:
+            continue
+        if event.ts <= moved[-1].ts:  # up to the end of the session the drift fell in: the interests before it
+            assert lists[0] == lists[1], event
+            within += event.ts >= moved[1].ts
+        else:
+            after += 1
+            differ += lists[0] != lists[1]
+    assert within >= 2 and after and differ, (within, after, differ)
