@@ -248,9 +248,11 @@ def plain_message(schema: str, data: Any, message: str) -> str:
             return plain_message(schema, data, exc.message)
         return f"'stage' is only on purchase events, not on a {data.get('type')!r} event"
     if message.startswith("data.schema_version must be same as const definition") and isinstance(data, dict):
+        remedy = ("leave schema_version out (`items load` gives the version it reads), or load it with the release "
+                  "that reads it" if schema == "item" else
+                  "send it as schemas/ describes, or run workers of the release that writes it")
         return (f"schema_version {data.get('schema_version')!r} is not one this release reads "
-                f"({message.rsplit(' ', 1)[-1]}): send it as schemas/ describes, or run workers of the release "
-                "that writes it")
+                f"({message.rsplit(' ', 1)[-1]}): {remedy}")
     if (empty := EMPTY_TEXT.fullmatch(message)) is not None:  # "must be longer than or equal to 1 characters"
         return f"{empty.group(1)} is empty: give it at least one character"
     return message

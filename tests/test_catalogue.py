@@ -403,6 +403,8 @@ def test_a_catalogue_records_empty_title_or_other_schema_version_is_said_plainly
     assert list(items) == ["c3"]
     assert [(r.line, r.rejection.detail.split(":")[0:2]) for r in rejected] == [
         (1, ["line 1", " data.title is empty"]), (2, ["line 2", " schema_version 2 is not one this release reads (1)"])]
+    assert rejected[1].rejection.detail.endswith("leave schema_version out (`items load` gives the version it reads), "
+                                                 "or load it with the release that reads it")
 
 
 def test_catalogue_csv_columns_it_does_not_read_are_said_with_the_name_it_reads(tmp_path, capsys):

@@ -37,15 +37,15 @@ def test_status_warns_of_the_partitions_no_live_worker_of_a_group_owns_by_the_wo
     STREAM_APP_PARTITIONS' 8); each group is judged alone."""
     out = status_output(monkeypatch, capsys, [status("a:1", "a", [0, 1]), status("a:2", "a", [3]),
                                               status("b:1", "b", [0, 1, 2, 3, 4, 5])], marker_of(6))
-    assert "warning: input partitions 2, 4, 5 of 6 owned by no live worker of a: their events wait" in out
-    assert "of b" not in out and "partitions 6, 7" not in out
+    assert "warning: input partitions 2, 4, 5 of 6 owned by no live worker of group a (STREAM_APP_APP_ID): their events wait" in out
+    assert "group b" not in out and "partitions 6, 7" not in out
 
 
 def test_status_says_nothing_of_partitions_when_all_are_owned_or_the_count_is_unknown(monkeypatch, capsys):
     statuses = [status("a:1", "a", [0, 2]), status("a:2", "a", [1, 3])]
     assert "owned by no live worker" not in status_output(monkeypatch, capsys, statuses, marker_of(4))
     assert "owned by no live worker" not in status_output(monkeypatch, capsys, statuses, {})  # no marker yet
-    assert "input partition 4 of 5 owned by no live worker of a" in status_output(monkeypatch, capsys, statuses,
+    assert "input partition 4 of 5 owned by no live worker of group a" in status_output(monkeypatch, capsys, statuses,
                                                                                    marker_of(5))
 
 
@@ -57,5 +57,5 @@ def test_a_status_whose_partitions_are_not_a_list_leaves_its_group_unjudged_and_
                     status("b:1", "b", [0, 1])]
         out = status_output(monkeypatch, capsys, statuses, marker_of(3))
         assert "worker a:2: ready" in out and "profiles in Redis: all 3 input partitions written back" in out
-        assert "owned by no live worker of a" not in out, odd
-        assert "warning: input partition 2 of 3 owned by no live worker of b" in out
+        assert "owned by no live worker of group a" not in out, odd
+        assert "warning: input partition 2 of 3 owned by no live worker of group b" in out
