@@ -311,3 +311,34 @@ def test_a_letter_written_twice_by_a_redone_batch_is_sent_again_once(monkeypatch
     summary = redrive(settings, {"key_mismatch"}, dry_run=True)
     assert summary.sent == {settings.topics.click: 2}  # the letter once, and the other input's letter
     assert sum(summary.left.values()) == 1 and "redone batch" in next(iter(summary.left))
+
+
+def test_a_record_on_the_dead_letter_topic_that_is_no_letter_of_ours_is_left_with_why_not_a_traceback(monkeypatch):
+    """Another producer's records on the dead-letter topic: a `payload_base64` that is not base64 (or not text) and a
+    `reason` that is an object stopped `redrive --dry-run` with a traceback (helper-152), every letter after them
+    unsent."""
+    from types import SimpleNamespace
+
+    from kafka import TopicPartition
+
+    from stream_app.tools import redrive as redrive_module
+
+    settings = Settings()
+    good = Rejection("key_mismatch", "why", Source(settings.topics.click, 0, 5), b"u2",
+                     orjson.dumps(_event("k1", "u1"))).to_record()
+    bare = {key: value for key, value in good.items() if key not in ("payload_text", "letter_id")}
+    found = [{**bare, "payload_base64": "!!!notbase64"}, {**bare, "payload_base64": 5}, {**good, "reason": {"a": 1}},
+             {**good, "reason": ["key_mismatch"]}, good]
+    records = [SimpleNamespace(value=orjson.dumps(letter), key=b"u2", partition=0, offset=offset)
+               for offset, letter in enumerate(found)]
+    tp = TopicPartition(settings.topics.dlq, 0)
+    monkeypatch.setattr(redrive_module, "positions", lambda settings, reasons: {r: {} for r in reasons})
+    monkeypatch.setattr(redrive_module, "read_range",
+                        lambda settings, topic, from_offsets: (records, {tp: 0}, {tp: len(records)}))
+    monkeypatch.setattr(redrive_module.ErasureCheck, "read",
+                        classmethod(lambda cls, settings: SimpleNamespace(add=lambda resend: None,
+                                                                          holds_back=lambda resend, key: False)))
+    summary = redrive(settings, {"key_mismatch"}, dry_run=True)
+    assert summary.sent == {settings.topics.click: 1}  # the letter of ours after them
+    assert summary.left == {"its payload is not kept as a dead letter keeps it (payload_text, or payload_base64 as "
+                            "base64)": 2, "not a dead letter of this project (no JSON with a reason)": 2}

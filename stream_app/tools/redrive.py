@@ -102,7 +102,10 @@ def resend_of(letter: dict[str, Any], key: bytes | None, settings: Settings) -> 
         return NEVER_PASS[reason]
     if letter.get("payload_truncated"):
         return "its payload was kept cut at 384 KiB: only its producer can send it again"
-    value = letter_payload(letter)
+    try:
+        value = letter_payload(letter)
+    except (TypeError, ValueError):  # binascii.Error is a ValueError: another producer's record, not a letter's
+        return "its payload is not kept as a dead letter keeps it (payload_text, or payload_base64 as base64)"
     parsed = _json_object(value)
     source = letter.get("source") or {}
     try:
@@ -246,6 +249,8 @@ def redrive(settings: Settings, reasons: set[str], from_start: bool = False, dry
             letter = orjson.loads(record.value)
             reason = letter["reason"]
         except (orjson.JSONDecodeError, TypeError, KeyError):
+            reason = None
+        if not isinstance(reason, str):  # another producer's record (a reason of a list or an object was a crash)
             summary.left["not a dead letter of this project (no JSON with a reason)"] += 1
             continue
         if reason not in reasons:
