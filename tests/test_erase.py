@@ -426,3 +426,43 @@ def test_a_request_the_broker_does_not_take_is_said_not_printed_as_requested(mon
         erase_users(settings, ["alice", "bob", "carol"], None)
     assert "requested" not in capsys.readouterr().out
     assert len(publish_erasures(settings, ["bob"])) == 1  # all taken: the requests
+
+
+def _receipt_of(user: str, request_id: str) -> dict:
+    """A receipt as a worker writes it (one found no profile to erase)."""
+    return {"request_id": request_id, "user_id": user, "requested_at": 1_000, "erased_through": 1_000,
+            "applied_at": 2_000, "worker_id": "w", "partition": 1,
+            "deleted": {"profile_table": {"found": False, "version": None, "event_count": None},
+                        "changelog": {"topic": "p-changelog", "partition": 1, "tombstone": True},
+                        "profiles_topic": {"topic": "profiles", "tombstone": True},
+                        "redis": {"key": f"profile:{user}", "existed": False, "marker_s": 86400}, "learner_state": [],
+                        "digests": 0, "pending_lists": {}, "worker_state": [],
+                        "erased_record": {"table": "erased-changelog", "user_hash": "ab" * 32}},
+            "dead_letters": {"topic": "events.dlq", "records": [], "retention_ms": 1, "retention_source": "setting",
+                             "note": "n", "listed": "complete"}, "not_erased": ["item state"], "schema_version": 1}
+
+
+def test_records_of_the_receipts_topic_that_are_no_receipts_are_passed_over_and_named_not_a_traceback(
+        monkeypatch, capsys):
+    """Another producer's records on erasures.receipts (bytes that are not UTF-8, not JSON, JSON of another shape)
+    stopped `erasure-receipts` with a traceback, and `erase` waiting for its receipts too (helper-152)."""
+    from types import SimpleNamespace
+
+    from stream_app.tools import consume, erase
+
+    foreign = [b"\xff\xfe", b"junk", b"[1]", orjson.dumps({"user_id": "u1", "request_id": 5}),
+               orjson.dumps({"user_id": "u1", "applied_at": "yesterday"})]
+    records = [SimpleNamespace(partition=0, offset=offset, key=b"u1", value=value)
+               for offset, value in enumerate([*foreign, None, orjson.dumps(_receipt_of("u1", "r1"))])]
+    monkeypatch.setattr(consume, "read_to_end", lambda settings, topic: records)
+    assert erase.print_receipts(Settings(), ["u1"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("erased 'u1' (request r1)") and out.count("erased '") == 1
+    assert "5 of the records of erasures.receipts are not receipts a worker writes" in err
+    assert "partition@offset: 0@0, 0@1, 0@2, 0@3, 0@4)" in err  # the tombstone (0@5) is no record to name
+    reader = object.__new__(erase.ReceiptReader)
+    tp = TopicPartition("erasures.receipts", 0)
+    reader.receipts, reader.erasures = tp.topic, "erasures"
+    reader.consumer = SimpleNamespace(poll=lambda timeout_ms: {tp: records})
+    found, refused = reader.wait({"r1"}, 5)
+    assert list(found) == ["r1"] and refused == {}

@@ -105,8 +105,8 @@ class ReceiptReader:
             for tp, records in self.consumer.poll(timeout_ms=300).items():
                 for record in records:
                     if tp.topic == self.receipts:
-                        receipt = orjson.loads(record.value)
-                        if receipt.get("request_id") in request_ids:
+                        receipt = receipt_of(record.value)  # another producer's record: not one of ours
+                        if receipt is not None and receipt["request_id"] in request_ids:
                             found[receipt["request_id"]] = receipt
                     else:
                         refused.update(self._refusal(record.value, request_ids - found.keys()))
@@ -197,11 +197,19 @@ def print_receipts(settings: Settings, users: list[str], as_json: bool = False) 
     """Every receipt the receipts topic still holds (of `users`, when given), oldest first."""
     from .consume import read_to_end
 
-    wanted = set(users)
-    receipts = [orjson.loads(record.value) for record in read_to_end(settings, settings.topics.erasure_receipts)
-                if record.value is not None]
-    receipts = sorted((r for r in receipts if not wanted or r.get("user_id") in wanted),
-                      key=lambda r: r.get("applied_at", 0))
+    wanted, receipts, passed_over = set(users), [], []
+    for record in read_to_end(settings, settings.topics.erasure_receipts):
+        receipt = receipt_of(record.value)
+        if receipt is not None:
+            receipts.append(receipt)
+        elif record.value is not None:
+            passed_over.append(f"{record.partition}@{record.offset}")
+    if passed_over:
+        print(f"note: {len(passed_over)} of the records of {settings.topics.erasure_receipts} are not receipts a worker "
+              "writes (not JSON, or not as schemas/v1/erasure-receipt.schema.json describes; partition@offset: "
+              f"{', '.join(passed_over[:5])}{' ...' if len(passed_over) > 5 else ''}): another producer's, passed over",
+              file=sys.stderr)
+    receipts = sorted((r for r in receipts if not wanted or r["user_id"] in wanted), key=lambda r: r["applied_at"])
     for receipt in receipts:
         print(orjson.dumps(receipt).decode() if as_json else describe(receipt))
     if not receipts:
@@ -212,6 +220,18 @@ def print_receipts(settings: Settings, users: list[str], as_json: bool = False) 
               file=sys.stderr)
         return 1
     return 0
+
+
+def receipt_of(value: bytes | None) -> dict[str, Any] | None:
+    """A record of the receipts topic as the receipt a worker wrote, or None: a tombstone, or another producer's
+    record (not JSON, or not as the schema describes), which stopped `erasure-receipts` and `erase` with a traceback
+    (helper-152)."""
+    try:
+        receipt = orjson.loads(value) if value is not None else None
+        validator("erasure-receipt")(receipt)
+    except (orjson.JSONDecodeError, fastjsonschema.JsonSchemaException):
+        return None
+    return receipt
 
 
 def reset_time(settings: Settings, user_id: str) -> int | None:
