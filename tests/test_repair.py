@@ -192,3 +192,36 @@ def test_a_profiles_topic_missing_or_empty_beside_a_redis_with_profiles_deletes_
     assert sorted(profile_users(redis_client, settings.namespace)) == ["u0", "u1", "u2"]
     assert repair_redis(settings, force=True).deleted == 3
     assert not list(profile_users(redis_client, settings.namespace))
+
+
+def test_records_of_the_profiles_topic_that_are_no_snapshot_are_passed_over_and_take_no_users_place(monkeypatch):
+    """Another producer's records on the profiles topic (no key, a key that is not UTF-8, bytes that are no profile)
+    stopped `repair-redis` with a traceback (helper-152); one keyed by a user after the user's snapshot would have
+    taken its place, and the user's profile would not have been written back."""
+    from types import SimpleNamespace
+
+    import redis
+    from kafka import TopicPartition
+
+    from stream_app.config import Settings
+    from stream_app.core.profile import Profile
+    from stream_app.stream.erased_users import ErasedUsers
+    from stream_app.tools import repair
+
+    settings = Settings(redis_url="redis://127.0.0.1:1/0")
+    snapshot = Profile(user_id="u1", version=3).to_json()
+    records = [SimpleNamespace(key=key, value=value) for key, value in (
+        (b"u1", snapshot), (b"u1", b"junk"), (None, b"{}"), (b"\xff", snapshot), (b"u1", b'{"version": "x"}'),
+        (b"u2", b'{"user_id": "u2", "version": 1}'))]
+    monkeypatch.setattr(repair, "read_range", lambda settings, topic, timeout_s: (records, {}, {TopicPartition(
+        settings.topics.profiles, 0): len(records)}))
+    monkeypatch.setattr(repair, "erased_users", lambda settings: ErasedUsers({}, settings, "", ""))
+    monkeypatch.setattr(redis.Redis, "from_url", lambda url: SimpleNamespace(ping=lambda: True, close=lambda: None))
+    written, deleted = [], []
+    monkeypatch.setattr(repair, "restore_profiles", lambda client, ns, rows, *times: written.extend(rows) or len(rows))
+    monkeypatch.setattr(repair, "profile_users", lambda client, ns: ["u1", "u2", "u3"])
+    monkeypatch.setattr(repair, "delete_profiles_before", lambda client, ns, users, began: deleted.extend(users) or 0)
+    summary = repair.repair_redis(settings)
+    assert [(user, value) for user, _, _, value, _ in written] == [("u1", snapshot)]  # its snapshot, not the junk
+    assert deleted == ["u3"]  # u2's last record is no profile: its profile in Redis is left as it is
+    assert summary.passed_over == 5 and "passed over 5 records" in summary.passed_over_note()

@@ -226,7 +226,7 @@ def cmd_repair_redis(args: argparse.Namespace) -> int:
     print(f"read {summary.snapshots_read} snapshots of {summary.users} users from the profiles topic ({summary.tombstoned} "
           f"with a tombstone last: erased or evicted); wrote {summary.written} to Redis (the others were there already, "
           f"or newer), deleted {summary.deleted} (users with a tombstone last, erased, or not on the topic), left out "
-          f"{summary.erased} snapshots of users erased after, in {summary.seconds:.1f}s")
+          f"{summary.erased} snapshots of users erased after, in {summary.seconds:.1f}s{summary.passed_over_note()}")
     return 0
 
 

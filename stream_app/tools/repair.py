@@ -39,25 +39,42 @@ class RepairSummary:
     deleted: int = 0  # profiles in Redis of users the topic has none for (tombstones, erased, gone)
     erased: int = 0  # snapshots of users erased after their profile began: not written
     tombstoned: int = 0  # users whose last record is a tombstone (erased or evicted): not written
+    passed_over: int = 0  # records that are no user's snapshot (another producer's): their users' Redis keys left as is
     seconds: float = 0.0
 
+    def passed_over_note(self) -> str:
+        """What the summary line adds of the records passed over (none: nothing)."""
+        return (f"; passed over {self.passed_over} records that are no user's snapshot (keyed by no user, or no profile: "
+                "another producer's), their users' profiles in Redis left as they were") if self.passed_over else ""
 
-def latest_snapshots(settings: Settings, timeout_s: float = 120.0, topic: str | None = None
-                     ) -> tuple[dict[str, bytes | None], int]:
+
+def latest_snapshots(settings: Settings, timeout_s: float = 120.0, topic: str | None = None,
+                     passed_over: list[int] | None = None) -> tuple[dict[str, bytes | None], int]:
     """Each user's newest snapshot on the profiles topic (or on `topic`, keyed by user: the profile
     table's changelog), read to the end offsets of the start: as the table restores it
     (`profile.supersedes`: a later record older than the one before it is a late write of an earlier
-    owner); None for a user whose last record is a tombstone."""
+    owner); None for a user whose last record is a tombstone. A record keyed by no user (no key, or not UTF-8: no
+    worker writes one) is passed over; so, given `passed_over` (a list it appends their count to), is one that is no
+    snapshot (its version unreadable: another producer's), which would otherwise take its user's place."""
     topic = topic or settings.topics.profiles
     records, _, ends = read_range(settings, topic, timeout_s)
     if not ends:  # read as empty, every profile in Redis would go
         raise ConfigError(f"the topic {topic} does not exist, or this account cannot see it: are "
                           "KAFKA_BOOTSTRAP_SERVERS and STREAM_APP_NAMESPACE the workers'? Nothing was written or deleted")
     latest: dict[str, bytes | None] = {}
+    skipped = 0
     for record in records:
-        user_id = record.key.decode("utf-8")
-        if record.value is None or supersedes(record.value, latest.get(user_id)):
+        try:
+            user_id = record.key.decode("utf-8")
+        except (AttributeError, UnicodeDecodeError):  # no key, or not text: a traceback of repair-redis (helper-152)
+            skipped += 1
+            continue
+        if passed_over is not None and record.value is not None and snapshot_order(record.value) is None:
+            skipped += 1
+        elif record.value is None or supersedes(record.value, latest.get(user_id)):
             latest[user_id] = record.value
+    if passed_over is not None:
+        passed_over.append(skipped)
     return latest, len(records)
 
 
@@ -92,24 +109,32 @@ def repair_redis(settings: Settings, force: bool = False) -> RepairSummary:
     client = redis.Redis.from_url(settings.require_redis())
     try:
         client.ping()  # a Redis that refuses or does not answer is said before the topic is read
-        latest, summary.snapshots_read = latest_snapshots(settings)
+        skipped: list[int] = []
+        latest, summary.snapshots_read = latest_snapshots(settings, passed_over=skipped)
+        summary.passed_over = skipped[0]
         erased = erased_users(settings)
         summary.users = len(latest)
         live: list[tuple[str, int, int, bytes, int]] = []
+        unread: set[str] = set()  # users whose last snapshot reads, but lacks a profile's fields: left as Redis has them
         for user_id, value in latest.items():
             erased_at = erased.erased_at(user_id) if value is not None else None
             if value is None or (erased_at is not None and (snapshot_order(value) or (0, 0))[0] <= erased_at):
                 summary.erased += value is not None
                 summary.tombstoned += value is None
                 continue
-            snapshot: dict[str, Any] = orjson.loads(value)
-            live.append((user_id, snapshot["version"], snapshot["event_count"], value, snapshot.get("generation") or 0))
+            try:
+                snapshot: dict[str, Any] = orjson.loads(value)
+                live.append((user_id, int(snapshot["version"]), int(snapshot["event_count"]), value,
+                             int(snapshot.get("generation") or 0)))
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError, OverflowError):
+                summary.passed_over += 1
+                unread.add(user_id)
         for start in range(0, len(live), CHUNK):
             # an eviction is timed at its batch's start, and its tombstone reaches the topic after its Redis marker:
             # one begun shortly before the repair read the topic may have its tombstone after what was read
             summary.written += restore_profiles(client, settings.namespace, live[start:start + CHUNK], read_from_ms,
                                                 began_ms)
-        kept = {user_id for user_id, *_ in live}
+        kept = {user_id for user_id, *_ in live} | unread
         stale = [user_id for user_id in profile_users(client, settings.namespace) if user_id not in kept]
         if stale and not summary.snapshots_read and not force:
             raise ConfigError(f"the topic {settings.topics.profiles} holds no snapshot while Redis holds {len(stale):,} "
