@@ -112,3 +112,22 @@ def test_a_bad_control_record_keyed_by_a_role_is_reported_on_the_status_topic():
 
     for record in reports:
         validator("model-status")(record)
+
+
+def test_a_control_record_that_breaks_the_schema_is_logged_with_where_it_was_read(caplog):
+    """Every other bad control record's log line named its topic, partition and offset; one breaking the schema (a role
+    of no model, a published_at of 1.5) did not, so an operator could not find it on the topic (helper-152)."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from stream_app.stream.model_control import ModelWatcher
+
+    watcher = ModelWatcher(Settings())
+    record = orjson.dumps({"role": "live", "version": None, "published_at": 1.5})
+
+    with caplog.at_level("ERROR", logger="stream_app.models"):
+        asyncio.run(watcher.receive(SimpleNamespace(topic="models.control", partition=0, key=b"live", value=record,
+                                                    offset=7)))
+    breaking = [r for r in caplog.records if "breaks schemas/v1/model-control" in r.getMessage()]
+    assert len(breaking) == 1 and " at models.control[0]@7 that breaks" in breaking[0].getMessage()
+    assert (breaking[0].topic, breaking[0].partition, breaking[0].offset) == ("models.control", 0, 7)

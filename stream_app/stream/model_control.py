@@ -144,14 +144,15 @@ class ModelWatcher:
                 "content": self.content.version if self.content else None,
                 "wanted": dict(self.wanted), "errors": dict(self.errors), "swaps": self.swaps}
 
-    async def apply(self, record: Any, retry: bool = False) -> bool:
-        """Act on a control record (`retry`: a refused one, loaded again; reported only if it now serves). False:
-        the record breaks the schema and is ignored."""
+    async def apply(self, record: Any, retry: bool = False, where: dict[str, Any] | None = None) -> bool:
+        """Act on a control record (`retry`: a refused one, loaded again; reported only if it now serves; `where`: its
+        topic, partition and offset, for the log). False: the record breaks the schema and is ignored."""
         try:
             validator("model-control")(record)
         except JsonSchemaException as exc:  # an operator's mistake must not stop the worker
-            log.error("ignoring a control record that breaks schemas/v1/model-control (%s): %s",
-                      plain_message("model-control", record, exc.message)[:200], shown(record))
+            at = f" at {where['topic']}[{where['partition']}]@{where['offset']}" if where else ""
+            log.error("ignoring a control record%s that breaks schemas/v1/model-control (%s): %s", at,
+                      plain_message("model-control", record, exc.message)[:200], shown(record), extra=where)
             self.errors["control"] = f"ignored an invalid control record: {exc.message}"
             return False
         self.errors.pop("control", None)  # a valid record after it: the operator has published again
@@ -242,7 +243,7 @@ class ModelWatcher:
                       shown(record.get("role")), extra=where)
             await self._report_bad_record(message.key, f"keyed by it but for role {shown(record.get('role'))}")
             return
-        if not await self.apply(record):
+        if not await self.apply(record, where=where):
             await self._report_bad_record(message.key, "against schemas/v1/model-control")
 
     async def _report_bad_record(self, key: bytes | None, what: str) -> None:
