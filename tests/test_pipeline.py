@@ -453,7 +453,7 @@ def test_idle_profiles_leave_table_topic_and_redis_at_the_event_times_evaluate_u
     for user in users:  # Redis holds exactly the profiles the in-process pass kept, with their counts
         stored = read_profile(redis_client, user, settings.namespace)
         assert stored.get("event_count") == (kept[user].event_count if user in kept else None), user
-    snapshots, _ = latest_snapshots(settings)
+    snapshots, _, _ = latest_snapshots(settings)
     assert {u for u, value in snapshots.items() if value is not None} == set(kept)
-    changelog, _ = latest_snapshots(settings, topic=f"{settings.group_id}-profiles-changelog")
+    changelog, _, _ = latest_snapshots(settings, topic=f"{settings.group_id}-profiles-changelog")
     assert {u for u, value in changelog.items() if value is not None} == set(kept)

@@ -117,7 +117,7 @@ def test_a_late_changelog_record_of_an_earlier_owner_does_not_roll_the_restored_
     wait_until(lambda: sum(committed_offsets(settings, inputs).values()) == 4, 60, "the second worker to commit")
     wait_until(lambda: read_profile(redis_client, "alice", settings.namespace).get("event_count") == 4, 30,
                "alice's profile in Redis to count her 4 events")
-    latest, _ = latest_snapshots(settings, topic=changelog)
+    latest, _, _ = latest_snapshots(settings, topic=changelog)
     assert Profile.from_json(latest["alice"]).event_count == 4
 
 

@@ -8,6 +8,7 @@ import difflib
 import os
 import signal
 import sys
+from typing import Any
 
 from .. import __version__
 from ..errors import StreamAppError
@@ -36,6 +37,7 @@ from .evaluate_command import cmd_evaluate
 from .kafka_errors import CONNECTION_WARNINGS, check_brokers_resolve, kafka_unreachable
 from .model_commands import cmd_items, cmd_models, cmd_train
 from .status_command import cmd_status
+from .terminal import escaping_terminal
 from .topic_commands import cmd_dead_letters, cmd_erasure_receipts, cmd_recommendations, cmd_redrive
 
 KEEP_HELP = ("keep the run's folder under the state directory (worker and service logs, the registry copy); "
@@ -379,6 +381,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     CONNECTION_WARNINGS.attach()
     previous = signal.signal(signal.SIGTERM, _terminated)  # a worker's or serve's event loop installs its own
+    # a worker's and serve's event loops own the streams (their logs: STREAM_APP_LOG_FORMAT=json escapes ESC)
+    with escaping_terminal() if args.command not in ("worker", "serve") else contextlib.nullcontext():
+        return _run(args, previous)
+
+
+def _run(args: argparse.Namespace, previous: Any) -> int:
+    """The command, its errors said (SIGTERM's handler `previous` put back after it)."""
     try:
         check_brokers_resolve(args.command)
         return args.fn(args)

@@ -41,7 +41,7 @@ def verify(settings: Settings, events: list[dict[str, Any]], poison: dict[str, s
         client.close()
     in_redis = {u: found.get("event_count", 0) for u, found in stored.items()}
     report["redis_count_mismatches"] = sum(in_redis[u] != n for u, n in expected.items())
-    changelog, _ = latest_snapshots(settings, topic=f"{settings.group_id}-profiles-changelog")
+    changelog, _, _ = latest_snapshots(settings, topic=f"{settings.group_id}-profiles-changelog")
     table = {u: Profile.from_json(raw) for u, raw in changelog.items() if raw}
     in_table = {u: profile.event_count for u, profile in table.items()}
     report["table_count_mismatches"] = sum(in_table.get(u, 0) != n for u, n in expected.items())

@@ -49,13 +49,14 @@ class RepairSummary:
 
 
 def latest_snapshots(settings: Settings, timeout_s: float = 120.0, topic: str | None = None,
-                     passed_over: list[int] | None = None) -> tuple[dict[str, bytes | None], int]:
+                     skip_unreadable: bool = False) -> tuple[dict[str, bytes | None], int, int]:
     """Each user's newest snapshot on the profiles topic (or on `topic`, keyed by user: the profile
     table's changelog), read to the end offsets of the start: as the table restores it
     (`profile.supersedes`: a later record older than the one before it is a late write of an earlier
-    owner); None for a user whose last record is a tombstone. A record keyed by no user (no key, or not UTF-8: no
-    worker writes one) is passed over; so, given `passed_over` (a list it appends their count to), is one that is no
-    snapshot (its version unreadable: another producer's), which would otherwise take its user's place."""
+    owner); None for a user whose last record is a tombstone. Also the number of records read, and of those passed
+    over: keyed by no user (no key, or not UTF-8), and with `skip_unreadable` (`repair-redis`) those that are no
+    snapshot (its version unreadable: another producer's), which otherwise take their user's place, so that a check
+    reading them reports them."""
     topic = topic or settings.topics.profiles
     records, _, ends = read_range(settings, topic, timeout_s)
     if not ends:  # read as empty, every profile in Redis would go
@@ -69,13 +70,11 @@ def latest_snapshots(settings: Settings, timeout_s: float = 120.0, topic: str | 
         except (AttributeError, UnicodeDecodeError):  # no key, or not text: a traceback of repair-redis (helper-152)
             skipped += 1
             continue
-        if passed_over is not None and record.value is not None and snapshot_order(record.value) is None:
+        if skip_unreadable and record.value is not None and snapshot_order(record.value) is None:
             skipped += 1
         elif record.value is None or supersedes(record.value, latest.get(user_id)):
             latest[user_id] = record.value
-    if passed_over is not None:
-        passed_over.append(skipped)
-    return latest, len(records)
+    return latest, len(records), skipped
 
 
 def erased_users(settings: Settings, timeout_s: float = 120.0) -> ErasedUsers:
@@ -109,9 +108,7 @@ def repair_redis(settings: Settings, force: bool = False) -> RepairSummary:
     client = redis.Redis.from_url(settings.require_redis())
     try:
         client.ping()  # a Redis that refuses or does not answer is said before the topic is read
-        skipped: list[int] = []
-        latest, summary.snapshots_read = latest_snapshots(settings, passed_over=skipped)
-        summary.passed_over = skipped[0]
+        latest, summary.snapshots_read, summary.passed_over = latest_snapshots(settings, skip_unreadable=True)
         erased = erased_users(settings)
         summary.users = len(latest)
         live: list[tuple[str, int, int, bytes, int]] = []
