@@ -42,7 +42,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     lines += [f"worker key of {s['worker_id']!r}: not a stream-app worker's status (another app's key under this "
               "namespace?), passed over" for s in statuses if s not in ours]
     # the workers' partition count as they wrote it (the topics', which may not be STREAM_APP_PARTITIONS)
-    counted = not_written_back(marker) if ours else None
+    counted = not_written_back(marker)
     warnings = disagreements(ours) + (unowned(ours, counted[0]) if counted else [])
     print("\n".join(lines + [f"warning: {said}" for said in warnings]
                     or [f"no live workers under STREAM_APP_NAMESPACE={settings.namespace!r} (start one with "

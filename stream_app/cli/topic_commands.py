@@ -41,11 +41,11 @@ def _recommendation(value: bytes | None) -> dict[str, Any] | None:
     return rec
 
 
-def _distinct_lists(found: list[Any]) -> list[dict[str, Any]]:
-    """The lists of the records read (each a list: `_recommendation`), each once (at-least-once: a batch redone after
-    a worker's crash publishes its lists again, same rec_id); stderr says how many were left out."""
+def _distinct_lists(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The lists read (each as `_recommendation` read it), each once (at-least-once: a batch redone after a worker's
+    crash publishes its lists again, same rec_id); stderr says how many were left out."""
     lists, rec_ids = [], set()
-    for rec in (orjson.loads(record.value) for record in found):
+    for rec in found:
         rec_id = rec.get("rec_id")
         if rec_id is None or rec_id not in rec_ids:
             rec_ids.add(rec_id)
@@ -89,6 +89,7 @@ def cmd_recommendations(args: argparse.Namespace) -> int:
     # an erased user's lists of before the erasure stay on the topic until its retention: not shown (the erasure
     # was asked for them too); those of the user's events after it are
     erased_at, hidden, passed_over = ErasureCheck.read(settings).erased_time(args.user_id), [], []
+    read: dict[tuple[int, int], dict[str, Any]] = {}  # (partition, offset) -> the list, parsed once
 
     def shown(record: Any) -> bool:
         if record.key != key:
@@ -101,6 +102,7 @@ def cmd_recommendations(args: argparse.Namespace) -> int:
                                       or (isinstance(event_ts, int) and event_ts <= erased_at)):
             hidden.append(record.offset)
             return False
+        read[record.partition, record.offset] = rec
         return True
 
     found = latest_records(settings, topic, args.last, partition_of(args.user_id, len(partitions)), shown)
@@ -121,7 +123,7 @@ def cmd_recommendations(args: argparse.Namespace) -> int:
         then = "; the user's next event brings a list of the new one" if before == len(found) else ""
         print(f"note: {which} the reset of {args.user_id!r}'s profile at {utc_ms(reset_at)} (`stream-app "
               f"reset-profile`): ranked for the profile deleted{then}", file=sys.stderr)
-    lists = _distinct_lists(found)
+    lists = _distinct_lists([read[record.partition, record.offset] for record in found])
     titles = {}
     if args.titles and not args.json:
         from ..tools.catalogue import titles_on_topic

@@ -86,12 +86,13 @@ def unowned(statuses: list[dict[str, Any]], partitions: int) -> list[str]:
         if owned is not None:
             groups[app_id] = owned | {p for p in listed if isinstance(p, int)} if isinstance(listed, list) else None
     for app_id, owned in groups.items():
-        missing = [p for p in range(partitions) if owned is not None and p not in owned]
+        missing = [p for p in range(partitions) if p not in owned] if owned is not None else []
         if missing:
             out.append(f"input partition{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))} of "
-                       f"{partitions} owned by no live worker of group {app_id} ({ENV_PREFIX}APP_ID): their events wait until the group gives them "
-                       "to one (seconds, while a worker joins or leaves; if it stays, a worker stopped without leaving "
-                       "and the broker has not noticed yet, or the group is wedged: see each worker's readiness)")
+                       f"{partitions} owned by no live worker of group {app_id} ({ENV_PREFIX}APP_ID): their events "
+                       "wait until the group gives them to one (seconds, while a worker joins or leaves; if it stays, "
+                       "a worker stopped without leaving and the broker has not noticed yet, or the group is wedged: "
+                       "see each worker's readiness)")
     return out
 
 
