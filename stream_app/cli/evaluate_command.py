@@ -19,6 +19,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..tools.synth import truth_path
 
     _refuse_ignored_options(args)
+    if (args.processes or 1) > 1 and (args.encoder or args.shadow):
+        raise StreamAppError("--processes forks the pass, and a forked process cannot use the sequence encoder's "
+                             "onnxruntime session: leave out --processes, or --encoder and --shadow")
     name = report_name(args)
     if args.via_kafka:
         json_path = _writable(args.json, f"evaluation-via-kafka-{name}.json")
@@ -56,7 +59,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     try:
         result = evaluate_log(args.log, args.format, settings, args.k, truth, encoder=encoder, shadow=shadow,
                               limit=args.limit, content=content, light=args.light, judge_from=args.judge_from,
-                              tune_baselines=args.tune_baselines,
+                              tune_baselines=args.tune_baselines, processes=args.processes or 1,
                               **({"run_events": args.sort_in_memory} if args.sort_in_memory else {}))
     except KeyboardInterrupt:  # exit status 130 said nothing of what became of the pass
         print("\ninterrupted: no table and no report written (the pass scores the whole log before it writes "
@@ -75,7 +78,7 @@ _NEEDS = {"no_baselines": ("via_kafka", False), "keep": ("via_kafka", False), "r
           "workers": ("via_kafka", 1), "max_idle_ms": ("via_kafka", 2000), "busy": ("via_kafka", False),
           "timeout": ("via_kafka", 900.0), "items_format": ("items", "jsonl"), "content": ("items", "latest")}
 #: ... and those the run through Kafka does not take (None unless given)
-_NOT_VIA_KAFKA = ("batch", "truth", "encoder", "shadow", "html", "sort_in_memory", "tune_baselines")
+_NOT_VIA_KAFKA = ("batch", "truth", "encoder", "shadow", "html", "sort_in_memory", "tune_baselines", "processes")
 
 
 def _refuse_ignored_options(args: argparse.Namespace) -> None:

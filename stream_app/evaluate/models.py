@@ -134,6 +134,31 @@ class StreamAppModel:
         pass
 
 
+class ItemStateOf:
+    """The hybrid's item state alone (its feed and item index: the popular items the baselines' lists are filled
+    with), no profiles and no list: for a pass that runs baseline rows without the stream-app row (the tuning pass,
+    and the processes of a split pass but the first). The pass gives it the repeated event ids too, as it gives the
+    hybrid, whose feed sees them."""
+
+    NAME = "the stream-app row's item state (no list)"
+
+    def __init__(self, hybrid: StreamAppModel):
+        self.name = self.NAME
+        self.hybrid = hybrid
+
+    def begin_batch(self, events: list[Event], epoch: int) -> None:
+        self.hybrid.epoch = epoch
+        self.hybrid.feed.advance(epoch - 1)
+
+    def learn(self, event: Event) -> None:
+        hybrid = self.hybrid
+        hybrid.feed.add(event, partition_of(event.user_id, hybrid.settings.partitions), hybrid.epoch)
+        return None
+
+    def end_batch(self) -> None:
+        pass
+
+
 #: The prior's weight settings; a single-source baseline keeps one of them and zeroes the others.
 SOURCE_WEIGHTS = {"co-visitation": "covis_weight", "sequential rules": "rules_weight",
                   "viewed before": "repeat_weight",

@@ -42,7 +42,7 @@ from ..tools.sorted_log import RUN_EVENTS, LimitCut, SortedLog
 from .baselines import CoVisitationUnseen, RecentThenCoVisitation, SequentialRules
 from .ceiling import CeilingLeftOut, GeneratorCeiling, ceiling_for
 from .metrics import COLD_START, PopularityPercentiles, Scoreboard, profile_accuracy
-from .models import SOURCE_WEIGHTS, ItemJustSeen, Model, MostPopular, RiverMF, SingleSource, StreamAppModel
+from .models import SOURCE_WEIGHTS, ItemJustSeen, ItemStateOf, Model, MostPopular, RiverMF, SingleSource, StreamAppModel
 from .rules_then_text import SequentialRulesThenText
 from .session_knn import SKNN, VSKNN
 
@@ -99,7 +99,7 @@ def models_to_run(settings: Settings, k: int, baselines: bool, light: bool, enco
 
 
 #: What changes the rows of a pass: (the stream-app model, every row) -> the same, changed (`tuning`)
-Rows = Callable[[StreamAppModel, list[Model]], tuple[StreamAppModel, list[Model]]]
+Rows = Callable[[Any, list[Model]], tuple[Any, list[Model]]]
 
 
 def _as_run(hybrid: StreamAppModel, models: list[Model]) -> tuple[StreamAppModel, list[Model]]:
@@ -240,7 +240,7 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
                 popularity.learn(event.item_id)
                 catalog.add(event.item_id)
             for model in models:
-                if repeat and not isinstance(model, StreamAppModel):  # the workers' core drops it itself
+                if repeat and not isinstance(model, (StreamAppModel, ItemStateOf)):  # the workers' core drops it itself
                     continue
                 listed = timed(spent, clock, model, model.learn, event)
                 if listed is not None:  # None: a duplicate the model skipped, its list stays
@@ -313,17 +313,39 @@ def evaluate_log(path: str | Path, fmt: str, settings: Settings, k: int = 20,
                  truth_path: str | Path | None = None, encoder: Encoder | None = None,
                  shadow: Encoder | None = None, limit: int | None = None, content: ContentIndex | None = None,
                  light: bool = False, run_events: int = RUN_EVENTS, judge_from: float | None = None,
-                 tune_baselines: float | None = None) -> dict[str, Any]:
+                 tune_baselines: float | None = None, processes: int = 1) -> dict[str, Any]:
     """`evaluate_events` over a recorded log, read as replay reads it: in time order, sorted in runs of `run_events`
     spilled to disk beyond the first (`SortedLog`), so memory holds a run, not the log. `judge_from`: judge only the
     events from that share of the log's time span on (a time split; `time_split`). `tune_baselines`: first choose
-    the baselines' main parameters on that share of the log's events (`tuning`), then run them with those."""
+    the baselines' main parameters on that share of the log's events (`tuning`), then run them with those.
+    `processes`: the rows split over that many processes (`processes.split_pass`), the same figures."""
     truth = read_truth(truth_path) if truth_path else None
     tuning = None
     if tune_baselines is not None:
         from .tuning import tune_log  # it runs this module's pass
 
-        tuning = tune_log(path, fmt, settings, k, tune_baselines, limit, content, light, run_events)
+        tuning = tune_log(path, fmt, settings, k, tune_baselines, limit, content, light, run_events, processes)
+    rows = tuning.rows if tuning is not None else None
+
+    def one_pass(rows: Rows | None) -> dict[str, Any]:
+        return _log_pass(path, fmt, settings, k, truth, encoder, shadow, limit, content, light, run_events,
+                         judge_from, rows)
+
+    if processes > 1:
+        from .processes import split_pass  # it runs this module's pass
+
+        result = split_pass(one_pass, processes, rows)
+    else:
+        result = one_pass(rows)
+    if tuning is not None:
+        result["tuning"] = tuning.summary()
+    return result
+
+
+def _log_pass(path: str | Path, fmt: str, settings: Settings, k: int, truth: dict[str, Any] | None,
+              encoder: Encoder | None, shadow: Encoder | None, limit: int | None, content: ContentIndex | None,
+              light: bool, run_events: int, judge_from: float | None, rows: Rows | None) -> dict[str, Any]:
+    """One pass of `evaluate_log` over the log, with `rows` (None: every row as built)."""
     skipped = OnlineRetailStats() if fmt == "online-retail" else None
     # what the workers dead-letter is not judged; `limit`: the log's first events in time
     with SortedLog.read(path, fmt, gate(settings), skipped, limit, run_events) as log:
@@ -349,14 +371,12 @@ def evaluate_log(path: str | Path, fmt: str, settings: Settings, k: int = 20,
         counts = dict.fromkeys(known, 0)
         result = evaluate_events(KnownItems(log, known, counts), settings, k, truth, encoder=encoder, shadow=shadow,
                                  judge_from_ts=judge_from_ts, content=content, light=light, in_time_order=True,
-                                 rows=tuning.rows if tuning is not None else None)
+                                 rows=rows)
         # both read back from their runs on disk before the log lets them go, not held as lists
         refused = collections.Counter(why for _, why, _ in log.refused_events())
         unread = not_evaluated(log.rejected, refused, skipped, log.cut)
     result["log"], result["format"] = str(path), fmt
     result["judged_from_because"] = because
-    if tuning is not None:
-        result["tuning"] = tuning.summary()
     for role, found in counts.items():
         if result["events"]:
             result[f"{role}_log_events_known"] = found / result["events"]

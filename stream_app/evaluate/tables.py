@@ -70,7 +70,8 @@ def table(result: dict[str, Any]) -> str:
         " ".join(f"{type_heads[t]:>{type_width[t]}}" for t in types) + f" {'R@' + str(k) + ' cold':>11}" + \
         f" {'coverage':>9} {'pop.pct':>8} {'events/s':>9}"
     lines = [f"{result['events']:,} events, {result['users']:,} users, {result['items']:,} items; "
-             f"batches of {result['batch']}; {rate_said(result['events_per_s'])} events/s for all models together "
+             f"batches of {result['batch']}; {rate_said(result['events_per_s'])} events/s for all models together"
+             f"{processes_said(result.get('processes'))} "
              "(events/s: each model's alone, its own time in the pass; -: a row that ranks the stream-app row's "
              "candidates, whose time is that row's)",
              *facts(result), head, "-" * len(head)]
@@ -80,6 +81,10 @@ def table(result: dict[str, Any]) -> str:
                      f"{per_type} {m['cold_start'][f'recall@{k}']:>11.4f} "
                      f"{m['coverage']:>9.3f} {m['popularity_percentile']:>8.3f} {rate_said(m.get('events_per_s')):>9}")
     return "\n".join(lines + footnotes(result) + _accuracy_lines(result.get("profile_accuracy"), width))
+
+
+def processes_said(processes: dict[str, Any] | None) -> str:
+    return f" in {processes['count']} processes" if processes else ""
 
 
 def facts(result: dict[str, Any]) -> list[str]:

@@ -18,17 +18,16 @@ from __future__ import annotations
 import inspect
 import itertools
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from ..config import Settings
 from ..core.content import ContentIndex
-from ..core.events import Event
-from ..partitioning import partition_of
 from ..tools.replay import gate
 from ..tools.sorted_log import RUN_EVENTS, SortedLog
 from .baselines import CoVisitationUnseen, RecentThenCoVisitation, SequentialRules, SessionBaseline
-from .models import Model, StreamAppModel
-from .prequential import evaluate_events
+from .models import ItemStateOf, Model, StreamAppModel
+from .prequential import Rows, evaluate_events
+from .processes import split_pass
 from .rules_then_text import SequentialRulesThenText
 from .session_knn import SKNN, VSKNN
 
@@ -70,29 +69,6 @@ def variant(model: Any, params: Params) -> Any:
     return built
 
 
-class ItemStateOf(StreamAppModel):
-    """The hybrid's item state alone (its feed and item index: the popular items the baselines' lists are filled
-    with), no profiles and no list: the tuning pass runs no stream-app row. A `StreamAppModel` so that the pass
-    gives it the repeated event ids too, as it gives the hybrid, whose feed sees them (`__init__` of its own: it
-    shares the hybrid's state and holds none)."""
-
-    def __init__(self, hybrid: StreamAppModel):
-        self.name = "the stream-app row's item state (no list)"
-        self.hybrid = hybrid
-
-    def begin_batch(self, events: list[Event], epoch: int) -> None:
-        self.hybrid.epoch = epoch
-        self.hybrid.feed.advance(epoch - 1)
-
-    def learn(self, event: Event) -> None:
-        hybrid = self.hybrid
-        hybrid.feed.add(event, partition_of(event.user_id, hybrid.settings.partitions), hybrid.epoch)
-        return None
-
-    def end_batch(self) -> None:
-        pass
-
-
 class Tuning:
     """What `tune` chose for each tunable row (by its default name) and the prefix's Recall@K of every value;
     `rows` applies the choice to a pass (`evaluate_events(rows=...)`)."""
@@ -122,10 +98,16 @@ def tune(events: Any, settings: Settings, k: int, share: float, light: bool = Fa
          content: ContentIndex | None = None) -> Tuning:
     """The prefix pass over `events` (sized, in time order): the rows `evaluate` runs (`light`, `content` as there),
     each tunable one once per value of its grid, none of the others; what each row chose."""
+    return tune_pass(lambda rows: evaluate_events(events, settings, k, rows=rows, light=light, content=content,
+                                                  in_time_order=True), k, share)
+
+
+def tune_pass(prefix_pass: Callable[[Rows], dict[str, Any]], k: int, share: float, processes: int = 1) -> Tuning:
+    """`tune`, the pass being `prefix_pass(rows)`; its rows split over `processes` (`processes.split_pass`)."""
     tried: dict[str, list[tuple[dict[str, int], Any]]] = {}
     defaults: dict[str, dict[str, int]] = {}
 
-    def candidates(hybrid: StreamAppModel, models: list[Model]) -> tuple[StreamAppModel, list[Model]]:
+    def candidates(hybrid: StreamAppModel, models: list[Model]) -> tuple[ItemStateOf, list[Model]]:
         for model in models:
             if type(model) in GRIDS:
                 defaults[model.name] = params_of(model)
@@ -133,7 +115,7 @@ def tune(events: Any, settings: Settings, k: int, share: float, light: bool = Fa
         state = ItemStateOf(hybrid)
         return state, [state, *(built for row in tried.values() for _, built in row)]
 
-    result = evaluate_events(events, settings, k, rows=candidates, light=light, content=content, in_time_order=True)
+    result = split_pass(prefix_pass, processes, candidates) if processes > 1 else prefix_pass(candidates)
     rows = result["models"]
     judged = max((row["judged"] for row in rows.values()), default=0)
     tuning = Tuning(share, result["events"], judged, k, defaults)
@@ -164,7 +146,13 @@ class Prefix:
 
 
 def tune_log(path: str | Path, fmt: str, settings: Settings, k: int, share: float, limit: int | None = None,
-             content: ContentIndex | None = None, light: bool = False, run_events: int = RUN_EVENTS) -> Tuning:
-    """`tune` over the first `share` of the events `evaluate_log` reads of the log (the same reading, its own)."""
-    with SortedLog.read(path, fmt, gate(settings), None, limit, run_events) as log:
-        return tune(Prefix(log, round(share * log.count)), settings, k, share, light, content)
+             content: ContentIndex | None = None, light: bool = False, run_events: int = RUN_EVENTS,
+             processes: int = 1) -> Tuning:
+    """`tune` over the first `share` of the events `evaluate_log` reads of the log (the same reading, its own; one in
+    each of `processes`)."""
+    def prefix_pass(rows: Rows) -> dict[str, Any]:
+        with SortedLog.read(path, fmt, gate(settings), None, limit, run_events) as log:
+            return evaluate_events(Prefix(log, round(share * log.count)), settings, k, rows=rows, light=light,
+                                   content=content, in_time_order=True)
+
+    return tune_pass(prefix_pass, k, share, processes)

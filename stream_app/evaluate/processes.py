@@ -1,0 +1,146 @@
+"""`stream-app evaluate --processes N`: the rows of one pass split over N processes, each reading the log itself.
+
+The full pass runs thirty rows, each learning from every event; on the shop's year-long log that is over two hours
+in one process, while the rows are independent of each other but for those that read the stream-app row's own state
+(its single sources rank its candidates and read its profiles). Those stay with it in the first process. Every
+other process runs its share of the rows and the hybrid's item state alone (`ItemStateOf`, as the tuning pass does:
+the popular items the baselines' lists are filled with), so every row sees the stream it sees in one process and
+its figures are the same; the results are merged in the rows' order. The processes are forked after the log's
+models are loaded (the content index, the tuning's choice), and each reads the log as `evaluate_log` reads it.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+import time
+from typing import Any, Callable
+
+from ..errors import StreamAppError
+from .baselines import CoVisitationUnseen, RecentThenCoVisitation
+from .models import ItemStateOf, Model, RiverMF, SingleSource, StreamAppModel
+from .prequential import Rows
+from .rules_then_text import SequentialRulesThenText
+from .session_knn import SKNN, VSKNN
+
+#: Each row's time per event relative to the others, a guess from the rows' own times in full passes over the shop's
+#: and the synthetic logs: it only balances the processes, never changes a figure (other rows: 0.5).
+ROW_COSTS: tuple[tuple[type, float], ...] = (
+    (StreamAppModel, 10.0), (SingleSource, 6.0), (SKNN, 6.0), (VSKNN, 6.0), (CoVisitationUnseen, 2.0),
+    (RecentThenCoVisitation, 2.0), (SequentialRulesThenText, 1.0), (RiverMF, 1.0))
+
+
+def row_cost(model: Model) -> float:
+    return next((cost for cls, cost in ROW_COSTS if isinstance(model, cls)), 0.5)
+
+
+def assign(hybrid: Any, models: list[Model], processes: int) -> list[int]:
+    """Each row's process (0 to processes - 1): the stream-app row (`hybrid`) and the rows that read its state in the
+    first; each other row, the costliest first, to the process with the least cost so far (ties: the first)."""
+    groups = [0] * len(models)
+    load = [0.0] * processes
+    free = []
+    for at, model in enumerate(models):
+        if model is hybrid or isinstance(model, SingleSource):
+            load[0] += row_cost(model)
+        else:
+            free.append(at)
+    for at in sorted(free, key=lambda at: -row_cost(models[at])):  # stable: the rows' own order among equals
+        group = min(range(processes), key=load.__getitem__)
+        groups[at] = group
+        load[group] += row_cost(models[at])
+    return groups
+
+
+class SplitRows:
+    """The rows of each process of a split pass; the first's (run in this process) keeps the whole pass's order."""
+
+    def __init__(self, processes: int, inner: Rows | None):
+        self.processes, self.inner = processes, inner
+        self.names: list[list[str]] = [[] for _ in range(processes)]  # each process's rows, filled by the first
+        self.order: list[str] = []  # every row's, in the pass's order
+
+    def of(self, group: int) -> Rows:
+        def rows(hybrid: Any, models: list[Model]) -> tuple[Any, list[Model]]:
+            hybrid, models = self.inner(hybrid, models) if self.inner is not None else (hybrid, models)
+            groups = assign(hybrid, models, self.processes)
+            if group == 0:
+                self.order = [model.name for model in models]
+                for model, to in zip(models, groups):
+                    self.names[to].append(model.name)
+                return hybrid, [model for model, to in zip(models, groups) if to == 0]
+            state = hybrid if isinstance(hybrid, ItemStateOf) else ItemStateOf(hybrid)
+            return state, [state, *(model for model, to in zip(models, groups) if to == group)]
+        return rows
+
+
+def split_pass(one_pass: Callable[[Rows], dict[str, Any]], processes: int, inner: Rows | None = None) -> dict[str, Any]:
+    """`one_pass(rows)` (a whole pass over the log with those rows) in `processes` processes, each with its share of the
+    rows (`inner`: what the pass would do with them in one process), merged as one pass's results."""
+    split = SplitRows(processes, inner)
+    context = multiprocessing.get_context("fork")  # the children take the loaded models as they are, unpickled
+    started = time.perf_counter()
+    children = []
+    try:
+        for group in range(1, processes):
+            receive, send = context.Pipe(duplex=False)
+            child = context.Process(target=_child, args=(one_pass, split.of(group), send), daemon=True,
+                                    name=f"evaluate-{group + 1}")
+            child.start()
+            send.close()
+            children.append((group, child, receive))
+        results = [one_pass(split.of(0))]
+        results += [_received(group, processes, child, receive) for group, child, receive in children]
+    finally:
+        for _, child, _ in children:
+            if child.is_alive():
+                child.terminate()
+            child.join()
+    return merged(results, split, time.perf_counter() - started)
+
+
+def _child(one_pass: Callable[[Rows], dict[str, Any]], rows: Rows, send: Any) -> None:
+    # what the pass prints (warnings about the log) the first process prints once; an error goes back whole
+    sys.stdout = sys.stderr = open(os.devnull, "w")
+    try:
+        send.send(("result", one_pass(rows)))
+    except BaseException as exc:
+        send.send(("error", f"{type(exc).__name__}: {exc}"))
+    finally:
+        send.close()
+
+
+def _received(group: int, processes: int, child: Any, receive: Any) -> dict[str, Any]:
+    try:
+        kind, value = receive.recv()
+    except EOFError:
+        child.join()
+        raise StreamAppError(f"evaluate's process {group + 1} of {processes} ended with exit code {child.exitcode} "
+                             "and no results (out of memory? each process holds the log's models): run with fewer "
+                             "--processes") from None
+    if kind == "error":
+        raise StreamAppError(f"evaluate's process {group + 1} of {processes} failed: {value}")
+    return value
+
+
+def merged(results: list[dict[str, Any]], split: SplitRows, seconds: float) -> dict[str, Any]:
+    """The first process's results (the log's counts, the stream-app row's) with every process's rows, in the pass's
+    order; the ceiling and profile accuracy from the process that ran them. `seconds`: the split pass's, wall time."""
+    result = results[0]
+    rows, accuracy = dict(result["models"]), dict(result.get("profile_accuracy") or {})
+    for other in results[1:]:
+        if other["events"] != result["events"]:  # the same reading of the same log: a difference is a fault
+            raise StreamAppError(f"evaluate's processes read {result['events']:,} and {other['events']:,} events of "
+                                 "the same log: was the log file changed during the pass?")
+        rows.update((name, row) for name, row in other["models"].items() if name != ItemStateOf.NAME)
+        accuracy.update(other.get("profile_accuracy") or {})
+        if "ceiling" in other:
+            result["ceiling"] = other["ceiling"]
+    result["models"] = {name: rows[name] for name in split.order if name in rows}
+    if accuracy:
+        result["profile_accuracy"] = {name: accuracy[name] for name in split.order if name in accuracy}
+    result["seconds"] = seconds
+    result["events_per_s"] = result["events"] / seconds if seconds else None
+    result["processes"] = {"count": len(split.names), "rows": split.names}
+    return result

@@ -1,0 +1,89 @@
+"""`evaluate --processes N`: the rows of one pass split over N forked processes, the same figures as one pass."""
+
+import os
+
+import pytest
+from conftest import OTTO_SAMPLE
+
+from stream_app.cli import main
+from stream_app.config import Settings
+from stream_app.errors import StreamAppError
+from stream_app.evaluate.models import SingleSource
+from stream_app.evaluate.prequential import evaluate_log, models_to_run
+from stream_app.evaluate.processes import assign, row_cost, split_pass
+from stream_app.evaluate.tables import table
+from stream_app.tools.synth import SynthConfig, truth_path, write
+
+
+def without_rates(rows):
+    return {name: {key: value for key, value in row.items() if key != "events_per_s"} for name, row in rows.items()}
+
+
+def test_a_split_pass_gives_every_row_the_figures_of_one_pass_in_its_order(tmp_path):
+    log = tmp_path / "log.jsonl"
+    write(SynthConfig(events=1500, seed=5), log)
+    one = evaluate_log(log, "jsonl", Settings(), truth_path=truth_path(log))
+    split = evaluate_log(log, "jsonl", Settings(), truth_path=truth_path(log), processes=3)
+    assert list(split["models"]) == list(one["models"])  # no row of the item state, none lost
+    assert without_rates(split["models"]) == without_rates(one["models"])
+    assert without_rates({"ceiling": split["ceiling"]}) == without_rates({"ceiling": one["ceiling"]})
+    assert split["profile_accuracy"] == one["profile_accuracy"]
+    assert split["reachable"] == one["reachable"] and split["events"] == one["events"] == 1500
+    # each row ran in one process, the stream-app row and its single sources in the first
+    rows = split["processes"]["rows"]
+    assert split["processes"]["count"] == 3 and all(rows)
+    assert sorted(name for names in rows for name in names) == sorted([*one["models"], one["ceiling"]["name"]])
+    assert {"stream-app", "co-visitation only, then popular"} <= set(rows[0])
+    assert "events/s for all models together in 3 processes" in table(split)
+
+
+def test_the_rows_are_shared_out_by_cost_and_those_reading_the_stream_app_rows_state_stay_with_it():
+    hybrid, models = models_to_run(Settings(), 20, True, False, None, None, None, False)
+    groups = assign(hybrid, models, 2)
+    assert groups[models.index(hybrid)] == 0
+    assert all(group == 0 for model, group in zip(models, groups) if isinstance(model, SingleSource))
+    load = [sum(row_cost(m) for m, g in zip(models, groups) if g == p) for p in (0, 1)]
+    assert abs(load[0] - load[1]) <= max(map(row_cost, models))  # as even as one row allows
+    assert assign(hybrid, models, 1) == [0] * len(models)
+
+
+def test_a_failing_process_is_named_with_its_error():
+    parent = os.getpid()
+
+    def one_pass(rows):
+        if os.getpid() != parent:
+            raise ValueError("the log went away")
+        return {"events": 0, "models": {}}
+
+    with pytest.raises(StreamAppError, match=r"process 2 of 2 failed: ValueError: the log went away"):
+        split_pass(one_pass, 2)
+
+
+def test_a_process_that_dies_is_named_with_its_exit_code():
+    parent = os.getpid()
+
+    def one_pass(rows):
+        if os.getpid() != parent:
+            os._exit(3)
+        return {"events": 0, "models": {}}
+
+    with pytest.raises(StreamAppError, match=r"process 2 of 2 ended with exit code 3 and no results"):
+        split_pass(one_pass, 2)
+
+
+@pytest.mark.parametrize("options, said", [
+    (["--via-kafka"], "--processes acts only in process"),
+    (["--encoder", "latest"], "leave out --processes, or --encoder and --shadow"),
+])
+def test_processes_is_refused_where_it_cannot_act(options, said, capsys):
+    assert main.main(["evaluate", str(OTTO_SAMPLE), "--format", "otto", "--processes", "2", *options]) == 2
+    assert said in capsys.readouterr().err
+
+
+def test_a_split_tuning_pass_chooses_and_scores_as_one_pass(tmp_path):
+    log = tmp_path / "log.jsonl"
+    write(SynthConfig(events=1200, seed=9), log)
+    one = evaluate_log(log, "jsonl", Settings(), light=True, tune_baselines=0.5)
+    split = evaluate_log(log, "jsonl", Settings(), light=True, tune_baselines=0.5, processes=2)
+    assert split["tuning"] == one["tuning"] and len(one["tuning"]["rows"]) == 3
+    assert without_rates(split["models"]) == without_rates(one["models"])
