@@ -100,6 +100,18 @@ def test_a_letter_sends_its_inputs_own_headers_on_and_says_why_not_when_they_can
     assert "source.headers" in resend_of(letter, b"u2", settings)
 
 
+def test_a_foreign_record_whose_source_is_no_object_is_left_for_that_not_for_its_headers():
+    """Another producer's record on the dead-letter topic, its source a topic's name (or a list, a number): the redrive
+    left it as one whose source.headers could not be read."""
+    settings = Settings()
+    letter = _letter("key_mismatch", settings.topics.click, orjson.dumps(_event("e1", "u1")))
+    for source, kind in ((settings.topics.click, "text"), ([settings.topics.click, 0, 5], "a list"), (5, "a number")):
+        said = resend_of({**letter, "source": source}, b"u1", settings)
+        assert isinstance(said, str) and said.startswith(f"its source is {kind}, not an object"), said
+        assert "headers" not in said
+    assert isinstance(resend_of({**letter, "source": None}, b"u1", settings), Resend)  # none: the event says where
+
+
 def test_an_erased_users_inputs_from_before_the_erasure_are_not_put_back_on_a_topic():
     settings = Settings()
     erased = ErasedUsers({}, settings, "", "")

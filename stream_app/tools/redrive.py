@@ -107,7 +107,13 @@ def resend_of(letter: dict[str, Any], key: bytes | None, settings: Settings) -> 
     except (TypeError, ValueError):  # binascii.Error is a ValueError: another producer's record, not a letter's
         return "its payload is not kept as a dead letter keeps it (payload_text, or payload_base64 as base64)"
     parsed = _json_object(value)
-    source = letter.get("source") or {}
+    source = letter.get("source")
+    if source is None:  # none (not of the schema): its payload's event still says where it goes
+        source = {}
+    elif not isinstance(source, dict):  # said as such: the headers' check below would blame source.headers
+        kind = {str: "text", list: "a list", bool: "true or false"}.get(type(source), "a number")
+        return (f"its source is {kind}, not an object naming where its input was read (a dead letter's, "
+                "schemas/v1/dead-letter.schema.json): another producer's record, which only that producer can send again")
     try:
         own_headers = {"headers": tuple(input_headers(letter)), "headers_left_out": int(source.get("headers_left_out") or 0)}
     except (KeyError, TypeError, ValueError, AttributeError):  # binascii.Error is a ValueError
