@@ -581,6 +581,29 @@ def test_a_dead_letter_from_a_file_names_its_line_once_and_comes_in_line_order(m
     assert second.endswith(f"line 7 of {path}: a later one")
 
 
+def test_a_dead_letter_of_a_schema_version_this_release_does_not_read_is_said_to_be_so(monkeypatch, capsys):
+    """`dead-letters` showed a letter of schema_version 9 as one of its own, its reason and detail read as version 1's."""
+    from types import SimpleNamespace
+
+    from stream_app.tools import consume
+
+    ours = {"reason": "schema_violation", "detail": "data.ts must be integer", "rejected_at": 1_700_000_000_000,
+            "source": {"topic": "events.click", "partition": 0, "offset": 3}, "payload_text": "{}", "schema_version": 1}
+    later = {**ours, "reason": "a_later_reason", "detail": "a later detail", "schema_version": 9}
+    records = [SimpleNamespace(value=orjson.dumps(letter), timestamp=5, partition=0, offset=n)
+               for n, letter in enumerate((ours, later, {**ours, "schema_version": 1.0}))]
+    monkeypatch.setattr(consume, "latest_records", lambda settings, topic, want, order: sorted(records, key=order))
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    assert main.main(["dead-letters"]) == 0
+    first, second, third = capsys.readouterr().out.splitlines()
+    assert first == third == "2023-11-14 22:13:20 UTC  schema_violation         events.click[0]@3: data.ts must be integer"
+    assert second.startswith(f"{Settings().topics.dlq}[0]@1: a dead letter of schema version 9, which this release "
+                             "does not read (it reads 1): read it with the release that wrote it")
+    assert "a_later_reason" not in second and "a later detail" not in second
+    assert main.main(["dead-letters", "--json"]) == 0  # what the topic holds, as it is
+    assert orjson.loads(capsys.readouterr().out.splitlines()[1]) == later
+
+
 def test_an_exception_without_a_message_is_described_by_what_it_is():
     """A worker's outage lines read "(TimeoutError: )" (an operator's trial): asyncio's timeout has no message."""
     import asyncio

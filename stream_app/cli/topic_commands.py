@@ -142,6 +142,7 @@ def cmd_recommendations(args: argparse.Namespace) -> int:
 
 
 def cmd_dead_letters(args: argparse.Namespace) -> int:
+    from ..contracts import SCHEMA_VERSION, version_not_read
     from ..tools.consume import latest_records
 
     settings = Settings.from_env()
@@ -155,6 +156,12 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
         letter = _letter(record.value)
         if args.json and letter is not None:  # what the topic holds, whatever its shape
             print(orjson.dumps(letter).decode())
+            continue
+        if isinstance(letter, dict) and version_not_read(letter) is not None:  # a later release's: its fields unknown
+            said = repr(letter["schema_version"])
+            print(f"{settings.topics.dlq}[{record.partition}]@{record.offset}: a dead letter of schema version "
+                  f"{said if len(said) <= 40 else said[:40] + '...'}, which this release does not read (it reads "
+                  f"{SCHEMA_VERSION}): read it with the release that wrote it, or as the topic holds it with --json")
             continue
         if not isinstance(letter, dict) or not {"source", "detail", "rejected_at", "reason"} <= letter.keys() \
                 or not isinstance(letter["source"], dict):
