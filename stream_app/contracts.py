@@ -21,6 +21,7 @@ import fastjsonschema
 import orjson
 
 from .core.events import Event
+from .json_integers import as_written
 
 SCHEMA_VERSION = 1
 # A dead-letter record stays well below Kafka's default 1 MB message limit whatever came in (a record
@@ -228,7 +229,7 @@ def _parsed(payload: bytes, max_bytes: int, schema: str, reject: Callable[[str, 
     try:
         validator(schema)(data)
     except fastjsonschema.JsonSchemaValueException as exc:
-        return reject("schema_violation", plain_message(schema, data, exc.message))
+        return reject("schema_violation", plain_message(schema, as_written(payload, data), exc.message))
     return data
 
 
@@ -360,7 +361,9 @@ def check_item(payload: bytes, key: bytes | None, source: Source) -> dict[str, A
                                       "by item_id)")
     # against the record's own time, not the reading worker's clock: every worker decides the same, at any time
     if "listed_at" in data and source.timestamp is not None:
-        if (ahead := listed_too_far_ahead(data["listed_at"], source.timestamp, "its record was written")) is not None:
+        listed = data["listed_at"]  # a float: maybe an integer past 64 bits, named as written (not as 1.18e+21)
+        listed = as_written(payload, data)["listed_at"] if isinstance(listed, float) else listed
+        if (ahead := listed_too_far_ahead(listed, source.timestamp, "its record was written")) is not None:
             return reject("timestamp_out_of_range", ahead)
     return data
 

@@ -227,6 +227,21 @@ def test_a_listed_at_years_ahead_or_in_microseconds_is_that_lines_rejection_not_
     assert set(items) == {"old"} and refused.line == 3 and refused.rejection.reason == "timestamp_out_of_range"
 
 
+def test_a_listed_at_past_64_bits_is_named_as_the_line_writes_it(tmp_path):
+    """`items load` named a listed_at of 1180000000000000000000 as 1.18e+21 (orjson's float), and a schema_version
+    past 64 bits likewise: values not in the file."""
+    from stream_app.tools.catalogue import load_catalogue
+
+    big = "1180000000000000000000"
+    catalogue = tmp_path / "items.jsonl"
+    catalogue.write_text(f'{{"item_id": "a", "title": "A", "listed_at": {big}}}\n{{"item_id": "b", "title": "B"}}\n'
+                         f'{{"item_id": "c", "title": "C", "schema_version": {big}}}\n')
+    items, (far, version) = load_catalogue(catalogue, "jsonl")
+    assert set(items) == {"b"} and far.rejection.reason == "timestamp_out_of_range"
+    assert far.rejection.detail.startswith(f"line 1: listed_at {big} (after the year 9999) is more than 366 days")
+    assert version.rejection.detail.startswith(f"line 3: schema_version {big} is not one this release reads")
+
+
 def test_a_listed_at_years_after_its_record_was_written_is_refused_by_every_worker_alike():
     """`items load` bounded listed_at, but a record another producer wrote to the items topic was taken as it was: its
     item never proposed, nothing said. A worker bounds it by the record's own time, which every worker reads alike."""

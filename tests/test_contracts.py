@@ -368,3 +368,25 @@ def test_a_record_without_schema_version_reads_as_version_1_and_another_version_
     assert version_not_read({"schema_version": True}) == "schema_version True is not one this release reads (1)"
     long = version_not_read({"schema_version": "v" * 900_000})
     assert long.startswith("schema_version 'vvv") and "..." in long and len(long) < 120
+
+
+def test_an_integer_past_64_bits_is_named_as_written_not_as_the_float_orjson_reads_it():
+    """An item's listed_at of 1180000000000000000000 was named 1.18e+21 in its dead letter (orjson reads an integer past
+    64 bits as a float): a value the operator could not find in the record."""
+    from stream_app.contracts import check_item
+    from stream_app.json_integers import as_written
+
+    big, below = "1180000000000000000000", "-99999999999999999999"
+    item = check_item(f'{{"item_id": "a", "title": "Lamp", "listed_at": {big}, "schema_version": 1}}'.encode(), b"a",
+                      Source("items", 0, 5, 1_700_000_000_000))
+    assert item.reason == "timestamp_out_of_range" and item.detail.startswith(f"listed_at {big} (after the year 9999)")
+    for version in (big, below):  # an event's, an erasure request's
+        event = check(orjson.dumps(VALID).replace(b'"schema_version":1', f'"schema_version":{version}'.encode()))
+        assert event.detail.startswith(f"schema_version {version} is not one this release reads (1)"), event.detail
+    request = f'{{"request_id": "r", "user_id": "u1", "requested_at": 1, "schema_version": {below}}}'.encode()
+    assert check_erasure(request, b"u1", SRC, 1024).detail.startswith(f"schema_version {below} is not one")
+    # what passes stays orjson's reading, which orjson writes again (it writes no integer past 64 bits)
+    accepted = check(orjson.dumps(VALID).replace(b"}", f', "price": {big}}}'.encode()))
+    assert isinstance(accepted, Event) and orjson.dumps(accepted.to_dict())
+    nested = b"[" * 1000 + big.encode() + b"]" * 1000  # deeper than the stdlib's reader goes: orjson's reading kept
+    assert as_written(nested, "orjson's") == "orjson's" and as_written(b"1,2", "a csv line's") == "a csv line's"

@@ -216,6 +216,18 @@ def test_a_movielens_rating_off_the_half_star_scale_is_that_lines_rejection_keye
         "'7'", "'0'", "'3.3'", "'-1.5'", "'5.5'"]
 
 
+def test_a_log_lines_number_past_64_bits_is_named_as_the_line_writes_it(tmp_path):
+    """A replayed line's schema_version of 1180000000000000000000 was named 1.18e+21 in its dead letter (orjson's
+    float for an integer past 64 bits), a value not in the log."""
+    from stream_app.tools.recorded import load_sorted
+
+    log = tmp_path / "events.jsonl"
+    event = '{"event_id": "e", "user_id": "u", "item_id": "i", "type": "click", "ts": 5, "schema_version": '
+    log.write_text(f"{event}1}}\n{event}1180000000000000000000}}\n")
+    (_,), (refused,) = load_sorted(log, "jsonl")
+    assert refused.rejection.detail.startswith("line 2: schema_version 1180000000000000000000 is not one this release")
+
+
 def test_with_a_limit_the_summary_says_the_skipped_and_rejected_lines_are_the_whole_files():
     """A walkthrough: `replay ... --limit 2000` printed "skipped 1,281 lines" counted over the whole file, unlabelled,
     where evaluate says so."""

@@ -64,7 +64,8 @@ def check_item(record: Any, source: Source, raw: bytes) -> dict[str, Any] | Reje
     try:
         validator("item")(record)
     except JsonSchemaException as exc:
-        return Rejection("schema_violation", plain_message("item", record, exc.message), source, None, raw)
+        return Rejection("schema_violation", plain_message("item", contracts.as_written(raw, record), exc.message),
+                         source, None, raw)
     numbers = [("price", record.get("price")), *((f"attributes.{key}", value)
                                                    for key, value in (record.get("attributes") or {}).items())]
     unwritable = [(name, value) for name, value in numbers if isinstance(value, float) and not math.isfinite(value)]
@@ -74,7 +75,9 @@ def check_item(record: Any, source: Source, raw: bytes) -> dict[str, Any] | Reje
     if (size := len(orjson.dumps(record))) > ITEM_RECORD_BYTES:
         return Rejection("payload_too_large", f"the record is {size:,} bytes as JSON, over {ITEM_RECORD_BYTES:,} (Apache "
                          "Kafka's default record limit): shorten its description or attributes", source, None, raw)
-    if "listed_at" in record and (ahead := contracts.listed_too_far_ahead(record["listed_at"], int(time.time() * 1000))):
+    listed = record.get("listed_at")  # a float (a jsonl line's): maybe an integer past 64 bits, named as written
+    listed = contracts.as_written(raw, record).get("listed_at") if isinstance(listed, float) else listed
+    if listed is not None and (ahead := contracts.listed_too_far_ahead(listed, int(time.time() * 1000))):
         return Rejection("timestamp_out_of_range", ahead, source, None, raw)
     return record
 

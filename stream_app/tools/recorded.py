@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator
 import fastjsonschema
 import orjson
 
-from ..contracts import Rejection, Source, input_users, plain_message, validator
+from ..contracts import Rejection, Source, as_written, input_users, plain_message, validator
 from ..errors import InputFileError
 from .csv_rows import CsvRows
 from .log_checks import (
@@ -86,7 +86,8 @@ def _checked(path: Path, line: int, event: dict[str, Any], raw: bytes, fmt: str 
     try:
         validator("input-event")(event)
     except fastjsonschema.JsonSchemaValueException as exc:
-        message = said(schema_said(plain_message("input-event", event, exc.message), fmt))
+        read = as_written(raw, event) if fmt == "jsonl" else event  # its line's JSON: a number past 64 bits as written
+        message = said(schema_said(plain_message("input-event", read, exc.message), fmt))
         kind = event.get("type") if isinstance(event, dict) else None
         if isinstance(kind, str) and kind.strip().lower() in TYPE_HINTS:  # another log's word for a type
             message += f" ({TYPE_HINTS[kind.strip().lower()]})"
