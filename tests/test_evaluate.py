@@ -225,12 +225,11 @@ def test_published_lists_equal_to_the_in_process_ones_score_exactly_as_the_in_pr
     lists give equal figures, cold targets included (an item's interactions before an event, counted
     in the log's sorted order instead, put some targets on the other side of the cold threshold)."""
     from stream_app.evaluate.via_kafka import score_published
-    from stream_app.tools.recorded import load_sorted
     from stream_app.tools.replay import gate
-    from stream_app.tools.sorted_log import split_refused
+    from stream_app.tools.sorted_log import load_accepted
 
     settings = Settings().replace(rec_policy="every")
-    events, _ = split_refused(load_sorted(log, fmt)[0], gate(settings))
+    events = load_accepted(log, fmt, gate(settings))[0]
     result = evaluate_events(events, settings, baselines=False, record=True)
     published = {event_id: items for event_id, (_, items) in result["recorded"].items()}
     scored, in_process = score_published(events, published, 20, settings), result["models"]["stream-app"]

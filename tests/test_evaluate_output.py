@@ -16,7 +16,7 @@ from stream_app.evaluate.tables import table, via_kafka_table
 from stream_app.evaluate.via_kafka import score_published
 from stream_app.tools.recorded import load_sorted
 from stream_app.tools.replay import gate
-from stream_app.tools.sorted_log import split_refused
+from stream_app.tools.sorted_log import load_accepted
 
 ONLINE_RETAIL_SAMPLE = REPO / "stream_app" / "data" / "online-retail-sample.csv"
 JUDGED_SAID = "events, each by the list its user was shown after the user's previous event"
@@ -27,7 +27,7 @@ def via_kafka_result(end_to_end_per_s: float = 1500.0, rate: float | None = None
     """The result `evaluate_via_kafka` gives for the OTTO sample when every published list is the in-process
     one (built without Kafka: the published lists are the in-process pass's)."""
     settings = Settings().replace(rec_policy="every")
-    events, _ = split_refused(load_sorted(OTTO_SAMPLE, "otto")[0], gate(settings))
+    events = load_accepted(OTTO_SAMPLE, "otto", gate(settings))[0]
     in_process_run = evaluate_events(events, settings, baselines=False, record=True)
     published = {event_id: items for event_id, (_, items) in in_process_run["recorded"].items()}
     via_kafka = score_published(events, published, 20, settings)
@@ -199,9 +199,10 @@ def test_the_rejected_share_counts_otto_sessions_and_refused_events_and_a_log_al
     assert "a worker would take none of the log's events: all 30 were left out, below; for an old log, unset " \
            "STREAM_APP_MAX_AGE_MS (0: no limit)" in said and "is --limit too small" not in said
     assert "warning: 12% of the events read were rejected" in said  # 4 of 34, the refused ones among those read
-    refused = [(event, *gate(old)(event)) for event in events]
+    refused = [(event, *gate(old)(event), line) for line, event in enumerate(events, 1)]
     message = all_refused(log, refused, len(refused))
-    assert message.startswith(f"{log}: a worker would take none of its 30 events (timestamp_out_of_range, the first ")
+    assert message.startswith(f"{log}: a worker would take none of its 30 events (timestamp_out_of_range, the first "
+                              "as line 1: event 'e0': ts ")
     assert message.endswith("nothing sent; for an old log, unset STREAM_APP_MAX_AGE_MS (0: no limit); for times "
                             "ahead of now, check the log's timestamps (STREAM_APP_MAX_FUTURE_MS)")
 

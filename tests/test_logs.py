@@ -419,7 +419,6 @@ def test_evaluate_and_replay_leave_out_what_a_worker_would_dead_letter_for_its_t
 
     from stream_app.config import Settings
     from stream_app.tools.replay import gate
-    from stream_app.tools.sorted_log import split_refused
 
     now = int(time.time() * 1000)
     events = [{"event_id": "old", "ts": 1_000_000_000_000}, {"event_id": "soon", "ts": now + 60_000},
@@ -427,8 +426,8 @@ def test_evaluate_and_replay_leave_out_what_a_worker_would_dead_letter_for_its_t
               {"event_id": "large", "ts": now, "context": {"note": "x" * 70_000}}]
 
     def split(settings):
-        kept, refused = split_refused(events, gate(settings))
-        return [e["event_id"] for e in kept], [(e["event_id"], reason) for e, reason, _ in refused]
+        whys = [(event["event_id"], gate(settings)(event)) for event in events]
+        return [e for e, why in whys if why is None], [(e, why[0]) for e, why in whys if why is not None]
 
     assert split(Settings()) == (["old", "soon"], [("next-year", "timestamp_out_of_range"),
                                                    ("large", "payload_too_large")])
@@ -465,13 +464,13 @@ def test_a_limit_holds_only_the_first_events_a_worker_accepts_and_agrees_with_re
     refusal = gate(Settings(max_age_ms=86_400_000))
     monkeypatch.setattr(sorted_log, "REFUSED_SLACK", slack)
     everything, _, refused_all = load_accepted(path, "jsonl", refusal)
-    assert len(everything) + len(refused_all) == 401 and {r for _, r, _ in refused_all} == {
+    assert len(everything) + len(refused_all) == 401 and {r for _, r, _, _ in refused_all} == {
         "payload_too_large", "timestamp_out_of_range"}
     for limit in (1, 7, 100, len(everything), 380, 1000):  # exactly as many as accepted: every refused one kept
         kept, _, refused = load_accepted(path, "jsonl", refusal, limit)
         assert kept == everything[:limit]
         last = kept[-1]["ts"] if limit < len(everything) else float("inf")
-        assert [e["event_id"] for e, _, _ in refused] == [e["event_id"] for e, _, _ in refused_all if e["ts"] <= last]
+        assert refused == [found for found in refused_all if found[0]["ts"] <= last]  # with their lines
 
 
 def test_the_worker_draws_no_terminal_spinner_into_its_log():

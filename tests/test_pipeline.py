@@ -246,6 +246,7 @@ def test_replay_sends_unreadable_lines_to_the_dead_letter_topic_with_their_line(
     assert dead["reason"] == "invalid_json" and dead["source"]["line"] == 2
     assert dead["payload_text"] == "{broken"
     assert large["reason"] == "payload_too_large" and "'g2'" in large["detail"]  # the gate would refuse it too
+    assert large["source"]["line"] == 3 and large["detail"].startswith("line 3: event 'g2': ")  # as a rejected line
     (sent,) = read_all(settings.kafka_bootstrap_servers, settings.topics.purchase, 1)
     assert sent.key == b"u1" and orjson.loads(sent.value) == good
 

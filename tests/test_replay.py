@@ -243,3 +243,46 @@ def test_with_a_limit_the_summary_says_the_skipped_and_rejected_lines_are_the_wh
     said = "(counted over the whole file, of which --limit replayed the first 100 events in time)"
     assert len([line for line in summary.lines() if said in line and ("skipped" in line or "rejected" in line)]) == 2
     assert not [line for line in replay.ReplaySummary("s.csv", {"events.purchase": 5}, rejected=3).lines() if said in line]
+
+
+class Recording(Acked):
+    """A producer whose every record is acknowledged, keeping what was sent."""
+
+    def __init__(self):
+        self.sent = []
+
+    def send(self, topic, key=None, value=None):
+        self.sent.append((topic, value))
+        return self
+
+    def flush(self, timeout=None):
+        pass
+
+    def close(self, timeout=None):
+        pass
+
+
+def test_a_refused_events_dead_letter_and_what_replay_says_of_it_name_its_line_of_the_log(tmp_path, monkeypatch):
+    """They named its event id only, where a rejected line's name its line: a csv's header puts the line of an
+    event one past its place among the events read (Online Retail's skipped rows, more)."""
+    import time
+
+    import orjson
+
+    from stream_app.errors import InputFileError
+    from stream_app.tools import redrive
+
+    now, settings, producer = int(time.time() * 1000), Settings(), Recording()
+    monkeypatch.setattr(replay, "ensure_topics", lambda settings: None)
+    monkeypatch.setattr(replay, "make_producer", lambda settings, rate=None: producer)
+    monkeypatch.setattr(redrive.ErasureCheck, "read", classmethod(lambda cls, settings: None))
+    path = tmp_path / "log.csv"
+    path.write_text(f"user_id,item_id,type,ts\nu1,i1,click,{now - 1000}\nu2,i2,click,{now + 3 * 86_400_000}\n")
+    summary = replay.replay(settings, path, "csv", progress_stream=None)
+    [letter] = [orjson.loads(value) for topic, value in producer.sent if topic == settings.topics.dlq]
+    assert letter["reason"] == "timestamp_out_of_range" and letter["source"]["line"] == 3
+    assert letter["detail"].startswith("line 3: event 'csv-") and "STREAM_APP_MAX_FUTURE_MS" in letter["detail"]
+    assert summary.first_rejection.startswith("timestamp_out_of_range (line 3: event 'csv-")
+    path.write_text(f"user_id,item_id,type,ts\nu1,i1,click,{now + 3 * 86_400_000}\n")  # none taken: nothing sent
+    with pytest.raises(InputFileError, match=r"\(timestamp_out_of_range, the first as line 2: event 'csv-\w+': ts "):
+        replay.replay(settings, path, "csv", progress_stream=None)

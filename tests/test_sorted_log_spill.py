@@ -36,7 +36,7 @@ def _refuse_unkept(event: dict) -> tuple[str, str] | None:
     return None if event["item_id"] == "kept" else ("timestamp_out_of_range", f"old {event['event_id']}")
 
 
-def _file_order(found: tuple[dict, str, str]) -> int:
+def _file_order(found: tuple[dict, str, str, int]) -> int:
     return int(found[0]["event_id"][1:])
 
 
@@ -92,7 +92,7 @@ def test_an_old_log_all_refused_holds_a_run_of_them_not_the_log(tmp_path):
                     return tracemalloc.get_traced_memory()[1]
                 tracemalloc.reset_peak()
                 count, last = 0, 0
-                for event, reason, _ in log.refused_events():
+                for event, reason, _, _ in log.refused_events():
                     assert event["ts"] >= last and reason == "timestamp_out_of_range"
                     count, last = count + 1, event["ts"]
                 assert (count, log.refused_count, len(log)) == (6_000, 6_000, 0)
@@ -226,3 +226,50 @@ def test_a_rejection_read_back_from_disk_is_the_one_written_bytes_and_headers_to
         rejections.append(found)
     assert rejections._chunks and list(rejections) == [*written, *written, *written]
     rejections.close()
+
+
+T = 1_700_000_000_000
+#: A log of each format with one event of item 777 (refused below) and its line: a blank or broken line, a csv's
+#: header, an OTTO session's events and Online Retail's skipped rows put its read index elsewhere.
+LOGS = {
+    "jsonl": (f'{{"event_id": "a", "user_id": "u1", "item_id": "i1", "type": "click", "ts": {T}, "schema_version": 1}}'
+              f'\n\n{{broken\n{{"event_id": "b", "user_id": "u2", "item_id": "777", "type": "click", "ts": {T - 1}, '
+              '"schema_version": 1}\n', 4),
+    "otto": (f'{{"session": 1, "events": [{{"aid": 5, "ts": {T}, "type": "clicks"}}, {{"aid": 6, "ts": {T + 1}, '
+             f'"type": "carts"}}]}}\n{{"session": 2, "events": [{{"aid": 5, "ts": {T}, "type": "clicks"}}, '
+             f'{{"aid": 777, "ts": {T - 1}, "type": "orders"}}]}}\n', 2),
+    "csv": (f"user_id,item_id,type,ts\nu1,i1,click,{T}\nu2,777,click,{T - 1}\n", 3),
+    "retailrocket": (f"timestamp,visitorid,event,itemid,transactionid\n{T},1,view,5,\n{T - 1},2,addtocart,777,\n", 3),
+    "movielens": (f"userId,movieId,rating,timestamp\n1,5,4.0,{T // 1000}\n2,777,3.5,{T // 1000 - 1}\n", 3),
+    "online-retail": ("InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"
+                      "536365,85123A,LANTERN,6,12/1/2010 8:26,2.55,,United Kingdom\n"  # a guest's
+                      "C536379,85123A,LANTERN,-1,12/1/2010 9:41,2.55,14527,United Kingdom\n"  # a cancellation
+                      "536366,POST,POSTAGE,1,12/1/2010 8:28,18.0,12583,France\n"  # not a product
+                      "536367,85123A,LANTERN,6,12/1/2010 8:34,2.55,13047,United Kingdom\n"
+                      "536368,777,THING,2,12/1/2010 8:20,1.0,13047,United Kingdom\n", 6),
+}
+
+
+def _refuse_777(event: dict) -> tuple[str, str] | None:
+    return ("timestamp_out_of_range", "test") if event["item_id"] == "777" else None
+
+
+@pytest.mark.parametrize("fmt", sorted(LOGS))
+def test_a_refused_event_names_its_line_of_the_log_in_its_dead_letter_in_every_format(tmp_path, fmt):
+    """A refused event's dead letter named its event id only, a rejected line's its line: the sorted log kept the
+    event's read index, which is not its line."""
+    from stream_app.tools.replay import dead_letter_of
+
+    text, line = LOGS[fmt]
+    path = tmp_path / "log"
+    path.write_text(text)
+    found = [load_accepted(path, fmt, _refuse_777)[2], load_accepted(path, fmt, _refuse_777, limit=5)[2]]
+    with SortedLog.read(path, fmt, _refuse_777, run_events=1, spill_dir=tmp_path) as log:
+        assert log.refused_runs and log.runs  # read back from runs on disk
+        found.append(log.refused)
+    for refused in found:
+        [(event, reason, detail, at)] = refused
+        assert (event["item_id"], reason, detail, at) == ("777", "timestamp_out_of_range", "test", line)
+    letter = dead_letter_of(refused[0], path)
+    assert letter.line == line and letter.rejection.detail == f"line {line}: event {event['event_id']!r}: test"
+    assert letter.rejection.to_record(line=letter.line)["source"]["line"] == line

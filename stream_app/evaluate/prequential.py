@@ -373,7 +373,7 @@ def _log_pass(path: str | Path, fmt: str, settings: Settings, k: int, truth: dic
                                  judge_from_ts=judge_from_ts, content=content, light=light, in_time_order=True,
                                  rows=rows)
         # both read back from their runs on disk before the log lets them go, not held as lists
-        refused = collections.Counter(why for _, why, _ in log.refused_events())
+        refused = collections.Counter(why for _, why, _, _ in log.refused_events())
         unread = not_evaluated(log.rejected, refused, skipped, log.cut)
     result["log"], result["format"] = str(path), fmt
     result["judged_from_because"] = because

@@ -27,7 +27,7 @@ from .consume import TopicReader, wait_committed
 from .log_checks import rejection_said
 from .processes import Run, WorkerProcess, one_off_run, wait_ready_workers
 from .recorded import LineRejection
-from .replay import Progress, dead_letter_lines, dead_letters_of, gate, make_producer, produce_events
+from .replay import Progress, dead_letter_lines, dead_letter_of, dead_letters_of, gate, make_producer, produce_events
 from .scrape import Headline, scrape
 from .sorted_log import load_accepted
 
@@ -287,7 +287,7 @@ def read_demo_log(source: Path, fmt: str) -> tuple[list[dict[str, Any]], list[An
     events, rejected, refused = load_accepted(source, fmt, gate(Settings.from_env()))
     if not events:
         raise StreamAppError(f"no event of {source} is one a worker takes: {len(refused)} refused, the first for "
-                             f"{rejection_said(dead_letters_of(refused[:1], source)[0])}")
+                             f"{rejection_said(dead_letter_of(refused[0], source).rejection)}")
     return events, [*rejected, *dead_letters_of(refused, source)], len({event["event_id"] for event in events})
 
 

@@ -272,14 +272,16 @@ def format_of_first_line(path: Path, formats: tuple[str, ...], columns: dict[str
 GIVE_UP_AFTER = 1_000
 
 
-def give_up_early(reads: Iterator[Any], path: Path, fmt: str, skipped: Callable[[], int] = lambda: 0
-                  ) -> Iterator[Any]:
-    """`reads` (a log reader's events and LineRejections) as they come, but the error `nothing_read` gives once
-    GIVE_UP_AFTER lines were rejected before any event (and none skipped on purpose, `skipped()`)."""
+def give_up_early(reads: Iterator[tuple[int, Any]], path: Path, fmt: str, skipped: Callable[[], int] = lambda: 0
+                  ) -> Iterator[tuple[int, Any]]:
+    """`reads` (a log reader's events and LineRejections, each with its line) as they come, but the error
+    `nothing_read` gives once GIVE_UP_AFTER lines were rejected before any event (and none skipped on purpose,
+    `skipped()`)."""
     held: list[LineRejection] = []
     lines: set[int] = set()  # an OTTO line may give several rejections
-    for read in reads:
-        yield read
+    for numbered in reads:
+        yield numbered
+        read = numbered[1]
         if not isinstance(read, LineRejection):
             break
         held.append(read)

@@ -48,6 +48,7 @@ RETAILROCKET_TYPES = {"view": ("browse", None), "addtocart": ("purchase", "cart"
 
 
 Read = dict[str, Any] | LineRejection
+Numbered = tuple[int, Read]  # (line, read): the line of the file a read came from, named in its dead letter
 
 
 def _reject(path: Path, line: int, reason: str, detail: str, raw: bytes, user: Any = None) -> LineRejection:
@@ -118,27 +119,27 @@ def _not_utf8(path: Path, line: int, raw: bytes) -> LineRejection | None:
     return None
 
 
-def read_jsonl(path: Path) -> Iterator[Read]:
+def read_jsonl(path: Path) -> Iterator[Numbered]:
     for line, raw in numbered_lines(path):
         if (not_text := _not_utf8(path, line, raw)) is not None:
-            yield not_text
+            yield line, not_text
             continue
         try:
             event = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            yield _reject(path, line, "invalid_json", f"not JSON: {exc}", raw)
+            yield line, _reject(path, line, "invalid_json", f"not JSON: {exc}", raw)
             continue
         checked = _checked(path, line, event, raw, "jsonl")
-        yield checked if isinstance(checked, LineRejection) else as_integers(checked)
+        yield line, checked if isinstance(checked, LineRejection) else as_integers(checked)
 
 
-def read_otto(path: Path) -> Iterator[Read]:
+def read_otto(path: Path) -> Iterator[Numbered]:
     """Event ids come from the event: `otto-{session}-{ts}-{aid}-{type}`, and `-2`, `-3`... for the second, third
     identical event of the same line; no state across lines, so a session continued in another file (a dump split by
     day) keeps distinct ids and the same event read again keeps its id."""
     for line, raw in numbered_lines(path):
         if (not_text := _not_utf8(path, line, raw)) is not None:
-            yield not_text
+            yield line, not_text
             continue
         user = None
         try:
@@ -151,7 +152,7 @@ def read_otto(path: Path) -> Iterator[Read]:
                 raise TypeError(f"'events' is {type(events).__name__}, not a list")
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:  # JSON, or JSON of another shape
             reason = "invalid_json" if isinstance(exc, orjson.JSONDecodeError) else "schema_violation"
-            yield _reject(path, line, reason, f"not an OTTO session: {_why(exc)}", raw, user)
+            yield line, _reject(path, line, reason, f"not an OTTO session: {_why(exc)}", raw, user)
             continue
         repeats: dict[str, int] = {}  # an id -> how often it came in this line
         for i, e in enumerate(events):
@@ -161,8 +162,8 @@ def read_otto(path: Path) -> Iterator[Read]:
                 kind, stage = _kind(OTTO_TYPES, e["type"])
                 ts, aid = _otto_ms(e["ts"]), _otto_aid(e["aid"])
             except (KeyError, TypeError, ValueError) as exc:
-                yield _reject(path, line, "schema_violation", f"event {i} of session {user}: {_why(exc)}",
-                              orjson.dumps(e), user)
+                yield line, _reject(path, line, "schema_violation", f"event {i} of session {user}: {_why(exc)}",
+                                    orjson.dumps(e), user)
                 continue
             event_id = f"otto-{user}-{ts}-{aid}-{e['type']}"
             repeats[event_id] = seen = repeats.get(event_id, 0) + 1
@@ -170,7 +171,7 @@ def read_otto(path: Path) -> Iterator[Read]:
                      "type": kind, "ts": ts, "session_id": user, "schema_version": 1}
             if stage:
                 event["stage"] = stage
-            yield _checked(path, line, event, raw, "otto")
+            yield line, _checked(path, line, event, raw, "otto")
 
 
 def _kind(types: dict[str, tuple[str, str | None]], name: Any) -> tuple[str, str | None]:
@@ -213,21 +214,22 @@ def _log_rows(fh: Any, path: Path, required: tuple[str, ...], multiline: bool = 
     return rows
 
 
-def _read_csv(path: Path, fmt: str, convert: Callable[[dict[str, str], int, bytes], dict[str, Any]]) -> Iterator[Read]:
+def _read_csv(path: Path, fmt: str, convert: Callable[[dict[str, str], int, bytes], dict[str, Any]]
+              ) -> Iterator[Numbered]:
     with open_text(path) as fh:
         rows = _log_rows(fh, path, CSV_COLUMNS[fmt])
         for line, row, problem in rows:
             if row is None:
-                yield _reject(path, line, "schema_violation", problem, rows.line_text(line).encode())
+                yield line, _reject(path, line, "schema_violation", problem, rows.line_text(line).encode())
                 continue
             raw = ",".join(row.values()).encode()
             try:
                 event = convert(row, line, raw)
             except (KeyError, TypeError, ValueError) as exc:
-                yield _reject(path, line, "schema_violation", f"cannot read the row ({exc})", raw,
-                              line_user(fmt, row))
+                yield line, _reject(path, line, "schema_violation", f"cannot read the row ({exc})", raw,
+                                    line_user(fmt, row))
                 continue
-            yield _checked(path, line, event, raw, fmt)
+            yield line, _checked(path, line, event, raw, fmt)
 
 
 def _whole(row: dict[str, str], name: str, unit: str | None = None) -> int:
@@ -332,6 +334,11 @@ class OnlineRetailStats:
 
 
 def read_online_retail(path: str | Path, stats: OnlineRetailStats | None = None) -> Iterator[Read]:
+    """`numbered_online_retail` without the line numbers."""
+    return (read for _, read in numbered_online_retail(path, stats))
+
+
+def numbered_online_retail(path: str | Path, stats: OnlineRetailStats | None = None) -> Iterator[Numbered]:
     """The UCI Online Retail csv as published (optionally gzipped): one purchase (stage order) per
     kept line, keyed by the customer, with the invoice as the session. Guest lines (no CustomerID),
     cancellations and non-product codes are skipped and counted in `stats`; malformed lines are
@@ -347,7 +354,7 @@ def read_online_retail(path: str | Path, stats: OnlineRetailStats | None = None)
             stats.lines += 1
             if row is None:
                 stats.rejected += 1
-                yield _reject(path, line, "schema_violation", problem, rows.line_text(line).encode())
+                yield line, _reject(path, line, "schema_violation", problem, rows.line_text(line).encode())
                 continue
             customer = row["CustomerID"].strip()
             if is_missing(customer):  # empty as published; NA or nan as R or pandas write it
@@ -362,8 +369,8 @@ def read_online_retail(path: str | Path, stats: OnlineRetailStats | None = None)
             user = line_user("online-retail", row)
             if not invoice or not code:  # malformed, not a kind of line the log has
                 stats.rejected += 1
-                yield _reject(path, line, "schema_violation",
-                              said(f"{'InvoiceNo' if not invoice else 'StockCode'} is empty"), raw, user)
+                yield line, _reject(path, line, "schema_violation",
+                                    said(f"{'InvoiceNo' if not invoice else 'StockCode'} is empty"), raw, user)
                 continue
             if not is_product_code(code):
                 stats.not_product += 1
@@ -379,7 +386,7 @@ def read_online_retail(path: str | Path, stats: OnlineRetailStats | None = None)
                 price = _finite(row, "UnitPrice")
             except ValueError as exc:
                 stats.rejected += 1
-                yield _reject(path, line, "schema_violation", said(f"cannot read the row ({exc})"), raw, user)
+                yield line, _reject(path, line, "schema_violation", said(f"cannot read the row ({exc})"), raw, user)
                 continue
             event = {"event_id": f"or-{invoice}-{line}",
                      "user_id": user,
@@ -390,17 +397,22 @@ def read_online_retail(path: str | Path, stats: OnlineRetailStats | None = None)
                 stats.rejected += 1
             else:
                 stats.events += 1
-            yield checked
+            yield line, checked
 
 
 def read_log(path: str | Path, fmt: str, stats: OnlineRetailStats | None = None) -> Iterator[Read]:
     """Events and rejections of a recorded log, in file order (`stats`: what the Online Retail reader skipped)."""
+    return (read for _, read in numbered_reads(path, fmt, stats))
+
+
+def numbered_reads(path: str | Path, fmt: str, stats: OnlineRetailStats | None = None) -> Iterator[Numbered]:
+    """`read_log`'s reads, each with the line of the file it came from."""
     path = Path(path)
     check_file(path)
     if fmt == "online-retail":
         stats = stats if stats is not None else OnlineRetailStats()
-        return give_up_early(read_online_retail(path, stats), path, fmt, lambda: stats.skipped)
-    readers: dict[str, Callable[[], Iterator[Read]]] = {
+        return give_up_early(numbered_online_retail(path, stats), path, fmt, lambda: stats.skipped)
+    readers: dict[str, Callable[[], Iterator[Numbered]]] = {
         "jsonl": lambda: read_jsonl(path), "otto": lambda: read_otto(path),
         "csv": lambda: _read_csv(path, "csv", _csv_event),
         "retailrocket": lambda: _read_csv(path, "retailrocket", _retailrocket_event),

@@ -224,9 +224,10 @@ def gate(settings: Settings) -> Callable[[dict[str, Any]], tuple[str, str] | Non
 def all_refused(path: str | Path, refused: Iterable[Refused], count: int) -> str:
     """What to do about a log none of whose events a worker would take (`refused`: they, `count` of them)."""
     first: dict[str, str] = {}
-    for _, reason, detail in refused:
-        first.setdefault(reason, detail)
-    what = "; ".join(f"{reason}, the first as {detail[:200]}" for reason, detail in first.items())
+    for found in refused:
+        if found[1] not in first:
+            first[found[1]] = refused_said(found)
+    what = "; ".join(f"{reason}, the first as {detail[:300]}" for reason, detail in first.items())
     fix = ("for an old log, unset STREAM_APP_MAX_AGE_MS (0: no limit); for times ahead of now, check the log's "
            "timestamps (STREAM_APP_MAX_FUTURE_MS)" if "timestamp_out_of_range" in first else "")
     size = "raise STREAM_APP_MAX_PAYLOAD_BYTES or shorten the events" if "payload_too_large" in first else ""
@@ -234,16 +235,23 @@ def all_refused(path: str | Path, refused: Iterable[Refused], count: int) -> str
             + " and ".join(part for part in (fix, size) if part))
 
 
-def dead_letters_of(refused: Sequence[Refused], path: str | Path) -> list[Rejection]:
+def dead_letters_of(refused: Sequence[Refused], path: str | Path) -> list[LineRejection]:
     """The dead letters of refused events, as a worker writes them (keyed by the user)."""
     return [dead_letter_of(found, path) for found in refused]
 
 
-def dead_letter_of(refused: Refused, path: str | Path) -> Rejection:
-    """The dead letter of a refused event (event, reason, detail), as a worker writes it (keyed by the user)."""
-    event, reason, detail = refused
-    return Rejection(reason, f"event {event.get('event_id')!r}: {detail}", Source(str(path)),
-                     str(event.get("user_id", "")).encode(), orjson.dumps(event))
+def refused_said(refused: Refused) -> str:
+    """A refused event's detail, naming its line of the log first as a rejected line's does."""
+    event, _, detail, line = refused
+    return f"line {line}: event {event.get('event_id')!r}: {detail}"
+
+
+def dead_letter_of(refused: Refused, path: str | Path) -> LineRejection:
+    """The dead letter of a refused event (event, reason, detail, line), as a worker writes it (keyed by the user),
+    with its line of the log as a rejected line's (`source.line`)."""
+    event, reason, _, line = refused
+    return LineRejection(line, Rejection(reason, refused_said(refused), Source(str(path)),
+                                         str(event.get("user_id", "")).encode(), orjson.dumps(event)))
 
 
 #: How many of each input partition's last records `latest_event_ts` reads: an older log replayed after a newer
@@ -398,12 +406,11 @@ def _send(settings: Settings, log: SortedLog, path: str | Path, fmt: str, rate: 
     return summary
 
 
-def _dead_letters(log: SortedLog, path: str | Path, check: Any, summary: ReplaySummary
-                  ) -> Iterator[LineRejection | Rejection]:
+def _dead_letters(log: SortedLog, path: str | Path, check: Any, summary: ReplaySummary) -> Iterator[LineRejection]:
     """The log's rejected lines, then its refused events' dead letters, less those of erased users (`check`, an
     `ErasureCheck`; as `erased_rejection`): `summary` counts those given and those left out, and says the first."""
     for item in chain(log.rejected, (dead_letter_of(found, path) for found in log.refused_events())):
-        rejection = item.rejection if isinstance(item, LineRejection) else item
+        rejection = item.rejection
         if check is not None and check.names_erased(rejection.key, rejection.payload):
             summary.erased += 1
             continue

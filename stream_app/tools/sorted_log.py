@@ -27,7 +27,7 @@ from ..errors import StreamAppError
 from .line_rejections import IN_MEMORY, LineRejections
 from .log_checks import LineRejection
 from .log_files import reading_as
-from .recorded import OnlineRetailStats, load_sorted, nothing_in, own_stats, read_log
+from .recorded import OnlineRetailStats, nothing_in, numbered_reads, own_stats
 
 #: Events sorted in memory at once (about 0.8 KB each as Python objects): beyond, runs go to disk.
 RUN_EVENTS = 500_000
@@ -38,17 +38,30 @@ MERGE_FAN_IN = 128
 Keyed = tuple[int, int, dict[str, Any]]  # (ts, position in the file, event): the sort key, ties in file order
 
 
-Refused = tuple[dict[str, Any], str, str]  # (event, reason, detail) of an event a worker would dead-letter
+# (event, reason, detail, line) of an event a worker would dead-letter: its line of the file (not its read index, as
+# a csv's header and an Online Retail file's skipped rows are not events) names it in its dead letter
+Refused = tuple[dict[str, Any], str, str, int]
 KeyedRefused = tuple[int, int, Refused]  # (ts, position in the file, refused): sorted as Keyed
 REFUSED_SLACK = 1_000  # with a limit, refused events past the kept ones' time go once this many over twice it
 
 
-def split_refused(events: list[dict[str, Any]], refusal: Callable[[dict[str, Any]], tuple[str, str] | None]
-                  ) -> tuple[list[dict[str, Any]], list[Refused]]:
-    """The events `refusal` lets through, and (event, reason, detail) for the others: one call per event."""
-    whys = [refusal(event) for event in events]
-    return ([e for e, why in zip(events, whys) if why is None],
-            [(e, *why) for e, why in zip(events, whys) if why is not None])
+def _load_all(path: str | Path, fmt: str, refusal: Callable[[dict[str, Any]], tuple[str, str] | None],
+              stats: OnlineRetailStats | None) -> tuple[list[dict[str, Any]], list[LineRejection], list[Refused]]:
+    """`load_accepted` without a limit: the whole log in memory."""
+    kept, rejected, refused, stats = [], [], [], own_stats(fmt, stats)
+    with reading_as(path, fmt):
+        for line, read in numbered_reads(path, fmt, stats):
+            if isinstance(read, LineRejection):
+                rejected.append(read)
+            elif (why := refusal(read)) is not None:
+                refused.append((read, *why, line))
+            else:
+                kept.append(read)
+    if not kept and not refused:
+        raise nothing_in(path, fmt, rejected, stats)
+    kept.sort(key=lambda event: event["ts"])  # stable: ties in file order
+    refused.sort(key=lambda found: found[0]["ts"])
+    return kept, rejected, refused
 
 
 @dataclass
@@ -65,21 +78,20 @@ def load_accepted(path: str | Path, fmt: str, refusal: Callable[[dict[str, Any]]
     """The log's events a worker accepts (`refusal(event)`: None, else why it dead-letters one) in time order (ties
     in file order), the first `limit` if given (a heap: memory holds `limit` events, not the log); its rejected lines
     (with a limit: in a `LineRejections`, which spills them to disk beyond its first);
-    the refused events (with a limit: those up to the last kept one's time). `cut` is told whether the limit left
-    events out."""
+    the refused events (with a limit: those up to the last kept one's time), in time order, each with its line.
+    `cut` is told whether the limit left events out."""
     if limit is None:
-        events, rejected = load_sorted(path, fmt, stats)
-        kept, refused = split_refused(events, refusal)
-        return kept, rejected, refused
+        return _load_all(path, fmt, refusal, stats)
     latest_first: list[tuple[int, int, dict[str, Any]]] = []  # (-ts, -n, event): the latest kept on top
     stats = own_stats(fmt, stats)
-    rejected, refused, accepted, prune_at = LineRejections(), [], 0, 2 * limit + REFUSED_SLACK
+    rejected, accepted, prune_at = LineRejections(), 0, 2 * limit + REFUSED_SLACK
+    refused: list[Refused] = []
     with reading_as(path, fmt):
-        for n, read in enumerate(read_log(path, fmt, stats)):
+        for n, (line, read) in enumerate(numbered_reads(path, fmt, stats)):
             if isinstance(read, LineRejection):
                 rejected.append(read)
             elif (why := refusal(read)) is not None:
-                refused.append((read, *why))
+                refused.append((read, *why, line))
                 if len(refused) > prune_at and accepted > limit:  # those past the kept span go (as they would at the end)
                     refused = [found for found in refused if found[0]["ts"] <= -latest_first[0][0]]
                     prune_at = 2 * len(refused) + REFUSED_SLACK  # those left are kept: no pass per refusal
@@ -157,11 +169,11 @@ class SortedLog:
         ids = array.array("q")  # a 64-bit hash of each accepted event's (user, event id): 8 bytes an event
         stats = own_stats(fmt, stats)
         with reading_as(path, fmt):
-            for n, read in enumerate(read_log(path, fmt, stats)):
+            for n, (line, read) in enumerate(numbered_reads(path, fmt, stats)):
                 if isinstance(read, LineRejection):
                     self.rejected.append(read)
                 elif (why := refusal(read)) is not None:
-                    refused.append((read["ts"], n, (read, *why)))
+                    refused.append((read["ts"], n, (read, *why, line)))
                     self.refused_count += 1
                     if len(refused) >= run_events:
                         self._spill_refused(refused)
@@ -246,15 +258,15 @@ class SortedLog:
             yield event
 
     def refused_events(self) -> Iterator[Refused]:
-        """The refused events, (event, reason, detail) in time order with ties in file order: their runs on disk
-        merged as they are given (memory holds a line per run), or the one run held in memory."""
+        """The refused events, (event, reason, detail, line) in time order with ties in file order: their runs on
+        disk merged as they are given (memory holds a line per run), or the one run held in memory."""
         if self._closed:
             raise ValueError("the refused events were let go by close(): ask for them before")
         if not self.refused_runs:
             yield from (found for _, _, found in self._refused)
             return
-        for _, _, (event, reason, detail) in _merged_runs(self.refused_runs):
-            yield event, reason, detail
+        for _, _, (event, reason, detail, line) in _merged_runs(self.refused_runs):
+            yield event, reason, detail, line
 
     @property
     def refused(self) -> list[Refused]:
