@@ -393,7 +393,7 @@ def test_a_worker_is_listed_with_what_it_waits_for_from_its_start_not_once_faust
         catalogue=SimpleNamespace(status=dict), store=SimpleNamespace(publish_worker_status=publish_worker_status,
                                                                       eviction_risk=no_risk, worker_statuses=peers),
         peers=worker_status.PeerSettings({}))
-    monkeypatch.setattr(worker_status, "STATUS_TTL_S", 0.03)
+    monkeypatch.setattr(worker_status, "STATUS_REFRESH_S", 0.01)
     monkeypatch.setattr(worker_status, "asdict", lambda counters: {"events": 0, "applied": 0, "duplicates": 0,
                                                                    "rejected": 0, "recommendations": 0})
     asyncio.run(asyncio.wait_for(worker_status.status_until_processing(worker), 5))

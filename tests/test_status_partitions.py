@@ -59,3 +59,48 @@ def test_a_status_whose_partitions_are_not_a_list_leaves_its_group_unjudged_and_
         assert "worker a:2: ready" in out and "profiles in Redis: all 3 input partitions written back" in out
         assert "owned by no live worker of group a" not in out, odd
         assert "warning: input partition 2 of 3 owned by no live worker of group b" in out
+
+
+def test_a_worker_heard_from_a_refresh_ago_or_more_owns_nothing_and_its_partitions_are_said_with_it(monkeypatch,
+                                                                                                     capsys):
+    """A worker killed without leaving counted as their owner until its key expired (15 s): the warning came up to
+    15 s late. Stale once a refresh is missed (the worker's own period), by Redis's clock or else its stamp."""
+    import time
+
+    from stream_app.stream.worker_status import STATUS_STALE_S
+
+    fresh = status("a:1", "a", [0, 1])
+    for age in (0.0, STATUS_STALE_S - 0.5):  # a refresh may be a period late: no warning
+        out = status_output(monkeypatch, capsys, [fresh, {**status("a:2", "a", [2, 3]), "age_s": age}], marker_of(4))
+        assert "owned by no live worker" not in out and "gone or stuck" not in out, age
+    out = status_output(monkeypatch, capsys, [fresh, {**status("a:2", "a", [2, 3]), "age_s": STATUS_STALE_S + 1.2}],
+                        marker_of(4))
+    assert "worker a:2: ready as of 11s ago (gone or stuck?)" in out
+    assert ("warning: input partitions 2, 3 of 4 owned by no live worker of group a (STREAM_APP_APP_ID): only a:2 "
+            "(last heard 11s ago) lists them (gone or stuck?); their events wait") in out
+    # no key age (a key without expiry): the worker's stamp; a stale worker's partitions a live one lists are owned
+    stamped = {**status("a:2", "a", [1, 2, 3]), "updated_at": int(time.time() * 1000) - 12_000}
+    out = status_output(monkeypatch, capsys, [fresh, stamped, status("a:3", "a", [3])], marker_of(4))
+    assert "warning: input partition 2 of 4 owned by no live worker of group a (STREAM_APP_APP_ID): only a:2 (last " \
+           "heard 12s ago) lists them" in out
+    assert out.count("owned by no live worker") == 1
+
+
+def test_partitions_a_worker_lists_past_the_markers_count_are_judged_and_the_difference_said(monkeypatch, capsys):
+    """A topic grown in place: partitions at or past the marker's count were neither named nor judged, so `status`
+    said nothing of them."""
+    out = status_output(monkeypatch, capsys, [status("a:1", "a", [0, 1, 2]), status("a:2", "a", [3, 5])],
+                        marker_of(4))
+    assert "warning: the workers' marker in Redis counts 4 input partitions, but a:2 lists 5: the input topics have " \
+           "more" in out and "create the topics anew under another STREAM_APP_NAMESPACE" in out
+    assert "warning: input partition 4 of at least 6 owned by no live worker of group a" in out
+    owned = status_output(monkeypatch, capsys, [status("a:1", "a", [0, 1, 2]), status("a:2", "a", [3, 4, 5])],
+                          marker_of(4))
+    assert "but a:2 lists 4, 5" in owned and "owned by no live worker" not in owned
+    # a run said as one, not number by number (a hand-edited status may list a partition in the billions)
+    assert "input partitions 1 to 6 of 8 owned by no live worker of group a" in status_output(
+        monkeypatch, capsys, [status("a:1", "a", [0, 7])], marker_of(8))
+    # no marker yet: the partitions below the highest listed are judged all the same
+    out = status_output(monkeypatch, capsys, [status("a:1", "a", [0]), status("a:2", "a", [2])], {})
+    assert "warning: input partition 1 of at least 3 owned by no live worker of group a" in out
+    assert "marker in Redis counts" not in out

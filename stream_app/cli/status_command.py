@@ -38,12 +38,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     finally:
         client.close()
     ours = [s for s in statuses if isinstance(s.get("counters"), dict) and {"ready", "input_partitions"} <= s.keys()]
-    lines = [line for s in ours for line in describe_worker(s, settings.item_epoch_ms)]
+    now_s = time.time()
+    lines = [line for s in ours for line in describe_worker(s, settings.item_epoch_ms, now_s)]
     lines += [f"worker key of {s['worker_id']!r}: not a stream-app worker's status (another app's key under this "
               "namespace?), passed over" for s in statuses if s not in ours]
     # the workers' partition count as they wrote it (the topics', which may not be STREAM_APP_PARTITIONS)
     counted = not_written_back(marker)
-    warnings = disagreements(ours) + (unowned(ours, counted[0]) if counted else [])
+    warnings = disagreements(ours) + unowned(ours, counted[0] if counted else None, now_s)
     print("\n".join(lines + [f"warning: {said}" for said in warnings]
                     or [f"no live workers under STREAM_APP_NAMESPACE={settings.namespace!r} (start one with "
                         "`stream-app worker`, or set the workers' namespace in this shell)"]))
@@ -65,9 +66,12 @@ def mirror_said(marker: dict[bytes, bytes]) -> str:
     return f"profiles in Redis: all {partitions} input partitions written back"
 
 
-def describe_worker(s: dict, item_epoch_ms: int) -> list[str]:
+def describe_worker(s: dict, item_epoch_ms: int, now_s: float | None = None) -> list[str]:
     """A worker's status from Redis, for a person: its counters, models and event-time progress.
-    `item_epoch_ms`: the epoch length to read epochs with when the worker's status does not give its own."""
+    `item_epoch_ms`: the epoch length to read epochs with when the worker's status does not give its own; `now_s`:
+    the time the warnings judge ages by (one reading for both)."""
+    from ..stream.worker_status import STATUS_STALE_S, heard_ago
+
     c = s["counters"]
     # dropped events of erased users are in `events` as applied, duplicate and rejected ones are
     erased = f", erased users' events dropped {c['erased_events_dropped']}" if c.get("erased_events_dropped") else ""
@@ -77,10 +81,9 @@ def describe_worker(s: dict, item_epoch_ms: int) -> list[str]:
     others = f", dead letters of other topics and state {c['rejected'] - rejected}" if c["rejected"] > rejected else ""
     floor = f" ({c['below_dedupe_floor']} of them older than the user's dedupe floor, not known as applied)" \
         if c.get("below_dedupe_floor") else ""
-    # refreshed every 5 s, kept 15 s; by Redis's clock (the key's time left), not the worker's against this shell's
-    heard_s = s["age_s"] if s.get("age_s") is not None else time.time() - s.get("updated_at", time.time() * 1000) / 1000
+    heard_s = heard_ago(s, time.time() if now_s is None else now_s)
     state = "ready" if s["ready"] else "not ready"  # starting, or an outage: the next line says what it waits for
-    if heard_s >= 10:
+    if heard_s >= STATUS_STALE_S:  # a refresh missed: its partitions count as unowned below
         state += f" as of {heard_s:.0f}s ago (gone or stuck?)"
     line = (f"worker {s['worker_id']}: {state}, HTTP port {s.get('web_port', '-')}, "
             f"partitions {s['input_partitions']}, events {c['events']} (applied {c['applied']}, duplicates "

@@ -49,7 +49,7 @@ from .ready import ReadRecord
 from .redis_refill import MirrorKeeper
 from .retries import EXIT_BATCH_FAILED, batch_finished_or_late, exit_if_stop_hangs, stop_worker, until_done
 from .table_stores import LearnersTable, ProfileTable, add_table
-from .worker_status import STATUS_TTL_S, partitions_wait, publish_status, redis_wait, status_until_processing
+from .worker_status import STATUS_REFRESH_S, partitions_wait, publish_status, redis_wait, status_until_processing
 
 log = logging.getLogger("stream_app.worker")
 
@@ -440,7 +440,7 @@ def build_app(settings: Settings, partitions: int, web_port: int = 6066) -> faus
         exit_if_stop_hangs()  # a stop that began without a signal (a crash); with one, armed there already
         await worker.close()
 
-    @app.timer(interval=STATUS_TTL_S / 3)
+    @app.timer(interval=STATUS_REFRESH_S)
     async def heartbeat() -> None:
         await worker.heartbeat()
 

@@ -20,6 +20,10 @@ from .retries import PERMANENT, RETRYABLE
 log = logging.getLogger("stream_app.worker")
 
 STATUS_TTL_S = 15
+#: How often a worker writes its status (its heartbeat's period): three writes in each lifetime of the key.
+STATUS_REFRESH_S = STATUS_TTL_S / 3
+#: A status this old missed a refresh: its worker is gone or stuck, though its key lives on for seconds.
+STATUS_STALE_S = 2 * STATUS_REFRESH_S
 PEERS_CHECK_S = 60.0  # how often a worker reads its peers' statuses for settings that disagree
 PEERS_READ_S = 30.0  # how long that read may take
 
@@ -73,27 +77,110 @@ def disagreements(statuses: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def unowned(statuses: list[dict[str, Any]], partitions: int) -> list[str]:
-    """Per consumer group, the input partitions (of `partitions`, the workers' count) that no live worker's status
-    lists: their events wait, and nothing says so elsewhere (each worker reports only what it owns). A group with a
-    status whose partitions are not a list (a key edited by hand, another app's) is not judged: what it owns is
-    unknown."""
-    out: list[str] = []
-    groups: dict[str, set[int] | None] = {}
-    for status in statuses:
-        app_id, listed = str(status.get("app_id", "?")), status.get("input_partitions")
-        owned = groups.setdefault(app_id, set())
-        if owned is not None:
-            groups[app_id] = owned | {p for p in listed if isinstance(p, int)} if isinstance(listed, list) else None
-    for app_id, owned in groups.items():
-        missing = [p for p in range(partitions) if p not in owned] if owned is not None else []
-        if missing:
-            out.append(f"input partition{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))} of "
-                       f"{partitions} owned by no live worker of group {app_id} ({ENV_PREFIX}APP_ID): their events "
-                       "wait until the group gives them to one (seconds, while a worker joins or leaves; if it stays, "
-                       "a worker stopped without leaving and the broker has not noticed yet, or the group is wedged: "
-                       "see each worker's readiness)")
+def heard_ago(status: dict[str, Any], now_s: float) -> float:
+    """How long ago the worker wrote `status`: by Redis's clock where the reader gave it (`age_s`, from its key's time
+    left), else by the worker's own stamp against `now_s` (a worker's clock may be ahead or behind the reader's)."""
+    if isinstance(status.get("age_s"), (int, float)):
+        return float(status["age_s"])
+    updated = status.get("updated_at")
+    return now_s - updated / 1000 if isinstance(updated, (int, float)) else 0.0
+
+
+def unowned(statuses: list[dict[str, Any]], partitions: int | None, now_s: float,
+            stale_after_s: float = STATUS_STALE_S) -> list[str]:
+    """Per consumer group, the input partitions no live worker's status lists: their events wait, and nothing says
+    so elsewhere (each worker reports only what it owns). Judged: those below `partitions` (the workers' count in
+    their marker; None: not written yet) and below any a status lists (partition numbers are dense; one listed at
+    or past the count is said: the topics grew). A worker heard from `stale_after_s` ago or more owns nothing here:
+    its key outlives it by seconds. A group with a fresh status whose partitions are not a list is not judged: what
+    it owns is unknown."""
+    listed = [(s, _listed(s) or []) for s in statuses]
+    known = max([partitions or 0] + [p + 1 for _, ps in listed for p in ps])
+    total = f"{known}" if partitions is not None and partitions >= known else f"at least {known}"
+    beyond = [(s["worker_id"], [p for p in ps if p >= partitions]) for s, ps in listed] if partitions else []
+    beyond = [(worker_id, ps) for worker_id, ps in beyond if ps]
+    out = [_grown(partitions, known, beyond)] if beyond else []
+    for app_id, (owned, stale) in _owners(statuses, now_s, stale_after_s).items():
+        if owned is None:
+            continue
+        silent: dict[tuple[str, ...], list[int]] = {}  # the stale workers listing a partition -> the partitions
+        for p in sorted({p for _, theirs in stale.values() for p in theirs if p < known} - owned):
+            silent.setdefault(tuple(w for w, (_, theirs) in stale.items() if p in theirs), []).append(p)
+        for workers, only in silent.items():
+            heard = " and ".join(f"{w} (last heard {stale[w][0]:.0f}s ago)" for w in workers)
+            logs = "that worker's log" if len(workers) == 1 else "those workers' logs"
+            out.append(f"input {_numbered(_runs(only))} of {total} owned by no live worker of group {app_id} "
+                       f"({ENV_PREFIX}APP_ID): only {heard} list{'s' if len(workers) == 1 else ''} them (gone or "
+                       "stuck?); their events wait until the group gives them to a live worker (the broker drops "
+                       f"one gone without leaving within seconds); if this stays, see {logs} (restart a worker that "
+                       "is stuck) and each worker's readiness")
+        # runs, not each number: a hand-edited status may list a partition in the billions
+        unlisted = _gaps(owned.union(*silent.values()), known)
+        if unlisted:
+            out.append(f"input {_numbered(unlisted)} of {total} owned by no live worker of group {app_id} "
+                       f"({ENV_PREFIX}APP_ID): their events wait until the group gives them to one (seconds, while a "
+                       "worker joins or leaves; if it stays, a worker stopped without leaving and the broker has not "
+                       "noticed yet, or the group is wedged: see each worker's readiness)")
     return out
+
+
+def _listed(status: dict[str, Any]) -> list[int] | None:
+    """The input partitions a status lists; None when they are not a list (a key edited by hand, another app's)."""
+    found = status.get("input_partitions")
+    if not isinstance(found, list):
+        return None
+    return [p for p in found if isinstance(p, int) and not isinstance(p, bool) and p >= 0]
+
+
+def _owners(statuses: list[dict[str, Any]], now_s: float, stale_after_s: float
+            ) -> dict[str, tuple[set[int] | None, dict[str, tuple[float, set[int]]]]]:
+    """Per group: the partitions its fresh workers list (None: one of them lists no list), and per stale worker how
+    long ago it was heard and what it lists."""
+    groups: dict[str, tuple[set[int] | None, dict[str, tuple[float, set[int]]]]] = {}
+    for status in statuses:
+        app_id = str(status.get("app_id", "?"))
+        owned, stale = groups.setdefault(app_id, (set(), {}))
+        heard_s, listed = heard_ago(status, now_s), _listed(status)
+        if heard_s >= stale_after_s:
+            stale[status["worker_id"]] = (heard_s, set(listed or []))
+        elif owned is not None:
+            groups[app_id] = (owned | set(listed) if listed is not None else None, stale)
+    return groups
+
+
+def _grown(partitions: int, known: int, beyond: list[tuple[str, list[int]]]) -> str:
+    """The workers' marker counts fewer input partitions than workers list."""
+    said = "; ".join(f"{worker_id} lists {', '.join(map(str, ps))}" for worker_id, ps in beyond)
+    return (f"the workers' marker in Redis counts {partitions} input partitions, but {said}: the input topics have "
+            f"more (partitions added in place?), so a user's events may reach another partition than its profile. A "
+            "topic's partitions cannot be changed in place: create the topics anew under another "
+            f"{ENV_PREFIX}NAMESPACE and replay the log there. Partitions 0 to {known - 1} are judged here meanwhile")
+
+
+def _gaps(taken: set[int], known: int) -> list[tuple[int, int]]:
+    """The runs (first, last) of the partitions below `known` not in `taken`."""
+    runs, start = [], 0
+    for p in sorted(p for p in taken if p < known):
+        if p > start:
+            runs.append((start, p - 1))
+        start = p + 1
+    return runs + [(start, known - 1)] if start < known else runs
+
+
+def _runs(partitions: list[int]) -> list[tuple[int, int]]:
+    """Sorted partition numbers as runs (first, last)."""
+    runs: list[tuple[int, int]] = []
+    for p in partitions:
+        if runs and runs[-1][1] == p - 1:
+            runs[-1] = (runs[-1][0], p)
+        else:
+            runs.append((p, p))
+    return runs
+
+
+def _numbered(runs: list[tuple[int, int]]) -> str:
+    said = ", ".join(f"{a}" if a == b else f"{a}, {b}" if b == a + 1 else f"{a} to {b}" for a, b in runs)
+    return f"partition{'s' if sum(b - a + 1 for a, b in runs) > 1 else ''} {said}"
 
 
 #: After this long without partitions, readiness says how a wedged consumer group looks.
@@ -215,4 +302,4 @@ async def status_until_processing(worker: Any) -> None:
     """The status every third of its lifetime until the worker's input loop runs (then its heartbeat does it)."""
     while not worker.processing:
         await publish_status(worker)
-        await asyncio.sleep(STATUS_TTL_S / 3)
+        await asyncio.sleep(STATUS_REFRESH_S)
