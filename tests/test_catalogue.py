@@ -242,6 +242,21 @@ def test_a_listed_at_past_64_bits_is_named_as_the_line_writes_it(tmp_path):
     assert version.rejection.detail.startswith(f"line 3: schema_version {big} is not one this release reads")
 
 
+def test_a_csv_time_past_64_bits_is_its_lines_rejection_not_a_crash(tmp_path):
+    """helper-153: a csv line's listed_at or updated_at is read as a whole integer, which orjson cannot write:
+    `items load` stopped with a TypeError."""
+    from stream_app.tools.catalogue import load_catalogue
+
+    big = "1180000000000000000000"
+    catalogue = tmp_path / "items.csv"
+    catalogue.write_text(f"item_id,title,listed_at,updated_at\na,A,{big},\nb,B,,{big}\nc,C,1700000000000,\n")
+    items, rejected = load_catalogue(catalogue, "csv")
+    assert list(items) == ["c"]
+    assert [(r.line, r.rejection.reason, r.rejection.detail) for r in rejected] == [
+        (2, "schema_violation", f"line 2: listed_at {big} is past 64 bits: give a time in milliseconds since 1970"),
+        (3, "schema_violation", f"line 3: updated_at {big} is past 64 bits: give a time in milliseconds since 1970")]
+
+
 def test_a_listed_at_years_after_its_record_was_written_is_refused_by_every_worker_alike():
     """`items load` bounded listed_at, but a record another producer wrote to the items topic was taken as it was: its
     item never proposed, nothing said. A worker bounds it by the record's own time, which every worker reads alike."""

@@ -35,7 +35,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                     timeout=args.timeout, items=(args.items, args.items_format) if content else None,
                                     content=content, registry_dir=settings.registry_dir,
                                     baselines=not args.no_baselines, light=args.light, keep=args.keep,
-                                    judge_from=args.judge_from)
+                                    judge_from=args.judge_from, processes=args.processes or 1)
         print(via_kafka_table(result))
         _write_json(result, json_path)
         return 0
@@ -78,7 +78,7 @@ _NEEDS = {"no_baselines": ("via_kafka", False), "keep": ("via_kafka", False), "r
           "workers": ("via_kafka", 1), "max_idle_ms": ("via_kafka", 2000), "busy": ("via_kafka", False),
           "timeout": ("via_kafka", 900.0), "items_format": ("items", "jsonl"), "content": ("items", "latest")}
 #: ... and those the run through Kafka does not take (None unless given)
-_NOT_VIA_KAFKA = ("batch", "truth", "encoder", "shadow", "html", "sort_in_memory", "tune_baselines", "processes")
+_NOT_VIA_KAFKA = ("batch", "truth", "encoder", "shadow", "html", "sort_in_memory", "tune_baselines")
 
 
 def _refuse_ignored_options(args: argparse.Namespace) -> None:

@@ -261,7 +261,7 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
                    for name, board in boards.items()},
     }
     _mark_rows(models, result)
-    if record:
+    if record and isinstance(hybrid, StreamAppModel):  # else a process of a split pass without it
         result["recorded"] = hybrid.recorded
         result["profiles"] = hybrid.profiles
     if truth is not None:

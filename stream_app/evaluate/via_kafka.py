@@ -20,7 +20,8 @@ from ..tools.recorded import OnlineRetailStats
 from ..tools.replay import gate
 from ..tools.sorted_log import LimitCut, load_accepted
 from .metrics import COLD_START, PopularityPercentiles, Scoreboard
-from .prequential import evaluate_events, interactions_before, not_evaluated, time_split
+from .prequential import Rows, evaluate_events, interactions_before, not_evaluated, time_split
+from .processes import split_pass
 
 
 def score_published(events: list[dict[str, Any]], published: dict[tuple[str, str], list[str]], k: int,
@@ -78,7 +79,7 @@ def evaluate_via_kafka(path: str | Path, fmt: str, k: int = 20, rate: float | No
                        limit: int | None = None, items: tuple[str | Path, str] | None = None,
                        content: ContentIndex | None = None, registry_dir: str | None = None,
                        baselines: bool = False, light: bool = False, keep: bool = False,
-                       judge_from: float | None = None) -> dict[str, Any]:
+                       judge_from: float | None = None, processes: int = 1) -> dict[str, Any]:
     """Replay the log at `rate` events/s (None: as fast as possible) through `workers` real workers,
     read the recommendations topic as a downstream service would, score it, and set it beside the
     in-process pass over the same log with the same settings. The workers order the input by event
@@ -91,7 +92,8 @@ def evaluate_via_kafka(path: str | Path, fmt: str, k: int = 20, rate: float | No
     workers start, and the in-process pass uses the same index. `baselines` (`light`: the light set):
     the in-process pass also runs the baselines, so the published recommendations are set against the
     best of them from the same pass (`compare_to_best`). `keep`: keep the run's folder of logs when it ends well.
-    `judge_from`: both passes judge only the events from that share of the log's time span on (`time_split`)."""
+    `judge_from`: both passes judge only the events from that share of the log's time span on (`time_split`).
+    `processes`: the in-process pass's rows split over that many processes (`processes.split_pass`)."""
     from ..tools.consume import wait_committed
     from ..tools.processes import busy_process, one_off_run, wait_ready_workers
     from ..tools.replay import produce_events
@@ -125,8 +127,12 @@ def evaluate_via_kafka(path: str | Path, fmt: str, k: int = 20, rate: float | No
     judge_from_ts = time_split(events[0]["ts"], events[-1]["ts"], judge_from) if judge_from and events else None
     via_kafka = score_published(events, published, k, settings, judge_from_ts)
     via_kafka["events_per_s"] = len(events) / seconds
-    in_process_run = evaluate_events(events, settings, k, baselines=baselines, light=light, record=True,
-                                     content=content, judge_from_ts=judge_from_ts)
+
+    def in_process_pass(rows: Rows | None) -> dict[str, Any]:
+        return evaluate_events(events, settings, k, baselines=baselines, light=light, record=True, content=content,
+                               judge_from_ts=judge_from_ts, rows=rows)
+
+    in_process_run = split_pass(in_process_pass, processes) if processes > 1 else in_process_pass(None)
     in_process = in_process_run["models"]["stream-app"]
     recorded = in_process_run["recorded"]
     differ_lists = sum(1 for key, (_, items) in recorded.items() if published.get(key) != items)
@@ -137,6 +143,7 @@ def evaluate_via_kafka(path: str | Path, fmt: str, k: int = 20, rate: float | No
             scored[f"cold@{k}"] = scored["cold_start"][f"recall@{k}"]
         keys.append(f"cold@{k}")
     return {"log": str(path), "format": fmt, "events": len(events), "k": k, "rate": rate, "workers": workers, "busy": busy,
+            "in_process_processes": processes,
             "judge_from": judge_from, "judged_from_ts": judge_from_ts,
             "content": content.version if content is not None else None,
             "max_idle_ms": max_idle_ms, "via_kafka": via_kafka, "in_process": in_process,

@@ -9,7 +9,6 @@ is validated against the schema; a bad one is a rejection with its line, never a
 from __future__ import annotations
 
 import collections
-import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from .log_checks import (
     nothing_read,
     one_line,
     online_retail_ii_said,
+    unwritable_number,
 )
 from .log_files import check_file, open_text, reading_as
 from .recorded import _finite, _log_rows, _reject
@@ -66,12 +66,9 @@ def check_item(record: Any, source: Source, raw: bytes) -> dict[str, Any] | Reje
     except JsonSchemaException as exc:
         return Rejection("schema_violation", plain_message("item", contracts.as_written(raw, record), exc.message),
                          source, None, raw)
-    numbers = [("price", record.get("price")), *((f"attributes.{key}", value)
-                                                   for key, value in (record.get("attributes") or {}).items())]
-    unwritable = [(name, value) for name, value in numbers if isinstance(value, float) and not math.isfinite(value)]
-    if unwritable:  # JSON has neither: the record would reach the topic with null, which the workers refuse
-        name, value = unwritable[0]
-        return Rejection("schema_violation", f"{name} {value!r} is not a finite number", source, None, raw)
+    unwritable = unwritable_number(record)
+    if unwritable:
+        return Rejection("schema_violation", unwritable, source, None, raw)
     if (size := len(orjson.dumps(record))) > ITEM_RECORD_BYTES:
         return Rejection("payload_too_large", f"the record is {size:,} bytes as JSON, over {ITEM_RECORD_BYTES:,} (Apache "
                          "Kafka's default record limit): shorten its description or attributes", source, None, raw)

@@ -304,3 +304,17 @@ def warn_if_seconds(fmt: str, first_ts: int | None, last_ts: int | None, say: Te
         print(f"warning: this log's earliest ts, {first_ts:,}, is below 100,000,000,000 (before 1973 in milliseconds) "
               f"and its latest, {last_ts:,}, is not: if some ts are seconds, multiply those by 1000 (ts is "
               "milliseconds since 1970); they sort decades before the rest", file=say or sys.stderr)
+
+
+def unwritable_number(record: dict[str, Any]) -> str | None:
+    """Why a catalogue record's number cannot be written as JSON, if one cannot: JSON has no nan or inf (the record
+    would reach the topic with null, which the workers refuse), and orjson writes no integer past 64 bits (a csv
+    line's, read whole)."""
+    numbers = [*((name, record.get(name)) for name in ("price", "listed_at", "updated_at")),
+               *((f"attributes.{key}", value) for key, value in (record.get("attributes") or {}).items())]
+    for name, value in numbers:
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"{name} {value!r} is not a finite number"
+        if isinstance(value, int) and not -2**63 <= value < 2**64:
+            return f"{name} {value} is past 64 bits: give a time in milliseconds since 1970"
+    return None
