@@ -83,3 +83,56 @@ def test_a_split_tuning_pass_chooses_and_scores_as_one_pass(tmp_path):
     split = evaluate_log(log, "jsonl", Settings(), light=True, tune_baselines=0.5, processes=2)
     assert split["tuning"] == one["tuning"] and len(one["tuning"]["rows"]) == 3
     assert without_rates(split["models"]) == without_rates(one["models"])
+
+
+ORPHANED = """
+import os, sys, time
+from stream_app.evaluate.processes import split_pass
+parent = os.getpid()
+def one_pass(rows):
+    if os.getpid() != parent:
+        with open(sys.argv[1] + ".part", "w") as f:
+            f.write(str(os.getpid()))
+        os.rename(sys.argv[1] + ".part", sys.argv[1])
+        return {"events": 1, "models": {"x": {"timeline": list(range(200_000))}}}  # more than a pipe holds
+    time.sleep(120)  # the first process's own pass, still running when it is killed
+split_pass(one_pass, 2)
+"""
+
+
+def _running(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"  # an orphan reaped late is gone all the same
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads /proc")
+def test_a_process_ends_when_the_first_is_killed(tmp_path):
+    """helper-156: the first process killed (SIGTERM, SIGKILL, out of memory) ran no finally to end the others: each
+    ran its whole pass for no one, then waited forever to send its results (the pipe's reading end stays open in it)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pid_file = tmp_path / "child.pid"
+    first = subprocess.Popen([sys.executable, "-c", ORPHANED, str(pid_file)])
+    child = None
+    try:
+        deadline = time.monotonic() + 30
+        while not pid_file.exists() and time.monotonic() < deadline and first.poll() is None:
+            time.sleep(0.05)
+        child = int(pid_file.read_text())
+        first.send_signal(signal.SIGTERM)
+        first.wait(10)
+        deadline = time.monotonic() + 5
+        while _running(child) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _running(child), "the second process outlived the first"
+    finally:
+        if first.poll() is None:
+            first.kill()
+        if child is not None and _running(child):
+            os.kill(child, signal.SIGKILL)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
+import threading
 import time
 from typing import Any, Callable
 
@@ -84,10 +85,11 @@ def split_pass(one_pass: Callable[[Rows], dict[str, Any]], processes: int, inner
     context = multiprocessing.get_context("fork")  # the children take the loaded models as they are, unpickled
     started = time.perf_counter()
     children = []
+    parent = os.getpid()
     try:
         for group in range(1, processes):
             receive, send = context.Pipe(duplex=False)
-            child = context.Process(target=_child, args=(one_pass, split.of(group), send), daemon=True,
+            child = context.Process(target=_child, args=(one_pass, split.of(group), send, parent), daemon=True,
                                     name=f"evaluate-{group + 1}")
             child.start()
             send.close()
@@ -102,15 +104,29 @@ def split_pass(one_pass: Callable[[Rows], dict[str, Any]], processes: int, inner
     return merged(results, split, time.perf_counter() - started)
 
 
-def _child(one_pass: Callable[[Rows], dict[str, Any]], rows: Rows, send: Any) -> None:
+#: How often a process of a split pass checks that the first is still there.
+PARENT_CHECK_S = 0.5
+
+
+def _child(one_pass: Callable[[Rows], dict[str, Any]], rows: Rows, send: Any, parent: int) -> None:
     # what the pass prints (warnings about the log) the first process prints once; an error goes back whole
     sys.stdout = sys.stderr = open(os.devnull, "w")
+    threading.Thread(target=_exit_without, args=(parent,), daemon=True, name="parent-watch").start()
     try:
         send.send(("result", one_pass(rows)))
     except BaseException as exc:
         send.send(("error", f"{type(exc).__name__}: {exc}"))
     finally:
         send.close()
+
+
+def _exit_without(parent: int) -> None:
+    """End this process once the first is gone (killed: SIGTERM, SIGKILL, out of memory): no finally of its ran to
+    end this one, which would run its whole pass (hours) for no one and then wait forever to send its results (the
+    pipe's reading end stays open in this process and in those forked after it, so the send never fails)."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_S)
+    os._exit(1)
 
 
 def _received(group: int, processes: int, child: Any, receive: Any) -> dict[str, Any]:
