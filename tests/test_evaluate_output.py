@@ -220,3 +220,12 @@ def test_the_rejected_lines_are_counted_by_reason_with_each_reasons_first_line(t
         "invalid_json": 1, "schema_violation": 2}
     [line] = [line for line in table(result).splitlines() if line.startswith("rejected by reason:")]
     assert "invalid_json 1, the first as invalid_json (line 31" in line and "schema_violation 2, the first as" in line
+
+
+def test_the_report_says_a_split_passs_rate_is_of_its_processes_together_as_the_table_does():
+    """helper-156: the table said "events/s for all models together in 2 processes" (the split pass's wall time),
+    the HTML report the same rate as one process's."""
+    result = {**hand_made_result(), "processes": {"count": 2, "rows": [["stream-app"], []]}}
+    assert "100 events/s for all models together in 2 processes" in table(result)
+    assert "100 events/s\nfor all models together in 2 processes." in render(result)
+    assert "for all models together." in render(hand_made_result())
