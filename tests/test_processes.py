@@ -2,15 +2,17 @@
 
 import os
 
+import numpy as np
 import pytest
 from conftest import OTTO_SAMPLE
 
 from stream_app.cli import main
 from stream_app.config import Settings
+from stream_app.core.content import ContentIndex
 from stream_app.errors import StreamAppError
-from stream_app.evaluate.models import SingleSource
+from stream_app.evaluate.models import SingleSource, StreamAppModel
 from stream_app.evaluate.prequential import evaluate_log, models_to_run
-from stream_app.evaluate.processes import assign, row_cost, split_pass
+from stream_app.evaluate.processes import SplitRows, assign, row_cost, split_pass
 from stream_app.evaluate.tables import table
 from stream_app.tools.synth import SynthConfig, truth_path, write
 
@@ -55,7 +57,7 @@ def test_a_failing_process_is_named_with_its_error():
             raise ValueError("the log went away")
         return {"events": 0, "models": {}}
 
-    with pytest.raises(StreamAppError, match=r"process 2 of 2 failed: ValueError: the log went away"):
+    with pytest.raises(StreamAppError, match=r"process 2 of 2 failed: ValueError: the log went away \(at .*test_processes.py:\d+, in one_pass\)"):
         split_pass(one_pass, 2)
 
 
@@ -136,3 +138,16 @@ def test_a_process_ends_when_the_first_is_killed(tmp_path):
             first.kill()
         if child is not None and _running(child):
             os.kill(child, signal.SIGKILL)
+
+
+def test_in_each_other_process_one_row_reading_text_tells_the_content_index_its_scans_ahead():
+    """helper-156: only the stream-app row said the round's catalogue scans ahead, and it runs in the first process:
+    a row reading text in another scanned the catalogue once per vector (the same lists, twice the scans)."""
+    content = ContentIndex("v", ["a", "b"], ["A", "B"], np.eye(2, dtype=np.float32))
+    hybrid, models = models_to_run(Settings(), 20, True, False, None, None, content, False)
+    split = SplitRows(3, None)
+    split.of(0)(hybrid, models)
+    for group in (1, 2):
+        _, rows = split.of(group)(hybrid, models)
+        reading = [m for m in rows if isinstance(m, StreamAppModel) and m.content is not None]
+        assert reading and [m.expects_scans for m in reading] == [True] + [False] * (len(reading) - 1)

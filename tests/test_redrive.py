@@ -112,6 +112,18 @@ def test_a_foreign_record_whose_source_is_no_object_is_left_for_that_not_for_its
     assert isinstance(resend_of({**letter, "source": None}, b"u1", settings), Resend)  # none: the event says where
 
 
+def test_a_letter_of_a_schema_version_this_release_does_not_read_is_left_with_why():
+    """helper-153: `dead-letters` says such a letter is of another release, but the redrive sent it as one of its own."""
+    settings = Settings()
+    letter = _letter("key_mismatch", settings.topics.click, orjson.dumps(_event("e1", "u1")))
+    assert isinstance(resend_of(letter, b"u1", settings), Resend)
+    for version in (2, 9, "1"):
+        said = resend_of({**letter, "schema_version": version}, b"u1", settings)
+        assert said == (f"the letter's schema_version {version!r} is not one this release reads (1): re-drive it "
+                        "with the release that wrote it"), said
+    assert isinstance(resend_of({**letter, "schema_version": 1.0}, b"u1", settings), Resend)
+
+
 def test_an_erased_users_inputs_from_before_the_erasure_are_not_put_back_on_a_topic():
     settings = Settings()
     erased = ErasedUsers({}, settings, "", "")

@@ -183,7 +183,8 @@ def add_evaluate_command(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--processes", type=arg.count, default=None, metavar="N",
                     help="split the rows over N processes, each reading the log and running its share of the rows: "
                          "the same figures, in less time on a machine with N cores (each process holds its rows' "
-                         "state and a copy of the item state); not with --encoder or --shadow")
+                         "state and a copy of the item state; the stream-app row and its single sources stay in one, "
+                         "so --light moves few rows); not with --encoder or --shadow")
     ev.add_argument("--no-baselines", action="store_true", default=argparse.SUPPRESS,
                     help="with --via-kafka: the in-process pass runs the stream-app row only (the baselines "
                          "cost most of a long log's time)")

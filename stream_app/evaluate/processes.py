@@ -16,6 +16,7 @@ import os
 import sys
 import threading
 import time
+import traceback
 from typing import Any, Callable
 
 from ..errors import StreamAppError
@@ -74,7 +75,11 @@ class SplitRows:
                     self.names[to].append(model.name)
                 return hybrid, [model for model, to in zip(models, groups) if to == 0]
             state = hybrid if isinstance(hybrid, ItemStateOf) else ItemStateOf(hybrid)
-            return state, [state, *(model for model, to in zip(models, groups) if to == group)]
+            mine = [model for model, to in zip(models, groups) if to == group]
+            reads_text = [m for m in mine if isinstance(m, StreamAppModel) and m.content is not None]
+            if reads_text:  # the hybrid tells the content index its round's scans ahead, in its process only
+                reads_text[0].expects_scans = True
+            return state, [state, *mine]
         return rows
 
 
@@ -115,7 +120,8 @@ def _child(one_pass: Callable[[Rows], dict[str, Any]], rows: Rows, send: Any, pa
     try:
         send.send(("result", one_pass(rows)))
     except BaseException as exc:
-        send.send(("error", f"{type(exc).__name__}: {exc}"))
+        where = traceback.extract_tb(exc.__traceback__)[-1]  # the message alone ("KeyError: 'x'") says too little
+        send.send(("error", f"{type(exc).__name__}: {exc} (at {where.filename}:{where.lineno}, in {where.name})"))
     finally:
         send.close()
 

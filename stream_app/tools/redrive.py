@@ -31,6 +31,7 @@ from ..contracts import (
     letter_payload,
     load_schema,
     validator,
+    version_not_read,
 )
 from ..errors import StreamAppError
 from ..stream.erasures import ErasedUsers
@@ -100,6 +101,9 @@ def resend_of(letter: dict[str, Any], key: bytes | None, settings: Settings) -> 
     reason = str(letter.get("reason"))
     if reason in NEVER_PASS:
         return NEVER_PASS[reason]
+    unread = version_not_read(letter)
+    if unread is not None:  # a later release's letter: its fields may not mean what this one reads them as
+        return f"the letter's {unread}: re-drive it with the release that wrote it"
     if letter.get("payload_truncated"):
         return "its payload was kept cut at 384 KiB: only its producer can send it again"
     try:
