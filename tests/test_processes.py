@@ -103,6 +103,7 @@ split_pass(one_pass, 2)
 
 
 def _running(pid):
+    # /proc: the suite runs on Linux, as --processes does (its processes are forked)
     try:
         with open(f"/proc/{pid}/stat") as stat:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"  # an orphan reaped late is gone all the same
@@ -110,7 +111,6 @@ def _running(pid):
         return False
 
 
-@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads /proc")
 def test_a_process_ends_when_the_first_is_killed(tmp_path):
     """helper-156: the first process killed (SIGTERM, SIGKILL, out of memory) ran no finally to end the others: each
     ran its whole pass for no one, then waited forever to send its results (the pipe's reading end stays open in it)."""
