@@ -10,7 +10,7 @@ from stream_app.core.events import Event
 from stream_app.evaluate import rules_then_text
 from stream_app.evaluate.baselines import CoVisitationUnseen, RecentThenCoVisitation, SequentialRules
 from stream_app.evaluate.rules_then_text import SequentialRulesThenText
-from stream_app.evaluate.session_knn import SKNN, VSKNN
+from stream_app.evaluate.session_knn import SKNN, VSKNN, share_searches
 
 MIN = 60_000
 
@@ -225,3 +225,39 @@ def test_names_are_distinct():
               SequentialRules(then_popular=list), SequentialRules(then_popular=list, session_items_out=True),
               SKNN(reminders=3), VSKNN(reminders=3)]
     assert len({m.name for m in models}) == 10
+
+
+def knn_rows():
+    """The twelve kNN rows of the full pass: SKNN and V-SKNN (IDF off and on), each filled, session's items out,
+    user's seen items out and with reminders."""
+    options = [{}, {"session_items_out": True}, {"seen_items_out": True}, {"reminders": 3}]
+    return [knn(k=10, neighbours=5, sample_size=20, then_popular=lambda: ["p", "q"], **option) for option in options
+            for knn in (SKNN, lambda **o: VSKNN(idf_weight=0.0, **o), lambda **o: VSKNN(idf_weight=1.0, **o))]
+
+
+def test_rows_sharing_a_search_list_what_each_lists_with_its_own():
+    # a stream where sessions overlap a lot: 40 users over 30 items, sessions cut by gaps, many batches
+    rng = np.random.default_rng(3)
+    batches, ts = [], 0
+    for _ in range(30):
+        batch = []
+        for _ in range(20):
+            ts += int(rng.integers(1, 20)) * MIN
+            batch.append(Event(f"e{ts}", f"u{rng.integers(40)}", f"i{rng.integers(30)}", "click", ts))
+        batches.append(batch)
+    alone = [run(row, batches) for row in knn_rows()]
+    shared = knn_rows()
+    share_searches(shared)
+    assert len({id(row.search) for row in shared}) == 2  # one search per method
+    together = [[[] for _ in batches] for _ in shared]
+    for b, batch in enumerate(batches):  # as the pass runs them: each event to every row in turn
+        for row in shared:
+            row.begin_batch(batch)
+        for event in batch:
+            for lists, row in zip(together, shared):
+                lists[b].append(row.learn(event))
+        for row in shared:
+            row.end_batch()
+    assert together == alone
+    assert sum(listed != alone[0][b][e] for row in alone[1:] for b, lists in enumerate(row)
+               for e, listed in enumerate(lists)) > 100  # the options give different lists: the test tells them apart

@@ -293,13 +293,13 @@ def test_a_session_id_held_across_a_gap_is_two_sessions_for_the_session_baseline
     """OTTO's "session" is a shopper's four weeks: the session-based baselines split it at the 30-minute
     gap the hybrid uses, as they split a log without session ids."""
     from stream_app.core.events import Event
-    from stream_app.evaluate.baselines import SESSION_GAP_MS, SessionBaseline
+    from stream_app.evaluate.baselines import SESSION_GAP_MS, Sessions
 
-    baseline = SessionBaseline()
-    first = baseline._session(Event("e1", "u1", "a", "click", 0, session_id="otto-7"))
-    same = baseline._session(Event("e2", "u1", "b", "click", SESSION_GAP_MS - 1, session_id="otto-7"))
-    later = baseline._session(Event("e3", "u1", "c", "click", 2 * SESSION_GAP_MS, session_id="otto-7"))
-    other = baseline._session(Event("e4", "u1", "d", "click", 2 * SESSION_GAP_MS + 1, session_id="otto-8"))
+    sessions = Sessions()  # every session baseline's, the kNN rows' through their search
+    first = sessions.open(Event("e1", "u1", "a", "click", 0, session_id="otto-7"))
+    same = sessions.open(Event("e2", "u1", "b", "click", SESSION_GAP_MS - 1, session_id="otto-7"))
+    later = sessions.open(Event("e3", "u1", "c", "click", 2 * SESSION_GAP_MS, session_id="otto-7"))
+    other = sessions.open(Event("e4", "u1", "d", "click", 2 * SESSION_GAP_MS + 1, session_id="otto-8"))
     assert first.sid == same.sid != later.sid != other.sid and later.items == ["c"]
 
 

@@ -12,7 +12,8 @@ from stream_app.core.content import ContentIndex
 from stream_app.errors import StreamAppError
 from stream_app.evaluate.models import SingleSource, StreamAppModel
 from stream_app.evaluate.prequential import evaluate_log, models_to_run
-from stream_app.evaluate.processes import SplitRows, assign, row_cost, split_pass
+from stream_app.evaluate.processes import SplitRows, assign, row_cost, split_pass, units
+from stream_app.evaluate.session_knn import SKNN, VSKNN
 from stream_app.evaluate.tables import table
 from stream_app.tools.synth import SynthConfig, truth_path, write
 
@@ -44,8 +45,15 @@ def test_the_rows_are_shared_out_by_cost_and_those_reading_the_stream_app_rows_s
     groups = assign(hybrid, models, 2)
     assert groups[models.index(hybrid)] == 0
     assert all(group == 0 for model, group in zip(models, groups) if isinstance(model, SingleSource))
-    load = [sum(row_cost(m) for m, g in zip(models, groups) if g == p) for p in (0, 1)]
-    assert abs(load[0] - load[1]) <= max(map(row_cost, models))  # as even as one row allows
+    first, others = units(hybrid, models)
+    load = [sum(row_cost(models[at]) for at in first), 0.0]
+    for unit, cost in others:
+        assert len({groups[at] for at in unit}) == 1  # a unit's rows in one process
+        load[groups[unit[0]]] += cost
+    assert abs(load[0] - load[1]) <= max(cost for _, cost in others)  # as even as one unit allows
+    # the twelve kNN rows are two units, one per search (SKNN's four options; V-SKNN's, with and without IDF)
+    knn = [unit for unit, _ in others if isinstance(models[unit[0]], (SKNN, VSKNN))]
+    assert sorted(map(len, knn)) == [4, 8]
     assert assign(hybrid, models, 1) == [0] * len(models)
 
 

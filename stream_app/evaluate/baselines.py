@@ -8,7 +8,7 @@ uses another user's events of the running batch (the event's own contribution to
 waits for the boundary too). The event's own user's history (current session, items seen) is
 updated at once.
 
-Sessions: `event.session_id` when the event has one (a different id starts a new session), else a
+Sessions (`Sessions`): `event.session_id` when the event has one (a different id starts a new session), else a
 new session starts when `session_gap_ms` (default 30 minutes) or more passed since the user's
 previous event. The pool of past sessions holds every session, other users' running ones included,
 with the items seen up to the last batch boundary; a user's own running session is never its own
@@ -91,6 +91,29 @@ class Session:
         self.items: list[str] = []  # item ids in event order, repeats included
 
 
+class Sessions:
+    """Each user's running session: `event.session_id` when the event has one (a different id starts a new one),
+    a gap of `session_gap_ms` or more since the user's previous event too (within one session_id only with
+    `gap_splits`)."""
+
+    def __init__(self, session_gap_ms: int = SESSION_GAP_MS, gap_splits: bool = True):
+        self.session_gap_ms, self.gap_splits = session_gap_ms, gap_splits
+        self._current: dict[str, Session] = {}
+        self._sids: Iterator[int] = itertools.count()
+
+    def open(self, event: Event) -> Session:
+        """The user's running session, `event`'s item appended (a new session if `event` starts one)."""
+        session = self._current.get(event.user_id)
+        # a new session_id or a gap: OTTO's "session" is a shopper's four weeks, with many gaps inside
+        if (session is None or event.session_id != session.key
+                or ((self.gap_splits or event.session_id is None)
+                    and event.ts - session.last_ts >= self.session_gap_ms)):
+            session = self._current[event.user_id] = Session(next(self._sids), event.session_id, event.ts)
+        session.last_ts = event.ts
+        session.items.append(event.item_id)
+        return session
+
+
 class SessionBaseline:
     """Sessions of each user (immediate) and the batch's (session, item) pairs, folded into the
     shared state by `_fold` at the batch boundary."""
@@ -109,9 +132,8 @@ class SessionBaseline:
         self.session_items_out = session_items_out
         self.seen_items_out = seen_items_out
         self._had: dict[str, set[str]] = {}  # user -> the items the user had (kept with seen_items_out only)
-        self._current: dict[str, Session] = {}
+        self._sessions = Sessions(session_gap_ms, self.gap_splits_sessions)
         self._pending: list[tuple[int, str]] = []  # (session number, item) of this batch, in event order
-        self._sids: Iterator[int] = itertools.count()
 
     @property
     def name(self) -> str:
@@ -123,22 +145,16 @@ class SessionBaseline:
     def begin_batch(self, events: list[Event], epoch: int | None = None) -> None:
         pass
 
-    def _session(self, event: Event) -> Session:
-        session = self._current.get(event.user_id)
-        # a new session_id or a gap: OTTO's "session" is a shopper's four weeks, with many gaps inside
-        if (session is None or event.session_id != session.key
-                or ((self.gap_splits_sessions or event.session_id is None)
-                    and event.ts - session.last_ts >= self.session_gap_ms)):
-            session = self._current[event.user_id] = Session(next(self._sids), event.session_id, event.ts)
-        session.last_ts = event.ts
-        session.items.append(event.item_id)
-        if self.seen_items_out:
-            self._had.setdefault(event.user_id, set()).add(event.item_id)
+    def _running(self, event: Event) -> Session:
+        """The user's running session with `event` in it, the pair kept for the batch's fold."""
+        session = self._sessions.open(event)
+        self._pending.append((session.sid, event.item_id))
         return session
 
     def learn(self, event: Event) -> list[str]:
-        session = self._session(event)
-        self._pending.append((session.sid, event.item_id))
+        session = self._running(event)
+        if self.seen_items_out:
+            self._had.setdefault(event.user_id, set()).add(event.item_id)
         listed = self._recommend(event, session)
         if self.reminders:
             listed = _reminded(listed, session.items, self.reminders, self.k)

@@ -44,7 +44,7 @@ from .ceiling import CeilingLeftOut, GeneratorCeiling, ceiling_for
 from .metrics import COLD_START, PopularityPercentiles, Scoreboard, profile_accuracy
 from .models import SOURCE_WEIGHTS, ItemJustSeen, ItemStateOf, Model, MostPopular, RiverMF, SingleSource, StreamAppModel
 from .rules_then_text import SequentialRulesThenText
-from .session_knn import SKNN, VSKNN
+from .session_knn import SKNN, VSKNN, share_searches
 
 #: The running session's items the kNN rows with reminders put first (session-rec's default number of reminders).
 REMINDERS = 3
@@ -193,15 +193,15 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
                     baselines: bool = True, encoder: Encoder | None = None, shadow: Encoder | None = None,
                     judge_from_ts: int | None = None, record: bool = False, content: ContentIndex | None = None,
                     light: bool = False, in_time_order: bool = False, rows: Rows | None = None) -> dict[str, Any]:
-    """With `encoder`, the stream-app rows run it (as workers with that version live) and a "River only" row runs
-    without; `shadow` adds a row for a second version. With `content` (the item catalogue's text vectors) the
-    stream-app rows use it and a "no content" row runs without. Only events at or after `judge_from_ts` are judged
-    (all are learned): set it to the encoder's training cutoff when the log overlaps its training data. `light` (long
-    logs): the stream-app rows, the content and sequential-rules sources alone, sequential rules and V-SKNN (IDF,
-    session out). `in_time_order`: `events` (a sized iterable) come in time order and are taken one epoch at a time
-    (`ordering.rounds`), not held. `rows`: changes `models_to_run`'s (tuning's baselines with other parameters)."""
+    """With `encoder`, the stream-app rows run it (as workers with that version live), a "River only" row without;
+    `shadow` adds a row for a second version. With `content` (the item catalogue's text vectors) the stream-app rows
+    use it and a "no content" row runs without. Only events at or after `judge_from_ts` are judged (all are learned):
+    the encoder's training cutoff when the log overlaps its training data. `light` (long logs): the rows
+    `models_to_run` says. `in_time_order`: `events` (a sized iterable) come in time order and are taken one epoch at
+    a time (`ordering.rounds`), not held. `rows`: changes `models_to_run`'s (tuning's baselines' parameters)."""
     settings = settings.replace(rec_policy="every", top_k=k)  # every event is judged by the next one
     hybrid, models = (rows or _as_run)(*models_to_run(settings, k, baselines, light, encoder, shadow, content, record, truth))
+    share_searches(models)  # the kNN rows of one method find each event's neighbours once
     events = events if isinstance(events, Sized) else list(events)
     window = max(20, len(events) // 60) if window is None else window
     boards = {m.name: Scoreboard(k, window) for m in models}

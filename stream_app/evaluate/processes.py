@@ -39,21 +39,32 @@ def row_cost(model: Model) -> float:
     return next((cost for cls, cost in ROW_COSTS if isinstance(model, cls)), 0.5)
 
 
-def assign(hybrid: Any, models: list[Model], processes: int) -> list[int]:
-    """Each row's process (0 to processes - 1): the stream-app row (`hybrid`) and the rows that read its state in the
-    first; each other row, the costliest first, to the process with the least cost so far (ties: the first)."""
-    groups = [0] * len(models)
-    load = [0.0] * processes
-    free = []
+def units(hybrid: Any, models: list[Model]) -> tuple[list[int], list[tuple[list[int], float]]]:
+    """The rows that go to the first process (the stream-app row, `hybrid`, and those reading its state), and the
+    others as units to place whole with their cost: one row, or the kNN rows sharing a search (`share_searches`: one
+    process runs the search for all of them; in two, each would run it)."""
+    first, shared = [], {}
     for at, model in enumerate(models):
         if model is hybrid or isinstance(model, SingleSource):
-            load[0] += row_cost(model)
+            first.append(at)
         else:
-            free.append(at)
-    for at in sorted(free, key=lambda at: -row_cost(models[at])):  # stable: the rows' own order among equals
+            shared.setdefault(("search", model.search_key()) if isinstance(model, (SKNN, VSKNN)) else at, []).append(at)
+    # the rows of a search after the first only rank its scores
+    return first, [(unit, row_cost(models[unit[0]]) + 0.5 * (len(unit) - 1)) for unit in shared.values()]
+
+
+def assign(hybrid: Any, models: list[Model], processes: int) -> list[int]:
+    """Each row's process (0 to processes - 1): the first's rows of `units` in it; each other unit, the costliest
+    first, to the process with the least cost so far (ties: the first)."""
+    groups = [0] * len(models)
+    first, others = units(hybrid, models)
+    load = [0.0] * processes
+    load[0] = sum(row_cost(models[at]) for at in first)
+    for unit, cost in sorted(others, key=lambda pair: -pair[1]):  # stable: the rows' own order among equals
         group = min(range(processes), key=load.__getitem__)
-        groups[at] = group
-        load[group] += row_cost(models[at])
+        for at in unit:
+            groups[at] = group
+        load[group] += cost
     return groups
 
 

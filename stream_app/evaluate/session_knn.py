@@ -2,6 +2,11 @@
 similar to the user's running one; V-SKNN does the same with the running session's later events weighted
 higher. Fairness, sessions and ties as for the other baselines (see `baselines`): the pool of past sessions
 changes only at a batch boundary. Pure: stdlib, numpy and `Event` only.
+
+The rows of one method and search parameters differ only in what they do with the item scores (leave the
+session's or the user's items out, put reminders first, weigh by IDF): `share_searches` gives them one
+`NeighbourSearch`, which finds the neighbours once per event for all of them (the full pass runs twelve kNN rows
+over two searches). A row's events/s then counts the search in the row that asked first.
 """
 
 from __future__ import annotations
@@ -9,12 +14,12 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from typing import Any, Collection, Iterable, Iterator
+from typing import Any, Collection, Hashable, Iterable, Iterator
 
 import numpy as np
 
 from ..core.events import Event
-from .baselines import SESSION_GAP_MS, Session, SessionBaseline
+from .baselines import SESSION_GAP_MS, Session, SessionBaseline, Sessions
 
 
 class _Shared:
@@ -29,36 +34,85 @@ class _Shared:
         self.sums: dict[int, int] = {}
 
 
-class _SessionPool(SessionBaseline):
-    """Shared: the items of every past session, the order in which sessions were last updated (a
-    stamp per batch boundary, in event order) and, per item, the `sample_size` + 1 most recently
-    updated sessions containing it (enough to find the `sample_size` most recent sessions sharing
-    any item with a current session), and per item the number of sessions containing it.
+class NeighbourSearch:
+    """The running sessions, the pool of past sessions and each event's item scores, for every row of one method
+    (`positional`: V-SKNN, else SKNN) and search parameters.
 
-    The overlap of a running session with the pool is kept per user within a batch and updated by
-    each event (the pool does not change within a batch): `positional` False counts shared items,
-    True sums their last positions in the running session. Item scores are summed in numpy over
-    item numbers; each pool session also keeps its items as an array of those numbers."""
+    Pool: the items of every past session, the order in which sessions were last updated (a stamp per batch
+    boundary, in event order) and, per item, the `sample_size` + 1 most recently updated sessions containing it
+    (enough to find the `sample_size` most recent sessions sharing any item with a current session), and per item
+    the number of sessions containing it. The overlap of a running session with the pool is kept per user within a
+    batch and updated by each event (the pool does not change within a batch): SKNN counts shared items, V-SKNN sums
+    their last positions in the running session. Item scores are summed in numpy over item numbers; each pool
+    session also keeps its items as an array of those numbers.
 
-    positional = False
+    Every row sharing a search is given each event, as the same object, before the next event: the first row's
+    `session` opens or extends the user's session and the first `scores` finds the neighbours; the others read
+    both."""
 
-    def __init__(self, k: int = 20, neighbours: int = 100, sample_size: int = 500,
-                 session_gap_ms: int = SESSION_GAP_MS, **options: Any):
-        super().__init__(k, session_gap_ms, **options)
-        self.neighbours = neighbours
-        self.sample_size = sample_size
+    def __init__(self, positional: bool, neighbours: int = 100, sample_size: int = 500,
+                 session_gap_ms: int = SESSION_GAP_MS, score_decay: bool = True):
+        self.positional, self.score_decay = positional, score_decay
+        self.neighbours, self.sample_size = neighbours, sample_size
+        self._sessions = Sessions(session_gap_ms)
+        self._pending: list[tuple[int, str]] = []  # (session number, item) of this batch, in event order
         self._pool: dict[int, set[str]] = {}
         self._stamp: dict[int, int] = {}
         self._index: dict[str, dict[int, None]] = {}  # item -> sessions, least recent first
         self._sessions_with: dict[str, int] = {}
         self._stamps: Iterator[int] = itertools.count()
         self._shared: dict[str, _Shared] = {}  # user -> overlap of the running session, this batch
-        self._numbers: dict[str, int] = {}  # item -> its number
-        self._items: list[str] = []  # number -> item
+        self.numbers: dict[str, int] = {}  # item -> its number
+        self.items: list[str] = []  # number -> item
         self._arrays: dict[int, np.ndarray] = {}  # pool session -> its item numbers
+        self.folds = 0  # batch boundaries folded: what the pool's IDF was computed at
+        self._rarity: np.ndarray | None = None
+        self._event: Event | None = None  # the event of `_session` and `_scores`
+        self._session: Session | None = None
+        self._scores: np.ndarray | None = None
+        self._scored = False
+
+    def session(self, event: Event) -> Session:
+        """The user's running session with `event` in it (opened or extended once per event)."""
+        if event is not self._event:
+            self._event, self._scored = event, False
+            self._session = self._sessions.open(event)
+            self._pending.append((self._session.sid, event.item_id))
+        assert self._session is not None
+        return self._session
+
+    def scores(self, event: Event) -> np.ndarray | None:
+        """Per item number, the summed similarity of the neighbour sessions containing it (V-SKNN: divided as
+        `score_decay` says: each neighbour's similarity divided by how many events back the latest event of the
+        running session whose item it shares is, 1 for the event just seen); None without neighbours. The same array for every row: change a copy."""
+        session = self.session(event)
+        if not self._scored:
+            positions, shared = self._overlap(event.user_id, session)
+            neighbours = self._nearest(self._similarities(positions, shared, session))
+            if self.positional and self.score_decay:  # session-rec's weighting_score="div"
+                pool, n = self._pool, len(session.items)
+                neighbours = [(sim / (n + 1 - max(positions[item] for item in pool[sid] & positions.keys())), sid)
+                              for sim, sid in neighbours]
+            self._scores, self._scored = self._summed(neighbours), True
+        return self._scores
+
+    def rarity(self) -> np.ndarray:
+        """Per item number, ln(S / S_i): S the sessions in the pool, S_i those containing the item (V-SKNN's IDF)."""
+        if self._rarity is None:
+            containing = np.array([self._sessions_with[item] for item in self.items], dtype=np.float64)
+            self._rarity = np.log(len(self._pool) / containing)
+        return self._rarity
+
+    def end_batch(self) -> None:
+        """The batch's sessions into the pool (once, whichever sharing row ends the batch first)."""
+        pending, self._pending = self._pending, []
+        if pending:
+            self._fold(pending)
 
     def _fold(self, pending: list[tuple[int, str]]) -> None:
         self._shared.clear()
+        self._rarity, self._event = None, None
+        self.folds += 1
         touched: dict[int, None] = {}  # sessions in the order of their last event in the batch
         for sid, item in pending:
             items = self._pool.get(sid)
@@ -67,12 +121,12 @@ class _SessionPool(SessionBaseline):
             if item not in items:
                 items.add(item)
                 self._sessions_with[item] = self._sessions_with.get(item, 0) + 1
-                if item not in self._numbers:
-                    self._numbers[item] = len(self._items)
-                    self._items.append(item)
+                if item not in self.numbers:
+                    self.numbers[item] = len(self.items)
+                    self.items.append(item)
             touched.pop(sid, None)
             touched[sid] = None
-        cap, numbers = self.sample_size + 1, self._numbers  # + 1: a user's own session may be one of them
+        cap, numbers = self.sample_size + 1, self.numbers  # + 1: a user's own session may be one of them
         for sid in touched:
             self._stamp[sid] = next(self._stamps)
             self._arrays[sid] = np.fromiter(map(numbers.__getitem__, self._pool[sid]), dtype=np.int64)
@@ -84,6 +138,14 @@ class _SessionPool(SessionBaseline):
                 sessions[sid] = None
                 if len(sessions) > cap:
                     del sessions[next(iter(sessions))]
+
+    def _similarities(self, positions: dict[str, int], shared: dict[int, int],
+                      session: Session) -> list[tuple[float, int]]:
+        if self.positional:  # the dot product with the session's linearly decaying vector
+            n = len(session.items)
+            return [(shared[sid] / n, sid) for sid in self._sample(shared)]
+        pool, size = self._pool, len(positions)  # cosine of the binary vectors
+        return [(shared[sid] / math.sqrt(size * len(pool[sid])), sid) for sid in self._sample(shared)]
 
     def _overlap(self, user_id: str, session: Session) -> tuple[dict[str, int], dict[int, int]]:
         """The running session's items with their last positions (1 = first), and per pool session
@@ -130,29 +192,62 @@ class _SessionPool(SessionBaseline):
                                           key=lambda pair: (pair[0], stamp[pair[1]]))
         return similarities
 
-    def _scores(self, similarities: list[tuple[float, int]]) -> np.ndarray | None:
-        """Per item number, the summed weight of the sessions of `similarities` containing it (the
-        caller picks the neighbours with `_nearest`); None without neighbours."""
+    def _summed(self, similarities: list[tuple[float, int]]) -> np.ndarray | None:
         if not similarities:
             return None
         arrays = [self._arrays[sid] for _, sid in similarities]
         weights = np.repeat(np.array([sim for sim, _ in similarities]), [len(a) for a in arrays])
-        return np.bincount(np.concatenate(arrays), weights=weights, minlength=len(self._items))
+        return np.bincount(np.concatenate(arrays), weights=weights, minlength=len(self.items))
+
+
+class _SessionPool(SessionBaseline):
+    """A kNN row: its method's `NeighbourSearch` (its own, unless `share_searches` gave it one shared with the rows
+    of the same method and search parameters) and what it does with the scores: the k items of highest positive
+    score, none of those `_excluded` leaves out, ties by item id."""
+
+    positional = False
+
+    def __init__(self, k: int = 20, neighbours: int = 100, sample_size: int = 500,
+                 session_gap_ms: int = SESSION_GAP_MS, **options: Any):
+        super().__init__(k, session_gap_ms, **options)
+        self.neighbours = neighbours
+        self.sample_size = sample_size
+        self.search: NeighbourSearch | None = None
+
+    def search_key(self) -> Hashable:
+        """What rows sharing a search have equal."""
+        return type(self).positional, self.neighbours, self.sample_size, self.session_gap_ms
+
+    def _search(self) -> NeighbourSearch:
+        if self.search is None:
+            self.search = NeighbourSearch(self.positional, self.neighbours, self.sample_size, self.session_gap_ms)
+        return self.search
+
+    def _running(self, event: Event) -> Session:
+        return self._search().session(event)
+
+    def end_batch(self) -> None:
+        self._search().end_batch()
+
+    def _recommend(self, event: Event, session: Session) -> list[str]:
+        return self._top_items(self._scored(self._search().scores(event)), self._excluded(event, session))
+
+    def _scored(self, scores: np.ndarray | None) -> np.ndarray | None:
+        return scores
 
     def _top_items(self, scores: np.ndarray | None, excluded: Collection[str]) -> list[str]:
-        """The k items of highest positive score, none of `excluded` (`_excluded`: the session's or the user's items
-        with the options that leave them out), ties by item id."""
         if scores is None:
             return []
         if excluded:
-            numbers = self._numbers
+            numbers = self._search().numbers
+            scores = scores.copy()  # the search's: the other rows read it too
             scores[[numbers[item] for item in excluded if item in numbers]] = 0
         candidates = np.flatnonzero(scores > 0)
         if len(candidates) > self.k:
             values = scores[candidates]
             at = len(values) - self.k
             candidates = candidates[values >= np.partition(values, at)[at]]
-        items = self._items
+        items = self._search().items
         ranked = sorted(zip((-scores[candidates]).tolist(), [items[i] for i in candidates]))
         return [item for _, item in ranked[: self.k]]
 
@@ -162,19 +257,23 @@ class SKNN(_SessionPool):
     the `sample_size` most recent past sessions sharing at least one item with it, the
     `neighbours` most similar by cosine (|A & B| / sqrt(|A| |B|)); an item's score is the sum of
     the similarities of the neighbour sessions containing it. Items of the current session are
-    not excluded (unless `session_items_out` or `seen_items_out`). The paper tunes the number of neighbours and the sample size per data set; the
-    defaults here are 100 neighbours and a sample of 500 sessions."""
+    not excluded (unless `session_items_out` or `seen_items_out`). The paper tunes the number of neighbours and the
+    sample size per data set; the defaults here are 100 neighbours and a sample of 500 sessions.
+
+    >>> from stream_app.core.events import Event
+    >>> knn = SKNN(k=2)
+    >>> for n, (user, item) in enumerate([("a", "x"), ("a", "y"), ("b", "x")]):
+    ...     listed = knn.learn(Event.from_dict({"event_id": str(n), "user_id": user, "item_id": item,
+    ...                                         "type": "click", "ts": 1_000 * n}))
+    ...     knn.end_batch()
+    >>> listed
+    ['x', 'y']
+    """
 
     def __init__(self, k: int = 20, neighbours: int = 100, sample_size: int = 500,
                  session_gap_ms: int = SESSION_GAP_MS, **options: Any):
         super().__init__(k, neighbours, sample_size, session_gap_ms, **options)
         self.label = f"SKNN (k={neighbours}, sample {sample_size})"
-
-    def _recommend(self, event: Event, session: Session) -> list[str]:
-        positions, shared = self._overlap(event.user_id, session)
-        pool, size = self._pool, len(positions)
-        similarities = [(shared[sid] / math.sqrt(size * len(pool[sid])), sid) for sid in self._sample(shared)]
-        return self._top_items(self._scores(self._nearest(similarities)), self._excluded(event, session))
 
 
 class VSKNN(_SessionPool):
@@ -192,7 +291,7 @@ class VSKNN(_SessionPool):
     the current session whose item it shares is (1: the event just seen), so neighbours that share only old
     items count little. Neighbours and sample as in SKNN (defaults 100 neighbours, a sample of 500; tuned per
     data set in the paper). `evaluate` runs two rows, IDF off (session-rec's defaults) and on: the better one
-    on a log is the baseline to beat, as the paper's tuning per data set would pick it."""
+    on a log is the baseline to beat, as the paper's tuning per data set would pick it; both share one search."""
 
     positional = True
 
@@ -202,23 +301,34 @@ class VSKNN(_SessionPool):
         self.idf_weight = idf_weight
         self.score_decay = score_decay
         self.label = f"V-SKNN (k={neighbours}, sample {sample_size}{', idf' if idf_weight else ''})"
-        self._idf = np.zeros(0)  # per item number
+        self._idf, self._idf_at = np.zeros(0), -1  # per item number, as of the search's fold `_idf_at`
 
-    def _fold(self, pending: list[tuple[int, str]]) -> None:
-        super()._fold(pending)
-        if self.idf_weight:
-            containing = np.array([self._sessions_with[item] for item in self._items], dtype=np.float64)
-            self._idf = 1.0 + self.idf_weight * np.log(len(self._pool) / containing)
+    def search_key(self) -> Hashable:
+        return super().search_key(), self.score_decay
 
-    def _recommend(self, event: Event, session: Session) -> list[str]:
-        positions, shared = self._overlap(event.user_id, session)
-        n = len(session.items)
-        neighbours = self._nearest([(shared[sid] / n, sid) for sid in self._sample(shared)])
-        if self.score_decay:  # session-rec's weighting_score="div": x 1 / steps back to the latest shared event
-            pool = self._pool
-            neighbours = [(sim / (n + 1 - max(positions[item] for item in pool[sid] & positions.keys())), sid)
-                          for sim, sid in neighbours]
-        scores = self._scores(neighbours)
-        if scores is not None and self.idf_weight:
-            scores *= self._idf
-        return self._top_items(scores, self._excluded(event, session))
+    def _search(self) -> NeighbourSearch:
+        if self.search is None:
+            self.search = NeighbourSearch(True, self.neighbours, self.sample_size, self.session_gap_ms,
+                                          self.score_decay)
+        return self.search
+
+    def _scored(self, scores: np.ndarray | None) -> np.ndarray | None:
+        if scores is None or not self.idf_weight:
+            return scores
+        search = self._search()
+        if self._idf_at != search.folds:
+            self._idf, self._idf_at = 1.0 + self.idf_weight * search.rarity(), search.folds
+        return scores * self._idf
+
+
+def share_searches(models: Iterable[Any]) -> None:
+    """Give the kNN rows among `models` of the same method and search parameters one `NeighbourSearch` (before the
+    pass: a row that ran keeps its own)."""
+    searches: dict[Hashable, NeighbourSearch] = {}
+    for model in models:
+        if isinstance(model, _SessionPool) and model.search is None:
+            key = model.search_key()
+            if key in searches:
+                model.search = searches[key]
+            else:
+                searches[key] = model._search()
