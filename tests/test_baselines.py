@@ -261,3 +261,17 @@ def test_rows_sharing_a_search_list_what_each_lists_with_its_own():
     assert together == alone
     assert sum(listed != alone[0][b][e] for row in alone[1:] for b, lists in enumerate(row)
                for e, listed in enumerate(lists)) > 100  # the options give different lists: the test tells them apart
+
+
+def test_a_knn_row_whose_class_keeps_a_session_id_across_gaps_has_a_search_that_does():
+    class OneSessionPerId(SKNN):
+        gap_splits_sessions = False  # as sequential rules read a log's session_id
+
+    rows = [OneSessionPerId(k=5), SKNN(k=5)]
+    share_searches(rows)
+    assert rows[0].search is not rows[1].search  # the key tells them apart
+    for row in rows:
+        for n, (item, ts) in enumerate([("x", 0), ("y", 120 * MIN)]):  # one session_id, a 2 h gap inside
+            row.learn(Event(f"e{n}", "a", item, "click", ts, session_id="s1"))
+        row.end_batch()
+    assert [sorted(map(sorted, row.search._pool.values())) for row in rows] == [[["x", "y"]], [["x"], ["y"]]]

@@ -6,7 +6,7 @@ changes only at a batch boundary. Pure: stdlib, numpy and `Event` only.
 The rows of one method and search parameters differ only in what they do with the item scores (leave the
 session's or the user's items out, put reminders first, weigh by IDF): `share_searches` gives them one
 `NeighbourSearch`, which finds the neighbours once per event for all of them (the full pass runs twelve kNN rows
-over two searches). A row's events/s then counts the search in the row that asked first.
+over two searches; tuned by `--tune-baselines`, rows that chose different values have a search each). A row's events/s then counts the search in the row that asked first.
 """
 
 from __future__ import annotations
@@ -51,10 +51,10 @@ class NeighbourSearch:
     both."""
 
     def __init__(self, positional: bool, neighbours: int = 100, sample_size: int = 500,
-                 session_gap_ms: int = SESSION_GAP_MS, score_decay: bool = True):
+                 session_gap_ms: int = SESSION_GAP_MS, score_decay: bool = True, gap_splits: bool = True):
         self.positional, self.score_decay = positional, score_decay
         self.neighbours, self.sample_size = neighbours, sample_size
-        self._sessions = Sessions(session_gap_ms)
+        self._sessions = Sessions(session_gap_ms, gap_splits)
         self._pending: list[tuple[int, str]] = []  # (session number, item) of this batch, in event order
         self._pool: dict[int, set[str]] = {}
         self._stamp: dict[int, int] = {}
@@ -216,11 +216,13 @@ class _SessionPool(SessionBaseline):
 
     def search_key(self) -> Hashable:
         """What rows sharing a search have equal."""
-        return type(self).positional, self.neighbours, self.sample_size, self.session_gap_ms
+        return (type(self).positional, self.neighbours, self.sample_size, self.session_gap_ms,
+                self.gap_splits_sessions)
 
     def _search(self) -> NeighbourSearch:
         if self.search is None:
-            self.search = NeighbourSearch(self.positional, self.neighbours, self.sample_size, self.session_gap_ms)
+            self.search = NeighbourSearch(self.positional, self.neighbours, self.sample_size, self.session_gap_ms,
+                                          gap_splits=self.gap_splits_sessions)
         return self.search
 
     def _running(self, event: Event) -> Session:
@@ -309,7 +311,7 @@ class VSKNN(_SessionPool):
     def _search(self) -> NeighbourSearch:
         if self.search is None:
             self.search = NeighbourSearch(True, self.neighbours, self.sample_size, self.session_gap_ms,
-                                          self.score_decay)
+                                          self.score_decay, self.gap_splits_sessions)
         return self.search
 
     def _scored(self, scores: np.ndarray | None) -> np.ndarray | None:
