@@ -10,7 +10,7 @@ from stream_app.core.events import Event
 from stream_app.evaluate import rules_then_text
 from stream_app.evaluate.baselines import CoVisitationUnseen, RecentThenCoVisitation, SequentialRules
 from stream_app.evaluate.rules_then_text import SequentialRulesThenText
-from stream_app.evaluate.session_knn import SKNN, VSKNN, share_searches
+from stream_app.evaluate.session_knn import SKNN, VSKNN, rates_alone, share_searches
 
 MIN = 60_000
 
@@ -275,3 +275,14 @@ def test_a_knn_row_whose_class_keeps_a_session_id_across_gaps_has_a_search_that_
             row.learn(Event(f"e{n}", "a", item, "click", ts, session_id="s1"))
         row.end_batch()
     assert [sorted(map(sorted, row.search._pool.values())) for row in rows] == [[["x", "y"]], [["x"], ["y"]]]
+
+
+def test_a_row_sharing_a_search_shows_the_rate_it_would_have_alone():
+    rows = [VSKNN(idf_weight=0.0), VSKNN(idf_weight=1.0), SKNN()]
+    share_searches(rows)
+    rows[0].search.seconds = 2.0  # the first asks first: its time holds the search's
+    rows[2].search.seconds = 3.0  # SKNN's own search: its row's time holds it already
+    rates = {row.name: {"events_per_s": rate} for row, rate in zip(rows, (100.0, 1000.0, 50.0))}
+    rates_alone(rows, rates, 1000)
+    # 1,000 events: the second row spent 1 s ranking, plus the search's 2 s
+    assert [rates[row.name]["events_per_s"] for row in rows] == [100.0, 1000 / 3, 50.0]

@@ -44,7 +44,7 @@ from .ceiling import CeilingLeftOut, GeneratorCeiling, ceiling_for
 from .metrics import COLD_START, PopularityPercentiles, Scoreboard, profile_accuracy
 from .models import SOURCE_WEIGHTS, ItemJustSeen, ItemStateOf, Model, MostPopular, RiverMF, SingleSource, StreamAppModel
 from .rules_then_text import SequentialRulesThenText
-from .session_knn import SKNN, VSKNN, share_searches
+from .session_knn import SKNN, VSKNN, rates_alone, share_searches
 
 #: The running session's items the kNN rows with reminders put first (session-rec's default number of reminders).
 REMINDERS = 3
@@ -272,7 +272,8 @@ def evaluate_events(events: Iterable[dict[str, Any]], settings: Settings, k: int
 
 def _mark_rows(models: list[Any], result: dict[str, Any]) -> None:
     """A filled row of a source with nothing to work from shows popular items only; a row that ranks the stream-app
-    row's candidates has no events/s of its own (its time is mostly that row's). The generator's ceiling is no row:
+    row's candidates has no events/s of its own (its time is mostly that row's); a kNN row sharing a search, its own
+    with the search's (`rates_alone`). The generator's ceiling is no row:
     it goes to "ceiling" ({"left_out": why} when its truth's settings cannot draw the log)."""
     rows = result["models"]
     for model in models:
@@ -283,6 +284,7 @@ def _mark_rows(models: list[Any], result: dict[str, Any]) -> None:
             rows[model.name]["source_proposed_nothing"] = True
         if isinstance(model, SingleSource) and model.reuses_candidates:
             rows[model.name]["events_per_s"] = None
+    rates_alone(models, rows, result["events"])  # the kNN rows sharing a search: each with its time
 
 
 def time_split(first_ts: int, last_ts: int, share: float) -> int:

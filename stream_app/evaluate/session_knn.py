@@ -6,7 +6,8 @@ changes only at a batch boundary. Pure: stdlib, numpy and `Event` only.
 The rows of one method and search parameters differ only in what they do with the item scores (leave the
 session's or the user's items out, put reminders first, weigh by IDF): `share_searches` gives them one
 `NeighbourSearch`, which finds the neighbours once per event for all of them (the full pass runs twelve kNN rows
-over two searches; tuned by `--tune-baselines`, rows that chose different values have a search each). A row's events/s then counts the search in the row that asked first.
+over two searches; tuned by `--tune-baselines`, rows that chose different values have a search each). Each row's
+events/s counts the search's time with its own (`rates_alone`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+import time
 from typing import Any, Collection, Hashable, Iterable, Iterator
 
 import numpy as np
@@ -71,13 +73,16 @@ class NeighbourSearch:
         self._session: Session | None = None
         self._scores: np.ndarray | None = None
         self._scored = False
+        self.seconds = 0.0  # spent in sessions, searches and folds: in the time of the row that asked first
 
     def session(self, event: Event) -> Session:
         """The user's running session with `event` in it (opened or extended once per event)."""
         if event is not self._event:
+            started = time.perf_counter()
             self._event, self._scored = event, False
             self._session = self._sessions.open(event)
             self._pending.append((self._session.sid, event.item_id))
+            self.seconds += time.perf_counter() - started
         assert self._session is not None
         return self._session
 
@@ -87,6 +92,7 @@ class NeighbourSearch:
         running session whose item it shares is, 1 for the event just seen); None without neighbours. The same array for every row: change a copy."""
         session = self.session(event)
         if not self._scored:
+            started = time.perf_counter()
             positions, shared = self._overlap(event.user_id, session)
             neighbours = self._nearest(self._similarities(positions, shared, session))
             if self.positional and self.score_decay:  # session-rec's weighting_score="div"
@@ -94,6 +100,7 @@ class NeighbourSearch:
                 neighbours = [(sim / (n + 1 - max(positions[item] for item in pool[sid] & positions.keys())), sid)
                               for sim, sid in neighbours]
             self._scores, self._scored = self._summed(neighbours), True
+            self.seconds += time.perf_counter() - started
         return self._scores
 
     def rarity(self) -> np.ndarray:
@@ -107,7 +114,9 @@ class NeighbourSearch:
         """The batch's sessions into the pool (once, whichever sharing row ends the batch first)."""
         pending, self._pending = self._pending, []
         if pending:
+            started = time.perf_counter()
             self._fold(pending)
+            self.seconds += time.perf_counter() - started
 
     def _fold(self, pending: list[tuple[int, str]]) -> None:
         self._shared.clear()
@@ -206,6 +215,7 @@ class _SessionPool(SessionBaseline):
     score, none of those `_excluded` leaves out, ties by item id."""
 
     positional = False
+    score_decay = False  # V-SKNN's option (SKNN's search has none)
 
     def __init__(self, k: int = 20, neighbours: int = 100, sample_size: int = 500,
                  session_gap_ms: int = SESSION_GAP_MS, **options: Any):
@@ -216,13 +226,13 @@ class _SessionPool(SessionBaseline):
 
     def search_key(self) -> Hashable:
         """What rows sharing a search have equal."""
-        return (type(self).positional, self.neighbours, self.sample_size, self.session_gap_ms,
+        return (type(self).positional, self.neighbours, self.sample_size, self.session_gap_ms, self.score_decay,
                 self.gap_splits_sessions)
 
     def _search(self) -> NeighbourSearch:
         if self.search is None:
             self.search = NeighbourSearch(self.positional, self.neighbours, self.sample_size, self.session_gap_ms,
-                                          gap_splits=self.gap_splits_sessions)
+                                          self.score_decay, self.gap_splits_sessions)
         return self.search
 
     def _running(self, event: Event) -> Session:
@@ -303,22 +313,14 @@ class VSKNN(_SessionPool):
         self.idf_weight = idf_weight
         self.score_decay = score_decay
         self.label = f"V-SKNN (k={neighbours}, sample {sample_size}{', idf' if idf_weight else ''})"
-        self._idf, self._idf_at = np.zeros(0), -1  # per item number, as of the search's fold `_idf_at`
-
-    def search_key(self) -> Hashable:
-        return super().search_key(), self.score_decay
-
-    def _search(self) -> NeighbourSearch:
-        if self.search is None:
-            self.search = NeighbourSearch(True, self.neighbours, self.sample_size, self.session_gap_ms,
-                                          self.score_decay, self.gap_splits_sessions)
-        return self.search
+        self._idf: np.ndarray | None = None  # per item number, as of the search's fold `_idf_at`
+        self._idf_at = -1
 
     def _scored(self, scores: np.ndarray | None) -> np.ndarray | None:
         if scores is None or not self.idf_weight:
             return scores
         search = self._search()
-        if self._idf_at != search.folds:
+        if self._idf is None or self._idf_at != search.folds:
             self._idf, self._idf_at = 1.0 + self.idf_weight * search.rarity(), search.folds
         return scores * self._idf
 
@@ -334,3 +336,20 @@ def share_searches(models: Iterable[Any]) -> None:
                 model.search = searches[key]
             else:
                 searches[key] = model._search()
+
+
+def rates_alone(models: Iterable[Any], rows: dict[str, dict[str, Any]], events: int) -> None:
+    """Each kNN row's events/s in `rows` (a pass's results over `events` events) as if it had its search alone: the
+    row that asked first spent the search's time, the others their ranking's only; the search's time is added to
+    theirs."""
+    sharing: dict[int, list[_SessionPool]] = {}
+    for model in models:
+        if isinstance(model, _SessionPool) and model.search is not None and model.name in rows:
+            sharing.setdefault(id(model.search), []).append(model)
+    for shared in sharing.values():
+        search = shared[0].search
+        assert search is not None
+        for model in shared[1:]:
+            rate = rows[model.name].get("events_per_s")
+            if rate:
+                rows[model.name]["events_per_s"] = events / (events / rate + search.seconds)
