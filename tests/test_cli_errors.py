@@ -89,7 +89,9 @@ def test_an_option_given_at_its_default_value_is_still_refused_where_it_would_be
     for argv, said in ((["--workers", "1"], "--workers acts only with --via-kafka"),
                        (["--rate", "max"], "--rate acts only with --via-kafka"),
                        (["--items-format", "jsonl"], "--items-format acts only with --items"),
-                       (["--via-kafka", "--light", "--no-baselines"], "--light chooses the baselines")):
+                       (["--via-kafka", "--light", "--no-baselines"], "--light chooses among the rows --no-baselines"),
+                       (["--via-kafka", "--no-variants", "--no-baselines"],
+                        "--no-variants chooses among the rows --no-baselines leaves out")):
         assert main.main(["evaluate", OTTO, "--format", "otto", *argv]) == 2
         assert said in capsys.readouterr().err
 
@@ -157,6 +159,8 @@ def test_default_report_names_drop_the_logs_suffixes_and_mark_light_runs():
     assert commands.report_name(args) == "x-light-judged-from-0.5"
     assert commands.report_name(argparse.Namespace(log="x.csv", light=False, limit=1000, encoder="enc-1")) == \
         "x-first1000-enc-1"
+    assert commands.report_name(argparse.Namespace(log="x.csv", light=False, limit=None, encoder=None,
+                                                   no_variants=True)) == "x-no-variants"
 
 
 def test_a_ground_truth_that_is_missing_or_not_synths_is_refused(tmp_path):

@@ -12,7 +12,7 @@ from stream_app.config import Settings
 from stream_app.core.content import ContentIndex
 from stream_app.evaluate.prequential import evaluate_events, evaluate_log
 from stream_app.evaluate.report import render
-from stream_app.evaluate.tables import table, via_kafka_table
+from stream_app.evaluate.tables import NO_VARIANTS_SAID, table, via_kafka_table
 from stream_app.evaluate.via_kafka import score_published
 from stream_app.tools.recorded import load_sorted
 from stream_app.tools.replay import gate
@@ -229,3 +229,11 @@ def test_the_report_says_a_split_passs_rate_is_of_its_processes_together_as_the_
     assert "100 events/s for all models together in 2 processes" in table(result)
     assert "100 events/s\nfor all models together in 2 processes." in render(result)
     assert "for all models together." in render(hand_made_result())
+
+
+def test_the_via_kafka_table_says_when_the_stream_app_rows_variants_were_left_out():
+    result = via_kafka_result()
+    result["other_rows"] = {"popular": hand_made_result()["models"]["stream-app"]}
+    assert NO_VARIANTS_SAID not in via_kafka_table(result)
+    result["variants"] = False
+    assert NO_VARIANTS_SAID in via_kafka_table(result)

@@ -11,7 +11,7 @@ from stream_app.config import Settings
 from stream_app.core.content import ContentIndex
 from stream_app.errors import StreamAppError
 from stream_app.evaluate.models import SingleSource, StreamAppModel
-from stream_app.evaluate.prequential import evaluate_log, models_to_run
+from stream_app.evaluate.prequential import evaluate_log, models_to_run, without_variants
 from stream_app.evaluate.processes import SplitRows, assign, row_cost, split_pass, units
 from stream_app.evaluate.session_knn import SKNN, VSKNN
 from stream_app.evaluate.tables import table
@@ -38,6 +38,26 @@ def test_a_split_pass_gives_every_row_the_figures_of_one_pass_in_its_order(tmp_p
     assert sorted(name for names in rows for name in names) == sorted([*one["models"], one["ceiling"]["name"]])
     assert {"stream-app", "co-visitation only, then popular"} <= set(rows[0])
     assert "events/s for all models together in 3 processes" in table(split)
+    # without the stream-app row's variants: the other rows, each with the same figures
+    lean = evaluate_log(log, "jsonl", Settings(), truth_path=truth_path(log), processes=2, variants=False)
+    variants = {"stream-app, drift handling on", "stream-app, ranker off (prior)", "stream-app, exploration on (bandit)"}
+    assert list(lean["models"]) == [name for name in one["models"] if name not in variants]
+    assert without_rates(lean["models"]) == {name: row for name, row in without_rates(one["models"]).items()
+                                             if name not in variants}
+    assert lean["variants"] is False and one["variants"] is True
+    assert "--no-variants: the stream-app row's variants" in table(lean) and "--no-variants" not in table(one)
+
+
+def test_the_variants_left_out_are_the_stream_app_rows_with_a_setting_changed_or_a_model_left_out():
+    content = ContentIndex("v", ["a", "b"], ["A", "B"], np.eye(2, dtype=np.float32))
+    hybrid, models = models_to_run(Settings(), 20, True, False, None, None, content, False)
+    kept_hybrid, kept = without_variants(None)(hybrid, models)
+    assert kept_hybrid is hybrid and hybrid in kept
+    assert {m.name for m in models} - {m.name for m in kept} == {
+        "stream-app, no content", "stream-app, drift handling on", "stream-app, ranker off (prior)",
+        "stream-app, exploration on (bandit)"}
+    assert not any(isinstance(m, StreamAppModel) for m in kept if m is not hybrid)
+    assert sum(isinstance(m, SingleSource) for m in kept) == sum(isinstance(m, SingleSource) for m in models) > 5
 
 
 def test_the_rows_are_shared_out_by_cost_and_those_reading_the_stream_app_rows_state_stay_with_it():

@@ -35,7 +35,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                     timeout=args.timeout, items=(args.items, args.items_format) if content else None,
                                     content=content, registry_dir=settings.registry_dir,
                                     baselines=not args.no_baselines, light=args.light, keep=args.keep,
-                                    judge_from=args.judge_from, processes=args.processes or 1)
+                                    judge_from=args.judge_from, processes=args.processes or 1,
+                                    variants=not args.no_variants)
         print(via_kafka_table(result))
         _write_json(result, json_path)
         return 0
@@ -60,6 +61,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         result = evaluate_log(args.log, args.format, settings, args.k, truth, encoder=encoder, shadow=shadow,
                               limit=args.limit, content=content, light=args.light, judge_from=args.judge_from,
                               tune_baselines=args.tune_baselines, processes=args.processes or 1,
+                              variants=not args.no_variants,
                               **({"run_events": args.sort_in_memory} if args.sort_in_memory else {}))
     except KeyboardInterrupt:  # exit status 130 said nothing of what became of the pass
         print("\ninterrupted: no table and no report written (the pass scores the whole log before it writes "
@@ -95,8 +97,11 @@ def _refuse_ignored_options(args: argparse.Namespace) -> None:
         for name in _NOT_VIA_KAFKA:
             if getattr(args, name) is not None:
                 raise StreamAppError(f"{flag(name)} acts only in process: leave out --via-kafka, or {flag(name)}")
-        if args.light and getattr(args, "no_baselines", False):
-            raise StreamAppError("--light chooses the baselines --no-baselines leaves out: give one of them")
+        if getattr(args, "no_baselines", False):
+            for name in ("light", "no_variants"):
+                if getattr(args, name):
+                    raise StreamAppError(f"{flag(name)} chooses among the rows --no-baselines leaves out: give one "
+                                         "of them")
     for name, (_needed, default) in _NEEDS.items():
         if not hasattr(args, name):
             setattr(args, name, default)
@@ -114,6 +119,7 @@ def report_name(args: argparse.Namespace) -> str:
     """The default reports' name: the log's, and what makes a run differ (a quick `--limit` run must not
     overwrite the whole log's reports)."""
     return (f"{_log_name(args.log)}{f'-first{args.limit}' if args.limit else ''}{'-light' if args.light else ''}"
+            f"{'-no-variants' if getattr(args, 'no_variants', False) else ''}"
             f"{f'-{args.encoder}' if args.encoder else ''}"
             f"{f'-judged-from-{args.judge_from:g}' if getattr(args, 'judge_from', None) else ''}"
             f"{f'-tuned-{args.tune_baselines:g}' if getattr(args, 'tune_baselines', None) else ''}")

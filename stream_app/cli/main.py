@@ -174,6 +174,10 @@ def add_evaluate_command(sub: argparse._SubParsersAction) -> None:
                     help="only the stream-app rows, content and sequential rules alone, the sequential-rules "
                          "baseline (also without the session's items), V-SKNN (IDF, without the session's items) "
                          "and, with --items, sequential rules then similar text (for long logs)")
+    ev.add_argument("--no-variants", action="store_true",
+                    help="leave out the stream-app row's variants (drift handling, ranker and exploration toggled, "
+                         "no content, River only): each is a whole hybrid, most of a long log's full pass, and none "
+                         "is a baseline; every other row's figures stay the same")
     ev.add_argument("--tune-baselines", type=arg.events_share, default=None, metavar="SHARE",
                     help="first choose each baseline's main parameters (kNN neighbours and sample, rules' steps, "
                          "co-visitation's recent items) by Recall@K on the log's first SHARE of events (0.2: its "

@@ -50,11 +50,14 @@ class StreamAppModel:
     encoder, run over each round in one call before its events are processed, as in a worker.
     `record` keeps every recommendation ((user id, trigger event id) -> (profile version, item ids)). `expects_scans`: tell
     the content index the round's catalogue scans ahead, as a worker does (one of the models sharing an index: the
-    rows after it scan with the same vectors, event by event, and find them scanned)."""
+    rows after it scan with the same vectors, event by event, and find them scanned). `variant`: a row of the pass
+    that is the stream-app row with one setting changed or one model left out (an ablation, not a baseline)."""
 
     def __init__(self, settings: Settings, name: str = "stream-app", encoder: Encoder | None = None,
-                 record: bool = False, content: ContentIndex | None = None, expects_scans: bool = False):
+                 record: bool = False, content: ContentIndex | None = None, expects_scans: bool = False,
+                 variant: bool = False):
         self.name = name
+        self.variant = variant
         self.settings = settings
         self.encoder = encoder
         self.content = content

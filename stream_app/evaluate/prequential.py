@@ -58,9 +58,9 @@ def models_to_run(settings: Settings, k: int, baselines: bool, light: bool, enco
     hybrid = StreamAppModel(settings, encoder=encoder, record=record, content=content, expects_scans=True)
     models: list[Model] = [hybrid]
     if encoder is not None:
-        models.append(StreamAppModel(settings, name="stream-app, River only (no encoder)", content=content))
+        models.append(StreamAppModel(settings, name="stream-app, River only (no encoder)", content=content, variant=True))
     if content is not None and baselines:
-        models.append(StreamAppModel(settings, name="stream-app, no content", encoder=encoder))
+        models.append(StreamAppModel(settings, name="stream-app, no content", encoder=encoder, variant=True))
     if shadow is not None:
         models.append(StreamAppModel(settings, name=f"stream-app, shadow encoder {shadow.version}", encoder=shadow))
     single_sources = [SingleSource(hybrid, source, then_popular=True) for source in SOURCE_WEIGHTS
@@ -81,11 +81,12 @@ def models_to_run(settings: Settings, k: int, baselines: bool, light: bool, enco
                    *with_text]
     elif baselines:
         models += [StreamAppModel(settings.replace(drift_handling=not settings.drift_handling), encoder=encoder,
-                                  content=content,
+                                  content=content, variant=True,
                                   name="stream-app, drift handling " + ("off" if settings.drift_handling else "on")),
                    StreamAppModel(settings.replace(ranker=not settings.ranker), encoder=encoder, content=content,
-                                  name="stream-app, ranker " + ("off (prior)" if settings.ranker else "on")),
+                                  variant=True, name="stream-app, ranker " + ("off (prior)" if settings.ranker else "on")),
                    StreamAppModel(settings.replace(bandit=not settings.bandit), encoder=encoder, content=content,
+                                  variant=True,
                                   name="stream-app, exploration " + ("off" if settings.bandit else "on (bandit)")),
                    *single_sources,
                    ItemJustSeen(), MostPopular(k), MostPopular(k, window_events=10_000),
@@ -104,6 +105,15 @@ Rows = Callable[[Any, list[Model]], tuple[Any, list[Model]]]
 
 def _as_run(hybrid: StreamAppModel, models: list[Model]) -> tuple[StreamAppModel, list[Model]]:
     return hybrid, models
+
+
+def without_variants(inner: Rows | None) -> Rows:
+    """`inner`'s rows without the stream-app row's variants (`StreamAppModel.variant`): each is a whole hybrid, the
+    largest share of a long log's pass, and none is a baseline the stream-app row is compared with."""
+    def rows(hybrid: Any, models: list[Model]) -> tuple[Any, list[Model]]:
+        hybrid, models = (inner or _as_run)(hybrid, models)
+        return hybrid, [model for model in models if not getattr(model, "variant", False)]
+    return rows
 
 
 class Reachable:
@@ -315,12 +325,13 @@ def evaluate_log(path: str | Path, fmt: str, settings: Settings, k: int = 20,
                  truth_path: str | Path | None = None, encoder: Encoder | None = None,
                  shadow: Encoder | None = None, limit: int | None = None, content: ContentIndex | None = None,
                  light: bool = False, run_events: int = RUN_EVENTS, judge_from: float | None = None,
-                 tune_baselines: float | None = None, processes: int = 1) -> dict[str, Any]:
+                 tune_baselines: float | None = None, processes: int = 1, variants: bool = True) -> dict[str, Any]:
     """`evaluate_events` over a recorded log, read as replay reads it: in time order, sorted in runs of `run_events`
     spilled to disk beyond the first (`SortedLog`), so memory holds a run, not the log. `judge_from`: judge only the
     events from that share of the log's time span on (a time split; `time_split`). `tune_baselines`: first choose
     the baselines' main parameters on that share of the log's events (`tuning`), then run them with those.
-    `processes`: the rows split over that many processes (`processes.split_pass`), the same figures."""
+    `processes`: the rows split over that many processes (`processes.split_pass`), the same figures. `variants`:
+    False leaves out the stream-app row's variants (`without_variants`); every other row's figures stay the same."""
     truth = read_truth(truth_path) if truth_path else None
     tuning = None
     if tune_baselines is not None:
@@ -328,6 +339,7 @@ def evaluate_log(path: str | Path, fmt: str, settings: Settings, k: int = 20,
 
         tuning = tune_log(path, fmt, settings, k, tune_baselines, limit, content, light, run_events, processes)
     rows = tuning.rows if tuning is not None else None
+    rows = rows if variants else without_variants(rows)
 
     def one_pass(rows: Rows | None) -> dict[str, Any]:
         return _log_pass(path, fmt, settings, k, truth, encoder, shadow, limit, content, light, run_events,
@@ -341,6 +353,7 @@ def evaluate_log(path: str | Path, fmt: str, settings: Settings, k: int = 20,
         result = one_pass(rows)
     if tuning is not None:
         result["tuning"] = tuning.summary()
+    result["variants"] = variants
     return result
 
 

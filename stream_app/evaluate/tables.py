@@ -60,6 +60,9 @@ def not_evaluated_said(result: dict[str, Any], via_kafka: bool = False) -> list[
     return lines + _left_out(result, via_kafka)
 
 
+NO_VARIANTS_SAID = "--no-variants: the stream-app row's variants (a setting changed or a model left out) were not run"
+
+
 def table(result: dict[str, Any]) -> str:
     k = result["k"]
     types = sorted({t for m in result["models"].values() for t in m["by_type"]})
@@ -218,6 +221,8 @@ def footnotes(result: dict[str, Any]) -> list[str]:
     if empty:
         lines.append(f"proposed no item on this log (its source has nothing to work from here, e.g. no categories in "
                      f"the log; a row \"..., then popular\" showed the popular items alone): {', '.join(empty)}")
+    if result.get("variants") is False:
+        lines.append(NO_VARIANTS_SAID)
     lines.append(f"coverage: the share of the log's items that were in some shown top {result['k']}; pop.pct: the "
                  "mean popularity percentile of the shown items (1: the most popular)")
     return lines
@@ -276,6 +281,8 @@ def via_kafka_table(result: dict[str, Any]) -> str:
         for name, m in others.items():
             lines.append(f"{name:<{width}} {m[f'recall@{k}']:>9.4f} {m[f'mrr@{k}']:>8.4f} {m[f'ndcg@{k}']:>8.4f} "
                          f"{m['cold_start'][f'recall@{k}']:>11.4f}")
+        if result.get("variants") is False:
+            lines.append(NO_VARIANTS_SAID)
     if best is not None:
         relative = "-" if best["relative_recall"] is None else f"{best['relative_recall']:+.1%}"
         lines.append(f"through Kafka against the best baseline row, {best['row']} ({best[f'recall@{k}']:.4f}, "

@@ -20,7 +20,7 @@ from ..tools.recorded import OnlineRetailStats
 from ..tools.replay import gate
 from ..tools.sorted_log import LimitCut, load_accepted
 from .metrics import COLD_START, PopularityPercentiles, Scoreboard
-from .prequential import Rows, evaluate_events, interactions_before, not_evaluated, time_split
+from .prequential import Rows, evaluate_events, interactions_before, not_evaluated, time_split, without_variants
 from .processes import split_pass
 
 
@@ -79,7 +79,7 @@ def evaluate_via_kafka(path: str | Path, fmt: str, k: int = 20, rate: float | No
                        limit: int | None = None, items: tuple[str | Path, str] | None = None,
                        content: ContentIndex | None = None, registry_dir: str | None = None,
                        baselines: bool = False, light: bool = False, keep: bool = False,
-                       judge_from: float | None = None, processes: int = 1) -> dict[str, Any]:
+                       judge_from: float | None = None, processes: int = 1, variants: bool = True) -> dict[str, Any]:
     """Replay the log at `rate` events/s (None: as fast as possible) through `workers` real workers,
     read the recommendations topic as a downstream service would, score it, and set it beside the
     in-process pass over the same log with the same settings. The workers order the input by event
@@ -93,7 +93,7 @@ def evaluate_via_kafka(path: str | Path, fmt: str, k: int = 20, rate: float | No
     the in-process pass also runs the baselines, so the published recommendations are set against the
     best of them from the same pass (`compare_to_best`). `keep`: keep the run's folder of logs when it ends well.
     `judge_from`: both passes judge only the events from that share of the log's time span on (`time_split`).
-    `processes`: the in-process pass's rows split over that many processes (`processes.split_pass`)."""
+    `processes`, `variants`: of the in-process pass, as `evaluate_log` takes them."""
     from ..tools.consume import wait_committed
     from ..tools.processes import busy_process, one_off_run, wait_ready_workers
     from ..tools.replay import produce_events
@@ -131,8 +131,8 @@ def evaluate_via_kafka(path: str | Path, fmt: str, k: int = 20, rate: float | No
     def in_process_pass(rows: Rows | None) -> dict[str, Any]:
         return evaluate_events(events, settings, k, baselines=baselines, light=light, record=True, content=content,
                                judge_from_ts=judge_from_ts, rows=rows)
-
-    in_process_run = split_pass(in_process_pass, processes) if processes > 1 else in_process_pass(None)
+    rows = None if variants else without_variants(None)  # the stream-app row's
+    in_process_run = split_pass(in_process_pass, processes, rows) if processes > 1 else in_process_pass(rows)
     in_process = in_process_run["models"]["stream-app"]
     recorded = in_process_run["recorded"]
     differ_lists = sum(1 for key, (_, items) in recorded.items() if published.get(key) != items)
@@ -143,7 +143,7 @@ def evaluate_via_kafka(path: str | Path, fmt: str, k: int = 20, rate: float | No
             scored[f"cold@{k}"] = scored["cold_start"][f"recall@{k}"]
         keys.append(f"cold@{k}")
     return {"log": str(path), "format": fmt, "events": len(events), "k": k, "rate": rate, "workers": workers, "busy": busy,
-            "in_process_processes": processes,
+            "in_process_processes": processes, "variants": variants,
             "judge_from": judge_from, "judged_from_ts": judge_from_ts,
             "content": content.version if content is not None else None,
             "max_idle_ms": max_idle_ms, "via_kafka": via_kafka, "in_process": in_process,
