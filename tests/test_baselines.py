@@ -7,7 +7,7 @@ import numpy as np
 
 from stream_app.core.content import ContentIndex
 from stream_app.core.events import Event
-from stream_app.evaluate import rules_then_text
+from stream_app.evaluate import rules_then_text, session_knn
 from stream_app.evaluate.baselines import CoVisitationUnseen, RecentThenCoVisitation, SequentialRules
 from stream_app.evaluate.rules_then_text import SequentialRulesThenText
 from stream_app.evaluate.session_knn import SKNN, VSKNN, rates_alone, share_searches
@@ -286,3 +286,8 @@ def test_a_row_sharing_a_search_shows_the_rate_it_would_have_alone():
     rates_alone(rows, rates, 1000)
     # 1,000 events: the second row spent 1 s ranking, plus the search's 2 s
     assert [rates[row.name]["events_per_s"] for row in rows] == [100.0, 1000 / 3, 50.0]
+
+
+def test_the_knn_rows_docstring_example_runs():
+    result = doctest.testmod(session_knn)
+    assert result.attempted > 0 and result.failed == 0

@@ -110,7 +110,7 @@ def test_a_worker_recommends_an_item_nobody_touched_by_its_text(content_model, m
     assert after["items"] and "71053" not in {item["item_id"] for item in after["items"]}
 
 
-def test_through_kafka_with_content_every_list_equals_the_in_process_pass(content_model, services):
+def test_through_kafka_with_content_every_list_equals_the_in_process_pass(content_model, services, capsys):
     """The worker reloads each profile's interest vector between batches and embeds the catalogue
     itself; `evaluate` keeps profiles in memory and embeds in its own process: the lists must agree."""
     from stream_app.evaluate.tables import via_kafka_table
@@ -143,3 +143,6 @@ def test_through_kafka_with_content_every_list_equals_the_in_process_pass(conten
     assert (result["lists_differ"], result["versions_differ"]) == (0, 0), via_kafka_table(result)
     assert result["via_kafka"]["cold@20"] == result["in_process"]["cold@20"] > 0
     assert result["content"] == version and "cold@20" in via_kafka_table(result)
+    said = capsys.readouterr().err  # both passes' progress (the first process's only: one line each at the end)
+    assert said.count("evaluate, through Kafka: 1200/1200 (100%)") == 1
+    assert said.count("evaluate, in process: 1200/1200 (100%)") == 1

@@ -1,6 +1,7 @@
 """`evaluate --processes N`: the rows of one pass split over N forked processes, the same figures as one pass."""
 
 import os
+import time
 
 import numpy as np
 import pytest
@@ -179,3 +180,24 @@ def test_in_each_other_process_one_row_reading_text_tells_the_content_index_its_
         _, rows = split.of(group)(hybrid, models)
         reading = [m for m in rows if isinstance(m, StreamAppModel) and m.content is not None]
         assert reading and [m.expects_scans for m in reading] == [True] + [False] * (len(reading) - 1)
+
+
+@pytest.mark.parametrize("fails", ["raises", "dies"])
+def test_a_failing_process_stops_the_first_processes_pass_at_once(fails):
+    parent = os.getpid()
+    finished = []
+
+    def one_pass(rows):
+        if os.getpid() != parent:
+            if fails == "dies":
+                os._exit(3)
+            raise ValueError("the log went away")
+        for _ in range(1200):  # a minute; the other process's failure ends it in its first
+            time.sleep(0.05)
+        finished.append(True)
+        return {"events": 0, "models": {}}
+
+    said = "failed: ValueError: the log went away" if fails == "raises" else "ended with exit code 3"
+    with pytest.raises(StreamAppError, match=f"process 2 of 2 {said}"):
+        split_pass(one_pass, 2)
+    assert not finished

@@ -197,6 +197,27 @@ def test_progress_lines_give_the_share_sent_not_its_tenth_rounded_down():
     assert said.getvalue().splitlines()[:3] == ["replay: 1/6 (16%)", "replay: 2/6 (33%)", "replay: 3/6 (50%)"]
 
 
+def test_a_run_past_its_first_minute_says_the_time_left_and_a_tracked_pass_says_its_progress(monkeypatch):
+    import io
+
+    from stream_app.tools import progress as progress_module
+
+    clock = [1000.0]
+    monkeypatch.setattr(progress_module.time, "monotonic", lambda: clock[0])
+    said = io.StringIO()
+    progress = progress_module.Progress(4000, said, label="evaluate")
+    taken = []
+    for event in progress_module.Tracked(range(4000), progress, every=100):
+        taken.append(event)
+        clock[0] += 0.1  # 10 events/s: 400 s in all
+    assert taken == list(range(4000))
+    lines = said.getvalue().splitlines()
+    assert lines[:3] == ["evaluate: 100/4000 (2%)", "evaluate: 400/4000 (10%)",
+                         "evaluate: 800/4000 (20%), about 5 min to go"]
+    assert lines[-2:] == ["evaluate: 3600/4000 (90%), about 40 s to go", "evaluate: 4000/4000 (100%)"]
+    assert [progress_module.time_said(s) for s in (4, 719, 3900)] == ["4 s", "12 min", "1 h 05 min"]
+
+
 def test_a_movielens_rating_off_the_half_star_scale_is_that_lines_rejection_keyed_by_its_user(tmp_path):
     """MovieLens rates 0.5 to 5.0 in half stars (ml-100k and ml-1m in whole stars 1 to 5, which fit): a 7, a 0, a 3.3
     or a rating out of 10 was an event, its rating taken into the context unsaid."""

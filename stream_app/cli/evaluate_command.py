@@ -61,7 +61,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         result = evaluate_log(args.log, args.format, settings, args.k, truth, encoder=encoder, shadow=shadow,
                               limit=args.limit, content=content, light=args.light, judge_from=args.judge_from,
                               tune_baselines=args.tune_baselines, processes=args.processes or 1,
-                              variants=not args.no_variants,
+                              variants=not args.no_variants, progress=True,
                               **({"run_events": args.sort_in_memory} if args.sort_in_memory else {}))
     except KeyboardInterrupt:  # exit status 130 said nothing of what became of the pass
         print("\ninterrupted: no table and no report written (the pass scores the whole log before it writes "

@@ -36,6 +36,7 @@ from ..errors import InputFileError
 from ..partitioning import partition_of
 from ..serving.encoder import Encoder
 from ..tools.log_checks import LineRejection, rejection_said, warn_if_seconds
+from ..tools.progress import tracked
 from ..tools.recorded import OnlineRetailStats
 from ..tools.replay import gate
 from ..tools.sorted_log import RUN_EVENTS, LimitCut, SortedLog
@@ -325,13 +326,15 @@ def evaluate_log(path: str | Path, fmt: str, settings: Settings, k: int = 20,
                  truth_path: str | Path | None = None, encoder: Encoder | None = None,
                  shadow: Encoder | None = None, limit: int | None = None, content: ContentIndex | None = None,
                  light: bool = False, run_events: int = RUN_EVENTS, judge_from: float | None = None,
-                 tune_baselines: float | None = None, processes: int = 1, variants: bool = True) -> dict[str, Any]:
+                 tune_baselines: float | None = None, processes: int = 1, variants: bool = True,
+                 progress: bool = False) -> dict[str, Any]:
     """`evaluate_events` over a recorded log, read as replay reads it: in time order, sorted in runs of `run_events`
     spilled to disk beyond the first (`SortedLog`), so memory holds a run, not the log. `judge_from`: judge only the
     events from that share of the log's time span on (a time split; `time_split`). `tune_baselines`: first choose
     the baselines' main parameters on that share of the log's events (`tuning`), then run them with those.
     `processes`: the rows split over that many processes (`processes.split_pass`), the same figures. `variants`:
-    False leaves out the stream-app row's variants (`without_variants`); every other row's figures stay the same."""
+    False leaves out the stream-app row's variants (`without_variants`); every other row's figures stay the same.
+    `progress`: the pass's progress on stderr."""
     truth = read_truth(truth_path) if truth_path else None
     tuning = None
     if tune_baselines is not None:
@@ -343,7 +346,7 @@ def evaluate_log(path: str | Path, fmt: str, settings: Settings, k: int = 20,
 
     def one_pass(rows: Rows | None) -> dict[str, Any]:
         return _log_pass(path, fmt, settings, k, truth, encoder, shadow, limit, content, light, run_events,
-                         judge_from, rows)
+                         judge_from, rows, progress)
 
     if processes > 1:
         from .processes import split_pass  # it runs this module's pass
@@ -359,7 +362,8 @@ def evaluate_log(path: str | Path, fmt: str, settings: Settings, k: int = 20,
 
 def _log_pass(path: str | Path, fmt: str, settings: Settings, k: int, truth: dict[str, Any] | None,
               encoder: Encoder | None, shadow: Encoder | None, limit: int | None, content: ContentIndex | None,
-              light: bool, run_events: int, judge_from: float | None, rows: Rows | None) -> dict[str, Any]:
+              light: bool, run_events: int, judge_from: float | None, rows: Rows | None,
+              progress: bool = False) -> dict[str, Any]:
     """One pass of `evaluate_log` over the log, with `rows` (None: every row as built)."""
     skipped = OnlineRetailStats() if fmt == "online-retail" else None
     # what the workers dead-letter is not judged; `limit`: the log's first events in time
@@ -384,7 +388,8 @@ def _log_pass(path: str | Path, fmt: str, settings: Settings, k: int, truth: dic
         known = {role: set(model.item_ids) for role, model in (("encoder", encoder), ("shadow_encoder", shadow),
                                                                ("content", content)) if model is not None}
         counts = dict.fromkeys(known, 0)
-        result = evaluate_events(KnownItems(log, known, counts), settings, k, truth, encoder=encoder, shadow=shadow,
+        result = evaluate_events(KnownItems(tracked(log, "evaluate", progress), known, counts), settings, k, truth,
+                                 encoder=encoder, shadow=shadow,
                                  judge_from_ts=judge_from_ts, content=content, light=light, in_time_order=True,
                                  rows=rows)
         # both read back from their runs on disk before the log lets them go, not held as lists

@@ -11,7 +11,9 @@ models are loaded (the content index, the tuning's choice), and each reads the l
 
 from __future__ import annotations
 
+import _thread
 import multiprocessing
+import multiprocessing.connection
 import os
 import sys
 import threading
@@ -102,6 +104,7 @@ def split_pass(one_pass: Callable[[Rows], dict[str, Any]], processes: int, inner
     started = time.perf_counter()
     children = []
     parent = os.getpid()
+    reading = None
     try:
         for group in range(1, processes):
             receive, send = context.Pipe(duplex=False)
@@ -110,14 +113,70 @@ def split_pass(one_pass: Callable[[Rows], dict[str, Any]], processes: int, inner
             child.start()
             send.close()
             children.append((group, child, receive))
-        results = [one_pass(split.of(0))]
-        results += [_received(group, processes, child, receive) for group, child, receive in children]
+        reading = ChildResults(children, processes)
+        try:
+            reading.start()
+            results = [one_pass(split.of(0))]
+            reading.first_done()
+        except KeyboardInterrupt:
+            if reading.interrupted_main:  # a child failed: its error, not an interruption by the user
+                raise reading.failure from None
+            raise
+        results += reading.collected()
     finally:
+        if reading is not None:
+            reading.first_done()  # the children ended below are no failure to stop this process for
         for _, child, _ in children:
             if child.is_alive():
                 child.terminate()
             child.join()
     return merged(results, split, time.perf_counter() - started)
+
+
+class ChildResults:
+    """What the other processes of a split pass send, read as it comes: the first failure stops the first process's
+    own pass at once (`_thread.interrupt_main`), where it would otherwise run the whole pass, hours on a long log,
+    before it read that another process had failed in its first minute."""
+
+    def __init__(self, children: list[tuple[int, Any, Any]], processes: int):
+        self.children, self.processes = children, processes
+        self.results: dict[int, dict[str, Any]] = {}
+        self.failure: StreamAppError | None = None
+        self.interrupted_main = False
+        self._lock = threading.Lock()
+        self._first_running = True
+        self._thread = threading.Thread(target=self._read, daemon=True, name="evaluate-results")
+
+    def start(self) -> None:
+        """Read from now on (a failure may interrupt the caller as soon as this starts)."""
+        self._thread.start()
+
+    def _read(self) -> None:
+        waiting = {receive: (group, child) for group, child, receive in self.children}
+        while waiting:
+            for receive in multiprocessing.connection.wait(list(waiting)):
+                group, child = waiting.pop(receive)
+                try:
+                    self.results[group] = _received(group, self.processes, child, receive)
+                except StreamAppError as exc:
+                    with self._lock:
+                        self.failure = exc
+                        if self._first_running:
+                            self.interrupted_main = True
+                            _thread.interrupt_main()
+                    return
+
+    def first_done(self) -> None:
+        """The first process's pass has ended (or failed): a failure read from now on is only reported."""
+        with self._lock:
+            self._first_running = False
+
+    def collected(self) -> list[dict[str, Any]]:
+        """Every other process's results, in their order, once all are in; the first failure raised."""
+        self._thread.join()
+        if self.failure is not None:
+            raise self.failure
+        return [self.results[group] for group, _, _ in self.children]
 
 
 #: How often a process of a split pass checks that the first is still there.

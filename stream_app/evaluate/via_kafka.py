@@ -16,6 +16,7 @@ from ..core.ordering import rounds
 from ..errors import ServiceTimeout
 from ..partitioning import partition_of
 from ..tools.log_checks import warn_if_seconds
+from ..tools.progress import tracked
 from ..tools.recorded import OnlineRetailStats
 from ..tools.replay import gate
 from ..tools.sorted_log import LimitCut, load_accepted
@@ -117,7 +118,7 @@ def evaluate_via_kafka(path: str | Path, fmt: str, k: int = 20, rate: float | No
             started = time.perf_counter()
             marks = produce_events(settings, events, rate).marks
             try:
-                wait_committed(settings, marks, timeout)
+                wait_committed(settings, marks, timeout, progress="evaluate, through Kafka")
             except ServiceTimeout as exc:
                 raise ServiceTimeout(f"{exc}: a long log or a slow machine needs more time, "
                                      f"raise --timeout (now {timeout:.0f} s)") from exc
@@ -129,8 +130,8 @@ def evaluate_via_kafka(path: str | Path, fmt: str, k: int = 20, rate: float | No
     via_kafka["events_per_s"] = len(events) / seconds
 
     def in_process_pass(rows: Rows | None) -> dict[str, Any]:
-        return evaluate_events(events, settings, k, baselines=baselines, light=light, record=True, content=content,
-                               judge_from_ts=judge_from_ts, rows=rows)
+        return evaluate_events(tracked(events, "evaluate, in process", True), settings, k, baselines=baselines,
+                               light=light, record=True, content=content, judge_from_ts=judge_from_ts, rows=rows)
     rows = None if variants else without_variants(None)  # the stream-app row's
     in_process_run = split_pass(in_process_pass, processes, rows) if processes > 1 else in_process_pass(rows)
     in_process = in_process_run["models"]["stream-app"]

@@ -4,6 +4,7 @@ and the input lag of the workers' consumer group. Used by demo, bench and tests.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from typing import Any, Callable, Iterable, Mapping
 
@@ -14,6 +15,7 @@ from ..errors import ServiceTimeout
 from ..kafka_security import PLAINTEXT, KafkaSecurity, kafka_python_kwargs
 from ..partitioning import partition_of
 from ..stream.transport import true_end_offsets
+from .progress import Progress
 
 
 class TopicReader:
@@ -164,13 +166,18 @@ def committed_offsets(settings: Settings, partitions: Iterable[TopicPartition]) 
         consumer.close()
 
 
-def wait_committed(settings: Settings, marks: Mapping[TopicPartition, int], timeout: float) -> None:
-    """Wait until the workers committed every input message up to `marks` (so all effects are flushed)."""
+def wait_committed(settings: Settings, marks: Mapping[TopicPartition, int], timeout: float,
+                   progress: str | None = None) -> None:
+    """Wait until the workers committed every input message up to `marks` (so all effects are flushed). `progress`:
+    a label to show the messages committed of those up to `marks` under on stderr (topics written from offset 0)."""
     deadline = time.monotonic() + timeout
     behind = None
+    shown = Progress(sum(marks.values()), sys.stderr, label=progress) if progress is not None else None
     while time.monotonic() < deadline:
         committed = committed_offsets(settings, marks)
         behind = sum(max(0, mark - committed[tp]) for tp, mark in marks.items())
+        if shown is not None:
+            shown.update(shown.total - behind, force=behind == 0)
         if behind == 0:
             return
         time.sleep(0.3)

@@ -21,6 +21,7 @@ from ..kafka_security import kafka_python_kwargs
 from ..stream.topics import ensure_topics
 from .log_checks import DEAD_LETTERS_SAID, rejection_said, skipped_said, warn_if_seconds
 from .log_files import check_file
+from .progress import Progress
 from .recorded import LineRejection, OnlineRetailStats
 from .sorted_log import RUN_EVENTS, Refused, SortedLog
 
@@ -68,38 +69,6 @@ class ReplaySummary:
             out.append(f"  no worker is live under STREAM_APP_NAMESPACE={self.no_worker!r}: the events wait in its topics "
                        "until one starts (`stream-app worker` with the same namespace; `stream-app status` lists them)")
         return out
-
-
-class Progress:
-    """A one-line progress bar on a terminal; a line per 10% elsewhere (CI logs)."""
-
-    def __init__(self, total: int, stream: TextIO | None = sys.stderr, width: int = 30):
-        self.total, self.stream, self.width = max(total, 1), stream, width
-        self.tty = bool(stream and stream.isatty())
-        self.started = time.monotonic()
-        self._last_draw = 0.0
-        self._last_decile = -1
-
-    def update(self, done: int, force: bool = False) -> None:
-        if self.stream is None:
-            return
-        now = time.monotonic()
-        if self.tty:
-            if not force and now - self._last_draw < 0.2:
-                return
-            self._last_draw = now
-            filled = int(self.width * done / self.total)
-            rate = done / max(now - self.started, 1e-9)
-            self.stream.write(f"\r[{'#' * filled}{'.' * (self.width - filled)}] {done}/{self.total} "
-                              f"{rate:,.0f} ev/s")
-            if force:
-                self.stream.write("\n")
-        else:
-            decile = 10 * done // self.total
-            if decile != self._last_decile and (decile > self._last_decile):
-                self._last_decile = decile
-                self.stream.write(f"replay: {done}/{self.total} ({100 * done // self.total}%)\n")
-        self.stream.flush()
 
 
 def make_producer(settings: Settings, rate: float | None = None) -> KafkaProducer:
