@@ -125,7 +125,8 @@ def test_through_kafka_with_content_every_list_equals_the_in_process_pass(conten
     assert all("listed_at" in record for record in catalogue.values())
     index = index_records(TextEncoder.load(root, version), catalogue)
     result = evaluate_via_kafka(SAMPLE, SAMPLE_FORMAT, limit=1200, items=(SAMPLE, SAMPLE_FORMAT), content=index,
-                                registry_dir=str(root), timeout=300, baselines=True, light=True, processes=2)
+                                registry_dir=str(root), timeout=300, baselines=True, light=True, processes=2,
+                                progress=True)
     assert result["recommendations_published"] == result["recommendations_in_process"] == 1200
     assert result["in_process_processes"] == 2  # its rows split over two processes, the hybrid's lists in the first
     # the light baselines ran in the same in-process pass, and the published lists are set against the best

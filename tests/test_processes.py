@@ -1,9 +1,11 @@
 """`evaluate --processes N`: the rows of one pass split over N forked processes, the same figures as one pass."""
 
 import os
+import signal
 import time
 
 import numpy as np
+import orjson
 import pytest
 from conftest import OTTO_SAMPLE
 
@@ -182,8 +184,9 @@ def test_in_each_other_process_one_row_reading_text_tells_the_content_index_its_
         assert reading and [m.expects_scans for m in reading] == [True] + [False] * (len(reading) - 1)
 
 
-@pytest.mark.parametrize("fails", ["raises", "dies"])
-def test_a_failing_process_stops_the_first_processes_pass_at_once(fails):
+@pytest.mark.parametrize("fails, sigint", [("raises", signal.default_int_handler), ("dies", signal.default_int_handler),
+                                            ("raises", signal.SIG_IGN)])  # SIG_IGN: as under nohup
+def test_a_failing_process_stops_the_first_processes_pass_at_once(fails, sigint):
     parent = os.getpid()
     finished = []
 
@@ -198,6 +201,56 @@ def test_a_failing_process_stops_the_first_processes_pass_at_once(fails):
         return {"events": 0, "models": {}}
 
     said = "failed: ValueError: the log went away" if fails == "raises" else "ended with exit code 3"
-    with pytest.raises(StreamAppError, match=f"process 2 of 2 {said}"):
-        split_pass(one_pass, 2)
+    before = signal.signal(signal.SIGINT, sigint)
+    try:
+        with pytest.raises(StreamAppError, match=f"process 2 of 2 {said}"):
+            split_pass(one_pass, 2)
+    finally:
+        signal.signal(signal.SIGINT, before)
     assert not finished
+    assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL  # put back
+
+
+def test_a_ctrl_c_stays_an_interruption_and_the_other_processes_leave_it_to_the_first():
+    parent = os.getpid()
+
+    def one_pass(rows):
+        if os.getpid() != parent:
+            os.kill(os.getpid(), signal.SIGINT)  # a Ctrl-C reaches the whole process group
+            time.sleep(0.2)
+            return {"events": 0, "models": {}}
+        time.sleep(0.5)
+        return {"events": 0, "models": {}}
+
+    assert split_pass(one_pass, 2)["processes"]["count"] == 2  # the other process ignored it and ended well
+
+    def interrupted(rows):
+        if os.getpid() != parent:
+            time.sleep(0.2)
+            raise ValueError("a later failure")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        split_pass(interrupted, 2)
+
+
+def test_the_command_leaves_the_variants_out_when_asked_and_shows_its_progress(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main.main(["evaluate", str(OTTO_SAMPLE), "--format", "otto", "--no-variants", "--json", "r.json",
+                      "--html", "r.html"]) == 0
+    rows = orjson.loads((tmp_path / "r.json").read_bytes())["models"]
+    assert "stream-app" in rows and "popular" in rows
+    assert not [name for name in rows if name.startswith("stream-app, ")]
+    assert "evaluate: 862/862 (100%)" in capsys.readouterr().err
+
+
+def test_the_first_process_says_it_waits_for_the_others_once_its_own_rows_are_done(capsys):
+    parent = os.getpid()
+
+    def one_pass(rows):
+        if os.getpid() != parent:
+            time.sleep(1.0)
+        return {"events": 0, "models": {}}
+
+    split_pass(one_pass, 2)
+    assert "the first process's rows are done; waiting for the other 1 process\n" in capsys.readouterr().err

@@ -197,15 +197,14 @@ def test_progress_lines_give_the_share_sent_not_its_tenth_rounded_down():
     assert said.getvalue().splitlines()[:3] == ["replay: 1/6 (16%)", "replay: 2/6 (33%)", "replay: 3/6 (50%)"]
 
 
-def test_a_run_past_its_first_minute_says_the_time_left_and_a_tracked_pass_says_its_progress(monkeypatch):
+def test_a_run_past_its_first_minute_says_the_time_left_and_a_tracked_pass_says_its_progress():
     import io
 
     from stream_app.tools import progress as progress_module
 
     clock = [1000.0]
-    monkeypatch.setattr(progress_module.time, "monotonic", lambda: clock[0])
     said = io.StringIO()
-    progress = progress_module.Progress(4000, said, label="evaluate")
+    progress = progress_module.Progress(4000, said, label="evaluate", clock=lambda: clock[0])
     taken = []
     for event in progress_module.Tracked(range(4000), progress, every=100):
         taken.append(event)
@@ -215,7 +214,7 @@ def test_a_run_past_its_first_minute_says_the_time_left_and_a_tracked_pass_says_
     assert lines[:3] == ["evaluate: 100/4000 (2%)", "evaluate: 400/4000 (10%)",
                          "evaluate: 800/4000 (20%), about 5 min to go"]
     assert lines[-2:] == ["evaluate: 3600/4000 (90%), about 40 s to go", "evaluate: 4000/4000 (100%)"]
-    assert [progress_module.time_said(s) for s in (4, 719, 3900)] == ["4 s", "12 min", "1 h 05 min"]
+    assert [progress_module.time_said(s) for s in (4, 59.6, 719, 3900)] == ["4 s", "1 min", "12 min", "1 h 05 min"]
 
 
 def test_a_movielens_rating_off_the_half_star_scale_is_that_lines_rejection_keyed_by_its_user(tmp_path):
@@ -307,3 +306,21 @@ def test_a_refused_events_dead_letter_and_what_replay_says_of_it_name_its_line_o
     path.write_text(f"user_id,item_id,type,ts\nu1,i1,click,{now + 3 * 86_400_000}\n")  # none taken: nothing sent
     with pytest.raises(InputFileError, match=r"\(timestamp_out_of_range, the first as line 2: event 'csv-\w+': ts "):
         replay.replay(settings, path, "csv", progress_stream=None)
+
+
+def test_a_terminals_bar_is_labelled_and_an_open_one_is_ended_before_an_error_is_printed():
+    import io
+
+    from stream_app.tools.progress import Progress, Tracked
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    shown = Terminal()
+    with pytest.raises(ValueError):
+        for done in Tracked(range(10), Progress(10, shown, label="evaluate"), every=5):
+            if done == 7:
+                raise ValueError("stopped")
+    assert shown.getvalue().startswith("\revaluate [###############...............] 5/10 ")
+    assert shown.getvalue().endswith("\n")  # the error's message goes on a line of its own

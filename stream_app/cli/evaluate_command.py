@@ -36,7 +36,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                     content=content, registry_dir=settings.registry_dir,
                                     baselines=not args.no_baselines, light=args.light, keep=args.keep,
                                     judge_from=args.judge_from, processes=args.processes or 1,
-                                    variants=not args.no_variants)
+                                    variants=not args.no_variants, progress=True)
         print(via_kafka_table(result))
         _write_json(result, json_path)
         return 0

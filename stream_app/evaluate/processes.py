@@ -15,6 +15,7 @@ import _thread
 import multiprocessing
 import multiprocessing.connection
 import os
+import signal
 import sys
 import threading
 import time
@@ -104,7 +105,6 @@ def split_pass(one_pass: Callable[[Rows], dict[str, Any]], processes: int, inner
     started = time.perf_counter()
     children = []
     parent = os.getpid()
-    reading = None
     try:
         for group in range(1, processes):
             receive, send = context.Pipe(duplex=False)
@@ -115,41 +115,73 @@ def split_pass(one_pass: Callable[[Rows], dict[str, Any]], processes: int, inner
             children.append((group, child, receive))
         reading = ChildResults(children, processes)
         try:
-            reading.start()
-            results = [one_pass(split.of(0))]
-            reading.first_done()
-        except KeyboardInterrupt:
-            if reading.interrupted_main:  # a child failed: its error, not an interruption by the user
-                raise reading.failure from None
-            raise
+            with reading:
+                results = [one_pass(split.of(0))]
+        except ChildFailed:  # raised in the pass, or on the way out of it
+            raise reading.failure from None
+        finally:
+            reading.disarm()
+        if any(child.is_alive() for _, child, _ in children):  # its progress said 100%: the wait is said too
+            print(f"evaluate: the first process's rows are done; waiting for the other {len(children)} process"
+                  f"{'es' if len(children) > 1 else ''}", file=sys.stderr)
         results += reading.collected()
     finally:
-        if reading is not None:
-            reading.first_done()  # the children ended below are no failure to stop this process for
         for _, child, _ in children:
             if child.is_alive():
                 child.terminate()
-            child.join()
+            child.join(CHILD_END_S)
+            if child.is_alive():  # stuck (a send into a full pipe): its work is not wanted
+                child.kill()
+                child.join()
     return merged(results, split, time.perf_counter() - started)
 
 
+#: How long a process of a split pass has to end once terminated, before it is killed.
+CHILD_END_S = 5.0
+
+
+class ChildFailed(BaseException):
+    """Raised in the first process's pass when another process failed (a BaseException, as KeyboardInterrupt is, so
+    that no `except Exception` in the pass takes it for its own)."""
+
+
+def _raise_child_failed(_signum: int, _frame: Any) -> None:
+    raise ChildFailed()
+
+
 class ChildResults:
-    """What the other processes of a split pass send, read as it comes: the first failure stops the first process's
-    own pass at once (`_thread.interrupt_main`), where it would otherwise run the whole pass, hours on a long log,
-    before it read that another process had failed in its first minute."""
+    """What the other processes of a split pass send, read as it comes, while the first process runs its own pass
+    (the `with` block): the first failure stops that pass at once (SIGUSR1, simulated in the main thread by
+    `_thread.interrupt_main` and raised there as `ChildFailed`; SIGINT would do nothing under nohup, which ignores
+    it), where it would otherwise run the whole pass, hours on a long log, before reading that another had failed in
+    its first minute."""
 
     def __init__(self, children: list[tuple[int, Any, Any]], processes: int):
         self.children, self.processes = children, processes
         self.results: dict[int, dict[str, Any]] = {}
         self.failure: StreamAppError | None = None
-        self.interrupted_main = False
         self._lock = threading.Lock()
-        self._first_running = True
+        # only the main thread gets signals: a pass run in another thread reads a failure at its end
+        self._armed = threading.current_thread() is threading.main_thread()
+        self._handler: Any = None
         self._thread = threading.Thread(target=self._read, daemon=True, name="evaluate-results")
 
-    def start(self) -> None:
-        """Read from now on (a failure may interrupt the caller as soon as this starts)."""
+    def __enter__(self) -> "ChildResults":
+        if self._armed:
+            self._handler = signal.signal(signal.SIGUSR1, _raise_child_failed)
         self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: Any) -> None:
+        self.disarm()
+
+    def disarm(self) -> None:
+        """No failure read from now on stops the pass (its end or its own error come first); the handler put back
+        (a simulated signal still pending is then dropped: Python skips one without a handler of its own)."""
+        with self._lock:
+            armed, self._armed = self._armed, False
+        if armed:
+            signal.signal(signal.SIGUSR1, self._handler)
 
     def _read(self) -> None:
         waiting = {receive: (group, child) for group, child, receive in self.children}
@@ -158,18 +190,15 @@ class ChildResults:
                 group, child = waiting.pop(receive)
                 try:
                     self.results[group] = _received(group, self.processes, child, receive)
-                except StreamAppError as exc:
+                except Exception as exc:  # noqa: BLE001 - a broken pipe's message too: this thread reports, never dies
+                    failure = exc if isinstance(exc, StreamAppError) else StreamAppError(
+                        f"evaluate's process {group + 1} of {self.processes} sent no readable results: "
+                        f"{type(exc).__name__}: {exc}")
                     with self._lock:
-                        self.failure = exc
-                        if self._first_running:
-                            self.interrupted_main = True
-                            _thread.interrupt_main()
+                        self.failure = failure
+                        if self._armed:
+                            _thread.interrupt_main(signal.SIGUSR1)
                     return
-
-    def first_done(self) -> None:
-        """The first process's pass has ended (or failed): a failure read from now on is only reported."""
-        with self._lock:
-            self._first_running = False
 
     def collected(self) -> list[dict[str, Any]]:
         """Every other process's results, in their order, once all are in; the first failure raised."""
@@ -186,6 +215,7 @@ PARENT_CHECK_S = 0.5
 def _child(one_pass: Callable[[Rows], dict[str, Any]], rows: Rows, send: Any, parent: int) -> None:
     # what the pass prints (warnings about the log) the first process prints once; an error goes back whole
     sys.stdout = sys.stderr = open(os.devnull, "w")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is the first process's to handle: it ends this one
     threading.Thread(target=_exit_without, args=(parent,), daemon=True, name="parent-watch").start()
     try:
         send.send(("result", one_pass(rows)))

@@ -80,7 +80,8 @@ def evaluate_via_kafka(path: str | Path, fmt: str, k: int = 20, rate: float | No
                        limit: int | None = None, items: tuple[str | Path, str] | None = None,
                        content: ContentIndex | None = None, registry_dir: str | None = None,
                        baselines: bool = False, light: bool = False, keep: bool = False,
-                       judge_from: float | None = None, processes: int = 1, variants: bool = True) -> dict[str, Any]:
+                       judge_from: float | None = None, processes: int = 1, variants: bool = True,
+                       progress: bool = False) -> dict[str, Any]:
     """Replay the log at `rate` events/s (None: as fast as possible) through `workers` real workers,
     read the recommendations topic as a downstream service would, score it, and set it beside the
     in-process pass over the same log with the same settings. The workers order the input by event
@@ -94,7 +95,7 @@ def evaluate_via_kafka(path: str | Path, fmt: str, k: int = 20, rate: float | No
     the in-process pass also runs the baselines, so the published recommendations are set against the
     best of them from the same pass (`compare_to_best`). `keep`: keep the run's folder of logs when it ends well.
     `judge_from`: both passes judge only the events from that share of the log's time span on (`time_split`).
-    `processes`, `variants`: of the in-process pass, as `evaluate_log` takes them."""
+    `processes`, `variants`: of the in-process pass, as `evaluate_log` takes them. `progress`: both passes' on stderr."""
     from ..tools.consume import wait_committed
     from ..tools.processes import busy_process, one_off_run, wait_ready_workers
     from ..tools.replay import produce_events
@@ -118,7 +119,7 @@ def evaluate_via_kafka(path: str | Path, fmt: str, k: int = 20, rate: float | No
             started = time.perf_counter()
             marks = produce_events(settings, events, rate).marks
             try:
-                wait_committed(settings, marks, timeout, progress="evaluate, through Kafka")
+                wait_committed(settings, marks, timeout, progress="evaluate, through Kafka" if progress else None)
             except ServiceTimeout as exc:
                 raise ServiceTimeout(f"{exc}: a long log or a slow machine needs more time, "
                                      f"raise --timeout (now {timeout:.0f} s)") from exc
@@ -129,11 +130,8 @@ def evaluate_via_kafka(path: str | Path, fmt: str, k: int = 20, rate: float | No
     via_kafka = score_published(events, published, k, settings, judge_from_ts)
     via_kafka["events_per_s"] = len(events) / seconds
 
-    def in_process_pass(rows: Rows | None) -> dict[str, Any]:
-        return evaluate_events(tracked(events, "evaluate, in process", True), settings, k, baselines=baselines,
-                               light=light, record=True, content=content, judge_from_ts=judge_from_ts, rows=rows)
-    rows = None if variants else without_variants(None)  # the stream-app row's
-    in_process_run = split_pass(in_process_pass, processes, rows) if processes > 1 else in_process_pass(rows)
+    in_process_run = _in_process(events, settings, k, judge_from_ts, content, progress, baselines=baselines,
+                                 light=light, processes=processes, variants=variants)
     in_process = in_process_run["models"]["stream-app"]
     recorded = in_process_run["recorded"]
     differ_lists = sum(1 for key, (_, items) in recorded.items() if published.get(key) != items)
@@ -155,6 +153,20 @@ def evaluate_via_kafka(path: str | Path, fmt: str, k: int = 20, rate: float | No
             "other_rows": {name: row for name, row in in_process_run["models"].items() if name != "stream-app"},
             "against_best": compare_to_best(via_kafka, in_process_run["models"], k),
             **left_out}
+
+
+def _in_process(events: list[dict[str, Any]], settings: Settings, k: int, judge_from_ts: int | None,
+                content: ContentIndex | None, progress: bool, baselines: bool, light: bool, processes: int,
+                variants: bool) -> dict[str, Any]:
+    """The in-process pass of `evaluate_via_kafka` over `events` (in time order), with its options."""
+    def one_pass(rows: Rows | None) -> dict[str, Any]:
+        # taken an epoch at a time, as `evaluate_log` takes a log (the same rounds): so its progress is the pass's
+        return evaluate_events(tracked(events, "evaluate, in process", progress), settings, k, baselines=baselines,
+                               light=light, record=True, content=content, judge_from_ts=judge_from_ts, rows=rows,
+                               in_time_order=True)
+
+    rows = None if variants else without_variants(None)
+    return split_pass(one_pass, processes, rows) if processes > 1 else one_pass(rows)
 
 
 def _read_published(settings: Settings, events: list[dict[str, Any]], timeout: float

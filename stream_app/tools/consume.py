@@ -173,12 +173,16 @@ def wait_committed(settings: Settings, marks: Mapping[TopicPartition, int], time
     deadline = time.monotonic() + timeout
     behind = None
     shown = Progress(sum(marks.values()), sys.stderr, label=progress) if progress is not None else None
-    while time.monotonic() < deadline:
-        committed = committed_offsets(settings, marks)
-        behind = sum(max(0, mark - committed[tp]) for tp, mark in marks.items())
+    try:
+        while time.monotonic() < deadline:
+            committed = committed_offsets(settings, marks)
+            behind = sum(max(0, mark - committed[tp]) for tp, mark in marks.items())
+            if shown is not None:
+                shown.update(shown.total - behind, force=behind == 0)
+            if behind == 0:
+                return
+            time.sleep(0.3)
+    finally:
         if shown is not None:
-            shown.update(shown.total - behind, force=behind == 0)
-        if behind == 0:
-            return
-        time.sleep(0.3)
+            shown.end()
     raise ServiceTimeout(f"workers still {behind} messages behind after {timeout:.0f}s")
