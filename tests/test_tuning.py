@@ -41,9 +41,12 @@ def write(path, events):
     return path
 
 
-def test_the_tuned_row_picks_the_value_clearly_better_on_the_share_and_says_it(tmp_path):
+def test_the_tuned_row_picks_the_value_clearly_better_on_the_share_and_says_it(tmp_path, capsys):
     log = write(tmp_path / "log.jsonl", sessions_log(next_is_next(12)))
-    result = evaluate_log(log, "jsonl", SETTINGS, k=1, light=True, tune_baselines=0.5)
+    result = evaluate_log(log, "jsonl", SETTINGS, k=1, light=True, tune_baselines=0.5, progress=True)
+    shown, events = capsys.readouterr().err, result["events"]  # both passes' progress
+    assert f"evaluate, tuning: {round(events / 2)}/{round(events / 2)} (100%)\n" in shown
+    assert f"evaluate: {events}/{events} (100%)\n" in shown
     tuning = result["tuning"]
     row = tuning["rows"][STEPS_10]
     assert row["default"] == {"steps": 10} and row["chosen"] == {"steps": 1}

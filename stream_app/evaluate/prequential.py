@@ -339,8 +339,8 @@ def evaluate_log(path: str | Path, fmt: str, settings: Settings, k: int = 20,
     tuning = None
     if tune_baselines is not None:
         from .tuning import tune_log  # it runs this module's pass
-
-        tuning = tune_log(path, fmt, settings, k, tune_baselines, limit, content, light, run_events, processes)
+        tuning = tune_log(path, fmt, settings, k, tune_baselines, limit, content, light, run_events, processes,
+                          progress)
     rows = tuning.rows if tuning is not None else None
     rows = rows if variants else without_variants(rows)
 

@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 from ..config import Settings
 from ..core.content import ContentIndex
+from ..tools.progress import tracked
 from ..tools.replay import gate
 from ..tools.sorted_log import RUN_EVENTS, SortedLog
 from .baselines import CoVisitationUnseen, RecentThenCoVisitation, SequentialRules, SessionBaseline
@@ -147,12 +148,12 @@ class Prefix:
 
 def tune_log(path: str | Path, fmt: str, settings: Settings, k: int, share: float, limit: int | None = None,
              content: ContentIndex | None = None, light: bool = False, run_events: int = RUN_EVENTS,
-             processes: int = 1) -> Tuning:
+             processes: int = 1, progress: bool = False) -> Tuning:
     """`tune` over the first `share` of the events `evaluate_log` reads of the log (the same reading, its own; one in
-    each of `processes`)."""
+    each of `processes`). `progress`: its progress on stderr."""
     def prefix_pass(rows: Rows) -> dict[str, Any]:
         with SortedLog.read(path, fmt, gate(settings), None, limit, run_events) as log:
-            return evaluate_events(Prefix(log, round(share * log.count)), settings, k, rows=rows, light=light,
-                                   content=content, in_time_order=True)
+            prefix = tracked(Prefix(log, round(share * log.count)), "evaluate, tuning", progress)
+            return evaluate_events(prefix, settings, k, rows=rows, light=light, content=content, in_time_order=True)
 
     return tune_pass(prefix_pass, k, share, processes)

@@ -48,7 +48,6 @@ class Progress:
                 self.stream.write(f"{self.label}: {done}/{self.total} ({100 * done // self.total}%){left}\n")
         self.stream.flush()
 
-
     def end(self) -> None:
         """Ends a bar left open (a run stopped by an error: its message goes on a line of its own)."""
         if self.stream is not None and self._line_open:
