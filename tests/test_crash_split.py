@@ -48,9 +48,11 @@ INJECTION = textwrap.dedent('''
 def test_a_kill_between_the_produce_requests_of_a_batch_loses_no_recommendation(make_settings, start_worker,
                                                                                  tmp_path, monkeypatch):
     """The request of a batch's recommendations is lost, the others are stored, the worker dies: every event
-    still gets its recommendation, and every list is the one the in-process pass gives. Before, the
-    batch's profiles changelog was stored beside the recommendations, and the new worker skipped the
-    events as duplicates: their recommendations were never published (90 of 1888 here)."""
+    still gets its recommendation, and every list is the one the in-process pass gives. The recommendations go out
+    once the profiles' changelog is stored, whose records keep them: the new worker reads the events as duplicates
+    and publishes the lists kept (batch_recommendations.py). Until 2026-12-01 the changelog was stored beside the
+    recommendations, and the new worker skipped the events: their recommendations were never published (90 of 1888
+    here)."""
     settings = make_settings(ranker_warm_up=100, commit_interval_s=0.5, max_idle_ms=2000)
     missing, differ, total = kill_between_requests(settings, settings.topics.recommendations, start_worker, tmp_path,
                                                    monkeypatch)

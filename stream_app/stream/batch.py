@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -28,6 +28,8 @@ from ..core.process import (
 from ..core.profile import Profile, snapshot_order
 from ..partitioning import partition_of
 from ..serving.encoder import Encoder, UserEncoding, encode_batch
+from .batch_recommendations import BatchRecommendations, published_for
+from .counters import Counters
 from .erasure_steps import ErasureSteps
 from .erasures import ErasedUsers
 from .idle_users import IdleUsers
@@ -71,81 +73,6 @@ class ProfileSizes:
             self.growth = max(PROFILE_GROWTH_BYTES, max(growths))
 
 
-@dataclass
-class Counters:
-    events: int = 0
-    applied: int = 0
-    duplicates: int = 0
-    # of the duplicates, events not known as applied but older than their user's dedupe floor: dropped unapplied,
-    # too old to tell (a heavy user's late event, or a redelivery)
-    below_dedupe_floor: int = 0
-    rejected: int = 0
-    recommendations: int = 0
-    late: int = 0  # applied after a later event of the same user (its recent items are reordered)
-    # Hits of the next event on the list shown (live) and on the list a shadow encoder would have shown
-    live_judged: int = 0
-    live_hits: int = 0
-    shadow_judged: int = 0
-    shadow_hits: int = 0
-    encoder_failures: int = 0  # rounds ranked without an encoder because it raised
-    encoder_not_finite: int = 0  # events ranked without it because its outputs for them were not finite
-    shadow_encoder_failures: int = 0  # rounds the shadow encoder raised on (the live lists untouched)
-    evicted_users: int = 0  # idle profiles dropped (STREAM_APP_USER_IDLE_MS)
-    erased_users: int = 0  # erasure requests applied (`stream-app erase`)
-    reset_users: int = 0  # reset requests applied (`stream-app reset-profile`)
-    erased_events_dropped: int = 0  # events of erased users dated at or before their erasure, not applied
-    erased_profiles_restored: int = 0  # erased users' profiles a restore took up again, erased again
-    # The same counts broken down, for the metrics (stream/metrics.py): input topic -> event type ->
-    # events ("invalid": every rejected input, whatever its type), and dead letters by reason
-    inputs: dict[str, dict[str, int]] = field(default_factory=dict)
-    dead_letters: dict[str, int] = field(default_factory=dict)
-    # Failed attempts to deliver a batch's output, each retried (an outage stalls the worker)
-    kafka_retries: int = 0
-    redis_retries: int = 0
-    redis_refills: int = 0  # times Redis lost the profile mirror and this worker wrote its profiles back
-    profiles_refilled: int = 0  # ... profiles written then
-    redis_writes_refused: int = 0  # profile writes Redis refused for good (a key of another type): logged, skipped
-    # Stored profiles a batch took up: as the objects the worker wrote them from (profile_cache.py), or parsed
-    profiles_reused: int = 0
-    profiles_parsed: int = 0
-    # Hits since each role's version began serving here (`serving`): role -> {"version", "judged", "hits"}, and for
-    # the shadow "live_hits", the shown lists' hits over the same events: the figures an owner compares them by
-    since_serving: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def serving(self, live: str | None, shadow: str | None) -> None:
-        """The versions serving the batch: a role whose version changed counts its hits afresh (the lifetime counts
-        above go on: they are the metrics' counters)."""
-        for role, version in (("live", live), ("shadow", shadow)):
-            now = self.since_serving.get(role)
-            if now is None or now["version"] != version:
-                self.since_serving[role] = {"version": version, "judged": 0, "hits": 0,
-                                            **({"live_hits": 0} if role == "shadow" else {})}
-
-    def count_hits(self, live_hit: bool | None, shadow_hit: bool | None) -> None:
-        if live_hit is not None:
-            self.live_judged += 1
-            self.live_hits += live_hit
-            if (live := self.since_serving.get("live")) is not None:
-                live["judged"] += 1
-                live["hits"] += live_hit
-        if shadow_hit is not None:
-            self.shadow_judged += 1
-            self.shadow_hits += shadow_hit
-            if (shadow := self.since_serving.get("shadow")) is not None:
-                shadow["judged"] += 1
-                shadow["hits"] += shadow_hit
-                shadow["live_hits"] += bool(live_hit)  # a shadow list is made only where a live one was shown
-
-    def count_dead_letter(self, reason: str) -> None:
-        self.rejected += 1
-        self.dead_letters[reason] = self.dead_letters.get(reason, 0) + 1
-
-    def count_input(self, topic: str, event_type: str) -> None:
-        self.events += 1
-        by_type = self.inputs.setdefault(topic, {})
-        by_type[event_type] = by_type.get(event_type, 0) + 1
-
-
 def unreadable_profile(event: Event, exc: Exception, msg: Any) -> Rejection:
     """The dead letter of an event parked because its user's stored profile cannot be read, with what to do."""
     return Rejection("processing_error", f"the stored profile of {event.user_id!r} cannot be read: {exc!r}; "
@@ -181,6 +108,7 @@ class BatchHandler(ErasureSteps):
         self.counters = counters
         self.now = now
         self.outbox = Outbox()
+        self.made = BatchRecommendations()  # kept in the profiles' records until published
         self.loaded: dict[str, Profile] = {}
         # the stored bytes of a loaded profile until its first event here: that event's undo copy, unserialised
         self.as_stored: dict[str, bytes] = {}
@@ -333,12 +261,7 @@ class BatchHandler(ErasureSteps):
                 continue
             self.reject_state(profile, msg.partition)
             if not outcome.applied:
-                counters.duplicates += 1
-                counters.below_dedupe_floor += profile.below_floor(event.event_id, event.ts)
-                # A redelivery follows a crash, which may have come between the Kafka delivery and the
-                # Redis write of the event's batch: write the profile to Redis again (the version
-                # guard drops it if Redis already has it), or Redis would lag until the user's next event.
-                self.mirror.add(event.user_id)
+                self.duplicate(profile, event, msg)
                 continue
             counters.applied += 1
             counters.late += late
@@ -354,8 +277,24 @@ class BatchHandler(ErasureSteps):
             if outcome.recommendation is not None:
                 counters.recommendations += 1
                 self.recommended.append((event.ts, msg.timestamp))
-                self.outbox.add(self.settings.topics.recommendations, msg.key, orjson.dumps(outcome.recommendation))
+                recommendation = orjson.dumps(outcome.recommendation)
+                self.made.add(event.user_id, msg.topic, msg.offset, recommendation)
+                self.outbox.add(self.settings.topics.recommendations, msg.key, recommendation, owner=msg.partition)
         return applied
+
+    def duplicate(self, profile: Profile, event: Event, msg: Any) -> None:
+        """An event the profile has applied: a redelivery (a crash, a rebalance) or a producer's retry."""
+        self.counters.duplicates += 1
+        self.counters.below_dedupe_floor += profile.below_floor(event.event_id, event.ts)
+        again = published_for(self.profiles.get(event.user_id.encode()), msg.topic, msg.offset, event.event_id)
+        if again is not None:  # its batch may have stopped once its records were stored, before publishing this
+            self.counters.recommendations_resent += 1
+            self.made.add(event.user_id, msg.topic, msg.offset, again)  # kept if the record is written again
+            self.outbox.add(self.settings.topics.recommendations, msg.key, again, owner=msg.partition)
+        # A redelivery follows a crash, which may have come between the Kafka delivery and the
+        # Redis write of the event's batch: write the profile to Redis again (the version
+        # guard drops it if Redis already has it), or Redis would lag until the user's next event.
+        self.mirror.add(event.user_id)
 
     def count_profile_bytes(self, user_id: str, partition: int) -> None:
         stored = self.profiles.get(user_id.encode())
@@ -396,10 +335,11 @@ class BatchHandler(ErasureSteps):
 
     def snapshots(self, profile_changelog: str, learner_table: Any, learner_changelog: str
                   ) -> list[tuple[Profile, bytes]]:
-        """Write changed profiles and learners to their tables and the outbox: the profiles' changelog last, once
-        every other record of the batch is stored (output.Outbox.last), each profile marked with its partition's
-        learners record (learner_table); return Redis's share."""
-        self.outbox.last.add(profile_changelog)
+        """Write changed profiles and learners to their tables and the outbox: the profiles' changelog once every
+        other record of the batch is stored but the recommendations, which follow it (output.Outbox.later), each
+        profile with its recommendations (batch_recommendations.py) and marked with its partition's learners record
+        (learner_table); return Redis's share."""
+        self.outbox.later = [{profile_changelog}, {self.settings.topics.recommendations}]
         for key, value, partition in self.erased.take_rewritten() if self.erased is not None else ():
             self.outbox.add(self.erased.changelog, key, value, partition, owner=partition)
         to_redis: list[tuple[Profile, bytes]] = []
@@ -413,6 +353,7 @@ class BatchHandler(ErasureSteps):
         for user_id, (profile, partition) in self.changed.items():
             key = user_id.encode()
             snapshot, public = profile.snapshots()
+            snapshot = self.made.record_with(user_id, snapshot)
             written[partition] = written.get(partition, 0) + len(snapshot)
             sizes[user_id] = len(snapshot)
             to_redis.append((profile, public))

@@ -20,7 +20,7 @@ from aiokafka.structs import ConsumerRecord
 from ..config import Settings
 from ..contracts import Rejection, Source, check_item
 from ..kafka_security import consumer_kwargs
-from .batch import Counters
+from .counters import Counters
 from .output import BatchProducer, Outbox
 from .ready import headers_of, redrive_of
 

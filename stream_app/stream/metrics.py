@@ -16,7 +16,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
-from .batch import Counters
+from .counters import Counters
 from .gc_pauses import PAUSES
 from .stage_latency import LATENCY_BUCKETS, StageLatency
 
@@ -148,6 +148,9 @@ def counter_families(c: Counters) -> Iterator[Metric]:
     yield _counter("stream_app_events_below_dedupe_floor", "Of the duplicates, events older than their user's dedupe "
                    "floor, not known as applied: dropped, too old to tell", c.below_dedupe_floor)
     yield _counter("stream_app_recommendations", "Recommendations published", c.recommendations)
+    yield _counter("stream_app_recommendations_resent", "Of the redelivered events, those whose recommendation was "
+                   "published again as it was made (their batch may have stopped before publishing it)",
+                   c.recommendations_resent)
     dead = CounterMetricFamily("stream_app_dead_letters", "Inputs sent to the dead-letter topic, by reason",
                                labels=["reason"])
     for reason, n in sorted(c.dead_letters.items()):

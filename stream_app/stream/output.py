@@ -4,7 +4,8 @@ Faust's own send path costs about a tenth of a millisecond per message (a future
 an awaited hand-off each), which capped a worker near 1k events/s here. Building record batches
 directly and awaiting their acknowledgements once per batch also gives a stricter guarantee: a
 batch's input events are acknowledged only after every record it produced is stored by the broker.
-The records of the profiles' changelog go last, once every other is stored (`Outbox.last`).
+The records go in steps, each once the ones before are stored (`Outbox.later`): the profiles' changelog after the
+rest, the recommendations after the changelog.
 
 A batch that outlived the revoke of its partitions (retries.batch_finished_or_late: an outage held its delivery)
 drops its records of those partitions' state before each send (`Outbox.fence`): the tables' changelogs and the
@@ -40,12 +41,14 @@ class Outbox:
     """Records one worker batch produces; partition None means "by key", like any Kafka producer."""
 
     records: list[Record] = field(default_factory=list)
-    # Topics whose records are sent once every other record is stored: the profiles' changelog. Stored, it
-    # says the batch's events were applied (read again after a crash, they are skipped as duplicates), so it
-    # must not be stored without their recommendations, dead letters, snapshots and learners (learner_table).
-    # The several produce requests of one delivery (one per partition leader, or a partition's records
-    # past one request) are not stored all or nothing; a crash between the two steps re-applies the events.
-    last: set[str] = field(default_factory=set)
+    # Topics whose records wait, step by step, until every record of the steps before is stored (the others go
+    # first): the profiles' changelog, then the recommendations. The changelog stored says the batch's events were
+    # applied (read again after a crash, they are skipped as duplicates), so it must not be stored without their
+    # dead letters, snapshots and learners (learner_table); the recommendations are kept in its records until they
+    # are published, and published again from there for a redelivered event (batch_recommendations.py).
+    # The several produce requests of one step (one per partition leader, or a partition's records past one
+    # request) are not stored all or nothing; a crash before the changelog's step ends re-applies the events.
+    later: list[set[str]] = field(default_factory=list)
     # Per record, the table partition it is state of (None: not state), for the fence
     owners: list[int | None] = field(default_factory=list)
     # Asked before each send: the partitions whose state the batch may still write (None: all of them)
@@ -58,10 +61,11 @@ class Outbox:
         self.records.append((topic, key, value, partition))
         self.owners.append(owner)
 
-    async def sendable(self, last: bool) -> list[Record]:
-        """The records of `last`'s step (the profiles' changelog, or the rest), but the state of partitions the
-        batch no longer holds."""
-        chosen = [i for i, record in enumerate(self.records) if (record[0] in self.last) == last]
+    async def sendable(self, step: int) -> list[Record]:
+        """The records of the step (0: those sent first, k: those of `later[k - 1]`), but the state of partitions
+        the batch no longer holds."""
+        step_of = {topic: k for k, topics in enumerate(self.later, 1) for topic in topics}
+        chosen = [i for i, record in enumerate(self.records) if step_of.get(record[0], 0) == step]
         held = await self.fence() if self.fence is not None else None
         if held is not None:
             kept = [i for i in chosen if self.owners[i] is None or self.owners[i] in held]
@@ -107,10 +111,10 @@ class BatchProducer:
         return known
 
     async def deliver(self, outbox: Outbox) -> None:
-        """Send everything in the outbox and wait until the broker has stored all of it: the records of
-        `outbox.last`'s topics once all the others are stored."""
-        await self._send(await outbox.sendable(last=False))
-        await self._send(await outbox.sendable(last=True))
+        """Send everything in the outbox and wait until the broker has stored all of it, step by step
+        (`outbox.later`)."""
+        for step in range(len(outbox.later) + 1):
+            await self._send(await outbox.sendable(step))
 
     async def _send(self, records: list[Record]) -> None:
         if not records:
