@@ -20,6 +20,7 @@ from stream_app.core.items import InMemoryItemIndex
 from stream_app.core.profile import Profile
 from stream_app.stream import batch_recommendations
 from stream_app.stream.batch import BatchHandler, Counters, PartitionState
+from stream_app.stream.batch_recommendations import Redeliverable
 from stream_app.stream.output import BatchProducer, Outbox
 from stream_app.stream.ready import Ready
 
@@ -53,11 +54,23 @@ def index_ahead(settings: Settings) -> InMemoryItemIndex:
     return index
 
 
-def run_batch(settings: Settings, profiles: dict, index: InMemoryItemIndex, items: list[Ready]) -> BatchHandler:
-    handler = BatchHandler(settings, profiles, PartitionState({}, settings), index, Counters(), now=0)
+def run_batch(settings: Settings, profiles: dict, index: InMemoryItemIndex, items: list[Ready],
+              redeliverable: Redeliverable | None = None) -> BatchHandler:
+    """One batch; the lanes handed out up to its last event (a worker's `applied_marks`)."""
+    handler = BatchHandler(settings, profiles, PartitionState({}, settings), index, Counters(), now=0,
+                           redeliverable=redeliverable)
     handler.process_round(items, None, None)
-    handler.snapshots("profiles.changelog", {}, "learners.changelog")
+    handed = {}
+    for item in items:
+        message = item.event.message
+        handed[(message.topic, message.partition)] = message.offset + 1
+    handler.snapshots("profiles.changelog", {}, "learners.changelog", handed)
     return handler
+
+
+def changelog(handler: BatchHandler) -> dict[bytes, bytes]:
+    """The profile records the batch sent to the table's changelog: what a worker taking the partition up restores."""
+    return {key: value for topic, key, value, _ in handler.outbox.records if topic == "profiles.changelog"}
 
 
 def lists(handler: BatchHandler, settings: Settings) -> list[tuple[bytes, bytes]]:
@@ -82,8 +95,8 @@ def test_a_redelivered_batch_whose_records_were_stored_publishes_its_lists_as_ma
     # ranked again from the item state ahead, the lists would differ: what the test guards against
     fresh = run_batch(settings, {}, index_ahead(settings), items)
     assert lists(fresh, settings) != made
-    # the worker died after the profiles' changelog was stored: its next owner gets the events again
-    again = run_batch(settings, dict(table), index_ahead(settings), items)
+    # the worker died after the profiles' changelog was stored: its next owner restores it, gets the events again
+    again = run_batch(settings, changelog(first), index_ahead(settings), items)
     assert again.counters.duplicates == 5 and again.counters.applied == 0
     assert lists(again, settings) == made and again.counters.recommendations_resent == 5
     assert again.counters.recommendations == 0  # published again, not made
@@ -99,29 +112,60 @@ def test_a_batch_stopped_before_its_records_were_stored_is_ranked_anew_with_noth
 
 def test_a_producers_retry_of_an_event_is_a_duplicate_but_brings_no_list_again(settings):
     events = batch_events()
-    table: dict = {}
-    run_batch(settings, table, InMemoryItemIndex(settings), [ready(e, offset) for offset, e in enumerate(events)])
-    retry = run_batch(settings, table, InMemoryItemIndex(settings), [ready(events[0], 99)])  # another offset
+    first = run_batch(settings, {}, InMemoryItemIndex(settings), [ready(e, offset) for offset, e in enumerate(events)])
+    retry = run_batch(settings, changelog(first), InMemoryItemIndex(settings), [ready(events[0], 99)])  # another offset
     assert retry.counters.duplicates == 1 and lists(retry, settings) == []
 
 
-def test_a_list_published_again_stays_in_the_record_a_later_event_of_its_user_writes(settings):
-    """A second crash after that batch's records were stored must still find it."""
-    events = batch_events()
-    items = [ready(e, offset) for offset, e in enumerate(events)]
+def test_the_worker_that_made_the_lists_keeps_none_in_its_table_and_publishes_none_again(settings):
+    """It published them before its next batch, or died; a redelivery to it (a rebalance that kept the partition,
+    before the commit) is dropped as before."""
+    items = [ready(e, offset) for offset, e in enumerate(batch_events())]
     table: dict = {}
-    made = dict(lists(run_batch(settings, table, InMemoryItemIndex(settings), items[:1]), settings))
-    later = event(9, "u1", "d")
-    run_batch(settings, table, InMemoryItemIndex(settings), [items[0], ready(later, 9)])
-    kept = orjson.loads(table[b"u1"])["batch_recommendations"]
-    assert [(topic, offset) for topic, offset, _ in kept] == [(TOPIC, 0), (TOPIC, 9)]
-    assert orjson.dumps(kept[0][2]) == made[b"u1"]
+    first = run_batch(settings, table, InMemoryItemIndex(settings), items)
+    assert all(b"batch_recommendations" not in record for record in table.values())
+    assert all(b"batch_recommendations" in record for record in changelog(first).values())
+    again = run_batch(settings, table, InMemoryItemIndex(settings), items)
+    assert again.counters.duplicates == 5 and lists(again, settings) == []
+
+
+def test_a_kept_list_whose_event_comes_after_a_new_one_of_its_user_is_published_and_kept_through_a_second_crash(
+        settings):
+    """The next owner reads u1's new event (lane B, offset 9) before the redelivered ones of lane A (a lane read late):
+    the record it writes for u1 keeps the lists not yet read again, so the list of each comes out once its event does,
+    even if that owner dies too after storing its record (helper-161's review)."""
+    events = [event(0, "u1", "a"), event(1, "u1", "b")]
+    lane_a = [ready(e, offset) for offset, e in enumerate(events)]
+    first = run_batch(settings, {}, InMemoryItemIndex(settings), lane_a)
+    made = lists(first, settings)
+    book = Redeliverable()
+    new = ready(event(2, "u1", "c"), 9)
+    new.event.message.topic = "events.purchases"
+    second = run_batch(settings, changelog(first), index_ahead(settings), [new], book)
+    assert second.counters.applied == 1 and second.counters.recommendations_resent == 0
+    kept = orjson.loads(changelog(second)[b"u1"])["batch_recommendations"]
+    assert [(topic, offset) for topic, offset, _ in kept] == [(TOPIC, 0), (TOPIC, 1), ("events.purchases", 9)]
+    # lane A comes now, on this owner ...
+    third = run_batch(settings, second.profiles, index_ahead(settings), lane_a, book)
+    assert lists(third, settings) == made and third.counters.recommendations_resent == 2
+    # ... or on the next one, had this one died after storing its record
+    after_second_crash = run_batch(settings, changelog(second), index_ahead(settings), lane_a)
+    assert lists(after_second_crash, settings) == made
+
+
+def test_kept_lists_are_let_go_once_their_lane_has_passed_them(settings):
+    items = [ready(e, offset) for offset, e in enumerate(batch_events())]
+    first = run_batch(settings, {}, InMemoryItemIndex(settings), items)
+    book = Redeliverable()
+    past = ready(event(7, "u1", "d"), 7)  # lane A handed out up to offset 7: the kept lists' events were read again
+    second = run_batch(settings, changelog(first), InMemoryItemIndex(settings), [past], book)
+    kept = orjson.loads(changelog(second)[b"u1"])["batch_recommendations"]
+    assert [(topic, offset) for topic, offset, _ in kept] == [(TOPIC, 7)] and "u1" not in book.by_user
 
 
 def test_a_record_with_its_batchs_lists_is_a_profile_of_the_schema_and_reads_as_before(settings):
     items = [ready(e, offset) for offset, e in enumerate(batch_events())]
-    table: dict = {}
-    run_batch(settings, table, InMemoryItemIndex(settings), items)
+    table = changelog(run_batch(settings, {}, InMemoryItemIndex(settings), items))
     stored = orjson.loads(table[b"u1"])
     assert len(stored["batch_recommendations"]) == 3
     jsonschema.validate(stored, load_schema("profile"))
@@ -132,12 +176,13 @@ def test_a_record_with_its_batchs_lists_is_a_profile_of_the_schema_and_reads_as_
     assert "batch_recommendations" not in orjson.loads(Profile.from_json(table[b"u1"]).snapshots()[1])
 
 
-@pytest.mark.parametrize("forged", [b'{"user_id":"u1","batch_recommendations":[["events.clicks",0,{"items":[]}]]}',
-                                    b'{"user_id":"u1","batch_recommendations":{"events.clicks":0}}',
-                                    b'{"user_id":"u1","batch_recommendations":[["events.clicks",0]]}',
-                                    b'{"user_id":"u1","batch_recommendations":[', b"not json"])
+@pytest.mark.parametrize("forged", [[["events.clicks", 0, {"items": []}]], {"events.clicks": 0},
+                                    [["events.clicks", 0]], [["events.clicks", "0", {"trigger_event_id": "u1-e0"}]],
+                                    [["events.clicks", 0, {"trigger_event_id": "another"}]], "text", None])
 def test_a_record_without_a_list_made_for_that_event_brings_none(forged):
-    assert batch_recommendations.published_for(forged, TOPIC, 0, "u1-e0") is None
+    book = Redeliverable()
+    book.take_up("u1", forged)
+    assert book.published_for("u1", TOPIC, 0, "u1-e0") is None
 
 
 def test_a_batch_stores_its_profile_records_before_its_lists_and_everything_else_before_both(settings, monkeypatch):

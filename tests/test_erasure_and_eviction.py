@@ -58,7 +58,7 @@ def one_batch(settings: Settings, profiles: dict, erased: ErasedUsers, requests:
         profile_table=SimpleNamespace(data=profiles, changelog_topic_name="profiles.changelog"),
         learner_table=SimpleNamespace(data={}, changelog_topic_name="learners.changelog"),
         partition_state=PartitionState({}, settings), index=InMemoryItemIndex(settings), counters=Counters(),
-        idle_users=IdleUsers(profiles), erased=erased, profile_sizes=None, profile_cache=None, partitions_ready=True,
+        idle_users=IdleUsers(profiles), erased=erased, profile_sizes=None, profile_cache=None, redeliverable=None, partitions_ready=True,
         restored_unchecked=restored, erasures=SimpleNamespace(apply=apply), assigned_inputs=lambda: {0}, partitions=1,
         watcher=SimpleNamespace(live=None, shadow=None), catalogue=SimpleNamespace(index=None, withdrawn=()),
         user_eviction=SimpleNamespace(due=lambda ms: ms),

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import traceback
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 import orjson
 
@@ -28,7 +28,7 @@ from ..core.process import (
 from ..core.profile import Profile, snapshot_order
 from ..partitioning import partition_of
 from ..serving.encoder import Encoder, UserEncoding, encode_batch
-from .batch_recommendations import BatchRecommendations, published_for
+from .batch_recommendations import FIELD, BatchRecommendations, Redeliverable
 from .counters import Counters
 from .erasure_steps import ErasureSteps
 from .erasures import ErasedUsers
@@ -62,6 +62,7 @@ class ProfileSizes:
 
     new: int = NEW_PROFILE_BYTES
     growth: int = PROFILE_GROWTH_BYTES
+    recommendation: int = 0  # the most a recommendation added to its user's record so far (batch_recommendations.py)
 
     def learn(self, written: dict[str, int], stored: dict[str, int | None]) -> None:
         """From a batch's records (user -> bytes written) and their sizes before it (None: a new user)."""
@@ -97,7 +98,7 @@ class BatchHandler(ErasureSteps):
     def __init__(self, settings: Settings, profiles: Any, learners: PartitionState, index: InMemoryItemIndex,
                  counters: Counters, now: int, idle: IdleUsers | None = None, profile_changelog: str | None = None,
                  erased: ErasedUsers | None = None, sizes: ProfileSizes | None = None,
-                 cache: ProfileCache | None = None):
+                 cache: ProfileCache | None = None, redeliverable: Redeliverable | None = None):
         self.settings = settings
         self.profile_changelog = profile_changelog or f"{settings.group_id}-profiles-changelog"
         self.idle = idle
@@ -108,7 +109,9 @@ class BatchHandler(ErasureSteps):
         self.counters = counters
         self.now = now
         self.outbox = Outbox()
-        self.made = BatchRecommendations()  # kept in the profiles' records until published
+        self.made = BatchRecommendations()  # kept in the profiles' changelog records until published
+        # the worker's: recommendations kept in changelog records it took up, for their events read again
+        self.redeliverable = redeliverable if redeliverable is not None else Redeliverable()
         self.loaded: dict[str, Profile] = {}
         # the stored bytes of a loaded profile until its first event here: that event's undo copy, unserialised
         self.as_stored: dict[str, bytes] = {}
@@ -160,7 +163,10 @@ class BatchHandler(ErasureSteps):
             else:
                 found = self.cache.take(user_id, stored)
                 if found is None:
-                    found = Profile.from_json(stored)
+                    data = orjson.loads(stored)
+                    found = Profile.from_dict(data)
+                    if (kept := data.get(FIELD)) is not None:  # a record of another owner, or of before a restart
+                        self.redeliverable.take_up(user_id, kept)
                     self.counters.profiles_parsed += 1
                 else:
                     self.counters.profiles_reused += 1
@@ -278,7 +284,9 @@ class BatchHandler(ErasureSteps):
                 counters.recommendations += 1
                 self.recommended.append((event.ts, msg.timestamp))
                 recommendation = orjson.dumps(outcome.recommendation)
-                self.made.add(event.user_id, msg.topic, msg.offset, recommendation)
+                added = self.made.add(event.user_id, msg.topic, msg.offset, recommendation)
+                self.profile_bytes[msg.partition] += added  # the record grows by it (`round_room`)
+                self.sizes.recommendation = max(self.sizes.recommendation, added)
                 self.outbox.add(self.settings.topics.recommendations, msg.key, recommendation, owner=msg.partition)
         return applied
 
@@ -286,10 +294,11 @@ class BatchHandler(ErasureSteps):
         """An event the profile has applied: a redelivery (a crash, a rebalance) or a producer's retry."""
         self.counters.duplicates += 1
         self.counters.below_dedupe_floor += profile.below_floor(event.event_id, event.ts)
-        again = published_for(self.profiles.get(event.user_id.encode()), msg.topic, msg.offset, event.event_id)
+        again = self.redeliverable.published_for(event.user_id, msg.topic, msg.offset, event.event_id)
         if again is not None:  # its batch may have stopped once its records were stored, before publishing this
             self.counters.recommendations_resent += 1
-            self.made.add(event.user_id, msg.topic, msg.offset, again)  # kept if the record is written again
+            self.profile_bytes[msg.partition] = self.profile_bytes.get(msg.partition, 0) + self.made.add(
+                event.user_id, msg.topic, msg.offset, again)  # kept if the record is written again
             self.outbox.add(self.settings.topics.recommendations, msg.key, again, owner=msg.partition)
         # A redelivery follows a crash, which may have come between the Kafka delivery and the
         # Redis write of the event's batch: write the profile to Redis again (the version
@@ -306,9 +315,9 @@ class BatchHandler(ErasureSteps):
     def round_room(self, batch_max: int) -> int:
         """How many events the next round may take (0: the batch is full): at most ROUND_EVENTS and what is left of
         `batch_max`, and few enough that no partition's profile records pass PARTITION_PROFILE_BYTES were each of
-        them a new changed user of the fullest partition with the largest profile guessed so far."""
+        them a new changed user of the fullest partition with the largest profile and recommendation guessed so far."""
         fullest = max(self.profile_bytes.values(), default=0)
-        by_bytes = max(0, PARTITION_PROFILE_BYTES - fullest) // self.largest_profile
+        by_bytes = max(0, PARTITION_PROFILE_BYTES - fullest) // (self.largest_profile + self.sizes.recommendation)
         return min(batch_max - len(self.events), ROUND_EVENTS, by_bytes)
 
     def reject_state(self, profile: Profile, partition: int) -> None:
@@ -333,12 +342,13 @@ class BatchHandler(ErasureSteps):
         if learners_before is not None:
             self.learners.loaded[partition] = learners_before
 
-    def snapshots(self, profile_changelog: str, learner_table: Any, learner_changelog: str
-                  ) -> list[tuple[Profile, bytes]]:
+    def snapshots(self, profile_changelog: str, learner_table: Any, learner_changelog: str,
+                  handed: Mapping[tuple[str, int], int] | None = None) -> list[tuple[Profile, bytes]]:
         """Write changed profiles and learners to their tables and the outbox: the profiles' changelog once every
         other record of the batch is stored but the recommendations, which follow it (output.Outbox.later), each
         profile with its recommendations (batch_recommendations.py) and marked with its partition's learners record
-        (learner_table); return Redis's share."""
+        (learner_table); return Redis's share. `handed`: (topic, partition) -> the offset after the last input record
+        the worker handed out of that lane (`Redeliverable.still_ahead`)."""
         self.outbox.later = [{profile_changelog}, {self.settings.topics.recommendations}]
         for key, value, partition in self.erased.take_rewritten() if self.erased is not None else ():
             self.outbox.add(self.erased.changelog, key, value, partition, owner=partition)
@@ -353,20 +363,24 @@ class BatchHandler(ErasureSteps):
         for user_id, (profile, partition) in self.changed.items():
             key = user_id.encode()
             snapshot, public = profile.snapshots()
-            snapshot = self.made.record_with(user_id, snapshot)
-            written[partition] = written.get(partition, 0) + len(snapshot)
-            sizes[user_id] = len(snapshot)
+            kept = self.redeliverable.still_ahead(user_id, partition, handed or {})
+            changelog, table = self.made.record_with(user_id, snapshot, kept)
+            written[partition] = written.get(partition, 0) + len(changelog)
+            sizes[user_id] = len(changelog)
             to_redis.append((profile, public))
             mark = marks.get(partition)
             if mark is not None:
-                record = with_learners_mark(snapshot, mark)
+                marked_table = with_learners_mark(table, mark)
+                changelog, table = (marked_table if changelog is table else with_learners_mark(changelog, mark),
+                                    marked_table)
                 marked.add(partition)
             else:  # orjson's bytes keep the buffer it grew (4 KiB at least): the table holds an exact-size copy
-                record = memoryview(snapshot).tobytes()
+                exact = memoryview(table).tobytes()
+                changelog, table = (exact if changelog is table else changelog), exact
             # The table's changelog record, written with the batch: same partition as the user's input.
-            self.profiles[key] = record
-            self.cache.keep(user_id, record, profile)
-            self.outbox.add(profile_changelog, key, record, partition, owner=partition)
+            self.profiles[key] = table
+            self.cache.keep(user_id, table, profile)
+            self.outbox.add(profile_changelog, key, changelog, partition, owner=partition)
             self.outbox.add(self.settings.topics.profiles, key, public, owner=partition)
         self.sizes.learn(sizes, self.stored_bytes)
         for partition, size in written.items():

@@ -1,23 +1,31 @@
-"""A batch's recommendations, kept in its changed profiles' table records, published again if their events come again.
+"""A batch's recommendations, kept in its changed profiles' changelog records, published again if their events come
+again.
 
-A batch stores its records in three steps (output.Outbox): the rest (dead letters, snapshots, learners), the profiles'
-changelog, then the recommendations. A worker that dies before the changelog step published no recommendation of the
-batch: whoever owns the partition next applies its events again, as new. One that dies after it left the events applied:
-read again, they are duplicates, and their recommendations are in their users' records, published as they were made.
-Ranking them again would not do: the next owner's item state may be ahead of the one the batch ranked from (it builds
-it from every partition, and its own ran ahead), and two different lists for one event tell downstream two things.
+A batch stores its records in three steps (output.Outbox.later): the rest (dead letters, snapshots, learners), the
+profiles' changelog, then the recommendations. A worker that dies before the changelog step ends published none of the
+batch's recommendations: whoever owns the partition next applies its events again, as new. One that dies after it left
+the events applied: read again, they are duplicates, and their recommendations are in their users' changelog records,
+published as they were made. Ranking them again would not do: the next owner's item state may be ahead of the one the
+batch ranked from (it builds it from every partition, and its own ran ahead), and two different lists for one event
+tell downstream two things.
 
-A producer's retry of an input record (the same event at another offset) is a duplicate but not a redelivery: only the
-input record a recommendation was made for (topic and offset; the partition is the user's) brings it back.
+The worker's own table keeps its records without them (`BatchRecommendations.record_with` gives both): it published
+them itself before its next batch, or died. A record taken up from the changelog (a restore, a takeover) holds those of
+another owner's last batch for that user: `Redeliverable` keeps them in memory and writes them on into the user's next
+records until the user's input lanes have passed their offsets, since a redelivered event may come after the user's
+next new one here (a lane read late). A producer's retry of an input record (the same event at another offset) is a
+duplicate but not a redelivery: only the input record a recommendation was made for brings it back.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import orjson
 
-#: The table record's field: [[input topic, input offset, recommendation], ...] of the batch that wrote the record.
+from ..partitioning import partition_of
+
+#: The changelog record's field: [[input topic, input offset, recommendation], ...] its batch published after it.
 FIELD = "batch_recommendations"
 _FIELD_BYTES = FIELD.encode()
 
@@ -27,43 +35,80 @@ class BatchRecommendations:
 
     >>> made = BatchRecommendations()
     >>> made.add("u1", "events.clicks", 41, b'{"trigger_event_id":"e1","items":[]}')
-    >>> record = made.record_with("u1", b'{"user_id":"u1"}')
-    >>> record
+    58
+    >>> changelog, table = made.record_with("u1", b'{"user_id":"u1"}', [])
+    >>> changelog
     b'{"user_id":"u1","batch_recommendations":[["events.clicks",41,{"trigger_event_id":"e1","items":[]}]]}'
-    >>> published_for(record, "events.clicks", 41, "e1")
+    >>> table
+    b'{"user_id":"u1"}'
+    >>> later = Redeliverable()
+    >>> later.take_up("u1", orjson.loads(changelog)[FIELD])
+    >>> later.published_for("u1", "events.clicks", 41, "e1")
     b'{"trigger_event_id":"e1","items":[]}'
-    >>> published_for(record, "events.clicks", 42, "e1") is None  # a producer's retry: not resent
+    >>> later.published_for("u1", "events.clicks", 42, "e1") is None  # a producer's retry: not resent
     True
     """
 
     def __init__(self) -> None:
         self.by_user: dict[str, list[bytes]] = {}
 
-    def add(self, user_id: str, topic: str, offset: int, recommendation: bytes) -> None:
+    def add(self, user_id: str, topic: str, offset: int, recommendation: bytes) -> int:
         """The recommendation made for the input record at (`topic`, the user's partition, `offset`), serialised as
-        published."""
+        published; returns the bytes it adds to the user's changelog record."""
         entry = b"[%s,%d,%s]" % (orjson.dumps(topic), offset, recommendation)
         self.by_user.setdefault(user_id, []).append(entry)
+        return len(entry) + 1
 
-    def record_with(self, user_id: str, record: bytes) -> bytes:
-        """The user's table record (a JSON object) with the recommendations the batch made for them."""
-        made = self.by_user.get(user_id)
+    def record_with(self, user_id: str, record: bytes, kept: list[tuple[str, int, bytes]]) -> tuple[bytes, bytes]:
+        """(changelog, table) records of the user's profile `record` (a JSON object): the changelog's with the
+        recommendations the batch made for the user and those `kept` (`Redeliverable.still_ahead`)."""
+        made = [*(b"[%s,%d,%s]" % (orjson.dumps(topic), offset, rec) for topic, offset, rec in kept),
+                *self.by_user.get(user_id, ())]
         if not made:
-            return record
-        return b'%s,"%s":[%s]}' % (record[:-1], _FIELD_BYTES, b",".join(made))
+            return record, record
+        return b'%s,"%s":[%s]}' % (record[:-1], _FIELD_BYTES, b",".join(made)), record
 
 
-def published_for(record: bytes | None, topic: str, offset: int, event_id: str) -> bytes | None:
-    """The recommendation the batch that wrote `record` made for the input record at (`topic`, `offset`), serialised as it was
-    published (orjson writes what it read back byte for byte); None if it made none (or the record is not readable)."""
-    if record is None or _FIELD_BYTES not in record:  # most duplicates: a producer's retry, or no list was made
-        return None
-    try:
-        made: Any = orjson.loads(record).get(FIELD)
-    except (orjson.JSONDecodeError, AttributeError):
-        return None
-    for entry in made if isinstance(made, list) else ():
-        if (isinstance(entry, list) and len(entry) == 3 and entry[:2] == [topic, offset]
-                and isinstance(entry[2], dict) and entry[2].get("trigger_event_id") == event_id):
-            return orjson.dumps(entry[2])
-    return None
+class Redeliverable:
+    """Recommendations kept in changelog records this worker took up (another owner's, or its own before a restart),
+    by user: {(input topic, input offset): (trigger event id, recommendation as published)}."""
+
+    def __init__(self) -> None:
+        self.by_user: dict[str, dict[tuple[str, int], tuple[str, bytes]]] = {}
+
+    def take_up(self, user_id: str, kept: Any) -> None:
+        """The field `FIELD` of a changelog record of the user as read (entries not of its shape are passed over)."""
+        entries = self.by_user.get(user_id, {})
+        for entry in kept if isinstance(kept, list) else ():
+            if (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str) and type(entry[1]) is int
+                    and isinstance(entry[2], dict) and isinstance(trigger := entry[2].get("trigger_event_id"), str)):
+                entries[(entry[0], entry[1])] = (trigger, orjson.dumps(entry[2]))  # as read: orjson writes it back
+        if entries:
+            self.by_user[user_id] = entries
+
+    def published_for(self, user_id: str, topic: str, offset: int, event_id: str) -> bytes | None:
+        """The recommendation kept for the input record at (`topic`, `offset`) if made for `event_id`, else None."""
+        found = self.by_user.get(user_id, {}).get((topic, offset))
+        return found[1] if found is not None and found[0] == event_id else None
+
+    def still_ahead(self, user_id: str, partition: int, handed: Mapping[tuple[str, int], int]
+                    ) -> list[tuple[str, int, bytes]]:
+        """The user's kept recommendations whose input records are not behind what the worker handed out of their
+        lane since it took them up (`handed`: (topic, partition) -> the offset after the last; those behind it came
+        again and were published again, or were committed); the others are forgotten."""
+        entries = self.by_user.get(user_id)
+        if not entries:
+            return []
+        for key in [key for key in entries if key[1] < handed.get((key[0], partition), 0)]:
+            del entries[key]
+        if not entries:
+            del self.by_user[user_id]
+        return [(topic, offset, rec) for (topic, offset), (_, rec) in entries.items()]
+
+    def drop(self, user_id: str) -> None:
+        self.by_user.pop(user_id, None)
+
+    def keep_only(self, owned: set[int], partitions: int) -> None:
+        """After a rebalance: a partition's next owner takes its records up again."""
+        for user_id in [user for user in self.by_user if partition_of(user, partitions) not in owned]:
+            del self.by_user[user_id]

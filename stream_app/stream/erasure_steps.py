@@ -38,6 +38,7 @@ class ErasureSteps:
     removed: list[tuple[str, int]]
     idle: Any
     cache: ProfileCache
+    redeliverable: Any
 
     def remove(self, user_id: str, partition: int) -> bool:
         """Drop the user's profile from the table and this batch (tombstones: `snapshots`; Redis: the worker)
@@ -48,6 +49,7 @@ class ErasureSteps:
         self.changed.pop(user_id, None)
         self.mirror.discard(user_id)
         self.cache.drop(user_id)  # an erased user's profile is not to stay in the worker's memory either
+        self.redeliverable.drop(user_id)  # nor the lists of its events before (they are dropped if read again)
         self.removed.append((user_id, partition))
         return self.idle is not None and self.idle.drop(user_id)
 

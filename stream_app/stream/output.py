@@ -8,9 +8,10 @@ The records go in steps, each once the ones before are stored (`Outbox.later`): 
 rest, the recommendations after the changelog.
 
 A batch that outlived the revoke of its partitions (retries.batch_finished_or_late: an outage held its delivery)
-drops its records of those partitions' state before each send (`Outbox.fence`): the tables' changelogs and the
-compacted profiles topic keep only each key's last record once compacted, and a late record of an earlier owner
-left as the last would roll the user back at the next restore. The batch's input offsets count for nothing
+drops its records of those partitions' state and its recommendations of them before each send (`Outbox.fence`): the
+tables' changelogs and the compacted profiles topic keep only each key's last record once compacted, and a late record
+of an earlier owner left as the last would roll the user back at the next restore; a late recommendation could differ
+from the one the new owner publishes for the same event. The batch's input offsets count for nothing
 (commits.py), so the new owner applies its events again. A send handed to the producer before the revoke is not
 fenced: without transactions nothing withdraws it, and aiokafka retries it until its request timeout (40 s; a batch
 queued behind one in flight may wait about twice that, plus reconnects), so it can land after the next owner's

@@ -83,8 +83,8 @@ async def batch_finished_or_late(lock: asyncio.Lock, what: str,
     """Hold the batch lock for a rebalance step, or go on without it after `wait_s`: a batch only
     holds it that long while its output retries an outage, and a rebalance that waited for that
     would outlast the group's rebalance timeout and start a storm. The late batch touches no input
-    state any more; it drops its records of the state of partitions that moved (output.Outbox.fence),
-    and the rest, if delivered after the partitions moved, repeats records that recommendation ids and
+    state any more; it drops its records of the state and its recommendations of partitions that moved
+    (output.Outbox.fence), and the rest, if delivered after the partitions moved, repeats records that ids and
     profile versions make harmless (Redis's guard and erasure markers; the tables restore each key's
     newest value, table_stores). Yields whether the lock is held."""
     try:

@@ -34,6 +34,7 @@ from ..store.redis_store import ProfileStore, RedisStoreConfig
 from ..store.text_vectors import TextVectorStore
 from . import health, retries, transport, worker_status
 from .batch import BatchHandler, Counters, PartitionState, ProfileCache, ProfileSizes
+from .batch_recommendations import Redeliverable
 from .catalogue_feed import CatalogueFeed
 from .commits import AppliedOffsets, InputEnds
 from .datadir import faust_datadir
@@ -94,6 +95,7 @@ class StreamWorker:
         self.erased = ErasedUsers.table(app, settings, partitions, self.profile_table.changelog_topic_name)
         self.counters, self.profile_sizes = Counters(), ProfileSizes()
         self.profile_cache = ProfileCache(settings.profile_cache_users)  # the profiles it last wrote, as objects
+        self.redeliverable = Redeliverable()  # lists kept in changelog records it took up (batch_recommendations.py)
         self.items_check = ItemsCheck(settings, self.output, self.counters)
         self.lock = asyncio.Lock()  # a batch and a rebalance never interleave
         # Redis losing the profile mirror is noticed at the heartbeat, and the owned profiles written back
@@ -225,7 +227,7 @@ class StreamWorker:
             self.steer_faust()
             handler = BatchHandler(settings, self.profile_table.data, self.partition_state, self.index, self.counters,
                                    now_ms(), self.idle_users, self.profile_table.changelog_topic_name, self.erased,
-                                   self.profile_sizes, self.profile_cache)
+                                   self.profile_sizes, self.profile_cache, self.redeliverable)
             handler.outbox.fence = partial(self.offsets.held_for, generation)
             erased_again: dict[str, int] = {}
             if self.partitions_ready:  # its tables recovered: what was erased and applied is known
@@ -256,7 +258,7 @@ class StreamWorker:
             if not handler.events and not handler.outbox.records and not handler.removed:
                 return False
             to_redis = handler.snapshots(self.profile_table.changelog_topic_name, self.learner_table.data,
-                                         self.learner_table.changelog_topic_name)
+                                         self.learner_table.changelog_topic_name, applied)
             redis_existed: dict[str, bool] = {}
             if handler.removed:  # Redis first: a crash before the tombstones are stored removes them again on the re-run
                 # an erased user's key keeps a marker refusing late writes of the erased profile
@@ -333,6 +335,7 @@ class StreamWorker:
                 return
             self.partition_state.forget()
             self.profile_cache.keep_only(self.assigned_inputs(), self.partitions)
+            self.redeliverable.keep_only(self.assigned_inputs(), self.partitions)
             if self.idle_users is not None:
                 self.idle_users.forget()
             self.user_eviction = EvictionClock()  # the new partitions' first round runs its own pass
