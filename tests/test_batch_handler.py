@@ -1370,7 +1370,7 @@ def test_the_guess_of_a_new_users_record_is_learned_from_the_records_a_batch_wro
     one_record_batch = 40_000 * 4 // 3
     assert sizes.new > 1_000  # what a new user's first record took, not the guess
     assert written_by_batch[0] > one_record_batch  # the first batch, on the guess alone, went past
-    assert all(written <= one_record_batch for written in written_by_batch[1:]), written_by_batch
+    assert all(written <= one_record_batch for written in written_by_batch[1:]), str(written_by_batch)
     assert len(written_by_batch) > 10 and max(written_by_batch[1:]) > 30_000  # filled, not cut short
 
 

@@ -200,3 +200,42 @@ def test_a_batch_stores_its_profile_records_before_its_lists_and_everything_else
     assert steps == [{settings.topics.profiles, "learners.changelog", settings.topics.dlq}, {"profiles.changelog"},
                      {settings.topics.recommendations}]
     assert Outbox().later == []  # an outbox of a worker's other records: one step
+
+
+def test_a_restore_keeps_the_workers_own_records_as_held_and_anothers_with_their_lists(settings):
+    """Read again when the worker keeps a partition through a rebalance, its own record stays without the lists (it
+    published them: no parse, no lists written on); another owner's, of the same user at another version, has them."""
+    import faust
+
+    from stream_app.stream.table_stores import ProfileTable
+
+    items = [ready(e, offset) for offset, e in enumerate(batch_events())]
+    table: dict = {}
+    first = run_batch(settings, table, InMemoryItemIndex(settings), items)
+    app = faust.App("restore-lists", store="memory://", broker="kafka://localhost:1")
+    store = ProfileTable(app, name="profiles", beacon=app.tables.beacon, key_type=bytes, value_type=bytes).data
+    store.data.update(table)
+
+    def restore(records: dict[bytes, bytes]) -> None:
+        store.apply_changelog_batch([SimpleNamespace(key=key, value=value, message=SimpleNamespace(
+            value=value, partition=0, offset=0)) for key, value in records.items()], lambda k: k, lambda v: v)
+
+    restore(changelog(first))
+    assert store.data == table  # as the worker holds them
+    another = run_batch(settings, changelog(first), InMemoryItemIndex(settings), [ready(event(7, "u1", "d"), 7)])
+    restore(changelog(another))
+    assert store.data[b"u1"] == changelog(another)[b"u1"] and b"batch_recommendations" in store.data[b"u1"]
+    assert store.data[b"u2"] == table[b"u2"]
+
+
+def test_no_record_of_a_lane_before_its_start_or_past_what_was_handed_out_is_handed_out_again(settings):
+    from stream_app.stream.ordered_input import OrderedInput
+
+    ordered = OrderedInput(settings, 2, InMemoryItemIndex(settings))
+    ordered.assign({0})
+    clicks, purchases = settings.topics.inputs[0], settings.topics.inputs[2]
+    ordered.resume_at({(clicks, 0): 40, (purchases, 0): 7})
+    ordered.handed[(0, 0)] = 52
+    assert ordered.settled_marks() == {(clicks, 0): 53, (purchases, 0): 7}
+    ordered.handed[(2, 0)] = 3  # not before the start: a lane's start is the group's commit
+    assert ordered.settled_marks()[(purchases, 0)] == 7

@@ -347,10 +347,12 @@ def test_a_batch_whose_erasures_outlast_a_whole_rebalance_takes_no_rounds():
         settings=settings, lock=asyncio.Lock(), offsets=offsets, steer_faust=lambda: None,
         profile_table=SimpleNamespace(data={}, changelog_topic_name="profiles.changelog"),
         partition_state=PartitionState({}, settings), index=InMemoryItemIndex(settings), counters=Counters(),
-        idle_users=None, erased=None, profile_sizes=None, profile_cache=None, redeliverable=None, partitions_ready=True, processing=True,
+        idle_users=None, erased=None, profile_sizes=None, profile_cache=None, redeliverable=None, partitions_ready=True,
+        processing=True,
         restored_unchecked=False, erasures=SimpleNamespace(apply=erasures_apply), assigned_inputs=lambda: {0, 5},
         watcher=SimpleNamespace(live=None, shadow=None), catalogue=SimpleNamespace(index=None, withdrawn=()),
         ordered=SimpleNamespace(next_round=lambda room: rounds.append(room) or (0, []), applied_marks=lambda: {},
+                                settled_marks=lambda: {},
                                 take_refetches=lambda: []))
     assert asyncio.run(StreamWorker.handle_batch(worker)) is False
     assert rounds == []  # before the change: one round taken, of the old generation

@@ -63,6 +63,7 @@ class ProfileSizes:
     new: int = NEW_PROFILE_BYTES
     growth: int = PROFILE_GROWTH_BYTES
     recommendation: int = 0  # the most a recommendation added to its user's record so far (batch_recommendations.py)
+    largest: int = 0  # the largest record of the last batch (without its lists)
 
     def learn(self, written: dict[str, int], stored: dict[str, int | None]) -> None:
         """From a batch's records (user -> bytes written) and their sizes before it (None: a new user)."""
@@ -72,6 +73,8 @@ class ProfileSizes:
             self.new = max(NEW_PROFILE_BYTES, max(firsts))
         if growths:
             self.growth = max(PROFILE_GROWTH_BYTES, max(growths))
+        if written:
+            self.largest = max(written.values())
 
 
 def unreadable_profile(event: Event, exc: Exception, msg: Any) -> Rejection:
@@ -120,7 +123,8 @@ class BatchHandler(ErasureSteps):
         self.cache = cache if cache is not None else ProfileCache(0)  # the worker's: the profiles it last wrote
         self.stored_bytes: dict[str, int | None] = {}  # a changed user's record size before the batch (None: new)
         self.profile_bytes: dict[int, int] = {}  # partition -> its changed profiles' guessed record bytes
-        self.largest_profile = self.sizes.new  # the largest guess so far: each user of the next round's
+        # the largest guess so far (a stored record grows by `growth`), each user of the next round's (`round_room`)
+        self.largest_profile = max(self.sizes.new, self.sizes.largest + self.sizes.growth)
         self.mirror: set[str] = set()  # unchanged profiles to write to Redis again
         self.used_learners: set[int] = set()
         self.removed: list[tuple[str, int]] = []  # users whose profile leaves, idle or erased: (user_id, partition)
@@ -309,6 +313,7 @@ class BatchHandler(ErasureSteps):
         stored = self.profiles.get(user_id.encode())
         self.stored_bytes[user_id] = len(stored) if stored is not None else None
         guess = len(stored) + self.sizes.growth if stored is not None else self.sizes.new
+        guess += self.redeliverable.kept_bytes(user_id)  # lists of a record taken up, written on
         self.profile_bytes[partition] = self.profile_bytes.get(partition, 0) + guess
         self.largest_profile = max(self.largest_profile, guess)
 
@@ -343,12 +348,12 @@ class BatchHandler(ErasureSteps):
             self.learners.loaded[partition] = learners_before
 
     def snapshots(self, profile_changelog: str, learner_table: Any, learner_changelog: str,
-                  handed: Mapping[tuple[str, int], int] | None = None) -> list[tuple[Profile, bytes]]:
+                  settled: Mapping[tuple[str, int], int] | None = None) -> list[tuple[Profile, bytes]]:
         """Write changed profiles and learners to their tables and the outbox: the profiles' changelog once every
         other record of the batch is stored but the recommendations, which follow it (output.Outbox.later), each
         profile with its recommendations (batch_recommendations.py) and marked with its partition's learners record
-        (learner_table); return Redis's share. `handed`: (topic, partition) -> the offset after the last input record
-        the worker handed out of that lane (`Redeliverable.still_ahead`)."""
+        (learner_table); return Redis's share. `settled`: (topic, partition) -> the offset before which no record of
+        that lane will be handed out again (`Redeliverable.still_ahead`)."""
         self.outbox.later = [{profile_changelog}, {self.settings.topics.recommendations}]
         for key, value, partition in self.erased.take_rewritten() if self.erased is not None else ():
             self.outbox.add(self.erased.changelog, key, value, partition, owner=partition)
@@ -363,10 +368,10 @@ class BatchHandler(ErasureSteps):
         for user_id, (profile, partition) in self.changed.items():
             key = user_id.encode()
             snapshot, public = profile.snapshots()
-            kept = self.redeliverable.still_ahead(user_id, partition, handed or {})
+            kept = self.redeliverable.still_ahead(user_id, partition, settled or {})
             changelog, table = self.made.record_with(user_id, snapshot, kept)
             written[partition] = written.get(partition, 0) + len(changelog)
-            sizes[user_id] = len(changelog)
+            sizes[user_id] = len(table)  # the lists are guessed apart (`count_profile_bytes`, `round_room`)
             to_redis.append((profile, public))
             mark = marks.get(partition)
             if mark is not None:

@@ -19,6 +19,7 @@ duplicate but not a redelivery: only the input record a recommendation was made 
 
 from __future__ import annotations
 
+import re
 from typing import Any, Mapping
 
 import orjson
@@ -28,6 +29,9 @@ from ..partitioning import partition_of
 #: The changelog record's field: [[input topic, input offset, recommendation], ...] its batch published after it.
 FIELD = "batch_recommendations"
 _FIELD_BYTES = FIELD.encode()
+#: How `record_with` writes it, the record's last field but the learners mark (learner_table.with_learners_mark)
+_WRITTEN = b',"%s":[' % _FIELD_BYTES
+_MARK_AFTER = re.compile(rb',"learners_writes":\d{1,19}\}\Z')
 
 
 class BatchRecommendations:
@@ -69,6 +73,19 @@ class BatchRecommendations:
         return b'%s,"%s":[%s]}' % (record[:-1], _FIELD_BYTES, b",".join(made)), record
 
 
+def without_lists(record: bytes) -> bytes:
+    """A changelog record as the worker that wrote it keeps it in its table (`record_with`): without its lists.
+
+    >>> without_lists(b'{"user_id":"u1","batch_recommendations":[["t",1,{}]],"learners_writes":3}')
+    b'{"user_id":"u1","learners_writes":3}'
+    """
+    at = record.rfind(_WRITTEN)  # a quote inside a JSON text is escaped: only the field itself matches
+    if at < 0:
+        return record
+    mark = _MARK_AFTER.search(record, max(0, len(record) - 40))
+    return record[:at] + record[mark.start() if mark is not None else len(record) - 1:]
+
+
 class Redeliverable:
     """Recommendations kept in changelog records this worker took up (another owner's, or its own before a restart),
     by user: {(input topic, input offset): (trigger event id, recommendation as published)}."""
@@ -91,15 +108,19 @@ class Redeliverable:
         found = self.by_user.get(user_id, {}).get((topic, offset))
         return found[1] if found is not None and found[0] == event_id else None
 
-    def still_ahead(self, user_id: str, partition: int, handed: Mapping[tuple[str, int], int]
+    def kept_bytes(self, user_id: str) -> int:
+        """About what the user's kept recommendations add to the user's next changelog record."""
+        return sum(len(rec) + len(topic) + 24 for (topic, _), (_, rec) in self.by_user.get(user_id, {}).items())
+
+    def still_ahead(self, user_id: str, partition: int, settled: Mapping[tuple[str, int], int]
                     ) -> list[tuple[str, int, bytes]]:
-        """The user's kept recommendations whose input records are not behind what the worker handed out of their
-        lane since it took them up (`handed`: (topic, partition) -> the offset after the last; those behind it came
-        again and were published again, or were committed); the others are forgotten."""
+        """The user's kept recommendations whose input records may still be handed out again (`settled`: (topic,
+        partition) -> the offset before which none of the lane will be: those before it came again and were published
+        again, or were committed); the others are forgotten."""
         entries = self.by_user.get(user_id)
         if not entries:
             return []
-        for key in [key for key in entries if key[1] < handed.get((key[0], partition), 0)]:
+        for key in [key for key in entries if key[1] < settled.get((key[0], partition), 0)]:
             del entries[key]
         if not entries:
             del self.by_user[user_id]

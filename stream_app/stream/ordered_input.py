@@ -307,6 +307,14 @@ class OrderedInput(FaustDelivery):
         events go out in offset order, so once their batch is flushed everything before it is applied."""
         return {(self.topics[lane], group): offset + 1 for (lane, group), offset in self.handed.items()}
 
+    def settled_marks(self) -> dict[tuple[str, int], int]:
+        """(topic, partition) -> the offset before which no record of that own lane will be handed out again until the
+        next seek: past the last handed out (`applied_marks`), and the lane's start (the group's commit) at least."""
+        marks = {(self.topics[lane], group): start for (lane, group), start in self.start.items()}
+        for key, offset in self.applied_marks().items():
+            marks[key] = max(marks.get(key, 0), offset)
+        return marks
+
     def revoke(self) -> list[Any]:
         """Let go of every delivered, unprocessed event (unacknowledged, they are read again by
         whoever owns their partition next, from the committed offset); return their messages."""

@@ -14,6 +14,7 @@ from faust.types import TP
 from ..core.learners import learners_writes
 from ..core.profile import supersedes
 from ..partitioning import partition_of
+from .batch_recommendations import without_lists
 from .learner_table import learners_mark
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,10 @@ class RestoredStore(Store):
         """Does a restored value take the place of the one held (None: none)?"""
         return True
 
+    def as_held(self, new: Any, held: Any) -> Any:
+        """The restored value as the table is to hold it."""
+        return new
+
     def apply_changelog_batch(self, batch: Iterable[Any], to_key: Callable[[Any], Any],
                               to_value: Callable[[Any], Any]) -> None:
         data, partitions, offsets, skipped = self.data, self._key_partition, self.restored_offsets, 0
@@ -74,7 +79,7 @@ class RestoredStore(Store):
                 partitions.pop(key, None)
                 offsets.pop(key, None)
                 continue
-            value = to_value(event.value)
+            value = self.as_held(to_value(event.value), data.get(key))
             if not self.takes(value, data.get(key)):
                 skipped += 1
                 continue
@@ -125,6 +130,12 @@ class NewestProfileStore(RestoredStore):
 
     def takes(self, new: Any, held: Any) -> bool:
         return supersedes(new, held)
+
+    def as_held(self, new: Any, held: Any) -> Any:
+        """The worker's own record read again (it keeps a partition through a rebalance; Faust reads on from where its
+        last restore ended) stays as it holds it, without the lists its changelog record keeps (batch_recommendations):
+        it published them. Another's keeps them, for their events read again."""
+        return held if held is not None and isinstance(new, bytes) and held == without_lists(new) else new
 
     def noted(self, value: Any, partition: int) -> None:
         mark = learners_mark(value)

@@ -33,8 +33,7 @@ from ..core.items import InMemoryItemIndex
 from ..store.redis_store import ProfileStore, RedisStoreConfig
 from ..store.text_vectors import TextVectorStore
 from . import health, retries, transport, worker_status
-from .batch import BatchHandler, Counters, PartitionState, ProfileCache, ProfileSizes
-from .batch_recommendations import Redeliverable
+from .batch import BatchHandler, Counters, PartitionState, ProfileCache, ProfileSizes, Redeliverable
 from .catalogue_feed import CatalogueFeed
 from .commits import AppliedOffsets, InputEnds
 from .datadir import faust_datadir
@@ -251,14 +250,15 @@ class StreamWorker:
                 ordered.count_applied(epoch, handler.process_round(ready, live, shadow, content))
                 if time.perf_counter() - started >= settings.batch_work_s:
                     break  # the loop waits behind the batch: the rest in the next one
-            applied = ordered.applied_marks()  # taken now: a revoke may clear the lanes from here on
+            # taken now: a revoke may clear the lanes from here on
+            applied, settled = ordered.applied_marks(), ordered.settled_marks()
             for topic, partition, offset in ordered.take_refetches():
                 log.info("Faust's consumer skipped %s[%d] at %d (unapplied): fetching it again", topic, partition, offset)
                 await self.app.consumer.seek(TP(topic, partition), offset)
             if not handler.events and not handler.outbox.records and not handler.removed:
                 return False
             to_redis = handler.snapshots(self.profile_table.changelog_topic_name, self.learner_table.data,
-                                         self.learner_table.changelog_topic_name, applied)
+                                         self.learner_table.changelog_topic_name, settled)
             redis_existed: dict[str, bool] = {}
             if handler.removed:  # Redis first: a crash before the tombstones are stored removes them again on the re-run
                 # an erased user's key keeps a marker refusing late writes of the erased profile
