@@ -19,19 +19,18 @@ duplicate but not a redelivery: only the input record a recommendation was made 
 
 from __future__ import annotations
 
-import re
 from typing import Any, Mapping
 
 import orjson
 
 from ..partitioning import partition_of
+from .learner_table import MARK_AT_END
 
 #: The changelog record's field: [[input topic, input offset, recommendation], ...] its batch published after it.
 FIELD = "batch_recommendations"
 _FIELD_BYTES = FIELD.encode()
 #: How `record_with` writes it, the record's last field but the learners mark (learner_table.with_learners_mark)
 _WRITTEN = b',"%s":[' % _FIELD_BYTES
-_MARK_AFTER = re.compile(rb',"learners_writes":\d{1,19}\}\Z')
 
 
 class BatchRecommendations:
@@ -82,7 +81,7 @@ def without_lists(record: bytes) -> bytes:
     at = record.rfind(_WRITTEN)  # a quote inside a JSON text is escaped: only the field itself matches
     if at < 0:
         return record
-    mark = _MARK_AFTER.search(record, max(0, len(record) - 40))
+    mark = MARK_AT_END.search(record, max(0, len(record) - 40))
     return record[:at] + record[mark.start() if mark is not None else len(record) - 1:]
 
 

@@ -39,7 +39,8 @@ log = logging.getLogger("stream_app.worker")
 
 #: The field of a profile's table record: its partition's learners `writes` in the record stored with it.
 MARK_FIELD = b"learners_writes"
-_MARK = re.compile(rb',"' + re.escape(MARK_FIELD) + rb'":(\d{1,19})\}\Z')
+#: The learners mark at the end of a profile's table record (`with_learners_mark`)
+MARK_AT_END = re.compile(rb',"' + re.escape(MARK_FIELD) + rb'":(\d{1,19})\}\Z')
 
 
 def with_learners_mark(snapshot: bytes, writes: int) -> bytes:
@@ -49,7 +50,7 @@ def with_learners_mark(snapshot: bytes, writes: int) -> bytes:
 
 def learners_mark(record: bytes) -> int | None:
     """The learners `writes` a profile's table record was stored with (None: not marked)."""
-    found = _MARK.search(record, max(0, len(record) - 40))
+    found = MARK_AT_END.search(record, max(0, len(record) - 40))
     mark = int(found.group(1)) if found is not None else None
     return mark if mark is not None and mark <= MAX_COUNT else None  # a forged one past any count of writes: none
 
