@@ -58,18 +58,22 @@ class BatchRecommendations:
     def add(self, user_id: str, topic: str, offset: int, recommendation: bytes) -> int:
         """The recommendation made for the input record at (`topic`, the user's partition, `offset`), serialised as
         published; returns the bytes it adds to the user's changelog record."""
-        entry = b"[%s,%d,%s]" % (orjson.dumps(topic), offset, recommendation)
+        entry = _entry(topic, offset, recommendation)
         self.by_user.setdefault(user_id, []).append(entry)
         return len(entry) + 1
 
     def record_with(self, user_id: str, record: bytes, kept: list[tuple[str, int, bytes]]) -> tuple[bytes, bytes]:
         """(changelog, table) records of the user's profile `record` (a JSON object): the changelog's with the
         recommendations the batch made for the user and those `kept` (`Redeliverable.still_ahead`)."""
-        made = [*(b"[%s,%d,%s]" % (orjson.dumps(topic), offset, rec) for topic, offset, rec in kept),
-                *self.by_user.get(user_id, ())]
+        made = [*(_entry(topic, offset, rec) for topic, offset, rec in kept), *self.by_user.get(user_id, ())]
         if not made:
             return record, record
         return b'%s,"%s":[%s]}' % (record[:-1], _FIELD_BYTES, b",".join(made)), record
+
+
+def _entry(topic: str, offset: int, recommendation: bytes) -> bytes:
+    """One element of `FIELD`, as written."""
+    return b"[%s,%d,%s]" % (orjson.dumps(topic), offset, recommendation)
 
 
 def without_lists(record: bytes) -> bytes:
