@@ -557,3 +557,26 @@ def test_evaluate_counts_the_refused_events_by_reason_as_it_reads_their_runs_bac
     result = evaluate_log(path, "jsonl", Settings(max_age_ms=86_400_000), light=True, run_events=4)
     assert (result["timestamp_out_of_range"], result["payload_too_large"]) == (20, 1)
     assert result["events"] == 39
+
+
+def test_popularity_percentiles_kept_in_order_round_by_round_are_those_of_the_counts_sorted_anew():
+    """The snapshot is kept sorted by moving each item counted since from its old count to its new one: the same
+    percentiles as sorting every count after each round (an item counted in a round is read at its count before)."""
+    import bisect
+    import random
+
+    from stream_app.evaluate.metrics import PopularityPercentiles
+
+    rng = random.Random(3)
+    kept = PopularityPercentiles()
+    for _ in range(300):
+        counted = [f"i{int(rng.paretovariate(1.2)) % 50}" for _ in range(rng.randint(0, 6))]
+        snapshot = sorted(kept.counts.values())
+        before = dict(kept.counts)
+        for item_id in counted:
+            kept.learn(item_id)
+        if snapshot:
+            for item_id in {*counted, "i1", "never"}:
+                assert kept.percentile(item_id) == bisect.bisect_right(snapshot, before.get(item_id, 0)) / len(snapshot)
+        kept.refresh()
+        assert kept._sorted == sorted(kept.counts.values())
