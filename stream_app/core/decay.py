@@ -41,7 +41,7 @@ def prune(scores: dict[str, float], max_size: int) -> dict[str, float]:
     return dict(kept)
 
 
-#: Below this many scores a whole sort is faster than a heap, whatever `n` (both in C; on this project's machine a
+#: Up to this many scores a whole sort is faster than a heap, whatever `n` (both in C; on this project's machine a
 #: sort of 250 took 16 µs, `heapq.nlargest` of their best 10 22 µs and of their best 40 45 µs).
 HEAP_FROM = 600
 

@@ -177,7 +177,7 @@ def apply_signals(get: Callable[[str], Any], signals: Iterable[Mapping[str, Any]
 
 def merge_top(current: list[list[Any]], changed: Mapping[str, Entry], score: str, size: int) -> list[list[Any]]:
     """Top `size` items by one score. Exact for the partition, since decay is uniform in log space."""
-    scores = {item_id: value for item_id, value in current}
+    scores = dict(current)  # [item, score] pairs
     for item_id, entry in changed.items():
         if entry.get(score) is not None:
             scores[item_id] = entry[score]
