@@ -107,6 +107,7 @@ class PopularityPercentiles:
         self.counts: collections.Counter[str] = collections.Counter()
         self._sorted: list[int] = []
         self._at_snapshot: dict[str, int] = {}  # the snapshot's count of each item counted since
+        self._percentiles: dict[str, float] = {}  # of this snapshot, as asked (every model's every list asks)
 
     @property
     def ready(self) -> bool:
@@ -126,10 +127,14 @@ class PopularityPercentiles:
                 del ordered[bisect.bisect_left(ordered, before)]
             bisect.insort(ordered, self.counts[item_id])
         self._at_snapshot.clear()
+        self._percentiles.clear()
 
     def percentile(self, item_id: str) -> float:
-        count = self._at_snapshot.get(item_id, self.counts.get(item_id, 0))
-        return bisect.bisect_right(self._sorted, count) / len(self._sorted)
+        found = self._percentiles.get(item_id)
+        if found is None:
+            count = self._at_snapshot.get(item_id, self.counts.get(item_id, 0))
+            found = self._percentiles[item_id] = bisect.bisect_right(self._sorted, count) / len(self._sorted)
+        return found
 
 
 
