@@ -61,7 +61,7 @@ class NeighbourSearch:
         self._pool: dict[int, set[str]] = {}
         self._stamp: dict[int, int] = {}
         self._index: dict[str, dict[int, None]] = {}  # item -> sessions, least recent first
-        self._sessions_with: dict[str, int] = {}
+        self._sessions_with = np.zeros(1024)  # item number -> pool sessions containing it (an array: IDF per fold)
         self._stamps: Iterator[int] = itertools.count()
         self._shared: dict[str, _Shared] = {}  # user -> overlap of the running session, this batch
         self.numbers: dict[str, int] = {}  # item -> its number
@@ -106,8 +106,7 @@ class NeighbourSearch:
     def rarity(self) -> np.ndarray:
         """Per item number, ln(S / S_i): S the sessions in the pool, S_i those containing the item (V-SKNN's IDF)."""
         if self._rarity is None:
-            containing = np.array([self._sessions_with[item] for item in self.items], dtype=np.float64)
-            self._rarity = np.log(len(self._pool) / containing)
+            self._rarity = np.log(len(self._pool) / self._sessions_with[:len(self.items)])
         return self._rarity
 
     def end_batch(self) -> None:
@@ -129,10 +128,14 @@ class NeighbourSearch:
                 items = self._pool[sid] = set()
             if item not in items:
                 items.add(item)
-                self._sessions_with[item] = self._sessions_with.get(item, 0) + 1
-                if item not in self.numbers:
-                    self.numbers[item] = len(self.items)
+                number = self.numbers.get(item)
+                if number is None:
+                    number = self.numbers[item] = len(self.items)
                     self.items.append(item)
+                    if number == len(self._sessions_with):
+                        self._sessions_with = np.resize(self._sessions_with, 2 * number)
+                        self._sessions_with[number:] = 0.0
+                self._sessions_with[number] += 1.0
             touched.pop(sid, None)
             touched[sid] = None
         cap, numbers = self.sample_size + 1, self.numbers  # + 1: a user's own session may be one of them
