@@ -43,11 +43,11 @@ def prune(scores: dict[str, float], max_size: int) -> dict[str, float]:
 
 #: Up to this many scores a whole sort is faster than a heap, whatever `n` (both in C; on this project's machine a
 #: sort of 250 took 16 µs, `heapq.nlargest` of their best 10 22 µs and of their best 40 45 µs).
-HEAP_FROM = 600
+SORT_UP_TO = 600
 
 
 def top(scores: dict[str, float], n: int) -> list[tuple[str, float]]:
     """The `n` best, best first; ties in the map's order (`heapq.nlargest` is `sorted(...)[:n]`, ties too)."""
-    if len(scores) > HEAP_FROM and n * 4 < len(scores):
+    if len(scores) > SORT_UP_TO and n * 4 < len(scores):
         return heapq.nlargest(n, scores.items(), key=itemgetter(1))
     return sorted(scores.items(), key=itemgetter(1), reverse=True)[:n]
