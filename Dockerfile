@@ -11,6 +11,6 @@ RUN pip install --no-cache-dir -c constraints.txt .
 RUN mkdir -p /app/reports && chown nobody /app/reports
 USER nobody
 ENV STREAM_APP_STATE_DIR=/tmp/stream-app
-# the worker's /metrics, /healthz and /readyz (README, Operations)
+# the worker's /metrics, /healthz and /readyz (docs/operations.md)
 EXPOSE 6066
 CMD ["stream-app", "worker", "--web-port", "6066"]

@@ -376,7 +376,7 @@ def _refuse_unknown(environ: Mapping[str, str]) -> None:
     if unknown:
         near = difflib.get_close_matches(unknown[0], known, n=1)
         raise ConfigError(f"{unknown[0]} is not a setting{f' (did you mean {near[0]}?)' if near else ''}: "
-                          "unset it, or see the settings table in README.md"
+                          "unset it, or see the settings table in docs/configuration.md"
                           + (f"; also unknown: {', '.join(unknown[1:])}" if unknown[1:] else ""))
 
 

@@ -306,7 +306,7 @@ def test_train_and_the_content_export_name_a_missing_package_of_the_train_extra_
 
 
 def test_down_stops_the_services_whatever_the_settings_say(tmp_path, monkeypatch, capsys):
-    """`up`, `down` and `synth` read no settings (README, Configuration): a mistyped STREAM_APP_ variable refuses
+    """`up`, `down` and `synth` read no settings (docs/configuration.md): a mistyped STREAM_APP_ variable refuses
     every other command, but must not keep the embedded services running."""
     from stream_app.tools import embedded
 

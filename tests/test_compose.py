@@ -64,7 +64,7 @@ def test_every_long_running_service_comes_back_after_a_crash_or_a_daemon_restart
 
 
 def test_the_erasure_key_can_be_given_without_editing_the_file():
-    """README (Security): with no key the record of erased users is keyed by the group id, which anyone can
+    """docs/security.md: with no key the record of erased users is keyed by the group id, which anyone can
     test a user id against; the key comes from the shell or an .env file, the same for every service."""
     services = load()["services"]
     for name in ("worker-1", "worker-2", "serve", "replay"):

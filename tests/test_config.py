@@ -143,14 +143,15 @@ def test_a_retired_setting_is_ignored_with_a_warning_not_refused_said_once(caplo
     assert caplog.text.count("STREAM_APP_EVENT_LOOP has no effect any more") == 1
 
 
-def test_every_setting_is_in_the_readmes_configuration_table_and_the_readme_names_no_other():
+def test_every_setting_is_in_the_table_of_docs_configuration_md_and_no_page_names_another():
     import re
     from pathlib import Path
 
     from stream_app.config import RETIRED_VARIABLES, known_variables
 
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    section = readme[readme.index("## Configuration"):readme.index("## Performance")]
+    root = Path(__file__).parents[1]
+    section = (root / "docs" / "configuration.md").read_text()
+    pages = "\n".join(page.read_text() for page in [root / "README.md", *sorted((root / "docs").glob("*.md"))])
     named = set(re.findall(r"STREAM_APP_[A-Z0-9_]+", section))
     named |= {f"STREAM_APP_{short}" for short in re.findall(r"`([A-Z_]+_WEIGHT)`", section)}  # listed short
     named |= {f"STREAM_APP_WEIGHT_{kind}" for kind in ("BROWSE", "CLICK", "CART", "ORDER")}  # WEIGHT_BROWSE/CLICK/...
@@ -158,7 +159,7 @@ def test_every_setting_is_in_the_readmes_configuration_table_and_the_readme_name
     from stream_app.kafka_security import ENV
     rows = set(re.findall(r"^\| `([A-Z_]+)`", section, re.M)) | set(re.findall(r", `(KAFKA_[A-Z_]+)`", section))
     assert sorted({"KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", *ENV.values()} - rows) == []  # read apart, listed too
-    everywhere = set(re.findall(r"STREAM_APP_[A-Z0-9_]*[A-Z0-9]", readme)) - RETIRED_VARIABLES.keys()
+    everywhere = set(re.findall(r"STREAM_APP_[A-Z0-9_]*[A-Z0-9]", pages)) - RETIRED_VARIABLES.keys()
     assert sorted(everywhere - known_variables()) == []
 
 

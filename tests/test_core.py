@@ -414,7 +414,7 @@ def test_a_profile_for_people_without_likes_says_what_item_text_takes():
     stored = {"event_count": 1, "profile_version": 1, "updated_at": T0, "profile": profile.to_dict(internal=False)}
     said = [line for line in describe_user(stored, None) if line.startswith("  likes")]
     assert said == ["  likes: none in words (they come from a content model served with the catalogue's titles, once "
-                    "the user has had items with text: README, Item text)"]
+                    "the user has had items with text: docs/item-text.md)"]
 
 
 def test_items_named_by_titles_with_commas_are_told_apart():

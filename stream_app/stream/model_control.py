@@ -71,8 +71,8 @@ def publish(settings: Settings, role: str, version: str | None, workers_registry
                                  "Copy the version's folder into theirs, or set STREAM_APP_REGISTRY_DIR for them and "
                                  "here")
     ensure_topics(settings)
-    # workers since d23da6b (2026-11-30) read schema_version; those before refuse a record with it (README, Topic
-    # contracts: upgrade them before publishing with this release)
+    # workers since d23da6b (2026-11-30) read schema_version; those before refuse a record with it
+    # (docs/contracts.md: upgrade them before publishing with this release)
     record = {"role": role, "version": version, "content_hash": digest, "published_at": int(time.time() * 1000),
               "schema_version": SCHEMA_VERSION}
     validator("model-control")(record)

@@ -70,7 +70,7 @@ def describe_user(profile: dict[str, Any], rec: dict[str, Any] | None, shown: in
         lines.append(f"  likes (item text, content model): {', '.join(p['likes'])}")
     else:  # the Quick start says the demo shows "what they like, in words": say what that takes
         lines.append("  likes: none in words (they come from a content model served with the catalogue's titles, once "
-                     "the user has had items with text: README, Item text)")
+                     "the user has had items with text: docs/item-text.md)")
     stats = p.get("stats") or {}
     if stats:
         sessions, per_session = stats.get("sessions", 0), stats.get("events_per_session")
