@@ -22,6 +22,7 @@ import orjson
 
 from .core.events import Event
 from .json_integers import as_written
+from .json_names import repeated_name
 
 SCHEMA_VERSION = 1
 # A dead-letter record stays well below Kafka's default 1 MB message limit whatever came in (a record
@@ -226,6 +227,8 @@ def _parsed(payload: bytes, max_bytes: int, schema: str, reject: Callable[[str, 
         data = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
         return reject("invalid_json", f"not JSON: {exc}")
+    if (repeated := repeated_name(payload, data)) is not None:
+        return reject("invalid_json", repeated)
     try:
         validator(schema)(data)
     except fastjsonschema.JsonSchemaValueException as exc:

@@ -478,3 +478,19 @@ def test_a_catalogue_of_another_format_stops_being_read_at_the_ten_thousandth_re
     path.write_text('{"item_id": "a1", "title": "Lamp"}\n' + "not json\n" * (REJECTED_BEFORE_AN_ITEM + 500))
     items, rejected = load_catalogue(path, "jsonl")
     assert list(items) == ["a1"] and len(rejected) == REJECTED_BEFORE_AN_ITEM + 500  # after an item: every line
+
+
+def test_a_catalogue_line_giving_a_name_twice_is_that_lines_rejection_as_a_worker_refuses_the_record(tmp_path):
+    """An item record with `title` twice: `evaluate --items` would take the last title while a worker refuses the
+    record (contracts.check_item): the catalogue reader refuses it too."""
+    from stream_app.contracts import Source, check_item
+    from stream_app.tools.catalogue import load_catalogue
+
+    twice = b'{"item_id": "b", "title": "B", "title": "Bee"}'
+    catalogue = tmp_path / "items.jsonl"
+    catalogue.write_bytes(b'{"item_id": "a", "title": "A"}\n' + twice + b"\n")
+    items, rejected = load_catalogue(catalogue, "jsonl")
+    assert list(items) == ["a"]
+    assert [(r.line, r.rejection.reason) for r in rejected] == [(2, "invalid_json")]
+    assert "line 2: the name 'title' is given twice in one object" in rejected[0].rejection.detail
+    assert check_item(twice, b"b", Source("items", 0, 1)).reason == "invalid_json"

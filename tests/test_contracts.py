@@ -390,3 +390,26 @@ def test_an_integer_past_64_bits_is_named_as_written_not_as_the_float_orjson_rea
     assert isinstance(accepted, Event) and orjson.dumps(accepted.to_dict())
     nested = b"[" * 1000 + big.encode() + b"]" * 1000  # deeper than the stdlib's reader goes: orjson's reading kept
     assert as_written(nested, "orjson's") == "orjson's" and as_written(b"1,2", "a csv line's") == "a csv line's"
+
+
+def test_a_name_given_twice_in_one_object_is_refused_as_readers_differ_on_which_value_counts():
+    """orjson keeps the last of `"user_id": "a", "user_id": "b"`, other readers the first: an event the workers applied
+    to one user could be read as another's downstream or by a re-drive."""
+    fields = b'"event_id": "e1", "item_id": "i1", "type": "click", "ts": 1700000000000, "schema_version": 1'
+    for payload in (b'{"user_id": "u0", "user_id": "u1", ' + fields + b"}",
+                    b'{"user_id": "u0", "user\\u005fid": "u1", ' + fields + b"}",  # the second name escaped
+                    b'{"user_id": "u1", "context": {"page": "a", "page": "b"}, ' + fields + b"}"):  # in a nested object
+        rejection = check(payload)
+        assert isinstance(rejection, Rejection) and rejection.reason == "invalid_json", payload
+        assert "is given twice in one object" in rejection.detail and "give each field once" in rejection.detail
+    assert "'user_id' is given twice" in check(b'{"user_id": "u0", "user_id": "u1", ' + fields + b"}").detail
+    # a name written again as a value, in another object or escaped once is no repeat
+    for payload in (b'{"user_id": "u1", "event_id": "user_id", "item_id": "i1", "type": "click", "ts": 1700000000000, '
+                    b'"schema_version": 1, "context": {"user_id": "u1", "note": "a \\"quote\\""}}',
+                    b'{"user\\u005fid": "u1", ' + fields + b"}",
+                    b'{"user_id": "u1", "user_id": "u1", ' + fields + b"}"):  # the same value twice reads alike
+        assert isinstance(check(payload), Event), payload
+    assert check(b'{"user_id": "u1", "context": {"n": 1, "n": true}, ' + fields + b"}").reason == "invalid_json"  # 1 == True
+    erasure = check_erasure(b'{"user_id": "u0", "user_id": "u1", "request_id": "r", "requested_at": 5, '
+                            b'"schema_version": 1}', b"u1", Source("erasures", 0, 1), 1024)
+    assert isinstance(erasure, Rejection) and erasure.reason == "invalid_json"

@@ -1143,3 +1143,15 @@ def test_a_replay_into_a_namespace_no_worker_reads_says_so():
     assert live_workers(Settings(redis_url="")) is None  # cannot be told: nothing said
     assert live_workers(Settings(redis_url="redis://127.0.0.1:1/0")) is None  # Redis away: the replay needs none
     assert live_workers(Settings(redis_url="localhost:6379")) is None  # no Redis URL: after every event was sent
+
+
+def test_a_jsonl_line_giving_a_name_twice_is_refused_as_a_worker_refuses_it(tmp_path):
+    """`evaluate` and `replay` leave out what the workers would refuse: a line whose object gives user_id twice."""
+    good = {"event_id": "a", "user_id": "u", "item_id": "i", "type": "browse", "ts": 5, "schema_version": 1}
+    path = tmp_path / "e.jsonl"
+    path.write_bytes(orjson.dumps(good) + b'\n{"event_id": "b", "user_id": "v", "user_id": "u", "item_id": "i", '
+                     b'"type": "browse", "ts": 6, "schema_version": 1}\n')
+    events, rejected = load_sorted(path, "jsonl")
+    assert events == [good]
+    assert [(r.line, r.rejection.reason) for r in rejected] == [(2, "invalid_json")]
+    assert "line 2: the name 'user_id' is given twice in one object" in rejected[0].rejection.detail

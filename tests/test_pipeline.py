@@ -108,6 +108,9 @@ def test_bad_inputs_land_in_the_dead_letter_topic_and_the_worker_lives(make_sett
         (t.click, b"u1", orjson.dumps({**valid, "context": {"blob": "x" * 4000}}), "payload_too_large"),
         (t.purchase, b"u1", orjson.dumps(valid), "type_topic_mismatch"),
         (t.click, b"u2", orjson.dumps(valid), "key_mismatch"),
+        # user_id twice: the workers' reader takes the last, other readers the first (json_names)
+        (t.click, b"u1", orjson.dumps({**valid, "event_id": "twice", "user_id": "u2"})[:-1] + b',"user_id":"u1"}',
+         "invalid_json"),
         # a device clock a year ahead: the record's own timestamp (now) is the reference
         (t.click, b"u1", orjson.dumps({**valid, "ts": int(time.time() * 1000) + 366 * 86_400_000}),
          "timestamp_out_of_range"),

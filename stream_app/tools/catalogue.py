@@ -1,9 +1,8 @@
 """The item catalogue: what each item is, in words (schemas/v1/item), as users have it.
 
-Readers turn a catalogue file into item records (`jsonl`: one record per line; `csv`: columns
-item_id, title and optional description, brand, price, category_path as "a > b > c"; `online-retail`:
-the UCI Online Retail csv, StockCode -> item_id, its most frequent Description -> title). Every record
-is validated against the schema; a bad one is a rejection with its line, never an exception.
+Readers turn a catalogue file into item records (`jsonl`: a record per line; `csv`: columns item_id, title and
+optional description, brand, price, category_path "a > b > c"; `online-retail`: the UCI Online Retail csv, StockCode ->
+item_id, its most frequent Description -> title), each validated: a bad one is a rejection with its line, never raised.
 """
 
 from __future__ import annotations
@@ -23,6 +22,7 @@ from ..config import Settings
 from ..contracts import Rejection, Source, plain_message, validator
 from ..core.content import item_title
 from ..errors import InputFileError
+from ..json_names import repeated_name
 from .log_checks import (
     DEAD_LETTERS_SAID,
     MOVIES_COLUMNS,
@@ -138,6 +138,9 @@ def _read_jsonl(path: Path) -> Iterator[Read]:
                 record = orjson.loads(raw)
             except orjson.JSONDecodeError as exc:
                 yield LineRejection(line, Rejection("invalid_json", f"line {line}: {exc}", Source(str(path)), None, raw))
+                continue
+            if (repeated := repeated_name(raw, record)) is not None:
+                yield LineRejection(line, Rejection("invalid_json", f"line {line}: {repeated}", Source(str(path)), None, raw))
                 continue
             if isinstance(record, dict):  # as the csv readers: version 1 unless the record names another
                 record.setdefault("schema_version", 1)

@@ -17,6 +17,7 @@ import orjson
 
 from ..contracts import Rejection, Source, as_written, input_users, plain_message, validator
 from ..errors import InputFileError
+from ..json_names import repeated_name
 from .csv_rows import CsvRows
 from .log_checks import (
     CSV_COLUMNS,
@@ -128,6 +129,9 @@ def read_jsonl(path: Path) -> Iterator[Numbered]:
             event = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             yield line, _reject(path, line, "invalid_json", f"not JSON: {exc}", raw)
+            continue
+        if (repeated := repeated_name(raw, event)) is not None:
+            yield line, _reject(path, line, "invalid_json", repeated, raw)
             continue
         checked = _checked(path, line, event, raw, "jsonl")
         yield line, checked if isinstance(checked, LineRejection) else as_integers(checked)

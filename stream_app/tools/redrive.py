@@ -43,7 +43,8 @@ from .replay import Produced, make_producer
 #: Every reason a dead letter can carry, from its schema.
 REASONS: tuple[str, ...] = tuple(load_schema("dead-letter")["properties"]["reason"]["enum"])
 #: Reasons no fix makes pass, and why.
-NEVER_PASS = {"invalid_json": "its bytes are not JSON", "not_utf8": "its bytes are not UTF-8 text",
+NEVER_PASS = {"invalid_json": "its bytes are not JSON, or not JSON every reader reads alike (a name given twice)",
+              "not_utf8": "its bytes are not UTF-8 text",
               "bad_state": "a learner's state record of a table changelog, not an input (its learner started afresh)"}
 REDRIVABLE: tuple[str, ...] = tuple(reason for reason in REASONS if reason not in NEVER_PASS)
 
