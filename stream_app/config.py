@@ -207,7 +207,7 @@ class Settings:
     # Per-user interest drift (learners/interest_drift.py): a Page-Hinkley test on how surprising
     # each session is to the long-term interests; on a change, divide them by drift_downweight.
     # Off by default: on the synthetic log it lifts drifting users' profile accuracy and costs
-    # stable users a little (README, Evaluation); `evaluate` reports it on and off.
+    # stable users a little (docs/evaluation.md); `evaluate` reports it on and off.
     drift_handling: bool = False
     drift_downweight: float = 8.0
     # Operations: `text` log lines for people, `json` (one object a line) for a log pipeline; how long

@@ -12,6 +12,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+#: The deepest nesting of objects and arrays a record may have: the standard library's reading below checks names
+#: by recursion, which a deeper record could exhaust (orjson reads 1,023 levels); a fixed bound refuses the same
+#: records in every worker and in `evaluate`, whatever their call stacks.
+MAX_DEPTH = 100
+
 
 def repeated_name(payload: bytes, data: Any) -> str | None:
     """Why `payload` (JSON; `data`: orjson's reading of it) is refused for a name given twice in one object with two
@@ -22,8 +27,12 @@ def repeated_name(payload: bytes, data: Any) -> str | None:
     where no quote is followed by white space either (a name's colon may come after some), every name is counted so.
     A repeat is a name written twice and read once: a payload holding no more `":` than orjson's reading holds names
     has none. Other payloads are read again with the standard library, which hands every name, repeats included."""
+    names, depth = _shape(data)
+    if depth > MAX_DEPTH:
+        return (f"its objects and arrays nest {depth} levels deep, more than {MAX_DEPTH} (too deep to check that no "
+                "object gives a name two values): nest them less")
     if (b"\\" not in payload and b'" ' not in payload and b'"\n' not in payload and b'"\t' not in payload
-            and b'"\r' not in payload and payload.count(b'":') <= _name_count(data)):
+            and b'"\r' not in payload and payload.count(b'":') <= names):
         return None
     try:
         json.loads(payload, object_pairs_hook=_refuse_repeats)
@@ -31,7 +40,7 @@ def repeated_name(payload: bytes, data: Any) -> str | None:
         name = repr(repeated.args[0])
         return (f"the name {name if len(name) <= 60 else name[:60] + '...'} is given twice in one object with two values "
                 "(JSON readers differ on which counts): give each field once")
-    except (ValueError, RecursionError):  # read by orjson, refused by the stdlib (nested deeper than it reads)
+    except ValueError:  # read by orjson, refused by the stdlib: no second reading to compare
         return None
     return None
 
@@ -39,17 +48,19 @@ def repeated_name(payload: bytes, data: Any) -> str | None:
 _CONTAINERS = {dict, list}  # orjson reads no subclass of them
 
 
-def _name_count(data: Any) -> int:
-    """How many names the objects in `data` hold."""
-    if isinstance(data, dict):
-        count = len(data)
-        for value in data.values():
-            if value.__class__ in _CONTAINERS:
-                count += _name_count(value)
-        return count
-    if isinstance(data, list):
-        return sum(_name_count(value) for value in data if value.__class__ in _CONTAINERS)
-    return 0
+def _shape(data: Any) -> tuple[int, int]:
+    """How many names the objects in `data` hold, and how deep its objects and arrays nest (walked with a list, not
+    by recursion: orjson reads 1,023 levels, more than Python's recursion would)."""
+    names = depth = 0
+    pending = [(data, 1)] if data.__class__ in _CONTAINERS else []
+    while pending:
+        value, level = pending.pop()
+        depth = max(depth, level)
+        if value.__class__ is dict:
+            names += len(value)
+            value = value.values()
+        pending.extend([(inner, level + 1) for inner in value if inner.__class__ in _CONTAINERS])
+    return names, depth
 
 
 class _Repeated(Exception):
@@ -66,5 +77,5 @@ def _refuse_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _written(value: Any) -> str:
-    """A value as one text (1, 1.0 and true apart, which Python's == holds equal)."""
+    """A value as one text: 1, 1.0 and true apart, which Python's == holds equal (1.0 and 1e0, one double, alike)."""
     return json.dumps(value, sort_keys=True)

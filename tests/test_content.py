@@ -447,7 +447,7 @@ def test_no_similar_to_reason_for_a_candidate_whose_text_is_unrelated():
 
 
 def test_the_scan_timing_command_reports_both_scans_and_float32_vectors():
-    """`stream-app content bench --scan-items N`: the README's cost per event at a catalogue's size comes from it."""
+    """`stream-app content bench --scan-items N`: docs/item-text.md's cost per event at a catalogue's size comes from it."""
     from stream_app.tools.content_scan import time_scans
 
     times = time_scans(4_000, 32, repeats=3)

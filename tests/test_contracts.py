@@ -407,9 +407,26 @@ def test_a_name_given_twice_in_one_object_is_refused_as_readers_differ_on_which_
     for payload in (b'{"user_id": "u1", "event_id": "user_id", "item_id": "i1", "type": "click", "ts": 1700000000000, '
                     b'"schema_version": 1, "context": {"user_id": "u1", "note": "a \\"quote\\""}}',
                     b'{"user\\u005fid": "u1", ' + fields + b"}",
-                    b'{"user_id": "u1", "user_id": "u1", ' + fields + b"}"):  # the same value twice reads alike
+                    b'{"user_id": "u1", "user_id": "u1", ' + fields + b"}",  # the same value twice reads alike
+                    b'{"user_id":"u1","event_id":"user_id","item_id":"i1","type":"click","ts":1700000000000,'
+                    b'"schema_version":1,"context":{"user_id":"u1"}}'):  # the same, compact: no second reading
         assert isinstance(check(payload), Event), payload
     assert check(b'{"user_id": "u1", "context": {"n": 1, "n": true}, ' + fields + b"}").reason == "invalid_json"  # 1 == True
     erasure = check_erasure(b'{"user_id": "u0", "user_id": "u1", "request_id": "r", "requested_at": 5, '
                             b'"schema_version": 1}', b"u1", Source("erasures", 0, 1), 1024)
     assert isinstance(erasure, Rejection) and erasure.reason == "invalid_json"
+
+
+def test_a_record_nested_past_the_bound_is_refused_by_its_depth_and_never_raises():
+    """A record nested 600 levels deep (orjson reads 1,023) raised RecursionError in the repeated-name check, which
+    stopped the worker's input reader on it for good; it is refused with its depth, the same in every process."""
+    def nested(depth, repeat=False):
+        inner = b'{"a": 1, "a": 2}' if repeat else b"1"
+        return (b'{"event_id": "e1", "user_id": "u1", "item_id": "i1", "type": "click", "ts": 1700000000000, '
+                b'"schema_version": 1, "context": {"x": ' + b"[" * depth + inner + b"]" * depth + b"}}")
+    for depth, repeat in ((600, False), (1000, True), (99, False)):
+        rejection = check(nested(depth, repeat), max_bytes=4096)
+        assert isinstance(rejection, Rejection) and rejection.reason == "invalid_json", depth
+        assert f"nest {depth + 2 + repeat} levels deep, more than 100" in rejection.detail
+    assert isinstance(check(nested(98), max_bytes=4096), Event)  # 100 levels: the record, its context and 98 arrays
+    assert "is given twice" in check(nested(97, repeat=True), max_bytes=4096).detail  # the object: level 100

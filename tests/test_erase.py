@@ -251,7 +251,7 @@ def test_profile_and_recommendations_after_a_reset_say_it_with_its_time_not_that
 
 def test_a_profile_a_worker_cannot_read_is_reset_and_its_parked_events_re_driven_make_a_new_one(
         make_settings, start_worker, redis_client):
-    """The recovery the README gives for a stored profile that cannot be read: every event of its user is parked
+    """The recovery docs/delivery.md gives for a stored profile that cannot be read: every event of its user is parked
     (processing_error) until `reset-profile`, then `redrive --reason processing_error` applies them."""
     settings = make_settings()
     worker = start_worker(settings)

@@ -111,6 +111,9 @@ def test_bad_inputs_land_in_the_dead_letter_topic_and_the_worker_lives(make_sett
         # user_id twice: the workers' reader takes the last, other readers the first (json_names)
         (t.click, b"u1", orjson.dumps({**valid, "event_id": "twice", "user_id": "u2"})[:-1] + b',"user_id":"u1"}',
          "invalid_json"),
+        # nested 600 deep (orjson reads 1,023): it stopped the reader for good while its check recursed
+        (t.click, b"u1", orjson.dumps({**valid, "event_id": "deep"})[:-1] + b',"context":{"x":' + b"[" * 600 + b"]" * 600
+         + b"}}", "invalid_json"),
         # a device clock a year ahead: the record's own timestamp (now) is the reference
         (t.click, b"u1", orjson.dumps({**valid, "ts": int(time.time() * 1000) + 366 * 86_400_000}),
          "timestamp_out_of_range"),

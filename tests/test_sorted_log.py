@@ -88,7 +88,7 @@ def test_memory_holds_a_run_not_the_log(tmp_path):
 
 
 def test_a_log_held_in_one_run_lets_each_event_go_once_given(tmp_path):
-    """`evaluate` holds one item epoch of a log, not the log (README): with a log of one run (under
+    """`evaluate` holds one item epoch of a log, not the log (docs/cli.md): with a log of one run (under
     --sort-in-memory, 500,000 events by default) the sorted run was held whole until the pass ended."""
     path = tmp_path / "log.jsonl"
     _write_log(path, 6_000)

@@ -389,7 +389,7 @@ class BatchHandler(ErasureSteps):
             self.outbox.add(self.settings.topics.profiles, key, public, owner=partition)
         self.sizes.learn(sizes, self.stored_bytes)
         for partition, size in written.items():
-            if size > MAX_BATCH_BYTES:  # the guesses behind `round_room` fell short: said, as the README says it
+            if size > MAX_BATCH_BYTES:  # the guesses behind `round_room` fell short: said, as docs/delivery.md says
                 log.warning("the profile records of partition %d in this batch take %d bytes, more than one record "
                             "batch: a crash between their produce requests applies the rest again with the "
                             "partition's learners past them", partition, size)
