@@ -7,14 +7,12 @@
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
 import re
 import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import fastjsonschema
@@ -24,7 +22,9 @@ from .core.events import Event
 from .json_integers import as_written
 from .json_names import repeated_name
 
-SCHEMA_VERSION = 1
+# the schemas and their messages are the contracts' too: named here as well, where every reader looks for them
+from .schema_messages import SCHEMA_VERSION, load_schema, plain_message, schema_dir, validator  # noqa: F401
+
 # A dead-letter record stays well below Kafka's default 1 MB message limit whatever came in (a record
 # the broker refuses would stop the partition): a payload is kept whole up to 384 KiB (as text, or
 # as base64 when escaping would make the text longer), beyond as its first 384 KiB with its length
@@ -35,25 +35,6 @@ DEAD_LETTER_DETAIL_CHARS = 4096
 # The input's own headers (tracing ids, a producer's content type) are kept too, so a re-drive sends them on: in
 # their order, as many as fit in 16 KiB of keys and values; the letter counts those left out.
 DEAD_LETTER_HEADER_BYTES = 16 * 1024
-
-
-def schema_dir() -> Path:
-    """`schemas/` of a source checkout, or the copy packed into an installed wheel."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "schemas", here / "_schemas"):
-        if candidate.is_dir():
-            return candidate
-    raise FileNotFoundError(f"no schemas folder beside {here}")
-
-
-@functools.cache
-def load_schema(name: str, version: int = SCHEMA_VERSION) -> dict[str, Any]:
-    return orjson.loads((schema_dir() / f"v{version}" / f"{name}.schema.json").read_bytes())
-
-
-@functools.cache
-def validator(name: str, version: int = SCHEMA_VERSION) -> Callable[[Any], Any]:
-    return fastjsonschema.compile(load_schema(name, version))
 
 
 #: The header `stream-app redrive` puts on each input it sends again, valued the dead letter's reason.
@@ -234,36 +215,6 @@ def _parsed(payload: bytes, max_bytes: int, schema: str, reject: Callable[[str, 
     except fastjsonschema.JsonSchemaValueException as exc:
         return reject("schema_violation", plain_message(schema, as_written(payload, data), exc.message))
     return data
-
-
-@functools.cache
-def _shape_validator(name: str) -> Callable[[Any], Any]:
-    """The schema without its `dependencies` (fastjsonschema checks them first): what else a record breaks."""
-    return fastjsonschema.compile({k: v for k, v in load_schema(name).items() if k != "dependencies"})
-
-
-def plain_message(schema: str, data: Any, message: str) -> str:
-    """The validator's message, said plainly where it names no field (a conditional rule of the schema)."""
-    if (schema == "input-event" and isinstance(data, dict) and "stage" in data and data.get("type") != "purchase"
-            and message.startswith("data.type must be same as const definition")):
-        try:  # any other fault first, as the record's fields are checked before the rule between two of them
-            _shape_validator(schema)(data)
-        except fastjsonschema.JsonSchemaValueException as exc:
-            return plain_message(schema, data, exc.message)
-        return f"'stage' is only on purchase events, not on a {data.get('type')!r} event"
-    if message.startswith("data.schema_version must be same as const definition") and isinstance(data, dict):
-        remedy = ("leave schema_version out (`items load` gives the version it reads), or load it with the release "
-                  "that reads it" if schema == "item" else
-                  "send it as schemas/ describes, or run workers of the release that writes it")
-        return (f"schema_version {data.get('schema_version')!r} is not one this release reads "
-                f"({message.rsplit(' ', 1)[-1]}): {remedy}")
-    if (empty := EMPTY_TEXT.fullmatch(message)) is not None:  # "must be longer than or equal to 1 characters"
-        return f"{empty.group(1)} is empty: give it at least one character"
-    return message
-
-
-#: The validator's message for a text field under its schema's minLength 1.
-EMPTY_TEXT = re.compile(r"(data(?:\.\w+|\[\d+\])+) must be longer than or equal to 1 characters")
 
 
 def version_not_read(record: Any) -> str | None:

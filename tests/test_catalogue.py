@@ -81,7 +81,7 @@ def test_jsonl_items_as_the_readme_writes_them_load_and_the_first_rejection_is_s
     assert main(["items", "load", str(catalogue)]) == 0
     out = capsys.readouterr().out
     assert f"loaded 2 items from {catalogue}" in out
-    assert "1 catalogue records rejected, the first as schema_violation (line 3: schema_version 2 is not one" in out
+    assert "1 catalogue record rejected, the first as schema_violation (line 3: schema_version 2 is not one" in out
     items = {key: orjson.loads(value) for topic, key, value in producer.sent if topic == "items"}
     assert items == {b"a": {"item_id": "a", "title": "A", "schema_version": 1},
                      b"b": {"item_id": "b", "title": "B", "price": 2.5, "schema_version": 1}}
@@ -446,6 +446,9 @@ def test_catalogue_csv_columns_it_does_not_read_are_said_with_the_name_it_reads(
     assert items["a1"] == {"item_id": "a1", "title": "Lamp", "updated_at": 1700000000000, "schema_version": 1}
     said = capsys.readouterr().err
     assert "the columns 'Description', 'colour' are not read ('Description': did you mean 'description'?)" in said
+    path.write_text("item_id,title,colour\na1,Lamp,red\n")
+    load_catalogue(path, "csv")
+    assert "the column 'colour' is not read; a catalogue csv reads" in capsys.readouterr().err  # one: said as one
 
 
 def test_online_retail_products_without_a_name_are_said_and_a_rejection_names_the_products_first_line(

@@ -105,7 +105,7 @@ def test_commands_without_services_explain_what_to_do(tmp_path):
     folder = cli("evaluate", str(tmp_path), env=env)
     assert folder.returncode == 2 and f"{tmp_path}: is a directory, not a file" in folder.stderr
     bad_rate = cli("replay", "x", "--format", "otto", "--rate", "fast", env=env)
-    assert bad_rate.returncode == 2 and "--rate takes events per second or 'max'" in bad_rate.stderr
+    assert bad_rate.returncode == 2 and "argument --rate: takes events per second or 'max'" in bad_rate.stderr
     for args, said in ((("bench", "--events", "0"), "argument --events: must be 1 or more, not 0"),
                        (("evaluate", "x", "--limit", "-5"), "argument --limit: must be 1 or more, not -5"),
                        (("evaluate", "x", "--k", "twenty"), "argument --k: expected a whole number, not 'twenty'")):

@@ -185,6 +185,12 @@ def _result(judged: int) -> dict:
             "models": {"stream-app": model}}
 
 
+def test_a_log_with_no_more_items_than_a_list_holds_is_said_to_tell_the_rows_little():
+    """A new user's walkthrough: a 12-item csv evaluated at K 20 tied most rows at one Recall, and nothing said why."""
+    assert "warning: the log has 5 items and a list holds 20: a model can list every item" in table(_result(7))
+    assert "a model can list every item" not in table({**_result(7), "items": 21})
+
+
 def test_the_table_says_how_many_events_were_judged_and_when_none_were():
     text = table(_result(7))
     assert "judged: 7 events" in text and "nothing to judge" not in text
@@ -228,7 +234,7 @@ def test_an_erasure_of_an_invalid_user_id_is_refused_before_anything_is_sent(tmp
 @pytest.mark.parametrize("argv, said", [
     (["synth", "/tmp", "--events", "10"], "cannot write /tmp (Is a directory): give a file path"),
     (["content", "bench", "/no/such/titles.csv"], "/no/such/titles.csv: no such file"),
-    (["evaluate", OTTO, "--rate", "nan", "--via-kafka"], "--rate must be a number of 0.001 or more"),
+    (["evaluate", OTTO, "--rate", "nan", "--via-kafka"], "argument --rate: must be a number of 0.001 or more"),
     (["train", OTTO, "--train-fraction", "1.5"], "must be between 0 and 1"),
     (["bench", "--timeout", "inf"], "must be a number of seconds above 0, not 'inf'"),
     (["bench", "--rounds", "3"], "--rounds repeats the comparison with the plain app at full speed: give it with "
@@ -320,11 +326,11 @@ def test_down_stops_the_services_whatever_the_settings_say(tmp_path, monkeypatch
 
 
 @pytest.mark.parametrize("argv, said", [
-    (["replay", OTTO, "--format", "otto", "--rate", "1e-300"], "--rate 1e-300 is under 0.001 events per second"),
+    (["replay", OTTO, "--format", "otto", "--rate", "1e-300"], "argument --rate: 1e-300 is under 0.001 events per second"),
     (["demo", "--rate", "1e-9"], "give 0.001 or more"),
-    (["chaos", "--rate", "nan"], "--rate must be a number of 0.001 or more"),
+    (["chaos", "--rate", "nan"], "argument --rate: must be a number of 0.001 or more"),
     (["chaos", "--rate", "1e-300"], "is under 0.001 events per second"),
-    (["chaos", "--rate", "max"], "--rate takes events per second, not 'max'"),
+    (["chaos", "--rate", "max"], "argument --rate: takes events per second, not 'max'"),
     (["synth", "/tmp/never-written.jsonl", "--seed", "-1"], "must be 0 or more, not -1"),
     (["train", OTTO, "--seed", str(2 ** 64)], "a seed is 0 to 9223372036854775807"),
     (["chaos", "--seed", "99999999999999999999999"], "a seed is 0 to"),

@@ -252,6 +252,24 @@ def test_an_empty_text_field_is_said_as_empty():
         "data.category_path[1] is empty: give it at least one character"
 
 
+def test_fields_the_contract_lacks_are_named_in_order_with_the_fields_it_has_and_where_others_go():
+    """A new user's walkthrough: a catalogue line with "colour" was refused as "data must not contain {'colour'}
+    properties", naming neither the fields an item has nor where its own go; the validator names them as a set, so
+    two such fields came in either order (a dead letter's detail differed between runs of the same input)."""
+    from stream_app.contracts import check_item
+
+    rejected = check_input(orjson.dumps({**VALID, "zone": 1, "app": "m"}), b"u1", SRC, "click", 64 * 1024)
+    assert rejected.reason == "schema_violation"
+    assert rejected.detail.startswith("'app', 'zone' are not fields of an input event (its fields: event_id, user_id, "
+                                      "item_id, type, ts, schema_version, session_id, category, ")
+    assert rejected.detail.endswith("): give them in context, as {\"app\": value}")
+    item = check_item(b'{"item_id": "a", "title": "Lamp", "colour": "oak", "schema_version": 1}', b"a", SRC)
+    assert item.detail.startswith("'colour' is not a field of an item record (its fields: item_id, title, ")
+    assert item.detail.endswith("): give it in attributes, as {\"colour\": value}")
+    with_context = {**VALID, "context": {"zone": 1}}  # where the message sends them, they pass
+    assert isinstance(check_input(orjson.dumps(with_context), b"u1", SRC, "click", 64 * 1024), Event)
+
+
 def test_a_stage_on_an_event_that_is_not_a_purchase_is_named_in_the_reason():
     rejected = check_input(orjson.dumps({**VALID, "stage": "cart"}), b"u1", SRC, "click", 64 * 1024)
     assert rejected.reason == "schema_violation"

@@ -423,7 +423,9 @@ def test_items_named_by_titles_with_commas_are_told_apart():
     profile, _, _ = run([ev(1, item="I5"), ev(2, item="I2")])
     stored = {"event_count": 2, "profile_version": 2, "updated_at": T0, "profile": profile.to_dict(internal=False)}
     lines = describe_user(stored, None, titles={"I5": "TEA POT, WHITE", "I2": "MUG"})
-    assert "most recent items: I2 MUG; I5 TEA POT, WHITE" in lines[2]
+    assert 'most recent items: I2 "MUG"; I5 "TEA POT, WHITE"' in lines[2]
+    # ids and titles both hold spaces: the title in quotes tells them apart (a new user's walkthrough); none, none shown
+    assert describe_user(stored, None, titles={"I5": "", "I2": "MUG"})[2] == '  most recent items: I2 "MUG"; I5'
 
 
 def test_a_profile_for_people_names_each_recent_item_once():

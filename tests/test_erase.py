@@ -227,7 +227,7 @@ def test_profile_and_recommendations_after_a_reset_say_it_with_its_time_not_that
     done = cli(settings, "reset-profile", "gil", "--json")
     assert done.returncode == 0, done.stderr
     reset_at = utc_ms(orjson.loads(done.stdout.strip().splitlines()[-1])["applied_at"])
-    said = f"user 'gil''s profile was reset (`stream-app reset-profile`) at {reset_at}: it fills again from the " \
+    said = f"the profile of user 'gil' was reset (`stream-app reset-profile`) at {reset_at}: it fills again from the " \
            "user's next events"
     for marker in ("kept", "gone"):  # Redis's marker of the removal, then after its day
         shown = cli(settings, "profile", "gil")
@@ -236,7 +236,7 @@ def test_profile_and_recommendations_after_a_reset_say_it_with_its_time_not_that
         redis_client.delete(profile_key("gil", settings.namespace))
     listed = cli(settings, "recommendations", "gil")
     assert listed.returncode == 0 and "user gil after gil-2" in listed.stdout, listed.stderr
-    assert f"note: the list shown predates the reset of 'gil''s profile at {reset_at}" in listed.stderr
+    assert f"note: the list shown predates the reset of the profile of 'gil' at {reset_at}" in listed.stderr
 
     produce_events(settings, events_of("gil", now, 1, tag="after-"))  # the first list of the new profile
     wait_until(lambda: read_profile(redis_client, "gil", settings.namespace).get("event_count") == 1, 60,
@@ -244,7 +244,7 @@ def test_profile_and_recommendations_after_a_reset_say_it_with_its_time_not_that
     wait_until(lambda: "gil-after-0" in cli(settings, "recommendations", "gil").stdout, 60, "gil's new list")
     listed = cli(settings, "recommendations", "gil", "--last", "2")
     assert "user gil after gil-2" in listed.stdout and "user gil after gil-after-0" in listed.stdout
-    assert f"note: the oldest 1 of the 2 lists shown predates the reset of 'gil''s profile at {reset_at}" \
+    assert f"note: the oldest 1 of the 2 lists shown predates the reset of the profile of 'gil' at {reset_at}" \
            in listed.stderr
     assert cli(settings, "profile", "gil").returncode == 0
 
@@ -341,7 +341,7 @@ def test_a_removal_marker_newer_than_the_last_reset_is_an_idle_eviction_and_rece
     assert erase.reset_time(settings, "u1") == 1_000 and erase.reset_time(settings, "u3") is None
     assert erase.reset_time(Settings(), "u1") is None  # no broker named: not known
     reset = commands.no_profile(settings, "u1", {b"evicted_generation": b"1", b"evicted_at": b"1000"})
-    assert "profile was reset (`stream-app reset-profile`) at 1970-01-01 00:00:01 UTC (1000)" in reset
+    assert "the profile of user 'u1' was reset (`stream-app reset-profile`) at 1970-01-01 00:00:01 UTC (1000)" in reset
     assert "repair-redis" not in reset  # the marker says Redis lost nothing
     evicted = commands.no_profile(settings, "u1", {b"evicted_generation": b"1", b"evicted_at": b"2000"})
     assert "evicted as idle" in evicted and "was reset" not in evicted
@@ -440,6 +440,18 @@ def _receipt_of(user: str, request_id: str) -> dict:
                         "erased_record": {"table": "erased-changelog", "user_hash": "ab" * 32}},
             "dead_letters": {"topic": "events.dlq", "records": [], "retention_ms": 1, "retention_source": "setting",
                              "note": "n", "listed": "complete"}, "not_erased": ["item state"], "schema_version": 1}
+
+
+def test_a_receipt_names_what_went_with_the_profile_in_words_not_as_python_reprs():
+    """A new user's walkthrough: `erase` printed "learner state ['behaviour']" and "pending lists {'shown': 12, ...}"."""
+    from stream_app.tools.erase import describe
+
+    receipt = _receipt_of("u1", "r1")
+    receipt["deleted"].update(learner_state=["behaviour", "drift"], pending_lists={"shown": 12, "shown_features": 1})
+    said = describe(receipt)
+    assert "with it: learner state behaviour, drift, 0 event digests, pending lists shown 12, shown_features 1; " \
+           "worker state: none" in said
+    assert "with it: learner state none, 0 event digests, pending lists none;" in describe(_receipt_of("u2", "r2"))
 
 
 def test_records_of_the_receipts_topic_that_are_no_receipts_are_passed_over_and_named_not_a_traceback(

@@ -29,7 +29,7 @@ def test_a_wait_that_times_out_still_says_what_was_loaded_and_rejected(tmp_path,
     monkeypatch.setattr(catalogue, "wait_indexed", late)
     assert main.main(["items", "load", str(file), "--wait", "1"]) == 2
     said = capsys.readouterr()
-    assert f"loaded 1 items from {file}" in said.out and "1 catalogue records rejected" in said.out
+    assert f"loaded 1 item from {file}" in said.out and "1 catalogue records rejected" in said.out
     assert "have not indexed the catalogue through 7" in said.err
 
 

@@ -226,10 +226,10 @@ def test_read_api_waits_for_min_version_and_answers_as_the_profile_command(make_
                 producer.send(settings.topics.items, key=item_id.encode(), value=value).get(30)
         named = cli(settings, "recommendations", "reader", "--titles")
         assert named.returncode == 0, named.stderr
-        assert " i0 Lamp no. 0  " in named.stdout and " i1  " in named.stdout and " i2  " in named.stdout
+        assert ' i0 "Lamp no. 0"  ' in named.stdout and " i1  " in named.stdout and " i2  " in named.stdout
         assert "Gone" not in named.stdout and " i0  " in shown.stdout  # without --titles: ids alone
         named = cli(settings, "profile", "reader", "--titles")
-        assert "most recent items: i0 Lamp no. 0; i1; " in named.stdout, named.stdout
+        assert 'most recent items: i0 "Lamp no. 0"; i1; ' in named.stdout, named.stdout
     finally:
         serve.terminate()
         serve.wait(timeout=10)

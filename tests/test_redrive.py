@@ -177,8 +177,10 @@ def test_a_redrive_of_some_reasons_says_the_letters_of_others_were_left_alone_as
     from stream_app.tools.redrive import RedriveSummary
 
     settings = Settings()
-    summary = RedriveSummary(read=5, sent=Counter({settings.topics.click: 1}), by_reason=Counter(schema_violation=1),
-                             other_reasons=Counter(invalid_json=1, processing_error=2, quota_exceeded=1), dry_run=True)
+    summary = RedriveSummary(read=6, sent=Counter({settings.topics.click: 1}), by_reason=Counter(schema_violation=1),
+                             other_reasons=Counter(invalid_json=1, processing_error=2, quota_exceeded=1,
+                                                   timestamp_out_of_range=1), dry_run=True,
+                             other_unsendable=Counter({("timestamp_out_of_range", "a line of a file: fix it"): 1}))
     monkeypatch.setattr(redrive_module, "redrive", lambda *args, **kwargs: summary)
 
     def said(*reasons: str) -> str:
@@ -189,12 +191,38 @@ def test_a_redrive_of_some_reasons_says_the_letters_of_others_were_left_alone_as
     assert "would send 1 again: events.click=1 (schema_violation 1)" in filtered
     assert "never sent" not in filtered
     assert "  not asked for (--reason), left alone: processing_error 2 (a redrive that names them sends them); " \
+           "timestamp_out_of_range 1 (no redrive sends these: a line of a file: fix it); " \
            "invalid_json 1 (no redrive sends these: no fix makes them pass)" in filtered
     everything = said("all")
     assert "never sent (no fix makes them pass; `dead-letters` shows them): invalid_json 1" in everything
     # a reason of a newer release or another producer: under `all` too, said (it went unsaid), and not as sendable
     unknown = "  reasons this release does not know, left alone (`dead-letters` shows them): quota_exceeded 1"
     assert unknown in everything and unknown in filtered and "quota_exceeded 1 (a redrive" not in filtered
+
+
+def test_letters_of_reasons_not_asked_for_that_no_redrive_can_send_are_said_as_such_with_why(monkeypatch):
+    """A new user's walkthrough: `redrive --reason schema_violation --dry-run` said "timestamp_out_of_range 1 (a
+    redrive that names them sends them)" of a letter `replay` wrote for a line of a file; naming its reason sent
+    nothing ("a line of a file: correct the file ...")."""
+    from types import SimpleNamespace
+
+    from kafka import TopicPartition
+
+    from stream_app.tools import redrive as redrive_module
+
+    settings = Settings()
+    from_file = _letter("timestamp_out_of_range", "/logs/a.csv", b"u9,i,click,5", b"u9", line=3)
+    from_topic = _letter("processing_error", settings.topics.click, orjson.dumps(_event("e1", "u1")))
+    records = [SimpleNamespace(value=orjson.dumps(letter), key=b"u1", partition=0, offset=offset)
+               for offset, letter in enumerate([from_file, from_topic])]
+    monkeypatch.setattr(redrive_module, "positions", lambda settings, reasons: {reason: {} for reason in reasons})
+    monkeypatch.setattr(redrive_module, "read_range", lambda settings, topic, from_offsets: (
+        records, {TopicPartition(topic, 0): 0}, {TopicPartition(topic, 0): 2}))
+    summary = redrive(settings, {"schema_violation"}, dry_run=True)
+    assert summary.other_reasons == {"timestamp_out_of_range": 1, "processing_error": 1}
+    (((reason, why), n),) = summary.other_unsendable.items()
+    assert (reason, n) == ("timestamp_out_of_range", 1) and why.startswith("a line of a file: correct the file")
+    assert summary.as_dict()["other_reasons_no_redrive_sends"] == [{"reason": reason, "why": why, "letters": 1}]
 
 
 def test_the_reasons_must_be_named_and_known():

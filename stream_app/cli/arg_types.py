@@ -22,11 +22,11 @@ def events_per_second(text: str, takes: str = "events per second") -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--rate takes {takes}, not {text!r}") from None
+        raise argparse.ArgumentTypeError(f"takes {takes}, not {text!r}") from None
     if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"--rate must be a number of {MIN_RATE:g} or more ({takes})")
+        raise argparse.ArgumentTypeError(f"must be a number of {MIN_RATE:g} or more ({takes})")
     if value < MIN_RATE:
-        raise argparse.ArgumentTypeError(f"--rate {text} is under {MIN_RATE:g} events per second (one every "
+        raise argparse.ArgumentTypeError(f"{text} is under {MIN_RATE:g} events per second (one every "
                                          f"{1 / MIN_RATE:,.0f} s): give {MIN_RATE:g} or more")
     return value
 

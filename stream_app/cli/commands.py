@@ -154,11 +154,11 @@ def no_profile(settings: Settings, user_id: str, raw: dict[bytes, bytes]) -> str
     reset_at = reset_time(settings, user_id) if erased_at is None else None
     evicted_at = int(marked) if marked is not None and marked.isdigit() else 0
     if reset_at is not None and reset_at >= evicted_at:  # an eviction's marker: a removal after the reset
-        return (f"user {user_id!r}'s profile was reset (`stream-app reset-profile`) at {utc_ms(reset_at)}: it fills "
+        return (f"the profile of user {user_id!r} was reset (`stream-app reset-profile`) at {utc_ms(reset_at)}: it fills "
                 "again from the user's next events, the first starting a new profile" + ("" if marked else
                 " (if the user has had events since, Redis lost that profile: `stream-app repair-redis` rebuilds it)"))
     if marked is not None:
-        return (f"user {user_id!r}'s profile was removed, evicted as idle (STREAM_APP_USER_IDLE_MS) or reset "
+        return (f"the profile of user {user_id!r} was removed, evicted as idle (STREAM_APP_USER_IDLE_MS) or reset "
                 "(`stream-app reset-profile`): a new event of the user starts a new profile")
     if erased_at is not None:
         return (f"user {user_id!r} was erased (time {utc_ms(erased_at)}, the erased-users record says) and Redis holds "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections import Counter
 from typing import Any
 
 import orjson
@@ -121,9 +122,11 @@ def cmd_recommendations(args: argparse.Namespace) -> int:
         which = ("the list shown predates" if len(found) == 1 else "the lists shown predate" if before == len(found)
                  else f"the oldest {before} of the {len(found)} lists shown predate{'s' if before == 1 else ''}")
         then = "; the user's next event brings a list of the new one" if before == len(found) else ""
-        print(f"note: {which} the reset of {args.user_id!r}'s profile at {utc_ms(reset_at)} (`stream-app "
+        print(f"note: {which} the reset of the profile of {args.user_id!r} at {utc_ms(reset_at)} (`stream-app "
               f"reset-profile`): ranked for the profile deleted{then}", file=sys.stderr)
     lists = _distinct_lists([read[record.partition, record.offset] for record in found])
+    from ..tools.demo import item_named
+
     titles = {}
     if args.titles and not args.json:
         from ..tools.catalogue import titles_on_topic
@@ -136,8 +139,7 @@ def cmd_recommendations(args: argparse.Namespace) -> int:
         print(f"user {rec.get('user_id')} after {rec.get('trigger_event_id')} (event time {_when(rec.get('event_ts'))}, "
               f"profile version {rec.get('profile_version')}, ranked by {rec.get('model', {}).get('ranking', '?')}):")
         for rank, item in enumerate(rec["items"], 1):
-            named = f"{item['item_id']} {titles[item['item_id']]}" if item["item_id"] in titles else item["item_id"]
-            print(f"  {rank:>2}. {named}  {item['score']:.4f}  {', '.join(item.get('reasons', []))}")
+            print(f"  {rank:>2}. {item_named(item['item_id'], titles)}  {item['score']:.4f}  {', '.join(item.get('reasons', []))}")
     return 0
 
 
@@ -227,13 +229,19 @@ def cmd_redrive(args: argparse.Namespace) -> int:
         print(f"  {summary.sent_before} sent by an earlier redrive of their reason (`--from-start` sends them again)")
     never = {reason: n for reason, n in summary.other_reasons.items() if reason in NEVER_PASS}
     unknown = {reason: n for reason, n in summary.other_reasons.items() if reason not in REASONS}
-    others = {reason: n for reason, n in summary.other_reasons.items() if reason in REDRIVABLE}
+    unsendable = Counter()
+    for (reason, _), n in summary.other_unsendable.items():
+        unsendable[reason] += n
+    others = {reason: n - unsendable[reason] for reason, n in summary.other_reasons.items()
+              if reason in REDRIVABLE and n > unsendable[reason]}
     if "all" in args.reason:  # every reason a fix can make pass: the others are never sent
         if never:
             print(f"  never sent (no fix makes them pass; `dead-letters` shows them): {_counted(never)}")
-    elif others or never:  # the filter left them alone: "never sent" read as the redrive refusing a reason not asked
+    elif others or never or unsendable:  # the filter left them alone: "never sent" read as refusing a reason not asked
         print("  not asked for (--reason), left alone: " + "; ".join(filter(None, [
             others and f"{_counted(others)} (a redrive that names them sends them)",
+            *(f"{reason} {n} (no redrive sends these: {why})"
+              for (reason, why), n in sorted(summary.other_unsendable.items(), key=lambda kv: -kv[1])),
             never and f"{_counted(never)} (no redrive sends these: no fix makes them pass)"])))
     if unknown:  # a newer worker's or another producer's: no redrive of this release names them
         print(f"  reasons this release does not know, left alone (`dead-letters` shows them): {_counted(unknown)}")

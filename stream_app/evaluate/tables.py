@@ -17,7 +17,8 @@ def _left_out(result: dict[str, Any], via_kafka: bool) -> list[str]:
     (`via_kafka`: that pass sends none of the refused ones; a replay would, and the workers dead-letter them)."""
     lines, fate = [], "which were not sent" if via_kafka else "which the workers dead-letter"
     if result.get("timestamp_out_of_range"):
-        lines.append(f"left out: {result['timestamp_out_of_range']:,} events outside the accepted time window "
+        out = result["timestamp_out_of_range"]
+        lines.append(f"left out: {out:,} event{'' if out == 1 else 's'} outside the accepted time window "
                      f"(STREAM_APP_MAX_FUTURE_MS, STREAM_APP_MAX_AGE_MS around now), {fate}")
     if result.get("payload_too_large"):
         lines.append(f"left out: {result['payload_too_large']:,} events over STREAM_APP_MAX_PAYLOAD_BYTES as JSON, "
@@ -113,6 +114,9 @@ def facts(result: dict[str, Any]) -> list[str]:
                      f"highest Recall a model that recommends only items it has seen can reach; {own:,} "
                      f"({own / of:.4f}) on one the user had; {recent:,} ({recent / of:.4f}) on one of the user's "
                      f"{result['k']} most recent distinct items")
+    if 0 < result.get("items", 0) <= result["k"]:  # every list can hold the whole catalogue: the rows tie
+        lines.append(f"warning: the log has {result['items']:,} items and a list holds {result['k']}: a model can list "
+                     "every item, so the rows say little; give a smaller --k or a larger log")
     return lines + _ceiling_said(result)
 
 
@@ -220,7 +224,8 @@ def footnotes(result: dict[str, Any]) -> list[str]:
              if m["judged"] and (not m["coverage"] or m.get("source_proposed_nothing"))]
     if empty:
         lines.append(f"proposed no item on this log (its source has nothing to work from here, e.g. no categories in "
-                     f"the log; a row \"..., then popular\" showed the popular items alone): {', '.join(empty)}")
+                     f"the log; a row \"..., then popular\" showed its fill alone: the hybrid's own popular items, "
+                     f"not the \"popular\" row's list): {', '.join(empty)}")
     if result.get("variants") is False:
         lines.append(NO_VARIANTS_SAID)
     lines.append(f"coverage: the share of the log's items that were in some shown top {result['k']}; pop.pct: the "

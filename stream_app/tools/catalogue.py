@@ -50,8 +50,6 @@ Read = dict[str, Any] | LineRejection
 #: Rejected records before the first item after which a catalogue stops being read: a file of another format would
 #: keep every line of it in memory (with its bytes, for its dead letter) before it said so.
 REJECTED_BEFORE_AN_ITEM = 10_000
-
-
 #: The largest item record a catalogue file may give, as JSON: under Apache Kafka's default record limit (1 MiB), past
 #: which the broker refuses it after the records before it went (and every load again the same).
 ITEM_RECORD_BYTES = 1_000_000
@@ -117,7 +115,8 @@ def load_catalogue(path: str | Path, fmt: str, option: str = "--format"
 
 
 def rejected_note(rejected: list[LineRejection]) -> str:
-    return f"{len(rejected):,} catalogue records rejected, the first as {first_rejection(rejected)}"
+    records = f"{len(rejected):,} catalogue record{'' if len(rejected) == 1 else 's'}"
+    return f"{records} rejected, the first as {first_rejection(rejected)}"
 
 
 def _checked(path: Path, line: int, record: Any, raw: bytes) -> Read:
@@ -159,7 +158,8 @@ def _read_csv(path: Path) -> Iterator[Read]:
         unread = [name for name in rows.header if name not in CSV_CATALOGUE_COLUMNS]
         if unread:
             known = {name.lower().replace(" ", "_"): name for name in CSV_CATALOGUE_COLUMNS}
-            print(f"warning: {path}: the columns {', '.join(repr(name) for name in unread)} are not read"
+            print(f"warning: {path}: the column{'s' * (len(unread) > 1)} {', '.join(map(repr, unread))} "
+                  f"{'are' if len(unread) > 1 else 'is'} not read"
                   + "".join(f" ({name!r}: did you mean {known[name.lower().replace(' ', '_')]!r}?)" for name in unread
                             if name.lower().replace(" ", "_") in known)
                   + f"; a catalogue csv reads {', '.join(CSV_CATALOGUE_COLUMNS)}", file=sys.stderr)
@@ -329,7 +329,7 @@ class LoadSummary:
     through: int | None = None  # the items topic's offset of the last record sent (`wait_indexed`)
 
     def lines(self) -> list[str]:
-        out = [f"loaded {self.sent:,} items from {self.path} in {self.seconds:.2f}s"]
+        out = [f"loaded {self.sent:,} item{'' if self.sent == 1 else 's'} from {self.path} in {self.seconds:.2f}s"]
         if self.rejected:
             out.append(f"  {self.rejected_note} -> dead-letter topic (each with its line and reason); "
                        f"{DEAD_LETTERS_SAID}")

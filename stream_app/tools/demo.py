@@ -46,12 +46,17 @@ def _say(text: str = "") -> None:
     print(text, flush=True)
 
 
+def item_named(item_id: str, titles: dict[str, str]) -> str:
+    """An item id with its title in quotes (ids and titles both hold spaces), or the id alone."""
+    return f'{item_id} "{titles[item_id]}"' if titles.get(item_id) else item_id
+
+
 def describe_user(profile: dict[str, Any], rec: dict[str, Any] | None, shown: int = 5,
                   titles: dict[str, str] | None = None) -> list[str]:
     titles = titles or {}
 
     def named(item_id: str) -> str:
-        return f"{item_id} {titles[item_id]}" if item_id in titles else item_id
+        return item_named(item_id, titles)
 
     p = profile["profile"]
     counts = ", ".join(f"{n} {t}" for t, n in sorted(p["counts"].items()))

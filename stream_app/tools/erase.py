@@ -290,8 +290,9 @@ def describe(receipt: dict[str, Any]) -> str:
     lines = [
         f"erased {receipt['user_id']!r} (request {receipt['request_id']}) at {when} by {receipt['worker_id']}",
         removed,
-        f"  with it: learner state {deleted['learner_state'] or 'none'}, {deleted['digests']} event digests, "
-        f"pending lists {deleted['pending_lists'] or 'none'}; worker state: {', '.join(deleted['worker_state']) or 'none'}",
+        f"  with it: learner state {', '.join(deleted['learner_state']) or 'none'}, {deleted['digests']} event digests, "
+        f"pending lists {', '.join(f'{name} {n}' for name, n in deleted['pending_lists'].items()) or 'none'}; worker "
+        f"state: {', '.join(deleted['worker_state']) or 'none'}",
         f"  events of the user dated at or before {utc_ms(receipt.get('erased_through', receipt['requested_at']))} are "
         "dropped from now on "
         f"(record: {deleted['erased_record']['table']}, keyed hash {deleted['erased_record']['user_hash'][:16]}...)",

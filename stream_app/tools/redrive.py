@@ -72,6 +72,7 @@ class RedriveSummary:
     by_reason: Counter = field(default_factory=Counter)  # reason -> inputs sent again
     left: Counter = field(default_factory=Counter)  # why a letter was not sent -> how many
     other_reasons: Counter = field(default_factory=Counter)  # reason not asked for -> how many
+    other_unsendable: Counter = field(default_factory=Counter)  # (reason not asked for, why no redrive sends it) -> n
     sent_before: int = 0  # letters an earlier redrive of their reason read
     headers_left_out: int = 0  # letters sent again without some of their input's headers (no room in the letter)
     restarted: set[int] = field(default_factory=set)  # partitions read from their start: positions past their end
@@ -80,7 +81,10 @@ class RedriveSummary:
 
     def as_dict(self) -> dict[str, Any]:
         return {"read": self.read, "sent": dict(self.sent), "by_reason": dict(self.by_reason),
-                "left": dict(self.left), "other_reasons": dict(self.other_reasons), "sent_before": self.sent_before,
+                "left": dict(self.left), "other_reasons": dict(self.other_reasons),
+                "other_reasons_no_redrive_sends": [{"reason": reason, "why": why, "letters": n}
+                                                   for (reason, why), n in self.other_unsendable.most_common()],
+                "sent_before": self.sent_before,
                 "headers_left_out": self.headers_left_out,
                 "restarted_partitions": sorted(self.restarted),
                 "dry_run": self.dry_run, "ranges": {str(p): list(r) for p, r in sorted(self.ranges.items())}}
@@ -266,6 +270,8 @@ def redrive(settings: Settings, reasons: set[str], from_start: bool = False, dry
             continue
         if reason not in reasons:
             summary.other_reasons[reason] += 1
+            if reason in REDRIVABLE and isinstance(why := resend_of(letter, record.key, settings), str):
+                summary.other_unsendable[(reason, why)] += 1  # naming its reason would not send it either
         elif record.offset < read_from[reason].get(record.partition, 0):
             summary.sent_before += 1
         elif isinstance(resend := resend_of(letter, record.key, settings), str):
