@@ -33,7 +33,7 @@ class Snapshot:
     ordering: dict[str, Any]  # OrderedInput.status()
     models: dict[str, Any]  # ModelWatcher.status()
     catalogue: dict[str, Any]  # CatalogueFeed.status()
-    missing: list[str]  # what readiness still waits for (empty: ready)
+    missing: dict[str, str]  # what readiness still waits for, and why (empty: ready)
     lag: dict[tuple[str, int], int] = field(default_factory=dict)  # owned input partition -> records behind
     users: int = 0  # profiles in the worker's table
     items: int = 0  # items in the item state
@@ -226,8 +226,9 @@ def model_families(c: Counters, models: dict[str, Any], ranker_labels: dict[int,
 
 def state_families(s: Snapshot) -> Iterator[Metric]:
     yield _gauge("stream_app_ready", "1 when the worker takes events (what /readyz answers)", float(not s.missing))
-    lag = GaugeMetricFamily("stream_app_consumer_lag", "Records of an owned input partition not yet committed "
-                            "(high watermark minus committed offset)", labels=["topic", "partition"])
+    lag = GaugeMetricFamily("stream_app_consumer_lag", "Records of an owned input partition not yet committed: its "
+                            "end (the latest of the broker's answer, the high watermark and the reader's position) "
+                            "minus the committed offset", labels=["topic", "partition"])
     for (topic, partition), n in sorted(s.lag.items()):
         lag.add_metric([topic, str(partition)], n)
     yield lag
