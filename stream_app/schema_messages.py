@@ -57,14 +57,22 @@ def plain_message(schema: str, data: Any, message: str) -> str:
                 f"({message.rsplit(' ', 1)[-1]}): {remedy}")
     if (empty := EMPTY_TEXT.fullmatch(message)) is not None:  # "must be longer than or equal to 1 characters"
         return f"{empty.group(1)} is empty: give it at least one character"
-    known = load_schema(schema).get("properties", {})  # the validator names the others as a set, in no fixed order
-    unknown = sorted(str(name) for name in data if name not in known) if isinstance(data, dict) else []
-    if UNKNOWN_FIELDS.fullmatch(message) and schema in OTHER_FIELDS_GO and unknown:
-        what, where = OTHER_FIELDS_GO[schema]
-        return (f"{', '.join(map(repr, unknown))} {'is not a field' if len(unknown) == 1 else 'are not fields'} of "
-                f"{what} (its fields: {', '.join(known)}): give {'it' if len(unknown) == 1 else 'them'} in {where}, "
-                f"as {{{orjson.dumps(unknown[0]).decode()}: value}}")
+    if UNKNOWN_FIELDS.fullmatch(message) and schema in OTHER_FIELDS_GO and isinstance(data, dict):
+        return _unknown_fields_said(schema, data) or message
     return message
+
+
+def _unknown_fields_said(schema: str, data: dict[str, Any]) -> str | None:
+    """The fields of `data` its schema lacks, in order (the validator names them as a set, in no fixed order), the
+    fields it has, and where the others go."""
+    known = load_schema(schema)["properties"]
+    unknown = sorted(str(name) for name in data if name not in known)
+    if not unknown:
+        return None
+    what, where = OTHER_FIELDS_GO[schema]
+    return (f"{', '.join(map(repr, unknown))} {'is not a field' if len(unknown) == 1 else 'are not fields'} of {what} "
+            f"(its fields: {', '.join(known)}): give {'it' if len(unknown) == 1 else 'them'} in {where}, as "
+            f"{{{orjson.dumps(unknown[0]).decode()}: value}}")
 
 
 #: The validator's message for a text field under its schema's minLength 1.

@@ -73,6 +73,7 @@ def cmd_recommendations(args: argparse.Namespace) -> int:
     from ..kafka_security import kafka_python_kwargs
     from ..partitioning import partition_of
     from ..tools.consume import latest_records
+    from ..tools.demo import item_named
 
     settings = Settings.from_env()
     topic, key = settings.topics.recommendations, args.user_id.encode()
@@ -125,8 +126,6 @@ def cmd_recommendations(args: argparse.Namespace) -> int:
         print(f"note: {which} the reset of the profile of {args.user_id!r} at {utc_ms(reset_at)} (`stream-app "
               f"reset-profile`): ranked for the profile deleted{then}", file=sys.stderr)
     lists = _distinct_lists([read[record.partition, record.offset] for record in found])
-    from ..tools.demo import item_named
-
     titles = {}
     if args.titles and not args.json:
         from ..tools.catalogue import titles_on_topic
@@ -139,7 +138,8 @@ def cmd_recommendations(args: argparse.Namespace) -> int:
         print(f"user {rec.get('user_id')} after {rec.get('trigger_event_id')} (event time {_when(rec.get('event_ts'))}, "
               f"profile version {rec.get('profile_version')}, ranked by {rec.get('model', {}).get('ranking', '?')}):")
         for rank, item in enumerate(rec["items"], 1):
-            print(f"  {rank:>2}. {item_named(item['item_id'], titles)}  {item['score']:.4f}  {', '.join(item.get('reasons', []))}")
+            reasons = ", ".join(item.get("reasons", []))
+            print(f"  {rank:>2}. {item_named(item['item_id'], titles)}  {item['score']:.4f}  {reasons}")
     return 0
 
 

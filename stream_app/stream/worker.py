@@ -146,7 +146,7 @@ class StreamWorker:
             if not self.models_ready.is_set():
                 waiting["models"] = "the model control topic not read yet"
             if not self.catalogue_ready.is_set():
-                waiting["catalogue"] = "the items topic not read to its end yet (with a content model, its texts embedded)"
+                waiting["catalogue"] = "the items topic not read to its end (and embedded, with a content model) yet"
             waiting.setdefault("processing", "the input loop has not started")
         stalled_s = time.monotonic() - (self.ordered.reading_at or time.monotonic()) if self.processing else 0.0
         if stalled_s >= READER_STALL_S:
