@@ -128,6 +128,9 @@ def test_evaluate_picks_up_the_logs_ground_truth_and_writes_json_and_html(tmp_pa
     result = orjson.loads(out_json.read_bytes())
     assert set(result["profile_accuracy"]) >= {"stream-app"}  # the truth file beside the log was used
     assert result["events"] == sum(1 for _ in log.open())
+    # a data-team walkthrough: the file alone did not say how the run was made (--limit, --light, ...)
+    assert result["run"]["options"]["log"] == str(log) and result["run"]["options"]["light"] is False
+    assert result["run"]["options"]["json"] == str(out_json) and result["run"]["release"]
     assert f"full results: {out_json}" in done.stdout and f"report: {out_html}" in done.stdout
     page = out_html.read_text()
     assert "Profile accuracy" in page and all(html.escape(name) in page for name in result["models"])

@@ -161,6 +161,10 @@ def test_default_report_names_drop_the_logs_suffixes_and_mark_light_runs():
         "x-first1000-enc-1"
     assert commands.report_name(argparse.Namespace(log="x.csv", light=False, limit=None, encoder=None,
                                                    no_variants=True)) == "x-no-variants"
+    # a data-team walkthrough: a run with item text replaced the same run's reports without it
+    assert commands.report_name(argparse.Namespace(log="x.csv", light=True, limit=None, encoder="e1", shadow="e2",
+                                                   items="shop/items.csv.gz", content="c1")) == \
+        "x-light-e1-shadow-e2-items-items-content-c1"
 
 
 def test_a_ground_truth_that_is_missing_or_not_synths_is_refused(tmp_path):

@@ -489,6 +489,21 @@ def test_evaluate_names_the_training_log_of_an_encoder_whose_time_span_overlaps_
         "may hold of this log is not judged"]
 
 
+def test_train_limit_takes_the_logs_first_events_in_time_as_evaluate_limit_does(tmp_path):
+    """A data-team walkthrough: `train` had no --limit, so training on the events `evaluate --limit 20000` judged
+    meant cutting the file by hand (and applying the Online Retail reader's rules)."""
+    from stream_app.tools.sorted_log import load_accepted
+    from stream_app_train.train import TrainConfig, read_events, train
+
+    said: list[str] = []
+    manifest = train(OTTO_SAMPLE, "otto", tmp_path, TrainConfig(dim=8, hidden=8, epochs=1, buckets=1 << 10, limit=300),
+                     progress=said.append)
+    assert any(line.startswith("train: 300 events, ") for line in said), said
+    assert manifest["training"]["config"]["limit"] == 300
+    first, _, _ = load_accepted(OTTO_SAMPLE, "otto", lambda event: None, 300)  # evaluate --limit's events
+    assert read_events(OTTO_SAMPLE, "otto", None, said.append, 300) == first
+
+
 def test_training_on_a_log_too_small_to_mean_anything_says_so_before_its_figures(tmp_path):
     """Three events trained a model on one example and reported Recall@20 1.0000 with no word of doubt."""
     from stream_app_train.train import TrainConfig, train

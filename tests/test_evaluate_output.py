@@ -187,6 +187,13 @@ def test_the_rejected_share_counts_otto_sessions_and_refused_events_and_a_log_al
     otto.write_bytes(b"\n".join(line if n % 2 else line[:-3] for n, line in enumerate(sessions)) + b"\n")
     assert "warning: 50% of the sessions read were rejected" in table(evaluate_log(otto, "otto", Settings(),
                                                                                   light=True))
+    # a data-team walkthrough: one bad event of a session whose others were read is no session rejected (it said
+    # "14% of the sessions read were rejected", and over the wrong count of sessions)
+    sessions[0] = sessions[0].replace(b'"aid":0,', b'"aid":0.5,')
+    otto.write_bytes(b"\n".join(sessions[:3]) + b"\n")
+    said = table(evaluate_log(otto, "otto", Settings(), light=True))
+    assert "rejected: 1 record of 1 line of the log that cannot be read as events (a whole line, or one event" in said
+    assert "were rejected: the figures" not in said
     log = tmp_path / "events.jsonl"
     now = 1_700_000_000_000
     events = [{"schema_version": 1, "event_id": f"e{n}", "user_id": f"u{n % 3}", "item_id": f"i{n % 7}",

@@ -117,6 +117,19 @@ def test_an_otto_id_past_64_bits_is_said_as_such_not_as_the_float_a_json_reader_
     assert "aid is a whole number past 64 bits" in rejected[1].rejection.detail and "e+" not in rejected[1].rejection.detail
 
 
+def test_an_otto_id_written_as_a_whole_valued_float_is_the_published_id_as_in_the_csv_formats(tmp_path):
+    """A data-team walkthrough: `"aid": 1492293.0` (a data frame's) was refused as "not an id", while RetailRocket's and
+    MovieLens' readers take `257597.0` as the published 257597; a float past 2**53 may not be the id written."""
+    path = tmp_path / "s.jsonl"
+    path.write_text('{"session": 7.0, "events": [{"aid": 1492293.0, "ts": 1659304800025, "type": "clicks"},'
+                    '{"aid": 1492293, "ts": 1659304800026, "type": "clicks"}, {"aid": 1e17, "ts": 1659304800027, '
+                    '"type": "clicks"}]}\n')
+    events, rejected = load_sorted(path, "otto")
+    assert [(e["user_id"], e["item_id"]) for e in events] == [("7", "1492293"), ("7", "1492293")]
+    assert events[0]["event_id"] == "otto-7-1659304800025-1492293-clicks"
+    assert len(rejected) == 1 and "aid 1e+17 is a float past 2**53" in rejected[0].rejection.detail
+
+
 def test_jsonl_reads_input_events_and_rejects_invalid_lines(tmp_path):
     good = {"event_id": "a", "user_id": "u", "item_id": "i", "type": "browse", "ts": 5, "schema_version": 1}
     path = tmp_path / "e.jsonl"

@@ -38,6 +38,7 @@ class TrainConfig:
     seed: int = 7
     k: int = 20
     retrieve: int = 100  # best items the exported graph returns per user (the worker uses the first few)
+    limit: int | None = None  # only the log's first N events in time a worker accepts, as `evaluate --limit`
 
 
 @dataclass
@@ -110,11 +111,11 @@ def evaluate(model: NextItemModel, examples: Examples, k: int, unknown: int = 0,
 
 
 def read_events(log: str | Path, fmt: str, refusal: Callable[[dict[str, Any]], tuple[str, str] | None] | None,
-                progress: Callable[[str], None]) -> list[dict[str, Any]]:
+                progress: Callable[[str], None], limit: int | None = None) -> list[dict[str, Any]]:
     """The log's events as the workers take them: without the lines they cannot read, the events their gate
     refuses (`refusal`: a time outside the accepted window would stretch the time split) and repeated event ids
     of a user (applied once); each count said."""
-    events, rejected, refused = load_accepted(log, fmt, refusal or (lambda event: None))
+    events, rejected, refused = load_accepted(log, fmt, refusal or (lambda event: None), limit)
     warn_if_seconds(fmt, events[0]["ts"] if events else None, events[-1]["ts"] if events else None)  # as replay and evaluate warn
     seen: set[tuple[str, str]] = set()
     kept = []
@@ -123,7 +124,8 @@ def read_events(log: str | Path, fmt: str, refusal: Callable[[dict[str, Any]], t
         if key not in seen:
             seen.add(key)
             kept.append(event)
-    left = [f"{len(rejected):,} lines or events it cannot read ({first_rejection(rejected)}, ...)"] if rejected else []
+    left = [f"{len(rejected):,} lines or events it cannot read ({first_rejection([next(iter(rejected))])}, ...)"
+            ] if rejected else []
     left += [f"{len(refused):,} events the workers would refuse ({refused[0][1]}, ...)"] if refused else []
     left += [f"{len(events) - len(kept):,} repeated event ids"] if len(kept) < len(events) else []
     if left:
@@ -178,7 +180,7 @@ def train(log: str | Path, fmt: str, registry_root: str | Path, config: TrainCon
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     registry.require_writable(registry_root)  # before minutes of training, not after
-    events = read_events(log, fmt, refusal, progress)
+    events = read_events(log, fmt, refusal, progress, config.limit)
     if len(events) < 2:
         raise TooLittleToTrain(f"{log} has {len(events)} readable events: too few to train an encoder")
     first, last = events[0]["ts"], events[-1]["ts"]
@@ -194,7 +196,7 @@ def train(log: str | Path, fmt: str, registry_root: str | Path, config: TrainCon
     if len(train_set.targets) == 0:
         span = "all its events have one time" if last == first else "no user has two events before it"
         raise TooLittleToTrain(f"{log}: no training examples before the time split ({span}); use a longer log")
-    progress(f"train: {len(events):,} events, {len(item_ids):,} items, {len(train_set.targets):,} training and "
+    progress(f"train: {len(events):,} events, {len(item_ids):,} items in its training part, {len(train_set.targets):,} training and "
              f"{len(valid_set.targets) + unknown:,} validation examples ({unknown:,} on items the training part "
              "lacks: misses)")
     for warning in thin_log(len(train_set.targets), len(item_ids), config.k):

@@ -38,7 +38,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                     judge_from=args.judge_from, processes=args.processes or 1,
                                     variants=not args.no_variants, progress=True)
         print(via_kafka_table(result))
-        _write_json(result, json_path)
+        _write_json(result, json_path, args)
         return 0
 
     json_path = _writable(args.json, f"evaluation-{name}.json")
@@ -68,7 +68,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
               "any; --limit N evaluates the log's first N events, --light fewer rows)", file=sys.stderr)
         raise
     print(table(result))
-    _write_json(result, json_path)
+    _write_json(result, json_path, args)
     _write(page, render(result).encode())
     print(f"report: {page}")
     return 0
@@ -121,6 +121,9 @@ def report_name(args: argparse.Namespace) -> str:
     return (f"{_log_name(args.log)}{f'-first{args.limit}' if args.limit else ''}{'-light' if args.light else ''}"
             f"{'-no-variants' if getattr(args, 'no_variants', False) else ''}"
             f"{f'-{args.encoder}' if args.encoder else ''}"
+            f"{f'-shadow-{args.shadow}' if getattr(args, 'shadow', None) else ''}"
+            f"{f'-items-{_log_name(args.items)}' if getattr(args, 'items', None) else ''}"
+            f"{f'-content-{args.content}' if getattr(args, 'content', None) else ''}"
             f"{f'-judged-from-{args.judge_from:g}' if getattr(args, 'judge_from', None) else ''}"
             f"{f'-tuned-{args.tune_baselines:g}' if getattr(args, 'tune_baselines', None) else ''}")
 
@@ -175,8 +178,13 @@ def _write(out: Path, data: bytes) -> None:
         raise StreamAppError(f"cannot write {out} ({exc}): pick another path") from None
 
 
-def _write_json(result: dict, out: Path) -> None:
+def _write_json(result: dict, out: Path, args: argparse.Namespace) -> None:
     import orjson
 
-    _write(out, orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    from .. import __version__
+
+    # how the run was made, so the file alone says what to run again
+    options = {name: value for name, value in sorted(vars(args).items()) if not callable(value)}
+    run = {"release": __version__, "options": options}
+    _write(out, orjson.dumps({**result, "run": run}, option=orjson.OPT_INDENT_2, default=str))
     print(f"\nfull results: {out}")

@@ -209,6 +209,8 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     t = _command(sub, "train", help="train the sequence encoder on a log, export to ONNX, register it")
     t.add_argument("log")
     t.add_argument("--format", default="jsonl", choices=FORMATS, help="the log's format (default jsonl)")
+    t.add_argument("--limit", type=arg.count, default=None, help="only the log's first N events in time (as evaluate "
+                                                                  "--limit reads them)")
     t.add_argument("--registry", default=None, help="the registry folder (default: STREAM_APP_REGISTRY_DIR)")
     t.add_argument("--epochs", type=arg.count, default=4, help="passes over the training events (default 4)")
     t.add_argument("--dim", type=arg.count, default=32, help="embedding size (default 32)")

@@ -318,7 +318,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     registry_dir = args.registry or settings.registry_dir
     check_train_options(args, settings, registry_dir)
     config = TrainConfig(dim=args.dim, hidden=args.hidden, max_len=args.max_len, epochs=args.epochs,
-                         train_fraction=args.train_fraction, seed=args.seed)
+                         train_fraction=args.train_fraction, seed=args.seed, limit=args.limit)
     try:
         manifest = train(args.log, args.format, registry_dir, config,
                          progress=lambda line: print(line, file=sys.stderr), refusal=gate(settings))

@@ -35,11 +35,12 @@ from ..core.profile import event_digest
 from ..errors import InputFileError
 from ..partitioning import partition_of
 from ..serving.encoder import Encoder
-from ..tools.log_checks import LineRejection, rejection_said, warn_if_seconds
+from ..tools.line_rejections import not_evaluated
+from ..tools.log_checks import warn_if_seconds
 from ..tools.progress import tracked
 from ..tools.recorded import OnlineRetailStats
 from ..tools.replay import gate
-from ..tools.sorted_log import RUN_EVENTS, LimitCut, SortedLog
+from ..tools.sorted_log import RUN_EVENTS, SortedLog
 from .baselines import CoVisitationUnseen, RecentThenCoVisitation, SequentialRules
 from .ceiling import CeilingLeftOut, GeneratorCeiling, ceiling_for
 from .metrics import COLD_START, PopularityPercentiles, Scoreboard, profile_accuracy
@@ -401,36 +402,6 @@ def _log_pass(path: str | Path, fmt: str, settings: Settings, k: int, truth: dic
         if result["events"]:
             result[f"{role}_log_events_known"] = found / result["events"]
     result.update(unread)
-    return result
-
-
-def not_evaluated(rejected: Iterable[LineRejection], refused: collections.Counter[str],
-                  skipped: OnlineRetailStats | None, cut: LimitCut) -> dict[str, Any]:
-    """The results' counts of what the log held and no pass judged: lines that cannot be read as events (`rejected`,
-    in file order, read once), events the workers refuse (`refused`: how many for each reason), and the Online Retail
-    lines skipped as not a customer's purchase; whether a --limit left events out (`cut`), and so the line counts are
-    the whole file's (a line not read has no time to cut it by)."""
-    lines, count, last_line = 0, 0, None
-    first: dict[str, LineRejection] = {}  # each reason's first: the first line alone hides the other kinds
-    by_reason: collections.Counter[str] = collections.Counter()
-    for found in rejected:
-        count += 1
-        if found.line != last_line:  # an OTTO line may hold several bad events, and its good ones are read
-            lines, last_line = lines + 1, found.line
-        by_reason[found.rejection.reason] += 1
-        first.setdefault(found.rejection.reason, found)
-    found_first = next(iter(first.values()), None)
-    result: dict[str, Any] = {
-        "rejected_lines": lines,
-        "rejections": count,
-        "first_rejection": rejection_said(found_first.rejection) if found_first is not None else None,
-        "rejections_by_reason": {reason: {"count": n, "first": rejection_said(first[reason].rejection)}
-                                 for reason, n in by_reason.items()},
-        "line_counts_include_beyond_limit": cut.events_beyond}
-    if skipped is not None:
-        result["skipped_lines"] = skipped.as_dict()
-    for reason in ("timestamp_out_of_range", "payload_too_large"):
-        result[reason] = refused[reason]
     return result
 
 

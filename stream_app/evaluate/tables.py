@@ -40,9 +40,11 @@ def not_evaluated_said(result: dict[str, Any], via_kafka: bool = False) -> list[
     if result.get("rejected_lines"):
         first_said = f", the first as {result['first_rejection']}" if result.get("first_rejection") else ""
         lines_of, parts = result["rejected_lines"], result.get("rejections", result["rejected_lines"])
-        what = (f"{lines_of:,} lines of the log that cannot be read as events" if parts == lines_of else
-                f"{parts:,} records of {lines_of:,} line{'s' if lines_of != 1 else ''} of the log that cannot be read "
-                "as events (a whole line, or one event of a session line whose other events were read)")
+        what = (f"{lines_of:,} line{'s' if lines_of != 1 else ''} of the log that cannot be read as events"
+                if parts == lines_of and result.get("format") != "otto" else
+                f"{parts:,} record{'s' if parts != 1 else ''} of {lines_of:,} line{'s' if lines_of != 1 else ''} of "
+                "the log that cannot be read as events (a whole line, or one event of a session line whose other events "
+                "were read)")
         lines.append(f"rejected: {what} ({fate}{cut}){first_said}; `stream-app replay` sends them to the dead-letter "
                      "topic, where `stream-app dead-letters` shows them with their reasons")
         reasons = result.get("rejections_by_reason", {})
@@ -50,14 +52,14 @@ def not_evaluated_said(result: dict[str, Any], via_kafka: bool = False) -> list[
             lines.append("rejected by reason: " + "; ".join(f"{reason} {found['count']:,}, the first as {found['first']}"
                                                             for reason, found in reasons.items()))
         # of the records read, refused or not; an OTTO line is a session of many events, one record when rejected
-        # whole: its lines against the sessions read
-        otto = result.get("format") == "otto"
-        read = (lines_of + result.get("users", result.get("in_process", {}).get("users", 0)) if otto else
-                parts + result["events"] + result.get("timestamp_out_of_range", 0) + result.get("payload_too_large", 0))
-        share = (lines_of if otto else parts) / read if read else 0.0
+        # whole: the sessions rejected whole against every session read (one with a bad event among good ones was read)
+        read = parts + result["events"] + result.get("timestamp_out_of_range", 0) + result.get("payload_too_large", 0)
+        whole = result.get("rejected_sessions", 0) if result.get("format") == "otto" else 0
+        sessions = whole + result.get("users", result.get("in_process", {}).get("users", 0))
+        share, what = max((parts / read if read else 0.0, "events"), (whole / sessions if sessions else 0.0, "sessions"))
         if share >= 0.1 and not cut:  # a figure over what is left of a log is easy to take for the log's
-            lines.append(f"warning: {share:.0%} of the {'sessions' if otto else 'events'} read were rejected: the "
-                         "figures are over the rest only; fix the lines (their reasons, above) and evaluate again")
+            lines.append(f"warning: {share:.0%} of the {what} read were rejected: the figures are over the rest only; "
+                         "fix the lines (their reasons, above) and evaluate again")
     return lines + _left_out(result, via_kafka)
 
 

@@ -15,13 +15,14 @@ from ..core.content import ContentIndex
 from ..core.ordering import rounds
 from ..errors import ServiceTimeout
 from ..partitioning import partition_of
+from ..tools.line_rejections import not_evaluated
 from ..tools.log_checks import warn_if_seconds
 from ..tools.progress import tracked
 from ..tools.recorded import OnlineRetailStats
 from ..tools.replay import gate
 from ..tools.sorted_log import LimitCut, load_accepted
 from .metrics import COLD_START, PopularityPercentiles, Scoreboard
-from .prequential import Rows, evaluate_events, interactions_before, not_evaluated, time_split, without_variants
+from .prequential import Rows, evaluate_events, interactions_before, time_split, without_variants
 from .processes import split_pass
 
 

@@ -8,16 +8,21 @@ file (JSON lines, bytes in base64: no pickle in the service), read back one chun
 from __future__ import annotations
 
 import base64
+import collections
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, TYPE_CHECKING, Any, Iterable, Iterator
 
 import orjson
 
 from ..contracts import Rejection, Source
 from ..errors import StreamAppError
-from .log_checks import LineRejection
+from .log_checks import OTTO_LINE_UNREAD, LineRejection, rejection_said
+
+if TYPE_CHECKING:  # sorted_log keeps its rejected lines here; recorded reads them
+    from .recorded import OnlineRetailStats
+    from .sorted_log import LimitCut
 
 #: Rejected lines held in memory, and the size of each chunk written to disk beyond them
 IN_MEMORY = 10_000
@@ -111,3 +116,35 @@ def _from_record(record: dict[str, Any]) -> LineRejection:
     key = None if record["key"] is None else base64.b64decode(record["key"])
     return LineRejection(record["line"], Rejection(record["reason"], record["detail"], source, key,
                                                    base64.b64decode(record["payload"]), record["null_value"]))
+
+
+def not_evaluated(rejected: Iterable[LineRejection], refused: collections.Counter[str],
+                  skipped: OnlineRetailStats | None, cut: LimitCut) -> dict[str, Any]:
+    """The results' counts of what the log held and no pass judged: lines that cannot be read as events (`rejected`,
+    in file order, read once), events the workers refuse (`refused`: how many for each reason), and the Online Retail
+    lines skipped as not a customer's purchase; whether a --limit left events out (`cut`), and so the line counts are
+    the whole file's (a line not read has no time to cut it by)."""
+    lines, count, last_line, sessions = 0, 0, None, 0
+    first: dict[str, LineRejection] = {}  # each reason's first: the first line alone hides the other kinds
+    by_reason: collections.Counter[str] = collections.Counter()
+    for found in rejected:
+        count += 1
+        if found.line != last_line:  # an OTTO line may hold several bad events, and its good ones are read
+            lines, last_line = lines + 1, found.line
+        sessions += found.rejection.reason == "not_utf8" or OTTO_LINE_UNREAD in found.rejection.detail
+        by_reason[found.rejection.reason] += 1
+        first.setdefault(found.rejection.reason, found)
+    found_first = next(iter(first.values()), None)
+    result: dict[str, Any] = {
+        "rejected_lines": lines,
+        "rejections": count,
+        "rejected_sessions": sessions,  # OTTO session lines rejected whole (not one bad event of a session read)
+        "first_rejection": rejection_said(found_first.rejection) if found_first is not None else None,
+        "rejections_by_reason": {reason: {"count": n, "first": rejection_said(first[reason].rejection)}
+                                 for reason, n in by_reason.items()},
+        "line_counts_include_beyond_limit": cut.events_beyond}
+    if skipped is not None:
+        result["skipped_lines"] = skipped.as_dict()
+    for reason in ("timestamp_out_of_range", "payload_too_large"):
+        result[reason] = refused[reason]
+    return result

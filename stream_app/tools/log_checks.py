@@ -29,6 +29,8 @@ CSV_COLUMNS = {"csv": ("user_id", "item_id", "type", "ts"),
                "movielens": ("userId", "movieId", "rating", "timestamp"), "online-retail": ONLINE_RETAIL_COLUMNS}
 
 
+#: What the rejection of an OTTO line that is no session says (none of its events read: a session rejected whole)
+OTTO_LINE_UNREAD = "not an OTTO session"
 #: The column naming the user in each csv format.
 USER_COLUMNS = {"csv": "user_id", "retailrocket": "visitorid", "movielens": "userId", "online-retail": "CustomerID"}
 
@@ -199,7 +201,7 @@ def first_rejection(rejected: list[LineRejection]) -> str:
 
 def rejection_said(rejection: Rejection) -> str:
     """A rejection's reason and detail (cut short; a line's detail starts with its number), for a one-line message."""
-    detail = rejection.detail if len(rejection.detail) <= 160 else rejection.detail[:160] + "..."
+    detail = rejection.detail if len(rejection.detail) <= 160 else rejection.detail[:160].rsplit(" ", 1)[0] + " ..."
     return f"{rejection.reason} ({detail})"
 
 
@@ -318,3 +320,32 @@ def unwritable_number(record: dict[str, Any]) -> str | None:
         if isinstance(value, int) and not -2**63 <= value < 2**64:
             return f"{name} {value} is past 64 bits: give a time in milliseconds since 1970"
     return None
+
+
+def otto_ms(ts: Any) -> int:
+    """OTTO's sessions as published are in ms; a republished copy in seconds (below SECONDS_BELOW, before 1973 in ms)
+    is read as seconds (a fraction of one to the nearest ms: a float product may fall a hair below it); a fraction
+    of a ms is refused, as the other formats refuse a fraction of their unit."""
+    if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not math.isfinite(ts):
+        raise ValueError(f"ts {ts!r} is not a number")
+    if ts >= SECONDS_BELOW and ts != int(ts):
+        raise ValueError(f"ts {ts!r} is not a whole number of milliseconds")
+    return round(ts * 1000) if ts < SECONDS_BELOW else int(ts)
+
+
+def otto_id(aid: Any, what: str = "aid") -> str:
+    """An OTTO id (`aid` or `session`): a whole number or a non-empty text. A whole-valued float (`1492293.0`, as a
+    data frame may write one) is the published whole number, as in the csv formats, while a float holds it exactly
+    (below 2**53; orjson reads a number over 64 bits as a float too, which would merge ids that differ in their last
+    digits)."""
+    if isinstance(aid, float) and aid.is_integer():
+        if abs(aid) >= 2**63:  # an integer past 64 bits, which orjson reads as a float: its digits are gone
+            raise ValueError(f"{what} is a whole number past 64 bits, which JSON readers do not keep exactly: write "
+                             f"such ids as text (\"{what}\": \"...\")")
+        if abs(aid) >= 2**53:  # a float that large does not hold every whole number
+            raise ValueError(f"{what} {aid!r} is a float past 2**53, which does not hold every whole number: write "
+                             "such ids as integers or as text")
+        return str(int(aid))
+    if isinstance(aid, bool) or not isinstance(aid, (int, str)) or aid == "":
+        raise ValueError(f"{what} {aid!r} is not an id")
+    return str(aid)

@@ -24,6 +24,7 @@ from .log_checks import (
     FORMATS,
     ONLINE_RETAIL_COLUMNS,
     ONLINE_RETAIL_II_NAMES,
+    OTTO_LINE_UNREAD,
     SECONDS_BELOW,
     LineRejection,
     as_integers,
@@ -34,6 +35,8 @@ from .log_checks import (
     line_user,
     nothing_read,
     online_retail_ii_said,
+    otto_id,
+    otto_ms,
     require_columns,
     schema_said,
     whole_number,
@@ -150,13 +153,13 @@ def read_otto(path: Path) -> Iterator[Numbered]:
             session = orjson.loads(raw)
             if not isinstance(session, dict):
                 raise TypeError(f"a line is an object with session and events, not {type(session).__name__}")
-            user = _otto_aid(session["session"], "session")  # a whole number or a text, as an item id
+            user = otto_id(session["session"], "session")  # a whole number or a text, as an item id
             events = session["events"]
             if not isinstance(events, list):
                 raise TypeError(f"'events' is {type(events).__name__}, not a list")
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:  # JSON, or JSON of another shape
             reason = "invalid_json" if isinstance(exc, orjson.JSONDecodeError) else "schema_violation"
-            yield line, _reject(path, line, reason, f"not an OTTO session: {_why(exc)}", raw, user)
+            yield line, _reject(path, line, reason, f"{OTTO_LINE_UNREAD}: {_why(exc)}", raw, user)
             continue
         repeats: dict[str, int] = {}  # an id -> how often it came in this line
         for i, e in enumerate(events):
@@ -164,7 +167,7 @@ def read_otto(path: Path) -> Iterator[Numbered]:
                 if not isinstance(e, dict):
                     raise TypeError(f"an event is an object with aid, ts and type, not {type(e).__name__}")
                 kind, stage = _kind(OTTO_TYPES, e["type"])
-                ts, aid = _otto_ms(e["ts"]), _otto_aid(e["aid"])
+                ts, aid = otto_ms(e["ts"]), otto_id(e["aid"])
             except (KeyError, TypeError, ValueError) as exc:
                 yield line, _reject(path, line, "schema_violation", f"event {i} of session {user}: {_why(exc)}",
                                     orjson.dumps(e), user)
@@ -183,28 +186,6 @@ def _kind(types: dict[str, tuple[str, str | None]], name: Any) -> tuple[str, str
     if not isinstance(name, str) or name not in types:
         raise ValueError(f"event type {name!r} is not one of {', '.join(types)}")
     return types[name]
-
-
-def _otto_ms(ts: Any) -> int:
-    """OTTO's sessions as published are in ms; a republished copy in seconds (below SECONDS_BELOW, before 1973 in ms)
-    is read as seconds (a fraction of one to the nearest ms: a float product may fall a hair below it); a fraction
-    of a ms is refused, as the other formats refuse a fraction of their unit."""
-    if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not math.isfinite(ts):
-        raise ValueError(f"ts {ts!r} is not a number")
-    if ts >= SECONDS_BELOW and ts != int(ts):
-        raise ValueError(f"ts {ts!r} is not a whole number of milliseconds")
-    return round(ts * 1000) if ts < SECONDS_BELOW else int(ts)
-
-
-def _otto_aid(aid: Any, what: str = "aid") -> str:
-    """An OTTO id (`aid` or `session`): a whole number or a non-empty text (orjson reads a number over 64 bits as a
-    float, which would merge sessions that differ in their last digits)."""
-    if isinstance(aid, float) and aid.is_integer() and abs(aid) >= 2**63:  # its digits are gone: not said as them
-        raise ValueError(f"{what} is a whole number past 64 bits, which JSON readers do not keep exactly: write such "
-                         f"ids as text (\"{what}\": \"...\")")
-    if isinstance(aid, bool) or not isinstance(aid, (int, str)) or aid == "":
-        raise ValueError(f"{what} {aid!r} is not an id")
-    return str(aid)
 
 
 def _log_rows(fh: Any, path: Path, required: tuple[str, ...], multiline: bool = False,
