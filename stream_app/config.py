@@ -242,14 +242,14 @@ class Settings:
                      "trending_half_life_ms", "category_items", "covis_gap_half_life_ms", "item_epoch_ms",
                      "pair_half_life_ms", "rules_steps", "session_gap_ms", "content_half_life_ms", "dlq_retention_ms"):
             if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1 (set {ENV_PREFIX}{name.upper()})")
+                raise ConfigError(f"{ENV_PREFIX}{name.upper()}={getattr(self, name)} must be at least 1")
         for name in ("max_idle_ms", "max_future_ms", "max_age_ms", "item_idle_ms", "user_idle_ms", "session_idle_ms",
                      "read_wait_ms", "user_signals_per_hour", "user_item_signals_per_hour", "covis_prev_items", "ranker_seed",
                      "ranker_warm_up", "ranker_negatives", "ranker_pool", "rules_anchors", "category_top",
                      "category_candidates", "encoder_candidates", "content_candidates", "rec_debounce_ms",
                      "profile_cache_users"):
             if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be 0 or more (set {ENV_PREFIX}{name.upper()})")
+                raise ConfigError(f"{ENV_PREFIX}{name.upper()}={getattr(self, name)} must be 0 or more")
         if self.fetch_max_wait_ms > FETCH_WAIT_MAX_MS:  # past the clients' 40 s request timeout no fetch ends
             raise ConfigError(f"fetch_max_wait_ms={self.fetch_max_wait_ms} must be at most {FETCH_WAIT_MAX_MS:,} (a "
                               "fetch waiting as long as the Kafka clients' 40 s request timeout never ends; 500 suits "
@@ -374,7 +374,9 @@ def _refuse_unknown(environ: Mapping[str, str]) -> None:
                      if name.startswith(ENV_PREFIX) and name not in known and name not in RETIRED_VARIABLES
                      and not _service_link(name, value))
     if unknown:
-        near = difflib.get_close_matches(unknown[0], known, n=1)
+        suffix = unknown[0].removeprefix(ENV_PREFIX)  # the prefix all share would make any name look near
+        near = [suffix] if suffix in ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL") else [ENV_PREFIX + name for name in (
+            difflib.get_close_matches(suffix, [k.removeprefix(ENV_PREFIX) for k in known], n=1, cutoff=0.75))]
         raise ConfigError(f"{unknown[0]} is not a setting{f' (did you mean {near[0]}?)' if near else ''}: "
                           "unset it, or see the settings table in docs/configuration.md"
                           + (f"; also unknown: {', '.join(unknown[1:])}" if unknown[1:] else ""))

@@ -750,13 +750,18 @@ def test_redis_not_answering_asks_about_up_only_when_the_url_is_ups(tmp_path, mo
 def test_profile_of_a_user_redis_lacks_says_when_no_broker_was_asked_about_erasures_and_resets():
     """Without KAFKA_BOOTSTRAP_SERVERS, a reset or erased user whose Redis marker was gone got only "has a worker
     applied an event ... repair-redis", as if the receipts had been read and said nothing."""
-    from stream_app.cli.commands import no_profile
+    from stream_app.cli.profile_command import no_profile
     from stream_app.config import Settings
 
     said = no_profile(Settings(redis_url="redis://127.0.0.1:1/0"), "gil", {})
     assert "KAFKA_BOOTSTRAP_SERVERS" in said and "erased or reset" in said
     marked = no_profile(Settings(redis_url="redis://127.0.0.1:1/0"), "gil", {b"erased_at": b"1700000000000"})
     assert "KAFKA_BOOTSTRAP_SERVERS" not in marked  # the marker says it all
+    # an operator's walkthrough: right after Redis was flushed it said to run repair-redis, while the read API
+    # answered 503 (the workers wrote the profiles back 3 s later)
+    flushed = no_profile(Settings(redis_url="redis://127.0.0.1:1/0"), "gil", {}, partition_held=False)
+    assert "Redis does not hold the profiles of this user's input partition yet" in flushed
+    assert "try again in a moment" in flushed and "has a worker applied" not in flushed
 
 
 def test_status_does_not_print_a_redis_password_that_holds_a_space(tmp_path, monkeypatch, capsys):
@@ -798,6 +803,17 @@ def test_a_worker_whose_redis_cannot_be_used_stops_before_it_joins_the_group(ser
     with pytest.raises(StreamAppError):  # refused at once: no wait changes it
         require_redis_answers(Settings(redis_url=wrong), wait_s=30)
     assert time.monotonic() - started < 5
+
+
+def test_a_worker_given_a_redis_url_of_another_scheme_is_told_so_not_a_traceback():
+    """An operator's walkthrough: REDIS_URL=http://host:port/0 (or host:port, no scheme) stopped the worker with
+    redis-py's ValueError and a traceback, exit 1, where every other command says what to give."""
+    from stream_app.cli.worker_start import require_redis_answers
+    from stream_app.errors import ConfigError
+
+    for url in ("http://127.0.0.1:6379/0", "127.0.0.1:6379"):
+        with pytest.raises(ConfigError, match="is not a Redis URL: use redis://host:port/0"):
+            require_redis_answers(Settings(redis_url=url), wait_s=0.1)
 
 
 def test_a_worker_told_another_partition_count_than_its_topics_have_says_so(capsys, monkeypatch):

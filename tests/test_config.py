@@ -110,6 +110,14 @@ def test_a_mistyped_setting_is_refused_with_the_nearest_name():
         Settings.from_env({"STREAM_APP_TOPK": "5"})
     with pytest.raises(ConfigError, match="also unknown: STREAM_APP_ZZZ"):
         Settings.from_env({"STREAM_APP_TOPK": "5", "STREAM_APP_ZZZ": "1"})
+    # an operator's walkthrough: STREAM_APP_FOO was asked "did you mean STREAM_APP_TOP_K?" (the shared prefix)
+    with pytest.raises(ConfigError) as nothing_near:
+        Settings.from_env({"STREAM_APP_FOO": "1"})
+    assert "did you mean" not in str(nothing_near.value)
+    with pytest.raises(ConfigError, match=r"STREAM_APP_REDIS_URL is not a setting \(did you mean REDIS_URL\?\)"):
+        Settings.from_env({"STREAM_APP_REDIS_URL": "redis://r:6379/0"})
+    with pytest.raises(ConfigError, match="STREAM_APP_BATCH_MAX=0 must be at least 1"):
+        Settings.from_env({"STREAM_APP_BATCH_MAX": "0"})
     read = Settings.from_env({"STREAM_APP_TOP_K": "5", "STREAM_APP_WEIGHT_ORDER": "9", "STREAM_APP_STATE_DIR": "/x",
                               "KAFKA_BOOTSTRAP_SERVERS": "k:9092", "REDIS_URL": "redis://r:6379/0"})
     assert (read.top_k, read.weights.order) == (5, 9.0)

@@ -322,7 +322,7 @@ def test_a_removal_marker_newer_than_the_last_reset_is_an_idle_eviction_and_rece
     reset receipt of the user that deleted a profile."""
     from types import SimpleNamespace
 
-    from stream_app.cli import commands
+    from stream_app.cli import profile_command
     from stream_app.tools import consume, erase
 
     def receipt(user: str, applied_at: int, found: bool = True, reset: bool = True):
@@ -336,14 +336,14 @@ def test_a_removal_marker_newer_than_the_last_reset_is_an_idle_eviction_and_rece
         return [r for r in topic if r.key == key.encode() and match(r)][-want:]
 
     monkeypatch.setattr(consume, "latest_records", latest_records)
-    monkeypatch.setattr(commands, "erased_time", lambda settings, user: None)
+    monkeypatch.setattr(profile_command, "erased_time", lambda settings, user: None)
     settings = Settings(kafka_bootstrap_servers="localhost:1")
     assert erase.reset_time(settings, "u1") == 1_000 and erase.reset_time(settings, "u3") is None
     assert erase.reset_time(Settings(), "u1") is None  # no broker named: not known
-    reset = commands.no_profile(settings, "u1", {b"evicted_generation": b"1", b"evicted_at": b"1000"})
+    reset = profile_command.no_profile(settings, "u1", {b"evicted_generation": b"1", b"evicted_at": b"1000"})
     assert "the profile of user 'u1' was reset (`stream-app reset-profile`) at 1970-01-01 00:00:01 UTC (1000)" in reset
     assert "repair-redis" not in reset  # the marker says Redis lost nothing
-    evicted = commands.no_profile(settings, "u1", {b"evicted_generation": b"1", b"evicted_at": b"2000"})
+    evicted = profile_command.no_profile(settings, "u1", {b"evicted_generation": b"1", b"evicted_at": b"2000"})
     assert "evicted as idle" in evicted and "was reset" not in evicted
 
 

@@ -112,7 +112,7 @@ def test_log_format_and_read_wait_are_settings():
 
 
 def test_metrics_are_the_counters_and_every_worker_has_its_own_registry():
-    counters = Counters(applied=7, recommendations=6, late=2, live_judged=9, live_hits=3)
+    counters = Counters(applied=7, recommendations=6, late=2, live_judged=9, live_hits=3, erased_events_dropped=1)
     counters.serving("seq-1", None)  # since it began serving: 1 of 4 (the lifetime counts go on: 3 of 9)
     for hit in (True, False, False, False):
         counters.count_hits(hit, None)
@@ -130,6 +130,8 @@ def test_metrics_are_the_counters_and_every_worker_has_its_own_registry():
     assert samples[("stream_app_events_total", (("topic", "events.click"), ("type", "click")))] == 5
     assert samples[("stream_app_events_total", (("topic", "events.browse"), ("type", "invalid")))] == 1
     assert samples[("stream_app_recommendations_total", ())] == 6
+    # an operator's walkthrough: status counted them, the metrics did not (applied + duplicates fell short of events)
+    assert samples[("stream_app_events_erased_dropped_total", ())] == 1
     assert samples[("stream_app_dead_letters_total", (("reason", "invalid_json"),))] == 1
     assert samples[("stream_app_out_of_order_events_total", ())] == 2
     assert samples[("stream_app_late_events_total", (("clock", "partition"),))] == 3

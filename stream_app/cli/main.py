@@ -25,7 +25,6 @@ from .commands import (
     cmd_demo,
     cmd_down,
     cmd_erase,
-    cmd_profile,
     cmd_repair_redis,
     cmd_replay,
     cmd_serve,
@@ -36,6 +35,7 @@ from .commands import (
 from .evaluate_command import cmd_evaluate
 from .kafka_errors import CONNECTION_WARNINGS, check_brokers_resolve, kafka_unreachable
 from .model_commands import cmd_items, cmd_models, cmd_train
+from .profile_command import cmd_profile
 from .status_command import cmd_status
 from .terminal import escaping_terminal
 from .topic_commands import cmd_dead_letters, cmd_erasure_receipts, cmd_recommendations, cmd_redrive

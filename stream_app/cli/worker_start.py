@@ -20,6 +20,7 @@ def require_redis_answers(settings: Settings, wait_s: float = REDIS_START_WAIT_S
 
     if not settings.redis_url:
         return
+    settings.require_redis()  # a URL redis-py cannot read (no scheme, http://) is said, not a traceback
     deadline = time.monotonic() + wait_s
     while True:
         client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)

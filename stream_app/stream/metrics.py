@@ -145,6 +145,8 @@ def counter_families(c: Counters) -> Iterator[Metric]:
     yield events
     yield _counter("stream_app_events_applied", "Events applied to a profile", c.applied)
     yield _counter("stream_app_events_duplicate", "Redelivered events recognised and skipped", c.duplicates)
+    yield _counter("stream_app_events_erased_dropped", "Events of erased users dated at or before their erasure, "
+                   "dropped (not applied)", c.erased_events_dropped)
     yield _counter("stream_app_events_below_dedupe_floor", "Of the duplicates, events older than their user's dedupe "
                    "floor, not known as applied: dropped, too old to tell", c.below_dedupe_floor)
     yield _counter("stream_app_recommendations", "Recommendations published", c.recommendations)
