@@ -234,8 +234,10 @@ def test_the_report_says_a_split_passs_rate_is_of_its_processes_together_as_the_
     the HTML report the same rate as one process's."""
     result = {**hand_made_result(), "processes": {"count": 2, "rows": [["stream-app"], []]}}
     assert "100 events/s for all models together in 2 processes" in table(result)
-    assert "100 events/s\nfor all models together in 2 processes." in render(result)
-    assert "for all models together." in render(hand_made_result())
+    assert "100 events/s\nfor all models together in 2 processes (events/s: each model&#x27;s alone" in render(result)
+    # a data-team walkthrough: the page did not say what "-" in the events/s column means, as the table does
+    assert "-: a row that ranks the stream-app row&#x27;s candidates" in render(result)
+    assert "for all models together (events/s:" in render(hand_made_result())
 
 
 def test_the_via_kafka_table_says_when_the_stream_app_rows_variants_were_left_out():

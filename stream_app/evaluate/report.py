@@ -8,7 +8,7 @@ from typing import Any
 
 from .figures import rate_said
 from .metrics import truth_unmatched
-from .tables import facts, footnotes, processes_said
+from .tables import RATES_SAID, facts, footnotes, processes_said
 
 # One colour per row: a full pass has 28 rows, more with an encoder, a shadow and item text.
 PALETTE = ["#1b6ca8", "#d1495b", "#66a182", "#edae49", "#8d6a9f", "#4f5d75", "#2e4057", "#00a6a6", "#bc4b51",
@@ -120,7 +120,7 @@ td:first-child,th:first-child{{text-align:left}}</style></head><body>
 <h1>Prequential evaluation</h1>
 <p>{html.escape(result.get('log', ''))}: {result['events']:,} events, {result['users']:,} users,
 {result['items']:,} items; K = {k}; batches of {result['batch']}; {rate_said(result['events_per_s'])} events/s
-for all models together{processes_said(result.get("processes"))}.</p>
+for all models together{processes_said(result.get("processes"))} ({html.escape(RATES_SAID)}).</p>
 {_paragraphs(facts(result))}{_rows(result, types)}
 {_paragraphs(footnotes(result))}
 <h2>Recall@{k} over the stream</h2><p>{legend}</p>{_line_chart({n: m.get('timeline', []) for n, m in models.items()})}

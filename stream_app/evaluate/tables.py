@@ -63,6 +63,9 @@ def not_evaluated_said(result: dict[str, Any], via_kafka: bool = False) -> list[
     return lines + _left_out(result, via_kafka)
 
 
+#: What the events/s column holds (the text table's header and the HTML report say it)
+RATES_SAID = ("events/s: each model's alone, its own time in the pass; -: a row that ranks the stream-app row's "
+              "candidates, whose time is that row's")
 NO_VARIANTS_SAID = "--no-variants: the stream-app row's variants (a setting changed or a model left out) were not run"
 
 
@@ -77,9 +80,7 @@ def table(result: dict[str, Any]) -> str:
         f" {'coverage':>9} {'pop.pct':>8} {'events/s':>9}"
     lines = [f"{result['events']:,} events, {result['users']:,} users, {result['items']:,} items; "
              f"batches of {result['batch']}; {rate_said(result['events_per_s'])} events/s for all models together"
-             f"{processes_said(result.get('processes'))} "
-             "(events/s: each model's alone, its own time in the pass; -: a row that ranks the stream-app row's "
-             "candidates, whose time is that row's)",
+             f"{processes_said(result.get('processes'))} ({RATES_SAID})",
              *facts(result), head, "-" * len(head)]
     for name, m in result["models"].items():
         per_type = " ".join(f"{m['by_type'].get(t, {}).get(f'recall@{k}', 0.0):>{type_width[t]}.4f}" for t in types)
