@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from . import kafka_security
 from .core.events import event_kind
 from .errors import ConfigError
 from .kafka_security import KafkaSecurity
@@ -375,7 +376,8 @@ def _refuse_unknown(environ: Mapping[str, str]) -> None:
                      and not _service_link(name, value))
     if unknown:
         suffix = unknown[0].removeprefix(ENV_PREFIX)  # the prefix all share would make any name look near
-        near = [suffix] if suffix in ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL") else [ENV_PREFIX + name for name in (
+        unprefixed = ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", *kafka_security.ENV.values())  # read as they are
+        near = [suffix] if suffix in unprefixed else [ENV_PREFIX + name for name in (
             difflib.get_close_matches(suffix, [k.removeprefix(ENV_PREFIX) for k in known], n=1, cutoff=0.75))]
         raise ConfigError(f"{unknown[0]} is not a setting{f' (did you mean {near[0]}?)' if near else ''}: "
                           "unset it, or see the settings table in docs/configuration.md"

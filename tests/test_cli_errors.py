@@ -12,7 +12,7 @@ from kafka.errors import KafkaTimeoutError
 from stream_app.cli import evaluate_command as commands
 from stream_app.cli import kafka_errors, main
 from stream_app.config import Settings
-from stream_app.errors import ConfigError, InputFileError
+from stream_app.errors import ConfigError, InputFileError, StreamAppError
 from stream_app.evaluate.prequential import read_truth
 from stream_app.evaluate.tables import table
 
@@ -165,6 +165,14 @@ def test_default_report_names_drop_the_logs_suffixes_and_mark_light_runs():
     assert commands.report_name(argparse.Namespace(log="x.csv", light=True, limit=None, encoder="e1", shadow="e2",
                                                    items="shop/items.csv.gz", content="c1")) == \
         "x-light-e1-shadow-e2-items-items-content-c1"
+    # the names as the parser and its checks leave the options (--content defaults to latest, named by no run)
+    from stream_app.cli.evaluate_command import _refuse_ignored_options
+    from stream_app.cli.main import parser
+
+    for argv, name in ((["evaluate", "x.jsonl"], "x"), (["evaluate", "x.jsonl", "--items", "i.csv"], "x-items-i")):
+        parsed = parser().parse_args(argv)
+        _refuse_ignored_options(parsed)
+        assert commands.report_name(parsed) == name
 
 
 def test_a_ground_truth_that_is_missing_or_not_synths_is_refused(tmp_path):
@@ -193,6 +201,7 @@ def test_a_log_with_no_more_items_than_a_list_holds_is_said_to_tell_the_rows_lit
     """A new user's walkthrough: a 12-item csv evaluated at K 20 tied most rows at one Recall, and nothing said why."""
     assert "warning: the log has 5 items and a list holds 20: a model can list every item" in table(_result(7))
     assert "a model can list every item" not in table({**_result(7), "items": 21})
+    assert "the log has 20 items and a list holds 20" in table({**_result(7), "items": 20})  # every item fits
 
 
 def test_the_table_says_how_many_events_were_judged_and_when_none_were():
@@ -762,6 +771,46 @@ def test_profile_of_a_user_redis_lacks_says_when_no_broker_was_asked_about_erasu
     flushed = no_profile(Settings(redis_url="redis://127.0.0.1:1/0"), "gil", {}, partition_held=False)
     assert "Redis does not hold the profiles of this user's input partition yet" in flushed
     assert "try again in a moment" in flushed and "has a worker applied" not in flushed
+
+
+def test_profile_asks_the_mirror_marker_on_a_miss_and_one_it_cannot_read_leaves_the_other_reasons(tmp_path,
+                                                                                                     monkeypatch):
+    """A review: the marker read beside the profile's made a marker key of another type fail every `profile` as "the
+    Redis key 'profile:...' is not a profile: delete it"; the miss's reason must come from the marker."""
+    import redis
+
+    from stream_app.cli.profile_command import cmd_profile
+    from stream_app.store.mirror_marker import marker_key
+
+    monkeypatch.setenv("STREAM_APP_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+    namespace = Settings().namespace
+
+    class Client:
+        def __init__(self, marker):
+            self.marker = marker
+
+        def hgetall(self, key):
+            if key != marker_key(namespace):
+                return {}  # no profile
+            if isinstance(self.marker, Exception):
+                raise self.marker
+            return self.marker
+
+        def close(self):
+            pass
+
+    def said(marker) -> str:
+        monkeypatch.setattr(redis.Redis, "from_url", lambda *args, **kwargs: Client(marker))
+        with pytest.raises(StreamAppError) as refused:
+            cmd_profile(argparse.Namespace(user_id="gil", json=False, titles=False))
+        return str(refused.value)
+
+    assert "try again in a moment" in said({})  # emptied: no token, no partition written back
+    held = {b"token": b"t", b"partitions": b"1", b"partition:0": b"t"}
+    assert "has a worker applied an event" in said(held) and "try again" not in said(held)
+    unreadable = said(redis.ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"))
+    assert "has a worker applied an event" in unreadable and "is not a profile" not in unreadable
 
 
 def test_status_does_not_print_a_redis_password_that_holds_a_space(tmp_path, monkeypatch, capsys):

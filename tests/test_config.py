@@ -116,6 +116,8 @@ def test_a_mistyped_setting_is_refused_with_the_nearest_name():
     assert "did you mean" not in str(nothing_near.value)
     with pytest.raises(ConfigError, match=r"STREAM_APP_REDIS_URL is not a setting \(did you mean REDIS_URL\?\)"):
         Settings.from_env({"STREAM_APP_REDIS_URL": "redis://r:6379/0"})
+    with pytest.raises(ConfigError, match=r"\(did you mean KAFKA_SECURITY_PROTOCOL\?\)"):
+        Settings.from_env({"STREAM_APP_KAFKA_SECURITY_PROTOCOL": "SSL"})
     with pytest.raises(ConfigError, match="STREAM_APP_BATCH_MAX=0 must be at least 1"):
         Settings.from_env({"STREAM_APP_BATCH_MAX": "0"})
     read = Settings.from_env({"STREAM_APP_TOP_K": "5", "STREAM_APP_WEIGHT_ORDER": "9", "STREAM_APP_STATE_DIR": "/x",

@@ -194,6 +194,21 @@ def test_the_rejected_share_counts_otto_sessions_and_refused_events_and_a_log_al
     said = table(evaluate_log(otto, "otto", Settings(), light=True))
     assert "rejected: 1 record of 1 line of the log that cannot be read as events (a whole line, or one event" in said
     assert "were rejected: the figures" not in said
+    # counted by where the detail says the line was no session, not by the phrase anywhere (a session so named)
+    from collections import Counter
+
+    from stream_app.contracts import Rejection, Source
+    from stream_app.tools.line_rejections import not_evaluated
+    from stream_app.tools.log_checks import LineRejection
+    from stream_app.tools.sorted_log import LimitCut
+
+    def rejected(line: int, detail: str, reason: str = "schema_violation") -> LineRejection:
+        return LineRejection(line, Rejection(reason, f"line {line}: {detail}", Source("f"), None, b"x"))
+
+    found = [rejected(1, "not an OTTO session: 'events' is int, not a list"), rejected(2, "not UTF-8", "not_utf8"),
+             rejected(3, "event 1 of session not an OTTO session: aid None is not an id")]
+    assert not_evaluated(found, Counter(), None, LimitCut(), "otto")["rejected_sessions"] == 2
+    assert "rejected_sessions" not in not_evaluated(found, Counter(), None, LimitCut(), "jsonl")
     log = tmp_path / "events.jsonl"
     now = 1_700_000_000_000
     events = [{"schema_version": 1, "event_id": f"e{n}", "user_id": f"u{n % 3}", "item_id": f"i{n % 7}",

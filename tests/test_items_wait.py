@@ -20,7 +20,7 @@ def test_a_wait_that_times_out_still_says_what_was_loaded_and_rejected(tmp_path,
     file.write_text('{"item_id": "a", "title": "RED LAMP", "schema_version": 1}\n{"item_id": "b"}\n')
 
     def sent(settings, path, items, rejected):
-        return catalogue.LoadSummary(path, len(items), len(rejected), 0.1, "1 catalogue records rejected", 7)
+        return catalogue.LoadSummary(path, len(items), len(rejected), 0.1, "1 catalogue record rejected", 7)
 
     def late(settings, through, timeout_s):
         raise ServiceTimeout(f"after {timeout_s:.0f}s 1 of 1 workers have not indexed the catalogue through {through}")
@@ -29,7 +29,7 @@ def test_a_wait_that_times_out_still_says_what_was_loaded_and_rejected(tmp_path,
     monkeypatch.setattr(catalogue, "wait_indexed", late)
     assert main.main(["items", "load", str(file), "--wait", "1"]) == 2
     said = capsys.readouterr()
-    assert f"loaded 1 item from {file}" in said.out and "1 catalogue records rejected" in said.out
+    assert f"loaded 1 item from {file}" in said.out and "1 catalogue record rejected" in said.out
     assert "have not indexed the catalogue through 7" in said.err
 
 

@@ -213,13 +213,14 @@ def test_letters_of_reasons_not_asked_for_that_no_redrive_can_send_are_said_as_s
     settings = Settings()
     from_file = _letter("timestamp_out_of_range", "/logs/a.csv", b"u9,i,click,5", b"u9", line=3)
     from_topic = _letter("processing_error", settings.topics.click, orjson.dumps(_event("e1", "u1")))
+    never = _letter("invalid_json", "/logs/a.csv", b"{broken", b"u9", line=4)  # said apart: no fix makes it pass
     records = [SimpleNamespace(value=orjson.dumps(letter), key=b"u1", partition=0, offset=offset)
-               for offset, letter in enumerate([from_file, from_topic])]
+               for offset, letter in enumerate([from_file, from_topic, never])]
     monkeypatch.setattr(redrive_module, "positions", lambda settings, reasons: {reason: {} for reason in reasons})
     monkeypatch.setattr(redrive_module, "read_range", lambda settings, topic, from_offsets: (
-        records, {TopicPartition(topic, 0): 0}, {TopicPartition(topic, 0): 2}))
+        records, {TopicPartition(topic, 0): 0}, {TopicPartition(topic, 0): 3}))
     summary = redrive(settings, {"schema_violation"}, dry_run=True)
-    assert summary.other_reasons == {"timestamp_out_of_range": 1, "processing_error": 1}
+    assert summary.other_reasons == {"timestamp_out_of_range": 1, "processing_error": 1, "invalid_json": 1}
     (((reason, why), n),) = summary.other_unsendable.items()
     assert (reason, n) == ("timestamp_out_of_range", 1) and why.startswith("a line of a file: correct the file")
     assert summary.as_dict()["other_reasons_no_redrive_sends"] == [{"reason": reason, "why": why, "letters": 1}]

@@ -196,7 +196,8 @@ def train(log: str | Path, fmt: str, registry_root: str | Path, config: TrainCon
     if len(train_set.targets) == 0:
         span = "all its events have one time" if last == first else "no user has two events before it"
         raise TooLittleToTrain(f"{log}: no training examples before the time split ({span}); use a longer log")
-    progress(f"train: {len(events):,} events, {len(item_ids):,} items in its training part, {len(train_set.targets):,} training and "
+    progress(f"train: {len(events):,} events, {len(item_ids):,} items in its training part, "
+             f"{len(train_set.targets):,} training and "
              f"{len(valid_set.targets) + unknown:,} validation examples ({unknown:,} on items the training part "
              "lacks: misses)")
     for warning in thin_log(len(train_set.targets), len(item_ids), config.k):
@@ -228,7 +229,9 @@ def train(log: str | Path, fmt: str, registry_root: str | Path, config: TrainCon
                  "max_len": config.max_len, "items": len(item_ids)},
         "training": {"log": str(log), "format": fmt, "events": len(training_events),
                      "fingerprint": fingerprint(training_events), "first_ts": first, "train_until_ts": cutoff,
-                     "config": asdict(config), "seconds": round(time.perf_counter() - started, 2)},
+                     # an unset limit left out: a version trained before the option holds the same recipe
+                     "config": {k: v for k, v in asdict(config).items() if not (k == "limit" and v is None)},
+                     "seconds": round(time.perf_counter() - started, 2)},
         "validation": validation,
         "inputs": list(INPUTS), "outputs": list(OUTPUTS), "retrieve": min(config.retrieve, len(item_ids)),
         "featurizer": featurizer_id(config.buckets),

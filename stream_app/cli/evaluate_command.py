@@ -123,7 +123,7 @@ def report_name(args: argparse.Namespace) -> str:
             f"{f'-{args.encoder}' if args.encoder else ''}"
             f"{f'-shadow-{args.shadow}' if getattr(args, 'shadow', None) else ''}"
             f"{f'-items-{_log_name(args.items)}' if getattr(args, 'items', None) else ''}"
-            f"{f'-content-{args.content}' if getattr(args, 'content', None) else ''}"
+            f"{f'-content-{args.content}' if getattr(args, 'items', None) and args.content != 'latest' else ''}"
             f"{f'-judged-from-{args.judge_from:g}' if getattr(args, 'judge_from', None) else ''}"
             f"{f'-tuned-{args.tune_baselines:g}' if getattr(args, 'tune_baselines', None) else ''}")
 
@@ -183,8 +183,8 @@ def _write_json(result: dict, out: Path, args: argparse.Namespace) -> None:
 
     from .. import __version__
 
-    # how the run was made, so the file alone says what to run again
+    # the command's options and release (the STREAM_APP_* settings it read are not among them)
     options = {name: value for name, value in sorted(vars(args).items()) if not callable(value)}
-    run = {"release": __version__, "options": options}
-    _write(out, orjson.dumps({**result, "run": run}, option=orjson.OPT_INDENT_2, default=str))
+    run = orjson.loads(orjson.dumps({"release": __version__, "options": options}, default=str))
+    _write(out, orjson.dumps({**result, "run": run}, option=orjson.OPT_INDENT_2))
     print(f"\nfull results: {out}")

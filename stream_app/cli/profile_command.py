@@ -21,9 +21,16 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     client = redis.Redis.from_url(settings.require_redis(), socket_connect_timeout=2)
+    held = True  # whether the workers' mirror marker says Redis holds the user's partition (asked on a miss only)
     try:
-        marker = client.hgetall(marker_key(settings.namespace))  # first: a write-back ending between is no miss
         raw = client.hgetall(profile_key(args.user_id, settings.namespace))
+        if not decode_profile(raw):
+            try:
+                held = holds_user(client.hgetall(marker_key(settings.namespace)), args.user_id)
+            except redis.RedisError:  # a marker it cannot read (another type, an ACL): the other reasons stand
+                held = True
+            if held:  # written back between the two reads?
+                raw = client.hgetall(profile_key(args.user_id, settings.namespace))
     except redis.ResponseError as exc:
         if not key_fault(exc):
             raise redis_trouble(settings, exc) from exc
@@ -35,7 +42,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         client.close()
     stored = decode_profile(raw)
     if not stored:
-        raise StreamAppError(no_profile(settings, args.user_id, raw, holds_user(marker, args.user_id)))
+        raise StreamAppError(no_profile(settings, args.user_id, raw, held))
     if args.json:
         print(orjson.dumps(stored, option=orjson.OPT_INDENT_2).decode())
         return 0
@@ -75,14 +82,14 @@ def no_profile(settings: Settings, user_id: str, raw: dict[bytes, bytes], partit
         return (f"user {user_id!r} was erased (time {utc_ms(erased_at)}, the erased-users record says) and Redis holds "
                 "no profile of the user: a new event of the user starts one (if the user has had events since the "
                 "erasure, Redis lost their profile: `stream-app repair-redis` rebuilds it)")
+    unasked = "" if settings.kafka_bootstrap_servers else (
+        " (whether the user was erased or reset is on Kafka, and KAFKA_BOOTSTRAP_SERVERS is not set: set it to have "
+        "the workers' records read)")
     if not partition_held:  # as the read API answers 503 there: the profile may be on its way back
         return (f"no profile for user {user_id!r} in Redis yet: Redis does not hold the profiles of this user's input "
                 "partition yet (it was emptied, or no worker has looked at it yet); running workers write them back "
                 "within seconds: try again in a moment (with no worker running, `stream-app repair-redis` rebuilds "
-                "them)")
-    unasked = "" if settings.kafka_bootstrap_servers else (
-        " (whether the user was erased or reset is on Kafka, and KAFKA_BOOTSTRAP_SERVERS is not set: set it to have "
-        "the workers' records read)")
+                f"them){unasked}")
     return (f"no profile for user {user_id!r} in Redis (namespace {settings.namespace!r}): has a worker applied an "
             f"event of that user? `stream-app repair-redis` rebuilds a flushed Redis{unasked}")
 

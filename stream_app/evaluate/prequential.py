@@ -395,7 +395,7 @@ def _log_pass(path: str | Path, fmt: str, settings: Settings, k: int, truth: dic
                                  rows=rows)
         # both read back from their runs on disk before the log lets them go, not held as lists
         refused = collections.Counter(why for _, why, _, _ in log.refused_events())
-        unread = not_evaluated(log.rejected, refused, skipped, log.cut)
+        unread = not_evaluated(log.rejected, refused, skipped, log.cut, fmt)
     result["log"], result["format"] = str(path), fmt
     result["judged_from_because"] = because
     for role, found in counts.items():

@@ -21,7 +21,8 @@ def _left_out(result: dict[str, Any], via_kafka: bool) -> list[str]:
         lines.append(f"left out: {out:,} event{'' if out == 1 else 's'} outside the accepted time window "
                      f"(STREAM_APP_MAX_FUTURE_MS, STREAM_APP_MAX_AGE_MS around now), {fate}")
     if result.get("payload_too_large"):
-        lines.append(f"left out: {result['payload_too_large']:,} events over STREAM_APP_MAX_PAYLOAD_BYTES as JSON, "
+        large = result["payload_too_large"]
+        lines.append(f"left out: {large:,} event{'' if large == 1 else 's'} over STREAM_APP_MAX_PAYLOAD_BYTES as JSON, "
                      f"{fate}")
     if result.get("repeated_event_ids"):
         lines.append(f"repeated: {result['repeated_event_ids']:,} of the events have the event_id of an earlier one "
@@ -30,7 +31,7 @@ def _left_out(result: dict[str, Any], via_kafka: bool) -> list[str]:
 
 
 def not_evaluated_said(result: dict[str, Any], via_kafka: bool = False) -> list[str]:
-    """The lines of the log no pass judged (`prequential.not_evaluated`'s counts), in words (`via_kafka`: that pass
+    """The lines of the log no pass judged (`tools.line_rejections.not_evaluated`'s counts), in words (`via_kafka`: that pass
     sends none of them)."""
     lines, fate = [], "not sent, not evaluated" if via_kafka else "not evaluated"
     cut = (f"; counted over the whole file, of which --limit evaluated the first {result['events']:,} events in time"

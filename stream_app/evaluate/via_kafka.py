@@ -73,7 +73,8 @@ def _events_sent(path: str | Path, fmt: str, limit: int | None) -> tuple[list[di
     """The log's events a worker accepts, in time order (`limit`: the first), and the counts of what is not sent."""
     skipped, cut = OnlineRetailStats() if fmt == "online-retail" else None, LimitCut()
     events, rejected, refused = load_accepted(path, fmt, gate(Settings.from_env()), limit, skipped, cut)
-    return events, not_evaluated(rejected, collections.Counter(why for _, why, _, _ in refused), skipped, cut)
+    return events, not_evaluated(rejected, collections.Counter(why for _, why, _, _ in refused), skipped, cut,
+                                 fmt)
 
 
 def evaluate_via_kafka(path: str | Path, fmt: str, k: int = 20, rate: float | None = None, workers: int = 1,

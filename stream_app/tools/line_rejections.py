@@ -119,7 +119,7 @@ def _from_record(record: dict[str, Any]) -> LineRejection:
 
 
 def not_evaluated(rejected: Iterable[LineRejection], refused: collections.Counter[str],
-                  skipped: OnlineRetailStats | None, cut: LimitCut) -> dict[str, Any]:
+                  skipped: OnlineRetailStats | None, cut: LimitCut, fmt: str = "") -> dict[str, Any]:
     """The results' counts of what the log held and no pass judged: lines that cannot be read as events (`rejected`,
     in file order, read once), events the workers refuse (`refused`: how many for each reason), and the Online Retail
     lines skipped as not a customer's purchase; whether a --limit left events out (`cut`), and so the line counts are
@@ -131,14 +131,15 @@ def not_evaluated(rejected: Iterable[LineRejection], refused: collections.Counte
         count += 1
         if found.line != last_line:  # an OTTO line may hold several bad events, and its good ones are read
             lines, last_line = lines + 1, found.line
-        sessions += found.rejection.reason == "not_utf8" or OTTO_LINE_UNREAD in found.rejection.detail
+        sessions += fmt == "otto" and (found.rejection.reason == "not_utf8" or found.rejection.detail.startswith(
+            f"line {found.line}: {OTTO_LINE_UNREAD}:"))  # a session line rejected whole, not one of its events
         by_reason[found.rejection.reason] += 1
         first.setdefault(found.rejection.reason, found)
     found_first = next(iter(first.values()), None)
     result: dict[str, Any] = {
         "rejected_lines": lines,
         "rejections": count,
-        "rejected_sessions": sessions,  # OTTO session lines rejected whole (not one bad event of a session read)
+        **({"rejected_sessions": sessions} if fmt == "otto" else {}),  # session lines rejected whole
         "first_rejection": rejection_said(found_first.rejection) if found_first is not None else None,
         "rejections_by_reason": {reason: {"count": n, "first": rejection_said(first[reason].rejection)}
                                  for reason, n in by_reason.items()},

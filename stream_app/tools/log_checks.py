@@ -201,7 +201,9 @@ def first_rejection(rejected: list[LineRejection]) -> str:
 
 def rejection_said(rejection: Rejection) -> str:
     """A rejection's reason and detail (cut short; a line's detail starts with its number), for a one-line message."""
-    detail = rejection.detail if len(rejection.detail) <= 160 else rejection.detail[:160].rsplit(" ", 1)[0] + " ..."
+    cut = rejection.detail[:160]
+    cut = cut.rsplit(" ", 1)[0] if " " in cut[120:] else cut  # at a word, unless that loses much
+    detail = rejection.detail if len(rejection.detail) <= 160 else cut + " ..."
     return f"{rejection.reason} ({detail})"
 
 
