@@ -40,7 +40,7 @@ def repeated_name(payload: bytes, data: Any) -> str | None:
         name = repr(repeated.args[0])
         return (f"the name {name if len(name) <= 60 else name[:60] + '...'} is given twice in one object with two values "
                 "(JSON readers differ on which counts): give each field once")
-    except ValueError:  # read by orjson, refused by the stdlib: no second reading to compare
+    except ValueError:  # read by orjson, refused by the stdlib (an integer of over 4,300 digits): nothing to compare
         return None
     return None
 

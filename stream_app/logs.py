@@ -123,3 +123,8 @@ def utc_ms(ms: int | bytes) -> str:
     except (ValueError, OverflowError, OSError):
         at = None
     return f"{at.strftime('%Y-%m-%d %H:%M:%S')} UTC ({text})" if at is not None else text
+
+
+def plural(count: int, noun: str) -> str:
+    """`1 event`, `2 events`: a count and its noun, as printed lines say them."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"

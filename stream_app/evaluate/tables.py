@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..logs import plural
 from ..serving.registry import validation_said
 from ..tools.log_checks import skipped_said
 from .figures import rate_said, utc_said
@@ -17,13 +18,11 @@ def _left_out(result: dict[str, Any], via_kafka: bool) -> list[str]:
     (`via_kafka`: that pass sends none of the refused ones; a replay would, and the workers dead-letter them)."""
     lines, fate = [], "which were not sent" if via_kafka else "which the workers dead-letter"
     if result.get("timestamp_out_of_range"):
-        out = result["timestamp_out_of_range"]
-        lines.append(f"left out: {out:,} event{'' if out == 1 else 's'} outside the accepted time window "
+        lines.append(f"left out: {plural(result['timestamp_out_of_range'], 'event')} outside the accepted time window "
                      f"(STREAM_APP_MAX_FUTURE_MS, STREAM_APP_MAX_AGE_MS around now), {fate}")
     if result.get("payload_too_large"):
-        large = result["payload_too_large"]
-        lines.append(f"left out: {large:,} event{'' if large == 1 else 's'} over STREAM_APP_MAX_PAYLOAD_BYTES as JSON, "
-                     f"{fate}")
+        lines.append(f"left out: {plural(result['payload_too_large'], 'event')} over STREAM_APP_MAX_PAYLOAD_BYTES as "
+                     f"JSON, {fate}")
     if result.get("repeated_event_ids"):
         lines.append(f"repeated: {result['repeated_event_ids']:,} of the events have the event_id of an earlier one "
                      "of their user: a worker applies an id once, so they teach nothing and are not judged")
@@ -41,9 +40,9 @@ def not_evaluated_said(result: dict[str, Any], via_kafka: bool = False) -> list[
     if result.get("rejected_lines"):
         first_said = f", the first as {result['first_rejection']}" if result.get("first_rejection") else ""
         lines_of, parts = result["rejected_lines"], result.get("rejections", result["rejected_lines"])
-        what = (f"{lines_of:,} line{'s' if lines_of != 1 else ''} of the log that cannot be read as events"
+        what = (f"{plural(lines_of, 'line')} of the log that cannot be read as events"
                 if parts == lines_of and result.get("format") != "otto" else
-                f"{parts:,} record{'s' if parts != 1 else ''} of {lines_of:,} line{'s' if lines_of != 1 else ''} of "
+                f"{plural(parts, 'record')} of {plural(lines_of, 'line')} of "
                 "the log that cannot be read as events (a whole line, or one event of a session line whose other events "
                 "were read)")
         lines.append(f"rejected: {what} ({fate}{cut}){first_said}; `stream-app replay` sends them to the dead-letter "

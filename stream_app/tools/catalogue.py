@@ -23,6 +23,7 @@ from ..contracts import Rejection, Source, plain_message, validator
 from ..core.content import item_title
 from ..errors import InputFileError
 from ..json_names import repeated_name
+from ..logs import plural
 from .log_checks import (
     DEAD_LETTERS_SAID,
     MOVIES_COLUMNS,
@@ -115,8 +116,7 @@ def load_catalogue(path: str | Path, fmt: str, option: str = "--format"
 
 
 def rejected_note(rejected: list[LineRejection]) -> str:
-    records = f"{len(rejected):,} catalogue record{'' if len(rejected) == 1 else 's'}"
-    return f"{records} rejected, the first as {first_rejection(rejected)}"
+    return f"{plural(len(rejected), 'catalogue record')} rejected, the first as {first_rejection(rejected)}"
 
 
 def _checked(path: Path, line: int, record: Any, raw: bytes) -> Read:
@@ -329,7 +329,7 @@ class LoadSummary:
     through: int | None = None  # the items topic's offset of the last record sent (`wait_indexed`)
 
     def lines(self) -> list[str]:
-        out = [f"loaded {self.sent:,} item{'' if self.sent == 1 else 's'} from {self.path} in {self.seconds:.2f}s"]
+        out = [f"loaded {plural(self.sent, 'item')} from {self.path} in {self.seconds:.2f}s"]
         if self.rejected:
             out.append(f"  {self.rejected_note} -> dead-letter topic (each with its line and reason); "
                        f"{DEAD_LETTERS_SAID}")

@@ -4,6 +4,7 @@ sample with its product names, by default), a summary."""
 from __future__ import annotations
 
 import collections
+import functools
 import sys
 import tempfile
 import time
@@ -54,9 +55,7 @@ def item_named(item_id: str, titles: dict[str, str]) -> str:
 def describe_user(profile: dict[str, Any], rec: dict[str, Any] | None, shown: int = 5,
                   titles: dict[str, str] | None = None) -> list[str]:
     titles = titles or {}
-
-    def named(item_id: str) -> str:
-        return item_named(item_id, titles)
+    named = functools.partial(item_named, titles=titles)
 
     p = profile["profile"]
     counts = ", ".join(f"{n} {t}" for t, n in sorted(p["counts"].items()))

@@ -18,7 +18,7 @@ from ..config import Settings
 from ..contracts import letter_payload, validator
 from ..errors import ConfigError, ServiceTimeout, StreamAppError
 from ..kafka_security import kafka_python_kwargs
-from ..logs import utc_ms
+from ..logs import plural, utc_ms
 from ..stream.topics import ensure_topics
 
 
@@ -260,10 +260,6 @@ def reset_time(settings: Settings, user_id: str) -> int | None:
         return None
     applied_at = orjson.loads(found[0].value).get("applied_at") if found else None
     return applied_at if type(applied_at) is int else None
-
-
-def plural(count: int, noun: str) -> str:
-    return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
 def redis_marker(seconds: int) -> str:
